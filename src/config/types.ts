@@ -1,0 +1,146 @@
+/**
+ * Typed configuration. Keys use pgpool-II's parameter names (snake_case) so an
+ * operator's pgpool.conf reads straight into this shape; pgrelay-only keys are
+ * marked as such. Times are in the unit pgpool documents for that key
+ * (seconds, except connect_timeout and delay_threshold_by_time in ms).
+ */
+
+export type BackendFlag = 'ALLOW_TO_FAILOVER' | 'DISALLOW_TO_FAILOVER' | 'ALWAYS_PRIMARY';
+
+export interface BackendConfig {
+  /** Node id: the N in backend_hostnameN. */
+  id: number;
+  hostname: string;
+  port: number;
+  /** Raw weight as written (pgpool normalises over all nodes). */
+  weight: number;
+  data_directory: string;
+  /** True unless DISALLOW_TO_FAILOVER is set. */
+  allow_to_failover: boolean;
+  /** ALWAYS_PRIMARY: this node is the primary whatever pg_is_in_recovery() says. */
+  always_primary: boolean;
+  /** Matched against pg_stat_replication.application_name by the sr check. */
+  application_name: string;
+}
+
+/** Per-node health-check settings after applying the numeric-suffix overrides. */
+export interface HealthCheckConfig {
+  period: number;
+  timeout: number;
+  user: string;
+  password: string;
+  database: string;
+  max_retries: number;
+  retry_delay: number;
+  connect_timeout: number;
+}
+
+export type DisableLbOnWrite = 'off' | 'transaction' | 'trans_transaction' | 'always' | 'dml_adaptive';
+export type LogStandbyDelay = 'none' | 'always' | 'if_over_threshold';
+export type LogLevel = 'debug5' | 'debug4' | 'debug3' | 'debug2' | 'debug1' | 'info' | 'notice' | 'warning' | 'error' | 'log' | 'fatal' | 'panic';
+
+export interface Config {
+  /** File the configuration came from ('' when built from defaults/flags only). */
+  config_file: string;
+
+  // ---- connections
+  listen_addresses: string;
+  port: number;
+  /** pgrelay: maximum size of one protocol message from a client, bytes. */
+  max_message_size: number;
+  num_init_children: number;
+  reserved_connections: number;
+  /** pgrelay: how long a client waits for a session slot before 53300 (s, 0 = forever). */
+  client_queue_timeout: number;
+  listen_backlog_multiplier: number;
+  authentication_timeout: number;
+
+  // ---- backends
+  backends: BackendConfig[];
+
+  // ---- pooling
+  max_pool: number;
+  connection_cache: boolean;
+  reset_query_list: string[];
+  client_idle_limit: number;
+  connection_life_time: number;
+  child_life_time: number;
+  child_max_connections: number;
+  /** ms */
+  connect_timeout: number;
+
+  // ---- load balancing / routing (issue 3)
+  load_balance_mode: boolean;
+  ignore_leading_white_space: boolean;
+  allow_sql_comments: boolean;
+  disable_load_balance_on_write: DisableLbOnWrite;
+  statement_level_load_balance: boolean;
+  write_function_list: string[];
+  read_only_function_list: string[];
+  primary_routing_query_pattern_list: string[];
+  database_redirect_preference_list: string;
+  app_name_redirect_preference_list: string;
+  user_redirect_preference_list: string;
+  check_temp_table: string;
+  check_unlogged_table: boolean;
+  relcache_expire: number;
+  relcache_size: number;
+
+  // ---- streaming replication check
+  sr_check_period: number;
+  sr_check_user: string;
+  sr_check_password: string;
+  sr_check_database: string;
+  delay_threshold: number;
+  /** ms */
+  delay_threshold_by_time: number;
+  prefer_lower_delay_standby: boolean;
+  log_standby_delay: LogStandbyDelay;
+
+  // ---- health check and failover (issue 4)
+  health_check: HealthCheckConfig;
+  /** Per-node overrides resolved: index = node id. */
+  health_check_per_node: HealthCheckConfig[];
+  failover_command: string;
+  follow_primary_command: string;
+  failback_command: string;
+  failover_on_backend_error: boolean;
+  failover_on_backend_shutdown: boolean;
+  search_primary_node_timeout: number;
+  detach_false_primary: boolean;
+  auto_failback: boolean;
+  auto_failback_interval: number;
+
+  // ---- authentication and TLS (issue 5)
+  enable_pool_hba: boolean;
+  hba_file: string;
+  pool_passwd: string;
+  allow_clear_text_frontend_auth: boolean;
+  ssl: boolean;
+  ssl_key: string;
+  ssl_cert: string;
+  ssl_ca_cert: string;
+  ssl_crl_file: string;
+  ssl_ciphers: string;
+  ssl_prefer_server_ciphers: boolean;
+  ssl_ecdh_curve: string;
+  ssl_dh_params_file: string;
+  ssl_passphrase_command: string;
+
+  // ---- admin / metrics / logs (issue 6)
+  admin_users: string[];
+  metrics_port: number;
+  pid_file_name: string;
+  logdir: string;
+  log_destination: string;
+  log_min_messages: LogLevel;
+  log_connections: boolean;
+  log_disconnections: boolean;
+  log_hostname: boolean;
+  log_statement: boolean;
+  log_per_node_statement: boolean;
+  notice_per_node_statement: boolean;
+}
+
+/** Where a parameter may be changed: restart only, by reload, or also per session (PGPOOL SET). */
+export type ParamContext = 'restart' | 'reload' | 'session';
