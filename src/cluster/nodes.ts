@@ -1,0 +1,106 @@
+/**
+ * The node table: the one owner of each backend's status and role. Everyone else
+ * reads `snapshot()`/`get()` or listens to 'change'; only the cluster code (health
+ * checks, failover, admin attach/detach) calls the mutators.
+ */
+import { EventEmitter } from 'node:events';
+import type { BackendConfig } from '../config/types.js';
+
+/** pgpool's backend status names (SHOW pool_nodes `status`). */
+export type NodeStatus = 'up' | 'waiting' | 'down' | 'unused';
+export type NodeRole = 'primary' | 'standby';
+
+export interface NodeState {
+  readonly id: number;
+  host: string;
+  port: number;
+  weight: number;
+  status: NodeStatus;
+  role: NodeRole;
+  /** ms since epoch */
+  lastStatusChange: number;
+  /** Replication delay as last measured by the sr check. */
+  delayBytes: number;
+  delaySeconds: number;
+  replicationState: string;
+  replicationSyncState: string;
+  config: BackendConfig;
+}
+
+export interface NodeChange {
+  id: number;
+  from: { status: NodeStatus; role: NodeRole };
+  to: { status: NodeStatus; role: NodeRole };
+  reason: string;
+}
+
+export class NodeTable extends EventEmitter {
+  private readonly nodes: NodeState[];
+  private primary = -1;
+
+  constructor(backends: BackendConfig[]) {
+    super();
+    const now = Date.now();
+    this.nodes = backends.map((b) => ({
+      id: b.id,
+      host: b.hostname,
+      port: b.port,
+      weight: b.weight,
+      status: 'waiting' as NodeStatus,
+      role: 'standby' as NodeRole,
+      lastStatusChange: now,
+      delayBytes: 0,
+      delaySeconds: 0,
+      replicationState: '',
+      replicationSyncState: '',
+      config: b,
+    }));
+  }
+
+  get size(): number {
+    return this.nodes.length;
+  }
+
+  get primaryId(): number {
+    return this.primary;
+  }
+
+  get(id: number): NodeState | undefined {
+    return this.nodes[id];
+  }
+
+  all(): readonly NodeState[] {
+    return this.nodes;
+  }
+
+  /** The primary if it is usable (up or waiting), else undefined. */
+  primaryNode(): NodeState | undefined {
+    const n = this.nodes[this.primary];
+    return n && (n.status === 'up' || n.status === 'waiting') ? n : undefined;
+  }
+
+  setPrimary(id: number, reason: string): void {
+    if (id === this.primary) return;
+    const old = this.primary;
+    this.primary = id;
+    for (const n of this.nodes) {
+      const role: NodeRole = n.id === id ? 'primary' : 'standby';
+      if (n.role !== role) this.change(n, n.status, role, reason);
+    }
+    this.emit('primary', { from: old, to: id, reason });
+  }
+
+  setStatus(id: number, status: NodeStatus, reason: string): void {
+    const n = this.nodes[id];
+    if (!n || n.status === status) return;
+    this.change(n, status, n.role, reason);
+  }
+
+  private change(n: NodeState, status: NodeStatus, role: NodeRole, reason: string): void {
+    const ev: NodeChange = { id: n.id, from: { status: n.status, role: n.role }, to: { status, role }, reason };
+    n.status = status;
+    n.role = role;
+    n.lastStatusChange = Date.now();
+    this.emit('change', ev);
+  }
+}

@@ -1,0 +1,244 @@
+/**
+ * Message framing on a byte stream, without copying what is only forwarded.
+ *
+ * Every protocol-3 message after start-up is `type(1) length(4, includes itself) body`.
+ * The scanner walks the chunks a socket delivers, message header by message header,
+ * and asks its sink what to do with each message: an *action* number. Consecutive
+ * bytes with the same action are handed to `emit(action, bytes)` as one slice of the
+ * chunk they arrived in (`subarray`, no copy), so a 64 KiB chunk of DataRows that is
+ * all forwarded costs one write.
+ *
+ * Only message types flagged in `decode` are presented whole to the sink
+ * (`onMessage(type, buf, bodyStart, bodyEnd)`); a decoded message split across chunks
+ * is assembled (the only copy, and only for the small messages routing needs).
+ * Other messages are never looked into: their action is `sink.passAction`.
+ *
+ * Action 0 (`DROP`) means the sink consumed the message itself (nothing emitted).
+ * `SUSPEND` from onMessage stops the scan before that message; `resume()` retries it,
+ * so a sink can wait for an asynchronous decision (e.g. a catalog lookup) without
+ * losing order. While suspended the owner must stop reading the socket.
+ */
+
+export const DROP = 0;
+export const SUSPEND = -1;
+
+export interface FrameSink {
+  /** Action for messages whose type is not in `decode`. Read on every such message. */
+  passAction: number;
+  /** Decide on a decoded message. `buf[bodyStart..bodyEnd)` is the body (after the 5-byte header). */
+  onMessage(type: number, buf: Buffer, bodyStart: number, bodyEnd: number): number;
+  /** Receive bytes to act on. `bytes` is only valid during the call unless retained deliberately. */
+  emit(action: number, bytes: Buffer): void;
+  /** A framing error: bad length or over the size limit. Scanning stops for good. */
+  onFramingError(message: string, code: 'length' | 'size'): void;
+}
+
+export class MessageScanner {
+  /** Bytes of the current pass-through message still to come, and their action. */
+  private skip = 0;
+  private skipAction = DROP;
+  /** Partial header (fewer than 5 bytes) carried between chunks. */
+  private header: Buffer | null = null;
+  /** A decoded message being assembled across chunks. */
+  private assembling: Buffer | null = null;
+  private assembled = 0;
+  /** Chunk and offset to continue from after SUSPEND. */
+  private pending: Buffer | null = null;
+  private pendingPos = 0;
+  private broken = false;
+
+  constructor(
+    private readonly sink: FrameSink,
+    /** decode[type] !== 0: present the whole message to onMessage. */
+    private readonly decode: Uint8Array,
+    private readonly maxMessageSize: number,
+  ) {}
+
+  get suspended(): boolean {
+    return this.pending !== null;
+  }
+
+  /** Feed one chunk. Returns false when the scan suspended (the rest of the chunk is kept). */
+  push(chunk: Buffer): boolean {
+    if (this.broken) return true;
+    if (this.pending !== null) {
+      // Data arrived while suspended (the owner should have paused): queue it.
+      this.pending = Buffer.concat([this.pending.subarray(this.pendingPos), chunk]);
+      this.pendingPos = 0;
+      return false;
+    }
+    return this.scan(chunk, 0);
+  }
+
+  /** Continue after SUSPEND. Returns false if it suspended again. */
+  resume(): boolean {
+    const chunk = this.pending;
+    if (chunk === null) return true;
+    const pos = this.pendingPos;
+    this.pending = null;
+    this.pendingPos = 0;
+    return this.scan(chunk, pos);
+  }
+
+  private scan(chunk: Buffer, start: number): boolean {
+    const sink = this.sink;
+    const len = chunk.length;
+    let pos = start;
+    // Run of bytes [runStart, pos) sharing runAction, not yet emitted.
+    let runStart = pos;
+    let runAction = DROP;
+
+    // Finish a pass-through message begun in an earlier chunk.
+    if (this.skip > 0) {
+      const n = this.skip < len - pos ? this.skip : len - pos;
+      this.skip -= n;
+      runAction = this.skipAction;
+      pos += n;
+      if (pos === len) {
+        if (runAction !== DROP && pos > runStart) sink.emit(runAction, start === 0 && pos === len ? chunk : chunk.subarray(runStart, pos));
+        return true;
+      }
+    }
+
+    // Finish a header or a decoded message begun in an earlier chunk.
+    if (this.header !== null || this.assembling !== null) {
+      if (pos > runStart && runAction !== DROP) sink.emit(runAction, chunk.subarray(runStart, pos));
+      const r = this.continuePartial(chunk, pos);
+      if (r < 0) return false; // suspended inside (pending set)
+      pos = r;
+      runStart = pos;
+      runAction = DROP;
+      if (this.skip > 0 || this.header !== null || this.assembling !== null) return true; // chunk used up
+    }
+
+    const decode = this.decode;
+    while (pos < len) {
+      if (len - pos < 5) {
+        this.flushRun(chunk, runStart, pos, runAction);
+        this.header = Buffer.allocUnsafe(5);
+        chunk.copy(this.header, 0, pos, len);
+        this.assembled = len - pos;
+        return true;
+      }
+      const type = chunk[pos];
+      const msgLen = chunk.readUInt32BE(pos + 1);
+      if (msgLen < 4) return this.fail(chunk, runStart, pos, runAction, `invalid message length ${msgLen}`, 'length');
+      if (msgLen > this.maxMessageSize) return this.fail(chunk, runStart, pos, runAction, `message of ${msgLen} bytes exceeds the maximum of ${this.maxMessageSize}`, 'size');
+      const end = pos + 1 + msgLen;
+      let action: number;
+      if (decode[type] !== 0) {
+        if (end > len) {
+          // Assemble the whole message before deciding on it.
+          this.flushRun(chunk, runStart, pos, runAction);
+          this.assembling = Buffer.allocUnsafe(1 + msgLen);
+          chunk.copy(this.assembling, 0, pos, len);
+          this.assembled = len - pos;
+          return true;
+        }
+        action = sink.onMessage(type, chunk, pos + 5, end);
+        if (action === SUSPEND) {
+          this.flushRun(chunk, runStart, pos, runAction);
+          this.pending = chunk;
+          this.pendingPos = pos;
+          return false;
+        }
+        if (this.broken) return true;
+      } else {
+        action = sink.passAction;
+      }
+      if (action !== runAction) {
+        this.flushRun(chunk, runStart, pos, runAction);
+        runStart = pos;
+        runAction = action;
+      }
+      if (end > len) {
+        this.skip = end - len;
+        this.skipAction = action;
+        pos = len;
+        break;
+      }
+      pos = end;
+    }
+    if (runAction !== DROP && pos > runStart) sink.emit(runAction, runStart === 0 && pos === len ? chunk : chunk.subarray(runStart, pos));
+    return true;
+  }
+
+  /** Returns the new position, or -1 when the sink suspended on the assembled message. */
+  private continuePartial(chunk: Buffer, pos: number): number {
+    const len = chunk.length;
+    if (this.header !== null) {
+      const need = 5 - this.assembled;
+      const n = need < len - pos ? need : len - pos;
+      chunk.copy(this.header, this.assembled, pos, pos + n);
+      this.assembled += n;
+      pos += n;
+      if (this.assembled < 5) return pos;
+      const hdr = this.header;
+      this.header = null;
+      const type = hdr[0];
+      const msgLen = hdr.readUInt32BE(1);
+      if (msgLen < 4) {
+        this.fail(chunk, pos, pos, DROP, `invalid message length ${msgLen}`, 'length');
+        return len;
+      }
+      if (msgLen > this.maxMessageSize) {
+        this.fail(chunk, pos, pos, DROP, `message of ${msgLen} bytes exceeds the maximum of ${this.maxMessageSize}`, 'size');
+        return len;
+      }
+      if (this.decode[type] !== 0) {
+        this.assembling = Buffer.allocUnsafe(1 + msgLen);
+        hdr.copy(this.assembling, 0, 0, 5);
+        this.assembled = 5;
+      } else {
+        const action = this.sink.passAction;
+        if (action !== DROP) this.sink.emit(action, hdr);
+        const body = msgLen - 4;
+        const n2 = body < len - pos ? body : len - pos;
+        if (action !== DROP && n2 > 0) this.sink.emit(action, chunk.subarray(pos, pos + n2));
+        pos += n2;
+        if (n2 < body) {
+          this.skip = body - n2;
+          this.skipAction = action;
+        }
+        return pos;
+      }
+    }
+    const msg = this.assembling;
+    if (msg !== null) {
+      const need = msg.length - this.assembled;
+      const n = need < len - pos ? need : len - pos;
+      chunk.copy(msg, this.assembled, pos, pos + n);
+      this.assembled += n;
+      pos += n;
+      if (this.assembled < msg.length) return pos;
+      this.assembling = null;
+      const action = this.sink.onMessage(msg[0], msg, 5, msg.length);
+      if (action === SUSPEND) {
+        // Keep the assembled message in front of the rest of the chunk.
+        this.pending = pos < len ? Buffer.concat([msg, chunk.subarray(pos)]) : msg;
+        this.pendingPos = 0;
+        return -1;
+      }
+      if (action !== DROP && !this.broken) this.sink.emit(action, msg);
+    }
+    return pos;
+  }
+
+  private flushRun(chunk: Buffer, from: number, to: number, action: number): void {
+    if (action !== DROP && to > from) this.sink.emit(action, chunk.subarray(from, to));
+  }
+
+  private fail(chunk: Buffer, runStart: number, pos: number, runAction: number, message: string, code: 'length' | 'size'): boolean {
+    this.flushRun(chunk, runStart, pos, runAction);
+    this.broken = true;
+    this.sink.onFramingError(message, code);
+    return true;
+  }
+}
+
+/** A 256-entry table for `MessageScanner.decode`. */
+export function decodeTable(types: string): Uint8Array {
+  const t = new Uint8Array(256);
+  for (let i = 0; i < types.length; i++) t[types.charCodeAt(i)] = 1;
+  return t;
+}

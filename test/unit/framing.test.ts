@@ -1,0 +1,117 @@
+import { describe, it, expect } from 'vitest';
+import { DROP, MessageScanner, SUSPEND, decodeTable, type FrameSink } from '../../src/protocol/framing.js';
+
+function msg(type: string, body: string | Buffer): Buffer {
+  const b = typeof body === 'string' ? Buffer.from(body) : body;
+  const h = Buffer.alloc(5);
+  h[0] = type.charCodeAt(0);
+  h.writeUInt32BE(4 + b.length, 1);
+  return Buffer.concat([h, b]);
+}
+
+class Recorder implements FrameSink {
+  passAction = 1;
+  out: Buffer[] = [];
+  emits = 0;
+  decoded: string[] = [];
+  errors: string[] = [];
+  decide: (type: string, body: string) => number = () => 1;
+  onMessage(type: number, buf: Buffer, s: number, e: number): number {
+    const t = String.fromCharCode(type);
+    const body = buf.toString('latin1', s, e);
+    const a = this.decide(t, body);
+    if (a !== SUSPEND) this.decoded.push(`${t}:${body}`);
+    return a;
+  }
+  emit(_a: number, bytes: Buffer): void {
+    this.emits++;
+    this.out.push(Buffer.from(bytes));
+  }
+  onFramingError(m: string): void {
+    this.errors.push(m);
+  }
+  get all(): Buffer {
+    return Buffer.concat(this.out);
+  }
+}
+
+const stream = Buffer.concat([msg('D', 'row-1'), msg('Z', 'I'), msg('D', 'x'.repeat(1000)), msg('C', 'SELECT 1'), msg('Z', 'T')]);
+
+describe('MessageScanner', () => {
+  it('forwards a whole chunk in one emit and decodes only flagged types', () => {
+    const r = new Recorder();
+    const sc = new MessageScanner(r, decodeTable('Z'), 1 << 20);
+    sc.push(stream);
+    expect(r.emits).toBe(1);
+    expect(r.all.equals(stream)).toBe(true);
+    expect(r.decoded).toEqual(['Z:I', 'Z:T']);
+  });
+
+  it('gives the same result for every split of the stream', () => {
+    for (let i = 1; i < stream.length; i++) {
+      for (const j of [i + 1, i + 3, i + 7, stream.length]) {
+        if (j > stream.length) continue;
+        const r = new Recorder();
+        const sc = new MessageScanner(r, decodeTable('Z'), 1 << 20);
+        sc.push(stream.subarray(0, i));
+        sc.push(stream.subarray(i, j));
+        sc.push(stream.subarray(j));
+        expect(r.all.equals(stream)).toBe(true);
+        expect(r.decoded).toEqual(['Z:I', 'Z:T']);
+      }
+    }
+  });
+
+  it('byte-by-byte feeding still frames correctly', () => {
+    const r = new Recorder();
+    const sc = new MessageScanner(r, decodeTable('ZC'), 1 << 20);
+    for (let i = 0; i < stream.length; i++) sc.push(stream.subarray(i, i + 1));
+    expect(r.all.equals(stream)).toBe(true);
+    expect(r.decoded).toEqual(['Z:I', 'C:SELECT 1', 'Z:T']);
+  });
+
+  it('drops messages whose action is DROP', () => {
+    const r = new Recorder();
+    r.decide = (t) => (t === 'Z' ? DROP : 1);
+    const sc = new MessageScanner(r, decodeTable('Z'), 1 << 20);
+    sc.push(stream);
+    expect(r.all.equals(Buffer.concat([msg('D', 'row-1'), msg('D', 'x'.repeat(1000)), msg('C', 'SELECT 1')]))).toBe(true);
+  });
+
+  it('suspends before a message and resumes in order', () => {
+    const r = new Recorder();
+    let hold = true;
+    r.decide = (t) => (t === 'Z' && hold ? SUSPEND : 1);
+    const sc = new MessageScanner(r, decodeTable('Z'), 1 << 20);
+    expect(sc.push(stream)).toBe(false);
+    expect(r.all.equals(msg('D', 'row-1'))).toBe(true);
+    hold = false;
+    expect(sc.resume()).toBe(true);
+    expect(r.all.equals(stream)).toBe(true);
+  });
+
+  it('suspends on a message assembled across chunks', () => {
+    const r = new Recorder();
+    let hold = true;
+    r.decide = (t) => (t === 'C' && hold ? SUSPEND : 1);
+    const sc = new MessageScanner(r, decodeTable('C'), 1 << 20);
+    const cut = stream.indexOf(Buffer.from('SELECT 1')) + 3;
+    sc.push(stream.subarray(0, cut));
+    expect(sc.push(stream.subarray(cut))).toBe(false);
+    hold = false;
+    sc.resume();
+    expect(r.all.equals(stream)).toBe(true);
+  });
+
+  it('reports a lying length and an oversized message', () => {
+    const r = new Recorder();
+    const sc = new MessageScanner(r, decodeTable('Z'), 100);
+    const bad = Buffer.from([0x51, 0, 0, 0, 2]);
+    sc.push(bad);
+    expect(r.errors[0]).toMatch(/invalid message length 2/);
+    const r2 = new Recorder();
+    const sc2 = new MessageScanner(r2, decodeTable('Z'), 100);
+    sc2.push(msg('d', 'y'.repeat(200)));
+    expect(r2.errors[0]).toMatch(/exceeds the maximum of 100/);
+  });
+});
