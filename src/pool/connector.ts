@@ -110,7 +110,7 @@ export function cacheKeyFor(nodeId: number, params: Map<string, string>): string
 export function connectBackend(opts: ConnectOptions): Promise<BackendConnection> {
   return new Promise((resolve, reject) => {
     const user = opts.params.get('user') ?? '';
-    const socket = net.connect({ host: opts.host, port: opts.port });
+    const socket = net.connect(connectTarget(opts.host, opts.port));
     socket.setNoDelay(true);
     let done = false;
     let buf: Buffer = Buffer.alloc(0);
@@ -259,10 +259,15 @@ export function connectBackend(opts: ConnectOptions): Promise<BackendConnection>
   });
 }
 
+/** pgpool's backend_hostname may be a Unix socket directory (a path starting with '/'). */
+export function connectTarget(host: string, port: number): net.NetConnectOpts {
+  return host.startsWith('/') ? { path: `${host}/.s.PGSQL.${port}` } : { host, port };
+}
+
 /** Send a CancelRequest for (pid, secret) to host:port on a fresh connection. */
 export function sendCancel(host: string, port: number, pid: number, secret: number, timeoutMs: number): Promise<void> {
   return new Promise((resolve) => {
-    const s = net.connect({ host, port });
+    const s = net.connect(connectTarget(host, port));
     const t = setTimeout(() => s.destroy(), timeoutMs);
     s.once('connect', () => s.end(serialize.cancel(pid, secret)));
     s.once('error', () => undefined);

@@ -1,0 +1,39 @@
+import { defineConfig } from 'vitest/config';
+
+/**
+ * Two projects:
+ * - unit: test/unit/**, no database.
+ * - integration: test/integration/**, one shared DevCluster (primary + 2
+ *   standbys) started by test/support/global-setup.ts; use getCluster() from
+ *   test/support/cluster.ts. Needs `npm run build` first (tests spawn dist/cli.js).
+ *
+ * `npx vitest run --project unit` / `--project integration` selects one.
+ */
+export default defineConfig({
+  test: {
+    pool: 'forks',
+    // 2 cores: at most 2 test files at a time.
+    maxWorkers: 2,
+    testTimeout: 60_000,
+    hookTimeout: 120_000,
+    teardownTimeout: 60_000,
+    passWithNoTests: true,
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'unit',
+          include: ['test/unit/**/*.test.ts'],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'integration',
+          include: ['test/integration/**/*.test.ts'],
+          globalSetup: ['test/support/global-setup.ts'],
+        },
+      },
+    ],
+  },
+});
