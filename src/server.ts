@@ -10,14 +10,38 @@ import type { Logger } from './log.js';
 import { CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SQLSTATE, SSL_REQUEST_CODE } from './protocol/constants.js';
 import { PgError, errorResponse, negotiateProtocolVersion, parseStartupParams } from './protocol/messages.js';
 import { ConnectionCache } from './pool/cache.js';
-import type { BackendSecret } from './pool/connector.js';
+import { connectBackend, probeAuthMethod, setDefaultBackendTls, type BackendAuthMethod, type BackendSecret } from './pool/connector.js';
+import { authenticateClient, secretFromPasswd, type ClientTlsState, type FrontendAuthEnv } from './session/frontend-auth.js';
+import { loadHba, reloadHba, type HbaRule } from './auth/hba.js';
+import { PoolPasswd } from './auth/passwd.js';
+import { backendTlsFromConfig, buildServerTls, upgradeClient, type ServerTls } from './tls.js';
 import { Session, SessionRegistry, type SessionContext } from './session/session.js';
 import { NodeTable } from './cluster/nodes.js';
 import { ClientGate } from './session/gate.js';
+import { Router } from './router/router.js';
 
 /** PostgreSQL's limit on a start-up packet (MAX_STARTUP_PACKET_LENGTH). */
 const MAX_STARTUP_PACKET = 10000;
 const N = Buffer.from('N');
+const S = Buffer.from('S');
+/** How long a backend's authentication method learned by a probe is trusted (pool_hba off). */
+const AUTH_METHOD_TTL_MS = 30_000;
+/** Databases whose connections are never cached (as the session). */
+const UNCACHEABLE_DATABASES = new Set(['template0', 'template1']);
+
+/** A client between accept() and admission. */
+interface Pending {
+  raw: net.Socket;
+  /** The socket the protocol runs on (raw, or TLS over it). */
+  socket: net.Socket;
+  remote: string;
+  tls: ClientTlsState | undefined;
+  timer: NodeJS.Timeout | undefined;
+  /** Start-up ended (admitted, refused, closed or timed out). */
+  done: boolean;
+  /** The authentication exchange has started. */
+  authenticating: boolean;
+}
 
 export interface RelayOptions {
   config: Config;
@@ -31,6 +55,7 @@ export class Relay implements SessionContext {
   readonly log: Logger;
   readonly nodes: NodeTable;
   readonly cache: ConnectionCache;
+  readonly router: Router;
   readonly registry = new SessionRegistry();
   readonly gate: ClientGate;
   private readonly servers: net.Server[] = [];
@@ -39,15 +64,97 @@ export class Relay implements SessionContext {
   private readonly starting = new Set<net.Socket>();
   private readonly sessions = new Set<Session>();
   private stopping = false;
-  private readonly secretFn: (user: string) => BackendSecret | undefined;
+  private readonly secretFn: ((user: string) => BackendSecret | undefined) | undefined;
+  /** pool_hba.conf rules (enable_pool_hba = on), else undefined. */
+  private hbaRules: HbaRule[] | undefined;
+  private passwd: PoolPasswd | undefined;
+  private serverTls: ServerTls | undefined;
+  /** pool_hba off: the primary's method per (user, database), learned by probing. */
+  private readonly methodCache = new Map<string, { method: BackendAuthMethod; at: number }>();
 
   constructor(opts: RelayOptions) {
     this.cfg = opts.config;
     this.log = opts.log;
     this.nodes = opts.nodes ?? new NodeTable(opts.config.backends);
     this.cache = new ConnectionCache(cacheLimits(opts.config));
+    this.router = new Router(opts.config, this.nodes);
     this.gate = new ClientGate(opts.config.num_init_children);
-    this.secretFn = opts.backendSecret ?? (() => undefined);
+    this.secretFn = opts.backendSecret;
+    try {
+      this.serverTls = buildServerTls(opts.config);
+    } catch (e) {
+      this.log.error({ err: (e as Error).message, ssl_cert: opts.config.ssl_cert, ssl_key: opts.config.ssl_key }, 'could not load the SSL certificate or key: frontend TLS disabled');
+      this.serverTls = undefined;
+    }
+    if (opts.config.ssl && (!opts.config.ssl_key || !opts.config.ssl_cert)) this.log.warn('ssl = on but ssl_key or ssl_cert is empty: frontend TLS disabled');
+    try {
+      setDefaultBackendTls(backendTlsFromConfig(opts.config));
+    } catch (e) {
+      this.log.error({ err: (e as Error).message, backend_ssl_root_cert: opts.config.backend_ssl_root_cert }, 'could not read backend_ssl_root_cert');
+      setDefaultBackendTls({ mode: opts.config.backend_ssl_mode === 'prefer' && !opts.config.ssl ? 'disable' : (opts.config.backend_ssl_mode as 'disable') });
+    }
+    this.loadAuth(true);
+  }
+
+  /** Frontend TLS is configured (SSLRequest answered 'S'). */
+  get tlsEnabled(): boolean {
+    return this.serverTls !== undefined;
+  }
+
+  /**
+   * Re-read pool_hba.conf (when enable_pool_hba is on) and pool_passwd, as on
+   * SIGHUP. A file that fails to load keeps the previous rules/entries (logged).
+   * Call after setConfig() so enable_pool_hba / hba_file changes apply.
+   */
+  reloadAuth(): { ok: boolean; errors: string[] } {
+    return this.loadAuth(false);
+  }
+
+  private loadAuth(initial: boolean): { ok: boolean; errors: string[] } {
+    const cfg = this.cfg;
+    const errors: string[] = [];
+    this.methodCache.clear();
+    if (cfg.enable_pool_hba) {
+      const onWarning = (w: { file: string; line: number; message: string }): void => this.log.warn({ file: w.file, line: w.line }, w.message);
+      if (initial || this.hbaRules === undefined) {
+        try {
+          this.hbaRules = loadHba(cfg.hba_file, { ssl: this.serverTls !== undefined, onWarning });
+        } catch (e) {
+          errors.push((e as Error).message);
+          this.log.error({ err: (e as Error).message }, 'could not load pool_hba.conf: every connection is rejected until it is fixed and reloaded');
+          this.hbaRules = [];
+        }
+      } else {
+        const r = reloadHba(cfg.hba_file, this.hbaRules, { ssl: this.serverTls !== undefined, onWarning });
+        if (!r.ok) {
+          const msg = r.errors.map((x) => `${x.file}:${x.line}: ${x.message}`).join('; ');
+          errors.push(msg);
+          this.log.error({ err: msg }, 'pool_hba.conf not reloaded: keeping the previous rules');
+        }
+        this.hbaRules = r.rules;
+      }
+    } else {
+      this.hbaRules = undefined;
+    }
+    if (cfg.pool_passwd) {
+      try {
+        const p = PoolPasswd.load(cfg.pool_passwd, { keyFile: cfg.pool_key_file || undefined });
+        for (const w of p.warnings) this.log.warn({ pool_passwd: cfg.pool_passwd }, w);
+        this.passwd = p;
+      } catch (e) {
+        errors.push((e as Error).message);
+        this.log.error({ err: (e as Error).message, pool_passwd: cfg.pool_passwd }, initial ? 'could not read pool_passwd' : 'pool_passwd not reloaded: keeping the previous entries');
+      }
+    } else {
+      this.passwd = undefined;
+    }
+    if (!initial && errors.length === 0) this.log.info({ enable_pool_hba: cfg.enable_pool_hba, rules: this.hbaRules?.length, users: this.passwd?.entries.length ?? 0 }, 'authentication files reloaded');
+    return { ok: errors.length === 0, errors };
+  }
+
+  /** The loaded pool_passwd (undefined when pool_passwd = ''), e.g. for internal users' passwords. */
+  poolPasswd(): PoolPasswd | undefined {
+    return this.passwd;
   }
 
   config(): Config {
@@ -55,11 +162,13 @@ export class Relay implements SessionContext {
   }
 
   backendSecret(user: string): BackendSecret | undefined {
-    return this.secretFn(user);
+    if (this.secretFn) return this.secretFn(user);
+    return secretFromPasswd(this.passwd?.getPasswordFor(user));
   }
 
   /** Replace the configuration (reload). Only reloadable settings take effect. */
   setConfig(c: Config): void {
+    this.router.reconfigure(c);
     this.cfg = c;
     this.cache.setLimits(cacheLimits(c));
   }
@@ -127,69 +236,150 @@ export class Relay implements SessionContext {
 
   // ---- start-up
 
-  private accept(socket: net.Socket): void {
+  /**
+   * A new client: SSLRequest / GSSENCRequest / direct TLS / CancelRequest /
+   * StartupMessage, then authentication, then admission (a num_init_children
+   * slot). The whole sequence up to admission is bounded by
+   * authentication_timeout and does not hold a slot, so stalled or half-open
+   * clients cannot exhaust them.
+   */
+  private accept(raw: net.Socket): void {
     if (this.stopping) {
-      socket.destroy();
+      raw.destroy();
       return;
     }
-    socket.setNoDelay(true);
-    socket.setKeepAlive(true, 60_000);
-    this.starting.add(socket);
-    const remote = `${socket.remoteAddress ?? ''}:${socket.remotePort ?? ''}`;
-    let buf: Buffer = Buffer.alloc(0);
-    let negotiatedSsl = false;
-    let finished = false;
-    const timer = setTimeout(() => {
-      this.refuse(socket, new PgError(SQLSTATE.protocolViolation, `no complete start-up packet within authentication_timeout (${this.cfg.authentication_timeout} s)`));
-    }, Math.max(1, this.cfg.authentication_timeout) * 1000);
-
-    const cleanup = (): void => {
-      finished = true;
-      clearTimeout(timer);
-      socket.removeListener('data', onData);
-      this.starting.delete(socket);
+    raw.setNoDelay(true);
+    raw.setKeepAlive(true, 60_000);
+    this.starting.add(raw);
+    const p: Pending = {
+      raw,
+      socket: raw,
+      remote: `${raw.remoteAddress ?? ''}:${raw.remotePort ?? ''}`,
+      tls: undefined,
+      timer: undefined,
+      done: false,
+      authenticating: false,
     };
-    socket.on('error', (e) => this.log.debug({ remote, err: e.message }, 'client socket error during start-up'));
-    socket.once('close', () => {
-      if (!finished) cleanup();
+    const limit = this.cfg.authentication_timeout;
+    if (limit > 0) {
+      p.timer = setTimeout(() => {
+        if (p.done) return;
+        this.log.info({ remote: p.remote, authentication_timeout: limit }, p.authenticating ? 'authentication timed out' : 'no complete start-up packet within authentication_timeout');
+        this.refuse(
+          p,
+          p.authenticating
+            ? new PgError(SQLSTATE.queryCanceled, 'canceling authentication due to timeout')
+            : new PgError(SQLSTATE.protocolViolation, `no complete start-up packet within authentication_timeout (${limit} s)`),
+        );
+        p.socket.destroy();
+      }, limit * 1000);
+    }
+    raw.on('error', (e) => this.log.debug({ remote: p.remote, err: e.message }, 'client socket error during start-up'));
+    raw.once('close', () => this.endStartup(p));
+    this.handshake(p).catch((e: unknown) => {
+      this.log.error({ remote: p.remote, err: e instanceof Error ? (e.stack ?? e.message) : String(e) }, 'start-up failed');
+      this.endStartup(p);
+      raw.destroy();
     });
+  }
 
-    const onData = (chunk: Buffer): void => {
-      buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
-      while (!finished && buf.length >= 4) {
-        const len = buf.readUInt32BE(0);
-        if (len < 8 || len > MAX_STARTUP_PACKET) {
-          cleanup();
-          this.refuse(socket, new PgError(SQLSTATE.protocolViolation, `invalid length of startup packet (${len} bytes)`));
-          return;
-        }
-        if (buf.length < len) return;
-        const packet = buf.subarray(0, len);
-        buf = buf.subarray(len);
-        const code = packet.readUInt32BE(4);
-        if (code === SSL_REQUEST_CODE || code === GSSENC_REQUEST_CODE) {
-          if (negotiatedSsl || len !== 8) {
-            cleanup();
-            this.refuse(socket, new PgError(SQLSTATE.protocolViolation, 'unexpected SSL or GSS negotiation request'));
-            return;
-          }
-          negotiatedSsl = true;
-          socket.write(N);
-          continue;
-        }
-        if (code === CANCEL_REQUEST_CODE) {
-          cleanup();
-          if (len === 16) this.handleCancel(packet.readInt32BE(8), packet.readInt32BE(12), remote);
-          socket.destroy();
-          return;
-        }
-        cleanup();
-        if (buf.length > 0) socket.unshift(buf);
-        this.startup(socket, packet, code, remote);
+  private endStartup(p: Pending): void {
+    p.done = true;
+    if (p.timer) clearTimeout(p.timer);
+    p.timer = undefined;
+    this.starting.delete(p.raw);
+  }
+
+  private async handshake(p: Pending): Promise<void> {
+    let reader = new StartupReader(p.socket);
+    let sslAsked = false;
+    let gssAsked = false;
+    for (;;) {
+      const packet = await reader.next();
+      if (p.done) {
+        reader.detach();
         return;
       }
-    };
-    socket.on('data', onData);
+      if (packet === undefined) return; // closed
+      if (typeof packet === 'string') {
+        reader.detach();
+        return this.refuse(p, new PgError(SQLSTATE.protocolViolation, packet));
+      }
+      if (packet === DIRECT_TLS) {
+        // PostgreSQL 17 sslnegotiation=direct: a TLS ClientHello instead of a start-up packet.
+        const leftover = reader.detach();
+        if (!this.serverTls) {
+          this.log.info({ remote: p.remote }, 'direct TLS connection refused: ssl is not configured');
+          this.endStartup(p);
+          p.raw.destroy();
+          return;
+        }
+        p.raw.unshift(leftover);
+        if (!(await this.startTls(p, true))) return;
+        sslAsked = true;
+        gssAsked = true;
+        reader = new StartupReader(p.socket);
+        continue;
+      }
+      const len = packet.length;
+      const code = packet.readUInt32BE(4);
+      if (code === SSL_REQUEST_CODE || code === GSSENC_REQUEST_CODE) {
+        const isSsl = code === SSL_REQUEST_CODE;
+        if (len !== 8 || p.tls || (isSsl ? sslAsked : gssAsked)) {
+          reader.detach();
+          return this.refuse(p, new PgError(SQLSTATE.protocolViolation, 'unexpected SSL or GSS negotiation request'));
+        }
+        if (isSsl) sslAsked = true;
+        else gssAsked = true;
+        if (!isSsl || !this.serverTls) {
+          p.socket.write(N);
+          continue;
+        }
+        const leftover = reader.detach();
+        if (leftover.length > 0) {
+          // CVE-2021-23214: nothing may be buffered under the TLS handshake.
+          return this.refuse(p, new PgError(SQLSTATE.protocolViolation, 'received unencrypted data after SSL request', 'FATAL', 'This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.'));
+        }
+        p.socket.write(S);
+        if (!(await this.startTls(p, false))) return;
+        reader = new StartupReader(p.socket);
+        continue;
+      }
+      const leftover = reader.detach();
+      if (code === CANCEL_REQUEST_CODE) {
+        this.endStartup(p);
+        if (len === 16) this.handleCancel(packet.readInt32BE(8), packet.readInt32BE(12), p.remote);
+        p.socket.destroy();
+        return;
+      }
+      if (leftover.length > 0) p.socket.unshift(leftover);
+      return this.startup(p, packet, code);
+    }
+  }
+
+  /** TLS handshake on the client socket; false when it failed (the socket is closed). */
+  private async startTls(p: Pending, direct: boolean): Promise<boolean> {
+    const st = this.serverTls as ServerTls;
+    try {
+      const limit = this.cfg.authentication_timeout;
+      const u = await upgradeClient(p.raw, st, limit > 0 ? limit * 1000 : 60_000);
+      p.socket = u.socket;
+      p.tls = { endPoint: st.endPoint, verifiedCN: u.verifiedCN, presentedCert: u.presentedCert, verifyError: u.verifyError };
+      if (direct && u.alpn !== 'postgresql') {
+        this.refuse(p, new PgError(SQLSTATE.protocolViolation, 'received direct SSL connection request without ALPN protocol negotiation extension'));
+        return false;
+      }
+      if (p.done) {
+        u.socket.destroy();
+        return false;
+      }
+      return true;
+    } catch (e) {
+      this.log.info({ remote: p.remote, err: (e as Error).message }, 'TLS handshake with client failed');
+      this.endStartup(p);
+      p.raw.destroy();
+      return false;
+    }
   }
 
   private handleCancel(pid: number, secret: number, remote: string): void {
@@ -201,16 +391,16 @@ export class Relay implements SessionContext {
     s.cancel();
   }
 
-  private startup(socket: net.Socket, packet: Buffer, version: number, remote: string): void {
+  private async startup(p: Pending, packet: Buffer, version: number): Promise<void> {
     const major = version >>> 16;
     const minor = version & 0xffff;
     if (major !== 3) {
-      this.refuse(socket, new PgError(SQLSTATE.featureNotSupported, `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`));
+      this.refuse(p, new PgError(SQLSTATE.featureNotSupported, `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`));
       return;
     }
     const parsed = parseStartupParams(packet, 8, packet.length);
     if (parsed instanceof PgError) {
-      this.refuse(socket, parsed);
+      this.refuse(p, parsed);
       return;
     }
     const params = new Map<string, string>();
@@ -219,25 +409,77 @@ export class Relay implements SessionContext {
       if (k.startsWith('_pq_.')) unrecognized.push(k);
       else params.set(k, v);
     }
-    if (minor > 0 || unrecognized.length > 0) socket.write(negotiateProtocolVersion(0, unrecognized));
+    if (minor > 0 || unrecognized.length > 0) p.socket.write(negotiateProtocolVersion(0, unrecognized));
     const user = params.get('user');
     if (!user) {
-      this.refuse(socket, new PgError(SQLSTATE.invalidAuthorizationSpecification, 'no PostgreSQL user name specified in startup packet'));
+      this.refuse(p, new PgError(SQLSTATE.invalidAuthorizationSpecification, 'no PostgreSQL user name specified in startup packet'));
       return;
     }
     if (!params.has('database')) params.set('database', user);
     if (params.has('replication') && params.get('replication') !== 'false' && params.get('replication') !== 'off' && params.get('replication') !== '0') {
-      this.refuse(socket, new PgError(SQLSTATE.featureNotSupported, 'replication connections are not supported through pgrelay', 'FATAL', undefined, 'Connect to the PostgreSQL server directly for replication.'));
+      this.refuse(p, new PgError(SQLSTATE.featureNotSupported, 'replication connections are not supported through pgrelay', 'FATAL', undefined, 'Connect to the PostgreSQL server directly for replication.'));
       return;
     }
-    void this.admit(socket, params, remote);
+    p.authenticating = true;
+    const auth = await authenticateClient(
+      { socket: p.socket, params, address: p.raw.remoteAddress, local: false, tls: p.tls },
+      this.authEnv(),
+    );
+    if (!auth || p.done || p.socket.destroyed || this.stopping) {
+      this.endStartup(p);
+      if (auth) p.socket.destroy();
+      return;
+    }
+    this.endStartup(p);
+    void this.admit(p.socket, params, p.remote, auth.secret);
   }
 
-  private async admit(socket: net.Socket, params: Map<string, string>, remote: string): Promise<void> {
+  private authEnv(): FrontendAuthEnv {
+    return {
+      config: this.cfg,
+      log: this.log,
+      hba: this.hbaRules,
+      passwd: this.passwd,
+      backendMethod: (params) => this.primaryAuthMethod(params),
+      verifyWithBackend: (params, secret) => this.verifyWithBackend(params, secret),
+    };
+  }
+
+  /** pool_hba off: the method the primary asks for this (user, database), probed and cached briefly. */
+  private async primaryAuthMethod(params: Map<string, string>): Promise<BackendAuthMethod> {
+    const key = `${params.get('user') ?? ''}\u0000${params.get('database') ?? ''}`;
+    const hit = this.methodCache.get(key);
+    if (hit && Date.now() - hit.at < AUTH_METHOD_TTL_MS) return hit.method;
+    const node = this.nodes.primaryNode();
+    if (!node) throw new PgError(SQLSTATE.cannotConnectNow, 'no primary node is available', 'FATAL', undefined, 'pgrelay is searching for the primary; retry shortly.');
+    const method = await probeAuthMethod({ nodeId: node.id, host: node.host, port: node.port, params, connectTimeoutMs: this.cfg.connect_timeout });
+    if (this.methodCache.size > 10_000) this.methodCache.clear();
+    this.methodCache.set(key, { method, at: Date.now() });
+    return method;
+  }
+
+  /**
+   * Check a clear-text password pgrelay cannot check itself by logging into
+   * the primary with it. The new connection goes into the cache for the session.
+   */
+  private async verifyWithBackend(params: Map<string, string>, secret: BackendSecret): Promise<PgError | undefined> {
+    const node = this.nodes.primaryNode();
+    if (!node) return new PgError(SQLSTATE.cannotConnectNow, 'no primary node is available', 'FATAL', undefined, 'pgrelay is searching for the primary; retry shortly.');
+    try {
+      const conn = await connectBackend({ nodeId: node.id, host: node.host, port: node.port, params, connectTimeoutMs: this.cfg.connect_timeout, secret: () => secret });
+      if (this.cfg.connection_cache && !UNCACHEABLE_DATABASES.has(params.get('database') ?? '')) this.cache.put(conn);
+      else conn.close();
+      return undefined;
+    } catch (e) {
+      return e instanceof PgError ? e : new PgError(SQLSTATE.connectionFailure, (e as Error).message);
+    }
+  }
+
+  private async admit(socket: net.Socket, params: Map<string, string>, remote: string, authSecret: BackendSecret): Promise<void> {
     const cfg = this.cfg;
     const reserved = cfg.reserved_connections;
     if (reserved > 0 && this.gate.active >= cfg.num_init_children - reserved) {
-      this.refuse(socket, new PgError(SQLSTATE.tooManyConnections, 'Sorry, too many clients already'));
+      this.refuseSocket(socket, new PgError(SQLSTATE.tooManyConnections, 'Sorry, too many clients already'));
       return;
     }
     let closedWhileWaiting = false;
@@ -250,7 +492,7 @@ export class Relay implements SessionContext {
     socket.removeListener('close', onClose);
     if (!ok) {
       if (!closedWhileWaiting)
-        this.refuse(
+        this.refuseSocket(
           socket,
           new PgError(
             SQLSTATE.tooManyConnections,
@@ -267,7 +509,7 @@ export class Relay implements SessionContext {
       socket.destroy();
       return;
     }
-    const session = new Session(this, socket, params, remote);
+    const session = new Session(this, socket, params, remote, authSecret);
     this.sessions.add(session);
     if (cfg.log_connections) session.log.info({ remote, application_name: session.applicationName }, 'connection received');
     const startedAt = Date.now();
@@ -278,10 +520,90 @@ export class Relay implements SessionContext {
     });
   }
 
-  private refuse(socket: net.Socket, err: PgError): void {
+  private refuse(p: Pending, err: PgError): void {
+    this.endStartup(p);
+    this.refuseSocket(p.socket, err);
+  }
+
+  private refuseSocket(socket: net.Socket, err: PgError): void {
     if (!socket.destroyed && socket.writable) socket.end(errorResponse(err.toFields()));
     socket.setTimeout(2000, () => socket.destroy());
-    this.starting.delete(socket);
+  }
+}
+
+const DIRECT_TLS = Symbol('direct-tls');
+
+/**
+ * Reads start-up packets (Int32 length, then the rest) from a client socket.
+ * next() resolves with a packet, DIRECT_TLS when the stream starts with a TLS
+ * handshake record, an error message string for a bad length, or undefined
+ * when the socket closed.
+ */
+class StartupReader {
+  private buf: Buffer = Buffer.alloc(0);
+  private fresh = true;
+  private closed = false;
+  private waiter: ((r: Buffer | string | typeof DIRECT_TLS | undefined) => void) | undefined;
+
+  constructor(private readonly socket: net.Socket) {
+    socket.on('data', this.onData);
+    socket.on('close', this.onClose);
+    if (socket.destroyed) this.closed = true;
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    this.pump();
+  };
+  private readonly onClose = (): void => {
+    this.closed = true;
+    this.pump();
+  };
+
+  private pump(): void {
+    const w = this.waiter;
+    if (!w) return;
+    if (this.fresh && this.buf.length >= 1 && this.buf[0] === 0x16) {
+      this.waiter = undefined;
+      w(DIRECT_TLS);
+      return;
+    }
+    if (this.buf.length >= 4) {
+      const len = this.buf.readUInt32BE(0);
+      if (len < 8 || len > MAX_STARTUP_PACKET) {
+        this.waiter = undefined;
+        w(`invalid length of startup packet (${len} bytes)`);
+        return;
+      }
+      if (this.buf.length >= len) {
+        const packet = this.buf.subarray(0, len);
+        this.buf = this.buf.subarray(len);
+        this.fresh = false;
+        this.waiter = undefined;
+        w(packet);
+        return;
+      }
+    }
+    if (this.closed) {
+      this.waiter = undefined;
+      w(undefined);
+    }
+  }
+
+  next(): Promise<Buffer | string | typeof DIRECT_TLS | undefined> {
+    return new Promise((resolve) => {
+      this.waiter = resolve;
+      this.pump();
+    });
+  }
+
+  /** Stop reading; returns bytes read past the last packet. */
+  detach(): Buffer {
+    this.socket.removeListener('data', this.onData);
+    this.socket.removeListener('close', this.onClose);
+    const b = this.buf;
+    this.buf = Buffer.alloc(0);
+    return b;
   }
 }
 

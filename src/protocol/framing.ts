@@ -20,7 +20,10 @@
  */
 
 export const DROP = 0;
+/** Stop before this message; `resume()` presents it again. */
 export const SUSPEND = -1;
+/** The sink consumed this message (as DROP); stop after it until `resume()`. */
+export const CONSUME_AND_SUSPEND = -2;
 
 export interface FrameSink {
   /** Action for messages whose type is not in `decode`. Read on every such message. */
@@ -46,11 +49,16 @@ export class MessageScanner {
   private pending: Buffer | null = null;
   private pendingPos = 0;
   private broken = false;
+  /** The run not yet emitted while onMessage runs (see flushRun). */
+  private runChunk: Buffer | null = null;
+  private runFrom = 0;
+  private runUpTo = 0;
+  private runAct = DROP;
 
   constructor(
     private readonly sink: FrameSink,
-    /** decode[type] !== 0: present the whole message to onMessage. */
-    private readonly decode: Uint8Array,
+    /** decode[type] !== 0: present the whole message to onMessage. May be swapped between messages. */
+    public decode: Uint8Array,
     private readonly maxMessageSize: number,
   ) {}
 
@@ -68,6 +76,18 @@ export class MessageScanner {
       return false;
     }
     return this.scan(chunk, 0);
+  }
+
+  /**
+   * Called by the sink from inside onMessage before it writes anything itself: emits the
+   * bytes scanned before the current message that are still waiting to be coalesced, so
+   * that the sink's own writes cannot overtake them.
+   */
+  flushRun(): void {
+    const c = this.runChunk;
+    if (c === null) return;
+    this.runChunk = null;
+    if (this.runAct !== DROP && this.runUpTo > this.runFrom) this.sink.emit(this.runAct, c.subarray(this.runFrom, this.runUpTo));
   }
 
   /** Continue after SUSPEND. Returns false if it suspended again. */
@@ -111,10 +131,9 @@ export class MessageScanner {
       if (this.skip > 0 || this.header !== null || this.assembling !== null) return true; // chunk used up
     }
 
-    const decode = this.decode;
     while (pos < len) {
       if (len - pos < 5) {
-        this.flushRun(chunk, runStart, pos, runAction);
+        this.emitRun(chunk, runStart, pos, runAction);
         this.header = Buffer.allocUnsafe(5);
         chunk.copy(this.header, 0, pos, len);
         this.assembled = len - pos;
@@ -126,20 +145,27 @@ export class MessageScanner {
       if (msgLen > this.maxMessageSize) return this.fail(chunk, runStart, pos, runAction, `message of ${msgLen} bytes exceeds the maximum of ${this.maxMessageSize}`, 'size');
       const end = pos + 1 + msgLen;
       let action: number;
-      if (decode[type] !== 0) {
+      if (this.decode[type] !== 0) {
         if (end > len) {
           // Assemble the whole message before deciding on it.
-          this.flushRun(chunk, runStart, pos, runAction);
+          this.emitRun(chunk, runStart, pos, runAction);
           this.assembling = Buffer.allocUnsafe(1 + msgLen);
           chunk.copy(this.assembling, 0, pos, len);
           this.assembled = len - pos;
           return true;
         }
+        // Let the sink flush the bytes before this message if it writes on its own.
+        this.runChunk = chunk;
+        this.runFrom = runStart;
+        this.runUpTo = pos;
+        this.runAct = runAction;
         action = sink.onMessage(type, chunk, pos + 5, end);
-        if (action === SUSPEND) {
-          this.flushRun(chunk, runStart, pos, runAction);
+        if (this.runChunk === null) runStart = pos;
+        else this.runChunk = null;
+        if (action < 0) {
+          this.emitRun(chunk, runStart, pos, runAction);
           this.pending = chunk;
-          this.pendingPos = pos;
+          this.pendingPos = action === SUSPEND ? pos : end;
           return false;
         }
         if (this.broken) return true;
@@ -147,7 +173,7 @@ export class MessageScanner {
         action = sink.passAction;
       }
       if (action !== runAction) {
-        this.flushRun(chunk, runStart, pos, runAction);
+        this.emitRun(chunk, runStart, pos, runAction);
         runStart = pos;
         runAction = action;
       }
@@ -219,17 +245,22 @@ export class MessageScanner {
         this.pendingPos = 0;
         return -1;
       }
+      if (action === CONSUME_AND_SUSPEND) {
+        this.pending = chunk;
+        this.pendingPos = pos;
+        return -1;
+      }
       if (action !== DROP && !this.broken) this.sink.emit(action, msg);
     }
     return pos;
   }
 
-  private flushRun(chunk: Buffer, from: number, to: number, action: number): void {
+  private emitRun(chunk: Buffer, from: number, to: number, action: number): void {
     if (action !== DROP && to > from) this.sink.emit(action, chunk.subarray(from, to));
   }
 
   private fail(chunk: Buffer, runStart: number, pos: number, runAction: number, message: string, code: 'length' | 'size'): boolean {
-    this.flushRun(chunk, runStart, pos, runAction);
+    this.emitRun(chunk, runStart, pos, runAction);
     this.broken = true;
     this.sink.onFramingError(message, code);
     return true;

@@ -1,56 +1,71 @@
 /**
- * One client's session: from the authenticated start-up to the reset of its backend
- * connections. The session relays protocol messages between the client socket and
- * its backend link(s) with `MessageScanner`, decoding only what decisions need:
- * the client's Query/Parse/Sync/FunctionCall/Terminate, the backend's
- * ReadyForQuery, ErrorResponse and ParameterStatus.
+ * One client's session: from the authenticated start-up to the reset of its
+ * backend connections.
+ *
+ * The session holds a link to the primary and one to its load-balance node (or to
+ * every live node with statement_level_load_balance). Each client message is
+ * decided on (router/router.ts) and written to its node as the raw bytes received;
+ * replies come back through each link's scanner (backend-link.ts).
+ *
+ * Reply order: the client must see replies in the order of its requests. A request
+ * for node B is only sent once node A owes no client-visible reply (A gets a Flush
+ * so that it answers what it has); until then the client scanner is suspended. A
+ * pipeline on one node (the common case) flows without waiting.
  */
 import { randomInt } from 'node:crypto';
 import type net from 'node:net';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
-import { BE, FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
-import { DROP, MessageScanner, decodeTable, type FrameSink } from '../protocol/framing.js';
-import {
-  PgError,
-  authenticationOk,
-  backendKeyData,
-  errorResponse,
-  parameterStatus,
-  parseErrorFields,
-  readCString,
-  readyForQuery,
-} from '../protocol/messages.js';
+import { FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
+import { CONSUME_AND_SUSPEND, DROP, MessageScanner, SUSPEND, type FrameSink } from '../protocol/framing.js';
+import { PgError, authenticationOk, backendKeyData, errorResponse, parameterStatus, readCString, readyForQuery, type ErrorFields } from '../protocol/messages.js';
 import type { ConnectionCache } from '../pool/cache.js';
 import { cacheKeyFor, connectBackend, sendCancel, type BackendConnection, type BackendSecret } from '../pool/connector.js';
 import type { NodeTable } from '../cluster/nodes.js';
+import type { Router, Classification, Decision, CatalogQuestions } from '../router/router.js';
+import { afterStatement, newSessionRoutingState, type SessionRoutingState } from '../router/policy.js';
+import { BackendLink, END_BIND, END_CLOSE, END_DESCRIBE, END_EXECUTE, END_PARSE, END_READY, Mode, SYNC, type Expectation, type LinkOwner } from './backend-link.js';
 
 /** Everything a session needs from the process around it. */
 export interface SessionContext {
   config(): Config;
   readonly nodes: NodeTable;
   readonly cache: ConnectionCache;
+  readonly router: Router;
   readonly log: Logger;
   readonly registry: SessionRegistry;
   backendSecret(user: string): BackendSecret | undefined;
+  /** Count a statement routed to a node (SHOW pool_nodes select_cnt, pool_backend_stats, metrics). */
+  countStatement?(nodeId: number, cls: Classification): void;
+  /** A backend connection of a client session failed (failover_on_backend_error). */
+  reportBackendError?(nodeId: number, kind: 'connect' | 'io' | 'shutdown'): void;
+  /** Wait (bounded) for a primary during a failover; resolves with its id or -1. */
+  waitForPrimary?(timeoutMs: number): Promise<number>;
+  /** Answer an admin command (SHOW pool_*, PGPOOL …) for this session, or undefined if `sql` is not one. */
+  adminCommand?(session: Session, sql: string): AdminAnswer | undefined;
 }
 
-/** Message types the client may send after start-up. */
-const VALID_FRONTEND = 'BCdcfDEHFPpQSX';
-/** Client messages the session looks into; every other type byte is a protocol violation. */
+/** An admin command's reply, as backend messages without ReadyForQuery. */
+export interface AdminAnswer {
+  /** Simple protocol: the whole reply (RowDescription, DataRows, CommandComplete, or ErrorResponse). */
+  simple(): Promise<Buffer>;
+  /** Extended protocol pieces. */
+  describe(): Promise<Buffer>;
+  execute(): Promise<Buffer>;
+}
+
+/** Client messages the session decodes; every type byte not listed here or in PASS is a protocol violation. */
 const CLIENT_DECODE = (() => {
   const t = new Uint8Array(256).fill(1);
-  for (const c of 'BCdcfDEHPp') t[c.charCodeAt(0)] = 0;
+  for (const c of 'dcfp') t[c.charCodeAt(0)] = 0;
   return t;
 })();
-const BACKEND_DECODE = decodeTable('ZES');
-
-/** Scanner actions. */
-const TO_PRIMARY = 1;
-const TO_CLIENT = 1;
 
 /** Databases whose connections are never cached: holding them blocks CREATE DATABASE. */
 const UNCACHEABLE_DATABASES = new Set(['template0', 'template1']);
+
+const POISON =
+  "DO $pgrelay$BEGIN RAISE EXCEPTION 'pgrelay: a statement failed on the load-balance node; the transaction is aborted on every node'; END$pgrelay$";
 
 export class SessionRegistry {
   private readonly byPid = new Map<number, Session>();
@@ -79,81 +94,31 @@ export class SessionRegistry {
   }
 }
 
-/** A backend connection as used by one session, with its reply scanner. */
-class BackendLink implements FrameSink {
-  passAction = TO_CLIENT;
-  /** ReadyForQuery messages still expected (one per Query, Sync, FunctionCall sent). */
-  pendingReady = 0;
-  readonly scanner: MessageScanner;
-  /** Set when the server sent a FATAL/PANIC: it will close the connection. */
-  fatal = false;
-  private pausedClient = false;
-
-  constructor(
-    readonly session: Session,
-    readonly conn: BackendConnection,
-  ) {
-    this.scanner = new MessageScanner(this, BACKEND_DECODE, 0x7fffffff);
-  }
-
-  onMessage(type: number, buf: Buffer, start: number, end: number): number {
-    if (type === BE.ReadyForQuery) {
-      this.conn.txStatus = buf[start];
-      if (this.pendingReady > 0) this.pendingReady--;
-      this.session.onReady(this);
-      return this.passAction;
-    }
-    if (type === BE.ErrorResponse) {
-      const f = parseErrorFields(buf, start, end);
-      const sev = f.V ?? f.S;
-      if (sev === 'FATAL' || sev === 'PANIC') this.fatal = true;
-      this.session.onBackendError(this, f);
-      return this.passAction;
-    }
-    // ParameterStatus: keep the connection's view current, for clients that reuse it.
-    const k = readCString(buf, start, end);
-    if (k) {
-      const v = readCString(buf, k[1], end);
-      if (v) this.conn.params.set(k[0], v[0]);
-    }
-    return this.passAction;
-  }
-
-  emit(_action: number, bytes: Buffer): void {
-    const client = this.session.client;
-    if (!client.write(bytes) && !this.pausedClient) {
-      this.pausedClient = true;
-      this.conn.socket.pause();
-      client.once('drain', () => {
-        this.pausedClient = false;
-        if (!this.session.closed) this.conn.socket.resume();
-      });
-    }
-  }
-
-  onFramingError(message: string): void {
-    this.session.log.error({ node: this.conn.nodeId, err: message }, 'invalid data from backend');
-    this.conn.socket.destroy();
-  }
-
-  readonly onData = (chunk: Buffer): void => {
-    this.scanner.push(chunk);
-  };
-  readonly onClose = (): void => {
-    this.session.onBackendClosed(this);
-  };
-
-  attach(): void {
-    this.conn.socket.on('data', this.onData);
-    this.conn.socket.on('close', this.onClose);
-  }
-  detach(): void {
-    this.conn.socket.removeListener('data', this.onData);
-    this.conn.socket.removeListener('close', this.onClose);
-  }
+interface Stmt {
+  sql: string;
+  cls: Classification;
+  /** The Parse message, for re-parsing on another node. */
+  parse: Buffer;
+  /** Nodes on which it is parsed. */
+  nodes: number[];
+  /** Sent to the primary and the LB node (BEGIN, SET… in the extended protocol). */
+  both: boolean;
+  decision?: Decision;
 }
 
-export class Session implements FrameSink {
+interface Portal {
+  nodes: number[];
+  both: boolean;
+  stmt?: Stmt;
+}
+
+interface PendingOutcome {
+  cls: Classification;
+  decision: Decision;
+  ok: boolean;
+}
+
+export class Session implements FrameSink, LinkOwner {
   readonly pid: number;
   readonly secretKey: number;
   readonly user: string;
@@ -161,16 +126,29 @@ export class Session implements FrameSink {
   readonly applicationName: string;
   readonly startedAt = Date.now();
   readonly log: Logger;
-  passAction = TO_PRIMARY;
+  passAction = DROP;
   closed = false;
-  /** Client sent Terminate: a clean exit, its backend may be reset and cached. */
+  /** Last time the client sent something or a request completed (ms). */
+  lastActivity = Date.now();
+  /** Routing state (transaction, writes, isolation) for the policy. */
+  readonly routing: SessionRoutingState = newSessionRoutingState();
+  /** Node the session balances its reads to (SHOW pool_nodes load_balance_node). */
+  lbNodeId = -1;
+
   private terminated = false;
+  private readonly links: Array<BackendLink | undefined> = [];
   private primary: BackendLink | undefined;
   private readonly scanner: MessageScanner;
-  /** Last time the client sent something or the session became idle (ms). */
-  lastActivity = Date.now();
-  private pausedBackend = false;
+  private readonly stmts = new Map<string, Stmt>();
+  private readonly portals = new Map<string, Portal>();
+  private outcomes: PendingOutcome[] = [];
+  /** Why the client scanner is suspended: only the matching event resumes it. */
+  private suspendedFor: 'replies' | 'catalog' | 'both' | 'admin' | null = null;
+  private clientPaused = false;
+  private readonly asyncQueue: Buffer[] = [];
+  private drainWaiters: Array<() => void> = [];
   private onEnd: (() => void) | undefined;
+  private readonly facts: { database: string; application_name: string; user: string };
 
   constructor(
     readonly ctx: SessionContext,
@@ -178,26 +156,31 @@ export class Session implements FrameSink {
     /** Start-up parameters as the client sent them (without _pq_ options). */
     readonly params: Map<string, string>,
     readonly remote: string,
+    /** What client authentication produced for logging into backends (overrides ctx.backendSecret). */
+    private readonly authSecret?: BackendSecret,
   ) {
     this.user = params.get('user') ?? '';
     this.database = params.get('database') ?? this.user;
     this.applicationName = params.get('application_name') ?? '';
+    this.facts = { database: this.database, application_name: this.applicationName, user: this.user };
     const k = ctx.registry.register(this);
     this.pid = k.pid;
     this.secretKey = k.secret;
     this.log = ctx.log.child({ session: this.pid, user: this.user, database: this.database });
     this.scanner = new MessageScanner(this, CLIENT_DECODE, ctx.config().max_message_size);
+    client.on('drain', this.onDrain);
   }
 
-  /** Connect to the backend, answer the client's start-up, start relaying. */
+  // ---------------------------------------------------------------- start-up
+
+  /** Connect to the backends, answer the client's start-up, start relaying. */
   async start(onEnd: () => void): Promise<void> {
     this.onEnd = onEnd;
     const client = this.client;
     client.on('close', () => this.onClientClosed());
     client.on('error', (e) => this.log.debug({ err: e.message }, 'client socket error'));
-    let conn: BackendConnection;
     try {
-      conn = await this.acquireBackend();
+      await this.openLinks();
     } catch (e) {
       const err = e instanceof PgError ? e : new PgError(SQLSTATE.connectionFailure, `could not open a backend connection: ${(e as Error).message}`);
       this.log.warn({ code: err.code, err: err.message }, 'backend connection failed');
@@ -205,83 +188,146 @@ export class Session implements FrameSink {
       return;
     }
     if (this.closed || client.destroyed) {
-      this.releaseBackend(conn, false);
-      this.finish();
+      this.close();
       return;
     }
-    this.primary = new BackendLink(this, conn);
-    this.primary.attach();
+    const p = this.primary as BackendLink;
     const parts: Buffer[] = [authenticationOk()];
-    for (const [k, v] of conn.params) parts.push(parameterStatus(k, v));
-    parts.push(backendKeyData(this.pid, this.secretKey), readyForQuery(conn.txStatus));
+    for (const [k, v] of p.conn.params) parts.push(parameterStatus(k, v));
+    parts.push(backendKeyData(this.pid, this.secretKey), readyForQuery(p.conn.txStatus));
     client.write(Buffer.concat(parts));
+    for (const l of this.links) l?.attach();
     client.on('data', this.onClientData);
     this.lastActivity = Date.now();
   }
 
-  private async acquireBackend(): Promise<BackendConnection> {
-    const node = this.ctx.nodes.primaryNode();
-    if (!node) throw new PgError(SQLSTATE.cannotConnectNow, 'no primary node is available', 'FATAL', undefined, 'pgrelay is searching for the primary; retry shortly.');
+  private async openLinks(): Promise<void> {
     const cfg = this.ctx.config();
-    const backendParams = this.params;
-    const key = cacheKeyFor(node.id, backendParams);
+    let primary = this.ctx.nodes.primaryNode();
+    if (!primary && this.ctx.waitForPrimary) {
+      const id = await this.ctx.waitForPrimary(cfg.connect_timeout > 0 ? Math.max(cfg.connect_timeout, 10_000) : 10_000);
+      if (id >= 0) primary = this.ctx.nodes.primaryNode();
+    }
+    if (!primary) throw new PgError(SQLSTATE.cannotConnectNow, 'no primary node is available', 'FATAL', undefined, 'pgrelay is searching for the primary; retry shortly.');
+    const router = this.ctx.router;
+    const wanted = new Set<number>([primary.id]);
+    if (router.loadBalancing) {
+      if (router.statementLevel) {
+        for (const n of this.ctx.nodes.all()) if ((n.status === 'up' || n.status === 'waiting') && n.weight > 0) wanted.add(n.id);
+      }
+      const lb = router.chooseSessionNode(this.facts);
+      this.lbNodeId = lb ?? primary.id;
+      wanted.add(this.lbNodeId);
+    } else {
+      this.lbNodeId = primary.id;
+    }
+    const ids = [...wanted];
+    const results = await Promise.allSettled(ids.map((id) => this.acquire(id)));
+    for (let i = 0; i < ids.length; i++) {
+      const r = results[i];
+      if (r.status === 'fulfilled') {
+        this.links[ids[i]] = new BackendLink(this, r.value, ids[i] + 1);
+      } else if (ids[i] !== primary.id) {
+        this.log.warn({ node: ids[i], err: (r.reason as Error).message }, 'load-balance node unavailable; reading from the primary');
+        this.ctx.reportBackendError?.(ids[i], 'connect');
+      }
+    }
+    const pr = results[ids.indexOf(primary.id)];
+    if (pr.status === 'rejected') {
+      for (const l of this.links) l?.conn.close();
+      this.ctx.reportBackendError?.(primary.id, 'connect');
+      throw pr.reason;
+    }
+    this.primary = this.links[primary.id];
+    if (!this.links[this.lbNodeId]) this.lbNodeId = primary.id;
+  }
+
+  private async acquire(nodeId: number): Promise<BackendConnection> {
+    const node = this.ctx.nodes.get(nodeId);
+    if (!node) throw new PgError(SQLSTATE.connectionFailure, `no backend node ${nodeId}`);
+    const cfg = this.ctx.config();
     if (cfg.connection_cache) {
-      const cached = this.ctx.cache.take(key);
+      const cached = this.ctx.cache.take(cacheKeyFor(nodeId, this.params));
       if (cached) {
-        this.log.debug({ node: node.id, backendPid: cached.pid }, 'reusing cached backend connection');
+        this.log.debug({ node: nodeId, backendPid: cached.pid }, 'reusing cached backend connection');
         return cached;
       }
     }
     const conn = await connectBackend({
-      nodeId: node.id,
+      nodeId,
       host: node.host,
       port: node.port,
-      params: backendParams,
+      params: this.params,
       connectTimeoutMs: cfg.connect_timeout,
-      secret: (u) => this.ctx.backendSecret(u),
+      secret: (u) => this.authSecret ?? this.ctx.backendSecret(u),
     });
-    this.log.debug({ node: node.id, backendPid: conn.pid }, 'new backend connection');
+    this.log.debug({ node: nodeId, backendPid: conn.pid }, 'new backend connection');
     return conn;
   }
 
-  // ---- client → backend
+  // ---------------------------------------------------------------- client → backends
 
   private readonly onClientData = (chunk: Buffer): void => {
     this.lastActivity = Date.now();
-    this.scanner.push(chunk);
+    if (!this.scanner.push(chunk)) this.pauseClient();
   };
 
-  onMessage(type: number, buf: Buffer, _start: number, _end: number): number {
+  private pauseClient(): void {
+    if (!this.clientPaused) {
+      this.clientPaused = true;
+      this.client.pause();
+    }
+  }
+
+  /** Continue the client scanner suspended for `reason`. */
+  private resumeClient(reason: 'replies' | 'catalog' | 'both' | 'admin'): void {
+    if (this.closed || this.suspendedFor !== reason) return;
+    this.suspendedFor = null;
+    if (this.scanner.resume() && this.clientPaused) {
+      this.clientPaused = false;
+      this.client.resume();
+    }
+  }
+
+  onMessage(type: number, buf: Buffer, start: number, end: number): number {
+    if (this.closed) return DROP;
+    if (TRACE) process.stderr.write(`[trace] s${this.pid} client -> ${String.fromCharCode(type)} ${type === FE.Query || type === FE.Parse ? buf.toString('utf8', start, Math.min(end, start + 60)).replace(/\0/g, '|') : ''}\n`);
     switch (type) {
       case FE.Query:
-      case FE.Sync:
-      case FE.FunctionCall:
-        if (this.primary) this.primary.pendingReady++;
-        return TO_PRIMARY;
+        return this.onQuery(buf, start, end);
       case FE.Parse:
-        return TO_PRIMARY;
+        return this.onParse(buf, start, end);
+      case FE.Bind:
+        return this.onBind(buf, start, end);
+      case FE.Describe:
+        return this.onDescribe(buf, start, end);
+      case FE.Execute:
+        return this.onExecute(buf, start, end);
+      case FE.Close:
+        return this.onClose(buf, start, end);
+      case FE.Sync:
+        return this.onSync();
+      case FE.Flush:
+        return this.onFlush();
+      case FE.FunctionCall: {
+        const p = this.primaryLink();
+        if (!this.gate(p)) return SUSPEND;
+        return this.send(p, { end: END_READY, mode: Mode.Forward });
+      }
       case FE.Terminate:
         this.terminated = true;
+        this.close();
         return DROP;
       default:
-        this.fatal(new PgError(SQLSTATE.protocolViolation, `invalid frontend message type ${type}${VALID_FRONTEND.includes(String.fromCharCode(type)) ? '' : ` ('${printable(type)}')`}`));
-        void buf;
+        this.fatal(new PgError(SQLSTATE.protocolViolation, `invalid frontend message type ${type} ('${printable(type)}')`));
         return DROP;
     }
   }
 
-  emit(_action: number, bytes: Buffer): void {
-    const link = this.primary;
+  emit(action: number, bytes: Buffer): void {
+    const link = this.links[action - 1];
     if (!link || this.closed) return;
-    const sock = link.conn.socket;
-    if (!sock.write(bytes) && !this.pausedBackend) {
-      this.pausedBackend = true;
-      this.client.pause();
-      sock.once('drain', () => {
-        this.pausedBackend = false;
-        if (!this.closed) this.client.resume();
-      });
-    }
+    link.write(bytes);
   }
 
   onFramingError(message: string, code: 'length' | 'size'): void {
@@ -289,46 +335,553 @@ export class Session implements FrameSink {
     this.fatal(new PgError(code === 'size' ? SQLSTATE.programLimitExceeded : SQLSTATE.protocolViolation, code === 'size' ? `${message} (max_message_size)` : message));
   }
 
-  // ---- backend → client events
-
-  onReady(_link: BackendLink): void {
-    this.lastActivity = Date.now();
+  /** Write to a link directly (not through the scanner's coalesced run), keeping order. */
+  private direct(link: BackendLink, bytes: Buffer): void {
+    this.scanner.flushRun();
+    link.write(bytes);
   }
 
-  onBackendError(link: BackendLink, f: Record<string, string>): void {
-    if (link.fatal) this.log.warn({ node: link.conn.nodeId, code: f.C, err: f.M }, 'backend sent FATAL');
+  private primaryLink(): BackendLink {
+    return this.primary as BackendLink;
   }
 
-  onBackendClosed(link: BackendLink): void {
-    if (this.closed) return;
-    if (!link.fatal) {
-      this.log.warn({ node: link.conn.nodeId, backendPid: link.conn.pid }, 'backend connection closed unexpectedly');
-      this.fatal(new PgError(SQLSTATE.connectionFailure, `server closed the connection unexpectedly (backend node ${link.conn.nodeId} at ${link.conn.host}:${link.conn.port})`, 'FATAL', 'The backend terminated abnormally before or while processing the request.'));
+  /**
+   * May a client-visible request go to `target` now? Only if no other node still owes
+   * the client a reply; otherwise flush those nodes and wait (the caller returns SUSPEND).
+   */
+  private gate(target: BackendLink | null): boolean {
+    let blocked = false;
+    for (const l of this.links) {
+      if (!l || l === target || l.visible === 0) continue;
+      this.scanner.flushRun();
+      l.flushIfNeeded();
+      blocked = true;
+    }
+    if (blocked) this.suspendedFor = 'replies';
+    return !blocked;
+  }
+
+  /** Queue `e` on `link`; the scanner then writes the message itself (zero copy). */
+  private send(link: BackendLink, e: Expectation): number {
+    link.expect(e);
+    if (e.mode === Mode.Forward) this.passAction = link.action;
+    return link.action;
+  }
+
+  /** Mark a link as part of the current extended-protocol pipeline. */
+  private inPipeline(link: BackendLink): void {
+    link.inPipeline = true;
+    link.needsFlush = true;
+  }
+
+  /** The link for a decision's single target, after lag and liveness checks. */
+  private linkFor(target: 'primary' | 'standby'): BackendLink {
+    const p = this.primaryLink();
+    if (target === 'primary') return p;
+    const r = this.ctx.router.readNode(this.lbNodeId, this.facts);
+    if (r.sessionLbNode !== null && this.links[r.sessionLbNode]) this.lbNodeId = r.sessionLbNode;
+    return (r.node !== null ? this.links[r.node] : undefined) ?? p;
+  }
+
+  /** The other node of a 'both' statement, or undefined when the LB node is the primary. */
+  private secondLink(): BackendLink | undefined {
+    const l = this.links[this.lbNodeId];
+    return l && l !== this.primary ? l : undefined;
+  }
+
+  /**
+   * Decide where `sql` goes. Returns SUSPEND while catalog questions are asked on the
+   * primary (the message is presented again once they are answered).
+   */
+  private decideFor(sql: string, cls: Classification): Decision | typeof SUSPEND {
+    const d = this.ctx.router.decide(sql, cls, this.routing, this.database);
+    if ('target' in d) return d;
+    const p = this.primaryLink();
+    if (p.pending > 0 || p.txStatus === TxStatus.Failed) {
+      // The primary is busy (or in a failed transaction): do not interleave a lookup; read there.
+      return { target: 'primary', write: cls.write, reason: 'catalog lookup not possible now' };
+    }
+    this.suspendedFor = 'catalog';
+    this.scanner.flushRun();
+    void this.askCatalog(d);
+    return SUSPEND;
+  }
+
+  private async askCatalog(q: CatalogQuestions): Promise<void> {
+    const p = this.primaryLink();
+    await this.ctx.router.answer(this.database, q, (sql) => this.internalQuery(p, sql));
+    this.resumeClient('catalog');
+  }
+
+  /** Run a query on a link for pgrelay itself; its replies never reach the client. */
+  private internalQuery(link: BackendLink, sql: string): Promise<ReadonlyArray<Record<string, unknown>>> {
+    return new Promise((resolve, reject) => {
+      const e: Expectation = {
+        end: END_READY,
+        mode: Mode.Capture,
+        rows: [],
+        done: (x) => {
+          if (x.error) return reject(new Error(x.error.M ?? 'catalog query failed'));
+          const cols = x.columns ?? [];
+          resolve((x.rows ?? []).map((r) => Object.fromEntries(cols.map((c, i) => [c, r[i]]))));
+        },
+      };
+      link.expect(e);
+      link.write(queryMessage(sql));
+    });
+  }
+
+  // ---- simple query
+
+  private onQuery(buf: Buffer, start: number, end: number): number {
+    const q = readCString(buf, start, end);
+    if (!q) {
+      this.fatal(new PgError(SQLSTATE.protocolViolation, 'invalid Query message: missing string terminator'));
+      return DROP;
+    }
+    const sql = q[0];
+    const admin = this.ctx.adminCommand?.(this, sql);
+    if (admin) {
+      if (!this.gate(null)) return SUSPEND;
+      this.suspendedFor = 'admin';
+      void this.answerAdmin(admin);
+      return CONSUME_AND_SUSPEND;
+    }
+    const cls = this.ctx.router.classifyOnce(sql);
+    const d = this.decideFor(sql, cls);
+    if (d === SUSPEND) return SUSPEND;
+    const second = d.target === 'both' ? this.secondLink() : undefined;
+    if (second) {
+      if (!this.gate(null)) return SUSPEND;
+      this.suspendedFor = 'both';
+      this.runOnBoth(sql, cls, d, second);
+      return CONSUME_AND_SUSPEND;
+    }
+    const link = this.linkFor(d.target === 'standby' ? 'standby' : 'primary');
+    if (!this.gate(link)) return SUSPEND;
+    this.ctx.countStatement?.(link.nodeId, cls);
+    if (this.ctx.config().log_per_node_statement) this.log.info({ node: link.nodeId, backendPid: link.conn.pid, statement: redact(sql) }, 'statement');
+    return this.send(link, {
+      end: END_READY,
+      mode: Mode.Forward,
+      done: (e, l) => this.statementDone(cls, d, e, l),
+    });
+  }
+
+  /** After a simple-protocol statement: routing state, and keeping nodes' transaction states in step. */
+  private statementDone(cls: Classification, d: Decision, e: Expectation, link: BackendLink): void {
+    const status = e.status ?? TxStatus.Idle;
+    afterStatement(this.routing, cls, d, { ok: !e.error, txStatus: statusChar(status) }, this.ctx.config().disable_load_balance_on_write);
+    this.routing.inTransaction = status !== TxStatus.Idle;
+    this.routing.failed = status === TxStatus.Failed;
+    if (status === TxStatus.Failed && link !== this.primary) this.poisonPrimary();
+  }
+
+  /**
+   * A statement failed on the load-balance node inside a transaction: abort the
+   * primary's transaction too, so that PostgreSQL itself answers what follows (25P02,
+   * COMMIT → ROLLBACK) and the two nodes never disagree.
+   */
+  private poisonPrimary(): void {
+    const p = this.primaryLink();
+    if (p.txStatus !== TxStatus.InTransaction) return;
+    p.expect({ end: END_READY, mode: Mode.Drop });
+    p.write(queryMessage(POISON));
+  }
+
+  /** A statement for both nodes: one after the other (COMMIT/ROLLBACK: standby first), one reply. */
+  private runOnBoth(sql: string, cls: Classification, d: Decision, second: BackendLink): void {
+    const p = this.primaryLink();
+    const standbyText = d.standbyText ?? sql;
+    const order: Array<[BackendLink, string]> = d.bothOrder === 'standby-first' ? [[second, standbyText], [p, sql]] : [[p, sql], [second, standbyText]];
+    const results = new Map<BackendLink, Expectation>();
+    this.scanner.flushRun();
+    const step = (i: number): void => {
+      const [link, text] = order[i];
+      this.ctx.countStatement?.(link.nodeId, cls);
+      if (this.ctx.config().log_per_node_statement) this.log.info({ node: link.nodeId, backendPid: link.conn.pid, statement: redact(text) }, 'statement');
+      link.expect({
+        end: END_READY,
+        mode: Mode.Hold,
+        held: [],
+        done: (e) => {
+          results.set(link, e);
+          if (i + 1 < order.length) step(i + 1);
+          else this.finishBoth(cls, d, results.get(p) as Expectation, results.get(second) as Expectation);
+        },
+      });
+      link.write(queryMessage(text));
+    };
+    step(0);
+  }
+
+  private finishBoth(cls: Classification, d: Decision, onPrimary: Expectation, onSecond: Expectation): void {
+    let out: Buffer;
+    let status = onPrimary.status ?? TxStatus.Idle;
+    if (onPrimary.error || !onSecond.error) {
+      out = Buffer.concat(onPrimary.held ?? []);
     } else {
-      this.close();
+      // Only the load-balance node failed: report its error; inside a transaction, abort it on the primary too.
+      this.log.warn({ node: this.lbNodeId, code: onSecond.error.C, err: onSecond.error.M }, 'statement failed on the load-balance node only');
+      if (status === TxStatus.InTransaction) {
+        this.poisonPrimary();
+        status = TxStatus.Failed;
+      }
+      out = Buffer.concat([errorResponse(errorFieldsOf(onSecond.error)), readyForQuery(status)]);
+    }
+    afterStatement(this.routing, cls, d, { ok: !onPrimary.error && !onSecond.error, txStatus: statusChar(status) }, this.ctx.config().disable_load_balance_on_write);
+    this.routing.inTransaction = status !== TxStatus.Idle;
+    this.routing.failed = status === TxStatus.Failed;
+    if (cls.kind === 'deallocate' || cls.kind === 'discard') this.forgetStatements(cls);
+    this.writeClient(out);
+    this.resumeClient('both');
+  }
+
+  private forgetStatements(cls: Classification): void {
+    // DEALLOCATE ALL / DISCARD ALL drop every prepared statement on both nodes.
+    if (cls.name === undefined || cls.kind === 'discard') {
+      this.stmts.clear();
+      this.portals.clear();
     }
   }
 
-  // ---- state for the rest of pgrelay
+  private async answerAdmin(admin: AdminAnswer): Promise<void> {
+    let out: Buffer;
+    try {
+      out = await admin.simple();
+    } catch (e) {
+      out = errorResponse({ severity: 'ERROR', code: SQLSTATE.internalError, message: `admin command failed: ${(e as Error).message}` });
+    }
+    if (this.closed) return;
+    this.writeClient(Buffer.concat([out, readyForQuery(this.primaryLink().txStatus)]));
+    this.resumeClient('admin');
+  }
+
+  // ---- extended query protocol
+
+  private onParse(buf: Buffer, start: number, end: number): number {
+    const n = readCString(buf, start, end);
+    const q = n && readCString(buf, n[1], end);
+    if (!n || !q) {
+      this.fatal(new PgError(SQLSTATE.protocolViolation, 'invalid Parse message'));
+      return DROP;
+    }
+    const name = n[0];
+    const sql = q[0];
+    const cls = this.ctx.router.classify(sql);
+    const d = this.decideFor(sql, cls);
+    if (d === SUSPEND) return SUSPEND;
+    // Named statements outlive this chunk: keep a copy. The unnamed one is replaced soon.
+    const raw = buf.subarray(start - 5, end);
+    const parse = name === '' ? raw : Buffer.from(raw);
+    const second = d.target === 'both' ? this.secondLink() : undefined;
+    if (second) {
+      const p = this.primaryLink();
+      if (!this.gate(p)) return SUSPEND;
+      second.expect({ end: END_PARSE, mode: Mode.Drop });
+      this.direct(second, parse);
+      this.inPipeline(second);
+      this.inPipeline(p);
+      this.stmts.set(name, { sql, cls, parse, nodes: [p.nodeId, second.nodeId], both: true, decision: d });
+      return this.send(p, { end: END_PARSE, mode: Mode.Forward });
+    }
+    const link = this.linkFor(d.target === 'standby' ? 'standby' : 'primary');
+    if (!this.gate(link)) return SUSPEND;
+    this.inPipeline(link);
+    this.stmts.set(name, { sql, cls, parse, nodes: [link.nodeId], both: false, decision: d });
+    return this.send(link, { end: END_PARSE, mode: Mode.Forward });
+  }
+
+  private onBind(buf: Buffer, start: number, end: number): number {
+    const portalName = readCString(buf, start, end);
+    const stmtName = portalName && readCString(buf, portalName[1], end);
+    if (!portalName || !stmtName) {
+      this.fatal(new PgError(SQLSTATE.protocolViolation, 'invalid Bind message'));
+      return DROP;
+    }
+    const st = this.stmts.get(stmtName[0]);
+    const p = this.primaryLink();
+    if (!st) {
+      // Unknown here (SQL-level PREPARE, or a client error): the primary answers.
+      if (!this.gate(p)) return SUSPEND;
+      this.inPipeline(p);
+      this.portals.set(portalName[0], { nodes: [p.nodeId], both: false });
+      return this.send(p, { end: END_BIND, mode: Mode.Forward });
+    }
+    if (st.both) {
+      const second = this.links[st.nodes[1]];
+      if (!this.gate(p)) return SUSPEND;
+      if (second) {
+        second.expect({ end: END_BIND, mode: Mode.Drop });
+        this.direct(second, Buffer.from(buf.subarray(start - 5, end)));
+        this.inPipeline(second);
+      }
+      this.inPipeline(p);
+      this.portals.set(portalName[0], { nodes: st.nodes, both: true, stmt: st });
+      return this.send(p, { end: END_BIND, mode: Mode.Forward });
+    }
+    // Decide again with the session's current state: a statement parsed on the
+    // standby is re-parsed on the primary once the transaction has written (pgpool).
+    const d = this.decideFor(st.sql, st.cls);
+    if (d === SUSPEND) return SUSPEND;
+    st.decision = d;
+    const link = this.linkFor(d.target === 'standby' ? 'standby' : 'primary');
+    if (!this.gate(link)) return SUSPEND;
+    if (!st.nodes.includes(link.nodeId)) {
+      link.expect({ end: END_PARSE, mode: Mode.Drop });
+      this.direct(link, st.parse);
+      st.nodes.push(link.nodeId);
+    }
+    this.inPipeline(link);
+    this.portals.set(portalName[0], { nodes: [link.nodeId], both: false, stmt: st });
+    return this.send(link, { end: END_BIND, mode: Mode.Forward });
+  }
+
+  private onDescribe(buf: Buffer, start: number, end: number): number {
+    const kind = buf[start];
+    const name = readCString(buf, start + 1, end);
+    if (!name || (kind !== 0x53 && kind !== 0x50)) {
+      this.fatal(new PgError(SQLSTATE.protocolViolation, 'invalid Describe message'));
+      return DROP;
+    }
+    const obj = kind === 0x53 ? this.stmts.get(name[0]) : this.portals.get(name[0]);
+    // A statement for both nodes is described by the primary; others where last parsed.
+    const link = (obj && !obj.both && this.links[obj.nodes[obj.nodes.length - 1]]) || this.primaryLink();
+    if (!this.gate(link)) return SUSPEND;
+    this.inPipeline(link);
+    return this.send(link, { end: END_DESCRIBE, mode: Mode.Forward });
+  }
+
+  private onExecute(buf: Buffer, start: number, end: number): number {
+    const name = readCString(buf, start, end);
+    if (!name) {
+      this.fatal(new PgError(SQLSTATE.protocolViolation, 'invalid Execute message'));
+      return DROP;
+    }
+    const portal = this.portals.get(name[0]);
+    const p = this.primaryLink();
+    const link = (portal && this.links[portal.nodes[0]]) || p;
+    const target = portal?.both ? p : link;
+    if (!this.gate(target)) return SUSPEND;
+    if (portal?.both) {
+      const second = this.links[portal.nodes[1]];
+      if (second) {
+        second.expect({ end: END_EXECUTE, mode: Mode.Drop });
+        this.direct(second, Buffer.from(buf.subarray(start - 5, end)));
+        this.inPipeline(second);
+      }
+    }
+    this.inPipeline(target);
+    const st = portal?.stmt;
+    let outcome: PendingOutcome | undefined;
+    if (st?.decision) {
+      outcome = { cls: st.cls, decision: st.decision, ok: true };
+      this.outcomes.push(outcome);
+      this.ctx.countStatement?.(target.nodeId, st.cls);
+      if (this.ctx.config().log_per_node_statement) this.log.info({ node: target.nodeId, backendPid: target.conn.pid, statement: redact(st.sql) }, 'statement');
+    }
+    return this.send(target, {
+      end: END_EXECUTE,
+      mode: Mode.Forward,
+      done: outcome
+        ? (e) => {
+            if (e.error) (outcome as PendingOutcome).ok = false;
+          }
+        : undefined,
+    });
+  }
+
+  private onClose(buf: Buffer, start: number, end: number): number {
+    const kind = buf[start];
+    const name = readCString(buf, start + 1, end);
+    if (!name || (kind !== 0x53 && kind !== 0x50)) {
+      this.fatal(new PgError(SQLSTATE.protocolViolation, 'invalid Close message'));
+      return DROP;
+    }
+    let nodes: number[] | undefined;
+    if (kind === 0x53) {
+      nodes = this.stmts.get(name[0])?.nodes;
+      this.stmts.delete(name[0]);
+    } else {
+      nodes = this.portals.get(name[0])?.nodes;
+      this.portals.delete(name[0]);
+    }
+    const p = this.primaryLink();
+    const links = (nodes ?? [p.nodeId]).map((id) => this.links[id]).filter((l): l is BackendLink => l !== undefined);
+    const first = links[0] ?? p;
+    if (!this.gate(first)) return SUSPEND;
+    const raw = buf.subarray(start - 5, end);
+    for (const l of links.slice(1)) {
+      l.expect({ end: END_CLOSE, mode: Mode.Drop });
+      this.direct(l, Buffer.from(raw));
+      this.inPipeline(l);
+    }
+    this.inPipeline(first);
+    return this.send(first, { end: END_CLOSE, mode: Mode.Forward });
+  }
+
+  private onSync(): number {
+    const members = this.links.filter((l): l is BackendLink => l !== undefined && l.inPipeline);
+    if (members.length === 0) members.push(this.primaryLink());
+    // Links outside this pipeline that still owe the client a reply come first.
+    for (const l of this.links) {
+      if (l && !l.inPipeline && l.visible > 0) {
+        this.scanner.flushRun();
+        l.flushIfNeeded();
+        this.suspendedFor = 'replies';
+        return SUSPEND;
+      }
+    }
+    const outcomes = this.outcomes;
+    this.outcomes = [];
+    for (const l of members) {
+      l.inPipeline = false;
+      l.needsFlush = false;
+    }
+    if (members.length === 1) {
+      const l = members[0];
+      return this.send(l, { end: END_READY, mode: Mode.Forward, done: (e) => this.pipelineDone(outcomes, e.status ?? TxStatus.Idle, l) });
+    }
+    // The pipeline spans nodes: one ReadyForQuery for the client once every node answered.
+    let waiting = members.length;
+    let status: number = TxStatus.Idle;
+    const primary = this.primary;
+    for (const l of members) {
+      l.expect({
+        end: END_READY,
+        mode: Mode.Sync,
+        done: (e) => {
+          const s = e.status ?? TxStatus.Idle;
+          if (s === TxStatus.Failed) status = TxStatus.Failed;
+          else if (l === primary && status !== TxStatus.Failed) status = s;
+          else if (status === TxStatus.Idle) status = s;
+          if (--waiting === 0) {
+            this.pipelineDone(outcomes, status, undefined);
+            this.writeClient(readyForQuery(status));
+          }
+        },
+      });
+      this.direct(l, SYNC);
+    }
+    return DROP;
+  }
+
+  private pipelineDone(outcomes: PendingOutcome[], status: number, only: BackendLink | undefined): void {
+    const mode = this.ctx.config().disable_load_balance_on_write;
+    for (const o of outcomes) afterStatement(this.routing, o.cls, o.decision, { ok: o.ok, txStatus: statusChar(status) }, mode);
+    this.routing.inTransaction = status !== TxStatus.Idle;
+    this.routing.failed = status === TxStatus.Failed;
+    if (status === TxStatus.Failed && only !== undefined && only !== this.primary) this.poisonPrimary();
+  }
+
+  private onFlush(): number {
+    let any = false;
+    this.scanner.flushRun();
+    for (const l of this.links) {
+      if (l && l.inPipeline) {
+        l.flushIfNeeded();
+        any = true;
+      }
+    }
+    if (!any) this.primaryLink().write(FLUSH_MSG);
+    return DROP;
+  }
+
+  // ---------------------------------------------------------------- backends → client (LinkOwner)
+
+  writeClient(bytes: Buffer): boolean {
+    if (this.closed || this.client.destroyed) return true;
+    return this.client.write(bytes);
+  }
+
+  onClientDrain(fn: () => void): void {
+    this.drainWaiters.push(fn);
+  }
+
+  private readonly onDrain = (): void => {
+    const w = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const fn of w) fn();
+  };
+
+  asyncMessage(link: BackendLink, bytes: Buffer): void {
+    // Notifications and notices from the primary while it is idle; other nodes' are dropped.
+    if (link !== this.primary) return;
+    if (this.links.some((l) => l !== undefined && l.visible > 0)) this.asyncQueue.push(bytes);
+    else this.writeClient(bytes);
+  }
+
+  progressed(_link: BackendLink): void {
+    this.lastActivity = Date.now();
+    if (this.asyncQueue.length > 0 && !this.links.some((l) => l !== undefined && l.visible > 0)) {
+      this.writeClient(Buffer.concat(this.asyncQueue.splice(0)));
+    }
+    this.resumeClient('replies');
+  }
+
+  backendFatal(link: BackendLink, f: Record<string, string>): void {
+    this.log.warn({ node: link.nodeId, code: f.C, err: f.M }, 'backend sent FATAL');
+    if (f.C === SQLSTATE.adminShutdown || f.C === SQLSTATE.crashShutdown) this.ctx.reportBackendError?.(link.nodeId, 'shutdown');
+  }
+
+  linkBroken(link: BackendLink, message: string): void {
+    this.log.error({ node: link.nodeId, err: message }, 'invalid data from backend');
+    link.conn.socket.destroy();
+  }
+
+  linkClosed(link: BackendLink): void {
+    if (this.closed) return;
+    const c = link.conn;
+    if (!link.fatal) this.ctx.reportBackendError?.(link.nodeId, 'io');
+    if (link !== this.primary && link.pending === 0 && !this.routing.inTransaction) {
+      // The load-balance node went away between statements: read from another node from now on.
+      this.log.warn({ node: link.nodeId, backendPid: c.pid }, 'load-balance node connection lost; moving reads');
+      this.links[link.nodeId] = undefined;
+      link.detach();
+      for (const st of this.stmts.values()) st.nodes = st.nodes.filter((n) => n !== link.nodeId);
+      if (this.lbNodeId === link.nodeId) this.lbNodeId = this.primaryLink().nodeId;
+      return;
+    }
+    if (link.fatal) {
+      this.close();
+      return;
+    }
+    this.log.warn({ node: link.nodeId, backendPid: c.pid }, 'backend connection closed unexpectedly');
+    this.fatal(
+      new PgError(
+        SQLSTATE.connectionFailure,
+        `server closed the connection unexpectedly (backend node ${link.nodeId} at ${c.host}:${c.port})`,
+        'FATAL',
+        'The backend terminated abnormally before or while processing the request.',
+      ),
+    );
+  }
+
+  // ---------------------------------------------------------------- state for the rest of pgrelay
 
   /** True while a request is outstanding on any backend. */
   get busy(): boolean {
-    return this.primary !== undefined && this.primary.pendingReady > 0;
+    return this.links.some((l) => l !== undefined && l.pending > 0);
   }
 
   get txStatus(): number {
-    return this.primary?.conn.txStatus ?? TxStatus.Idle;
+    return this.primary?.txStatus ?? TxStatus.Idle;
   }
 
   get backendConnections(): BackendConnection[] {
-    return this.primary ? [this.primary.conn] : [];
+    return this.links.filter((l): l is BackendLink => l !== undefined).map((l) => l.conn);
+  }
+
+  /** Is this session using node `id` (for a graceful detach)? */
+  usesNode(id: number): boolean {
+    return this.links[id] !== undefined;
   }
 
   /** Forward a CancelRequest to each backend running a request of this session. */
   cancel(): void {
     const cfg = this.ctx.config();
-    for (const link of [this.primary]) {
-      if (!link || link.pendingReady === 0) continue;
+    for (const link of this.links) {
+      if (!link || link.pending === 0) continue;
       const c = link.conn;
       this.log.info({ node: c.nodeId, backendPid: c.pid }, 'forwarding cancel request');
       void sendCancel(c.host, c.port, c.pid, c.secretKey, cfg.connect_timeout);
@@ -342,20 +895,21 @@ export class Session implements FrameSink {
     this.close();
   }
 
-  /** End the session: close the client, reset or close the backend. */
+  /** End the session: close the client, reset or close the backends. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.client.removeListener('data', this.onClientData);
     if (!this.client.destroyed) this.client.end();
     this.client.setTimeout(2000, () => this.client.destroy());
-    const link = this.primary;
-    this.primary = undefined;
-    if (link) {
+    for (let i = 0; i < this.links.length; i++) {
+      const link = this.links[i];
+      if (!link) continue;
+      this.links[i] = undefined;
       link.detach();
-      const clean = this.terminated && link.pendingReady === 0 && !link.fatal && !link.scanner.suspended;
-      this.releaseBackend(link.conn, clean);
+      this.releaseBackend(link.conn, this.terminated && link.clean);
     }
+    this.primary = undefined;
     this.finish();
   }
 
@@ -391,8 +945,25 @@ export class Session implements FrameSink {
   }
 }
 
+const TRACE = process.env.PGRELAY_TRACE === '1';
+const FLUSH_MSG = Buffer.from([FE.Flush, 0, 0, 0, 4]);
+
+function statusChar(s: number): 'I' | 'T' | 'E' {
+  return s === TxStatus.InTransaction ? 'T' : s === TxStatus.Failed ? 'E' : 'I';
+}
+
+function errorFieldsOf(f: Record<string, string>): ErrorFields {
+  const sev = (f.V ?? f.S ?? 'ERROR') as ErrorFields['severity'];
+  return { severity: sev, code: f.C ?? SQLSTATE.internalError, message: f.M ?? 'error on the load-balance node', detail: f.D, hint: f.H };
+}
+
 function printable(type: number): string {
   return type >= 0x20 && type < 0x7f ? String.fromCharCode(type) : `\\x${type.toString(16).padStart(2, '0')}`;
+}
+
+/** Statement text for logs, without passwords (ALTER/CREATE ROLE … PASSWORD '…'). */
+export function redact(sql: string): string {
+  return /password/i.test(sql) ? sql.replace(/(password\s+)('(?:[^']|'')*'|\S+)/gi, "$1'*****'") : sql;
 }
 
 /**
@@ -409,10 +980,10 @@ export function resetConnection(conn: BackendConnection, queries: string[], time
     const sink: FrameSink = {
       passAction: DROP,
       onMessage(type, buf, start, end) {
-        if (type === BE.ReadyForQuery) {
+        if (type === 0x5a) {
           conn.txStatus = buf[start];
           if (--expected === 0) done(!failed && conn.txStatus === TxStatus.Idle);
-        } else if (type === BE.ErrorResponse) {
+        } else if (type === 0x45) {
           failed = true;
         } else {
           const k = readCString(buf, start, end);
@@ -426,7 +997,9 @@ export function resetConnection(conn: BackendConnection, queries: string[], time
         done(false);
       },
     };
-    const scanner = new MessageScanner(sink, BACKEND_DECODE, 0x7fffffff);
+    const decode = new Uint8Array(256);
+    decode[0x5a] = decode[0x45] = decode[0x53] = 1;
+    const scanner = new MessageScanner(sink, decode, 0x7fffffff);
     const onData = (c: Buffer): void => {
       scanner.push(c);
     };

@@ -1,0 +1,966 @@
+/**
+ * Statement classifier: facts about one Query / Parse text, with no session
+ * state. policy.ts turns these facts plus the session's state into a routing
+ * decision. Rules follow pgpool-II's send_to_where() / is_select_query()
+ * (reference: /work/shared/reference/pgpool.md §2.1–§2.9, §9).
+ *
+ * It runs on every statement, so it is a hand-written token walk over
+ * lexer.ts's output rather than a full grammar: it looks only for what
+ * changes the destination (leading keyword, FOR UPDATE/SHARE, INTO, DML verbs
+ * anywhere, function calls, relation names, BEGIN/SET options). Anything it
+ * does not recognise is classified as going to the primary.
+ */
+
+import { lex, Tok, type Token } from './lexer.js';
+
+/** pgpool's send_to_where() classes: EITHER (may be load-balanced), PRIMARY, BOTH (primary + LB node). */
+export type Destination = 'either' | 'primary' | 'both';
+
+export type StatementKind =
+  | 'select' // SELECT, TABLE, VALUES, ( … ), WITH … SELECT
+  | 'insert' | 'update' | 'delete' | 'merge'
+  | 'show' | 'set' | 'reset' | 'discard' | 'deallocate'
+  | 'transaction' // BEGIN/START/COMMIT/END/ROLLBACK/ABORT/SAVEPOINT/RELEASE/PREPARE TRANSACTION/… PREPARED
+  | 'lock' | 'copy' | 'explain'
+  | 'declare' | 'fetch' | 'move' | 'close'
+  | 'listen' | 'unlisten' | 'notify'
+  | 'prepare' | 'execute'
+  | 'create' | 'other' // DDL, VACUUM, DO, CALL, TRUNCATE, …
+  | 'empty' // only whitespace, comments or `;`
+  | 'multi' // more than one statement in one Query string
+  | 'invalid'; // does not lex / not understood
+
+export type TxCommand =
+  | 'begin' | 'commit' | 'rollback' | 'savepoint' | 'release' | 'rollback_to'
+  | 'prepare_transaction' | 'commit_prepared' | 'rollback_prepared';
+
+export type IsolationLevel = 'serializable' | 'repeatable read' | 'read committed' | 'read uncommitted';
+
+export interface TransactionModes {
+  isolation?: IsolationLevel;
+  readOnly?: boolean; // READ ONLY (true) / READ WRITE (false)
+  deferrable?: boolean;
+}
+
+/** Effect of a SET on isolation / read-only defaults (tracked by policy.ts). */
+export interface TxSetting {
+  /** 'transaction': SET TRANSACTION …, SET transaction_isolation; 'session': SET SESSION CHARACTERISTICS …, SET default_transaction_isolation. */
+  scope: 'transaction' | 'session';
+  /** Isolation level set, or 'default' for RESET / SET … TO DEFAULT. */
+  isolation?: IsolationLevel | 'default';
+  readOnly?: boolean;
+}
+
+export interface Classification {
+  kind: StatementKind;
+  /** Destination class of the statement on its own (before session state, function and relation checks). */
+  dest: Destination;
+  /** Counts as a write for disable_load_balance_on_write if it succeeds (pgpool: anything but a read SELECT/SHOW/COPY TO; §2.3). Writing functions are added by policy.ts. */
+  write: boolean;
+  /** Transaction-control command, if any. */
+  tx?: TxCommand;
+  /** COMMIT AND CHAIN / ROLLBACK AND CHAIN: a new transaction starts at once. */
+  chain?: boolean;
+  /** Options of BEGIN / START TRANSACTION. */
+  beginModes?: TransactionModes;
+  /** Text to send to the LB node instead of the original (BEGIN READ WRITE → BEGIN; pgpool remove_read_write). */
+  standbyText?: string;
+  /** SET/RESET of isolation level or read-only mode. */
+  txSetting?: TxSetting;
+  /** Function calls (lower-cased unless quoted, schema-qualified as written), deduplicated, for the volatility check. */
+  functions: readonly string[];
+  /** Relations referenced (FROM/JOIN/TABLE/COPY/DML targets), as written, for temp/unlogged/dml_adaptive checks. */
+  relations: readonly string[];
+  /** Reads a system catalog (pg_catalog.* or a pg_* relation name; pgpool §2.2 / §9). */
+  systemCatalog: boolean;
+  /** Tables written (INSERT/UPDATE/DELETE/MERGE targets incl. writable CTEs, COPY FROM, TRUNCATE) for dml_adaptive. */
+  writtenTables: readonly string[];
+  /** Temp / unlogged relations this statement creates (CREATE TEMP TABLE x, SELECT … INTO TEMP x). */
+  createsTemp: readonly string[];
+  /** DISCARD ALL / DISCARD TEMP: the session's temp tables are gone. */
+  discardsTemp: boolean;
+  /** Number of non-empty statements in the text. */
+  statementCount: number;
+  /** Contains BEGIN/START TRANSACTION among several statements (pgpool §2.9: "transaction started by multi-statement"). */
+  multiBegins: boolean;
+  /** A block comment reads NO LOAD BALANCE (pgrelay hint, forces the primary for an EITHER statement). */
+  noLoadBalanceHint: boolean;
+  /** Text starts (after whitespace) with a comment. */
+  leadingComment: boolean;
+  /** Name for PREPARE / EXECUTE / DEALLOCATE / DECLARE / FETCH / CLOSE (lower-cased unless quoted). */
+  name?: string;
+  /** Lexer or structure error: the statement is routed to the primary like a write. */
+  parseError?: string;
+  /** Why `dest` is what it is (short, for logs and tests). */
+  reason: string;
+}
+
+export interface ClassifyOptions {
+  /** pgpool allow_sql_comments (default off): when off, a read whose text does not start with s/S/(/w/W/t/T (e.g. a leading comment, VALUES) is not load-balanced (§2.1). */
+  allowSqlComments: boolean;
+  /** Session's standard_conforming_strings (default true): when false, '…' strings take backslash escapes. */
+  standardConformingStrings?: boolean;
+  /** pgrelay extension, default false (pgpool 4.3 sends every EXPLAIN to the primary, §2.2): load-balance EXPLAIN of a read, and EXPLAIN ANALYZE of a read. */
+  loadBalanceExplain?: boolean;
+}
+
+const EMPTY: readonly string[] = Object.freeze([]);
+
+// ---------------------------------------------------------------------------------------------
+// Keyword sets
+
+/** Words that, followed by `(`, are SQL syntax rather than a function call (or a type modifier). */
+const NOT_FUNC = new Set([
+  'select', 'from', 'where', 'and', 'or', 'not', 'in', 'exists', 'any', 'all', 'some', 'values', 'as', 'on',
+  'using', 'join', 'lateral', 'with', 'recursive', 'materialized', 'distinct', 'union', 'intersect', 'except',
+  'case', 'when', 'then', 'else', 'end', 'between', 'symmetric', 'asymmetric', 'like', 'ilike', 'similar', 'to',
+  'escape', 'partition', 'order', 'by', 'range', 'rows', 'groups', 'window', 'having', 'limit', 'offset', 'fetch',
+  'first', 'next', 'for', 'of', 'only', 'table', 'into', 'returning', 'set', 'default', 'interval', 'over',
+  'filter', 'within', 'group', 'grouping', 'sets', 'cube', 'rollup', 'cast', 'treat', 'coalesce', 'nullif',
+  'greatest', 'least', 'extract', 'overlay', 'position', 'substring', 'trim', 'normalize', 'collation', 'array',
+  'row', 'is', 'isnull', 'notnull', 'overlaps', 'conflict', 'do', 'tablesample', 'repeatable', 'search', 'cycle',
+  'zone', 'at', 'current_date', 'current_time', 'current_timestamp', 'localtime', 'localtimestamp', 'xmlelement',
+  'xmlforest', 'xmlconcat', 'xmlparse', 'xmlpi', 'xmlroot', 'xmlserialize', 'xmlexists', 'xmltable',
+  'xmlattributes', 'xmlnamespaces', 'json', 'json_object', 'json_array', 'json_objectagg', 'json_arrayagg',
+  'json_table', 'json_query', 'json_value', 'json_exists', 'json_scalar', 'json_serialize', 'merge_action',
+  'numeric', 'decimal', 'dec', 'varchar', 'char', 'character', 'varying', 'bit', 'timestamp', 'time', 'float',
+  'nchar', 'national', 'second', 'minute', 'hour', 'day', 'month', 'year', 'precision', 'insert', 'update',
+  'delete', 'merge', 'nulls', 'unique', 'natural', 'cross', 'inner', 'outer', 'full', 'columns', 'passing',
+  'path', 'ordinality', 'keys', 'returns', 'variadic', 'matched', 'by', 'system_user',
+]);
+
+/** Words after which `name(` in a FROM list is a table function rather than an alias with column names. */
+const FROM_CALL_PREFIX = new Set(['from', 'join', 'lateral', 'only', 'left', 'right', 'full', 'inner', 'cross', 'natural', 'outer', 'rows']);
+
+/** Words that end a FROM list at their depth. */
+const FROM_END = new Set([
+  'where', 'group', 'having', 'order', 'limit', 'offset', 'fetch', 'window', 'union', 'intersect', 'except',
+  'returning', 'set', 'values', 'select', 'for', 'into', 'when', 'then',
+]);
+
+/** Calls whose argument syntax contains FROM (`extract(x FROM y)` is not a FROM clause). */
+const FROM_ARG_CALLS = new Set(['extract', 'substring', 'trim', 'overlay', 'normalize']);
+
+/** Leading keywords that are always primary-only ("all other statements", §2.2). */
+const OTHER_PRIMARY = new Set([
+  'alter', 'drop', 'grant', 'revoke', 'comment', 'cluster', 'reindex', 'refresh', 'security', 'import', 'load',
+  'reassign', 'vacuum', 'analyze', 'analyse', 'checkpoint', 'do', 'call', 'truncate',
+]);
+
+// ---------------------------------------------------------------------------------------------
+// Query walker (SELECT / VALUES / TABLE / WITH / INSERT / UPDATE / DELETE / MERGE bodies)
+
+interface QueryFacts {
+  /** Something in the tree writes or locks (DML, FOR UPDATE/SHARE, SELECT INTO). */
+  writes: boolean;
+  writeReason: string;
+  functions: string[] | null;
+  relations: string[] | null;
+  writtenTables: string[] | null;
+  createsTemp: string[] | null;
+  systemCatalog: boolean;
+  /** Main verb at depth `base` (for WITH … the verb after the CTE list). */
+  mainVerb: string;
+}
+
+function isNameTok(t: Token | undefined): boolean {
+  return t !== undefined && (t.kind === Tok.Word || t.kind === Tok.QuotedIdent);
+}
+
+/** Read a possibly qualified name starting at `i`; returns [name, index after it]. */
+function readName(toks: Token[], i: number, end: number): [string, number] {
+  let name = toks[i].text;
+  i++;
+  while (i + 1 < end && toks[i].kind === Tok.Dot && isNameTok(toks[i + 1])) {
+    name += '.' + toks[i + 1].text;
+    i += 2;
+  }
+  return [name, i];
+}
+
+function pushUnique(list: string[] | null, v: string): string[] {
+  if (list === null) return [v];
+  if (!list.includes(v)) list.push(v);
+  return list;
+}
+
+function isSystemRelation(name: string): boolean {
+  // pg_catalog.x, pg_x, or schema.pg_x where schema is pg_catalog (pgpool asks the catalog; names are the proxy here).
+  if (name.startsWith('pg_')) return true;
+  const dot = name.lastIndexOf('.');
+  return dot >= 0 && name.startsWith('pg_', dot + 1);
+}
+
+/** After `into`/`table`/… skip `only` and return the index of the name or -1. */
+function skipOnly(toks: Token[], i: number, end: number): number {
+  if (i < end && toks[i].kind === Tok.Word && toks[i].text === 'only') i++;
+  return i < end && isNameTok(toks[i]) ? i : -1;
+}
+
+function walkQuery(toks: Token[], start: number, end: number): QueryFacts {
+  const f: QueryFacts = {
+    writes: false, writeReason: '', functions: null, relations: null, writtenTables: null, createsTemp: null,
+    systemCatalog: false, mainVerb: '',
+  };
+  const base = start < end ? toks[start].depth : 0;
+  // Per-depth state, indexed by depth - base (depth of a token inside `(` is one more).
+  const fromActive: boolean[] = [];
+  const fromArgs: boolean[] = [];
+  let expectRel = false;
+  let sawWith = false;
+
+  const addRelation = (name: string): void => {
+    f.relations = pushUnique(f.relations, name);
+    if (!f.systemCatalog && isSystemRelation(name)) f.systemCatalog = true;
+  };
+  const addWritten = (name: string): void => {
+    f.writtenTables = pushUnique(f.writtenTables, name);
+    f.relations = pushUnique(f.relations, name);
+  };
+  const write = (reason: string): void => {
+    if (!f.writes) { f.writes = true; f.writeReason = reason; }
+  };
+
+  for (let i = start; i < end; i++) {
+    const t = toks[i];
+    const rel = t.depth - base;
+    const prev = i > start ? toks[i - 1] : undefined;
+
+    if (t.kind === Tok.LParen) {
+      const inner = rel + 1;
+      fromArgs[inner] = prev !== undefined && prev.kind === Tok.Word && FROM_ARG_CALLS.has(prev.text);
+      // `FROM (a JOIN b)`: the parenthesised join continues the FROM list inside.
+      fromActive[inner] = expectRel;
+      continue;
+    }
+    if (t.kind === Tok.RParen) { expectRel = false; continue; }
+    if (t.kind === Tok.Comma) { if (fromActive[rel] === true) expectRel = true; continue; }
+    if (t.kind !== Tok.Word && t.kind !== Tok.QuotedIdent) { if (t.kind !== Tok.Dot) expectRel = false; continue; }
+    if (prev !== undefined && prev.kind === Tok.Dot) continue; // tail of a qualified name / column reference
+
+    const w = t.kind === Tok.Word ? t.text : '';
+
+    if (rel === 0 && f.mainVerb === '' && t.kind === Tok.Word) {
+      if (w === 'with') sawWith = true;
+      else if (w === 'select' || w === 'values' || w === 'table' || w === 'insert' || w === 'update' || w === 'delete' || w === 'merge') {
+        f.mainVerb = w;
+      }
+    }
+
+    switch (w) {
+      case 'for': {
+        const a = toks[i + 1]?.text, b = toks[i + 2]?.text, c = toks[i + 3]?.text;
+        if (a === 'update' || a === 'share' || (a === 'no' && b === 'key' && c === 'update') || (a === 'key' && b === 'share')) {
+          write('SELECT … FOR UPDATE/SHARE');
+          i += a === 'no' ? 3 : a === 'key' ? 2 : 1;
+        }
+        fromActive[rel] = false; expectRel = false;
+        continue;
+      }
+      case 'into': {
+        fromActive[rel] = false; expectRel = false;
+        if (prev !== undefined && prev.kind === Tok.Word && (prev.text === 'insert' || prev.text === 'merge')) continue;
+        // SELECT … INTO [TEMP|TEMPORARY|UNLOGGED|LOCAL TEMP|GLOBAL TEMP] [TABLE] name
+        write('SELECT … INTO');
+        let j = i + 1;
+        let temp = false;
+        while (j < end && toks[j].kind === Tok.Word) {
+          const x = toks[j].text;
+          if (x === 'temp' || x === 'temporary' || x === 'unlogged') { temp = true; j++; }
+          else if (x === 'local' || x === 'global' || x === 'table') j++;
+          else break;
+        }
+        if (isNameTok(toks[j]) && j < end) {
+          const [name, after] = readName(toks, j, end);
+          if (temp || name.startsWith('pg_temp.')) f.createsTemp = pushUnique(f.createsTemp, name);
+          i = after - 1;
+        }
+        continue;
+      }
+      case 'insert': {
+        write('INSERT');
+        if (toks[i + 1]?.text === 'into') {
+          const j = skipOnly(toks, i + 2, end);
+          if (j >= 0) { const [name, after] = readName(toks, j, end); addWritten(name); i = after - 1; }
+        }
+        expectRel = false;
+        continue;
+      }
+      case 'update': {
+        write('UPDATE');
+        // ON CONFLICT DO UPDATE / MERGE … THEN UPDATE SET have no target name.
+        if ((prev === undefined || prev.kind !== Tok.Word || prev.text !== 'do') && toks[i + 1]?.text !== 'set') {
+          const j = skipOnly(toks, i + 1, end);
+          if (j >= 0) { const [name, after] = readName(toks, j, end); addWritten(name); i = after - 1; }
+        }
+        expectRel = false;
+        continue;
+      }
+      case 'delete': {
+        write('DELETE');
+        if (toks[i + 1]?.text === 'from') {
+          const j = skipOnly(toks, i + 2, end);
+          if (j >= 0) { const [name, after] = readName(toks, j, end); addWritten(name); i = after - 1; }
+        }
+        expectRel = false;
+        continue;
+      }
+      case 'merge': {
+        write('MERGE');
+        if (toks[i + 1]?.text === 'into') {
+          const j = skipOnly(toks, i + 2, end);
+          if (j >= 0) { const [name, after] = readName(toks, j, end); addWritten(name); i = after - 1; }
+        }
+        expectRel = false;
+        continue;
+      }
+      case 'from':
+      case 'join':
+        if (fromArgs[rel] === true) continue; // extract(x FROM y)
+        if (w === 'from' && prev !== undefined && prev.kind === Tok.Word && prev.text === 'distinct') continue; // IS DISTINCT FROM
+        fromActive[rel] = true;
+        expectRel = true;
+        continue;
+      case 'table':
+        // TABLE t (statement) — also `LOCK TABLE`, not walked here.
+        expectRel = true;
+        continue;
+      case 'lateral':
+      case 'only':
+        continue;
+      case 'on':
+      case 'using':
+        // Join condition: the FROM list goes on after it (`a JOIN b ON … , c`).
+        expectRel = false;
+        continue;
+      case 'with':
+        expectRel = false;
+        continue;
+      default:
+        break;
+    }
+    if (w !== '' && FROM_END.has(w)) { fromActive[rel] = false; expectRel = false; continue; }
+
+    // A name: relation, function call, alias, column …
+    const [name, after] = readName(toks, i, end);
+    const next = after < end ? toks[after] : undefined;
+    if (next !== undefined && next.kind === Tok.LParen) {
+      if (isCall(toks, i, start, after, name, fromActive[rel] === true)) {
+        f.functions = pushUnique(f.functions, name);
+      }
+      expectRel = false;
+      i = after - 1;
+      continue;
+    }
+    if (expectRel) {
+      addRelation(name);
+      expectRel = false;
+      i = after - 1;
+      continue;
+    }
+    i = after - 1;
+  }
+  if (f.mainVerb === '' && sawWith) f.mainVerb = 'with';
+  return f;
+}
+
+/** Is `name(` at token i (name ends before `after`) a function call? */
+function isCall(toks: Token[], i: number, start: number, after: number, name: string, inFrom: boolean): boolean {
+  const t = toks[i];
+  if (t.kind === Tok.Word && after === i + 1 && NOT_FUNC.has(name)) return false;
+  const prev = i > start ? toks[i - 1] : undefined;
+  if (prev !== undefined) {
+    if (prev.kind === Tok.Word) {
+      if (prev.text === 'as' || prev.text === 'tablesample') return false; // alias(cols), AS type(n), TABLESAMPLE method(p)
+      if (inFrom && !NOT_FUNC.has(prev.text) && !FROM_CALL_PREFIX.has(prev.text)) return false; // FROM t alias(cols)
+    } else if (prev.kind === Tok.Op) {
+      if (prev.text === '::') return false; // x::numeric(10,2)
+    } else if (inFrom && (prev.kind === Tok.RParen || prev.kind === Tok.QuotedIdent)) {
+      return false; // FROM f() g(a)
+    }
+  }
+  // CTE name with a column list: WITH x(a, b) AS ( … ) / AS [NOT] MATERIALIZED ( … )
+  const open = toks[after];
+  const close = open.match;
+  if (close > 0) {
+    const a = toks[close + 1];
+    if (a !== undefined && a.kind === Tok.Word && a.text === 'as') {
+      const b = toks[close + 2];
+      if (b !== undefined && (b.kind === Tok.LParen || (b.kind === Tok.Word && (b.text === 'materialized' || b.text === 'not')))) {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statement analysis
+
+interface Builder {
+  kind: StatementKind;
+  dest: Destination;
+  write: boolean;
+  reason: string;
+  tx?: TxCommand;
+  chain?: boolean;
+  beginModes?: TransactionModes;
+  standbyText?: string;
+  txSetting?: TxSetting;
+  name?: string;
+  parseError?: string;
+  facts?: QueryFacts;
+  createsTemp?: string[];
+  writtenTables?: string[];
+  relations?: string[];
+  discardsTemp?: boolean;
+  /** Select family: subject to the text-start rule of allow_sql_comments = off. */
+  selectText?: boolean;
+}
+
+function primary(kind: StatementKind, reason: string, write = true): Builder {
+  return { kind, dest: 'primary', write, reason };
+}
+
+function invalid(msg: string): Builder {
+  return { kind: 'invalid', dest: 'primary', write: true, reason: 'does not parse: ' + msg, parseError: msg };
+}
+
+function wordAt(toks: Token[], i: number, end: number): string {
+  return i < end && toks[i].kind === Tok.Word ? toks[i].text : '';
+}
+
+/** Analyse one statement toks[s, e) (no top-level `;`). */
+function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts: ClassifyOptions): Builder {
+  const first = toks[s];
+  if (first.kind === Tok.LParen) return selectFamily(toks, s, e);
+  if (first.kind !== Tok.Word) return invalid('statement does not start with a keyword');
+  const w = first.text;
+  switch (w) {
+    case 'select': case 'values': case 'table': case 'with':
+      return selectFamily(toks, s, e);
+    case 'insert': case 'update': case 'delete': case 'merge': {
+      const facts = walkQuery(toks, s, e);
+      return { kind: w, dest: 'primary', write: true, reason: w.toUpperCase(), facts };
+    }
+    case 'show':
+      return { kind: 'show', dest: 'either', write: false, reason: 'SHOW', name: wordAt(toks, s + 1, e) };
+    case 'set':
+      return analyzeSet(sql, toks, s, e);
+    case 'reset': {
+      const what = wordAt(toks, s + 1, e);
+      const b: Builder = { kind: 'reset', dest: 'both', write: true, reason: 'RESET' };
+      if (what === 'all' || what === 'default_transaction_isolation') {
+        b.txSetting = { scope: 'session', isolation: 'default' };
+      }
+      return b;
+    }
+    case 'discard': {
+      const what = wordAt(toks, s + 1, e);
+      return { kind: 'discard', dest: 'both', write: true, reason: 'DISCARD', discardsTemp: what === 'all' || what === 'temp' || what === 'temporary' };
+    }
+    case 'deallocate': {
+      let j = s + 1;
+      if (wordAt(toks, j, e) === 'prepare') j++;
+      if (wordAt(toks, j, e) === 'all') return { kind: 'deallocate', dest: 'both', write: true, reason: 'DEALLOCATE ALL' };
+      const b = primary('deallocate', 'DEALLOCATE name (pgpool 4.3: primary)');
+      if (isNameTok(toks[j]) && j < e) b.name = toks[j].text;
+      return b;
+    }
+    case 'begin':
+    case 'start':
+      return analyzeBegin(toks, s, e);
+    case 'commit': case 'end': case 'rollback': case 'abort':
+      return analyzeCommit(toks, s, e, w);
+    case 'savepoint':
+      return { kind: 'transaction', dest: 'both', write: true, reason: 'SAVEPOINT', tx: 'savepoint' };
+    case 'release':
+      return { kind: 'transaction', dest: 'both', write: true, reason: 'RELEASE', tx: 'release' };
+    case 'prepare': {
+      if (wordAt(toks, s + 1, e) === 'transaction') {
+        return { kind: 'transaction', dest: 'primary', write: true, reason: 'PREPARE TRANSACTION', tx: 'prepare_transaction' };
+      }
+      const b = primary('prepare', 'SQL PREPARE (pgpool 4.3: primary)');
+      if (isNameTok(toks[s + 1]) && s + 1 < e) b.name = toks[s + 1].text;
+      return b;
+    }
+    case 'execute': {
+      const b = primary('execute', 'SQL EXECUTE (pgpool 4.3: primary)');
+      if (isNameTok(toks[s + 1]) && s + 1 < e) b.name = toks[s + 1].text;
+      return b;
+    }
+    case 'lock':
+      return analyzeLock(toks, s, e);
+    case 'copy':
+      return analyzeCopy(toks, s, e);
+    case 'explain':
+      return analyzeExplain(sql, toks, s, e, opts);
+    case 'declare': case 'fetch': case 'move': case 'close': {
+      const b = primary(w, w.toUpperCase() + ' (cursor)');
+      const n = toks[s + 1];
+      if (w === 'declare' && isNameTok(n) && s + 1 < e) b.name = n.text;
+      return b;
+    }
+    case 'listen': case 'unlisten': case 'notify':
+      return primary(w, w.toUpperCase());
+    case 'create':
+      return analyzeCreate(toks, s, e);
+    default:
+      if (OTHER_PRIMARY.has(w)) {
+        const b = primary('other', w.toUpperCase());
+        if (w === 'truncate') {
+          const names: string[] = [];
+          let j = s + 1;
+          while (j < e) {
+            if (toks[j].kind === Tok.Word && (toks[j].text === 'table' || toks[j].text === 'only')) { j++; continue; }
+            if (!isNameTok(toks[j])) break;
+            const [name, after] = readName(toks, j, e);
+            names.push(name);
+            j = after;
+            if (j < e && toks[j].kind === Tok.Op && sql.slice(toks[j].start, toks[j].end) === '*') j++;
+            if (j < e && toks[j].kind === Tok.Comma) j++; else break;
+          }
+          b.writtenTables = names;
+        }
+        return b;
+      }
+      return invalid(`unknown statement "${w}"`);
+  }
+}
+
+function selectFamily(toks: Token[], s: number, e: number): Builder {
+  const facts = walkQuery(toks, s, e);
+  const verb = facts.mainVerb;
+  const kind: StatementKind = verb === 'insert' || verb === 'update' || verb === 'delete' || verb === 'merge' ? verb : 'select';
+  if (facts.writes) {
+    const reason = toks[s].kind === Tok.Word && toks[s].text === 'with' && kind === 'select' ? 'writable CTE: ' + facts.writeReason : facts.writeReason;
+    return { kind, dest: 'primary', write: true, reason, facts };
+  }
+  return { kind: 'select', dest: 'either', write: false, reason: 'read', facts, selectText: true };
+}
+
+function analyzeSet(sql: string, toks: Token[], s: number, e: number): Builder {
+  let j = s + 1;
+  const scopeWord = wordAt(toks, j, e);
+  if (scopeWord === 'session' || scopeWord === 'local') {
+    const nx = wordAt(toks, j + 1, e);
+    // SET SESSION AUTHORIZATION / SET SESSION CHARACTERISTICS are not scope prefixes.
+    if (!(scopeWord === 'session' && (nx === 'authorization' || nx === 'characteristics'))) j++;
+  }
+  const w = wordAt(toks, j, e);
+  const both = (reason: string, write = true): Builder => ({ kind: 'set', dest: 'both', write, reason });
+
+  if (w === 'transaction' || (w === 'session' && wordAt(toks, j + 1, e) === 'characteristics')) {
+    const scope: 'transaction' | 'session' = w === 'transaction' ? 'transaction' : 'session';
+    let k = j + 1;
+    if (scope === 'session') {
+      // SESSION CHARACTERISTICS AS TRANSACTION
+      if (wordAt(toks, k, e) !== 'characteristics' || wordAt(toks, k + 1, e) !== 'as' || wordAt(toks, k + 2, e) !== 'transaction') {
+        return invalid('SET SESSION CHARACTERISTICS');
+      }
+      k += 3;
+    }
+    if (scope === 'transaction' && wordAt(toks, k, e) === 'snapshot') return both('SET TRANSACTION SNAPSHOT');
+    const modes = parseModes(toks, k, e);
+    if (modes === null) return invalid('SET TRANSACTION modes');
+    const b = both(scope === 'transaction' ? 'SET TRANSACTION' : 'SET SESSION CHARACTERISTICS');
+    b.txSetting = { scope, isolation: modes.isolation, readOnly: modes.readOnly };
+    // §2.2: … READ WRITE and … ISOLATION LEVEL SERIALIZABLE go to the primary only.
+    if (modes.readOnly === false || modes.isolation === 'serializable') {
+      b.dest = 'primary';
+      b.reason += modes.readOnly === false ? ' READ WRITE' : ' ISOLATION LEVEL SERIALIZABLE';
+    }
+    // §2.3: SET TRANSACTION READ ONLY (and variants) does not count as a write.
+    if (modes.readOnly === true) b.write = false;
+    return b;
+  }
+
+  if (w === 'transaction_read_only' || w === 'transaction_isolation' || w === 'default_transaction_isolation') {
+    let k = j + 1;
+    const eq = toks[k];
+    if (eq !== undefined && k < e && ((eq.kind === Tok.Op && sql.slice(eq.start, eq.end) === '=') || (eq.kind === Tok.Word && eq.text === 'to'))) k++;
+    else return invalid('SET ' + w);
+    const v = settingValue(sql, toks, k, e);
+    if (w === 'transaction_read_only') {
+      const on = v === 'on' || v === 'true' || v === 'yes' || v === '1' || v === 't' || v === 'y';
+      const b = both('SET transaction_read_only', !on);
+      b.txSetting = { scope: 'transaction', readOnly: on };
+      // §2.2: SET transaction_read_only = off/false/0 → primary (any non-"on" value, conservatively).
+      if (!on) { b.dest = 'primary'; b.reason = 'SET transaction_read_only = ' + v; }
+      return b;
+    }
+    const iso = isolationFromValue(v);
+    const scope: 'transaction' | 'session' = w === 'transaction_isolation' ? 'transaction' : 'session';
+    const b = both('SET ' + w);
+    b.txSetting = { scope, isolation: iso ?? (v === 'default' ? 'default' : undefined) };
+    if (iso === 'serializable') { b.dest = 'primary'; b.reason += " = 'serializable'"; }
+    return b;
+  }
+  if (j >= e) return invalid('SET without a parameter');
+  return both('SET');
+}
+
+function settingValue(sql: string, toks: Token[], k: number, e: number): string {
+  if (k >= e) return '';
+  const t = toks[k];
+  if (t.kind === Tok.Word) return t.text;
+  if (t.kind === Tok.String) {
+    const raw = sql.slice(t.start, t.end);
+    const q = raw.indexOf("'");
+    return raw.slice(q + 1, -1).replace(/''/g, "'").trim().toLowerCase();
+  }
+  return sql.slice(t.start, t.end).toLowerCase();
+}
+
+function isolationFromValue(v: string): IsolationLevel | undefined {
+  switch (v.replace(/\s+/g, ' ')) {
+    case 'serializable': return 'serializable';
+    case 'repeatable read': return 'repeatable read';
+    case 'read committed': return 'read committed';
+    case 'read uncommitted': return 'read uncommitted';
+    default: return undefined;
+  }
+}
+
+/** Transaction modes: ISOLATION LEVEL …, READ ONLY|WRITE, [NOT] DEFERRABLE, comma or space separated. */
+function parseModes(toks: Token[], k: number, e: number): TransactionModes | null {
+  const m: TransactionModes = {};
+  while (k < e) {
+    const t = toks[k];
+    if (t.kind === Tok.Comma) { k++; continue; }
+    if (t.kind !== Tok.Word) return null;
+    const a = t.text, b = wordAt(toks, k + 1, e), c = wordAt(toks, k + 2, e), d = wordAt(toks, k + 3, e);
+    if (a === 'isolation' && b === 'level') {
+      if (c === 'serializable') { m.isolation = 'serializable'; k += 3; }
+      else if (c === 'repeatable' && d === 'read') { m.isolation = 'repeatable read'; k += 4; }
+      else if (c === 'read' && d === 'committed') { m.isolation = 'read committed'; k += 4; }
+      else if (c === 'read' && d === 'uncommitted') { m.isolation = 'read uncommitted'; k += 4; }
+      else return null;
+    } else if (a === 'read' && b === 'only') { m.readOnly = true; k += 2; }
+    else if (a === 'read' && b === 'write') { m.readOnly = false; k += 2; }
+    else if (a === 'deferrable') { m.deferrable = true; k += 1; }
+    else if (a === 'not' && b === 'deferrable') { m.deferrable = false; k += 2; }
+    else return null;
+  }
+  return m;
+}
+
+function analyzeBegin(toks: Token[], s: number, e: number): Builder {
+  let k = s + 1;
+  const w = toks[s].text;
+  if (w === 'start') {
+    if (wordAt(toks, k, e) !== 'transaction') return invalid('START');
+    k++;
+  } else {
+    const x = wordAt(toks, k, e);
+    if (x === 'work' || x === 'transaction') k++;
+  }
+  const modes = parseModes(toks, k, e);
+  if (modes === null) return invalid('BEGIN modes');
+  const b: Builder = { kind: 'transaction', dest: 'both', write: false, reason: 'BEGIN', tx: 'begin', beginModes: modes };
+  // §2.2: BEGIN READ WRITE / … SERIALIZABLE: original text to the primary, plain BEGIN to the standby.
+  if (modes.readOnly === false || modes.isolation === 'serializable') {
+    let text = 'BEGIN';
+    if (modes.isolation !== undefined && modes.isolation !== 'serializable') text += ' ISOLATION LEVEL ' + modes.isolation.toUpperCase();
+    if (modes.readOnly === true) text += ' READ ONLY';
+    b.standbyText = text;
+  }
+  return b;
+}
+
+function analyzeCommit(toks: Token[], s: number, e: number, w: string): Builder {
+  let k = s + 1;
+  const isRollback = w === 'rollback' || w === 'abort';
+  if (wordAt(toks, k, e) === 'prepared' && (w === 'commit' || w === 'rollback')) {
+    const tx: TxCommand = w === 'commit' ? 'commit_prepared' : 'rollback_prepared';
+    return { kind: 'transaction', dest: 'primary', write: true, reason: w.toUpperCase() + ' PREPARED', tx };
+  }
+  const x = wordAt(toks, k, e);
+  if (x === 'work' || x === 'transaction') k++;
+  if (w === 'rollback' && wordAt(toks, k, e) === 'to') {
+    return { kind: 'transaction', dest: 'both', write: true, reason: 'ROLLBACK TO SAVEPOINT', tx: 'rollback_to' };
+  }
+  const b: Builder = { kind: 'transaction', dest: 'both', write: false, reason: isRollback ? 'ROLLBACK' : 'COMMIT', tx: isRollback ? 'rollback' : 'commit' };
+  if (wordAt(toks, k, e) === 'and') {
+    const y = wordAt(toks, k + 1, e);
+    if (y === 'chain') b.chain = true;
+    else if (!(y === 'no' && wordAt(toks, k + 2, e) === 'chain')) return invalid(w.toUpperCase() + ' AND');
+  } else if (k < e) {
+    return invalid(w.toUpperCase());
+  }
+  return b;
+}
+
+function analyzeLock(toks: Token[], s: number, e: number): Builder {
+  // LOCK [TABLE] [ONLY] name [*] [, …] [IN mode MODE] [NOWAIT]; default mode ACCESS EXCLUSIVE.
+  let inAt = -1;
+  for (let k = s + 1; k < e; k++) {
+    if (toks[k].kind === Tok.Word && toks[k].text === 'in' && toks[k].depth === toks[s].depth) { inAt = k; break; }
+  }
+  const b: Builder = { kind: 'lock', dest: 'primary', write: true, reason: 'LOCK (ACCESS EXCLUSIVE)' };
+  if (inAt > 0) {
+    const a = wordAt(toks, inAt + 1, e), c = wordAt(toks, inAt + 2, e);
+    b.reason = `LOCK IN ${a.toUpperCase()} ${c.toUpperCase()} MODE`;
+    // §2.2: ACCESS SHARE / ROW SHARE go to both; ROW EXCLUSIVE and stronger to the primary.
+    if ((a === 'access' || a === 'row') && c === 'share') b.dest = 'both';
+  }
+  return b;
+}
+
+function analyzeCopy(toks: Token[], s: number, e: number): Builder {
+  let k = s + 1;
+  let facts: QueryFacts | undefined;
+  let table: string | undefined;
+  if (k < e && toks[k].kind === Tok.LParen) {
+    const close = toks[k].match;
+    facts = walkQuery(toks, k + 1, close);
+    k = close + 1;
+  } else if (isNameTok(toks[k]) && k < e) {
+    const [name, after] = readName(toks, k, e);
+    table = name;
+    k = after;
+    if (k < e && toks[k].kind === Tok.LParen) k = toks[k].match + 1; // column list
+  } else {
+    return invalid('COPY');
+  }
+  const dir = wordAt(toks, k, e);
+  if (dir === 'from') {
+    const b = primary('copy', 'COPY FROM');
+    if (table !== undefined) { b.writtenTables = [table]; b.relations = [table]; }
+    return b;
+  }
+  if (dir !== 'to') return invalid('COPY direction');
+  const target = wordAt(toks, k + 1, e);
+  if (target !== 'stdout') return primary('copy', 'COPY TO file/program');
+  if (facts !== undefined) {
+    if (facts.writes) return { kind: 'copy', dest: 'primary', write: true, reason: 'COPY (' + facts.writeReason + ') TO STDOUT', facts };
+    return { kind: 'copy', dest: 'either', write: false, reason: 'COPY (query) TO STDOUT', facts };
+  }
+  const b: Builder = { kind: 'copy', dest: 'either', write: false, reason: 'COPY table TO STDOUT' };
+  if (table !== undefined) b.relations = [table];
+  return b;
+}
+
+function analyzeExplain(sql: string, toks: Token[], s: number, e: number, opts: ClassifyOptions): Builder {
+  let k = s + 1;
+  let analyze = false;
+  if (k < e && toks[k].kind === Tok.LParen) {
+    const close = toks[k].match;
+    // (ANALYZE [bool], VERBOSE, …)
+    for (let j = k + 1; j < close; j++) {
+      if (toks[j].kind === Tok.Word && (toks[j].text === 'analyze' || toks[j].text === 'analyse')) {
+        const v = toks[j + 1];
+        const off = v !== undefined && v.kind === Tok.Word && (v.text === 'off' || v.text === 'false');
+        const zero = v !== undefined && v.kind === Tok.Number && sql.slice(v.start, v.end) === '0';
+        analyze = !(off || zero);
+      }
+    }
+    k = close + 1;
+  } else {
+    for (;;) {
+      const x = wordAt(toks, k, e);
+      if (x === 'analyze' || x === 'analyse') { analyze = true; k++; }
+      else if (x === 'verbose') k++;
+      else break;
+    }
+  }
+  if (k >= e) return invalid('EXPLAIN without a statement');
+  const inner = analyzeStatement(sql, toks, k, e, opts);
+  if (inner.parseError !== undefined) return inner;
+  const b: Builder = {
+    kind: 'explain',
+    dest: 'primary',
+    // EXPLAIN ANALYZE runs the statement; plain EXPLAIN of a write does not write.
+    write: analyze && inner.write,
+    reason: analyze ? 'EXPLAIN ANALYZE' : 'EXPLAIN',
+    facts: inner.facts,
+  };
+  if (opts.loadBalanceExplain === true && inner.dest === 'either' && !inner.write) {
+    b.dest = 'either';
+    b.reason += ' of a read';
+  } else {
+    b.reason += ' (pgpool: primary)';
+  }
+  return b;
+}
+
+function analyzeCreate(toks: Token[], s: number, e: number): Builder {
+  // CREATE [OR REPLACE] [GLOBAL|LOCAL] {TEMP|TEMPORARY|UNLOGGED} {TABLE|VIEW|SEQUENCE} [IF NOT EXISTS] name
+  let k = s + 1;
+  let temp = false;
+  for (; k < e && toks[k].kind === Tok.Word; k++) {
+    const x = toks[k].text;
+    if (x === 'temp' || x === 'temporary' || x === 'unlogged') temp = true;
+    else if (x !== 'or' && x !== 'replace' && x !== 'global' && x !== 'local') break;
+  }
+  const b = primary('create', 'CREATE');
+  const what = wordAt(toks, k, e);
+  if (what === 'table' || what === 'view' || what === 'sequence' || what === 'recursive') {
+    k++;
+    if (what === 'recursive' && wordAt(toks, k, e) === 'view') k++;
+    if (wordAt(toks, k, e) === 'if' && wordAt(toks, k + 1, e) === 'not' && wordAt(toks, k + 2, e) === 'exists') k += 3;
+    if (k < e && isNameTok(toks[k])) {
+      const [name] = readName(toks, k, e);
+      if (temp || name.startsWith('pg_temp.')) b.createsTemp = [name];
+    }
+  }
+  return b;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public entry points
+
+function finish(b: Builder, statementCount: number, hint: boolean, leadingComment: boolean): Classification {
+  const f = b.facts;
+  const c: Classification = {
+    kind: b.kind,
+    dest: b.dest,
+    write: b.write,
+    functions: f?.functions ?? EMPTY,
+    relations: b.relations ?? f?.relations ?? EMPTY,
+    systemCatalog: f?.systemCatalog ?? (b.relations !== undefined && b.relations.some(isSystemRelation)),
+    writtenTables: b.writtenTables ?? f?.writtenTables ?? EMPTY,
+    createsTemp: b.createsTemp ?? f?.createsTemp ?? EMPTY,
+    discardsTemp: b.discardsTemp === true,
+    statementCount,
+    multiBegins: false,
+    noLoadBalanceHint: hint,
+    leadingComment,
+    reason: b.reason,
+  };
+  if (b.tx !== undefined) c.tx = b.tx;
+  if (b.chain !== undefined) c.chain = b.chain;
+  if (b.beginModes !== undefined) c.beginModes = b.beginModes;
+  if (b.standbyText !== undefined) c.standbyText = b.standbyText;
+  if (b.txSetting !== undefined) c.txSetting = b.txSetting;
+  if (b.name !== undefined) c.name = b.name;
+  if (b.parseError !== undefined) c.parseError = b.parseError;
+  return c;
+}
+
+/** pgpool is_select_query() text rule with allow_sql_comments = off (§2.1): s S ( w W t T, or empty / `;`. */
+function startsLikeSelect(sql: string): boolean {
+  let i = 0;
+  const n = sql.length;
+  while (i < n) {
+    const c = sql.charCodeAt(i);
+    if (c === 32 || c === 9 || c === 10 || c === 13 || c === 12 || c === 11) i++;
+    else break;
+  }
+  if (i >= n) return true;
+  switch (sql.charCodeAt(i)) {
+    case 115: case 83: case 40: case 119: case 87: case 116: case 84: case 59: // s S ( w W t T ;
+      return true;
+    default:
+      return false;
+  }
+}
+
+/** Classify without the cache. */
+export function classifyUncached(sql: string, opts: ClassifyOptions): Classification {
+  const lx = lex(sql, opts.standardConformingStrings !== false);
+  if (lx.error !== undefined) {
+    return finish(invalid(lx.error), 0, lx.noLoadBalanceHint, lx.leadingComment);
+  }
+  const toks = lx.tokens;
+  // Split on top-level `;` (the lexer guarantees balanced parentheses; `;` inside them is a syntax error).
+  let builder: Builder | undefined;
+  let count = 0;
+  let multiBegins = false;
+  let multiWrite = false;
+  let s = 0;
+  let written: string[] | null = null;
+  let temps: string[] | null = null;
+  let discards = false;
+  for (let i = 0; i <= toks.length; i++) {
+    if (i < toks.length && toks[i].kind !== Tok.Semi) continue;
+    if (i < toks.length && toks[i].depth !== 0) {
+      return finish(invalid('";" inside parentheses'), 0, lx.noLoadBalanceHint, lx.leadingComment);
+    }
+    if (i > s) {
+      const b = analyzeStatement(sql, toks, s, i, opts);
+      count++;
+      if (count === 1) builder = b;
+      if (b.parseError !== undefined && builder !== b) builder = b; // any invalid part makes the whole text invalid
+      if (b.tx === 'begin') multiBegins = true;
+      // A read calling functions counts as a write here: the whole text goes to the primary anyway and
+      // no volatility lookup is made for it.
+      if (b.write || (b.facts !== undefined && b.facts.functions !== null)) multiWrite = true;
+      const f = b.facts;
+      for (const t of b.writtenTables ?? f?.writtenTables ?? EMPTY) written = pushUnique(written, t);
+      for (const t of b.createsTemp ?? f?.createsTemp ?? EMPTY) temps = pushUnique(temps, t);
+      if (b.discardsTemp === true) discards = true;
+    }
+    s = i + 1;
+  }
+
+  if (builder === undefined) {
+    return finish({ kind: 'empty', dest: 'either', write: false, reason: 'empty query' }, 0, lx.noLoadBalanceHint, lx.leadingComment);
+  }
+  if (builder.parseError !== undefined) {
+    return finish(builder, count, lx.noLoadBalanceHint, lx.leadingComment);
+  }
+  if (count > 1) {
+    // §2.9: a multi-statement Query goes to the primary only.
+    const c = finish({ kind: 'multi', dest: 'primary', write: multiWrite, reason: 'multi-statement query' }, count, lx.noLoadBalanceHint, lx.leadingComment);
+    c.multiBegins = multiBegins;
+    c.writtenTables = written ?? EMPTY;
+    c.createsTemp = temps ?? EMPTY;
+    c.discardsTemp = discards;
+    return c;
+  }
+
+  const c = finish(builder, count, lx.noLoadBalanceHint, lx.leadingComment);
+  if (c.dest === 'either') {
+    // §2.1: with allow_sql_comments = off a SELECT must *start* with s/S/(/w/W/t/T (VALUES, leading comments → primary).
+    if (builder.selectText === true && !opts.allowSqlComments && !startsLikeSelect(sql)) {
+      c.dest = 'primary';
+      // pgpool's is_select_query() is false here, so the statement also counts as a write (§2.3).
+      c.write = true;
+      c.reason = lx.leadingComment ? 'leading comment (allow_sql_comments = off)' : 'read not starting with s/(/w/t (allow_sql_comments = off)';
+    } else if (lx.noLoadBalanceHint) {
+      // pgrelay: /*NO LOAD BALANCE*/ forces the primary whatever allow_sql_comments says.
+      c.dest = 'primary';
+      c.reason = 'NO LOAD BALANCE hint';
+    }
+  }
+  return c;
+}
+
+// Small LRU keyed by exact text (the extended protocol re-sends the same Parse text).
+const CACHE_MAX = 2048;
+const CACHE_MAX_TEXT = 8192;
+const caches = new Map<number, Map<string, Classification>>();
+
+function optsKey(opts: ClassifyOptions): number {
+  return (opts.allowSqlComments ? 1 : 0) | (opts.standardConformingStrings === false ? 2 : 0) | (opts.loadBalanceExplain === true ? 4 : 0);
+}
+
+/**
+ * Classify one Query / Parse text. Results for texts up to 8 KB are cached by
+ * exact text (LRU, 2048 entries per option set); treat the result as read-only.
+ */
+export function classify(sql: string, opts: ClassifyOptions): Classification {
+  if (sql.length > CACHE_MAX_TEXT) return classifyUncached(sql, opts);
+  const key = optsKey(opts);
+  let cache = caches.get(key);
+  if (cache === undefined) { cache = new Map(); caches.set(key, cache); }
+  const hit = cache.get(sql);
+  if (hit !== undefined) {
+    cache.delete(sql); // LRU: move to the newest end
+    cache.set(sql, hit);
+    return hit;
+  }
+  const c = classifyUncached(sql, opts);
+  if (cache.size >= CACHE_MAX) {
+    const oldest = cache.keys().next();
+    if (oldest.done !== true) cache.delete(oldest.value);
+  }
+  cache.set(sql, c);
+  return c;
+}
+
+/** Empty the classification cache (tests, config reload). */
+export function clearClassifierCache(): void {
+  caches.clear();
+}

@@ -1,0 +1,220 @@
+/**
+ * Does a function called by a SELECT write? (pgpool.md §2.4)
+ *
+ *   - nextval, setval, currval, lastval always write (also schema-qualified);
+ *   - else if write_function_list is non-empty: a name matching one of its regexes writes, others do not;
+ *   - else if read_only_function_list is non-empty: a name NOT matching it writes;
+ *   - else the primary's catalog decides: a name with any volatile overload
+ *     (pg_proc.provolatile = 'v', any schema for an unqualified name) writes.
+ *
+ * List entries are regexes anchored as pgpool does (`^(?:entry)$`), matched
+ * against the name as written in the query (lower-cased unless quoted,
+ * schema-qualified only if the query qualified it). Matching is
+ * case-insensitive (pgrelay: PostgreSQL folds unquoted names anyway).
+ *
+ * Catalog answers are cached per (database, name) in an LRU of `relcache_size`
+ * entries that expire after `relcache_expire` seconds (0 = never), like
+ * pgpool's relcache. Nothing here runs a query for a statement without
+ * function calls; a cached answer is a Map lookup.
+ */
+
+/** Runs one SQL text on the primary (in the session's database) and returns its rows. */
+export type CatalogQuery = (sql: string) => Promise<ReadonlyArray<Readonly<Record<string, unknown>>>>;
+
+export interface FunctionPolicyConfig {
+  write_function_list: readonly string[];
+  read_only_function_list: readonly string[];
+  /** Maximum cached (database, function) answers (pgpool relcache_size, default 256). */
+  relcache_size: number;
+  /** Seconds before a cached answer expires (pgpool relcache_expire, 0 = never). */
+  relcache_expire: number;
+}
+
+const ALWAYS_WRITING = new Set(['nextval', 'setval', 'currval', 'lastval']);
+
+/** Compile a pgpool regex list; throws naming the bad entry. */
+export function compileFunctionList(listName: string, entries: readonly string[]): RegExp[] {
+  const out: RegExp[] = [];
+  for (const raw of entries) {
+    const e = raw.trim();
+    if (e === '') continue;
+    try {
+      out.push(new RegExp(`^(?:${e})$`, 'i'));
+    } catch (err) {
+      throw new Error(`${listName}: invalid regular expression "${e}": ${(err as Error).message}`);
+    }
+  }
+  return out;
+}
+
+function baseName(fn: string): string {
+  const dot = fn.lastIndexOf('.');
+  return dot < 0 ? fn : fn.slice(dot + 1);
+}
+
+/** SQL literal safe whatever standard_conforming_strings is. */
+function lit(s: string): string {
+  return "E'" + s.replace(/\\/g, '\\\\').replace(/'/g, "''") + "'";
+}
+
+/**
+ * SQL returning one row (`name`) per given function name that has a volatile
+ * overload. Unqualified names match any schema (as pgpool's `n.nspname ~ '.*'`);
+ * `schema.name` matches that schema only; a longer name uses its last two parts.
+ */
+export function volatileFunctionsSql(fns: readonly string[]): string {
+  const plain: string[] = [];
+  const qualified: Array<[string, string, string]> = [];
+  for (const fn of fns) {
+    const parts = fn.split('.');
+    if (parts.length === 1) plain.push(fn);
+    else qualified.push([fn, parts[parts.length - 2], parts[parts.length - 1]]);
+  }
+  const selects: string[] = [];
+  if (plain.length > 0) {
+    selects.push(
+      'SELECT DISTINCT p.proname::text AS name FROM pg_catalog.pg_proc AS p' +
+        ` WHERE p.provolatile = 'v' AND p.proname IN (${plain.map(lit).join(', ')})`,
+    );
+  }
+  for (const [fn, schema, name] of qualified) {
+    selects.push(
+      `SELECT ${lit(fn)}::text AS name FROM pg_catalog.pg_proc AS p JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace` +
+        ` WHERE p.provolatile = 'v' AND n.nspname = ${lit(schema)} AND p.proname = ${lit(name)} LIMIT 1`,
+    );
+  }
+  return selects.length === 1 ? selects[0] : selects.map((q) => `(${q})`).join(' UNION ALL ');
+}
+
+interface Entry {
+  writes: boolean;
+  /** ms timestamp after which the entry is stale (Infinity = never). */
+  expires: number;
+}
+
+export class FunctionVolatilityCache {
+  private readonly writeList: RegExp[];
+  private readonly readOnlyList: RegExp[];
+  private readonly maxSize: number;
+  private readonly ttlMs: number;
+  private readonly now: () => number;
+  private readonly entries = new Map<string, Entry>();
+  private readonly inFlight = new Map<string, Promise<void>>();
+
+  constructor(cfg: FunctionPolicyConfig, now: () => number = Date.now) {
+    this.writeList = compileFunctionList('write_function_list', cfg.write_function_list);
+    this.readOnlyList = compileFunctionList('read_only_function_list', cfg.read_only_function_list);
+    if (this.writeList.length > 0 && this.readOnlyList.length > 0) {
+      throw new Error('write_function_list and read_only_function_list are mutually exclusive: set only one');
+    }
+    this.maxSize = Math.max(1, Math.floor(cfg.relcache_size));
+    this.ttlMs = cfg.relcache_expire > 0 ? cfg.relcache_expire * 1000 : Infinity;
+    this.now = now;
+  }
+
+  /** True when neither list is set and answers come from the catalog. */
+  get usesCatalog(): boolean {
+    return this.writeList.length === 0 && this.readOnlyList.length === 0;
+  }
+
+  /** Known answer for one function, or undefined when the catalog must be asked. */
+  isWriting(db: string, fn: string): boolean | undefined {
+    if (ALWAYS_WRITING.has(baseName(fn))) return true;
+    if (this.writeList.length > 0) return this.writeList.some((r) => r.test(fn));
+    if (this.readOnlyList.length > 0) return !this.readOnlyList.some((r) => r.test(fn));
+    const key = db + '\u0000' + fn;
+    const e = this.entries.get(key);
+    if (e === undefined) return undefined;
+    if (e.expires <= this.now()) {
+      this.entries.delete(key);
+      return undefined;
+    }
+    return e.writes;
+  }
+
+  /** true if any of `fns` writes; false if none does; undefined if some answers are missing and none known writes. */
+  anyWriting(db: string, fns: readonly string[]): boolean | undefined {
+    let unknown = false;
+    for (const fn of fns) {
+      const w = this.isWriting(db, fn);
+      if (w === true) return true;
+      if (w === undefined) unknown = true;
+    }
+    return unknown ? undefined : false;
+  }
+
+  /** The names among `fns` whose answer must be fetched from the catalog. */
+  unknown(db: string, fns: readonly string[]): string[] {
+    return fns.filter((fn) => this.isWriting(db, fn) === undefined);
+  }
+
+  /**
+   * Ask the catalog (through `query`, run on the primary) about the names not
+   * yet known, and cache the answers. Concurrent lookups of the same name share
+   * one query. Rejects if the query fails (nothing is cached then).
+   */
+  async lookup(db: string, fns: readonly string[], query: CatalogQuery): Promise<void> {
+    const waits: Promise<void>[] = [];
+    const todo: string[] = [];
+    for (const fn of this.unknown(db, fns)) {
+      const pending = this.inFlight.get(db + '\u0000' + fn);
+      if (pending !== undefined) waits.push(pending);
+      else if (!todo.includes(fn)) todo.push(fn);
+    }
+    if (todo.length > 0) {
+      const p = this.fetch(db, todo, query);
+      for (const fn of todo) this.inFlight.set(db + '\u0000' + fn, p);
+      waits.push(p.finally(() => {
+        for (const fn of todo) {
+          if (this.inFlight.get(db + '\u0000' + fn) === p) this.inFlight.delete(db + '\u0000' + fn);
+        }
+      }));
+    }
+    await Promise.all(waits);
+  }
+
+  /**
+   * Whether any of `fns` writes, asking the catalog if needed. A failed lookup
+   * answers true (route to the primary) and caches nothing.
+   */
+  async resolve(db: string, fns: readonly string[], query: CatalogQuery): Promise<boolean> {
+    const known = this.anyWriting(db, fns);
+    if (known !== undefined) return known;
+    try {
+      await this.lookup(db, fns, query);
+    } catch {
+      return true;
+    }
+    return this.anyWriting(db, fns) ?? true;
+  }
+
+  /** Forget every cached catalog answer (e.g. after CREATE/ALTER FUNCTION, or on reload). */
+  clear(): void {
+    this.entries.clear();
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  private async fetch(db: string, fns: string[], query: CatalogQuery): Promise<void> {
+    const rows = await query(volatileFunctionsSql(fns));
+    const volatile = new Set<string>();
+    for (const r of rows) {
+      const n = r['name'];
+      if (typeof n === 'string') volatile.add(n);
+    }
+    const expires = this.now() + this.ttlMs;
+    for (const fn of fns) this.store(db + '\u0000' + fn, { writes: volatile.has(fn), expires });
+  }
+
+  private store(key: string, e: Entry): void {
+    this.entries.delete(key);
+    while (this.entries.size >= this.maxSize) {
+      const oldest = this.entries.keys().next();
+      if (oldest.done === true) break;
+      this.entries.delete(oldest.value);
+    }
+    this.entries.set(key, e);
+  }
+}

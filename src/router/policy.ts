@@ -1,0 +1,265 @@
+/**
+ * Routing policy: where one classified statement goes, given the session's
+ * routing state (pgpool.md §2.1 pool_where_to_send / where_to_send_main_replica),
+ * and how the state changes once the statement has run (§2.3
+ * pool_at_command_success). Pure; the lead keeps one SessionRoutingState per
+ * client session and feeds ReadyForQuery's transaction status back in.
+ *
+ * Targets: 'primary'; 'standby' = the session's load-balance node (which may be
+ * the primary node if the weighted draw chose it; see balancer.ts nodeForRead);
+ * 'both' = primary and LB node (all live nodes with statement_level_load_balance).
+ */
+
+import type { Classification } from './classifier.js';
+import type { DisableLbOnWrite } from '../config/types.js';
+
+export interface RoutingConfig {
+  load_balance_mode: boolean;
+  disable_load_balance_on_write: DisableLbOnWrite;
+  statement_level_load_balance: boolean;
+  /** primary_routing_query_pattern_list compiled: `^(?:…)$`, case-insensitive, `.` matches newlines. */
+  primaryRoutingPatterns: readonly RegExp[];
+  /** check_temp_table is not none/off. */
+  checkTempTable: boolean;
+  check_unlogged_table: boolean;
+}
+
+export interface RoutingSourceConfig {
+  load_balance_mode: boolean;
+  disable_load_balance_on_write: DisableLbOnWrite;
+  statement_level_load_balance: boolean;
+  primary_routing_query_pattern_list: readonly string[];
+  check_temp_table: string;
+  check_unlogged_table: boolean;
+}
+
+/** Compile the routing part of the configuration (throws naming a bad pattern). */
+export function routingConfigFrom(cfg: RoutingSourceConfig): RoutingConfig {
+  const patterns: RegExp[] = [];
+  for (const raw of cfg.primary_routing_query_pattern_list) {
+    const p = raw.trim();
+    if (p === '') continue;
+    try {
+      // §2.5: case-insensitive, anchored, whole query string (POSIX `.` also matches newlines).
+      patterns.push(new RegExp(`^(?:${p})$`, 'is'));
+    } catch (err) {
+      throw new Error(`primary_routing_query_pattern_list: invalid regular expression "${p}": ${(err as Error).message}`);
+    }
+  }
+  const t = cfg.check_temp_table.trim().toLowerCase();
+  return {
+    load_balance_mode: cfg.load_balance_mode,
+    disable_load_balance_on_write: cfg.disable_load_balance_on_write,
+    statement_level_load_balance: cfg.statement_level_load_balance,
+    primaryRoutingPatterns: patterns,
+    checkTempTable: !(t === 'none' || t === 'off' || t === 'false' || t === '0'),
+    check_unlogged_table: cfg.check_unlogged_table,
+  };
+}
+
+/** Per-session routing state: a small plain object the session owns. */
+export interface SessionRoutingState {
+  /** Inside an explicit transaction (last ReadyForQuery status T or E). */
+  inTransaction: boolean;
+  /** Transaction failed (status E). */
+  failed: boolean;
+  /** disable_load_balance_on_write flag ("writing transaction"); lifetime depends on the mode (§2.3). */
+  writing: boolean;
+  /** Current transaction runs at SERIALIZABLE. */
+  txSerializable: boolean;
+  /** Session default isolation is SERIALIZABLE (SET SESSION CHARACTERISTICS / default_transaction_isolation). */
+  defaultSerializable: boolean;
+  /** Current transaction was opened by a multi-statement Query (§2.9). */
+  txStartedByMulti: boolean;
+  /** dml_adaptive: tables written in the current transaction. */
+  writtenTables: string[];
+  /** Temp (and unlogged) relations this session created (pgpool check_temp_table = trace). */
+  tempTables: string[];
+}
+
+export function newSessionRoutingState(): SessionRoutingState {
+  return {
+    inTransaction: false,
+    failed: false,
+    writing: false,
+    txSerializable: false,
+    defaultSerializable: false,
+    txStartedByMulti: false,
+    writtenTables: [],
+    tempTables: [],
+  };
+}
+
+export interface RouteInput {
+  cls: Classification;
+  /** The statement text (matched against primary_routing_query_pattern_list). */
+  sql: string;
+  state: Readonly<SessionRoutingState>;
+  cfg: RoutingConfig;
+  /**
+   * Whether any of cls.functions writes (FunctionVolatilityCache.anyWriting / resolve).
+   * Ignored when cls.functions is empty; undefined with functions present → primary (conservative).
+   */
+  writingFunction?: boolean;
+  /** The lead's catalog answer: cls.relations include a temp or unlogged table (check_temp_table = catalog, check_unlogged_table). */
+  tempOrUnlogged?: boolean;
+}
+
+export type Target = 'primary' | 'standby' | 'both';
+
+export interface Decision {
+  target: Target;
+  /** For 'both': primary first, except COMMIT/ROLLBACK which go to the standby first (§2.2 ordering). */
+  bothOrder?: 'primary-first' | 'standby-first';
+  /** For 'both' with statement_level_load_balance: every live standby, not just the LB node (§2.6). */
+  allStandbys?: boolean;
+  /** For 'both': text for the standby(s) when it differs (BEGIN READ WRITE → BEGIN). */
+  standbyText?: string;
+  /** The statement marks the transaction as writing if it succeeds (feed to afterStatement). */
+  write: boolean;
+  reason: string;
+}
+
+function toPrimary(reason: string, write: boolean): Decision {
+  return { target: 'primary', write, reason };
+}
+
+/** Does `rel` (as written) name one of `names`? Compares full names and unqualified last parts. */
+export function relationIn(rel: string, names: readonly string[]): boolean {
+  if (names.length === 0) return false;
+  const relBase = rel.slice(rel.lastIndexOf('.') + 1);
+  for (const n of names) {
+    if (n === rel) return true;
+    const nBase = n.slice(n.lastIndexOf('.') + 1);
+    if (nBase === relBase) return true;
+  }
+  return false;
+}
+
+/** Decide where one statement goes. */
+export function route(input: RouteInput): Decision {
+  const { cls: c, state: s, cfg } = input;
+  const fnCount = c.functions.length;
+  const fnWrites = fnCount > 0 && input.writingFunction !== false;
+  const write = c.write || fnWrites;
+
+  // §2.1: load_balance_mode = off → everything (BOTH included) to the primary.
+  if (!cfg.load_balance_mode) return toPrimary('load_balance_mode = off', write);
+  // §2.9: a multi-statement Query goes to the primary only.
+  if (c.statementCount > 1) return toPrimary('multi-statement query', write);
+  // §2.2: text that does not parse is treated as a write.
+  if (c.parseError !== undefined) return toPrimary(c.reason, true);
+  // §2.2: statement class PRIMARY.
+  if (c.dest === 'primary') return toPrimary(c.reason, write);
+
+  if (c.dest === 'both') {
+    // §2.9: in a transaction begun by a multi-statement Query, BOTH-type statements go to the primary only.
+    if (s.inTransaction && s.txStartedByMulti) return toPrimary(c.reason + ' in a transaction begun by a multi-statement query', write);
+    const d: Decision = {
+      target: 'both',
+      // §2.2 ordering: COMMIT/ROLLBACK to the other nodes first, everything else primary first.
+      bothOrder: c.tx === 'commit' || c.tx === 'rollback' ? 'standby-first' : 'primary-first',
+      write,
+      reason: c.reason,
+    };
+    if (c.standbyText !== undefined) d.standbyText = c.standbyText; // §2.2 remove_read_write
+    if (cfg.statement_level_load_balance) d.allStandbys = true; // §2.6
+    return d;
+  }
+
+  // EITHER: a read that may be load-balanced.
+  const mode = cfg.disable_load_balance_on_write;
+  // pgrelay: in a failed transaction PostgreSQL on the primary answers 25P02 (§2.3).
+  if (s.failed) return toPrimary('failed transaction', write);
+  // §2.1/§2.3: disable_load_balance_on_write = always: after any write the session reads from the primary.
+  if (mode === 'always' && s.writing) return toPrimary('session has written (disable_load_balance_on_write = always)', write);
+  if (s.inTransaction) {
+    // §2.3: transaction / trans_transaction: a transaction that has written reads from the primary.
+    if ((mode === 'transaction' || mode === 'trans_transaction') && s.writing) {
+      return toPrimary(`transaction has written (disable_load_balance_on_write = ${mode})`, write);
+    }
+    // §2.3: SERIALIZABLE transactions read from the primary.
+    if (s.txSerializable) return toPrimary('SERIALIZABLE transaction', write);
+  }
+  // §2.1: system catalog relations → primary.
+  if (c.systemCatalog) return toPrimary('reads a system catalog', write);
+  // §2.1 check_temp_table (trace: temp tables created in this session) and the lead's catalog answer.
+  if (cfg.checkTempTable && s.tempTables.length > 0) {
+    for (const r of c.relations) if (relationIn(r, s.tempTables)) return toPrimary(`reads temp table ${r}`, write);
+  }
+  if (input.tempOrUnlogged === true) return toPrimary('reads a temp or unlogged table', write);
+  // §2.5: primary_routing_query_pattern_list, matched against the whole text.
+  for (const p of cfg.primaryRoutingPatterns) {
+    if (p.test(input.sql)) return toPrimary('matches primary_routing_query_pattern_list', write);
+  }
+  // §2.4: writing functions.
+  if (fnCount > 0 && input.writingFunction !== false) {
+    return toPrimary(input.writingFunction === true ? 'calls a writing function' : 'function volatility unknown', write);
+  }
+  // §2.3 dml_adaptive: reads of tables written earlier in this transaction.
+  if (mode === 'dml_adaptive' && s.inTransaction && s.writtenTables.length > 0) {
+    for (const r of c.relations) if (relationIn(r, s.writtenTables)) return toPrimary(`reads ${r}, written in this transaction (dml_adaptive)`, write);
+  }
+  return { target: 'standby', write, reason: c.reason };
+}
+
+export interface StatementOutcome {
+  /** The statement completed without error. */
+  ok: boolean;
+  /** Transaction status of the ReadyForQuery that followed ('E' if any node of the session reports E). */
+  txStatus: 'I' | 'T' | 'E';
+}
+
+/** Update the session's routing state after a statement (§2.3 pool_at_command_success). Mutates `state`. */
+export function afterStatement(
+  state: SessionRoutingState,
+  cls: Classification,
+  decision: Decision,
+  outcome: StatementOutcome,
+  mode: DisableLbOnWrite,
+): void {
+  const wasInTx = state.inTransaction;
+  const nowInTx = outcome.txStatus !== 'I';
+  // §2.3: BEGIN and COMMIT/ROLLBACK clear the flag, except in trans_transaction (and always, which is session-wide).
+  const clearsWriting = mode !== 'trans_transaction' && mode !== 'always';
+
+  if (outcome.ok) {
+    if (cls.tx === 'begin' && cls.statementCount <= 1) {
+      if (clearsWriting) state.writing = false;
+      state.writtenTables = [];
+      state.txStartedByMulti = false;
+      const iso = cls.beginModes?.isolation;
+      state.txSerializable = iso !== undefined ? iso === 'serializable' : state.defaultSerializable;
+    }
+    const ts = cls.txSetting;
+    if (ts !== undefined && ts.isolation !== undefined) {
+      if (ts.scope === 'session') state.defaultSerializable = ts.isolation === 'serializable';
+      else if (nowInTx) state.txSerializable = ts.isolation === 'serializable';
+    }
+    if (cls.discardsTemp) state.tempTables = [];
+    for (const t of cls.createsTemp) if (!state.tempTables.includes(t)) state.tempTables.push(t);
+
+    if (decision.write) {
+      // §2.3: the flag is set after success when inside a transaction, or always in mode `always`.
+      if (mode === 'always') state.writing = true;
+      else if ((mode === 'transaction' || mode === 'trans_transaction') && nowInTx) state.writing = true;
+      if (mode === 'dml_adaptive' && nowInTx) {
+        for (const t of cls.writtenTables) if (!state.writtenTables.includes(t)) state.writtenTables.push(t);
+      }
+    }
+    // §2.9: a multi-statement Query that opened a transaction.
+    if (cls.statementCount > 1 && cls.multiBegins && !wasInTx && nowInTx) state.txStartedByMulti = true;
+  }
+
+  const ended = (wasInTx && !nowInTx) || (outcome.ok && (cls.tx === 'commit' || cls.tx === 'rollback'));
+  if (ended) {
+    if (clearsWriting) state.writing = false;
+    state.writtenTables = [];
+    state.txStartedByMulti = false;
+    // COMMIT AND CHAIN keeps the transaction characteristics.
+    if (!(cls.chain === true && nowInTx)) state.txSerializable = false;
+  }
+  if (!nowInTx) state.txSerializable = false;
+  state.inTransaction = nowInTx;
+  state.failed = outcome.txStatus === 'E';
+}

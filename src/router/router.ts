@@ -1,0 +1,196 @@
+/**
+ * Where a statement goes: the one place that answers it.
+ *
+ *   classify(text)                 → facts about the statement (classifier.ts)
+ *   decide(text, facts, state, db) → primary / load-balance node / both (policy.ts),
+ *                                    or the catalog questions to answer first
+ *   readNode(session LB node)      → which node runs a load-balanced read now,
+ *                                    with lag thresholds applied (balancer.ts)
+ *
+ * Catalog answers (function volatility, unlogged/temp relations) are cached per
+ * database with relcache_size / relcache_expire, so a query that calls no
+ * function and reads known tables never waits for a lookup.
+ */
+import type { Config } from '../config/types.js';
+import type { NodeTable } from '../cluster/nodes.js';
+import { classify, classifyUncached, type Classification } from './classifier.js';
+import { route, routingConfigFrom, type Decision, type RoutingConfig, type SessionRoutingState } from './policy.js';
+import { FunctionVolatilityCache, type CatalogQuery } from './functions.js';
+import { balancerConfigFrom, chooseLoadBalanceNode, nodeForRead, parseRedirectList, type BalancerConfig, type NodeSnapshot, type ReadTarget, type SessionFacts } from './balancer.js';
+
+export type { Classification, Decision, SessionRoutingState, SessionFacts, ReadTarget };
+
+/** Questions to put to the primary's catalog before a decision can be made. */
+export interface CatalogQuestions {
+  functions: string[];
+  relations: string[];
+}
+
+interface RelEntry {
+  persistence: string;
+  expires: number;
+}
+
+/** Relation persistence ('p' permanent, 'u' unlogged, 't' temp) per database. */
+class RelationCache {
+  private readonly entries = new Map<string, RelEntry>();
+  constructor(
+    private readonly maxSize: number,
+    private readonly ttlMs: number,
+  ) {}
+  get(db: string, rel: string): string | undefined {
+    const k = db + '\u0000' + rel;
+    const e = this.entries.get(k);
+    if (!e) return undefined;
+    if (e.expires <= Date.now()) {
+      this.entries.delete(k);
+      return undefined;
+    }
+    return e.persistence;
+  }
+  set(db: string, rel: string, persistence: string): void {
+    const k = db + '\u0000' + rel;
+    this.entries.delete(k);
+    while (this.entries.size >= this.maxSize) {
+      const oldest = this.entries.keys().next();
+      if (oldest.done === true) break;
+      this.entries.delete(oldest.value);
+    }
+    this.entries.set(k, { persistence, expires: Date.now() + this.ttlMs });
+  }
+}
+
+function lit(s: string): string {
+  return "E'" + s.replace(/\\/g, '\\\\').replace(/'/g, "''") + "'";
+}
+
+export class Router {
+  private routing!: RoutingConfig;
+  private balancer!: BalancerConfig;
+  private functions!: FunctionVolatilityCache;
+  private relations!: RelationCache;
+  private allowSqlComments = false;
+  private checkRelations = false;
+  /** Reused snapshot objects, refreshed from the node table on each use (no allocation). */
+  private readonly snapshot: NodeSnapshot[];
+
+  constructor(
+    config: Config,
+    private readonly nodes: NodeTable,
+  ) {
+    this.snapshot = nodes.all().map((n) => ({ id: n.id, up: false, role: 'standby' as const, weight: n.weight, delayBytes: 0, delaySeconds: 0 }));
+    this.reconfigure(config);
+  }
+
+  /** Compile the routing configuration; throws with a message naming a bad list entry. */
+  reconfigure(c: Config): void {
+    const routing = routingConfigFrom(c);
+    const balancer = balancerConfigFrom(c);
+    balancer.user_redirect = parseRedirectList(c.user_redirect_preference_list, 'user_redirect_preference_list');
+    const functions = new FunctionVolatilityCache(c);
+    this.routing = routing;
+    this.balancer = balancer;
+    this.functions = functions;
+    this.relations = new RelationCache(Math.max(1, c.relcache_size), c.relcache_expire > 0 ? c.relcache_expire * 1000 : Infinity);
+    this.allowSqlComments = c.allow_sql_comments;
+    this.checkRelations = c.check_unlogged_table || c.check_temp_table === 'catalog';
+  }
+
+  get loadBalancing(): boolean {
+    return this.routing.load_balance_mode;
+  }
+
+  get statementLevel(): boolean {
+    return this.routing.statement_level_load_balance;
+  }
+
+  /** Classify a Parse's text (cached: prepared statements recur verbatim). */
+  classify(sql: string): Classification {
+    return classify(sql, { allowSqlComments: this.allowSqlComments });
+  }
+
+  /** Classify a simple Query's text (uncached: literals make most texts unique). */
+  classifyOnce(sql: string): Classification {
+    return classifyUncached(sql, { allowSqlComments: this.allowSqlComments });
+  }
+
+  /**
+   * The destination of one statement for a session in `state`, or the catalog
+   * questions whose answers are missing (ask them with `answer`, then call again).
+   */
+  decide(sql: string, cls: Classification, state: SessionRoutingState, db: string): Decision | CatalogQuestions {
+    let writingFunction: boolean | undefined;
+    let tempOrUnlogged: boolean | undefined;
+    // Only reads that could be balanced need catalog answers.
+    const balanceable = cls.dest === 'either' && this.routing.load_balance_mode && cls.parseError === undefined && cls.statementCount <= 1;
+    if (cls.functions.length > 0) {
+      writingFunction = this.functions.anyWriting(db, cls.functions);
+      if (writingFunction === undefined && balanceable && this.functions.usesCatalog) {
+        return { functions: this.functions.unknown(db, cls.functions), relations: this.unknownRelations(db, cls) };
+      }
+    }
+    if (balanceable && this.checkRelations && cls.relations.length > 0) {
+      const unknown = this.unknownRelations(db, cls);
+      if (unknown.length > 0) return { functions: [], relations: unknown };
+      tempOrUnlogged = cls.relations.some((r) => this.relations.get(db, r) !== 'p');
+    }
+    return route({ cls, sql, state, cfg: this.routing, writingFunction, tempOrUnlogged });
+  }
+
+  private unknownRelations(db: string, cls: Classification): string[] {
+    if (!this.checkRelations || cls.systemCatalog) return [];
+    return cls.relations.filter((r) => this.relations.get(db, r) === undefined);
+  }
+
+  /** Ask the catalog (through `query`, run on the session's primary connection) and cache the answers. */
+  async answer(db: string, q: CatalogQuestions, query: CatalogQuery): Promise<void> {
+    if (q.functions.length > 0) await this.functions.lookup(db, q.functions, query).catch(() => undefined);
+    if (q.relations.length > 0) {
+      const sql =
+        'SELECT r.name, c.relpersistence::text AS p FROM pg_catalog.unnest(ARRAY[' +
+        q.relations.map(lit).join(', ') +
+        ']::text[]) AS r(name) LEFT JOIN pg_catalog.pg_class AS c ON c.oid = pg_catalog.to_regclass(r.name)';
+      try {
+        const rows = await query(sql);
+        for (const row of rows) {
+          const name = row['name'];
+          const p = row['p'];
+          if (typeof name !== 'string') continue;
+          // A name that does not resolve reads nothing real: let PostgreSQL's error come from wherever it runs.
+          // A temp answer is cached too: it can only send other sessions' reads of that name to the
+          // primary, which is always safe (temp tables this session creates are traced by policy.ts).
+          this.relations.set(db, name, typeof p === 'string' ? p : 'p');
+        }
+      } catch {
+        // The decision falls back to the primary (relations unknown → not cached → asked again next time).
+        for (const r of q.relations) this.relations.set(db, r, 'u');
+      }
+    }
+  }
+
+  /** The session's load-balance node at session start (weighted random, redirect lists). */
+  chooseSessionNode(facts: SessionFacts): number | null {
+    if (!this.routing.load_balance_mode) return this.nodes.primaryId >= 0 ? this.nodes.primaryId : null;
+    return chooseLoadBalanceNode(this.refresh(), this.balancer, facts);
+  }
+
+  /** Where a load-balanced read runs now (lag thresholds, node down, statement-level balancing). */
+  readNode(sessionLbNode: number | null, facts: SessionFacts): ReadTarget {
+    return nodeForRead(sessionLbNode, this.refresh(), this.balancer, facts);
+  }
+
+  private refresh(): NodeSnapshot[] {
+    const all = this.nodes.all();
+    const primary = this.nodes.primaryId;
+    for (let i = 0; i < this.snapshot.length; i++) {
+      const s = this.snapshot[i];
+      const n = all[i];
+      s.up = n.status === 'up' || n.status === 'waiting';
+      s.role = n.id === primary ? 'primary' : 'standby';
+      s.weight = n.weight;
+      s.delayBytes = n.delayBytes;
+      s.delaySeconds = n.delaySeconds;
+    }
+    return this.snapshot;
+  }
+}

@@ -1,0 +1,454 @@
+/**
+ * Client authentication: the handshake between pgrelay and a client after its
+ * StartupMessage, up to (not including) AuthenticationOk, which the Session
+ * sends once it has a backend connection.
+ *
+ * pool_hba on (`hba` given): the first matching pool_hba.conf record decides
+ * the method (trust, reject, password, md5, scram-sha-256, cert); pgrelay
+ * checks the client itself, against pool_passwd.
+ *
+ * pool_hba off: pgrelay relays the method the primary asks for (pgpool's
+ * pool_do_auth): trust → nothing; password → clear text; md5 → pgrelay's own md5
+ * challenge against pool_passwd; scram-sha-256 → pgrelay's own SCRAM exchange
+ * against a TEXT/AES password or SCRAM verifier in pool_passwd; with no usable
+ * entry and allow_clear_text_frontend_auth = on, a clear-text password.
+ *
+ * Every client authenticates on every connection, whether it will get a new or
+ * a cached backend connection (CVE-2025-46801 class): a clear-text password
+ * pgrelay cannot check against pool_passwd is checked by logging into the
+ * primary with it (`verifyWithBackend`) before the client is admitted.
+ *
+ * The result is the BackendSecret the session uses to answer the backends'
+ * own password requests.
+ */
+import type net from 'node:net';
+import { reverse } from 'node:dns/promises';
+import type { Config } from '../config/types.js';
+import type { Logger } from '../log.js';
+import { AuthCode, SQLSTATE } from '../protocol/constants.js';
+import { PgError, authenticationRequest, errorResponse, readCString } from '../protocol/messages.js';
+import type { BackendAuthMethod, BackendSecret } from '../pool/connector.js';
+import { matchHba, noEntryError, type HbaMatchEnv, type HbaMethod, type HbaRoles, type HbaRule } from '../auth/hba.js';
+import { md5Salt, pgMd5Hash, verifyMd5Response } from '../auth/md5.js';
+import type { PasswordFor, PoolPasswd } from '../auth/passwd.js';
+import { ScramServer, parseScramVerifier, verifyScramPassword, type ScramErrorInfo } from '../auth/scram.js';
+import { timingSafeEqual } from 'node:crypto';
+
+/** PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH: longest password / SASL message accepted. */
+const MAX_AUTH_MESSAGE = 65535;
+const PASSWORD_MESSAGE = 0x70; // 'p'
+const TERMINATE = 0x58; // 'X'
+
+export interface ClientTlsState {
+  /** tls-server-end-point data of pgrelay's certificate (SCRAM-SHA-256-PLUS); undefined = not offered. */
+  endPoint?: Buffer;
+  /** CN of a client certificate that verified against ssl_ca_cert. */
+  verifiedCN?: string;
+  /** The client presented a certificate (verified or not). */
+  presentedCert: boolean;
+  /** Why the presented certificate did not verify. */
+  verifyError?: string;
+}
+
+export interface ClientInfo {
+  socket: net.Socket;
+  /** Start-up parameters (user and database set). */
+  params: Map<string, string>;
+  /** Client IP address; undefined for a Unix socket. */
+  address: string | undefined;
+  /** Connected over a Unix-domain socket. */
+  local: boolean;
+  /** Set when the connection is TLS. */
+  tls: ClientTlsState | undefined;
+}
+
+export interface FrontendAuthEnv {
+  config: Config;
+  log: Logger;
+  /** pool_hba.conf rules when enable_pool_hba is on; undefined when off. */
+  hba: readonly HbaRule[] | undefined;
+  passwd: PoolPasswd | undefined;
+  /** pool_hba off: the method the primary asks for this start-up (rejects with the server's PgError). */
+  backendMethod(params: Map<string, string>): Promise<BackendAuthMethod>;
+  /** Check a clear-text password pgrelay cannot check itself by logging into the primary; undefined = accepted. */
+  verifyWithBackend(params: Map<string, string>, secret: BackendSecret): Promise<PgError | undefined>;
+  roles?: HbaRoles;
+  hbaEnv?: HbaMatchEnv;
+}
+
+export interface AuthSuccess {
+  /** What the session answers the backends' password requests with (may be empty: no password known). */
+  secret: BackendSecret;
+  /** The method the client was authenticated with. */
+  method: HbaMethod;
+}
+
+/** A failure to report: the error for the client, and what goes to the log only. */
+class AuthFailure extends Error {
+  constructor(
+    readonly error: PgError,
+    readonly logDetail?: string,
+  ) {
+    super(error.message);
+  }
+}
+
+class ClientGone extends Error {}
+
+function invalidPassword(user: string, logDetail?: string): AuthFailure {
+  return new AuthFailure(new PgError(SQLSTATE.invalidPassword, `password authentication failed for user "${user}"`), logDetail);
+}
+
+/** Reads the client's messages during authentication. */
+class AuthReader {
+  private buf: Buffer = Buffer.alloc(0);
+  private waiter: { resolve: (m: { type: number; body: Buffer }) => void; reject: (e: Error) => void } | undefined;
+  private gone = false;
+  private error: Error | undefined;
+
+  constructor(private readonly socket: net.Socket) {
+    socket.on('data', this.onData);
+    socket.on('close', this.onClose);
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    this.pump();
+  };
+  private readonly onClose = (): void => {
+    this.gone = true;
+    this.pump();
+  };
+
+  private pump(): void {
+    const w = this.waiter;
+    if (!w) return;
+    if (this.buf.length >= 5) {
+      const len = this.buf.readUInt32BE(1);
+      if (len < 4 || len - 4 > MAX_AUTH_MESSAGE) {
+        this.waiter = undefined;
+        this.error = new AuthFailure(new PgError(SQLSTATE.protocolViolation, `invalid message length ${len} during authentication`));
+        w.reject(this.error);
+        return;
+      }
+      if (this.buf.length >= 1 + len) {
+        const type = this.buf[0];
+        const body = Buffer.from(this.buf.subarray(5, 1 + len));
+        this.buf = this.buf.subarray(1 + len);
+        this.waiter = undefined;
+        w.resolve({ type, body });
+        return;
+      }
+    }
+    if (this.gone) {
+      this.waiter = undefined;
+      w.reject(new ClientGone('client closed the connection during authentication'));
+    }
+  }
+
+  /** The next PasswordMessage / SASLInitialResponse / SASLResponse body. */
+  async next(expected: string): Promise<Buffer> {
+    if (this.error) throw this.error;
+    const m = await new Promise<{ type: number; body: Buffer }>((resolve, reject) => {
+      this.waiter = { resolve, reject };
+      this.pump();
+    });
+    if (m.type === TERMINATE) throw new ClientGone('client sent Terminate during authentication');
+    if (m.type !== PASSWORD_MESSAGE) {
+      throw new AuthFailure(new PgError(SQLSTATE.protocolViolation, `expected ${expected} response, got message type ${m.type}`));
+    }
+    return m.body;
+  }
+
+  /** Stop reading; put anything read ahead back into the socket. */
+  detach(): void {
+    this.socket.removeListener('data', this.onData);
+    this.socket.removeListener('close', this.onClose);
+    const w = this.waiter;
+    this.waiter = undefined;
+    w?.reject(new ClientGone('authentication ended'));
+    if (this.buf.length > 0 && !this.socket.destroyed) this.socket.unshift(this.buf);
+    this.buf = Buffer.alloc(0);
+  }
+}
+
+function sendAuth(socket: net.Socket, code: number, payload?: Buffer): void {
+  if (!socket.destroyed && socket.writable) socket.write(authenticationRequest(code, payload));
+}
+
+function scramFailure(info: ScramErrorInfo): AuthFailure {
+  return new AuthFailure(new PgError(info.code, info.message, 'FATAL', info.detail));
+}
+
+function safeStringEqual(a: string, b: string): boolean {
+  const ba = Buffer.from(a, 'utf8');
+  const bb = Buffer.from(b, 'utf8');
+  if (ba.length !== bb.length) {
+    timingSafeEqual(ba, ba);
+    return false;
+  }
+  return timingSafeEqual(ba, bb);
+}
+
+/** The secret for the backends from a pool_passwd entry. */
+export function secretFromPasswd(p: PasswordFor | undefined): BackendSecret {
+  if (!p) return {};
+  if (p.kind === 'plain') return { password: p.password };
+  if (p.kind === 'md5') return { md5Hash: p.hash };
+  return {};
+}
+
+/** Does a clear-text password match a pool_passwd entry? */
+export function passwordMatches(password: string, user: string, stored: PasswordFor): boolean {
+  switch (stored.kind) {
+    case 'plain':
+      return safeStringEqual(password, stored.password);
+    case 'md5':
+      return safeStringEqual(pgMd5Hash(password, user), stored.hash);
+    case 'scram':
+      return verifyScramPassword(password, stored.verifier);
+  }
+}
+
+/**
+ * Run the authentication exchange with the client. On success returns the
+ * backend secret (nothing has been sent that ends the exchange: the caller
+ * sends AuthenticationOk). On failure sends the FATAL error, ends the socket,
+ * logs the reason and returns undefined.
+ */
+export async function authenticateClient(client: ClientInfo, env: FrontendAuthEnv): Promise<AuthSuccess | undefined> {
+  const reader = new AuthReader(client.socket);
+  const user = client.params.get('user') ?? '';
+  const database = client.params.get('database') ?? user;
+  let method: HbaMethod | 'relay' = 'relay';
+  try {
+    const r = env.hba ? await hbaAuth(client, env, reader, (m) => (method = m)) : await relayAuth(client, env, reader, (m) => (method = m));
+    reader.detach();
+    return r;
+  } catch (e) {
+    reader.detach();
+    const remote = client.local ? '[local]' : client.address;
+    if (e instanceof ClientGone) {
+      env.log.debug({ user, database, remote, method }, e.message);
+      if (!client.socket.destroyed) client.socket.destroy();
+      return undefined;
+    }
+    const f = e instanceof AuthFailure ? e : e instanceof PgError ? new AuthFailure(e) : undefined;
+    if (!f) throw e;
+    env.log.warn(
+      { user, database, remote, ssl: client.tls !== undefined, method, code: f.error.code, err: f.error.message, detail: f.logDetail ?? f.error.detail },
+      'client authentication failed',
+    );
+    const s = client.socket;
+    if (!s.destroyed && s.writable) s.end(errorResponse({ ...f.error.toFields(), severity: 'FATAL' }));
+    s.setTimeout(2000, () => s.destroy());
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------- pool_hba on
+
+async function hbaAuth(client: ClientInfo, env: FrontendAuthEnv, reader: AuthReader, setMethod: (m: HbaMethod) => void): Promise<AuthSuccess> {
+  const user = client.params.get('user') ?? '';
+  const database = client.params.get('database') ?? user;
+  const conn = { local: client.local, ssl: client.tls !== undefined, address: client.address, database, user };
+  const rule = await matchHba(
+    env.hba ?? [],
+    { ...conn, hostname: client.address ? () => reverse(client.address as string).then((n) => n[0]) : undefined },
+    env.roles ?? { isMember: () => false },
+    env.hbaEnv ?? {},
+  );
+  const noEntry = (): AuthFailure => {
+    const e = noEntryError(conn);
+    return new AuthFailure(new PgError(e.code, e.message, 'FATAL', e.detail, e.hint), rule ? `${rule.file}:${rule.line}: reject` : 'no matching record');
+  };
+  if (!rule) throw noEntry();
+  setMethod(rule.method);
+  if (rule.method === 'reject') throw noEntry();
+
+  // clientcert option (PostgreSQL 14+ spelling; 1 = verify-ca as before).
+  const cc = rule.options.clientcert;
+  if (rule.method !== 'cert' && cc && cc !== 'no-verify' && cc !== '0') {
+    if (!client.tls?.verifiedCN && !client.tls?.presentedCert) {
+      throw new AuthFailure(new PgError(SQLSTATE.invalidAuthorizationSpecification, 'connection requires a valid client certificate'));
+    }
+    if (!client.tls.verifiedCN) {
+      throw new AuthFailure(new PgError(SQLSTATE.invalidAuthorizationSpecification, 'connection requires a valid client certificate'), client.tls.verifyError);
+    }
+    if (cc === 'verify-full' && client.tls.verifiedCN !== user) {
+      throw new AuthFailure(
+        new PgError(SQLSTATE.invalidAuthorizationSpecification, `certificate authentication failed for user "${user}"`, 'FATAL', `provided user name (${user}) and authenticated user name (${client.tls.verifiedCN}) do not match`),
+      );
+    }
+  }
+
+  const stored = env.passwd?.getPasswordFor(user);
+  switch (rule.method) {
+    case 'trust':
+      return { secret: secretFromPasswd(stored), method: 'trust' };
+    case 'cert': {
+      if (!client.tls) throw noEntry(); // the parser only allows cert on hostssl; be safe
+      if (!client.tls.verifiedCN) {
+        throw new AuthFailure(new PgError(SQLSTATE.invalidAuthorizationSpecification, 'connection requires a valid client certificate'), client.tls.verifyError ?? 'no client certificate');
+      }
+      if (client.tls.verifiedCN !== user) {
+        throw new AuthFailure(
+          new PgError(SQLSTATE.invalidAuthorizationSpecification, `certificate authentication failed for user "${user}"`, 'FATAL', `provided user name (${user}) and authenticated user name (${client.tls.verifiedCN}) do not match`),
+        );
+      }
+      return { secret: secretFromPasswd(stored), method: 'cert' };
+    }
+    case 'password': {
+      const pw = await askClearText(client, reader);
+      if (stored) {
+        if (!passwordMatches(pw, user, stored)) throw invalidPassword(user, 'password does not match pool_passwd');
+        return { secret: stored.kind === 'scram' ? { password: pw } : { ...secretFromPasswd(stored), password: pw }, method: 'password' };
+      }
+      await verifyAtBackend(client, env, pw);
+      return { secret: { password: pw }, method: 'password' };
+    }
+    case 'md5': {
+      if (!stored || stored.kind === 'scram') {
+        // Still run the challenge, so a client cannot tell which users exist from the exchange.
+        await md5Exchange(client, reader, undefined);
+        throw new AuthFailure(
+          new PgError(SQLSTATE.invalidPassword, 'md5 authentication failed', 'FATAL', stored ? `the pool_passwd entry for "${user}" is a SCRAM verifier, which cannot do md5` : `pool_passwd file does not contain an entry for "${user}"`),
+        );
+      }
+      await md5Exchange(client, reader, stored);
+      return { secret: secretFromPasswd(stored), method: 'md5' };
+    }
+    case 'scram-sha-256': {
+      if (!stored || stored.kind === 'md5') {
+        await scramExchange(client, reader, undefined);
+        throw new AuthFailure(
+          new PgError(SQLSTATE.invalidPassword, 'SCRAM authentication failed', 'FATAL', stored ? `the pool_passwd entry for "${user}" is an md5 hash, which cannot do SCRAM; store a TEXT/AES password or a SCRAM verifier` : `pool_passwd file does not contain an entry for "${user}"`),
+        );
+      }
+      return { secret: await scramExchange(client, reader, stored), method: 'scram-sha-256' };
+    }
+  }
+  throw noEntry();
+}
+
+// ---------------------------------------------------------------- pool_hba off
+
+async function relayAuth(client: ClientInfo, env: FrontendAuthEnv, reader: AuthReader, setMethod: (m: HbaMethod) => void): Promise<AuthSuccess> {
+  const user = client.params.get('user') ?? '';
+  const backend = await env.backendMethod(client.params);
+  const stored = env.passwd?.getPasswordFor(user);
+  const clearTextFallback = async (why: string): Promise<AuthSuccess> => {
+    if (!env.config.allow_clear_text_frontend_auth) {
+      throw new AuthFailure(
+        new PgError(
+          SQLSTATE.invalidPassword,
+          backend === 'md5' ? 'md5 authentication failed' : 'failed to authenticate with backend using SCRAM',
+          'FATAL',
+          backend === 'md5' ? `pool_passwd file does not contain an entry for "${user}"` : 'valid password not found',
+          'Add the user to pool_passwd (pgrelay passwd), or set allow_clear_text_frontend_auth = on.',
+        ),
+        why,
+      );
+    }
+    setMethod('password');
+    const pw = await askClearText(client, reader);
+    if (stored) {
+      if (!passwordMatches(pw, user, stored)) throw invalidPassword(user, 'password does not match pool_passwd');
+      return { secret: { password: pw }, method: 'password' };
+    }
+    await verifyAtBackend(client, env, pw);
+    return { secret: { password: pw }, method: 'password' };
+  };
+  switch (backend) {
+    case 'trust':
+      setMethod('trust');
+      // No password at all: if a backend asks for one later, that connection fails.
+      return { secret: {}, method: 'trust' };
+    case 'password': {
+      setMethod('password');
+      const pw = await askClearText(client, reader);
+      if (stored) {
+        if (!passwordMatches(pw, user, stored)) throw invalidPassword(user, 'password does not match pool_passwd');
+      } else {
+        await verifyAtBackend(client, env, pw);
+      }
+      return { secret: { password: pw }, method: 'password' };
+    }
+    case 'md5':
+      if (!stored || stored.kind === 'scram') return clearTextFallback(stored ? 'pool_passwd has a SCRAM verifier, md5 impossible' : 'no pool_passwd entry');
+      setMethod('md5');
+      await md5Exchange(client, reader, stored);
+      return { secret: secretFromPasswd(stored), method: 'md5' };
+    case 'scram-sha-256':
+      if (!stored || stored.kind === 'md5') return clearTextFallback(stored ? 'pool_passwd has an md5 hash, SCRAM impossible' : 'no pool_passwd entry');
+      setMethod('scram-sha-256');
+      return { secret: await scramExchange(client, reader, stored), method: 'scram-sha-256' };
+  }
+}
+
+// ---------------------------------------------------------------- exchanges
+
+async function verifyAtBackend(client: ClientInfo, env: FrontendAuthEnv, password: string): Promise<void> {
+  const err = await env.verifyWithBackend(client.params, { password });
+  if (!err) return;
+  if (err.code === SQLSTATE.invalidPassword || err.code === SQLSTATE.invalidAuthorizationSpecification) throw new AuthFailure(err, 'rejected by the primary');
+  throw new AuthFailure(err, 'could not verify the password with the primary');
+}
+
+async function askClearText(client: ClientInfo, reader: AuthReader): Promise<string> {
+  sendAuth(client.socket, AuthCode.CleartextPassword);
+  const body = await reader.next('password');
+  const nul = body.indexOf(0);
+  if (nul !== body.length - 1) throw new AuthFailure(new PgError(SQLSTATE.protocolViolation, 'invalid password packet size'));
+  const pw = body.toString('utf8', 0, nul);
+  const user = client.params.get('user') ?? '';
+  if (pw.length === 0) throw invalidPassword(user, 'empty password');
+  return pw;
+}
+
+/** md5 challenge with a fresh random salt; `stored` undefined = a doomed exchange. */
+async function md5Exchange(client: ClientInfo, reader: AuthReader, stored: PasswordFor | undefined): Promise<void> {
+  const user = client.params.get('user') ?? '';
+  const salt = md5Salt();
+  sendAuth(client.socket, AuthCode.MD5Password, salt);
+  const body = await reader.next('password');
+  const r = readCString(body, 0, body.length);
+  if (!r || r[1] !== body.length) throw new AuthFailure(new PgError(SQLSTATE.protocolViolation, 'invalid password packet size'));
+  if (!stored || stored.kind === 'scram') return;
+  if (!verifyMd5Response(r[0], stored, user, salt)) throw invalidPassword(user, 'md5 response does not match pool_passwd');
+}
+
+/** SCRAM-SHA-256[-PLUS] as server; returns the backend secret (the password, or the recovered ClientKey). */
+async function scramExchange(client: ClientInfo, reader: AuthReader, stored: PasswordFor | undefined): Promise<BackendSecret> {
+  const user = client.params.get('user') ?? '';
+  const endPoint = client.tls?.endPoint;
+  const server = new ScramServer({
+    user,
+    password: stored?.kind === 'plain' ? stored.password : undefined,
+    verifier: stored?.kind === 'scram' ? stored.verifier : undefined,
+    channelBinding: endPoint ? { type: 'tls-server-end-point', data: endPoint } : undefined,
+  });
+  const mechs = Buffer.concat([...server.mechanisms.map((m) => Buffer.from(`${m}\0`)), Buffer.from([0])]);
+  sendAuth(client.socket, AuthCode.SASL, mechs);
+  const first = await reader.next('SASL');
+  const mech = readCString(first, 0, first.length);
+  if (!mech || mech[1] + 4 > first.length) throw new AuthFailure(new PgError(SQLSTATE.protocolViolation, 'malformed SASLInitialResponse'));
+  const len = first.readInt32BE(mech[1]);
+  const data = len < 0 ? '' : first.toString('utf8', mech[1] + 4, mech[1] + 4 + len);
+  if (len >= 0 && mech[1] + 4 + len !== first.length) throw new AuthFailure(new PgError(SQLSTATE.protocolViolation, 'malformed SASLInitialResponse'));
+  const r1 = server.handleClientFirst(data, mech[0]);
+  if ('error' in r1) throw scramFailure(r1.error);
+  sendAuth(client.socket, AuthCode.SASLContinue, Buffer.from(r1.serverFirst));
+  const second = await reader.next('SASL');
+  const r2 = server.handleClientFinal(second.toString('utf8'));
+  if ('error' in r2) {
+    if (r2.error.code === SQLSTATE.invalidPassword) throw new AuthFailure(new PgError(r2.error.code, r2.error.message), stored ? 'SCRAM proof does not match pool_passwd' : 'no usable pool_passwd entry');
+    throw scramFailure(r2.error);
+  }
+  sendAuth(client.socket, AuthCode.SASLFinal, Buffer.from(r2.serverFinal));
+  if (stored?.kind === 'plain') return { password: stored.password };
+  const key = server.clientKey;
+  const v = server.usedVerifier;
+  if (stored?.kind === 'scram' && key && v && parseScramVerifier(stored.verifier)) return { scramClientKey: key, scramVerifier: stored.verifier };
+  return {};
+}

@@ -1,0 +1,428 @@
+import { describe, it, expect } from 'vitest';
+import { classify, classifyUncached, type Classification, type ClassifyOptions } from '../../src/router/classifier.js';
+import { lex, Tok } from '../../src/router/lexer.js';
+
+const OFF: ClassifyOptions = { allowSqlComments: false };
+const ON: ClassifyOptions = { allowSqlComments: true };
+const c = (sql: string, opts: ClassifyOptions = OFF): Classification => classifyUncached(sql, opts);
+const dest = (sql: string, opts: ClassifyOptions = OFF): string => c(sql, opts).dest;
+
+describe('lexer', () => {
+  it('skips comments, strings, dollar quotes and quoted identifiers', () => {
+    const r = lex(`SELECT /* a /* nested */ b */ 'x''y', E'\\'', $fn$ ; $$ $fn$, "a""b", U&"d\\0061t", $1 -- tail ;`);
+    expect(r.error).toBeUndefined();
+    expect(r.tokens.filter((t) => t.kind === Tok.Semi)).toHaveLength(0);
+    expect(r.tokens.find((t) => t.kind === Tok.QuotedIdent)?.text).toBe('a"b');
+    expect(r.tokens.filter((t) => t.kind === Tok.String)).toHaveLength(3);
+    expect(r.tokens.some((t) => t.kind === Tok.Param)).toBe(true);
+  });
+  it('reports unterminated constructs and unbalanced parentheses', () => {
+    expect(lex("SELECT 'x").error).toMatch(/unterminated/);
+    expect(lex('SELECT $a$ x').error).toMatch(/dollar/);
+    expect(lex('SELECT /* x').error).toMatch(/comment/);
+    expect(lex('SELECT "x').error).toMatch(/identifier/);
+    expect(lex('SELECT (1').error).toMatch(/unbalanced/);
+    expect(lex('SELECT 1)').error).toMatch(/unbalanced/);
+  });
+  it('backslash escapes plain strings only with standard_conforming_strings off', () => {
+    expect(lex("SELECT 'a\\'").error).toBeUndefined();
+    expect(lex("SELECT 'a\\'", false).error).toMatch(/unterminated/);
+  });
+  it('tracks depth and matching parentheses', () => {
+    const r = lex('SELECT (a, (b))');
+    const open = r.tokens[1];
+    expect(open.kind).toBe(Tok.LParen);
+    expect(r.tokens[open.match].kind).toBe(Tok.RParen);
+    expect(r.tokens.find((t) => t.text === 'b')?.depth).toBe(2);
+  });
+  it('sees leading comments and the NO LOAD BALANCE hint', () => {
+    expect(lex('  -- x\nSELECT 1').leadingComment).toBe(true);
+    expect(lex('SELECT 1 -- x').leadingComment).toBe(false);
+    expect(lex('SELECT /* no load balance */ 1').noLoadBalanceHint).toBe(true);
+    expect(lex("SELECT '/*NO LOAD BALANCE*/'").noLoadBalanceHint).toBe(false);
+  });
+});
+
+// pgpool.md §2.2 statement table, row by row (allow_sql_comments = off, the default).
+describe('pgpool §2.2 statement table', () => {
+  it.each([
+    ['SELECT 1'],
+    ['SELECT now()'],
+    ['  SELECT 2'],
+    ['TABLE t1'],
+    ['(SELECT 1)'],
+    ['SELECT * FROM t1'],
+    ['SELECT fstab(1)'],
+    ['WITH x AS (SELECT 1) SELECT * FROM x'],
+    ['SHOW work_mem'],
+    ['COPY t1 TO STDOUT'],
+    ['COPY (SELECT 1) TO STDOUT'],
+    ["SELECT current_setting('transaction_read_only')"],
+    [''],
+    [';'],
+  ])('%j is a read (EITHER)', (sql) => {
+    const r = c(sql);
+    expect(r.dest).toBe('either');
+    expect(r.write).toBe(false);
+  });
+
+  it.each([
+    ['SELECT * FROM t1 FOR UPDATE', 'FOR UPDATE'],
+    ['SELECT * FROM t1 FOR SHARE', 'FOR'],
+    ['SELECT * FROM t1 FOR NO KEY UPDATE', 'FOR'],
+    ['SELECT * FROM t1 FOR KEY SHARE SKIP LOCKED', 'FOR'],
+    ['SELECT * INTO TEMP t2 FROM t1', 'INTO'],
+    ['SELECT * INTO t2 FROM t1', 'INTO'],
+    ['WITH x AS (INSERT INTO t1 VALUES (1) RETURNING *) SELECT * FROM x', 'INSERT'],
+    ['WITH x AS (UPDATE t1 SET a = 1 RETURNING *) SELECT * FROM x', 'UPDATE'],
+    ['WITH x AS (DELETE FROM t1 RETURNING *) SELECT * FROM x', 'DELETE'],
+    ['VALUES (1)', 'allow_sql_comments'],
+    ['/* comment */ SELECT 3', 'comment'],
+    ['COPY t1 FROM STDIN', 'COPY FROM'],
+    ['COPY (INSERT INTO t1 VALUES (1) RETURNING *) TO STDOUT', 'INSERT'],
+    ["COPY t1 TO '/tmp/x'", 'file'],
+    ['EXPLAIN SELECT 1', 'EXPLAIN'],
+    ['EXPLAIN ANALYZE SELECT 1', 'EXPLAIN ANALYZE'],
+    ['SET transaction_read_only = off', 'transaction_read_only'],
+    ['SET transaction_read_only = false', 'transaction_read_only'],
+    ['SET transaction_read_only = 0', 'transaction_read_only'],
+    ["SET transaction_read_only TO 'off'", 'transaction_read_only'],
+    ['SET TRANSACTION READ WRITE', 'READ WRITE'],
+    ['SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE', 'READ WRITE'],
+    ['SET TRANSACTION ISOLATION LEVEL SERIALIZABLE', 'SERIALIZABLE'],
+    ['SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE', 'SERIALIZABLE'],
+    ["SET transaction_isolation = 'serializable'", 'serializable'],
+    ["SET default_transaction_isolation TO 'serializable'", 'serializable'],
+    ["PREPARE TRANSACTION 'gx'", 'PREPARE TRANSACTION'],
+    ["COMMIT PREPARED 'gx'", 'COMMIT PREPARED'],
+    ["ROLLBACK PREPARED 'gx'", 'ROLLBACK PREPARED'],
+    ['LOCK t1 IN ROW EXCLUSIVE MODE', 'LOCK'],
+    ['LOCK TABLE t1 IN SHARE MODE', 'LOCK'],
+    ['LOCK t1', 'LOCK'],
+    ['DECLARE c CURSOR FOR SELECT 1', 'DECLARE'],
+    ['FETCH 10 FROM c', 'FETCH'],
+    ['CLOSE c', 'CLOSE'],
+    ['LISTEN ch', 'LISTEN'],
+    ['UNLISTEN *', 'UNLISTEN'],
+    ["NOTIFY ch, 'x'", 'NOTIFY'],
+    ['INSERT INTO t1 VALUES (1)', 'INSERT'],
+    ['UPDATE t1 SET a = 2', 'UPDATE'],
+    ['DELETE FROM t1', 'DELETE'],
+    ['MERGE INTO t1 USING t2 ON t1.id = t2.id WHEN MATCHED THEN UPDATE SET a = t2.a', 'MERGE'],
+    ['TRUNCATE t1', 'TRUNCATE'],
+    ['CREATE TABLE t3 (a int)', 'CREATE'],
+    ['ALTER TABLE t1 ADD COLUMN b int', 'ALTER'],
+    ['DROP TABLE t1', 'DROP'],
+    ['VACUUM t1', 'VACUUM'],
+    ['ANALYZE t1', 'ANALYZE'],
+    ['CHECKPOINT', 'CHECKPOINT'],
+    ["DO $$ BEGIN PERFORM 1; END $$", 'DO'],
+    ['CALL p()', 'CALL'],
+    ['SELECT 1 AS x; SELECT 2', 'multi'],
+    ['PREPARE p AS SELECT 1', 'PREPARE'],
+    ['EXECUTE p', 'EXECUTE'],
+    ['DEALLOCATE p', 'DEALLOCATE'],
+    ['SELEC 1', 'does not parse'],
+  ])('%j goes to the primary', (sql, reason) => {
+    const r = c(sql);
+    expect(r.dest).toBe('primary');
+    expect(r.reason).toContain(reason);
+  });
+
+  it.each([
+    ['SET work_mem = \'4MB\''],
+    ['SET LOCAL statement_timeout = 0'],
+    ['SET search_path TO a, b'],
+    ['SET TIME ZONE \'UTC\''],
+    ['RESET work_mem'],
+    ['RESET ALL'],
+    ['DISCARD ALL'],
+    ['DEALLOCATE ALL'],
+    ['DEALLOCATE PREPARE ALL'],
+    ['BEGIN'],
+    ['BEGIN WORK'],
+    ['START TRANSACTION'],
+    ['BEGIN READ ONLY'],
+    ['BEGIN ISOLATION LEVEL REPEATABLE READ'],
+    ['COMMIT'],
+    ['END'],
+    ['ROLLBACK'],
+    ['ABORT'],
+    ['SAVEPOINT s1'],
+    ['RELEASE SAVEPOINT s1'],
+    ['RELEASE s1'],
+    ['ROLLBACK TO SAVEPOINT s1'],
+    ['ROLLBACK TO s1'],
+    ['LOCK t1 IN ACCESS SHARE MODE'],
+    ['LOCK TABLE t1 IN ROW SHARE MODE'],
+    ['SET transaction_read_only = on'],
+    ['SET TRANSACTION READ ONLY'],
+    ['SET TRANSACTION ISOLATION LEVEL REPEATABLE READ'],
+  ])('%j goes to both', (sql) => {
+    expect(dest(sql)).toBe('both');
+  });
+
+  it('marks transaction-control commands', () => {
+    expect(c('BEGIN').tx).toBe('begin');
+    expect(c('START TRANSACTION').tx).toBe('begin');
+    expect(c('COMMIT').tx).toBe('commit');
+    expect(c('END TRANSACTION').tx).toBe('commit');
+    expect(c('ROLLBACK').tx).toBe('rollback');
+    expect(c('ABORT').tx).toBe('rollback');
+    expect(c('SAVEPOINT a').tx).toBe('savepoint');
+    expect(c('RELEASE a').tx).toBe('release');
+    expect(c('ROLLBACK TO a').tx).toBe('rollback_to');
+    expect(c("PREPARE TRANSACTION 'a'").tx).toBe('prepare_transaction');
+    expect(c("COMMIT PREPARED 'a'").tx).toBe('commit_prepared');
+    expect(c("ROLLBACK PREPARED 'a'").tx).toBe('rollback_prepared');
+    expect(c('COMMIT AND CHAIN').chain).toBe(true);
+    expect(c('COMMIT AND NO CHAIN').chain).toBeUndefined();
+  });
+
+  it('BEGIN READ WRITE / SERIALIZABLE: original to the primary, plain BEGIN to the standby', () => {
+    expect(c('BEGIN READ WRITE').standbyText).toBe('BEGIN');
+    expect(c('START TRANSACTION READ WRITE').standbyText).toBe('BEGIN');
+    expect(c('BEGIN ISOLATION LEVEL SERIALIZABLE').standbyText).toBe('BEGIN');
+    expect(c('BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE').standbyText).toBe('BEGIN READ ONLY');
+    expect(c('BEGIN ISOLATION LEVEL REPEATABLE READ READ WRITE').standbyText).toBe('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    expect(c('BEGIN').standbyText).toBeUndefined();
+    expect(c('BEGIN READ ONLY').standbyText).toBeUndefined();
+    expect(c('BEGIN ISOLATION LEVEL SERIALIZABLE').beginModes).toEqual({ isolation: 'serializable' });
+    expect(c('BEGIN READ ONLY').beginModes).toEqual({ readOnly: true });
+  });
+
+  it('write flag: SET and SAVEPOINT count, SET TRANSACTION READ ONLY, SHOW, BEGIN, COMMIT do not (§2.3, §9)', () => {
+    expect(c('SET work_mem = 1').write).toBe(true);
+    expect(c('SAVEPOINT a').write).toBe(true);
+    expect(c('LOCK t IN ACCESS SHARE MODE').write).toBe(true);
+    expect(c('SET TRANSACTION READ ONLY').write).toBe(false);
+    expect(c('SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY').write).toBe(false);
+    expect(c('SET transaction_read_only = on').write).toBe(false);
+    expect(c('SHOW work_mem').write).toBe(false);
+    expect(c('BEGIN').write).toBe(false);
+    expect(c('COMMIT').write).toBe(false);
+    expect(c('EXPLAIN SELECT 1').write).toBe(false);
+    expect(c('EXPLAIN INSERT INTO t VALUES (1)').write).toBe(false);
+    expect(c('EXPLAIN ANALYZE INSERT INTO t VALUES (1)').write).toBe(true);
+    expect(c('EXPLAIN (ANALYZE, BUFFERS) DELETE FROM t').write).toBe(true);
+    expect(c('EXPLAIN (ANALYZE false) DELETE FROM t').write).toBe(false);
+  });
+
+  it('records SET effects on isolation', () => {
+    expect(c('SET TRANSACTION ISOLATION LEVEL SERIALIZABLE').txSetting).toEqual({ scope: 'transaction', isolation: 'serializable', readOnly: undefined });
+    expect(c("SET default_transaction_isolation = 'repeatable read'").txSetting).toEqual({ scope: 'session', isolation: 'repeatable read' });
+    expect(c('RESET ALL').txSetting).toEqual({ scope: 'session', isolation: 'default' });
+  });
+
+  it('with allow_sql_comments = on, comments are ignored and VALUES is a read', () => {
+    expect(dest('/* comment */ SELECT 3', ON)).toBe('either');
+    expect(dest('-- c\nSELECT 3', ON)).toBe('either');
+    expect(dest('VALUES (1)', ON)).toBe('either');
+  });
+
+  it('a read rejected by the text rule counts as a write, as in pgpool', () => {
+    expect(c('/* x */ SELECT 1').write).toBe(true);
+    expect(c('/* x */ SELECT 1', ON).write).toBe(false);
+  });
+});
+
+describe('/*NO LOAD BALANCE*/ hint', () => {
+  it('forces the primary whatever allow_sql_comments says', () => {
+    expect(dest('/*NO LOAD BALANCE*/ SELECT 1', ON)).toBe('primary');
+    expect(dest('/*NO LOAD BALANCE*/ SELECT 1', OFF)).toBe('primary');
+    expect(dest('SELECT * FROM t /* no load balance */ WHERE a = 1', ON)).toBe('primary');
+    expect(c('SELECT /*NO LOAD BALANCE*/ 1', ON).reason).toBe('NO LOAD BALANCE hint');
+  });
+  it('does not turn a BOTH statement into primary-only, nor a read into a write', () => {
+    expect(dest('/*NO LOAD BALANCE*/ SET work_mem = 1', ON)).toBe('both');
+    expect(c('SELECT /*NO LOAD BALANCE*/ 1', ON).write).toBe(false);
+  });
+  it('is not seen inside strings or line comments', () => {
+    expect(dest("SELECT '/*NO LOAD BALANCE*/'", ON)).toBe('either');
+    expect(dest('SELECT 1 -- NO LOAD BALANCE', ON)).toBe('either');
+  });
+});
+
+describe('writable CTEs and DML anywhere in the tree', () => {
+  it.each([
+    'SELECT * FROM (WITH d AS (DELETE FROM q RETURNING *) SELECT * FROM d) s',
+    'SELECT * FROM t WHERE id IN (WITH u AS (UPDATE t SET a = 1 RETURNING id) SELECT id FROM u)',
+    'WITH a AS (SELECT 1), b AS MATERIALIZED (INSERT INTO t VALUES (1) RETURNING *) SELECT * FROM a, b',
+    'WITH a AS NOT MATERIALIZED (MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE RETURNING *) SELECT 1',
+    'WITH RECURSIVE a(n) AS (SELECT 1), w AS (DELETE FROM t) SELECT * FROM a',
+    '(WITH x AS (INSERT INTO t DEFAULT VALUES RETURNING *) SELECT * FROM x)',
+    'COPY (WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x) TO STDOUT',
+  ])('%j → primary', (sql) => {
+    const r = c(sql);
+    expect(r.dest).toBe('primary');
+    expect(r.write).toBe(true);
+  });
+  it('WITH … INSERT/UPDATE main statement has the DML kind and written tables', () => {
+    const r = c('WITH x AS (SELECT 1 AS a) INSERT INTO public.t (a) SELECT a FROM x');
+    expect(r.kind).toBe('insert');
+    expect(r.writtenTables).toEqual(['public.t']);
+    const u = c('WITH x AS (SELECT 1) UPDATE ONLY t2 SET a = 1');
+    expect(u.kind).toBe('update');
+    expect(u.writtenTables).toEqual(['t2']);
+  });
+  it('written tables for dml_adaptive', () => {
+    expect(c('INSERT INTO t1 (a) VALUES (1) ON CONFLICT (a) DO UPDATE SET a = 2').writtenTables).toEqual(['t1']);
+    expect(c('DELETE FROM ONLY s.t2 WHERE a = 1').writtenTables).toEqual(['s.t2']);
+    expect(c('UPDATE "T3" SET a = 1').writtenTables).toEqual(['T3']);
+    expect(c('MERGE INTO t4 USING s ON t4.id = s.id WHEN MATCHED THEN UPDATE SET a = 1').writtenTables).toEqual(['t4']);
+    expect(c('TRUNCATE TABLE a, ONLY b').writtenTables).toEqual(['a', 'b']);
+    expect(c('COPY t5 FROM STDIN').writtenTables).toEqual(['t5']);
+    expect(c('WITH x AS (DELETE FROM t6 RETURNING *) SELECT * FROM x').writtenTables).toEqual(['t6']);
+  });
+  it('a column reference t.update is not DML', () => {
+    expect(dest('SELECT t.update, t.delete FROM t')).toBe('either');
+  });
+});
+
+describe('functions and relations', () => {
+  it('collects function calls, schema-qualified as written', () => {
+    const r = c('SELECT f(1), public.g(2), "MixedCase"(3), count(*) FROM generate_series(1, 3) AS s(i)');
+    expect(r.functions).toEqual(['f', 'public.g', 'MixedCase', 'count', 'generate_series']);
+  });
+  it('SELECT … FROM f() records the function', () => {
+    expect(c('SELECT * FROM f()').functions).toEqual(['f']);
+    expect(c('SELECT * FROM t JOIN LATERAL fvol(t.a) AS x ON true').functions).toEqual(['fvol']);
+    expect(c('SELECT * FROM ROWS FROM (a(), b()) AS r(x, y)').functions).toEqual(['a', 'b']);
+  });
+  it('does not mistake syntax, types, aliases or CTE column lists for calls', () => {
+    const r = c(
+      'WITH x(a, b) AS (SELECT 1, 2), y AS MATERIALIZED (SELECT 3) ' +
+        "SELECT CAST(a AS numeric(10, 2)), b::varchar(3), EXTRACT(year FROM now()), COALESCE(a, 1), " +
+        "ARRAY(SELECT 1), ROW(1, 2), a IN (1, 2), EXISTS (SELECT 1), count(*) FILTER (WHERE a > 1) OVER (PARTITION BY b), " +
+        "substring('abc' FROM 1 FOR 2), trim(both ' ' FROM 'x'), position('a' IN 'abc'), interval '1 day', current_timestamp(3) " +
+        'FROM x, t1 tt(c1, c2), generate_series(1, 2) g(i) JOIN t2 USING (id) TABLESAMPLE system(10) REPEATABLE (1) ' +
+        'WHERE a = ANY (ARRAY[1]) AND NOT (a IS DISTINCT FROM b) GROUP BY GROUPING SETS ((a), (b))',
+    );
+    expect(r.functions).toEqual(['now', 'count', 'generate_series']);
+    expect(r.relations).toEqual(['x', 't1', 't2']);
+  });
+  it('collects relations from FROM lists, joins and subqueries', () => {
+    expect(c('SELECT * FROM a, b LEFT JOIN c ON a.x = c.x, d').relations).toEqual(['a', 'b', 'c', 'd']);
+    expect(c('SELECT * FROM (SELECT * FROM s1.inner_t) q, outer_t').relations).toEqual(['s1.inner_t', 'outer_t']);
+    expect(c('SELECT * FROM (a JOIN b ON true)').relations).toEqual(['a', 'b']);
+    expect(c('SELECT * FROM ONLY p').relations).toEqual(['p']);
+    expect(c('TABLE s.t').relations).toEqual(['s.t']);
+    expect(c('SELECT (SELECT max(x) FROM m) FROM n').relations).toEqual(['m', 'n']);
+  });
+  it('system catalogs: pg_catalog.* and pg_* names (§2.2, §9)', () => {
+    expect(c('SELECT relname FROM pg_class').systemCatalog).toBe(true);
+    expect(c('SELECT count(*) FROM pg_stat_activity').systemCatalog).toBe(true);
+    expect(c('SELECT * FROM pg_catalog.pg_namespace n').systemCatalog).toBe(true);
+    expect(c('SELECT * FROM t JOIN pg_roles r ON r.oid = t.o').systemCatalog).toBe(true);
+    expect(c('COPY pg_class TO STDOUT').systemCatalog).toBe(true);
+    expect(c('SELECT pg_is_in_recovery()').systemCatalog).toBe(false); // a function, decided by volatility
+    expect(c('SELECT pg_x FROM t').systemCatalog).toBe(false); // a column
+  });
+  it('temp tables created by this statement', () => {
+    expect(c('CREATE TEMP TABLE tt (a int)').createsTemp).toEqual(['tt']);
+    expect(c('CREATE TEMPORARY TABLE IF NOT EXISTS tt2 AS SELECT 1').createsTemp).toEqual(['tt2']);
+    expect(c('CREATE UNLOGGED TABLE ut (a int)').createsTemp).toEqual(['ut']);
+    expect(c('CREATE TABLE pg_temp.tt3 (a int)').createsTemp).toEqual(['pg_temp.tt3']);
+    expect(c('SELECT * INTO TEMPORARY TABLE tt4 FROM t').createsTemp).toEqual(['tt4']);
+    expect(c('CREATE TABLE plain (a int)').createsTemp).toEqual([]);
+    expect(c('DISCARD TEMP').discardsTemp).toBe(true);
+  });
+});
+
+describe('strings, dollar quotes and comments hiding keywords', () => {
+  it.each([
+    "SELECT 'DELETE FROM t; INSERT INTO u'",
+    "SELECT E'it\\'s ; DELETE FROM t FOR UPDATE'",
+    "SELECT e'\\\\' AS backslash, 'x'",
+    'SELECT $$ ; DROP TABLE t; $$',
+    'SELECT $body$ INSERT INTO t $x$ nested $x$ ; $body$',
+    "SELECT U&'d\\0061t\\+000061 ; UPDATE t' UESCAPE '\\'",
+    'SELECT "delete", "for update" FROM t',
+    'SELECT 1 /* ; DELETE FROM t; */',
+    'SELECT 1 -- ; INSERT INTO t\n',
+    'SELECT /* a /* nested ; */ DELETE */ 1',
+    "SELECT B'1010', X'ff', N'nat; INSERT'",
+    'SELECT a--comment\nFROM t',
+  ])('%j stays a single read', (sql) => {
+    const r = c(sql);
+    expect(r.statementCount).toBe(1);
+    expect(r.dest).toBe('either');
+    expect(r.writtenTables).toEqual([]);
+  });
+  it('comments in odd places do not hide real keywords', () => {
+    expect(dest('SELECT * FROM t/**/FOR/* x */UPDATE')).toBe('primary');
+    expect(dest('WITH x AS (/* c */ DELETE FROM t RETURNING *) SELECT 1')).toBe('primary');
+    expect(dest('SELECT 1;/* c */SELECT 2')).toBe('primary');
+    expect(c('SELECT 1 -- c\n; -- d\n').statementCount).toBe(1);
+    expect(dest('SELECT/* c */1')).toBe('either');
+    expect(dest('  \n\t-- leading line comment\nSELECT 1')).toBe('primary');
+  });
+  it('standard_conforming_strings = off: backslash escapes in plain strings', () => {
+    const sql = "SELECT 'a\\'; DELETE FROM t; --'";
+    expect(c(sql).statementCount).toBe(2); // on: 'a\' then a DELETE
+    const off = classifyUncached(sql, { allowSqlComments: false, standardConformingStrings: false });
+    expect(off.statementCount).toBe(1);
+    expect(off.dest).toBe('either');
+  });
+});
+
+describe('unparseable input and multi-statement', () => {
+  it.each([
+    ["SELECT 'unterminated"],
+    ['SELECT $q$ unterminated'],
+    ['SELECT (1'],
+    ['SELECT 1)'],
+    ['SELECT "unterminated'],
+    ['SELECT /* unterminated'],
+    ['SELEC 1'],
+    ['42'],
+    ['BEGIN ISOLATION LEVEL SOMETIMES'],
+    ['COMMIT NOW'],
+    ['SELECT (1; 2)'],
+    ['SELECT 1 # 2 \u0007'],
+  ])('%j → primary with parseError', (sql) => {
+    const r = c(sql);
+    expect(r.dest).toBe('primary');
+    expect(r.parseError).toBeDefined();
+    expect(r.write).toBe(true);
+  });
+  it('multi-statement strings go to the primary and remember a BEGIN', () => {
+    const r = c('BEGIN; SELECT 1');
+    expect(r.kind).toBe('multi');
+    expect(r.dest).toBe('primary');
+    expect(r.statementCount).toBe(2);
+    expect(r.multiBegins).toBe(true);
+    expect(r.write).toBe(false);
+    expect(c('SELECT 1; SELECT 2').write).toBe(false);
+    expect(c('SELECT 1; INSERT INTO t VALUES (1)').write).toBe(true);
+    expect(c('SELECT 1; INSERT INTO t VALUES (1)').writtenTables).toEqual(['t']);
+    expect(c('SELECT 10; SELECT 11').dest).toBe('primary');
+  });
+  it('empty statements between semicolons do not make a multi-statement', () => {
+    expect(c('SELECT 1;;').statementCount).toBe(1);
+    expect(c(';;SELECT 1').dest).toBe('either');
+    expect(c(' ; ').kind).toBe('empty');
+  });
+});
+
+describe('options and cache', () => {
+  it('loadBalanceExplain balances EXPLAIN of reads only', () => {
+    const o = { allowSqlComments: false, loadBalanceExplain: true };
+    expect(classifyUncached('EXPLAIN SELECT 1', o).dest).toBe('either');
+    expect(classifyUncached('EXPLAIN ANALYZE SELECT * FROM t', o).dest).toBe('either');
+    expect(classifyUncached('EXPLAIN ANALYZE INSERT INTO t VALUES (1)', o).dest).toBe('primary');
+    expect(classifyUncached('EXPLAIN SELECT * FROM t FOR UPDATE', o).dest).toBe('primary');
+  });
+  it('classify() caches by text and option set', () => {
+    const a = classify('/* x */ SELECT 42', OFF);
+    expect(classify('/* x */ SELECT 42', OFF)).toBe(a);
+    expect(classify('/* x */ SELECT 42', ON).dest).toBe('either');
+    expect(a.dest).toBe('primary');
+  });
+  it('SHOW / COPY / SET details', () => {
+    expect(c('SHOW pool_nodes').name).toBe('pool_nodes');
+    expect(c('COPY t (a, b) TO STDOUT WITH (FORMAT csv)').dest).toBe('either');
+    expect(c('COPY t TO PROGRAM \'gzip\'').dest).toBe('primary');
+    expect(c('PREPARE q (int) AS SELECT $1').name).toBe('q');
+  });
+});

@@ -1,0 +1,347 @@
+import { describe, it, expect } from 'vitest';
+import { classifyUncached, type ClassifyOptions } from '../../src/router/classifier.js';
+import {
+  route, afterStatement, newSessionRoutingState, routingConfigFrom,
+  type RoutingConfig, type SessionRoutingState, type Decision, type RouteInput,
+} from '../../src/router/policy.js';
+import { FunctionVolatilityCache, volatileFunctionsSql, type CatalogQuery } from '../../src/router/functions.js';
+import type { DisableLbOnWrite } from '../../src/config/types.js';
+
+const OPTS: ClassifyOptions = { allowSqlComments: false };
+
+function cfg(over: Partial<Parameters<typeof routingConfigFrom>[0]> = {}): RoutingConfig {
+  return routingConfigFrom({
+    load_balance_mode: true,
+    disable_load_balance_on_write: 'transaction',
+    statement_level_load_balance: false,
+    primary_routing_query_pattern_list: [],
+    check_temp_table: 'catalog',
+    check_unlogged_table: true,
+    ...over,
+  });
+}
+
+/** A fake session: routes each statement, then simulates PostgreSQL's ReadyForQuery status. */
+class Session {
+  state: SessionRoutingState = newSessionRoutingState();
+  constructor(public cfg: RoutingConfig, public fns?: FunctionVolatilityCache) {}
+
+  run(sql: string, opts: { fail?: boolean; extra?: Partial<RouteInput> } = {}): Decision {
+    const cls = classifyUncached(sql, OPTS);
+    const writingFunction = cls.functions.length > 0 && this.fns !== undefined ? this.fns.anyWriting('db', cls.functions) : undefined;
+    const d = route({ cls, sql, state: this.state, cfg: this.cfg, writingFunction, ...opts.extra });
+    // Simulated transaction status after the statement.
+    let tx: 'I' | 'T' | 'E' = this.state.inTransaction ? (this.state.failed ? 'E' : 'T') : 'I';
+    if (opts.fail === true) tx = tx === 'I' ? 'I' : 'E';
+    else if (cls.kind === 'multi') tx = /\bbegin\b/i.test(sql) && !/\bcommit\b/i.test(sql) ? 'T' : tx;
+    else if (cls.tx === 'begin') tx = 'T';
+    else if (cls.tx === 'commit' || cls.tx === 'rollback' || cls.tx === 'prepare_transaction') tx = cls.chain === true ? 'T' : 'I';
+    else if (cls.tx === 'rollback_to' && tx === 'E') tx = 'T';
+    afterStatement(this.state, cls, d, { ok: opts.fail !== true, txStatus: tx }, this.cfg.disable_load_balance_on_write);
+    return d;
+  }
+  target(sql: string): string {
+    return this.run(sql).target;
+  }
+}
+
+describe('route: statement classes', () => {
+  const s = new Session(cfg());
+  it.each([
+    ['SELECT 1', 'standby'],
+    ['SHOW work_mem', 'standby'],
+    ['COPY t TO STDOUT', 'standby'],
+    ['', 'standby'],
+    ['INSERT INTO t VALUES (1)', 'primary'],
+    ['SELECT * FROM t FOR UPDATE', 'primary'],
+    ['SELECT 1; SELECT 2', 'primary'],
+    ["SELECT 'x", 'primary'],
+    ['SELECT relname FROM pg_class', 'primary'],
+    ['SET work_mem = 1', 'both'],
+    ['DISCARD ALL', 'both'],
+  ])('%j → %s', (sql, target) => {
+    const fresh = new Session(s.cfg);
+    expect(fresh.target(sql)).toBe(target);
+  });
+
+  it('BOTH ordering: primary first, COMMIT/ROLLBACK standby first; BEGIN READ WRITE rewritten for the standby', () => {
+    const x = new Session(cfg());
+    const b = x.run('BEGIN READ WRITE');
+    expect(b).toMatchObject({ target: 'both', bothOrder: 'primary-first', standbyText: 'BEGIN', write: false });
+    expect(x.run('SAVEPOINT a')).toMatchObject({ target: 'both', bothOrder: 'primary-first' });
+    expect(x.run('ROLLBACK TO a')).toMatchObject({ target: 'both', bothOrder: 'primary-first' });
+    expect(x.run('COMMIT')).toMatchObject({ target: 'both', bothOrder: 'standby-first' });
+    x.run('BEGIN');
+    expect(x.run('ROLLBACK')).toMatchObject({ target: 'both', bothOrder: 'standby-first' });
+  });
+
+  it('statement_level_load_balance sends BOTH statements to every standby', () => {
+    const x = new Session(cfg({ statement_level_load_balance: true }));
+    expect(x.run('SET x.y = 1').allStandbys).toBe(true);
+  });
+
+  it('load_balance_mode = off sends everything to the primary', () => {
+    const x = new Session(cfg({ load_balance_mode: false }));
+    expect(x.target('SELECT 1')).toBe('primary');
+    expect(x.target('BEGIN')).toBe('primary');
+  });
+
+  it('primary_routing_query_pattern_list matches the whole text, case-insensitively (§2.5)', () => {
+    const x = new Session(cfg({ primary_routing_query_pattern_list: ['SELECT \\* FROM t1\\;', '.*t2.*'] }));
+    expect(x.target('select * from t1;')).toBe('primary');
+    expect(x.target('SELECT * FROM t1')).toBe('standby');
+    expect(x.target('SELECT *\nFROM t2')).toBe('primary');
+    expect(() => cfg({ primary_routing_query_pattern_list: ['(unclosed'] })).toThrow(/\(unclosed/);
+  });
+});
+
+describe('§2.3 disable_load_balance_on_write matrix (script from §2.3 / §9)', () => {
+  // SELECT a1; BEGIN; SELECT a2; INSERT; SELECT a3; COMMIT; SELECT a4; BEGIN; SELECT a5; COMMIT; INSERT; SELECT a6
+  function script(mode: DisableLbOnWrite): Record<string, string> {
+    const x = new Session(cfg({ disable_load_balance_on_write: mode }));
+    const out: Record<string, string> = {};
+    out.a1 = x.target("SELECT 'a1'");
+    x.run('BEGIN');
+    out.a2 = x.target("SELECT 'a2'");
+    x.run('INSERT INTO t1 VALUES (1)');
+    out.a3 = x.target("SELECT 'a3'");
+    x.run('COMMIT');
+    out.a4 = x.target("SELECT 'a4'");
+    x.run('BEGIN');
+    out.a5 = x.target("SELECT 'a5'");
+    x.run('COMMIT');
+    x.run('INSERT INTO t1 VALUES (2)');
+    out.a6 = x.target("SELECT 'a6'");
+    return out;
+  }
+  const S = 'standby', P = 'primary';
+  it('off: never disables load balancing', () => {
+    expect(script('off')).toEqual({ a1: S, a2: S, a3: S, a4: S, a5: S, a6: S });
+  });
+  it('transaction (default): only the rest of the writing transaction', () => {
+    expect(script('transaction')).toEqual({ a1: S, a2: S, a3: P, a4: S, a5: S, a6: S });
+  });
+  it('trans_transaction: also later explicit transactions, not autocommit reads', () => {
+    expect(script('trans_transaction')).toEqual({ a1: S, a2: S, a3: P, a4: S, a5: P, a6: S });
+  });
+  it('always: every read after the first write', () => {
+    expect(script('always')).toEqual({ a1: S, a2: S, a3: P, a4: P, a5: P, a6: P });
+  });
+  it('dml_adaptive: only reads of tables written in this transaction (§2.3 observation)', () => {
+    const fns = new FunctionVolatilityCache({ write_function_list: [], read_only_function_list: ['count'], relcache_size: 10, relcache_expire: 0 });
+    const x = new Session(cfg({ disable_load_balance_on_write: 'dml_adaptive' }), fns);
+    x.run('BEGIN');
+    expect(x.target('SELECT count(*) FROM t1')).toBe(S);
+    x.run('INSERT INTO t1 VALUES (1)');
+    expect(x.target('SELECT * FROM t1 WHERE a = 1')).toBe(P);
+    expect(x.target('SELECT * FROM public.t1')).toBe(P);
+    expect(x.target("SELECT 'b3'")).toBe(S);
+    expect(x.target('SELECT * FROM t2')).toBe(S);
+    x.run('COMMIT');
+    expect(x.target('SELECT * FROM t1')).toBe(S);
+  });
+  it('always: an autocommit write also disables balancing', () => {
+    const x = new Session(cfg({ disable_load_balance_on_write: 'always' }));
+    expect(x.target('SELECT 1')).toBe(S);
+    x.run('UPDATE t SET a = 1');
+    expect(x.target('SELECT 1')).toBe(P);
+  });
+});
+
+describe('transactions (§2.3, §9)', () => {
+  it('SET and SAVEPOINT inside a transaction count as writes; SET TRANSACTION READ ONLY does not', () => {
+    const a = new Session(cfg());
+    a.run('BEGIN');
+    a.run("SET work_mem = '4MB'");
+    expect(a.target("SELECT 'c1'")).toBe('primary');
+
+    const b = new Session(cfg());
+    b.run('BEGIN');
+    b.run('SAVEPOINT s');
+    expect(b.target('SELECT 1')).toBe('primary');
+
+    const c = new Session(cfg());
+    c.run('BEGIN');
+    c.run('SET TRANSACTION READ ONLY');
+    expect(c.target('SELECT 1')).toBe('standby');
+    expect(c.target('SHOW work_mem')).toBe('standby');
+  });
+  it('SET outside a transaction does not disable balancing (mode transaction)', () => {
+    const a = new Session(cfg());
+    a.run('SET work_mem = 1');
+    a.run('BEGIN');
+    expect(a.target('SELECT 1')).toBe('standby');
+  });
+  it('a volatile-function read inside a transaction counts as a write', () => {
+    const fns = new FunctionVolatilityCache({ write_function_list: ['fvol'], read_only_function_list: [], relcache_size: 10, relcache_expire: 0 });
+    const a = new Session(cfg(), fns);
+    a.run('BEGIN');
+    expect(a.target('SELECT fvol()')).toBe('primary');
+    expect(a.target('SELECT 1')).toBe('primary');
+  });
+  it('SERIALIZABLE transactions read from the primary', () => {
+    const a = new Session(cfg());
+    a.run('BEGIN ISOLATION LEVEL SERIALIZABLE');
+    expect(a.target('SELECT 1')).toBe('primary');
+    a.run('COMMIT');
+    expect(a.target('SELECT 1')).toBe('standby');
+
+    a.run('BEGIN');
+    expect(a.target('SELECT 1')).toBe('standby');
+    a.run('SET TRANSACTION ISOLATION LEVEL SERIALIZABLE');
+    expect(a.target('SELECT 1')).toBe('primary');
+    a.run('ROLLBACK');
+
+    a.run("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE");
+    expect(a.target('SELECT 1')).toBe('standby'); // autocommit reads are unaffected (pgpool checks inside transactions)
+    a.run('BEGIN');
+    expect(a.target('SELECT 1')).toBe('primary');
+    a.run('COMMIT');
+    a.run('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    expect(a.target('SELECT 1')).toBe('standby');
+    a.run('COMMIT');
+    a.run('RESET ALL');
+    a.run('BEGIN');
+    expect(a.target('SELECT 1')).toBe('standby');
+  });
+  it('a failed transaction forwards reads to the primary; ROLLBACK still goes to both', () => {
+    const a = new Session(cfg({ disable_load_balance_on_write: 'off' }));
+    a.run('BEGIN');
+    a.run('SELECT 1/0', { fail: true });
+    expect(a.state.failed).toBe(true);
+    expect(a.run('SELECT 1')).toMatchObject({ target: 'primary', reason: 'failed transaction' });
+    expect(a.target('ROLLBACK')).toBe('both');
+    expect(a.state.failed).toBe(false);
+    expect(a.target('SELECT 1')).toBe('standby');
+  });
+  it('COMMIT AND CHAIN ends the writing state but keeps the transaction open', () => {
+    const a = new Session(cfg());
+    a.run('BEGIN');
+    a.run('INSERT INTO t VALUES (1)');
+    a.run('COMMIT AND CHAIN');
+    expect(a.state.inTransaction).toBe(true);
+    expect(a.target('SELECT 1')).toBe('standby');
+  });
+  it('a transaction begun by a multi-statement query keeps BOTH statements on the primary (§2.9)', () => {
+    const a = new Session(cfg({ disable_load_balance_on_write: 'off' }));
+    expect(a.target('BEGIN; SELECT 1')).toBe('primary');
+    expect(a.state.txStartedByMulti).toBe(true);
+    expect(a.target('SAVEPOINT x')).toBe('primary');
+    expect(a.target('SELECT 2')).toBe('standby'); // expected7-s: plain SELECTs may still balance
+    a.run('COMMIT');
+    expect(a.state.txStartedByMulti).toBe(false);
+    expect(a.target('SAVEPOINT y')).toBe('both');
+  });
+});
+
+describe('temp and unlogged tables', () => {
+  it('temp tables created in the session are read on the primary (check_temp_table = trace semantics)', () => {
+    const a = new Session(cfg());
+    a.run('CREATE TEMP TABLE tmp1 (a int)');
+    expect(a.target('SELECT * FROM tmp1')).toBe('primary');
+    expect(a.target('SELECT * FROM pg_temp.tmp1')).toBe('primary');
+    expect(a.target('SELECT * FROM other')).toBe('standby');
+    a.run('DISCARD ALL');
+    expect(a.target('SELECT * FROM tmp1')).toBe('standby');
+  });
+  it('check_temp_table = none disables the session tracking', () => {
+    const a = new Session(cfg({ check_temp_table: 'none' }));
+    a.run('CREATE TEMP TABLE tmp1 (a int)');
+    expect(a.target('SELECT * FROM tmp1')).toBe('standby');
+  });
+  it("the lead's catalog answer (temp or unlogged) sends the read to the primary", () => {
+    const a = new Session(cfg());
+    expect(a.run('SELECT * FROM unlogged_t', { extra: { tempOrUnlogged: true } }).target).toBe('primary');
+    expect(a.run('SELECT * FROM unlogged_t', { extra: { tempOrUnlogged: false } }).target).toBe('standby');
+  });
+});
+
+describe('writing functions (§2.4) through FunctionVolatilityCache', () => {
+  function catalog(volatile: Set<string>): { query: CatalogQuery; calls: string[] } {
+    const calls: string[] = [];
+    const query: CatalogQuery = async (sql) => {
+      calls.push(sql);
+      const names = [...sql.matchAll(/E'([^']*)'/g)].map((m) => m[1]);
+      return names.filter((n) => volatile.has(n)).map((name) => ({ name }));
+    };
+    return { query, calls };
+  }
+  const base = { write_function_list: [] as string[], read_only_function_list: [] as string[], relcache_size: 256, relcache_expire: 0 };
+
+  it('SELECT … FROM f(): volatile user function → primary, stable → standby', async () => {
+    const fns = new FunctionVolatilityCache(base);
+    const { query, calls } = catalog(new Set(['fvol']));
+    const a = new Session(cfg(), fns);
+    for (const sql of ['SELECT * FROM fvol()', 'SELECT * FROM fstab(1)']) {
+      const cls = classifyUncached(sql, OPTS);
+      expect(fns.anyWriting('db', cls.functions)).toBeUndefined();
+      await fns.lookup('db', cls.functions, query);
+    }
+    expect(calls).toHaveLength(2);
+    expect(a.target('SELECT * FROM fvol()')).toBe('primary');
+    expect(a.target('SELECT * FROM fstab(1)')).toBe('standby');
+    expect(a.target('SELECT fstab(1), fvol()')).toBe('primary');
+    expect(calls).toHaveLength(2); // cached: no new catalog query
+  });
+  it('unknown volatility → primary (conservative) until resolved', () => {
+    const a = new Session(cfg(), new FunctionVolatilityCache(base));
+    expect(a.run('SELECT f()')).toMatchObject({ target: 'primary', reason: 'function volatility unknown' });
+  });
+  it('nextval/setval/currval/lastval always write, even with a read-only list naming them', () => {
+    const fns = new FunctionVolatilityCache({ ...base, read_only_function_list: ['nextval', 'currval'] });
+    for (const f of ['nextval', 'setval', 'currval', 'lastval', 'pg_catalog.nextval']) expect(fns.isWriting('db', f)).toBe(true);
+    const a = new Session(cfg(), fns);
+    expect(a.target("SELECT nextval('s')")).toBe('primary');
+  });
+  it('write_function_list: matching names write, others do not (anchored)', () => {
+    const fns = new FunctionVolatilityCache({ ...base, write_function_list: ['fvol', 'audit_.*'] });
+    expect(fns.isWriting('db', 'fvol')).toBe(true);
+    expect(fns.isWriting('db', 'fvol2')).toBe(false);
+    expect(fns.isWriting('db', 'audit_log')).toBe(true);
+    expect(fns.isWriting('db', 'public.fvol')).toBe(false); // schema-qualified names are listed separately
+    expect(fns.isWriting('db', 'now')).toBe(false);
+  });
+  it('read_only_function_list: names not in it write', () => {
+    const fns = new FunctionVolatilityCache({ ...base, read_only_function_list: ['now', 'count', 'fstab'] });
+    expect(fns.isWriting('db', 'count')).toBe(false);
+    expect(fns.isWriting('db', 'random')).toBe(true);
+    expect(fns.anyWriting('db', ['now', 'random'])).toBe(true);
+    expect(fns.anyWriting('db', ['now', 'count'])).toBe(false);
+  });
+  it('rejects both lists at once and bad regexes, naming the entry', () => {
+    expect(() => new FunctionVolatilityCache({ ...base, write_function_list: ['a'], read_only_function_list: ['b'] })).toThrow(/mutually exclusive/);
+    expect(() => new FunctionVolatilityCache({ ...base, write_function_list: ['ok', 'bad('] })).toThrow(/"bad\("/);
+  });
+  it('cache: per database, bounded, expiring; concurrent lookups share one query', async () => {
+    let now = 0;
+    const fns = new FunctionVolatilityCache({ ...base, relcache_size: 2, relcache_expire: 10 }, () => now);
+    const { query, calls } = catalog(new Set(['v']));
+    await Promise.all([fns.lookup('db1', ['v', 's'], query), fns.lookup('db1', ['v'], query)]);
+    expect(calls).toHaveLength(1);
+    expect(fns.isWriting('db1', 'v')).toBe(true);
+    expect(fns.isWriting('db1', 's')).toBe(false);
+    expect(fns.isWriting('db2', 'v')).toBeUndefined();
+    await fns.lookup('db2', ['v'], query); // evicts the oldest entry
+    expect(fns.size).toBe(2);
+    expect(fns.isWriting('db1', 'v')).toBeUndefined();
+    now = 10_001;
+    expect(fns.isWriting('db2', 'v')).toBeUndefined(); // expired
+  });
+  it('resolve() answers true when the catalog query fails, and caches nothing', async () => {
+    const fns = new FunctionVolatilityCache(base);
+    const failing: CatalogQuery = async () => { throw new Error('down'); };
+    await expect(fns.resolve('db', ['f'], failing)).resolves.toBe(true);
+    expect(fns.isWriting('db', 'f')).toBeUndefined();
+  });
+  it('lookup SQL: any overload, any schema for unqualified names, quoting safe', () => {
+    const sql = volatileFunctionsSql(['f', "o'k", 'myschema.g']);
+    expect(sql).toContain("p.provolatile = 'v'");
+    expect(sql).toContain("p.proname IN (E'f', E'o''k')");
+    expect(sql).toContain("n.nspname = E'myschema' AND p.proname = E'g'");
+    expect(volatileFunctionsSql(['a\\b'])).toContain("E'a\\\\b'");
+  });
+  it('no function call → no lookup needed', () => {
+    const cls = classifyUncached('SELECT abalance FROM pgbench_accounts WHERE aid = 1', OPTS);
+    expect(cls.functions).toEqual([]);
+  });
+});
