@@ -9,7 +9,13 @@ import { loadConfig, ConfigError } from './config/load.js';
 import type { Config } from './config/types.js';
 import { createLogger } from './log.js';
 import { Relay } from './server.js';
-import { detectPrimary } from './cluster/probe.js';
+import { existsSync } from 'node:fs';
+import { loadEncKey, passwdCommand, pgEncOutput, pgMd5Output, type PasswdMethod } from './auth/tools.js';
+import { ClusterManager } from './cluster/manager.js';
+import { startServices } from './services.js';
+import type { Logger } from './log.js';
+import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 
 const HELP = `pgrelay - PostgreSQL proxy for streaming-replication clusters (pgpool-II compatible)
 
@@ -20,9 +26,22 @@ Options:
   -p, --port N                      listen port (overrides the file's port)
       --backend HOST:PORT           a backend node (repeatable; replaces the file's backends)
       --set KEY=VALUE               override any parameter (repeatable)
+  -D, --discard-status              ignore <logdir>/pgpool_status (nodes detached before start are used again)
   -h, --help                        this help
 
-Signals: SIGTERM stops accepting and lets sessions finish for up to 30 s (smart);
+Password tools (pgpool's pg_md5 / pg_enc):
+  pgrelay md5 PASSWORD              print md5(PASSWORD) exactly as pg_md5 (pcp.conf format)
+  pgrelay md5 -m -u USER [-f CONF] PASSWORD
+                                    write USER:md5… into the configured pool_passwd (pg_md5 --md5auth)
+  pgrelay enc [-k KEYFILE | -K KEY] PASSWORD
+                                    print the AES form exactly as pg_enc
+  pgrelay enc -m -u USER [-f CONF] [-k KEYFILE | -K KEY] PASSWORD
+                                    write USER:AES… into pool_passwd (pg_enc -m)
+  pgrelay passwd [-f CONF] [-u USER] [--method md5|aes|scram|text] [-k KEYFILE | -K KEY] PASSWORD
+                                    add or update USER's line in pool_passwd (default method md5;
+                                    scram = a SCRAM-SHA-256 verifier, text = TEXT<password>)
+
+Signals: SIGHUP re-reads pool_hba.conf and pool_passwd; SIGTERM stops accepting and lets sessions finish for up to 30 s (smart);
 SIGINT does the same with 5 s (fast); a second signal stops at once.
 `;
 
@@ -30,6 +49,7 @@ interface StartArgs {
   file?: string;
   set: Array<[string, string]>;
   backends: Array<{ hostname: string; port: number }>;
+  discardStatus: boolean;
 }
 
 function fail(msg: string): never {
@@ -38,7 +58,7 @@ function fail(msg: string): never {
 }
 
 function parseStartArgs(argv: string[]): StartArgs {
-  const a: StartArgs = { set: [], backends: [] };
+  const a: StartArgs = { set: [], backends: [], discardStatus: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const next = (): string => {
@@ -71,6 +91,10 @@ function parseStartArgs(argv: string[]): StartArgs {
         a.set.push([v.slice(0, eq).trim(), v.slice(eq + 1).trim()]);
         break;
       }
+      case '-D':
+      case '--discard-status':
+        a.discardStatus = true;
+        break;
       case '-n':
       case '--no-daemon':
         break; // pgrelay always runs in the foreground
@@ -106,8 +130,10 @@ async function start(argv: string[]): Promise<void> {
     process.exit(2);
   }
   const relay = new Relay({ config, log });
-  const primary = await detectPrimary(relay.nodes, config, log);
-  if (primary < 0) log.warn('no primary found among the backends; writes will fail until one is available');
+  const cluster = new ClusterManager(relay.nodes, () => relay.config(), log, { discardStatus: args.discardStatus });
+  await cluster.start();
+  const primary = relay.nodes.primaryId;
+  if (primary < 0) log.warn('no primary found among the backends yet; writes will fail until one is available');
   else log.info({ node: primary }, 'primary node found');
   try {
     await relay.listen();
@@ -118,29 +144,176 @@ async function start(argv: string[]): Promise<void> {
   }
 
   let stopping = false;
+  const pidFile = config.pid_file_name;
   const shutdown = (signal: string, graceMs: number): void => {
-    if (stopping) {
+    if (stopping || graceMs === 0) {
       log.info({ signal }, 'immediate shutdown');
+      removePidFile(pidFile);
       log.flush();
       process.exit(0);
     }
     stopping = true;
     log.info({ signal, graceMs }, 'shutting down');
-    void relay.stop(graceMs).then(() => {
+    void Promise.all([relay.stop(graceMs), cluster.stop(), services.close()]).then(() => {
+      removePidFile(pidFile);
       log.flush();
       process.exit(0);
     });
   };
+  const services = await startServices(relay, cluster, log, {
+    loadOptions: { file: args.file, set: args.set, backends: args.backends.length > 0 ? args.backends : undefined },
+    stop: (mode) => shutdown(`PGPOOL STOP ${mode}`, mode === 'smart' ? 30_000 : mode === 'fast' ? 5_000 : 0),
+  });
+  writePidFile(pidFile, log);
   process.on('SIGTERM', () => shutdown('SIGTERM', 30_000));
   process.on('SIGINT', () => shutdown('SIGINT', 5_000));
+  process.on('SIGQUIT', () => shutdown('SIGQUIT', 0));
+  process.on('SIGHUP', () => {
+    log.info('SIGHUP: reloading the configuration');
+    services.reload();
+  });
   // A bug in one session must not take every other client down with the process.
   process.on('uncaughtException', (e) => {
     log.error({ err: e.stack ?? e.message }, 'uncaught exception (pgrelay keeps running; please report this)');
   });
 }
 
+function writePidFile(path: string, log: Logger): void {
+  if (!path) return;
+  try {
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, `${process.pid}\n`);
+  } catch (e) {
+    log.warn({ pid_file_name: path, err: (e as Error).message }, 'could not write the pid file: pgrelay stop/reload will not find this process');
+  }
+}
+
+function removePidFile(path: string): void {
+  if (!path) return;
+  try {
+    if (readFileSync(path, 'utf8').trim() === String(process.pid)) unlinkSync(path);
+  } catch {
+    // already gone
+  }
+}
+
+interface ToolArgs {
+  file?: string;
+  user?: string;
+  method?: PasswdMethod;
+  keyFile?: string;
+  key?: string;
+  write: boolean;
+  password?: string;
+}
+
+function parseToolArgs(cmd: string, argv: string[]): ToolArgs {
+  const a: ToolArgs = { write: cmd === 'passwd' };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const next = (): string => {
+      const v = argv[++i];
+      if (v === undefined) fail(`${cmd}: option ${arg} needs a value`);
+      return v;
+    };
+    const eq = arg.startsWith('--') ? arg.indexOf('=') : -1;
+    const name = eq > 0 ? arg.slice(0, eq) : arg;
+    const val = (): string => (eq > 0 ? arg.slice(eq + 1) : next());
+    switch (name) {
+      case '-f':
+      case '--config-file':
+        a.file = val();
+        break;
+      case '-u':
+      case '--username':
+        a.user = val();
+        break;
+      case '-m':
+      case '--md5auth':
+      case '--enc':
+        if (cmd === 'passwd') {
+          const m = val();
+          if (!['md5', 'aes', 'scram', 'text'].includes(m)) fail(`passwd: unknown method "${m}" (md5, aes, scram, text)`);
+          a.method = m as PasswdMethod;
+        } else a.write = true;
+        break;
+      case '--method': {
+        const m = val();
+        if (!['md5', 'aes', 'scram', 'text'].includes(m)) fail(`${cmd}: unknown method "${m}" (md5, aes, scram, text)`);
+        a.method = m as PasswdMethod;
+        a.write = true;
+        break;
+      }
+      case '-k':
+      case '--key-file':
+        a.keyFile = val();
+        break;
+      case '-K':
+      case '--enc-key':
+        a.key = val();
+        break;
+      case '-h':
+      case '--help':
+        process.stdout.write(HELP);
+        process.exit(0);
+        break;
+      default:
+        if (arg.startsWith('-') && arg !== '-') fail(`${cmd}: unknown option "${arg}" (see pgrelay --help)`);
+        if (a.password !== undefined) fail(`${cmd}: too many arguments`);
+        a.password = arg;
+    }
+  }
+  return a;
+}
+
+/** `pgrelay md5 | enc | passwd`: pg_md5 / pg_enc equivalents (src/auth/tools.ts). */
+function runTool(cmd: 'md5' | 'enc' | 'passwd', argv: string[]): void {
+  const a = parseToolArgs(cmd, argv);
+  if (a.password === undefined) fail(`${cmd}: a password is required (see pgrelay --help)`);
+  try {
+    if (!a.write && cmd === 'md5') {
+      process.stdout.write(pgMd5Output(a.password));
+      return;
+    }
+    if (!a.write && cmd === 'enc') {
+      const k = loadEncKey({ key: a.key, keyFile: a.keyFile });
+      for (const w of k.warnings) process.stderr.write(`WARNING: ${w}\n`);
+      process.stdout.write(pgEncOutput(a.password, k.key, k.keyFile));
+      return;
+    }
+    const file = a.file ?? (existsSync('pgpool.conf') ? 'pgpool.conf' : undefined);
+    if (!file) fail(`${cmd}: no configuration file: use -f pgpool.conf (the pool_passwd path is taken from it)`);
+    let config: Config;
+    try {
+      config = loadConfig({ file, onWarning: () => undefined });
+    } catch (e) {
+      if (e instanceof ConfigError) fail(e.message);
+      throw e;
+    }
+    const method: PasswdMethod = a.method ?? (cmd === 'enc' ? 'aes' : 'md5');
+    const r = passwdCommand({
+      configFile: config.config_file,
+      poolPasswdPath: config.pool_passwd,
+      user: a.user,
+      password: a.password,
+      method,
+      key: a.key,
+      keyFile: a.keyFile ?? (config.pool_key_file || undefined),
+    });
+    for (const w of r.warnings) process.stderr.write(`WARNING: ${w}\n`);
+    process.stdout.write(r.message);
+  } catch (e) {
+    fail(`${cmd}: ${(e as Error).message}`);
+  }
+}
+
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
+  const cmd = argv[0];
+  if (cmd === 'md5' || cmd === 'enc' || cmd === 'passwd') {
+    runTool(cmd, argv.slice(1));
+    return;
+  }
   await start(argv);
 }
 

@@ -72,6 +72,14 @@ export class Relay implements SessionContext {
   /** pool_hba off: the primary's method per (user, database), learned by probing. */
   private readonly methodCache = new Map<string, { method: BackendAuthMethod; at: number }>();
 
+  // Hooks set by src/services.ts (cluster manager, admin commands, statistics, metrics).
+  countStatement?: SessionContext['countStatement'];
+  countError?: SessionContext['countError'];
+  reportBackendError?: SessionContext['reportBackendError'];
+  waitForPrimary?: SessionContext['waitForPrimary'];
+  adminCommand?: SessionContext['adminCommand'];
+  metrics?: SessionContext['metrics'];
+
   constructor(opts: RelayOptions) {
     this.cfg = opts.config;
     this.log = opts.log;
@@ -171,6 +179,11 @@ export class Relay implements SessionContext {
     this.router.reconfigure(c);
     this.cfg = c;
     this.cache.setLimits(cacheLimits(c));
+  }
+
+  /** Accepting clients (listening and not stopping). */
+  get listening(): boolean {
+    return this.servers.length > 0 && !this.stopping;
   }
 
   get activeSessions(): number {
@@ -314,6 +327,7 @@ export class Relay implements SessionContext {
           p.raw.destroy();
           return;
         }
+        p.raw.pause();
         p.raw.unshift(leftover);
         if (!(await this.startTls(p, true))) return;
         sslAsked = true;

@@ -90,6 +90,32 @@ export class NodeTable extends EventEmitter {
     this.emit('primary', { from: old, to: id, reason });
   }
 
+  /** pgpool's main node: the lowest-id live (up or waiting) node, -1 when none. */
+  mainNodeId(): number {
+    for (const n of this.nodes) if (n.status === 'up' || n.status === 'waiting') return n.id;
+    return -1;
+  }
+
+  /**
+   * A session started using a node: `waiting` (attached, not used yet, as after
+   * pcp_attach_node) becomes `up`, as in pgpool. Sessions may call it on every
+   * connect; it does nothing for other statuses.
+   */
+  markUsed(id: number): void {
+    const n = this.nodes[id];
+    if (n && n.status === 'waiting') this.change(n, 'up', n.role, 'first session on the node');
+  }
+
+  /** Replication fields measured by the sr check (no event; 'srcheck' on the ClusterManager signals a new cycle). */
+  setReplication(id: number, r: Partial<Pick<NodeState, 'delayBytes' | 'delaySeconds' | 'replicationState' | 'replicationSyncState'>>): void {
+    const n = this.nodes[id];
+    if (!n) return;
+    if (r.delayBytes !== undefined) n.delayBytes = r.delayBytes;
+    if (r.delaySeconds !== undefined) n.delaySeconds = r.delaySeconds;
+    if (r.replicationState !== undefined) n.replicationState = r.replicationState;
+    if (r.replicationSyncState !== undefined) n.replicationSyncState = r.replicationSyncState;
+  }
+
   setStatus(id: number, status: NodeStatus, reason: string): void {
     const n = this.nodes[id];
     if (!n || n.status === status) return;

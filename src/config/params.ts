@@ -254,6 +254,17 @@ export const PARAMS: readonly ParamDef[] = [
   g('ssl_ecdh_curve', 'string', 'prime256v1', I, 'ssl', 'The curve to use in ECDH key exchange.'),
   g('ssl_dh_params_file', 'string', '', I, 'ssl', 'Path to the Diffie-Hellman parameters contained file', { path: true }),
   g('ssl_passphrase_command', 'string', '', I, 'ssl', 'Command to obtain passphrases for SSL private key files.'),
+  g('ssl_min_protocol_version', 'enum', 'tlsv1.2', I, 'ssl', 'Minimum SSL/TLS protocol version to use.',
+    { values: ['tlsv1', 'tlsv1.1', 'tlsv1.2', 'tlsv1.3'] }),
+  g('ssl_max_protocol_version', 'enum', '', I, 'ssl', "Maximum SSL/TLS protocol version to use ('' = no limit).",
+    { values: ['', 'tlsv1', 'tlsv1.1', 'tlsv1.2', 'tlsv1.3'] }),
+  g('backend_ssl_mode', 'enum', 'prefer', I, 'ssl',
+    'pgrelay: TLS to the backends (libpq sslmode): disable, prefer (TLS when ssl = on and the server accepts it), require, verify-ca, verify-full.',
+    { values: ['disable', 'prefer', 'require', 'verify-ca', 'verify-full'], pgrelay: true }),
+  g('backend_ssl_root_cert', 'string', '', I, 'ssl',
+    "pgrelay: CA certificate file verifying the backends' certificates (verify-ca / verify-full; '' = system CAs).", { path: true, pgrelay: true }),
+  g('pool_key_file', 'string', '', I, 'auth',
+    'pgrelay: AES key file for pool_passwd entries (pgpool -k); empty = $PGPOOLKEYFILE or ~/.pgpoolkey.', { path: true, pgrelay: true }),
 
   // ---- admin / metrics / logging
   g('admin_users', 'list', [], R, 'admin',

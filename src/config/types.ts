@@ -126,6 +126,16 @@ export interface Config {
   ssl_ecdh_curve: string;
   ssl_dh_params_file: string;
   ssl_passphrase_command: string;
+  /** Lowest TLS version accepted from clients: 'tlsv1' | 'tlsv1.1' | 'tlsv1.2' | 'tlsv1.3' (pgpool 4.4+ / PostgreSQL). */
+  ssl_min_protocol_version: string;
+  /** Highest TLS version ('' = no limit). */
+  ssl_max_protocol_version: string;
+  /** pgrelay: TLS to the backends: disable | prefer | require | verify-ca | verify-full (libpq sslmode). */
+  backend_ssl_mode: string;
+  /** pgrelay: CA certificate(s) that verify the backends' certificates (verify-ca / verify-full). */
+  backend_ssl_root_cert: string;
+  /** pgrelay: AES key file for pool_passwd (pgpool -k); '' = $PGPOOLKEYFILE or ~/.pgpoolkey. */
+  pool_key_file: string;
 
   // ---- admin / metrics / logs (issue 6)
   admin_users: string[];

@@ -3,7 +3,7 @@
  * password or a stored md5 hash, SCRAM-SHA-256 as a client (src/auth/scram.ts).
  */
 import { md5Response, md5ResponseFromHash } from '../auth/md5.js';
-import { ScramClient, ScramError } from '../auth/scram.js';
+import { ScramClient, ScramError, type ScramClientOptions } from '../auth/scram.js';
 import { SQLSTATE } from '../protocol/constants.js';
 import { PgError } from '../protocol/messages.js';
 
@@ -15,8 +15,13 @@ export function md5PasswordResponse(user: string, salt: Buffer, password: string
 /** One SCRAM-SHA-256 exchange with a backend. */
 export class BackendScram {
   private readonly client: ScramClient;
-  constructor(password: string) {
-    this.client = new ScramClient({ password });
+  /** A password, or the client's recovered ClientKey with its verifier; channel binding when over TLS. Throws on a bad key. */
+  constructor(opts: string | Pick<ScramClientOptions, 'password' | 'clientKey' | 'verifier' | 'channelBinding' | 'cbindFlag'>) {
+    this.client = new ScramClient(typeof opts === 'string' ? { password: opts } : opts);
+  }
+  /** SCRAM-SHA-256 or SCRAM-SHA-256-PLUS. */
+  get mechanism(): string {
+    return this.client.mechanism;
   }
   clientFirst(): string {
     return this.client.clientFirst();

@@ -6,11 +6,14 @@
  * session or kept in the connection cache.
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import { serialize } from 'pg-protocol';
 import { AuthCode, BE, SQLSTATE } from '../protocol/constants.js';
 import { PgError, parseErrorFields, readCString } from '../protocol/messages.js';
 import { md5PasswordResponse } from './backend-auth.js';
 import { BackendScram } from './backend-auth.js';
+import { backendTlsOptions, type BackendTls } from '../tls.js';
+import { tlsServerEndPoint } from '../auth/tls-binding.js';
 
 /** What the connector may use to answer a backend's password request. */
 export interface BackendSecret {
@@ -18,6 +21,28 @@ export interface BackendSecret {
   password?: string;
   /** Stored md5 hash `md5<hex>` (works for md5 only). */
   md5Hash?: string;
+  /**
+   * ClientKey recovered from the client's own SCRAM proof, with the pool_passwd
+   * verifier it was checked against: answers a backend's SCRAM request when the
+   * backend's verifier has the same salt and iteration count (a copy of
+   * pg_authid.rolpassword in pool_passwd). Memory only, per session.
+   */
+  scramClientKey?: Buffer;
+  scramVerifier?: string;
+}
+
+/** Authentication method a backend asked for first. */
+export type BackendAuthMethod = 'trust' | 'password' | 'md5' | 'scram-sha-256';
+
+let defaultBackendTls: BackendTls = { mode: 'disable' };
+
+/** Process-wide TLS policy for backend connections (from ssl / backend_ssl_mode); set by the Relay. */
+export function setDefaultBackendTls(b: BackendTls): void {
+  defaultBackendTls = b;
+}
+
+export function getDefaultBackendTls(): BackendTls {
+  return defaultBackendTls;
 }
 
 export interface ConnectOptions {
@@ -29,6 +54,8 @@ export interface ConnectOptions {
   connectTimeoutMs: number;
   /** Called when the server asks for a password; undefined means none is known. */
   secret?: (user: string) => BackendSecret | undefined;
+  /** TLS policy (default: the process-wide one, setDefaultBackendTls). */
+  tls?: BackendTls;
 }
 
 let nextConnectionId = 1;
@@ -43,6 +70,14 @@ export class BackendConnection {
   releasedAt = 0;
   /** Set once the socket closed or errored. */
   dead = false;
+  /** The connection is TLS-encrypted. */
+  ssl = false;
+  /** How the backend authenticated this connection. */
+  authMethod: BackendAuthMethod = 'trust';
+  /** Client sessions that have used it (pgpool's pool_counter). */
+  useCount = 0;
+  /** Start-up parameters it was opened with (user, database, …). */
+  startup: ReadonlyMap<string, string> = new Map();
   constructor(
     readonly socket: net.Socket,
     readonly nodeId: number,
@@ -108,43 +143,72 @@ export function cacheKeyFor(nodeId: number, params: Map<string, string>): string
  * server cannot be reached).
  */
 export function connectBackend(opts: ConnectOptions): Promise<BackendConnection> {
+  return runStartup(opts, false) as Promise<BackendConnection>;
+}
+
+/**
+ * Which authentication method the backend asks for first for this start-up
+ * (user, database): opens a connection, reads the first Authentication request
+ * and closes it (pool_hba off: pgrelay relays the primary's method to the client).
+ * Rejects with the server's error when it refuses the start-up itself (no
+ * pg_hba.conf entry, unknown database...).
+ */
+export function probeAuthMethod(opts: ConnectOptions): Promise<BackendAuthMethod> {
+  return runStartup(opts, true) as Promise<BackendAuthMethod>;
+}
+
+const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
+
+function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnection | BackendAuthMethod> {
   return new Promise((resolve, reject) => {
     const user = opts.params.get('user') ?? '';
-    const socket = net.connect(connectTarget(opts.host, opts.port));
-    socket.setNoDelay(true);
+    const tlsPolicy = opts.tls ?? defaultBackendTls;
+    const wantTls = tlsPolicy.mode !== 'disable' && !opts.host.startsWith('/');
+    const raw = net.connect(connectTarget(opts.host, opts.port));
+    raw.setNoDelay(true);
+    /** The socket the protocol runs on: raw, or the TLS socket over it. */
+    let socket: net.Socket = raw;
+    let tlsSocket: tls.TLSSocket | undefined;
     let done = false;
     let buf: Buffer = Buffer.alloc(0);
     let pid = 0;
     let secretKey = 0;
+    let method: BackendAuthMethod = 'trust';
     const params = new Map<string, string>();
     let scram: BackendScram | undefined;
+    const where = `backend node ${opts.nodeId} (${opts.host}:${opts.port})`;
 
     const timer = setTimeout(() => {
-      fail(new PgError(SQLSTATE.sqlclientUnableToEstablish, `could not connect to backend node ${opts.nodeId} (${opts.host}:${opts.port}): timeout after ${opts.connectTimeoutMs} ms`));
+      fail(new PgError(SQLSTATE.sqlclientUnableToEstablish, `could not connect to ${where}: timeout after ${opts.connectTimeoutMs} ms`));
     }, opts.connectTimeoutMs > 0 ? opts.connectTimeoutMs : 2 ** 31 - 1);
 
     function cleanup(): void {
       clearTimeout(timer);
+      raw.removeListener('data', onSslAnswer);
       socket.removeListener('data', onData);
       socket.removeListener('error', onError);
       socket.removeListener('close', onClose);
+      raw.removeListener('error', onError);
+      raw.removeListener('close', onClose);
     }
     function fail(err: PgError): void {
       if (done) return;
       done = true;
       cleanup();
+      socket.on('error', () => undefined);
+      raw.on('error', () => undefined);
       socket.destroy();
+      raw.destroy();
       reject(err);
     }
     function onError(e: Error): void {
-      fail(new PgError(SQLSTATE.sqlclientUnableToEstablish, `could not connect to backend node ${opts.nodeId} (${opts.host}:${opts.port}): ${e.message}`));
+      fail(new PgError(SQLSTATE.sqlclientUnableToEstablish, `could not connect to ${where}: ${e.message}`));
     }
     function onClose(): void {
-      fail(new PgError(SQLSTATE.connectionFailure, `backend node ${opts.nodeId} (${opts.host}:${opts.port}) closed the connection during start-up`));
+      fail(new PgError(SQLSTATE.connectionFailure, `${where} closed the connection during start-up`));
     }
     function needSecret(): BackendSecret | undefined {
-      const s = opts.secret?.(user);
-      return s;
+      return opts.secret?.(user);
     }
     function noPassword(kind: string): PgError {
       return new PgError(
@@ -155,54 +219,94 @@ export function connectBackend(opts: ConnectOptions): Promise<BackendConnection>
         'Add the user to pool_passwd (pgrelay passwd) or allow trust authentication from pgrelay in pg_hba.conf.',
       );
     }
+    function probed(m: BackendAuthMethod): void {
+      done = true;
+      cleanup();
+      socket.on('error', () => undefined);
+      raw.on('error', () => undefined);
+      if (m === 'trust') socket.end(TERMINATE);
+      else socket.end();
+      socket.setTimeout(2000, () => socket.destroy());
+      resolve(m);
+    }
+
+    function onAuth(body: Buffer): void {
+      const code = body.readInt32BE(0);
+      if (code === AuthCode.Ok) {
+        if (probe && !scram && method === 'trust') return probed('trust');
+        return;
+      }
+      if (code === AuthCode.CleartextPassword) {
+        method = 'password';
+        if (probe) return probed(method);
+        const s = needSecret();
+        if (!s?.password) return fail(noPassword('cleartext password'));
+        socket.write(serialize.password(s.password));
+        return;
+      }
+      if (code === AuthCode.MD5Password) {
+        method = 'md5';
+        if (probe) return probed(method);
+        const s = needSecret();
+        if (!s || (!s.password && !s.md5Hash)) return fail(noPassword('md5'));
+        socket.write(serialize.password(md5PasswordResponse(user, body.subarray(4, 8), s.password, s.md5Hash)));
+        return;
+      }
+      if (code === AuthCode.SASL) {
+        method = 'scram-sha-256';
+        const mechs: string[] = [];
+        let p = 4;
+        while (p < body.length && body[p] !== 0) {
+          const r = readCString(body, p, body.length);
+          if (!r) break;
+          mechs.push(r[0]);
+          p = r[1];
+        }
+        if (!mechs.includes('SCRAM-SHA-256')) return fail(new PgError(SQLSTATE.featureNotSupported, `backend node ${opts.nodeId} offers SASL mechanisms ${mechs.join(', ')}, none supported by pgrelay`));
+        if (probe) return probed(method);
+        const s = needSecret();
+        const hasKey = s?.scramClientKey !== undefined && s.scramVerifier !== undefined;
+        if (!s?.password && !hasKey) return fail(noPassword('SCRAM-SHA-256'));
+        let channelBinding: { type: 'tls-server-end-point'; data: Buffer } | undefined;
+        let cbindFlag: 'n' | 'y' = 'n';
+        if (tlsSocket) {
+          if (mechs.includes('SCRAM-SHA-256-PLUS')) {
+            try {
+              const peer = tlsSocket.getPeerCertificate();
+              if (peer?.raw) channelBinding = { type: 'tls-server-end-point', data: tlsServerEndPoint(peer.raw) };
+            } catch {
+              channelBinding = undefined; // certificate hash unsupported: no binding, as libpq
+            }
+          } else cbindFlag = 'y';
+        }
+        try {
+          scram = s?.password
+            ? new BackendScram({ password: s.password, channelBinding, cbindFlag })
+            : new BackendScram({ clientKey: s!.scramClientKey, verifier: s!.scramVerifier, channelBinding, cbindFlag });
+        } catch (e) {
+          return fail(new PgError(SQLSTATE.invalidPassword, `SCRAM authentication with backend node ${opts.nodeId} failed: ${(e as Error).message}`));
+        }
+        socket.write(serialize.sendSASLInitialResponseMessage(scram.mechanism, scram.clientFirst()));
+        return;
+      }
+      if (code === AuthCode.SASLContinue && scram) {
+        const r = scram.serverFirst(body.toString('utf8', 4));
+        if (typeof r !== 'string') return fail(r);
+        socket.write(serialize.sendSCRAMClientFinalMessage(r));
+        return;
+      }
+      if (code === AuthCode.SASLFinal && scram) {
+        const r = scram.serverFinal(body.toString('utf8', 4));
+        if (r) return fail(r);
+        return;
+      }
+      return fail(new PgError(SQLSTATE.featureNotSupported, `backend node ${opts.nodeId} requested unsupported authentication method (code ${code})`));
+    }
 
     function onMessage(type: number, body: Buffer): void {
       switch (type) {
-        case BE.Authentication: {
-          const code = body.readInt32BE(0);
-          if (code === AuthCode.Ok) return;
-          if (code === AuthCode.CleartextPassword) {
-            const s = needSecret();
-            if (!s?.password) return fail(noPassword('cleartext password'));
-            socket.write(serialize.password(s.password));
-            return;
-          }
-          if (code === AuthCode.MD5Password) {
-            const s = needSecret();
-            const hash = s?.md5Hash ?? undefined;
-            if (!s || (!s.password && !hash)) return fail(noPassword('md5'));
-            socket.write(serialize.password(md5PasswordResponse(user, body.subarray(4, 8), s.password, hash)));
-            return;
-          }
-          if (code === AuthCode.SASL) {
-            const mechs: string[] = [];
-            let p = 4;
-            while (p < body.length && body[p] !== 0) {
-              const r = readCString(body, p, body.length);
-              if (!r) break;
-              mechs.push(r[0]);
-              p = r[1];
-            }
-            if (!mechs.includes('SCRAM-SHA-256')) return fail(new PgError(SQLSTATE.featureNotSupported, `backend node ${opts.nodeId} offers SASL mechanisms ${mechs.join(', ')}, none supported by pgrelay`));
-            const s = needSecret();
-            if (!s?.password) return fail(noPassword('SCRAM-SHA-256'));
-            scram = new BackendScram(s.password);
-            socket.write(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', scram.clientFirst()));
-            return;
-          }
-          if (code === AuthCode.SASLContinue && scram) {
-            const r = scram.serverFirst(body.toString('utf8', 4));
-            if (typeof r !== 'string') return fail(r);
-            socket.write(serialize.sendSCRAMClientFinalMessage(r));
-            return;
-          }
-          if (code === AuthCode.SASLFinal && scram) {
-            const r = scram.serverFinal(body.toString('utf8', 4));
-            if (r) return fail(r);
-            return;
-          }
-          return fail(new PgError(SQLSTATE.featureNotSupported, `backend node ${opts.nodeId} requested unsupported authentication method (code ${code})`));
-        }
+        case BE.Authentication:
+          return onAuth(body);
         case BE.ParameterStatus: {
           const k = readCString(body, 0, body.length);
           if (!k) return;
@@ -223,14 +327,15 @@ export function connectBackend(opts: ConnectOptions): Promise<BackendConnection>
         case BE.NegotiateProtocolVersion:
           return;
         case BE.ReadyForQuery: {
+          if (probe) return probed('trust');
           done = true;
           cleanup();
           const conn = new BackendConnection(socket, opts.nodeId, opts.host, opts.port, pid, secretKey, params, cacheKeyFor(opts.nodeId, opts.params));
+          conn.startup = opts.params;
           conn.txStatus = body[0];
-          if (buf.length > 0) {
-            // The server sent nothing after ReadyForQuery unprompted, except possibly notices; drop them.
-            buf = Buffer.alloc(0);
-          }
+          conn.ssl = tlsSocket !== undefined;
+          conn.authMethod = method;
+          buf = Buffer.alloc(0);
           resolve(conn);
           return;
         }
@@ -252,10 +357,61 @@ export function connectBackend(opts: ConnectOptions): Promise<BackendConnection>
       }
     }
 
-    socket.on('data', onData);
-    socket.on('error', onError);
-    socket.on('close', onClose);
-    socket.once('connect', () => socket.write(startupMessage(opts.params)));
+    function startProtocol(): void {
+      socket.on('data', onData);
+      socket.on('error', onError);
+      socket.on('close', onClose);
+      socket.write(startupMessage(opts.params));
+    }
+
+    function onSslAnswer(chunk: Buffer): void {
+      raw.removeListener('data', onSslAnswer);
+      const answer = chunk[0];
+      if (chunk.length > 1) {
+        // CVE-2021-23222: nothing may follow the server's one-byte answer.
+        return fail(new PgError(SQLSTATE.protocolViolation, `received unencrypted data after SSL response from ${where}`));
+      }
+      if (answer === 0x53 /* S */) {
+        raw.removeListener('error', onError);
+        raw.removeListener('close', onClose);
+        raw.on('error', () => undefined);
+        const t = tls.connect(backendTlsOptions(raw, opts.host, tlsPolicy));
+        tlsSocket = t;
+        socket = t;
+        const onTlsError = (e: Error): void => {
+          fail(new PgError(SQLSTATE.sqlclientUnableToEstablish, `could not establish TLS with ${where}: ${e.message}`));
+        };
+        t.once('error', onTlsError);
+        t.once('secureConnect', () => {
+          t.removeListener('error', onTlsError);
+          if (!done) startProtocol();
+        });
+        return;
+      }
+      if (answer === 0x4e /* N */) {
+        if (tlsPolicy.mode !== 'prefer') {
+          return fail(new PgError(SQLSTATE.sqlclientUnableToEstablish, `${where} does not support SSL, but backend_ssl_mode is ${tlsPolicy.mode}`));
+        }
+        raw.removeListener('error', onError);
+        raw.removeListener('close', onClose);
+        return startProtocol();
+      }
+      return fail(new PgError(SQLSTATE.protocolViolation, `invalid response to SSL negotiation from ${where}: 0x${(answer ?? 0).toString(16)}`));
+    }
+
+    raw.on('error', onError);
+    raw.on('close', onClose);
+    raw.once('connect', () => {
+      if (done) return;
+      if (wantTls) {
+        raw.on('data', onSslAnswer);
+        raw.write(SSL_REQUEST);
+        return;
+      }
+      raw.removeListener('error', onError);
+      raw.removeListener('close', onClose);
+      startProtocol();
+    });
   });
 }
 

@@ -86,6 +86,7 @@ export const SQLSTATE = {
   invalidParameterValue: '22023',
   inFailedTransaction: '25P02',
   readOnlyTransaction: '25006',
+  objectNotInPrerequisiteState: '55000',
 } as const;
 
 /** Transaction status byte of ReadyForQuery. */

@@ -75,6 +75,8 @@ export interface LinkOwner {
   linkClosed(link: BackendLink): void;
   /** Some requests finished; the session may continue a suspended client. */
   progressed(link: BackendLink): void;
+  /** The backend answered a request with an ErrorResponse. */
+  backendError(link: BackendLink, fields: Record<string, string>): void;
   /** The backend sent a FATAL/PANIC error. */
   backendFatal(link: BackendLink, fields: Record<string, string>): void;
   /** The reply stream was malformed. */
@@ -103,6 +105,7 @@ export class BackendLink implements FrameSink {
     readonly conn: BackendConnection,
     /** Scanner action of the session's client-side scanner that writes to this link. */
     readonly action: number,
+    private readonly counters?: { backendBytesIn(nodeId: number, n: number): void },
   ) {
     this.scanner = new MessageScanner(this, LINK_DECODE, 0x7fffffff);
   }
@@ -158,6 +161,7 @@ export class BackendLink implements FrameSink {
   }
 
   private readonly onData = (chunk: Buffer): void => {
+    this.counters?.backendBytesIn(this.conn.nodeId, chunk.length);
     this.scanner.push(chunk);
     if (this.finished.length > 0) {
       const done = this.finished;
@@ -228,6 +232,7 @@ export class BackendLink implements FrameSink {
         this.owner.backendFatal(this, f);
       }
       e.error = f;
+      this.owner.backendError(this, f);
       if (e.end !== END_READY) {
         // Extended protocol: the server now skips everything up to Sync. Those requests end
         // here; if any of them is visible to the client, so is this error.

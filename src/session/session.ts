@@ -24,6 +24,10 @@ import { cacheKeyFor, connectBackend, sendCancel, type BackendConnection, type B
 import type { NodeTable } from '../cluster/nodes.js';
 import type { Router, Classification, Decision, CatalogQuestions } from '../router/router.js';
 import { afterStatement, newSessionRoutingState, type SessionRoutingState } from '../router/policy.js';
+import type { AdminRequest } from '../admin/service.js';
+import type { AdminResult } from '../admin/engine.js';
+import type { ParamValue } from '../config/params.js';
+import { bindComplete, closeComplete, commandCompleteFor, encodeAdminResult, encodeRows, parseComplete, rowDescriptionFor } from '../admin/wire.js';
 import { BackendLink, END_BIND, END_CLOSE, END_DESCRIBE, END_EXECUTE, END_PARSE, END_READY, Mode, SYNC, type Expectation, type LinkOwner } from './backend-link.js';
 
 /** Everything a session needs from the process around it. */
@@ -41,17 +45,21 @@ export interface SessionContext {
   reportBackendError?(nodeId: number, kind: 'connect' | 'io' | 'shutdown'): void;
   /** Wait (bounded) for a primary during a failover; resolves with its id or -1. */
   waitForPrimary?(timeoutMs: number): Promise<number>;
-  /** Answer an admin command (SHOW pool_*, PGPOOL …) for this session, or undefined if `sql` is not one. */
-  adminCommand?(session: Session, sql: string): AdminAnswer | undefined;
+  /** An admin command (SHOW pool_*, PGPOOL …) for this session, or undefined if `sql` is not one. */
+  adminCommand?(session: Session, sql: string): AdminRequest | undefined;
+  /** Traffic and connection counters (Prometheus); optional. */
+  readonly metrics?: TrafficCounters;
+  /** A backend reported an error (SHOW pool_backend_stats, metrics). */
+  countError?(nodeId: number, severity: string, sqlstate: string): void;
 }
 
-/** An admin command's reply, as backend messages without ReadyForQuery. */
-export interface AdminAnswer {
-  /** Simple protocol: the whole reply (RowDescription, DataRows, CommandComplete, or ErrorResponse). */
-  simple(): Promise<Buffer>;
-  /** Extended protocol pieces. */
-  describe(): Promise<Buffer>;
-  execute(): Promise<Buffer>;
+/** The counters a session feeds (implemented by metrics/metrics.ts PgrelayMetrics). */
+export interface TrafficCounters {
+  clientBytesIn(n: number): void;
+  clientBytesOut(n: number): void;
+  backendBytesIn(nodeId: number, n: number): void;
+  backendBytesOut(nodeId: number, n: number): void;
+  backendConnectionOpened(nodeId: number): void;
 }
 
 /** Client messages the session decodes; every type byte not listed here or in PASS is a protocol violation. */
@@ -95,6 +103,8 @@ export class SessionRegistry {
 }
 
 interface Stmt {
+  /** An admin command answered by pgrelay itself. */
+  admin?: AdminRequest;
   sql: string;
   cls: Classification;
   /** The Parse message, for re-parsing on another node. */
@@ -110,6 +120,7 @@ interface Portal {
   nodes: number[];
   both: boolean;
   stmt?: Stmt;
+  admin?: { req: AdminRequest; result?: AdminResult; next: number };
 }
 
 interface PendingOutcome {
@@ -134,6 +145,8 @@ export class Session implements FrameSink, LinkOwner {
   readonly routing: SessionRoutingState = newSessionRoutingState();
   /** Node the session balances its reads to (SHOW pool_nodes load_balance_node). */
   lbNodeId = -1;
+  /** Session-level PGPOOL SET values. */
+  readonly adminParams = new Map<string, ParamValue>();
 
   private terminated = false;
   private readonly links: Array<BackendLink | undefined> = [];
@@ -226,7 +239,7 @@ export class Session implements FrameSink, LinkOwner {
     for (let i = 0; i < ids.length; i++) {
       const r = results[i];
       if (r.status === 'fulfilled') {
-        this.links[ids[i]] = new BackendLink(this, r.value, ids[i] + 1);
+        this.links[ids[i]] = new BackendLink(this, r.value, ids[i] + 1, this.ctx.metrics);
       } else if (ids[i] !== primary.id) {
         this.log.warn({ node: ids[i], err: (r.reason as Error).message }, 'load-balance node unavailable; reading from the primary');
         this.ctx.reportBackendError?.(ids[i], 'connect');
@@ -250,6 +263,7 @@ export class Session implements FrameSink, LinkOwner {
       const cached = this.ctx.cache.take(cacheKeyFor(nodeId, this.params));
       if (cached) {
         this.log.debug({ node: nodeId, backendPid: cached.pid }, 'reusing cached backend connection');
+        cached.useCount++;
         return cached;
       }
     }
@@ -262,6 +276,9 @@ export class Session implements FrameSink, LinkOwner {
       secret: (u) => this.authSecret ?? this.ctx.backendSecret(u),
     });
     this.log.debug({ node: nodeId, backendPid: conn.pid }, 'new backend connection');
+    this.ctx.metrics?.backendConnectionOpened(nodeId);
+    conn.useCount++;
+    this.ctx.nodes.markUsed(nodeId);
     return conn;
   }
 
@@ -269,6 +286,7 @@ export class Session implements FrameSink, LinkOwner {
 
   private readonly onClientData = (chunk: Buffer): void => {
     this.lastActivity = Date.now();
+    this.ctx.metrics?.clientBytesIn(chunk.length);
     if (!this.scanner.push(chunk)) this.pauseClient();
   };
 
@@ -327,6 +345,7 @@ export class Session implements FrameSink, LinkOwner {
   emit(action: number, bytes: Buffer): void {
     const link = this.links[action - 1];
     if (!link || this.closed) return;
+    this.ctx.metrics?.backendBytesOut(link.nodeId, bytes.length);
     link.write(bytes);
   }
 
@@ -545,16 +564,33 @@ export class Session implements FrameSink, LinkOwner {
     }
   }
 
-  private async answerAdmin(admin: AdminAnswer): Promise<void> {
-    let out: Buffer;
-    try {
-      out = await admin.simple();
-    } catch (e) {
-      out = errorResponse({ severity: 'ERROR', code: SQLSTATE.internalError, message: `admin command failed: ${(e as Error).message}` });
-    }
+  private async answerAdmin(admin: AdminRequest): Promise<void> {
+    const out = encodeAdminResult(await admin.run(), { extended: false });
     if (this.closed) return;
     this.writeClient(Buffer.concat([out, readyForQuery(this.primaryLink().txStatus)]));
     this.resumeClient('admin');
+  }
+
+  /** Answer an extended-protocol step of an admin statement locally, in order. */
+  private adminReply(reply: Buffer | (() => Promise<Buffer>)): number {
+    if (!this.gate(null)) return SUSPEND;
+    this.scanner.flushRun();
+    if (Buffer.isBuffer(reply)) {
+      this.writeClient(reply);
+      return DROP;
+    }
+    this.suspendedFor = 'admin';
+    void reply().then((b) => {
+      if (this.closed) return;
+      this.writeClient(b);
+      this.resumeClient('admin');
+    });
+    return CONSUME_AND_SUSPEND;
+  }
+
+  private async adminResult(p: NonNullable<Portal['admin']>): Promise<AdminResult> {
+    if (!p.result) p.result = await p.req.run();
+    return p.result;
   }
 
   // ---- extended query protocol
@@ -568,6 +604,12 @@ export class Session implements FrameSink, LinkOwner {
     }
     const name = n[0];
     const sql = q[0];
+    const admin = this.ctx.adminCommand?.(this, sql);
+    if (admin) {
+      const r = this.adminReply(parseComplete());
+      if (r !== SUSPEND) this.stmts.set(name, { admin, sql, cls: this.ctx.router.classify('SELECT 1'), parse: Buffer.alloc(0), nodes: [], both: false });
+      return r;
+    }
     const cls = this.ctx.router.classify(sql);
     const d = this.decideFor(sql, cls);
     if (d === SUSPEND) return SUSPEND;
@@ -601,6 +643,11 @@ export class Session implements FrameSink, LinkOwner {
     }
     const st = this.stmts.get(stmtName[0]);
     const p = this.primaryLink();
+    if (st?.admin) {
+      const r = this.adminReply(bindComplete());
+      if (r !== SUSPEND) this.portals.set(portalName[0], { nodes: [], both: false, admin: { req: st.admin, next: 0 } });
+      return r;
+    }
     if (!st) {
       // Unknown here (SQL-level PREPARE, or a client error): the primary answers.
       if (!this.gate(p)) return SUSPEND;
@@ -644,6 +691,13 @@ export class Session implements FrameSink, LinkOwner {
       this.fatal(new PgError(SQLSTATE.protocolViolation, 'invalid Describe message'));
       return DROP;
     }
+    if (kind === 0x53) {
+      const admin = this.stmts.get(name[0])?.admin;
+      if (admin) return this.adminReply(async () => Buffer.concat([NO_PARAMS, rowDescriptionFor(await admin.run())]));
+    } else {
+      const admin = this.portals.get(name[0])?.admin;
+      if (admin) return this.adminReply(async () => rowDescriptionFor(await this.adminResult(admin)));
+    }
     const obj = kind === 0x53 ? this.stmts.get(name[0]) : this.portals.get(name[0]);
     // A statement for both nodes is described by the primary; others where last parsed.
     const link = (obj && !obj.both && this.links[obj.nodes[obj.nodes.length - 1]]) || this.primaryLink();
@@ -659,6 +713,17 @@ export class Session implements FrameSink, LinkOwner {
       return DROP;
     }
     const portal = this.portals.get(name[0]);
+    const admin = portal?.admin;
+    if (admin) {
+      const maxRows = name[1] + 4 <= end ? buf.readInt32BE(name[1]) : 0;
+      return this.adminReply(async () => {
+        const result = await this.adminResult(admin);
+        if (result.kind !== 'rows') return commandCompleteFor(result);
+        const r = encodeRows(result, admin.next, maxRows);
+        admin.next = r.next;
+        return r.buf;
+      });
+    }
     const p = this.primaryLink();
     const link = (portal && this.links[portal.nodes[0]]) || p;
     const target = portal?.both ? p : link;
@@ -697,6 +762,12 @@ export class Session implements FrameSink, LinkOwner {
     if (!name || (kind !== 0x53 && kind !== 0x50)) {
       this.fatal(new PgError(SQLSTATE.protocolViolation, 'invalid Close message'));
       return DROP;
+    }
+    const isAdmin = kind === 0x53 ? this.stmts.get(name[0])?.admin : this.portals.get(name[0])?.admin;
+    if (isAdmin) {
+      const r = this.adminReply(closeComplete());
+      if (r !== SUSPEND) (kind === 0x53 ? this.stmts : this.portals).delete(name[0]);
+      return r;
     }
     let nodes: number[] | undefined;
     if (kind === 0x53) {
@@ -791,6 +862,7 @@ export class Session implements FrameSink, LinkOwner {
 
   writeClient(bytes: Buffer): boolean {
     if (this.closed || this.client.destroyed) return true;
+    this.ctx.metrics?.clientBytesOut(bytes.length);
     return this.client.write(bytes);
   }
 
@@ -817,6 +889,10 @@ export class Session implements FrameSink, LinkOwner {
       this.writeClient(Buffer.concat(this.asyncQueue.splice(0)));
     }
     this.resumeClient('replies');
+  }
+
+  backendError(link: BackendLink, f: Record<string, string>): void {
+    this.ctx.countError?.(link.nodeId, f.V ?? f.S ?? 'ERROR', f.C ?? '');
   }
 
   backendFatal(link: BackendLink, f: Record<string, string>): void {
@@ -946,6 +1022,8 @@ export class Session implements FrameSink, LinkOwner {
 }
 
 const TRACE = process.env.PGRELAY_TRACE === '1';
+/** ParameterDescription with no parameters (Describe of an admin statement). */
+const NO_PARAMS = Buffer.from([0x74, 0, 0, 0, 6, 0, 0]);
 const FLUSH_MSG = Buffer.from([FE.Flush, 0, 0, 0, 4]);
 
 function statusChar(s: number): 'I' | 'T' | 'E' {

@@ -1,0 +1,99 @@
+/**
+ * Glue between sessions and the admin engine: recognises admin commands in a
+ * session's statement text (cheaply, on every Query/Parse) and runs them against
+ * the live process state. Also keeps the per-node statement counters behind
+ * SHOW pool_nodes (select_cnt) and SHOW pool_backend_stats.
+ */
+import type { Config } from '../config/types.js';
+import type { NodeTable } from '../cluster/nodes.js';
+import type { ConnectionCache } from '../pool/cache.js';
+import type { SessionRegistry, Session } from '../session/session.js';
+import type { Classification } from '../router/classifier.js';
+import { mayBeAdminCommand, parseAdminCommand } from './commands.js';
+import { executeAdmin, type AdminOperations, type AdminResult, type HealthCheckStats, type NodeStatementCounters, type ProbeResult } from './engine.js';
+
+export interface AdminRequest {
+  run(): Promise<AdminResult>;
+}
+
+export interface AdminServiceDeps {
+  config(): Config;
+  nodes: NodeTable;
+  cache: ConnectionCache;
+  registry: SessionRegistry;
+  version: string;
+  startedAt: number;
+  healthStats?(nodeId: number): HealthCheckStats | undefined;
+  probe?(nodeId: number): Promise<ProbeResult>;
+  ops?: AdminOperations;
+}
+
+function zeroCounters(): NodeStatementCounters {
+  return { select_cnt: 0, insert_cnt: 0, update_cnt: 0, delete_cnt: 0, ddl_cnt: 0, other_cnt: 0, panic_cnt: 0, fatal_cnt: 0, error_cnt: 0 };
+}
+
+export class AdminService {
+  private readonly counters: NodeStatementCounters[] = [];
+
+  constructor(private readonly deps: AdminServiceDeps) {}
+
+  /** Count a statement sent to a node, by pgpool's statement kinds. */
+  countStatement(nodeId: number, cls: Classification): void {
+    const c = (this.counters[nodeId] ??= zeroCounters());
+    switch (cls.kind) {
+      case 'select':
+        c.select_cnt++;
+        break;
+      case 'insert':
+        c.insert_cnt++;
+        break;
+      case 'update':
+        c.update_cnt++;
+        break;
+      case 'delete':
+        c.delete_cnt++;
+        break;
+      case 'create':
+        c.ddl_cnt++;
+        break;
+      default:
+        c.other_cnt++;
+    }
+  }
+
+  /** Count an error a node reported, by severity. */
+  countError(nodeId: number, severity: string): void {
+    const c = (this.counters[nodeId] ??= zeroCounters());
+    if (severity === 'PANIC') c.panic_cnt++;
+    else if (severity === 'FATAL') c.fatal_cnt++;
+    else c.error_cnt++;
+  }
+
+  /** An admin request for `sql` from `session`, or undefined when it is ordinary SQL. */
+  request(session: Session, sql: string): AdminRequest | undefined {
+    if (!mayBeAdminCommand(sql)) return undefined;
+    const cmd = parseAdminCommand(sql);
+    if (!cmd) return undefined;
+    const d = this.deps;
+    return {
+      run: () =>
+        executeAdmin(cmd, {
+          config: d.config(),
+          user: session.user,
+          sessionParams: session.adminParams,
+          nodes: d.nodes.all(),
+          primaryId: d.nodes.primaryId,
+          counters: (id) => this.counters[id],
+          healthStats: d.healthStats,
+          loadBalanceNode: session.lbNodeId,
+          probe: d.probe,
+          sessions: () => d.registry.all(),
+          cachedConnections: () =>
+            d.cache.entries().map((c) => ({ nodeId: c.nodeId, pid: c.pid, params: c.startup, createdAt: c.createdAt, releasedAt: c.releasedAt, useCount: c.useCount })),
+          version: d.version,
+          processStartedAt: d.startedAt,
+          ops: d.ops,
+        }),
+    };
+  }
+}

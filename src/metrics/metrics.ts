@@ -1,0 +1,468 @@
+/**
+ * Prometheus metrics (prom-client, a dedicated Registry; every name starts with
+ * `pgrelay_`, counters end in `_total`, units are seconds and bytes).
+ *
+ * Two kinds of metrics:
+ *
+ *  - Event counters fed from the hot path (queries routed, bytes, errors,
+ *    failovers, health checks). The hot-path methods only add to preallocated
+ *    Float64Arrays indexed by (kind, node) / SQLSTATE class: no allocation, no
+ *    label hashing per call (prom-client hashes the label object on every
+ *    `inc`). The pending amounts are flushed into the prom-client counters by
+ *    their `collect()` at scrape time, so the exposition is always current.
+ *    Node ids outside 0..MAX_NODE_LABELS-1 are counted under node="unknown";
+ *    nothing throws.
+ *
+ *  - State gauges computed at scrape time from a MetricsSnapshotProvider
+ *    (nodes, sessions, backend connections): node status/role, replication
+ *    delay, backend connections per (node, user, database, state), client
+ *    sessions active/waiting.
+ *
+ * Plus Node.js process metrics from collectDefaultMetrics (prefix `pgrelay_`).
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Statement kinds, as pool_backend_stats counts them. */
+export const QUERY_KINDS = ['select', 'insert', 'update', 'delete', 'ddl', 'other'] as const;
+export type QueryKind = (typeof QUERY_KINDS)[number];
+
+export const HEALTH_CHECK_RESULTS = ['success', 'failure', 'skip'] as const;
+export type HealthCheckResult = (typeof HEALTH_CHECK_RESULTS)[number];
+
+/** Node ids 0..127 (pgpool's MAX_NUM_BACKENDS) get their own label; others are "unknown". */
+export const MAX_NODE_LABELS = 128;
+const NODE_SLOTS = MAX_NODE_LABELS + 1;
+const UNKNOWN_SLOT = MAX_NODE_LABELS;
+
+export const NODE_STATUSES = ['up', 'waiting', 'down', 'unused', 'quarantine'] as const;
+export const NODE_ROLES = ['primary', 'standby'] as const;
+
+// ---------------------------------------------------------------------------
+// Snapshot provider (read at scrape time)
+
+export interface MetricsNode {
+  id: number;
+  host: string;
+  port: number;
+  /** One of NODE_STATUSES. */
+  status: string;
+  /** One of NODE_ROLES. */
+  role: string;
+  delayBytes: number;
+  delaySeconds: number;
+}
+
+export interface MetricsBackendConnection {
+  nodeId: number;
+  user: string;
+  database: string;
+  /** Held by a client session (true) or idle in the connection cache (false). */
+  inUse: boolean;
+}
+
+/**
+ * What the scrape-time gauges read. `NodeTable.all()` items satisfy MetricsNode;
+ * backendConnections() is expected to list the connections held by sessions
+ * (inUse: true) and the cached ones (inUse: false).
+ */
+export interface MetricsSnapshotProvider {
+  nodes(): readonly MetricsNode[];
+  /** Client sessions being served, and clients waiting for a session slot. */
+  sessions(): { active: number; waiting: number };
+  backendConnections(): Iterable<MetricsBackendConnection>;
+}
+
+export interface MetricsOptions {
+  /** pgrelay version, exported as pgrelay_build_info{version}. */
+  version?: string;
+  snapshot?: MetricsSnapshotProvider;
+  /** Node.js process metrics (default true). */
+  defaultMetrics?: boolean;
+}
+
+const KIND_INDEX: Readonly<Record<string, number>> = Object.freeze(
+  Object.fromEntries(QUERY_KINDS.map((k, i) => [k, i])) as Record<string, number>,
+);
+const OTHER_KIND = KIND_INDEX.other!;
+const HC_INDEX: Readonly<Record<string, number>> = Object.freeze(
+  Object.fromEntries(HEALTH_CHECK_RESULTS.map((k, i) => [k, i])) as Record<string, number>,
+);
+
+function nodeSlot(nodeId: number): number {
+  return nodeId >= 0 && nodeId < MAX_NODE_LABELS && Number.isInteger(nodeId) ? nodeId : UNKNOWN_SLOT;
+}
+
+function slotLabel(slot: number): string {
+  return slot === UNKNOWN_SLOT ? 'unknown' : String(slot);
+}
+
+/** SQLSTATE characters: 0-9 A-Z → 0..35; anything else -1. */
+function stateChar(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  if (c >= 0x41 && c <= 0x5a) return c - 0x41 + 10;
+  if (c >= 0x61 && c <= 0x7a) return c - 0x61 + 10;
+  return -1;
+}
+const CLASS_CHARS = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ';
+const XX_CLASS = 33 * 36 + 33;
+
+function flush(arr: Float64Array, apply: (index: number, value: number) => void): void {
+  for (let i = 0; i < arr.length; i++) {
+    const v = arr[i]!;
+    if (v !== 0) {
+      arr[i] = 0;
+      apply(i, v);
+    }
+  }
+}
+
+export class PgrelayMetrics {
+  readonly registry: Registry;
+  private snapshot: MetricsSnapshotProvider | undefined;
+
+  // pending hot-path increments
+  private readonly queries = new Float64Array(QUERY_KINDS.length * NODE_SLOTS);
+  private readonly errors = new Float64Array(36 * 36);
+  private readonly backendIn = new Float64Array(NODE_SLOTS);
+  private readonly backendOut = new Float64Array(NODE_SLOTS);
+  private readonly backendOpened = new Float64Array(NODE_SLOTS);
+  private readonly healthChecks = new Float64Array(HEALTH_CHECK_RESULTS.length * NODE_SLOTS);
+  private clientIn = 0;
+  private clientOut = 0;
+  private failovers = 0;
+  private clientConnections = 0;
+
+  private readonly healthDurationChildren: Array<Histogram.Internal<'node'> | undefined> = new Array<Histogram.Internal<'node'> | undefined>(NODE_SLOTS);
+  private readonly healthDuration: Histogram<'node'>;
+  private readonly slotWaitHist: Histogram<string>;
+
+  constructor(opts: MetricsOptions = {}) {
+    this.registry = new Registry();
+    this.snapshot = opts.snapshot;
+    const registers = [this.registry];
+    const self = this;
+
+    // ---- event counters (flushed at collect)
+    new Counter({
+      name: 'pgrelay_queries_total',
+      help: 'Statements sent to a backend node, by statement kind (as pool_backend_stats) and node id.',
+      labelNames: ['kind', 'node'] as const,
+      registers,
+      collect() {
+        flush(self.queries, (i, v) => this.inc({ kind: QUERY_KINDS[Math.floor(i / NODE_SLOTS)]!, node: slotLabel(i % NODE_SLOTS) }, v));
+      },
+    });
+    new Counter({
+      name: 'pgrelay_errors_total',
+      help: 'ErrorResponses sent to clients, by SQLSTATE class (first two characters of the code).',
+      labelNames: ['sqlstate_class'] as const,
+      registers,
+      collect() {
+        flush(self.errors, (i, v) => this.inc({ sqlstate_class: CLASS_CHARS[Math.floor(i / 36)]! + CLASS_CHARS[i % 36]! }, v));
+      },
+    });
+    new Counter({
+      name: 'pgrelay_failovers_total',
+      help: 'Failovers performed (primary node changes after a failure or a promote/switchover).',
+      registers,
+      collect() {
+        if (self.failovers > 0) {
+          this.inc(self.failovers);
+          self.failovers = 0;
+        }
+      },
+    });
+    new Counter({
+      name: 'pgrelay_client_received_bytes_total',
+      help: 'Bytes received from clients.',
+      registers,
+      collect() {
+        if (self.clientIn > 0) {
+          this.inc(self.clientIn);
+          self.clientIn = 0;
+        }
+      },
+    });
+    new Counter({
+      name: 'pgrelay_client_sent_bytes_total',
+      help: 'Bytes sent to clients.',
+      registers,
+      collect() {
+        if (self.clientOut > 0) {
+          this.inc(self.clientOut);
+          self.clientOut = 0;
+        }
+      },
+    });
+    new Counter({
+      name: 'pgrelay_backend_received_bytes_total',
+      help: 'Bytes received from backend nodes.',
+      labelNames: ['node'] as const,
+      registers,
+      collect() {
+        flush(self.backendIn, (i, v) => this.inc({ node: slotLabel(i) }, v));
+      },
+    });
+    new Counter({
+      name: 'pgrelay_backend_sent_bytes_total',
+      help: 'Bytes sent to backend nodes.',
+      labelNames: ['node'] as const,
+      registers,
+      collect() {
+        flush(self.backendOut, (i, v) => this.inc({ node: slotLabel(i) }, v));
+      },
+    });
+    new Counter({
+      name: 'pgrelay_backend_connections_opened_total',
+      help: 'Backend connections opened (not taken from the connection cache).',
+      labelNames: ['node'] as const,
+      registers,
+      collect() {
+        flush(self.backendOpened, (i, v) => this.inc({ node: slotLabel(i) }, v));
+      },
+    });
+    new Counter({
+      name: 'pgrelay_client_connections_total',
+      help: 'Client sessions started (authenticated).',
+      registers,
+      collect() {
+        if (self.clientConnections > 0) {
+          this.inc(self.clientConnections);
+          self.clientConnections = 0;
+        }
+      },
+    });
+    new Counter({
+      name: 'pgrelay_health_checks_total',
+      help: 'Health checks by node and result (skip: node already down).',
+      labelNames: ['node', 'result'] as const,
+      registers,
+      collect() {
+        flush(self.healthChecks, (i, v) =>
+          this.inc({ result: HEALTH_CHECK_RESULTS[Math.floor(i / NODE_SLOTS)]!, node: slotLabel(i % NODE_SLOTS) }, v),
+        );
+      },
+    });
+    this.healthDuration = new Histogram({
+      name: 'pgrelay_health_check_duration_seconds',
+      help: 'Duration of health checks that ran (including retries).',
+      labelNames: ['node'] as const,
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    });
+    this.slotWaitHist = new Histogram({
+      name: 'pgrelay_session_slot_wait_seconds',
+      help: 'Time a client waited for a session slot (num_init_children) before being served.',
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers,
+    });
+
+    // ---- scrape-time gauges
+    new Gauge({
+      name: 'pgrelay_build_info',
+      help: 'pgrelay version (value is always 1).',
+      labelNames: ['version'] as const,
+      registers,
+      collect() {
+        this.set({ version: opts.version ?? 'unknown' }, 1);
+      },
+    });
+    new Gauge({
+      name: 'pgrelay_node_info',
+      help: 'Configured backend nodes (value is always 1).',
+      labelNames: ['node', 'host', 'port'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const n of self.snapshot?.nodes() ?? []) this.set({ node: String(n.id), host: n.host, port: String(n.port) }, 1);
+      },
+    });
+    new Gauge({
+      name: 'pgrelay_node_status',
+      help: "Backend node status as pgrelay sees it (SHOW pool_nodes 'status'): 1 for the current status, 0 for the others.",
+      labelNames: ['node', 'status'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const n of self.snapshot?.nodes() ?? []) {
+          for (const s of NODE_STATUSES) this.set({ node: String(n.id), status: s }, n.status === s ? 1 : 0);
+        }
+      },
+    });
+    new Gauge({
+      name: 'pgrelay_node_role',
+      help: 'Backend node role: 1 for the current role, 0 for the other.',
+      labelNames: ['node', 'role'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const n of self.snapshot?.nodes() ?? []) {
+          for (const r of NODE_ROLES) this.set({ node: String(n.id), role: r }, n.role === r ? 1 : 0);
+        }
+      },
+    });
+    new Gauge({
+      name: 'pgrelay_replication_delay_bytes',
+      help: 'Replication delay of a standby in WAL bytes (0 for the primary), as last measured by the sr check.',
+      labelNames: ['node'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const n of self.snapshot?.nodes() ?? []) this.set({ node: String(n.id) }, n.role === 'primary' ? 0 : Math.max(0, n.delayBytes));
+      },
+    });
+    new Gauge({
+      name: 'pgrelay_replication_delay_seconds',
+      help: 'Replication delay of a standby in seconds (replay_lag; 0 for the primary), as last measured by the sr check.',
+      labelNames: ['node'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const n of self.snapshot?.nodes() ?? []) this.set({ node: String(n.id) }, n.role === 'primary' ? 0 : Math.max(0, n.delaySeconds));
+      },
+    });
+    new Gauge({
+      name: 'pgrelay_backend_connections',
+      help: 'Open backend connections by node, user, database and state (in_use: held by a session; idle: in the connection cache).',
+      labelNames: ['node', 'user', 'database', 'state'] as const,
+      registers,
+      collect() {
+        this.reset();
+        const snap = self.snapshot;
+        if (!snap) return;
+        const counts = new Map<string, { node: string; user: string; database: string; state: string; n: number }>();
+        for (const c of snap.backendConnections()) {
+          const state = c.inUse ? 'in_use' : 'idle';
+          const key = `${c.nodeId}\u0000${c.user}\u0000${c.database}\u0000${state}`;
+          const e = counts.get(key);
+          if (e) e.n++;
+          else counts.set(key, { node: String(c.nodeId), user: c.user, database: c.database, state, n: 1 });
+        }
+        for (const e of counts.values()) this.set({ node: e.node, user: e.user, database: e.database, state: e.state }, e.n);
+      },
+    });
+    new Gauge({
+      name: 'pgrelay_client_sessions',
+      help: 'Client sessions: active (being served) and waiting (queued for a session slot).',
+      labelNames: ['state'] as const,
+      registers,
+      collect() {
+        const s = self.snapshot?.sessions() ?? { active: 0, waiting: 0 };
+        this.set({ state: 'active' }, s.active);
+        this.set({ state: 'waiting' }, s.waiting);
+      },
+    });
+
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'pgrelay_' });
+  }
+
+  /** Install or replace the scrape-time snapshot provider. */
+  setSnapshotProvider(p: MetricsSnapshotProvider | undefined): void {
+    this.snapshot = p;
+  }
+
+  // ---- hot path (no allocation)
+
+  /** One statement sent to `nodeId` (call once per node for statements sent to several nodes). */
+  queryRouted(kind: QueryKind, nodeId: number): void {
+    const k = KIND_INDEX[kind] ?? OTHER_KIND;
+    this.queries[k * NODE_SLOTS + nodeSlot(nodeId)]! += 1;
+  }
+
+  /** An ErrorResponse sent to a client (code: 5-character SQLSTATE). */
+  error(sqlstate: string): void {
+    const a = stateChar(sqlstate.charCodeAt(0));
+    const b = stateChar(sqlstate.charCodeAt(1));
+    this.errors[a < 0 || b < 0 ? XX_CLASS : a * 36 + b]! += 1;
+  }
+
+  clientBytesIn(n: number): void {
+    this.clientIn += n;
+  }
+
+  clientBytesOut(n: number): void {
+    this.clientOut += n;
+  }
+
+  backendBytesIn(nodeId: number, n: number): void {
+    this.backendIn[nodeSlot(nodeId)]! += n;
+  }
+
+  backendBytesOut(nodeId: number, n: number): void {
+    this.backendOut[nodeSlot(nodeId)]! += n;
+  }
+
+  backendConnectionOpened(nodeId: number): void {
+    this.backendOpened[nodeSlot(nodeId)]! += 1;
+  }
+
+  clientConnected(): void {
+    this.clientConnections++;
+  }
+
+  failover(): void {
+    this.failovers++;
+  }
+
+  /** Seconds a client waited for a session slot. */
+  slotWait(seconds: number): void {
+    this.slotWaitHist.observe(seconds);
+  }
+
+  /** One health check finished; durationSeconds for checks that ran (not for skips). */
+  healthCheck(nodeId: number, result: HealthCheckResult, durationSeconds?: number): void {
+    const slot = nodeSlot(nodeId);
+    this.healthChecks[(HC_INDEX[result] ?? 1) * NODE_SLOTS + slot]! += 1;
+    if (durationSeconds !== undefined && result !== 'skip') {
+      let child = this.healthDurationChildren[slot];
+      if (!child) {
+        child = this.healthDuration.labels({ node: slotLabel(slot) });
+        this.healthDurationChildren[slot] = child;
+      }
+      child.observe(durationSeconds);
+    }
+  }
+
+  /** Exposition text (Prometheus format). */
+  exposition(): Promise<string> {
+    return this.registry.metrics();
+  }
+}
+
+export function createMetrics(opts: MetricsOptions = {}): PgrelayMetrics {
+  return new PgrelayMetrics(opts);
+}
+
+/** Structural views of NodeTable / SessionRegistry / ConnectionCache, for metricsSnapshotFrom. */
+export interface MetricsSources {
+  nodes: { all(): readonly MetricsNode[] };
+  sessions: {
+    all(): Iterable<{ readonly user: string; readonly database: string; readonly backendConnections: ReadonlyArray<{ readonly nodeId: number }> }>;
+    readonly size: number;
+  };
+  cache: { entries(): Iterable<{ readonly nodeId: number; readonly params: ReadonlyMap<string, string> }> };
+  /** Clients queued for a session slot. */
+  waiting(): number;
+}
+
+/**
+ * A MetricsSnapshotProvider over pgrelay's live objects:
+ * `metricsSnapshotFrom({ nodes: nodeTable, sessions: sessionRegistry, cache, waiting: () => gate.waiting })`.
+ * Connections held by sessions are in_use (labelled with the session's user and
+ * database); cached ones are idle (user/database from their start-up parameters).
+ */
+export function metricsSnapshotFrom(src: MetricsSources): MetricsSnapshotProvider {
+  return {
+    nodes: () => src.nodes.all(),
+    sessions: () => ({ active: src.sessions.size, waiting: src.waiting() }),
+    *backendConnections(): Iterable<MetricsBackendConnection> {
+      for (const s of src.sessions.all()) {
+        for (const c of s.backendConnections) yield { nodeId: c.nodeId, user: s.user, database: s.database, inUse: true };
+      }
+      for (const c of src.cache.entries()) {
+        const user = c.params.get('user') ?? '';
+        yield { nodeId: c.nodeId, user, database: c.params.get('database') ?? user, inUse: false };
+      }
+    },
+  };
+}

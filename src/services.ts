@@ -1,0 +1,243 @@
+/**
+ * Connects the relay (sessions) to the services around it: the cluster manager
+ * (backend errors, waiting for a primary during failover, node-down cleanup),
+ * admin commands, statement statistics, Prometheus metrics and the HTTP
+ * endpoints, and configuration reload (SIGHUP, PGPOOL RELOAD, `pgrelay reload`).
+ */
+import { createRequire } from 'node:module';
+import type { Config } from './config/types.js';
+import { ConfigError, diffConfigs, loadConfig, type LoadOptions } from './config/load.js';
+import type { Logger } from './log.js';
+import type { Relay } from './server.js';
+import type { ClusterManager } from './cluster/manager.js';
+import { ClusterError } from './cluster/manager.js';
+import { oneShotQuery, srCheckCredentials } from './cluster/conn.js';
+import { loadPoolPasswd } from './auth/credentials.js';
+import { AdminService } from './admin/service.js';
+import type { HealthCheckStats, ProbeResult } from './admin/engine.js';
+import type { StopMode } from './admin/commands.js';
+import { createMetrics, metricsSnapshotFrom, type PgrelayMetrics, type QueryKind } from './metrics/metrics.js';
+import { startMetricsServer, type MetricsServer } from './metrics/http.js';
+import type { Classification } from './router/classifier.js';
+import { PgError } from './protocol/messages.js';
+import { SQLSTATE } from './protocol/constants.js';
+
+export const VERSION: string = (() => {
+  try {
+    const req = createRequire(import.meta.url);
+    return (req('../package.json') as { version: string }).version;
+  } catch {
+    return '0.0.0';
+  }
+})();
+
+export interface ServicesOptions {
+  /** How the configuration was loaded (file + command-line overrides), to load it again on reload. */
+  loadOptions: LoadOptions;
+  /** Stop the process (PGPOOL STOP). */
+  stop(mode: StopMode): void;
+}
+
+export interface Services {
+  admin: AdminService;
+  metrics: PgrelayMetrics;
+  /** Re-read the configuration files; a file with errors is rejected whole. */
+  reload(): { ok: boolean; errors: string[]; restartRequired: string[] };
+  close(): Promise<void>;
+}
+
+function queryKind(cls: Classification): QueryKind {
+  switch (cls.kind) {
+    case 'select':
+    case 'insert':
+    case 'update':
+    case 'delete':
+      return cls.kind;
+    case 'create':
+      return 'ddl';
+    default:
+      return 'other';
+  }
+}
+
+function healthStatsFor(cluster: ClusterManager, id: number): HealthCheckStats | undefined {
+  const h = cluster.healthStats(id);
+  if (!h) return undefined;
+  const ran = h.total_count - h.skip_count;
+  return {
+    totalCount: h.total_count,
+    successCount: h.success_count,
+    failCount: h.fail_count,
+    skipCount: h.skip_count,
+    retryCount: h.retry_count,
+    maxRetryCount: h.max_retry_count,
+    totalDurationMs: h.average_duration * ran,
+    maxDurationMs: h.max_duration,
+    minDurationMs: h.min_duration,
+    lastHealthCheck: h.last_health_check ?? 0,
+    lastSuccessfulHealthCheck: h.last_successful_health_check ?? 0,
+    lastSkipHealthCheck: h.last_skip_health_check ?? 0,
+    lastFailedHealthCheck: h.last_failed_health_check ?? 0,
+  };
+}
+
+/** Errors of cluster operations as PostgreSQL errors for the admin engine. */
+function opError(e: unknown): never {
+  if (e instanceof ClusterError) {
+    const code = e.code === 'NO_SUCH_NODE' || e.code === 'NODE_UNUSED' ? SQLSTATE.invalidParameterValue : e.code === 'TIMEOUT' ? SQLSTATE.queryCanceled : SQLSTATE.objectNotInPrerequisiteState;
+    throw new PgError(code, e.message, 'ERROR');
+  }
+  throw e;
+}
+
+export async function startServices(relay: Relay, cluster: ClusterManager, log: Logger, opts: ServicesOptions): Promise<Services> {
+  const startedAt = Date.now();
+  const metrics = createMetrics({
+    version: VERSION,
+    snapshot: metricsSnapshotFrom({ nodes: relay.nodes, sessions: relay.registry, cache: { entries: () => relay.cache.entries().map((c) => ({ nodeId: c.nodeId, params: c.startup })) }, waiting: () => relay.gate.waiting }),
+  });
+
+  const probe = async (id: number): Promise<ProbeResult> => {
+    const cfg = relay.config();
+    const node = relay.nodes.get(id);
+    if (!node) return { up: false };
+    const timeout = Math.min(cfg.connect_timeout > 0 ? cfg.connect_timeout : 3000, 3000);
+    try {
+      const rows = await oneShotQuery(node, srCheckCredentials(cfg, loadPoolPasswd(cfg)), 'SELECT pg_is_in_recovery() AS r', timeout);
+      return { up: true, inRecovery: rows[0]?.r === 't' };
+    } catch {
+      return { up: false };
+    }
+  };
+
+  const services: Services = {
+    admin: new AdminService({
+      config: () => relay.config(),
+      nodes: relay.nodes,
+      cache: relay.cache,
+      registry: relay.registry,
+      version: VERSION,
+      startedAt,
+      healthStats: (id) => healthStatsFor(cluster, id),
+      probe,
+      ops: {
+        attachNode: async (id) => {
+          await cluster.attach(id).catch(opError);
+        },
+        detachNode: async (id, gracefully) => {
+          await cluster.detach(id, { gracefully }).catch(opError);
+        },
+        promoteNode: async (id, switchover) => {
+          await cluster.promote(id, { switchover }).catch(opError);
+        },
+        reload: () => {
+          const r = services.reload();
+          if (!r.ok) throw new PgError(SQLSTATE.invalidParameterValue, `configuration not reloaded: ${r.errors.join('; ')}`, 'ERROR');
+        },
+        stop: (mode) => {
+          // Reply first, then stop.
+          setTimeout(() => opts.stop(mode), 50);
+        },
+      },
+    }),
+    metrics,
+    reload: () => reloadConfig(relay, cluster, log, opts.loadOptions),
+    close: async () => {
+      await metricsServer?.close();
+    },
+  };
+  const admin = services.admin;
+
+  relay.metrics = metrics;
+  relay.adminCommand = (session, sql) => admin.request(session, sql);
+  relay.countStatement = (nodeId, cls) => {
+    admin.countStatement(nodeId, cls);
+    metrics.queryRouted(queryKind(cls), nodeId);
+  };
+  relay.countError = (nodeId, severity, sqlstate) => {
+    admin.countError(nodeId, severity);
+    metrics.error(sqlstate);
+  };
+  relay.reportBackendError = (nodeId, kind) => {
+    void cluster.reportBackendError(nodeId, kind);
+  };
+  relay.waitForPrimary = (ms) => cluster.waitForPrimary(ms);
+
+  cluster.setSessionsOnNode((id) => {
+    let n = 0;
+    for (const s of relay.registry.all()) if (s.usesNode(id)) n++;
+    return n;
+  });
+  cluster.on('node-down', (e) => relay.cache.closeAll(e.node));
+  cluster.on('failover-done', () => metrics.failover());
+  cluster.on('healthcheck', (e) => metrics.healthCheck(e.node, e.ok ? 'success' : 'failure', e.durationMs / 1000));
+
+  let metricsServer: MetricsServer | undefined;
+  const cfg = relay.config();
+  if (cfg.metrics_port > 0) {
+    metricsServer = await startMetricsServer({
+      port: cfg.metrics_port,
+      host: metricsHost(cfg.listen_addresses),
+      registry: metrics.registry,
+      ready: () => {
+        if (relay.nodes.primaryNode() === undefined) return { ready: false, reason: 'no primary node is known' };
+        if (!relay.listening) return { ready: false, reason: 'not accepting clients' };
+        return { ready: true };
+      },
+    });
+    log.info({ port: metricsServer.port, host: metricsServer.host }, 'metrics endpoint listening (/metrics, /healthz, /readyz)');
+  }
+  return services;
+}
+
+function metricsHost(listen: string): string {
+  const first = listen.split(',')[0]?.trim() ?? '';
+  if (first === '*' || first === '') return '0.0.0.0';
+  return first === 'localhost' ? '127.0.0.1' : first;
+}
+
+/**
+ * Reload: parse every file first; apply reloadable parameters to new sessions;
+ * log restart-only changes (their old values stay); keep everything on error.
+ */
+export function reloadConfig(relay: Relay, cluster: ClusterManager, log: Logger, loadOptions: LoadOptions): { ok: boolean; errors: string[]; restartRequired: string[] } {
+  const old = relay.config();
+  const warnings: string[] = [];
+  let next: Config;
+  try {
+    next = loadConfig({ ...loadOptions, onWarning: (m) => warnings.push(m) });
+  } catch (e) {
+    const errors = e instanceof ConfigError ? e.errors.map((x) => `${x.file}:${x.line}: ${x.message}`) : [(e as Error).message];
+    log.error({ errors }, 'configuration file has errors: not reloaded, the previous configuration stays');
+    return { ok: false, errors, restartRequired: [] };
+  }
+  for (const w of warnings) log.warn(w);
+  const { changed, restartRequired } = diffConfigs(old, next);
+  // Restart-only parameters keep their running values.
+  const merged: Config = { ...next };
+  const m = merged as unknown as Record<string, unknown>;
+  const o = old as unknown as Record<string, unknown>;
+  for (const name of restartRequired) if (name in o) m[name] = o[name];
+  // Backends: weights and flags reload; hosts and ports of existing nodes need a restart.
+  merged.backends = old.backends.map((b, i) => {
+    const n = next.backends[i];
+    return n ? { ...b, weight: n.weight, allow_to_failover: n.allow_to_failover, always_primary: n.always_primary, application_name: n.application_name } : b;
+  });
+  try {
+    relay.router.reconfigure(merged);
+  } catch (e) {
+    const msg = (e as Error).message;
+    log.error({ err: msg }, 'configuration has an invalid list: not reloaded, the previous configuration stays');
+    return { ok: false, errors: [msg], restartRequired: [] };
+  }
+  relay.setConfig(merged);
+  for (const b of merged.backends) {
+    const n = relay.nodes.get(b.id);
+    if (n) n.weight = b.weight;
+  }
+  const auth = relay.reloadAuth();
+  void cluster;
+  for (const name of restartRequired) log.warn({ parameter: name }, 'parameter changed in the configuration file: a restart is needed for it to take effect');
+  log.info({ changed: changed.filter((c) => !restartRequired.includes(c)), authOk: auth.ok }, 'configuration reloaded');
+  return { ok: auth.ok, errors: auth.errors, restartRequired };
+}

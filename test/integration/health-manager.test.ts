@@ -1,0 +1,203 @@
+/**
+ * ClusterManager in-process against its own DevCluster (primary + 2 standbys):
+ * backend-error reports on healthy nodes never fail over, health check marks a
+ * stopped standby down, auto_failback brings it back, sr check delay values,
+ * detach / attach with the commands' placeholders, the pgpool_status file.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DevCluster } from '../../src/devcluster.js';
+import { loadConfig } from '../../src/config/load.js';
+import type { Config } from '../../src/config/types.js';
+import { NodeTable } from '../../src/cluster/nodes.js';
+import { ClusterManager, ClusterError, type HealthCheckEvent } from '../../src/cluster/manager.js';
+
+function until(cond: () => boolean, timeoutMs: number, what: string): Promise<number> {
+  const t0 = Date.now();
+  return new Promise((resolve, reject) => {
+    const tick = (): void => {
+      if (cond()) return resolve(Date.now() - t0);
+      if (Date.now() - t0 > timeoutMs) return reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
+      setTimeout(tick, 50);
+    };
+    tick();
+  });
+}
+
+describe('ClusterManager (in-process, own DevCluster)', () => {
+  let cluster: DevCluster;
+  let dir: string;
+  let config: Config;
+  let nodes: NodeTable;
+  let mgr: ClusterManager;
+  const logLines: Array<Record<string, unknown>> = [];
+  const log = pino(
+    { level: 'debug' },
+    new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        for (const l of chunk.toString('utf8').split('\n')) if (l) logLines.push(JSON.parse(l) as Record<string, unknown>);
+        cb();
+      },
+    }),
+  );
+
+  const makeConfig = (extra: Array<[string, string]> = []): Config => {
+    const set: Array<[string, string]> = [
+      ['logdir', dir],
+      ['health_check_period', '1'],
+      ['health_check_max_retries', '2'],
+      ['health_check_retry_delay', '1'],
+      ['health_check_timeout', '5'],
+      ['health_check_user', 'postgres'],
+      ['connect_timeout', '2000'],
+      ['sr_check_period', '1'],
+      ['sr_check_user', 'postgres'],
+      ['auto_failback', 'on'],
+      ['auto_failback_interval', '1'],
+      ['search_primary_node_timeout', '10'],
+      ['failover_command', `echo "F %d %h %p %m %H %M %P %r %N %S" >> ${path.join(dir, 'commands.log')}`],
+      ['failback_command', `echo "B %d %m %M %P" >> ${path.join(dir, 'commands.log')}`],
+      ...extra,
+    ];
+    cluster.nodes.forEach((n) => {
+      set.push([`backend_hostname${n.id}`, n.host], [`backend_port${n.id}`, String(n.port)], [`backend_data_directory${n.id}`, n.dataDir], [`backend_application_name${n.id}`, `server${n.id}`]);
+    });
+    return loadConfig({ set });
+  };
+  const commands = (): string[] => {
+    try {
+      return fs.readFileSync(path.join(dir, 'commands.log'), 'utf8').trim().split('\n').filter(Boolean);
+    } catch {
+      return [];
+    }
+  };
+
+  beforeAll(async () => {
+    cluster = await DevCluster.start({ standbys: 2 });
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgrelay-mgr-'));
+    config = makeConfig();
+    nodes = new NodeTable(config.backends);
+    mgr = new ClusterManager(nodes, () => config, log, {});
+    await mgr.start();
+  });
+  afterAll(async () => {
+    await mgr?.stop();
+    await cluster?.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('finds the primary at start and marks every node up', async () => {
+    expect(nodes.primaryId).toBe(0);
+    expect(nodes.all().map((n) => n.status)).toEqual(['up', 'up', 'up']);
+    expect(await mgr.waitForPrimary(100)).toBe(0);
+    expect(fs.readFileSync(path.join(dir, 'pgpool_status'), 'utf8')).toBe('up\nup\nup\n');
+  });
+
+  it('a refused connection / reset socket reported on a healthy node does not fail it over; reports are coalesced', async () => {
+    const events: HealthCheckEvent[] = [];
+    const on = (e: HealthCheckEvent): void => {
+      if (e.node === 1) events.push(e);
+    };
+    mgr.on('healthcheck', on);
+    try {
+      const r = await Promise.all([mgr.reportBackendError(1, 'connect'), mgr.reportBackendError(1, 'io'), mgr.reportBackendError(1, 'connect')]);
+      expect(r).toEqual([false, false, false]);
+      // One check for the three reports (possibly the periodic one already running, which they join).
+      expect(events.length).toBe(1);
+      expect(events[0]).toMatchObject({ node: 1, ok: true });
+      expect(['backend error', 'health check']).toContain(events[0]?.trigger);
+      expect(await mgr.reportBackendError(0, 'io')).toBe(false);
+      // failover_on_backend_shutdown is off by default: not even checked.
+      expect(await mgr.reportBackendError(2, 'shutdown')).toBe(false);
+    } finally {
+      mgr.off('healthcheck', on);
+    }
+    expect(nodes.all().map((n) => n.status)).toEqual(['up', 'up', 'up']);
+    expect(nodes.primaryId).toBe(0);
+    expect(commands()).toEqual([]);
+  });
+
+  it('sr check fills replication fields and measures byte lag of a paused standby', async () => {
+    await until(() => nodes.get(1)?.replicationState === 'streaming' && nodes.get(2)?.replicationState === 'streaming', 10_000, 'replication state');
+    expect(nodes.get(1)?.replicationSyncState).toBe('async');
+    expect(nodes.get(0)?.replicationState).toBe('');
+    await cluster.pauseReplay(2);
+    try {
+      await cluster.psql(0, 'CREATE TABLE IF NOT EXISTS lag_t AS SELECT g FROM generate_series(1, 20000) g');
+      await until(() => (nodes.get(2)?.delayBytes ?? 0) > 100_000, 10_000, 'delayBytes of node 2');
+      expect(nodes.get(0)?.delayBytes).toBe(0);
+    } finally {
+      await cluster.resumeReplay(2);
+    }
+    await until(() => nodes.get(2)?.delayBytes === 0, 15_000, 'node 2 to catch up');
+  });
+
+  it('a stopped standby goes down within period × (retries + 1) + margin, and auto_failback brings it back', async () => {
+    const hc = config.health_check;
+    const bound = (hc.period + (hc.max_retries + 1) * (hc.retry_delay + 2)) * 1000 + 3000;
+    await cluster.stopNode(2, 'immediate');
+    const t = await until(() => nodes.get(2)?.status === 'down', bound, 'node 2 down');
+    process.stderr.write(`[health-manager] stopped standby marked down after ${t} ms (bound ${bound} ms)\n`);
+    expect(nodes.primaryId).toBe(0);
+    const ev = logLines.find((l) => l.msg === 'node status changed' && l.node === 2 && l.to === 'down');
+    expect(ev).toMatchObject({ from: 'up', to: 'down' });
+    expect(String(ev?.reason)).toMatch(/health check failed/);
+    expect(commands()).toContain(`F 2 127.0.0.1 ${cluster.node(2).port} 0 127.0.0.1 0 0 ${cluster.node(0).port} 127.0.0.1 ${cluster.node(0).port}`);
+    const before = mgr.healthStats(2);
+    expect(before?.fail_count).toBeGreaterThanOrEqual(1);
+    expect(before?.retry_count).toBeGreaterThanOrEqual(2);
+    await until(() => (mgr.healthStats(2)?.skip_count ?? 0) > 0, 5000, 'a skipped check');
+    expect(fs.readFileSync(path.join(dir, 'pgpool_status'), 'utf8')).toBe('up\nup\ndown\n');
+
+    await cluster.startNode(2);
+    const t2 = await until(() => nodes.get(2)?.status !== 'down', 30_000, 'node 2 back');
+    process.stderr.write(`[health-manager] restarted standby re-attached by auto_failback after ${t2} ms\n`);
+    expect(nodes.get(2)?.status).toBe('waiting');
+    nodes.markUsed(2);
+    expect(nodes.get(2)?.status).toBe('up');
+    expect(commands().some((c) => c.startsWith('B 2 0 0 0'))).toBe(true);
+  });
+
+  it('detach / attach: operator-detached nodes stay down (no auto_failback) and survive a restart via pgpool_status', async () => {
+    await expect(mgr.detach(9)).rejects.toBeInstanceOf(ClusterError);
+    const r = await mgr.detach(1);
+    expect(r).toMatchObject({ node: 1, changed: true, status: 'down', primary: 0 });
+    await new Promise((res) => setTimeout(res, 3000)); // several sr-check cycles with auto_failback on
+    expect(nodes.get(1)?.status).toBe('down');
+    expect(fs.readFileSync(path.join(dir, 'pgpool_status'), 'utf8')).toBe('up\ndown\nup\n');
+
+    // A second manager on the same logdir keeps node 1 down; with discardStatus it does not.
+    const n2 = new NodeTable(config.backends);
+    const cfg2 = { ...config, health_check: { ...config.health_check, period: 0 }, health_check_per_node: config.health_check_per_node.map((h) => ({ ...h, period: 0 })), sr_check_period: 0 };
+    const dir2 = fs.mkdtempSync(path.join(os.tmpdir(), 'pgrelay-mgr2-'));
+    try {
+      fs.copyFileSync(path.join(dir, 'pgpool_status'), path.join(dir2, 'pgpool_status'));
+      const m2 = new ClusterManager(n2, () => ({ ...cfg2, logdir: dir2 }), log);
+      await m2.start();
+      expect(n2.all().map((n) => n.status)).toEqual(['up', 'down', 'up']);
+      await m2.stop();
+      const n3 = new NodeTable(config.backends);
+      const m3 = new ClusterManager(n3, () => ({ ...cfg2, logdir: dir2 }), log, { discardStatus: true });
+      await m3.start();
+      expect(n3.all().map((n) => n.status)).toEqual(['up', 'up', 'up']);
+      await m3.stop();
+    } finally {
+      fs.rmSync(dir2, { recursive: true, force: true });
+    }
+
+    const a = await mgr.attach(1);
+    expect(a).toMatchObject({ node: 1, changed: true, status: 'waiting' });
+    expect((await mgr.attach(1)).changed).toBe(false);
+    expect(commands().some((c) => c.startsWith('B 1 '))).toBe(true);
+  });
+
+  it('promote without switchover changes only the view', async () => {
+    await expect(mgr.promote(7)).rejects.toMatchObject({ code: 'NO_SUCH_NODE' });
+    const r = await mgr.promote(0);
+    expect(r.changed).toBe(false);
+  });
+});
