@@ -90,6 +90,11 @@ export class MessageScanner {
     if (this.runAct !== DROP && this.runUpTo > this.runFrom) this.sink.emit(this.runAct, c.subarray(this.runFrom, this.runUpTo));
   }
 
+  /** True while `resume()` presents again the message the sink suspended on. */
+  resuming = false;
+  /** The pending position is a message presented before (SUSPEND, not CONSUME_AND_SUSPEND). */
+  private represent = false;
+
   /** Continue after SUSPEND. Returns false if it suspended again. */
   resume(): boolean {
     const chunk = this.pending;
@@ -97,6 +102,7 @@ export class MessageScanner {
     const pos = this.pendingPos;
     this.pending = null;
     this.pendingPos = 0;
+    this.resuming = this.represent;
     return this.scan(chunk, pos);
   }
 
@@ -160,12 +166,14 @@ export class MessageScanner {
         this.runUpTo = pos;
         this.runAct = runAction;
         action = sink.onMessage(type, chunk, pos + 5, end);
+        this.resuming = false;
         if (this.runChunk === null) runStart = pos;
         else this.runChunk = null;
         if (action < 0) {
           this.emitRun(chunk, runStart, pos, runAction);
           this.pending = chunk;
           this.pendingPos = action === SUSPEND ? pos : end;
+          this.represent = action === SUSPEND;
           return false;
         }
         if (this.broken) return true;
@@ -239,15 +247,18 @@ export class MessageScanner {
       if (this.assembled < msg.length) return pos;
       this.assembling = null;
       const action = this.sink.onMessage(msg[0], msg, 5, msg.length);
+      this.resuming = false;
       if (action === SUSPEND) {
         // Keep the assembled message in front of the rest of the chunk.
         this.pending = pos < len ? Buffer.concat([msg, chunk.subarray(pos)]) : msg;
         this.pendingPos = 0;
+        this.represent = true;
         return -1;
       }
       if (action === CONSUME_AND_SUSPEND) {
         this.pending = chunk;
         this.pendingPos = pos;
+        this.represent = false;
         return -1;
       }
       if (action !== DROP && !this.broken) this.sink.emit(action, msg);

@@ -18,7 +18,7 @@ import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
 import { CONSUME_AND_SUSPEND, DROP, MessageScanner, SUSPEND, type FrameSink } from '../protocol/framing.js';
-import { PgError, authenticationOk, backendKeyData, errorResponse, parameterStatus, readCString, readyForQuery, type ErrorFields } from '../protocol/messages.js';
+import { PgError, authenticationOk, backendKeyData, errorResponse, noticeResponse, parameterStatus, readCString, readyForQuery, type ErrorFields } from '../protocol/messages.js';
 import type { ConnectionCache } from '../pool/cache.js';
 import { cacheKeyFor, connectBackend, sendCancel, type BackendConnection, type BackendSecret } from '../pool/connector.js';
 import type { NodeTable } from '../cluster/nodes.js';
@@ -354,6 +354,20 @@ export class Session implements FrameSink, LinkOwner {
     this.fatal(new PgError(code === 'size' ? SQLSTATE.programLimitExceeded : SQLSTATE.protocolViolation, code === 'size' ? `${message} (max_message_size)` : message));
   }
 
+  /**
+   * log_per_node_statement (JSON log: node id, backend pid, statement) and
+   * notice_per_node_statement (a NOTICE to the client before the statement's reply;
+   * only when nothing else is on its way to the client, so it cannot split a reply).
+   */
+  private perNodeStatement(link: BackendLink, sql: string): void {
+    const cfg = this.ctx.config();
+    if (cfg.log_per_node_statement) this.log.info({ node: link.nodeId, backendPid: link.conn.pid, statement: redact(sql) }, 'statement');
+    if (cfg.notice_per_node_statement && !this.links.some((l) => l !== undefined && l.visible > 0)) {
+      this.scanner.flushRun();
+      this.writeClient(noticeResponse({ severity: 'NOTICE', code: '00000', message: `DB node id: ${link.nodeId} statement: ${redact(sql)}` }));
+    }
+  }
+
   /** Write to a link directly (not through the scanner's coalesced run), keeping order. */
   private direct(link: BackendLink, bytes: Buffer): void {
     this.scanner.flushRun();
@@ -459,6 +473,7 @@ export class Session implements FrameSink, LinkOwner {
       return DROP;
     }
     const sql = q[0];
+    if (this.ctx.config().log_statement && !this.scanner.resuming) this.log.info({ statement: redact(sql) }, 'statement');
     const admin = this.ctx.adminCommand?.(this, sql);
     if (admin) {
       if (!this.gate(null)) return SUSPEND;
@@ -479,7 +494,7 @@ export class Session implements FrameSink, LinkOwner {
     const link = this.linkFor(d.target === 'standby' ? 'standby' : 'primary');
     if (!this.gate(link)) return SUSPEND;
     this.ctx.countStatement?.(link.nodeId, cls);
-    if (this.ctx.config().log_per_node_statement) this.log.info({ node: link.nodeId, backendPid: link.conn.pid, statement: redact(sql) }, 'statement');
+    this.perNodeStatement(link, sql);
     return this.send(link, {
       end: END_READY,
       mode: Mode.Forward,
@@ -518,7 +533,7 @@ export class Session implements FrameSink, LinkOwner {
     const step = (i: number): void => {
       const [link, text] = order[i];
       this.ctx.countStatement?.(link.nodeId, cls);
-      if (this.ctx.config().log_per_node_statement) this.log.info({ node: link.nodeId, backendPid: link.conn.pid, statement: redact(text) }, 'statement');
+      this.perNodeStatement(link, text);
       link.expect({
         end: END_READY,
         mode: Mode.Hold,
@@ -604,6 +619,7 @@ export class Session implements FrameSink, LinkOwner {
     }
     const name = n[0];
     const sql = q[0];
+    if (this.ctx.config().log_statement && !this.scanner.resuming) this.log.info({ statement: redact(sql), prepared: name }, 'statement (parse)');
     const admin = this.ctx.adminCommand?.(this, sql);
     if (admin) {
       const r = this.adminReply(parseComplete());
@@ -743,7 +759,7 @@ export class Session implements FrameSink, LinkOwner {
       outcome = { cls: st.cls, decision: st.decision, ok: true };
       this.outcomes.push(outcome);
       this.ctx.countStatement?.(target.nodeId, st.cls);
-      if (this.ctx.config().log_per_node_statement) this.log.info({ node: target.nodeId, backendPid: target.conn.pid, statement: redact(st.sql) }, 'statement');
+      this.perNodeStatement(target, st.sql);
     }
     return this.send(target, {
       end: END_EXECUTE,
