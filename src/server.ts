@@ -220,7 +220,8 @@ export class Relay implements SessionContext {
   async stop(graceMs: number): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    // Stop accepting now; close()'s callback would wait for every open connection.
+    for (const s of this.servers) s.close();
     for (const s of this.starting) s.destroy();
     this.gate.rejectAll();
     const deadline = Date.now() + graceMs;
@@ -235,14 +236,15 @@ export class Relay implements SessionContext {
 
   private upkeep(): void {
     this.cache.sweep();
-    const limit = this.cfg.client_idle_limit;
-    if (limit > 0) {
-      const now = Date.now();
-      for (const s of this.sessions) {
-        if (!s.busy && now - s.lastActivity >= limit * 1000) {
-          s.log.info({ client_idle_limit: limit }, 'closing idle client');
-          s.fatal(new PgError(SQLSTATE.idleSessionTimeout, `terminating connection due to client_idle_limit: idle for more than ${limit} s`));
-        }
+    const global = this.cfg.client_idle_limit;
+    const now = Date.now();
+    for (const s of this.sessions) {
+      // client_idle_limit may be changed per session with PGPOOL SET.
+      const own = s.adminParams.get('client_idle_limit');
+      const limit = typeof own === 'number' ? own : global;
+      if (limit > 0 && !s.busy && now - s.lastActivity >= limit * 1000) {
+        s.log.info({ client_idle_limit: limit }, 'closing idle client');
+        s.fatal(new PgError(SQLSTATE.idleSessionTimeout, `terminating connection due to client_idle_limit: idle for more than ${limit} s`));
       }
     }
   }

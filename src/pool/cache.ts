@@ -39,6 +39,47 @@ export class ConnectionCache {
     return this.total;
   }
 
+  /** Connections being reset on their way into the cache, per key. */
+  private readonly resetting = new Map<string, Array<() => void>>();
+  private resettingCount = new Map<string, number>();
+
+  /** A connection for `key` is being reset (call `resetDone` when it is cached or closed). */
+  resetStarted(key: string): void {
+    this.resettingCount.set(key, (this.resettingCount.get(key) ?? 0) + 1);
+  }
+
+  resetDone(key: string): void {
+    const n = (this.resettingCount.get(key) ?? 1) - 1;
+    if (n <= 0) this.resettingCount.delete(key);
+    else this.resettingCount.set(key, n);
+    const waiters = this.resetting.get(key);
+    if (waiters) {
+      this.resetting.delete(key);
+      for (const w of waiters) w();
+    }
+  }
+
+  /**
+   * Take a cached connection for `key`; when none is idle but one is being reset
+   * (its client just left), wait for it up to `waitMs` rather than open a new one —
+   * a client that reconnects at once should not pay for a fork.
+   */
+  async takeOrWait(key: string, waitMs: number): Promise<BackendConnection | undefined> {
+    const c = this.take(key);
+    if (c || !this.resettingCount.has(key) || waitMs <= 0) return c;
+    this.misses--; // counted again below
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, waitMs);
+      const list = this.resetting.get(key) ?? [];
+      list.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+      this.resetting.set(key, list);
+    });
+    return this.take(key);
+  }
+
   /** Take the most recently released live connection for `key`, if any. */
   take(key: string): BackendConnection | undefined {
     const list = this.idle.get(key);

@@ -49,12 +49,14 @@ export interface Expectation {
   done?: (e: Expectation, link: BackendLink) => void;
   /** ReadyForQuery status when `end` is END_READY. */
   status?: number;
+  /** Expects the ReadyForQuery of a client's Sync (extended protocol). */
+  sync?: boolean;
 }
 
 /** Replies the link decodes in normal operation. */
-const LINK_DECODE = decodeTable('ZES123CIsnTAN');
+const LINK_DECODE = decodeTable('ZES123CIsnTANGW');
 /** ...and while capturing an internal query's rows. */
-const CAPTURE_DECODE = decodeTable('ZES123CIsnTAND');
+const CAPTURE_DECODE = decodeTable('ZES123CIsnTANGWD');
 
 const TO_CLIENT = 1;
 const TRACE = process.env.PGRELAY_TRACE === '1';
@@ -96,6 +98,10 @@ export class BackendLink implements FrameSink {
   /** Took part in the current extended-protocol pipeline (since the last Sync). */
   inPipeline = false;
   fatal = false;
+  /** In copy-in mode started by an extended-protocol Execute: Sync and Flush are ignored by the server. */
+  copyIn = false;
+  /** `done` callbacks of Syncs the server ignored during copy-in, run with the next Sync's reply. */
+  private orphaned: Array<(e: Expectation, link: BackendLink) => void> = [];
   private pausedForClient = false;
   private finished: Expectation[] = [];
   private attached = false;
@@ -123,6 +129,15 @@ export class BackendLink implements FrameSink {
   }
 
   expect(e: Expectation): void {
+    if (e.sync && this.orphaned.length > 0) {
+      const before = this.orphaned;
+      this.orphaned = [];
+      const own = e.done;
+      e.done = (x, l) => {
+        for (const fn of before) fn(x, l);
+        own?.(x, l);
+      };
+    }
     if (e.mode !== Mode.Drop && e.mode !== Mode.Capture) this.visible++;
     this.queue.push(e);
     if (this.queue.length - this.head === 1) this.updatePass();
@@ -232,6 +247,7 @@ export class BackendLink implements FrameSink {
         this.owner.backendFatal(this, f);
       }
       e.error = f;
+      this.copyIn = false;
       this.owner.backendError(this, f);
       if (e.end !== END_READY) {
         // Extended protocol: the server now skips everything up to Sync. Those requests end
@@ -250,11 +266,23 @@ export class BackendLink implements FrameSink {
       }
       return action;
     }
+    if ((type === BE.CopyInResponse || type === BE.CopyBothResponse) && e.end === END_EXECUTE) {
+      // The server now ignores Sync until the copy ends: the Syncs already sent get no reply.
+      this.copyIn = true;
+      for (let i = this.head + 1; i < this.queue.length; ) {
+        const x = this.queue[i];
+        if (x.end !== END_READY || !x.sync) break;
+        this.queue.splice(i, 1);
+        if (x.mode !== Mode.Drop && x.mode !== Mode.Capture) this.visible--;
+        if (x.done) this.orphaned.push(x.done);
+      }
+    }
     if (e.mode === Mode.Capture) {
       if (type === BE.DataRow) e.rows?.push(decodeDataRow(buf, start, end));
       else if (type === BE.RowDescription) e.columns = decodeColumnNames(buf, start, end);
     }
     if (e.end[type] !== 0) {
+      if (e.end === END_EXECUTE) this.copyIn = false;
       if (type === BE.ReadyForQuery) {
         this.conn.txStatus = buf[start];
         e.status = buf[start];

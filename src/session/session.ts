@@ -65,7 +65,8 @@ export interface TrafficCounters {
 /** Client messages the session decodes; every type byte not listed here or in PASS is a protocol violation. */
 const CLIENT_DECODE = (() => {
   const t = new Uint8Array(256).fill(1);
-  for (const c of 'dcfp') t[c.charCodeAt(0)] = 0;
+  // CopyData passes through; 'p' (password) is invalid after authentication.
+  t['d'.charCodeAt(0)] = 0;
   return t;
 })();
 
@@ -260,7 +261,7 @@ export class Session implements FrameSink, LinkOwner {
     if (!node) throw new PgError(SQLSTATE.connectionFailure, `no backend node ${nodeId}`);
     const cfg = this.ctx.config();
     if (cfg.connection_cache) {
-      const cached = this.ctx.cache.take(cacheKeyFor(nodeId, this.params));
+      const cached = await this.ctx.cache.takeOrWait(cacheKeyFor(nodeId, this.params), 200);
       if (cached) {
         this.log.debug({ node: nodeId, backendPid: cached.pid }, 'reusing cached backend connection');
         cached.useCount++;
@@ -332,6 +333,11 @@ export class Session implements FrameSink, LinkOwner {
         if (!this.gate(p)) return SUSPEND;
         return this.send(p, { end: END_READY, mode: Mode.Forward });
       }
+      case FE.CopyDone:
+      case FE.CopyFail:
+        // The copy's input ends here: Syncs after it are answered again.
+        for (const l of this.links) if (l) l.copyIn = false;
+        return this.passAction;
       case FE.Terminate:
         this.terminated = true;
         this.close();
@@ -808,11 +814,14 @@ export class Session implements FrameSink, LinkOwner {
   }
 
   private onSync(): number {
+    const copying = this.links.find((l) => l !== undefined && l.copyIn);
+    // PostgreSQL ignores Sync (and Flush) in copy-in mode: pass it on, expect nothing.
+    if (copying) return copying.action;
     const members = this.links.filter((l): l is BackendLink => l !== undefined && l.inPipeline);
     if (members.length === 0) members.push(this.primaryLink());
     // Links outside this pipeline that still owe the client a reply come first.
     for (const l of this.links) {
-      if (l && !l.inPipeline && l.visible > 0) {
+      if (l && !members.includes(l) && l.visible > 0) {
         this.scanner.flushRun();
         l.flushIfNeeded();
         this.suspendedFor = 'replies';
@@ -827,7 +836,7 @@ export class Session implements FrameSink, LinkOwner {
     }
     if (members.length === 1) {
       const l = members[0];
-      return this.send(l, { end: END_READY, mode: Mode.Forward, done: (e) => this.pipelineDone(outcomes, e.status ?? TxStatus.Idle, l) });
+      return this.send(l, { end: END_READY, mode: Mode.Forward, sync: true, done: (e) => this.pipelineDone(outcomes, e.status ?? TxStatus.Idle, l) });
     }
     // The pipeline spans nodes: one ReadyForQuery for the client once every node answered.
     let waiting = members.length;
@@ -837,6 +846,7 @@ export class Session implements FrameSink, LinkOwner {
       l.expect({
         end: END_READY,
         mode: Mode.Sync,
+        sync: true,
         done: (e) => {
           const s = e.status ?? TxStatus.Idle;
           if (s === TxStatus.Failed) status = TxStatus.Failed;
@@ -1027,12 +1037,18 @@ export class Session implements FrameSink, LinkOwner {
       conn.close();
       return;
     }
+    const cache = this.ctx.cache;
+    cache.resetStarted(conn.cacheKey);
     resetConnection(conn, cfg.reset_query_list, 10_000).then(
       (ok) => {
-        if (ok) this.ctx.cache.put(conn);
+        if (ok) cache.put(conn);
         else conn.close();
+        cache.resetDone(conn.cacheKey);
       },
-      () => conn.close(),
+      () => {
+        conn.close();
+        cache.resetDone(conn.cacheKey);
+      },
     );
   }
 }

@@ -1,0 +1,413 @@
+/**
+ * Foundation: malformed and hostile input, each sent with a raw socket. For every
+ * case: the right ErrorResponse (SQLSTATE) where the protocol allows one, the
+ * connection closed, and afterwards a concurrent normal session still works,
+ * a new connection works, and the pgrelay process is alive.
+ */
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { getCluster } from '../support/cluster.js';
+import { closeAllClients, endPg, pgClient, withTimeout } from '../support/clients.js';
+import { startProxy, type ProxyHandle } from '../support/proxy.js';
+import {
+  PROTOCOL_3_0,
+  RawClient,
+  cancelRequest,
+  closeAllRaw,
+  cstrings,
+  errorFields,
+  gssencRequest,
+  isAlive,
+  message,
+  queryMessage,
+  sleep,
+  sslRequest,
+  startupMessage,
+  type BackendMessage,
+} from '../support/raw.js';
+
+const cluster = getCluster();
+let proxy: ProxyHandle;
+/** A normal session open for the whole file. */
+let normal: pg.Client;
+
+const USER = { user: 'postgres', database: 'postgres', application_name: 'relay-bad-input' };
+
+beforeAll(async () => {
+  proxy = await startProxy({
+    cluster,
+    config: { log_min_messages: 'warning', load_balance_mode: false, authentication_timeout: 2, max_message_size: 1024 * 1024 },
+  });
+  normal = await pgClient({ port: proxy.port }, { application_name: 'relay-bad-input-normal' });
+});
+
+afterEach(async () => {
+  closeAllRaw();
+  // The concurrent session still works, a new one can connect, the process is alive.
+  expect(isAlive(proxy.pid)).toBe(true);
+  const r = await withTimeout(normal.query('SELECT $1::int + 1 AS v', [41]), 5000, 'query on the concurrent normal session');
+  expect(r.rows[0].v).toBe(42);
+  const fresh = await pgClient({ port: proxy.port }, { application_name: 'relay-bad-input-fresh' });
+  expect((await fresh.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+  await endPg(fresh);
+});
+
+afterAll(async () => {
+  if (normal) await endPg(normal);
+  await closeAllClients();
+  const code = await proxy?.stop();
+  expect(code).toBe(0);
+});
+
+function int32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0);
+  return b;
+}
+
+function types(msgs: BackendMessage[]): string {
+  return msgs.map((m) => m.type).join('');
+}
+
+/** Read until the server closes; expect exactly one FATAL ErrorResponse with `code` (and message matching `re`). */
+async function expectFatalAndClose(raw: RawClient, code: string, re?: RegExp, timeoutMs = 5000): Promise<Record<string, string>> {
+  const { messages, closed, rest } = await raw.drainUntilClosed(timeoutMs);
+  expect(closed, `connection still open after ${timeoutMs} ms; got ${types(messages)}`).toBe(true);
+  const errs = messages.filter((m) => m.type === 'E').map((m) => errorFields(m.body));
+  expect(errs, `expected one ErrorResponse, got messages '${types(messages)}' + ${rest.length} bytes`).toHaveLength(1);
+  const f = errs[0];
+  expect(f.C, `SQLSTATE of "${f.M}"`).toBe(code);
+  expect(f.V ?? f.S).toBe('FATAL');
+  if (re) expect(f.M).toMatch(re);
+  return f;
+}
+
+/** A normal start-up and a query on an open raw connection. */
+async function expectWorkingSession(raw: RawClient): Promise<void> {
+  const st = await raw.readStartupReply(10_000);
+  expect(st.error).toBeUndefined();
+  expect(st.ok).toBe(true);
+  expect(types(st.messages)).toMatch(/^R(S)+KZ$/);
+  const q = await raw.query('SELECT 7 * 6');
+  expect(q.rows).toEqual([['42']]);
+  expect(q.status).toBe('I');
+  raw.end();
+}
+
+describe('start-up packet', () => {
+  it('survives a truncated start-up packet followed by close', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    const full = startupMessage(USER);
+    raw.send(full.subarray(0, 12));
+    await sleep(50);
+    raw.destroy();
+    const raw2 = await RawClient.connect(proxy.port);
+    raw2.send(int32(100).subarray(0, 2));
+    await sleep(50);
+    raw2.destroy();
+    await sleep(100);
+  });
+
+  it('closes a connection that sends a truncated start-up packet and then nothing (authentication_timeout = 2)', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    raw.send(startupMessage(USER).subarray(0, 10));
+    const t0 = Date.now();
+    expect(await raw.waitClosed(4000)).toBe(true);
+    const dt = Date.now() - t0;
+    expect(dt).toBeGreaterThan(1500);
+    expect(dt).toBeLessThan(3500);
+  });
+
+  it('closes a connection that sends nothing within ~3 s (authentication_timeout = 2)', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    const t0 = Date.now();
+    expect(await raw.waitClosed(4500)).toBe(true);
+    const dt = Date.now() - t0;
+    expect(dt).toBeGreaterThan(1500);
+    expect(dt).toBeLessThan(3500);
+  });
+
+  for (const len of [0, 4, 7]) {
+    it(`rejects a start-up length field of ${len} (< 8) with 08P01`, async () => {
+      const raw = await RawClient.connect(proxy.port);
+      raw.send(int32(len), int32(PROTOCOL_3_0), Buffer.from('user\0postgres\0\0'));
+      await expectFatalAndClose(raw, '08P01', /invalid length of startup packet/);
+    });
+  }
+
+  for (const len of [10001, 0x7fffffff, 0xffffffff]) {
+    it(`rejects a start-up length field of ${len} (> 10000) with 08P01`, async () => {
+      const raw = await RawClient.connect(proxy.port);
+      raw.send(int32(len), int32(PROTOCOL_3_0), Buffer.from('user\0postgres\0\0'));
+      await expectFatalAndClose(raw, '08P01', /invalid length of startup packet/);
+    });
+  }
+
+  it('rejects an HTTP request sent to the port (08P01, no hang)', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    raw.send(Buffer.from('GET / HTTP/1.1\r\nHost: localhost\r\n\r\n'));
+    await expectFatalAndClose(raw, '08P01', /invalid length of startup packet/);
+  });
+
+  it('rejects protocol 2.0 with 0A000', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    raw.send(startupMessage(USER, 2 << 16));
+    await expectFatalAndClose(raw, '0A000', /unsupported frontend protocol 2\.0/);
+  });
+
+  it('rejects protocol 4.0 with 0A000', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    raw.send(startupMessage(USER, 4 << 16));
+    await expectFatalAndClose(raw, '0A000', /unsupported frontend protocol 4\.0/);
+  });
+
+  it('answers protocol 3.1 with a _pq_ option with NegotiateProtocolVersion, then a normal start-up', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    raw.send(startupMessage({ ...USER, '_pq_.x': 'on' }, (3 << 16) | 1));
+    const v = await raw.next(5000);
+    expect(v?.type).toBe('v');
+    const body = v?.body as Buffer;
+    expect(body.readInt32BE(0)).toBe(0); // newest minor version supported
+    expect(body.readInt32BE(4)).toBe(1); // one option not recognized
+    expect(cstrings(body.subarray(8))).toEqual(['_pq_.x']);
+    await expectWorkingSession(raw);
+  });
+
+  it('answers protocol 3.0 with an unknown _pq_ option with NegotiateProtocolVersion, then a normal start-up', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    raw.send(startupMessage({ '_pq_.a': '1', ...USER, '_pq_.b': '2' }, PROTOCOL_3_0));
+    const v = await raw.next(5000);
+    expect(v?.type).toBe('v');
+    const body = v?.body as Buffer;
+    expect(body.readInt32BE(0)).toBe(0);
+    expect(body.readInt32BE(4)).toBe(2);
+    expect(cstrings(body.subarray(8))).toEqual(['_pq_.a', '_pq_.b']);
+    await expectWorkingSession(raw);
+  });
+
+  it("answers SSLRequest with 'N', then a normal start-up works", async () => {
+    const raw = await RawClient.connect(proxy.port);
+    raw.send(sslRequest());
+    expect(await raw.readByte(5000)).toBe('N');
+    raw.send(startupMessage(USER));
+    await expectWorkingSession(raw);
+  });
+
+  it("answers GSSENCRequest with 'N', then a normal start-up works", async () => {
+    const raw = await RawClient.connect(proxy.port);
+    raw.send(gssencRequest());
+    expect(await raw.readByte(5000)).toBe('N');
+    raw.send(startupMessage(USER));
+    await expectWorkingSession(raw);
+  });
+
+  it("answers GSSENCRequest then SSLRequest with 'N' each (libpq gssencmode=prefer + sslmode=prefer), then a normal start-up works", async () => {
+    // PostgreSQL tracks the two negotiations separately: a client may ask for GSS
+    // encryption, be refused, and then ask for SSL on the same connection.
+    const raw = await RawClient.connect(proxy.port);
+    raw.send(gssencRequest());
+    expect(await raw.readByte(5000)).toBe('N');
+    raw.send(sslRequest());
+    expect(await raw.readByte(5000)).toBe('N');
+    raw.send(startupMessage(USER));
+    await expectWorkingSession(raw);
+  });
+
+  it("answers SSLRequest then GSSENCRequest with 'N' each (a client may negotiate in either order), then a normal start-up works", async () => {
+    const raw = await RawClient.connect(proxy.port);
+    raw.send(sslRequest());
+    expect(await raw.readByte(5000)).toBe('N');
+    raw.send(gssencRequest());
+    expect(await raw.readByte(5000)).toBe('N');
+    raw.send(startupMessage(USER));
+    await expectWorkingSession(raw);
+  });
+
+  it('rejects a second SSLRequest on the same connection with a FATAL error', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    raw.send(sslRequest());
+    expect(await raw.readByte(5000)).toBe('N');
+    raw.send(sslRequest());
+    // PostgreSQL answers 0A000 "unsupported frontend protocol 1234.5679"; 08P01 is as good.
+    const { messages, closed } = await raw.drainUntilClosed(5000);
+    expect(closed).toBe(true);
+    const e = messages.find((m) => m.type === 'E');
+    expect(e, `got '${types(messages)}'`).toBeDefined();
+    expect(['08P01', '0A000']).toContain(errorFields((e as BackendMessage).body).C);
+  });
+
+  it('rejects a start-up without user with 28000', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    raw.send(startupMessage({ database: 'postgres' }));
+    await expectFatalAndClose(raw, '28000', /no PostgreSQL user name specified in startup packet/);
+  });
+
+  it('rejects a start-up with an empty parameter list with 28000', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    raw.send(int32(9), int32(PROTOCOL_3_0), Buffer.from([0]));
+    await expectFatalAndClose(raw, '28000');
+  });
+
+  it('rejects a start-up packet without its final terminator with 08P01', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    const body = Buffer.concat([int32(PROTOCOL_3_0), Buffer.from('user\0postgres\0database\0postgres')]);
+    raw.send(int32(4 + body.length), body);
+    await expectFatalAndClose(raw, '08P01', /invalid startup packet layout/);
+  });
+
+  it("forwards PostgreSQL's error for a database that does not exist (3D000)", async () => {
+    const raw = await RawClient.connect(proxy.port);
+    raw.send(startupMessage({ user: 'postgres', database: 'relay_no_such_db' }));
+    await expectFatalAndClose(raw, '3D000', /database "relay_no_such_db" does not exist/, 10_000);
+  });
+
+  it("forwards PostgreSQL's error for a role that does not exist (28000)", async () => {
+    const raw = await RawClient.connect(proxy.port);
+    raw.send(startupMessage({ user: 'relay_no_such_role', database: 'postgres' }));
+    await expectFatalAndClose(raw, '28000', /role "relay_no_such_role" does not exist/, 10_000);
+  });
+
+  it('closes a CancelRequest with an unknown key without an answer', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    raw.send(cancelRequest(12345, 67890));
+    const { messages, closed, rest } = await raw.drainUntilClosed(5000);
+    expect(closed).toBe(true);
+    expect(messages).toHaveLength(0);
+    expect(rest.length).toBe(0);
+  });
+
+  it('closes a CancelRequest of the wrong length', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    raw.send(int32(12), int32(80877102), int32(1));
+    const { closed } = await raw.drainUntilClosed(5000);
+    expect(closed).toBe(true);
+  });
+});
+
+describe('messages after start-up', () => {
+  async function session(): Promise<RawClient> {
+    const raw = await RawClient.connect(proxy.port);
+    const st = await raw.startup(USER);
+    expect(st.ok).toBe(true);
+    return raw;
+  }
+
+  for (const len of [0, 3]) {
+    it(`rejects a message whose length field is ${len} (< 4) with 08P01 and closes`, async () => {
+      const raw = await session();
+      const b = Buffer.alloc(5);
+      b[0] = 'Q'.charCodeAt(0);
+      b.writeUInt32BE(len, 1);
+      raw.send(b, Buffer.from('SELECT 1\0'));
+      await expectFatalAndClose(raw, '08P01');
+    });
+  }
+
+  it('answers a Query without its string (length 4) with 08P01 (PostgreSQL: ERROR and the session goes on; a FATAL + close is tolerated)', async () => {
+    // PostgreSQL: pq_getmsgstring fails with ERROR 08P01 "invalid string in message", then ReadyForQuery.
+    const raw = await session();
+    raw.send(message('Q'));
+    const r = await raw.collect('Z', 5000);
+    expect(r.length).toBeGreaterThan(0);
+    const f = errorFields(r[0].body);
+    expect(r[0].type).toBe('E');
+    expect(f.C).toBe('08P01');
+    if (f.V === 'ERROR') {
+      expect(types(r)).toBe('EZ');
+      expect((await raw.query('SELECT 1')).rows).toEqual([['1']]);
+      raw.end();
+    } else {
+      expect(f.V).toBe('FATAL');
+      expect(await raw.waitClosed(3000)).toBe(true);
+    }
+  });
+
+  it('rejects a 2 MB Query over max_message_size (1 MB) with 54000 and closes', async () => {
+    const raw = await session();
+    raw.send(queryMessage(`SELECT length('${'x'.repeat(2 * 1024 * 1024)}')`));
+    await expectFatalAndClose(raw, '54000');
+  });
+
+  it('rejects a length field announcing 1 GB (header only) with 54000 and closes', async () => {
+    const raw = await session();
+    const b = Buffer.alloc(5);
+    b[0] = 'Q'.charCodeAt(0);
+    b.writeUInt32BE(0x40000000, 1);
+    raw.send(b);
+    await expectFatalAndClose(raw, '54000');
+  });
+
+  it('accepts a 900 kB Query under max_message_size', async () => {
+    const raw = await session();
+    const q = await raw.query(`SELECT length('${'x'.repeat(900 * 1024)}')`);
+    expect(q.errors).toEqual([]);
+    expect(q.rows).toEqual([[String(900 * 1024)]]);
+    raw.end();
+  });
+
+  for (const t of [0x7a /* z */, 0x00, 0xff, 0x70 /* p: password message after start-up */]) {
+    it(`rejects message type 0x${t.toString(16)} with 08P01 and closes`, async () => {
+      const raw = await session();
+      const body = Buffer.from('hello\0');
+      const b = Buffer.alloc(5);
+      b[0] = t;
+      b.writeUInt32BE(4 + body.length, 1);
+      raw.send(b, body);
+      const f = await expectFatalAndClose(raw, '08P01');
+      if (t === 0x7a) expect(f.M).toMatch(/invalid frontend message type/);
+    });
+  }
+
+  it('survives a client that closes in the middle of a message', async () => {
+    const raw = await session();
+    const q = queryMessage('SELECT 1');
+    raw.send(q.subarray(0, 7));
+    await sleep(50);
+    raw.destroy();
+    await sleep(100);
+  });
+
+  it('survives a client that closes in the middle of a running query', async () => {
+    const raw = await session();
+    raw.send(queryMessage('SELECT pg_sleep(2)'));
+    await sleep(200);
+    raw.destroy();
+    await sleep(100);
+  });
+});
+
+describe('backend failures', () => {
+  it('reports a backend terminated mid-query (57P01) to the client and closes, without a hang', async () => {
+    const c = await pgClient({ port: proxy.port }, { application_name: 'relay-bad-input-victim' });
+    const pid = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+    const ended = new Promise<void>((resolve) => c.once('end', () => resolve()));
+    const running = c.query('SELECT pg_sleep(10)').then(
+      () => ({ ok: true as const }),
+      (e: { code?: string; message: string }) => ({ ok: false as const, code: e.code, message: e.message }),
+    );
+    await sleep(500);
+    const direct = await pgClient({ port: cluster.primary.port });
+    const t0 = Date.now();
+    expect((await direct.query('SELECT pg_terminate_backend($1) AS ok', [pid])).rows[0].ok).toBe(true);
+    const r = await withTimeout(running, 5000, 'the query on the terminated backend to fail');
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(r.ok).toBe(false);
+    expect(r).toMatchObject({ code: '57P01' });
+    await withTimeout(ended, 5000, 'the client connection to close');
+    await endPg(direct);
+  });
+
+  it('reports a backend terminated while the session is idle (57P01) and closes the client', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    expect((await raw.startup({ ...USER, application_name: 'relay-bad-input-idle-victim' })).ok).toBe(true);
+    const pid = Number((await raw.query('SELECT pg_backend_pid()')).rows[0][0]);
+    const direct = await pgClient({ port: cluster.primary.port });
+    await direct.query('SELECT pg_terminate_backend($1)', [pid]);
+    await endPg(direct);
+    await expectFatalAndClose(raw, '57P01', /terminating connection due to administrator command/);
+  });
+});
+
+it('pgrelay is still running after the file', () => {
+  expect(isAlive(proxy.pid)).toBe(true);
+});

@@ -1,0 +1,97 @@
+/**
+ * node-postgres / postgres.js clients for integration tests, with timeouts and
+ * tracking so that afterEach/afterAll can close whatever a failed test left open.
+ */
+import pg from 'pg';
+import postgres from 'postgres';
+
+export interface Target {
+  host?: string;
+  port: number;
+}
+
+const livePg = new Set<pg.Client>();
+const liveSql = new Set<postgres.Sql>();
+
+export type PgClientOptions = Omit<pg.ClientConfig, 'host' | 'port'>;
+
+/** A connected pg.Client (tracked; closed by closeAllClients). */
+export async function pgClient(t: Target, opts: PgClientOptions = {}): Promise<pg.Client> {
+  const c = new pg.Client({
+    host: t.host ?? '127.0.0.1',
+    port: t.port,
+    user: 'postgres',
+    database: 'postgres',
+    connectionTimeoutMillis: 10_000,
+    query_timeout: 60_000,
+    application_name: 'pgrelay-test',
+    ...opts,
+  });
+  // An 'error' event without a listener would crash the worker (e.g. after a FATAL).
+  c.on('error', () => undefined);
+  livePg.add(c);
+  try {
+    await c.connect();
+  } catch (e) {
+    livePg.delete(c);
+    throw e;
+  }
+  return c;
+}
+
+/** End a pg.Client, bounded (destroys the socket if end() does not finish in timeoutMs). */
+export async function endPg(c: pg.Client, timeoutMs = 3000): Promise<void> {
+  livePg.delete(c);
+  await Promise.race([
+    c.end().catch(() => undefined),
+    new Promise<void>((r) =>
+      setTimeout(() => {
+        (c as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+        r();
+      }, timeoutMs),
+    ),
+  ]);
+}
+
+/** A postgres.js instance (tracked). */
+export function sqlClient(t: Target, opts: postgres.Options<Record<string, postgres.PostgresType>> = {}): postgres.Sql {
+  const sql = postgres({
+    host: t.host ?? '127.0.0.1',
+    port: t.port,
+    user: 'postgres',
+    database: 'postgres',
+    connect_timeout: 10,
+    idle_timeout: 30,
+    max: 1,
+    onnotice: () => undefined,
+    ...opts,
+  });
+  liveSql.add(sql);
+  return sql;
+}
+
+export async function endSql(sql: postgres.Sql): Promise<void> {
+  liveSql.delete(sql);
+  await sql.end({ timeout: 2 }).catch(() => undefined);
+}
+
+/** Close every tracked client. */
+export async function closeAllClients(): Promise<void> {
+  await Promise.all([...livePg].map((c) => endPg(c)));
+  await Promise.all([...liveSql].map((s) => endSql(s)));
+}
+
+/** Run fn, failing with a clear message after timeoutMs. */
+export async function withTimeout<T>(p: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        t = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms: ${what}`)), timeoutMs);
+      }),
+    ]);
+  } finally {
+    clearTimeout(t);
+  }
+}
