@@ -1,0 +1,899 @@
+#!/usr/bin/env node
+/**
+ * pgrelay benchmark: pgbench through pgrelay vs directly against the primary
+ * (and through PgBouncer / pgpool-II when installed), side by side.
+ *
+ *   npm run bench                      (= npm run build && node bench/run.mjs)
+ *   BENCH_DURATION=5 BENCH_ONLY=direct,pgrelay node bench/run.mjs
+ *
+ * See bench/README.md for the options, the columns and the targets.
+ *
+ * Plain Node ESM, no build step. Uses dist/devcluster.js for the throw-away
+ * PostgreSQL cluster and dist/cli.js for pgrelay, so `npm run build` first.
+ */
+import { spawn, execFile, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '..');
+const DIST = path.join(ROOT, 'dist');
+const PG_BIN = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
+
+// ---------------------------------------------------------------------------
+// Options
+
+const env = process.env;
+const list = (v, def) =>
+  (v ?? def)
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+const num = (v, def) => {
+  if (v === undefined || v === '') return def;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) die(`invalid number "${v}"`);
+  return n;
+};
+
+function die(msg) {
+  process.stderr.write(`bench: ${msg}\n`);
+  process.exit(2);
+}
+
+const ALL_MODES = ['simple', 'extended', 'prepared'];
+const ALL_TARGETS = ['direct', 'pgrelay', 'pgbouncer', 'pgpool', 'pgrelay-lb', 'pipe'];
+const ALL_WORKLOADS = ['select', 'tpcb', 'connect'];
+
+const OPT = {
+  duration: num(env.BENCH_DURATION, 10),
+  clients: list(env.BENCH_CLIENTS, '1,8,32').map((c) => num(c)),
+  scale: num(env.BENCH_SCALE, 10),
+  modes: list(env.BENCH_MODES, ALL_MODES.join(',')),
+  tpcbModes: list(env.BENCH_TPCB_MODES, env.BENCH_MODES ?? ALL_MODES.join(',')),
+  workloads: list(env.BENCH_WORKLOADS, ALL_WORKLOADS.join(',')),
+  connectClients: list(env.BENCH_CONNECT_CLIENTS, '1,8').map((c) => num(c)),
+  lb: env.BENCH_LB === '1',
+  pipe: env.BENCH_PIPE === '1',
+  only: env.BENCH_ONLY ? list(env.BENCH_ONLY, '') : null,
+  profile: env.BENCH_PROFILE === '1',
+  profileModes: list(env.BENCH_PROFILE_MODES, 'extended'),
+  warmup: env.BENCH_WARMUP === undefined ? 2 : Number(env.BENCH_WARMUP),
+  standbys: env.BENCH_STANDBYS !== undefined ? Number(env.BENCH_STANDBYS) : null,
+  pgbouncer: env.BENCH_PGBOUNCER ?? '/usr/sbin/pgbouncer',
+  pgpool: env.BENCH_PGPOOL ?? '/usr/sbin/pgpool',
+  resultsDir: env.BENCH_RESULTS_DIR ?? path.join(HERE, 'results'),
+  keep: env.BENCH_KEEP === '1',
+};
+for (const m of [...OPT.modes, ...OPT.tpcbModes, ...OPT.profileModes]) {
+  if (!ALL_MODES.includes(m)) die(`unknown protocol mode "${m}" (simple, extended, prepared)`);
+}
+for (const w of OPT.workloads) if (!ALL_WORKLOADS.includes(w)) die(`unknown workload "${w}" (${ALL_WORKLOADS.join(', ')})`);
+if (OPT.only) for (const t of OPT.only) if (!ALL_TARGETS.includes(t)) die(`unknown target "${t}" (${ALL_TARGETS.join(', ')})`);
+
+/** Which targets run which workloads. */
+const TARGET_WORKLOADS = {
+  direct: ['select', 'tpcb', 'connect'],
+  pgrelay: ['select', 'tpcb', 'connect'],
+  pgbouncer: ['select', 'connect'],
+  pgpool: ['select', 'connect'],
+  'pgrelay-lb': ['select'],
+  pipe: ['select', 'connect'],
+};
+
+function wanted(target) {
+  if (OPT.only) return OPT.only.includes(target);
+  if (target === 'pgrelay-lb') return OPT.lb;
+  if (target === 'pipe') return OPT.pipe;
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const log = (msg) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+const CLK_TCK = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** OS user to run PgBouncer / pgpool-II as (they refuse root, like initdb). */
+function resolveRunAs() {
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) return null;
+  const name = env.PGRELAY_PG_USER ?? 'postgres';
+  for (const line of fs.readFileSync('/etc/passwd', 'utf8').split('\n')) {
+    const f = line.split(':');
+    if (f[0] === name) return { user: name, uid: Number(f[2]), gid: Number(f[3]), home: f[5] };
+  }
+  return null;
+}
+const RUN_AS = resolveRunAs();
+
+/** process.env without libpq variables. */
+function cleanEnv(extra = {}) {
+  const e = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (/^PG[A-Z]/.test(k) && k !== 'PG_BIN') continue;
+    e[k] = v;
+  }
+  return { ...e, LC_ALL: 'C', LANG: 'C', ...extra };
+}
+
+function runCmd(file, args, { timeoutMs = 60_000, envExtra = {}, runAs = null } = {}) {
+  return new Promise((resolve) => {
+    const o = { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 64 << 20, env: cleanEnv(envExtra), encoding: 'utf8', cwd: os.tmpdir() };
+    if (runAs) Object.assign(o, { uid: runAs.uid, gid: runAs.gid });
+    execFile(file, args, o, (err, stdout, stderr) => {
+      let code = 0;
+      if (err) code = typeof err.code === 'number' ? err.code : 1;
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) + (err?.killed ? `\n[killed after ${timeoutMs} ms]` : '') });
+    });
+  });
+}
+
+function tcpReady(host, port, timeoutMs = 1000) {
+  return new Promise((resolve) => {
+    const s = net.connect({ host, port });
+    const done = (ok) => {
+      s.destroy();
+      resolve(ok);
+    };
+    s.setTimeout(timeoutMs, () => done(false));
+    s.once('connect', () => done(true));
+    s.once('error', () => done(false));
+  });
+}
+
+/** Until `SELECT 1` succeeds through host:port (TCP accept alone is not enough for pgpool). */
+async function waitReady(name, port, child, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() < deadline) {
+    if (child && child.exitCode !== null) throw new Error(`${name} exited with code ${child.exitCode} during startup`);
+    if (await tcpReady('127.0.0.1', port)) {
+      const r = await runCmd(path.join(PG_BIN, 'psql'), ['-X', '-At', '-c', 'SELECT 1'], { timeoutMs: 10_000, envExtra: pgEnv(port) });
+      if (r.code === 0 && r.stdout.trim() === '1') return;
+      last = r.stderr.trim();
+    }
+    await sleep(200);
+  }
+  throw new Error(`${name} not ready on port ${port} after ${timeoutMs} ms${last ? `: ${last}` : ''}`);
+}
+
+function pgEnv(port) {
+  return { PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'postgres', PGDATABASE: 'postgres', PGCONNECT_TIMEOUT: '10' };
+}
+
+// ---- process CPU accounting (/proc/<pid>/stat) ----------------------------
+
+function readStat(pid) {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // comm may contain spaces/parens: split after the last ')'.
+    const close = s.lastIndexOf(')');
+    const comm = s.slice(s.indexOf('(') + 1, close);
+    const f = s.slice(close + 2).split(' '); // f[0] = field 3 (state)
+    return { pid, comm, ppid: Number(f[1]), utime: Number(f[11]), stime: Number(f[12]), cutime: Number(f[13]), cstime: Number(f[14]) };
+  } catch {
+    return null;
+  }
+}
+
+/** pid and all its live descendants. */
+function processTree(rootPid) {
+  const stats = [];
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    const st = readStat(Number(d));
+    if (st) stats.push(st);
+  }
+  const byParent = new Map();
+  for (const st of stats) {
+    if (!byParent.has(st.ppid)) byParent.set(st.ppid, []);
+    byParent.get(st.ppid).push(st);
+  }
+  const root = stats.find((s) => s.pid === rootPid);
+  if (!root) return [];
+  const out = [root];
+  for (let i = 0; i < out.length; i++) for (const c of byParent.get(out[i].pid) ?? []) out.push(c);
+  return out;
+}
+
+/**
+ * CPU seconds used by a process tree: utime+stime of every live process in it
+ * plus cutime+cstime (children already reaped). For pgrelay (one process) this
+ * is exactly /proc/<pid>/stat utime+stime; for pgpool-II it also counts its
+ * preforked children.
+ */
+function treeCpu(rootPid) {
+  let user = 0;
+  let sys = 0;
+  let syscr = 0;
+  let syscw = 0;
+  for (const st of processTree(rootPid)) {
+    user += st.utime + st.cutime;
+    sys += st.stime + st.cstime;
+    // read()/write()-family syscall counters (not recv/send): meaningful for Node (libuv uses read/write/writev).
+    try {
+      const io = fs.readFileSync(`/proc/${st.pid}/io`, 'utf8');
+      syscr += Number(/syscr:\s*(\d+)/.exec(io)?.[1] ?? 0);
+      syscw += Number(/syscw:\s*(\d+)/.exec(io)?.[1] ?? 0);
+    } catch {
+      // not readable
+    }
+  }
+  return { user: user / CLK_TCK, sys: sys / CLK_TCK, total: (user + sys) / CLK_TCK, syscr, syscw };
+}
+
+// ---------------------------------------------------------------------------
+// Managed child processes (pgrelay, PgBouncer, pgpool-II)
+
+const children = new Set();
+
+class Proc {
+  constructor(name, file, args, { runAs = null, logFile, envExtra = {} } = {}) {
+    this.name = name;
+    this.logFile = logFile;
+    const fd = fs.openSync(logFile, 'a');
+    const o = { stdio: ['ignore', fd, fd], env: cleanEnv(envExtra), cwd: path.dirname(logFile) };
+    if (runAs) Object.assign(o, { uid: runAs.uid, gid: runAs.gid });
+    this.child = spawn(file, args, o);
+    fs.closeSync(fd);
+    this.pid = this.child.pid;
+    this.exited = new Promise((r) => this.child.once('exit', (code, sig) => r({ code, sig })));
+    this.child.once('error', (e) => log(`${name}: spawn error ${e.message}`));
+    children.add(this);
+  }
+
+  get alive() {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  logTail(n = 2000) {
+    try {
+      const s = fs.readFileSync(this.logFile, 'utf8');
+      return s.slice(-n);
+    } catch {
+      return '';
+    }
+  }
+
+  /** signal, wait up to graceMs, then SIGKILL the process and any leftover descendants (by PID). */
+  async stop(signal = 'SIGTERM', graceMs = 10_000) {
+    if (!this.alive) {
+      children.delete(this);
+      return;
+    }
+    const tree = processTree(this.pid).map((s) => ({ pid: s.pid, comm: s.comm }));
+    this.child.kill(signal);
+    const t = setTimeout(() => {
+      if (this.alive) this.child.kill('SIGKILL');
+    }, graceMs);
+    await this.exited;
+    clearTimeout(t);
+    await sleep(200);
+    for (const { pid, comm } of tree.slice(1)) {
+      const st = readStat(pid);
+      if (st && st.comm === comm) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+    }
+    children.delete(this);
+  }
+
+  /** Synchronous last resort (process 'exit'). */
+  killNow() {
+    if (!this.alive) return;
+    for (const s of processTree(this.pid).reverse()) {
+      try {
+        process.kill(s.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  }
+}
+
+process.on('exit', () => {
+  for (const c of children) c.killNow();
+});
+
+// ---------------------------------------------------------------------------
+// Targets
+
+/** Stop a proxy process, then remove its temp dir (config, logs) unless BENCH_KEEP=1. */
+async function stopAndClean(p, dir, signal, graceMs) {
+  await p.stop(signal, graceMs);
+  if (!OPT.keep) await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+}
+
+async function mkTempDir(prefix, owner = null) {
+  const d = await fsp.mkdtemp(path.join(os.tmpdir(), prefix));
+  if (owner) await fsp.chown(d, owner.uid, owner.gid);
+  return d;
+}
+
+async function freePort() {
+  const { freePort: fp } = await import(path.join(DIST, 'devcluster.js'));
+  return fp();
+}
+
+function pgrelayConf({ port, backends, lb }) {
+  const lines = [
+    '# generated by bench/run.mjs',
+    `listen_addresses = '127.0.0.1'`,
+    `port = ${port}`,
+    `num_init_children = 64`,
+    `max_pool = 4`,
+    `log_min_messages = warning`,
+    `load_balance_mode = ${lb ? 'on' : 'off'}`,
+  ];
+  backends.forEach((b, i) => {
+    lines.push(`backend_hostname${i} = '${b.host}'`, `backend_port${i} = ${b.port}`, `backend_weight${i} = 1`);
+  });
+  return lines.join('\n') + '\n';
+}
+
+async function startPgrelay(name, backends, { lb = false, cpuProfDir = null } = {}) {
+  const dir = await mkTempDir(`pgrelay-bench-${name}-`);
+  const port = await freePort();
+  const conf = path.join(dir, 'pgrelay.conf');
+  await fsp.writeFile(conf, pgrelayConf({ port, backends, lb }));
+  const nodeArgs = [];
+  if (cpuProfDir) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`);
+  const p = new Proc(name, process.execPath, [...nodeArgs, path.join(DIST, 'cli.js'), '-f', conf], { logFile: path.join(dir, 'pgrelay.log') });
+  try {
+    await waitReady(name, port, p.child);
+  } catch (e) {
+    await p.stop('SIGKILL', 1000);
+    throw new Error(`${e.message}\n--- ${name} log ---\n${p.logTail()}`);
+  }
+  return { name, port, proc: p, dir, stop: () => stopAndClean(p, dir, 'SIGTERM', 10_000) };
+}
+
+/**
+ * Baseline: the thinnest possible Node proxy, a byte pipe (one backend
+ * connection per client, no protocol parsing, no cache). Its CPU/txn is the
+ * floor for any Node proxy on this machine.
+ */
+const PIPE_JS = `
+const net = require('node:net');
+const [port, bport] = process.argv.slice(2).map(Number);
+net.createServer({ noDelay: true }, (c) => {
+  const s = net.connect({ host: '127.0.0.1', port: bport, noDelay: true });
+  c.pipe(s); s.pipe(c);
+  c.on('error', () => s.destroy()); s.on('error', () => c.destroy());
+  c.on('close', () => s.destroy()); s.on('close', () => c.destroy());
+}).listen(port, '127.0.0.1');
+process.on('SIGTERM', () => process.exit(0));
+`;
+
+async function startPipe(primary) {
+  const dir = await mkTempDir('pipe-bench-');
+  const port = await freePort();
+  await fsp.writeFile(path.join(dir, 'pipe.cjs'), PIPE_JS);
+  const p = new Proc('pipe', process.execPath, [path.join(dir, 'pipe.cjs'), String(port), String(primary.port)], { logFile: path.join(dir, 'pipe.log') });
+  await waitReady('pipe', port, p.child);
+  return { name: 'pipe', port, proc: p, dir, stop: () => stopAndClean(p, dir, 'SIGTERM', 5000) };
+}
+
+async function startPgbouncer(primary) {
+  if (!fs.existsSync(OPT.pgbouncer)) throw new Error(`${OPT.pgbouncer} not installed`);
+  const dir = await mkTempDir('pgbouncer-bench-', RUN_AS);
+  const port = await freePort();
+  const ini = path.join(dir, 'pgbouncer.ini');
+  await fsp.writeFile(path.join(dir, 'userlist.txt'), '"postgres" ""\n');
+  await fsp.writeFile(
+    ini,
+    [
+      '[databases]',
+      `* = host=127.0.0.1 port=${primary.port}`,
+      '',
+      '[pgbouncer]',
+      'listen_addr = 127.0.0.1',
+      `listen_port = ${port}`,
+      'unix_socket_dir =',
+      'auth_type = trust',
+      `auth_file = ${path.join(dir, 'userlist.txt')}`,
+      'pool_mode = session',
+      'max_client_conn = 500',
+      'default_pool_size = 64',
+      'server_reset_query = DISCARD ALL',
+      'ignore_startup_parameters = extra_float_digits',
+      `logfile = ${path.join(dir, 'pgbouncer-file.log')}`,
+      'log_connections = 0',
+      'log_disconnections = 0',
+      'log_pooler_errors = 1',
+      'admin_users = postgres',
+      '',
+    ].join('\n'),
+  );
+  if (RUN_AS) for (const f of fs.readdirSync(dir)) fs.chownSync(path.join(dir, f), RUN_AS.uid, RUN_AS.gid);
+  const p = new Proc('pgbouncer', OPT.pgbouncer, [ini], { runAs: RUN_AS, logFile: path.join(dir, 'pgbouncer.out') });
+  try {
+    await waitReady('pgbouncer', port, p.child);
+  } catch (e) {
+    await p.stop('SIGKILL', 1000);
+    throw new Error(`${e.message}\n--- pgbouncer log ---\n${p.logTail()}`);
+  }
+  return { name: 'pgbouncer', port, proc: p, dir, stop: () => stopAndClean(p, dir, 'SIGINT', 10_000) };
+}
+
+async function startPgpool(primary, maxClients) {
+  if (!fs.existsSync(OPT.pgpool)) throw new Error(`${OPT.pgpool} not installed`);
+  const dir = await mkTempDir('pgpool-bench-', RUN_AS);
+  const port = await freePort();
+  const pcpPort = await freePort();
+  const conf = path.join(dir, 'pgpool.conf');
+  const children = Math.max(40, maxClients + 8);
+  await fsp.writeFile(
+    conf,
+    [
+      "backend_clustering_mode = 'streaming_replication'",
+      "listen_addresses = '127.0.0.1'",
+      `port = ${port}`,
+      `socket_dir = '${dir}'`,
+      "pcp_listen_addresses = ''",
+      `pcp_port = ${pcpPort}`,
+      `pcp_socket_dir = '${dir}'`,
+      `wd_ipc_socket_dir = '${dir}'`,
+      "backend_hostname0 = '127.0.0.1'",
+      `backend_port0 = ${primary.port}`,
+      'backend_weight0 = 1',
+      "backend_flag0 = 'ALLOW_TO_FAILOVER'",
+      `num_init_children = ${children}`,
+      'max_pool = 4',
+      'child_life_time = 0',
+      'child_max_connections = 0',
+      'connection_life_time = 0',
+      'client_idle_limit = 0',
+      'load_balance_mode = off',
+      'sr_check_period = 0',
+      "sr_check_user = 'postgres'",
+      'health_check_period = 0',
+      "health_check_user = 'postgres'",
+      'enable_pool_hba = off',
+      "pool_passwd = ''",
+      'failover_on_backend_error = off',
+      'use_watchdog = off',
+      'memory_cache_enabled = off',
+      'connection_cache = on',
+      `pid_file_name = '${path.join(dir, 'pgpool.pid')}'`,
+      `logdir = '${dir}'`,
+      "log_destination = 'stderr'",
+      'log_min_messages = warning',
+      'log_connections = off',
+      'log_statement = off',
+      'log_per_node_statement = off',
+      '',
+    ].join('\n'),
+  );
+  await fsp.writeFile(path.join(dir, 'pcp.conf'), '');
+  await fsp.writeFile(path.join(dir, 'pool_hba.conf'), 'host all all 127.0.0.1/32 trust\n');
+  if (RUN_AS) for (const f of fs.readdirSync(dir)) fs.chownSync(path.join(dir, f), RUN_AS.uid, RUN_AS.gid);
+  const p = new Proc('pgpool', OPT.pgpool, ['-n', '-f', conf, '-F', path.join(dir, 'pcp.conf'), '-a', path.join(dir, 'pool_hba.conf')], {
+    runAs: RUN_AS,
+    logFile: path.join(dir, 'pgpool.out'),
+  });
+  try {
+    await waitReady('pgpool', port, p.child, 60_000);
+  } catch (e) {
+    await p.stop('SIGINT', 5000);
+    throw new Error(`${e.message}\n--- pgpool log ---\n${p.logTail()}`);
+  }
+  return { name: 'pgpool', port, proc: p, dir, children, stop: () => stopAndClean(p, dir, 'SIGINT', 10_000) };
+}
+
+// ---------------------------------------------------------------------------
+// pgbench
+
+function pgbenchArgs({ port, workload, mode, clients, duration }) {
+  const a = ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-n', '-M', mode, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(duration)];
+  if (workload === 'select' || workload === 'connect') a.push('-S');
+  if (workload === 'connect') a.push('-C');
+  a.push('postgres');
+  return a;
+}
+
+function parsePgbench(out) {
+  const m = (re) => {
+    const x = re.exec(out);
+    return x ? Number(x[1]) : null;
+  };
+  return {
+    txns: m(/number of transactions actually processed:\s*(\d+)/),
+    failed: m(/number of failed transactions:\s*(\d+)/) ?? 0,
+    latencyMs: m(/latency average = ([\d.]+) ms/),
+    connTimeMs: m(/average connection time = ([\d.]+) ms/),
+    tps: m(/tps = ([\d.]+)/),
+  };
+}
+
+/** One pgbench run against a target; measures the target's process CPU around it. */
+async function pgbenchRun(target, { workload, mode, clients, duration }) {
+  const args = pgbenchArgs({ port: target.port, workload, mode, clients, duration });
+  const pid = target.proc?.pid;
+  const cpu0 = pid ? treeCpu(pid) : null;
+  const t0 = process.hrtime.bigint();
+  const r = await runCmd('pgbench', args, { timeoutMs: (duration + 60) * 1000 });
+  const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu1 = pid ? treeCpu(pid) : null;
+  const p = parsePgbench(r.stdout);
+  const row = {
+    target: target.name,
+    workload,
+    mode,
+    clients,
+    duration,
+    ...p,
+    wallS: round(wallS, 2),
+    proxyCpuS: pid ? round(cpu1.total - cpu0.total, 3) : null,
+    proxyUserS: pid ? round(cpu1.user - cpu0.user, 3) : null,
+    proxySysS: pid ? round(cpu1.sys - cpu0.sys, 3) : null,
+    cpuUsPerTxn: pid && p.txns ? round(((cpu1.total - cpu0.total) * 1e6) / p.txns, 2) : null,
+    readsPerTxn: pid && p.txns ? round((cpu1.syscr - cpu0.syscr) / p.txns, 2) : null,
+    writesPerTxn: pid && p.txns ? round((cpu1.syscw - cpu0.syscw) / p.txns, 2) : null,
+    exitCode: r.code,
+    load1: round(os.loadavg()[0], 2),
+    error: null,
+  };
+  if (r.code !== 0 || p.tps === null) {
+    row.error = (r.stderr.trim().split('\n').slice(-5).join(' | ') || `pgbench exit ${r.code}`).slice(0, 500);
+  }
+  if (target.proc && !target.proc.alive) row.error = `${target.name} died during the run: ${target.proc.logTail(500)}`;
+  return row;
+}
+
+const round = (x, d) => (x === null || x === undefined || !Number.isFinite(x) ? null : Math.round(x * 10 ** d) / 10 ** d);
+
+// ---------------------------------------------------------------------------
+// Output
+
+const fmt = (x, d = 0) => (x === null || x === undefined ? '-' : Number(x).toFixed(d));
+const WL_NAME = { select: 'select-only (-S)', tpcb: 'TPC-B-like', connect: 'connect (-C -S)' };
+
+function table(headers, rows, align) {
+  const w = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+  const line = (cells) => '| ' + cells.map((c, i) => (align?.[i] === 'l' ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join(' | ') + ' |';
+  const sep = '|' + w.map((x, i) => (align?.[i] === 'l' ? ':' + '-'.repeat(x + 1) : '-'.repeat(x + 1) + ':')).join('|') + '|';
+  return [line(headers), sep, ...rows.map(line)].join('\n');
+}
+
+function buildReport(results, meta, checks, profileText) {
+  const get = (t, w, m, c) => results.find((r) => r.target === t && r.workload === w && r.mode === m && r.clients === c && !r.error);
+  const ratio = (a, b) => (a && b && a.tps && b.tps ? (a.tps / b.tps).toFixed(2) : '-');
+  const cells = [];
+  for (const r of results) {
+    if (!cells.some((x) => x.workload === r.workload && x.mode === r.mode && x.clients === r.clients)) cells.push({ workload: r.workload, mode: r.mode, clients: r.clients });
+  }
+  const out = [];
+  out.push(`# pgrelay benchmark ${meta.startedAt}`);
+  out.push('');
+  out.push(
+    `${meta.cpus} CPUs (${meta.cpuModel}), ${meta.os}, Node ${meta.node}, ${meta.pgbench}; scale ${OPT.scale}, ${OPT.duration} s per run, ` +
+      `pgbench -n -j min(clients,2); targets: ${meta.targets.join(', ')}.`,
+  );
+  {
+    const loads = results.map((r) => r.load1).filter((x) => typeof x === 'number');
+    if (loads.length) {
+      const avg = loads.reduce((a, b) => a + b, 0) / loads.length;
+      out.push(
+        `Machine load (1-min loadavg at the end of each run): mean ${avg.toFixed(1)}, max ${Math.max(...loads).toFixed(1)} on ${meta.cpus} CPUs` +
+          (avg > meta.cpus + 1 ? ' — other work was running; expect noise.' : '.'),
+      );
+    }
+  }
+  if (meta.skipped.length) out.push(`Skipped: ${meta.skipped.map((s) => `${s.target} (${s.reason.split('\n')[0]})`).join('; ')}.`);
+  out.push('');
+
+  // 1. pgrelay vs direct, absolute + ratios.
+  out.push('## pgrelay vs direct');
+  out.push('');
+  out.push('TPS = transactions/s (pgbench, without initial connection time; with -C including reconnects), lat = pgbench latency average (ms), ');
+  out.push('conn = pgbench average connection time (ms, -C only), CPU = pgrelay process CPU µs per transaction, sys % = kernel share of that CPU, ');
+  out.push('reads / writes per txn = read() and write()/writev() syscalls of pgrelay per transaction (/proc/<pid>/io syscr/syscw).');
+  out.push('');
+  {
+    const hdr = ['workload', 'mode', 'clients', 'direct TPS', 'direct lat', 'pgrelay TPS', 'pgrelay lat', 'TPS ratio', 'lat ratio', 'pgrelay CPU µs/txn', 'sys %', 'reads / writes per txn', 'direct conn', 'pgrelay conn'];
+    const rows = [];
+    for (const c of cells) {
+      const d = get('direct', c.workload, c.mode, c.clients);
+      const p = get('pgrelay', c.workload, c.mode, c.clients);
+      if (!d && !p) continue;
+      rows.push([
+        WL_NAME[c.workload],
+        c.mode,
+        c.clients,
+        fmt(d?.tps),
+        fmt(d?.latencyMs, 3),
+        fmt(p?.tps),
+        fmt(p?.latencyMs, 3),
+        ratio(p, d),
+        d?.latencyMs && p?.latencyMs ? (p.latencyMs / d.latencyMs).toFixed(2) : '-',
+        fmt(p?.cpuUsPerTxn, 1),
+        p?.proxyCpuS ? `${Math.round((100 * p.proxySysS) / p.proxyCpuS)}%` : '-',
+        p?.readsPerTxn !== null && p?.readsPerTxn !== undefined ? `${fmt(p.readsPerTxn, 1)} / ${fmt(p.writesPerTxn, 1)}` : '-',
+        c.workload === 'connect' ? fmt(d?.connTimeMs, 3) : '',
+        c.workload === 'connect' ? fmt(p?.connTimeMs, 3) : '',
+      ]);
+    }
+    out.push(table(hdr, rows, ['l', 'l']));
+  }
+  out.push('');
+
+  // 2. All proxies: TPS ratio vs direct side by side.
+  const proxies = meta.targets.filter((t) => t !== 'direct');
+  if (proxies.length) {
+    out.push('## All proxies: TPS ratio vs direct (CPU µs/txn of the proxy process tree in brackets)');
+    out.push('');
+    const hdr = ['workload', 'mode', 'clients', 'direct TPS', ...proxies];
+    const rows = [];
+    for (const c of cells) {
+      const d = get('direct', c.workload, c.mode, c.clients);
+      const row = [WL_NAME[c.workload], c.mode, c.clients, fmt(d?.tps)];
+      let any = false;
+      for (const t of proxies) {
+        const p = get(t, c.workload, c.mode, c.clients);
+        const failed = results.find((r) => r.target === t && r.workload === c.workload && r.mode === c.mode && r.clients === c.clients && r.error);
+        if (p) any = true;
+        row.push(p ? `${ratio(p, d)} (${fmt(p.cpuUsPerTxn, 1)})` : failed ? 'FAIL' : '');
+      }
+      if (any) rows.push(row);
+    }
+    out.push(table(hdr, rows, ['l', 'l']));
+    out.push('');
+    out.push('## All targets: absolute TPS / latency (ms)');
+    out.push('');
+    const hdr2 = ['workload', 'mode', 'clients', ...meta.targets];
+    const rows2 = [];
+    for (const c of cells) {
+      const row = [WL_NAME[c.workload], c.mode, c.clients];
+      for (const t of meta.targets) {
+        const p = get(t, c.workload, c.mode, c.clients);
+        row.push(p ? `${fmt(p.tps)} / ${fmt(p.latencyMs, 3)}` + (c.workload === 'connect' ? ` / conn ${fmt(p.connTimeMs, 3)}` : '') : '');
+      }
+      rows2.push(row);
+    }
+    out.push(table(hdr2, rows2, ['l', 'l']));
+    out.push('');
+  }
+
+  // 3. Targets.
+  if (checks.length) {
+    out.push('## Targets (select-only, 8 clients)');
+    out.push('');
+    for (const c of checks) out.push(`- ${c.ok ? 'PASS' : 'FAIL'} ${c.what}: ${c.value}`);
+    out.push('');
+  }
+
+  const errors = results.filter((r) => r.error);
+  if (errors.length) {
+    out.push('## Failed runs');
+    out.push('');
+    for (const e of errors) out.push(`- ${e.target} ${e.workload} ${e.mode} c=${e.clients}: ${e.error.replace(/\n/g, ' ')}`);
+    out.push('');
+  }
+  if (profileText) {
+    out.push('## CPU profile of pgrelay');
+    out.push('');
+    out.push('```');
+    out.push(profileText.trimEnd());
+    out.push('```');
+    out.push('');
+  }
+  return out.join('\n');
+}
+
+function targetChecks(results) {
+  const checks = [];
+  if (!results.some((r) => r.target === 'pgrelay' && r.workload === 'select')) return checks;
+  for (const mode of OPT.modes) {
+    const d = results.find((r) => r.target === 'direct' && r.workload === 'select' && r.mode === mode && r.clients === 8 && !r.error);
+    const p = results.find((r) => r.target === 'pgrelay' && r.workload === 'select' && r.mode === mode && r.clients === 8);
+    if (!p) continue;
+    if (d) {
+      const ratio = p.error || !p.tps ? 0 : p.tps / d.tps;
+      checks.push({ what: `TPS pgrelay/direct ≥ 0.60, -M ${mode}`, value: p.error ? 'run failed' : ratio.toFixed(2), ok: ratio >= 0.6 });
+    }
+    checks.push({ what: `pgrelay CPU < 15 µs/txn, -M ${mode}`, value: p.cpuUsPerTxn === null ? 'n/a' : `${p.cpuUsPerTxn.toFixed(1)} µs`, ok: p.cpuUsPerTxn !== null && p.cpuUsPerTxn < 15 });
+  }
+  return checks;
+}
+
+// ---------------------------------------------------------------------------
+// Main
+
+async function main() {
+  const startedAt = new Date();
+  const stamp = startedAt.toISOString().replace(/[:]/g, '-').replace(/\..*/, '');
+  if (!fs.existsSync(path.join(DIST, 'cli.js')) || !fs.existsSync(path.join(DIST, 'devcluster.js'))) die('dist/ missing: run `npm run build` first');
+  const { DevCluster } = await import(path.join(DIST, 'devcluster.js'));
+
+  const targetsWanted = ALL_TARGETS.filter(wanted);
+  const standbys = OPT.standbys ?? (targetsWanted.includes('pgrelay-lb') ? 2 : 0);
+  const meta = {
+    startedAt: startedAt.toISOString(),
+    host: os.hostname(),
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model?.trim() ?? '?',
+    os: `${os.type()} ${os.release()}`,
+    node: process.versions.node,
+    pgbench: execFileSync('pgbench', ['--version'], { encoding: 'utf8' }).trim(),
+    options: { ...OPT, resultsDir: undefined },
+    standbys,
+    loadavgStart: os.loadavg().map((x) => round(x, 2)),
+    targets: [],
+    skipped: [],
+    versions: {},
+  };
+  log(`options: duration=${OPT.duration}s clients=${OPT.clients} scale=${OPT.scale} modes=${OPT.modes} tpcbModes=${OPT.tpcbModes} workloads=${OPT.workloads} targets=${targetsWanted}`);
+
+  log(`starting DevCluster (primary + ${standbys} standbys)`);
+  const cluster = await DevCluster.start({ standbys });
+  const targets = [];
+  const results = [];
+  let profileText = null;
+  let profileJson = null;
+  let interrupted = false;
+  const onSig = () => {
+    interrupted = true;
+    log('interrupted: finishing the current run, then cleaning up (Ctrl-C again to abort)');
+    process.once('SIGINT', () => process.exit(130));
+  };
+  process.once('SIGINT', onSig);
+  try {
+    const primary = cluster.nodes[0];
+    meta.postgres = await cluster.psql(0, 'SHOW server_version');
+    log(`cluster up: ${cluster.nodes.map((n) => `node${n.id}=${n.port}`).join(' ')}; pgbench -i -s ${OPT.scale}`);
+    const init = await runCmd('pgbench', ['-i', '-q', '-s', String(OPT.scale), '-h', '127.0.0.1', '-p', String(primary.port), '-U', 'postgres', 'postgres'], {
+      timeoutMs: 600_000,
+    });
+    if (init.code !== 0) throw new Error(`pgbench -i failed: ${init.stderr}`);
+    if (standbys > 0) await cluster.waitForCatchup(120_000);
+
+    // Targets.
+    const maxClients = Math.max(...OPT.clients, ...OPT.connectClients);
+    const starters = {
+      direct: async () => ({ name: 'direct', port: primary.port, proc: null, stop: async () => undefined }),
+      pgrelay: () => startPgrelay('pgrelay', [primary]),
+      pgbouncer: () => startPgbouncer(primary),
+      pgpool: () => startPgpool(primary, maxClients),
+      'pgrelay-lb': () => startPgrelay('pgrelay-lb', cluster.nodes, { lb: true }),
+      pipe: () => startPipe(primary),
+    };
+    for (const name of targetsWanted) {
+      try {
+        const t = await starters[name]();
+        targets.push(t);
+        meta.targets.push(name);
+        log(`${name} ready on port ${t.port}${t.proc ? ` (pid ${t.proc.pid})` : ''}`);
+      } catch (e) {
+        meta.skipped.push({ target: name, reason: e.message });
+        log(`skipping ${name}: ${e.message.split('\n')[0]}`);
+        if (name !== 'pgrelay-lb' && !/not installed/.test(e.message)) log(e.message);
+      }
+    }
+    for (const [name, file, args] of [
+      ['pgbouncer', OPT.pgbouncer, ['--version']],
+      ['pgpool', OPT.pgpool, ['--version']],
+    ]) {
+      if (meta.targets.includes(name)) meta.versions[name] = (await runCmd(file, args)).stdout.split('\n')[0] || (await runCmd(file, args)).stderr.split('\n')[0];
+    }
+
+    // Warm-up: a short select-only run through each target (JIT, caches, pooled connections).
+    if (OPT.warmup > 0) {
+      for (const t of targets) {
+        const r = await pgbenchRun(t, { workload: 'select', mode: 'simple', clients: Math.min(8, maxClients), duration: OPT.warmup });
+        log(`warm-up ${t.name}: ${r.error ? `FAILED ${r.error}` : `${fmt(r.tps)} TPS`}`);
+      }
+    }
+
+    // The matrix: for each cell, every target in turn (interleaved, so drift such
+    // as TPC-B table growth affects direct and proxies alike).
+    const plan = [];
+    for (const workload of OPT.workloads) {
+      const modes = workload === 'tpcb' ? OPT.tpcbModes : workload === 'connect' ? ['simple'] : OPT.modes;
+      const clientsList = workload === 'connect' ? OPT.connectClients : OPT.clients;
+      for (const mode of modes) for (const clients of clientsList) plan.push({ workload, mode, clients });
+    }
+    const totalRuns = plan.reduce((n, c) => n + targets.filter((t) => TARGET_WORKLOADS[t.name].includes(c.workload)).length, 0);
+    log(`${totalRuns} runs of ${OPT.duration} s (~${Math.ceil((totalRuns * (OPT.duration + 1)) / 60)} min)`);
+    let done = 0;
+    for (const cell of plan) {
+      for (const t of targets) {
+        if (interrupted) break;
+        if (!TARGET_WORKLOADS[t.name].includes(cell.workload)) continue;
+        if (t.proc && !t.proc.alive) {
+          results.push({ target: t.name, ...cell, duration: OPT.duration, error: `${t.name} is not running` });
+          continue;
+        }
+        const r = await pgbenchRun(t, { ...cell, duration: OPT.duration });
+        results.push(r);
+        done++;
+        log(
+          `[${done}/${totalRuns}] ${t.name.padEnd(10)} ${cell.workload.padEnd(7)} ${cell.mode.padEnd(8)} c=${String(cell.clients).padStart(2)}: ` +
+            (r.error
+              ? `FAILED ${r.error}`
+              : `${fmt(r.tps)} TPS, lat ${fmt(r.latencyMs, 3)} ms` +
+                (r.connTimeMs !== null ? `, conn ${fmt(r.connTimeMs, 3)} ms` : '') +
+                (r.cpuUsPerTxn !== null ? `, ${fmt(r.cpuUsPerTxn, 1)} µs CPU/txn` : '')),
+        );
+      }
+    }
+    for (const t of targets) if (t.proc?.name === 'pgrelay') meta.pgrelayLogBytes = fs.statSync(t.proc.logFile).size;
+
+    // Stop the proxies before profiling so they do not compete for CPU.
+    for (const t of targets.splice(0)) await t.stop().catch((e) => log(`stop ${t.name}: ${e.message}`));
+
+    // Optional CPU profile of pgrelay during 8-client select-only runs.
+    if (OPT.profile && !interrupted) {
+      const { summarizeProfile, formatSummary } = await import(path.join(HERE, 'profile-summary.mjs'));
+      profileJson = {};
+      const texts = [];
+      for (const mode of OPT.profileModes) {
+        const profDir = await mkTempDir('pgrelay-cpuprof-');
+        log(`profiling pgrelay: select-only -M ${mode} c=8 (${OPT.duration} s) -> ${profDir}`);
+        const t = await startPgrelay('pgrelay-prof', [primary], { cpuProfDir: profDir });
+        try {
+          await pgbenchRun(t, { workload: 'select', mode, clients: 8, duration: Math.min(2, OPT.duration) });
+          const fromUs = Number(process.hrtime.bigint() / 1000n);
+          const r = await pgbenchRun(t, { workload: 'select', mode, clients: 8, duration: OPT.duration });
+          const toUs = Number(process.hrtime.bigint() / 1000n);
+          await t.stop();
+          const files = fs.readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'));
+          if (!files.length) throw new Error('no .cpuprofile written (did pgrelay exit cleanly?)');
+          const file = path.join(profDir, files[0]);
+          const keep = path.join(OPT.resultsDir, `${stamp}-${mode}.cpuprofile`);
+          await fsp.mkdir(OPT.resultsDir, { recursive: true });
+          await fsp.copyFile(file, keep);
+          const s = summarizeProfile(JSON.parse(await fsp.readFile(file, 'utf8')), { top: 25, fromUs, toUs });
+          profileJson[mode] = { run: r, file: keep, summary: s };
+          texts.push(
+            `select-only -M ${mode}, 8 clients, ${fmt(r.tps)} TPS under the profiler (${fmt(r.cpuUsPerTxn, 1)} µs CPU/txn incl. profiler overhead); ${keep}\n` +
+              formatSummary(s),
+          );
+        } catch (e) {
+          texts.push(`profile -M ${mode} failed: ${e.message}`);
+          log(`profile failed: ${e.message}`);
+        } finally {
+          await t.stop();
+          if (!OPT.keep) await fsp.rm(profDir, { recursive: true, force: true }).catch(() => undefined);
+        }
+      }
+      profileText = texts.join('\n\n');
+    }
+  } finally {
+    for (const t of targets) await t.stop().catch(() => undefined);
+    await cluster.stop();
+    process.removeListener('SIGINT', onSig);
+  }
+
+  const checks = targetChecks(results);
+  meta.finishedAt = new Date().toISOString();
+  meta.loadavgEnd = os.loadavg().map((x) => round(x, 2));
+  const report = buildReport(results, meta, checks, profileText);
+  process.stdout.write('\n' + report + '\n');
+  await fsp.mkdir(OPT.resultsDir, { recursive: true });
+  const base = path.join(OPT.resultsDir, stamp);
+  await fsp.writeFile(`${base}.json`, JSON.stringify({ meta, results, checks, profile: profileJson }, null, 2) + '\n');
+  await fsp.writeFile(`${base}.md`, report + '\n');
+  log(`results: ${base}.json, ${base}.md`);
+  if (interrupted) process.exitCode = 130;
+}
+
+main().catch((e) => {
+  log(`FAILED: ${e.stack ?? e}`);
+  process.exit(1);
+});
