@@ -410,23 +410,23 @@ export function processAlive(pid: number): boolean {
 }
 
 /** The pid in `pid_file_name`, checked: the file exists, holds a pid, and that process runs. */
-export function readPidFile(path: string): number {
-  if (!path) throw new ControlError('pid_file_name is empty in the configuration: cannot find the running pgrelay');
+export function readPidFile(pidPath: string): number {
+  if (!pidPath) throw new ControlError('pid_file_name is empty in the configuration: cannot find the running pgrelay');
   let text: string;
   try {
-    text = fs.readFileSync(path, 'utf8');
+    text = fs.readFileSync(pidPath, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') {
-      throw new ControlError(`pid file "${path}" does not exist: is pgrelay running? (pid_file_name in the configuration; use -f to name the configuration file)`);
+      throw new ControlError(`pid file "${pidPath}" does not exist: is pgrelay running? (pid_file_name in the configuration; use -f to name the configuration file)`);
     }
-    throw new ControlError(`could not read pid file "${path}": ${(e as Error).message}`);
+    throw new ControlError(`could not read pid file "${pidPath}": ${(e as Error).message}`);
   }
   const first = text.split('\n')[0]!.trim();
-  if (!/^\d+$/.test(first) || Number(first) <= 1) throw new ControlError(`pid file "${path}" does not contain a valid pid ("${first.slice(0, 40)}")`);
+  if (!/^\d+$/.test(first) || Number(first) <= 1) throw new ControlError(`pid file "${pidPath}" does not contain a valid pid ("${first.slice(0, 40)}")`);
   const pid = Number(first);
   if (!processAlive(pid)) {
-    throw new ControlError(`stale pid file "${path}": process ${pid} is not running (pgrelay exited without removing it; delete the file)`);
+    throw new ControlError(`stale pid file "${pidPath}": process ${pid} is not running (pgrelay exited without removing it; delete the file)`);
   }
   return pid;
 }

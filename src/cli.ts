@@ -13,6 +13,7 @@ import { existsSync } from 'node:fs';
 import { loadEncKey, passwdCommand, pgEncOutput, pgMd5Output, type PasswdMethod } from './auth/tools.js';
 import { ClusterManager } from './cluster/manager.js';
 import { startServices } from './services.js';
+import { isControlCommand, runControl, CONTROL_USAGE } from './cli-control.js';
 import type { Logger } from './log.js';
 import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -41,7 +42,7 @@ Password tools (pgpool's pg_md5 / pg_enc):
                                     add or update USER's line in pool_passwd (default method md5;
                                     scram = a SCRAM-SHA-256 verifier, text = TEXT<password>)
 
-Signals: SIGHUP re-reads pool_hba.conf and pool_passwd; SIGTERM stops accepting and lets sessions finish for up to 30 s (smart);
+Signals: SIGHUP re-reads pgpool.conf, pool_hba.conf and pool_passwd; SIGTERM stops accepting and lets sessions finish for up to 30 s (smart);
 SIGINT does the same with 5 s (fast); a second signal stops at once.
 `;
 
@@ -100,7 +101,7 @@ function parseStartArgs(argv: string[]): StartArgs {
         break; // pgrelay always runs in the foreground
       case '-h':
       case '--help':
-        process.stdout.write(HELP);
+        process.stdout.write(HELP + '\n' + CONTROL_USAGE);
         process.exit(0);
         break;
       default:
@@ -129,6 +130,9 @@ async function start(argv: string[]): Promise<void> {
     log.flush();
     process.exit(2);
   }
+  // Written first so that `pgrelay stop` finds a starting instance too.
+  const pidFile = config.pid_file_name;
+  writePidFile(pidFile, log);
   const relay = new Relay({ config, log });
   const cluster = new ClusterManager(relay.nodes, () => relay.config(), log, { discardStatus: args.discardStatus });
   await cluster.start();
@@ -144,7 +148,6 @@ async function start(argv: string[]): Promise<void> {
   }
 
   let stopping = false;
-  const pidFile = config.pid_file_name;
   const shutdown = (signal: string, graceMs: number): void => {
     if (stopping || graceMs === 0) {
       log.info({ signal }, 'immediate shutdown');
@@ -164,7 +167,6 @@ async function start(argv: string[]): Promise<void> {
     loadOptions: { file: args.file, set: args.set, backends: args.backends.length > 0 ? args.backends : undefined },
     stop: (mode) => shutdown(`PGPOOL STOP ${mode}`, mode === 'smart' ? 30_000 : mode === 'fast' ? 5_000 : 0),
   });
-  writePidFile(pidFile, log);
   process.on('SIGTERM', () => shutdown('SIGTERM', 30_000));
   process.on('SIGINT', () => shutdown('SIGINT', 5_000));
   process.on('SIGQUIT', () => shutdown('SIGQUIT', 0));
@@ -254,7 +256,7 @@ function parseToolArgs(cmd: string, argv: string[]): ToolArgs {
         break;
       case '-h':
       case '--help':
-        process.stdout.write(HELP);
+        process.stdout.write(HELP + '\n' + CONTROL_USAGE);
         process.exit(0);
         break;
       default:
@@ -313,6 +315,9 @@ async function main(): Promise<void> {
   if (cmd === 'md5' || cmd === 'enc' || cmd === 'passwd') {
     runTool(cmd, argv.slice(1));
     return;
+  }
+  if (cmd !== undefined && isControlCommand(cmd)) {
+    process.exit(await runControl(cmd, argv.slice(1)));
   }
   await start(argv);
 }

@@ -47,7 +47,8 @@ export function createLogger(opts: LogOptions): Logger {
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label: string) => ({ level: label }) },
   };
-  const dest = (opts.destination ?? 'stdout').toLowerCase();
+  // pgpool allows a list ('stderr,syslog'): the first entry pgrelay knows wins; syslog means stdout.
+  const dest = (opts.destination ?? 'stdout').toLowerCase().split(',')[0]?.trim() ?? 'stdout';
   if (dest === 'file' && opts.logdir) {
     fs.mkdirSync(opts.logdir, { recursive: true });
     return pino(options, pino.destination({ dest: path.join(opts.logdir, 'pgrelay.log'), sync: false, mkdir: true }));

@@ -504,8 +504,10 @@ export class Relay implements SessionContext {
     };
     socket.once('close', onClose);
     socket.on('error', () => undefined);
+    const waitStart = Date.now();
     const ok = await this.gate.acquire(cfg.client_queue_timeout * 1000, () => closedWhileWaiting);
     socket.removeListener('close', onClose);
+    this.metrics?.slotWait((Date.now() - waitStart) / 1000);
     if (!ok) {
       if (!closedWhileWaiting)
         this.refuseSocket(
@@ -527,6 +529,7 @@ export class Relay implements SessionContext {
     }
     const session = new Session(this, socket, params, remote, authSecret);
     this.sessions.add(session);
+    this.metrics?.clientConnected();
     if (cfg.log_connections) session.log.info({ remote, application_name: session.applicationName }, 'connection received');
     const startedAt = Date.now();
     await session.start(() => {

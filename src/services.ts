@@ -169,7 +169,9 @@ export async function startServices(relay: Relay, cluster: ClusterManager, log: 
     return n;
   });
   cluster.on('node-down', (e) => relay.cache.closeAll(e.node));
-  cluster.on('failover-done', () => metrics.failover());
+  cluster.on('failover-done', (e) => {
+    if (e.primaryFailed) metrics.failover();
+  });
   cluster.on('healthcheck', (e) => metrics.healthCheck(e.node, e.ok ? 'success' : 'failure', e.durationMs / 1000));
 
   let metricsServer: MetricsServer | undefined;

@@ -232,6 +232,47 @@ export function normalisedWeights(nodes: readonly AdminNode[]): number[] {
   return nodes.map((n) => (sum > 0 && n.weight > 0 ? n.weight / sum : 0));
 }
 
+/** pgpool's get_config() enum numbering (SHOW pool_status prints enums as numbers). */
+const ENUM_NUMBERS: Record<string, Record<string, number>> = {
+  disable_load_balance_on_write: { off: 1, transaction: 2, trans_transaction: 3, always: 4, dml_adaptive: 5 },
+  backend_clustering_mode: { streaming_replication: 1, native_replication: 2, logical_replication: 3, slony: 4, raw: 5, snapshot_isolation: 6 },
+};
+
+/**
+ * SHOW pool_status (pgpool.md §1.5): the global parameters as item/value/description
+ * with booleans and enums as numbers, then per backend its hostname, port,
+ * normalised weight (%f), data directory, status, standby delay, flag and
+ * application name.
+ */
+export function showPoolStatus(ctx: AdminContext, cfg: Config): AdminResult {
+  const rows: string[][] = [];
+  const all = showParamRows(cfg, 'all') ?? [];
+  for (const r of all) {
+    if (r.item.startsWith('backend_') || /^health_check_\w+\d+$/.test(r.item)) continue;
+    let v = r.value;
+    const nums = ENUM_NUMBERS[r.item];
+    if (nums && v in nums) v = String(nums[v]);
+    else if (v === 'on') v = '1';
+    else if (v === 'off') v = '0';
+    rows.push([r.item, v, r.description]);
+  }
+  const weights = normalisedWeights(ctx.nodes);
+  for (let i = 0; i < ctx.nodes.length; i++) {
+    const n = ctx.nodes[i]!;
+    const b = cfg.backends[i];
+    const flag = b ? [b.allow_to_failover ? 'ALLOW_TO_FAILOVER' : 'DISALLOW_TO_FAILOVER', ...(b.always_primary ? ['ALWAYS_PRIMARY'] : [])].join('|') : 'ALLOW_TO_FAILOVER';
+    rows.push([`backend_hostname${i}`, n.host, 'backend #' + i + ' hostname']);
+    rows.push([`backend_port${i}`, String(n.port), 'backend #' + i + ' port number']);
+    rows.push([`backend_weight${i}`, (weights[i] ?? 0).toFixed(6), 'weight of backend #' + i]);
+    rows.push([`backend_data_directory${i}`, b?.data_directory ?? '', 'data directory for backend #' + i]);
+    rows.push([`backend_status${i}`, n.status, 'status of backend #' + i]);
+    rows.push([`standby_delay${i}`, String(Math.max(0, Math.round(n.delayBytes ?? 0))), 'standby delay of backend #' + i]);
+    rows.push([`backend_flag${i}`, flag, 'backend #' + i + ' flag']);
+    rows.push([`backend_application_name${i}`, b?.application_name ?? '', 'application_name for backend #' + i]);
+  }
+  return { kind: 'rows', columns: ['item', 'value', 'description'], rows, tag: `SELECT ${rows.length}` };
+}
+
 /** replication_delay as pgpool 4.4+ prints it: bytes, or seconds when delay_threshold_by_time > 0. */
 export function formatReplicationDelay(node: AdminNode, isPrimary: boolean, cfg: Config): string {
   if (cfg.delay_threshold_by_time > 0) {
@@ -633,7 +674,7 @@ export async function executeAdmin(cmd: AdminCommand, ctx: AdminContext): Promis
           case 'pool_version':
             return showPoolVersion(ctx);
           case 'pool_status':
-            return pgpoolShow(cfg, 'all');
+            return showPoolStatus(ctx, cfg);
           case 'pool_pools':
             return showPoolPools(ctx);
           case 'pool_processes':

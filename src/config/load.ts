@@ -290,8 +290,8 @@ function validateString(def: ParamDef, value: string): string | undefined {
   switch (def.name) {
     case 'log_destination': {
       const parts = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
-      if (parts.length === 0 || parts.some((p) => p !== 'stderr' && p !== 'syslog')) {
-        return 'a comma-separated list of stderr, syslog';
+      if (parts.length === 0 || parts.some((p) => !['stdout', 'stderr', 'file', 'syslog'].includes(p))) {
+        return 'stdout, stderr, file (<logdir>/pgrelay.log) or syslog (written to stdout)';
       }
       return undefined;
     }

@@ -273,7 +273,7 @@ export const PARAMS: readonly ParamDef[] = [
     { min: 0, max: 65535, pgrelay: true }),
   g('pid_file_name', 'string', '/var/run/pgpool/pgpool.pid', I, 'misc', 'Path to store pgpool-II pid file.', { path: true }),
   g('logdir', 'string', '/tmp', I, 'logging', 'PgPool status file logging directory.', { path: true }),
-  g('log_destination', 'string', 'stderr', R, 'logging', 'destination of pgpool-II log'),
+  g('log_destination', 'string', 'stdout', R, 'logging', "where JSON logs go: stdout (pgrelay's default; pgpool's is stderr), stderr, or file = <logdir>/pgrelay.log"),
   g('log_min_messages', 'enum', 'warning', S, 'logging', 'Which messages should be emitted to server log.',
     { values: LOG_LEVELS, aliases: { debug: 'debug2' } }),
   g('log_connections', 'bool', false, R, 'logging', 'Logs each successful connection.'),

@@ -353,7 +353,13 @@ export class PgrelayMetrics {
       },
     });
 
-    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: 'pgrelay_' });
+    if (opts.defaultMetrics !== false) {
+      collectDefaultMetrics({ register: this.registry, prefix: 'pgrelay_' });
+      // prom-client names these gauges *_total, which Prometheus reserves for counters.
+      for (const name of ['nodejs_active_resources_total', 'nodejs_active_handles_total', 'nodejs_active_requests_total']) {
+        this.registry.removeSingleMetric(`pgrelay_${name}`);
+      }
+    }
   }
 
   /** Install or replace the scrape-time snapshot provider. */

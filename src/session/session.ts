@@ -60,6 +60,8 @@ export interface TrafficCounters {
   backendBytesIn(nodeId: number, n: number): void;
   backendBytesOut(nodeId: number, n: number): void;
   backendConnectionOpened(nodeId: number): void;
+  clientConnected(): void;
+  slotWait(seconds: number): void;
 }
 
 /** Client messages the session decodes; every type byte not listed here or in PASS is a protocol violation. */
@@ -229,7 +231,9 @@ export class Session implements FrameSink, LinkOwner {
       if (router.statementLevel) {
         for (const n of this.ctx.nodes.all()) if ((n.status === 'up' || n.status === 'waiting') && n.weight > 0) wanted.add(n.id);
       }
-      const lb = router.chooseSessionNode(this.facts);
+      let lb = router.chooseSessionNode(this.facts);
+      // A drawn node that lags may be replaced at once (prefer_lower_delay_standby).
+      if (lb !== null) lb = router.readNode(lb, this.facts).sessionLbNode ?? lb;
       this.lbNodeId = lb ?? primary.id;
       wanted.add(this.lbNodeId);
     } else {
@@ -243,13 +247,13 @@ export class Session implements FrameSink, LinkOwner {
         this.links[ids[i]] = new BackendLink(this, r.value, ids[i] + 1, this.ctx.metrics);
       } else if (ids[i] !== primary.id) {
         this.log.warn({ node: ids[i], err: (r.reason as Error).message }, 'load-balance node unavailable; reading from the primary');
-        this.ctx.reportBackendError?.(ids[i], 'connect');
+        if (isNetworkError(r.reason)) this.ctx.reportBackendError?.(ids[i], 'connect');
       }
     }
     const pr = results[ids.indexOf(primary.id)];
     if (pr.status === 'rejected') {
       for (const l of this.links) l?.conn.close();
-      this.ctx.reportBackendError?.(primary.id, 'connect');
+      if (isNetworkError(pr.reason)) this.ctx.reportBackendError?.(primary.id, 'connect');
       throw pr.reason;
     }
     this.primary = this.links[primary.id];
@@ -1057,6 +1061,11 @@ const TRACE = process.env.PGRELAY_TRACE === '1';
 /** ParameterDescription with no parameters (Describe of an admin statement). */
 const NO_PARAMS = Buffer.from([0x74, 0, 0, 0, 6, 0, 0]);
 const FLUSH_MSG = Buffer.from([FE.Flush, 0, 0, 0, 4]);
+
+/** Could not reach the server (as opposed to the server refusing the login, e.g. an unknown role). */
+function isNetworkError(e: unknown): boolean {
+  return e instanceof PgError ? e.code.startsWith('08') : true;
+}
 
 function statusChar(s: number): 'I' | 'T' | 'E' {
   return s === TxStatus.InTransaction ? 'T' : s === TxStatus.Failed ? 'E' : 'I';

@@ -146,7 +146,10 @@ describe('ClusterManager (in-process, own DevCluster)', () => {
     const ev = logLines.find((l) => l.msg === 'node status changed' && l.node === 2 && l.to === 'down');
     expect(ev).toMatchObject({ from: 'up', to: 'down' });
     expect(String(ev?.reason)).toMatch(/health check failed/);
-    expect(commands()).toContain(`F 2 127.0.0.1 ${cluster.node(2).port} 0 127.0.0.1 0 0 ${cluster.node(0).port} 127.0.0.1 ${cluster.node(0).port}`);
+    // failover_command runs asynchronously after the node is marked down: wait for its record.
+    const expected = `F 2 127.0.0.1 ${cluster.node(2).port} 0 127.0.0.1 0 0 ${cluster.node(0).port} 127.0.0.1 ${cluster.node(0).port}`;
+    await until(() => commands().includes(expected), 10_000, 'failover_command ran');
+    expect(commands()).toContain(expected);
     const before = mgr.healthStats(2);
     expect(before?.fail_count).toBeGreaterThanOrEqual(1);
     expect(before?.retry_count).toBeGreaterThanOrEqual(2);

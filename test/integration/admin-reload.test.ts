@@ -1,0 +1,340 @@
+/**
+ * Operating a running pgrelay: configuration reload (weights, a broken
+ * pool_hba.conf, a broken pgpool.conf), node commands and stop through the CLI
+ * functions of src/cli-control.ts, and PGPOOL STOP by an admin user.
+ *
+ * Shared cluster; nothing here changes the PostgreSQL servers (detach/attach
+ * only change pgrelay's own view of a standby).
+ */
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { nodeCommand, reloadCommand, stopCommand, type ControlIO } from '../../src/cli-control.js';
+import { getCluster } from '../support/cluster.js';
+import { closeAllClients, endPg, pgClient } from '../support/clients.js';
+import { CLI_PATH, renderConf, runCommand, runPsql, startProxy, type ProxyHandle } from '../support/proxy.js';
+
+const cluster = getCluster();
+const P = cluster.primaryId; // 0
+const ROLE = `admin_reload_user_${process.pid}`;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+type LogLine = Record<string, unknown>;
+
+/** Every JSON log line (log_destination defaults to stderr). */
+function logLines(p: ProxyHandle): LogLine[] {
+  const res: LogLine[] = [];
+  for (const l of p.logs().split('\n')) {
+    if (!l.startsWith('{')) continue;
+    try {
+      res.push(JSON.parse(l) as LogLine);
+    } catch {
+      // partial line
+    }
+  }
+  return res;
+}
+
+/** Wait for a log line matching `pred` among the lines after the first `since`. */
+async function waitForJson(p: ProxyHandle, pred: (l: LogLine) => boolean, opts: { since?: number; timeoutMs?: number; what: string }): Promise<LogLine> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
+  for (;;) {
+    const hit = logLines(p)
+      .slice(opts.since ?? 0)
+      .find(pred);
+    if (hit) return hit;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${opts.what}\n--- logs ---\n${p.logs().slice(-5000)}`);
+    await sleep(50);
+  }
+}
+
+function capture(): ControlIO & { stdout: string; stderr: string } {
+  const io = {
+    stdout: '',
+    stderr: '',
+    out(s: string) {
+      io.stdout += s;
+    },
+    err(s: string) {
+      io.stderr += s;
+    },
+  };
+  return io;
+}
+
+/** Node that answers a fresh session's plain SELECT (its load-balance node). */
+async function lbNodeOfNewSession(p: ProxyHandle): Promise<number> {
+  const r = await runPsql(['-At', '-v', 'ON_ERROR_STOP=1', '-c', 'SELECT inet_server_port()'], { port: p.port, timeoutMs: 15_000 });
+  expect(r.stderr).toBe('');
+  const port = Number(r.stdout.trim());
+  const n = cluster.nodes.find((x) => x.port === port);
+  if (!n) throw new Error(`unexpected port ${r.stdout}`);
+  return n.id;
+}
+
+async function pgpoolShow(p: ProxyHandle, name: string): Promise<string> {
+  const r = await runPsql(['-At', '-v', 'ON_ERROR_STOP=1', '-c', `PGPOOL SHOW ${name}`], { port: p.port, timeoutMs: 15_000 });
+  expect(r.stderr).toBe('');
+  return r.stdout.trim();
+}
+
+async function poolNodeStatus(p: ProxyHandle): Promise<string[]> {
+  const r = await runPsql(['-At', '-F', '|', '-v', 'ON_ERROR_STOP=1', '-c', 'SHOW pool_nodes'], { port: p.port, timeoutMs: 15_000 });
+  expect(r.stderr).toBe('');
+  return r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => l.split('|')[3]!);
+}
+
+const hooked = fs.existsSync(CLI_PATH) && fs.readFileSync(CLI_PATH, 'utf8').includes('cli-control');
+
+beforeAll(async () => {
+  await cluster.psql(P, `DROP ROLE IF EXISTS ${ROLE}; CREATE ROLE ${ROLE} LOGIN;`);
+});
+
+afterEach(async () => {
+  await closeAllClients();
+});
+
+afterAll(async () => {
+  await closeAllClients();
+  await cluster.psql(P, `DROP ROLE IF EXISTS ${ROLE};`).catch(() => undefined);
+});
+
+describe('reload', () => {
+  let proxy: ProxyHandle;
+
+  beforeAll(async () => {
+    proxy = await startProxy({ cluster, config: { backend_weight0: 1, backend_weight1: 0, backend_weight2: 0, admin_users: 'postgres' } });
+  });
+  afterAll(async () => {
+    await proxy?.stop();
+  });
+
+  it('new weights apply to new sessions; an open session keeps working across the reload', async () => {
+    expect(await lbNodeOfNewSession(proxy)).toBe(0);
+    const open = await pgClient({ port: proxy.port });
+    expect((await open.query('SELECT inet_server_port() AS port')).rows[0].port).toBe(cluster.node(0).port);
+
+    // keep the open session busy while the reload happens
+    let running = true;
+    let done = 0;
+    const errors: unknown[] = [];
+    const loop = (async () => {
+      while (running) {
+        try {
+          await open.query('SELECT inet_server_port() AS port, pg_sleep(0.005)');
+          done++;
+        } catch (e) {
+          errors.push(e);
+          return;
+        }
+      }
+    })();
+
+    const since = logLines(proxy).length;
+    await proxy.reload({ backend_weight0: 0, backend_weight1: 1, backend_weight2: 0 });
+    const reloaded = await waitForJson(proxy, (l) => l.msg === 'configuration reloaded', { since, what: 'configuration reloaded' });
+    expect(reloaded.changed).toEqual(expect.arrayContaining(['backend_weight0', 'backend_weight1']));
+    const doneAtReload = done;
+    await sleep(300);
+    running = false;
+    await loop;
+    expect(errors, 'the open session had no error across the reload').toEqual([]);
+    expect(done, 'the open session kept running queries after the reload').toBeGreaterThan(doneAtReload);
+    expect((await open.query('SELECT 1 AS x')).rows).toEqual([{ x: 1 }]);
+
+    for (let i = 0; i < 4; i++) expect(await lbNodeOfNewSession(proxy), 'new session after the reload').toBe(1);
+    const lb = await runPsql(['-At', '-F', '|', '-c', 'SHOW pool_nodes'], { port: proxy.port, timeoutMs: 15_000 });
+    expect(lb.stdout.trim().split('\n').map((l) => l.split('|')[5])).toEqual(['0.000000', '1.000000', '0.000000']);
+    await endPg(open);
+  });
+
+  it('a pgpool.conf with a bad line is rejected whole (file:line logged, old settings stay); pgrelay reload sends SIGHUP', async () => {
+    const good = proxy.config();
+    const text = renderConf({ ...good, log_statement: true, client_idle_limit: 77 });
+    const badLine = text.split('\n').length; // the line after the last key
+    await fsp.writeFile(proxy.confPath, `${text}this line is not a setting\n`);
+
+    const since = logLines(proxy).length;
+    const io = capture();
+    // the CLI still finds the pid, sends SIGHUP, and reports the errors with exit status 1
+    expect(await reloadCommand(['-f', proxy.confPath], io), io.stderr).toBe(1);
+    expect(io.stdout).toContain(`SIGHUP sent to process ${proxy.pid}`);
+    expect(io.stderr).toContain(`${proxy.confPath}:${badLine}`);
+    const err = await waitForJson(proxy, (l) => typeof l.msg === 'string' && /configuration file has errors/.test(l.msg), { since, what: 'the reload error' });
+    expect(JSON.stringify(err.errors), 'the error names file:line').toContain(`${proxy.confPath}:${badLine}`);
+    // nothing of the file was applied
+    expect(await pgpoolShow(proxy, 'log_statement')).toBe('off');
+    expect(await pgpoolShow(proxy, 'client_idle_limit')).toBe('0');
+    expect(await lbNodeOfNewSession(proxy)).toBe(1);
+
+    // PGPOOL RELOAD reports the same error to the admin
+    const c = await pgClient({ port: proxy.port });
+    await expect(c.query('PGPOOL RELOAD')).rejects.toThrow(new RegExp(`${proxy.confPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:${badLine}`));
+
+    // fixed file: applied
+    const since2 = logLines(proxy).length;
+    await proxy.reload({ log_statement: true });
+    await waitForJson(proxy, (l) => l.msg === 'configuration reloaded', { since: since2, what: 'configuration reloaded' });
+    expect(await pgpoolShow(proxy, 'log_statement')).toBe('on');
+    const r = await c.query('PGPOOL RELOAD');
+    expect(r.command).toBe('RELOAD');
+  });
+
+  it('pgrelay attach/detach through the CLI (pcp_attach_node / pcp_detach_node equivalents)', async () => {
+    const conn = ['-h', '127.0.0.1', '-p', String(proxy.port), '-U', 'postgres'];
+    const d = capture();
+    expect(await nodeCommand(['detach', '2', ...conn], d), d.stderr).toBe(0);
+    expect(d.stdout).toBe('PGPOOL DETACH NODE 2: done\n');
+    expect((await poolNodeStatus(proxy))[2]).toBe('down');
+
+    const a = capture();
+    expect(await nodeCommand(['attach', '2', ...conn], a), a.stderr).toBe(0);
+    expect(a.stdout).toBe('PGPOOL ATTACH NODE 2: done\n');
+    expect((await poolNodeStatus(proxy))[2]).toMatch(/^(up|waiting)$/);
+
+    // host/port from the configuration file
+    const f = capture();
+    expect(await nodeCommand(['attach', '2', '-f', proxy.confPath, '-U', 'postgres'], f), f.stderr).toBe(0);
+
+    const bad = capture();
+    expect(await nodeCommand(['attach', '9', ...conn], bad)).toBe(1);
+    expect(bad.stderr).toContain('invalid node id 9');
+
+    const bad2 = capture();
+    expect(await nodeCommand(['promote', '7', '--switchover', ...conn], bad2)).toBe(1);
+    expect(bad2.stderr).toContain('invalid node id 7');
+
+    const denied = capture();
+    expect(await nodeCommand(['detach', '2', '-h', '127.0.0.1', '-p', String(proxy.port), '-U', ROLE], denied)).toBe(1);
+    expect(denied.stderr).toMatch(/permission denied for PGPOOL DETACH NODE 2/);
+    expect((await poolNodeStatus(proxy))[2]).toMatch(/^(up|waiting)$/);
+  });
+});
+
+describe('reload with a broken pool_hba.conf', () => {
+  let proxy: ProxyHandle;
+  let dir: string;
+  let hba: string;
+
+  beforeAll(async () => {
+    dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgrelay-admin-hba-'));
+    hba = path.join(dir, 'pool_hba.conf');
+    await fsp.writeFile(hba, 'host all all 127.0.0.1/32 trust\n');
+    proxy = await startProxy({ cluster, config: { enable_pool_hba: true, hba_file: hba } });
+  });
+  afterAll(async () => {
+    await proxy?.stop();
+    await fsp.rm(dir, { recursive: true, force: true });
+  });
+
+  it('keeps the old rules and logs the error with file:line', async () => {
+    expect(await lbNodeOfNewSession(proxy)).toBeGreaterThanOrEqual(0);
+    await fsp.writeFile(hba, '# comment\nhost all all 127.0.0.1/32 no_such_method\n');
+    const since = logLines(proxy).length;
+    proxy.kill('SIGHUP');
+    const err = await waitForJson(proxy, (l) => typeof l.msg === 'string' && /pool_hba\.conf not reloaded/.test(l.msg), { since, what: 'the pool_hba.conf error' });
+    expect(String(err.err), 'the error names file:line').toContain(`${hba}:2`);
+    // the old rule (trust) still applies
+    for (let i = 0; i < 2; i++) {
+      const r = await runPsql(['-At', '-c', 'SELECT 1'], { port: proxy.port, timeoutMs: 15_000 });
+      expect(r.stderr).toBe('');
+      expect(r.stdout.trim()).toBe('1');
+    }
+  });
+
+  it('a valid pool_hba.conf is applied on reload (reject, then trust again)', async () => {
+    await fsp.writeFile(hba, 'host all all 127.0.0.1/32 reject\n');
+    let since = logLines(proxy).length;
+    proxy.kill('SIGHUP');
+    await waitForJson(proxy, (l) => l.msg === 'configuration reloaded', { since, what: 'configuration reloaded' });
+    const r = await runPsql(['-At', '-c', 'SELECT 1'], { port: proxy.port, timeoutMs: 15_000 });
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/pool_hba|rejects|reject/i);
+    await fsp.writeFile(hba, 'host all all 127.0.0.1/32 trust\n');
+    since = logLines(proxy).length;
+    proxy.kill('SIGHUP');
+    await waitForJson(proxy, (l) => l.msg === 'configuration reloaded', { since, what: 'configuration reloaded' });
+    const ok = await runPsql(['-At', '-c', 'SELECT 1'], { port: proxy.port, timeoutMs: 15_000 });
+    expect(ok.stderr).toBe('');
+  });
+});
+
+describe('stopping', () => {
+  it(`pgrelay stop -f <conf> (${hooked ? 'node dist/cli.js stop' : 'stopCommand(), the CLI is not hooked yet'}) stops a running instance`, async () => {
+    const proxy = await startProxy({ cluster });
+    try {
+      const pidFile = path.join(proxy.dir, 'pgrelay.pid');
+      // pgrelay writes the pid file just after it starts listening
+      for (let i = 0; i < 100 && !fs.existsSync(pidFile); i++) await sleep(50);
+      expect(fs.readFileSync(pidFile, 'utf8').trim()).toBe(String(proxy.pid));
+      let code: number | null;
+      let out: string;
+      if (hooked) {
+        const r = await runCommand(process.execPath, [CLI_PATH, 'stop', '-f', proxy.confPath], { timeoutMs: 70_000 });
+        code = r.code;
+        out = r.stdout + r.stderr;
+      } else {
+        const io = capture();
+        code = await stopCommand(['-f', proxy.confPath], io);
+        out = io.stdout + io.stderr;
+      }
+      expect(code, out).toBe(0);
+      expect(out).toContain(`SIGTERM sent to process ${proxy.pid}`);
+      expect(out).toContain(`process ${proxy.pid} has stopped`);
+      const exit = await Promise.race([proxy.exited, sleep(5000).then(() => null)]);
+      expect(exit, 'the process exited').toEqual({ code: 0, signal: null });
+      expect(fs.existsSync(pidFile), 'pgrelay removed its pid file').toBe(false);
+      // again: no pid file → clear error, exit 1
+      const io2 = capture();
+      expect(await stopCommand(['-f', proxy.confPath], io2)).toBe(1);
+      expect(io2.stderr).toMatch(/pid file ".*pgrelay\.pid" does not exist: is pgrelay running\?/);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  it('pgrelay stop -m immediate with a client connected', async () => {
+    const proxy = await startProxy({ cluster });
+    try {
+      for (let i = 0; i < 100 && !fs.existsSync(path.join(proxy.dir, 'pgrelay.pid')); i++) await sleep(50);
+      const c = await pgClient({ port: proxy.port });
+      await c.query('SELECT 1');
+      const io = capture();
+      const t0 = Date.now();
+      expect(await stopCommand(['-m', 'immediate', '-f', proxy.confPath], io), io.stderr).toBe(0);
+      expect(io.stdout).toContain(`SIGQUIT sent to process ${proxy.pid}`);
+      expect(Date.now() - t0).toBeLessThan(10_000);
+      await expect(c.query('SELECT 1')).rejects.toThrow();
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  it('PGPOOL STOP: refused for a non-admin user, stops pgrelay for an admin user', async () => {
+    const proxy = await startProxy({ cluster, config: { admin_users: 'postgres' } });
+    try {
+      const u = await pgClient({ port: proxy.port }, { user: ROLE });
+      await expect(u.query('PGPOOL STOP')).rejects.toMatchObject({ code: '42501' });
+      await endPg(u);
+      await sleep(200);
+      const r0 = await runPsql(['-At', '-c', 'SELECT 1'], { port: proxy.port, timeoutMs: 15_000 });
+      expect(r0.stdout.trim(), 'still running').toBe('1');
+
+      const c = await pgClient({ port: proxy.port });
+      const r = await c.query('PGPOOL STOP');
+      expect(r.command).toBe('STOP');
+      await endPg(c);
+      const exit = await Promise.race([proxy.exited, sleep(40_000).then(() => null)]);
+      expect(exit, 'pgrelay exited after PGPOOL STOP').toEqual({ code: 0, signal: null });
+      expect(fs.existsSync(path.join(proxy.dir, 'pgrelay.pid'))).toBe(false);
+    } finally {
+      await proxy.stop();
+    }
+  });
+});

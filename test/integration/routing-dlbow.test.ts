@@ -1,0 +1,106 @@
+/**
+ * disable_load_balance_on_write (pgpool.md §2.3): pgpool's script, run through one
+ * pgrelay per mode, with weights 0:1:0 so that "standby" is node 1.
+ *
+ *   SELECT a1; BEGIN; SELECT a2; INSERT; SELECT a3; COMMIT; SELECT a4;
+ *   BEGIN; SELECT a5; COMMIT; INSERT; SELECT a6
+ *
+ * plus reads of the written table (a3t after the INSERT inside the transaction,
+ * a4t after COMMIT) for dml_adaptive, which only sends reads of tables written in
+ * the transaction to the primary (§2.3: "SELECT … FROM t1 → primary; SELECT 'b3' → LB").
+ */
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { getCluster } from '../support/cluster.js';
+import { closeAllClients, pgClient } from '../support/clients.js';
+import { startProxy, type ProxyHandle } from '../support/proxy.js';
+import { nodeOfPort, nodesOfStatement, statementLog } from '../support/routing.js';
+
+const cluster = getCluster();
+const P = cluster.primaryId;
+const S = 1;
+const t = `routing_dlbow_${process.pid}`;
+
+type Mode = 'off' | 'transaction' | 'trans_transaction' | 'always' | 'dml_adaptive';
+type Label = 'a1' | 'a2' | 'a3' | 'a3t' | 'a4' | 'a4t' | 'a5' | 'a6';
+
+// Expected node of each SELECT (0 = primary, 1 = standby), from §2.3's table.
+const expected: Record<Mode, Record<Label, number>> = {
+  off: { a1: S, a2: S, a3: S, a3t: S, a4: S, a4t: S, a5: S, a6: S },
+  transaction: { a1: S, a2: S, a3: P, a3t: P, a4: S, a4t: S, a5: S, a6: S },
+  trans_transaction: { a1: S, a2: S, a3: P, a3t: P, a4: S, a4t: S, a5: P, a6: S },
+  always: { a1: S, a2: S, a3: P, a3t: P, a4: P, a4t: P, a5: P, a6: P },
+  dml_adaptive: { a1: S, a2: S, a3: S, a3t: P, a4: S, a4t: S, a5: S, a6: S },
+};
+const modes = Object.keys(expected) as Mode[];
+const proxies = new Map<Mode, ProxyHandle>();
+
+beforeAll(async () => {
+  await cluster.psql(P, `DROP TABLE IF EXISTS ${t}; CREATE TABLE ${t} (v int)`);
+  await cluster.waitForCatchup(30_000);
+  for (const mode of modes) {
+    proxies.set(
+      mode,
+      await startProxy({
+        cluster,
+        config: { backend_weight0: 0, backend_weight1: 1, backend_weight2: 0, disable_load_balance_on_write: mode, log_per_node_statement: true },
+      }),
+    );
+  }
+});
+
+afterEach(async () => {
+  await closeAllClients();
+});
+
+afterAll(async () => {
+  await closeAllClients();
+  await Promise.all([...proxies.values()].map((p) => p.stop()));
+  await cluster.psql(P, `DROP TABLE IF EXISTS ${t}`).catch(() => undefined);
+});
+
+async function runScript(mode: Mode): Promise<Record<Label, { port: number; logged: number[] }>> {
+  const proxy = proxies.get(mode) as ProxyHandle;
+  const c: pg.Client = await pgClient({ port: proxy.port });
+  const got = {} as Record<Label, { port: number; logged: number[] }>;
+  const read = async (label: Label, fromTable: boolean): Promise<void> => {
+    const sql = fromTable
+      ? `SELECT '${label}' AS label, count(*) AS n, inet_server_port() AS port FROM ${t}`
+      : `SELECT '${label}' AS label, inet_server_port() AS port`;
+    const since = statementLog(proxy).length;
+    const r = await c.query(sql);
+    got[label] = { port: nodeOfPort(cluster, r.rows[0].port as number), logged: await nodesOfStatement(proxy, sql, { since, settleMs: 20 }) };
+  };
+  const run = async (sql: string): Promise<void> => {
+    await c.query(sql);
+  };
+  await read('a1', false);
+  await run('BEGIN');
+  await read('a2', false);
+  await run(`INSERT INTO ${t} VALUES (1)`);
+  await read('a3', false);
+  await read('a3t', true);
+  await run('COMMIT');
+  await read('a4', false);
+  await read('a4t', true);
+  await run('BEGIN');
+  await read('a5', false);
+  await run('COMMIT');
+  await run(`INSERT INTO ${t} VALUES (2)`);
+  await read('a6', false);
+  return got;
+}
+
+describe('disable_load_balance_on_write: pgpool §2.3 script', () => {
+  for (const mode of modes) {
+    it(`mode ${mode}`, async () => {
+      const got = await runScript(mode);
+      const byPort = Object.fromEntries(Object.entries(got).map(([k, v]) => [k, v.port]));
+      const byLog = Object.fromEntries(Object.entries(got).map(([k, v]) => [k, v.logged]));
+      expect(byPort, `node of each SELECT by inet_server_port() in mode ${mode}`).toEqual(expected[mode]);
+      expect(byLog, `nodes logged for each SELECT in mode ${mode}`).toEqual(
+        Object.fromEntries(Object.entries(expected[mode]).map(([k, n]) => [k, [n]])),
+      );
+    });
+  }
+});

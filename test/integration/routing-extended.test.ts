@@ -1,0 +1,208 @@
+/**
+ * Routing with the extended query protocol (pgpool.md §2.8): named statements
+ * reused many times, a named read parsed on the standby then used inside a
+ * writing transaction (re-parsed on the primary), postgres.js pipelining, and
+ * pg-cursor (row-limited Execute + Flush + PortalSuspended).
+ *
+ * Weights 0:1:0: the load-balance node is standby node 1, the primary is node 0.
+ */
+import Cursor from 'pg-cursor';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { getCluster } from '../support/cluster.js';
+import { closeAllClients, endSql, pgClient, sqlClient, withTimeout } from '../support/clients.js';
+import { startProxy, type ProxyHandle } from '../support/proxy.js';
+import { countPerNode, nodeOfPort, statementLog } from '../support/routing.js';
+
+const cluster = getCluster();
+const P = cluster.primaryId;
+const LB = 1;
+const t = `routing_ext_${process.pid}`;
+let proxy: ProxyHandle;
+
+beforeAll(async () => {
+  await cluster.psql(P, `DROP TABLE IF EXISTS ${t}; CREATE TABLE ${t} (id serial primary key, v int, tag text)`);
+  await cluster.waitForCatchup(30_000);
+  proxy = await startProxy({
+    cluster,
+    config: { backend_weight0: 0, backend_weight1: 1, backend_weight2: 0, log_per_node_statement: true },
+  });
+});
+
+afterEach(async () => {
+  await closeAllClients();
+});
+
+afterAll(async () => {
+  await closeAllClients();
+  await proxy?.stop();
+  await cluster.psql(P, `DROP TABLE IF EXISTS ${t}`).catch(() => undefined);
+});
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+describe('node-postgres named statements', () => {
+  it('a named read and a named write, each reused 40 times, interleaved', async () => {
+    const c = await pgClient({ port: proxy.port });
+    const since = statementLog(proxy).length;
+    const readText = 'SELECT inet_server_port() AS port, $1::int AS v';
+    const writeText = `INSERT INTO ${t} (v, tag) VALUES ($1, 'reuse') RETURNING inet_server_port() AS port, v`;
+    const readNodes: number[] = [];
+    const writeNodes: number[] = [];
+    for (let i = 0; i < 40; i++) {
+      const r = await c.query({ name: 'rt_read', text: readText, values: [i] });
+      expect(r.rows[0].v).toBe(i);
+      readNodes.push(nodeOfPort(cluster, r.rows[0].port as number));
+      const w = await c.query({ name: 'rt_write', text: writeText, values: [1000 + i] });
+      expect(w.rows[0].v).toBe(1000 + i);
+      writeNodes.push(nodeOfPort(cluster, w.rows[0].port as number));
+    }
+    expect(new Set(readNodes)).toEqual(new Set([LB]));
+    expect(new Set(writeNodes)).toEqual(new Set([P]));
+    expect(Number(await cluster.psql(P, `SELECT count(*) FROM ${t} WHERE tag = 'reuse'`))).toBe(40);
+    await sleep(150);
+    const log = statementLog(proxy).slice(since);
+    expect(countPerNode(log, (e) => e.statement === readText)).toEqual({ [LB]: 40 });
+    expect(countPerNode(log, (e) => e.statement === writeText)).toEqual({ [P]: 40 });
+  });
+
+  it('a named read parsed on the standby is re-parsed on the primary when used after a write in a transaction', async () => {
+    const c = await pgClient({ port: proxy.port });
+    const q = { name: 'rt_reparse', text: `SELECT inet_server_port() AS port, count(*)::int AS n FROM ${t} WHERE tag = $1` };
+    // 1. Parse + execute outside a transaction: on the standby.
+    const r1 = await c.query({ ...q, values: ['reparse'] });
+    expect(nodeOfPort(cluster, r1.rows[0].port as number)).toBe(LB);
+    expect(r1.rows[0].n).toBe(0);
+    // 2. Inside a transaction, before any write: still the standby (Bind/Execute only: pg caches the name).
+    await c.query('BEGIN');
+    const r2 = await c.query({ ...q, values: ['reparse'] });
+    expect(nodeOfPort(cluster, r2.rows[0].port as number)).toBe(LB);
+    // 3. Write, then use the statement again: must run on the primary and see the uncommitted row.
+    await c.query(`INSERT INTO ${t} (v, tag) VALUES (1, 'reparse')`);
+    const r3 = await c.query({ ...q, values: ['reparse'] });
+    expect(nodeOfPort(cluster, r3.rows[0].port as number), 'named read after a write in the transaction').toBe(P);
+    expect(r3.rows[0].n, 'sees its own transaction\'s row').toBe(1);
+    // Again (already re-parsed on the primary).
+    const r4 = await c.query({ ...q, values: ['reparse'] });
+    expect(nodeOfPort(cluster, r4.rows[0].port as number)).toBe(P);
+    await c.query('COMMIT');
+    // 4. After COMMIT the statement still works (pgpool keeps it on the primary; either node is correct).
+    const r5 = await c.query({ ...q, values: ['reparse'] });
+    expect([P, LB]).toContain(nodeOfPort(cluster, r5.rows[0].port as number));
+    // 5. And a second write transaction with the same statement.
+    await c.query('BEGIN');
+    await c.query(`UPDATE ${t} SET v = 2 WHERE tag = 'reparse'`);
+    const r6 = await c.query({ ...q, values: ['reparse'] });
+    expect(nodeOfPort(cluster, r6.rows[0].port as number)).toBe(P);
+    await c.query('COMMIT');
+  });
+
+  it('unnamed parameterized statements: reads on the standby, writes and in-transaction reads after a write on the primary', async () => {
+    const c = await pgClient({ port: proxy.port });
+    const r = await c.query('SELECT inet_server_port() AS port, $1::text AS x', ['u1']);
+    expect(nodeOfPort(cluster, r.rows[0].port as number)).toBe(LB);
+    await c.query('BEGIN');
+    await c.query(`INSERT INTO ${t} (v, tag) VALUES ($1, $2)`, [5, 'unnamed']);
+    const r2 = await c.query(`SELECT inet_server_port() AS port, count(*)::int AS n FROM ${t} WHERE tag = $1`, ['unnamed']);
+    expect(nodeOfPort(cluster, r2.rows[0].port as number)).toBe(P);
+    expect(r2.rows[0].n).toBe(1);
+    await c.query('ROLLBACK');
+    const r3 = await c.query('SELECT inet_server_port() AS port, $1::text AS x', ['u2']);
+    expect(nodeOfPort(cluster, r3.rows[0].port as number)).toBe(LB);
+  });
+});
+
+describe('postgres.js pipelining', () => {
+  it('100 mixed reads and writes with Promise.all on one connection', async () => {
+    const sql = sqlClient({ port: proxy.port }, { max: 1 });
+    const tag = 'pipeline';
+    const results = await withTimeout(
+      Promise.all(
+        Array.from({ length: 100 }, (_, i) =>
+          i % 2 === 0
+            ? sql`SELECT ${i}::int AS v, inet_server_port() AS port`
+            : sql`INSERT INTO ${sql(t)} (v, tag) VALUES (${i}, ${tag}) RETURNING v, inet_server_port() AS port`,
+        ),
+      ),
+      30_000,
+      'postgres.js pipeline of 100 statements',
+    );
+    for (let i = 0; i < 100; i++) {
+      expect(results[i].length, `statement ${i}`).toBe(1);
+      expect(results[i][0].v, `statement ${i}`).toBe(i);
+      expect(nodeOfPort(cluster, results[i][0].port as number), `node of statement ${i} (${i % 2 === 0 ? 'read' : 'write'})`).toBe(i % 2 === 0 ? LB : P);
+    }
+    expect(Number(await cluster.psql(P, `SELECT count(*) FROM ${t} WHERE tag = '${tag}'`))).toBe(50);
+    // A transaction through postgres.js: reads after a write see it (primary).
+    const inTx = await withTimeout(
+      sql.begin(async (tx) => {
+        const before = await tx`SELECT inet_server_port() AS port`;
+        await tx`INSERT INTO ${sql(t)} (v, tag) VALUES (1, 'pjs-tx')`;
+        const after = await tx`SELECT inet_server_port() AS port, count(*)::int AS n FROM ${sql(t)} WHERE tag = 'pjs-tx'`;
+        return { before: before[0].port as number, after: after[0].port as number, n: after[0].n as number };
+      }),
+      20_000,
+      'postgres.js transaction',
+    );
+    expect(nodeOfPort(cluster, inTx.before)).toBe(LB);
+    expect(nodeOfPort(cluster, inTx.after)).toBe(P);
+    expect(inTx.n).toBe(1);
+    await endSql(sql);
+  });
+});
+
+describe('pg-cursor', () => {
+  it('reads a 1000-row read 10 rows at a time (row-limited Execute + Flush + PortalSuspended) without hanging', async () => {
+    const c = await pgClient({ port: proxy.port });
+    const cursor = c.query(new Cursor('SELECT g, inet_server_port() AS port FROM generate_series(1, 1000) AS g'));
+    const seen: number[] = [];
+    const nodes = new Set<number>();
+    await withTimeout(
+      (async () => {
+        for (;;) {
+          const rows = await cursor.read(10);
+          if (rows.length === 0) break;
+          expect(rows.length).toBeLessThanOrEqual(10);
+          for (const r of rows) {
+            seen.push(r.g as number);
+            nodes.add(nodeOfPort(cluster, r.port as number));
+          }
+        }
+        await cursor.close();
+      })(),
+      30_000,
+      'pg-cursor reading 1000 rows 10 at a time',
+    );
+    expect(seen).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
+    expect([...nodes]).toEqual([LB]);
+    // The connection is usable afterwards.
+    const r = await withTimeout(c.query('SELECT 1 AS one'), 10_000, 'query after the cursor');
+    expect(r.rows[0].one).toBe(1);
+  });
+
+  it('a cursor inside a writing transaction reads from the primary', async () => {
+    const c = await pgClient({ port: proxy.port });
+    await c.query('BEGIN');
+    await c.query(`INSERT INTO ${t} (v, tag) SELECT g, 'cursor' FROM generate_series(1, 50) g`);
+    const cursor = c.query(new Cursor(`SELECT v, inet_server_port() AS port FROM ${t} WHERE tag = 'cursor' ORDER BY v`));
+    const seen: number[] = [];
+    const nodes = new Set<number>();
+    await withTimeout(
+      (async () => {
+        for (;;) {
+          const rows = await cursor.read(7);
+          if (rows.length === 0) break;
+          for (const r of rows) {
+            seen.push(r.v as number);
+            nodes.add(nodeOfPort(cluster, r.port as number));
+          }
+        }
+        await cursor.close();
+      })(),
+      30_000,
+      'pg-cursor in a writing transaction',
+    );
+    expect(seen).toHaveLength(50);
+    expect([...nodes]).toEqual([P]);
+    await withTimeout(c.query('ROLLBACK'), 10_000, 'ROLLBACK after the cursor');
+  });
+});

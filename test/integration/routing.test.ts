@@ -1,0 +1,391 @@
+/**
+ * Read/write routing through pgrelay (pgpool.md §2.1, §2.2, §2.5, §9): the
+ * destination of each kind of statement, proven twice — by the backend port the
+ * statement ran on (inet_server_port(), mapped to a DevCluster node id) and by
+ * pgrelay's per-node statement log (log_per_node_statement = on).
+ *
+ * Weights 0:1:0, so every session's load-balance node is standby node 1 and
+ * "LB" means node 1; the primary is node 0.
+ */
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { getCluster } from '../support/cluster.js';
+import { closeAllClients, endPg, pgClient } from '../support/clients.js';
+import { runPsql, startProxy, type ProxyHandle } from '../support/proxy.js';
+import { nodeOfPort, nodesOfStatement, statementLog } from '../support/routing.js';
+
+const cluster = getCluster();
+const P = cluster.primaryId; // 0
+const LB = 1;
+const sfx = `${process.pid}`;
+const t = `routing_t_${sfx}`;
+const ut = `routing_unlogged_${sfx}`;
+const v = `routing_v_${sfx}`;
+const seq = `routing_seq_${sfx}`;
+const into = `routing_into_${sfx}`;
+const fvol = `routing_fvol_${sfx}`;
+const fstab = `routing_fstab_${sfx}`;
+
+const weights = { backend_weight0: 0, backend_weight1: 1, backend_weight2: 0 };
+let proxy: ProxyHandle;
+let proxyComments: ProxyHandle;
+
+beforeAll(async () => {
+  await cluster.psql(
+    P,
+    `DROP TABLE IF EXISTS ${t}, ${ut}, ${into} CASCADE; DROP SEQUENCE IF EXISTS ${seq};
+     CREATE TABLE ${t} (id serial primary key, v int);
+     INSERT INTO ${t} (v) SELECT g FROM generate_series(1, 10) g;
+     CREATE UNLOGGED TABLE ${ut} (v int); INSERT INTO ${ut} VALUES (1);
+     CREATE VIEW ${v} AS SELECT inet_server_port() AS port;
+     CREATE SEQUENCE ${seq};
+     CREATE OR REPLACE FUNCTION ${fvol}() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT 1';
+     CREATE OR REPLACE FUNCTION ${fstab}() RETURNS int LANGUAGE sql STABLE AS 'SELECT 2';`,
+  );
+  await cluster.waitForCatchup(30_000);
+  [proxy, proxyComments] = await Promise.all([
+    startProxy({ cluster, config: { ...weights, log_per_node_statement: true } }),
+    startProxy({ cluster, config: { ...weights, log_per_node_statement: true, allow_sql_comments: true } }),
+  ]);
+});
+
+afterEach(async () => {
+  await closeAllClients();
+});
+
+afterAll(async () => {
+  await closeAllClients();
+  await Promise.all([proxy?.stop(), proxyComments?.stop()]);
+  await cluster
+    .psql(P, `DROP TABLE IF EXISTS ${t}, ${ut}, ${into} CASCADE; DROP SEQUENCE IF EXISTS ${seq}; DROP FUNCTION IF EXISTS ${fvol}(); DROP FUNCTION IF EXISTS ${fstab}();`)
+    .catch(() => undefined);
+});
+
+interface Routed {
+  /** Result sets (one per statement of the Query). */
+  results: pg.QueryResult[];
+  /** Nodes pgrelay logged the statement on (sorted). */
+  logged: number[];
+  /** Node ids of every `port` column value in the results. */
+  portNodes: number[];
+  error?: Error & { code?: string };
+}
+
+/** Run one simple Query through `via` and see where it went. */
+async function routed(c: pg.Client, sql: string, opts: { via?: ProxyHandle; min?: number } = {}): Promise<Routed> {
+  const via = opts.via ?? proxy;
+  const since = statementLog(via).length;
+  let results: pg.QueryResult[] = [];
+  let error: Routed['error'];
+  try {
+    const r = (await c.query(sql)) as pg.QueryResult | pg.QueryResult[];
+    results = Array.isArray(r) ? r : [r];
+  } catch (e) {
+    error = e as Routed['error'];
+  }
+  const logged = await nodesOfStatement(via, sql, { since, min: opts.min ?? 1 });
+  const portNodes: number[] = [];
+  for (const r of results) for (const row of r.rows ?? []) if ('port' in row) portNodes.push(nodeOfPort(cluster, row.port as number));
+  return { results, logged, portNodes, error };
+}
+
+async function client(via: ProxyHandle = proxy): Promise<pg.Client> {
+  return pgClient({ port: via.port });
+}
+
+describe('reads go to the load-balance node', () => {
+  const cases: Array<[string, string]> = [
+    ['plain SELECT', 'SELECT inet_server_port() AS port'],
+    ['SELECT with leading spaces', '   SELECT inet_server_port() AS port, 2 AS two'],
+    ['SELECT from a table', `SELECT inet_server_port() AS port, count(*) FROM ${t}`],
+    ['TABLE t (a view returning the port)', `TABLE ${v}`],
+    ['parenthesized SELECT', '(SELECT inet_server_port() AS port)'],
+    ['WITH of plain SELECTs', 'WITH x AS (SELECT 1 AS a), y AS (SELECT 2 AS b) SELECT inet_server_port() AS port, a, b FROM x, y'],
+    ['STABLE user function', `SELECT ${fstab}() AS f, inet_server_port() AS port`],
+    ['now() (stable)', 'SELECT now() IS NOT NULL AS ok, inet_server_port() AS port'],
+  ];
+  for (const [name, sql] of cases) {
+    it(`${name}: ${sql}`, async () => {
+      const c = await client();
+      const r = await routed(c, sql);
+      expect(r.error).toBeUndefined();
+      expect(r.portNodes, 'node that answered (inet_server_port)').toEqual([LB]);
+      expect(r.logged, 'nodes in the per-node statement log').toEqual([LB]);
+    });
+  }
+
+  it('SHOW work_mem → LB node (log)', async () => {
+    const c = await client();
+    const r = await routed(c, 'SHOW work_mem');
+    expect(r.error).toBeUndefined();
+    expect(r.logged).toEqual([LB]);
+  });
+
+  it('COPY (SELECT …) TO STDOUT and COPY table TO STDOUT → LB node', async () => {
+    const since = statementLog(proxy).length;
+    const sql1 = 'COPY (SELECT inet_server_port()) TO STDOUT';
+    const sql3 = `COPY ${t} (v) TO STDOUT`;
+    const r1 = await runPsql(['-At', '-v', 'ON_ERROR_STOP=1', '-c', sql1], { port: proxy.port, timeoutMs: 15_000 });
+    expect(r1.stderr).toBe('');
+    expect(nodeOfPort(cluster, r1.stdout.trim())).toBe(LB);
+    const r3 = await runPsql(['-At', '-v', 'ON_ERROR_STOP=1', '-c', sql3], { port: proxy.port, timeoutMs: 15_000 });
+    expect(r3.code).toBe(0);
+    expect(r3.stdout.trim().split('\n')).toHaveLength(10);
+    expect(await nodesOfStatement(proxy, sql1, { since })).toEqual([LB]);
+    expect(await nodesOfStatement(proxy, sql3, { since })).toEqual([LB]);
+  });
+});
+
+describe('writes and non-balanceable reads go to the primary', () => {
+  it('INSERT / UPDATE / DELETE … RETURNING', async () => {
+    const c = await client();
+    for (const sql of [
+      `INSERT INTO ${t} (v) VALUES (100) RETURNING inet_server_port() AS port`,
+      `UPDATE ${t} SET v = 101 WHERE v = 100 RETURNING inet_server_port() AS port`,
+      `DELETE FROM ${t} WHERE v = 101 RETURNING inet_server_port() AS port`,
+    ]) {
+      const r = await routed(c, sql);
+      expect(r.error, sql).toBeUndefined();
+      expect(r.portNodes, sql).toEqual([P]);
+      expect(r.logged, sql).toEqual([P]);
+    }
+  });
+
+  const cases: Array<[string, string]> = [
+    ['SELECT … FOR UPDATE', `SELECT inet_server_port() AS port FROM ${t} WHERE v = 1 FOR UPDATE`],
+    ['SELECT … FOR SHARE', `SELECT inet_server_port() AS port FROM ${t} WHERE v = 1 FOR SHARE`],
+    ['writable CTE', `WITH x AS (INSERT INTO ${t} (v) VALUES (200) RETURNING v) SELECT inet_server_port() AS port, v FROM x`],
+    ['nextval', `SELECT nextval('${seq}') AS n, inet_server_port() AS port`],
+    ['VOLATILE user function', `SELECT ${fvol}() AS f, inet_server_port() AS port`],
+    ['random() (volatile)', 'SELECT random() >= 0 AS ok, inet_server_port() AS port'],
+    ['system catalog pg_class', 'SELECT relname, inet_server_port() AS port FROM pg_class LIMIT 1'],
+    ['system view pg_stat_activity', 'SELECT count(*) AS n, inet_server_port() AS port FROM pg_stat_activity'],
+    ['/*NO LOAD BALANCE*/ SELECT', '/*NO LOAD BALANCE*/ SELECT inet_server_port() AS port'],
+    ['leading comment, allow_sql_comments = off', '/* comment */ SELECT inet_server_port() AS port'],
+    ['leading -- comment, allow_sql_comments = off', '-- hello\nSELECT inet_server_port() AS port'],
+    ['unlogged table read', `SELECT v, inet_server_port() AS port FROM ${ut}`],
+    ['VALUES', 'VALUES (inet_server_port())'],
+  ];
+  for (const [name, sql] of cases) {
+    it(`${name}: ${sql.replace(/\n/g, ' ')}`, async () => {
+      const c = await client();
+      const r = await routed(c, sql);
+      expect(r.error).toBeUndefined();
+      if (!sql.startsWith('VALUES')) expect(r.portNodes, 'node that answered (inet_server_port)').toEqual([P]);
+      else expect(nodeOfPort(cluster, r.results[0].rows[0].column1 as number)).toBe(P);
+      expect(r.logged, 'nodes in the per-node statement log').toEqual([P]);
+    });
+  }
+
+  it('SELECT … INTO creates the table on the primary', async () => {
+    const c = await client();
+    const sql = `SELECT inet_server_port() AS port INTO ${into}`;
+    const r = await routed(c, sql);
+    expect(r.error).toBeUndefined();
+    expect(r.logged).toEqual([P]);
+    expect(nodeOfPort(cluster, await cluster.psql(P, `SELECT port FROM ${into}`))).toBe(P);
+  });
+
+  it('temp table read → primary', async () => {
+    const c = await client();
+    const tmp = `routing_tmp_${sfx}`;
+    const r0 = await routed(c, `CREATE TEMP TABLE ${tmp} AS SELECT 7 AS a`);
+    expect(r0.error).toBeUndefined();
+    expect(r0.logged).toEqual([P]);
+    const r = await routed(c, `SELECT a, inet_server_port() AS port FROM ${tmp}`);
+    expect(r.error).toBeUndefined();
+    expect(r.results[0].rows[0].a).toBe(7);
+    expect(r.portNodes).toEqual([P]);
+    expect(r.logged).toEqual([P]);
+  });
+
+  it('LISTEN / NOTIFY / UNLISTEN → primary', async () => {
+    const c = await client();
+    const ch = `routing_ch_${sfx}`;
+    const got = new Promise<string | undefined>((resolve) => c.once('notification', (n) => resolve(n.payload)));
+    for (const sql of [`LISTEN ${ch}`, `NOTIFY ${ch}, 'hello'`]) {
+      const r = await routed(c, sql);
+      expect(r.error, sql).toBeUndefined();
+      expect(r.logged, sql).toEqual([P]);
+    }
+    expect(await Promise.race([got, new Promise((r) => setTimeout(() => r('timeout'), 3000))])).toBe('hello');
+    const r = await routed(c, `UNLISTEN ${ch}`);
+    expect(r.logged).toEqual([P]);
+  });
+
+  it('DECLARE / FETCH / CLOSE → primary', async () => {
+    const c = await client();
+    await c.query('BEGIN');
+    const d = await routed(c, 'DECLARE routing_cur CURSOR FOR SELECT inet_server_port() AS port FROM generate_series(1, 3)');
+    expect(d.error).toBeUndefined();
+    expect(d.logged).toEqual([P]);
+    const f = await routed(c, 'FETCH 2 FROM routing_cur');
+    expect(f.error).toBeUndefined();
+    expect(f.portNodes).toEqual([P, P]);
+    expect(f.logged).toEqual([P]);
+    const cl = await routed(c, 'CLOSE routing_cur');
+    expect(cl.logged).toEqual([P]);
+    await c.query('COMMIT');
+  });
+
+  it('LOCK … IN EXCLUSIVE MODE → primary; LOCK … IN ACCESS SHARE MODE → both', async () => {
+    const c = await client();
+    await c.query('BEGIN');
+    const sh = await routed(c, `LOCK TABLE ${t} IN ACCESS SHARE MODE`, { min: 2 });
+    expect(sh.error).toBeUndefined();
+    expect(sh.logged).toEqual([P, LB]);
+    const ex = await routed(c, `LOCK TABLE ${t} IN EXCLUSIVE MODE`);
+    expect(ex.error).toBeUndefined();
+    expect(ex.logged).toEqual([P]);
+    await c.query('COMMIT');
+  });
+
+  it('multi-statement Query → primary (all of it)', async () => {
+    const c = await client();
+    const sql = 'SELECT 10 AS a, inet_server_port() AS port; SELECT 11 AS a, inet_server_port() AS port';
+    const r = await routed(c, sql);
+    expect(r.error).toBeUndefined();
+    expect(r.results.map((x) => x.rows[0].a)).toEqual([10, 11]);
+    expect(r.portNodes).toEqual([P, P]);
+    expect(r.logged).toEqual([P]);
+  });
+
+  it('unparseable text → primary (the error comes from the primary)', async () => {
+    const c = await client();
+    const sql = 'SELEC inet_server_port()';
+    const r = await routed(c, sql);
+    expect(r.error?.code).toBe('42601');
+    expect(r.logged).toEqual([P]);
+    // The session still works and still balances.
+    const ok = await routed(c, 'SELECT inet_server_port() AS port, 42 AS after_error');
+    expect(ok.portNodes).toEqual([LB]);
+  });
+});
+
+describe('allow_sql_comments = on', () => {
+  it('a leading comment no longer prevents load balancing', async () => {
+    const c = await client(proxyComments);
+    for (const sql of ['/* comment */ SELECT inet_server_port() AS port', '-- hello\nSELECT inet_server_port() AS port, 1 AS one']) {
+      const r = await routed(c, sql, { via: proxyComments });
+      expect(r.error, sql).toBeUndefined();
+      expect(r.portNodes, sql).toEqual([LB]);
+      expect(r.logged, sql).toEqual([LB]);
+    }
+    // Writes with a comment still go to the primary.
+    const w = await routed(c, `/* c */ INSERT INTO ${t} (v) VALUES (300) RETURNING inet_server_port() AS port`, { via: proxyComments });
+    expect(w.portNodes).toEqual([P]);
+  });
+});
+
+describe('statements for both nodes, transactions', () => {
+  it("SET work_mem = '3MB' goes to both: SHOW on the LB node and a read on the primary both see 3MB", async () => {
+    const c = await client();
+    const set = await routed(c, "SET work_mem = '3MB'", { min: 2 });
+    expect(set.error).toBeUndefined();
+    expect(set.logged).toEqual([P, LB]);
+    const show = await routed(c, 'SHOW work_mem');
+    expect(show.logged).toEqual([LB]);
+    expect(show.results[0].rows[0].work_mem).toBe('3MB');
+    const onLb = await routed(c, "SELECT current_setting('work_mem') AS wm, inet_server_port() AS port");
+    expect(onLb.portNodes).toEqual([LB]);
+    expect(onLb.results[0].rows[0].wm).toBe('3MB');
+    const onPrimary = await routed(c, `SELECT current_setting('work_mem') AS wm, ${fvol}() AS f, inet_server_port() AS port`);
+    expect(onPrimary.portNodes).toEqual([P]);
+    expect(onPrimary.results[0].rows[0].wm).toBe('3MB');
+  });
+
+  it('BEGIN and SAVEPOINT go to both; a read before any write stays on the LB node, after a write on the primary', async () => {
+    const c = await client();
+    const b = await routed(c, 'BEGIN', { min: 2 });
+    expect(b.logged).toEqual([P, LB]);
+    const r1 = await routed(c, 'SELECT inet_server_port() AS port, 1 AS in_tx_before_write');
+    expect(r1.portNodes).toEqual([LB]);
+    const sp = await routed(c, 'SAVEPOINT routing_sp', { min: 2 });
+    expect(sp.error).toBeUndefined();
+    expect(sp.logged).toEqual([P, LB]);
+    // §2.3: SAVEPOINT counts as a write in mode `transaction`.
+    const r2 = await routed(c, 'SELECT inet_server_port() AS port, 2 AS after_savepoint');
+    expect(r2.portNodes).toEqual([P]);
+    const rel = await routed(c, 'RELEASE SAVEPOINT routing_sp', { min: 1 });
+    expect(rel.error).toBeUndefined();
+    const cm = await routed(c, 'COMMIT', { min: 2 });
+    expect(cm.logged).toEqual([P, LB]);
+    const r3 = await routed(c, 'SELECT inet_server_port() AS port, 3 AS after_commit');
+    expect(r3.portNodes).toEqual([LB]);
+  });
+
+  it('after INSERT inside a transaction, reads go to the primary until COMMIT', async () => {
+    const c = await client();
+    await c.query('BEGIN');
+    expect((await routed(c, 'SELECT inet_server_port() AS port, 1 AS a')).portNodes).toEqual([LB]);
+    expect((await routed(c, `INSERT INTO ${t} (v) VALUES (400) RETURNING inet_server_port() AS port`)).portNodes).toEqual([P]);
+    const r = await routed(c, `SELECT inet_server_port() AS port, count(*) AS n FROM ${t} WHERE v = 400`);
+    expect(r.portNodes).toEqual([P]);
+    expect(Number(r.results[0].rows[0].n)).toBe(1);
+    await c.query('COMMIT');
+    expect((await routed(c, 'SELECT inet_server_port() AS port, 2 AS a')).portNodes).toEqual([LB]);
+  });
+
+  it('BEGIN ISOLATION LEVEL SERIALIZABLE then SELECT → primary', async () => {
+    const c = await client();
+    const b = await routed(c, 'BEGIN ISOLATION LEVEL SERIALIZABLE', { min: 1 });
+    expect(b.error).toBeUndefined();
+    expect(b.logged).toContain(P);
+    const r = await routed(c, 'SELECT inet_server_port() AS port, 1 AS in_serializable');
+    expect(r.portNodes).toEqual([P]);
+    expect(r.logged).toEqual([P]);
+    // And the primary really runs the transaction as SERIALIZABLE.
+    const iso = await routed(c, `SELECT current_setting('transaction_isolation') AS iso, inet_server_port() AS port`);
+    expect(iso.results[0].rows[0].iso).toBe('serializable');
+    await c.query('COMMIT');
+    expect((await routed(c, 'SELECT inet_server_port() AS port, 2 AS after')).portNodes).toEqual([LB]);
+  });
+});
+
+describe('per-node statement counts (log_per_node_statement)', () => {
+  it('a session of 5 reads, 3 writes and 1 SET is counted per node', async () => {
+    const c = await client();
+    const pid = Number((await c.query(`SELECT pg_backend_pid() AS p, ${fvol}() AS f`)).rows[0].p); // primary backend pid
+    const since = statementLog(proxy).length;
+    for (let i = 0; i < 5; i++) await c.query(`SELECT ${i} AS i, inet_server_port() AS port`);
+    for (let i = 0; i < 3; i++) await c.query(`INSERT INTO ${t} (v) VALUES (${500 + i})`);
+    await c.query("SET work_mem = '2MB'");
+    await new Promise((r) => setTimeout(r, 150));
+    const mine = statementLog(proxy)
+      .slice(since)
+      .filter((e) => /^(SELECT \d AS i|INSERT INTO routing_t_|SET work_mem = '2MB')/.test(e.statement));
+    const primaryEntries = mine.filter((e) => e.node === P);
+    const lbEntries = mine.filter((e) => e.node === LB);
+    expect(primaryEntries.length, JSON.stringify(mine)).toBe(4); // 3 INSERT + SET
+    expect(lbEntries.length, JSON.stringify(mine)).toBe(6); // 5 SELECT + SET
+    expect(mine.filter((e) => e.node !== P && e.node !== LB)).toEqual([]);
+    expect(new Set(primaryEntries.map((e) => e.backendPid))).toEqual(new Set([pid]));
+    await endPg(c);
+  });
+});
+
+describe('SHOW pool_nodes select_cnt (when the admin commands answer)', () => {
+  it('select_cnt grows on the node that ran the reads only', async (ctx) => {
+    const c = await client();
+    const selectCnt = async (): Promise<Record<string, number> | null> => {
+      try {
+        const r = await c.query('SHOW pool_nodes');
+        if (!r.fields.some((f) => f.name === 'select_cnt')) return null;
+        return Object.fromEntries(r.rows.map((row) => [String(row.node_id), Number(row.select_cnt)]));
+      } catch {
+        return null;
+      }
+    };
+    const before = await selectCnt();
+    if (!before) {
+      ctx.skip('SHOW pool_nodes with select_cnt is not answered yet (admin issue)');
+      return;
+    }
+    for (let i = 0; i < 10; i++) await c.query(`SELECT ${i} AS cnt_probe, inet_server_port() AS port`);
+    for (let i = 0; i < 3; i++) await c.query(`INSERT INTO ${t} (v) VALUES (${700 + i})`);
+    const after = (await selectCnt()) as Record<string, number>;
+    expect(after[String(LB)] - before[String(LB)], `select_cnt before ${JSON.stringify(before)} after ${JSON.stringify(after)}`).toBe(10);
+    expect(after[String(P)] - before[String(P)], `select_cnt before ${JSON.stringify(before)} after ${JSON.stringify(after)}`).toBe(0);
+    expect(after['2'] - before['2']).toBe(0);
+  });
+});
