@@ -158,9 +158,7 @@ export async function startServices(relay: Relay, cluster: ClusterManager, log: 
     admin.countError(nodeId, severity);
     metrics.error(sqlstate);
   };
-  relay.reportBackendError = (nodeId, kind) => {
-    void cluster.reportBackendError(nodeId, kind);
-  };
+  relay.reportBackendError = (nodeId, kind) => cluster.reportBackendError(nodeId, kind);
   relay.waitForPrimary = (ms) => cluster.waitForPrimary(ms);
 
   cluster.setSessionsOnNode((id) => {

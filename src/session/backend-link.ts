@@ -51,12 +51,18 @@ export interface Expectation {
   status?: number;
   /** Expects the ReadyForQuery of a client's Sync (extended protocol). */
   sync?: boolean;
+  /** A reply message for it has been seen (so part of it may have reached the client). */
+  started?: boolean;
+  /** The request's bytes, kept when it may be re-sent to another node if this one fails first. */
+  retry?: Buffer;
+  /** The copy of a statement run on both nodes: if this (non-primary) node dies, the primary's result stands. */
+  skippable?: boolean;
 }
 
 /** Replies the link decodes in normal operation. */
-const LINK_DECODE = decodeTable('ZES123CIsnTANGW');
+const LINK_DECODE = decodeTable('ZES123CIsnTANGHW');
 /** ...and while capturing an internal query's rows. */
-const CAPTURE_DECODE = decodeTable('ZES123CIsnTANGWD');
+const CAPTURE_DECODE = decodeTable('ZES123CIsnTANGHWD');
 
 const TO_CLIENT = 1;
 const TRACE = process.env.PGRELAY_TRACE === '1';
@@ -98,6 +104,8 @@ export class BackendLink implements FrameSink {
   /** Took part in the current extended-protocol pipeline (since the last Sync). */
   inPipeline = false;
   fatal = false;
+  /** A client-visible request of the current transaction ran here (reads, not only BEGIN/SET). */
+  usedInTx = false;
   /** In copy-in mode started by an extended-protocol Execute: Sync and Flush are ignored by the server. */
   copyIn = false;
   /** `done` callbacks of Syncs the server ignored during copy-in, run with the next Sync's reply. */
@@ -126,6 +134,21 @@ export class BackendLink implements FrameSink {
 
   get txStatus(): number {
     return this.conn.txStatus;
+  }
+
+  /** Outstanding requests, oldest first, removed from this link (it is being abandoned). */
+  takePending(): Expectation[] {
+    const out = this.queue.slice(this.head);
+    this.queue = [];
+    this.head = 0;
+    this.visible = 0;
+    this.updatePass();
+    return out;
+  }
+
+  /** Outstanding requests, oldest first (read-only view). */
+  pendingRequests(): readonly Expectation[] {
+    return this.queue.slice(this.head);
   }
 
   expect(e: Expectation): void {
@@ -238,6 +261,13 @@ export class BackendLink implements FrameSink {
       }
       return DROP;
     }
+    const wasStarted = e.started === true;
+    if (type === BE.NoticeResponse && e.retry !== undefined && !wasStarted) {
+      // An immediate shutdown warns (57P0x) before closing: keep a re-sendable request clean.
+      const code = parseErrorFields(buf, start, end).C ?? '';
+      if (code.startsWith('57P')) return DROP;
+    }
+    e.started = true;
     const action = this.passAction;
     if (type === BE.ErrorResponse) {
       const f = parseErrorFields(buf, start, end);
@@ -245,6 +275,12 @@ export class BackendLink implements FrameSink {
       if (sev === 'FATAL' || sev === 'PANIC') {
         this.fatal = true;
         this.owner.backendFatal(this, f);
+        if (e.retry !== undefined && !wasStarted) {
+          // The server is going away before answering a request that can be re-sent to
+          // another node: keep the client out of it (the session re-sends it on close).
+          e.started = false;
+          return DROP;
+        }
       }
       e.error = f;
       this.copyIn = false;

@@ -41,8 +41,11 @@ export interface SessionContext {
   backendSecret(user: string): BackendSecret | undefined;
   /** Count a statement routed to a node (SHOW pool_nodes select_cnt, pool_backend_stats, metrics). */
   countStatement?(nodeId: number, cls: Classification): void;
-  /** A backend connection of a client session failed (failover_on_backend_error). */
-  reportBackendError?(nodeId: number, kind: 'connect' | 'io' | 'shutdown'): void;
+  /**
+   * A backend connection of a client session failed (failover_on_backend_error). Resolves
+   * true when the node was failed over after its health check.
+   */
+  reportBackendError?(nodeId: number, kind: 'connect' | 'io' | 'shutdown'): Promise<boolean> | void;
   /** Wait (bounded) for a primary during a failover; resolves with its id or -1. */
   waitForPrimary?(timeoutMs: number): Promise<number>;
   /** An admin command (SHOW pool_*, PGPOOL …) for this session, or undefined if `sql` is not one. */
@@ -196,7 +199,18 @@ export class Session implements FrameSink, LinkOwner {
     client.on('close', () => this.onClientClosed());
     client.on('error', (e) => this.log.debug({ err: e.message }, 'client socket error'));
     try {
-      await this.openLinks();
+      try {
+        await this.openLinks();
+      } catch (e) {
+        // The primary could not be reached: have the node checked (a failover may follow) and
+        // try once more, so that a client arriving during a failover waits instead of failing.
+        const failedNode = this.ctx.nodes.primaryId;
+        if (!isNetworkError(e) || !this.ctx.reportBackendError || failedNode < 0) throw e;
+        this.log.info({ node: failedNode, err: (e as Error).message }, 'primary unreachable at connect: waiting for its health check');
+        await withTimeout(Promise.resolve(this.ctx.reportBackendError(failedNode, 'connect')), 30_000);
+        if (this.closed || client.destroyed) return;
+        await this.openLinks();
+      }
     } catch (e) {
       const err = e instanceof PgError ? e : new PgError(SQLSTATE.connectionFailure, `could not open a backend connection: ${(e as Error).message}`);
       this.log.warn({ code: err.code, err: err.message }, 'backend connection failed');
@@ -253,7 +267,7 @@ export class Session implements FrameSink, LinkOwner {
     const pr = results[ids.indexOf(primary.id)];
     if (pr.status === 'rejected') {
       for (const l of this.links) l?.conn.close();
-      if (isNetworkError(pr.reason)) this.ctx.reportBackendError?.(primary.id, 'connect');
+      this.links.length = 0;
       throw pr.reason;
     }
     this.primary = this.links[primary.id];
@@ -407,8 +421,18 @@ export class Session implements FrameSink, LinkOwner {
   /** Queue `e` on `link`; the scanner then writes the message itself (zero copy). */
   private send(link: BackendLink, e: Expectation): number {
     link.expect(e);
-    if (e.mode === Mode.Forward) this.passAction = link.action;
+    if (e.mode === Mode.Forward) {
+      this.passAction = link.action;
+      if (link !== this.primary && this.routing.inTransaction) link.usedInTx = true;
+    }
     return link.action;
+  }
+
+  /** Record the transaction status seen at the end of a statement or pipeline. */
+  private txStatusIs(status: number): void {
+    this.routing.inTransaction = status !== TxStatus.Idle;
+    this.routing.failed = status === TxStatus.Failed;
+    if (status === TxStatus.Idle) for (const l of this.links) if (l) l.usedInTx = false;
   }
 
   /** Mark a link as part of the current extended-protocol pipeline. */
@@ -509,6 +533,8 @@ export class Session implements FrameSink, LinkOwner {
       end: END_READY,
       mode: Mode.Forward,
       done: (e, l) => this.statementDone(cls, d, e, l),
+      // A read outside a transaction on a standby can be re-sent elsewhere if the standby dies first.
+      retry: link !== this.primary && !this.routing.inTransaction ? buf.subarray(start - 5, end) : undefined,
     });
   }
 
@@ -516,8 +542,7 @@ export class Session implements FrameSink, LinkOwner {
   private statementDone(cls: Classification, d: Decision, e: Expectation, link: BackendLink): void {
     const status = e.status ?? TxStatus.Idle;
     afterStatement(this.routing, cls, d, { ok: !e.error, txStatus: statusChar(status) }, this.ctx.config().disable_load_balance_on_write);
-    this.routing.inTransaction = status !== TxStatus.Idle;
-    this.routing.failed = status === TxStatus.Failed;
+    this.txStatusIs(status);
     if (status === TxStatus.Failed && link !== this.primary) this.poisonPrimary();
   }
 
@@ -542,12 +567,21 @@ export class Session implements FrameSink, LinkOwner {
     this.scanner.flushRun();
     const step = (i: number): void => {
       const [link, text] = order[i];
+      if (link !== p && this.links[link.nodeId] !== link) {
+        // The load-balance node was lost meanwhile: the primary's result stands alone.
+        const skipped: Expectation = { end: END_READY, mode: Mode.Hold, held: [] };
+        results.set(link, skipped);
+        if (i + 1 < order.length) step(i + 1);
+        else this.finishBoth(cls, d, results.get(p) as Expectation, skipped);
+        return;
+      }
       this.ctx.countStatement?.(link.nodeId, cls);
       this.perNodeStatement(link, text);
       link.expect({
         end: END_READY,
         mode: Mode.Hold,
         held: [],
+        skippable: link !== p,
         done: (e) => {
           results.set(link, e);
           if (i + 1 < order.length) step(i + 1);
@@ -574,8 +608,7 @@ export class Session implements FrameSink, LinkOwner {
       out = Buffer.concat([errorResponse(errorFieldsOf(onSecond.error)), readyForQuery(status)]);
     }
     afterStatement(this.routing, cls, d, { ok: !onPrimary.error && !onSecond.error, txStatus: statusChar(status) }, this.ctx.config().disable_load_balance_on_write);
-    this.routing.inTransaction = status !== TxStatus.Idle;
-    this.routing.failed = status === TxStatus.Failed;
+    this.txStatusIs(status);
     if (cls.kind === 'deallocate' || cls.kind === 'discard') this.forgetStatements(cls);
     this.writeClient(out);
     this.resumeClient('both');
@@ -870,8 +903,7 @@ export class Session implements FrameSink, LinkOwner {
   private pipelineDone(outcomes: PendingOutcome[], status: number, only: BackendLink | undefined): void {
     const mode = this.ctx.config().disable_load_balance_on_write;
     for (const o of outcomes) afterStatement(this.routing, o.cls, o.decision, { ok: o.ok, txStatus: statusChar(status) }, mode);
-    this.routing.inTransaction = status !== TxStatus.Idle;
-    this.routing.failed = status === TxStatus.Failed;
+    this.txStatusIs(status);
     if (status === TxStatus.Failed && only !== undefined && only !== this.primary) this.poisonPrimary();
   }
 
@@ -939,14 +971,31 @@ export class Session implements FrameSink, LinkOwner {
     if (this.closed) return;
     const c = link.conn;
     if (!link.fatal) this.ctx.reportBackendError?.(link.nodeId, 'io');
-    if (link !== this.primary && link.pending === 0 && !this.routing.inTransaction) {
-      // The load-balance node went away between statements: read from another node from now on.
-      this.log.warn({ node: link.nodeId, backendPid: c.pid }, 'load-balance node connection lost; moving reads');
-      this.links[link.nodeId] = undefined;
-      link.detach();
-      for (const st of this.stmts.values()) st.nodes = st.nodes.filter((n) => n !== link.nodeId);
-      if (this.lbNodeId === link.nodeId) this.lbNodeId = this.primaryLink().nodeId;
-      return;
+    if (link !== this.primary) {
+      const pending = link.pendingRequests();
+      // Outside a transaction, reads that got no reply yet are re-sent; inside one, a node that
+      // ran nothing but the mirrored BEGIN/SET can be left without the client noticing.
+      const resendable = (e: Expectation): boolean => e.skippable === true || (e.retry !== undefined && !e.started);
+      const movable = this.routing.inTransaction ? !link.usedInTx && pending.every((e) => e.skippable === true) : pending.every(resendable);
+      if (movable) {
+        this.log.warn({ node: link.nodeId, backendPid: c.pid, resent: pending.length }, 'load-balance node connection lost; moving reads');
+        this.links[link.nodeId] = undefined;
+        link.detach();
+        for (const st of this.stmts.values()) st.nodes = st.nodes.filter((n) => n !== link.nodeId);
+        if (this.lbNodeId === link.nodeId) this.lbNodeId = this.primaryLink().nodeId;
+        const p = this.primaryLink();
+        for (const e of link.takePending()) {
+          if (e.skippable) {
+            // Its twin on the primary decides the outcome.
+            queueMicrotask(() => e.done?.({ end: e.end, mode: e.mode, held: [] }, link));
+            continue;
+          }
+          p.expect({ end: e.end, mode: e.mode, done: e.done });
+          p.write(e.retry as Buffer);
+        }
+        if (this.passAction === link.action) this.passAction = p.action;
+        return;
+      }
     }
     if (link.fatal) {
       this.close();
@@ -1061,6 +1110,22 @@ const TRACE = process.env.PGRELAY_TRACE === '1';
 /** ParameterDescription with no parameters (Describe of an admin statement). */
 const NO_PARAMS = Buffer.from([0x74, 0, 0, 0, 6, 0, 0]);
 const FLUSH_MSG = Buffer.from([FE.Flush, 0, 0, 0, 4]);
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(undefined), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      () => {
+        clearTimeout(t);
+        resolve(undefined);
+      },
+    );
+  });
+}
 
 /** Could not reach the server (as opposed to the server refusing the login, e.g. an unknown role). */
 function isNetworkError(e: unknown): boolean {
