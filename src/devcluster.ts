@@ -811,6 +811,16 @@ export class DevCluster {
       await this.psql(0, `ALTER SYSTEM SET synchronous_standby_names = ${sqlLiteral(`ANY 1 (${names})`)}; SELECT pg_reload_conf();`);
     }
     await this.waitForStandbys();
+    if (opts.synchronous && standbyCount > 0) {
+      // The walsenders pick up the new setting asynchronously: wait until every standby is in the quorum.
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const out = await this.psql(0, "SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('quorum', 'sync')");
+        if (Number(out.trim()) >= standbyCount) break;
+        if (Date.now() > deadline) throw new Error('standbys did not become synchronous within 30 s');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
   }
 
   private async baseBackup(id: number, upstreamId: number): Promise<void> {

@@ -258,12 +258,18 @@ describe('other SHOW commands', () => {
     const v = rows(await executeAdmin({ kind: 'show', target: 'pool_version' }, ctx()));
     expect(v.columns).toEqual(['pool_version']);
     expect(v.rows[0]![0]).toMatch(/^\d+\.\d+\.\d+ \(pgrelay 0\.1\.0\)$/);
+    // pgpool's legacy format (§1.5): booleans and enums as numbers, per-node rows with
+    // normalised weights, status and standby delay.
     const st = rows(await executeAdmin({ kind: 'show', target: 'pool_status' }, ctx()));
-    const all = rows(await executeAdmin({ kind: 'pgpool_show', name: 'all' }, ctx()));
-    expect(st).toEqual(all);
     expect(st.columns).toEqual(['item', 'value', 'description']);
-    expect(st.rows.find((x) => x[0] === 'backend_hostname1')![1]).toBe('pg1');
-    expect(st.rows.find((x) => x[0] === 'health_check_password')![1]).toBe('*****');
+    const val = (item: string): string | undefined => st.rows.find((x) => x[0] === item)?.[1];
+    expect(val('load_balance_mode')).toBe('1');
+    expect(val('disable_load_balance_on_write')).toBe('2');
+    expect(val('backend_hostname1')).toBe('pg1');
+    expect(val('backend_weight0')).toMatch(/^\d\.\d{6}$/);
+    expect(val('backend_status1')).toBeDefined();
+    expect(val('standby_delay1')).toMatch(/^\d+$/);
+    expect(val('health_check_password')).toBe('*****');
   });
 
   it('pool_pools and pool_processes map sessions and cached connections', async () => {

@@ -300,7 +300,7 @@ describe('validation errors name file:line:key', () => {
     ['child_life_time = 5 minutes', 'child_life_time', /syntax error/],
     ['child_life_time = 5parsecs', 'child_life_time', /units us, ms, s, min, h, d accepted/],
     ['num_init_children = 3min', 'num_init_children', /expected an integer 1\.\.2147483647/],
-    ["log_destination = 'eventlog'", 'log_destination', /stderr, syslog/],
+    ["log_destination = 'eventlog'", 'log_destination', /stdout, stderr, file/],
     ["database_redirect_preference_list = 'db:somewhere'", 'database_redirect_preference_list', /regex:node/],
     ["sr_check_user = 'unterminated", 'sr_check_user', /unterminated quoted string/],
   ];
