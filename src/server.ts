@@ -5,11 +5,12 @@
  * upkeep (the janitor): connection_life_time and client_idle_limit.
  */
 import net from 'node:net';
+import { promises as dns } from 'node:dns';
 import type { Config } from './config/types.js';
 import type { Logger } from './log.js';
 import { CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SQLSTATE, SSL_REQUEST_CODE } from './protocol/constants.js';
 import { PgError, errorResponse, negotiateProtocolVersion, parseStartupParams } from './protocol/messages.js';
-import { ConnectionCache } from './pool/cache.js';
+import { ConnectionCache, isCacheableDatabase } from './pool/cache.js';
 import { connectBackend, probeAuthMethod, setDefaultBackendTls, type BackendAuthMethod, type BackendSecret } from './pool/connector.js';
 import { authenticateClient, secretFromPasswd, type ClientTlsState, type FrontendAuthEnv } from './session/frontend-auth.js';
 import { loadHba, reloadHba, type HbaRule } from './auth/hba.js';
@@ -26,8 +27,6 @@ const N = Buffer.from('N');
 const S = Buffer.from('S');
 /** How long a backend's authentication method learned by a probe is trusted (pool_hba off). */
 const AUTH_METHOD_TTL_MS = 30_000;
-/** Databases whose connections are never cached (as the session). */
-const UNCACHEABLE_DATABASES = new Set(['template0', 'template1']);
 
 /** A client between accept() and admission. */
 interface Pending {
@@ -483,7 +482,7 @@ export class Relay implements SessionContext {
     if (!node) return new PgError(SQLSTATE.cannotConnectNow, 'no primary node is available', 'FATAL', undefined, 'pgrelay is searching for the primary; retry shortly.');
     try {
       const conn = await connectBackend({ nodeId: node.id, host: node.host, port: node.port, params, connectTimeoutMs: this.cfg.connect_timeout, secret: () => secret });
-      if (this.cfg.connection_cache && !UNCACHEABLE_DATABASES.has(params.get('database') ?? '')) this.cache.put(conn);
+      if (this.cfg.connection_cache && isCacheableDatabase(params.get('database') ?? '')) this.cache.put(conn);
       else conn.close();
       return undefined;
     } catch (e) {
@@ -530,7 +529,12 @@ export class Relay implements SessionContext {
     const session = new Session(this, socket, params, remote, authSecret);
     this.sessions.add(session);
     this.metrics?.clientConnected();
-    if (cfg.log_connections) session.log.info({ remote, application_name: session.applicationName }, 'connection received');
+    if (cfg.log_connections) {
+      const fields = { remote, application_name: session.applicationName };
+      // log_hostname: resolve the client's host name without delaying the session.
+      if (cfg.log_hostname && socket.remoteAddress) void reverseLookup(socket.remoteAddress).then((hostname) => session.log.info({ ...fields, hostname }, 'connection received'));
+      else session.log.info(fields, 'connection received');
+    }
     const startedAt = Date.now();
     await session.start(() => {
       this.sessions.delete(session);
@@ -624,6 +628,18 @@ class StartupReader {
     this.buf = Buffer.alloc(0);
     return b;
   }
+}
+
+/** Reverse DNS of a client address, '' when it has none or takes longer than a second. */
+function reverseLookup(address: string): Promise<string> {
+  const ip = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return Promise.race([
+    dns.reverse(ip).then(
+      (names) => names[0] ?? '',
+      () => '',
+    ),
+    new Promise<string>((resolve) => setTimeout(() => resolve(''), 1000).unref()),
+  ]);
 }
 
 function cacheLimits(c: Config): { maxPerKey: number; maxIdleTotal: number; lifeTimeSec: number } {

@@ -45,7 +45,8 @@ export function md5Response(password: string, user: string, salt: Buffer): strin
   return md5ResponseFromHash(pgMd5Hash(password, user), salt);
 }
 
-function safeEqual(a: string, b: string): boolean {
+/** Constant-time string comparison (different lengths still cost a comparison). */
+export function safeEqual(a: string, b: string): boolean {
   const ba = Buffer.from(a, 'utf8');
   const bb = Buffer.from(b, 'utf8');
   if (ba.length !== bb.length) {

@@ -16,6 +16,13 @@
  */
 import type { BackendConnection } from './connector.js';
 
+/** Connections to these databases are never cached: holding them blocks CREATE DATABASE. */
+const UNCACHEABLE_DATABASES = new Set(['template0', 'template1']);
+
+export function isCacheableDatabase(database: string): boolean {
+  return !UNCACHEABLE_DATABASES.has(database);
+}
+
 export interface CacheLimits {
   maxPerKey: number;
   maxIdleTotal: number;

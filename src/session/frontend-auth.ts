@@ -29,10 +29,9 @@ import { AuthCode, SQLSTATE } from '../protocol/constants.js';
 import { PgError, authenticationRequest, errorResponse, readCString } from '../protocol/messages.js';
 import type { BackendAuthMethod, BackendSecret } from '../pool/connector.js';
 import { matchHba, noEntryError, type HbaMatchEnv, type HbaMethod, type HbaRoles, type HbaRule } from '../auth/hba.js';
-import { md5Salt, pgMd5Hash, verifyMd5Response } from '../auth/md5.js';
+import { md5Salt, pgMd5Hash, safeEqual, verifyMd5Response } from '../auth/md5.js';
 import type { PasswordFor, PoolPasswd } from '../auth/passwd.js';
 import { ScramServer, parseScramVerifier, verifyScramPassword, type ScramErrorInfo } from '../auth/scram.js';
-import { timingSafeEqual } from 'node:crypto';
 
 /** PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH: longest password / SASL message accepted. */
 const MAX_AUTH_MESSAGE = 65535;
@@ -180,15 +179,6 @@ function scramFailure(info: ScramErrorInfo): AuthFailure {
   return new AuthFailure(new PgError(info.code, info.message, 'FATAL', info.detail));
 }
 
-function safeStringEqual(a: string, b: string): boolean {
-  const ba = Buffer.from(a, 'utf8');
-  const bb = Buffer.from(b, 'utf8');
-  if (ba.length !== bb.length) {
-    timingSafeEqual(ba, ba);
-    return false;
-  }
-  return timingSafeEqual(ba, bb);
-}
 
 /** The secret for the backends from a pool_passwd entry. */
 export function secretFromPasswd(p: PasswordFor | undefined): BackendSecret {
@@ -202,9 +192,9 @@ export function secretFromPasswd(p: PasswordFor | undefined): BackendSecret {
 export function passwordMatches(password: string, user: string, stored: PasswordFor): boolean {
   switch (stored.kind) {
     case 'plain':
-      return safeStringEqual(password, stored.password);
+      return safeEqual(password, stored.password);
     case 'md5':
-      return safeStringEqual(pgMd5Hash(password, user), stored.hash);
+      return safeEqual(pgMd5Hash(password, user), stored.hash);
     case 'scram':
       return verifyScramPassword(password, stored.verifier);
   }

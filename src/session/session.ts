@@ -19,7 +19,7 @@ import type { Logger } from '../log.js';
 import { FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
 import { CONSUME_AND_SUSPEND, DROP, MessageScanner, SUSPEND, type FrameSink } from '../protocol/framing.js';
 import { PgError, authenticationOk, backendKeyData, errorResponse, noticeResponse, parameterStatus, readCString, readyForQuery, type ErrorFields } from '../protocol/messages.js';
-import type { ConnectionCache } from '../pool/cache.js';
+import { isCacheableDatabase, type ConnectionCache } from '../pool/cache.js';
 import { cacheKeyFor, connectBackend, sendCancel, type BackendConnection, type BackendSecret } from '../pool/connector.js';
 import type { NodeTable } from '../cluster/nodes.js';
 import type { Router, Classification, Decision, CatalogQuestions } from '../router/router.js';
@@ -75,8 +75,6 @@ const CLIENT_DECODE = (() => {
   return t;
 })();
 
-/** Databases whose connections are never cached: holding them blocks CREATE DATABASE. */
-const UNCACHEABLE_DATABASES = new Set(['template0', 'template1']);
 
 const POISON =
   "DO $pgrelay$BEGIN RAISE EXCEPTION 'pgrelay: a statement failed on the load-balance node; the transaction is aborted on every node'; END$pgrelay$";
@@ -1086,7 +1084,7 @@ export class Session implements FrameSink, LinkOwner {
   /** Reset a backend connection and put it in the cache, or close it. */
   private releaseBackend(conn: BackendConnection, clean: boolean): void {
     const cfg = this.ctx.config();
-    if (!clean || !cfg.connection_cache || conn.dead || UNCACHEABLE_DATABASES.has(this.database)) {
+    if (!clean || !cfg.connection_cache || conn.dead || !isCacheableDatabase(this.database)) {
       conn.close();
       return;
     }
