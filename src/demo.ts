@@ -99,7 +99,10 @@ async function main(): Promise<number> {
     'log_connections = on',
     'log_disconnections = on',
     "sr_check_user = 'postgres'",
+    'sr_check_period = 5',
     "health_check_user = 'postgres'",
+    'health_check_period = 5',
+    'health_check_max_retries = 1',
     '',
   ];
   for (const n of cluster.nodes) {
