@@ -355,6 +355,8 @@ export class Session implements FrameSink, LinkOwner {
         for (const l of this.links) if (l) l.copyIn = false;
         return this.passAction;
       case FE.Terminate:
+        // Requests pipelined before Terminate still reach the server (their effects count).
+        this.scanner.flushRun();
         this.terminated = true;
         this.close();
         return DROP;
@@ -462,8 +464,9 @@ export class Session implements FrameSink, LinkOwner {
     const d = this.ctx.router.decide(sql, cls, this.routing, this.database);
     if ('target' in d) return d;
     const p = this.primaryLink();
-    if (p.pending > 0 || p.txStatus === TxStatus.Failed) {
-      // The primary is busy (or in a failed transaction): do not interleave a lookup; read there.
+    if (p.pending > 0 || p.inPipeline || p.txStatus !== TxStatus.Idle) {
+      // The lookup runs on the session's primary connection: only between transactions and
+      // pipelines, so that it can never change the client's transaction. Otherwise read there.
       return { target: 'primary', write: cls.write, reason: 'catalog lookup not possible now' };
     }
     this.suspendedFor = 'catalog';
