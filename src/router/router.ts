@@ -60,6 +60,52 @@ class RelationCache {
   }
 }
 
+/** Split a relation name as written into (schema, name), folding unquoted parts as PostgreSQL does. */
+export function splitRelationName(written: string): { schema: string | null; name: string } {
+  const parts: string[] = [];
+  let cur = '';
+  let quoted = false;
+  let wasQuoted = false;
+  for (let i = 0; i < written.length; i++) {
+    const ch = written[i];
+    if (quoted) {
+      if (ch === '"') {
+        if (written[i + 1] === '"') {
+          cur += '"';
+          i++;
+        } else quoted = false;
+      } else cur += ch;
+    } else if (ch === '"') {
+      quoted = true;
+      wasQuoted = true;
+    } else if (ch === '.') {
+      parts.push(cur);
+      cur = '';
+      wasQuoted = false;
+    } else cur += wasQuoted ? ch : ch.toLowerCase();
+  }
+  parts.push(cur);
+  const name = parts[parts.length - 1] ?? '';
+  return { schema: parts.length >= 2 ? (parts[parts.length - 2] ?? null) : null, name };
+}
+
+/**
+ * A query that can never fail (only literals and catalog joins): the persistence letters of
+ * the relations each written name may denote ('' when none).
+ */
+export function relationPersistenceSql(names: readonly string[]): string {
+  const values = names.map((n) => {
+    const { schema, name } = splitRelationName(n);
+    return `(${lit(n)}, ${schema === null ? 'NULL::text' : lit(schema)}, ${lit(name)})`;
+  });
+  return (
+    'SELECT r.name, (SELECT pg_catalog.string_agg(c.relpersistence::text, \'\') FROM pg_catalog.pg_class AS c' +
+    ' JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace' +
+    ' WHERE c.relname = r.rel AND (r.nsp IS NULL OR n.nspname = r.nsp)) AS p' +
+    ` FROM (VALUES ${values.join(', ')}) AS r(name, nsp, rel)`
+  );
+}
+
 function lit(s: string): string {
   return "E'" + s.replace(/\\/g, '\\\\').replace(/'/g, "''") + "'";
 }
@@ -143,29 +189,27 @@ export class Router {
   }
 
   /** Ask the catalog (through `query`, run on the session's primary connection) and cache the answers. */
-  async answer(db: string, q: CatalogQuestions, query: CatalogQuery): Promise<void> {
-    if (q.functions.length > 0) await this.functions.lookup(db, q.functions, query).catch(() => undefined);
+  async answer(db: string, q: CatalogQuestions, query: CatalogQuery): Promise<boolean> {
+    let ok = true;
+    if (q.functions.length > 0) await this.functions.lookup(db, q.functions, query).catch(() => (ok = false));
     if (q.relations.length > 0) {
-      const sql =
-        'SELECT r.name, c.relpersistence::text AS p FROM pg_catalog.unnest(ARRAY[' +
-        q.relations.map(lit).join(', ') +
-        ']::text[]) AS r(name) LEFT JOIN pg_catalog.pg_class AS c ON c.oid = pg_catalog.to_regclass(r.name)';
       try {
-        const rows = await query(sql);
+        const rows = await query(relationPersistenceSql(q.relations));
         for (const row of rows) {
           const name = row['name'];
-          const p = row['p'];
+          const p = typeof row['p'] === 'string' ? row['p'] : '';
           if (typeof name !== 'string') continue;
-          // A name that does not resolve reads nothing real: let PostgreSQL's error come from wherever it runs.
-          // A temp answer is cached too: it can only send other sessions' reads of that name to the
+          // Unqualified names may match in several schemas: the most cautious answer wins. A name
+          // that matches nothing reads nothing real; PostgreSQL's error comes from wherever it runs.
+          // A temp answer is cached too: it only sends other sessions' reads of that name to the
           // primary, which is always safe (temp tables this session creates are traced by policy.ts).
-          this.relations.set(db, name, typeof p === 'string' ? p : 'p');
+          this.relations.set(db, name, p.includes('t') ? 't' : p.includes('u') ? 'u' : 'p');
         }
       } catch {
-        // The decision falls back to the primary (relations unknown → not cached → asked again next time).
-        for (const r of q.relations) this.relations.set(db, r, 'u');
+        ok = false;
       }
     }
+    return ok;
   }
 
   /** The session's load-balance node at session start (weighted random, redirect lists). */

@@ -159,6 +159,8 @@ export class Session implements FrameSink, LinkOwner {
   private readonly stmts = new Map<string, Stmt>();
   private readonly portals = new Map<string, Portal>();
   private outcomes: PendingOutcome[] = [];
+  /** The last catalog lookup failed: the statement presented again goes to the primary. */
+  private catalogFailed = false;
   /** Why the client scanner is suspended: only the matching event resumes it. */
   private suspendedFor: 'replies' | 'catalog' | 'both' | 'admin' | null = null;
   private clientPaused = false;
@@ -464,9 +466,11 @@ export class Session implements FrameSink, LinkOwner {
     const d = this.ctx.router.decide(sql, cls, this.routing, this.database);
     if ('target' in d) return d;
     const p = this.primaryLink();
-    if (p.pending > 0 || p.inPipeline || p.txStatus !== TxStatus.Idle) {
-      // The lookup runs on the session's primary connection: only between transactions and
-      // pipelines, so that it can never change the client's transaction. Otherwise read there.
+    if (this.catalogFailed || p.pending > 0 || p.inPipeline || p.txStatus === TxStatus.Failed) {
+      // The lookup runs on the session's primary connection, between requests and outside
+      // pipelines (its queries only read the catalog and cannot fail). Otherwise, or when it
+      // just failed, this statement reads from the primary.
+      this.catalogFailed = false;
       return { target: 'primary', write: cls.write, reason: 'catalog lookup not possible now' };
     }
     this.suspendedFor = 'catalog';
@@ -477,7 +481,7 @@ export class Session implements FrameSink, LinkOwner {
 
   private async askCatalog(q: CatalogQuestions): Promise<void> {
     const p = this.primaryLink();
-    await this.ctx.router.answer(this.database, q, (sql) => this.internalQuery(p, sql));
+    this.catalogFailed = !(await this.ctx.router.answer(this.database, q, (sql) => this.internalQuery(p, sql)));
     this.resumeClient('catalog');
   }
 
