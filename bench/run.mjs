@@ -79,10 +79,10 @@ if (OPT.only) for (const t of OPT.only) if (!ALL_TARGETS.includes(t)) die(`unkno
 const TARGET_WORKLOADS = {
   direct: ['select', 'tpcb', 'connect'],
   pgrelay: ['select', 'tpcb', 'connect'],
-  pgbouncer: ['select', 'connect'],
-  pgpool: ['select', 'connect'],
-  'pgrelay-lb': ['select'],
-  pipe: ['select', 'connect'],
+  pgbouncer: ['select', 'tpcb', 'connect'],
+  pgpool: ['select', 'tpcb', 'connect'],
+  'pgrelay-lb': ['select', 'tpcb'],
+  pipe: ['select', 'tpcb', 'connect'],
 };
 
 function wanted(target) {
