@@ -140,7 +140,16 @@ export class Session implements FrameSink, LinkOwner {
   readonly database: string;
   readonly applicationName: string;
   readonly startedAt = Date.now();
-  readonly log: Logger;
+  private logger: Logger | undefined;
+  /** Debug-level log without building the session's child logger when debug is off. */
+  private debug(fields: Record<string, unknown>, msg: string): void {
+    if (this.ctx.log.isLevelEnabled('debug')) this.log.debug(fields, msg);
+  }
+
+  /** The session's logger (a pino child with session, user, database), made on first use. */
+  get log(): Logger {
+    return (this.logger ??= this.ctx.log.child({ session: this.pid, user: this.user, database: this.database }));
+  }
   passAction = DROP;
   closed = false;
   /** Last time the client sent something or a request completed (ms). */
@@ -185,7 +194,6 @@ export class Session implements FrameSink, LinkOwner {
     const k = ctx.registry.register(this);
     this.pid = k.pid;
     this.secretKey = k.secret;
-    this.log = ctx.log.child({ session: this.pid, user: this.user, database: this.database });
     this.scanner = new MessageScanner(this, CLIENT_DECODE, ctx.config().max_message_size);
     client.on('drain', this.onDrain);
   }
@@ -197,7 +205,7 @@ export class Session implements FrameSink, LinkOwner {
     this.onEnd = onEnd;
     const client = this.client;
     client.on('close', () => this.onClientClosed());
-    client.on('error', (e) => this.log.debug({ err: e.message }, 'client socket error'));
+    client.on('error', (e) => this.debug({ err: e.message }, 'client socket error'));
     try {
       try {
         await this.openLinks();
@@ -281,7 +289,7 @@ export class Session implements FrameSink, LinkOwner {
     if (cfg.connection_cache) {
       const cached = await this.ctx.cache.takeOrWait(cacheKeyFor(nodeId, this.params), 200);
       if (cached) {
-        this.log.debug({ node: nodeId, backendPid: cached.pid }, 'reusing cached backend connection');
+        this.debug({ node: nodeId, backendPid: cached.pid }, 'reusing cached backend connection');
         cached.useCount++;
         return cached;
       }
@@ -294,7 +302,7 @@ export class Session implements FrameSink, LinkOwner {
       connectTimeoutMs: cfg.connect_timeout,
       secret: (u) => this.authSecret ?? this.ctx.backendSecret(u),
     });
-    this.log.debug({ node: nodeId, backendPid: conn.pid }, 'new backend connection');
+    this.debug({ node: nodeId, backendPid: conn.pid }, 'new backend connection');
     this.ctx.metrics?.backendConnectionOpened(nodeId);
     conn.useCount++;
     this.ctx.nodes.markUsed(nodeId);
@@ -1075,7 +1083,7 @@ export class Session implements FrameSink, LinkOwner {
 
   private onClientClosed(): void {
     if (!this.closed) {
-      if (!this.terminated) this.log.debug('client closed the connection without Terminate');
+      if (!this.terminated) this.debug({}, 'client closed the connection without Terminate');
       this.close();
     }
   }
