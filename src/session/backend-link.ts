@@ -53,8 +53,11 @@ export interface Expectation {
   sync?: boolean;
   /** A reply message for it has been seen (so part of it may have reached the client). */
   started?: boolean;
-  /** The request's bytes, kept when it may be re-sent to another node if this one fails first. */
-  retry?: Buffer;
+  /**
+   * Re-send this request to another link if this one dies before any reply to it arrived
+   * (set by the session for reads outside a transaction on a non-primary node).
+   */
+  resend?: (to: BackendLink, e: Expectation) => void;
   /** The copy of a statement run on both nodes: if this (non-primary) node dies, the primary's result stands. */
   skippable?: boolean;
 }
@@ -262,7 +265,7 @@ export class BackendLink implements FrameSink {
       return DROP;
     }
     const wasStarted = e.started === true;
-    if (type === BE.NoticeResponse && e.retry !== undefined && !wasStarted) {
+    if (type === BE.NoticeResponse && e.resend !== undefined && !wasStarted) {
       // An immediate shutdown warns (57P0x) before closing: keep a re-sendable request clean.
       const code = parseErrorFields(buf, start, end).C ?? '';
       if (code.startsWith('57P')) return DROP;
@@ -275,7 +278,7 @@ export class BackendLink implements FrameSink {
       if (sev === 'FATAL' || sev === 'PANIC') {
         this.fatal = true;
         this.owner.backendFatal(this, f);
-        if (e.retry !== undefined && !wasStarted) {
+        if (e.resend !== undefined && !wasStarted) {
           // The server is going away before answering a request that can be re-sent to
           // another node: keep the client out of it (the session re-sends it on close).
           e.started = false;

@@ -438,6 +438,20 @@ export class Session implements FrameSink, LinkOwner {
     return link.action;
   }
 
+  /** Requests to `link` may be re-sent elsewhere if it dies first: reads on a standby outside a transaction. */
+  private resendable(link: BackendLink): boolean {
+    return link !== this.primary && !this.routing.inTransaction;
+  }
+
+  /** A re-send hook: the same bytes with the same expectation on the new link (after `before`). */
+  private resendRaw(bytes: Buffer, before?: (to: BackendLink) => void): (to: BackendLink, e: Expectation) => void {
+    return (to, e) => {
+      before?.(to);
+      to.expect({ end: e.end, mode: e.mode, done: e.done });
+      to.write(bytes);
+    };
+  }
+
   /** Record the transaction status seen at the end of a statement or pipeline. */
   private txStatusIs(status: number): void {
     this.routing.inTransaction = status !== TxStatus.Idle;
@@ -547,7 +561,7 @@ export class Session implements FrameSink, LinkOwner {
       mode: Mode.Forward,
       done: (e, l) => this.statementDone(cls, d, e, l),
       // A read outside a transaction on a standby can be re-sent elsewhere if the standby dies first.
-      retry: link !== this.primary && !this.routing.inTransaction ? buf.subarray(start - 5, end) : undefined,
+      resend: this.resendable(link) ? this.resendRaw(buf.subarray(start - 5, end)) : undefined,
     });
   }
 
@@ -702,8 +716,29 @@ export class Session implements FrameSink, LinkOwner {
     const link = this.linkFor(d.target === 'standby' ? 'standby' : 'primary');
     if (!this.gate(link)) return SUSPEND;
     this.inPipeline(link);
-    this.stmts.set(name, { sql, cls, parse, nodes: [link.nodeId], both: false, decision: d });
-    return this.send(link, { end: END_PARSE, mode: Mode.Forward });
+    const st: Stmt = { sql, cls, parse, nodes: [link.nodeId], both: false, decision: d };
+    this.stmts.set(name, st);
+    return this.send(link, {
+      end: END_PARSE,
+      mode: Mode.Forward,
+      resend: this.resendable(link) ? this.resendRaw(parse, (to) => this.onNode(st, to)) : undefined,
+    });
+  }
+
+  /** Record that `st` is parsed on `to` (re-sent there) and that `to` is in the pipeline. */
+  private onNode(st: Stmt, to: BackendLink): void {
+    if (!st.nodes.includes(to.nodeId)) st.nodes.push(to.nodeId);
+    this.inPipeline(to);
+  }
+
+  /** Make sure `st` exists on `to` before a re-sent request that uses it. */
+  private parsedOn(st: Stmt, to: BackendLink): void {
+    if (!st.nodes.includes(to.nodeId)) {
+      to.expect({ end: END_PARSE, mode: Mode.Drop });
+      to.write(st.parse);
+      st.nodes.push(to.nodeId);
+    }
+    this.inPipeline(to);
   }
 
   private onBind(buf: Buffer, start: number, end: number): number {
@@ -747,13 +782,24 @@ export class Session implements FrameSink, LinkOwner {
     const link = this.linkFor(d.target === 'standby' ? 'standby' : 'primary');
     if (!this.gate(link)) return SUSPEND;
     if (!st.nodes.includes(link.nodeId)) {
-      link.expect({ end: END_PARSE, mode: Mode.Drop });
+      // skippable: if this node dies first, a re-sent Bind parses again where it goes.
+      link.expect({ end: END_PARSE, mode: Mode.Drop, skippable: true });
       this.direct(link, st.parse);
       st.nodes.push(link.nodeId);
     }
     this.inPipeline(link);
-    this.portals.set(portalName[0], { nodes: [link.nodeId], both: false, stmt: st });
-    return this.send(link, { end: END_BIND, mode: Mode.Forward });
+    const portal = portalName[0];
+    this.portals.set(portal, { nodes: [link.nodeId], both: false, stmt: st });
+    return this.send(link, {
+      end: END_BIND,
+      mode: Mode.Forward,
+      resend: this.resendable(link)
+        ? this.resendRaw(buf.subarray(start - 5, end), (to) => {
+            this.parsedOn(st, to);
+            this.portals.set(portal, { nodes: [to.nodeId], both: false, stmt: st });
+          })
+        : undefined,
+    });
   }
 
   private onDescribe(buf: Buffer, start: number, end: number): number {
@@ -775,7 +821,12 @@ export class Session implements FrameSink, LinkOwner {
     const link = (obj && !obj.both && this.links[obj.nodes[obj.nodes.length - 1]]) || this.primaryLink();
     if (!this.gate(link)) return SUSPEND;
     this.inPipeline(link);
-    return this.send(link, { end: END_DESCRIBE, mode: Mode.Forward });
+    const stmt = kind === 0x53 ? (obj as Stmt | undefined) : undefined;
+    return this.send(link, {
+      end: END_DESCRIBE,
+      mode: Mode.Forward,
+      resend: this.resendable(link) ? this.resendRaw(buf.subarray(start - 5, end), (to) => (stmt ? this.parsedOn(stmt, to) : this.inPipeline(to))) : undefined,
+    });
   }
 
   private onExecute(buf: Buffer, start: number, end: number): number {
@@ -825,6 +876,7 @@ export class Session implements FrameSink, LinkOwner {
             if (e.error) (outcome as PendingOutcome).ok = false;
           }
         : undefined,
+      resend: !portal?.both && this.resendable(target) ? this.resendRaw(buf.subarray(start - 5, end), (to) => this.inPipeline(to)) : undefined,
     });
   }
 
@@ -860,7 +912,11 @@ export class Session implements FrameSink, LinkOwner {
       this.inPipeline(l);
     }
     this.inPipeline(first);
-    return this.send(first, { end: END_CLOSE, mode: Mode.Forward });
+    return this.send(first, {
+      end: END_CLOSE,
+      mode: Mode.Forward,
+      resend: links.length <= 1 && this.resendable(first) ? this.resendRaw(Buffer.from(raw), (to) => this.inPipeline(to)) : undefined,
+    });
   }
 
   private onSync(): number {
@@ -886,7 +942,20 @@ export class Session implements FrameSink, LinkOwner {
     }
     if (members.length === 1) {
       const l = members[0];
-      return this.send(l, { end: END_READY, mode: Mode.Forward, sync: true, done: (e) => this.pipelineDone(outcomes, e.status ?? TxStatus.Idle, l) });
+      return this.send(l, {
+        end: END_READY,
+        mode: Mode.Forward,
+        sync: true,
+        done: (e, at) => this.pipelineDone(outcomes, e.status ?? TxStatus.Idle, at),
+        resend: this.resendable(l)
+          ? (to, e) => {
+              to.expect({ end: e.end, mode: e.mode, sync: true, done: e.done });
+              to.write(SYNC);
+              to.inPipeline = false;
+              to.needsFlush = false;
+            }
+          : undefined,
+      });
     }
     // The pipeline spans nodes: one ReadyForQuery for the client once every node answered.
     let waiting = members.length;
@@ -988,7 +1057,7 @@ export class Session implements FrameSink, LinkOwner {
       const pending = link.pendingRequests();
       // Outside a transaction, reads that got no reply yet are re-sent; inside one, a node that
       // ran nothing but the mirrored BEGIN/SET can be left without the client noticing.
-      const resendable = (e: Expectation): boolean => e.skippable === true || (e.retry !== undefined && !e.started);
+      const resendable = (e: Expectation): boolean => e.skippable === true || (e.resend !== undefined && !e.started);
       const movable = this.routing.inTransaction ? !link.usedInTx && pending.every((e) => e.skippable === true) : pending.every(resendable);
       if (movable) {
         this.log.warn({ node: link.nodeId, backendPid: c.pid, resent: pending.length }, 'load-balance node connection lost; moving reads');
@@ -997,15 +1066,18 @@ export class Session implements FrameSink, LinkOwner {
         for (const st of this.stmts.values()) st.nodes = st.nodes.filter((n) => n !== link.nodeId);
         if (this.lbNodeId === link.nodeId) this.lbNodeId = this.primaryLink().nodeId;
         const p = this.primaryLink();
+        let last: Expectation | undefined;
         for (const e of link.takePending()) {
           if (e.skippable) {
             // Its twin on the primary decides the outcome.
             queueMicrotask(() => e.done?.({ end: e.end, mode: e.mode, held: [] }, link));
             continue;
           }
-          p.expect({ end: e.end, mode: e.mode, done: e.done });
-          p.write(e.retry as Buffer);
+          e.resend?.(p, e);
+          last = e;
         }
+        // A re-sent pipeline that was waiting on a Flush needs one on its new node too.
+        if (last && last.end !== END_READY) p.write(FLUSH_MSG);
         if (this.passAction === link.action) this.passAction = p.action;
         return;
       }

@@ -143,8 +143,8 @@ describe('pgbench through pgrelay during a standby failure (own DevCluster)', ()
     expect(jsonLines(proxy).filter((l) => l.msg === 'node status changed' && l.to === 'down' && l.node !== 1)).toEqual([]);
   });
 
-  it('select-only -c 4 -T 6, standby 2 killed at ~2 s: only clients with a SELECT in flight on node 2 fail', async () => {
-    const { victim, elsewhere, since, killedAfterMs } = await benchWithKill(['-S', '-c', '2', '-j', '1', '-T', '6', '-n'], 'bench-on2', 2, 2000);
+  it('select-only -M prepared -c 4 -T 6, standby 2 killed at ~2 s: reads in flight are re-sent, no client fails unless a reply had started', async () => {
+    const { victim, elsewhere, since, killedAfterMs } = await benchWithKill(['-S', '-M', 'prepared', '-c', '2', '-j', '1', '-T', '6', '-n'], 'bench-on2', 2, 2000);
     const react = sessionReactions(2, since);
     process.stderr.write(
       `[failover-pgbench] select-only, node 2 killed at ${killedAfterMs} ms. 2 clients with LB node 2: ${describeRun(victim)}; ` +
