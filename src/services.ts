@@ -163,7 +163,8 @@ export async function startServices(relay: Relay, cluster: ClusterManager, log: 
 
   cluster.setSessionsOnNode((id) => {
     let n = 0;
-    for (const s of relay.registry.all()) if (s.usesNode(id)) n++;
+    // The session asking for a graceful detach does not wait for itself.
+    for (const s of relay.registry.all()) if (s.usesNode(id) && !s.runningAdmin) n++;
     return n;
   });
   cluster.on('node-down', (e) => relay.cache.closeAll(e.node));

@@ -330,10 +330,16 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
     if (n.status === 'down') return this.result(id, false, `node ${id} is already down`);
     if (o.gracefully) {
       const deadline = Date.now() + (this.opts.gracefulDetachTimeoutMs ?? 90_000);
-      while (this.sessionsOnNode(id) > 0) {
-        if (this.stopped) throw new ClusterError('STOPPED', 'pgrelay is stopping');
-        if (Date.now() >= deadline) throw new ClusterError('TIMEOUT', `node ${id} still has ${this.sessionsOnNode(id)} session(s) after waiting; not detached`);
-        await this.sleep(200);
+      // While waiting, new sessions are not given this node for their reads.
+      n.draining = true;
+      try {
+        while (this.sessionsOnNode(id) > 0) {
+          if (this.stopped) throw new ClusterError('STOPPED', 'pgrelay is stopping');
+          if (Date.now() >= deadline) throw new ClusterError('TIMEOUT', `node ${id} still has ${this.sessionsOnNode(id)} session(s) after waiting; not detached`);
+          await this.sleep(200);
+        }
+      } finally {
+        n.draining = false;
       }
     }
     this.operatorDetached.add(id);

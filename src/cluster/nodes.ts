@@ -24,6 +24,8 @@ export interface NodeState {
   delaySeconds: number;
   replicationState: string;
   replicationSyncState: string;
+  /** A graceful detach is waiting for its sessions: new sessions do not pick it for reads. */
+  draining: boolean;
   config: BackendConfig;
 }
 
@@ -53,6 +55,7 @@ export class NodeTable extends EventEmitter {
       delaySeconds: 0,
       replicationState: '',
       replicationSyncState: '',
+      draining: false,
       config: b,
     }));
   }

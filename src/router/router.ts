@@ -229,7 +229,7 @@ export class Router {
     for (let i = 0; i < this.snapshot.length; i++) {
       const s = this.snapshot[i];
       const n = all[i];
-      s.up = n.status === 'up' || n.status === 'waiting';
+      s.up = (n.status === 'up' || n.status === 'waiting') && !(n.draining && n.id !== primary);
       s.role = n.id === primary ? 'primary' : 'standby';
       s.weight = n.weight;
       s.delayBytes = n.delayBytes;

@@ -158,6 +158,8 @@ export class Session implements FrameSink, LinkOwner {
   readonly routing: SessionRoutingState = newSessionRoutingState();
   /** Node the session balances its reads to (SHOW pool_nodes load_balance_node). */
   lbNodeId = -1;
+  /** An admin command of this session is running (a graceful detach does not wait for it). */
+  runningAdmin = false;
   /** Session-level PGPOOL SET values. */
   readonly adminParams = new Map<string, ParamValue>();
 
@@ -650,7 +652,14 @@ export class Session implements FrameSink, LinkOwner {
   }
 
   private async answerAdmin(admin: AdminRequest): Promise<void> {
-    const out = encodeAdminResult(await admin.run(), { extended: false });
+    this.runningAdmin = true;
+    let result;
+    try {
+      result = await admin.run();
+    } finally {
+      this.runningAdmin = false;
+    }
+    const out = encodeAdminResult(result, { extended: false });
     if (this.closed) return;
     this.writeClient(Buffer.concat([out, readyForQuery(this.primaryLink().txStatus)]));
     this.resumeClient('admin');
@@ -665,7 +674,9 @@ export class Session implements FrameSink, LinkOwner {
       return DROP;
     }
     this.suspendedFor = 'admin';
+    this.runningAdmin = true;
     void reply().then((b) => {
+      this.runningAdmin = false;
       if (this.closed) return;
       this.writeClient(b);
       this.resumeClient('admin');

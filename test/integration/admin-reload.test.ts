@@ -217,6 +217,42 @@ describe('reload', () => {
   });
 });
 
+describe('graceful detach', () => {
+  let proxy: ProxyHandle;
+  beforeAll(async () => {
+    // Every session reads from node 2 while it is up.
+    proxy = await startProxy({ cluster, config: { backend_weight0: 0, backend_weight1: 0, backend_weight2: 1, admin_users: 'postgres', log_min_messages: 'warning' } });
+  });
+  afterAll(async () => {
+    await proxy?.stop();
+  });
+
+  it('PGPOOL DETACH NODE 2 GRACEFULLY waits for the session using node 2; meanwhile new sessions read elsewhere', async () => {
+    const target = { host: '127.0.0.1', port: proxy.port };
+    const a = await pgClient(target, { user: 'postgres', database: 'postgres' });
+    const portOf = async (c: typeof a): Promise<number> => Number((await c.query('SELECT inet_server_port() AS p')).rows[0].p);
+    expect(await portOf(a)).toBe(cluster.node(2).port);
+
+    const admin = await pgClient(target, { user: 'postgres', database: 'postgres' });
+    const detaching = admin.query('PGPOOL DETACH NODE 2 GRACEFULLY');
+    await sleep(500);
+    // Still attached (A uses it), but no longer handed to new sessions.
+    expect((await poolNodeStatus(proxy))[2]).toBe('up');
+    for (let i = 0; i < 3; i++) expect(await lbNodeOfNewSession(proxy)).not.toBe(2);
+    let done = false;
+    void detaching.then(() => (done = true));
+    await sleep(300);
+    expect(done).toBe(false);
+
+    await endPg(a);
+    await detaching;
+    expect((await poolNodeStatus(proxy))[2]).toBe('down');
+    await admin.query('PGPOOL ATTACH NODE 2');
+    expect((await poolNodeStatus(proxy))[2]).toMatch(/^(up|waiting)$/);
+    await endPg(admin);
+  });
+});
+
 describe('reload with a broken pool_hba.conf', () => {
   let proxy: ProxyHandle;
   let dir: string;
