@@ -128,6 +128,7 @@ interface Portal {
 }
 
 interface PendingOutcome {
+  sql: string;
   cls: Classification;
   decision: Decision;
   ok: boolean;
@@ -173,7 +174,12 @@ export class Session implements FrameSink, LinkOwner {
   /** The last catalog lookup failed: the statement presented again goes to the primary. */
   private catalogFailed = false;
   /** Why the client scanner is suspended: only the matching event resumes it. */
-  private suspendedFor: 'replies' | 'catalog' | 'both' | 'admin' | null = null;
+  private suspendedFor: 'replies' | 'catalog' | 'both' | 'admin' | 'connect' | null = null;
+  /** Session-level settings (SET/RESET outside transactions) to replay on nodes connected later. */
+  private readonly replay: string[] = [];
+  private replayOverflow = false;
+  /** Nodes a mid-session connection just failed to (until when not to retry, ms). */
+  private readonly unreachable = new Map<number, number>();
   private clientPaused = false;
   private readonly asyncQueue: Buffer[] = [];
   private drainWaiters: Array<() => void> = [];
@@ -327,7 +333,7 @@ export class Session implements FrameSink, LinkOwner {
   }
 
   /** Continue the client scanner suspended for `reason`. */
-  private resumeClient(reason: 'replies' | 'catalog' | 'both' | 'admin'): void {
+  private resumeClient(reason: 'replies' | 'catalog' | 'both' | 'admin' | 'connect'): void {
     if (this.closed || this.suspendedFor !== reason) return;
     this.suspendedFor = null;
     if (this.scanner.resume() && this.clientPaused) {
@@ -468,12 +474,62 @@ export class Session implements FrameSink, LinkOwner {
   }
 
   /** The link for a decision's single target, after lag and liveness checks. */
-  private linkFor(target: 'primary' | 'standby'): BackendLink {
+  private linkFor(target: 'primary' | 'standby'): BackendLink | undefined {
     const p = this.primaryLink();
     if (target === 'primary') return p;
     const r = this.ctx.router.readNode(this.lbNodeId, this.facts);
-    if (r.sessionLbNode !== null && this.links[r.sessionLbNode]) this.lbNodeId = r.sessionLbNode;
-    return (r.node !== null ? this.links[r.node] : undefined) ?? p;
+    if (r.node === null) return p;
+    const l = this.links[r.node];
+    if (l) {
+      if (r.sessionLbNode !== null && this.links[r.sessionLbNode]) this.lbNodeId = r.sessionLbNode;
+      return l;
+    }
+    // The read belongs on a node this session has no connection to (its load-balance node
+    // went down and another was drawn, or prefer_lower_delay_standby moved it). Connect
+    // there, replaying the session's settings, unless inside a transaction (the new node
+    // would not share it), the settings are too many to replay, or it just failed.
+    if (this.routing.inTransaction || this.replayOverflow || (this.unreachable.get(r.node) ?? 0) > Date.now()) return p;
+    this.suspendedFor = 'connect';
+    this.scanner.flushRun();
+    void this.openLaterLink(r.node, r.sessionLbNode);
+    return undefined;
+  }
+
+  /** Connect to another node mid-session (see linkFor), then present the suspended message again. */
+  private async openLaterLink(id: number, sessionLb: number | null): Promise<void> {
+    try {
+      const conn = await this.acquire(id);
+      if (this.closed) {
+        conn.close();
+        return;
+      }
+      const link = new BackendLink(this, conn, id + 1, this.ctx.metrics);
+      this.links[id] = link;
+      link.attach();
+      for (const sql of this.replay) {
+        link.expect({ end: END_READY, mode: Mode.Drop });
+        link.write(queryMessage(sql));
+      }
+      if (sessionLb === id) this.lbNodeId = id;
+      this.debug({ node: id, replayed: this.replay.length }, 'connected to another node for reads');
+    } catch (e) {
+      this.unreachable.set(id, Date.now() + 5000);
+      this.log.warn({ node: id, err: (e as Error).message }, 'could not connect to the node chosen for reads; reading from the primary');
+      if (isNetworkError(e)) this.ctx.reportBackendError?.(id, 'connect');
+    }
+    this.resumeClient('connect');
+  }
+
+  /** Remember a session-level setting that ran outside a transaction, to replay it on nodes connected later. */
+  private recordSetting(sql: string, cls: Classification, ok: boolean, status: number): void {
+    if (!ok || status !== TxStatus.Idle || cls.statementCount > 1) return;
+    if (cls.kind === 'discard' && /\ball\b/i.test(sql)) {
+      this.replay.length = 0;
+      this.replayOverflow = false;
+    } else if (cls.kind === 'set' || cls.kind === 'reset') {
+      if (this.replay.length >= 64) this.replayOverflow = true;
+      else this.replay.push(sql);
+    }
   }
 
   /** The other node of a 'both' statement, or undefined when the LB node is the primary. */
@@ -555,21 +611,22 @@ export class Session implements FrameSink, LinkOwner {
       return CONSUME_AND_SUSPEND;
     }
     const link = this.linkFor(d.target === 'standby' ? 'standby' : 'primary');
-    if (!this.gate(link)) return SUSPEND;
+    if (!link || !this.gate(link)) return SUSPEND;
     this.ctx.countStatement?.(link.nodeId, cls);
     this.perNodeStatement(link, sql);
     return this.send(link, {
       end: END_READY,
       mode: Mode.Forward,
-      done: (e, l) => this.statementDone(cls, d, e, l),
+      done: (e, l) => this.statementDone(sql, cls, d, e, l),
       // A read outside a transaction on a standby can be re-sent elsewhere if the standby dies first.
       resend: this.resendable(link) ? this.resendRaw(buf.subarray(start - 5, end)) : undefined,
     });
   }
 
   /** After a simple-protocol statement: routing state, and keeping nodes' transaction states in step. */
-  private statementDone(cls: Classification, d: Decision, e: Expectation, link: BackendLink): void {
+  private statementDone(sql: string, cls: Classification, d: Decision, e: Expectation, link: BackendLink): void {
     const status = e.status ?? TxStatus.Idle;
+    if (d.target === 'both') this.recordSetting(sql, cls, !e.error, status);
     afterStatement(this.routing, cls, d, { ok: !e.error, txStatus: statusChar(status) }, this.ctx.config().disable_load_balance_on_write);
     this.txStatusIs(status);
     if (status === TxStatus.Failed && link !== this.primary) this.poisonPrimary();
@@ -601,7 +658,7 @@ export class Session implements FrameSink, LinkOwner {
         const skipped: Expectation = { end: END_READY, mode: Mode.Hold, held: [] };
         results.set(link, skipped);
         if (i + 1 < order.length) step(i + 1);
-        else this.finishBoth(cls, d, results.get(p) as Expectation, skipped);
+        else this.finishBoth(sql, cls, d, results.get(p) as Expectation, skipped);
         return;
       }
       this.ctx.countStatement?.(link.nodeId, cls);
@@ -614,7 +671,7 @@ export class Session implements FrameSink, LinkOwner {
         done: (e) => {
           results.set(link, e);
           if (i + 1 < order.length) step(i + 1);
-          else this.finishBoth(cls, d, results.get(p) as Expectation, results.get(second) as Expectation);
+          else this.finishBoth(sql, cls, d, results.get(p) as Expectation, results.get(second) as Expectation);
         },
       });
       link.write(queryMessage(text));
@@ -622,7 +679,7 @@ export class Session implements FrameSink, LinkOwner {
     step(0);
   }
 
-  private finishBoth(cls: Classification, d: Decision, onPrimary: Expectation, onSecond: Expectation): void {
+  private finishBoth(sql: string, cls: Classification, d: Decision, onPrimary: Expectation, onSecond: Expectation): void {
     let out: Buffer;
     let status = onPrimary.status ?? TxStatus.Idle;
     if (onPrimary.error || !onSecond.error) {
@@ -637,6 +694,7 @@ export class Session implements FrameSink, LinkOwner {
       out = Buffer.concat([errorResponse(errorFieldsOf(onSecond.error)), readyForQuery(status)]);
     }
     afterStatement(this.routing, cls, d, { ok: !onPrimary.error && !onSecond.error, txStatus: statusChar(status) }, this.ctx.config().disable_load_balance_on_write);
+    this.recordSetting(sql, cls, !onPrimary.error && !onSecond.error, status);
     this.txStatusIs(status);
     if (cls.kind === 'deallocate' || cls.kind === 'discard') this.forgetStatements(cls);
     this.writeClient(out);
@@ -725,7 +783,7 @@ export class Session implements FrameSink, LinkOwner {
       return this.send(p, { end: END_PARSE, mode: Mode.Forward });
     }
     const link = this.linkFor(d.target === 'standby' ? 'standby' : 'primary');
-    if (!this.gate(link)) return SUSPEND;
+    if (!link || !this.gate(link)) return SUSPEND;
     this.inPipeline(link);
     const st: Stmt = { sql, cls, parse, nodes: [link.nodeId], both: false, decision: d };
     this.stmts.set(name, st);
@@ -791,7 +849,7 @@ export class Session implements FrameSink, LinkOwner {
     if (d === SUSPEND) return SUSPEND;
     st.decision = d;
     const link = this.linkFor(d.target === 'standby' ? 'standby' : 'primary');
-    if (!this.gate(link)) return SUSPEND;
+    if (!link || !this.gate(link)) return SUSPEND;
     if (!st.nodes.includes(link.nodeId)) {
       // skippable: if this node dies first, a re-sent Bind parses again where it goes.
       link.expect({ end: END_PARSE, mode: Mode.Drop, skippable: true });
@@ -874,7 +932,7 @@ export class Session implements FrameSink, LinkOwner {
     const st = portal?.stmt;
     let outcome: PendingOutcome | undefined;
     if (st?.decision) {
-      outcome = { cls: st.cls, decision: st.decision, ok: true };
+      outcome = { sql: st.sql, cls: st.cls, decision: st.decision, ok: true };
       this.outcomes.push(outcome);
       this.ctx.countStatement?.(target.nodeId, st.cls);
       this.perNodeStatement(target, st.sql);
@@ -995,7 +1053,10 @@ export class Session implements FrameSink, LinkOwner {
 
   private pipelineDone(outcomes: PendingOutcome[], status: number, only: BackendLink | undefined): void {
     const mode = this.ctx.config().disable_load_balance_on_write;
-    for (const o of outcomes) afterStatement(this.routing, o.cls, o.decision, { ok: o.ok, txStatus: statusChar(status) }, mode);
+    for (const o of outcomes) {
+      afterStatement(this.routing, o.cls, o.decision, { ok: o.ok, txStatus: statusChar(status) }, mode);
+      if (o.decision.target === 'both') this.recordSetting(o.sql, o.cls, o.ok, status);
+    }
     this.txStatusIs(status);
     if (status === TxStatus.Failed && only !== undefined && only !== this.primary) this.poisonPrimary();
   }
@@ -1075,7 +1136,7 @@ export class Session implements FrameSink, LinkOwner {
         this.links[link.nodeId] = undefined;
         link.detach();
         for (const st of this.stmts.values()) st.nodes = st.nodes.filter((n) => n !== link.nodeId);
-        if (this.lbNodeId === link.nodeId) this.lbNodeId = this.primaryLink().nodeId;
+        // lbNodeId stays: once the node is marked down, the next read draws another node.
         const p = this.primaryLink();
         let last: Expectation | undefined;
         for (const e of link.takePending()) {
