@@ -4,7 +4,9 @@
  * within num_init_children and hands it to a Session. Also owns the periodic
  * upkeep (the janitor): connection_life_time and client_idle_limit.
  */
+import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { promises as dns } from 'node:dns';
 import type { Config } from './config/types.js';
 import type { Logger } from './log.js';
@@ -31,6 +33,8 @@ const AUTH_METHOD_TTL_MS = 30_000;
 /** A client between accept() and admission. */
 interface Pending {
   raw: net.Socket;
+  /** Came in on the Unix-domain socket (pool_hba `local` records; no TLS there, as PostgreSQL). */
+  local: boolean;
   /** The socket the protocol runs on (raw, or TLS over it). */
   socket: net.Socket;
   remote: string;
@@ -206,10 +210,48 @@ export class Relay implements SessionContext {
       bound.push({ host: a.address, port: a.port });
       this.servers.push(server);
     }
+    const port = bound[0]?.port ?? this.cfg.port;
+    for (const dir of this.cfg.unix_socket_directories) {
+      const file = path.join(dir, `.s.PGSQL.${port}`);
+      try {
+        await this.listenUnix(file);
+        bound.push({ host: file, port });
+      } catch (e) {
+        // As PostgreSQL: a socket directory that cannot be used is reported, TCP still serves.
+        this.log.warn({ unix_socket: file, err: (e as Error).message }, 'could not listen on the Unix-domain socket');
+      }
+    }
     this.janitor = setInterval(() => this.upkeep(), 1000);
     this.janitor.unref();
     this.log.info({ listen: bound }, 'pgrelay accepting connections');
     return bound;
+  }
+
+  /** Listen on a Unix-domain socket file, replacing a stale one left by a dead process. */
+  private async listenUnix(file: string): Promise<void> {
+    if (fs.existsSync(file)) {
+      const alive = await new Promise<boolean>((resolve) => {
+        const probe = net.connect({ path: file });
+        probe.once('connect', () => {
+          probe.destroy();
+          resolve(true);
+        });
+        probe.once('error', () => resolve(false));
+      });
+      if (alive) throw new Error(`another server is listening on ${file}`);
+      fs.unlinkSync(file);
+    }
+    const server = net.createServer((s) => this.accept(s, true));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ path: file, backlog: Math.max(64, this.cfg.num_init_children * this.cfg.listen_backlog_multiplier) }, () => {
+        server.removeListener('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (e) => this.log.error({ err: e.message }, 'listener error'));
+    fs.chmodSync(file, this.cfg.unix_socket_permissions);
+    this.servers.push(server);
   }
 
   /**
@@ -257,18 +299,21 @@ export class Relay implements SessionContext {
    * authentication_timeout and does not hold a slot, so stalled or half-open
    * clients cannot exhaust them.
    */
-  private accept(raw: net.Socket): void {
+  private accept(raw: net.Socket, local = false): void {
     if (this.stopping) {
       raw.destroy();
       return;
     }
-    raw.setNoDelay(true);
-    raw.setKeepAlive(true, 60_000);
+    if (!local) {
+      raw.setNoDelay(true);
+      raw.setKeepAlive(true, 60_000);
+    }
     this.starting.add(raw);
     const p: Pending = {
       raw,
+      local,
       socket: raw,
-      remote: `${raw.remoteAddress ?? ''}:${raw.remotePort ?? ''}`,
+      remote: local ? '[local]' : `${raw.remoteAddress ?? ''}:${raw.remotePort ?? ''}`,
       tls: undefined,
       timer: undefined,
       done: false,
@@ -322,7 +367,7 @@ export class Relay implements SessionContext {
       if (packet === DIRECT_TLS) {
         // PostgreSQL 17 sslnegotiation=direct: a TLS ClientHello instead of a start-up packet.
         const leftover = reader.detach();
-        if (!this.serverTls) {
+        if (!this.serverTls || p.local) {
           this.log.info({ remote: p.remote }, 'direct TLS connection refused: ssl is not configured');
           this.endStartup(p);
           p.raw.destroy();
@@ -346,7 +391,7 @@ export class Relay implements SessionContext {
         }
         if (isSsl) sslAsked = true;
         else gssAsked = true;
-        if (!isSsl || !this.serverTls) {
+        if (!isSsl || !this.serverTls || p.local) {
           p.socket.write(N);
           continue;
         }
@@ -437,7 +482,7 @@ export class Relay implements SessionContext {
     }
     p.authenticating = true;
     const auth = await authenticateClient(
-      { socket: p.socket, params, address: p.raw.remoteAddress, local: false, tls: p.tls },
+      { socket: p.socket, params, address: p.local ? undefined : p.raw.remoteAddress, local: p.local, tls: p.tls },
       this.authEnv(),
     );
     if (!auth || p.done || p.socket.destroyed || this.stopping) {

@@ -464,7 +464,8 @@ export function loadConfigDetailed(opts: LoadOptions): LoadResult {
     const loc = formatLocation({ file, line: entry.line });
     const alias = ALIASES[key];
     if (alias !== undefined) {
-      warn(`${loc}: parameter "${key}" is deprecated, use "${alias}" instead`);
+      // socket_dir is pgpool 4.3's own name (renamed in 4.4): no warning for it.
+      if (key !== 'socket_dir') warn(`${loc}: parameter "${key}" is deprecated, use "${alias}" instead`);
       key = alias;
     }
     const src: Source = { file, line: entry.line, key: entry.key, baseDir };

@@ -162,6 +162,8 @@ export const PARAMS: readonly ParamDef[] = [
 
   // ---- connections
   g('listen_addresses', 'string', 'localhost', I, 'connection', 'hostname(s) or IP address(es) on which pgpool will listen on.'),
+  g('unix_socket_directories', 'list', ['/tmp'], I, 'connection', "directories for the Unix-domain socket .s.PGSQL.<port> ('' = none)", { separator: ',' }),
+  g('unix_socket_permissions', 'int', 0o777, I, 'connection', 'permissions of the Unix-domain socket (octal, e.g. 0770)', { min: 0, max: 0o777 }),
   g('port', 'int', 9999, I, 'connection', 'tcp/IP port number on which pgpool will listen on.', { min: 1, max: 65535 }),
   g('num_init_children', 'int', 32, I, 'pool', 'Maximim number of child processs to handle client connections.', { min: 1, max: INT_MAX }),
   g('reserved_connections', 'int', 0, I, 'pool', 'Number of reserved connections.', { min: 0, max: INT_MAX }),
@@ -316,6 +318,7 @@ export const ALIASES: Readonly<Record<string, string>> = {
   black_query_pattern_list: 'primary_routing_query_pattern_list',
   follow_master_command: 'follow_primary_command',
   fail_over_on_backend_error: 'failover_on_backend_error',
+  socket_dir: 'unix_socket_directories',
 };
 
 /**
@@ -325,8 +328,8 @@ export const ALIASES: Readonly<Record<string, string>> = {
  */
 export const IGNORED_KEYS: ReadonlySet<string> = new Set([
   // connections / sockets / PCP
-  'socket_dir', 'pcp_socket_dir', 'backend_socket_dir', 'unix_socket_directories', 'unix_socket_group',
-  'unix_socket_permissions', 'pcp_listen_addresses', 'pcp_port', 'pcp_timeout', 'serialize_accept',
+  'pcp_socket_dir', 'backend_socket_dir', 'unix_socket_group',
+  'pcp_listen_addresses', 'pcp_port', 'pcp_timeout', 'serialize_accept',
   'allow_inet_domain_socket',
   // process management (4.4+)
   'process_management_mode', 'process_management_strategy', 'min_spare_children', 'max_spare_children',
@@ -355,7 +358,7 @@ export const IGNORED_KEYS: ReadonlySet<string> = new Set([
 ]);
 
 export const IGNORED_PREFIXES: readonly string[] = [
-  'wd_', 'heartbeat_', 'other_pgpool_', 'other_wd_', 'memqcache_', 'pcp_', 'syslog_', 'recovery_', 'unix_socket_',
+  'wd_', 'heartbeat_', 'other_pgpool_', 'other_wd_', 'memqcache_', 'pcp_', 'syslog_', 'recovery_',
   'process_management_', 'log_rotation_',
 ];
 

@@ -45,6 +45,9 @@ export interface Config {
 
   // ---- connections
   listen_addresses: string;
+  /** Directories for the Unix-domain socket (pgpool 4.3's name; `socket_dir` before). */
+  unix_socket_directories: string[];
+  unix_socket_permissions: number;
   port: number;
   /** pgrelay: maximum size of one protocol message from a client, bytes. */
   max_message_size: number;
