@@ -199,6 +199,11 @@ function removePidFile(path: string): void {
   }
 }
 
+function passwdMethod(cmd: string, m: string): PasswdMethod {
+  if (!['md5', 'aes', 'scram', 'text'].includes(m)) fail(`${cmd}: unknown method "${m}" (md5, aes, scram, text)`);
+  return m as PasswdMethod;
+}
+
 interface ToolArgs {
   file?: string;
   user?: string;
@@ -233,19 +238,13 @@ function parseToolArgs(cmd: string, argv: string[]): ToolArgs {
       case '-m':
       case '--md5auth':
       case '--enc':
-        if (cmd === 'passwd') {
-          const m = val();
-          if (!['md5', 'aes', 'scram', 'text'].includes(m)) fail(`passwd: unknown method "${m}" (md5, aes, scram, text)`);
-          a.method = m as PasswdMethod;
-        } else a.write = true;
+        if (cmd === 'passwd') a.method = passwdMethod(cmd, val());
+        else a.write = true;
         break;
-      case '--method': {
-        const m = val();
-        if (!['md5', 'aes', 'scram', 'text'].includes(m)) fail(`${cmd}: unknown method "${m}" (md5, aes, scram, text)`);
-        a.method = m as PasswdMethod;
+      case '--method':
+        a.method = passwdMethod(cmd, val());
         a.write = true;
         break;
-      }
       case '-k':
       case '--key-file':
         a.keyFile = val();
