@@ -194,6 +194,8 @@ export const PARAMS: readonly ParamDef[] = [
     { values: ['off', 'transaction', 'trans_transaction', 'always', 'dml_adaptive'] }),
   g('statement_level_load_balance', 'bool', false, R, 'load_balance', 'Enables statement level load balancing'),
   g('write_function_list', 'list', [], R, 'load_balance', 'list of functions that writes to database.', { separator: ',' }),
+  g('dml_adaptive_object_relationship_list', 'list', [], R, 'load_balance',
+    "with dml_adaptive: 'object:dependent' pairs; writing the object also sends reads of the dependent (table or function) to the primary", { separator: ',' }),
   g('read_only_function_list', 'list', [], R, 'load_balance', 'list of functions that does not writes to database.', { separator: ',' }),
   g('primary_routing_query_pattern_list', 'list', [], R, 'load_balance',
     'list of query patterns that should be sent to primary node.', { separator: ';' }),
@@ -339,7 +341,7 @@ export const IGNORED_KEYS: ReadonlySet<string> = new Set([
   'log_rotation_age', 'log_rotation_size', 'debug_level',
   // native replication mode / other clustering features
   'replicate_select', 'insert_lock', 'lobj_lock_table', 'replication_stop_on_mismatch',
-  'failover_if_affected_tuples_mismatch', 'dml_adaptive_object_relationship_list', 'relcache_query_target',
+  'failover_if_affected_tuples_mismatch', 'relcache_query_target',
   'enable_shared_relcache', 'parallel_mode', 'enable_query_cache', 'replication_delay_source_cmd',
   // SSL bits not implemented
   'ssl_ca_cert_dir',

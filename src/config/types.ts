@@ -79,6 +79,8 @@ export interface Config {
   disable_load_balance_on_write: DisableLbOnWrite;
   statement_level_load_balance: boolean;
   write_function_list: string[];
+  /** dml_adaptive: 'object:dependent' pairs (writing object makes dependent's reads go to the primary). */
+  dml_adaptive_object_relationship_list: string[];
   read_only_function_list: string[];
   primary_routing_query_pattern_list: string[];
   database_redirect_preference_list: string;

@@ -199,6 +199,8 @@ export function route(input: RouteInput): Decision {
   // §2.3 dml_adaptive: reads of tables written earlier in this transaction.
   if (mode === 'dml_adaptive' && s.inTransaction && s.writtenTables.length > 0) {
     for (const r of c.relations) if (relationIn(r, s.writtenTables)) return toPrimary(`reads ${r}, written in this transaction (dml_adaptive)`, write);
+    // dml_adaptive_object_relationship_list may name functions as dependents.
+    for (const f of c.functions) if (relationIn(f, s.writtenTables)) return toPrimary(`calls ${f}, which depends on a table written in this transaction (dml_adaptive)`, write);
   }
   return { target: 'standby', write, reason: c.reason };
 }

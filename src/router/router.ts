@@ -116,6 +116,8 @@ export class Router {
   private functions!: FunctionVolatilityCache;
   private relations!: RelationCache;
   private allowSqlComments = false;
+  /** dml_adaptive_object_relationship_list: object → dependents (lower case, as written). */
+  private related = new Map<string, string[]>();
   private checkRelations = false;
   /** Reused snapshot objects, refreshed from the node table on each use (no allocation). */
   private readonly snapshot: NodeSnapshot[];
@@ -139,6 +141,15 @@ export class Router {
     this.functions = functions;
     this.relations = new RelationCache(Math.max(1, c.relcache_size), c.relcache_expire > 0 ? c.relcache_expire * 1000 : Infinity);
     this.allowSqlComments = c.allow_sql_comments;
+    const related = new Map<string, string[]>();
+    for (const pair of c.dml_adaptive_object_relationship_list) {
+      const i = pair.indexOf(':');
+      if (i <= 0 || i === pair.length - 1) throw new Error(`dml_adaptive_object_relationship_list: "${pair}" is not of the form object:dependent`);
+      const from = pair.slice(0, i).trim().toLowerCase();
+      const to = pair.slice(i + 1).trim().toLowerCase();
+      related.set(from, [...(related.get(from) ?? []), to]);
+    }
+    this.related = related;
     this.checkRelations = c.check_unlogged_table || c.check_temp_table === 'catalog';
   }
 
@@ -186,6 +197,18 @@ export class Router {
   private unknownRelations(db: string, cls: Classification): string[] {
     if (!this.checkRelations || cls.systemCatalog) return [];
     return cls.relations.filter((r) => this.relations.get(db, r) === undefined);
+  }
+
+  /**
+   * dml_adaptive: after a transaction wrote `tables`, add the dependents named in
+   * dml_adaptive_object_relationship_list to the tables whose reads go to the primary.
+   */
+  addRelatedObjects(state: SessionRoutingState, tables: readonly string[], inTransaction: boolean): void {
+    if (this.related.size === 0 || this.routing.disable_load_balance_on_write !== 'dml_adaptive' || !inTransaction) return;
+    for (const t of tables) {
+      const deps = this.related.get(t.toLowerCase()) ?? this.related.get(t.slice(t.lastIndexOf('.') + 1).toLowerCase());
+      for (const d of deps ?? []) if (!state.writtenTables.includes(d)) state.writtenTables.push(d);
+    }
   }
 
   /** Ask the catalog (through `query`, run on the session's primary connection) and cache the answers. */

@@ -460,6 +460,12 @@ export class Session implements FrameSink, LinkOwner {
     };
   }
 
+  /** Routing state after a statement (policy.ts), with dml_adaptive's related objects. */
+  private statementOutcome(cls: Classification, d: Decision, ok: boolean, status: number): void {
+    afterStatement(this.routing, cls, d, { ok, txStatus: statusChar(status) }, this.ctx.config().disable_load_balance_on_write);
+    if (ok && cls.writtenTables.length > 0) this.ctx.router.addRelatedObjects(this.routing, cls.writtenTables, status !== TxStatus.Idle);
+  }
+
   /** Record the transaction status seen at the end of a statement or pipeline. */
   private txStatusIs(status: number): void {
     this.routing.inTransaction = status !== TxStatus.Idle;
@@ -627,7 +633,7 @@ export class Session implements FrameSink, LinkOwner {
   private statementDone(sql: string, cls: Classification, d: Decision, e: Expectation, link: BackendLink): void {
     const status = e.status ?? TxStatus.Idle;
     if (d.target === 'both') this.recordSetting(sql, cls, !e.error, status);
-    afterStatement(this.routing, cls, d, { ok: !e.error, txStatus: statusChar(status) }, this.ctx.config().disable_load_balance_on_write);
+    this.statementOutcome(cls, d, !e.error, status);
     this.txStatusIs(status);
     if (status === TxStatus.Failed && link !== this.primary) this.poisonPrimary();
   }
@@ -693,7 +699,7 @@ export class Session implements FrameSink, LinkOwner {
       }
       out = Buffer.concat([errorResponse(errorFieldsOf(onSecond.error)), readyForQuery(status)]);
     }
-    afterStatement(this.routing, cls, d, { ok: !onPrimary.error && !onSecond.error, txStatus: statusChar(status) }, this.ctx.config().disable_load_balance_on_write);
+    this.statementOutcome(cls, d, !onPrimary.error && !onSecond.error, status);
     this.recordSetting(sql, cls, !onPrimary.error && !onSecond.error, status);
     this.txStatusIs(status);
     if (cls.kind === 'deallocate' || cls.kind === 'discard') this.forgetStatements(cls);
@@ -1052,9 +1058,8 @@ export class Session implements FrameSink, LinkOwner {
   }
 
   private pipelineDone(outcomes: PendingOutcome[], status: number, only: BackendLink | undefined): void {
-    const mode = this.ctx.config().disable_load_balance_on_write;
     for (const o of outcomes) {
-      afterStatement(this.routing, o.cls, o.decision, { ok: o.ok, txStatus: statusChar(status) }, mode);
+      this.statementOutcome(o.cls, o.decision, o.ok, status);
       if (o.decision.target === 'both') this.recordSetting(o.sql, o.cls, o.ok, status);
     }
     this.txStatusIs(status);

@@ -104,3 +104,42 @@ describe('disable_load_balance_on_write: pgpool §2.3 script', () => {
     });
   }
 });
+
+describe('dml_adaptive_object_relationship_list', () => {
+  it('writing an object sends reads of its dependents (tables and functions) to the primary, others stay balanced', async () => {
+    const dep = `${t}_dep`;
+    const other = `${t}_other`;
+    const fn = `${t}_fn`;
+    await cluster.psql(
+      P,
+      `DROP TABLE IF EXISTS ${dep}, ${other}; CREATE TABLE ${dep} (v int); CREATE TABLE ${other} (v int);` +
+        ` CREATE OR REPLACE FUNCTION ${fn}() RETURNS bigint LANGUAGE sql STABLE AS 'SELECT 1::bigint'`,
+    );
+    await cluster.waitForCatchup(30_000);
+    const proxy = await startProxy({
+      cluster,
+      config: {
+        backend_weight0: 0,
+        backend_weight1: 1,
+        backend_weight2: 0,
+        disable_load_balance_on_write: 'dml_adaptive',
+        dml_adaptive_object_relationship_list: `${t}:${dep},${t}:${fn}`,
+      },
+    });
+    try {
+      const c = await pgClient({ port: proxy.port });
+      const node = async (sql: string): Promise<number> => nodeOfPort(cluster, (await c.query(sql)).rows[0].port as number);
+      await c.query('BEGIN');
+      expect(await node(`SELECT inet_server_port() AS port FROM ${dep} RIGHT JOIN (SELECT 1) x ON true`)).toBe(S);
+      await c.query(`INSERT INTO ${t} VALUES (2)`);
+      expect(await node(`SELECT inet_server_port() AS port FROM ${dep} RIGHT JOIN (SELECT 1) x ON true`)).toBe(P);
+      expect(await node(`SELECT inet_server_port() AS port, ${fn}()`)).toBe(P);
+      expect(await node(`SELECT inet_server_port() AS port FROM ${other} RIGHT JOIN (SELECT 1) x ON true`)).toBe(S);
+      await c.query('ROLLBACK');
+      expect(await node(`SELECT inet_server_port() AS port FROM ${dep} RIGHT JOIN (SELECT 1) x ON true`)).toBe(S);
+    } finally {
+      await proxy.stop();
+      await cluster.psql(P, `DROP TABLE IF EXISTS ${dep}, ${other}; DROP FUNCTION IF EXISTS ${fn}()`).catch(() => undefined);
+    }
+  });
+});
