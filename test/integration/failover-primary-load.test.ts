@@ -10,14 +10,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DevCluster } from '../../src/devcluster.js';
 import { countCodes, nodeOfPort, showPoolNodes, sleep, statusChange, until, waitForJson, WriteLoad } from '../support/failover.js';
+import { failoverConfig } from '../support/failover.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const PLACEHOLDERS = '%d %h %p %D %m %H %M %P %r %R %N %S';
 /** Kill → first successful write through pgrelay must be below this. */
 const RESUME_BOUND_MS = 30_000;
 
@@ -36,19 +34,8 @@ describe('primary failover under write load (own DevCluster)', () => {
     proxy = await startProxy({
       cluster,
       config: {
-        health_check_period: 1,
-        health_check_max_retries: 1,
-        health_check_retry_delay: 1,
-        health_check_timeout: 5,
-        connect_timeout: 2000,
-        sr_check_period: 1,
-        auto_failback: true,
-        auto_failback_interval: 1,
-        search_primary_node_timeout: 30,
-        failover_command: `${path.join(REPO, 'examples', 'failover.sh')} ${PLACEHOLDERS}`,
-        follow_primary_command: `${path.join(REPO, 'examples', 'follow_primary.sh')} ${PLACEHOLDERS}`,
+        ...failoverConfig(),
         num_init_children: 16,
-        log_min_messages: 'info',
       },
       env: {
         PGRELAY_FAILOVER_RECORD: path.join(work, 'failover.args'),

@@ -19,14 +19,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DevCluster, freePort } from '../../src/devcluster.js';
 import { connect, countCodes, destroy, nodeOfPort, sleep, until, waitForJson, WriteLoad } from '../support/failover.js';
+import { REPO, failoverConfig } from '../support/failover.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const PLACEHOLDERS = '%d %h %p %D %m %H %M %P %r %R %N %S';
 const RESUME_BOUND_MS = 30_000;
 
 let cluster: DevCluster;
@@ -48,19 +46,8 @@ describe('synchronous replication: acknowledged commits survive a primary failov
     proxy = await startProxy({
       cluster,
       config: {
-        health_check_period: 1,
-        health_check_max_retries: 1,
-        health_check_retry_delay: 1,
-        health_check_timeout: 5,
-        connect_timeout: 2000,
-        sr_check_period: 1,
-        auto_failback: true,
-        auto_failback_interval: 1,
-        search_primary_node_timeout: 30,
-        failover_command: `${path.join(REPO, 'test', 'support', 'failover-most-advanced.sh')} ${PLACEHOLDERS}`,
-        follow_primary_command: `${path.join(REPO, 'examples', 'follow_primary.sh')} ${PLACEHOLDERS}`,
+        ...failoverConfig({ failoverScript: path.join(REPO, 'test', 'support', 'failover-most-advanced.sh') }),
         num_init_children: 16,
-        log_min_messages: 'info',
       },
       env: {
         PGRELAY_CANDIDATES: candidates,

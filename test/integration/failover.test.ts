@@ -9,13 +9,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DevCluster } from '../../src/devcluster.js';
+import { failoverConfig } from '../support/failover.js';
 import { runPsql, startProxy, type ProxyHandle } from '../support/proxy.js';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const PLACEHOLDERS = '%d %h %p %D %m %H %M %P %r %R %N %S';
 
 type LogLine = Record<string, unknown>;
 
@@ -59,18 +57,7 @@ describe('failover through pgrelay (own DevCluster)', () => {
     proxy = await startProxy({
       cluster,
       config: {
-        health_check_period: 1,
-        health_check_max_retries: 1,
-        health_check_retry_delay: 1,
-        health_check_timeout: 5,
-        connect_timeout: 2000,
-        sr_check_period: 1,
-        auto_failback: true,
-        auto_failback_interval: 1,
-        search_primary_node_timeout: 30,
-        failover_command: `${path.join(REPO, 'examples', 'failover.sh')} ${PLACEHOLDERS}`,
-        follow_primary_command: `${path.join(REPO, 'examples', 'follow_primary.sh')} ${PLACEHOLDERS}`,
-        log_min_messages: 'info',
+        ...failoverConfig(),
       },
       env: {
         PGRELAY_FAILOVER_RECORD: failoverRecord(),

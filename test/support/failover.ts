@@ -4,6 +4,8 @@
  * of node-postgres workers that reconnect and retry on error and record which
  * INSERTs were acknowledged.
  */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import type { DevCluster } from '../../src/devcluster.js';
 import type { ProxyHandle } from './proxy.js';
@@ -250,3 +252,32 @@ export function countCodes(events: WriteEvent[]): Record<string, number> {
   }
   return m;
 }
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+/** Every failover_command placeholder, in pgpool's order. */
+export const PLACEHOLDERS = '%d %h %p %D %m %H %M %P %r %R %N %S';
+
+/**
+ * pgpool.conf keys for a fast failover test: 1 s health and replication checks,
+ * auto_failback, and `examples/failover.sh` / `examples/follow_primary.sh` (or the
+ * given failover script) called with every placeholder.
+ */
+export function failoverConfig(opts: { failoverScript?: string } = {}): Record<string, string | number | boolean> {
+  return {
+    health_check_period: 1,
+    health_check_max_retries: 1,
+    health_check_retry_delay: 1,
+    health_check_timeout: 5,
+    connect_timeout: 2000,
+    sr_check_period: 1,
+    auto_failback: true,
+    auto_failback_interval: 1,
+    search_primary_node_timeout: 30,
+    failover_command: `${opts.failoverScript ?? path.join(REPO_ROOT, 'examples', 'failover.sh')} ${PLACEHOLDERS}`,
+    follow_primary_command: `${path.join(REPO_ROOT, 'examples', 'follow_primary.sh')} ${PLACEHOLDERS}`,
+    log_min_messages: 'info',
+  };
+}
+
+/** The repository root (for scripts under examples/ and test/support/). */
+export const REPO = REPO_ROOT;

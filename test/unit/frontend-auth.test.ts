@@ -71,7 +71,7 @@ function pmsg(body: Buffer): Buffer {
 }
 const cstr = (s: string): Buffer => Buffer.from(`${s}\0`);
 
-function env(over: Partial<FrontendAuthEnv> & { hbaText?: string; passwd?: string; method?: BackendAuthMethod }): FrontendAuthEnv {
+function env(over: Omit<Partial<FrontendAuthEnv>, 'passwd'> & { hbaText?: string; passwd?: string; method?: BackendAuthMethod }): FrontendAuthEnv {
   const hba = over.hbaText !== undefined ? parseHba(over.hbaText, 'pool_hba.conf', { readInclude: () => '' }).rules : undefined;
   return {
     config: defaultConfig(),
