@@ -611,7 +611,8 @@ function parsePrometheus(text: string): Map<string, Family> {
     let value: number;
     if (valueText === '+Inf') value = Infinity;
     else if (valueText === '-Inf') value = -Infinity;
-    else if (valueText === 'NaN') value = NaN;
+    // Prometheus parses floats with Go's ParseFloat: NaN in any letter case (prom-client writes "Nan").
+    else if (/^nan$/i.test(valueText)) value = NaN;
     else {
       if (!/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(valueText)) fail(n, line, 'bad value');
       value = Number(valueText);
