@@ -125,6 +125,32 @@ function isIdentChar(c: number): boolean {
   return (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x30 && c <= 0x39) || c === 0x5f || c === 0x24 || c >= 0x80;
 }
 
+/**
+ * The body of a quoted token starting after its opening quote: a doubled quote stands
+ * for itself; with `backslashes` (E'...') \n, \t, \r and \x escapes apply. Undefined
+ * when the closing quote is missing.
+ */
+function readQuoted(s: string, from: number, quote: string, backslashes: boolean): { v: string; end: number } | undefined {
+  let v = '';
+  let j = from;
+  while (j < s.length) {
+    const d = s[j]!;
+    if (backslashes && d === '\\' && j + 1 < s.length) {
+      const e = s[j + 1]!;
+      v += e === 'n' ? '\n' : e === 't' ? '\t' : e === 'r' ? '\r' : e;
+      j += 2;
+    } else if (d === quote) {
+      if (s[j + 1] !== quote) return { v, end: j + 1 };
+      v += quote;
+      j += 2;
+    } else {
+      v += d;
+      j++;
+    }
+  }
+  return undefined;
+}
+
 function isIdentStart(c: number): boolean {
   return (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || c === 0x5f || c >= 0x80;
 }
@@ -184,57 +210,17 @@ function tokenize(s: string): Tok[] | { near: string } {
       out.push({ t: 'word', v: raw.toLowerCase(), raw });
       i = j;
     } else if (c === 0x22 /* " */) {
-      let v = '';
-      let j = i + 1;
-      let closed = false;
-      while (j < n) {
-        const d = s[j]!;
-        if (d === '"') {
-          if (s[j + 1] === '"') {
-            v += '"';
-            j += 2;
-            continue;
-          }
-          closed = true;
-          j++;
-          break;
-        }
-        v += d;
-        j++;
-      }
-      if (!closed) return { near: s.slice(i) };
-      out.push({ t: 'qident', v, raw: s.slice(i, j) });
-      i = j;
+      const q = readQuoted(s, i + 1, '"', false);
+      if (!q) return { near: s.slice(i) };
+      out.push({ t: 'qident', v: q.v, raw: s.slice(i, q.end) });
+      i = q.end;
     } else if (c === 0x27 /* ' */ || ((c | 0x20) === 0x65 && s.charCodeAt(i + 1) === 0x27)) {
       // 'string' or E'string' (E handled only for '' and \' escapes; good enough for values)
       const escape = c !== 0x27;
-      let j = escape ? i + 2 : i + 1;
-      let v = '';
-      let closed = false;
-      while (j < n) {
-        const d = s[j]!;
-        if (escape && d === '\\' && j + 1 < n) {
-          const e = s[j + 1]!;
-          v += e === 'n' ? '\n' : e === 't' ? '\t' : e === 'r' ? '\r' : e;
-          j += 2;
-          continue;
-        }
-        if (d === "'") {
-          if (s[j + 1] === "'") {
-            v += "'";
-            j += 2;
-            continue;
-          }
-          closed = true;
-          j++;
-          break;
-        }
-        v += d;
-        j++;
-      }
-      if (!closed) return { near: s.slice(i) };
-      out.push({ t: 'str', v, raw: s.slice(i, j) });
-      i = j;
+      const q = readQuoted(s, escape ? i + 2 : i + 1, "'", escape);
+      if (!q) return { near: s.slice(i) };
+      out.push({ t: 'str', v: q.v, raw: s.slice(i, q.end) });
+      i = q.end;
     } else if ((c >= 0x30 && c <= 0x39) || (c === 0x2e && s.charCodeAt(i + 1) >= 0x30 && s.charCodeAt(i + 1) <= 0x39)) {
       let j = i + 1;
       while (j < n) {
