@@ -1,69 +1,6 @@
 import { describe, it, expect } from 'vitest';
+import { parsePrometheus, type Family } from '../support/prometheus.js';
 import { createMetrics, type MetricsSnapshotProvider } from '../../src/metrics/metrics.js';
-
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-interface Family {
-  name: string;
-  type: string;
-  help: string;
-  samples: Sample[];
-}
-
-/** Minimal Prometheus text-format (0.0.4) parser; throws on malformed lines. */
-function parseExposition(text: string): Map<string, Family> {
-  const fams = new Map<string, Family>();
-  const familyOf = (sample: string): Family | undefined => {
-    if (fams.has(sample)) return fams.get(sample);
-    for (const suf of ['_bucket', '_sum', '_count']) {
-      if (sample.endsWith(suf)) {
-        const f = fams.get(sample.slice(0, -suf.length));
-        if (f) return f;
-      }
-    }
-    return undefined;
-  };
-  for (const line of text.split('\n')) {
-    if (line === '') continue;
-    let m = /^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) (.*)$/.exec(line);
-    if (m) {
-      fams.set(m[1]!, { name: m[1]!, type: 'untyped', help: m[2]!, samples: [] });
-      continue;
-    }
-    m = /^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$/.exec(line);
-    if (m) {
-      const f = fams.get(m[1]!);
-      if (!f) throw new Error(`TYPE before HELP: ${line}`);
-      f.type = m[2]!;
-      continue;
-    }
-    m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$/.exec(line);
-    if (!m) throw new Error(`bad line: ${line}`);
-    const labels: Record<string, string> = {};
-    if (m[3]) {
-      const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?/gy;
-      let lm: RegExpExecArray | null;
-      let consumed = 0;
-      while ((lm = re.exec(m[3])) !== null) {
-        labels[lm[1]!] = lm[2]!.replace(/\\n/g, '\n').replace(/\\"/g, '"').replace(/\\\\/g, '\\');
-        consumed = re.lastIndex;
-      }
-      if (consumed !== m[3].length) throw new Error(`bad labels: ${line}`);
-    }
-    // Go's ParseFloat (Prometheus) accepts NaN/Inf case-insensitively; prom-client prints "Nan"
-    const raw = m[4]!.toLowerCase();
-    const v = raw === '+inf' || raw === 'inf' ? Infinity : raw === '-inf' ? -Infinity : raw === 'nan' ? Number.NaN : Number(m[4]);
-    if (Number.isNaN(v) && raw !== 'nan') throw new Error(`bad value: ${line}`);
-    const f = familyOf(m[1]!);
-    if (!f) throw new Error(`sample without family: ${line}`);
-    f.samples.push({ name: m[1]!, labels, value: v });
-  }
-  return fams;
-}
 
 function value(f: Map<string, Family>, name: string, labels: Record<string, string> = {}, sample = name): number | undefined {
   const fam = f.get(name);
@@ -97,11 +34,11 @@ describe('metrics', () => {
     m.healthCheck(0, 'success', 0.01);
     m.slotWait(0.2);
     const text = await m.exposition();
-    const fams = parseExposition(text);
+    const fams = parsePrometheus(text);
     expect(fams.size).toBeGreaterThan(20);
     for (const f of fams.values()) {
       expect(f.name, f.name).toMatch(/^pgrelay_[a-z0-9_]+$/);
-      expect(f.help.length, f.name).toBeGreaterThan(0);
+      expect((f.help ?? '').length, f.name).toBeGreaterThan(0);
       if (f.type === 'counter') expect(f.name, f.name).toMatch(/_total$/);
       // prom-client's own process gauges (nodejs_active_handles_total, ...) predate the convention
       else if (!/^pgrelay_(nodejs|process)_/.test(f.name)) expect(f.name, f.name).not.toMatch(/_total$/);
@@ -131,7 +68,7 @@ describe('metrics', () => {
     m.clientConnected();
     m.healthCheck(1, 'failure', 0.5);
     m.healthCheck(1, 'skip');
-    let f = parseExposition(await m.exposition());
+    let f = parsePrometheus(await m.exposition());
     expect(value(f, 'pgrelay_queries_total', { kind: 'select', node: '1' })).toBe(5);
     expect(value(f, 'pgrelay_queries_total', { kind: 'insert', node: '0' })).toBe(1);
     expect(value(f, 'pgrelay_queries_total', { kind: 'other', node: '0' })).toBe(1);
@@ -151,7 +88,7 @@ describe('metrics', () => {
 
     // counters keep accumulating across scrapes
     m.queryRouted('select', 1);
-    f = parseExposition(await m.exposition());
+    f = parsePrometheus(await m.exposition());
     expect(value(f, 'pgrelay_queries_total', { kind: 'select', node: '1' })).toBe(6);
     expect(value(f, 'pgrelay_failovers_total')).toBe(1);
   });
@@ -169,18 +106,18 @@ describe('metrics', () => {
       m.healthCheck(4000, 'success', 0.1);
       m.error('x');
     }).not.toThrow();
-    const f = parseExposition(await m.exposition());
+    const f = parsePrometheus(await m.exposition());
     expect(value(f, 'pgrelay_queries_total', { kind: 'select', node: 'unknown' })).toBe(4);
     expect(value(f, 'pgrelay_backend_received_bytes_total', { node: 'unknown' })).toBe(1);
   });
 
   it('scrape-time gauges read the snapshot provider', async () => {
     const m = createMetrics({ version: '9.9.9', defaultMetrics: false });
-    let f = parseExposition(await m.exposition());
+    let f = parsePrometheus(await m.exposition());
     expect(f.get('pgrelay_node_status')?.samples).toEqual([]);
     expect(value(f, 'pgrelay_client_sessions', { state: 'active' })).toBe(0);
     m.setSnapshotProvider(snapshot());
-    f = parseExposition(await m.exposition());
+    f = parsePrometheus(await m.exposition());
     expect(value(f, 'pgrelay_build_info', { version: '9.9.9' })).toBe(1);
     expect(value(f, 'pgrelay_node_info', { node: '1', host: 'pg1', port: '5433' })).toBe(1);
     expect(value(f, 'pgrelay_node_status', { node: '0', status: 'up' })).toBe(1);
