@@ -11,10 +11,11 @@ import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { nodeCommand, reloadCommand, stopCommand, type ControlIO } from '../../src/cli-control.js';
+import { nodeCommand, reloadCommand, stopCommand } from '../../src/cli-control.js';
 import { getCluster } from '../support/cluster.js';
 import { closeAllClients, endPg, pgClient } from '../support/clients.js';
 import { CLI_PATH, renderConf, runCommand, runPsql, startProxy, type ProxyHandle } from '../support/proxy.js';
+import { capture } from '../support/control-io.js';
 
 const cluster = getCluster();
 const P = cluster.primaryId; // 0
@@ -49,20 +50,6 @@ async function waitForJson(p: ProxyHandle, pred: (l: LogLine) => boolean, opts: 
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${opts.what}\n--- logs ---\n${p.logs().slice(-5000)}`);
     await sleep(50);
   }
-}
-
-function capture(): ControlIO & { stdout: string; stderr: string } {
-  const io = {
-    stdout: '',
-    stderr: '',
-    out(s: string) {
-      io.stdout += s;
-    },
-    err(s: string) {
-      io.stderr += s;
-    },
-  };
-  return io;
 }
 
 /** Node that answers a fresh session's plain SELECT (its load-balance node). */

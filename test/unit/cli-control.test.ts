@@ -22,23 +22,9 @@ import {
   runControl,
   stopCommand,
   waitForExit,
-  type ControlIO,
 } from '../../src/cli-control.js';
 import { loadConfig } from '../../src/config/load.js';
-
-function capture(): ControlIO & { stdout: string; stderr: string } {
-  const io = {
-    stdout: '',
-    stderr: '',
-    out(s: string) {
-      io.stdout += s;
-    },
-    err(s: string) {
-      io.stderr += s;
-    },
-  };
-  return io;
-}
+import { capture } from '../support/control-io.js';
 
 /** A node child that installed `handlers` and said so on stdout. */
 async function readyChild(handlers: string): Promise<ChildProcess> {
