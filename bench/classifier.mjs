@@ -20,11 +20,11 @@ const MIX = [
   'INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (7, 1, 99871, -4321, CURRENT_TIMESTAMP);',
   'END;',
   'SELECT u.id, u.name, u.email FROM users u WHERE u.id = $1',
-  'SELECT o.id, o.total, c.name FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.created_at > now() - interval \'1 day\' ORDER BY o.created_at DESC LIMIT 50',
-  'SELECT count(*) FROM orders WHERE status = \'open\'',
-  'SET application_name = \'web\'',
+  "SELECT o.id, o.total, c.name FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.created_at > now() - interval '1 day' ORDER BY o.created_at DESC LIMIT 50",
+  "SELECT count(*) FROM orders WHERE status = 'open'",
+  "SET application_name = 'web'",
   'SHOW transaction_isolation',
-  'WITH recent AS (SELECT * FROM events WHERE ts > now() - interval \'1 hour\') SELECT kind, count(*) FROM recent GROUP BY kind',
+  "WITH recent AS (SELECT * FROM events WHERE ts > now() - interval '1 hour') SELECT kind, count(*) FROM recent GROUP BY kind",
   'SELECT * FROM accounts WHERE id = 42 FOR UPDATE',
   'COMMIT',
   "SELECT p.id, p.title, coalesce(string_agg(t.name, ', '), '') AS tags FROM posts p LEFT JOIN post_tags pt ON pt.post_id = p.id LEFT JOIN tags t ON t.id = pt.tag_id WHERE p.published AND p.author_id = ANY($1) GROUP BY p.id ORDER BY p.published_at DESC LIMIT 20 OFFSET 40",
@@ -54,6 +54,6 @@ bench('mix, distinct texts through classify() (cache misses)', (i) => classify(t
 clearClassifierCache();
 bench('mix, repeated texts through classify() (cache hits)', (i) => classify(MIX[i % MIX.length], opts), ITER);
 for (const sql of [MIX[0], MIX[1], MIX[2], MIX[16]]) {
-  const label = sql.length > 50 ? sql.slice(0, 47) + '...' : sql;
+  const label = sql.length > 50 ? `${sql.slice(0, 47)}...` : sql;
   bench(`  ${label}`, () => classifyUncached(sql, opts), ITER);
 }

@@ -16,7 +16,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 function shortUrl(url) {
   if (!url) return '';
   let u = url.replace(/^file:\/\//, '');
-  if (u.startsWith(ROOT + '/')) u = u.slice(ROOT.length + 1);
+  if (u.startsWith(`${ROOT}/`)) u = u.slice(ROOT.length + 1);
   const nm = u.lastIndexOf('node_modules/');
   if (nm >= 0) u = u.slice(nm);
   return u;
@@ -33,11 +33,12 @@ function area(cf) {
     if (fn === '(root)') return 'root';
     return 'native/builtin';
   }
-  if (url.startsWith('node:')) return url.startsWith('node:internal/') ? 'node internals' : `node:${url.slice(5).split('/')[0]}`;
+  if (url.startsWith('node:'))
+    return url.startsWith('node:internal/') ? 'node internals' : `node:${url.slice(5).split('/')[0]}`;
   const m = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
   if (m) return `npm:${m[1]}`;
   const d = /\/dist\/(.*)$/.exec(url);
-  if (d) return `pgrelay:${d[1].split('/').length > 1 ? d[1].split('/')[0] + '/' : d[1]}`;
+  if (d) return `pgrelay:${d[1].split('/').length > 1 ? `${d[1].split('/')[0]}/` : d[1]}`;
   return shortUrl(url);
 }
 
@@ -106,7 +107,10 @@ export function summarizeProfile(profile, { top = 25, fromUs = null, toUs = null
       totalPct: Math.round(pct(total.get(k) ?? v) * 10) / 10,
     };
   };
-  const topSelf = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, top).map(([k, v]) => fnRow(k, v));
+  const topSelf = [...self.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, top)
+    .map(([k, v]) => fnRow(k, v));
   const topTotal = [...total.entries()]
     .filter(([k]) => {
       const fn = info.get(k).functionName;
@@ -115,13 +119,31 @@ export function summarizeProfile(profile, { top = 25, fromUs = null, toUs = null
     .sort((a, b) => b[1] - a[1])
     .slice(0, top)
     .map(([k]) => fnRow(k, self.get(k) ?? 0));
-  const areas = [...byArea.entries()].sort((a, b) => b[1] - a[1]).map(([a, v]) => ({ area: a, selfMs: Math.round(v), selfPct: Math.round(pct(v) * 10) / 10 }));
-  return { wallMs: Math.round(all), busyMs: Math.round(busy), idleMs: Math.round(idle), samples: used, windowed, topSelf, topTotal, areas };
+  const areas = [...byArea.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .map(([a, v]) => ({ area: a, selfMs: Math.round(v), selfPct: Math.round(pct(v) * 10) / 10 }));
+  return {
+    wallMs: Math.round(all),
+    busyMs: Math.round(busy),
+    idleMs: Math.round(idle),
+    samples: used,
+    windowed,
+    topSelf,
+    topTotal,
+    areas,
+  };
 }
 
 function tbl(headers, rows) {
   const w = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
-  return [headers, ...rows].map((r) => r.map((c, i) => (i === 0 || i === r.length - 1 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join('  ').trimEnd()).join('\n');
+  return [headers, ...rows]
+    .map((r) =>
+      r
+        .map((c, i) => (i === 0 || i === r.length - 1 ? String(c).padEnd(w[i]) : String(c).padStart(w[i])))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 
 export function formatSummary(s, { totalRows = 15 } = {}) {
@@ -132,16 +154,28 @@ export function formatSummary(s, { totalRows = 15 } = {}) {
   );
   out.push('');
   out.push('Self time by area:');
-  out.push(tbl(['area', 'self ms', 'self %', ''], s.areas.map((a) => [a.area, a.selfMs, a.selfPct.toFixed(1), ''])));
+  out.push(
+    tbl(
+      ['area', 'self ms', 'self %', ''],
+      s.areas.map((a) => [a.area, a.selfMs, a.selfPct.toFixed(1), '']),
+    ),
+  );
   out.push('');
   out.push('Top functions by self time:');
-  out.push(tbl(['function', 'self ms', 'self %', 'total %', 'location'], s.topSelf.map((r) => [r.function, r.selfMs, r.selfPct.toFixed(1), r.totalPct.toFixed(1), r.location])));
+  out.push(
+    tbl(
+      ['function', 'self ms', 'self %', 'total %', 'location'],
+      s.topSelf.map((r) => [r.function, r.selfMs, r.selfPct.toFixed(1), r.totalPct.toFixed(1), r.location]),
+    ),
+  );
   out.push('');
   out.push('Top functions by total (inclusive) time:');
   out.push(
     tbl(
       ['function', 'total ms', 'total %', 'self %', 'location'],
-      s.topTotal.slice(0, totalRows).map((r) => [r.function, r.totalMs, r.totalPct.toFixed(1), r.selfPct.toFixed(1), r.location]),
+      s.topTotal
+        .slice(0, totalRows)
+        .map((r) => [r.function, r.totalMs, r.totalPct.toFixed(1), r.selfPct.toFixed(1), r.location]),
     ),
   );
   return out.join('\n');
@@ -157,5 +191,5 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
     process.exit(2);
   }
   const s = summarizeProfile(JSON.parse(fs.readFileSync(file, 'utf8')), { top });
-  process.stdout.write(formatSummary(s) + '\n');
+  process.stdout.write(`${formatSummary(s)}\n`);
 }

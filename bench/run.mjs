@@ -72,8 +72,10 @@ const OPT = {
 for (const m of [...OPT.modes, ...OPT.tpcbModes, ...OPT.profileModes]) {
   if (!ALL_MODES.includes(m)) die(`unknown protocol mode "${m}" (simple, extended, prepared)`);
 }
-for (const w of OPT.workloads) if (!ALL_WORKLOADS.includes(w)) die(`unknown workload "${w}" (${ALL_WORKLOADS.join(', ')})`);
-if (OPT.only) for (const t of OPT.only) if (!ALL_TARGETS.includes(t)) die(`unknown target "${t}" (${ALL_TARGETS.join(', ')})`);
+for (const w of OPT.workloads)
+  if (!ALL_WORKLOADS.includes(w)) die(`unknown workload "${w}" (${ALL_WORKLOADS.join(', ')})`);
+if (OPT.only)
+  for (const t of OPT.only) if (!ALL_TARGETS.includes(t)) die(`unknown target "${t}" (${ALL_TARGETS.join(', ')})`);
 
 /** Which targets run which workloads. */
 const TARGET_WORKLOADS = {
@@ -129,12 +131,23 @@ function cleanEnv(extra = {}) {
 
 function runCmd(file, args, { timeoutMs = 60_000, envExtra = {}, runAs = null } = {}) {
   return new Promise((resolve) => {
-    const o = { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 64 << 20, env: cleanEnv(envExtra), encoding: 'utf8', cwd: os.tmpdir() };
+    const o = {
+      timeout: timeoutMs,
+      killSignal: 'SIGKILL',
+      maxBuffer: 64 << 20,
+      env: cleanEnv(envExtra),
+      encoding: 'utf8',
+      cwd: os.tmpdir(),
+    };
     if (runAs) Object.assign(o, { uid: runAs.uid, gid: runAs.gid });
     execFile(file, args, o, (err, stdout, stderr) => {
       let code = 0;
       if (err) code = typeof err.code === 'number' ? err.code : 1;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) + (err?.killed ? `\n[killed after ${timeoutMs} ms]` : '') });
+      resolve({
+        code,
+        stdout: String(stdout),
+        stderr: String(stderr) + (err?.killed ? `\n[killed after ${timeoutMs} ms]` : ''),
+      });
     });
   });
 }
@@ -159,7 +172,10 @@ async function waitReady(name, port, child, timeoutMs = 30_000) {
   while (Date.now() < deadline) {
     if (child && child.exitCode !== null) throw new Error(`${name} exited with code ${child.exitCode} during startup`);
     if (await tcpReady('127.0.0.1', port)) {
-      const r = await runCmd(path.join(PG_BIN, 'psql'), ['-X', '-At', '-c', 'SELECT 1'], { timeoutMs: 10_000, envExtra: pgEnv(port) });
+      const r = await runCmd(path.join(PG_BIN, 'psql'), ['-X', '-At', '-c', 'SELECT 1'], {
+        timeoutMs: 10_000,
+        envExtra: pgEnv(port),
+      });
       if (r.code === 0 && r.stdout.trim() === '1') return;
       last = r.stderr.trim();
     }
@@ -169,7 +185,13 @@ async function waitReady(name, port, child, timeoutMs = 30_000) {
 }
 
 function pgEnv(port) {
-  return { PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'postgres', PGDATABASE: 'postgres', PGCONNECT_TIMEOUT: '10' };
+  return {
+    PGHOST: '127.0.0.1',
+    PGPORT: String(port),
+    PGUSER: 'postgres',
+    PGDATABASE: 'postgres',
+    PGCONNECT_TIMEOUT: '10',
+  };
 }
 
 // ---- process CPU accounting (/proc/<pid>/stat) ----------------------------
@@ -181,7 +203,15 @@ function readStat(pid) {
     const close = s.lastIndexOf(')');
     const comm = s.slice(s.indexOf('(') + 1, close);
     const f = s.slice(close + 2).split(' '); // f[0] = field 3 (state)
-    return { pid, comm, ppid: Number(f[1]), utime: Number(f[11]), stime: Number(f[12]), cutime: Number(f[13]), cstime: Number(f[14]) };
+    return {
+      pid,
+      comm,
+      ppid: Number(f[1]),
+      utime: Number(f[11]),
+      stime: Number(f[12]),
+      cutime: Number(f[13]),
+      cstime: Number(f[14]),
+    };
   } catch {
     return null;
   }
@@ -343,7 +373,7 @@ function pgrelayConf({ port, backends, lb }) {
   backends.forEach((b, i) => {
     lines.push(`backend_hostname${i} = '${b.host}'`, `backend_port${i} = ${b.port}`, `backend_weight${i} = 1`);
   });
-  return lines.join('\n') + '\n';
+  return `${lines.join('\n')}\n`;
 }
 
 async function startPgrelay(name, backends, { lb = false, cpuProfDir = null } = {}) {
@@ -353,7 +383,9 @@ async function startPgrelay(name, backends, { lb = false, cpuProfDir = null } = 
   await fsp.writeFile(conf, pgrelayConf({ port, backends, lb }));
   const nodeArgs = [];
   if (cpuProfDir) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`);
-  const p = new Proc(name, process.execPath, [...nodeArgs, path.join(DIST, 'cli.js'), '-f', conf], { logFile: path.join(dir, 'pgrelay.log') });
+  const p = new Proc(name, process.execPath, [...nodeArgs, path.join(DIST, 'cli.js'), '-f', conf], {
+    logFile: path.join(dir, 'pgrelay.log'),
+  });
   try {
     await waitReady(name, port, p.child);
   } catch (e) {
@@ -384,7 +416,9 @@ async function startPipe(primary) {
   const dir = await mkTempDir('pipe-bench-');
   const port = await freePort();
   await fsp.writeFile(path.join(dir, 'pipe.cjs'), PIPE_JS);
-  const p = new Proc('pipe', process.execPath, [path.join(dir, 'pipe.cjs'), String(port), String(primary.port)], { logFile: path.join(dir, 'pipe.log') });
+  const p = new Proc('pipe', process.execPath, [path.join(dir, 'pipe.cjs'), String(port), String(primary.port)], {
+    logFile: path.join(dir, 'pipe.log'),
+  });
   await waitReady('pipe', port, p.child);
   return { name: 'pipe', port, proc: p, dir, stop: () => stopAndClean(p, dir, 'SIGTERM', 5000) };
 }
@@ -483,10 +517,15 @@ async function startPgpool(primary, maxClients) {
   await fsp.writeFile(path.join(dir, 'pcp.conf'), '');
   await fsp.writeFile(path.join(dir, 'pool_hba.conf'), 'host all all 127.0.0.1/32 trust\n');
   if (RUN_AS) for (const f of fs.readdirSync(dir)) fs.chownSync(path.join(dir, f), RUN_AS.uid, RUN_AS.gid);
-  const p = new Proc('pgpool', OPT.pgpool, ['-n', '-f', conf, '-F', path.join(dir, 'pcp.conf'), '-a', path.join(dir, 'pool_hba.conf')], {
-    runAs: RUN_AS,
-    logFile: path.join(dir, 'pgpool.out'),
-  });
+  const p = new Proc(
+    'pgpool',
+    OPT.pgpool,
+    ['-n', '-f', conf, '-F', path.join(dir, 'pcp.conf'), '-a', path.join(dir, 'pool_hba.conf')],
+    {
+      runAs: RUN_AS,
+      logFile: path.join(dir, 'pgpool.out'),
+    },
+  );
   try {
     await waitReady('pgpool', port, p.child, 60_000);
   } catch (e) {
@@ -500,7 +539,23 @@ async function startPgpool(primary, maxClients) {
 // pgbench
 
 function pgbenchArgs({ port, workload, mode, clients, duration }) {
-  const a = ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-n', '-M', mode, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(duration)];
+  const a = [
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(port),
+    '-U',
+    'postgres',
+    '-n',
+    '-M',
+    mode,
+    '-c',
+    String(clients),
+    '-j',
+    String(Math.min(clients, 2)),
+    '-T',
+    String(duration),
+  ];
   if (workload === 'select' || workload === 'connect') a.push('-S');
   if (workload === 'connect') a.push('-C');
   a.push('postgres');
@@ -556,7 +611,8 @@ async function pgbenchRun(target, { workload, mode, clients, duration }) {
   return row;
 }
 
-const round = (x, d) => (x === null || x === undefined || !Number.isFinite(x) ? null : Math.round(x * 10 ** d) / 10 ** d);
+const round = (x, d) =>
+  x === null || x === undefined || !Number.isFinite(x) ? null : Math.round(x * 10 ** d) / 10 ** d;
 
 // ---------------------------------------------------------------------------
 // Output
@@ -566,17 +622,22 @@ const WL_NAME = { select: 'select-only (-S)', tpcb: 'TPC-B-like', connect: 'conn
 
 function table(headers, rows, align) {
   const w = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
-  const line = (cells) => '| ' + cells.map((c, i) => (align?.[i] === 'l' ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join(' | ') + ' |';
-  const sep = '|' + w.map((x, i) => (align?.[i] === 'l' ? ':' + '-'.repeat(x + 1) : '-'.repeat(x + 1) + ':')).join('|') + '|';
+  const line = (cells) =>
+    '| ' +
+    cells.map((c, i) => (align?.[i] === 'l' ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join(' | ') +
+    ' |';
+  const sep = `|${w.map((x, i) => (align?.[i] === 'l' ? `:${'-'.repeat(x + 1)}` : `${'-'.repeat(x + 1)}:`)).join('|')}|`;
   return [line(headers), sep, ...rows.map(line)].join('\n');
 }
 
 function buildReport(results, meta, checks, profileText) {
-  const get = (t, w, m, c) => results.find((r) => r.target === t && r.workload === w && r.mode === m && r.clients === c && !r.error);
+  const get = (t, w, m, c) =>
+    results.find((r) => r.target === t && r.workload === w && r.mode === m && r.clients === c && !r.error);
   const ratio = (a, b) => (a && b && a.tps && b.tps ? (a.tps / b.tps).toFixed(2) : '-');
   const cells = [];
   for (const r of results) {
-    if (!cells.some((x) => x.workload === r.workload && x.mode === r.mode && x.clients === r.clients)) cells.push({ workload: r.workload, mode: r.mode, clients: r.clients });
+    if (!cells.some((x) => x.workload === r.workload && x.mode === r.mode && x.clients === r.clients))
+      cells.push({ workload: r.workload, mode: r.mode, clients: r.clients });
   }
   const out = [];
   out.push(`# pgrelay benchmark ${meta.startedAt}`);
@@ -595,18 +656,40 @@ function buildReport(results, meta, checks, profileText) {
       );
     }
   }
-  if (meta.skipped.length) out.push(`Skipped: ${meta.skipped.map((s) => `${s.target} (${s.reason.split('\n')[0]})`).join('; ')}.`);
+  if (meta.skipped.length)
+    out.push(`Skipped: ${meta.skipped.map((s) => `${s.target} (${s.reason.split('\n')[0]})`).join('; ')}.`);
   out.push('');
 
   // 1. pgrelay vs direct, absolute + ratios.
   out.push('## pgrelay vs direct');
   out.push('');
-  out.push('TPS = transactions/s (pgbench, without initial connection time; with -C including reconnects), lat = pgbench latency average (ms), ');
-  out.push('conn = pgbench average connection time (ms, -C only), CPU = pgrelay process CPU µs per transaction, sys % = kernel share of that CPU, ');
-  out.push('reads / writes per txn = read() and write()/writev() syscalls of pgrelay per transaction (/proc/<pid>/io syscr/syscw).');
+  out.push(
+    'TPS = transactions/s (pgbench, without initial connection time; with -C including reconnects), lat = pgbench latency average (ms), ',
+  );
+  out.push(
+    'conn = pgbench average connection time (ms, -C only), CPU = pgrelay process CPU µs per transaction, sys % = kernel share of that CPU, ',
+  );
+  out.push(
+    'reads / writes per txn = read() and write()/writev() syscalls of pgrelay per transaction (/proc/<pid>/io syscr/syscw).',
+  );
   out.push('');
   {
-    const hdr = ['workload', 'mode', 'clients', 'direct TPS', 'direct lat', 'pgrelay TPS', 'pgrelay lat', 'TPS ratio', 'lat ratio', 'pgrelay CPU µs/txn', 'sys %', 'reads / writes per txn', 'direct conn', 'pgrelay conn'];
+    const hdr = [
+      'workload',
+      'mode',
+      'clients',
+      'direct TPS',
+      'direct lat',
+      'pgrelay TPS',
+      'pgrelay lat',
+      'TPS ratio',
+      'lat ratio',
+      'pgrelay CPU µs/txn',
+      'sys %',
+      'reads / writes per txn',
+      'direct conn',
+      'pgrelay conn',
+    ];
     const rows = [];
     for (const c of cells) {
       const d = get('direct', c.workload, c.mode, c.clients);
@@ -624,7 +707,9 @@ function buildReport(results, meta, checks, profileText) {
         d?.latencyMs && p?.latencyMs ? (p.latencyMs / d.latencyMs).toFixed(2) : '-',
         fmt(p?.cpuUsPerTxn, 1),
         p?.proxyCpuS ? `${Math.round((100 * p.proxySysS) / p.proxyCpuS)}%` : '-',
-        p?.readsPerTxn !== null && p?.readsPerTxn !== undefined ? `${fmt(p.readsPerTxn, 1)} / ${fmt(p.writesPerTxn, 1)}` : '-',
+        p?.readsPerTxn !== null && p?.readsPerTxn !== undefined
+          ? `${fmt(p.readsPerTxn, 1)} / ${fmt(p.writesPerTxn, 1)}`
+          : '-',
         c.workload === 'connect' ? fmt(d?.connTimeMs, 3) : '',
         c.workload === 'connect' ? fmt(p?.connTimeMs, 3) : '',
       ]);
@@ -646,7 +731,9 @@ function buildReport(results, meta, checks, profileText) {
       let any = false;
       for (const t of proxies) {
         const p = get(t, c.workload, c.mode, c.clients);
-        const failed = results.find((r) => r.target === t && r.workload === c.workload && r.mode === c.mode && r.clients === c.clients && r.error);
+        const failed = results.find(
+          (r) => r.target === t && r.workload === c.workload && r.mode === c.mode && r.clients === c.clients && r.error,
+        );
         if (p) any = true;
         row.push(p ? `${ratio(p, d)} (${fmt(p.cpuUsPerTxn, 1)})` : failed ? 'FAIL' : '');
       }
@@ -662,7 +749,12 @@ function buildReport(results, meta, checks, profileText) {
       const row = [WL_NAME[c.workload], c.mode, c.clients];
       for (const t of meta.targets) {
         const p = get(t, c.workload, c.mode, c.clients);
-        row.push(p ? `${fmt(p.tps)} / ${fmt(p.latencyMs, 3)}` + (c.workload === 'connect' ? ` / conn ${fmt(p.connTimeMs, 3)}` : '') : '');
+        row.push(
+          p
+            ? `${fmt(p.tps)} / ${fmt(p.latencyMs, 3)}` +
+                (c.workload === 'connect' ? ` / conn ${fmt(p.connTimeMs, 3)}` : '')
+            : '',
+        );
       }
       rows2.push(row);
     }
@@ -682,7 +774,8 @@ function buildReport(results, meta, checks, profileText) {
   if (errors.length) {
     out.push('## Failed runs');
     out.push('');
-    for (const e of errors) out.push(`- ${e.target} ${e.workload} ${e.mode} c=${e.clients}: ${e.error.replace(/\n/g, ' ')}`);
+    for (const e of errors)
+      out.push(`- ${e.target} ${e.workload} ${e.mode} c=${e.clients}: ${e.error.replace(/\n/g, ' ')}`);
     out.push('');
   }
   if (profileText) {
@@ -700,14 +793,26 @@ function targetChecks(results) {
   const checks = [];
   if (!results.some((r) => r.target === 'pgrelay' && r.workload === 'select')) return checks;
   for (const mode of OPT.modes) {
-    const d = results.find((r) => r.target === 'direct' && r.workload === 'select' && r.mode === mode && r.clients === 8 && !r.error);
-    const p = results.find((r) => r.target === 'pgrelay' && r.workload === 'select' && r.mode === mode && r.clients === 8);
+    const d = results.find(
+      (r) => r.target === 'direct' && r.workload === 'select' && r.mode === mode && r.clients === 8 && !r.error,
+    );
+    const p = results.find(
+      (r) => r.target === 'pgrelay' && r.workload === 'select' && r.mode === mode && r.clients === 8,
+    );
     if (!p) continue;
     if (d) {
       const ratio = p.error || !p.tps ? 0 : p.tps / d.tps;
-      checks.push({ what: `TPS pgrelay/direct ≥ 0.60, -M ${mode}`, value: p.error ? 'run failed' : ratio.toFixed(2), ok: ratio >= 0.6 });
+      checks.push({
+        what: `TPS pgrelay/direct ≥ 0.60, -M ${mode}`,
+        value: p.error ? 'run failed' : ratio.toFixed(2),
+        ok: ratio >= 0.6,
+      });
     }
-    checks.push({ what: `pgrelay CPU < 15 µs/txn, -M ${mode}`, value: p.cpuUsPerTxn === null ? 'n/a' : `${p.cpuUsPerTxn.toFixed(1)} µs`, ok: p.cpuUsPerTxn !== null && p.cpuUsPerTxn < 15 });
+    checks.push({
+      what: `pgrelay CPU < 15 µs/txn, -M ${mode}`,
+      value: p.cpuUsPerTxn === null ? 'n/a' : `${p.cpuUsPerTxn.toFixed(1)} µs`,
+      ok: p.cpuUsPerTxn !== null && p.cpuUsPerTxn < 15,
+    });
   }
   return checks;
 }
@@ -718,7 +823,8 @@ function targetChecks(results) {
 async function main() {
   const startedAt = new Date();
   const stamp = startedAt.toISOString().replace(/[:]/g, '-').replace(/\..*/, '');
-  if (!fs.existsSync(path.join(DIST, 'cli.js')) || !fs.existsSync(path.join(DIST, 'devcluster.js'))) die('dist/ missing: run `npm run build` first');
+  if (!fs.existsSync(path.join(DIST, 'cli.js')) || !fs.existsSync(path.join(DIST, 'devcluster.js')))
+    die('dist/ missing: run `npm run build` first');
   const { DevCluster } = await import(path.join(DIST, 'devcluster.js'));
 
   const targetsWanted = ALL_TARGETS.filter(wanted);
@@ -738,7 +844,9 @@ async function main() {
     skipped: [],
     versions: {},
   };
-  log(`options: duration=${OPT.duration}s clients=${OPT.clients} scale=${OPT.scale} modes=${OPT.modes} tpcbModes=${OPT.tpcbModes} workloads=${OPT.workloads} targets=${targetsWanted}`);
+  log(
+    `options: duration=${OPT.duration}s clients=${OPT.clients} scale=${OPT.scale} modes=${OPT.modes} tpcbModes=${OPT.tpcbModes} workloads=${OPT.workloads} targets=${targetsWanted}`,
+  );
 
   log(`starting DevCluster (primary + ${standbys} standbys)`);
   const cluster = await DevCluster.start({ standbys });
@@ -757,9 +865,25 @@ async function main() {
     const primary = cluster.nodes[0];
     meta.postgres = await cluster.psql(0, 'SHOW server_version');
     log(`cluster up: ${cluster.nodes.map((n) => `node${n.id}=${n.port}`).join(' ')}; pgbench -i -s ${OPT.scale}`);
-    const init = await runCmd('pgbench', ['-i', '-q', '-s', String(OPT.scale), '-h', '127.0.0.1', '-p', String(primary.port), '-U', 'postgres', 'postgres'], {
-      timeoutMs: 600_000,
-    });
+    const init = await runCmd(
+      'pgbench',
+      [
+        '-i',
+        '-q',
+        '-s',
+        String(OPT.scale),
+        '-h',
+        '127.0.0.1',
+        '-p',
+        String(primary.port),
+        '-U',
+        'postgres',
+        'postgres',
+      ],
+      {
+        timeoutMs: 600_000,
+      },
+    );
     if (init.code !== 0) throw new Error(`pgbench -i failed: ${init.stderr}`);
     if (standbys > 0) await cluster.waitForCatchup(120_000);
 
@@ -789,13 +913,20 @@ async function main() {
       ['pgbouncer', OPT.pgbouncer, ['--version']],
       ['pgpool', OPT.pgpool, ['--version']],
     ]) {
-      if (meta.targets.includes(name)) meta.versions[name] = (await runCmd(file, args)).stdout.split('\n')[0] || (await runCmd(file, args)).stderr.split('\n')[0];
+      if (meta.targets.includes(name))
+        meta.versions[name] =
+          (await runCmd(file, args)).stdout.split('\n')[0] || (await runCmd(file, args)).stderr.split('\n')[0];
     }
 
     // Warm-up: a short select-only run through each target (JIT, caches, pooled connections).
     if (OPT.warmup > 0) {
       for (const t of targets) {
-        const r = await pgbenchRun(t, { workload: 'select', mode: 'simple', clients: Math.min(8, maxClients), duration: OPT.warmup });
+        const r = await pgbenchRun(t, {
+          workload: 'select',
+          mode: 'simple',
+          clients: Math.min(8, maxClients),
+          duration: OPT.warmup,
+        });
         log(`warm-up ${t.name}: ${r.error ? `FAILED ${r.error}` : `${fmt(r.tps)} TPS`}`);
       }
     }
@@ -808,7 +939,10 @@ async function main() {
       const clientsList = workload === 'connect' ? OPT.connectClients : OPT.clients;
       for (const mode of modes) for (const clients of clientsList) plan.push({ workload, mode, clients });
     }
-    const totalRuns = plan.reduce((n, c) => n + targets.filter((t) => TARGET_WORKLOADS[t.name].includes(c.workload)).length, 0);
+    const totalRuns = plan.reduce(
+      (n, c) => n + targets.filter((t) => TARGET_WORKLOADS[t.name].includes(c.workload)).length,
+      0,
+    );
     log(`${totalRuns} runs of ${OPT.duration} s (~${Math.ceil((totalRuns * (OPT.duration + 1)) / 60)} min)`);
     let done = 0;
     for (const cell of plan) {
@@ -884,11 +1018,11 @@ async function main() {
   meta.finishedAt = new Date().toISOString();
   meta.loadavgEnd = os.loadavg().map((x) => round(x, 2));
   const report = buildReport(results, meta, checks, profileText);
-  process.stdout.write('\n' + report + '\n');
+  process.stdout.write(`\n${report}\n`);
   await fsp.mkdir(OPT.resultsDir, { recursive: true });
   const base = path.join(OPT.resultsDir, stamp);
-  await fsp.writeFile(`${base}.json`, JSON.stringify({ meta, results, checks, profile: profileJson }, null, 2) + '\n');
-  await fsp.writeFile(`${base}.md`, report + '\n');
+  await fsp.writeFile(`${base}.json`, `${JSON.stringify({ meta, results, checks, profile: profileJson }, null, 2)}\n`);
+  await fsp.writeFile(`${base}.md`, `${report}\n`);
   log(`results: ${base}.json, ${base}.md`);
   if (interrupted) process.exitCode = 130;
 }

@@ -15,7 +15,8 @@ const fmt = (p) => {
   return String(d);
 };
 const ctx = { restart: 'restart', reload: 'reload', session: 'reload, PGPOOL SET' };
-let out = '# Configuration reference\n\nGenerated from `src/config/params.ts` by `node scripts/config-reference.mjs`. ' +
+let out =
+  '# Configuration reference\n\nGenerated from `src/config/params.ts` by `node scripts/config-reference.mjs`. ' +
   'Per-node parameters take the node id as a suffix (`backend_port0`, `health_check_period1`). ' +
   '"pgrelay" marks parameters pgpool-II does not have.\n';
 for (const [g, list] of groups) {

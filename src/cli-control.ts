@@ -90,7 +90,11 @@ export interface NodeArgs {
 export const STOP_WAIT_MS: Readonly<Record<StopMode, number>> = { smart: 60_000, fast: 30_000, immediate: 10_000 };
 export const NODE_COMMAND_TIMEOUT_MS = 120_000;
 
-export const STOP_SIGNALS: Readonly<Record<StopMode, NodeJS.Signals>> = { smart: 'SIGTERM', fast: 'SIGINT', immediate: 'SIGQUIT' };
+export const STOP_SIGNALS: Readonly<Record<StopMode, NodeJS.Signals>> = {
+  smart: 'SIGTERM',
+  fast: 'SIGINT',
+  immediate: 'SIGQUIT',
+};
 
 /** `-m` values as pgpool accepts them (s/smart, f/fast, i/immediate). */
 export function parseStopMode(v: string): StopMode {
@@ -110,7 +114,8 @@ export function parseStopMode(v: string): StopMode {
 }
 
 function parseSeconds(v: string, opt: string): number {
-  if (!/^\d+(\.\d+)?$/.test(v) || Number(v) <= 0) throw new UsageError(`${opt} expects a positive number of seconds, got "${v}"`);
+  if (!/^\d+(\.\d+)?$/.test(v) || Number(v) <= 0)
+    throw new UsageError(`${opt} expects a positive number of seconds, got "${v}"`);
   return Math.round(Number(v) * 1000);
 }
 
@@ -227,7 +232,14 @@ export function isNodeOperation(s: string): s is NodeOperation {
 
 /** Arguments of `pgrelay attach|detach|promote` (argv without the verb). */
 export function parseNodeArgs(op: NodeOperation, argv: readonly string[]): NodeArgs {
-  const a: NodeArgs = { op, node: -1, gracefully: false, switchover: false, timeoutMs: NODE_COMMAND_TIMEOUT_MS, help: false };
+  const a: NodeArgs = {
+    op,
+    node: -1,
+    gracefully: false,
+    switchover: false,
+    timeoutMs: NODE_COMMAND_TIMEOUT_MS,
+    help: false,
+  };
   let nodeSeen = false;
   const setNode = (v: string): void => {
     if (nodeSeen) throw new UsageError(`${op}: NODE_ID given twice`);
@@ -273,7 +285,8 @@ export function parseNodeArgs(op: NodeOperation, argv: readonly string[]): NodeA
           a.host = v;
           break;
         case 'port': {
-          if (!/^\d{1,5}$/.test(v!) || Number(v) < 1 || Number(v) > 65535) throw new UsageError(`${op}: invalid port "${v}"`);
+          if (!/^\d{1,5}$/.test(v!) || Number(v) < 1 || Number(v) > 65535)
+            throw new UsageError(`${op}: invalid port "${v}"`);
           a.port = Number(v);
           break;
         }
@@ -372,7 +385,8 @@ export function locatePidFile(file: string | undefined): PidFileLocation {
   try {
     return { pidFile: loadConfig({ file: f, onWarning: () => undefined }).pid_file_name, configErrors: [] };
   } catch (e) {
-    if (!(e instanceof ConfigError) || f === undefined) throw e instanceof ConfigError ? new ControlError(e.message) : e;
+    if (!(e instanceof ConfigError) || f === undefined)
+      throw e instanceof ConfigError ? new ControlError(e.message) : e;
     const configErrors = e.errors.map(formatIssue);
     let text: string;
     try {
@@ -418,15 +432,20 @@ export function readPidFile(pidPath: string): number {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') {
-      throw new ControlError(`pid file "${pidPath}" does not exist: is pgrelay running? (pid_file_name in the configuration; use -f to name the configuration file)`);
+      throw new ControlError(
+        `pid file "${pidPath}" does not exist: is pgrelay running? (pid_file_name in the configuration; use -f to name the configuration file)`,
+      );
     }
     throw new ControlError(`could not read pid file "${pidPath}": ${(e as Error).message}`);
   }
   const first = text.split('\n')[0]!.trim();
-  if (!/^\d+$/.test(first) || Number(first) <= 1) throw new ControlError(`pid file "${pidPath}" does not contain a valid pid ("${first.slice(0, 40)}")`);
+  if (!/^\d+$/.test(first) || Number(first) <= 1)
+    throw new ControlError(`pid file "${pidPath}" does not contain a valid pid ("${first.slice(0, 40)}")`);
   const pid = Number(first);
   if (!processAlive(pid)) {
-    throw new ControlError(`stale pid file "${pidPath}": process ${pid} is not running (pgrelay exited without removing it; delete the file)`);
+    throw new ControlError(
+      `stale pid file "${pidPath}": process ${pid} is not running (pgrelay exited without removing it; delete the file)`,
+    );
   }
   return pid;
 }
@@ -449,7 +468,8 @@ function signalProcess(pid: number, sig: NodeJS.Signals): void {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'ESRCH') throw new ControlError(`process ${pid} exited before it could be signalled`);
-    if (code === 'EPERM') throw new ControlError(`not allowed to signal process ${pid} (run as the user pgrelay runs as)`);
+    if (code === 'EPERM')
+      throw new ControlError(`not allowed to signal process ${pid} (run as the user pgrelay runs as)`);
     throw new ControlError(`could not send ${sig} to process ${pid}: ${(e as Error).message}`);
   }
 }
@@ -478,7 +498,10 @@ export async function stopCommand(argv: readonly string[], io: ControlIO = stdio
       return 0;
     }
     const loc = locatePidFile(a.file);
-    if (loc.configErrors.length > 0) io.err(`pgrelay: warning: the configuration file has errors (pid_file_name read from it anyway):\n  ${loc.configErrors.join('\n  ')}\n`);
+    if (loc.configErrors.length > 0)
+      io.err(
+        `pgrelay: warning: the configuration file has errors (pid_file_name read from it anyway):\n  ${loc.configErrors.join('\n  ')}\n`,
+      );
     const pid = readPidFile(loc.pidFile);
     const sig = STOP_SIGNALS[a.mode];
     signalProcess(pid, sig);
@@ -489,7 +512,9 @@ export async function stopCommand(argv: readonly string[], io: ControlIO = stdio
     }
     io.err(
       `pgrelay: process ${pid} is still running after ${Math.round(a.timeoutMs / 1000)} s` +
-        (a.mode === 'immediate' ? '\n' : ` (sessions may still be finishing; try: pgrelay stop -m ${a.mode === 'smart' ? 'fast' : 'immediate'})\n`),
+        (a.mode === 'immediate'
+          ? '\n'
+          : ` (sessions may still be finishing; try: pgrelay stop -m ${a.mode === 'smart' ? 'fast' : 'immediate'})\n`),
     );
     return 1;
   } catch (e) {
@@ -511,7 +536,9 @@ export async function reloadCommand(argv: readonly string[], io: ControlIO = std
     io.out(`pgrelay: reload requested (SIGHUP sent to process ${pid}); see its log for the result\n`);
     if (loc.configErrors.length > 0) {
       // The running pgrelay rejects a file with errors whole and keeps its settings.
-      io.err(`pgrelay: the configuration file has errors; pgrelay will keep its current configuration:\n  ${loc.configErrors.join('\n  ')}\n`);
+      io.err(
+        `pgrelay: the configuration file has errors; pgrelay will keep its current configuration:\n  ${loc.configErrors.join('\n  ')}\n`,
+      );
       return 1;
     }
     return 0;
@@ -593,7 +620,10 @@ export async function nodeCommand(argv: readonly string[], io: ControlIO = stdio
   client.on('error', () => undefined);
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new ControlError(`no answer from ${host}:${port} within ${Math.round(a.timeoutMs / 1000)} s`)), a.timeoutMs);
+    timer = setTimeout(
+      () => reject(new ControlError(`no answer from ${host}:${port} within ${Math.round(a.timeoutMs / 1000)} s`)),
+      a.timeoutMs,
+    );
   });
   try {
     await Promise.race([client.connect(), timeout]).catch((e: unknown) => {

@@ -101,13 +101,16 @@ function parseStartArgs(argv: string[]): StartArgs {
         break; // pgrelay always runs in the foreground
       case '-h':
       case '--help':
-        process.stdout.write(HELP + '\n' + CONTROL_USAGE);
+        process.stdout.write(`${HELP}\n${CONTROL_USAGE}`);
         process.exit(0);
         break;
       default:
         if (arg.startsWith('--port=')) a.set.push(['port', arg.slice(7)]);
-        else if (arg.startsWith('--backend=')) argv.splice(i + 1, 0, arg.slice(10)), (argv[i] = '--backend'), i--;
-        else fail(`unknown option "${arg}" (see pgrelay --help)`);
+        else if (arg.startsWith('--backend=')) {
+          argv.splice(i + 1, 0, arg.slice(10));
+          argv[i] = '--backend';
+          i--;
+        } else fail(`unknown option "${arg}" (see pgrelay --help)`);
     }
   }
   return a;
@@ -118,15 +121,26 @@ async function start(argv: string[]): Promise<void> {
   const warnings: string[] = [];
   let config: Config;
   try {
-    config = loadConfig({ file: args.file, set: args.set, backends: args.backends.length > 0 ? args.backends : undefined, onWarning: (m) => warnings.push(m) });
+    config = loadConfig({
+      file: args.file,
+      set: args.set,
+      backends: args.backends.length > 0 ? args.backends : undefined,
+      onWarning: (m) => warnings.push(m),
+    });
   } catch (e) {
     if (e instanceof ConfigError) fail(e.message);
     throw e;
   }
-  const log = createLogger({ level: config.log_min_messages, destination: config.log_destination, logdir: config.logdir });
+  const log = createLogger({
+    level: config.log_min_messages,
+    destination: config.log_destination,
+    logdir: config.logdir,
+  });
   for (const w of warnings) log.warn(w);
   if (config.backends.length === 0) {
-    log.fatal('no backend configured: set backend_hostname0/backend_port0 in the configuration file or use --backend HOST:PORT');
+    log.fatal(
+      'no backend configured: set backend_hostname0/backend_port0 in the configuration file or use --backend HOST:PORT',
+    );
     log.flush();
     process.exit(2);
   }
@@ -186,7 +200,10 @@ function writePidFile(path: string, log: Logger): void {
     mkdirSync(dirname(path), { recursive: true });
     writeFileSync(path, `${process.pid}\n`);
   } catch (e) {
-    log.warn({ pid_file_name: path, err: (e as Error).message }, 'could not write the pid file: pgrelay stop/reload will not find this process');
+    log.warn(
+      { pid_file_name: path, err: (e as Error).message },
+      'could not write the pid file: pgrelay stop/reload will not find this process',
+    );
   }
 }
 
@@ -255,7 +272,7 @@ function parseToolArgs(cmd: string, argv: string[]): ToolArgs {
         break;
       case '-h':
       case '--help':
-        process.stdout.write(HELP + '\n' + CONTROL_USAGE);
+        process.stdout.write(`${HELP}\n${CONTROL_USAGE}`);
         process.exit(0);
         break;
       default:

@@ -87,7 +87,9 @@ async function main(): Promise<number> {
     say(`could not start the cluster: ${e instanceof Error ? e.message : String(e)}`);
     return 1;
   }
-  say(`cluster up in ${Date.now() - t0} ms: ${cluster.nodes.map((n) => `${n.id === 0 ? 'primary' : 'standby'} node${n.id}=${n.host}:${n.port}`).join(', ')}`);
+  say(
+    `cluster up in ${Date.now() - t0} ms: ${cluster.nodes.map((n) => `${n.id === 0 ? 'primary' : 'standby'} node${n.id}=${n.host}:${n.port}`).join(', ')}`,
+  );
 
   const confPath = path.join(demoDir, 'pgpool.conf');
   const lines = [
@@ -118,7 +120,9 @@ async function main(): Promise<number> {
   await fsp.writeFile(confPath, lines.join('\n'));
 
   say(`starting pgrelay: node ${path.relative(process.cwd(), cli)} -f ${path.relative(process.cwd(), confPath)}`);
-  const child: ChildProcess = spawn(process.execPath, [cli, '-f', confPath], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const child: ChildProcess = spawn(process.execPath, [cli, '-f', confPath], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
   let childExit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   const childExited = new Promise<void>((resolve) => {
     child.once('exit', (code, signal) => {
@@ -193,7 +197,10 @@ async function main(): Promise<number> {
           `   pgbench -h ${HOST} -p ${port} -U postgres -i postgres`,
           '',
           ' backends (direct):',
-          ...cluster.nodes.map((n) => `   node${n.id} ${n.id === cluster.primaryId ? 'primary' : 'standby'}  psql -h ${n.host} -p ${n.port} -U postgres`),
+          ...cluster.nodes.map(
+            (n) =>
+              `   node${n.id} ${n.id === cluster.primaryId ? 'primary' : 'standby'}  psql -h ${n.host} -p ${n.port} -U postgres`,
+          ),
           '',
           ` config: ${confPath}`,
           ' Ctrl-C stops pgrelay and the cluster.',

@@ -299,7 +299,9 @@ export class DevCluster {
     this.runAs = resolveRunAs();
     this.log =
       args.log ??
-      (process.env.PGRELAY_DEVCLUSTER_DEBUG ? (m: string) => process.stderr.write(`[devcluster] ${m}\n`) : () => undefined);
+      (process.env.PGRELAY_DEVCLUSTER_DEBUG
+        ? (m: string) => process.stderr.write(`[devcluster] ${m}\n`)
+        : () => undefined);
   }
 
   /** The current primary node. */
@@ -315,10 +317,13 @@ export class DevCluster {
   static async start(opts: DevClusterOptions = {}): Promise<DevCluster> {
     const t0 = Date.now();
     const standbyCount = opts.standbys ?? 2;
-    if (!Number.isInteger(standbyCount) || standbyCount < 0) throw new Error('DevCluster: standbys must be an integer >= 0');
+    if (!Number.isInteger(standbyCount) || standbyCount < 0)
+      throw new Error('DevCluster: standbys must be an integer >= 0');
     const pgBin = opts.pgBin ?? process.env.PG_BIN ?? DEFAULT_PG_BIN;
     if (!fs.existsSync(path.join(pgBin, 'initdb'))) {
-      throw new Error(`DevCluster: ${path.join(pgBin, 'initdb')} not found (set PG_BIN or pgBin; on Debian: apt-get install postgresql-15)`);
+      throw new Error(
+        `DevCluster: ${path.join(pgBin, 'initdb')} not found (set PG_BIN or pgBin; on Debian: apt-get install postgresql-15)`,
+      );
     }
     const authMethod = opts.authMethod ?? 'trust';
     const superuserPassword = opts.superuserPassword ?? (authMethod === 'trust' ? null : 'postgres');
@@ -346,7 +351,9 @@ export class DevCluster {
     }
     const sock = path.join(path.dirname(nodes[nodes.length - 1]!.dataDir), `.s.PGSQL.${nodes[0]!.port}`);
     if (Buffer.byteLength(sock) > MAX_SOCKET_PATH) {
-      throw new Error(`DevCluster: baseDir ${baseDir} is too long for Unix socket paths (${sock}); use a shorter baseDir`);
+      throw new Error(
+        `DevCluster: baseDir ${baseDir} is too long for Unix socket paths (${sock}); use a shorter baseDir`,
+      );
     }
 
     const cluster = new DevCluster({
@@ -369,7 +376,9 @@ export class DevCluster {
       await cluster.stop().catch(() => undefined);
       throw err;
     }
-    cluster.log(`cluster up in ${Date.now() - t0} ms: ${nodes.map((n) => `node${n.id}=${n.port}`).join(' ')} (${baseDir})`);
+    cluster.log(
+      `cluster up in ${Date.now() - t0} ms: ${nodes.map((n) => `node${n.id}=${n.port}`).join(' ')} (${baseDir})`,
+    );
     return cluster;
   }
 
@@ -523,7 +532,11 @@ export class DevCluster {
     this.log(`promoting node${id}`);
     const r = await this.pgCtl(['promote', '-D', n.dataDir, '-w', '-t', String(PG_CTL_WAIT_S)]);
     if (r.code !== 0) throw new Error(`DevCluster: pg_ctl promote node${id} failed: ${r.stderr}`);
-    await this.waitFor(async () => (await this.psql(id, 'SELECT pg_is_in_recovery()')) === 'f', 60_000, `node${id} to leave recovery`);
+    await this.waitFor(
+      async () => (await this.psql(id, 'SELECT pg_is_in_recovery()')) === 'f',
+      60_000,
+      `node${id} to leave recovery`,
+    );
     this.primaryId = id;
   }
 
@@ -533,7 +546,10 @@ export class DevCluster {
    * recovery_target_timeline = latest follows the new timeline).
    */
   async follow(id: number, upstreamId: number = this.primaryId): Promise<void> {
-    await this.psql(id, `ALTER SYSTEM SET primary_conninfo = ${sqlLiteral(this.primaryConninfo(upstreamId, id))}; SELECT pg_reload_conf();`);
+    await this.psql(
+      id,
+      `ALTER SYSTEM SET primary_conninfo = ${sqlLiteral(this.primaryConninfo(upstreamId, id))}; SELECT pg_reload_conf();`,
+    );
   }
 
   /**
@@ -571,7 +587,8 @@ export class DevCluster {
       input: sql.trimEnd().endsWith(';') ? sql : `${sql};`,
       env: this.pgEnv(id, db),
     });
-    if (r.code !== 0) throw new Error(`DevCluster: psql node${id} failed (exit ${r.code}): ${r.stderr.trim()}\nSQL: ${sql}`);
+    if (r.code !== 0)
+      throw new Error(`DevCluster: psql node${id} failed (exit ${r.code}): ${r.stderr.trim()}\nSQL: ${sql}`);
     return r.stdout.replace(/\n$/, '');
   }
 
@@ -579,12 +596,16 @@ export class DevCluster {
   async waitForStandbys(timeoutMs = 60_000): Promise<void> {
     const expected: string[] = [];
     for (const n of this.standbys) {
-      if (fs.existsSync(path.join(n.dataDir, 'standby.signal')) && (await this.isRunning(n.id))) expected.push(`server${n.id}`);
+      if (fs.existsSync(path.join(n.dataDir, 'standby.signal')) && (await this.isRunning(n.id)))
+        expected.push(`server${n.id}`);
     }
     if (expected.length === 0) return;
     await this.waitFor(
       async () => {
-        const out = await this.psql(this.primaryId, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'");
+        const out = await this.psql(
+          this.primaryId,
+          "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
+        );
         const have = new Set(out.split('\n').filter(Boolean));
         return expected.every((a) => have.has(a));
       },
@@ -618,7 +639,9 @@ export class DevCluster {
     this.stopped = true;
     await Promise.all(
       this.nodes.map((n) =>
-        this.stopNode(n.id, 'fast').catch((e: unknown) => this.log(`stop node${n.id}: ${e instanceof Error ? e.message : String(e)}`)),
+        this.stopNode(n.id, 'fast').catch((e: unknown) =>
+          this.log(`stop node${n.id}: ${e instanceof Error ? e.message : String(e)}`),
+        ),
       ),
     );
     liveClusters.delete(this);
@@ -701,7 +724,10 @@ export class DevCluster {
       } catch (e) {
         lastErr = e instanceof Error ? e.message : String(e);
       }
-      if (Date.now() > deadline) throw new Error(`DevCluster: timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? `: ${lastErr}` : ''}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `DevCluster: timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? `: ${lastErr}` : ''}`,
+        );
       await sleep(delay);
       delay = Math.min(delay * 2, 250);
     }
@@ -713,9 +739,15 @@ export class DevCluster {
     for (;;) {
       const st = fs.statSync(d);
       const ok =
-        st.uid === runAs.uid ? (st.mode & 0o100) !== 0 : st.gid === runAs.gid ? (st.mode & 0o010) !== 0 : (st.mode & 0o001) !== 0;
+        st.uid === runAs.uid
+          ? (st.mode & 0o100) !== 0
+          : st.gid === runAs.gid
+            ? (st.mode & 0o010) !== 0
+            : (st.mode & 0o001) !== 0;
       if (!ok) {
-        throw new Error(`DevCluster: directory ${d} is not searchable by OS user ${runAs.user}; choose a baseDir under /tmp`);
+        throw new Error(
+          `DevCluster: directory ${d} is not searchable by OS user ${runAs.user}; choose a baseDir under /tmp`,
+        );
       }
       const up = path.dirname(d);
       if (up === d) return;
@@ -732,7 +764,13 @@ export class DevCluster {
 
   private primaryConninfo(upstreamId: number, id: number): string {
     const up = this.node(upstreamId);
-    const parts = [`host=${up.host}`, `port=${up.port}`, 'user=postgres', `application_name=server${id}`, 'connect_timeout=5'];
+    const parts = [
+      `host=${up.host}`,
+      `port=${up.port}`,
+      'user=postgres',
+      `application_name=server${id}`,
+      'connect_timeout=5',
+    ];
     if (this.superuserPassword !== null) parts.push(`password=${sqlLiteral(this.superuserPassword)}`);
     return parts.join(' ');
   }
@@ -754,7 +792,16 @@ export class DevCluster {
     const dir0 = await this.mkNodeDir(0);
 
     // initdb
-    const initArgs = ['-D', primary.dataDir, '-U', 'postgres', '--encoding=UTF8', '--locale=C', '--no-sync', '--no-instructions'];
+    const initArgs = [
+      '-D',
+      primary.dataDir,
+      '-U',
+      'postgres',
+      '--encoding=UTF8',
+      '--locale=C',
+      '--no-sync',
+      '--no-instructions',
+    ];
     let pwFile: string | null = null;
     if (this.superuserPassword !== null) {
       pwFile = path.join(dir0, 'pwfile');
@@ -790,7 +837,9 @@ export class DevCluster {
     };
     if (this.authMethod === 'md5') conf.password_encryption = 'md5';
     for (const [k, v] of Object.entries(opts.extraConf ?? {})) conf[k] = confValue(v);
-    const confText = ['', '# --- pgrelay DevCluster', ...Object.entries(conf).map(([k, v]) => `${k} = ${v}`), ''].join('\n');
+    const confText = ['', '# --- pgrelay DevCluster', ...Object.entries(conf).map(([k, v]) => `${k} = ${v}`), ''].join(
+      '\n',
+    );
     await fsp.appendFile(path.join(primary.dataDir, 'postgresql.conf'), confText + this.nodeConf(0));
 
     await this.startWithPortRetry(0);
@@ -798,7 +847,10 @@ export class DevCluster {
     if (this.authMethod === 'md5' && this.superuserPassword !== null) {
       // initdb hashed the password with the default (SCRAM); re-store it as md5 so
       // md5 in pg_hba really means an md5 exchange.
-      await this.psqlLocal(0, `SET password_encryption = 'md5'; ALTER ROLE postgres PASSWORD ${sqlLiteral(this.superuserPassword)};`);
+      await this.psqlLocal(
+        0,
+        `SET password_encryption = 'md5'; ALTER ROLE postgres PASSWORD ${sqlLiteral(this.superuserPassword)};`,
+      );
     }
 
     // Standbys: base backups in parallel, then start them in parallel.
@@ -808,14 +860,20 @@ export class DevCluster {
 
     if (opts.synchronous && standbyCount > 0) {
       const names = ids.map((id) => `server${id}`).join(', ');
-      await this.psql(0, `ALTER SYSTEM SET synchronous_standby_names = ${sqlLiteral(`ANY 1 (${names})`)}; SELECT pg_reload_conf();`);
+      await this.psql(
+        0,
+        `ALTER SYSTEM SET synchronous_standby_names = ${sqlLiteral(`ANY 1 (${names})`)}; SELECT pg_reload_conf();`,
+      );
     }
     await this.waitForStandbys();
     if (opts.synchronous && standbyCount > 0) {
       // The walsenders pick up the new setting asynchronously: wait until every standby is in the quorum.
       const deadline = Date.now() + 30_000;
       for (;;) {
-        const out = await this.psql(0, "SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('quorum', 'sync')");
+        const out = await this.psql(
+          0,
+          "SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('quorum', 'sync')",
+        );
         if (Number(out.trim()) >= standbyCount) break;
         if (Date.now() > deadline) throw new Error('standbys did not become synchronous within 30 s');
         await new Promise((r) => setTimeout(r, 100));
@@ -832,7 +890,22 @@ export class DevCluster {
     if (this.superuserPassword !== null) env.PGPASSWORD = this.superuserPassword;
     const r = await run(
       path.join(this.pgBin, 'pg_basebackup'),
-      ['-h', up.host, '-p', String(up.port), '-U', 'postgres', '-D', n.dataDir, '-R', '-X', 'stream', '--checkpoint=fast', '--no-sync', '-w'],
+      [
+        '-h',
+        up.host,
+        '-p',
+        String(up.port),
+        '-U',
+        'postgres',
+        '-D',
+        n.dataDir,
+        '-R',
+        '-X',
+        'stream',
+        '--checkpoint=fast',
+        '--no-sync',
+        '-w',
+      ],
       { runAs: this.runAs, timeoutMs: TOOL_TIMEOUT_MS, env },
     );
     if (r.code !== 0) throw new Error(`DevCluster: pg_basebackup node${id} failed (exit ${r.code}): ${r.stderr}`);

@@ -13,8 +13,19 @@ import type { Logger } from './log.js';
 import { CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SQLSTATE, SSL_REQUEST_CODE } from './protocol/constants.js';
 import { PgError, errorResponse, negotiateProtocolVersion, parseStartupParams } from './protocol/messages.js';
 import { ConnectionCache, isCacheableDatabase } from './pool/cache.js';
-import { connectBackend, probeAuthMethod, setDefaultBackendTls, type BackendAuthMethod, type BackendSecret } from './pool/connector.js';
-import { authenticateClient, secretFromPasswd, type ClientTlsState, type FrontendAuthEnv } from './session/frontend-auth.js';
+import {
+  connectBackend,
+  probeAuthMethod,
+  setDefaultBackendTls,
+  type BackendAuthMethod,
+  type BackendSecret,
+} from './pool/connector.js';
+import {
+  authenticateClient,
+  secretFromPasswd,
+  type ClientTlsState,
+  type FrontendAuthEnv,
+} from './session/frontend-auth.js';
 import { loadHba, reloadHba, type HbaRule } from './auth/hba.js';
 import { PoolPasswd } from './auth/passwd.js';
 import { backendTlsFromConfig, buildServerTls, upgradeClient, type ServerTls } from './tls.js';
@@ -94,15 +105,27 @@ export class Relay implements SessionContext {
     try {
       this.serverTls = buildServerTls(opts.config);
     } catch (e) {
-      this.log.error({ err: (e as Error).message, ssl_cert: opts.config.ssl_cert, ssl_key: opts.config.ssl_key }, 'could not load the SSL certificate or key: frontend TLS disabled');
+      this.log.error(
+        { err: (e as Error).message, ssl_cert: opts.config.ssl_cert, ssl_key: opts.config.ssl_key },
+        'could not load the SSL certificate or key: frontend TLS disabled',
+      );
       this.serverTls = undefined;
     }
-    if (opts.config.ssl && (!opts.config.ssl_key || !opts.config.ssl_cert)) this.log.warn('ssl = on but ssl_key or ssl_cert is empty: frontend TLS disabled');
+    if (opts.config.ssl && (!opts.config.ssl_key || !opts.config.ssl_cert))
+      this.log.warn('ssl = on but ssl_key or ssl_cert is empty: frontend TLS disabled');
     try {
       setDefaultBackendTls(backendTlsFromConfig(opts.config));
     } catch (e) {
-      this.log.error({ err: (e as Error).message, backend_ssl_root_cert: opts.config.backend_ssl_root_cert }, 'could not read backend_ssl_root_cert');
-      setDefaultBackendTls({ mode: opts.config.backend_ssl_mode === 'prefer' && !opts.config.ssl ? 'disable' : (opts.config.backend_ssl_mode as 'disable') });
+      this.log.error(
+        { err: (e as Error).message, backend_ssl_root_cert: opts.config.backend_ssl_root_cert },
+        'could not read backend_ssl_root_cert',
+      );
+      setDefaultBackendTls({
+        mode:
+          opts.config.backend_ssl_mode === 'prefer' && !opts.config.ssl
+            ? 'disable'
+            : (opts.config.backend_ssl_mode as 'disable'),
+      });
     }
     this.loadAuth(true);
   }
@@ -126,13 +149,17 @@ export class Relay implements SessionContext {
     const errors: string[] = [];
     this.methodCache.clear();
     if (cfg.enable_pool_hba) {
-      const onWarning = (w: { file: string; line: number; message: string }): void => this.log.warn({ file: w.file, line: w.line }, w.message);
+      const onWarning = (w: { file: string; line: number; message: string }): void =>
+        this.log.warn({ file: w.file, line: w.line }, w.message);
       if (initial || this.hbaRules === undefined) {
         try {
           this.hbaRules = loadHba(cfg.hba_file, { ssl: this.serverTls !== undefined, onWarning });
         } catch (e) {
           errors.push((e as Error).message);
-          this.log.error({ err: (e as Error).message }, 'could not load pool_hba.conf: every connection is rejected until it is fixed and reloaded');
+          this.log.error(
+            { err: (e as Error).message },
+            'could not load pool_hba.conf: every connection is rejected until it is fixed and reloaded',
+          );
           this.hbaRules = [];
         }
       } else {
@@ -154,12 +181,19 @@ export class Relay implements SessionContext {
         this.passwd = p;
       } catch (e) {
         errors.push((e as Error).message);
-        this.log.error({ err: (e as Error).message, pool_passwd: cfg.pool_passwd }, initial ? 'could not read pool_passwd' : 'pool_passwd not reloaded: keeping the previous entries');
+        this.log.error(
+          { err: (e as Error).message, pool_passwd: cfg.pool_passwd },
+          initial ? 'could not read pool_passwd' : 'pool_passwd not reloaded: keeping the previous entries',
+        );
       }
     } else {
       this.passwd = undefined;
     }
-    if (!initial && errors.length === 0) this.log.info({ enable_pool_hba: cfg.enable_pool_hba, rules: this.hbaRules?.length, users: this.passwd?.entries.length ?? 0 }, 'authentication files reloaded');
+    if (!initial && errors.length === 0)
+      this.log.info(
+        { enable_pool_hba: cfg.enable_pool_hba, rules: this.hbaRules?.length, users: this.passwd?.entries.length ?? 0 },
+        'authentication files reloaded',
+      );
     return { ok: errors.length === 0, errors };
   }
 
@@ -200,10 +234,17 @@ export class Relay implements SessionContext {
       const server = net.createServer({ noDelay: true }, (s) => this.accept(s));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
-        server.listen({ host, port: this.cfg.port, backlog: Math.max(64, this.cfg.num_init_children * this.cfg.listen_backlog_multiplier) }, () => {
-          server.removeListener('error', reject);
-          resolve();
-        });
+        server.listen(
+          {
+            host,
+            port: this.cfg.port,
+            backlog: Math.max(64, this.cfg.num_init_children * this.cfg.listen_backlog_multiplier),
+          },
+          () => {
+            server.removeListener('error', reject);
+            resolve();
+          },
+        );
       });
       server.on('error', (e) => this.log.error({ err: e.message }, 'listener error'));
       const a = server.address() as net.AddressInfo;
@@ -244,10 +285,13 @@ export class Relay implements SessionContext {
     const server = net.createServer((s) => this.accept(s, true));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ path: file, backlog: Math.max(64, this.cfg.num_init_children * this.cfg.listen_backlog_multiplier) }, () => {
-        server.removeListener('error', reject);
-        resolve();
-      });
+      server.listen(
+        { path: file, backlog: Math.max(64, this.cfg.num_init_children * this.cfg.listen_backlog_multiplier) },
+        () => {
+          server.removeListener('error', reject);
+          resolve();
+        },
+      );
     });
     server.on('error', (e) => this.log.error({ err: e.message }, 'listener error'));
     fs.chmodSync(file, this.cfg.unix_socket_permissions);
@@ -267,7 +311,15 @@ export class Relay implements SessionContext {
     this.gate.rejectAll();
     const deadline = Date.now() + graceMs;
     while (this.sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    for (const s of [...this.sessions]) s.fatal(new PgError(SQLSTATE.adminShutdown, 'terminating connection due to administrator command', 'FATAL', 'pgrelay is shutting down.'));
+    for (const s of [...this.sessions])
+      s.fatal(
+        new PgError(
+          SQLSTATE.adminShutdown,
+          'terminating connection due to administrator command',
+          'FATAL',
+          'pgrelay is shutting down.',
+        ),
+      );
     // Give resets of clean sessions a moment to finish, then drop the cache.
     await new Promise((r) => setTimeout(r, 50));
     this.cache.closeAll();
@@ -285,7 +337,12 @@ export class Relay implements SessionContext {
       const limit = typeof own === 'number' ? own : global;
       if (limit > 0 && !s.busy && now - s.lastActivity >= limit * 1000) {
         s.log.info({ client_idle_limit: limit }, 'closing idle client');
-        s.fatal(new PgError(SQLSTATE.idleSessionTimeout, `terminating connection due to client_idle_limit: idle for more than ${limit} s`));
+        s.fatal(
+          new PgError(
+            SQLSTATE.idleSessionTimeout,
+            `terminating connection due to client_idle_limit: idle for more than ${limit} s`,
+          ),
+        );
       }
     }
   }
@@ -323,12 +380,18 @@ export class Relay implements SessionContext {
     if (limit > 0) {
       p.timer = setTimeout(() => {
         if (p.done) return;
-        this.log.info({ remote: p.remote, authentication_timeout: limit }, p.authenticating ? 'authentication timed out' : 'no complete start-up packet within authentication_timeout');
+        this.log.info(
+          { remote: p.remote, authentication_timeout: limit },
+          p.authenticating ? 'authentication timed out' : 'no complete start-up packet within authentication_timeout',
+        );
         this.refuse(
           p,
           p.authenticating
             ? new PgError(SQLSTATE.queryCanceled, 'canceling authentication due to timeout')
-            : new PgError(SQLSTATE.protocolViolation, `no complete start-up packet within authentication_timeout (${limit} s)`),
+            : new PgError(
+                SQLSTATE.protocolViolation,
+                `no complete start-up packet within authentication_timeout (${limit} s)`,
+              ),
         );
         p.socket.destroy();
       }, limit * 1000);
@@ -336,7 +399,10 @@ export class Relay implements SessionContext {
     raw.on('error', (e) => this.log.debug({ remote: p.remote, err: e.message }, 'client socket error during start-up'));
     raw.once('close', () => this.endStartup(p));
     this.handshake(p).catch((e: unknown) => {
-      this.log.error({ remote: p.remote, err: e instanceof Error ? (e.stack ?? e.message) : String(e) }, 'start-up failed');
+      this.log.error(
+        { remote: p.remote, err: e instanceof Error ? (e.stack ?? e.message) : String(e) },
+        'start-up failed',
+      );
       this.endStartup(p);
       raw.destroy();
     });
@@ -398,7 +464,15 @@ export class Relay implements SessionContext {
         const leftover = reader.detach();
         if (leftover.length > 0) {
           // CVE-2021-23214: nothing may be buffered under the TLS handshake.
-          return this.refuse(p, new PgError(SQLSTATE.protocolViolation, 'received unencrypted data after SSL request', 'FATAL', 'This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.'));
+          return this.refuse(
+            p,
+            new PgError(
+              SQLSTATE.protocolViolation,
+              'received unencrypted data after SSL request',
+              'FATAL',
+              'This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.',
+            ),
+          );
         }
         p.socket.write(S);
         if (!(await this.startTls(p, false))) return;
@@ -424,9 +498,20 @@ export class Relay implements SessionContext {
       const limit = this.cfg.authentication_timeout;
       const u = await upgradeClient(p.raw, st, limit > 0 ? limit * 1000 : 60_000);
       p.socket = u.socket;
-      p.tls = { endPoint: st.endPoint, verifiedCN: u.verifiedCN, presentedCert: u.presentedCert, verifyError: u.verifyError };
+      p.tls = {
+        endPoint: st.endPoint,
+        verifiedCN: u.verifiedCN,
+        presentedCert: u.presentedCert,
+        verifyError: u.verifyError,
+      };
       if (direct && u.alpn !== 'postgresql') {
-        this.refuse(p, new PgError(SQLSTATE.protocolViolation, 'received direct SSL connection request without ALPN protocol negotiation extension'));
+        this.refuse(
+          p,
+          new PgError(
+            SQLSTATE.protocolViolation,
+            'received direct SSL connection request without ALPN protocol negotiation extension',
+          ),
+        );
         return false;
       }
       if (p.done) {
@@ -455,7 +540,13 @@ export class Relay implements SessionContext {
     const major = version >>> 16;
     const minor = version & 0xffff;
     if (major !== 3) {
-      this.refuse(p, new PgError(SQLSTATE.featureNotSupported, `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`));
+      this.refuse(
+        p,
+        new PgError(
+          SQLSTATE.featureNotSupported,
+          `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`,
+        ),
+      );
       return;
     }
     const parsed = parseStartupParams(packet, 8, packet.length);
@@ -472,12 +563,29 @@ export class Relay implements SessionContext {
     if (minor > 0 || unrecognized.length > 0) p.socket.write(negotiateProtocolVersion(0, unrecognized));
     const user = params.get('user');
     if (!user) {
-      this.refuse(p, new PgError(SQLSTATE.invalidAuthorizationSpecification, 'no PostgreSQL user name specified in startup packet'));
+      this.refuse(
+        p,
+        new PgError(SQLSTATE.invalidAuthorizationSpecification, 'no PostgreSQL user name specified in startup packet'),
+      );
       return;
     }
     if (!params.has('database')) params.set('database', user);
-    if (params.has('replication') && params.get('replication') !== 'false' && params.get('replication') !== 'off' && params.get('replication') !== '0') {
-      this.refuse(p, new PgError(SQLSTATE.featureNotSupported, 'replication connections are not supported through pgrelay', 'FATAL', undefined, 'Connect to the PostgreSQL server directly for replication.'));
+    if (
+      params.has('replication') &&
+      params.get('replication') !== 'false' &&
+      params.get('replication') !== 'off' &&
+      params.get('replication') !== '0'
+    ) {
+      this.refuse(
+        p,
+        new PgError(
+          SQLSTATE.featureNotSupported,
+          'replication connections are not supported through pgrelay',
+          'FATAL',
+          undefined,
+          'Connect to the PostgreSQL server directly for replication.',
+        ),
+      );
       return;
     }
     p.authenticating = true;
@@ -511,8 +619,21 @@ export class Relay implements SessionContext {
     const hit = this.methodCache.get(key);
     if (hit && Date.now() - hit.at < AUTH_METHOD_TTL_MS) return hit.method;
     const node = this.nodes.primaryNode();
-    if (!node) throw new PgError(SQLSTATE.cannotConnectNow, 'no primary node is available', 'FATAL', undefined, 'pgrelay is searching for the primary; retry shortly.');
-    const method = await probeAuthMethod({ nodeId: node.id, host: node.host, port: node.port, params, connectTimeoutMs: this.cfg.connect_timeout });
+    if (!node)
+      throw new PgError(
+        SQLSTATE.cannotConnectNow,
+        'no primary node is available',
+        'FATAL',
+        undefined,
+        'pgrelay is searching for the primary; retry shortly.',
+      );
+    const method = await probeAuthMethod({
+      nodeId: node.id,
+      host: node.host,
+      port: node.port,
+      params,
+      connectTimeoutMs: this.cfg.connect_timeout,
+    });
     if (this.methodCache.size > 10_000) this.methodCache.clear();
     this.methodCache.set(key, { method, at: Date.now() });
     return method;
@@ -524,9 +645,23 @@ export class Relay implements SessionContext {
    */
   private async verifyWithBackend(params: Map<string, string>, secret: BackendSecret): Promise<PgError | undefined> {
     const node = this.nodes.primaryNode();
-    if (!node) return new PgError(SQLSTATE.cannotConnectNow, 'no primary node is available', 'FATAL', undefined, 'pgrelay is searching for the primary; retry shortly.');
+    if (!node)
+      return new PgError(
+        SQLSTATE.cannotConnectNow,
+        'no primary node is available',
+        'FATAL',
+        undefined,
+        'pgrelay is searching for the primary; retry shortly.',
+      );
     try {
-      const conn = await connectBackend({ nodeId: node.id, host: node.host, port: node.port, params, connectTimeoutMs: this.cfg.connect_timeout, secret: () => secret });
+      const conn = await connectBackend({
+        nodeId: node.id,
+        host: node.host,
+        port: node.port,
+        params,
+        connectTimeoutMs: this.cfg.connect_timeout,
+        secret: () => secret,
+      });
       if (this.cfg.connection_cache && isCacheableDatabase(params.get('database') ?? '')) this.cache.put(conn);
       else conn.close();
       return undefined;
@@ -535,7 +670,12 @@ export class Relay implements SessionContext {
     }
   }
 
-  private async admit(socket: net.Socket, params: Map<string, string>, remote: string, authSecret: BackendSecret): Promise<void> {
+  private async admit(
+    socket: net.Socket,
+    params: Map<string, string>,
+    remote: string,
+    authSecret: BackendSecret,
+  ): Promise<void> {
     const cfg = this.cfg;
     const reserved = cfg.reserved_connections;
     if (reserved > 0 && this.gate.active >= cfg.num_init_children - reserved) {
@@ -561,7 +701,7 @@ export class Relay implements SessionContext {
             `sorry, too many clients already: all ${cfg.num_init_children} session slots (num_init_children) stayed busy for client_queue_timeout (${cfg.client_queue_timeout} s)`,
             'FATAL',
             undefined,
-            'Retry later, or raise num_init_children (and the backends\' max_connections).',
+            "Retry later, or raise num_init_children (and the backends' max_connections).",
           ),
         );
       return;
@@ -577,14 +717,18 @@ export class Relay implements SessionContext {
     if (cfg.log_connections) {
       const fields = { remote, application_name: session.applicationName };
       // log_hostname: resolve the client's host name without delaying the session.
-      if (cfg.log_hostname && socket.remoteAddress) void reverseLookup(socket.remoteAddress).then((hostname) => session.log.info({ ...fields, hostname }, 'connection received'));
+      if (cfg.log_hostname && socket.remoteAddress)
+        void reverseLookup(socket.remoteAddress).then((hostname) =>
+          session.log.info({ ...fields, hostname }, 'connection received'),
+        );
       else session.log.info(fields, 'connection received');
     }
     const startedAt = Date.now();
     await session.start(() => {
       this.sessions.delete(session);
       this.gate.release();
-      if (this.cfg.log_disconnections) session.log.info({ remote, durationMs: Date.now() - startedAt }, 'disconnection');
+      if (this.cfg.log_disconnections)
+        session.log.info({ remote, durationMs: Date.now() - startedAt }, 'disconnection');
     });
   }
 
@@ -688,7 +832,11 @@ function reverseLookup(address: string): Promise<string> {
 }
 
 function cacheLimits(c: Config): { maxPerKey: number; maxIdleTotal: number; lifeTimeSec: number } {
-  return { maxPerKey: c.max_pool, maxIdleTotal: Math.max(1, c.max_pool * c.num_init_children), lifeTimeSec: c.connection_life_time };
+  return {
+    maxPerKey: c.max_pool,
+    maxIdleTotal: Math.max(1, c.max_pool * c.num_init_children),
+    lifeTimeSec: c.connection_life_time,
+  };
 }
 
 /** pgpool's listen_addresses: '*' = all, else a comma-separated list. */

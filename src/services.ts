@@ -84,17 +84,32 @@ function healthStatsFor(cluster: ClusterManager, id: number): HealthCheckStats |
 /** Errors of cluster operations as PostgreSQL errors for the admin engine. */
 function opError(e: unknown): never {
   if (e instanceof ClusterError) {
-    const code = e.code === 'NO_SUCH_NODE' || e.code === 'NODE_UNUSED' ? SQLSTATE.invalidParameterValue : e.code === 'TIMEOUT' ? SQLSTATE.queryCanceled : SQLSTATE.objectNotInPrerequisiteState;
+    const code =
+      e.code === 'NO_SUCH_NODE' || e.code === 'NODE_UNUSED'
+        ? SQLSTATE.invalidParameterValue
+        : e.code === 'TIMEOUT'
+          ? SQLSTATE.queryCanceled
+          : SQLSTATE.objectNotInPrerequisiteState;
     throw new PgError(code, e.message, 'ERROR');
   }
   throw e;
 }
 
-export async function startServices(relay: Relay, cluster: ClusterManager, log: Logger, opts: ServicesOptions): Promise<Services> {
+export async function startServices(
+  relay: Relay,
+  cluster: ClusterManager,
+  log: Logger,
+  opts: ServicesOptions,
+): Promise<Services> {
   const startedAt = Date.now();
   const metrics = createMetrics({
     version: VERSION,
-    snapshot: metricsSnapshotFrom({ nodes: relay.nodes, sessions: relay.registry, cache: { entries: () => relay.cache.entries().map((c) => ({ nodeId: c.nodeId, params: c.startup })) }, waiting: () => relay.gate.waiting }),
+    snapshot: metricsSnapshotFrom({
+      nodes: relay.nodes,
+      sessions: relay.registry,
+      cache: { entries: () => relay.cache.entries().map((c) => ({ nodeId: c.nodeId, params: c.startup })) },
+      waiting: () => relay.gate.waiting,
+    }),
   });
 
   const probe = async (id: number): Promise<ProbeResult> => {
@@ -103,7 +118,12 @@ export async function startServices(relay: Relay, cluster: ClusterManager, log: 
     if (!node) return { up: false };
     const timeout = Math.min(cfg.connect_timeout > 0 ? cfg.connect_timeout : 3000, 3000);
     try {
-      const rows = await oneShotQuery(node, srCheckCredentials(cfg, loadPoolPasswd(cfg)), 'SELECT pg_is_in_recovery() AS r', timeout);
+      const rows = await oneShotQuery(
+        node,
+        srCheckCredentials(cfg, loadPoolPasswd(cfg)),
+        'SELECT pg_is_in_recovery() AS r',
+        timeout,
+      );
       return { up: true, inRecovery: rows[0]?.r === 't' };
     } catch {
       return { up: false };
@@ -132,7 +152,12 @@ export async function startServices(relay: Relay, cluster: ClusterManager, log: 
         },
         reload: () => {
           const r = services.reload();
-          if (!r.ok) throw new PgError(SQLSTATE.invalidParameterValue, `configuration not reloaded: ${r.errors.join('; ')}`, 'ERROR');
+          if (!r.ok)
+            throw new PgError(
+              SQLSTATE.invalidParameterValue,
+              `configuration not reloaded: ${r.errors.join('; ')}`,
+              'ERROR',
+            );
         },
         stop: (mode) => {
           // Reply first, then stop.
@@ -186,7 +211,10 @@ export async function startServices(relay: Relay, cluster: ClusterManager, log: 
         return { ready: true };
       },
     });
-    log.info({ port: metricsServer.port, host: metricsServer.host }, 'metrics endpoint listening (/metrics, /healthz, /readyz)');
+    log.info(
+      { port: metricsServer.port, host: metricsServer.host },
+      'metrics endpoint listening (/metrics, /healthz, /readyz)',
+    );
   }
   return services;
 }
@@ -201,14 +229,20 @@ function metricsHost(listen: string): string {
  * Reload: parse every file first; apply reloadable parameters to new sessions;
  * log restart-only changes (their old values stay); keep everything on error.
  */
-export function reloadConfig(relay: Relay, cluster: ClusterManager, log: Logger, loadOptions: LoadOptions): { ok: boolean; errors: string[]; restartRequired: string[] } {
+export function reloadConfig(
+  relay: Relay,
+  cluster: ClusterManager,
+  log: Logger,
+  loadOptions: LoadOptions,
+): { ok: boolean; errors: string[]; restartRequired: string[] } {
   const old = relay.config();
   const warnings: string[] = [];
   let next: Config;
   try {
     next = loadConfig({ ...loadOptions, onWarning: (m) => warnings.push(m) });
   } catch (e) {
-    const errors = e instanceof ConfigError ? e.errors.map((x) => `${x.file}:${x.line}: ${x.message}`) : [(e as Error).message];
+    const errors =
+      e instanceof ConfigError ? e.errors.map((x) => `${x.file}:${x.line}: ${x.message}`) : [(e as Error).message];
     log.error({ errors }, 'configuration file has errors: not reloaded, the previous configuration stays');
     return { ok: false, errors, restartRequired: [] };
   }
@@ -222,7 +256,15 @@ export function reloadConfig(relay: Relay, cluster: ClusterManager, log: Logger,
   // Backends: weights and flags reload; hosts and ports of existing nodes need a restart.
   merged.backends = old.backends.map((b, i) => {
     const n = next.backends[i];
-    return n ? { ...b, weight: n.weight, allow_to_failover: n.allow_to_failover, always_primary: n.always_primary, application_name: n.application_name } : b;
+    return n
+      ? {
+          ...b,
+          weight: n.weight,
+          allow_to_failover: n.allow_to_failover,
+          always_primary: n.always_primary,
+          application_name: n.application_name,
+        }
+      : b;
   });
   try {
     relay.router.reconfigure(merged);
@@ -238,7 +280,11 @@ export function reloadConfig(relay: Relay, cluster: ClusterManager, log: Logger,
   }
   const auth = relay.reloadAuth();
   void cluster;
-  for (const name of restartRequired) log.warn({ parameter: name }, 'parameter changed in the configuration file: a restart is needed for it to take effect');
+  for (const name of restartRequired)
+    log.warn(
+      { parameter: name },
+      'parameter changed in the configuration file: a restart is needed for it to take effect',
+    );
   log.info({ changed: changed.filter((c) => !restartRequired.includes(c)), authOk: auth.ok }, 'configuration reloaded');
   return { ok: auth.ok, errors: auth.errors, restartRequired };
 }

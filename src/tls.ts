@@ -39,8 +39,14 @@ const VERSIONS: Record<string, tls.SecureVersion> = {
 /** Run ssl_passphrase_command (%p = prompt, %% = %), first line of its output. */
 export function runPassphraseCommand(cmd: string, keyFile: string): string {
   const prompt = `Enter PEM pass phrase for "${keyFile}":`;
-  const expanded = cmd.replace(/%(.)/g, (_m, c: string) => (c === 'p' ? shellQuote(prompt) : c === '%' ? '%' : `%${c}`));
-  const out = execFileSync('/bin/sh', ['-c', expanded], { timeout: 30_000, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const expanded = cmd.replace(/%(.)/g, (_m, c: string) =>
+    c === 'p' ? shellQuote(prompt) : c === '%' ? '%' : `%${c}`,
+  );
+  const out = execFileSync('/bin/sh', ['-c', expanded], {
+    timeout: 30_000,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   return out.split('\n')[0] ?? '';
 }
 
@@ -149,7 +155,8 @@ export function upgradeClient(socket: net.Socket, st: ServerTls, timeoutMs: numb
  * a TLSSocket created directly has to do the same.
  */
 function peerVerifyError(t: tls.TLSSocket): string | undefined {
-  const handle = (t as unknown as { _handle?: { verifyError?: () => (Error & { code?: string }) | null | undefined } })._handle;
+  const handle = (t as unknown as { _handle?: { verifyError?: () => (Error & { code?: string }) | null | undefined } })
+    ._handle;
   if (!handle || typeof handle.verifyError !== 'function') return 'cannot verify the client certificate';
   const e = handle.verifyError();
   return e ? (e.code ?? e.message) : undefined;
@@ -172,7 +179,8 @@ export function backendTlsFromConfig(cfg: Config): BackendTls {
   // stricter modes are explicit and apply regardless.
   const effective: BackendSslMode = mode === 'prefer' && !cfg.ssl ? 'disable' : mode;
   const out: BackendTls = { mode: effective };
-  if (cfg.backend_ssl_root_cert && (effective === 'verify-ca' || effective === 'verify-full')) out.ca = readFileSync(cfg.backend_ssl_root_cert);
+  if (cfg.backend_ssl_root_cert && (effective === 'verify-ca' || effective === 'verify-full'))
+    out.ca = readFileSync(cfg.backend_ssl_root_cert);
   return out;
 }
 
@@ -183,6 +191,6 @@ export function backendTlsOptions(socket: net.Socket, host: string, b: BackendTl
   if (b.ca) o.ca = b.ca;
   if (!host.startsWith('/') && net.isIP(host) === 0) o.servername = host;
   if (b.mode === 'verify-ca') o.checkServerIdentity = () => undefined;
-  else if (b.mode === 'verify-full') o.checkServerIdentity = (h, cert) => tls.checkServerIdentity(host, cert) ?? (void h, undefined);
+  else if (b.mode === 'verify-full') o.checkServerIdentity = (_h, cert) => tls.checkServerIdentity(host, cert);
   return o;
 }

@@ -122,7 +122,14 @@ function wordAt(s: string, i: number, word: string): boolean {
 }
 
 function isIdentChar(c: number): boolean {
-  return (c >= 0x61 && c <= 0x7a) || (c >= 0x41 && c <= 0x5a) || (c >= 0x30 && c <= 0x39) || c === 0x5f || c === 0x24 || c >= 0x80;
+  return (
+    (c >= 0x61 && c <= 0x7a) ||
+    (c >= 0x41 && c <= 0x5a) ||
+    (c >= 0x30 && c <= 0x39) ||
+    c === 0x5f ||
+    c === 0x24 ||
+    c >= 0x80
+  );
 }
 
 /**
@@ -130,7 +137,12 @@ function isIdentChar(c: number): boolean {
  * for itself; with `backslashes` (E'...') \n, \t, \r and \x escapes apply. Undefined
  * when the closing quote is missing.
  */
-function readQuoted(s: string, from: number, quote: string, backslashes: boolean): { v: string; end: number } | undefined {
+function readQuoted(
+  s: string,
+  from: number,
+  quote: string,
+  backslashes: boolean,
+): { v: string; end: number } | undefined {
   let v = '';
   let j = from;
   while (j < s.length) {
@@ -216,8 +228,8 @@ function tokenize(s: string): Tok[] | { near: string } {
       i = q.end;
     } else if (c === 0x27 /* ' */ || ((c | 0x20) === 0x65 && s.charCodeAt(i + 1) === 0x27)) {
       // 'string' or E'string' (E handled only for '' and \' escapes; good enough for values)
-      const escape = c !== 0x27;
-      const q = readQuoted(s, escape ? i + 2 : i + 1, "'", escape);
+      const escaped = c !== 0x27;
+      const q = readQuoted(s, escaped ? i + 2 : i + 1, "'", escaped);
       if (!q) return { near: s.slice(i) };
       out.push({ t: 'str', v: q.v, raw: s.slice(i, q.end) });
       i = q.end;
@@ -325,7 +337,7 @@ function parseSetValue(c: Cursor): string | null {
     } else if (t.t === 'op' && (t.v === '-' || t.v === '+')) {
       c.next();
       const num = c.peek();
-      if (!num || num.t !== 'num') return c.fail();
+      if (num?.t !== 'num') return c.fail();
       c.next();
       items.push(t.v === '-' ? `-${num.v}` : num.v);
     } else {
@@ -357,7 +369,7 @@ function parsePgpool(c: Cursor): AdminCommand {
         c.next();
         if (c.optKeyword('delete')) {
           const q = c.peek();
-          if (!q || q.t !== 'str') return c.fail();
+          if (q?.t !== 'str') return c.fail();
           c.next();
           c.end();
           return { kind: 'cache_delete', query: q.v };
@@ -419,12 +431,13 @@ export function parseAdminCommand(sql: string): AdminCommand | undefined {
   };
   if (!Array.isArray(toks)) return isPgpool() ? { kind: 'syntax_error', near: toks.near } : undefined;
   const first = toks[0];
-  if (!first || first.t !== 'word') return undefined;
+  if (first?.t !== 'word') return undefined;
   if (first.v === 'show') {
     const t = toks[1];
     if (!t || (t.t !== 'word' && t.t !== 'qident') || !SHOW_SET.has(t.v)) return undefined;
     const rest = toks.length - 2;
-    if (rest === 0 || (rest === 1 && toks[2]!.t === 'op' && toks[2]!.v === ';')) return { kind: 'show', target: t.v as ShowTarget };
+    if (rest === 0 || (rest === 1 && toks[2]!.t === 'op' && toks[2]!.v === ';'))
+      return { kind: 'show', target: t.v as ShowTarget };
     return undefined;
   }
   if (first.v !== 'pgpool') return undefined;

@@ -27,7 +27,14 @@
  *    to the cache, pool_connected 0, status 'Wait for connection').
  */
 import type { Config } from '../config/types.js';
-import { findParamDef, formatParam, parseParamValue, showParamRows, type ParamDef, type ParamValue } from '../config/load.js';
+import {
+  findParamDef,
+  formatParam,
+  parseParamValue,
+  showParamRows,
+  type ParamDef,
+  type ParamValue,
+} from '../config/load.js';
 import type { ErrorFields } from '../protocol/messages.js';
 import { SQLSTATE } from '../protocol/constants.js';
 import { describeAdminCommand, type AdminCommand, type StopMode } from './commands.js';
@@ -235,7 +242,14 @@ export function normalisedWeights(nodes: readonly AdminNode[]): number[] {
 /** pgpool's get_config() enum numbering (SHOW pool_status prints enums as numbers). */
 const ENUM_NUMBERS: Record<string, Record<string, number>> = {
   disable_load_balance_on_write: { off: 1, transaction: 2, trans_transaction: 3, always: 4, dml_adaptive: 5 },
-  backend_clustering_mode: { streaming_replication: 1, native_replication: 2, logical_replication: 3, slony: 4, raw: 5, snapshot_isolation: 6 },
+  backend_clustering_mode: {
+    streaming_replication: 1,
+    native_replication: 2,
+    logical_replication: 3,
+    slony: 4,
+    raw: 5,
+    snapshot_isolation: 6,
+  },
 };
 
 /**
@@ -260,15 +274,24 @@ export function showPoolStatus(ctx: AdminContext, cfg: Config): AdminResult {
   for (let i = 0; i < ctx.nodes.length; i++) {
     const n = ctx.nodes[i]!;
     const b = cfg.backends[i];
-    const flag = b ? [b.allow_to_failover ? 'ALLOW_TO_FAILOVER' : 'DISALLOW_TO_FAILOVER', ...(b.always_primary ? ['ALWAYS_PRIMARY'] : [])].join('|') : 'ALLOW_TO_FAILOVER';
-    rows.push([`backend_hostname${i}`, n.host, 'backend #' + i + ' hostname']);
-    rows.push([`backend_port${i}`, String(n.port), 'backend #' + i + ' port number']);
-    rows.push([`backend_weight${i}`, (weights[i] ?? 0).toFixed(6), 'weight of backend #' + i]);
-    rows.push([`backend_data_directory${i}`, b?.data_directory ?? '', 'data directory for backend #' + i]);
-    rows.push([`backend_status${i}`, n.status, 'status of backend #' + i]);
-    rows.push([`standby_delay${i}`, String(Math.max(0, Math.round(n.delayBytes ?? 0))), 'standby delay of backend #' + i]);
-    rows.push([`backend_flag${i}`, flag, 'backend #' + i + ' flag']);
-    rows.push([`backend_application_name${i}`, b?.application_name ?? '', 'application_name for backend #' + i]);
+    const flag = b
+      ? [
+          b.allow_to_failover ? 'ALLOW_TO_FAILOVER' : 'DISALLOW_TO_FAILOVER',
+          ...(b.always_primary ? ['ALWAYS_PRIMARY'] : []),
+        ].join('|')
+      : 'ALLOW_TO_FAILOVER';
+    rows.push([`backend_hostname${i}`, n.host, `backend #${i} hostname`]);
+    rows.push([`backend_port${i}`, String(n.port), `backend #${i} port number`]);
+    rows.push([`backend_weight${i}`, (weights[i] ?? 0).toFixed(6), `weight of backend #${i}`]);
+    rows.push([`backend_data_directory${i}`, b?.data_directory ?? '', `data directory for backend #${i}`]);
+    rows.push([`backend_status${i}`, n.status, `status of backend #${i}`]);
+    rows.push([
+      `standby_delay${i}`,
+      String(Math.max(0, Math.round(n.delayBytes ?? 0))),
+      `standby delay of backend #${i}`,
+    ]);
+    rows.push([`backend_flag${i}`, flag, `backend #${i} flag`]);
+    rows.push([`backend_application_name${i}`, b?.application_name ?? '', `application_name for backend #${i}`]);
   }
   return { kind: 'rows', columns: ['item', 'value', 'description'], rows, tag: `SELECT ${rows.length}` };
 }
@@ -359,7 +382,11 @@ function pgpoolReset(ctx: AdminContext, name: string): AdminResult {
 
 function pgpoolShow(cfg: Config, name: string): AdminResult {
   const rows = showParamRows(cfg, name);
-  if (rows) return rowsResult(['item', 'value', 'description'], rows.map((r) => [r.item, r.value, r.description]));
+  if (rows)
+    return rowsResult(
+      ['item', 'value', 'description'],
+      rows.map((r) => [r.item, r.value, r.description]),
+    );
   const v = formatParam(cfg, name);
   if (v === undefined) return err(SQLSTATE.internalError, `config variable "${name}" not found`);
   return rowsResult([name], [[v]]);
@@ -369,36 +396,103 @@ function pgpoolShow(cfg: Config, name: string): AdminResult {
 // SHOW pool_*
 
 export const POOL_NODES_COLUMNS = [
-  'node_id', 'hostname', 'port', 'status', 'pg_status', 'lb_weight', 'role', 'pg_role', 'select_cnt',
-  'load_balance_node', 'replication_delay', 'replication_state', 'replication_sync_state', 'last_status_change',
+  'node_id',
+  'hostname',
+  'port',
+  'status',
+  'pg_status',
+  'lb_weight',
+  'role',
+  'pg_role',
+  'select_cnt',
+  'load_balance_node',
+  'replication_delay',
+  'replication_state',
+  'replication_sync_state',
+  'last_status_change',
 ];
 
 export const POOL_BACKEND_STATS_COLUMNS = [
-  'node_id', 'hostname', 'port', 'status', 'role', 'select_cnt', 'insert_cnt', 'update_cnt', 'delete_cnt',
-  'ddl_cnt', 'other_cnt', 'panic_cnt', 'fatal_cnt', 'error_cnt',
+  'node_id',
+  'hostname',
+  'port',
+  'status',
+  'role',
+  'select_cnt',
+  'insert_cnt',
+  'update_cnt',
+  'delete_cnt',
+  'ddl_cnt',
+  'other_cnt',
+  'panic_cnt',
+  'fatal_cnt',
+  'error_cnt',
 ];
 
 export const POOL_HEALTH_CHECK_STATS_COLUMNS = [
-  'node_id', 'hostname', 'port', 'status', 'role', 'last_status_change', 'total_count', 'success_count',
-  'fail_count', 'skip_count', 'retry_count', 'average_retry_count', 'max_retry_count', 'max_duration',
-  'min_duration', 'average_duration', 'last_health_check', 'last_successful_health_check',
-  'last_skip_health_check', 'last_failed_health_check',
+  'node_id',
+  'hostname',
+  'port',
+  'status',
+  'role',
+  'last_status_change',
+  'total_count',
+  'success_count',
+  'fail_count',
+  'skip_count',
+  'retry_count',
+  'average_retry_count',
+  'max_retry_count',
+  'max_duration',
+  'min_duration',
+  'average_duration',
+  'last_health_check',
+  'last_successful_health_check',
+  'last_skip_health_check',
+  'last_failed_health_check',
 ];
 
 export const POOL_POOLS_COLUMNS = [
-  'pool_pid', 'start_time', 'client_connection_count', 'pool_id', 'backend_id', 'database', 'username',
-  'backend_connection_time', 'client_connection_time', 'client_disconnection_time', 'client_idle_duration',
-  'majorversion', 'minorversion', 'pool_counter', 'pool_backendpid', 'pool_connected', 'status',
+  'pool_pid',
+  'start_time',
+  'client_connection_count',
+  'pool_id',
+  'backend_id',
+  'database',
+  'username',
+  'backend_connection_time',
+  'client_connection_time',
+  'client_disconnection_time',
+  'client_idle_duration',
+  'majorversion',
+  'minorversion',
+  'pool_counter',
+  'pool_backendpid',
+  'pool_connected',
+  'status',
 ];
 
 export const POOL_PROCESSES_COLUMNS = [
-  'pool_pid', 'start_time', 'client_connection_count', 'database', 'username', 'backend_connection_time',
-  'pool_counter', 'status',
+  'pool_pid',
+  'start_time',
+  'client_connection_count',
+  'database',
+  'username',
+  'backend_connection_time',
+  'pool_counter',
+  'status',
 ];
 
 export const POOL_CACHE_COLUMNS = [
-  'num_cache_hits', 'num_selects', 'cache_hit_ratio', 'num_hash_entries', 'used_hash_entries',
-  'num_cache_entries', 'used_cache_entries_size', 'free_cache_entries_size', 'fragment_cache_entries_size',
+  'num_cache_hits',
+  'num_selects',
+  'cache_hit_ratio',
+  'num_hash_entries',
+  'used_hash_entries',
+  'num_cache_entries',
+  'used_cache_entries_size',
+  'free_cache_entries_size',
+  'fragment_cache_entries_size',
 ];
 
 function hostname(n: AdminNode): string {
@@ -442,14 +536,21 @@ export async function showPoolNodes(ctx: AdminContext, cfg: Config): Promise<Adm
   const timeout = ctx.probeTimeoutMs ?? Math.max(100, Math.min(cfg.connect_timeout, 3000));
   const probes = await Promise.all(
     ctx.nodes.map((n) =>
-      ctx.probe && n.status !== 'unused' && healthCheckPeriod(cfg, n.id) > 0 ? probeWithTimeout(ctx.probe, n.id, timeout) : Promise.resolve(undefined),
+      ctx.probe && n.status !== 'unused' && healthCheckPeriod(cfg, n.id) > 0
+        ? probeWithTimeout(ctx.probe, n.id, timeout)
+        : Promise.resolve(undefined),
     ),
   );
   const rows = ctx.nodes.map((n, i) => {
     const isPrimary = n.id === ctx.primaryId;
     const p = probes[i];
     const pgStatus = p === undefined ? 'unknown' : p.up ? 'up' : 'down';
-    const pgRole = p?.up && cfg.sr_check_period > 0 && p.inRecovery !== undefined ? (p.inRecovery ? 'standby' : 'primary') : 'unknown';
+    const pgRole =
+      p?.up && cfg.sr_check_period > 0 && p.inRecovery !== undefined
+        ? p.inRecovery
+          ? 'standby'
+          : 'primary'
+        : 'unknown';
     return [
       String(n.id),
       hostname(n),
@@ -605,7 +706,16 @@ export function showPoolProcesses(ctx: AdminContext): AdminResult {
   const ppid = String(ctx.processPid ?? process.pid);
   const pstart = formatTimestamp(ctx.processStartedAt);
   for (const c of ctx.cachedConnections()) {
-    rows.push([ppid, pstart, '0', connDatabase(c), connUser(c), formatTimestamp(c.createdAt), int(c.useCount), 'Wait for connection']);
+    rows.push([
+      ppid,
+      pstart,
+      '0',
+      connDatabase(c),
+      connUser(c),
+      formatTimestamp(c.createdAt),
+      int(c.useCount),
+      'Wait for connection',
+    ]);
   }
   return rowsResult(POOL_PROCESSES_COLUMNS, rows);
 }
@@ -627,9 +737,10 @@ async function runOp(tag: string, op: (() => Promise<void> | void) | undefined, 
     await op();
     return { kind: 'command', tag };
   } catch (e) {
-    const code = typeof (e as { code?: unknown }).code === 'string' && /^[0-9A-Z]{5}$/.test((e as { code: string }).code)
-      ? (e as { code: string }).code
-      : SQLSTATE.internalError;
+    const code =
+      typeof (e as { code?: unknown }).code === 'string' && /^[0-9A-Z]{5}$/.test((e as { code: string }).code)
+        ? (e as { code: string }).code
+        : SQLSTATE.internalError;
     return err(code, `${what} failed: ${e instanceof Error ? e.message : String(e)}`);
   }
 }
@@ -637,7 +748,8 @@ async function runOp(tag: string, op: (() => Promise<void> | void) | undefined, 
 function checkNode(ctx: AdminContext, node: number): AdminResult | undefined {
   if (node >= 0 && node < ctx.nodes.length && ctx.nodes[node]!.status !== 'unused') return undefined;
   return err(SQLSTATE.invalidParameterValue, `invalid node id ${node}`, {
-    detail: ctx.nodes.length > 0 ? `Configured nodes are 0..${ctx.nodes.length - 1}.` : 'No backend node is configured.',
+    detail:
+      ctx.nodes.length > 0 ? `Configured nodes are 0..${ctx.nodes.length - 1}.` : 'No backend node is configured.',
   });
 }
 
@@ -651,16 +763,27 @@ function isAdmin(ctx: AdminContext): boolean {
 function denied(ctx: AdminContext, cmd: AdminCommand): AdminResult {
   return err(SQLSTATE.insufficientPrivilege, `permission denied for ${describeAdminCommand(cmd)}`, {
     detail: `User "${ctx.user}" is not listed in admin_users.`,
-    hint: ctx.config.admin_users.length === 0 ? 'Node operations, RELOAD and STOP require admin_users to be set.' : undefined,
+    hint:
+      ctx.config.admin_users.length === 0
+        ? 'Node operations, RELOAD and STOP require admin_users to be set.'
+        : undefined,
   });
 }
 
 /** Answer one admin command. Never throws (failures are `{ kind: 'error' }`). */
 export async function executeAdmin(cmd: AdminCommand, ctx: AdminContext): Promise<AdminResult> {
   if (cmd.kind === 'syntax_error') {
-    return err(SQLSTATE.syntaxError, cmd.near === '' ? 'syntax error at end of input' : `syntax error at or near "${cmd.near}"`);
+    return err(
+      SQLSTATE.syntaxError,
+      cmd.near === '' ? 'syntax error at end of input' : `syntax error at or near "${cmd.near}"`,
+    );
   }
-  const privileged = cmd.kind === 'attach_node' || cmd.kind === 'detach_node' || cmd.kind === 'promote_node' || cmd.kind === 'reload' || cmd.kind === 'stop';
+  const privileged =
+    cmd.kind === 'attach_node' ||
+    cmd.kind === 'detach_node' ||
+    cmd.kind === 'promote_node' ||
+    cmd.kind === 'reload' ||
+    cmd.kind === 'stop';
   const admin = isAdmin(ctx);
   if (privileged ? !admin : ctx.config.admin_users.length > 0 && !admin) return denied(ctx, cmd);
 
@@ -698,21 +821,47 @@ export async function executeAdmin(cmd: AdminCommand, ctx: AdminContext): Promis
         return {
           kind: 'command',
           tag: 'SET',
-          notices: [{ severity: 'NOTICE', code: '00000', message: `query cache does not exist for query: "${cmd.query}"` }],
+          notices: [
+            { severity: 'NOTICE', code: '00000', message: `query cache does not exist for query: "${cmd.query}"` },
+          ],
         };
       case 'attach_node':
-        return checkNode(ctx, cmd.node) ?? (await runOp('ATTACH NODE', ctx.ops?.attachNode && (() => ctx.ops!.attachNode!(cmd.node)), describeAdminCommand(cmd)));
+        return (
+          checkNode(ctx, cmd.node) ??
+          (await runOp(
+            'ATTACH NODE',
+            ctx.ops?.attachNode && (() => ctx.ops!.attachNode!(cmd.node)),
+            describeAdminCommand(cmd),
+          ))
+        );
       case 'detach_node':
-        return checkNode(ctx, cmd.node) ?? (await runOp('DETACH NODE', ctx.ops?.detachNode && (() => ctx.ops!.detachNode!(cmd.node, cmd.gracefully)), describeAdminCommand(cmd)));
+        return (
+          checkNode(ctx, cmd.node) ??
+          (await runOp(
+            'DETACH NODE',
+            ctx.ops?.detachNode && (() => ctx.ops!.detachNode!(cmd.node, cmd.gracefully)),
+            describeAdminCommand(cmd),
+          ))
+        );
       case 'promote_node':
-        return checkNode(ctx, cmd.node) ?? (await runOp('PROMOTE NODE', ctx.ops?.promoteNode && (() => ctx.ops!.promoteNode!(cmd.node, cmd.switchover)), describeAdminCommand(cmd)));
+        return (
+          checkNode(ctx, cmd.node) ??
+          (await runOp(
+            'PROMOTE NODE',
+            ctx.ops?.promoteNode && (() => ctx.ops!.promoteNode!(cmd.node, cmd.switchover)),
+            describeAdminCommand(cmd),
+          ))
+        );
       case 'reload':
         return await runOp('RELOAD', ctx.ops?.reload && (() => ctx.ops!.reload!()), 'PGPOOL RELOAD');
       case 'stop':
         return await runOp('STOP', ctx.ops?.stop && (() => ctx.ops!.stop!(cmd.mode)), describeAdminCommand(cmd));
     }
   } catch (e) {
-    return err(SQLSTATE.internalError, `${describeAdminCommand(cmd)} failed: ${e instanceof Error ? e.message : String(e)}`);
+    return err(
+      SQLSTATE.internalError,
+      `${describeAdminCommand(cmd)} failed: ${e instanceof Error ? e.message : String(e)}`,
+    );
   }
   return err(SQLSTATE.internalError, 'unknown admin command');
 }

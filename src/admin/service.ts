@@ -7,20 +7,35 @@
 import type { Config } from '../config/types.js';
 import type { NodeTable } from '../cluster/nodes.js';
 import type { ConnectionCache } from '../pool/cache.js';
-import type { SessionRegistry, Session } from '../session/session.js';
 import type { Classification } from '../router/classifier.js';
 import { mayBeAdminCommand, parseAdminCommand } from './commands.js';
-import { executeAdmin, type AdminOperations, type AdminResult, type HealthCheckStats, type NodeStatementCounters, type ProbeResult } from './engine.js';
+import {
+  type AdminSessionInfo,
+  executeAdmin,
+  type AdminOperations,
+  type AdminResult,
+  type HealthCheckStats,
+  type NodeStatementCounters,
+  type ProbeResult,
+  type SessionParamOverlay,
+} from './engine.js';
 
 export interface AdminRequest {
   run(): Promise<AdminResult>;
+}
+
+/** The session asking: who it is, its PGPOOL SET values and its load-balance node. */
+export interface AdminCaller {
+  readonly user: string;
+  readonly adminParams: SessionParamOverlay;
+  readonly lbNodeId: number;
 }
 
 export interface AdminServiceDeps {
   config(): Config;
   nodes: NodeTable;
   cache: ConnectionCache;
-  registry: SessionRegistry;
+  registry: { all(): Iterable<AdminSessionInfo> };
   version: string;
   startedAt: number;
   healthStats?(nodeId: number): HealthCheckStats | undefined;
@@ -29,7 +44,17 @@ export interface AdminServiceDeps {
 }
 
 function zeroCounters(): NodeStatementCounters {
-  return { select_cnt: 0, insert_cnt: 0, update_cnt: 0, delete_cnt: 0, ddl_cnt: 0, other_cnt: 0, panic_cnt: 0, fatal_cnt: 0, error_cnt: 0 };
+  return {
+    select_cnt: 0,
+    insert_cnt: 0,
+    update_cnt: 0,
+    delete_cnt: 0,
+    ddl_cnt: 0,
+    other_cnt: 0,
+    panic_cnt: 0,
+    fatal_cnt: 0,
+    error_cnt: 0,
+  };
 }
 
 export class AdminService {
@@ -70,7 +95,7 @@ export class AdminService {
   }
 
   /** An admin request for `sql` from `session`, or undefined when it is ordinary SQL. */
-  request(session: Session, sql: string): AdminRequest | undefined {
+  request(session: AdminCaller, sql: string): AdminRequest | undefined {
     if (!mayBeAdminCommand(sql)) return undefined;
     const cmd = parseAdminCommand(sql);
     if (!cmd) return undefined;
@@ -89,7 +114,14 @@ export class AdminService {
           probe: d.probe,
           sessions: () => d.registry.all(),
           cachedConnections: () =>
-            d.cache.entries().map((c) => ({ nodeId: c.nodeId, pid: c.pid, params: c.startup, createdAt: c.createdAt, releasedAt: c.releasedAt, useCount: c.useCount })),
+            d.cache.entries().map((c) => ({
+              nodeId: c.nodeId,
+              pid: c.pid,
+              params: c.startup,
+              createdAt: c.createdAt,
+              releasedAt: c.releasedAt,
+              useCount: c.useCount,
+            })),
           version: d.version,
           processStartedAt: d.startedAt,
           ops: d.ops,

@@ -89,7 +89,8 @@ export interface EncodedRows {
  * Non-row results: their CommandComplete/ErrorResponse (with notices first).
  */
 export function encodeRows(result: AdminResult, fromRow: number, maxRows: number): EncodedRows {
-  if (result.kind !== 'rows') return { buf: Buffer.concat([noticesFor(result), commandCompleteFor(result)]), next: 0, done: true };
+  if (result.kind !== 'rows')
+    return { buf: Buffer.concat([noticesFor(result), commandCompleteFor(result)]), next: 0, done: true };
   const total = result.rows.length;
   const start = Math.max(0, Math.min(fromRow, total));
   const end = maxRows > 0 ? Math.min(total, start + maxRows) : total;

@@ -74,7 +74,18 @@ const MAX_TOKEN = 256;
 const MAX_INCLUDE_DEPTH = 10;
 const METHODS: readonly string[] = ['trust', 'reject', 'password', 'md5', 'scram-sha-256', 'cert'];
 /** Methods PostgreSQL/pgpool know but pgrelay does not implement. */
-const UNSUPPORTED_METHODS: readonly string[] = ['pam', 'ldap', 'gss', 'sspi', 'ident', 'peer', 'radius', 'bsd', 'krb5', 'crypt'];
+const UNSUPPORTED_METHODS: readonly string[] = [
+  'pam',
+  'ldap',
+  'gss',
+  'sspi',
+  'ident',
+  'peer',
+  'radius',
+  'bsd',
+  'krb5',
+  'crypt',
+];
 
 // ---------------------------------------------------------------- tokenizer
 
@@ -176,14 +187,17 @@ function tokenizeText(text: string, fileName: string, opts: HbaParseOptions, dep
 function includeTokens(incName: string, outerFile: string, opts: HbaParseOptions, depth: number): HbaToken[] {
   const full = isAbsolute(incName) ? incName : resolve(dirname(outerFile), incName);
   if (depth > MAX_INCLUDE_DEPTH) {
-    throw new TokenError(`could not open secondary authentication file "@${incName}" as "${full}": too many levels of inclusion`);
+    throw new TokenError(
+      `could not open secondary authentication file "@${incName}" as "${full}": too many levels of inclusion`,
+    );
   }
   let text: string;
   try {
     text = opts.readInclude(full);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    const reason = err.code === 'ENOENT' ? 'No such file or directory' : err.code === 'EACCES' ? 'Permission denied' : err.message;
+    const reason =
+      err.code === 'ENOENT' ? 'No such file or directory' : err.code === 'EACCES' ? 'Permission denied' : err.message;
     throw new TokenError(`could not open secondary authentication file "@${incName}" as "${full}": ${reason}`);
   }
   const tokens: HbaToken[] = [];
@@ -206,17 +220,20 @@ export function parseIp(text: string): { family: 4 | 6; bytes: Buffer } | undefi
   let v4tail: number[] = [];
   const lastColon = s.lastIndexOf(':');
   if (s.slice(lastColon + 1).includes('.')) {
-    v4tail = s.slice(lastColon + 1).split('.').map((x) => Number(x));
-    head = s.slice(0, lastColon + 1) + '0:0';
+    v4tail = s
+      .slice(lastColon + 1)
+      .split('.')
+      .map((x) => Number(x));
+    head = `${s.slice(0, lastColon + 1)}0:0`;
   }
-  const [left, right] = head.includes('::') ? head.split('::') as [string, string] : [head, undefined];
+  const [left, right] = head.includes('::') ? (head.split('::') as [string, string]) : [head, undefined];
   const parseGroups = (p: string): number[] => (p === '' ? [] : p.split(':').map((g) => parseInt(g, 16)));
   const l = parseGroups(left);
   const r = right === undefined ? [] : parseGroups(right);
   const groups = right === undefined ? l : [...l, ...new Array<number>(8 - l.length - r.length).fill(0), ...r];
   const bytes = Buffer.alloc(16);
-  groups.forEach((g, i) => bytes.writeUInt16BE(g, i * 2));
-  if (v4tail.length === 4) v4tail.forEach((b, i) => (bytes[12 + i] = b));
+  for (let i = 0; i < groups.length; i++) bytes.writeUInt16BE(groups[i], i * 2);
+  if (v4tail.length === 4) for (let i = 0; i < 4; i++) bytes[12 + i] = v4tail[i];
   return { family: 6, bytes };
 }
 
@@ -263,7 +280,14 @@ export function displayAddress(address: string): string {
 
 class LineError extends Error {}
 
-const KNOWN_OPTIONS = new Set(['map', 'clientcert', 'clientname', 'pamservice', 'pam_use_hostname', 'backend_use_passwd']);
+const KNOWN_OPTIONS = new Set([
+  'map',
+  'clientcert',
+  'clientname',
+  'pamservice',
+  'pam_use_hostname',
+  'backend_use_passwd',
+]);
 
 function parseLine(tl: TokenizedLine, file: string, opts: HbaParseOptions, warnings: HbaIssue[]): HbaRule {
   const fields = tl.fields;
@@ -311,7 +335,13 @@ function parseLine(tl: TokenizedLine, file: string, opts: HbaParseOptions, warni
         if (!/^\d+$/.test(bitsText) || Number(bitsText) > max) {
           throw new LineError(`invalid CIDR mask in address "${tok.value}"`);
         }
-        address = { kind: 'cidr', family: ip.family, addr: ip.bytes, mask: cidrMask(Number(bitsText), ip.family), text: tok.value };
+        address = {
+          kind: 'cidr',
+          family: ip.family,
+          addr: ip.bytes,
+          mask: cidrMask(Number(bitsText), ip.family),
+          text: tok.value,
+        };
       } else {
         fi++;
         const mt = fields[fi];
@@ -320,7 +350,13 @@ function parseLine(tl: TokenizedLine, file: string, opts: HbaParseOptions, warni
         const mask = parseIp(mt[0]!.value);
         if (!mask) throw new LineError(`invalid IP mask "${mt[0]!.value}": Name or service not known`);
         if (mask.family !== ip.family) throw new LineError('IP address and mask do not match');
-        address = { kind: 'cidr', family: ip.family, addr: ip.bytes, mask: mask.bytes, text: `${tok.value} ${mt[0]!.value}` };
+        address = {
+          kind: 'cidr',
+          family: ip.family,
+          addr: ip.bytes,
+          mask: mask.bytes,
+          text: `${tok.value} ${mt[0]!.value}`,
+        };
       }
     }
   }
@@ -367,7 +403,7 @@ function parseLine(tl: TokenizedLine, file: string, opts: HbaParseOptions, warni
       options[name] = val;
     }
   }
-  if (method === 'cert' && options['clientcert'] === undefined) options['clientcert'] = 'verify-full';
+  if (method === 'cert' && options.clientcert === undefined) options.clientcert = 'verify-full';
 
   return { file, line: tl.line, raw: tl.raw, type, databases, users, address, method, options };
 }
@@ -399,9 +435,7 @@ export function parseHba(text: string, fileName: string, opts: HbaParseOptions):
 export class HbaLoadError extends Error {
   readonly errors: HbaIssue[];
   constructor(path: string, errors: HbaIssue[]) {
-    super(
-      `invalid pool_hba.conf "${path}":\n` + errors.map((e) => `${e.file}:${e.line}: ${e.message}`).join('\n'),
-    );
+    super(`invalid pool_hba.conf "${path}":\n${errors.map((e) => `${e.file}:${e.line}: ${e.message}`).join('\n')}`);
     this.name = 'HbaLoadError';
     this.errors = errors;
   }
@@ -419,12 +453,16 @@ export function loadHba(path: string, opts: LoadHbaOptions = {}): HbaRule[] {
   try {
     text = readFileSync(path, 'utf8');
   } catch (e) {
-    throw new HbaLoadError(path, [{ file: path, line: 0, message: `could not open configuration file "${path}": ${(e as Error).message}` }]);
+    throw new HbaLoadError(path, [
+      { file: path, line: 0, message: `could not open configuration file "${path}": ${(e as Error).message}` },
+    ]);
   }
   const r = parseHba(text, path, { readInclude: (p) => readFileSync(p, 'utf8'), ssl: opts.ssl });
   if (r.errors.length) throw new HbaLoadError(path, r.errors);
   if (r.rules.length === 0) {
-    throw new HbaLoadError(path, [{ file: path, line: 0, message: `configuration file "${path}" contains no entries` }]);
+    throw new HbaLoadError(path, [
+      { file: path, line: 0, message: `configuration file "${path}" contains no entries` },
+    ]);
   }
   for (const w of r.warnings) opts.onWarning?.(w);
   return r.rules;
@@ -591,10 +629,18 @@ export async function matchHba(
       }
     }
     let dbOk = false;
-    for (const t of rule.databases) if (await checkDbToken(t, conn.database, conn.user, roles)) { dbOk = true; break; }
+    for (const t of rule.databases)
+      if (await checkDbToken(t, conn.database, conn.user, roles)) {
+        dbOk = true;
+        break;
+      }
     if (!dbOk) continue;
     let userOk = false;
-    for (const t of rule.users) if (await checkRoleToken(t, conn.user, roles)) { userOk = true; break; }
+    for (const t of rule.users)
+      if (await checkRoleToken(t, conn.user, roles)) {
+        userOk = true;
+        break;
+      }
     if (!userOk) continue;
     return rule;
   }
@@ -614,5 +660,10 @@ export function noEntryError(conn: Pick<HbaConn, 'local' | 'ssl' | 'address' | '
   detail: string;
   hint: string;
 } {
-  return { code: '28000', message: 'client authentication failed', detail: noEntryMessage(conn), hint: 'see pgpool log for details' };
+  return {
+    code: '28000',
+    message: 'client authentication failed',
+    detail: noEntryMessage(conn),
+    hint: 'see pgpool log for details',
+  };
 }

@@ -16,7 +16,18 @@
  *   anything else            clear text (including 'md5…' of another length)
  */
 import { createCipheriv, createDecipheriv, createHash } from 'node:crypto';
-import { closeSync, constants as fsc, existsSync, fstatSync, openSync, readFileSync, readSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  constants as fsc,
+  existsSync,
+  fstatSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { isMd5Hash } from './md5.js';
@@ -64,7 +75,9 @@ export function aesKeyIv(key: string | Buffer): { key: Buffer; iv: Buffer } {
   let prev = Buffer.alloc(0);
   let have = 0;
   while (have < 48) {
-    prev = createHash('sha1').update(Buffer.concat([prev, k])).digest();
+    prev = createHash('sha1')
+      .update(Buffer.concat([prev, k]))
+      .digest();
     parts.push(prev);
     have += prev.length;
   }
@@ -101,7 +114,7 @@ export function aesDecrypt(secret: string, key: string | Buffer): string {
 
 /** The pool_passwd secret for a password: 'AES' + base64. */
 export function aesSecret(password: string | Buffer, key: string | Buffer): string {
-  return 'AES' + aesEncrypt(password, key);
+  return `AES${aesEncrypt(password, key)}`;
 }
 
 // ---------------------------------------------------------------- key file
@@ -116,7 +129,7 @@ const MAX_POOL_KEY_LEN = 256;
 export function findKeyFile(opts: { keyFile?: string; env?: NodeJS.ProcessEnv; home?: string } = {}): string {
   if (opts.keyFile) return opts.keyFile;
   const env = opts.env ?? process.env;
-  const fromEnv = env['PGPOOLKEYFILE'];
+  const fromEnv = env.PGPOOLKEYFILE;
   if (fromEnv) return fromEnv;
   return join(opts.home ?? homedir(), '.pgpoolkey');
 }
@@ -228,7 +241,7 @@ export function parsePoolPasswd(text: string): PoolPasswdEntry[] {
 }
 
 function escapeField(s: string): string {
-  return s.replace(/[\\:]/g, (m) => '\\' + m);
+  return s.replace(/[\\:]/g, (m) => `\\${m}`);
 }
 
 /** The line pgrelay writes for a user (user name and clear-text secrets escaped; hashes need no escaping). */
@@ -254,11 +267,11 @@ export function upsertPoolPasswd(text: string, user: string, secret: string): { 
     const u = readField(raw.endsWith('\r') ? raw.slice(0, -1) : raw, 0);
     if (u.next !== undefined && u.value === user) {
       lines[i] = newLine;
-      return { text: lines.join('\n') + '\n', updated: true };
+      return { text: `${lines.join('\n')}\n`, updated: true };
     }
   }
   lines.push(newLine);
-  return { text: lines.join('\n') + '\n', updated: false };
+  return { text: `${lines.join('\n')}\n`, updated: false };
 }
 
 /** Update the file in place (atomic rename, keeping its mode; a new file is created 0600). */
@@ -307,7 +320,11 @@ export class PoolPasswd {
     this.keyOpts = opts;
     this.keyState = opts.key !== undefined ? { loaded: true, key: opts.key } : { loaded: false, key: undefined };
     // Read the key up front when AES entries exist, so mode warnings show at load time.
-    if (this.entries.some((e) => e.kind === 'aes' || (e.backendSecret !== undefined && classifySecret(e.backendSecret) === 'aes'))) {
+    if (
+      this.entries.some(
+        (e) => e.kind === 'aes' || (e.backendSecret !== undefined && classifySecret(e.backendSecret) === 'aes'),
+      )
+    ) {
       this.poolKey();
     }
   }
@@ -365,7 +382,9 @@ export class PoolPasswd {
       case 'aes': {
         const key = this.poolKey();
         if (key === undefined) {
-          this.warnings.push(`could not get the password for user:${user}: unable to decrypt password from pool_passwd (no pool key)`);
+          this.warnings.push(
+            `could not get the password for user:${user}: unable to decrypt password from pool_passwd (no pool key)`,
+          );
           return undefined;
         }
         try {

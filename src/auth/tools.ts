@@ -10,12 +10,19 @@
  */
 import { userInfo } from 'node:os';
 import { md5Hex, pgMd5Hash } from './md5.js';
-import { aesEncrypt, aesSecret, findKeyFile, readPoolKey, resolvePoolPasswdPath, updatePoolPasswdFile } from './passwd.js';
+import {
+  aesEncrypt,
+  aesSecret,
+  findKeyFile,
+  readPoolKey,
+  resolvePoolPasswdPath,
+  updatePoolPasswdFile,
+} from './passwd.js';
 import { buildScramVerifier } from './scram.js';
 
 /** Exactly what `pg_md5 PASSWORD` prints. */
 export function pgMd5Output(password: string): string {
-  return md5Hex(Buffer.from(password, 'utf8')) + '\n';
+  return `${md5Hex(Buffer.from(password, 'utf8'))}\n`;
 }
 
 /**
@@ -101,7 +108,7 @@ export function passwdCommand(opts: PasswdCommandOptions): PasswdCommandResult {
       break;
     case 'text':
       if (opts.password.length === 0) throw new Error('error updating password, invalid password length:0');
-      secret = 'TEXT' + opts.password;
+      secret = `TEXT${opts.password}`;
       message = `${user}: TEXT password written to ${path}\n`;
       break;
   }

@@ -44,7 +44,12 @@ export class CheckConnection {
     readonly nodeId: number,
   ) {}
 
-  static async open(node: { id: number; host: string; port: number }, cred: CheckCredentials, timeoutMs: number, appName = 'pgrelay'): Promise<CheckConnection> {
+  static async open(
+    node: { id: number; host: string; port: number },
+    cred: CheckCredentials,
+    timeoutMs: number,
+    appName = 'pgrelay',
+  ): Promise<CheckConnection> {
     const params = new Map<string, string>([
       ['user', cred.user],
       ['database', cred.database],
@@ -89,10 +94,13 @@ export class CheckConnection {
         if (err) reject(err);
         else resolve(rows);
       };
-      const timer = setTimeout(() => {
-        this.close(true);
-        finish(new CheckQueryError(`query on node ${this.nodeId} timed out after ${timeoutMs} ms`, '57014'));
-      }, Math.max(1, timeoutMs));
+      const timer = setTimeout(
+        () => {
+          this.close(true);
+          finish(new CheckQueryError(`query on node ${this.nodeId} timed out after ${timeoutMs} ms`, '57014'));
+        },
+        Math.max(1, timeoutMs),
+      );
       const onClose = (): void => finish(new CheckQueryError(`node ${this.nodeId} closed the connection`, '08006'));
       const onErr = (e: Error): void => finish(new CheckQueryError(`node ${this.nodeId}: ${e.message}`, '08006'));
       const onMessage = (type: number, body: Buffer): void => {
@@ -166,7 +174,12 @@ export class CheckConnection {
 }
 
 /** Connect, run one query, close. */
-export async function oneShotQuery(node: { id: number; host: string; port: number }, cred: CheckCredentials, sql: string, timeoutMs: number): Promise<Row[]> {
+export async function oneShotQuery(
+  node: { id: number; host: string; port: number },
+  cred: CheckCredentials,
+  sql: string,
+  timeoutMs: number,
+): Promise<Row[]> {
   const c = await CheckConnection.open(node, cred, timeoutMs);
   try {
     return await c.query(sql, timeoutMs);
@@ -211,7 +224,12 @@ export function toBackendSecret(p: PasswordFor | undefined): BackendSecret | und
 }
 
 /** Credentials from a user/password pair as configured (password empty → pool_passwd). */
-export function credentials(user: string, password: string, database: string, pw: PoolPasswd | undefined): CheckCredentials {
+export function credentials(
+  user: string,
+  password: string,
+  database: string,
+  pw: PoolPasswd | undefined,
+): CheckCredentials {
   let secret: BackendSecret | undefined;
   try {
     secret = toBackendSecret(resolveConfigPassword(user, password, pw));
@@ -224,7 +242,8 @@ export function credentials(user: string, password: string, database: string, pw
 /** sr_check_user credentials (falling back to health_check_user, then postgres). */
 export function srCheckCredentials(cfg: Config, pw: PoolPasswd | undefined): CheckCredentials {
   if (cfg.sr_check_user) return credentials(cfg.sr_check_user, cfg.sr_check_password, cfg.sr_check_database, pw);
-  if (cfg.health_check.user) return credentials(cfg.health_check.user, cfg.health_check.password, cfg.health_check.database, pw);
+  if (cfg.health_check.user)
+    return credentials(cfg.health_check.user, cfg.health_check.password, cfg.health_check.database, pw);
   return credentials('postgres', '', cfg.sr_check_database, pw);
 }
 

@@ -85,7 +85,10 @@ function live(s: NodeStatus): boolean {
 }
 
 /** pgpool's "main node": the lowest-id live node (-1 when none). */
-export function mainNodeId(nodes: ReadonlyArray<{ id: number; status: NodeStatus }>, excluding: ReadonlySet<number> = new Set()): number {
+export function mainNodeId(
+  nodes: ReadonlyArray<{ id: number; status: NodeStatus }>,
+  excluding: ReadonlySet<number> = new Set(),
+): number {
   let best = -1;
   for (const n of nodes) if (live(n.status) && !excluding.has(n.id) && (best < 0 || n.id < best)) best = n.id;
   return best;
@@ -97,7 +100,11 @@ export function mainNodeId(nodes: ReadonlyArray<{ id: number; status: NodeStatus
  * otherwise the lowest-id node that stays live once the failed nodes are
  * removed; -1 when none is left.
  */
-export function newMainCandidate(nodes: ReadonlyArray<{ id: number; status: NodeStatus }>, failed: ReadonlySet<number>, promoteId?: number): number {
+export function newMainCandidate(
+  nodes: ReadonlyArray<{ id: number; status: NodeStatus }>,
+  failed: ReadonlySet<number>,
+  promoteId?: number,
+): number {
   if (promoteId !== undefined && promoteId >= 0) {
     const n = nodes.find((x) => x.id === promoteId);
     if (n && live(n.status) && !failed.has(promoteId)) return promoteId;
@@ -118,7 +125,11 @@ export interface CommandResult {
 const MAX_OUTPUT = 64 * 1024;
 
 /** Run a shell command with a hard timeout (the whole process group is killed). Never rejects. */
-export function runShellCommand(command: string, timeoutMs: number, env: NodeJS.ProcessEnv = process.env): Promise<CommandResult> {
+export function runShellCommand(
+  command: string,
+  timeoutMs: number,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<CommandResult> {
   const t0 = Date.now();
   return new Promise((resolve) => {
     let stdout = '';
@@ -159,7 +170,15 @@ export function runShellCommand(command: string, timeoutMs: number, env: NodeJS.
       settled = true;
       clearTimeout(timer);
       process.removeListener('exit', onExit);
-      resolve({ command, code, signal, timedOut, durationMs: Date.now() - t0, stdout: stdout.slice(0, MAX_OUTPUT), stderr: (stderr + extra).slice(0, MAX_OUTPUT) });
+      resolve({
+        command,
+        code,
+        signal,
+        timedOut,
+        durationMs: Date.now() - t0,
+        stdout: stdout.slice(0, MAX_OUTPUT),
+        stderr: (stderr + extra).slice(0, MAX_OUTPUT),
+      });
     };
     child.once('error', (e) => finish(null, null, `[spawn error] ${e.message}`));
     child.once('close', (code, signal) => finish(code, signal));

@@ -107,7 +107,11 @@ export function attemptTimeoutMs(hc: HealthCheckConfig): number {
 }
 
 /** One connect + authenticate attempt. */
-export async function healthAttempt(node: { id: number; host: string; port: number }, cred: CheckCredentials, timeoutMs: number): Promise<void> {
+export async function healthAttempt(
+  node: { id: number; host: string; port: number },
+  cred: CheckCredentials,
+  timeoutMs: number,
+): Promise<void> {
   try {
     const c = await CheckConnection.open(node, cred, timeoutMs, 'pgrelay health check');
     c.close();

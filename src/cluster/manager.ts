@@ -24,9 +24,32 @@ import { EventEmitter } from 'node:events';
 import type { Config, HealthCheckConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
 import type { NodeChange, NodeState, NodeTable } from './nodes.js';
-import { CheckConnection, PoolPasswdCache, credentials, oneShotQuery, parseLsn, srCheckCredentials, type CheckCredentials, type Row } from './conn.js';
-import { expandPlaceholders, mainNodeId, newMainCandidate, placeholderNode, runShellCommand, type CommandResult } from './failover.js';
-import { HealthStatsRecorder, healthAttempt, attemptTimeoutMs, healthCheckWithRetries, type HealthCheckResult, type HealthStats } from './health.js';
+import {
+  CheckConnection,
+  PoolPasswdCache,
+  credentials,
+  oneShotQuery,
+  parseLsn,
+  srCheckCredentials,
+  type CheckCredentials,
+  type Row,
+} from './conn.js';
+import {
+  expandPlaceholders,
+  mainNodeId,
+  newMainCandidate,
+  placeholderNode,
+  runShellCommand,
+  type CommandResult,
+} from './failover.js';
+import {
+  HealthStatsRecorder,
+  healthAttempt,
+  attemptTimeoutMs,
+  healthCheckWithRetries,
+  type HealthCheckResult,
+  type HealthStats,
+} from './health.js';
 import { readStatusFile, statusFilePath, writeStatusFile } from './status-file.js';
 
 export type BackendErrorKind = 'connect' | 'io' | 'shutdown';
@@ -167,7 +190,10 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
   private falsePrimaryWarnedAt = 0;
   private readonly onChange = (ev: NodeChange): void => this.nodeChanged(ev);
   private readonly onPrimary = (ev: { from: number; to: number; reason: string }): void => {
-    this.log.info({ from: ev.from, to: ev.to, node: ev.to, reason: ev.reason }, ev.to >= 0 ? 'primary node changed' : 'no primary node');
+    this.log.info(
+      { from: ev.from, to: ev.to, node: ev.to, reason: ev.reason },
+      ev.to >= 0 ? 'primary node changed' : 'no primary node',
+    );
   };
 
   constructor(
@@ -241,12 +267,18 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
     let primary = await this.searchRound(answered, 'start-up');
     if (primary >= 0) this.nodes.setPrimary(primary, 'primary search at start-up');
     else {
-      this.log.warn('no primary found among the backends yet; searching again every second (search_primary_node_timeout)');
+      this.log.warn(
+        'no primary found among the backends yet; searching again every second (search_primary_node_timeout)',
+      );
       this.track(
         (async () => {
           primary = await this.searchPrimary(cfg.search_primary_node_timeout, answered, 'start-up');
           if (primary >= 0 && this.nodes.primaryId < 0) this.nodes.setPrimary(primary, 'primary search at start-up');
-          else if (primary < 0) this.log.warn({ timeout: cfg.search_primary_node_timeout }, 'find_primary_node: no primary node found; writes fail until one appears (the sr check keeps looking)');
+          else if (primary < 0)
+            this.log.warn(
+              { timeout: cfg.search_primary_node_timeout },
+              'find_primary_node: no primary node found; writes fail until one appears (the sr check keeps looking)',
+            );
           this.checkUnanswered(answered);
         })(),
       );
@@ -285,10 +317,16 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
     const cfg = this.getConfig();
     const enabled = kind === 'shutdown' ? cfg.failover_on_backend_shutdown : cfg.failover_on_backend_error;
     if (!enabled) {
-      this.log.debug({ node: nodeId, kind }, `backend error on node ${nodeId}: no failover (${kind === 'shutdown' ? 'failover_on_backend_shutdown' : 'failover_on_backend_error'} is off)`);
+      this.log.debug(
+        { node: nodeId, kind },
+        `backend error on node ${nodeId}: no failover (${kind === 'shutdown' ? 'failover_on_backend_shutdown' : 'failover_on_backend_error'} is off)`,
+      );
       return false;
     }
-    this.log.info({ node: nodeId, kind }, `backend error on node ${nodeId} (${kind}): checking the node before any failover`);
+    this.log.info(
+      { node: nodeId, kind },
+      `backend error on node ${nodeId} (${kind}): checking the node before any failover`,
+    );
     try {
       const r = await this.checkNode(nodeId, 'backend error');
       return !r.ok && this.nodes.get(nodeId)?.status === 'down';
@@ -335,7 +373,11 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
       try {
         while (this.sessionsOnNode(id) > 0) {
           if (this.stopped) throw new ClusterError('STOPPED', 'pgrelay is stopping');
-          if (Date.now() >= deadline) throw new ClusterError('TIMEOUT', `node ${id} still has ${this.sessionsOnNode(id)} session(s) after waiting; not detached`);
+          if (Date.now() >= deadline)
+            throw new ClusterError(
+              'TIMEOUT',
+              `node ${id} still has ${this.sessionsOnNode(id)} session(s) after waiting; not detached`,
+            );
           await this.sleep(200);
         }
       } finally {
@@ -356,10 +398,15 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
    */
   async promote(id: number, o: { switchover?: boolean } = {}): Promise<OperationResult> {
     const n = this.requireNode(id);
-    if (n.status !== 'up' && n.status !== 'waiting') throw new ClusterError('INVALID_STATE', `node ${id} is ${n.status}; only an up or waiting node can be promoted`);
+    if (n.status !== 'up' && n.status !== 'waiting')
+      throw new ClusterError('INVALID_STATE', `node ${id} is ${n.status}; only an up or waiting node can be promoted`);
     if (this.nodes.primaryId === id) return this.result(id, false, `node ${id} is already the primary`);
     const old = this.nodes.primaryId;
-    if (o.switchover && (old < 0 || !this.nodes.primaryNode())) throw new ClusterError('NO_PRIMARY', 'switchover needs a current primary to detach; use promote without switchover');
+    if (o.switchover && (old < 0 || !this.nodes.primaryNode()))
+      throw new ClusterError(
+        'NO_PRIMARY',
+        'switchover needs a current primary to detach; use promote without switchover',
+      );
     await this.serial(async () => {
       if (old >= 0 && this.nodes.primaryNode()) {
         if (o.switchover) this.operatorDetached.add(old);
@@ -369,11 +416,22 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
           skipFailoverCommand: !o.switchover,
         });
       } else {
-        await this.degenerate([], `node ${id} promoted by operator`, { promoteId: id, fixedPrimary: id, skipFailoverCommand: true, force: true });
+        await this.degenerate([], `node ${id} promoted by operator`, {
+          promoteId: id,
+          fixedPrimary: id,
+          skipFailoverCommand: true,
+          force: true,
+        });
       }
     });
     const ok = this.nodes.primaryId === id;
-    return this.result(id, ok, ok ? `node ${id} is the primary` : `node ${id} was not found as primary after the switchover (primary: ${this.nodes.primaryId})`);
+    return this.result(
+      id,
+      ok,
+      ok
+        ? `node ${id} is the primary`
+        : `node ${id} was not found as primary after the switchover (primary: ${this.nodes.primaryId})`,
+    );
   }
 
   // ------------------------------------------------------------------ internals: status
@@ -381,7 +439,11 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
   private requireNode(id: number): NodeState {
     if (this.stopped) throw new ClusterError('STOPPED', 'pgrelay is stopping');
     const n = Number.isInteger(id) ? this.nodes.get(id) : undefined;
-    if (!n) throw new ClusterError('NO_SUCH_NODE', `node id ${id} does not exist (${this.nodes.size} backend(s) configured: 0..${this.nodes.size - 1})`);
+    if (!n)
+      throw new ClusterError(
+        'NO_SUCH_NODE',
+        `node id ${id} does not exist (${this.nodes.size} backend(s) configured: 0..${this.nodes.size - 1})`,
+      );
     if (n.status === 'unused') throw new ClusterError('NODE_UNUSED', `node ${id} is not in use`);
     return n;
   }
@@ -400,7 +462,8 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
       if (ev.to.status === 'down') this.emit('node-down', { node: ev.id, reason: ev.reason });
       else if (ev.from.status === 'down') this.emit('node-up', { node: ev.id, reason: ev.reason });
     }
-    if (ev.from.role !== ev.to.role) this.log.info({ node: ev.id, from: ev.from.role, to: ev.to.role, reason: ev.reason }, 'node role changed');
+    if (ev.from.role !== ev.to.role)
+      this.log.info({ node: ev.id, from: ev.from.role, to: ev.to.role, reason: ev.reason }, 'node role changed');
   }
 
   private loadStatusFile(): void {
@@ -410,7 +473,12 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
       const st = readStatusFile(this.statusFile);
       if (st) {
         st.forEach((s, id) => {
-          if (s === 'down' && this.nodes.get(id)) this.nodes.setStatus(id, 'down', `down in ${this.statusFile} (attach it, or start with -D to discard the file)`);
+          if (s === 'down' && this.nodes.get(id))
+            this.nodes.setStatus(
+              id,
+              'down',
+              `down in ${this.statusFile} (attach it, or start with -D to discard the file)`,
+            );
         });
       }
     }
@@ -424,7 +492,8 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
         this.nodes.all().map((n) => n.status),
       );
     } catch (e) {
-      if (!this.statusWriteWarned) this.log.warn({ file: this.statusFile, err: (e as Error).message }, 'could not write the pgpool_status file');
+      if (!this.statusWriteWarned)
+        this.log.warn({ file: this.statusFile, err: (e as Error).message }, 'could not write the pgpool_status file');
       this.statusWriteWarned = true;
     }
   }
@@ -445,7 +514,9 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
   }
 
   private track(p: Promise<unknown>): void {
-    const q = p.catch((e: unknown) => this.log.error({ err: (e as Error)?.stack ?? String(e) }, 'cluster manager task failed'));
+    const q = p.catch((e: unknown) =>
+      this.log.error({ err: (e as Error)?.stack ?? String(e) }, 'cluster manager task failed'),
+    );
     this.background.add(q);
     void q.finally(() => this.background.delete(q));
   }
@@ -490,16 +561,36 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
     const n = this.nodes.get(id);
     if (!n) return { ok: false, retries: 0, durationMs: 0, error: 'no such node' };
     const hc = this.hcConfig(id);
-    const r = await healthCheckWithRetries(n, hc, this.hcCredentials(hc), () => !this.stopped && n.status !== 'down', (ms) => this.sleep(ms));
+    const r = await healthCheckWithRetries(
+      n,
+      hc,
+      this.hcCredentials(hc),
+      () => !this.stopped && n.status !== 'down',
+      (ms) => this.sleep(ms),
+    );
     if (this.stopped || r.error === 'aborted') return r;
     this.stats[id]?.checked(r.ok, r.retries, r.durationMs);
-    this.emit('healthcheck', { node: id, ok: r.ok, durationMs: r.durationMs, retries: r.retries, trigger, error: r.error });
+    this.emit('healthcheck', {
+      node: id,
+      ok: r.ok,
+      durationMs: r.durationMs,
+      retries: r.retries,
+      trigger,
+      error: r.error,
+    });
     if (r.ok) {
-      if (r.retries > 0) this.log.info({ node: id, retries: r.retries }, `health check of node ${id} succeeded after ${r.retries} retr${r.retries === 1 ? 'y' : 'ies'}`);
+      if (r.retries > 0)
+        this.log.info(
+          { node: id, retries: r.retries },
+          `health check of node ${id} succeeded after ${r.retries} retr${r.retries === 1 ? 'y' : 'ies'}`,
+        );
       return r;
     }
     if (n.status === 'down') return r;
-    this.log.warn({ node: id, host: n.host, port: n.port, retries: r.retries, err: r.error, trigger }, `health check failed on node ${id}`);
+    this.log.warn(
+      { node: id, host: n.host, port: n.port, retries: r.retries, err: r.error, trigger },
+      `health check failed on node ${id}`,
+    );
     if (!n.config.allow_to_failover) {
       this.log.warn({ node: id }, `node ${id} failed but has DISALLOW_TO_FAILOVER: not failing over`);
       return r;
@@ -539,14 +630,19 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
     for (const r of res) {
       if (!r.ok) continue;
       answered?.add(r.n.id);
-      if (phase === 'start-up' && r.n.status === 'waiting') this.nodes.setStatus(r.n.id, 'up', 'answered the primary search at start-up');
+      if (phase === 'start-up' && r.n.status === 'waiting')
+        this.nodes.setStatus(r.n.id, 'up', 'answered the primary search at start-up');
       if (r.rec) this.log.info({ node: r.n.id }, `find_primary_node: standby node is ${r.n.id}`);
     }
     if (always) return always.id;
     const primaries = res.filter((r) => r.ok && !r.rec && (r.n.status === 'up' || r.n.status === 'waiting'));
     const p = primaries[0]?.n.id ?? -1;
     if (p >= 0) this.log.info({ node: p }, `find_primary_node: primary node is ${p}`);
-    if (primaries.length > 1) this.log.warn({ nodes: primaries.map((x) => x.n.id) }, 'more than one node is not in recovery (false primary?); using the lowest id');
+    if (primaries.length > 1)
+      this.log.warn(
+        { nodes: primaries.map((x) => x.n.id) },
+        'more than one node is not in recovery (false primary?); using the lowest id',
+      );
     return p;
   }
 
@@ -566,7 +662,14 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
 
   // ------------------------------------------------------------------ failover / failback
 
-  private async runCommand(kind: CommandEvent['kind'], template: string, nodeId: number, newMainId: number, oldMainId: number, oldPrimaryId: number): Promise<CommandResult | undefined> {
+  private async runCommand(
+    kind: CommandEvent['kind'],
+    template: string,
+    nodeId: number,
+    newMainId: number,
+    oldMainId: number,
+    oldPrimaryId: number,
+  ): Promise<CommandResult | undefined> {
     if (!template.trim() || this.stopped) return undefined;
     const node = this.nodes.get(nodeId);
     if (!node) return undefined;
@@ -580,7 +683,16 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
     });
     this.log.info({ node: nodeId, kind, command }, `executing ${kind}`);
     const r = await runShellCommand(command, this.opts.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS);
-    const fields = { node: nodeId, kind, code: r.code, signal: r.signal, timedOut: r.timedOut, durationMs: r.durationMs, stdout: r.stdout.trim().slice(0, 4000), stderr: r.stderr.trim().slice(0, 4000) };
+    const fields = {
+      node: nodeId,
+      kind,
+      code: r.code,
+      signal: r.signal,
+      timedOut: r.timedOut,
+      durationMs: r.durationMs,
+      stdout: r.stdout.trim().slice(0, 4000),
+      stderr: r.stderr.trim().slice(0, 4000),
+    };
     if (r.code === 0) this.log.info(fields, `${kind} finished`);
     else this.log.error(fields, r.timedOut ? `${kind} timed out and was killed` : `${kind} failed`);
     this.emit('command', { ...r, kind, node: nodeId });
@@ -592,7 +704,11 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
    * fixedPrimary: the new primary is known (pcp_promote_node without -s), no
    * search. skipFailoverCommand: do not run failover_command.
    */
-  private async degenerate(ids: number[], reason: string, o: { promoteId?: number; fixedPrimary?: number; skipFailoverCommand?: boolean; force?: boolean } = {}): Promise<void> {
+  private async degenerate(
+    ids: number[],
+    reason: string,
+    o: { promoteId?: number; fixedPrimary?: number; skipFailoverCommand?: boolean; force?: boolean } = {},
+  ): Promise<void> {
     if (this.stopped) return;
     const cfg = this.getConfig();
     const failed = ids.filter((id) => {
@@ -605,26 +721,39 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
     const oldPrimary = this.nodes.primaryId;
     const oldMain = mainNodeId(all);
     const failedSet = new Set(failed);
-    const primaryFailed = (oldPrimary >= 0 && failedSet.has(oldPrimary)) || o.fixedPrimary !== undefined || o.promoteId !== undefined;
+    const primaryFailed =
+      (oldPrimary >= 0 && failedSet.has(oldPrimary)) || o.fixedPrimary !== undefined || o.promoteId !== undefined;
     const newMain = newMainCandidate(all, failedSet, o.promoteId);
     const start: FailoverStartEvent = { failed, reason, oldPrimary, primaryFailed };
     if (primaryFailed) this.inProgress = true;
     this.emit('failover-start', start);
-    this.log.warn({ failed, reason, oldPrimary, newMain }, primaryFailed ? 'failover: primary node going down' : `failover: node${failed.length > 1 ? 's' : ''} ${failed.join(',')} going down`);
+    this.log.warn(
+      { failed, reason, oldPrimary, newMain },
+      primaryFailed
+        ? 'failover: primary node going down'
+        : `failover: node${failed.length > 1 ? 's' : ''} ${failed.join(',')} going down`,
+    );
     for (const id of failed) this.nodes.setStatus(id, 'down', reason);
     if (oldPrimary >= 0 && failedSet.has(oldPrimary)) this.nodes.setPrimary(-1, reason);
 
     let newPrimary = this.nodes.primaryId;
     try {
-      if (!o.skipFailoverCommand) for (const id of failed) await this.runCommand('failover_command', cfg.failover_command, id, newMain, oldMain, oldPrimary);
+      if (!o.skipFailoverCommand)
+        for (const id of failed)
+          await this.runCommand('failover_command', cfg.failover_command, id, newMain, oldMain, oldPrimary);
       if (primaryFailed) {
         if (o.fixedPrimary !== undefined) newPrimary = o.fixedPrimary;
         else {
           const live = this.nodes.all().filter((n) => n.status === 'up' || n.status === 'waiting');
           newPrimary = live.length === 0 ? -1 : await this.searchPrimary(cfg.search_primary_node_timeout);
         }
-        if (newPrimary >= 0) this.nodes.setPrimary(newPrimary, o.fixedPrimary !== undefined ? reason : 'primary search after failover');
-        else this.log.error({ timeout: cfg.search_primary_node_timeout }, 'failover: no new primary found; writes fail until one appears (the sr check keeps looking)');
+        if (newPrimary >= 0)
+          this.nodes.setPrimary(newPrimary, o.fixedPrimary !== undefined ? reason : 'primary search after failover');
+        else
+          this.log.error(
+            { timeout: cfg.search_primary_node_timeout },
+            'failover: no new primary found; writes fail until one appears (the sr check keeps looking)',
+          );
 
         // follow_primary_command: pgpool detaches every node but the new primary and runs the command once per node.
         if (newPrimary >= 0 && cfg.follow_primary_command.trim()) {
@@ -633,14 +762,26 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
             if (n.id === newPrimary || n.status === 'unused') continue;
             if (n.status !== 'down') {
               this.followDetached.add(n.id);
-              this.nodes.setStatus(n.id, 'down', `detached for follow_primary_command (new primary: node ${newPrimary})`);
+              this.nodes.setStatus(
+                n.id,
+                'down',
+                `detached for follow_primary_command (new primary: node ${newPrimary})`,
+              );
             }
             follow.push(n.id);
           }
           const oldMainNow = oldMain;
           this.track(
             (async () => {
-              for (const id of follow) await this.runCommand('follow_primary_command', cfg.follow_primary_command, id, newPrimary, oldMainNow, oldPrimary);
+              for (const id of follow)
+                await this.runCommand(
+                  'follow_primary_command',
+                  cfg.follow_primary_command,
+                  id,
+                  newPrimary,
+                  oldMainNow,
+                  oldPrimary,
+                );
             })(),
           );
         }
@@ -656,13 +797,20 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
   /** Attach a down node (status waiting) and run failback_command. Runs inside serial(). */
   private async doFailback(id: number, reason: string): Promise<void> {
     const n = this.nodes.get(id);
-    if (!n || n.status !== 'down') return;
+    if (n?.status !== 'down') return;
     const cfg = this.getConfig();
     const oldMain = this.nodes.mainNodeId();
     this.lastFailback.set(id, Date.now());
     this.followDetached.delete(id);
     this.nodes.setStatus(id, 'waiting', reason);
-    await this.runCommand('failback_command', cfg.failback_command, id, this.nodes.mainNodeId(), oldMain, this.nodes.primaryId);
+    await this.runCommand(
+      'failback_command',
+      cfg.failback_command,
+      id,
+      this.nodes.mainNodeId(),
+      oldMain,
+      this.nodes.primaryId,
+    );
     if (this.nodes.primaryId < 0 || n.config.always_primary) {
       const p = await this.searchRound();
       if (p >= 0 && p !== this.nodes.primaryId) this.nodes.setPrimary(p, `primary search after attaching node ${id}`);
@@ -753,7 +901,9 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
 
     const isLive = (n: NodeState): boolean => n.status === 'up' || n.status === 'waiting';
     // Late primary detection / false primaries.
-    const notInRecovery = nodes.filter((n) => isLive(n) && samples.get(n.id)?.ok && samples.get(n.id)?.inRecovery === false);
+    const notInRecovery = nodes.filter(
+      (n) => isLive(n) && samples.get(n.id)?.ok && samples.get(n.id)?.inRecovery === false,
+    );
     if (notInRecovery.length > 1) this.handleFalsePrimaries(notInRecovery, samples, cfg.detach_false_primary);
     if (this.nodes.primaryId < 0 && !this.inProgress) {
       const always = nodes.find((n) => isLive(n) && n.config.always_primary);
@@ -777,15 +927,23 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
     for (const n of nodes) {
       const s = samples.get(n.id);
       if (primary && n.id === primary.id) {
-        this.nodes.setReplication(n.id, { delayBytes: 0, delaySeconds: 0, replicationState: '', replicationSyncState: '' });
+        this.nodes.setReplication(n.id, {
+          delayBytes: 0,
+          delaySeconds: 0,
+          replicationState: '',
+          replicationSyncState: '',
+        });
       } else if (n.status !== 'unused') {
-        const row = n.config.application_name ? repl.find((r) => r.application_name === n.config.application_name) : undefined;
+        const row = n.config.application_name
+          ? repl.find((r) => r.application_name === n.config.application_name)
+          : undefined;
         const lsn = parseLsn(s?.lsn);
         const upd: Parameters<NodeTable['setReplication']>[1] = {
           replicationState: row?.state ?? '',
           replicationSyncState: row?.sync_state ?? '',
         };
-        if (isLive(n) && primaryLsn !== undefined && lsn !== undefined) upd.delayBytes = Number(primaryLsn > lsn ? primaryLsn - lsn : 0n);
+        if (isLive(n) && primaryLsn !== undefined && lsn !== undefined)
+          upd.delayBytes = Number(primaryLsn > lsn ? primaryLsn - lsn : 0n);
         if (row) upd.delaySeconds = row.lag_us ? Number(row.lag_us) / 1e6 : 0;
         this.nodes.setReplication(n.id, upd);
         if (isLive(n) && primary && s?.ok) this.logStandbyDelay(n, primary.id, cfg, byTime);
@@ -812,14 +970,22 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
   private logStandbyDelay(n: NodeState, primaryId: number, cfg: Config, byTime: boolean): void {
     const mode = cfg.log_standby_delay;
     if (mode === 'none') return;
-    const over = byTime ? n.delaySeconds * 1000 > cfg.delay_threshold_by_time : cfg.delay_threshold > 0 && n.delayBytes > cfg.delay_threshold;
+    const over = byTime
+      ? n.delaySeconds * 1000 > cfg.delay_threshold_by_time
+      : cfg.delay_threshold > 0 && n.delayBytes > cfg.delay_threshold;
     if (mode === 'if_over_threshold' && !over) return;
     if (mode === 'always' && !over && (byTime ? n.delaySeconds : n.delayBytes) === 0) return;
     if (byTime) {
       const unit = n.delaySeconds >= 2 ? 'seconds' : 'second';
-      this.log.info({ node: n.id, primary: primaryId, delaySeconds: n.delaySeconds }, `Replication of node: ${n.id} is behind ${n.delaySeconds.toFixed(6)} ${unit} from the primary server (node: ${primaryId})`);
+      this.log.info(
+        { node: n.id, primary: primaryId, delaySeconds: n.delaySeconds },
+        `Replication of node: ${n.id} is behind ${n.delaySeconds.toFixed(6)} ${unit} from the primary server (node: ${primaryId})`,
+      );
     } else {
-      this.log.info({ node: n.id, primary: primaryId, delayBytes: n.delayBytes }, `Replication of node: ${n.id} is behind ${n.delayBytes} bytes from the primary server (node: ${primaryId})`);
+      this.log.info(
+        { node: n.id, primary: primaryId, delayBytes: n.delayBytes },
+        `Replication of node: ${n.id} is behind ${n.delayBytes} bytes from the primary server (node: ${primaryId})`,
+      );
     }
   }
 
@@ -836,18 +1002,31 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
     if (votes.size === 0) keep = cands.map((c) => c.id).sort((a, b) => a - b)[0] as number;
     else if (votes.size === 1) keep = [...votes.keys()][0] as number;
     else {
-      if (Date.now() - this.falsePrimaryWarnedAt > 60_000) this.log.warn({ nodes: cands.map((c) => c.id), votes: Object.fromEntries(votes) }, 'several primaries have streaming standbys; cannot tell the true primary, nothing detached');
+      if (Date.now() - this.falsePrimaryWarnedAt > 60_000)
+        this.log.warn(
+          { nodes: cands.map((c) => c.id), votes: Object.fromEntries(votes) },
+          'several primaries have streaming standbys; cannot tell the true primary, nothing detached',
+        );
       this.falsePrimaryWarnedAt = Date.now();
       return;
     }
     const others = cands.filter((c) => c.id !== keep && !c.config.always_primary).map((c) => c.id);
     if (others.length === 0) return;
     if (!detach) {
-      if (Date.now() - this.falsePrimaryWarnedAt > 60_000) this.log.warn({ primary: keep, falsePrimaries: others }, 'false primary detected (detach_false_primary is off)');
+      if (Date.now() - this.falsePrimaryWarnedAt > 60_000)
+        this.log.warn(
+          { primary: keep, falsePrimaries: others },
+          'false primary detected (detach_false_primary is off)',
+        );
       this.falsePrimaryWarnedAt = Date.now();
       return;
     }
-    if (this.nodes.primaryId !== keep && !this.inProgress && this.nodes.primaryId >= 0 && others.includes(this.nodes.primaryId)) {
+    if (
+      this.nodes.primaryId !== keep &&
+      !this.inProgress &&
+      this.nodes.primaryId >= 0 &&
+      others.includes(this.nodes.primaryId)
+    ) {
       // Our primary is the false one: switch the view before detaching it.
       this.nodes.setPrimary(keep, 'detach_false_primary: the standbys follow this node');
     }
@@ -858,13 +1037,20 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
   /** auto_failback: a down standby that streams from the current primary comes back. */
   private async autoFailback(primary: NodeState, samples: Map<number, NodeSample>, cfg: Config): Promise<void> {
     const repl = new Map<string, string>();
-    for (const n of this.nodes.all()) if (n.config.application_name) repl.set(n.config.application_name, n.replicationState);
+    for (const n of this.nodes.all())
+      if (n.config.application_name) repl.set(n.config.application_name, n.replicationState);
     for (const n of this.nodes.all()) {
       if (n.status !== 'down' || n.id === primary.id || this.operatorDetached.has(n.id)) continue;
       const s = samples.get(n.id);
       if (s?.ok && s.inRecovery === false) continue; // a primary of its own: never attach
       const viaPrimary = n.config.application_name !== '' && n.replicationState === 'streaming';
-      const viaReceiver = !!s?.ok && s.inRecovery === true && s.wrStatus === 'streaming' && !!s.wrHost && sameHost(s.wrHost, primary.host) && s.wrPort === primary.port;
+      const viaReceiver =
+        !!s?.ok &&
+        s.inRecovery === true &&
+        s.wrStatus === 'streaming' &&
+        !!s.wrHost &&
+        sameHost(s.wrHost, primary.host) &&
+        s.wrPort === primary.port;
       if (!viaPrimary && !viaReceiver) continue;
       const last = this.lastFailback.get(n.id);
       if (last !== undefined && Date.now() - last < cfg.auto_failback_interval * 1000) continue;
@@ -874,7 +1060,9 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
       } catch {
         continue;
       }
-      const why = this.followDetached.has(n.id) ? 'auto_failback: streaming from the new primary after follow_primary_command' : 'auto_failback: streaming from the primary again';
+      const why = this.followDetached.has(n.id)
+        ? 'auto_failback: streaming from the new primary after follow_primary_command'
+        : 'auto_failback: streaming from the primary again';
       await this.serial(() => this.doFailback(n.id, why));
     }
   }

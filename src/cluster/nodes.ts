@@ -110,7 +110,10 @@ export class NodeTable extends EventEmitter {
   }
 
   /** Replication fields measured by the sr check (no event; 'srcheck' on the ClusterManager signals a new cycle). */
-  setReplication(id: number, r: Partial<Pick<NodeState, 'delayBytes' | 'delaySeconds' | 'replicationState' | 'replicationSyncState'>>): void {
+  setReplication(
+    id: number,
+    r: Partial<Pick<NodeState, 'delayBytes' | 'delaySeconds' | 'replicationState' | 'replicationSyncState'>>,
+  ): void {
     const n = this.nodes[id];
     if (!n) return;
     if (r.delayBytes !== undefined) n.delayBytes = r.delayBytes;

@@ -92,7 +92,8 @@ export function parseConfigText(text: string, fileName: string): ParseResult {
   for (let n = 0; n < lines.length; n++) {
     const lineNo = n + 1;
     const line = lines[n]!;
-    const isWs = (ch: string | undefined): boolean => ch === ' ' || ch === '\t' || ch === '\r' || ch === '\f' || ch === '\v';
+    const isWs = (ch: string | undefined): boolean =>
+      ch === ' ' || ch === '\t' || ch === '\r' || ch === '\f' || ch === '\v';
     let i = 0;
     const skipWs = (): void => {
       while (i < line.length && isWs(line[i])) i++;
@@ -167,7 +168,10 @@ export function parseConfigText(text: string, fileName: string): ParseResult {
     }
     skipWs();
     if (i < line.length && line[i] !== '#') {
-      err(key, `syntax error near "${line.slice(i).trim()}" in value of parameter "${key}" (quote values containing spaces)`);
+      err(
+        key,
+        `syntax error near "${line.slice(i).trim()}" in value of parameter "${key}" (quote values containing spaces)`,
+      );
       continue;
     }
     entries.push({ key, value, line: lineNo });
@@ -192,24 +196,31 @@ function unitWords(u: ParamUnit): string {
 
 function unitName(u: ParamUnit): string {
   switch (u) {
-    case 'ms': return 'milliseconds';
-    case 's': return 'seconds';
-    case 'min': return 'minutes';
-    case 'B': return 'bytes';
-    case 'kB': return 'kilobytes';
+    case 'ms':
+      return 'milliseconds';
+    case 's':
+      return 'seconds';
+    case 'min':
+      return 'minutes';
+    case 'B':
+      return 'bytes';
+    case 'kB':
+      return 'kilobytes';
   }
 }
 
 /** Parse a number as strtol(base 0)/strtod would, plus an optional unit. */
 function parseNumberWithUnit(raw: string): { num: number; unit: string } | undefined {
-  const m = /^\s*([+-]?)(0[xX][0-9a-fA-F]+|\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)\s*$/.exec(raw);
+  const m =
+    /^\s*([+-]?)(0[xX][0-9a-fA-F]+|\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)\s*([A-Za-z]*)\s*$/.exec(raw);
   if (!m) return undefined;
   const sign = m[1] === '-' ? -1 : 1;
   const body = m[2]!;
   let num: number;
   if (/^0[xX]/.test(body)) num = parseInt(body.slice(2), 16);
   else if (/^0[0-7]+$/.test(body)) num = parseInt(body, 8);
-  else if (/^0\d+$/.test(body)) return undefined; // invalid octal, as strtol would stop at 8/9
+  else if (/^0\d+$/.test(body))
+    return undefined; // invalid octal, as strtol would stop at 8/9
   else num = Number(body);
   if (!Number.isFinite(num)) return undefined;
   return { num: sign * num, unit: m[3]! };
@@ -280,7 +291,8 @@ function splitRegexList(s: string): string[] {
 }
 
 function splitList(def: ParamDef, raw: string): string[] {
-  const parts = def.name === 'primary_routing_query_pattern_list' ? splitRegexList(raw) : raw.split(def.separator ?? ',');
+  const parts =
+    def.name === 'primary_routing_query_pattern_list' ? splitRegexList(raw) : raw.split(def.separator ?? ',');
   return parts.map((p) => p.trim()).filter((p) => p !== '');
 }
 
@@ -289,7 +301,10 @@ const REDIRECT_ENTRY = /^(.+):\s*(primary|standby|\d+)\s*(\(\s*(\d+(\.\d*)?|\.\d
 function validateString(def: ParamDef, value: string): string | undefined {
   switch (def.name) {
     case 'log_destination': {
-      const parts = value.split(',').map((s) => s.trim()).filter((s) => s !== '');
+      const parts = value
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '');
       if (parts.length === 0 || parts.some((p) => !['stdout', 'stderr', 'file', 'syslog'].includes(p))) {
         return 'stdout, stderr, file (<logdir>/pgrelay.log) or syslog (written to stdout)';
       }
@@ -341,7 +356,11 @@ function parseBackendFlag(raw: string): BackendFlags | string {
 }
 
 /** Parse one raw value for a parameter. Returns an error message (without location) on failure. */
-export function parseParamValue(def: ParamDef, raw: string, displayName: string = def.name): { value: ParamValue } | { error: string } {
+export function parseParamValue(
+  def: ParamDef,
+  raw: string,
+  displayName: string = def.name,
+): { value: ParamValue } | { error: string } {
   const bad = (expected: string): { error: string } => ({
     error: `invalid value for parameter "${displayName}": "${raw}" (expected ${expected})`,
   });
@@ -369,7 +388,9 @@ export function parseParamValue(def: ParamDef, raw: string, displayName: string 
     case 'string': {
       if (def.backendField === 'flag') {
         const f = parseBackendFlag(raw);
-        return typeof f === 'string' ? { error: `invalid value for parameter "${displayName}": "${raw}": ${f}` } : { value: raw };
+        return typeof f === 'string'
+          ? { error: `invalid value for parameter "${displayName}": "${raw}": ${f}` }
+          : { value: raw };
       }
       const exp = validateString(def, raw);
       return exp ? bad(exp) : { value: raw };
@@ -395,10 +416,10 @@ export function defaultConfig(): Config {
   const c: Record<string, unknown> = { config_file: '' };
   for (const p of PARAMS) if (p.scope === 'global') c[p.name] = cloneValue(p.default);
   const hc = defaultHealthCheck();
-  c['health_check'] = hc;
-  c['health_check_per_node'] = [];
-  c['backends'] = [];
-  c['connect_timeout'] = hc.connect_timeout;
+  c.health_check = hc;
+  c.health_check_per_node = [];
+  c.backends = [];
+  c.connect_timeout = hc.connect_timeout;
   return c as unknown as Config;
 }
 
@@ -474,20 +495,30 @@ export function loadConfigDetailed(opts: LoadOptions): LoadResult {
     };
     if (key === 'backend_clustering_mode') {
       if (entry.value.trim().toLowerCase() !== 'streaming_replication') {
-        fail(`invalid value for parameter "backend_clustering_mode": "${entry.value}" (pgrelay supports streaming_replication only)`);
+        fail(
+          `invalid value for parameter "backend_clustering_mode": "${entry.value}" (pgrelay supports streaming_replication only)`,
+        );
       }
       return;
     }
     if (key === 'replication_mode') {
       const b = parseBool(entry.value);
-      if (b === undefined) fail(`invalid value for parameter "replication_mode": "${entry.value}" (expected a boolean)`);
-      else if (b) fail('replication_mode = on (native replication) is not supported: pgrelay supports streaming_replication only');
+      if (b === undefined)
+        fail(`invalid value for parameter "replication_mode": "${entry.value}" (expected a boolean)`);
+      else if (b)
+        fail(
+          'replication_mode = on (native replication) is not supported: pgrelay supports streaming_replication only',
+        );
       return;
     }
     if (key === 'master_slave_mode' || key === 'master_slave_sub_mode') {
-      const extra = key === 'master_slave_sub_mode' && entry.value.trim().toLowerCase() !== 'stream'
-        ? ` (value "${entry.value}" ignored: pgrelay supports streaming replication only)` : '';
-      warn(`${loc}: parameter "${key}" is deprecated and ignored; pgrelay always runs in streaming replication mode${extra}`);
+      const extra =
+        key === 'master_slave_sub_mode' && entry.value.trim().toLowerCase() !== 'stream'
+          ? ` (value "${entry.value}" ignored: pgrelay supports streaming replication only)`
+          : '';
+      warn(
+        `${loc}: parameter "${key}" is deprecated and ignored; pgrelay always runs in streaming replication mode${extra}`,
+      );
       return;
     }
     const r = resolveParamName(key);
@@ -542,7 +573,12 @@ export function loadConfigDetailed(opts: LoadOptions): LoadResult {
       text = readFileSync(configFile, 'utf8');
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code ?? String(e);
-      errors.push({ file: opts.file, line: 0, key: '', message: `could not open configuration file "${configFile}": ${code}` });
+      errors.push({
+        file: opts.file,
+        line: 0,
+        key: '',
+        message: `could not open configuration file "${configFile}": ${code}`,
+      });
     }
     if (text !== undefined) {
       const parsed = parseConfigText(text, opts.file);
@@ -555,7 +591,8 @@ export function loadConfigDetailed(opts: LoadOptions): LoadResult {
   (opts.set ?? []).forEach(([k, v], idx) => {
     const key = k.trim().toLowerCase();
     let value = v;
-    if (value.length >= 2 && value.startsWith("'") && value.endsWith("'")) value = value.slice(1, -1).replace(/''/g, "'");
+    if (value.length >= 2 && value.startsWith("'") && value.endsWith("'"))
+      value = value.slice(1, -1).replace(/''/g, "'");
     if (!KEY_RE.test(key) || KEY_RE.exec(key)![0] !== key) {
       errors.push({ file: COMMAND_LINE, line: idx + 1, key, message: `invalid parameter name "${k}"` });
       return;
@@ -565,7 +602,7 @@ export function loadConfigDetailed(opts: LoadOptions): LoadResult {
 
   // ---- build
   const c = defaultConfig() as unknown as Record<string, unknown>;
-  c['config_file'] = configFile;
+  c.config_file = configFile;
   const resolvePath = (v: string, base: string): string => (v === '' || path.isAbsolute(v) ? v : path.resolve(base, v));
   for (const p of PARAMS) {
     if (p.scope !== 'global') continue;
@@ -576,15 +613,20 @@ export function loadConfigDetailed(opts: LoadOptions): LoadResult {
   }
   const hc = defaultHealthCheck() as unknown as Record<string, ParamValue>;
   for (const [f, s] of hcGlobal) hc[f] = s.value;
-  c['health_check'] = hc;
-  c['connect_timeout'] = hc['connect_timeout'];
+  c.health_check = hc;
+  c.connect_timeout = hc.connect_timeout;
 
   // backends
   const backends: BackendConfig[] = [];
   if (opts.backends) {
     opts.backends.forEach((b, id) => {
       if (!Number.isInteger(b.port) || b.port < 1 || b.port > 65535) {
-        errors.push({ file: COMMAND_LINE, line: id + 1, key: `backend_port${id}`, message: `invalid backend port ${b.port} for ${b.hostname} (expected 1..65535)` });
+        errors.push({
+          file: COMMAND_LINE,
+          line: id + 1,
+          key: `backend_port${id}`,
+          message: `invalid backend port ${b.port} for ${b.hostname} (expected 1..65535)`,
+        });
       }
       backends.push({
         id,
@@ -607,9 +649,13 @@ export function loadConfigDetailed(opts: LoadOptions): LoadResult {
         continue;
       }
       // first line (in file order) that mentions this node
-      const first = [...m.values()].sort((a, b) => (a.src.file === b.src.file ? a.src.line - b.src.line : a.src.file === COMMAND_LINE ? 1 : -1))[0]!;
+      const first = [...m.values()].sort((a, b) =>
+        a.src.file === b.src.file ? a.src.line - b.src.line : a.src.file === COMMAND_LINE ? 1 : -1,
+      )[0]!;
       errors.push({
-        file: first.src.file, line: first.src.line, key: first.src.key,
+        file: first.src.file,
+        line: first.src.line,
+        key: first.src.key,
         message: `"${first.src.key}" is set but backend_hostname${id} is not`,
       });
     }
@@ -618,7 +664,9 @@ export function loadConfigDetailed(opts: LoadOptions): LoadResult {
       if (hostIds[expect] !== expect) {
         const s = backendKeys.get(hostIds[expect]!)!.get('hostname')!;
         errors.push({
-          file: s.src.file, line: s.src.line, key: s.src.key,
+          file: s.src.file,
+          line: s.src.line,
+          key: s.src.key,
           message: `backend_hostname${expect} is missing: backend node ids must be contiguous from 0 (found "${s.src.key}")`,
         });
         break;
@@ -642,8 +690,8 @@ export function loadConfigDetailed(opts: LoadOptions): LoadResult {
       });
     }
   }
-  c['backends'] = backends;
-  c['health_check_per_node'] = backends.map((b) => {
+  c.backends = backends;
+  c.health_check_per_node = backends.map((b) => {
     const node: Record<string, ParamValue> = { ...hc };
     for (const [f, s] of hcNode.get(b.id) ?? []) node[f] = s.value;
     return node as unknown as HealthCheckConfig;
@@ -656,8 +704,20 @@ export function loadConfigDetailed(opts: LoadOptions): LoadResult {
 // ---------------------------------------------------------------------------
 // Formatting (PGPOOL SHOW)
 
-const SHOW_TIME_UNITS: ReadonlyArray<[string, number]> = [['d', 86400000], ['h', 3600000], ['min', 60000], ['s', 1000], ['ms', 1]];
-const SHOW_MEMORY_UNITS: ReadonlyArray<[string, number]> = [['TB', 1024 ** 4], ['GB', 1024 ** 3], ['MB', 1024 ** 2], ['kB', 1024], ['B', 1]];
+const SHOW_TIME_UNITS: ReadonlyArray<[string, number]> = [
+  ['d', 86400000],
+  ['h', 3600000],
+  ['min', 60000],
+  ['s', 1000],
+  ['ms', 1],
+];
+const SHOW_MEMORY_UNITS: ReadonlyArray<[string, number]> = [
+  ['TB', 1024 ** 4],
+  ['GB', 1024 ** 3],
+  ['MB', 1024 ** 2],
+  ['kB', 1024],
+  ['B', 1],
+];
 
 /** PostgreSQL/pgpool SHOW style: the largest unit that represents the value exactly. */
 function formatWithUnit(v: number, unit: ParamUnit): string {
@@ -726,13 +786,15 @@ function groupRows(c: Config, group: 'backend' | 'health_check'): ShowRow[] {
   const defs = PARAMS.filter((p) => p.scope === group);
   const rows: ShowRow[] = [];
   if (group === 'health_check') {
-    for (const d of defs) rows.push({ item: d.name, value: formatValue(d, rawParamValue(c, d, -1)!, true), description: d.description });
+    for (const d of defs)
+      rows.push({ item: d.name, value: formatValue(d, rawParamValue(c, d, -1)!, true), description: d.description });
   }
   const n = group === 'backend' ? c.backends.length : c.health_check_per_node.length;
   for (let i = 0; i < n; i++) {
     for (const d of defs) {
       const v = rawParamValue(c, d, i);
-      if (v !== undefined) rows.push({ item: `${d.name}${i}`, value: formatValue(d, v, true), description: d.description });
+      if (v !== undefined)
+        rows.push({ item: `${d.name}${i}`, value: formatValue(d, v, true), description: d.description });
     }
   }
   return rows;
@@ -762,11 +824,13 @@ export function showParamRows(c: Config, what: string): ShowRow[] | undefined {
   if (!r || r.def.scope === 'global' || r.index >= 0) return undefined;
   const d = r.def;
   const rows: ShowRow[] = [];
-  if (d.scope === 'health_check') rows.push({ item: d.name, value: formatValue(d, rawParamValue(c, d, -1)!, true), description: d.description });
+  if (d.scope === 'health_check')
+    rows.push({ item: d.name, value: formatValue(d, rawParamValue(c, d, -1)!, true), description: d.description });
   const n = d.scope === 'backend' ? c.backends.length : c.health_check_per_node.length;
   for (let i = 0; i < n; i++) {
     const v = rawParamValue(c, d, i);
-    if (v !== undefined) rows.push({ item: `${d.name}${i}`, value: formatValue(d, v, true), description: d.description });
+    if (v !== undefined)
+      rows.push({ item: `${d.name}${i}`, value: formatValue(d, v, true), description: d.description });
   }
   return rows;
 }
@@ -810,7 +874,12 @@ export function diffConfigs(oldC: Config, newC: Config): { changed: string[]; re
     const def = (x ?? y)!.def;
     const index = (x ?? y)!.index;
     if (def.context === 'restart') restartRequired.push(name);
-    else if (def.scope === 'backend' && x && (def.backendField === 'hostname' || def.backendField === 'port') && index < oldC.backends.length) {
+    else if (
+      def.scope === 'backend' &&
+      x &&
+      (def.backendField === 'hostname' || def.backendField === 'port') &&
+      index < oldC.backends.length
+    ) {
       restartRequired.push(name);
     }
   }

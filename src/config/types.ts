@@ -37,7 +37,19 @@ export interface HealthCheckConfig {
 
 export type DisableLbOnWrite = 'off' | 'transaction' | 'trans_transaction' | 'always' | 'dml_adaptive';
 export type LogStandbyDelay = 'none' | 'always' | 'if_over_threshold';
-export type LogLevel = 'debug5' | 'debug4' | 'debug3' | 'debug2' | 'debug1' | 'info' | 'notice' | 'warning' | 'error' | 'log' | 'fatal' | 'panic';
+export type LogLevel =
+  | 'debug5'
+  | 'debug4'
+  | 'debug3'
+  | 'debug2'
+  | 'debug1'
+  | 'info'
+  | 'notice'
+  | 'warning'
+  | 'error'
+  | 'log'
+  | 'fatal'
+  | 'panic';
 
 export interface Config {
   /** File the configuration came from ('' when built from defaults/flags only). */

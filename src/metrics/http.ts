@@ -34,7 +34,13 @@ export interface MetricsServer {
 
 const KNOWN = new Set(['/metrics', '/healthz', '/readyz']);
 
-function send(res: http.ServerResponse, status: number, body: string, contentType = 'text/plain; charset=utf-8', head = false): void {
+function send(
+  res: http.ServerResponse,
+  status: number,
+  body: string,
+  contentType = 'text/plain; charset=utf-8',
+  head = false,
+): void {
   res.writeHead(status, {
     'Content-Type': contentType,
     'Content-Length': Buffer.byteLength(body),
@@ -54,37 +60,41 @@ async function readiness(ready: MetricsServerOptions['ready']): Promise<{ ready:
 }
 
 export function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsServer> {
-  const server = http.createServer({ requestTimeout: 10_000, headersTimeout: 5_000, keepAliveTimeout: 5_000 }, (req, res) => {
-    const path = (req.url ?? '/').split('?', 1)[0]!;
-    const method = req.method ?? 'GET';
-    const head = method === 'HEAD';
-    // no bodies expected: discard whatever comes
-    req.resume();
-    if (!KNOWN.has(path)) {
-      send(res, 404, 'not found\n', undefined, head);
-      return;
-    }
-    if (method !== 'GET' && !head) {
-      res.setHeader('Allow', 'GET, HEAD');
-      send(res, 405, 'method not allowed\n', undefined, false);
-      return;
-    }
-    if (path === '/healthz') {
-      send(res, 200, 'ok\n', undefined, head);
-      return;
-    }
-    if (path === '/readyz') {
-      void readiness(opts.ready).then((r) => {
-        if (r.ready) send(res, 200, 'ready\n', undefined, head);
-        else send(res, 503, `not ready: ${r.reason}\n`, undefined, head);
-      });
-      return;
-    }
-    opts.registry.metrics().then(
-      (text) => send(res, 200, text, opts.registry.contentType, head),
-      (e: unknown) => send(res, 500, `metrics collection failed: ${e instanceof Error ? e.message : String(e)}\n`, undefined, head),
-    );
-  });
+  const server = http.createServer(
+    { requestTimeout: 10_000, headersTimeout: 5_000, keepAliveTimeout: 5_000 },
+    (req, res) => {
+      const path = (req.url ?? '/').split('?', 1)[0]!;
+      const method = req.method ?? 'GET';
+      const head = method === 'HEAD';
+      // no bodies expected: discard whatever comes
+      req.resume();
+      if (!KNOWN.has(path)) {
+        send(res, 404, 'not found\n', undefined, head);
+        return;
+      }
+      if (method !== 'GET' && !head) {
+        res.setHeader('Allow', 'GET, HEAD');
+        send(res, 405, 'method not allowed\n', undefined, false);
+        return;
+      }
+      if (path === '/healthz') {
+        send(res, 200, 'ok\n', undefined, head);
+        return;
+      }
+      if (path === '/readyz') {
+        void readiness(opts.ready).then((r) => {
+          if (r.ready) send(res, 200, 'ready\n', undefined, head);
+          else send(res, 503, `not ready: ${r.reason}\n`, undefined, head);
+        });
+        return;
+      }
+      opts.registry.metrics().then(
+        (text) => send(res, 200, text, opts.registry.contentType, head),
+        (e: unknown) =>
+          send(res, 500, `metrics collection failed: ${e instanceof Error ? e.message : String(e)}\n`, undefined, head),
+      );
+    },
+  );
   server.maxConnections = opts.maxConnections ?? 64;
   server.setTimeout(15_000, (sock) => sock.destroy());
   const host = opts.host ?? '0.0.0.0';

@@ -132,7 +132,9 @@ export class PgrelayMetrics {
   private failovers = 0;
   private clientConnections = 0;
 
-  private readonly healthDurationChildren: Array<Histogram.Internal<'node'> | undefined> = new Array<Histogram.Internal<'node'> | undefined>(NODE_SLOTS);
+  private readonly healthDurationChildren: Array<Histogram.Internal<'node'> | undefined> = new Array<
+    Histogram.Internal<'node'> | undefined
+  >(NODE_SLOTS);
   private readonly healthDuration: Histogram<'node'>;
   private readonly slotWaitHist: Histogram<string>;
 
@@ -149,7 +151,9 @@ export class PgrelayMetrics {
       labelNames: ['kind', 'node'] as const,
       registers,
       collect() {
-        flush(self.queries, (i, v) => this.inc({ kind: QUERY_KINDS[Math.floor(i / NODE_SLOTS)]!, node: slotLabel(i % NODE_SLOTS) }, v));
+        flush(self.queries, (i, v) =>
+          this.inc({ kind: QUERY_KINDS[Math.floor(i / NODE_SLOTS)]!, node: slotLabel(i % NODE_SLOTS) }, v),
+        );
       },
     });
     new Counter({
@@ -158,7 +162,9 @@ export class PgrelayMetrics {
       labelNames: ['sqlstate_class'] as const,
       registers,
       collect() {
-        flush(self.errors, (i, v) => this.inc({ sqlstate_class: CLASS_CHARS[Math.floor(i / 36)]! + CLASS_CHARS[i % 36]! }, v));
+        flush(self.errors, (i, v) =>
+          this.inc({ sqlstate_class: CLASS_CHARS[Math.floor(i / 36)]! + CLASS_CHARS[i % 36]! }, v),
+        );
       },
     });
     new Counter({
@@ -274,7 +280,8 @@ export class PgrelayMetrics {
       registers,
       collect() {
         this.reset();
-        for (const n of self.snapshot?.nodes() ?? []) this.set({ node: String(n.id), host: n.host, port: String(n.port) }, 1);
+        for (const n of self.snapshot?.nodes() ?? [])
+          this.set({ node: String(n.id), host: n.host, port: String(n.port) }, 1);
       },
     });
     new Gauge({
@@ -308,7 +315,8 @@ export class PgrelayMetrics {
       registers,
       collect() {
         this.reset();
-        for (const n of self.snapshot?.nodes() ?? []) this.set({ node: String(n.id) }, n.role === 'primary' ? 0 : Math.max(0, n.delayBytes));
+        for (const n of self.snapshot?.nodes() ?? [])
+          this.set({ node: String(n.id) }, n.role === 'primary' ? 0 : Math.max(0, n.delayBytes));
       },
     });
     new Gauge({
@@ -318,7 +326,8 @@ export class PgrelayMetrics {
       registers,
       collect() {
         this.reset();
-        for (const n of self.snapshot?.nodes() ?? []) this.set({ node: String(n.id) }, n.role === 'primary' ? 0 : Math.max(0, n.delaySeconds));
+        for (const n of self.snapshot?.nodes() ?? [])
+          this.set({ node: String(n.id) }, n.role === 'primary' ? 0 : Math.max(0, n.delaySeconds));
       },
     });
     new Gauge({
@@ -338,7 +347,8 @@ export class PgrelayMetrics {
           if (e) e.n++;
           else counts.set(key, { node: String(c.nodeId), user: c.user, database: c.database, state, n: 1 });
         }
-        for (const e of counts.values()) this.set({ node: e.node, user: e.user, database: e.database, state: e.state }, e.n);
+        for (const e of counts.values())
+          this.set({ node: e.node, user: e.user, database: e.database, state: e.state }, e.n);
       },
     });
     new Gauge({
@@ -356,7 +366,11 @@ export class PgrelayMetrics {
     if (opts.defaultMetrics !== false) {
       collectDefaultMetrics({ register: this.registry, prefix: 'pgrelay_' });
       // prom-client names these gauges *_total, which Prometheus reserves for counters.
-      for (const name of ['nodejs_active_resources_total', 'nodejs_active_handles_total', 'nodejs_active_requests_total']) {
+      for (const name of [
+        'nodejs_active_resources_total',
+        'nodejs_active_handles_total',
+        'nodejs_active_requests_total',
+      ]) {
         this.registry.removeSingleMetric(`pgrelay_${name}`);
       }
     }
@@ -443,7 +457,11 @@ export function createMetrics(opts: MetricsOptions = {}): PgrelayMetrics {
 export interface MetricsSources {
   nodes: { all(): readonly MetricsNode[] };
   sessions: {
-    all(): Iterable<{ readonly user: string; readonly database: string; readonly backendConnections: ReadonlyArray<{ readonly nodeId: number }> }>;
+    all(): Iterable<{
+      readonly user: string;
+      readonly database: string;
+      readonly backendConnections: ReadonlyArray<{ readonly nodeId: number }>;
+    }>;
     readonly size: number;
   };
   cache: { entries(): Iterable<{ readonly nodeId: number; readonly params: ReadonlyMap<string, string> }> };
@@ -463,7 +481,8 @@ export function metricsSnapshotFrom(src: MetricsSources): MetricsSnapshotProvide
     sessions: () => ({ active: src.sessions.size, waiting: src.waiting() }),
     *backendConnections(): Iterable<MetricsBackendConnection> {
       for (const s of src.sessions.all()) {
-        for (const c of s.backendConnections) yield { nodeId: c.nodeId, user: s.user, database: s.database, inUse: true };
+        for (const c of s.backendConnections)
+          yield { nodeId: c.nodeId, user: s.user, database: s.database, inUse: true };
       }
       for (const c of src.cache.entries()) {
         const user = c.params.get('user') ?? '';

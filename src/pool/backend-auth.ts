@@ -7,7 +7,12 @@ import { ScramClient, ScramError, type ScramClientOptions } from '../auth/scram.
 import { SQLSTATE } from '../protocol/constants.js';
 import { PgError } from '../protocol/messages.js';
 
-export function md5PasswordResponse(user: string, salt: Buffer, password: string | undefined, md5Hash: string | undefined): string {
+export function md5PasswordResponse(
+  user: string,
+  salt: Buffer,
+  password: string | undefined,
+  md5Hash: string | undefined,
+): string {
   if (password !== undefined && password !== '') return md5Response(password, user, salt);
   return md5ResponseFromHash(md5Hash as string, salt);
 }
@@ -16,7 +21,9 @@ export function md5PasswordResponse(user: string, salt: Buffer, password: string
 export class BackendScram {
   private readonly client: ScramClient;
   /** A password, or the client's recovered ClientKey with its verifier; channel binding when over TLS. Throws on a bad key. */
-  constructor(opts: string | Pick<ScramClientOptions, 'password' | 'clientKey' | 'verifier' | 'channelBinding' | 'cbindFlag'>) {
+  constructor(
+    opts: string | Pick<ScramClientOptions, 'password' | 'clientKey' | 'verifier' | 'channelBinding' | 'cbindFlag'>,
+  ) {
     this.client = new ScramClient(typeof opts === 'string' ? { password: opts } : opts);
   }
   /** SCRAM-SHA-256 or SCRAM-SHA-256-PLUS. */

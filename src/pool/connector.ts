@@ -178,9 +178,17 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
     let scram: BackendScram | undefined;
     const where = `backend node ${opts.nodeId} (${opts.host}:${opts.port})`;
 
-    const timer = setTimeout(() => {
-      fail(new PgError(SQLSTATE.sqlclientUnableToEstablish, `could not connect to ${where}: timeout after ${opts.connectTimeoutMs} ms`));
-    }, opts.connectTimeoutMs > 0 ? opts.connectTimeoutMs : 2 ** 31 - 1);
+    const timer = setTimeout(
+      () => {
+        fail(
+          new PgError(
+            SQLSTATE.sqlclientUnableToEstablish,
+            `could not connect to ${where}: timeout after ${opts.connectTimeoutMs} ms`,
+          ),
+        );
+      },
+      opts.connectTimeoutMs > 0 ? opts.connectTimeoutMs : 2 ** 31 - 1,
+    );
 
     function cleanup(): void {
       clearTimeout(timer);
@@ -262,7 +270,13 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
           mechs.push(r[0]);
           p = r[1];
         }
-        if (!mechs.includes('SCRAM-SHA-256')) return fail(new PgError(SQLSTATE.featureNotSupported, `backend node ${opts.nodeId} offers SASL mechanisms ${mechs.join(', ')}, none supported by pgrelay`));
+        if (!mechs.includes('SCRAM-SHA-256'))
+          return fail(
+            new PgError(
+              SQLSTATE.featureNotSupported,
+              `backend node ${opts.nodeId} offers SASL mechanisms ${mechs.join(', ')}, none supported by pgrelay`,
+            ),
+          );
         if (probe) return probed(method);
         const s = needSecret();
         const hasKey = s?.scramClientKey !== undefined && s.scramVerifier !== undefined;
@@ -284,7 +298,12 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
             ? new BackendScram({ password: s.password, channelBinding, cbindFlag })
             : new BackendScram({ clientKey: s!.scramClientKey, verifier: s!.scramVerifier, channelBinding, cbindFlag });
         } catch (e) {
-          return fail(new PgError(SQLSTATE.invalidPassword, `SCRAM authentication with backend node ${opts.nodeId} failed: ${(e as Error).message}`));
+          return fail(
+            new PgError(
+              SQLSTATE.invalidPassword,
+              `SCRAM authentication with backend node ${opts.nodeId} failed: ${(e as Error).message}`,
+            ),
+          );
         }
         socket.write(serialize.sendSASLInitialResponseMessage(scram.mechanism, scram.clientFirst()));
         return;
@@ -300,7 +319,12 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
         if (r) return fail(r);
         return;
       }
-      return fail(new PgError(SQLSTATE.featureNotSupported, `backend node ${opts.nodeId} requested unsupported authentication method (code ${code})`));
+      return fail(
+        new PgError(
+          SQLSTATE.featureNotSupported,
+          `backend node ${opts.nodeId} requested unsupported authentication method (code ${code})`,
+        ),
+      );
     }
 
     function onMessage(type: number, body: Buffer): void {
@@ -321,7 +345,15 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
         case BE.ErrorResponse: {
           const f = parseErrorFields(body, 0, body.length);
           const sev = f.V ?? f.S ?? 'FATAL';
-          return fail(new PgError(f.C ?? SQLSTATE.connectionFailure, f.M ?? 'backend rejected the connection', sev === 'ERROR' ? 'FATAL' : (sev as 'FATAL'), f.D, f.H));
+          return fail(
+            new PgError(
+              f.C ?? SQLSTATE.connectionFailure,
+              f.M ?? 'backend rejected the connection',
+              sev === 'ERROR' ? 'FATAL' : (sev as 'FATAL'),
+              f.D,
+              f.H,
+            ),
+          );
         }
         case BE.NoticeResponse:
         case BE.NegotiateProtocolVersion:
@@ -330,7 +362,16 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
           if (probe) return probed('trust');
           done = true;
           cleanup();
-          const conn = new BackendConnection(socket, opts.nodeId, opts.host, opts.port, pid, secretKey, params, cacheKeyFor(opts.nodeId, opts.params));
+          const conn = new BackendConnection(
+            socket,
+            opts.nodeId,
+            opts.host,
+            opts.port,
+            pid,
+            secretKey,
+            params,
+            cacheKeyFor(opts.nodeId, opts.params),
+          );
           conn.startup = opts.params;
           conn.txStatus = body[0];
           conn.ssl = tlsSocket !== undefined;
@@ -340,7 +381,12 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
           return;
         }
         default:
-          return fail(new PgError(SQLSTATE.protocolViolation, `unexpected message type 0x${type.toString(16)} from backend node ${opts.nodeId} during start-up`));
+          return fail(
+            new PgError(
+              SQLSTATE.protocolViolation,
+              `unexpected message type 0x${type.toString(16)} from backend node ${opts.nodeId} during start-up`,
+            ),
+          );
       }
     }
 
@@ -348,7 +394,10 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
       buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
       while (!done && buf.length >= 5) {
         const len = buf.readUInt32BE(1);
-        if (len < 4 || len > 1 << 24) return fail(new PgError(SQLSTATE.protocolViolation, `invalid message length from backend node ${opts.nodeId}`));
+        if (len < 4 || len > 1 << 24)
+          return fail(
+            new PgError(SQLSTATE.protocolViolation, `invalid message length from backend node ${opts.nodeId}`),
+          );
         if (buf.length < 1 + len) break;
         const type = buf[0];
         const body = buf.subarray(5, 1 + len);
@@ -369,7 +418,9 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
       const answer = chunk[0];
       if (chunk.length > 1) {
         // CVE-2021-23222: nothing may follow the server's one-byte answer.
-        return fail(new PgError(SQLSTATE.protocolViolation, `received unencrypted data after SSL response from ${where}`));
+        return fail(
+          new PgError(SQLSTATE.protocolViolation, `received unencrypted data after SSL response from ${where}`),
+        );
       }
       if (answer === 0x53 /* S */) {
         raw.removeListener('error', onError);
@@ -390,13 +441,23 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
       }
       if (answer === 0x4e /* N */) {
         if (tlsPolicy.mode !== 'prefer') {
-          return fail(new PgError(SQLSTATE.sqlclientUnableToEstablish, `${where} does not support SSL, but backend_ssl_mode is ${tlsPolicy.mode}`));
+          return fail(
+            new PgError(
+              SQLSTATE.sqlclientUnableToEstablish,
+              `${where} does not support SSL, but backend_ssl_mode is ${tlsPolicy.mode}`,
+            ),
+          );
         }
         raw.removeListener('error', onError);
         raw.removeListener('close', onClose);
         return startProtocol();
       }
-      return fail(new PgError(SQLSTATE.protocolViolation, `invalid response to SSL negotiation from ${where}: 0x${(answer ?? 0).toString(16)}`));
+      return fail(
+        new PgError(
+          SQLSTATE.protocolViolation,
+          `invalid response to SSL negotiation from ${where}: 0x${(answer ?? 0).toString(16)}`,
+        ),
+      );
     }
 
     raw.on('error', onError);

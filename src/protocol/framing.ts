@@ -87,7 +87,8 @@ export class MessageScanner {
     const c = this.runChunk;
     if (c === null) return;
     this.runChunk = null;
-    if (this.runAct !== DROP && this.runUpTo > this.runFrom) this.sink.emit(this.runAct, c.subarray(this.runFrom, this.runUpTo));
+    if (this.runAct !== DROP && this.runUpTo > this.runFrom)
+      this.sink.emit(this.runAct, c.subarray(this.runFrom, this.runUpTo));
   }
 
   /** True while `resume()` presents again the message the sink suspended on. */
@@ -121,7 +122,8 @@ export class MessageScanner {
       runAction = this.skipAction;
       pos += n;
       if (pos === len) {
-        if (runAction !== DROP && pos > runStart) sink.emit(runAction, start === 0 && pos === len ? chunk : chunk.subarray(runStart, pos));
+        if (runAction !== DROP && pos > runStart)
+          sink.emit(runAction, start === 0 && pos === len ? chunk : chunk.subarray(runStart, pos));
         return true;
       }
     }
@@ -148,7 +150,15 @@ export class MessageScanner {
       const type = chunk[pos];
       const msgLen = chunk.readUInt32BE(pos + 1);
       if (msgLen < 4) return this.fail(chunk, runStart, pos, runAction, `invalid message length ${msgLen}`, 'length');
-      if (msgLen > this.maxMessageSize) return this.fail(chunk, runStart, pos, runAction, `message of ${msgLen} bytes exceeds the maximum of ${this.maxMessageSize}`, 'size');
+      if (msgLen > this.maxMessageSize)
+        return this.fail(
+          chunk,
+          runStart,
+          pos,
+          runAction,
+          `message of ${msgLen} bytes exceeds the maximum of ${this.maxMessageSize}`,
+          'size',
+        );
       const end = pos + 1 + msgLen;
       let action: number;
       if (this.decode[type] !== 0) {
@@ -193,7 +203,8 @@ export class MessageScanner {
       }
       pos = end;
     }
-    if (runAction !== DROP && pos > runStart) sink.emit(runAction, runStart === 0 && pos === len ? chunk : chunk.subarray(runStart, pos));
+    if (runAction !== DROP && pos > runStart)
+      sink.emit(runAction, runStart === 0 && pos === len ? chunk : chunk.subarray(runStart, pos));
     return true;
   }
 
@@ -216,7 +227,14 @@ export class MessageScanner {
         return len;
       }
       if (msgLen > this.maxMessageSize) {
-        this.fail(chunk, pos, pos, DROP, `message of ${msgLen} bytes exceeds the maximum of ${this.maxMessageSize}`, 'size');
+        this.fail(
+          chunk,
+          pos,
+          pos,
+          DROP,
+          `message of ${msgLen} bytes exceeds the maximum of ${this.maxMessageSize}`,
+          'size',
+        );
         return len;
       }
       if (this.decode[type] !== 0) {
@@ -270,7 +288,14 @@ export class MessageScanner {
     if (action !== DROP && to > from) this.sink.emit(action, chunk.subarray(from, to));
   }
 
-  private fail(chunk: Buffer, runStart: number, pos: number, runAction: number, message: string, code: 'length' | 'size'): boolean {
+  private fail(
+    chunk: Buffer,
+    runStart: number,
+    pos: number,
+    runAction: number,
+    message: string,
+    code: 'length' | 'size',
+  ): boolean {
     this.emitRun(chunk, runStart, pos, runAction);
     this.broken = true;
     this.sink.onFramingError(message, code);

@@ -208,13 +208,21 @@ export function parseStartupParams(buf: Buffer, start: number, end: number): Map
   let p = start;
   while (p < end) {
     if (buf[p] === 0) {
-      if (p !== end - 1) return new PgError(SQLSTATE.protocolViolation, 'invalid startup packet layout: expected terminator as last byte');
+      if (p !== end - 1)
+        return new PgError(
+          SQLSTATE.protocolViolation,
+          'invalid startup packet layout: expected terminator as last byte',
+        );
       return params;
     }
     const k = readCString(buf, p, end);
     if (!k) break;
     const v = readCString(buf, k[1], end);
-    if (!v) return new PgError(SQLSTATE.protocolViolation, `invalid startup packet layout: missing value for parameter "${k[0]}"`);
+    if (!v)
+      return new PgError(
+        SQLSTATE.protocolViolation,
+        `invalid startup packet layout: missing value for parameter "${k[0]}"`,
+      );
     params.set(k[0], v[0]);
     p = v[1];
   }

@@ -81,10 +81,18 @@ function splitTopLevel(s: string): string[] {
   let cur = '';
   for (let i = 0; i < s.length; i++) {
     const c = s[i];
-    if (c === '\\' && i + 1 < s.length) { cur += c + s[i + 1]; i++; continue; }
+    if (c === '\\' && i + 1 < s.length) {
+      cur += c + s[i + 1];
+      i++;
+      continue;
+    }
     if (c === '(' || c === '[' || c === '{') depth++;
     else if ((c === ')' || c === ']' || c === '}') && depth > 0) depth--;
-    if (c === ',' && depth === 0) { out.push(cur); cur = ''; continue; }
+    if (c === ',' && depth === 0) {
+      out.push(cur);
+      cur = '';
+      continue;
+    }
     cur += c;
   }
   out.push(cur);
@@ -108,7 +116,9 @@ export function parseRedirectList(str: string, listName = 'redirect preference l
     const re = entry.slice(0, colon).trim();
     const m = TARGET_RE.exec(entry.slice(colon + 1));
     if (m === null) {
-      throw new Error(`${listName}: entry "${entry}": node must be a node id, "primary" or "standby", optionally followed by (ratio)`);
+      throw new Error(
+        `${listName}: entry "${entry}": node must be a node id, "primary" or "standby", optionally followed by (ratio)`,
+      );
     }
     const t = m[1].toLowerCase();
     const target: RedirectTarget = t === 'primary' || t === 'standby' ? t : Number(t);
@@ -200,7 +210,10 @@ export function chooseLoadBalanceNode(
     if (rule.target === 'standby') {
       // §2.5: with r ≤ ratio pick among standbys by weight, else the primary.
       if (r <= rule.ratio) {
-        const s = weighted(live.filter((n) => n.role === 'standby'), random);
+        const s = weighted(
+          live.filter((n) => n.role === 'standby'),
+          random,
+        );
         if (s !== null) return s.id;
       } else {
         const p = livePrimary(nodes);
@@ -276,12 +289,20 @@ export function nodeForRead(
     const ties = fresh.filter((n) => delayOf(n, cfg) === best);
     const pick = weighted(ties, random);
     if (pick !== null) {
-      return { node: pick.id, sessionLbNode: pick.id, reason: `node ${lbId} lags; switched to least-lagging standby ${pick.id}` };
+      return {
+        node: pick.id,
+        sessionLbNode: pick.id,
+        reason: `node ${lbId} lags; switched to least-lagging standby ${pick.id}`,
+      };
     }
   }
   if (primary === undefined) {
     // No primary to fall back to: a lagging standby still answers.
     return { node: lbId, sessionLbNode: lbId, reason: `node ${lbId} lags but no primary is up` };
   }
-  return { node: primary.id, sessionLbNode: lbId, reason: `node ${lbId} lags past the delay threshold; read on the primary` };
+  return {
+    node: primary.id,
+    sessionLbNode: lbId,
+    reason: `node ${lbId} lags past the delay threshold; read on the primary`,
+  };
 }

@@ -18,21 +18,44 @@ export type Destination = 'either' | 'primary' | 'both';
 
 export type StatementKind =
   | 'select' // SELECT, TABLE, VALUES, ( … ), WITH … SELECT
-  | 'insert' | 'update' | 'delete' | 'merge'
-  | 'show' | 'set' | 'reset' | 'discard' | 'deallocate'
+  | 'insert'
+  | 'update'
+  | 'delete'
+  | 'merge'
+  | 'show'
+  | 'set'
+  | 'reset'
+  | 'discard'
+  | 'deallocate'
   | 'transaction' // BEGIN/START/COMMIT/END/ROLLBACK/ABORT/SAVEPOINT/RELEASE/PREPARE TRANSACTION/… PREPARED
-  | 'lock' | 'copy' | 'explain'
-  | 'declare' | 'fetch' | 'move' | 'close'
-  | 'listen' | 'unlisten' | 'notify'
-  | 'prepare' | 'execute'
-  | 'create' | 'other' // DDL, VACUUM, DO, CALL, TRUNCATE, …
+  | 'lock'
+  | 'copy'
+  | 'explain'
+  | 'declare'
+  | 'fetch'
+  | 'move'
+  | 'close'
+  | 'listen'
+  | 'unlisten'
+  | 'notify'
+  | 'prepare'
+  | 'execute'
+  | 'create'
+  | 'other' // DDL, VACUUM, DO, CALL, TRUNCATE, …
   | 'empty' // only whitespace, comments or `;`
   | 'multi' // more than one statement in one Query string
   | 'invalid'; // does not lex / not understood
 
 export type TxCommand =
-  | 'begin' | 'commit' | 'rollback' | 'savepoint' | 'release' | 'rollback_to'
-  | 'prepare_transaction' | 'commit_prepared' | 'rollback_prepared';
+  | 'begin'
+  | 'commit'
+  | 'rollback'
+  | 'savepoint'
+  | 'release'
+  | 'rollback_to'
+  | 'prepare_transaction'
+  | 'commit_prepared'
+  | 'rollback_prepared';
 
 export type IsolationLevel = 'serializable' | 'repeatable read' | 'read committed' | 'read uncommitted';
 
@@ -111,31 +134,208 @@ const EMPTY: readonly string[] = Object.freeze([]);
 
 /** Words that, followed by `(`, are SQL syntax rather than a function call (or a type modifier). */
 const NOT_FUNC = new Set([
-  'select', 'from', 'where', 'and', 'or', 'not', 'in', 'exists', 'any', 'all', 'some', 'values', 'as', 'on',
-  'using', 'join', 'lateral', 'with', 'recursive', 'materialized', 'distinct', 'union', 'intersect', 'except',
-  'case', 'when', 'then', 'else', 'end', 'between', 'symmetric', 'asymmetric', 'like', 'ilike', 'similar', 'to',
-  'escape', 'partition', 'order', 'by', 'range', 'rows', 'groups', 'window', 'having', 'limit', 'offset', 'fetch',
-  'first', 'next', 'for', 'of', 'only', 'table', 'into', 'returning', 'set', 'default', 'interval', 'over',
-  'filter', 'within', 'group', 'grouping', 'sets', 'cube', 'rollup', 'cast', 'treat', 'coalesce', 'nullif',
-  'greatest', 'least', 'extract', 'overlay', 'position', 'substring', 'trim', 'normalize', 'collation', 'array',
-  'row', 'is', 'isnull', 'notnull', 'overlaps', 'conflict', 'do', 'tablesample', 'repeatable', 'search', 'cycle',
-  'zone', 'at', 'current_date', 'current_time', 'current_timestamp', 'localtime', 'localtimestamp', 'xmlelement',
-  'xmlforest', 'xmlconcat', 'xmlparse', 'xmlpi', 'xmlroot', 'xmlserialize', 'xmlexists', 'xmltable',
-  'xmlattributes', 'xmlnamespaces', 'json', 'json_object', 'json_array', 'json_objectagg', 'json_arrayagg',
-  'json_table', 'json_query', 'json_value', 'json_exists', 'json_scalar', 'json_serialize', 'merge_action',
-  'numeric', 'decimal', 'dec', 'varchar', 'char', 'character', 'varying', 'bit', 'timestamp', 'time', 'float',
-  'nchar', 'national', 'second', 'minute', 'hour', 'day', 'month', 'year', 'precision', 'insert', 'update',
-  'delete', 'merge', 'nulls', 'unique', 'natural', 'cross', 'inner', 'outer', 'full', 'columns', 'passing',
-  'path', 'ordinality', 'keys', 'returns', 'variadic', 'matched', 'by', 'system_user',
+  'select',
+  'from',
+  'where',
+  'and',
+  'or',
+  'not',
+  'in',
+  'exists',
+  'any',
+  'all',
+  'some',
+  'values',
+  'as',
+  'on',
+  'using',
+  'join',
+  'lateral',
+  'with',
+  'recursive',
+  'materialized',
+  'distinct',
+  'union',
+  'intersect',
+  'except',
+  'case',
+  'when',
+  'then',
+  'else',
+  'end',
+  'between',
+  'symmetric',
+  'asymmetric',
+  'like',
+  'ilike',
+  'similar',
+  'to',
+  'escape',
+  'partition',
+  'order',
+  'by',
+  'range',
+  'rows',
+  'groups',
+  'window',
+  'having',
+  'limit',
+  'offset',
+  'fetch',
+  'first',
+  'next',
+  'for',
+  'of',
+  'only',
+  'table',
+  'into',
+  'returning',
+  'set',
+  'default',
+  'interval',
+  'over',
+  'filter',
+  'within',
+  'group',
+  'grouping',
+  'sets',
+  'cube',
+  'rollup',
+  'cast',
+  'treat',
+  'coalesce',
+  'nullif',
+  'greatest',
+  'least',
+  'extract',
+  'overlay',
+  'position',
+  'substring',
+  'trim',
+  'normalize',
+  'collation',
+  'array',
+  'row',
+  'is',
+  'isnull',
+  'notnull',
+  'overlaps',
+  'conflict',
+  'do',
+  'tablesample',
+  'repeatable',
+  'search',
+  'cycle',
+  'zone',
+  'at',
+  'current_date',
+  'current_time',
+  'current_timestamp',
+  'localtime',
+  'localtimestamp',
+  'xmlelement',
+  'xmlforest',
+  'xmlconcat',
+  'xmlparse',
+  'xmlpi',
+  'xmlroot',
+  'xmlserialize',
+  'xmlexists',
+  'xmltable',
+  'xmlattributes',
+  'xmlnamespaces',
+  'json',
+  'json_object',
+  'json_array',
+  'json_objectagg',
+  'json_arrayagg',
+  'json_table',
+  'json_query',
+  'json_value',
+  'json_exists',
+  'json_scalar',
+  'json_serialize',
+  'merge_action',
+  'numeric',
+  'decimal',
+  'dec',
+  'varchar',
+  'char',
+  'character',
+  'varying',
+  'bit',
+  'timestamp',
+  'time',
+  'float',
+  'nchar',
+  'national',
+  'second',
+  'minute',
+  'hour',
+  'day',
+  'month',
+  'year',
+  'precision',
+  'insert',
+  'update',
+  'delete',
+  'merge',
+  'nulls',
+  'unique',
+  'natural',
+  'cross',
+  'inner',
+  'outer',
+  'full',
+  'columns',
+  'passing',
+  'path',
+  'ordinality',
+  'keys',
+  'returns',
+  'variadic',
+  'matched',
+  'by',
+  'system_user',
 ]);
 
 /** Words after which `name(` in a FROM list is a table function rather than an alias with column names. */
-const FROM_CALL_PREFIX = new Set(['from', 'join', 'lateral', 'only', 'left', 'right', 'full', 'inner', 'cross', 'natural', 'outer', 'rows']);
+const FROM_CALL_PREFIX = new Set([
+  'from',
+  'join',
+  'lateral',
+  'only',
+  'left',
+  'right',
+  'full',
+  'inner',
+  'cross',
+  'natural',
+  'outer',
+  'rows',
+]);
 
 /** Words that end a FROM list at their depth. */
 const FROM_END = new Set([
-  'where', 'group', 'having', 'order', 'limit', 'offset', 'fetch', 'window', 'union', 'intersect', 'except',
-  'returning', 'set', 'values', 'select', 'for', 'into', 'when', 'then',
+  'where',
+  'group',
+  'having',
+  'order',
+  'limit',
+  'offset',
+  'fetch',
+  'window',
+  'union',
+  'intersect',
+  'except',
+  'returning',
+  'set',
+  'values',
+  'select',
+  'for',
+  'into',
+  'when',
+  'then',
 ]);
 
 /** Calls whose argument syntax contains FROM (`extract(x FROM y)` is not a FROM clause). */
@@ -143,8 +343,25 @@ const FROM_ARG_CALLS = new Set(['extract', 'substring', 'trim', 'overlay', 'norm
 
 /** Leading keywords that are always primary-only ("all other statements", §2.2). */
 const OTHER_PRIMARY = new Set([
-  'alter', 'drop', 'grant', 'revoke', 'comment', 'cluster', 'reindex', 'refresh', 'security', 'import', 'load',
-  'reassign', 'vacuum', 'analyze', 'analyse', 'checkpoint', 'do', 'call', 'truncate',
+  'alter',
+  'drop',
+  'grant',
+  'revoke',
+  'comment',
+  'cluster',
+  'reindex',
+  'refresh',
+  'security',
+  'import',
+  'load',
+  'reassign',
+  'vacuum',
+  'analyze',
+  'analyse',
+  'checkpoint',
+  'do',
+  'call',
+  'truncate',
 ]);
 
 // ---------------------------------------------------------------------------------------------
@@ -172,7 +389,7 @@ function readName(toks: Token[], i: number, end: number): [string, number] {
   let name = toks[i].text;
   i++;
   while (i + 1 < end && toks[i].kind === Tok.Dot && isNameTok(toks[i + 1])) {
-    name += '.' + toks[i + 1].text;
+    name += `.${toks[i + 1].text}`;
     i += 2;
   }
   return [name, i];
@@ -199,8 +416,14 @@ function skipOnly(toks: Token[], i: number, end: number): number {
 
 function walkQuery(toks: Token[], start: number, end: number): QueryFacts {
   const f: QueryFacts = {
-    writes: false, writeReason: '', functions: null, relations: null, writtenTables: null, createsTemp: null,
-    systemCatalog: false, mainVerb: '',
+    writes: false,
+    writeReason: '',
+    functions: null,
+    relations: null,
+    writtenTables: null,
+    createsTemp: null,
+    systemCatalog: false,
+    mainVerb: '',
   };
   const base = start < end ? toks[start].depth : 0;
   // Per-depth state, indexed by depth - base (depth of a token inside `(` is one more).
@@ -218,7 +441,10 @@ function walkQuery(toks: Token[], start: number, end: number): QueryFacts {
     f.relations = pushUnique(f.relations, name);
   };
   const write = (reason: string): void => {
-    if (!f.writes) { f.writes = true; f.writeReason = reason; }
+    if (!f.writes) {
+      f.writes = true;
+      f.writeReason = reason;
+    }
   };
 
   for (let i = start; i < end; i++) {
@@ -233,32 +459,58 @@ function walkQuery(toks: Token[], start: number, end: number): QueryFacts {
       fromActive[inner] = expectRel;
       continue;
     }
-    if (t.kind === Tok.RParen) { expectRel = false; continue; }
-    if (t.kind === Tok.Comma) { if (fromActive[rel] === true) expectRel = true; continue; }
-    if (t.kind !== Tok.Word && t.kind !== Tok.QuotedIdent) { if (t.kind !== Tok.Dot) expectRel = false; continue; }
+    if (t.kind === Tok.RParen) {
+      expectRel = false;
+      continue;
+    }
+    if (t.kind === Tok.Comma) {
+      if (fromActive[rel] === true) expectRel = true;
+      continue;
+    }
+    if (t.kind !== Tok.Word && t.kind !== Tok.QuotedIdent) {
+      if (t.kind !== Tok.Dot) expectRel = false;
+      continue;
+    }
     if (prev !== undefined && prev.kind === Tok.Dot) continue; // tail of a qualified name / column reference
 
     const w = t.kind === Tok.Word ? t.text : '';
 
     if (rel === 0 && f.mainVerb === '' && t.kind === Tok.Word) {
       if (w === 'with') sawWith = true;
-      else if (w === 'select' || w === 'values' || w === 'table' || w === 'insert' || w === 'update' || w === 'delete' || w === 'merge') {
+      else if (
+        w === 'select' ||
+        w === 'values' ||
+        w === 'table' ||
+        w === 'insert' ||
+        w === 'update' ||
+        w === 'delete' ||
+        w === 'merge'
+      ) {
         f.mainVerb = w;
       }
     }
 
     switch (w) {
       case 'for': {
-        const a = toks[i + 1]?.text, b = toks[i + 2]?.text, c = toks[i + 3]?.text;
-        if (a === 'update' || a === 'share' || (a === 'no' && b === 'key' && c === 'update') || (a === 'key' && b === 'share')) {
+        const a = toks[i + 1]?.text,
+          b = toks[i + 2]?.text,
+          c = toks[i + 3]?.text;
+        if (
+          a === 'update' ||
+          a === 'share' ||
+          (a === 'no' && b === 'key' && c === 'update') ||
+          (a === 'key' && b === 'share')
+        ) {
           write('SELECT … FOR UPDATE/SHARE');
           i += a === 'no' ? 3 : a === 'key' ? 2 : 1;
         }
-        fromActive[rel] = false; expectRel = false;
+        fromActive[rel] = false;
+        expectRel = false;
         continue;
       }
       case 'into': {
-        fromActive[rel] = false; expectRel = false;
+        fromActive[rel] = false;
+        expectRel = false;
         if (prev !== undefined && prev.kind === Tok.Word && (prev.text === 'insert' || prev.text === 'merge')) continue;
         // SELECT … INTO [TEMP|TEMPORARY|UNLOGGED|LOCAL TEMP|GLOBAL TEMP] [TABLE] name
         write('SELECT … INTO');
@@ -266,8 +518,10 @@ function walkQuery(toks: Token[], start: number, end: number): QueryFacts {
         let temp = false;
         while (j < end && toks[j].kind === Tok.Word) {
           const x = toks[j].text;
-          if (x === 'temp' || x === 'temporary' || x === 'unlogged') { temp = true; j++; }
-          else if (x === 'local' || x === 'global' || x === 'table') j++;
+          if (x === 'temp' || x === 'temporary' || x === 'unlogged') {
+            temp = true;
+            j++;
+          } else if (x === 'local' || x === 'global' || x === 'table') j++;
           else break;
         }
         if (isNameTok(toks[j]) && j < end) {
@@ -281,7 +535,11 @@ function walkQuery(toks: Token[], start: number, end: number): QueryFacts {
         write('INSERT');
         if (toks[i + 1]?.text === 'into') {
           const j = skipOnly(toks, i + 2, end);
-          if (j >= 0) { const [name, after] = readName(toks, j, end); addWritten(name); i = after - 1; }
+          if (j >= 0) {
+            const [name, after] = readName(toks, j, end);
+            addWritten(name);
+            i = after - 1;
+          }
         }
         expectRel = false;
         continue;
@@ -291,7 +549,11 @@ function walkQuery(toks: Token[], start: number, end: number): QueryFacts {
         // ON CONFLICT DO UPDATE / MERGE … THEN UPDATE SET have no target name.
         if ((prev === undefined || prev.kind !== Tok.Word || prev.text !== 'do') && toks[i + 1]?.text !== 'set') {
           const j = skipOnly(toks, i + 1, end);
-          if (j >= 0) { const [name, after] = readName(toks, j, end); addWritten(name); i = after - 1; }
+          if (j >= 0) {
+            const [name, after] = readName(toks, j, end);
+            addWritten(name);
+            i = after - 1;
+          }
         }
         expectRel = false;
         continue;
@@ -300,7 +562,11 @@ function walkQuery(toks: Token[], start: number, end: number): QueryFacts {
         write('DELETE');
         if (toks[i + 1]?.text === 'from') {
           const j = skipOnly(toks, i + 2, end);
-          if (j >= 0) { const [name, after] = readName(toks, j, end); addWritten(name); i = after - 1; }
+          if (j >= 0) {
+            const [name, after] = readName(toks, j, end);
+            addWritten(name);
+            i = after - 1;
+          }
         }
         expectRel = false;
         continue;
@@ -309,7 +575,11 @@ function walkQuery(toks: Token[], start: number, end: number): QueryFacts {
         write('MERGE');
         if (toks[i + 1]?.text === 'into') {
           const j = skipOnly(toks, i + 2, end);
-          if (j >= 0) { const [name, after] = readName(toks, j, end); addWritten(name); i = after - 1; }
+          if (j >= 0) {
+            const [name, after] = readName(toks, j, end);
+            addWritten(name);
+            i = after - 1;
+          }
         }
         expectRel = false;
         continue;
@@ -339,7 +609,11 @@ function walkQuery(toks: Token[], start: number, end: number): QueryFacts {
       default:
         break;
     }
-    if (w !== '' && FROM_END.has(w)) { fromActive[rel] = false; expectRel = false; continue; }
+    if (w !== '' && FROM_END.has(w)) {
+      fromActive[rel] = false;
+      expectRel = false;
+      continue;
+    }
 
     // A name: relation, function call, alias, column …
     const [name, after] = readName(toks, i, end);
@@ -386,7 +660,10 @@ function isCall(toks: Token[], i: number, start: number, after: number, name: st
     const a = toks[close + 1];
     if (a !== undefined && a.kind === Tok.Word && a.text === 'as') {
       const b = toks[close + 2];
-      if (b !== undefined && (b.kind === Tok.LParen || (b.kind === Tok.Word && (b.text === 'materialized' || b.text === 'not')))) {
+      if (
+        b !== undefined &&
+        (b.kind === Tok.LParen || (b.kind === Tok.Word && (b.text === 'materialized' || b.text === 'not')))
+      ) {
         return false;
       }
     }
@@ -423,7 +700,7 @@ function primary(kind: StatementKind, reason: string, write = true): Builder {
 }
 
 function invalid(msg: string): Builder {
-  return { kind: 'invalid', dest: 'primary', write: true, reason: 'does not parse: ' + msg, parseError: msg };
+  return { kind: 'invalid', dest: 'primary', write: true, reason: `does not parse: ${msg}`, parseError: msg };
 }
 
 function wordAt(toks: Token[], i: number, end: number): string {
@@ -437,9 +714,15 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
   if (first.kind !== Tok.Word) return invalid('statement does not start with a keyword');
   const w = first.text;
   switch (w) {
-    case 'select': case 'values': case 'table': case 'with':
+    case 'select':
+    case 'values':
+    case 'table':
+    case 'with':
       return selectFamily(toks, s, e);
-    case 'insert': case 'update': case 'delete': case 'merge': {
+    case 'insert':
+    case 'update':
+    case 'delete':
+    case 'merge': {
       const facts = walkQuery(toks, s, e);
       return { kind: w, dest: 'primary', write: true, reason: w.toUpperCase(), facts };
     }
@@ -457,12 +740,19 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
     }
     case 'discard': {
       const what = wordAt(toks, s + 1, e);
-      return { kind: 'discard', dest: 'both', write: true, reason: 'DISCARD', discardsTemp: what === 'all' || what === 'temp' || what === 'temporary' };
+      return {
+        kind: 'discard',
+        dest: 'both',
+        write: true,
+        reason: 'DISCARD',
+        discardsTemp: what === 'all' || what === 'temp' || what === 'temporary',
+      };
     }
     case 'deallocate': {
       let j = s + 1;
       if (wordAt(toks, j, e) === 'prepare') j++;
-      if (wordAt(toks, j, e) === 'all') return { kind: 'deallocate', dest: 'both', write: true, reason: 'DEALLOCATE ALL' };
+      if (wordAt(toks, j, e) === 'all')
+        return { kind: 'deallocate', dest: 'both', write: true, reason: 'DEALLOCATE ALL' };
       const b = primary('deallocate', 'DEALLOCATE name (pgpool 4.3: primary)');
       if (isNameTok(toks[j]) && j < e) b.name = toks[j].text;
       return b;
@@ -470,7 +760,10 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
     case 'begin':
     case 'start':
       return analyzeBegin(toks, s, e);
-    case 'commit': case 'end': case 'rollback': case 'abort':
+    case 'commit':
+    case 'end':
+    case 'rollback':
+    case 'abort':
       return analyzeCommit(toks, s, e, w);
     case 'savepoint':
       return { kind: 'transaction', dest: 'both', write: true, reason: 'SAVEPOINT', tx: 'savepoint' };
@@ -478,7 +771,13 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
       return { kind: 'transaction', dest: 'both', write: true, reason: 'RELEASE', tx: 'release' };
     case 'prepare': {
       if (wordAt(toks, s + 1, e) === 'transaction') {
-        return { kind: 'transaction', dest: 'primary', write: true, reason: 'PREPARE TRANSACTION', tx: 'prepare_transaction' };
+        return {
+          kind: 'transaction',
+          dest: 'primary',
+          write: true,
+          reason: 'PREPARE TRANSACTION',
+          tx: 'prepare_transaction',
+        };
       }
       const b = primary('prepare', 'SQL PREPARE (pgpool 4.3: primary)');
       if (isNameTok(toks[s + 1]) && s + 1 < e) b.name = toks[s + 1].text;
@@ -495,13 +794,18 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
       return analyzeCopy(toks, s, e);
     case 'explain':
       return analyzeExplain(sql, toks, s, e, opts);
-    case 'declare': case 'fetch': case 'move': case 'close': {
-      const b = primary(w, w.toUpperCase() + ' (cursor)');
+    case 'declare':
+    case 'fetch':
+    case 'move':
+    case 'close': {
+      const b = primary(w, `${w.toUpperCase()} (cursor)`);
       const n = toks[s + 1];
       if (w === 'declare' && isNameTok(n) && s + 1 < e) b.name = n.text;
       return b;
     }
-    case 'listen': case 'unlisten': case 'notify':
+    case 'listen':
+    case 'unlisten':
+    case 'notify':
       return primary(w, w.toUpperCase());
     case 'create':
       return analyzeCreate(toks, s, e);
@@ -512,13 +816,17 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
           const names: string[] = [];
           let j = s + 1;
           while (j < e) {
-            if (toks[j].kind === Tok.Word && (toks[j].text === 'table' || toks[j].text === 'only')) { j++; continue; }
+            if (toks[j].kind === Tok.Word && (toks[j].text === 'table' || toks[j].text === 'only')) {
+              j++;
+              continue;
+            }
             if (!isNameTok(toks[j])) break;
             const [name, after] = readName(toks, j, e);
             names.push(name);
             j = after;
             if (j < e && toks[j].kind === Tok.Op && sql.slice(toks[j].start, toks[j].end) === '*') j++;
-            if (j < e && toks[j].kind === Tok.Comma) j++; else break;
+            if (j < e && toks[j].kind === Tok.Comma) j++;
+            else break;
           }
           b.writtenTables = names;
         }
@@ -531,9 +839,13 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
 function selectFamily(toks: Token[], s: number, e: number): Builder {
   const facts = walkQuery(toks, s, e);
   const verb = facts.mainVerb;
-  const kind: StatementKind = verb === 'insert' || verb === 'update' || verb === 'delete' || verb === 'merge' ? verb : 'select';
+  const kind: StatementKind =
+    verb === 'insert' || verb === 'update' || verb === 'delete' || verb === 'merge' ? verb : 'select';
   if (facts.writes) {
-    const reason = toks[s].kind === Tok.Word && toks[s].text === 'with' && kind === 'select' ? 'writable CTE: ' + facts.writeReason : facts.writeReason;
+    const reason =
+      toks[s].kind === Tok.Word && toks[s].text === 'with' && kind === 'select'
+        ? `writable CTE: ${facts.writeReason}`
+        : facts.writeReason;
     return { kind, dest: 'primary', write: true, reason, facts };
   }
   return { kind: 'select', dest: 'either', write: false, reason: 'read', facts, selectText: true };
@@ -555,7 +867,11 @@ function analyzeSet(sql: string, toks: Token[], s: number, e: number): Builder {
     let k = j + 1;
     if (scope === 'session') {
       // SESSION CHARACTERISTICS AS TRANSACTION
-      if (wordAt(toks, k, e) !== 'characteristics' || wordAt(toks, k + 1, e) !== 'as' || wordAt(toks, k + 2, e) !== 'transaction') {
+      if (
+        wordAt(toks, k, e) !== 'characteristics' ||
+        wordAt(toks, k + 1, e) !== 'as' ||
+        wordAt(toks, k + 2, e) !== 'transaction'
+      ) {
         return invalid('SET SESSION CHARACTERISTICS');
       }
       k += 3;
@@ -578,22 +894,33 @@ function analyzeSet(sql: string, toks: Token[], s: number, e: number): Builder {
   if (w === 'transaction_read_only' || w === 'transaction_isolation' || w === 'default_transaction_isolation') {
     let k = j + 1;
     const eq = toks[k];
-    if (eq !== undefined && k < e && ((eq.kind === Tok.Op && sql.slice(eq.start, eq.end) === '=') || (eq.kind === Tok.Word && eq.text === 'to'))) k++;
-    else return invalid('SET ' + w);
+    if (
+      eq !== undefined &&
+      k < e &&
+      ((eq.kind === Tok.Op && sql.slice(eq.start, eq.end) === '=') || (eq.kind === Tok.Word && eq.text === 'to'))
+    )
+      k++;
+    else return invalid(`SET ${w}`);
     const v = settingValue(sql, toks, k, e);
     if (w === 'transaction_read_only') {
       const on = v === 'on' || v === 'true' || v === 'yes' || v === '1' || v === 't' || v === 'y';
       const b = both('SET transaction_read_only', !on);
       b.txSetting = { scope: 'transaction', readOnly: on };
       // §2.2: SET transaction_read_only = off/false/0 → primary (any non-"on" value, conservatively).
-      if (!on) { b.dest = 'primary'; b.reason = 'SET transaction_read_only = ' + v; }
+      if (!on) {
+        b.dest = 'primary';
+        b.reason = `SET transaction_read_only = ${v}`;
+      }
       return b;
     }
     const iso = isolationFromValue(v);
     const scope: 'transaction' | 'session' = w === 'transaction_isolation' ? 'transaction' : 'session';
-    const b = both('SET ' + w);
+    const b = both(`SET ${w}`);
     b.txSetting = { scope, isolation: iso ?? (v === 'default' ? 'default' : undefined) };
-    if (iso === 'serializable') { b.dest = 'primary'; b.reason += " = 'serializable'"; }
+    if (iso === 'serializable') {
+      b.dest = 'primary';
+      b.reason += " = 'serializable'";
+    }
     return b;
   }
   if (j >= e) return invalid('SET without a parameter');
@@ -607,18 +934,27 @@ function settingValue(sql: string, toks: Token[], k: number, e: number): string 
   if (t.kind === Tok.String) {
     const raw = sql.slice(t.start, t.end);
     const q = raw.indexOf("'");
-    return raw.slice(q + 1, -1).replace(/''/g, "'").trim().toLowerCase();
+    return raw
+      .slice(q + 1, -1)
+      .replace(/''/g, "'")
+      .trim()
+      .toLowerCase();
   }
   return sql.slice(t.start, t.end).toLowerCase();
 }
 
 function isolationFromValue(v: string): IsolationLevel | undefined {
   switch (v.replace(/\s+/g, ' ')) {
-    case 'serializable': return 'serializable';
-    case 'repeatable read': return 'repeatable read';
-    case 'read committed': return 'read committed';
-    case 'read uncommitted': return 'read uncommitted';
-    default: return undefined;
+    case 'serializable':
+      return 'serializable';
+    case 'repeatable read':
+      return 'repeatable read';
+    case 'read committed':
+      return 'read committed';
+    case 'read uncommitted':
+      return 'read uncommitted';
+    default:
+      return undefined;
   }
 }
 
@@ -627,20 +963,42 @@ function parseModes(toks: Token[], k: number, e: number): TransactionModes | nul
   const m: TransactionModes = {};
   while (k < e) {
     const t = toks[k];
-    if (t.kind === Tok.Comma) { k++; continue; }
+    if (t.kind === Tok.Comma) {
+      k++;
+      continue;
+    }
     if (t.kind !== Tok.Word) return null;
-    const a = t.text, b = wordAt(toks, k + 1, e), c = wordAt(toks, k + 2, e), d = wordAt(toks, k + 3, e);
+    const a = t.text,
+      b = wordAt(toks, k + 1, e),
+      c = wordAt(toks, k + 2, e),
+      d = wordAt(toks, k + 3, e);
     if (a === 'isolation' && b === 'level') {
-      if (c === 'serializable') { m.isolation = 'serializable'; k += 3; }
-      else if (c === 'repeatable' && d === 'read') { m.isolation = 'repeatable read'; k += 4; }
-      else if (c === 'read' && d === 'committed') { m.isolation = 'read committed'; k += 4; }
-      else if (c === 'read' && d === 'uncommitted') { m.isolation = 'read uncommitted'; k += 4; }
-      else return null;
-    } else if (a === 'read' && b === 'only') { m.readOnly = true; k += 2; }
-    else if (a === 'read' && b === 'write') { m.readOnly = false; k += 2; }
-    else if (a === 'deferrable') { m.deferrable = true; k += 1; }
-    else if (a === 'not' && b === 'deferrable') { m.deferrable = false; k += 2; }
-    else return null;
+      if (c === 'serializable') {
+        m.isolation = 'serializable';
+        k += 3;
+      } else if (c === 'repeatable' && d === 'read') {
+        m.isolation = 'repeatable read';
+        k += 4;
+      } else if (c === 'read' && d === 'committed') {
+        m.isolation = 'read committed';
+        k += 4;
+      } else if (c === 'read' && d === 'uncommitted') {
+        m.isolation = 'read uncommitted';
+        k += 4;
+      } else return null;
+    } else if (a === 'read' && b === 'only') {
+      m.readOnly = true;
+      k += 2;
+    } else if (a === 'read' && b === 'write') {
+      m.readOnly = false;
+      k += 2;
+    } else if (a === 'deferrable') {
+      m.deferrable = true;
+      k += 1;
+    } else if (a === 'not' && b === 'deferrable') {
+      m.deferrable = false;
+      k += 2;
+    } else return null;
   }
   return m;
 }
@@ -657,11 +1015,19 @@ function analyzeBegin(toks: Token[], s: number, e: number): Builder {
   }
   const modes = parseModes(toks, k, e);
   if (modes === null) return invalid('BEGIN modes');
-  const b: Builder = { kind: 'transaction', dest: 'both', write: false, reason: 'BEGIN', tx: 'begin', beginModes: modes };
+  const b: Builder = {
+    kind: 'transaction',
+    dest: 'both',
+    write: false,
+    reason: 'BEGIN',
+    tx: 'begin',
+    beginModes: modes,
+  };
   // §2.2: BEGIN READ WRITE / … SERIALIZABLE: original text to the primary, plain BEGIN to the standby.
   if (modes.readOnly === false || modes.isolation === 'serializable') {
     let text = 'BEGIN';
-    if (modes.isolation !== undefined && modes.isolation !== 'serializable') text += ' ISOLATION LEVEL ' + modes.isolation.toUpperCase();
+    if (modes.isolation !== undefined && modes.isolation !== 'serializable')
+      text += ` ISOLATION LEVEL ${modes.isolation.toUpperCase()}`;
     if (modes.readOnly === true) text += ' READ ONLY';
     b.standbyText = text;
   }
@@ -673,18 +1039,24 @@ function analyzeCommit(toks: Token[], s: number, e: number, w: string): Builder 
   const isRollback = w === 'rollback' || w === 'abort';
   if (wordAt(toks, k, e) === 'prepared' && (w === 'commit' || w === 'rollback')) {
     const tx: TxCommand = w === 'commit' ? 'commit_prepared' : 'rollback_prepared';
-    return { kind: 'transaction', dest: 'primary', write: true, reason: w.toUpperCase() + ' PREPARED', tx };
+    return { kind: 'transaction', dest: 'primary', write: true, reason: `${w.toUpperCase()} PREPARED`, tx };
   }
   const x = wordAt(toks, k, e);
   if (x === 'work' || x === 'transaction') k++;
   if (w === 'rollback' && wordAt(toks, k, e) === 'to') {
     return { kind: 'transaction', dest: 'both', write: true, reason: 'ROLLBACK TO SAVEPOINT', tx: 'rollback_to' };
   }
-  const b: Builder = { kind: 'transaction', dest: 'both', write: false, reason: isRollback ? 'ROLLBACK' : 'COMMIT', tx: isRollback ? 'rollback' : 'commit' };
+  const b: Builder = {
+    kind: 'transaction',
+    dest: 'both',
+    write: false,
+    reason: isRollback ? 'ROLLBACK' : 'COMMIT',
+    tx: isRollback ? 'rollback' : 'commit',
+  };
   if (wordAt(toks, k, e) === 'and') {
     const y = wordAt(toks, k + 1, e);
     if (y === 'chain') b.chain = true;
-    else if (!(y === 'no' && wordAt(toks, k + 2, e) === 'chain')) return invalid(w.toUpperCase() + ' AND');
+    else if (!(y === 'no' && wordAt(toks, k + 2, e) === 'chain')) return invalid(`${w.toUpperCase()} AND`);
   } else if (k < e) {
     return invalid(w.toUpperCase());
   }
@@ -695,11 +1067,15 @@ function analyzeLock(toks: Token[], s: number, e: number): Builder {
   // LOCK [TABLE] [ONLY] name [*] [, …] [IN mode MODE] [NOWAIT]; default mode ACCESS EXCLUSIVE.
   let inAt = -1;
   for (let k = s + 1; k < e; k++) {
-    if (toks[k].kind === Tok.Word && toks[k].text === 'in' && toks[k].depth === toks[s].depth) { inAt = k; break; }
+    if (toks[k].kind === Tok.Word && toks[k].text === 'in' && toks[k].depth === toks[s].depth) {
+      inAt = k;
+      break;
+    }
   }
   const b: Builder = { kind: 'lock', dest: 'primary', write: true, reason: 'LOCK (ACCESS EXCLUSIVE)' };
   if (inAt > 0) {
-    const a = wordAt(toks, inAt + 1, e), c = wordAt(toks, inAt + 2, e);
+    const a = wordAt(toks, inAt + 1, e),
+      c = wordAt(toks, inAt + 2, e);
     b.reason = `LOCK IN ${a.toUpperCase()} ${c.toUpperCase()} MODE`;
     // §2.2: ACCESS SHARE / ROW SHARE go to both; ROW EXCLUSIVE and stronger to the primary.
     if ((a === 'access' || a === 'row') && c === 'share') b.dest = 'both';
@@ -726,14 +1102,24 @@ function analyzeCopy(toks: Token[], s: number, e: number): Builder {
   const dir = wordAt(toks, k, e);
   if (dir === 'from') {
     const b = primary('copy', 'COPY FROM');
-    if (table !== undefined) { b.writtenTables = [table]; b.relations = [table]; }
+    if (table !== undefined) {
+      b.writtenTables = [table];
+      b.relations = [table];
+    }
     return b;
   }
   if (dir !== 'to') return invalid('COPY direction');
   const target = wordAt(toks, k + 1, e);
   if (target !== 'stdout') return primary('copy', 'COPY TO file/program');
   if (facts !== undefined) {
-    if (facts.writes) return { kind: 'copy', dest: 'primary', write: true, reason: 'COPY (' + facts.writeReason + ') TO STDOUT', facts };
+    if (facts.writes)
+      return {
+        kind: 'copy',
+        dest: 'primary',
+        write: true,
+        reason: `COPY (${facts.writeReason}) TO STDOUT`,
+        facts,
+      };
     return { kind: 'copy', dest: 'either', write: false, reason: 'COPY (query) TO STDOUT', facts };
   }
   const b: Builder = { kind: 'copy', dest: 'either', write: false, reason: 'COPY table TO STDOUT' };
@@ -759,8 +1145,10 @@ function analyzeExplain(sql: string, toks: Token[], s: number, e: number, opts: 
   } else {
     for (;;) {
       const x = wordAt(toks, k, e);
-      if (x === 'analyze' || x === 'analyse') { analyze = true; k++; }
-      else if (x === 'verbose') k++;
+      if (x === 'analyze' || x === 'analyse') {
+        analyze = true;
+        k++;
+      } else if (x === 'verbose') k++;
       else break;
     }
   }
@@ -818,7 +1206,7 @@ function finish(b: Builder, statementCount: number, hint: boolean, leadingCommen
     write: b.write,
     functions: f?.functions ?? EMPTY,
     relations: b.relations ?? f?.relations ?? EMPTY,
-    systemCatalog: f?.systemCatalog ?? (b.relations !== undefined && b.relations.some(isSystemRelation)),
+    systemCatalog: f?.systemCatalog ?? b.relations?.some(isSystemRelation) === true,
     writtenTables: b.writtenTables ?? f?.writtenTables ?? EMPTY,
     createsTemp: b.createsTemp ?? f?.createsTemp ?? EMPTY,
     discardsTemp: b.discardsTemp === true,
@@ -849,7 +1237,14 @@ function startsLikeSelect(sql: string): boolean {
   }
   if (i >= n) return true;
   switch (sql.charCodeAt(i)) {
-    case 115: case 83: case 40: case 119: case 87: case 116: case 84: case 59: // s S ( w W t T ;
+    case 115:
+    case 83:
+    case 40:
+    case 119:
+    case 87:
+    case 116:
+    case 84:
+    case 59: // s S ( w W t T ;
       return true;
     default:
       return false;
@@ -895,14 +1290,24 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
   }
 
   if (builder === undefined) {
-    return finish({ kind: 'empty', dest: 'either', write: false, reason: 'empty query' }, 0, lx.noLoadBalanceHint, lx.leadingComment);
+    return finish(
+      { kind: 'empty', dest: 'either', write: false, reason: 'empty query' },
+      0,
+      lx.noLoadBalanceHint,
+      lx.leadingComment,
+    );
   }
   if (builder.parseError !== undefined) {
     return finish(builder, count, lx.noLoadBalanceHint, lx.leadingComment);
   }
   if (count > 1) {
     // §2.9: a multi-statement Query goes to the primary only.
-    const c = finish({ kind: 'multi', dest: 'primary', write: multiWrite, reason: 'multi-statement query' }, count, lx.noLoadBalanceHint, lx.leadingComment);
+    const c = finish(
+      { kind: 'multi', dest: 'primary', write: multiWrite, reason: 'multi-statement query' },
+      count,
+      lx.noLoadBalanceHint,
+      lx.leadingComment,
+    );
     c.multiBegins = multiBegins;
     c.writtenTables = written ?? EMPTY;
     c.createsTemp = temps ?? EMPTY;
@@ -917,7 +1322,9 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
       c.dest = 'primary';
       // pgpool's is_select_query() is false here, so the statement also counts as a write (§2.3).
       c.write = true;
-      c.reason = lx.leadingComment ? 'leading comment (allow_sql_comments = off)' : 'read not starting with s/(/w/t (allow_sql_comments = off)';
+      c.reason = lx.leadingComment
+        ? 'leading comment (allow_sql_comments = off)'
+        : 'read not starting with s/(/w/t (allow_sql_comments = off)';
     } else if (lx.noLoadBalanceHint) {
       // pgrelay: /*NO LOAD BALANCE*/ forces the primary whatever allow_sql_comments says.
       c.dest = 'primary';
@@ -933,7 +1340,11 @@ const CACHE_MAX_TEXT = 8192;
 const caches = new Map<number, Map<string, Classification>>();
 
 function optsKey(opts: ClassifyOptions): number {
-  return (opts.allowSqlComments ? 1 : 0) | (opts.standardConformingStrings === false ? 2 : 0) | (opts.loadBalanceExplain === true ? 4 : 0);
+  return (
+    (opts.allowSqlComments ? 1 : 0) |
+    (opts.standardConformingStrings === false ? 2 : 0) |
+    (opts.loadBalanceExplain === true ? 4 : 0)
+  );
 }
 
 /**
@@ -944,7 +1355,10 @@ export function classify(sql: string, opts: ClassifyOptions): Classification {
   if (sql.length > CACHE_MAX_TEXT) return classifyUncached(sql, opts);
   const key = optsKey(opts);
   let cache = caches.get(key);
-  if (cache === undefined) { cache = new Map(); caches.set(key, cache); }
+  if (cache === undefined) {
+    cache = new Map();
+    caches.set(key, cache);
+  }
   const hit = cache.get(sql);
   if (hit !== undefined) {
     cache.delete(sql); // LRU: move to the newest end

@@ -54,7 +54,7 @@ function baseName(fn: string): string {
 
 /** SQL literal safe whatever standard_conforming_strings is. */
 function lit(s: string): string {
-  return "E'" + s.replace(/\\/g, '\\\\').replace(/'/g, "''") + "'";
+  return `E'${s.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
 }
 
 /**
@@ -122,7 +122,7 @@ export class FunctionVolatilityCache {
     if (ALWAYS_WRITING.has(baseName(fn))) return true;
     if (this.writeList.length > 0) return this.writeList.some((r) => r.test(fn));
     if (this.readOnlyList.length > 0) return !this.readOnlyList.some((r) => r.test(fn));
-    const key = db + '\u0000' + fn;
+    const key = `${db}\u0000${fn}`;
     const e = this.entries.get(key);
     if (e === undefined) return undefined;
     if (e.expires <= this.now()) {
@@ -157,18 +157,20 @@ export class FunctionVolatilityCache {
     const waits: Promise<void>[] = [];
     const todo: string[] = [];
     for (const fn of this.unknown(db, fns)) {
-      const pending = this.inFlight.get(db + '\u0000' + fn);
+      const pending = this.inFlight.get(`${db}\u0000${fn}`);
       if (pending !== undefined) waits.push(pending);
       else if (!todo.includes(fn)) todo.push(fn);
     }
     if (todo.length > 0) {
       const p = this.fetch(db, todo, query);
-      for (const fn of todo) this.inFlight.set(db + '\u0000' + fn, p);
-      waits.push(p.finally(() => {
-        for (const fn of todo) {
-          if (this.inFlight.get(db + '\u0000' + fn) === p) this.inFlight.delete(db + '\u0000' + fn);
-        }
-      }));
+      for (const fn of todo) this.inFlight.set(`${db}\u0000${fn}`, p);
+      waits.push(
+        p.finally(() => {
+          for (const fn of todo) {
+            if (this.inFlight.get(`${db}\u0000${fn}`) === p) this.inFlight.delete(`${db}\u0000${fn}`);
+          }
+        }),
+      );
     }
     await Promise.all(waits);
   }
@@ -201,11 +203,11 @@ export class FunctionVolatilityCache {
     const rows = await query(volatileFunctionsSql(fns));
     const volatile = new Set<string>();
     for (const r of rows) {
-      const n = r['name'];
+      const n = r.name;
       if (typeof n === 'string') volatile.add(n);
     }
     const expires = this.now() + this.ttlMs;
-    for (const fn of fns) this.store(db + '\u0000' + fn, { writes: volatile.has(fn), expires });
+    for (const fn of fns) this.store(`${db}\u0000${fn}`, { writes: volatile.has(fn), expires });
   }
 
   private store(key: string, e: Entry): void {

@@ -61,10 +61,28 @@ export interface LexResult {
   noLoadBalanceHint: boolean;
 }
 
-const CH_SPACE = 32, CH_TAB = 9, CH_LF = 10, CH_CR = 13, CH_FF = 12, CH_VT = 11;
-const CH_QUOTE = 39 /* ' */, CH_DQUOTE = 34, CH_DOLLAR = 36, CH_LPAREN = 40, CH_RPAREN = 41;
-const CH_STAR = 42, CH_SLASH = 47, CH_MINUS = 45, CH_COMMA = 44, CH_DOT = 46, CH_SEMI = 59;
-const CH_BACKSLASH = 92, CH_LBRACKET = 91, CH_RBRACKET = 93, CH_AMP = 38, CH_PLUS = 43;
+const CH_SPACE = 32,
+  CH_TAB = 9,
+  CH_LF = 10,
+  CH_CR = 13,
+  CH_FF = 12,
+  CH_VT = 11;
+const CH_QUOTE = 39 /* ' */,
+  CH_DQUOTE = 34,
+  CH_DOLLAR = 36,
+  CH_LPAREN = 40,
+  CH_RPAREN = 41;
+const CH_STAR = 42,
+  CH_SLASH = 47,
+  CH_MINUS = 45,
+  CH_COMMA = 44,
+  CH_DOT = 46,
+  CH_SEMI = 59;
+const CH_BACKSLASH = 92,
+  CH_LBRACKET = 91,
+  CH_RBRACKET = 93,
+  CH_AMP = 38,
+  CH_PLUS = 43;
 
 function isSpace(c: number): boolean {
   return c === CH_SPACE || c === CH_TAB || c === CH_LF || c === CH_CR || c === CH_FF || c === CH_VT;
@@ -86,8 +104,24 @@ function isDigit(c: number): boolean {
 /** PostgreSQL operator characters (scan.l `op_chars`). */
 function isOpChar(c: number): boolean {
   switch (c) {
-    case 126: case 33: case 64: case 35: case 94: case 38: case 124: case 96: case 63: // ~ ! @ # ^ & | ` ?
-    case 43: case 45: case 42: case 47: case 37: case 60: case 62: case 61: case 58: // + - * / % < > = :
+    case 126:
+    case 33:
+    case 64:
+    case 35:
+    case 94:
+    case 38:
+    case 124:
+    case 96:
+    case 63: // ~ ! @ # ^ & | ` ?
+    case 43:
+    case 45:
+    case 42:
+    case 47:
+    case 37:
+    case 60:
+    case 62:
+    case 61:
+    case 58: // + - * / % < > = :
       return true;
     default:
       return false;
@@ -127,7 +161,10 @@ export function lex(sql: string, standardConformingStrings = true): LexResult {
 
   while (i < n) {
     const c = sql.charCodeAt(i);
-    if (isSpace(c)) { i++; continue; }
+    if (isSpace(c)) {
+      i++;
+      continue;
+    }
 
     // -- comment
     if (c === CH_MINUS && sql.charCodeAt(i + 1) === CH_MINUS) {
@@ -144,11 +181,18 @@ export function lex(sql: string, standardConformingStrings = true): LexResult {
       i += 2;
       while (i < n && level > 0) {
         const d = sql.charCodeAt(i);
-        if (d === CH_SLASH && sql.charCodeAt(i + 1) === CH_STAR) { level++; i += 2; }
-        else if (d === CH_STAR && sql.charCodeAt(i + 1) === CH_SLASH) { level--; i += 2; }
-        else i++;
+        if (d === CH_SLASH && sql.charCodeAt(i + 1) === CH_STAR) {
+          level++;
+          i += 2;
+        } else if (d === CH_STAR && sql.charCodeAt(i + 1) === CH_SLASH) {
+          level--;
+          i += 2;
+        } else i++;
       }
-      if (level > 0) { error = 'unterminated /* comment'; break; }
+      if (level > 0) {
+        error = 'unterminated /* comment';
+        break;
+      }
       if (!noLoadBalanceHint && i - 2 - bodyStart <= 40 && isNoLbHint(sql.slice(bodyStart, i - 2))) {
         noLoadBalanceHint = true;
       }
@@ -164,25 +208,45 @@ export function lex(sql: string, standardConformingStrings = true): LexResult {
         const lc = c | 0x20;
         if (lc === 101 /* e */) {
           const end = scanString(sql, i + 1, true);
-          if (end < 0) { error = 'unterminated quoted string'; break; }
-          push(Tok.String, '', start, end); i = end; continue;
+          if (end < 0) {
+            error = 'unterminated quoted string';
+            break;
+          }
+          push(Tok.String, '', start, end);
+          i = end;
+          continue;
         }
         if (lc === 98 /* b */ || lc === 120 /* x */ || lc === 110 /* n */) {
           const end = scanString(sql, i + 1, !standardConformingStrings);
-          if (end < 0) { error = 'unterminated quoted string'; break; }
-          push(Tok.String, '', start, end); i = end; continue;
+          if (end < 0) {
+            error = 'unterminated quoted string';
+            break;
+          }
+          push(Tok.String, '', start, end);
+          i = end;
+          continue;
         }
       } else if ((c | 0x20) === 117 /* u */ && next === CH_AMP) {
         const q = sql.charCodeAt(i + 2);
         if (q === CH_QUOTE) {
           const end = scanString(sql, i + 2, false);
-          if (end < 0) { error = 'unterminated quoted string'; break; }
-          push(Tok.String, '', start, end); i = end; continue;
+          if (end < 0) {
+            error = 'unterminated quoted string';
+            break;
+          }
+          push(Tok.String, '', start, end);
+          i = end;
+          continue;
         }
         if (q === CH_DQUOTE) {
           const end = scanQuotedIdent(sql, i + 2);
-          if (end < 0) { error = 'unterminated quoted identifier'; break; }
-          push(Tok.QuotedIdent, unescapeIdent(sql, i + 2, end), start, end); i = end; continue;
+          if (end < 0) {
+            error = 'unterminated quoted identifier';
+            break;
+          }
+          push(Tok.QuotedIdent, unescapeIdent(sql, i + 2, end), start, end);
+          i = end;
+          continue;
         }
       }
       i++;
@@ -200,14 +264,27 @@ export function lex(sql: string, standardConformingStrings = true): LexResult {
     switch (c) {
       case CH_QUOTE: {
         const end = scanString(sql, i, !standardConformingStrings);
-        if (end < 0) { error = 'unterminated quoted string'; break; }
-        push(Tok.String, '', start, end); i = end; continue;
+        if (end < 0) {
+          error = 'unterminated quoted string';
+          break;
+        }
+        push(Tok.String, '', start, end);
+        i = end;
+        continue;
       }
       case CH_DQUOTE: {
         const end = scanQuotedIdent(sql, i);
-        if (end < 0) { error = 'unterminated quoted identifier'; break; }
-        if (end === i + 2) { error = 'zero-length delimited identifier'; break; }
-        push(Tok.QuotedIdent, unescapeIdent(sql, i, end), start, end); i = end; continue;
+        if (end < 0) {
+          error = 'unterminated quoted identifier';
+          break;
+        }
+        if (end === i + 2) {
+          error = 'zero-length delimited identifier';
+          break;
+        }
+        push(Tok.QuotedIdent, unescapeIdent(sql, i, end), start, end);
+        i = end;
+        continue;
       }
       case CH_DOLLAR: {
         const d = sql.charCodeAt(i + 1);
@@ -223,10 +300,16 @@ export function lex(sql: string, standardConformingStrings = true): LexResult {
           j++;
           while (j < n && isIdentCont(sql.charCodeAt(j)) && sql.charCodeAt(j) !== CH_DOLLAR) j++;
         }
-        if (sql.charCodeAt(j) !== CH_DOLLAR) { error = 'unexpected "$"'; break; }
+        if (sql.charCodeAt(j) !== CH_DOLLAR) {
+          error = 'unexpected "$"';
+          break;
+        }
         const tag = sql.slice(i, j + 1);
         const close = sql.indexOf(tag, j + 1);
-        if (close < 0) { error = 'unterminated dollar-quoted string'; break; }
+        if (close < 0) {
+          error = 'unterminated dollar-quoted string';
+          break;
+        }
         i = close + tag.length;
         push(Tok.String, '', start, i);
         continue;
@@ -238,7 +321,10 @@ export function lex(sql: string, standardConformingStrings = true): LexResult {
         i++;
         continue;
       case CH_RPAREN: {
-        if (parenStack.length === 0) { error = 'unbalanced ")"'; break; }
+        if (parenStack.length === 0) {
+          error = 'unbalanced ")"';
+          break;
+        }
         depth--;
         const open = parenStack.pop() as number;
         tokens[open].match = tokens.length;
@@ -246,18 +332,37 @@ export function lex(sql: string, standardConformingStrings = true): LexResult {
         i++;
         continue;
       }
-      case CH_LBRACKET: push(Tok.LBracket, '', start, i + 1); i++; continue;
-      case CH_RBRACKET: push(Tok.RBracket, '', start, i + 1); i++; continue;
-      case CH_COMMA: push(Tok.Comma, '', start, i + 1); i++; continue;
-      case CH_SEMI: push(Tok.Semi, '', start, i + 1); i++; continue;
-      case CH_DOT: push(Tok.Dot, '', start, i + 1); i++; continue;
+      case CH_LBRACKET:
+        push(Tok.LBracket, '', start, i + 1);
+        i++;
+        continue;
+      case CH_RBRACKET:
+        push(Tok.RBracket, '', start, i + 1);
+        i++;
+        continue;
+      case CH_COMMA:
+        push(Tok.Comma, '', start, i + 1);
+        i++;
+        continue;
+      case CH_SEMI:
+        push(Tok.Semi, '', start, i + 1);
+        i++;
+        continue;
+      case CH_DOT:
+        push(Tok.Dot, '', start, i + 1);
+        i++;
+        continue;
       default:
         if (isOpChar(c)) {
           i++;
           // An operator run stops before a comment start.
           while (i < n && isOpChar(sql.charCodeAt(i))) {
             const d = sql.charCodeAt(i);
-            if ((d === CH_MINUS && sql.charCodeAt(i + 1) === CH_MINUS) || (d === CH_SLASH && sql.charCodeAt(i + 1) === CH_STAR)) break;
+            if (
+              (d === CH_MINUS && sql.charCodeAt(i + 1) === CH_MINUS) ||
+              (d === CH_SLASH && sql.charCodeAt(i + 1) === CH_STAR)
+            )
+              break;
             i++;
           }
           push(Tok.Op, sql.slice(start, i), start, i);
@@ -280,10 +385,16 @@ function scanString(sql: string, q: number, backslashEscapes: boolean): number {
     if (i >= n) return -1;
     const c = sql.charCodeAt(i);
     if (c === CH_QUOTE) {
-      if (sql.charCodeAt(i + 1) === CH_QUOTE) { i += 2; continue; }
+      if (sql.charCodeAt(i + 1) === CH_QUOTE) {
+        i += 2;
+        continue;
+      }
       return i + 1;
     }
-    if (c === CH_BACKSLASH && backslashEscapes) { i += 2; continue; }
+    if (c === CH_BACKSLASH && backslashEscapes) {
+      i += 2;
+      continue;
+    }
     i++;
   }
 }
@@ -294,7 +405,10 @@ function scanQuotedIdent(sql: string, q: number): number {
   for (;;) {
     if (i >= n) return -1;
     if (sql.charCodeAt(i) === CH_DQUOTE) {
-      if (sql.charCodeAt(i + 1) === CH_DQUOTE) { i += 2; continue; }
+      if (sql.charCodeAt(i + 1) === CH_DQUOTE) {
+        i += 2;
+        continue;
+      }
       return i + 1;
     }
     i++;
@@ -315,7 +429,10 @@ function scanNumber(sql: string, i: number): number {
       if (c === CH_DOT && sql.charCodeAt(i + 1) === CH_DOT) break; // 1..2 is not a number
       if ((c | 0x20) === 101 /* e */) {
         const d = sql.charCodeAt(i + 1);
-        if (d === CH_PLUS || d === CH_MINUS) { i += 2; continue; }
+        if (d === CH_PLUS || d === CH_MINUS) {
+          i += 2;
+          continue;
+        }
       }
       i++;
       continue;

@@ -43,7 +43,9 @@ export function routingConfigFrom(cfg: RoutingSourceConfig): RoutingConfig {
       // §2.5: case-insensitive, anchored, whole query string (POSIX `.` also matches newlines).
       patterns.push(new RegExp(`^(?:${p})$`, 'is'));
     } catch (err) {
-      throw new Error(`primary_routing_query_pattern_list: invalid regular expression "${p}": ${(err as Error).message}`);
+      throw new Error(
+        `primary_routing_query_pattern_list: invalid regular expression "${p}": ${(err as Error).message}`,
+      );
     }
   }
   const t = cfg.check_temp_table.trim().toLowerCase();
@@ -154,7 +156,8 @@ export function route(input: RouteInput): Decision {
 
   if (c.dest === 'both') {
     // §2.9: in a transaction begun by a multi-statement Query, BOTH-type statements go to the primary only.
-    if (s.inTransaction && s.txStartedByMulti) return toPrimary(c.reason + ' in a transaction begun by a multi-statement query', write);
+    if (s.inTransaction && s.txStartedByMulti)
+      return toPrimary(`${c.reason} in a transaction begun by a multi-statement query`, write);
     const d: Decision = {
       target: 'both',
       // §2.2 ordering: COMMIT/ROLLBACK to the other nodes first, everything else primary first.
@@ -172,7 +175,8 @@ export function route(input: RouteInput): Decision {
   // pgrelay: in a failed transaction PostgreSQL on the primary answers 25P02 (§2.3).
   if (s.failed) return toPrimary('failed transaction', write);
   // §2.1/§2.3: disable_load_balance_on_write = always: after any write the session reads from the primary.
-  if (mode === 'always' && s.writing) return toPrimary('session has written (disable_load_balance_on_write = always)', write);
+  if (mode === 'always' && s.writing)
+    return toPrimary('session has written (disable_load_balance_on_write = always)', write);
   if (s.inTransaction) {
     // §2.3: transaction / trans_transaction: a transaction that has written reads from the primary.
     if ((mode === 'transaction' || mode === 'trans_transaction') && s.writing) {
@@ -194,13 +198,20 @@ export function route(input: RouteInput): Decision {
   }
   // §2.4: writing functions.
   if (fnCount > 0 && input.writingFunction !== false) {
-    return toPrimary(input.writingFunction === true ? 'calls a writing function' : 'function volatility unknown', write);
+    return toPrimary(
+      input.writingFunction === true ? 'calls a writing function' : 'function volatility unknown',
+      write,
+    );
   }
   // §2.3 dml_adaptive: reads of tables written earlier in this transaction.
   if (mode === 'dml_adaptive' && s.inTransaction && s.writtenTables.length > 0) {
-    for (const r of c.relations) if (relationIn(r, s.writtenTables)) return toPrimary(`reads ${r}, written in this transaction (dml_adaptive)`, write);
+    for (const r of c.relations)
+      if (relationIn(r, s.writtenTables))
+        return toPrimary(`reads ${r}, written in this transaction (dml_adaptive)`, write);
     // dml_adaptive_object_relationship_list may name functions as dependents.
-    for (const f of c.functions) if (relationIn(f, s.writtenTables)) return toPrimary(`calls ${f}, which depends on a table written in this transaction (dml_adaptive)`, write);
+    for (const f of c.functions)
+      if (relationIn(f, s.writtenTables))
+        return toPrimary(`calls ${f}, which depends on a table written in this transaction (dml_adaptive)`, write);
   }
   return { target: 'standby', write, reason: c.reason };
 }

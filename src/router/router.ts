@@ -16,7 +16,16 @@ import type { NodeTable } from '../cluster/nodes.js';
 import { classify, classifyUncached, type Classification } from './classifier.js';
 import { route, routingConfigFrom, type Decision, type RoutingConfig, type SessionRoutingState } from './policy.js';
 import { FunctionVolatilityCache, type CatalogQuery } from './functions.js';
-import { balancerConfigFrom, chooseLoadBalanceNode, nodeForRead, parseRedirectList, type BalancerConfig, type NodeSnapshot, type ReadTarget, type SessionFacts } from './balancer.js';
+import {
+  balancerConfigFrom,
+  chooseLoadBalanceNode,
+  nodeForRead,
+  parseRedirectList,
+  type BalancerConfig,
+  type NodeSnapshot,
+  type ReadTarget,
+  type SessionFacts,
+} from './balancer.js';
 
 export type { Classification, Decision, SessionRoutingState, SessionFacts, ReadTarget };
 
@@ -39,7 +48,7 @@ class RelationCache {
     private readonly ttlMs: number,
   ) {}
   get(db: string, rel: string): string | undefined {
-    const k = db + '\u0000' + rel;
+    const k = `${db}\u0000${rel}`;
     const e = this.entries.get(k);
     if (!e) return undefined;
     if (e.expires <= Date.now()) {
@@ -49,7 +58,7 @@ class RelationCache {
     return e.persistence;
   }
   set(db: string, rel: string, persistence: string): void {
-    const k = db + '\u0000' + rel;
+    const k = `${db}\u0000${rel}`;
     this.entries.delete(k);
     while (this.entries.size >= this.maxSize) {
       const oldest = this.entries.keys().next();
@@ -99,7 +108,7 @@ export function relationPersistenceSql(names: readonly string[]): string {
     return `(${lit(n)}, ${schema === null ? 'NULL::text' : lit(schema)}, ${lit(name)})`;
   });
   return (
-    'SELECT r.name, (SELECT pg_catalog.string_agg(c.relpersistence::text, \'\') FROM pg_catalog.pg_class AS c' +
+    "SELECT r.name, (SELECT pg_catalog.string_agg(c.relpersistence::text, '') FROM pg_catalog.pg_class AS c" +
     ' JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace' +
     ' WHERE c.relname = r.rel AND (r.nsp IS NULL OR n.nspname = r.nsp)) AS p' +
     ` FROM (VALUES ${values.join(', ')}) AS r(name, nsp, rel)`
@@ -107,7 +116,7 @@ export function relationPersistenceSql(names: readonly string[]): string {
 }
 
 function lit(s: string): string {
-  return "E'" + s.replace(/\\/g, '\\\\').replace(/'/g, "''") + "'";
+  return `E'${s.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`;
 }
 
 export class Router {
@@ -126,7 +135,14 @@ export class Router {
     config: Config,
     private readonly nodes: NodeTable,
   ) {
-    this.snapshot = nodes.all().map((n) => ({ id: n.id, up: false, role: 'standby' as const, weight: n.weight, delayBytes: 0, delaySeconds: 0 }));
+    this.snapshot = nodes.all().map((n) => ({
+      id: n.id,
+      up: false,
+      role: 'standby' as const,
+      weight: n.weight,
+      delayBytes: 0,
+      delaySeconds: 0,
+    }));
     this.reconfigure(config);
   }
 
@@ -139,14 +155,21 @@ export class Router {
     this.routing = routing;
     this.balancer = balancer;
     this.functions = functions;
-    this.relations = new RelationCache(Math.max(1, c.relcache_size), c.relcache_expire > 0 ? c.relcache_expire * 1000 : Infinity);
+    this.relations = new RelationCache(
+      Math.max(1, c.relcache_size),
+      c.relcache_expire > 0 ? c.relcache_expire * 1000 : Infinity,
+    );
     this.allowSqlComments = c.allow_sql_comments;
     const related = new Map<string, string[]>();
     for (const pair of c.dml_adaptive_object_relationship_list) {
       const i = pair.indexOf(':');
-      if (i <= 0 || i === pair.length - 1) throw new Error(`dml_adaptive_object_relationship_list: "${pair}" is not of the form object:dependent`);
+      if (i <= 0 || i === pair.length - 1)
+        throw new Error(`dml_adaptive_object_relationship_list: "${pair}" is not of the form object:dependent`);
       const from = pair.slice(0, i).trim().toLowerCase();
-      const to = pair.slice(i + 1).trim().toLowerCase();
+      const to = pair
+        .slice(i + 1)
+        .trim()
+        .toLowerCase();
       related.set(from, [...(related.get(from) ?? []), to]);
     }
     this.related = related;
@@ -179,7 +202,11 @@ export class Router {
     let writingFunction: boolean | undefined;
     let tempOrUnlogged: boolean | undefined;
     // Only reads that could be balanced need catalog answers.
-    const balanceable = cls.dest === 'either' && this.routing.load_balance_mode && cls.parseError === undefined && cls.statementCount <= 1;
+    const balanceable =
+      cls.dest === 'either' &&
+      this.routing.load_balance_mode &&
+      cls.parseError === undefined &&
+      cls.statementCount <= 1;
     if (cls.functions.length > 0) {
       writingFunction = this.functions.anyWriting(db, cls.functions);
       if (writingFunction === undefined && balanceable && this.functions.usesCatalog) {
@@ -204,7 +231,8 @@ export class Router {
    * dml_adaptive_object_relationship_list to the tables whose reads go to the primary.
    */
   addRelatedObjects(state: SessionRoutingState, tables: readonly string[], inTransaction: boolean): void {
-    if (this.related.size === 0 || this.routing.disable_load_balance_on_write !== 'dml_adaptive' || !inTransaction) return;
+    if (this.related.size === 0 || this.routing.disable_load_balance_on_write !== 'dml_adaptive' || !inTransaction)
+      return;
     for (const t of tables) {
       const deps = this.related.get(t.toLowerCase()) ?? this.related.get(t.slice(t.lastIndexOf('.') + 1).toLowerCase());
       for (const d of deps ?? []) if (!state.writtenTables.includes(d)) state.writtenTables.push(d);
@@ -219,8 +247,8 @@ export class Router {
       try {
         const rows = await query(relationPersistenceSql(q.relations));
         for (const row of rows) {
-          const name = row['name'];
-          const p = typeof row['p'] === 'string' ? row['p'] : '';
+          const name = row.name;
+          const p = typeof row.p === 'string' ? row.p : '';
           if (typeof name !== 'string') continue;
           // Unqualified names may match in several schemas: the most cautious answer wins. A name
           // that matches nothing reads nothing real; PostgreSQL's error comes from wherever it runs.

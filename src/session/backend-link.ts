@@ -244,7 +244,10 @@ export class BackendLink implements FrameSink {
 
   onMessage(type: number, buf: Buffer, start: number, end: number): number {
     const e = this.current();
-    if (TRACE) process.stderr.write(`[trace] node${this.nodeId} <- ${String.fromCharCode(type)} head=${e ? `${e.mode}/${[...'123CIsnTZ'].filter((c) => e.end[c.charCodeAt(0)]).join('')}` : '-'} pending=${this.pending}\n`);
+    if (TRACE)
+      process.stderr.write(
+        `[trace] node${this.nodeId} <- ${String.fromCharCode(type)} head=${e ? `${e.mode}/${[...'123CIsnTZ'].filter((c) => e.end[c.charCodeAt(0)]).join('')}` : '-'} pending=${this.pending}\n`,
+      );
     if (type === BE.ParameterStatus) {
       const k = readCString(buf, start, end);
       const v = k && readCString(buf, k[1], end);
@@ -259,7 +262,12 @@ export class BackendLink implements FrameSink {
           this.owner.backendFatal(this, f);
         }
       }
-      if (type === BE.NotificationResponse || type === BE.NoticeResponse || type === BE.ParameterStatus || type === BE.ErrorResponse) {
+      if (
+        type === BE.NotificationResponse ||
+        type === BE.NoticeResponse ||
+        type === BE.ParameterStatus ||
+        type === BE.ErrorResponse
+      ) {
         this.owner.asyncMessage(this, Buffer.from(buf.subarray(start - 5, end)));
       }
       return DROP;
@@ -353,7 +361,8 @@ export class BackendLink implements FrameSink {
   private holdTarget(): Expectation | undefined {
     const c = this.current();
     if (c && c.mode === Mode.Hold) return c;
-    for (let i = this.finished.length - 1; i >= 0; i--) if (this.finished[i].mode === Mode.Hold) return this.finished[i];
+    for (let i = this.finished.length - 1; i >= 0; i--)
+      if (this.finished[i].mode === Mode.Hold) return this.finished[i];
     return undefined;
   }
 

@@ -95,7 +95,10 @@ class AuthFailure extends Error {
 class ClientGone extends Error {}
 
 function invalidPassword(user: string, logDetail?: string): AuthFailure {
-  return new AuthFailure(new PgError(SQLSTATE.invalidPassword, `password authentication failed for user "${user}"`), logDetail);
+  return new AuthFailure(
+    new PgError(SQLSTATE.invalidPassword, `password authentication failed for user "${user}"`),
+    logDetail,
+  );
 }
 
 /** Reads the client's messages during authentication. */
@@ -126,7 +129,9 @@ class AuthReader {
       const len = this.buf.readUInt32BE(1);
       if (len < 4 || len - 4 > MAX_AUTH_MESSAGE) {
         this.waiter = undefined;
-        this.error = new AuthFailure(new PgError(SQLSTATE.protocolViolation, `invalid message length ${len} during authentication`));
+        this.error = new AuthFailure(
+          new PgError(SQLSTATE.protocolViolation, `invalid message length ${len} during authentication`),
+        );
         w.reject(this.error);
         return;
       }
@@ -154,7 +159,9 @@ class AuthReader {
     });
     if (m.type === TERMINATE) throw new ClientGone('client sent Terminate during authentication');
     if (m.type !== PASSWORD_MESSAGE) {
-      throw new AuthFailure(new PgError(SQLSTATE.protocolViolation, `expected ${expected} response, got message type ${m.type}`));
+      throw new AuthFailure(
+        new PgError(SQLSTATE.protocolViolation, `expected ${expected} response, got message type ${m.type}`),
+      );
     }
     return m.body;
   }
@@ -178,7 +185,6 @@ function sendAuth(socket: net.Socket, code: number, payload?: Buffer): void {
 function scramFailure(info: ScramErrorInfo): AuthFailure {
   return new AuthFailure(new PgError(info.code, info.message, 'FATAL', info.detail));
 }
-
 
 /** The secret for the backends from a pool_passwd entry. */
 export function secretFromPasswd(p: PasswordFor | undefined): BackendSecret {
@@ -212,7 +218,9 @@ export async function authenticateClient(client: ClientInfo, env: FrontendAuthEn
   const database = client.params.get('database') ?? user;
   let method: HbaMethod | 'relay' = 'relay';
   try {
-    const r = env.hba ? await hbaAuth(client, env, reader, (m) => (method = m)) : await relayAuth(client, env, reader, (m) => (method = m));
+    const r = env.hba
+      ? await hbaAuth(client, env, reader, (m) => (method = m))
+      : await relayAuth(client, env, reader, (m) => (method = m));
     reader.detach();
     return r;
   } catch (e) {
@@ -226,7 +234,16 @@ export async function authenticateClient(client: ClientInfo, env: FrontendAuthEn
     const f = e instanceof AuthFailure ? e : e instanceof PgError ? new AuthFailure(e) : undefined;
     if (!f) throw e;
     env.log.warn(
-      { user, database, remote, ssl: client.tls !== undefined, method, code: f.error.code, err: f.error.message, detail: f.logDetail ?? f.error.detail },
+      {
+        user,
+        database,
+        remote,
+        ssl: client.tls !== undefined,
+        method,
+        code: f.error.code,
+        err: f.error.message,
+        detail: f.logDetail ?? f.error.detail,
+      },
       'client authentication failed',
     );
     const s = client.socket;
@@ -238,7 +255,12 @@ export async function authenticateClient(client: ClientInfo, env: FrontendAuthEn
 
 // ---------------------------------------------------------------- pool_hba on
 
-async function hbaAuth(client: ClientInfo, env: FrontendAuthEnv, reader: AuthReader, setMethod: (m: HbaMethod) => void): Promise<AuthSuccess> {
+async function hbaAuth(
+  client: ClientInfo,
+  env: FrontendAuthEnv,
+  reader: AuthReader,
+  setMethod: (m: HbaMethod) => void,
+): Promise<AuthSuccess> {
   const user = client.params.get('user') ?? '';
   const database = client.params.get('database') ?? user;
   const conn = { local: client.local, ssl: client.tls !== undefined, address: client.address, database, user };
@@ -250,7 +272,10 @@ async function hbaAuth(client: ClientInfo, env: FrontendAuthEnv, reader: AuthRea
   );
   const noEntry = (): AuthFailure => {
     const e = noEntryError(conn);
-    return new AuthFailure(new PgError(e.code, e.message, 'FATAL', e.detail, e.hint), rule ? `${rule.file}:${rule.line}: reject` : 'no matching record');
+    return new AuthFailure(
+      new PgError(e.code, e.message, 'FATAL', e.detail, e.hint),
+      rule ? `${rule.file}:${rule.line}: reject` : 'no matching record',
+    );
   };
   if (!rule) throw noEntry();
   setMethod(rule.method);
@@ -260,14 +285,24 @@ async function hbaAuth(client: ClientInfo, env: FrontendAuthEnv, reader: AuthRea
   const cc = rule.options.clientcert;
   if (rule.method !== 'cert' && cc && cc !== 'no-verify' && cc !== '0') {
     if (!client.tls?.verifiedCN && !client.tls?.presentedCert) {
-      throw new AuthFailure(new PgError(SQLSTATE.invalidAuthorizationSpecification, 'connection requires a valid client certificate'));
+      throw new AuthFailure(
+        new PgError(SQLSTATE.invalidAuthorizationSpecification, 'connection requires a valid client certificate'),
+      );
     }
     if (!client.tls.verifiedCN) {
-      throw new AuthFailure(new PgError(SQLSTATE.invalidAuthorizationSpecification, 'connection requires a valid client certificate'), client.tls.verifyError);
+      throw new AuthFailure(
+        new PgError(SQLSTATE.invalidAuthorizationSpecification, 'connection requires a valid client certificate'),
+        client.tls.verifyError,
+      );
     }
     if (cc === 'verify-full' && client.tls.verifiedCN !== user) {
       throw new AuthFailure(
-        new PgError(SQLSTATE.invalidAuthorizationSpecification, `certificate authentication failed for user "${user}"`, 'FATAL', `provided user name (${user}) and authenticated user name (${client.tls.verifiedCN}) do not match`),
+        new PgError(
+          SQLSTATE.invalidAuthorizationSpecification,
+          `certificate authentication failed for user "${user}"`,
+          'FATAL',
+          `provided user name (${user}) and authenticated user name (${client.tls.verifiedCN}) do not match`,
+        ),
       );
     }
   }
@@ -279,11 +314,19 @@ async function hbaAuth(client: ClientInfo, env: FrontendAuthEnv, reader: AuthRea
     case 'cert': {
       if (!client.tls) throw noEntry(); // the parser only allows cert on hostssl; be safe
       if (!client.tls.verifiedCN) {
-        throw new AuthFailure(new PgError(SQLSTATE.invalidAuthorizationSpecification, 'connection requires a valid client certificate'), client.tls.verifyError ?? 'no client certificate');
+        throw new AuthFailure(
+          new PgError(SQLSTATE.invalidAuthorizationSpecification, 'connection requires a valid client certificate'),
+          client.tls.verifyError ?? 'no client certificate',
+        );
       }
       if (client.tls.verifiedCN !== user) {
         throw new AuthFailure(
-          new PgError(SQLSTATE.invalidAuthorizationSpecification, `certificate authentication failed for user "${user}"`, 'FATAL', `provided user name (${user}) and authenticated user name (${client.tls.verifiedCN}) do not match`),
+          new PgError(
+            SQLSTATE.invalidAuthorizationSpecification,
+            `certificate authentication failed for user "${user}"`,
+            'FATAL',
+            `provided user name (${user}) and authenticated user name (${client.tls.verifiedCN}) do not match`,
+          ),
         );
       }
       return { secret: secretFromPasswd(stored), method: 'cert' };
@@ -292,7 +335,10 @@ async function hbaAuth(client: ClientInfo, env: FrontendAuthEnv, reader: AuthRea
       const pw = await askClearText(client, reader);
       if (stored) {
         if (!passwordMatches(pw, user, stored)) throw invalidPassword(user, 'password does not match pool_passwd');
-        return { secret: stored.kind === 'scram' ? { password: pw } : { ...secretFromPasswd(stored), password: pw }, method: 'password' };
+        return {
+          secret: stored.kind === 'scram' ? { password: pw } : { ...secretFromPasswd(stored), password: pw },
+          method: 'password',
+        };
       }
       await verifyAtBackend(client, env, pw);
       return { secret: { password: pw }, method: 'password' };
@@ -302,7 +348,14 @@ async function hbaAuth(client: ClientInfo, env: FrontendAuthEnv, reader: AuthRea
         // Still run the challenge, so a client cannot tell which users exist from the exchange.
         await md5Exchange(client, reader, undefined);
         throw new AuthFailure(
-          new PgError(SQLSTATE.invalidPassword, 'md5 authentication failed', 'FATAL', stored ? `the pool_passwd entry for "${user}" is a SCRAM verifier, which cannot do md5` : `pool_passwd file does not contain an entry for "${user}"`),
+          new PgError(
+            SQLSTATE.invalidPassword,
+            'md5 authentication failed',
+            'FATAL',
+            stored
+              ? `the pool_passwd entry for "${user}" is a SCRAM verifier, which cannot do md5`
+              : `pool_passwd file does not contain an entry for "${user}"`,
+          ),
         );
       }
       await md5Exchange(client, reader, stored);
@@ -312,7 +365,14 @@ async function hbaAuth(client: ClientInfo, env: FrontendAuthEnv, reader: AuthRea
       if (!stored || stored.kind === 'md5') {
         await scramExchange(client, reader, undefined);
         throw new AuthFailure(
-          new PgError(SQLSTATE.invalidPassword, 'SCRAM authentication failed', 'FATAL', stored ? `the pool_passwd entry for "${user}" is an md5 hash, which cannot do SCRAM; store a TEXT/AES password or a SCRAM verifier` : `pool_passwd file does not contain an entry for "${user}"`),
+          new PgError(
+            SQLSTATE.invalidPassword,
+            'SCRAM authentication failed',
+            'FATAL',
+            stored
+              ? `the pool_passwd entry for "${user}" is an md5 hash, which cannot do SCRAM; store a TEXT/AES password or a SCRAM verifier`
+              : `pool_passwd file does not contain an entry for "${user}"`,
+          ),
         );
       }
       return { secret: await scramExchange(client, reader, stored), method: 'scram-sha-256' };
@@ -323,7 +383,12 @@ async function hbaAuth(client: ClientInfo, env: FrontendAuthEnv, reader: AuthRea
 
 // ---------------------------------------------------------------- pool_hba off
 
-async function relayAuth(client: ClientInfo, env: FrontendAuthEnv, reader: AuthReader, setMethod: (m: HbaMethod) => void): Promise<AuthSuccess> {
+async function relayAuth(
+  client: ClientInfo,
+  env: FrontendAuthEnv,
+  reader: AuthReader,
+  setMethod: (m: HbaMethod) => void,
+): Promise<AuthSuccess> {
   const user = client.params.get('user') ?? '';
   const backend = await env.backendMethod(client.params);
   const stored = env.passwd?.getPasswordFor(user);
@@ -365,12 +430,14 @@ async function relayAuth(client: ClientInfo, env: FrontendAuthEnv, reader: AuthR
       return { secret: { password: pw }, method: 'password' };
     }
     case 'md5':
-      if (!stored || stored.kind === 'scram') return clearTextFallback(stored ? 'pool_passwd has a SCRAM verifier, md5 impossible' : 'no pool_passwd entry');
+      if (!stored || stored.kind === 'scram')
+        return clearTextFallback(stored ? 'pool_passwd has a SCRAM verifier, md5 impossible' : 'no pool_passwd entry');
       setMethod('md5');
       await md5Exchange(client, reader, stored);
       return { secret: secretFromPasswd(stored), method: 'md5' };
     case 'scram-sha-256':
-      if (!stored || stored.kind === 'md5') return clearTextFallback(stored ? 'pool_passwd has an md5 hash, SCRAM impossible' : 'no pool_passwd entry');
+      if (!stored || stored.kind === 'md5')
+        return clearTextFallback(stored ? 'pool_passwd has an md5 hash, SCRAM impossible' : 'no pool_passwd entry');
       setMethod('scram-sha-256');
       return { secret: await scramExchange(client, reader, stored), method: 'scram-sha-256' };
   }
@@ -381,7 +448,8 @@ async function relayAuth(client: ClientInfo, env: FrontendAuthEnv, reader: AuthR
 async function verifyAtBackend(client: ClientInfo, env: FrontendAuthEnv, password: string): Promise<void> {
   const err = await env.verifyWithBackend(client.params, { password });
   if (!err) return;
-  if (err.code === SQLSTATE.invalidPassword || err.code === SQLSTATE.invalidAuthorizationSpecification) throw new AuthFailure(err, 'rejected by the primary');
+  if (err.code === SQLSTATE.invalidPassword || err.code === SQLSTATE.invalidAuthorizationSpecification)
+    throw new AuthFailure(err, 'rejected by the primary');
   throw new AuthFailure(err, 'could not verify the password with the primary');
 }
 
@@ -389,7 +457,8 @@ async function askClearText(client: ClientInfo, reader: AuthReader): Promise<str
   sendAuth(client.socket, AuthCode.CleartextPassword);
   const body = await reader.next('password');
   const nul = body.indexOf(0);
-  if (nul !== body.length - 1) throw new AuthFailure(new PgError(SQLSTATE.protocolViolation, 'invalid password packet size'));
+  if (nul !== body.length - 1)
+    throw new AuthFailure(new PgError(SQLSTATE.protocolViolation, 'invalid password packet size'));
   const pw = body.toString('utf8', 0, nul);
   const user = client.params.get('user') ?? '';
   if (pw.length === 0) throw invalidPassword(user, 'empty password');
@@ -403,13 +472,19 @@ async function md5Exchange(client: ClientInfo, reader: AuthReader, stored: Passw
   sendAuth(client.socket, AuthCode.MD5Password, salt);
   const body = await reader.next('password');
   const r = readCString(body, 0, body.length);
-  if (!r || r[1] !== body.length) throw new AuthFailure(new PgError(SQLSTATE.protocolViolation, 'invalid password packet size'));
+  if (!r || r[1] !== body.length)
+    throw new AuthFailure(new PgError(SQLSTATE.protocolViolation, 'invalid password packet size'));
   if (!stored || stored.kind === 'scram') return;
-  if (!verifyMd5Response(r[0], stored, user, salt)) throw invalidPassword(user, 'md5 response does not match pool_passwd');
+  if (!verifyMd5Response(r[0], stored, user, salt))
+    throw invalidPassword(user, 'md5 response does not match pool_passwd');
 }
 
 /** SCRAM-SHA-256[-PLUS] as server; returns the backend secret (the password, or the recovered ClientKey). */
-async function scramExchange(client: ClientInfo, reader: AuthReader, stored: PasswordFor | undefined): Promise<BackendSecret> {
+async function scramExchange(
+  client: ClientInfo,
+  reader: AuthReader,
+  stored: PasswordFor | undefined,
+): Promise<BackendSecret> {
   const user = client.params.get('user') ?? '';
   const endPoint = client.tls?.endPoint;
   const server = new ScramServer({
@@ -422,23 +497,30 @@ async function scramExchange(client: ClientInfo, reader: AuthReader, stored: Pas
   sendAuth(client.socket, AuthCode.SASL, mechs);
   const first = await reader.next('SASL');
   const mech = readCString(first, 0, first.length);
-  if (!mech || mech[1] + 4 > first.length) throw new AuthFailure(new PgError(SQLSTATE.protocolViolation, 'malformed SASLInitialResponse'));
+  if (!mech || mech[1] + 4 > first.length)
+    throw new AuthFailure(new PgError(SQLSTATE.protocolViolation, 'malformed SASLInitialResponse'));
   const len = first.readInt32BE(mech[1]);
   const data = len < 0 ? '' : first.toString('utf8', mech[1] + 4, mech[1] + 4 + len);
-  if (len >= 0 && mech[1] + 4 + len !== first.length) throw new AuthFailure(new PgError(SQLSTATE.protocolViolation, 'malformed SASLInitialResponse'));
+  if (len >= 0 && mech[1] + 4 + len !== first.length)
+    throw new AuthFailure(new PgError(SQLSTATE.protocolViolation, 'malformed SASLInitialResponse'));
   const r1 = server.handleClientFirst(data, mech[0]);
   if ('error' in r1) throw scramFailure(r1.error);
   sendAuth(client.socket, AuthCode.SASLContinue, Buffer.from(r1.serverFirst));
   const second = await reader.next('SASL');
   const r2 = server.handleClientFinal(second.toString('utf8'));
   if ('error' in r2) {
-    if (r2.error.code === SQLSTATE.invalidPassword) throw new AuthFailure(new PgError(r2.error.code, r2.error.message), stored ? 'SCRAM proof does not match pool_passwd' : 'no usable pool_passwd entry');
+    if (r2.error.code === SQLSTATE.invalidPassword)
+      throw new AuthFailure(
+        new PgError(r2.error.code, r2.error.message),
+        stored ? 'SCRAM proof does not match pool_passwd' : 'no usable pool_passwd entry',
+      );
     throw scramFailure(r2.error);
   }
   sendAuth(client.socket, AuthCode.SASLFinal, Buffer.from(r2.serverFinal));
   if (stored?.kind === 'plain') return { password: stored.password };
   const key = server.clientKey;
   const v = server.usedVerifier;
-  if (stored?.kind === 'scram' && key && v && parseScramVerifier(stored.verifier)) return { scramClientKey: key, scramVerifier: stored.verifier };
+  if (stored?.kind === 'scram' && key && v && parseScramVerifier(stored.verifier))
+    return { scramClientKey: key, scramVerifier: stored.verifier };
   return {};
 }

@@ -18,17 +18,53 @@ import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
 import { CONSUME_AND_SUSPEND, DROP, MessageScanner, SUSPEND, type FrameSink } from '../protocol/framing.js';
-import { PgError, authenticationOk, backendKeyData, errorResponse, noticeResponse, parameterStatus, readCString, readyForQuery, type ErrorFields } from '../protocol/messages.js';
+import {
+  PgError,
+  authenticationOk,
+  backendKeyData,
+  errorResponse,
+  noticeResponse,
+  parameterStatus,
+  readCString,
+  readyForQuery,
+  type ErrorFields,
+} from '../protocol/messages.js';
 import { isCacheableDatabase, type ConnectionCache } from '../pool/cache.js';
-import { cacheKeyFor, connectBackend, sendCancel, type BackendConnection, type BackendSecret } from '../pool/connector.js';
+import {
+  cacheKeyFor,
+  connectBackend,
+  sendCancel,
+  type BackendConnection,
+  type BackendSecret,
+} from '../pool/connector.js';
 import type { NodeTable } from '../cluster/nodes.js';
 import type { Router, Classification, Decision, CatalogQuestions } from '../router/router.js';
 import { afterStatement, newSessionRoutingState, type SessionRoutingState } from '../router/policy.js';
 import type { AdminRequest } from '../admin/service.js';
 import type { AdminResult } from '../admin/engine.js';
 import type { ParamValue } from '../config/params.js';
-import { bindComplete, closeComplete, commandCompleteFor, encodeAdminResult, encodeRows, parseComplete, rowDescriptionFor } from '../admin/wire.js';
-import { BackendLink, END_BIND, END_CLOSE, END_DESCRIBE, END_EXECUTE, END_PARSE, END_READY, Mode, SYNC, type Expectation, type LinkOwner } from './backend-link.js';
+import {
+  bindComplete,
+  closeComplete,
+  commandCompleteFor,
+  encodeAdminResult,
+  encodeRows,
+  parseComplete,
+  rowDescriptionFor,
+} from '../admin/wire.js';
+import {
+  BackendLink,
+  END_BIND,
+  END_CLOSE,
+  END_DESCRIBE,
+  END_EXECUTE,
+  END_PARSE,
+  END_READY,
+  Mode,
+  SYNC,
+  type Expectation,
+  type LinkOwner,
+} from './backend-link.js';
 
 /** Everything a session needs from the process around it. */
 export interface SessionContext {
@@ -45,7 +81,7 @@ export interface SessionContext {
    * A backend connection of a client session failed (failover_on_backend_error). Resolves
    * true when the node was failed over after its health check.
    */
-  reportBackendError?(nodeId: number, kind: 'connect' | 'io' | 'shutdown'): Promise<boolean> | void;
+  reportBackendError?(nodeId: number, kind: 'connect' | 'io' | 'shutdown'): Promise<boolean> | undefined;
   /** Wait (bounded) for a primary during a failover; resolves with its id or -1. */
   waitForPrimary?(timeoutMs: number): Promise<number>;
   /** An admin command (SHOW pool_*, PGPOOL …) for this session, or undefined if `sql` is not one. */
@@ -74,7 +110,6 @@ const CLIENT_DECODE = (() => {
   t['d'.charCodeAt(0)] = 0;
   return t;
 })();
-
 
 const POISON =
   "DO $pgrelay$BEGIN RAISE EXCEPTION 'pgrelay: a statement failed on the load-balance node; the transaction is aborted on every node'; END$pgrelay$";
@@ -222,13 +257,19 @@ export class Session implements FrameSink, LinkOwner {
         // try once more, so that a client arriving during a failover waits instead of failing.
         const failedNode = this.ctx.nodes.primaryId;
         if (!isNetworkError(e) || !this.ctx.reportBackendError || failedNode < 0) throw e;
-        this.log.info({ node: failedNode, err: (e as Error).message }, 'primary unreachable at connect: waiting for its health check');
+        this.log.info(
+          { node: failedNode, err: (e as Error).message },
+          'primary unreachable at connect: waiting for its health check',
+        );
         await withTimeout(Promise.resolve(this.ctx.reportBackendError(failedNode, 'connect')), 30_000);
         if (this.closed || client.destroyed) return;
         await this.openLinks();
       }
     } catch (e) {
-      const err = e instanceof PgError ? e : new PgError(SQLSTATE.connectionFailure, `could not open a backend connection: ${(e as Error).message}`);
+      const err =
+        e instanceof PgError
+          ? e
+          : new PgError(SQLSTATE.connectionFailure, `could not open a backend connection: ${(e as Error).message}`);
       this.log.warn({ code: err.code, err: err.message }, 'backend connection failed');
       this.fatal(err);
       return;
@@ -251,15 +292,25 @@ export class Session implements FrameSink, LinkOwner {
     const cfg = this.ctx.config();
     let primary = this.ctx.nodes.primaryNode();
     if (!primary && this.ctx.waitForPrimary) {
-      const id = await this.ctx.waitForPrimary(cfg.connect_timeout > 0 ? Math.max(cfg.connect_timeout, 10_000) : 10_000);
+      const id = await this.ctx.waitForPrimary(
+        cfg.connect_timeout > 0 ? Math.max(cfg.connect_timeout, 10_000) : 10_000,
+      );
       if (id >= 0) primary = this.ctx.nodes.primaryNode();
     }
-    if (!primary) throw new PgError(SQLSTATE.cannotConnectNow, 'no primary node is available', 'FATAL', undefined, 'pgrelay is searching for the primary; retry shortly.');
+    if (!primary)
+      throw new PgError(
+        SQLSTATE.cannotConnectNow,
+        'no primary node is available',
+        'FATAL',
+        undefined,
+        'pgrelay is searching for the primary; retry shortly.',
+      );
     const router = this.ctx.router;
     const wanted = new Set<number>([primary.id]);
     if (router.loadBalancing) {
       if (router.statementLevel) {
-        for (const n of this.ctx.nodes.all()) if ((n.status === 'up' || n.status === 'waiting') && n.weight > 0) wanted.add(n.id);
+        for (const n of this.ctx.nodes.all())
+          if ((n.status === 'up' || n.status === 'waiting') && n.weight > 0) wanted.add(n.id);
       }
       let lb = router.chooseSessionNode(this.facts);
       // A drawn node that lags may be replaced at once (prefer_lower_delay_standby).
@@ -276,7 +327,10 @@ export class Session implements FrameSink, LinkOwner {
       if (r.status === 'fulfilled') {
         this.links[ids[i]] = new BackendLink(this, r.value, ids[i] + 1, this.ctx.metrics);
       } else if (ids[i] !== primary.id) {
-        this.log.warn({ node: ids[i], err: (r.reason as Error).message }, 'load-balance node unavailable; reading from the primary');
+        this.log.warn(
+          { node: ids[i], err: (r.reason as Error).message },
+          'load-balance node unavailable; reading from the primary',
+        );
         if (isNetworkError(r.reason)) this.ctx.reportBackendError?.(ids[i], 'connect');
       }
     }
@@ -344,7 +398,10 @@ export class Session implements FrameSink, LinkOwner {
 
   onMessage(type: number, buf: Buffer, start: number, end: number): number {
     if (this.closed) return DROP;
-    if (TRACE) process.stderr.write(`[trace] s${this.pid} client -> ${String.fromCharCode(type)} ${type === FE.Query || type === FE.Parse ? buf.toString('utf8', start, Math.min(end, start + 60)).replace(/\0/g, '|') : ''}\n`);
+    if (TRACE)
+      process.stderr.write(
+        `[trace] s${this.pid} client -> ${String.fromCharCode(type)} ${type === FE.Query || type === FE.Parse ? buf.toString('utf8', start, Math.min(end, start + 60)).replace(/\0/g, '|') : ''}\n`,
+      );
     switch (type) {
       case FE.Query:
         return this.onQuery(buf, start, end);
@@ -379,7 +436,9 @@ export class Session implements FrameSink, LinkOwner {
         this.close();
         return DROP;
       default:
-        this.fatal(new PgError(SQLSTATE.protocolViolation, `invalid frontend message type ${type} ('${printable(type)}')`));
+        this.fatal(
+          new PgError(SQLSTATE.protocolViolation, `invalid frontend message type ${type} ('${printable(type)}')`),
+        );
         return DROP;
     }
   }
@@ -393,7 +452,12 @@ export class Session implements FrameSink, LinkOwner {
 
   onFramingError(message: string, code: 'length' | 'size'): void {
     this.log.warn({ err: message }, 'malformed message from client');
-    this.fatal(new PgError(code === 'size' ? SQLSTATE.programLimitExceeded : SQLSTATE.protocolViolation, code === 'size' ? `${message} (max_message_size)` : message));
+    this.fatal(
+      new PgError(
+        code === 'size' ? SQLSTATE.programLimitExceeded : SQLSTATE.protocolViolation,
+        code === 'size' ? `${message} (max_message_size)` : message,
+      ),
+    );
   }
 
   /**
@@ -403,10 +467,17 @@ export class Session implements FrameSink, LinkOwner {
    */
   private perNodeStatement(link: BackendLink, sql: string): void {
     const cfg = this.ctx.config();
-    if (cfg.log_per_node_statement) this.log.info({ node: link.nodeId, backendPid: link.conn.pid, statement: redact(sql) }, 'statement');
+    if (cfg.log_per_node_statement)
+      this.log.info({ node: link.nodeId, backendPid: link.conn.pid, statement: redact(sql) }, 'statement');
     if (cfg.notice_per_node_statement && !this.links.some((l) => l !== undefined && l.visible > 0)) {
       this.scanner.flushRun();
-      this.writeClient(noticeResponse({ severity: 'NOTICE', code: '00000', message: `DB node id: ${link.nodeId} statement: ${redact(sql)}` }));
+      this.writeClient(
+        noticeResponse({
+          severity: 'NOTICE',
+          code: '00000',
+          message: `DB node id: ${link.nodeId} statement: ${redact(sql)}`,
+        }),
+      );
     }
   }
 
@@ -462,8 +533,15 @@ export class Session implements FrameSink, LinkOwner {
 
   /** Routing state after a statement (policy.ts), with dml_adaptive's related objects. */
   private statementOutcome(cls: Classification, d: Decision, ok: boolean, status: number): void {
-    afterStatement(this.routing, cls, d, { ok, txStatus: statusChar(status) }, this.ctx.config().disable_load_balance_on_write);
-    if (ok && cls.writtenTables.length > 0) this.ctx.router.addRelatedObjects(this.routing, cls.writtenTables, status !== TxStatus.Idle);
+    afterStatement(
+      this.routing,
+      cls,
+      d,
+      { ok, txStatus: statusChar(status) },
+      this.ctx.config().disable_load_balance_on_write,
+    );
+    if (ok && cls.writtenTables.length > 0)
+      this.ctx.router.addRelatedObjects(this.routing, cls.writtenTables, status !== TxStatus.Idle);
   }
 
   /** Record the transaction status seen at the end of a statement or pipeline. */
@@ -520,7 +598,10 @@ export class Session implements FrameSink, LinkOwner {
       this.debug({ node: id, replayed: this.replay.length }, 'connected to another node for reads');
     } catch (e) {
       this.unreachable.set(id, Date.now() + 5000);
-      this.log.warn({ node: id, err: (e as Error).message }, 'could not connect to the node chosen for reads; reading from the primary');
+      this.log.warn(
+        { node: id, err: (e as Error).message },
+        'could not connect to the node chosen for reads; reading from the primary',
+      );
       if (isNetworkError(e)) this.ctx.reportBackendError?.(id, 'connect');
     }
     this.resumeClient('connect');
@@ -598,7 +679,8 @@ export class Session implements FrameSink, LinkOwner {
       return DROP;
     }
     const sql = q[0];
-    if (this.ctx.config().log_statement && !this.scanner.resuming) this.log.info({ statement: redact(sql) }, 'statement');
+    if (this.ctx.config().log_statement && !this.scanner.resuming)
+      this.log.info({ statement: redact(sql) }, 'statement');
     const admin = this.ctx.adminCommand?.(this, sql);
     if (admin) {
       if (!this.gate(null)) return SUSPEND;
@@ -654,7 +736,16 @@ export class Session implements FrameSink, LinkOwner {
   private runOnBoth(sql: string, cls: Classification, d: Decision, second: BackendLink): void {
     const p = this.primaryLink();
     const standbyText = d.standbyText ?? sql;
-    const order: Array<[BackendLink, string]> = d.bothOrder === 'standby-first' ? [[second, standbyText], [p, sql]] : [[p, sql], [second, standbyText]];
+    const order: Array<[BackendLink, string]> =
+      d.bothOrder === 'standby-first'
+        ? [
+            [second, standbyText],
+            [p, sql],
+          ]
+        : [
+            [p, sql],
+            [second, standbyText],
+          ];
     const results = new Map<BackendLink, Expectation>();
     this.scanner.flushRun();
     const step = (i: number): void => {
@@ -685,14 +776,23 @@ export class Session implements FrameSink, LinkOwner {
     step(0);
   }
 
-  private finishBoth(sql: string, cls: Classification, d: Decision, onPrimary: Expectation, onSecond: Expectation): void {
+  private finishBoth(
+    sql: string,
+    cls: Classification,
+    d: Decision,
+    onPrimary: Expectation,
+    onSecond: Expectation,
+  ): void {
     let out: Buffer;
     let status = onPrimary.status ?? TxStatus.Idle;
     if (onPrimary.error || !onSecond.error) {
       out = Buffer.concat(onPrimary.held ?? []);
     } else {
       // Only the load-balance node failed: report its error; inside a transaction, abort it on the primary too.
-      this.log.warn({ node: this.lbNodeId, code: onSecond.error.C, err: onSecond.error.M }, 'statement failed on the load-balance node only');
+      this.log.warn(
+        { node: this.lbNodeId, code: onSecond.error.C, err: onSecond.error.M },
+        'statement failed on the load-balance node only',
+      );
       if (status === TxStatus.InTransaction) {
         this.poisonPrimary();
         status = TxStatus.Failed;
@@ -717,7 +817,7 @@ export class Session implements FrameSink, LinkOwner {
 
   private async answerAdmin(admin: AdminRequest): Promise<void> {
     this.runningAdmin = true;
-    let result;
+    let result: AdminResult;
     try {
       result = await admin.run();
     } finally {
@@ -764,11 +864,20 @@ export class Session implements FrameSink, LinkOwner {
     }
     const name = n[0];
     const sql = q[0];
-    if (this.ctx.config().log_statement && !this.scanner.resuming) this.log.info({ statement: redact(sql), prepared: name }, 'statement (parse)');
+    if (this.ctx.config().log_statement && !this.scanner.resuming)
+      this.log.info({ statement: redact(sql), prepared: name }, 'statement (parse)');
     const admin = this.ctx.adminCommand?.(this, sql);
     if (admin) {
       const r = this.adminReply(parseComplete());
-      if (r !== SUSPEND) this.stmts.set(name, { admin, sql, cls: this.ctx.router.classify('SELECT 1'), parse: Buffer.alloc(0), nodes: [], both: false });
+      if (r !== SUSPEND)
+        this.stmts.set(name, {
+          admin,
+          sql,
+          cls: this.ctx.router.classify('SELECT 1'),
+          parse: Buffer.alloc(0),
+          nodes: [],
+          both: false,
+        });
       return r;
     }
     const cls = this.ctx.router.classify(sql);
@@ -900,7 +1009,9 @@ export class Session implements FrameSink, LinkOwner {
     return this.send(link, {
       end: END_DESCRIBE,
       mode: Mode.Forward,
-      resend: this.resendable(link) ? this.resendRaw(buf.subarray(start - 5, end), (to) => (stmt ? this.parsedOn(stmt, to) : this.inPipeline(to))) : undefined,
+      resend: this.resendable(link)
+        ? this.resendRaw(buf.subarray(start - 5, end), (to) => (stmt ? this.parsedOn(stmt, to) : this.inPipeline(to)))
+        : undefined,
     });
   }
 
@@ -951,7 +1062,10 @@ export class Session implements FrameSink, LinkOwner {
             if (e.error) (outcome as PendingOutcome).ok = false;
           }
         : undefined,
-      resend: !portal?.both && this.resendable(target) ? this.resendRaw(buf.subarray(start - 5, end), (to) => this.inPipeline(to)) : undefined,
+      resend:
+        !portal?.both && this.resendable(target)
+          ? this.resendRaw(buf.subarray(start - 5, end), (to) => this.inPipeline(to))
+          : undefined,
     });
   }
 
@@ -990,15 +1104,18 @@ export class Session implements FrameSink, LinkOwner {
     return this.send(first, {
       end: END_CLOSE,
       mode: Mode.Forward,
-      resend: links.length <= 1 && this.resendable(first) ? this.resendRaw(Buffer.from(raw), (to) => this.inPipeline(to)) : undefined,
+      resend:
+        links.length <= 1 && this.resendable(first)
+          ? this.resendRaw(Buffer.from(raw), (to) => this.inPipeline(to))
+          : undefined,
     });
   }
 
   private onSync(): number {
-    const copying = this.links.find((l) => l !== undefined && l.copyIn);
+    const copying = this.links.find((l) => l?.copyIn);
     // PostgreSQL ignores Sync (and Flush) in copy-in mode: pass it on, expect nothing.
     if (copying) return copying.action;
-    const members = this.links.filter((l): l is BackendLink => l !== undefined && l.inPipeline);
+    const members = this.links.filter((l): l is BackendLink => l?.inPipeline === true);
     if (members.length === 0) members.push(this.primaryLink());
     // Links outside this pipeline that still owe the client a reply come first.
     for (const l of this.links) {
@@ -1070,7 +1187,7 @@ export class Session implements FrameSink, LinkOwner {
     let any = false;
     this.scanner.flushRun();
     for (const l of this.links) {
-      if (l && l.inPipeline) {
+      if (l?.inPipeline) {
         l.flushIfNeeded();
         any = true;
       }
@@ -1118,7 +1235,8 @@ export class Session implements FrameSink, LinkOwner {
 
   backendFatal(link: BackendLink, f: Record<string, string>): void {
     this.log.warn({ node: link.nodeId, code: f.C, err: f.M }, 'backend sent FATAL');
-    if (f.C === SQLSTATE.adminShutdown || f.C === SQLSTATE.crashShutdown) this.ctx.reportBackendError?.(link.nodeId, 'shutdown');
+    if (f.C === SQLSTATE.adminShutdown || f.C === SQLSTATE.crashShutdown)
+      this.ctx.reportBackendError?.(link.nodeId, 'shutdown');
   }
 
   linkBroken(link: BackendLink, message: string): void {
@@ -1135,9 +1253,14 @@ export class Session implements FrameSink, LinkOwner {
       // Outside a transaction, reads that got no reply yet are re-sent; inside one, a node that
       // ran nothing but the mirrored BEGIN/SET can be left without the client noticing.
       const resendable = (e: Expectation): boolean => e.skippable === true || (e.resend !== undefined && !e.started);
-      const movable = this.routing.inTransaction ? !link.usedInTx && pending.every((e) => e.skippable === true) : pending.every(resendable);
+      const movable = this.routing.inTransaction
+        ? !link.usedInTx && pending.every((e) => e.skippable === true)
+        : pending.every(resendable);
       if (movable) {
-        this.log.warn({ node: link.nodeId, backendPid: c.pid, resent: pending.length }, 'load-balance node connection lost; moving reads');
+        this.log.warn(
+          { node: link.nodeId, backendPid: c.pid, resent: pending.length },
+          'load-balance node connection lost; moving reads',
+        );
         this.links[link.nodeId] = undefined;
         link.detach();
         for (const st of this.stmts.values()) st.nodes = st.nodes.filter((n) => n !== link.nodeId);
@@ -1208,7 +1331,8 @@ export class Session implements FrameSink, LinkOwner {
   /** Report a FATAL error to the client and end the session. */
   fatal(err: PgError): void {
     if (this.closed) return;
-    if (!this.client.destroyed && this.client.writable) this.client.write(errorResponse({ ...err.toFields(), severity: 'FATAL' }));
+    if (!this.client.destroyed && this.client.writable)
+      this.client.write(errorResponse({ ...err.toFields(), severity: 'FATAL' }));
     this.close();
   }
 
@@ -1300,7 +1424,13 @@ function statusChar(s: number): 'I' | 'T' | 'E' {
 
 function errorFieldsOf(f: Record<string, string>): ErrorFields {
   const sev = (f.V ?? f.S ?? 'ERROR') as ErrorFields['severity'];
-  return { severity: sev, code: f.C ?? SQLSTATE.internalError, message: f.M ?? 'error on the load-balance node', detail: f.D, hint: f.H };
+  return {
+    severity: sev,
+    code: f.C ?? SQLSTATE.internalError,
+    message: f.M ?? 'error on the load-balance node',
+    detail: f.D,
+    hint: f.H,
+  };
 }
 
 function printable(type: number): string {

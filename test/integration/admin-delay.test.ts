@@ -24,9 +24,15 @@ describe('replication_delay with a paused standby (own DevCluster)', () => {
   let metricsPort: number;
 
   async function poolNodes(): Promise<NodeRow[]> {
-    const r = await runPsql(['--csv', '-v', 'ON_ERROR_STOP=1', '-c', 'SHOW pool_nodes'], { port: proxy.port, timeoutMs: 15_000 });
+    const r = await runPsql(['--csv', '-v', 'ON_ERROR_STOP=1', '-c', 'SHOW pool_nodes'], {
+      port: proxy.port,
+      timeoutMs: 15_000,
+    });
     expect(r.stderr).toBe('');
-    const [head, ...rows] = r.stdout.trim().split('\n').map((l) => l.split(','));
+    const [head, ...rows] = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split(','));
     return rows.map((v) => Object.fromEntries(head!.map((h, i) => [h, v[i] ?? ''])) as unknown as NodeRow);
   }
 
@@ -36,13 +42,16 @@ describe('replication_delay with a paused standby (own DevCluster)', () => {
     for (;;) {
       last = (await poolNodes())[1];
       if (last && pred(last)) return last;
-      if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last row: ${JSON.stringify(last)}`);
+      if (Date.now() > deadline)
+        throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last row: ${JSON.stringify(last)}`);
       await sleep(500);
     }
   }
 
   async function delayGauge(node: string): Promise<number | undefined> {
-    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { signal: AbortSignal.timeout(10_000) })).text();
+    const text = await (
+      await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { signal: AbortSignal.timeout(10_000) })
+    ).text();
     const m = new RegExp(`^pgrelay_replication_delay_bytes\\{node="${node}"\\} (\\S+)$`, 'm').exec(text);
     return m ? Number(m[1]) : undefined;
   }
@@ -52,7 +61,13 @@ describe('replication_delay with a paused standby (own DevCluster)', () => {
     metricsPort = await freePort();
     proxy = await startProxy({
       cluster,
-      config: { sr_check_period: 1, sr_check_user: 'postgres', health_check_period: 1, health_check_user: 'postgres', metrics_port: metricsPort },
+      config: {
+        sr_check_period: 1,
+        sr_check_user: 'postgres',
+        health_check_period: 1,
+        health_check_user: 'postgres',
+        metrics_port: metricsPort,
+      },
     });
   });
 
@@ -62,7 +77,10 @@ describe('replication_delay with a paused standby (own DevCluster)', () => {
   });
 
   it('grows while replay is paused and a few MB are written on the primary, returns to 0 after resume', async () => {
-    const before = await waitForNode1((r) => r.replication_state === 'streaming', 'the sr check to see the standby streaming');
+    const before = await waitForNode1(
+      (r) => r.replication_state === 'streaming',
+      'the sr check to see the standby streaming',
+    );
     expect(before.role).toBe('standby');
     expect(before.replication_sync_state).toBe('async');
     expect(before.replication_delay).toMatch(/^\d+$/);

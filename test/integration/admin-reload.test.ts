@@ -40,21 +40,29 @@ function logLines(p: ProxyHandle): LogLine[] {
 }
 
 /** Wait for a log line matching `pred` among the lines after the first `since`. */
-async function waitForJson(p: ProxyHandle, pred: (l: LogLine) => boolean, opts: { since?: number; timeoutMs?: number; what: string }): Promise<LogLine> {
+async function waitForJson(
+  p: ProxyHandle,
+  pred: (l: LogLine) => boolean,
+  opts: { since?: number; timeoutMs?: number; what: string },
+): Promise<LogLine> {
   const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
   for (;;) {
     const hit = logLines(p)
       .slice(opts.since ?? 0)
       .find(pred);
     if (hit) return hit;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${opts.what}\n--- logs ---\n${p.logs().slice(-5000)}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${opts.what}\n--- logs ---\n${p.logs().slice(-5000)}`);
     await sleep(50);
   }
 }
 
 /** Node that answers a fresh session's plain SELECT (its load-balance node). */
 async function lbNodeOfNewSession(p: ProxyHandle): Promise<number> {
-  const r = await runPsql(['-At', '-v', 'ON_ERROR_STOP=1', '-c', 'SELECT inet_server_port()'], { port: p.port, timeoutMs: 15_000 });
+  const r = await runPsql(['-At', '-v', 'ON_ERROR_STOP=1', '-c', 'SELECT inet_server_port()'], {
+    port: p.port,
+    timeoutMs: 15_000,
+  });
   expect(r.stderr).toBe('');
   const port = Number(r.stdout.trim());
   const n = cluster.nodes.find((x) => x.port === port);
@@ -63,13 +71,19 @@ async function lbNodeOfNewSession(p: ProxyHandle): Promise<number> {
 }
 
 async function pgpoolShow(p: ProxyHandle, name: string): Promise<string> {
-  const r = await runPsql(['-At', '-v', 'ON_ERROR_STOP=1', '-c', `PGPOOL SHOW ${name}`], { port: p.port, timeoutMs: 15_000 });
+  const r = await runPsql(['-At', '-v', 'ON_ERROR_STOP=1', '-c', `PGPOOL SHOW ${name}`], {
+    port: p.port,
+    timeoutMs: 15_000,
+  });
   expect(r.stderr).toBe('');
   return r.stdout.trim();
 }
 
 async function poolNodeStatus(p: ProxyHandle): Promise<string[]> {
-  const r = await runPsql(['-At', '-F', '|', '-v', 'ON_ERROR_STOP=1', '-c', 'SHOW pool_nodes'], { port: p.port, timeoutMs: 15_000 });
+  const r = await runPsql(['-At', '-F', '|', '-v', 'ON_ERROR_STOP=1', '-c', 'SHOW pool_nodes'], {
+    port: p.port,
+    timeoutMs: 15_000,
+  });
   expect(r.stderr).toBe('');
   return r.stdout
     .trim()
@@ -96,7 +110,10 @@ describe('reload', () => {
   let proxy: ProxyHandle;
 
   beforeAll(async () => {
-    proxy = await startProxy({ cluster, config: { backend_weight0: 1, backend_weight1: 0, backend_weight2: 0, admin_users: 'postgres' } });
+    proxy = await startProxy({
+      cluster,
+      config: { backend_weight0: 1, backend_weight1: 0, backend_weight2: 0, admin_users: 'postgres' },
+    });
   });
   afterAll(async () => {
     await proxy?.stop();
@@ -125,7 +142,10 @@ describe('reload', () => {
 
     const since = logLines(proxy).length;
     await proxy.reload({ backend_weight0: 0, backend_weight1: 1, backend_weight2: 0 });
-    const reloaded = await waitForJson(proxy, (l) => l.msg === 'configuration reloaded', { since, what: 'configuration reloaded' });
+    const reloaded = await waitForJson(proxy, (l) => l.msg === 'configuration reloaded', {
+      since,
+      what: 'configuration reloaded',
+    });
     expect(reloaded.changed).toEqual(expect.arrayContaining(['backend_weight0', 'backend_weight1']));
     const doneAtReload = done;
     await sleep(300);
@@ -137,7 +157,12 @@ describe('reload', () => {
 
     for (let i = 0; i < 4; i++) expect(await lbNodeOfNewSession(proxy), 'new session after the reload').toBe(1);
     const lb = await runPsql(['-At', '-F', '|', '-c', 'SHOW pool_nodes'], { port: proxy.port, timeoutMs: 15_000 });
-    expect(lb.stdout.trim().split('\n').map((l) => l.split('|')[5])).toEqual(['0.000000', '1.000000', '0.000000']);
+    expect(
+      lb.stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.split('|')[5]),
+    ).toEqual(['0.000000', '1.000000', '0.000000']);
     await endPg(open);
   });
 
@@ -153,7 +178,11 @@ describe('reload', () => {
     expect(await reloadCommand(['-f', proxy.confPath], io), io.stderr).toBe(1);
     expect(io.stdout).toContain(`SIGHUP sent to process ${proxy.pid}`);
     expect(io.stderr).toContain(`${proxy.confPath}:${badLine}`);
-    const err = await waitForJson(proxy, (l) => typeof l.msg === 'string' && /configuration file has errors/.test(l.msg), { since, what: 'the reload error' });
+    const err = await waitForJson(
+      proxy,
+      (l) => typeof l.msg === 'string' && /configuration file has errors/.test(l.msg),
+      { since, what: 'the reload error' },
+    );
     expect(JSON.stringify(err.errors), 'the error names file:line').toContain(`${proxy.confPath}:${badLine}`);
     // nothing of the file was applied
     expect(await pgpoolShow(proxy, 'log_statement')).toBe('off');
@@ -162,12 +191,17 @@ describe('reload', () => {
 
     // PGPOOL RELOAD reports the same error to the admin
     const c = await pgClient({ port: proxy.port });
-    await expect(c.query('PGPOOL RELOAD')).rejects.toThrow(new RegExp(`${proxy.confPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:${badLine}`));
+    await expect(c.query('PGPOOL RELOAD')).rejects.toThrow(
+      new RegExp(`${proxy.confPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:${badLine}`),
+    );
 
     // fixed file: applied
     const since2 = logLines(proxy).length;
     await proxy.reload({ log_statement: true });
-    await waitForJson(proxy, (l) => l.msg === 'configuration reloaded', { since: since2, what: 'configuration reloaded' });
+    await waitForJson(proxy, (l) => l.msg === 'configuration reloaded', {
+      since: since2,
+      what: 'configuration reloaded',
+    });
     expect(await pgpoolShow(proxy, 'log_statement')).toBe('on');
     const r = await c.query('PGPOOL RELOAD');
     expect(r.command).toBe('RELOAD');
@@ -208,7 +242,16 @@ describe('graceful detach', () => {
   let proxy: ProxyHandle;
   beforeAll(async () => {
     // Every session reads from node 2 while it is up.
-    proxy = await startProxy({ cluster, config: { backend_weight0: 0, backend_weight1: 0, backend_weight2: 1, admin_users: 'postgres', log_min_messages: 'warning' } });
+    proxy = await startProxy({
+      cluster,
+      config: {
+        backend_weight0: 0,
+        backend_weight1: 0,
+        backend_weight2: 1,
+        admin_users: 'postgres',
+        log_min_messages: 'warning',
+      },
+    });
   });
   afterAll(async () => {
     await proxy?.stop();
@@ -217,7 +260,8 @@ describe('graceful detach', () => {
   it('PGPOOL DETACH NODE 2 GRACEFULLY waits for the session using node 2; meanwhile new sessions read elsewhere', async () => {
     const target = { host: '127.0.0.1', port: proxy.port };
     const a = await pgClient(target, { user: 'postgres', database: 'postgres' });
-    const portOf = async (c: typeof a): Promise<number> => Number((await c.query('SELECT inet_server_port() AS p')).rows[0].p);
+    const portOf = async (c: typeof a): Promise<number> =>
+      Number((await c.query('SELECT inet_server_port() AS p')).rows[0].p);
     expect(await portOf(a)).toBe(cluster.node(2).port);
 
     const admin = await pgClient(target, { user: 'postgres', database: 'postgres' });
@@ -261,7 +305,11 @@ describe('reload with a broken pool_hba.conf', () => {
     await fsp.writeFile(hba, '# comment\nhost all all 127.0.0.1/32 no_such_method\n');
     const since = logLines(proxy).length;
     proxy.kill('SIGHUP');
-    const err = await waitForJson(proxy, (l) => typeof l.msg === 'string' && /pool_hba\.conf not reloaded/.test(l.msg), { since, what: 'the pool_hba.conf error' });
+    const err = await waitForJson(
+      proxy,
+      (l) => typeof l.msg === 'string' && /pool_hba\.conf not reloaded/.test(l.msg),
+      { since, what: 'the pool_hba.conf error' },
+    );
     expect(String(err.err), 'the error names file:line').toContain(`${hba}:2`);
     // the old rule (trust) still applies
     for (let i = 0; i < 2; i++) {

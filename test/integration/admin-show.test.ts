@@ -9,7 +9,7 @@
  * Shared cluster, read-only. Weights 0:1:0, so the load-balance node of every
  * session is standby node 1.
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { parsePrometheus, type Family } from '../support/prometheus.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/devcluster.js';
@@ -137,8 +137,20 @@ function rowObjects(t: Table): Array<Record<string, string>> {
 }
 
 const POOL_NODES_COLUMNS = [
-  'node_id', 'hostname', 'port', 'status', 'pg_status', 'lb_weight', 'role', 'pg_role', 'select_cnt',
-  'load_balance_node', 'replication_delay', 'replication_state', 'replication_sync_state', 'last_status_change',
+  'node_id',
+  'hostname',
+  'port',
+  'status',
+  'pg_status',
+  'lb_weight',
+  'role',
+  'pg_role',
+  'select_cnt',
+  'load_balance_node',
+  'replication_delay',
+  'replication_state',
+  'replication_sync_state',
+  'last_status_change',
 ];
 const TS = /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$/;
 
@@ -192,8 +204,16 @@ async function waitForSrCheck(timeoutMs = 20_000): Promise<Table> {
   for (;;) {
     last = await psqlTable('SHOW pool_nodes');
     const rows = rowObjects(last);
-    if (rows.length === 3 && rows.filter((r) => r.replication_state === 'streaming').length === 2 && rows.every((r) => r.pg_role !== 'unknown')) return last;
-    if (Date.now() > deadline) throw new Error(`sr_check did not fill replication_state within ${timeoutMs} ms:\n${JSON.stringify(rows, null, 1)}`);
+    if (
+      rows.length === 3 &&
+      rows.filter((r) => r.replication_state === 'streaming').length === 2 &&
+      rows.every((r) => r.pg_role !== 'unknown')
+    )
+      return last;
+    if (Date.now() > deadline)
+      throw new Error(
+        `sr_check did not fill replication_state within ${timeoutMs} ms:\n${JSON.stringify(rows, null, 1)}`,
+      );
     await sleep(500);
   }
 }
@@ -223,7 +243,8 @@ async function tracedClient(): Promise<{ c: pg.Client; events: string[]; statuse
   const events: string[] = [];
   const statuses: string[] = [];
   const conn = (c as unknown as { connection: import('node:events').EventEmitter }).connection;
-  for (const ev of ['parseComplete', 'bindComplete', 'rowDescription', 'noData', 'commandComplete']) conn.on(ev, () => events.push(ev));
+  for (const ev of ['parseComplete', 'bindComplete', 'rowDescription', 'noData', 'commandComplete'])
+    conn.on(ev, () => events.push(ev));
   conn.on('readyForQuery', (m: { status: string }) => statuses.push(m.status));
   return { c, events, statuses };
 }
@@ -241,7 +262,10 @@ describe('SHOW pool_nodes', () => {
     const { c, events } = await tracedClient();
     const r = await c.query({ text: 'SHOW pool_nodes', values: [] });
     checkPoolNodes(resultTable(r));
-    expect(r.fields.every((f) => f.dataTypeID === 25), 'column types are text').toBe(true);
+    expect(
+      r.fields.every((f) => f.dataTypeID === 25),
+      'column types are text',
+    ).toBe(true);
     expect(events).not.toContain('parseComplete');
   });
 
@@ -318,7 +342,9 @@ describe('SHOW pool_nodes', () => {
     expect(after[LB]! - before[LB]!, `select_cnt of node ${LB}: ${before} → ${after}`).toBeGreaterThanOrEqual(N);
     expect(after[P], 'select_cnt of the primary unchanged').toBe(before[P]);
     expect(after[2], 'select_cnt of node 2 unchanged').toBe(before[2]);
-    expect(statsAfter[LB]! - statsBefore[LB]!, 'pool_backend_stats.select_cnt of the LB node').toBeGreaterThanOrEqual(N);
+    expect(statsAfter[LB]! - statsBefore[LB]!, 'pool_backend_stats.select_cnt of the LB node').toBeGreaterThanOrEqual(
+      N,
+    );
     expect(statsAfter[P]).toBe(statsBefore[P]);
   });
 });
@@ -334,8 +360,20 @@ describe('other SHOW pool_* commands', () => {
   it('SHOW pool_backend_stats: 14 columns, one integer row per node', async () => {
     const t = await psqlTable('SHOW pool_backend_stats');
     expect(t.columns).toEqual([
-      'node_id', 'hostname', 'port', 'status', 'role', 'select_cnt', 'insert_cnt', 'update_cnt', 'delete_cnt',
-      'ddl_cnt', 'other_cnt', 'panic_cnt', 'fatal_cnt', 'error_cnt',
+      'node_id',
+      'hostname',
+      'port',
+      'status',
+      'role',
+      'select_cnt',
+      'insert_cnt',
+      'update_cnt',
+      'delete_cnt',
+      'ddl_cnt',
+      'other_cnt',
+      'panic_cnt',
+      'fatal_cnt',
+      'error_cnt',
     ]);
     expect(t.rows).toHaveLength(3);
     for (const [i, r] of rowObjects(t).entries()) {
@@ -356,10 +394,26 @@ describe('other SHOW pool_* commands', () => {
       await sleep(500);
     }
     expect(t.columns).toEqual([
-      'node_id', 'hostname', 'port', 'status', 'role', 'last_status_change', 'total_count', 'success_count',
-      'fail_count', 'skip_count', 'retry_count', 'average_retry_count', 'max_retry_count', 'max_duration',
-      'min_duration', 'average_duration', 'last_health_check', 'last_successful_health_check',
-      'last_skip_health_check', 'last_failed_health_check',
+      'node_id',
+      'hostname',
+      'port',
+      'status',
+      'role',
+      'last_status_change',
+      'total_count',
+      'success_count',
+      'fail_count',
+      'skip_count',
+      'retry_count',
+      'average_retry_count',
+      'max_retry_count',
+      'max_duration',
+      'min_duration',
+      'average_duration',
+      'last_health_check',
+      'last_successful_health_check',
+      'last_skip_health_check',
+      'last_failed_health_check',
     ]);
     expect(t.rows).toHaveLength(3);
     for (const [i, r] of rowObjects(t).entries()) {
@@ -367,7 +421,16 @@ describe('other SHOW pool_* commands', () => {
       expect(r.status).toMatch(/^(up|waiting)$/);
       expect(r.role).toBe(i === P ? 'primary' : 'standby');
       expectRecentTs(r.last_status_change!, `node ${i} last_status_change`);
-      for (const k of ['total_count', 'success_count', 'fail_count', 'skip_count', 'retry_count', 'max_retry_count', 'max_duration', 'min_duration']) {
+      for (const k of [
+        'total_count',
+        'success_count',
+        'fail_count',
+        'skip_count',
+        'retry_count',
+        'max_retry_count',
+        'max_duration',
+        'min_duration',
+      ]) {
         expect(r[k], `${k} of node ${i}`).toMatch(/^\d+$/);
       }
       expect(Number(r.total_count), 'checks ran').toBeGreaterThanOrEqual(2);
@@ -387,7 +450,16 @@ describe('other SHOW pool_* commands', () => {
     const c = await pgClient({ port: proxy.port });
     await c.query('SELECT 1');
     const t = resultTable(await c.query('SHOW pool_processes'));
-    expect(t.columns).toEqual(['pool_pid', 'start_time', 'client_connection_count', 'database', 'username', 'backend_connection_time', 'pool_counter', 'status']);
+    expect(t.columns).toEqual([
+      'pool_pid',
+      'start_time',
+      'client_connection_count',
+      'database',
+      'username',
+      'backend_connection_time',
+      'pool_counter',
+      'status',
+    ]);
     expect(t.rows.length).toBeGreaterThanOrEqual(1);
     const rows = rowObjects(t);
     for (const r of rows) {
@@ -410,9 +482,23 @@ describe('other SHOW pool_* commands', () => {
     await c.query('SELECT 1');
     const t = resultTable(await c.query('SHOW pool_pools'));
     expect(t.columns).toEqual([
-      'pool_pid', 'start_time', 'client_connection_count', 'pool_id', 'backend_id', 'database', 'username',
-      'backend_connection_time', 'client_connection_time', 'client_disconnection_time', 'client_idle_duration',
-      'majorversion', 'minorversion', 'pool_counter', 'pool_backendpid', 'pool_connected', 'status',
+      'pool_pid',
+      'start_time',
+      'client_connection_count',
+      'pool_id',
+      'backend_id',
+      'database',
+      'username',
+      'backend_connection_time',
+      'client_connection_time',
+      'client_disconnection_time',
+      'client_idle_duration',
+      'majorversion',
+      'minorversion',
+      'pool_counter',
+      'pool_backendpid',
+      'pool_connected',
+      'status',
     ]);
     const rows = rowObjects(t);
     const myPid = String((c as unknown as { processID: number }).processID);
@@ -420,11 +506,21 @@ describe('other SHOW pool_* commands', () => {
     expect(mine.map((r) => r.backend_id)).toEqual(['0', '1', '2']);
     for (const r of rows) {
       expect(r.start_time).toMatch(TS);
-      for (const k of ['client_connection_count', 'pool_id', 'backend_id', 'client_idle_duration', 'majorversion', 'minorversion', 'pool_counter', 'pool_backendpid']) {
+      for (const k of [
+        'client_connection_count',
+        'pool_id',
+        'backend_id',
+        'client_idle_duration',
+        'majorversion',
+        'minorversion',
+        'pool_counter',
+        'pool_backendpid',
+      ]) {
         expect(r[k], k).toMatch(/^\d+$/);
       }
       expect(r.pool_connected).toMatch(/^[01]$/);
-      for (const k of ['backend_connection_time', 'client_connection_time', 'client_disconnection_time']) if (r[k] !== '') expect(r[k], k).toMatch(TS);
+      for (const k of ['backend_connection_time', 'client_connection_time', 'client_disconnection_time'])
+        if (r[k] !== '') expect(r[k], k).toMatch(TS);
       expect(r.status).toMatch(/^(Wait for connection|Execute command|Idle|Idle in transaction|Connecting)$/);
       if (r.pool_connected === '1') {
         expect(r.majorversion).toBe('3');
@@ -441,8 +537,15 @@ describe('other SHOW pool_* commands', () => {
   it('SHOW pool_cache: 1 row, 9 columns, zeros, ratio %.2f', async () => {
     const t = await psqlTable('SHOW pool_cache');
     expect(t.columns).toEqual([
-      'num_cache_hits', 'num_selects', 'cache_hit_ratio', 'num_hash_entries', 'used_hash_entries',
-      'num_cache_entries', 'used_cache_entries_size', 'free_cache_entries_size', 'fragment_cache_entries_size',
+      'num_cache_hits',
+      'num_selects',
+      'cache_hit_ratio',
+      'num_hash_entries',
+      'used_hash_entries',
+      'num_cache_entries',
+      'used_cache_entries_size',
+      'free_cache_entries_size',
+      'fragment_cache_entries_size',
     ]);
     expect(t.rows).toEqual([['0', '0', '0.00', '0', '0', '0', '0', '0', '0']]);
   });
@@ -461,7 +564,7 @@ describe('other SHOW pool_* commands', () => {
     for (const r of t.rows) expect(r[1], `${r[0]} leaks the sr_check password`).not.toContain(SR_SECRET);
   });
 
-  it('SHOW pool_status in pgpool\'s legacy format (§1.5): booleans/enums as numbers, normalised backend_weightN, backend_statusN, standby_delayN', async () => {
+  it("SHOW pool_status in pgpool's legacy format (§1.5): booleans/enums as numbers, normalised backend_weightN, backend_statusN, standby_delayN", async () => {
     const t = await psqlTable('SHOW pool_status');
     const m = new Map(t.rows.map((r) => [r[0]!, r[1]!]));
     expect(m.get('load_balance_mode'), 'load_balance_mode printed as a number').toBe('1');
@@ -498,7 +601,9 @@ describe('PGPOOL SHOW / SET / RESET', () => {
   it('PGPOOL SHOW backend / health_check groups', async () => {
     const b = await psqlTable('PGPOOL SHOW backend');
     expect(b.columns).toEqual(['item', 'value', 'description']);
-    expect(b.rows.map((r) => r[0])).toEqual(expect.arrayContaining(['backend_hostname0', 'backend_port2', 'backend_weight1', 'backend_flag2']));
+    expect(b.rows.map((r) => r[0])).toEqual(
+      expect.arrayContaining(['backend_hostname0', 'backend_port2', 'backend_weight1', 'backend_flag2']),
+    );
     const h = await psqlTable('PGPOOL SHOW health_check');
     expect(h.rows.find((r) => r[0] === 'health_check_period')?.[1]).toMatch(/^1s?$/);
   });
@@ -508,8 +613,12 @@ describe('PGPOOL SHOW / SET / RESET', () => {
     const b = await pgClient({ port: proxy.port });
     const set = await a.query('PGPOOL SET client_idle_limit = 10');
     expect(set.command).toBe('SET');
-    expect((await a.query('PGPOOL SHOW client_idle_limit')).rows, 'shown with its unit, as pgpool').toEqual([{ client_idle_limit: '10s' }]);
-    expect((await b.query('PGPOOL SHOW client_idle_limit')).rows, 'other sessions keep the configured value').toEqual([{ client_idle_limit: '0' }]);
+    expect((await a.query('PGPOOL SHOW client_idle_limit')).rows, 'shown with its unit, as pgpool').toEqual([
+      { client_idle_limit: '10s' },
+    ]);
+    expect((await b.query('PGPOOL SHOW client_idle_limit')).rows, 'other sessions keep the configured value').toEqual([
+      { client_idle_limit: '0' },
+    ]);
     const reset = await a.query('PGPOOL RESET ALL');
     expect(reset.command).toBe('RESET');
     expect((await a.query('PGPOOL SHOW client_idle_limit')).rows).toEqual([{ client_idle_limit: '0' }]);
@@ -518,13 +627,19 @@ describe('PGPOOL SHOW / SET / RESET', () => {
     expect(r1.command, 'RESET <param> replies SET, as pgpool').toBe('SET');
     expect((await a.query('PGPOOL SHOW client_idle_limit')).rows).toEqual([{ client_idle_limit: '0' }]);
     // psql shows the tags
-    const r = await runPsql(['-c', 'PGPOOL SET client_idle_limit = 10', '-c', 'PGPOOL RESET ALL'], { port: proxy.port, timeoutMs: 15_000 });
+    const r = await runPsql(['-c', 'PGPOOL SET client_idle_limit = 10', '-c', 'PGPOOL RESET ALL'], {
+      port: proxy.port,
+      timeoutMs: 15_000,
+    });
     expect(r.stdout).toBe('SET\nRESET\n');
   });
 
   it('errors as pgpool: unknown parameter, non-session parameter, syntax error', async () => {
     const c = await pgClient({ port: proxy.port });
-    await expect(c.query('PGPOOL SHOW nosuch')).rejects.toMatchObject({ code: 'XX000', message: 'config variable "nosuch" not found' });
+    await expect(c.query('PGPOOL SHOW nosuch')).rejects.toMatchObject({
+      code: 'XX000',
+      message: 'config variable "nosuch" not found',
+    });
     await expect(c.query('PGPOOL SET num_init_children = 3')).rejects.toMatchObject({
       code: 'XX000',
       message: 'invalid Context, value for parameter "num_init_children" cannot be changed',
@@ -544,8 +659,14 @@ async function scrape(): Promise<{ status: number; contentType: string; families
   return { status: r.status, contentType: r.headers.get('content-type') ?? '', families: parsePrometheus(text), text };
 }
 
-function sum(families: Map<string, Family>, name: string, filter: (l: Record<string, string>) => boolean = () => true): number {
-  return (families.get(name)?.samples ?? []).filter((s) => s.name === name && filter(s.labels)).reduce((a, s) => a + s.value, 0);
+function sum(
+  families: Map<string, Family>,
+  name: string,
+  filter: (l: Record<string, string>) => boolean = () => true,
+): number {
+  return (families.get(name)?.samples ?? [])
+    .filter((s) => s.name === name && filter(s.labels))
+    .reduce((a, s) => a + s.value, 0);
 }
 
 describe('metrics endpoint', () => {
@@ -561,7 +682,14 @@ describe('metrics endpoint', () => {
       if (f.type === 'counter') expect(f.name, 'counters end in _total').toMatch(/_total$/);
       else if (/_total$/.test(f.name)) nonCounterTotal.push(`${f.type} ${f.name}`);
     }
-    for (const name of ['pgrelay_queries_total', 'pgrelay_errors_total', 'pgrelay_client_connections_total', 'pgrelay_node_status', 'pgrelay_replication_delay_bytes', 'pgrelay_build_info']) {
+    for (const name of [
+      'pgrelay_queries_total',
+      'pgrelay_errors_total',
+      'pgrelay_client_connections_total',
+      'pgrelay_node_status',
+      'pgrelay_replication_delay_bytes',
+      'pgrelay_build_info',
+    ]) {
       expect(families.has(name), `${name} exported`).toBe(true);
     }
     expect(families.get('pgrelay_queries_total')!.type).toBe('counter');
@@ -573,24 +701,40 @@ describe('metrics endpoint', () => {
     const before = (await scrape()).families;
     const N = 5;
     for (let i = 0; i < 2; i++) {
-      const r = await runPsql(['-v', 'ON_ERROR_STOP=1', ...Array.from({ length: N }, () => ['-c', 'SELECT 1']).flat()], { port: proxy.port, timeoutMs: 15_000 });
+      const r = await runPsql(
+        ['-v', 'ON_ERROR_STOP=1', ...Array.from({ length: N }, () => ['-c', 'SELECT 1']).flat()],
+        { port: proxy.port, timeoutMs: 15_000 },
+      );
       expect(r.code).toBe(0);
     }
     const c = await pgClient({ port: proxy.port });
     await expect(c.query('SELECT * FROM admin_show_no_such_table')).rejects.toMatchObject({ code: '42P01' });
     await endPg(c);
     const after = (await scrape()).families;
-    const d = (name: string, f?: (l: Record<string, string>) => boolean): number => sum(after, name, f) - sum(before, name, f);
+    const d = (name: string, f?: (l: Record<string, string>) => boolean): number =>
+      sum(after, name, f) - sum(before, name, f);
     expect(d('pgrelay_queries_total'), 'pgrelay_queries_total').toBeGreaterThanOrEqual(2 * N);
-    expect(d('pgrelay_queries_total', (l) => l.kind === 'select' && l.node === String(LB)), 'selects on the LB node').toBeGreaterThanOrEqual(2 * N);
+    expect(
+      d('pgrelay_queries_total', (l) => l.kind === 'select' && l.node === String(LB)),
+      'selects on the LB node',
+    ).toBeGreaterThanOrEqual(2 * N);
     expect(d('pgrelay_client_received_bytes_total')).toBeGreaterThan(0);
     expect(d('pgrelay_client_sent_bytes_total')).toBeGreaterThan(0);
-    expect(d('pgrelay_errors_total', (l) => l.sqlstate_class === '42'), 'errors_total{sqlstate_class="42"}').toBeGreaterThanOrEqual(1);
+    expect(
+      d('pgrelay_errors_total', (l) => l.sqlstate_class === '42'),
+      'errors_total{sqlstate_class="42"}',
+    ).toBeGreaterThanOrEqual(1);
     // state gauges
     const status = after.get('pgrelay_node_status')!.samples;
     expect(status.find((x) => x.labels.node === String(LB) && x.labels.status === 'up')?.value).toBe(1);
-    expect(after.get('pgrelay_node_role')!.samples.find((x) => x.labels.node === String(P) && x.labels.role === 'primary')?.value).toBe(1);
-    expect(d('pgrelay_client_connections_total'), 'pgrelay_client_connections_total (3 client connections were made)').toBeGreaterThanOrEqual(3);
+    expect(
+      after.get('pgrelay_node_role')!.samples.find((x) => x.labels.node === String(P) && x.labels.role === 'primary')
+        ?.value,
+    ).toBe(1);
+    expect(
+      d('pgrelay_client_connections_total'),
+      'pgrelay_client_connections_total (3 client connections were made)',
+    ).toBeGreaterThanOrEqual(3);
   });
 
   it('/healthz 200, /readyz 200 while a primary is known, unknown path 404', async () => {
@@ -634,12 +778,20 @@ describe('statement logs', () => {
     await c.query({ name: 'logged_ext', text: `SELECT '${marker}_ext' AS m` });
     await proxy.waitForLog(`${marker}_ext`, 5000);
     const lines = logLines().filter((l) => typeof l.statement === 'string' && (l.statement as string).includes(marker));
-    expect(lines.some((l) => l.msg === 'statement' && l.statement === `SELECT '${marker}' AS m`), JSON.stringify(lines)).toBe(true);
+    expect(
+      lines.some((l) => l.msg === 'statement' && l.statement === `SELECT '${marker}' AS m`),
+      JSON.stringify(lines),
+    ).toBe(true);
     expect(lines.some((l) => (l.statement as string).includes(`${marker}_ext`))).toBe(true);
   });
 
   it('ALTER ROLE … PASSWORD never reaches the logs in clear text', async () => {
-    const secrets = [`Sup3rS3cret-${process.pid}-a`, `Sup3rS3cret-${process.pid}-b`, `Sup3rS3cret-${process.pid}-c`, `Sup3rS3cret-${process.pid}-d`];
+    const secrets = [
+      `Sup3rS3cret-${process.pid}-a`,
+      `Sup3rS3cret-${process.pid}-b`,
+      `Sup3rS3cret-${process.pid}-c`,
+      `Sup3rS3cret-${process.pid}-d`,
+    ];
     const c = await pgClient({ port: proxy.port });
     await c.query(`ALTER ROLE ${ROLE} PASSWORD '${secrets[0]}'`);
     await c.query(`alter user ${ROLE} with encrypted password '${secrets[1]}' valid until 'infinity'`);
@@ -651,7 +803,9 @@ describe('statement logs', () => {
     const logs = proxy.logs();
     for (const s of secrets) expect(logs.includes(s), `password ${s} appears in the logs`).toBe(false);
     // but the statements are logged (redacted)
-    const alter = logLines().filter((l) => typeof l.statement === 'string' && (l.statement as string).startsWith(`ALTER ROLE ${ROLE} PASSWORD`));
+    const alter = logLines().filter(
+      (l) => typeof l.statement === 'string' && (l.statement as string).startsWith(`ALTER ROLE ${ROLE} PASSWORD`),
+    );
     expect(alter.length, 'the ALTER ROLE statement is logged').toBeGreaterThanOrEqual(1);
     expect(alter[0]!.statement).toBe(`ALTER ROLE ${ROLE} PASSWORD '*****'`);
   });

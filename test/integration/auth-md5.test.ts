@@ -35,21 +35,40 @@ function sqlLit(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
 }
 
-async function psqlAs(proxy: ProxyHandle, user: string, password: string | undefined, sql = 'SELECT current_user', env: Record<string, string> = {}): Promise<{ code: number | null; out: string; err: string }> {
+async function psqlAs(
+  proxy: ProxyHandle,
+  user: string,
+  password: string | undefined,
+  sql = 'SELECT current_user',
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; out: string; err: string }> {
   const r = await runPsql(['-w', '-At', '-c', sql], { port: proxy.port, user, password, env, timeoutMs: 20_000 });
   return { code: r.code, out: r.stdout.trim(), err: r.stderr };
 }
 
 function cli(args: string[], cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI_PATH, ...args], { cwd, timeout: 20_000, env: { ...process.env, PGPOOLKEYFILE: '' } }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as NodeJS.ErrnoException & { code?: unknown }).code === 'number' ? Number((err as { code?: unknown }).code) : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      [CLI_PATH, ...args],
+      { cwd, timeout: 20_000, env: { ...process.env, PGPOOLKEYFILE: '' } },
+      (err, stdout, stderr) => {
+        const code = err
+          ? typeof (err as NodeJS.ErrnoException & { code?: unknown }).code === 'number'
+            ? Number((err as { code?: unknown }).code)
+            : 1
+          : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
   });
 }
 
-async function proxyWith(passwdText: string, extra: Record<string, string | number | boolean> = {}, hba?: string[]): Promise<{ proxy: ProxyHandle; passwdFile: string; hbaFile: string }> {
+async function proxyWith(
+  passwdText: string,
+  extra: Record<string, string | number | boolean> = {},
+  hba?: string[],
+): Promise<{ proxy: ProxyHandle; passwdFile: string; hbaFile: string }> {
   const dir = await fsp.mkdtemp(path.join(tmp, 'conf-'));
   const passwdFile = path.join(dir, 'pool_passwd');
   const hbaFile = path.join(dir, 'pool_hba.conf');
@@ -58,7 +77,15 @@ async function proxyWith(passwdText: string, extra: Record<string, string | numb
   const proxy = await startProxy({
     cluster,
     backends: [0],
-    config: { pool_passwd: passwdFile, hba_file: hbaFile, enable_pool_hba: hba !== undefined, pool_key_file: keyFile, num_init_children: 8, max_pool: 2, ...extra },
+    config: {
+      pool_passwd: passwdFile,
+      hba_file: hbaFile,
+      enable_pool_hba: hba !== undefined,
+      pool_key_file: keyFile,
+      num_init_children: 8,
+      max_pool: 2,
+      ...extra,
+    },
   });
   return { proxy, passwdFile, hbaFile };
 }
@@ -95,7 +122,7 @@ describe('pool_hba off: the primary asks for md5; pgpool-generated pool_passwd',
   let proxy: ProxyHandle;
   let passwdFile: string;
   beforeAll(async () => {
-    const text = fs.readFileSync(path.join(FIXTURES, 'pool_passwd'), 'utf8') + 'frank:TEXTfrankpw\n';
+    const text = `${fs.readFileSync(path.join(FIXTURES, 'pool_passwd'), 'utf8')}frank:TEXTfrankpw\n`;
     ({ proxy, passwdFile } = await proxyWith(text));
   });
   afterAll(async () => {
@@ -113,17 +140,31 @@ describe('pool_hba off: the primary asks for md5; pgpool-generated pool_passwd',
 
   it('node-postgres logs in (md5 and AES entries)', async () => {
     for (const u of ['alice', 'erin']) {
-      const c = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: u, password: USERS[u], database: 'postgres', connectionTimeoutMillis: 10_000 });
+      const c = new pg.Client({
+        host: '127.0.0.1',
+        port: proxy.port,
+        user: u,
+        password: USERS[u],
+        database: 'postgres',
+        connectionTimeoutMillis: 10_000,
+      });
       await c.connect();
       const r = await c.query('SELECT current_user AS u');
       expect(r.rows[0].u).toBe(u);
       await c.end();
     }
-    const bad = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'alice', password: 'nope', database: 'postgres', connectionTimeoutMillis: 10_000 });
+    const bad = new pg.Client({
+      host: '127.0.0.1',
+      port: proxy.port,
+      user: 'alice',
+      password: 'nope',
+      database: 'postgres',
+      connectionTimeoutMillis: 10_000,
+    });
     await expect(bad.connect()).rejects.toMatchObject({ code: '28P01' });
   });
 
-  it('cached connections: every client authenticates (wrong password, another user with A\'s password)', async () => {
+  it("cached connections: every client authenticates (wrong password, another user with A's password)", async () => {
     expect((await psqlAs(proxy, 'alice', USERS.alice)).code).toBe(0); // leaves a cached connection
     const wrong = await psqlAs(proxy, 'alice', 'bad');
     expect(wrong.err).toContain('password authentication failed for user "alice"');
@@ -141,7 +182,9 @@ describe('pool_hba off: the primary asks for md5; pgpool-generated pool_passwd',
     expect(fs.readFileSync(passwdFile, 'utf8')).toContain('alice:md53d9d89073a06cb134f93613c96d60700'); // as pgpool's pool_passwd.after-update
     await cluster.psql(0, "SET password_encryption = 'md5'; ALTER ROLE alice PASSWORD 'newalicepw'");
     await hup(proxy);
-    expect((await psqlAs(proxy, 'alice', USERS.alice)).err).toContain('password authentication failed for user "alice"');
+    expect((await psqlAs(proxy, 'alice', USERS.alice)).err).toContain(
+      'password authentication failed for user "alice"',
+    );
     expect(await psqlAs(proxy, 'alice', 'newalicepw')).toMatchObject({ code: 0, out: 'alice' });
     // AES with the key file, as pg_enc -m
     const e = await cli(['enc', '-m', '-f', conf, '-k', keyFile, '-u', 'bob', 'bobaes'], proxy.dir);
@@ -150,14 +193,17 @@ describe('pool_hba off: the primary asks for md5; pgpool-generated pool_passwd',
     await cluster.psql(0, "SET password_encryption = 'md5'; ALTER ROLE bob PASSWORD 'bobaes'");
     await hup(proxy);
     expect(await psqlAs(proxy, 'bob', 'bobaes')).toMatchObject({ code: 0, out: 'bob' });
-    await cluster.psql(0, `SET password_encryption = 'md5'; ALTER ROLE alice PASSWORD ${sqlLit(USERS.alice)}; ALTER ROLE bob PASSWORD ${sqlLit(USERS.bob)}`);
+    await cluster.psql(
+      0,
+      `SET password_encryption = 'md5'; ALTER ROLE alice PASSWORD ${sqlLit(USERS.alice)}; ALTER ROLE bob PASSWORD ${sqlLit(USERS.bob)}`,
+    );
   });
 });
 
 describe('pool_hba on with md5 backends', () => {
   let proxy: ProxyHandle;
   beforeAll(async () => {
-    const text = fs.readFileSync(path.join(FIXTURES, 'pool_passwd'), 'utf8') + 'frank:TEXTfrankpw\n';
+    const text = `${fs.readFileSync(path.join(FIXTURES, 'pool_passwd'), 'utf8')}frank:TEXTfrankpw\n`;
     ({ proxy } = await proxyWith(text, {}, [
       'host all alice,bob 127.0.0.1/32 md5',
       'host all carol,frank 127.0.0.1/32 scram-sha-256',
@@ -187,9 +233,11 @@ describe('pool_hba on with md5 backends', () => {
     expect((await psqlAs(proxy, 'dave', 'x')).err).toContain('password authentication failed for user "dave"');
   });
 
-  it('no entry: 28000 with pgpool\'s detail', async () => {
+  it("no entry: 28000 with pgpool's detail", async () => {
     const r = await psqlAs(proxy, 'postgres', SUPER_PW);
-    expect(r.err).toContain('no pool_hba.conf entry for host "127.0.0.1", user "postgres", database "postgres", SSL off');
+    expect(r.err).toContain(
+      'no pool_hba.conf entry for host "127.0.0.1", user "postgres", database "postgres", SSL off',
+    );
   });
 });
 

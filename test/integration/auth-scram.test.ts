@@ -44,21 +44,91 @@ function openssl(args: string[], cwd: string): void {
 function makeCerts(dir: string): Certs {
   const ext = path.join(dir, 'san.ext');
   fs.writeFileSync(ext, 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=pgrelay test CA'], dir);
+  openssl(
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.crt',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=pgrelay test CA',
+    ],
+    dir,
+  );
   const leaf = (name: string, cn: string, ca: string, withSan: boolean): void => {
-    openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`], dir);
-    openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.crt`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-out', `${name}.crt`, '-days', '2', ...(withSan ? ['-extfile', ext] : [])], dir);
+    openssl(
+      ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`],
+      dir,
+    );
+    openssl(
+      [
+        'x509',
+        '-req',
+        '-in',
+        `${name}.csr`,
+        '-CA',
+        `${ca}.crt`,
+        '-CAkey',
+        `${ca}.key`,
+        '-CAcreateserial',
+        '-out',
+        `${name}.crt`,
+        '-days',
+        '2',
+        ...(withSan ? ['-extfile', ext] : []),
+      ],
+      dir,
+    );
     fs.chmodSync(path.join(dir, `${name}.key`), 0o600);
   };
   leaf('server', 'localhost', 'ca', true);
   leaf('alice', 'alice', 'ca', false);
-  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'rogueca.key', '-out', 'rogueca.crt', '-days', '2', '-subj', '/CN=rogue CA'], dir);
+  openssl(
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      'rogueca.key',
+      '-out',
+      'rogueca.crt',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=rogue CA',
+    ],
+    dir,
+  );
   leaf('rogue', 'alice', 'rogueca', false);
   const p = (f: string): string => path.join(dir, f);
-  return { dir, ca: p('ca.crt'), serverCert: p('server.crt'), serverKey: p('server.key'), aliceCert: p('alice.crt'), aliceKey: p('alice.key'), rogueCert: p('rogue.crt'), rogueKey: p('rogue.key') };
+  return {
+    dir,
+    ca: p('ca.crt'),
+    serverCert: p('server.crt'),
+    serverKey: p('server.key'),
+    aliceCert: p('alice.crt'),
+    aliceKey: p('alice.key'),
+    rogueCert: p('rogue.crt'),
+    rogueKey: p('rogue.key'),
+  };
 }
 
-async function psqlAs(proxy: ProxyHandle, user: string, password: string | undefined, sql = 'SELECT current_user', env: Record<string, string> = {}): Promise<{ code: number | null; out: string; err: string }> {
+async function psqlAs(
+  proxy: ProxyHandle,
+  user: string,
+  password: string | undefined,
+  sql = 'SELECT current_user',
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; out: string; err: string }> {
   const r = await runPsql(['-w', '-At', '-c', sql], { port: proxy.port, user, password, env, timeoutMs: 20_000 });
   return { code: r.code, out: r.stdout.trim(), err: r.stderr };
 }
@@ -86,7 +156,11 @@ async function hup(proxy: ProxyHandle): Promise<void> {
 }
 
 /** Start a proxy whose pool_passwd / pool_hba.conf are written before start. */
-async function proxyWith(opts: { config?: Record<string, ConfValue>; passwd?: string[]; hba?: string[] }): Promise<ProxyHandle> {
+async function proxyWith(opts: {
+  config?: Record<string, ConfValue>;
+  passwd?: string[];
+  hba?: string[];
+}): Promise<ProxyHandle> {
   const dir = await fsp.mkdtemp(path.join(tmp, 'conf-'));
   const passwdFile = path.join(dir, 'pool_passwd');
   const hbaFile = path.join(dir, 'pool_hba.conf');
@@ -131,7 +205,10 @@ beforeAll(async () => {
     fs.chmodSync(target, 0o600);
     fs.chownSync(target, st.uid, st.gid);
   }
-  await cluster.psql(0, "ALTER SYSTEM SET ssl_cert_file = 'pgr_server.crt'; ALTER SYSTEM SET ssl_key_file = 'pgr_server.key'; ALTER SYSTEM SET ssl = on");
+  await cluster.psql(
+    0,
+    "ALTER SYSTEM SET ssl_cert_file = 'pgr_server.crt'; ALTER SYSTEM SET ssl_key_file = 'pgr_server.key'; ALTER SYSTEM SET ssl = on",
+  );
   await cluster.psql(0, 'SELECT pg_reload_conf()');
 }, 180_000);
 
@@ -145,7 +222,7 @@ describe('pool_hba off: the primary asks for SCRAM', () => {
   let scramVerifier: string;
   beforeAll(async () => {
     scramVerifier = await cluster.psql(0, "SELECT rolpassword FROM pg_authid WHERE rolname = 'carol'");
-    proxy = await proxyWith({ passwd: ['alice:TEXTalicepw', 'postgres:' + SUPER_PW, `carol:${scramVerifier}`] });
+    proxy = await proxyWith({ passwd: ['alice:TEXTalicepw', `postgres:${SUPER_PW}`, `carol:${scramVerifier}`] });
   });
   afterAll(async () => {
     await proxy?.stop();
@@ -171,14 +248,31 @@ describe('pool_hba off: the primary asks for SCRAM', () => {
   });
 
   it('node-postgres and pgbench log in', async () => {
-    const c = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'alice', password: 'alicepw', database: 'postgres', connectionTimeoutMillis: 10_000 });
+    const c = new pg.Client({
+      host: '127.0.0.1',
+      port: proxy.port,
+      user: 'alice',
+      password: 'alicepw',
+      database: 'postgres',
+      connectionTimeoutMillis: 10_000,
+    });
     await c.connect();
     const r = await c.query('SELECT 1 AS x');
     expect(r.rows[0].x).toBe(1);
     await c.end();
-    const init = await runPgbench(['-i', '-s', '1', '-q'], { port: proxy.port, user: 'postgres', password: SUPER_PW, timeoutMs: 120_000 });
+    const init = await runPgbench(['-i', '-s', '1', '-q'], {
+      port: proxy.port,
+      user: 'postgres',
+      password: SUPER_PW,
+      timeoutMs: 120_000,
+    });
     expect(init.code, init.stderr).toBe(0);
-    const run = await runPgbench(['-n', '-S', '-t', '10', '-c', '2'], { port: proxy.port, user: 'postgres', password: SUPER_PW, timeoutMs: 60_000 });
+    const run = await runPgbench(['-n', '-S', '-t', '10', '-c', '2'], {
+      port: proxy.port,
+      user: 'postgres',
+      password: SUPER_PW,
+      timeoutMs: 60_000,
+    });
     expect(run.code, run.stderr).toBe(0);
   });
 
@@ -199,12 +293,12 @@ describe('pool_hba off: the primary asks for SCRAM', () => {
 
   it('a password change in pool_passwd applies after SIGHUP (old one refused on the cached connection)', async () => {
     await cluster.psql(0, "ALTER ROLE alice PASSWORD 'alicepw2'");
-    await writePasswd(proxy, ['alice:TEXTalicepw2', 'postgres:' + SUPER_PW, `carol:${scramVerifier}`]);
+    await writePasswd(proxy, ['alice:TEXTalicepw2', `postgres:${SUPER_PW}`, `carol:${scramVerifier}`]);
     await hup(proxy);
     expect((await psqlAs(proxy, 'alice', 'alicepw')).err).toMatch(/password authentication failed for user "alice"/);
     expect(await psqlAs(proxy, 'alice', 'alicepw2')).toMatchObject({ code: 0, out: 'alice' });
     await cluster.psql(0, "ALTER ROLE alice PASSWORD 'alicepw'");
-    await writePasswd(proxy, ['alice:TEXTalicepw', 'postgres:' + SUPER_PW, `carol:${scramVerifier}`]);
+    await writePasswd(proxy, ['alice:TEXTalicepw', `postgres:${SUPER_PW}`, `carol:${scramVerifier}`]);
     await hup(proxy);
   });
 });
@@ -232,7 +326,12 @@ describe('pool_hba on', () => {
   let proxy: ProxyHandle;
   beforeAll(async () => {
     proxy = await proxyWith({
-      passwd: ['alice:TEXTalicepw', 'bob:AESfx+mQgm6Kl9/Cop9bDx8cw==', `postgres:TEXT${SUPER_PW}`, 'carol:md5' + 'a'.repeat(32)],
+      passwd: [
+        'alice:TEXTalicepw',
+        'bob:AESfx+mQgm6Kl9/Cop9bDx8cw==',
+        `postgres:TEXT${SUPER_PW}`,
+        `carol:md5${'a'.repeat(32)}`,
+      ],
       hba: [
         'host appdb all 127.0.0.1/32 reject',
         'host all alice 127.0.0.1/32 scram-sha-256',
@@ -240,7 +339,9 @@ describe('pool_hba on', () => {
         'host all carol 127.0.0.1/32 password',
         'host all bob 127.0.0.1/32 trust',
       ],
-      config: { pool_key_file: path.join(path.dirname(new URL(import.meta.url).pathname), '../fixtures/auth/pgpoolkey') },
+      config: {
+        pool_key_file: path.join(path.dirname(new URL(import.meta.url).pathname), '../fixtures/auth/pgpoolkey'),
+      },
     });
   });
   afterAll(async () => {
@@ -275,12 +376,14 @@ describe('pool_hba on', () => {
     await cluster.psql(0, "ALTER ROLE bob PASSWORD 'bobpw'");
   });
 
-  it('reject and no entry give 28000 with pgpool\'s detail', async () => {
+  it("reject and no entry give 28000 with pgpool's detail", async () => {
     const r = await psqlAs(proxy, 'alice', 'alicepw', 'SELECT 1', { PGDATABASE: 'appdb' });
     expect(r.code).not.toBe(0);
     expect(r.err).toContain('no pool_hba.conf entry for host "127.0.0.1", user "alice", database "appdb", SSL off');
     const r2 = await psqlAs(proxy, 'nobody', 'x');
-    expect(r2.err).toContain('no pool_hba.conf entry for host "127.0.0.1", user "nobody", database "postgres", SSL off');
+    expect(r2.err).toContain(
+      'no pool_hba.conf entry for host "127.0.0.1", user "nobody", database "postgres", SSL off',
+    );
   });
 
   it('a broken pool_hba.conf on reload keeps the old rules', async () => {
@@ -315,40 +418,80 @@ describe('TLS', () => {
     await proxy?.stop();
   });
 
-  const tlsEnv = (extra: Record<string, string> = {}): Record<string, string> => ({ PGSSLMODE: 'verify-full', PGSSLROOTCERT: certs.ca, ...extra });
+  const tlsEnv = (extra: Record<string, string> = {}): Record<string, string> => ({
+    PGSSLMODE: 'verify-full',
+    PGSSLROOTCERT: certs.ca,
+    ...extra,
+  });
 
-  it('psql sslmode=verify-full succeeds against pgrelay\'s certificate (SCRAM-SHA-256-PLUS, channel binding)', async () => {
+  it("psql sslmode=verify-full succeeds against pgrelay's certificate (SCRAM-SHA-256-PLUS, channel binding)", async () => {
     const r = await psqlAs(proxy, 'postgres', SUPER_PW, 'SELECT current_user', tlsEnv({ PGCHANNELBINDING: 'require' }));
     expect(r).toMatchObject({ code: 0, out: 'postgres' });
-    const r2 = await psqlAs(proxy, 'postgres', SUPER_PW, 'SELECT 1', { PGSSLMODE: 'verify-full', PGSSLROOTCERT: certs.ca, PGHOST: 'localhost' });
+    const r2 = await psqlAs(proxy, 'postgres', SUPER_PW, 'SELECT 1', {
+      PGSSLMODE: 'verify-full',
+      PGSSLROOTCERT: certs.ca,
+      PGHOST: 'localhost',
+    });
     expect(r2.code, r2.err).toBe(0);
   });
 
   it('hostssl rejects a plain connection', async () => {
     const r = await psqlAs(proxy, 'postgres', SUPER_PW, 'SELECT 1', { PGSSLMODE: 'disable' });
     expect(r.code).not.toBe(0);
-    expect(r.err).toContain('no pool_hba.conf entry for host "127.0.0.1", user "postgres", database "postgres", SSL off');
+    expect(r.err).toContain(
+      'no pool_hba.conf entry for host "127.0.0.1", user "postgres", database "postgres", SSL off',
+    );
   });
 
   it('cert auth with a client certificate (CN = user); a certificate from another CA is refused', async () => {
-    const ok = await psqlAs(proxy, 'alice', undefined, 'SELECT current_user', tlsEnv({ PGSSLCERT: certs.aliceCert, PGSSLKEY: certs.aliceKey }));
+    const ok = await psqlAs(
+      proxy,
+      'alice',
+      undefined,
+      'SELECT current_user',
+      tlsEnv({ PGSSLCERT: certs.aliceCert, PGSSLKEY: certs.aliceKey }),
+    );
     expect(ok, ok.err + proxy.logs().slice(-3000)).toMatchObject({ code: 0, out: 'alice' });
-    const none = await psqlAs(proxy, 'alice', undefined, 'SELECT 1', tlsEnv({ PGSSLCERT: '/nonexistent', PGSSLKEY: '/nonexistent' }));
+    const none = await psqlAs(
+      proxy,
+      'alice',
+      undefined,
+      'SELECT 1',
+      tlsEnv({ PGSSLCERT: '/nonexistent', PGSSLKEY: '/nonexistent' }),
+    );
     expect(none.code).not.toBe(0);
     expect(none.err).toMatch(/valid client certificate/);
-    const rogue = await psqlAs(proxy, 'alice', undefined, 'SELECT 1', tlsEnv({ PGSSLCERT: certs.rogueCert, PGSSLKEY: certs.rogueKey }));
+    const rogue = await psqlAs(
+      proxy,
+      'alice',
+      undefined,
+      'SELECT 1',
+      tlsEnv({ PGSSLCERT: certs.rogueCert, PGSSLKEY: certs.rogueKey }),
+    );
     expect(rogue.code).not.toBe(0);
   });
 
   it('backend connections use TLS with the server certificate verified (pg_stat_ssl)', async () => {
-    const r = await psqlAs(proxy, 'postgres', SUPER_PW, 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()', tlsEnv());
+    const r = await psqlAs(
+      proxy,
+      'postgres',
+      SUPER_PW,
+      'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()',
+      tlsEnv(),
+    );
     expect(r).toMatchObject({ code: 0, out: 't' });
   });
 
   it('accepts a direct TLS connection with ALPN "postgresql" and refuses one without ALPN', async () => {
     const login = (alpn: string[] | undefined): Promise<string> =>
       new Promise((resolve, reject) => {
-        const s = tls.connect({ host: '127.0.0.1', port: proxy.port, ca: fs.readFileSync(certs.ca), servername: 'localhost', ALPNProtocols: alpn });
+        const s = tls.connect({
+          host: '127.0.0.1',
+          port: proxy.port,
+          ca: fs.readFileSync(certs.ca),
+          servername: 'localhost',
+          ALPNProtocols: alpn,
+        });
         const t = setTimeout(() => {
           s.destroy();
           reject(new Error('timeout'));
@@ -387,7 +530,10 @@ describe('TLS', () => {
 describe('authentication_timeout', () => {
   let proxy: ProxyHandle;
   beforeAll(async () => {
-    proxy = await proxyWith({ passwd: ['alice:TEXTalicepw'], config: { authentication_timeout: 2, num_init_children: 2 } });
+    proxy = await proxyWith({
+      passwd: ['alice:TEXTalicepw'],
+      config: { authentication_timeout: 2, num_init_children: 2 },
+    });
   });
   afterAll(async () => {
     await proxy?.stop();
@@ -418,7 +564,9 @@ describe('authentication_timeout', () => {
     expect(await psqlAs(proxy, 'alice', 'alicepw')).toMatchObject({ code: 0, out: 'alice' });
     const times = await Promise.race([
       Promise.all(closed),
-      new Promise<number[]>((_r, rej) => setTimeout(() => rej(new Error('stalled clients not cut off\n' + proxy.logs().slice(-4000))), 10_000)),
+      new Promise<number[]>((_r, rej) =>
+        setTimeout(() => rej(new Error(`stalled clients not cut off\n${proxy.logs().slice(-4000)}`)), 10_000),
+      ),
     ]);
     for (const t of times) expect(t).toBeGreaterThanOrEqual(1500);
     for (const s of stalled) s.destroy();

@@ -21,12 +21,17 @@ describe('DevCluster fixture', () => {
     for (const n of cluster.nodes) {
       expect(await cluster.psql(n.id, 'SELECT inet_server_port()')).toBe(String(n.port));
     }
-    const apps = (await cluster.psql(0, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming' ORDER BY 1")).split('\n');
+    const apps = (
+      await cluster.psql(0, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming' ORDER BY 1")
+    ).split('\n');
     expect(apps).toEqual(['server1', 'server2']);
   });
 
   it('replicates a table created on the primary to the standbys', async () => {
-    await cluster.psql(0, `CREATE TABLE ${table} (id int primary key, v text); INSERT INTO ${table} VALUES (1, 'one'), (2, 'two');`);
+    await cluster.psql(
+      0,
+      `CREATE TABLE ${table} (id int primary key, v text); INSERT INTO ${table} VALUES (1, 'one'), (2, 'two');`,
+    );
     await cluster.waitForCatchup();
     expect(await cluster.psql(1, `SELECT count(*) FROM ${table}`)).toBe('2');
     expect(await cluster.psql(2, `SELECT v FROM ${table} WHERE id = 2`)).toBe('two');

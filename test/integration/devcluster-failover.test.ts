@@ -10,7 +10,12 @@ describe('DevCluster promote / follow / rebuildStandby', () => {
   let cluster: DevCluster;
 
   beforeAll(async () => {
-    cluster = await DevCluster.start({ standbys: 2, synchronous: true, authMethod: 'md5', superuserPassword: 's3cret' });
+    cluster = await DevCluster.start({
+      standbys: 2,
+      synchronous: true,
+      authMethod: 'md5',
+      superuserPassword: 's3cret',
+    });
   });
   afterAll(async () => {
     await cluster?.stop();
@@ -37,7 +42,10 @@ describe('DevCluster promote / follow / rebuildStandby', () => {
     await cluster.rebuildStandby(0, 1);
     await cluster.waitForStandbys();
     await cluster.waitForCatchup();
-    const apps = await cluster.psql(1, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming' ORDER BY 1");
+    const apps = await cluster.psql(
+      1,
+      "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming' ORDER BY 1",
+    );
     expect(apps).toBe('server0\nserver2');
     expect(await cluster.psql(0, 'SELECT pg_is_in_recovery()')).toBe('t');
     expect(await cluster.psql(0, 'SELECT count(*) FROM before_failover')).toBe('2');

@@ -72,7 +72,9 @@ async function benchWithKill(
   const since = jsonLines(proxy).length;
   const t0 = Date.now();
   const run = (app: string): Promise<BenchOutcome> =>
-    runPgbench(args, { port: proxy.port, timeoutMs: 60_000, env: { PGAPPNAME: app } }).then((r) => parse(r, Date.now() - t0));
+    runPgbench(args, { port: proxy.port, timeoutMs: 60_000, env: { PGAPPNAME: app } }).then((r) =>
+      parse(r, Date.now() - t0),
+    );
   const victimP = run(victimApp);
   const elsewhereP = run('bench-primary');
   await sleep(killAtMs);
@@ -114,13 +116,19 @@ describe('pgbench through pgrelay during a standby failure (own DevCluster)', ()
 
   it('TPC-B-like -c 4 -T 8, standby 1 killed at ~3 s: only sessions in a transaction on node 1 fail; the others finish cleanly', async () => {
     const before = Number(await cluster.psql(0, 'SELECT count(*) FROM pgbench_history'));
-    const { victim, elsewhere, since, killedAfterMs } = await benchWithKill(['-c', '2', '-j', '1', '-T', '8', '-n'], 'bench-on1', 1, 3000);
+    const { victim, elsewhere, since, killedAfterMs } = await benchWithKill(
+      ['-c', '2', '-j', '1', '-T', '8', '-n'],
+      'bench-on1',
+      1,
+      3000,
+    );
     const react = sessionReactions(1, since);
     process.stderr.write(
       `[failover-pgbench] TPC-B-like, node 1 killed at ${killedAfterMs} ms. 2 clients with LB node 1: ${describeRun(victim)}; ` +
         `2 clients with LB node 0: ${describeRun(elsewhere)}. pgrelay ended ${react.ended} session(s) in a transaction on node 1, moved the reads of ${react.moved} idle one(s)\n`,
     );
-    for (const m of victim.r.stderr.matchAll(/^.*aborted in.*$/gm)) process.stderr.write(`[failover-pgbench]   ${m[0]}\n`);
+    for (const m of victim.r.stderr.matchAll(/^.*aborted in.*$/gm))
+      process.stderr.write(`[failover-pgbench]   ${m[0]}\n`);
     for (const o of [victim, elsewhere]) {
       expect(o.r.timedOut, summary(o)).toBe(false);
       expect(o.processed, summary(o)).toBeGreaterThan(0);
@@ -140,17 +148,25 @@ describe('pgbench through pgrelay during a standby failure (own DevCluster)', ()
     expect(after - before).toBeGreaterThanOrEqual(victim.processed + elsewhere.processed);
     // Node 1 went down, nothing else did.
     await waitForJson(proxy, statusChange(1, 'down'), 15_000, 'node 1 down');
-    expect(jsonLines(proxy).filter((l) => l.msg === 'node status changed' && l.to === 'down' && l.node !== 1)).toEqual([]);
+    expect(jsonLines(proxy).filter((l) => l.msg === 'node status changed' && l.to === 'down' && l.node !== 1)).toEqual(
+      [],
+    );
   });
 
   it('select-only -M prepared -c 4 -T 6, standby 2 killed at ~2 s: reads in flight are re-sent, no client fails unless a reply had started', async () => {
-    const { victim, elsewhere, since, killedAfterMs } = await benchWithKill(['-S', '-M', 'prepared', '-c', '2', '-j', '1', '-T', '6', '-n'], 'bench-on2', 2, 2000);
+    const { victim, elsewhere, since, killedAfterMs } = await benchWithKill(
+      ['-S', '-M', 'prepared', '-c', '2', '-j', '1', '-T', '6', '-n'],
+      'bench-on2',
+      2,
+      2000,
+    );
     const react = sessionReactions(2, since);
     process.stderr.write(
       `[failover-pgbench] select-only, node 2 killed at ${killedAfterMs} ms. 2 clients with LB node 2: ${describeRun(victim)}; ` +
         `2 clients with LB node 0: ${describeRun(elsewhere)}. pgrelay ended ${react.ended} session(s) with a read in flight on node 2, moved the reads of ${react.moved} idle one(s)\n`,
     );
-    for (const m of victim.r.stderr.matchAll(/^.*aborted in.*$/gm)) process.stderr.write(`[failover-pgbench]   ${m[0]}\n`);
+    for (const m of victim.r.stderr.matchAll(/^.*aborted in.*$/gm))
+      process.stderr.write(`[failover-pgbench]   ${m[0]}\n`);
     for (const o of [victim, elsewhere]) {
       expect(o.r.timedOut, summary(o)).toBe(false);
       expect(o.processed, summary(o)).toBeGreaterThan(0);
@@ -163,7 +179,9 @@ describe('pgbench through pgrelay during a standby failure (own DevCluster)', ()
     // A victim that survived (its link died between two SELECTs) ran to the end.
     if (victim.aborted.length < 2) expect(victim.elapsedMs, summary(victim)).toBeGreaterThan(5000);
     await waitForJson(proxy, statusChange(2, 'down'), 15_000, 'node 2 down');
-    expect(jsonLines(proxy).filter((l) => l.msg === 'node status changed' && l.to === 'down' && l.node === 0)).toEqual([]);
+    expect(jsonLines(proxy).filter((l) => l.msg === 'node status changed' && l.to === 'down' && l.node === 0)).toEqual(
+      [],
+    );
     expect(await cluster.psql(0, 'SELECT pg_is_in_recovery()')).toBe('f');
   });
 });

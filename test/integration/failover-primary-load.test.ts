@@ -12,7 +12,16 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DevCluster } from '../../src/devcluster.js';
-import { countCodes, nodeOfPort, showPoolNodes, sleep, statusChange, until, waitForJson, WriteLoad } from '../support/failover.js';
+import {
+  countCodes,
+  nodeOfPort,
+  showPoolNodes,
+  sleep,
+  statusChange,
+  until,
+  waitForJson,
+  WriteLoad,
+} from '../support/failover.js';
 import { failoverConfig } from '../support/failover.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
 
@@ -27,7 +36,10 @@ let load: WriteLoad | undefined;
 describe('primary failover under write load (own DevCluster)', () => {
   beforeAll(async () => {
     cluster = await DevCluster.start({ standbys: 2 });
-    await cluster.psql(0, 'CREATE TABLE fo_load (id bigint PRIMARY KEY, worker int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())');
+    await cluster.psql(
+      0,
+      'CREATE TABLE fo_load (id bigint PRIMARY KEY, worker int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())',
+    );
     await cluster.waitForCatchup();
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'pgrelay-fol-'));
     fs.chmodSync(work, 0o777);
@@ -57,7 +69,14 @@ describe('primary failover under write load (own DevCluster)', () => {
   it('4 writers keep writing; the primary is killed; writes resume on node 1 within the bound', async () => {
     const p0 = cluster.node(0).port;
     const p1 = cluster.node(1).port;
-    load = new WriteLoad({ port: proxy.port, workers: 4, table: 'fo_load', pauseMs: 20, retryDelayMs: 100, queryTimeoutMs: 15_000 });
+    load = new WriteLoad({
+      port: proxy.port,
+      workers: 4,
+      table: 'fo_load',
+      pauseMs: 20,
+      retryDelayMs: 100,
+      queryTimeoutMs: 15_000,
+    });
     await until(() => load!.events.filter((e) => e.ok).length >= 40, 20_000, '40 writes before the kill');
     expect(load.errors(), JSON.stringify(load.errors().slice(0, 5))).toEqual([]);
     expect(new Set(load.events.filter((e) => e.ok).map((e) => e.port))).toEqual(new Set([p0]));
@@ -68,18 +87,32 @@ describe('primary failover under write load (own DevCluster)', () => {
     const killedAt = Date.now();
 
     // First write acknowledged after the kill (by any worker), which must come from node 1.
-    await until(() => load!.successesAfter(killedAt).length > 0, RESUME_BOUND_MS + 5000, 'a successful write after the kill').catch((e: Error) => {
-      throw new Error(`${e.message}\nerrors: ${JSON.stringify(countCodes(load!.errors()))}\n--- pgrelay ---\n${proxy.logs().slice(-5000)}`);
+    await until(
+      () => load!.successesAfter(killedAt).length > 0,
+      RESUME_BOUND_MS + 5000,
+      'a successful write after the kill',
+    ).catch((e: Error) => {
+      throw new Error(
+        `${e.message}\nerrors: ${JSON.stringify(countCodes(load!.errors()))}\n--- pgrelay ---\n${proxy.logs().slice(-5000)}`,
+      );
     });
     const first = load.successesAfter(killedAt)[0]!;
     const firstWriteMs = first.at - killedAt;
     // Let every worker get back (each reconnects on its own).
-    await until(() => new Set(load!.successesAfter(first.at).map((e) => e.worker)).size === 4, 20_000, 'all 4 workers writing again');
+    await until(
+      () => new Set(load!.successesAfter(first.at).map((e) => e.worker)).size === 4,
+      20_000,
+      'all 4 workers writing again',
+    );
     await sleep(1000);
     await load.stop();
     const errs = load.errors();
     const downAt = Date.parse(String((await waitForJson(proxy, statusChange(0, 'down'), 1000, 'node 0 down')).time));
-    const changedAt = Date.parse(String((await waitForJson(proxy, (l) => l.msg === 'primary node changed' && l.to === 1, 1000, 'primary changed')).time));
+    const changedAt = Date.parse(
+      String(
+        (await waitForJson(proxy, (l) => l.msg === 'primary node changed' && l.to === 1, 1000, 'primary changed')).time,
+      ),
+    );
     process.stderr.write(
       `[failover-primary-load] primary killed (pg_ctl -m immediate ${killedAt - t0} ms): node 0 marked down after ${downAt - killedAt} ms, ` +
         `node 1 primary after ${changedAt - killedAt} ms, FIRST SUCCESSFUL WRITE ${firstWriteMs} ms after the kill (worker ${first.worker}); ` +
@@ -95,7 +128,9 @@ describe('primary failover under write load (own DevCluster)', () => {
     // Once node 0 is marked down, new sessions wait for the new primary instead of failing
     // (errors before that: statements in flight on node 0 and connections refused by it).
     const lateErrs = errs.filter((e) => e.at > downAt + 500);
-    process.stderr.write(`[failover-primary-load] errors before node 0 was marked down: ${errs.length - lateErrs.length}; after: ${lateErrs.length} ${JSON.stringify(countCodes(lateErrs))}\n`);
+    process.stderr.write(
+      `[failover-primary-load] errors before node 0 was marked down: ${errs.length - lateErrs.length}; after: ${lateErrs.length} ${JSON.stringify(countCodes(lateErrs))}\n`,
+    );
     expect(lateErrs.map((e) => `${e.code ?? ''} ${e.error ?? ''}`)).toEqual([]);
 
     // Every write acknowledged after the kill is on the new primary.
@@ -104,15 +139,37 @@ describe('primary failover under write load (own DevCluster)', () => {
     expect(after.filter((id) => !ids.has(id))).toEqual([]);
     // Asynchronous replication: writes acknowledged just before the kill may be missing (reported, not asserted).
     const lostBefore = [...load.acked].filter((id) => !ids.has(id)).length;
-    process.stderr.write(`[failover-primary-load] acknowledged writes missing on the new primary (async replication): ${lostBefore}\n`);
+    process.stderr.write(
+      `[failover-primary-load] acknowledged writes missing on the new primary (async replication): ${lostBefore}\n`,
+    );
   });
 
   it('follow_primary.sh re-points node 2 to node 1 and auto_failback re-attaches it', async () => {
-    await waitForJson(proxy, (l) => l.msg === 'follow_primary_command finished' && l.node === 2, 30_000, 'follow_primary_command on node 2');
-    await waitForJson(proxy, (l) => statusChange(2, 'waiting')(l) && /new primary/.test(String(l.reason)), 30_000, 'node 2 re-attached');
-    await until(async () => (await cluster.psql(1, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")) === 'server2', 15_000, 'node 2 streaming from node 1');
+    await waitForJson(
+      proxy,
+      (l) => l.msg === 'follow_primary_command finished' && l.node === 2,
+      30_000,
+      'follow_primary_command on node 2',
+    );
+    await waitForJson(
+      proxy,
+      (l) => statusChange(2, 'waiting')(l) && /new primary/.test(String(l.reason)),
+      30_000,
+      'node 2 re-attached',
+    );
+    await until(
+      async () =>
+        (await cluster.psql(1, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")) ===
+        'server2',
+      15_000,
+      'node 2 streaming from node 1',
+    );
     const rows = await showPoolNodes(proxy);
-    expect(rows.map((r) => r.status)).toEqual(['down', expect.stringMatching(/^(up|waiting)$/), expect.stringMatching(/^(up|waiting)$/)]);
+    expect(rows.map((r) => r.status)).toEqual([
+      'down',
+      expect.stringMatching(/^(up|waiting)$/),
+      expect.stringMatching(/^(up|waiting)$/),
+    ]);
     expect(rows[1]?.role).toBe('primary');
     const fo = fs.readFileSync(path.join(work, 'failover.args'), 'utf8').trim().split('\n');
     expect(fo.map((l) => l.split('|').slice(0, 1).concat(l.split('|')[4]!))).toEqual([['0', '1']]);

@@ -39,7 +39,9 @@ afterAll(async () => {
 });
 
 async function readOf(c: pg.Client): Promise<{ node: number; workMem: string }> {
-  const r = await c.query<{ port: number; w: string }>("SELECT inet_server_port() AS port, current_setting('work_mem') AS w");
+  const r = await c.query<{ port: number; w: string }>(
+    "SELECT inet_server_port() AS port, current_setting('work_mem') AS w",
+  );
   return { node: nodeOfPort(cluster, r.rows[0]!.port), workMem: r.rows[0]!.w };
 }
 

@@ -23,7 +23,17 @@ import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DevCluster } from '../../src/devcluster.js';
 import { withTimeout } from '../support/clients.js';
-import { connect, destroy, jsonLines, asyncErrors, nodeOfPort, showPoolNodes, sleep, statusChange, waitForJson } from '../support/failover.js';
+import {
+  connect,
+  destroy,
+  jsonLines,
+  asyncErrors,
+  nodeOfPort,
+  showPoolNodes,
+  sleep,
+  statusChange,
+  waitForJson,
+} from '../support/failover.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
 
 const HC = { period: 1, max_retries: 1, retry_delay: 1, timeout: 5 };
@@ -70,7 +80,10 @@ function downEvents(): Record<string, unknown>[] {
 describe('standby failures and node operations through pgrelay (own DevCluster)', () => {
   beforeAll(async () => {
     cluster = await DevCluster.start({ standbys: 2 });
-    await cluster.psql(0, 'CREATE ROLE fo_app LOGIN; CREATE TABLE fo_w (id serial PRIMARY KEY, v text); GRANT ALL ON fo_w TO fo_app; GRANT ALL ON SEQUENCE fo_w_id_seq TO fo_app;');
+    await cluster.psql(
+      0,
+      'CREATE ROLE fo_app LOGIN; CREATE TABLE fo_w (id serial PRIMARY KEY, v text); GRANT ALL ON fo_w TO fo_app; GRANT ALL ON SEQUENCE fo_w_id_seq TO fo_app;',
+    );
     await cluster.waitForCatchup();
     proxy = await startProxy({
       cluster,
@@ -101,18 +114,26 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
     await cluster?.stop();
   });
 
-  it('pg_terminate_backend of one session\'s backends: that session gets its error, no node fails over, others unaffected', async () => {
+  it("pg_terminate_backend of one session's backends: that session gets its error, no node fails over, others unaffected", async () => {
     const victimA = await client('victim-a'); // backends on node 0 (primary) and its LB node
     const victimB = await client('pin1'); // LB node 1
     const bystander = await client('bystander');
     expect(await readNode(victimB)).toBe(1);
     await victimA.query("INSERT INTO fo_w (v) VALUES ('a')");
     const bystanderRead = await readNode(bystander);
-    const bystanderPid = Number((await bystander.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid);
+    const bystanderPid = Number(
+      (await bystander.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid,
+    );
 
     // Reset A's primary backend and B's standby (node 1) backend from direct connections.
-    const killedA = await cluster.psql(0, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'victim-a'");
-    const killedB = await cluster.psql(1, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pin1'");
+    const killedA = await cluster.psql(
+      0,
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'victim-a'",
+    );
+    const killedB = await cluster.psql(
+      1,
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pin1'",
+    );
     expect(killedA).toBe('1');
     expect(killedB).toBe('1');
 
@@ -124,7 +145,9 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
       errA = e as Error & { code?: string };
     }
     const allA = [...asyncErrors(victimA), ...(errA ? [errA] : [])];
-    process.stderr.write(`[failover-standby] session A after pg_terminate_backend of its primary backend: ${JSON.stringify(allA.map((e) => `${e.code ?? '(no code)'} ${e.message}`))}\n`);
+    process.stderr.write(
+      `[failover-standby] session A after pg_terminate_backend of its primary backend: ${JSON.stringify(allA.map((e) => `${e.code ?? '(no code)'} ${e.message}`))}\n`,
+    );
     expect(errA, 'the session whose primary backend was terminated must get an error').toBeDefined();
     expect(errA?.message).not.toMatch(/timed out/);
     close(victimA);
@@ -141,16 +164,23 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
     await sleep((HC.period + (HC.max_retries + 1) * HC.retry_delay) * 1000 + 2000);
     expect(downEvents(), proxy.logs().slice(-4000)).toEqual([]);
     const rows = await showPoolNodes(proxy);
-    expect(rows.map((r) => r.status).every((s) => s === 'up' || s === 'waiting'), JSON.stringify(rows)).toBe(true);
+    expect(
+      rows.map((r) => r.status).every((s) => s === 'up' || s === 'waiting'),
+      JSON.stringify(rows),
+    ).toBe(true);
     expect(rows.find((r) => r.role === 'primary')?.node_id).toBe('0');
     // The backend errors were reported and checked, not acted upon.
     const reports = jsonLines(proxy).filter((l) => typeof l.msg === 'string' && /backend error on node/.test(l.msg));
-    process.stderr.write(`[failover-standby] backend-error reports after the terminates: ${JSON.stringify(reports.map((l) => ({ node: l.node, kind: l.kind })))}\n`);
+    process.stderr.write(
+      `[failover-standby] backend-error reports after the terminates: ${JSON.stringify(reports.map((l) => ({ node: l.node, kind: l.kind })))}\n`,
+    );
     expect(reports.some((l) => l.node === 0)).toBe(true);
 
     // The bystander is unaffected: same backend, same LB node, reads and writes work.
     expect(await readNode(bystander)).toBe(bystanderRead);
-    expect(Number((await bystander.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid)).toBe(bystanderPid);
+    expect(Number((await bystander.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid)).toBe(
+      bystanderPid,
+    );
     await bystander.query("INSERT INTO fo_w (v) VALUES ('bystander')");
     close(victimB);
     close(bystander);
@@ -178,7 +208,11 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
     const ev = await waitForJson(proxy, statusChange(2, 'down'), 5000, 'node 2 down after DETACH');
     expect(String(ev.reason)).toMatch(/detached by operator/);
     const rows = await showPoolNodes(proxy);
-    expect(rows.map((r) => r.status)).toEqual([expect.stringMatching(/^(up|waiting)$/), expect.stringMatching(/^(up|waiting)$/), 'down']);
+    expect(rows.map((r) => r.status)).toEqual([
+      expect.stringMatching(/^(up|waiting)$/),
+      expect.stringMatching(/^(up|waiting)$/),
+      'down',
+    ]);
     expect(await cluster.isRunning(2)).toBe(true); // PostgreSQL itself is untouched
 
     // New sessions never read from node 2 (weights 1:1:1 over the live nodes; 'pin2' falls back too).
@@ -220,7 +254,10 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
     } catch (e) {
       idleErr = e;
     }
-    expect(idleErr, `the session whose LB node died must keep working on its next read: ${String(idleErr)}\n${proxy.logs().slice(-3000)}`).toBeUndefined();
+    expect(
+      idleErr,
+      `the session whose LB node died must keep working on its next read: ${String(idleErr)}\n${proxy.logs().slice(-3000)}`,
+    ).toBeUndefined();
     expect(idleNode).not.toBe(1);
     expect([0, 2]).toContain(idleNode);
 
@@ -228,17 +265,25 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
     let txErr: (Error & { code?: string }) | undefined;
     const tq = Date.now();
     try {
-      await withTimeout(lbInTx.query('SELECT inet_server_port()'), 10_000, 'in-transaction read after the LB node was killed');
+      await withTimeout(
+        lbInTx.query('SELECT inet_server_port()'),
+        10_000,
+        'in-transaction read after the LB node was killed',
+      );
     } catch (e) {
       txErr = e as Error & { code?: string };
     }
-    process.stderr.write(`[failover-standby] in-transaction session on the killed standby: ${txErr ? `${txErr.code ?? '(no code)'} "${txErr.message}"` : 'no error'} after ${Date.now() - tq} ms\n`);
+    process.stderr.write(
+      `[failover-standby] in-transaction session on the killed standby: ${txErr ? `${txErr.code ?? '(no code)'} "${txErr.message}"` : 'no error'} after ${Date.now() - tq} ms\n`,
+    );
     expect(txErr, 'a read in a transaction on the dead node must fail').toBeDefined();
     expect(txErr?.message).not.toMatch(/timed out after/);
     // pgrelay ends the session with a FATAL as soon as the link dies (the client is idle in its
     // transaction), so node-postgres reports it as an 'error' event and rejects the next query.
     const all = [...asyncErrors(lbInTx), ...(txErr ? [txErr] : [])];
-    process.stderr.write(`[failover-standby]   errors seen by that client: ${JSON.stringify(all.map((e) => `${e.code ?? '(no code)'} ${e.message}`))}\n`);
+    process.stderr.write(
+      `[failover-standby]   errors seen by that client: ${JSON.stringify(all.map((e) => `${e.code ?? '(no code)'} ${e.message}`))}\n`,
+    );
     expect(
       all.map((e) => e.code ?? '(no code)'),
       'pgrelay should end the session with an ErrorResponse of class 08 (08006) or 57P01, not just close the socket',
@@ -246,13 +291,19 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
     close(lbInTx);
 
     // Writes unaffected, even before the health check has concluded.
-    await withTimeout(writer.query("INSERT INTO fo_w (v) VALUES ('during')"), 10_000, 'write after the standby was killed');
+    await withTimeout(
+      writer.query("INSERT INTO fo_w (v) VALUES ('during')"),
+      10_000,
+      'write after the standby was killed',
+    );
 
     // Marked down within period × (max_retries + 1) (+ retry delays, connect time) + margin.
     const bound = (HC.period + (HC.max_retries + 1) * (HC.retry_delay + 2)) * 1000 + 5000;
     await waitForJson(proxy, statusChange(1, 'down'), bound, 'node 1 down');
     const downMs = Date.now() - t0;
-    process.stderr.write(`[failover-standby] standby 1 killed (pg_ctl ${stoppedMs} ms); marked down ${downMs} ms after the kill (bound ${bound} ms)\n`);
+    process.stderr.write(
+      `[failover-standby] standby 1 killed (pg_ctl ${stoppedMs} ms); marked down ${downMs} ms after the kill (bound ${bound} ms)\n`,
+    );
     expect(downMs).toBeLessThan(bound);
     expect(downEvents().length - downBefore).toBe(1); // only node 1
     const rows = await showPoolNodes(proxy);
@@ -273,7 +324,12 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
     await writer.query('PGPOOL ATTACH NODE 1');
     const back = (await showPoolNodes(proxy))[1]?.status;
     expect(['up', 'waiting']).toContain(back);
-    await waitForJson(proxy, (l) => statusChange(1, 'waiting')(l) && /attached by operator/.test(String(l.reason)), 3000, 'node 1 attached');
+    await waitForJson(
+      proxy,
+      (l) => statusChange(1, 'waiting')(l) && /attached by operator/.test(String(l.reason)),
+      3000,
+      'node 1 attached',
+    );
     await cluster.waitForCatchup(30_000);
     expect(await readNodesOfNewSessions(1, 'pin1')).toEqual([1]);
     close(lbIdle);

@@ -70,22 +70,45 @@ describe('synchronous replication: acknowledged commits survive a primary failov
     expect(await cluster.psql(0, 'SHOW synchronous_standby_names')).toBe('ANY 1 (server1, server2)');
     expect(await cluster.psql(0, 'SHOW synchronous_commit')).toBe('on');
     await until(
-      async () => (await cluster.psql(0, 'SELECT string_agg(application_name || \'=\' || sync_state, \',\' ORDER BY application_name) FROM pg_stat_replication')) === 'server1=quorum,server2=quorum',
+      async () =>
+        (await cluster.psql(
+          0,
+          "SELECT string_agg(application_name || '=' || sync_state, ',' ORDER BY application_name) FROM pg_stat_replication",
+        )) === 'server1=quorum,server2=quorum',
       15_000,
       'both standbys in the quorum',
     );
   });
 
   it('kill the primary mid-run: every acknowledged COMMIT is on the new primary (the most advanced standby, node 2)', async () => {
-    load = new WriteLoad({ port: proxy.port, workers: 4, table: 'fo_sync', pauseMs: 10, retryDelayMs: 100, explicitTx: true, queryTimeoutMs: 15_000 });
+    load = new WriteLoad({
+      port: proxy.port,
+      workers: 4,
+      table: 'fo_sync',
+      pauseMs: 10,
+      retryDelayMs: 100,
+      explicitTx: true,
+      queryTimeoutMs: 15_000,
+    });
     await until(() => load!.acked.size >= 40, 20_000, '40 acknowledged commits');
 
     // Node 1 stops confirming: only node 2 acknowledges commits from now on (ANY 1 is still satisfied).
     const conninfo = await cluster.psql(1, 'SHOW primary_conninfo');
     const dead = conninfo.replace(/(^| )port=\d+/, `$1port=${await freePort()}`);
     expect(dead).not.toBe(conninfo);
-    await cluster.psql(1, `ALTER SYSTEM SET primary_conninfo = '${dead.replace(/'/g, "''")}'; SELECT pg_reload_conf();`);
-    await until(async () => (await cluster.psql(0, "SELECT string_agg(application_name, ',') FROM pg_stat_replication WHERE state = 'streaming'")) === 'server2', 15_000, 'only server2 streaming');
+    await cluster.psql(
+      1,
+      `ALTER SYSTEM SET primary_conninfo = '${dead.replace(/'/g, "''")}'; SELECT pg_reload_conf();`,
+    );
+    await until(
+      async () =>
+        (await cluster.psql(
+          0,
+          "SELECT string_agg(application_name, ',') FROM pg_stat_replication WHERE state = 'streaming'",
+        )) === 'server2',
+      15_000,
+      'only server2 streaming',
+    );
     const cutAt = Date.now();
     await until(() => load!.successesAfter(cutAt).length >= 40, 20_000, '40 more commits acknowledged by node 2 alone');
     expect(load.errors(), JSON.stringify(load.errors().slice(0, 5))).toEqual([]);
@@ -97,8 +120,14 @@ describe('synchronous replication: acknowledged commits survive a primary failov
     const onNode1 = await idsOn(1);
     const missingOn1 = [...ackedAtKill].filter((id) => !onNode1.has(id)).length;
 
-    await until(() => load!.successesAfter(killedAt).length > 0, RESUME_BOUND_MS + 5000, 'a write after the kill').catch((e: Error) => {
-      throw new Error(`${e.message}\nerrors: ${JSON.stringify(countCodes(load!.errors()))}\n--- pgrelay ---\n${proxy.logs().slice(-5000)}`);
+    await until(
+      () => load!.successesAfter(killedAt).length > 0,
+      RESUME_BOUND_MS + 5000,
+      'a write after the kill',
+    ).catch((e: Error) => {
+      throw new Error(
+        `${e.message}\nerrors: ${JSON.stringify(countCodes(load!.errors()))}\n--- pgrelay ---\n${proxy.logs().slice(-5000)}`,
+      );
     });
     const first = load.successesAfter(killedAt)[0]!;
     await sleep(1000);
@@ -125,21 +154,45 @@ describe('synchronous replication: acknowledged commits survive a primary failov
     expect(missing, `acknowledged commits missing on the new primary: ${missing.slice(0, 20).join(',')}`).toEqual([]);
     const c = await connect(proxy.port);
     try {
-      const r = await c.query<{ n: string; port: number }>('SELECT count(*) AS n, inet_server_port() AS port FROM fo_sync WHERE id = ANY($1::bigint[])', [[...load.acked]]);
+      const r = await c.query<{ n: string; port: number }>(
+        'SELECT count(*) AS n, inet_server_port() AS port FROM fo_sync WHERE id = ANY($1::bigint[])',
+        [[...load.acked]],
+      );
       expect(Number(r.rows[0]!.n)).toBe(load.acked.size);
     } finally {
       destroy(c);
     }
     // Commits that failed without an acknowledgement may or may not be there (outcome unknown to the client).
     const unacked = errs.filter((e) => onNew.has(e.id)).length;
-    process.stderr.write(`[failover-sync] commits reported as failed to the client but present on the new primary: ${unacked}; acknowledged but missing: ${missing.length}\n`);
+    process.stderr.write(
+      `[failover-sync] commits reported as failed to the client but present on the new primary: ${unacked}; acknowledged but missing: ${missing.length}\n`,
+    );
   });
 
   it('node 1 follows the new primary (follow_primary.sh) and catches up', async () => {
-    await waitForJson(proxy, (l) => l.msg === 'follow_primary_command finished' && l.node === 1, 30_000, 'follow_primary_command on node 1');
-    await until(async () => (await cluster.psql(2, "SELECT string_agg(application_name, ',') FROM pg_stat_replication WHERE state = 'streaming'")) === 'server1', 20_000, 'node 1 streaming from node 2');
+    await waitForJson(
+      proxy,
+      (l) => l.msg === 'follow_primary_command finished' && l.node === 1,
+      30_000,
+      'follow_primary_command on node 1',
+    );
+    await until(
+      async () =>
+        (await cluster.psql(
+          2,
+          "SELECT string_agg(application_name, ',') FROM pg_stat_replication WHERE state = 'streaming'",
+        )) === 'server1',
+      20_000,
+      'node 1 streaming from node 2',
+    );
     const lsn = await cluster.psql(2, 'SELECT pg_current_wal_lsn()');
-    await until(async () => (await cluster.psql(1, `SELECT pg_last_wal_replay_lsn() >= '${lsn}'::pg_lsn`)) === 't', 20_000, 'node 1 caught up');
-    expect(await cluster.psql(1, 'SELECT count(*) FROM fo_sync')).toBe(await cluster.psql(2, 'SELECT count(*) FROM fo_sync'));
+    await until(
+      async () => (await cluster.psql(1, `SELECT pg_last_wal_replay_lsn() >= '${lsn}'::pg_lsn`)) === 't',
+      20_000,
+      'node 1 caught up',
+    );
+    expect(await cluster.psql(1, 'SELECT count(*) FROM fo_sync')).toBe(
+      await cluster.psql(2, 'SELECT count(*) FROM fo_sync'),
+    );
   });
 });

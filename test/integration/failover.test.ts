@@ -14,7 +14,6 @@ import { DevCluster } from '../../src/devcluster.js';
 import { failoverConfig } from '../support/failover.js';
 import { runPsql, startProxy, type ProxyHandle } from '../support/proxy.js';
 
-
 type LogLine = Record<string, unknown>;
 
 /** Every JSON line pgrelay wrote (log_destination may be stderr or stdout). */
@@ -31,17 +30,26 @@ function jsonLines(proxy: ProxyHandle): LogLine[] {
   return res;
 }
 
-async function waitForJson(proxy: ProxyHandle, pred: (l: LogLine) => boolean, timeoutMs: number, what: string): Promise<LogLine> {
+async function waitForJson(
+  proxy: ProxyHandle,
+  pred: (l: LogLine) => boolean,
+  timeoutMs: number,
+  what: string,
+): Promise<LogLine> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const hit = jsonLines(proxy).find(pred);
     if (hit) return hit;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n--- logs ---\n${proxy.logs().slice(-6000)}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}\n--- logs ---\n${proxy.logs().slice(-6000)}`,
+      );
     await new Promise((r) => setTimeout(r, 100));
   }
 }
 
-const statusChange = (node: number, to: string) => (l: LogLine) => l.msg === 'node status changed' && l.node === node && l.to === to;
+const statusChange = (node: number, to: string) => (l: LogLine) =>
+  l.msg === 'node status changed' && l.node === node && l.to === to;
 
 describe('failover through pgrelay (own DevCluster)', () => {
   let cluster: DevCluster;
@@ -84,7 +92,10 @@ describe('failover through pgrelay (own DevCluster)', () => {
     expect(down).toMatchObject({ from: 'up', to: 'down' });
     expect(String(down.reason)).toMatch(/health check failed/);
     // A standby failure runs failover_command too (pgpool does); the script does nothing.
-    expect(fs.readFileSync(failoverRecord(), 'utf8').trim().split('\n')[0]?.split('|').slice(0, 2)).toEqual(['2', '127.0.0.1']);
+    expect(fs.readFileSync(failoverRecord(), 'utf8').trim().split('\n')[0]?.split('|').slice(0, 2)).toEqual([
+      '2',
+      '127.0.0.1',
+    ]);
     fs.rmSync(failoverRecord());
 
     await cluster.startNode(2);
@@ -95,7 +106,10 @@ describe('failover through pgrelay (own DevCluster)', () => {
   });
 
   it('kills the primary: failover.sh promotes node 1, node 2 follows, a write through pgrelay succeeds', async () => {
-    const w = await runPsql(['-At', '-v', 'ON_ERROR_STOP=1', '-c', 'CREATE TABLE fo_t (x int); INSERT INTO fo_t VALUES (0)'], { port: proxy.port });
+    const w = await runPsql(
+      ['-At', '-v', 'ON_ERROR_STOP=1', '-c', 'CREATE TABLE fo_t (x int); INSERT INTO fo_t VALUES (0)'],
+      { port: proxy.port },
+    );
     expect(w.stderr).toBe('');
     expect(w.code).toBe(0);
     await cluster.waitForCatchup();
@@ -110,7 +124,10 @@ describe('failover through pgrelay (own DevCluster)', () => {
     let last = '';
     while (Date.now() - killedAt < 60_000) {
       attempts++;
-      const r = await runPsql(['-At', '-v', 'ON_ERROR_STOP=1', '-c', 'INSERT INTO fo_t VALUES (1) RETURNING inet_server_port()'], { port: proxy.port, timeoutMs: 15_000 });
+      const r = await runPsql(
+        ['-At', '-v', 'ON_ERROR_STOP=1', '-c', 'INSERT INTO fo_t VALUES (1) RETURNING inet_server_port()'],
+        { port: proxy.port, timeoutMs: 15_000 },
+      );
       if (r.code === 0) {
         firstWriteMs = Date.now() - killedAt;
         expect(r.stdout.trim().split('\n')[0]).toBe(String(cluster.node(1).port));
@@ -119,10 +136,17 @@ describe('failover through pgrelay (own DevCluster)', () => {
       last = r.stderr;
       await new Promise((res) => setTimeout(res, 200));
     }
-    process.stderr.write(`[failover.test] primary killed (pg_ctl stop -m immediate took ${killedAt - t0} ms); first successful write through pgrelay ${firstWriteMs} ms after the kill (${attempts} attempts)\n`);
+    process.stderr.write(
+      `[failover.test] primary killed (pg_ctl stop -m immediate took ${killedAt - t0} ms); first successful write through pgrelay ${firstWriteMs} ms after the kill (${attempts} attempts)\n`,
+    );
     expect(firstWriteMs, `no write succeeded: ${last}\n${proxy.logs().slice(-5000)}`).toBeGreaterThan(0);
 
-    const changed = await waitForJson(proxy, (l) => l.msg === 'primary node changed' && l.to === 1, 5000, 'new primary log');
+    const changed = await waitForJson(
+      proxy,
+      (l) => l.msg === 'primary node changed' && l.to === 1,
+      5000,
+      'new primary log',
+    );
     expect(changed.reason).toBe('primary search after failover');
     await waitForJson(proxy, statusChange(0, 'down'), 1000, 'node 0 down');
 
@@ -131,20 +155,39 @@ describe('failover through pgrelay (own DevCluster)', () => {
     const n1 = cluster.node(1);
     const n2 = cluster.node(2);
     const fo = fs.readFileSync(failoverRecord(), 'utf8').trim().split('\n');
-    expect(fo).toEqual([[0, n0.host, n0.port, n0.dataDir, 1, n1.host, 0, 0, n1.port, n1.dataDir, n0.host, n0.port].join('|')]);
+    expect(fo).toEqual([
+      [0, n0.host, n0.port, n0.dataDir, 1, n1.host, 0, 0, n1.port, n1.dataDir, n0.host, n0.port].join('|'),
+    ]);
 
     // follow_primary.sh once per node but the new primary: node 0 (not running, skipped) and node 2.
-    await waitForJson(proxy, (l) => l.msg === 'follow_primary_command finished' && l.node === 2, 30_000, 'follow_primary_command on node 2');
+    await waitForJson(
+      proxy,
+      (l) => l.msg === 'follow_primary_command finished' && l.node === 2,
+      30_000,
+      'follow_primary_command on node 2',
+    );
     const follow = fs.readFileSync(followRecord(), 'utf8').trim().split('\n').sort();
     expect(follow).toEqual([
       [0, n0.host, n0.port, n0.dataDir, 1, n1.host, 0, 0, n1.port, n1.dataDir, n0.host, n0.port].join('|'),
       [2, n2.host, n2.port, n2.dataDir, 1, n1.host, 0, 0, n1.port, n1.dataDir, n0.host, n0.port].join('|'),
     ]);
     // Node 2 was detached for the command and comes back once it streams from node 1.
-    await waitForJson(proxy, (l) => statusChange(2, 'down')(l) && /follow_primary_command/.test(String(l.reason)), 1000, 'node 2 detached for follow');
-    const back = await waitForJson(proxy, (l) => statusChange(2, 'waiting')(l) && /new primary/.test(String(l.reason)), 30_000, 'node 2 re-attached');
+    await waitForJson(
+      proxy,
+      (l) => statusChange(2, 'down')(l) && /follow_primary_command/.test(String(l.reason)),
+      1000,
+      'node 2 detached for follow',
+    );
+    const back = await waitForJson(
+      proxy,
+      (l) => statusChange(2, 'waiting')(l) && /new primary/.test(String(l.reason)),
+      30_000,
+      'node 2 re-attached',
+    );
     expect(back).toBeTruthy();
-    expect(await cluster.psql(1, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")).toBe('server2');
+    expect(await cluster.psql(1, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")).toBe(
+      'server2',
+    );
     expect(fs.readFileSync(path.join(proxy.dir, 'pgpool_status'), 'utf8')).toBe('down\nup\nup\n');
     expect(await cluster.psql(1, 'SELECT count(*) FROM fo_t')).toBe('2');
   });

@@ -39,7 +39,8 @@ describe('ClusterManager (in-process, own DevCluster)', () => {
     { level: 'debug' },
     new Writable({
       write(chunk: Buffer, _enc, cb) {
-        for (const l of chunk.toString('utf8').split('\n')) if (l) logLines.push(JSON.parse(l) as Record<string, unknown>);
+        for (const l of chunk.toString('utf8').split('\n'))
+          if (l) logLines.push(JSON.parse(l) as Record<string, unknown>);
         cb();
       },
     }),
@@ -64,7 +65,12 @@ describe('ClusterManager (in-process, own DevCluster)', () => {
       ...extra,
     ];
     cluster.nodes.forEach((n) => {
-      set.push([`backend_hostname${n.id}`, n.host], [`backend_port${n.id}`, String(n.port)], [`backend_data_directory${n.id}`, n.dataDir], [`backend_application_name${n.id}`, `server${n.id}`]);
+      set.push(
+        [`backend_hostname${n.id}`, n.host],
+        [`backend_port${n.id}`, String(n.port)],
+        [`backend_data_directory${n.id}`, n.dataDir],
+        [`backend_application_name${n.id}`, `server${n.id}`],
+      );
     });
     return loadConfig({ set });
   };
@@ -104,7 +110,11 @@ describe('ClusterManager (in-process, own DevCluster)', () => {
     };
     mgr.on('healthcheck', on);
     try {
-      const r = await Promise.all([mgr.reportBackendError(1, 'connect'), mgr.reportBackendError(1, 'io'), mgr.reportBackendError(1, 'connect')]);
+      const r = await Promise.all([
+        mgr.reportBackendError(1, 'connect'),
+        mgr.reportBackendError(1, 'io'),
+        mgr.reportBackendError(1, 'connect'),
+      ]);
       expect(r).toEqual([false, false, false]);
       // One check for the three reports (possibly the periodic one already running, which they join).
       expect(events.length).toBe(1);
@@ -122,7 +132,11 @@ describe('ClusterManager (in-process, own DevCluster)', () => {
   });
 
   it('sr check fills replication fields and measures byte lag of a paused standby', async () => {
-    await until(() => nodes.get(1)?.replicationState === 'streaming' && nodes.get(2)?.replicationState === 'streaming', 10_000, 'replication state');
+    await until(
+      () => nodes.get(1)?.replicationState === 'streaming' && nodes.get(2)?.replicationState === 'streaming',
+      10_000,
+      'replication state',
+    );
     expect(nodes.get(1)?.replicationSyncState).toBe('async');
     expect(nodes.get(0)?.replicationState).toBe('');
     await cluster.pauseReplay(2);
@@ -175,7 +189,12 @@ describe('ClusterManager (in-process, own DevCluster)', () => {
 
     // A second manager on the same logdir keeps node 1 down; with discardStatus it does not.
     const n2 = new NodeTable(config.backends);
-    const cfg2 = { ...config, health_check: { ...config.health_check, period: 0 }, health_check_per_node: config.health_check_per_node.map((h) => ({ ...h, period: 0 })), sr_check_period: 0 };
+    const cfg2 = {
+      ...config,
+      health_check: { ...config.health_check, period: 0 },
+      health_check_per_node: config.health_check_per_node.map((h) => ({ ...h, period: 0 })),
+      sr_check_period: 0,
+    };
     const dir2 = fs.mkdtempSync(path.join(os.tmpdir(), 'pgrelay-mgr2-'));
     try {
       fs.copyFileSync(path.join(dir, 'pgpool_status'), path.join(dir2, 'pgpool_status'));

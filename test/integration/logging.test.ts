@@ -13,7 +13,14 @@ let proxy: ProxyHandle;
 beforeAll(async () => {
   proxy = await startProxy({
     cluster,
-    config: { log_connections: true, log_hostname: true, notice_per_node_statement: true, backend_weight0: 0, backend_weight1: 1, backend_weight2: 0 },
+    config: {
+      log_connections: true,
+      log_hostname: true,
+      notice_per_node_statement: true,
+      backend_weight0: 0,
+      backend_weight1: 1,
+      backend_weight2: 0,
+    },
   });
 });
 
@@ -23,7 +30,10 @@ afterAll(async () => {
 
 describe('logging switches', () => {
   it('notice_per_node_statement: a NOTICE names the node of each statement', async () => {
-    const r = await runPsql(['-At', '-c', 'SELECT 1', '-c', 'CREATE TEMP TABLE lg_t (a int)'], { port: proxy.port, timeoutMs: 15_000 });
+    const r = await runPsql(['-At', '-c', 'SELECT 1', '-c', 'CREATE TEMP TABLE lg_t (a int)'], {
+      port: proxy.port,
+      timeoutMs: 15_000,
+    });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain('NOTICE:  DB node id: 1 statement: SELECT 1');
     expect(r.stderr).toContain('NOTICE:  DB node id: 0 statement: CREATE TEMP TABLE lg_t (a int)');
@@ -32,7 +42,10 @@ describe('logging switches', () => {
   it('log_connections with log_hostname logs the client host name', async () => {
     const r = await runPsql(['-At', '-c', 'SELECT 1'], { port: proxy.port, timeoutMs: 15_000 });
     expect(r.code, r.stderr).toBe(0);
-    const line = await proxy.waitForLog(/"msg":"connection received"[^\n]*"hostname"|"hostname"[^\n]*"msg":"connection received"/, 10_000);
+    const line = await proxy.waitForLog(
+      /"msg":"connection received"[^\n]*"hostname"|"hostname"[^\n]*"msg":"connection received"/,
+      10_000,
+    );
     const entry = JSON.parse(line.slice(line.indexOf('{'))) as { remote?: string; hostname?: string };
     expect(entry.remote).toMatch(/^127\.0\.0\.1:\d+$/);
     // 127.0.0.1 resolves to a name on any sane machine (localhost); never blocks the session.

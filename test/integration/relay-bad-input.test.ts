@@ -4,7 +4,7 @@
  * connection closed, and afterwards a concurrent normal session still works,
  * a new connection works, and the pgrelay process is alive.
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
 import { closeAllClients, endPg, pgClient, withTimeout } from '../support/clients.js';
@@ -36,7 +36,12 @@ const USER = { user: 'postgres', database: 'postgres', application_name: 'relay-
 beforeAll(async () => {
   proxy = await startProxy({
     cluster,
-    config: { log_min_messages: 'warning', load_balance_mode: false, authentication_timeout: 2, max_message_size: 1024 * 1024 },
+    config: {
+      log_min_messages: 'warning',
+      load_balance_mode: false,
+      authentication_timeout: 2,
+      max_message_size: 1024 * 1024,
+    },
   });
   normal = await pgClient({ port: proxy.port }, { application_name: 'relay-bad-input-normal' });
 });
@@ -45,7 +50,11 @@ afterEach(async () => {
   closeAllRaw();
   // The concurrent session still works, a new one can connect, the process is alive.
   expect(isAlive(proxy.pid)).toBe(true);
-  const r = await withTimeout(normal.query('SELECT $1::int + 1 AS v', [41]), 5000, 'query on the concurrent normal session');
+  const r = await withTimeout(
+    normal.query('SELECT $1::int + 1 AS v', [41]),
+    5000,
+    'query on the concurrent normal session',
+  );
   expect(r.rows[0].v).toBe(42);
   const fresh = await pgClient({ port: proxy.port }, { application_name: 'relay-bad-input-fresh' });
   expect((await fresh.query('SELECT 1 AS one')).rows[0].one).toBe(1);
@@ -70,7 +79,12 @@ function types(msgs: BackendMessage[]): string {
 }
 
 /** Read until the server closes; expect exactly one FATAL ErrorResponse with `code` (and message matching `re`). */
-async function expectFatalAndClose(raw: RawClient, code: string, re?: RegExp, timeoutMs = 5000): Promise<Record<string, string>> {
+async function expectFatalAndClose(
+  raw: RawClient,
+  code: string,
+  re?: RegExp,
+  timeoutMs = 5000,
+): Promise<Record<string, string>> {
   const { messages, closed, rest } = await raw.drainUntilClosed(timeoutMs);
   expect(closed, `connection still open after ${timeoutMs} ms; got ${types(messages)}`).toBe(true);
   const errs = messages.filter((m) => m.type === 'E').map((m) => errorFields(m.body));

@@ -37,7 +37,10 @@ let tmp: string;
 beforeAll(async () => {
   proxy = await startProxy({ cluster, config: { log_min_messages: 'warning', load_balance_mode: false } });
   tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'relay-basic-'));
-  await cluster.psql(cluster.primaryId, `DROP TABLE IF EXISTS ${table}; CREATE TABLE ${table} (id int primary key, v text)`);
+  await cluster.psql(
+    cluster.primaryId,
+    `DROP TABLE IF EXISTS ${table}; CREATE TABLE ${table} (id int primary key, v text)`,
+  );
 });
 
 afterEach(async () => {
@@ -56,10 +59,23 @@ afterAll(async () => {
 
 describe('psql through pgrelay', () => {
   it('runs -c queries and reports the primary as the server', async () => {
-    const r = await runPsql(['-At', '-v', 'ON_ERROR_STOP=1', '-c', 'SELECT 1 + 1', '-c', 'SELECT pg_is_in_recovery()', '-c', 'SHOW server_version_num'], {
-      port: proxy.port,
-      timeoutMs: 15_000,
-    });
+    const r = await runPsql(
+      [
+        '-At',
+        '-v',
+        'ON_ERROR_STOP=1',
+        '-c',
+        'SELECT 1 + 1',
+        '-c',
+        'SELECT pg_is_in_recovery()',
+        '-c',
+        'SHOW server_version_num',
+      ],
+      {
+        port: proxy.port,
+        timeoutMs: 15_000,
+      },
+    );
     expect(r.stderr).toBe('');
     expect(r.code).toBe(0);
     const lines = r.stdout.trim().split('\n');
@@ -69,7 +85,10 @@ describe('psql through pgrelay', () => {
   });
 
   it('reports a server error with its SQLSTATE and keeps the session usable', async () => {
-    const r = await runPsql(['-At', '-v', 'VERBOSITY=verbose', '-c', 'SELECT 1/0', '-c', 'SELECT 42'], { port: proxy.port, timeoutMs: 15_000 });
+    const r = await runPsql(['-At', '-v', 'VERBOSITY=verbose', '-c', 'SELECT 1/0', '-c', 'SELECT 42'], {
+      port: proxy.port,
+      timeoutMs: 15_000,
+    });
     expect(r.stderr).toMatch(/22012/);
     expect(r.stderr).toMatch(/division by zero/);
     expect(r.stdout.trim()).toBe('42');
@@ -105,14 +124,25 @@ describe('psql through pgrelay', () => {
     expect(out).toContain('inline two');
     expect(await fsp.readFile(csvOut, 'utf8')).toBe(`${rows.join('\n')}\n`);
     // Check through a direct connection to the primary as well.
-    expect(await cluster.psql(cluster.primaryId, `SELECT count(*), sum(id) FROM ${table}`)).toBe(`5002|${(5000 * 5001) / 2 + 100001 + 100002}`);
+    expect(await cluster.psql(cluster.primaryId, `SELECT count(*), sum(id) FROM ${table}`)).toBe(
+      `5002|${(5000 * 5001) / 2 + 100001 + 100002}`,
+    );
   });
 
   it('pipes \\copy TO STDOUT', async () => {
-    const r = await runPsql(['-At', '-v', 'ON_ERROR_STOP=1', '-c', '\\copy (SELECT g, md5(g::text) FROM generate_series(1, 20000) g) TO STDOUT'], {
-      port: proxy.port,
-      timeoutMs: 30_000,
-    });
+    const r = await runPsql(
+      [
+        '-At',
+        '-v',
+        'ON_ERROR_STOP=1',
+        '-c',
+        '\\copy (SELECT g, md5(g::text) FROM generate_series(1, 20000) g) TO STDOUT',
+      ],
+      {
+        port: proxy.port,
+        timeoutMs: 30_000,
+      },
+    );
     expect(r.code).toBe(0);
     const lines = r.stdout.trim().split('\n');
     expect(lines).toHaveLength(20000);
@@ -123,15 +153,18 @@ describe('psql through pgrelay', () => {
 describe('node-postgres through pgrelay', () => {
   it('runs parameterised queries of several types', async () => {
     const c = await pgClient({ port: proxy.port });
-    const r = await c.query('SELECT $1::int + $2::int AS sum, $3::text AS t, $4::text IS NULL AS isnull, $5::bytea AS b, $6::jsonb AS j, $7::text[] AS arr', [
-      40,
-      2,
-      "it's ünïcødé ✓",
-      null,
-      Buffer.from([0, 1, 2, 255]),
-      JSON.stringify({ a: [1, 2, { b: 'c' }] }),
-      ['x', 'y,z', null],
-    ]);
+    const r = await c.query(
+      'SELECT $1::int + $2::int AS sum, $3::text AS t, $4::text IS NULL AS isnull, $5::bytea AS b, $6::jsonb AS j, $7::text[] AS arr',
+      [
+        40,
+        2,
+        "it's ünïcødé ✓",
+        null,
+        Buffer.from([0, 1, 2, 255]),
+        JSON.stringify({ a: [1, 2, { b: 'c' }] }),
+        ['x', 'y,z', null],
+      ],
+    );
     expect(r.rows[0].sum).toBe(42);
     expect(r.rows[0].t).toBe("it's ünïcødé ✓");
     expect(r.rows[0].isnull).toBe(true);
@@ -149,7 +182,11 @@ describe('node-postgres through pgrelay', () => {
   it('reuses a named prepared statement many times', async () => {
     const c = await pgClient({ port: proxy.port });
     for (let i = 0; i < 300; i++) {
-      const r = await c.query({ name: 'relay_basic_named', text: 'SELECT $1::int * 2 AS d, $2::text AS s', values: [i, `v${i}`] });
+      const r = await c.query({
+        name: 'relay_basic_named',
+        text: 'SELECT $1::int * 2 AS d, $2::text AS s',
+        values: [i, `v${i}`],
+      });
       expect(r.rows[0]).toEqual({ d: i * 2, s: `v${i}` });
     }
     // (pg_prepared_statements is not checked here: with load balancing on, that catalog
@@ -160,7 +197,9 @@ describe('node-postgres through pgrelay', () => {
     const c = await pgClient({ port: proxy.port });
     await expect(c.query('SELECT $1::int / 0', [1])).rejects.toMatchObject({ code: '22012' });
     await expect(c.query('SELEC 1', [])).rejects.toMatchObject({ code: '42601' });
-    await expect(c.query({ name: 'bad_named', text: 'SELECT * FROM no_such_table_xyz WHERE a = $1', values: [1] })).rejects.toMatchObject({ code: '42P01' });
+    await expect(
+      c.query({ name: 'bad_named', text: 'SELECT * FROM no_such_table_xyz WHERE a = $1', values: [1] }),
+    ).rejects.toMatchObject({ code: '42P01' });
     // In a failed transaction.
     await c.query('BEGIN');
     await expect(c.query('SELECT $1::int / 0', [1])).rejects.toMatchObject({ code: '22012' });
@@ -172,7 +211,9 @@ describe('node-postgres through pgrelay', () => {
 
   it('reads with pg-cursor 10 rows at a time (Execute with a row limit + Flush, PortalSuspended)', async () => {
     const c = await pgClient({ port: proxy.port });
-    const cursor = c.query(new Cursor('SELECT g AS n, repeat($1::text, 10) AS s FROM generate_series(1, 1005) g', ['ab']));
+    const cursor = c.query(
+      new Cursor('SELECT g AS n, repeat($1::text, 10) AS s FROM generate_series(1, 1005) g', ['ab']),
+    );
     let total = 0;
     let reads = 0;
     let last = 0;
@@ -217,7 +258,13 @@ describe('node-postgres through pgrelay', () => {
     const rows = summarize(msgs).rows.map((r) => Number(r[0]));
     expect(rows).toEqual([...range(1, 10), ...range(101, 110), ...range(11, 15)]);
     // Run both portals to completion, then Sync.
-    raw.send(executeMessage('pb', 0), executeMessage('pa', 0), closeMessage('P', 'pa'), closeMessage('S', 's1'), syncMessage());
+    raw.send(
+      executeMessage('pb', 0),
+      executeMessage('pa', 0),
+      closeMessage('P', 'pa'),
+      closeMessage('S', 's1'),
+      syncMessage(),
+    );
     const rest = summarize(await raw.collect('Z', 10_000));
     expect(rest.errors).toEqual([]);
     expect(rest.tags).toEqual(['SELECT 90', 'SELECT 85']);
@@ -249,7 +296,12 @@ describe('postgres.js through pgrelay', () => {
   it('pipelines 100 queries on one connection', async () => {
     const sql = sqlClient({ port: proxy.port }, { max: 1 });
     const results = await withTimeout(
-      Promise.all(Array.from({ length: 100 }, (_, i) => sql`SELECT ${i}::int AS n, ${`s${i}`}::text AS s, pg_backend_pid() AS pid`)),
+      Promise.all(
+        Array.from(
+          { length: 100 },
+          (_, i) => sql`SELECT ${i}::int AS n, ${`s${i}`}::text AS s, pg_backend_pid() AS pid`,
+        ),
+      ),
       20_000,
       '100 pipelined queries',
     );

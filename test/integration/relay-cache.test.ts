@@ -25,7 +25,10 @@ async function backendPid(c: pg.Client): Promise<number> {
 }
 
 /** Connect, read pg_backend_pid(), run fn, end cleanly (Terminate), wait for the reset. */
-async function session<T = void>(opts: PgClientOptions, fn?: (c: pg.Client, pid: number) => Promise<T>): Promise<{ pid: number; value: T | undefined }> {
+async function session<T = void>(
+  opts: PgClientOptions,
+  fn?: (c: pg.Client, pid: number) => Promise<T>,
+): Promise<{ pid: number; value: T | undefined }> {
   const c = await pgClient({ port: proxy.port }, opts);
   const pid = await backendPid(c);
   const value = fn ? await fn(c, pid) : undefined;
@@ -44,7 +47,13 @@ let direct: pg.Client | undefined;
  */
 async function waitReset(pid: number): Promise<void> {
   if (!direct) {
-    direct = new pg.Client({ host: '127.0.0.1', port: cluster.primary.port, user: 'postgres', database: 'postgres', connectionTimeoutMillis: 10_000 });
+    direct = new pg.Client({
+      host: '127.0.0.1',
+      port: cluster.primary.port,
+      user: 'postgres',
+      database: 'postgres',
+      connectionTimeoutMillis: 10_000,
+    });
     direct.on('error', () => undefined);
     await direct.connect();
   }
@@ -59,7 +68,10 @@ async function waitReset(pid: number): Promise<void> {
 }
 
 beforeAll(async () => {
-  proxy = await startProxy({ cluster, config: { log_min_messages: 'warning', load_balance_mode: false, connection_cache: true, max_pool: 4 } });
+  proxy = await startProxy({
+    cluster,
+    config: { log_min_messages: 'warning', load_balance_mode: false, connection_cache: true, max_pool: 4 },
+  });
   await cluster.psql(cluster.primaryId, `DROP TABLE IF EXISTS ${table}; CREATE TABLE ${table} (id int)`);
 });
 
@@ -98,9 +110,18 @@ describe('connection cache keyed by user, database and start-up parameters', () 
     await cluster.psql(cluster.primaryId, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
     await cluster.psql(cluster.primaryId, `CREATE DATABASE ${db}`);
     const app = `cache-userdb-${tag}`;
-    const base = await session({ application_name: app }, async (c) => (await c.query('SELECT current_user AS u, current_database() AS d')).rows[0]);
-    const other = await session({ application_name: app, user: role }, async (c) => (await c.query('SELECT current_user AS u, current_database() AS d')).rows[0]);
-    const otherDb = await session({ application_name: app, database: db }, async (c) => (await c.query('SELECT current_user AS u, current_database() AS d')).rows[0]);
+    const base = await session(
+      { application_name: app },
+      async (c) => (await c.query('SELECT current_user AS u, current_database() AS d')).rows[0],
+    );
+    const other = await session(
+      { application_name: app, user: role },
+      async (c) => (await c.query('SELECT current_user AS u, current_database() AS d')).rows[0],
+    );
+    const otherDb = await session(
+      { application_name: app, database: db },
+      async (c) => (await c.query('SELECT current_user AS u, current_database() AS d')).rows[0],
+    );
     expect(base.value).toEqual({ u: 'postgres', d: 'postgres' });
     expect(other.value).toEqual({ u: role, d: 'postgres' });
     expect(otherDb.value).toEqual({ u: 'postgres', d: db });
@@ -137,13 +158,16 @@ describe('reset between clients sharing a cached backend', () => {
       await c.query('SET search_path = pg_catalog, public');
       // Still set in later statements, simple and extended protocol.
       const a = (await c.query('SHOW work_mem')).rows[0].work_mem;
-      const b = (await c.query({ text: "SELECT current_setting('statement_timeout') AS v, $1::int AS x", values: [1] })).rows[0].v;
+      const b = (await c.query({ text: "SELECT current_setting('statement_timeout') AS v, $1::int AS x", values: [1] }))
+        .rows[0].v;
       const s = (await c.query('SHOW search_path')).rows[0].search_path;
       return [a, b, s];
     });
     expect(first.value).toEqual(['7MB', '123s', 'pg_catalog, public']);
     const second = await session({ application_name: app }, async (c) => {
-      const r = await c.query("SELECT current_setting('work_mem') AS w, current_setting('statement_timeout') AS t, current_setting('search_path') AS s");
+      const r = await c.query(
+        "SELECT current_setting('work_mem') AS w, current_setting('statement_timeout') AS t, current_setting('search_path') AS s",
+      );
       return r.rows[0];
     });
     expect(second.pid).toBe(first.pid);
@@ -155,10 +179,16 @@ describe('reset between clients sharing a cached backend', () => {
     const a = await RawClient.connect(proxy.port);
     const sa = await a.startup({ user: 'postgres', database: 'postgres', application_name: app });
     expect(sa.ok).toBe(true);
-    const defaults = { TimeZone: sa.parameters.TimeZone, DateStyle: sa.parameters.DateStyle, application_name: sa.parameters.application_name };
+    const defaults = {
+      TimeZone: sa.parameters.TimeZone,
+      DateStyle: sa.parameters.DateStyle,
+      application_name: sa.parameters.application_name,
+    };
     expect(defaults.application_name).toBe(app);
     const pidA = Number((await a.query('SELECT pg_backend_pid()')).rows[0][0]);
-    const set = await a.query("SET TimeZone = 'Asia/Tokyo'; SET DateStyle = 'SQL, DMY'; SET application_name = 'renamed'");
+    const set = await a.query(
+      "SET TimeZone = 'Asia/Tokyo'; SET DateStyle = 'SQL, DMY'; SET application_name = 'renamed'",
+    );
     expect(set.errors).toEqual([]);
     a.end();
     await a.waitClosed(3000);
@@ -167,10 +197,16 @@ describe('reset between clients sharing a cached backend', () => {
     const b = await RawClient.connect(proxy.port);
     const sb = await b.startup({ user: 'postgres', database: 'postgres', application_name: app });
     expect(sb.ok).toBe(true);
-    const q = await b.query("SELECT pg_backend_pid(), current_setting('TimeZone'), current_setting('DateStyle'), current_setting('application_name')");
+    const q = await b.query(
+      "SELECT pg_backend_pid(), current_setting('TimeZone'), current_setting('DateStyle'), current_setting('application_name')",
+    );
     expect(Number(q.rows[0][0])).toBe(pidA);
     expect(q.rows[0].slice(1)).toEqual([defaults.TimeZone, defaults.DateStyle, app]);
-    expect({ TimeZone: sb.parameters.TimeZone, DateStyle: sb.parameters.DateStyle, application_name: sb.parameters.application_name }).toEqual(defaults);
+    expect({
+      TimeZone: sb.parameters.TimeZone,
+      DateStyle: sb.parameters.DateStyle,
+      application_name: sb.parameters.application_name,
+    }).toEqual(defaults);
     b.end();
   });
 
@@ -222,7 +258,9 @@ describe('reset between clients sharing a cached backend', () => {
     await waitReset(pidA);
     const b = await RawClient.connect(proxy.port);
     expect((await b.startup({ user: 'postgres', database: 'postgres', application_name: app })).ok).toBe(true);
-    const q = await b.query("SELECT pg_backend_pid(), (SELECT count(*) FROM pg_prepared_statements WHERE name = 'relay_raw_stmt')");
+    const q = await b.query(
+      "SELECT pg_backend_pid(), (SELECT count(*) FROM pg_prepared_statements WHERE name = 'relay_raw_stmt')",
+    );
     expect(Number(q.rows[0][0])).toBe(pidA);
     expect(q.rows[0][1]).toBe('0');
     b.send(parseMessage('relay_raw_stmt', 'SELECT 2'), syncMessage());
@@ -238,7 +276,9 @@ describe('reset between clients sharing a cached backend', () => {
       await c.query("SET LOCAL work_mem = '9MB'");
     });
     const second = await session({ application_name: app }, async (c) => {
-      const r = await c.query(`SELECT (SELECT count(*)::int FROM ${table} WHERE id = 42) AS n, current_setting('work_mem') AS w`);
+      const r = await c.query(
+        `SELECT (SELECT count(*)::int FROM ${table} WHERE id = 42) AS n, current_setting('work_mem') AS w`,
+      );
       // The connection is idle (not in a transaction): BEGIN gives no warning, COMMIT works.
       await c.query('BEGIN');
       await c.query('COMMIT');
@@ -255,7 +295,10 @@ describe('reset between clients sharing a cached backend', () => {
       await c.query('BEGIN');
       await expect(c.query('SELECT 1/0')).rejects.toMatchObject({ code: '22012' });
     });
-    const second = await session({ application_name: app }, async (c) => (await c.query('SELECT 1 AS one')).rows[0].one as number);
+    const second = await session(
+      { application_name: app },
+      async (c) => (await c.query('SELECT 1 AS one')).rows[0].one as number,
+    );
     expect(second.pid).toBe(first.pid);
     expect(second.value).toBe(1);
   });
@@ -263,7 +306,10 @@ describe('reset between clients sharing a cached backend', () => {
 
 describe('connection_cache = off', () => {
   it('opens a new backend for every client', async () => {
-    const p2 = await startProxy({ cluster, config: { log_min_messages: 'warning', load_balance_mode: false, connection_cache: false } });
+    const p2 = await startProxy({
+      cluster,
+      config: { log_min_messages: 'warning', load_balance_mode: false, connection_cache: false },
+    });
     try {
       const pids: number[] = [];
       for (let i = 0; i < 3; i++) {
@@ -277,7 +323,10 @@ describe('connection_cache = off', () => {
       const deadline = Date.now() + 5000;
       let left = '';
       do {
-        left = await cluster.psql(cluster.primaryId, `SELECT count(*) FROM pg_stat_activity WHERE pid IN (${pids.join(',')})`);
+        left = await cluster.psql(
+          cluster.primaryId,
+          `SELECT count(*) FROM pg_stat_activity WHERE pid IN (${pids.join(',')})`,
+        );
         if (left === '0') break;
         await sleep(100);
       } while (Date.now() < deadline);

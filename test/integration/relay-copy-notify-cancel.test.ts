@@ -55,7 +55,9 @@ function types(msgs: BackendMessage[]): string {
   return msgs.map((m) => m.type).join('');
 }
 
-async function rawSession(params: Record<string, string> = USER): Promise<{ raw: RawClient; pid: number; secret: number }> {
+async function rawSession(
+  params: Record<string, string> = USER,
+): Promise<{ raw: RawClient; pid: number; secret: number }> {
   const raw = await RawClient.connect(proxy.port);
   const st = await raw.startup(params);
   expect(st.ok).toBe(true);
@@ -129,7 +131,13 @@ describe('COPY through pgrelay (raw protocol)', () => {
     const pid = Number((await raw.query('SELECT pg_backend_pid()')).rows[0][0]);
     // libpq (PQexecParams of a COPY) sends Parse/Bind/Describe/Execute/Sync at once; the
     // server ignores that Sync during copy-in, and libpq sends another Sync after CopyDone.
-    raw.send(parseMessage('', `COPY ${table} (id, v) FROM STDIN`), bindMessage('', ''), describeMessage('P', ''), executeMessage('', 0), syncMessage());
+    raw.send(
+      parseMessage('', `COPY ${table} (id, v) FROM STDIN`),
+      bindMessage('', ''),
+      describeMessage('P', ''),
+      executeMessage('', 0),
+      syncMessage(),
+    );
     const head = await raw.collect('GE', 5000);
     expect(types(head)).toBe('12nG');
     raw.send(copyDataMessage('700001\text one\n700002\text two\n'), copyDoneMessage(), syncMessage());
@@ -151,7 +159,12 @@ describe('COPY through pgrelay (raw protocol)', () => {
 
   it('COPY TO STDOUT in the extended protocol', async () => {
     const { raw } = await rawSession();
-    raw.send(parseMessage('', 'COPY (SELECT g FROM generate_series(1, 1000) g) TO STDOUT'), bindMessage('', ''), executeMessage('', 0), syncMessage());
+    raw.send(
+      parseMessage('', 'COPY (SELECT g FROM generate_series(1, 1000) g) TO STDOUT'),
+      bindMessage('', ''),
+      executeMessage('', 0),
+      syncMessage(),
+    );
     const r = await raw.collect('Z', 5000);
     expect(types(r)).toBe(`12H${'d'.repeat(1000)}cCZ`);
     raw.end();

@@ -30,9 +30,13 @@ afterAll(async () => {
   expect(await proxy?.stop()).toBe(0);
 });
 
-it(`streams ${ROWS} rows of ${WIDTH} bytes (~${Math.round((ROWS * (WIDTH + 11)) / MB)} MB) to a slow reader with bounded pgrelay RSS`, { timeout: 90_000 }, async () => {
+it(`streams ${ROWS} rows of ${WIDTH} bytes (~${Math.round((ROWS * (WIDTH + 11)) / MB)} MB) to a slow reader with bounded pgrelay RSS`, {
+  timeout: 90_000,
+}, async () => {
   const raw = await RawClient.connect(proxy.port);
-  expect((await raw.startup({ user: 'postgres', database: 'postgres', application_name: 'relay-large' })).ok).toBe(true);
+  expect((await raw.startup({ user: 'postgres', database: 'postgres', application_name: 'relay-large' })).ok).toBe(
+    true,
+  );
   // Warm up, then measure the baseline.
   await raw.query('SELECT 1');
   await sleep(200);
@@ -101,7 +105,9 @@ it(`streams ${ROWS} rows of ${WIDTH} bytes (~${Math.round((ROWS * (WIDTH + 11)) 
   raw.end();
 });
 
-it('a client leaving in the middle of a huge result does not leave its backend running, and pgrelay goes on', { timeout: 60_000 }, async () => {
+it('a client leaving in the middle of a huge result does not leave its backend running, and pgrelay goes on', {
+  timeout: 60_000,
+}, async () => {
   const marker = `relay_large_abandon_${process.pid}`;
   const raw = await RawClient.connect(proxy.port);
   expect((await raw.startup({ user: 'postgres', database: 'postgres', application_name: marker })).ok).toBe(true);
@@ -120,7 +126,10 @@ it('a client leaving in the middle of a huge result does not leave its backend r
   const deadline = Date.now() + 10_000;
   let left = '';
   for (;;) {
-    left = await cluster.psql(cluster.primaryId, `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${marker}'`);
+    left = await cluster.psql(
+      cluster.primaryId,
+      `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${marker}'`,
+    );
     if (left === '0' || Date.now() > deadline) break;
     await sleep(200);
   }

@@ -2,7 +2,7 @@
  * Foundation: the client limit (num_init_children) and its bounded queue
  * (client_queue_timeout), and shutdown on SIGTERM / SIGINT with sessions open.
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
 import { closeAllClients, endPg, pgClient, withTimeout } from '../support/clients.js';
@@ -23,7 +23,13 @@ describe('num_init_children = 2, client_queue_timeout = 2', () => {
   beforeAll(async () => {
     proxy = await startProxy({
       cluster,
-      config: { log_min_messages: 'warning', load_balance_mode: false, num_init_children: 2, client_queue_timeout: 2, reserved_connections: 0 },
+      config: {
+        log_min_messages: 'warning',
+        load_balance_mode: false,
+        num_init_children: 2,
+        client_queue_timeout: 2,
+        reserved_connections: 0,
+      },
     });
   });
 

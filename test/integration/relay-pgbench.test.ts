@@ -53,13 +53,21 @@ describe('pgbench through pgrelay', () => {
 
   for (const mode of ['simple', 'extended', 'prepared'] as const) {
     it(`-S (select only) -M ${mode}, 4 clients, no failure`, async () => {
-      const r = await runPgbench(['-S', '-M', mode, '-c', '4', '-j', '2', '-T', '2', '-n'], { port: proxy.port, database: db, timeoutMs: 30_000 });
+      const r = await runPgbench(['-S', '-M', mode, '-c', '4', '-j', '2', '-T', '2', '-n'], {
+        port: proxy.port,
+        database: db,
+        timeoutMs: 30_000,
+      });
       expectClean(r);
     });
 
     it(`TPC-B-like -M ${mode}, 4 clients, no failure`, async () => {
       const before = Number(await cluster.psql(cluster.primaryId, 'SELECT count(*) FROM pgbench_history', db));
-      const r = await runPgbench(['-M', mode, '-c', '4', '-j', '2', '-T', '2', '-n'], { port: proxy.port, database: db, timeoutMs: 30_000 });
+      const r = await runPgbench(['-M', mode, '-c', '4', '-j', '2', '-T', '2', '-n'], {
+        port: proxy.port,
+        database: db,
+        timeoutMs: 30_000,
+      });
       const n = expectClean(r);
       const after = Number(await cluster.psql(cluster.primaryId, 'SELECT count(*) FROM pgbench_history', db));
       // Every transaction inserted one history row on the primary.
@@ -68,7 +76,11 @@ describe('pgbench through pgrelay', () => {
   }
 
   it('-S -C (a new connection per transaction) -M extended, 4 clients, no failure', async () => {
-    const r = await runPgbench(['-S', '-C', '-M', 'extended', '-c', '4', '-j', '2', '-t', '100', '-n'], { port: proxy.port, database: db, timeoutMs: 60_000 });
+    const r = await runPgbench(['-S', '-C', '-M', 'extended', '-c', '4', '-j', '2', '-t', '100', '-n'], {
+      port: proxy.port,
+      database: db,
+      timeoutMs: 60_000,
+    });
     expect(expectClean(r)).toBe(400);
   });
 

@@ -21,7 +21,13 @@ beforeAll(async () => {
   fs.writeFileSync(hba, 'local all all trust\nhost all all 127.0.0.1/32 reject\n');
   proxy = await startProxy({
     cluster,
-    config: { unix_socket_directories: dir, unix_socket_permissions: '0770', enable_pool_hba: true, hba_file: hba, load_balance_mode: false },
+    config: {
+      unix_socket_directories: dir,
+      unix_socket_permissions: '0770',
+      enable_pool_hba: true,
+      hba_file: hba,
+      load_balance_mode: false,
+    },
   });
 });
 
@@ -40,13 +46,18 @@ describe('Unix-domain socket', () => {
     expect(viaSocket.stdout.trim()).toBe('1');
     const viaTcp = await runPsql(['-h', '127.0.0.1', '-At', '-c', 'SELECT 1'], { port: proxy.port, timeoutMs: 15_000 });
     expect(viaTcp.code).not.toBe(0);
-    expect(viaTcp.stderr).toContain('no pool_hba.conf entry for host "127.0.0.1", user "postgres", database "postgres", SSL off');
+    expect(viaTcp.stderr).toContain(
+      'no pool_hba.conf entry for host "127.0.0.1", user "postgres", database "postgres", SSL off',
+    );
   });
 
   it('pgbench runs through the socket', async () => {
     const script = path.join(dir, 'select.sql');
     fs.writeFileSync(script, 'SELECT 1;\n');
-    const r = await runPgbench(['-h', dir, '-f', script, '-c', '2', '-t', '100', '-n'], { port: proxy.port, timeoutMs: 60_000 });
+    const r = await runPgbench(['-h', dir, '-f', script, '-c', '2', '-t', '100', '-n'], {
+      port: proxy.port,
+      timeoutMs: 60_000,
+    });
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/number of transactions actually processed: 200\/200/);
   });

@@ -9,7 +9,7 @@
  * a4t after COMMIT) for dml_adaptive, which only sends reads of tables written in
  * the transaction to the primary (§2.3: "SELECT … FROM t1 → primary; SELECT 'b3' → LB").
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
 import { closeAllClients, pgClient } from '../support/clients.js';
@@ -43,7 +43,13 @@ beforeAll(async () => {
       mode,
       await startProxy({
         cluster,
-        config: { backend_weight0: 0, backend_weight1: 1, backend_weight2: 0, disable_load_balance_on_write: mode, log_per_node_statement: true },
+        config: {
+          backend_weight0: 0,
+          backend_weight1: 1,
+          backend_weight2: 0,
+          disable_load_balance_on_write: mode,
+          log_per_node_statement: true,
+        },
       }),
     );
   }
@@ -69,7 +75,10 @@ async function runScript(mode: Mode): Promise<Record<Label, { port: number; logg
       : `SELECT '${label}' AS label, inet_server_port() AS port`;
     const since = statementLog(proxy).length;
     const r = await c.query(sql);
-    got[label] = { port: nodeOfPort(cluster, r.rows[0].port as number), logged: await nodesOfStatement(proxy, sql, { since, settleMs: 20 }) };
+    got[label] = {
+      port: nodeOfPort(cluster, r.rows[0].port as number),
+      logged: await nodesOfStatement(proxy, sql, { since, settleMs: 20 }),
+    };
   };
   const run = async (sql: string): Promise<void> => {
     await c.query(sql);
@@ -128,7 +137,8 @@ describe('dml_adaptive_object_relationship_list', () => {
     });
     try {
       const c = await pgClient({ port: proxy.port });
-      const node = async (sql: string): Promise<number> => nodeOfPort(cluster, (await c.query(sql)).rows[0].port as number);
+      const node = async (sql: string): Promise<number> =>
+        nodeOfPort(cluster, (await c.query(sql)).rows[0].port as number);
       await c.query('BEGIN');
       expect(await node(`SELECT inet_server_port() AS port FROM ${dep} RIGHT JOIN (SELECT 1) x ON true`)).toBe(S);
       await c.query(`INSERT INTO ${t} VALUES (2)`);
@@ -139,7 +149,9 @@ describe('dml_adaptive_object_relationship_list', () => {
       expect(await node(`SELECT inet_server_port() AS port FROM ${dep} RIGHT JOIN (SELECT 1) x ON true`)).toBe(S);
     } finally {
       await proxy.stop();
-      await cluster.psql(P, `DROP TABLE IF EXISTS ${dep}, ${other}; DROP FUNCTION IF EXISTS ${fn}()`).catch(() => undefined);
+      await cluster
+        .psql(P, `DROP TABLE IF EXISTS ${dep}, ${other}; DROP FUNCTION IF EXISTS ${fn}()`)
+        .catch(() => undefined);
     }
   });
 });

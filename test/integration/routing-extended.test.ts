@@ -67,7 +67,10 @@ describe('node-postgres named statements', () => {
 
   it('a named read parsed on the standby is re-parsed on the primary when used after a write in a transaction', async () => {
     const c = await pgClient({ port: proxy.port });
-    const q = { name: 'rt_reparse', text: `SELECT inet_server_port() AS port, count(*)::int AS n FROM ${t} WHERE tag = $1` };
+    const q = {
+      name: 'rt_reparse',
+      text: `SELECT inet_server_port() AS port, count(*)::int AS n FROM ${t} WHERE tag = $1`,
+    };
     // 1. Parse + execute outside a transaction: on the standby.
     const r1 = await c.query({ ...q, values: ['reparse'] });
     expect(nodeOfPort(cluster, r1.rows[0].port as number)).toBe(LB);
@@ -80,7 +83,7 @@ describe('node-postgres named statements', () => {
     await c.query(`INSERT INTO ${t} (v, tag) VALUES (1, 'reparse')`);
     const r3 = await c.query({ ...q, values: ['reparse'] });
     expect(nodeOfPort(cluster, r3.rows[0].port as number), 'named read after a write in the transaction').toBe(P);
-    expect(r3.rows[0].n, 'sees its own transaction\'s row').toBe(1);
+    expect(r3.rows[0].n, "sees its own transaction's row").toBe(1);
     // Again (already re-parsed on the primary).
     const r4 = await c.query({ ...q, values: ['reparse'] });
     expect(nodeOfPort(cluster, r4.rows[0].port as number)).toBe(P);
@@ -102,7 +105,9 @@ describe('node-postgres named statements', () => {
     expect(nodeOfPort(cluster, r.rows[0].port as number)).toBe(LB);
     await c.query('BEGIN');
     await c.query(`INSERT INTO ${t} (v, tag) VALUES ($1, $2)`, [5, 'unnamed']);
-    const r2 = await c.query(`SELECT inet_server_port() AS port, count(*)::int AS n FROM ${t} WHERE tag = $1`, ['unnamed']);
+    const r2 = await c.query(`SELECT inet_server_port() AS port, count(*)::int AS n FROM ${t} WHERE tag = $1`, [
+      'unnamed',
+    ]);
     expect(nodeOfPort(cluster, r2.rows[0].port as number)).toBe(P);
     expect(r2.rows[0].n).toBe(1);
     await c.query('ROLLBACK');
@@ -129,7 +134,10 @@ describe('postgres.js pipelining', () => {
     for (let i = 0; i < 100; i++) {
       expect(results[i].length, `statement ${i}`).toBe(1);
       expect(results[i][0].v, `statement ${i}`).toBe(i);
-      expect(nodeOfPort(cluster, results[i][0].port as number), `node of statement ${i} (${i % 2 === 0 ? 'read' : 'write'})`).toBe(i % 2 === 0 ? LB : P);
+      expect(
+        nodeOfPort(cluster, results[i][0].port as number),
+        `node of statement ${i} (${i % 2 === 0 ? 'read' : 'write'})`,
+      ).toBe(i % 2 === 0 ? LB : P);
     }
     expect(Number(await cluster.psql(P, `SELECT count(*) FROM ${t} WHERE tag = '${tag}'`))).toBe(50);
     // A transaction through postgres.js: reads after a write see it (primary).
@@ -137,7 +145,8 @@ describe('postgres.js pipelining', () => {
       sql.begin(async (tx) => {
         const before = await tx`SELECT inet_server_port() AS port`;
         await tx`INSERT INTO ${sql(t)} (v, tag) VALUES (1, 'pjs-tx')`;
-        const after = await tx`SELECT inet_server_port() AS port, count(*)::int AS n FROM ${sql(t)} WHERE tag = 'pjs-tx'`;
+        const after =
+          await tx`SELECT inet_server_port() AS port, count(*)::int AS n FROM ${sql(t)} WHERE tag = 'pjs-tx'`;
         return { before: before[0].port as number, after: after[0].port as number, n: after[0].n as number };
       }),
       20_000,
@@ -183,7 +192,9 @@ describe('pg-cursor', () => {
     const c = await pgClient({ port: proxy.port });
     await c.query('BEGIN');
     await c.query(`INSERT INTO ${t} (v, tag) SELECT g, 'cursor' FROM generate_series(1, 50) g`);
-    const cursor = c.query(new Cursor(`SELECT v, inet_server_port() AS port FROM ${t} WHERE tag = 'cursor' ORDER BY v`));
+    const cursor = c.query(
+      new Cursor(`SELECT v, inet_server_port() AS port FROM ${t} WHERE tag = 'cursor' ORDER BY v`),
+    );
     const seen: number[] = [];
     const nodes = new Set<number>();
     await withTimeout(

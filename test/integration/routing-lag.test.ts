@@ -18,7 +18,12 @@ let direct: ProxyHandle; // weights 0:1:0, prefer_lower_delay_standby off
 let prefer: ProxyHandle; // weights 0:1:1, prefer_lower_delay_standby on
 let P = 0;
 
-const lagConf = { delay_threshold: 1024, sr_check_period: 1, sr_check_user: 'postgres', log_standby_delay: 'if_over_threshold' };
+const lagConf = {
+  delay_threshold: 1024,
+  sr_check_period: 1,
+  sr_check_user: 'postgres',
+  log_standby_delay: 'if_over_threshold',
+};
 
 beforeAll(async () => {
   cluster = await DevCluster.start({ standbys: 2 });
@@ -26,7 +31,16 @@ beforeAll(async () => {
   await cluster.waitForStandbys(30_000);
   [direct, prefer] = await Promise.all([
     startProxy({ cluster, config: { ...lagConf, backend_weight0: 0, backend_weight1: 1, backend_weight2: 0 } }),
-    startProxy({ cluster, config: { ...lagConf, backend_weight0: 0, backend_weight1: 1, backend_weight2: 1, prefer_lower_delay_standby: true } }),
+    startProxy({
+      cluster,
+      config: {
+        ...lagConf,
+        backend_weight0: 0,
+        backend_weight1: 1,
+        backend_weight2: 1,
+        prefer_lower_delay_standby: true,
+      },
+    }),
   ]);
 });
 
@@ -60,7 +74,11 @@ async function readNodes(proxy: ProxyHandle, n: number): Promise<number[]> {
 }
 
 /** Poll until `pred` holds for a fresh read (bounded); returns the last node seen and how long it took. */
-async function until(proxy: ProxyHandle, pred: (node: number) => boolean, timeoutMs: number): Promise<{ node: number; ms: number }> {
+async function until(
+  proxy: ProxyHandle,
+  pred: (node: number) => boolean,
+  timeoutMs: number,
+): Promise<{ node: number; ms: number }> {
   const t0 = Date.now();
   let node = await readNode(proxy);
   while (!pred(node) && Date.now() - t0 < timeoutMs) {
@@ -73,8 +91,14 @@ async function until(proxy: ProxyHandle, pred: (node: number) => boolean, timeou
 /** Pause node 1's replay and write a few MB of WAL on the primary that it receives but does not replay. */
 async function makeNode1Lag(table: string): Promise<void> {
   await cluster.pauseReplay(1);
-  await cluster.psql(P, `CREATE TABLE ${table} WITH (autovacuum_enabled = off) AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g`);
-  const lag = await cluster.psql(P, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) FROM pg_stat_replication WHERE application_name = 'server1'");
+  await cluster.psql(
+    P,
+    `CREATE TABLE ${table} WITH (autovacuum_enabled = off) AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g`,
+  );
+  const lag = await cluster.psql(
+    P,
+    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) FROM pg_stat_replication WHERE application_name = 'server1'",
+  );
   expect(Number(lag)).toBeGreaterThan(1024 * 1024);
 }
 
@@ -99,10 +123,15 @@ describe('delay_threshold', () => {
       await makeNode1Lag('lag_t1');
       // prefer_lower_delay_standby = off: reads go to the primary once the delay is measured (sr_check_period = 1 s).
       const switched = await until(direct, (n) => n === P, 15_000);
-      expect(switched.node, `reads did not leave lagging node 1 within 15 s (sr check never measured the delay?)\n--- pgrelay logs ---\n${direct.logs().slice(-4000)}`).toBe(P);
+      expect(
+        switched.node,
+        `reads did not leave lagging node 1 within 15 s (sr check never measured the delay?)\n--- pgrelay logs ---\n${direct.logs().slice(-4000)}`,
+      ).toBe(P);
       expect(await readNodes(direct, 5)).toEqual([P, P, P, P, P]);
       // The session opened before the lag: its next read goes to the primary too.
-      expect(nodeOfPort(cluster, (await old.query('SELECT inet_server_port() AS port, 2 AS again')).rows[0].port as number)).toBe(P);
+      expect(
+        nodeOfPort(cluster, (await old.query('SELECT inet_server_port() AS port, 2 AS again')).rows[0].port as number),
+      ).toBe(P);
       // §2.7 log_standby_delay = if_over_threshold.
       await direct.waitForLog(/Replication of node: 1 is behind \d+ bytes from the primary server \(node: 0\)/, 5_000);
     } finally {
@@ -113,7 +142,9 @@ describe('delay_threshold', () => {
     const back = await until(direct, (n) => n === 1, 15_000);
     expect(back.node, `reads did not return to node 1 after it caught up\n${delayLogs(direct)}`).toBe(1);
     expect(await readNodes(direct, 3)).toEqual([1, 1, 1]);
-    expect(nodeOfPort(cluster, (await old.query('SELECT inet_server_port() AS port, 3 AS after')).rows[0].port as number)).toBe(1);
+    expect(
+      nodeOfPort(cluster, (await old.query('SELECT inet_server_port() AS port, 3 AS after')).rows[0].port as number),
+    ).toBe(1);
   });
 
   it('prefer_lower_delay_standby = on: reads of a lagging standby go to the least-lagging standby, not the primary', async () => {
@@ -124,11 +155,17 @@ describe('delay_threshold', () => {
       await makeNode1Lag('lag_t2');
       // Wait until the sr check has measured node 1's new delay (a fresh log line), then one more cycle.
       const t0 = Date.now();
-      while (!/Replication of node: 1 is behind/.test(prefer.logs().slice(logOffset)) && Date.now() - t0 < 15_000) await sleep(100);
-      expect(prefer.logs().slice(logOffset), 'sr check did not report node 1 behind within 15 s').toMatch(/Replication of node: 1 is behind/);
+      while (!/Replication of node: 1 is behind/.test(prefer.logs().slice(logOffset)) && Date.now() - t0 < 15_000)
+        await sleep(100);
+      expect(prefer.logs().slice(logOffset), 'sr check did not report node 1 behind within 15 s').toMatch(
+        /Replication of node: 1 is behind/,
+      );
       await sleep(1200);
       const during = await readNodes(prefer, 12);
-      expect(during, `new sessions' reads while node 1 lags (weights 0:1:1; node 2 does not lag)\n${delayLogs(prefer)}`).toEqual(Array(12).fill(2));
+      expect(
+        during,
+        `new sessions' reads while node 1 lags (weights 0:1:1; node 2 does not lag)\n${delayLogs(prefer)}`,
+      ).toEqual(Array(12).fill(2));
     } finally {
       await cluster.resumeReplay(1);
     }

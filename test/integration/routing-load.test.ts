@@ -23,7 +23,10 @@ beforeAll(async () => {
   expect(init.code, init.stderr).toBe(0);
   await cluster.waitForCatchup(30_000);
   [weighted, lb] = await Promise.all([
-    startProxy({ cluster, config: { backend_weight0: 1, backend_weight1: 2, backend_weight2: 1, log_per_node_statement: true } }),
+    startProxy({
+      cluster,
+      config: { backend_weight0: 1, backend_weight1: 2, backend_weight2: 1, log_per_node_statement: true },
+    }),
     // Default config (load_balance_mode on, weights 1:1:1), statements logged per node.
     startProxy({ cluster, config: { log_per_node_statement: true } }),
   ]);
@@ -57,10 +60,16 @@ describe('weights', () => {
     await Promise.all(Array.from({ length: 8 }, worker));
     expect(counts.reduce((a, b) => a + b, 0)).toBe(sessions);
     const { chi2, p } = chiSquareP(counts, [1, 2, 1]);
-    expect(p, `counts per node ${JSON.stringify(counts)} (expected 50/100/50), chi2 = ${chi2.toFixed(2)}`).toBeGreaterThan(0.001);
+    expect(
+      p,
+      `counts per node ${JSON.stringify(counts)} (expected 50/100/50), chi2 = ${chi2.toFixed(2)}`,
+    ).toBeGreaterThan(0.001);
     // Independent check: pgrelay's own per-node statement log agrees with inet_server_port().
     await new Promise((r) => setTimeout(r, 200));
-    const logged = countPerNode(statementLog(weighted).slice(since), (e) => e.statement === 'SELECT inet_server_port() AS port');
+    const logged = countPerNode(
+      statementLog(weighted).slice(since),
+      (e) => e.statement === 'SELECT inet_server_port() AS port',
+    );
     expect([logged[0] ?? 0, logged[1] ?? 0, logged[2] ?? 0]).toEqual(counts);
   });
 });
@@ -80,7 +89,10 @@ describe('pgbench through pgrelay (load balancing on, default weights)', () => {
   for (const mode of ['simple', 'extended', 'prepared'] as const) {
     it(`-M ${mode}: -S and TPC-B-like, 4 clients, -T 3 each: zero errors, writes only on the primary`, async () => {
       const since = await settledLogLength(lb);
-      const ro = await runPgbench(['-n', '-S', '-M', mode, '-c', '4', '-j', '2', '-T', '3', db], { port: lb.port, timeoutMs: 30_000 });
+      const ro = await runPgbench(['-n', '-S', '-M', mode, '-c', '4', '-j', '2', '-T', '3', db], {
+        port: lb.port,
+        timeoutMs: 30_000,
+      });
       expect(ro.code, `pgbench -S -M ${mode}\n${ro.stdout}\n${ro.stderr}`).toBe(0);
       expect(failedTransactions(ro.stdout), ro.stdout).toBe(0);
       expect(processed(ro.stdout)).toBeGreaterThan(0);
@@ -88,7 +100,10 @@ describe('pgbench through pgrelay (load balancing on, default weights)', () => {
       // The log lines of the -S run are written asynchronously: wait for them all before the TPC-B run.
       const midpoint = await settledLogLength(lb);
 
-      const rw = await runPgbench(['-n', '-M', mode, '-c', '4', '-j', '2', '-T', '3', db], { port: lb.port, timeoutMs: 30_000 });
+      const rw = await runPgbench(['-n', '-M', mode, '-c', '4', '-j', '2', '-T', '3', db], {
+        port: lb.port,
+        timeoutMs: 30_000,
+      });
       expect(rw.code, `pgbench TPC-B -M ${mode}\n${rw.stdout}\n${rw.stderr}`).toBe(0);
       expect(failedTransactions(rw.stdout), rw.stdout).toBe(0);
       expect(processed(rw.stdout)).toBeGreaterThan(0);
@@ -110,7 +125,10 @@ describe('pgbench through pgrelay (load balancing on, default weights)', () => {
       const inTxReads = rwLog.filter((e) => e.statement.includes('SELECT abalance'));
       expect(inTxReads.length).toBeGreaterThan(0);
       const offIdx = rwLog.flatMap((e, i) => (e.statement.includes('SELECT abalance') && e.node !== P ? [i] : []));
-      expect(countPerNode(inTxReads), `TPC-B SELECT abalance (after UPDATE in the tx) on a standby at rwLog positions ${offIdx.slice(0, 10).join(',')}… of ${rwLog.length}: ${JSON.stringify(rwLog.slice(Math.max(0, (offIdx[0] ?? 0) - 3), (offIdx[0] ?? 0) + 3))}`).toEqual({ [P]: inTxReads.length });
+      expect(
+        countPerNode(inTxReads),
+        `TPC-B SELECT abalance (after UPDATE in the tx) on a standby at rwLog positions ${offIdx.slice(0, 10).join(',')}… of ${rwLog.length}: ${JSON.stringify(rwLog.slice(Math.max(0, (offIdx[0] ?? 0) - 3), (offIdx[0] ?? 0) + 3))}`,
+      ).toEqual({ [P]: inTxReads.length });
     });
   }
 

@@ -7,7 +7,7 @@
  * Weights 0:1:0, so every session's load-balance node is standby node 1 and
  * "LB" means node 1; the primary is node 0.
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
 import { closeAllClients, endPg, pgClient } from '../support/clients.js';
@@ -57,7 +57,10 @@ afterAll(async () => {
   await closeAllClients();
   await Promise.all([proxy?.stop(), proxyComments?.stop()]);
   await cluster
-    .psql(P, `DROP TABLE IF EXISTS ${t}, ${ut}, ${into} CASCADE; DROP SEQUENCE IF EXISTS ${seq}; DROP FUNCTION IF EXISTS ${fvol}(); DROP FUNCTION IF EXISTS ${fstab}();`)
+    .psql(
+      P,
+      `DROP TABLE IF EXISTS ${t}, ${ut}, ${into} CASCADE; DROP SEQUENCE IF EXISTS ${seq}; DROP FUNCTION IF EXISTS ${fvol}(); DROP FUNCTION IF EXISTS ${fstab}();`,
+    )
     .catch(() => undefined);
 });
 
@@ -85,7 +88,8 @@ async function routed(c: pg.Client, sql: string, opts: { via?: ProxyHandle; min?
   }
   const logged = await nodesOfStatement(via, sql, { since, min: opts.min ?? 1 });
   const portNodes: number[] = [];
-  for (const r of results) for (const row of r.rows ?? []) if ('port' in row) portNodes.push(nodeOfPort(cluster, row.port as number));
+  for (const r of results)
+    for (const row of r.rows ?? []) if ('port' in row) portNodes.push(nodeOfPort(cluster, row.port as number));
   return { results, logged, portNodes, error };
 }
 
@@ -100,7 +104,10 @@ describe('reads go to the load-balance node', () => {
     ['SELECT from a table', `SELECT inet_server_port() AS port, count(*) FROM ${t}`],
     ['TABLE t (a view returning the port)', `TABLE ${v}`],
     ['parenthesized SELECT', '(SELECT inet_server_port() AS port)'],
-    ['WITH of plain SELECTs', 'WITH x AS (SELECT 1 AS a), y AS (SELECT 2 AS b) SELECT inet_server_port() AS port, a, b FROM x, y'],
+    [
+      'WITH of plain SELECTs',
+      'WITH x AS (SELECT 1 AS a), y AS (SELECT 2 AS b) SELECT inet_server_port() AS port, a, b FROM x, y',
+    ],
     ['STABLE user function', `SELECT ${fstab}() AS f, inet_server_port() AS port`],
     ['now() (stable)', 'SELECT now() IS NOT NULL AS ok, inet_server_port() AS port'],
   ];
@@ -154,7 +161,10 @@ describe('writes and non-balanceable reads go to the primary', () => {
   const cases: Array<[string, string]> = [
     ['SELECT … FOR UPDATE', `SELECT inet_server_port() AS port FROM ${t} WHERE v = 1 FOR UPDATE`],
     ['SELECT … FOR SHARE', `SELECT inet_server_port() AS port FROM ${t} WHERE v = 1 FOR SHARE`],
-    ['writable CTE', `WITH x AS (INSERT INTO ${t} (v) VALUES (200) RETURNING v) SELECT inet_server_port() AS port, v FROM x`],
+    [
+      'writable CTE',
+      `WITH x AS (INSERT INTO ${t} (v) VALUES (200) RETURNING v) SELECT inet_server_port() AS port, v FROM x`,
+    ],
     ['nextval', `SELECT nextval('${seq}') AS n, inet_server_port() AS port`],
     ['VOLATILE user function', `SELECT ${fvol}() AS f, inet_server_port() AS port`],
     ['random() (volatile)', 'SELECT random() >= 0 AS ok, inet_server_port() AS port'],
@@ -216,7 +226,10 @@ describe('writes and non-balanceable reads go to the primary', () => {
   it('DECLARE / FETCH / CLOSE → primary', async () => {
     const c = await client();
     await c.query('BEGIN');
-    const d = await routed(c, 'DECLARE routing_cur CURSOR FOR SELECT inet_server_port() AS port FROM generate_series(1, 3)');
+    const d = await routed(
+      c,
+      'DECLARE routing_cur CURSOR FOR SELECT inet_server_port() AS port FROM generate_series(1, 3)',
+    );
     expect(d.error).toBeUndefined();
     expect(d.logged).toEqual([P]);
     const f = await routed(c, 'FETCH 2 FROM routing_cur');
@@ -265,14 +278,19 @@ describe('writes and non-balanceable reads go to the primary', () => {
 describe('allow_sql_comments = on', () => {
   it('a leading comment no longer prevents load balancing', async () => {
     const c = await client(proxyComments);
-    for (const sql of ['/* comment */ SELECT inet_server_port() AS port', '-- hello\nSELECT inet_server_port() AS port, 1 AS one']) {
+    for (const sql of [
+      '/* comment */ SELECT inet_server_port() AS port',
+      '-- hello\nSELECT inet_server_port() AS port, 1 AS one',
+    ]) {
       const r = await routed(c, sql, { via: proxyComments });
       expect(r.error, sql).toBeUndefined();
       expect(r.portNodes, sql).toEqual([LB]);
       expect(r.logged, sql).toEqual([LB]);
     }
     // Writes with a comment still go to the primary.
-    const w = await routed(c, `/* c */ INSERT INTO ${t} (v) VALUES (300) RETURNING inet_server_port() AS port`, { via: proxyComments });
+    const w = await routed(c, `/* c */ INSERT INTO ${t} (v) VALUES (300) RETURNING inet_server_port() AS port`, {
+      via: proxyComments,
+    });
     expect(w.portNodes).toEqual([P]);
   });
 });
@@ -289,7 +307,10 @@ describe('statements for both nodes, transactions', () => {
     const onLb = await routed(c, "SELECT current_setting('work_mem') AS wm, inet_server_port() AS port");
     expect(onLb.portNodes).toEqual([LB]);
     expect(onLb.results[0].rows[0].wm).toBe('3MB');
-    const onPrimary = await routed(c, `SELECT current_setting('work_mem') AS wm, ${fvol}() AS f, inet_server_port() AS port`);
+    const onPrimary = await routed(
+      c,
+      `SELECT current_setting('work_mem') AS wm, ${fvol}() AS f, inet_server_port() AS port`,
+    );
     expect(onPrimary.portNodes).toEqual([P]);
     expect(onPrimary.results[0].rows[0].wm).toBe('3MB');
   });
@@ -318,7 +339,9 @@ describe('statements for both nodes, transactions', () => {
     const c = await client();
     await c.query('BEGIN');
     expect((await routed(c, 'SELECT inet_server_port() AS port, 1 AS a')).portNodes).toEqual([LB]);
-    expect((await routed(c, `INSERT INTO ${t} (v) VALUES (400) RETURNING inet_server_port() AS port`)).portNodes).toEqual([P]);
+    expect(
+      (await routed(c, `INSERT INTO ${t} (v) VALUES (400) RETURNING inet_server_port() AS port`)).portNodes,
+    ).toEqual([P]);
     const r = await routed(c, `SELECT inet_server_port() AS port, count(*) AS n FROM ${t} WHERE v = 400`);
     expect(r.portNodes).toEqual([P]);
     expect(Number(r.results[0].rows[0].n)).toBe(1);
@@ -384,8 +407,14 @@ describe('SHOW pool_nodes select_cnt (when the admin commands answer)', () => {
     for (let i = 0; i < 10; i++) await c.query(`SELECT ${i} AS cnt_probe, inet_server_port() AS port`);
     for (let i = 0; i < 3; i++) await c.query(`INSERT INTO ${t} (v) VALUES (${700 + i})`);
     const after = (await selectCnt()) as Record<string, number>;
-    expect(after[String(LB)] - before[String(LB)], `select_cnt before ${JSON.stringify(before)} after ${JSON.stringify(after)}`).toBe(10);
-    expect(after[String(P)] - before[String(P)], `select_cnt before ${JSON.stringify(before)} after ${JSON.stringify(after)}`).toBe(0);
+    expect(
+      after[String(LB)] - before[String(LB)],
+      `select_cnt before ${JSON.stringify(before)} after ${JSON.stringify(after)}`,
+    ).toBe(10);
+    expect(
+      after[String(P)] - before[String(P)],
+      `select_cnt before ${JSON.stringify(before)} after ${JSON.stringify(after)}`,
+    ).toBe(0);
     expect(after['2'] - before['2']).toBe(0);
   });
 });

@@ -29,12 +29,20 @@ export function jsonLines(proxy: ProxyHandle): LogLine[] {
 }
 
 /** Resolve with the first JSON log line matching pred (rejects after timeoutMs with the log tail). */
-export async function waitForJson(proxy: ProxyHandle, pred: (l: LogLine) => boolean, timeoutMs: number, what: string): Promise<LogLine> {
+export async function waitForJson(
+  proxy: ProxyHandle,
+  pred: (l: LogLine) => boolean,
+  timeoutMs: number,
+  what: string,
+): Promise<LogLine> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const hit = jsonLines(proxy).find(pred);
     if (hit) return hit;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n--- pgrelay logs (tail) ---\n${proxy.logs().slice(-6000)}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}\n--- pgrelay logs (tail) ---\n${proxy.logs().slice(-6000)}`,
+      );
     await sleep(50);
   }
 }
@@ -54,7 +62,8 @@ export async function until(cond: () => boolean | Promise<boolean>, timeoutMs: n
     } catch (e) {
       last = (e as Error).message;
     }
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${last})` : ''}`);
+    if (Date.now() - t0 > timeoutMs)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${last})` : ''}`);
     await sleep(50);
   }
 }
@@ -191,7 +200,10 @@ export class WriteLoad {
       const id = this.nextId++;
       try {
         if (!c) {
-          c = await connect(this.o.port, { query_timeout: this.o.queryTimeoutMs ?? 10_000, application_name: `writeload-${worker}` });
+          c = await connect(this.o.port, {
+            query_timeout: this.o.queryTimeoutMs ?? 10_000,
+            application_name: `writeload-${worker}`,
+          });
           this.clients.add(c);
         }
         let port: number;

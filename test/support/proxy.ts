@@ -89,7 +89,10 @@ export function renderConf(config: Record<string, ConfValue>): string {
 }
 
 /** pgpool.conf keys describing the given DevCluster nodes as backends. */
-export function backendConf(cluster: DevCluster, backends: number[] = cluster.nodes.map((n) => n.id)): Record<string, ConfValue> {
+export function backendConf(
+  cluster: DevCluster,
+  backends: number[] = cluster.nodes.map((n) => n.id),
+): Record<string, ConfValue> {
   const conf: Record<string, ConfValue> = {};
   for (const id of backends) {
     const n = cluster.node(id);
@@ -223,7 +226,11 @@ export async function startProxy(opts: StartProxyOptions): Promise<ProxyHandle> 
           resolve(hit);
         } else if (exitInfo) {
           cleanup();
-          reject(new Error(`pgrelay exited (${JSON.stringify(exitInfo)}) before logging ${String(pattern)}\n--- logs ---\n${out}`));
+          reject(
+            new Error(
+              `pgrelay exited (${JSON.stringify(exitInfo)}) before logging ${String(pattern)}\n--- logs ---\n${out}`,
+            ),
+          );
         }
       };
       const timer = setTimeout(() => {
@@ -262,12 +269,16 @@ export async function startProxy(opts: StartProxyOptions): Promise<ProxyHandle> 
   for (;;) {
     if (exitInfo) {
       await stop();
-      throw new Error(`pgrelay exited during start-up (${JSON.stringify(exitInfo)})\n--- config ---\n${renderConf(config)}--- logs ---\n${out}`);
+      throw new Error(
+        `pgrelay exited during start-up (${JSON.stringify(exitInfo)})\n--- config ---\n${renderConf(config)}--- logs ---\n${out}`,
+      );
     }
     if (await connectOnce(listenHost, port, 1000)) break;
     if (Date.now() > deadline) {
       await stop();
-      throw new Error(`pgrelay did not accept connections on ${listenHost}:${port} within ${timeoutMs} ms\n--- logs ---\n${out}`);
+      throw new Error(
+        `pgrelay did not accept connections on ${listenHost}:${port} within ${timeoutMs} ms\n--- logs ---\n${out}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -376,7 +387,12 @@ export function runCommand(
       clearTimeout(timer);
       liveChildren.delete(child);
       cancelWatchdog();
-      resolve({ code: timedOut ? null : code, stdout, stderr: stderr + extra + (timedOut ? `\n[killed after ${timeoutMs} ms]` : ''), timedOut });
+      resolve({
+        code: timedOut ? null : code,
+        stdout,
+        stderr: stderr + extra + (timedOut ? `\n[killed after ${timeoutMs} ms]` : ''),
+        timedOut,
+      });
     };
     child.once('error', (err) => finish(null, `\n[spawn error] ${err.message}`));
     child.once('close', (code) => finish(code));

@@ -112,7 +112,11 @@ export class RawClient {
       };
       const timer = setTimeout(() => {
         cleanup();
-        reject(new Error(`RawClient: timed out after ${timeoutMs} ms waiting for ${what} (${this.buf.length} bytes unparsed: ${this.buf.subarray(0, 64).toString('hex')})`));
+        reject(
+          new Error(
+            `RawClient: timed out after ${timeoutMs} ms waiting for ${what} (${this.buf.length} bytes unparsed: ${this.buf.subarray(0, 64).toString('hex')})`,
+          ),
+        );
       }, timeoutMs);
       const cleanup = (): void => {
         clearTimeout(timer);
@@ -142,7 +146,11 @@ export class RawClient {
     const length = this.buf.readUInt32BE(1);
     if (length < 4) throw new Error(`RawClient: invalid length ${length} from server (type ${this.buf[0]})`);
     if (this.buf.length < 1 + length) return undefined;
-    const m: BackendMessage = { type: String.fromCharCode(this.buf[0]), length, body: this.buf.subarray(5, 1 + length) };
+    const m: BackendMessage = {
+      type: String.fromCharCode(this.buf[0]),
+      length,
+      body: this.buf.subarray(5, 1 + length),
+    };
     this.buf = this.buf.subarray(1 + length);
     return m;
   }
@@ -162,7 +170,8 @@ export class RawClient {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`RawClient: timed out collecting messages; got ${out.map((m) => m.type).join('')}`);
+      if (left <= 0)
+        throw new Error(`RawClient: timed out collecting messages; got ${out.map((m) => m.type).join('')}`);
       let m: BackendMessage | undefined;
       try {
         m = await this.next(left);
@@ -352,7 +361,10 @@ export function bindMessage(portal: string, statement: string, params: Array<str
       vals.push(int32(v.length), v);
     }
   }
-  return message('B', Buffer.concat([cstr(portal), cstr(statement), int16(0), int16(params.length), ...vals, int16(0)]));
+  return message(
+    'B',
+    Buffer.concat([cstr(portal), cstr(statement), int16(0), int16(params.length), ...vals, int16(0)]),
+  );
 }
 
 export function describeMessage(kind: 'S' | 'P', name: string): Buffer {

@@ -11,7 +11,10 @@ import type { ProxyHandle } from './proxy.js';
 export function nodeOfPort(cluster: DevCluster, port: number | string | null | undefined): number {
   const p = Number(port);
   const n = cluster.nodes.find((x) => x.port === p);
-  if (!n) throw new Error(`no DevCluster node listens on port ${String(port)} (nodes: ${cluster.nodes.map((x) => `${x.id}=${x.port}`).join(', ')})`);
+  if (!n)
+    throw new Error(
+      `no DevCluster node listens on port ${String(port)} (nodes: ${cluster.nodes.map((x) => `${x.id}=${x.port}`).join(', ')})`,
+    );
   return n.id;
 }
 
@@ -87,7 +90,10 @@ export async function nodesOfStatement(
 }
 
 /** Counts of statement log entries per node (entries numbered >= since, optionally filtered). */
-export function countPerNode(entries: StatementEntry[], filter: (e: StatementEntry) => boolean = () => true): Record<number, number> {
+export function countPerNode(
+  entries: StatementEntry[],
+  filter: (e: StatementEntry) => boolean = () => true,
+): Record<number, number> {
   const c: Record<number, number> = {};
   for (const e of entries) if (filter(e)) c[e.node] = (c[e.node] ?? 0) + 1;
   return c;
@@ -104,7 +110,7 @@ export function chiSquareP(observed: number[], proportions: number[]): { chi2: n
   let chi2 = 0;
   for (let i = 0; i < observed.length; i++) {
     const e = (n * proportions[i]) / sumP;
-    chi2 += ((observed[i] - e) ** 2) / e;
+    chi2 += (observed[i] - e) ** 2 / e;
   }
   const df = observed.length - 1;
   return { chi2, df, p: 1 - lowerRegGamma(df / 2, chi2 / 2) };
@@ -125,7 +131,10 @@ function lowerRegGamma(s: number, x: number): number {
 
 function logGamma(z: number): number {
   // Lanczos approximation (g = 7).
-  const c = [0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7];
+  const c = [
+    0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059,
+    12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7,
+  ];
   if (z < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * z)) - logGamma(1 - z);
   z -= 1;
   let x = c[0];

@@ -7,7 +7,7 @@ declare module 'pg-cursor' {
     types?: unknown;
   }
 
-  class Cursor<Row extends QueryResultRow = any> implements Submittable {
+  class Cursor<Row extends QueryResultRow = QueryResultRow> implements Submittable {
     constructor(text: string, values?: unknown[], config?: CursorQueryConfig);
     submit(connection: Connection): void;
     read(maxRows: number): Promise<Row[]>;

@@ -18,16 +18,31 @@ import {
   type NodeStatementCounters,
   type ProbeResult,
 } from '../../src/admin/engine.js';
-import { commandCompleteFor, dataRowsFor, encodeAdminResult, encodeRows, rowDescriptionFor } from '../../src/admin/wire.js';
+import {
+  commandCompleteFor,
+  dataRowsFor,
+  encodeAdminResult,
+  encodeRows,
+  rowDescriptionFor,
+} from '../../src/admin/wire.js';
 
 // ---------------------------------------------------------------------------
 // parser
 
 describe('parseAdminCommand', () => {
-  const show = (target: string): AdminCommand => ({ kind: 'show', target } as AdminCommand);
+  const show = (target: string): AdminCommand => ({ kind: 'show', target }) as AdminCommand;
 
   it('recognises every SHOW pool_* target, any case, ; and comments', () => {
-    for (const t of ['pool_nodes', 'pool_version', 'pool_status', 'pool_pools', 'pool_processes', 'pool_backend_stats', 'pool_health_check_stats', 'pool_cache']) {
+    for (const t of [
+      'pool_nodes',
+      'pool_version',
+      'pool_status',
+      'pool_pools',
+      'pool_processes',
+      'pool_backend_stats',
+      'pool_health_check_stats',
+      'pool_cache',
+    ]) {
       expect(parseAdminCommand(`SHOW ${t}`)).toEqual(show(t));
       expect(parseAdminCommand(`show ${t.toUpperCase()};`)).toEqual(show(t));
       expect(parseAdminCommand(`  \n\tShOw   ${t}  ;  `)).toEqual(show(t));
@@ -67,25 +82,62 @@ describe('parseAdminCommand', () => {
   it('parses PGPOOL SHOW / SET / RESET', () => {
     expect(parseAdminCommand('PGPOOL SHOW port')).toEqual({ kind: 'pgpool_show', name: 'port' });
     expect(parseAdminCommand('pgpool show ALL;')).toEqual({ kind: 'pgpool_show', name: 'all' });
-    expect(parseAdminCommand('PgPool Show Backend_Hostname0')).toEqual({ kind: 'pgpool_show', name: 'backend_hostname0' });
+    expect(parseAdminCommand('PgPool Show Backend_Hostname0')).toEqual({
+      kind: 'pgpool_show',
+      name: 'backend_hostname0',
+    });
     expect(parseAdminCommand('PGPOOL SHOW health_check')).toEqual({ kind: 'pgpool_show', name: 'health_check' });
-    expect(parseAdminCommand('PGPOOL SET client_idle_limit = 10')).toEqual({ kind: 'pgpool_set', name: 'client_idle_limit', value: '10' });
-    expect(parseAdminCommand("PGPOOL SET client_idle_limit TO '10s';")).toEqual({ kind: 'pgpool_set', name: 'client_idle_limit', value: '10s' });
-    expect(parseAdminCommand('PGPOOL SET log_statement = on')).toEqual({ kind: 'pgpool_set', name: 'log_statement', value: 'on' });
-    expect(parseAdminCommand('PGPOOL SET log_min_messages TO DEFAULT')).toEqual({ kind: 'pgpool_set', name: 'log_min_messages', value: null });
-    expect(parseAdminCommand('PGPOOL SET client_idle_limit = -1')).toEqual({ kind: 'pgpool_set', name: 'client_idle_limit', value: '-1' });
+    expect(parseAdminCommand('PGPOOL SET client_idle_limit = 10')).toEqual({
+      kind: 'pgpool_set',
+      name: 'client_idle_limit',
+      value: '10',
+    });
+    expect(parseAdminCommand("PGPOOL SET client_idle_limit TO '10s';")).toEqual({
+      kind: 'pgpool_set',
+      name: 'client_idle_limit',
+      value: '10s',
+    });
+    expect(parseAdminCommand('PGPOOL SET log_statement = on')).toEqual({
+      kind: 'pgpool_set',
+      name: 'log_statement',
+      value: 'on',
+    });
+    expect(parseAdminCommand('PGPOOL SET log_min_messages TO DEFAULT')).toEqual({
+      kind: 'pgpool_set',
+      name: 'log_min_messages',
+      value: null,
+    });
+    expect(parseAdminCommand('PGPOOL SET client_idle_limit = -1')).toEqual({
+      kind: 'pgpool_set',
+      name: 'client_idle_limit',
+      value: '-1',
+    });
     expect(parseAdminCommand("PGPOOL SET x = a, 'b'")).toEqual({ kind: 'pgpool_set', name: 'x', value: 'a,b' });
-    expect(parseAdminCommand('PGPOOL RESET client_idle_limit')).toEqual({ kind: 'pgpool_reset', name: 'client_idle_limit' });
+    expect(parseAdminCommand('PGPOOL RESET client_idle_limit')).toEqual({
+      kind: 'pgpool_reset',
+      name: 'client_idle_limit',
+    });
     expect(parseAdminCommand('pgpool reset all ;')).toEqual({ kind: 'pgpool_reset', name: 'all' });
-    expect(parseAdminCommand("PGPOOL SET CACHE DELETE 'SELECT * FROM t1;'")).toEqual({ kind: 'cache_delete', query: 'SELECT * FROM t1;' });
+    expect(parseAdminCommand("PGPOOL SET CACHE DELETE 'SELECT * FROM t1;'")).toEqual({
+      kind: 'cache_delete',
+      query: 'SELECT * FROM t1;',
+    });
     expect(parseAdminCommand("PGPOOL SET CACHE DELETE 'it''s'")).toEqual({ kind: 'cache_delete', query: "it's" });
   });
 
   it('parses the node operations', () => {
     expect(parseAdminCommand('PGPOOL ATTACH NODE 1')).toEqual({ kind: 'attach_node', node: 1 });
-    expect(parseAdminCommand('pgpool detach node 0 gracefully;')).toEqual({ kind: 'detach_node', node: 0, gracefully: true });
+    expect(parseAdminCommand('pgpool detach node 0 gracefully;')).toEqual({
+      kind: 'detach_node',
+      node: 0,
+      gracefully: true,
+    });
     expect(parseAdminCommand('PGPOOL DETACH NODE 2')).toEqual({ kind: 'detach_node', node: 2, gracefully: false });
-    expect(parseAdminCommand('PGPOOL PROMOTE NODE 1 SWITCHOVER')).toEqual({ kind: 'promote_node', node: 1, switchover: true });
+    expect(parseAdminCommand('PGPOOL PROMOTE NODE 1 SWITCHOVER')).toEqual({
+      kind: 'promote_node',
+      node: 1,
+      switchover: true,
+    });
     expect(parseAdminCommand('PGPOOL PROMOTE NODE 1')).toEqual({ kind: 'promote_node', node: 1, switchover: false });
     expect(parseAdminCommand('PGPOOL RELOAD')).toEqual({ kind: 'reload' });
     expect(parseAdminCommand('PGPOOL STOP')).toEqual({ kind: 'stop', mode: 'smart' });
@@ -138,13 +190,47 @@ const T0 = new Date(2021, 1, 27, 15, 10, 19).getTime(); // local time 2021-02-27
 
 function nodes(): AdminNode[] {
   return [
-    { id: 0, host: 'pg0', port: 5432, weight: 1, status: 'up', role: 'primary', lastStatusChange: T0, delayBytes: 0, delaySeconds: 0, replicationState: '', replicationSyncState: '' },
-    { id: 1, host: 'pg1', port: 5433, weight: 2, status: 'up', role: 'standby', lastStatusChange: T0, delayBytes: 1234, delaySeconds: 1.25, replicationState: 'streaming', replicationSyncState: 'async' },
+    {
+      id: 0,
+      host: 'pg0',
+      port: 5432,
+      weight: 1,
+      status: 'up',
+      role: 'primary',
+      lastStatusChange: T0,
+      delayBytes: 0,
+      delaySeconds: 0,
+      replicationState: '',
+      replicationSyncState: '',
+    },
+    {
+      id: 1,
+      host: 'pg1',
+      port: 5433,
+      weight: 2,
+      status: 'up',
+      role: 'standby',
+      lastStatusChange: T0,
+      delayBytes: 1234,
+      delaySeconds: 1.25,
+      replicationState: 'streaming',
+      replicationSyncState: 'async',
+    },
   ];
 }
 
 function zeroCounters(): NodeStatementCounters {
-  return { select_cnt: 0, insert_cnt: 0, update_cnt: 0, delete_cnt: 0, ddl_cnt: 0, other_cnt: 0, panic_cnt: 0, fatal_cnt: 0, error_cnt: 0 };
+  return {
+    select_cnt: 0,
+    insert_cnt: 0,
+    update_cnt: 0,
+    delete_cnt: 0,
+    ddl_cnt: 0,
+    other_cnt: 0,
+    panic_cnt: 0,
+    fatal_cnt: 0,
+    error_cnt: 0,
+  };
 }
 
 function ctx(over: Partial<AdminContext> = {}): AdminContext {
@@ -183,8 +269,38 @@ describe('SHOW pool_nodes', () => {
     expect(r.columns).toHaveLength(14);
     expect(r.tag).toBe('SELECT 2');
     expect(r.rows).toEqual([
-      ['0', 'pg0', '5432', 'up', 'up', '0.333333', 'primary', 'primary', '3', 'false', '0', '', '', '2021-02-27 15:10:19'],
-      ['1', 'pg1', '5433', 'up', 'up', '0.666667', 'standby', 'standby', '7', 'true', '1234', 'streaming', 'async', '2021-02-27 15:10:19'],
+      [
+        '0',
+        'pg0',
+        '5432',
+        'up',
+        'up',
+        '0.333333',
+        'primary',
+        'primary',
+        '3',
+        'false',
+        '0',
+        '',
+        '',
+        '2021-02-27 15:10:19',
+      ],
+      [
+        '1',
+        'pg1',
+        '5433',
+        'up',
+        'up',
+        '0.666667',
+        'standby',
+        'standby',
+        '7',
+        'true',
+        '1234',
+        'streaming',
+        'async',
+        '2021-02-27 15:10:19',
+      ],
     ]);
   });
 
@@ -199,18 +315,34 @@ describe('SHOW pool_nodes', () => {
   });
 
   it('pg_status/pg_role: unknown without health check, down on failure or timeout', async () => {
-    let r = rows(await executeAdmin({ kind: 'show', target: 'pool_nodes' }, ctx({ config: config([['health_check_period', '0']]) })));
-    expect(r.rows.map((x) => [x[4], x[7]])).toEqual([['unknown', 'unknown'], ['unknown', 'unknown']]);
+    let r = rows(
+      await executeAdmin(
+        { kind: 'show', target: 'pool_nodes' },
+        ctx({ config: config([['health_check_period', '0']]) }),
+      ),
+    );
+    expect(r.rows.map((x) => [x[4], x[7]])).toEqual([
+      ['unknown', 'unknown'],
+      ['unknown', 'unknown'],
+    ]);
 
     const c = ctx({
       probe: (id) => (id === 0 ? Promise.reject(new Error('refused')) : new Promise<ProbeResult>(() => undefined)),
       probeTimeoutMs: 50,
     });
     r = rows(await executeAdmin({ kind: 'show', target: 'pool_nodes' }, c));
-    expect(r.rows.map((x) => [x[4], x[7]])).toEqual([['down', 'unknown'], ['down', 'unknown']]);
+    expect(r.rows.map((x) => [x[4], x[7]])).toEqual([
+      ['down', 'unknown'],
+      ['down', 'unknown'],
+    ]);
 
-    r = rows(await executeAdmin({ kind: 'show', target: 'pool_nodes' }, ctx({ config: config([['sr_check_period', '0']]) })));
-    expect(r.rows.map((x) => [x[4], x[7]])).toEqual([['up', 'unknown'], ['up', 'unknown']]);
+    r = rows(
+      await executeAdmin({ kind: 'show', target: 'pool_nodes' }, ctx({ config: config([['sr_check_period', '0']]) })),
+    );
+    expect(r.rows.map((x) => [x[4], x[7]])).toEqual([
+      ['up', 'unknown'],
+      ['up', 'unknown'],
+    ]);
   });
 
   it('down node, no primary, zero weight, empty hostname', async () => {
@@ -218,7 +350,12 @@ describe('SHOW pool_nodes', () => {
     ns[0]!.status = 'down';
     ns[0]!.weight = 0;
     ns[1]!.host = '';
-    const r = rows(await executeAdmin({ kind: 'show', target: 'pool_nodes' }, ctx({ nodes: ns, primaryId: -1, loadBalanceNode: -1 })));
+    const r = rows(
+      await executeAdmin(
+        { kind: 'show', target: 'pool_nodes' },
+        ctx({ nodes: ns, primaryId: -1, loadBalanceNode: -1 }),
+      ),
+    );
     expect(r.rows[0]!.slice(0, 7)).toEqual(['0', 'pg0', '5432', 'down', 'up', '0.000000', 'standby']);
     expect(r.rows[1]!.slice(0, 7)).toEqual(['1', '/tmp', '5433', 'up', 'up', '1.000000', 'standby']);
     expect(r.rows.map((x) => x[9])).toEqual(['false', 'false']);
@@ -237,17 +374,71 @@ describe('other SHOW commands', () => {
 
   it('pool_health_check_stats', async () => {
     const s: HealthCheckStats = {
-      totalCount: 10, successCount: 7, failCount: 1, skipCount: 2, retryCount: 4, maxRetryCount: 3,
-      totalDurationMs: 80, maxDurationMs: 30, minDurationMs: 5,
-      lastHealthCheck: T0, lastSuccessfulHealthCheck: T0, lastSkipHealthCheck: 0, lastFailedHealthCheck: T0 - 1000,
+      totalCount: 10,
+      successCount: 7,
+      failCount: 1,
+      skipCount: 2,
+      retryCount: 4,
+      maxRetryCount: 3,
+      totalDurationMs: 80,
+      maxDurationMs: 30,
+      minDurationMs: 5,
+      lastHealthCheck: T0,
+      lastSuccessfulHealthCheck: T0,
+      lastSkipHealthCheck: 0,
+      lastFailedHealthCheck: T0 - 1000,
     };
-    const r = rows(await executeAdmin({ kind: 'show', target: 'pool_health_check_stats' }, ctx({ healthStats: (id) => (id === 1 ? s : undefined) })));
+    const r = rows(
+      await executeAdmin(
+        { kind: 'show', target: 'pool_health_check_stats' },
+        ctx({ healthStats: (id) => (id === 1 ? s : undefined) }),
+      ),
+    );
     expect(r.columns).toEqual(POOL_HEALTH_CHECK_STATS_COLUMNS);
     expect(r.columns).toHaveLength(20);
-    expect(r.rows[0]).toEqual(['0', 'pg0', '5432', 'up', 'primary', '2021-02-27 15:10:19', '0', '0', '0', '0', '0', '0.000000', '0', '0', '0', '0.000000', '', '', '', '']);
+    expect(r.rows[0]).toEqual([
+      '0',
+      'pg0',
+      '5432',
+      'up',
+      'primary',
+      '2021-02-27 15:10:19',
+      '0',
+      '0',
+      '0',
+      '0',
+      '0',
+      '0.000000',
+      '0',
+      '0',
+      '0',
+      '0.000000',
+      '',
+      '',
+      '',
+      '',
+    ]);
     expect(r.rows[1]).toEqual([
-      '1', 'pg1', '5433', 'up', 'standby', '2021-02-27 15:10:19', '10', '7', '1', '2', '4', '0.500000', '3', '30', '5', '10.000000',
-      '2021-02-27 15:10:19', '2021-02-27 15:10:19', '', '2021-02-27 15:10:18',
+      '1',
+      'pg1',
+      '5433',
+      'up',
+      'standby',
+      '2021-02-27 15:10:19',
+      '10',
+      '7',
+      '1',
+      '2',
+      '4',
+      '0.500000',
+      '3',
+      '30',
+      '5',
+      '10.000000',
+      '2021-02-27 15:10:19',
+      '2021-02-27 15:10:19',
+      '',
+      '2021-02-27 15:10:18',
     ]);
   });
 
@@ -273,17 +464,98 @@ describe('other SHOW commands', () => {
   });
 
   it('pool_pools and pool_processes map sessions and cached connections', async () => {
-    const conn: AdminBackendConnection = { nodeId: 1, pid: 9001, params: new Map([['user', 'bob'], ['database', 'app']]), createdAt: T0, releasedAt: 0, useCount: 2 };
-    const session: AdminSessionInfo = { pid: 77, user: 'bob', database: 'app', startedAt: T0, txStatus: 0x54, lastActivity: T0 + 30_000, backendConnections: [conn] };
-    const cached: AdminBackendConnection = { nodeId: 0, pid: 9002, params: new Map([['user', 'carol'], ['database', 'db2']]), createdAt: T0, releasedAt: T0 + 1000 };
+    const conn: AdminBackendConnection = {
+      nodeId: 1,
+      pid: 9001,
+      params: new Map([
+        ['user', 'bob'],
+        ['database', 'app'],
+      ]),
+      createdAt: T0,
+      releasedAt: 0,
+      useCount: 2,
+    };
+    const session: AdminSessionInfo = {
+      pid: 77,
+      user: 'bob',
+      database: 'app',
+      startedAt: T0,
+      txStatus: 0x54,
+      lastActivity: T0 + 30_000,
+      backendConnections: [conn],
+    };
+    const cached: AdminBackendConnection = {
+      nodeId: 0,
+      pid: 9002,
+      params: new Map([
+        ['user', 'carol'],
+        ['database', 'db2'],
+      ]),
+      createdAt: T0,
+      releasedAt: T0 + 1000,
+    };
     const c = ctx({ sessions: () => [session], cachedConnections: () => [cached] });
     const p = rows(await executeAdmin({ kind: 'show', target: 'pool_pools' }, c));
     expect(p.columns).toEqual(POOL_POOLS_COLUMNS);
     expect(p.columns).toHaveLength(17);
     expect(p.rows).toEqual([
-      ['77', '2021-02-27 15:10:19', '1', '0', '0', '', '', '', '', '', '0', '0', '0', '0', '0', '0', 'Idle in transaction'],
-      ['77', '2021-02-27 15:10:19', '1', '0', '1', 'app', 'bob', '2021-02-27 15:10:19', '2021-02-27 15:10:19', '', '30', '3', '0', '2', '9001', '1', 'Idle in transaction'],
-      ['4242', '2021-02-27 15:10:19', '0', '0', '0', 'db2', 'carol', '2021-02-27 15:10:19', '', '2021-02-27 15:10:20', '0', '3', '0', '0', '9002', '0', 'Wait for connection'],
+      [
+        '77',
+        '2021-02-27 15:10:19',
+        '1',
+        '0',
+        '0',
+        '',
+        '',
+        '',
+        '',
+        '',
+        '0',
+        '0',
+        '0',
+        '0',
+        '0',
+        '0',
+        'Idle in transaction',
+      ],
+      [
+        '77',
+        '2021-02-27 15:10:19',
+        '1',
+        '0',
+        '1',
+        'app',
+        'bob',
+        '2021-02-27 15:10:19',
+        '2021-02-27 15:10:19',
+        '',
+        '30',
+        '3',
+        '0',
+        '2',
+        '9001',
+        '1',
+        'Idle in transaction',
+      ],
+      [
+        '4242',
+        '2021-02-27 15:10:19',
+        '0',
+        '0',
+        '0',
+        'db2',
+        'carol',
+        '2021-02-27 15:10:19',
+        '',
+        '2021-02-27 15:10:20',
+        '0',
+        '3',
+        '0',
+        '0',
+        '9002',
+        '0',
+        'Wait for connection',
+      ],
     ]);
     const pr = rows(await executeAdmin({ kind: 'show', target: 'pool_processes' }, c));
     expect(pr.columns).toEqual(POOL_PROCESSES_COLUMNS);
@@ -302,8 +574,15 @@ describe('other SHOW commands', () => {
 describe('PGPOOL SHOW / SET / RESET', () => {
   it('PGPOOL SHOW <param>, groups, unknown', async () => {
     const c = ctx();
-    expect(rows(await executeAdmin({ kind: 'pgpool_show', name: 'port' }, c))).toEqual({ kind: 'rows', columns: ['port'], rows: [['9999']], tag: 'SELECT 1' });
-    expect(rows(await executeAdmin({ kind: 'pgpool_show', name: 'health_check_password0' }, c)).rows).toEqual([['*****']]);
+    expect(rows(await executeAdmin({ kind: 'pgpool_show', name: 'port' }, c))).toEqual({
+      kind: 'rows',
+      columns: ['port'],
+      rows: [['9999']],
+      tag: 'SELECT 1',
+    });
+    expect(rows(await executeAdmin({ kind: 'pgpool_show', name: 'health_check_password0' }, c)).rows).toEqual([
+      ['*****'],
+    ]);
     expect(rows(await executeAdmin({ kind: 'pgpool_show', name: 'sr_check_password' }, c)).rows).toEqual([['*****']]);
     expect(rows(await executeAdmin({ kind: 'pgpool_show', name: 'backend_hostname0' }, c)).rows).toEqual([['pg0']]);
     const be = rows(await executeAdmin({ kind: 'pgpool_show', name: 'backend' }, c));
@@ -320,15 +599,28 @@ describe('PGPOOL SHOW / SET / RESET', () => {
 
   it('PGPOOL SET changes session parameters only', async () => {
     const c = ctx();
-    expect(await executeAdmin({ kind: 'pgpool_set', name: 'client_idle_limit', value: '10' }, c)).toEqual({ kind: 'command', tag: 'SET' });
+    expect(await executeAdmin({ kind: 'pgpool_set', name: 'client_idle_limit', value: '10' }, c)).toEqual({
+      kind: 'command',
+      tag: 'SET',
+    });
     expect(rows(await executeAdmin({ kind: 'pgpool_show', name: 'client_idle_limit' }, c)).rows).toEqual([['10s']]);
-    expect(await executeAdmin({ kind: 'pgpool_set', name: 'log_statement', value: 'on' }, c)).toEqual({ kind: 'command', tag: 'SET' });
+    expect(await executeAdmin({ kind: 'pgpool_set', name: 'log_statement', value: 'on' }, c)).toEqual({
+      kind: 'command',
+      tag: 'SET',
+    });
     expect(rows(await executeAdmin({ kind: 'pgpool_show', name: 'log_statement' }, c)).rows).toEqual([['on']]);
     expect(c.config.log_statement).toBe(false);
     expect(c.sessionParams.get('client_idle_limit')).toBe(10);
 
     const e1 = await executeAdmin({ kind: 'pgpool_set', name: 'num_init_children', value: '5' }, c);
-    expect(e1).toEqual({ kind: 'error', error: { severity: 'ERROR', code: 'XX000', message: 'invalid Context, value for parameter "num_init_children" cannot be changed' } });
+    expect(e1).toEqual({
+      kind: 'error',
+      error: {
+        severity: 'ERROR',
+        code: 'XX000',
+        message: 'invalid Context, value for parameter "num_init_children" cannot be changed',
+      },
+    });
     const e2 = await executeAdmin({ kind: 'pgpool_set', name: 'nosuch', value: '5' }, c);
     expect(e2.kind === 'error' && e2.error.message).toBe('unrecognized configuration parameter "nosuch"');
     const e3 = await executeAdmin({ kind: 'pgpool_set', name: 'log_statement', value: 'maybe' }, c);
@@ -336,12 +628,20 @@ describe('PGPOOL SHOW / SET / RESET', () => {
     const e4 = await executeAdmin({ kind: 'pgpool_set', name: 'client_idle_limit', value: 'abc' }, c);
     expect(e4.kind === 'error' && e4.error.code).toBe('XX000');
     const e5 = await executeAdmin({ kind: 'pgpool_set', name: 'backend_weight0', value: '3' }, c);
-    expect(e5.kind === 'error' && e5.error.message).toBe('invalid Context, value for parameter "backend_weight0" cannot be changed');
+    expect(e5.kind === 'error' && e5.error.message).toBe(
+      'invalid Context, value for parameter "backend_weight0" cannot be changed',
+    );
 
     // DEFAULT / RESET
-    expect(await executeAdmin({ kind: 'pgpool_set', name: 'client_idle_limit', value: null }, c)).toEqual({ kind: 'command', tag: 'SET' });
+    expect(await executeAdmin({ kind: 'pgpool_set', name: 'client_idle_limit', value: null }, c)).toEqual({
+      kind: 'command',
+      tag: 'SET',
+    });
     expect(rows(await executeAdmin({ kind: 'pgpool_show', name: 'client_idle_limit' }, c)).rows).toEqual([['0']]);
-    expect(await executeAdmin({ kind: 'pgpool_reset', name: 'log_statement' }, c)).toEqual({ kind: 'command', tag: 'SET' });
+    expect(await executeAdmin({ kind: 'pgpool_reset', name: 'log_statement' }, c)).toEqual({
+      kind: 'command',
+      tag: 'SET',
+    });
     expect(c.sessionParams.size).toBe(0);
     await executeAdmin({ kind: 'pgpool_set', name: 'log_min_messages', value: 'debug1' }, c);
     expect(await executeAdmin({ kind: 'pgpool_reset', name: 'all' }, c)).toEqual({ kind: 'command', tag: 'RESET' });
@@ -359,7 +659,10 @@ describe('PGPOOL SHOW / SET / RESET', () => {
   });
 
   it('syntax errors', async () => {
-    expect(await executeAdmin({ kind: 'syntax_error', near: 'FOO' }, ctx())).toEqual({ kind: 'error', error: { severity: 'ERROR', code: '42601', message: 'syntax error at or near "FOO"' } });
+    expect(await executeAdmin({ kind: 'syntax_error', near: 'FOO' }, ctx())).toEqual({
+      kind: 'error',
+      error: { severity: 'ERROR', code: '42601', message: 'syntax error at or near "FOO"' },
+    });
     const r = await executeAdmin({ kind: 'syntax_error', near: '' }, ctx());
     expect(r.kind === 'error' && r.error.message).toBe('syntax error at end of input');
   });
@@ -394,9 +697,18 @@ describe('permissions and node operations', () => {
 
     const admin = ctx({ config: cfg, user: 'admin', ops });
     expect((await executeAdmin({ kind: 'show', target: 'pool_nodes' }, admin)).kind).toBe('rows');
-    expect(await executeAdmin({ kind: 'attach_node', node: 1 }, admin)).toEqual({ kind: 'command', tag: 'ATTACH NODE' });
-    expect(await executeAdmin({ kind: 'detach_node', node: 0, gracefully: true }, admin)).toEqual({ kind: 'command', tag: 'DETACH NODE' });
-    expect(await executeAdmin({ kind: 'promote_node', node: 1, switchover: true }, admin)).toEqual({ kind: 'command', tag: 'PROMOTE NODE' });
+    expect(await executeAdmin({ kind: 'attach_node', node: 1 }, admin)).toEqual({
+      kind: 'command',
+      tag: 'ATTACH NODE',
+    });
+    expect(await executeAdmin({ kind: 'detach_node', node: 0, gracefully: true }, admin)).toEqual({
+      kind: 'command',
+      tag: 'DETACH NODE',
+    });
+    expect(await executeAdmin({ kind: 'promote_node', node: 1, switchover: true }, admin)).toEqual({
+      kind: 'command',
+      tag: 'PROMOTE NODE',
+    });
     expect(await executeAdmin({ kind: 'reload' }, admin)).toEqual({ kind: 'command', tag: 'RELOAD' });
     const stop = await executeAdmin({ kind: 'stop', mode: 'smart' }, admin);
     expect(stop.kind === 'error' && stop.error.code).toBe('55000');
@@ -475,7 +787,16 @@ function fields(b: Buffer): Record<string, string> {
 }
 
 describe('wire encoding', () => {
-  const result: AdminResult = { kind: 'rows', columns: ['a', 'b'], rows: [['1', 'x'], ['2', ''], ['3', 'zé']], tag: 'SELECT 3' };
+  const result: AdminResult = {
+    kind: 'rows',
+    columns: ['a', 'b'],
+    rows: [
+      ['1', 'x'],
+      ['2', ''],
+      ['3', 'zé'],
+    ],
+    tag: 'SELECT 3',
+  };
 
   it('simple protocol: T, D*, C (no Z)', () => {
     const msgs = decode(encodeAdminResult(result, { extended: false }));
@@ -489,34 +810,66 @@ describe('wire encoding', () => {
   });
 
   it('notices, commands and errors', () => {
-    const cmd: AdminResult = { kind: 'command', tag: 'SET', notices: [{ severity: 'NOTICE', code: '00000', message: 'hello' }] };
+    const cmd: AdminResult = {
+      kind: 'command',
+      tag: 'SET',
+      notices: [{ severity: 'NOTICE', code: '00000', message: 'hello' }],
+    };
     let msgs = decode(encodeAdminResult(cmd, { extended: false }));
     expect(msgs.map((m) => m.type).join('')).toBe('NC');
     expect(fields(msgs[0]!.body)).toMatchObject({ S: 'NOTICE', C: '00000', M: 'hello' });
     expect(cstr(msgs[1]!.body, 0)[0]).toBe('SET');
-    const e: AdminResult = { kind: 'error', error: { severity: 'ERROR', code: 'XX000', message: 'config variable "x" not found' } };
+    const e: AdminResult = {
+      kind: 'error',
+      error: { severity: 'ERROR', code: 'XX000', message: 'config variable "x" not found' },
+    };
     msgs = decode(encodeAdminResult(e, { extended: false }));
     expect(msgs.map((m) => m.type).join('')).toBe('E');
-    expect(fields(msgs[0]!.body)).toMatchObject({ S: 'ERROR', V: 'ERROR', C: 'XX000', M: 'config variable "x" not found' });
+    expect(fields(msgs[0]!.body)).toMatchObject({
+      S: 'ERROR',
+      V: 'ERROR',
+      C: 'XX000',
+      M: 'config variable "x" not found',
+    });
   });
 
   it('extended protocol pieces', () => {
-    expect(decode(encodeAdminResult(result, { extended: true })).map((m) => m.type).join('')).toBe('DDDC');
-    expect(decode(encodeAdminResult(result, { extended: true, describe: true })).map((m) => m.type).join('')).toBe('TDDDC');
+    expect(
+      decode(encodeAdminResult(result, { extended: true }))
+        .map((m) => m.type)
+        .join(''),
+    ).toBe('DDDC');
+    expect(
+      decode(encodeAdminResult(result, { extended: true, describe: true }))
+        .map((m) => m.type)
+        .join(''),
+    ).toBe('TDDDC');
     expect(decode(rowDescriptionFor(result)).map((m) => m.type)).toEqual(['T']);
     expect(decode(rowDescriptionFor({ kind: 'command', tag: 'SET' })).map((m) => m.type)).toEqual(['n']);
-    expect(decode(dataRowsFor(result)).map((m) => m.type).join('')).toBe('DDD');
+    expect(
+      decode(dataRowsFor(result))
+        .map((m) => m.type)
+        .join(''),
+    ).toBe('DDD');
     expect(decode(commandCompleteFor(result)).map((m) => m.type)).toEqual(['C']);
 
     const first = encodeRows(result, 0, 2);
-    expect(decode(first.buf).map((m) => m.type).join('')).toBe('DDs');
+    expect(
+      decode(first.buf)
+        .map((m) => m.type)
+        .join(''),
+    ).toBe('DDs');
     expect(first).toMatchObject({ next: 2, done: false });
     const second = encodeRows(result, first.next, 2);
     const m2 = decode(second.buf);
     expect(m2.map((m) => m.type).join('')).toBe('DC');
     expect(cstr(m2[1]!.body, 0)[0]).toBe('SELECT 1');
     expect(second).toMatchObject({ next: 3, done: true });
-    expect(decode(encodeRows(result, 0, 0).buf).map((m) => m.type).join('')).toBe('DDDC');
+    expect(
+      decode(encodeRows(result, 0, 0).buf)
+        .map((m) => m.type)
+        .join(''),
+    ).toBe('DDDC');
   });
 
   it('end to end: parse, execute, encode', async () => {

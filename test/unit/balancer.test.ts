@@ -1,7 +1,14 @@
 import { describe, it, expect } from 'vitest';
 import {
-  chooseLoadBalanceNode, nodeForRead, parseRedirectList, balancerConfigFrom, isLagging,
-  type BalancerConfig, type NodeSnapshot, type RandomSource, type SessionFacts,
+  chooseLoadBalanceNode,
+  nodeForRead,
+  parseRedirectList,
+  balancerConfigFrom,
+  isLagging,
+  type BalancerConfig,
+  type NodeSnapshot,
+  type RandomSource,
+  type SessionFacts,
 } from '../../src/router/balancer.js';
 
 /** Deterministic PRNG (mulberry32) for distribution tests. */
@@ -78,7 +85,13 @@ describe('chooseLoadBalanceNode (§2.6)', () => {
     expect(chooseLoadBalanceNode(ns, config(), facts, fixed(0.5))).toBe(0);
     ns[0].up = false;
     expect(chooseLoadBalanceNode(ns, config(), facts, fixed(0.5))).toBe(1);
-    expect(chooseLoadBalanceNode(ns.map((n) => ({ ...n, up: false })), config(), facts)).toBeNull();
+    expect(
+      chooseLoadBalanceNode(
+        ns.map((n) => ({ ...n, up: false })),
+        config(),
+        facts,
+      ),
+    ).toBeNull();
   });
 });
 
@@ -101,7 +114,7 @@ describe('redirect preference lists (§2.5)', () => {
     ['db:1(1.5)', /"db:1\(1\.5\)".*between 0 and 1/],
     ['db:1()', /"db:1\(\)"/],
     ['ok:0,(bad:1', /"\(bad:1"/],
-    [':1', /"\:1"/],
+    [':1', /":1"/],
   ])('rejects %j naming the entry', (list, err) => {
     expect(() => parseRedirectList(list, 'database_redirect_preference_list')).toThrow(err);
   });
@@ -192,6 +205,13 @@ describe('nodeForRead (§2.6, §2.7)', () => {
   it('the primary as LB node never lags; no live node → null', () => {
     const cfg = config({ delay_threshold: 1 });
     expect(nodeForRead(0, nodes(), cfg, facts).node).toBe(0);
-    expect(nodeForRead(0, nodes().map((n) => ({ ...n, up: false })), cfg, facts).node).toBeNull();
+    expect(
+      nodeForRead(
+        0,
+        nodes().map((n) => ({ ...n, up: false })),
+        cfg,
+        facts,
+      ).node,
+    ).toBeNull();
   });
 });

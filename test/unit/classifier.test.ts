@@ -116,7 +116,7 @@ describe('pgpool §2.2 statement table', () => {
     ['VACUUM t1', 'VACUUM'],
     ['ANALYZE t1', 'ANALYZE'],
     ['CHECKPOINT', 'CHECKPOINT'],
-    ["DO $$ BEGIN PERFORM 1; END $$", 'DO'],
+    ['DO $$ BEGIN PERFORM 1; END $$', 'DO'],
     ['CALL p()', 'CALL'],
     ['SELECT 1 AS x; SELECT 2', 'multi'],
     ['PREPARE p AS SELECT 1', 'PREPARE'],
@@ -130,10 +130,10 @@ describe('pgpool §2.2 statement table', () => {
   });
 
   it.each([
-    ['SET work_mem = \'4MB\''],
+    ["SET work_mem = '4MB'"],
     ['SET LOCAL statement_timeout = 0'],
     ['SET search_path TO a, b'],
-    ['SET TIME ZONE \'UTC\''],
+    ["SET TIME ZONE 'UTC'"],
     ['RESET work_mem'],
     ['RESET ALL'],
     ['DISCARD ALL'],
@@ -184,7 +184,9 @@ describe('pgpool §2.2 statement table', () => {
     expect(c('START TRANSACTION READ WRITE').standbyText).toBe('BEGIN');
     expect(c('BEGIN ISOLATION LEVEL SERIALIZABLE').standbyText).toBe('BEGIN');
     expect(c('BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE').standbyText).toBe('BEGIN READ ONLY');
-    expect(c('BEGIN ISOLATION LEVEL REPEATABLE READ READ WRITE').standbyText).toBe('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    expect(c('BEGIN ISOLATION LEVEL REPEATABLE READ READ WRITE').standbyText).toBe(
+      'BEGIN ISOLATION LEVEL REPEATABLE READ',
+    );
     expect(c('BEGIN').standbyText).toBeUndefined();
     expect(c('BEGIN READ ONLY').standbyText).toBeUndefined();
     expect(c('BEGIN ISOLATION LEVEL SERIALIZABLE').beginModes).toEqual({ isolation: 'serializable' });
@@ -209,8 +211,15 @@ describe('pgpool §2.2 statement table', () => {
   });
 
   it('records SET effects on isolation', () => {
-    expect(c('SET TRANSACTION ISOLATION LEVEL SERIALIZABLE').txSetting).toEqual({ scope: 'transaction', isolation: 'serializable', readOnly: undefined });
-    expect(c("SET default_transaction_isolation = 'repeatable read'").txSetting).toEqual({ scope: 'session', isolation: 'repeatable read' });
+    expect(c('SET TRANSACTION ISOLATION LEVEL SERIALIZABLE').txSetting).toEqual({
+      scope: 'transaction',
+      isolation: 'serializable',
+      readOnly: undefined,
+    });
+    expect(c("SET default_transaction_isolation = 'repeatable read'").txSetting).toEqual({
+      scope: 'session',
+      isolation: 'repeatable read',
+    });
     expect(c('RESET ALL').txSetting).toEqual({ scope: 'session', isolation: 'default' });
   });
 
@@ -292,8 +301,8 @@ describe('functions and relations', () => {
   it('does not mistake syntax, types, aliases or CTE column lists for calls', () => {
     const r = c(
       'WITH x(a, b) AS (SELECT 1, 2), y AS MATERIALIZED (SELECT 3) ' +
-        "SELECT CAST(a AS numeric(10, 2)), b::varchar(3), EXTRACT(year FROM now()), COALESCE(a, 1), " +
-        "ARRAY(SELECT 1), ROW(1, 2), a IN (1, 2), EXISTS (SELECT 1), count(*) FILTER (WHERE a > 1) OVER (PARTITION BY b), " +
+        'SELECT CAST(a AS numeric(10, 2)), b::varchar(3), EXTRACT(year FROM now()), COALESCE(a, 1), ' +
+        'ARRAY(SELECT 1), ROW(1, 2), a IN (1, 2), EXISTS (SELECT 1), count(*) FILTER (WHERE a > 1) OVER (PARTITION BY b), ' +
         "substring('abc' FROM 1 FOR 2), trim(both ' ' FROM 'x'), position('a' IN 'abc'), interval '1 day', current_timestamp(3) " +
         'FROM x, t1 tt(c1, c2), generate_series(1, 2) g(i) JOIN t2 USING (id) TABLESAMPLE system(10) REPEATABLE (1) ' +
         'WHERE a = ANY (ARRAY[1]) AND NOT (a IS DISTINCT FROM b) GROUP BY GROUPING SETS ((a), (b))',
@@ -422,7 +431,7 @@ describe('options and cache', () => {
   it('SHOW / COPY / SET details', () => {
     expect(c('SHOW pool_nodes').name).toBe('pool_nodes');
     expect(c('COPY t (a, b) TO STDOUT WITH (FORMAT csv)').dest).toBe('either');
-    expect(c('COPY t TO PROGRAM \'gzip\'').dest).toBe('primary');
+    expect(c("COPY t TO PROGRAM 'gzip'").dest).toBe('primary');
     expect(c('PREPARE q (int) AS SELECT $1').name).toBe('q');
   });
 });

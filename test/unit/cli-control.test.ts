@@ -28,7 +28,11 @@ import { capture } from '../support/control-io.js';
 
 /** A node child that installed `handlers` and said so on stdout. */
 async function readyChild(handlers: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['-e', `${handlers} setInterval(() => {}, 1000); process.stdout.write('ready\\n');`], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const child = spawn(
+    process.execPath,
+    ['-e', `${handlers} setInterval(() => {}, 1000); process.stdout.write('ready\\n');`],
+    { stdio: ['ignore', 'pipe', 'ignore'] },
+  );
   await new Promise<void>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('child did not start')), 10_000);
     child.stdout!.once('data', () => {
@@ -47,8 +51,16 @@ describe('parseStopArgs', () => {
     expect(parseStopArgs([])).toEqual({ mode: 'smart', file: undefined, timeoutMs: 60_000, help: false });
   });
   it('reads -m and -f in any order and spelling', () => {
-    expect(parseStopArgs(['-m', 'fast', '-f', '/etc/pgpool.conf'])).toMatchObject({ mode: 'fast', file: '/etc/pgpool.conf', timeoutMs: STOP_WAIT_MS.fast });
-    expect(parseStopArgs(['-f', 'x.conf', '--mode=immediate'])).toMatchObject({ mode: 'immediate', file: 'x.conf', timeoutMs: 10_000 });
+    expect(parseStopArgs(['-m', 'fast', '-f', '/etc/pgpool.conf'])).toMatchObject({
+      mode: 'fast',
+      file: '/etc/pgpool.conf',
+      timeoutMs: STOP_WAIT_MS.fast,
+    });
+    expect(parseStopArgs(['-f', 'x.conf', '--mode=immediate'])).toMatchObject({
+      mode: 'immediate',
+      file: 'x.conf',
+      timeoutMs: 10_000,
+    });
     expect(parseStopArgs(['-mi', '-fpg.conf'])).toMatchObject({ mode: 'immediate', file: 'pg.conf' });
     expect(parseStopArgs(['--config-file', 'a.conf', '--mode', 's'])).toMatchObject({ mode: 'smart', file: 'a.conf' });
     expect(parseStopArgs(['fast'])).toMatchObject({ mode: 'fast' });
@@ -91,13 +103,20 @@ describe('parseReloadArgs', () => {
 
 describe('parseNodeArgs', () => {
   it('node id positional or -n', () => {
-    expect(parseNodeArgs('attach', ['1'])).toMatchObject({ op: 'attach', node: 1, gracefully: false, switchover: false });
+    expect(parseNodeArgs('attach', ['1'])).toMatchObject({
+      op: 'attach',
+      node: 1,
+      gracefully: false,
+      switchover: false,
+    });
     expect(parseNodeArgs('attach', ['-n', '2'])).toMatchObject({ node: 2 });
     expect(parseNodeArgs('attach', ['-n2'])).toMatchObject({ node: 2 });
     expect(parseNodeArgs('attach', ['--node-id=0'])).toMatchObject({ node: 0 });
   });
   it('connection options', () => {
-    expect(parseNodeArgs('detach', ['-h', 'db.example', '-p', '9999', '-U', 'admin', '-d', 'app', '3', '-f', 'c.conf'])).toMatchObject({
+    expect(
+      parseNodeArgs('detach', ['-h', 'db.example', '-p', '9999', '-U', 'admin', '-d', 'app', '3', '-f', 'c.conf']),
+    ).toMatchObject({
       op: 'detach',
       node: 3,
       host: 'db.example',
@@ -106,7 +125,11 @@ describe('parseNodeArgs', () => {
       database: 'app',
       file: 'c.conf',
     });
-    expect(parseNodeArgs('attach', ['--host=h', '--port=1', '--username=u', '0'])).toMatchObject({ host: 'h', port: 1, user: 'u' });
+    expect(parseNodeArgs('attach', ['--host=h', '--port=1', '--username=u', '0'])).toMatchObject({
+      host: 'h',
+      port: 1,
+      user: 'u',
+    });
     expect(parseNodeArgs('attach', ['-w', '0']).node).toBe(0);
   });
   it('--gracefully only for detach, --switchover only for promote', () => {
@@ -138,24 +161,45 @@ describe('parseNodeArgs', () => {
 
 describe('nodeCommandSql / nodeTarget', () => {
   it('builds the PGPOOL statement', () => {
-    expect(nodeCommandSql({ op: 'attach', node: 1, gracefully: false, switchover: false })).toBe('PGPOOL ATTACH NODE 1');
-    expect(nodeCommandSql({ op: 'detach', node: 2, gracefully: true, switchover: false })).toBe('PGPOOL DETACH NODE 2 GRACEFULLY');
-    expect(nodeCommandSql({ op: 'detach', node: 2, gracefully: false, switchover: false })).toBe('PGPOOL DETACH NODE 2');
-    expect(nodeCommandSql({ op: 'promote', node: 0, gracefully: false, switchover: true })).toBe('PGPOOL PROMOTE NODE 0 SWITCHOVER');
+    expect(nodeCommandSql({ op: 'attach', node: 1, gracefully: false, switchover: false })).toBe(
+      'PGPOOL ATTACH NODE 1',
+    );
+    expect(nodeCommandSql({ op: 'detach', node: 2, gracefully: true, switchover: false })).toBe(
+      'PGPOOL DETACH NODE 2 GRACEFULLY',
+    );
+    expect(nodeCommandSql({ op: 'detach', node: 2, gracefully: false, switchover: false })).toBe(
+      'PGPOOL DETACH NODE 2',
+    );
+    expect(nodeCommandSql({ op: 'promote', node: 0, gracefully: false, switchover: true })).toBe(
+      'PGPOOL PROMOTE NODE 0 SWITCHOVER',
+    );
   });
   it('defaults host/port from the configuration', () => {
     const a = parseNodeArgs('attach', ['1']);
     expect(nodeTarget(a, undefined)).toEqual({ host: '127.0.0.1', port: 9999 });
-    const cfg = loadConfig({ set: [['listen_addresses', '10.0.0.5,127.0.0.1'], ['port', '6543']] });
+    const cfg = loadConfig({
+      set: [
+        ['listen_addresses', '10.0.0.5,127.0.0.1'],
+        ['port', '6543'],
+      ],
+    });
     expect(nodeTarget(a, cfg)).toEqual({ host: '10.0.0.5', port: 6543 });
-    const star = loadConfig({ set: [['listen_addresses', '*'], ['port', '7000']] });
+    const star = loadConfig({
+      set: [
+        ['listen_addresses', '*'],
+        ['port', '7000'],
+      ],
+    });
     expect(nodeTarget(a, star)).toEqual({ host: '127.0.0.1', port: 7000 });
     expect(nodeTarget(parseNodeArgs('attach', ['1', '-h', 'x', '-p', '5']), star)).toEqual({ host: 'x', port: 5 });
   });
   it('runControl rejects an unknown command with exit code 2', async () => {
     const write = process.stderr.write;
     let err = '';
-    process.stderr.write = ((s: string) => ((err += s), true)) as typeof process.stderr.write;
+    process.stderr.write = ((s: string) => {
+      err += s;
+      return true;
+    }) as typeof process.stderr.write;
     try {
       expect(await runControl('frob', [])).toBe(2);
     } finally {

@@ -19,13 +19,20 @@ import { PARAMS } from '../../src/config/params.js';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const SAMPLE = path.join(here, '..', 'fixtures', 'pgpool.conf.sample-stream');
 
-function writeConf(text: string, name = 'pgpool.conf', dir = mkdtempSync(path.join(tmpdir(), 'pgrelay-config-'))): string {
+function writeConf(
+  text: string,
+  name = 'pgpool.conf',
+  dir = mkdtempSync(path.join(tmpdir(), 'pgrelay-config-')),
+): string {
   const file = path.join(dir, name);
   writeFileSync(file, text);
   return file;
 }
 
-function load(text: string, extra: Omit<LoadOptions, 'file'> = {}): { config: ReturnType<typeof loadConfig>; warnings: string[]; file: string } {
+function load(
+  text: string,
+  extra: Omit<LoadOptions, 'file'> = {},
+): { config: ReturnType<typeof loadConfig>; warnings: string[]; file: string } {
   const file = writeConf(text);
   const warnings: string[] = [];
   const config = loadConfig({ ...extra, file, onWarning: (m) => warnings.push(m) });
@@ -68,7 +75,14 @@ describe('defaults', () => {
     expect(c.sr_check_database).toBe('postgres');
     expect(c.log_standby_delay).toBe('if_over_threshold');
     expect(c.health_check).toEqual({
-      period: 0, timeout: 20, user: '', password: '', database: 'postgres', max_retries: 0, retry_delay: 1, connect_timeout: 10000,
+      period: 0,
+      timeout: 20,
+      user: '',
+      password: '',
+      database: 'postgres',
+      max_retries: 0,
+      retry_delay: 1,
+      connect_timeout: 10000,
     });
     expect(c.connect_timeout).toBe(10000);
     expect(c.failover_on_backend_error).toBe(true);
@@ -108,7 +122,7 @@ describe('parser', () => {
       [
         '# comment',
         '',
-        "port = 5433  # trailing",
+        'port = 5433  # trailing',
         'NUM_INIT_CHILDREN 10',
         "listen_addresses='*'",
         "failover_command = '/bin/fo.sh %d # not a comment'",
@@ -139,7 +153,12 @@ describe('parser', () => {
 
   it('reports syntax errors with line and key', () => {
     const r = parseConfigText("port = 'abc\n= 5\nmax_pool 1 2\nfoo =\n", 'p.conf');
-    expect(r.errors.map((e) => [e.line, e.key])).toEqual([[1, 'port'], [2, ''], [3, 'max_pool'], [4, 'foo']]);
+    expect(r.errors.map((e) => [e.line, e.key])).toEqual([
+      [1, 'port'],
+      [2, ''],
+      [3, 'max_pool'],
+      [4, 'foo'],
+    ]);
     expect(r.errors[0]!.message).toMatch(/unterminated quoted string/);
   });
 
@@ -191,9 +210,36 @@ describe('backends', () => {
         "backend_flag1 = 'DISALLOW_TO_FAILOVER|ALWAYS_PRIMARY'\nbackend_application_name1 = 'server1'\nbackend_data_directory0 = '/data'\nbackend_hostname2 = 'pg2'\n",
     );
     expect(config.backends).toEqual([
-      { id: 0, hostname: 'pg0', port: 5432, weight: 1, data_directory: '/data', allow_to_failover: true, always_primary: false, application_name: '' },
-      { id: 1, hostname: 'pg1', port: 5433, weight: 2, data_directory: '', allow_to_failover: false, always_primary: true, application_name: 'server1' },
-      { id: 2, hostname: 'pg2', port: 5432, weight: 1, data_directory: '', allow_to_failover: true, always_primary: false, application_name: '' },
+      {
+        id: 0,
+        hostname: 'pg0',
+        port: 5432,
+        weight: 1,
+        data_directory: '/data',
+        allow_to_failover: true,
+        always_primary: false,
+        application_name: '',
+      },
+      {
+        id: 1,
+        hostname: 'pg1',
+        port: 5433,
+        weight: 2,
+        data_directory: '',
+        allow_to_failover: false,
+        always_primary: true,
+        application_name: 'server1',
+      },
+      {
+        id: 2,
+        hostname: 'pg2',
+        port: 5432,
+        weight: 1,
+        data_directory: '',
+        allow_to_failover: true,
+        always_primary: false,
+        application_name: '',
+      },
     ]);
   });
 
@@ -220,7 +266,12 @@ describe('backends', () => {
     const { err } = loadError(
       "backend_hostname0 = 'a'\nbackend_flag0 = 'FOO'\nbackend_hostname1='b'\nbackend_flag1 = 'ALLOW_TO_FAILOVER|DISALLOW_TO_FAILOVER'\nbackend_port128 = 1\nbackend_port = 5\n",
     );
-    expect(err.errors.map((e) => [e.line, e.key])).toEqual([[2, 'backend_flag0'], [4, 'backend_flag1'], [5, 'backend_port128'], [6, 'backend_port']]);
+    expect(err.errors.map((e) => [e.line, e.key])).toEqual([
+      [2, 'backend_flag0'],
+      [4, 'backend_flag1'],
+      [5, 'backend_port128'],
+      [6, 'backend_port'],
+    ]);
   });
 
   it('per-node health check overrides fall back to the global value', () => {
@@ -230,8 +281,18 @@ describe('backends', () => {
     );
     expect(config.health_check.period).toBe(10);
     expect(config.health_check_per_node).toHaveLength(2);
-    expect(config.health_check_per_node[0]).toMatchObject({ period: 10, user: 'hc', password: '', connect_timeout: 500 });
-    expect(config.health_check_per_node[1]).toMatchObject({ period: 5, user: 'hc', password: 'pw1', connect_timeout: 10000 });
+    expect(config.health_check_per_node[0]).toMatchObject({
+      period: 10,
+      user: 'hc',
+      password: '',
+      connect_timeout: 500,
+    });
+    expect(config.health_check_per_node[1]).toMatchObject({
+      period: 5,
+      user: 'hc',
+      password: 'pw1',
+      connect_timeout: 10000,
+    });
   });
 });
 
@@ -246,7 +307,9 @@ describe('aliases, ignored and unknown keys', () => {
     expect(config.follow_primary_command).toBe('x.sh');
     expect(config.failover_on_backend_error).toBe(false);
     expect(warnings).toHaveLength(7);
-    expect(warnings[0]).toBe(`${file}:1: parameter "black_function_list" is deprecated, use "write_function_list" instead`);
+    expect(warnings[0]).toBe(
+      `${file}:1: parameter "black_function_list" is deprecated, use "write_function_list" instead`,
+    );
     expect(warnings[4]).toMatch(/master_slave_mode/);
   });
 
@@ -259,10 +322,19 @@ describe('aliases, ignored and unknown keys', () => {
   });
 
   it('known-but-unimplemented pgpool keys are ignored silently; unknown keys warn with file:line:key', () => {
-    const file = writeConf("use_watchdog = on\nwd_port0 = 9000\nhostname0 = 'x'\nmemqcache_total_size = 64MB\npcp_port = 9898\nlog_line_prefix = '%t'\nbogus_key = 1\n");
+    const file = writeConf(
+      "use_watchdog = on\nwd_port0 = 9000\nhostname0 = 'x'\nmemqcache_total_size = 64MB\npcp_port = 9898\nlog_line_prefix = '%t'\nbogus_key = 1\n",
+    );
     const warnings: string[] = [];
     const r = loadConfigDetailed({ file, onWarning: (m) => warnings.push(m) });
-    expect(r.ignoredKeys.map((k) => k.key)).toEqual(['use_watchdog', 'wd_port0', 'hostname0', 'memqcache_total_size', 'pcp_port', 'log_line_prefix']);
+    expect(r.ignoredKeys.map((k) => k.key)).toEqual([
+      'use_watchdog',
+      'wd_port0',
+      'hostname0',
+      'memqcache_total_size',
+      'pcp_port',
+      'log_line_prefix',
+    ]);
     expect(warnings).toEqual([`${file}:7: unrecognized configuration parameter "bogus_key"`]);
     expect(r.warnings).toEqual(warnings);
   });
@@ -327,7 +399,12 @@ describe('validation errors name file:line:key', () => {
 
 describe('overrides', () => {
   it('set applies after the file; errors name the command line', () => {
-    const { config } = load('port = 1111\nmax_pool = 2\n', { set: [['port', '2222'], ['LOG_STATEMENT', 'on']] });
+    const { config } = load('port = 1111\nmax_pool = 2\n', {
+      set: [
+        ['port', '2222'],
+        ['LOG_STATEMENT', 'on'],
+      ],
+    });
     expect(config.port).toBe(2222);
     expect(config.max_pool).toBe(2);
     expect(config.log_statement).toBe(true);
@@ -342,10 +419,18 @@ describe('overrides', () => {
   });
 
   it('backends replaces the file backend list', () => {
-    const { config } = load(TWO_NODES + 'backend_hostname5 = \'gap-ignored\'\nhealth_check_period1 = 7\n', {
-      backends: [{ hostname: 'x', port: 6000 }, { hostname: 'y', port: 6001 }, { hostname: 'z', port: 6002 }],
+    const { config } = load(`${TWO_NODES}backend_hostname5 = 'gap-ignored'\nhealth_check_period1 = 7\n`, {
+      backends: [
+        { hostname: 'x', port: 6000 },
+        { hostname: 'y', port: 6001 },
+        { hostname: 'z', port: 6002 },
+      ],
     });
-    expect(config.backends.map((b) => [b.id, b.hostname, b.port, b.weight])).toEqual([[0, 'x', 6000, 1], [1, 'y', 6001, 1], [2, 'z', 6002, 1]]);
+    expect(config.backends.map((b) => [b.id, b.hostname, b.port, b.weight])).toEqual([
+      [0, 'x', 6000, 1],
+      [1, 'y', 6001, 1],
+      [2, 'z', 6002, 1],
+    ]);
     expect(config.health_check_per_node.map((h) => h.period)).toEqual([0, 7, 0]);
   });
 
@@ -363,7 +448,8 @@ describe('overrides', () => {
 describe('formatParam / showParamRows', () => {
   it('formats like PGPOOL SHOW', () => {
     const { config } = load(
-      TWO_NODES + "sr_check_password = 'secret'\nhealth_check_password = 'x'\nbackend_flag1 = 'DISALLOW_TO_FAILOVER|ALWAYS_PRIMARY'\nwrite_function_list = 'a,b'\nbackend_weight0 = 0.5\n",
+      TWO_NODES +
+        "sr_check_password = 'secret'\nhealth_check_password = 'x'\nbackend_flag1 = 'DISALLOW_TO_FAILOVER|ALWAYS_PRIMARY'\nwrite_function_list = 'a,b'\nbackend_weight0 = 0.5\n",
     );
     expect(formatParam(config, 'port')).toBe('9999');
     expect(formatParam(config, 'PORT')).toBe('9999');
@@ -396,9 +482,18 @@ describe('formatParam / showParamRows', () => {
     const { config } = load(TWO_NODES);
     const all = showParamRows(config, 'all')!;
     expect(all.slice(0, 6).map((r) => r.item)).toEqual([
-      'backend_hostname0', 'backend_port0', 'backend_weight0', 'backend_data_directory0', 'backend_application_name0', 'backend_flag0',
+      'backend_hostname0',
+      'backend_port0',
+      'backend_weight0',
+      'backend_data_directory0',
+      'backend_application_name0',
+      'backend_flag0',
     ]);
-    expect(all.find((r) => r.item === 'port')).toEqual({ item: 'port', value: '9999', description: 'tcp/IP port number on which pgpool will listen on.' });
+    expect(all.find((r) => r.item === 'port')).toEqual({
+      item: 'port',
+      value: '9999',
+      description: 'tcp/IP port number on which pgpool will listen on.',
+    });
     expect(showParamRows(config, 'backend')!).toHaveLength(12);
     expect(showParamRows(config, 'health_check')!).toHaveLength(8 * 3);
     expect(showParamRows(config, 'watchdog')).toEqual([]);
@@ -411,9 +506,10 @@ describe('diffConfigs', () => {
   // both versions of the file live in the same directory, as on a real reload
   const dir = mkdtempSync(path.join(tmpdir(), 'pgrelay-config-'));
   let n = 0;
-  const cfg = (text: string): ReturnType<typeof loadConfig> => loadConfig({ file: writeConf(text, `pgpool${n++}.conf`, dir) });
+  const cfg = (text: string): ReturnType<typeof loadConfig> =>
+    loadConfig({ file: writeConf(text, `pgpool${n++}.conf`, dir) });
   it('reports changed params and which need a restart', () => {
-    const a = cfg(TWO_NODES + 'port = 9999\nmax_pool = 4\n');
+    const a = cfg(`${TWO_NODES}port = 9999\nmax_pool = 4\n`);
     const b = cfg(
       TWO_NODES.replace("'pg1'", "'pg1b'").replace('backend_weight1 = 2', 'backend_weight1 = 3') +
         "port = 9998\nmax_pool = 4\nlog_statement = on\nhealth_check_period1 = 9\nbackend_hostname2 = 'pg2'\n",
@@ -421,10 +517,25 @@ describe('diffConfigs', () => {
     const d = diffConfigs(a, b);
     expect(d.changed.sort()).toEqual(
       [
-        'port', 'log_statement', 'backend_hostname1', 'backend_weight1', 'health_check_period1',
-        'backend_hostname2', 'backend_port2', 'backend_weight2', 'backend_data_directory2', 'backend_application_name2', 'backend_flag2',
-        'health_check_period2', 'health_check_timeout2', 'health_check_user2', 'health_check_password2', 'health_check_database2',
-        'health_check_max_retries2', 'health_check_retry_delay2', 'connect_timeout2',
+        'port',
+        'log_statement',
+        'backend_hostname1',
+        'backend_weight1',
+        'health_check_period1',
+        'backend_hostname2',
+        'backend_port2',
+        'backend_weight2',
+        'backend_data_directory2',
+        'backend_application_name2',
+        'backend_flag2',
+        'health_check_period2',
+        'health_check_timeout2',
+        'health_check_user2',
+        'health_check_password2',
+        'health_check_database2',
+        'health_check_max_retries2',
+        'health_check_retry_delay2',
+        'connect_timeout2',
       ].sort(),
     );
     expect(d.restartRequired.sort()).toEqual(['backend_hostname1', 'port']);

@@ -2,7 +2,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { expandPlaceholders, mainNodeId, newMainCandidate, runShellCommand, shellValue, type PlaceholderValues } from '../../src/cluster/failover.js';
+import {
+  expandPlaceholders,
+  mainNodeId,
+  newMainCandidate,
+  runShellCommand,
+  shellValue,
+  type PlaceholderValues,
+} from '../../src/cluster/failover.js';
 import { formatStatusFile, parseStatusFile, readStatusFile, writeStatusFile } from '../../src/cluster/status-file.js';
 import { HealthStatsRecorder } from '../../src/cluster/health.js';
 import { parseLsn } from '../../src/cluster/conn.js';
@@ -16,7 +23,7 @@ const values: PlaceholderValues = {
 };
 
 describe('failover_command placeholders', () => {
-  it('expands every placeholder without pgpool\'s leading space', () => {
+  it("expands every placeholder without pgpool's leading space", () => {
     expect(expandPlaceholders('f.sh %d %h %p %D %m %H %M %P %r %R %N %S', values)).toBe(
       'f.sh 0 127.0.0.1 5432 /var/lib/pg/node0 1 db1.example 0 0 5433 /var/lib/pg/node1 127.0.0.1 5432',
     );
@@ -60,7 +67,8 @@ describe('failover_command placeholders', () => {
 });
 
 describe('new main node candidate', () => {
-  const nodes = (st: NodeStatus[]): Array<{ id: number; status: NodeStatus }> => st.map((status, id) => ({ id, status }));
+  const nodes = (st: NodeStatus[]): Array<{ id: number; status: NodeStatus }> =>
+    st.map((status, id) => ({ id, status }));
   it('is the lowest-id live node once the failed ones are removed', () => {
     expect(newMainCandidate(nodes(['up', 'up', 'up']), new Set([0]))).toBe(1);
     expect(newMainCandidate(nodes(['up', 'down', 'waiting']), new Set([0]))).toBe(2);

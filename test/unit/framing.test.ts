@@ -35,7 +35,13 @@ class Recorder implements FrameSink {
   }
 }
 
-const stream = Buffer.concat([msg('D', 'row-1'), msg('Z', 'I'), msg('D', 'x'.repeat(1000)), msg('C', 'SELECT 1'), msg('Z', 'T')]);
+const stream = Buffer.concat([
+  msg('D', 'row-1'),
+  msg('Z', 'I'),
+  msg('D', 'x'.repeat(1000)),
+  msg('C', 'SELECT 1'),
+  msg('Z', 'T'),
+]);
 
 describe('MessageScanner', () => {
   it('forwards a whole chunk in one emit and decodes only flagged types', () => {
@@ -75,7 +81,9 @@ describe('MessageScanner', () => {
     r.decide = (t) => (t === 'Z' ? DROP : 1);
     const sc = new MessageScanner(r, decodeTable('Z'), 1 << 20);
     sc.push(stream);
-    expect(r.all.equals(Buffer.concat([msg('D', 'row-1'), msg('D', 'x'.repeat(1000)), msg('C', 'SELECT 1')]))).toBe(true);
+    expect(r.all.equals(Buffer.concat([msg('D', 'row-1'), msg('D', 'x'.repeat(1000)), msg('C', 'SELECT 1')]))).toBe(
+      true,
+    );
   });
 
   it('suspends before a message and resumes in order', () => {

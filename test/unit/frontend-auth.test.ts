@@ -43,7 +43,7 @@ function reader(sock: net.Socket): () => Promise<{ type: string; body: Buffer }>
   const waiters: Array<() => void> = [];
   sock.on('data', (d: Buffer) => {
     buf = Buffer.concat([buf, d]);
-    waiters.splice(0).forEach((w) => w());
+    for (const w of waiters.splice(0)) w();
   });
   return async () => {
     for (let i = 0; i < 200; i++) {
@@ -71,8 +71,11 @@ function pmsg(body: Buffer): Buffer {
 }
 const cstr = (s: string): Buffer => Buffer.from(`${s}\0`);
 
-function env(over: Omit<Partial<FrontendAuthEnv>, 'passwd'> & { hbaText?: string; passwd?: string; method?: BackendAuthMethod }): FrontendAuthEnv {
-  const hba = over.hbaText !== undefined ? parseHba(over.hbaText, 'pool_hba.conf', { readInclude: () => '' }).rules : undefined;
+function env(
+  over: Omit<Partial<FrontendAuthEnv>, 'passwd'> & { hbaText?: string; passwd?: string; method?: BackendAuthMethod },
+): FrontendAuthEnv {
+  const hba =
+    over.hbaText !== undefined ? parseHba(over.hbaText, 'pool_hba.conf', { readInclude: () => '' }).rules : undefined;
   return {
     config: defaultConfig(),
     log: pino({ level: 'silent' }),
@@ -83,7 +86,11 @@ function env(over: Omit<Partial<FrontendAuthEnv>, 'passwd'> & { hbaText?: string
   };
 }
 
-const params = (user: string): Map<string, string> => new Map([['user', user], ['database', 'db']]);
+const params = (user: string): Map<string, string> =>
+  new Map([
+    ['user', user],
+    ['database', 'db'],
+  ]);
 
 describe('authenticateClient', () => {
   it('md5: a fresh random salt per challenge; right answer → backend secret, wrong → 28P01', async () => {
@@ -91,7 +98,10 @@ describe('authenticateClient', () => {
     for (const pw of ['alicepw', 'alicepw', 'wrong']) {
       const { server, client } = await pair();
       const next = reader(client);
-      const p = authenticateClient({ socket: server, params: params('alice'), address: '127.0.0.1', local: false, tls: undefined }, env({ hbaText: 'host all all 127.0.0.1/32 md5\n', passwd: 'alice:TEXTalicepw\n' }));
+      const p = authenticateClient(
+        { socket: server, params: params('alice'), address: '127.0.0.1', local: false, tls: undefined },
+        env({ hbaText: 'host all all 127.0.0.1/32 md5\n', passwd: 'alice:TEXTalicepw\n' }),
+      );
       const r = await next();
       expect(r.type).toBe('R');
       expect(r.body.readInt32BE(0)).toBe(5);
@@ -115,7 +125,10 @@ describe('authenticateClient', () => {
     const { server, client } = await pair();
     const next = reader(client);
     const verifier = buildScramVerifier('s3cret');
-    const p = authenticateClient({ socket: server, params: params('bob'), address: '127.0.0.1', local: false, tls: undefined }, env({ hbaText: 'host all all 127.0.0.1/32 scram-sha-256\n', passwd: `bob:${verifier}\n` }));
+    const p = authenticateClient(
+      { socket: server, params: params('bob'), address: '127.0.0.1', local: false, tls: undefined },
+      env({ hbaText: 'host all all 127.0.0.1/32 scram-sha-256\n', passwd: `bob:${verifier}\n` }),
+    );
     const sasl = await next();
     expect(sasl.body.readInt32BE(0)).toBe(10);
     expect(sasl.body.toString('utf8', 4)).toBe('SCRAM-SHA-256\0\0');
@@ -136,14 +149,22 @@ describe('authenticateClient', () => {
     expect(res?.secret.scramClientKey?.length).toBe(32);
   });
 
-  it('pool_hba reject / no entry → 28000 with pgpool\'s detail', async () => {
-    for (const [hba, user] of [['host all bob 127.0.0.1/32 reject\n', 'bob'], ['host all bob 127.0.0.1/32 trust\n', 'carol']]) {
+  it("pool_hba reject / no entry → 28000 with pgpool's detail", async () => {
+    for (const [hba, user] of [
+      ['host all bob 127.0.0.1/32 reject\n', 'bob'],
+      ['host all bob 127.0.0.1/32 trust\n', 'carol'],
+    ]) {
       const { server, client } = await pair();
       const next = reader(client);
-      const res = await authenticateClient({ socket: server, params: params(user), address: '127.0.0.1', local: false, tls: undefined }, env({ hbaText: hba }));
+      const res = await authenticateClient(
+        { socket: server, params: params(user), address: '127.0.0.1', local: false, tls: undefined },
+        env({ hbaText: hba }),
+      );
       expect(res).toBeUndefined();
       const e = await next();
-      expect(e.body.toString()).toContain(`no pool_hba.conf entry for host "127.0.0.1", user "${user}", database "db", SSL off`);
+      expect(e.body.toString()).toContain(
+        `no pool_hba.conf entry for host "127.0.0.1", user "${user}", database "db", SSL off`,
+      );
       expect(e.body.toString()).toContain('28000');
     }
   });
@@ -151,7 +172,10 @@ describe('authenticateClient', () => {
   it('pool_hba off: relayed trust gives no password; relayed password without an entry is verified at the backend', async () => {
     {
       const { server } = await pair();
-      const res = await authenticateClient({ socket: server, params: params('x'), address: '127.0.0.1', local: false, tls: undefined }, env({ method: 'trust', passwd: 'x:TEXTpw\n' }));
+      const res = await authenticateClient(
+        { socket: server, params: params('x'), address: '127.0.0.1', local: false, tls: undefined },
+        env({ method: 'trust', passwd: 'x:TEXTpw\n' }),
+      );
       expect(res?.secret).toEqual({});
     }
     const seen: string[] = [];
@@ -162,7 +186,10 @@ describe('authenticateClient', () => {
     for (const pw of ['good', 'bad']) {
       const { server, client } = await pair();
       const next = reader(client);
-      const p = authenticateClient({ socket: server, params: params('x'), address: '127.0.0.1', local: false, tls: undefined }, env({ method: 'password', verifyWithBackend: verify }));
+      const p = authenticateClient(
+        { socket: server, params: params('x'), address: '127.0.0.1', local: false, tls: undefined },
+        env({ method: 'password', verifyWithBackend: verify }),
+      );
       const r = await next();
       expect(r.body.readInt32BE(0)).toBe(3);
       client.write(pmsg(cstr(pw)));

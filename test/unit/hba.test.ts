@@ -40,13 +40,25 @@ function conn(c: Partial<HbaConn>): HbaConn {
   return { local: false, ssl: false, address: '127.0.0.1', database: 'db', user: 'u', ...c };
 }
 
-async function which(rs: HbaRule[], c: Partial<HbaConn>, roles: HbaRoles = noRoles, env: HbaMatchEnv = {}): Promise<number | undefined> {
+async function which(
+  rs: HbaRule[],
+  c: Partial<HbaConn>,
+  roles: HbaRoles = noRoles,
+  env: HbaMatchEnv = {},
+): Promise<number | undefined> {
   return (await matchHba(rs, conn(c), roles, env))?.line;
 }
 
 describe('record forms', () => {
   it('local / host / hostssl / hostnossl', async () => {
-    const rs = rules(['local all all trust', 'hostssl all all all md5', 'hostnossl all all all password', 'host all all all reject'].join('\n'));
+    const rs = rules(
+      [
+        'local all all trust',
+        'hostssl all all all md5',
+        'hostnossl all all all password',
+        'host all all all reject',
+      ].join('\n'),
+    );
     expect(rs.map((r) => [r.type, r.method])).toEqual([
       ['local', 'trust'],
       ['hostssl', 'md5'],
@@ -61,7 +73,8 @@ describe('record forms', () => {
 
   it('every method parses', () => {
     const rs = rules(
-      ['trust', 'reject', 'password', 'md5', 'scram-sha-256'].map((m) => `host all all all ${m}`).join('\n') + '\nhostssl all all all cert',
+      ['trust', 'reject', 'password', 'md5', 'scram-sha-256'].map((m) => `host all all all ${m}`).join('\n') +
+        '\nhostssl all all all cert',
     );
     expect(rs.map((r) => r.method)).toEqual(['trust', 'reject', 'password', 'md5', 'scram-sha-256', 'cert']);
     expect(rs[5]!.options).toEqual({ clientcert: 'verify-full' });
@@ -82,7 +95,9 @@ describe('record forms', () => {
 
 describe('DATABASE and USER', () => {
   it('names, comma lists, all, quoting', async () => {
-    const rs = rules(['host "all" u all trust', 'host a,b,c  x, "y z" all md5', 'host sameuser all all password'].join('\n'));
+    const rs = rules(
+      ['host "all" u all trust', 'host a,b,c  x, "y z" all md5', 'host sameuser all all password'].join('\n'),
+    );
     expect(await which(rs, { database: 'all', user: 'u' })).toBe(1);
     expect(await which(rs, { database: 'other', user: 'u' })).toBeUndefined();
     expect(rs[1]!.databases.map((t) => t.value)).toEqual(['a', 'b', 'c']);
@@ -93,7 +108,9 @@ describe('DATABASE and USER', () => {
     expect(await which(rs, { database: 'c', user: 'y z' })).toBe(2);
     expect(await which(rs, { database: 'C', user: 'x' })).toBeUndefined(); // case-sensitive, and not sameuser
     // a blank after a name without a comma ends the field, as in PostgreSQL
-    expect(parseHba('host a, b c all all trust', 'f', noInclude).errors[0]?.message).toBe('invalid authentication method "all"');
+    expect(parseHba('host a, b c all all trust', 'f', noInclude).errors[0]?.message).toBe(
+      'invalid authentication method "all"',
+    );
     expect(await which(rs, { database: 'zed', user: 'zed' })).toBe(3);
   });
 
@@ -116,7 +133,13 @@ describe('DATABASE and USER', () => {
     expect(await which(rs, { user: 'ops' }, roles)).toBe(1); // a role is a member of itself
     expect(await which(rs, { user: '+ops' }, roles)).toBe(2);
     expect(await which(rs, { user: 'bob', database: 'ops' }, roles)).toBeUndefined();
-    expect(await which(rs, { user: 'alice', database: 'ops' }, { isMember: (u, r) => u === 'alice' && r === 'ops' && false })).toBeUndefined();
+    expect(
+      await which(
+        rs,
+        { user: 'alice', database: 'ops' },
+        { isMember: (u, r) => u === 'alice' && r === 'ops' && false },
+      ),
+    ).toBeUndefined();
     expect(calls).toContain('alice>ops');
   });
 
@@ -159,7 +182,12 @@ describe('ADDRESS', () => {
   });
 
   it('all, samehost, samenet', async () => {
-    const env: HbaMatchEnv = { serverAddresses: [{ address: '192.168.5.10', netmask: '255.255.255.0' }, { address: '::1', netmask: 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff' }] };
+    const env: HbaMatchEnv = {
+      serverAddresses: [
+        { address: '192.168.5.10', netmask: '255.255.255.0' },
+        { address: '::1', netmask: 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff' },
+      ],
+    };
     const rs = rules('host all all samehost trust\nhost all all samenet md5\nhost all all all reject');
     expect(await which(rs, { address: '192.168.5.10' }, noRoles, env)).toBe(1);
     expect(await which(rs, { address: '::ffff:192.168.5.10' }, noRoles, env)).toBe(1);
@@ -170,7 +198,9 @@ describe('ADDRESS', () => {
   it('hostnames: exact and leading-dot suffix, forward-confirmed, resolved lazily', async () => {
     let reverse = 0;
     const env: HbaMatchEnv = { forwardLookup: async (n) => (n === 'db.example.com' ? ['203.0.113.5'] : []) };
-    const rs = rules('host all all 127.0.0.1/32 trust\nhost all all .EXAMPLE.com md5\nhost all all db.example.com password');
+    const rs = rules(
+      'host all all 127.0.0.1/32 trust\nhost all all .EXAMPLE.com md5\nhost all all db.example.com password',
+    );
     const hostname = async (): Promise<string> => {
       reverse++;
       return 'db.example.com';
@@ -181,7 +211,9 @@ describe('ADDRESS', () => {
     expect(reverse).toBe(1);
     // reverse name that does not resolve back to the client: no match
     expect(await which(rs, { address: '203.0.113.6', hostname }, noRoles, env)).toBeUndefined();
-    expect(await which(rules('host all all db.example.com trust'), { address: '203.0.113.5' }, noRoles, env)).toBeUndefined();
+    expect(
+      await which(rules('host all all db.example.com trust'), { address: '203.0.113.5' }, noRoles, env),
+    ).toBeUndefined();
     expect(rules('host all all .example.com trust')[0]!.address).toEqual({ kind: 'hostname', name: '.example.com' });
   });
 });
@@ -213,9 +245,15 @@ describe('malformed lines', () => {
     ['host all all all md5 foo=bar', 'unrecognized authentication option name: "foo"'],
     ['host all all all md5 clientcert=verify-full', 'clientcert can only be configured for "hostssl" rows'],
     ['hostssl all all all md5 clientcert=1', 'invalid value for clientcert: "1"'],
-    ['hostssl all all all cert clientcert=verify-ca', 'clientcert can only be set to "verify-full" when using "cert" authentication'],
-    ['host @missing all all trust', 'could not open secondary authentication file "@missing" as "/etc/pgpool2/missing": No such file or directory'],
-    ['host ' + 'x'.repeat(300) + ' all all trust', 'authentication file token too long, skipping: "' + 'x'.repeat(255) + '"'],
+    [
+      'hostssl all all all cert clientcert=verify-ca',
+      'clientcert can only be set to "verify-full" when using "cert" authentication',
+    ],
+    [
+      'host @missing all all trust',
+      'could not open secondary authentication file "@missing" as "/etc/pgpool2/missing": No such file or directory',
+    ],
+    [`host ${'x'.repeat(300)} all all trust`, `authentication file token too long, skipping: "${'x'.repeat(255)}"`],
   ];
   it.each(cases)('%s', (line, message) => {
     const r = parseHba(`# header\n${line}\n`, '/etc/pgpool2/pool_hba.conf', noInclude);
@@ -232,7 +270,9 @@ describe('malformed lines', () => {
   it('hostssl with ssl off loads with a warning', () => {
     const r = parseHba('hostssl all all all md5', 'f', { ...noInclude, ssl: false });
     expect(r.errors).toEqual([]);
-    expect(r.warnings).toEqual([{ file: 'f', line: 1, message: 'hostssl record cannot match because SSL is disabled' }]);
+    expect(r.warnings).toEqual([
+      { file: 'f', line: 1, message: 'hostssl record cannot match because SSL is disabled' },
+    ]);
   });
 });
 

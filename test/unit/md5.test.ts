@@ -1,6 +1,14 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { isMd5Hash, md5Hex, md5Response, md5ResponseFromHash, md5Salt, pgMd5Hash, verifyMd5Response } from '../../src/auth/md5.js';
+import {
+  isMd5Hash,
+  md5Hex,
+  md5Response,
+  md5ResponseFromHash,
+  md5Salt,
+  pgMd5Hash,
+  verifyMd5Response,
+} from '../../src/auth/md5.js';
 
 describe('md5', () => {
   it('md5Hex', () => {
@@ -19,7 +27,11 @@ describe('md5', () => {
   it('challenge response = md5(hash-without-prefix || salt)', () => {
     const salt = Buffer.from([1, 2, 3, 4]);
     const stored = pgMd5Hash('secret', 'alice');
-    const expected = 'md5' + createHash('md5').update(Buffer.concat([Buffer.from(stored.slice(3)), salt])).digest('hex');
+    const expected =
+      'md5' +
+      createHash('md5')
+        .update(Buffer.concat([Buffer.from(stored.slice(3)), salt]))
+        .digest('hex');
     expect(md5ResponseFromHash(stored, salt)).toBe(expected);
     expect(md5Response('secret', 'alice', salt)).toBe(expected);
   });
@@ -31,7 +43,9 @@ describe('md5', () => {
     expect(verifyMd5Response(resp, { kind: 'plain', password: 'secret' }, 'alice', salt)).toBe(true);
     expect(verifyMd5Response(resp, { kind: 'plain', password: 'wrong' }, 'alice', salt)).toBe(false);
     expect(verifyMd5Response(resp, { kind: 'plain', password: 'secret' }, 'bob', salt)).toBe(false);
-    expect(verifyMd5Response(resp, { kind: 'plain', password: 'secret' }, 'alice', Buffer.from([9, 9, 9, 9]))).toBe(false);
+    expect(verifyMd5Response(resp, { kind: 'plain', password: 'secret' }, 'alice', Buffer.from([9, 9, 9, 9]))).toBe(
+      false,
+    );
     expect(verifyMd5Response('md5short', { kind: 'plain', password: 'secret' }, 'alice', salt)).toBe(false);
   });
 

@@ -3,12 +3,18 @@ import http from 'node:http';
 import { createMetrics } from '../../src/metrics/metrics.js';
 import { startMetricsServer, type MetricsServer, type Readiness } from '../../src/metrics/http.js';
 
-function get(port: number, path: string, method = 'GET'): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
+function get(
+  port: number,
+  path: string,
+  method = 'GET',
+): Promise<{ status: number; body: string; headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port, path, method, agent: false }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), headers: res.headers }));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), headers: res.headers }),
+      );
     });
     req.on('error', reject);
     req.end();
@@ -79,6 +85,8 @@ describe('metrics HTTP server', () => {
   it('rejects when the port is taken', async () => {
     const m = createMetrics({ defaultMetrics: false });
     srv = await startMetricsServer({ port: 0, host: '127.0.0.1', registry: m.registry, ready: () => true });
-    await expect(startMetricsServer({ port: srv.port, host: '127.0.0.1', registry: m.registry, ready: () => true })).rejects.toThrow(/EADDRINUSE/);
+    await expect(
+      startMetricsServer({ port: srv.port, host: '127.0.0.1', registry: m.registry, ready: () => true }),
+    ).rejects.toThrow(/EADDRINUSE/);
   });
 });

@@ -2,7 +2,12 @@ import { describe, it, expect } from 'vitest';
 import { parsePrometheus, type Family } from '../support/prometheus.js';
 import { createMetrics, type MetricsSnapshotProvider } from '../../src/metrics/metrics.js';
 
-function value(f: Map<string, Family>, name: string, labels: Record<string, string> = {}, sample = name): number | undefined {
+function value(
+  f: Map<string, Family>,
+  name: string,
+  labels: Record<string, string> = {},
+  sample = name,
+): number | undefined {
   const fam = f.get(name);
   const s = fam?.samples.find((x) => x.name === sample && Object.entries(labels).every(([k, v]) => x.labels[k] === v));
   return s?.value;
@@ -84,7 +89,9 @@ describe('metrics', () => {
     expect(value(f, 'pgrelay_client_connections_total')).toBe(1);
     expect(value(f, 'pgrelay_health_checks_total', { node: '1', result: 'failure' })).toBe(1);
     expect(value(f, 'pgrelay_health_checks_total', { node: '1', result: 'skip' })).toBe(1);
-    expect(value(f, 'pgrelay_health_check_duration_seconds', { node: '1' }, 'pgrelay_health_check_duration_seconds_count')).toBe(1);
+    expect(
+      value(f, 'pgrelay_health_check_duration_seconds', { node: '1' }, 'pgrelay_health_check_duration_seconds_count'),
+    ).toBe(1);
 
     // counters keep accumulating across scrapes
     m.queryRouted('select', 1);
@@ -149,7 +156,9 @@ describe('metricsSnapshotFrom', () => {
   it('maps sessions and cached connections', async () => {
     const { metricsSnapshotFrom } = await import('../../src/metrics/metrics.js');
     const snap = metricsSnapshotFrom({
-      nodes: { all: () => [{ id: 0, host: 'h', port: 1, status: 'up', role: 'primary', delayBytes: 0, delaySeconds: 0 }] },
+      nodes: {
+        all: () => [{ id: 0, host: 'h', port: 1, status: 'up', role: 'primary', delayBytes: 0, delaySeconds: 0 }],
+      },
       sessions: { all: () => [{ user: 'u', database: 'd', backendConnections: [{ nodeId: 0 }] }], size: 1 },
       cache: { entries: () => [{ nodeId: 1, params: new Map([['user', 'c']]) }] },
       waiting: () => 2,

@@ -36,7 +36,7 @@ function keyFile(dir: string, mode = 0o600): string {
 
 describe('classification (get_password_type)', () => {
   it.each([
-    ['md5' + 'a'.repeat(32), 'md5'],
+    [`md5${'a'.repeat(32)}`, 'md5'],
     ['md5abc', 'plain'],
     ['AESfx+mQgm6Kl9/Cop9bDx8cw==', 'aes'],
     ['TEXTsecret', 'text'],
@@ -98,7 +98,10 @@ describe('pool_passwd written by pg_md5 / pg_enc', () => {
     expect(pp.getPasswordFor('alice')).toEqual({ kind: 'md5', hash: pgMd5Hash('alicepw', 'alice') });
     expect(pp.getPasswordFor('bob')).toEqual({ kind: 'md5', hash: pgMd5Hash('b0b p@ss:word', 'bob') });
     expect(pp.getPasswordFor('carol')).toEqual({ kind: 'plain', password: 'carolpw' });
-    expect(pp.getPasswordFor('dave')).toEqual({ kind: 'plain', password: 'a much longer password, more than one AES block' });
+    expect(pp.getPasswordFor('dave')).toEqual({
+      kind: 'plain',
+      password: 'a much longer password, more than one AES block',
+    });
     expect(pp.getPasswordFor('erin')).toEqual({ kind: 'plain', password: 'pässwörd✓' });
     expect(pp.getPasswordFor('nobody')).toBeUndefined();
   });
@@ -115,14 +118,15 @@ describe('pool_passwd written by pg_md5 / pg_enc', () => {
   it('update in place: same result as pg_md5 -m / pg_enc -m updating the file', () => {
     let text = fix('pool_passwd.before-update');
     text = upsertPoolPasswd(text, 'alice', pgMd5Hash('newalicepw', 'alice')).text;
-    text = upsertPoolPasswd(text, 'bob', 'AES' + aesEncrypt('bobaes', 'secretkey')).text;
+    text = upsertPoolPasswd(text, 'bob', `AES${aesEncrypt('bobaes', 'secretkey')}`).text;
     expect(text).toBe(fix('pool_passwd.after-update'));
   });
 });
 
 describe('parsing', () => {
   it('handles TEXT, plain, SCRAM verifiers, escapes, mapping form, comments and CRLF', () => {
-    const v = 'SCRAM-SHA-256$4096:+S8iMhz6+b2jhlFG5/N08Q==$ImjKkQ1c8ujQGPUC0lCCJDGzVgfJK4A1OPvUp0LOZoo=:587cLupdBRcKkUUrMMlBzhZOzUr50/KAnjaWllzzoj0=';
+    const v =
+      'SCRAM-SHA-256$4096:+S8iMhz6+b2jhlFG5/N08Q==$ImjKkQ1c8ujQGPUC0lCCJDGzVgfJK4A1OPvUp0LOZoo=:587cLupdBRcKkUUrMMlBzhZOzUr50/KAnjaWllzzoj0=';
     const text = [
       '# comment',
       '',
@@ -152,8 +156,8 @@ describe('parsing', () => {
   });
 
   it('upsert keeps other lines and appends new users', () => {
-    const r = upsertPoolPasswd('# keep\na:md5' + '0'.repeat(32) + '\nb:x', 'c', 'TEXTa:b');
-    expect(r).toEqual({ text: '# keep\na:md5' + '0'.repeat(32) + '\nb:x\nc:TEXTa\\:b\n', updated: false });
+    const r = upsertPoolPasswd(`# keep\na:md5${'0'.repeat(32)}\nb:x`, 'c', 'TEXTa:b');
+    expect(r).toEqual({ text: `# keep\na:md5${'0'.repeat(32)}\nb:x\nc:TEXTa\\:b\n`, updated: false });
     expect(new PoolPasswd(r.text).getPasswordFor('c')).toEqual({ kind: 'plain', password: 'a:b' });
     expect(upsertPoolPasswd('a:1\nb:2\n', 'a', 'TEXT3')).toEqual({ text: 'a:TEXT3\nb:2\n', updated: true });
     expect(upsertPoolPasswd('', 'a', 'TEXT3').text).toBe('a:TEXT3\n');
@@ -206,9 +210,15 @@ describe('health-check / sr-check passwords', () => {
     expect(resolveConfigPassword('x', 'AESfx+mQgm6Kl9/Cop9bDx8cw==', pp)).toEqual({ kind: 'plain', password: 'pass' });
     expect(resolveConfigPassword('x', 'TEXTpw', pp)).toEqual({ kind: 'plain', password: 'pw' });
     expect(resolveConfigPassword('x', 'plainpw', undefined)).toEqual({ kind: 'plain', password: 'plainpw' });
-    expect(resolveConfigPassword('x', 'md5' + 'f'.repeat(32), undefined)).toEqual({ kind: 'md5', hash: 'md5' + 'f'.repeat(32) });
+    expect(resolveConfigPassword('x', `md5${'f'.repeat(32)}`, undefined)).toEqual({
+      kind: 'md5',
+      hash: `md5${'f'.repeat(32)}`,
+    });
     expect(resolveConfigPassword('nobody', '', pp)).toBeUndefined();
-    expect(resolveConfigPassword('x', 'AESfx+mQgm6Kl9/Cop9bDx8cw==', undefined, { key: 'secretkey' })).toEqual({ kind: 'plain', password: 'pass' });
+    expect(resolveConfigPassword('x', 'AESfx+mQgm6Kl9/Cop9bDx8cw==', undefined, { key: 'secretkey' })).toEqual({
+      kind: 'plain',
+      password: 'pass',
+    });
   });
 });
 
@@ -231,8 +241,21 @@ describe('pgrelay passwd', () => {
     }
     expect(readFileSync(join(dir, 'pool_passwd'), 'utf8')).toBe(fix('pool_passwd'));
     expect(statSync(join(dir, 'pool_passwd')).mode & 0o777).toBe(0o600);
-    passwdCommand({ configFile: conf, poolPasswdPath: 'pool_passwd', user: 'alice', password: 'newalicepw', method: 'md5' });
-    passwdCommand({ configFile: conf, poolPasswdPath: 'pool_passwd', user: 'bob', password: 'bobaes', method: 'aes', key: 'secretkey' });
+    passwdCommand({
+      configFile: conf,
+      poolPasswdPath: 'pool_passwd',
+      user: 'alice',
+      password: 'newalicepw',
+      method: 'md5',
+    });
+    passwdCommand({
+      configFile: conf,
+      poolPasswdPath: 'pool_passwd',
+      user: 'bob',
+      password: 'bobaes',
+      method: 'aes',
+      key: 'secretkey',
+    });
     expect(readFileSync(join(dir, 'pool_passwd'), 'utf8')).toBe(fix('pool_passwd.after-update'));
   });
 
@@ -250,9 +273,18 @@ describe('pgrelay passwd', () => {
 
   it('errors: pool_passwd disabled, no key', () => {
     const dir = tmp();
-    expect(() => passwdCommand({ configFile: join(dir, 'c'), poolPasswdPath: '', user: 'u', password: 'p', method: 'md5' })).toThrow(/disabled/);
     expect(() =>
-      passwdCommand({ configFile: join(dir, 'c'), poolPasswdPath: 'pp', user: 'u', password: 'p', method: 'aes', keyFile: join(dir, 'nokey') }),
+      passwdCommand({ configFile: join(dir, 'c'), poolPasswdPath: '', user: 'u', password: 'p', method: 'md5' }),
+    ).toThrow(/disabled/);
+    expect(() =>
+      passwdCommand({
+        configFile: join(dir, 'c'),
+        poolPasswdPath: 'pp',
+        user: 'u',
+        password: 'p',
+        method: 'aes',
+        keyFile: join(dir, 'nokey'),
+      }),
     ).toThrow('encryption key not provided');
   });
 });

@@ -1,8 +1,14 @@
 import { describe, it, expect } from 'vitest';
 import { classifyUncached, type ClassifyOptions } from '../../src/router/classifier.js';
 import {
-  route, afterStatement, newSessionRoutingState, routingConfigFrom,
-  type RoutingConfig, type SessionRoutingState, type Decision, type RouteInput,
+  route,
+  afterStatement,
+  newSessionRoutingState,
+  routingConfigFrom,
+  type RoutingConfig,
+  type SessionRoutingState,
+  type Decision,
+  type RouteInput,
 } from '../../src/router/policy.js';
 import { FunctionVolatilityCache, volatileFunctionsSql, type CatalogQuery } from '../../src/router/functions.js';
 import type { DisableLbOnWrite } from '../../src/config/types.js';
@@ -24,20 +30,31 @@ function cfg(over: Partial<Parameters<typeof routingConfigFrom>[0]> = {}): Routi
 /** A fake session: routes each statement, then simulates PostgreSQL's ReadyForQuery status. */
 class Session {
   state: SessionRoutingState = newSessionRoutingState();
-  constructor(public cfg: RoutingConfig, public fns?: FunctionVolatilityCache) {}
+  constructor(
+    public cfg: RoutingConfig,
+    public fns?: FunctionVolatilityCache,
+  ) {}
 
   run(sql: string, opts: { fail?: boolean; extra?: Partial<RouteInput> } = {}): Decision {
     const cls = classifyUncached(sql, OPTS);
-    const writingFunction = cls.functions.length > 0 && this.fns !== undefined ? this.fns.anyWriting('db', cls.functions) : undefined;
+    const writingFunction =
+      cls.functions.length > 0 && this.fns !== undefined ? this.fns.anyWriting('db', cls.functions) : undefined;
     const d = route({ cls, sql, state: this.state, cfg: this.cfg, writingFunction, ...opts.extra });
     // Simulated transaction status after the statement.
     let tx: 'I' | 'T' | 'E' = this.state.inTransaction ? (this.state.failed ? 'E' : 'T') : 'I';
     if (opts.fail === true) tx = tx === 'I' ? 'I' : 'E';
     else if (cls.kind === 'multi') tx = /\bbegin\b/i.test(sql) && !/\bcommit\b/i.test(sql) ? 'T' : tx;
     else if (cls.tx === 'begin') tx = 'T';
-    else if (cls.tx === 'commit' || cls.tx === 'rollback' || cls.tx === 'prepare_transaction') tx = cls.chain === true ? 'T' : 'I';
+    else if (cls.tx === 'commit' || cls.tx === 'rollback' || cls.tx === 'prepare_transaction')
+      tx = cls.chain === true ? 'T' : 'I';
     else if (cls.tx === 'rollback_to' && tx === 'E') tx = 'T';
-    afterStatement(this.state, cls, d, { ok: opts.fail !== true, txStatus: tx }, this.cfg.disable_load_balance_on_write);
+    afterStatement(
+      this.state,
+      cls,
+      d,
+      { ok: opts.fail !== true, txStatus: tx },
+      this.cfg.disable_load_balance_on_write,
+    );
     return d;
   }
   target(sql: string): string {
@@ -114,7 +131,8 @@ describe('§2.3 disable_load_balance_on_write matrix (script from §2.3 / §9)',
     out.a6 = x.target("SELECT 'a6'");
     return out;
   }
-  const S = 'standby', P = 'primary';
+  const S = 'standby',
+    P = 'primary';
   it('off: never disables load balancing', () => {
     expect(script('off')).toEqual({ a1: S, a2: S, a3: S, a4: S, a5: S, a6: S });
   });
@@ -128,7 +146,12 @@ describe('§2.3 disable_load_balance_on_write matrix (script from §2.3 / §9)',
     expect(script('always')).toEqual({ a1: S, a2: S, a3: P, a4: P, a5: P, a6: P });
   });
   it('dml_adaptive: only reads of tables written in this transaction (§2.3 observation)', () => {
-    const fns = new FunctionVolatilityCache({ write_function_list: [], read_only_function_list: ['count'], relcache_size: 10, relcache_expire: 0 });
+    const fns = new FunctionVolatilityCache({
+      write_function_list: [],
+      read_only_function_list: ['count'],
+      relcache_size: 10,
+      relcache_expire: 0,
+    });
     const x = new Session(cfg({ disable_load_balance_on_write: 'dml_adaptive' }), fns);
     x.run('BEGIN');
     expect(x.target('SELECT count(*) FROM t1')).toBe(S);
@@ -173,7 +196,12 @@ describe('transactions (§2.3, §9)', () => {
     expect(a.target('SELECT 1')).toBe('standby');
   });
   it('a volatile-function read inside a transaction counts as a write', () => {
-    const fns = new FunctionVolatilityCache({ write_function_list: ['fvol'], read_only_function_list: [], relcache_size: 10, relcache_expire: 0 });
+    const fns = new FunctionVolatilityCache({
+      write_function_list: ['fvol'],
+      read_only_function_list: [],
+      relcache_size: 10,
+      relcache_expire: 0,
+    });
     const a = new Session(cfg(), fns);
     a.run('BEGIN');
     expect(a.target('SELECT fvol()')).toBe('primary');
@@ -192,7 +220,7 @@ describe('transactions (§2.3, §9)', () => {
     expect(a.target('SELECT 1')).toBe('primary');
     a.run('ROLLBACK');
 
-    a.run("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE");
+    a.run('SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE');
     expect(a.target('SELECT 1')).toBe('standby'); // autocommit reads are unaffected (pgpool checks inside transactions)
     a.run('BEGIN');
     expect(a.target('SELECT 1')).toBe('primary');
@@ -266,7 +294,12 @@ describe('writing functions (§2.4) through FunctionVolatilityCache', () => {
     };
     return { query, calls };
   }
-  const base = { write_function_list: [] as string[], read_only_function_list: [] as string[], relcache_size: 256, relcache_expire: 0 };
+  const base = {
+    write_function_list: [] as string[],
+    read_only_function_list: [] as string[],
+    relcache_size: 256,
+    relcache_expire: 0,
+  };
 
   it('SELECT … FROM f(): volatile user function → primary, stable → standby', async () => {
     const fns = new FunctionVolatilityCache(base);
@@ -289,7 +322,8 @@ describe('writing functions (§2.4) through FunctionVolatilityCache', () => {
   });
   it('nextval/setval/currval/lastval always write, even with a read-only list naming them', () => {
     const fns = new FunctionVolatilityCache({ ...base, read_only_function_list: ['nextval', 'currval'] });
-    for (const f of ['nextval', 'setval', 'currval', 'lastval', 'pg_catalog.nextval']) expect(fns.isWriting('db', f)).toBe(true);
+    for (const f of ['nextval', 'setval', 'currval', 'lastval', 'pg_catalog.nextval'])
+      expect(fns.isWriting('db', f)).toBe(true);
     const a = new Session(cfg(), fns);
     expect(a.target("SELECT nextval('s')")).toBe('primary');
   });
@@ -309,7 +343,9 @@ describe('writing functions (§2.4) through FunctionVolatilityCache', () => {
     expect(fns.anyWriting('db', ['now', 'count'])).toBe(false);
   });
   it('rejects both lists at once and bad regexes, naming the entry', () => {
-    expect(() => new FunctionVolatilityCache({ ...base, write_function_list: ['a'], read_only_function_list: ['b'] })).toThrow(/mutually exclusive/);
+    expect(
+      () => new FunctionVolatilityCache({ ...base, write_function_list: ['a'], read_only_function_list: ['b'] }),
+    ).toThrow(/mutually exclusive/);
     expect(() => new FunctionVolatilityCache({ ...base, write_function_list: ['ok', 'bad('] })).toThrow(/"bad\("/);
   });
   it('cache: per database, bounded, expiring; concurrent lookups share one query', async () => {
@@ -329,7 +365,9 @@ describe('writing functions (§2.4) through FunctionVolatilityCache', () => {
   });
   it('resolve() answers true when the catalog query fails, and caches nothing', async () => {
     const fns = new FunctionVolatilityCache(base);
-    const failing: CatalogQuery = async () => { throw new Error('down'); };
+    const failing: CatalogQuery = async () => {
+      throw new Error('down');
+    };
     await expect(fns.resolve('db', ['f'], failing)).resolves.toBe(true);
     expect(fns.isWriting('db', 'f')).toBeUndefined();
   });

@@ -48,7 +48,9 @@ describe('RFC 7677 §3 test vector', () => {
   it('server produces the RFC messages', () => {
     const s = new ScramServer({ verifier, serverNonce: '%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0' });
     const first = ok(s.handleClientFirst('n,,n=user,r=rOprNGfwEbeRWgbNEkqO'));
-    expect(first.serverFirst).toBe('r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096');
+    expect(first.serverFirst).toBe(
+      'r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096',
+    );
     const fin = ok(
       s.handleClientFinal(
         'c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=',
@@ -71,11 +73,14 @@ describe('verifiers', () => {
     cases: { role: string; password: string; note: string; verifier: string }[];
   };
 
-  it.each(pg.cases.map((c) => [c.role, c.note, c] as const))('PostgreSQL 15 verifier %s (%s) accepts its password', (_r, _n, c) => {
-    expect(parseScramVerifier(c.verifier)).toBeDefined();
-    expect(verifyScramPassword(c.password, c.verifier)).toBe(true);
-    expect(verifyScramPassword(c.password + 'x', c.verifier)).toBe(false);
-  });
+  it.each(pg.cases.map((c) => [c.role, c.note, c] as const))(
+    'PostgreSQL 15 verifier %s (%s) accepts its password',
+    (_r, _n, c) => {
+      expect(parseScramVerifier(c.verifier)).toBeDefined();
+      expect(verifyScramPassword(c.password, c.verifier)).toBe(true);
+      expect(verifyScramPassword(`${c.password}x`, c.verifier)).toBe(false);
+    },
+  );
 
   it('rebuilds PostgreSQL verifiers byte for byte from salt and iterations', () => {
     for (const c of pg.cases) {
@@ -95,7 +100,7 @@ describe('verifiers', () => {
 
   it('rejects malformed verifiers', () => {
     expect(parseScramVerifier('SCRAM-SHA-256$4096:c2FsdA==$abc:def')).toBeUndefined();
-    expect(parseScramVerifier('SCRAM-SHA-256$0:c2FsdA==$' + 'A'.repeat(43) + '=:' + 'A'.repeat(43) + '=')).toBeUndefined();
+    expect(parseScramVerifier(`SCRAM-SHA-256$0:c2FsdA==$${'A'.repeat(43)}=:${'A'.repeat(43)}=`)).toBeUndefined();
     expect(parseScramVerifier('md5abc')).toBeUndefined();
   });
 });
@@ -130,7 +135,10 @@ describe('SASLprep', () => {
   });
 });
 
-function exchange(server: ScramServer, client: ScramClient): { serverFinal?: string; error?: { code: string; message: string; detail?: string } } {
+function exchange(
+  server: ScramServer,
+  client: ScramClient,
+): { serverFinal?: string; error?: { code: string; message: string; detail?: string } } {
   const first = server.handleClientFirst(client.clientFirst(), client.mechanism);
   if ('error' in first) return { error: first.error };
   const final = server.handleClientFinal(client.handleServerFirst(first.serverFirst));
@@ -144,7 +152,9 @@ describe('server <-> client', () => {
 
   it('round-trips with a verifier and with a clear-text password', () => {
     expect(exchange(new ScramServer({ verifier }), new ScramClient({ password: 's3cret' })).error).toBeUndefined();
-    expect(exchange(new ScramServer({ password: 's3cret' }), new ScramClient({ password: 's3cret' })).error).toBeUndefined();
+    expect(
+      exchange(new ScramServer({ password: 's3cret' }), new ScramClient({ password: 's3cret' })).error,
+    ).toBeUndefined();
   });
 
   it('round-trips a non-ASCII password through SASLprep', () => {
@@ -176,14 +186,20 @@ describe('server <-> client', () => {
     expect(errOf(new ScramServer({ verifier }).handleClientFirst('n,a=bob,n=,r=abc')).code).toBe('0A000');
     const s = new ScramServer({ verifier });
     ok(s.handleClientFirst('n,,n=,r=abc'));
-    expect(errOf(s.handleClientFinal('c=biws,r=abcWRONG,p=AAAA'))).toMatchObject({ code: '08P01', detail: 'Nonce does not match.' });
+    expect(errOf(s.handleClientFinal('c=biws,r=abcWRONG,p=AAAA'))).toMatchObject({
+      code: '08P01',
+      detail: 'Nonce does not match.',
+    });
   });
 
   it('rejects a malformed proof and trailing garbage', () => {
     const s = new ScramServer({ verifier });
     const first = ok(s.handleClientFirst('n,,n=,r=abc'));
     const nonce = /r=([^,]+)/.exec(first.serverFirst)![1]!;
-    expect(errOf(s.handleClientFinal(`c=biws,r=${nonce},p=AAAA`))).toMatchObject({ code: '08P01', detail: 'Malformed proof in client-final-message.' });
+    expect(errOf(s.handleClientFinal(`c=biws,r=${nonce},p=AAAA`))).toMatchObject({
+      code: '08P01',
+      detail: 'Malformed proof in client-final-message.',
+    });
   });
 
   it('recovers the ClientKey and reuses it against a backend with the same verifier', () => {
@@ -223,17 +239,24 @@ describe('channel binding', () => {
 
   it('binding data mismatch -> SCRAM channel binding check failed', () => {
     const s = new ScramServer({ verifier, channelBinding: cb });
-    const c = new ScramClient({ password: 'pw', channelBinding: { type: 'tls-server-end-point', data: Buffer.alloc(32) } });
+    const c = new ScramClient({
+      password: 'pw',
+      channelBinding: { type: 'tls-server-end-point', data: Buffer.alloc(32) },
+    });
     expect(exchange(s, c).error).toEqual({ code: '08P01', message: 'SCRAM channel binding check failed' });
   });
 
   it('gs2 flag checks', () => {
     // PLUS selected but no binding data
-    expect(errOf(new ScramServer({ verifier, channelBinding: cb }).handleClientFirst('n,,n=,r=abc', 'SCRAM-SHA-256-PLUS')).detail).toBe(
-      'The client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include channel binding data.',
-    );
+    expect(
+      errOf(new ScramServer({ verifier, channelBinding: cb }).handleClientFirst('n,,n=,r=abc', 'SCRAM-SHA-256-PLUS'))
+        .detail,
+    ).toBe('The client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include channel binding data.');
     // binding data without PLUS
-    expect(errOf(new ScramServer({ verifier, channelBinding: cb }).handleClientFirst('p=tls-server-end-point,,n=,r=abc')).detail).toBe(
+    expect(
+      errOf(new ScramServer({ verifier, channelBinding: cb }).handleClientFirst('p=tls-server-end-point,,n=,r=abc'))
+        .detail,
+    ).toBe(
       'The client selected SCRAM-SHA-256 without channel binding, but the SCRAM message includes channel binding data.',
     );
     // 'y' while the server does support binding: downgrade
@@ -241,13 +264,23 @@ describe('channel binding', () => {
       'SCRAM channel binding negotiation error',
     );
     // 'y' without TLS is fine and must be echoed as eSws
-    expect(exchange(new ScramServer({ verifier }), new ScramClient({ password: 'pw', cbindFlag: 'y' })).error).toBeUndefined();
+    expect(
+      exchange(new ScramServer({ verifier }), new ScramClient({ password: 'pw', cbindFlag: 'y' })).error,
+    ).toBeUndefined();
     // unsupported binding type
-    expect(errOf(new ScramServer({ verifier, channelBinding: cb }).handleClientFirst('p=tls-unique,,n=,r=abc', 'SCRAM-SHA-256-PLUS')).message).toBe(
-      'unsupported SCRAM channel-binding type "tls-unique"',
-    );
+    expect(
+      errOf(
+        new ScramServer({ verifier, channelBinding: cb }).handleClientFirst(
+          'p=tls-unique,,n=,r=abc',
+          'SCRAM-SHA-256-PLUS',
+        ),
+      ).message,
+    ).toBe('unsupported SCRAM channel-binding type "tls-unique"');
     // PLUS without TLS is not a valid mechanism
-    expect(errOf(new ScramServer({ verifier }).handleClientFirst('p=tls-server-end-point,,n=,r=abc', 'SCRAM-SHA-256-PLUS')).code).toBe('08P01');
+    expect(
+      errOf(new ScramServer({ verifier }).handleClientFirst('p=tls-server-end-point,,n=,r=abc', 'SCRAM-SHA-256-PLUS'))
+        .code,
+    ).toBe('08P01');
   });
 
   it('c= must be biws for "n"', () => {
