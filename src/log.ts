@@ -56,3 +56,8 @@ export function createLogger(opts: LogOptions): Logger {
   if (dest === 'stderr') return pino(options, pino.destination({ fd: 2, sync: false }));
   return pino(options, pino.destination({ fd: 1, sync: false }));
 }
+
+/** Statement text for logs, without passwords (ALTER/CREATE ROLE … PASSWORD '…'). */
+export function redact(sql: string): string {
+  return /password/i.test(sql) ? sql.replace(/(password\s+)('(?:[^']|'')*'|\S+)/gi, "$1'*****'") : sql;
+}

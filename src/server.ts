@@ -29,7 +29,9 @@ import {
 import { loadHba, reloadHba, type HbaRule } from './auth/hba.js';
 import { PoolPasswd } from './auth/passwd.js';
 import { backendTlsFromConfig, buildServerTls, upgradeClient, type ServerTls } from './tls.js';
-import { Session, SessionRegistry, type SessionContext } from './session/session.js';
+import { Session } from './session/session.js';
+import { SessionRegistry } from './session/registry.js';
+import type { SessionContext } from './session/context.js';
 import { NodeTable } from './cluster/nodes.js';
 import { ClientGate } from './session/gate.js';
 import { Router } from './router/router.js';
@@ -64,13 +66,13 @@ export interface RelayOptions {
   backendSecret?: (user: string) => BackendSecret | undefined;
 }
 
-export class Relay implements SessionContext {
+export class Relay implements SessionContext<Session> {
   private cfg: Config;
   readonly log: Logger;
   readonly nodes: NodeTable;
   readonly cache: ConnectionCache;
   readonly router: Router;
-  readonly registry = new SessionRegistry();
+  readonly registry = new SessionRegistry<Session>();
   readonly gate: ClientGate;
   private readonly servers: net.Server[] = [];
   private janitor: NodeJS.Timeout | undefined;
@@ -87,12 +89,12 @@ export class Relay implements SessionContext {
   private readonly methodCache = new Map<string, { method: BackendAuthMethod; at: number }>();
 
   // Hooks set by src/services.ts (cluster manager, admin commands, statistics, metrics).
-  countStatement?: SessionContext['countStatement'];
-  countError?: SessionContext['countError'];
-  reportBackendError?: SessionContext['reportBackendError'];
-  waitForPrimary?: SessionContext['waitForPrimary'];
-  adminCommand?: SessionContext['adminCommand'];
-  metrics?: SessionContext['metrics'];
+  countStatement?: SessionContext<Session>['countStatement'];
+  countError?: SessionContext<Session>['countError'];
+  reportBackendError?: SessionContext<Session>['reportBackendError'];
+  waitForPrimary?: SessionContext<Session>['waitForPrimary'];
+  adminCommand?: SessionContext<Session>['adminCommand'];
+  metrics?: SessionContext<Session>['metrics'];
 
   constructor(opts: RelayOptions) {
     this.cfg = opts.config;

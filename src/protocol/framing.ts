@@ -3,7 +3,9 @@
  *
  * Every protocol-3 message after start-up is `type(1) length(4, includes itself) body`.
  * The scanner walks the chunks a socket delivers, message header by message header,
- * and asks its sink what to do with each message: an *action* number. Consecutive
+ * and asks its sink what to do with each message: an *action* (any value of the sink's
+ * choosing, compared by identity: the client side uses the backend link to write to,
+ * a backend link uses where the reply goes). Consecutive
  * bytes with the same action are handed to `emit(action, bytes)` as one slice of the
  * chunk they arrived in (`subarray`, no copy), so a 64 KiB chunk of DataRows that is
  * all forwarded costs one write.
@@ -13,33 +15,38 @@
  * is assembled (the only copy, and only for the small messages routing needs).
  * Other messages are never looked into: their action is `sink.passAction`.
  *
- * Action 0 (`DROP`) means the sink consumed the message itself (nothing emitted).
+ * `DROP` means the sink consumed the message itself (nothing emitted).
  * `SUSPEND` from onMessage stops the scan before that message; `resume()` retries it,
  * so a sink can wait for an asynchronous decision (e.g. a catalog lookup) without
  * losing order. While suspended the owner must stop reading the socket.
  */
 
-export const DROP = 0;
+export const DROP: unique symbol = Symbol('drop');
 /** Stop before this message; `resume()` presents it again. */
-export const SUSPEND = -1;
+export const SUSPEND: unique symbol = Symbol('suspend');
 /** The sink consumed this message (as DROP); stop after it until `resume()`. */
-export const CONSUME_AND_SUSPEND = -2;
+export const CONSUME_AND_SUSPEND: unique symbol = Symbol('consume-and-suspend');
 
-export interface FrameSink {
+export type Drop = typeof DROP;
+export type Suspension = typeof SUSPEND | typeof CONSUME_AND_SUSPEND;
+/** What a sink answers for a decoded message. */
+export type Verdict<A> = A | Drop | Suspension;
+
+export interface FrameSink<A> {
   /** Action for messages whose type is not in `decode`. Read on every such message. */
-  passAction: number;
+  passAction: A | Drop;
   /** Decide on a decoded message. `buf[bodyStart..bodyEnd)` is the body (after the 5-byte header). */
-  onMessage(type: number, buf: Buffer, bodyStart: number, bodyEnd: number): number;
+  onMessage(type: number, buf: Buffer, bodyStart: number, bodyEnd: number): Verdict<A>;
   /** Receive bytes to act on. `bytes` is only valid during the call unless retained deliberately. */
-  emit(action: number, bytes: Buffer): void;
+  emit(action: A, bytes: Buffer): void;
   /** A framing error: bad length or over the size limit. Scanning stops for good. */
   onFramingError(message: string, code: 'length' | 'size'): void;
 }
 
-export class MessageScanner {
+export class MessageScanner<A> {
   /** Bytes of the current pass-through message still to come, and their action. */
   private skip = 0;
-  private skipAction = DROP;
+  private skipAction: A | Drop = DROP;
   /** Partial header (fewer than 5 bytes) carried between chunks. */
   private header: Buffer | null = null;
   /** A decoded message being assembled across chunks. */
@@ -53,10 +60,10 @@ export class MessageScanner {
   private runChunk: Buffer | null = null;
   private runFrom = 0;
   private runUpTo = 0;
-  private runAct = DROP;
+  private runAct: A | Drop = DROP;
 
   constructor(
-    private readonly sink: FrameSink,
+    private readonly sink: FrameSink<A>,
     /** decode[type] !== 0: present the whole message to onMessage. May be swapped between messages. */
     public decode: Uint8Array,
     private readonly maxMessageSize: number,
@@ -64,6 +71,11 @@ export class MessageScanner {
 
   get suspended(): boolean {
     return this.pending !== null;
+  }
+
+  /** Part of a message has been received and the rest is still to come. */
+  get midMessage(): boolean {
+    return this.skip > 0 || this.header !== null || this.assembling !== null;
   }
 
   /** Feed one chunk. Returns false when the scan suspended (the rest of the chunk is kept). */
@@ -113,7 +125,7 @@ export class MessageScanner {
     let pos = start;
     // Run of bytes [runStart, pos) sharing runAction, not yet emitted.
     let runStart = pos;
-    let runAction = DROP;
+    let runAction: A | Drop = DROP;
 
     // Finish a pass-through message begun in an earlier chunk.
     if (this.skip > 0) {
@@ -160,7 +172,7 @@ export class MessageScanner {
           'size',
         );
       const end = pos + 1 + msgLen;
-      let action: number;
+      let action: Verdict<A>;
       if (this.decode[type] !== 0) {
         if (end > len) {
           // Assemble the whole message before deciding on it.
@@ -179,7 +191,7 @@ export class MessageScanner {
         this.resuming = false;
         if (this.runChunk === null) runStart = pos;
         else this.runChunk = null;
-        if (action < 0) {
+        if (action === SUSPEND || action === CONSUME_AND_SUSPEND) {
           this.emitRun(chunk, runStart, pos, runAction);
           this.pending = chunk;
           this.pendingPos = action === SUSPEND ? pos : end;
@@ -284,7 +296,7 @@ export class MessageScanner {
     return pos;
   }
 
-  private emitRun(chunk: Buffer, from: number, to: number, action: number): void {
+  private emitRun(chunk: Buffer, from: number, to: number, action: A | Drop): void {
     if (action !== DROP && to > from) this.sink.emit(action, chunk.subarray(from, to));
   }
 
@@ -292,7 +304,7 @@ export class MessageScanner {
     chunk: Buffer,
     runStart: number,
     pos: number,
-    runAction: number,
+    runAction: A | Drop,
     message: string,
     code: 'length' | 'size',
   ): boolean {

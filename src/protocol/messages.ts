@@ -179,6 +179,37 @@ export function readCString(buf: Buffer, pos: number, end: number): [string, num
   return [buf.toString('utf8', pos, z), z + 1];
 }
 
+/** The values of a DataRow body, as text (null for SQL NULL). Stops at a truncated value. */
+export function decodeDataRow(buf: Buffer, start: number, end: number): Array<string | null> {
+  const n = buf.readInt16BE(start);
+  const out: Array<string | null> = [];
+  let p = start + 2;
+  for (let i = 0; i < n && p + 4 <= end; i++) {
+    const len = buf.readInt32BE(p);
+    p += 4;
+    if (len < 0) out.push(null);
+    else {
+      out.push(buf.toString('utf8', p, Math.min(p + len, end)));
+      p += len;
+    }
+  }
+  return out;
+}
+
+/** The column names of a RowDescription body. */
+export function decodeColumnNames(buf: Buffer, start: number, end: number): string[] {
+  const n = buf.readInt16BE(start);
+  const out: string[] = [];
+  let p = start + 2;
+  for (let i = 0; i < n; i++) {
+    const c = readCString(buf, p, end);
+    if (!c) break;
+    out.push(c[0]);
+    p = c[1] + 18;
+  }
+  return out;
+}
+
 /** Decode ErrorResponse/NoticeResponse fields of a body. Unknown field types are kept by letter. */
 export function parseErrorFields(buf: Buffer, start: number, end: number): Record<string, string> {
   const out: Record<string, string> = {};

@@ -1,5 +1,12 @@
 import { describe, it, expect } from 'vitest';
-import { DROP, MessageScanner, SUSPEND, decodeTable, type FrameSink } from '../../src/protocol/framing.js';
+import {
+  DROP,
+  MessageScanner,
+  SUSPEND,
+  type Verdict,
+  decodeTable,
+  type FrameSink,
+} from '../../src/protocol/framing.js';
 
 function msg(type: string, body: string | Buffer): Buffer {
   const b = typeof body === 'string' ? Buffer.from(body) : body;
@@ -9,14 +16,14 @@ function msg(type: string, body: string | Buffer): Buffer {
   return Buffer.concat([h, b]);
 }
 
-class Recorder implements FrameSink {
+class Recorder implements FrameSink<number> {
   passAction = 1;
   out: Buffer[] = [];
   emits = 0;
   decoded: string[] = [];
   errors: string[] = [];
-  decide: (type: string, body: string) => number = () => 1;
-  onMessage(type: number, buf: Buffer, s: number, e: number): number {
+  decide: (type: string, body: string) => Verdict<number> = () => 1;
+  onMessage(type: number, buf: Buffer, s: number, e: number): Verdict<number> {
     const t = String.fromCharCode(type);
     const body = buf.toString('latin1', s, e);
     const a = this.decide(t, body);

@@ -1,0 +1,388 @@
+/**
+ * A session's backend connections: which it holds (the primary, its load-balance
+ * node, or every live node with statement_level_load_balance), how it gets them
+ * (from the cache or new, at start and later when reads move to another node) and
+ * gives them back (reset into the cache, or closed), and the one path by which the
+ * session writes to a backend.
+ *
+ * Reply order: the client must see replies in the order of its requests. A request
+ * for node B is only sent once no other node owes the client a reply (`gate`): those
+ * nodes get a Flush so that they answer what they have, and the client waits. A
+ * pipeline on one node (the common case) flows without waiting.
+ *
+ * Writes: bytes the client scanner forwards go straight to a link (`emit` in
+ * session.ts); everything the session writes itself goes through `write`, which
+ * first lets the scanner emit the bytes it scanned before the current message, so
+ * an own write can never overtake them.
+ */
+import type { Logger } from '../log.js';
+import { SQLSTATE, TxStatus } from '../protocol/constants.js';
+import { DROP, type Drop } from '../protocol/framing.js';
+import { PgError } from '../protocol/messages.js';
+import { isCacheableDatabase } from '../pool/cache.js';
+import {
+  type BackendConnection,
+  type BackendSecret,
+  cacheKeyFor,
+  connectBackend,
+  sendCancel,
+} from '../pool/connector.js';
+import { queryMessage, resetConnection } from '../pool/query.js';
+import type { SessionFacts } from '../router/router.js';
+import { BackendLink, type LinkExpectation, type LinkOwner } from './backend-link.js';
+import type { SessionContext } from './context.js';
+
+/** What the backends need from their session. */
+export interface BackendsOwner extends LinkOwner {
+  readonly ctx: SessionContext;
+  /** Start-up parameters as the client sent them (the cache key and the backends' start-up). */
+  readonly params: Map<string, string>;
+  readonly database: string;
+  readonly facts: SessionFacts;
+  readonly log: Logger;
+  debug(fields: Record<string, unknown>, msg: string): void;
+  /** Emit what the client scanner scanned before the message being handled (see framing.ts). */
+  flushRun(): void;
+  /** What client authentication produced for logging into backends (overrides ctx.backendSecret). */
+  readonly authSecret?: BackendSecret;
+}
+
+/** How long a node a mid-session connection failed to is not tried again. */
+const UNREACHABLE_MS = 5000;
+
+export class Backends {
+  /** Links by node id. */
+  private readonly links: Array<BackendLink | undefined> = [];
+  private primaryLink: BackendLink | undefined;
+  /** Node the session balances its reads to (SHOW pool_nodes load_balance_node). */
+  lbNodeId = -1;
+  /** Where the client's pass-through messages (CopyData) go: the link of the last forwarded request. */
+  passTo: BackendLink | Drop = DROP;
+  /** Nodes a mid-session connection just failed to (until when not to retry, ms). */
+  private readonly unreachable = new Map<number, number>();
+
+  constructor(private readonly owner: BackendsOwner) {}
+
+  /** The primary's link. Defined from a successful `open` until `releaseAll`. */
+  get primary(): BackendLink {
+    return this.primaryLink as BackendLink;
+  }
+
+  /** The primary's transaction status (idle when there is no primary link). */
+  get txStatus(): number {
+    return this.primaryLink?.txStatus ?? TxStatus.Idle;
+  }
+
+  get(nodeId: number): BackendLink | undefined {
+    return this.links[nodeId];
+  }
+
+  /** The links, indexed by node id (holes for nodes without one). */
+  get list(): ReadonlyArray<BackendLink | undefined> {
+    return this.links;
+  }
+
+  /** The other node of a statement run on both, or undefined when the load-balance node is the primary. */
+  secondLink(): BackendLink | undefined {
+    const l = this.links[this.lbNodeId];
+    return l && l !== this.primaryLink ? l : undefined;
+  }
+
+  /** Does any link other than `except` still owe the client a reply? */
+  owesClient(except?: BackendLink): boolean {
+    for (const l of this.links) if (l !== undefined && l !== except && l.visible > 0) return true;
+    return false;
+  }
+
+  /** True while a request is outstanding on any backend. */
+  get busy(): boolean {
+    for (const l of this.links) if (l !== undefined && l.pending > 0) return true;
+    return false;
+  }
+
+  get connections(): BackendConnection[] {
+    const out: BackendConnection[] = [];
+    for (const l of this.links) if (l) out.push(l.conn);
+    return out;
+  }
+
+  // ---------------------------------------------------------------- acquiring
+
+  /**
+   * Connect to the primary and the load-balance node (every live node with
+   * statement_level_load_balance). When the primary cannot be reached, have it
+   * checked (a failover may follow) and try once more, so that a client arriving
+   * during a failover waits instead of failing.
+   */
+  async open(isClosed: () => boolean): Promise<void> {
+    const ctx = this.owner.ctx;
+    try {
+      await this.openOnce();
+    } catch (e) {
+      const failedNode = ctx.nodes.primaryId;
+      if (!isNetworkError(e) || !ctx.reportBackendError || failedNode < 0) throw e;
+      this.owner.log.info(
+        { node: failedNode, err: (e as Error).message },
+        'primary unreachable at connect: waiting for its health check',
+      );
+      await withTimeout(Promise.resolve(ctx.reportBackendError(failedNode, 'connect')), 30_000);
+      if (isClosed()) return;
+      await this.openOnce();
+    }
+  }
+
+  private async openOnce(): Promise<void> {
+    const ctx = this.owner.ctx;
+    const cfg = ctx.config();
+    let primary = ctx.nodes.primaryNode();
+    if (!primary && ctx.waitForPrimary) {
+      const id = await ctx.waitForPrimary(cfg.connect_timeout > 0 ? Math.max(cfg.connect_timeout, 10_000) : 10_000);
+      if (id >= 0) primary = ctx.nodes.primaryNode();
+    }
+    if (!primary)
+      throw new PgError(
+        SQLSTATE.cannotConnectNow,
+        'no primary node is available',
+        'FATAL',
+        undefined,
+        'pgrelay is searching for the primary; retry shortly.',
+      );
+    const router = ctx.router;
+    const wanted = new Set<number>([primary.id]);
+    if (router.loadBalancing) {
+      if (router.statementLevel) {
+        for (const n of ctx.nodes.all())
+          if ((n.status === 'up' || n.status === 'waiting') && n.weight > 0) wanted.add(n.id);
+      }
+      let lb = router.chooseSessionNode(this.owner.facts);
+      // A drawn node that lags may be replaced at once (prefer_lower_delay_standby).
+      if (lb !== null) lb = router.readNode(lb, this.owner.facts).sessionLbNode ?? lb;
+      this.lbNodeId = lb ?? primary.id;
+      wanted.add(this.lbNodeId);
+    } else {
+      this.lbNodeId = primary.id;
+    }
+    const ids = [...wanted];
+    const results = await Promise.allSettled(ids.map((id) => this.acquire(id)));
+    for (let i = 0; i < ids.length; i++) {
+      const r = results[i];
+      if (r.status === 'fulfilled') {
+        this.links[ids[i]] = new BackendLink(this.owner, r.value, ctx.metrics);
+      } else if (ids[i] !== primary.id) {
+        this.owner.log.warn(
+          { node: ids[i], err: (r.reason as Error).message },
+          'load-balance node unavailable; reading from the primary',
+        );
+        if (isNetworkError(r.reason)) ctx.reportBackendError?.(ids[i], 'connect');
+      }
+    }
+    const pr = results[ids.indexOf(primary.id)];
+    if (pr.status === 'rejected') {
+      for (const l of this.links) l?.conn.close();
+      this.links.length = 0;
+      throw pr.reason;
+    }
+    this.primaryLink = this.links[primary.id];
+    if (!this.links[this.lbNodeId]) this.lbNodeId = primary.id;
+  }
+
+  /** Start reading replies on every link (once the client has been told it is logged in). */
+  attachAll(): void {
+    for (const l of this.links) l?.attach();
+  }
+
+  /** A connection to `nodeId`: from the cache when one is idle there, else a new one. */
+  private async acquire(nodeId: number): Promise<BackendConnection> {
+    const ctx = this.owner.ctx;
+    const node = ctx.nodes.get(nodeId);
+    if (!node) throw new PgError(SQLSTATE.connectionFailure, `no backend node ${nodeId}`);
+    const cfg = ctx.config();
+    if (cfg.connection_cache) {
+      const cached = await ctx.cache.takeOrWait(cacheKeyFor(nodeId, this.owner.params), 200);
+      if (cached) {
+        this.owner.debug({ node: nodeId, backendPid: cached.pid }, 'reusing cached backend connection');
+        cached.useCount++;
+        return cached;
+      }
+    }
+    const conn = await connectBackend({
+      nodeId,
+      host: node.host,
+      port: node.port,
+      params: this.owner.params,
+      connectTimeoutMs: cfg.connect_timeout,
+      secret: (u) => this.owner.authSecret ?? ctx.backendSecret(u),
+    });
+    this.owner.debug({ node: nodeId, backendPid: conn.pid }, 'new backend connection');
+    ctx.metrics?.backendConnectionOpened(nodeId);
+    conn.useCount++;
+    ctx.nodes.markUsed(nodeId);
+    return conn;
+  }
+
+  /** May the session connect to `nodeId` mid-session now (it did not just fail)? */
+  mayConnect(nodeId: number): boolean {
+    return (this.unreachable.get(nodeId) ?? 0) <= Date.now();
+  }
+
+  /**
+   * Connect to another node for reads mid-session (the load-balance node went down
+   * and another was drawn, or prefer_lower_delay_standby moved it), replaying the
+   * session's settings there. Resolves once connected or given up.
+   */
+  async openLater(nodeId: number, sessionLb: number | null, replay: readonly string[], isClosed: () => boolean) {
+    const ctx = this.owner.ctx;
+    try {
+      const conn = await this.acquire(nodeId);
+      if (isClosed()) {
+        conn.close();
+        return;
+      }
+      const link = new BackendLink(this.owner, conn, ctx.metrics);
+      this.links[nodeId] = link;
+      link.attach();
+      for (const sql of replay) {
+        link.expect({ kind: 'query', mode: 'drop' });
+        this.write(link, queryMessage(sql));
+      }
+      if (sessionLb === nodeId) this.lbNodeId = nodeId;
+      this.owner.debug({ node: nodeId, replayed: replay.length }, 'connected to another node for reads');
+    } catch (e) {
+      this.unreachable.set(nodeId, Date.now() + UNREACHABLE_MS);
+      this.owner.log.warn(
+        { node: nodeId, err: (e as Error).message },
+        'could not connect to the node chosen for reads; reading from the primary',
+      );
+      if (isNetworkError(e)) ctx.reportBackendError?.(nodeId, 'connect');
+    }
+  }
+
+  // ---------------------------------------------------------------- writing
+
+  /**
+   * May a client-visible request go to `target` now? Only if no other node still owes
+   * the client a reply; otherwise those nodes are flushed and the caller waits.
+   */
+  gate(target: BackendLink | null): boolean {
+    let blocked = false;
+    for (const l of this.links) {
+      if (!l || l === target || l.visible === 0) continue;
+      this.flush(l);
+      blocked = true;
+    }
+    return !blocked;
+  }
+
+  /**
+   * Queue `e` on `link` for the message being handled, which the client scanner then
+   * forwards itself (zero copy): returns `link` as the scanner's action.
+   */
+  send(link: BackendLink, e: LinkExpectation, inTransaction: boolean): BackendLink {
+    link.expect(e);
+    if (e.mode === 'forward') {
+      this.passTo = link;
+      if (link !== this.primaryLink && inTransaction) link.usedInTx = true;
+    }
+    return link;
+  }
+
+  /** Write bytes of the session's own to `link` (after what the scanner has yet to emit). */
+  write(link: BackendLink, bytes: Buffer): void {
+    this.owner.flushRun();
+    link.write(bytes);
+  }
+
+  /** `expect` then `write`: a request the session composes itself. */
+  request(link: BackendLink, e: LinkExpectation, bytes: Buffer): void {
+    link.expect(e);
+    this.write(link, bytes);
+  }
+
+  /** Send a Flush to `link` if requests wait behind an unflushed pipeline there. */
+  flush(link: BackendLink): void {
+    if (!link.needsFlush) return;
+    this.owner.flushRun();
+    link.flushIfNeeded();
+  }
+
+  /** Mark a link as part of the current extended-protocol pipeline. */
+  inPipeline(link: BackendLink): void {
+    link.inPipeline = true;
+    link.needsFlush = true;
+  }
+
+  /** The transaction ended: no link has run a read of it any more. */
+  transactionEnded(): void {
+    for (const l of this.links) if (l) l.usedInTx = false;
+  }
+
+  // ---------------------------------------------------------------- losing and giving back
+
+  /** Stop using `link` (its node is gone); its requests are the caller's to re-send. */
+  drop(link: BackendLink): void {
+    this.links[link.nodeId] = undefined;
+    link.detach();
+    if (this.passTo === link) this.passTo = this.primaryLink ?? DROP;
+  }
+
+  /** Forward a CancelRequest to each backend running a request of this session. */
+  cancel(): void {
+    const cfg = this.owner.ctx.config();
+    for (const link of this.links) {
+      if (!link || link.pending === 0) continue;
+      const c = link.conn;
+      this.owner.log.info({ node: c.nodeId, backendPid: c.pid }, 'forwarding cancel request');
+      void sendCancel(c.host, c.port, c.pid, c.secretKey, cfg.connect_timeout);
+    }
+  }
+
+  /** The session ended: reset clean connections into the cache (`cacheable`), close the rest. */
+  releaseAll(cacheable: boolean): void {
+    for (let i = 0; i < this.links.length; i++) {
+      const link = this.links[i];
+      if (!link) continue;
+      this.links[i] = undefined;
+      link.detach();
+      this.release(link.conn, cacheable && link.clean);
+    }
+    this.primaryLink = undefined;
+    this.passTo = DROP;
+  }
+
+  /** Reset a backend connection and put it in the cache, or close it. */
+  private release(conn: BackendConnection, clean: boolean): void {
+    const cfg = this.owner.ctx.config();
+    if (!clean || !cfg.connection_cache || conn.dead || !isCacheableDatabase(this.owner.database)) {
+      conn.close();
+      return;
+    }
+    const cache = this.owner.ctx.cache;
+    cache.resetStarted(conn.cacheKey);
+    void resetConnection(conn, cfg.reset_query_list, 10_000).then((ok) => {
+      if (ok) cache.put(conn);
+      else conn.close();
+      cache.resetDone(conn.cacheKey);
+    });
+  }
+}
+
+/** Could not reach the server (as opposed to the server refusing the login, e.g. an unknown role). */
+export function isNetworkError(e: unknown): boolean {
+  return e instanceof PgError ? e.code.startsWith('08') : true;
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(undefined), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      () => {
+        clearTimeout(t);
+        resolve(undefined);
+      },
+    );
+  });
+}

@@ -1,0 +1,119 @@
+/**
+ * Statements that must run on two nodes (BEGIN, SET, COMMIT… on the primary and the
+ * load-balance node, so that both share the transaction and the session's settings),
+ * sent in the simple protocol: one after the other (COMMIT/ROLLBACK on the standby
+ * first), their replies held, and one reply for the client.
+ *
+ * The two nodes never disagree about a transaction: when a statement fails on the
+ * load-balance node only, the primary's transaction is aborted too (`poisonPrimary`),
+ * so that PostgreSQL itself answers what follows (25P02, COMMIT → ROLLBACK).
+ */
+import { SQLSTATE, TxStatus } from '../protocol/constants.js';
+import { type ErrorFields, errorResponse, readyForQuery } from '../protocol/messages.js';
+import { queryMessage } from '../pool/query.js';
+import type { Classification, Decision } from '../router/router.js';
+import type { BackendLink, LinkExpectation } from './backend-link.js';
+import type { SessionCore } from './core.js';
+import type { ErrorFieldMap } from './replies.js';
+import type { StatementRouting } from './routing.js';
+
+const POISON =
+  "DO $pgrelay$BEGIN RAISE EXCEPTION 'pgrelay: a statement failed on the load-balance node; the transaction is aborted on every node'; END$pgrelay$";
+
+export class BothNodes {
+  constructor(
+    private readonly s: SessionCore,
+    private readonly route: StatementRouting,
+    /** DEALLOCATE ALL / DISCARD ALL ran: forget the session's prepared statements. */
+    private readonly forgetStatements: () => void,
+  ) {}
+
+  /**
+   * Abort the primary's transaction after a statement failed on the load-balance node
+   * inside it (a no-op outside a transaction).
+   */
+  poisonPrimary(): void {
+    const p = this.s.backends.primary;
+    if (p.txStatus !== TxStatus.InTransaction) return;
+    this.s.backends.request(p, { kind: 'query', mode: 'drop' }, queryMessage(POISON));
+  }
+
+  /** Run `sql` on the primary and `second`; the client is answered (and resumed) when both finished. */
+  run(sql: string, cls: Classification, d: Decision, second: BackendLink): void {
+    const b = this.s.backends;
+    const p = b.primary;
+    const standbyText = d.standbyText ?? sql;
+    const order: Array<[BackendLink, string]> =
+      d.bothOrder === 'standby-first'
+        ? [
+            [second, standbyText],
+            [p, sql],
+          ]
+        : [
+            [p, sql],
+            [second, standbyText],
+          ];
+    const results = new Map<BackendLink, LinkExpectation>();
+    const step = (i: number): void => {
+      const [link, text] = order[i];
+      const next = (e: LinkExpectation): void => {
+        results.set(link, e);
+        if (i + 1 < order.length) step(i + 1);
+        else this.finish(sql, cls, d, results.get(p) as LinkExpectation, results.get(second) as LinkExpectation);
+      };
+      if (link !== p && b.get(link.nodeId) !== link) {
+        // The load-balance node was lost meanwhile: the primary's result stands alone.
+        next({ kind: 'query', mode: 'hold', held: [] });
+        return;
+      }
+      this.route.counted(link, text, cls);
+      b.request(link, { kind: 'query', mode: 'hold', held: [], skippable: link !== p, done: next }, queryMessage(text));
+    };
+    step(0);
+  }
+
+  private finish(
+    sql: string,
+    cls: Classification,
+    d: Decision,
+    onPrimary: LinkExpectation,
+    onSecond: LinkExpectation,
+  ): void {
+    const s = this.s;
+    let out: Buffer;
+    let status = onPrimary.status ?? TxStatus.Idle;
+    if (onPrimary.error || !onSecond.error) {
+      out = Buffer.concat(onPrimary.held ?? []);
+    } else {
+      // Only the load-balance node failed: report its error; inside a transaction, abort it on the primary too.
+      s.log.warn(
+        { node: s.backends.lbNodeId, code: onSecond.error.C, err: onSecond.error.M },
+        'statement failed on the load-balance node only',
+      );
+      if (status === TxStatus.InTransaction) {
+        this.poisonPrimary();
+        status = TxStatus.Failed;
+      }
+      out = Buffer.concat([errorResponse(errorFieldsOf(onSecond.error)), readyForQuery(status)]);
+    }
+    const ok = !onPrimary.error && !onSecond.error;
+    this.route.outcome(cls, d, ok, status);
+    s.settings.record(sql, cls, ok, status);
+    this.route.txStatusIs(status);
+    // DEALLOCATE ALL / DISCARD ALL drop every prepared statement on both nodes.
+    if ((cls.kind === 'deallocate' && cls.name === undefined) || cls.kind === 'discard') this.forgetStatements();
+    s.writeClient(out);
+    s.resume('both');
+  }
+}
+
+function errorFieldsOf(f: ErrorFieldMap): ErrorFields {
+  const sev = (f.V ?? f.S ?? 'ERROR') as ErrorFields['severity'];
+  return {
+    severity: sev,
+    code: f.C ?? SQLSTATE.internalError,
+    message: f.M ?? 'error on the load-balance node',
+    detail: f.D,
+    hint: f.H,
+  };
+}

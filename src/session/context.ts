@@ -1,0 +1,52 @@
+/**
+ * What a session needs from the process around it (implemented by the Relay in
+ * server.ts, with the hooks services.ts wires to the cluster manager, the admin
+ * engine and the metrics), and the small interfaces the session's parts share.
+ */
+import type { AdminCaller, AdminRequest } from '../admin/service.js';
+import type { BackendSecret } from '../pool/connector.js';
+import type { ConnectionCache } from '../pool/cache.js';
+import type { Config } from '../config/types.js';
+import type { Logger } from '../log.js';
+import type { NodeTable } from '../cluster/nodes.js';
+import type { Classification, Router } from '../router/router.js';
+import type { SessionRegistry } from './registry.js';
+
+export interface SessionContext<S = unknown> {
+  config(): Config;
+  readonly nodes: NodeTable;
+  readonly cache: ConnectionCache;
+  readonly router: Router;
+  readonly log: Logger;
+  readonly registry: SessionRegistry<S>;
+  backendSecret(user: string): BackendSecret | undefined;
+  /** Count a statement routed to a node (SHOW pool_nodes select_cnt, pool_backend_stats, metrics). */
+  countStatement?(nodeId: number, cls: Classification): void;
+  /**
+   * A backend connection of a client session failed (failover_on_backend_error). Resolves
+   * true when the node was failed over after its health check.
+   */
+  reportBackendError?(nodeId: number, kind: 'connect' | 'io' | 'shutdown'): Promise<boolean> | undefined;
+  /** Wait (bounded) for a primary during a failover; resolves with its id or -1. */
+  waitForPrimary?(timeoutMs: number): Promise<number>;
+  /** An admin command (SHOW pool_*, PGPOOL …) for this session, or undefined if `sql` is not one. */
+  adminCommand?(session: AdminCaller, sql: string): AdminRequest | undefined;
+  /** Traffic and connection counters (Prometheus); optional. */
+  readonly metrics?: TrafficCounters;
+  /** A backend reported an error (SHOW pool_backend_stats, metrics). */
+  countError?(nodeId: number, severity: string, sqlstate: string): void;
+}
+
+/** The counters a session feeds (implemented by metrics/metrics.ts PgrelayMetrics). */
+export interface TrafficCounters {
+  clientBytesIn(n: number): void;
+  clientBytesOut(n: number): void;
+  backendBytesIn(nodeId: number, n: number): void;
+  backendBytesOut(nodeId: number, n: number): void;
+  backendConnectionOpened(nodeId: number): void;
+  clientConnected(): void;
+  slotWait(seconds: number): void;
+}
+
+/** Why the client's messages wait: only the matching event lets them continue. */
+export type WaitReason = 'replies' | 'catalog' | 'both' | 'admin' | 'connect';

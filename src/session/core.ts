@@ -1,0 +1,32 @@
+/**
+ * The part of a session its pieces (extended.ts, both-nodes.ts, routing.ts,
+ * admin-replies.ts, standby-loss.ts) work with: its context, its backends, its
+ * routing state, and the client flow control.
+ */
+import type { Logger } from '../log.js';
+import type { CONSUME_AND_SUSPEND, Drop, SUSPEND } from '../protocol/framing.js';
+import type { SessionRoutingState } from '../router/router.js';
+import type { Backends } from './backends.js';
+import type { SessionContext, WaitReason } from './context.js';
+import type { SettingsReplay } from './settings.js';
+
+export interface SessionCore {
+  readonly ctx: SessionContext;
+  readonly backends: Backends;
+  /** Routing state (transaction, writes, isolation) for the policy. */
+  readonly routing: SessionRoutingState;
+  /** Session-level settings, replayed on nodes connected later. */
+  readonly settings: SettingsReplay;
+  readonly log: Logger;
+  readonly closed: boolean;
+  /** The message being handled waits for `reason` and is presented again afterwards. */
+  wait(reason: WaitReason): typeof SUSPEND;
+  /** The message being handled is consumed; the next ones wait for `reason`. */
+  waitAfter(reason: WaitReason): typeof CONSUME_AND_SUSPEND;
+  /** The event the client waited for happened. */
+  resume(reason: WaitReason): void;
+  /** Reply bytes of pgrelay's own for the client. */
+  writeClient(bytes: Buffer): boolean;
+  /** The client broke the protocol: FATAL 08P01 and the session ends. */
+  protocolViolation(message: string): Drop;
+}

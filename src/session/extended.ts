@@ -1,0 +1,357 @@
+/**
+ * The extended query protocol: Parse, Bind, Describe, Execute, Close, Sync and Flush
+ * for statements that run on backends (admin statements are answered by
+ * admin-replies.ts; session.ts decides which, once per message).
+ *
+ * pgrelay keeps, per prepared statement and portal, the nodes it exists on: a
+ * statement parsed on a standby is parsed again on the primary when a later Bind
+ * must go there (once the transaction has written, pgpool's rule); statements for
+ * both nodes (BEGIN, SET… in the extended protocol) are sent to the load-balance
+ * node with their replies dropped. A pipeline that spans nodes gets one
+ * ReadyForQuery for the client once every node answered its Sync.
+ */
+import { TxStatus } from '../protocol/constants.js';
+import { DROP, SUSPEND, type Verdict } from '../protocol/framing.js';
+import { readyForQuery } from '../protocol/messages.js';
+import type { Classification, Decision } from '../router/router.js';
+import { type BackendLink, FLUSH, type LinkExpectation, SYNC } from './backend-link.js';
+import type { BothNodes } from './both-nodes.js';
+import type { SessionCore } from './core.js';
+import type { StatementRouting } from './routing.js';
+import { resendSame } from './standby-loss.js';
+
+interface Stmt {
+  sql: string;
+  cls: Classification;
+  /** The Parse message, for parsing it again on another node. */
+  parse: Buffer;
+  /** Nodes on which it is parsed. */
+  nodes: number[];
+  /** Sent to the primary and the load-balance node. */
+  both: boolean;
+  decision?: Decision;
+}
+
+interface Portal {
+  nodes: number[];
+  both: boolean;
+  stmt?: Stmt;
+}
+
+/** A statement executed in the current pipeline, whose outcome updates the routing state at Sync. */
+interface PendingOutcome {
+  sql: string;
+  cls: Classification;
+  decision: Decision;
+  ok: boolean;
+}
+
+/** Describe and Close name a prepared statement ('S') or a portal ('P'). */
+export const STATEMENT = 0x53;
+
+export class ExtendedProtocol {
+  private readonly stmts = new Map<string, Stmt>();
+  private readonly portals = new Map<string, Portal>();
+  private outcomes: PendingOutcome[] = [];
+
+  constructor(
+    private readonly s: SessionCore,
+    private readonly route: StatementRouting,
+    private readonly both: BothNodes,
+  ) {}
+
+  /** Queue `e` on `link` for the message being handled, which the scanner forwards. */
+  private forward(link: BackendLink, e: LinkExpectation): BackendLink {
+    return this.s.backends.send(link, e, this.s.routing.inTransaction);
+  }
+
+  parse(name: string, sql: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
+    const s = this.s;
+    const b = s.backends;
+    const cls = s.ctx.router.classify(sql);
+    const d = this.route.decide(sql, cls);
+    if (d === SUSPEND) return d;
+    // Named statements outlive this chunk: keep a copy. The unnamed one is replaced soon.
+    const raw = buf.subarray(start - 5, end);
+    const parse = name === '' ? raw : Buffer.from(raw);
+    const second = d.target === 'both' ? b.secondLink() : undefined;
+    if (second) {
+      const p = b.primary;
+      if (!b.gate(p)) return s.wait('replies');
+      b.request(second, { kind: 'parse', mode: 'drop' }, parse);
+      b.inPipeline(second);
+      b.inPipeline(p);
+      this.stmts.set(name, { sql, cls, parse, nodes: [p.nodeId, second.nodeId], both: true, decision: d });
+      return this.forward(p, { kind: 'parse', mode: 'forward' });
+    }
+    const link = this.route.linkFor(d);
+    if (link === SUSPEND) return link;
+    if (!b.gate(link)) return s.wait('replies');
+    b.inPipeline(link);
+    const st: Stmt = { sql, cls, parse, nodes: [link.nodeId], both: false, decision: d };
+    this.stmts.set(name, st);
+    return this.forward(link, {
+      kind: 'parse',
+      mode: 'forward',
+      resend: this.route.resendable(link) ? resendSame(b, parse, (to) => this.parsedHere(st, to)) : undefined,
+    });
+  }
+
+  /** Record that `st` is parsed on `to` (re-sent there) and that `to` is in the pipeline. */
+  private parsedHere(st: Stmt, to: BackendLink): void {
+    if (!st.nodes.includes(to.nodeId)) st.nodes.push(to.nodeId);
+    this.s.backends.inPipeline(to);
+  }
+
+  /** Make sure `st` exists on `to` before a re-sent request that uses it. */
+  private parseOn(st: Stmt, to: BackendLink): void {
+    const b = this.s.backends;
+    if (!st.nodes.includes(to.nodeId)) {
+      b.request(to, { kind: 'parse', mode: 'drop' }, st.parse);
+      st.nodes.push(to.nodeId);
+    }
+    b.inPipeline(to);
+  }
+
+  bind(portal: string, stmtName: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
+    const s = this.s;
+    const b = s.backends;
+    const st = this.stmts.get(stmtName);
+    const p = b.primary;
+    if (!st) {
+      // Unknown here (SQL-level PREPARE, or a client error): the primary answers.
+      if (!b.gate(p)) return s.wait('replies');
+      b.inPipeline(p);
+      this.portals.set(portal, { nodes: [p.nodeId], both: false });
+      return this.forward(p, { kind: 'bind', mode: 'forward' });
+    }
+    if (st.both) {
+      const second = b.get(st.nodes[1]);
+      if (!b.gate(p)) return s.wait('replies');
+      if (second) {
+        b.request(second, { kind: 'bind', mode: 'drop' }, Buffer.from(buf.subarray(start - 5, end)));
+        b.inPipeline(second);
+      }
+      b.inPipeline(p);
+      this.portals.set(portal, { nodes: st.nodes, both: true, stmt: st });
+      return this.forward(p, { kind: 'bind', mode: 'forward' });
+    }
+    // Decide again with the session's current state: a statement parsed on the
+    // standby is parsed again on the primary once the transaction has written (pgpool).
+    const d = this.route.decide(st.sql, st.cls);
+    if (d === SUSPEND) return d;
+    st.decision = d;
+    const link = this.route.linkFor(d);
+    if (link === SUSPEND) return link;
+    if (!b.gate(link)) return s.wait('replies');
+    if (!st.nodes.includes(link.nodeId)) {
+      // skippable: if this node dies first, a re-sent Bind parses again where it goes.
+      b.request(link, { kind: 'parse', mode: 'drop', skippable: true }, st.parse);
+      st.nodes.push(link.nodeId);
+    }
+    b.inPipeline(link);
+    this.portals.set(portal, { nodes: [link.nodeId], both: false, stmt: st });
+    return this.forward(link, {
+      kind: 'bind',
+      mode: 'forward',
+      resend: this.route.resendable(link)
+        ? resendSame(b, buf.subarray(start - 5, end), (to) => {
+            this.parseOn(st, to);
+            this.portals.set(portal, { nodes: [to.nodeId], both: false, stmt: st });
+          })
+        : undefined,
+    });
+  }
+
+  describe(kind: number, name: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
+    const s = this.s;
+    const b = s.backends;
+    const stmt = kind === STATEMENT ? this.stmts.get(name) : undefined;
+    const obj = kind === STATEMENT ? stmt : this.portals.get(name);
+    // A statement for both nodes is described by the primary; others where last parsed.
+    const link = (obj && !obj.both && b.get(obj.nodes[obj.nodes.length - 1])) || b.primary;
+    if (!b.gate(link)) return s.wait('replies');
+    b.inPipeline(link);
+    return this.forward(link, {
+      kind: 'describe',
+      mode: 'forward',
+      resend: this.route.resendable(link)
+        ? resendSame(b, buf.subarray(start - 5, end), (to) => (stmt ? this.parseOn(stmt, to) : b.inPipeline(to)))
+        : undefined,
+    });
+  }
+
+  execute(portalName: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
+    const s = this.s;
+    const b = s.backends;
+    const portal = this.portals.get(portalName);
+    const p = b.primary;
+    const target = portal?.both ? p : (portal && b.get(portal.nodes[0])) || p;
+    if (!b.gate(target)) return s.wait('replies');
+    if (portal?.both) {
+      const second = b.get(portal.nodes[1]);
+      if (second) {
+        b.request(second, { kind: 'execute', mode: 'drop' }, Buffer.from(buf.subarray(start - 5, end)));
+        b.inPipeline(second);
+      }
+    }
+    b.inPipeline(target);
+    const st = portal?.stmt;
+    let outcome: PendingOutcome | undefined;
+    if (st?.decision) {
+      outcome = { sql: st.sql, cls: st.cls, decision: st.decision, ok: true };
+      this.outcomes.push(outcome);
+      this.route.counted(target, st.sql, st.cls);
+    }
+    const failed = outcome;
+    return this.forward(target, {
+      kind: 'execute',
+      mode: 'forward',
+      done: failed
+        ? (e) => {
+            if (e.error) failed.ok = false;
+          }
+        : undefined,
+      resend:
+        !portal?.both && this.route.resendable(target)
+          ? resendSame(b, buf.subarray(start - 5, end), (to) => b.inPipeline(to))
+          : undefined,
+    });
+  }
+
+  close(kind: number, name: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
+    const s = this.s;
+    const b = s.backends;
+    const map: Map<string, Stmt | Portal> = kind === STATEMENT ? this.stmts : this.portals;
+    const p = b.primary;
+    const links: BackendLink[] = [];
+    for (const id of map.get(name)?.nodes ?? [p.nodeId]) {
+      const l = b.get(id);
+      if (l) links.push(l);
+    }
+    const first = links[0] ?? p;
+    if (!b.gate(first)) return s.wait('replies');
+    map.delete(name);
+    const raw = buf.subarray(start - 5, end);
+    for (const l of links.slice(1)) {
+      b.request(l, { kind: 'close', mode: 'drop' }, Buffer.from(raw));
+      b.inPipeline(l);
+    }
+    b.inPipeline(first);
+    return this.forward(first, {
+      kind: 'close',
+      mode: 'forward',
+      resend:
+        links.length <= 1 && this.route.resendable(first)
+          ? resendSame(b, Buffer.from(raw), (to) => b.inPipeline(to))
+          : undefined,
+    });
+  }
+
+  sync(): Verdict<BackendLink> {
+    const s = this.s;
+    const b = s.backends;
+    const all = b.list;
+    // PostgreSQL ignores Sync (and Flush) in copy-in mode: pass it on, expect nothing.
+    for (const l of all) if (l?.copyIn) return l;
+    const members: BackendLink[] = [];
+    for (const l of all) if (l?.inPipeline) members.push(l);
+    if (members.length === 0) members.push(b.primary);
+    // Links outside this pipeline that still owe the client a reply come first.
+    for (const l of all) {
+      if (l && !members.includes(l) && l.visible > 0) {
+        b.flush(l);
+        return s.wait('replies');
+      }
+    }
+    const outcomes = this.outcomes;
+    this.outcomes = [];
+    for (const l of members) {
+      l.inPipeline = false;
+      l.needsFlush = false;
+    }
+    if (members.length === 1) {
+      const l = members[0];
+      return this.forward(l, {
+        kind: 'sync',
+        mode: 'forward',
+        done: (e, at) => this.pipelineDone(outcomes, e.status ?? TxStatus.Idle, at),
+        resend: this.route.resendable(l)
+          ? (to, e) => {
+              b.request(to, { kind: 'sync', mode: e.mode, done: e.done }, SYNC);
+              to.inPipeline = false;
+              to.needsFlush = false;
+            }
+          : undefined,
+      });
+    }
+    // The pipeline spans nodes: one ReadyForQuery for the client once every node answered.
+    let waiting = members.length;
+    let status: number = TxStatus.Idle;
+    const primary = b.primary;
+    for (const l of members) {
+      b.request(
+        l,
+        {
+          kind: 'sync',
+          mode: 'merge',
+          done: (e) => {
+            const st = e.status ?? TxStatus.Idle;
+            if (st === TxStatus.Failed) status = TxStatus.Failed;
+            else if (l === primary && status !== TxStatus.Failed) status = st;
+            else if (status === TxStatus.Idle) status = st;
+            if (--waiting === 0) {
+              this.pipelineDone(outcomes, status, undefined);
+              s.writeClient(readyForQuery(status));
+            }
+          },
+        },
+        SYNC,
+      );
+    }
+    return DROP;
+  }
+
+  /** The pipeline's Sync was answered: routing state from its statements; keep nodes' transactions in step. */
+  private pipelineDone(outcomes: PendingOutcome[], status: number, only: BackendLink | undefined): void {
+    for (const o of outcomes) {
+      this.route.outcome(o.cls, o.decision, o.ok, status);
+      if (o.decision.target === 'both') this.s.settings.record(o.sql, o.cls, o.ok, status);
+    }
+    this.route.txStatusIs(status);
+    if (status === TxStatus.Failed && only !== undefined && only !== this.s.backends.primary) this.both.poisonPrimary();
+  }
+
+  flush(): typeof DROP {
+    const b = this.s.backends;
+    let any = false;
+    for (const l of b.list) {
+      if (l?.inPipeline) {
+        b.flush(l);
+        any = true;
+      }
+    }
+    if (!any) b.write(b.primary, FLUSH);
+    return DROP;
+  }
+
+  /** DEALLOCATE ALL / DISCARD ALL dropped every prepared statement. */
+  forgetAll(): void {
+    this.stmts.clear();
+    this.portals.clear();
+  }
+
+  /** A node was lost: nothing is parsed there any more. */
+  forgetNode(nodeId: number): void {
+    for (const st of this.stmts.values()) st.nodes = st.nodes.filter((n) => n !== nodeId);
+  }
+
+  /** An admin statement or portal took this name. */
+  forgetStatement(name: string): void {
+    this.stmts.delete(name);
+  }
+
+  forgetPortal(name: string): void {
+    this.portals.delete(name);
+  }
+}

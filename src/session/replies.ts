@@ -1,0 +1,343 @@
+/**
+ * The replies one backend connection owes a session, oldest first, and what becomes
+ * of each: forwarded to the client, dropped, held for the session to decide on,
+ * merged into one ReadyForQuery, or captured as rows for pgrelay itself.
+ *
+ * Every request the session writes to a backend adds an `Expectation`; its `kind`
+ * names the reply types that end it (ParseComplete for Parse, ReadyForQuery for
+ * Query and Sync…). The queue is the reply scanner's sink: it decodes only those
+ * types (plus ErrorResponse, ParameterStatus, notices and the copy responses) and
+ * passes everything else on as raw bytes, with the destination of the request at
+ * the head. It owns no socket: `push` takes the bytes a backend sent, so unit tests
+ * feed it byte streams (test/unit/replies.test.ts).
+ */
+import { BE } from '../protocol/constants.js';
+import { DROP, type Drop, type FrameSink, MessageScanner, decodeTable } from '../protocol/framing.js';
+import { decodeColumnNames, decodeDataRow, parseErrorFields, readCString } from '../protocol/messages.js';
+
+/** What was sent, by the reply that ends it. 'query' is a Query or FunctionCall; 'sync' a client's Sync. */
+export type RequestKind = 'parse' | 'bind' | 'describe' | 'execute' | 'close' | 'sync' | 'query';
+
+/**
+ * What happens to the replies of one request:
+ * - forward: to the client as they arrive;
+ * - drop: discarded (mirrored statements on the second node, a re-Parse, internal work);
+ * - hold: kept in `held` until the session decides (a statement run on two nodes);
+ * - merge: the ReadyForQuery of a pipeline that spans nodes, merged by the session into one;
+ * - capture: an internal query whose rows are decoded into `rows`.
+ */
+export type Mode = 'forward' | 'drop' | 'hold' | 'merge' | 'capture';
+
+/** Where the scanner sends reply bytes that are not consumed. */
+export type ReplyAction = 'client' | 'hold';
+
+/** Fields of an ErrorResponse or NoticeResponse, by field code (S, V, C, M, D, H…). */
+export type ErrorFieldMap = Record<string, string>;
+
+export interface Expectation<L> {
+  kind: RequestKind;
+  mode: Mode;
+  /** An ErrorResponse received for this request. */
+  error?: ErrorFieldMap;
+  /** hold: the reply bytes. */
+  held?: Buffer[];
+  /** capture: the rows, as text. */
+  rows?: Array<Array<string | null>>;
+  columns?: string[];
+  /** Called once the request's reply is complete (after its bytes were passed on), with the link that answered. */
+  done?: (e: Expectation<L>, link: L) => void;
+  /** ReadyForQuery status, for 'query' and 'sync'. */
+  status?: number;
+  /** A reply message for it has been seen (so part of it may have reached the client). */
+  started?: boolean;
+  /**
+   * Re-send this request to another link if this one dies before any reply to it arrived
+   * (reads outside a transaction on a node other than the primary).
+   */
+  resend?: (to: L, e: Expectation<L>) => void;
+  /** The copy of a statement run on both nodes: if this (non-primary) node dies, the primary's result stands. */
+  skippable?: boolean;
+}
+
+/** The backend state replies update. `BackendConnection` (pool/connector.ts) satisfies it. */
+export interface BackendState {
+  txStatus: number;
+  readonly params: Map<string, string>;
+}
+
+/** Where the queue reports what it sees. */
+export interface ReplyOutput {
+  /** Reply bytes for the client. */
+  toClient(bytes: Buffer): void;
+  /** An ErrorResponse answered a request. */
+  error(fields: ErrorFieldMap): void;
+  /** The backend sent a FATAL or PANIC error: it is going away. */
+  fatalError(fields: ErrorFieldMap): void;
+  /** NotificationResponse, NoticeResponse, ParameterStatus or ErrorResponse while nothing is outstanding. */
+  asyncMessage(bytes: Buffer): void;
+  /** The reply stream is malformed. */
+  broken(message: string): void;
+}
+
+const ENDS: Readonly<Record<RequestKind, Uint8Array>> = {
+  parse: decodeTable('1'),
+  bind: decodeTable('2'),
+  describe: decodeTable('Tn'),
+  execute: decodeTable('CIs'),
+  close: decodeTable('3'),
+  sync: decodeTable('Z'),
+  query: decodeTable('Z'),
+};
+
+/** Replies decoded in normal operation... */
+const DECODE = decodeTable('ZES123CIsnTANGHW');
+/** ...and while capturing an internal query's rows. */
+const DECODE_CAPTURE = decodeTable('ZES123CIsnTANGHWD');
+
+/** Requests answered by ReadyForQuery. */
+function endsAtReady(kind: RequestKind): boolean {
+  return kind === 'sync' || kind === 'query';
+}
+
+/** Does the client see (part of) this request's reply? Those gate the reply order across nodes. */
+function isVisible(mode: Mode): boolean {
+  return mode !== 'drop' && mode !== 'capture';
+}
+
+function isFatal(f: ErrorFieldMap): boolean {
+  const sev = f.V ?? f.S;
+  return sev === 'FATAL' || sev === 'PANIC';
+}
+
+export class ReplyQueue<L> implements FrameSink<ReplyAction> {
+  passAction: ReplyAction | Drop = DROP;
+  /** Frames the reply stream; what it decodes follows the request at the head. */
+  private readonly scanner: MessageScanner<ReplyAction>;
+  /** The reply types that end the request at the head. */
+  private ends: Uint8Array = ENDS.query;
+  /** Outstanding requests, oldest first (a queue with a moving head). */
+  private queue: Array<Expectation<L>> = [];
+  private head = 0;
+  /** Requests whose replies the client will see (forward, hold, merge). */
+  visible = 0;
+  /** The backend sent FATAL or PANIC. */
+  fatal = false;
+  /** In copy-in mode started by an extended-protocol Execute: the server ignores Sync and Flush. */
+  copyIn = false;
+  /** Completed requests whose `done` has not run yet (see runFinished). */
+  private finished: Array<Expectation<L>> = [];
+  /** `done` callbacks of Syncs the server ignored during copy-in, run with the next Sync's reply. */
+  private orphaned: Array<NonNullable<Expectation<L>['done']>> = [];
+
+  constructor(
+    private readonly out: ReplyOutput,
+    private readonly state: BackendState,
+  ) {
+    this.scanner = new MessageScanner<ReplyAction>(this, DECODE, 0x7fffffff);
+  }
+
+  /** Bytes from the backend. Completed requests' `done` run later, in `runFinished`. */
+  push(chunk: Buffer): void {
+    this.scanner.push(chunk);
+  }
+
+  /** A reply message has been only partly received. */
+  get midMessage(): boolean {
+    return this.scanner.midMessage;
+  }
+
+  get pending(): number {
+    return this.queue.length - this.head;
+  }
+
+  /** Outstanding requests, oldest first (a copy). */
+  pendingRequests(): ReadonlyArray<Expectation<L>> {
+    return this.queue.slice(this.head);
+  }
+
+  /** Outstanding requests, oldest first, removed from the queue (its link is being abandoned). */
+  takePending(): Array<Expectation<L>> {
+    const out = this.queue.slice(this.head);
+    this.queue = [];
+    this.head = 0;
+    this.visible = 0;
+    this.follow();
+    return out;
+  }
+
+  expect(e: Expectation<L>): void {
+    if (e.kind === 'sync' && this.orphaned.length > 0) {
+      const before = this.orphaned;
+      this.orphaned = [];
+      const own = e.done;
+      e.done = (x, l) => {
+        for (const fn of before) fn(x, l);
+        own?.(x, l);
+      };
+    }
+    if (isVisible(e.mode)) this.visible++;
+    this.queue.push(e);
+    if (this.queue.length - this.head === 1) this.follow();
+  }
+
+  /** Run the `done` of requests completed since the last call, oldest first. Returns whether any did. */
+  runFinished(link: L): boolean {
+    if (this.finished.length === 0) return false;
+    const done = this.finished;
+    this.finished = [];
+    for (const e of done) e.done?.(e, link);
+    return true;
+  }
+
+  private current(): Expectation<L> | undefined {
+    return this.head < this.queue.length ? this.queue[this.head] : undefined;
+  }
+
+  private pop(): Expectation<L> {
+    const e = this.queue[this.head++];
+    if (this.head > 64 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    if (isVisible(e.mode)) this.visible--;
+    this.finished.push(e);
+    return e;
+  }
+
+  /** Point the scanner at the request now at the head. */
+  private follow(): void {
+    const e = this.current();
+    if (!e) {
+      this.passAction = DROP;
+      this.scanner.decode = DECODE;
+      return;
+    }
+    this.passAction = e.mode === 'forward' ? 'client' : e.mode === 'hold' ? 'hold' : DROP;
+    this.ends = ENDS[e.kind];
+    this.scanner.decode = e.mode === 'capture' ? DECODE_CAPTURE : DECODE;
+  }
+
+  onMessage(type: number, buf: Buffer, start: number, end: number): ReplyAction | Drop {
+    const e = this.current();
+    if (type === BE.ParameterStatus) {
+      const k = readCString(buf, start, end);
+      const v = k && readCString(buf, k[1], end);
+      if (k && v) this.state.params.set(k[0], v[0]);
+    }
+    if (!e) return this.unsolicited(type, buf, start, end);
+    const wasStarted = e.started === true;
+    if (type === BE.NoticeResponse && e.resend !== undefined && !wasStarted) {
+      // An immediate shutdown warns (57P0x) before closing: keep a re-sendable request clean.
+      const code = parseErrorFields(buf, start, end).C ?? '';
+      if (code.startsWith('57P')) return DROP;
+    }
+    e.started = true;
+    const action = this.passAction;
+    if (type === BE.ErrorResponse) return this.onError(e, wasStarted, action, buf, start, end);
+    if ((type === BE.CopyInResponse || type === BE.CopyBothResponse) && e.kind === 'execute') this.enterCopyIn();
+    if (e.mode === 'capture') {
+      if (type === BE.DataRow) e.rows?.push(decodeDataRow(buf, start, end));
+      else if (type === BE.RowDescription) e.columns = decodeColumnNames(buf, start, end);
+    }
+    if (this.ends[type] !== 0) {
+      if (e.kind === 'execute') this.copyIn = false;
+      if (type === BE.ReadyForQuery) {
+        this.state.txStatus = buf[start];
+        e.status = buf[start];
+      }
+      this.pop();
+      this.follow();
+    }
+    return action;
+  }
+
+  /** A message while nothing is outstanding: asynchronous, or the FATAL before a shutdown. */
+  private unsolicited(type: number, buf: Buffer, start: number, end: number): Drop {
+    if (type === BE.ErrorResponse) {
+      const f = parseErrorFields(buf, start, end);
+      if (isFatal(f)) {
+        this.fatal = true;
+        this.out.fatalError(f);
+      }
+    }
+    if (
+      type === BE.NotificationResponse ||
+      type === BE.NoticeResponse ||
+      type === BE.ParameterStatus ||
+      type === BE.ErrorResponse
+    ) {
+      this.out.asyncMessage(Buffer.from(buf.subarray(start - 5, end)));
+    }
+    return DROP;
+  }
+
+  private onError(
+    e: Expectation<L>,
+    wasStarted: boolean,
+    action: ReplyAction | Drop,
+    buf: Buffer,
+    start: number,
+    end: number,
+  ): ReplyAction | Drop {
+    const f = parseErrorFields(buf, start, end);
+    if (isFatal(f)) {
+      this.fatal = true;
+      this.out.fatalError(f);
+      if (e.resend !== undefined && !wasStarted) {
+        // The server is going away before answering a request that can be re-sent to
+        // another node: keep the client out of it (the session re-sends it on close).
+        e.started = false;
+        return DROP;
+      }
+    }
+    e.error = f;
+    this.copyIn = false;
+    this.out.error(f);
+    if (endsAtReady(e.kind)) return action;
+    // Extended protocol: the server now skips everything up to Sync. Those requests end
+    // here; if any of them is visible to the client, so is this error.
+    let forward = e.mode === 'forward';
+    this.pop();
+    let next = this.current();
+    while (next && !endsAtReady(next.kind)) {
+      if (next.mode === 'forward') forward = true;
+      next.error = f;
+      this.pop();
+      next = this.current();
+    }
+    this.follow();
+    return forward ? 'client' : action;
+  }
+
+  /** Copy-in started by an Execute: the server ignores Sync until the copy ends, so the Syncs already sent get no reply. */
+  private enterCopyIn(): void {
+    this.copyIn = true;
+    for (let i = this.head + 1; i < this.queue.length; ) {
+      const x = this.queue[i];
+      if (x.kind !== 'sync') break;
+      this.queue.splice(i, 1);
+      if (isVisible(x.mode)) this.visible--;
+      if (x.done) this.orphaned.push(x.done);
+    }
+  }
+
+  emit(action: ReplyAction, bytes: Buffer): void {
+    if (action === 'hold') {
+      this.holdTarget()?.held?.push(bytes);
+      return;
+    }
+    this.out.toClient(bytes);
+  }
+
+  /** The hold request receiving bytes: the head if it holds, else the one just finished (the head moved on). */
+  private holdTarget(): Expectation<L> | undefined {
+    const c = this.current();
+    if (c && c.mode === 'hold') return c;
+    for (let i = this.finished.length - 1; i >= 0; i--) if (this.finished[i].mode === 'hold') return this.finished[i];
+    return undefined;
+  }
+
+  onFramingError(message: string): void {
+    this.out.broken(message);
+  }
+}

@@ -1,0 +1,153 @@
+/**
+ * The session's side of routing: asks the router (router/router.ts decides) where a
+ * statement goes, runs the catalog lookups it needs on the session's primary
+ * connection, turns the decision into a link (checking lag and liveness, connecting
+ * to another node when reads moved), and feeds each statement's outcome back into
+ * the routing state.
+ */
+import { redact } from '../log.js';
+import { TxStatus } from '../protocol/constants.js';
+import { noticeResponse } from '../protocol/messages.js';
+import type { SUSPEND } from '../protocol/framing.js';
+import { queryMessage } from '../pool/query.js';
+import { afterStatement } from '../router/policy.js';
+import type { CatalogQuestions, Classification, Decision, SessionFacts } from '../router/router.js';
+import type { BackendLink } from './backend-link.js';
+import type { SessionCore } from './core.js';
+
+export class StatementRouting {
+  /** The last catalog lookup failed: the statement presented again goes to the primary. */
+  private catalogFailed = false;
+
+  constructor(
+    private readonly s: SessionCore,
+    private readonly facts: SessionFacts,
+  ) {}
+
+  /**
+   * Decide where `sql` goes. Returns SUSPEND while catalog questions are asked on the
+   * primary (the message is presented again once they are answered).
+   */
+  decide(sql: string, cls: Classification): Decision | typeof SUSPEND {
+    const s = this.s;
+    const d = s.ctx.router.decide(sql, cls, s.routing, this.facts.database);
+    if ('target' in d) return d;
+    const p = s.backends.primary;
+    if (this.catalogFailed || p.pending > 0 || p.inPipeline || p.txStatus === TxStatus.Failed) {
+      // The lookup runs on the session's primary connection, between requests and outside
+      // pipelines (its queries only read the catalog and cannot fail). Otherwise, or when it
+      // just failed, this statement reads from the primary.
+      this.catalogFailed = false;
+      return { target: 'primary', write: cls.write, reason: 'catalog lookup not possible now' };
+    }
+    const verdict: typeof SUSPEND = s.wait('catalog');
+    void this.askCatalog(d);
+    return verdict;
+  }
+
+  private async askCatalog(q: CatalogQuestions): Promise<void> {
+    const s = this.s;
+    const p = s.backends.primary;
+    this.catalogFailed = !(await s.ctx.router.answer(this.facts.database, q, (sql) => this.internalQuery(p, sql)));
+    s.resume('catalog');
+  }
+
+  /** Run a query on a link for pgrelay itself; its replies never reach the client. */
+  private internalQuery(link: BackendLink, sql: string): Promise<ReadonlyArray<Record<string, unknown>>> {
+    return new Promise((resolve, reject) => {
+      this.s.backends.request(
+        link,
+        {
+          kind: 'query',
+          mode: 'capture',
+          rows: [],
+          done: (x) => {
+            if (x.error) return reject(new Error(x.error.M ?? 'catalog query failed'));
+            const cols = x.columns ?? [];
+            resolve((x.rows ?? []).map((r) => Object.fromEntries(cols.map((c, i) => [c, r[i]]))));
+          },
+        },
+        queryMessage(sql),
+      );
+    });
+  }
+
+  /**
+   * The link for a decision's single target, after lag and liveness checks; SUSPEND
+   * while the session connects to the node its reads now belong on.
+   */
+  linkFor(d: Decision): BackendLink | typeof SUSPEND {
+    const s = this.s;
+    const b = s.backends;
+    const p = b.primary;
+    if (d.target !== 'standby') return p;
+    const r = s.ctx.router.readNode(b.lbNodeId, this.facts);
+    if (r.node === null) return p;
+    const l = b.get(r.node);
+    if (l) {
+      if (r.sessionLbNode !== null && b.get(r.sessionLbNode)) b.lbNodeId = r.sessionLbNode;
+      return l;
+    }
+    // The read belongs on a node this session has no connection to (its load-balance node
+    // went down and another was drawn, or prefer_lower_delay_standby moved it). Connect
+    // there, replaying the session's settings, unless inside a transaction (the new node
+    // would not share it), the settings are too many to replay, or it just failed.
+    if (s.routing.inTransaction || s.settings.overflow || !b.mayConnect(r.node)) return p;
+    const verdict: typeof SUSPEND = s.wait('connect');
+    void b.openLater(r.node, r.sessionLbNode, s.settings.statements, () => s.closed).then(() => s.resume('connect'));
+    return verdict;
+  }
+
+  /**
+   * A statement goes to `link`: count it (SHOW pool_nodes select_cnt, metrics) and
+   * report it per node when asked (log_per_node_statement; notice_per_node_statement,
+   * only when nothing else is on its way to the client, so it cannot split a reply).
+   */
+  counted(link: BackendLink, sql: string, cls: Classification): void {
+    const s = this.s;
+    s.ctx.countStatement?.(link.nodeId, cls);
+    const cfg = s.ctx.config();
+    if (cfg.log_per_node_statement)
+      s.log.info({ node: link.nodeId, backendPid: link.conn.pid, statement: redact(sql) }, 'statement');
+    if (cfg.notice_per_node_statement && !s.backends.owesClient()) {
+      s.writeClient(
+        noticeResponse({
+          severity: 'NOTICE',
+          code: '00000',
+          message: `DB node id: ${link.nodeId} statement: ${redact(sql)}`,
+        }),
+      );
+    }
+  }
+
+  /** Requests to `link` may be re-sent elsewhere if it dies first: reads on a standby outside a transaction. */
+  resendable(link: BackendLink): boolean {
+    return link !== this.s.backends.primary && !this.s.routing.inTransaction;
+  }
+
+  /** Routing state after a statement (policy.ts), with dml_adaptive's related objects. */
+  outcome(cls: Classification, d: Decision, ok: boolean, status: number): void {
+    const s = this.s;
+    afterStatement(
+      s.routing,
+      cls,
+      d,
+      { ok, txStatus: statusChar(status) },
+      s.ctx.config().disable_load_balance_on_write,
+    );
+    if (ok && cls.writtenTables.length > 0)
+      s.ctx.router.addRelatedObjects(s.routing, cls.writtenTables, status !== TxStatus.Idle);
+  }
+
+  /** Record the transaction status seen at the end of a statement or pipeline. */
+  txStatusIs(status: number): void {
+    const s = this.s;
+    s.routing.inTransaction = status !== TxStatus.Idle;
+    s.routing.failed = status === TxStatus.Failed;
+    if (status === TxStatus.Idle) s.backends.transactionEnded();
+  }
+}
+
+function statusChar(s: number): 'I' | 'T' | 'E' {
+  return s === TxStatus.InTransaction ? 'T' : s === TxStatus.Failed ? 'E' : 'I';
+}

@@ -1,0 +1,32 @@
+/**
+ * Session-level settings (SET/RESET that ran outside a transaction), kept to be
+ * replayed on a node the session connects to later, so that its settings read the
+ * same wherever a statement runs. DISCARD ALL forgets them.
+ */
+import { TxStatus } from '../protocol/constants.js';
+import type { Classification } from '../router/router.js';
+
+/** Beyond this many, the session stops connecting to new nodes mid-session (its reads go to the primary). */
+const MAX_REPLAY = 64;
+
+export class SettingsReplay {
+  private readonly list: string[] = [];
+  /** More settings than MAX_REPLAY: replaying is no longer possible. */
+  overflow = false;
+
+  get statements(): readonly string[] {
+    return this.list;
+  }
+
+  /** Record a statement run on both nodes (after it completed with `ok` and transaction status `status`). */
+  record(sql: string, cls: Classification, ok: boolean, status: number): void {
+    if (!ok || status !== TxStatus.Idle || cls.statementCount > 1) return;
+    if (cls.kind === 'discard' && /\ball\b/i.test(sql)) {
+      this.list.length = 0;
+      this.overflow = false;
+    } else if (cls.kind === 'set' || cls.kind === 'reset') {
+      if (this.list.length >= MAX_REPLAY) this.overflow = true;
+      else this.list.push(sql);
+    }
+  }
+}

@@ -1,0 +1,65 @@
+/**
+ * Losing a connection to a node other than the primary without the client noticing,
+ * where that is possible: reads outside a transaction that got no reply yet are
+ * re-sent to the primary; inside a transaction, a node that ran nothing but the
+ * mirrored BEGIN/SET is simply left. Otherwise the session ends with an error
+ * (session.ts linkClosed).
+ */
+import { FLUSH, type BackendLink, type LinkExpectation } from './backend-link.js';
+import type { Backends } from './backends.js';
+import type { SessionCore } from './core.js';
+
+/**
+ * A re-send hook for a request whose bytes are `bytes`: the same bytes with the same
+ * expectation on the new link, after `before` (which may parse a statement there first).
+ */
+export function resendSame(
+  backends: Backends,
+  bytes: Buffer,
+  before?: (to: BackendLink) => void,
+): (to: BackendLink, e: LinkExpectation) => void {
+  return (to, e) => {
+    before?.(to);
+    backends.request(to, { kind: e.kind, mode: e.mode, done: e.done }, bytes);
+  };
+}
+
+/** A request that can move: a mirrored copy, or a read with a re-send hook and no reply yet. */
+function movable(e: LinkExpectation): boolean {
+  return e.skippable === true || (e.resend !== undefined && !e.started);
+}
+
+/**
+ * `link` (not the primary's) closed: move what it owed to the primary if the client
+ * need not notice. Returns false when it cannot, and the session must end.
+ * `forgetNode` drops the node from the session's prepared statements.
+ */
+export function moveReadsOff(s: SessionCore, link: BackendLink, forgetNode: (nodeId: number) => void): boolean {
+  const pending = link.replies.pendingRequests();
+  const ok = s.routing.inTransaction
+    ? !link.usedInTx && pending.every((e) => e.skippable === true)
+    : pending.every(movable);
+  if (!ok) return false;
+  s.log.warn(
+    { node: link.nodeId, backendPid: link.conn.pid, resent: pending.length },
+    'load-balance node connection lost; moving reads',
+  );
+  const b = s.backends;
+  b.drop(link);
+  forgetNode(link.nodeId);
+  // lbNodeId stays: once the node is marked down, the next read draws another node.
+  const p = b.primary;
+  let last: LinkExpectation | undefined;
+  for (const e of link.replies.takePending()) {
+    if (e.skippable) {
+      // Its twin on the primary decides the outcome.
+      queueMicrotask(() => e.done?.({ kind: e.kind, mode: e.mode, held: [] }, link));
+      continue;
+    }
+    e.resend?.(p, e);
+    last = e;
+  }
+  // A re-sent pipeline that was waiting on a Flush needs one on its new node too.
+  if (last && last.kind !== 'sync' && last.kind !== 'query') b.write(p, FLUSH);
+  return true;
+}
