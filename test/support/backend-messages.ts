@@ -21,7 +21,7 @@ function message(type: string, body: Buffer = Buffer.alloc(0)): Buffer {
 
 function int16s(...values: number[]): Buffer {
   const b = Buffer.alloc(2 * values.length);
-  values.forEach((v, i) => b.writeInt16BE(v, 2 * i));
+  for (let i = 0; i < values.length; i++) b.writeInt16BE(values[i], 2 * i);
   return b;
 }
 
