@@ -20,14 +20,10 @@ import {
   type BackendAuthMethod,
   type BackendSecret,
 } from './pool/connector.js';
-import {
-  authenticateClient,
-  secretFromPasswd,
-  type ClientTlsState,
-  type FrontendAuthEnv,
-} from './session/frontend-auth.js';
+import { authenticateClient, type ClientTlsState, type FrontendAuthEnv } from './session/frontend-auth.js';
 import { loadHba, reloadHba, type HbaRule } from './auth/hba.js';
-import { PoolPasswd } from './auth/passwd.js';
+import type { PoolPasswd } from './auth/passwd.js';
+import { loadPoolPasswd, secretFromPassword } from './auth/credentials.js';
 import { backendTlsFromConfig, buildServerTls, upgradeClient, type ServerTls } from './tls.js';
 import { Session, SessionRegistry, type SessionContext } from './session/session.js';
 import { NodeTable } from './cluster/nodes.js';
@@ -176,7 +172,7 @@ export class Relay implements SessionContext {
     }
     if (cfg.pool_passwd) {
       try {
-        const p = PoolPasswd.load(cfg.pool_passwd, { keyFile: cfg.pool_key_file || undefined });
+        const p = loadPoolPasswd(cfg) as PoolPasswd;
         for (const w of p.warnings) this.log.warn({ pool_passwd: cfg.pool_passwd }, w);
         this.passwd = p;
       } catch (e) {
@@ -208,7 +204,7 @@ export class Relay implements SessionContext {
 
   backendSecret(user: string): BackendSecret | undefined {
     if (this.secretFn) return this.secretFn(user);
-    return secretFromPasswd(this.passwd?.getPasswordFor(user));
+    return secretFromPassword(this.passwd?.getPasswordFor(user));
   }
 
   /** Replace the configuration (reload). Only reloadable settings take effect. */

@@ -31,6 +31,7 @@ import type { BackendAuthMethod, BackendSecret } from '../pool/connector.js';
 import { matchHba, noEntryError, type HbaMatchEnv, type HbaMethod, type HbaRoles, type HbaRule } from '../auth/hba.js';
 import { md5Salt, pgMd5Hash, safeEqual, verifyMd5Response } from '../auth/md5.js';
 import type { PasswordFor, PoolPasswd } from '../auth/passwd.js';
+import { secretFromPassword } from '../auth/credentials.js';
 import { ScramServer, parseScramVerifier, verifyScramPassword, type ScramErrorInfo } from '../auth/scram.js';
 
 /** PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH: longest password / SASL message accepted. */
@@ -186,14 +187,6 @@ function scramFailure(info: ScramErrorInfo): AuthFailure {
   return new AuthFailure(new PgError(info.code, info.message, 'FATAL', info.detail));
 }
 
-/** The secret for the backends from a pool_passwd entry. */
-export function secretFromPasswd(p: PasswordFor | undefined): BackendSecret {
-  if (!p) return {};
-  if (p.kind === 'plain') return { password: p.password };
-  if (p.kind === 'md5') return { md5Hash: p.hash };
-  return {};
-}
-
 /** Does a clear-text password match a pool_passwd entry? */
 export function passwordMatches(password: string, user: string, stored: PasswordFor): boolean {
   switch (stored.kind) {
@@ -310,7 +303,7 @@ async function hbaAuth(
   const stored = env.passwd?.getPasswordFor(user);
   switch (rule.method) {
     case 'trust':
-      return { secret: secretFromPasswd(stored), method: 'trust' };
+      return { secret: secretFromPassword(stored), method: 'trust' };
     case 'cert': {
       if (!client.tls) throw noEntry(); // the parser only allows cert on hostssl; be safe
       if (!client.tls.verifiedCN) {
@@ -329,14 +322,14 @@ async function hbaAuth(
           ),
         );
       }
-      return { secret: secretFromPasswd(stored), method: 'cert' };
+      return { secret: secretFromPassword(stored), method: 'cert' };
     }
     case 'password': {
       const pw = await askClearText(client, reader);
       if (stored) {
         if (!passwordMatches(pw, user, stored)) throw invalidPassword(user, 'password does not match pool_passwd');
         return {
-          secret: stored.kind === 'scram' ? { password: pw } : { ...secretFromPasswd(stored), password: pw },
+          secret: stored.kind === 'scram' ? { password: pw } : { ...secretFromPassword(stored), password: pw },
           method: 'password',
         };
       }
@@ -359,7 +352,7 @@ async function hbaAuth(
         );
       }
       await md5Exchange(client, reader, stored);
-      return { secret: secretFromPasswd(stored), method: 'md5' };
+      return { secret: secretFromPassword(stored), method: 'md5' };
     }
     case 'scram-sha-256': {
       if (!stored || stored.kind === 'md5') {
@@ -434,7 +427,7 @@ async function relayAuth(
         return clearTextFallback(stored ? 'pool_passwd has a SCRAM verifier, md5 impossible' : 'no pool_passwd entry');
       setMethod('md5');
       await md5Exchange(client, reader, stored);
-      return { secret: secretFromPasswd(stored), method: 'md5' };
+      return { secret: secretFromPassword(stored), method: 'md5' };
     case 'scram-sha-256':
       if (!stored || stored.kind === 'md5')
         return clearTextFallback(stored ? 'pool_passwd has an md5 hash, SCRAM impossible' : 'no pool_passwd entry');
