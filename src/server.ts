@@ -13,13 +13,8 @@ import type { Logger } from './log.js';
 import { CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SQLSTATE, SSL_REQUEST_CODE } from './protocol/constants.js';
 import { PgError, errorResponse, negotiateProtocolVersion, parseStartupParams } from './protocol/messages.js';
 import { ConnectionCache, isCacheableDatabase } from './pool/cache.js';
-import {
-  connectBackend,
-  probeAuthMethod,
-  setDefaultBackendTls,
-  type BackendAuthMethod,
-  type BackendSecret,
-} from './pool/connector.js';
+import { connectBackend, probeAuthMethod, setDefaultBackendTls } from './pool/connector.js';
+import type { BackendAuthMethod, BackendSecret } from './auth/backend.js';
 import { authenticateClient, type ClientTlsState, type FrontendAuthEnv } from './session/frontend-auth.js';
 import { loadHba, reloadHba, type HbaRule } from './auth/hba.js';
 import type { PoolPasswd } from './auth/passwd.js';

@@ -8,7 +8,7 @@
  */
 import { statSync } from 'node:fs';
 import type { Config } from '../config/types.js';
-import type { BackendSecret } from '../pool/connector.js';
+import type { BackendSecret } from './backend.js';
 import { PoolPasswd, resolveConfigPassword, resolvePoolPasswdPath, type PasswordFor } from './passwd.js';
 
 /**

@@ -13,7 +13,8 @@
 import { serialize } from 'pg-protocol';
 import { BE } from '../protocol/constants.js';
 import { parseErrorFields, readCString } from '../protocol/messages.js';
-import { connectBackend, type BackendConnection, type BackendSecret } from '../pool/connector.js';
+import { connectBackend, type BackendConnection } from '../pool/connector.js';
+import type { BackendSecret } from '../auth/backend.js';
 import type { PoolPasswd } from '../auth/passwd.js';
 import { internalUserSecret } from '../auth/credentials.js';
 import type { Config } from '../config/types.js';

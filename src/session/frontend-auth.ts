@@ -27,7 +27,7 @@ import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { AuthCode, SQLSTATE } from '../protocol/constants.js';
 import { PgError, authenticationRequest, errorResponse, readCString } from '../protocol/messages.js';
-import type { BackendAuthMethod, BackendSecret } from '../pool/connector.js';
+import type { BackendAuthMethod, BackendSecret } from '../auth/backend.js';
 import { matchHba, noEntryError, type HbaMatchEnv, type HbaMethod, type HbaRoles, type HbaRule } from '../auth/hba.js';
 import { md5Salt, pgMd5Hash, safeEqual, verifyMd5Response } from '../auth/md5.js';
 import type { PasswordFor, PoolPasswd } from '../auth/passwd.js';

@@ -30,13 +30,8 @@ import {
   type ErrorFields,
 } from '../protocol/messages.js';
 import { isCacheableDatabase, type ConnectionCache } from '../pool/cache.js';
-import {
-  cacheKeyFor,
-  connectBackend,
-  sendCancel,
-  type BackendConnection,
-  type BackendSecret,
-} from '../pool/connector.js';
+import { cacheKeyFor, connectBackend, sendCancel, type BackendConnection } from '../pool/connector.js';
+import type { BackendSecret } from '../auth/backend.js';
 import type { NodeTable } from '../cluster/nodes.js';
 import type { Router, Classification, Decision, CatalogQuestions } from '../router/router.js';
 import { afterStatement, newSessionRoutingState, type SessionRoutingState } from '../router/policy.js';

@@ -12,7 +12,7 @@ import { md5Response } from '../../src/auth/md5.js';
 import { PoolPasswd } from '../../src/auth/passwd.js';
 import { ScramClient, buildScramVerifier } from '../../src/auth/scram.js';
 import { PgError } from '../../src/protocol/messages.js';
-import type { BackendAuthMethod } from '../../src/pool/connector.js';
+import type { BackendAuthMethod } from '../../src/auth/backend.js';
 import { authenticateClient, type FrontendAuthEnv } from '../../src/session/frontend-auth.js';
 
 const sockets: net.Socket[] = [];
