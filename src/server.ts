@@ -15,7 +15,7 @@ import { PgError, errorResponse, negotiateProtocolVersion, parseStartupParams } 
 import { ConnectionCache, isCacheableDatabase } from './pool/cache.js';
 import { connectBackend, probeAuthMethod, setDefaultBackendTls } from './pool/connector.js';
 import type { BackendAuthMethod, BackendSecret } from './auth/backend.js';
-import { authenticateClient, type ClientTlsState, type FrontendAuthEnv } from './session/frontend-auth.js';
+import { authenticateClient, type ClientTlsState, type FrontendAuthEnv } from './auth/frontend.js';
 import { loadHba, reloadHba, type HbaRule } from './auth/hba.js';
 import type { PoolPasswd } from './auth/passwd.js';
 import { loadPoolPasswd, secretFromPassword } from './auth/credentials.js';

@@ -27,12 +27,12 @@ import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { AuthCode, SQLSTATE } from '../protocol/constants.js';
 import { PgError, authenticationRequest, errorResponse, readCString } from '../protocol/messages.js';
-import type { BackendAuthMethod, BackendSecret } from '../auth/backend.js';
-import { matchHba, noEntryError, type HbaMatchEnv, type HbaMethod, type HbaRoles, type HbaRule } from '../auth/hba.js';
-import { md5Salt, pgMd5Hash, safeEqual, verifyMd5Response } from '../auth/md5.js';
-import type { PasswordFor, PoolPasswd } from '../auth/passwd.js';
-import { secretFromPassword } from '../auth/credentials.js';
-import { ScramServer, parseScramVerifier, verifyScramPassword, type ScramErrorInfo } from '../auth/scram.js';
+import type { BackendAuthMethod, BackendSecret } from './backend.js';
+import { matchHba, noEntryError, type HbaMatchEnv, type HbaMethod, type HbaRoles, type HbaRule } from './hba.js';
+import { md5Salt, pgMd5Hash, safeEqual, verifyMd5Response } from './md5.js';
+import type { PasswordFor, PoolPasswd } from './passwd.js';
+import { secretFromPassword } from './credentials.js';
+import { ScramServer, parseScramVerifier, verifyScramPassword, type ScramErrorInfo } from './scram.js';
 
 /** PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH: longest password / SASL message accepted. */
 const MAX_AUTH_MESSAGE = 65535;
