@@ -12,13 +12,11 @@ import type { Config } from './config/types.js';
 import type { Logger } from './log.js';
 import { CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SQLSTATE, SSL_REQUEST_CODE } from './protocol/constants.js';
 import { PgError, errorResponse, negotiateProtocolVersion, parseStartupParams } from './protocol/messages.js';
-import { ConnectionCache, isCacheableDatabase } from './pool/cache.js';
-import { connectBackend, probeAuthMethod, setDefaultBackendTls } from './pool/connector.js';
-import type { BackendAuthMethod, BackendSecret } from './auth/backend.js';
-import { authenticateClient, type ClientTlsState, type FrontendAuthEnv } from './auth/frontend.js';
-import { loadHba, reloadHba, type HbaRule } from './auth/hba.js';
-import type { PoolPasswd } from './auth/passwd.js';
-import { loadPoolPasswd, secretFromPassword } from './auth/credentials.js';
+import { ConnectionCache } from './pool/cache.js';
+import { setDefaultBackendTls } from './pool/connector.js';
+import type { BackendSecret } from './auth/backend.js';
+import type { ClientTlsState } from './auth/frontend.js';
+import { Authenticator } from './auth/authenticator.js';
 import { backendTlsFromConfig, buildServerTls, upgradeClient, type ServerTls } from './tls.js';
 import { Session, SessionRegistry, type SessionContext } from './session/session.js';
 import { NodeTable } from './cluster/nodes.js';
@@ -29,8 +27,6 @@ import { Router } from './router/router.js';
 const MAX_STARTUP_PACKET = 10000;
 const N = Buffer.from('N');
 const S = Buffer.from('S');
-/** How long a backend's authentication method learned by a probe is trusted (pool_hba off). */
-const AUTH_METHOD_TTL_MS = 30_000;
 
 /** A client between accept() and admission. */
 interface Pending {
@@ -69,13 +65,8 @@ export class Relay implements SessionContext {
   private readonly starting = new Set<net.Socket>();
   private readonly sessions = new Set<Session>();
   private stopping = false;
-  private readonly secretFn: ((user: string) => BackendSecret | undefined) | undefined;
-  /** pool_hba.conf rules (enable_pool_hba = on), else undefined. */
-  private hbaRules: HbaRule[] | undefined;
-  private passwd: PoolPasswd | undefined;
+  readonly auth: Authenticator;
   private serverTls: ServerTls | undefined;
-  /** pool_hba off: the primary's method per (user, database), learned by probing. */
-  private readonly methodCache = new Map<string, { method: BackendAuthMethod; at: number }>();
 
   // Hooks set by src/services.ts (cluster manager, admin commands, statistics, metrics).
   countStatement?: SessionContext['countStatement'];
@@ -92,7 +83,6 @@ export class Relay implements SessionContext {
     this.cache = new ConnectionCache(cacheLimits(opts.config));
     this.router = new Router(opts.config, this.nodes);
     this.gate = new ClientGate(opts.config.num_init_children);
-    this.secretFn = opts.backendSecret;
     try {
       this.serverTls = buildServerTls(opts.config);
     } catch (e) {
@@ -118,7 +108,14 @@ export class Relay implements SessionContext {
             : (opts.config.backend_ssl_mode as 'disable'),
       });
     }
-    this.loadAuth(true);
+    this.auth = new Authenticator({
+      config: () => this.cfg,
+      log: this.log,
+      nodes: this.nodes,
+      cache: this.cache,
+      ssl: this.serverTls !== undefined,
+      backendSecret: opts.backendSecret,
+    });
   }
 
   /** Frontend TLS is configured (SSLRequest answered 'S'). */
@@ -128,69 +125,10 @@ export class Relay implements SessionContext {
 
   /**
    * Re-read pool_hba.conf (when enable_pool_hba is on) and pool_passwd, as on
-   * SIGHUP. A file that fails to load keeps the previous rules/entries (logged).
-   * Call after setConfig() so enable_pool_hba / hba_file changes apply.
+   * SIGHUP. Call after setConfig() so enable_pool_hba / hba_file changes apply.
    */
   reloadAuth(): { ok: boolean; errors: string[] } {
-    return this.loadAuth(false);
-  }
-
-  private loadAuth(initial: boolean): { ok: boolean; errors: string[] } {
-    const cfg = this.cfg;
-    const errors: string[] = [];
-    this.methodCache.clear();
-    if (cfg.enable_pool_hba) {
-      const onWarning = (w: { file: string; line: number; message: string }): void =>
-        this.log.warn({ file: w.file, line: w.line }, w.message);
-      if (initial || this.hbaRules === undefined) {
-        try {
-          this.hbaRules = loadHba(cfg.hba_file, { ssl: this.serverTls !== undefined, onWarning });
-        } catch (e) {
-          errors.push((e as Error).message);
-          this.log.error(
-            { err: (e as Error).message },
-            'could not load pool_hba.conf: every connection is rejected until it is fixed and reloaded',
-          );
-          this.hbaRules = [];
-        }
-      } else {
-        const r = reloadHba(cfg.hba_file, this.hbaRules, { ssl: this.serverTls !== undefined, onWarning });
-        if (!r.ok) {
-          const msg = r.errors.map((x) => `${x.file}:${x.line}: ${x.message}`).join('; ');
-          errors.push(msg);
-          this.log.error({ err: msg }, 'pool_hba.conf not reloaded: keeping the previous rules');
-        }
-        this.hbaRules = r.rules;
-      }
-    } else {
-      this.hbaRules = undefined;
-    }
-    if (cfg.pool_passwd) {
-      try {
-        const p = loadPoolPasswd(cfg) as PoolPasswd;
-        for (const w of p.warnings) this.log.warn({ pool_passwd: cfg.pool_passwd }, w);
-        this.passwd = p;
-      } catch (e) {
-        errors.push((e as Error).message);
-        this.log.error(
-          { err: (e as Error).message, pool_passwd: cfg.pool_passwd },
-          initial ? 'could not read pool_passwd' : 'pool_passwd not reloaded: keeping the previous entries',
-        );
-      }
-    } else {
-      this.passwd = undefined;
-    }
-    if (!initial && errors.length === 0)
-      this.log.info(
-        { enable_pool_hba: cfg.enable_pool_hba, rules: this.hbaRules?.length, users: this.passwd?.entries.length ?? 0 },
-        'authentication files reloaded',
-      );
-    return { ok: errors.length === 0, errors };
-  }
-
-  /** The loaded pool_passwd (undefined when pool_passwd = ''), e.g. for internal users' passwords. */
-  poolPasswd(): PoolPasswd | undefined {
-    return this.passwd;
+    return this.auth.reload();
   }
 
   config(): Config {
@@ -198,8 +136,7 @@ export class Relay implements SessionContext {
   }
 
   backendSecret(user: string): BackendSecret | undefined {
-    if (this.secretFn) return this.secretFn(user);
-    return secretFromPassword(this.passwd?.getPasswordFor(user));
+    return this.auth.backendSecret(user);
   }
 
   /** Replace the configuration (reload). Only reloadable settings take effect. */
@@ -580,10 +517,13 @@ export class Relay implements SessionContext {
       return;
     }
     p.authenticating = true;
-    const auth = await authenticateClient(
-      { socket: p.socket, params, address: p.local ? undefined : p.raw.remoteAddress, local: p.local, tls: p.tls },
-      this.authEnv(),
-    );
+    const auth = await this.auth.authenticate({
+      socket: p.socket,
+      params,
+      address: p.local ? undefined : p.raw.remoteAddress,
+      local: p.local,
+      tls: p.tls,
+    });
     if (!auth || p.done || p.socket.destroyed || this.stopping) {
       this.endStartup(p);
       if (auth) p.socket.destroy();
@@ -591,74 +531,6 @@ export class Relay implements SessionContext {
     }
     this.endStartup(p);
     void this.admit(p.socket, params, p.remote, auth.secret);
-  }
-
-  private authEnv(): FrontendAuthEnv {
-    return {
-      config: this.cfg,
-      log: this.log,
-      hba: this.hbaRules,
-      passwd: this.passwd,
-      backendMethod: (params) => this.primaryAuthMethod(params),
-      verifyWithBackend: (params, secret) => this.verifyWithBackend(params, secret),
-    };
-  }
-
-  /** pool_hba off: the method the primary asks for this (user, database), probed and cached briefly. */
-  private async primaryAuthMethod(params: Map<string, string>): Promise<BackendAuthMethod> {
-    const key = `${params.get('user') ?? ''}\u0000${params.get('database') ?? ''}`;
-    const hit = this.methodCache.get(key);
-    if (hit && Date.now() - hit.at < AUTH_METHOD_TTL_MS) return hit.method;
-    const node = this.nodes.primaryNode();
-    if (!node)
-      throw new PgError(
-        SQLSTATE.cannotConnectNow,
-        'no primary node is available',
-        'FATAL',
-        undefined,
-        'pgrelay is searching for the primary; retry shortly.',
-      );
-    const method = await probeAuthMethod({
-      nodeId: node.id,
-      host: node.host,
-      port: node.port,
-      params,
-      connectTimeoutMs: this.cfg.connect_timeout,
-    });
-    if (this.methodCache.size > 10_000) this.methodCache.clear();
-    this.methodCache.set(key, { method, at: Date.now() });
-    return method;
-  }
-
-  /**
-   * Check a clear-text password pgrelay cannot check itself by logging into
-   * the primary with it. The new connection goes into the cache for the session.
-   */
-  private async verifyWithBackend(params: Map<string, string>, secret: BackendSecret): Promise<PgError | undefined> {
-    const node = this.nodes.primaryNode();
-    if (!node)
-      return new PgError(
-        SQLSTATE.cannotConnectNow,
-        'no primary node is available',
-        'FATAL',
-        undefined,
-        'pgrelay is searching for the primary; retry shortly.',
-      );
-    try {
-      const conn = await connectBackend({
-        nodeId: node.id,
-        host: node.host,
-        port: node.port,
-        params,
-        connectTimeoutMs: this.cfg.connect_timeout,
-        secret: () => secret,
-      });
-      if (this.cfg.connection_cache && isCacheableDatabase(params.get('database') ?? '')) this.cache.put(conn);
-      else conn.close();
-      return undefined;
-    } catch (e) {
-      return e instanceof PgError ? e : new PgError(SQLSTATE.connectionFailure, (e as Error).message);
-    }
   }
 
   private async admit(
