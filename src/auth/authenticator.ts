@@ -14,7 +14,7 @@ import type { NodeTable } from '../cluster/nodes.js';
 import { SQLSTATE } from '../protocol/constants.js';
 import { PgError } from '../protocol/messages.js';
 import { isCacheableDatabase, type ConnectionCache } from '../pool/cache.js';
-import { connectBackend, probeAuthMethod } from '../pool/connector.js';
+import { connectBackend, probeAuthMethod, type ConnectOptions } from '../pool/connector.js';
 import type { BackendAuthMethod, BackendSecret } from './backend.js';
 import { loadPoolPasswd, secretFromPassword } from './credentials.js';
 import { authenticateClient, type AuthSuccess, type ClientInfo } from './frontend.js';
@@ -133,20 +133,22 @@ export class Authenticator {
     return { ok: errors.length === 0, errors };
   }
 
+  /** A login to the primary with a client's start-up parameters; undefined while there is no primary. */
+  private atPrimary(params: Map<string, string>): ConnectOptions | undefined {
+    const node = this.opts.nodes.primaryNode();
+    if (!node) return undefined;
+    const connectTimeoutMs = this.opts.config().connect_timeout;
+    return { nodeId: node.id, host: node.host, port: node.port, params, connectTimeoutMs };
+  }
+
   /** pool_hba off: the method the primary asks for this (user, database), probed and cached briefly. */
   private async primaryAuthMethod(params: Map<string, string>): Promise<BackendAuthMethod> {
     const key = `${params.get('user') ?? ''}\u0000${params.get('database') ?? ''}`;
     const hit = this.methodCache.get(key);
     if (hit && Date.now() - hit.at < AUTH_METHOD_TTL_MS) return hit.method;
-    const node = this.opts.nodes.primaryNode();
-    if (!node) throw noPrimary();
-    const method = await probeAuthMethod({
-      nodeId: node.id,
-      host: node.host,
-      port: node.port,
-      params,
-      connectTimeoutMs: this.opts.config().connect_timeout,
-    });
+    const primary = this.atPrimary(params);
+    if (!primary) throw noPrimary();
+    const method = await probeAuthMethod(primary);
     if (this.methodCache.size > 10_000) this.methodCache.clear();
     this.methodCache.set(key, { method, at: Date.now() });
     return method;
@@ -154,17 +156,10 @@ export class Authenticator {
 
   /** Check a clear-text password pgrelay cannot check itself by logging into the primary with it. */
   private async verifyWithBackend(params: Map<string, string>, secret: BackendSecret): Promise<PgError | undefined> {
-    const node = this.opts.nodes.primaryNode();
-    if (!node) return noPrimary();
+    const primary = this.atPrimary(params);
+    if (!primary) return noPrimary();
     try {
-      const conn = await connectBackend({
-        nodeId: node.id,
-        host: node.host,
-        port: node.port,
-        params,
-        connectTimeoutMs: this.opts.config().connect_timeout,
-        secret: () => secret,
-      });
+      const conn = await connectBackend({ ...primary, secret: () => secret });
       if (this.opts.config().connection_cache && isCacheableDatabase(params.get('database') ?? ''))
         this.opts.cache.put(conn);
       else conn.close();

@@ -325,16 +325,11 @@ async function hbaAuth(
       return { secret: secretFromPassword(stored), method: 'cert' };
     }
     case 'password': {
-      const pw = await askClearText(client, reader);
-      if (stored) {
-        if (!passwordMatches(pw, user, stored)) throw invalidPassword(user, 'password does not match pool_passwd');
-        return {
-          secret: stored.kind === 'scram' ? { password: pw } : { ...secretFromPassword(stored), password: pw },
-          method: 'password',
-        };
-      }
-      await verifyAtBackend(client, env, pw);
-      return { secret: { password: pw }, method: 'password' };
+      const pw = await checkClearText(client, env, reader, stored);
+      return {
+        secret: stored && stored.kind !== 'scram' ? { ...secretFromPassword(stored), password: pw } : { password: pw },
+        method: 'password',
+      };
     }
     case 'md5': {
       if (!stored || stored.kind === 'scram') {
@@ -399,29 +394,16 @@ async function relayAuth(
       );
     }
     setMethod('password');
-    const pw = await askClearText(client, reader);
-    if (stored) {
-      if (!passwordMatches(pw, user, stored)) throw invalidPassword(user, 'password does not match pool_passwd');
-      return { secret: { password: pw }, method: 'password' };
-    }
-    await verifyAtBackend(client, env, pw);
-    return { secret: { password: pw }, method: 'password' };
+    return { secret: { password: await checkClearText(client, env, reader, stored) }, method: 'password' };
   };
   switch (backend) {
     case 'trust':
       setMethod('trust');
       // No password at all: if a backend asks for one later, that connection fails.
       return { secret: {}, method: 'trust' };
-    case 'password': {
+    case 'password':
       setMethod('password');
-      const pw = await askClearText(client, reader);
-      if (stored) {
-        if (!passwordMatches(pw, user, stored)) throw invalidPassword(user, 'password does not match pool_passwd');
-      } else {
-        await verifyAtBackend(client, env, pw);
-      }
-      return { secret: { password: pw }, method: 'password' };
-    }
+      return { secret: { password: await checkClearText(client, env, reader, stored) }, method: 'password' };
     case 'md5':
       if (!stored || stored.kind === 'scram')
         return clearTextFallback(stored ? 'pool_passwd has a SCRAM verifier, md5 impossible' : 'no pool_passwd entry');
@@ -444,6 +426,20 @@ async function verifyAtBackend(client: ClientInfo, env: FrontendAuthEnv, passwor
   if (err.code === SQLSTATE.invalidPassword || err.code === SQLSTATE.invalidAuthorizationSpecification)
     throw new AuthFailure(err, 'rejected by the primary');
   throw new AuthFailure(err, 'could not verify the password with the primary');
+}
+
+/** Ask for a clear-text password and check it against pool_passwd, or at the primary when there is no entry. */
+async function checkClearText(
+  client: ClientInfo,
+  env: FrontendAuthEnv,
+  reader: AuthReader,
+  stored: PasswordFor | undefined,
+): Promise<string> {
+  const pw = await askClearText(client, reader);
+  const user = client.params.get('user') ?? '';
+  if (!stored) await verifyAtBackend(client, env, pw);
+  else if (!passwordMatches(pw, user, stored)) throw invalidPassword(user, 'password does not match pool_passwd');
+  return pw;
 }
 
 async function askClearText(client: ClientInfo, reader: AuthReader): Promise<string> {
