@@ -8,7 +8,7 @@
 import { loadConfig, ConfigError } from './config/load.js';
 import type { Config } from './config/types.js';
 import { createLogger } from './log.js';
-import { Relay } from './server.js';
+import { Relay } from './server/relay.js';
 import { existsSync } from 'node:fs';
 import { loadEncKey, passwdCommand, pgEncOutput, pgMd5Output, type PasswdMethod } from './auth/tools.js';
 import { ClusterManager } from './cluster/manager.js';

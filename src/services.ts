@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import type { Config } from './config/types.js';
 import { ConfigError, diffConfigs, loadConfig, type LoadOptions } from './config/load.js';
 import type { Logger } from './log.js';
-import type { Relay } from './server.js';
+import type { Relay } from './server/relay.js';
 import type { ClusterManager } from './cluster/manager.js';
 import { ClusterError } from './cluster/manager.js';
 import { oneShotQuery, srCheckCredentials } from './cluster/conn.js';

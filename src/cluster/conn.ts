@@ -13,9 +13,10 @@
 import { serialize } from 'pg-protocol';
 import { BE } from '../protocol/constants.js';
 import { parseErrorFields, readCString } from '../protocol/messages.js';
-import { connectBackend, type BackendConnection, type BackendSecret } from '../pool/connector.js';
-import { PoolPasswd, resolveConfigPassword, resolvePoolPasswdPath, type PasswordFor } from '../auth/passwd.js';
-import { statSync } from 'node:fs';
+import { connectBackend, type BackendConnection } from '../pool/connector.js';
+import type { BackendSecret } from '../auth/backend.js';
+import type { PoolPasswd } from '../auth/passwd.js';
+import { internalUserSecret } from '../auth/credentials.js';
 import type { Config } from '../config/types.js';
 
 export type Row = Record<string, string | null>;
@@ -188,43 +189,9 @@ export async function oneShotQuery(
   }
 }
 
-/** pool_passwd, loaded lazily and re-read when the file changes. */
-export class PoolPasswdCache {
-  private path: string | undefined;
-  private mtime = -1;
-  private loaded: PoolPasswd | undefined;
-
-  get(cfg: Config): PoolPasswd | undefined {
-    const p = resolvePoolPasswdPath(cfg.config_file, cfg.pool_passwd);
-    if (!p) return undefined;
-    let mtime = 0;
-    try {
-      mtime = statSync(p).mtimeMs;
-    } catch {
-      mtime = 0;
-    }
-    if (p !== this.path || mtime !== this.mtime || !this.loaded) {
-      this.path = p;
-      this.mtime = mtime;
-      try {
-        this.loaded = PoolPasswd.load(p);
-      } catch {
-        this.loaded = undefined;
-      }
-    }
-    return this.loaded;
-  }
-}
-
-export function toBackendSecret(p: PasswordFor | undefined): BackendSecret | undefined {
-  if (!p) return undefined;
-  if (p.kind === 'plain') return { password: p.password };
-  if (p.kind === 'md5') return { md5Hash: p.hash };
-  return undefined; // a SCRAM verifier cannot answer a server's SCRAM challenge
-}
-
 /** Credentials from a user/password pair as configured (password empty → pool_passwd). */
 export function credentials(
+  cfg: Config,
   user: string,
   password: string,
   database: string,
@@ -232,7 +199,7 @@ export function credentials(
 ): CheckCredentials {
   let secret: BackendSecret | undefined;
   try {
-    secret = toBackendSecret(resolveConfigPassword(user, password, pw));
+    secret = internalUserSecret(cfg, user, password, pw);
   } catch {
     secret = password ? { password } : undefined;
   }
@@ -241,10 +208,10 @@ export function credentials(
 
 /** sr_check_user credentials (falling back to health_check_user, then postgres). */
 export function srCheckCredentials(cfg: Config, pw: PoolPasswd | undefined): CheckCredentials {
-  if (cfg.sr_check_user) return credentials(cfg.sr_check_user, cfg.sr_check_password, cfg.sr_check_database, pw);
+  if (cfg.sr_check_user) return credentials(cfg, cfg.sr_check_user, cfg.sr_check_password, cfg.sr_check_database, pw);
   if (cfg.health_check.user)
-    return credentials(cfg.health_check.user, cfg.health_check.password, cfg.health_check.database, pw);
-  return credentials('postgres', '', cfg.sr_check_database, pw);
+    return credentials(cfg, cfg.health_check.user, cfg.health_check.password, cfg.health_check.database, pw);
+  return credentials(cfg, 'postgres', '', cfg.sr_check_database, pw);
 }
 
 /** Parse a pg_lsn text 'X/Y' into a bigint (undefined when not an LSN). */

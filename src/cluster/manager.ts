@@ -26,7 +26,6 @@ import type { Logger } from '../log.js';
 import type { NodeChange, NodeState, NodeTable } from './nodes.js';
 import {
   CheckConnection,
-  PoolPasswdCache,
   credentials,
   oneShotQuery,
   parseLsn,
@@ -51,6 +50,7 @@ import {
   type HealthStats,
 } from './health.js';
 import { readStatusFile, statusFilePath, writeStatusFile } from './status-file.js';
+import { PoolPasswdCache } from '../auth/credentials.js';
 
 export type BackendErrorKind = 'connect' | 'io' | 'shutdown';
 
@@ -537,7 +537,7 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
     const cfg = this.getConfig();
     const user = hc.user || cfg.sr_check_user || 'postgres';
     const password = hc.user ? hc.password : cfg.sr_check_password;
-    return credentials(user, password, hc.database, this.passwd.get(cfg));
+    return credentials(cfg, user, password, hc.database, this.passwd.get(cfg));
   }
 
   // ------------------------------------------------------------------ health check

@@ -1,38 +1,18 @@
 /**
  * Opens a backend connection to PostgreSQL as a client: TCP connect (bounded by
- * connect_timeout), StartupMessage with the client's parameters, whatever
- * authentication the server asks for, then ParameterStatus/BackendKeyData until the
- * first ReadyForQuery. The result is a `BackendConnection` ready to be handed to a
- * session or kept in the connection cache.
+ * connect_timeout), TLS negotiation, StartupMessage with the client's parameters,
+ * whatever authentication the server asks for (answered by src/auth/backend.ts),
+ * then ParameterStatus/BackendKeyData until the first ReadyForQuery. The result
+ * is a `BackendConnection` ready to be handed to a session or kept in the
+ * connection cache.
  */
 import net from 'node:net';
 import tls from 'node:tls';
 import { serialize } from 'pg-protocol';
-import { AuthCode, BE, SQLSTATE } from '../protocol/constants.js';
+import { BE, SQLSTATE } from '../protocol/constants.js';
 import { PgError, parseErrorFields, readCString } from '../protocol/messages.js';
-import { md5PasswordResponse } from './backend-auth.js';
-import { BackendScram } from './backend-auth.js';
 import { backendTlsOptions, type BackendTls } from '../tls.js';
-import { tlsServerEndPoint } from '../auth/tls-binding.js';
-
-/** What the connector may use to answer a backend's password request. */
-export interface BackendSecret {
-  /** Plain password (works for cleartext, md5 and SCRAM). */
-  password?: string;
-  /** Stored md5 hash `md5<hex>` (works for md5 only). */
-  md5Hash?: string;
-  /**
-   * ClientKey recovered from the client's own SCRAM proof, with the pool_passwd
-   * verifier it was checked against: answers a backend's SCRAM request when the
-   * backend's verifier has the same salt and iteration count (a copy of
-   * pg_authid.rolpassword in pool_passwd). Memory only, per session.
-   */
-  scramClientKey?: Buffer;
-  scramVerifier?: string;
-}
-
-/** Authentication method a backend asked for first. */
-export type BackendAuthMethod = 'trust' | 'password' | 'md5' | 'scram-sha-256';
+import { BackendAuthExchange, type BackendAuthMethod, type BackendSecret } from '../auth/backend.js';
 
 let defaultBackendTls: BackendTls = { mode: 'disable' };
 
@@ -173,9 +153,9 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
     let buf: Buffer = Buffer.alloc(0);
     let pid = 0;
     let secretKey = 0;
-    let method: BackendAuthMethod = 'trust';
     const params = new Map<string, string>();
-    let scram: BackendScram | undefined;
+    /** Created once the protocol starts (TLS or not is known then). */
+    let auth: BackendAuthExchange | undefined;
     const where = `backend node ${opts.nodeId} (${opts.host}:${opts.port})`;
 
     const timer = setTimeout(
@@ -215,18 +195,6 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
     function onClose(): void {
       fail(new PgError(SQLSTATE.connectionFailure, `${where} closed the connection during start-up`));
     }
-    function needSecret(): BackendSecret | undefined {
-      return opts.secret?.(user);
-    }
-    function noPassword(kind: string): PgError {
-      return new PgError(
-        SQLSTATE.invalidPassword,
-        `backend node ${opts.nodeId} requested ${kind} authentication for user "${user}" but pgrelay has no password for it`,
-        'FATAL',
-        undefined,
-        'Add the user to pool_passwd (pgrelay passwd) or allow trust authentication from pgrelay in pg_hba.conf.',
-      );
-    }
     function probed(m: BackendAuthMethod): void {
       done = true;
       cleanup();
@@ -239,92 +207,11 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
     }
 
     function onAuth(body: Buffer): void {
-      const code = body.readInt32BE(0);
-      if (code === AuthCode.Ok) {
-        if (probe && !scram && method === 'trust') return probed('trust');
-        return;
-      }
-      if (code === AuthCode.CleartextPassword) {
-        method = 'password';
-        if (probe) return probed(method);
-        const s = needSecret();
-        if (!s?.password) return fail(noPassword('cleartext password'));
-        socket.write(serialize.password(s.password));
-        return;
-      }
-      if (code === AuthCode.MD5Password) {
-        method = 'md5';
-        if (probe) return probed(method);
-        const s = needSecret();
-        if (!s || (!s.password && !s.md5Hash)) return fail(noPassword('md5'));
-        socket.write(serialize.password(md5PasswordResponse(user, body.subarray(4, 8), s.password, s.md5Hash)));
-        return;
-      }
-      if (code === AuthCode.SASL) {
-        method = 'scram-sha-256';
-        const mechs: string[] = [];
-        let p = 4;
-        while (p < body.length && body[p] !== 0) {
-          const r = readCString(body, p, body.length);
-          if (!r) break;
-          mechs.push(r[0]);
-          p = r[1];
-        }
-        if (!mechs.includes('SCRAM-SHA-256'))
-          return fail(
-            new PgError(
-              SQLSTATE.featureNotSupported,
-              `backend node ${opts.nodeId} offers SASL mechanisms ${mechs.join(', ')}, none supported by pgrelay`,
-            ),
-          );
-        if (probe) return probed(method);
-        const s = needSecret();
-        const hasKey = s?.scramClientKey !== undefined && s.scramVerifier !== undefined;
-        if (!s?.password && !hasKey) return fail(noPassword('SCRAM-SHA-256'));
-        let channelBinding: { type: 'tls-server-end-point'; data: Buffer } | undefined;
-        let cbindFlag: 'n' | 'y' = 'n';
-        if (tlsSocket) {
-          if (mechs.includes('SCRAM-SHA-256-PLUS')) {
-            try {
-              const peer = tlsSocket.getPeerCertificate();
-              if (peer?.raw) channelBinding = { type: 'tls-server-end-point', data: tlsServerEndPoint(peer.raw) };
-            } catch {
-              channelBinding = undefined; // certificate hash unsupported: no binding, as libpq
-            }
-          } else cbindFlag = 'y';
-        }
-        try {
-          scram = s?.password
-            ? new BackendScram({ password: s.password, channelBinding, cbindFlag })
-            : new BackendScram({ clientKey: s!.scramClientKey, verifier: s!.scramVerifier, channelBinding, cbindFlag });
-        } catch (e) {
-          return fail(
-            new PgError(
-              SQLSTATE.invalidPassword,
-              `SCRAM authentication with backend node ${opts.nodeId} failed: ${(e as Error).message}`,
-            ),
-          );
-        }
-        socket.write(serialize.sendSASLInitialResponseMessage(scram.mechanism, scram.clientFirst()));
-        return;
-      }
-      if (code === AuthCode.SASLContinue && scram) {
-        const r = scram.serverFirst(body.toString('utf8', 4));
-        if (typeof r !== 'string') return fail(r);
-        socket.write(serialize.sendSCRAMClientFinalMessage(r));
-        return;
-      }
-      if (code === AuthCode.SASLFinal && scram) {
-        const r = scram.serverFinal(body.toString('utf8', 4));
-        if (r) return fail(r);
-        return;
-      }
-      return fail(
-        new PgError(
-          SQLSTATE.featureNotSupported,
-          `backend node ${opts.nodeId} requested unsupported authentication method (code ${code})`,
-        ),
-      );
+      const step = auth?.answer(body);
+      if (step instanceof PgError) return fail(step);
+      if (step === undefined) return;
+      if ('probed' in step) return probed(step.probed);
+      socket.write(step.send);
     }
 
     function onMessage(type: number, body: Buffer): void {
@@ -375,7 +262,7 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
           conn.startup = opts.params;
           conn.txStatus = body[0];
           conn.ssl = tlsSocket !== undefined;
-          conn.authMethod = method;
+          conn.authMethod = auth?.method ?? 'trust';
           buf = Buffer.alloc(0);
           resolve(conn);
           return;
@@ -407,6 +294,14 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
     }
 
     function startProtocol(): void {
+      const t = tlsSocket;
+      auth = new BackendAuthExchange({
+        nodeId: opts.nodeId,
+        user,
+        secret: () => opts.secret?.(user),
+        tls: t ? { peerCertificate: () => t.getPeerCertificate()?.raw } : undefined,
+        probe,
+      });
       socket.on('data', onData);
       socket.on('error', onError);
       socket.on('close', onClose);

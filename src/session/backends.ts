@@ -20,13 +20,8 @@ import { SQLSTATE, TxStatus } from '../protocol/constants.js';
 import { DROP, type Drop } from '../protocol/framing.js';
 import { PgError } from '../protocol/messages.js';
 import { isCacheableDatabase } from '../pool/cache.js';
-import {
-  type BackendConnection,
-  type BackendSecret,
-  cacheKeyFor,
-  connectBackend,
-  sendCancel,
-} from '../pool/connector.js';
+import type { BackendSecret } from '../auth/backend.js';
+import { type BackendConnection, cacheKeyFor, connectBackend, sendCancel } from '../pool/connector.js';
 import { queryMessage, resetConnection } from '../pool/query.js';
 import type { SessionFacts } from '../router/router.js';
 import { BackendLink, type LinkExpectation, type LinkOwner } from './backend-link.js';

@@ -4,7 +4,7 @@
  * engine and the metrics), and the small interfaces the session's parts share.
  */
 import type { AdminCaller, AdminRequest } from '../admin/service.js';
-import type { BackendSecret } from '../pool/connector.js';
+import type { BackendSecret } from '../auth/backend.js';
 import type { ConnectionCache } from '../pool/cache.js';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';

@@ -40,7 +40,8 @@ import {
   readCString,
   readyForQuery,
 } from '../protocol/messages.js';
-import type { BackendConnection, BackendSecret } from '../pool/connector.js';
+import type { BackendSecret } from '../auth/backend.js';
+import type { BackendConnection } from '../pool/connector.js';
 import type { Classification, Decision, SessionFacts, SessionRoutingState } from '../router/router.js';
 import { newSessionRoutingState } from '../router/policy.js';
 import { AdminReplies } from './admin-replies.js';

@@ -1,5 +1,5 @@
 /**
- * The client side of authentication (src/session/frontend-auth.ts) over a
+ * The client side of authentication (src/auth/frontend.ts) over a
  * loopback socket pair: md5 with a fresh salt per challenge, SCRAM, clear
  * text, pool_hba reject / no entry, relayed trust, verify-with-backend.
  */
@@ -12,8 +12,8 @@ import { md5Response } from '../../src/auth/md5.js';
 import { PoolPasswd } from '../../src/auth/passwd.js';
 import { ScramClient, buildScramVerifier } from '../../src/auth/scram.js';
 import { PgError } from '../../src/protocol/messages.js';
-import type { BackendAuthMethod } from '../../src/pool/connector.js';
-import { authenticateClient, type FrontendAuthEnv } from '../../src/session/frontend-auth.js';
+import type { BackendAuthMethod } from '../../src/auth/backend.js';
+import { authenticateClient, type FrontendAuthEnv } from '../../src/auth/frontend.js';
 
 const sockets: net.Socket[] = [];
 const servers: net.Server[] = [];

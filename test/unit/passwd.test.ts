@@ -18,6 +18,8 @@ import {
 } from '../../src/auth/passwd.js';
 import { verifyScramPassword } from '../../src/auth/scram.js';
 import { passwdCommand, pgEncOutput, pgMd5Output } from '../../src/auth/tools.js';
+import { internalUserSecret, loadPoolPasswd, PoolPasswdCache } from '../../src/auth/credentials.js';
+import { defaultConfig } from '../../src/config/load.js';
 
 const FIX = join(import.meta.dirname, '../fixtures/auth');
 const fix = (f: string): string => readFileSync(join(FIX, f), 'utf8');
@@ -219,6 +221,42 @@ describe('health-check / sr-check passwords', () => {
       kind: 'plain',
       password: 'pass',
     });
+  });
+});
+
+describe('pool_passwd as the proxy and its checks load it', () => {
+  const setup = () => {
+    const dir = tmp();
+    const passwd = join(dir, 'pool_passwd');
+    copyFileSync(join(FIX, 'pool_passwd'), passwd);
+    // Another key where pgpool looks without pool_key_file.
+    const other = join(dir, 'otherkey');
+    writeFileSync(other, 'not the key\n', { mode: 0o600 });
+    const cfg = { ...defaultConfig(), pool_passwd: passwd, pool_key_file: keyFile(dir) };
+    return { cfg, env: { PGPOOLKEYFILE: other } };
+  };
+
+  it('sessions, health checks and sr checks decrypt AES entries with pool_key_file', () => {
+    const { cfg, env } = setup();
+    const saved = process.env.PGPOOLKEYFILE;
+    process.env.PGPOOLKEYFILE = env.PGPOOLKEYFILE;
+    try {
+      expect(loadPoolPasswd(cfg)?.getPasswordFor('carol')).toEqual({ kind: 'plain', password: 'carolpw' });
+      const cache = new PoolPasswdCache();
+      expect(internalUserSecret(cfg, 'carol', '', cache.get(cfg))).toEqual({ password: 'carolpw' });
+      expect(internalUserSecret(cfg, 'x', 'AESfx+mQgm6Kl9/Cop9bDx8cw==', undefined)).toEqual({ password: 'pass' });
+      expect(internalUserSecret(cfg, 'alice', '', cache.get(cfg))).toEqual({ md5Hash: pgMd5Hash('alicepw', 'alice') });
+      expect(internalUserSecret(cfg, 'nobody', '', cache.get(cfg))).toEqual({});
+    } finally {
+      if (saved === undefined) delete process.env.PGPOOLKEYFILE;
+      else process.env.PGPOOLKEYFILE = saved;
+    }
+  });
+
+  it("pool_passwd = '' disables the file", () => {
+    const { cfg } = setup();
+    expect(loadPoolPasswd({ ...cfg, pool_passwd: '' })).toBeUndefined();
+    expect(new PoolPasswdCache().get({ ...cfg, pool_passwd: '' })).toBeUndefined();
   });
 });
 

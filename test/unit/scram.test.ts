@@ -5,7 +5,6 @@ import { describe, expect, it } from 'vitest';
 import {
   buildScramVerifier,
   parseScramVerifier,
-  saslPrep,
   ScramClient,
   ScramError,
   ScramServer,
@@ -13,6 +12,7 @@ import {
   verifyScramPassword,
   type ChannelBinding,
 } from '../../src/auth/scram.js';
+import { saslPrep } from '../../src/auth/saslprep.js';
 import { certificateSignatureOid, tlsServerEndPoint } from '../../src/auth/tls-binding.js';
 
 const FIX = join(import.meta.dirname, '../fixtures/auth');

@@ -27,11 +27,12 @@ import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { AuthCode, SQLSTATE } from '../protocol/constants.js';
 import { PgError, authenticationRequest, errorResponse, readCString } from '../protocol/messages.js';
-import type { BackendAuthMethod, BackendSecret } from '../pool/connector.js';
-import { matchHba, noEntryError, type HbaMatchEnv, type HbaMethod, type HbaRoles, type HbaRule } from '../auth/hba.js';
-import { md5Salt, pgMd5Hash, safeEqual, verifyMd5Response } from '../auth/md5.js';
-import type { PasswordFor, PoolPasswd } from '../auth/passwd.js';
-import { ScramServer, parseScramVerifier, verifyScramPassword, type ScramErrorInfo } from '../auth/scram.js';
+import type { BackendAuthMethod, BackendSecret } from './backend.js';
+import { matchHba, noEntryError, type HbaMatchEnv, type HbaMethod, type HbaRoles, type HbaRule } from './hba.js';
+import { md5Salt, pgMd5Hash, safeEqual, verifyMd5Response } from './md5.js';
+import type { PasswordFor, PoolPasswd } from './passwd.js';
+import { secretFromPassword } from './credentials.js';
+import { ScramServer, parseScramVerifier, verifyScramPassword, type ScramErrorInfo } from './scram.js';
 
 /** PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH: longest password / SASL message accepted. */
 const MAX_AUTH_MESSAGE = 65535;
@@ -186,14 +187,6 @@ function scramFailure(info: ScramErrorInfo): AuthFailure {
   return new AuthFailure(new PgError(info.code, info.message, 'FATAL', info.detail));
 }
 
-/** The secret for the backends from a pool_passwd entry. */
-export function secretFromPasswd(p: PasswordFor | undefined): BackendSecret {
-  if (!p) return {};
-  if (p.kind === 'plain') return { password: p.password };
-  if (p.kind === 'md5') return { md5Hash: p.hash };
-  return {};
-}
-
 /** Does a clear-text password match a pool_passwd entry? */
 export function passwordMatches(password: string, user: string, stored: PasswordFor): boolean {
   switch (stored.kind) {
@@ -310,7 +303,7 @@ async function hbaAuth(
   const stored = env.passwd?.getPasswordFor(user);
   switch (rule.method) {
     case 'trust':
-      return { secret: secretFromPasswd(stored), method: 'trust' };
+      return { secret: secretFromPassword(stored), method: 'trust' };
     case 'cert': {
       if (!client.tls) throw noEntry(); // the parser only allows cert on hostssl; be safe
       if (!client.tls.verifiedCN) {
@@ -329,19 +322,14 @@ async function hbaAuth(
           ),
         );
       }
-      return { secret: secretFromPasswd(stored), method: 'cert' };
+      return { secret: secretFromPassword(stored), method: 'cert' };
     }
     case 'password': {
-      const pw = await askClearText(client, reader);
-      if (stored) {
-        if (!passwordMatches(pw, user, stored)) throw invalidPassword(user, 'password does not match pool_passwd');
-        return {
-          secret: stored.kind === 'scram' ? { password: pw } : { ...secretFromPasswd(stored), password: pw },
-          method: 'password',
-        };
-      }
-      await verifyAtBackend(client, env, pw);
-      return { secret: { password: pw }, method: 'password' };
+      const pw = await checkClearText(client, env, reader, stored);
+      return {
+        secret: stored && stored.kind !== 'scram' ? { ...secretFromPassword(stored), password: pw } : { password: pw },
+        method: 'password',
+      };
     }
     case 'md5': {
       if (!stored || stored.kind === 'scram') {
@@ -359,7 +347,7 @@ async function hbaAuth(
         );
       }
       await md5Exchange(client, reader, stored);
-      return { secret: secretFromPasswd(stored), method: 'md5' };
+      return { secret: secretFromPassword(stored), method: 'md5' };
     }
     case 'scram-sha-256': {
       if (!stored || stored.kind === 'md5') {
@@ -406,35 +394,22 @@ async function relayAuth(
       );
     }
     setMethod('password');
-    const pw = await askClearText(client, reader);
-    if (stored) {
-      if (!passwordMatches(pw, user, stored)) throw invalidPassword(user, 'password does not match pool_passwd');
-      return { secret: { password: pw }, method: 'password' };
-    }
-    await verifyAtBackend(client, env, pw);
-    return { secret: { password: pw }, method: 'password' };
+    return { secret: { password: await checkClearText(client, env, reader, stored) }, method: 'password' };
   };
   switch (backend) {
     case 'trust':
       setMethod('trust');
       // No password at all: if a backend asks for one later, that connection fails.
       return { secret: {}, method: 'trust' };
-    case 'password': {
+    case 'password':
       setMethod('password');
-      const pw = await askClearText(client, reader);
-      if (stored) {
-        if (!passwordMatches(pw, user, stored)) throw invalidPassword(user, 'password does not match pool_passwd');
-      } else {
-        await verifyAtBackend(client, env, pw);
-      }
-      return { secret: { password: pw }, method: 'password' };
-    }
+      return { secret: { password: await checkClearText(client, env, reader, stored) }, method: 'password' };
     case 'md5':
       if (!stored || stored.kind === 'scram')
         return clearTextFallback(stored ? 'pool_passwd has a SCRAM verifier, md5 impossible' : 'no pool_passwd entry');
       setMethod('md5');
       await md5Exchange(client, reader, stored);
-      return { secret: secretFromPasswd(stored), method: 'md5' };
+      return { secret: secretFromPassword(stored), method: 'md5' };
     case 'scram-sha-256':
       if (!stored || stored.kind === 'md5')
         return clearTextFallback(stored ? 'pool_passwd has an md5 hash, SCRAM impossible' : 'no pool_passwd entry');
@@ -451,6 +426,20 @@ async function verifyAtBackend(client: ClientInfo, env: FrontendAuthEnv, passwor
   if (err.code === SQLSTATE.invalidPassword || err.code === SQLSTATE.invalidAuthorizationSpecification)
     throw new AuthFailure(err, 'rejected by the primary');
   throw new AuthFailure(err, 'could not verify the password with the primary');
+}
+
+/** Ask for a clear-text password and check it against pool_passwd, or at the primary when there is no entry. */
+async function checkClearText(
+  client: ClientInfo,
+  env: FrontendAuthEnv,
+  reader: AuthReader,
+  stored: PasswordFor | undefined,
+): Promise<string> {
+  const pw = await askClearText(client, reader);
+  const user = client.params.get('user') ?? '';
+  if (!stored) await verifyAtBackend(client, env, pw);
+  else if (!passwordMatches(pw, user, stored)) throw invalidPassword(user, 'password does not match pool_passwd');
+  return pw;
 }
 
 async function askClearText(client: ClientInfo, reader: AuthReader): Promise<string> {

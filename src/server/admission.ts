@@ -1,0 +1,180 @@
+/**
+ * Admission of an authenticated client: reserved_connections, then a
+ * num_init_children slot (ClientGate), waited for at most client_queue_timeout;
+ * then its Session runs and gives the slot back when it ends.
+ */
+import { promises as dns } from 'node:dns';
+import type net from 'node:net';
+import type { Config } from '../config/types.js';
+import { SQLSTATE } from '../protocol/constants.js';
+import { PgError } from '../protocol/messages.js';
+import type { BackendSecret } from '../auth/backend.js';
+import type { SessionContext } from '../session/context.js';
+import { Session } from '../session/session.js';
+import { refuseClient } from './startup.js';
+
+export interface AdmissionOptions {
+  /** What sessions run in (the Relay). */
+  context: SessionContext<Session>;
+  /** Shutting down: a client that got a slot is closed instead of starting. */
+  stopping: () => boolean;
+}
+
+export class Admission {
+  readonly gate: ClientGate;
+  /** Running sessions. */
+  readonly sessions = new Set<Session>();
+
+  constructor(private readonly opts: AdmissionOptions) {
+    this.gate = new ClientGate(opts.context.config().num_init_children);
+  }
+
+  private get config(): Config {
+    return this.opts.context.config();
+  }
+
+  async admit(
+    socket: net.Socket,
+    params: Map<string, string>,
+    remote: string,
+    authSecret: BackendSecret,
+  ): Promise<void> {
+    const cfg = this.config;
+    const reserved = cfg.reserved_connections;
+    if (reserved > 0 && this.gate.active >= cfg.num_init_children - reserved) {
+      refuseClient(socket, new PgError(SQLSTATE.tooManyConnections, 'Sorry, too many clients already'));
+      return;
+    }
+    let closedWhileWaiting = false;
+    const onClose = (): void => {
+      closedWhileWaiting = true;
+    };
+    socket.once('close', onClose);
+    socket.on('error', () => undefined);
+    const waitStart = Date.now();
+    const ok = await this.gate.acquire(cfg.client_queue_timeout * 1000, () => closedWhileWaiting);
+    socket.removeListener('close', onClose);
+    this.opts.context.metrics?.slotWait((Date.now() - waitStart) / 1000);
+    if (!ok) {
+      if (!closedWhileWaiting)
+        refuseClient(
+          socket,
+          new PgError(
+            SQLSTATE.tooManyConnections,
+            `sorry, too many clients already: all ${cfg.num_init_children} session slots (num_init_children) stayed busy for client_queue_timeout (${cfg.client_queue_timeout} s)`,
+            'FATAL',
+            undefined,
+            "Retry later, or raise num_init_children (and the backends' max_connections).",
+          ),
+        );
+      return;
+    }
+    if (closedWhileWaiting || socket.destroyed || this.opts.stopping()) {
+      this.gate.release();
+      socket.destroy();
+      return;
+    }
+    const session = new Session(this.opts.context, socket, params, remote, authSecret);
+    this.sessions.add(session);
+    this.opts.context.metrics?.clientConnected();
+    if (cfg.log_connections) {
+      const fields = { remote, application_name: session.applicationName };
+      // log_hostname: resolve the client's host name without delaying the session.
+      if (cfg.log_hostname && socket.remoteAddress)
+        void reverseLookup(socket.remoteAddress).then((hostname) =>
+          session.log.info({ ...fields, hostname }, 'connection received'),
+        );
+      else session.log.info(fields, 'connection received');
+    }
+    const startedAt = Date.now();
+    await session.start(() => {
+      this.sessions.delete(session);
+      this.gate.release();
+      if (this.config.log_disconnections)
+        session.log.info({ remote, durationMs: Date.now() - startedAt }, 'disconnection');
+    });
+  }
+}
+
+/** Reverse DNS of a client address, '' when it has none or takes longer than a second. */
+function reverseLookup(address: string): Promise<string> {
+  const ip = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return Promise.race([
+    dns.reverse(ip).then(
+      (names) => names[0] ?? '',
+      () => '',
+    ),
+    new Promise<string>((resolve) => setTimeout(() => resolve(''), 1000).unref()),
+  ]);
+}
+
+/**
+ * num_init_children as a counting gate: at most `limit` concurrent sessions; the
+ * rest wait in FIFO order for a bounded time (pgpool leaves them in the kernel's
+ * listen queue with no bound and no answer).
+ */
+interface Waiter {
+  resolve(ok: boolean): void;
+  timer: NodeJS.Timeout | undefined;
+  gone: () => boolean;
+}
+
+export class ClientGate {
+  active = 0;
+  private readonly waiters: Waiter[] = [];
+
+  constructor(private limit: number) {}
+
+  setLimit(n: number): void {
+    this.limit = n;
+    this.wake();
+  }
+
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
+  /** Resolves true with a slot taken, false on timeout (`timeoutMs` 0 = wait forever) or shutdown. */
+  acquire(timeoutMs: number, gone: () => boolean = () => false): Promise<boolean> {
+    if (this.active < this.limit && this.waiters.length === 0) {
+      this.active++;
+      return Promise.resolve(true);
+    }
+    return new Promise((resolve) => {
+      const w: Waiter = { resolve, timer: undefined, gone };
+      if (timeoutMs > 0) {
+        w.timer = setTimeout(() => {
+          const i = this.waiters.indexOf(w);
+          if (i >= 0) this.waiters.splice(i, 1);
+          resolve(false);
+        }, timeoutMs);
+      }
+      this.waiters.push(w);
+    });
+  }
+
+  release(): void {
+    this.active--;
+    this.wake();
+  }
+
+  rejectAll(): void {
+    for (const w of this.waiters.splice(0)) {
+      if (w.timer) clearTimeout(w.timer);
+      w.resolve(false);
+    }
+  }
+
+  private wake(): void {
+    while (this.active < this.limit && this.waiters.length > 0) {
+      const w = this.waiters.shift() as Waiter;
+      if (w.timer) clearTimeout(w.timer);
+      if (w.gone()) {
+        w.resolve(false);
+        continue;
+      }
+      this.active++;
+      w.resolve(true);
+    }
+  }
+}

@@ -1,0 +1,404 @@
+/**
+ * A client from accept() to admission: the start-up packet (SSLRequest,
+ * GSSENCRequest, PostgreSQL 17 direct TLS, CancelRequest, StartupMessage), TLS
+ * negotiation, protocol version and start-up parameters, then authentication
+ * (src/auth/). The whole sequence is bounded by authentication_timeout and holds
+ * no num_init_children slot, so stalled or half-open clients cannot exhaust them.
+ */
+import type net from 'node:net';
+import type { Config } from '../config/types.js';
+import type { Logger } from '../log.js';
+import { CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SQLSTATE, SSL_REQUEST_CODE } from '../protocol/constants.js';
+import { PgError, errorResponse, negotiateProtocolVersion, parseStartupParams } from '../protocol/messages.js';
+import type { Authenticator } from '../auth/authenticator.js';
+import type { BackendSecret } from '../auth/backend.js';
+import type { ClientTlsState } from '../auth/frontend.js';
+import type { SessionRegistry } from '../session/registry.js';
+import type { Session } from '../session/session.js';
+import { upgradeClient, type ServerTls } from '../tls.js';
+
+/** PostgreSQL's limit on a start-up packet (MAX_STARTUP_PACKET_LENGTH). */
+const MAX_STARTUP_PACKET = 10000;
+const N = Buffer.from('N');
+const S = Buffer.from('S');
+
+/** A client between accept() and admission. */
+interface Pending {
+  raw: net.Socket;
+  /** Came in on the Unix-domain socket (pool_hba `local` records; no TLS there, as PostgreSQL). */
+  local: boolean;
+  /** The socket the protocol runs on (raw, or TLS over it). */
+  socket: net.Socket;
+  remote: string;
+  tls: ClientTlsState | undefined;
+  timer: NodeJS.Timeout | undefined;
+  /** Start-up ended (admitted, refused, closed or timed out). */
+  done: boolean;
+  /** The authentication exchange has started. */
+  authenticating: boolean;
+}
+
+export interface StartupOptions {
+  config: () => Config;
+  log: Logger;
+  /** Frontend TLS; undefined = SSLRequest answered 'N', direct TLS refused. */
+  serverTls: ServerTls | undefined;
+  auth: Authenticator;
+  /** CancelRequest keys are looked up here. */
+  registry: SessionRegistry<Session>;
+  /** Shutting down: new clients are dropped, authenticated ones not admitted. */
+  stopping: () => boolean;
+  /** An authenticated client, for admission. */
+  admit(socket: net.Socket, params: Map<string, string>, remote: string, secret: BackendSecret): void;
+}
+
+export class Startup {
+  /** Sockets still in start-up (not yet sessions). */
+  private readonly starting = new Set<net.Socket>();
+
+  constructor(private readonly opts: StartupOptions) {}
+
+  /** Shutdown: drop every client still in start-up. */
+  abortAll(): void {
+    for (const s of this.starting) s.destroy();
+  }
+
+  /** A new client: its start-up runs in the background, ending in opts.admit() or a closed socket. */
+  accept(raw: net.Socket, local: boolean): void {
+    if (this.opts.stopping()) {
+      raw.destroy();
+      return;
+    }
+    if (!local) {
+      raw.setNoDelay(true);
+      raw.setKeepAlive(true, 60_000);
+    }
+    this.starting.add(raw);
+    const p: Pending = {
+      raw,
+      local,
+      socket: raw,
+      remote: local ? '[local]' : `${raw.remoteAddress ?? ''}:${raw.remotePort ?? ''}`,
+      tls: undefined,
+      timer: undefined,
+      done: false,
+      authenticating: false,
+    };
+    const limit = this.opts.config().authentication_timeout;
+    if (limit > 0) {
+      p.timer = setTimeout(() => {
+        if (p.done) return;
+        this.opts.log.info(
+          { remote: p.remote, authentication_timeout: limit },
+          p.authenticating ? 'authentication timed out' : 'no complete start-up packet within authentication_timeout',
+        );
+        this.refuse(
+          p,
+          p.authenticating
+            ? new PgError(SQLSTATE.queryCanceled, 'canceling authentication due to timeout')
+            : new PgError(
+                SQLSTATE.protocolViolation,
+                `no complete start-up packet within authentication_timeout (${limit} s)`,
+              ),
+        );
+        p.socket.destroy();
+      }, limit * 1000);
+    }
+    raw.on('error', (e) =>
+      this.opts.log.debug({ remote: p.remote, err: e.message }, 'client socket error during start-up'),
+    );
+    raw.once('close', () => this.endStartup(p));
+    this.handshake(p).catch((e: unknown) => {
+      this.opts.log.error(
+        { remote: p.remote, err: e instanceof Error ? (e.stack ?? e.message) : String(e) },
+        'start-up failed',
+      );
+      this.endStartup(p);
+      raw.destroy();
+    });
+  }
+
+  private endStartup(p: Pending): void {
+    p.done = true;
+    if (p.timer) clearTimeout(p.timer);
+    p.timer = undefined;
+    this.starting.delete(p.raw);
+  }
+
+  private async handshake(p: Pending): Promise<void> {
+    let reader = new StartupReader(p.socket);
+    let sslAsked = false;
+    let gssAsked = false;
+    for (;;) {
+      const packet = await reader.next();
+      if (p.done) {
+        reader.detach();
+        return;
+      }
+      if (packet === undefined) return; // closed
+      if (typeof packet === 'string') {
+        reader.detach();
+        return this.refuse(p, new PgError(SQLSTATE.protocolViolation, packet));
+      }
+      if (packet === DIRECT_TLS) {
+        // PostgreSQL 17 sslnegotiation=direct: a TLS ClientHello instead of a start-up packet.
+        const leftover = reader.detach();
+        if (!this.opts.serverTls || p.local) {
+          this.opts.log.info({ remote: p.remote }, 'direct TLS connection refused: ssl is not configured');
+          this.endStartup(p);
+          p.raw.destroy();
+          return;
+        }
+        p.raw.pause();
+        p.raw.unshift(leftover);
+        if (!(await this.startTls(p, true))) return;
+        sslAsked = true;
+        gssAsked = true;
+        reader = new StartupReader(p.socket);
+        continue;
+      }
+      const len = packet.length;
+      const code = packet.readUInt32BE(4);
+      if (code === SSL_REQUEST_CODE || code === GSSENC_REQUEST_CODE) {
+        const isSsl = code === SSL_REQUEST_CODE;
+        if (len !== 8 || p.tls || (isSsl ? sslAsked : gssAsked)) {
+          reader.detach();
+          return this.refuse(p, new PgError(SQLSTATE.protocolViolation, 'unexpected SSL or GSS negotiation request'));
+        }
+        if (isSsl) sslAsked = true;
+        else gssAsked = true;
+        if (!isSsl || !this.opts.serverTls || p.local) {
+          p.socket.write(N);
+          continue;
+        }
+        const leftover = reader.detach();
+        if (leftover.length > 0) {
+          // CVE-2021-23214: nothing may be buffered under the TLS handshake.
+          return this.refuse(
+            p,
+            new PgError(
+              SQLSTATE.protocolViolation,
+              'received unencrypted data after SSL request',
+              'FATAL',
+              'This could be either a client-software bug or evidence of an attempted man-in-the-middle attack.',
+            ),
+          );
+        }
+        p.socket.write(S);
+        if (!(await this.startTls(p, false))) return;
+        reader = new StartupReader(p.socket);
+        continue;
+      }
+      const leftover = reader.detach();
+      if (code === CANCEL_REQUEST_CODE) {
+        this.endStartup(p);
+        if (len === 16) this.handleCancel(packet.readInt32BE(8), packet.readInt32BE(12), p.remote);
+        p.socket.destroy();
+        return;
+      }
+      if (leftover.length > 0) p.socket.unshift(leftover);
+      return this.startup(p, packet, code);
+    }
+  }
+
+  /** TLS handshake on the client socket; false when it failed (the socket is closed). */
+  private async startTls(p: Pending, direct: boolean): Promise<boolean> {
+    const st = this.opts.serverTls as ServerTls;
+    try {
+      const limit = this.opts.config().authentication_timeout;
+      const u = await upgradeClient(p.raw, st, limit > 0 ? limit * 1000 : 60_000);
+      p.socket = u.socket;
+      p.tls = {
+        endPoint: st.endPoint,
+        verifiedCN: u.verifiedCN,
+        presentedCert: u.presentedCert,
+        verifyError: u.verifyError,
+      };
+      if (direct && u.alpn !== 'postgresql') {
+        this.refuse(
+          p,
+          new PgError(
+            SQLSTATE.protocolViolation,
+            'received direct SSL connection request without ALPN protocol negotiation extension',
+          ),
+        );
+        return false;
+      }
+      if (p.done) {
+        u.socket.destroy();
+        return false;
+      }
+      return true;
+    } catch (e) {
+      this.opts.log.info({ remote: p.remote, err: (e as Error).message }, 'TLS handshake with client failed');
+      this.endStartup(p);
+      p.raw.destroy();
+      return false;
+    }
+  }
+
+  private handleCancel(pid: number, secret: number, remote: string): void {
+    const s = this.opts.registry.find(pid, secret);
+    if (!s) {
+      this.opts.log.info({ remote, pid }, 'invalid cancel key');
+      return;
+    }
+    s.cancel();
+  }
+
+  private async startup(p: Pending, packet: Buffer, version: number): Promise<void> {
+    const major = version >>> 16;
+    const minor = version & 0xffff;
+    if (major !== 3) {
+      this.refuse(
+        p,
+        new PgError(
+          SQLSTATE.featureNotSupported,
+          `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`,
+        ),
+      );
+      return;
+    }
+    const parsed = parseStartupParams(packet, 8, packet.length);
+    if (parsed instanceof PgError) {
+      this.refuse(p, parsed);
+      return;
+    }
+    const params = new Map<string, string>();
+    const unrecognized: string[] = [];
+    for (const [k, v] of parsed) {
+      if (k.startsWith('_pq_.')) unrecognized.push(k);
+      else params.set(k, v);
+    }
+    if (minor > 0 || unrecognized.length > 0) p.socket.write(negotiateProtocolVersion(0, unrecognized));
+    const user = params.get('user');
+    if (!user) {
+      this.refuse(
+        p,
+        new PgError(SQLSTATE.invalidAuthorizationSpecification, 'no PostgreSQL user name specified in startup packet'),
+      );
+      return;
+    }
+    if (!params.has('database')) params.set('database', user);
+    if (
+      params.has('replication') &&
+      params.get('replication') !== 'false' &&
+      params.get('replication') !== 'off' &&
+      params.get('replication') !== '0'
+    ) {
+      this.refuse(
+        p,
+        new PgError(
+          SQLSTATE.featureNotSupported,
+          'replication connections are not supported through pgrelay',
+          'FATAL',
+          undefined,
+          'Connect to the PostgreSQL server directly for replication.',
+        ),
+      );
+      return;
+    }
+    p.authenticating = true;
+    const auth = await this.opts.auth.authenticate({
+      socket: p.socket,
+      params,
+      address: p.local ? undefined : p.raw.remoteAddress,
+      local: p.local,
+      tls: p.tls,
+    });
+    if (!auth || p.done || p.socket.destroyed || this.opts.stopping()) {
+      this.endStartup(p);
+      if (auth) p.socket.destroy();
+      return;
+    }
+    this.endStartup(p);
+    this.opts.admit(p.socket, params, p.remote, auth.secret);
+  }
+
+  private refuse(p: Pending, err: PgError): void {
+    this.endStartup(p);
+    refuseClient(p.socket, err);
+  }
+}
+
+/** Send a client its FATAL error and close; the socket is destroyed if the client does not close it. */
+export function refuseClient(socket: net.Socket, err: PgError): void {
+  if (!socket.destroyed && socket.writable) socket.end(errorResponse(err.toFields()));
+  socket.setTimeout(2000, () => socket.destroy());
+}
+
+const DIRECT_TLS = Symbol('direct-tls');
+
+/**
+ * Reads start-up packets (Int32 length, then the rest) from a client socket.
+ * next() resolves with a packet, DIRECT_TLS when the stream starts with a TLS
+ * handshake record, an error message string for a bad length, or undefined
+ * when the socket closed.
+ */
+class StartupReader {
+  private buf: Buffer = Buffer.alloc(0);
+  private fresh = true;
+  private closed = false;
+  private waiter: ((r: Buffer | string | typeof DIRECT_TLS | undefined) => void) | undefined;
+
+  constructor(private readonly socket: net.Socket) {
+    socket.on('data', this.onData);
+    socket.on('close', this.onClose);
+    if (socket.destroyed) this.closed = true;
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    this.pump();
+  };
+  private readonly onClose = (): void => {
+    this.closed = true;
+    this.pump();
+  };
+
+  private pump(): void {
+    const w = this.waiter;
+    if (!w) return;
+    if (this.fresh && this.buf.length >= 1 && this.buf[0] === 0x16) {
+      this.waiter = undefined;
+      w(DIRECT_TLS);
+      return;
+    }
+    if (this.buf.length >= 4) {
+      const len = this.buf.readUInt32BE(0);
+      if (len < 8 || len > MAX_STARTUP_PACKET) {
+        this.waiter = undefined;
+        w(`invalid length of startup packet (${len} bytes)`);
+        return;
+      }
+      if (this.buf.length >= len) {
+        const packet = this.buf.subarray(0, len);
+        this.buf = this.buf.subarray(len);
+        this.fresh = false;
+        this.waiter = undefined;
+        w(packet);
+        return;
+      }
+    }
+    if (this.closed) {
+      this.waiter = undefined;
+      w(undefined);
+    }
+  }
+
+  next(): Promise<Buffer | string | typeof DIRECT_TLS | undefined> {
+    return new Promise((resolve) => {
+      this.waiter = resolve;
+      this.pump();
+    });
+  }
+
+  /** Stop reading; returns bytes read past the last packet. */
+  detach(): Buffer {
+    this.socket.removeListener('data', this.onData);
+    this.socket.removeListener('close', this.onClose);
+    const b = this.buf;
+    this.buf = Buffer.alloc(0);
+    return b;
+  }
+}
