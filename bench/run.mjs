@@ -8,8 +8,9 @@
  *
  * See bench/README.md for the options, the columns and the targets.
  *
- * Plain Node ESM, no build step. Uses dist/devcluster.js for the throw-away
- * PostgreSQL cluster and dist/cli.js for pgrelay, so `npm run build` first.
+ * Plain Node ESM, no build step of its own. Uses dev/dist/devcluster.js for the
+ * throw-away PostgreSQL cluster and dist/cli.js for pgrelay, so
+ * `npm run build && npm run build:dev` first (`npm run bench` does both).
  */
 import { spawn, execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -22,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..');
 const DIST = path.join(ROOT, 'dist');
+const DEV_DIST = path.join(ROOT, 'dev', 'dist');
 const PG_BIN = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
 
 // ---------------------------------------------------------------------------
@@ -356,7 +358,7 @@ async function mkTempDir(prefix, owner = null) {
 }
 
 async function freePort() {
-  const { freePort: fp } = await import(path.join(DIST, 'devcluster.js'));
+  const { freePort: fp } = await import(path.join(DEV_DIST, 'devcluster.js'));
   return fp();
 }
 
@@ -823,9 +825,9 @@ function targetChecks(results) {
 async function main() {
   const startedAt = new Date();
   const stamp = startedAt.toISOString().replace(/[:]/g, '-').replace(/\..*/, '');
-  if (!fs.existsSync(path.join(DIST, 'cli.js')) || !fs.existsSync(path.join(DIST, 'devcluster.js')))
-    die('dist/ missing: run `npm run build` first');
-  const { DevCluster } = await import(path.join(DIST, 'devcluster.js'));
+  if (!fs.existsSync(path.join(DIST, 'cli.js'))) die('dist/ missing: run `npm run build` first');
+  if (!fs.existsSync(path.join(DEV_DIST, 'devcluster.js'))) die('dev/dist/ missing: run `npm run build:dev` first');
+  const { DevCluster } = await import(path.join(DEV_DIST, 'devcluster.js'));
 
   const targetsWanted = ALL_TARGETS.filter(wanted);
   const standbys = OPT.standbys ?? (targetsWanted.includes('pgrelay-lb') ? 2 : 0);

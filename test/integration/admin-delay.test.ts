@@ -5,7 +5,7 @@
  * disturb the other test files on the shared cluster.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DevCluster, freePort } from '../../src/devcluster.js';
+import { DevCluster, freePort } from '../../dev/devcluster.js';
 import { runPsql, startProxy, type ProxyHandle } from '../support/proxy.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -12,7 +12,7 @@
 import type pg from 'pg';
 import { parsePrometheus, type Family } from '../support/prometheus.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../../src/devcluster.js';
+import { freePort } from '../../dev/devcluster.js';
 import { getCluster } from '../support/cluster.js';
 import { closeAllClients, endPg, pgClient } from '../support/clients.js';
 import { runPsql, startProxy, type ProxyHandle } from '../support/proxy.js';

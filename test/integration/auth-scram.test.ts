@@ -15,7 +15,7 @@ import path from 'node:path';
 import tls from 'node:tls';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DevCluster } from '../../src/devcluster.js';
+import { DevCluster } from '../../dev/devcluster.js';
 import { runPgbench, runPsql, startProxy, type ConfValue, type ProxyHandle } from '../support/proxy.js';
 
 const SUPER_PW = 'sup3r';

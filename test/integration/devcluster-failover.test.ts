@@ -4,7 +4,7 @@
  * old primary as a standby.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DevCluster } from '../../src/devcluster.js';
+import { DevCluster } from '../../dev/devcluster.js';
 
 describe('DevCluster promote / follow / rebuildStandby', () => {
   let cluster: DevCluster;

@@ -23,7 +23,7 @@
  * the dead node. The counts are printed (see docs/failover.md).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DevCluster } from '../../src/devcluster.js';
+import { DevCluster } from '../../dev/devcluster.js';
 import { jsonLines, sleep, statusChange, waitForJson } from '../support/failover.js';
 import { runPgbench, startProxy, type ProxyHandle, type RunResult } from '../support/proxy.js';
 

@@ -6,7 +6,7 @@
  */
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DevCluster } from '../../src/devcluster.js';
+import { DevCluster } from '../../dev/devcluster.js';
 import { withTimeout } from '../support/clients.js';
 import { asyncErrors, connect, destroy, nodeOfPort, statusChange, waitForJson } from '../support/failover.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';

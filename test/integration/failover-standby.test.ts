@@ -21,7 +21,7 @@
  */
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DevCluster } from '../../src/devcluster.js';
+import { DevCluster } from '../../dev/devcluster.js';
 import { withTimeout } from '../support/clients.js';
 import {
   connect,

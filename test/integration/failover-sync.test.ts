@@ -20,7 +20,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DevCluster, freePort } from '../../src/devcluster.js';
+import { DevCluster, freePort } from '../../dev/devcluster.js';
 import { connect, countCodes, destroy, nodeOfPort, sleep, until, waitForJson, WriteLoad } from '../support/failover.js';
 import { REPO, failoverConfig } from '../support/failover.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';

@@ -8,7 +8,7 @@
  * Runs its own DevCluster (replay is paused: the shared cluster must not be).
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { DevCluster } from '../../src/devcluster.js';
+import { DevCluster } from '../../dev/devcluster.js';
 import { closeAllClients, endPg, pgClient } from '../support/clients.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
 import { nodeOfPort } from '../support/routing.js';

@@ -7,7 +7,7 @@
  * restore the state they changed before finishing.
  */
 import { inject } from 'vitest';
-import { DevCluster, type DevClusterDescription } from '../../src/devcluster.js';
+import { DevCluster, type DevClusterDescription } from '../../dev/devcluster.js';
 
 declare module 'vitest' {
   interface ProvidedContext {

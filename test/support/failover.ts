@@ -7,7 +7,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import type { DevCluster } from '../../src/devcluster.js';
+import type { DevCluster } from '../../dev/devcluster.js';
 import type { ProxyHandle } from './proxy.js';
 
 export type LogLine = Record<string, unknown>;

@@ -4,14 +4,11 @@
  * provide('cluster', ...) and stopped at teardown.
  */
 import type { TestProject } from 'vitest/node';
-import { DevCluster } from '../../src/devcluster.js';
+import { DevCluster } from '../../dev/devcluster.js';
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const t0 = Date.now();
-  const cluster = await DevCluster.start({
-    standbys: 2,
-    log: process.env.PGRELAY_DEVCLUSTER_DEBUG ? (m) => process.stderr.write(`[devcluster] ${m}\n`) : undefined,
-  });
+  const cluster = await DevCluster.start({ standbys: 2 });
   const desc = cluster.toJSON();
   process.stderr.write(
     `[global-setup] DevCluster up in ${Date.now() - t0} ms: ` +

@@ -12,7 +12,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, killChildOnExit, type DevCluster } from '../../src/devcluster.js';
+import { freePort, killChildOnExit, type DevCluster } from '../../dev/devcluster.js';
 
 export type ConfValue = string | number | boolean;
 

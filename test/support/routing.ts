@@ -4,7 +4,7 @@
  * (`log_per_node_statement = on`: one JSON line per statement and node, with
  * fields node, backendPid, statement and msg 'statement').
  */
-import type { DevCluster } from '../../src/devcluster.js';
+import type { DevCluster } from '../../dev/devcluster.js';
 import type { ProxyHandle } from './proxy.js';
 
 /** DevCluster node id of the backend listening on `port` (throws on an unknown port). */

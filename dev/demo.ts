@@ -2,6 +2,9 @@
  * `npm run demo`: a local primary + 2 hot standbys (data under
  * ./.pgrelay-demo/cluster, recreated on every run) with pgrelay in front on
  * 127.0.0.1:9999 (or $PGRELAY_PORT). Ctrl-C stops pgrelay, then the cluster.
+ *
+ * Compiled by dev/tsconfig.json into dev/dist/, apart from the package: it runs
+ * the proxy the package builds (dist/cli.js) as a user would.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -67,7 +70,8 @@ async function main(): Promise<number> {
 
   const demoDir = path.resolve(process.cwd(), '.pgrelay-demo');
   const clusterDir = path.join(demoDir, 'cluster');
-  const cli = process.env.PGRELAY_CLI ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), 'cli.js');
+  const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+  const cli = process.env.PGRELAY_CLI ?? path.join(repoRoot, 'dist', 'cli.js');
   if (!fs.existsSync(cli)) {
     say(`${cli} not found; run npm run build`);
     return 1;
