@@ -26,6 +26,7 @@
  *    index, client fields empty, client_disconnection_time = when it went back
  *    to the cache, pool_connected 0, status 'Wait for connection').
  */
+import type { NodeState } from '../cluster/nodes.js';
 import type { Config } from '../config/types.js';
 import {
   findParamDef,
@@ -42,23 +43,24 @@ import { describeAdminCommand, type AdminCommand, type StopMode } from './comman
 // ---------------------------------------------------------------------------
 // Context
 
-/** One backend node as SHOW pool_nodes needs it. `NodeState` from cluster/nodes.ts satisfies it. */
-export interface AdminNode {
-  readonly id: number;
-  host: string;
-  port: number;
-  /** Raw configured weight; the engine normalises over all nodes as pgpool does. */
-  weight: number;
-  status: 'up' | 'waiting' | 'down' | 'unused' | 'quarantine';
-  role: 'primary' | 'standby';
-  /** ms since epoch */
-  lastStatusChange: number;
-  delayBytes: number;
-  /** Replication delay in seconds (replay_lag), used when delay_threshold_by_time > 0. */
-  delaySeconds: number;
-  replicationState: string;
-  replicationSyncState: string;
-}
+/**
+ * One backend node as SHOW pool_nodes needs it. `weight` is the raw configured
+ * weight; the engine normalises over all nodes as pgpool does.
+ */
+export type AdminNode = Pick<
+  NodeState,
+  | 'id'
+  | 'host'
+  | 'port'
+  | 'weight'
+  | 'status'
+  | 'role'
+  | 'lastStatusChange'
+  | 'delayBytes'
+  | 'delaySeconds'
+  | 'replicationState'
+  | 'replicationSyncState'
+>;
 
 /** Per-node statement counters since start (pgpool's shared-memory statistics). */
 export interface NodeStatementCounters {

@@ -16,14 +16,10 @@
  * end is kept.
  */
 import { spawn } from 'node:child_process';
-import type { NodeState, NodeStatus } from './nodes.js';
+import { isLive, mainNodeId, type NodeState } from './nodes.js';
 
-export interface PlaceholderNode {
-  id: number;
-  host: string;
-  port: number;
-  dataDir: string;
-}
+/** A node as the placeholders name it: the node table's address plus its configured data directory. */
+export type PlaceholderNode = Pick<NodeState, 'id' | 'host' | 'port'> & { dataDir: string };
 
 export interface PlaceholderValues {
   /** The failed / detached / attached node (%d %h %p %D). */
@@ -80,20 +76,6 @@ export function placeholderNode(n: NodeState): PlaceholderNode {
   return { id: n.id, host: n.host, port: n.port, dataDir: n.config.data_directory };
 }
 
-function live(s: NodeStatus): boolean {
-  return s === 'up' || s === 'waiting';
-}
-
-/** pgpool's "main node": the lowest-id live node (-1 when none). */
-export function mainNodeId(
-  nodes: ReadonlyArray<{ id: number; status: NodeStatus }>,
-  excluding: ReadonlySet<number> = new Set(),
-): number {
-  let best = -1;
-  for (const n of nodes) if (live(n.status) && !excluding.has(n.id) && (best < 0 || n.id < best)) best = n.id;
-  return best;
-}
-
 /**
  * The new main node candidate for failover_command, as pgpool's failover()
  * chooses it: for a promote request (pcp_promote_node) the promoted node;
@@ -101,13 +83,13 @@ export function mainNodeId(
  * removed; -1 when none is left.
  */
 export function newMainCandidate(
-  nodes: ReadonlyArray<{ id: number; status: NodeStatus }>,
+  nodes: ReadonlyArray<Pick<NodeState, 'id' | 'status'>>,
   failed: ReadonlySet<number>,
   promoteId?: number,
 ): number {
   if (promoteId !== undefined && promoteId >= 0) {
     const n = nodes.find((x) => x.id === promoteId);
-    if (n && live(n.status) && !failed.has(promoteId)) return promoteId;
+    if (n && isLive(n.status) && !failed.has(promoteId)) return promoteId;
   }
   return mainNodeId(nodes, failed);
 }

@@ -23,7 +23,7 @@
 import { EventEmitter } from 'node:events';
 import type { Config, HealthCheckConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
-import type { NodeChange, NodeState, NodeTable } from './nodes.js';
+import { isLive, mainNodeId, type NodeChange, type NodeState, type NodeTable } from './nodes.js';
 import {
   CheckConnection,
   credentials,
@@ -35,7 +35,6 @@ import {
 } from './conn.js';
 import {
   expandPlaceholders,
-  mainNodeId,
   newMainCandidate,
   placeholderNode,
   runShellCommand,
@@ -613,7 +612,7 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
   private async searchRound(answered?: Set<number>, phase = 'search'): Promise<number> {
     const cfg = this.getConfig();
     const cred = srCheckCredentials(cfg, this.passwd.get(cfg));
-    const live = this.nodes.all().filter((n) => n.status === 'up' || n.status === 'waiting');
+    const live = this.nodes.all().filter((n) => isLive(n.status));
     const always = live.find((n) => n.config.always_primary);
     const timeout = Math.max(1000, Math.min(cfg.connect_timeout > 0 ? cfg.connect_timeout : 10_000, 10_000));
     const res = await Promise.all(
@@ -635,7 +634,7 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
       if (r.rec) this.log.info({ node: r.n.id }, `find_primary_node: standby node is ${r.n.id}`);
     }
     if (always) return always.id;
-    const primaries = res.filter((r) => r.ok && !r.rec && (r.n.status === 'up' || r.n.status === 'waiting'));
+    const primaries = res.filter((r) => r.ok && !r.rec && isLive(r.n.status));
     const p = primaries[0]?.n.id ?? -1;
     if (p >= 0) this.log.info({ node: p }, `find_primary_node: primary node is ${p}`);
     if (primaries.length > 1)
@@ -713,7 +712,7 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
     const cfg = this.getConfig();
     const failed = ids.filter((id) => {
       const s = this.nodes.get(id)?.status;
-      return s === 'up' || s === 'waiting';
+      return s !== undefined && isLive(s);
     });
     if (failed.length === 0 && !o.force) return;
     const t0 = Date.now();
@@ -744,7 +743,7 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
       if (primaryFailed) {
         if (o.fixedPrimary !== undefined) newPrimary = o.fixedPrimary;
         else {
-          const live = this.nodes.all().filter((n) => n.status === 'up' || n.status === 'waiting');
+          const live = this.nodes.all().filter((n) => isLive(n.status));
           newPrimary = live.length === 0 ? -1 : await this.searchPrimary(cfg.search_primary_node_timeout);
         }
         if (newPrimary >= 0)
@@ -872,7 +871,7 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
     const samples = new Map<number, NodeSample>();
     await Promise.all(
       nodes.map(async (n) => {
-        const live = n.status === 'up' || n.status === 'waiting';
+        const live = isLive(n.status);
         if (!live && !(wantDown && n.status === 'down')) {
           const c = this.srConns.get(n.id);
           if (c) {
@@ -899,14 +898,13 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
     );
     if (this.stopped) return { primary: this.nodes.primaryId, durationMs: Date.now() - t0, nodes: [] };
 
-    const isLive = (n: NodeState): boolean => n.status === 'up' || n.status === 'waiting';
     // Late primary detection / false primaries.
     const notInRecovery = nodes.filter(
-      (n) => isLive(n) && samples.get(n.id)?.ok && samples.get(n.id)?.inRecovery === false,
+      (n) => isLive(n.status) && samples.get(n.id)?.ok && samples.get(n.id)?.inRecovery === false,
     );
     if (notInRecovery.length > 1) this.handleFalsePrimaries(notInRecovery, samples, cfg.detach_false_primary);
     if (this.nodes.primaryId < 0 && !this.inProgress) {
-      const always = nodes.find((n) => isLive(n) && n.config.always_primary);
+      const always = nodes.find((n) => isLive(n.status) && n.config.always_primary);
       const p = always ?? (notInRecovery.length === 1 ? notInRecovery[0] : undefined);
       if (p) this.nodes.setPrimary(p.id, 'sr check found a node not in recovery');
     }
@@ -942,11 +940,11 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
           replicationState: row?.state ?? '',
           replicationSyncState: row?.sync_state ?? '',
         };
-        if (isLive(n) && primaryLsn !== undefined && lsn !== undefined)
+        if (isLive(n.status) && primaryLsn !== undefined && lsn !== undefined)
           upd.delayBytes = Number(primaryLsn > lsn ? primaryLsn - lsn : 0n);
         if (row) upd.delaySeconds = row.lag_us ? Number(row.lag_us) / 1e6 : 0;
         this.nodes.setReplication(n.id, upd);
-        if (isLive(n) && primary && s?.ok) this.logStandbyDelay(n, primary.id, cfg, byTime);
+        if (isLive(n.status) && primary && s?.ok) this.logStandbyDelay(n, primary.id, cfg, byTime);
       }
       info.push({
         id: n.id,

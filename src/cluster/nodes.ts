@@ -6,9 +6,19 @@
 import { EventEmitter } from 'node:events';
 import type { BackendConfig } from '../config/types.js';
 
-/** pgpool's backend status names (SHOW pool_nodes `status`). */
-export type NodeStatus = 'up' | 'waiting' | 'down' | 'unused';
-export type NodeRole = 'primary' | 'standby';
+/**
+ * pgpool's backend status names (SHOW pool_nodes `status`). pgpool's fifth,
+ * `quarantine`, belongs to its watchdog, which pgrelay does not have.
+ */
+export const NODE_STATUSES = ['up', 'waiting', 'down', 'unused'] as const;
+export type NodeStatus = (typeof NODE_STATUSES)[number];
+export const NODE_ROLES = ['primary', 'standby'] as const;
+export type NodeRole = (typeof NODE_ROLES)[number];
+
+/** Sessions may use a node that is up, or attached and not used yet (waiting). */
+export function isLive(status: NodeStatus): boolean {
+  return status === 'up' || status === 'waiting';
+}
 
 export interface NodeState {
   readonly id: number;
@@ -27,6 +37,16 @@ export interface NodeState {
   /** A graceful detach is waiting for its sessions: new sessions do not pick it for reads. */
   draining: boolean;
   config: BackendConfig;
+}
+
+/** pgpool's "main node": the lowest-id live node not in `excluding` (-1 when none). */
+export function mainNodeId(
+  nodes: ReadonlyArray<Pick<NodeState, 'id' | 'status'>>,
+  excluding: ReadonlySet<number> = new Set(),
+): number {
+  let best = -1;
+  for (const n of nodes) if (isLive(n.status) && !excluding.has(n.id) && (best < 0 || n.id < best)) best = n.id;
+  return best;
 }
 
 export interface NodeChange {
@@ -79,7 +99,7 @@ export class NodeTable extends EventEmitter {
   /** The primary if it is usable (up or waiting), else undefined. */
   primaryNode(): NodeState | undefined {
     const n = this.nodes[this.primary];
-    return n && (n.status === 'up' || n.status === 'waiting') ? n : undefined;
+    return n && isLive(n.status) ? n : undefined;
   }
 
   setPrimary(id: number, reason: string): void {
@@ -95,8 +115,7 @@ export class NodeTable extends EventEmitter {
 
   /** pgpool's main node: the lowest-id live (up or waiting) node, -1 when none. */
   mainNodeId(): number {
-    for (const n of this.nodes) if (n.status === 'up' || n.status === 'waiting') return n.id;
-    return -1;
+    return mainNodeId(this.nodes);
   }
 
   /**

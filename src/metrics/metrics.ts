@@ -21,6 +21,7 @@
  * Plus Node.js process metrics from collectDefaultMetrics (prefix `pgrelay_`).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { NODE_ROLES, NODE_STATUSES, type NodeState } from '../cluster/nodes.js';
 
 /** Statement kinds, as pool_backend_stats counts them. */
 export const QUERY_KINDS = ['select', 'insert', 'update', 'delete', 'ddl', 'other'] as const;
@@ -34,23 +35,10 @@ export const MAX_NODE_LABELS = 128;
 const NODE_SLOTS = MAX_NODE_LABELS + 1;
 const UNKNOWN_SLOT = MAX_NODE_LABELS;
 
-export const NODE_STATUSES = ['up', 'waiting', 'down', 'unused', 'quarantine'] as const;
-export const NODE_ROLES = ['primary', 'standby'] as const;
-
 // ---------------------------------------------------------------------------
 // Snapshot provider (read at scrape time)
 
-export interface MetricsNode {
-  id: number;
-  host: string;
-  port: number;
-  /** One of NODE_STATUSES. */
-  status: string;
-  /** One of NODE_ROLES. */
-  role: string;
-  delayBytes: number;
-  delaySeconds: number;
-}
+export type MetricsNode = Pick<NodeState, 'id' | 'host' | 'port' | 'status' | 'role' | 'delayBytes' | 'delaySeconds'>;
 
 export interface MetricsBackendConnection {
   nodeId: number;

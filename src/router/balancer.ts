@@ -3,11 +3,12 @@
  * choice, §2.7 replication delay). Pure: the node snapshot, the random source
  * and the session facts are passed in.
  */
+import type { NodeRole } from '../cluster/nodes.js';
 
 export interface NodeSnapshot {
   id: number;
   up: boolean;
-  role: 'primary' | 'standby';
+  role: NodeRole;
   /** backend_weight as configured (any non-negative scale; pgpool normalises). */
   weight: number;
   /** Replay lag behind the primary in bytes (last sr_check sample); undefined = not measured = 0, as pgpool. */

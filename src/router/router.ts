@@ -12,7 +12,7 @@
  * function and reads known tables never waits for a lookup.
  */
 import type { Config } from '../config/types.js';
-import type { NodeTable } from '../cluster/nodes.js';
+import { isLive, type NodeTable } from '../cluster/nodes.js';
 import { classify, classifyUncached, type Classification } from './classifier.js';
 import { route, routingConfigFrom, type Decision, type RoutingConfig, type SessionRoutingState } from './policy.js';
 import { FunctionVolatilityCache, type CatalogQuery } from './functions.js';
@@ -280,7 +280,7 @@ export class Router {
     for (let i = 0; i < this.snapshot.length; i++) {
       const s = this.snapshot[i];
       const n = all[i];
-      s.up = (n.status === 'up' || n.status === 'waiting') && !(n.draining && n.id !== primary);
+      s.up = isLive(n.status) && !(n.draining && n.id !== primary);
       s.role = n.id === primary ? 'primary' : 'standby';
       s.weight = n.weight;
       s.delayBytes = n.delayBytes;

@@ -4,7 +4,6 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   expandPlaceholders,
-  mainNodeId,
   newMainCandidate,
   runShellCommand,
   shellValue,
@@ -13,7 +12,7 @@ import {
 import { formatStatusFile, parseStatusFile, readStatusFile, writeStatusFile } from '../../src/cluster/status-file.js';
 import { HealthStatsRecorder } from '../../src/cluster/health.js';
 import { parseLsn } from '../../src/cluster/conn.js';
-import type { NodeStatus } from '../../src/cluster/nodes.js';
+import { mainNodeId, type NodeStatus } from '../../src/cluster/nodes.js';
 
 const values: PlaceholderValues = {
   node: { id: 0, host: '127.0.0.1', port: 5432, dataDir: '/var/lib/pg/node0' },
