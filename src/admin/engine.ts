@@ -28,17 +28,11 @@
  */
 import type { NodeState } from '../cluster/nodes.js';
 import type { Config } from '../config/types.js';
-import {
-  findParamDef,
-  formatParam,
-  parseParamValue,
-  showParamRows,
-  type ParamDef,
-  type ParamValue,
-} from '../config/load.js';
+import { backendFlagString, findParamDef, parseParamValue, type ParamDef, type ParamValue } from '../config/load.js';
 import type { ErrorFields } from '../protocol/messages.js';
 import { SQLSTATE } from '../protocol/constants.js';
 import { describeAdminCommand, type AdminCommand, type StopMode } from './commands.js';
+import { formatParam, showParamRows } from './show-config.js';
 
 // ---------------------------------------------------------------------------
 // Context
@@ -276,12 +270,7 @@ export function showPoolStatus(ctx: AdminContext, cfg: Config): AdminResult {
   for (let i = 0; i < ctx.nodes.length; i++) {
     const n = ctx.nodes[i]!;
     const b = cfg.backends[i];
-    const flag = b
-      ? [
-          b.allow_to_failover ? 'ALLOW_TO_FAILOVER' : 'DISALLOW_TO_FAILOVER',
-          ...(b.always_primary ? ['ALWAYS_PRIMARY'] : []),
-        ].join('|')
-      : 'ALLOW_TO_FAILOVER';
+    const flag = backendFlagString(b ?? { allow_to_failover: true, always_primary: false });
     rows.push([`backend_hostname${i}`, n.host, `backend #${i} hostname`]);
     rows.push([`backend_port${i}`, String(n.port), `backend #${i} port number`]);
     rows.push([`backend_weight${i}`, (weights[i] ?? 0).toFixed(6), `weight of backend #${i}`]);

@@ -1,6 +1,6 @@
 /**
- * pgpool.conf parser, validation, defaults, command-line overrides, reload
- * diff and PGPOOL SHOW value formatting.
+ * pgpool.conf parser, validation, defaults, command-line overrides and reload
+ * diff. How values are shown (PGPOOL SHOW) is admin/show-config.ts.
  *
  * Lexing follows pgpool-II's pool_config.l (itself derived from PostgreSQL's
  * guc-file.l): `key [=] value`, `#` comments, single-quoted strings. Like
@@ -16,17 +16,19 @@ import * as path from 'node:path';
 import type { BackendConfig, Config, HealthCheckConfig } from './types.js';
 import {
   ALIASES,
+  BASE_UNIT_SIZE,
   INT_MAX,
   MAX_BACKENDS,
+  MEMORY_UNITS,
   PARAMS,
-  SHOW_GROUPS,
+  TIME_UNITS,
   isIgnoredKey,
+  isTimeUnit,
   resolveParamName,
   type BackendField,
   type ParamDef,
   type ParamUnit,
   type ParamValue,
-  type ShowGroup,
 } from './params.js';
 
 export { PARAMS, SHOW_GROUPS, findParamDef, isIgnoredKey } from './params.js';
@@ -183,12 +185,6 @@ export function parseConfigText(text: string, fileName: string): ParseResult {
 // Value parsing
 
 type Parsed = { ok: true; value: ParamValue } | { ok: false; expected: string };
-
-const TIME_UNITS: Readonly<Record<string, number>> = { us: 0.001, ms: 1, s: 1000, min: 60000, h: 3600000, d: 86400000 };
-const MEMORY_UNITS: Readonly<Record<string, number>> = { B: 1, kB: 1024, MB: 1024 ** 2, GB: 1024 ** 3, TB: 1024 ** 4 };
-/** Size of the base unit in ms (time) or bytes (memory). */
-const BASE_UNIT_SIZE: Readonly<Record<ParamUnit, number>> = { ms: 1, s: 1000, min: 60000, B: 1, kB: 1024 };
-const isTimeUnit = (u: ParamUnit): boolean => u === 'ms' || u === 's' || u === 'min';
 
 function unitWords(u: ParamUnit): string {
   return isTimeUnit(u) ? 'us, ms, s, min, h, d' : 'B, kB, MB, GB, TB';
@@ -702,53 +698,21 @@ export function loadConfigDetailed(opts: LoadOptions): LoadResult {
 }
 
 // ---------------------------------------------------------------------------
-// Formatting (PGPOOL SHOW)
+// Reading a loaded configuration by parameter name
 
-const SHOW_TIME_UNITS: ReadonlyArray<[string, number]> = [
-  ['d', 86400000],
-  ['h', 3600000],
-  ['min', 60000],
-  ['s', 1000],
-  ['ms', 1],
-];
-const SHOW_MEMORY_UNITS: ReadonlyArray<[string, number]> = [
-  ['TB', 1024 ** 4],
-  ['GB', 1024 ** 3],
-  ['MB', 1024 ** 2],
-  ['kB', 1024],
-  ['B', 1],
-];
-
-/** PostgreSQL/pgpool SHOW style: the largest unit that represents the value exactly. */
-function formatWithUnit(v: number, unit: ParamUnit): string {
-  if (v <= 0) return String(v);
-  const base = BASE_UNIT_SIZE[unit];
-  const table = isTimeUnit(unit) ? SHOW_TIME_UNITS : SHOW_MEMORY_UNITS;
-  const total = v * base;
-  for (const [name, size] of table) {
-    if (size < base) break;
-    if (total % size === 0) return `${total / size}${name}`;
-  }
-  return `${v}${unit}`;
-}
-
-function formatValue(def: ParamDef, v: ParamValue, mask: boolean): string {
-  if (def.secret && mask) return '*****';
-  if (typeof v === 'boolean') return v ? 'on' : 'off';
-  if (Array.isArray(v)) return v.join(def.separator ?? ',');
-  if (typeof v === 'number') {
-    if (def.kind === 'int' && def.unit && def.scope === 'global') return formatWithUnit(v, def.unit);
-    return String(v);
-  }
-  return v;
-}
-
-function backendFlagString(b: BackendConfig): string {
+/** backend_flag as pgpool writes it (the inverse of parseBackendFlag). */
+export function backendFlagString(b: Pick<BackendConfig, 'allow_to_failover' | 'always_primary'>): string {
   const base = b.allow_to_failover ? 'ALLOW_TO_FAILOVER' : 'DISALLOW_TO_FAILOVER';
   return b.always_primary ? `${base}|ALWAYS_PRIMARY` : base;
 }
 
-function rawParamValue(c: Config, def: ParamDef, index: number): ParamValue | undefined {
+/**
+ * The value `c` holds for parameter `def`: index -1 for a global parameter or
+ * the health-check default, a node id for a backend or per-node health-check
+ * one. undefined when that combination does not exist (no such node, or an
+ * index on a global parameter).
+ */
+export function paramValue(c: Config, def: ParamDef, index: number): ParamValue | undefined {
   if (def.scope === 'global') {
     if (index >= 0) return undefined;
     return (c as unknown as Record<string, ParamValue>)[def.name];
@@ -763,92 +727,25 @@ function rawParamValue(c: Config, def: ParamDef, index: number): ParamValue | un
   return def.backendField === 'flag' ? backendFlagString(b) : b[def.backendField!];
 }
 
-/**
- * A parameter's value as PGPOOL SHOW prints it: bools on/off, lists joined with
- * their separator, ints with units in PostgreSQL SHOW style ('5min'), secrets
- * '*****'. Accepts indexed names (backend_hostname0, health_check_period1).
- * undefined for unknown names or absent nodes.
- */
-export function formatParam(c: Config, name: string): string | undefined {
-  const r = resolveParamName(name);
-  if (!r) return undefined;
-  const v = rawParamValue(c, r.def, r.index);
-  return v === undefined ? undefined : formatValue(r.def, v, true);
-}
-
-export interface ShowRow {
-  item: string;
-  value: string;
-  description: string;
-}
-
-function groupRows(c: Config, group: 'backend' | 'health_check'): ShowRow[] {
-  const defs = PARAMS.filter((p) => p.scope === group);
-  const rows: ShowRow[] = [];
-  if (group === 'health_check') {
-    for (const d of defs)
-      rows.push({ item: d.name, value: formatValue(d, rawParamValue(c, d, -1)!, true), description: d.description });
-  }
-  const n = group === 'backend' ? c.backends.length : c.health_check_per_node.length;
-  for (let i = 0; i < n; i++) {
-    for (const d of defs) {
-      const v = rawParamValue(c, d, i);
-      if (v !== undefined)
-        rows.push({ item: `${d.name}${i}`, value: formatValue(d, v, true), description: d.description });
-    }
-  }
-  return rows;
-}
-
-/**
- * Rows (item | value | description) for `PGPOOL SHOW ALL`, `PGPOOL SHOW <group>`
- * (backend, health_check, watchdog, heartbeat) and `PGPOOL SHOW <array param>`
- * without index (e.g. backend_hostname, health_check_period). undefined when
- * `what` is none of these (a plain parameter: use formatParam).
- */
-export function showParamRows(c: Config, what: string): ShowRow[] | undefined {
-  const w = what.toLowerCase();
-  if (w === 'all') {
-    const rows = [...groupRows(c, 'backend'), ...groupRows(c, 'health_check')];
-    for (const d of PARAMS) {
-      if (d.scope !== 'global') continue;
-      rows.push({ item: d.name, value: formatValue(d, rawParamValue(c, d, -1)!, true), description: d.description });
-    }
-    return rows;
-  }
-  if ((SHOW_GROUPS as readonly string[]).includes(w)) {
-    const gname = w as ShowGroup;
-    return gname === 'backend' || gname === 'health_check' ? groupRows(c, gname) : [];
-  }
-  const r = resolveParamName(w);
-  if (!r || r.def.scope === 'global' || r.index >= 0) return undefined;
-  const d = r.def;
-  const rows: ShowRow[] = [];
-  if (d.scope === 'health_check')
-    rows.push({ item: d.name, value: formatValue(d, rawParamValue(c, d, -1)!, true), description: d.description });
-  const n = d.scope === 'backend' ? c.backends.length : c.health_check_per_node.length;
-  for (let i = 0; i < n; i++) {
-    const v = rawParamValue(c, d, i);
-    if (v !== undefined)
-      rows.push({ item: `${d.name}${i}`, value: formatValue(d, v, true), description: d.description });
-  }
-  return rows;
-}
-
 // ---------------------------------------------------------------------------
 // Reload diff
+
+/** Equal texts mean equal settings (lists compare as written, joined by their separator). */
+function comparable(def: ParamDef, v: ParamValue): string {
+  return Array.isArray(v) ? v.join(def.separator ?? ',') : String(v);
+}
 
 function itemValues(c: Config): Map<string, { def: ParamDef; index: number; value: string }> {
   const out = new Map<string, { def: ParamDef; index: number; value: string }>();
   for (const d of PARAMS) {
     if (d.scope === 'global' || d.scope === 'health_check') {
-      out.set(d.name, { def: d, index: -1, value: formatValue(d, rawParamValue(c, d, -1)!, false) });
+      out.set(d.name, { def: d, index: -1, value: comparable(d, paramValue(c, d, -1)!) });
     }
     if (d.scope === 'global') continue;
     const n = d.scope === 'backend' ? c.backends.length : c.health_check_per_node.length;
     for (let i = 0; i < n; i++) {
-      const v = rawParamValue(c, d, i);
-      if (v !== undefined) out.set(`${d.name}${i}`, { def: d, index: i, value: formatValue(d, v, false) });
+      const v = paramValue(c, d, i);
+      if (v !== undefined) out.set(`${d.name}${i}`, { def: d, index: i, value: comparable(d, v) });
     }
   }
   return out;

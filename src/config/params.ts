@@ -16,6 +16,25 @@ import type { BackendConfig, Config, HealthCheckConfig, ParamContext } from './t
 export type ParamKind = 'bool' | 'int' | 'real' | 'string' | 'enum' | 'list';
 /** Base unit of an integer parameter (PostgreSQL GUC style: values may carry a unit suffix). */
 export type ParamUnit = 'ms' | 's' | 'min' | 'B' | 'kB';
+/** Unit suffixes a value may carry, with their size in ms (time) or bytes (memory). */
+export const TIME_UNITS: Readonly<Record<string, number>> = {
+  us: 0.001,
+  ms: 1,
+  s: 1000,
+  min: 60000,
+  h: 3600000,
+  d: 86400000,
+};
+export const MEMORY_UNITS: Readonly<Record<string, number>> = {
+  B: 1,
+  kB: 1024,
+  MB: 1024 ** 2,
+  GB: 1024 ** 3,
+  TB: 1024 ** 4,
+};
+/** Size of the base unit in ms (time) or bytes (memory). */
+export const BASE_UNIT_SIZE: Readonly<Record<ParamUnit, number>> = { ms: 1, s: 1000, min: 60000, B: 1, kB: 1024 };
+export const isTimeUnit = (u: ParamUnit): boolean => u === 'ms' || u === 's' || u === 'min';
 export type ParamScope = 'global' | 'health_check' | 'backend';
 /**
  * Category of a parameter. 'backend' and 'health_check' are also pgpool's

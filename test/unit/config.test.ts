@@ -7,13 +7,12 @@ import {
   ConfigError,
   defaultConfig,
   diffConfigs,
-  formatParam,
   loadConfig,
   loadConfigDetailed,
   parseConfigText,
-  showParamRows,
   type LoadOptions,
 } from '../../src/config/load.js';
+import { formatParam, showParamRows } from '../../src/admin/show-config.js';
 import { PARAMS } from '../../src/config/params.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));

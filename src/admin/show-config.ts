@@ -1,0 +1,122 @@
+/**
+ * Configuration values as PGPOOL SHOW prints them: booleans on/off, lists
+ * joined with their separator, integers with units in PostgreSQL SHOW style
+ * ('5min', '256MB'), secrets '*****'. config/ loads and validates the values;
+ * this module only turns them into reply text.
+ */
+import { paramValue } from '../config/load.js';
+import {
+  BASE_UNIT_SIZE,
+  MEMORY_UNITS,
+  PARAMS,
+  SHOW_GROUPS,
+  TIME_UNITS,
+  isTimeUnit,
+  resolveParamName,
+  type ParamDef,
+  type ParamUnit,
+  type ParamValue,
+  type ShowGroup,
+} from '../config/params.js';
+import type { Config } from '../config/types.js';
+
+/** Largest unit first, so the first exact fit is the shortest spelling. */
+const largestFirst = (units: Readonly<Record<string, number>>): ReadonlyArray<[string, number]> =>
+  Object.entries(units).sort((a, b) => b[1] - a[1]);
+const SHOW_TIME_UNITS = largestFirst(TIME_UNITS);
+const SHOW_MEMORY_UNITS = largestFirst(MEMORY_UNITS);
+
+/** PostgreSQL/pgpool SHOW style: the largest unit that represents the value exactly. */
+function formatWithUnit(v: number, unit: ParamUnit): string {
+  if (v <= 0) return String(v);
+  const base = BASE_UNIT_SIZE[unit];
+  const table = isTimeUnit(unit) ? SHOW_TIME_UNITS : SHOW_MEMORY_UNITS;
+  const total = v * base;
+  for (const [name, size] of table) {
+    if (size < base) break;
+    if (total % size === 0) return `${total / size}${name}`;
+  }
+  return `${v}${unit}`;
+}
+
+function formatValue(def: ParamDef, v: ParamValue): string {
+  if (def.secret) return '*****';
+  if (typeof v === 'boolean') return v ? 'on' : 'off';
+  if (Array.isArray(v)) return v.join(def.separator ?? ',');
+  if (typeof v === 'number') {
+    if (def.kind === 'int' && def.unit && def.scope === 'global') return formatWithUnit(v, def.unit);
+    return String(v);
+  }
+  return v;
+}
+
+/**
+ * A parameter's value as PGPOOL SHOW prints it. Accepts indexed names
+ * (backend_hostname0, health_check_period1). undefined for unknown names or
+ * absent nodes.
+ */
+export function formatParam(c: Config, name: string): string | undefined {
+  const r = resolveParamName(name);
+  if (!r) return undefined;
+  const v = paramValue(c, r.def, r.index);
+  return v === undefined ? undefined : formatValue(r.def, v);
+}
+
+export interface ShowRow {
+  item: string;
+  value: string;
+  description: string;
+}
+
+function row(d: ParamDef, item: string, v: ParamValue): ShowRow {
+  return { item, value: formatValue(d, v), description: d.description };
+}
+
+/** The row of a global parameter or of the health-check default. */
+function defaultRow(c: Config, d: ParamDef): ShowRow {
+  return row(d, d.name, paramValue(c, d, -1)!);
+}
+
+/** Rows of node `i` for each of `defs` it has. */
+function nodeRows(c: Config, defs: readonly ParamDef[], i: number): ShowRow[] {
+  const rows: ShowRow[] = [];
+  for (const d of defs) {
+    const v = paramValue(c, d, i);
+    if (v !== undefined) rows.push(row(d, `${d.name}${i}`, v));
+  }
+  return rows;
+}
+
+/** The node rows of `defs`, node by node (all of node 0, then node 1, ...); health_check starts with its defaults. */
+function scopeRows(c: Config, scope: 'backend' | 'health_check', defs: readonly ParamDef[]): ShowRow[] {
+  const rows = scope === 'health_check' ? defs.map((d) => defaultRow(c, d)) : [];
+  const nodes = scope === 'backend' ? c.backends.length : c.health_check_per_node.length;
+  for (let i = 0; i < nodes; i++) rows.push(...nodeRows(c, defs, i));
+  return rows;
+}
+
+function groupRows(c: Config, group: 'backend' | 'health_check'): ShowRow[] {
+  const defs = PARAMS.filter((d) => d.scope === group);
+  return scopeRows(c, group, defs);
+}
+
+/**
+ * Rows (item | value | description) for `PGPOOL SHOW ALL`, `PGPOOL SHOW <group>`
+ * (backend, health_check, watchdog, heartbeat) and `PGPOOL SHOW <array param>`
+ * without index (e.g. backend_hostname, health_check_period). undefined when
+ * `what` is none of these (a plain parameter: use formatParam).
+ */
+export function showParamRows(c: Config, what: string): ShowRow[] | undefined {
+  const w = what.toLowerCase();
+  if (w === 'all') {
+    const globals = PARAMS.filter((d) => d.scope === 'global').map((d) => defaultRow(c, d));
+    return [...groupRows(c, 'backend'), ...groupRows(c, 'health_check'), ...globals];
+  }
+  if ((SHOW_GROUPS as readonly string[]).includes(w)) {
+    const gname = w as ShowGroup;
+    return gname === 'backend' || gname === 'health_check' ? groupRows(c, gname) : [];
+  }
+  const r = resolveParamName(w);
+  if (!r || r.def.scope === 'global' || r.index >= 0) return undefined;
+  return scopeRows(c, r.def.scope, [r.def]);
+}
