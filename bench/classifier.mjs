@@ -4,9 +4,11 @@
 //
 //   node bench/classifier.mjs [iterations]
 
+import { parseArgs } from 'node:util';
 import { classify, classifyUncached, clearClassifierCache } from '../dist/router/classifier.js';
 
-const ITER = Number(process.argv[2] ?? 200_000);
+const [iterations] = parseArgs({ allowPositionals: true }).positionals;
+const ITER = Number(iterations ?? 200_000);
 const opts = { allowSqlComments: false };
 
 // Weighted towards pgbench / typical OLTP traffic, with some heavier reporting SQL.

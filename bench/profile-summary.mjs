@@ -10,6 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -182,10 +183,9 @@ export function formatSummary(s, { totalRows = 15 } = {}) {
 }
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const args = process.argv.slice(2);
-  const ti = args.indexOf('--top');
-  const file = args.find((a, i) => !a.startsWith('--') && i !== ti + 1);
-  const top = ti >= 0 ? Number(args[ti + 1]) : 25;
+  const { values, positionals } = parseArgs({ options: { top: { type: 'string' } }, allowPositionals: true });
+  const [file] = positionals;
+  const top = values.top !== undefined ? Number(values.top) : 25;
   if (!file) {
     process.stderr.write('usage: node bench/profile-summary.mjs FILE.cpuprofile [--top N]\n');
     process.exit(2);

@@ -25,7 +25,8 @@ import path from 'node:path';
 import pg from 'pg';
 import { ConfigError, defaultConfig, formatIssue, loadConfig, parseConfigText } from './config/load.js';
 import type { Config } from './config/types.js';
-import type { StopMode } from './admin/commands.js';
+import { describeAdminCommand, type StopMode } from './admin/commands.js';
+import { commandLine, UsageError, type OptionSpec } from './cli-args.js';
 
 export const CONTROL_COMMANDS = ['stop', 'reload', 'attach', 'detach', 'promote'] as const;
 export type ControlCommand = (typeof CONTROL_COMMANDS)[number];
@@ -49,11 +50,6 @@ export const CONTROL_USAGE = `Control a running pgrelay:
         user to $PGUSER or the OS user, database to $PGDATABASE or postgres; the password is taken
         from $PGPASSWORD. The user must be listed in admin_users. -n NODE_ID is accepted too.
 `;
-
-/** Bad command line: exit code 2. */
-export class UsageError extends Error {
-  override readonly name = 'UsageError';
-}
 
 // ---------------------------------------------------------------------------
 // Argument parsing (pure; unit-tested)
@@ -119,105 +115,44 @@ function parseSeconds(v: string, opt: string): number {
   return Math.round(Number(v) * 1000);
 }
 
-/**
- * Walk argv: options with values as `-x V`, `-xV` (short) or `--long=V` / `--long V`.
- * `spec` maps each option spelling to a canonical name; flags have `false` as arity.
- */
-function walk(
-  cmd: string,
-  argv: readonly string[],
-  spec: Record<string, { name: string; value: boolean }>,
-  onOpt: (name: string, value: string | undefined, spelled: string) => void,
-  onPositional: (v: string) => void,
-): void {
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--') {
-      for (const p of argv.slice(i + 1)) onPositional(p);
-      return;
-    }
-    if (!arg.startsWith('-') || arg === '-' || /^-\d+$/.test(arg)) {
-      onPositional(arg);
-      continue;
-    }
-    let key = arg;
-    let inline: string | undefined;
-    if (arg.startsWith('--')) {
-      const eq = arg.indexOf('=');
-      if (eq > 0) {
-        key = arg.slice(0, eq);
-        inline = arg.slice(eq + 1);
-      }
-    } else if (arg.length > 2 && !(arg in spec)) {
-      key = arg.slice(0, 2);
-      inline = arg.slice(2);
-    }
-    const s = spec[key];
-    if (!s) throw new UsageError(`${cmd}: unknown option "${arg}" (see pgrelay --help)`);
-    if (!s.value) {
-      if (inline !== undefined) throw new UsageError(`${cmd}: option ${key} takes no value`);
-      onOpt(s.name, undefined, key);
-      continue;
-    }
-    let v = inline;
-    if (v === undefined) {
-      v = argv[++i];
-      if (v === undefined) throw new UsageError(`${cmd}: option ${key} needs a value`);
-    }
-    onOpt(s.name, v, key);
-  }
-}
+const FILE_OPTION = { value: true, spellings: ['-f', '--config-file'] };
+const CONTROL_ARGS = { negativeNumbersArePositional: true };
 
-const FILE_OPT = { '-f': { name: 'file', value: true }, '--config-file': { name: 'file', value: true } };
-const HELP_OPT = { '--help': { name: 'help', value: false }, '-?': { name: 'help', value: false } };
+const STOP_OPTIONS = {
+  file: FILE_OPTION,
+  help: { value: false, spellings: ['-h', '--help', '-?'] },
+  mode: { value: true, spellings: ['-m', '--mode'] },
+  timeout: { value: true, spellings: ['-t', '--timeout'] },
+} satisfies OptionSpec;
 
 export function parseStopArgs(argv: readonly string[]): StopArgs {
   let mode: StopMode = 'smart';
   let file: string | undefined;
   let timeoutMs: number | undefined;
   let help = false;
-  walk(
-    'stop',
-    argv,
-    {
-      ...FILE_OPT,
-      ...HELP_OPT,
-      '-h': { name: 'help', value: false },
-      '-m': { name: 'mode', value: true },
-      '--mode': { name: 'mode', value: true },
-      '-t': { name: 'timeout', value: true },
-      '--timeout': { name: 'timeout', value: true },
-    },
-    (name, v, spelled) => {
-      if (name === 'file') file = v;
-      else if (name === 'mode') mode = parseStopMode(v!);
-      else if (name === 'timeout') timeoutMs = parseSeconds(v!, spelled);
-      else if (name === 'help') help = true;
-    },
-    (p) => {
+  for (const it of commandLine(argv, STOP_OPTIONS, { prefix: 'stop: ', ...CONTROL_ARGS })) {
+    if (it.kind === 'positional') {
       // `pgrelay stop fast` reads naturally too
-      if (/^(s|smart|f|fast|i|immediate)$/i.test(p)) mode = parseStopMode(p);
-      else throw new UsageError(`stop: unexpected argument "${p}"`);
-    },
-  );
+      if (/^(s|smart|f|fast|i|immediate)$/i.test(it.value)) mode = parseStopMode(it.value);
+      else throw new UsageError(`stop: unexpected argument "${it.value}"`);
+    } else if (it.name === 'file') file = it.value;
+    else if (it.name === 'mode') mode = parseStopMode(it.value);
+    else if (it.name === 'timeout') timeoutMs = parseSeconds(it.value, it.spelled);
+    else if (it.name === 'help') help = true;
+  }
   return { mode, file, timeoutMs: timeoutMs ?? STOP_WAIT_MS[mode], help };
 }
+
+const RELOAD_OPTIONS = { file: FILE_OPTION, help: STOP_OPTIONS.help } satisfies OptionSpec;
 
 export function parseReloadArgs(argv: readonly string[]): ReloadArgs {
   let file: string | undefined;
   let help = false;
-  walk(
-    'reload',
-    argv,
-    { ...FILE_OPT, ...HELP_OPT, '-h': { name: 'help', value: false } },
-    (name, v) => {
-      if (name === 'file') file = v;
-      else help = true;
-    },
-    (p) => {
-      throw new UsageError(`reload: unexpected argument "${p}"`);
-    },
-  );
+  for (const it of commandLine(argv, RELOAD_OPTIONS, { prefix: 'reload: ', ...CONTROL_ARGS })) {
+    if (it.kind === 'positional') throw new UsageError(`reload: unexpected argument "${it.value}"`);
+    if (it.name === 'file') file = it.value;
+    else help = true;
+  }
   return { file, help };
 }
 
@@ -229,6 +164,21 @@ function parseNodeId(v: string, cmd: string): number {
 export function isNodeOperation(s: string): s is NodeOperation {
   return s === 'attach' || s === 'detach' || s === 'promote';
 }
+
+const NODE_OPTIONS = {
+  file: FILE_OPTION,
+  help: { value: false, spellings: ['--help', '-?'] },
+  host: { value: true, spellings: ['-h', '--host'] },
+  port: { value: true, spellings: ['-p', '--port'] },
+  user: { value: true, spellings: ['-U', '--username'] },
+  database: { value: true, spellings: ['-d', '--dbname'] },
+  node: { value: true, spellings: ['-n', '--node-id'] },
+  gracefully: { value: false, spellings: ['-g', '--gracefully'] },
+  switchover: { value: false, spellings: ['-s', '--switchover'] },
+  timeout: { value: true, spellings: ['-t', '--timeout'] },
+  // pcp tools' password prompt switches: the password comes from PGPASSWORD, accept and ignore
+  ignore: { value: false, spellings: ['-w', '--no-password'] },
+} satisfies OptionSpec;
 
 /** Arguments of `pgrelay attach|detach|promote` (argv without the verb). */
 export function parseNodeArgs(op: NodeOperation, argv: readonly string[]): NodeArgs {
@@ -246,81 +196,55 @@ export function parseNodeArgs(op: NodeOperation, argv: readonly string[]): NodeA
     a.node = parseNodeId(v, op);
     nodeSeen = true;
   };
-  walk(
-    op,
-    argv,
-    {
-      ...FILE_OPT,
-      ...HELP_OPT,
-      '-h': { name: 'host', value: true },
-      '--host': { name: 'host', value: true },
-      '-p': { name: 'port', value: true },
-      '--port': { name: 'port', value: true },
-      '-U': { name: 'user', value: true },
-      '--username': { name: 'user', value: true },
-      '-d': { name: 'database', value: true },
-      '--dbname': { name: 'database', value: true },
-      '-n': { name: 'node', value: true },
-      '--node-id': { name: 'node', value: true },
-      '-g': { name: 'gracefully', value: false },
-      '--gracefully': { name: 'gracefully', value: false },
-      '-s': { name: 'switchover', value: false },
-      '--switchover': { name: 'switchover', value: false },
-      '-t': { name: 'timeout', value: true },
-      '--timeout': { name: 'timeout', value: true },
-      // pcp tools' password prompt switches: the password comes from PGPASSWORD, accept and ignore
-      '-w': { name: 'ignore', value: false },
-      '--no-password': { name: 'ignore', value: false },
-    },
-    (name, v, spelled) => {
-      switch (name) {
-        case 'file':
-          a.file = v;
-          break;
-        case 'help':
-          a.help = true;
-          break;
-        case 'host':
-          if (v === '') throw new UsageError(`${op}: ${spelled} needs a host name`);
-          a.host = v;
-          break;
-        case 'port': {
-          if (!/^\d{1,5}$/.test(v!) || Number(v) < 1 || Number(v) > 65535)
-            throw new UsageError(`${op}: invalid port "${v}"`);
-          a.port = Number(v);
-          break;
-        }
-        case 'user':
-          a.user = v;
-          break;
-        case 'database':
-          a.database = v;
-          break;
-        case 'node':
-          setNode(v!);
-          break;
-        case 'gracefully':
-          if (op !== 'detach') throw new UsageError(`${op}: ${spelled} is only valid for detach`);
-          a.gracefully = true;
-          break;
-        case 'switchover':
-          if (op !== 'promote') throw new UsageError(`${op}: ${spelled} is only valid for promote`);
-          a.switchover = true;
-          break;
-        case 'timeout':
-          a.timeoutMs = parseSeconds(v!, spelled);
-          break;
-        default:
-          break;
-      }
-    },
-    (p) => {
+  for (const it of commandLine(argv, NODE_OPTIONS, { prefix: `${op}: `, ...CONTROL_ARGS })) {
+    const v = it.value;
+    if (it.kind === 'positional') {
       // trailing keywords as in the SQL form: `pgrelay detach 1 gracefully`
-      if (op === 'detach' && /^gracefully$/i.test(p)) a.gracefully = true;
-      else if (op === 'promote' && /^switchover$/i.test(p)) a.switchover = true;
-      else setNode(p);
-    },
-  );
+      if (op === 'detach' && /^gracefully$/i.test(v)) a.gracefully = true;
+      else if (op === 'promote' && /^switchover$/i.test(v)) a.switchover = true;
+      else setNode(v);
+      continue;
+    }
+    switch (it.name) {
+      case 'file':
+        a.file = v;
+        break;
+      case 'help':
+        a.help = true;
+        break;
+      case 'host':
+        if (v === '') throw new UsageError(`${op}: ${it.spelled} needs a host name`);
+        a.host = v;
+        break;
+      case 'port':
+        if (!/^\d{1,5}$/.test(v) || Number(v) < 1 || Number(v) > 65535)
+          throw new UsageError(`${op}: invalid port "${v}"`);
+        a.port = Number(v);
+        break;
+      case 'user':
+        a.user = v;
+        break;
+      case 'database':
+        a.database = v;
+        break;
+      case 'node':
+        setNode(v);
+        break;
+      case 'gracefully':
+        if (op !== 'detach') throw new UsageError(`${op}: ${it.spelled} is only valid for detach`);
+        a.gracefully = true;
+        break;
+      case 'switchover':
+        if (op !== 'promote') throw new UsageError(`${op}: ${it.spelled} is only valid for promote`);
+        a.switchover = true;
+        break;
+      case 'timeout':
+        a.timeoutMs = parseSeconds(v, it.spelled);
+        break;
+      case 'ignore':
+        break;
+    }
+  }
   if (!nodeSeen && !a.help) throw new UsageError(`${op}: NODE_ID is required (pgrelay ${op} NODE_ID)`);
   return a;
 }
@@ -329,11 +253,11 @@ export function parseNodeArgs(op: NodeOperation, argv: readonly string[]): NodeA
 export function nodeCommandSql(a: Pick<NodeArgs, 'op' | 'node' | 'gracefully' | 'switchover'>): string {
   switch (a.op) {
     case 'attach':
-      return `PGPOOL ATTACH NODE ${a.node}`;
+      return describeAdminCommand({ kind: 'attach_node', node: a.node });
     case 'detach':
-      return `PGPOOL DETACH NODE ${a.node}${a.gracefully ? ' GRACEFULLY' : ''}`;
+      return describeAdminCommand({ kind: 'detach_node', node: a.node, gracefully: a.gracefully });
     case 'promote':
-      return `PGPOOL PROMOTE NODE ${a.node}${a.switchover ? ' SWITCHOVER' : ''}`;
+      return describeAdminCommand({ kind: 'promote_node', node: a.node, switchover: a.switchover });
   }
 }
 

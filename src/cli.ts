@@ -14,6 +14,7 @@ import { loadEncKey, passwdCommand, pgEncOutput, pgMd5Output, type PasswdMethod 
 import { ClusterManager } from './cluster/manager.js';
 import { startServices } from './services.js';
 import { isControlCommand, runControl, CONTROL_USAGE } from './cli-control.js';
+import { commandLine, UsageError, type OptionSpec } from './cli-args.js';
 import type { Logger } from './log.js';
 import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -58,66 +59,73 @@ function fail(msg: string): never {
   process.exit(2);
 }
 
+/** A command-line mistake ends the process with exit code 2, as every other usage error. */
+function orFail<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (e) {
+    if (e instanceof UsageError) fail(e.message);
+    throw e;
+  }
+}
+
+function printHelp(): never {
+  process.stdout.write(`${HELP}\n${CONTROL_USAGE}`);
+  process.exit(0);
+}
+
+const START_OPTIONS = {
+  file: { value: true, spellings: ['-f', '--config-file'] },
+  port: { value: true, spellings: ['-p', '--port'] },
+  backend: { value: true, spellings: ['--backend'] },
+  set: { value: true, spellings: ['--set'] },
+  'discard-status': { value: false, spellings: ['-D', '--discard-status'] },
+  // pgrelay always runs in the foreground
+  'no-daemon': { value: false, spellings: ['-n', '--no-daemon'] },
+  help: { value: false, spellings: ['-h', '--help'] },
+} satisfies OptionSpec;
+
+/** Reads the command line in order, so that `--help` wins over a mistake after it. */
 function parseStartArgs(argv: string[]): StartArgs {
   const a: StartArgs = { set: [], backends: [], discardStatus: false };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    const next = (): string => {
-      const v = argv[++i];
-      if (v === undefined) fail(`option ${arg} needs a value`);
-      return v;
-    };
-    switch (arg) {
-      case '-f':
-      case '--config-file':
-        a.file = next();
+  for (const it of commandLine(argv, START_OPTIONS)) {
+    if (it.kind === 'positional') throw new UsageError(`unknown option "${it.value}" (see pgrelay --help)`);
+    const v = it.value;
+    switch (it.name) {
+      case 'file':
+        a.file = v;
         break;
-      case '-p':
-      case '--port':
-        a.set.push(['port', next()]);
+      case 'port':
+        a.set.push(['port', v]);
         break;
-      case '--backend': {
-        const v = next();
+      case 'backend': {
         const m = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(v);
-        if (!m) fail(`--backend expects HOST:PORT, got "${v}"`);
+        if (!m) throw new UsageError(`--backend expects HOST:PORT, got "${v}"`);
         const port = m[2] ? Number(m[2]) : 5432;
-        if (!(port > 0 && port < 65536)) fail(`--backend: invalid port in "${v}"`);
-        a.backends.push({ hostname: m[1].replace(/^\[|\]$/g, ''), port });
+        if (!(port > 0 && port < 65536)) throw new UsageError(`--backend: invalid port in "${v}"`);
+        a.backends.push({ hostname: m[1]!.replace(/^\[|\]$/g, ''), port });
         break;
       }
-      case '--set': {
-        const v = next();
+      case 'set': {
         const eq = v.indexOf('=');
-        if (eq <= 0) fail(`--set expects KEY=VALUE, got "${v}"`);
+        if (eq <= 0) throw new UsageError(`--set expects KEY=VALUE, got "${v}"`);
         a.set.push([v.slice(0, eq).trim(), v.slice(eq + 1).trim()]);
         break;
       }
-      case '-D':
-      case '--discard-status':
+      case 'discard-status':
         a.discardStatus = true;
         break;
-      case '-n':
-      case '--no-daemon':
-        break; // pgrelay always runs in the foreground
-      case '-h':
-      case '--help':
-        process.stdout.write(`${HELP}\n${CONTROL_USAGE}`);
-        process.exit(0);
+      case 'no-daemon':
         break;
-      default:
-        if (arg.startsWith('--port=')) a.set.push(['port', arg.slice(7)]);
-        else if (arg.startsWith('--backend=')) {
-          argv.splice(i + 1, 0, arg.slice(10));
-          argv[i] = '--backend';
-          i--;
-        } else fail(`unknown option "${arg}" (see pgrelay --help)`);
+      case 'help':
+        printHelp();
     }
   }
   return a;
 }
 
 async function start(argv: string[]): Promise<void> {
-  const args = parseStartArgs(argv);
+  const args = orFail(() => parseStartArgs(argv));
   const warnings: string[] = [];
   let config: Config;
   try {
@@ -217,7 +225,8 @@ function removePidFile(path: string): void {
 }
 
 function passwdMethod(cmd: string, m: string): PasswdMethod {
-  if (!['md5', 'aes', 'scram', 'text'].includes(m)) fail(`${cmd}: unknown method "${m}" (md5, aes, scram, text)`);
+  if (!['md5', 'aes', 'scram', 'text'].includes(m))
+    throw new UsageError(`${cmd}: unknown method "${m}" (md5, aes, scram, text)`);
   return m as PasswdMethod;
 }
 
@@ -231,54 +240,55 @@ interface ToolArgs {
   password?: string;
 }
 
-function parseToolArgs(cmd: string, argv: string[]): ToolArgs {
+const TOOL_OPTIONS = {
+  file: { value: true, spellings: ['-f', '--config-file'] },
+  user: { value: true, spellings: ['-u', '--username'] },
+  'key-file': { value: true, spellings: ['-k', '--key-file'] },
+  key: { value: true, spellings: ['-K', '--enc-key'] },
+  help: { value: false, spellings: ['-h', '--help'] },
+} satisfies OptionSpec;
+// pg_md5 --md5auth / pg_enc -m (write into pool_passwd) is a switch; passwd's -m names the method.
+const MD5_ENC_OPTIONS = {
+  ...TOOL_OPTIONS,
+  write: { value: false, spellings: ['-m', '--md5auth', '--enc'] },
+  method: { value: true, spellings: ['--method'] },
+} satisfies OptionSpec;
+const PASSWD_OPTIONS = {
+  ...TOOL_OPTIONS,
+  method: { value: true, spellings: ['-m', '--md5auth', '--enc', '--method'] },
+} satisfies OptionSpec;
+
+function parseToolArgs(cmd: 'md5' | 'enc' | 'passwd', argv: string[]): ToolArgs {
   const a: ToolArgs = { write: cmd === 'passwd' };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i];
-    const next = (): string => {
-      const v = argv[++i];
-      if (v === undefined) fail(`${cmd}: option ${arg} needs a value`);
-      return v;
-    };
-    const eq = arg.startsWith('--') ? arg.indexOf('=') : -1;
-    const name = eq > 0 ? arg.slice(0, eq) : arg;
-    const val = (): string => (eq > 0 ? arg.slice(eq + 1) : next());
-    switch (name) {
-      case '-f':
-      case '--config-file':
-        a.file = val();
+  const spec: OptionSpec = cmd === 'passwd' ? PASSWD_OPTIONS : MD5_ENC_OPTIONS;
+  for (const it of commandLine(argv, spec, { prefix: `${cmd}: ` })) {
+    if (it.kind === 'positional') {
+      if (a.password !== undefined) throw new UsageError(`${cmd}: too many arguments`);
+      a.password = it.value;
+      continue;
+    }
+    switch (it.name) {
+      case 'file':
+        a.file = it.value;
         break;
-      case '-u':
-      case '--username':
-        a.user = val();
+      case 'user':
+        a.user = it.value;
         break;
-      case '-m':
-      case '--md5auth':
-      case '--enc':
-        if (cmd === 'passwd') a.method = passwdMethod(cmd, val());
-        else a.write = true;
-        break;
-      case '--method':
-        a.method = passwdMethod(cmd, val());
+      case 'write':
         a.write = true;
         break;
-      case '-k':
-      case '--key-file':
-        a.keyFile = val();
+      case 'method':
+        a.method = passwdMethod(cmd, it.value);
+        a.write = true;
         break;
-      case '-K':
-      case '--enc-key':
-        a.key = val();
+      case 'key-file':
+        a.keyFile = it.value;
         break;
-      case '-h':
-      case '--help':
-        process.stdout.write(`${HELP}\n${CONTROL_USAGE}`);
-        process.exit(0);
+      case 'key':
+        a.key = it.value;
         break;
-      default:
-        if (arg.startsWith('-') && arg !== '-') fail(`${cmd}: unknown option "${arg}" (see pgrelay --help)`);
-        if (a.password !== undefined) fail(`${cmd}: too many arguments`);
-        a.password = arg;
+      case 'help':
+        printHelp();
     }
   }
   return a;
@@ -286,7 +296,7 @@ function parseToolArgs(cmd: string, argv: string[]): ToolArgs {
 
 /** `pgrelay md5 | enc | passwd`: pg_md5 / pg_enc equivalents (src/auth/tools.ts). */
 function runTool(cmd: 'md5' | 'enc' | 'passwd', argv: string[]): void {
-  const a = parseToolArgs(cmd, argv);
+  const a = orFail(() => parseToolArgs(cmd, argv));
   if (a.password === undefined) fail(`${cmd}: a password is required (see pgrelay --help)`);
   try {
     if (!a.write && cmd === 'md5') {

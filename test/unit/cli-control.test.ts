@@ -6,7 +6,6 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   CONTROL_USAGE,
   STOP_WAIT_MS,
-  UsageError,
   isControlCommand,
   locatePidFile,
   nodeCommand,
@@ -23,6 +22,7 @@ import {
   stopCommand,
   waitForExit,
 } from '../../src/cli-control.js';
+import { UsageError } from '../../src/cli-args.js';
 import { loadConfig } from '../../src/config/load.js';
 import { capture } from '../support/control-io.js';
 
