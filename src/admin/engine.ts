@@ -249,7 +249,7 @@ const ENUM_NUMBERS: Record<string, Record<string, number>> = {
 };
 
 /**
- * SHOW pool_status (pgpool.md §1.5): the global parameters as item/value/description
+ * SHOW pool_status (pgpool-II's SHOW POOL_STATUS): the global parameters as item/value/description
  * with booleans and enums as numbers, then per backend its hostname, port,
  * normalised weight (%f), data directory, status, standby delay, flag and
  * application name.

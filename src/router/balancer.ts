@@ -1,7 +1,7 @@
 /**
- * Load-balance node choice (pgpool.md §2.5 redirect lists, §2.6 weighted
- * choice, §2.7 replication delay). Pure: the node snapshot, the random source
- * and the session facts are passed in.
+ * Load-balance node choice as pgpool-II makes it (database_redirect_preference_list
+ * and app_name_redirect_preference_list, backend_weight, delay_threshold). Pure:
+ * the node snapshot, the random source and the session facts are passed in.
  */
 import type { NodeRole } from '../cluster/nodes.js';
 

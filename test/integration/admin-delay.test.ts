@@ -1,5 +1,5 @@
 /**
- * SHOW pool_nodes replication_delay (pgpool.md §1.2, 4.3 format: WAL bytes)
+ * SHOW pool_nodes replication_delay (pgpool-II 4.3's format: WAL bytes)
  * and the pgrelay_replication_delay_bytes gauge, with a standby whose replay
  * is paused. Own DevCluster (primary + 1 standby): pausing replay would
  * disturb the other test files on the shared cluster.

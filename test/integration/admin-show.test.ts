@@ -1,8 +1,8 @@
 /**
- * Admin commands answered by pgrelay itself, checked against pgpool-II's
- * formats (/work/shared/reference/pgpool.md §1 and §9): SHOW pool_* in the
- * simple protocol (psql), in the extended protocol (node-postgres named
- * statements) and inside a transaction; PGPOOL SHOW / SET / RESET;
+ * Admin commands answered by pgrelay itself, checked against the formats of
+ * pgpool-II 4.3's SQL type commands (SHOW POOL_NODES and the others): SHOW
+ * pool_* in the simple protocol (psql), in the extended protocol (node-postgres
+ * named statements) and inside a transaction; PGPOOL SHOW / SET / RESET;
  * select_cnt; the Prometheus /metrics, /healthz and /readyz endpoints;
  * statement logging with password redaction.
  *

@@ -1,9 +1,9 @@
 /**
- * Replication delay (pgpool.md §2.7): a standby whose WAL replay is paused falls
- * behind the primary; once the sr check measures a delay past delay_threshold,
- * its reads go to the primary (prefer_lower_delay_standby = off) or to the
- * least-lagging standby (on); after resuming replay and catching up it gets
- * reads again.
+ * Replication delay (pgpool-II's delay_threshold): a standby whose WAL replay
+ * is paused falls behind the primary; once the sr check measures a delay past
+ * delay_threshold, its reads go to the primary (prefer_lower_delay_standby =
+ * off) or to the least-lagging standby (on); after resuming replay and catching
+ * up it gets reads again.
  *
  * Runs its own DevCluster (replay is paused: the shared cluster must not be).
  */
