@@ -180,6 +180,22 @@ function run(
   });
 }
 
+/** pg_ctl stop -m immediate, synchronously (exit hooks cannot wait); best effort: not running is fine. */
+function stopImmediateSync(pgBin: string, dataDir: string, runAs: RunAs | null): void {
+  try {
+    execFileSync(path.join(pgBin, 'pg_ctl'), ['stop', '-D', dataDir, '-m', 'immediate', '-w', '-t', '10'], {
+      stdio: 'ignore',
+      timeout: 15_000,
+      killSignal: 'SIGKILL',
+      cwd: os.tmpdir(),
+      env: cleanEnv(),
+      ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
+    });
+  } catch {
+    // not running, or a stale pid file
+  }
+}
+
 function sqlLiteral(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
 }
@@ -277,17 +293,7 @@ export class DevCluster {
   private stopped = false;
   private watchdogPid: number | null = null;
 
-  private constructor(args: {
-    nodes: PgNode[];
-    baseDir: string;
-    pgBin: string;
-    primaryId: number;
-    authMethod: AuthMethod;
-    superuserPassword: string | null;
-    owner: boolean;
-    keep: boolean;
-    log?: (msg: string) => void;
-  }) {
+  private constructor(args: DevClusterDescription & { owner: boolean; keep: boolean; log?: (msg: string) => void }) {
     this.nodes = args.nodes;
     this.baseDir = args.baseDir;
     this.pgBin = args.pgBin;
@@ -398,34 +404,13 @@ export class DevCluster {
     for (const e of entries) {
       const dataDir = path.join(baseDir, e, 'data');
       if (!/^node\d+$/.test(e) || !fs.existsSync(path.join(dataDir, 'postmaster.pid'))) continue;
-      try {
-        execFileSync(path.join(pgBin, 'pg_ctl'), ['stop', '-D', dataDir, '-m', 'immediate', '-w', '-t', '10'], {
-          stdio: 'ignore',
-          timeout: 15_000,
-          killSignal: 'SIGKILL',
-          cwd: os.tmpdir(),
-          env: cleanEnv(),
-          ...(runAs ? { uid: runAs.uid, gid: runAs.gid } : {}),
-        });
-      } catch {
-        // not running / stale pid file
-      }
+      stopImmediateSync(pgBin, dataDir, runAs);
     }
   }
 
   /** Rebuild a handle from toJSON() output (e.g. in a vitest worker). Does not own the servers. */
   static attach(desc: DevClusterDescription, log?: (msg: string) => void): DevCluster {
-    return new DevCluster({
-      nodes: desc.nodes.map((n) => ({ ...n })),
-      baseDir: desc.baseDir,
-      pgBin: desc.pgBin,
-      primaryId: desc.primaryId,
-      authMethod: desc.authMethod,
-      superuserPassword: desc.superuserPassword,
-      owner: false,
-      keep: true,
-      log,
-    });
+    return new DevCluster({ ...desc, nodes: desc.nodes.map((n) => ({ ...n })), owner: false, keep: true, log });
   }
 
   toJSON(): DevClusterDescription {
@@ -658,18 +643,7 @@ export class DevCluster {
     cancelWatchdog(this.watchdogPid);
     for (const n of this.nodes) {
       if (!this.hasPidFile(n.id)) continue;
-      try {
-        execFileSync(path.join(this.pgBin, 'pg_ctl'), ['stop', '-D', n.dataDir, '-m', 'immediate', '-w', '-t', '10'], {
-          stdio: 'ignore',
-          timeout: 15_000,
-          killSignal: 'SIGKILL',
-          cwd: os.tmpdir(),
-          env: cleanEnv(),
-          ...(this.runAs ? { uid: this.runAs.uid, gid: this.runAs.gid } : {}),
-        });
-      } catch {
-        // best effort
-      }
+      stopImmediateSync(this.pgBin, n.dataDir, this.runAs);
     }
     if (!this.keep) {
       try {

@@ -277,10 +277,20 @@ const stdio: ControlIO = {
 // ---------------------------------------------------------------------------
 // Configuration and pid file
 
+/** The configuration file the CLI reads: -f FILE, else ./pgpool.conf when present (undefined: none). */
+export function configFileOrDefault(file: string | undefined): string | undefined {
+  return file ?? (fs.existsSync('pgpool.conf') ? 'pgpool.conf' : undefined);
+}
+
+/** configFileOrDefault(), and a file named with -f must exist (built-in defaults are only for no -f at all). */
+function controlConfigFile(file: string | undefined): string | undefined {
+  if (file !== undefined && !fs.existsSync(file)) throw new ControlError(`configuration file "${file}" not found`);
+  return configFileOrDefault(file);
+}
+
 /** The configuration the CLI reads: -f FILE, else ./pgpool.conf when present, else built-in defaults. */
 export function controlConfig(file: string | undefined): Config {
-  const f = file ?? (fs.existsSync('pgpool.conf') ? 'pgpool.conf' : undefined);
-  if (file !== undefined && !fs.existsSync(file)) throw new ControlError(`configuration file "${file}" not found`);
+  const f = controlConfigFile(file);
   try {
     return loadConfig({ file: f, onWarning: () => undefined });
   } catch (e) {
@@ -304,8 +314,7 @@ export interface PidFileLocation {
  * and the errors are returned for the caller to report.
  */
 export function locatePidFile(file: string | undefined): PidFileLocation {
-  const f = file ?? (fs.existsSync('pgpool.conf') ? 'pgpool.conf' : undefined);
-  if (file !== undefined && !fs.existsSync(file)) throw new ControlError(`configuration file "${file}" not found`);
+  const f = controlConfigFile(file);
   try {
     return { pidFile: loadConfig({ file: f, onWarning: () => undefined }).pid_file_name, configErrors: [] };
   } catch (e) {
@@ -523,7 +532,7 @@ export async function nodeCommand(argv: readonly string[], io: ControlIO = stdio
     }
     // The configuration is only needed for the default host/port.
     if (a.file !== undefined || a.host === undefined || a.port === undefined) {
-      if (a.file !== undefined || fs.existsSync('pgpool.conf')) cfg = controlConfig(a.file);
+      if (configFileOrDefault(a.file) !== undefined) cfg = controlConfig(a.file);
     }
   } catch (e) {
     return usageFail(io, e);

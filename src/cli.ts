@@ -9,11 +9,10 @@ import { loadConfig, ConfigError } from './config/load.js';
 import type { Config } from './config/types.js';
 import { createLogger } from './log.js';
 import { Relay } from './server/relay.js';
-import { existsSync } from 'node:fs';
 import { loadEncKey, passwdCommand, pgEncOutput, pgMd5Output, type PasswdMethod } from './auth/tools.js';
 import { ClusterManager } from './cluster/manager.js';
 import { startServices } from './services.js';
-import { isControlCommand, runControl, CONTROL_USAGE } from './cli-control.js';
+import { configFileOrDefault, isControlCommand, runControl, CONTROL_USAGE } from './cli-control.js';
 import { commandLine, UsageError, type OptionSpec } from './cli-args.js';
 import type { Logger } from './log.js';
 import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
@@ -309,7 +308,7 @@ function runTool(cmd: 'md5' | 'enc' | 'passwd', argv: string[]): void {
       process.stdout.write(pgEncOutput(a.password, k.key, k.keyFile));
       return;
     }
-    const file = a.file ?? (existsSync('pgpool.conf') ? 'pgpool.conf' : undefined);
+    const file = configFileOrDefault(a.file);
     if (!file) fail(`${cmd}: no configuration file: use -f pgpool.conf (the pool_passwd path is taken from it)`);
     let config: Config;
     try {
