@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DevCluster } from '../../dev/devcluster.js';
+import { cachedConnections, loginAs, sessionBackendPid, waitForCached } from '../support/cache-probe.js';
 import { CLI_PATH, renderConf, runPsql, startProxy, type ProxyHandle } from '../support/proxy.js';
 
 const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/auth');
@@ -168,14 +169,33 @@ describe('pool_hba off: the primary asks for md5; pgpool-generated pool_passwd',
   });
 
   it("cached connections: every client authenticates (wrong password, another user with A's password)", async () => {
-    expect((await psqlAs(proxy, 'alice', USERS.alice)).code).toBe(0); // leaves a cached connection
-    const wrong = await psqlAs(proxy, 'alice', 'bad');
-    expect(wrong.err).toContain('password authentication failed for user "alice"');
-    const other = await psqlAs(proxy, 'bob', USERS.alice);
-    expect(other.err).toContain('password authentication failed for user "bob"');
-    const unknown = await psqlAs(proxy, 'mallory', USERS.alice);
-    expect(unknown.code).not.toBe(0);
-    expect(await psqlAs(proxy, 'alice', USERS.alice)).toMatchObject({ code: 0, out: 'alice' });
+    // frank (TEXT entry) watches the cache; his own session stays open, so it never enters it.
+    const admin = await loginAs(proxy.port, 'frank', 'frankpw');
+    try {
+      for (const [u, other] of [
+        ['alice', 'bob'],
+        ['bob', 'alice'],
+      ] as const) {
+        // A clean Terminate leaves u's backend connection reset and idle in the cache: prove it.
+        const pid = await sessionBackendPid(proxy.port, u, USERS[u]);
+        await waitForCached(admin, [pid]);
+        // Same start-up parameters (same cache key), wrong password, and the other user's password.
+        for (const bad of ['bad', USERS[other]]) {
+          await expect(loginAs(proxy.port, u, bad), `${u} with ${bad}`).rejects.toMatchObject({
+            code: '28P01',
+            message: `password authentication failed for user "${u}"`,
+          });
+        }
+        // The refused clients were not handed the cached connection: it is still idle, and the
+        // next client with the right password gets exactly that backend.
+        expect((await cachedConnections(admin)).map((c) => c.backendPid)).toContain(pid);
+        expect(await sessionBackendPid(proxy.port, u, USERS[u])).toBe(pid);
+      }
+      const unknown = await psqlAs(proxy, 'mallory', USERS.alice);
+      expect(unknown.code).not.toBe(0);
+    } finally {
+      await admin.end().catch(() => undefined);
+    }
   });
 
   it('pgrelay passwd updates pool_passwd; after SIGHUP the old password no longer works', async () => {

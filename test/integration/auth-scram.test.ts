@@ -16,6 +16,7 @@ import tls from 'node:tls';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DevCluster } from '../../dev/devcluster.js';
+import { cachedConnections, loginAs, sessionBackendPid, waitForCached } from '../support/cache-probe.js';
 import { runPgbench, runPsql, startProxy, type ConfValue, type ProxyHandle } from '../support/proxy.js';
 
 const SUPER_PW = 'sup3r';
@@ -277,18 +278,34 @@ describe('pool_hba off: the primary asks for SCRAM', () => {
   });
 
   it('re-authenticates on a cached connection: wrong password and other users are refused', async () => {
-    // Leave a cached connection for alice behind (psql exits cleanly with Terminate).
-    expect((await psqlAs(proxy, 'alice', 'alicepw')).code).toBe(0);
-    for (let i = 0; i < 3; i++) {
-      const bad = await psqlAs(proxy, 'alice', `wrong${i}`);
-      expect(bad.code).not.toBe(0);
-      expect(bad.err).toMatch(/28P01|password authentication failed/);
-      const noPw = await psqlAs(proxy, 'alice', undefined);
-      expect(noPw.code).not.toBe(0);
+    // postgres watches the cache; its own session stays open, so it never enters it.
+    const admin = await loginAs(proxy.port, 'postgres', SUPER_PW);
+    try {
+      // alice (TEXT entry: pgrelay's own SCRAM exchange) and carol (SCRAM verifier: the client's
+      // proof logs into the backend) each leave a backend connection idle in the cache: prove it.
+      for (const [u, pw] of [
+        ['alice', 'alicepw'],
+        ['carol', 'carolpw'],
+      ] as const) {
+        const pid = await sessionBackendPid(proxy.port, u, pw);
+        await waitForCached(admin, [pid]);
+        for (const bad of ['wrong', pw.toUpperCase(), 'bobpw']) {
+          await expect(loginAs(proxy.port, u, bad), `${u} with ${bad}`).rejects.toMatchObject({
+            code: '28P01',
+            message: `password authentication failed for user "${u}"`,
+          });
+        }
+        // Not handed out: still idle in the cache, and the next right login gets exactly it.
+        expect((await cachedConnections(admin)).map((c) => c.backendPid)).toContain(pid);
+        expect(await sessionBackendPid(proxy.port, u, pw)).toBe(pid);
+      }
+      // psql without a password (-w) is refused too.
+      expect((await psqlAs(proxy, 'alice', undefined)).code).not.toBe(0);
+      // bob has no entry: still refused even though connections exist
+      expect((await psqlAs(proxy, 'bob', 'alicepw')).code).not.toBe(0);
+    } finally {
+      await admin.end().catch(() => undefined);
     }
-    // bob has no entry: still refused even though connections exist
-    expect((await psqlAs(proxy, 'bob', 'alicepw')).code).not.toBe(0);
-    expect((await psqlAs(proxy, 'alice', 'alicepw')).code).toBe(0);
   });
 
   it('a password change in pool_passwd applies after SIGHUP (old one refused on the cached connection)', async () => {
@@ -313,12 +330,22 @@ describe('pool_hba off with allow_clear_text_frontend_auth', () => {
   });
 
   it('asks the client for clear text, verified by the backend, also on a cached connection', async () => {
-    expect(await psqlAs(proxy, 'bob', 'bobpw')).toMatchObject({ code: 0, out: 'bob' });
-    // a cached connection for bob now exists: a wrong password must still fail
-    const bad = await psqlAs(proxy, 'bob', 'wrong');
-    expect(bad.code).not.toBe(0);
-    expect(bad.err).toMatch(/password authentication failed for user "bob"/);
-    expect(await psqlAs(proxy, 'bob', 'bobpw')).toMatchObject({ code: 0, out: 'bob' });
+    const admin = await loginAs(proxy.port, 'postgres', SUPER_PW);
+    try {
+      const pid = await sessionBackendPid(proxy.port, 'bob', 'bobpw');
+      // a cached connection for bob now exists (proven): a wrong password must still fail
+      await waitForCached(admin, [pid]);
+      await expect(loginAs(proxy.port, 'bob', 'wrong')).rejects.toMatchObject({
+        code: '28P01',
+        message: 'password authentication failed for user "bob"',
+      });
+      // Not handed out: still idle in the cache. (The next right login is checked by a fresh login
+      // to the primary, whose connection joins the cache and, being the newest, is the one used.)
+      expect((await cachedConnections(admin)).map((c) => c.backendPid)).toContain(pid);
+      expect(await sessionBackendPid(proxy.port, 'bob', 'bobpw')).toBeGreaterThan(0);
+    } finally {
+      await admin.end().catch(() => undefined);
+    }
   });
 });
 
