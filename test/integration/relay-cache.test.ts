@@ -7,6 +7,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
 import { closeAllClients, endPg, pgClient, type PgClientOptions } from '../support/clients.js';
+import { waitForCached } from '../support/cache-probe.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
 import { RawClient, closeAllRaw, isAlive, parseMessage, sleep, syncMessage } from '../support/raw.js';
 
@@ -16,9 +17,6 @@ const role = `relay_cache_role_${tag}`;
 const db = `relay_cache_db_${tag}`;
 const table = `relay_cache_t_${tag}`;
 let proxy: ProxyHandle;
-
-/** Time for pgrelay to reset a released backend and put it in the cache. */
-const RESET_WAIT_MS = 300;
 
 async function backendPid(c: pg.Client): Promise<number> {
   return (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
@@ -37,34 +35,28 @@ async function session<T = void>(
   return { pid, value };
 }
 
-/** A direct connection to the primary (not tracked by closeAllClients). */
-let direct: pg.Client | undefined;
+/** A session on pgrelay that reads its cache (SHOW pool_pools); not tracked by closeAllClients. */
+let watcher: pg.Client | undefined;
 
 /**
- * Wait until pgrelay has reset backend `pid` (its last statement is the reset's
- * DISCARD ALL and it is idle), then a little for it to enter the cache. Gives up
- * after 3 s (the test then fails on the pid comparison).
+ * Wait until pgrelay has reset backend `pid` and put it idle into its cache, as
+ * pgrelay itself reports it (SHOW pool_pools). Throws after 20 s.
  */
 async function waitReset(pid: number): Promise<void> {
-  if (!direct) {
-    direct = new pg.Client({
+  if (!watcher) {
+    watcher = new pg.Client({
       host: '127.0.0.1',
-      port: cluster.primary.port,
+      port: proxy.port,
       user: 'postgres',
       database: 'postgres',
+      application_name: `cache-watcher-${tag}`,
       connectionTimeoutMillis: 10_000,
+      query_timeout: 20_000,
     });
-    direct.on('error', () => undefined);
-    await direct.connect();
+    watcher.on('error', () => undefined);
+    await watcher.connect();
   }
-  const deadline = Date.now() + 3000;
-  while (Date.now() < deadline) {
-    const r = await direct.query('SELECT state, query FROM pg_stat_activity WHERE pid = $1', [pid]);
-    if (r.rows.length === 0) break; // closed, not cached
-    if (r.rows[0].state === 'idle' && /^\s*DISCARD ALL/i.test(r.rows[0].query as string)) break;
-    await sleep(25);
-  }
-  await sleep(100);
+  await waitForCached(watcher, [pid]);
 }
 
 beforeAll(async () => {
@@ -82,7 +74,7 @@ afterEach(async () => {
 
 afterAll(async () => {
   await closeAllClients();
-  await direct?.end().catch(() => undefined);
+  await watcher?.end().catch(() => undefined);
   await proxy?.stop();
   await cluster.psql(cluster.primaryId, `DROP TABLE IF EXISTS ${table}`).catch(() => undefined);
   await cluster.psql(cluster.primaryId, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined);
@@ -304,6 +296,105 @@ describe('reset between clients sharing a cached backend', () => {
   });
 });
 
+describe('reset of standby links with load balancing on', () => {
+  // Weights make the standby the load-balance node of every session, so reads
+  // run on a standby link that is cached and reused like the primary's.
+  const standby = cluster.standbys[0];
+  let lb: ProxyHandle;
+  let lbWatcher: pg.Client | undefined;
+  beforeAll(async () => {
+    const weights: Record<string, number> = {};
+    for (const n of cluster.nodes) weights[`backend_weight${n.id}`] = n.id === standby.id ? 1 : 0;
+    lb = await startProxy({
+      cluster,
+      config: {
+        log_min_messages: 'warning',
+        load_balance_mode: true,
+        connection_cache: true,
+        max_pool: 4,
+        ...weights,
+      },
+    });
+    lbWatcher = new pg.Client({
+      host: '127.0.0.1',
+      port: lb.port,
+      user: 'postgres',
+      database: 'postgres',
+      application_name: `cache-lb-watcher-${tag}`,
+      connectionTimeoutMillis: 10_000,
+      query_timeout: 20_000,
+    });
+    lbWatcher.on('error', () => undefined);
+    await lbWatcher.connect();
+  });
+  afterAll(async () => {
+    await lbWatcher?.end().catch(() => undefined);
+    await lb?.stop();
+  });
+
+  it('does not leak SET, a custom GUC, application_name, prepared statements or temp tables to the next client (standby and primary)', async () => {
+    const app = `cache-lb-${tag}`;
+    const defaultWorkMem = await cluster.psql(standby.id, 'SHOW work_mem');
+    expect(defaultWorkMem).not.toBe('7MB');
+    // A plain SELECT goes to the load-balance node (the standby); the hint sends the same to the primary.
+    const probe =
+      "SELECT inet_server_port() AS port, pg_backend_pid() AS pid, current_setting('work_mem') AS work_mem, current_setting('application_name') AS app, coalesce(current_setting('myapp.x', true), '') AS x";
+    const primaryProbe = `/*NO LOAD BALANCE*/ ${probe}, to_regclass('pg_temp.relay_lb_tmp') IS NOT NULL AS temp`;
+
+    const c1 = await pgClient({ port: lb.port }, { application_name: app });
+    await c1.query("SET work_mem = '7MB'");
+    await c1.query("SET application_name = 'leaked-app'");
+    await c1.query("SET myapp.x = 'leaked'");
+    const s1 = (await c1.query(probe)).rows[0];
+    // The state is really on the standby link (otherwise this test could not fail).
+    expect(s1).toMatchObject({ port: standby.port, work_mem: '7MB', app: 'leaked-app', x: 'leaked' });
+    const named1 = await c1.query({
+      name: 'relay_lb_named',
+      text: 'SELECT inet_server_port() AS port, $1::int AS v',
+      values: [1],
+    });
+    expect(named1.rows[0]).toEqual({ port: standby.port, v: 1 });
+    await c1.query('CREATE TEMP TABLE relay_lb_tmp (x int)');
+    const p1 = (await c1.query(primaryProbe)).rows[0];
+    expect(p1).toMatchObject({
+      port: cluster.primary.port,
+      work_mem: '7MB',
+      app: 'leaked-app',
+      x: 'leaked',
+      temp: true,
+    });
+    await endPg(c1);
+    // Both links were reset and are idle in the cache, as pgrelay reports it.
+    await waitForCached(lbWatcher as pg.Client, [s1.pid as number, p1.pid as number]);
+
+    const c2 = await pgClient({ port: lb.port }, { application_name: app });
+    const s2 = (await c2.query(probe)).rows[0];
+    // Same standby backend (reused from the cache), back to its defaults.
+    expect(s2).toEqual({ port: standby.port, pid: s1.pid, work_mem: defaultWorkMem, app, x: '' });
+    // The protocol-level statement is gone from the standby: the same name parses again (no 42P05).
+    const named2 = await c2.query({
+      name: 'relay_lb_named',
+      text: 'SELECT inet_server_port() AS port, $1::text AS other',
+      values: ['z'],
+    });
+    expect(named2.rows[0]).toEqual({ port: standby.port, other: 'z' });
+    const p2 = (await c2.query(primaryProbe)).rows[0];
+    expect(p2).toEqual({
+      port: cluster.primary.port,
+      pid: p1.pid,
+      work_mem: defaultWorkMem,
+      app,
+      x: '',
+      temp: false,
+    });
+    // Seen from outside too: the standby backend carries the start-up application_name again.
+    expect(
+      await cluster.psql(standby.id, `SELECT application_name FROM pg_stat_activity WHERE pid = ${Number(s1.pid)}`),
+    ).toBe(app);
+    await endPg(c2);
+  });
+});
+
 describe('connection_cache = off', () => {
   it('opens a new backend for every client', async () => {
     const p2 = await startProxy({
@@ -315,12 +406,12 @@ describe('connection_cache = off', () => {
       for (let i = 0; i < 3; i++) {
         const c = await pgClient({ port: p2.port }, { application_name: `cache-off-${tag}` });
         pids.push(await backendPid(c));
+        // No wait: with the cache off the next client must get a new backend at once.
         await endPg(c);
-        await sleep(RESET_WAIT_MS);
       }
       expect(new Set(pids).size).toBe(3);
       // The released backends are really gone.
-      const deadline = Date.now() + 5000;
+      const deadline = Date.now() + 20_000;
       let left = '';
       do {
         left = await cluster.psql(
