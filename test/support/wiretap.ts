@@ -1,0 +1,108 @@
+/**
+ * A recording TCP forwarder for the path pgrelay → PostgreSQL: pgrelay is
+ * configured with the tap's port as backend_port, the tap forwards every byte
+ * unchanged to the real server and keeps a copy of both directions per
+ * connection, so a test can prove what went over the wire (e.g. that nothing
+ * but an SSLRequest and TLS records was ever sent in clear). It does not
+ * answer anything itself: the server behind it is the real one.
+ */
+import net from 'node:net';
+
+export interface TapConnection {
+  /** Bytes pgrelay sent to the server, in order. */
+  toServer: Buffer;
+  /** Bytes the server sent to pgrelay, in order. */
+  toClient: Buffer;
+  closed: boolean;
+}
+
+/** Idle sockets are destroyed after this long, so a forgotten tap cannot keep a test process alive. */
+const IDLE_TIMEOUT_MS = 300_000;
+
+export class Wiretap {
+  readonly connections: TapConnection[] = [];
+  private readonly sockets = new Set<net.Socket>();
+
+  private constructor(
+    private readonly server: net.Server,
+    readonly port: number,
+  ) {}
+
+  /** Listen on 127.0.0.1 (a free port) and forward to target. */
+  static async start(target: { host: string; port: number }): Promise<Wiretap> {
+    let tap: Wiretap | undefined;
+    const server = net.createServer((client) => tap?.accept(client, target));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => resolve());
+    });
+    const addr = server.address();
+    if (addr === null || typeof addr === 'string') throw new Error('Wiretap: no TCP address');
+    tap = new Wiretap(server, addr.port);
+    return tap;
+  }
+
+  private accept(client: net.Socket, target: { host: string; port: number }): void {
+    const rec: TapConnection = { toServer: Buffer.alloc(0), toClient: Buffer.alloc(0), closed: false };
+    this.connections.push(rec);
+    const upstream = net.connect(target);
+    for (const s of [client, upstream]) {
+      this.sockets.add(s);
+      s.setTimeout(IDLE_TIMEOUT_MS, () => s.destroy());
+      s.on('error', () => undefined);
+    }
+    const end = (): void => {
+      rec.closed = true;
+      client.destroy();
+      upstream.destroy();
+      this.sockets.delete(client);
+      this.sockets.delete(upstream);
+    };
+    client.on('close', end);
+    upstream.on('close', end);
+    client.on('data', (d: Buffer) => {
+      rec.toServer = Buffer.concat([rec.toServer, d]);
+      upstream.write(d);
+    });
+    upstream.on('data', (d: Buffer) => {
+      rec.toClient = Buffer.concat([rec.toClient, d]);
+      client.write(d);
+    });
+  }
+
+  /** Forget what was recorded so far (connections still open keep recording into their old entries). */
+  clear(): void {
+    this.connections.length = 0;
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+/** PostgreSQL's SSLRequest: length 8, code 80877103. */
+export const SSL_REQUEST = Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
+
+/**
+ * Why `bytes` (what a client sent to a PostgreSQL server) is not "an SSLRequest
+ * followed by nothing but TLS records", or undefined when it is. TLS records
+ * are checked by their framing (content type 20–23, protocol major version 3,
+ * length at most 2^14 + 2048); a last record cut short by a close is allowed.
+ */
+export function clearTextProblem(bytes: Buffer): string | undefined {
+  if (bytes.length < SSL_REQUEST.length || !bytes.subarray(0, SSL_REQUEST.length).equals(SSL_REQUEST))
+    return `does not start with an SSLRequest: ${bytes.subarray(0, 16).toString('hex')}`;
+  let p = SSL_REQUEST.length;
+  while (p < bytes.length) {
+    if (bytes.length - p < 5) return `truncated TLS record header at byte ${p}`;
+    const type = bytes[p];
+    const major = bytes[p + 1];
+    const len = bytes.readUInt16BE(p + 3);
+    if (type < 20 || type > 23 || major !== 3 || len > 16384 + 2048)
+      return `not a TLS record at byte ${p}: ${bytes.subarray(p, p + 24).toString('hex')} (${JSON.stringify(bytes.subarray(p, p + 24).toString('latin1'))})`;
+    p += 5 + len;
+  }
+  return undefined;
+}
