@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DevCluster } from '../../dev/devcluster.js';
+import { endPg } from '../support/clients.js';
 import { cachedConnections, loginAs, sessionBackendPid, waitForCached } from '../support/cache-probe.js';
 import { CLI_PATH, renderConf, runPsql, startProxy, type ProxyHandle } from '../support/proxy.js';
 
@@ -194,7 +195,7 @@ describe('pool_hba off: the primary asks for md5; pgpool-generated pool_passwd',
       const unknown = await psqlAs(proxy, 'mallory', USERS.alice);
       expect(unknown.code).not.toBe(0);
     } finally {
-      await admin.end().catch(() => undefined);
+      await endPg(admin);
     }
   });
 

@@ -74,7 +74,7 @@ afterEach(async () => {
 
 afterAll(async () => {
   await closeAllClients();
-  await watcher?.end().catch(() => undefined);
+  if (watcher) await endPg(watcher);
   await proxy?.stop();
   await cluster.psql(cluster.primaryId, `DROP TABLE IF EXISTS ${table}`).catch(() => undefined);
   await cluster.psql(cluster.primaryId, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined);
@@ -328,7 +328,7 @@ describe('reset of standby links with load balancing on', () => {
     await lbWatcher.connect();
   });
   afterAll(async () => {
-    await lbWatcher?.end().catch(() => undefined);
+    if (lbWatcher) await endPg(lbWatcher);
     await lb?.stop();
   });
 

@@ -10,6 +10,7 @@
  * the whole test so that its own backend connections stay out of the cache.
  */
 import pg from 'pg';
+import { endPg } from './clients.js';
 
 export interface CachedConnection {
   nodeId: number;
@@ -71,7 +72,8 @@ export async function loginAs(port: number, user: string, password: string, data
   try {
     await c.connect();
   } catch (e) {
-    await c.end().catch(() => undefined);
+    // pg's end() can wait forever on a connection that failed: bounded.
+    await endPg(c);
     throw e;
   }
   return c;
@@ -88,6 +90,6 @@ export async function sessionBackendPid(
   try {
     return (await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
   } finally {
-    await c.end();
+    await endPg(c);
   }
 }
