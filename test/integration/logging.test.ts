@@ -1,8 +1,10 @@
 /**
- * pgpool's logging switches: log_connections with log_hostname (reverse DNS of the
- * client) and notice_per_node_statement (a NOTICE naming the node before each
- * statement's reply).
+ * pgpool's logging switches: log_connections with log_hostname (the client's
+ * host name, as the system resolves the address — getnameinfo(), like pgpool
+ * and PostgreSQL: /etc/hosts first, then DNS) and notice_per_node_statement (a
+ * NOTICE naming the node before each statement's reply).
  */
+import { promises as dns } from 'node:dns';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
 import { runPsql, startProxy, type ProxyHandle } from '../support/proxy.js';
@@ -48,7 +50,10 @@ describe('logging switches', () => {
     );
     const entry = JSON.parse(line.slice(line.indexOf('{'))) as { remote?: string; hostname?: string };
     expect(entry.remote).toMatch(/^127\.0\.0\.1:\d+$/);
-    // 127.0.0.1 resolves to a name on any sane machine (localhost); never blocks the session.
-    expect(typeof entry.hostname).toBe('string');
+    // The system's reverse lookup of the client address on this machine (getnameinfo: e.g. "localhost"
+    // from /etc/hosts), computed here the same way.
+    const expected = (await dns.lookupService('127.0.0.1', 0)).hostname;
+    expect(expected, 'getnameinfo(127.0.0.1) on this machine').not.toBe('');
+    expect(entry.hostname, `log line: ${line}`).toBe(expected);
   });
 });
