@@ -418,7 +418,9 @@ describe('messages after start-up', () => {
     });
   }
 
-  it('ends the session and closes its backend when the client leaves in the middle of a message', async () => {
+  it('ends the session and closes its backend when the client leaves in the middle of a message', {
+    timeout: 120_000,
+  }, async () => {
     const raw = await RawClient.connect(proxy.port);
     const st = await raw.startup({ ...USER, application_name: 'relay-bad-input-mid-message' });
     expect(st.ok).toBe(true);
@@ -432,7 +434,9 @@ describe('messages after start-up', () => {
     await waitBackendGone(backendPid);
   });
 
-  it('ends the session and lets its backend go when the client leaves in the middle of a running query', async () => {
+  it('ends the session and lets its backend go when the client leaves in the middle of a running query', {
+    timeout: 120_000,
+  }, async () => {
     const raw = await RawClient.connect(proxy.port);
     const st = await raw.startup({ ...USER, application_name: 'relay-bad-input-mid-query' });
     expect(st.ok).toBe(true);
@@ -447,7 +451,9 @@ describe('messages after start-up', () => {
 });
 
 describe('backend failures', () => {
-  it('reports a backend terminated mid-query (57P01) to the client and closes, without a hang', async () => {
+  it('reports a backend terminated mid-query (57P01) to the client and closes, without a hang', {
+    timeout: 120_000,
+  }, async () => {
     const c = await pgClient({ port: proxy.port }, { application_name: 'relay-bad-input-victim' });
     const pid = (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
     const ended = new Promise<void>((resolve) => c.once('end', () => resolve()));

@@ -252,7 +252,9 @@ describe('CancelRequest through pgrelay', () => {
     raw.end();
   });
 
-  it('ignores a CancelRequest with the wrong secret: the query runs on until the right one comes', async () => {
+  it('ignores a CancelRequest with the wrong secret: the query runs on until the right one comes', {
+    timeout: 120_000,
+  }, async () => {
     const app = uniqueApp('wrong-secret');
     const { raw, pid, secret } = await rawSession({ ...USER, application_name: app });
     raw.send(queryMessage('SELECT pg_sleep(30)'));

@@ -177,7 +177,7 @@ it(`streams ${ROWS} rows of ${WIDTH} bytes (~${Math.round((ROWS * (WIDTH + 11)) 
 });
 
 it('a client leaving in the middle of a huge result does not leave its backend running, and pgrelay goes on', {
-  timeout: 60_000,
+  timeout: 120_000,
 }, async () => {
   const marker = `relay_large_abandon_${process.pid}`;
   const raw = await RawClient.connect(proxy.port);

@@ -71,7 +71,7 @@ describe('num_init_children = 2: a bounded queue (client_queue_timeout = 60)', (
     return [a, b];
   }
 
-  it('makes the 3rd client wait, and lets it in when one leaves', async () => {
+  it('makes the 3rd client wait, and lets it in when one leaves', { timeout: 120_000 }, async () => {
     const [a, b] = await holdTwo();
     let admitted = false;
     const third = pgClient({ port: proxy.port }, { connectionTimeoutMillis: 30_000 }).then((c) => {
@@ -90,7 +90,7 @@ describe('num_init_children = 2: a bounded queue (client_queue_timeout = 60)', (
     await endPg(c);
   });
 
-  it('does not give a slot to a queued client that went away', async () => {
+  it('does not give a slot to a queued client that went away', { timeout: 120_000 }, async () => {
     const [a, b] = await holdTwo();
     const gone = await RawClient.connect(proxy.port);
     gone.send(startupMessage(USER));
@@ -167,7 +167,9 @@ describe('num_init_children = 2, client_queue_timeout = 2', () => {
 });
 
 describe('shutdown', () => {
-  it('SIGTERM: stops accepting, lets the idle session finish, exits 0 soon after it leaves', async () => {
+  it('SIGTERM: stops accepting, lets the idle session finish, exits 0 soon after it leaves', {
+    timeout: 120_000,
+  }, async () => {
     const proxy = await startProxy({ cluster, config: { log_min_messages: 'warning', load_balance_mode: false } });
     try {
       const c = await pgClient({ port: proxy.port });
@@ -197,7 +199,9 @@ describe('shutdown', () => {
     }
   });
 
-  it('SIGINT: closes a session still open when the (5 s) grace period ends with 57P01, exits 0', async () => {
+  it('SIGINT: closes a session still open when the (5 s) grace period ends with 57P01, exits 0', {
+    timeout: 120_000,
+  }, async () => {
     const proxy = await startProxy({ cluster, config: { log_min_messages: 'warning', load_balance_mode: false } });
     try {
       const raw = await RawClient.connect(proxy.port);

@@ -122,7 +122,9 @@ describe('disable_load_balance_on_write: the script in every mode', () => {
 });
 
 describe('dml_adaptive_object_relationship_list', () => {
-  it('writing an object sends reads of its dependents (tables and functions) to the primary, others stay balanced', async () => {
+  it('writing an object sends reads of its dependents (tables and functions) to the primary, others stay balanced', {
+    timeout: 120_000,
+  }, async () => {
     const dep = `${t}_dep`;
     const other = `${t}_other`;
     const fn = `${t}_fn`;

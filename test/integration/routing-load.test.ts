@@ -94,7 +94,10 @@ function processed(stdout: string): number {
 describe('pgbench through pgrelay (load balancing on, default weights)', () => {
   const pgbenchWrites = /^\s*(UPDATE|INSERT)\b/i;
   for (const mode of ['simple', 'extended', 'prepared'] as const) {
-    it(`-M ${mode}: -S and TPC-B-like, 4 clients, -T 3 each: zero errors, writes only on the primary`, async () => {
+    // Own limits: two 30 s pgbench runs and three log barriers.
+    it(`-M ${mode}: -S and TPC-B-like, 4 clients, -T 3 each: zero errors, writes only on the primary`, {
+      timeout: 180_000,
+    }, async () => {
       const since = await settledLogLength(lb);
       const ro = await runPgbench(['-n', '-S', '-M', mode, '-c', '4', '-j', '2', '-T', '3', db], {
         port: lb.port,

@@ -12,10 +12,9 @@
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
-import { closeAllClients, endPg, pgClient } from '../support/clients.js';
+import { closeAllClients, endPg, pgClient, withTimeout } from '../support/clients.js';
 import { runPsql, startProxy, type ProxyHandle } from '../support/proxy.js';
 import { logBarrier, nodeOfPort, nodesOfStatement, statementLog } from '../support/routing.js';
-import { withTimeout } from '../support/clients.js';
 
 const cluster = getCluster();
 const P = cluster.primaryId; // 0
