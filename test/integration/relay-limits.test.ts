@@ -199,6 +199,29 @@ describe('shutdown', () => {
     }
   });
 
+  it('a second signal during the grace period stops at once (exit 0, the open session is closed)', {
+    timeout: 120_000,
+  }, async () => {
+    const proxy = await startProxy({ cluster, config: { log_min_messages: 'warning', load_balance_mode: false } });
+    try {
+      const raw = await RawClient.connect(proxy.port);
+      expect((await raw.startup(USER)).ok).toBe(true);
+      proxy.kill('SIGTERM');
+      // The first signal began the 30 s smart shutdown; the session is still served.
+      await proxy.waitForLog(/"signal":"SIGTERM"[^\n]*shutting down/, 20_000);
+      expect((await raw.query('SELECT 1')).rows).toEqual([['1']]);
+      const t0 = Date.now();
+      proxy.kill('SIGTERM');
+      const exit = await withTimeout(proxy.exited, 20_000, 'pgrelay to exit on the second signal');
+      expect(exit).toEqual({ code: 0, signal: null });
+      expect(Date.now() - t0, 'far sooner than the 30 s grace period').toBeLessThan(20_000);
+      await proxy.waitForLog('immediate shutdown', 5_000);
+      expect(await raw.waitClosed(10_000), 'the open session is closed').toBe(true);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
   it('SIGINT: closes a session still open when the (5 s) grace period ends with 57P01, exits 0', {
     timeout: 120_000,
   }, async () => {
