@@ -31,6 +31,8 @@ const fstab = `routing_fstab_${sfx}`;
 const weights = { backend_weight0: 0, backend_weight1: 1, backend_weight2: 0 };
 let proxy: ProxyHandle;
 let proxyComments: ProxyHandle;
+/** The same weights with pgpool's routing lists set (write_function_list, patterns, redirect preferences). */
+let proxyLists: ProxyHandle;
 
 beforeAll(async () => {
   await cluster.psql(
@@ -45,9 +47,19 @@ beforeAll(async () => {
      CREATE OR REPLACE FUNCTION ${fstab}() RETURNS int LANGUAGE sql STABLE AS 'SELECT 2';`,
   );
   await cluster.waitForCatchup(30_000);
-  [proxy, proxyComments] = await Promise.all([
+  [proxy, proxyComments, proxyLists] = await Promise.all([
     startProxy({ cluster, config: { ...weights, log_per_node_statement: true } }),
     startProxy({ cluster, config: { ...weights, log_per_node_statement: true, allow_sql_comments: true } }),
+    startProxy({
+      cluster,
+      config: {
+        ...weights,
+        log_per_node_statement: true,
+        write_function_list: `${fstab}`,
+        primary_routing_query_pattern_list: '.*routing_pattern_marker.*',
+        app_name_redirect_preference_list: 'routing-redirect-me:2',
+      },
+    }),
   ]);
 });
 
@@ -57,7 +69,7 @@ afterEach(async () => {
 
 afterAll(async () => {
   await closeAllClients();
-  await Promise.all([proxy?.stop(), proxyComments?.stop()]);
+  await Promise.all([proxy?.stop(), proxyComments?.stop(), proxyLists?.stop()]);
   await cluster
     .psql(
       P,
@@ -297,7 +309,104 @@ describe('allow_sql_comments = on', () => {
   });
 });
 
+describe("pgpool's routing lists", () => {
+  it('write_function_list: a listed (stable) function is a write; reads of it go to the primary', async () => {
+    const sql = `SELECT ${fstab}() AS f, inet_server_port() AS port`;
+    const listed = await routed(await client(proxyLists), sql, { via: proxyLists });
+    expect(listed.error).toBeUndefined();
+    expect(listed.portNodes).toEqual([P]);
+    expect(listed.logged).toEqual([P]);
+    // Without the list the catalog says STABLE: balanced.
+    expect((await routed(await client(), sql)).portNodes).toEqual([LB]);
+  });
+
+  it('primary_routing_query_pattern_list: a matching read goes to the primary, others stay balanced', async () => {
+    const c = await client(proxyLists);
+    const hit = await routed(c, "SELECT 'routing_pattern_marker' AS m, inet_server_port() AS port", {
+      via: proxyLists,
+    });
+    expect(hit.portNodes).toEqual([P]);
+    expect(hit.logged).toEqual([P]);
+    const miss = await routed(c, "SELECT 'other' AS m, inet_server_port() AS port", { via: proxyLists });
+    expect(miss.portNodes).toEqual([LB]);
+  });
+
+  it("app_name_redirect_preference_list: the application's session reads from its preferred node, before the weights", async () => {
+    const redirected = await pgClient({ port: proxyLists.port }, { application_name: 'routing-redirect-me' });
+    const r = await routed(redirected, 'SELECT inet_server_port() AS port, 1 AS redirected', { via: proxyLists });
+    expect(r.portNodes, 'weights say node 1; the preference list says node 2').toEqual([2]);
+    expect(r.logged).toEqual([2]);
+    const other = await routed(await client(proxyLists), 'SELECT inet_server_port() AS port, 2 AS not_redirected', {
+      via: proxyLists,
+    });
+    expect(other.portNodes).toEqual([LB]);
+  });
+});
+
 describe('statements for both nodes, transactions', () => {
+  /** Every statement log entry (node and text, in order) from `since` up to a log barrier. */
+  async function entriesSince(since: number, via: ProxyHandle = proxy): Promise<Array<[number, string]>> {
+    const end = await logBarrier(via);
+    return statementLog(via)
+      .slice(since, end)
+      .filter((e) => !e.statement.includes('pgrelay-log-barrier'))
+      .map((e) => [e.node, e.statement]);
+  }
+
+  it('EXPLAIN and PREPARE TRANSACTION go to the primary only', async () => {
+    const c = await client();
+    const ex = await routed(c, 'EXPLAIN SELECT 1');
+    expect(ex.error).toBeUndefined();
+    expect(ex.logged).toEqual([P]);
+    await c.query('BEGIN');
+    // max_prepared_transactions is 0 on the test cluster: the error comes from the primary.
+    const pt = await routed(c, "PREPARE TRANSACTION 'routing_ptx'");
+    expect(pt.error?.code).toBe('55000');
+    expect(pt.logged).toEqual([P]);
+    await c.query('ROLLBACK');
+  });
+
+  it('DISCARD ALL and DEALLOCATE ALL go to both nodes', async () => {
+    const c = await client();
+    for (const sql of ['DISCARD ALL', 'DEALLOCATE ALL']) {
+      const r = await routed(c, sql, { min: 2 });
+      expect(r.error, sql).toBeUndefined();
+      expect(r.logged, sql).toEqual([P, LB]);
+    }
+  });
+
+  it('BEGIN goes to the primary first, COMMIT and ROLLBACK to the standby first', async () => {
+    const c = await client();
+    const since = statementLog(proxy).length;
+    await c.query('BEGIN');
+    await c.query('COMMIT');
+    await c.query('BEGIN');
+    await c.query('ROLLBACK');
+    expect(await entriesSince(since)).toEqual([
+      [P, 'BEGIN'],
+      [LB, 'BEGIN'],
+      [LB, 'COMMIT'],
+      [P, 'COMMIT'],
+      [P, 'BEGIN'],
+      [LB, 'BEGIN'],
+      [LB, 'ROLLBACK'],
+      [P, 'ROLLBACK'],
+    ]);
+  });
+
+  it('BEGIN READ WRITE goes verbatim to the primary and as a plain BEGIN to the standby', async () => {
+    const c = await client();
+    const since = statementLog(proxy).length;
+    await c.query('BEGIN READ WRITE');
+    await c.query('COMMIT');
+    expect(await entriesSince(since)).toEqual([
+      [P, 'BEGIN READ WRITE'],
+      [LB, 'BEGIN'],
+      [LB, 'COMMIT'],
+      [P, 'COMMIT'],
+    ]);
+  });
+
   it("SET work_mem = '3MB' goes to both: SHOW on the LB node and a read on the primary both see 3MB", async () => {
     const c = await client();
     const set = await routed(c, "SET work_mem = '3MB'", { min: 2 });
