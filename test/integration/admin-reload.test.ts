@@ -13,7 +13,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { nodeCommand, reloadCommand, stopCommand } from '../../src/cli-control.js';
 import { getCluster } from '../support/cluster.js';
-import { closeAllClients, endPg, pgClient, withTimeout } from '../support/clients.js';
+import { closeAllClients, endPg, pgClient, queryRows, withTimeout } from '../support/clients.js';
 import { CLI_PATH, renderConf, runCommand, runPsql, startProxy, type ProxyHandle } from '../support/proxy.js';
 import { capture } from '../support/control-io.js';
 import { pollUntil } from '../support/wait.js';
@@ -300,6 +300,80 @@ describe('graceful detach', () => {
     await admin.query('PGPOOL ATTACH NODE 2');
     expect((await poolNodeStatus(proxy))[2]).toMatch(/^(up|waiting)$/);
     await endPg(admin);
+  });
+});
+
+describe('a node taken down: its cached connections, and pgpool_status across restarts', () => {
+  it("closes the node's cached backend connections when it goes down (PGPOOL DETACH NODE)", async () => {
+    const app = `admin-reload-cached-${process.pid}`;
+    const proxy = await startProxy({
+      cluster,
+      config: { backend_weight0: 0, backend_weight1: 0, backend_weight2: 1, admin_users: 'postgres' },
+    });
+    const onNode2 = (): Promise<string> =>
+      cluster.psql(2, `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}'`);
+    try {
+      // Two sessions read on node 2 at the same time, then leave: two cached connections to node 2.
+      const a = await pgClient({ port: proxy.port }, { application_name: app });
+      const b = await pgClient({ port: proxy.port }, { application_name: app });
+      for (const c of [a, b])
+        expect((await c.query('SELECT inet_server_port() AS p')).rows[0].p).toBe(cluster.node(2).port);
+      await endPg(a);
+      await endPg(b);
+      await pollUntil(
+        () => queryRows({ port: proxy.port }, 'SHOW pool_pools'),
+        (rows) => rows.filter((r) => r.backend_id === '2' && r.status === 'Wait for connection').length === 2,
+        { what: 'two cached connections to node 2 (SHOW pool_pools)' },
+      );
+      expect(await onNode2()).toBe('2');
+      const admin = await pgClient({ port: proxy.port });
+      await admin.query('PGPOOL DETACH NODE 2');
+      // pgrelay does not touch PostgreSQL when detaching: only closing its connections makes them go.
+      await pollUntil(onNode2, (n) => n === '0', { what: "node 2's backends of the cached connections to exit" });
+      expect(
+        (await queryRows({ port: proxy.port }, 'SHOW pool_pools')).filter(
+          (r) => r.backend_id === '2' && r.status === 'Wait for connection',
+        ),
+      ).toEqual([]);
+      await admin.query('PGPOOL ATTACH NODE 2');
+      await endPg(admin);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  it('a detached node stays down across a restart (pgpool_status in logdir); -D discards the file', {
+    timeout: 120_000,
+  }, async () => {
+    const logdir = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgrelay-admin-status-'));
+    const conf = { logdir, admin_users: 'postgres' };
+    try {
+      const first = await startProxy({ cluster, config: conf });
+      try {
+        const c = await pgClient({ port: first.port });
+        await c.query('PGPOOL DETACH NODE 2');
+        await endPg(c);
+        expect((await poolNodeStatus(first))[2]).toBe('down');
+      } finally {
+        expect(await first.stop()).toBe(0);
+      }
+      expect(fs.readFileSync(path.join(logdir, 'pgpool_status'), 'utf8')).toBe('up\nup\ndown\n');
+      const again = await startProxy({ cluster, config: conf });
+      try {
+        expect(await poolNodeStatus(again), 'restarted with the same logdir').toEqual(['up', 'up', 'down']);
+      } finally {
+        await again.stop();
+      }
+      const discard = await startProxy({ cluster, config: conf, args: ['-D'] });
+      try {
+        const st = await poolNodeStatus(discard);
+        expect(st[2], 'restarted with -D').toMatch(/^(up|waiting)$/);
+      } finally {
+        await discard.stop();
+      }
+    } finally {
+      await fsp.rm(logdir, { recursive: true, force: true });
+    }
   });
 });
 

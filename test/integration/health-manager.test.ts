@@ -6,6 +6,7 @@
  * promote without switchover (pgrelay's view only; PostgreSQL untouched).
  */
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -251,5 +252,60 @@ describe('ClusterManager (in-process, own DevCluster)', () => {
     // Without switchover failover_command does not run (it would promote PostgreSQL).
     expect(commands().filter((c) => c.startsWith('F ')).length, commands().join('\n')).toBe(failoversBefore);
     expect((await mgr.promote(2)).changed, 'promoting it again changes nothing').toBe(false);
+  });
+
+  it('a node that accepts TCP but never answers: each attempt is bounded by connect_timeout, other nodes are checked meanwhile', {
+    timeout: 120_000,
+  }, async () => {
+    // A "backend" that accepts connections and never sends a byte.
+    const held: net.Socket[] = [];
+    const silent = net.createServer((sock) => {
+      held.push(sock);
+      sock.on('error', () => undefined);
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+    const silentPort = (silent.address() as net.AddressInfo).port;
+    const dir2 = fs.mkdtempSync(path.join(os.tmpdir(), 'pgrelay-mgr-silent-'));
+    const CONNECT_TIMEOUT = 4000;
+    const cfg = loadConfig({
+      set: [
+        ['logdir', dir2],
+        ['health_check_period', '1'],
+        ['health_check_max_retries', '0'],
+        ['health_check_timeout', '60'],
+        ['health_check_user', 'postgres'],
+        ['connect_timeout', String(CONNECT_TIMEOUT)],
+        ['sr_check_period', '0'],
+        ['backend_hostname0', cluster.node(0).host],
+        ['backend_port0', String(cluster.node(0).port)],
+        ['backend_hostname1', '127.0.0.1'],
+        ['backend_port1', String(silentPort)],
+      ],
+    });
+    const nt = new NodeTable(cfg.backends);
+    const m = new ClusterManager(nt, () => cfg, log, {});
+    const events: Array<HealthCheckEvent & { at: number }> = [];
+    m.on('healthcheck', (e) => events.push({ ...e, at: Date.now() }));
+    try {
+      await m.start();
+      // health_check_timeout is 60 s: a node marked down well before that had its attempt cut by connect_timeout.
+      await until(() => nt.get(1)?.status === 'down', 30_000, 'the silent node to be marked down');
+      const failed = events.find((e) => e.node === 1 && !e.ok);
+      expect(failed, JSON.stringify(events)).toBeDefined();
+      expect(failed!.durationMs, 'one attempt, bounded by connect_timeout').toBeGreaterThanOrEqual(
+        CONNECT_TIMEOUT - 500,
+      );
+      expect(failed!.durationMs, 'one attempt, bounded by connect_timeout').toBeLessThan(CONNECT_TIMEOUT + 10_000);
+      // While that attempt hung, node 0's own loop went on checking every second.
+      const from = failed!.at - failed!.durationMs;
+      const during = events.filter((e) => e.node === 0 && e.ok && e.at > from && e.at < failed!.at);
+      expect(during.length, `node 0 checks during node 1's ${failed!.durationMs} ms attempt`).toBeGreaterThanOrEqual(2);
+      expect(nt.get(0)?.status).toBe('up');
+    } finally {
+      await m.stop();
+      for (const sock of held) sock.destroy();
+      await new Promise<void>((r) => silent.close(() => r()));
+      fs.rmSync(dir2, { recursive: true, force: true });
+    }
   });
 });
