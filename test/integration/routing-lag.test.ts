@@ -190,3 +190,55 @@ describe('delay_threshold', () => {
     expect(after, 'node 1 gets reads again').toContain(1);
   });
 });
+
+describe('delay_threshold_by_time', () => {
+  it('a standby whose replay lags more than delay_threshold_by_time ms loses the reads, and gets them back', {
+    timeout: 180_000,
+  }, async () => {
+    // Lag in time, not bytes: node 1 applies WAL 4 s late (recovery_min_apply_delay) while a writer commits
+    // every 100 ms, so pg_stat_replication.replay_lag of node 1 is ~4 s and its byte lag stays small.
+    const byTime = await startProxy({
+      cluster,
+      config: {
+        delay_threshold_by_time: 1000,
+        sr_check_period: 1,
+        sr_check_user: 'postgres',
+        backend_weight0: 0,
+        backend_weight1: 1,
+        backend_weight2: 0,
+      },
+    });
+    const writer = await pgClient({ port: cluster.primary.port });
+    let writing = true;
+    const loop = (async () => {
+      await writer.query('CREATE TABLE IF NOT EXISTS lag_time_t (at timestamptz)');
+      while (writing) {
+        await writer.query('INSERT INTO lag_time_t VALUES (now())');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })();
+    try {
+      expect(await readNode(byTime)).toBe(1);
+      await cluster.psql(1, "ALTER SYSTEM SET recovery_min_apply_delay = '4s'; SELECT pg_reload_conf();");
+      const moved = await until(byTime, (n) => n === P, 60_000);
+      expect(moved.node, 'reads left node 1 once its replay lag passed 1 s').toBe(P);
+      const rows = await queryRows({ port: byTime.port }, 'SHOW pool_nodes');
+      // With delay_threshold_by_time the delay is shown in seconds.
+      expect(rows[1]?.replication_delay).toMatch(/^\d+\.\d{6} seconds?$/);
+      expect(Number.parseFloat(rows[1]!.replication_delay!)).toBeGreaterThan(1);
+    } finally {
+      writing = false;
+      await loop.catch(() => undefined);
+      await endPg(writer);
+      await cluster.psql(1, 'ALTER SYSTEM RESET recovery_min_apply_delay; SELECT pg_reload_conf();');
+    }
+    try {
+      await cluster.waitForCatchup(60_000);
+      const back = await until(byTime, (n) => n === 1, 60_000);
+      expect(back.node, 'node 1 gets reads again once it is on time').toBe(1);
+    } finally {
+      await byTime.stop();
+      await cluster.psql(P, 'DROP TABLE IF EXISTS lag_time_t').catch(() => undefined);
+    }
+  });
+});
