@@ -460,6 +460,24 @@ describe('statements for both nodes, transactions', () => {
     expect((await routed(c, 'SELECT inet_server_port() AS port, 2 AS a')).portNodes).toEqual([LB]);
   });
 
+  it('a read failing on the load-balance node inside a transaction aborts it on the primary too; later reads go to the primary', async () => {
+    const c = await client();
+    await c.query('BEGIN');
+    const bad = await routed(c, 'SELECT 1/0 AS boom, inet_server_port() AS port');
+    expect(bad.error?.code).toBe('22012');
+    expect(bad.logged, 'the failing read ran on the LB node').toEqual([LB]);
+    // The nodes agree: the transaction is aborted on the primary as well, and PostgreSQL itself says so.
+    const write = await routed(c, `INSERT INTO ${t} (v) VALUES (900) RETURNING inet_server_port() AS port`);
+    expect(write.error?.code).toBe('25P02');
+    expect(write.logged).toEqual([P]);
+    const read = await routed(c, 'SELECT inet_server_port() AS port, 1 AS after_error');
+    expect(read.error?.code, 'a read after the error').toBe('25P02');
+    expect(read.logged, 'reads after an error go to the primary').toEqual([P]);
+    await c.query('ROLLBACK');
+    expect(await cluster.psql(P, `SELECT count(*) FROM ${t} WHERE v = 900`)).toBe('0');
+    expect((await routed(c, 'SELECT inet_server_port() AS port, 2 AS after_rollback')).portNodes).toEqual([LB]);
+  });
+
   it('BEGIN ISOLATION LEVEL SERIALIZABLE then SELECT → primary', async () => {
     const c = await client();
     const b = await routed(c, 'BEGIN ISOLATION LEVEL SERIALIZABLE', { min: 1 });
