@@ -8,6 +8,7 @@ import { defineConfig } from 'vitest/config';
  *   test/support/cluster.ts. Needs `npm run build` first (tests spawn dist/cli.js).
  *
  * `npx vitest run --project unit` / `--project integration` selects one.
+ * test/README.md describes the layout and the shared-cluster contract.
  */
 export default defineConfig({
   test: {
@@ -17,7 +18,10 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 120_000,
     teardownTimeout: 60_000,
-    passWithNoTests: true,
+    // A broken include pattern must fail the run, not report green with zero tests.
+    passWithNoTests: false,
+    // The runner's PG* variables never reach a test (test/support/env.ts).
+    setupFiles: ['test/support/setup-env.ts'],
     projects: [
       {
         extends: true,

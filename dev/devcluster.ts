@@ -599,13 +599,21 @@ export class DevCluster {
     );
   }
 
-  /** Until every running standby (whose replay is not paused) has replayed the primary's current WAL position. */
+  /**
+   * Until every running standby has replayed the primary's current WAL position.
+   * Throws at once if a standby's replay is paused: it cannot catch up, and
+   * skipping it would let a caller read from a node that lacks its writes.
+   */
   async waitForCatchup(timeoutMs = 60_000): Promise<void> {
     const lsn = await this.psql(this.primaryId, 'SELECT pg_current_wal_lsn()');
     for (const n of this.standbys) {
       if (!(await this.isRunning(n.id))) continue;
       if ((await this.psql(n.id, 'SELECT pg_is_in_recovery()')) !== 't') continue;
-      if ((await this.psql(n.id, 'SELECT pg_get_wal_replay_pause_state()')) !== 'not paused') continue;
+      const pause = await this.psql(n.id, 'SELECT pg_get_wal_replay_pause_state()');
+      if (pause !== 'not paused')
+        throw new Error(
+          `DevCluster: waitForCatchup: node${n.id}'s WAL replay is ${pause}; resumeReplay(${n.id}) first`,
+        );
       await this.waitFor(
         async () => (await this.psql(n.id, `SELECT pg_last_wal_replay_lsn() >= '${lsn}'::pg_lsn`)) === 't',
         timeoutMs,

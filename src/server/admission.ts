@@ -96,12 +96,15 @@ export class Admission {
   }
 }
 
-/** Reverse DNS of a client address, '' when it has none or takes longer than a second. */
+/**
+ * The client's host name as the system resolves it (getnameinfo: /etc/hosts, then DNS), like pgpool and
+ * PostgreSQL; '' on error or when it takes longer than a second.
+ */
 function reverseLookup(address: string): Promise<string> {
   const ip = address.startsWith('::ffff:') ? address.slice(7) : address;
   return Promise.race([
-    dns.reverse(ip).then(
-      (names) => names[0] ?? '',
+    dns.lookupService(ip, 0).then(
+      (r) => r.hostname,
       () => '',
     ),
     new Promise<string>((resolve) => setTimeout(() => resolve(''), 1000).unref()),

@@ -13,9 +13,10 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { nodeCommand, reloadCommand, stopCommand } from '../../src/cli-control.js';
 import { getCluster } from '../support/cluster.js';
-import { closeAllClients, endPg, pgClient } from '../support/clients.js';
+import { closeAllClients, endPg, pgClient, queryRows, withTimeout } from '../support/clients.js';
 import { CLI_PATH, renderConf, runCommand, runPsql, startProxy, type ProxyHandle } from '../support/proxy.js';
 import { capture } from '../support/control-io.js';
+import { pollUntil } from '../support/wait.js';
 
 const cluster = getCluster();
 const P = cluster.primaryId; // 0
@@ -148,7 +149,11 @@ describe('reload', () => {
     });
     expect(reloaded.changed).toEqual(expect.arrayContaining(['backend_weight0', 'backend_weight1']));
     const doneAtReload = done;
-    await sleep(300);
+    await pollUntil(
+      () => done,
+      (n) => n >= doneAtReload + 5 || errors.length > 0,
+      { what: 'the open session to run more queries after the reload' },
+    );
     running = false;
     await loop;
     expect(errors, 'the open session had no error across the reload').toEqual([]);
@@ -208,6 +213,13 @@ describe('reload', () => {
   });
 
   it('pgrelay attach/detach through the CLI (pcp_attach_node / pcp_detach_node equivalents)', async () => {
+    // nodeCommand() runs in this process and falls back on PGUSER / PGDATABASE / PGPASSWORD: none of the
+    // runner's may be there (test/support/setup-env.ts removes them).
+    expect(
+      Object.keys(process.env).filter((k) =>
+        ['PGUSER', 'PGDATABASE', 'PGPASSWORD', 'PGHOST', 'PGPORT', 'PGSSLMODE'].includes(k),
+      ),
+    ).toEqual([]);
     const conn = ['-h', '127.0.0.1', '-p', String(proxy.port), '-U', 'postgres'];
     const d = capture();
     expect(await nodeCommand(['detach', '2', ...conn], d), d.stderr).toBe(0);
@@ -265,22 +277,103 @@ describe('graceful detach', () => {
     expect(await portOf(a)).toBe(cluster.node(2).port);
 
     const admin = await pgClient(target, { user: 'postgres', database: 'postgres' });
-    const detaching = admin.query('PGPOOL DETACH NODE 2 GRACEFULLY');
-    await sleep(500);
+    let done = false;
+    const detaching = admin.query('PGPOOL DETACH NODE 2 GRACEFULLY').finally(() => {
+      done = true;
+    });
+    detaching.catch(() => undefined); // awaited below; no unhandled rejection if the test fails first
+    // Draining has begun once a new session (weights 0:0:1) is no longer given node 2.
+    await pollUntil(
+      () => lbNodeOfNewSession(proxy),
+      (n) => n !== 2,
+      { what: 'new sessions to stop reading from node 2 (draining)' },
+    );
     // Still attached (A uses it), but no longer handed to new sessions.
     expect((await poolNodeStatus(proxy))[2]).toBe('up');
     for (let i = 0; i < 3; i++) expect(await lbNodeOfNewSession(proxy)).not.toBe(2);
-    let done = false;
-    void detaching.then(() => (done = true));
-    await sleep(300);
-    expect(done).toBe(false);
+    expect((await poolNodeStatus(proxy))[2]).toBe('up');
+    expect(done, 'the graceful detach waits for the session on node 2').toBe(false);
 
     await endPg(a);
-    await detaching;
+    await withTimeout(detaching, 30_000, 'the graceful detach to finish once the session left');
     expect((await poolNodeStatus(proxy))[2]).toBe('down');
     await admin.query('PGPOOL ATTACH NODE 2');
     expect((await poolNodeStatus(proxy))[2]).toMatch(/^(up|waiting)$/);
     await endPg(admin);
+  });
+});
+
+describe('a node taken down: its cached connections, and pgpool_status across restarts', () => {
+  it("closes the node's cached backend connections when it goes down (PGPOOL DETACH NODE)", async () => {
+    const app = `admin-reload-cached-${process.pid}`;
+    const proxy = await startProxy({
+      cluster,
+      config: { backend_weight0: 0, backend_weight1: 0, backend_weight2: 1, admin_users: 'postgres' },
+    });
+    const onNode2 = (): Promise<string> =>
+      cluster.psql(2, `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}'`);
+    try {
+      // Two sessions read on node 2 at the same time, then leave: two cached connections to node 2.
+      const a = await pgClient({ port: proxy.port }, { application_name: app });
+      const b = await pgClient({ port: proxy.port }, { application_name: app });
+      for (const c of [a, b])
+        expect((await c.query('SELECT inet_server_port() AS p')).rows[0].p).toBe(cluster.node(2).port);
+      await endPg(a);
+      await endPg(b);
+      await pollUntil(
+        () => queryRows({ port: proxy.port }, 'SHOW pool_pools'),
+        (rows) => rows.filter((r) => r.backend_id === '2' && r.status === 'Wait for connection').length === 2,
+        { what: 'two cached connections to node 2 (SHOW pool_pools)' },
+      );
+      expect(await onNode2()).toBe('2');
+      const admin = await pgClient({ port: proxy.port });
+      await admin.query('PGPOOL DETACH NODE 2');
+      // pgrelay does not touch PostgreSQL when detaching: only closing its connections makes them go.
+      await pollUntil(onNode2, (n) => n === '0', { what: "node 2's backends of the cached connections to exit" });
+      expect(
+        (await queryRows({ port: proxy.port }, 'SHOW pool_pools')).filter(
+          (r) => r.backend_id === '2' && r.status === 'Wait for connection',
+        ),
+      ).toEqual([]);
+      await admin.query('PGPOOL ATTACH NODE 2');
+      await endPg(admin);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  it('a detached node stays down across a restart (pgpool_status in logdir); -D discards the file', {
+    timeout: 120_000,
+  }, async () => {
+    const logdir = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgrelay-admin-status-'));
+    const conf = { logdir, admin_users: 'postgres' };
+    try {
+      const first = await startProxy({ cluster, config: conf });
+      try {
+        const c = await pgClient({ port: first.port });
+        await c.query('PGPOOL DETACH NODE 2');
+        await endPg(c);
+        expect((await poolNodeStatus(first))[2]).toBe('down');
+      } finally {
+        expect(await first.stop()).toBe(0);
+      }
+      expect(fs.readFileSync(path.join(logdir, 'pgpool_status'), 'utf8')).toBe('up\nup\ndown\n');
+      const again = await startProxy({ cluster, config: conf });
+      try {
+        expect(await poolNodeStatus(again), 'restarted with the same logdir').toEqual(['up', 'up', 'down']);
+      } finally {
+        await again.stop();
+      }
+      const discard = await startProxy({ cluster, config: conf, args: ['-D'] });
+      try {
+        const st = await poolNodeStatus(discard);
+        expect(st[2], 'restarted with -D').toMatch(/^(up|waiting)$/);
+      } finally {
+        await discard.stop();
+      }
+    } finally {
+      await fsp.rm(logdir, { recursive: true, force: true });
+    }
   });
 });
 
@@ -337,12 +430,19 @@ describe('reload with a broken pool_hba.conf', () => {
 });
 
 describe('stopping', () => {
-  it(`pgrelay stop -f <conf> (${hooked ? 'node dist/cli.js stop' : 'stopCommand(), the CLI is not hooked yet'}) stops a running instance`, async () => {
+  // Own limits: the CLI run may take up to 70 s.
+  it(`pgrelay stop -f <conf> (${hooked ? 'node dist/cli.js stop' : 'stopCommand(), the CLI is not hooked yet'}) stops a running instance`, {
+    timeout: 120_000,
+  }, async () => {
     const proxy = await startProxy({ cluster });
     try {
       const pidFile = path.join(proxy.dir, 'pgrelay.pid');
       // pgrelay writes the pid file just after it starts listening
-      for (let i = 0; i < 100 && !fs.existsSync(pidFile); i++) await sleep(50);
+      await pollUntil(
+        () => fs.existsSync(pidFile),
+        (x) => x,
+        { what: 'the pid file' },
+      );
       expect(fs.readFileSync(pidFile, 'utf8').trim()).toBe(String(proxy.pid));
       let code: number | null;
       let out: string;
@@ -358,7 +458,7 @@ describe('stopping', () => {
       expect(code, out).toBe(0);
       expect(out).toContain(`SIGTERM sent to process ${proxy.pid}`);
       expect(out).toContain(`process ${proxy.pid} has stopped`);
-      const exit = await Promise.race([proxy.exited, sleep(5000).then(() => null)]);
+      const exit = await withTimeout(proxy.exited, 20_000, 'pgrelay to exit');
       expect(exit, 'the process exited').toEqual({ code: 0, signal: null });
       expect(fs.existsSync(pidFile), 'pgrelay removed its pid file').toBe(false);
       // again: no pid file → clear error, exit 1
@@ -373,7 +473,11 @@ describe('stopping', () => {
   it('pgrelay stop -m immediate with a client connected', async () => {
     const proxy = await startProxy({ cluster });
     try {
-      for (let i = 0; i < 100 && !fs.existsSync(path.join(proxy.dir, 'pgrelay.pid')); i++) await sleep(50);
+      await pollUntil(
+        () => fs.existsSync(path.join(proxy.dir, 'pgrelay.pid')),
+        (x) => x,
+        { what: 'the pid file' },
+      );
       const c = await pgClient({ port: proxy.port });
       await c.query('SELECT 1');
       const io = capture();
@@ -387,13 +491,13 @@ describe('stopping', () => {
     }
   });
 
-  it('PGPOOL STOP: refused for a non-admin user, stops pgrelay for an admin user', async () => {
+  // Own limits: 10 + 15 + 40 s.
+  it('PGPOOL STOP: refused for a non-admin user, stops pgrelay for an admin user', { timeout: 120_000 }, async () => {
     const proxy = await startProxy({ cluster, config: { admin_users: 'postgres' } });
     try {
       const u = await pgClient({ port: proxy.port }, { user: ROLE });
       await expect(u.query('PGPOOL STOP')).rejects.toMatchObject({ code: '42501' });
       await endPg(u);
-      await sleep(200);
       const r0 = await runPsql(['-At', '-c', 'SELECT 1'], { port: proxy.port, timeoutMs: 15_000 });
       expect(r0.stdout.trim(), 'still running').toBe('1');
 
@@ -401,7 +505,7 @@ describe('stopping', () => {
       const r = await c.query('PGPOOL STOP');
       expect(r.command).toBe('STOP');
       await endPg(c);
-      const exit = await Promise.race([proxy.exited, sleep(40_000).then(() => null)]);
+      const exit = await withTimeout(proxy.exited, 40_000, 'pgrelay to exit after PGPOOL STOP');
       expect(exit, 'pgrelay exited after PGPOOL STOP').toEqual({ code: 0, signal: null });
       expect(fs.existsSync(path.join(proxy.dir, 'pgrelay.pid'))).toBe(false);
     } finally {

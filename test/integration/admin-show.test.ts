@@ -1,8 +1,9 @@
 /**
- * Admin commands answered by pgrelay itself, checked against the formats of
- * pgpool-II 4.3's SQL type commands (SHOW POOL_NODES and the others): SHOW
- * pool_* in the simple protocol (psql), in the extended protocol (node-postgres
- * named statements) and inside a transaction; PGPOOL SHOW / SET / RESET;
+ * Admin commands answered by pgrelay itself, checked against pgpool-II 4.3's
+ * formats (https://www.pgpool.net/docs/43/en/html/sql-commands.html: column
+ * names and order, integers, %f averages, timestamps): SHOW pool_* in the
+ * simple protocol (psql), in the extended protocol (node-postgres named
+ * statements) and inside a transaction; PGPOOL SHOW / SET / RESET;
  * select_cnt; the Prometheus /metrics, /healthz and /readyz endpoints;
  * statement logging with password redaction.
  *
@@ -564,7 +565,7 @@ describe('other SHOW pool_* commands', () => {
     for (const r of t.rows) expect(r[1], `${r[0]} leaks the sr_check password`).not.toContain(SR_SECRET);
   });
 
-  it("SHOW pool_status in pgpool's legacy format (§1.5): booleans/enums as numbers, normalised backend_weightN, backend_statusN, standby_delayN", async () => {
+  it("SHOW pool_status in pgpool's legacy format: booleans/enums as numbers, normalised backend_weightN, backend_statusN, standby_delayN", async () => {
     const t = await psqlTable('SHOW pool_status');
     const m = new Map(t.rows.map((r) => [r[0]!, r[1]!]));
     expect(m.get('load_balance_mode'), 'load_balance_mode printed as a number').toBe('1');
@@ -776,7 +777,7 @@ describe('statement logs', () => {
     const c = await pgClient({ port: proxy.port });
     await c.query(`SELECT '${marker}' AS m`);
     await c.query({ name: 'logged_ext', text: `SELECT '${marker}_ext' AS m` });
-    await proxy.waitForLog(`${marker}_ext`, 5000);
+    await proxy.waitForLog(`${marker}_ext`, 20_000);
     const lines = logLines().filter((l) => typeof l.statement === 'string' && (l.statement as string).includes(marker));
     expect(
       lines.some((l) => l.msg === 'statement' && l.statement === `SELECT '${marker}' AS m`),
@@ -798,8 +799,8 @@ describe('statement logs', () => {
     await c.query(`CREATE ROLE ${ROLE2} LOGIN PASSWORD '${secrets[2]}'`);
     await c.query({ name: 'alt', text: `ALTER ROLE ${ROLE2} WITH PASSWORD '${secrets[3]}'` });
     await c.query(`SELECT 'after-password-${process.pid}'`);
-    await proxy.waitForLog(`after-password-${process.pid}`, 5000);
-    await sleep(200);
+    // The log is one ordered stream: once this later statement's line is in, so are the ALTER/CREATE lines.
+    await proxy.waitForLog(`after-password-${process.pid}`, 20_000);
     const logs = proxy.logs();
     for (const s of secrets) expect(logs.includes(s), `password ${s} appears in the logs`).toBe(false);
     // but the statements are logged (redacted)

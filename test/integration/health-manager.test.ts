@@ -2,9 +2,11 @@
  * ClusterManager in-process against its own DevCluster (primary + 2 standbys):
  * backend-error reports on healthy nodes never fail over, health check marks a
  * stopped standby down, auto_failback brings it back, sr check delay values,
- * detach / attach with the commands' placeholders, the pgpool_status file.
+ * detach / attach with the commands' placeholders, the pgpool_status file, and
+ * promote without switchover (pgrelay's view only; PostgreSQL untouched).
  */
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -150,9 +152,12 @@ describe('ClusterManager (in-process, own DevCluster)', () => {
     await until(() => nodes.get(2)?.delayBytes === 0, 15_000, 'node 2 to catch up');
   });
 
-  it('a stopped standby goes down within period × (retries + 1) + margin, and auto_failback brings it back', async () => {
+  it('a stopped standby goes down within period × (retries + 1) + margin, and auto_failback brings it back', {
+    timeout: 120_000,
+  }, async () => {
     const hc = config.health_check;
-    const bound = (hc.period + (hc.max_retries + 1) * (hc.retry_delay + 2)) * 1000 + 3000;
+    // Each attempt may take connect_timeout (2 s); 10 s of margin for a loaded machine.
+    const bound = (hc.period + (hc.max_retries + 1) * (hc.retry_delay + 2)) * 1000 + 10_000;
     await cluster.stopNode(2, 'immediate');
     const t = await until(() => nodes.get(2)?.status === 'down', bound, 'node 2 down');
     process.stderr.write(`[health-manager] stopped standby marked down after ${t} ms (bound ${bound} ms)\n`);
@@ -181,9 +186,20 @@ describe('ClusterManager (in-process, own DevCluster)', () => {
 
   it('detach / attach: operator-detached nodes stay down (no auto_failback) and survive a restart via pgpool_status', async () => {
     await expect(mgr.detach(9)).rejects.toBeInstanceOf(ClusterError);
+    // auto_failback runs inside each sr check, before its 'srcheck' event: three events after the detach
+    // are three chances for auto_failback to bring node 1 back (it must not: an operator detached it).
+    let srChecks = 0;
+    const onSr = (): void => {
+      srChecks++;
+    };
     const r = await mgr.detach(1);
-    expect(r).toMatchObject({ node: 1, changed: true, status: 'down', primary: 0 });
-    await new Promise((res) => setTimeout(res, 3000)); // several sr-check cycles with auto_failback on
+    mgr.on('srcheck', onSr);
+    try {
+      expect(r).toMatchObject({ node: 1, changed: true, status: 'down', primary: 0 });
+      await until(() => srChecks >= 3, 30_000, 'three sr checks after the detach');
+    } finally {
+      mgr.off('srcheck', onSr);
+    }
     expect(nodes.get(1)?.status).toBe('down');
     expect(fs.readFileSync(path.join(dir, 'pgpool_status'), 'utf8')).toBe('up\ndown\nup\n');
 
@@ -217,9 +233,79 @@ describe('ClusterManager (in-process, own DevCluster)', () => {
     expect(commands().some((c) => c.startsWith('B 1 '))).toBe(true);
   });
 
-  it('promote without switchover changes only the view', async () => {
+  it('promote without switchover changes only the view: pgrelay calls node 2 the primary, PostgreSQL is not touched', async () => {
     await expect(mgr.promote(7)).rejects.toMatchObject({ code: 'NO_SUCH_NODE' });
-    const r = await mgr.promote(0);
-    expect(r.changed).toBe(false);
+    expect((await mgr.promote(0)).changed, 'promoting the current primary changes nothing').toBe(false);
+    await until(() => nodes.get(2)?.status === 'up' || nodes.get(2)?.status === 'waiting', 30_000, 'node 2 attached');
+    const failoversBefore = commands().filter((c) => c.startsWith('F ')).length;
+
+    const r = await mgr.promote(2);
+    expect(r).toMatchObject({ node: 2, changed: true, primary: 2 });
+    // pgrelay's view: node 2 is the primary, the old primary is detached.
+    expect(nodes.primaryId).toBe(2);
+    expect(nodes.get(2)?.role).toBe('primary');
+    expect(nodes.get(0)?.status).toBe('down');
+    // PostgreSQL: nothing changed — node 2 is still a standby in recovery, node 0 still the real primary.
+    expect(await cluster.psql(2, 'SELECT pg_is_in_recovery()')).toBe('t');
+    expect(await cluster.psql(0, 'SELECT pg_is_in_recovery()')).toBe('f');
+    expect(await cluster.isRunning(0)).toBe(true);
+    // Without switchover failover_command does not run (it would promote PostgreSQL).
+    expect(commands().filter((c) => c.startsWith('F ')).length, commands().join('\n')).toBe(failoversBefore);
+    expect((await mgr.promote(2)).changed, 'promoting it again changes nothing').toBe(false);
+  });
+
+  it('a node that accepts TCP but never answers: each attempt is bounded by connect_timeout, other nodes are checked meanwhile', {
+    timeout: 120_000,
+  }, async () => {
+    // A "backend" that accepts connections and never sends a byte.
+    const held: net.Socket[] = [];
+    const silent = net.createServer((sock) => {
+      held.push(sock);
+      sock.on('error', () => undefined);
+    });
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+    const silentPort = (silent.address() as net.AddressInfo).port;
+    const dir2 = fs.mkdtempSync(path.join(os.tmpdir(), 'pgrelay-mgr-silent-'));
+    const CONNECT_TIMEOUT = 4000;
+    const cfg = loadConfig({
+      set: [
+        ['logdir', dir2],
+        ['health_check_period', '1'],
+        ['health_check_max_retries', '0'],
+        ['health_check_timeout', '60'],
+        ['health_check_user', 'postgres'],
+        ['connect_timeout', String(CONNECT_TIMEOUT)],
+        ['sr_check_period', '0'],
+        ['backend_hostname0', cluster.node(0).host],
+        ['backend_port0', String(cluster.node(0).port)],
+        ['backend_hostname1', '127.0.0.1'],
+        ['backend_port1', String(silentPort)],
+      ],
+    });
+    const nt = new NodeTable(cfg.backends);
+    const m = new ClusterManager(nt, () => cfg, log, {});
+    const events: Array<HealthCheckEvent & { at: number }> = [];
+    m.on('healthcheck', (e) => events.push({ ...e, at: Date.now() }));
+    try {
+      await m.start();
+      // health_check_timeout is 60 s: a node marked down well before that had its attempt cut by connect_timeout.
+      await until(() => nt.get(1)?.status === 'down', 30_000, 'the silent node to be marked down');
+      const failed = events.find((e) => e.node === 1 && !e.ok);
+      expect(failed, JSON.stringify(events)).toBeDefined();
+      expect(failed!.durationMs, 'one attempt, bounded by connect_timeout').toBeGreaterThanOrEqual(
+        CONNECT_TIMEOUT - 500,
+      );
+      expect(failed!.durationMs, 'one attempt, bounded by connect_timeout').toBeLessThan(CONNECT_TIMEOUT + 10_000);
+      // While that attempt hung, node 0's own loop went on checking every second.
+      const from = failed!.at - failed!.durationMs;
+      const during = events.filter((e) => e.node === 0 && e.ok && e.at > from && e.at < failed!.at);
+      expect(during.length, `node 0 checks during node 1's ${failed!.durationMs} ms attempt`).toBeGreaterThanOrEqual(2);
+      expect(nt.get(0)?.status).toBe('up');
+    } finally {
+      await m.stop();
+      for (const sock of held) sock.destroy();
+      await new Promise<void>((r) => silent.close(() => r()));
+      fs.rmSync(dir2, { recursive: true, force: true });
+    }
   });
 });

@@ -6,9 +6,11 @@
 import fsp from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import Cursor from 'pg-cursor';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../dev/devcluster.js';
 import { getCluster } from '../support/cluster.js';
 import { closeAllClients, endPg, endSql, pgClient, sqlClient, withTimeout } from '../support/clients.js';
 import { runPsql, startProxy, type ProxyHandle } from '../support/proxy.js';
@@ -24,6 +26,7 @@ import {
   summarize,
   syncMessage,
 } from '../support/raw.js';
+import { pollUntil } from '../support/wait.js';
 
 function range(a: number, b: number): number[] {
   return Array.from({ length: b - a + 1 }, (_, i) => a + i);
@@ -281,14 +284,120 @@ describe('node-postgres through pgrelay', () => {
     await listener.query('LISTEN relay_basic_chan');
     await notifier.query("NOTIFY relay_basic_chan, 'hello'");
     await notifier.query("SELECT pg_notify('relay_basic_chan', $1)", ['world ✓']);
-    const deadline = Date.now() + 5000;
-    while (got.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await pollUntil(
+      () => got.length,
+      (n) => n >= 2,
+      { what: 'two notifications' },
+    ).catch(() => undefined); // the assertion below shows what arrived
     expect(got.map((n) => [n.channel, n.payload])).toEqual([
       ['relay_basic_chan', 'hello'],
       ['relay_basic_chan', 'world ✓'],
     ]);
     await endPg(listener);
     await endPg(notifier);
+  });
+});
+
+describe('notices', () => {
+  it("relays the backend's NoticeResponse (RAISE NOTICE) to node-postgres and psql", async () => {
+    const c = await pgClient({ port: proxy.port });
+    const notices: string[] = [];
+    c.on('notice', (n) => notices.push(n.message ?? ''));
+    await c.query("DO $$ BEGIN RAISE NOTICE 'relay-basic notice %', 42; END $$");
+    expect(notices).toEqual(['relay-basic notice 42']);
+    // The session goes on after the notice.
+    expect((await c.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+    const r = await runPsql(['-At', '-c', "DO $$ BEGIN RAISE NOTICE 'psql notice'; END $$"], {
+      port: proxy.port,
+      timeoutMs: 15_000,
+    });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain('NOTICE:  psql notice');
+  });
+});
+
+describe('configuration file and command line', () => {
+  const SAMPLE = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'pgpool.conf.sample-stream');
+
+  it("starts from pgpool-II's own sample pgpool.conf as it is (where to listen and the backends from --set)", async () => {
+    // Debian pgpool2 4.3's streaming-replication sample: every line commented out but the clustering mode and
+    // a watchdog key (accepted silently).
+    const port = await freePort();
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'relay-basic-sample-'));
+    const sets = [
+      `port=${port}`,
+      'listen_addresses=127.0.0.1',
+      `pid_file_name=${path.join(dir, 'pgrelay.pid')}`,
+      `logdir=${dir}`,
+      `unix_socket_directories=${dir}`,
+      ...cluster.nodes.flatMap((n) => [`backend_hostname${n.id}=${n.host}`, `backend_port${n.id}=${n.port}`]),
+    ];
+    // The last -f wins: startProxy's own file is replaced by the sample.
+    const p = await startProxy({
+      cluster,
+      config: { port },
+      args: ['-f', SAMPLE, ...sets.flatMap((x) => ['--set', x])],
+    });
+    try {
+      const r = await runPsql(
+        [
+          '-At',
+          '-v',
+          'ON_ERROR_STOP=1',
+          '-c',
+          'CREATE TEMP TABLE sample_t AS SELECT pg_is_in_recovery() AS r; TABLE sample_t',
+        ],
+        { port, timeoutMs: 15_000 },
+      );
+      expect(r.stderr).toBe('');
+      expect(r.stdout.trim().split('\n')).toEqual(['SELECT 1', 'f']);
+      expect(p.logs(), 'no warning about the sample file').not.toMatch(/"level":"warn"[^\n]*sample-stream/);
+    } finally {
+      expect(await p.stop()).toBe(0);
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('--set overrides the configuration file', async () => {
+    // The file balances every read to standby 1; --set turns load balancing off: reads run on the primary.
+    const p = await startProxy({
+      cluster,
+      config: { load_balance_mode: true, backend_weight0: 0, backend_weight1: 1, backend_weight2: 0 },
+      args: ['--set', 'load_balance_mode=off'],
+    });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const r = await runPsql(['-At', '-v', 'ON_ERROR_STOP=1', '-c', 'SELECT inet_server_port()'], {
+          port: p.port,
+          timeoutMs: 15_000,
+        });
+        expect(r.stderr).toBe('');
+        expect(r.stdout.trim()).toBe(String(cluster.primary.port));
+      }
+    } finally {
+      await p.stop();
+    }
+  });
+
+  it('warns about an unknown key with file:line, and refuses to start with every invalid line listed', async () => {
+    const unknown = await startProxy({ cluster, config: { load_balance_mode: false, no_such_parameter_xyz: 1 } });
+    try {
+      const line = await unknown.waitForLog(/no_such_parameter_xyz/, 20_000);
+      expect(line).toContain(`${unknown.confPath}:`);
+      expect((await runPsql(['-At', '-c', 'SELECT 1'], { port: unknown.port, timeoutMs: 15_000 })).stdout.trim()).toBe(
+        '1',
+      );
+    } finally {
+      await unknown.stop();
+    }
+    const bad = startProxy({ cluster, config: { client_idle_limit: '30x', num_init_children: -5 } });
+    const err = await bad.then(
+      () => null,
+      (e: Error) => e.message,
+    );
+    expect(err, 'pgrelay started with invalid values').not.toBeNull();
+    expect(err).toMatch(/:\d+: invalid value for parameter "client_idle_limit"/);
+    expect(err).toMatch(/:\d+: invalid value for parameter "num_init_children"/);
   });
 });
 

@@ -2,7 +2,8 @@
  * The Unix-domain socket (pgpool's unix_socket_directories): psql and pgbench
  * connect through it, pool_hba.conf `local` records apply to it (and `host`
  * records to TCP), the socket has unix_socket_permissions, and it is removed
- * when pgrelay stops.
+ * when pgrelay stops. And the other direction: a backend_hostnameN starting
+ * with `/` is the directory of the backend's Unix-domain socket.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -66,5 +67,37 @@ describe('Unix-domain socket', () => {
     const sock = path.join(dir, `.s.PGSQL.${proxy.port}`);
     expect(await proxy.stop()).toBe(0);
     expect(fs.existsSync(sock)).toBe(false);
+  });
+});
+
+describe('backend over a Unix-domain socket', () => {
+  it("backend_hostname0 = the primary's socket directory: pgrelay reaches PostgreSQL through the socket", async () => {
+    // DevCluster nodes put their socket in the node directory (local connections are trust).
+    const p = await startProxy({
+      cluster,
+      backends: [],
+      config: {
+        backend_hostname0: cluster.nodeDir(cluster.primaryId),
+        backend_port0: cluster.primary.port,
+        load_balance_mode: false,
+      },
+    });
+    try {
+      const r = await runPsql(
+        [
+          '-At',
+          '-v',
+          'ON_ERROR_STOP=1',
+          '-c',
+          "SELECT inet_server_port() IS NULL, pg_is_in_recovery(), current_setting('port')",
+        ],
+        { port: p.port, timeoutMs: 15_000 },
+      );
+      expect(r.stderr).toBe('');
+      // inet_server_port() is NULL on a Unix-domain connection; it is the primary's server.
+      expect(r.stdout.trim()).toBe(`t|f|${cluster.primary.port}`);
+    } finally {
+      await p.stop();
+    }
   });
 });

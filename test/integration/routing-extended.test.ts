@@ -1,5 +1,6 @@
 /**
- * Routing with the extended query protocol (pgpool.md §2.8): named statements
+ * Routing with the extended query protocol (README "Routing": each statement is
+ * routed where its text says, Parse/Bind/Execute included): named statements
  * reused many times, a named read parsed on the standby then used inside a
  * writing transaction (re-parsed on the primary), postgres.js pipelining, and
  * pg-cursor (row-limited Execute + Flush + PortalSuspended).
@@ -11,7 +12,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
 import { closeAllClients, endSql, pgClient, sqlClient, withTimeout } from '../support/clients.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
-import { countPerNode, nodeOfPort, statementLog } from '../support/routing.js';
+import { countPerNode, logBarrier, nodeOfPort, statementLog } from '../support/routing.js';
 
 const cluster = getCluster();
 const P = cluster.primaryId;
@@ -38,8 +39,6 @@ afterAll(async () => {
   await cluster.psql(P, `DROP TABLE IF EXISTS ${t}`).catch(() => undefined);
 });
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
 describe('node-postgres named statements', () => {
   it('a named read and a named write, each reused 40 times, interleaved', async () => {
     const c = await pgClient({ port: proxy.port });
@@ -59,8 +58,7 @@ describe('node-postgres named statements', () => {
     expect(new Set(readNodes)).toEqual(new Set([LB]));
     expect(new Set(writeNodes)).toEqual(new Set([P]));
     expect(Number(await cluster.psql(P, `SELECT count(*) FROM ${t} WHERE tag = 'reuse'`))).toBe(40);
-    await sleep(150);
-    const log = statementLog(proxy).slice(since);
+    const log = statementLog(proxy).slice(since, await logBarrier(proxy));
     expect(countPerNode(log, (e) => e.statement === readText)).toEqual({ [LB]: 40 });
     expect(countPerNode(log, (e) => e.statement === writeText)).toEqual({ [P]: 40 });
   });

@@ -1,5 +1,6 @@
 /**
- * Load balancing under load (pgpool.md §2.6): reads of 200 sessions spread by the
+ * Load balancing under load (README "Routing": each session's load-balance node is
+ * drawn by weight among the live nodes): reads of 200 sessions spread by the
  * configured weights; pgbench -S and TPC-B-like through pgrelay in the three
  * protocol modes with zero failures; writes never reach a standby.
  */
@@ -7,7 +8,14 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
 import { closeAllClients, endPg, pgClient } from '../support/clients.js';
 import { runPgbench, startProxy, type ProxyHandle } from '../support/proxy.js';
-import { chiSquareP, countPerNode, nodeOfPort, settledLogLength, statementLog } from '../support/routing.js';
+import {
+  chiSquareP,
+  countPerNode,
+  logBarrier,
+  nodeOfPort,
+  settledLogLength,
+  statementLog,
+} from '../support/routing.js';
 
 const cluster = getCluster();
 const P = cluster.primaryId;
@@ -65,9 +73,8 @@ describe('weights', () => {
       `counts per node ${JSON.stringify(counts)} (expected 50/100/50), chi2 = ${chi2.toFixed(2)}`,
     ).toBeGreaterThan(0.001);
     // Independent check: pgrelay's own per-node statement log agrees with inet_server_port().
-    await new Promise((r) => setTimeout(r, 200));
     const logged = countPerNode(
-      statementLog(weighted).slice(since),
+      statementLog(weighted).slice(since, await logBarrier(weighted)),
       (e) => e.statement === 'SELECT inet_server_port() AS port',
     );
     expect([logged[0] ?? 0, logged[1] ?? 0, logged[2] ?? 0]).toEqual(counts);
@@ -87,7 +94,10 @@ function processed(stdout: string): number {
 describe('pgbench through pgrelay (load balancing on, default weights)', () => {
   const pgbenchWrites = /^\s*(UPDATE|INSERT)\b/i;
   for (const mode of ['simple', 'extended', 'prepared'] as const) {
-    it(`-M ${mode}: -S and TPC-B-like, 4 clients, -T 3 each: zero errors, writes only on the primary`, async () => {
+    // Own limits: two 30 s pgbench runs and three log barriers.
+    it(`-M ${mode}: -S and TPC-B-like, 4 clients, -T 3 each: zero errors, writes only on the primary`, {
+      timeout: 180_000,
+    }, async () => {
       const since = await settledLogLength(lb);
       const ro = await runPgbench(['-n', '-S', '-M', mode, '-c', '4', '-j', '2', '-T', '3', db], {
         port: lb.port,
@@ -97,7 +107,7 @@ describe('pgbench through pgrelay (load balancing on, default weights)', () => {
       expect(failedTransactions(ro.stdout), ro.stdout).toBe(0);
       expect(processed(ro.stdout)).toBeGreaterThan(0);
       expect(ro.stderr).not.toMatch(/ERROR|FATAL|read-only transaction/);
-      // The log lines of the -S run are written asynchronously: wait for them all before the TPC-B run.
+      // The log lines of the -S run end before this barrier (see logBarrier): the TPC-B run's come after it.
       const midpoint = await settledLogLength(lb);
 
       const rw = await runPgbench(['-n', '-M', mode, '-c', '4', '-j', '2', '-T', '3', db], {

@@ -95,3 +95,23 @@ export async function withTimeout<T>(p: Promise<T>, timeoutMs: number, what: str
     clearTimeout(t);
   }
 }
+
+/**
+ * Run one statement (e.g. an admin command: SHOW pool_nodes, SHOW pool_processes)
+ * on a fresh pgrelay session and return its rows with every value as text.
+ */
+export async function queryRows(
+  t: Target,
+  sql: string,
+  opts: PgClientOptions = {},
+): Promise<Array<Record<string, string>>> {
+  const c = await pgClient(t, { application_name: 'pgrelay-test-probe', ...opts });
+  try {
+    const r = await c.query({ text: sql, rowMode: 'array' });
+    return r.rows.map((row: unknown[]) =>
+      Object.fromEntries(r.fields.map((f, i) => [f.name, row[i] === null ? '' : String(row[i])])),
+    );
+  } finally {
+    await endPg(c);
+  }
+}

@@ -98,3 +98,22 @@ export function parsePrometheus(text: string): Map<string, Family> {
   }
   return families;
 }
+
+/** GET http://127.0.0.1:<port>/metrics and parse it strictly (10 s timeout). */
+export async function scrapeMetrics(port: number): Promise<Map<string, Family>> {
+  const r = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(10_000) });
+  if (r.status !== 200) throw new Error(`GET /metrics on port ${port}: HTTP ${r.status}`);
+  return parsePrometheus(await r.text());
+}
+
+/** Value of the one sample of `name` whose labels include `labels` (undefined if there is none). */
+export function sampleValue(
+  families: Map<string, Family>,
+  name: string,
+  labels: Record<string, string> = {},
+): number | undefined {
+  const base = name.replace(/_(bucket|sum|count)$/, '');
+  const f = families.get(name) ?? families.get(base);
+  const s = f?.samples.find((x) => x.name === name && Object.entries(labels).every(([k, v]) => x.labels[k] === v));
+  return s?.value;
+}

@@ -13,6 +13,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, killChildOnExit, type DevCluster } from '../../dev/devcluster.js';
+import { pgTool, scrubPgEnv } from './env.js';
 
 export type ConfValue = string | number | boolean;
 
@@ -147,7 +148,7 @@ export async function startProxy(opts: StartProxyOptions): Promise<ProxyHandle> 
   if (!fs.existsSync(cli)) throw new Error(`startProxy: ${cli} not found; run \`npm run build\` first`);
   const child = spawn(process.execPath, [cli, '-f', confPath, ...(opts.args ?? [])], {
     cwd: REPO_ROOT,
-    env: { ...process.env, ...(opts.env ?? {}) },
+    env: { ...scrubPgEnv({ ...process.env }), ...(opts.env ?? {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   liveChildren.add(child);
@@ -348,12 +349,16 @@ export interface RunOptions extends PgEnvOptions {
   env?: Record<string, string>;
 }
 
+/**
+ * The environment of a spawned client: the runner's without any libpq variable
+ * (scrubPgEnv; no ~/.pgpass either) and with an English UTF-8 locale, so that
+ * messages and pgbench's summary lines read the same on every machine.
+ */
 function baseEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (/^PG[A-Z]/.test(k)) continue;
-    env[k] = v;
-  }
+  const env = scrubPgEnv({ ...process.env });
+  env.LC_ALL = 'C.UTF-8';
+  env.LANG = 'C.UTF-8';
+  delete env.LANGUAGE;
   return env;
 }
 
@@ -365,7 +370,7 @@ export function runCommand(
 ): Promise<RunResult> {
   const timeoutMs = opts.timeoutMs ?? 30_000;
   return new Promise((resolve) => {
-    const child = spawn(file, args, { env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(file, args, { env: opts.env ?? baseEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
     liveChildren.add(child);
     installExitHook();
     const cancelWatchdog = child.pid !== undefined && timeoutMs > 5_000 ? killChildOnExit(child.pid) : () => undefined;
@@ -405,12 +410,20 @@ function clientEnv(o: RunOptions): NodeJS.ProcessEnv {
   return { ...baseEnv(), ...pgEnv(o.port, o), ...(o.env ?? {}) };
 }
 
-/** psql -X <args> against 127.0.0.1:<port>. Add -At, -c, -v ON_ERROR_STOP=1 etc. yourself. */
+/** psql -X <args> (PG_BIN's psql) against 127.0.0.1:<port>. Add -At, -c, -v ON_ERROR_STOP=1 etc. yourself. */
 export function runPsql(args: string[], opts: RunOptions): Promise<RunResult> {
-  return runCommand('psql', ['-X', ...args], { env: clientEnv(opts), input: opts.input, timeoutMs: opts.timeoutMs });
+  return runCommand(pgTool('psql'), ['-X', ...args], {
+    env: clientEnv(opts),
+    input: opts.input,
+    timeoutMs: opts.timeoutMs,
+  });
 }
 
-/** pgbench <args> against 127.0.0.1:<port>. */
+/** pgbench <args> (PG_BIN's pgbench) against 127.0.0.1:<port>. */
 export function runPgbench(args: string[], opts: RunOptions): Promise<RunResult> {
-  return runCommand('pgbench', args, { env: clientEnv(opts), input: opts.input, timeoutMs: opts.timeoutMs ?? 120_000 });
+  return runCommand(pgTool('pgbench'), args, {
+    env: clientEnv(opts),
+    input: opts.input,
+    timeoutMs: opts.timeoutMs ?? 120_000,
+  });
 }

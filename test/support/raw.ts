@@ -485,3 +485,41 @@ export function isAlive(pid: number): boolean {
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+let cancelBarrierSeq = 0;
+
+/**
+ * A barrier for pgrelay's whole log: send a CancelRequest with a key no session
+ * has and wait for pgrelay's 'invalid cancel key' line for it. pgrelay logs
+ * through one ordered stream and logs that line only after the request arrived,
+ * i.e. after anything the test had already seen pgrelay do (close a socket,
+ * answer a query); so once the line is in `logs()`, so is every line pgrelay
+ * logged for those events. Needs log_min_messages at warning or lower (the
+ * line is LOG level).
+ */
+export async function cancelLogBarrier(
+  proxy: { host: string; port: number; logs: () => string },
+  timeoutMs = 20_000,
+): Promise<void> {
+  // A pid no session gets (session ids are positive int32s chosen by pgrelay; this one is negative).
+  const pid = -1_000_000 - (process.pid % 100_000) * 100 - (++cancelBarrierSeq % 100);
+  const c = await RawClient.connect(proxy.port, proxy.host);
+  try {
+    c.send(cancelRequest(pid, 0x7eadbeef));
+    await c.waitClosed(timeoutMs);
+  } finally {
+    c.destroy();
+  }
+  const re = new RegExp(`"pid":${pid}[,}].*invalid cancel key|invalid cancel key.*"pid":${pid}[,}]`);
+  const deadline = Date.now() + timeoutMs;
+  while (
+    !proxy
+      .logs()
+      .split('\n')
+      .some((l) => re.test(l))
+  ) {
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for pgrelay's 'invalid cancel key' line for pid ${pid}`);
+    await sleep(10);
+  }
+}

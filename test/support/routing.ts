@@ -5,6 +5,7 @@
  * fields node, backendPid, statement and msg 'statement').
  */
 import type { DevCluster } from '../../dev/devcluster.js';
+import { endPg, pgClient } from './clients.js';
 import type { ProxyHandle } from './proxy.js';
 
 /** DevCluster node id of the backend listening on `port` (throws on an unknown port). */
@@ -27,9 +28,9 @@ export interface StatementEntry {
 const parsed = new WeakMap<ProxyHandle, { offset: number; entries: StatementEntry[] }>();
 
 /**
- * Every `statement` log line pgrelay wrote so far, in order. pgrelay logs JSON to
- * stderr by default (log_destination = 'stderr'), so this reads `logs()` (both
- * streams) line by line, incrementally.
+ * Every `statement` log line pgrelay wrote so far, in order. pgrelay logs JSON
+ * lines to stdout by default; this reads `logs()` (both streams, so that
+ * log_destination = 'stderr' works too) line by line, incrementally.
  */
 export function statementLog(proxy: ProxyHandle): StatementEntry[] {
   let st = parsed.get(proxy);
@@ -57,36 +58,71 @@ export function statementLog(proxy: ProxyHandle): StatementEntry[] {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+let barrierSeq = 0;
+
+/**
+ * Make the statement log complete up to now: run a marker SELECT through a new
+ * session of `proxy` and wait for its log line; resolves with the marker's
+ * index in statementLog(proxy).
+ *
+ * pgrelay writes a statement's per-node line when it sends the statement to
+ * that node, before the reply can reach the client, and all lines go through one
+ * ordered stream. So every line of a statement whose reply the test already has
+ * comes before the marker's line: reading the entries before the marker misses
+ * nothing — unlike waiting some milliseconds, which misses late lines on a
+ * loaded machine (e.g. a statement also sent to the wrong node). Needs
+ * log_per_node_statement = on.
+ */
+export async function logBarrier(proxy: ProxyHandle, timeoutMs = 20_000): Promise<number> {
+  const marker = `SELECT 'pgrelay-log-barrier-${process.pid}-${++barrierSeq}' AS barrier`;
+  const c = await pgClient({ host: proxy.host, port: proxy.port }, { application_name: 'pgrelay-test-barrier' });
+  try {
+    await c.query(marker);
+  } finally {
+    await endPg(c);
+  }
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const i = statementLog(proxy).findIndex((e) => e.statement === marker);
+    if (i >= 0) return i;
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for the log barrier ${marker} (is log_per_node_statement on?)\n--- logs ---\n${proxy.logs().slice(-3000)}`,
+      );
+    await sleep(10);
+  }
+}
+
 /**
  * Nodes on which pgrelay logged `statement` (exact text) among the statement
- * log entries numbered >= `since`. Waits (pino writes asynchronously) until at
- * least `min` entries are there, then `settleMs` more so that a second node's
- * entry would be seen too; sorted ascending.
+ * log entries numbered >= `since`, sorted ascending. Waits for the positive
+ * evidence (at least `min` entries, default 1; fails after timeoutMs), then for
+ * a log barrier, so that an entry for a further node (e.g. a read also sent to
+ * the primary) cannot be missed.
  */
 export async function nodesOfStatement(
   proxy: ProxyHandle,
   statement: string,
-  opts: { since?: number; min?: number; timeoutMs?: number; settleMs?: number } = {},
+  opts: { since?: number; min?: number; timeoutMs?: number } = {},
 ): Promise<number[]> {
   const since = opts.since ?? 0;
   const min = opts.min ?? 1;
-  const deadline = Date.now() + (opts.timeoutMs ?? 3000);
-  const find = (): number[] =>
-    statementLog(proxy)
-      .slice(since)
+  const timeoutMs = opts.timeoutMs ?? 20_000;
+  const find = (entries: StatementEntry[]): number[] =>
+    entries
       .filter((e) => e.statement === statement)
       .map((e) => e.node)
       .sort((a, b) => a - b);
-  let nodes = find();
-  while (nodes.length < min && Date.now() < deadline) {
-    await sleep(25);
-    nodes = find();
+  const deadline = Date.now() + timeoutMs;
+  while (find(statementLog(proxy).slice(since)).length < min) {
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${min} log line(s) of ${JSON.stringify(statement)}; have ${JSON.stringify(find(statementLog(proxy).slice(since)))}`,
+      );
+    await sleep(10);
   }
-  if (opts.settleMs !== 0) {
-    await sleep(opts.settleMs ?? 60);
-    nodes = find();
-  }
-  return nodes;
+  const end = await logBarrier(proxy, timeoutMs);
+  return find(statementLog(proxy).slice(since, end));
 }
 
 /** Counts of statement log entries per node (entries numbered >= since, optionally filtered). */
@@ -144,21 +180,10 @@ function logGamma(z: number): number {
 }
 
 /**
- * Length of the statement log once it stopped growing for `quietMs` (pgrelay's
- * logger writes asynchronously: after a burst such as a pgbench run, lines keep
- * arriving for a while). Bounded by timeoutMs.
+ * Length of the statement log with every line written so far included: the
+ * index of a fresh log barrier (see logBarrier). Entries [0, result) are
+ * complete, whatever the load.
  */
-export async function settledLogLength(proxy: ProxyHandle, quietMs = 300, timeoutMs = 10_000): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  let n = statementLog(proxy).length;
-  let since = Date.now();
-  while (Date.now() < deadline) {
-    await sleep(50);
-    const m = statementLog(proxy).length;
-    if (m !== n) {
-      n = m;
-      since = Date.now();
-    } else if (Date.now() - since >= quietMs) break;
-  }
-  return n;
+export async function settledLogLength(proxy: ProxyHandle, timeoutMs = 20_000): Promise<number> {
+  return logBarrier(proxy, timeoutMs);
 }
