@@ -1,0 +1,280 @@
+/**
+ * A standby dies while it streams a large result (issue: data-path robustness), on
+ * pgrelay's OWN cluster: the client must get an error within a few seconds, never
+ * hang, and never receive a row with bytes that do not belong to it (pgrelay must not
+ * write its own error into a message the backend left half-sent, nor re-send a read
+ * whose rows already reached the client).
+ *
+ * Every received row of `select i, md5(i::text)` is compared with its expected value.
+ * Clients: raw simple protocol, raw COPY TO STDOUT, node-postgres in the simple
+ * protocol (row events) and the extended protocol (pg-cursor), postgres.js in the
+ * extended and simple protocol. Deaths: `pg_ctl stop -m immediate` of the standby,
+ * and `pg_terminate_backend` of the session's backend there.
+ */
+import { createHash } from 'node:crypto';
+import pg from 'pg';
+import Cursor from 'pg-cursor';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DevCluster } from '../../src/devcluster.js';
+import { showPoolNodes, until, waitForJson } from '../support/failover.js';
+import { startProxy, type ProxyHandle } from '../support/proxy.js';
+import { RawClient, closeAllRaw, dataRowValues, errorFields, queryMessage } from '../support/raw.js';
+
+const ROWS = 3_000_000;
+const SQL = `select i, md5(i::text) as h from generate_series(1, ${ROWS}) i`;
+/** Rows received before the standby is made to die. */
+const KILL_AFTER = 50_000;
+/** How long after the death the client must have its error. */
+const ERROR_WITHIN_MS = 3000;
+
+let cluster: DevCluster;
+let proxy: ProxyHandle;
+
+const md5 = (s: string): string => createHash('md5').update(s).digest('hex');
+
+/** Checks rows as they arrive: the i-th row must be (i, md5(i)). */
+class RowChecker {
+  next = 1;
+  bad: string[] = [];
+  check(i: unknown, h: unknown): void {
+    const n = Number(i);
+    if (n !== this.next || h !== md5(String(n))) {
+      if (this.bad.length < 5) this.bad.push(`row ${this.next}: got (${String(i)}, ${String(h).slice(0, 80)})`);
+    }
+    this.next++;
+  }
+  get received(): number {
+    return this.next - 1;
+  }
+}
+
+type Death = 'immediate' | 'terminate';
+
+interface Outcome {
+  error: string | undefined;
+  /** ms from the start of the kill to the client's error (or end). */
+  afterKillMs: number;
+  rows: RowChecker;
+}
+
+/** Kill what serves application_name `app` on standby `node`; resolves with the time the kill started. */
+async function kill(node: number, death: Death, app: string): Promise<number> {
+  const t0 = Date.now();
+  if (death === 'immediate') await cluster.stopNode(node, 'immediate');
+  else
+    await cluster.psql(node, `select pg_terminate_backend(pid) from pg_stat_activity where application_name = '${app}'`);
+  return t0;
+}
+
+/** Bring a stopped standby back and make pgrelay use it again. */
+async function revive(node: number): Promise<void> {
+  if (!(await cluster.isRunning(node))) await cluster.startNode(node);
+  await until(
+    async () => {
+      const st = (await showPoolNodes(proxy)).find((r) => Number(r.node_id) === node)?.status;
+      if (st === 'up') return true;
+      const admin = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'postgres', database: 'postgres' });
+      await admin.connect();
+      await admin.query(`PGPOOL ATTACH NODE ${node}`).finally(() => admin.end());
+      return false;
+    },
+    30_000,
+    `node ${node} up again`,
+  );
+}
+
+/**
+ * Run `stream` (which resolves or rejects when the client sees the end or an error),
+ * kill the standby once `rows` has KILL_AFTER rows, and report what the client saw.
+ */
+async function run(
+  node: number,
+  death: Death,
+  app: string,
+  rows: RowChecker,
+  stream: () => Promise<void>,
+): Promise<Outcome> {
+  let killedAt = 0;
+  let error: string | undefined;
+  const killer = (async () => {
+    await until(() => rows.received >= KILL_AFTER, 30_000, `${KILL_AFTER} rows before the kill`);
+    killedAt = await kill(node, death, app);
+  })();
+  const hang = new Promise<never>((_, reject) =>
+    setTimeout(() => reject(new Error('the client hung: no end and no error 20 s after the start')), 20_000),
+  );
+  try {
+    await Promise.race([stream(), hang]);
+  } catch (e) {
+    error = (e as Error).message;
+  }
+  const ended = Date.now();
+  await killer;
+  return { error, afterKillMs: ended - killedAt, rows };
+}
+
+function expectCleanFailure(o: Outcome, what: string): void {
+  console.log(
+    `[backend-death] ${what}: ${o.rows.received} rows, error ${o.afterKillMs} ms after the kill: ${o.error ?? '(none)'}`,
+  );
+  expect(o.rows.bad, `${what}: rows that are not what was sent`).toEqual([]);
+  expect(o.rows.received).toBeGreaterThanOrEqual(KILL_AFTER);
+  expect(o.rows.received).toBeLessThan(ROWS);
+  expect(o.error, `${what}: the client must see an error`).toBeDefined();
+  expect(o.afterKillMs).toBeLessThan(ERROR_WITHIN_MS);
+}
+
+/** Raw simple-protocol query: DataRows parsed as they arrive; an ErrorResponse or a close ends it. */
+async function rawSelect(app: string, rows: RowChecker): Promise<void> {
+  const raw = await RawClient.connect(proxy.port);
+  try {
+    expect((await raw.startup({ user: 'postgres', database: 'postgres', application_name: app })).ok).toBe(true);
+    raw.send(queryMessage(SQL));
+    for (;;) {
+      const m = await raw.next(20_000);
+      if (!m) throw new Error(`connection closed (${raw.pending} bytes of a partial message dropped)`);
+      if (m.type === 'D') {
+        const [i, h] = dataRowValues(m.body);
+        rows.check(i, h);
+      } else if (m.type === 'E') {
+        const f = errorFields(m.body);
+        throw new Error(`${f.C}: ${f.M}`);
+      } else if (m.type === 'Z') return;
+    }
+  } finally {
+    raw.destroy();
+  }
+}
+
+/** Raw COPY TO STDOUT: every CopyData must be one whole line `i\tmd5(i)`. */
+async function rawCopy(app: string, rows: RowChecker): Promise<void> {
+  const raw = await RawClient.connect(proxy.port);
+  try {
+    expect((await raw.startup({ user: 'postgres', database: 'postgres', application_name: app })).ok).toBe(true);
+    raw.send(queryMessage(`COPY (${SQL}) TO STDOUT`));
+    for (;;) {
+      const m = await raw.next(20_000);
+      if (!m) throw new Error(`connection closed (${raw.pending} bytes of a partial message dropped)`);
+      if (m.type === 'd') {
+        const line = m.body.toString('utf8');
+        const [i, h] = line.endsWith('\n') ? line.slice(0, -1).split('\t') : [line, ''];
+        rows.check(i, h);
+      } else if (m.type === 'E') {
+        const f = errorFields(m.body);
+        throw new Error(`${f.C}: ${f.M}`);
+      } else if (m.type === 'Z') return;
+    }
+  } finally {
+    raw.destroy();
+  }
+}
+
+async function pgClientFor(app: string): Promise<pg.Client> {
+  const c = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'postgres', database: 'postgres', application_name: app });
+  c.on('error', () => undefined);
+  await c.connect();
+  return c;
+}
+
+/** node-postgres, simple protocol: a Query with row events (rows are not kept). */
+async function pgSimple(app: string, rows: RowChecker): Promise<void> {
+  const c = await pgClientFor(app);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const q = c.query(new pg.Query(SQL));
+      q.on('row', (r: { i: number; h: string }) => rows.check(r.i, r.h));
+      q.on('end', () => resolve());
+      q.on('error', reject);
+    });
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+/** node-postgres, extended protocol: pg-cursor reading 1000 rows at a time. */
+async function pgCursor(app: string, rows: RowChecker): Promise<void> {
+  const c = await pgClientFor(app);
+  try {
+    const cursor = c.query(new Cursor<{ i: number; h: string }>(`${SQL} where $1::int = 1`, [1]));
+    for (;;) {
+      const batch = await cursor.read(1000);
+      if (batch.length === 0) break;
+      for (const r of batch) rows.check(r.i, r.h);
+    }
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+/** postgres.js, extended (`simple` false) or simple protocol, rows streamed with forEach. */
+async function postgresJs(app: string, rows: RowChecker, simple: boolean): Promise<void> {
+  const sql = postgres({
+    host: '127.0.0.1',
+    port: proxy.port,
+    user: 'postgres',
+    database: 'postgres',
+    max: 1,
+    connection: { application_name: app },
+    onnotice: () => undefined,
+  });
+  try {
+    const q = sql.unsafe<Array<{ i: number; h: string }>>(SQL);
+    await (simple ? q.simple() : q).forEach((r) => rows.check(r.i, r.h));
+  } finally {
+    await sql.end({ timeout: 1 }).catch(() => undefined);
+  }
+}
+
+const clients: Array<[string, (app: string, rows: RowChecker) => Promise<void>]> = [
+  ['raw simple protocol', rawSelect],
+  ['raw COPY TO STDOUT', rawCopy],
+  ['node-postgres simple protocol', pgSimple],
+  ['node-postgres pg-cursor (extended)', pgCursor],
+  ['postgres.js extended', (app, rows) => postgresJs(app, rows, false)],
+  ['postgres.js simple', (app, rows) => postgresJs(app, rows, true)],
+];
+
+describe('a standby dies while streaming a large result (own DevCluster)', () => {
+  beforeAll(async () => {
+    cluster = await DevCluster.start({ standbys: 2 });
+    proxy = await startProxy({
+      cluster,
+      config: {
+        health_check_period: 1,
+        health_check_max_retries: 0,
+        health_check_timeout: 5,
+        connect_timeout: 2000,
+        sr_check_period: 1,
+        auto_failback: true,
+        admin_users: 'postgres',
+        // Sessions named pin1 / pin2 read from standby 1 / 2; nothing else is load balanced there.
+        app_name_redirect_preference_list: 'pin1:1,pin2:2',
+        log_min_messages: 'info',
+      },
+    });
+    await waitForJson(proxy, (l) => l.msg === 'primary node found' && l.node === 0, 15_000, 'primary found');
+  }, 180_000);
+
+  afterAll(async () => {
+    closeAllRaw();
+    await proxy?.stop();
+    await cluster?.stop();
+  });
+
+  let turn = 0;
+  for (const [what, stream] of clients) {
+    for (const death of ['terminate', 'immediate'] as const) {
+      it(`${what}, ${death === 'immediate' ? 'pg_ctl stop -m immediate' : 'pg_terminate_backend'}: an error in time, no foreign bytes, no hang`, {
+        timeout: 90_000,
+      }, async () => {
+        const node = (turn++ % 2) + 1;
+        await revive(node);
+        const app = `pin${node}`;
+        const rows = new RowChecker();
+        const outcome = await run(node, death, app, rows, () => stream(app, rows));
+        expectCleanFailure(outcome, `${what} / ${death}`);
+      });
+    }
+  }
+});

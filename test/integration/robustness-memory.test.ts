@@ -1,0 +1,269 @@
+/**
+ * Bounded memory whatever a client does (issue: data-path robustness). Each test runs
+ * a hostile or careless client next to a well-behaved session, and checks that
+ * pgrelay's JavaScript memory (heap in use + external buffers, from /metrics) grows
+ * by less than a bound, that the process lives, and that the well-behaved session
+ * still answers quickly:
+ * - a client that pipelines queries and never reads their replies;
+ * - a million Bind/Execute without Sync, from a client that reads and one that does not;
+ * - a LISTEN session that does not read while 100 MB of notifications arrive, and
+ *   later receives every one of them in order;
+ * - connections that announce 256 MB messages and send nothing more.
+ */
+import net from 'node:net';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
+import { freePort } from '../../src/devcluster.js';
+import { getCluster } from '../support/cluster.js';
+import { closeAllClients, endPg, pgClient } from '../support/clients.js';
+import { jsMemory, sampleMemory } from '../support/memory.js';
+import { startProxy, type ProxyHandle } from '../support/proxy.js';
+import {
+  RawClient,
+  bindMessage,
+  closeAllRaw,
+  executeMessage,
+  isAlive,
+  parseMessage,
+  queryMessage,
+  syncMessage,
+} from '../support/raw.js';
+
+const cluster = getCluster();
+const MB = 1024 * 1024;
+let proxy: ProxyHandle;
+let metricsPort: number;
+let good: pg.Client;
+
+beforeAll(async () => {
+  metricsPort = await freePort();
+  proxy = await startProxy({
+    cluster,
+    config: { log_min_messages: 'warning', load_balance_mode: false, metrics_port: metricsPort },
+  });
+  good = await pgClient({ host: '127.0.0.1', port: proxy.port }, { user: 'postgres', database: 'postgres' });
+});
+
+afterEach(() => {
+  closeAllRaw();
+});
+
+afterAll(async () => {
+  closeAllRaw();
+  if (good) await endPg(good);
+  await closeAllClients();
+  expect(await proxy?.stop()).toBe(0);
+});
+
+/** A logged-in raw connection whose socket the test drives itself (RawClient no longer reads it). */
+async function rawSession(app: string): Promise<net.Socket> {
+  const raw = await RawClient.connect(proxy.port);
+  const r = await raw.startup({ user: 'postgres', database: 'postgres', application_name: app });
+  expect(r.ok).toBe(true);
+  raw.socket.removeAllListeners('data');
+  return raw.socket;
+}
+
+/** The well-behaved session answers `select 1`: the best of five round trips, in ms. */
+async function goodLatency(): Promise<number> {
+  let best = Number.POSITIVE_INFINITY;
+  for (let i = 0; i < 5; i++) {
+    const t0 = performance.now();
+    const r = await good.query('select 1 as one');
+    expect(r.rows[0].one).toBe(1);
+    best = Math.min(best, performance.now() - t0);
+  }
+  return best;
+}
+
+/** Write `chunk` repeatedly until `untilMs` (epoch ms) or `count` writes, honouring the socket's backpressure. */
+async function flood(sock: net.Socket, chunk: Buffer, untilMs: number, count = Number.POSITIVE_INFINITY) {
+  let written = 0;
+  while (written < count && Date.now() < untilMs && !sock.destroyed) {
+    written++;
+    if (!sock.write(chunk)) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, Math.max(0, untilMs - Date.now()));
+        function done(): void {
+          clearTimeout(t);
+          sock.removeListener('drain', done);
+          sock.removeListener('close', done);
+          resolve();
+        }
+        sock.once('drain', done);
+        sock.once('close', done);
+      });
+    }
+  }
+  return written;
+}
+
+/** Counts backend messages of a reply stream by type, without keeping them. */
+class MessageCounter {
+  readonly counts = new Map<string, number>();
+  private carry: Buffer = Buffer.alloc(0);
+  private skip = 0;
+  bytes = 0;
+  push(d: Buffer): void {
+    this.bytes += d.length;
+    let buf = d;
+    if (this.skip > 0) {
+      const n = Math.min(this.skip, buf.length);
+      this.skip -= n;
+      buf = buf.subarray(n);
+    }
+    if (this.carry.length > 0) {
+      buf = Buffer.concat([this.carry, buf]);
+      this.carry = Buffer.alloc(0);
+    }
+    let p = 0;
+    while (buf.length - p >= 5) {
+      const type = String.fromCharCode(buf[p]);
+      const len = buf.readUInt32BE(p + 1);
+      this.counts.set(type, (this.counts.get(type) ?? 0) + 1);
+      if (p + 1 + len > buf.length) {
+        this.skip = p + 1 + len - buf.length;
+        p = buf.length;
+        break;
+      }
+      p += 1 + len;
+    }
+    if (p < buf.length) this.carry = Buffer.from(buf.subarray(p));
+  }
+  count(type: string): number {
+    return this.counts.get(type) ?? 0;
+  }
+}
+
+it('a client that pipelines queries for 10 s and never reads: bounded memory, others unaffected', {
+  timeout: 60_000,
+}, async () => {
+  const base = await jsMemory(metricsPort);
+  const sampler = sampleMemory(metricsPort);
+  const sock = await rawSession('no-reader');
+  sock.pause();
+  const q = queryMessage("select repeat('x', 1000) from generate_series(1, 2000)");
+  const batch = Buffer.concat(new Array<Buffer>(64).fill(q));
+  const writes = await flood(sock, batch, Date.now() + 10_000);
+  const peak = await sampler.stop();
+  console.log(
+    `[robustness] non-reader: ${writes} writes of ${batch.length} bytes accepted; js memory ${Math.round(base / MB)} MB → peak ${Math.round(peak / MB)} MB`,
+  );
+  expect(isAlive(proxy.pid)).toBe(true);
+  expect(peak - base).toBeLessThan(50 * MB);
+  expect(await goodLatency()).toBeLessThan(100);
+  sock.destroy();
+});
+
+for (const reads of [true, false]) {
+  it(`one million Bind/Execute without Sync from a client that ${reads ? 'reads' : 'does not read'}: bounded memory`, {
+    timeout: 120_000,
+  }, async () => {
+    const sock = await rawSession(reads ? 'bind-reader' : 'bind-no-reader');
+    const counter = new MessageCounter();
+    sock.on('data', (d: Buffer) => counter.push(d));
+    sock.write(Buffer.concat([parseMessage('s1', 'select 1'), syncMessage()]));
+    const deadline = Date.now() + 10_000;
+    while (counter.count('Z') < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    expect(counter.count('1')).toBe(1);
+    if (!reads) sock.pause();
+    const base = await jsMemory(metricsPort);
+    const sampler = sampleMemory(metricsPort);
+    const pairs = 1000;
+    const batch = Buffer.concat(
+      new Array<Buffer>(pairs).fill(Buffer.concat([bindMessage('', 's1'), executeMessage('', 0)])),
+    );
+    const total = 1_000_000 / pairs;
+    const writes = await flood(sock, batch, Date.now() + (reads ? 90_000 : 15_000), total);
+    if (reads) {
+      expect(writes).toBe(total);
+      sock.write(syncMessage());
+      const end = Date.now() + 60_000;
+      while (counter.count('Z') < 2 && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+      expect(counter.count('Z')).toBe(2);
+      expect(counter.count('2')).toBe(1_000_000);
+      expect(counter.count('C')).toBe(1_000_000);
+    }
+    const peak = await sampler.stop();
+    console.log(
+      `[robustness] bind/execute (${reads ? 'reading' : 'not reading'}): ${writes * pairs} pairs accepted; js memory ${Math.round(base / MB)} MB → peak ${Math.round(peak / MB)} MB`,
+    );
+    expect(isAlive(proxy.pid)).toBe(true);
+    expect(peak - base).toBeLessThan(50 * MB);
+    expect(await goodLatency()).toBeLessThan(100);
+    sock.destroy();
+  });
+}
+
+it('a LISTEN session that does not read while 100 MB of notifications arrive: bounded memory, then every one in order', {
+  timeout: 180_000,
+}, async () => {
+  const listener = await RawClient.connect(proxy.port);
+  expect((await listener.startup({ user: 'postgres', database: 'postgres', application_name: 'listener' })).ok).toBe(
+    true,
+  );
+  expect((await listener.query('LISTEN robust_chan')).errors).toEqual([]);
+  listener.socket.pause();
+  const base = await jsMemory(metricsPort);
+  const sampler = sampleMemory(metricsPort);
+  // Straight to the primary: the notifier is not what is tested.
+  const notifier = new pg.Client({ connectionString: cluster.connectionString(cluster.primaryId) });
+  await notifier.connect();
+  const perStatement = 100;
+  const statements = 128; // 12,800 notifications of ~7.9 kB: about 100 MB
+  try {
+    for (let i = 0; i < statements; i++) {
+      const from = i * perStatement;
+      await notifier.query(
+        `select pg_notify('robust_chan', lpad(n::text, 8, '0') || repeat('x', 7900)) from generate_series(${from}, ${from + perStatement - 1}) n`,
+      );
+    }
+  } finally {
+    await notifier.end();
+  }
+  // Give pgrelay time to take what the primary can send it.
+  await new Promise((r) => setTimeout(r, 2000));
+  const peak = await sampler.stop();
+  console.log(
+    `[robustness] non-reading listener: js memory ${Math.round(base / MB)} MB → peak ${Math.round(peak / MB)} MB`,
+  );
+  expect(isAlive(proxy.pid)).toBe(true);
+  expect(peak - base).toBeLessThan(50 * MB);
+  expect(await goodLatency()).toBeLessThan(100);
+
+  // Now it reads: every notification, in order.
+  const expected = statements * perStatement;
+  let next = 0;
+  listener.socket.resume();
+  const deadline = Date.now() + 120_000;
+  while (next < expected) {
+    const m = await listener.next(Math.max(1, deadline - Date.now()));
+    if (!m) throw new Error(`connection closed after ${next} notifications`);
+    if (m.type !== 'A') continue;
+    const payload = m.body.subarray(4).toString('utf8').split('\0')[1];
+    expect(Number(payload.slice(0, 8))).toBe(next);
+    next++;
+  }
+  expect(next).toBe(expected);
+});
+
+it('20 connections announcing 256 MB messages and sending nothing more: memory grows less than 10 MB', {
+  timeout: 60_000,
+}, async () => {
+  const base = await jsMemory(metricsPort);
+  const socks: net.Socket[] = [];
+  for (let i = 0; i < 20; i++) {
+    const sock = await rawSession(`announcer-${i}`);
+    const header = Buffer.alloc(5);
+    header[0] = 'Q'.charCodeAt(0);
+    header.writeUInt32BE(256 * MB - 1, 1);
+    sock.write(Buffer.concat([header, Buffer.from('select ')]));
+    socks.push(sock);
+  }
+  await new Promise((r) => setTimeout(r, 1000));
+  const after = await jsMemory(metricsPort);
+  console.log(`[robustness] 20 announcers: js memory ${Math.round(base / MB)} MB → ${Math.round(after / MB)} MB`);
+  expect(after - base).toBeLessThan(10 * MB);
+  expect(await goodLatency()).toBeLessThan(100);
+  for (const s of socks) s.destroy();
+});
