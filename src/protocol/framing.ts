@@ -28,6 +28,9 @@ export const SUSPEND: unique symbol = Symbol('suspend');
 export const CONSUME_AND_SUSPEND: unique symbol = Symbol('consume-and-suspend');
 
 export type Drop = typeof DROP;
+
+/** Initial buffer for a message assembled across chunks; it doubles as bytes arrive. */
+const ASSEMBLY_START = 16 * 1024;
 export type Suspension = typeof SUSPEND | typeof CONSUME_AND_SUSPEND;
 /** What a sink answers for a decoded message. */
 export type Verdict<A> = A | Drop | Suspension;
@@ -49,9 +52,14 @@ export class MessageScanner<A> {
   private skipAction: A | Drop = DROP;
   /** Partial header (fewer than 5 bytes) carried between chunks. */
   private header: Buffer | null = null;
-  /** A decoded message being assembled across chunks. */
+  /**
+   * A decoded message being assembled across chunks: `assembling` holds its first
+   * `assembled` bytes and grows as they arrive (a declared length is not reserved
+   * up front); `assemblingSize` is its full size.
+   */
   private assembling: Buffer | null = null;
   private assembled = 0;
+  private assemblingSize = 0;
   /** Chunk and offset to continue from after SUSPEND. */
   private pending: Buffer | null = null;
   private pendingPos = 0;
@@ -71,6 +79,14 @@ export class MessageScanner<A> {
 
   get suspended(): boolean {
     return this.pending !== null;
+  }
+
+  /**
+   * The action of a pass-through message whose first bytes went out and whose rest is
+   * still to come (DROP when none: the scan is at a message boundary for the receiver).
+   */
+  get partialAction(): A | Drop {
+    return this.skip > 0 ? this.skipAction : DROP;
   }
 
   /** Part of a message has been received and the rest is still to come. */
@@ -177,9 +193,8 @@ export class MessageScanner<A> {
         if (end > len) {
           // Assemble the whole message before deciding on it.
           this.emitRun(chunk, runStart, pos, runAction);
-          this.assembling = Buffer.allocUnsafe(1 + msgLen);
-          chunk.copy(this.assembling, 0, pos, len);
-          this.assembled = len - pos;
+          this.startAssembling(1 + msgLen);
+          this.append(chunk, pos, len);
           return true;
         }
         // Let the sink flush the bytes before this message if it writes on its own.
@@ -250,9 +265,8 @@ export class MessageScanner<A> {
         return len;
       }
       if (this.decode[type] !== 0) {
-        this.assembling = Buffer.allocUnsafe(1 + msgLen);
-        hdr.copy(this.assembling, 0, 0, 5);
-        this.assembled = 5;
+        this.startAssembling(1 + msgLen);
+        this.append(hdr, 0, 5);
       } else {
         const action = this.sink.passAction;
         if (action !== DROP) this.sink.emit(action, hdr);
@@ -267,14 +281,13 @@ export class MessageScanner<A> {
         return pos;
       }
     }
-    const msg = this.assembling;
-    if (msg !== null) {
-      const need = msg.length - this.assembled;
+    if (this.assembling !== null) {
+      const need = this.assemblingSize - this.assembled;
       const n = need < len - pos ? need : len - pos;
-      chunk.copy(msg, this.assembled, pos, pos + n);
-      this.assembled += n;
+      this.append(chunk, pos, pos + n);
       pos += n;
-      if (this.assembled < msg.length) return pos;
+      if (this.assembled < this.assemblingSize) return pos;
+      const msg = this.assembling;
       this.assembling = null;
       const action = this.sink.onMessage(msg[0], msg, 5, msg.length);
       this.resuming = false;
@@ -294,6 +307,26 @@ export class MessageScanner<A> {
       if (action !== DROP && !this.broken) this.sink.emit(action, msg);
     }
     return pos;
+  }
+
+  private startAssembling(size: number): void {
+    this.assemblingSize = size;
+    this.assembled = 0;
+    this.assembling = Buffer.allocUnsafe(Math.min(size, ASSEMBLY_START));
+  }
+
+  /** Add `chunk[from..to)` to the message being assembled, growing its buffer (doubling, up to its size). */
+  private append(chunk: Buffer, from: number, to: number): void {
+    let buf = this.assembling as Buffer;
+    const need = this.assembled + (to - from);
+    if (need > buf.length) {
+      const grown = Buffer.allocUnsafe(Math.min(this.assemblingSize, Math.max(need, buf.length * 2)));
+      buf.copy(grown, 0, 0, this.assembled);
+      buf = grown;
+      this.assembling = grown;
+    }
+    chunk.copy(buf, this.assembled, from, to);
+    this.assembled = need;
   }
 
   private emitRun(chunk: Buffer, from: number, to: number, action: A | Drop): void {

@@ -36,6 +36,10 @@ export interface LinkOwner {
   backendFatal(link: BackendLink, fields: ErrorFieldMap): void;
   /** The reply stream was malformed. */
   linkBroken(link: BackendLink, message: string): void;
+  /** Writes to the backend are buffered past the socket's high-water mark: stop reading the client. */
+  backendCongested(link: BackendLink): void;
+  /** The backend socket drained what was buffered. */
+  backendDrained(link: BackendLink): void;
 }
 
 export class BackendLink implements ReplyOutput {
@@ -46,8 +50,13 @@ export class BackendLink implements ReplyOutput {
   inPipeline = false;
   /** A client-visible request of the current transaction ran here (reads, not only BEGIN/SET). */
   usedInTx = false;
+  /** Waiting for the client to drain before reading more replies. */
   private pausedForClient = false;
+  /** Reasons not to read replies now (see holdReading); the socket reads only at 0. */
+  private readHolds = 0;
   private attached = false;
+  /** Written bytes are buffered past the socket's high-water mark (until 'drain'). */
+  congested = false;
 
   constructor(
     readonly owner: LinkOwner,
@@ -99,10 +108,39 @@ export class BackendLink implements ReplyOutput {
     this.replies.expect(e);
   }
 
-  /** The one place bytes are written to a backend. */
+  /** The one place bytes are written to a backend. Past the socket's high-water mark the session is told. */
   write(bytes: Buffer): void {
     this.counters?.backendBytesOut(this.conn.nodeId, bytes.length);
-    this.conn.socket.write(bytes);
+    if (!this.conn.socket.write(bytes) && !this.congested && !this.conn.socket.destroyed) {
+      this.congested = true;
+      this.conn.socket.once('drain', this.onWriteDrain);
+      this.owner.backendCongested(this);
+    }
+  }
+
+  private readonly onWriteDrain = (): void => {
+    this.congested = false;
+    this.owner.backendDrained(this);
+  };
+
+  /** Stop reading replies until as many `releaseReading` calls. */
+  holdReading(): void {
+    if (this.readHolds++ === 0) this.conn.socket.pause();
+  }
+
+  releaseReading(): void {
+    if (--this.readHolds === 0 && this.attached) this.conn.socket.resume();
+  }
+
+  /** Read no more replies until the client's socket drains (it is not reading what it was sent). */
+  waitForClient(): void {
+    if (this.pausedForClient) return;
+    this.pausedForClient = true;
+    this.holdReading();
+    this.owner.onClientDrain(() => {
+      this.pausedForClient = false;
+      this.releaseReading();
+    });
   }
 
   /** Send a Flush if requests are waiting behind an unflushed pipeline. */
@@ -118,7 +156,7 @@ export class BackendLink implements ReplyOutput {
     this.attached = true;
     this.conn.socket.on('data', this.onData);
     this.conn.socket.on('close', this.onClose);
-    this.conn.socket.resume();
+    if (this.readHolds === 0) this.conn.socket.resume();
   }
 
   detach(): void {
@@ -126,6 +164,8 @@ export class BackendLink implements ReplyOutput {
     this.attached = false;
     this.conn.socket.removeListener('data', this.onData);
     this.conn.socket.removeListener('close', this.onClose);
+    this.conn.socket.removeListener('drain', this.onWriteDrain);
+    this.congested = false;
   }
 
   /** Clean for reuse: nothing outstanding, no FATAL, not mid-message. */
@@ -147,14 +187,7 @@ export class BackendLink implements ReplyOutput {
   // ReplyOutput: what the reply queue reports.
 
   toClient(bytes: Buffer): void {
-    if (!this.owner.writeClient(bytes) && !this.pausedForClient) {
-      this.pausedForClient = true;
-      this.conn.socket.pause();
-      this.owner.onClientDrain(() => {
-        this.pausedForClient = false;
-        if (this.attached) this.conn.socket.resume();
-      });
-    }
+    if (!this.owner.writeClient(bytes)) this.waitForClient();
   }
 
   error(fields: ErrorFieldMap): void {

@@ -89,6 +89,19 @@ export class Backends {
     return false;
   }
 
+  /** Requests outstanding on all backends together. */
+  get pendingTotal(): number {
+    let n = 0;
+    for (const l of this.links) if (l !== undefined) n += l.pending;
+    return n;
+  }
+
+  /** A backend socket holds written bytes past its high-water mark. */
+  get congested(): boolean {
+    for (const l of this.links) if (l?.congested) return true;
+    return false;
+  }
+
   /** True while a request is outstanding on any backend. */
   get busy(): boolean {
     for (const l of this.links) if (l !== undefined && l.pending > 0) return true;

@@ -49,4 +49,4 @@ export interface TrafficCounters {
 }
 
 /** Why the client's messages wait: only the matching event lets them continue. */
-export type WaitReason = 'replies' | 'catalog' | 'both' | 'admin' | 'connect';
+export type WaitReason = 'replies' | 'catalog' | 'both' | 'admin' | 'connect' | 'backpressure';

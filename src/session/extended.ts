@@ -36,14 +36,76 @@ interface Portal {
   nodes: number[];
   both: boolean;
   stmt?: Stmt;
+  /** The Bind message, kept while the portal lives on a node its requests may be re-sent from. */
+  bind?: Buffer;
 }
 
-/** A statement executed in the current pipeline, whose outcome updates the routing state at Sync. */
+/** Statements executed in the current pipeline, whose outcome updates the routing state at Sync. */
 interface PendingOutcome {
-  sql: string;
-  cls: Classification;
+  stmt: Stmt;
   decision: Decision;
+  /** At least one execution succeeded. */
   ok: boolean;
+}
+
+/** Distinct outcomes a pipeline keeps before applying the oldest at once (see PipelineOutcomes). */
+const MAX_OUTCOMES = 1024;
+
+/**
+ * What the statements executed since the last Sync did, applied to the routing state
+ * once the Sync's ReadyForQuery gives the transaction status. Bounded whatever the
+ * client sends before its Sync: repeated executions of one statement share an entry,
+ * reads that change nothing but the transaction state share one, and past
+ * MAX_OUTCOMES entries the oldest is applied at once with the last known status.
+ */
+class PipelineOutcomes {
+  private list: PendingOutcome[] = [];
+  /** The latest statement that changes nothing but the transaction state (a plain read). */
+  private plain: PendingOutcome | undefined;
+
+  constructor(private readonly apply: (o: PendingOutcome, status: number) => void) {}
+
+  /** An Execute of `stmt` was sent; returns the entry its reply updates. */
+  add(stmt: Stmt, decision: Decision, status: number): PendingOutcome {
+    if (!changesRouting(stmt.cls, decision)) {
+      if (!sameOutcome(this.plain, stmt, decision)) this.plain = { stmt, decision, ok: false };
+      return this.plain as PendingOutcome;
+    }
+    const last = this.list[this.list.length - 1];
+    if (sameOutcome(last, stmt, decision)) return last;
+    if (this.list.length >= MAX_OUTCOMES) this.apply(this.list.shift() as PendingOutcome, status);
+    const o = { stmt, decision, ok: false };
+    this.list.push(o);
+    return o;
+  }
+
+  /** The outcomes so far, in order, cleared for the next pipeline. */
+  take(): PendingOutcome[] {
+    const out = this.list;
+    if (this.plain) out.push(this.plain);
+    this.list = [];
+    this.plain = undefined;
+    return out;
+  }
+}
+
+/** Would `o` change the routing state as an execution of `stmt` decided as `d` does? */
+function sameOutcome(o: PendingOutcome | undefined, stmt: Stmt, d: Decision): o is PendingOutcome {
+  return o !== undefined && o.stmt === stmt && o.decision.target === d.target && o.decision.write === d.write;
+}
+
+/** Does a statement's outcome change the routing state beyond the transaction status? */
+function changesRouting(cls: Classification, d: Decision): boolean {
+  return (
+    d.write ||
+    d.target === 'both' ||
+    cls.tx !== undefined ||
+    cls.txSetting !== undefined ||
+    cls.discardsTemp ||
+    cls.createsTemp.length > 0 ||
+    cls.writtenTables.length > 0 ||
+    cls.statementCount > 1
+  );
 }
 
 /** Describe and Close name a prepared statement ('S') or a portal ('P'). */
@@ -52,7 +114,7 @@ export const STATEMENT = 0x53;
 export class ExtendedProtocol {
   private readonly stmts = new Map<string, Stmt>();
   private readonly portals = new Map<string, Portal>();
-  private outcomes: PendingOutcome[] = [];
+  private readonly outcomes = new PipelineOutcomes((o, status) => this.applyOutcome(o, status));
 
   constructor(
     private readonly s: SessionCore,
@@ -103,6 +165,19 @@ export class ExtendedProtocol {
     this.s.backends.inPipeline(to);
   }
 
+  /**
+   * Make sure `portal` exists on `to` before a re-sent request that uses it (its Bind
+   * went to a node that died after answering it).
+   */
+  private bindOn(portal: Portal, to: BackendLink): void {
+    if (portal.stmt) this.parseOn(portal.stmt, to);
+    if (portal.bind && !portal.nodes.includes(to.nodeId)) {
+      this.s.backends.request(to, { kind: 'bind', mode: 'drop' }, portal.bind);
+      portal.nodes = [to.nodeId];
+    }
+    this.s.backends.inPipeline(to);
+  }
+
   /** Make sure `st` exists on `to` before a re-sent request that uses it. */
   private parseOn(st: Stmt, to: BackendLink): void {
     const b = this.s.backends;
@@ -150,14 +225,22 @@ export class ExtendedProtocol {
       st.nodes.push(link.nodeId);
     }
     b.inPipeline(link);
-    this.portals.set(portal, { nodes: [link.nodeId], both: false, stmt: st });
+    const resendable = this.route.resendable(link);
+    const raw = buf.subarray(start - 5, end);
+    const bound: Portal = {
+      nodes: [link.nodeId],
+      both: false,
+      stmt: st,
+      bind: resendable ? Buffer.from(raw) : undefined,
+    };
+    this.portals.set(portal, bound);
     return this.forward(link, {
       kind: 'bind',
       mode: 'forward',
-      resend: this.route.resendable(link)
-        ? resendSame(b, buf.subarray(start - 5, end), (to) => {
+      resend: resendable
+        ? resendSame(b, raw, (to) => {
             this.parseOn(st, to);
-            this.portals.set(portal, { nodes: [to.nodeId], both: false, stmt: st });
+            bound.nodes = [to.nodeId];
           })
         : undefined,
     });
@@ -167,7 +250,8 @@ export class ExtendedProtocol {
     const s = this.s;
     const b = s.backends;
     const stmt = kind === STATEMENT ? this.stmts.get(name) : undefined;
-    const obj = kind === STATEMENT ? stmt : this.portals.get(name);
+    const portal = kind === STATEMENT ? undefined : this.portals.get(name);
+    const obj = stmt ?? portal;
     // A statement for both nodes is described by the primary; others where last parsed.
     const link = (obj && !obj.both && b.get(obj.nodes[obj.nodes.length - 1])) || b.primary;
     if (!b.gate(link)) return s.wait('replies');
@@ -176,7 +260,11 @@ export class ExtendedProtocol {
       kind: 'describe',
       mode: 'forward',
       resend: this.route.resendable(link)
-        ? resendSame(b, buf.subarray(start - 5, end), (to) => (stmt ? this.parseOn(stmt, to) : b.inPipeline(to)))
+        ? resendSame(b, Buffer.from(buf.subarray(start - 5, end)), (to) => {
+            if (stmt) this.parseOn(stmt, to);
+            else if (portal) this.bindOn(portal, to);
+            else b.inPipeline(to);
+          })
         : undefined,
     });
   }
@@ -199,22 +287,21 @@ export class ExtendedProtocol {
     const st = portal?.stmt;
     let outcome: PendingOutcome | undefined;
     if (st?.decision) {
-      outcome = { sql: st.sql, cls: st.cls, decision: st.decision, ok: true };
-      this.outcomes.push(outcome);
+      outcome = this.outcomes.add(st, st.decision, target.txStatus);
       this.route.counted(target, st.sql, st.cls);
     }
-    const failed = outcome;
+    const entry = outcome;
     return this.forward(target, {
       kind: 'execute',
       mode: 'forward',
-      done: failed
+      done: entry
         ? (e) => {
-            if (e.error) failed.ok = false;
+            if (!e.error) entry.ok = true;
           }
         : undefined,
       resend:
-        !portal?.both && this.route.resendable(target)
-          ? resendSame(b, buf.subarray(start - 5, end), (to) => b.inPipeline(to))
+        portal && !portal.both && this.route.resendable(target)
+          ? resendSame(b, Buffer.from(buf.subarray(start - 5, end)), (to) => this.bindOn(portal, to))
           : undefined,
     });
   }
@@ -264,8 +351,7 @@ export class ExtendedProtocol {
         return s.wait('replies');
       }
     }
-    const outcomes = this.outcomes;
-    this.outcomes = [];
+    const outcomes = this.outcomes.take();
     for (const l of members) {
       l.inPipeline = false;
       l.needsFlush = false;
@@ -314,12 +400,14 @@ export class ExtendedProtocol {
 
   /** The pipeline's Sync was answered: routing state from its statements; keep nodes' transactions in step. */
   private pipelineDone(outcomes: PendingOutcome[], status: number, only: BackendLink | undefined): void {
-    for (const o of outcomes) {
-      this.route.outcome(o.cls, o.decision, o.ok, status);
-      if (o.decision.target === 'both') this.s.settings.record(o.sql, o.cls, o.ok, status);
-    }
+    for (const o of outcomes) this.applyOutcome(o, status);
     this.route.txStatusIs(status);
     if (status === TxStatus.Failed && only !== undefined && only !== this.s.backends.primary) this.both.poisonPrimary();
+  }
+
+  private applyOutcome(o: PendingOutcome, status: number): void {
+    this.route.outcome(o.stmt.cls, o.decision, o.ok, status);
+    if (o.decision.target === 'both') this.s.settings.record(o.stmt.sql, o.stmt.cls, o.ok, status);
   }
 
   flush(): typeof DROP {

@@ -110,7 +110,10 @@ function isFatal(f: ErrorFieldMap): boolean {
 }
 
 export class ReplyQueue<L> implements FrameSink<ReplyAction> {
-  passAction: ReplyAction | Drop = DROP;
+  /** Where replies of the head request go. */
+  private pass: ReplyAction | Drop = DROP;
+  /** The head, while it can still be re-sent elsewhere and no reply to it has been seen. */
+  private unstarted: Expectation<L> | undefined;
   /** Frames the reply stream; what it decodes follows the request at the head. */
   private readonly scanner: MessageScanner<ReplyAction>;
   /** The reply types that end the request at the head. */
@@ -136,6 +139,18 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     this.scanner = new MessageScanner<ReplyAction>(this, DECODE, 0x7fffffff);
   }
 
+  /**
+   * Where the scanner sends a message it does not decode (DataRow, CopyData…). Such a
+   * message is part of the head's reply: from then on the head cannot be re-sent.
+   */
+  get passAction(): ReplyAction | Drop {
+    if (this.unstarted !== undefined) {
+      this.unstarted.started = true;
+      this.unstarted = undefined;
+    }
+    return this.pass;
+  }
+
   /** Bytes from the backend. Completed requests' `done` run later, in `runFinished`. */
   push(chunk: Buffer): void {
     this.scanner.push(chunk);
@@ -144,6 +159,11 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   /** A reply message has been only partly received. */
   get midMessage(): boolean {
     return this.scanner.midMessage;
+  }
+
+  /** The client has received the first part of a message whose rest is still to come from this backend. */
+  get clientMidMessage(): boolean {
+    return this.scanner.partialAction === 'client';
   }
 
   get pending(): number {
@@ -208,11 +228,13 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   private follow(): void {
     const e = this.current();
     if (!e) {
-      this.passAction = DROP;
+      this.pass = DROP;
+      this.unstarted = undefined;
       this.scanner.decode = DECODE;
       return;
     }
-    this.passAction = e.mode === 'forward' ? 'client' : e.mode === 'hold' ? 'hold' : DROP;
+    this.pass = e.mode === 'forward' ? 'client' : e.mode === 'hold' ? 'hold' : DROP;
+    this.unstarted = e.resend !== undefined && e.started !== true ? e : undefined;
     this.ends = ENDS[e.kind];
     this.scanner.decode = e.mode === 'capture' ? DECODE_CAPTURE : DECODE;
   }
@@ -232,7 +254,8 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       if (code.startsWith('57P')) return DROP;
     }
     e.started = true;
-    const action = this.passAction;
+    this.unstarted = undefined;
+    const action = this.pass;
     if (type === BE.ErrorResponse) return this.onError(e, wasStarted, action, buf, start, end);
     if ((type === BE.CopyInResponse || type === BE.CopyBothResponse) && e.kind === 'execute') this.enterCopyIn();
     if (e.mode === 'capture') {

@@ -65,6 +65,18 @@ const CLIENT_DECODE = (() => {
 
 const TRACE = process.env.PGRELAY_TRACE === '1';
 
+/**
+ * Requests a session may have outstanding on its backends before it stops reading the
+ * client until replies come back. Well above what PostgreSQL answers without a Flush or
+ * Sync (its 8 kB output buffer holds at most about 1,600 five-byte replies), so that a
+ * pipeline that reads its replies never waits on it.
+ */
+export const MAX_PENDING_REQUESTS = 8192;
+/** ...and reading resumes below this many. */
+const RESUME_PENDING_REQUESTS = MAX_PENDING_REQUESTS / 2;
+/** Notifications and notices held while a reply is on its way, before the primary is read no more. */
+const ASYNC_QUEUE_BYTES = 64 * 1024;
+
 export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner, SessionCore {
   readonly pid: number;
   readonly secretKey: number;
@@ -93,9 +105,13 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   private terminated = false;
   /** What the client's messages wait for; only that event lets them continue. */
   private waitingFor: WaitReason | null = null;
+  /** The client socket is paused (the scanner waits, or a backend is congested). */
   private clientPaused = false;
   /** Notifications and notices from the primary that arrived while a reply was on its way. */
-  private readonly asyncQueue: Buffer[] = [];
+  private asyncQueue: Buffer[] = [];
+  private asyncQueued = 0;
+  /** The link whose reading stopped because the queue is full. */
+  private asyncHeld: BackendLink | undefined;
   private drainWaiters: Array<() => void> = [];
   private onEnd: (() => void) | undefined;
 
@@ -172,11 +188,42 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   private readonly onClientData = (chunk: Buffer): void => {
     this.lastActivity = Date.now();
     this.ctx.metrics?.clientBytesIn(chunk.length);
-    if (!this.scanner.push(chunk) && !this.clientPaused) {
-      this.clientPaused = true;
-      this.client.pause();
-    }
+    this.scanner.push(chunk);
+    this.updateReading();
   };
+
+  /** Read the client only while its messages are not waiting and no backend is congested. */
+  private updateReading(): void {
+    if (this.closed) return;
+    const hold = this.waitingFor !== null || this.backends.congested;
+    if (hold === this.clientPaused) return;
+    this.clientPaused = hold;
+    if (hold) this.client.pause();
+    else this.client.resume();
+  }
+
+  /** Too much is outstanding on the backends: the client's next message waits. */
+  private overloaded(): boolean {
+    return this.backends.congested || this.backends.pendingTotal >= MAX_PENDING_REQUESTS;
+  }
+
+  backendCongested(_link: BackendLink): void {
+    this.updateReading();
+  }
+
+  backendDrained(_link: BackendLink): void {
+    this.continueAfterBackpressure();
+    this.updateReading();
+  }
+
+  private continueAfterBackpressure(): void {
+    if (
+      this.waitingFor === 'backpressure' &&
+      !this.backends.congested &&
+      this.backends.pendingTotal <= RESUME_PENDING_REQUESTS
+    )
+      this.resume('backpressure');
+  }
 
   wait(reason: WaitReason): typeof SUSPEND {
     this.waitingFor = reason;
@@ -191,10 +238,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   resume(reason: WaitReason): void {
     if (this.closed || this.waitingFor !== reason) return;
     this.waitingFor = null;
-    if (this.scanner.resume() && this.clientPaused) {
-      this.clientPaused = false;
-      this.client.resume();
-    }
+    this.scanner.resume();
+    this.updateReading();
   }
 
   flushRun(): void {
@@ -211,6 +256,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   onMessage(type: number, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     if (this.closed) return DROP;
     if (TRACE) trace(this.pid, type, buf, start, end);
+    if (this.overloaded()) return this.wait('backpressure');
     switch (type) {
       case FE.Query:
         return this.onQuery(buf, start, end);
@@ -372,16 +418,31 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   asyncMessage(link: BackendLink, bytes: Buffer): void {
     // Notifications and notices from the primary while it is idle; other nodes' are dropped.
     if (link !== this.backends.primary) return;
-    if (this.backends.owesClient()) this.asyncQueue.push(bytes);
-    else this.writeClient(bytes);
+    if (this.backends.owesClient()) {
+      // Another node is answering the client: keep them for after its reply, within a bound.
+      this.asyncQueue.push(bytes);
+      this.asyncQueued += bytes.length;
+      if (this.asyncQueued > ASYNC_QUEUE_BYTES && this.asyncHeld === undefined) {
+        this.asyncHeld = link;
+        link.holdReading();
+      }
+    } else if (!this.writeClient(bytes)) link.waitForClient();
   }
 
   progressed(_link: BackendLink): void {
     this.lastActivity = Date.now();
     if (this.asyncQueue.length > 0 && !this.backends.owesClient()) {
-      this.writeClient(Buffer.concat(this.asyncQueue.splice(0)));
+      const queued = this.asyncQueue;
+      this.asyncQueue = [];
+      this.asyncQueued = 0;
+      const drained = this.writeClient(Buffer.concat(queued));
+      const held = this.asyncHeld;
+      this.asyncHeld = undefined;
+      if (!drained) this.backends.primary.waitForClient();
+      held?.releaseReading();
     }
     this.resume('replies');
+    this.continueAfterBackpressure();
   }
 
   backendError(link: BackendLink, f: ErrorFieldMap): void {
@@ -455,12 +516,23 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.backends.cancel();
   }
 
-  /** Report a FATAL error to the client and end the session. */
+  /**
+   * Report a FATAL error to the client and end the session. When the client is in the
+   * middle of a message from a backend, nothing more is written: the connection just
+   * ends, as when a server dies under a direct client.
+   */
   fatal(err: PgError): void {
     if (this.closed) return;
-    if (!this.client.destroyed && this.client.writable)
+    if (this.clientMidMessage()) this.log.warn({ err: err.message }, 'closing the client in the middle of a message');
+    else if (!this.client.destroyed && this.client.writable)
       this.client.write(errorResponse({ ...err.toFields(), severity: 'FATAL' }));
     this.close();
+  }
+
+  /** A backend has sent the client part of a message whose rest will never come if it dies now. */
+  private clientMidMessage(): boolean {
+    for (const l of this.backends.list) if (l?.replies.clientMidMessage) return true;
+    return false;
   }
 
   /** End the session: close the client, reset or close the backends. */
