@@ -63,7 +63,10 @@ async function kill(node: number, death: Death, app: string): Promise<number> {
   const t0 = Date.now();
   if (death === 'immediate') await cluster.stopNode(node, 'immediate');
   else
-    await cluster.psql(node, `select pg_terminate_backend(pid) from pg_stat_activity where application_name = '${app}'`);
+    await cluster.psql(
+      node,
+      `select pg_terminate_backend(pid) from pg_stat_activity where application_name = '${app}'`,
+    );
   return t0;
 }
 
@@ -171,7 +174,13 @@ async function rawCopy(app: string, rows: RowChecker): Promise<void> {
 }
 
 async function pgClientFor(app: string): Promise<pg.Client> {
-  const c = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'postgres', database: 'postgres', application_name: app });
+  const c = new pg.Client({
+    host: '127.0.0.1',
+    port: proxy.port,
+    user: 'postgres',
+    database: 'postgres',
+    application_name: app,
+  });
   c.on('error', () => undefined);
   await c.connect();
   return c;
@@ -220,7 +229,9 @@ async function postgresJs(app: string, rows: RowChecker, simple: boolean): Promi
   });
   try {
     const q = sql.unsafe<Array<{ i: number; h: string }>>(SQL);
-    await (simple ? q.simple() : q).forEach((r) => rows.check(r.i, r.h));
+    await (simple ? q.simple() : q).forEach((r) => {
+      rows.check(r.i, r.h);
+    });
   } finally {
     await sql.end({ timeout: 1 }).catch(() => undefined);
   }

@@ -10,7 +10,7 @@
  *   later receives every one of them in order;
  * - connections that announce 256 MB messages and send nothing more.
  */
-import net from 'node:net';
+import type net from 'node:net';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { freePort } from '../../src/devcluster.js';
