@@ -26,6 +26,7 @@ import { reverse } from 'node:dns/promises';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { AuthCode, SQLSTATE } from '../protocol/constants.js';
+import type { ClientInput } from '../protocol/client-input.js';
 import { PgError, authenticationRequest, errorResponse, readCString } from '../protocol/messages.js';
 import type { BackendAuthMethod, BackendSecret } from './backend.js';
 import { matchHba, noEntryError, type HbaMatchEnv, type HbaMethod, type HbaRoles, type HbaRule } from './hba.js';
@@ -52,6 +53,8 @@ export interface ClientTlsState {
 
 export interface ClientInfo {
   socket: net.Socket;
+  /** The client's bytes since its start-up packet (authentication messages, then whatever it pipelined). */
+  input: ClientInput;
   /** Start-up parameters (user and database set). */
   params: Map<string, string>;
   /** Client IP address; undefined for a Unix socket. */
@@ -102,80 +105,28 @@ function invalidPassword(user: string, logDetail?: string): AuthFailure {
   );
 }
 
-/** Reads the client's messages during authentication. */
+/** Reads the client's messages during authentication (one at a time: PasswordMessage, SASL responses). */
 class AuthReader {
-  private buf: Buffer = Buffer.alloc(0);
-  private waiter: { resolve: (m: { type: number; body: Buffer }) => void; reject: (e: Error) => void } | undefined;
-  private gone = false;
-  private error: Error | undefined;
-
-  constructor(private readonly socket: net.Socket) {
-    socket.on('data', this.onData);
-    socket.on('close', this.onClose);
-  }
-
-  private readonly onData = (chunk: Buffer): void => {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-    this.pump();
-  };
-  private readonly onClose = (): void => {
-    this.gone = true;
-    this.pump();
-  };
-
-  private pump(): void {
-    const w = this.waiter;
-    if (!w) return;
-    if (this.buf.length >= 5) {
-      const len = this.buf.readUInt32BE(1);
-      if (len < 4 || len - 4 > MAX_AUTH_MESSAGE) {
-        this.waiter = undefined;
-        this.error = new AuthFailure(
-          new PgError(SQLSTATE.protocolViolation, `invalid message length ${len} during authentication`),
-        );
-        w.reject(this.error);
-        return;
-      }
-      if (this.buf.length >= 1 + len) {
-        const type = this.buf[0];
-        const body = Buffer.from(this.buf.subarray(5, 1 + len));
-        this.buf = this.buf.subarray(1 + len);
-        this.waiter = undefined;
-        w.resolve({ type, body });
-        return;
-      }
-    }
-    if (this.gone) {
-      this.waiter = undefined;
-      w.reject(new ClientGone('client closed the connection during authentication'));
-    }
-  }
+  constructor(private readonly input: ClientInput) {}
 
   /** The next PasswordMessage / SASLInitialResponse / SASLResponse body. */
   async next(expected: string): Promise<Buffer> {
-    if (this.error) throw this.error;
-    const m = await new Promise<{ type: number; body: Buffer }>((resolve, reject) => {
-      this.waiter = { resolve, reject };
-      this.pump();
-    });
-    if (m.type === TERMINATE) throw new ClientGone('client sent Terminate during authentication');
-    if (m.type !== PASSWORD_MESSAGE) {
+    const input = this.input;
+    if (!(await input.need(5))) throw new ClientGone('client closed the connection during authentication');
+    const len = input.bytes.readUInt32BE(1);
+    if (len < 4 || len - 4 > MAX_AUTH_MESSAGE)
       throw new AuthFailure(
-        new PgError(SQLSTATE.protocolViolation, `expected ${expected} response, got message type ${m.type}`),
+        new PgError(SQLSTATE.protocolViolation, `invalid message length ${len} during authentication`),
+      );
+    if (!(await input.need(1 + len))) throw new ClientGone('client closed the connection during authentication');
+    const m = input.take(1 + len);
+    if (m[0] === TERMINATE) throw new ClientGone('client sent Terminate during authentication');
+    if (m[0] !== PASSWORD_MESSAGE) {
+      throw new AuthFailure(
+        new PgError(SQLSTATE.protocolViolation, `expected ${expected} response, got message type ${m[0]}`),
       );
     }
-    return m.body;
-  }
-
-  /** Stop reading; put anything read ahead back into the socket. */
-  detach(): void {
-    this.socket.removeListener('data', this.onData);
-    this.socket.removeListener('close', this.onClose);
-    const w = this.waiter;
-    this.waiter = undefined;
-    w?.reject(new ClientGone('authentication ended'));
-    if (this.buf.length > 0 && !this.socket.destroyed) this.socket.unshift(this.buf);
-    this.buf = Buffer.alloc(0);
+    return Buffer.from(m.subarray(5));
   }
 }
 
@@ -206,7 +157,7 @@ export function passwordMatches(password: string, user: string, stored: Password
  * logs the reason and returns undefined.
  */
 export async function authenticateClient(client: ClientInfo, env: FrontendAuthEnv): Promise<AuthSuccess | undefined> {
-  const reader = new AuthReader(client.socket);
+  const reader = new AuthReader(client.input);
   const user = client.params.get('user') ?? '';
   const database = client.params.get('database') ?? user;
   let method: HbaMethod | 'relay' = 'relay';
@@ -214,10 +165,8 @@ export async function authenticateClient(client: ClientInfo, env: FrontendAuthEn
     const r = env.hba
       ? await hbaAuth(client, env, reader, (m) => (method = m))
       : await relayAuth(client, env, reader, (m) => (method = m));
-    reader.detach();
     return r;
   } catch (e) {
-    reader.detach();
     const remote = client.local ? '[local]' : client.address;
     if (e instanceof ClientGone) {
       env.log.debug({ user, database, remote, method }, e.message);

@@ -11,6 +11,7 @@ import { PgError } from '../protocol/messages.js';
 import type { BackendSecret } from '../auth/backend.js';
 import type { SessionContext } from '../session/context.js';
 import { Session } from '../session/session.js';
+import type { ClientInput } from '../protocol/client-input.js';
 import { refuseClient } from './startup.js';
 
 export interface AdmissionOptions {
@@ -38,6 +39,7 @@ export class Admission {
     params: Map<string, string>,
     remote: string,
     authSecret: BackendSecret,
+    input: ClientInput,
   ): Promise<void> {
     const cfg = this.config;
     const reserved = cfg.reserved_connections;
@@ -87,7 +89,7 @@ export class Admission {
       else session.log.info(fields, 'connection received');
     }
     const startedAt = Date.now();
-    await session.start(() => {
+    await session.start(input, () => {
       this.sessions.delete(session);
       this.gate.release();
       if (this.config.log_disconnections)

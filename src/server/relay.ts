@@ -79,7 +79,8 @@ export class Relay implements SessionContext<Session> {
       auth: this.auth,
       registry: this.registry,
       stopping,
-      admit: (socket, params, remote, secret) => void this.admission.admit(socket, params, remote, secret),
+      admit: (socket, params, remote, secret, input) =>
+        void this.admission.admit(socket, params, remote, secret, input),
     });
     this.listener = new Listener({ config, log: this.log, onConnection: (s, local) => this.startup.accept(s, local) });
     this.janitor = new Janitor({ config, cache: this.cache, sessions: this.admission.sessions });

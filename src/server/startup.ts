@@ -9,6 +9,7 @@ import type net from 'node:net';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SQLSTATE, SSL_REQUEST_CODE } from '../protocol/constants.js';
+import { ClientInput } from '../protocol/client-input.js';
 import { PgError, errorResponse, negotiateProtocolVersion, parseStartupParams } from '../protocol/messages.js';
 import type { Authenticator } from '../auth/authenticator.js';
 import type { BackendSecret } from '../auth/backend.js';
@@ -19,6 +20,11 @@ import { upgradeClient, type ServerTls } from '../tls.js';
 
 /** PostgreSQL's limit on a start-up packet (MAX_STARTUP_PACKET_LENGTH). */
 const MAX_STARTUP_PACKET = 10000;
+/**
+ * What a client may have buffered before its session starts: one authentication
+ * message at most (PG_MAX_AUTH_TOKEN_LENGTH), with room for what it pipelines behind.
+ */
+const MAX_PRE_SESSION_BYTES = 128 * 1024;
 const N = Buffer.from('N');
 const S = Buffer.from('S');
 
@@ -49,7 +55,13 @@ export interface StartupOptions {
   /** Shutting down: new clients are dropped, authenticated ones not admitted. */
   stopping: () => boolean;
   /** An authenticated client, for admission. */
-  admit(socket: net.Socket, params: Map<string, string>, remote: string, secret: BackendSecret): void;
+  admit(
+    socket: net.Socket,
+    params: Map<string, string>,
+    remote: string,
+    secret: BackendSecret,
+    input: ClientInput,
+  ): void;
 }
 
 export class Startup {
@@ -126,35 +138,41 @@ export class Startup {
   }
 
   private async handshake(p: Pending): Promise<void> {
-    let reader = new StartupReader(p.socket);
+    let input = new ClientInput(p.socket, MAX_PRE_SESSION_BYTES);
+    let first = true;
     let sslAsked = false;
     let gssAsked = false;
     for (;;) {
-      const packet = await reader.next();
+      const packet = await readStartupPacket(input, first);
+      first = false;
       if (p.done) {
-        reader.detach();
+        input.detach();
         return;
       }
       if (packet === undefined) return; // closed
       if (typeof packet === 'string') {
-        reader.detach();
-        return this.refuse(p, new PgError(SQLSTATE.protocolViolation, packet));
+        // As PostgreSQL (COMMERROR): logged, not sent; the client may not even speak the protocol.
+        input.detach();
+        this.opts.log.info({ remote: p.remote, err: packet }, 'invalid start-up packet: connection closed');
+        this.endStartup(p);
+        p.socket.destroy();
+        return;
       }
       if (packet === DIRECT_TLS) {
         // PostgreSQL 17 sslnegotiation=direct: a TLS ClientHello instead of a start-up packet.
-        const leftover = reader.detach();
+        const leftover = input.detach();
         if (!this.opts.serverTls || p.local) {
           this.opts.log.info({ remote: p.remote }, 'direct TLS connection refused: ssl is not configured');
           this.endStartup(p);
           p.raw.destroy();
           return;
         }
-        p.raw.pause();
         p.raw.unshift(leftover);
         if (!(await this.startTls(p, true))) return;
         sslAsked = true;
         gssAsked = true;
-        reader = new StartupReader(p.socket);
+        input = new ClientInput(p.socket, MAX_PRE_SESSION_BYTES);
+        first = true;
         continue;
       }
       const len = packet.length;
@@ -162,7 +180,7 @@ export class Startup {
       if (code === SSL_REQUEST_CODE || code === GSSENC_REQUEST_CODE) {
         const isSsl = code === SSL_REQUEST_CODE;
         if (len !== 8 || p.tls || (isSsl ? sslAsked : gssAsked)) {
-          reader.detach();
+          input.detach();
           return this.refuse(p, new PgError(SQLSTATE.protocolViolation, 'unexpected SSL or GSS negotiation request'));
         }
         if (isSsl) sslAsked = true;
@@ -171,8 +189,7 @@ export class Startup {
           p.socket.write(N);
           continue;
         }
-        const leftover = reader.detach();
-        if (leftover.length > 0) {
+        if (input.detach().length > 0) {
           // CVE-2021-23214: nothing may be buffered under the TLS handshake.
           return this.refuse(
             p,
@@ -186,18 +203,19 @@ export class Startup {
         }
         p.socket.write(S);
         if (!(await this.startTls(p, false))) return;
-        reader = new StartupReader(p.socket);
+        input = new ClientInput(p.socket, MAX_PRE_SESSION_BYTES);
+        first = true;
         continue;
       }
-      const leftover = reader.detach();
       if (code === CANCEL_REQUEST_CODE) {
+        input.detach();
         this.endStartup(p);
         if (len === 16) this.handleCancel(packet.readInt32BE(8), packet.readInt32BE(12), p.remote);
         p.socket.destroy();
         return;
       }
-      if (leftover.length > 0) p.socket.unshift(leftover);
-      return this.startup(p, packet, code);
+      // Whatever the client sent behind its start-up packet stays in `input`, in order.
+      return this.startup(p, packet, code, input);
     }
   }
 
@@ -246,7 +264,7 @@ export class Startup {
     s.cancel();
   }
 
-  private async startup(p: Pending, packet: Buffer, version: number): Promise<void> {
+  private async startup(p: Pending, packet: Buffer, version: number, input: ClientInput): Promise<void> {
     const major = version >>> 16;
     const minor = version & 0xffff;
     if (major !== 3) {
@@ -301,6 +319,7 @@ export class Startup {
     p.authenticating = true;
     const auth = await this.opts.auth.authenticate({
       socket: p.socket,
+      input,
       params,
       address: p.local ? undefined : p.raw.remoteAddress,
       local: p.local,
@@ -312,7 +331,7 @@ export class Startup {
       return;
     }
     this.endStartup(p);
-    this.opts.admit(p.socket, params, p.remote, auth.secret);
+    this.opts.admit(p.socket, params, p.remote, auth.secret, input);
   }
 
   private refuse(p: Pending, err: PgError): void {
@@ -330,75 +349,19 @@ export function refuseClient(socket: net.Socket, err: PgError): void {
 const DIRECT_TLS = Symbol('direct-tls');
 
 /**
- * Reads start-up packets (Int32 length, then the rest) from a client socket.
- * next() resolves with a packet, DIRECT_TLS when the stream starts with a TLS
- * handshake record, an error message string for a bad length, or undefined
- * when the socket closed.
+ * The next start-up packet (Int32 length, then the rest): the packet, DIRECT_TLS when
+ * the stream starts with a TLS handshake record, an error message for a bad length,
+ * or undefined when the connection closed.
  */
-class StartupReader {
-  private buf: Buffer = Buffer.alloc(0);
-  private fresh = true;
-  private closed = false;
-  private waiter: ((r: Buffer | string | typeof DIRECT_TLS | undefined) => void) | undefined;
-
-  constructor(private readonly socket: net.Socket) {
-    socket.on('data', this.onData);
-    socket.on('close', this.onClose);
-    if (socket.destroyed) this.closed = true;
-  }
-
-  private readonly onData = (chunk: Buffer): void => {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-    this.pump();
-  };
-  private readonly onClose = (): void => {
-    this.closed = true;
-    this.pump();
-  };
-
-  private pump(): void {
-    const w = this.waiter;
-    if (!w) return;
-    if (this.fresh && this.buf.length >= 1 && this.buf[0] === 0x16) {
-      this.waiter = undefined;
-      w(DIRECT_TLS);
-      return;
-    }
-    if (this.buf.length >= 4) {
-      const len = this.buf.readUInt32BE(0);
-      if (len < 8 || len > MAX_STARTUP_PACKET) {
-        this.waiter = undefined;
-        w(`invalid length of startup packet (${len} bytes)`);
-        return;
-      }
-      if (this.buf.length >= len) {
-        const packet = this.buf.subarray(0, len);
-        this.buf = this.buf.subarray(len);
-        this.fresh = false;
-        this.waiter = undefined;
-        w(packet);
-        return;
-      }
-    }
-    if (this.closed) {
-      this.waiter = undefined;
-      w(undefined);
-    }
-  }
-
-  next(): Promise<Buffer | string | typeof DIRECT_TLS | undefined> {
-    return new Promise((resolve) => {
-      this.waiter = resolve;
-      this.pump();
-    });
-  }
-
-  /** Stop reading; returns bytes read past the last packet. */
-  detach(): Buffer {
-    this.socket.removeListener('data', this.onData);
-    this.socket.removeListener('close', this.onClose);
-    const b = this.buf;
-    this.buf = Buffer.alloc(0);
-    return b;
-  }
+async function readStartupPacket(
+  input: ClientInput,
+  first: boolean,
+): Promise<Buffer | string | typeof DIRECT_TLS | undefined> {
+  if (!(await input.need(1))) return undefined;
+  if (first && input.bytes[0] === 0x16) return DIRECT_TLS;
+  if (!(await input.need(4))) return undefined;
+  const len = input.bytes.readUInt32BE(0);
+  if (len < 8 || len > MAX_STARTUP_PACKET) return `invalid length of startup packet (${len} bytes)`;
+  if (!(await input.need(len))) return undefined;
+  return input.take(len);
 }

@@ -4,6 +4,7 @@
  * routing state, and the client flow control.
  */
 import type { Logger } from '../log.js';
+import type { PgError } from '../protocol/messages.js';
 import type { CONSUME_AND_SUSPEND, Drop, SUSPEND } from '../protocol/framing.js';
 import type { SessionRoutingState } from '../router/router.js';
 import type { Backends } from './backends.js';
@@ -29,4 +30,6 @@ export interface SessionCore {
   writeClient(bytes: Buffer): boolean;
   /** The client broke the protocol: FATAL 08P01 and the session ends. */
   protocolViolation(message: string): Drop;
+  /** The session cannot go on: `err` (FATAL) for the client, and the session ends. */
+  fail(err: PgError): Drop;
 }

@@ -10,9 +10,9 @@
  * node with their replies dropped. A pipeline that spans nodes gets one
  * ReadyForQuery for the client once every node answered its Sync.
  */
-import { TxStatus } from '../protocol/constants.js';
+import { SQLSTATE, TxStatus } from '../protocol/constants.js';
 import { DROP, SUSPEND, type Verdict } from '../protocol/framing.js';
-import { readyForQuery } from '../protocol/messages.js';
+import { PgError, readyForQuery } from '../protocol/messages.js';
 import type { Classification, Decision } from '../router/router.js';
 import { type BackendLink, FLUSH, type LinkExpectation, SYNC } from './backend-link.js';
 import type { BothNodes } from './both-nodes.js';
@@ -38,6 +38,11 @@ interface Portal {
   stmt?: Stmt;
   /** The Bind message, kept while the portal lives on a node its requests may be re-sent from. */
   bind?: Buffer;
+  /**
+   * An Execute ran on it: it may have returned rows (a row-limited Execute), so binding
+   * it again elsewhere would start over; its requests are no longer re-sent.
+   */
+  executed?: boolean;
 }
 
 /** Statements executed in the current pipeline, whose outcome updates the routing state at Sync. */
@@ -251,22 +256,55 @@ export class ExtendedProtocol {
     const b = s.backends;
     const stmt = kind === STATEMENT ? this.stmts.get(name) : undefined;
     const portal = kind === STATEMENT ? undefined : this.portals.get(name);
-    const obj = stmt ?? portal;
-    // A statement for both nodes is described by the primary; others where last parsed.
-    const link = (obj && !obj.both && b.get(obj.nodes[obj.nodes.length - 1])) || b.primary;
+    let link: BackendLink;
+    if (portal) {
+      const home = this.portalHome(portal);
+      if (!home) return this.lost(name, portal);
+      link = home;
+    } else {
+      // A statement for both nodes is described by the primary; others where last parsed.
+      link = (stmt && !stmt.both && b.get(stmt.nodes[stmt.nodes.length - 1])) || b.primary;
+    }
     if (!b.gate(link)) return s.wait('replies');
     b.inPipeline(link);
     return this.forward(link, {
       kind: 'describe',
       mode: 'forward',
-      resend: this.route.resendable(link)
-        ? resendSame(b, Buffer.from(buf.subarray(start - 5, end)), (to) => {
-            if (stmt) this.parseOn(stmt, to);
-            else if (portal) this.bindOn(portal, to);
-            else b.inPipeline(to);
-          })
-        : undefined,
+      resend:
+        this.route.resendable(link) && !portal?.executed
+          ? resendSame(b, Buffer.from(buf.subarray(start - 5, end)), (to) => {
+              if (stmt) this.parseOn(stmt, to);
+              else if (portal) this.bindOn(portal, to);
+              else b.inPipeline(to);
+            })
+          : undefined,
     });
+  }
+
+  /**
+   * The link a portal lives on. When its node went away since its Bind, it is bound
+   * again on the primary if no row of it was read yet; otherwise it is lost (undefined).
+   */
+  private portalHome(portal: Portal): BackendLink | undefined {
+    const b = this.s.backends;
+    if (portal.both) return b.primary;
+    const l = b.get(portal.nodes[0]);
+    if (l) return l;
+    if (portal.executed || !portal.bind) return undefined;
+    this.bindOn(portal, b.primary);
+    return b.primary;
+  }
+
+  /** A portal whose node went away with rows of it already read: the session cannot go on. */
+  private lost(name: string, portal: Portal): typeof DROP {
+    return this.s.fail(
+      new PgError(
+        SQLSTATE.connectionFailure,
+        `portal "${name}" was on backend node ${portal.nodes[0]}, which went away while it was being read`,
+        'FATAL',
+        'Reconnect and run the query again.',
+      ),
+    );
   }
 
   execute(portalName: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
@@ -274,7 +312,9 @@ export class ExtendedProtocol {
     const b = s.backends;
     const portal = this.portals.get(portalName);
     const p = b.primary;
-    const target = portal?.both ? p : (portal && b.get(portal.nodes[0])) || p;
+    const home = portal && this.portalHome(portal);
+    if (portal && !home) return this.lost(portalName, portal);
+    const target = home ?? p;
     if (!b.gate(target)) return s.wait('replies');
     if (portal?.both) {
       const second = b.get(portal.nodes[1]);
@@ -284,6 +324,8 @@ export class ExtendedProtocol {
       }
     }
     b.inPipeline(target);
+    const firstRun = portal !== undefined && portal.executed !== true;
+    if (portal) portal.executed = true;
     const st = portal?.stmt;
     let outcome: PendingOutcome | undefined;
     if (st?.decision) {
@@ -300,7 +342,7 @@ export class ExtendedProtocol {
           }
         : undefined,
       resend:
-        portal && !portal.both && this.route.resendable(target)
+        portal && firstRun && !portal.both && this.route.resendable(target)
           ? resendSame(b, Buffer.from(buf.subarray(start - 5, end)), (to) => this.bindOn(portal, to))
           : undefined,
     });

@@ -19,6 +19,7 @@
  * `Backends.write`, after the bytes scanned before the current message.
  */
 import type net from 'node:net';
+import type { ClientInput } from '../protocol/client-input.js';
 import type { ParamValue } from '../config/params.js';
 import { type Logger, redact } from '../log.js';
 import { FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
@@ -74,6 +75,8 @@ const TRACE = process.env.PGRELAY_TRACE === '1';
 export const MAX_PENDING_REQUESTS = 8192;
 /** ...and reading resumes below this many. */
 const RESUME_PENDING_REQUESTS = MAX_PENDING_REQUESTS / 2;
+/** How long a closing session waits for its client to read what is still on its way. */
+const CLOSING_CLIENT_IDLE_MS = 10_000;
 /** Notifications and notices held while a reply is on its way, before the primary is read no more. */
 const ASYNC_QUEUE_BYTES = 64 * 1024;
 
@@ -152,8 +155,12 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
 
   // ---------------------------------------------------------------- start-up
 
-  /** Connect to the backends, answer the client's start-up, start relaying. */
-  async start(onEnd: () => void): Promise<void> {
+  /**
+   * Connect to the backends, answer the client's start-up, start relaying. `input`
+   * holds what the client sent behind its start-up (and keeps reading until now):
+   * those messages are handled first.
+   */
+  async start(input: ClientInput, onEnd: () => void): Promise<void> {
     this.onEnd = onEnd;
     const client = this.client;
     client.on('close', () => this.onClientClosed());
@@ -161,6 +168,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     try {
       await this.backends.open(() => this.closed || client.destroyed);
     } catch (e) {
+      input.detach();
       const err =
         e instanceof PgError
           ? e
@@ -170,6 +178,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       return;
     }
     if (this.closed || client.destroyed) {
+      input.detach();
       this.close();
       return;
     }
@@ -179,8 +188,11 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     parts.push(backendKeyData(this.pid, this.secretKey), readyForQuery(p.conn.txStatus));
     client.write(Buffer.concat(parts));
     this.backends.attachAll();
+    const early = input.detach();
     client.on('data', this.onClientData);
+    client.resume();
     this.lastActivity = Date.now();
+    if (early.length > 0) this.onClientData(early);
   }
 
   // ---------------------------------------------------------------- client flow control
@@ -346,7 +358,11 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   }
 
   protocolViolation(message: string): Drop {
-    this.fatal(new PgError(SQLSTATE.protocolViolation, message));
+    return this.fail(new PgError(SQLSTATE.protocolViolation, message));
+  }
+
+  fail(err: PgError): Drop {
+    this.fatal(err);
     return DROP;
   }
 
@@ -541,7 +557,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.closed = true;
     this.client.removeListener('data', this.onClientData);
     if (!this.client.destroyed) this.client.end();
-    this.client.setTimeout(2000, () => this.client.destroy());
+    // A client that stops reading what is still on its way is dropped after a while.
+    this.client.setTimeout(CLOSING_CLIENT_IDLE_MS, () => this.client.destroy());
     this.backends.releaseAll(this.terminated);
     this.ctx.registry.unregister(this.pid);
     const cb = this.onEnd;

@@ -11,9 +11,22 @@ import { parseHba } from '../../src/auth/hba.js';
 import { md5Response } from '../../src/auth/md5.js';
 import { PoolPasswd } from '../../src/auth/passwd.js';
 import { ScramClient, buildScramVerifier } from '../../src/auth/scram.js';
+import { ClientInput } from '../../src/protocol/client-input.js';
 import { PgError } from '../../src/protocol/messages.js';
 import type { BackendAuthMethod } from '../../src/auth/backend.js';
 import { authenticateClient, type FrontendAuthEnv } from '../../src/auth/frontend.js';
+
+/** What authenticateClient gets for a client on `socket`. */
+function clientOf(socket: net.Socket, startup: Map<string, string>) {
+  return {
+    socket,
+    input: new ClientInput(socket, 128 * 1024),
+    params: startup,
+    address: '127.0.0.1',
+    local: false,
+    tls: undefined,
+  };
+}
 
 const sockets: net.Socket[] = [];
 const servers: net.Server[] = [];
@@ -99,7 +112,7 @@ describe('authenticateClient', () => {
       const { server, client } = await pair();
       const next = reader(client);
       const p = authenticateClient(
-        { socket: server, params: params('alice'), address: '127.0.0.1', local: false, tls: undefined },
+        clientOf(server, params('alice')),
         env({ hbaText: 'host all all 127.0.0.1/32 md5\n', passwd: 'alice:TEXTalicepw\n' }),
       );
       const r = await next();
@@ -126,7 +139,7 @@ describe('authenticateClient', () => {
     const next = reader(client);
     const verifier = buildScramVerifier('s3cret');
     const p = authenticateClient(
-      { socket: server, params: params('bob'), address: '127.0.0.1', local: false, tls: undefined },
+      clientOf(server, params('bob')),
       env({ hbaText: 'host all all 127.0.0.1/32 scram-sha-256\n', passwd: `bob:${verifier}\n` }),
     );
     const sasl = await next();
@@ -156,10 +169,7 @@ describe('authenticateClient', () => {
     ]) {
       const { server, client } = await pair();
       const next = reader(client);
-      const res = await authenticateClient(
-        { socket: server, params: params(user), address: '127.0.0.1', local: false, tls: undefined },
-        env({ hbaText: hba }),
-      );
+      const res = await authenticateClient(clientOf(server, params(user)), env({ hbaText: hba }));
       expect(res).toBeUndefined();
       const e = await next();
       expect(e.body.toString()).toContain(
@@ -173,7 +183,7 @@ describe('authenticateClient', () => {
     {
       const { server } = await pair();
       const res = await authenticateClient(
-        { socket: server, params: params('x'), address: '127.0.0.1', local: false, tls: undefined },
+        clientOf(server, params('x')),
         env({ method: 'trust', passwd: 'x:TEXTpw\n' }),
       );
       expect(res?.secret).toEqual({});
@@ -187,7 +197,7 @@ describe('authenticateClient', () => {
       const { server, client } = await pair();
       const next = reader(client);
       const p = authenticateClient(
-        { socket: server, params: params('x'), address: '127.0.0.1', local: false, tls: undefined },
+        clientOf(server, params('x')),
         env({ method: 'password', verifyWithBackend: verify }),
       );
       const r = await next();

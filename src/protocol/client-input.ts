@@ -1,0 +1,92 @@
+/**
+ * A client's bytes before its session starts: the start-up packet, the
+ * authentication messages, and whatever the client pipelined behind them (a Query,
+ * a Terminate…), which the session handles first, in order, as PostgreSQL does.
+ *
+ * One reader per socket from accept to the session, so no byte is lost between the
+ * start-up code, authentication and admission, and the socket is always read (a
+ * client that leaves while it waits for a session slot is noticed). What it holds
+ * is bounded: past `maxBuffered` bytes the socket is paused until they are consumed.
+ */
+import type net from 'node:net';
+
+const EMPTY = Buffer.alloc(0);
+
+export class ClientInput {
+  private buf: Buffer = EMPTY;
+  private closed = false;
+  private detached = false;
+  private notify: (() => void) | undefined;
+
+  constructor(
+    readonly socket: net.Socket,
+    /** At least the largest message read through it (start-up packet, password or SASL message). */
+    private readonly maxBuffered: number,
+  ) {
+    socket.on('data', this.onData);
+    socket.on('close', this.onClose);
+    if (socket.destroyed) this.closed = true;
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    if (this.buf.length >= this.maxBuffered) this.socket.pause();
+    this.wake();
+  };
+
+  private readonly onClose = (): void => {
+    this.closed = true;
+    this.wake();
+  };
+
+  private wake(): void {
+    const n = this.notify;
+    this.notify = undefined;
+    n?.();
+  }
+
+  /** The bytes received and not consumed yet. */
+  get bytes(): Buffer {
+    return this.buf;
+  }
+
+  /** The peer closed the connection. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Resolves true once `n` bytes are buffered, false if the connection closes first. */
+  async need(n: number): Promise<boolean> {
+    while (this.buf.length < n) {
+      if (this.closed || this.detached) return false;
+      if (this.socket.isPaused() && this.buf.length < this.maxBuffered) this.socket.resume();
+      await new Promise<void>((resolve) => {
+        this.notify = resolve;
+      });
+    }
+    return true;
+  }
+
+  /** Remove and return the first `n` buffered bytes. */
+  take(n: number): Buffer {
+    const out = this.buf.subarray(0, n);
+    this.buf = this.buf.subarray(n);
+    if (this.socket.isPaused() && this.buf.length < this.maxBuffered && !this.detached) this.socket.resume();
+    return out;
+  }
+
+  /**
+   * Stop reading: the socket is left paused for its next reader, which gets the bytes
+   * received and not consumed. Pending `need` calls resolve false.
+   */
+  detach(): Buffer {
+    this.detached = true;
+    this.socket.pause();
+    this.socket.removeListener('data', this.onData);
+    this.socket.removeListener('close', this.onClose);
+    const rest = this.buf;
+    this.buf = EMPTY;
+    this.wake();
+    return rest;
+  }
+}
