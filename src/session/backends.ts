@@ -23,6 +23,7 @@ import { isCacheableDatabase } from '../pool/cache.js';
 import type { BackendSecret } from '../auth/backend.js';
 import { type BackendConnection, cacheKeyFor, connectBackend, sendCancel } from '../pool/connector.js';
 import { queryMessage, resetConnection } from '../pool/query.js';
+import { isLive } from '../cluster/nodes.js';
 import type { SessionFacts } from '../router/router.js';
 import { BackendLink, type LinkExpectation, type LinkOwner } from './backend-link.js';
 import type { SessionContext } from './context.js';
@@ -159,8 +160,7 @@ export class Backends {
     const wanted = new Set<number>([primary.id]);
     if (router.loadBalancing) {
       if (router.statementLevel) {
-        for (const n of ctx.nodes.all())
-          if ((n.status === 'up' || n.status === 'waiting') && n.weight > 0) wanted.add(n.id);
+        for (const n of ctx.nodes.all()) if (isLive(n.status) && n.weight > 0) wanted.add(n.id);
       }
       let lb = router.chooseSessionNode(this.owner.facts);
       // A drawn node that lags may be replaced at once (prefer_lower_delay_standby).

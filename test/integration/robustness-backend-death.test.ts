@@ -16,7 +16,7 @@ import pg from 'pg';
 import Cursor from 'pg-cursor';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DevCluster } from '../../src/devcluster.js';
+import { DevCluster } from '../../dev/devcluster.js';
 import { showPoolNodes, until, waitForJson } from '../support/failover.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
 import { RawClient, closeAllRaw, dataRowValues, errorFields, queryMessage } from '../support/raw.js';

@@ -13,7 +13,7 @@
 import type net from 'node:net';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
-import { freePort } from '../../src/devcluster.js';
+import { freePort } from '../../dev/devcluster.js';
 import { getCluster } from '../support/cluster.js';
 import { closeAllClients, endPg, pgClient } from '../support/clients.js';
 import { jsMemory, sampleMemory } from '../support/memory.js';
