@@ -133,6 +133,18 @@ async function expectFatalAndClose(
   return f;
 }
 
+/**
+ * A start-up packet with an impossible length: as PostgreSQL (which logs "invalid
+ * length of startup packet" and replies nothing, since the peer may not speak the
+ * protocol at all), the connection is closed without a reply.
+ */
+async function expectClosedWithoutReply(raw: RawClient, timeoutMs = 5000): Promise<void> {
+  const { messages, closed, rest } = await raw.drainUntilClosed(timeoutMs);
+  expect(closed, `connection still open after ${timeoutMs} ms; got ${types(messages)}`).toBe(true);
+  expect(types(messages)).toBe('');
+  expect(rest.length).toBe(0);
+}
+
 /** A normal start-up and a query on an open raw connection. */
 async function expectWorkingSession(raw: RawClient): Promise<void> {
   const st = await raw.readStartupReply(10_000);
@@ -188,25 +200,25 @@ describe('start-up packet', () => {
   });
 
   for (const len of [0, 4, 7]) {
-    it(`rejects a start-up length field of ${len} (< 8) with 08P01`, async () => {
+    it(`closes a connection whose start-up length field is ${len} (< 8), without a reply`, async () => {
       const raw = await RawClient.connect(proxy.port);
       raw.send(int32(len), int32(PROTOCOL_3_0), Buffer.from('user\0postgres\0\0'));
-      await expectFatalAndClose(raw, '08P01', /invalid length of startup packet/);
+      await expectClosedWithoutReply(raw);
     });
   }
 
   for (const len of [10001, 0x7fffffff, 0xffffffff]) {
-    it(`rejects a start-up length field of ${len} (> 10000) with 08P01`, async () => {
+    it(`closes a connection whose start-up length field is ${len} (> 10000), without a reply`, async () => {
       const raw = await RawClient.connect(proxy.port);
       raw.send(int32(len), int32(PROTOCOL_3_0), Buffer.from('user\0postgres\0\0'));
-      await expectFatalAndClose(raw, '08P01', /invalid length of startup packet/);
+      await expectClosedWithoutReply(raw);
     });
   }
 
-  it('rejects an HTTP request sent to the port (08P01, no hang)', async () => {
+  it('closes the connection of an HTTP request sent to the port (no reply, no hang)', async () => {
     const raw = await RawClient.connect(proxy.port);
     raw.send(Buffer.from('GET / HTTP/1.1\r\nHost: localhost\r\n\r\n'));
-    await expectFatalAndClose(raw, '08P01', /invalid length of startup packet/);
+    await expectClosedWithoutReply(raw);
   });
 
   it('rejects protocol 2.0 with 0A000', async () => {
