@@ -173,18 +173,20 @@ export async function startServices(
   };
   const admin = services.admin;
 
-  relay.metrics = metrics;
-  relay.adminCommand = (session, sql) => admin.request(session, sql);
-  relay.countStatement = (nodeId, cls) => {
-    admin.countStatement(nodeId, cls);
-    metrics.queryRouted(queryKind(cls), nodeId);
+  relay.services = {
+    metrics,
+    adminCommand: (caller, sql) => admin.request(caller, sql),
+    countStatement: (nodeId, cls) => {
+      admin.countStatement(nodeId, cls);
+      metrics.queryRouted(queryKind(cls), nodeId);
+    },
+    countError: (nodeId, severity, sqlstate) => {
+      admin.countError(nodeId, severity);
+      metrics.error(sqlstate);
+    },
+    reportBackendError: (nodeId, kind) => cluster.reportBackendError(nodeId, kind),
+    waitForPrimary: (ms) => cluster.waitForPrimary(ms),
   };
-  relay.countError = (nodeId, severity, sqlstate) => {
-    admin.countError(nodeId, severity);
-    metrics.error(sqlstate);
-  };
-  relay.reportBackendError = (nodeId, kind) => cluster.reportBackendError(nodeId, kind);
-  relay.waitForPrimary = (ms) => cluster.waitForPrimary(ms);
 
   cluster.setSessionsOnNode((id) => {
     let n = 0;

@@ -57,7 +57,29 @@ export interface MetricsSnapshotProvider {
   nodes(): readonly MetricsNode[];
   /** Client sessions being served, and clients waiting for a session slot. */
   sessions(): { active: number; waiting: number };
+  /** What sessions hold back because a peer is slower than the other. */
+  backpressure(): SessionBackpressure;
   backendConnections(): Iterable<MetricsBackendConnection>;
+}
+
+/** Bytes buffered by sessions per direction, and sessions held back by backpressure. */
+export interface SessionBackpressure {
+  /** Written to clients and not yet taken by them. */
+  bytesToClients: number;
+  /** Written to backends and not yet taken by them. */
+  bytesToBackends: number;
+  /** Sessions not reading their client: a backend is congested or too many requests are outstanding. */
+  clientReadsPaused: number;
+  /** Sessions not reading a backend: their client does not read its replies. */
+  backendReadsPaused: number;
+}
+
+/** A session as the backpressure gauges see it (`Session` satisfies it). */
+export interface BackpressureView {
+  readonly bufferedToClient: number;
+  readonly bufferedToBackends: number;
+  readonly clientReadsPaused: boolean;
+  readonly backendReadsPaused: boolean;
 }
 
 export interface MetricsOptions {
@@ -350,6 +372,35 @@ export class PgrelayMetrics {
         this.set({ state: 'waiting' }, s.waiting);
       },
     });
+    const backpressure = (): SessionBackpressure =>
+      self.snapshot?.backpressure() ?? {
+        bytesToClients: 0,
+        bytesToBackends: 0,
+        clientReadsPaused: 0,
+        backendReadsPaused: 0,
+      };
+    new Gauge({
+      name: 'pgrelay_buffered_bytes',
+      help: 'Bytes sessions have written and their peers have not taken yet: to_client, to_backend.',
+      labelNames: ['direction'] as const,
+      registers,
+      collect() {
+        const p = backpressure();
+        this.set({ direction: 'to_client' }, p.bytesToClients);
+        this.set({ direction: 'to_backend' }, p.bytesToBackends);
+      },
+    });
+    new Gauge({
+      name: 'pgrelay_sessions_backpressured',
+      help: 'Sessions held back by backpressure: not reading their client (side=client) or a backend (side=backend).',
+      labelNames: ['side'] as const,
+      registers,
+      collect() {
+        const p = backpressure();
+        this.set({ side: 'client' }, p.clientReadsPaused);
+        this.set({ side: 'backend' }, p.backendReadsPaused);
+      },
+    });
 
     if (opts.defaultMetrics !== false) {
       collectDefaultMetrics({ register: this.registry, prefix: 'pgrelay_' });
@@ -445,11 +496,13 @@ export function createMetrics(opts: MetricsOptions = {}): PgrelayMetrics {
 export interface MetricsSources {
   nodes: { all(): readonly MetricsNode[] };
   sessions: {
-    all(): Iterable<{
-      readonly user: string;
-      readonly database: string;
-      readonly backendConnections: ReadonlyArray<{ readonly nodeId: number }>;
-    }>;
+    all(): Iterable<
+      BackpressureView & {
+        readonly user: string;
+        readonly database: string;
+        readonly backendConnections: ReadonlyArray<{ readonly nodeId: number }>;
+      }
+    >;
     readonly size: number;
   };
   cache: { entries(): Iterable<{ readonly nodeId: number; readonly params: ReadonlyMap<string, string> }> };
@@ -467,6 +520,16 @@ export function metricsSnapshotFrom(src: MetricsSources): MetricsSnapshotProvide
   return {
     nodes: () => src.nodes.all(),
     sessions: () => ({ active: src.sessions.size, waiting: src.waiting() }),
+    backpressure: () => {
+      const p = { bytesToClients: 0, bytesToBackends: 0, clientReadsPaused: 0, backendReadsPaused: 0 };
+      for (const s of src.sessions.all()) {
+        p.bytesToClients += s.bufferedToClient;
+        p.bytesToBackends += s.bufferedToBackends;
+        if (s.clientReadsPaused) p.clientReadsPaused++;
+        if (s.backendReadsPaused) p.backendReadsPaused++;
+      }
+      return p;
+    },
     *backendConnections(): Iterable<MetricsBackendConnection> {
       for (const s of src.sessions.all()) {
         for (const c of s.backendConnections)

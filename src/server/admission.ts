@@ -56,7 +56,7 @@ export class Admission {
     const waitStart = Date.now();
     const ok = await this.gate.acquire(cfg.client_queue_timeout * 1000, () => closedWhileWaiting);
     socket.removeListener('close', onClose);
-    this.opts.context.metrics?.slotWait((Date.now() - waitStart) / 1000);
+    this.opts.context.services.metrics.slotWait((Date.now() - waitStart) / 1000);
     if (!ok) {
       if (!closedWhileWaiting)
         refuseClient(
@@ -78,7 +78,7 @@ export class Admission {
     }
     const session = new Session(this.opts.context, socket, params, remote, authSecret);
     this.sessions.add(session);
-    this.opts.context.metrics?.clientConnected();
+    this.opts.context.services.metrics.clientConnected();
     if (cfg.log_connections) {
       const fields = { remote, application_name: session.applicationName };
       // log_hostname: resolve the client's host name without delaying the session.

@@ -13,7 +13,7 @@ import { setDefaultBackendTls } from '../pool/connector.js';
 import type { BackendSecret } from '../auth/backend.js';
 import { Authenticator } from '../auth/authenticator.js';
 import { backendTlsFromConfig, buildServerTls, type ServerTls } from '../tls.js';
-import type { SessionContext } from '../session/context.js';
+import { NO_SESSION_SERVICES, type SessionContext, type SessionServices } from '../session/context.js';
 import { SessionRegistry } from '../session/registry.js';
 import type { Session } from '../session/session.js';
 import { NodeTable } from '../cluster/nodes.js';
@@ -45,13 +45,8 @@ export class Relay implements SessionContext<Session> {
   private readonly janitor: Janitor;
   private stopping = false;
 
-  // Hooks set by src/services.ts (cluster manager, admin commands, statistics, metrics).
-  countStatement?: SessionContext<Session>['countStatement'];
-  countError?: SessionContext<Session>['countError'];
-  reportBackendError?: SessionContext<Session>['reportBackendError'];
-  waitForPrimary?: SessionContext<Session>['waitForPrimary'];
-  adminCommand?: SessionContext<Session>['adminCommand'];
-  metrics?: SessionContext<Session>['metrics'];
+  /** Set by src/services.ts (cluster manager, admin commands, statistics, metrics). */
+  services: SessionServices = NO_SESSION_SERVICES;
 
   constructor(opts: RelayOptions) {
     this.cfg = opts.config;

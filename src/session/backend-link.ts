@@ -52,6 +52,11 @@ export class BackendLink implements ReplyOutput {
   usedInTx = false;
   /** Waiting for the client to drain before reading more replies. */
   private pausedForClient = false;
+
+  /** Replies are not read until the client takes what it was sent. */
+  get waitingForClient(): boolean {
+    return this.pausedForClient;
+  }
   /** Reasons not to read replies now (see holdReading); the socket reads only at 0. */
   private readHolds = 0;
   private attached = false;

@@ -129,12 +129,12 @@ export class Backends {
       await this.openOnce();
     } catch (e) {
       const failedNode = ctx.nodes.primaryId;
-      if (!isNetworkError(e) || !ctx.reportBackendError || failedNode < 0) throw e;
+      if (!isNetworkError(e) || failedNode < 0) throw e;
       this.owner.log.info(
         { node: failedNode, err: (e as Error).message },
         'primary unreachable at connect: waiting for its health check',
       );
-      await withTimeout(Promise.resolve(ctx.reportBackendError(failedNode, 'connect')), 30_000);
+      await withTimeout(ctx.services.reportBackendError(failedNode, 'connect'), 30_000);
       if (isClosed()) return;
       await this.openOnce();
     }
@@ -144,8 +144,10 @@ export class Backends {
     const ctx = this.owner.ctx;
     const cfg = ctx.config();
     let primary = ctx.nodes.primaryNode();
-    if (!primary && ctx.waitForPrimary) {
-      const id = await ctx.waitForPrimary(cfg.connect_timeout > 0 ? Math.max(cfg.connect_timeout, 10_000) : 10_000);
+    if (!primary) {
+      const id = await ctx.services.waitForPrimary(
+        cfg.connect_timeout > 0 ? Math.max(cfg.connect_timeout, 10_000) : 10_000,
+      );
       if (id >= 0) primary = ctx.nodes.primaryNode();
     }
     if (!primary)
@@ -175,13 +177,13 @@ export class Backends {
     for (let i = 0; i < ids.length; i++) {
       const r = results[i];
       if (r.status === 'fulfilled') {
-        this.links[ids[i]] = new BackendLink(this.owner, r.value, ctx.metrics);
+        this.links[ids[i]] = new BackendLink(this.owner, r.value, ctx.services.metrics);
       } else if (ids[i] !== primary.id) {
         this.owner.log.warn(
           { node: ids[i], err: (r.reason as Error).message },
           'load-balance node unavailable; reading from the primary',
         );
-        if (isNetworkError(r.reason)) ctx.reportBackendError?.(ids[i], 'connect');
+        if (isNetworkError(r.reason)) void ctx.services.reportBackendError(ids[i], 'connect');
       }
     }
     const pr = results[ids.indexOf(primary.id)];
@@ -222,7 +224,7 @@ export class Backends {
       secret: (u) => this.owner.authSecret ?? ctx.backendSecret(u),
     });
     this.owner.debug({ node: nodeId, backendPid: conn.pid }, 'new backend connection');
-    ctx.metrics?.backendConnectionOpened(nodeId);
+    ctx.services.metrics.backendConnectionOpened(nodeId);
     conn.useCount++;
     ctx.nodes.markUsed(nodeId);
     return conn;
@@ -246,7 +248,7 @@ export class Backends {
         conn.close();
         return;
       }
-      const link = new BackendLink(this.owner, conn, ctx.metrics);
+      const link = new BackendLink(this.owner, conn, ctx.services.metrics);
       this.links[nodeId] = link;
       link.attach();
       for (const sql of replay) {
@@ -261,7 +263,7 @@ export class Backends {
         { node: nodeId, err: (e as Error).message },
         'could not connect to the node chosen for reads; reading from the primary',
       );
-      if (isNetworkError(e)) ctx.reportBackendError?.(nodeId, 'connect');
+      if (isNetworkError(e)) void ctx.services.reportBackendError(nodeId, 'connect');
     }
   }
 

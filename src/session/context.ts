@@ -20,21 +20,27 @@ export interface SessionContext<S = unknown> {
   readonly log: Logger;
   readonly registry: SessionRegistry<S>;
   backendSecret(user: string): BackendSecret | undefined;
+  /** What the rest of pgrelay does for sessions (services.ts wires it; no-ops until then). */
+  readonly services: SessionServices;
+}
+
+/** The services around the relay, as sessions use them. */
+export interface SessionServices {
   /** Count a statement routed to a node (SHOW pool_nodes select_cnt, pool_backend_stats, metrics). */
-  countStatement?(nodeId: number, cls: Classification): void;
-  /**
-   * A backend connection of a client session failed (failover_on_backend_error). Resolves
-   * true when the node was failed over after its health check.
-   */
-  reportBackendError?(nodeId: number, kind: 'connect' | 'io' | 'shutdown'): Promise<boolean> | undefined;
-  /** Wait (bounded) for a primary during a failover; resolves with its id or -1. */
-  waitForPrimary?(timeoutMs: number): Promise<number>;
-  /** An admin command (SHOW pool_*, PGPOOL …) for this session, or undefined if `sql` is not one. */
-  adminCommand?(session: AdminCaller, sql: string): AdminRequest | undefined;
-  /** Traffic and connection counters (Prometheus); optional. */
-  readonly metrics?: TrafficCounters;
+  countStatement(nodeId: number, cls: Classification): void;
   /** A backend reported an error (SHOW pool_backend_stats, metrics). */
-  countError?(nodeId: number, severity: string, sqlstate: string): void;
+  countError(nodeId: number, severity: string, sqlstate: string): void;
+  /**
+   * A backend connection of a client session failed (failover_on_backend_error): the node
+   * is checked. Resolves true when it was failed over.
+   */
+  reportBackendError(nodeId: number, kind: 'connect' | 'io' | 'shutdown'): Promise<boolean>;
+  /** Wait (bounded) for a primary during a failover; resolves with its id or -1. */
+  waitForPrimary(timeoutMs: number): Promise<number>;
+  /** An admin command (SHOW pool_*, PGPOOL …) for this session, or undefined if `sql` is not one. */
+  adminCommand(caller: AdminCaller, sql: string): AdminRequest | undefined;
+  /** Traffic and connection counters (Prometheus). */
+  readonly metrics: TrafficCounters;
 }
 
 /** The counters a session feeds (implemented by metrics/metrics.ts PgrelayMetrics). */
@@ -47,6 +53,26 @@ export interface TrafficCounters {
   clientConnected(): void;
   slotWait(seconds: number): void;
 }
+
+const ignore = (): void => undefined;
+
+/** Services that do nothing: a relay that runs without the cluster manager, admin engine or metrics. */
+export const NO_SESSION_SERVICES: SessionServices = {
+  countStatement: ignore,
+  countError: ignore,
+  reportBackendError: () => Promise.resolve(false),
+  waitForPrimary: () => Promise.resolve(-1),
+  adminCommand: () => undefined,
+  metrics: {
+    clientBytesIn: ignore,
+    clientBytesOut: ignore,
+    backendBytesIn: ignore,
+    backendBytesOut: ignore,
+    backendConnectionOpened: ignore,
+    clientConnected: ignore,
+    slotWait: ignore,
+  },
+};
 
 /** Why the client's messages wait: only the matching event lets them continue. */
 export type WaitReason = 'replies' | 'catalog' | 'both' | 'admin' | 'connect' | 'backpressure';

@@ -105,7 +105,7 @@ export class StatementRouting {
    */
   counted(link: BackendLink, sql: string, cls: Classification): void {
     const s = this.s;
-    s.ctx.countStatement?.(link.nodeId, cls);
+    s.ctx.services.countStatement(link.nodeId, cls);
     const cfg = s.ctx.config();
     if (cfg.log_per_node_statement)
       s.log.info({ node: link.nodeId, backendPid: link.conn.pid, statement: redact(sql) }, 'statement');

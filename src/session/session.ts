@@ -72,7 +72,7 @@ const TRACE = process.env.PGRELAY_TRACE === '1';
  * Sync (its 8 kB output buffer holds at most about 1,600 five-byte replies), so that a
  * pipeline that reads its replies never waits on it.
  */
-export const MAX_PENDING_REQUESTS = 8192;
+export const MAX_PENDING_REQUESTS = 4096;
 /** ...and reading resumes below this many. */
 const RESUME_PENDING_REQUESTS = MAX_PENDING_REQUESTS / 2;
 /** How long a closing session waits for its client to read what is still on its way. */
@@ -199,7 +199,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
 
   private readonly onClientData = (chunk: Buffer): void => {
     this.lastActivity = Date.now();
-    this.ctx.metrics?.clientBytesIn(chunk.length);
+    this.ctx.services.metrics.clientBytesIn(chunk.length);
     this.scanner.push(chunk);
     this.updateReading();
   };
@@ -280,7 +280,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
         const sql = q[0];
         if (this.ctx.config().log_statement && !this.scanner.resuming)
           this.log.info({ statement: redact(sql), prepared: name }, 'statement (parse)');
-        const req = this.ctx.adminCommand?.(this, sql);
+        const req = this.ctx.services.adminCommand(this, sql);
         if (req) {
           this.extended.forgetStatement(name);
           return this.admin.parse(name, req);
@@ -374,7 +374,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const sql = q[0];
     if (this.ctx.config().log_statement && !this.scanner.resuming)
       this.log.info({ statement: redact(sql) }, 'statement');
-    const req = this.ctx.adminCommand?.(this, sql);
+    const req = this.ctx.services.adminCommand(this, sql);
     if (req) return this.admin.query(req);
     const b = this.backends;
     const cls = this.ctx.router.classifyOnce(sql);
@@ -417,7 +417,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
 
   writeClient(bytes: Buffer): boolean {
     if (this.closed || this.client.destroyed) return true;
-    this.ctx.metrics?.clientBytesOut(bytes.length);
+    this.ctx.services.metrics.clientBytesOut(bytes.length);
     return this.client.write(bytes);
   }
 
@@ -462,13 +462,13 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   }
 
   backendError(link: BackendLink, f: ErrorFieldMap): void {
-    this.ctx.countError?.(link.nodeId, f.V ?? f.S ?? 'ERROR', f.C ?? '');
+    this.ctx.services.countError(link.nodeId, f.V ?? f.S ?? 'ERROR', f.C ?? '');
   }
 
   backendFatal(link: BackendLink, f: ErrorFieldMap): void {
     this.log.warn({ node: link.nodeId, code: f.C, err: f.M }, 'backend sent FATAL');
     if (f.C === SQLSTATE.adminShutdown || f.C === SQLSTATE.crashShutdown)
-      this.ctx.reportBackendError?.(link.nodeId, 'shutdown');
+      void this.ctx.services.reportBackendError(link.nodeId, 'shutdown');
   }
 
   linkBroken(link: BackendLink, message: string): void {
@@ -478,7 +478,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
 
   linkClosed(link: BackendLink): void {
     if (this.closed) return;
-    if (!link.fatal) this.ctx.reportBackendError?.(link.nodeId, 'io');
+    if (!link.fatal) void this.ctx.services.reportBackendError(link.nodeId, 'io');
     if (link !== this.backends.primary && moveReadsOff(this, link, (id) => this.extended.forgetNode(id))) return;
     if (link.fatal) {
       this.close();
@@ -520,6 +520,30 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
 
   get backendConnections(): BackendConnection[] {
     return this.backends.connections;
+  }
+
+  /** Bytes written to the client that it has not taken yet. */
+  get bufferedToClient(): number {
+    return this.client.writableLength;
+  }
+
+  /** Bytes written to the backends that they have not taken yet. */
+  get bufferedToBackends(): number {
+    let n = 0;
+    for (const l of this.backends.list) if (l) n += l.conn.socket.writableLength;
+    return n;
+  }
+
+  /** The client is not read: a backend is congested or too many requests are outstanding. */
+  get clientReadsPaused(): boolean {
+    return this.waitingFor === 'backpressure' || (this.clientPaused && this.backends.congested);
+  }
+
+  /** A backend is not read because the client does not take its replies. */
+  get backendReadsPaused(): boolean {
+    if (this.asyncHeld !== undefined) return true;
+    for (const l of this.backends.list) if (l?.waitingForClient) return true;
+    return false;
   }
 
   /** Is this session using node `id` (for a graceful detach)? */

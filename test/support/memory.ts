@@ -33,6 +33,16 @@ export async function jsMemory(metricsPort: number): Promise<number> {
   return value(f, 'pgrelay_nodejs_heap_size_used_bytes') + value(f, 'pgrelay_nodejs_external_memory_bytes');
 }
 
+/** One sample of a metric, by name and labels (undefined when absent). */
+export async function metricValue(
+  metricsPort: number,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number | undefined> {
+  const f = parsePrometheus(await get(metricsPort, '/metrics', 10_000));
+  return f.get(name)?.samples.find((s) => Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
+}
+
 /** Samples jsMemory every `everyMs` until stopped; `stop()` resolves with the largest value seen. */
 export function sampleMemory(metricsPort: number, everyMs = 250): { stop: () => Promise<number> } {
   let max = 0;

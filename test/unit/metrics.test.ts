@@ -20,6 +20,7 @@ function snapshot(): MetricsSnapshotProvider {
       { id: 1, host: 'pg1', port: 5433, status: 'down', role: 'standby', delayBytes: 4096, delaySeconds: 1.5 },
     ],
     sessions: () => ({ active: 3, waiting: 1 }),
+    backpressure: () => ({ bytesToClients: 1000, bytesToBackends: 20, clientReadsPaused: 1, backendReadsPaused: 2 }),
     backendConnections: () => [
       { nodeId: 0, user: 'u', database: 'd', inUse: true },
       { nodeId: 0, user: 'u', database: 'd', inUse: true },
@@ -140,6 +141,10 @@ describe('metrics', () => {
     expect(value(f, 'pgrelay_client_sessions', { state: 'active' })).toBe(3);
     expect(value(f, 'pgrelay_client_sessions', { state: 'waiting' })).toBe(1);
     expect(value(f, 'pgrelay_session_slot_wait_seconds', {}, 'pgrelay_session_slot_wait_seconds_count')).toBe(0);
+    expect(value(f, 'pgrelay_buffered_bytes', { direction: 'to_client' })).toBe(1000);
+    expect(value(f, 'pgrelay_buffered_bytes', { direction: 'to_backend' })).toBe(20);
+    expect(value(f, 'pgrelay_sessions_backpressured', { side: 'client' })).toBe(1);
+    expect(value(f, 'pgrelay_sessions_backpressured', { side: 'backend' })).toBe(2);
   });
 
   it('uses a dedicated registry (instances do not collide)', async () => {
@@ -159,11 +164,39 @@ describe('metricsSnapshotFrom', () => {
       nodes: {
         all: () => [{ id: 0, host: 'h', port: 1, status: 'up', role: 'primary', delayBytes: 0, delaySeconds: 0 }],
       },
-      sessions: { all: () => [{ user: 'u', database: 'd', backendConnections: [{ nodeId: 0 }] }], size: 1 },
+      sessions: {
+        all: () => [
+          {
+            user: 'u',
+            database: 'd',
+            backendConnections: [{ nodeId: 0 }],
+            bufferedToClient: 300,
+            bufferedToBackends: 7,
+            clientReadsPaused: true,
+            backendReadsPaused: false,
+          },
+          {
+            user: 'v',
+            database: 'd',
+            backendConnections: [],
+            bufferedToClient: 100,
+            bufferedToBackends: 0,
+            clientReadsPaused: false,
+            backendReadsPaused: true,
+          },
+        ],
+        size: 2,
+      },
       cache: { entries: () => [{ nodeId: 1, params: new Map([['user', 'c']]) }] },
       waiting: () => 2,
     });
-    expect(snap.sessions()).toEqual({ active: 1, waiting: 2 });
+    expect(snap.sessions()).toEqual({ active: 2, waiting: 2 });
+    expect(snap.backpressure()).toEqual({
+      bytesToClients: 400,
+      bytesToBackends: 7,
+      clientReadsPaused: 1,
+      backendReadsPaused: 1,
+    });
     expect([...snap.backendConnections()]).toEqual([
       { nodeId: 0, user: 'u', database: 'd', inUse: true },
       { nodeId: 1, user: 'c', database: 'c', inUse: false },
