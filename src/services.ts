@@ -6,7 +6,9 @@
  */
 import { createRequire } from 'node:module';
 import type { Config } from './config/types.js';
-import { ConfigError, diffConfigs, loadConfig, type LoadOptions } from './config/load.js';
+import { diffConfigs } from './config/diff.js';
+import { ConfigError } from './config/issues.js';
+import { loadConfig, type LoadOptions } from './config/load.js';
 import type { Logger } from './log.js';
 import type { Relay } from './server/relay.js';
 import type { ClusterManager } from './cluster/manager.js';

@@ -28,7 +28,8 @@
  */
 import type { NodeState } from '../cluster/nodes.js';
 import type { Config } from '../config/types.js';
-import { backendFlagString, findParamDef, parseParamValue, type ParamDef, type ParamValue } from '../config/load.js';
+import { findParamDef, type ParamDef, type ParamValue } from '../config/params.js';
+import { backendFlagString, parseParamValue } from '../config/values.js';
 import type { ErrorFields } from '../protocol/messages.js';
 import { SQLSTATE } from '../protocol/constants.js';
 import { describeAdminCommand, type AdminCommand, type StopMode } from './commands.js';

@@ -4,21 +4,17 @@
  * ('5min', '256MB'), secrets '*****'. config/ loads and validates the values;
  * this module only turns them into reply text.
  */
-import { paramValue } from '../config/load.js';
 import {
-  BASE_UNIT_SIZE,
-  MEMORY_UNITS,
   PARAMS,
   SHOW_GROUPS,
-  TIME_UNITS,
-  isTimeUnit,
   resolveParamName,
   type ParamDef,
-  type ParamUnit,
   type ParamValue,
   type ShowGroup,
 } from '../config/params.js';
 import type { Config } from '../config/types.js';
+import { BASE_UNIT_SIZE, MEMORY_UNITS, TIME_UNITS, isTimeUnit, type ParamUnit } from '../config/units.js';
+import { paramValue } from '../config/values.js';
 
 /** Largest unit first, so the first exact fit is the shortest spelling. */
 const largestFirst = (units: Readonly<Record<string, number>>): ReadonlyArray<[string, number]> =>
