@@ -16,7 +16,7 @@ import { ClusterError } from './cluster/manager.js';
 import { oneShotQuery, srCheckCredentials } from './cluster/conn.js';
 import { loadPoolPasswd } from './auth/credentials.js';
 import { AdminService } from './admin/service.js';
-import type { HealthCheckStats, ProbeResult } from './admin/engine.js';
+import type { HealthCheckStats, ProbeResult } from './admin/context.js';
 import type { StopMode } from './admin/commands.js';
 import { createMetrics, metricsSnapshotFrom, type PgrelayMetrics, type QueryKind } from './metrics/metrics.js';
 import { startMetricsServer, type MetricsServer } from './metrics/http.js';
