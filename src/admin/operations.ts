@@ -48,38 +48,28 @@ function checkNode(ctx: AdminContext, node: number): AdminResult | undefined {
   });
 }
 
+/** A node operation: the node must exist and be in use before the operation runs. */
+async function onNode(
+  ctx: AdminContext,
+  cmd: Extract<OperationCommand, { node: number }>,
+  tag: string,
+  op: (() => Promise<void> | void) | undefined,
+): Promise<AdminResult> {
+  return checkNode(ctx, cmd.node) ?? (await runOp(tag, op, describeAdminCommand(cmd)));
+}
+
 export async function runOperation(cmd: OperationCommand, ctx: AdminContext): Promise<AdminResult> {
+  const ops = ctx.ops;
   switch (cmd.kind) {
     case 'attach_node':
-      return (
-        checkNode(ctx, cmd.node) ??
-        (await runOp(
-          'ATTACH NODE',
-          ctx.ops?.attachNode && (() => ctx.ops!.attachNode!(cmd.node)),
-          describeAdminCommand(cmd),
-        ))
-      );
+      return onNode(ctx, cmd, 'ATTACH NODE', ops?.attachNode && (() => ops.attachNode!(cmd.node)));
     case 'detach_node':
-      return (
-        checkNode(ctx, cmd.node) ??
-        (await runOp(
-          'DETACH NODE',
-          ctx.ops?.detachNode && (() => ctx.ops!.detachNode!(cmd.node, cmd.gracefully)),
-          describeAdminCommand(cmd),
-        ))
-      );
+      return onNode(ctx, cmd, 'DETACH NODE', ops?.detachNode && (() => ops.detachNode!(cmd.node, cmd.gracefully)));
     case 'promote_node':
-      return (
-        checkNode(ctx, cmd.node) ??
-        (await runOp(
-          'PROMOTE NODE',
-          ctx.ops?.promoteNode && (() => ctx.ops!.promoteNode!(cmd.node, cmd.switchover)),
-          describeAdminCommand(cmd),
-        ))
-      );
+      return onNode(ctx, cmd, 'PROMOTE NODE', ops?.promoteNode && (() => ops.promoteNode!(cmd.node, cmd.switchover)));
     case 'reload':
-      return await runOp('RELOAD', ctx.ops?.reload && (() => ctx.ops!.reload!()), 'PGPOOL RELOAD');
+      return runOp('RELOAD', ops?.reload && (() => ops.reload!()), 'PGPOOL RELOAD');
     case 'stop':
-      return await runOp('STOP', ctx.ops?.stop && (() => ctx.ops!.stop!(cmd.mode)), describeAdminCommand(cmd));
+      return runOp('STOP', ops?.stop && (() => ops.stop!(cmd.mode)), describeAdminCommand(cmd));
   }
 }

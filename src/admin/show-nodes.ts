@@ -72,6 +72,11 @@ function roleOf(ctx: AdminContext, n: AdminNode): string {
   return n.id === ctx.primaryId ? 'primary' : 'standby';
 }
 
+/** The first columns of pool_backend_stats and pool_health_check_stats. */
+function nodeCells(ctx: AdminContext, n: AdminNode): string[] {
+  return [String(n.id), hostname(n), String(n.port), n.status, roleOf(ctx, n)];
+}
+
 function healthCheckPeriod(cfg: Config, nodeId: number): number {
   return (cfg.health_check_per_node[nodeId] ?? cfg.health_check).period;
 }
@@ -153,11 +158,7 @@ export function showPoolBackendStats(ctx: AdminContext): AdminResult {
   const rows = ctx.nodes.map((n) => {
     const c = ctx.counters(n.id);
     return [
-      String(n.id),
-      hostname(n),
-      String(n.port),
-      n.status,
-      roleOf(ctx, n),
+      ...nodeCells(ctx, n),
       int(c?.select_cnt),
       int(c?.insert_cnt),
       int(c?.update_cnt),
@@ -177,11 +178,7 @@ export function showPoolHealthCheckStats(ctx: AdminContext): AdminResult {
     const s = ctx.healthStats?.(n.id);
     const ran = s ? s.totalCount - s.skipCount : 0;
     return [
-      String(n.id),
-      hostname(n),
-      String(n.port),
-      n.status,
-      roleOf(ctx, n),
+      ...nodeCells(ctx, n),
       formatTimestamp(n.lastStatusChange),
       int(s?.totalCount),
       int(s?.successCount),
