@@ -12,7 +12,7 @@ import { loadConfig, type LoadOptions } from './config/load.js';
 import type { Logger } from './log.js';
 import type { Relay } from './server/relay.js';
 import type { ClusterManager } from './cluster/manager.js';
-import { ClusterError } from './cluster/manager.js';
+import { ClusterError } from './cluster/operations.js';
 import { oneShotQuery, srCheckCredentials } from './cluster/conn.js';
 import { loadPoolPasswd } from './auth/credentials.js';
 import { AdminService } from './admin/service.js';
