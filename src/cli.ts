@@ -5,7 +5,8 @@
  *   pgrelay [-f pgpool.conf] [--port N] [--backend host:port ...] [--set key=value ...]
  *   pgrelay md5 PASSWORD | enc PASSWORD | passwd ...   (see --help)
  */
-import { loadConfig, ConfigError } from './config/load.js';
+import { ConfigError } from './config/issues.js';
+import { loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { createLogger } from './log.js';
 import { Relay } from './server/relay.js';

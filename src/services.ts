@@ -6,15 +6,17 @@
  */
 import { createRequire } from 'node:module';
 import type { Config } from './config/types.js';
-import { ConfigError, diffConfigs, loadConfig, type LoadOptions } from './config/load.js';
+import { diffConfigs } from './config/diff.js';
+import { ConfigError } from './config/issues.js';
+import { loadConfig, type LoadOptions } from './config/load.js';
 import type { Logger } from './log.js';
 import type { Relay } from './server/relay.js';
 import type { ClusterManager } from './cluster/manager.js';
-import { ClusterError } from './cluster/manager.js';
+import { ClusterError } from './cluster/operations.js';
 import { oneShotQuery, srCheckCredentials } from './cluster/conn.js';
 import { loadPoolPasswd } from './auth/credentials.js';
 import { AdminService } from './admin/service.js';
-import type { HealthCheckStats, ProbeResult } from './admin/engine.js';
+import type { HealthCheckStats, ProbeResult } from './admin/context.js';
 import type { StopMode } from './admin/commands.js';
 import { createMetrics, metricsSnapshotFrom, type PgrelayMetrics, type QueryKind } from './metrics/metrics.js';
 import { startMetricsServer, type MetricsServer } from './metrics/http.js';

@@ -9,16 +9,16 @@ import type { NodeTable } from '../cluster/nodes.js';
 import type { ConnectionCache } from '../pool/cache.js';
 import type { Classification } from '../router/classifier.js';
 import { mayBeAdminCommand, parseAdminCommand } from './commands.js';
-import {
-  type AdminSessionInfo,
-  executeAdmin,
-  type AdminOperations,
-  type AdminResult,
-  type HealthCheckStats,
-  type NodeStatementCounters,
-  type ProbeResult,
-  type SessionParamOverlay,
-} from './engine.js';
+import type {
+  AdminOperations,
+  AdminSessionInfo,
+  HealthCheckStats,
+  NodeStatementCounters,
+  ProbeResult,
+  SessionParamOverlay,
+} from './context.js';
+import { executeAdmin } from './engine.js';
+import type { AdminResult } from './result.js';
 
 export interface AdminRequest {
   run(): Promise<AdminResult>;

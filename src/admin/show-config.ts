@@ -4,21 +4,19 @@
  * ('5min', '256MB'), secrets '*****'. config/ loads and validates the values;
  * this module only turns them into reply text.
  */
-import { paramValue } from '../config/load.js';
 import {
-  BASE_UNIT_SIZE,
-  MEMORY_UNITS,
   PARAMS,
   SHOW_GROUPS,
-  TIME_UNITS,
-  isTimeUnit,
   resolveParamName,
   type ParamDef,
-  type ParamUnit,
   type ParamValue,
   type ShowGroup,
 } from '../config/params.js';
 import type { Config } from '../config/types.js';
+import { BASE_UNIT_SIZE, MEMORY_UNITS, TIME_UNITS, isTimeUnit, type ParamUnit } from '../config/units.js';
+import { backendFlagString, paramValue } from '../config/values.js';
+import type { NodeState } from '../cluster/nodes.js';
+import { normalisedWeights } from './result.js';
 
 /** Largest unit first, so the first exact fit is the shortest spelling. */
 const largestFirst = (units: Readonly<Record<string, number>>): ReadonlyArray<[string, number]> =>
@@ -119,4 +117,58 @@ export function showParamRows(c: Config, what: string): ShowRow[] | undefined {
   const r = resolveParamName(w);
   if (!r || r.def.scope === 'global' || r.index >= 0) return undefined;
   return scopeRows(c, r.def.scope, [r.def]);
+}
+
+/** pgpool's get_config() enum numbering (SHOW pool_status prints enums as numbers). */
+const ENUM_NUMBERS: Record<string, Record<string, number>> = {
+  disable_load_balance_on_write: { off: 1, transaction: 2, trans_transaction: 3, always: 4, dml_adaptive: 5 },
+  backend_clustering_mode: {
+    streaming_replication: 1,
+    native_replication: 2,
+    logical_replication: 3,
+    slony: 4,
+    raw: 5,
+    snapshot_isolation: 6,
+  },
+};
+
+/** What SHOW pool_status reads of each node: the node table's view, not the configuration's. */
+export type PoolStatusNode = Pick<NodeState, 'host' | 'port' | 'weight' | 'status' | 'delayBytes'>;
+
+/**
+ * SHOW pool_status (pgpool-II's SHOW POOL_STATUS): the global parameters as item/value/description
+ * with booleans and enums as numbers, then per backend its hostname, port,
+ * normalised weight (%f), data directory, status, standby delay, flag and
+ * application name.
+ */
+export function poolStatusRows(cfg: Config, nodes: readonly PoolStatusNode[]): ShowRow[] {
+  const rows: ShowRow[] = [];
+  const all = showParamRows(cfg, 'all') ?? [];
+  for (const r of all) {
+    if (r.item.startsWith('backend_') || /^health_check_\w+\d+$/.test(r.item)) continue;
+    let v = r.value;
+    const nums = ENUM_NUMBERS[r.item];
+    if (nums && v in nums) v = String(nums[v]);
+    else if (v === 'on') v = '1';
+    else if (v === 'off') v = '0';
+    rows.push({ item: r.item, value: v, description: r.description });
+  }
+  const weights = normalisedWeights(nodes);
+  const add = (item: string, value: string, description: string): void => {
+    rows.push({ item, value, description });
+  };
+  for (let i = 0; i < nodes.length; i++) {
+    const n = nodes[i]!;
+    const b = cfg.backends[i];
+    const flag = backendFlagString(b ?? { allow_to_failover: true, always_primary: false });
+    add(`backend_hostname${i}`, n.host, `backend #${i} hostname`);
+    add(`backend_port${i}`, String(n.port), `backend #${i} port number`);
+    add(`backend_weight${i}`, (weights[i] ?? 0).toFixed(6), `weight of backend #${i}`);
+    add(`backend_data_directory${i}`, b?.data_directory ?? '', `data directory for backend #${i}`);
+    add(`backend_status${i}`, n.status, `status of backend #${i}`);
+    add(`standby_delay${i}`, String(Math.max(0, Math.round(n.delayBytes ?? 0))), `standby delay of backend #${i}`);
+    add(`backend_flag${i}`, flag, `backend #${i} flag`);
+    add(`backend_application_name${i}`, b?.application_name ?? '', `application_name for backend #${i}`);
+  }
+  return rows;
 }

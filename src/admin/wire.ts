@@ -17,7 +17,7 @@
  */
 import { BE } from '../protocol/constants.js';
 import { commandComplete, dataRow, errorResponse, noticeResponse, rowDescription } from '../protocol/messages.js';
-import type { AdminResult } from './engine.js';
+import type { AdminResult } from './result.js';
 
 /** Type oid of every admin column: text. */
 export const ADMIN_COLUMN_TYPE_OID = 25;

@@ -16,7 +16,9 @@ import { DevCluster } from '../../dev/devcluster.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/types.js';
 import { NodeTable } from '../../src/cluster/nodes.js';
-import { ClusterManager, ClusterError, type HealthCheckEvent } from '../../src/cluster/manager.js';
+import type { HealthCheckEvent } from '../../src/cluster/events.js';
+import { ClusterManager } from '../../src/cluster/manager.js';
+import { ClusterError } from '../../src/cluster/operations.js';
 
 function until(cond: () => boolean, timeoutMs: number, what: string): Promise<number> {
   const t0 = Date.now();

@@ -2,22 +2,19 @@ import { describe, it, expect } from 'vitest';
 import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/types.js';
 import { mayBeAdminCommand, parseAdminCommand, type AdminCommand } from '../../src/admin/commands.js';
-import {
-  POOL_HEALTH_CHECK_STATS_COLUMNS,
-  POOL_NODES_COLUMNS,
-  POOL_POOLS_COLUMNS,
-  POOL_PROCESSES_COLUMNS,
-  executeAdmin,
-  formatTimestamp,
-  type AdminBackendConnection,
-  type AdminContext,
-  type AdminNode,
-  type AdminResult,
-  type AdminSessionInfo,
-  type HealthCheckStats,
-  type NodeStatementCounters,
-  type ProbeResult,
-} from '../../src/admin/engine.js';
+import type {
+  AdminBackendConnection,
+  AdminContext,
+  AdminNode,
+  AdminSessionInfo,
+  HealthCheckStats,
+  NodeStatementCounters,
+  ProbeResult,
+} from '../../src/admin/context.js';
+import { executeAdmin } from '../../src/admin/engine.js';
+import { type AdminResult, formatTimestamp } from '../../src/admin/result.js';
+import { POOL_HEALTH_CHECK_STATS_COLUMNS, POOL_NODES_COLUMNS } from '../../src/admin/show-nodes.js';
+import { POOL_POOLS_COLUMNS, POOL_PROCESSES_COLUMNS } from '../../src/admin/show-sessions.js';
 import {
   commandCompleteFor,
   dataRowsFor,

@@ -3,15 +3,11 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  ConfigError,
-  defaultConfig,
-  diffConfigs,
-  loadConfig,
-  loadConfigDetailed,
-  parseConfigText,
-  type LoadOptions,
-} from '../../src/config/load.js';
+import { defaultConfig } from '../../src/config/defaults.js';
+import { diffConfigs } from '../../src/config/diff.js';
+import { ConfigError } from '../../src/config/issues.js';
+import { parseConfigText } from '../../src/config/lexer.js';
+import { loadConfig, loadConfigDetailed, type LoadOptions } from '../../src/config/load.js';
 import { formatParam, showParamRows } from '../../src/admin/show-config.js';
 import { PARAMS } from '../../src/config/params.js';
 

@@ -6,7 +6,7 @@
 import net from 'node:net';
 import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { defaultConfig } from '../../src/config/load.js';
+import { defaultConfig } from '../../src/config/defaults.js';
 import { parseHba } from '../../src/auth/hba.js';
 import { md5Response } from '../../src/auth/md5.js';
 import { PoolPasswd } from '../../src/auth/passwd.js';

@@ -19,7 +19,7 @@ import {
 import { verifyScramPassword } from '../../src/auth/scram.js';
 import { passwdCommand, pgEncOutput, pgMd5Output } from '../../src/auth/tools.js';
 import { internalUserSecret, loadPoolPasswd, PoolPasswdCache } from '../../src/auth/credentials.js';
-import { defaultConfig } from '../../src/config/load.js';
+import { defaultConfig } from '../../src/config/defaults.js';
 
 const FIX = join(import.meta.dirname, '../fixtures/auth');
 const fix = (f: string): string => readFileSync(join(FIX, f), 'utf8');
