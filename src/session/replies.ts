@@ -57,6 +57,14 @@ export interface Expectation<L> {
   resend?: (to: L, e: Expectation<L>) => void;
   /** The copy of a statement run on both nodes: if this (non-primary) node dies, the primary's result stands. */
   skippable?: boolean;
+  /**
+   * A re-sendable Query whose RowDescription (and nothing else) has been passed on:
+   * PostgreSQL queues it before running the query and flushes it with whatever comes
+   * next, e.g. the warning of an immediate shutdown. A re-sent copy drops its own.
+   */
+  rowDescriptionSent?: boolean;
+  /** Drop the first RowDescription of the reply (the client has it already). */
+  dropRowDescription?: boolean;
 }
 
 /** The backend state replies update. `BackendConnection` (pool/connector.ts) satisfies it. */
@@ -128,6 +136,9 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   private finished: Array<Expectation<L>> = [];
   /** `done` callbacks of Syncs the server ignored during copy-in, run with the next Sync's reply. */
   private orphaned: Array<NonNullable<Expectation<L>['done']>> = [];
+  /** Re-sendable requests completed since the last ReadyForQuery (see completedSinceReady). */
+  private sinceReady: Array<Expectation<L>> = [];
+  private sinceReadyBroken = false;
 
   constructor(
     private readonly out: ReplyOutput,
@@ -148,6 +159,15 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
 
   get pending(): number {
     return this.queue.length - this.head;
+  }
+
+  /**
+   * Requests completed since the last ReadyForQuery, oldest first, which must run again
+   * before the outstanding ones can be re-sent elsewhere (a Bind whose portal an
+   * outstanding Execute uses); undefined when one of them cannot be re-sent.
+   */
+  completedSinceReady(): ReadonlyArray<Expectation<L>> | undefined {
+    return this.sinceReadyBroken ? undefined : this.sinceReady;
   }
 
   /** Outstanding requests, oldest first (a copy). */
@@ -201,6 +221,13 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     }
     if (isVisible(e.mode)) this.visible--;
     this.finished.push(e);
+    if (endsAtReady(e.kind)) {
+      this.sinceReady = [];
+      this.sinceReadyBroken = false;
+    } else if (e.resend !== undefined) {
+      if (this.sinceReady.length < 64) this.sinceReady.push(e);
+      else this.sinceReadyBroken = true;
+    } else if (e.mode !== 'drop') this.sinceReadyBroken = true;
     return e;
   }
 
@@ -230,6 +257,17 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       // An immediate shutdown warns (57P0x) before closing: keep a re-sendable request clean.
       const code = parseErrorFields(buf, start, end).C ?? '';
       if (code.startsWith('57P')) return DROP;
+    }
+    if (type === BE.RowDescription) {
+      if (e.dropRowDescription) {
+        e.dropRowDescription = false;
+        e.started = true;
+        return DROP;
+      }
+      if (e.resend !== undefined && !wasStarted && e.kind === 'query' && !e.rowDescriptionSent) {
+        e.rowDescriptionSent = true;
+        return this.passAction;
+      }
     }
     e.started = true;
     const action = this.passAction;

@@ -1,7 +1,8 @@
 /**
  * Losing a connection to a node other than the primary without the client noticing,
  * where that is possible: reads outside a transaction that got no reply yet are
- * re-sent to the primary; inside a transaction, a node that ran nothing but the
+ * re-sent to the primary (with the requests completed since the last ReadyForQuery,
+ * replies dropped); inside a transaction, a node that ran nothing but the
  * mirrored BEGIN/SET is simply left. Otherwise the session ends with an error
  * (session.ts linkClosed).
  */
@@ -20,7 +21,7 @@ export function resendSame(
 ): (to: BackendLink, e: LinkExpectation) => void {
   return (to, e) => {
     before?.(to);
-    backends.request(to, { kind: e.kind, mode: e.mode, done: e.done }, bytes);
+    backends.request(to, { kind: e.kind, mode: e.mode, done: e.done, dropRowDescription: e.rowDescriptionSent }, bytes);
   };
 }
 
@@ -36,12 +37,16 @@ function movable(e: LinkExpectation): boolean {
  */
 export function moveReadsOff(s: SessionCore, link: BackendLink, forgetNode: (nodeId: number) => void): boolean {
   const pending = link.replies.pendingRequests();
+  // Outside a transaction, the requests completed since the last ReadyForQuery run again
+  // first, their replies dropped: an outstanding Execute may need the portal of a Bind that
+  // completed there (PostgreSQL flushes such replies with its immediate-shutdown warning).
+  const completed = s.routing.inTransaction ? [] : link.replies.completedSinceReady();
   const ok = s.routing.inTransaction
     ? !link.usedInTx && pending.every((e) => e.skippable === true)
-    : pending.every(movable);
+    : completed !== undefined && pending.every(movable);
   if (!ok) return false;
   s.log.warn(
-    { node: link.nodeId, backendPid: link.conn.pid, resent: pending.length },
+    { node: link.nodeId, backendPid: link.conn.pid, resent: pending.length, replayed: completed?.length ?? 0 },
     'load-balance node connection lost; moving reads',
   );
   const b = s.backends;
@@ -50,6 +55,10 @@ export function moveReadsOff(s: SessionCore, link: BackendLink, forgetNode: (nod
   // lbNodeId stays: once the node is marked down, the next read draws another node.
   const p = b.primary;
   let last: LinkExpectation | undefined;
+  for (const e of completed ?? []) {
+    e.resend?.(p, { kind: e.kind, mode: 'drop' });
+    last = e;
+  }
   for (const e of link.replies.takePending()) {
     if (e.skippable) {
       // Its twin on the primary decides the outcome.
