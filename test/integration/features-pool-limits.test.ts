@@ -161,7 +161,10 @@ describe('client limits (README: Configuration)', () => {
     await busy.query('SELECT 1');
     await idle.query('SELECT 1');
     const idleFrom = Date.now();
-    const busyQuery = busy.query<{ ok: string }>("SELECT pg_sleep(3.5)::text || 'slept' AS ok");
+    const busyQuery = busy.query<{ ok: string }>("SELECT pg_sleep(3.5)::text || 'slept' AS ok").then(
+      (r) => r.rows,
+      (e: PgErr) => e,
+    );
 
     let err: PgErr | undefined;
     await until(
@@ -176,7 +179,10 @@ describe('client limits (README: Configuration)', () => {
     expect(after, 'not before it was idle for the limit').toBeGreaterThanOrEqual(1900);
 
     // The busy client's statement ran 3.5 s (> the limit + the 1 s upkeep period) and it goes on.
-    expect((await busyQuery).rows).toEqual([{ ok: 'slept' }]);
+    const busyResult = await busyQuery;
+    expect(busyResult, busyResult instanceof Error ? `${busyResult.code} ${busyResult.message}` : '').toEqual([
+      { ok: 'slept' },
+    ]);
     expect((await busy.query('SELECT 2 AS n')).rows).toEqual([{ n: 2 }]);
     expect(asyncErrors(busy)).toEqual([]);
   });
