@@ -51,20 +51,21 @@ export interface Expectation<L> {
   /** A reply message for it has been seen (so part of it may have reached the client). */
   started?: boolean;
   /**
+   * The only reply passed on so far is the RowDescription of a re-sendable Query:
+   * PostgreSQL queues it before running the query and flushes it with whatever comes
+   * next, e.g. the warning of an immediate shutdown. The request can still be re-sent;
+   * the copy drops its own RowDescription (`dropRowDescription`).
+   */
+  headerOnly?: boolean;
+  /** Drop the first RowDescription of the reply (the client has it already). */
+  dropRowDescription?: boolean;
+  /**
    * Re-send this request to another link if this one dies before any reply to it arrived
-   * (reads outside a transaction on a node other than the primary).
+   * (reads outside a transaction on a node other than the primary; see `resendable`).
    */
   resend?: (to: L, e: Expectation<L>) => void;
   /** The copy of a statement run on both nodes: if this (non-primary) node dies, the primary's result stands. */
   skippable?: boolean;
-  /**
-   * A re-sendable Query whose RowDescription (and nothing else) has been passed on:
-   * PostgreSQL queues it before running the query and flushes it with whatever comes
-   * next, e.g. the warning of an immediate shutdown. A re-sent copy drops its own.
-   */
-  rowDescriptionSent?: boolean;
-  /** Drop the first RowDescription of the reply (the client has it already). */
-  dropRowDescription?: boolean;
 }
 
 /** The backend state replies update. `BackendConnection` (pool/connector.ts) satisfies it. */
@@ -99,8 +100,13 @@ const ENDS: Readonly<Record<RequestKind, Uint8Array>> = {
 
 /** Replies decoded in normal operation... */
 const DECODE = decodeTable('ZES123CIsnTANGHW');
-/** ...and while capturing an internal query's rows. */
-const DECODE_CAPTURE = decodeTable('ZES123CIsnTANGHWD');
+/** ...and while capturing an internal query's rows, or until a re-sendable request's rows start. */
+const DECODE_ROWS = decodeTable('ZES123CIsnTANGHWD');
+
+/** Can `e` still be re-sent elsewhere: a re-send hook, and nothing but (at most) its RowDescription passed on. */
+export function resendable<L>(e: Expectation<L>): boolean {
+  return e.resend !== undefined && (e.started !== true || e.headerOnly === true);
+}
 
 /** Requests answered by ReadyForQuery. */
 function endsAtReady(kind: RequestKind): boolean {
@@ -138,7 +144,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   private orphaned: Array<NonNullable<Expectation<L>['done']>> = [];
   /** Re-sendable requests completed since the last ReadyForQuery (see completedSinceReady). */
   private sinceReady: Array<Expectation<L>> = [];
-  private sinceReadyBroken = false;
+  private sinceReadyVoid = false;
 
   constructor(
     private readonly out: ReplyOutput,
@@ -167,7 +173,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
    * outstanding Execute uses); undefined when one of them cannot be re-sent.
    */
   completedSinceReady(): ReadonlyArray<Expectation<L>> | undefined {
-    return this.sinceReadyBroken ? undefined : this.sinceReady;
+    return this.sinceReadyVoid ? undefined : this.sinceReady;
   }
 
   /** Outstanding requests, oldest first (a copy). */
@@ -223,11 +229,9 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     this.finished.push(e);
     if (endsAtReady(e.kind)) {
       this.sinceReady = [];
-      this.sinceReadyBroken = false;
-    } else if (e.resend !== undefined) {
-      if (this.sinceReady.length < 64) this.sinceReady.push(e);
-      else this.sinceReadyBroken = true;
-    } else if (e.mode !== 'drop') this.sinceReadyBroken = true;
+      this.sinceReadyVoid = false;
+    } else if (e.resend !== undefined && this.sinceReady.length < 64) this.sinceReady.push(e);
+    else if (e.mode !== 'drop' || e.resend !== undefined) this.sinceReadyVoid = true;
     return e;
   }
 
@@ -241,7 +245,9 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     }
     this.passAction = e.mode === 'forward' ? 'client' : e.mode === 'hold' ? 'hold' : DROP;
     this.ends = ENDS[e.kind];
-    this.scanner.decode = e.mode === 'capture' ? DECODE_CAPTURE : DECODE;
+    // Any reply the client gets ends a re-sendable request's chance to move, DataRows
+    // included (an Execute's first reply is one): decode them until then.
+    this.scanner.decode = e.mode === 'capture' || resendable(e) ? DECODE_ROWS : DECODE;
   }
 
   onMessage(type: number, buf: Buffer, start: number, end: number): ReplyAction | Drop {
@@ -253,25 +259,22 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     }
     if (!e) return this.unsolicited(type, buf, start, end);
     const wasStarted = e.started === true;
-    if (type === BE.NoticeResponse && e.resend !== undefined && !wasStarted) {
+    const couldResend = resendable(e);
+    if (type === BE.NoticeResponse && couldResend) {
       // An immediate shutdown warns (57P0x) before closing: keep a re-sendable request clean.
       const code = parseErrorFields(buf, start, end).C ?? '';
       if (code.startsWith('57P')) return DROP;
     }
-    if (type === BE.RowDescription) {
-      if (e.dropRowDescription) {
-        e.dropRowDescription = false;
-        e.started = true;
-        return DROP;
-      }
-      if (e.resend !== undefined && !wasStarted && e.kind === 'query' && !e.rowDescriptionSent) {
-        e.rowDescriptionSent = true;
-        return this.passAction;
-      }
+    if (type === BE.RowDescription && e.dropRowDescription) {
+      e.dropRowDescription = false;
+      e.started = true;
+      return DROP;
     }
     e.started = true;
+    e.headerOnly = couldResend && !wasStarted && type === BE.RowDescription && e.kind === 'query';
+    if (couldResend && !e.headerOnly && e.mode !== 'capture') this.scanner.decode = DECODE;
     const action = this.passAction;
-    if (type === BE.ErrorResponse) return this.onError(e, wasStarted, action, buf, start, end);
+    if (type === BE.ErrorResponse) return this.onError(e, wasStarted, couldResend, action, buf, start, end);
     if ((type === BE.CopyInResponse || type === BE.CopyBothResponse) && e.kind === 'execute') this.enterCopyIn();
     if (e.mode === 'capture') {
       if (type === BE.DataRow) e.rows?.push(decodeDataRow(buf, start, end));
@@ -312,6 +315,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   private onError(
     e: Expectation<L>,
     wasStarted: boolean,
+    couldResend: boolean,
     action: ReplyAction | Drop,
     buf: Buffer,
     start: number,
@@ -321,10 +325,11 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     if (isFatal(f)) {
       this.fatal = true;
       this.out.fatalError(f);
-      if (e.resend !== undefined && !wasStarted) {
+      if (couldResend) {
         // The server is going away before answering a request that can be re-sent to
         // another node: keep the client out of it (the session re-sends it on close).
-        e.started = false;
+        e.started = wasStarted;
+        e.headerOnly = wasStarted;
         return DROP;
       }
     }

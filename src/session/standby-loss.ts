@@ -1,14 +1,15 @@
 /**
  * Losing a connection to a node other than the primary without the client noticing,
- * where that is possible: reads outside a transaction that got no reply yet are
- * re-sent to the primary (with the requests completed since the last ReadyForQuery,
- * replies dropped); inside a transaction, a node that ran nothing but the
+ * where that is possible: reads outside a transaction that got no reply yet (or only
+ * their RowDescription) are re-sent to the primary, after the requests completed there
+ * since the last ReadyForQuery (replies dropped); inside a transaction, a node that ran nothing but the
  * mirrored BEGIN/SET is simply left. Otherwise the session ends with an error
  * (session.ts linkClosed).
  */
 import { FLUSH, type BackendLink, type LinkExpectation } from './backend-link.js';
 import type { Backends } from './backends.js';
 import type { SessionCore } from './core.js';
+import { resendable } from './replies.js';
 
 /**
  * A re-send hook for a request whose bytes are `bytes`: the same bytes with the same
@@ -21,13 +22,13 @@ export function resendSame(
 ): (to: BackendLink, e: LinkExpectation) => void {
   return (to, e) => {
     before?.(to);
-    backends.request(to, { kind: e.kind, mode: e.mode, done: e.done, dropRowDescription: e.rowDescriptionSent }, bytes);
+    backends.request(to, { kind: e.kind, mode: e.mode, done: e.done, dropRowDescription: e.headerOnly }, bytes);
   };
 }
 
 /** A request that can move: a mirrored copy, or a read with a re-send hook and no reply yet. */
 function movable(e: LinkExpectation): boolean {
-  return e.skippable === true || (e.resend !== undefined && !e.started);
+  return e.skippable === true || resendable(e);
 }
 
 /**
@@ -38,8 +39,8 @@ function movable(e: LinkExpectation): boolean {
 export function moveReadsOff(s: SessionCore, link: BackendLink, forgetNode: (nodeId: number) => void): boolean {
   const pending = link.replies.pendingRequests();
   // Outside a transaction, the requests completed since the last ReadyForQuery run again
-  // first, their replies dropped: an outstanding Execute may need the portal of a Bind that
-  // completed there (PostgreSQL flushes such replies with its immediate-shutdown warning).
+  // first: an outstanding Execute may need the portal of a Bind that completed there
+  // (PostgreSQL flushes such replies with its immediate-shutdown warning).
   const completed = s.routing.inTransaction ? [] : link.replies.completedSinceReady();
   const ok = s.routing.inTransaction
     ? !link.usedInTx && pending.every((e) => e.skippable === true)

@@ -18,6 +18,9 @@
  *    the primary — simple protocol, extended (unnamed and named statements) and
  *    a pipeline — and the client sees only the result; held in flight with
  *    pg_sleep() that sleeps only in recovery, confirmed in pg_stat_activity;
+ *  - reads whose rows were already streaming to the client when the standby died
+ *    end the session with FATAL 08006 (simple and extended), never re-sent (the
+ *    client would get rows twice);
  *  - a standby that only ran the mirrored BEGIN/SET of a transaction is dropped
  *    silently when it dies: the transaction goes on and commits on the primary.
  *
@@ -49,8 +52,10 @@ import {
   RawClient,
   bindMessage,
   closeAllRaw,
+  errorFields,
   executeMessage,
   parseMessage,
+  queryMessage,
   summarize,
   syncMessage,
   type BackendMessage,
@@ -530,6 +535,58 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
     raw.end();
     for (const c of [simple, unnamed, named]) close(c);
   }, 120_000);
+
+  it('reads whose rows were already streaming when the standby died end with FATAL 08006 (simple and extended), never re-sent', async () => {
+    await ensureAttached(2);
+    // ~1000 rows of 200 bytes at once, then a sleep on the standby (none on the primary).
+    const q =
+      "SELECT g, repeat('x', 200) AS pad, pg_sleep(CASE WHEN pg_is_in_recovery() AND g = 1000 THEN 50 ELSE 0 END)::text AS s FROM generate_series(1, 2000) AS g";
+    const simple = await RawClient.connect(proxy.port);
+    const extended = await RawClient.connect(proxy.port);
+    for (const r of [simple, extended]) {
+      const st = await r.startup({ user: 'postgres', database: 'postgres', application_name: 'pin2' });
+      expect(st.ok, JSON.stringify(st.error)).toBe(true);
+      expect((await r.query('SELECT inet_server_port()')).rows).toEqual([[String(cluster.node(2).port)]]);
+    }
+    const base = [simple.received, extended.received];
+    simple.send(queryMessage(q));
+    extended.send(parseMessage('', q), bindMessage('', ''), executeMessage(''), syncMessage());
+    await until(
+      async () =>
+        simple.received - base[0]! > 50_000 &&
+        extended.received - base[1]! > 50_000 &&
+        (await activeOn(2, 'pin2', 'generate_series')).length === 2,
+      15_000,
+      'rows of both reads reaching the clients while node 2 sleeps at row 1000',
+    );
+    await cluster.stopNode(2, 'immediate');
+    for (const [name, r] of [
+      ['simple', simple],
+      ['extended', extended],
+    ] as const) {
+      const { messages, closed } = await r.drainUntilClosed(15_000);
+      const rows = messages.filter((m) => m.type === 'D').length;
+      const errs = messages.filter((m) => m.type === 'E').map((m) => errorFields(m.body));
+      process.stderr.write(`[failover-standby] ${name}: ${rows} rows from node 2, then ${JSON.stringify(errs)}\n`);
+      expect(closed, `${name}: the session ends`).toBe(true);
+      expect(rows, `${name}: only node 2's rows, none again from the primary`).toBeLessThan(1000);
+      expect(rows).toBeGreaterThan(200);
+      expect(
+        errs.map((e) => [e.S, e.C, e.M]),
+        name,
+      ).toEqual([
+        [
+          'FATAL',
+          '08006',
+          `server closed the connection unexpectedly (backend node 2 at ${cluster.node(2).host}:${cluster.node(2).port})`,
+        ],
+      ]);
+      expect(
+        messages.some((m) => m.type === 'Z'),
+        `${name}: no ReadyForQuery after the error`,
+      ).toBe(false);
+    }
+  }, 90_000);
 
   it('a standby that only ran the mirrored BEGIN/SET of a transaction is dropped silently: the transaction goes on and commits', async () => {
     await ensureAttached(1);
