@@ -290,7 +290,7 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
     await bystander.query("INSERT INTO fo_w (v) VALUES ('bystander')");
     close(victimB);
     close(bystander);
-  });
+  }, 90_000);
 
   it('PGPOOL DETACH NODE 2: 42501 for a non-admin user; an admin detaches it, reads stop going there; ATTACH brings it back', async () => {
     const pinned2 = await client('pin2');
@@ -534,7 +534,7 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
     expect((await raw.query('SELECT 1')).rows).toEqual([['1']]);
     raw.end();
     for (const c of [simple, unnamed, named]) close(c);
-  }, 120_000);
+  }, 180_000);
 
   it('reads whose rows were already streaming when the standby died end with FATAL 08006 (simple and extended), never re-sent', async () => {
     await ensureAttached(2);

@@ -166,7 +166,7 @@ describe('backend flags and node operations (own DevCluster)', () => {
     await cluster.startNode(1);
     await cluster.startNode(2);
     await cluster.waitForStandbys(20_000);
-  });
+  }, 120_000);
 
   it('ALWAYS_PRIMARY on standby 1: pgrelay takes node 1 as the primary without a search (writes reach it and fail there with 25006)', async () => {
     const p = await start({ backend_flag1: 'ALWAYS_PRIMARY' });
@@ -188,7 +188,7 @@ describe('backend flags and node operations (own DevCluster)', () => {
     expect(err?.code, err?.message).toBe('25006');
     // The only change of primary was the one at start-up, to node 1.
     expect(jsonLines(p).filter((l) => l.msg === 'primary node changed' && l.to !== 1)).toEqual([]);
-  });
+  }, 90_000);
 
   it('PGPOOL PROMOTE NODE 1: only the view changes (node 1 primary, node 0 detached, follow_primary_command for 0 and 2); PostgreSQL is not promoted', async () => {
     const p = await start({
@@ -220,7 +220,7 @@ describe('backend flags and node operations (own DevCluster)', () => {
     const w = await client();
     const err = await errorOf(w.query("INSERT INTO feat_nodes (v) VALUES ('promoted')"));
     expect(err?.code, err?.message).toBe('25006');
-  });
+  }, 90_000);
 
   it('detach_false_primary: standby 2 promoted with pg_ctl is detached; node 0, which standby 1 follows, stays the primary', async () => {
     const p = await start({ detach_false_primary: true });
@@ -246,7 +246,7 @@ describe('backend flags and node operations (own DevCluster)', () => {
       "INSERT INTO feat_nodes (v) VALUES ('after false primary') RETURNING inet_server_port() AS port",
     );
     expect(nodeOfPort(cluster, r.rows[0]!.port)).toBe(0);
-  });
+  }, 150_000);
 
   it('PGPOOL PROMOTE NODE 1 SWITCHOVER: node 0 detached, failover.sh promotes node 1 (%m = 1), the search finds it, writes go there', async () => {
     const p = await start(
@@ -274,5 +274,5 @@ describe('backend flags and node operations (own DevCluster)', () => {
     );
     expect(nodeOfPort(cluster, r.rows[0]!.port)).toBe(1);
     cluster.primaryId = 1;
-  });
+  }, 90_000);
 });
