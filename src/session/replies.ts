@@ -51,6 +51,15 @@ export interface Expectation<L> {
   /** A reply message for it has been seen (so part of it may have reached the client). */
   started?: boolean;
   /**
+   * The only reply passed on so far is the RowDescription of a re-sendable Query:
+   * PostgreSQL queues it before running the query and flushes it with whatever comes
+   * next, e.g. the warning of an immediate shutdown. The request can still be re-sent;
+   * the copy drops its own RowDescription (`dropRowDescription`).
+   */
+  headerOnly?: boolean;
+  /** Drop the first RowDescription of the reply (the client has it already). */
+  dropRowDescription?: boolean;
+  /**
    * Re-send this request to another link if this one dies before any reply to it arrived
    * (reads outside a transaction on a node other than the primary).
    */
@@ -93,6 +102,11 @@ const ENDS: Readonly<Record<RequestKind, Uint8Array>> = {
 const DECODE = decodeTable('ZES123CIsnTANGHW');
 /** ...and while capturing an internal query's rows. */
 const DECODE_CAPTURE = decodeTable('ZES123CIsnTANGHWD');
+
+/** Can `e` still be re-sent elsewhere: a re-send hook, and nothing but (at most) its RowDescription passed on. */
+export function resendable<L>(e: Expectation<L>): boolean {
+  return e.resend !== undefined && (e.started !== true || e.headerOnly === true);
+}
 
 /** Requests answered by ReadyForQuery. */
 function endsAtReady(kind: RequestKind): boolean {
@@ -146,6 +160,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   get passAction(): ReplyAction | Drop {
     if (this.unstarted !== undefined) {
       this.unstarted.started = true;
+      this.unstarted.headerOnly = false;
       this.unstarted = undefined;
     }
     return this.pass;
@@ -234,7 +249,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       return;
     }
     this.pass = e.mode === 'forward' ? 'client' : e.mode === 'hold' ? 'hold' : DROP;
-    this.unstarted = e.resend !== undefined && e.started !== true ? e : undefined;
+    this.unstarted = resendable(e) ? e : undefined;
     this.ends = ENDS[e.kind];
     this.scanner.decode = e.mode === 'capture' ? DECODE_CAPTURE : DECODE;
   }
@@ -248,15 +263,22 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     }
     if (!e) return this.unsolicited(type, buf, start, end);
     const wasStarted = e.started === true;
-    if (type === BE.NoticeResponse && e.resend !== undefined && !wasStarted) {
+    const couldResend = resendable(e);
+    if (type === BE.NoticeResponse && couldResend) {
       // An immediate shutdown warns (57P0x) before closing: keep a re-sendable request clean.
       const code = parseErrorFields(buf, start, end).C ?? '';
       if (code.startsWith('57P')) return DROP;
     }
+    if (type === BE.RowDescription && e.dropRowDescription) {
+      e.dropRowDescription = false;
+      e.started = true;
+      return DROP;
+    }
     e.started = true;
-    this.unstarted = undefined;
+    e.headerOnly = couldResend && !wasStarted && type === BE.RowDescription && e.kind === 'query';
+    this.unstarted = e.headerOnly ? e : undefined;
     const action = this.pass;
-    if (type === BE.ErrorResponse) return this.onError(e, wasStarted, action, buf, start, end);
+    if (type === BE.ErrorResponse) return this.onError(e, wasStarted, couldResend, action, buf, start, end);
     if ((type === BE.CopyInResponse || type === BE.CopyBothResponse) && e.kind === 'execute') this.enterCopyIn();
     if (e.mode === 'capture') {
       if (type === BE.DataRow) e.rows?.push(decodeDataRow(buf, start, end));
@@ -297,6 +319,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   private onError(
     e: Expectation<L>,
     wasStarted: boolean,
+    couldResend: boolean,
     action: ReplyAction | Drop,
     buf: Buffer,
     start: number,
@@ -306,10 +329,11 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     if (isFatal(f)) {
       this.fatal = true;
       this.out.fatalError(f);
-      if (e.resend !== undefined && !wasStarted) {
+      if (couldResend) {
         // The server is going away before answering a request that can be re-sent to
         // another node: keep the client out of it (the session re-sends it on close).
-        e.started = false;
+        e.started = wasStarted;
+        e.headerOnly = wasStarted;
         return DROP;
       }
     }

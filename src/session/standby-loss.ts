@@ -1,13 +1,14 @@
 /**
  * Losing a connection to a node other than the primary without the client noticing,
- * where that is possible: reads outside a transaction that got no reply yet are
- * re-sent to the primary; inside a transaction, a node that ran nothing but the
- * mirrored BEGIN/SET is simply left. Otherwise the session ends with an error
+ * where that is possible: reads outside a transaction that got no reply yet (or only
+ * their RowDescription) are re-sent to the primary; inside a transaction, a node that
+ * ran nothing but the mirrored BEGIN/SET is simply left. Otherwise the session ends with an error
  * (session.ts linkClosed).
  */
 import { FLUSH, type BackendLink, type LinkExpectation } from './backend-link.js';
 import type { Backends } from './backends.js';
 import type { SessionCore } from './core.js';
+import { resendable } from './replies.js';
 
 /**
  * A re-send hook for a request whose bytes are `bytes`: the same bytes with the same
@@ -20,13 +21,13 @@ export function resendSame(
 ): (to: BackendLink, e: LinkExpectation) => void {
   return (to, e) => {
     before?.(to);
-    backends.request(to, { kind: e.kind, mode: e.mode, done: e.done }, bytes);
+    backends.request(to, { kind: e.kind, mode: e.mode, done: e.done, dropRowDescription: e.headerOnly }, bytes);
   };
 }
 
 /** A request that can move: a mirrored copy, or a read with a re-send hook and no reply yet. */
 function movable(e: LinkExpectation): boolean {
-  return e.skippable === true || (e.resend !== undefined && !e.started);
+  return e.skippable === true || resendable(e);
 }
 
 /**
@@ -50,6 +51,9 @@ export function moveReadsOff(s: SessionCore, link: BackendLink, forgetNode: (nod
   // lbNodeId stays: once the node is marked down, the next read draws another node.
   const p = b.primary;
   let last: LinkExpectation | undefined;
+  // A re-sent Execute or Describe binds its portal there again first, and a re-sent Bind
+  // parses its statement (their Parse/Bind may have completed on the lost node:
+  // PostgreSQL flushes such replies with its immediate-shutdown warning); see extended.ts.
   for (const e of link.replies.takePending()) {
     if (e.skippable) {
       // Its twin on the primary decides the outcome.

@@ -29,7 +29,7 @@ describe('DevCluster promote / follow / rebuildStandby', () => {
 
   it('promotes node1 after the primary stops, node2 follows, node0 comes back as a standby', async () => {
     await cluster.psql(0, 'CREATE TABLE before_failover (x int); INSERT INTO before_failover VALUES (1)');
-    await cluster.waitForCatchup();
+    await cluster.waitForCatchup(30_000);
     await cluster.stopNode(0, 'immediate');
     expect(await cluster.isRunning(0)).toBe(false);
 
@@ -40,8 +40,8 @@ describe('DevCluster promote / follow / rebuildStandby', () => {
 
     await cluster.follow(2, 1);
     await cluster.rebuildStandby(0, 1);
-    await cluster.waitForStandbys();
-    await cluster.waitForCatchup();
+    await cluster.waitForStandbys(30_000);
+    await cluster.waitForCatchup(30_000);
     const apps = await cluster.psql(
       1,
       "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming' ORDER BY 1",
@@ -50,12 +50,13 @@ describe('DevCluster promote / follow / rebuildStandby', () => {
     expect(await cluster.psql(0, 'SELECT pg_is_in_recovery()')).toBe('t');
     expect(await cluster.psql(0, 'SELECT count(*) FROM before_failover')).toBe('2');
     expect(await cluster.psql(2, 'SELECT count(*) FROM before_failover')).toBe('2');
-  });
+    // DevCluster.promote() waits up to 60 s for the node to leave recovery: a longer test limit keeps its message.
+  }, 150_000);
 
   it('restarts a standby on the same port', async () => {
     const port = cluster.node(2).port;
     await cluster.restartNode(2);
     expect(await cluster.psql(2, 'SELECT inet_server_port()')).toBe(String(port));
-    await cluster.waitForStandbys();
+    await cluster.waitForStandbys(30_000);
   });
 });

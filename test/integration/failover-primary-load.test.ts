@@ -16,7 +16,6 @@ import {
   countCodes,
   nodeOfPort,
   showPoolNodes,
-  sleep,
   statusChange,
   until,
   waitForJson,
@@ -104,7 +103,12 @@ describe('primary failover under write load (own DevCluster)', () => {
       20_000,
       'all 4 workers writing again',
     );
-    await sleep(1000);
+    // A few more writes of every worker on the new primary.
+    await until(
+      () => [0, 1, 2, 3].every((w) => load!.successesAfter(first.at).filter((e) => e.worker === w).length >= 3),
+      20_000,
+      '3 more writes of every worker',
+    );
     await load.stop();
     const errs = load.errors();
     const downAt = Date.parse(String((await waitForJson(proxy, statusChange(0, 'down'), 1000, 'node 0 down')).time));
@@ -142,7 +146,7 @@ describe('primary failover under write load (own DevCluster)', () => {
     process.stderr.write(
       `[failover-primary-load] acknowledged writes missing on the new primary (async replication): ${lostBefore}\n`,
     );
-  });
+  }, 150_000);
 
   it('follow_primary.sh re-points node 2 to node 1 and auto_failback re-attaches it', async () => {
     await waitForJson(
@@ -173,5 +177,5 @@ describe('primary failover under write load (own DevCluster)', () => {
     expect(rows[1]?.role).toBe('primary');
     const fo = fs.readFileSync(path.join(work, 'failover.args'), 'utf8').trim().split('\n');
     expect(fo.map((l) => l.split('|').slice(0, 1).concat(l.split('|')[4]!))).toEqual([['0', '1']]);
-  });
+  }, 120_000);
 });

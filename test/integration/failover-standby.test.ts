@@ -13,8 +13,20 @@
  *    health_check_period × (max_retries + 1) + margin; a session whose
  *    load-balance node it was keeps working on its next read outside a
  *    transaction; a session in a transaction on it gets a clear error (never a
- *    hang); writes are unaffected; restart + PGPOOL ATTACH NODE 1 brings it back.
+ *    hang); writes are unaffected; restart + PGPOOL ATTACH NODE 1 brings it back;
+ *  - reads in flight on a standby that is stopped (-m immediate) are re-sent to
+ *    the primary — simple protocol, extended (unnamed and named statements) and
+ *    a pipeline — and the client sees only the result; held in flight with
+ *    pg_sleep() that sleeps only in recovery, confirmed in pg_stat_activity;
+ *  - reads whose rows were already streaming to the client when the standby died
+ *    end the session with FATAL 08006 (simple and extended), never re-sent (the
+ *    client would get rows twice);
+ *  - a standby that only ran the mirrored BEGIN/SET of a transaction is dropped
+ *    silently when it dies: the transaction goes on and commits on the primary.
  *
+ * write_function_list = 'nextval' makes pg_sleep() and pg_is_in_recovery() plain
+ * reads (otherwise pgrelay asks the catalog, finds them volatile and sends them to
+ * the primary).
  * Sessions are pinned to a load-balance node with
  * app_name_redirect_preference_list ('pin1' → node 1, 'pin2' → node 2);
  * other sessions balance over weights 1:1:1.
@@ -30,11 +42,24 @@ import {
   asyncErrors,
   nodeOfPort,
   showPoolNodes,
-  sleep,
   statusChange,
+  until,
   waitForJson,
+  type LogLine,
 } from '../support/failover.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
+import {
+  RawClient,
+  bindMessage,
+  closeAllRaw,
+  errorFields,
+  executeMessage,
+  parseMessage,
+  queryMessage,
+  summarize,
+  syncMessage,
+  type BackendMessage,
+} from '../support/raw.js';
 
 const HC = { period: 1, max_retries: 1, retry_delay: 1, timeout: 5 };
 
@@ -77,6 +102,68 @@ function downEvents(): Record<string, unknown>[] {
   return jsonLines(proxy).filter((l) => l.msg === 'node status changed' && l.to === 'down');
 }
 
+type PgErr = Error & { code?: string };
+
+/** The error a promise rejects with (undefined if it resolves). */
+async function errorOf(p: Promise<unknown>): Promise<PgErr | undefined> {
+  try {
+    await p;
+    return undefined;
+  } catch (e) {
+    return e as PgErr;
+  }
+}
+
+const MOVED = 'load-balance node connection lost; moving reads';
+
+/** pgrelay's "moving reads" line for the session whose link to `node` (backend `pid`) was lost. */
+const movedReads =
+  (node: number, pid: number) =>
+  (l: LogLine): boolean =>
+    l.msg === MOVED && l.node === node && l.backendPid === pid;
+
+/** total_count of SHOW pool_health_check_stats, by node id. */
+async function healthChecks(): Promise<number[]> {
+  const c = await connect(proxy.port, { query_timeout: 10_000 });
+  try {
+    const r = await c.query<{ node_id: string; total_count: string }>('SHOW pool_health_check_stats');
+    return r.rows.map((x) => Number(x.total_count));
+  } finally {
+    destroy(c);
+  }
+}
+
+/** Backend pids on `node` running (state active) a statement that contains `text`, for application_name `app`. */
+async function activeOn(node: number, app: string, text: string): Promise<number[]> {
+  const out = await cluster.psql(
+    node,
+    `SELECT pid FROM pg_stat_activity WHERE application_name = '${app}' AND state = 'active' AND position('${text}' in query) > 0 ORDER BY pid`,
+  );
+  return out.split('\n').filter(Boolean).map(Number);
+}
+
+/** Node `id` running, streaming and attached (restarts and attaches it when an earlier test left it down). */
+async function ensureAttached(id: number): Promise<void> {
+  if (!(await cluster.isRunning(id))) {
+    await cluster.startNode(id);
+    await cluster.waitForStandbys(20_000);
+  }
+  if ((await showPoolNodes(proxy))[id]?.status === 'down') {
+    const admin = await client('fo-admin');
+    try {
+      await admin.query(`PGPOOL ATTACH NODE ${id}`);
+    } finally {
+      close(admin);
+    }
+  }
+  await cluster.waitForCatchup(20_000);
+  await until(
+    async () => (await readNodesOfNewSessions(1, `pin${id}`))[0] === id,
+    15_000,
+    `a new pin${id} session reading from node ${id}`,
+  );
+}
+
 describe('standby failures and node operations through pgrelay (own DevCluster)', () => {
   beforeAll(async () => {
     cluster = await DevCluster.start({ standbys: 2 });
@@ -101,6 +188,7 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
         failover_on_backend_shutdown: true,
         admin_users: 'postgres',
         app_name_redirect_preference_list: 'pin1:1,pin2:2',
+        write_function_list: 'nextval',
         log_min_messages: 'info',
       },
     });
@@ -108,6 +196,7 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
   });
 
   afterAll(async () => {
+    closeAllRaw();
     for (const c of open) destroy(c);
     open.clear();
     await proxy?.stop();
@@ -150,18 +239,35 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
     );
     expect(errA, 'the session whose primary backend was terminated must get an error').toBeDefined();
     expect(errA?.message).not.toMatch(/timed out/);
+    // README (Measured): "That session gets 57P01" — the backend's FATAL reaches the client.
+    expect(
+      allA.map((e) => e.code ?? '(no code)'),
+      'the FATAL 57P01 of the terminated backend must reach the client',
+    ).toContain('57P01');
     close(victimA);
 
-    // B: only its idle load-balance link died (give the FATAL + close time to arrive first, so
-    // the read is not racing the dying backend): its next read outside a transaction works
-    // without an error. Node 1 is still up, so pgrelay connects to it again for B's reads.
-    await sleep(500);
+    // B: only its idle load-balance link died. Once pgrelay has dropped that link (its log
+    // says so), B's next read outside a transaction works without an error. Node 1 is still
+    // up, so pgrelay connects to it again for B's reads.
+    await waitForJson(proxy, (l) => l.msg === MOVED && l.node === 1, 10_000, "pgrelay dropping B's link to node 1");
     const bNode = await withTimeout(readNode(victimB), 10_000, 'victim B read after terminate');
     expect(bNode).toBe(1);
     expect(asyncErrors(victimB)).toEqual([]);
 
-    // Several health-check periods later: every node still up, nothing failed over.
-    await sleep((HC.period + (HC.max_retries + 1) * HC.retry_delay) * 1000 + 2000);
+    // The terminates were reported (node 0: the socket error; node 1: the 57P01 with
+    // failover_on_backend_shutdown on); once two more health checks of each node have run
+    // after that, any failover they caused would have happened: there is none.
+    await waitForJson(proxy, (l) => l.node === 0 && /^backend error on node 0/.test(String(l.msg)), 10_000, 'report 0');
+    await waitForJson(proxy, (l) => l.node === 1 && /^backend error on node 1/.test(String(l.msg)), 10_000, 'report 1');
+    const checked = await healthChecks();
+    await until(
+      async () => {
+        const now = await healthChecks();
+        return now[0]! >= checked[0]! + 2 && now[1]! >= checked[1]! + 2;
+      },
+      15_000,
+      'two more health checks of nodes 0 and 1',
+    );
     expect(downEvents(), proxy.logs().slice(-4000)).toEqual([]);
     const rows = await showPoolNodes(proxy);
     expect(
@@ -184,7 +290,7 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
     await bystander.query("INSERT INTO fo_w (v) VALUES ('bystander')");
     close(victimB);
     close(bystander);
-  });
+  }, 90_000);
 
   it('PGPOOL DETACH NODE 2: 42501 for a non-admin user; an admin detaches it, reads stop going there; ATTACH brings it back', async () => {
     const pinned2 = await client('pin2');
@@ -284,10 +390,16 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
     process.stderr.write(
       `[failover-standby]   errors seen by that client: ${JSON.stringify(all.map((e) => `${e.code ?? '(no code)'} ${e.message}`))}\n`,
     );
+    // README: "the session ends with FATAL 08006 server closed the connection unexpectedly
+    // (backend node N at host:port)".
+    const fatal = all.find((e) => e.code === '08006');
     expect(
-      all.map((e) => e.code ?? '(no code)'),
-      'pgrelay should end the session with an ErrorResponse of class 08 (08006) or 57P01, not just close the socket',
-    ).toContainEqual(expect.stringMatching(/^(08|57P0)/));
+      fatal,
+      `pgrelay must end the session with FATAL 08006, got ${JSON.stringify(all.map((e) => e.code))}`,
+    ).toBeDefined();
+    expect(fatal?.message).toBe(
+      `server closed the connection unexpectedly (backend node 1 at ${cluster.node(1).host}:${cluster.node(1).port})`,
+    );
     close(lbInTx);
 
     // Writes unaffected, even before the health check has concluded.
@@ -316,10 +428,15 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
     expect(await readNode(lbIdle)).not.toBe(1);
     await writer.query("INSERT INTO fo_w (v) VALUES ('after')");
 
-    // Restart it; with auto_failback off it stays down until PGPOOL ATTACH NODE 1.
+    // Restart it; with auto_failback off it stays down until PGPOOL ATTACH NODE 1, also after
+    // the sr check has seen it streaming again (when auto_failback would have attached it).
     await cluster.startNode(1);
-    await cluster.waitForStandbys(30_000);
-    await sleep(1500);
+    await cluster.waitForStandbys(20_000);
+    await until(
+      async () => (await showPoolNodes(proxy))[1]?.replication_state === 'streaming',
+      15_000,
+      'the sr check seeing node 1 streaming',
+    );
     expect((await showPoolNodes(proxy))[1]?.status).toBe('down');
     await writer.query('PGPOOL ATTACH NODE 1');
     const back = (await showPoolNodes(proxy))[1]?.status;
@@ -330,9 +447,177 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
       3000,
       'node 1 attached',
     );
-    await cluster.waitForCatchup(30_000);
+    await cluster.waitForCatchup(20_000);
     expect(await readNodesOfNewSessions(1, 'pin1')).toEqual([1]);
     close(lbIdle);
     close(writer);
-  });
+  }, 150_000);
+
+  it('reads in flight on a standby that dies are re-sent to the primary (simple, extended unnamed and named, pipeline): the client sees only the result', async () => {
+    await ensureAttached(2);
+    const p0 = cluster.node(0).port;
+    // Sleeps only in recovery: held on standby 2 until it dies, answers at once on the primary.
+    const SLEEPY = 'pg_sleep(CASE WHEN pg_is_in_recovery() THEN 50 ELSE 0 END)';
+    const q = `SELECT ${SLEEPY}::text AS slept, inet_server_port() AS port, pg_is_in_recovery() AS rec`;
+    const simple = await client('pin2');
+    const unnamed = await client('pin2');
+    const named = await client('pin2');
+    const namedQ = {
+      name: 'fo_sleepy',
+      text: 'SELECT pg_sleep(CASE WHEN pg_is_in_recovery() THEN $1::float8 ELSE 0 END)::text AS slept, inet_server_port() AS port, pg_is_in_recovery() AS rec',
+    };
+    for (const c of [simple, unnamed, named]) expect(await readNode(c)).toBe(2);
+    // Parsed on node 2 beforehand: its run below sends only Bind/Describe/Execute/Sync there.
+    const warm = await named.query<{ port: number }>({ ...namedQ, values: [0] });
+    expect(nodeOfPort(cluster, warm.rows[0]!.port)).toBe(2);
+    const raw = await RawClient.connect(proxy.port);
+    const st = await raw.startup({ user: 'postgres', database: 'postgres', application_name: 'pin2' });
+    expect(st.ok, JSON.stringify(st.error)).toBe(true);
+
+    type Row = { slept: string; port: number; rec: boolean };
+    const results = [
+      simple.query<Row>(q),
+      unnamed.query<Row>({ text: q.replace('THEN 50', 'THEN $1::float8'), values: [50] }),
+      named.query<Row>({ ...namedQ, values: [50] }),
+    ].map((p) =>
+      p.then(
+        (r) => r.rows,
+        (e: PgErr) => e,
+      ),
+    );
+    // A pipeline: a quick read, then the sleeping one, one Sync.
+    raw.send(
+      parseMessage('', 'SELECT 1 AS one, inet_server_port() AS port'),
+      bindMessage('', ''),
+      executeMessage(''),
+      parseMessage('', q),
+      bindMessage('', ''),
+      executeMessage(''),
+      syncMessage(),
+    );
+    const rawReply = raw.collect('Z', 30_000);
+
+    let pids: number[] = [];
+    await until(
+      async () => (pids = await activeOn(2, 'pin2', 'pg_sleep')).length === 4,
+      15_000,
+      'four sleeping reads active on node 2',
+    );
+    const since = jsonLines(proxy).length;
+    await cluster.stopNode(2, 'immediate');
+
+    const got = await withTimeout(Promise.all(results), 20_000, 'the re-sent reads');
+    for (const [i, r] of got.entries()) {
+      expect(r, `client ${i}: ${r instanceof Error ? `${r.code} ${r.message}` : ''}`).not.toBeInstanceOf(Error);
+      expect(r).toEqual([{ slept: '', port: p0, rec: false }]);
+    }
+    const msgs: BackendMessage[] = await rawReply;
+    expect(msgs.map((m) => m.type).join(''), 'pipeline replies: no error, no notice').toBe('12DC12DCZ');
+    // The quick read ran on node 2 (its reply was complete there); the sleeping one was answered by the primary.
+    expect(summarize(msgs).rows).toEqual([
+      ['1', String(cluster.node(2).port)],
+      ['', String(p0), 'f'],
+    ]);
+    for (const c of [simple, unnamed, named]) expect(asyncErrors(c)).toEqual([]);
+
+    // pgrelay logged each re-send, with the count of requests re-sent.
+    for (const pid of pids) {
+      const l = await waitForJson(proxy, movedReads(2, pid), 10_000, `re-send of backend ${pid}'s read`);
+      expect(Number(l.resent), JSON.stringify(l)).toBeGreaterThanOrEqual(1);
+    }
+    const ended = jsonLines(proxy)
+      .slice(since)
+      .filter((l) => l.msg === 'backend connection closed unexpectedly');
+    expect(ended).toEqual([]);
+    // The sessions go on.
+    for (const c of [simple, unnamed, named]) expect([0, 1]).toContain(await readNode(c));
+    expect((await raw.query('SELECT 1')).rows).toEqual([['1']]);
+    raw.end();
+    for (const c of [simple, unnamed, named]) close(c);
+  }, 180_000);
+
+  it('reads whose rows were already streaming when the standby died end with FATAL 08006 (simple and extended), never re-sent', async () => {
+    await ensureAttached(2);
+    // ~1000 rows of 200 bytes at once, then a sleep on the standby (none on the primary).
+    const q =
+      "SELECT g, repeat('x', 200) AS pad, pg_sleep(CASE WHEN pg_is_in_recovery() AND g = 1000 THEN 50 ELSE 0 END)::text AS s FROM generate_series(1, 2000) AS g";
+    const simple = await RawClient.connect(proxy.port);
+    const extended = await RawClient.connect(proxy.port);
+    for (const r of [simple, extended]) {
+      const st = await r.startup({ user: 'postgres', database: 'postgres', application_name: 'pin2' });
+      expect(st.ok, JSON.stringify(st.error)).toBe(true);
+      expect((await r.query('SELECT inet_server_port()')).rows).toEqual([[String(cluster.node(2).port)]]);
+    }
+    const base = [simple.received, extended.received];
+    simple.send(queryMessage(q));
+    extended.send(parseMessage('', q), bindMessage('', ''), executeMessage(''), syncMessage());
+    await until(
+      async () =>
+        simple.received - base[0]! > 50_000 &&
+        extended.received - base[1]! > 50_000 &&
+        (await activeOn(2, 'pin2', 'generate_series')).length === 2,
+      15_000,
+      'rows of both reads reaching the clients while node 2 sleeps at row 1000',
+    );
+    await cluster.stopNode(2, 'immediate');
+    for (const [name, r] of [
+      ['simple', simple],
+      ['extended', extended],
+    ] as const) {
+      const { messages, closed } = await r.drainUntilClosed(15_000);
+      const rows = messages.filter((m) => m.type === 'D').length;
+      const errs = messages.filter((m) => m.type === 'E').map((m) => errorFields(m.body));
+      process.stderr.write(`[failover-standby] ${name}: ${rows} rows from node 2, then ${JSON.stringify(errs)}\n`);
+      expect(closed, `${name}: the session ends`).toBe(true);
+      expect(rows, `${name}: only node 2's rows, none again from the primary`).toBeLessThan(1000);
+      expect(rows).toBeGreaterThan(200);
+      expect(
+        errs.map((e) => [e.S, e.C, e.M]),
+        name,
+      ).toEqual([
+        [
+          'FATAL',
+          '08006',
+          `server closed the connection unexpectedly (backend node 2 at ${cluster.node(2).host}:${cluster.node(2).port})`,
+        ],
+      ]);
+      expect(
+        messages.some((m) => m.type === 'Z'),
+        `${name}: no ReadyForQuery after the error`,
+      ).toBe(false);
+    }
+  }, 90_000);
+
+  it('a standby that only ran the mirrored BEGIN/SET of a transaction is dropped silently: the transaction goes on and commits', async () => {
+    await ensureAttached(1);
+    const c = await client('pin1');
+    expect(await readNode(c)).toBe(1);
+    await c.query('BEGIN');
+    await c.query("SET LOCAL work_mem = '3MB'");
+    await c.query("INSERT INTO fo_w (v) VALUES ('mirrored-1')");
+    // After the write, the transaction's reads go to the primary only.
+    expect(await readNode(c)).toBe(0);
+    // On node 1 the session ran only BEGIN and the SET.
+    const onStandby = await cluster.psql(
+      1,
+      "SELECT pid || '|' || state || '|' || query FROM pg_stat_activity WHERE application_name = 'pin1'",
+    );
+    const [pidText, state, last] = onStandby.split('|');
+    expect([state, last], onStandby).toEqual(['idle in transaction', "SET LOCAL work_mem = '3MB'"]);
+
+    await cluster.stopNode(1, 'immediate');
+    const moved = await waitForJson(proxy, movedReads(1, Number(pidText)), 10_000, 'the link to node 1 dropped');
+    expect(moved.resent).toBe(0);
+
+    const r = await c.query<{ port: number; w: string }>(
+      "SELECT inet_server_port() AS port, current_setting('work_mem') AS w",
+    );
+    expect(r.rows[0]).toEqual({ port: cluster.node(0).port, w: '3MB' });
+    await c.query("INSERT INTO fo_w (v) VALUES ('mirrored-2')");
+    expect((await errorOf(c.query('COMMIT')))?.message).toBeUndefined();
+    expect(asyncErrors(c)).toEqual([]);
+    expect(await cluster.psql(0, "SELECT count(*) FROM fo_w WHERE v IN ('mirrored-1', 'mirrored-2')")).toBe('2');
+    expect(await readNode(c)).not.toBe(1);
+    close(c);
+  }, 90_000);
 });

@@ -21,7 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DevCluster, freePort } from '../../dev/devcluster.js';
-import { connect, countCodes, destroy, nodeOfPort, sleep, until, waitForJson, WriteLoad } from '../support/failover.js';
+import { connect, countCodes, destroy, nodeOfPort, until, waitForJson, WriteLoad } from '../support/failover.js';
 import { REPO, failoverConfig } from '../support/failover.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
 
@@ -130,7 +130,8 @@ describe('synchronous replication: acknowledged commits survive a primary failov
       );
     });
     const first = load.successesAfter(killedAt)[0]!;
-    await sleep(1000);
+    // Some more commits on the new primary before the count.
+    await until(() => load!.successesAfter(first.at).length >= 10, 20_000, '10 more commits after the failover');
     await load.stop();
 
     const record = fs.readFileSync(path.join(work, 'failover.record'), 'utf8').trim();
@@ -167,7 +168,7 @@ describe('synchronous replication: acknowledged commits survive a primary failov
     process.stderr.write(
       `[failover-sync] commits reported as failed to the client but present on the new primary: ${unacked}; acknowledged but missing: ${missing.length}\n`,
     );
-  });
+  }, 180_000);
 
   it('node 1 follows the new primary (follow_primary.sh) and catches up', async () => {
     await waitForJson(
@@ -194,5 +195,5 @@ describe('synchronous replication: acknowledged commits survive a primary failov
     expect(await cluster.psql(1, 'SELECT count(*) FROM fo_sync')).toBe(
       await cluster.psql(2, 'SELECT count(*) FROM fo_sync'),
     );
-  });
+  }, 120_000);
 });
