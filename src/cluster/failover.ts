@@ -1,6 +1,6 @@
 /**
  * failover_command / follow_primary_command / failback_command: placeholder
- * expansion (pgpool's trigger_failover_command, §5.3 of the reference) and
+ * expansion (pgpool's trigger_failover_command) and
  * execution through `/bin/sh -c` with a hard timeout.
  *
  * Differences from pgpool, on purpose:

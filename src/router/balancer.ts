@@ -30,12 +30,12 @@ export interface RedirectRule {
 }
 
 export interface BalancerConfig {
-  /** Bytes; 0 = off. Ignored when delay_threshold_by_time > 0 (§2.7). */
+  /** Bytes; 0 = off. Ignored when delay_threshold_by_time > 0 (pgpool's delay_threshold rules). */
   delay_threshold: number;
   /** Milliseconds; 0 = off. */
   delay_threshold_by_time: number;
   prefer_lower_delay_standby: boolean;
-  /** Choose the LB node for every balanced read instead of once per session (§2.6). */
+  /** Choose the LB node for every balanced read instead of once per session (pgpool's select_load_balancing_node()). */
   statement_level_load_balance: boolean;
   app_name_redirect: readonly RedirectRule[];
   database_redirect: readonly RedirectRule[];
@@ -44,7 +44,7 @@ export interface BalancerConfig {
 
 export interface SessionFacts {
   database: string;
-  /** From the startup packet only (§2.5). */
+  /** From the startup packet only (pgpool's pattern lists). */
   application_name: string;
   user: string;
 }
@@ -141,7 +141,7 @@ export function parseRedirectList(str: string, listName = 'redirect preference l
   return rules;
 }
 
-/** Priority app_name > database > user; the first matching entry of a list wins (§2.5). */
+/** Priority app_name > database > user; the first matching entry of a list wins (pgpool's pattern lists). */
 export function matchRedirect(cfg: BalancerConfig, facts: SessionFacts): RedirectRule | undefined {
   for (const [rules, value] of [
     [cfg.app_name_redirect, facts.application_name],
@@ -163,7 +163,7 @@ function livePrimary(nodes: readonly NodeSnapshot[]): NodeSnapshot | undefined {
   return undefined;
 }
 
-/** Weighted draw over `candidates` (weight > 0), in id order; null if no weight. §2.6 */
+/** Weighted draw over `candidates` (weight > 0), in id order; null if no weight. pgpool's select_load_balancing_node() */
 function weighted(candidates: readonly NodeSnapshot[], random: RandomSource): NodeSnapshot | null {
   let total = 0;
   for (const n of candidates) if (n.weight > 0) total += n.weight;
@@ -191,7 +191,7 @@ function mainNode(nodes: readonly NodeSnapshot[]): number | null {
 }
 
 /**
- * Choose the session's load-balance node (§2.5, §2.6): redirect rules first
+ * Choose the session's load-balance node (pgpool's pattern lists, pgpool's select_load_balancing_node()): redirect rules first
  * (with probability `ratio`), then a weighted random draw over live nodes,
  * the primary included with its own weight; weight 0 is never drawn. Returns
  * null when no node is up.
@@ -209,7 +209,7 @@ export function chooseLoadBalanceNode(
   if (rule !== undefined) {
     const r = random();
     if (rule.target === 'standby') {
-      // §2.5: with r ≤ ratio pick among standbys by weight, else the primary.
+      // pgpool's pattern lists: with r ≤ ratio pick among standbys by weight, else the primary.
       if (r <= rule.ratio) {
         const s = weighted(
           live.filter((n) => n.role === 'standby'),
@@ -224,7 +224,7 @@ export function chooseLoadBalanceNode(
       const id = rule.target === 'primary' ? livePrimary(nodes)?.id : rule.target;
       if (id !== undefined && liveNode(nodes, id) !== undefined) {
         if (r <= rule.ratio) return id;
-        exclude = id; // §2.5: otherwise exclude it and fall through to the weighted choice
+        exclude = id; // pgpool's pattern lists: otherwise exclude it and fall through to the weighted choice
       }
     }
   }
@@ -235,7 +235,7 @@ export function chooseLoadBalanceNode(
   return mainNode(nodes);
 }
 
-/** Does this node lag past the configured threshold? (§2.7; the primary never lags) */
+/** Does this node lag past the configured threshold? (pgpool's delay_threshold rules; the primary never lags) */
 export function isLagging(n: NodeSnapshot, cfg: BalancerConfig): boolean {
   if (n.role === 'primary') return false;
   if (cfg.delay_threshold_by_time > 0) return (n.delaySeconds ?? 0) * 1000 > cfg.delay_threshold_by_time;

@@ -2,7 +2,7 @@
  * Statement classifier: facts about one Query / Parse text, with no session
  * state. policy.ts turns these facts plus the session's state into a routing
  * decision. Rules follow pgpool-II's send_to_where() / is_select_query()
- * (reference: /work/shared/reference/pgpool.md §2.1–§2.9, §9).
+ * (pgpool-II 4.3's src/context/pool_query_context.c, checked against pgpool 4.3.5).
  *
  * It runs on every statement, so it is a hand-written token walk over
  * lexer.ts's output rather than a full grammar: it looks only for what
@@ -78,7 +78,7 @@ export interface Classification {
   kind: StatementKind;
   /** Destination class of the statement on its own (before session state, function and relation checks). */
   dest: Destination;
-  /** Counts as a write for disable_load_balance_on_write if it succeeds (pgpool: anything but a read SELECT/SHOW/COPY TO; §2.3). Writing functions are added by policy.ts. */
+  /** Counts as a write for disable_load_balance_on_write if it succeeds (pgpool: anything but a read SELECT/SHOW/COPY TO; pgpool's disable_load_balance_on_write (pool_at_command_success())). Writing functions are added by policy.ts. */
   write: boolean;
   /** Transaction-control command, if any. */
   tx?: TxCommand;
@@ -94,7 +94,7 @@ export interface Classification {
   functions: readonly string[];
   /** Relations referenced (FROM/JOIN/TABLE/COPY/DML targets), as written, for temp/unlogged/dml_adaptive checks. */
   relations: readonly string[];
-  /** Reads a system catalog (pg_catalog.* or a pg_* relation name; pgpool §2.2 / §9). */
+  /** Reads a system catalog (pg_catalog.* or a pg_* relation name; pgpool's statement table (send_to_where()) / observed with pgpool 4.3.5). */
   systemCatalog: boolean;
   /** Tables written (INSERT/UPDATE/DELETE/MERGE targets incl. writable CTEs, COPY FROM, TRUNCATE) for dml_adaptive. */
   writtenTables: readonly string[];
@@ -104,7 +104,7 @@ export interface Classification {
   discardsTemp: boolean;
   /** Number of non-empty statements in the text. */
   statementCount: number;
-  /** Contains BEGIN/START TRANSACTION among several statements (pgpool §2.9: "transaction started by multi-statement"). */
+  /** Contains BEGIN/START TRANSACTION among several statements (pgpool's multi-statement rule: "transaction started by multi-statement"). */
   multiBegins: boolean;
   /** A block comment reads NO LOAD BALANCE (pgrelay hint, forces the primary for an EITHER statement). */
   noLoadBalanceHint: boolean;
@@ -119,11 +119,11 @@ export interface Classification {
 }
 
 export interface ClassifyOptions {
-  /** pgpool allow_sql_comments (default off): when off, a read whose text does not start with s/S/(/w/W/t/T (e.g. a leading comment, VALUES) is not load-balanced (§2.1). */
+  /** pgpool allow_sql_comments (default off): when off, a read whose text does not start with s/S/(/w/W/t/T (e.g. a leading comment, VALUES) is not load-balanced (pgpool's pool_where_to_send()). */
   allowSqlComments: boolean;
   /** Session's standard_conforming_strings (default true): when false, '…' strings take backslash escapes. */
   standardConformingStrings?: boolean;
-  /** pgrelay extension, default false (pgpool 4.3 sends every EXPLAIN to the primary, §2.2): load-balance EXPLAIN of a read, and EXPLAIN ANALYZE of a read. */
+  /** pgrelay extension, default false (pgpool 4.3 sends every EXPLAIN to the primary, pgpool's statement table (send_to_where())): load-balance EXPLAIN of a read, and EXPLAIN ANALYZE of a read. */
   loadBalanceExplain?: boolean;
 }
 
@@ -341,7 +341,7 @@ const FROM_END = new Set([
 /** Calls whose argument syntax contains FROM (`extract(x FROM y)` is not a FROM clause). */
 const FROM_ARG_CALLS = new Set(['extract', 'substring', 'trim', 'overlay', 'normalize']);
 
-/** Leading keywords that are always primary-only ("all other statements", §2.2). */
+/** Leading keywords that are always primary-only ("all other statements", pgpool's statement table (send_to_where())). */
 const OTHER_PRIMARY = new Set([
   'alter',
   'drop',
@@ -881,12 +881,12 @@ function analyzeSet(sql: string, toks: Token[], s: number, e: number): Builder {
     if (modes === null) return invalid('SET TRANSACTION modes');
     const b = both(scope === 'transaction' ? 'SET TRANSACTION' : 'SET SESSION CHARACTERISTICS');
     b.txSetting = { scope, isolation: modes.isolation, readOnly: modes.readOnly };
-    // §2.2: … READ WRITE and … ISOLATION LEVEL SERIALIZABLE go to the primary only.
+    // pgpool's statement table (send_to_where()): … READ WRITE and … ISOLATION LEVEL SERIALIZABLE go to the primary only.
     if (modes.readOnly === false || modes.isolation === 'serializable') {
       b.dest = 'primary';
       b.reason += modes.readOnly === false ? ' READ WRITE' : ' ISOLATION LEVEL SERIALIZABLE';
     }
-    // §2.3: SET TRANSACTION READ ONLY (and variants) does not count as a write.
+    // pgpool's disable_load_balance_on_write (pool_at_command_success()): SET TRANSACTION READ ONLY (and variants) does not count as a write.
     if (modes.readOnly === true) b.write = false;
     return b;
   }
@@ -906,7 +906,7 @@ function analyzeSet(sql: string, toks: Token[], s: number, e: number): Builder {
       const on = v === 'on' || v === 'true' || v === 'yes' || v === '1' || v === 't' || v === 'y';
       const b = both('SET transaction_read_only', !on);
       b.txSetting = { scope: 'transaction', readOnly: on };
-      // §2.2: SET transaction_read_only = off/false/0 → primary (any non-"on" value, conservatively).
+      // pgpool's statement table (send_to_where()): SET transaction_read_only = off/false/0 → primary (any non-"on" value, conservatively).
       if (!on) {
         b.dest = 'primary';
         b.reason = `SET transaction_read_only = ${v}`;
@@ -1023,7 +1023,7 @@ function analyzeBegin(toks: Token[], s: number, e: number): Builder {
     tx: 'begin',
     beginModes: modes,
   };
-  // §2.2: BEGIN READ WRITE / … SERIALIZABLE: original text to the primary, plain BEGIN to the standby.
+  // pgpool's statement table (send_to_where()): BEGIN READ WRITE / … SERIALIZABLE: original text to the primary, plain BEGIN to the standby.
   if (modes.readOnly === false || modes.isolation === 'serializable') {
     let text = 'BEGIN';
     if (modes.isolation !== undefined && modes.isolation !== 'serializable')
@@ -1077,7 +1077,7 @@ function analyzeLock(toks: Token[], s: number, e: number): Builder {
     const a = wordAt(toks, inAt + 1, e),
       c = wordAt(toks, inAt + 2, e);
     b.reason = `LOCK IN ${a.toUpperCase()} ${c.toUpperCase()} MODE`;
-    // §2.2: ACCESS SHARE / ROW SHARE go to both; ROW EXCLUSIVE and stronger to the primary.
+    // pgpool's statement table (send_to_where()): ACCESS SHARE / ROW SHARE go to both; ROW EXCLUSIVE and stronger to the primary.
     if ((a === 'access' || a === 'row') && c === 'share') b.dest = 'both';
   }
   return b;
@@ -1226,7 +1226,7 @@ function finish(b: Builder, statementCount: number, hint: boolean, leadingCommen
   return c;
 }
 
-/** pgpool is_select_query() text rule with allow_sql_comments = off (§2.1): s S ( w W t T, or empty / `;`. */
+/** pgpool is_select_query() text rule with allow_sql_comments = off (pgpool's pool_where_to_send()): s S ( w W t T, or empty / `;`. */
 function startsLikeSelect(sql: string): boolean {
   let i = 0;
   const n = sql.length;
@@ -1301,7 +1301,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
     return finish(builder, count, lx.noLoadBalanceHint, lx.leadingComment);
   }
   if (count > 1) {
-    // §2.9: a multi-statement Query goes to the primary only.
+    // pgpool's multi-statement rule: a multi-statement Query goes to the primary only.
     const c = finish(
       { kind: 'multi', dest: 'primary', write: multiWrite, reason: 'multi-statement query' },
       count,
@@ -1317,10 +1317,10 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
 
   const c = finish(builder, count, lx.noLoadBalanceHint, lx.leadingComment);
   if (c.dest === 'either') {
-    // §2.1: with allow_sql_comments = off a SELECT must *start* with s/S/(/w/W/t/T (VALUES, leading comments → primary).
+    // pgpool's pool_where_to_send(): with allow_sql_comments = off a SELECT must *start* with s/S/(/w/W/t/T (VALUES, leading comments → primary).
     if (builder.selectText === true && !opts.allowSqlComments && !startsLikeSelect(sql)) {
       c.dest = 'primary';
-      // pgpool's is_select_query() is false here, so the statement also counts as a write (§2.3).
+      // pgpool's is_select_query() is false here, so the statement also counts as a write (pgpool's disable_load_balance_on_write (pool_at_command_success())).
       c.write = true;
       c.reason = lx.leadingComment
         ? 'leading comment (allow_sql_comments = off)'

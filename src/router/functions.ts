@@ -1,5 +1,5 @@
 /**
- * Does a function called by a SELECT write? (pgpool.md §2.4)
+ * Does a function called by a SELECT write? (pgpool's pool_has_function_call() rules)
  *
  *   - nextval, setval, currval, lastval always write (also schema-qualified);
  *   - else if write_function_list is non-empty: a name matching one of its regexes writes, others do not;

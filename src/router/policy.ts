@@ -1,8 +1,8 @@
 /**
  * Routing policy: where one classified statement goes, given the session's
- * routing state (pgpool.md §2.1 pool_where_to_send / where_to_send_main_replica),
- * and how the state changes once the statement has run (§2.3
- * pool_at_command_success). Pure; the lead keeps one SessionRoutingState per
+ * routing state (pgpool's pool_where_to_send() / where_to_send_main_replica()),
+ * and how the state changes once the statement has run (pgpool's
+ * pool_at_command_success()). Pure; the lead keeps one SessionRoutingState per
  * client session and feeds ReadyForQuery's transaction status back in.
  *
  * Targets: 'primary'; 'standby' = the session's load-balance node (which may be
@@ -40,7 +40,7 @@ export function routingConfigFrom(cfg: RoutingSourceConfig): RoutingConfig {
     const p = raw.trim();
     if (p === '') continue;
     try {
-      // §2.5: case-insensitive, anchored, whole query string (POSIX `.` also matches newlines).
+      // pgpool's pattern lists: case-insensitive, anchored, whole query string (POSIX `.` also matches newlines).
       patterns.push(new RegExp(`^(?:${p})$`, 'is'));
     } catch (err) {
       throw new Error(
@@ -65,13 +65,13 @@ export interface SessionRoutingState {
   inTransaction: boolean;
   /** Transaction failed (status E). */
   failed: boolean;
-  /** disable_load_balance_on_write flag ("writing transaction"); lifetime depends on the mode (§2.3). */
+  /** disable_load_balance_on_write flag ("writing transaction"); lifetime depends on the mode (pgpool's disable_load_balance_on_write (pool_at_command_success())). */
   writing: boolean;
   /** Current transaction runs at SERIALIZABLE. */
   txSerializable: boolean;
   /** Session default isolation is SERIALIZABLE (SET SESSION CHARACTERISTICS / default_transaction_isolation). */
   defaultSerializable: boolean;
-  /** Current transaction was opened by a multi-statement Query (§2.9). */
+  /** Current transaction was opened by a multi-statement Query (pgpool's multi-statement rule). */
   txStartedByMulti: boolean;
   /** dml_adaptive: tables written in the current transaction. */
   writtenTables: string[];
@@ -111,9 +111,9 @@ export type Target = 'primary' | 'standby' | 'both';
 
 export interface Decision {
   target: Target;
-  /** For 'both': primary first, except COMMIT/ROLLBACK which go to the standby first (§2.2 ordering). */
+  /** For 'both': primary first, except COMMIT/ROLLBACK which go to the standby first (pgpool's statement table (send_to_where()) ordering). */
   bothOrder?: 'primary-first' | 'standby-first';
-  /** For 'both' with statement_level_load_balance: every live standby, not just the LB node (§2.6). */
+  /** For 'both' with statement_level_load_balance: every live standby, not just the LB node (pgpool's select_load_balancing_node()). */
   allStandbys?: boolean;
   /** For 'both': text for the standby(s) when it differs (BEGIN READ WRITE → BEGIN). */
   standbyText?: string;
@@ -145,65 +145,65 @@ export function route(input: RouteInput): Decision {
   const fnWrites = fnCount > 0 && input.writingFunction !== false;
   const write = c.write || fnWrites;
 
-  // §2.1: load_balance_mode = off → everything (BOTH included) to the primary.
+  // pgpool's pool_where_to_send(): load_balance_mode = off → everything (BOTH included) to the primary.
   if (!cfg.load_balance_mode) return toPrimary('load_balance_mode = off', write);
-  // §2.9: a multi-statement Query goes to the primary only.
+  // pgpool's multi-statement rule: a multi-statement Query goes to the primary only.
   if (c.statementCount > 1) return toPrimary('multi-statement query', write);
-  // §2.2: text that does not parse is treated as a write.
+  // pgpool's statement table (send_to_where()): text that does not parse is treated as a write.
   if (c.parseError !== undefined) return toPrimary(c.reason, true);
-  // §2.2: statement class PRIMARY.
+  // pgpool's statement table (send_to_where()): statement class PRIMARY.
   if (c.dest === 'primary') return toPrimary(c.reason, write);
 
   if (c.dest === 'both') {
-    // §2.9: in a transaction begun by a multi-statement Query, BOTH-type statements go to the primary only.
+    // pgpool's multi-statement rule: in a transaction begun by a multi-statement Query, BOTH-type statements go to the primary only.
     if (s.inTransaction && s.txStartedByMulti)
       return toPrimary(`${c.reason} in a transaction begun by a multi-statement query`, write);
     const d: Decision = {
       target: 'both',
-      // §2.2 ordering: COMMIT/ROLLBACK to the other nodes first, everything else primary first.
+      // pgpool's statement table (send_to_where()) ordering: COMMIT/ROLLBACK to the other nodes first, everything else primary first.
       bothOrder: c.tx === 'commit' || c.tx === 'rollback' ? 'standby-first' : 'primary-first',
       write,
       reason: c.reason,
     };
-    if (c.standbyText !== undefined) d.standbyText = c.standbyText; // §2.2 remove_read_write
-    if (cfg.statement_level_load_balance) d.allStandbys = true; // §2.6
+    if (c.standbyText !== undefined) d.standbyText = c.standbyText; // pgpool's statement table (send_to_where()) remove_read_write
+    if (cfg.statement_level_load_balance) d.allStandbys = true; // pgpool's select_load_balancing_node()
     return d;
   }
 
   // EITHER: a read that may be load-balanced.
   const mode = cfg.disable_load_balance_on_write;
-  // pgrelay: in a failed transaction PostgreSQL on the primary answers 25P02 (§2.3).
+  // pgrelay: in a failed transaction PostgreSQL on the primary answers 25P02 (pgpool's disable_load_balance_on_write (pool_at_command_success())).
   if (s.failed) return toPrimary('failed transaction', write);
-  // §2.1/§2.3: disable_load_balance_on_write = always: after any write the session reads from the primary.
+  // pgpool's pool_where_to_send()/pgpool's disable_load_balance_on_write (pool_at_command_success()): disable_load_balance_on_write = always: after any write the session reads from the primary.
   if (mode === 'always' && s.writing)
     return toPrimary('session has written (disable_load_balance_on_write = always)', write);
   if (s.inTransaction) {
-    // §2.3: transaction / trans_transaction: a transaction that has written reads from the primary.
+    // pgpool's disable_load_balance_on_write (pool_at_command_success()): transaction / trans_transaction: a transaction that has written reads from the primary.
     if ((mode === 'transaction' || mode === 'trans_transaction') && s.writing) {
       return toPrimary(`transaction has written (disable_load_balance_on_write = ${mode})`, write);
     }
-    // §2.3: SERIALIZABLE transactions read from the primary.
+    // pgpool's disable_load_balance_on_write (pool_at_command_success()): SERIALIZABLE transactions read from the primary.
     if (s.txSerializable) return toPrimary('SERIALIZABLE transaction', write);
   }
-  // §2.1: system catalog relations → primary.
+  // pgpool's pool_where_to_send(): system catalog relations → primary.
   if (c.systemCatalog) return toPrimary('reads a system catalog', write);
-  // §2.1 check_temp_table (trace: temp tables created in this session) and the lead's catalog answer.
+  // pgpool's pool_where_to_send() check_temp_table (trace: temp tables created in this session) and the lead's catalog answer.
   if (cfg.checkTempTable && s.tempTables.length > 0) {
     for (const r of c.relations) if (relationIn(r, s.tempTables)) return toPrimary(`reads temp table ${r}`, write);
   }
   if (input.tempOrUnlogged === true) return toPrimary('reads a temp or unlogged table', write);
-  // §2.5: primary_routing_query_pattern_list, matched against the whole text.
+  // pgpool's pattern lists: primary_routing_query_pattern_list, matched against the whole text.
   for (const p of cfg.primaryRoutingPatterns) {
     if (p.test(input.sql)) return toPrimary('matches primary_routing_query_pattern_list', write);
   }
-  // §2.4: writing functions.
+  // pgpool's writing functions: writing functions.
   if (fnCount > 0 && input.writingFunction !== false) {
     return toPrimary(
       input.writingFunction === true ? 'calls a writing function' : 'function volatility unknown',
       write,
     );
   }
-  // §2.3 dml_adaptive: reads of tables written earlier in this transaction.
+  // pgpool's disable_load_balance_on_write (pool_at_command_success()) dml_adaptive: reads of tables written earlier in this transaction.
   if (mode === 'dml_adaptive' && s.inTransaction && s.writtenTables.length > 0) {
     for (const r of c.relations)
       if (relationIn(r, s.writtenTables))
@@ -223,7 +223,7 @@ export interface StatementOutcome {
   txStatus: 'I' | 'T' | 'E';
 }
 
-/** Update the session's routing state after a statement (§2.3 pool_at_command_success). Mutates `state`. */
+/** Update the session's routing state after a statement (pgpool's disable_load_balance_on_write (pool_at_command_success()) pool_at_command_success). Mutates `state`. */
 export function afterStatement(
   state: SessionRoutingState,
   cls: Classification,
@@ -233,7 +233,7 @@ export function afterStatement(
 ): void {
   const wasInTx = state.inTransaction;
   const nowInTx = outcome.txStatus !== 'I';
-  // §2.3: BEGIN and COMMIT/ROLLBACK clear the flag, except in trans_transaction (and always, which is session-wide).
+  // pgpool's disable_load_balance_on_write (pool_at_command_success()): BEGIN and COMMIT/ROLLBACK clear the flag, except in trans_transaction (and always, which is session-wide).
   const clearsWriting = mode !== 'trans_transaction' && mode !== 'always';
 
   if (outcome.ok) {
@@ -253,14 +253,14 @@ export function afterStatement(
     for (const t of cls.createsTemp) if (!state.tempTables.includes(t)) state.tempTables.push(t);
 
     if (decision.write) {
-      // §2.3: the flag is set after success when inside a transaction, or always in mode `always`.
+      // pgpool's disable_load_balance_on_write (pool_at_command_success()): the flag is set after success when inside a transaction, or always in mode `always`.
       if (mode === 'always') state.writing = true;
       else if ((mode === 'transaction' || mode === 'trans_transaction') && nowInTx) state.writing = true;
       if (mode === 'dml_adaptive' && nowInTx) {
         for (const t of cls.writtenTables) if (!state.writtenTables.includes(t)) state.writtenTables.push(t);
       }
     }
-    // §2.9: a multi-statement Query that opened a transaction.
+    // pgpool's multi-statement rule: a multi-statement Query that opened a transaction.
     if (cls.statementCount > 1 && cls.multiBegins && !wasInTx && nowInTx) state.txStartedByMulti = true;
   }
 

@@ -446,7 +446,7 @@ describe('other SHOW commands', () => {
     const v = rows(await executeAdmin({ kind: 'show', target: 'pool_version' }, ctx()));
     expect(v.columns).toEqual(['pool_version']);
     expect(v.rows[0]![0]).toMatch(/^\d+\.\d+\.\d+ \(pgrelay 0\.1\.0\)$/);
-    // pgpool's legacy format (§1.5): booleans and enums as numbers, per-node rows with
+    // pgpool's legacy format (pgpool's SHOW pool_status): booleans and enums as numbers, per-node rows with
     // normalised weights, status and standby delay.
     const st = rows(await executeAdmin({ kind: 'show', target: 'pool_status' }, ctx()));
     expect(st.columns).toEqual(['item', 'value', 'description']);

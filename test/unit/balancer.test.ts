@@ -57,7 +57,7 @@ function histogram(n: number, draw: () => number | null): Map<number | null, num
   return h;
 }
 
-describe('chooseLoadBalanceNode (§2.6)', () => {
+describe('chooseLoadBalanceNode (pgpool load-balance node choice (select_load_balancing_node()))', () => {
   it('weighted draw over live nodes, primary included: 10k draws within ±2 percentage points', () => {
     const rnd = seeded(42);
     const N = 10_000;
@@ -95,7 +95,7 @@ describe('chooseLoadBalanceNode (§2.6)', () => {
   });
 });
 
-describe('redirect preference lists (§2.5)', () => {
+describe('redirect preference lists (pgpool pattern lists)', () => {
   it('parses regex:node(ratio) entries', () => {
     const r = parseRedirectList('postgres:primary,mydb[01]:1(0.3),mydb2:standby, x{1,3}:2 ( 1 )');
     expect(r.map((e) => [e.source, e.target, e.ratio])).toEqual([
@@ -155,7 +155,7 @@ describe('redirect preference lists (§2.5)', () => {
   });
 });
 
-describe('nodeForRead (§2.6, §2.7)', () => {
+describe('nodeForRead (pgpool load-balance node choice (select_load_balancing_node()), pgpool delay_threshold rules)', () => {
   it('uses the session node; re-chooses when it is down', () => {
     const ns = nodes();
     expect(nodeForRead(2, ns, config(), facts, fixed(0.5))).toMatchObject({ node: 2, sessionLbNode: 2 });

@@ -43,8 +43,8 @@ describe('lexer', () => {
   });
 });
 
-// pgpool.md §2.2 statement table, row by row (allow_sql_comments = off, the default).
-describe('pgpool §2.2 statement table', () => {
+// pgpool's statement table (send_to_where()), row by row (allow_sql_comments = off, the default).
+describe('pgpool statement table (send_to_where()) statement table', () => {
   it.each([
     ['SELECT 1'],
     ['SELECT now()'],
@@ -193,7 +193,7 @@ describe('pgpool §2.2 statement table', () => {
     expect(c('BEGIN READ ONLY').beginModes).toEqual({ readOnly: true });
   });
 
-  it('write flag: SET and SAVEPOINT count, SET TRANSACTION READ ONLY, SHOW, BEGIN, COMMIT do not (§2.3, §9)', () => {
+  it('write flag: SET and SAVEPOINT count, SET TRANSACTION READ ONLY, SHOW, BEGIN, COMMIT do not (pgpool disable_load_balance_on_write (pool_at_command_success()), observed with pgpool 4.3.5)', () => {
     expect(c('SET work_mem = 1').write).toBe(true);
     expect(c('SAVEPOINT a').write).toBe(true);
     expect(c('LOCK t IN ACCESS SHARE MODE').write).toBe(true);
@@ -318,7 +318,7 @@ describe('functions and relations', () => {
     expect(c('TABLE s.t').relations).toEqual(['s.t']);
     expect(c('SELECT (SELECT max(x) FROM m) FROM n').relations).toEqual(['m', 'n']);
   });
-  it('system catalogs: pg_catalog.* and pg_* names (§2.2, §9)', () => {
+  it('system catalogs: pg_catalog.* and pg_* names (pgpool statement table (send_to_where()), observed with pgpool 4.3.5)', () => {
     expect(c('SELECT relname FROM pg_class').systemCatalog).toBe(true);
     expect(c('SELECT count(*) FROM pg_stat_activity').systemCatalog).toBe(true);
     expect(c('SELECT * FROM pg_catalog.pg_namespace n').systemCatalog).toBe(true);

@@ -17,7 +17,7 @@ describe('md5', () => {
   });
 
   it('stored hash is md5(password || user), as pg_md5 --md5auth writes it', () => {
-    // verified with pgpool's pg_md5 -m -u u pass (pgpool.md §4.3)
+    // verified with pgpool's pg_md5 -m -u u pass (pgpool's pg_md5)
     expect(pgMd5Hash('pass', 'u')).toBe('md58efd6b1b8a4266d19101ebf5a346a42c');
     expect(pgMd5Hash('password', 'user')).toBe('md5' + '4d45974e13472b5a0be3533de4666414');
     expect(isMd5Hash(pgMd5Hash('x', 'y'))).toBe(true);

@@ -54,7 +54,7 @@ describe('AES as pgpool', () => {
     expect(iv.length).toBe(16);
   });
 
-  it('matches pgpool.md §4.2 example', () => {
+  it('matches the pool_passwd example of pgpool documentation', () => {
     expect(aesEncrypt('pass', 'secretkey')).toBe('fx+mQgm6Kl9/Cop9bDx8cw==');
     expect(aesDecrypt('AESfx+mQgm6Kl9/Cop9bDx8cw==', 'secretkey')).toBe('pass');
   });

@@ -103,7 +103,7 @@ describe('route: statement classes', () => {
     expect(x.target('BEGIN')).toBe('primary');
   });
 
-  it('primary_routing_query_pattern_list matches the whole text, case-insensitively (§2.5)', () => {
+  it('primary_routing_query_pattern_list matches the whole text, case-insensitively (pgpool pattern lists)', () => {
     const x = new Session(cfg({ primary_routing_query_pattern_list: ['SELECT \\* FROM t1\\;', '.*t2.*'] }));
     expect(x.target('select * from t1;')).toBe('primary');
     expect(x.target('SELECT * FROM t1')).toBe('standby');
@@ -112,7 +112,7 @@ describe('route: statement classes', () => {
   });
 });
 
-describe('§2.3 disable_load_balance_on_write matrix (script from §2.3 / §9)', () => {
+describe('pgpool disable_load_balance_on_write (pool_at_command_success()) disable_load_balance_on_write matrix (script from pgpool disable_load_balance_on_write (pool_at_command_success()) / observed with pgpool 4.3.5)', () => {
   // SELECT a1; BEGIN; SELECT a2; INSERT; SELECT a3; COMMIT; SELECT a4; BEGIN; SELECT a5; COMMIT; INSERT; SELECT a6
   function script(mode: DisableLbOnWrite): Record<string, string> {
     const x = new Session(cfg({ disable_load_balance_on_write: mode }));
@@ -145,7 +145,7 @@ describe('§2.3 disable_load_balance_on_write matrix (script from §2.3 / §9)',
   it('always: every read after the first write', () => {
     expect(script('always')).toEqual({ a1: S, a2: S, a3: P, a4: P, a5: P, a6: P });
   });
-  it('dml_adaptive: only reads of tables written in this transaction (§2.3 observation)', () => {
+  it('dml_adaptive: only reads of tables written in this transaction (pgpool disable_load_balance_on_write (pool_at_command_success()) observation)', () => {
     const fns = new FunctionVolatilityCache({
       write_function_list: [],
       read_only_function_list: ['count'],
@@ -171,7 +171,7 @@ describe('§2.3 disable_load_balance_on_write matrix (script from §2.3 / §9)',
   });
 });
 
-describe('transactions (§2.3, §9)', () => {
+describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_success()), observed with pgpool 4.3.5)', () => {
   it('SET and SAVEPOINT inside a transaction count as writes; SET TRANSACTION READ ONLY does not', () => {
     const a = new Session(cfg());
     a.run('BEGIN');
@@ -250,7 +250,7 @@ describe('transactions (§2.3, §9)', () => {
     expect(a.state.inTransaction).toBe(true);
     expect(a.target('SELECT 1')).toBe('standby');
   });
-  it('a transaction begun by a multi-statement query keeps BOTH statements on the primary (§2.9)', () => {
+  it('a transaction begun by a multi-statement query keeps BOTH statements on the primary (pgpool multi-statement rule)', () => {
     const a = new Session(cfg({ disable_load_balance_on_write: 'off' }));
     expect(a.target('BEGIN; SELECT 1')).toBe('primary');
     expect(a.state.txStartedByMulti).toBe(true);
@@ -284,7 +284,7 @@ describe('temp and unlogged tables', () => {
   });
 });
 
-describe('writing functions (§2.4) through FunctionVolatilityCache', () => {
+describe('writing functions (pgpool writing functions) through FunctionVolatilityCache', () => {
   function catalog(volatile: Set<string>): { query: CatalogQuery; calls: string[] } {
     const calls: string[] = [];
     const query: CatalogQuery = async (sql) => {

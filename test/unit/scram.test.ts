@@ -29,7 +29,7 @@ function errOf(r: object): { code: string; message: string; detail?: string } {
   return (r as { error: { code: string; message: string; detail?: string } }).error;
 }
 
-describe('RFC 7677 §3 test vector', () => {
+describe('RFC 7677 pgpool connection pooling test vector', () => {
   const salt = Buffer.from('W22ZaJ0SNY7soEsUEjb6gQ==', 'base64');
   const verifier = buildScramVerifier('pencil', { salt, iterations: 4096 });
 
