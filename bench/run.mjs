@@ -48,7 +48,7 @@ function die(msg) {
 }
 
 const ALL_MODES = ['simple', 'extended', 'prepared'];
-const ALL_TARGETS = ['direct', 'pgrelay', 'pgbouncer', 'pgpool', 'pgrelay-lb', 'pipe'];
+const ALL_TARGETS = ['direct', 'pgrelay', 'pgbouncer', 'pgpool', 'pgrelay-lb', 'pipe', 'pgrelay-base'];
 const ALL_WORKLOADS = ['select', 'tpcb', 'connect'];
 
 const OPT = {
@@ -70,6 +70,8 @@ const OPT = {
   pgpool: env.BENCH_PGPOOL ?? '/usr/sbin/pgpool',
   resultsDir: env.BENCH_RESULTS_DIR ?? path.join(HERE, 'results'),
   keep: env.BENCH_KEEP === '1',
+  /** The cli.js of another pgrelay build (e.g. a worktree of an earlier commit), run as target pgrelay-base. */
+  baseline: env.BENCH_BASELINE ?? null,
 };
 for (const m of [...OPT.modes, ...OPT.tpcbModes, ...OPT.profileModes]) {
   if (!ALL_MODES.includes(m)) die(`unknown protocol mode "${m}" (simple, extended, prepared)`);
@@ -87,12 +89,14 @@ const TARGET_WORKLOADS = {
   pgpool: ['select', 'tpcb', 'connect'],
   'pgrelay-lb': ['select', 'tpcb'],
   pipe: ['select', 'tpcb', 'connect'],
+  'pgrelay-base': ['select', 'tpcb', 'connect'],
 };
 
 function wanted(target) {
   if (OPT.only) return OPT.only.includes(target);
   if (target === 'pgrelay-lb') return OPT.lb;
   if (target === 'pipe') return OPT.pipe;
+  if (target === 'pgrelay-base') return OPT.baseline !== null;
   return true;
 }
 
@@ -378,14 +382,14 @@ function pgrelayConf({ port, backends, lb }) {
   return `${lines.join('\n')}\n`;
 }
 
-async function startPgrelay(name, backends, { lb = false, cpuProfDir = null } = {}) {
+async function startPgrelay(name, backends, { lb = false, cpuProfDir = null, cli = path.join(DIST, 'cli.js') } = {}) {
   const dir = await mkTempDir(`pgrelay-bench-${name}-`);
   const port = await freePort();
   const conf = path.join(dir, 'pgrelay.conf');
   await fsp.writeFile(conf, pgrelayConf({ port, backends, lb }));
   const nodeArgs = [];
   if (cpuProfDir) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`);
-  const p = new Proc(name, process.execPath, [...nodeArgs, path.join(DIST, 'cli.js'), '-f', conf], {
+  const p = new Proc(name, process.execPath, [...nodeArgs, cli, '-f', conf], {
     logFile: path.join(dir, 'pgrelay.log'),
   });
   try {
@@ -898,6 +902,10 @@ async function main() {
       pgpool: () => startPgpool(primary, maxClients),
       'pgrelay-lb': () => startPgrelay('pgrelay-lb', cluster.nodes, { lb: true }),
       pipe: () => startPipe(primary),
+      'pgrelay-base': () => {
+        if (!OPT.baseline || !fs.existsSync(OPT.baseline)) throw new Error(`BENCH_BASELINE ${OPT.baseline}: not found`);
+        return startPgrelay('pgrelay-base', [primary], { cli: path.resolve(OPT.baseline) });
+      },
     };
     for (const name of targetsWanted) {
       try {
