@@ -118,8 +118,17 @@ export class FailoverRunner {
       if (primaryFailed) {
         if (o.fixedPrimary !== undefined) newPrimary = o.fixedPrimary;
         else {
+          // Nothing promotes a standby without failover_command: if the failed primary
+          // answers again (it only stalled or restarted), it is taken back.
+          const reclaim =
+            !cfg.failover_command.trim() && !o.skipFailoverCommand
+              ? () => this.takeBack(oldPrimary, 'the failed primary answers again and no command promoted another node')
+              : undefined;
           const live = this.nodes.all().filter((n) => isLive(n.status));
-          newPrimary = live.length === 0 ? -1 : await this.search.repeat(cfg.search_primary_node_timeout);
+          newPrimary =
+            live.length === 0 && !reclaim
+              ? -1
+              : await this.search.repeat(cfg.search_primary_node_timeout, undefined, 'search', reclaim);
         }
         if (newPrimary >= 0)
           this.nodes.setPrimary(newPrimary, o.fixedPrimary !== undefined ? reason : 'primary search after failover');
@@ -157,6 +166,22 @@ export class FailoverRunner {
       this.log.info({ failed, oldPrimary, newPrimary: done.newPrimary, durationMs: done.durationMs }, 'failover done');
       this.events.emit('failover-done', done);
     }
+  }
+
+  /**
+   * No primary is known: if down node `id` answers as a primary (and an operator did not
+   * detach it), attach it again; resolves with the primary then known, or -1. Inside serial().
+   */
+  async takeBack(id: number, reason: string): Promise<number> {
+    const n = this.nodes.get(id);
+    if (!n || n.status !== 'down' || this.marks.operatorDetached.has(id) || this.nodes.primaryId >= 0) return -1;
+    if (!(await this.search.answersAsPrimary(n))) return -1;
+    this.log.warn(
+      { node: id },
+      `node ${id} is down but answers as the primary and no other primary is known: taking it back`,
+    );
+    await this.failback(id, reason);
+    return this.nodes.primaryId;
   }
 
   /** Attach a down node (status waiting) and run failback_command. Runs inside serial(). */

@@ -11,7 +11,9 @@ import type { CheckAccess } from './check-access.js';
 import type { ClusterEvents } from './events.js';
 import type { FailoverRunner } from './failover-runner.js';
 import { type HealthCheckResult, type HealthStats, HealthStatsRecorder, healthCheckWithRetries } from './health.js';
+import type { NodeMarks } from './node-marks.js';
 import type { NodeTable } from './nodes.js';
+import type { PrimarySearch } from './primary-search.js';
 import type { ClusterTasks } from './tasks.js';
 
 export type BackendErrorKind = 'connect' | 'io' | 'shutdown';
@@ -36,6 +38,8 @@ export class HealthMonitor {
     private readonly events: ClusterEvents,
     private readonly access: CheckAccess,
     private readonly failover: FailoverRunner,
+    private readonly search: PrimarySearch,
+    private readonly marks: NodeMarks,
   ) {
     this.stats = nodes.all().map(() => new HealthStatsRecorder());
   }
@@ -50,7 +54,10 @@ export class HealthMonitor {
     return this.inflight.values();
   }
 
-  /** The loop of one node: a check every health_check_period; a down node's turn counts as skipped. */
+  /**
+   * The loop of one node: a check every health_check_period. A down node's turn counts
+   * as skipped; while no primary is known it is asked whether it is one (see reclaim).
+   */
   async loop(id: number): Promise<void> {
     while (!this.tasks.stopped) {
       const hc = this.access.healthConfig(id);
@@ -60,10 +67,34 @@ export class HealthMonitor {
         continue;
       }
       const t0 = Date.now();
-      if (n.status === 'down') this.stats[id]?.skipped();
-      else await this.check(id, 'health check').catch(() => undefined);
+      if (n.status === 'down') {
+        this.stats[id]?.skipped();
+        await this.reclaim(id).catch((e: unknown) =>
+          this.log.error({ node: id, err: (e as Error).message }, 'taking a down node back failed'),
+        );
+      } else await this.check(id, 'health check').catch(() => undefined);
       await this.tasks.sleep(Math.max(0, hc.period * 1000 - (Date.now() - t0)));
     }
+  }
+
+  /**
+   * No primary is known (its node was marked down, e.g. after a stall, and no other
+   * took over): a down node that answers as a primary is taken back, unless an operator
+   * detached it or another live node is the primary. Without this a primary that
+   * stalled for a few seconds would stay down until a restart with -D.
+   */
+  private async reclaim(id: number): Promise<void> {
+    const n = this.nodes.get(id);
+    if (!n || n.status !== 'down' || this.marks.operatorDetached.has(id)) return;
+    if (this.nodes.primaryId >= 0 || this.failover.inProgress) return;
+    if (!(await this.search.answersAsPrimary(n))) return;
+    await this.tasks.serial(async () => {
+      if (this.nodes.primaryId >= 0 || this.failover.inProgress) return;
+      // A live node that became primary meanwhile wins over the down one.
+      const live = await this.search.round();
+      if (live >= 0) this.nodes.setPrimary(live, 'primary search while no primary was known');
+      else await this.failover.takeBack(id, 'down node answers as the primary and no other primary is known');
+    });
   }
 
   /**

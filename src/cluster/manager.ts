@@ -95,7 +95,7 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
       this.marks,
       opts.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS,
     );
-    this.health = new HealthMonitor(nodes, getConfig, log, tasks, this, access, this.failover);
+    this.health = new HealthMonitor(nodes, getConfig, log, tasks, this, access, this.failover, this.search, this.marks);
     this.sr = new SrCheck(nodes, getConfig, log, tasks, this, access, this.failover, this.marks);
     this.ops = new NodeOperations(
       nodes,

@@ -80,14 +80,41 @@ export class PrimarySearch {
     return primary;
   }
 
-  /** Rounds about once a second until a primary is found or timeoutS passes (0 = until stop). */
-  async repeat(timeoutS: number, answered?: Set<number>, phase = 'search'): Promise<number> {
+  /** Does `node` answer as a primary (pg_is_in_recovery() = false)? False when it does not answer. */
+  async answersAsPrimary(node: NodeState): Promise<boolean> {
+    const cfg = this.getConfig();
+    try {
+      const rows = await oneShotQuery(
+        node,
+        this.access.srCredentials(cfg),
+        'SELECT pg_catalog.pg_is_in_recovery() AS r',
+        srQueryTimeoutMs(cfg),
+      );
+      return rows[0]?.r === 'f';
+    } catch (e) {
+      this.log.debug({ node: node.id, err: (e as Error).message }, 'down node did not answer');
+      return false;
+    }
+  }
+
+  /**
+   * Rounds about once a second until a primary is found or timeoutS passes (0 = until
+   * stop). After a round without one, `orElse` may supply it (a node taken back).
+   */
+  async repeat(
+    timeoutS: number,
+    answered?: Set<number>,
+    phase = 'search',
+    orElse?: () => Promise<number>,
+  ): Promise<number> {
     const deadline = timeoutS > 0 ? Date.now() + timeoutS * 1000 : Infinity;
     for (;;) {
       if (this.tasks.stopped) return -1;
       const t0 = Date.now();
       const p = await this.round(answered, phase);
       if (p >= 0) return p;
+      const other = orElse ? await orElse() : -1;
+      if (other >= 0) return other;
       if (Date.now() >= deadline) return -1;
       if (phase === 'start-up' && this.nodes.primaryId >= 0) return this.nodes.primaryId;
       await this.tasks.sleep(Math.max(0, Math.min(SEARCH_INTERVAL_MS - (Date.now() - t0), deadline - Date.now())));

@@ -64,7 +64,7 @@ export class AdminReplies {
     void this.run(req).then((result) => {
       if (s.closed) return;
       s.writeClient(
-        Buffer.concat([encodeAdminResult(result, { extended: false }), readyForQuery(s.backends.primary.txStatus)]),
+        Buffer.concat([encodeAdminResult(result, { extended: false }), readyForQuery(s.backends.txStatus)]),
       );
       s.resume('admin');
     });

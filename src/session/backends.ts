@@ -41,6 +41,11 @@ export interface BackendsOwner extends LinkOwner {
   flushRun(): void;
   /** What client authentication produced for logging into backends (overrides ctx.backendSecret). */
   readonly authSecret?: BackendSecret;
+  /**
+   * An admin user: it does not wait for a primary during an outage (it gets an
+   * admin-only session at once instead, see session.ts).
+   */
+  readonly isAdminUser: boolean;
 }
 
 /** How long a node a mid-session connection failed to is not tried again. */
@@ -129,7 +134,7 @@ export class Backends {
       await this.openOnce();
     } catch (e) {
       const failedNode = ctx.nodes.primaryId;
-      if (!isNetworkError(e) || failedNode < 0) throw e;
+      if (!isNetworkError(e) || failedNode < 0 || this.owner.isAdminUser) throw e;
       this.owner.log.info(
         { node: failedNode, err: (e as Error).message },
         'primary unreachable at connect: waiting for its health check',
@@ -144,7 +149,7 @@ export class Backends {
     const ctx = this.owner.ctx;
     const cfg = ctx.config();
     let primary = ctx.nodes.primaryNode();
-    if (!primary) {
+    if (!primary && !this.owner.isAdminUser) {
       const id = await ctx.services.waitForPrimary(
         cfg.connect_timeout > 0 ? Math.max(cfg.connect_timeout, 10_000) : 10_000,
       );
@@ -224,6 +229,7 @@ export class Backends {
       secret: (u) => this.owner.authSecret ?? ctx.backendSecret(u),
     });
     this.owner.debug({ node: nodeId, backendPid: conn.pid }, 'new backend connection');
+    reportedByBackends = new Map(conn.params);
     ctx.services.metrics.backendConnectionOpened(nodeId);
     conn.useCount++;
     ctx.nodes.markUsed(nodeId);
@@ -374,6 +380,36 @@ export class Backends {
       cache.resetDone(conn.cacheKey);
     });
   }
+}
+
+/** What backends reported at their start-up most recently (an admin-only session reports it: see below). */
+let reportedByBackends: ReadonlyMap<string, string> | undefined;
+
+/** PostgreSQL 15's start-up report, for when no backend was ever reached in this process. */
+const DEFAULT_SERVER_PARAMETERS: ReadonlyArray<[string, string]> = [
+  ['server_version', '15.0'],
+  ['server_encoding', 'UTF8'],
+  ['client_encoding', 'UTF8'],
+  ['DateStyle', 'ISO, MDY'],
+  ['IntervalStyle', 'postgres'],
+  ['TimeZone', 'UTC'],
+  ['integer_datetimes', 'on'],
+  ['standard_conforming_strings', 'on'],
+  ['is_superuser', 'off'],
+];
+
+/**
+ * ParameterStatus values for a session that has no backend (an admin user while no
+ * primary answers): what the backends last reported, with this client's own
+ * application_name, client_encoding and user.
+ */
+export function lastServerParameters(startup: ReadonlyMap<string, string>): Map<string, string> {
+  const out = new Map<string, string>(reportedByBackends ?? DEFAULT_SERVER_PARAMETERS);
+  out.set('application_name', startup.get('application_name') ?? '');
+  const enc = startup.get('client_encoding');
+  if (enc) out.set('client_encoding', enc);
+  out.set('session_authorization', startup.get('user') ?? '');
+  return out;
 }
 
 /** Could not reach the server (as opposed to the server refusing the login, e.g. an unknown role). */

@@ -45,9 +45,10 @@ import type { BackendSecret } from '../auth/backend.js';
 import type { BackendConnection } from '../pool/connector.js';
 import type { Classification, Decision, SessionFacts, SessionRoutingState } from '../router/router.js';
 import { newSessionRoutingState } from '../router/policy.js';
+import { AdminOnlyMode } from './admin-only.js';
 import { AdminReplies } from './admin-replies.js';
 import type { BackendLink, LinkExpectation, LinkOwner } from './backend-link.js';
-import { Backends, type BackendsOwner } from './backends.js';
+import { Backends, type BackendsOwner, lastServerParameters } from './backends.js';
 import { BothNodes } from './both-nodes.js';
 import type { SessionContext, WaitReason } from './context.js';
 import type { SessionCore } from './core.js';
@@ -103,6 +104,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   private readonly both: BothNodes;
   private readonly extended: ExtendedProtocol;
   private readonly admin: AdminReplies;
+  /** No backend could be reached for this admin user: only admin commands are answered. */
+  private adminOnly: AdminOnlyMode | undefined;
   private logger: Logger | undefined;
   /** The client sent Terminate (its backend connections may go back to the cache). */
   private terminated = false;
@@ -168,12 +171,19 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     try {
       await this.backends.open(() => this.closed || client.destroyed);
     } catch (e) {
-      input.detach();
       const err =
         e instanceof PgError
           ? e
           : new PgError(SQLSTATE.connectionFailure, `could not open a backend connection: ${(e as Error).message}`);
       this.log.warn({ code: err.code, err: err.message }, 'backend connection failed');
+      if (!this.closed && !client.destroyed && this.mayRunAdminOnly(err)) {
+        // An operator must be able to get in while no primary answers, to see and repair the nodes.
+        this.log.warn('admin user without a backend: admin commands only');
+        this.adminOnly = new AdminOnlyMode(this, this, this.admin);
+        this.ready(input, lastServerParameters(this.params), TxStatus.Idle);
+        return;
+      }
+      input.detach();
       this.fatal(err);
       return;
     }
@@ -183,12 +193,29 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       return;
     }
     const p = this.backends.primary;
-    const parts: Buffer[] = [authenticationOk()];
-    for (const [k, v] of p.conn.params) parts.push(parameterStatus(k, v));
-    parts.push(backendKeyData(this.pid, this.secretKey), readyForQuery(p.conn.txStatus));
-    client.write(Buffer.concat(parts));
     this.backends.attachAll();
+    this.ready(input, p.conn.params, p.conn.txStatus);
+  }
+
+  /** A user listed in admin_users. */
+  get isAdminUser(): boolean {
+    return this.ctx.config().admin_users.includes(this.user);
+  }
+
+  /** An admin user whose backends cannot be reached (no primary, or it does not answer) gets an admin-only session. */
+  private mayRunAdminOnly(err: PgError): boolean {
+    const unreachable = err.code === SQLSTATE.cannotConnectNow || err.code.startsWith('08');
+    return unreachable && this.isAdminUser;
+  }
+
+  /** Tell the client it is logged in, then handle what it sent meanwhile and read on. */
+  private ready(input: ClientInput, parameters: ReadonlyMap<string, string>, status: number): void {
+    const parts: Buffer[] = [authenticationOk()];
+    for (const [k, v] of parameters) parts.push(parameterStatus(k, v));
+    parts.push(backendKeyData(this.pid, this.secretKey), readyForQuery(status));
+    this.client.write(Buffer.concat(parts));
     const early = input.detach();
+    const client = this.client;
     client.on('data', this.onClientData);
     client.resume();
     this.lastActivity = Date.now();
@@ -268,6 +295,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   onMessage(type: number, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     if (this.closed) return DROP;
     if (TRACE) trace(this.pid, type, buf, start, end);
+    if (this.adminOnly && type !== FE.Terminate) return this.adminOnly.onMessage(type, buf, start, end);
     if (this.overloaded()) return this.wait('backpressure');
     switch (type) {
       case FE.Query:
