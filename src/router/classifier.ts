@@ -102,6 +102,8 @@ export interface Classification {
   createsTemp: readonly string[];
   /** DISCARD ALL / DISCARD TEMP: the session's temp tables are gone. */
   discardsTemp: boolean;
+  /** RESET ALL / DISCARD ALL: every session setting is back to its default. */
+  resetsAll?: boolean;
   /** Number of non-empty statements in the text. */
   statementCount: number;
   /** Contains BEGIN/START TRANSACTION among several statements (pgpool's multi-statement rule: "transaction started by multi-statement"). */
@@ -691,6 +693,7 @@ interface Builder {
   writtenTables?: string[];
   relations?: string[];
   discardsTemp?: boolean;
+  resetsAll?: boolean;
   /** Select family: subject to the text-start rule of allow_sql_comments = off. */
   selectText?: boolean;
 }
@@ -707,6 +710,50 @@ function wordAt(toks: Token[], i: number, end: number): string {
   return i < end && toks[i].kind === Tok.Word ? toks[i].text : '';
 }
 
+/** Settings whose value decides where the session's statements may run: SET handles them (analyzeSet). */
+const ROUTING_SETTINGS = new Set(['default_transaction_isolation', 'transaction_isolation', 'transaction_read_only']);
+
+/**
+ * `SELECT set_config(name, value, is_local)` and nothing else (drivers set session
+ * parameters this way, often with bind parameters): a SET in all but syntax, so it goes
+ * to both nodes like SET, and later reads on the standby see the setting. A set_config
+ * inside a larger statement stays a volatile function call (primary). Names that decide
+ * routing (isolation, read-only) keep the primary-only path.
+ */
+function setConfigCall(sql: string, toks: Token[], s: number, e: number): Builder | undefined {
+  let i = s + 1;
+  if (wordAt(toks, i, e) === 'pg_catalog' && toks[i + 1]?.kind === Tok.Dot) i += 2;
+  if (wordAt(toks, i, e) !== 'set_config' || toks[i + 1]?.kind !== Tok.LParen) return undefined;
+  const close = toks[i + 1].match;
+  if (close === undefined || close < 0 || close >= e) return undefined;
+  // Three plain arguments: a literal, a bind parameter or a bare word (true/false), each with an optional cast.
+  const args: Token[][] = [[]];
+  for (let k = i + 2; k < close; k++) {
+    const t = toks[k];
+    if (t.kind === Tok.Comma) args.push([]);
+    else if (t.kind === Tok.LParen || t.kind === Tok.LBracket) return undefined;
+    else args[args.length - 1].push(t);
+  }
+  if (args.length !== 3 || args.some((a) => a.length === 0 || !plainArgument(sql, a))) return undefined;
+  const name = args[0][0];
+  if (name.kind === Tok.String && ROUTING_SETTINGS.has(sql.slice(name.start + 1, name.end - 1).toLowerCase()))
+    return undefined;
+  // Nothing after the call but an alias.
+  let k = close + 1;
+  if (wordAt(toks, k, e) === 'as') k++;
+  if (k < e && isNameTok(toks[k])) k++;
+  if (k !== e) return undefined;
+  return { kind: 'set', dest: 'both', write: true, reason: 'SELECT set_config(…) (a SET)' };
+}
+
+/** A literal, bind parameter or word, optionally followed by `::type`. */
+function plainArgument(sql: string, a: Token[]): boolean {
+  const t = a[0];
+  if (t.kind !== Tok.String && t.kind !== Tok.Param && t.kind !== Tok.Number && t.kind !== Tok.Word) return false;
+  if (a.length === 1) return true;
+  return a.length === 3 && a[1].kind === Tok.Op && sql.slice(a[1].start, a[1].end) === '::' && isNameTok(a[2]);
+}
+
 /** Analyse one statement toks[s, e) (no top-level `;`). */
 function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts: ClassifyOptions): Builder {
   const first = toks[s];
@@ -715,6 +762,7 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
   const w = first.text;
   switch (w) {
     case 'select':
+      return setConfigCall(sql, toks, s, e) ?? selectFamily(toks, s, e);
     case 'values':
     case 'table':
     case 'with':
@@ -736,6 +784,7 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
       if (what === 'all' || what === 'default_transaction_isolation') {
         b.txSetting = { scope: 'session', isolation: 'default' };
       }
+      if (what === 'all') b.resetsAll = true;
       return b;
     }
     case 'discard': {
@@ -746,6 +795,9 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
         write: true,
         reason: 'DISCARD',
         discardsTemp: what === 'all' || what === 'temp' || what === 'temporary',
+        // DISCARD ALL includes RESET ALL: the session's default isolation is back to the server's.
+        txSetting: what === 'all' ? { scope: 'session', isolation: 'default' } : undefined,
+        resetsAll: what === 'all' || undefined,
       };
     }
     case 'deallocate': {
@@ -1221,6 +1273,7 @@ function finish(b: Builder, statementCount: number, hint: boolean, leadingCommen
   if (b.beginModes !== undefined) c.beginModes = b.beginModes;
   if (b.standbyText !== undefined) c.standbyText = b.standbyText;
   if (b.txSetting !== undefined) c.txSetting = b.txSetting;
+  if (b.resetsAll === true) c.resetsAll = true;
   if (b.name !== undefined) c.name = b.name;
   if (b.parseError !== undefined) c.parseError = b.parseError;
   return c;

@@ -77,6 +77,11 @@ export interface SessionRoutingState {
   writtenTables: string[];
   /** Temp (and unlogged) relations this session created (pgpool check_temp_table = trace). */
   tempTables: string[];
+  /**
+   * A set_config() call that could not go to both nodes ran on the primary only: the
+   * session's settings exist there alone, so its reads go there (until DISCARD/RESET ALL).
+   */
+  settingsOnPrimary: boolean;
 }
 
 export function newSessionRoutingState(): SessionRoutingState {
@@ -89,6 +94,7 @@ export function newSessionRoutingState(): SessionRoutingState {
     txStartedByMulti: false,
     writtenTables: [],
     tempTables: [],
+    settingsOnPrimary: false,
   };
 }
 
@@ -184,7 +190,12 @@ export function route(input: RouteInput): Decision {
     }
     // pgpool's disable_load_balance_on_write (pool_at_command_success()): SERIALIZABLE transactions read from the primary.
     if (s.txSerializable) return toPrimary('SERIALIZABLE transaction', write);
+  } else if (s.defaultSerializable) {
+    // Each statement is a SERIALIZABLE transaction of its own, which a hot standby refuses:
+    // read where the session's default was set.
+    return toPrimary('the session default isolation is SERIALIZABLE', write);
   }
+  if (s.settingsOnPrimary) return toPrimary('a set_config() of this session ran on the primary only', write);
   // pgpool's pool_where_to_send(): system catalog relations → primary.
   if (c.systemCatalog) return toPrimary('reads a system catalog', write);
   // pgpool's pool_where_to_send() check_temp_table (trace: temp tables created in this session) and the lead's catalog answer.
@@ -224,6 +235,11 @@ export interface StatementOutcome {
 }
 
 /** Update the session's routing state after a statement (pgpool's disable_load_balance_on_write (pool_at_command_success()) pool_at_command_success). Mutates `state`. */
+function callsSetConfig(cls: Classification): boolean {
+  for (const f of cls.functions) if (f === 'set_config' || f.endsWith('.set_config')) return true;
+  return false;
+}
+
 export function afterStatement(
   state: SessionRoutingState,
   cls: Classification,
@@ -250,6 +266,8 @@ export function afterStatement(
       else if (nowInTx) state.txSerializable = ts.isolation === 'serializable';
     }
     if (cls.discardsTemp) state.tempTables = [];
+    if (cls.resetsAll === true) state.settingsOnPrimary = false;
+    else if (decision.target === 'primary' && callsSetConfig(cls)) state.settingsOnPrimary = true;
     for (const t of cls.createsTemp) if (!state.tempTables.includes(t)) state.tempTables.push(t);
 
     if (decision.write) {
