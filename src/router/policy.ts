@@ -198,6 +198,8 @@ export function route(input: RouteInput): Decision {
   if (s.settingsOnPrimary) return toPrimary('a set_config() of this session ran on the primary only', write);
   // pgpool's pool_where_to_send(): system catalog relations → primary.
   if (c.systemCatalog) return toPrimary('reads a system catalog', write);
+  // The client's BackendKeyData names its primary backend: pg_backend_pid() must agree with it.
+  if (callsFunction(c, 'pg_backend_pid')) return toPrimary('pg_backend_pid() is the primary backend', write);
   // pgpool's pool_where_to_send() check_temp_table (trace: temp tables created in this session) and the lead's catalog answer.
   if (cfg.checkTempTable && s.tempTables.length > 0) {
     for (const r of c.relations) if (relationIn(r, s.tempTables)) return toPrimary(`reads temp table ${r}`, write);
@@ -235,8 +237,9 @@ export interface StatementOutcome {
 }
 
 /** Update the session's routing state after a statement (pgpool's disable_load_balance_on_write (pool_at_command_success()) pool_at_command_success). Mutates `state`. */
-function callsSetConfig(cls: Classification): boolean {
-  for (const f of cls.functions) if (f === 'set_config' || f.endsWith('.set_config')) return true;
+/** Does the statement call function `name` (also schema-qualified)? */
+function callsFunction(cls: Classification, name: string): boolean {
+  for (const f of cls.functions) if (f === name || f.endsWith(`.${name}`)) return true;
   return false;
 }
 
@@ -267,7 +270,7 @@ export function afterStatement(
     }
     if (cls.discardsTemp) state.tempTables = [];
     if (cls.resetsAll === true) state.settingsOnPrimary = false;
-    else if (decision.target === 'primary' && callsSetConfig(cls)) state.settingsOnPrimary = true;
+    else if (decision.target === 'primary' && callsFunction(cls, 'set_config')) state.settingsOnPrimary = true;
     for (const t of cls.createsTemp) if (!state.tempTables.includes(t)) state.tempTables.push(t);
 
     if (decision.write) {

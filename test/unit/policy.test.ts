@@ -239,6 +239,14 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     a.run('DISCARD ALL');
     expect(a.target('SELECT 1')).toBe('standby');
   });
+  it("pg_backend_pid() reads from the primary: it must agree with the client's BackendKeyData", () => {
+    const a = new Session(cfg());
+    expect(a.run('SELECT pg_backend_pid()')).toMatchObject({
+      target: 'primary',
+      reason: 'pg_backend_pid() is the primary backend',
+    });
+    expect(a.target('SELECT pg_catalog.pg_backend_pid(), 1')).toBe('primary');
+  });
   it('SELECT set_config(…) alone goes to both nodes like SET; inside a larger statement it pins reads to the primary', () => {
     const a = new Session(cfg());
     expect(a.target("SELECT set_config('myapp.x', '1', false)")).toBe('both');
