@@ -307,6 +307,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (TRACE) trace(this.pid, type, buf, start, end);
     if (this.adminOnly && type !== FE.Terminate) return this.adminOnly.onMessage(type, buf, start, end);
     if (this.overloaded()) return this.wait('backpressure');
+    if (this.backends.cancelsInFlight > 0) return this.wait('cancel');
     switch (type) {
       case FE.Query:
         return this.onQuery(buf, start, end);
@@ -591,7 +592,9 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
 
   /** Forward a CancelRequest to each backend running a request of this session. */
   cancel(): void {
-    this.backends.cancel();
+    this.backends.cancel(() => {
+      if (this.backends.cancelsInFlight === 0) this.resume('cancel');
+    });
   }
 
   /**
