@@ -74,6 +74,14 @@ export interface TxSetting {
   readOnly?: boolean;
 }
 
+/** Whose start-up defaults an ALTER DATABASE / ALTER ROLE … SET changed (names as PostgreSQL folds them). */
+export interface DefaultsChange {
+  database?: string;
+  user?: string;
+  /** ALTER ROLE ALL. */
+  allUsers?: boolean;
+}
+
 export interface Classification {
   kind: StatementKind;
   /** Destination class of the statement on its own (before session state, function and relation checks). */
@@ -104,6 +112,8 @@ export interface Classification {
   discardsTemp: boolean;
   /** RESET ALL / DISCARD ALL: every session setting is back to its default. */
   resetsAll?: boolean;
+  /** ALTER DATABASE/ROLE … SET|RESET: the defaults new backends of these start with changed. */
+  changesDefaults?: DefaultsChange;
   /** Number of non-empty statements in the text. */
   statementCount: number;
   /** Contains BEGIN/START TRANSACTION among several statements (pgpool's multi-statement rule: "transaction started by multi-statement"). */
@@ -694,6 +704,7 @@ interface Builder {
   relations?: string[];
   discardsTemp?: boolean;
   resetsAll?: boolean;
+  changesDefaults?: DefaultsChange;
   /** Select family: subject to the text-start rule of allow_sql_comments = off. */
   selectText?: boolean;
 }
@@ -882,10 +893,40 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
           }
           b.writtenTables = names;
         }
+        if (w === 'alter') {
+          const d = defaultsChanged(toks, s, e);
+          if (d) b.changesDefaults = d;
+        }
         return b;
       }
       return invalid(`unknown statement "${w}"`);
   }
+}
+
+/**
+ * ALTER DATABASE d SET|RESET …, ALTER ROLE|USER r [IN DATABASE d] SET|RESET …, ALTER ROLE
+ * ALL …: what a backend reads at start-up changed for those connections.
+ */
+function defaultsChanged(toks: Token[], s: number, e: number): DefaultsChange | undefined {
+  const what = wordAt(toks, s + 1, e);
+  const at = s + 2;
+  if (at >= e) return undefined;
+  const named = isNameTok(toks[at]) ? toks[at].text : undefined;
+  if (what === 'database') {
+    const verb = wordAt(toks, at + 1, e);
+    return named !== undefined && (verb === 'set' || verb === 'reset') ? { database: named } : undefined;
+  }
+  if (what !== 'role' && what !== 'user') return undefined;
+  let j = at + 1;
+  let database: string | undefined;
+  if (wordAt(toks, j, e) === 'in' && wordAt(toks, j + 1, e) === 'database' && isNameTok(toks[j + 2]) && j + 2 < e) {
+    database = toks[j + 2].text;
+    j += 3;
+  }
+  const verb = wordAt(toks, j, e);
+  if (verb !== 'set' && verb !== 'reset') return undefined;
+  if (toks[at].kind === Tok.Word && named === 'all') return database === undefined ? { allUsers: true } : { database };
+  return named === undefined ? undefined : { user: named, database };
 }
 
 function selectFamily(toks: Token[], s: number, e: number): Builder {
@@ -1274,6 +1315,7 @@ function finish(b: Builder, statementCount: number, hint: boolean, leadingCommen
   if (b.standbyText !== undefined) c.standbyText = b.standbyText;
   if (b.txSetting !== undefined) c.txSetting = b.txSetting;
   if (b.resetsAll === true) c.resetsAll = true;
+  if (b.changesDefaults !== undefined) c.changesDefaults = b.changesDefaults;
   if (b.name !== undefined) c.name = b.name;
   if (b.parseError !== undefined) c.parseError = b.parseError;
   return c;

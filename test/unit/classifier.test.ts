@@ -458,3 +458,19 @@ describe('SELECT set_config(…) as a SET', () => {
     expect(classifyUncached('DISCARD TEMP', OFF).resetsAll).toBeUndefined();
   });
 });
+
+describe('ALTER DATABASE / ALTER ROLE … SET|RESET: whose start-up defaults change', () => {
+  it.each([
+    ['ALTER DATABASE test SET default_transaction_isolation = serializable', { database: 'test' }],
+    ['ALTER DATABASE "My Db" RESET ALL', { database: 'My Db' }],
+    ['ALTER ROLE bob SET work_mem = 1', { user: 'bob' }],
+    ['ALTER USER bob IN DATABASE d SET x.y = 1', { user: 'bob', database: 'd' }],
+    ['ALTER ROLE ALL SET x.y = 1', { allUsers: true }],
+    ['ALTER ROLE ALL IN DATABASE d RESET x.y', { database: 'd' }],
+    ['ALTER DATABASE d RENAME TO e', undefined],
+    ['ALTER ROLE bob PASSWORD NULL', undefined],
+    ['ALTER TABLE t SET (fillfactor = 50)', undefined],
+  ])('%s', (sql, expected) => {
+    expect(c(sql).changesDefaults).toEqual(expected);
+  });
+});
