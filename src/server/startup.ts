@@ -8,7 +8,13 @@
 import type net from 'node:net';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
-import { CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SQLSTATE, SSL_REQUEST_CODE } from '../protocol/constants.js';
+import {
+  CANCEL_REQUEST_CODE,
+  GSSENC_REQUEST_CODE,
+  PROTOCOL_3_0,
+  SQLSTATE,
+  SSL_REQUEST_CODE,
+} from '../protocol/constants.js';
 import { ClientInput } from '../protocol/client-input.js';
 import { PgError, errorResponse, negotiateProtocolVersion, parseStartupParams } from '../protocol/messages.js';
 import type { Authenticator } from '../auth/authenticator.js';
@@ -288,7 +294,7 @@ export class Startup {
       if (k.startsWith('_pq_.')) unrecognized.push(k);
       else params.set(k, v);
     }
-    if (minor > 0 || unrecognized.length > 0) p.socket.write(negotiateProtocolVersion(0, unrecognized));
+    if (minor > 0 || unrecognized.length > 0) p.socket.write(negotiateProtocolVersion(PROTOCOL_3_0, unrecognized));
     const user = params.get('user');
     if (!user) {
       this.refuse(
