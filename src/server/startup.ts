@@ -21,6 +21,7 @@ import type { Authenticator } from '../auth/authenticator.js';
 import type { BackendSecret } from '../auth/backend.js';
 import type { ClientTlsState } from '../auth/frontend.js';
 import type { SessionRegistry } from '../session/registry.js';
+import { wantsReplication } from '../session/replication.js';
 import type { Session } from '../session/session.js';
 import { upgradeClient, type ServerTls } from '../tls.js';
 
@@ -304,17 +305,12 @@ export class Startup {
       return;
     }
     if (!params.has('database')) params.set('database', user);
-    if (
-      params.has('replication') &&
-      params.get('replication') !== 'false' &&
-      params.get('replication') !== 'off' &&
-      params.get('replication') !== '0'
-    ) {
+    if (wantsReplication(params) && !this.opts.config().allow_replication_connections) {
       this.refuse(
         p,
         new PgError(
           SQLSTATE.featureNotSupported,
-          'replication connections are not supported through pgrelay',
+          'replication connections are not allowed through this pgrelay (allow_replication_connections = off)',
           'FATAL',
           undefined,
           'Connect to the PostgreSQL server directly for replication.',
