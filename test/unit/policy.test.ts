@@ -246,6 +246,8 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
       reason: 'pg_backend_pid() is the primary backend',
     });
     expect(a.target('SELECT pg_catalog.pg_backend_pid(), 1')).toBe('primary');
+    expect(a.target('SELECT * FROM pg_stat_get_activity($1)')).toBe('primary');
+    expect(a.target('SELECT pg_blocking_pids(42)')).toBe('primary');
   });
   it('SELECT set_config(…) alone goes to both nodes like SET; inside a larger statement it pins reads to the primary', () => {
     const a = new Session(cfg());
