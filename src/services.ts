@@ -111,6 +111,7 @@ export async function startServices(
       sessions: relay.registry,
       cache: { entries: () => relay.cache.entries().map((c) => ({ nodeId: c.nodeId, params: c.startup })) },
       waiting: () => relay.gate.waiting,
+      horizon: relay.horizon,
     }),
   });
 

@@ -213,11 +213,3 @@ export function srCheckCredentials(cfg: Config, pw: PoolPasswd | undefined): Che
     return credentials(cfg, cfg.health_check.user, cfg.health_check.password, cfg.health_check.database, pw);
   return credentials(cfg, 'postgres', '', cfg.sr_check_database, pw);
 }
-
-/** Parse a pg_lsn text 'X/Y' into a bigint (undefined when not an LSN). */
-export function parseLsn(s: string | null | undefined): bigint | undefined {
-  if (!s) return undefined;
-  const m = /^([0-9A-Fa-f]+)\/([0-9A-Fa-f]+)$/.exec(s.trim());
-  if (!m) return undefined;
-  return (BigInt(`0x${m[1]}`) << 32n) + BigInt(`0x${m[2]}`);
-}

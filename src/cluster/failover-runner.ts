@@ -176,7 +176,7 @@ export class FailoverRunner {
    */
   async takeBack(id: number, reason: string): Promise<number> {
     const n = this.nodes.get(id);
-    if (!n || n.status !== 'down' || this.marks.operatorDetached.has(id) || this.nodes.primaryId >= 0) return -1;
+    if (n?.status !== 'down' || this.marks.operatorDetached.has(id) || this.nodes.primaryId >= 0) return -1;
     if (!(await this.search.answersAsPrimary(n))) return -1;
     this.log.warn(
       { node: id },

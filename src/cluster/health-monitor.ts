@@ -85,7 +85,7 @@ export class HealthMonitor {
    */
   private async reclaim(id: number): Promise<void> {
     const n = this.nodes.get(id);
-    if (!n || n.status !== 'down' || this.marks.operatorDetached.has(id)) return;
+    if (n?.status !== 'down' || this.marks.operatorDetached.has(id)) return;
     if (this.nodes.primaryId >= 0 || this.failover.inProgress) return;
     if (!(await this.search.answersAsPrimary(n))) return;
     await this.tasks.serial(async () => {

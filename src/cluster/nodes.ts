@@ -34,6 +34,12 @@ export interface NodeState {
   delaySeconds: number;
   replicationState: string;
   replicationSyncState: string;
+  /**
+   * WAL position the node had replayed when last asked (sr check, or a session's
+   * read-your-writes check); 0n when unknown. Each value was true when read, so it is a
+   * lower bound of the node's position; it is forgotten when the node or the primary changes.
+   */
+  replayPosition: bigint;
   /** A graceful detach is waiting for its sessions: new sessions do not pick it for reads. */
   draining: boolean;
   config: BackendConfig;
@@ -75,6 +81,7 @@ export class NodeTable extends EventEmitter {
       delaySeconds: 0,
       replicationState: '',
       replicationSyncState: '',
+      replayPosition: 0n,
       draining: false,
       config: b,
     }));
@@ -106,6 +113,8 @@ export class NodeTable extends EventEmitter {
     if (id === this.primary) return;
     const old = this.primary;
     this.primary = id;
+    // Positions replayed from the old primary say nothing about the new one's WAL.
+    for (const n of this.nodes) n.replayPosition = 0n;
     for (const n of this.nodes) {
       const role: NodeRole = n.id === id ? 'primary' : 'standby';
       if (n.role !== role) this.change(n, n.status, role, reason);
@@ -141,6 +150,12 @@ export class NodeTable extends EventEmitter {
     if (r.replicationSyncState !== undefined) n.replicationSyncState = r.replicationSyncState;
   }
 
+  /** A node's replay position, just read (see NodeState.replayPosition). */
+  noteReplayPosition(id: number, lsn: bigint): void {
+    const n = this.nodes[id];
+    if (n && n.id !== this.primary) n.replayPosition = lsn;
+  }
+
   setStatus(id: number, status: NodeStatus, reason: string): void {
     const n = this.nodes[id];
     if (!n || n.status === status) return;
@@ -151,6 +166,7 @@ export class NodeTable extends EventEmitter {
     const ev: NodeChange = { id: n.id, from: { status: n.status, role: n.role }, to: { status, role }, reason };
     n.status = status;
     n.role = role;
+    n.replayPosition = 0n;
     n.lastStatusChange = Date.now();
     this.emit('change', ev);
   }

@@ -6,7 +6,8 @@
  * sr-check.ts runs the queries and acts on these answers.
  */
 import type { Config } from '../config/types.js';
-import { parseLsn, type Row } from './conn.js';
+import { parseLsn } from '../protocol/lsn.js';
+import type { Row } from './conn.js';
 import type { NodeMarks } from './node-marks.js';
 import { isLive, type NodeState } from './nodes.js';
 

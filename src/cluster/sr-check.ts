@@ -10,7 +10,8 @@
 import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { type CheckAccess, srQueryTimeoutMs } from './check-access.js';
-import { CheckConnection, type CheckCredentials, parseLsn, type Row } from './conn.js';
+import { parseLsn } from '../protocol/lsn.js';
+import { CheckConnection, type CheckCredentials, type Row } from './conn.js';
 import type { ClusterEvents, SrCheckEvent, SrCheckNodeInfo } from './events.js';
 import type { FailoverRunner } from './failover-runner.js';
 import { attemptTimeoutMs, healthAttempt } from './health.js';
@@ -115,6 +116,9 @@ export class SrCheck {
         this.nodes.setReplication(n.id, PRIMARY_REPLICATION);
       } else if (n.status !== 'unused') {
         this.nodes.setReplication(n.id, standbyReplication(n, s, primaryLsn, repl));
+        // Read-your-writes checks start from this position (session/read-your-writes.ts).
+        const replayed = s?.ok && s.inRecovery === true ? parseLsn(s.lsn) : undefined;
+        if (replayed !== undefined && isLive(n.status)) this.nodes.noteReplayPosition(n.id, replayed);
         if (isLive(n.status) && primary && s?.ok) {
           const line = standbyDelayLog(n, primary.id, cfg);
           if (line) this.log.info(line.fields, line.message);

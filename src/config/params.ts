@@ -439,6 +439,24 @@ export const PARAMS: readonly ParamDef[] = [
   g('log_standby_delay', 'enum', 'if_over_threshold', R, 'streaming_replication', 'When to log standby delay.', {
     values: ['always', 'if_over_threshold', 'none'],
   }),
+  g(
+    'read_your_writes',
+    'enum',
+    'session',
+    R,
+    'load_balance',
+    'pgrelay: a load-balanced read runs on a standby only once it replayed the writes the session (session) or any client (global) was told are done; off as pgpool.',
+    { values: ['off', 'session', 'global'], pgrelay: true },
+  ),
+  g(
+    'read_your_writes_wait',
+    'int',
+    10,
+    R,
+    'load_balance',
+    'pgrelay: how long a read waits for a standby to replay what it must see before it runs on the primary.',
+    { min: 0, max: 60_000, unit: 'ms', pgrelay: true },
+  ),
 
   // ---- failover
   g('failover_command', 'string', '', R, 'failover', 'Command to execute when backend node is detached.'),

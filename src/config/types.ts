@@ -35,6 +35,13 @@ export interface HealthCheckConfig {
   connect_timeout: number;
 }
 
+/**
+ * read_your_writes (pgrelay):
+ * - off: pgpool's behaviour (a read may run on a standby that has not replayed the session's writes);
+ * - session: a read of a session that wrote runs on a standby only once it replayed those writes;
+ * - global: every read waits for the newest write any client of this pgrelay was told is done.
+ */
+export type ReadYourWritesMode = 'off' | 'session' | 'global';
 export type DisableLbOnWrite = 'off' | 'transaction' | 'trans_transaction' | 'always' | 'dml_adaptive';
 export type LogStandbyDelay = 'none' | 'always' | 'if_over_threshold';
 export type LogLevel =
@@ -114,6 +121,10 @@ export interface Config {
   delay_threshold_by_time: number;
   prefer_lower_delay_standby: boolean;
   log_standby_delay: LogStandbyDelay;
+  /** pgrelay: read-your-writes consistency of load-balanced reads. */
+  read_your_writes: ReadYourWritesMode;
+  /** ms: how long a read waits for a standby to replay what it must see before it runs on the primary. */
+  read_your_writes_wait: number;
 
   // ---- health check and failover (issue 4)
   health_check: HealthCheckConfig;

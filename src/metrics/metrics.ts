@@ -38,7 +38,8 @@ const UNKNOWN_SLOT = MAX_NODE_LABELS;
 // ---------------------------------------------------------------------------
 // Snapshot provider (read at scrape time)
 
-export type MetricsNode = Pick<NodeState, 'id' | 'host' | 'port' | 'status' | 'role' | 'delayBytes' | 'delaySeconds'>;
+export type MetricsNode = Pick<NodeState, 'id' | 'host' | 'port' | 'status' | 'role' | 'delayBytes' | 'delaySeconds'> &
+  Partial<Pick<NodeState, 'replayPosition'>>;
 
 export interface MetricsBackendConnection {
   nodeId: number;
@@ -60,6 +61,8 @@ export interface MetricsSnapshotProvider {
   /** What sessions hold back because a peer is slower than the other. */
   backpressure(): SessionBackpressure;
   backendConnections(): Iterable<MetricsBackendConnection>;
+  /** The newest write position acknowledged to a client (read-your-writes), 0n when none. */
+  newestWritePosition?(): bigint;
 }
 
 /** Bytes buffered by sessions per direction, and sessions held back by backpressure. */
@@ -141,6 +144,10 @@ export class PgrelayMetrics {
   private clientOut = 0;
   private failovers = 0;
   private clientConnections = 0;
+  /** read-your-writes: reads kept on a standby [0] / moved to the primary [1]; seconds waited; position reads. */
+  private readonly rywReads = new Float64Array(2);
+  private rywWaited = 0;
+  private readonly positionReads = new Float64Array(2);
 
   private readonly healthDurationChildren: Array<Histogram.Internal<'node'> | undefined> = new Array<
     Histogram.Internal<'node'> | undefined
@@ -259,6 +266,35 @@ export class PgrelayMetrics {
         );
       },
     });
+    new Counter({
+      name: 'pgrelay_read_your_writes_reads_total',
+      help: 'Reads checked by read-your-writes (sessions that wrote, or every read in global mode), by where they ran: on the standby (it had replayed the writes) or moved to the primary.',
+      labelNames: ['ran_on'] as const,
+      registers,
+      collect() {
+        flush(self.rywReads, (i, v) => this.inc({ ran_on: i === 0 ? 'standby' : 'primary' }, v));
+      },
+    });
+    new Counter({
+      name: 'pgrelay_read_your_writes_wait_seconds_total',
+      help: 'Time reads waited for write positions and for standbys to replay them (read_your_writes_wait).',
+      registers,
+      collect() {
+        if (self.rywWaited > 0) {
+          this.inc(self.rywWaited);
+          self.rywWaited = 0;
+        }
+      },
+    });
+    new Counter({
+      name: 'pgrelay_read_your_writes_position_reads_total',
+      help: "WAL positions read for read-your-writes: a write's on the primary (kind=write), a standby's replay position (kind=replay).",
+      labelNames: ['kind'] as const,
+      registers,
+      collect() {
+        flush(self.positionReads, (i, v) => this.inc({ kind: i === 0 ? 'write' : 'replay' }, v));
+      },
+    });
     this.healthDuration = new Histogram({
       name: 'pgrelay_health_check_duration_seconds',
       help: 'Duration of health checks that ran (including retries).',
@@ -338,6 +374,26 @@ export class PgrelayMetrics {
         this.reset();
         for (const n of self.snapshot?.nodes() ?? [])
           this.set({ node: String(n.id) }, n.role === 'primary' ? 0 : Math.max(0, n.delaySeconds));
+      },
+    });
+    new Gauge({
+      name: 'pgrelay_replay_position_bytes',
+      help: 'WAL position a standby had replayed when last asked (sr check or a read-your-writes check), as a byte offset; absent when unknown.',
+      labelNames: ['node'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const n of self.snapshot?.nodes() ?? [])
+          if (n.role !== 'primary' && n.replayPosition !== undefined && n.replayPosition > 0n)
+            this.set({ node: String(n.id) }, Number(n.replayPosition));
+      },
+    });
+    new Gauge({
+      name: 'pgrelay_newest_write_position_bytes',
+      help: 'WAL position of the newest write acknowledged to a client (read-your-writes), as a byte offset; 0 when none since the primary last changed.',
+      registers,
+      collect() {
+        this.set(Number(self.snapshot?.newestWritePosition?.() ?? 0n));
       },
     });
     new Gauge({
@@ -468,6 +524,15 @@ export class PgrelayMetrics {
     this.slotWaitHist.observe(seconds);
   }
 
+  positionRead(kind: 'write' | 'replay'): void {
+    this.positionReads[kind === 'write' ? 0 : 1]! += 1;
+  }
+
+  readYourWrites(where: 'standby' | 'primary', waitedSeconds: number): void {
+    this.rywReads[where === 'standby' ? 0 : 1]! += 1;
+    this.rywWaited += waitedSeconds;
+  }
+
   /** One health check finished; durationSeconds for checks that ran (not for skips). */
   healthCheck(nodeId: number, result: HealthCheckResult, durationSeconds?: number): void {
     const slot = nodeSlot(nodeId);
@@ -508,6 +573,8 @@ export interface MetricsSources {
   cache: { entries(): Iterable<{ readonly nodeId: number; readonly params: ReadonlyMap<string, string> }> };
   /** Clients queued for a session slot. */
   waiting(): number;
+  /** Read-your-writes across sessions. */
+  horizon?: { readonly position: bigint };
 }
 
 /**
@@ -519,6 +586,7 @@ export interface MetricsSources {
 export function metricsSnapshotFrom(src: MetricsSources): MetricsSnapshotProvider {
   return {
     nodes: () => src.nodes.all(),
+    newestWritePosition: () => src.horizon?.position ?? 0n,
     sessions: () => ({ active: src.sessions.size, waiting: src.waiting() }),
     backpressure: () => {
       const p = { bytesToClients: 0, bytesToBackends: 0, clientReadsPaused: 0, backendReadsPaused: 0 };

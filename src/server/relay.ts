@@ -15,6 +15,7 @@ import { Authenticator } from '../auth/authenticator.js';
 import { backendTlsFromConfig, buildServerTls, type ServerTls } from '../tls.js';
 import { NO_SESSION_SERVICES, type SessionContext, type SessionServices } from '../session/context.js';
 import { SessionRegistry } from '../session/registry.js';
+import { WriteHorizon } from '../session/write-horizon.js';
 import type { Session } from '../session/session.js';
 import { NodeTable } from '../cluster/nodes.js';
 import { Router } from '../router/router.js';
@@ -37,6 +38,7 @@ export class Relay implements SessionContext<Session> {
   readonly cache: ConnectionCache;
   readonly router: Router;
   readonly registry = new SessionRegistry<Session>();
+  readonly horizon = new WriteHorizon();
   readonly auth: Authenticator;
   private readonly serverTls: ServerTls | undefined;
   private readonly listener: Listener;
@@ -54,6 +56,8 @@ export class Relay implements SessionContext<Session> {
     this.nodes = opts.nodes ?? new NodeTable(opts.config.backends);
     this.cache = new ConnectionCache(cacheLimits(opts.config));
     this.router = new Router(opts.config, this.nodes);
+    // Write positions read before a new primary belong to another WAL history.
+    this.nodes.on('primary', () => this.horizon.newPrimary());
     this.serverTls = frontendTls(opts.config, this.log);
     applyBackendTls(opts.config, this.log);
     const config = (): Config => this.cfg;

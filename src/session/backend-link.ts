@@ -62,6 +62,8 @@ export class BackendLink implements ReplyOutput {
   private attached = false;
   /** Written bytes are buffered past the socket's high-water mark (until 'drain'). */
   congested = false;
+  /** Called once nothing is outstanding any more (true), or the connection closed (false); see `whenSettled`. */
+  private onSettled: ((ok: boolean) => void) | undefined;
 
   constructor(
     readonly owner: LinkOwner,
@@ -173,6 +175,23 @@ export class BackendLink implements ReplyOutput {
     this.congested = false;
   }
 
+  /**
+   * Call `fn(true)` once every outstanding request was answered, or `fn(false)` if the
+   * connection closes or `timeoutMs` passes first. For a released link whose requests
+   * are pgrelay's own (the client sees none of their replies).
+   */
+  whenSettled(fn: (ok: boolean) => void, timeoutMs: number): void {
+    const timer = setTimeout(() => settle(false), timeoutMs);
+    const settle = (ok: boolean): void => {
+      if (this.onSettled !== settle) return;
+      this.onSettled = undefined;
+      clearTimeout(timer);
+      fn(ok);
+    };
+    this.onSettled = settle;
+    if (this.pending === 0) settle(true);
+  }
+
   /** Clean for reuse: nothing outstanding, no FATAL, not mid-message. */
   get clean(): boolean {
     return this.pending === 0 && !this.fatal && !this.conn.dead && !this.replies.midMessage;
@@ -183,9 +202,11 @@ export class BackendLink implements ReplyOutput {
     if (TRACE) process.stderr.write(`[trace] node${this.nodeId} <- ${chunk.length} bytes, pending=${this.pending}\n`);
     this.replies.push(chunk);
     if (this.replies.runFinished(this)) this.owner.progressed(this);
+    if (this.onSettled !== undefined && this.pending === 0) this.onSettled(true);
   };
 
   private readonly onClose = (): void => {
+    if (this.onSettled !== undefined) this.onSettled(false);
     this.owner.linkClosed(this);
   };
 

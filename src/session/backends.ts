@@ -50,6 +50,8 @@ export interface BackendsOwner extends LinkOwner {
 
 /** How long a node a mid-session connection failed to is not tried again. */
 const UNREACHABLE_MS = 5000;
+/** How long a released connection may take to answer pgrelay's own requests before it is closed instead. */
+const OWN_REQUESTS_MS = 5000;
 
 export class Backends {
   /** Links by node id. */
@@ -363,17 +365,36 @@ export class Backends {
     }
   }
 
-  /** The session ended: reset clean connections into the cache (`cacheable`), close the rest. */
-  releaseAll(cacheable: boolean): void {
+  /**
+   * The session ended: reset clean connections into the cache (`cacheable`), close the
+   * rest. A connection that still runs only pgrelay's own requests (a write position
+   * being read behind the client's last write) is released once they are answered.
+   * `settled` runs once no connection runs anything of the session's any more.
+   */
+  releaseAll(cacheable: boolean, settled?: () => void): void {
+    let waiting = 1;
+    const one = (): void => {
+      if (--waiting === 0) settled?.();
+    };
     for (let i = 0; i < this.links.length; i++) {
       const link = this.links[i];
       if (!link) continue;
       this.links[i] = undefined;
+      if (link.pending > 0 && link.visible === 0 && !link.fatal) {
+        waiting++;
+        link.whenSettled((ok) => {
+          link.detach();
+          this.release(link.conn, cacheable && ok && link.clean);
+          one();
+        }, OWN_REQUESTS_MS);
+        continue;
+      }
       link.detach();
       this.release(link.conn, cacheable && link.clean);
     }
     this.primaryLink = undefined;
     this.passTo = DROP;
+    one();
   }
 
   /** Reset a backend connection and put it in the cache, or close it. */

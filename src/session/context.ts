@@ -11,6 +11,7 @@ import type { Logger } from '../log.js';
 import type { NodeTable } from '../cluster/nodes.js';
 import type { Classification, Router } from '../router/router.js';
 import type { SessionRegistry } from './registry.js';
+import type { WriteHorizon } from './write-horizon.js';
 
 export interface SessionContext<S = unknown> {
   config(): Config;
@@ -20,6 +21,8 @@ export interface SessionContext<S = unknown> {
   readonly log: Logger;
   readonly registry: SessionRegistry<S>;
   backendSecret(user: string): BackendSecret | undefined;
+  /** Read-your-writes across sessions: the newest acknowledged write position (read-your-writes.ts). */
+  readonly horizon: WriteHorizon;
   /** What the rest of pgrelay does for sessions (services.ts wires it; no-ops until then). */
   readonly services: SessionServices;
 }
@@ -52,6 +55,10 @@ export interface TrafficCounters {
   backendConnectionOpened(nodeId: number): void;
   clientConnected(): void;
   slotWait(seconds: number): void;
+  /** A WAL position was read for read-your-writes: a write's on the primary, or a standby's replay position. */
+  positionRead(kind: 'write' | 'replay'): void;
+  /** A read checked by read-your-writes ran on a standby or was moved to the primary, after waiting `waitedSeconds`. */
+  readYourWrites(where: 'standby' | 'primary', waitedSeconds: number): void;
 }
 
 const ignore = (): void => undefined;
@@ -71,8 +78,10 @@ export const NO_SESSION_SERVICES: SessionServices = {
     backendConnectionOpened: ignore,
     clientConnected: ignore,
     slotWait: ignore,
+    positionRead: ignore,
+    readYourWrites: ignore,
   },
 };
 
 /** Why the client's messages wait: only the matching event lets them continue. */
-export type WaitReason = 'replies' | 'catalog' | 'both' | 'admin' | 'connect' | 'backpressure' | 'cancel';
+export type WaitReason = 'replies' | 'catalog' | 'both' | 'admin' | 'connect' | 'backpressure' | 'cancel' | 'lsn';

@@ -19,6 +19,8 @@ export interface SessionCore {
   /** Session-level settings, replayed on nodes connected later. */
   readonly settings: SettingsReplay;
   readonly log: Logger;
+  /** Debug-level log, without building the session's logger when debug is off. */
+  debug(fields: Record<string, unknown>, msg: string): void;
   readonly closed: boolean;
   /** The message being handled waits for `reason` and is presented again afterwards. */
   wait(reason: WaitReason): typeof SUSPEND;

@@ -325,6 +325,8 @@ export class ExtendedProtocol {
     }
     b.inPipeline(target);
     const firstRun = portal !== undefined && portal.executed !== true;
+    if (target === p && (portal?.stmt?.decision?.write ?? true)) this.route.ryw.wrote();
+    this.route.ryw.executed(portal?.stmt?.cls);
     if (portal) portal.executed = true;
     const st = portal?.stmt;
     let outcome: PendingOutcome | undefined;
@@ -394,6 +396,7 @@ export class ExtendedProtocol {
       }
     }
     const outcomes = this.outcomes.take();
+    this.route.ryw.syncEnds(members);
     for (const l of members) {
       l.inPipeline = false;
       l.needsFlush = false;

@@ -14,6 +14,7 @@ import { afterStatement } from '../router/policy.js';
 import type { CatalogQuestions, Classification, Decision, SessionFacts } from '../router/router.js';
 import type { BackendLink } from './backend-link.js';
 import type { SessionCore } from './core.js';
+import type { ReadYourWrites } from './read-your-writes.js';
 
 export class StatementRouting {
   /** The last catalog lookup failed: the statement presented again goes to the primary. */
@@ -22,6 +23,8 @@ export class StatementRouting {
   constructor(
     private readonly s: SessionCore,
     private readonly facts: SessionFacts,
+    /** Read-your-writes: where a read that must see the session's writes may run. */
+    readonly ryw: ReadYourWrites,
   ) {}
 
   /**
@@ -73,8 +76,9 @@ export class StatementRouting {
   }
 
   /**
-   * The link for a decision's single target, after lag and liveness checks; SUSPEND
-   * while the session connects to the node its reads now belong on.
+   * The link for a decision's single target, after lag, liveness and read-your-writes
+   * checks; SUSPEND while the session connects to the node its reads now belong on, or
+   * while write and replay positions are read.
    */
   linkFor(d: Decision): BackendLink | typeof SUSPEND {
     const s = this.s;
@@ -86,7 +90,7 @@ export class StatementRouting {
     const l = b.get(r.node);
     if (l) {
       if (r.sessionLbNode !== null && b.get(r.sessionLbNode)) b.lbNodeId = r.sessionLbNode;
-      return l;
+      return l === p ? l : this.ryw.readOn(l);
     }
     // The read belongs on a node this session has no connection to (its load-balance node
     // went down and another was drawn, or prefer_lower_delay_standby moved it). Connect
@@ -147,6 +151,7 @@ export class StatementRouting {
     s.routing.inTransaction = status !== TxStatus.Idle;
     s.routing.failed = status === TxStatus.Failed;
     if (status === TxStatus.Idle) s.backends.transactionEnded();
+    this.ryw.idle(status);
   }
 }
 

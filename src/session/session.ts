@@ -54,6 +54,7 @@ import type { SessionContext, WaitReason } from './context.js';
 import type { SessionCore } from './core.js';
 import { ExtendedProtocol, STATEMENT } from './extended.js';
 import type { ErrorFieldMap } from './replies.js';
+import { ReadYourWrites } from './read-your-writes.js';
 import { StatementRouting } from './routing.js';
 import { SettingsReplay } from './settings.js';
 import { moveReadsOff, resendSame } from './standby-loss.js';
@@ -147,7 +148,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.secretKey = k.secret;
     this.scanner = new MessageScanner<BackendLink>(this, CLIENT_DECODE, ctx.config().max_message_size);
     this.backends = new Backends(this);
-    this.route = new StatementRouting(this, this.facts);
+    this.route = new StatementRouting(this, this.facts, new ReadYourWrites(this));
     this.both = new BothNodes(this, this.route, () => this.extended.forgetAll());
     this.extended = new ExtendedProtocol(this, this.route, this.both);
     this.admin = new AdminReplies(this);
@@ -363,7 +364,13 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       case FE.FunctionCall: {
         const p = this.backends.primary;
         if (!this.backends.gate(p)) return this.wait('replies');
-        return this.backends.send(p, { kind: 'query', mode: 'forward' }, this.routing.inTransaction);
+        // A function called this way may write (lo_write…).
+        this.route.ryw.wrote();
+        return this.backends.send(
+          p,
+          { kind: 'query', mode: 'forward', done: (e) => this.route.txStatusIs(e.status ?? TxStatus.Idle) },
+          this.routing.inTransaction,
+        );
       }
       case FE.CopyDone:
       case FE.CopyFail:
@@ -422,6 +429,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const second = d.target === 'both' ? b.secondLink() : undefined;
     if (second) {
       if (!b.gate(null)) return this.wait('replies');
+      if (d.write) this.route.ryw.wrote();
       const verdict: typeof CONSUME_AND_SUSPEND = this.waitAfter('both');
       this.both.run(sql, cls, d, second);
       return verdict;
@@ -430,6 +438,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (link === SUSPEND) return link;
     if (!b.gate(link)) return this.wait('replies');
     this.route.counted(link, sql, cls);
+    if (d.write && link === b.primary) this.route.ryw.wrote();
+    this.route.ryw.queryEnds(cls, link);
     return b.send(
       link,
       {
@@ -624,7 +634,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (!this.client.destroyed) this.client.end();
     // A client that stops reading what is still on its way is dropped after a while.
     this.client.setTimeout(CLOSING_CLIENT_IDLE_MS, () => this.client.destroy());
-    this.backends.releaseAll(this.terminated);
+    this.route.ryw.close();
+    this.backends.releaseAll(this.terminated, () => this.route.ryw.released());
     this.ctx.registry.unregister(this.pid, this.secretKey);
     const cb = this.onEnd;
     this.onEnd = undefined;

@@ -49,6 +49,7 @@ function node(id: number, status: NodeStatus = 'up', extra: Partial<NodeState['c
     delaySeconds: 0,
     replicationState: '',
     replicationSyncState: '',
+    replayPosition: 0n,
     draining: false,
     config,
   };

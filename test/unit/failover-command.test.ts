@@ -11,7 +11,7 @@ import {
 } from '../../src/cluster/failover.js';
 import { formatStatusFile, parseStatusFile, readStatusFile, writeStatusFile } from '../../src/cluster/status-file.js';
 import { HealthStatsRecorder } from '../../src/cluster/health.js';
-import { parseLsn } from '../../src/cluster/conn.js';
+import { parseLsn } from '../../src/protocol/lsn.js';
 import { mainNodeId, type NodeStatus } from '../../src/cluster/nodes.js';
 
 const values: PlaceholderValues = {

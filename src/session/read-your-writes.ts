@@ -1,0 +1,335 @@
+/**
+ * Read-your-writes for one session (read_your_writes = session | global): the
+ * position of each write it committed, read on its own primary connection right
+ * behind the write, and the check that lets a load-balanced read run on a standby
+ * only once that standby has replayed it (router/consistency.ts decides).
+ *
+ * Positions: a write sent to the primary makes the session "dirty". When the
+ * request that commits it is sent (an autocommit statement, COMMIT, or the Sync of
+ * a pipeline that wrote), `SELECT pg_current_wal_insert_lsn()` is pipelined right
+ * behind it, its reply kept from the client: no round trip the client waits for.
+ * Where that cannot be known in advance (a multi-statement query, COPY, a statement
+ * run on two nodes), the position is read once the primary reports the transaction
+ * ended, before the client's next request reaches the primary. A read that arrives
+ * while a position is being read waits for it.
+ *
+ * Reads: a read the router sends to a standby runs there if the standby's last known
+ * replay position (sr check, or an earlier check) is far enough; otherwise the
+ * standby is asked once per request, on the session's own connection to it, with a
+ * statement that waits there up to read_your_writes_wait ms; if it is still behind,
+ * the read runs on the primary.
+ */
+import { SQLSTATE, TxStatus } from '../protocol/constants.js';
+import type { SUSPEND } from '../protocol/framing.js';
+import { parseLsn } from '../protocol/lsn.js';
+import { queryMessage } from '../pool/query.js';
+import type { Classification } from '../router/router.js';
+import { CAPTURE_SQL, checkRead, replayWaitSql, writePosition } from '../router/consistency.js';
+import type { BackendLink, LinkExpectation } from './backend-link.js';
+import type { SessionCore } from './core.js';
+
+const CAPTURE = queryMessage(CAPTURE_SQL);
+
+/** How a pipeline (or a simple Query) leaves the transaction, as far as its statements tell. */
+type TxEffect = 'none' | 'begins' | 'ends';
+
+function txEffect(cls: Classification): TxEffect {
+  switch (cls.tx) {
+    case 'begin':
+      return 'begins';
+    case 'commit':
+    case 'rollback':
+    case 'prepare_transaction':
+      return cls.chain === true ? 'none' : 'ends';
+    default:
+      return 'none';
+  }
+}
+
+/** A write position being read on the primary; `ticket` once the write was acknowledged (0 before). */
+interface Capture {
+  ticket: number;
+}
+
+export class ReadYourWrites {
+  /** Writes went to the primary since the last position was asked for. */
+  private dirty = false;
+  /** A transaction with writes ended and their position could not be asked for. */
+  private uncaptured = false;
+  /** The newest position of the session's writes, in `epoch`. */
+  private position = 0n;
+  private epoch = -1;
+  /** Positions being read on the primary, oldest first. */
+  private inFlight: Capture[] = [];
+  /** A position read is scheduled behind what the client scanner is emitting. */
+  private scheduled: Capture | undefined;
+  /** The current extended-protocol pipeline: its transaction effect and whether it runs COPY. */
+  private pipeTx: TxEffect = 'none';
+  private pipeCopy = false;
+  /** Per client request (a Query, or a pipeline up to its Sync): */
+  private request = 0;
+  private askedIn = -1;
+  private ticketIn = -1;
+  private ticket = 0;
+  private waitingIn = -1;
+  private waitStart = 0;
+
+  constructor(private readonly s: SessionCore) {}
+
+  /** Read-your-writes applies: a mode other than off, and reads that can go to standbys. */
+  get active(): boolean {
+    const ctx = this.s.ctx;
+    return ctx.config().read_your_writes !== 'off' && ctx.router.loadBalancing && ctx.nodes.size > 1;
+  }
+
+  // ---------------------------------------------------------------- writes
+
+  /** A statement that may write was sent to the primary. */
+  wrote(): void {
+    this.dirty = true;
+  }
+
+  /** An Execute of `cls` was sent (extended protocol): what the pipeline does to the transaction. */
+  executed(cls: Classification | undefined): void {
+    if (cls === undefined) return;
+    const fx = txEffect(cls);
+    if (fx !== 'none') this.pipeTx = fx;
+    if (cls.kind === 'copy') this.pipeCopy = true;
+  }
+
+  /**
+   * A simple Query goes to `link`: when it is a write that commits on its own (or
+   * COMMIT), read the position right behind it.
+   */
+  queryEnds(cls: Classification, link: BackendLink): void {
+    this.request++;
+    if (!this.dirty || !this.active) return;
+    const p = this.s.backends.primary;
+    if (link !== p || cls.kind === 'copy' || cls.statementCount > 1 || p.inPipeline || p.copyIn) return;
+    if (this.endsIdle(txEffect(cls))) this.schedule();
+  }
+
+  /** The Sync of a pipeline to `members`: when it commits writes, read the position right behind it. */
+  syncEnds(members: readonly BackendLink[]): void {
+    this.request++;
+    const fx = this.pipeTx;
+    const copy = this.pipeCopy;
+    this.pipeTx = 'none';
+    this.pipeCopy = false;
+    if (!this.dirty || !this.active) return;
+    const p = this.s.backends.primary;
+    if (copy || p.copyIn || !members.includes(p) || !this.endsIdle(fx)) return;
+    this.schedule();
+  }
+
+  /** Will the session be outside a transaction after a request with effect `fx`? */
+  private endsIdle(fx: TxEffect): boolean {
+    return fx === 'ends' || (fx === 'none' && !this.s.routing.inTransaction);
+  }
+
+  /**
+   * The primary reported the transaction status at the end of a request, and the
+   * client has just been sent it. Outside a transaction: the writes are acknowledged,
+   * so the positions being read behind them get their tickets (global mode waits for
+   * those); a write whose position was not asked for is asked now, if the primary has
+   * nothing else outstanding (otherwise at the next chance, reads going to the primary
+   * meanwhile).
+   */
+  idle(status: number): void {
+    if (status !== TxStatus.Idle || this.s.closed) return;
+    const horizon = this.s.ctx.horizon;
+    for (const c of this.inFlight) if (c.ticket === 0) c.ticket = horizon.begin();
+    if (!this.dirty || this.scheduled) return;
+    const p = this.s.backends.primary;
+    if (!this.active) {
+      this.dirty = false;
+      return;
+    }
+    if (p.pending > 0 || p.inPipeline || p.copyIn) {
+      this.setUncaptured(true);
+      return;
+    }
+    this.dirty = false;
+    this.issue({ ticket: horizon.begin() });
+  }
+
+  /** Read the position behind everything the client scanner emits in this turn. */
+  private schedule(): void {
+    this.dirty = false;
+    if (this.scheduled) return;
+    const c: Capture = { ticket: 0 };
+    this.scheduled = c;
+    this.inFlight.push(c);
+    queueMicrotask(() => {
+      this.scheduled = undefined;
+      this.issue(c);
+    });
+  }
+
+  private issue(c: Capture): void {
+    const s = this.s;
+    if (!this.inFlight.includes(c)) this.inFlight.push(c);
+    const epoch = s.ctx.horizon.epoch;
+    const p = s.closed ? undefined : s.backends.primary;
+    if (!p?.live) {
+      this.settled(c, undefined, epoch);
+      return;
+    }
+    this.setUncaptured(false);
+    s.ctx.services.metrics.positionRead('write');
+    s.backends.request(
+      p,
+      { kind: 'query', mode: 'capture', rows: [], done: (e) => this.captured(e, c, epoch) },
+      CAPTURE,
+    );
+  }
+
+  private captured(e: LinkExpectation, c: Capture, epoch: number): void {
+    if (this.s.closed) {
+      // The session ended; its connection was only finishing this. Other sessions may need it.
+      const insert = e.error || e.status !== TxStatus.Idle ? undefined : parseLsn(e.rows?.[0]?.[0]);
+      this.settled(c, insert === undefined ? undefined : writePosition(insert), epoch);
+      return;
+    }
+    const insert = e.error || e.status !== TxStatus.Idle ? undefined : parseLsn(e.rows?.[0]?.[0]);
+    const lsn = insert === undefined ? undefined : writePosition(insert);
+    if (lsn === undefined) {
+      // Ran inside a transaction (the write is not committed yet) or failed: ask again when it ends.
+      this.dirty = true;
+      if (e.status === TxStatus.Idle) this.setUncaptured(true);
+      if (e.error)
+        this.s.log.warn({ code: e.error.C, err: e.error.M }, 'read-your-writes: reading the write position failed');
+    } else if (epoch !== this.epoch || lsn > this.position) {
+      this.position = lsn;
+      this.epoch = epoch;
+    }
+    this.settled(c, lsn, epoch);
+  }
+
+  private settled(c: Capture, lsn: bigint | undefined, epoch: number): void {
+    const i = this.inFlight.indexOf(c);
+    if (i >= 0) this.inFlight.splice(i, 1);
+    if (c.ticket !== 0) this.s.ctx.horizon.end(c.ticket, lsn, epoch);
+    this.s.resume('lsn');
+  }
+
+  private setUncaptured(v: boolean): void {
+    if (v === this.uncaptured) return;
+    this.uncaptured = v;
+    this.s.ctx.horizon.uncaptured += v ? 1 : -1;
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  /**
+   * A read the router sends to the standby behind `link`: `link` itself, the primary's
+   * link, or SUSPEND while positions are read (the read is presented again after).
+   */
+  readOn(link: BackendLink): BackendLink | typeof SUSPEND {
+    const s = this.s;
+    const ctx = s.ctx;
+    const cfg = ctx.config();
+    const mode = cfg.read_your_writes;
+    const horizon = ctx.horizon;
+    const global = mode === 'global';
+    // A session that never wrote reads as without read-your-writes (session mode).
+    if (!global && this.position === 0n && this.inFlight.length === 0 && !this.uncaptured) return link;
+    if (!this.active) return link;
+    if (global && this.ticketIn !== this.request) {
+      // Positions of writes acknowledged before this request arrived are waited for, not later ones.
+      this.ticketIn = this.request;
+      this.ticket = horizon.issued;
+    }
+    const inTx = s.routing.inTransaction;
+    const verdict = checkRead({
+      mode,
+      inTransaction: inTx,
+      ownCapturing: this.inFlight.length > 0,
+      ownUncaptured: this.uncaptured,
+      ownPosition: this.epoch === horizon.epoch ? this.position : 0n,
+      othersCapturing: global && horizon.pendingUpTo(this.ticket),
+      othersUncaptured: horizon.lost || horizon.uncaptured > (this.uncaptured ? 1 : 0),
+      newestPosition: horizon.position,
+      replayPosition: ctx.nodes.get(link.nodeId)?.replayPosition ?? 0n,
+      asked: this.askedIn === this.request,
+      canAsk: !inTx && link.pending === 0 && !link.inPipeline && !link.copyIn,
+    });
+    switch (verdict.act) {
+      case 'standby':
+        if (verdict.checked || this.waitingIn === this.request) this.decided('standby');
+        return link;
+      case 'primary':
+        this.decided('primary');
+        s.debug({ node: link.nodeId, reason: verdict.reason }, 'read-your-writes: read moved to the primary');
+        return s.backends.primary;
+      case 'wait': {
+        this.waiting();
+        const v: typeof SUSPEND = s.wait('lsn');
+        // Own positions resume the read when read (settled); others' through the horizon.
+        if (global) horizon.whenSettled(this.ticket, () => s.resume('lsn'));
+        return v;
+      }
+      case 'ask': {
+        this.waiting();
+        const v: typeof SUSPEND = s.wait('lsn');
+        this.ask(link, verdict.need, cfg.read_your_writes_wait);
+        return v;
+      }
+    }
+  }
+
+  /** Ask the standby for its replay position, waiting there up to `waitMs` for `need`. */
+  private ask(link: BackendLink, need: bigint, waitMs: number): void {
+    const s = this.s;
+    this.askedIn = this.request;
+    const nodeId = link.nodeId;
+    s.ctx.services.metrics.positionRead('replay');
+    s.backends.request(
+      link,
+      {
+        kind: 'query',
+        mode: 'capture',
+        rows: [],
+        // If the standby goes away meanwhile, the read goes elsewhere: nothing is lost.
+        skippable: true,
+        done: (e) => {
+          const lsn = e.error ? undefined : parseLsn(e.rows?.[0]?.[0]);
+          if (lsn !== undefined) s.ctx.nodes.noteReplayPosition(nodeId, lsn);
+          else if (e.error && e.error.C !== SQLSTATE.queryCanceled)
+            s.log.warn(
+              { node: nodeId, code: e.error.C, err: e.error.M },
+              'read-your-writes: reading the replay position failed',
+            );
+          s.resume('lsn');
+        },
+      },
+      queryMessage(replayWaitSql(need, waitMs)),
+    );
+  }
+
+  private waiting(): void {
+    if (this.waitingIn === this.request) return;
+    this.waitingIn = this.request;
+    this.waitStart = performance.now();
+  }
+
+  private decided(where: 'standby' | 'primary'): void {
+    let waited = 0;
+    if (this.waitingIn === this.request) {
+      waited = (performance.now() - this.waitStart) / 1000;
+      this.waitingIn = -1;
+    }
+    this.s.ctx.services.metrics.readYourWrites(where, waited);
+  }
+
+  /** The session ends (its connections may still finish reading positions: see `released`). */
+  close(): void {
+    this.setUncaptured(false);
+  }
+
+  /** No connection of the ended session runs anything any more: positions never read are lost. */
+  released(): void {
+    for (const c of this.inFlight) if (c.ticket !== 0) this.s.ctx.horizon.end(c.ticket, undefined, -1);
+    this.inFlight = [];
+  }
+}

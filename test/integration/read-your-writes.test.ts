@@ -1,0 +1,246 @@
+/**
+ * Read-your-writes (README "Consistency of reads"), on pgrelay's OWN cluster (replay is
+ * paused on both standbys: the shared cluster must not be):
+ * - read_your_writes = session (the default): an autocommit write then a read in the
+ *   same session sees the write while the standbys replay nothing (simple and extended
+ *   protocol, node-postgres and postgres.js, pipelined too, DDL then a prepared read),
+ *   the read running on the primary; a session that did not write still reads on a
+ *   standby (and does not see the rows: replay really is paused); once replay resumes,
+ *   the writer's reads return to a standby that caught up;
+ * - global: a write on connection A is seen by a read on connection B;
+ * - off: the read misses the write (pgpool's behaviour; proves the checks can fail);
+ * - a write-then-read loop with streaming replication running: session mode sees every
+ *   write while most reads stay on standbys; off misses some.
+ */
+import type pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { DevCluster, freePort } from '../../dev/devcluster.js';
+import { closeAllClients, endPg, endSql, pgClient, sqlClient } from '../support/clients.js';
+import { sampleValue, scrapeMetrics } from '../support/prometheus.js';
+import { type ProxyHandle, startProxy } from '../support/proxy.js';
+import { nodeOfPort } from '../support/routing.js';
+import { pollUntil } from '../support/wait.js';
+
+let cluster: DevCluster;
+let P = 0;
+let session: ProxyHandle;
+let global: ProxyHandle;
+let off: ProxyHandle;
+const metricsPort: Record<string, number> = {};
+
+const common = {
+  backend_weight0: 0,
+  backend_weight1: 1,
+  backend_weight2: 1,
+  sr_check_period: 1,
+  sr_check_user: 'postgres',
+};
+
+beforeAll(async () => {
+  cluster = await DevCluster.start({ standbys: 2 });
+  P = cluster.primaryId;
+  await cluster.psql(P, 'CREATE TABLE ryw_t (id int, k text); CREATE TABLE loop_t (id bigint PRIMARY KEY)');
+  await cluster.waitForStandbys(30_000);
+  await cluster.waitForCatchup(30_000);
+  for (const m of ['session', 'global', 'off']) metricsPort[m] = await freePort();
+  [session, global, off] = await Promise.all([
+    // read_your_writes is left at its default (session).
+    startProxy({ cluster, config: { ...common, metrics_port: metricsPort.session } }),
+    startProxy({ cluster, config: { ...common, read_your_writes: 'global', metrics_port: metricsPort.global } }),
+    startProxy({ cluster, config: { ...common, read_your_writes: 'off', metrics_port: metricsPort.off } }),
+  ]);
+}, 120_000);
+
+afterEach(async () => {
+  await closeAllClients();
+});
+
+afterAll(async () => {
+  await closeAllClients();
+  await Promise.all([session?.stop(), global?.stop(), off?.stop()]);
+  await cluster?.stop();
+});
+
+/** Rows matching `k`, and the node that answered. */
+async function countOn(c: pg.Client, k: string, extended: boolean): Promise<{ n: number; node: number }> {
+  const r = extended
+    ? await c.query('SELECT count(*)::int AS n, inet_server_port() AS port FROM ryw_t WHERE k = $1', [k])
+    : await c.query(`SELECT count(*)::int AS n, inet_server_port() AS port FROM ryw_t WHERE k = '${k}'`);
+  return { n: r.rows[0].n as number, node: nodeOfPort(cluster, r.rows[0].port as number) };
+}
+
+async function readNode(c: pg.Client): Promise<number> {
+  return nodeOfPort(cluster, (await c.query('SELECT inet_server_port() AS port')).rows[0].port as number);
+}
+
+async function counters(port: number): Promise<{ standby: number; primary: number; waited: number }> {
+  const m = await scrapeMetrics(port);
+  return {
+    standby: sampleValue(m, 'pgrelay_read_your_writes_reads_total', { ran_on: 'standby' }) ?? 0,
+    primary: sampleValue(m, 'pgrelay_read_your_writes_reads_total', { ran_on: 'primary' }) ?? 0,
+    waited: sampleValue(m, 'pgrelay_read_your_writes_wait_seconds_total') ?? 0,
+  };
+}
+
+describe('replay paused on both standbys', () => {
+  beforeAll(async () => {
+    await cluster.pauseReplay(1);
+    await cluster.pauseReplay(2);
+  });
+  afterAll(async () => {
+    await cluster.resumeReplay(1);
+    await cluster.resumeReplay(2);
+    await cluster.waitForCatchup(60_000);
+  });
+
+  it('session: node-postgres sees its autocommit INSERT (simple and extended protocol); a session that did not write still reads on a standby', async () => {
+    const writer = await pgClient({ port: session.port });
+    const reader = await pgClient({ port: session.port });
+    expect(await readNode(writer)).not.toBe(P);
+
+    await writer.query("INSERT INTO ryw_t VALUES (1, 'simple')");
+    expect(await countOn(writer, 'simple', false)).toEqual({ n: 1, node: P });
+    await writer.query('INSERT INTO ryw_t VALUES ($1, $2)', [2, 'extended']);
+    expect(await countOn(writer, 'extended', true)).toEqual({ n: 1, node: P });
+
+    // The other session never wrote: its reads stay on a standby, which has not replayed the rows.
+    const other = await countOn(reader, 'simple', false);
+    expect(other.node).not.toBe(P);
+    expect(other.n, 'the standbys replay nothing while paused').toBe(0);
+
+    const m = await counters(metricsPort.session);
+    expect(m.primary).toBeGreaterThanOrEqual(2);
+  });
+
+  it('session: CREATE TABLE then INSERT and a prepared read (Parse on a standby would fail)', async () => {
+    const c = await pgClient({ port: session.port });
+    await c.query('CREATE TABLE ryw_new (id int)');
+    await c.query('INSERT INTO ryw_new VALUES ($1)', [7]);
+    const r = await c.query({ name: 'ryw_new_read', text: 'SELECT id, inet_server_port() AS port FROM ryw_new' });
+    expect(r.rows.map((x) => x.id)).toEqual([7]);
+    expect(nodeOfPort(cluster, r.rows[0].port as number)).toBe(P);
+  });
+
+  it('session: postgres.js, one after the other and pipelined (write and read sent together)', async () => {
+    const sql = sqlClient({ port: session.port });
+    try {
+      await sql`INSERT INTO ryw_t VALUES (3, 'pjs')`;
+      const [a] = await sql`SELECT count(*)::int AS n FROM ryw_t WHERE k = 'pjs'`;
+      expect(a.n).toBe(1);
+      const [, [b]] = await Promise.all([
+        sql`INSERT INTO ryw_t VALUES (4, 'pjs-pipe')`,
+        sql`SELECT count(*)::int AS n, inet_server_port() AS port FROM ryw_t WHERE k = 'pjs-pipe'`,
+      ]);
+      expect(b.n).toBe(1);
+      expect(nodeOfPort(cluster, b.port as number)).toBe(P);
+    } finally {
+      await endSql(sql);
+    }
+  });
+
+  it('global: a write on connection A is seen by a read on connection B (session mode: B does not see it)', async () => {
+    const a = await pgClient({ port: global.port });
+    const b = await pgClient({ port: global.port });
+    await a.query("INSERT INTO ryw_t VALUES (5, 'global')");
+    expect(await countOn(b, 'global', true)).toEqual({ n: 1, node: P });
+
+    const sa = await pgClient({ port: session.port });
+    const sb = await pgClient({ port: session.port });
+    await sa.query("INSERT INTO ryw_t VALUES (6, 'not-global')");
+    const seen = await countOn(sb, 'not-global', false);
+    expect(seen.node).not.toBe(P);
+    expect(seen.n).toBe(0);
+  });
+
+  it("off: the read runs on a standby and misses the session's write (pgpool's behaviour)", async () => {
+    const c = await pgClient({ port: off.port });
+    await c.query("INSERT INTO ryw_t VALUES (8, 'off')");
+    const r = await countOn(c, 'off', false);
+    expect(r.node).not.toBe(P);
+    expect(r.n).toBe(0);
+  });
+});
+
+describe('after replay resumes', () => {
+  it("the writer's reads return to a standby once it has replayed the writes", async () => {
+    const c = await pgClient({ port: session.port });
+    await c.query('SET application_name = writer');
+    await cluster.pauseReplay(1);
+    await cluster.pauseReplay(2);
+    try {
+      await c.query("INSERT INTO ryw_t VALUES (9, 'resume')");
+      expect(await countOn(c, 'resume', false)).toEqual({ n: 1, node: P });
+    } finally {
+      await cluster.resumeReplay(1);
+      await cluster.resumeReplay(2);
+    }
+    const back = await pollUntil(
+      () => countOn(c, 'resume', false),
+      (r) => r.node !== P,
+      { what: "the writer's read back on a standby after replay resumed", timeoutMs: 20_000, intervalMs: 50 },
+    );
+    expect(back.n).toBe(1);
+    const m = await counters(metricsPort.session);
+    expect(m.standby).toBeGreaterThan(0);
+  });
+});
+
+/**
+ * `clients` sessions each INSERT a new row then SELECT it, `iterations` times (or until
+ * `stopAfterMisses` reads missed their row). Returns misses and where reads ran.
+ */
+async function writeThenRead(
+  proxy: ProxyHandle,
+  clients: number,
+  iterations: number,
+  base: number,
+  stopAfterMisses = Number.POSITIVE_INFINITY,
+): Promise<{ reads: number; misses: number; onStandby: number }> {
+  let misses = 0;
+  let reads = 0;
+  let onStandby = 0;
+  await Promise.all(
+    Array.from({ length: clients }, async (_, w) => {
+      const c = await pgClient({ port: proxy.port });
+      try {
+        for (let i = 0; i < iterations && misses < stopAfterMisses; i++) {
+          const id = base + w * iterations + i;
+          await c.query(`INSERT INTO loop_t VALUES (${id})`);
+          const r = await c.query(
+            `SELECT EXISTS (SELECT 1 FROM loop_t WHERE id = ${id}) AS found, inet_server_port() AS port`,
+          );
+          reads++;
+          if (r.rows[0].found !== true) misses++;
+          if (nodeOfPort(cluster, r.rows[0].port as number) !== P) onStandby++;
+        }
+      } finally {
+        await endPg(c);
+      }
+    }),
+  );
+  return { reads, misses, onStandby };
+}
+
+const ITERATIONS_PER_CLIENT = Number(process.env.PGRELAY_RYW_ITERATIONS ?? 1250);
+
+describe('write-then-read loop, replication running', () => {
+  // 10,000 iterations shared by 8 clients (1,250 each). The note of issue 13 reports the same loop
+  // with 10,000 iterations per client.
+  it('session: 10,000 INSERT-then-SELECT by 8 clients see every write, most reads on standbys', {
+    timeout: 180_000,
+  }, async () => {
+    const r = await writeThenRead(session, 8, ITERATIONS_PER_CLIENT, 0);
+    const share = r.onStandby / r.reads;
+    console.log(
+      `[read-your-writes] session: ${r.reads} reads, ${r.misses} missed, ${(share * 100).toFixed(1)}% on standbys`,
+    );
+    expect(r.misses).toBe(0);
+    expect(share).toBeGreaterThan(0.5);
+  });
+
+  it('off: the same loop misses writes', { timeout: 180_000 }, async () => {
+    const r = await writeThenRead(off, 8, ITERATIONS_PER_CLIENT, 1_000_000, 20);
+    console.log(`[read-your-writes] off: ${r.reads} reads, ${r.misses} missed (stops at 20)`);
+    expect(r.misses).toBeGreaterThan(0);
+  });
+});
