@@ -31,16 +31,18 @@ import type { SessionCore } from './core.js';
 const CAPTURE = queryMessage(CAPTURE_SQL);
 
 /** How a pipeline (or a simple Query) leaves the transaction, as far as its statements tell. */
-type TxEffect = 'none' | 'begins' | 'ends';
+type TxEffect = 'none' | 'begins' | 'commits' | 'rollsBack';
 
 function txEffect(cls: Classification): TxEffect {
+  if (cls.statementCount > 1) return 'none';
   switch (cls.tx) {
     case 'begin':
       return 'begins';
     case 'commit':
-    case 'rollback':
     case 'prepare_transaction':
-      return cls.chain === true ? 'none' : 'ends';
+      return cls.chain === true ? 'none' : 'commits';
+    case 'rollback':
+      return cls.chain === true ? 'none' : 'rollsBack';
     default:
       return 'none';
   }
@@ -52,8 +54,13 @@ interface Capture {
 }
 
 export class ReadYourWrites {
-  /** Writes went to the primary since the last position was asked for. */
-  private dirty = false;
+  /**
+   * Writes went to the primary since the last position was asked for: outside a
+   * transaction (they commit on their own), or inside one (they commit with it, and a
+   * ROLLBACK forgets them).
+   */
+  private wroteAlone = false;
+  private wroteInTx = false;
   /** A transaction with writes ended and their position could not be asked for. */
   private uncaptured = false;
   /** The newest position of the session's writes, in `epoch`. */
@@ -63,6 +70,8 @@ export class ReadYourWrites {
   private inFlight: Capture[] = [];
   /** A position read is scheduled behind what the client scanner is emitting. */
   private scheduled: Capture | undefined;
+  /** The transaction effect of the last request sent (for `idle`). */
+  private lastEffect: TxEffect = 'none';
   /** The current extended-protocol pipeline: its transaction effect and whether it runs COPY. */
   private pipeTx: TxEffect = 'none';
   private pipeCopy = false;
@@ -86,7 +95,23 @@ export class ReadYourWrites {
 
   /** A statement that may write was sent to the primary. */
   wrote(): void {
-    this.dirty = true;
+    if (this.s.routing.inTransaction) this.wroteInTx = true;
+    else this.wroteAlone = true;
+  }
+
+  private get dirty(): boolean {
+    return this.wroteAlone || this.wroteInTx;
+  }
+
+  private clean(): void {
+    this.wroteAlone = false;
+    this.wroteInTx = false;
+  }
+
+  /** A request that ends its transaction with `fx` was sent: writes rolled back need no position. */
+  private ending(fx: TxEffect): void {
+    this.lastEffect = fx;
+    if (fx === 'rollsBack') this.wroteInTx = false;
   }
 
   /** An Execute of `cls` was sent (extended protocol): what the pipeline does to the transaction. */
@@ -101,12 +126,14 @@ export class ReadYourWrites {
    * A simple Query goes to `link`: when it is a write that commits on its own (or
    * COMMIT), read the position right behind it.
    */
-  queryEnds(cls: Classification, link: BackendLink): void {
+  queryEnds(cls: Classification, link: BackendLink | undefined): void {
     this.request++;
+    const fx = txEffect(cls);
+    this.ending(fx);
     if (!this.dirty || !this.active) return;
     const p = this.s.backends.primary;
     if (link !== p || cls.kind === 'copy' || cls.statementCount > 1 || p.inPipeline || p.copyIn) return;
-    if (this.endsIdle(txEffect(cls))) this.schedule();
+    if (this.endsIdle(fx)) this.schedule();
   }
 
   /** The Sync of a pipeline to `members`: when it commits writes, read the position right behind it. */
@@ -116,6 +143,7 @@ export class ReadYourWrites {
     const copy = this.pipeCopy;
     this.pipeTx = 'none';
     this.pipeCopy = false;
+    this.ending(fx);
     if (!this.dirty || !this.active) return;
     const p = this.s.backends.primary;
     if (copy || p.copyIn || !members.includes(p) || !this.endsIdle(fx)) return;
@@ -124,7 +152,7 @@ export class ReadYourWrites {
 
   /** Will the session be outside a transaction after a request with effect `fx`? */
   private endsIdle(fx: TxEffect): boolean {
-    return fx === 'ends' || (fx === 'none' && !this.s.routing.inTransaction);
+    return fx === 'commits' || fx === 'rollsBack' || (fx === 'none' && !this.s.routing.inTransaction);
   }
 
   /**
@@ -139,23 +167,24 @@ export class ReadYourWrites {
     if (status !== TxStatus.Idle || this.s.closed) return;
     const horizon = this.s.ctx.horizon;
     for (const c of this.inFlight) if (c.ticket === 0) c.ticket = horizon.begin();
+    if (this.lastEffect === 'rollsBack') this.wroteInTx = false;
     if (!this.dirty || this.scheduled) return;
     const p = this.s.backends.primary;
     if (!this.active) {
-      this.dirty = false;
+      this.clean();
       return;
     }
     if (p.pending > 0 || p.inPipeline || p.copyIn) {
       this.setUncaptured(true);
       return;
     }
-    this.dirty = false;
+    this.clean();
     this.issue({ ticket: horizon.begin() });
   }
 
   /** Read the position behind everything the client scanner emits in this turn. */
   private schedule(): void {
-    this.dirty = false;
+    this.clean();
     if (this.scheduled) return;
     const c: Capture = { ticket: 0 };
     this.scheduled = c;
@@ -195,8 +224,10 @@ export class ReadYourWrites {
     const lsn = insert === undefined ? undefined : writePosition(insert);
     if (lsn === undefined) {
       // Ran inside a transaction (the write is not committed yet) or failed: ask again when it ends.
-      this.dirty = true;
-      if (e.status === TxStatus.Idle) this.setUncaptured(true);
+      if (e.status === TxStatus.Idle) {
+        this.wroteAlone = true;
+        this.setUncaptured(true);
+      } else this.wroteInTx = true;
       if (e.error)
         this.s.log.warn({ code: e.error.C, err: e.error.M }, 'read-your-writes: reading the write position failed');
     } else if (epoch !== this.epoch || lsn > this.position) {

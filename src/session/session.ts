@@ -430,6 +430,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (second) {
       if (!b.gate(null)) return this.wait('replies');
       if (d.write) this.route.ryw.wrote();
+      this.route.ryw.queryEnds(cls, undefined);
       const verdict: typeof CONSUME_AND_SUSPEND = this.waitAfter('both');
       this.both.run(sql, cls, d, second);
       return verdict;

@@ -13,6 +13,7 @@ import { getCluster } from '../support/cluster.js';
 import { closeAllClients, endSql, pgClient, sqlClient, withTimeout } from '../support/clients.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
 import { countPerNode, logBarrier, nodeOfPort, statementLog } from '../support/routing.js';
+import { pollUntil } from '../support/wait.js';
 
 const cluster = getCluster();
 const P = cluster.primaryId;
@@ -138,6 +139,13 @@ describe('postgres.js pipelining', () => {
       ).toBe(i % 2 === 0 ? LB : P);
     }
     expect(Number(await cluster.psql(P, `SELECT count(*) FROM ${t} WHERE tag = '${tag}'`))).toBe(50);
+    // Read-your-writes: a read inside a transaction runs on the standby only if it is known to have
+    // replayed the session's writes (it is not asked there). A read outside one learns it.
+    await pollUntil(
+      async () => nodeOfPort(cluster, (await sql`SELECT inet_server_port() AS port`)[0].port as number),
+      (n) => n === LB,
+      { what: "a read on the load-balance node once it replayed the pipeline's writes", timeoutMs: 20_000 },
+    );
     // A transaction through postgres.js: reads after a write see it (primary).
     const inTx = await withTimeout(
       sql.begin(async (tx) => {
