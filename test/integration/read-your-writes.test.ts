@@ -15,6 +15,7 @@
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DevCluster, freePort } from '../../dev/devcluster.js';
+import { waitForCached } from '../support/cache-probe.js';
 import { closeAllClients, endPg, endSql, pgClient, sqlClient } from '../support/clients.js';
 import { sampleValue, scrapeMetrics } from '../support/prometheus.js';
 import { type ProxyHandle, startProxy } from '../support/proxy.js';
@@ -150,6 +151,18 @@ describe('replay paused on both standbys', () => {
     const seen = await countOn(sb, 'not-global', false);
     expect(seen.node).not.toBe(P);
     expect(seen.n).toBe(0);
+  });
+
+  it('global: a client that writes and disconnects at once is seen by the next client; its primary connection is cached', async () => {
+    const admin = await pgClient({ port: global.port });
+    const w = await pgClient({ port: global.port });
+    const pid = (await w.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+    await w.query("INSERT INTO ryw_t VALUES (10, 'write-and-go')");
+    await endPg(w); // Terminate right behind the write's reply: its position is still being read
+    const r = await pgClient({ port: global.port });
+    expect(await countOn(r, 'write-and-go', false)).toEqual({ n: 1, node: P });
+    await endPg(r); // r may have taken the cached connection: it returns it
+    await waitForCached(admin, [pid]);
   });
 
   it("off: the read runs on a standby and misses the session's write (pgpool's behaviour)", async () => {
