@@ -27,7 +27,8 @@ import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { AuthCode, SQLSTATE } from '../protocol/constants.js';
 import type { ClientInput } from '../protocol/client-input.js';
-import { PgError, authenticationRequest, errorResponse, readCString } from '../protocol/messages.js';
+import { refuseClient } from '../protocol/client-input.js';
+import { PgError, authenticationRequest, readCString } from '../protocol/messages.js';
 import type { BackendAuthMethod, BackendSecret } from './backend.js';
 import { matchHba, noEntryError, type HbaMatchEnv, type HbaMethod, type HbaRoles, type HbaRule } from './hba.js';
 import { md5Salt, pgMd5Hash, safeEqual, verifyMd5Response } from './md5.js';
@@ -153,8 +154,9 @@ export function passwordMatches(password: string, user: string, stored: Password
 /**
  * Run the authentication exchange with the client. On success returns the
  * backend secret (nothing has been sent that ends the exchange: the caller
- * sends AuthenticationOk). On failure sends the FATAL error, ends the socket,
- * logs the reason and returns undefined.
+ * sends AuthenticationOk). On failure sends the FATAL error and closes the
+ * socket (refuseClient: nothing more is read, closed at a fixed deadline), logs
+ * the reason and returns undefined.
  */
 export async function authenticateClient(client: ClientInfo, env: FrontendAuthEnv): Promise<AuthSuccess | undefined> {
   const reader = new AuthReader(client.input);
@@ -188,9 +190,7 @@ export async function authenticateClient(client: ClientInfo, env: FrontendAuthEn
       },
       'client authentication failed',
     );
-    const s = client.socket;
-    if (!s.destroyed && s.writable) s.end(errorResponse({ ...f.error.toFields(), severity: 'FATAL' }));
-    s.setTimeout(2000, () => s.destroy());
+    refuseClient(client.socket, f.error);
     return undefined;
   }
 }

@@ -4,6 +4,8 @@
  * negotiation, protocol version and start-up parameters, then authentication
  * (src/auth/). The whole sequence is bounded by authentication_timeout and holds
  * no num_init_children slot, so stalled or half-open clients cannot exhaust them.
+ * A refused client is closed at a fixed deadline after its FATAL (refuseClient):
+ * bytes it keeps sending are not read and do not extend it.
  */
 import type net from 'node:net';
 import type { Config } from '../config/types.js';
@@ -15,8 +17,8 @@ import {
   SQLSTATE,
   SSL_REQUEST_CODE,
 } from '../protocol/constants.js';
-import { ClientInput } from '../protocol/client-input.js';
-import { PgError, errorResponse, negotiateProtocolVersion, parseStartupParams } from '../protocol/messages.js';
+import { ClientInput, refuseClient } from '../protocol/client-input.js';
+import { PgError, negotiateProtocolVersion, parseStartupParams } from '../protocol/messages.js';
 import type { Authenticator } from '../auth/authenticator.js';
 import type { BackendSecret } from '../auth/backend.js';
 import type { ClientTlsState } from '../auth/frontend.js';
@@ -340,12 +342,6 @@ export class Startup {
     this.endStartup(p);
     refuseClient(p.socket, err);
   }
-}
-
-/** Send a client its FATAL error and close; the socket is destroyed if the client does not close it. */
-export function refuseClient(socket: net.Socket, err: PgError): void {
-  if (!socket.destroyed && socket.writable) socket.end(errorResponse(err.toFields()));
-  socket.setTimeout(2000, () => socket.destroy());
 }
 
 const DIRECT_TLS = Symbol('direct-tls');

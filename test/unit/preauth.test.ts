@@ -1,0 +1,57 @@
+/**
+ * Pre-authentication limits (issue 11) without a database: refuseClient (no
+ * reading after the FATAL, a fixed deadline).
+ */
+import net from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { ClientInput, REFUSED_CLOSE_MS, refuseClient } from '../../src/protocol/client-input.js';
+import { PgError } from '../../src/protocol/messages.js';
+
+describe('refuseClient', () => {
+  it('reads no more than one buffer after the FATAL and destroys the socket at a fixed deadline however much keeps coming', async () => {
+    const srv = net.createServer();
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    try {
+      const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
+      const client = net.connect({
+        port: (srv.address() as net.AddressInfo).port,
+        host: '127.0.0.1',
+        allowHalfOpen: true,
+      });
+      client.on('error', () => undefined);
+      const server = await accepted;
+      const input = new ClientInput(server, 128 * 1024);
+      client.write(Buffer.alloc(100, 1));
+      expect(await input.need(100)).toBe(true);
+      let got = Buffer.alloc(0);
+      client.on('data', (d: Buffer) => {
+        got = Buffer.concat([got, d]);
+      });
+      const refusedAt = Date.now();
+      refuseClient(server, new PgError('28P01', 'password authentication failed for user "x"'));
+      const readAtRefusal = server.bytesRead;
+      // The client keeps writing, 10 kB every 50 ms.
+      let written = 0;
+      const tick = setInterval(() => {
+        if (!client.writable) return;
+        client.write(Buffer.alloc(10_000, 2));
+        written += 10_000;
+      }, 50);
+      await new Promise<void>((r) => server.once('close', () => r()));
+      clearInterval(tick);
+      const closedAfter = Date.now() - refusedAt;
+      client.destroy();
+      // Paused: Node fills the stream's buffer once (its high-water mark, overshot by at most
+      // one read of 64 kB), then leaves the rest in the kernel.
+      expect(written).toBeGreaterThanOrEqual(100_000);
+      expect(server.bytesRead - readAtRefusal).toBeLessThanOrEqual(server.readableHighWaterMark + 65_536);
+      expect(got[0]).toBe(0x45);
+      expect(got.toString('latin1')).toContain('28P01');
+      expect(closedAfter).toBeGreaterThanOrEqual(REFUSED_CLOSE_MS - 50);
+      // Generous: the deadline is not moved by the client's bytes (an idle timer would never fire here).
+      expect(closedAfter).toBeLessThan(REFUSED_CLOSE_MS + 2000);
+    } finally {
+      srv.close();
+    }
+  });
+});
