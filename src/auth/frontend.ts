@@ -34,7 +34,7 @@ import { matchHba, noEntryError, type HbaMatchEnv, type HbaMethod, type HbaRoles
 import { md5Salt, pgMd5Hash, safeEqual, verifyMd5Response } from './md5.js';
 import type { PasswordFor, PoolPasswd } from './passwd.js';
 import { secretFromPassword } from './credentials.js';
-import { ScramServer, parseScramVerifier, verifyScramPassword, type ScramErrorInfo } from './scram.js';
+import { ScramServer, parseScramVerifier, verifyScramPasswordAsync, type ScramErrorInfo } from './scram.js';
 
 /** PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH: longest password / SASL message accepted. */
 const MAX_AUTH_MESSAGE = 65535;
@@ -139,15 +139,15 @@ function scramFailure(info: ScramErrorInfo): AuthFailure {
   return new AuthFailure(new PgError(info.code, info.message, 'FATAL', info.detail));
 }
 
-/** Does a clear-text password match a pool_passwd entry? */
-export function passwordMatches(password: string, user: string, stored: PasswordFor): boolean {
+/** Does a clear-text password match a pool_passwd entry? (Against a SCRAM verifier: PBKDF2 off the event loop.) */
+export async function passwordMatches(password: string, user: string, stored: PasswordFor): Promise<boolean> {
   switch (stored.kind) {
     case 'plain':
       return safeEqual(password, stored.password);
     case 'md5':
       return safeEqual(pgMd5Hash(password, user), stored.hash);
     case 'scram':
-      return verifyScramPassword(password, stored.verifier);
+      return verifyScramPasswordAsync(password, stored.verifier);
   }
 }
 
@@ -387,7 +387,8 @@ async function checkClearText(
   const pw = await askClearText(client, reader);
   const user = client.params.get('user') ?? '';
   if (!stored) await verifyAtBackend(client, env, pw);
-  else if (!passwordMatches(pw, user, stored)) throw invalidPassword(user, 'password does not match pool_passwd');
+  else if (!(await passwordMatches(pw, user, stored)))
+    throw invalidPassword(user, 'password does not match pool_passwd');
   return pw;
 }
 

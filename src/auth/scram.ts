@@ -21,8 +21,11 @@
  * fails with a clear error otherwise. The recovered key is a password
  * equivalent: keep it in memory only, for the life of the session.
  */
-import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, pbkdf2, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { promisify } from 'node:util';
 import { saslPrep } from './saslprep.js';
+
+const pbkdf2Async = promisify(pbkdf2);
 
 export const SCRAM_SHA_256 = 'SCRAM-SHA-256';
 export const SCRAM_SHA_256_PLUS = 'SCRAM-SHA-256-PLUS';
@@ -83,9 +86,19 @@ function safeEqual(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** Hi(Normalize(password), salt, i) = PBKDF2-HMAC-SHA-256, 32 bytes. */
+/**
+ * Hi(Normalize(password), salt, i) = PBKDF2-HMAC-SHA-256, 32 bytes, on the calling
+ * thread: for the command-line tools only. The proxy uses scramSaltedPasswordAsync,
+ * which runs on libuv's thread pool: thousands of HMACs per call would otherwise
+ * stall every session's traffic for milliseconds.
+ */
 export function scramSaltedPassword(password: string | Buffer, salt: Buffer, iterations: number): Buffer {
   return pbkdf2Sync(preparedPasswordBytes(password), salt, iterations, KEY_LEN, 'sha256');
+}
+
+/** scramSaltedPassword off the event loop (crypto.pbkdf2 on the thread pool). */
+export function scramSaltedPasswordAsync(password: string | Buffer, salt: Buffer, iterations: number): Promise<Buffer> {
+  return pbkdf2Async(preparedPasswordBytes(password), salt, iterations, KEY_LEN, 'sha256');
 }
 
 export interface ScramKeys {
@@ -159,7 +172,20 @@ export function buildScramVerifier(
 export function verifyScramPassword(password: string | Buffer, verifier: string | ScramVerifier): boolean {
   const v = typeof verifier === 'string' ? parseScramVerifier(verifier) : verifier;
   if (!v) return false;
-  const keys = scramKeysFromSaltedPassword(scramSaltedPassword(password, v.salt, v.iterations));
+  return keysMatch(scramKeysFromSaltedPassword(scramSaltedPassword(password, v.salt, v.iterations)), v);
+}
+
+/** verifyScramPassword off the event loop: what the proxy uses for a clear-text password against a verifier. */
+export async function verifyScramPasswordAsync(
+  password: string | Buffer,
+  verifier: string | ScramVerifier,
+): Promise<boolean> {
+  const v = typeof verifier === 'string' ? parseScramVerifier(verifier) : verifier;
+  if (!v) return false;
+  return keysMatch(scramKeysFromSaltedPassword(await scramSaltedPasswordAsync(password, v.salt, v.iterations)), v);
+}
+
+function keysMatch(keys: ScramKeys, v: ScramVerifier): boolean {
   return safeEqual(keys.storedKey, v.storedKey) && safeEqual(keys.serverKey, v.serverKey);
 }
 
@@ -499,6 +525,13 @@ export interface ScramClientOptions {
   nonce?: string;
 }
 
+/** What a server-first-message offers: the combined nonce, the salt and the iteration count. */
+interface ServerOffer {
+  nonce: string;
+  salt: Buffer;
+  iterations: number;
+}
+
 /** Client side of SCRAM-SHA-256 (the proxy logging into a backend). */
 export class ScramClient {
   private readonly opts: ScramClientOptions;
@@ -537,8 +570,27 @@ export class ScramClient {
     return gs2Header(this.flag) + this.clientFirstBare;
   }
 
-  /** Handle the server-first-message; returns the client-final-message. */
+  /**
+   * Handle the server-first-message; returns the client-final-message. With a password
+   * this runs PBKDF2 on the calling thread: the proxy uses handleServerFirstAsync.
+   */
   handleServerFirst(msg: string): string {
+    const offer = this.readServerFirst(msg);
+    return this.clientFinal(msg, offer, this.keysFor(offer) ?? this.passwordKeysSync(offer));
+  }
+
+  /** handleServerFirst with the PBKDF2 of a password off the event loop. */
+  async handleServerFirstAsync(msg: string): Promise<string> {
+    const offer = this.readServerFirst(msg);
+    const keys =
+      this.keysFor(offer) ??
+      scramKeysFromSaltedPassword(
+        await scramSaltedPasswordAsync(this.opts.password as string | Buffer, offer.salt, offer.iterations),
+      );
+    return this.clientFinal(msg, offer, keys);
+  }
+
+  private readServerFirst(msg: string): ServerOffer {
     if (this.state !== 'first-sent') throw new Error('unexpected server-first-message');
     let nonce: string;
     let salt: Buffer | undefined;
@@ -563,26 +615,36 @@ export class ScramClient {
     if (!Number.isSafeInteger(iterations) || iterations < 1) {
       throw new ScramError({ code: PROTOCOL_VIOLATION, message: 'malformed SCRAM message (invalid iteration count)' });
     }
-    let keys: ScramKeys;
-    if (this.fixedVerifier) {
-      const v = this.fixedVerifier;
-      if (!v.salt.equals(salt) || v.iterations !== iterations) {
-        throw new ScramError({
-          code: INVALID_PASSWORD,
-          message: "cannot authenticate to the backend with the client's SCRAM proof",
-          detail:
-            "the backend's SCRAM salt or iteration count differs from the verifier in pool_passwd; store the backend's own verifier, or a TEXT/AES password",
-        });
-      }
-      keys = { clientKey: this.opts.clientKey!, storedKey: v.storedKey, serverKey: v.serverKey };
-    } else {
-      keys = scramKeysFromSaltedPassword(scramSaltedPassword(this.opts.password!, salt, iterations));
+    return { nonce, salt, iterations };
+  }
+
+  /** The keys from a recovered ClientKey (no PBKDF2), or undefined when a password is used. */
+  private keysFor(offer: ServerOffer): ScramKeys | undefined {
+    const v = this.fixedVerifier;
+    if (!v) return undefined;
+    if (!v.salt.equals(offer.salt) || v.iterations !== offer.iterations) {
+      throw new ScramError({
+        code: INVALID_PASSWORD,
+        message: "cannot authenticate to the backend with the client's SCRAM proof",
+        detail:
+          "the backend's SCRAM salt or iteration count differs from the verifier in pool_passwd; store the backend's own verifier, or a TEXT/AES password",
+      });
     }
+    return { clientKey: this.opts.clientKey as Buffer, storedKey: v.storedKey, serverKey: v.serverKey };
+  }
+
+  private passwordKeysSync(offer: ServerOffer): ScramKeys {
+    return scramKeysFromSaltedPassword(
+      scramSaltedPassword(this.opts.password as string | Buffer, offer.salt, offer.iterations),
+    );
+  }
+
+  private clientFinal(msg: string, offer: ServerOffer, keys: ScramKeys): string {
     const cbindInput =
       this.flag === 'p'
         ? Buffer.concat([Buffer.from(gs2Header('p')), this.opts.channelBinding!.data])
         : Buffer.from(gs2Header(this.flag));
-    const withoutProof = `c=${cbindInput.toString('base64')},r=${nonce}`;
+    const withoutProof = `c=${cbindInput.toString('base64')},r=${offer.nonce}`;
     const authMessage = `${this.clientFirstBare},${msg},${withoutProof}`;
     const proof = xor(keys.clientKey, hmac(keys.storedKey, authMessage));
     this.expectedServerSignature = hmac(keys.serverKey, authMessage);

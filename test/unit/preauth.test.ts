@@ -1,9 +1,12 @@
 /**
  * Pre-authentication limits (issue 11) without a database: refuseClient (no
- * reading after the FATAL, a fixed deadline).
+ * reading after the FATAL, a fixed deadline), the backend SCRAM answer off the
+ * event loop.
  */
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
+import { BackendAuthExchange } from '../../src/auth/backend.js';
+import { ScramServer, buildScramVerifier } from '../../src/auth/scram.js';
 import { ClientInput, REFUSED_CLOSE_MS, refuseClient } from '../../src/protocol/client-input.js';
 import { PgError } from '../../src/protocol/messages.js';
 
@@ -53,5 +56,27 @@ describe('refuseClient', () => {
     } finally {
       srv.close();
     }
+  });
+});
+
+describe("SCRAM with a backend: the password's PBKDF2 off the event loop", () => {
+  it('answers SASLContinue with a promise whose final message the server accepts', async () => {
+    const verifier = buildScramVerifier('s3cret');
+    const server = new ScramServer({ verifier });
+    const ex = new BackendAuthExchange({ nodeId: 0, user: 'u', secret: () => ({ password: 's3cret' }) });
+    const sasl = Buffer.concat([Buffer.from([0, 0, 0, 10]), Buffer.from('SCRAM-SHA-256\0\0')]);
+    const initial = ex.answer(sasl);
+    expect(initial).not.toBeInstanceOf(Promise);
+    const sent = (initial as { send: Buffer }).send;
+    // SASLInitialResponse: 'p', length, mechanism\0, int32 length, client-first-message.
+    const mechEnd = sent.indexOf(0, 5);
+    const clientFirst = sent.toString('utf8', mechEnd + 5);
+    const first = server.handleClientFirst(clientFirst);
+    if (!('serverFirst' in first)) throw new Error(first.error.message);
+    const cont = ex.answer(Buffer.concat([Buffer.from([0, 0, 0, 11]), Buffer.from(first.serverFirst)]));
+    expect(cont).toBeInstanceOf(Promise);
+    const step = (await cont) as { send: Buffer };
+    const final = server.handleClientFinal(step.send.toString('utf8', 5));
+    expect('serverFinal' in final).toBe(true);
   });
 });
