@@ -7,6 +7,9 @@
  * method is learned by a probe login and cached briefly per (user, database).
  * A clear-text password pgrelay cannot check itself is checked by logging into
  * the primary with it; that connection then goes into the cache for the session.
+ *
+ * SCRAM salts and the verifiers derived from clear-text pool_passwd entries come
+ * from one ScramSecrets per process (./scram-secrets.ts), refreshed on reload.
  */
 import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
@@ -20,6 +23,7 @@ import { loadPoolPasswd, secretFromPassword } from './credentials.js';
 import { authenticateClient, type AuthSuccess, type ClientInfo } from './frontend.js';
 import { loadHba, reloadHba, type HbaRule } from './hba.js';
 import type { PoolPasswd } from './passwd.js';
+import { ScramSecrets } from './scram-secrets.js';
 
 /** How long a backend's authentication method learned by a probe is trusted (pool_hba off). */
 const AUTH_METHOD_TTL_MS = 30_000;
@@ -43,6 +47,8 @@ export class Authenticator {
   private passwd: PoolPasswd | undefined;
   /** pool_hba off: the primary's method per (user, database), learned by probing. */
   private readonly methodCache = new Map<string, { method: BackendAuthMethod; at: number }>();
+  /** The secret key of SCRAM mock salts and the verifiers derived from clear-text entries: made at start-up. */
+  private readonly scram = new ScramSecrets();
 
   constructor(private readonly opts: AuthenticatorOptions) {
     this.load(true);
@@ -78,6 +84,7 @@ export class Authenticator {
       log: this.opts.log,
       hba: this.hbaRules,
       passwd: this.passwd,
+      scram: this.scram,
       backendMethod: (params) => this.primaryAuthMethod(params),
       verifyWithBackend: (params, secret) => this.verifyWithBackend(params, secret),
     });
@@ -118,6 +125,7 @@ export class Authenticator {
       const p = loadPoolPasswd(cfg);
       for (const w of p?.warnings ?? []) log.warn({ pool_passwd: cfg.pool_passwd }, w);
       this.passwd = p;
+      void this.scram.refresh(clearTextEntries(p));
     } catch (e) {
       errors.push((e as Error).message);
       log.error(
@@ -168,6 +176,17 @@ export class Authenticator {
       return e instanceof PgError ? e : new PgError(SQLSTATE.connectionFailure, (e as Error).message);
     }
   }
+}
+
+/** The clear-text passwords of a pool_passwd (TEXT, AES, plain), by user: what SCRAM verifiers are derived from. */
+function clearTextEntries(p: PoolPasswd | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const e of p?.entries ?? []) {
+    if (out.has(e.user)) continue; // the first line of a user counts (PoolPasswd.get)
+    const pw = p?.getPasswordFor(e.user);
+    if (pw?.kind === 'plain') out.set(e.user, pw.password);
+  }
+  return out;
 }
 
 function noPrimary(): PgError {

@@ -160,6 +160,18 @@ export function buildScramVerifierParts(
   return { iterations, salt, storedKey, serverKey };
 }
 
+/** buildScramVerifierParts off the event loop; `salt` and `iterations` are given (the proxy's derived verifiers). */
+export async function deriveScramVerifier(
+  password: string | Buffer,
+  salt: Buffer,
+  iterations: number,
+): Promise<ScramVerifier> {
+  const { storedKey, serverKey } = scramKeysFromSaltedPassword(
+    await scramSaltedPasswordAsync(password, salt, iterations),
+  );
+  return { iterations, salt, storedKey, serverKey };
+}
+
 /** A verifier in PostgreSQL's text format (4096 iterations, 16-byte random salt by default). */
 export function buildScramVerifier(
   password: string | Buffer,
@@ -271,16 +283,21 @@ function gs2Header(flag: 'n' | 'y' | 'p'): string {
 // ---------------------------------------------------------------- server
 
 export interface ScramServerOptions {
-  /** A stored verifier (text or parsed). */
+  /**
+   * The verifier to check the client against: a stored one (text or parsed), or one
+   * derived from a clear-text password (./scram-secrets.ts; never made here, so that
+   * no PBKDF2 runs on the event loop). Unparsable or absent: the exchange is doomed.
+   */
   verifier?: string | ScramVerifier;
-  /** A clear-text password (pool_passwd TEXT/AES/plain): a verifier with a fresh random salt is made. */
-  password?: string | Buffer;
+  /**
+   * Required when `verifier` may be absent: the salt and iteration count offered in a
+   * doomed exchange (ScramSecrets.mock: derived from the user name with a secret key).
+   */
+  mock?: ScramVerifier;
   /** Set when the client connection is TLS: enables SCRAM-SHA-256-PLUS. */
   channelBinding?: ChannelBinding;
   /** User name, for the error message only. */
   user?: string;
-  /** Iterations when building from a password (default 4096). */
-  iterations?: number;
   /** For tests only: fixed server nonce part (default: 18 random bytes, base64). */
   serverNonce?: string;
 }
@@ -290,10 +307,10 @@ type ServerState = 'init' | 'first-done' | 'finished' | 'failed';
 /**
  * Server side of SCRAM-SHA-256 (the proxy as server to a client).
  *
- * With neither verifier nor password (unknown user, or an entry that cannot do
- * SCRAM such as an md5 hash) the exchange still runs with a mock salt derived
- * from the user name and fails at the proof, as PostgreSQL's "doomed"
- * exchange, so clients cannot probe which users exist.
+ * Without a usable verifier (unknown user, or an entry that cannot do SCRAM such
+ * as an md5 hash) the exchange still runs with the caller's mock verifier (a salt
+ * and iteration count that look like a real entry's) and fails at the proof, as
+ * PostgreSQL's "doomed" exchange, so clients cannot probe which users exist.
  */
 export class ScramServer {
   private readonly verifier: ScramVerifier;
@@ -312,27 +329,15 @@ export class ScramServer {
     this.cb = opts.channelBinding;
     this.fixedServerNonce = opts.serverNonce;
     this.user = opts.user;
-    let v: ScramVerifier | undefined;
-    if (opts.verifier !== undefined) {
-      v = typeof opts.verifier === 'string' ? parseScramVerifier(opts.verifier) : opts.verifier;
-    } else if (opts.password !== undefined) {
-      v = buildScramVerifierParts(opts.password, { iterations: opts.iterations ?? SCRAM_DEFAULT_ITERATIONS });
-    }
+    const v = typeof opts.verifier === 'string' ? parseScramVerifier(opts.verifier) : opts.verifier;
     if (v) {
       this.verifier = v;
       this.doomed = false;
-    } else {
-      const salt = createHash('sha256')
-        .update(`pgrelay-mock-salt:${opts.user ?? ''}`)
-        .digest()
-        .subarray(0, SCRAM_DEFAULT_SALT_LEN);
-      this.verifier = {
-        iterations: SCRAM_DEFAULT_ITERATIONS,
-        salt,
-        storedKey: randomBytes(KEY_LEN),
-        serverKey: randomBytes(KEY_LEN),
-      };
+    } else if (opts.mock) {
+      this.verifier = opts.mock;
       this.doomed = true;
+    } else {
+      throw new Error('ScramServer needs a verifier, or a mock verifier for a doomed exchange');
     }
   }
 
@@ -492,7 +497,9 @@ export class ScramServer {
       const authMessage = `${this.clientFirstBare},${this.serverFirst},${withoutProof}`;
       const clientSignature = hmac(this.verifier.storedKey, authMessage);
       const clientKey = xor(proof, clientSignature);
-      if (this.doomed || !safeEqual(sha256(clientKey), this.verifier.storedKey)) return this.authFailed();
+      // The proof is checked in a doomed exchange too (PostgreSQL's order): same work, same timing.
+      const matches = safeEqual(sha256(clientKey), this.verifier.storedKey);
+      if (!matches || this.doomed) return this.authFailed();
       this.recovered = clientKey;
       this.state = 'finished';
       return { serverFinal: `v=${hmac(this.verifier.serverKey, authMessage).toString('base64')}` };

@@ -1,12 +1,14 @@
 /**
  * Pre-authentication limits (issue 11) without a database: refuseClient (no
  * reading after the FATAL, a fixed deadline), the backend SCRAM answer off the
- * event loop.
+ * event loop, ScramSecrets (salts from a key made at start-up, one derivation
+ * per entry, PBKDF2 off the event loop).
  */
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { BackendAuthExchange } from '../../src/auth/backend.js';
-import { ScramServer, buildScramVerifier } from '../../src/auth/scram.js';
+import { ScramServer, buildScramVerifier, verifyScramPassword } from '../../src/auth/scram.js';
+import { ScramSecrets } from '../../src/auth/scram-secrets.js';
 import { ClientInput, REFUSED_CLOSE_MS, refuseClient } from '../../src/protocol/client-input.js';
 import { PgError } from '../../src/protocol/messages.js';
 
@@ -78,5 +80,49 @@ describe("SCRAM with a backend: the password's PBKDF2 off the event loop", () =>
     const step = (await cont) as { send: Buffer };
     const final = server.handleClientFinal(step.send.toString('utf8', 5));
     expect('serverFinal' in final).toBe(true);
+  });
+});
+
+describe('ScramSecrets', () => {
+  it('salts: stable per user, the same with or without an entry, different in another process', async () => {
+    const s = new ScramSecrets();
+    expect(s.salt('ghost').equals(s.salt('ghost'))).toBe(true);
+    expect(s.salt('ghost').equals(s.salt('alice'))).toBe(false);
+    const derived = await s.verifier('alice', 'pw');
+    const mock = s.mock('alice');
+    expect(derived.salt.equals(mock.salt)).toBe(true);
+    expect(derived.iterations).toBe(mock.iterations);
+    expect(derived.iterations).toBe(4096);
+    expect(new ScramSecrets().salt('ghost').equals(s.salt('ghost'))).toBe(false);
+  });
+
+  it('derives a clear-text entry once, again only when its password changes; a working verifier', async () => {
+    const s = new ScramSecrets();
+    const vs = await Promise.all(Array.from({ length: 5 }, () => s.verifier('alice', 'pw')));
+    expect(s.derivations).toBe(1);
+    expect(new Set(vs).size).toBe(1);
+    expect(verifyScramPassword('pw', vs[0] as NonNullable<(typeof vs)[0]>)).toBe(true);
+    await s.verifier('alice', 'pw2');
+    expect(s.derivations).toBe(2);
+    await s.refresh(new Map([['bob', 'bobpw']]));
+    expect(s.derivations).toBe(3);
+    await s.verifier('bob', 'bobpw');
+    expect(s.derivations).toBe(3);
+  });
+
+  it('runs PBKDF2 off the event loop', async () => {
+    // Enough iterations for the derivation to take a while: the event loop must keep turning meanwhile.
+    const s = new ScramSecrets(undefined, 300_000);
+    let ticks = 0;
+    let done = false;
+    const spin = (): void => {
+      ticks++;
+      if (!done) setImmediate(spin);
+    };
+    setImmediate(spin);
+    const v = await s.verifier('alice', 'pw');
+    done = true;
+    expect(v.iterations).toBe(300_000);
+    expect(ticks).toBeGreaterThan(10);
   });
 });
