@@ -4,7 +4,8 @@
  * (src/auth/frontend.ts) and says what its session logs into the backends with.
  *
  * With pool_hba off the client is asked for what the primary asks for: the
- * method is learned by a probe login and cached briefly per (user, database).
+ * method is learned by a probe login, one per user, at most
+ * MAX_CONCURRENT_PROBES at a time, cached briefly (./method-probe.ts).
  * A clear-text password pgrelay cannot check itself is checked by logging into
  * the primary with it; that connection then goes into the cache for the session.
  *
@@ -22,11 +23,9 @@ import type { BackendAuthMethod, BackendSecret } from './backend.js';
 import { loadPoolPasswd, secretFromPassword } from './credentials.js';
 import { authenticateClient, type AuthSuccess, type ClientInfo } from './frontend.js';
 import { loadHba, reloadHba, type HbaRule } from './hba.js';
+import { MethodProbes } from './method-probe.js';
 import type { PoolPasswd } from './passwd.js';
 import { ScramSecrets } from './scram-secrets.js';
-
-/** How long a backend's authentication method learned by a probe is trusted (pool_hba off). */
-const AUTH_METHOD_TTL_MS = 30_000;
 
 export interface AuthenticatorOptions {
   config: () => Config;
@@ -45,8 +44,8 @@ export class Authenticator {
   /** pool_hba.conf rules (enable_pool_hba = on), else undefined. */
   private hbaRules: HbaRule[] | undefined;
   private passwd: PoolPasswd | undefined;
-  /** pool_hba off: the primary's method per (user, database), learned by probing. */
-  private readonly methodCache = new Map<string, { method: BackendAuthMethod; at: number }>();
+  /** pool_hba off: the primary's method, learned by bounded, shared probes. */
+  private readonly probes = new MethodProbes({ probe: (params) => this.probePrimary(params) });
   /** The secret key of SCRAM mock salts and the verifiers derived from clear-text entries: made at start-up. */
   private readonly scram = new ScramSecrets();
 
@@ -78,23 +77,31 @@ export class Authenticator {
    * the secret for its backends (the caller sends AuthenticationOk); on failure
    * the client got its FATAL error and the result is undefined.
    */
-  authenticate(client: ClientInfo): Promise<AuthSuccess | undefined> {
-    return authenticateClient(client, {
-      config: this.opts.config(),
-      log: this.opts.log,
-      hba: this.hbaRules,
-      passwd: this.passwd,
-      scram: this.scram,
-      backendMethod: (params) => this.primaryAuthMethod(params),
-      verifyWithBackend: (params, secret) => this.verifyWithBackend(params, secret),
-    });
+  async authenticate(client: ClientInfo): Promise<AuthSuccess | undefined> {
+    // A client that leaves (or is cut off by authentication_timeout) stops waiting for a probe.
+    const left = new AbortController();
+    const onClose = (): void => left.abort();
+    client.socket.once('close', onClose);
+    try {
+      return await authenticateClient(client, {
+        config: this.opts.config(),
+        log: this.opts.log,
+        hba: this.hbaRules,
+        passwd: this.passwd,
+        scram: this.scram,
+        backendMethod: (params) => this.probes.method(params, left.signal),
+        verifyWithBackend: (params, secret) => this.verifyWithBackend(params, secret),
+      });
+    } finally {
+      client.socket.removeListener('close', onClose);
+    }
   }
 
   private load(initial: boolean): { ok: boolean; errors: string[] } {
     const cfg = this.opts.config();
     const log = this.opts.log;
     const errors: string[] = [];
-    this.methodCache.clear();
+    this.probes.clear();
     if (cfg.enable_pool_hba) {
       const onWarning = (w: { file: string; line: number; message: string }): void =>
         log.warn({ file: w.file, line: w.line }, w.message);
@@ -149,17 +156,11 @@ export class Authenticator {
     return { nodeId: node.id, host: node.host, port: node.port, params, connectTimeoutMs };
   }
 
-  /** pool_hba off: the method the primary asks for this (user, database), probed and cached briefly. */
-  private async primaryAuthMethod(params: Map<string, string>): Promise<BackendAuthMethod> {
-    const key = `${params.get('user') ?? ''}\u0000${params.get('database') ?? ''}`;
-    const hit = this.methodCache.get(key);
-    if (hit && Date.now() - hit.at < AUTH_METHOD_TTL_MS) return hit.method;
+  /** One probe login to the primary with a client's start-up parameters (MethodProbes decides when). */
+  private probePrimary(params: Map<string, string>): Promise<BackendAuthMethod> {
     const primary = this.atPrimary(params);
-    if (!primary) throw noPrimary();
-    const method = await probeAuthMethod(primary);
-    if (this.methodCache.size > 10_000) this.methodCache.clear();
-    this.methodCache.set(key, { method, at: Date.now() });
-    return method;
+    if (!primary) return Promise.reject(noPrimary());
+    return probeAuthMethod(primary);
   }
 
   /** Check a clear-text password pgrelay cannot check itself by logging into the primary with it. */

@@ -40,6 +40,7 @@ import { matchHba, noEntryError, type HbaMatchEnv, type HbaMethod, type HbaRoles
 import { md5Salt, pgMd5Hash, safeEqual, verifyMd5Response } from './md5.js';
 import type { PasswordFor, PoolPasswd } from './passwd.js';
 import { secretFromPassword } from './credentials.js';
+import { ProbeAbandoned } from './method-probe.js';
 import { ScramServer, parseScramVerifier, verifyScramPasswordAsync, type ScramErrorInfo } from './scram.js';
 import { ScramSecrets } from './scram-secrets.js';
 
@@ -79,7 +80,10 @@ export interface FrontendAuthEnv {
   /** pool_hba.conf rules when enable_pool_hba is on; undefined when off. */
   hba: readonly HbaRule[] | undefined;
   passwd: PoolPasswd | undefined;
-  /** pool_hba off: the method the primary asks for this start-up (rejects with the server's PgError). */
+  /**
+   * pool_hba off: the method the primary asks for this start-up (rejects with the server's PgError,
+   * or ProbeAbandoned when the client left while waiting).
+   */
   backendMethod(params: Map<string, string>): Promise<BackendAuthMethod>;
   /** Check a clear-text password pgrelay cannot check itself by logging into the primary; undefined = accepted. */
   verifyWithBackend(params: Map<string, string>, secret: BackendSecret): Promise<PgError | undefined>;
@@ -320,7 +324,13 @@ async function relayAuth(
   setMethod: (m: HbaMethod) => void,
 ): Promise<AuthSuccess> {
   const user = client.params.get('user') ?? '';
-  const backend = await env.backendMethod(client.params);
+  let backend: BackendAuthMethod;
+  try {
+    backend = await env.backendMethod(client.params);
+  } catch (e) {
+    if (e instanceof ProbeAbandoned) throw new ClientGone(e.message);
+    throw e;
+  }
   const stored = env.passwd?.getPasswordFor(user);
   /** No usable entry: clear text checked at the primary if allowed, else the exchange a real entry gets, failed. */
   const withoutEntry = async (method: 'md5' | 'scram-sha-256', why: string): Promise<AuthSuccess> => {

@@ -7,6 +7,8 @@
  * start-up code, authentication and admission, and the socket is always read (a
  * client that leaves while it waits for a session slot is noticed). What it holds
  * is bounded: past `maxBuffered` bytes the socket is paused until they are consumed.
+ * With at most max_unauthenticated_connections such clients (src/server/startup.ts),
+ * the bytes held for clients that have not authenticated are bounded in total too.
  *
  * refuseClient() ends a client that will not get a session: its FATAL error, no
  * more reading, and a fixed deadline for the socket.

@@ -1,6 +1,12 @@
 /**
- * What unauthenticated clients can make pgrelay do (issue 11, defect 3),
- * against a private DevCluster whose primary asks for SCRAM:
+ * What unauthenticated clients can make pgrelay do (issue 11, defects 2 and 3),
+ * against a private DevCluster whose primary asks for SCRAM and logs every
+ * connection (log_connections, so the probe logins that reach it are counted in
+ * its own log):
+ *  - with pool_hba off, a burst of start-ups with distinct database names opens
+ *    at most MAX_CONCURRENT_PROBES probe logins at the primary, the health check
+ *    never fails, and a real login still gets in within 1 s;
+ *  - beyond max_unauthenticated_connections a new connection gets 53300 at once;
  *  - a refused client that keeps trickling bytes, and one that never finishes
  *    authenticating, are closed within authentication_timeout + 1 s.
  */
@@ -10,11 +16,22 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DevCluster } from '../../dev/devcluster.js';
-import { closeAllClients } from '../support/clients.js';
+import { MAX_CONCURRENT_PROBES } from '../../src/auth/method-probe.js';
+import { closeAllClients, endPg, pgClient } from '../support/clients.js';
 import { startProxy, type ConfValue, type ProxyHandle } from '../support/proxy.js';
-import { closeAllRaw, message, startupMessage } from '../support/raw.js';
+import {
+  type BackendMessage,
+  RawClient,
+  closeAllRaw,
+  errorFields,
+  isAlive,
+  message,
+  startupMessage,
+} from '../support/raw.js';
+import { pollUntil } from '../support/wait.js';
 
 const SUPER_PW = 'preauth-sup3r';
+const BURST = 500;
 
 let cluster: DevCluster;
 let tmp: string;
@@ -22,7 +39,12 @@ const proxies: ProxyHandle[] = [];
 
 beforeAll(async () => {
   tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgrelay-preauth-'));
-  cluster = await DevCluster.start({ standbys: 0, authMethod: 'scram-sha-256', superuserPassword: SUPER_PW });
+  cluster = await DevCluster.start({
+    standbys: 0,
+    authMethod: 'scram-sha-256',
+    superuserPassword: SUPER_PW,
+    extraConf: { log_connections: 'on' },
+  });
   await cluster.psql(0, "CREATE ROLE alice LOGIN PASSWORD 'alicepw'");
 }, 180_000);
 
@@ -50,6 +72,153 @@ async function proxyWith(config: Record<string, ConfValue>): Promise<ProxyHandle
   proxies.push(p);
   return p;
 }
+
+/** A raw client that sent its StartupMessage, with the first message pgrelay answered (undefined: closed). */
+async function started(
+  port: number,
+  params: Record<string, string>,
+): Promise<{ c: RawClient; first: BackendMessage | undefined }> {
+  const c = await RawClient.connect(port, '127.0.0.1', 20_000);
+  c.send(startupMessage(params));
+  return { c, first: await c.next(30_000) };
+}
+
+function authCode(m: BackendMessage | undefined): string {
+  if (!m) return 'closed';
+  if (m.type === 'R') return `R${m.body.readInt32BE(0)}`;
+  if (m.type === 'E') return `E${errorFields(m.body).C}`;
+  return m.type;
+}
+
+/**
+ * PostgreSQL's pids (from its log, after `offset`) of the connections that were
+ * received but never authorized: the probe logins (they stop at the first
+ * authentication request). Waits until each such backend has exited, so that a
+ * login still in progress when the log is read is not counted as a probe.
+ */
+async function unauthorizedBackends(offset: number): Promise<number[]> {
+  const scan = (): { received: number[]; authorized: Set<number> } => {
+    const text = cluster.readLog(0).slice(offset);
+    const received: number[] = [];
+    const authorized = new Set<number>();
+    for (const line of text.split('\n')) {
+      const pid = /\[(\d+)\]/.exec(line)?.[1];
+      if (!pid) continue;
+      if (line.includes('LOG:  connection received:')) received.push(Number(pid));
+      else if (line.includes('LOG:  connection authorized:')) authorized.add(Number(pid));
+    }
+    return { received, authorized };
+  };
+  const r = await pollUntil(
+    () => scan(),
+    (s) => s.received.every((pid) => s.authorized.has(pid) || !isAlive(pid)),
+    { what: 'every connection the primary received to be authorized or gone', timeoutMs: 30_000, intervalMs: 200 },
+  );
+  return r.received.filter((pid) => !r.authorized.has(pid));
+}
+
+async function healthStats(port: number): Promise<{ success: number; fail: number }> {
+  const c = await pgClient({ port }, { user: 'postgres', password: SUPER_PW });
+  try {
+    const row = (await c.query('SHOW pool_health_check_stats')).rows[0] as Record<string, string>;
+    return { success: Number(row.success_count), fail: Number(row.fail_count) };
+  } finally {
+    await endPg(c);
+  }
+}
+
+describe('pool_hba off: a burst of never-authenticating start-ups with distinct database names', () => {
+  it(`${BURST} start-ups: at most MAX_CONCURRENT_PROBES probes reach the primary, it is never marked down, a real login gets in within 1 s`, async () => {
+    const proxy = await proxyWith({
+      health_check_period: 1,
+      health_check_max_retries: 0,
+      health_check_timeout: 5,
+      // The burst must fit under the pre-authentication cap (beyond it every new connection,
+      // a real one included, gets 53300: tested below) and into the listen queue.
+      max_unauthenticated_connections: BURST + 100,
+      listen_backlog_multiplier: 128,
+    });
+    const before = await pollUntil(
+      () => healthStats(proxy.port),
+      (s) => s.success >= 1,
+      { what: 'a first successful health check' },
+    );
+    expect(before.fail).toBe(0);
+    const logOffset = cluster.readLog(0).length;
+
+    const burst = Array.from({ length: BURST }, (_, i) =>
+      started(proxy.port, { user: 'mallory', database: `burst_${process.pid}_${i}` }),
+    );
+    // The real login starts while the burst's start-ups are being answered.
+    const t0 = performance.now();
+    const alice = await pgClient({ port: proxy.port }, { user: 'alice', password: 'alicepw' });
+    const r = await alice.query('SELECT current_user AS u');
+    const loginMs = performance.now() - t0;
+    await endPg(alice);
+    expect(r.rows[0].u).toBe('alice');
+
+    const firsts = (await Promise.all(burst)).map((b) => authCode(b.first));
+    // Every burst client was asked for SCRAM (pgrelay's own exchange; none was refused for lack of probes).
+    expect(new Set(firsts)).toEqual(new Set(['R10']));
+    expect(loginMs, `the real login took ${Math.round(loginMs)} ms`).toBeLessThan(1000);
+
+    const probes = await unauthorizedBackends(logOffset);
+    expect(probes.length, `probe connections at the primary: ${probes.length}`).toBeLessThanOrEqual(
+      MAX_CONCURRENT_PROBES,
+    );
+
+    // Positive evidence that the health check had every chance to fail: two more checks ran.
+    const after = await pollUntil(
+      () => healthStats(proxy.port),
+      (s) => s.success >= before.success + 2,
+      { what: 'two more health checks after the burst' },
+    );
+    expect(after.fail).toBe(0);
+    const nodes = await pgClient({ port: proxy.port }, { user: 'postgres', password: SUPER_PW });
+    try {
+      const row = (await nodes.query('SHOW pool_nodes')).rows[0] as Record<string, string>;
+      expect(row.status).toBe('up');
+      expect(row.role).toBe('primary');
+    } finally {
+      await endPg(nodes);
+    }
+    expect(proxy.logs()).not.toMatch(/failover|marked down|degenerat/i);
+  }, 180_000);
+});
+
+describe('max_unauthenticated_connections', () => {
+  it('beyond the cap a new connection gets 53300 at once; sessions do not count; a freed place is taken again', async () => {
+    const proxy = await proxyWith({ max_unauthenticated_connections: 5, num_init_children: 4 });
+    // Logged-in sessions hold no pre-authentication place.
+    const sessions = [];
+    for (let i = 0; i < 3; i++)
+      sessions.push(await pgClient({ port: proxy.port }, { user: 'alice', password: 'alicepw' }));
+    const stalled = [];
+    for (let i = 0; i < 5; i++) {
+      const s = await started(proxy.port, { user: 'alice', database: 'postgres' });
+      expect(authCode(s.first)).toBe('R10');
+      stalled.push(s.c);
+    }
+    const over = await RawClient.connect(proxy.port);
+    const m = await over.next(10_000);
+    expect(m?.type).toBe('E');
+    const f = errorFields((m as BackendMessage).body);
+    expect(f).toMatchObject({ S: 'FATAL', C: '53300', M: 'sorry, too many clients already' });
+    expect(await over.waitClosed(10_000)).toBe(true);
+
+    stalled[0]?.destroy();
+    await pollUntil(
+      async () => {
+        const s = await started(proxy.port, { user: 'alice', database: 'postgres' });
+        s.c.destroy();
+        return authCode(s.first);
+      },
+      (code) => code === 'R10',
+      { what: 'the freed place to be taken by a new connection' },
+    );
+    for (const s of sessions) await endPg(s);
+  });
+});
 
 /** What a trickling client does when bytes arrive: send a message, and/or start trickling. */
 type Step = { send?: Buffer; trickle?: boolean };

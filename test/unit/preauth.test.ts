@@ -1,16 +1,221 @@
 /**
- * Pre-authentication limits (issue 11) without a database: refuseClient (no
- * reading after the FATAL, a fixed deadline), the backend SCRAM answer off the
- * event loop, ScramSecrets (salts from a key made at start-up, one derivation
- * per entry, PBKDF2 off the event loop).
+ * Pre-authentication limits and secrets (issue 11) without a database:
+ * MethodProbes (one probe per user, a global cap, what is shared and what is
+ * not), ScramSecrets (salts from a key made at start-up, one derivation per
+ * entry, PBKDF2 off the event loop), refuseClient (no reading after the FATAL,
+ * a fixed deadline), the backend SCRAM answer off the event loop,
+ * max_unauthenticated_connections.
  */
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { BackendAuthExchange } from '../../src/auth/backend.js';
+import { BackendAuthExchange, type BackendAuthMethod } from '../../src/auth/backend.js';
+import { MAX_CONCURRENT_PROBES, MethodProbes, ProbeAbandoned } from '../../src/auth/method-probe.js';
 import { ScramServer, buildScramVerifier, verifyScramPassword } from '../../src/auth/scram.js';
 import { ScramSecrets } from '../../src/auth/scram-secrets.js';
+import { ConfigError } from '../../src/config/issues.js';
+import { loadConfig } from '../../src/config/load.js';
 import { ClientInput, REFUSED_CLOSE_MS, refuseClient } from '../../src/protocol/client-input.js';
 import { PgError } from '../../src/protocol/messages.js';
+import { unauthenticatedLimit } from '../../src/server/startup.js';
+
+function params(user: string, database: string): Map<string, string> {
+  return new Map([
+    ['user', user],
+    ['database', database],
+  ]);
+}
+
+/** A probe function whose calls stay pending until the test answers them. */
+function fakePrimary() {
+  const calls: Array<{
+    user: string;
+    database: string;
+    resolve(m: BackendAuthMethod): void;
+    reject(e: unknown): void;
+  }> = [];
+  let open = 0;
+  let maxOpen = 0;
+  const probe = (p: Map<string, string>): Promise<BackendAuthMethod> =>
+    new Promise((resolve, reject) => {
+      open++;
+      maxOpen = Math.max(maxOpen, open);
+      const done = (): void => {
+        open--;
+      };
+      calls.push({
+        user: p.get('user') ?? '',
+        database: p.get('database') ?? '',
+        resolve: (m) => {
+          done();
+          resolve(m);
+        },
+        reject: (e) => {
+          done();
+          reject(e);
+        },
+      });
+    });
+  return {
+    calls,
+    probe,
+    get maxOpen() {
+      return maxOpen;
+    },
+  };
+}
+
+/** Let queued microtasks and promise callbacks run. */
+const settle = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+describe('MethodProbes', () => {
+  it('one probe per user, shared by clients naming 200 distinct databases', async () => {
+    const fake = fakePrimary();
+    const probes = new MethodProbes({ probe: fake.probe });
+    const waiting = Array.from({ length: 200 }, (_, i) => probes.method(params('mallory', `db${i}`)));
+    await settle();
+    expect(fake.calls).toHaveLength(1);
+    fake.calls[0]?.resolve('scram-sha-256');
+    expect(new Set(await Promise.all(waiting))).toEqual(new Set(['scram-sha-256']));
+    // Cached: another database of the same user needs no probe.
+    expect(await probes.method(params('mallory', 'other'))).toBe('scram-sha-256');
+    expect(fake.calls).toHaveLength(1);
+  });
+
+  it(`at most MAX_CONCURRENT_PROBES (${MAX_CONCURRENT_PROBES}) open at once, the rest in order`, async () => {
+    const fake = fakePrimary();
+    const probes = new MethodProbes({ probe: fake.probe });
+    const waiting = Array.from({ length: 50 }, (_, i) => probes.method(params(`user${i}`, 'db')));
+    for (let answered = 0; answered < 50; answered++) {
+      await settle();
+      expect(probes.inFlight).toBeLessThanOrEqual(MAX_CONCURRENT_PROBES);
+      const next = fake.calls[answered];
+      expect(next?.user).toBe(`user${answered}`);
+      next?.resolve('md5');
+    }
+    expect(await Promise.all(waiting)).toEqual(Array(50).fill('md5'));
+    expect(fake.maxOpen).toBe(MAX_CONCURRENT_PROBES);
+  });
+
+  it('trust found for one database is not used for another (it gets its own probe)', async () => {
+    const fake = fakePrimary();
+    const probes = new MethodProbes({ probe: fake.probe });
+    const a = probes.method(params('u', 'a'));
+    const b = probes.method(params('u', 'b'));
+    await settle();
+    expect(fake.calls.map((c) => c.database)).toEqual(['a']);
+    fake.calls[0]?.resolve('trust');
+    expect(await a).toBe('trust');
+    await settle();
+    expect(fake.calls.map((c) => c.database)).toEqual(['a', 'b']);
+    fake.calls[1]?.resolve('scram-sha-256');
+    expect(await b).toBe('scram-sha-256');
+    // Each database keeps its own answer.
+    expect(await probes.method(params('u', 'a'))).toBe('trust');
+    expect(fake.calls).toHaveLength(2);
+  });
+
+  it("a refusal by pg_hba.conf (class 28) is the probed database's; an unreachable primary everyone's", async () => {
+    const fake = fakePrimary();
+    const probes = new MethodProbes({ probe: fake.probe });
+    const a = probes.method(params('u', 'a'));
+    const b = probes.method(params('u', 'b'));
+    await settle();
+    fake.calls[0]?.reject(new PgError('28000', 'no pg_hba.conf entry for host "127.0.0.1", user "u", database "a"'));
+    await expect(a).rejects.toMatchObject({ code: '28000' });
+    await settle();
+    expect(fake.calls).toHaveLength(2);
+    fake.calls[1]?.resolve('md5');
+    expect(await b).toBe('md5');
+
+    const c = probes.method(params('v', 'c'));
+    const d = probes.method(params('v', 'd'));
+    await settle();
+    fake.calls[2]?.reject(new PgError('08001', 'could not connect to backend node 0: timeout'));
+    await expect(c).rejects.toMatchObject({ code: '08001' });
+    await expect(d).rejects.toMatchObject({ code: '08001' });
+    expect(fake.calls).toHaveLength(3);
+  });
+
+  it('a queued probe whose clients all left never reaches the primary', async () => {
+    const fake = fakePrimary();
+    const probes = new MethodProbes({ probe: fake.probe });
+    const busy = Array.from({ length: MAX_CONCURRENT_PROBES }, (_, i) => probes.method(params(`busy${i}`, 'db')));
+    const left = new AbortController();
+    const queued = probes.method(params('gone', 'db'), left.signal);
+    await settle();
+    left.abort();
+    await expect(queued).rejects.toBeInstanceOf(ProbeAbandoned);
+    for (const c of [...fake.calls]) c.resolve('md5');
+    await Promise.all(busy);
+    await settle();
+    expect(fake.calls.map((c) => c.user)).not.toContain('gone');
+  });
+
+  it('answers expire', async () => {
+    const fake = fakePrimary();
+    let now = 0;
+    const probes = new MethodProbes({ probe: fake.probe, ttlMs: 1000, now: () => now });
+    const first = probes.method(params('u', 'db'));
+    await settle();
+    fake.calls[0]?.resolve('md5');
+    await first;
+    now = 999;
+    expect(await probes.method(params('u', 'db'))).toBe('md5');
+    now = 1000;
+    const again = probes.method(params('u', 'db'));
+    await settle();
+    expect(fake.calls).toHaveLength(2);
+    fake.calls[1]?.resolve('scram-sha-256');
+    expect(await again).toBe('scram-sha-256');
+  });
+});
+
+describe('ScramSecrets', () => {
+  it('salts: stable per user, the same with or without an entry, different in another process', async () => {
+    const s = new ScramSecrets();
+    expect(s.salt('ghost').equals(s.salt('ghost'))).toBe(true);
+    expect(s.salt('ghost').equals(s.salt('alice'))).toBe(false);
+    const derived = await s.verifier('alice', 'pw');
+    const mock = s.mock('alice');
+    expect(derived.salt.equals(mock.salt)).toBe(true);
+    expect(derived.iterations).toBe(mock.iterations);
+    expect(derived.iterations).toBe(4096);
+    expect(new ScramSecrets().salt('ghost').equals(s.salt('ghost'))).toBe(false);
+  });
+
+  it('derives a clear-text entry once, again only when its password changes; a working verifier', async () => {
+    const s = new ScramSecrets();
+    const vs = await Promise.all(Array.from({ length: 5 }, () => s.verifier('alice', 'pw')));
+    expect(s.derivations).toBe(1);
+    expect(new Set(vs).size).toBe(1);
+    expect(verifyScramPassword('pw', vs[0] as NonNullable<(typeof vs)[0]>)).toBe(true);
+    await s.verifier('alice', 'pw2');
+    expect(s.derivations).toBe(2);
+    await s.refresh(new Map([['bob', 'bobpw']]));
+    expect(s.derivations).toBe(3);
+    await s.verifier('bob', 'bobpw');
+    expect(s.derivations).toBe(3);
+  });
+
+  it('runs PBKDF2 off the event loop', async () => {
+    // Enough iterations for the derivation to take a while: the event loop must keep turning meanwhile.
+    const s = new ScramSecrets(undefined, 300_000);
+    let ticks = 0;
+    let done = false;
+    const spin = (): void => {
+      ticks++;
+      if (!done) setImmediate(spin);
+    };
+    setImmediate(spin);
+    const v = await s.verifier('alice', 'pw');
+    done = true;
+    expect(v.iterations).toBe(300_000);
+    expect(ticks).toBeGreaterThan(10);
+  });
+});
 
 describe('refuseClient', () => {
   it('reads no more than one buffer after the FATAL and destroys the socket at a fixed deadline however much keeps coming', async () => {
@@ -83,46 +288,23 @@ describe("SCRAM with a backend: the password's PBKDF2 off the event loop", () =>
   });
 });
 
-describe('ScramSecrets', () => {
-  it('salts: stable per user, the same with or without an entry, different in another process', async () => {
-    const s = new ScramSecrets();
-    expect(s.salt('ghost').equals(s.salt('ghost'))).toBe(true);
-    expect(s.salt('ghost').equals(s.salt('alice'))).toBe(false);
-    const derived = await s.verifier('alice', 'pw');
-    const mock = s.mock('alice');
-    expect(derived.salt.equals(mock.salt)).toBe(true);
-    expect(derived.iterations).toBe(mock.iterations);
-    expect(derived.iterations).toBe(4096);
-    expect(new ScramSecrets().salt('ghost').equals(s.salt('ghost'))).toBe(false);
-  });
+describe('max_unauthenticated_connections', () => {
+  function load(text: string) {
+    const dir = mkdtempSync(path.join(tmpdir(), 'pgrelay-preauth-'));
+    const file = path.join(dir, 'pgpool.conf');
+    writeFileSync(file, text);
+    return loadConfig({ file });
+  }
 
-  it('derives a clear-text entry once, again only when its password changes; a working verifier', async () => {
-    const s = new ScramSecrets();
-    const vs = await Promise.all(Array.from({ length: 5 }, () => s.verifier('alice', 'pw')));
-    expect(s.derivations).toBe(1);
-    expect(new Set(vs).size).toBe(1);
-    expect(verifyScramPassword('pw', vs[0] as NonNullable<(typeof vs)[0]>)).toBe(true);
-    await s.verifier('alice', 'pw2');
-    expect(s.derivations).toBe(2);
-    await s.refresh(new Map([['bob', 'bobpw']]));
-    expect(s.derivations).toBe(3);
-    await s.verifier('bob', 'bobpw');
-    expect(s.derivations).toBe(3);
-  });
-
-  it('runs PBKDF2 off the event loop', async () => {
-    // Enough iterations for the derivation to take a while: the event loop must keep turning meanwhile.
-    const s = new ScramSecrets(undefined, 300_000);
-    let ticks = 0;
-    let done = false;
-    const spin = (): void => {
-      ticks++;
-      if (!done) setImmediate(spin);
-    };
-    setImmediate(spin);
-    const v = await s.verifier('alice', 'pw');
-    done = true;
-    expect(v.iterations).toBe(300_000);
-    expect(ticks).toBeGreaterThan(10);
+  it('defaults to -1, 4 × num_init_children; 0 means no limit; below -1 is refused', () => {
+    const c = load('num_init_children = 10\n');
+    expect(c.max_unauthenticated_connections).toBe(-1);
+    expect(unauthenticatedLimit(c)).toBe(40);
+    expect(unauthenticatedLimit(load('max_unauthenticated_connections = 0\n'))).toBe(0);
+    expect(unauthenticatedLimit(load('max_unauthenticated_connections = 500\n'))).toBe(500);
+    expect(() => load('max_unauthenticated_connections = -2\n')).toThrow(ConfigError);
+    expect(() => load("max_unauthenticated_connections = 'many'\n")).toThrow(
+      /invalid value for parameter "max_unauthenticated_connections"/,
+    );
   });
 });
