@@ -6,7 +6,8 @@
  * server-first-message, close) for a user whose pool_passwd entry is TEXT, the
  * case where pgrelay used to run PBKDF2 on its event loop for every attempt.
  * Prints the `select 1` latency (p50 / p99 / max) without and with the attack,
- * for each pgrelay build given.
+ * and pgrelay's own CPU time per SCRAM start (from /proc, in a third phase where
+ * the starts run alone), for each pgrelay build given.
  *
  *   npm run build && npm run build:dev && node bench/preauth-scram.mjs
  *   BENCH_BASELINE=/tmp/base/dist/cli.js node bench/preauth-scram.mjs   # + an earlier build, same run
@@ -133,6 +134,18 @@ function num(v, def) {
   return n;
 }
 
+/** CPU seconds (user + system) a process has used, from /proc/<pid>/stat; NaN where unavailable. */
+function cpuSeconds(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name; clock ticks of 1/100 s on Linux.
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
 function pct(sorted, p) {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
@@ -213,7 +226,7 @@ async function startPgrelay(name, cli, primaryPort, freePort) {
     }
     await fsp.rm(dir, { recursive: true, force: true });
   };
-  return { name, port, stop };
+  return { name, port, pid: child.pid, stop };
 }
 
 async function main() {
@@ -254,7 +267,12 @@ async function main() {
             selectLoop(client, seconds),
             runAttack({ port: r.port, user: 'app', rate, seconds }),
           ]);
-          rows.push({ build: r.name, round, quiet, loaded, attack, load: os.loadavg()[0] });
+          // pgrelay's CPU per start, measured apart: the starts alone, nothing else running through it.
+          log(`${r.name} round ${round}: ${rate} SCRAM starts/s alone (CPU)`);
+          const c0 = cpuSeconds(r.pid);
+          const alone = await runAttack({ port: r.port, user: 'app', rate, seconds });
+          const cpuPerStartMs = ((cpuSeconds(r.pid) - c0) * 1000) / Math.max(1, alone.started);
+          rows.push({ build: r.name, round, quiet, loaded, attack, cpuPerStartMs, load: os.loadavg()[0] });
         } finally {
           await client.end();
         }
@@ -268,12 +286,12 @@ async function main() {
   const lines = [
     `pgrelay pre-auth bench: ${rate} unauthenticated SCRAM starts/s (TEXT pool_passwd entry), ${seconds} s per phase; node ${process.versions.node}, ${os.cpus().length} CPUs`,
     '',
-    '| build | round | quiet p50 / p99 / max (ms) | under attack p50 / p99 / max (ms) | SCRAM starts done / started (s) | load avg |',
-    '| --- | --- | --- | --- | --- | --- |',
+    '| build | round | quiet p50 / p99 / max (ms) | under attack p50 / p99 / max (ms) | SCRAM starts done / started (s) | pgrelay CPU per start (ms) | load avg |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
   ];
   for (const r of rows) {
     lines.push(
-      `| ${r.build} | ${r.round} | ${f(r.quiet.p50)} / ${f(r.quiet.p99)} / ${f(r.quiet.max)} (${r.quiet.n}) | ${f(r.loaded.p50)} / ${f(r.loaded.p99)} / ${f(r.loaded.max)} (${r.loaded.n}) | ${r.attack.outcomes.ok ?? 0} / ${r.attack.started} in ${r.attack.seconds.toFixed(1)} s${Object.keys(r.attack.outcomes).length > 1 ? ` ${JSON.stringify(r.attack.outcomes)}` : ''} | ${r.load.toFixed(1)} |`,
+      `| ${r.build} | ${r.round} | ${f(r.quiet.p50)} / ${f(r.quiet.p99)} / ${f(r.quiet.max)} (${r.quiet.n}) | ${f(r.loaded.p50)} / ${f(r.loaded.p99)} / ${f(r.loaded.max)} (${r.loaded.n}) | ${r.attack.outcomes.ok ?? 0} / ${r.attack.started} in ${r.attack.seconds.toFixed(1)} s${Object.keys(r.attack.outcomes).length > 1 ? ` ${JSON.stringify(r.attack.outcomes)}` : ''} | ${f(r.cpuPerStartMs)} | ${r.load.toFixed(1)} |`,
     );
   }
   process.stdout.write(`${lines.join('\n')}\n`);
