@@ -23,7 +23,7 @@ import type { BackendAuthMethod, BackendSecret } from './backend.js';
 import { loadPoolPasswd, secretFromPassword } from './credentials.js';
 import { authenticateClient, type AuthSuccess, type ClientInfo } from './frontend.js';
 import { loadHba, reloadHba, type HbaRule } from './hba.js';
-import { MethodProbes } from './method-probe.js';
+import { type Departure, MethodProbes } from './method-probe.js';
 import type { PoolPasswd } from './passwd.js';
 import { ScramSecrets } from './scram-secrets.js';
 
@@ -77,24 +77,25 @@ export class Authenticator {
    * the secret for its backends (the caller sends AuthenticationOk); on failure
    * the client got its FATAL error and the result is undefined.
    */
-  async authenticate(client: ClientInfo): Promise<AuthSuccess | undefined> {
+  authenticate(client: ClientInfo): Promise<AuthSuccess | undefined> {
+    const socket = client.socket;
     // A client that leaves (or is cut off by authentication_timeout) stops waiting for a probe.
-    const left = new AbortController();
-    const onClose = (): void => left.abort();
-    client.socket.once('close', onClose);
-    try {
-      return await authenticateClient(client, {
-        config: this.opts.config(),
-        log: this.opts.log,
-        hba: this.hbaRules,
-        passwd: this.passwd,
-        scram: this.scram,
-        backendMethod: (params) => this.probes.method(params, left.signal),
-        verifyWithBackend: (params, secret) => this.verifyWithBackend(params, secret),
-      });
-    } finally {
-      client.socket.removeListener('close', onClose);
-    }
+    const departure: Departure = {
+      gone: () => socket.destroyed,
+      onLeave: (leave) => {
+        socket.once('close', leave);
+        return () => socket.removeListener('close', leave);
+      },
+    };
+    return authenticateClient(client, {
+      config: this.opts.config(),
+      log: this.opts.log,
+      hba: this.hbaRules,
+      passwd: this.passwd,
+      scram: this.scram,
+      backendMethod: (params) => this.probes.method(params, departure),
+      verifyWithBackend: (params, secret) => this.verifyWithBackend(params, secret),
+    });
   }
 
   private load(initial: boolean): { ok: boolean; errors: string[] } {

@@ -39,6 +39,16 @@ const MAX_CACHED = 10_000;
 /** Rejects with the probe's PgError (the server's refusal, or why it could not be reached). */
 export type ProbeFn = (params: Map<string, string>) => Promise<BackendAuthMethod>;
 
+/**
+ * A waiting client's departure (its socket closing): cheaper than an AbortSignal,
+ * which costs an object and, when aborted, an exception with a stack per client.
+ */
+export interface Departure {
+  gone(): boolean;
+  /** Call `leave` once if the client goes away; returns a function that stops watching. */
+  onLeave(leave: () => void): () => void;
+}
+
 /** A waiting client gave up (closed, timed out) before its answer came. */
 export class ProbeAbandoned extends Error {
   constructor() {
@@ -111,16 +121,16 @@ export class MethodProbes {
 
   /**
    * The method for this start-up (user and database set). Rejects with the probe's
-   * error, or ProbeAbandoned when `signal` aborts first.
+   * error, or ProbeAbandoned when the client leaves first.
    */
-  async method(params: Map<string, string>, signal?: AbortSignal): Promise<BackendAuthMethod> {
+  async method(params: Map<string, string>, client?: Departure): Promise<BackendAuthMethod> {
     const user = params.get('user') ?? '';
     const database = params.get('database') ?? user;
     const pairKey = `${user}\u0000${database}`;
     const known = this.fresh(this.byDatabase, pairKey) ?? this.fresh(this.byUser, user);
     if (known) return known;
     const shared = this.flights.get(user) ?? this.start(user, params);
-    const first = await this.wait(shared, signal);
+    const first = await this.wait(shared, client);
     if ('method' in first) {
       if (PASSWORD_METHODS.has(first.method) || shared.database === database) return first.method;
     } else if (!databaseSpecific(first.error) || shared.database === database) {
@@ -128,7 +138,7 @@ export class MethodProbes {
     }
     // The user's probe named another database and its answer does not carry over: probe this one.
     const own = this.flights.get(pairKey) ?? this.start(pairKey, params);
-    const out = await this.wait(own, signal);
+    const out = await this.wait(own, client);
     if ('method' in out) return out.method;
     throw out.error;
   }
@@ -201,12 +211,15 @@ export class MethodProbes {
     f.settle(out);
   }
 
-  private wait(f: Flight, signal: AbortSignal | undefined): Promise<Outcome> {
-    if (signal?.aborted) return Promise.reject(new ProbeAbandoned());
+  private wait(f: Flight, client: Departure | undefined): Promise<Outcome> {
+    if (client?.gone()) return Promise.reject(new ProbeAbandoned());
     f.waiters++;
-    if (!signal) return f.done;
+    if (!client) return f.done;
     return new Promise<Outcome>((resolve, reject) => {
-      const onAbort = (): void => {
+      let waiting = true;
+      const onLeave = (): void => {
+        if (!waiting) return;
+        waiting = false;
         f.waiters--;
         // Not started and nobody left waiting: it never reaches the primary.
         if (!f.started && f.waiters === 0) {
@@ -216,9 +229,11 @@ export class MethodProbes {
         }
         reject(new ProbeAbandoned());
       };
-      signal.addEventListener('abort', onAbort, { once: true });
+      const stop = client.onLeave(onLeave);
       f.done.then((o) => {
-        signal.removeEventListener('abort', onAbort);
+        stop();
+        if (!waiting) return;
+        waiting = false;
         resolve(o);
       });
     });

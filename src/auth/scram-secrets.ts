@@ -31,12 +31,19 @@ export class ScramSecrets {
   private readonly derived = new Map<string, { password: string; verifier: Promise<ScramVerifier> }>();
   /** PBKDF2 derivations started (for tests: once per user and password). */
   derivations = 0;
+  /**
+   * StoredKey and ServerKey of every mock verifier: nobody can match them, and a doomed
+   * exchange never sends anything made from them, so one pair serves every user.
+   */
+  private readonly mockKeys: { storedKey: Buffer; serverKey: Buffer };
 
   constructor(
     /** Secret: made at start-up, never leaves the process. */
     private readonly key: Buffer = randomBytes(KEY_LEN),
     private readonly iterations: number = SCRAM_DEFAULT_ITERATIONS,
-  ) {}
+  ) {
+    this.mockKeys = { storedKey: this.mac('stored-key', ''), serverKey: this.mac('server-key', '') };
+  }
 
   private mac(label: string, user: string): Buffer {
     return createHmac('sha256', this.key).update(`${label}\u0000${user}`).digest();
@@ -49,12 +56,7 @@ export class ScramSecrets {
 
   /** For a doomed exchange: the salt and iteration count a derived verifier would have; keys nobody can match. */
   mock(user: string): ScramVerifier {
-    return {
-      iterations: this.iterations,
-      salt: this.salt(user),
-      storedKey: this.mac('stored-key', user),
-      serverKey: this.mac('server-key', user),
-    };
+    return { iterations: this.iterations, salt: this.salt(user), ...this.mockKeys };
   }
 
   /** The verifier for a clear-text pool_passwd entry: derived once (off the event loop), then reused. */

@@ -143,10 +143,16 @@ describe('MethodProbes', () => {
     const fake = fakePrimary();
     const probes = new MethodProbes({ probe: fake.probe });
     const busy = Array.from({ length: MAX_CONCURRENT_PROBES }, (_, i) => probes.method(params(`busy${i}`, 'db')));
-    const left = new AbortController();
-    const queued = probes.method(params('gone', 'db'), left.signal);
+    let leave: () => void = () => undefined;
+    const queued = probes.method(params('gone', 'db'), {
+      gone: () => false,
+      onLeave: (l) => {
+        leave = l;
+        return () => undefined;
+      },
+    });
     await settle();
-    left.abort();
+    leave();
     await expect(queued).rejects.toBeInstanceOf(ProbeAbandoned);
     for (const c of [...fake.calls]) c.resolve('md5');
     await Promise.all(busy);
