@@ -25,6 +25,11 @@
  * every waiter. (So if pg_hba.conf gives one user different password methods per
  * database, that user's clients are asked for the method of whichever database
  * was probed: use enable_pool_hba = on to choose methods per database.)
+ *
+ * "Database" here is what pg_hba.conf matches: the database name, except for a
+ * physical replication start-up (replication=true), which only the `replication`
+ * keyword matches, whatever database it names; a logical one (replication=database)
+ * matches by name like any connection.
  */
 import type { PgError } from '../protocol/messages.js';
 import type { BackendAuthMethod } from './backend.js';
@@ -60,8 +65,8 @@ type Outcome = { method: BackendAuthMethod } | { error: unknown };
 
 interface Flight {
   key: string;
-  /** The database the probe logs into. */
-  database: string;
+  /** What pg_hba.conf matches the probe's database against (hbaDatabase). */
+  target: string;
   params: Map<string, string>;
   /** Clients waiting for it. */
   waiters: number;
@@ -76,6 +81,22 @@ interface Answer {
 }
 
 const PASSWORD_METHODS: ReadonlySet<BackendAuthMethod> = new Set(['password', 'md5', 'scram-sha-256']);
+
+/** Not a database name (they cannot contain NUL): physical replication start-ups. */
+const PHYSICAL_REPLICATION = '\u0000replication';
+
+/**
+ * The database pg_hba.conf matches a start-up against: its name, or, for physical
+ * replication (PostgreSQL parses `replication` as a boolean, `database` meaning
+ * logical), the `replication` keyword only.
+ */
+export function hbaDatabase(params: ReadonlyMap<string, string>): string {
+  const user = params.get('user') ?? '';
+  const replication = params.get('replication')?.toLowerCase();
+  const physical =
+    replication !== undefined && replication !== 'database' && !['false', 'off', 'no', '0'].includes(replication);
+  return physical ? PHYSICAL_REPLICATION : (params.get('database') ?? user);
+}
 
 /** A refusal that depends on the database named (pg_hba.conf: no entry, reject), not on the primary's state. */
 function databaseSpecific(e: unknown): boolean {
@@ -125,15 +146,15 @@ export class MethodProbes {
    */
   async method(params: Map<string, string>, client?: Departure): Promise<BackendAuthMethod> {
     const user = params.get('user') ?? '';
-    const database = params.get('database') ?? user;
+    const database = hbaDatabase(params);
     const pairKey = `${user}\u0000${database}`;
     const known = this.fresh(this.byDatabase, pairKey) ?? this.fresh(this.byUser, user);
     if (known) return known;
     const shared = this.flights.get(user) ?? this.start(user, params);
     const first = await this.wait(shared, client);
     if ('method' in first) {
-      if (PASSWORD_METHODS.has(first.method) || shared.database === database) return first.method;
-    } else if (!databaseSpecific(first.error) || shared.database === database) {
+      if (PASSWORD_METHODS.has(first.method) || shared.target === database) return first.method;
+    } else if (!databaseSpecific(first.error) || shared.target === database) {
       throw first.error;
     }
     // The user's probe named another database and its answer does not carry over: probe this one.
@@ -162,10 +183,9 @@ export class MethodProbes {
     const done = new Promise<Outcome>((resolve) => {
       settle = resolve;
     });
-    const user = params.get('user') ?? '';
     const f: Flight = {
       key,
-      database: params.get('database') ?? user,
+      target: hbaDatabase(params),
       params,
       waiters: 0,
       started: false,
@@ -199,7 +219,7 @@ export class MethodProbes {
     this.running--;
     if ('method' in out) {
       const user = f.params.get('user') ?? '';
-      this.remember(this.byDatabase, `${user}\u0000${f.database}`, out.method);
+      this.remember(this.byDatabase, `${user}\u0000${f.target}`, out.method);
       if (PASSWORD_METHODS.has(out.method)) this.remember(this.byUser, user, out.method);
     }
     this.finish(f, out);

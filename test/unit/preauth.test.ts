@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BackendAuthExchange, type BackendAuthMethod } from '../../src/auth/backend.js';
-import { MAX_CONCURRENT_PROBES, MethodProbes, ProbeAbandoned } from '../../src/auth/method-probe.js';
+import { MAX_CONCURRENT_PROBES, MethodProbes, ProbeAbandoned, hbaDatabase } from '../../src/auth/method-probe.js';
 import { ScramServer, buildScramVerifier, verifyScramPassword } from '../../src/auth/scram.js';
 import { ScramSecrets } from '../../src/auth/scram-secrets.js';
 import { ConfigError } from '../../src/config/issues.js';
@@ -115,6 +115,26 @@ describe('MethodProbes', () => {
     // Each database keeps its own answer.
     expect(await probes.method(params('u', 'a'))).toBe('trust');
     expect(fake.calls).toHaveLength(2);
+  });
+
+  it('trust found for a physical replication start-up is not used for a login to the database named as the user', async () => {
+    const fake = fakePrimary();
+    const probes = new MethodProbes({ probe: fake.probe });
+    // Physical replication: start-up (src/server/startup.ts) set database = user, pg_hba.conf matched `replication`.
+    const walsender = new Map([...params('u', 'u'), ['replication', 'true']]);
+    const repl = probes.method(walsender);
+    await settle();
+    fake.calls[0]?.resolve('trust');
+    expect(await repl).toBe('trust');
+    const login = probes.method(params('u', 'u'));
+    await settle();
+    expect(fake.calls).toHaveLength(2);
+    fake.calls[1]?.resolve('scram-sha-256');
+    expect(await login).toBe('scram-sha-256');
+    // Logical replication (replication=database) is matched by database name, like a login.
+    expect(hbaDatabase(new Map([...params('u', 'd'), ['replication', 'database']]))).toBe('d');
+    expect(hbaDatabase(new Map([...params('u', 'd'), ['replication', 'off']]))).toBe('d');
+    expect(hbaDatabase(walsender)).not.toBe('u');
   });
 
   it("a refusal by pg_hba.conf (class 28) is the probed database's; an unreachable primary everyone's", async () => {
