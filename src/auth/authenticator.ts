@@ -4,9 +4,13 @@
  * (src/auth/frontend.ts) and says what its session logs into the backends with.
  *
  * With pool_hba off the client is asked for what the primary asks for: the
- * method is learned by a probe login and cached briefly per (user, database).
+ * method is learned by a probe login, one per user, at most
+ * MAX_CONCURRENT_PROBES at a time, cached briefly (./method-probe.ts).
  * A clear-text password pgrelay cannot check itself is checked by logging into
  * the primary with it; that connection then goes into the cache for the session.
+ *
+ * SCRAM salts and the verifiers derived from clear-text pool_passwd entries come
+ * from one ScramSecrets per process (./scram-secrets.ts), refreshed on reload.
  */
 import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
@@ -19,10 +23,9 @@ import type { BackendAuthMethod, BackendSecret } from './backend.js';
 import { loadPoolPasswd, secretFromPassword } from './credentials.js';
 import { authenticateClient, type AuthSuccess, type ClientInfo } from './frontend.js';
 import { loadHba, reloadHba, type HbaRule } from './hba.js';
+import { type Departure, MethodProbes } from './method-probe.js';
 import type { PoolPasswd } from './passwd.js';
-
-/** How long a backend's authentication method learned by a probe is trusted (pool_hba off). */
-const AUTH_METHOD_TTL_MS = 30_000;
+import { ScramSecrets } from './scram-secrets.js';
 
 export interface AuthenticatorOptions {
   config: () => Config;
@@ -41,8 +44,10 @@ export class Authenticator {
   /** pool_hba.conf rules (enable_pool_hba = on), else undefined. */
   private hbaRules: HbaRule[] | undefined;
   private passwd: PoolPasswd | undefined;
-  /** pool_hba off: the primary's method per (user, database), learned by probing. */
-  private readonly methodCache = new Map<string, { method: BackendAuthMethod; at: number }>();
+  /** pool_hba off: the primary's method, learned by bounded, shared probes. */
+  private readonly probes = new MethodProbes({ probe: (params) => this.probePrimary(params) });
+  /** The secret key of SCRAM mock salts and the verifiers derived from clear-text entries: made at start-up. */
+  private readonly scram = new ScramSecrets();
 
   constructor(private readonly opts: AuthenticatorOptions) {
     this.load(true);
@@ -73,12 +78,22 @@ export class Authenticator {
    * the client got its FATAL error and the result is undefined.
    */
   authenticate(client: ClientInfo): Promise<AuthSuccess | undefined> {
+    const socket = client.socket;
+    // A client that leaves (or is cut off by authentication_timeout) stops waiting for a probe.
+    const departure: Departure = {
+      gone: () => socket.destroyed,
+      onLeave: (leave) => {
+        socket.once('close', leave);
+        return () => socket.removeListener('close', leave);
+      },
+    };
     return authenticateClient(client, {
       config: this.opts.config(),
       log: this.opts.log,
       hba: this.hbaRules,
       passwd: this.passwd,
-      backendMethod: (params) => this.primaryAuthMethod(params),
+      scram: this.scram,
+      backendMethod: (params) => this.probes.method(params, departure),
       verifyWithBackend: (params, secret) => this.verifyWithBackend(params, secret),
     });
   }
@@ -87,7 +102,7 @@ export class Authenticator {
     const cfg = this.opts.config();
     const log = this.opts.log;
     const errors: string[] = [];
-    this.methodCache.clear();
+    this.probes.clear();
     if (cfg.enable_pool_hba) {
       const onWarning = (w: { file: string; line: number; message: string }): void =>
         log.warn({ file: w.file, line: w.line }, w.message);
@@ -118,6 +133,7 @@ export class Authenticator {
       const p = loadPoolPasswd(cfg);
       for (const w of p?.warnings ?? []) log.warn({ pool_passwd: cfg.pool_passwd }, w);
       this.passwd = p;
+      void this.scram.refresh(clearTextEntries(p));
     } catch (e) {
       errors.push((e as Error).message);
       log.error(
@@ -141,17 +157,11 @@ export class Authenticator {
     return { nodeId: node.id, host: node.host, port: node.port, params, connectTimeoutMs };
   }
 
-  /** pool_hba off: the method the primary asks for this (user, database), probed and cached briefly. */
-  private async primaryAuthMethod(params: Map<string, string>): Promise<BackendAuthMethod> {
-    const key = `${params.get('user') ?? ''}\u0000${params.get('database') ?? ''}`;
-    const hit = this.methodCache.get(key);
-    if (hit && Date.now() - hit.at < AUTH_METHOD_TTL_MS) return hit.method;
+  /** One probe login to the primary with a client's start-up parameters (MethodProbes decides when). */
+  private probePrimary(params: Map<string, string>): Promise<BackendAuthMethod> {
     const primary = this.atPrimary(params);
-    if (!primary) throw noPrimary();
-    const method = await probeAuthMethod(primary);
-    if (this.methodCache.size > 10_000) this.methodCache.clear();
-    this.methodCache.set(key, { method, at: Date.now() });
-    return method;
+    if (!primary) return Promise.reject(noPrimary());
+    return probeAuthMethod(primary);
   }
 
   /** Check a clear-text password pgrelay cannot check itself by logging into the primary with it. */
@@ -168,6 +178,17 @@ export class Authenticator {
       return e instanceof PgError ? e : new PgError(SQLSTATE.connectionFailure, (e as Error).message);
     }
   }
+}
+
+/** The clear-text passwords of a pool_passwd (TEXT, AES, plain), by user: what SCRAM verifiers are derived from. */
+function clearTextEntries(p: PoolPasswd | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const e of p?.entries ?? []) {
+    if (out.has(e.user)) continue; // the first line of a user counts (PoolPasswd.get)
+    const pw = p?.getPasswordFor(e.user);
+    if (pw?.kind === 'plain') out.set(e.user, pw.password);
+  }
+  return out;
 }
 
 function noPrimary(): PgError {

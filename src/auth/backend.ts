@@ -67,8 +67,12 @@ export class BackendAuthExchange {
 
   constructor(private readonly opts: BackendAuthOptions) {}
 
-  /** The answer to an Authentication message (its body, starting with the request code). */
-  answer(body: Buffer): AuthStep {
+  /**
+   * The answer to an Authentication message (its body, starting with the request code).
+   * A promise for SASLContinue with a password: its PBKDF2 runs off the event loop. The
+   * backend sends nothing more until it has that answer, so nothing is read meanwhile.
+   */
+  answer(body: Buffer): AuthStep | Promise<AuthStep> {
     const code = body.readInt32BE(0);
     if (code === AuthCode.Ok) return this.opts.probe && !this.scram ? { probed: this.method } : undefined;
     if (code === AuthCode.CleartextPassword) {
@@ -89,11 +93,10 @@ export class BackendAuthExchange {
     }
     if (code === AuthCode.SASL) return this.saslStart(body);
     if (code === AuthCode.SASLContinue && this.scram) {
-      try {
-        return { send: serialize.sendSCRAMClientFinalMessage(this.scram.handleServerFirst(body.toString('utf8', 4))) };
-      } catch (e) {
-        return scramFailure(e);
-      }
+      return this.scram.handleServerFirstAsync(body.toString('utf8', 4)).then(
+        (final): AuthStep => ({ send: serialize.sendSCRAMClientFinalMessage(final) }),
+        (e: unknown) => scramFailure(e),
+      );
     }
     if (code === AuthCode.SASLFinal && this.scram) {
       try {

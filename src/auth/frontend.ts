@@ -20,6 +20,12 @@
  *
  * The result is the BackendSecret the session uses to answer the backends'
  * own password requests.
+ *
+ * No enumeration: a client cannot tell an unknown user, a user without a usable
+ * pool_passwd entry and a wrong password apart. Each gets the exchange a real
+ * entry would get (md5 challenge, or SCRAM with a salt from ./scram-secrets.ts)
+ * and the same error, PostgreSQL's `28P01 password authentication failed for
+ * user "u"` without detail; why it failed goes to the log only.
  */
 import type net from 'node:net';
 import { reverse } from 'node:dns/promises';
@@ -27,13 +33,16 @@ import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { AuthCode, SQLSTATE } from '../protocol/constants.js';
 import type { ClientInput } from '../protocol/client-input.js';
-import { PgError, authenticationRequest, errorResponse, readCString } from '../protocol/messages.js';
+import { refuseClient } from '../protocol/client-input.js';
+import { PgError, authenticationRequest, readCString } from '../protocol/messages.js';
 import type { BackendAuthMethod, BackendSecret } from './backend.js';
 import { matchHba, noEntryError, type HbaMatchEnv, type HbaMethod, type HbaRoles, type HbaRule } from './hba.js';
 import { md5Salt, pgMd5Hash, safeEqual, verifyMd5Response } from './md5.js';
 import type { PasswordFor, PoolPasswd } from './passwd.js';
 import { secretFromPassword } from './credentials.js';
-import { ScramServer, parseScramVerifier, verifyScramPassword, type ScramErrorInfo } from './scram.js';
+import { ProbeAbandoned } from './method-probe.js';
+import { ScramServer, parseScramVerifier, verifyScramPasswordAsync, type ScramErrorInfo } from './scram.js';
+import { ScramSecrets } from './scram-secrets.js';
 
 /** PostgreSQL's PG_MAX_AUTH_TOKEN_LENGTH: longest password / SASL message accepted. */
 const MAX_AUTH_MESSAGE = 65535;
@@ -71,12 +80,26 @@ export interface FrontendAuthEnv {
   /** pool_hba.conf rules when enable_pool_hba is on; undefined when off. */
   hba: readonly HbaRule[] | undefined;
   passwd: PoolPasswd | undefined;
-  /** pool_hba off: the method the primary asks for this start-up (rejects with the server's PgError). */
+  /**
+   * pool_hba off: the method the primary asks for this start-up (rejects with the server's PgError,
+   * or ProbeAbandoned when the client left while waiting).
+   */
   backendMethod(params: Map<string, string>): Promise<BackendAuthMethod>;
   /** Check a clear-text password pgrelay cannot check itself by logging into the primary; undefined = accepted. */
   verifyWithBackend(params: Map<string, string>, secret: BackendSecret): Promise<PgError | undefined>;
+  /** SCRAM salts and derived verifiers (the Authenticator's, made at start-up; tests may omit it). */
+  scram?: ScramSecrets;
   roles?: HbaRoles;
   hbaEnv?: HbaMatchEnv;
+}
+
+/** For an env without its own ScramSecrets (unit tests): one per process, like the Authenticator's. */
+let processSecrets: ScramSecrets | undefined;
+
+function scramSecrets(env: FrontendAuthEnv): ScramSecrets {
+  if (env.scram) return env.scram;
+  processSecrets ??= new ScramSecrets();
+  return processSecrets;
 }
 
 export interface AuthSuccess {
@@ -138,23 +161,24 @@ function scramFailure(info: ScramErrorInfo): AuthFailure {
   return new AuthFailure(new PgError(info.code, info.message, 'FATAL', info.detail));
 }
 
-/** Does a clear-text password match a pool_passwd entry? */
-export function passwordMatches(password: string, user: string, stored: PasswordFor): boolean {
+/** Does a clear-text password match a pool_passwd entry? (Against a SCRAM verifier: PBKDF2 off the event loop.) */
+export async function passwordMatches(password: string, user: string, stored: PasswordFor): Promise<boolean> {
   switch (stored.kind) {
     case 'plain':
       return safeEqual(password, stored.password);
     case 'md5':
       return safeEqual(pgMd5Hash(password, user), stored.hash);
     case 'scram':
-      return verifyScramPassword(password, stored.verifier);
+      return verifyScramPasswordAsync(password, stored.verifier);
   }
 }
 
 /**
  * Run the authentication exchange with the client. On success returns the
  * backend secret (nothing has been sent that ends the exchange: the caller
- * sends AuthenticationOk). On failure sends the FATAL error, ends the socket,
- * logs the reason and returns undefined.
+ * sends AuthenticationOk). On failure sends the FATAL error and closes the
+ * socket (refuseClient: nothing more is read, closed at a fixed deadline), logs
+ * the reason and returns undefined.
  */
 export async function authenticateClient(client: ClientInfo, env: FrontendAuthEnv): Promise<AuthSuccess | undefined> {
   const reader = new AuthReader(client.input);
@@ -188,9 +212,7 @@ export async function authenticateClient(client: ClientInfo, env: FrontendAuthEn
       },
       'client authentication failed',
     );
-    const s = client.socket;
-    if (!s.destroyed && s.writable) s.end(errorResponse({ ...f.error.toFields(), severity: 'FATAL' }));
-    s.setTimeout(2000, () => s.destroy());
+    refuseClient(client.socket, f.error);
     return undefined;
   }
 }
@@ -280,40 +302,15 @@ async function hbaAuth(
         method: 'password',
       };
     }
-    case 'md5': {
-      if (!stored || stored.kind === 'scram') {
-        // Still run the challenge, so a client cannot tell which users exist from the exchange.
-        await md5Exchange(client, reader, undefined);
-        throw new AuthFailure(
-          new PgError(
-            SQLSTATE.invalidPassword,
-            'md5 authentication failed',
-            'FATAL',
-            stored
-              ? `the pool_passwd entry for "${user}" is a SCRAM verifier, which cannot do md5`
-              : `pool_passwd file does not contain an entry for "${user}"`,
-          ),
-        );
-      }
+    case 'md5':
+      if (!stored || stored.kind === 'scram')
+        return doomed(client, env, reader, 'md5', stored ? MD5_WITH_VERIFIER : NO_ENTRY);
       await md5Exchange(client, reader, stored);
       return { secret: secretFromPassword(stored), method: 'md5' };
-    }
-    case 'scram-sha-256': {
-      if (!stored || stored.kind === 'md5') {
-        await scramExchange(client, reader, undefined);
-        throw new AuthFailure(
-          new PgError(
-            SQLSTATE.invalidPassword,
-            'SCRAM authentication failed',
-            'FATAL',
-            stored
-              ? `the pool_passwd entry for "${user}" is an md5 hash, which cannot do SCRAM; store a TEXT/AES password or a SCRAM verifier`
-              : `pool_passwd file does not contain an entry for "${user}"`,
-          ),
-        );
-      }
-      return { secret: await scramExchange(client, reader, stored), method: 'scram-sha-256' };
-    }
+    case 'scram-sha-256':
+      if (!stored || stored.kind === 'md5')
+        return doomed(client, env, reader, 'scram-sha-256', stored ? SCRAM_WITH_MD5 : NO_ENTRY);
+      return { secret: await scramExchange(client, env, reader, stored), method: 'scram-sha-256' };
   }
   throw noEntry();
 }
@@ -327,21 +324,24 @@ async function relayAuth(
   setMethod: (m: HbaMethod) => void,
 ): Promise<AuthSuccess> {
   const user = client.params.get('user') ?? '';
-  const backend = await env.backendMethod(client.params);
+  let backend: BackendAuthMethod;
+  try {
+    backend = await env.backendMethod(client.params);
+  } catch (e) {
+    if (e instanceof ProbeAbandoned) throw new ClientGone(e.message);
+    throw e;
+  }
   const stored = env.passwd?.getPasswordFor(user);
-  const clearTextFallback = async (why: string): Promise<AuthSuccess> => {
-    if (!env.config.allow_clear_text_frontend_auth) {
-      throw new AuthFailure(
-        new PgError(
-          SQLSTATE.invalidPassword,
-          backend === 'md5' ? 'md5 authentication failed' : 'failed to authenticate with backend using SCRAM',
-          'FATAL',
-          backend === 'md5' ? `pool_passwd file does not contain an entry for "${user}"` : 'valid password not found',
-          'Add the user to pool_passwd (pgrelay passwd), or set allow_clear_text_frontend_auth = on.',
-        ),
-        why,
+  /** No usable entry: clear text checked at the primary if allowed, else the exchange a real entry gets, failed. */
+  const withoutEntry = async (method: 'md5' | 'scram-sha-256', why: string): Promise<AuthSuccess> => {
+    if (!env.config.allow_clear_text_frontend_auth)
+      return doomed(
+        client,
+        env,
+        reader,
+        method,
+        `${why}; add the user to pool_passwd, or set allow_clear_text_frontend_auth = on`,
       );
-    }
     setMethod('password');
     return { secret: { password: await checkClearText(client, env, reader, stored) }, method: 'password' };
   };
@@ -354,17 +354,38 @@ async function relayAuth(
       setMethod('password');
       return { secret: { password: await checkClearText(client, env, reader, stored) }, method: 'password' };
     case 'md5':
-      if (!stored || stored.kind === 'scram')
-        return clearTextFallback(stored ? 'pool_passwd has a SCRAM verifier, md5 impossible' : 'no pool_passwd entry');
+      if (!stored || stored.kind === 'scram') return withoutEntry('md5', stored ? MD5_WITH_VERIFIER : NO_ENTRY);
       setMethod('md5');
       await md5Exchange(client, reader, stored);
       return { secret: secretFromPassword(stored), method: 'md5' };
     case 'scram-sha-256':
-      if (!stored || stored.kind === 'md5')
-        return clearTextFallback(stored ? 'pool_passwd has an md5 hash, SCRAM impossible' : 'no pool_passwd entry');
+      if (!stored || stored.kind === 'md5') return withoutEntry('scram-sha-256', stored ? SCRAM_WITH_MD5 : NO_ENTRY);
       setMethod('scram-sha-256');
-      return { secret: await scramExchange(client, reader, stored), method: 'scram-sha-256' };
+      return { secret: await scramExchange(client, env, reader, stored), method: 'scram-sha-256' };
   }
+}
+
+const NO_ENTRY = 'no pool_passwd entry for the user';
+const MD5_WITH_VERIFIER = 'the pool_passwd entry is a SCRAM verifier, which cannot do md5';
+const SCRAM_WITH_MD5 =
+  'the pool_passwd entry is an md5 hash, which cannot do SCRAM; store a TEXT/AES password or a SCRAM verifier';
+
+/**
+ * A login that cannot succeed (no usable pool_passwd entry) still runs the exchange a
+ * real entry would get and fails as a wrong password does, so that the client cannot
+ * tell which users exist or what kind of entry they have; `why` goes to the log only.
+ */
+async function doomed(
+  client: ClientInfo,
+  env: FrontendAuthEnv,
+  reader: AuthReader,
+  method: 'md5' | 'scram-sha-256',
+  why: string,
+): Promise<never> {
+  const user = client.params.get('user') ?? '';
+  if (method === 'md5') await md5Exchange(client, reader, undefined);
+  else await scramExchange(client, env, reader, undefined, why);
+  throw invalidPassword(user, why);
 }
 
 // ---------------------------------------------------------------- exchanges
@@ -387,7 +408,8 @@ async function checkClearText(
   const pw = await askClearText(client, reader);
   const user = client.params.get('user') ?? '';
   if (!stored) await verifyAtBackend(client, env, pw);
-  else if (!passwordMatches(pw, user, stored)) throw invalidPassword(user, 'password does not match pool_passwd');
+  else if (!(await passwordMatches(pw, user, stored)))
+    throw invalidPassword(user, 'password does not match pool_passwd');
   return pw;
 }
 
@@ -417,18 +439,30 @@ async function md5Exchange(client: ClientInfo, reader: AuthReader, stored: Passw
     throw invalidPassword(user, 'md5 response does not match pool_passwd');
 }
 
-/** SCRAM-SHA-256[-PLUS] as server; returns the backend secret (the password, or the recovered ClientKey). */
+/**
+ * SCRAM-SHA-256[-PLUS] as server; returns the backend secret (the password, or the recovered
+ * ClientKey). `stored` undefined (or unusable) = a doomed exchange, `why` logged when it fails.
+ */
 async function scramExchange(
   client: ClientInfo,
+  env: FrontendAuthEnv,
   reader: AuthReader,
   stored: PasswordFor | undefined,
+  why = 'no usable pool_passwd entry',
 ): Promise<BackendSecret> {
   const user = client.params.get('user') ?? '';
   const endPoint = client.tls?.endPoint;
+  const secrets = scramSecrets(env);
   const server = new ScramServer({
     user,
-    password: stored?.kind === 'plain' ? stored.password : undefined,
-    verifier: stored?.kind === 'scram' ? stored.verifier : undefined,
+    // A clear-text entry's verifier is derived once per process (same salt every time, no PBKDF2 per attempt).
+    verifier:
+      stored?.kind === 'plain'
+        ? await secrets.verifier(user, stored.password)
+        : stored?.kind === 'scram'
+          ? stored.verifier
+          : undefined,
+    mock: secrets.mock(user),
     channelBinding: endPoint ? { type: 'tls-server-end-point', data: endPoint } : undefined,
   });
   const mechs = Buffer.concat([...server.mechanisms.map((m) => Buffer.from(`${m}\0`)), Buffer.from([0])]);
@@ -450,7 +484,7 @@ async function scramExchange(
     if (r2.error.code === SQLSTATE.invalidPassword)
       throw new AuthFailure(
         new PgError(r2.error.code, r2.error.message),
-        stored ? 'SCRAM proof does not match pool_passwd' : 'no usable pool_passwd entry',
+        server.usedVerifier ? 'SCRAM proof does not match pool_passwd' : why,
       );
     throw scramFailure(r2.error);
   }

@@ -21,8 +21,11 @@
  * fails with a clear error otherwise. The recovered key is a password
  * equivalent: keep it in memory only, for the life of the session.
  */
-import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, pbkdf2, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { promisify } from 'node:util';
 import { saslPrep } from './saslprep.js';
+
+const pbkdf2Async = promisify(pbkdf2);
 
 export const SCRAM_SHA_256 = 'SCRAM-SHA-256';
 export const SCRAM_SHA_256_PLUS = 'SCRAM-SHA-256-PLUS';
@@ -83,9 +86,19 @@ function safeEqual(a: Buffer, b: Buffer): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** Hi(Normalize(password), salt, i) = PBKDF2-HMAC-SHA-256, 32 bytes. */
+/**
+ * Hi(Normalize(password), salt, i) = PBKDF2-HMAC-SHA-256, 32 bytes, on the calling
+ * thread: for the command-line tools only. The proxy uses scramSaltedPasswordAsync,
+ * which runs on libuv's thread pool: thousands of HMACs per call would otherwise
+ * stall every session's traffic for milliseconds.
+ */
 export function scramSaltedPassword(password: string | Buffer, salt: Buffer, iterations: number): Buffer {
   return pbkdf2Sync(preparedPasswordBytes(password), salt, iterations, KEY_LEN, 'sha256');
+}
+
+/** scramSaltedPassword off the event loop (crypto.pbkdf2 on the thread pool). */
+export function scramSaltedPasswordAsync(password: string | Buffer, salt: Buffer, iterations: number): Promise<Buffer> {
+  return pbkdf2Async(preparedPasswordBytes(password), salt, iterations, KEY_LEN, 'sha256');
 }
 
 export interface ScramKeys {
@@ -147,6 +160,18 @@ export function buildScramVerifierParts(
   return { iterations, salt, storedKey, serverKey };
 }
 
+/** buildScramVerifierParts off the event loop; `salt` and `iterations` are given (the proxy's derived verifiers). */
+export async function deriveScramVerifier(
+  password: string | Buffer,
+  salt: Buffer,
+  iterations: number,
+): Promise<ScramVerifier> {
+  const { storedKey, serverKey } = scramKeysFromSaltedPassword(
+    await scramSaltedPasswordAsync(password, salt, iterations),
+  );
+  return { iterations, salt, storedKey, serverKey };
+}
+
 /** A verifier in PostgreSQL's text format (4096 iterations, 16-byte random salt by default). */
 export function buildScramVerifier(
   password: string | Buffer,
@@ -159,7 +184,20 @@ export function buildScramVerifier(
 export function verifyScramPassword(password: string | Buffer, verifier: string | ScramVerifier): boolean {
   const v = typeof verifier === 'string' ? parseScramVerifier(verifier) : verifier;
   if (!v) return false;
-  const keys = scramKeysFromSaltedPassword(scramSaltedPassword(password, v.salt, v.iterations));
+  return keysMatch(scramKeysFromSaltedPassword(scramSaltedPassword(password, v.salt, v.iterations)), v);
+}
+
+/** verifyScramPassword off the event loop: what the proxy uses for a clear-text password against a verifier. */
+export async function verifyScramPasswordAsync(
+  password: string | Buffer,
+  verifier: string | ScramVerifier,
+): Promise<boolean> {
+  const v = typeof verifier === 'string' ? parseScramVerifier(verifier) : verifier;
+  if (!v) return false;
+  return keysMatch(scramKeysFromSaltedPassword(await scramSaltedPasswordAsync(password, v.salt, v.iterations)), v);
+}
+
+function keysMatch(keys: ScramKeys, v: ScramVerifier): boolean {
   return safeEqual(keys.storedKey, v.storedKey) && safeEqual(keys.serverKey, v.serverKey);
 }
 
@@ -245,16 +283,21 @@ function gs2Header(flag: 'n' | 'y' | 'p'): string {
 // ---------------------------------------------------------------- server
 
 export interface ScramServerOptions {
-  /** A stored verifier (text or parsed). */
+  /**
+   * The verifier to check the client against: a stored one (text or parsed), or one
+   * derived from a clear-text password (./scram-secrets.ts; never made here, so that
+   * no PBKDF2 runs on the event loop). Unparsable or absent: the exchange is doomed.
+   */
   verifier?: string | ScramVerifier;
-  /** A clear-text password (pool_passwd TEXT/AES/plain): a verifier with a fresh random salt is made. */
-  password?: string | Buffer;
+  /**
+   * Required when `verifier` may be absent: the salt and iteration count offered in a
+   * doomed exchange (ScramSecrets.mock: derived from the user name with a secret key).
+   */
+  mock?: ScramVerifier;
   /** Set when the client connection is TLS: enables SCRAM-SHA-256-PLUS. */
   channelBinding?: ChannelBinding;
   /** User name, for the error message only. */
   user?: string;
-  /** Iterations when building from a password (default 4096). */
-  iterations?: number;
   /** For tests only: fixed server nonce part (default: 18 random bytes, base64). */
   serverNonce?: string;
 }
@@ -264,10 +307,10 @@ type ServerState = 'init' | 'first-done' | 'finished' | 'failed';
 /**
  * Server side of SCRAM-SHA-256 (the proxy as server to a client).
  *
- * With neither verifier nor password (unknown user, or an entry that cannot do
- * SCRAM such as an md5 hash) the exchange still runs with a mock salt derived
- * from the user name and fails at the proof, as PostgreSQL's "doomed"
- * exchange, so clients cannot probe which users exist.
+ * Without a usable verifier (unknown user, or an entry that cannot do SCRAM such
+ * as an md5 hash) the exchange still runs with the caller's mock verifier (a salt
+ * and iteration count that look like a real entry's) and fails at the proof, as
+ * PostgreSQL's "doomed" exchange, so clients cannot probe which users exist.
  */
 export class ScramServer {
   private readonly verifier: ScramVerifier;
@@ -286,27 +329,15 @@ export class ScramServer {
     this.cb = opts.channelBinding;
     this.fixedServerNonce = opts.serverNonce;
     this.user = opts.user;
-    let v: ScramVerifier | undefined;
-    if (opts.verifier !== undefined) {
-      v = typeof opts.verifier === 'string' ? parseScramVerifier(opts.verifier) : opts.verifier;
-    } else if (opts.password !== undefined) {
-      v = buildScramVerifierParts(opts.password, { iterations: opts.iterations ?? SCRAM_DEFAULT_ITERATIONS });
-    }
+    const v = typeof opts.verifier === 'string' ? parseScramVerifier(opts.verifier) : opts.verifier;
     if (v) {
       this.verifier = v;
       this.doomed = false;
-    } else {
-      const salt = createHash('sha256')
-        .update(`pgrelay-mock-salt:${opts.user ?? ''}`)
-        .digest()
-        .subarray(0, SCRAM_DEFAULT_SALT_LEN);
-      this.verifier = {
-        iterations: SCRAM_DEFAULT_ITERATIONS,
-        salt,
-        storedKey: randomBytes(KEY_LEN),
-        serverKey: randomBytes(KEY_LEN),
-      };
+    } else if (opts.mock) {
+      this.verifier = opts.mock;
       this.doomed = true;
+    } else {
+      throw new Error('ScramServer needs a verifier, or a mock verifier for a doomed exchange');
     }
   }
 
@@ -466,7 +497,9 @@ export class ScramServer {
       const authMessage = `${this.clientFirstBare},${this.serverFirst},${withoutProof}`;
       const clientSignature = hmac(this.verifier.storedKey, authMessage);
       const clientKey = xor(proof, clientSignature);
-      if (this.doomed || !safeEqual(sha256(clientKey), this.verifier.storedKey)) return this.authFailed();
+      // The proof is checked in a doomed exchange too (PostgreSQL's order): same work, same timing.
+      const matches = safeEqual(sha256(clientKey), this.verifier.storedKey);
+      if (!matches || this.doomed) return this.authFailed();
       this.recovered = clientKey;
       this.state = 'finished';
       return { serverFinal: `v=${hmac(this.verifier.serverKey, authMessage).toString('base64')}` };
@@ -497,6 +530,13 @@ export interface ScramClientOptions {
   user?: string;
   /** For tests only: fixed client nonce. */
   nonce?: string;
+}
+
+/** What a server-first-message offers: the combined nonce, the salt and the iteration count. */
+interface ServerOffer {
+  nonce: string;
+  salt: Buffer;
+  iterations: number;
 }
 
 /** Client side of SCRAM-SHA-256 (the proxy logging into a backend). */
@@ -537,8 +577,27 @@ export class ScramClient {
     return gs2Header(this.flag) + this.clientFirstBare;
   }
 
-  /** Handle the server-first-message; returns the client-final-message. */
+  /**
+   * Handle the server-first-message; returns the client-final-message. With a password
+   * this runs PBKDF2 on the calling thread: the proxy uses handleServerFirstAsync.
+   */
   handleServerFirst(msg: string): string {
+    const offer = this.readServerFirst(msg);
+    return this.clientFinal(msg, offer, this.keysFor(offer) ?? this.passwordKeysSync(offer));
+  }
+
+  /** handleServerFirst with the PBKDF2 of a password off the event loop. */
+  async handleServerFirstAsync(msg: string): Promise<string> {
+    const offer = this.readServerFirst(msg);
+    const keys =
+      this.keysFor(offer) ??
+      scramKeysFromSaltedPassword(
+        await scramSaltedPasswordAsync(this.opts.password as string | Buffer, offer.salt, offer.iterations),
+      );
+    return this.clientFinal(msg, offer, keys);
+  }
+
+  private readServerFirst(msg: string): ServerOffer {
     if (this.state !== 'first-sent') throw new Error('unexpected server-first-message');
     let nonce: string;
     let salt: Buffer | undefined;
@@ -563,26 +622,36 @@ export class ScramClient {
     if (!Number.isSafeInteger(iterations) || iterations < 1) {
       throw new ScramError({ code: PROTOCOL_VIOLATION, message: 'malformed SCRAM message (invalid iteration count)' });
     }
-    let keys: ScramKeys;
-    if (this.fixedVerifier) {
-      const v = this.fixedVerifier;
-      if (!v.salt.equals(salt) || v.iterations !== iterations) {
-        throw new ScramError({
-          code: INVALID_PASSWORD,
-          message: "cannot authenticate to the backend with the client's SCRAM proof",
-          detail:
-            "the backend's SCRAM salt or iteration count differs from the verifier in pool_passwd; store the backend's own verifier, or a TEXT/AES password",
-        });
-      }
-      keys = { clientKey: this.opts.clientKey!, storedKey: v.storedKey, serverKey: v.serverKey };
-    } else {
-      keys = scramKeysFromSaltedPassword(scramSaltedPassword(this.opts.password!, salt, iterations));
+    return { nonce, salt, iterations };
+  }
+
+  /** The keys from a recovered ClientKey (no PBKDF2), or undefined when a password is used. */
+  private keysFor(offer: ServerOffer): ScramKeys | undefined {
+    const v = this.fixedVerifier;
+    if (!v) return undefined;
+    if (!v.salt.equals(offer.salt) || v.iterations !== offer.iterations) {
+      throw new ScramError({
+        code: INVALID_PASSWORD,
+        message: "cannot authenticate to the backend with the client's SCRAM proof",
+        detail:
+          "the backend's SCRAM salt or iteration count differs from the verifier in pool_passwd; store the backend's own verifier, or a TEXT/AES password",
+      });
     }
+    return { clientKey: this.opts.clientKey as Buffer, storedKey: v.storedKey, serverKey: v.serverKey };
+  }
+
+  private passwordKeysSync(offer: ServerOffer): ScramKeys {
+    return scramKeysFromSaltedPassword(
+      scramSaltedPassword(this.opts.password as string | Buffer, offer.salt, offer.iterations),
+    );
+  }
+
+  private clientFinal(msg: string, offer: ServerOffer, keys: ScramKeys): string {
     const cbindInput =
       this.flag === 'p'
         ? Buffer.concat([Buffer.from(gs2Header('p')), this.opts.channelBinding!.data])
         : Buffer.from(gs2Header(this.flag));
-    const withoutProof = `c=${cbindInput.toString('base64')},r=${nonce}`;
+    const withoutProof = `c=${cbindInput.toString('base64')},r=${offer.nonce}`;
     const authMessage = `${this.clientFirstBare},${msg},${withoutProof}`;
     const proof = xor(keys.clientKey, hmac(keys.storedKey, authMessage));
     this.expectedServerSignature = hmac(keys.serverKey, authMessage);

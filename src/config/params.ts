@@ -257,6 +257,15 @@ export const PARAMS: readonly ParamDef[] = [
     unit: 's',
   }),
   g(
+    'max_unauthenticated_connections',
+    'int',
+    -1,
+    R,
+    'connection',
+    'pgrelay: connections still starting up or authenticating; beyond it 53300 (-1 = 4 x num_init_children, 0 = no limit).',
+    { min: -1, max: INT_MAX, pgrelay: true },
+  ),
+  g(
     'max_message_size',
     'int',
     268435456,

@@ -77,6 +77,11 @@ export interface Config {
   client_queue_timeout: number;
   listen_backlog_multiplier: number;
   authentication_timeout: number;
+  /**
+   * pgrelay: connections between accept and the end of authentication (refused ones until closed);
+   * beyond it a new connection gets 53300. -1 = 4 × num_init_children, 0 = no limit.
+   */
+  max_unauthenticated_connections: number;
 
   // ---- backends
   backends: BackendConfig[];

@@ -12,7 +12,7 @@ import { serialize } from 'pg-protocol';
 import { BE, SQLSTATE } from '../protocol/constants.js';
 import { PgError, parseErrorFields, readCString } from '../protocol/messages.js';
 import { backendTlsOptions, type BackendTls } from '../tls.js';
-import { BackendAuthExchange, type BackendAuthMethod, type BackendSecret } from '../auth/backend.js';
+import { type AuthStep, BackendAuthExchange, type BackendAuthMethod, type BackendSecret } from '../auth/backend.js';
 
 let defaultBackendTls: BackendTls = { mode: 'disable' };
 
@@ -208,6 +208,11 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
 
     function onAuth(body: Buffer): void {
       const step = auth?.answer(body);
+      // SCRAM's PBKDF2 runs off the event loop: the answer comes later (the server waits for it).
+      if (step instanceof Promise) step.then((s) => !done && onStep(s));
+      else onStep(step);
+    }
+    function onStep(step: AuthStep): void {
       if (step instanceof PgError) return fail(step);
       if (step === undefined) return;
       if ('probed' in step) return probed(step.probed);

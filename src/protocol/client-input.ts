@@ -7,8 +7,42 @@
  * start-up code, authentication and admission, and the socket is always read (a
  * client that leaves while it waits for a session slot is noticed). What it holds
  * is bounded: past `maxBuffered` bytes the socket is paused until they are consumed.
+ * With at most max_unauthenticated_connections such clients (src/server/startup.ts),
+ * the bytes held for clients that have not authenticated are bounded in total too.
+ *
+ * refuseClient() ends a client that will not get a session: its FATAL error, no
+ * more reading, and a fixed deadline for the socket.
  */
 import type net from 'node:net';
+import { type PgError, errorResponse } from './messages.js';
+
+/**
+ * How long a refused client's socket is kept after its FATAL error: time for the
+ * client to read the error and close first (destroying a socket with unread input
+ * makes the kernel reset the connection, which can discard the error before the
+ * client read it). PostgreSQL's backend exits right after the error; about a second
+ * is what a client sees from it too.
+ */
+export const REFUSED_CLOSE_MS = 1000;
+
+/**
+ * Send a client its FATAL error and close: what it sends afterwards is not read (the
+ * socket is paused: Node fills one stream buffer, its high-water mark, then leaves the
+ * rest in the kernel) and never handled, and the socket is
+ * destroyed at a fixed deadline, REFUSED_CLOSE_MS from now, however many bytes the
+ * client keeps sending (an idle timer would let a client that trickles a byte now and
+ * then hold it forever).
+ */
+export function refuseClient(socket: net.Socket, err: PgError): void {
+  if (socket.destroyed) return;
+  socket.pause();
+  socket.on('error', () => undefined);
+  if (socket.writable) socket.end(errorResponse({ ...err.toFields(), severity: 'FATAL' }));
+  const deadline = setTimeout(() => socket.destroy(), REFUSED_CLOSE_MS);
+  // Shutdown does not wait for refused clients (the listener is closed, every socket destroyed).
+  deadline.unref();
+  socket.once('close', () => clearTimeout(deadline));
+}
 
 const EMPTY = Buffer.alloc(0);
 

@@ -12,8 +12,7 @@ import type { BackendSecret } from '../auth/backend.js';
 import type { SessionContext } from '../session/context.js';
 import { ReplicationPassThrough, wantsReplication } from '../session/replication.js';
 import { Session } from '../session/session.js';
-import type { ClientInput } from '../protocol/client-input.js';
-import { refuseClient } from './startup.js';
+import { type ClientInput, refuseClient } from '../protocol/client-input.js';
 
 export interface AdmissionOptions {
   /** What sessions run in (the Relay). */

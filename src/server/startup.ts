@@ -4,6 +4,13 @@
  * negotiation, protocol version and start-up parameters, then authentication
  * (src/auth/). The whole sequence is bounded by authentication_timeout and holds
  * no num_init_children slot, so stalled or half-open clients cannot exhaust them.
+ *
+ * What unauthenticated clients can hold is bounded: at most
+ * max_unauthenticated_connections sockets between accept() and admission (refused
+ * ones included until they are closed); beyond that a new connection gets 53300 at
+ * once. Each buffers at most MAX_PRE_SESSION_BYTES, and every one is destroyed at a
+ * fixed deadline: authentication_timeout after accept(), or REFUSED_CLOSE_MS after its
+ * FATAL error, whichever comes first; bytes it keeps sending do not extend either.
  */
 import type net from 'node:net';
 import type { Config } from '../config/types.js';
@@ -15,8 +22,8 @@ import {
   SQLSTATE,
   SSL_REQUEST_CODE,
 } from '../protocol/constants.js';
-import { ClientInput } from '../protocol/client-input.js';
-import { PgError, errorResponse, negotiateProtocolVersion, parseStartupParams } from '../protocol/messages.js';
+import { ClientInput, refuseClient } from '../protocol/client-input.js';
+import { PgError, negotiateProtocolVersion, parseStartupParams } from '../protocol/messages.js';
 import type { Authenticator } from '../auth/authenticator.js';
 import type { BackendSecret } from '../auth/backend.js';
 import type { ClientTlsState } from '../auth/frontend.js';
@@ -34,6 +41,14 @@ const MAX_STARTUP_PACKET = 10000;
 const MAX_PRE_SESSION_BYTES = 128 * 1024;
 const N = Buffer.from('N');
 const S = Buffer.from('S');
+/** Refusals beyond max_unauthenticated_connections are logged at most once per this period (a flood is one line). */
+const OVER_CAP_LOG_MS = 10_000;
+
+/** max_unauthenticated_connections as configured: -1 = 4 × num_init_children, 0 = no limit. */
+export function unauthenticatedLimit(cfg: Config): number {
+  const v = cfg.max_unauthenticated_connections;
+  return v < 0 ? 4 * cfg.num_init_children : v;
+}
 
 /** A client between accept() and admission. */
 interface Pending {
@@ -72,8 +87,13 @@ export interface StartupOptions {
 }
 
 export class Startup {
-  /** Sockets still in start-up (not yet sessions). */
+  /**
+   * Sockets accepted and not admitted yet, until they close: in start-up, authenticating,
+   * or refused and not closed yet. Its size is what max_unauthenticated_connections bounds.
+   */
   private readonly starting = new Set<net.Socket>();
+  /** Connections refused for max_unauthenticated_connections since the last log line about it. */
+  private overCap = { count: 0, loggedAt: 0 };
 
   constructor(private readonly opts: StartupOptions) {}
 
@@ -86,6 +106,14 @@ export class Startup {
   accept(raw: net.Socket, local: boolean): void {
     if (this.opts.stopping()) {
       raw.destroy();
+      return;
+    }
+    const cfg = this.opts.config();
+    const cap = unauthenticatedLimit(cfg);
+    if (cap > 0 && this.starting.size >= cap) {
+      // Refused before reading anything: the client's start-up is never buffered. libpq
+      // reads an error sent in place of the answer to its SSLRequest as well.
+      this.refuseOverCap(raw, cap);
       return;
     }
     if (!local) {
@@ -103,7 +131,7 @@ export class Startup {
       done: false,
       authenticating: false,
     };
-    const limit = this.opts.config().authentication_timeout;
+    const limit = cfg.authentication_timeout;
     if (limit > 0) {
       p.timer = setTimeout(() => {
         if (p.done) return;
@@ -126,7 +154,10 @@ export class Startup {
     raw.on('error', (e) =>
       this.opts.log.debug({ remote: p.remote, err: e.message }, 'client socket error during start-up'),
     );
-    raw.once('close', () => this.endStartup(p));
+    raw.once('close', () => {
+      this.endStartup(p);
+      this.starting.delete(raw);
+    });
     this.handshake(p).catch((e: unknown) => {
       this.opts.log.error(
         { remote: p.remote, err: e instanceof Error ? (e.stack ?? e.message) : String(e) },
@@ -137,10 +168,37 @@ export class Startup {
     });
   }
 
+  private refuseOverCap(raw: net.Socket, cap: number): void {
+    const now = Date.now();
+    this.overCap.count++;
+    if (now - this.overCap.loggedAt >= OVER_CAP_LOG_MS) {
+      this.opts.log.warn(
+        { max_unauthenticated_connections: cap, refused: this.overCap.count },
+        'connections refused: too many clients starting up or authenticating',
+      );
+      this.overCap = { count: 0, loggedAt: now };
+    }
+    refuseClient(
+      raw,
+      new PgError(
+        SQLSTATE.tooManyConnections,
+        'sorry, too many clients already',
+        'FATAL',
+        `${cap} connections are already starting up or authenticating (max_unauthenticated_connections).`,
+      ),
+    );
+  }
+
+  /** Start-up is over (admitted, refused, failed or closed): the authentication_timeout timer stops. */
   private endStartup(p: Pending): void {
     p.done = true;
     if (p.timer) clearTimeout(p.timer);
     p.timer = undefined;
+  }
+
+  /** Hand an authenticated client to admission: it no longer counts as unauthenticated. */
+  private admitted(p: Pending): void {
+    this.endStartup(p);
     this.starting.delete(p.raw);
   }
 
@@ -332,7 +390,7 @@ export class Startup {
       if (auth) p.socket.destroy();
       return;
     }
-    this.endStartup(p);
+    this.admitted(p);
     this.opts.admit(p.socket, params, p.remote, auth.secret, input);
   }
 
@@ -340,12 +398,6 @@ export class Startup {
     this.endStartup(p);
     refuseClient(p.socket, err);
   }
-}
-
-/** Send a client its FATAL error and close; the socket is destroyed if the client does not close it. */
-export function refuseClient(socket: net.Socket, err: PgError): void {
-  if (!socket.destroyed && socket.writable) socket.end(errorResponse(err.toFields()));
-  socket.setTimeout(2000, () => socket.destroy());
 }
 
 const DIRECT_TLS = Symbol('direct-tls');

@@ -11,6 +11,7 @@ import { parseHba } from '../../src/auth/hba.js';
 import { md5Response } from '../../src/auth/md5.js';
 import { PoolPasswd } from '../../src/auth/passwd.js';
 import { ScramClient, buildScramVerifier } from '../../src/auth/scram.js';
+import { ScramSecrets } from '../../src/auth/scram-secrets.js';
 import { ClientInput } from '../../src/protocol/client-input.js';
 import { PgError } from '../../src/protocol/messages.js';
 import type { BackendAuthMethod } from '../../src/auth/backend.js';
@@ -96,6 +97,7 @@ function env(
     passwd: new PoolPasswd(over.passwd ?? '', { key: 'k' }),
     backendMethod: async () => over.method ?? 'trust',
     verifyWithBackend: over.verifyWithBackend ?? (async () => undefined),
+    scram: over.scram,
   };
 }
 
@@ -160,6 +162,33 @@ describe('authenticateClient', () => {
     expect(res?.method).toBe('scram-sha-256');
     expect(res?.secret.scramVerifier).toBe(verifier);
     expect(res?.secret.scramClientKey?.length).toBe(32);
+  });
+
+  it('SCRAM salt: the same for a TEXT entry, an md5 entry and no entry (keyed HMAC of the user name), every time', async () => {
+    const scram = new ScramSecrets();
+    const offered = async (user: string, passwd: string): Promise<string> => {
+      const { server, client } = await pair();
+      const next = reader(client);
+      const p = authenticateClient(clientOf(server, params(user)), env({ method: 'scram-sha-256', passwd, scram }));
+      expect((await next()).body.readInt32BE(0)).toBe(10);
+      const first = Buffer.from('n,,n=,r=abc');
+      const len = Buffer.alloc(4);
+      len.writeInt32BE(first.length);
+      client.write(pmsg(Buffer.concat([cstr('SCRAM-SHA-256'), len, first])));
+      const cont = (await next()).body.toString('utf8', 4);
+      client.destroy();
+      await p;
+      return /,s=([^,]+),i=4096$/.exec(cont)?.[1] ?? cont;
+    };
+    const salt = (u: string): string => scram.salt(u).toString('base64');
+    expect(await offered('alice', 'alice:TEXTpw\n')).toBe(salt('alice'));
+    expect(await offered('alice', 'alice:TEXTpw\n')).toBe(salt('alice'));
+    expect(await offered('alice', `alice:md5${'a'.repeat(32)}\n`)).toBe(salt('alice'));
+    expect(await offered('alice', '')).toBe(salt('alice'));
+    expect(scram.derivations).toBe(1);
+    // A SCRAM verifier entry offers its own salt (the backend's).
+    const v = buildScramVerifier('pw', { salt: Buffer.alloc(16, 3) });
+    expect(await offered('carol', `carol:${v}\n`)).toBe(Buffer.alloc(16, 3).toString('base64'));
   });
 
   it("pool_hba reject / no entry → 28000 with pgpool's detail", async () => {

@@ -12,6 +12,7 @@ import {
   verifyScramPassword,
   type ChannelBinding,
 } from '../../src/auth/scram.js';
+import { ScramSecrets } from '../../src/auth/scram-secrets.js';
 import { saslPrep } from '../../src/auth/saslprep.js';
 import { certificateSignatureOid, tlsServerEndPoint } from '../../src/auth/tls-binding.js';
 
@@ -150,10 +151,11 @@ function exchange(
 describe('server <-> client', () => {
   const verifier = buildScramVerifier('s3cret');
 
-  it('round-trips with a verifier and with a clear-text password', () => {
+  it('round-trips with a verifier and with one derived from a clear-text password', async () => {
     expect(exchange(new ScramServer({ verifier }), new ScramClient({ password: 's3cret' })).error).toBeUndefined();
+    const derived = await new ScramSecrets().verifier('u', 's3cret');
     expect(
-      exchange(new ScramServer({ password: 's3cret' }), new ScramClient({ password: 's3cret' })).error,
+      exchange(new ScramServer({ verifier: derived }), new ScramClient({ password: 's3cret' })).error,
     ).toBeUndefined();
   });
 
@@ -170,10 +172,13 @@ describe('server <-> client', () => {
   });
 
   it('unknown user (no verifier) runs a doomed exchange ending in 28P01', () => {
-    const s = new ScramServer({ user: 'ghost' });
+    const mock = new ScramSecrets().mock('ghost');
+    const s = new ScramServer({ user: 'ghost', mock });
     const first = ok(s.handleClientFirst('n,,n=,r=abcdef'));
     expect(first.serverFirst).toMatch(/^r=abcdef.+,s=.+,i=4096$/);
-    expect(exchange(new ScramServer({ user: 'ghost' }), new ScramClient({ password: 'x' })).error?.code).toBe('28P01');
+    expect(exchange(new ScramServer({ user: 'ghost', mock }), new ScramClient({ password: 'x' })).error?.code).toBe(
+      '28P01',
+    );
   });
 
   it('malformed messages -> 08P01', () => {
