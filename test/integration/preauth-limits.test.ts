@@ -176,12 +176,13 @@ describe('pool_hba off: a burst of never-authenticating start-ups with distinct 
     // start-ups are arriving. It must get in (the defect: it failed). Its bound is 1 s, or, when this
     // machine takes longer than that just to answer the burst's start-ups (a busy shared 2-core
     // machine: pgrelay, PostgreSQL and this test's 500 sockets share the cores), the time it took
-    // to answer them plus one login: in line behind the burst's CPU work, not waiting for probes.
+    // to answer them (with half again for the noise of such a machine) plus one login: in line
+    // behind the burst's CPU work, not waiting for probes (connect_timeout, seconds).
     const duringMs = await timedLogin(proxy.port, 'alice', 'alicepw');
     const firsts = (await allAnswered).map((b) => authCode(b.first));
     // Every burst client was asked for SCRAM (pgrelay's own exchange; none was refused for lack of probes).
     expect(new Set(firsts)).toEqual(new Set(['R10']));
-    const bound = Math.max(1000, answeredMs + baselineMs);
+    const bound = Math.max(1000, answeredMs * 1.5 + baselineMs);
     expect(
       duringMs,
       `the login during the burst took ${Math.round(duringMs)} ms (burst answered in ${Math.round(answeredMs)} ms, one login ${Math.round(baselineMs)} ms)`,
