@@ -265,7 +265,7 @@ export async function startProxy(opts: StartProxyOptions): Promise<ProxyHandle> 
   };
 
   // Wait until the port accepts TCP connections.
-  const timeoutMs = opts.startTimeoutMs ?? 15_000;
+  const timeoutMs = opts.startTimeoutMs ?? 30_000;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (exitInfo) {
