@@ -27,7 +27,7 @@ const SQL = `select i, md5(i::text) as h from generate_series(1, ${ROWS}) i`;
 const KILL_AFTER = 50_000;
 /** How long after the death the client must have its error. */
 const ERROR_WITHIN_MS = 3000;
-/** After this long without an end or an error, the client is declared hung. */
+/** After this long without a row, an end or an error, the client is declared hung. */
 const HANG_MS = 15_000;
 
 let cluster: DevCluster;
@@ -124,9 +124,12 @@ async function run(
     throw new Error(`the stream ended before the kill, after ${rows.received} rows: ${error}`);
   const killedAt = Date.now();
   await kill(node, death, app);
-  await Promise.race([streaming, new Promise((r) => setTimeout(r, HANG_MS))]);
+  // Rows sent before the death still reach the client at its pace (slow on a loaded machine):
+  // the client is hung only when nothing arrives for HANG_MS and neither an end nor an error came.
+  while (settledAt === undefined && Date.now() - Math.max(rows.lastAt, killedAt) < HANG_MS)
+    await Promise.race([streaming, new Promise((r) => setTimeout(r, 250))]);
   if (settledAt === undefined) {
-    error = `the client hung: no end and no error ${HANG_MS} ms after the kill (${rows.received} rows)`;
+    error = `the client hung: no row, no end and no error for ${HANG_MS} ms after the kill (${rows.received} rows)`;
     settledAt = Date.now();
   }
   return {
@@ -146,7 +149,7 @@ function expectCleanFailure(o: Outcome, what: string): void {
   expect(o.rows.received).toBeLessThan(ROWS);
   expect(o.error, `${what}: the client must see an error`).toBeDefined();
   expect(o.afterLastRowMs).toBeLessThan(ERROR_WITHIN_MS);
-  expect(o.afterKillMs).toBeLessThan(HANG_MS);
+  expect(o.error, `${what}: hung`).not.toMatch(/^the client hung/);
 }
 
 /**
