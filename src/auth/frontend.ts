@@ -324,14 +324,22 @@ async function relayAuth(
   setMethod: (m: HbaMethod) => void,
 ): Promise<AuthSuccess> {
   const user = client.params.get('user') ?? '';
+  const stored = env.passwd?.getPasswordFor(user);
   let backend: BackendAuthMethod;
   try {
     backend = await env.backendMethod(client.params);
   } catch (e) {
     if (e instanceof ProbeAbandoned) throw new ClientGone(e.message);
-    throw e;
+    const own =
+      stored && primaryUnreachable(e) && env.config.admin_users.includes(user) ? ownMethod(stored) : undefined;
+    if (!own) throw e;
+    // An admin must be able to get in during an outage (to attach a node, say): pool_passwd decides.
+    env.log.warn(
+      { user, err: (e as Error).message, method: own },
+      'admin user authenticated from pool_passwd: the primary cannot be asked for its method',
+    );
+    backend = own;
   }
-  const stored = env.passwd?.getPasswordFor(user);
   /** No usable entry: clear text checked at the primary if allowed, else the exchange a real entry gets, failed. */
   const withoutEntry = async (method: 'md5' | 'scram-sha-256', why: string): Promise<AuthSuccess> => {
     if (!env.config.allow_clear_text_frontend_auth)
@@ -363,6 +371,21 @@ async function relayAuth(
       setMethod('scram-sha-256');
       return { secret: await scramExchange(client, env, reader, stored), method: 'scram-sha-256' };
   }
+}
+
+/** The primary could not be asked (none known, unreachable, not accepting connections yet). */
+function primaryUnreachable(e: unknown): boolean {
+  if (!(e instanceof PgError)) return false;
+  return (
+    e.code === SQLSTATE.cannotConnectNow ||
+    e.code === SQLSTATE.sqlclientUnableToEstablish ||
+    e.code === SQLSTATE.connectionFailure
+  );
+}
+
+/** The method a pool_passwd entry can check by itself: md5 for an md5 hash, SCRAM otherwise. */
+function ownMethod(stored: PasswordFor): BackendAuthMethod {
+  return stored.kind === 'md5' ? 'md5' : 'scram-sha-256';
 }
 
 const NO_ENTRY = 'no pool_passwd entry for the user';

@@ -11,6 +11,7 @@
  *   57P03, other users are refused.
  */
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import os from 'node:os';
@@ -277,5 +278,74 @@ describe('an admin user gets in while no backend can be reached', () => {
     });
     expect(r.code, r.err).toBe(0);
     expect(r.out).toBe('PGPOOL ATTACH NODE 0: done\n');
+  });
+});
+
+describe('an admin user gets in while no backend can be reached, pool_hba off (the primary cannot be asked)', () => {
+  let proxy: ProxyHandle;
+  let dir: string;
+  const ADMIN_PW = 'adminpw-relay';
+
+  beforeAll(async () => {
+    dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgrelay-avail-relay-'));
+    await fsp.writeFile(
+      path.join(dir, 'pool_passwd'),
+      `opsadmin:TEXT${ADMIN_PW}\nmd5admin:md5${createHash('md5').update(`${ADMIN_PW}md5admin`).digest('hex')}\nappuser:TEXTapppw\n`,
+      { mode: 0o600 },
+    );
+    const [p0, p1] = [await freePort(), await freePort()];
+    proxy = await startProxy({
+      cluster: getCluster(),
+      backends: [],
+      config: {
+        backend_hostname0: '127.0.0.1',
+        backend_port0: p0,
+        backend_hostname1: '127.0.0.1',
+        backend_port1: p1,
+        enable_pool_hba: false,
+        pool_passwd: path.join(dir, 'pool_passwd'),
+        admin_users: 'opsadmin,md5admin',
+        health_check_period: 1,
+        connect_timeout: 1000,
+        search_primary_node_timeout: 2,
+      },
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await proxy?.stop();
+    await fsp.rm(dir, { recursive: true, force: true });
+  });
+
+  const login = (user: string, password: string): Promise<pg.Client | { code?: string }> => {
+    const c = new pg.Client({ host: '127.0.0.1', port: proxy.port, user, password, database: 'postgres' });
+    c.on('error', () => undefined);
+    return c.connect().then(
+      () => c,
+      (e: { code?: string }) => e,
+    );
+  };
+
+  it('admins in pool_passwd (TEXT: SCRAM, md5 hash: md5) get in and run SHOW pool_nodes; a wrong password and other users are refused', {
+    timeout: 90_000,
+  }, async () => {
+    for (const user of ['opsadmin', 'md5admin']) {
+      const admin = await login(user, ADMIN_PW);
+      if (!(admin instanceof pg.Client)) throw new Error(`${user}: ${JSON.stringify(admin)}`);
+      try {
+        expect((await admin.query('SHOW pool_nodes')).rows).toHaveLength(2);
+      } finally {
+        await admin.end();
+      }
+    }
+    expect(((await login('opsadmin', 'wrong')) as { code?: string }).code).toBe('28P01');
+    // Not an admin: the primary's method is unknown, so the outage is what it sees.
+    expect(((await login('appuser', 'apppw')) as { code?: string }).code).toBe('57P03');
+    await waitForJson(
+      proxy,
+      (l) => l.msg === 'admin user authenticated from pool_passwd: the primary cannot be asked for its method',
+      5_000,
+      'admin log line',
+    );
   });
 });
