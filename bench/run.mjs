@@ -481,8 +481,9 @@ async function startPgrelay(
   try {
     await waitReady(name, port, p.child);
   } catch (e) {
-    await p.stop('SIGKILL', 1000);
-    throw new Error(`${e.message}\n--- ${name} log ---\n${p.logTail()}`);
+    const tail = p.logTail();
+    await stopAndClean(p, dir, 'SIGKILL', 1000);
+    throw new Error(`${e.message}\n--- ${name} log ---\n${tail}`);
   }
   return {
     name,
