@@ -48,8 +48,29 @@ function die(msg) {
 }
 
 const ALL_MODES = ['simple', 'extended', 'prepared'];
-const ALL_TARGETS = ['direct', 'pgrelay', 'pgbouncer', 'pgpool', 'pgrelay-lb', 'pipe', 'pgrelay-base'];
+const RYW_TARGETS = ['pgrelay-ryw-off', 'pgrelay-ryw-session', 'pgrelay-ryw-global'];
+const ALL_TARGETS = [
+  'direct',
+  'pgrelay',
+  'pgbouncer',
+  'pgpool',
+  'pgrelay-lb',
+  'pipe',
+  'pgrelay-base',
+  ...RYW_TARGETS,
+  'pgpool-lb',
+];
+/** Workloads of the main matrix (BENCH_WORKLOADS); `mixed` belongs to the mixed row. */
 const ALL_WORKLOADS = ['select', 'tpcb', 'connect'];
+/**
+ * Rows: each runs on its own throw-away cluster with its own targets, one after the other.
+ *   main          the select / tpcb / connect matrix (pgrelay vs direct and the other proxies)
+ *   mixed         read-your-writes (issue 13): 1 UPDATE + N SELECTs per transaction, load balancing on over
+ *                 primary + 2 standbys; pgrelay with read_your_writes off / session / global, pgpool-II, direct
+ *   backpressure  issue 10: pgrelay vs a baseline build (BENCH_BASELINE, default d2dbfd2, the commit before
+ *                 backpressure) at 8 and 32 clients
+ */
+const ALL_ROWS = ['main', 'mixed', 'backpressure'];
 
 const OPT = {
   duration: num(env.BENCH_DURATION, 10),
@@ -70,10 +91,34 @@ const OPT = {
   pgpool: env.BENCH_PGPOOL ?? '/usr/sbin/pgpool',
   resultsDir: env.BENCH_RESULTS_DIR ?? path.join(HERE, 'results'),
   keep: env.BENCH_KEEP === '1',
-  /** The cli.js of another pgrelay build (e.g. a worktree of an earlier commit), run as target pgrelay-base. */
-  baseline: env.BENCH_BASELINE ?? null,
+  /**
+   * Another pgrelay build, run as target pgrelay-base: a cli.js, a checkout (its dist/cli.js), or a git ref of this
+   * repository (built once in a worktree under the temp dir). The backpressure row defaults it to d2dbfd2.
+   */
+  baseline: env.BENCH_BASELINE || null,
+  rows: list(env.BENCH_ROWS, 'main,mixed'),
+  /** Every cell runs this many times (targets interleaved in each round); tables show the median. */
+  repeat: num(env.BENCH_REPEAT, 1),
+  mixedClients: list(env.BENCH_MIXED_CLIENTS, '8,32').map((c) => num(c)),
+  mixedModes: list(env.BENCH_MIXED_MODES, 'extended'),
+  mixedSelects: num(env.BENCH_MIXED_SELECTS, 4),
+  /** Client counts of the select-only cell of the mixed row (the cost of read_your_writes on reads); '' = none. */
+  mixedSelectClients: list(env.BENCH_MIXED_SELECT_CLIENTS, '8').map((c) => num(c)),
+  rywWait: env.BENCH_RYW_WAIT ?? null,
+  /** Load balancing of the mixed row: statement (statement_level_load_balance = on) or session (pgpool's default). */
+  mixedLb: env.BENCH_MIXED_LB ?? 'statement',
+  bpClients: list(env.BENCH_BP_CLIENTS, '8,32').map((c) => num(c)),
+  bpModes: list(env.BENCH_BP_MODES, 'simple,extended'),
+  bpWorkloads: list(env.BENCH_BP_WORKLOADS, 'select,tpcb'),
 };
-for (const m of [...OPT.modes, ...OPT.tpcbModes, ...OPT.profileModes]) {
+for (const r of OPT.rows) if (!ALL_ROWS.includes(r)) die(`unknown row "${r}" (${ALL_ROWS.join(', ')})`);
+if (OPT.rows.includes('backpressure') && !OPT.baseline) OPT.baseline = 'd2dbfd2';
+for (const w of OPT.bpWorkloads)
+  if (w !== 'select' && w !== 'tpcb') die(`unknown BENCH_BP_WORKLOADS entry "${w}" (select, tpcb)`);
+if (OPT.mixedLb !== 'statement' && OPT.mixedLb !== 'session')
+  die(`invalid BENCH_MIXED_LB "${OPT.mixedLb}" (statement, session)`);
+if (OPT.rywWait !== null && !/^\d+$/.test(OPT.rywWait)) die(`invalid BENCH_RYW_WAIT "${OPT.rywWait}" (ms)`);
+for (const m of [...OPT.modes, ...OPT.tpcbModes, ...OPT.profileModes, ...OPT.mixedModes, ...OPT.bpModes]) {
   if (!ALL_MODES.includes(m)) die(`unknown protocol mode "${m}" (simple, extended, prepared)`);
 }
 for (const w of OPT.workloads)
@@ -83,21 +128,55 @@ if (OPT.only)
 
 /** Which targets run which workloads. */
 const TARGET_WORKLOADS = {
-  direct: ['select', 'tpcb', 'connect'],
+  direct: ['select', 'tpcb', 'connect', 'mixed'],
   pgrelay: ['select', 'tpcb', 'connect'],
   pgbouncer: ['select', 'tpcb', 'connect'],
   pgpool: ['select', 'tpcb', 'connect'],
   'pgrelay-lb': ['select', 'tpcb'],
   pipe: ['select', 'tpcb', 'connect'],
   'pgrelay-base': ['select', 'tpcb', 'connect'],
+  'pgrelay-ryw-off': ['select', 'mixed'],
+  'pgrelay-ryw-session': ['select', 'mixed'],
+  'pgrelay-ryw-global': ['select', 'mixed'],
+  'pgpool-lb': ['select', 'mixed'],
 };
 
+/** Targets of the main matrix. */
 function wanted(target) {
+  if (RYW_TARGETS.includes(target) || target === 'pgpool-lb') return false;
   if (OPT.only) return OPT.only.includes(target);
   if (target === 'pgrelay-lb') return OPT.lb;
   if (target === 'pipe') return OPT.pipe;
-  if (target === 'pgrelay-base') return OPT.baseline !== null;
+  if (target === 'pgrelay-base') return env.BENCH_BASELINE !== undefined && env.BENCH_BASELINE !== '';
   return true;
+}
+
+/** What a row runs: its targets (in order), its cells, and how many standbys its cluster needs. */
+function rowPlan(row) {
+  const only = (names) => names.filter((t) => !OPT.only || OPT.only.includes(t));
+  const cells = [];
+  if (row === 'main') {
+    const targets = ALL_TARGETS.filter(wanted);
+    for (const workload of OPT.workloads) {
+      const modes = workload === 'tpcb' ? OPT.tpcbModes : workload === 'connect' ? ['simple'] : OPT.modes;
+      const clientsList = workload === 'connect' ? OPT.connectClients : OPT.clients;
+      for (const mode of modes) for (const clients of clientsList) cells.push({ workload, mode, clients });
+    }
+    return { targets, cells, standbys: OPT.standbys ?? (targets.includes('pgrelay-lb') ? 2 : 0) };
+  }
+  if (row === 'mixed') {
+    const targets = only(['direct', ...RYW_TARGETS, 'pgpool-lb']);
+    for (const mode of OPT.mixedModes) {
+      for (const clients of OPT.mixedClients) cells.push({ workload: 'mixed', mode, clients });
+      for (const clients of OPT.mixedSelectClients) cells.push({ workload: 'select', mode, clients });
+    }
+    return { targets, cells, standbys: Math.max(OPT.standbys ?? 2, 1) };
+  }
+  // backpressure
+  const targets = only(['direct', 'pgrelay', 'pgrelay-base']);
+  for (const workload of OPT.bpWorkloads)
+    for (const mode of OPT.bpModes) for (const clients of OPT.bpClients) cells.push({ workload, mode, clients });
+  return { targets, cells, standbys: OPT.standbys ?? 0 };
 }
 
 // ---------------------------------------------------------------------------
@@ -135,7 +214,7 @@ function cleanEnv(extra = {}) {
   return { ...e, LC_ALL: 'C', LANG: 'C', ...extra };
 }
 
-function runCmd(file, args, { timeoutMs = 60_000, envExtra = {}, runAs = null } = {}) {
+function runCmd(file, args, { timeoutMs = 60_000, envExtra = {}, runAs = null, cwd = os.tmpdir() } = {}) {
   return new Promise((resolve) => {
     const o = {
       timeout: timeoutMs,
@@ -143,7 +222,7 @@ function runCmd(file, args, { timeoutMs = 60_000, envExtra = {}, runAs = null } 
       maxBuffer: 64 << 20,
       env: cleanEnv(envExtra),
       encoding: 'utf8',
-      cwd: os.tmpdir(),
+      cwd,
     };
     if (runAs) Object.assign(o, { uid: runAs.uid, gid: runAs.gid });
     execFile(file, args, o, (err, stdout, stderr) => {
@@ -366,15 +445,18 @@ async function freePort() {
   return fp();
 }
 
-function pgrelayConf({ port, backends, lb }) {
+function pgrelayConf({ port, backends, lb, extra = [], dir }) {
   const lines = [
     '# generated by bench/run.mjs',
     `listen_addresses = '127.0.0.1'`,
     `port = ${port}`,
+    // Its own pgpool_status (the default logdir /tmp is shared with every other pgrelay on the machine).
+    `logdir = '${dir}'`,
     `num_init_children = 64`,
     `max_pool = 4`,
     `log_min_messages = warning`,
     `load_balance_mode = ${lb ? 'on' : 'off'}`,
+    ...extra,
   ];
   backends.forEach((b, i) => {
     lines.push(`backend_hostname${i} = '${b.host}'`, `backend_port${i} = ${b.port}`, `backend_weight${i} = 1`);
@@ -382,11 +464,15 @@ function pgrelayConf({ port, backends, lb }) {
   return `${lines.join('\n')}\n`;
 }
 
-async function startPgrelay(name, backends, { lb = false, cpuProfDir = null, cli = path.join(DIST, 'cli.js') } = {}) {
+async function startPgrelay(
+  name,
+  backends,
+  { lb = false, cpuProfDir = null, cli = path.join(DIST, 'cli.js'), extra = [] } = {},
+) {
   const dir = await mkTempDir(`pgrelay-bench-${name}-`);
   const port = await freePort();
   const conf = path.join(dir, 'pgrelay.conf');
-  await fsp.writeFile(conf, pgrelayConf({ port, backends, lb }));
+  await fsp.writeFile(conf, pgrelayConf({ port, backends, lb, extra, dir }));
   const nodeArgs = [];
   if (cpuProfDir) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`);
   const p = new Proc(name, process.execPath, [...nodeArgs, cli, '-f', conf], {
@@ -395,10 +481,81 @@ async function startPgrelay(name, backends, { lb = false, cpuProfDir = null, cli
   try {
     await waitReady(name, port, p.child);
   } catch (e) {
-    await p.stop('SIGKILL', 1000);
-    throw new Error(`${e.message}\n--- ${name} log ---\n${p.logTail()}`);
+    const tail = p.logTail();
+    await stopAndClean(p, dir, 'SIGKILL', 1000);
+    throw new Error(`${e.message}\n--- ${name} log ---\n${tail}`);
   }
-  return { name, port, proc: p, dir, stop: () => stopAndClean(p, dir, 'SIGTERM', 10_000) };
+  return {
+    name,
+    port,
+    proc: p,
+    dir,
+    selectCounts: lb ? () => selectCounts(port) : null,
+    stop: () => stopAndClean(p, dir, 'SIGTERM', 10_000),
+  };
+}
+
+/**
+ * select_cnt of `SHOW pool_nodes` through a proxy (pgrelay or pgpool-II), summed by role:
+ * { primary, standby }. Deltas around a run give the share of reads the standbys served.
+ */
+async function selectCounts(port) {
+  const r = await runCmd(path.join(PG_BIN, 'psql'), ['-X', '--csv', '-c', 'SHOW pool_nodes'], {
+    timeoutMs: 15_000,
+    envExtra: pgEnv(port),
+  });
+  if (r.code !== 0) throw new Error(`SHOW pool_nodes on port ${port}: ${r.stderr.trim()}`);
+  const [head, ...lines] = r.stdout.trim().split('\n');
+  const cols = head.split(',');
+  const iRole = cols.indexOf('role');
+  const iSel = cols.indexOf('select_cnt');
+  if (iRole < 0 || iSel < 0) throw new Error(`SHOW pool_nodes on port ${port}: no role/select_cnt column`);
+  const out = { primary: 0, standby: 0 };
+  for (const l of lines) {
+    const f = l.split(',');
+    out[f[iRole] === 'primary' ? 'primary' : 'standby'] += Number(f[iSel]) || 0;
+  }
+  return out;
+}
+
+/**
+ * The baseline build for pgrelay-base: BENCH_BASELINE is a cli.js, a checkout (its dist/cli.js, built with
+ * `npm run build` if missing), or a git ref of this repository, checked out once with `git worktree add --detach`
+ * under the temp dir (reused by later runs; `git worktree remove` it when done) and built there with this
+ * checkout's node_modules symlinked (or `npm ci` when that build fails).
+ */
+async function resolveBaseline(spec) {
+  const build = async (dir) => {
+    const cli = path.join(dir, 'dist', 'cli.js');
+    if (fs.existsSync(cli)) return cli;
+    if (!fs.existsSync(path.join(dir, 'node_modules')))
+      fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'));
+    log(`baseline: npm run build in ${dir}`);
+    let r = await runCmd('npm', ['run', 'build'], { timeoutMs: 600_000, cwd: dir });
+    if (r.code !== 0 && fs.lstatSync(path.join(dir, 'node_modules')).isSymbolicLink()) {
+      log('baseline: build with the symlinked node_modules failed; npm ci there');
+      fs.unlinkSync(path.join(dir, 'node_modules'));
+      r = await runCmd('npm', ['ci', '--no-audit', '--no-fund'], { timeoutMs: 900_000, cwd: dir });
+      if (r.code === 0) r = await runCmd('npm', ['run', 'build'], { timeoutMs: 600_000, cwd: dir });
+    }
+    if (r.code !== 0 || !fs.existsSync(cli))
+      throw new Error(`baseline build in ${dir} failed: ${r.stderr.slice(-1000)}`);
+    return cli;
+  };
+  if (fs.existsSync(spec)) {
+    const st = fs.statSync(spec);
+    return { cli: path.resolve(st.isDirectory() ? await build(path.resolve(spec)) : spec), ref: spec };
+  }
+  const rev = await runCmd('git', ['-C', ROOT, 'rev-parse', '--verify', `${spec}^{commit}`]);
+  if (rev.code !== 0) throw new Error(`BENCH_BASELINE ${spec}: neither a file, a directory nor a git ref`);
+  const sha = rev.stdout.trim();
+  const dir = path.join(os.tmpdir(), `pgrelay-bench-base-${sha.slice(0, 12)}`);
+  if (!fs.existsSync(dir)) {
+    log(`baseline: git worktree add --detach ${dir} ${sha.slice(0, 12)}`);
+    const r = await runCmd('git', ['-C', ROOT, 'worktree', 'add', '--detach', dir, sha]);
+    if (r.code !== 0) throw new Error(`git worktree add ${dir}: ${r.stderr.trim()}`);
+  }
+  return { cli: await build(dir), ref: `${spec} (${sha.slice(0, 12)}, ${dir})` };
 }
 
 /**
@@ -471,9 +628,9 @@ async function startPgbouncer(primary) {
   return { name: 'pgbouncer', port, proc: p, dir, stop: () => stopAndClean(p, dir, 'SIGINT', 10_000) };
 }
 
-async function startPgpool(primary, maxClients) {
+async function startPgpool(backends, maxClients, { name = 'pgpool', lb = false, extra = [] } = {}) {
   if (!fs.existsSync(OPT.pgpool)) throw new Error(`${OPT.pgpool} not installed`);
-  const dir = await mkTempDir('pgpool-bench-', RUN_AS);
+  const dir = await mkTempDir(`${name}-bench-`, RUN_AS);
   const port = await freePort();
   const pcpPort = await freePort();
   const conf = path.join(dir, 'pgpool.conf');
@@ -489,17 +646,19 @@ async function startPgpool(primary, maxClients) {
       `pcp_port = ${pcpPort}`,
       `pcp_socket_dir = '${dir}'`,
       `wd_ipc_socket_dir = '${dir}'`,
-      "backend_hostname0 = '127.0.0.1'",
-      `backend_port0 = ${primary.port}`,
-      'backend_weight0 = 1',
-      "backend_flag0 = 'ALLOW_TO_FAILOVER'",
+      ...backends.flatMap((b, i) => [
+        `backend_hostname${i} = '${b.host}'`,
+        `backend_port${i} = ${b.port}`,
+        `backend_weight${i} = 1`,
+        `backend_flag${i} = 'ALLOW_TO_FAILOVER'`,
+      ]),
       `num_init_children = ${children}`,
       'max_pool = 4',
       'child_life_time = 0',
       'child_max_connections = 0',
       'connection_life_time = 0',
       'client_idle_limit = 0',
-      'load_balance_mode = off',
+      `load_balance_mode = ${lb ? 'on' : 'off'}`,
       'sr_check_period = 0',
       "sr_check_user = 'postgres'",
       'health_check_period = 0',
@@ -517,6 +676,7 @@ async function startPgpool(primary, maxClients) {
       'log_connections = off',
       'log_statement = off',
       'log_per_node_statement = off',
+      ...extra,
       '',
     ].join('\n'),
   );
@@ -524,7 +684,7 @@ async function startPgpool(primary, maxClients) {
   await fsp.writeFile(path.join(dir, 'pool_hba.conf'), 'host all all 127.0.0.1/32 trust\n');
   if (RUN_AS) for (const f of fs.readdirSync(dir)) fs.chownSync(path.join(dir, f), RUN_AS.uid, RUN_AS.gid);
   const p = new Proc(
-    'pgpool',
+    name,
     OPT.pgpool,
     ['-n', '-f', conf, '-F', path.join(dir, 'pcp.conf'), '-a', path.join(dir, 'pool_hba.conf')],
     {
@@ -533,16 +693,36 @@ async function startPgpool(primary, maxClients) {
     },
   );
   try {
-    await waitReady('pgpool', port, p.child, 60_000);
+    await waitReady(name, port, p.child, 60_000);
   } catch (e) {
     await p.stop('SIGINT', 5000);
     throw new Error(`${e.message}\n--- pgpool log ---\n${p.logTail()}`);
   }
-  return { name: 'pgpool', port, proc: p, dir, children, stop: () => stopAndClean(p, dir, 'SIGINT', 10_000) };
+  return {
+    name,
+    port,
+    proc: p,
+    dir,
+    children,
+    selectCounts: lb ? () => selectCounts(port) : null,
+    stop: () => stopAndClean(p, dir, 'SIGINT', 10_000),
+  };
 }
 
 // ---------------------------------------------------------------------------
 // pgbench
+
+/** The mixed workload's script (written to a temp file by main()): one UPDATE, then N SELECTs of the same row. */
+function mixedScript() {
+  return [
+    `\\set aid random(1, ${100000 * OPT.scale})`,
+    '\\set delta random(-5000, 5000)',
+    'UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;',
+    ...Array.from({ length: OPT.mixedSelects }, () => 'SELECT abalance FROM pgbench_accounts WHERE aid = :aid;'),
+    '',
+  ].join('\n');
+}
+let mixedScriptFile = null;
 
 function pgbenchArgs({ port, workload, mode, clients, duration }) {
   const a = [
@@ -564,6 +744,7 @@ function pgbenchArgs({ port, workload, mode, clients, duration }) {
   ];
   if (workload === 'select' || workload === 'connect') a.push('-S');
   if (workload === 'connect') a.push('-C');
+  if (workload === 'mixed') a.push('-f', mixedScriptFile);
   a.push('postgres');
   return a;
 }
@@ -586,11 +767,13 @@ function parsePgbench(out) {
 async function pgbenchRun(target, { workload, mode, clients, duration }) {
   const args = pgbenchArgs({ port: target.port, workload, mode, clients, duration });
   const pid = target.proc?.pid;
+  const sel0 = target.selectCounts ? await target.selectCounts().catch(() => null) : null;
   const cpu0 = pid ? treeCpu(pid) : null;
   const t0 = process.hrtime.bigint();
   const r = await runCmd('pgbench', args, { timeoutMs: (duration + 60) * 1000 });
   const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu1 = pid ? treeCpu(pid) : null;
+  const sel1 = sel0 ? await target.selectCounts().catch(() => null) : null;
   const p = parsePgbench(r.stdout);
   const row = {
     target: target.name,
@@ -606,6 +789,9 @@ async function pgbenchRun(target, { workload, mode, clients, duration }) {
     cpuUsPerTxn: pid && p.txns ? round(((cpu1.total - cpu0.total) * 1e6) / p.txns, 2) : null,
     readsPerTxn: pid && p.txns ? round((cpu1.syscr - cpu0.syscr) / p.txns, 2) : null,
     writesPerTxn: pid && p.txns ? round((cpu1.syscw - cpu0.syscw) / p.txns, 2) : null,
+    // Reads (SELECTs) each role served during the run, from SHOW pool_nodes select_cnt (load-balancing targets).
+    primaryReads: sel1 ? sel1.primary - sel0.primary : null,
+    standbyReads: sel1 ? sel1.standby - sel0.standby : null,
     exitCode: r.code,
     load1: round(os.loadavg()[0], 2),
     error: null,
@@ -624,7 +810,12 @@ const round = (x, d) =>
 // Output
 
 const fmt = (x, d = 0) => (x === null || x === undefined ? '-' : Number(x).toFixed(d));
-const WL_NAME = { select: 'select-only (-S)', tpcb: 'TPC-B-like', connect: 'connect (-C -S)' };
+const WL_NAME = {
+  select: 'select-only (-S)',
+  tpcb: 'TPC-B-like',
+  connect: 'connect (-C -S)',
+  mixed: `mixed (1 UPDATE + ${OPT.mixedSelects} SELECT)`,
+};
 
 function table(headers, rows, align) {
   const w = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
@@ -636,9 +827,135 @@ function table(headers, rows, align) {
   return [line(headers), sep, ...rows.map(line)].join('\n');
 }
 
-function buildReport(results, meta, checks, profileText) {
-  const get = (t, w, m, c) =>
-    results.find((r) => r.target === t && r.workload === w && r.mode === m && r.clients === c && !r.error);
+const median = (xs) => {
+  const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
+  if (!v.length) return null;
+  const h = v.length >> 1;
+  return v.length % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
+};
+
+/**
+ * The successful runs of one target in one cell, as one run: the median of every number over the repeats
+ * (BENCH_REPEAT), with `n`, `tpsMin`, `tpsMax`. A single run is returned as is.
+ */
+function aggregate(results, t, w, m, c) {
+  const runs = results.filter((r) => r.target === t && r.workload === w && r.mode === m && r.clients === c && !r.error);
+  if (runs.length <= 1) return runs[0] ? { ...runs[0], n: 1, tpsMin: runs[0].tps, tpsMax: runs[0].tps } : undefined;
+  const out = { ...runs[0], n: runs.length };
+  for (const k of Object.keys(runs[0]))
+    if (typeof runs[0][k] === 'number' && k !== 'clients' && k !== 'rep') out[k] = median(runs.map((r) => r[k]));
+  out.tpsMin = Math.min(...runs.map((r) => r.tps));
+  out.tpsMax = Math.max(...runs.map((r) => r.tps));
+  return out;
+}
+
+/** Per-round TPS ratios target / ref in one cell (runs of the same round ran back to back). */
+function roundRatios(results, t, ref, w, m, c) {
+  const pick = (x, rep) =>
+    results.find(
+      (r) => r.target === x && r.workload === w && r.mode === m && r.clients === c && r.rep === rep && !r.error,
+    );
+  const out = [];
+  for (const r of results) {
+    if (r.target !== t || r.workload !== w || r.mode !== m || r.clients !== c || r.error) continue;
+    const b = pick(ref, r.rep);
+    if (b?.tps && r.tps) out.push(r.tps / b.tps);
+  }
+  return out;
+}
+
+function loadLine(results, meta) {
+  const loads = results.map((r) => r.load1).filter((x) => typeof x === 'number');
+  if (!loads.length) return null;
+  const avg = loads.reduce((a, b) => a + b, 0) / loads.length;
+  return (
+    `Machine load (1-min loadavg at the end of each run): mean ${avg.toFixed(1)}, max ${Math.max(...loads).toFixed(1)} on ${meta.cpus} CPUs` +
+    (avg > meta.cpus + 1 ? ' — other work was running; expect noise.' : '.')
+  );
+}
+
+const ROW_TITLE = {
+  mixed: 'Mixed read/write: read-your-writes (load balancing on, primary + 2 standbys, weights 1:1:1)',
+  backpressure: 'Backpressure: pgrelay vs the baseline build (primary only)',
+};
+
+/**
+ * A row's table, one line per cell × target: median TPS over the rounds (min–max), the median of the per-round
+ * TPS ratios to `ref` (min–max), latency, proxy CPU µs/txn, and the share of reads the standbys served.
+ */
+function rowReport(row, results, meta, ref) {
+  const res = results.filter((r) => r.row === row);
+  const targets = meta.rowTargets[row] ?? [];
+  const out = [`## ${ROW_TITLE[row]}`, ''];
+  const info = meta.rowInfo[row];
+  if (info) out.push(info, '');
+  const ll = loadLine(res, meta);
+  if (ll) out.push(ll, '');
+  const cells = [];
+  for (const r of res)
+    if (!cells.some((x) => x.workload === r.workload && x.mode === r.mode && x.clients === r.clients))
+      cells.push({ workload: r.workload, mode: r.mode, clients: r.clients });
+  const hdr = [
+    'workload',
+    'mode',
+    'clients',
+    'target',
+    'runs',
+    'TPS',
+    'TPS min–max',
+    `vs ${ref}`,
+    'ratio min–max',
+    'lat ms',
+    'CPU µs/txn',
+  ];
+  const shares = row === 'mixed';
+  if (shares) hdr.push('reads on standbys');
+  const rows = [];
+  for (const c of cells) {
+    for (const t of targets) {
+      if (!TARGET_WORKLOADS[t]?.includes(c.workload)) continue;
+      const a = aggregate(res, t, c.workload, c.mode, c.clients);
+      const failed = res.filter(
+        (r) => r.target === t && r.workload === c.workload && r.mode === c.mode && r.clients === c.clients && r.error,
+      ).length;
+      if (!a && !failed) continue;
+      const ratios = t === ref ? [] : roundRatios(res, t, ref, c.workload, c.mode, c.clients);
+      const runs = res.filter(
+        (r) => r.target === t && r.workload === c.workload && r.mode === c.mode && r.clients === c.clients && !r.error,
+      );
+      const sb = runs.reduce((n, r) => n + (r.standbyReads ?? 0), 0);
+      const pr = runs.reduce((n, r) => n + (r.primaryReads ?? 0), 0);
+      const share =
+        t === 'direct'
+          ? '0 % (primary)'
+          : runs.some((r) => r.standbyReads !== null && r.standbyReads !== undefined) && sb + pr > 0
+            ? `${((100 * sb) / (sb + pr)).toFixed(1)} %`
+            : '-';
+      rows.push([
+        WL_NAME[c.workload],
+        c.mode,
+        c.clients,
+        t,
+        failed ? `${a?.n ?? 0} (+${failed} FAIL)` : a.n,
+        fmt(a?.tps),
+        a && a.n > 1 ? `${fmt(a.tpsMin)}–${fmt(a.tpsMax)}` : '',
+        t === ref ? '1' : ratios.length ? median(ratios).toFixed(3) : '-',
+        ratios.length > 1 ? `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}` : '',
+        fmt(a?.latencyMs, 3),
+        fmt(a?.cpuUsPerTxn, 1),
+        ...(shares ? [share] : []),
+      ]);
+    }
+  }
+  out.push(table(hdr, rows, ['l', 'l', 'r', 'l']));
+  out.push('');
+  return out.join('\n');
+}
+
+function buildReport(allResults, meta, checks, profileText) {
+  const results = allResults.filter((r) => r.row === 'main');
+  const mainTargets = meta.rowTargets.main ?? [];
+  const get = (t, w, m, c) => aggregate(results, t, w, m, c);
   const ratio = (a, b) => (a && b && a.tps && b.tps ? (a.tps / b.tps).toFixed(2) : '-');
   const cells = [];
   for (const r of results) {
@@ -649,22 +966,34 @@ function buildReport(results, meta, checks, profileText) {
   out.push(`# pgrelay benchmark ${meta.startedAt}`);
   out.push('');
   out.push(
-    `${meta.cpus} CPUs (${meta.cpuModel}), ${meta.os}, Node ${meta.node}, ${meta.pgbench}; scale ${OPT.scale}, ${OPT.duration} s per run, ` +
-      `pgbench -n -j min(clients,2); targets: ${meta.targets.join(', ')}.`,
+    `${meta.cpus} CPUs (${meta.cpuModel}), ${meta.os}, Node ${meta.node}, ${meta.pgbench}, PostgreSQL ${meta.postgres}; ` +
+      `pgrelay ${meta.commit}; scale ${OPT.scale}, ${OPT.duration} s per run, ${OPT.repeat} round(s) per cell ` +
+      `(targets interleaved, order rotated each round; tables show medians), pgbench -n -j min(clients,2); ` +
+      `rows: ${OPT.rows.join(', ')}; targets: ${meta.targets.join(', ')}.`,
   );
   {
-    const loads = results.map((r) => r.load1).filter((x) => typeof x === 'number');
-    if (loads.length) {
-      const avg = loads.reduce((a, b) => a + b, 0) / loads.length;
-      out.push(
-        `Machine load (1-min loadavg at the end of each run): mean ${avg.toFixed(1)}, max ${Math.max(...loads).toFixed(1)} on ${meta.cpus} CPUs` +
-          (avg > meta.cpus + 1 ? ' — other work was running; expect noise.' : '.'),
-      );
-    }
+    const ll = loadLine(allResults, meta);
+    if (ll) out.push(ll);
+    out.push(`uptime at the start: ${meta.uptimeStart}; at the end: ${meta.uptimeEnd}.`);
   }
   if (meta.skipped.length)
     out.push(`Skipped: ${meta.skipped.map((s) => `${s.target} (${s.reason.split('\n')[0]})`).join('; ')}.`);
   out.push('');
+  for (const [row, ref] of [
+    ['mixed', 'pgrelay-ryw-off'],
+    ['backpressure', 'pgrelay-base'],
+  ])
+    if (allResults.some((r) => r.row === row)) out.push(rowReport(row, allResults, meta, ref));
+  if (!results.length) {
+    const errors = allResults.filter((r) => r.error);
+    if (errors.length) {
+      out.push('## Failed runs', '');
+      for (const e of errors)
+        out.push(`- ${e.row} ${e.target} ${e.workload} ${e.mode} c=${e.clients}: ${e.error.replace(/\n/g, ' ')}`);
+      out.push('');
+    }
+    return out.join('\n');
+  }
 
   // 1. pgrelay vs direct, absolute + ratios.
   out.push('## pgrelay vs direct');
@@ -725,7 +1054,7 @@ function buildReport(results, meta, checks, profileText) {
   out.push('');
 
   // 2. All proxies: TPS ratio vs direct side by side.
-  const proxies = meta.targets.filter((t) => t !== 'direct');
+  const proxies = mainTargets.filter((t) => t !== 'direct');
   if (proxies.length) {
     out.push('## All proxies: TPS ratio vs direct (CPU µs/txn of the proxy process tree in brackets)');
     out.push('');
@@ -749,11 +1078,11 @@ function buildReport(results, meta, checks, profileText) {
     out.push('');
     out.push('## All targets: absolute TPS / latency (ms)');
     out.push('');
-    const hdr2 = ['workload', 'mode', 'clients', ...meta.targets];
+    const hdr2 = ['workload', 'mode', 'clients', ...mainTargets];
     const rows2 = [];
     for (const c of cells) {
       const row = [WL_NAME[c.workload], c.mode, c.clients];
-      for (const t of meta.targets) {
+      for (const t of mainTargets) {
         const p = get(t, c.workload, c.mode, c.clients);
         row.push(
           p
@@ -776,12 +1105,12 @@ function buildReport(results, meta, checks, profileText) {
     out.push('');
   }
 
-  const errors = results.filter((r) => r.error);
+  const errors = allResults.filter((r) => r.error);
   if (errors.length) {
     out.push('## Failed runs');
     out.push('');
     for (const e of errors)
-      out.push(`- ${e.target} ${e.workload} ${e.mode} c=${e.clients}: ${e.error.replace(/\n/g, ' ')}`);
+      out.push(`- ${e.row} ${e.target} ${e.workload} ${e.mode} c=${e.clients}: ${e.error.replace(/\n/g, ' ')}`);
     out.push('');
   }
   if (profileText) {
@@ -799,12 +1128,10 @@ function targetChecks(results) {
   const checks = [];
   if (!results.some((r) => r.target === 'pgrelay' && r.workload === 'select')) return checks;
   for (const mode of OPT.modes) {
-    const d = results.find(
-      (r) => r.target === 'direct' && r.workload === 'select' && r.mode === mode && r.clients === 8 && !r.error,
-    );
-    const p = results.find(
-      (r) => r.target === 'pgrelay' && r.workload === 'select' && r.mode === mode && r.clients === 8,
-    );
+    const d = aggregate(results, 'direct', 'select', mode, 8);
+    const p =
+      aggregate(results, 'pgrelay', 'select', mode, 8) ??
+      results.find((r) => r.target === 'pgrelay' && r.workload === 'select' && r.mode === mode && r.clients === 8);
     if (!p) continue;
     if (d) {
       const ratio = p.error || !p.tps ? 0 : p.tps / d.tps;
@@ -833,8 +1160,30 @@ async function main() {
   if (!fs.existsSync(path.join(DEV_DIST, 'devcluster.js'))) die('dev/dist/ missing: run `npm run build:dev` first');
   const { DevCluster } = await import(path.join(DEV_DIST, 'devcluster.js'));
 
-  const targetsWanted = ALL_TARGETS.filter(wanted);
-  const standbys = OPT.standbys ?? (targetsWanted.includes('pgrelay-lb') ? 2 : 0);
+  const plans = Object.fromEntries(OPT.rows.map((row) => [row, rowPlan(row)]));
+  // A row left with no proxy by BENCH_ONLY is not run (BENCH_ONLY=direct,pgrelay keeps to the main matrix).
+  for (const row of [...OPT.rows])
+    if (!plans[row].targets.some((t) => t !== 'direct') || !plans[row].cells.length) {
+      log(`row ${row}: no proxy target or no cell selected, not run`);
+      OPT.rows.splice(OPT.rows.indexOf(row), 1);
+    }
+  const uptime = () => {
+    try {
+      return execFileSync('uptime', { encoding: 'utf8' }).trim();
+    } catch {
+      return `loadavg ${os
+        .loadavg()
+        .map((x) => x.toFixed(2))
+        .join(' ')}`;
+    }
+  };
+  const git = (args) => {
+    try {
+      return execFileSync('git', ['-C', ROOT, ...args], { encoding: 'utf8' }).trim();
+    } catch {
+      return '?';
+    }
+  };
   const meta = {
     startedAt: startedAt.toISOString(),
     host: os.hostname(),
@@ -843,20 +1192,31 @@ async function main() {
     os: `${os.type()} ${os.release()}`,
     node: process.versions.node,
     pgbench: execFileSync('pgbench', ['--version'], { encoding: 'utf8' }).trim(),
+    commit: `${git(['rev-parse', '--short=12', 'HEAD'])}${git(['status', '--porcelain', '--untracked-files=no']) ? ' (+ local changes)' : ''}`,
     options: { ...OPT, resultsDir: undefined },
-    standbys,
+    uptimeStart: uptime(),
     loadavgStart: os.loadavg().map((x) => round(x, 2)),
     targets: [],
+    rowTargets: {},
+    rowInfo: {},
     skipped: [],
     versions: {},
   };
   log(
-    `options: duration=${OPT.duration}s clients=${OPT.clients} scale=${OPT.scale} modes=${OPT.modes} tpcbModes=${OPT.tpcbModes} workloads=${OPT.workloads} targets=${targetsWanted}`,
+    `options: rows=${OPT.rows} repeat=${OPT.repeat} duration=${OPT.duration}s scale=${OPT.scale}; ` +
+      OPT.rows.map((r) => `${r}: ${plans[r].targets.join(',')} × ${plans[r].cells.length} cells`).join('; '),
   );
 
-  log(`starting DevCluster (primary + ${standbys} standbys)`);
-  const cluster = await DevCluster.start({ standbys });
-  const targets = [];
+  let baseline = null;
+  if (OPT.baseline && OPT.rows.some((r) => plans[r].targets.includes('pgrelay-base'))) {
+    baseline = await resolveBaseline(OPT.baseline);
+    meta.baseline = baseline.ref;
+    log(`baseline: ${baseline.cli}`);
+  }
+  const tmp = await mkTempDir('pgrelay-bench-scripts-');
+  mixedScriptFile = path.join(tmp, 'mixed.sql');
+  await fsp.writeFile(mixedScriptFile, mixedScript());
+
   const results = [];
   let profileText = null;
   let profileJson = null;
@@ -867,166 +1227,220 @@ async function main() {
     process.once('SIGINT', () => process.exit(130));
   };
   process.once('SIGINT', onSig);
+  const totalRuns = OPT.rows.reduce(
+    (n, row) =>
+      n +
+      OPT.repeat *
+        plans[row].cells.reduce(
+          (k, c) => k + plans[row].targets.filter((t) => TARGET_WORKLOADS[t].includes(c.workload)).length,
+          0,
+        ),
+    0,
+  );
+  log(
+    `about ${totalRuns} runs of ${OPT.duration} s (~${Math.ceil((totalRuns * (OPT.duration + 1.5)) / 60)} min + start-up)`,
+  );
+  let done = 0;
   try {
-    const primary = cluster.nodes[0];
-    meta.postgres = await cluster.psql(0, 'SHOW server_version');
-    log(`cluster up: ${cluster.nodes.map((n) => `node${n.id}=${n.port}`).join(' ')}; pgbench -i -s ${OPT.scale}`);
-    const init = await runCmd(
-      'pgbench',
-      [
-        '-i',
-        '-q',
-        '-s',
-        String(OPT.scale),
-        '-h',
-        '127.0.0.1',
-        '-p',
-        String(primary.port),
-        '-U',
-        'postgres',
-        'postgres',
-      ],
-      {
-        timeoutMs: 600_000,
-      },
-    );
-    if (init.code !== 0) throw new Error(`pgbench -i failed: ${init.stderr}`);
-    if (standbys > 0) await cluster.waitForCatchup(120_000);
-
-    // Targets.
-    const maxClients = Math.max(...OPT.clients, ...OPT.connectClients);
-    const starters = {
-      direct: async () => ({ name: 'direct', port: primary.port, proc: null, stop: async () => undefined }),
-      pgrelay: () => startPgrelay('pgrelay', [primary]),
-      pgbouncer: () => startPgbouncer(primary),
-      pgpool: () => startPgpool(primary, maxClients),
-      'pgrelay-lb': () => startPgrelay('pgrelay-lb', cluster.nodes, { lb: true }),
-      pipe: () => startPipe(primary),
-      'pgrelay-base': () => {
-        if (!OPT.baseline || !fs.existsSync(OPT.baseline)) throw new Error(`BENCH_BASELINE ${OPT.baseline}: not found`);
-        return startPgrelay('pgrelay-base', [primary], { cli: path.resolve(OPT.baseline) });
-      },
-    };
-    for (const name of targetsWanted) {
+    for (const row of OPT.rows) {
+      if (interrupted) break;
+      const plan = plans[row];
+      const rowTargetsRan = (meta.rowTargets[row] = []);
+      log(`row ${row}: starting DevCluster (primary + ${plan.standbys} standbys)`);
+      const cluster = await DevCluster.start({ standbys: plan.standbys });
+      const targets = [];
       try {
-        const t = await starters[name]();
-        targets.push(t);
-        meta.targets.push(name);
-        log(`${name} ready on port ${t.port}${t.proc ? ` (pid ${t.proc.pid})` : ''}`);
-      } catch (e) {
-        meta.skipped.push({ target: name, reason: e.message });
-        log(`skipping ${name}: ${e.message.split('\n')[0]}`);
-        if (name !== 'pgrelay-lb' && !/not installed/.test(e.message)) log(e.message);
-      }
-    }
-    for (const [name, file, args] of [
-      ['pgbouncer', OPT.pgbouncer, ['--version']],
-      ['pgpool', OPT.pgpool, ['--version']],
-    ]) {
-      if (meta.targets.includes(name))
-        meta.versions[name] =
-          (await runCmd(file, args)).stdout.split('\n')[0] || (await runCmd(file, args)).stderr.split('\n')[0];
-    }
-
-    // Warm-up: a short select-only run through each target (JIT, caches, pooled connections).
-    if (OPT.warmup > 0) {
-      for (const t of targets) {
-        const r = await pgbenchRun(t, {
-          workload: 'select',
-          mode: 'simple',
-          clients: Math.min(8, maxClients),
-          duration: OPT.warmup,
-        });
-        log(`warm-up ${t.name}: ${r.error ? `FAILED ${r.error}` : `${fmt(r.tps)} TPS`}`);
-      }
-    }
-
-    // The matrix: for each cell, every target in turn (interleaved, so drift such
-    // as TPC-B table growth affects direct and proxies alike).
-    const plan = [];
-    for (const workload of OPT.workloads) {
-      const modes = workload === 'tpcb' ? OPT.tpcbModes : workload === 'connect' ? ['simple'] : OPT.modes;
-      const clientsList = workload === 'connect' ? OPT.connectClients : OPT.clients;
-      for (const mode of modes) for (const clients of clientsList) plan.push({ workload, mode, clients });
-    }
-    const totalRuns = plan.reduce(
-      (n, c) => n + targets.filter((t) => TARGET_WORKLOADS[t.name].includes(c.workload)).length,
-      0,
-    );
-    log(`${totalRuns} runs of ${OPT.duration} s (~${Math.ceil((totalRuns * (OPT.duration + 1)) / 60)} min)`);
-    let done = 0;
-    for (const cell of plan) {
-      for (const t of targets) {
-        if (interrupted) break;
-        if (!TARGET_WORKLOADS[t.name].includes(cell.workload)) continue;
-        if (t.proc && !t.proc.alive) {
-          results.push({ target: t.name, ...cell, duration: OPT.duration, error: `${t.name} is not running` });
-          continue;
-        }
-        const r = await pgbenchRun(t, { ...cell, duration: OPT.duration });
-        results.push(r);
-        done++;
-        log(
-          `[${done}/${totalRuns}] ${t.name.padEnd(10)} ${cell.workload.padEnd(7)} ${cell.mode.padEnd(8)} c=${String(cell.clients).padStart(2)}: ` +
-            (r.error
-              ? `FAILED ${r.error}`
-              : `${fmt(r.tps)} TPS, lat ${fmt(r.latencyMs, 3)} ms` +
-                (r.connTimeMs !== null ? `, conn ${fmt(r.connTimeMs, 3)} ms` : '') +
-                (r.cpuUsPerTxn !== null ? `, ${fmt(r.cpuUsPerTxn, 1)} µs CPU/txn` : '')),
+        const primary = cluster.nodes[0];
+        meta.postgres = await cluster.psql(0, 'SHOW server_version');
+        log(`cluster up: ${cluster.nodes.map((n) => `node${n.id}=${n.port}`).join(' ')}; pgbench -i -s ${OPT.scale}`);
+        const init = await runCmd(
+          'pgbench',
+          [
+            '-i',
+            '-q',
+            '-s',
+            String(OPT.scale),
+            '-h',
+            '127.0.0.1',
+            '-p',
+            String(primary.port),
+            '-U',
+            'postgres',
+            'postgres',
+          ],
+          { timeoutMs: 600_000 },
         );
-      }
-    }
-    for (const t of targets) if (t.proc?.name === 'pgrelay') meta.pgrelayLogBytes = fs.statSync(t.proc.logFile).size;
+        if (init.code !== 0) throw new Error(`pgbench -i failed: ${init.stderr}`);
+        if (plan.standbys > 0) await cluster.waitForCatchup(120_000);
 
-    // Stop the proxies before profiling so they do not compete for CPU.
-    for (const t of targets.splice(0)) await t.stop().catch((e) => log(`stop ${t.name}: ${e.message}`));
-
-    // Optional CPU profile of pgrelay during 8-client select-only runs.
-    if (OPT.profile && !interrupted) {
-      const { summarizeProfile, formatSummary } = await import(path.join(HERE, 'profile-summary.mjs'));
-      profileJson = {};
-      const texts = [];
-      for (const mode of OPT.profileModes) {
-        const profDir = await mkTempDir('pgrelay-cpuprof-');
-        log(`profiling pgrelay: select-only -M ${mode} c=8 (${OPT.duration} s) -> ${profDir}`);
-        const t = await startPgrelay('pgrelay-prof', [primary], { cpuProfDir: profDir });
-        try {
-          await pgbenchRun(t, { workload: 'select', mode, clients: 8, duration: Math.min(2, OPT.duration) });
-          const fromUs = Number(process.hrtime.bigint() / 1000n);
-          const r = await pgbenchRun(t, { workload: 'select', mode, clients: 8, duration: OPT.duration });
-          const toUs = Number(process.hrtime.bigint() / 1000n);
-          await t.stop();
-          const files = fs.readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'));
-          if (!files.length) throw new Error('no .cpuprofile written (did pgrelay exit cleanly?)');
-          const file = path.join(profDir, files[0]);
-          const keep = path.join(OPT.resultsDir, `${stamp}-${mode}.cpuprofile`);
-          await fsp.mkdir(OPT.resultsDir, { recursive: true });
-          await fsp.copyFile(file, keep);
-          const s = summarizeProfile(JSON.parse(await fsp.readFile(file, 'utf8')), { top: 25, fromUs, toUs });
-          profileJson[mode] = { run: r, file: keep, summary: s };
-          texts.push(
-            `select-only -M ${mode}, 8 clients, ${fmt(r.tps)} TPS under the profiler (${fmt(r.cpuUsPerTxn, 1)} µs CPU/txn incl. profiler overhead); ${keep}\n` +
-              formatSummary(s),
-          );
-        } catch (e) {
-          texts.push(`profile -M ${mode} failed: ${e.message}`);
-          log(`profile failed: ${e.message}`);
-        } finally {
-          await t.stop();
-          if (!OPT.keep) await fsp.rm(profDir, { recursive: true, force: true }).catch(() => undefined);
+        const maxClients = Math.max(...plan.cells.map((c) => c.clients), 8);
+        const stmtLb = OPT.mixedLb === 'statement' ? ['statement_level_load_balance = on'] : [];
+        const ryw = (mode) => () =>
+          startPgrelay(`pgrelay-ryw-${mode}`, cluster.nodes, {
+            lb: true,
+            extra: [
+              ...stmtLb,
+              `read_your_writes = ${mode}`,
+              ...(OPT.rywWait !== null ? [`read_your_writes_wait = ${OPT.rywWait}`] : []),
+            ],
+          });
+        const starters = {
+          direct: async () => ({ name: 'direct', port: primary.port, proc: null, stop: async () => undefined }),
+          pgrelay: () => startPgrelay('pgrelay', [primary]),
+          pgbouncer: () => startPgbouncer(primary),
+          pgpool: () => startPgpool([primary], maxClients),
+          'pgrelay-lb': () => startPgrelay('pgrelay-lb', cluster.nodes, { lb: true }),
+          pipe: () => startPipe(primary),
+          'pgrelay-base': () => startPgrelay('pgrelay-base', [primary], { cli: baseline.cli }),
+          'pgrelay-ryw-off': ryw('off'),
+          'pgrelay-ryw-session': ryw('session'),
+          'pgrelay-ryw-global': ryw('global'),
+          'pgpool-lb': () => startPgpool(cluster.nodes, maxClients, { name: 'pgpool-lb', lb: true, extra: stmtLb }),
+        };
+        for (const name of plan.targets) {
+          try {
+            const t = await starters[name]();
+            targets.push(t);
+            rowTargetsRan.push(name);
+            if (!meta.targets.includes(name)) meta.targets.push(name);
+            log(`${name} ready on port ${t.port}${t.proc ? ` (pid ${t.proc.pid})` : ''}`);
+          } catch (e) {
+            meta.skipped.push({ target: name, row, reason: e.message });
+            log(`skipping ${name}: ${e.message.split('\n')[0]}`);
+            if (name !== 'pgrelay-lb' && !/not installed/.test(e.message)) log(e.message);
+          }
         }
+        for (const [name, file, args] of [
+          ['pgbouncer', OPT.pgbouncer, ['--version']],
+          ['pgpool', OPT.pgpool, ['--version']],
+        ]) {
+          if (!meta.versions[name] && rowTargetsRan.some((t) => t === name || t.startsWith(`${name}-`))) {
+            const r = await runCmd(file, args);
+            meta.versions[name] = r.stdout.split('\n')[0] || r.stderr.split('\n')[0];
+          }
+        }
+        if (row === 'mixed')
+          meta.rowInfo.mixed =
+            `pgbench -f script (autocommit, per transaction: \`UPDATE pgbench_accounts … WHERE aid = :aid\` then ${OPT.mixedSelects} × ` +
+            '`SELECT abalance … WHERE aid = :aid`, the same random row); pgrelay-ryw-* = pgrelay with `load_balance_mode = on`, ' +
+            `read_your_writes = off / session / global${OPT.rywWait !== null ? `, read_your_writes_wait = ${OPT.rywWait}` : ' (read_your_writes_wait default)'}; ` +
+            'pgpool-lb = pgpool-II with `load_balance_mode = on` (disable_load_balance_on_write = transaction, its default) over the same 3 nodes; ' +
+            `weights 1:1:1, ${OPT.mixedLb === 'statement' ? 'statement_level_load_balance = on (every SELECT draws its node)' : 'session-level load balancing (every connection draws its node once: the standby share of a run depends on the draws)'}; ` +
+            '"reads on standbys" = share of `SHOW pool_nodes` select_cnt the standbys gained during the runs; ' +
+            '"vs pgrelay-ryw-off" = median of the per-round TPS ratios.';
+        if (row === 'backpressure')
+          meta.rowInfo.backpressure =
+            `pgrelay-base = ${meta.baseline ?? '?'}; pgrelay = ${meta.commit}; both with the main row's configuration ` +
+            '(primary only, load balancing off). "vs pgrelay-base" = median of the per-round TPS ratios.';
+
+        // Warm-up: a short select-only run through each target (JIT, caches, pooled connections).
+        if (OPT.warmup > 0) {
+          for (const t of targets) {
+            const r = await pgbenchRun(t, {
+              workload: 'select',
+              mode: 'simple',
+              clients: Math.min(8, maxClients),
+              duration: OPT.warmup,
+            });
+            log(`warm-up ${t.name}: ${r.error ? `FAILED ${r.error}` : `${fmt(r.tps)} TPS`}`);
+          }
+        }
+
+        // Each cell: BENCH_REPEAT rounds, every target once per round (interleaved, the order rotated each round,
+        // so drift such as TPC-B table growth or other load on the machine affects all targets alike).
+        for (const cell of plan.cells) {
+          const cellTargets = targets.filter((t) => TARGET_WORKLOADS[t.name].includes(cell.workload));
+          for (let rep = 0; rep < OPT.repeat; rep++) {
+            const k = cellTargets.length ? rep % cellTargets.length : 0;
+            for (const t of [...cellTargets.slice(k), ...cellTargets.slice(0, k)]) {
+              if (interrupted) break;
+              if (t.proc && !t.proc.alive) {
+                results.push({
+                  row,
+                  rep,
+                  target: t.name,
+                  ...cell,
+                  duration: OPT.duration,
+                  error: `${t.name} is not running`,
+                });
+                continue;
+              }
+              const r = { row, rep, ...(await pgbenchRun(t, { ...cell, duration: OPT.duration })) };
+              results.push(r);
+              done++;
+              const reads =
+                r.standbyReads !== null && r.primaryReads !== null && r.standbyReads + r.primaryReads > 0
+                  ? `, ${((100 * r.standbyReads) / (r.standbyReads + r.primaryReads)).toFixed(0)}% reads on standbys`
+                  : '';
+              log(
+                `[${done}/${totalRuns}] ${row} ${t.name.padEnd(12)} ${cell.workload.padEnd(7)} ${cell.mode.padEnd(8)} c=${String(cell.clients).padStart(2)}: ` +
+                  (r.error
+                    ? `FAILED ${r.error}`
+                    : `${fmt(r.tps)} TPS, lat ${fmt(r.latencyMs, 3)} ms` +
+                      (r.connTimeMs !== null ? `, conn ${fmt(r.connTimeMs, 3)} ms` : '') +
+                      (r.cpuUsPerTxn !== null ? `, ${fmt(r.cpuUsPerTxn, 1)} µs CPU/txn` : '') +
+                      reads),
+              );
+            }
+          }
+        }
+        for (const t of targets)
+          if (t.proc?.name === 'pgrelay') meta.pgrelayLogBytes = fs.statSync(t.proc.logFile).size;
+
+        // Stop the proxies before profiling so they do not compete for CPU.
+        for (const t of targets.splice(0)) await t.stop().catch((e) => log(`stop ${t.name}: ${e.message}`));
+
+        // Optional CPU profile of pgrelay during 8-client select-only runs.
+        if (row === 'main' && OPT.profile && !interrupted) {
+          const { summarizeProfile, formatSummary } = await import(path.join(HERE, 'profile-summary.mjs'));
+          profileJson = {};
+          const texts = [];
+          for (const mode of OPT.profileModes) {
+            const profDir = await mkTempDir('pgrelay-cpuprof-');
+            log(`profiling pgrelay: select-only -M ${mode} c=8 (${OPT.duration} s) -> ${profDir}`);
+            const t = await startPgrelay('pgrelay-prof', [primary], { cpuProfDir: profDir });
+            try {
+              await pgbenchRun(t, { workload: 'select', mode, clients: 8, duration: Math.min(2, OPT.duration) });
+              const fromUs = Number(process.hrtime.bigint() / 1000n);
+              const r = await pgbenchRun(t, { workload: 'select', mode, clients: 8, duration: OPT.duration });
+              const toUs = Number(process.hrtime.bigint() / 1000n);
+              await t.stop();
+              const files = fs.readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'));
+              if (!files.length) throw new Error('no .cpuprofile written (did pgrelay exit cleanly?)');
+              const file = path.join(profDir, files[0]);
+              const keep = path.join(OPT.resultsDir, `${stamp}-${mode}.cpuprofile`);
+              await fsp.mkdir(OPT.resultsDir, { recursive: true });
+              await fsp.copyFile(file, keep);
+              const s = summarizeProfile(JSON.parse(await fsp.readFile(file, 'utf8')), { top: 25, fromUs, toUs });
+              profileJson[mode] = { run: r, file: keep, summary: s };
+              texts.push(
+                `select-only -M ${mode}, 8 clients, ${fmt(r.tps)} TPS under the profiler (${fmt(r.cpuUsPerTxn, 1)} µs CPU/txn incl. profiler overhead); ${keep}\n` +
+                  formatSummary(s),
+              );
+            } catch (e) {
+              texts.push(`profile -M ${mode} failed: ${e.message}`);
+              log(`profile failed: ${e.message}`);
+            } finally {
+              await t.stop();
+              if (!OPT.keep) await fsp.rm(profDir, { recursive: true, force: true }).catch(() => undefined);
+            }
+          }
+          profileText = texts.join('\n\n');
+        }
+      } finally {
+        for (const t of targets) await t.stop().catch(() => undefined);
+        await cluster.stop();
       }
-      profileText = texts.join('\n\n');
     }
   } finally {
-    for (const t of targets) await t.stop().catch(() => undefined);
-    await cluster.stop();
     process.removeListener('SIGINT', onSig);
+    await fsp.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
   }
 
-  const checks = targetChecks(results);
+  const checks = targetChecks(results.filter((r) => r.row === 'main'));
   meta.finishedAt = new Date().toISOString();
   meta.loadavgEnd = os.loadavg().map((x) => round(x, 2));
+  meta.uptimeEnd = uptime();
   const report = buildReport(results, meta, checks, profileText);
   process.stdout.write(`\n${report}\n`);
   await fsp.mkdir(OPT.resultsDir, { recursive: true });
