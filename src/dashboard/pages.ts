@@ -4,6 +4,7 @@
  * current and draws the charts). Semantic tables (caption, th scope), labelled
  * form fields, status written in words (colour only repeats it).
  */
+import { formatTimestamp } from '../admin/result.js';
 import type { ShowRow } from '../admin/show-config.js';
 import type { EventJson, NodeJson, NodesJson, SessionsJson } from './api.js';
 
@@ -11,6 +12,13 @@ export function esc(s: string | number): string {
   return String(s).replace(/[&<>"']/g, (c) =>
     c === '&' ? '&amp;' : c === '<' ? '&lt;' : c === '>' ? '&gt;' : c === '"' ? '&quot;' : '&#39;',
   );
+}
+
+/** A <time> element: ISO 8601 in datetime, local time as pgpool prints it ('2026-01-02 03:04:05') in the text. */
+export function timeTag(iso: string | null, id?: string): string {
+  const ms = iso ? Date.parse(iso) : Number.NaN;
+  const text = Number.isNaN(ms) ? '' : formatTimestamp(ms);
+  return `<time${id ? ` id="${id}"` : ''} datetime="${esc(iso ?? '')}">${esc(text)}</time>`;
 }
 
 export function formatBytes(n: number): string {
@@ -146,7 +154,7 @@ ${statusCell(n)}
 <td data-node="${n.id}" data-field="replication">${esc([n.replicationState, n.replicationSyncState].filter((x) => x).join(', ') || '—')}</td>
 <td data-node="${n.id}" data-field="selects">${n.selectCount}</td>
 <td data-node="${n.id}" data-field="share">${(n.loadBalanceShare * 100).toFixed(1)}%</td>
-<td data-node="${n.id}" data-field="changed"><time datetime="${esc(n.lastStatusChange ?? '')}">${esc(n.lastStatusChange ?? '')}</time></td>
+<td data-node="${n.id}" data-field="changed">${timeTag(n.lastStatusChange)}</td>
 ${actionButtons(n, viewer)}
 </tr>`,
     )
@@ -163,8 +171,7 @@ ${rows}
 function eventsTable(events: readonly EventJson[], caption: string): string {
   const rows = events
     .map(
-      (e) =>
-        `<tr><td><time datetime="${esc(e.time ?? '')}">${esc(e.time ?? '')}</time></td><td>${esc(e.kind)}</td><td>${e.node}</td><td>${esc(e.reason)}</td></tr>`,
+      (e) => `<tr><td>${timeTag(e.time)}</td><td>${esc(e.kind)}</td><td>${e.node}</td><td>${esc(e.reason)}</td></tr>`,
     )
     .join('\n');
   return `<table id="events">
@@ -188,7 +195,7 @@ export function overviewPage(nodes: NodesJson, events: readonly EventJson[], vie
   const body = `<section aria-labelledby="nodes-h">
 <h2 id="nodes-h">Nodes</h2>
 ${nodesTable(nodes, viewer)}
-<p class="updated">As of <time id="updated" datetime="${esc(nodes.time)}">${esc(nodes.time)}</time>. Lag is what the streaming replication check last measured.</p>
+<p class="updated">As of ${timeTag(nodes.time, 'updated')}. Lag is what the streaming replication check last measured.</p>
 </section>
 <section aria-labelledby="charts-h">
 <h2 id="charts-h">Activity</h2>
@@ -209,7 +216,7 @@ export function sessionsPage(s: SessionsJson, viewer: Viewer, version: string): 
   const sessions = s.sessions
     .map(
       (x) =>
-        `<tr><th scope="row">${x.pid}</th><td>${esc(x.user)}</td><td>${esc(x.database)}</td><td>${esc(x.status)}</td><td>${x.idleSeconds}</td><td><time datetime="${esc(x.startedAt ?? '')}">${esc(x.startedAt ?? '')}</time></td><td>${esc(x.backends.map((b) => `node ${b.nodeId} (pid ${b.pid})`).join(', ') || '—')}</td></tr>`,
+        `<tr><th scope="row">${x.pid}</th><td>${esc(x.user)}</td><td>${esc(x.database)}</td><td>${esc(x.status)}</td><td>${x.idleSeconds}</td><td>${timeTag(x.startedAt)}</td><td>${esc(x.backends.map((b) => `node ${b.nodeId} (pid ${b.pid})`).join(', ') || '—')}</td></tr>`,
     )
     .join('\n');
   const perNode = s.backendConnections
@@ -218,7 +225,7 @@ export function sessionsPage(s: SessionsJson, viewer: Viewer, version: string): 
   const cached = s.cachedConnections
     .map(
       (c) =>
-        `<tr><td>${c.nodeId}</td><td>${c.pid}</td><td>${esc(c.user)}</td><td>${esc(c.database)}</td><td>${c.useCount}</td><td><time datetime="${esc(c.releasedAt ?? '')}">${esc(c.releasedAt ?? '')}</time></td></tr>`,
+        `<tr><td>${c.nodeId}</td><td>${c.pid}</td><td>${esc(c.user)}</td><td>${esc(c.database)}</td><td>${c.useCount}</td><td>${timeTag(c.releasedAt)}</td></tr>`,
     )
     .join('\n');
   const body = `<section aria-labelledby="waiting-h">

@@ -18,6 +18,7 @@
 import fs from 'node:fs';
 import type http from 'node:http';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { AdminCommand } from '../admin/commands.js';
 import type { AdminContext, ProbeResult } from '../admin/context.js';
 import { executeAdmin } from '../admin/engine.js';
@@ -71,6 +72,8 @@ const SECURITY_HEADERS: Readonly<Record<string, string>> = {
   'Referrer-Policy': 'same-origin',
 };
 
+const LOOPBACK: ReadonlySet<string> = new Set(['localhost', '127.0.0.1', '::1', '[::1]']);
+
 const NODE_ACTIONS: readonly NodeAction[] = ['attach', 'detach', 'promote'];
 
 function isNodeAction(s: string | undefined): s is NodeAction {
@@ -79,7 +82,7 @@ function isNodeAction(s: string | undefined): s is NodeAction {
 
 /** Where the dashboard's files are in the installed package: next to the compiled server.ts. */
 export function defaultAssetsDir(): string {
-  return path.join(path.dirname(new URL(import.meta.url).pathname), 'assets');
+  return path.join(path.dirname(fileURLToPath(import.meta.url)), 'assets');
 }
 
 class HttpError extends Error {
@@ -160,7 +163,11 @@ export class Dashboard {
       if (this.isDashboardPath(pathname)) {
         req.resume();
         this.send(res, 405, 'method not allowed\n', 'text/plain; charset=utf-8', {
-          Allow: pathname.startsWith('/api/actions') || pathname === '/actions' ? 'POST' : 'GET, HEAD',
+          Allow: /^\/(api\/actions|actions|logout)$/.test(pathname)
+            ? 'POST'
+            : pathname === '/login'
+              ? 'GET, HEAD, POST'
+              : 'GET, HEAD',
         });
         return true;
       }
@@ -191,6 +198,12 @@ export class Dashboard {
     query: URLSearchParams,
   ): Promise<void> {
     const d = this.deps;
+    if (!this.hostAllowed(req.headers.host)) {
+      throw new HttpError(
+        403,
+        'the dashboard listens on localhost: use http://localhost or http://127.0.0.1 (another host name could be DNS rebinding)',
+      );
+    }
     const session = d.auth.session(req.headers.cookie);
     const user = session?.user ?? '';
     if (!route.startsWith('POST ')) req.resume();
@@ -263,6 +276,18 @@ export class Dashboard {
         res.end(req.method === 'HEAD' ? undefined : a.body);
       }
     }
+  }
+
+  /**
+   * Bound to a loopback address (the default), the dashboard answers only
+   * requests addressed to a loopback name: a page of another site that a DNS
+   * rebinding points at 127.0.0.1 cannot read it or act on it.
+   */
+  private hostAllowed(host: string | undefined): boolean {
+    const listen = this.deps.config().metrics_listen_address.trim().toLowerCase();
+    if (!LOOPBACK.has(listen)) return true;
+    const name = (host ?? '').toLowerCase().replace(/:\d+$/, '');
+    return LOOPBACK.has(name);
   }
 
   private notAdminReason(s: DashboardSession | undefined): string {
@@ -341,6 +366,7 @@ export class Dashboard {
       text: `${action} node ${node} is still running (a graceful detach waits for the node's sessions); see the events`,
     };
     if (api) return this.json(res, outcome ? (outcome.ok ? 200 : 409) : 202, result);
+    if (this.flashes.size >= 1000) this.flashes.clear();
     this.flashes.set(session.token, result);
     return this.redirect(res, '/');
   }

@@ -10,6 +10,7 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import nodeHttp from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
@@ -119,6 +120,7 @@ describe('dashboard (own DevCluster: primary + 2 standbys)', () => {
         admin_users: `${ADMIN},postgres`,
         pool_passwd: path.join(dir, 'pool_passwd'),
       },
+      startTimeoutMs: 60_000,
     });
     base = `http://127.0.0.1:${metricsPort}`;
     browser = await launchChromium();
@@ -208,6 +210,26 @@ describe('dashboard (own DevCluster: primary + 2 standbys)', () => {
     );
     const form = (o: Record<string, string>): string => new URLSearchParams(o).toString();
     const detach2 = { action: 'detach', node: '2' };
+
+    // bound to localhost, it answers only loopback host names (no DNS rebinding)
+    const rebound = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = nodeHttp.get(
+        `${base}/api/nodes`,
+        { headers: { Host: `rebind.example:${new URL(base).port}` }, timeout: 15_000 },
+        (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => {
+            body += d;
+          });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        },
+      );
+      req.on('error', reject);
+      req.on('timeout', () => req.destroy(new Error('timeout')));
+    });
+    expect(rebound.status, rebound.body).toBe(403);
+    expect((await http('/api/nodes', { headers: { Host: 'localhost' } })).status).toBe(200);
 
     const anon = await http('/api/actions', { method: 'POST', body: form(detach2) });
     expect(anon.status, anon.body).toBe(403);
@@ -378,15 +400,21 @@ describe('dashboard (own DevCluster: primary + 2 standbys)', () => {
     expect(pageErrors).toEqual([]);
   });
 
-  it('is read-only without admin_users: no sign-in, no action buttons, actions refused', async () => {
+  it('is read-only without admin_users: no sign-in, no action buttons, actions refused', {
+    timeout: 120_000,
+  }, async () => {
     const metricsPort = await freePort();
-    const ro = await startProxy({ cluster, config: { metrics_port: metricsPort, dashboard: true } });
+    const ro = await startProxy({
+      cluster,
+      config: { metrics_port: metricsPort, dashboard: true },
+      startTimeoutMs: 60_000,
+    });
     try {
       await ro.waitForLog(/dashboard listening/, 15_000);
       const url = `http://127.0.0.1:${metricsPort}`;
-      const page = await (await fetch(`${url}/`, { signal: AbortSignal.timeout(15_000) })).text();
-      expect(page).toMatch(/Read-only/);
-      expect(page).not.toMatch(/Detach|Attach|\/login/);
+      const html = await (await fetch(`${url}/`, { signal: AbortSignal.timeout(15_000) })).text();
+      expect(html).toMatch(/Read-only/);
+      expect(html).not.toMatch(/Detach|Attach|\/login/);
       const login = await fetch(`${url}/login`, { signal: AbortSignal.timeout(15_000) });
       expect(login.status).toBe(404);
       const act = await fetch(`${url}/api/actions`, {
@@ -397,6 +425,9 @@ describe('dashboard (own DevCluster: primary + 2 standbys)', () => {
       });
       expect(act.status).toBe(403);
       expect(await act.text()).toMatch(/read-only/);
+      await page.goto(`${url}/`);
+      await expect(page.locator('.who').textContent()).resolves.toMatch(/Read-only/);
+      await screenshot(page, shots, 'read-only');
       // /metrics still answers next to the dashboard
       const m = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(15_000) });
       expect(m.status).toBe(200);

@@ -5,6 +5,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { type Browser, chromium, type Page } from 'playwright-core';
 
 const CANDIDATES = ['/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/lib/chromium/chromium'];
@@ -36,7 +37,7 @@ export async function launchChromium(): Promise<Browser> {
 
 /** Where a test's screenshots go: test-output/<file>/ at the repository root. */
 export function outputDir(file: string): string {
-  const dir = path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../test-output', file);
+  const dir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../test-output', file);
   fs.mkdirSync(dir, { recursive: true });
   return dir;
 }

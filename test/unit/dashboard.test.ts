@@ -18,6 +18,7 @@ import type { Config } from '../../src/config/types.js';
 import { configJson, eventsJson, nodesJson, sessionsJson } from '../../src/dashboard/api.js';
 import { DashboardAuth, parseCookies, SESSION_COOKIE, sessionCookie } from '../../src/dashboard/auth.js';
 import { StatsHistory } from '../../src/dashboard/history.js';
+import { ClientGate } from '../../src/server/admission.js';
 import {
   configPage,
   confirmPage,
@@ -124,6 +125,21 @@ function ctx(over: Partial<AdminContext> = {}): AdminContext {
     ...over,
   };
 }
+
+describe('configuration', () => {
+  it('dashboard and metrics_listen_address: defaults off and localhost; dashboard = on needs metrics_port', () => {
+    const c = config();
+    expect(c.dashboard).toBe(false);
+    expect(c.metrics_listen_address).toBe('localhost');
+    expect(() => config([['dashboard', 'on']])).toThrow(/dashboard = on needs metrics_port/);
+    const on = config([
+      ['dashboard', 'on'],
+      ['metrics_port', '9719'],
+      ['metrics_listen_address', '*'],
+    ]);
+    expect([on.dashboard, on.metrics_port, on.metrics_listen_address]).toEqual([true, 9719, '*']);
+  });
+});
 
 describe('JSON API', () => {
   it('/api/nodes: one object per node with the values SHOW pool_nodes prints', async () => {
@@ -262,6 +278,21 @@ describe('NodeEventRing', () => {
       primaryFailed: true,
       durationMs: 1234,
     });
+  });
+});
+
+describe('waiting clients', () => {
+  it('ClientGate tells how long the first waiting client has waited', async () => {
+    const gate = new ClientGate(1);
+    expect(await gate.acquire(0)).toBe(true);
+    expect(gate.longestWaitMs()).toBe(0);
+    const t = Date.now();
+    const second = gate.acquire(0);
+    expect(gate.waiting).toBe(1);
+    expect(gate.longestWaitMs(t + 5000)).toBeGreaterThanOrEqual(4000);
+    gate.release();
+    expect(await second).toBe(true);
+    expect(gate.longestWaitMs()).toBe(0);
   });
 });
 
@@ -424,6 +455,9 @@ describe('pages', () => {
     const pages = await allPages();
     const overview = pages[0]![1];
     expect(overview).toContain('class="status-up">up</td>');
+    expect(overview, 'local time in the text, ISO in datetime').toMatch(
+      /<time datetime="2026-01-02T03:04:05\.000Z">2026-01-0[12] \d\d:\d\d:05<\/time>/,
+    );
     expect(overview).toContain('class="role-primary">primary</td>');
     expect(overview).toContain('value="tok&quot;en"');
     expect(overview).toContain('aria-label="Detach node 1"');

@@ -54,8 +54,17 @@
     return e;
   }
 
+  const pad = (n) => String(n).padStart(2, '0');
+
+  /** Local time as pgpool prints it: 2026-01-02 03:04:05. */
+  function localTime(iso) {
+    const d = new Date(iso || '');
+    if (Number.isNaN(d.getTime())) return '';
+    return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  }
+
   function timeEl(iso) {
-    return el('time', iso || '', { datetime: iso || '' });
+    return el('time', localTime(iso), { datetime: iso || '' });
   }
 
   // ---------------------------------------------------------------- overview
@@ -98,7 +107,7 @@
     const updated = document.getElementById('updated');
     if (updated) {
       updated.setAttribute('datetime', data.time);
-      setText(updated, data.time);
+      setText(updated, localTime(data.time));
     }
   }
 
