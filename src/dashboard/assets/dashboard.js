@@ -141,7 +141,14 @@
               },
             ],
             axes: [
-              {},
+              {
+                space: 70,
+                values: (_u, vals) =>
+                  vals.map((v) => {
+                    const d = new Date(v * 1000);
+                    return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+                  }),
+              },
               { label: 'stmts/s', size: 50 },
               { side: 1, scale: 'lag', label: 'lag', size: 60, values: (_u, vals) => vals.map((v) => formatBytes(v)) },
             ],
