@@ -14,7 +14,7 @@ import type { Relay } from './server/relay.js';
 import type { ClusterManager } from './cluster/manager.js';
 import { ClusterError } from './cluster/operations.js';
 import { oneShotQuery, srCheckCredentials } from './cluster/conn.js';
-import { loadPoolPasswd } from './auth/credentials.js';
+import { loadPoolPasswd, PoolPasswdCache } from './auth/credentials.js';
 import { AdminService } from './admin/service.js';
 import type { HealthCheckStats, ProbeResult } from './admin/context.js';
 import type { StopMode } from './admin/commands.js';
@@ -22,6 +22,10 @@ import { createMetrics, metricsSnapshotFrom, type PgrelayMetrics, type QueryKind
 import { startMetricsServer, type MetricsServer } from './metrics/http.js';
 import type { Classification } from './router/classifier.js';
 import { PgError } from './protocol/messages.js';
+import { NodeEventRing } from './cluster/event-ring.js';
+import { DashboardAuth } from './dashboard/auth.js';
+import { StatsHistory } from './dashboard/history.js';
+import { Dashboard, defaultAssetsDir } from './dashboard/server.js';
 import { SQLSTATE } from './protocol/constants.js';
 
 export const VERSION: string = (() => {
@@ -42,6 +46,8 @@ export interface ServicesOptions {
 
 export interface Services {
   admin: AdminService;
+  /** The recent node events (dashboard, /api/events). */
+  events: NodeEventRing;
   metrics: PgrelayMetrics;
   /** Re-read the configuration files; a file with errors is rejected whole. */
   reload(): { ok: boolean; errors: string[]; restartRequired: string[] };
@@ -169,12 +175,16 @@ export async function startServices(
       },
     }),
     metrics,
+    events: new NodeEventRing(),
     reload: () => reloadConfig(relay, cluster, log, opts.loadOptions),
     close: async () => {
+      history?.stop();
+      stopEvents();
       await metricsServer?.close();
     },
   };
   const admin = services.admin;
+  const stopEvents = services.events.follow(cluster, relay.nodes);
 
   relay.services = {
     metrics,
@@ -204,30 +214,65 @@ export async function startServices(
   cluster.on('healthcheck', (e) => metrics.healthCheck(e.node, e.ok ? 'success' : 'failure', e.durationMs / 1000));
 
   let metricsServer: MetricsServer | undefined;
+  let history: StatsHistory | undefined;
   const cfg = relay.config();
   if (cfg.metrics_port > 0) {
+    let dashboard: Dashboard | undefined;
+    if (cfg.dashboard) {
+      history = new StatsHistory({
+        nodes: () => relay.nodes.all(),
+        primaryId: () => relay.nodes.primaryId,
+        counters: (id) => admin.nodeCounters(id),
+      });
+      history.start();
+      const passwd = new PoolPasswdCache();
+      dashboard = new Dashboard({
+        admin,
+        config: () => relay.config(),
+        events: services.events,
+        history,
+        waiting: () => ({
+          count: relay.gate.waiting,
+          longestWaitSeconds: Math.round(relay.gate.longestWaitMs() / 100) / 10,
+        }),
+        auth: new DashboardAuth({
+          passwordFor: (user) => passwd.get(relay.config())?.getPasswordFor(user),
+          primary: () => relay.nodes.primaryNode(),
+          connectTimeoutMs: () => relay.config().connect_timeout,
+        }),
+        version: VERSION,
+        log,
+        assetsDir: defaultAssetsDir(),
+      });
+    }
     metricsServer = await startMetricsServer({
       port: cfg.metrics_port,
-      host: metricsHost(cfg.listen_addresses),
+      host: metricsHost(cfg.metrics_listen_address),
       registry: metrics.registry,
       ready: () => {
         if (relay.nodes.primaryNode() === undefined) return { ready: false, reason: 'no primary node is known' };
         if (!relay.listening) return { ready: false, reason: 'not accepting clients' };
         return { ready: true };
       },
+      dashboard,
     });
     log.info(
-      { port: metricsServer.port, host: metricsServer.host },
-      'metrics endpoint listening (/metrics, /healthz, /readyz)',
+      { port: metricsServer.port, host: metricsServer.host, dashboard: dashboard !== undefined },
+      dashboard
+        ? 'metrics endpoint and dashboard listening (/, /api/*, /metrics, /healthz, /readyz)'
+        : 'metrics endpoint listening (/metrics, /healthz, /readyz)',
     );
+    if (dashboard && cfg.admin_users.length === 0)
+      log.info('dashboard is read-only: set admin_users to allow node operations from it');
   }
   return services;
 }
 
-function metricsHost(listen: string): string {
-  const first = listen.split(',')[0]?.trim() ?? '';
-  if (first === '*' || first === '') return '0.0.0.0';
-  return first === 'localhost' ? '127.0.0.1' : first;
+/** metrics_listen_address as an address to bind: '*' (or empty) = all IPv4 addresses, localhost = 127.0.0.1. */
+function metricsHost(address: string): string {
+  const a = address.trim();
+  if (a === '*' || a === '') return '0.0.0.0';
+  return a === 'localhost' ? '127.0.0.1' : a;
 }
 
 /**

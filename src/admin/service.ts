@@ -10,6 +10,7 @@ import type { ConnectionCache } from '../pool/cache.js';
 import type { Classification } from '../router/classifier.js';
 import { mayBeAdminCommand, parseAdminCommand } from './commands.js';
 import type {
+  AdminContext,
   AdminOperations,
   AdminSessionInfo,
   HealthCheckStats,
@@ -99,33 +100,45 @@ export class AdminService {
     if (!mayBeAdminCommand(sql)) return undefined;
     const cmd = parseAdminCommand(sql);
     if (!cmd) return undefined;
+    return { run: () => executeAdmin(cmd, this.context(session)) };
+  }
+
+  /**
+   * The live process state as the admin engine reads it, for `caller`. The SQL
+   * admin commands and the dashboard's JSON API both read through it: one
+   * source for what SHOW pool_nodes, pool_pools… and /api/* report.
+   */
+  context(caller: AdminCaller, over: Partial<AdminContext> = {}): AdminContext {
     const d = this.deps;
     return {
-      run: () =>
-        executeAdmin(cmd, {
-          config: d.config(),
-          user: session.user,
-          sessionParams: session.adminParams,
-          nodes: d.nodes.all(),
-          primaryId: d.nodes.primaryId,
-          counters: (id) => this.counters[id],
-          healthStats: d.healthStats,
-          loadBalanceNode: session.lbNodeId,
-          probe: d.probe,
-          sessions: () => d.registry.all(),
-          cachedConnections: () =>
-            d.cache.entries().map((c) => ({
-              nodeId: c.nodeId,
-              pid: c.pid,
-              params: c.startup,
-              createdAt: c.createdAt,
-              releasedAt: c.releasedAt,
-              useCount: c.useCount,
-            })),
-          version: d.version,
-          processStartedAt: d.startedAt,
-          ops: d.ops,
-        }),
+      config: d.config(),
+      user: caller.user,
+      sessionParams: caller.adminParams,
+      nodes: d.nodes.all(),
+      primaryId: d.nodes.primaryId,
+      counters: (id) => this.counters[id],
+      healthStats: d.healthStats,
+      loadBalanceNode: caller.lbNodeId,
+      probe: d.probe,
+      sessions: () => d.registry.all(),
+      cachedConnections: () =>
+        d.cache.entries().map((c) => ({
+          nodeId: c.nodeId,
+          pid: c.pid,
+          params: c.startup,
+          createdAt: c.createdAt,
+          releasedAt: c.releasedAt,
+          useCount: c.useCount,
+        })),
+      version: d.version,
+      processStartedAt: d.startedAt,
+      ops: d.ops,
+      ...over,
     };
+  }
+
+  /** Statement counters of a node (undefined = none counted yet). */
+  nodeCounters(nodeId: number): Readonly<NodeStatementCounters> | undefined {
+    return this.counters[nodeId];
   }
 }

@@ -106,7 +106,11 @@ function probeWithTimeout(probe: (id: number) => Promise<ProbeResult>, id: numbe
 }
 
 /** replication_delay as pgpool 4.4+ prints it: bytes, or seconds when delay_threshold_by_time > 0. */
-export function formatReplicationDelay(node: AdminNode, isPrimary: boolean, cfg: Config): string {
+export function formatReplicationDelay(
+  node: Pick<AdminNode, 'delayBytes' | 'delaySeconds'>,
+  isPrimary: boolean,
+  cfg: Config,
+): string {
   if (cfg.delay_threshold_by_time > 0) {
     const s = isPrimary ? 0 : Math.max(0, node.delaySeconds);
     return `${f6(s)} ${s >= 2 ? 'seconds' : 'second'}`;
@@ -114,7 +118,36 @@ export function formatReplicationDelay(node: AdminNode, isPrimary: boolean, cfg:
   return isPrimary ? '0' : int(Math.max(0, node.delayBytes));
 }
 
-export async function showPoolNodes(ctx: AdminContext, cfg: Config): Promise<AdminResult> {
+/**
+ * One node as SHOW pool_nodes reports it, as data: the admin command formats it
+ * into pgpool's text cells, the dashboard's /api/nodes serialises it as JSON.
+ */
+export interface PoolNodeReport {
+  id: number;
+  hostname: string;
+  port: number;
+  status: AdminNode['status'];
+  /** Live probe of the node ('unknown' when not probed: health_check_period 0, unused node). */
+  pgStatus: 'up' | 'down' | 'unknown';
+  /** Normalised load-balance weight (0..1). */
+  weight: number;
+  role: 'primary' | 'standby';
+  /** What the node itself says (pg_is_in_recovery()); 'unknown' when not probed or sr_check_period = 0. */
+  pgRole: 'primary' | 'standby' | 'unknown';
+  selectCount: number;
+  /** The asking session's load-balance node. */
+  loadBalanceNode: boolean;
+  /** Replication delay of a standby (0 for the primary), as last measured by the sr check. */
+  delayBytes: number;
+  delaySeconds: number;
+  replicationState: string;
+  replicationSyncState: string;
+  /** ms since epoch */
+  lastStatusChange: number;
+}
+
+/** The data of SHOW pool_nodes, one report per configured node, with a live probe of each node. */
+export async function poolNodeReports(ctx: AdminContext, cfg: Config): Promise<PoolNodeReport[]> {
   const weights = normalisedWeights(ctx.nodes);
   const timeout = ctx.probeTimeoutMs ?? Math.max(100, Math.min(cfg.connect_timeout, 3000));
   const probes = await Promise.all(
@@ -124,34 +157,60 @@ export async function showPoolNodes(ctx: AdminContext, cfg: Config): Promise<Adm
         : Promise.resolve(undefined),
     ),
   );
-  const rows = ctx.nodes.map((n, i) => {
+  return ctx.nodes.map((n, i): PoolNodeReport => {
     const isPrimary = n.id === ctx.primaryId;
     const p = probes[i];
-    const pgStatus = p === undefined ? 'unknown' : p.up ? 'up' : 'down';
-    const pgRole =
-      p?.up && cfg.sr_check_period > 0 && p.inRecovery !== undefined
-        ? p.inRecovery
-          ? 'standby'
-          : 'primary'
-        : 'unknown';
-    return [
-      String(n.id),
-      hostname(n),
-      String(n.port),
-      n.status,
-      pgStatus,
-      f6(weights[i]!),
-      roleOf(ctx, n),
-      pgRole,
-      int(ctx.counters(n.id)?.select_cnt),
-      n.id === ctx.loadBalanceNode ? 'true' : 'false',
-      formatReplicationDelay(n, isPrimary, cfg),
-      isPrimary ? '' : n.replicationState,
-      isPrimary ? '' : n.replicationSyncState,
-      formatTimestamp(n.lastStatusChange),
-    ];
+    return {
+      id: n.id,
+      hostname: hostname(n),
+      port: n.port,
+      status: n.status,
+      pgStatus: p === undefined ? 'unknown' : p.up ? 'up' : 'down',
+      weight: weights[i]!,
+      role: isPrimary ? 'primary' : 'standby',
+      pgRole:
+        p?.up && cfg.sr_check_period > 0 && p.inRecovery !== undefined
+          ? p.inRecovery
+            ? 'standby'
+            : 'primary'
+          : 'unknown',
+      selectCount: Math.trunc(ctx.counters(n.id)?.select_cnt ?? 0),
+      loadBalanceNode: n.id === ctx.loadBalanceNode,
+      delayBytes: isPrimary ? 0 : Math.max(0, n.delayBytes),
+      delaySeconds: isPrimary ? 0 : Math.max(0, n.delaySeconds),
+      replicationState: isPrimary ? '' : n.replicationState,
+      replicationSyncState: isPrimary ? '' : n.replicationSyncState,
+      lastStatusChange: n.lastStatusChange,
+    };
   });
-  return rowsResult(POOL_NODES_COLUMNS, rows);
+}
+
+/** A report as the text cells of SHOW pool_nodes (POOL_NODES_COLUMNS). */
+export function poolNodeCells(r: PoolNodeReport, cfg: Config): string[] {
+  return [
+    String(r.id),
+    r.hostname,
+    String(r.port),
+    r.status,
+    r.pgStatus,
+    f6(r.weight),
+    r.role,
+    r.pgRole,
+    int(r.selectCount),
+    r.loadBalanceNode ? 'true' : 'false',
+    formatReplicationDelay(r, r.role === 'primary', cfg),
+    r.replicationState,
+    r.replicationSyncState,
+    formatTimestamp(r.lastStatusChange),
+  ];
+}
+
+export async function showPoolNodes(ctx: AdminContext, cfg: Config): Promise<AdminResult> {
+  const reports = await poolNodeReports(ctx, cfg);
+  return rowsResult(
+    POOL_NODES_COLUMNS,
+    reports.map((r) => poolNodeCells(r, cfg)),
+  );
 }
 
 export function showPoolBackendStats(ctx: AdminContext): AdminResult {

@@ -56,7 +56,50 @@ export const POOL_PROCESSES_COLUMNS = [
 
 const TX_IDLE = 0x49;
 
-function sessionStatus(s: AdminSessionInfo): string {
+export type SessionStatus = 'Idle' | 'Idle in transaction' | 'Execute command';
+
+/** A backend connection a client session holds. */
+export interface SessionBackendReport {
+  nodeId: number;
+  /** PostgreSQL backend pid. */
+  pid: number;
+  /** ms since epoch */
+  createdAt: number;
+  useCount: number;
+}
+
+/**
+ * A client session as SHOW pool_processes / pool_pools report it, as data: the
+ * admin commands format it into pgpool's cells, the dashboard's /api/sessions
+ * serialises it as JSON.
+ */
+export interface SessionReport {
+  /** The virtual pid given to the client (the key of its cancel requests). */
+  pid: number;
+  user: string;
+  database: string;
+  /** ms since epoch */
+  startedAt: number;
+  status: SessionStatus;
+  /** Seconds since the client's last request while idle (0 while busy). */
+  idleSeconds: number;
+  backends: SessionBackendReport[];
+}
+
+/** A backend connection idle in the connection cache. */
+export interface CachedConnectionReport {
+  nodeId: number;
+  pid: number;
+  user: string;
+  database: string;
+  /** ms since epoch */
+  createdAt: number;
+  /** When it went back to the cache (ms since epoch, 0 = never). */
+  releasedAt: number;
+  useCount: number;
+}
+
+function sessionStatus(s: AdminSessionInfo): SessionStatus {
   if (s.busy) return 'Execute command';
   return s.txStatus === TX_IDLE ? 'Idle' : 'Idle in transaction';
 }
@@ -69,14 +112,51 @@ function connDatabase(c: AdminBackendConnection): string {
   return c.params?.get('database') ?? connUser(c);
 }
 
-export function showPoolPools(ctx: AdminContext): AdminResult {
+/** The client sessions, in registry order. */
+export function sessionReports(ctx: AdminContext): SessionReport[] {
   const now = (ctx.now ?? Date.now)();
-  const rows: string[][] = [];
+  const out: SessionReport[] = [];
   for (const s of ctx.sessions()) {
-    const status = sessionStatus(s);
-    const idle = s.lastActivity && !s.busy ? String(Math.max(0, Math.floor((now - s.lastActivity) / 1000))) : '0';
+    out.push({
+      pid: s.pid,
+      user: s.user,
+      database: s.database,
+      startedAt: s.startedAt,
+      status: sessionStatus(s),
+      idleSeconds: s.lastActivity && !s.busy ? Math.max(0, Math.floor((now - s.lastActivity) / 1000)) : 0,
+      backends: s.backendConnections.map((c) => ({
+        nodeId: c.nodeId,
+        pid: c.pid,
+        createdAt: c.createdAt,
+        useCount: Math.trunc(c.useCount ?? 0),
+      })),
+    });
+  }
+  return out;
+}
+
+/** The idle connections of the connection cache. */
+export function cachedConnectionReports(ctx: AdminContext): CachedConnectionReport[] {
+  const out: CachedConnectionReport[] = [];
+  for (const c of ctx.cachedConnections()) {
+    out.push({
+      nodeId: c.nodeId,
+      pid: c.pid,
+      user: connUser(c),
+      database: connDatabase(c),
+      createdAt: c.createdAt,
+      releasedAt: c.releasedAt,
+      useCount: Math.trunc(c.useCount ?? 0),
+    });
+  }
+  return out;
+}
+
+export function showPoolPools(ctx: AdminContext): AdminResult {
+  const rows: string[][] = [];
+  for (const s of sessionReports(ctx)) {
     for (const n of ctx.nodes) {
-      const c = s.backendConnections.find((b) => b.nodeId === n.id);
+      const c = s.backends.find((b) => b.nodeId === n.id);
       rows.push([
         String(s.pid),
         formatTimestamp(s.startedAt),
@@ -88,28 +168,28 @@ export function showPoolPools(ctx: AdminContext): AdminResult {
         c ? formatTimestamp(c.createdAt) : '',
         c ? formatTimestamp(s.startedAt) : '',
         '',
-        c ? idle : '0',
+        c ? String(s.idleSeconds) : '0',
         c ? '3' : '0',
         '0',
         c ? int(c.useCount) : '0',
         c ? String(c.pid) : '0',
         c ? '1' : '0',
-        status,
+        s.status,
       ]);
     }
   }
   const ppid = String(ctx.processPid ?? process.pid);
   const pstart = formatTimestamp(ctx.processStartedAt);
   let slot = 0;
-  for (const c of ctx.cachedConnections()) {
+  for (const c of cachedConnectionReports(ctx)) {
     rows.push([
       ppid,
       pstart,
       '0',
       String(slot++),
       String(c.nodeId),
-      connDatabase(c),
-      connUser(c),
+      c.database,
+      c.user,
       formatTimestamp(c.createdAt),
       '',
       formatTimestamp(c.releasedAt),
@@ -127,8 +207,8 @@ export function showPoolPools(ctx: AdminContext): AdminResult {
 
 export function showPoolProcesses(ctx: AdminContext): AdminResult {
   const rows: string[][] = [];
-  for (const s of ctx.sessions()) {
-    const c = s.backendConnections[0];
+  for (const s of sessionReports(ctx)) {
+    const c = s.backends[0];
     rows.push([
       String(s.pid),
       formatTimestamp(s.startedAt),
@@ -137,18 +217,18 @@ export function showPoolProcesses(ctx: AdminContext): AdminResult {
       s.user,
       c ? formatTimestamp(c.createdAt) : '',
       c ? int(c.useCount) : '',
-      sessionStatus(s),
+      s.status,
     ]);
   }
   const ppid = String(ctx.processPid ?? process.pid);
   const pstart = formatTimestamp(ctx.processStartedAt);
-  for (const c of ctx.cachedConnections()) {
+  for (const c of cachedConnectionReports(ctx)) {
     rows.push([
       ppid,
       pstart,
       '0',
-      connDatabase(c),
-      connUser(c),
+      c.database,
+      c.user,
       formatTimestamp(c.createdAt),
       int(c.useCount),
       'Wait for connection',

@@ -178,6 +178,15 @@ export function loadConfigDetailed(opts: LoadOptions): LoadResult {
     if (p.path && typeof v === 'string') v = resolvePath(v, s ? s.src.baseDir : fileBase);
     c[p.name] = v;
   }
+  // The dashboard is served on metrics_port: on without a port would do nothing.
+  const dash = globals.get('dashboard');
+  if (c.dashboard === true && c.metrics_port === 0 && dash)
+    errors.push({
+      file: dash.src.file,
+      line: dash.src.line,
+      key: dash.src.key,
+      message: 'dashboard = on needs metrics_port (the dashboard is served on the metrics HTTP port)',
+    });
   const hc = defaultHealthCheck() as unknown as Record<string, ParamValue>;
   for (const [f, s] of hcGlobal) hc[f] = s.value;
   c.health_check = hc;

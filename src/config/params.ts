@@ -611,6 +611,16 @@ export const PARAMS: readonly ParamDef[] = [
     max: 65535,
     pgrelay: true,
   }),
+  g(
+    'metrics_listen_address',
+    'string',
+    'localhost',
+    I,
+    'admin',
+    "pgrelay: address of the metrics/dashboard HTTP endpoint ('localhost', '*' = all, an address or host name).",
+    { pgrelay: true },
+  ),
+  g('dashboard', 'bool', false, I, 'admin', 'pgrelay: serve the web dashboard on metrics_port.', { pgrelay: true }),
   g('pid_file_name', 'string', '/var/run/pgpool/pgpool.pid', I, 'misc', 'Path to store pgpool-II pid file.', {
     path: true,
   }),

@@ -174,6 +174,10 @@ export interface Config {
   // ---- admin / metrics / logs (issue 6)
   admin_users: string[];
   metrics_port: number;
+  /** pgrelay: address of the metrics/dashboard HTTP endpoint ('localhost', '*', an IP address or host name). */
+  metrics_listen_address: string;
+  /** pgrelay: serve the web dashboard on metrics_port. */
+  dashboard: boolean;
   pid_file_name: string;
   logdir: string;
   log_destination: string;

@@ -4,9 +4,12 @@
  *   GET /healthz  200 "ok" while the process runs (liveness)
  *   GET /readyz   200 "ready" when ready() says so, else 503 with the reason
  *                 (readiness: a primary is known and pgrelay accepts clients)
- * Anything else: 404 (405 for methods other than GET/HEAD on a known path).
+ * With a `dashboard`, every other path is offered to it first (the web
+ * dashboard, src/dashboard/server.ts). Anything else: 404 (405 for methods
+ * other than GET/HEAD on a known path).
  * Bounded: request/header/keep-alive timeouts, a connection cap, no request
- * bodies read. close() stops listening and drops open connections.
+ * bodies read (the dashboard reads its small form bodies itself). close() stops
+ * listening and drops open connections.
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -23,6 +26,10 @@ export interface MetricsServerOptions {
   ready: () => Readiness | Promise<Readiness>;
   /** Max simultaneous connections (default 64). */
   maxConnections?: number;
+  /** Serves the paths it knows (returns true); the others get 404. */
+  dashboard?: {
+    handle(req: http.IncomingMessage, res: http.ServerResponse, pathname: string, query: URLSearchParams): boolean;
+  };
 }
 
 export interface MetricsServer {
@@ -63,15 +70,19 @@ export function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsS
   const server = http.createServer(
     { requestTimeout: 10_000, headersTimeout: 5_000, keepAliveTimeout: 5_000 },
     (req, res) => {
-      const path = (req.url ?? '/').split('?', 1)[0]!;
+      const url = req.url ?? '/';
+      const q = url.indexOf('?');
+      const path = q < 0 ? url : url.slice(0, q);
       const method = req.method ?? 'GET';
       const head = method === 'HEAD';
-      // no bodies expected: discard whatever comes
-      req.resume();
       if (!KNOWN.has(path)) {
+        if (opts.dashboard?.handle(req, res, path, new URLSearchParams(q < 0 ? '' : url.slice(q + 1)))) return;
+        req.resume();
         send(res, 404, 'not found\n', undefined, head);
         return;
       }
+      // no bodies expected: discard whatever comes
+      req.resume();
       if (method !== 'GET' && !head) {
         res.setHeader('Allow', 'GET, HEAD');
         send(res, 405, 'method not allowed\n', undefined, false);

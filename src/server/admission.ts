@@ -130,6 +130,8 @@ interface Waiter {
   resolve(ok: boolean): void;
   timer: NodeJS.Timeout | undefined;
   gone: () => boolean;
+  /** ms since epoch when the client started waiting. */
+  since: number;
 }
 
 export class ClientGate {
@@ -147,6 +149,12 @@ export class ClientGate {
     return this.waiters.length;
   }
 
+  /** How long the longest-waiting client has waited for a slot, ms (0 when none waits). */
+  longestWaitMs(now = Date.now()): number {
+    const w = this.waiters[0];
+    return w ? Math.max(0, now - w.since) : 0;
+  }
+
   /** Resolves true with a slot taken, false on timeout (`timeoutMs` 0 = wait forever) or shutdown. */
   acquire(timeoutMs: number, gone: () => boolean = () => false): Promise<boolean> {
     if (this.active < this.limit && this.waiters.length === 0) {
@@ -154,7 +162,7 @@ export class ClientGate {
       return Promise.resolve(true);
     }
     return new Promise((resolve) => {
-      const w: Waiter = { resolve, timer: undefined, gone };
+      const w: Waiter = { resolve, timer: undefined, gone, since: Date.now() };
       if (timeoutMs > 0) {
         w.timer = setTimeout(() => {
           const i = this.waiters.indexOf(w);
