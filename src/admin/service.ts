@@ -10,6 +10,7 @@ import type { ConnectionCache } from '../pool/cache.js';
 import type { Classification } from '../router/classifier.js';
 import { mayBeAdminCommand, parseAdminCommand } from './commands.js';
 import type {
+  AdminInstance,
   AdminOperations,
   AdminSessionInfo,
   HealthCheckStats,
@@ -41,6 +42,7 @@ export interface AdminServiceDeps {
   healthStats?(nodeId: number): HealthCheckStats | undefined;
   probe?(nodeId: number): Promise<ProbeResult>;
   ops?: AdminOperations;
+  instances?(): AdminInstance[];
 }
 
 function zeroCounters(): NodeStatementCounters {
@@ -125,6 +127,7 @@ export class AdminService {
           version: d.version,
           processStartedAt: d.startedAt,
           ops: d.ops,
+          ...(d.instances ? { instances: d.instances } : {}),
         }),
     };
   }
