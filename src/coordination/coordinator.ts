@@ -420,7 +420,8 @@ export class EtcdCoordinator implements DecisionAuthority {
     }
   }
 
-  private putMember(): Promise<unknown> {
+  private async putMember(): Promise<unknown> {
+    if (!this.leaseId) return;
     return this.client
       .put(this.keys.member(this.self.name))
       .value(JSON.stringify(this.self))
@@ -542,11 +543,13 @@ export class EtcdCoordinator implements DecisionAuthority {
   // ------------------------------------------------------------------ leadership
 
   private async campaign(snap: Snapshot): Promise<void> {
+    const lease = this.leaseId;
     const res = await this.client
       .if(this.keys.leader, 'Create', '==', 0)
-      .then(this.client.put(this.keys.leader).value(this.self.name).lease(this.leaseId))
+      .then(this.client.put(this.keys.leader).value(this.self.name).lease(lease))
       .commit();
-    if (!res.succeeded) return;
+    // Lost meanwhile: the key belongs to a lease this instance no longer holds (it expires with it).
+    if (!res.succeeded || lease !== this.leaseId || this.stopped) return;
     this.state = 'leader';
     this.self.state = 'leader';
     this.leaderName = this.self.name;
@@ -606,7 +609,7 @@ export class EtcdCoordinator implements DecisionAuthority {
   /** Leader: write the node state (only while the leader key is ours). */
   private publishView(): Promise<void> {
     const run = async (): Promise<void> => {
-      if (this.state !== 'leader') return;
+      if (this.state !== 'leader' || !this.leaseId) return;
       this.viewDirty = false;
       const view = this.currentView();
       const res = await this.client
@@ -753,7 +756,7 @@ export class EtcdCoordinator implements DecisionAuthority {
 
   /** Write the failover record if this instance still leads and nobody wrote it since we read it. */
   private async writeRecord(rec: FailoverRecord): Promise<boolean> {
-    if (this.state !== 'leader') return false;
+    if (this.state !== 'leader' || !this.leaseId) return false;
     const res = await this.client
       .if(this.keys.leader, 'Lease', '==', this.leaseId)
       .and(this.keys.failover, 'Mod', '==', this.recordMod)

@@ -26,9 +26,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DevCluster, freePort } from '../../dev/devcluster.js';
 import { type EtcdHandle, startEtcd, TcpForwarder } from '../support/etcd.js';
 import { connect, destroy, jsonLines, REPO, until } from '../support/failover.js';
+import { scrapeMetrics, sampleValue } from '../support/prometheus.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
 
-const TTL = 5;
+const TTL = 6;
 const NAMES = ['A', 'B', 'C'] as const;
 type Name = (typeof NAMES)[number];
 
@@ -101,6 +102,9 @@ function get(name: Name): Instance {
 
 const running = (): Instance[] => NAMES.flatMap((n) => inst.get(n) ?? []);
 const logCount = (i: Instance, msg: string): number => jsonLines(i.proxy).filter((l) => l.msg === msg).length;
+const leaseLosses = (i: Instance): number =>
+  jsonLines(i.proxy).filter((l) => String(l.msg).startsWith('etcd lease lost')).length;
+const JOINED = 'joined the coordinated instances (etcd lease granted)';
 
 async function startInstance(name: Name): Promise<Instance> {
   const metricsPort = await freePort();
@@ -142,6 +146,29 @@ async function startInstance(name: Name): Promise<Instance> {
   const i = { name, proxy, metricsPort };
   inst.set(name, i);
   return i;
+}
+
+/** (d) while C is cut from etcd. */
+async function cutFromEtcd(c: Instance, lostBefore: number, commandsBefore: number): Promise<void> {
+  await until(() => leaseLosses(c) > lostBefore, (TTL + 3) * 1000, 'C loses its lease');
+  await until(async () => (await readyz(c)) === 503, 6_000, 'C not ready after etcd_unreachable_grace');
+  await until(async () => (await instances(get('A'))).length === 2, (TTL + 3) * 1000, 'C gone from the members');
+  await until(async () => (await readyz(get('A'))) === 200, 10_000, 'A ready');
+
+  await cluster.stopNode(2, 'immediate');
+  await until(
+    async () => (await nodeView(get('A'))).includes('2:down') && (await nodeView(get('B'))).includes('2:down'),
+    10_000,
+    'A and B fail node 2 over',
+  );
+  expect(lines('failover.log').map((l) => l.split('|')[0])).toEqual(['2']);
+  // C's own checks fail too: it says so, decides nothing, and keeps the state it knew.
+  await c.proxy.waitForLog('no failover decision here', 5_000);
+  expect(await nodeView(c)).toBe('0:up:primary 1:up:standby 2:up:standby');
+  expect(logCount(c, 'executing failover_command')).toBe(commandsBefore);
+  // Writes through C still reach the primary it knows.
+  const w = await query<{ p: number }>(c, 'INSERT INTO coord_t VALUES (0) RETURNING inet_server_port() AS p');
+  expect(Number(w[0]?.p)).toBe(cluster.node(0).port);
 }
 
 describe('coordination through etcd: three instances, one cluster view', () => {
@@ -188,6 +215,25 @@ describe('coordination through etcd: three instances, one cluster view', () => {
     // if_up_cmd ran on the leader, with delegate_ip (last: a busy machine may have seen an early leader lose its lease).
     expect(lines('if.log').at(-1)).toBe(`${leaders[0]}|up|192.0.2.10`);
     await query(get('A'), 'CREATE TABLE coord_t (x int)');
+    // Metrics: one leader, three members seen by each, every instance holds its lease.
+    await until(
+      async () => {
+        const ms = await Promise.all(running().map((i) => scrapeMetrics(i.metricsPort)));
+        const leaders = ms.reduce((n, m) => n + (sampleValue(m, 'pgrelay_coordination_leader') ?? 0), 0);
+        return (
+          leaders === 1 &&
+          ms.every(
+            (m) =>
+              sampleValue(m, 'pgrelay_coordination_members') === 3 &&
+              sampleValue(m, 'pgrelay_coordination_lease_held') === 1 &&
+              (sampleValue(m, 'pgrelay_etcd_rtt_seconds') ?? 0) > 0 &&
+              sampleValue(m, 'pgrelay_etcd_lease_losses_total') !== undefined,
+          )
+        );
+      },
+      10_000,
+      'coordination metrics',
+    );
   });
 
   it('(e) a detach on one instance is seen by the others; an attach on another brings the node back', async () => {
@@ -214,37 +260,23 @@ describe('coordination through etcd: three instances, one cluster view', () => {
 
   it('(d) an instance cut from etcd stops deciding, the others fail a standby over, it rejoins', async () => {
     const c = get('C');
+    const joinedBefore = logCount(c, JOINED);
     forwarder.cut();
-    await c.proxy.waitForLog('etcd lease lost', (TTL + 3) * 1000);
-    await until(async () => (await readyz(c)) === 503, 6_000, 'C not ready after etcd_unreachable_grace');
-    await until(async () => (await instances(get('A'))).length === 2, (TTL + 3) * 1000, 'C gone from the members');
-    expect(await readyz(get('A'))).toBe(200);
-
-    await cluster.stopNode(2, 'immediate');
-    await until(
-      async () => (await nodeView(get('A'))).includes('2:down') && (await nodeView(get('B'))).includes('2:down'),
-      10_000,
-      'A and B fail node 2 over',
-    );
-    expect(lines('failover.log').map((l) => l.split('|')[0])).toEqual(['2']);
-    // C's own checks fail too: it says so, decides nothing, and keeps the state it knew.
-    await c.proxy.waitForLog('no failover decision here', 5_000);
-    expect(await nodeView(c)).toBe('0:up:primary 1:up:standby 2:up:standby');
-    expect(logCount(c, 'executing failover_command')).toBe(0);
-    // Writes through C still reach the primary it knows.
-    const w = await query<{ p: number }>(c, 'INSERT INTO coord_t VALUES (0) RETURNING inet_server_port() AS p');
-    expect(Number(w[0]?.p)).toBe(cluster.node(0).port);
-
-    forwarder.restore();
-    await c.proxy.waitForLog('joined the coordinated instances', 10_000);
+    try {
+      await cutFromEtcd(c, leaseLosses(c), logCount(c, 'executing failover_command'));
+    } finally {
+      forwarder.restore();
+    }
+    await until(() => logCount(c, JOINED) > joinedBefore, 15_000, 'C joined again');
     await until(async () => (await nodeView(c)).includes('2:down'), 5_000, 'C shows node 2 down after rejoining');
     await until(async () => (await readyz(c)) === 200, 5_000, 'C ready again');
     expect(lines('failover.log')).toHaveLength(1);
     fs.rmSync(rec('failover.log'), { force: true });
-  });
+  }, 120_000);
 
   it('(b) primary killed: failover_command once across the three, all route writes to the new primary', async () => {
     const commandsBefore = running().reduce((n, i) => n + logCount(i, 'executing failover_command'), 0);
+    fs.rmSync(rec('failover.log'), { force: true });
     await cluster.stopNode(0, 'immediate');
     const node1 = cluster.node(1).port;
     for (const i of running())
@@ -269,7 +301,7 @@ describe('coordination through etcd: three instances, one cluster view', () => {
       'the same SHOW pool_nodes everywhere',
     );
     expect(await nodeView(get('A'))).toMatch(/1:up:primary/);
-  });
+  }, 120_000);
 
   it('(c) the leader killed: another leads within 2 × TTL, runs if_up_cmd, no failover meanwhile', async () => {
     const leader = (await leaderOf(get('A'))) as Name;
