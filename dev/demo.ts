@@ -316,7 +316,7 @@ async function main(): Promise<number> {
   });
 
   // Wait for pgrelay to listen, then tell the user how to connect.
-  const deadline = Date.now() + 30_000;
+  const deadline = Date.now() + 90_000;
   while (!shuttingDown) {
     if ((await Promise.all(ports.map(canConnect))).every(Boolean)) {
       const bar = '-'.repeat(64);
@@ -347,7 +347,7 @@ async function main(): Promise<number> {
       break;
     }
     if (Date.now() > deadline) {
-      void shutdown(`pgrelay did not accept connections on ${HOST}:${ports.join(', ')} within 30 s`, 1);
+      void shutdown(`pgrelay did not accept connections on ${HOST}:${ports.join(', ')} within 90 s`, 1);
       break;
     }
     await new Promise((r) => setTimeout(r, 200));

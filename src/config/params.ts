@@ -18,8 +18,8 @@ export type ParamKind = 'bool' | 'int' | 'real' | 'string' | 'enum' | 'list';
 export type ParamScope = 'global' | 'health_check' | 'backend';
 /**
  * Category of a parameter. 'backend' and 'health_check' are also pgpool's
- * `PGPOOL SHOW <group>` groups (the others pgpool has, 'watchdog' and
- * 'heartbeat', are empty in pgrelay; see SHOW_GROUPS).
+ * `PGPOOL SHOW <group>` groups; pgpool's 'watchdog' group shows the pgpool
+ * parameters of group 'coordination', 'heartbeat' is empty (see SHOW_GROUPS).
  */
 export type ParamGroup =
   | 'connection'

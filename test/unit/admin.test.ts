@@ -624,9 +624,20 @@ describe('PGPOOL SHOW / SET / RESET', () => {
     const be = rows(await executeAdmin({ kind: 'pgpool_show', name: 'backend' }, c));
     expect(be.columns).toEqual(['item', 'value', 'description']);
     expect(be.rows.map((x) => x[0])).toContain('backend_flag1');
+    // watchdog: pgpool's watchdog parameters pgrelay has (coordination through etcd); heartbeat: none.
     const wd = rows(await executeAdmin({ kind: 'pgpool_show', name: 'watchdog' }, c));
-    expect(wd.rows).toEqual([]);
-    expect(wd.tag).toBe('SELECT 0');
+    expect(wd.rows.map((x) => x[0])).toEqual([
+      'failover_when_quorum_exists',
+      'failover_require_consensus',
+      'enable_consensus_with_half_votes',
+      'delegate_ip',
+      'if_up_cmd',
+      'if_down_cmd',
+      'arping_cmd',
+    ]);
+    const hb = rows(await executeAdmin({ kind: 'pgpool_show', name: 'heartbeat' }, c));
+    expect(hb.rows).toEqual([]);
+    expect(hb.tag).toBe('SELECT 0');
     expect(await executeAdmin({ kind: 'pgpool_show', name: 'nosuch' }, c)).toEqual({
       kind: 'error',
       error: { severity: 'ERROR', code: 'XX000', message: 'config variable "nosuch" not found' },
