@@ -4,11 +4,20 @@
  * leader, SHOW pgrelay_instances rows, readiness without etcd, key layout) and
  * the configuration checks.
  */
+import { EventEmitter } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import type { NodeStatus } from '../../src/cluster/nodes.js';
+import { CheckAccess } from '../../src/cluster/check-access.js';
+import type { ClusterManagerEvents } from '../../src/cluster/events.js';
+import { FailoverRunner } from '../../src/cluster/failover-runner.js';
+import { NodeMarks } from '../../src/cluster/node-marks.js';
+import { NodeTable, type NodeStatus } from '../../src/cluster/nodes.js';
+import { PrimarySearch } from '../../src/cluster/primary-search.js';
+import { ClusterTasks } from '../../src/cluster/tasks.js';
+import { defaultConfig } from '../../src/config/defaults.js';
 import { ConfigError } from '../../src/config/issues.js';
 import { loadConfig } from '../../src/config/load.js';
 import {
@@ -230,5 +239,76 @@ describe('configuration', () => {
         [4, 'etcd_cert'],
       ]);
     }
+  });
+});
+
+describe('FailoverRunner checkpoints (how the leader records and fences a failover)', () => {
+  const backends = [0, 1, 2].map((id) => ({
+    id,
+    hostname: '127.0.0.1',
+    port: 1,
+    weight: 1,
+    data_directory: '',
+    allow_to_failover: true,
+    always_primary: false,
+    application_name: '',
+  }));
+  function runner(commands: { failover: string; follow: string }) {
+    const log = pino({ level: 'silent' });
+    const cfg = { ...defaultConfig(), failover_command: commands.failover, follow_primary_command: commands.follow };
+    const nodes = new NodeTable(backends);
+    for (const n of nodes.all()) nodes.setStatus(n.id, 'up', 'test');
+    nodes.setPrimary(0, 'test');
+    const tasks = new ClusterTasks(log);
+    const ran: string[] = [];
+    const events = new EventEmitter<ClusterManagerEvents>();
+    events.on('command', (e) => ran.push(`${e.kind}:${e.node}`));
+    const search = new PrimarySearch(nodes, () => cfg, log, tasks, new CheckAccess(() => cfg));
+    const r = new FailoverRunner(nodes, () => cfg, log, tasks, events, search, new NodeMarks(), 10_000);
+    return { r, nodes, tasks, ran };
+  }
+  const cmds = { failover: 'true', follow: 'true' };
+
+  it('calls the checkpoint before each step, and once done after the last follow_primary_command', async () => {
+    const { r, nodes, tasks, ran } = runner(cmds);
+    const steps: string[] = [];
+    await r.degenerate([0], 'test', { promoteId: 1, fixedPrimary: 1, checkpoint: async (s) => void steps.push(s) });
+    await tasks.drain([]);
+    expect(steps).toEqual(['failover_command', 'primary_search', 'follow_primary_command', 'done']);
+    expect(ran).toEqual(['failover_command:0', 'follow_primary_command:0', 'follow_primary_command:2']);
+    expect(nodes.primaryId).toBe(1);
+  });
+
+  it('skipFailoverCommand + skipFollowPrimaryCommand: a new leader finishes without running them again', async () => {
+    const { r, nodes, tasks, ran } = runner(cmds);
+    const steps: string[] = [];
+    await r.degenerate([0], 'test', {
+      promoteId: 1,
+      fixedPrimary: 1,
+      skipFailoverCommand: true,
+      skipFollowPrimaryCommand: true,
+      checkpoint: async (s) => void steps.push(s),
+    });
+    await tasks.drain([]);
+    expect(ran).toEqual([]);
+    expect(steps).toEqual(['failover_command', 'primary_search', 'done']);
+    expect(nodes.primaryId).toBe(1);
+    expect(nodes.get(0)?.status).toBe('down');
+  });
+
+  it('a checkpoint that fails (leadership lost) stops the failover there: no later command runs', async () => {
+    const { r, tasks, ran } = runner(cmds);
+    await expect(
+      r.degenerate([0], 'test', {
+        promoteId: 1,
+        fixedPrimary: 1,
+        checkpoint: async (s) => {
+          if (s === 'primary_search') throw new Error('no longer the leader');
+        },
+      }),
+    ).rejects.toThrow('no longer the leader');
+    await tasks.drain([]);
+    expect(ran).toEqual(['failover_command:0']);
+    expect(r.inProgress).toBe(false);
   });
 });
