@@ -207,13 +207,26 @@ describe('coordination through etcd: three instances, one cluster view', () => {
       10_000,
       'same SHOW pool_nodes everywhere',
     );
-    const leaders = await Promise.all(running().map(leaderOf));
-    expect(new Set(leaders).size).toBe(1);
-    const rows = await instances(get('A'));
-    expect(rows.map((r) => r.instance_name)).toEqual(['A', 'B', 'C']);
+    let leaders: string[] = [];
+    await until(
+      async () => {
+        leaders = await Promise.all(running().map(leaderOf));
+        // if_up_cmd ran on the leader, with delegate_ip (the last line: on a busy machine an early leader may
+        // have lost its lease and handed over).
+        return (
+          new Set(leaders).size === 1 && leaders[0] !== '' && lines('if.log').at(-1) === `${leaders[0]}|up|192.0.2.10`
+        );
+      },
+      10_000,
+      'one leader everywhere, which ran if_up_cmd',
+    );
+    let rows: InstanceRow[] = [];
+    await until(
+      async () => (rows = await instances(get('A'))).map((r) => r.instance_name).join() === 'A,B,C',
+      10_000,
+      'A lists A, B and C',
+    );
     expect(rows.find((r) => r.this_instance === 'true')).toMatchObject({ instance_name: 'A', lease: 'held' });
-    // if_up_cmd ran on the leader, with delegate_ip (last: a busy machine may have seen an early leader lose its lease).
-    expect(lines('if.log').at(-1)).toBe(`${leaders[0]}|up|192.0.2.10`);
     await query(get('A'), 'CREATE TABLE coord_t (x int)');
     // Metrics: one leader, three members seen by each, every instance holds its lease.
     await until(
