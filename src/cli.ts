@@ -12,7 +12,7 @@ import { createLogger } from './log.js';
 import { Relay } from './server/relay.js';
 import { loadEncKey, passwdCommand, pgEncOutput, pgMd5Output, type PasswdMethod } from './auth/tools.js';
 import { ClusterManager } from './cluster/manager.js';
-import { startServices } from './services.js';
+import { startServices, VERSION } from './services.js';
 import { configFileOrDefault, isControlCommand, runControl, CONTROL_USAGE } from './cli-control.js';
 import { commandLine, UsageError, type OptionSpec } from './cli-args.js';
 import type { Logger } from './log.js';
@@ -157,7 +157,24 @@ async function start(argv: string[]): Promise<void> {
   writePidFile(pidFile, log);
   const relay = new Relay({ config, log });
   const cluster = new ClusterManager(relay.nodes, () => relay.config(), log, { discardStatus: args.discardStatus });
+  // coordination = 'etcd': the elected leader of the instances decides; set before start().
+  // (etcd's client is loaded only then.)
+  const coordinator =
+    config.coordination === 'etcd'
+      ? new (await import('./coordination/coordinator.js')).EtcdCoordinator({
+          cluster,
+          nodes: relay.nodes,
+          getConfig: () => relay.config(),
+          log,
+          version: VERSION,
+        })
+      : undefined;
+  if (coordinator) cluster.setAuthority(coordinator);
   await cluster.start();
+  if (coordinator) {
+    await coordinator.start();
+    log.info({ instance: coordinator.name, ...coordinator.status() }, 'coordination through etcd started');
+  }
   const primary = relay.nodes.primaryId;
   if (primary < 0) log.warn('no primary found among the backends yet; writes will fail until one is available');
   else log.info({ node: primary }, 'primary node found');
@@ -179,13 +196,14 @@ async function start(argv: string[]): Promise<void> {
     }
     stopping = true;
     log.info({ signal, graceMs }, 'shutting down');
-    void Promise.all([relay.stop(graceMs), cluster.stop(), services.close()]).then(() => {
+    void Promise.all([relay.stop(graceMs), cluster.stop(), services.close(), coordinator?.stop()]).then(() => {
       removePidFile(pidFile);
       log.flush();
       process.exit(0);
     });
   };
   const services = await startServices(relay, cluster, log, {
+    ...(coordinator ? { coordinator } : {}),
     loadOptions: { file: args.file, set: args.set, backends: args.backends.length > 0 ? args.backends : undefined },
     stop: (mode) => shutdown(`PGPOOL STOP ${mode}`, mode === 'smart' ? 30_000 : mode === 'fast' ? 5_000 : 0),
   });

@@ -26,6 +26,8 @@ import { NodeEventRing } from './cluster/event-ring.js';
 import { DashboardAuth } from './dashboard/auth.js';
 import { StatsHistory } from './dashboard/history.js';
 import { Dashboard, defaultAssetsDir } from './dashboard/server.js';
+import type { EtcdCoordinator } from './coordination/coordinator.js';
+import { registerCoordinationMetrics } from './coordination/metrics.js';
 import { SQLSTATE } from './protocol/constants.js';
 
 export const VERSION: string = (() => {
@@ -40,6 +42,8 @@ export const VERSION: string = (() => {
 export interface ServicesOptions {
   /** How the configuration was loaded (file + command-line overrides), to load it again on reload. */
   loadOptions: LoadOptions;
+  /** coordination = 'etcd': the coordinator (SHOW pgrelay_instances, /readyz, metrics). */
+  coordinator?: EtcdCoordinator;
   /** Stop the process (PGPOOL STOP). */
   stop(mode: StopMode): void;
 }
@@ -149,6 +153,7 @@ export async function startServices(
       startedAt,
       healthStats: (id) => healthStatsFor(cluster, id),
       probe,
+      ...(opts.coordinator ? { instances: () => opts.coordinator!.instances() } : {}),
       ops: {
         attachNode: async (id) => {
           await cluster.attach(id).catch(opError);
@@ -213,6 +218,9 @@ export async function startServices(
   });
   cluster.on('healthcheck', (e) => metrics.healthCheck(e.node, e.ok ? 'success' : 'failure', e.durationMs / 1000));
 
+  const coordinator = opts.coordinator;
+  if (coordinator) registerCoordinationMetrics(metrics.registry, () => coordinator.status());
+
   let metricsServer: MetricsServer | undefined;
   let history: StatsHistory | undefined;
   const cfg = relay.config();
@@ -252,7 +260,7 @@ export async function startServices(
       ready: () => {
         if (relay.nodes.primaryNode() === undefined) return { ready: false, reason: 'no primary node is known' };
         if (!relay.listening) return { ready: false, reason: 'not accepting clients' };
-        return { ready: true };
+        return coordinator ? coordinator.readiness() : { ready: true };
       },
       dashboard,
     });

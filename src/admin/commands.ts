@@ -10,7 +10,7 @@
  * between tokens; one optional trailing `;`; nothing after it):
  *
  *   SHOW { pool_nodes | pool_version | pool_status | pool_pools | pool_processes
- *        | pool_backend_stats | pool_health_check_stats | pool_cache }
+ *        | pool_backend_stats | pool_health_check_stats | pool_cache | pgrelay_instances }
  *   PGPOOL SHOW { <param> | ALL | <group> }             group: backend, health_check, watchdog, heartbeat
  *   PGPOOL SET <param> { TO | = } { <value>[, <value>...] | DEFAULT }
  *                                                        value: 'string', identifier, keyword (on/off/...), [+-]number
@@ -42,6 +42,7 @@ export const SHOW_TARGETS = [
   'pool_backend_stats',
   'pool_health_check_stats',
   'pool_cache',
+  'pgrelay_instances',
 ] as const;
 export type ShowTarget = (typeof SHOW_TARGETS)[number];
 
@@ -174,7 +175,7 @@ function keywordEnds(s: string, i: number): boolean {
 
 /**
  * Cheap test: could `sql` be an admin command? True only for texts that start
- * (after whitespace/comments) with `SHOW pool_`, `SHOW "` or the keyword PGPOOL.
+ * (after whitespace/comments) with `SHOW pool_`, `SHOW pgrelay_`, `SHOW "` or the keyword PGPOOL.
  */
 export function mayBeAdminCommand(sql: string): boolean {
   let i = 0;
@@ -188,7 +189,7 @@ export function mayBeAdminCommand(sql: string): boolean {
     if (!wordAt(sql, i, 'show') || !keywordEnds(sql, i + 4)) return false;
     const j = skipFiller(sql, i + 4);
     if (j < 0) return false;
-    return wordAt(sql, j, 'pool_') || sql.charCodeAt(j) === 0x22;
+    return wordAt(sql, j, 'pool_') || wordAt(sql, j, 'pgrelay_') || sql.charCodeAt(j) === 0x22;
   }
   if (c === 0x70 /* p */) {
     return wordAt(sql, i, 'pgpool') && keywordEnds(sql, i + 6);

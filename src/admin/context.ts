@@ -119,6 +119,22 @@ export interface AdminOperations {
  */
 export type SessionParamOverlay = Map<string, ParamValue>;
 
+/** One pgrelay instance of a coordinated cluster (SHOW pgrelay_instances). */
+export interface AdminInstance {
+  name: string;
+  host: string;
+  port: number;
+  version: string;
+  /** connecting | member | leader | lost (this instance), member | leader (others). */
+  state: string;
+  leader: boolean;
+  self: boolean;
+  /** held / lost: whether the instance holds its etcd lease. */
+  lease: string;
+  /** ms since epoch */
+  started: number;
+}
+
 export interface AdminContext {
   /** The current configuration (without session overrides). */
   config: Config;
@@ -159,6 +175,8 @@ export interface AdminContext {
   /** pgrelay start time, ms since epoch. */
   processStartedAt: number;
   ops?: AdminOperations;
+  /** coordination = etcd: the coordinated instances (SHOW pgrelay_instances); absent = this instance alone. */
+  instances?(): AdminInstance[];
   /** Clock (ms since epoch); default Date.now. */
   now?: () => number;
 }

@@ -16,7 +16,7 @@ import { effectiveConfig, pgpoolReset, pgpoolSet, pgpoolShow, showPoolStatus } f
 import type { AdminContext } from './context.js';
 import { isOperation, runOperation } from './operations.js';
 import { cacheDelete, showPoolCache } from './query-cache.js';
-import { type AdminResult, errorResult, rowsResult } from './result.js';
+import { type AdminResult, errorResult, formatTimestamp, rowsResult } from './result.js';
 import { showPoolBackendStats, showPoolHealthCheckStats, showPoolNodes } from './show-nodes.js';
 import { showPoolPools, showPoolProcesses } from './show-sessions.js';
 
@@ -36,6 +36,41 @@ export function showPoolVersion(ctx: AdminContext): AdminResult {
   return rowsResult(['pool_version'], [[`${PGPOOL_COMPAT_VERSION} (pgrelay ${ctx.version})`]]);
 }
 
+/**
+ * SHOW pgrelay_instances: the pgrelay instances coordinated through etcd, the
+ * leader, and whether each holds its etcd lease; one 'standalone' row without
+ * coordination.
+ */
+export function showPgrelayInstances(ctx: AdminContext, cfg: Config): AdminResult {
+  const rows = ctx.instances?.() ?? [
+    {
+      name: cfg.instance_name || 'this instance',
+      host: cfg.listen_addresses,
+      port: cfg.port,
+      version: ctx.version,
+      state: 'standalone',
+      leader: true,
+      self: true,
+      lease: 'n/a',
+      started: ctx.processStartedAt,
+    },
+  ];
+  return rowsResult(
+    ['instance_name', 'host', 'port', 'version', 'state', 'leader', 'this_instance', 'lease', 'started'],
+    rows.map((r) => [
+      r.name,
+      r.host,
+      String(r.port),
+      r.version,
+      r.state,
+      r.leader ? 'true' : 'false',
+      r.self ? 'true' : 'false',
+      r.lease,
+      formatTimestamp(r.started),
+    ]),
+  );
+}
+
 type ShowHandler = (ctx: AdminContext, cfg: Config) => AdminResult | Promise<AdminResult>;
 
 /**
@@ -52,6 +87,7 @@ const SHOW: Readonly<Record<ShowTarget, ShowHandler>> = {
   pool_backend_stats: showPoolBackendStats,
   pool_health_check_stats: showPoolHealthCheckStats,
   pool_cache: showPoolCache,
+  pgrelay_instances: showPgrelayInstances,
 };
 
 function isAdmin(ctx: AdminContext): boolean {

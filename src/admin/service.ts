@@ -11,6 +11,7 @@ import type { Classification } from '../router/classifier.js';
 import { mayBeAdminCommand, parseAdminCommand } from './commands.js';
 import type {
   AdminContext,
+  AdminInstance,
   AdminOperations,
   AdminSessionInfo,
   HealthCheckStats,
@@ -42,6 +43,7 @@ export interface AdminServiceDeps {
   healthStats?(nodeId: number): HealthCheckStats | undefined;
   probe?(nodeId: number): Promise<ProbeResult>;
   ops?: AdminOperations;
+  instances?(): AdminInstance[];
 }
 
 function zeroCounters(): NodeStatementCounters {
@@ -133,6 +135,7 @@ export class AdminService {
       version: d.version,
       processStartedAt: d.startedAt,
       ops: d.ops,
+      ...(d.instances ? { instances: d.instances } : {}),
       ...over,
     };
   }

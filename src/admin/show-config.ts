@@ -112,7 +112,11 @@ export function showParamRows(c: Config, what: string): ShowRow[] | undefined {
   }
   if ((SHOW_GROUPS as readonly string[]).includes(w)) {
     const gname = w as ShowGroup;
-    return gname === 'backend' || gname === 'health_check' ? groupRows(c, gname) : [];
+    if (gname === 'backend' || gname === 'health_check') return groupRows(c, gname);
+    // pgpool's watchdog parameters that pgrelay has (coordination through etcd); heartbeat has none.
+    if (gname === 'watchdog')
+      return PARAMS.filter((d) => d.group === 'coordination' && !d.pgrelay).map((d) => defaultRow(c, d));
+    return [];
   }
   const r = resolveParamName(w);
   if (!r || r.def.scope === 'global' || r.index >= 0) return undefined;

@@ -58,6 +58,8 @@ export interface ClusterManagerEvents {
   'node-down': [NodeEvent];
   'node-up': [NodeEvent];
   command: [CommandEvent];
+  /** Coordination: node state decided by the leader was applied. */
+  'shared-state': [];
 }
 
 /** How the manager's parts emit events without knowing the manager. */

@@ -25,7 +25,17 @@ export interface FailoverOptions {
   skipFailoverCommand?: boolean;
   /** Go on even when no node fails (promote with no current primary). */
   force?: boolean;
+  /** Do not run follow_primary_command (another instance may have run it: coordination). */
+  skipFollowPrimaryCommand?: boolean;
+  /**
+   * Called (and awaited) before each step; a rejection stops the failover there
+   * (coordination: the leader records its progress and stops once it is no longer the leader).
+   */
+  checkpoint?: (step: FailoverStep) => Promise<void>;
 }
+
+/** The steps of a failover, in order ('done' after the last follow_primary_command). */
+export type FailoverStep = 'failover_command' | 'primary_search' | 'follow_primary_command' | 'done';
 
 export class FailoverRunner {
   private running = false;
@@ -111,11 +121,14 @@ export class FailoverRunner {
     if (oldPrimary >= 0 && failedSet.has(oldPrimary)) this.nodes.setPrimary(-1, reason);
 
     let newPrimary = this.nodes.primaryId;
+    let followTask = false;
     try {
+      await o.checkpoint?.('failover_command');
       if (!o.skipFailoverCommand)
         for (const id of failed)
           await this.runCommand('failover_command', cfg.failover_command, id, newMain, oldMain, oldPrimary);
       if (primaryFailed) {
+        await o.checkpoint?.('primary_search');
         if (o.fixedPrimary !== undefined) newPrimary = o.fixedPrimary;
         else {
           // Nothing promotes a standby without failover_command: if the failed primary
@@ -141,12 +154,14 @@ export class FailoverRunner {
           );
 
         // follow_primary_command: pgpool detaches every node but the new primary and runs the command once per node.
-        if (newPrimary >= 0 && cfg.follow_primary_command.trim()) {
+        if (newPrimary >= 0 && cfg.follow_primary_command.trim() && !o.skipFollowPrimaryCommand) {
+          await o.checkpoint?.('follow_primary_command');
           const { follow, detach } = followPrimaryTargets(this.nodes.all(), newPrimary);
           for (const id of detach) {
             this.marks.followDetached.add(id);
             this.nodes.setStatus(id, 'down', `detached for follow_primary_command (new primary: node ${newPrimary})`);
           }
+          followTask = true;
           this.tasks.track(
             (async () => {
               for (const id of follow)
@@ -158,10 +173,12 @@ export class FailoverRunner {
                   oldMain,
                   oldPrimary,
                 );
+              await o.checkpoint?.('done');
             })(),
           );
         }
       }
+      if (!followTask) await o.checkpoint?.('done');
     } finally {
       if (primaryFailed) this.running = false;
       const done: FailoverDoneEvent = { ...start, newPrimary: this.nodes.primaryId, durationMs: Date.now() - t0 };

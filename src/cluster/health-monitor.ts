@@ -7,6 +7,7 @@
  */
 import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
+import type { DecisionAuthority } from './authority.js';
 import type { CheckAccess } from './check-access.js';
 import type { ClusterEvents } from './events.js';
 import type { FailoverRunner } from './failover-runner.js';
@@ -40,6 +41,7 @@ export class HealthMonitor {
     private readonly failover: FailoverRunner,
     private readonly search: PrimarySearch,
     private readonly marks: NodeMarks,
+    private readonly authority: DecisionAuthority,
   ) {
     this.stats = nodes.all().map(() => new HealthStatsRecorder());
   }
@@ -86,6 +88,7 @@ export class HealthMonitor {
   private async reclaim(id: number): Promise<void> {
     const n = this.nodes.get(id);
     if (n?.status !== 'down' || this.marks.operatorDetached.has(id)) return;
+    if (!this.authority.decides()) return;
     if (this.nodes.primaryId >= 0 || this.failover.inProgress) return;
     if (!(await this.search.answersAsPrimary(n))) return;
     await this.tasks.serial(async () => {
@@ -164,6 +167,7 @@ export class HealthMonitor {
       error: r.error,
     });
     if (r.ok) {
+      this.authority.nodeOk(id);
       if (r.retries > 0)
         this.log.info(
           { node: id, retries: r.retries },
@@ -181,7 +185,7 @@ export class HealthMonitor {
       return r;
     }
     const reason = `health check failed (${trigger}): ${r.error ?? 'error'}`;
-    await this.tasks.serial(() => this.failover.degenerate([id], reason));
+    await this.authority.nodeFailed(id, reason);
     return r;
   }
 }

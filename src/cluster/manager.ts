@@ -20,15 +20,21 @@
  *   log_standby_delay, detach_false_primary, auto_failback, late primary
  *   detection.
  *
+ * - authority.ts: who decides. Alone by default; with coordination = etcd
+ *   (src/coordination/) the elected leader of the instances decides, the
+ *   others publish their health checks and apply the leader's node state
+ *   (setAuthority, failNodes, applyShared).
+ *
  * Every status change is logged as JSON `{node, from, to, reason}` with the
  * message 'node status changed'.
  */
 import { EventEmitter } from 'node:events';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
+import { type DecisionAuthority, LocalAuthority, type NodeOperation } from './authority.js';
 import { CheckAccess } from './check-access.js';
 import type { ClusterManagerEvents, SrCheckEvent } from './events.js';
-import { FailoverRunner } from './failover-runner.js';
+import { type FailoverOptions, FailoverRunner } from './failover-runner.js';
 import type { HealthCheckResult, HealthStats } from './health.js';
 import { type BackendErrorKind, HealthMonitor } from './health-monitor.js';
 import { NodeMarks } from './node-marks.js';
@@ -64,6 +70,11 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
   private readonly sr: SrCheck;
   private readonly ops: NodeOperations;
   private started = false;
+  /** Who decides (LocalAuthority unless setAuthority()); the parts reach it through `gate`. */
+  private authority: DecisionAuthority;
+  private readonly gate: DecisionAuthority;
+  /** Coordination: the leader reported a primary failover in progress. */
+  private sharedFailover = false;
   private sessionsOnNode: (id: number) => number = () => 0;
   private readonly onChange = (ev: NodeChange): void => this.nodeChanged(ev);
   private readonly onPrimary = (ev: { from: number; to: number; reason: string }): void => {
@@ -95,8 +106,26 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
       this.marks,
       opts.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS,
     );
-    this.health = new HealthMonitor(nodes, getConfig, log, tasks, this, access, this.failover, this.search, this.marks);
-    this.sr = new SrCheck(nodes, getConfig, log, tasks, this, access, this.failover, this.marks);
+    this.authority = new LocalAuthority((id, reason) => this.failNodes([id], reason));
+    this.gate = {
+      decides: () => this.authority.decides(),
+      nodeFailed: (id, reason) => this.authority.nodeFailed(id, reason),
+      nodeOk: (id) => this.authority.nodeOk(id),
+      forward: (op) => this.authority.forward(op),
+    };
+    this.health = new HealthMonitor(
+      nodes,
+      getConfig,
+      log,
+      tasks,
+      this,
+      access,
+      this.failover,
+      this.search,
+      this.marks,
+      this.gate,
+    );
+    this.sr = new SrCheck(nodes, getConfig, log, tasks, this, access, this.failover, this.marks, this.gate);
     this.ops = new NodeOperations(
       nodes,
       tasks,
@@ -111,7 +140,35 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
 
   /** True from the moment a primary fails until the new primary is known (or the search gave up). */
   get failoverInProgress(): boolean {
-    return this.failover.inProgress;
+    return this.failover.inProgress || this.sharedFailover;
+  }
+
+  /** Coordination: from now on `a` decides (call before start()). */
+  setAuthority(a: DecisionAuthority): void {
+    this.authority = a;
+  }
+
+  /** Whether this instance decides node state changes now (always, without coordination). */
+  get decides(): boolean {
+    return this.authority.decides();
+  }
+
+  /** Fail nodes over here (the decision is made): pgpool's failover(), in the status queue. */
+  failNodes(ids: number[], reason: string, o: FailoverOptions = {}): Promise<void> {
+    return this.tasks.serial(() => this.failover.degenerate(ids, reason, o));
+  }
+
+  /**
+   * Coordination: apply the node state the leader decided (`apply` calls the
+   * NodeTable's mutators), in the status queue; `failoverInProgress` tells
+   * sessions to wait for the new primary as during a local failover.
+   */
+  applyShared(apply: () => void, failoverInProgress: boolean): Promise<void> {
+    return this.tasks.serial(async () => {
+      this.sharedFailover = failoverInProgress;
+      apply();
+      this.emit('shared-state');
+    });
   }
 
   /** SHOW pool_health_check_stats counters of a node. */
@@ -142,12 +199,14 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
         this.nodes.removeListener('primary', check);
         this.nodes.removeListener('change', check);
         this.removeListener('failover-done', check);
+        this.removeListener('shared-state', check);
         resolve(id);
       };
       const timer = setTimeout(() => finish(ready()), timeoutMs);
       this.nodes.on('primary', check);
       this.nodes.on('change', check);
       this.on('failover-done', check);
+      this.on('shared-state', check);
     });
   }
 
@@ -219,17 +278,26 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
 
   /** pcp_attach_node: the node becomes `waiting` (used → `up`) and failback_command runs. */
   attach(id: number): Promise<OperationResult> {
-    return this.ops.attach(id);
+    return this.forwarded({ op: 'attach', node: id }) ?? this.ops.attach(id);
   }
 
   /** pcp_detach_node; with gracefully, first wait until no session uses the node. */
-  detach(id: number, o: { gracefully?: boolean } = {}): Promise<OperationResult> {
-    return this.ops.detach(id, o);
+  async detach(id: number, o: { gracefully?: boolean } = {}): Promise<OperationResult> {
+    if (this.authority.decides()) return this.ops.detach(id, o);
+    // Coordination, another instance decides: wait for this instance's own sessions here, then ask it.
+    if (o.gracefully) await this.ops.drain(id);
+    return this.forwarded({ op: 'detach', node: id }) ?? this.ops.detach(id, o);
   }
 
   /** pcp_promote_node [-s]. */
   promote(id: number, o: { switchover?: boolean } = {}): Promise<OperationResult> {
-    return this.ops.promote(id, o);
+    return this.forwarded({ op: 'promote', node: id, switchover: o.switchover ?? false }) ?? this.ops.promote(id, o);
+  }
+
+  private forwarded(op: NodeOperation): Promise<OperationResult> | undefined {
+    if (this.authority.decides()) return undefined;
+    this.ops.check(op.node);
+    return this.authority.forward(op);
   }
 
   // ------------------------------------------------------------------ node state

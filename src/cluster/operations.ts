@@ -9,7 +9,15 @@ import type { NodeMarks } from './node-marks.js';
 import type { NodeState, NodeTable } from './nodes.js';
 import type { ClusterTasks } from './tasks.js';
 
-export type ClusterErrorCode = 'NO_SUCH_NODE' | 'NODE_UNUSED' | 'INVALID_STATE' | 'NO_PRIMARY' | 'STOPPED' | 'TIMEOUT';
+export type ClusterErrorCode =
+  | 'NO_SUCH_NODE'
+  | 'NODE_UNUSED'
+  | 'INVALID_STATE'
+  | 'NO_PRIMARY'
+  | 'STOPPED'
+  | 'TIMEOUT'
+  /** Coordination: the instance that decides cannot be reached. */
+  | 'UNAVAILABLE';
 
 export class ClusterError extends Error {
   constructor(
@@ -62,24 +70,7 @@ export class NodeOperations {
   async detach(id: number, o: { gracefully?: boolean } = {}): Promise<OperationResult> {
     const n = this.requireNode(id);
     if (n.status === 'down') return this.result(id, false, `node ${id} is already down`);
-    if (o.gracefully) {
-      const deadline = Date.now() + this.gracefulDetachTimeoutMs;
-      // While waiting, new sessions are not given this node for their reads.
-      n.draining = true;
-      try {
-        while (this.sessionsOnNode(id) > 0) {
-          if (this.tasks.stopped) throw new ClusterError('STOPPED', 'pgrelay is stopping');
-          if (Date.now() >= deadline)
-            throw new ClusterError(
-              'TIMEOUT',
-              `node ${id} still has ${this.sessionsOnNode(id)} session(s) after waiting; not detached`,
-            );
-          await this.tasks.sleep(200);
-        }
-      } finally {
-        n.draining = false;
-      }
-    }
+    if (o.gracefully) await this.drain(id);
     this.marks.operatorDetached.add(id);
     await this.tasks.serial(() => this.failover.degenerate([id], 'detached by operator'));
     return this.result(id, true, `node ${id} detached`);
@@ -132,6 +123,31 @@ export class NodeOperations {
         ? `node ${id} is the primary`
         : `node ${id} was not found as primary after the switchover (primary: ${this.nodes.primaryId})`,
     );
+  }
+
+  /** detach({gracefully}): wait (up to 90 s) until no session uses the node; meanwhile new sessions do not read there. */
+  async drain(id: number): Promise<void> {
+    const n = this.requireNode(id);
+    const deadline = Date.now() + this.gracefulDetachTimeoutMs;
+    n.draining = true;
+    try {
+      while (this.sessionsOnNode(id) > 0) {
+        if (this.tasks.stopped) throw new ClusterError('STOPPED', 'pgrelay is stopping');
+        if (Date.now() >= deadline)
+          throw new ClusterError(
+            'TIMEOUT',
+            `node ${id} still has ${this.sessionsOnNode(id)} session(s) after waiting; not detached`,
+          );
+        await this.tasks.sleep(200);
+      }
+    } finally {
+      n.draining = false;
+    }
+  }
+
+  /** Throws the ClusterError an operation on node `id` would (no such node, unused, stopping). */
+  check(id: number): void {
+    this.requireNode(id);
   }
 
   private requireNode(id: number): NodeState {

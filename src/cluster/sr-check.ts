@@ -7,6 +7,7 @@
  * and auto_failback. The decisions are replication.ts; this file does the I/O
  * and acts on them.
  */
+import type { DecisionAuthority } from './authority.js';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { type CheckAccess, srQueryTimeoutMs } from './check-access.js';
@@ -55,6 +56,7 @@ export class SrCheck {
     private readonly access: CheckAccess,
     private readonly failover: FailoverRunner,
     private readonly marks: NodeMarks,
+    private readonly authority: DecisionAuthority,
   ) {}
 
   async loop(): Promise<void> {
@@ -91,9 +93,12 @@ export class SrCheck {
     const samples = await this.sample(nodes, cred, timeout, cfg.auto_failback);
     if (this.tasks.stopped) return { primary: this.nodes.primaryId, durationMs: Date.now() - t0, nodes: [] };
 
+    // With coordination only the leader changes the node state (the others apply what it publishes).
+    const decides = this.authority.decides();
     const notInRecovery = nodesNotInRecovery(nodes, samples);
-    if (notInRecovery.length > 1) this.handleFalsePrimaries(notInRecovery, samples, cfg.detach_false_primary);
-    if (this.nodes.primaryId < 0 && !this.failover.inProgress) {
+    if (notInRecovery.length > 1 && decides)
+      this.handleFalsePrimaries(notInRecovery, samples, cfg.detach_false_primary);
+    if (this.nodes.primaryId < 0 && !this.failover.inProgress && decides) {
       const p = latePrimary(nodes, notInRecovery);
       if (p) this.nodes.setPrimary(p.id, 'sr check found a node not in recovery');
     }
@@ -136,7 +141,8 @@ export class SrCheck {
       });
     }
 
-    if (cfg.auto_failback && primary && !this.failover.inProgress) await this.autoFailback(primary, samples, cfg);
+    if (cfg.auto_failback && primary && !this.failover.inProgress && decides)
+      await this.autoFailback(primary, samples, cfg);
 
     const ev: SrCheckEvent = { primary: this.nodes.primaryId, durationMs: Date.now() - t0, nodes: info };
     this.events.emit('srcheck', ev);

@@ -200,6 +200,8 @@ export function loadConfigDetailed(opts: LoadOptions): LoadResult {
     return node as unknown as HealthCheckConfig;
   });
 
+  checkCoordination(c as unknown as Config, globals, errors);
+
   if (errors.length > 0) throw new ConfigError(errors);
   return { config: c as unknown as Config, warnings, ignoredKeys };
 }
@@ -283,4 +285,29 @@ function fileBackends(backendKeys: Map<number, Map<BackendField, Setting>>, erro
     });
   }
   return backends;
+}
+
+/** coordination = 'etcd' needs etcd_endpoints, each an http(s)://host:port URL (or host:port). */
+function checkCoordination(c: Config, globals: Map<string, Setting>, errors: ConfigIssue[]): void {
+  if (c.coordination !== 'etcd') return;
+  const at = (name: string): { file: string; line: number; key: string } => {
+    const s = globals.get(name) ?? globals.get('coordination');
+    return s ? { file: s.src.file, line: s.src.line, key: s.src.key } : { file: COMMAND_LINE, line: 0, key: name };
+  };
+  if (c.etcd_endpoints.length === 0)
+    errors.push({
+      ...at('etcd_endpoints'),
+      message: "coordination = 'etcd' needs etcd_endpoints (e.g. 'http://10.0.0.1:2379,http://10.0.0.2:2379')",
+    });
+  for (const e of c.etcd_endpoints)
+    if (!/^(https?:\/\/)?[^\s/:]+(:\d{1,5})?\/?$/.test(e))
+      errors.push({
+        ...at('etcd_endpoints'),
+        message: `invalid etcd endpoint "${e}" in etcd_endpoints (expected http://host:port or https://host:port)`,
+      });
+  if ((c.etcd_cert === '') !== (c.etcd_key === ''))
+    errors.push({
+      ...at(c.etcd_cert === '' ? 'etcd_key' : 'etcd_cert'),
+      message: 'etcd_cert and etcd_key go together',
+    });
 }

@@ -18,8 +18,8 @@ export type ParamKind = 'bool' | 'int' | 'real' | 'string' | 'enum' | 'list';
 export type ParamScope = 'global' | 'health_check' | 'backend';
 /**
  * Category of a parameter. 'backend' and 'health_check' are also pgpool's
- * `PGPOOL SHOW <group>` groups (the others pgpool has, 'watchdog' and
- * 'heartbeat', are empty in pgrelay; see SHOW_GROUPS).
+ * `PGPOOL SHOW <group>` groups; pgpool's 'watchdog' group shows the pgpool
+ * parameters of group 'coordination', 'heartbeat' is empty (see SHOW_GROUPS).
  */
 export type ParamGroup =
   | 'connection'
@@ -33,6 +33,7 @@ export type ParamGroup =
   | 'ssl'
   | 'logging'
   | 'admin'
+  | 'coordination'
   | 'misc';
 export type ParamValue = boolean | number | string | string[];
 
@@ -510,6 +511,117 @@ export const PARAMS: readonly ParamDef[] = [
     max: INT_MAX,
     unit: 's',
   }),
+
+  // ---- coordination of several instances (etcd) and pgpool's watchdog names for what it shares
+  g(
+    'coordination',
+    'enum',
+    'off',
+    I,
+    'coordination',
+    'pgrelay: how several pgrelay instances share one node state and one failover decision: off (each decides alone) or etcd.',
+    { values: ['off', 'etcd'], pgrelay: true },
+  ),
+  g(
+    'cluster_name',
+    'string',
+    'pgrelay',
+    I,
+    'coordination',
+    'pgrelay: name of the pgrelay cluster; instances with the same name (and etcd_prefix) coordinate.',
+    { pgrelay: true },
+  ),
+  g(
+    'instance_name',
+    'string',
+    '',
+    I,
+    'coordination',
+    "pgrelay: this instance's name among the coordinated instances ('' = <host name>:<port>).",
+    { pgrelay: true },
+  ),
+  g('etcd_endpoints', 'list', [], I, 'coordination', 'pgrelay: etcd client URLs (http://host:2379, https://...).', {
+    separator: ',',
+    pgrelay: true,
+  }),
+  g(
+    'etcd_prefix',
+    'string',
+    '',
+    I,
+    'coordination',
+    "pgrelay: etcd key prefix of this cluster ('' = /pgrelay/<cluster_name>/).",
+    { pgrelay: true },
+  ),
+  g('etcd_user', 'string', '', I, 'coordination', 'pgrelay: etcd user name (etcd authentication).', {
+    pgrelay: true,
+  }),
+  g('etcd_password', 'string', '', I, 'coordination', 'pgrelay: etcd password.', { pgrelay: true, secret: true }),
+  g('etcd_cacert', 'string', '', I, 'coordination', 'pgrelay: CA certificate verifying the etcd servers (https).', {
+    path: true,
+    pgrelay: true,
+  }),
+  g('etcd_cert', 'string', '', I, 'coordination', 'pgrelay: client certificate presented to etcd.', {
+    path: true,
+    pgrelay: true,
+  }),
+  g('etcd_key', 'string', '', I, 'coordination', 'pgrelay: private key of etcd_cert.', {
+    path: true,
+    pgrelay: true,
+  }),
+  g(
+    'etcd_lease_ttl',
+    'int',
+    10,
+    I,
+    'coordination',
+    'pgrelay: seconds an instance stays a member (and the leader stays leader) without reaching etcd.',
+    { min: 2, max: 3600, unit: 's', pgrelay: true },
+  ),
+  g(
+    'etcd_unreachable_grace',
+    'int',
+    30,
+    R,
+    'coordination',
+    'pgrelay: seconds without etcd after which /readyz reports not ready (the instance keeps serving).',
+    { min: 0, max: INT_MAX, unit: 's', pgrelay: true },
+  ),
+  g(
+    'failover_when_quorum_exists',
+    'bool',
+    true,
+    R,
+    'coordination',
+    'Do failover only when the cluster has the quorum (with etcd: only the elected leader, holding its lease, decides).',
+  ),
+  g(
+    'failover_require_consensus',
+    'bool',
+    true,
+    R,
+    'coordination',
+    'Only do failover when a majority of the live instances find the node down.',
+  ),
+  g(
+    'enable_consensus_with_half_votes',
+    'bool',
+    false,
+    R,
+    'coordination',
+    'Half of the live instances (instead of a majority) suffice for the consensus.',
+  ),
+  g('delegate_ip', 'string', '', R, 'coordination', 'Delegate IP address held by the leader ($_IP_$ of if_up_cmd).'),
+  g(
+    'if_up_cmd',
+    'string',
+    '',
+    R,
+    'coordination',
+    'Command run by the instance that becomes the leader (pgrelay runs it as given; $_IP_$ = delegate_ip).',
+  ),
+  g('if_down_cmd', 'string', '', R, 'coordination', 'Command run by the leader that gives up its leadership.'),
+  g('arping_cmd', 'string', '', R, 'coordination', 'Command run after if_up_cmd (announces the delegate IP).'),
 
   // ---- authentication / TLS
   g('enable_pool_hba', 'bool', false, R, 'auth', 'Use pool_hba.conf for client authentication.'),

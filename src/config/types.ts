@@ -145,6 +145,29 @@ export interface Config {
   auto_failback: boolean;
   auto_failback_interval: number;
 
+  // ---- coordination of several instances (issue 17)
+  coordination: 'off' | 'etcd';
+  cluster_name: string;
+  instance_name: string;
+  etcd_endpoints: string[];
+  etcd_prefix: string;
+  etcd_user: string;
+  etcd_password: string;
+  etcd_cacert: string;
+  etcd_cert: string;
+  etcd_key: string;
+  /** seconds */
+  etcd_lease_ttl: number;
+  /** seconds */
+  etcd_unreachable_grace: number;
+  failover_when_quorum_exists: boolean;
+  failover_require_consensus: boolean;
+  enable_consensus_with_half_votes: boolean;
+  delegate_ip: string;
+  if_up_cmd: string;
+  if_down_cmd: string;
+  arping_cmd: string;
+
   // ---- authentication and TLS (issue 5)
   enable_pool_hba: boolean;
   hba_file: string;

@@ -360,6 +360,45 @@ describe('SHOW pool_nodes', () => {
 });
 
 describe('other SHOW commands', () => {
+  it('SHOW pgrelay_instances: one standalone row without coordination, the members with it', async () => {
+    let r = rows(await executeAdmin({ kind: 'show', target: 'pgrelay_instances' }, ctx()));
+    expect(r.columns).toEqual([
+      'instance_name',
+      'host',
+      'port',
+      'version',
+      'state',
+      'leader',
+      'this_instance',
+      'lease',
+      'started',
+    ]);
+    expect(r.rows).toHaveLength(1);
+    expect(r.rows[0]?.slice(4, 8)).toEqual(['standalone', 'true', 'true', 'n/a']);
+    const inst = (name: string, leader: boolean, self: boolean) => ({
+      name,
+      host: 'h',
+      port: 9999,
+      version: '0.1.0',
+      state: leader ? 'leader' : 'member',
+      leader,
+      self,
+      lease: 'held',
+      started: T0,
+    });
+    r = rows(
+      await executeAdmin(
+        { kind: 'show', target: 'pgrelay_instances' },
+        ctx({ instances: () => [inst('A', false, true), inst('B', true, false)] }),
+      ),
+    );
+    expect(r.rows.map((x) => x.slice(0, 8))).toEqual([
+      ['A', 'h', '9999', '0.1.0', 'member', 'false', 'true', 'held'],
+      ['B', 'h', '9999', '0.1.0', 'leader', 'true', 'false', 'held'],
+    ]);
+    expect(r.tag).toBe('SELECT 2');
+  });
+
   it('pool_backend_stats', async () => {
     const r = rows(await executeAdmin({ kind: 'show', target: 'pool_backend_stats' }, ctx()));
     expect(r.columns).toHaveLength(14);
@@ -585,9 +624,20 @@ describe('PGPOOL SHOW / SET / RESET', () => {
     const be = rows(await executeAdmin({ kind: 'pgpool_show', name: 'backend' }, c));
     expect(be.columns).toEqual(['item', 'value', 'description']);
     expect(be.rows.map((x) => x[0])).toContain('backend_flag1');
+    // watchdog: pgpool's watchdog parameters pgrelay has (coordination through etcd); heartbeat: none.
     const wd = rows(await executeAdmin({ kind: 'pgpool_show', name: 'watchdog' }, c));
-    expect(wd.rows).toEqual([]);
-    expect(wd.tag).toBe('SELECT 0');
+    expect(wd.rows.map((x) => x[0])).toEqual([
+      'failover_when_quorum_exists',
+      'failover_require_consensus',
+      'enable_consensus_with_half_votes',
+      'delegate_ip',
+      'if_up_cmd',
+      'if_down_cmd',
+      'arping_cmd',
+    ]);
+    const hb = rows(await executeAdmin({ kind: 'pgpool_show', name: 'heartbeat' }, c));
+    expect(hb.rows).toEqual([]);
+    expect(hb.tag).toBe('SELECT 0');
     expect(await executeAdmin({ kind: 'pgpool_show', name: 'nosuch' }, c)).toEqual({
       kind: 'error',
       error: { severity: 'ERROR', code: 'XX000', message: 'config variable "nosuch" not found' },

@@ -491,7 +491,17 @@ describe('formatParam / showParamRows', () => {
     });
     expect(showParamRows(config, 'backend')!).toHaveLength(12);
     expect(showParamRows(config, 'health_check')!).toHaveLength(8 * 3);
-    expect(showParamRows(config, 'watchdog')).toEqual([]);
+    // pgpool's watchdog group: the watchdog parameters pgrelay has (coordination through etcd).
+    expect(showParamRows(config, 'watchdog')?.map((r) => r.item)).toEqual([
+      'failover_when_quorum_exists',
+      'failover_require_consensus',
+      'enable_consensus_with_half_votes',
+      'delegate_ip',
+      'if_up_cmd',
+      'if_down_cmd',
+      'arping_cmd',
+    ]);
+    expect(showParamRows(config, 'heartbeat')).toEqual([]);
     expect(showParamRows(config, 'backend_hostname')!.map((r) => r.value)).toEqual(['pg0', 'pg1']);
     expect(showParamRows(config, 'port')).toBeUndefined();
   });
