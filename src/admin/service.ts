@@ -8,8 +8,9 @@ import type { Config } from '../config/types.js';
 import type { NodeTable } from '../cluster/nodes.js';
 import type { ConnectionCache } from '../pool/cache.js';
 import type { Classification } from '../router/classifier.js';
-import { mayBeAdminCommand, parseAdminCommand } from './commands.js';
+import { type AdminCommand, mayBeAdminCommand, parseAdminCommand } from './commands.js';
 import type {
+  AdminContext,
   AdminOperations,
   AdminSessionInfo,
   HealthCheckStats,
@@ -99,33 +100,44 @@ export class AdminService {
     if (!mayBeAdminCommand(sql)) return undefined;
     const cmd = parseAdminCommand(sql);
     if (!cmd) return undefined;
+    return { run: () => executeAdmin(cmd, this.context(session)) };
+  }
+
+  /**
+   * Run a command for a caller authenticated elsewhere (the PCP port, against
+   * pcp.conf): an administrator whatever admin_users says, with no session.
+   */
+  executeTrusted(cmd: AdminCommand, user: string): Promise<AdminResult> {
+    const ctx = this.context({ user, adminParams: new Map(), lbNodeId: -1 });
+    ctx.isAdminUser = () => true;
+    return executeAdmin(cmd, ctx);
+  }
+
+  private context(session: AdminCaller): AdminContext {
     const d = this.deps;
     return {
-      run: () =>
-        executeAdmin(cmd, {
-          config: d.config(),
-          user: session.user,
-          sessionParams: session.adminParams,
-          nodes: d.nodes.all(),
-          primaryId: d.nodes.primaryId,
-          counters: (id) => this.counters[id],
-          healthStats: d.healthStats,
-          loadBalanceNode: session.lbNodeId,
-          probe: d.probe,
-          sessions: () => d.registry.all(),
-          cachedConnections: () =>
-            d.cache.entries().map((c) => ({
-              nodeId: c.nodeId,
-              pid: c.pid,
-              params: c.startup,
-              createdAt: c.createdAt,
-              releasedAt: c.releasedAt,
-              useCount: c.useCount,
-            })),
-          version: d.version,
-          processStartedAt: d.startedAt,
-          ops: d.ops,
-        }),
+      config: d.config(),
+      user: session.user,
+      sessionParams: session.adminParams,
+      nodes: d.nodes.all(),
+      primaryId: d.nodes.primaryId,
+      counters: (id) => this.counters[id],
+      healthStats: d.healthStats,
+      loadBalanceNode: session.lbNodeId,
+      probe: d.probe,
+      sessions: () => d.registry.all(),
+      cachedConnections: () =>
+        d.cache.entries().map((c) => ({
+          nodeId: c.nodeId,
+          pid: c.pid,
+          params: c.startup,
+          createdAt: c.createdAt,
+          releasedAt: c.releasedAt,
+          useCount: c.useCount,
+        })),
+      version: d.version,
+      processStartedAt: d.startedAt,
+      ops: d.ops,
     };
   }
 }

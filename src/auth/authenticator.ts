@@ -44,6 +44,9 @@ export class Authenticator {
   /** pool_hba off: the primary's method per (user, database), learned by probing. */
   private readonly methodCache = new Map<string, { method: BackendAuthMethod; at: number }>();
 
+  /** Why pool_hba.conf could not be loaded at start (pgrelay refuses to start then). */
+  hbaStartupError: string | undefined;
+
   constructor(private readonly opts: AuthenticatorOptions) {
     this.load(true);
   }
@@ -96,6 +99,7 @@ export class Authenticator {
           this.hbaRules = loadHba(cfg.hba_file, { ssl: this.opts.ssl, onWarning });
         } catch (e) {
           errors.push((e as Error).message);
+          if (initial) this.hbaStartupError = (e as Error).message;
           log.error(
             { err: (e as Error).message },
             'could not load pool_hba.conf: every connection is rejected until it is fixed and reloaded',

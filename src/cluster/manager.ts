@@ -33,6 +33,7 @@ import type { HealthCheckResult, HealthStats } from './health.js';
 import { type BackendErrorKind, HealthMonitor } from './health-monitor.js';
 import { NodeMarks } from './node-marks.js';
 import type { NodeChange, NodeTable } from './nodes.js';
+import { OnlineRecovery } from './recovery.js';
 import { NodeOperations, type OperationResult } from './operations.js';
 import { PrimarySearch } from './primary-search.js';
 import { SrCheck } from './sr-check.js';
@@ -63,6 +64,7 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
   private readonly health: HealthMonitor;
   private readonly sr: SrCheck;
   private readonly ops: NodeOperations;
+  private readonly recovery: OnlineRecovery;
   private started = false;
   private sessionsOnNode: (id: number) => number = () => 0;
   private readonly onChange = (ev: NodeChange): void => this.nodeChanged(ev);
@@ -105,6 +107,7 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
       (id) => this.sessionsOnNode(id),
       opts.gracefulDetachTimeoutMs ?? DEFAULT_GRACEFUL_DETACH_TIMEOUT_MS,
     );
+    this.recovery = new OnlineRecovery(nodes, getConfig, log, tasks, (id) => this.ops.attach(id));
   }
 
   // ------------------------------------------------------------------ public state
@@ -230,6 +233,11 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
   /** pcp_promote_node [-s]. */
   promote(id: number, o: { switchover?: boolean } = {}): Promise<OperationResult> {
     return this.ops.promote(id, o);
+  }
+
+  /** pcp_recovery_node: online recovery of a down standby (recovery.ts). */
+  recover(id: number): Promise<void> {
+    return this.recovery.recover(id);
   }
 
   // ------------------------------------------------------------------ node state
