@@ -154,6 +154,13 @@ describe('PCP port with pgpool-II 4.3 pcp_* programs', () => {
 
   it('reports: node count/info, processes, pool status, health-check stats, watchdog (as a real pgpool)', async () => {
     expect((await pcpOk('node_count')).trim()).toBe('3');
+    // The Unix-domain socket <pcp_socket_dir>/.s.PGSQL.<pcp_port> (a host starting with '/').
+    const viaSocket = await runCommand(
+      path.join(SBIN, 'pcp_node_count'),
+      ['-h', proxy.dir, '-p', String(pcpPort), '-U', PCP_USER, '-w'],
+      { env: pcpEnv(), timeoutMs: 30_000 },
+    );
+    expect(viaSocket.stdout).toBe('3\n');
     const info = await pcpOk('node_info');
     const lines = nodeLines(info);
     expect(lines).toHaveLength(3);
