@@ -113,6 +113,10 @@ export function loadConfigDetailed(opts: LoadOptions): LoadResult {
       fail(parsed.error);
       return;
     }
+    if (def.name === 'recovery_2nd_stage_command' && entry.value.trim() !== '')
+      warn(
+        `${loc}: recovery_2nd_stage_command is not run in streaming replication mode (as in pgpool-II): online recovery runs recovery_1st_stage_command only`,
+      );
     if (def.name === 'log_destination' && /syslog/i.test(entry.value))
       warn(`${loc}: log_destination 'syslog' is not implemented by pgrelay: those logs go to stdout`);
     const setting: Setting = { value: parsed.value, src };

@@ -350,6 +350,9 @@ describe('aliases, ignored and unknown keys', () => {
     const c = load(
       "pcp_listen_addresses = '*'\npcp_port = 9899\npcp_socket_dir = '/run/x'\nrecovery_user = 'rec'\nrecovery_password = 'pw'\nrecovery_1st_stage_command = 'recovery_1st_stage'\nrecovery_timeout = 2min\n",
     ).config;
+    expect(load("recovery_2nd_stage_command = 'x'\n").warnings[0]).toMatch(
+      /:1: recovery_2nd_stage_command is not run in streaming replication mode/,
+    );
     expect(c).toMatchObject({
       pcp_listen_addresses: '*',
       pcp_port: 9899,
