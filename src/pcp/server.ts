@@ -40,7 +40,13 @@ export class PcpServer {
       config: this.opts.config,
       log: this.opts.log,
       onConnection: (s) => this.accept(s),
-      where: (c) => ({ addresses: c.pcp_listen_addresses, port: c.pcp_port, socketDirs: c.pcp_socket_dir }),
+      // pcp_listen_addresses = '': the Unix-domain socket only, as pgpool.
+      where: (c) => ({
+        addresses: c.pcp_listen_addresses,
+        tcp: c.pcp_listen_addresses.trim() !== '',
+        port: c.pcp_port,
+        socketDirs: c.pcp_socket_dir,
+      }),
     });
     return this.listener.listen();
   }

@@ -20,7 +20,9 @@ export interface ListenerOptions {
 }
 
 export interface ListenAt {
+  /** listen_addresses syntax; skipped entirely when `tcp` is false. */
   addresses: string;
+  tcp?: boolean;
   port: number;
   socketDirs: readonly string[];
 }
@@ -43,7 +45,7 @@ export class Listener {
   async listen(): Promise<Array<{ host: string; port: number }>> {
     const at = (this.opts.where ?? clientPort)(this.opts.config());
     const bound: Array<{ host: string; port: number }> = [];
-    for (const host of listenHosts(at.addresses)) {
+    for (const host of at.tcp === false ? [] : listenHosts(at.addresses)) {
       const server = net.createServer({ noDelay: true }, (s) => this.opts.onConnection(s, false));
       await this.bind(server, { host, port: at.port });
       const a = server.address() as net.AddressInfo;
