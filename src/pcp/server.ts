@@ -93,6 +93,8 @@ export class PcpServer {
     const pump = async (): Promise<void> => {
       if (busy) return;
       busy = true;
+      // One request at a time: stop reading while it runs (a long recovery must not buffer a flood).
+      socket.pause();
       try {
         while (!closed) {
           const r = reader.next();
@@ -157,8 +159,8 @@ export class PcpServer {
           }
         }
       } finally {
-        // Bytes that arrived while a command ran were read by the loop above.
         busy = false;
+        if (!closed) socket.resume();
       }
     };
 
