@@ -280,9 +280,15 @@ const stdio: ControlIO = {
 // ---------------------------------------------------------------------------
 // Configuration and pid file
 
-/** The configuration file the CLI reads: -f FILE, else ./pgpool.conf when present (undefined: none). */
+/**
+ * The configuration file the CLI reads: -f FILE, else ./pgpool.conf when
+ * present, else /etc/pgpool2/pgpool.conf (where Debian's pgpool2 reads it) when
+ * present (undefined: none, built-in defaults).
+ */
 export function configFileOrDefault(file: string | undefined): string | undefined {
-  return file ?? (fs.existsSync('pgpool.conf') ? 'pgpool.conf' : undefined);
+  if (file !== undefined) return file;
+  for (const f of ['pgpool.conf', '/etc/pgpool2/pgpool.conf']) if (fs.existsSync(f)) return f;
+  return undefined;
 }
 
 /** configFileOrDefault(), and a file named with -f must exist (built-in defaults are only for no -f at all). */

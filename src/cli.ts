@@ -17,14 +17,26 @@ import { configFileOrDefault, isControlCommand, runControl, CONTROL_USAGE } from
 import { commandLine, UsageError, type OptionSpec } from './cli-args.js';
 import type { Logger } from './log.js';
 import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import path, { dirname } from 'node:path';
+import { PcpServer } from './pcp/server.js';
+import { pcpConfProblem } from './pcp/conf.js';
 
 const HELP = `pgrelay - PostgreSQL proxy for streaming-replication clusters (pgpool-II compatible)
 
 Usage:
   pgrelay [options]                 run the proxy in the foreground
 Options:
-  -f, --config-file FILE            pgpool.conf-style configuration file
+  -f, --config-file FILE            pgpool.conf-style configuration file (default: ./pgpool.conf if it
+                                    exists, else /etc/pgpool2/pgpool.conf if it exists, else none)
+  -a, --hba-file FILE               pool_hba.conf (overrides hba_file)
+  -F, --pcp-file FILE               pcp.conf (default: pcp.conf next to the configuration file,
+                                    /etc/pgpool2/pcp.conf without one)
+  -k, --key-file FILE               AES key file for pool_passwd (overrides pool_key_file)
+  -d, --debug                       log_min_messages = debug1
+  -n, --no-daemon                   accepted: pgrelay always runs in the foreground
+  -C, -x                            accepted and ignored with a warning (pgrelay has no query cache
+                                    to clear and no debug assertions)
+  -m, --mode MODE stop | reload     pgpool's word order: pgrelay -f CONF -m fast stop, pgrelay -f CONF reload
   -p, --port N                      listen port (overrides the file's port)
       --backend HOST:PORT           a backend node (repeatable; replaces the file's backends)
       --set KEY=VALUE               override any parameter (repeatable)
@@ -49,6 +61,12 @@ SIGINT does the same with 5 s (fast); a second signal stops at once.
 
 interface StartArgs {
   file?: string;
+  pcpFile?: string;
+  /** Options accepted for pgpool's sake that change nothing (warned about). */
+  ignored: string[];
+  /** pgpool's `pgpool [-m mode] stop|reload` word order. */
+  control?: 'stop' | 'reload';
+  mode?: string;
   set: Array<[string, string]>;
   backends: Array<{ hostname: string; port: number }>;
   discardStatus: boolean;
@@ -82,14 +100,27 @@ const START_OPTIONS = {
   'discard-status': { value: false, spellings: ['-D', '--discard-status'] },
   // pgrelay always runs in the foreground
   'no-daemon': { value: false, spellings: ['-n', '--no-daemon'] },
+  hba: { value: true, spellings: ['-a', '--hba-file'] },
+  pcp: { value: true, spellings: ['-F', '--pcp-file'] },
+  key: { value: true, spellings: ['-k', '--key-file'] },
+  debug: { value: false, spellings: ['-d', '--debug'] },
+  'clear-cache': { value: false, spellings: ['-C', '--clear-oidmaps'] },
+  'debug-assertions': { value: false, spellings: ['-x', '--debug-assertions'] },
+  mode: { value: true, spellings: ['-m', '--mode'] },
   help: { value: false, spellings: ['-h', '--help'] },
 } satisfies OptionSpec;
 
 /** Reads the command line in order, so that `--help` wins over a mistake after it. */
 function parseStartArgs(argv: string[]): StartArgs {
-  const a: StartArgs = { set: [], backends: [], discardStatus: false };
+  const a: StartArgs = { set: [], backends: [], discardStatus: false, ignored: [] };
   for (const it of commandLine(argv, START_OPTIONS)) {
-    if (it.kind === 'positional') throw new UsageError(`unknown option "${it.value}" (see pgrelay --help)`);
+    if (it.kind === 'positional') {
+      if ((it.value === 'stop' || it.value === 'reload') && a.control === undefined) {
+        a.control = it.value;
+        continue;
+      }
+      throw new UsageError(`unknown option "${it.value}" (see pgrelay --help)`);
+    }
     const v = it.value;
     switch (it.name) {
       case 'file':
@@ -117,15 +148,48 @@ function parseStartArgs(argv: string[]): StartArgs {
         break;
       case 'no-daemon':
         break;
+      case 'hba':
+        a.set.push(['hba_file', path.resolve(v)]);
+        break;
+      case 'pcp':
+        a.pcpFile = path.resolve(v);
+        break;
+      case 'key':
+        a.set.push(['pool_key_file', path.resolve(v)]);
+        break;
+      case 'debug':
+        a.set.push(['log_min_messages', 'debug1']);
+        break;
+      case 'clear-cache':
+      case 'debug-assertions':
+        a.ignored.push(it.spelled);
+        break;
+      case 'mode':
+        a.mode = v;
+        break;
       case 'help':
         printHelp();
     }
   }
+  if (a.mode !== undefined && a.control !== 'stop') throw new UsageError('-m is only valid with stop');
   return a;
+}
+
+/** pgpool's default configuration file: ./pgpool.conf, else /etc/pgpool2/pgpool.conf (Debian's), when present. */
+export const SYSTEM_CONFIG_DIR = '/etc/pgpool2';
+
+/** The pcp.conf of a configuration file (pgpool: next to pgpool.conf; /etc/pgpool2 without one). */
+function defaultPcpFile(configFile: string): string {
+  return path.join(configFile ? path.dirname(configFile) : SYSTEM_CONFIG_DIR, 'pcp.conf');
 }
 
 async function start(argv: string[]): Promise<void> {
   const args = orFail(() => parseStartArgs(argv));
+  if (args.control) {
+    const rest = [...(args.file ? ['-f', args.file] : []), ...(args.mode ? ['-m', args.mode] : [])];
+    process.exit(await runControl(args.control, rest));
+  }
+  args.file = configFileOrDefault(args.file);
   const warnings: string[] = [];
   let config: Config;
   try {
@@ -145,6 +209,8 @@ async function start(argv: string[]): Promise<void> {
     logdir: config.logdir,
   });
   for (const w of warnings) log.warn(w);
+  for (const o of args.ignored)
+    log.warn({ option: o }, `option ${o} is accepted for pgpool-II compatibility and ignored by pgrelay`);
   if (config.backends.length === 0) {
     log.fatal(
       'no backend configured: set backend_hostname0/backend_port0 in the configuration file or use --backend HOST:PORT',
@@ -156,6 +222,13 @@ async function start(argv: string[]): Promise<void> {
   const pidFile = config.pid_file_name;
   writePidFile(pidFile, log);
   const relay = new Relay({ config, log });
+  if (relay.hbaStartupError) {
+    // Starting would reject every client: refuse with the line to fix instead.
+    log.fatal({ hba_file: config.hba_file, err: relay.hbaStartupError }, 'pool_hba.conf cannot be used: not starting');
+    log.flush();
+    process.stderr.write(`pgrelay: ${relay.hbaStartupError}\n`);
+    process.exit(2);
+  }
   const cluster = new ClusterManager(relay.nodes, () => relay.config(), log, { discardStatus: args.discardStatus });
   // coordination = 'etcd': the elected leader of the instances decides; set before start().
   // (etcd's client is loaded only then.)
@@ -187,6 +260,7 @@ async function start(argv: string[]): Promise<void> {
   }
 
   let stopping = false;
+  let pcp: PcpServer | undefined;
   const shutdown = (signal: string, graceMs: number): void => {
     if (stopping || graceMs === 0) {
       log.info({ signal }, 'immediate shutdown');
@@ -196,6 +270,7 @@ async function start(argv: string[]): Promise<void> {
     }
     stopping = true;
     log.info({ signal, graceMs }, 'shutting down');
+    pcp?.close();
     void Promise.all([relay.stop(graceMs), cluster.stop(), services.close(), coordinator?.stop()]).then(() => {
       removePidFile(pidFile);
       log.flush();
@@ -207,6 +282,27 @@ async function start(argv: string[]): Promise<void> {
     loadOptions: { file: args.file, set: args.set, backends: args.backends.length > 0 ? args.backends : undefined },
     stop: (mode) => shutdown(`PGPOOL STOP ${mode}`, mode === 'smart' ? 30_000 : mode === 'fast' ? 5_000 : 0),
   });
+  const pcpFile = args.pcpFile ?? defaultPcpFile(config.config_file);
+  pcp = new PcpServer({
+    config: () => relay.config(),
+    log,
+    pcpConfFile: pcpFile,
+    run: (cmd, user) => services.admin.executeTrusted(cmd, user),
+    nodes: () => relay.nodes.all(),
+    primaryId: () => relay.nodes.primaryId,
+  });
+  try {
+    const bound = await pcp.listen();
+    if (bound.length > 0) {
+      log.info({ pcp: bound, pcp_conf: pcpFile }, 'PCP port listening');
+      const problem = pcpConfProblem(pcpFile);
+      if (problem) log.warn({ pcp_conf: pcpFile }, problem);
+    }
+  } catch (e) {
+    log.fatal({ err: (e as Error).message, pcp_port: config.pcp_port }, 'could not listen on the PCP port');
+    log.flush();
+    process.exit(1);
+  }
   process.on('SIGTERM', () => shutdown('SIGTERM', 30_000));
   process.on('SIGINT', () => shutdown('SIGINT', 5_000));
   process.on('SIGQUIT', () => shutdown('SIGQUIT', 0));

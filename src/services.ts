@@ -164,6 +164,9 @@ export async function startServices(
         promoteNode: async (id, switchover) => {
           await cluster.promote(id, { switchover }).catch(opError);
         },
+        recoverNode: async (id) => {
+          await cluster.recover(id).catch(opError);
+        },
         reload: () => {
           const r = services.reload();
           if (!r.ok)

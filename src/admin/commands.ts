@@ -20,6 +20,7 @@
  *   PGPOOL ATTACH NODE <n>
  *   PGPOOL DETACH NODE <n> [GRACEFULLY]
  *   PGPOOL PROMOTE NODE <n> [SWITCHOVER]
+ *   PGPOOL RECOVERY NODE <n>                             (online recovery, pcp_recovery_node)
  *   PGPOOL RELOAD
  *   PGPOOL STOP [SMART | FAST | IMMEDIATE]               (default: smart, as pgpool's -m)
  *
@@ -60,6 +61,7 @@ export type AdminCommand =
   | { kind: 'attach_node'; node: number }
   | { kind: 'detach_node'; node: number; gracefully: boolean }
   | { kind: 'promote_node'; node: number; switchover: boolean }
+  | { kind: 'recovery_node'; node: number }
   | { kind: 'reload' }
   | { kind: 'stop'; mode: StopMode }
   /** Starts with PGPOOL but does not parse. `near` is the offending token, '' at end of input. */
@@ -351,7 +353,7 @@ function parseSetValue(c: Cursor): string | null {
 
 function parsePgpool(c: Cursor): AdminCommand {
   c.keyword('pgpool');
-  const verb = c.keyword('show', 'set', 'reset', 'attach', 'detach', 'promote', 'reload', 'stop');
+  const verb = c.keyword('show', 'set', 'reset', 'attach', 'detach', 'promote', 'recovery', 'reload', 'stop');
   switch (verb) {
     case 'show': {
       const name = c.ident();
@@ -405,6 +407,12 @@ function parsePgpool(c: Cursor): AdminCommand {
       const switchover = c.optKeyword('switchover') !== undefined;
       c.end();
       return { kind: 'promote_node', node, switchover };
+    }
+    case 'recovery': {
+      c.keyword('node');
+      const node = c.nodeId();
+      c.end();
+      return { kind: 'recovery_node', node };
     }
     case 'reload':
       c.end();
@@ -469,6 +477,8 @@ export function describeAdminCommand(cmd: AdminCommand): string {
       return `PGPOOL DETACH NODE ${cmd.node}${cmd.gracefully ? ' GRACEFULLY' : ''}`;
     case 'promote_node':
       return `PGPOOL PROMOTE NODE ${cmd.node}${cmd.switchover ? ' SWITCHOVER' : ''}`;
+    case 'recovery_node':
+      return `PGPOOL RECOVERY NODE ${cmd.node}`;
     case 'reload':
       return 'PGPOOL RELOAD';
     case 'stop':

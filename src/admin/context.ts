@@ -108,6 +108,8 @@ export interface AdminOperations {
   attachNode?(node: number): Promise<void> | void;
   detachNode?(node: number, gracefully: boolean): Promise<void> | void;
   promoteNode?(node: number, switchover: boolean): Promise<void> | void;
+  /** Online recovery (pcp_recovery_node): 1st stage script, remote start, wait, attach. */
+  recoverNode?(node: number): Promise<void> | void;
   reload?(): Promise<void> | void;
   stop?(mode: StopMode): Promise<void> | void;
 }

@@ -1,6 +1,7 @@
 /**
  * The operations (pgrelay extensions; pgpool does them through PCP): ATTACH,
- * DETACH and PROMOTE NODE, RELOAD and STOP. They run the callbacks in
+ * DETACH, PROMOTE and RECOVERY NODE, RELOAD and STOP. The PCP server
+ * (src/pcp/) runs the same commands through the same engine. They run the callbacks in
  * AdminContext.ops; a missing callback or a rejection becomes an ERROR reply.
  */
 import { SQLSTATE } from '../protocol/constants.js';
@@ -10,13 +11,14 @@ import { type AdminResult, errorResult } from './result.js';
 
 export type OperationCommand = Extract<
   AdminCommand,
-  { kind: 'attach_node' | 'detach_node' | 'promote_node' | 'reload' | 'stop' }
+  { kind: 'attach_node' | 'detach_node' | 'promote_node' | 'recovery_node' | 'reload' | 'stop' }
 >;
 
 const OPERATION_KINDS: ReadonlySet<AdminCommand['kind']> = new Set<OperationCommand['kind']>([
   'attach_node',
   'detach_node',
   'promote_node',
+  'recovery_node',
   'reload',
   'stop',
 ]);
@@ -67,6 +69,8 @@ export async function runOperation(cmd: OperationCommand, ctx: AdminContext): Pr
       return onNode(ctx, cmd, 'DETACH NODE', ops?.detachNode && (() => ops.detachNode!(cmd.node, cmd.gracefully)));
     case 'promote_node':
       return onNode(ctx, cmd, 'PROMOTE NODE', ops?.promoteNode && (() => ops.promoteNode!(cmd.node, cmd.switchover)));
+    case 'recovery_node':
+      return onNode(ctx, cmd, 'RECOVERY NODE', ops?.recoverNode && (() => ops.recoverNode!(cmd.node)));
     case 'reload':
       return runOp('RELOAD', ops?.reload && (() => ops.reload!()), 'PGPOOL RELOAD');
     case 'stop':

@@ -8,7 +8,7 @@ import type { Config } from '../config/types.js';
 import type { NodeTable } from '../cluster/nodes.js';
 import type { ConnectionCache } from '../pool/cache.js';
 import type { Classification } from '../router/classifier.js';
-import { mayBeAdminCommand, parseAdminCommand } from './commands.js';
+import { type AdminCommand, mayBeAdminCommand, parseAdminCommand } from './commands.js';
 import type {
   AdminContext,
   AdminInstance,
@@ -103,6 +103,14 @@ export class AdminService {
     const cmd = parseAdminCommand(sql);
     if (!cmd) return undefined;
     return { run: () => executeAdmin(cmd, this.context(session)) };
+  }
+
+  /**
+   * Run a command for a caller authenticated elsewhere (the PCP port, against
+   * pcp.conf): an administrator whatever admin_users says, with no session.
+   */
+  executeTrusted(cmd: AdminCommand, user: string): Promise<AdminResult> {
+    return executeAdmin(cmd, this.context({ user, adminParams: new Map(), lbNodeId: -1 }, { isAdminUser: () => true }));
   }
 
   /**

@@ -49,6 +49,9 @@ export class Authenticator {
   /** The secret key of SCRAM mock salts and the verifiers derived from clear-text entries: made at start-up. */
   private readonly scram = new ScramSecrets();
 
+  /** Why pool_hba.conf could not be loaded at start (pgrelay refuses to start then). */
+  hbaStartupError: string | undefined;
+
   constructor(private readonly opts: AuthenticatorOptions) {
     this.load(true);
   }
@@ -111,6 +114,7 @@ export class Authenticator {
           this.hbaRules = loadHba(cfg.hba_file, { ssl: this.opts.ssl, onWarning });
         } catch (e) {
           errors.push((e as Error).message);
+          if (initial) this.hbaStartupError = (e as Error).message;
           log.error(
             { err: (e as Error).message },
             'could not load pool_hba.conf: every connection is rejected until it is fixed and reloaded',

@@ -368,7 +368,9 @@ function parseLine(tl: TokenizedLine, file: string, opts: HbaParseOptions, warni
   const methodStr = mtoks[0]!.value;
   if (!METHODS.includes(methodStr)) {
     if (UNSUPPORTED_METHODS.includes(methodStr)) {
-      throw new LineError(`invalid authentication method "${methodStr}": not supported by this build`);
+      throw new LineError(
+        `authentication method "${methodStr}" is not supported by pgrelay (supported: ${METHODS.join(', ')})`,
+      );
     }
     throw new LineError(`invalid authentication method "${methodStr}"`);
   }

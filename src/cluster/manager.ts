@@ -39,6 +39,7 @@ import type { HealthCheckResult, HealthStats } from './health.js';
 import { type BackendErrorKind, HealthMonitor } from './health-monitor.js';
 import { NodeMarks } from './node-marks.js';
 import type { NodeChange, NodeTable } from './nodes.js';
+import { OnlineRecovery } from './recovery.js';
 import { NodeOperations, type OperationResult } from './operations.js';
 import { PrimarySearch } from './primary-search.js';
 import { SrCheck } from './sr-check.js';
@@ -69,6 +70,7 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
   private readonly health: HealthMonitor;
   private readonly sr: SrCheck;
   private readonly ops: NodeOperations;
+  private readonly recovery: OnlineRecovery;
   private started = false;
   /** Who decides (LocalAuthority unless setAuthority()); the parts reach it through `gate`. */
   private authority: DecisionAuthority;
@@ -134,6 +136,7 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
       (id) => this.sessionsOnNode(id),
       opts.gracefulDetachTimeoutMs ?? DEFAULT_GRACEFUL_DETACH_TIMEOUT_MS,
     );
+    this.recovery = new OnlineRecovery(nodes, getConfig, log, tasks, (id) => this.ops.attach(id));
   }
 
   // ------------------------------------------------------------------ public state
@@ -298,6 +301,11 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
     if (this.authority.decides()) return undefined;
     this.ops.check(op.node);
     return this.authority.forward(op);
+  }
+
+  /** pcp_recovery_node: online recovery of a down standby (recovery.ts). */
+  recover(id: number): Promise<void> {
+    return this.recovery.recover(id);
   }
 
   // ------------------------------------------------------------------ node state

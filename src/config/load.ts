@@ -11,7 +11,7 @@ import { cloneValue, defaultConfig, defaultHealthCheck } from './defaults.js';
 import { COMMAND_LINE, ConfigError, type ConfigIssue, formatLocation } from './issues.js';
 import { type ConfigEntry, KEY_RE, parseConfigText } from './lexer.js';
 import { type BackendField, MAX_BACKENDS, PARAMS, type ParamValue, resolveParamName } from './params.js';
-import { ALIASES, clusteringModeKey, isIgnoredKey } from './pgpool-keys.js';
+import { ALIASES, clusteringModeKey, ignoredKeyWarning, isIgnoredKey } from './pgpool-keys.js';
 import type { BackendConfig, Config, HealthCheckConfig } from './types.js';
 import { parseBackendFlag, parseParamValue } from './values.js';
 
@@ -92,6 +92,8 @@ export function loadConfigDetailed(opts: LoadOptions): LoadResult {
     if (!r) {
       if (isIgnoredKey(key)) {
         ignoredKeys.push({ file, line: entry.line, key: entry.key });
+        const w = ignoredKeyWarning(key, entry.value);
+        if (w) warn(`${loc}: ${w}`);
       } else {
         warn(`${loc}: unrecognized configuration parameter "${entry.key}"`);
       }
@@ -111,6 +113,12 @@ export function loadConfigDetailed(opts: LoadOptions): LoadResult {
       fail(parsed.error);
       return;
     }
+    if (def.name === 'recovery_2nd_stage_command' && entry.value.trim() !== '')
+      warn(
+        `${loc}: recovery_2nd_stage_command is not run in streaming replication mode (as in pgpool-II): online recovery runs recovery_1st_stage_command only`,
+      );
+    if (def.name === 'log_destination' && /syslog/i.test(entry.value))
+      warn(`${loc}: log_destination 'syslog' is not implemented by pgrelay: those logs go to stdout`);
     const setting: Setting = { value: parsed.value, src };
     if (def.scope === 'global') {
       globals.set(def.name, setting);

@@ -762,6 +762,47 @@ export const PARAMS: readonly ParamDef[] = [
     'logging',
     'Logs per node detailed SQL statements as notice messages.',
   ),
+
+  // ---- PCP and online recovery
+  g(
+    'pcp_listen_addresses',
+    'string',
+    'localhost',
+    I,
+    'connection',
+    'hostname(s) or IP address(es) on which pcp will listen on.',
+  ),
+  g('pcp_port', 'int', 9898, I, 'connection', 'tcp/ip pcp port number (pgrelay: 0 = no PCP listener).', {
+    min: 0,
+    max: 65535,
+  }),
+  g(
+    'pcp_socket_dir',
+    'list',
+    ['/tmp'],
+    I,
+    'connection',
+    'The directory to create the UNIX domain socket for accepting pgpool-II PCP connections.',
+    {
+      separator: ',',
+    },
+  ),
+  g('recovery_user', 'string', 'nobody', R, 'misc', 'User name for online recovery.'),
+  g('recovery_password', 'string', '', R, 'misc', 'Password for online recovery.', { secret: true }),
+  g('recovery_1st_stage_command', 'string', '', R, 'misc', 'Command to execute in first stage recovery.'),
+  g(
+    'recovery_2nd_stage_command',
+    'string',
+    '',
+    R,
+    'misc',
+    'Command to execute in second stage recovery (not used in streaming replication mode).',
+  ),
+  g('recovery_timeout', 'int', 90, R, 'misc', 'Maximum time in seconds to wait for the recovering PostgreSQL node.', {
+    min: 0,
+    max: INT_MAX,
+    unit: 's',
+  }),
 ];
 
 const BY_NAME = new Map<string, ParamDef>(PARAMS.map((p) => [p.name, p]));

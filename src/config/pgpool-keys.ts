@@ -27,11 +27,8 @@ export const ALIASES: Readonly<Record<string, string>> = {
  */
 export const IGNORED_KEYS: ReadonlySet<string> = new Set([
   // connections / sockets / PCP
-  'pcp_socket_dir',
   'backend_socket_dir',
   'unix_socket_group',
-  'pcp_listen_addresses',
-  'pcp_port',
   'pcp_timeout',
   'serialize_accept',
   'allow_inet_domain_socket',
@@ -112,6 +109,68 @@ export const IGNORED_PREFIXES: readonly string[] = [
 /** Watchdog per-node keys: hostname0, wd_port0, pgpool_port0, ... */
 const IGNORED_INDEXED =
   /^(hostname|wd_port|pgpool_port|heartbeat_hostname|heartbeat_port|heartbeat_device|heartbeat_destination|heartbeat_destination_port|other_pgpool_hostname|other_pgpool_port|other_wd_port)\d+$/;
+
+/**
+ * pgpool's default values of the ignored keys that switch a feature on or
+ * change behaviour, and what pgrelay does instead. A file that sets one of them
+ * to anything else gets a warning naming file:line, so that an operator never
+ * loses a feature without a word. Keys absent here (wd_*, heartbeat_*,
+ * memqcache_*, ...) are settings of a feature whose switch is listed: they say
+ * nothing while the switch is off.
+ */
+export const IGNORED_DEFAULTS: Readonly<Record<string, { default: string; instead: string }>> = {
+  use_watchdog: {
+    default: 'off',
+    instead: 'pgrelay has no watchdog: run one pgrelay per client host or behind a TCP load balancer',
+  },
+  memory_cache_enabled: {
+    default: 'off',
+    instead: 'pgrelay has no in-memory query cache: every SELECT goes to a backend',
+  },
+  logging_collector: {
+    default: 'off',
+    instead: 'pgrelay writes its JSON logs to log_destination (stdout, stderr or <logdir>/pgrelay.log)',
+  },
+  log_line_prefix: { default: '%m: %a pid %p: ', instead: 'pgrelay logs JSON lines with fixed fields' },
+  log_error_verbosity: { default: 'default', instead: 'pgrelay logs JSON lines with fixed fields' },
+  client_min_messages: { default: 'notice', instead: 'clients get every NOTICE the backends send' },
+  log_client_messages: { default: 'off', instead: 'use log_statement / log_per_node_statement' },
+  log_backend_messages: { default: 'none', instead: 'use log_per_node_statement' },
+  debug_level: { default: '0', instead: 'use log_min_messages = debug1' },
+  serialize_accept: { default: 'off', instead: 'pgrelay has one process and no accept contention' },
+  process_management_mode: { default: 'static', instead: 'pgrelay has no child processes' },
+  client_idle_limit_in_recovery: {
+    default: '0',
+    instead: 'online recovery in streaming replication mode does not wait for clients',
+  },
+  replicate_select: { default: 'off', instead: 'native replication mode is not supported' },
+  insert_lock: { default: 'off', instead: 'native replication mode is not supported' },
+  replication_stop_on_mismatch: { default: 'off', instead: 'native replication mode is not supported' },
+  failover_if_affected_tuples_mismatch: { default: 'off', instead: 'native replication mode is not supported' },
+  relcache_query_target: { default: 'primary', instead: "pgrelay's relation cache asks the primary" },
+  ssl_ca_cert_dir: { default: '', instead: 'use ssl_ca_cert (a file)' },
+  unix_socket_group: { default: '', instead: 'the sockets keep the group of the pgrelay process' },
+  cache_safe_memqcache_table_list: { default: '', instead: 'pgrelay has no in-memory query cache' },
+  cache_unsafe_memqcache_table_list: { default: '', instead: 'pgrelay has no in-memory query cache' },
+};
+
+const BOOL_WORDS = /^(on|off|true|false|yes|no|1|0)$/i;
+
+/**
+ * The warning for an ignored key set to a value other than pgpool's default
+ * (undefined when it is at the default or is a sub-setting of a listed switch).
+ */
+export function ignoredKeyWarning(key: string, value: string): string | undefined {
+  const d = IGNORED_DEFAULTS[key.toLowerCase()];
+  if (!d) return undefined;
+  const v = value.trim();
+  const same =
+    BOOL_WORDS.test(d.default) && BOOL_WORDS.test(v) && d.default !== '0'
+      ? parseBool(v) === parseBool(d.default)
+      : v.toLowerCase() === d.default.trim().toLowerCase();
+  if (same) return undefined;
+  return `parameter "${key}" = '${v}' is not implemented by pgrelay and is ignored: ${d.instead}`;
+}
 
 export function isIgnoredKey(name: string): boolean {
   const lower = name.toLowerCase();

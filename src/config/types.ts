@@ -211,6 +211,20 @@ export interface Config {
   log_statement: boolean;
   log_per_node_statement: boolean;
   notice_per_node_statement: boolean;
+
+  // ---- PCP (pgpool's control port) and online recovery (issue 15)
+  /** Addresses the PCP port listens on ('' = none, '*' = all). */
+  pcp_listen_addresses: string;
+  /** 0 = no PCP listener (pgrelay extension). */
+  pcp_port: number;
+  /** Directories for the PCP Unix-domain socket .s.PGSQL.<pcp_port> ('' = none). */
+  pcp_socket_dir: string[];
+  recovery_user: string;
+  recovery_password: string;
+  recovery_1st_stage_command: string;
+  recovery_2nd_stage_command: string;
+  /** Seconds online recovery waits for the recovered node to accept connections. */
+  recovery_timeout: number;
 }
 
 /** Where a parameter may be changed: restart only, by reload, or also per session (PGPOOL SET). */

@@ -15,6 +15,20 @@ export interface ListenerOptions {
   log: Logger;
   /** A client connected; `local` when it came in on a Unix-domain socket. */
   onConnection(socket: net.Socket, local: boolean): void;
+  /** Where to listen (default: listen_addresses, port, unix_socket_directories; the PCP port has its own). */
+  where?: (cfg: Config) => ListenAt;
+}
+
+export interface ListenAt {
+  /** listen_addresses syntax; skipped entirely when `tcp` is false. */
+  addresses: string;
+  tcp?: boolean;
+  port: number;
+  socketDirs: readonly string[];
+}
+
+function clientPort(cfg: Config): ListenAt {
+  return { addresses: cfg.listen_addresses, port: cfg.port, socketDirs: cfg.unix_socket_directories };
 }
 
 export class Listener {
@@ -29,16 +43,17 @@ export class Listener {
 
   /** Bind every configured address; a Unix socket that cannot be used is logged and skipped. */
   async listen(): Promise<Array<{ host: string; port: number }>> {
-    const cfg = this.opts.config();
+    const at = (this.opts.where ?? clientPort)(this.opts.config());
     const bound: Array<{ host: string; port: number }> = [];
-    for (const host of listenHosts(cfg.listen_addresses)) {
+    for (const host of at.tcp === false ? [] : listenHosts(at.addresses)) {
       const server = net.createServer({ noDelay: true }, (s) => this.opts.onConnection(s, false));
-      await this.bind(server, { host, port: cfg.port });
+      await this.bind(server, { host, port: at.port });
       const a = server.address() as net.AddressInfo;
       bound.push({ host: a.address, port: a.port });
     }
-    const port = bound[0]?.port ?? cfg.port;
-    for (const dir of cfg.unix_socket_directories) {
+    const port = bound[0]?.port ?? at.port;
+    for (const dir of at.socketDirs) {
+      if (dir === '') continue;
       const file = path.join(dir, `.s.PGSQL.${port}`);
       try {
         await this.listenUnix(file);

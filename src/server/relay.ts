@@ -103,6 +103,11 @@ export class Relay implements SessionContext<Session> {
     return this.auth.reload();
   }
 
+  /** pool_hba.conf failed to load at start (enable_pool_hba = on): the error, naming file:line. */
+  get hbaStartupError(): string | undefined {
+    return this.auth.hbaStartupError;
+  }
+
   config(): Config {
     return this.cfg;
   }

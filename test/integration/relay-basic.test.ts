@@ -330,6 +330,8 @@ describe('configuration file and command line', () => {
       `pid_file_name=${path.join(dir, 'pgrelay.pid')}`,
       `logdir=${dir}`,
       `unix_socket_directories=${dir}`,
+      `pcp_port=${await freePort()}`,
+      `pcp_socket_dir=${dir}`,
       ...cluster.nodes.flatMap((n) => [`backend_hostname${n.id}=${n.host}`, `backend_port${n.id}=${n.port}`]),
     ];
     // The last -f wins: startProxy's own file is replaced by the sample.

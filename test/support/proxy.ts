@@ -131,6 +131,9 @@ export async function startProxy(opts: StartProxyOptions): Promise<ProxyHandle> 
   let config: Record<string, ConfValue> = {
     listen_addresses: host,
     port: await freePort(),
+    // Every pgrelay opens the PCP port (default 9898): a free one per proxy.
+    pcp_port: await freePort(),
+    pcp_socket_dir: dir,
     pid_file_name: path.join(dir, 'pgrelay.pid'),
     logdir: dir,
     sr_check_user: 'postgres',

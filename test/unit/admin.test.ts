@@ -136,6 +136,7 @@ describe('parseAdminCommand', () => {
       switchover: true,
     });
     expect(parseAdminCommand('PGPOOL PROMOTE NODE 1')).toEqual({ kind: 'promote_node', node: 1, switchover: false });
+    expect(parseAdminCommand('PGPOOL RECOVERY NODE 2')).toEqual({ kind: 'recovery_node', node: 2 });
     expect(parseAdminCommand('PGPOOL RELOAD')).toEqual({ kind: 'reload' });
     expect(parseAdminCommand('PGPOOL STOP')).toEqual({ kind: 'stop', mode: 'smart' });
     expect(parseAdminCommand('pgpool stop fast')).toEqual({ kind: 'stop', mode: 'fast' });
@@ -762,6 +763,8 @@ describe('permissions and node operations', () => {
     expect(calls).toEqual(['attach 1', 'detach 0 true', 'promote 1 true', 'reload']);
     const bad = await executeAdmin({ kind: 'attach_node', node: 5 }, admin);
     expect(bad.kind === 'error' && bad.error.code).toBe('22023');
+    const noRecovery = await executeAdmin({ kind: 'recovery_node', node: 1 }, admin);
+    expect(noRecovery.kind === 'error' && noRecovery.error.code).toBe('0A000');
     const unsupported = await executeAdmin({ kind: 'reload' }, ctx({ config: cfg, user: 'admin' }));
     expect(unsupported.kind === 'error' && unsupported.error.code).toBe('0A000');
   });

@@ -316,9 +316,10 @@ describe('aliases, ignored and unknown keys', () => {
     expect(loadError('replication_mode = on\n').err.message).toMatch(/streaming_replication only/);
   });
 
-  it('known-but-unimplemented pgpool keys are ignored silently; unknown keys warn with file:line:key', () => {
+  it('unimplemented pgpool keys: silent at their pgpool default, a file:line warning otherwise; unknown keys warn', () => {
     const file = writeConf(
-      "use_watchdog = on\nwd_port0 = 9000\nhostname0 = 'x'\nmemqcache_total_size = 64MB\npcp_port = 9898\nlog_line_prefix = '%t'\nbogus_key = 1\n",
+      "use_watchdog = off\nwd_port0 = 9000\nhostname0 = 'x'\nmemqcache_total_size = 64MB\nlog_line_prefix = '%m: %a pid %p: '\nbogus_key = 1\n" +
+        "use_watchdog = on\nmemory_cache_enabled = on\nlogging_collector = on\nlog_destination = 'syslog'\nclient_idle_limit_in_recovery = 0\ndebug_level = 1\n",
     );
     const warnings: string[] = [];
     const r = loadConfigDetailed({ file, onWarning: (m) => warnings.push(m) });
@@ -327,11 +328,41 @@ describe('aliases, ignored and unknown keys', () => {
       'wd_port0',
       'hostname0',
       'memqcache_total_size',
-      'pcp_port',
       'log_line_prefix',
+      'use_watchdog',
+      'memory_cache_enabled',
+      'logging_collector',
+      'client_idle_limit_in_recovery',
+      'debug_level',
     ]);
-    expect(warnings).toEqual([`${file}:7: unrecognized configuration parameter "bogus_key"`]);
+    expect(warnings).toEqual([
+      `${file}:6: unrecognized configuration parameter "bogus_key"`,
+      `${file}:7: parameter "use_watchdog" = 'on' is not implemented by pgrelay and is ignored: pgrelay has no watchdog: run one pgrelay per client host or behind a TCP load balancer`,
+      `${file}:8: parameter "memory_cache_enabled" = 'on' is not implemented by pgrelay and is ignored: pgrelay has no in-memory query cache: every SELECT goes to a backend`,
+      `${file}:9: parameter "logging_collector" = 'on' is not implemented by pgrelay and is ignored: pgrelay writes its JSON logs to log_destination (stdout, stderr or <logdir>/pgrelay.log)`,
+      `${file}:10: log_destination 'syslog' is not implemented by pgrelay: those logs go to stdout`,
+      `${file}:12: parameter "debug_level" = '1' is not implemented by pgrelay and is ignored: use log_min_messages = debug1`,
+    ]);
     expect(r.warnings).toEqual(warnings);
+  });
+
+  it('PCP and online recovery parameters', () => {
+    const c = load(
+      "pcp_listen_addresses = '*'\npcp_port = 9899\npcp_socket_dir = '/run/x'\nrecovery_user = 'rec'\nrecovery_password = 'pw'\nrecovery_1st_stage_command = 'recovery_1st_stage'\nrecovery_timeout = 2min\n",
+    ).config;
+    expect(load("recovery_2nd_stage_command = 'x'\n").warnings[0]).toMatch(
+      /:1: recovery_2nd_stage_command is not run in streaming replication mode/,
+    );
+    expect(c).toMatchObject({
+      pcp_listen_addresses: '*',
+      pcp_port: 9899,
+      pcp_socket_dir: ['/run/x'],
+      recovery_user: 'rec',
+      recovery_password: 'pw',
+      recovery_1st_stage_command: 'recovery_1st_stage',
+      recovery_timeout: 120,
+    });
+    expect(load('').config).toMatchObject({ pcp_port: 9898, pcp_listen_addresses: 'localhost', recovery_timeout: 90 });
   });
 });
 

@@ -236,8 +236,14 @@ describe('malformed lines', () => {
     ['host all all 10.0.0.0 ffff:: md5', 'IP address and mask do not match'],
     ['host all all 10.0.0.0 bogus md5', 'invalid IP mask "bogus": Name or service not known'],
     ['host all all all trust,md5', 'multiple values specified for authentication type'],
-    ['host all all all ident', 'invalid authentication method "ident": not supported by this build'],
-    ['host all all all pam', 'invalid authentication method "pam": not supported by this build'],
+    [
+      'host all all all ident',
+      'authentication method "ident" is not supported by pgrelay (supported: trust, reject, password, md5, scram-sha-256, cert)',
+    ],
+    [
+      'host all all all pam',
+      'authentication method "pam" is not supported by pgrelay (supported: trust, reject, password, md5, scram-sha-256, cert)',
+    ],
     ['host all all all magic', 'invalid authentication method "magic"'],
     ['host all all all cert', 'cert authentication is only supported on hostssl connections'],
     ['local all all cert', 'cert authentication is only supported on hostssl connections'],
