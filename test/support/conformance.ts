@@ -181,7 +181,9 @@ export async function conform<T>(
   for (const t of targets.list) {
     const t0 = Date.now();
     try {
-      out[t.name] = await withTimeout(scenario(t), timeoutMs, `the scenario against ${t.name}`);
+      // A copy taken now: the clean-up below must not change what the run observed (arrays a
+      // client keeps appending to, e.g. errors caused by terminating leftovers).
+      out[t.name] = snapshot(await withTimeout(scenario(t), timeoutMs, `the scenario against ${t.name}`));
     } catch (e) {
       out[t.name] = { threw: describeError(e) };
     } finally {
@@ -199,6 +201,14 @@ export async function conform<T>(
   expect.soft(all['lb-off'], 'lb-off (through pgrelay, load balancing off) differs from direct').toEqual(direct);
   expect.soft(all['lb-on'], 'lb-on (through pgrelay, load balancing on, 0:1:1) differs from direct').toEqual(direct);
   return all;
+}
+
+function snapshot<T>(v: T): T {
+  try {
+    return structuredClone(v);
+  } catch {
+    return JSON.parse(JSON.stringify(v, jsonSafe)) as T;
+  }
 }
 
 function jsonSafe(_k: string, v: unknown): unknown {
@@ -358,6 +368,8 @@ export interface ActiveBackend {
 /**
  * Wait until some node shows a backend of `applicationName` in state active whose
  * query matches `queryLike` (an SQL LIKE pattern); resolves with where it runs.
+ * Polls over one connection per node (a psql per probe is too slow on a loaded
+ * machine to catch a statement of a few seconds).
  */
 export async function waitActive(
   cluster: DevCluster,
@@ -365,18 +377,40 @@ export async function waitActive(
   queryLike: string,
   timeoutMs = 15_000,
 ): Promise<ActiveBackend> {
-  const sql = `SELECT pid FROM pg_stat_activity WHERE application_name = ${lit(applicationName)} AND state = 'active' AND query LIKE ${lit(queryLike)} LIMIT 1`;
-  const hit = await pollUntil(
-    async () => {
-      const per = await onEveryNode(cluster, sql);
-      for (const [node, out] of Object.entries(per))
-        if (out.trim() !== '') return { node: Number(node), pid: Number(out) };
-      return undefined;
-    },
-    (v) => v !== undefined,
-    { what: `a backend of ${applicationName} running ${queryLike}`, timeoutMs },
+  const sql = `SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' AND query LIKE $2 LIMIT 1`;
+  const probes = await Promise.all(
+    cluster.nodes.map(async (n) => {
+      const c = new pg.Client({
+        host: n.host,
+        port: n.port,
+        user: 'postgres',
+        password: cluster.superuserPassword ?? undefined,
+        database: 'postgres',
+        application_name: 'conform-probe',
+        connectionTimeoutMillis: 10_000,
+        query_timeout: 10_000,
+      });
+      c.on('error', () => undefined);
+      await c.connect();
+      return { node: n.id, c };
+    }),
   );
-  return hit as ActiveBackend;
+  try {
+    const hit = await pollUntil(
+      async () => {
+        for (const { node, c } of probes) {
+          const r = await c.query<{ pid: number }>(sql, [applicationName, queryLike]);
+          if (r.rows.length > 0) return { node, pid: r.rows[0].pid };
+        }
+        return undefined;
+      },
+      (v) => v !== undefined,
+      { what: `a backend of ${applicationName} running ${queryLike}`, timeoutMs, intervalMs: 10 },
+    );
+    return hit as ActiveBackend;
+  } finally {
+    await Promise.all(probes.map(({ c }) => endPgBounded(c)));
+  }
 }
 
 /** Terminate every backend of `applicationName` on every node (clean-up of a scenario's leftovers). */
