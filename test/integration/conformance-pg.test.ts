@@ -83,6 +83,7 @@ beforeAll(async () => {
     P,
     `DROP TABLE IF EXISTS ${T};
      CREATE TABLE ${T} AS SELECT g AS id, 'v' || g AS v FROM generate_series(1, 100) g;
+     DROP SEQUENCE IF EXISTS ${N}_seq; CREATE SEQUENCE ${N}_seq;
      ${TAGS.map((tag) => `DROP TABLE IF EXISTS ${N}_w_${tag}; CREATE TABLE ${N}_w_${tag} (id int, v text);`).join('\n')}
      DROP DATABASE IF EXISTS ${DB};
      DROP ROLE IF EXISTS ${ROLE};
@@ -103,7 +104,7 @@ afterAll(async () => {
   await cluster
     .psql(
       P,
-      `DROP TABLE IF EXISTS ${T}; ${TAGS.map((tag) => `DROP TABLE IF EXISTS ${N}_w_${tag};`).join(' ')}
+      `DROP TABLE IF EXISTS ${T}; DROP SEQUENCE IF EXISTS ${N}_seq; ${TAGS.map((tag) => `DROP TABLE IF EXISTS ${N}_w_${tag};`).join(' ')}
        DROP DATABASE IF EXISTS ${DB} WITH (FORCE); DROP ROLE IF EXISTS ${ROLE};`,
     )
     .catch(() => undefined);
@@ -1109,6 +1110,65 @@ describe('flows drivers lean on', () => {
       log.push(await settle(exec(c, 'RESET search_path')), await read());
       log.push(await settle(exec(c, 'DISCARD ALL')), await read());
       return log;
+    });
+  });
+
+  it('a cursor WITH HOLD declared in a transaction, fetched from after COMMIT', async () => {
+    await conform(targets, async (t) => {
+      const { client: c } = await recordedPg(t, { application_name: app(t, 'hold') });
+      return [
+        await settle(exec(c, 'BEGIN')),
+        await settle(exec(c, `DECLARE ${N}_held CURSOR WITH HOLD FOR SELECT id FROM ${T} ORDER BY id`)),
+        await settle(exec(c, 'COMMIT')),
+        await settle(exec(c, `FETCH 2 FROM ${N}_held`)),
+        await settle(exec(c, `FETCH 2 FROM ${N}_held`, { extended: true })),
+        await settle(exec(c, `CLOSE ${N}_held`)),
+      ];
+    });
+  });
+
+  it('nextval, then currval / lastval in later statements (the session’s sequence state)', async () => {
+    await conform(targets, async (t) => {
+      const { client: c } = await recordedPg(t, { application_name: app(t, 'seq') });
+      const first = Number(await scalar(c, `SELECT nextval('${N}_seq')`));
+      const rel = async (q: string, extended = false): Promise<unknown> => {
+        const r = await settle(scalar(c, q, undefined, extended));
+        return 'ok' in r ? { ok: Number(r.ok) - first } : r;
+      };
+      return {
+        currval: await rel(`SELECT currval('${N}_seq')`),
+        currvalExtended: await rel(`SELECT currval('${N}_seq')`, true),
+        lastval: await rel('SELECT lastval()'),
+        inTransaction: await settle(inTx(c, () => rel(`SELECT currval('${N}_seq')`))),
+      };
+    });
+  });
+
+  it('SET ROLE / SET SESSION AUTHORIZATION, then current_user / session_user in later statements; RESET', async () => {
+    await conform(targets, async (t) => {
+      const { client: c } = await recordedPg(t, { application_name: app(t, 'role') });
+      const who = async (): Promise<unknown> => [
+        await settle(scalar(c, 'SELECT current_user')),
+        await settle(scalar(c, 'SELECT session_user', undefined, true)),
+      ];
+      const log: unknown[] = [];
+      log.push(await settle(exec(c, `SET ROLE ${ROLE}`)), await who());
+      log.push(await settle(exec(c, 'RESET ROLE')), await who());
+      log.push(await settle(exec(c, `SET SESSION AUTHORIZATION ${ROLE}`, { extended: true })), await who());
+      log.push(await settle(exec(c, 'RESET SESSION AUTHORIZATION')), await who());
+      return log;
+    });
+  });
+
+  it('what a driver asks to find a writable server (pgjdbc targetServerType=primary, libpq without ParameterStatus)', async () => {
+    await conform(targets, async (t) => {
+      const { client: c } = await recordedPg(t, { application_name: app(t, 'rw') });
+      return {
+        transactionReadOnly: await settle(scalar(c, 'SHOW transaction_read_only')),
+        transactionReadOnlyExtended: await settle(scalar(c, 'SELECT current_setting($1)', ['transaction_read_only'])),
+        inRecovery: await settle(scalar(c, 'SELECT pg_is_in_recovery()')),
+        inHotStandby: await settle(scalar(c, 'SHOW in_hot_standby')),
+      };
     });
   });
 
