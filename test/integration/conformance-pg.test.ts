@@ -31,6 +31,7 @@ import {
   killAllChildren,
   onRunEnd,
   pidOf,
+  primaryBackendPids,
   rawSession,
   recordedPg,
   scalar,
@@ -968,7 +969,7 @@ describe('flows drivers lean on', () => {
       async (t) => {
         const ch = `${N}_ch_${t.tag}`;
         const ch2 = `${N}_ch2_${t.tag}`;
-        const first = await recordedPg(t, { application_name: `${APP}-listen` });
+        const first = await recordedPg(t, { application_name: app(t, 'listen') });
         await exec(first.client, `LISTEN ${ch}`);
         const { client: notifier } = await recordedPg(t, { application_name: `${APP}-notifier` });
         await exec(notifier, `NOTIFY ${ch}, 'one'`);
@@ -977,9 +978,12 @@ describe('flows drivers lean on', () => {
           (n) => n > 0,
           { what: 'the first notification', timeoutMs: 5000 },
         );
+        // The first session's primary connection (the one that listened) goes back to pgrelay's cache:
+        // wait for exactly it, so the next session of the same key reuses it.
+        const listened = await primaryBackendPids(cluster, app(t, 'listen'));
         await endPgBounded(first.client);
-        await waitCached(targets, t, 'postgres', 'postgres').catch(() => undefined);
-        const second = await recordedPg(t, { application_name: `${APP}-listen` });
+        await waitCached(targets, t, 'postgres', 'postgres', { backendPids: listened });
+        const second = await recordedPg(t, { application_name: app(t, 'listen') });
         const channelsAtStart = await scalar(second.client, 'SELECT array_agg(c)::text FROM pg_listening_channels() c');
         await exec(second.client, `LISTEN ${ch2}`);
         // ch2's notification follows ch's (one transaction, in order): once it arrived, a leaked ch one would have too.

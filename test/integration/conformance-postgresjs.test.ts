@@ -26,6 +26,7 @@ import {
   killAllChildren,
   lit,
   onRunEnd,
+  primaryBackendPids,
   sendCancel,
   settle,
   spawnChild,
@@ -734,8 +735,11 @@ describe('flows drivers lean on', () => {
           { what: 'the notification', timeoutMs: 5000 },
         );
         await meta.unlisten();
+        // The listening connection goes back to pgrelay's cache: wait for exactly it (the next
+        // connection has the same start-up parameters, so it gets it).
+        const listened = await primaryBackendPids(cluster, app(t, 'listen'));
         await endSql(a.sql);
-        await waitCached(targets, t, 'postgres', 'postgres').catch(() => undefined);
+        await waitCached(targets, t, 'postgres', 'postgres', { backendPids: listened });
         const b = pjs(t, 'listen');
         const channels = await first(b.sql`SELECT coalesce(array_agg(c), '{}') AS c FROM pg_listening_channels() c`);
         return { got, channels };

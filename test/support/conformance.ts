@@ -428,7 +428,8 @@ export function lit(s: string): string {
 
 /**
  * Wait until pgrelay behind `t` holds an idle cached connection of (user,
- * database) on each of `nodes` (default: the primary; on lb-on also a standby),
+ * database) on the primary (on lb-on also one on a standby) — or, given
+ * `backendPids`, until exactly those backend connections are idle in its cache —
  * so that the next session of that key surely reuses one. Resolves at once for
  * `direct`.
  */
@@ -437,7 +438,7 @@ export async function waitCached(
   t: ConformanceTarget,
   user: string,
   database: string,
-  timeoutMs = 15_000,
+  opts: { backendPids?: number[]; timeoutMs?: number } = {},
 ): Promise<void> {
   if (!t.proxy) return;
   const cluster = targets.cluster;
@@ -449,15 +450,39 @@ export async function waitCached(
         const rows = (await admin.client.query<Record<string, string>>('SHOW pool_pools')).rows.filter(
           (r) => r.status === 'Wait for connection' && r.username === user && r.database === database,
         );
-        const nodes = new Set(rows.map((r) => Number(r.backend_id)));
-        return nodes.has(cluster.primaryId) && (!wantStandby || [...nodes].some((n) => n !== cluster.primaryId));
+        const idle = rows.map((r) => ({ node: Number(r.backend_id), pid: Number(r.pool_backendpid) }));
+        let ok: boolean;
+        if (opts.backendPids) {
+          const pids = new Set(idle.map((r) => r.pid));
+          ok = opts.backendPids.every((p) => pids.has(p));
+        } else {
+          const nodes = new Set(idle.map((r) => r.node));
+          ok = nodes.has(cluster.primaryId) && (!wantStandby || [...nodes].some((n) => n !== cluster.primaryId));
+        }
+        // The idle connections go into the timeout message.
+        return { ok, idle };
       },
-      (ok) => ok,
-      { what: `pgrelay (${t.name}) to cache a connection of ${user}@${database}`, timeoutMs },
+      (v) => v.ok,
+      {
+        what: `pgrelay (${t.name}) to cache ${opts.backendPids ? `backend pids ${opts.backendPids.join(', ')}` : 'a connection'} of ${user}@${database}`,
+        timeoutMs: opts.timeoutMs ?? 15_000,
+      },
     );
   } finally {
     await endPgBounded(admin.client);
   }
+}
+
+/** Pids of the client backends of `applicationName` on the primary (what pgrelay may cache after the session). */
+export async function primaryBackendPids(cluster: DevCluster, applicationName: string): Promise<number[]> {
+  const out = await cluster.psql(
+    cluster.primaryId,
+    `SELECT pid FROM pg_stat_activity WHERE application_name = ${lit(applicationName)} AND backend_type = 'client backend'`,
+  );
+  return out
+    .split('\n')
+    .filter(Boolean)
+    .map((x) => Number(x));
 }
 
 // ---------------------------------------------------------------------------
@@ -582,13 +607,14 @@ export function spawnPsql(
 }
 
 /**
- * Whether a process is blocked reading file descriptor `fd` (Linux x86-64:
- * /proc/<pid>/syscall starts with the read syscall number 0 and the fd).
+ * Whether a process is blocked reading file descriptor `fd` (Linux:
+ * /proc/<pid>/syscall starts with the read syscall's number and the fd).
  */
 export function blockedReading(pid: number, fd = 0): boolean {
   try {
     const f = fs.readFileSync(`/proc/${pid}/syscall`, 'utf8').trim().split(/\s+/);
-    return f[0] === '0' && Number(f[1]) === fd;
+    // read(2) is syscall 0 on x86-64, 63 on arm64.
+    return f[0] === (process.arch === 'arm64' ? '63' : '0') && Number(f[1]) === fd;
   } catch {
     return false;
   }
