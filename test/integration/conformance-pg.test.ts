@@ -402,7 +402,9 @@ describe('defect 3: the pid in BackendKeyData is the session’s backend', () =>
         const { client: killer } = await recordedPg(t, { application_name: app(t, 'd3cursorkiller') });
         const returned = await settle(scalar(killer, 'SELECT pg_cancel_backend($1)', [pidOf(c)], true));
         const r = await read;
-        await settle(cursor.close());
+        // After an error pg-cursor is done once ReadyForQuery arrives; a close() racing with that
+        // ReadyForQuery can wait forever (directly too), so only a cursor that read is closed.
+        if ('ok' in r) await settle(cursor.close());
         return { returned, read: 'ok' in r ? { rows: r.ok.length } : r, usable: await usable(c) };
       },
       { timeoutMs: 25_000 },
@@ -857,15 +859,14 @@ describe('flows drivers lean on', () => {
       const readAll = async (text: string, values: unknown[], size: number): Promise<unknown> => {
         const cur = c.query(new Cursor(text, values, { rowMode: 'array' }));
         const chunks: unknown[] = [];
-        try {
-          for (;;) {
-            const rows = await cur.read(size);
-            chunks.push(rows);
-            if (rows.length === 0) break;
-          }
-        } finally {
-          await cur.close().catch(() => undefined);
+        for (;;) {
+          // After an error pg-cursor is done once ReadyForQuery arrives (a close() racing with it can
+          // wait forever, directly too): the error ends the read without a close().
+          const rows = await cur.read(size);
+          chunks.push(rows);
+          if (rows.length === 0) break;
         }
+        await cur.close();
         return chunks;
       };
       const outside = await settle(readAll(`SELECT id, v FROM ${T} WHERE id <= $1 ORDER BY id`, [12], 5));
