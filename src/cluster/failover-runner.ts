@@ -119,14 +119,16 @@ export class FailoverRunner {
         if (o.fixedPrimary !== undefined) newPrimary = o.fixedPrimary;
         else {
           // Nothing promotes a standby without failover_command: if the failed primary
-          // answers again (it only stalled or restarted), it is taken back.
+          // answers again while the others are searched (it only stalled or restarted), it is
+          // taken back. With no live node left the failover ends at once; the health check
+          // loop takes the node back when it answers (HealthMonitor.reclaim).
           const reclaim =
             !cfg.failover_command.trim() && !o.skipFailoverCommand
               ? () => this.takeBack(oldPrimary, 'the failed primary answers again and no command promoted another node')
               : undefined;
           const live = this.nodes.all().filter((n) => isLive(n.status));
           newPrimary =
-            live.length === 0 && !reclaim
+            live.length === 0
               ? -1
               : await this.search.repeat(cfg.search_primary_node_timeout, undefined, 'search', reclaim);
         }

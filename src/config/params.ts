@@ -500,6 +500,15 @@ export const PARAMS: readonly ParamDef[] = [
     secret: true,
   }),
   g(
+    'allow_replication_connections',
+    'bool',
+    true,
+    R,
+    'connection',
+    'pgrelay: pass replication connections (replication=true|database) through to the primary, untouched; off refuses them before authentication.',
+    { pgrelay: true },
+  ),
+  g(
     'allow_clear_text_frontend_auth',
     'bool',
     false,

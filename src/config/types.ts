@@ -63,6 +63,7 @@ export interface Config {
   port: number;
   /** pgrelay: maximum size of one protocol message from a client, bytes. */
   max_message_size: number;
+  allow_replication_connections: boolean;
   num_init_children: number;
   reserved_connections: number;
   /** pgrelay: how long a client waits for a session slot before 53300 (s, 0 = forever). */

@@ -30,9 +30,23 @@ export interface CacheLimits {
   lifeTimeSec: number;
 }
 
+/** Connections whose start-up defaults changed (ALTER DATABASE / ALTER ROLE … SET committed). */
+export interface DefaultsTarget {
+  database?: string;
+  user?: string;
+  allUsers?: boolean;
+}
+
 export class ConnectionCache {
   private readonly idle = new Map<string, BackendConnection[]>();
   private total = 0;
+  /** When the defaults of a database, a user, a (user, database) pair or every user last changed (ms). */
+  private readonly defaultsChanged = {
+    database: new Map<string, number>(),
+    user: new Map<string, number>(),
+    pair: new Map<string, number>(),
+    all: 0,
+  };
   hits = 0;
   misses = 0;
 
@@ -87,6 +101,42 @@ export class ConnectionCache {
     return this.take(key);
   }
 
+  /**
+   * ALTER DATABASE / ALTER ROLE … SET|RESET succeeded: a backend reads its database's and
+   * role's defaults when it starts, so connections opened before would keep the old ones
+   * across a reset. Those idle now are closed; those in use are closed when released.
+   */
+  defaultsChangedFor(t: DefaultsTarget, now = Date.now()): void {
+    const d = this.defaultsChanged;
+    if (t.allUsers) d.all = now;
+    else if (t.user !== undefined && t.database !== undefined) d.pair.set(`${t.user}\u0000${t.database}`, now);
+    else if (t.user !== undefined) d.user.set(t.user, now);
+    else if (t.database !== undefined) d.database.set(t.database, now);
+    for (const [key, list] of this.idle) {
+      for (let i = list.length - 1; i >= 0; i--) {
+        if (!this.outdated(list[i])) continue;
+        this.discard(list[i]);
+        list.splice(i, 1);
+        this.total--;
+      }
+      if (list.length === 0) this.idle.delete(key);
+    }
+  }
+
+  /** Opened before the last change of its user's or database's defaults. */
+  private outdated(c: BackendConnection): boolean {
+    const d = this.defaultsChanged;
+    const user = c.startup.get('user') ?? '';
+    const database = c.startup.get('database') ?? user;
+    const changed = Math.max(
+      d.all,
+      d.user.get(user) ?? 0,
+      d.database.get(database) ?? 0,
+      d.pair.get(`${user}\u0000${database}`) ?? 0,
+    );
+    return c.createdAt <= changed;
+  }
+
   /** Take the most recently released live connection for `key`, if any. */
   take(key: string): BackendConnection | undefined {
     const list = this.idle.get(key);
@@ -106,7 +156,7 @@ export class ConnectionCache {
 
   /** Keep a reset, idle connection. Returns false if it was closed instead. */
   put(c: BackendConnection): boolean {
-    if (c.dead || this.limits.maxPerKey <= 0) {
+    if (c.dead || this.limits.maxPerKey <= 0 || this.outdated(c)) {
       c.close();
       return false;
     }

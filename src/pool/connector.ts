@@ -380,7 +380,8 @@ export function connectTarget(host: string, port: number): net.NetConnectOpts {
 export function sendCancel(host: string, port: number, pid: number, secret: number, timeoutMs: number): Promise<void> {
   return new Promise((resolve) => {
     const s = net.connect(connectTarget(host, port));
-    const t = setTimeout(() => s.destroy(), timeoutMs);
+    // connect_timeout = 0 means none; a cancel still must not wait forever.
+    const t = setTimeout(() => s.destroy(), timeoutMs > 0 ? timeoutMs : 10_000);
     s.once('connect', () => s.end(serialize.cancel(pid, secret)));
     s.once('error', () => undefined);
     s.once('close', () => {

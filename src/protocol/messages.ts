@@ -118,11 +118,17 @@ export function commandComplete(tag: string): Buffer {
   return b;
 }
 
-export function negotiateProtocolVersion(newestMinor: number, unrecognized: string[]): Buffer {
+/**
+ * NegotiateProtocolVersion: the newest protocol version pgrelay speaks, as PostgreSQL
+ * sends it (the whole version, 3.0 = 196608, whatever the documentation's "newest minor
+ * version" suggests: drivers read it as major << 16 | minor), and the `_pq_.` options it
+ * did not recognise.
+ */
+export function negotiateProtocolVersion(version: number, unrecognized: string[]): Buffer {
   let len = 8;
   for (const u of unrecognized) len += Buffer.byteLength(u) + 1;
   const b = header(BE.NegotiateProtocolVersion, len);
-  b.writeInt32BE(newestMinor, 5);
+  b.writeInt32BE(version, 5);
   b.writeInt32BE(unrecognized.length, 9);
   let o = 13;
   for (const u of unrecognized) {

@@ -74,6 +74,14 @@ export interface TxSetting {
   readOnly?: boolean;
 }
 
+/** Whose start-up defaults an ALTER DATABASE / ALTER ROLE … SET changed (names as PostgreSQL folds them). */
+export interface DefaultsChange {
+  database?: string;
+  user?: string;
+  /** ALTER ROLE ALL. */
+  allUsers?: boolean;
+}
+
 export interface Classification {
   kind: StatementKind;
   /** Destination class of the statement on its own (before session state, function and relation checks). */
@@ -102,6 +110,10 @@ export interface Classification {
   createsTemp: readonly string[];
   /** DISCARD ALL / DISCARD TEMP: the session's temp tables are gone. */
   discardsTemp: boolean;
+  /** RESET ALL / DISCARD ALL: every session setting is back to its default. */
+  resetsAll?: boolean;
+  /** ALTER DATABASE/ROLE … SET|RESET: the defaults new backends of these start with changed. */
+  changesDefaults?: DefaultsChange;
   /** Number of non-empty statements in the text. */
   statementCount: number;
   /** Contains BEGIN/START TRANSACTION among several statements (pgpool's multi-statement rule: "transaction started by multi-statement"). */
@@ -691,6 +703,8 @@ interface Builder {
   writtenTables?: string[];
   relations?: string[];
   discardsTemp?: boolean;
+  resetsAll?: boolean;
+  changesDefaults?: DefaultsChange;
   /** Select family: subject to the text-start rule of allow_sql_comments = off. */
   selectText?: boolean;
 }
@@ -707,6 +721,50 @@ function wordAt(toks: Token[], i: number, end: number): string {
   return i < end && toks[i].kind === Tok.Word ? toks[i].text : '';
 }
 
+/** Settings whose value decides where the session's statements may run: SET handles them (analyzeSet). */
+const ROUTING_SETTINGS = new Set(['default_transaction_isolation', 'transaction_isolation', 'transaction_read_only']);
+
+/**
+ * `SELECT set_config(name, value, is_local)` and nothing else (drivers set session
+ * parameters this way, often with bind parameters): a SET in all but syntax, so it goes
+ * to both nodes like SET, and later reads on the standby see the setting. A set_config
+ * inside a larger statement stays a volatile function call (primary). Names that decide
+ * routing (isolation, read-only) keep the primary-only path.
+ */
+function setConfigCall(sql: string, toks: Token[], s: number, e: number): Builder | undefined {
+  let i = s + 1;
+  if (wordAt(toks, i, e) === 'pg_catalog' && toks[i + 1]?.kind === Tok.Dot) i += 2;
+  if (wordAt(toks, i, e) !== 'set_config' || toks[i + 1]?.kind !== Tok.LParen) return undefined;
+  const close = toks[i + 1].match;
+  if (close === undefined || close < 0 || close >= e) return undefined;
+  // Three plain arguments: a literal, a bind parameter or a bare word (true/false), each with an optional cast.
+  const args: Token[][] = [[]];
+  for (let k = i + 2; k < close; k++) {
+    const t = toks[k];
+    if (t.kind === Tok.Comma) args.push([]);
+    else if (t.kind === Tok.LParen || t.kind === Tok.LBracket) return undefined;
+    else args[args.length - 1].push(t);
+  }
+  if (args.length !== 3 || args.some((a) => a.length === 0 || !plainArgument(sql, a))) return undefined;
+  const name = args[0][0];
+  if (name.kind === Tok.String && ROUTING_SETTINGS.has(sql.slice(name.start + 1, name.end - 1).toLowerCase()))
+    return undefined;
+  // Nothing after the call but an alias.
+  let k = close + 1;
+  if (wordAt(toks, k, e) === 'as') k++;
+  if (k < e && isNameTok(toks[k])) k++;
+  if (k !== e) return undefined;
+  return { kind: 'set', dest: 'both', write: true, reason: 'SELECT set_config(…) (a SET)' };
+}
+
+/** A literal, bind parameter or word, optionally followed by `::type`. */
+function plainArgument(sql: string, a: Token[]): boolean {
+  const t = a[0];
+  if (t.kind !== Tok.String && t.kind !== Tok.Param && t.kind !== Tok.Number && t.kind !== Tok.Word) return false;
+  if (a.length === 1) return true;
+  return a.length === 3 && a[1].kind === Tok.Op && sql.slice(a[1].start, a[1].end) === '::' && isNameTok(a[2]);
+}
+
 /** Analyse one statement toks[s, e) (no top-level `;`). */
 function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts: ClassifyOptions): Builder {
   const first = toks[s];
@@ -715,6 +773,7 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
   const w = first.text;
   switch (w) {
     case 'select':
+      return setConfigCall(sql, toks, s, e) ?? selectFamily(toks, s, e);
     case 'values':
     case 'table':
     case 'with':
@@ -736,6 +795,7 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
       if (what === 'all' || what === 'default_transaction_isolation') {
         b.txSetting = { scope: 'session', isolation: 'default' };
       }
+      if (what === 'all') b.resetsAll = true;
       return b;
     }
     case 'discard': {
@@ -746,6 +806,9 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
         write: true,
         reason: 'DISCARD',
         discardsTemp: what === 'all' || what === 'temp' || what === 'temporary',
+        // DISCARD ALL includes RESET ALL: the session's default isolation is back to the server's.
+        txSetting: what === 'all' ? { scope: 'session', isolation: 'default' } : undefined,
+        resetsAll: what === 'all' || undefined,
       };
     }
     case 'deallocate': {
@@ -830,10 +893,40 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
           }
           b.writtenTables = names;
         }
+        if (w === 'alter') {
+          const d = defaultsChanged(toks, s, e);
+          if (d) b.changesDefaults = d;
+        }
         return b;
       }
       return invalid(`unknown statement "${w}"`);
   }
+}
+
+/**
+ * ALTER DATABASE d SET|RESET …, ALTER ROLE|USER r [IN DATABASE d] SET|RESET …, ALTER ROLE
+ * ALL …: what a backend reads at start-up changed for those connections.
+ */
+function defaultsChanged(toks: Token[], s: number, e: number): DefaultsChange | undefined {
+  const what = wordAt(toks, s + 1, e);
+  const at = s + 2;
+  if (at >= e) return undefined;
+  const named = isNameTok(toks[at]) ? toks[at].text : undefined;
+  if (what === 'database') {
+    const verb = wordAt(toks, at + 1, e);
+    return named !== undefined && (verb === 'set' || verb === 'reset') ? { database: named } : undefined;
+  }
+  if (what !== 'role' && what !== 'user') return undefined;
+  let j = at + 1;
+  let database: string | undefined;
+  if (wordAt(toks, j, e) === 'in' && wordAt(toks, j + 1, e) === 'database' && isNameTok(toks[j + 2]) && j + 2 < e) {
+    database = toks[j + 2].text;
+    j += 3;
+  }
+  const verb = wordAt(toks, j, e);
+  if (verb !== 'set' && verb !== 'reset') return undefined;
+  if (toks[at].kind === Tok.Word && named === 'all') return database === undefined ? { allUsers: true } : { database };
+  return named === undefined ? undefined : { user: named, database };
 }
 
 function selectFamily(toks: Token[], s: number, e: number): Builder {
@@ -1221,6 +1314,8 @@ function finish(b: Builder, statementCount: number, hint: boolean, leadingCommen
   if (b.beginModes !== undefined) c.beginModes = b.beginModes;
   if (b.standbyText !== undefined) c.standbyText = b.standbyText;
   if (b.txSetting !== undefined) c.txSetting = b.txSetting;
+  if (b.resetsAll === true) c.resetsAll = true;
+  if (b.changesDefaults !== undefined) c.changesDefaults = b.changesDefaults;
   if (b.name !== undefined) c.name = b.name;
   if (b.parseError !== undefined) c.parseError = b.parseError;
   return c;

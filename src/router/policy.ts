@@ -77,6 +77,11 @@ export interface SessionRoutingState {
   writtenTables: string[];
   /** Temp (and unlogged) relations this session created (pgpool check_temp_table = trace). */
   tempTables: string[];
+  /**
+   * A set_config() call that could not go to both nodes ran on the primary only: the
+   * session's settings exist there alone, so its reads go there (until DISCARD/RESET ALL).
+   */
+  settingsOnPrimary: boolean;
 }
 
 export function newSessionRoutingState(): SessionRoutingState {
@@ -89,6 +94,7 @@ export function newSessionRoutingState(): SessionRoutingState {
     txStartedByMulti: false,
     writtenTables: [],
     tempTables: [],
+    settingsOnPrimary: false,
   };
 }
 
@@ -184,9 +190,19 @@ export function route(input: RouteInput): Decision {
     }
     // pgpool's disable_load_balance_on_write (pool_at_command_success()): SERIALIZABLE transactions read from the primary.
     if (s.txSerializable) return toPrimary('SERIALIZABLE transaction', write);
+  } else if (s.defaultSerializable) {
+    // Each statement is a SERIALIZABLE transaction of its own, which a hot standby refuses:
+    // read where the session's default was set.
+    return toPrimary('the session default isolation is SERIALIZABLE', write);
   }
+  if (s.settingsOnPrimary) return toPrimary('a set_config() of this session ran on the primary only', write);
   // pgpool's pool_where_to_send(): system catalog relations → primary.
   if (c.systemCatalog) return toPrimary('reads a system catalog', write);
+  // The client's BackendKeyData names its primary backend: pg_backend_pid() must agree with
+  // it, and functions given a pid act on the primary's backends, the pids a client knows.
+  if (callsFunction(c, 'pg_backend_pid')) return toPrimary('pg_backend_pid() is the primary backend', write);
+  for (const f of PID_FUNCTIONS)
+    if (callsFunction(c, f)) return toPrimary(`${f}() takes a primary backend's pid`, write);
   // pgpool's pool_where_to_send() check_temp_table (trace: temp tables created in this session) and the lead's catalog answer.
   if (cfg.checkTempTable && s.tempTables.length > 0) {
     for (const r of c.relations) if (relationIn(r, s.tempTables)) return toPrimary(`reads temp table ${r}`, write);
@@ -224,6 +240,24 @@ export interface StatementOutcome {
 }
 
 /** Update the session's routing state after a statement (pgpool's disable_load_balance_on_write (pool_at_command_success()) pool_at_command_success). Mutates `state`. */
+/** Functions whose argument is a backend pid: the pids a client knows are its primary's. */
+const PID_FUNCTIONS = [
+  'pg_cancel_backend',
+  'pg_terminate_backend',
+  'pg_stat_get_activity',
+  'pg_blocking_pids',
+  'pg_safe_snapshot_blocking_pids',
+  'pg_log_backend_memory_contexts',
+  'pg_stat_get_backend_activity',
+  'pg_stat_get_backend_wait_event',
+];
+
+/** Does the statement call function `name` (also schema-qualified)? */
+function callsFunction(cls: Classification, name: string): boolean {
+  for (const f of cls.functions) if (f === name || f.endsWith(`.${name}`)) return true;
+  return false;
+}
+
 export function afterStatement(
   state: SessionRoutingState,
   cls: Classification,
@@ -250,6 +284,8 @@ export function afterStatement(
       else if (nowInTx) state.txSerializable = ts.isolation === 'serializable';
     }
     if (cls.discardsTemp) state.tempTables = [];
+    if (cls.resetsAll === true) state.settingsOnPrimary = false;
+    else if (decision.target === 'primary' && callsFunction(cls, 'set_config')) state.settingsOnPrimary = true;
     for (const t of cls.createsTemp) if (!state.tempTables.includes(t)) state.tempTables.push(t);
 
     if (decision.write) {

@@ -10,6 +10,7 @@ import { SQLSTATE } from '../protocol/constants.js';
 import { PgError } from '../protocol/messages.js';
 import type { BackendSecret } from '../auth/backend.js';
 import type { SessionContext } from '../session/context.js';
+import { ReplicationPassThrough, wantsReplication } from '../session/replication.js';
 import { Session } from '../session/session.js';
 import type { ClientInput } from '../protocol/client-input.js';
 import { refuseClient } from './startup.js';
@@ -74,6 +75,14 @@ export class Admission {
     if (closedWhileWaiting || socket.destroyed || this.opts.stopping()) {
       this.gate.release();
       socket.destroy();
+      return;
+    }
+    if (wantsReplication(params)) {
+      // Not a session: bytes to and from the primary, holding a slot while they flow.
+      this.opts.context.services.metrics.clientConnected();
+      await new ReplicationPassThrough(this.opts.context, socket, params, authSecret).start(input, () =>
+        this.gate.release(),
+      );
       return;
     }
     const session = new Session(this.opts.context, socket, params, remote, authSecret);

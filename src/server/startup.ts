@@ -8,13 +8,20 @@
 import type net from 'node:net';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
-import { CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SQLSTATE, SSL_REQUEST_CODE } from '../protocol/constants.js';
+import {
+  CANCEL_REQUEST_CODE,
+  GSSENC_REQUEST_CODE,
+  PROTOCOL_3_0,
+  SQLSTATE,
+  SSL_REQUEST_CODE,
+} from '../protocol/constants.js';
 import { ClientInput } from '../protocol/client-input.js';
 import { PgError, errorResponse, negotiateProtocolVersion, parseStartupParams } from '../protocol/messages.js';
 import type { Authenticator } from '../auth/authenticator.js';
 import type { BackendSecret } from '../auth/backend.js';
 import type { ClientTlsState } from '../auth/frontend.js';
 import type { SessionRegistry } from '../session/registry.js';
+import { wantsReplication } from '../session/replication.js';
 import type { Session } from '../session/session.js';
 import { upgradeClient, type ServerTls } from '../tls.js';
 
@@ -288,7 +295,7 @@ export class Startup {
       if (k.startsWith('_pq_.')) unrecognized.push(k);
       else params.set(k, v);
     }
-    if (minor > 0 || unrecognized.length > 0) p.socket.write(negotiateProtocolVersion(0, unrecognized));
+    if (minor > 0 || unrecognized.length > 0) p.socket.write(negotiateProtocolVersion(PROTOCOL_3_0, unrecognized));
     const user = params.get('user');
     if (!user) {
       this.refuse(
@@ -298,17 +305,12 @@ export class Startup {
       return;
     }
     if (!params.has('database')) params.set('database', user);
-    if (
-      params.has('replication') &&
-      params.get('replication') !== 'false' &&
-      params.get('replication') !== 'off' &&
-      params.get('replication') !== '0'
-    ) {
+    if (wantsReplication(params) && !this.opts.config().allow_replication_connections) {
       this.refuse(
         p,
         new PgError(
           SQLSTATE.featureNotSupported,
-          'replication connections are not supported through pgrelay',
+          'replication connections are not allowed through this pgrelay (allow_replication_connections = off)',
           'FATAL',
           undefined,
           'Connect to the PostgreSQL server directly for replication.',

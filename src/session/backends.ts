@@ -341,14 +341,25 @@ export class Backends {
     if (this.passTo === link) this.passTo = this.primaryLink ?? DROP;
   }
 
-  /** Forward a CancelRequest to each backend running a request of this session. */
-  cancel(): void {
+  /** CancelRequests forwarded and not yet processed by their server. */
+  cancelsInFlight = 0;
+
+  /**
+   * Forward a CancelRequest to each backend running a request of the client's. Until its
+   * server has processed it, the session sends that backend nothing new (see session.ts):
+   * a cancel that reaches a backend after its statement finished must not hit the next.
+   */
+  cancel(onProcessed: () => void): void {
     const cfg = this.owner.ctx.config();
     for (const link of this.links) {
-      if (!link || link.pending === 0) continue;
+      if (!link || link.visible === 0) continue;
       const c = link.conn;
       this.owner.log.info({ node: c.nodeId, backendPid: c.pid }, 'forwarding cancel request');
-      void sendCancel(c.host, c.port, c.pid, c.secretKey, cfg.connect_timeout);
+      this.cancelsInFlight++;
+      void sendCancel(c.host, c.port, c.pid, c.secretKey, cfg.connect_timeout).then(() => {
+        this.cancelsInFlight--;
+        onProcessed();
+      });
     }
   }
 

@@ -75,4 +75,4 @@ export const NO_SESSION_SERVICES: SessionServices = {
 };
 
 /** Why the client's messages wait: only the matching event lets them continue. */
-export type WaitReason = 'replies' | 'catalog' | 'both' | 'admin' | 'connect' | 'backpressure';
+export type WaitReason = 'replies' | 'catalog' | 'both' | 'admin' | 'connect' | 'backpressure' | 'cancel';

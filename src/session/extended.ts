@@ -423,6 +423,7 @@ export class ExtendedProtocol {
         {
           kind: 'sync',
           mode: 'merge',
+          reportsToClient: l === primary,
           done: (e) => {
             const st = e.status ?? TxStatus.Idle;
             if (st === TxStatus.Failed) status = TxStatus.Failed;

@@ -1,38 +1,49 @@
 /**
- * The live client sessions by the pid pgrelay gave them in BackendKeyData, with
- * their cancel secrets (a CancelRequest names a session by both).
+ * The live client sessions by the BackendKeyData pgrelay gave them: the pid (that of
+ * the session's primary backend, or one of pgrelay's own for a session without
+ * backends) and a secret of pgrelay's own. A CancelRequest names a session by both.
+ * Pids of different nodes, or of pgrelay's own, may coincide: the key is the pair.
  */
 import { randomInt } from 'node:crypto';
 
 export class SessionRegistry<S> {
-  private readonly byPid = new Map<number, { session: S; secret: number }>();
+  private readonly byKey = new Map<string, S>();
   private nextPid = randomInt(1, 1 << 22);
 
-  /** A fresh pid and cancel secret for `session`. */
+  /** A provisional pid of pgrelay's own (until `repid`) and a fresh cancel secret for `session`. */
   register(session: S): { pid: number; secret: number } {
-    let pid = this.nextPid++;
+    const pid = this.nextPid++;
     if (this.nextPid >= 0x7fffffff) this.nextPid = 1;
-    while (this.byPid.has(pid)) pid = this.nextPid++;
-    const secret = randomInt(0, 0x7fffffff);
-    this.byPid.set(pid, { session, secret });
+    let secret = randomInt(0, 0x7fffffff);
+    while (this.byKey.has(key(pid, secret))) secret = randomInt(0, 0x7fffffff);
+    this.byKey.set(key(pid, secret), session);
     return { pid, secret };
   }
 
-  unregister(pid: number): void {
-    this.byPid.delete(pid);
+  /** The session now goes by `pid` (its primary backend's). */
+  repid(session: S, oldPid: number, pid: number, secret: number): void {
+    if (this.byKey.get(key(oldPid, secret)) === session) this.byKey.delete(key(oldPid, secret));
+    this.byKey.set(key(pid, secret), session);
   }
 
-  /** The session a CancelRequest names, if the secret matches. */
+  unregister(pid: number, secret: number): void {
+    this.byKey.delete(key(pid, secret));
+  }
+
+  /** The session a CancelRequest names. */
   find(pid: number, secret: number): S | undefined {
-    const e = this.byPid.get(pid);
-    return e && e.secret === secret ? e.session : undefined;
+    return this.byKey.get(key(pid, secret));
   }
 
-  *all(): IterableIterator<S> {
-    for (const e of this.byPid.values()) yield e.session;
+  all(): IterableIterator<S> {
+    return this.byKey.values();
   }
 
   get size(): number {
-    return this.byPid.size;
+    return this.byKey.size;
   }
+}
+
+function key(pid: number, secret: number): string {
+  return `${pid}:${secret}`;
 }

@@ -23,7 +23,9 @@ export type RequestKind = 'parse' | 'bind' | 'describe' | 'execute' | 'close' | 
  * - forward: to the client as they arrive;
  * - drop: discarded (mirrored statements on the second node, a re-Parse, internal work);
  * - hold: kept in `held` until the session decides (a statement run on two nodes);
- * - merge: the ReadyForQuery of a pipeline that spans nodes, merged by the session into one;
+ * - merge: the Sync of a pipeline that spans nodes: its ReadyForQuery is merged by the session
+ *   into one; what comes before it (ParameterStatus, notices, a commit-time error) reaches the
+ *   client from the primary's link only (`reportsToClient`);
  * - capture: an internal query whose rows are decoded into `rows`.
  */
 export type Mode = 'forward' | 'drop' | 'hold' | 'merge' | 'capture';
@@ -66,6 +68,8 @@ export interface Expectation<L> {
   resend?: (to: L, e: Expectation<L>) => void;
   /** The copy of a statement run on both nodes: if this (non-primary) node dies, the primary's result stands. */
   skippable?: boolean;
+  /** merge: this link's replies before its ReadyForQuery go to the client (the primary's, not a mirror's). */
+  reportsToClient?: boolean;
 }
 
 /** The backend state replies update. `BackendConnection` (pool/connector.ts) satisfies it. */
@@ -248,7 +252,12 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       this.scanner.decode = DECODE;
       return;
     }
-    this.pass = e.mode === 'forward' ? 'client' : e.mode === 'hold' ? 'hold' : DROP;
+    this.pass =
+      e.mode === 'forward' || (e.mode === 'merge' && e.reportsToClient === true)
+        ? 'client'
+        : e.mode === 'hold'
+          ? 'hold'
+          : DROP;
     this.unstarted = resendable(e) ? e : undefined;
     this.ends = ENDS[e.kind];
     this.scanner.decode = e.mode === 'capture' ? DECODE_CAPTURE : DECODE;
@@ -292,6 +301,8 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       }
       this.pop();
       this.follow();
+      // The session writes the one ReadyForQuery of a pipeline that spans nodes.
+      if (e.mode === 'merge') return DROP;
     }
     return action;
   }

@@ -137,6 +137,8 @@ export class StatementRouting {
     );
     if (ok && cls.writtenTables.length > 0)
       s.ctx.router.addRelatedObjects(s.routing, cls.writtenTables, status !== TxStatus.Idle);
+    // New backends of that database or role start with other defaults: cached ones must not be reused.
+    if (ok && cls.changesDefaults !== undefined) s.ctx.cache.defaultsChangedFor(cls.changesDefaults);
   }
 
   /** Record the transaction status seen at the end of a statement or pipeline. */

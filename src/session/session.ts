@@ -82,7 +82,14 @@ const CLOSING_CLIENT_IDLE_MS = 10_000;
 const ASYNC_QUEUE_BYTES = 64 * 1024;
 
 export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner, SessionCore {
-  readonly pid: number;
+  /**
+   * The pid in the client's BackendKeyData: its primary backend's (so that
+   * pg_terminate_backend / pg_cancel_backend with it act on that backend), or one of
+   * pgrelay's own while it has none.
+   */
+  pid: number;
+  /** pgrelay's own number for the session (in its log lines), the pid until a primary backend gives it one. */
+  readonly id: number;
   readonly secretKey: number;
   readonly user: string;
   readonly database: string;
@@ -136,6 +143,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.facts = { database: this.database, application_name: this.applicationName, user: this.user };
     const k = ctx.registry.register(this);
     this.pid = k.pid;
+    this.id = k.pid;
     this.secretKey = k.secret;
     this.scanner = new MessageScanner<BackendLink>(this, CLIENT_DECODE, ctx.config().max_message_size);
     this.backends = new Backends(this);
@@ -148,7 +156,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
 
   /** The session's logger (a pino child with session, user, database), made on first use. */
   get log(): Logger {
-    return (this.logger ??= this.ctx.log.child({ session: this.pid, user: this.user, database: this.database }));
+    return (this.logger ??= this.ctx.log.child({ session: this.id, user: this.user, database: this.database }));
   }
 
   /** Debug-level log without building the session's logger when debug is off. */
@@ -193,6 +201,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       return;
     }
     const p = this.backends.primary;
+    this.ctx.registry.repid(this, this.pid, p.conn.pid, this.secretKey);
+    this.pid = p.conn.pid;
     this.backends.attachAll();
     this.ready(input, p.conn.params, p.conn.txStatus);
   }
@@ -297,6 +307,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (TRACE) trace(this.pid, type, buf, start, end);
     if (this.adminOnly && type !== FE.Terminate) return this.adminOnly.onMessage(type, buf, start, end);
     if (this.overloaded()) return this.wait('backpressure');
+    if (this.backends.cancelsInFlight > 0) return this.wait('cancel');
     switch (type) {
       case FE.Query:
         return this.onQuery(buf, start, end);
@@ -581,7 +592,9 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
 
   /** Forward a CancelRequest to each backend running a request of this session. */
   cancel(): void {
-    this.backends.cancel();
+    this.backends.cancel(() => {
+      if (this.backends.cancelsInFlight === 0) this.resume('cancel');
+    });
   }
 
   /**
@@ -612,7 +625,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     // A client that stops reading what is still on its way is dropped after a while.
     this.client.setTimeout(CLOSING_CLIENT_IDLE_MS, () => this.client.destroy());
     this.backends.releaseAll(this.terminated);
-    this.ctx.registry.unregister(this.pid);
+    this.ctx.registry.unregister(this.pid, this.secretKey);
     const cb = this.onEnd;
     this.onEnd = undefined;
     cb?.();

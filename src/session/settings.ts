@@ -25,7 +25,8 @@ export class SettingsReplay {
       this.list.length = 0;
       this.overflow = false;
     } else if (cls.kind === 'set' || cls.kind === 'reset') {
-      if (this.list.length >= MAX_REPLAY) this.overflow = true;
+      // A statement with bind parameters (SELECT set_config($1, $2, false)) cannot be replayed as text.
+      if (this.list.length >= MAX_REPLAY || /\$\d/.test(sql)) this.overflow = true;
       else this.list.push(sql);
     }
   }

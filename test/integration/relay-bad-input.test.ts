@@ -239,9 +239,20 @@ describe('start-up packet', () => {
     const v = await raw.next(10_000);
     expect(v?.type).toBe('v');
     const body = v?.body as Buffer;
-    expect(body.readInt32BE(0)).toBe(0); // newest minor version supported
+    expect(body.readInt32BE(0)).toBe((3 << 16) | 0); // the newest version pgrelay speaks, as PostgreSQL sends it
     expect(body.readInt32BE(4)).toBe(1); // one option not recognized
     expect(cstrings(body.subarray(8))).toEqual(['_pq_.x']);
+    await expectWorkingSession(raw);
+  });
+
+  it('answers protocol 3.2 (libpq 18, pgjdbc protocolVersion=3.2) with NegotiateProtocolVersion 3.0, as PostgreSQL 15 does', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    raw.send(startupMessage(USER, (3 << 16) | 2));
+    const v = await raw.next(10_000);
+    expect(v?.type).toBe('v');
+    const body = v?.body as Buffer;
+    expect(body.readInt32BE(0)).toBe(PROTOCOL_3_0);
+    expect(body.readInt32BE(4)).toBe(0);
     await expectWorkingSession(raw);
   });
 
@@ -251,7 +262,7 @@ describe('start-up packet', () => {
     const v = await raw.next(10_000);
     expect(v?.type).toBe('v');
     const body = v?.body as Buffer;
-    expect(body.readInt32BE(0)).toBe(0);
+    expect(body.readInt32BE(0)).toBe((3 << 16) | 0);
     expect(body.readInt32BE(4)).toBe(2);
     expect(cstrings(body.subarray(8))).toEqual(['_pq_.a', '_pq_.b']);
     await expectWorkingSession(raw);

@@ -435,3 +435,42 @@ describe('options and cache', () => {
     expect(c('PREPARE q (int) AS SELECT $1').name).toBe('q');
   });
 });
+
+describe('SELECT set_config(…) as a SET', () => {
+  it.each([
+    ["SELECT set_config('myapp.x', '1', false)", 'set', 'both'],
+    ['select set_config($1, $2, false)', 'set', 'both'],
+    ["select pg_catalog.set_config('search_path', 'public', false) as sp;", 'set', 'both'],
+    ["select set_config('a.b', '1'::text, true)", 'set', 'both'],
+    ["select set_config('a.b', '1', false), now()", 'select', 'either'],
+    ["select set_config('a.b', upper('x'), false)", 'select', 'either'],
+    ["select set_config('default_transaction_isolation', 'serializable', false)", 'select', 'either'],
+    ["select set_config('a.b', '1', false) from pg_class", 'select', 'either'],
+  ])('%s → %s %s', (sql, kind, dest) => {
+    const c = classifyUncached(sql, OFF);
+    expect([c.kind, c.dest]).toEqual([kind, dest]);
+  });
+
+  it('RESET ALL and DISCARD ALL reset every setting; RESET one does not', () => {
+    expect(classifyUncached('RESET ALL', OFF).resetsAll).toBe(true);
+    expect(classifyUncached('DISCARD ALL', OFF).resetsAll).toBe(true);
+    expect(classifyUncached('RESET work_mem', OFF).resetsAll).toBeUndefined();
+    expect(classifyUncached('DISCARD TEMP', OFF).resetsAll).toBeUndefined();
+  });
+});
+
+describe('ALTER DATABASE / ALTER ROLE … SET|RESET: whose start-up defaults change', () => {
+  it.each([
+    ['ALTER DATABASE test SET default_transaction_isolation = serializable', { database: 'test' }],
+    ['ALTER DATABASE "My Db" RESET ALL', { database: 'My Db' }],
+    ['ALTER ROLE bob SET work_mem = 1', { user: 'bob' }],
+    ['ALTER USER bob IN DATABASE d SET x.y = 1', { user: 'bob', database: 'd' }],
+    ['ALTER ROLE ALL SET x.y = 1', { allUsers: true }],
+    ['ALTER ROLE ALL IN DATABASE d RESET x.y', { database: 'd' }],
+    ['ALTER DATABASE d RENAME TO e', undefined],
+    ['ALTER ROLE bob PASSWORD NULL', undefined],
+    ['ALTER TABLE t SET (fillfactor = 50)', undefined],
+  ])('%s', (sql, expected) => {
+    expect(c(sql).changesDefaults).toEqual(expected);
+  });
+});

@@ -221,7 +221,8 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     a.run('ROLLBACK');
 
     a.run('SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE');
-    expect(a.target('SELECT 1')).toBe('standby'); // autocommit reads are unaffected (pgpool checks inside transactions)
+    // Autocommit reads too: each is a SERIALIZABLE transaction, which a hot standby refuses.
+    expect(a.target('SELECT 1')).toBe('primary');
     a.run('BEGIN');
     expect(a.target('SELECT 1')).toBe('primary');
     a.run('COMMIT');
@@ -230,6 +231,40 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     a.run('COMMIT');
     a.run('RESET ALL');
     a.run('BEGIN');
+    expect(a.target('SELECT 1')).toBe('standby');
+    a.run('COMMIT');
+    expect(a.target('SELECT 1')).toBe('standby');
+    a.run('SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE');
+    expect(a.target('SELECT 1')).toBe('primary');
+    a.run('DISCARD ALL');
+    expect(a.target('SELECT 1')).toBe('standby');
+  });
+  it("pg_backend_pid() reads from the primary: it must agree with the client's BackendKeyData", () => {
+    const a = new Session(cfg());
+    expect(a.run('SELECT pg_backend_pid()')).toMatchObject({
+      target: 'primary',
+      reason: 'pg_backend_pid() is the primary backend',
+    });
+    expect(a.target('SELECT pg_catalog.pg_backend_pid(), 1')).toBe('primary');
+    expect(a.target('SELECT * FROM pg_stat_get_activity($1)')).toBe('primary');
+    expect(a.target('SELECT pg_blocking_pids(42)')).toBe('primary');
+  });
+  it('SELECT set_config(…) alone goes to both nodes like SET; inside a larger statement it pins reads to the primary', () => {
+    const a = new Session(cfg());
+    expect(a.target("SELECT set_config('myapp.x', '1', false)")).toBe('both');
+    expect(a.target('SELECT set_config($1, $2, false)')).toBe('both');
+    expect(a.target('SHOW myapp.x')).toBe('standby');
+    // volatile function call: the primary (the function cache is not consulted here; the call decides)
+    const d = a.run("SELECT set_config('myapp.y', '2', false), now()", { extra: { writingFunction: true } });
+    expect(d.target).toBe('primary');
+    expect(a.state.settingsOnPrimary).toBe(true);
+    expect(a.run('SHOW myapp.y')).toMatchObject({
+      target: 'primary',
+      reason: 'a set_config() of this session ran on the primary only',
+    });
+    a.run('RESET work_mem');
+    expect(a.target('SELECT 1')).toBe('primary');
+    a.run('DISCARD ALL');
     expect(a.target('SELECT 1')).toBe('standby');
   });
   it('a failed transaction forwards reads to the primary; ROLLBACK still goes to both', () => {

@@ -281,6 +281,25 @@ describe('ReplyQueue: extended protocol pipelines', () => {
 });
 
 describe('ReplyQueue: across nodes', () => {
+  it("a pipeline's Sync on two nodes: the primary's ParameterStatus and errors reach the client, no node's ReadyForQuery does", () => {
+    const primary = new Harness('primary');
+    const standby = new Harness('standby');
+    primary.expect('sync', { kind: 'sync', mode: 'merge', reportsToClient: true });
+    standby.expect('sync', { kind: 'sync', mode: 'merge' });
+    const report = be.parameterStatus('application_name', 'x1');
+    primary.feed(stream(report, be.ready('I')));
+    standby.feed(stream(be.parameterStatus('application_name', 'x1'), be.ready('I')));
+    expect(primary.sent.equals(report)).toBe(true);
+    expect(standby.client).toEqual([]);
+    expect(primary.state.params.get('application_name')).toBe('x1');
+    const p2 = new Harness('primary');
+    p2.expect('sync', { kind: 'sync', mode: 'merge', reportsToClient: true });
+    const err = be.error('23503', 'insert or update violates foreign key constraint');
+    p2.feed(stream(err, be.ready('I')));
+    expect(p2.sent.equals(err)).toBe(true);
+    expect(p2.completed).toEqual(['sync!23503']);
+  });
+
   it('counts what each node owes the client, so that a second node waits until the first has answered', () => {
     const primary = new Harness('primary');
     const standby = new Harness('standby');
