@@ -348,19 +348,24 @@ export class Backends {
    * Forward a CancelRequest to each backend running a request of the client's. Until its
    * server has processed it, the session sends that backend nothing new (see session.ts):
    * a cancel that reaches a backend after its statement finished must not hit the next.
+   * `onProcessed` runs as each server processes its cancel; the promise resolves once all have.
    */
-  cancel(onProcessed: () => void): void {
+  cancel(onProcessed: () => void): Promise<void> {
     const cfg = this.owner.ctx.config();
+    const sent: Array<Promise<void>> = [];
     for (const link of this.links) {
       if (!link || link.visible === 0) continue;
       const c = link.conn;
       this.owner.log.info({ node: c.nodeId, backendPid: c.pid }, 'forwarding cancel request');
       this.cancelsInFlight++;
-      void sendCancel(c.host, c.port, c.pid, c.secretKey, cfg.connect_timeout).then(() => {
-        this.cancelsInFlight--;
-        onProcessed();
-      });
+      sent.push(
+        sendCancel(c.host, c.port, c.pid, c.secretKey, cfg.connect_timeout).then(() => {
+          this.cancelsInFlight--;
+          onProcessed();
+        }),
+      );
     }
+    return Promise.all(sent).then(() => undefined);
   }
 
   /** The session ended: reset clean connections into the cache (`cacheable`), close the rest. */

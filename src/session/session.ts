@@ -590,9 +590,13 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     return this.backends.get(id) !== undefined;
   }
 
-  /** Forward a CancelRequest to each backend running a request of this session. */
-  cancel(): void {
-    this.backends.cancel(() => {
+  /**
+   * Forward a CancelRequest to each backend running a request of this session. Resolves
+   * once every server has processed its CancelRequest (closed the connection), as
+   * PostgreSQL closes a client's CancelRequest connection only after signalling the backend.
+   */
+  cancel(): Promise<void> {
+    return this.backends.cancel(() => {
       if (this.backends.cancelsInFlight === 0) this.resume('cancel');
     });
   }
