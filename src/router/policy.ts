@@ -10,7 +10,7 @@
  * 'both' = primary and LB node (all live nodes with statement_level_load_balance).
  */
 
-import type { Classification } from './classifier.js';
+import { type Classification, tellsServerRole } from './classifier.js';
 import type { DisableLbOnWrite } from '../config/types.js';
 
 export interface RoutingConfig {
@@ -78,8 +78,9 @@ export interface SessionRoutingState {
   /** Temp (and unlogged) relations this session created (pgpool check_temp_table = trace). */
   tempTables: string[];
   /**
-   * A set_config() call that could not go to both nodes ran on the primary only: the
-   * session's settings exist there alone, so its reads go there (until DISCARD/RESET ALL).
+   * A set_config() call that could not go to both nodes, or a SET among several statements
+   * of one Query (which runs on the primary alone), ran on the primary only: the session's
+   * settings exist there alone, so its reads go there (until DISCARD/RESET ALL).
    */
   settingsOnPrimary: boolean;
 }
@@ -111,6 +112,8 @@ export interface RouteInput {
   writingFunction?: boolean;
   /** The lead's catalog answer: cls.relations include a temp or unlogged table (check_temp_table = catalog, check_unlogged_table). */
   tempOrUnlogged?: boolean;
+  /** At Bind: the values of the bind parameters cls.settingParams names (the settings current_setting() reads). */
+  settingArgs?: readonly string[];
 }
 
 export type Target = 'primary' | 'standby' | 'both';
@@ -195,7 +198,12 @@ export function route(input: RouteInput): Decision {
     // read where the session's default was set.
     return toPrimary('the session default isolation is SERIALIZABLE', write);
   }
-  if (s.settingsOnPrimary) return toPrimary('a set_config() of this session ran on the primary only', write);
+  if (s.settingsOnPrimary) return toPrimary('a setting of this session was changed on the primary only', write);
+  // pgrelay is one writable server to its clients: whether it is a standby (read-only, in
+  // recovery) is the primary's answer. Drivers ask it to find a writable server (pgjdbc
+  // targetServerType, target_session_attrs = read-write).
+  if (c.asksServerRole || input.settingArgs?.some(tellsServerRole) === true)
+    return toPrimary('asks whether the server is a standby', write);
   // pgpool's pool_where_to_send(): system catalog relations → primary.
   if (c.systemCatalog) return toPrimary('reads a system catalog', write);
   // The client's BackendKeyData names its primary backend: pg_backend_pid() must agree with
@@ -285,7 +293,8 @@ export function afterStatement(
     }
     if (cls.discardsTemp) state.tempTables = [];
     if (cls.resetsAll === true) state.settingsOnPrimary = false;
-    else if (decision.target === 'primary' && callsFunction(cls, 'set_config')) state.settingsOnPrimary = true;
+    else if (decision.target === 'primary' && (callsFunction(cls, 'set_config') || cls.multiSetsSession === true))
+      state.settingsOnPrimary = true;
     for (const t of cls.createsTemp) if (!state.tempTables.includes(t)) state.tempTables.push(t);
 
     if (decision.write) {
