@@ -37,6 +37,7 @@ import {
   scalar,
   secretOf,
   sendCancel,
+  sessionBackendPids,
   settle,
   terminateApp,
   typesOf,
@@ -706,17 +707,24 @@ describe('defect 6: protocol 3.2 (libpq 18, pgjdbc protocolVersion=3.2), raw sta
 // ---------------------------------------------------------------------------
 
 describe('defect 7: ALTER DATABASE / ALTER ROLE … SET reach the next connection', () => {
-  /** One session as ROLE on DB: what it reads. */
-  const observe = async (t: ConformanceTarget): Promise<Record<string, unknown>> => {
-    const { client: c } = await recordedPg(t, { user: ROLE, database: DB, application_name: app(t, 'd7') });
+  /**
+   * One session as ROLE on DB: what it reads, and the pids of the backends it held on
+   * every node (what pgrelay caches after it; not part of the outcome).
+   */
+  const observe = async (
+    t: ConformanceTarget,
+  ): Promise<{ seen: Record<string, unknown>; pids: { primary: number[]; standbys: number[] } }> => {
+    const name = app(t, 'd7');
+    const { client: c } = await recordedPg(t, { user: ROLE, database: DB, application_name: name });
     try {
-      return {
+      const seen = {
         workMemShow: await settle(scalar(c, 'SHOW work_mem')),
         workMemExtended: await settle(scalar(c, 'SELECT current_setting($1)', ['work_mem'], true)),
         searchPath: await settle(scalar(c, 'SHOW search_path')),
         isolation: await settle(scalar(c, 'SHOW transaction_isolation')),
         read: await settle(scalar(c, 'SELECT count(*) FROM pg_class WHERE relname = $1', ['pg_class'], true)),
       };
+      return { seen, pids: await sessionBackendPids(cluster, name) };
     } finally {
       await endPgBounded(c);
     }
@@ -724,15 +732,18 @@ describe('defect 7: ALTER DATABASE / ALTER ROLE … SET reach the next connectio
 
   const alterAndObserve = async (t: ConformanceTarget, alters: string[]): Promise<Record<string, unknown>> => {
     const before = await observe(t);
-    // The session's backend connections go back to pgrelay's cache: prove it, so the next session reuses them.
-    await waitCached(targets, t, ROLE, DB);
+    // The session's backend connections go back to pgrelay's cache: prove it, so the next session
+    // reuses them.
+    await waitCached(targets, t, ROLE, DB, { backendPids: [...before.pids.primary, ...before.pids.standbys] });
     const { client: admin } = await recordedPg(t, { application_name: app(t, 'd7admin') });
     const altered: unknown[] = [];
     for (const a of alters) altered.push(await settle(exec(admin, a).then((r) => r.command)));
     // The standbys replay the catalog change (replication lag is another issue).
     await cluster.waitForCatchup();
     const after = await observe(t);
-    await waitCached(targets, t, ROLE, DB);
+    // With default_transaction_isolation = serializable a hot standby refuses DISCARD ALL (pgrelay's
+    // reset_query_list, as pgpool's): pgrelay closes such a standby connection instead of caching it.
+    await waitCached(targets, t, ROLE, DB, { backendPids: after.pids.primary, cachedOrEnded: after.pids.standbys });
     const reset = [
       await settle(exec(admin, `ALTER DATABASE ${DB} RESET ALL`).then((r) => r.command)),
       await settle(exec(admin, `ALTER ROLE ${ROLE} RESET ALL`).then((r) => r.command)),
@@ -740,7 +751,7 @@ describe('defect 7: ALTER DATABASE / ALTER ROLE … SET reach the next connectio
     ];
     await cluster.waitForCatchup();
     const afterReset = await observe(t);
-    return { before, altered, after, reset, afterReset };
+    return { before: before.seen, altered, after: after.seen, reset, afterReset: afterReset.seen };
   };
 
   afterEach(async () => {

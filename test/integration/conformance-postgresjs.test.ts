@@ -28,6 +28,7 @@ import {
   onRunEnd,
   primaryBackendPids,
   sendCancel,
+  sessionBackendPids,
   settle,
   spawnChild,
   terminateApp,
@@ -487,15 +488,23 @@ describe('defect 5 and COPY: writable() / readable(), CopyFail, cancel, terminat
 // ---------------------------------------------------------------------------
 
 describe('defect 7: ALTER DATABASE / ALTER ROLE … SET reach the next connection', () => {
-  const observe = async (t: ConformanceTarget): Promise<Record<string, unknown>> => {
-    const sql = sqlClient(t, { user: ROLE, database: DB, max: 1, connection: { application_name: app(t, 'd7') } });
+  /**
+   * One connection as ROLE on DB: what it reads, and the pids of the backends it held on
+   * every node (what pgrelay caches after it; not part of the outcome).
+   */
+  const observe = async (
+    t: ConformanceTarget,
+  ): Promise<{ seen: Record<string, unknown>; pids: { primary: number[]; standbys: number[] } }> => {
+    const name = app(t, 'd7');
+    const sql = sqlClient(t, { user: ROLE, database: DB, max: 1, connection: { application_name: name } });
     try {
-      return {
+      const seen = {
         workMem: await res(sql`SELECT current_setting('work_mem') AS v`),
         searchPath: await res(sql.unsafe('SHOW search_path').simple()),
         isolation: await res(sql`SHOW transaction_isolation`),
         read: await res(sql`SELECT count(*)::int AS n FROM pg_class WHERE relname = ${'pg_class'}`),
       };
+      return { seen, pids: await sessionBackendPids(cluster, name) };
     } finally {
       await endSql(sql);
     }
@@ -510,7 +519,8 @@ describe('defect 7: ALTER DATABASE / ALTER ROLE … SET reach the next connectio
       targets,
       async (t) => {
         const before = await observe(t);
-        await waitCached(targets, t, ROLE, DB);
+        // The backends the connection held are cached again: the next connection reuses them.
+        await waitCached(targets, t, ROLE, DB, { backendPids: [...before.pids.primary, ...before.pids.standbys] });
         const admin = pjs(t, 'd7admin').sql;
         const altered = [
           await res(admin.unsafe(`ALTER DATABASE ${DB} SET work_mem = '6MB'`)),
@@ -519,13 +529,18 @@ describe('defect 7: ALTER DATABASE / ALTER ROLE … SET reach the next connectio
         ];
         await cluster.waitForCatchup();
         const after = await observe(t);
-        await waitCached(targets, t, ROLE, DB);
+        // With default_transaction_isolation = serializable a hot standby refuses DISCARD ALL (pgrelay's
+        // reset_query_list, as pgpool's): pgrelay closes such a standby connection instead of caching it.
+        await waitCached(targets, t, ROLE, DB, {
+          backendPids: after.pids.primary,
+          cachedOrEnded: after.pids.standbys,
+        });
         const reset = [
           await res(admin.unsafe(`ALTER DATABASE ${DB} RESET ALL`)),
           await res(admin.unsafe(`ALTER ROLE ${ROLE} RESET ALL`)),
         ];
         await cluster.waitForCatchup();
-        return { before, altered, after, reset, afterReset: await observe(t) };
+        return { before: before.seen, altered, after: after.seen, reset, afterReset: (await observe(t)).seen };
       },
       { timeoutMs: 40_000 },
     );

@@ -429,16 +429,17 @@ export function lit(s: string): string {
 /**
  * Wait until pgrelay behind `t` holds an idle cached connection of (user,
  * database) on the primary (on lb-on also one on a standby) — or, given
- * `backendPids`, until exactly those backend connections are idle in its cache —
- * so that the next session of that key surely reuses one. Resolves at once for
- * `direct`.
+ * `backendPids`, until exactly those backend connections are idle in its cache,
+ * and each of `cachedOrEnded` is either idle in its cache or has ended (pgrelay
+ * closed it instead) — so that the next session of that key surely reuses what
+ * pgrelay keeps. Resolves at once for `direct`.
  */
 export async function waitCached(
   targets: Targets,
   t: ConformanceTarget,
   user: string,
   database: string,
-  opts: { backendPids?: number[]; timeoutMs?: number } = {},
+  opts: { backendPids?: number[]; cachedOrEnded?: number[]; timeoutMs?: number } = {},
 ): Promise<void> {
   if (!t.proxy) return;
   const cluster = targets.cluster;
@@ -452,9 +453,11 @@ export async function waitCached(
         );
         const idle = rows.map((r) => ({ node: Number(r.backend_id), pid: Number(r.pool_backendpid) }));
         let ok: boolean;
-        if (opts.backendPids) {
+        if (opts.backendPids || opts.cachedOrEnded) {
           const pids = new Set(idle.map((r) => r.pid));
-          ok = opts.backendPids.every((p) => pids.has(p));
+          ok = (opts.backendPids ?? []).every((p) => pids.has(p));
+          const notCached = (opts.cachedOrEnded ?? []).filter((p) => !pids.has(p));
+          if (ok && notCached.length > 0) ok = (await livePids(cluster, notCached)).length === 0;
         } else {
           const nodes = new Set(idle.map((r) => r.node));
           ok = nodes.has(cluster.primaryId) && (!wantStandby || [...nodes].some((n) => n !== cluster.primaryId));
@@ -464,13 +467,51 @@ export async function waitCached(
       },
       (v) => v.ok,
       {
-        what: `pgrelay (${t.name}) to cache ${opts.backendPids ? `backend pids ${opts.backendPids.join(', ')}` : 'a connection'} of ${user}@${database}`,
+        what: `pgrelay (${t.name}) to cache ${opts.backendPids || opts.cachedOrEnded ? `backend pids ${(opts.backendPids ?? []).join(', ')}${opts.cachedOrEnded ? ` (and cache or close ${opts.cachedOrEnded.join(', ')})` : ''}` : 'a connection'} of ${user}@${database}`,
         timeoutMs: opts.timeoutMs ?? 15_000,
       },
     );
   } finally {
     await endPgBounded(admin.client);
   }
+}
+
+/** Those of `pids` still running on some node. */
+async function livePids(cluster: DevCluster, pids: number[]): Promise<number[]> {
+  const outs = await onEveryNode(
+    cluster,
+    `SELECT pid FROM pg_stat_activity WHERE pid IN (${pids.map((p) => Math.trunc(p)).join(', ')})`,
+  );
+  return Object.values(outs).flatMap((out) =>
+    out
+      .split('\n')
+      .filter(Boolean)
+      .map((x) => Number(x)),
+  );
+}
+
+/**
+ * Pids of the client backends of `applicationName` on every node: what a live
+ * session holds, so what pgrelay may cache after it (on lb-on a session that
+ * read only on the primary, e.g. a serializable one, holds no standby backend).
+ */
+export async function sessionBackendPids(
+  cluster: DevCluster,
+  applicationName: string,
+): Promise<{ primary: number[]; standbys: number[] }> {
+  const outs = await onEveryNode(
+    cluster,
+    `SELECT pid FROM pg_stat_activity WHERE application_name = ${lit(applicationName)} AND backend_type = 'client backend'`,
+  );
+  const pids = (id: number): number[] =>
+    (outs[id] ?? '')
+      .split('\n')
+      .filter(Boolean)
+      .map((x) => Number(x));
+  return {
+    primary: pids(cluster.primaryId),
+    standbys: cluster.nodes.filter((n) => n.id !== cluster.primaryId).flatMap((n) => pids(n.id)),
+  };
 }
 
 /** Pids of the client backends of `applicationName` on the primary (what pgrelay may cache after the session). */
