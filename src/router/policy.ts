@@ -71,6 +71,11 @@ export interface SessionRoutingState {
   txSerializable: boolean;
   /** Session default isolation is SERIALIZABLE (SET SESSION CHARACTERISTICS / default_transaction_isolation). */
   defaultSerializable: boolean;
+  /**
+   * The backend started with a SERIALIZABLE default (its database's or role's, or start-up
+   * options): what RESET / SET … TO DEFAULT / DISCARD ALL return to.
+   */
+  startupSerializable: boolean;
   /** Current transaction was opened by a multi-statement Query (pgpool's multi-statement rule). */
   txStartedByMulti: boolean;
   /** dml_adaptive: tables written in the current transaction. */
@@ -92,11 +97,18 @@ export function newSessionRoutingState(): SessionRoutingState {
     writing: false,
     txSerializable: false,
     defaultSerializable: false,
+    startupSerializable: false,
     txStartedByMulti: false,
     writtenTables: [],
     tempTables: [],
     settingsOnPrimary: false,
   };
+}
+
+/** The session's backend started with a SERIALIZABLE default isolation (or not): its default until SET otherwise. */
+export function startupIsolation(state: SessionRoutingState, serializable: boolean): void {
+  state.startupSerializable = serializable;
+  state.defaultSerializable = serializable;
 }
 
 export interface RouteInput {
@@ -288,7 +300,9 @@ export function afterStatement(
     }
     const ts = cls.txSetting;
     if (ts !== undefined && ts.isolation !== undefined) {
-      if (ts.scope === 'session') state.defaultSerializable = ts.isolation === 'serializable';
+      if (ts.scope === 'session')
+        state.defaultSerializable =
+          ts.isolation === 'default' ? state.startupSerializable : ts.isolation === 'serializable';
       else if (nowInTx) state.txSerializable = ts.isolation === 'serializable';
     }
     if (cls.discardsTemp) state.tempTables = [];

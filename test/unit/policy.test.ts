@@ -5,6 +5,7 @@ import {
   afterStatement,
   newSessionRoutingState,
   routingConfigFrom,
+  startupIsolation,
   type RoutingConfig,
   type SessionRoutingState,
   type Decision,
@@ -280,6 +281,33 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     expect(a.target('SELECT 1')).toBe('standby');
     a.run('BEGIN; SET LOCAL work_mem = 1; SELECT 1; COMMIT');
     expect(a.target('SELECT 1')).toBe('standby');
+  });
+  it('a backend that started with a SERIALIZABLE default (ALTER DATABASE/ROLE … SET): reads on the primary, also after RESET', () => {
+    const a = new Session(cfg());
+    startupIsolation(a.state, true);
+    expect(a.run('SELECT 1')).toMatchObject({
+      target: 'primary',
+      reason: 'the session default isolation is SERIALIZABLE',
+    });
+    a.run("SET default_transaction_isolation = 'read committed'");
+    expect(a.target('SELECT 1')).toBe('standby');
+    a.run('RESET default_transaction_isolation');
+    expect(a.target('SELECT 1')).toBe('primary');
+    a.run('SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+    expect(a.target('SELECT 1')).toBe('standby');
+    a.run('DISCARD ALL');
+    expect(a.target('SELECT 1')).toBe('primary');
+    a.run('BEGIN');
+    expect(a.state.txSerializable).toBe(true);
+    expect(a.target('SELECT 1')).toBe('primary');
+    a.run('COMMIT');
+    // A read committed start-up default: RESET goes back to it.
+    const b = new Session(cfg());
+    startupIsolation(b.state, false);
+    b.run("SET default_transaction_isolation = 'serializable'");
+    expect(b.target('SELECT 1')).toBe('primary');
+    b.run('RESET ALL');
+    expect(b.target('SELECT 1')).toBe('standby');
   });
   it('what tells a standby from a primary is read from the primary (pgrelay is one writable server)', () => {
     const a = new Session(cfg());
