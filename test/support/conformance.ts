@@ -476,18 +476,40 @@ export async function waitCached(
   }
 }
 
+/**
+ * The pids one query returns on each node (`SELECT pid …` with `params`), over one
+ * short-lived node-postgres connection per node (a psql per node is slow on a loaded machine).
+ */
+async function pidsOnEveryNode(cluster: DevCluster, sql: string, params: unknown[]): Promise<Record<number, number[]>> {
+  const per = await Promise.all(
+    cluster.nodes.map(async (n) => {
+      const c = new pg.Client({
+        host: n.host,
+        port: n.port,
+        user: 'postgres',
+        password: cluster.superuserPassword ?? undefined,
+        database: 'postgres',
+        application_name: 'conform-probe',
+        connectionTimeoutMillis: 10_000,
+        query_timeout: 10_000,
+      });
+      c.on('error', () => undefined);
+      try {
+        await c.connect();
+        const r = await c.query<{ pid: number }>(sql, params);
+        return [n.id, r.rows.map((x) => x.pid)] as const;
+      } finally {
+        await endPgBounded(c);
+      }
+    }),
+  );
+  return Object.fromEntries(per);
+}
+
 /** Those of `pids` still running on some node. */
 async function livePids(cluster: DevCluster, pids: number[]): Promise<number[]> {
-  const outs = await onEveryNode(
-    cluster,
-    `SELECT pid FROM pg_stat_activity WHERE pid IN (${pids.map((p) => Math.trunc(p)).join(', ')})`,
-  );
-  return Object.values(outs).flatMap((out) =>
-    out
-      .split('\n')
-      .filter(Boolean)
-      .map((x) => Number(x)),
-  );
+  const per = await pidsOnEveryNode(cluster, 'SELECT pid FROM pg_stat_activity WHERE pid = ANY($1::int[])', [pids]);
+  return Object.values(per).flat();
 }
 
 /**
@@ -499,15 +521,12 @@ export async function sessionBackendPids(
   cluster: DevCluster,
   applicationName: string,
 ): Promise<{ primary: number[]; standbys: number[] }> {
-  const outs = await onEveryNode(
+  const per = await pidsOnEveryNode(
     cluster,
-    `SELECT pid FROM pg_stat_activity WHERE application_name = ${lit(applicationName)} AND backend_type = 'client backend'`,
+    `SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND backend_type = 'client backend'`,
+    [applicationName],
   );
-  const pids = (id: number): number[] =>
-    (outs[id] ?? '')
-      .split('\n')
-      .filter(Boolean)
-      .map((x) => Number(x));
+  const pids = (id: number): number[] => per[id] ?? [];
   return {
     primary: pids(cluster.primaryId),
     standbys: cluster.nodes.filter((n) => n.id !== cluster.primaryId).flatMap((n) => pids(n.id)),
