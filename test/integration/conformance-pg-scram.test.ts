@@ -74,10 +74,16 @@ beforeAll(async () => {
   const verifierPasswd = await write('pool_passwd.verifier', `${USER}:${verifier}\npostgres:TEXT${SUPER_PW}\n`);
   const hba = await write('pool_hba.conf', 'host all all 127.0.0.1/32 scram-sha-256\n');
   const common = { authentication_timeout: AUTH_TIMEOUT_S, ssl: true, ssl_cert: server.cert, ssl_key: server.key };
-  [hbaTargets, relayTargets] = await Promise.all([
-    Targets.start(cluster, { config: { ...common, enable_pool_hba: true, pool_passwd: textPasswd, hba_file: hba } }),
-    Targets.start(cluster, { config: { ...common, enable_pool_hba: false, pool_passwd: verifierPasswd } }),
-  ]);
+  // One pair after the other, with room: four pgrelays starting at once next to this file's own
+  // cluster took more than 15 s on a loaded 2-core machine.
+  hbaTargets = await Targets.start(cluster, {
+    config: { ...common, enable_pool_hba: true, pool_passwd: textPasswd, hba_file: hba },
+    startTimeoutMs: 30_000,
+  });
+  relayTargets = await Targets.start(cluster, {
+    config: { ...common, enable_pool_hba: false, pool_passwd: verifierPasswd },
+    startTimeoutMs: 30_000,
+  });
 }, 180_000);
 
 afterEach(async () => {

@@ -56,6 +56,8 @@ export interface ConformanceTarget {
 export interface StartTargetsOptions {
   /** pgpool.conf keys for both pgrelays (e.g. pool_hba, pool_passwd). */
   config?: Record<string, ConfValue>;
+  /** Bound of each pgrelay's start (startProxy's default: 15 s). */
+  startTimeoutMs?: number;
 }
 
 /** The three targets of a file: the primary, and two pgrelays started for it. */
@@ -71,8 +73,16 @@ export class Targets {
     const weights: Record<string, ConfValue> = {};
     for (const n of cluster.nodes) weights[`backend_weight${n.id}`] = n.id === cluster.primaryId ? 0 : 1;
     const [off, on] = await Promise.all([
-      startProxy({ cluster, config: { load_balance_mode: false, ...(opts.config ?? {}) } }),
-      startProxy({ cluster, config: { load_balance_mode: true, ...weights, ...(opts.config ?? {}) } }),
+      startProxy({
+        cluster,
+        config: { load_balance_mode: false, ...(opts.config ?? {}) },
+        startTimeoutMs: opts.startTimeoutMs,
+      }),
+      startProxy({
+        cluster,
+        config: { load_balance_mode: true, ...weights, ...(opts.config ?? {}) },
+        startTimeoutMs: opts.startTimeoutMs,
+      }),
     ]);
     return new Targets(cluster, [
       { name: 'direct', tag: 'direct', host: primary.host, port: primary.port, proxy: undefined },
