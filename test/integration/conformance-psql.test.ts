@@ -24,6 +24,7 @@ import {
   closeRun,
   conform,
   killAllChildren,
+  livePids,
   onRunEnd,
   spawnPsql,
   terminateApp,
@@ -347,7 +348,13 @@ COMMIT;`,
           env: { PGAPPNAME: app(t, 'd5termother') },
           timeoutMs: 20_000,
         });
-        // psql notices when it sends the next data.
+        // The backend is gone before psql sends more data (psql keeps COPY lines until 8 kB or \.):
+        // it died waiting for line 1, whatever the machine's load. psql notices when it sends.
+        await pollUntil(
+          () => livePids(cluster, [Number(pid)]),
+          (l) => l.length === 0,
+          { what: `backend ${pid} to exit`, timeoutMs: 15_000 },
+        );
         p.write('2\ttwo\n\\.\n');
         p.endInput();
         const exit = await withTimeout(p.exited, 15_000, 'psql to end');

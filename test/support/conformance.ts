@@ -517,7 +517,7 @@ async function pidsOnEveryNode(cluster: DevCluster, sql: string, params: unknown
 }
 
 /** Those of `pids` still running on some node. */
-async function livePids(cluster: DevCluster, pids: number[]): Promise<number[]> {
+export async function livePids(cluster: DevCluster, pids: number[]): Promise<number[]> {
   const per = await pidsOnEveryNode(cluster, 'SELECT pid FROM pg_stat_activity WHERE pid = ANY($1::int[])', [pids]);
   return Object.values(per).flat();
 }
