@@ -116,9 +116,10 @@ export interface Classification {
   changesDefaults?: DefaultsChange;
   /**
    * Reads what tells a standby from a primary: SHOW (or current_setting() with a constant
-   * name) of transaction_read_only, default_transaction_read_only or in_hot_standby, SHOW
-   * ALL, or a recovery information/control function (pg_is_in_recovery() …). See
-   * SERVER_ROLE_SETTINGS.
+   * name) of transaction_read_only, default_transaction_read_only or in_hot_standby, or SHOW
+   * ALL (SERVER_ROLE_SETTINGS). The recovery functions (pg_is_in_recovery() …) are volatile:
+   * the function rules send them to the primary unless write_function_list /
+   * read_only_function_list say otherwise.
    */
   asksServerRole: boolean;
   /**
@@ -752,22 +753,6 @@ const SERVER_ROLE_SETTINGS = new Set(['transaction_read_only', 'default_transact
 export function tellsServerRole(name: string): boolean {
   return SERVER_ROLE_SETTINGS.has(name.trim().toLowerCase());
 }
-
-/**
- * PostgreSQL's recovery information and control functions: on a standby they answer that
- * it is one (pg_is_in_recovery() = t, replay positions) or act on its recovery.
- */
-const RECOVERY_FUNCTIONS = new Set([
-  'pg_is_in_recovery',
-  'pg_last_wal_receive_lsn',
-  'pg_last_wal_replay_lsn',
-  'pg_last_xact_replay_timestamp',
-  'pg_is_wal_replay_paused',
-  'pg_get_wal_replay_pause_state',
-  'pg_wal_replay_pause',
-  'pg_wal_replay_resume',
-  'pg_promote',
-]);
 
 /** The unqualified name of a function as written, for pg_catalog functions (`x` or `pg_catalog.x`). */
 function catalogFunctionName(fn: string): string | undefined {
@@ -1552,14 +1537,7 @@ function serverRoleFacts(c: Classification, sql: string, toks: Token[]): void {
     c.asksServerRole = c.name !== undefined && (c.name === 'all' || SERVER_ROLE_SETTINGS.has(c.name));
     return;
   }
-  let asksSetting = false;
-  for (const fn of c.functions) {
-    const name = catalogFunctionName(fn);
-    if (name === undefined) continue;
-    if (RECOVERY_FUNCTIONS.has(name)) c.asksServerRole = true;
-    else if (name === 'current_setting') asksSetting = true;
-  }
-  if (!asksSetting) return;
+  if (!c.functions.some((fn) => catalogFunctionName(fn) === 'current_setting')) return;
   const args = currentSettingArguments(sql, toks, 0, toks.length);
   if (args.names.some((n) => SERVER_ROLE_SETTINGS.has(n))) c.asksServerRole = true;
   if (args.params.length > 0) c.settingParams = args.params;

@@ -316,8 +316,9 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     expect(a.run('SHOW in_hot_standby')).toMatchObject(why);
     expect(a.run('SHOW default_transaction_read_only')).toMatchObject(why);
     expect(a.run("SELECT current_setting('transaction_read_only')")).toMatchObject(why);
-    // Whatever the function lists say about it.
-    expect(a.run('SELECT pg_is_in_recovery()', { extra: { writingFunction: false } })).toMatchObject(why);
+    // pg_is_in_recovery() is volatile: the primary, unless write_function_list / read_only_function_list say otherwise.
+    expect(a.run('SELECT pg_is_in_recovery()', { extra: { writingFunction: true } }).target).toBe('primary');
+    expect(a.run('SELECT pg_is_in_recovery()').target).toBe('primary');
     expect(a.target('SHOW work_mem')).toBe('standby');
     // current_setting($1): decided by the value bound at Bind.
     expect(a.run('SELECT current_setting($1)', { extra: { writingFunction: false } }).target).toBe('standby');
