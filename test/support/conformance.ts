@@ -56,7 +56,7 @@ export interface ConformanceTarget {
 export interface StartTargetsOptions {
   /** pgpool.conf keys for both pgrelays (e.g. pool_hba, pool_passwd). */
   config?: Record<string, ConfValue>;
-  /** Bound of each pgrelay's start (startProxy's default: 15 s). */
+  /** Bound of each pgrelay's start (default 30 s: two start at once, on a machine other test files load). */
   startTimeoutMs?: number;
 }
 
@@ -76,12 +76,12 @@ export class Targets {
       startProxy({
         cluster,
         config: { load_balance_mode: false, ...(opts.config ?? {}) },
-        startTimeoutMs: opts.startTimeoutMs,
+        startTimeoutMs: opts.startTimeoutMs ?? 30_000,
       }),
       startProxy({
         cluster,
         config: { load_balance_mode: true, ...weights, ...(opts.config ?? {}) },
-        startTimeoutMs: opts.startTimeoutMs,
+        startTimeoutMs: opts.startTimeoutMs ?? 30_000,
       }),
     ]);
     return new Targets(cluster, [
