@@ -58,6 +58,11 @@ export class BackendConnection {
   useCount = 0;
   /** Start-up parameters it was opened with (user, database, …). */
   startup: ReadonlyMap<string, string> = new Map();
+  /**
+   * default_transaction_isolation as the backend started (its role's, database's and
+   * start-up options' default, which RESET and DISCARD ALL return to); undefined until asked.
+   */
+  startupIsolation: string | undefined;
   constructor(
     readonly socket: net.Socket,
     readonly nodeId: number,

@@ -185,6 +185,33 @@ export function readCString(buf: Buffer, pos: number, end: number): [string, num
   return [buf.toString('utf8', pos, z), z + 1];
 }
 
+/**
+ * Values of some parameters of a Bind body (`numbers`: 1-based), decoded as UTF-8 text
+ * (a text parameter reads the same in both formats); NULL, missing or malformed ones are
+ * left out.
+ */
+export function bindParameterTexts(buf: Buffer, start: number, end: number, numbers: readonly number[]): string[] {
+  const portal = readCString(buf, start, end);
+  const stmt = portal && readCString(buf, portal[1], end);
+  if (!stmt) return [];
+  let p = stmt[1];
+  if (p + 2 > end) return [];
+  p += 2 + 2 * buf.readInt16BE(p);
+  if (p + 2 > end) return [];
+  const n = buf.readInt16BE(p);
+  p += 2;
+  const out: string[] = [];
+  for (let i = 1; i <= n && p + 4 <= end; i++) {
+    const len = buf.readInt32BE(p);
+    p += 4;
+    if (len < 0) continue;
+    if (p + len > end) break;
+    if (numbers.includes(i)) out.push(buf.toString('utf8', p, p + len));
+    p += len;
+  }
+  return out;
+}
+
 /** The values of a DataRow body, as text (null for SQL NULL). Stops at a truncated value. */
 export function decodeDataRow(buf: Buffer, start: number, end: number): Array<string | null> {
   const n = buf.readInt16BE(start);

@@ -114,6 +114,25 @@ export interface Classification {
   resetsAll?: boolean;
   /** ALTER DATABASE/ROLE … SET|RESET: the defaults new backends of these start with changed. */
   changesDefaults?: DefaultsChange;
+  /**
+   * Reads what tells a standby from a primary: SHOW (or current_setting() with a constant
+   * name) of transaction_read_only, default_transaction_read_only or in_hot_standby, or SHOW
+   * ALL (SERVER_ROLE_SETTINGS). The recovery functions (pg_is_in_recovery() …) are volatile:
+   * the function rules send them to the primary unless write_function_list /
+   * read_only_function_list say otherwise.
+   */
+  asksServerRole: boolean;
+  /**
+   * Bind parameters (1-based) given as the name to current_setting(): whether the statement
+   * asks one of SERVER_ROLE_SETTINGS is known only from their values, at Bind.
+   */
+  settingParams: readonly number[];
+  /**
+   * Several statements, one of which changes a session setting (SET or RESET other than SET
+   * LOCAL / SET TRANSACTION, or a set_config() call): run on the primary alone, the session's
+   * settings then exist there only.
+   */
+  multiSetsSession?: boolean;
   /** Number of non-empty statements in the text. */
   statementCount: number;
   /** Contains BEGIN/START TRANSACTION among several statements (pgpool's multi-statement rule: "transaction started by multi-statement"). */
@@ -140,6 +159,7 @@ export interface ClassifyOptions {
 }
 
 const EMPTY: readonly string[] = Object.freeze([]);
+const EMPTY_NUMBERS: readonly number[] = Object.freeze([]);
 
 // ---------------------------------------------------------------------------------------------
 // Keyword sets
@@ -719,6 +739,72 @@ function invalid(msg: string): Builder {
 
 function wordAt(toks: Token[], i: number, end: number): string {
   return i < end && toks[i].kind === Tok.Word ? toks[i].text : '';
+}
+
+/**
+ * Settings whose value tells a standby from a primary (a hot standby answers `on` whatever
+ * the client set): what drivers ask to find a writable server (pgjdbc targetServerType,
+ * libpq and node-postgres target_session_attrs = read-write send SHOW transaction_read_only;
+ * postgres.js and libpq read default_transaction_read_only / in_hot_standby).
+ */
+const SERVER_ROLE_SETTINGS = new Set(['transaction_read_only', 'default_transaction_read_only', 'in_hot_standby']);
+
+/** Does reading setting `name` (any case) tell a standby from a primary? */
+export function tellsServerRole(name: string): boolean {
+  return SERVER_ROLE_SETTINGS.has(name.trim().toLowerCase());
+}
+
+/** The unqualified name of a function as written, for pg_catalog functions (`x` or `pg_catalog.x`). */
+function catalogFunctionName(fn: string): string | undefined {
+  if (!fn.includes('.')) return fn;
+  return fn.startsWith('pg_catalog.') && fn.indexOf('.', 11) < 0 ? fn.slice(11) : undefined;
+}
+
+/** The text of a string literal token: '…', E'…', $tag$…$tag$ (escapes other than '' left as written). */
+function stringText(sql: string, t: Token): string {
+  const raw = sql.slice(t.start, t.end);
+  if (raw.startsWith('$')) {
+    const tagEnd = raw.indexOf('$', 1);
+    return raw.slice(tagEnd + 1, raw.length - tagEnd - 1);
+  }
+  const q = raw.indexOf("'");
+  return raw.slice(q + 1, -1).replace(/''/g, "'");
+}
+
+/**
+ * The names given to current_setting() in toks[s, e): constant ones (lower-cased) and the
+ * numbers of bind parameters (optionally cast, e.g. `$1::text`). Other arguments (columns,
+ * expressions) are not followed.
+ */
+function currentSettingArguments(
+  sql: string,
+  toks: Token[],
+  s: number,
+  e: number,
+): { names: string[]; params: number[] } {
+  const names: string[] = [];
+  const params: number[] = [];
+  for (let i = s; i + 1 < e; i++) {
+    const t = toks[i];
+    if (t.kind !== Tok.Word || t.text !== 'current_setting' || toks[i + 1].kind !== Tok.LParen) continue;
+    const prev = i > s ? toks[i - 1] : undefined;
+    if (prev?.kind === Tok.Dot && !(i >= s + 2 && toks[i - 2].kind === Tok.Word && toks[i - 2].text === 'pg_catalog'))
+      continue;
+    const close = toks[i + 1].match;
+    if (close < 0) continue;
+    // The first argument: up to a comma at the call's depth, or the closing parenthesis.
+    let k = i + 2;
+    const depth = toks[i + 1].depth + 1;
+    while (k < close && !(toks[k].kind === Tok.Comma && toks[k].depth === depth)) k++;
+    const arg = toks.slice(i + 2, k);
+    const cast =
+      arg.length === 1 ||
+      (arg.length === 3 && arg[1].kind === Tok.Op && sql.slice(arg[1].start, arg[1].end) === '::' && isNameTok(arg[2]));
+    if (!cast) continue;
+    if (arg[0].kind === Tok.String) names.push(stringText(sql, arg[0]).trim().toLowerCase());
+    else if (arg[0].kind === Tok.Param) params.push(Number(sql.slice(arg[0].start + 1, arg[0].end)));
+  }
+  return { names, params };
 }
 
 /** Settings whose value decides where the session's statements may run: SET handles them (analyzeSet). */
@@ -1303,6 +1389,8 @@ function finish(b: Builder, statementCount: number, hint: boolean, leadingCommen
     writtenTables: b.writtenTables ?? f?.writtenTables ?? EMPTY,
     createsTemp: b.createsTemp ?? f?.createsTemp ?? EMPTY,
     discardsTemp: b.discardsTemp === true,
+    asksServerRole: false,
+    settingParams: EMPTY_NUMBERS,
     statementCount,
     multiBegins: false,
     noLoadBalanceHint: hint,
@@ -1362,6 +1450,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
   let written: string[] | null = null;
   let temps: string[] | null = null;
   let discards = false;
+  let setsSession = false;
   for (let i = 0; i <= toks.length; i++) {
     if (i < toks.length && toks[i].kind !== Tok.Semi) continue;
     if (i < toks.length && toks[i].depth !== 0) {
@@ -1380,6 +1469,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
       for (const t of b.writtenTables ?? f?.writtenTables ?? EMPTY) written = pushUnique(written, t);
       for (const t of b.createsTemp ?? f?.createsTemp ?? EMPTY) temps = pushUnique(temps, t);
       if (b.discardsTemp === true) discards = true;
+      if (!setsSession) setsSession = changesSessionSetting(b, toks, s);
     }
     s = i + 1;
   }
@@ -1407,10 +1497,12 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
     c.writtenTables = written ?? EMPTY;
     c.createsTemp = temps ?? EMPTY;
     c.discardsTemp = discards;
+    if (setsSession) c.multiSetsSession = true;
     return c;
   }
 
   const c = finish(builder, count, lx.noLoadBalanceHint, lx.leadingComment);
+  serverRoleFacts(c, sql, toks);
   if (c.dest === 'either') {
     // pgpool's pool_where_to_send(): with allow_sql_comments = off a SELECT must *start* with s/S/(/w/W/t/T (VALUES, leading comments → primary).
     if (builder.selectText === true && !opts.allowSqlComments && !startsLikeSelect(sql)) {
@@ -1427,6 +1519,28 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
     }
   }
   return c;
+}
+
+/** Does statement `b` (starting at toks[s]) change a session setting: SET / RESET but SET LOCAL and SET TRANSACTION, set_config()? */
+function changesSessionSetting(b: Builder, toks: Token[], s: number): boolean {
+  if (b.kind === 'reset') return true;
+  if (b.kind === 'set') {
+    const w = toks[s + 1]?.kind === Tok.Word ? toks[s + 1].text : '';
+    return w !== 'local' && w !== 'transaction';
+  }
+  return b.facts?.functions?.some((f) => catalogFunctionName(f) === 'set_config') === true;
+}
+
+/** Fill in asksServerRole / settingParams of a single statement's classification (toks: its tokens). */
+function serverRoleFacts(c: Classification, sql: string, toks: Token[]): void {
+  if (c.kind === 'show') {
+    c.asksServerRole = c.name !== undefined && (c.name === 'all' || SERVER_ROLE_SETTINGS.has(c.name));
+    return;
+  }
+  if (!c.functions.some((fn) => catalogFunctionName(fn) === 'current_setting')) return;
+  const args = currentSettingArguments(sql, toks, 0, toks.length);
+  if (args.names.some((n) => SERVER_ROLE_SETTINGS.has(n))) c.asksServerRole = true;
+  if (args.params.length > 0) c.settingParams = args.params;
 }
 
 // Small LRU keyed by exact text (the extended protocol re-sends the same Parse text).

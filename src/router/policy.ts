@@ -10,7 +10,7 @@
  * 'both' = primary and LB node (all live nodes with statement_level_load_balance).
  */
 
-import type { Classification } from './classifier.js';
+import { type Classification, tellsServerRole } from './classifier.js';
 import type { DisableLbOnWrite } from '../config/types.js';
 
 export interface RoutingConfig {
@@ -71,6 +71,11 @@ export interface SessionRoutingState {
   txSerializable: boolean;
   /** Session default isolation is SERIALIZABLE (SET SESSION CHARACTERISTICS / default_transaction_isolation). */
   defaultSerializable: boolean;
+  /**
+   * The backend started with a SERIALIZABLE default (its database's or role's, or start-up
+   * options): what RESET / SET … TO DEFAULT / DISCARD ALL return to.
+   */
+  startupSerializable: boolean;
   /** Current transaction was opened by a multi-statement Query (pgpool's multi-statement rule). */
   txStartedByMulti: boolean;
   /** dml_adaptive: tables written in the current transaction. */
@@ -78,8 +83,9 @@ export interface SessionRoutingState {
   /** Temp (and unlogged) relations this session created (pgpool check_temp_table = trace). */
   tempTables: string[];
   /**
-   * A set_config() call that could not go to both nodes ran on the primary only: the
-   * session's settings exist there alone, so its reads go there (until DISCARD/RESET ALL).
+   * A set_config() call that could not go to both nodes, or a SET among several statements
+   * of one Query (which runs on the primary alone), ran on the primary only: the session's
+   * settings exist there alone, so its reads go there (until DISCARD/RESET ALL).
    */
   settingsOnPrimary: boolean;
 }
@@ -91,11 +97,18 @@ export function newSessionRoutingState(): SessionRoutingState {
     writing: false,
     txSerializable: false,
     defaultSerializable: false,
+    startupSerializable: false,
     txStartedByMulti: false,
     writtenTables: [],
     tempTables: [],
     settingsOnPrimary: false,
   };
+}
+
+/** The session's backend started with a SERIALIZABLE default isolation (or not): its default until SET otherwise. */
+export function startupIsolation(state: SessionRoutingState, serializable: boolean): void {
+  state.startupSerializable = serializable;
+  state.defaultSerializable = serializable;
 }
 
 export interface RouteInput {
@@ -111,6 +124,8 @@ export interface RouteInput {
   writingFunction?: boolean;
   /** The lead's catalog answer: cls.relations include a temp or unlogged table (check_temp_table = catalog, check_unlogged_table). */
   tempOrUnlogged?: boolean;
+  /** At Bind: the values of the bind parameters cls.settingParams names (the settings current_setting() reads). */
+  settingArgs?: readonly string[];
 }
 
 export type Target = 'primary' | 'standby' | 'both';
@@ -195,7 +210,12 @@ export function route(input: RouteInput): Decision {
     // read where the session's default was set.
     return toPrimary('the session default isolation is SERIALIZABLE', write);
   }
-  if (s.settingsOnPrimary) return toPrimary('a set_config() of this session ran on the primary only', write);
+  if (s.settingsOnPrimary) return toPrimary('a setting of this session was changed on the primary only', write);
+  // pgrelay is one writable server to its clients: whether it is a standby (read-only, in
+  // recovery) is the primary's answer. Drivers ask it to find a writable server (pgjdbc
+  // targetServerType, target_session_attrs = read-write).
+  if (c.asksServerRole || input.settingArgs?.some(tellsServerRole) === true)
+    return toPrimary('asks whether the server is a standby', write);
   // pgpool's pool_where_to_send(): system catalog relations → primary.
   if (c.systemCatalog) return toPrimary('reads a system catalog', write);
   // The client's BackendKeyData names its primary backend: pg_backend_pid() must agree with
@@ -280,12 +300,15 @@ export function afterStatement(
     }
     const ts = cls.txSetting;
     if (ts !== undefined && ts.isolation !== undefined) {
-      if (ts.scope === 'session') state.defaultSerializable = ts.isolation === 'serializable';
+      if (ts.scope === 'session')
+        state.defaultSerializable =
+          ts.isolation === 'default' ? state.startupSerializable : ts.isolation === 'serializable';
       else if (nowInTx) state.txSerializable = ts.isolation === 'serializable';
     }
     if (cls.discardsTemp) state.tempTables = [];
     if (cls.resetsAll === true) state.settingsOnPrimary = false;
-    else if (decision.target === 'primary' && callsFunction(cls, 'set_config')) state.settingsOnPrimary = true;
+    else if (decision.target === 'primary' && (callsFunction(cls, 'set_config') || cls.multiSetsSession === true))
+      state.settingsOnPrimary = true;
     for (const t of cls.createsTemp) if (!state.tempTables.includes(t)) state.tempTables.push(t);
 
     if (decision.write) {

@@ -198,7 +198,13 @@ export class Router {
    * The destination of one statement for a session in `state`, or the catalog
    * questions whose answers are missing (ask them with `answer`, then call again).
    */
-  decide(sql: string, cls: Classification, state: SessionRoutingState, db: string): Decision | CatalogQuestions {
+  decide(
+    sql: string,
+    cls: Classification,
+    state: SessionRoutingState,
+    db: string,
+    settingArgs?: readonly string[],
+  ): Decision | CatalogQuestions {
     let writingFunction: boolean | undefined;
     let tempOrUnlogged: boolean | undefined;
     // Only reads that could be balanced need catalog answers.
@@ -206,7 +212,8 @@ export class Router {
       cls.dest === 'either' &&
       this.routing.load_balance_mode &&
       cls.parseError === undefined &&
-      cls.statementCount <= 1;
+      cls.statementCount <= 1 &&
+      !cls.asksServerRole;
     if (cls.functions.length > 0) {
       writingFunction = this.functions.anyWriting(db, cls.functions);
       if (writingFunction === undefined && balanceable && this.functions.usesCatalog) {
@@ -218,7 +225,7 @@ export class Router {
       if (unknown.length > 0) return { functions: [], relations: unknown };
       tempOrUnlogged = cls.relations.some((r) => this.relations.get(db, r) !== 'p');
     }
-    return route({ cls, sql, state, cfg: this.routing, writingFunction, tempOrUnlogged });
+    return route({ cls, sql, state, cfg: this.routing, writingFunction, tempOrUnlogged, settingArgs });
   }
 
   private unknownRelations(db: string, cls: Classification): string[] {

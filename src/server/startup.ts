@@ -275,7 +275,9 @@ export class Startup {
       if (code === CANCEL_REQUEST_CODE) {
         input.detach();
         this.endStartup(p);
-        if (len === 16) this.handleCancel(packet.readInt32BE(8), packet.readInt32BE(12), p.remote);
+        // The client's connection closes once the backends got the cancel, as PostgreSQL's does
+        // (libpq's PQcancel and pgjdbc wait for that close: what they send next comes after it).
+        if (len === 16) await this.handleCancel(packet.readInt32BE(8), packet.readInt32BE(12), p.remote);
         p.socket.destroy();
         return;
       }
@@ -320,13 +322,14 @@ export class Startup {
     }
   }
 
-  private handleCancel(pid: number, secret: number, remote: string): void {
+  /** Forward a CancelRequest to the session it names; resolves once its backends processed it (bounded). */
+  private async handleCancel(pid: number, secret: number, remote: string): Promise<void> {
     const s = this.opts.registry.find(pid, secret);
     if (!s) {
       this.opts.log.info({ remote, pid }, 'invalid cancel key');
       return;
     }
-    s.cancel();
+    await s.cancel();
   }
 
   private async startup(p: Pending, packet: Buffer, version: number, input: ClientInput): Promise<void> {

@@ -22,7 +22,7 @@ import { PgError } from '../protocol/messages.js';
 import { isCacheableDatabase } from '../pool/cache.js';
 import type { BackendSecret } from '../auth/backend.js';
 import { type BackendConnection, cacheKeyFor, connectBackend, sendCancel } from '../pool/connector.js';
-import { queryMessage, resetConnection } from '../pool/query.js';
+import { queryMessage, resetConnection, runQueries } from '../pool/query.js';
 import { isLive } from '../cluster/nodes.js';
 import type { SessionFacts } from '../router/router.js';
 import { BackendLink, type LinkExpectation, type LinkOwner } from './backend-link.js';
@@ -180,7 +180,14 @@ export class Backends {
       this.lbNodeId = primary.id;
     }
     const ids = [...wanted];
-    const results = await Promise.allSettled(ids.map((id) => this.acquire(id)));
+    // With load balancing, the primary connection's default isolation decides where reads may go.
+    const results = await Promise.allSettled(
+      ids.map((id) =>
+        id === primary.id && router.loadBalancing
+          ? this.acquire(id).then((c) => this.askStartupIsolation(c))
+          : this.acquire(id),
+      ),
+    );
     for (let i = 0; i < ids.length; i++) {
       const r = results[i];
       if (r.status === 'fulfilled') {
@@ -201,6 +208,25 @@ export class Backends {
     }
     this.primaryLink = this.links[primary.id];
     if (!this.links[this.lbNodeId]) this.lbNodeId = primary.id;
+  }
+
+  /**
+   * Learn the default isolation a primary connection started with (once per connection):
+   * a session whose default is SERIALIZABLE (ALTER DATABASE/ROLE … SET, start-up options)
+   * must read from the primary, a hot standby refusing it. A connection that does not
+   * answer is closed and the error thrown, as when connecting failed.
+   */
+  private async askStartupIsolation(conn: BackendConnection): Promise<BackendConnection> {
+    if (conn.startupIsolation !== undefined || conn.txStatus !== TxStatus.Idle) return conn;
+    try {
+      const r = await runQueries(conn, ['SHOW default_transaction_isolation'], 10_000);
+      const v = r.results[0]?.rows[0]?.[0];
+      if (typeof v === 'string') conn.startupIsolation = v;
+      return conn;
+    } catch (e) {
+      conn.close();
+      throw e;
+    }
   }
 
   /** Start reading replies on every link (once the client has been told it is logged in). */
@@ -350,19 +376,24 @@ export class Backends {
    * Forward a CancelRequest to each backend running a request of the client's. Until its
    * server has processed it, the session sends that backend nothing new (see session.ts):
    * a cancel that reaches a backend after its statement finished must not hit the next.
+   * `onProcessed` runs as each server processes its cancel; the promise resolves once all have.
    */
-  cancel(onProcessed: () => void): void {
+  cancel(onProcessed: () => void): Promise<void> {
     const cfg = this.owner.ctx.config();
+    const sent: Array<Promise<void>> = [];
     for (const link of this.links) {
       if (!link || link.visible === 0) continue;
       const c = link.conn;
       this.owner.log.info({ node: c.nodeId, backendPid: c.pid }, 'forwarding cancel request');
       this.cancelsInFlight++;
-      void sendCancel(c.host, c.port, c.pid, c.secretKey, cfg.connect_timeout).then(() => {
-        this.cancelsInFlight--;
-        onProcessed();
-      });
+      sent.push(
+        sendCancel(c.host, c.port, c.pid, c.secretKey, cfg.connect_timeout).then(() => {
+          this.cancelsInFlight--;
+          onProcessed();
+        }),
+      );
     }
+    return Promise.all(sent).then(() => undefined);
   }
 
   /**

@@ -12,7 +12,7 @@
  */
 import { SQLSTATE, TxStatus } from '../protocol/constants.js';
 import { DROP, SUSPEND, type Verdict } from '../protocol/framing.js';
-import { PgError, readyForQuery } from '../protocol/messages.js';
+import { PgError, bindParameterTexts, readyForQuery } from '../protocol/messages.js';
 import type { Classification, Decision } from '../router/router.js';
 import { type BackendLink, FLUSH, type LinkExpectation, SYNC } from './backend-link.js';
 import type { BothNodes } from './both-nodes.js';
@@ -217,8 +217,11 @@ export class ExtendedProtocol {
       return this.forward(p, { kind: 'bind', mode: 'forward' });
     }
     // Decide again with the session's current state: a statement parsed on the
-    // standby is parsed again on the primary once the transaction has written (pgpool).
-    const d = this.route.decide(st.sql, st.cls);
+    // standby is parsed again on the primary once the transaction has written (pgpool),
+    // or once its parameters show it asks whether the server is a standby.
+    const settingArgs =
+      st.cls.settingParams.length > 0 ? bindParameterTexts(buf, start, end, st.cls.settingParams) : undefined;
+    const d = this.route.decide(st.sql, st.cls, settingArgs);
     if (d === SUSPEND) return d;
     st.decision = d;
     const link = this.route.linkFor(d);

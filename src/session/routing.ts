@@ -28,12 +28,13 @@ export class StatementRouting {
   ) {}
 
   /**
-   * Decide where `sql` goes. Returns SUSPEND while catalog questions are asked on the
+   * Decide where `sql` goes (at Bind, `settingArgs` are the values of the parameters
+   * cls.settingParams names). Returns SUSPEND while catalog questions are asked on the
    * primary (the message is presented again once they are answered).
    */
-  decide(sql: string, cls: Classification): Decision | typeof SUSPEND {
+  decide(sql: string, cls: Classification, settingArgs?: readonly string[]): Decision | typeof SUSPEND {
     const s = this.s;
-    const d = s.ctx.router.decide(sql, cls, s.routing, this.facts.database);
+    const d = s.ctx.router.decide(sql, cls, s.routing, this.facts.database, settingArgs);
     if ('target' in d) return d;
     const p = s.backends.primary;
     if (this.catalogFailed || p.pending > 0 || p.inPipeline || p.txStatus === TxStatus.Failed) {

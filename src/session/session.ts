@@ -44,7 +44,7 @@ import {
 import type { BackendSecret } from '../auth/backend.js';
 import type { BackendConnection } from '../pool/connector.js';
 import type { Classification, Decision, SessionFacts, SessionRoutingState } from '../router/router.js';
-import { newSessionRoutingState } from '../router/policy.js';
+import { newSessionRoutingState, startupIsolation } from '../router/policy.js';
 import { AdminOnlyMode } from './admin-only.js';
 import { AdminReplies } from './admin-replies.js';
 import type { BackendLink, LinkExpectation, LinkOwner } from './backend-link.js';
@@ -202,6 +202,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       return;
     }
     const p = this.backends.primary;
+    // The default a RESET goes back to: a SERIALIZABLE one keeps reads on the primary.
+    startupIsolation(this.routing, p.conn.startupIsolation === 'serializable');
     this.ctx.registry.repid(this, this.pid, p.conn.pid, this.secretKey);
     this.pid = p.conn.pid;
     this.backends.attachAll();
@@ -601,9 +603,13 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     return this.backends.get(id) !== undefined;
   }
 
-  /** Forward a CancelRequest to each backend running a request of this session. */
-  cancel(): void {
-    this.backends.cancel(() => {
+  /**
+   * Forward a CancelRequest to each backend running a request of this session. Resolves
+   * once every server has processed its CancelRequest (closed the connection), as
+   * PostgreSQL closes a client's CancelRequest connection only after signalling the backend.
+   */
+  cancel(): Promise<void> {
+    return this.backends.cancel(() => {
       if (this.backends.cancelsInFlight === 0) this.resume('cancel');
     });
   }

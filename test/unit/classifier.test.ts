@@ -459,6 +459,49 @@ describe('SELECT set_config(…) as a SET', () => {
   });
 });
 
+describe('what tells a standby from a primary (drivers looking for a writable server)', () => {
+  it.each([
+    ['SHOW transaction_read_only', true],
+    ['show TRANSACTION_READ_ONLY;', true],
+    ['SHOW default_transaction_read_only', true],
+    ['SHOW in_hot_standby', true],
+    ['SHOW ALL', true],
+    ['SHOW work_mem', false],
+    ['SHOW transaction isolation level', false],
+    // A volatile function: the function rules decide (the catalog says primary; the lists may say otherwise).
+    ['SELECT pg_is_in_recovery()', false],
+    ["select pg_catalog.current_setting('transaction_read_only')", true],
+    ["SELECT myschema.current_setting('transaction_read_only')", false],
+    ["SELECT current_setting('transaction_read_only')", true],
+    ["select pg_catalog.current_setting('In_Hot_Standby'::text, true)", true],
+    ["SELECT current_setting(E'default_transaction_read_only')", true],
+    ['SELECT current_setting($$transaction_read_only$$)', true],
+    ["SELECT current_setting('work_mem')", false],
+    ["SELECT 'transaction_read_only'", false],
+    ['SELECT current_setting(name) FROM t', false],
+  ])('%s → %s', (sql, asks) => {
+    expect(c(sql).asksServerRole).toBe(asks);
+  });
+
+  it('current_setting($n): the parameters whose values name the setting, for Bind', () => {
+    expect(c('SELECT current_setting($1)').settingParams).toEqual([1]);
+    expect(c('SELECT current_setting($2::text, $1), current_setting($3)').settingParams).toEqual([2, 3]);
+    expect(c('SELECT current_setting($1)').asksServerRole).toBe(false);
+    expect(c('SELECT $1').settingParams).toEqual([]);
+    expect(c("SELECT current_setting('x.' || $1)").settingParams).toEqual([]);
+  });
+
+  it('a multi-statement text that changes a session setting says so (it runs on the primary alone)', () => {
+    expect(c("SET application_name = 'a'; SELECT 1").multiSetsSession).toBe(true);
+    expect(c('SELECT 1; RESET search_path').multiSetsSession).toBe(true);
+    expect(c("SELECT set_config('a.b', '1', false); SELECT 2").multiSetsSession).toBe(true);
+    expect(c('BEGIN; SET LOCAL work_mem = 1; SELECT 1').multiSetsSession).toBeUndefined();
+    expect(c('BEGIN; SET TRANSACTION READ ONLY; SELECT 1').multiSetsSession).toBeUndefined();
+    expect(c('SELECT 1; SELECT 2').multiSetsSession).toBeUndefined();
+    expect(c("SET application_name = 'a'").multiSetsSession).toBeUndefined();
+  });
+});
+
 describe('ALTER DATABASE / ALTER ROLE … SET|RESET: whose start-up defaults change', () => {
   it.each([
     ['ALTER DATABASE test SET default_transaction_isolation = serializable', { database: 'test' }],

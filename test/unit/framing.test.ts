@@ -7,6 +7,7 @@ import {
   decodeTable,
   type FrameSink,
 } from '../../src/protocol/framing.js';
+import { bindParameterTexts } from '../../src/protocol/messages.js';
 
 function msg(type: string, body: string | Buffer): Buffer {
   const b = typeof body === 'string' ? Buffer.from(body) : body;
@@ -128,5 +129,38 @@ describe('MessageScanner', () => {
     const sc2 = new MessageScanner(r2, decodeTable('Z'), 100);
     sc2.push(msg('d', 'y'.repeat(200)));
     expect(r2.errors[0]).toMatch(/exceeds the maximum of 100/);
+  });
+});
+
+describe('bindParameterTexts (the values routing reads at Bind)', () => {
+  /** A Bind body: portal, statement, format codes, parameters (null = NULL), no result formats. */
+  const bind = (formats: number[], params: Array<string | null>): Buffer => {
+    const parts: Buffer[] = [Buffer.from('p\0s\0')];
+    const i16 = (n: number): Buffer => {
+      const b = Buffer.alloc(2);
+      b.writeInt16BE(n);
+      return b;
+    };
+    const i32 = (n: number): Buffer => {
+      const b = Buffer.alloc(4);
+      b.writeInt32BE(n);
+      return b;
+    };
+    parts.push(i16(formats.length), ...formats.map(i16), i16(params.length));
+    for (const p of params) parts.push(...(p === null ? [i32(-1)] : [i32(Buffer.byteLength(p)), Buffer.from(p)]));
+    parts.push(i16(0));
+    return Buffer.concat(parts);
+  };
+  it('returns the values of the parameters asked for, in order, text or binary format; NULLs left out', () => {
+    const b = bind([0], ['transaction_read_only', 'x', null, 'in_hot_standby']);
+    expect(bindParameterTexts(b, 0, b.length, [1])).toEqual(['transaction_read_only']);
+    expect(bindParameterTexts(b, 0, b.length, [3, 4, 2])).toEqual(['x', 'in_hot_standby']);
+    const bin = bind([1, 1], ['work_mem', 'é']);
+    expect(bindParameterTexts(bin, 0, bin.length, [1, 2])).toEqual(['work_mem', 'é']);
+  });
+  it('a truncated or malformed body yields what could be read', () => {
+    const b = bind([], ['abc', 'def']);
+    expect(bindParameterTexts(b, 0, b.length - 4, [1, 2])).toEqual(['abc']);
+    expect(bindParameterTexts(Buffer.from('p'), 0, 1, [1])).toEqual([]);
   });
 });

@@ -5,6 +5,7 @@ import {
   afterStatement,
   newSessionRoutingState,
   routingConfigFrom,
+  startupIsolation,
   type RoutingConfig,
   type SessionRoutingState,
   type Decision,
@@ -260,12 +261,81 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     expect(a.state.settingsOnPrimary).toBe(true);
     expect(a.run('SHOW myapp.y')).toMatchObject({
       target: 'primary',
-      reason: 'a set_config() of this session ran on the primary only',
+      reason: 'a setting of this session was changed on the primary only',
     });
     a.run('RESET work_mem');
     expect(a.target('SELECT 1')).toBe('primary');
     a.run('DISCARD ALL');
     expect(a.target('SELECT 1')).toBe('standby');
+  });
+  it('a SET among several statements of one Query (run on the primary alone) pins reads to the primary until RESET ALL', () => {
+    const a = new Session(cfg());
+    expect(a.target("SET application_name = 'x'; SET search_path = s, public; SHOW search_path")).toBe('primary');
+    expect(a.run("SELECT current_setting('search_path')")).toMatchObject({
+      target: 'primary',
+      reason: 'a setting of this session was changed on the primary only',
+    });
+    a.run('RESET ALL');
+    expect(a.target('SELECT 1')).toBe('standby');
+    a.run('SELECT 1; SELECT 2');
+    expect(a.target('SELECT 1')).toBe('standby');
+    a.run('BEGIN; SET LOCAL work_mem = 1; SELECT 1; COMMIT');
+    expect(a.target('SELECT 1')).toBe('standby');
+  });
+  it('a backend that started with a SERIALIZABLE default (ALTER DATABASE/ROLE … SET): reads on the primary, also after RESET', () => {
+    const a = new Session(cfg());
+    startupIsolation(a.state, true);
+    expect(a.run('SELECT 1')).toMatchObject({
+      target: 'primary',
+      reason: 'the session default isolation is SERIALIZABLE',
+    });
+    a.run("SET default_transaction_isolation = 'read committed'");
+    expect(a.target('SELECT 1')).toBe('standby');
+    a.run('RESET default_transaction_isolation');
+    expect(a.target('SELECT 1')).toBe('primary');
+    a.run('SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+    expect(a.target('SELECT 1')).toBe('standby');
+    a.run('DISCARD ALL');
+    expect(a.target('SELECT 1')).toBe('primary');
+    a.run('BEGIN');
+    expect(a.state.txSerializable).toBe(true);
+    expect(a.target('SELECT 1')).toBe('primary');
+    a.run('COMMIT');
+    // A read committed start-up default: RESET goes back to it.
+    const b = new Session(cfg());
+    startupIsolation(b.state, false);
+    b.run("SET default_transaction_isolation = 'serializable'");
+    expect(b.target('SELECT 1')).toBe('primary');
+    b.run('RESET ALL');
+    expect(b.target('SELECT 1')).toBe('standby');
+  });
+  it('what tells a standby from a primary is read from the primary (pgrelay is one writable server)', () => {
+    const a = new Session(cfg());
+    const why = { target: 'primary', reason: 'asks whether the server is a standby' };
+    expect(a.run('SHOW transaction_read_only')).toMatchObject(why);
+    expect(a.run('SHOW in_hot_standby')).toMatchObject(why);
+    expect(a.run('SHOW default_transaction_read_only')).toMatchObject(why);
+    expect(a.run("SELECT current_setting('transaction_read_only')")).toMatchObject(why);
+    // pg_is_in_recovery() is volatile: the primary, unless write_function_list / read_only_function_list say otherwise.
+    expect(a.run('SELECT pg_is_in_recovery()', { extra: { writingFunction: true } }).target).toBe('primary');
+    expect(a.run('SELECT pg_is_in_recovery()').target).toBe('primary');
+    expect(a.target('SHOW work_mem')).toBe('standby');
+    // current_setting($1): decided by the value bound at Bind.
+    expect(a.run('SELECT current_setting($1)', { extra: { writingFunction: false } }).target).toBe('standby');
+    expect(
+      a.run('SELECT current_setting($1)', {
+        extra: { writingFunction: false, settingArgs: ['transaction_read_only'] },
+      }),
+    ).toMatchObject(why);
+    expect(
+      a.run('SELECT current_setting($1)', { extra: { writingFunction: false, settingArgs: ['work_mem'] } }).target,
+    ).toBe('standby');
+    // Inside a transaction too (BEGIN went to both nodes; the primary's transaction answers).
+    a.run('BEGIN');
+    expect(a.run('SHOW transaction_read_only')).toMatchObject(why);
+    a.run('COMMIT');
+    // Load balancing off: the primary anyway.
+    expect(new Session(cfg({ load_balance_mode: false })).target('SHOW transaction_read_only')).toBe('primary');
   });
   it('a failed transaction forwards reads to the primary; ROLLBACK still goes to both', () => {
     const a = new Session(cfg({ disable_load_balance_on_write: 'off' }));
