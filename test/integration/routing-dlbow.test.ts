@@ -55,6 +55,9 @@ beforeAll(async () => {
           backend_weight1: 1,
           backend_weight2: 0,
           disable_load_balance_on_write: mode,
+          // pgpool's rules alone: read-your-writes would move a read after a write to the primary
+          // whenever the standby has not replayed it yet (read-your-writes.test.ts covers that).
+          read_your_writes: 'off',
           log_per_node_statement: true,
         },
       }),

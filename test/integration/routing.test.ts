@@ -28,7 +28,9 @@ const into = `routing_into_${sfx}`;
 const fvol = `routing_fvol_${sfx}`;
 const fstab = `routing_fstab_${sfx}`;
 
-const weights = { backend_weight0: 0, backend_weight1: 1, backend_weight2: 0 };
+// pgpool's routing rules alone: with read-your-writes (the default) a read right after a write runs on
+// the standby only once it replayed the write; read-your-writes.test.ts covers that.
+const weights = { backend_weight0: 0, backend_weight1: 1, backend_weight2: 0, read_your_writes: 'off' };
 let proxy: ProxyHandle;
 let proxyComments: ProxyHandle;
 /** The same weights with pgpool's routing lists set (write_function_list, patterns, redirect preferences). */
