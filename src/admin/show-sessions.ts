@@ -57,6 +57,7 @@ export const POOL_PROCESSES_COLUMNS = [
 const TX_IDLE = 0x49;
 
 function sessionStatus(s: AdminSessionInfo): string {
+  if (s.waitingForPool) return 'Wait for backend connection';
   if (s.busy) return 'Execute command';
   return s.txStatus === TX_IDLE ? 'Idle' : 'Idle in transaction';
 }

@@ -12,6 +12,7 @@ import { serialize } from 'pg-protocol';
 import { BE, SQLSTATE } from '../protocol/constants.js';
 import { PgError, parseErrorFields, readCString } from '../protocol/messages.js';
 import { backendTlsOptions, type BackendTls } from '../tls.js';
+import type { ServerStatements } from '../session/pooled-statements.js';
 import { type AuthStep, BackendAuthExchange, type BackendAuthMethod, type BackendSecret } from '../auth/backend.js';
 
 let defaultBackendTls: BackendTls = { mode: 'disable' };
@@ -58,6 +59,15 @@ export class BackendConnection {
   useCount = 0;
   /** Start-up parameters it was opened with (user, database, …). */
   startup: ReadonlyMap<string, string> = new Map();
+  /**
+   * pool_mode = transaction: the session settings (SET/RESET statements) in effect on it,
+   * as the last session that used it had them (see Backends.checkout); DIRTY_SETTINGS when unknown.
+   */
+  settings: readonly string[] = [];
+  /** pool_mode = transaction: names of pgrelay's prepared statements on it (session/pooled-statements.ts). */
+  statements: ServerStatements | undefined;
+  /** pool_mode = transaction: the client statement its unnamed prepared statement was parsed for. */
+  unnamed: object | undefined;
   constructor(
     readonly socket: net.Socket,
     readonly nodeId: number,

@@ -26,9 +26,11 @@ export type RequestKind = 'parse' | 'bind' | 'describe' | 'execute' | 'close' | 
  * - merge: the Sync of a pipeline that spans nodes: its ReadyForQuery is merged by the session
  *   into one; what comes before it (ParameterStatus, notices, a commit-time error) reaches the
  *   client from the primary's link only (`reportsToClient`);
- * - capture: an internal query whose rows are decoded into `rows`.
+ * - capture: an internal query whose rows are decoded into `rows`;
+ * - synthetic: nothing was sent; pgrelay's own `reply` reaches the client when the request
+ *   reaches the head (unless the backend skips it after an error, as it would skip the real one).
  */
-export type Mode = 'forward' | 'drop' | 'hold' | 'merge' | 'capture';
+export type Mode = 'forward' | 'drop' | 'hold' | 'merge' | 'capture' | 'synthetic';
 
 /** Where the scanner sends reply bytes that are not consumed. */
 export type ReplyAction = 'client' | 'hold';
@@ -70,6 +72,8 @@ export interface Expectation<L> {
   skippable?: boolean;
   /** merge: this link's replies before its ReadyForQuery go to the client (the primary's, not a mirror's). */
   reportsToClient?: boolean;
+  /** synthetic: the reply. */
+  reply?: Buffer;
 }
 
 /** The backend state replies update. `BackendConnection` (pool/connector.ts) satisfies it. */
@@ -147,6 +151,8 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   copyIn = false;
   /** Completed requests whose `done` has not run yet (see runFinished). */
   private finished: Array<Expectation<L>> = [];
+  /** An extended-protocol request failed: the server skips what follows up to the next Sync. */
+  private skipping = false;
   /** `done` callbacks of Syncs the server ignored during copy-in, run with the next Sync's reply. */
   private orphaned: Array<NonNullable<Expectation<L>['done']>> = [];
 
@@ -245,7 +251,13 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
 
   /** Point the scanner at the request now at the head. */
   private follow(): void {
-    const e = this.current();
+    let e = this.current();
+    while (e?.mode === 'synthetic') {
+      if (this.skipping && !endsAtReady(e.kind)) e.error = { S: 'ERROR', C: '', M: 'skipped after an error' };
+      else if (e.reply) this.out.toClient(e.reply);
+      this.pop();
+      e = this.current();
+    }
     if (!e) {
       this.pass = DROP;
       this.unstarted = undefined;
@@ -296,6 +308,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     if (this.ends[type] !== 0) {
       if (e.kind === 'execute') this.copyIn = false;
       if (type === BE.ReadyForQuery) {
+        this.skipping = false;
         this.state.txStatus = buf[start];
         e.status = buf[start];
       }
@@ -354,11 +367,12 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     if (endsAtReady(e.kind)) return action;
     // Extended protocol: the server now skips everything up to Sync. Those requests end
     // here; if any of them is visible to the client, so is this error.
+    this.skipping = true;
     let forward = e.mode === 'forward';
     this.pop();
     let next = this.current();
     while (next && !endsAtReady(next.kind)) {
-      if (next.mode === 'forward') forward = true;
+      if (next.mode === 'forward' || next.mode === 'synthetic') forward = true;
       next.error = f;
       this.pop();
       next = this.current();

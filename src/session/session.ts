@@ -58,6 +58,7 @@ import { ReadYourWrites } from './read-your-writes.js';
 import { StatementRouting } from './routing.js';
 import { SettingsReplay } from './settings.js';
 import { moveReadsOff, resendSame } from './standby-loss.js';
+import { pinReason } from './pinning.js';
 
 /** Client messages the session decodes: all but CopyData ('p', a password, is invalid after start-up). */
 const CLIENT_DECODE = (() => {
@@ -152,8 +153,16 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.both = new BothNodes(this, this.route, () => this.extended.forgetAll());
     this.extended = new ExtendedProtocol(this, this.route, this.both);
     this.admin = new AdminReplies(this);
+    this.txMode = this.backends.pooled;
+    if (this.txMode) {
+      this.settings.onUnknown = () => this.backends.settingsUnknown();
+      this.settings.onOverflow = () => this.pin('SET not replayable (bind parameters, or more than 64 settings)');
+    }
     client.on('drain', this.onDrain);
   }
+
+  /** pool_mode = transaction: backend links are held per transaction (backends.ts checkout/checkin). */
+  readonly txMode: boolean;
 
   /** The session's logger (a pino child with session, user, database), made on first use. */
   get log(): Logger {
@@ -202,10 +211,65 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       return;
     }
     const p = this.backends.primary;
+    if (this.txMode) {
+      // BackendKeyData is pgrelay's own: the backend serving the client changes.
+      this.backends.attachAll();
+      this.ready(input, p.conn.params, TxStatus.Idle);
+      this.maybeCheckin();
+      return;
+    }
     this.ctx.registry.repid(this, this.pid, p.conn.pid, this.secretKey);
     this.pid = p.conn.pid;
     this.backends.attachAll();
     this.ready(input, p.conn.params, p.conn.txStatus);
+  }
+
+  // ---------------------------------------------------------------- pool_mode = transaction
+
+  /** Take backend links from the server pools; the message is presented again once they are held. */
+  private checkout(): typeof SUSPEND {
+    const verdict: typeof SUSPEND = this.wait('pool');
+    this.backends.checkout().then(
+      () => {
+        if (this.closed) this.backends.checkin();
+        else this.resume('pool');
+      },
+      (e: unknown) => {
+        const err =
+          e instanceof PgError
+            ? e
+            : new PgError(SQLSTATE.connectionFailure, `could not open a backend connection: ${(e as Error).message}`);
+        this.log.warn({ code: err.code, err: err.message }, 'no backend connection for the transaction');
+        this.fatal(err.severity === 'FATAL' ? err : new PgError(err.code, err.message, 'FATAL', err.detail, err.hint));
+      },
+    );
+    return verdict;
+  }
+
+  /**
+   * The transaction (or autocommit statement, or pipeline up to Sync) ended and nothing is
+   * outstanding or waiting: the links go back to the server pools.
+   */
+  private maybeCheckin(): void {
+    if (!this.txMode || this.closed || !this.backends.held || this.backends.pinned !== undefined) return;
+    if (this.waitingFor !== null || this.backends.cancelsInFlight > 0 || this.asyncQueue.length > 0) return;
+    if (this.routing.inTransaction || !this.backends.idle) return;
+    this.backends.checkin();
+  }
+
+  /** pool_mode = transaction: the client used session state; it keeps its backends until it ends. */
+  pin(reason: string): void {
+    if (!this.txMode || this.backends.pinned !== undefined) return;
+    this.backends.pinned = reason;
+    this.log.info({ reason }, 'session pinned to its backend connections (pool_mode = transaction)');
+    this.ctx.services.metrics.pinned(reason);
+  }
+
+  /** Pin the session when `sql` uses state that lives in the backend session. */
+  pinFor(sql: string, cls: Classification): void {
+    if (!this.txMode || this.backends.pinned !== undefined) return;
+    const reason = pinReason(sql, cls);
+    if (reason !== undefined) this.pin(reason);
   }
 
   /** A user listed in admin_users. */
@@ -240,6 +304,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.ctx.services.metrics.clientBytesIn(chunk.length);
     this.scanner.push(chunk);
     this.updateReading();
+    // Replies pgrelay gave itself may have ended the transaction's last request.
+    if (this.txMode) this.maybeCheckin();
   };
 
   /** Read the client only while its messages are not waiting and no backend is congested. */
@@ -307,6 +373,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (this.closed) return DROP;
     if (TRACE) trace(this.pid, type, buf, start, end);
     if (this.adminOnly && type !== FE.Terminate) return this.adminOnly.onMessage(type, buf, start, end);
+    if (this.txMode && !this.backends.held && type !== FE.Terminate) return this.checkout();
     if (this.overloaded()) return this.wait('backpressure');
     if (this.backends.cancelsInFlight > 0) return this.wait('cancel');
     switch (type) {
@@ -424,8 +491,13 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (req) return this.admin.query(req);
     const b = this.backends;
     const cls = this.ctx.router.classifyOnce(sql);
+    if (this.txMode) {
+      const own = this.extended.pooledQuery(cls);
+      if (own !== undefined) return own;
+    }
     const d = this.route.decide(sql, cls);
     if (d === SUSPEND) return d;
+    this.pinFor(sql, cls);
     const second = d.target === 'both' ? b.secondLink() : undefined;
     if (second) {
       if (!b.gate(null)) return this.wait('replies');
@@ -457,7 +529,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   /** After a simple-protocol statement: routing state, and keeping nodes' transaction states in step. */
   private statementDone(sql: string, cls: Classification, d: Decision, e: LinkExpectation, link: BackendLink): void {
     const status = e.status ?? TxStatus.Idle;
-    if (d.target === 'both') this.settings.record(sql, cls, !e.error, status);
+    if (d.target === 'both' || this.txMode) this.settings.record(sql, cls, !e.error, status);
+    if (this.txMode && !e.error) this.extended.pooledStatementDone(cls);
     this.route.outcome(cls, d, !e.error, status);
     this.route.txStatusIs(status);
     if (status === TxStatus.Failed && link !== this.backends.primary) this.both.poisonPrimary();
@@ -509,6 +582,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     }
     this.resume('replies');
     this.continueAfterBackpressure();
+    if (this.txMode) this.maybeCheckin();
   }
 
   backendError(link: BackendLink, f: ErrorFieldMap): void {
@@ -558,6 +632,11 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     return this.admin.running;
   }
 
+  /** pool_mode = transaction: waiting for a connection of a server pool (SHOW pool_processes). */
+  get waitingForPool(): boolean {
+    return this.waitingFor === 'pool';
+  }
+
   /** True while a request is outstanding on any backend. */
   get busy(): boolean {
     return this.backends.busy;
@@ -604,7 +683,10 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   /** Forward a CancelRequest to each backend running a request of this session. */
   cancel(): void {
     this.backends.cancel(() => {
-      if (this.backends.cancelsInFlight === 0) this.resume('cancel');
+      if (this.backends.cancelsInFlight === 0) {
+        this.resume('cancel');
+        this.maybeCheckin();
+      }
     });
   }
 
