@@ -59,6 +59,8 @@ export class BackendConnection {
   useCount = 0;
   /** Start-up parameters it was opened with (user, database, …). */
   startup: ReadonlyMap<string, string> = new Map();
+  /** The ParameterStatus values the server reported at start-up (`params` follows later changes). */
+  startupReport: ReadonlyMap<string, string> = new Map();
   /**
    * pool_mode = transaction: the session settings (SET/RESET statements) in effect on it,
    * as the last session that used it had them (see Backends.checkout); DIRTY_SETTINGS when unknown.
@@ -275,6 +277,7 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
             cacheKeyFor(opts.nodeId, opts.params),
           );
           conn.startup = opts.params;
+          conn.startupReport = new Map(params);
           conn.txStatus = body[0];
           conn.ssl = tlsSocket !== undefined;
           conn.authMethod = auth?.method ?? 'trust';

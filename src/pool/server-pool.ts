@@ -20,6 +20,8 @@
 /** What the pool needs of a backend connection (BackendConnection satisfies it). */
 export interface PooledConnection {
   readonly cacheKey: string;
+  /** What the server reported at start-up (ParameterStatus), the same for every connection of a key. */
+  readonly startupReport: ReadonlyMap<string, string>;
   readonly nodeId: number;
   readonly createdAt: number;
   releasedAt: number;
@@ -99,6 +101,8 @@ export class ServerPools<C extends PooledConnection> {
   /** Connections (active + idle) per node + database, per node + user. */
   private readonly perDb = new Map<string, number>();
   private readonly perUser = new Map<string, number>();
+  /** The start-up report of the last connection opened per key (a new client of that key is told it). */
+  private readonly reports = new Map<string, ReadonlyMap<string, string>>();
   private closed = false;
 
   constructor(
@@ -154,7 +158,9 @@ export class ServerPools<C extends PooledConnection> {
     }
     if (slot !== 'open') return slot;
     try {
-      return await open();
+      const c = await open();
+      this.reports.set(id.key, c.startupReport);
+      return c;
     } catch (e) {
       this.forget(pool);
       throw e;
@@ -246,6 +252,11 @@ export class ServerPools<C extends PooledConnection> {
         maxWaitMs: p.waiters.length > 0 ? now - p.waiters[0].since : 0,
       });
     return out;
+  }
+
+  /** What a connection of `key` reported at start-up, once one was opened. */
+  startupReport(key: string): ReadonlyMap<string, string> | undefined {
+    return this.reports.get(key);
   }
 
   /** The idle connections of every pool. */

@@ -42,7 +42,7 @@ import {
   readyForQuery,
 } from '../protocol/messages.js';
 import type { BackendSecret } from '../auth/backend.js';
-import type { BackendConnection } from '../pool/connector.js';
+import { type BackendConnection, cacheKeyFor } from '../pool/connector.js';
 import type { Classification, Decision, SessionFacts, SessionRoutingState } from '../router/router.js';
 import { newSessionRoutingState } from '../router/policy.js';
 import { AdminOnlyMode } from './admin-only.js';
@@ -186,6 +186,16 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const client = this.client;
     client.on('close', () => this.onClientClosed());
     client.on('error', (e) => this.debug({ err: e.message }, 'client socket error'));
+    if (this.txMode) {
+      // pool_mode = transaction: a client like others before it is told what their connections reported,
+      // without taking one (the pool may be busy: the client waits for its first statement instead).
+      const primary = this.ctx.nodes.primaryId;
+      const report = primary >= 0 ? this.ctx.pools.startupReport(cacheKeyFor(primary, this.params)) : undefined;
+      if (report) {
+        this.ready(input, report, TxStatus.Idle);
+        return;
+      }
+    }
     try {
       await this.backends.open(() => this.closed || client.destroyed);
     } catch (e) {
@@ -255,6 +265,13 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (this.waitingFor !== null || this.backends.cancelsInFlight > 0 || this.asyncQueue.length > 0) return;
     if (this.routing.inTransaction || !this.backends.idle) return;
     this.backends.checkin();
+  }
+
+  /** A simple Query that is an admin command (answered by pgrelay: no backend needed). */
+  private adminQuery(type: number, buf: Buffer, start: number, end: number): boolean {
+    if (type !== FE.Query) return false;
+    const q = readCString(buf, start, end);
+    return q !== undefined && this.ctx.services.adminCommand(this, q[0]) !== undefined;
   }
 
   /** pool_mode = transaction: the client used session state; it keeps its backends until it ends. */
@@ -373,7 +390,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (this.closed) return DROP;
     if (TRACE) trace(this.pid, type, buf, start, end);
     if (this.adminOnly && type !== FE.Terminate) return this.adminOnly.onMessage(type, buf, start, end);
-    if (this.txMode && !this.backends.held && type !== FE.Terminate) return this.checkout();
+    if (this.txMode && !this.backends.held && type !== FE.Terminate && !this.adminQuery(type, buf, start, end))
+      return this.checkout();
     if (this.overloaded()) return this.wait('backpressure');
     if (this.backends.cancelsInFlight > 0) return this.wait('cancel');
     switch (type) {
