@@ -110,6 +110,8 @@ const ENDS: Readonly<Record<RequestKind, Uint8Array>> = {
 const DECODE = decodeTable('ZES123CIsnTANGHW');
 /** ...and while capturing an internal query's rows. */
 const DECODE_CAPTURE = decodeTable('ZES123CIsnTANGHWD');
+/** Everything, while a synthetic reply waits at the head. */
+const DECODE_ALL = new Uint8Array(256).fill(1);
 
 /** Can `e` still be re-sent elsewhere: a re-send hook, and nothing but (at most) its RowDescription passed on. */
 export function resendable<L>(e: Expectation<L>): boolean {
@@ -179,6 +181,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   /** Bytes from the backend. Completed requests' `done` run later, in `runFinished`. */
   push(chunk: Buffer): void {
     this.scanner.push(chunk);
+    this.giveSynthetic();
   }
 
   /** A reply message has been only partly received. */
@@ -222,7 +225,10 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     }
     if (isVisible(e.mode)) this.visible++;
     this.queue.push(e);
-    if (this.queue.length - this.head === 1) this.follow();
+    if (this.queue.length - this.head === 1) {
+      this.follow();
+      this.giveSynthetic();
+    }
   }
 
   /** Run the `done` of requests completed since the last call, oldest first. Returns whether any did. */
@@ -251,12 +257,13 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
 
   /** Point the scanner at the request now at the head. */
   private follow(): void {
-    let e = this.current();
-    while (e?.mode === 'synthetic') {
-      if (this.skipping && !endsAtReady(e.kind)) e.error = { S: 'ERROR', C: '', M: 'skipped after an error' };
-      else if (e.reply) this.out.toClient(e.reply);
-      this.pop();
-      e = this.current();
+    const e = this.current();
+    if (e?.mode === 'synthetic') {
+      // Every message is looked at until it is given: the next reply must not overtake it.
+      this.pass = DROP;
+      this.unstarted = undefined;
+      this.scanner.decode = DECODE_ALL;
+      return;
     }
     if (!e) {
       this.pass = DROP;
@@ -275,7 +282,28 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     this.scanner.decode = e.mode === 'capture' ? DECODE_CAPTURE : DECODE;
   }
 
+  /**
+   * Give the synthetic replies at the head: every reply before them has reached the
+   * client (the caller flushed the scanner's run). Skipped after an error, as the
+   * server skips what follows it up to Sync.
+   */
+  private giveSynthetic(): void {
+    let e = this.current();
+    if (e?.mode !== 'synthetic') return;
+    while (e?.mode === 'synthetic') {
+      if (this.skipping && !endsAtReady(e.kind)) e.error = { S: 'ERROR', C: '', M: 'skipped after an error' };
+      else if (e.reply) this.out.toClient(e.reply);
+      this.pop();
+      e = this.current();
+    }
+    this.follow();
+  }
+
   onMessage(type: number, buf: Buffer, start: number, end: number): ReplyAction | Drop {
+    if (this.current()?.mode === 'synthetic') {
+      this.scanner.flushRun();
+      this.giveSynthetic();
+    }
     const e = this.current();
     if (type === BE.ParameterStatus) {
       const k = readCString(buf, start, end);
