@@ -461,6 +461,8 @@ export class Backends {
   drop(link: BackendLink): void {
     this.links[link.nodeId] = undefined;
     link.detach();
+    // pool_mode = transaction: its place in the server pool is free again.
+    if (this.pooled) this.owner.ctx.pools.release(link.conn, false);
     if (this.passTo === link) this.passTo = this.primaryLink ?? DROP;
   }
 
