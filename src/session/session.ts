@@ -11,7 +11,11 @@
  * - extended.ts: Parse/Bind/Describe/Execute/Close/Sync/Flush;
  * - both-nodes.ts: statements run on the primary and the load-balance node;
  * - admin-replies.ts: admin commands answered by pgrelay itself;
- * - standby-loss.ts: losing a standby connection without the client noticing.
+ * - standby-loss.ts: losing a standby connection without the client noticing;
+ * - pool_mode = transaction: links are taken from the server pools when a transaction
+ *   starts and given back when it ends (checkout / maybeCheckin here, backends.ts),
+ *   prepared statements follow the client (extended.ts, pooled-statements.ts), and
+ *   session state pins the session (pinning.ts).
  *
  * The client scanner calls `onMessage` for every message but CopyData; its answer
  * is the link the message's bytes go to (forwarded by the scanner without a copy),
