@@ -670,7 +670,8 @@ export class ExtendedProtocol {
 
   private applyOutcome(o: PendingOutcome, status: number): void {
     this.route.outcome(o.stmt.cls, o.decision, o.ok, status);
-    if (o.decision.target === 'both') this.s.settings.record(o.stmt.sql, o.stmt.cls, o.ok, status);
+    if (o.decision.target === 'both' || this.pooled) this.s.settings.record(o.stmt.sql, o.stmt.cls, o.ok, status);
+    if (this.pooled && o.ok) this.pooledStatementDone(o.stmt.cls);
   }
 
   flush(): typeof DROP {
