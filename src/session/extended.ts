@@ -240,11 +240,44 @@ export class ExtendedProtocol {
         mode: 'forward',
         done: (e) => {
           if (e.error) this.notParsed(st, link);
+          else s.ctx.statementNames.accepted(server);
         },
       },
       st.parse,
     );
     return DROP;
+  }
+
+  /**
+   * pool_mode = transaction, no connection held: a named Parse of a statement a server
+   * accepted before is answered by pgrelay without taking a connection (it is prepared
+   * where a later Bind needs it). A client that prepares outside a transaction then does
+   * not wait for the pool (pgbench -M prepared prepares synchronously, one client at a
+   * time per thread, while others of its thread hold connections). False: not such a Parse.
+   */
+  parseIdle(name: string, sql: string, buf: Buffer, start: number, end: number): boolean {
+    const s = this.s;
+    if (name === '' || s.ctx.config().max_prepared_statements <= 0) return false;
+    const body = parseBody(buf.subarray(start - 5, end));
+    const server = body && s.ctx.statementNames.known(body.toString('latin1'));
+    if (!body || server === undefined) return false;
+    const cls = s.ctx.router.classify(sql);
+    const d = this.route.decideNow(sql, cls);
+    if (d === undefined) return false;
+    s.pinFor(sql, cls);
+    if (s.backends.pinned !== undefined) return false;
+    const both = d.target === 'both';
+    this.stmts.set(name, { sql, cls, parse: parseMessage(server, body), nodes: [], both, decision: d, server });
+    s.writeClient(PARSE_COMPLETE);
+    return true;
+  }
+
+  /** pool_mode = transaction, no connection held: Close of a client's statement, answered by pgrelay. */
+  closeIdle(kind: number, name: string): boolean {
+    if (kind !== STATEMENT || this.stmts.get(name)?.server === undefined) return false;
+    this.stmts.delete(name);
+    this.s.writeClient(CLOSE_COMPLETE);
+    return true;
   }
 
   /**

@@ -29,6 +29,20 @@ export class StatementNames {
     return n;
   }
 
+  /** Names of statements that a server prepared without error at least once. */
+  private readonly valid = new Set<string>();
+
+  /** pgrelay's name for `rest` if a server accepted that statement before, else undefined. */
+  known(rest: string): string | undefined {
+    const n = this.names.get(rest);
+    return n !== undefined && this.valid.has(n) ? n : undefined;
+  }
+
+  /** A server prepared `name` without error. */
+  accepted(name: string): void {
+    this.valid.add(name);
+  }
+
   get size(): number {
     return this.names.size;
   }

@@ -271,6 +271,36 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.backends.checkin();
   }
 
+  /**
+   * pool_mode = transaction, no connection held (nothing outstanding, no transaction):
+   * messages pgrelay answers itself, so that the client does not wait for the pool. A
+   * Parse of a statement a server accepted before, a Close of a client's statement, a
+   * Sync (ReadyForQuery idle) and a Flush. Undefined: the message needs a backend.
+   */
+  private withoutBackend(type: number, buf: Buffer, start: number, end: number): Drop | undefined {
+    switch (type) {
+      case FE.Parse: {
+        const n = readCString(buf, start, end);
+        const q = n && readCString(buf, n[1], end);
+        if (!n || !q || this.ctx.services.adminCommand(this, q[0])) return undefined;
+        if (this.ctx.config().log_statement && !this.scanner.resuming)
+          this.log.info({ statement: redact(q[0]), prepared: n[0] }, 'statement (parse)');
+        return this.extended.parseIdle(n[0], q[0], buf, start, end) ? DROP : undefined;
+      }
+      case FE.Close: {
+        const name = readCString(buf, start + 1, end);
+        return name && this.extended.closeIdle(buf[start], name[0]) ? DROP : undefined;
+      }
+      case FE.Sync:
+        this.writeClient(readyForQuery(TxStatus.Idle));
+        return DROP;
+      case FE.Flush:
+        return DROP;
+      default:
+        return undefined;
+    }
+  }
+
   /** A simple Query that is an admin command (answered by pgrelay: no backend needed). */
   private adminQuery(type: number, buf: Buffer, start: number, end: number): boolean {
     if (type !== FE.Query) return false;
@@ -394,8 +424,11 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (this.closed) return DROP;
     if (TRACE) trace(this.pid, type, buf, start, end);
     if (this.adminOnly && type !== FE.Terminate) return this.adminOnly.onMessage(type, buf, start, end);
-    if (this.txMode && !this.backends.held && type !== FE.Terminate && !this.adminQuery(type, buf, start, end))
+    if (this.txMode && !this.backends.held && type !== FE.Terminate && !this.adminQuery(type, buf, start, end)) {
+      const own = this.withoutBackend(type, buf, start, end);
+      if (own !== undefined) return own;
       return this.checkout();
+    }
     if (this.overloaded()) return this.wait('backpressure');
     if (this.backends.cancelsInFlight > 0) return this.wait('cancel');
     switch (type) {

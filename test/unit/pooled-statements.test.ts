@@ -37,6 +37,11 @@ describe('StatementNames', () => {
     expect(a).toBe(b);
     expect(c).not.toBe(a);
     expect(a).toMatch(/^PGRELAY_\d+$/);
+    // Known (answered without a connection) only once a server accepted it.
+    const rest = (parseBody(parse('P_0', 'SELECT $1', [23])) as Buffer).toString('latin1');
+    expect(n.known(rest)).toBeUndefined();
+    n.accepted(a);
+    expect(n.known(rest)).toBe(a);
   });
 });
 
