@@ -122,6 +122,7 @@ export async function startServices(
       cache: { entries: () => relay.cache.entries().map((c) => ({ nodeId: c.nodeId, params: c.startup })) },
       waiting: () => relay.gate.waiting,
       horizon: relay.horizon,
+      pools: relay.pools,
     }),
   });
 
@@ -148,6 +149,7 @@ export async function startServices(
       config: () => relay.config(),
       nodes: relay.nodes,
       cache: relay.cache,
+      pools: relay.pools,
       registry: relay.registry,
       version: VERSION,
       startedAt,
@@ -215,7 +217,10 @@ export async function startServices(
     for (const s of relay.registry.all()) if (s.usesNode(id) && !s.runningAdmin) n++;
     return n;
   });
-  cluster.on('node-down', (e) => relay.cache.closeAll(e.node));
+  cluster.on('node-down', (e) => {
+    relay.cache.closeAll(e.node);
+    relay.pools.closeIdle(e.node);
+  });
   cluster.on('failover-done', (e) => {
     if (e.primaryFailed) metrics.failover();
   });

@@ -92,6 +92,8 @@ export interface AdminSessionInfo {
   readonly txStatus: number;
   /** A request is being executed on a backend. */
   readonly busy?: boolean;
+  /** pool_mode = transaction: waiting for a connection of a server pool. */
+  readonly waitingForPool?: boolean;
   /** Last client activity (ms since epoch), for client_idle_duration. */
   readonly lastActivity?: number;
   readonly backendConnections: readonly AdminBackendConnection[];

@@ -7,6 +7,7 @@
 import type { Config } from '../config/types.js';
 import type { NodeTable } from '../cluster/nodes.js';
 import type { ConnectionCache } from '../pool/cache.js';
+import type { BackendConnection } from '../pool/connector.js';
 import type { Classification } from '../router/classifier.js';
 import { type AdminCommand, mayBeAdminCommand, parseAdminCommand } from './commands.js';
 import type {
@@ -37,6 +38,8 @@ export interface AdminServiceDeps {
   config(): Config;
   nodes: NodeTable;
   cache: ConnectionCache;
+  /** pool_mode = transaction: the server pools (their idle connections are listed with the cached ones). */
+  pools?: { idleConnections(): Iterable<BackendConnection> };
   registry: { all(): Iterable<AdminSessionInfo> };
   version: string;
   startedAt: number;
@@ -132,7 +135,7 @@ export class AdminService {
       probe: d.probe,
       sessions: () => d.registry.all(),
       cachedConnections: () =>
-        d.cache.entries().map((c) => ({
+        [...d.cache.entries(), ...(d.pools?.idleConnections() ?? [])].map((c) => ({
           nodeId: c.nodeId,
           pid: c.pid,
           params: c.startup,

@@ -19,6 +19,9 @@
  *    per cached idle connection (pool_pid = process pid, pool_id = running
  *    index, client fields empty, client_disconnection_time = when it went back
  *    to the cache, pool_connected 0, status 'Wait for connection').
+ *  - pool_mode = transaction: a session lists the connections it holds during a
+ *    transaction ('Wait for backend connection' while it waits for one), and the
+ *    idle connections of the server pools are listed as cached ones.
  */
 import type { AdminBackendConnection, AdminContext, AdminSessionInfo } from './context.js';
 import { type AdminResult, formatTimestamp, int, rowsResult } from './result.js';
@@ -56,7 +59,7 @@ export const POOL_PROCESSES_COLUMNS = [
 
 const TX_IDLE = 0x49;
 
-export type SessionStatus = 'Idle' | 'Idle in transaction' | 'Execute command';
+export type SessionStatus = 'Idle' | 'Idle in transaction' | 'Execute command' | 'Wait for backend connection';
 
 /** A backend connection a client session holds. */
 export interface SessionBackendReport {
@@ -100,6 +103,7 @@ export interface CachedConnectionReport {
 }
 
 function sessionStatus(s: AdminSessionInfo): SessionStatus {
+  if (s.waitingForPool) return 'Wait for backend connection';
   if (s.busy) return 'Execute command';
   return s.txStatus === TX_IDLE ? 'Idle' : 'Idle in transaction';
 }

@@ -41,6 +41,8 @@ export interface HealthCheckConfig {
  * - session: a read of a session that wrote runs on a standby only once it replayed those writes;
  * - global: every read waits for the newest write any client of this pgrelay was told is done.
  */
+/** session: pgpool's pooling (a client owns its backends); transaction: backends per transaction. */
+export type PoolMode = 'session' | 'transaction';
 export type ReadYourWritesMode = 'off' | 'session' | 'global';
 export type DisableLbOnWrite = 'off' | 'transaction' | 'trans_transaction' | 'always' | 'dml_adaptive';
 export type LogStandbyDelay = 'none' | 'always' | 'if_over_threshold';
@@ -85,6 +87,23 @@ export interface Config {
 
   // ---- backends
   backends: BackendConfig[];
+
+  // ---- transaction pooling (pgrelay)
+  pool_mode: PoolMode;
+  max_client_conn: number;
+  default_pool_size: number;
+  max_db_connections: number;
+  max_user_connections: number;
+  reserve_pool_size: number;
+  /** s */
+  reserve_pool_timeout: number;
+  /** s */
+  server_idle_timeout: number;
+  /** s */
+  server_lifetime: number;
+  /** s */
+  query_wait_timeout: number;
+  max_prepared_statements: number;
 
   // ---- pooling
   max_pool: number;

@@ -63,6 +63,19 @@ export interface MetricsSnapshotProvider {
   backendConnections(): Iterable<MetricsBackendConnection>;
   /** The newest write position acknowledged to a client (read-your-writes), 0n when none. */
   newestWritePosition?(): bigint;
+  /** pool_mode = transaction: each server pool's numbers. */
+  pools?(): ReadonlyArray<MetricsPool>;
+}
+
+/** One server pool of pool_mode = transaction. */
+export interface MetricsPool {
+  nodeId: number;
+  user: string;
+  database: string;
+  /** Connections lent to clients (or being opened for one), idle in the pool; clients waiting. */
+  active: number;
+  idle: number;
+  waiting: number;
 }
 
 /** Bytes buffered by sessions per direction, and sessions held back by backpressure. */
@@ -154,6 +167,8 @@ export class PgrelayMetrics {
   >(NODE_SLOTS);
   private readonly healthDuration: Histogram<'node'>;
   private readonly slotWaitHist: Histogram<string>;
+  private readonly poolWaitHist: Histogram<string>;
+  private readonly pinnedCounter: Counter<'reason'>;
 
   constructor(opts: MetricsOptions = {}) {
     this.registry = new Registry();
@@ -307,6 +322,47 @@ export class PgrelayMetrics {
       help: 'Time a client waited for a session slot (num_init_children) before being served.',
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60],
       registers,
+    });
+
+    this.poolWaitHist = new Histogram({
+      name: 'pgrelay_pool_wait_seconds',
+      help: 'pool_mode = transaction: time a client waited for a pooled backend connection (served or timed out).',
+      buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
+      registers,
+    });
+    this.pinnedCounter = new Counter({
+      name: 'pgrelay_pinned_sessions_total',
+      help: 'pool_mode = transaction: sessions that keep their backends until they end, by the session state they used.',
+      labelNames: ['reason'] as const,
+      registers,
+    });
+    new Gauge({
+      name: 'pgrelay_pool_clients',
+      help: 'pool_mode = transaction: clients holding (active) or waiting for (waiting) a connection of a server pool.',
+      labelNames: ['node', 'user', 'database', 'state'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const p of self.snapshot?.pools?.() ?? []) {
+          const l = { node: String(p.nodeId), user: p.user, database: p.database };
+          this.set({ ...l, state: 'active' }, p.active);
+          this.set({ ...l, state: 'waiting' }, p.waiting);
+        }
+      },
+    });
+    new Gauge({
+      name: 'pgrelay_pool_server_connections',
+      help: 'pool_mode = transaction: backend connections of a server pool, lent to a client (active) or idle.',
+      labelNames: ['node', 'user', 'database', 'state'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const p of self.snapshot?.pools?.() ?? []) {
+          const l = { node: String(p.nodeId), user: p.user, database: p.database };
+          this.set({ ...l, state: 'active' }, p.active);
+          this.set({ ...l, state: 'idle' }, p.idle);
+        }
+      },
     });
 
     // ---- scrape-time gauges
@@ -519,6 +575,14 @@ export class PgrelayMetrics {
     this.failovers++;
   }
 
+  poolWait(seconds: number): void {
+    this.poolWaitHist.observe(seconds);
+  }
+
+  pinned(reason: string): void {
+    this.pinnedCounter.inc({ reason });
+  }
+
   /** Seconds a client waited for a session slot. */
   slotWait(seconds: number): void {
     this.slotWaitHist.observe(seconds);
@@ -575,6 +639,8 @@ export interface MetricsSources {
   waiting(): number;
   /** Read-your-writes across sessions. */
   horizon?: { readonly position: bigint };
+  /** pool_mode = transaction: the server pools. */
+  pools?: { stats(): ReadonlyArray<MetricsPool> };
 }
 
 /**
@@ -588,6 +654,7 @@ export function metricsSnapshotFrom(src: MetricsSources): MetricsSnapshotProvide
     nodes: () => src.nodes.all(),
     newestWritePosition: () => src.horizon?.position ?? 0n,
     sessions: () => ({ active: src.sessions.size, waiting: src.waiting() }),
+    pools: () => src.pools?.stats() ?? [],
     backpressure: () => {
       const p = { bytesToClients: 0, bytesToBackends: 0, clientReadsPaused: 0, backendReadsPaused: 0 };
       for (const s of src.sessions.all()) {
@@ -603,6 +670,8 @@ export function metricsSnapshotFrom(src: MetricsSources): MetricsSnapshotProvide
         for (const c of s.backendConnections)
           yield { nodeId: c.nodeId, user: s.user, database: s.database, inUse: true };
       }
+      for (const p of src.pools?.stats() ?? [])
+        for (let i = 0; i < p.idle; i++) yield { nodeId: p.nodeId, user: p.user, database: p.database, inUse: false };
       for (const c of src.cache.entries()) {
         const user = c.params.get('user') ?? '';
         yield { nodeId: c.nodeId, user, database: c.params.get('database') ?? user, inUse: false };

@@ -12,6 +12,7 @@ import { serialize } from 'pg-protocol';
 import { BE, SQLSTATE } from '../protocol/constants.js';
 import { PgError, parseErrorFields, readCString } from '../protocol/messages.js';
 import { backendTlsOptions, type BackendTls } from '../tls.js';
+import type { ServerStatements } from '../session/pooled-statements.js';
 import { type AuthStep, BackendAuthExchange, type BackendAuthMethod, type BackendSecret } from '../auth/backend.js';
 
 let defaultBackendTls: BackendTls = { mode: 'disable' };
@@ -63,6 +64,17 @@ export class BackendConnection {
    * start-up options' default, which RESET and DISCARD ALL return to); undefined until asked.
    */
   startupIsolation: string | undefined;
+  /** The ParameterStatus values the server reported at start-up (`params` follows later changes). */
+  startupReport: ReadonlyMap<string, string> = new Map();
+  /**
+   * pool_mode = transaction: the session settings (SET/RESET statements) in effect on it,
+   * as the last session that used it had them (see Backends.checkout); DIRTY_SETTINGS when unknown.
+   */
+  settings: readonly string[] = [];
+  /** pool_mode = transaction: names of pgrelay's prepared statements on it (session/pooled-statements.ts). */
+  statements: ServerStatements | undefined;
+  /** pool_mode = transaction: the client statement its unnamed prepared statement was parsed for. */
+  unnamed: object | undefined;
   constructor(
     readonly socket: net.Socket,
     readonly nodeId: number,
@@ -270,6 +282,7 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
             cacheKeyFor(opts.nodeId, opts.params),
           );
           conn.startup = opts.params;
+          conn.startupReport = new Map(params);
           conn.txStatus = body[0];
           conn.ssl = tlsSocket !== undefined;
           conn.authMethod = auth?.method ?? 'trust';

@@ -69,6 +69,7 @@ export const SQLSTATE = {
   connectionFailure: '08006',
   sqlclientUnableToEstablish: '08001',
   protocolViolation: '08P01',
+  invalidSqlStatementName: '26000',
   featureNotSupported: '0A000',
   invalidAuthorizationSpecification: '28000',
   invalidPassword: '28P01',

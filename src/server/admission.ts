@@ -1,6 +1,6 @@
 /**
  * Admission of an authenticated client: reserved_connections, then a
- * num_init_children slot (ClientGate), waited for at most client_queue_timeout;
+ * num_init_children slot (max_client_conn with pool_mode = transaction) (ClientGate), waited for at most client_queue_timeout;
  * then its Session runs and gives the slot back when it ends.
  */
 import { promises as dns } from 'node:dns';
@@ -13,6 +13,7 @@ import type { SessionContext } from '../session/context.js';
 import { ReplicationPassThrough, wantsReplication } from '../session/replication.js';
 import { Session } from '../session/session.js';
 import { type ClientInput, refuseClient } from '../protocol/client-input.js';
+import { clientSlots } from './startup.js';
 
 export interface AdmissionOptions {
   /** What sessions run in (the Relay). */
@@ -27,7 +28,7 @@ export class Admission {
   readonly sessions = new Set<Session>();
 
   constructor(private readonly opts: AdmissionOptions) {
-    this.gate = new ClientGate(opts.context.config().num_init_children);
+    this.gate = new ClientGate(clientSlots(opts.context.config()));
   }
 
   private get config(): Config {
@@ -43,7 +44,10 @@ export class Admission {
   ): Promise<void> {
     const cfg = this.config;
     const reserved = cfg.reserved_connections;
-    if (reserved > 0 && this.gate.active >= cfg.num_init_children - reserved) {
+    const slots = clientSlots(cfg);
+    const slotName = cfg.pool_mode === 'transaction' ? 'max_client_conn' : 'num_init_children';
+    this.gate.setLimit(slots);
+    if (reserved > 0 && this.gate.active >= slots - reserved) {
       refuseClient(socket, new PgError(SQLSTATE.tooManyConnections, 'Sorry, too many clients already'));
       return;
     }
@@ -63,10 +67,12 @@ export class Admission {
           socket,
           new PgError(
             SQLSTATE.tooManyConnections,
-            `sorry, too many clients already: all ${cfg.num_init_children} session slots (num_init_children) stayed busy for client_queue_timeout (${cfg.client_queue_timeout} s)`,
+            `sorry, too many clients already: all ${slots} session slots (${slotName}) stayed busy for client_queue_timeout (${cfg.client_queue_timeout} s)`,
             'FATAL',
             undefined,
-            "Retry later, or raise num_init_children (and the backends' max_connections).",
+            cfg.pool_mode === 'transaction'
+              ? 'Retry later, or raise max_client_conn.'
+              : "Retry later, or raise num_init_children (and the backends' max_connections).",
           ),
         );
       return;

@@ -12,6 +12,8 @@ import type { Session } from '../session/session.js';
 export interface JanitorOptions {
   config: () => Config;
   cache: ConnectionCache;
+  /** pool_mode = transaction: idle pooled connections past server_idle_timeout are closed. */
+  pools: { sweep(): number };
   sessions: Iterable<Session>;
 }
 
@@ -31,6 +33,7 @@ export class Janitor {
 
   private upkeep(): void {
     this.opts.cache.sweep();
+    this.opts.pools.sweep();
     const global = this.opts.config().client_idle_limit;
     const now = Date.now();
     for (const s of this.opts.sessions) {

@@ -9,6 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
+import { clientSlots } from './startup.js';
 
 export interface ListenerOptions {
   config: () => Config;
@@ -98,7 +99,7 @@ export class Listener {
     const cfg = this.opts.config();
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen({ ...where, backlog: Math.max(64, cfg.num_init_children * cfg.listen_backlog_multiplier) }, () => {
+      server.listen({ ...where, backlog: Math.max(64, clientSlots(cfg) * cfg.listen_backlog_multiplier) }, () => {
         server.removeListener('error', reject);
         resolve();
       });

@@ -9,7 +9,9 @@ import type { Logger } from '../log.js';
 import { SQLSTATE } from '../protocol/constants.js';
 import { PgError } from '../protocol/messages.js';
 import { ConnectionCache } from '../pool/cache.js';
-import { setDefaultBackendTls } from '../pool/connector.js';
+import { type BackendConnection, setDefaultBackendTls } from '../pool/connector.js';
+import { type PoolLimits, ServerPools } from '../pool/server-pool.js';
+import { StatementNames } from '../session/pooled-statements.js';
 import type { BackendSecret } from '../auth/backend.js';
 import { Authenticator } from '../auth/authenticator.js';
 import { backendTlsFromConfig, buildServerTls, type ServerTls } from '../tls.js';
@@ -36,6 +38,8 @@ export class Relay implements SessionContext<Session> {
   readonly log: Logger;
   readonly nodes: NodeTable;
   readonly cache: ConnectionCache;
+  readonly pools: ServerPools<BackendConnection>;
+  readonly statementNames = new StatementNames();
   readonly router: Router;
   readonly registry = new SessionRegistry<Session>();
   readonly horizon = new WriteHorizon();
@@ -55,6 +59,9 @@ export class Relay implements SessionContext<Session> {
     this.log = opts.log;
     this.nodes = opts.nodes ?? new NodeTable(opts.config.backends);
     this.cache = new ConnectionCache(cacheLimits(opts.config));
+    this.pools = new ServerPools<BackendConnection>(poolLimits(opts.config), (ms) =>
+      this.services.metrics.poolWait(ms / 1000),
+    );
     this.router = new Router(opts.config, this.nodes);
     // Write positions read before a new primary belong to another WAL history.
     this.nodes.on('primary', () => this.horizon.newPrimary());
@@ -82,7 +89,7 @@ export class Relay implements SessionContext<Session> {
         void this.admission.admit(socket, params, remote, secret, input),
     });
     this.listener = new Listener({ config, log: this.log, onConnection: (s, local) => this.startup.accept(s, local) });
-    this.janitor = new Janitor({ config, cache: this.cache, sessions: this.admission.sessions });
+    this.janitor = new Janitor({ config, cache: this.cache, pools: this.pools, sessions: this.admission.sessions });
   }
 
   /** Frontend TLS is configured (SSLRequest answered 'S'). */
@@ -121,6 +128,7 @@ export class Relay implements SessionContext<Session> {
     this.router.reconfigure(c);
     this.cfg = c;
     this.cache.setLimits(cacheLimits(c));
+    this.pools.setLimits(poolLimits(c));
   }
 
   /** Accepting clients (listening and not stopping). */
@@ -164,6 +172,7 @@ export class Relay implements SessionContext<Session> {
     // Give resets of clean sessions a moment to finish, then drop the cache.
     await new Promise((r) => setTimeout(r, 50));
     this.cache.closeAll();
+    this.pools.closeIdle(undefined, true);
     this.janitor.stop();
     this.log.info('pgrelay stopped');
   }
@@ -206,5 +215,17 @@ function cacheLimits(c: Config): { maxPerKey: number; maxIdleTotal: number; life
     maxPerKey: c.max_pool,
     maxIdleTotal: Math.max(1, c.max_pool * c.num_init_children),
     lifeTimeSec: c.connection_life_time,
+  };
+}
+
+function poolLimits(c: Config): PoolLimits {
+  return {
+    poolSize: c.default_pool_size,
+    maxDbConnections: c.max_db_connections,
+    maxUserConnections: c.max_user_connections,
+    reserveSize: c.reserve_pool_size,
+    reserveTimeoutMs: c.reserve_pool_timeout * 1000,
+    idleTimeoutMs: c.server_idle_timeout * 1000,
+    lifetimeMs: c.server_lifetime * 1000,
   };
 }

@@ -44,10 +44,18 @@ const S = Buffer.from('S');
 /** Refusals beyond max_unauthenticated_connections are logged at most once per this period (a flood is one line). */
 const OVER_CAP_LOG_MS = 10_000;
 
-/** max_unauthenticated_connections as configured: -1 = 4 × num_init_children, 0 = no limit. */
+/**
+ * max_unauthenticated_connections as configured: -1 = 4 × the clients admitted at once
+ * (num_init_children, or max_client_conn with pool_mode = transaction), 0 = no limit.
+ */
 export function unauthenticatedLimit(cfg: Config): number {
   const v = cfg.max_unauthenticated_connections;
-  return v < 0 ? 4 * cfg.num_init_children : v;
+  return v < 0 ? 4 * clientSlots(cfg) : v;
+}
+
+/** Clients served at once: num_init_children (pgpool), or max_client_conn with pool_mode = transaction. */
+export function clientSlots(cfg: Config): number {
+  return cfg.pool_mode === 'transaction' ? cfg.max_client_conn : cfg.num_init_children;
 }
 
 /** A client between accept() and admission. */

@@ -112,6 +112,8 @@ export class BackendLink implements ReplyOutput {
   }
 
   expect(e: LinkExpectation): void {
+    // A simple Query replaces the connection's unnamed statement.
+    if (e.kind === 'query' && e.mode !== 'synthetic') this.conn.unnamed = undefined;
     this.replies.expect(e);
   }
 

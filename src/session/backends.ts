@@ -22,6 +22,7 @@ import { PgError } from '../protocol/messages.js';
 import { isCacheableDatabase } from '../pool/cache.js';
 import type { BackendSecret } from '../auth/backend.js';
 import { type BackendConnection, cacheKeyFor, connectBackend, sendCancel } from '../pool/connector.js';
+import { PoolWaitTimeout } from '../pool/server-pool.js';
 import { queryMessage, resetConnection, runQueries } from '../pool/query.js';
 import { isLive } from '../cluster/nodes.js';
 import type { SessionFacts } from '../router/router.js';
@@ -41,6 +42,8 @@ export interface BackendsOwner extends LinkOwner {
   flushRun(): void;
   /** What client authentication produced for logging into backends (overrides ctx.backendSecret). */
   readonly authSecret?: BackendSecret;
+  /** The session's settings (replayed on pooled connections, pool_mode = transaction). */
+  readonly settings: { readonly statements: readonly string[] };
   /**
    * An admin user: it does not wait for a primary during an outage (it gets an
    * admin-only session at once instead, see session.ts).
@@ -63,8 +66,32 @@ export class Backends {
   passTo: BackendLink | Drop = DROP;
   /** Nodes a mid-session connection just failed to (until when not to retry, ms). */
   private readonly unreachable = new Map<number, number>();
+  /**
+   * pool_mode = transaction: links are held only from the start of a transaction to its
+   * end (`checkout`, `checkin`); connections come from and go back to the server pools.
+   */
+  readonly pooled: boolean;
+  /** pool_mode = transaction: why the session keeps its links until it ends (it used session state). */
+  pinned: string | undefined;
 
-  constructor(private readonly owner: BackendsOwner) {}
+  constructor(private readonly owner: BackendsOwner) {
+    this.pooled = owner.ctx.config().pool_mode === 'transaction';
+  }
+
+  /** The session holds backend links (always, in session mode, from `open` to `releaseAll`). */
+  get held(): boolean {
+    return this.primaryLink !== undefined;
+  }
+
+  /** Nothing outstanding, no pipeline, no transaction, no copy on any link: the links may go back. */
+  get idle(): boolean {
+    for (const l of this.links) {
+      if (l === undefined) continue;
+      if (l.pending > 0 || l.inPipeline || l.copyIn || l.txStatus !== TxStatus.Idle || l.replies.midMessage)
+        return false;
+    }
+    return true;
+  }
 
   /** The primary's link. Defined from a successful `open` until `releaseAll`. */
   get primary(): BackendLink {
@@ -133,7 +160,8 @@ export class Backends {
   async open(isClosed: () => boolean): Promise<void> {
     const ctx = this.owner.ctx;
     try {
-      await this.openOnce();
+      // pool_mode = transaction: one primary connection for the start-up's ParameterStatus.
+      await this.openOnce(this.pooled);
     } catch (e) {
       const failedNode = ctx.nodes.primaryId;
       if (!isNetworkError(e) || failedNode < 0 || this.owner.isAdminUser) throw e;
@@ -143,11 +171,65 @@ export class Backends {
       );
       await withTimeout(ctx.services.reportBackendError(failedNode, 'connect'), 30_000);
       if (isClosed()) return;
-      await this.openOnce();
+      await this.openOnce(this.pooled);
     }
   }
 
-  private async openOnce(): Promise<void> {
+  /**
+   * pool_mode = transaction: take links for one transaction from the server pools (the
+   * primary, then the node drawn for its reads: always in that order, so that two sessions
+   * never wait for each other's), and bring each connection's settings to the session's.
+   */
+  async checkout(): Promise<void> {
+    await this.openOnce(false);
+    for (const l of this.links) {
+      if (!l) continue;
+      l.attach();
+      this.applySettings(l, this.owner.settings.statements);
+    }
+  }
+
+  /**
+   * Replay on `link` the session's settings its connection lacks: only those after the ones
+   * it has, or all after RESET ALL when it has others (another session's, or unknown ones).
+   */
+  private applySettings(link: BackendLink, wanted: readonly string[]): void {
+    const have = link.conn.settings;
+    let from = 0;
+    if (have.length <= wanted.length && have.every((s, i) => s === wanted[i])) from = have.length;
+    else this.request(link, { kind: 'query', mode: 'drop' }, queryMessage('RESET ALL'));
+    for (let i = from; i < wanted.length; i++)
+      this.request(link, { kind: 'query', mode: 'drop' }, queryMessage(wanted[i]));
+    link.conn.settings = [...wanted];
+  }
+
+  /**
+   * pool_mode = transaction: the transaction ended; give the links back to the server
+   * pools, each connection marked with the session's settings (what it has now).
+   */
+  checkin(): void {
+    const settings = [...this.owner.settings.statements];
+    const pools = this.owner.ctx.pools;
+    for (let i = 0; i < this.links.length; i++) {
+      const link = this.links[i];
+      if (!link) continue;
+      this.links[i] = undefined;
+      link.detach();
+      const c = link.conn;
+      if (c.settings !== DIRTY_SETTINGS) c.settings = settings;
+      pools.release(c, link.clean && c.txStatus === TxStatus.Idle);
+    }
+    this.links.length = 0;
+    this.primaryLink = undefined;
+    this.passTo = DROP;
+  }
+
+  /** A setting changed inside a transaction on these links: whoever gets them next resets them first. */
+  settingsUnknown(): void {
+    for (const l of this.links) if (l) l.conn.settings = DIRTY_SETTINGS;
+  }
+
+  private async openOnce(primaryOnly = false): Promise<void> {
     const ctx = this.owner.ctx;
     const cfg = ctx.config();
     let primary = ctx.nodes.primaryNode();
@@ -167,7 +249,9 @@ export class Backends {
       );
     const router = ctx.router;
     const wanted = new Set<number>([primary.id]);
-    if (router.loadBalancing) {
+    if (primaryOnly) {
+      this.lbNodeId = primary.id;
+    } else if (router.loadBalancing) {
       if (router.statementLevel) {
         for (const n of ctx.nodes.all()) if (isLive(n.status) && n.weight > 0) wanted.add(n.id);
       }
@@ -181,13 +265,14 @@ export class Backends {
     }
     const ids = [...wanted];
     // With load balancing, the primary connection's default isolation decides where reads may go.
-    const results = await Promise.allSettled(
-      ids.map((id) =>
-        id === primary.id && router.loadBalancing
-          ? this.acquire(id).then((c) => this.askStartupIsolation(c))
-          : this.acquire(id),
-      ),
-    );
+    const take = (id: number): Promise<BackendConnection> =>
+      id === primary.id && router.loadBalancing
+        ? this.acquire(id).then((c) => this.askStartupIsolation(c))
+        : this.acquire(id);
+    // Pooled connections are taken one after the other, the primary first (see checkout).
+    const results = this.pooled
+      ? await inOrder(ids.map((id) => () => take(id)))
+      : await Promise.allSettled(ids.map((id) => take(id)));
     for (let i = 0; i < ids.length; i++) {
       const r = results[i];
       if (r.status === 'fulfilled') {
@@ -202,7 +287,7 @@ export class Backends {
     }
     const pr = results[ids.indexOf(primary.id)];
     if (pr.status === 'rejected') {
-      for (const l of this.links) l?.conn.close();
+      for (const l of this.links) if (l) this.dropConnection(l.conn);
       this.links.length = 0;
       throw pr.reason;
     }
@@ -240,7 +325,41 @@ export class Backends {
     const node = ctx.nodes.get(nodeId);
     if (!node) throw new PgError(SQLSTATE.connectionFailure, `no backend node ${nodeId}`);
     const cfg = ctx.config();
-    if (cfg.connection_cache) {
+    if (this.pooled) {
+      const params = this.owner.params;
+      const user = params.get('user') ?? '';
+      const id = { key: cacheKeyFor(nodeId, params), nodeId, user, database: this.owner.database };
+      try {
+        const c = await ctx.pools.acquire(id, () => this.connect(nodeId), cfg.query_wait_timeout * 1000);
+        c.useCount++;
+        return c;
+      } catch (e) {
+        if (!(e instanceof PoolWaitTimeout)) throw e;
+        throw new PgError(
+          SQLSTATE.tooManyConnections,
+          `query_wait_timeout: no backend connection to node ${nodeId} became free in ${cfg.query_wait_timeout} s (pool_mode = transaction, default_pool_size = ${cfg.default_pool_size})`,
+          'FATAL',
+          undefined,
+          'Retry later; or raise default_pool_size (and max_db_connections, max_user_connections), or shorten transactions.',
+        );
+      }
+    }
+    return this.connect(nodeId);
+  }
+
+  /** A connection lent to this session is closed and its place in the server pool freed. */
+  private dropConnection(c: BackendConnection): void {
+    if (this.pooled) this.owner.ctx.pools.release(c, false);
+    else c.close();
+  }
+
+  /** A new connection to `nodeId` (or, in session mode, one from the connection cache). */
+  private async connect(nodeId: number): Promise<BackendConnection> {
+    const ctx = this.owner.ctx;
+    const node = ctx.nodes.get(nodeId);
+    if (!node) throw new PgError(SQLSTATE.connectionFailure, `no backend node ${nodeId}`);
+    const cfg = ctx.config();
+    if (cfg.connection_cache && !this.pooled) {
       const cached = await ctx.cache.takeOrWait(cacheKeyFor(nodeId, this.owner.params), 200);
       if (cached) {
         this.owner.debug({ node: nodeId, backendPid: cached.pid }, 'reusing cached backend connection');
@@ -259,7 +378,7 @@ export class Backends {
     this.owner.debug({ node: nodeId, backendPid: conn.pid }, 'new backend connection');
     reportedByBackends = new Map(conn.params);
     ctx.services.metrics.backendConnectionOpened(nodeId);
-    conn.useCount++;
+    if (!this.pooled) conn.useCount++;
     ctx.nodes.markUsed(nodeId);
     return conn;
   }
@@ -279,7 +398,7 @@ export class Backends {
     try {
       const conn = await this.acquire(nodeId);
       if (isClosed()) {
-        conn.close();
+        this.dropConnection(conn);
         return;
       }
       const link = new BackendLink(this.owner, conn, ctx.services.metrics);
@@ -366,6 +485,8 @@ export class Backends {
   drop(link: BackendLink): void {
     this.links[link.nodeId] = undefined;
     link.detach();
+    // pool_mode = transaction: its place in the server pool is free again.
+    if (this.pooled) this.owner.ctx.pools.release(link.conn, false);
     if (this.passTo === link) this.passTo = this.primaryLink ?? DROP;
   }
 
@@ -428,9 +549,37 @@ export class Backends {
     one();
   }
 
+  /**
+   * pool_mode = transaction, the session ended: its connections go back to the server
+   * pools, as they are when idle and unpinned, else after reset_query_list (ABORT;
+   * DISCARD ALL drops the session state that pinned it); closed when not clean.
+   */
+  private releasePooled(conn: BackendConnection, clean: boolean): void {
+    const pools = this.owner.ctx.pools;
+    if (!clean || conn.dead) {
+      pools.release(conn, false);
+      return;
+    }
+    if (conn.txStatus === TxStatus.Idle && this.pinned === undefined) {
+      if (conn.settings !== DIRTY_SETTINGS) conn.settings = [...this.owner.settings.statements];
+      pools.release(conn, true);
+      return;
+    }
+    void resetConnection(conn, this.owner.ctx.config().reset_query_list, 10_000).then((ok) => {
+      conn.settings = DIRTY_SETTINGS;
+      conn.statements?.clear();
+      conn.unnamed = undefined;
+      pools.release(conn, ok);
+    });
+  }
+
   /** Reset a backend connection and put it in the cache, or close it. */
   private release(conn: BackendConnection, clean: boolean): void {
     const cfg = this.owner.ctx.config();
+    if (this.pooled) {
+      this.releasePooled(conn, clean);
+      return;
+    }
     if (!clean || !cfg.connection_cache || conn.dead || !isCacheableDatabase(this.owner.database)) {
       conn.close();
       return;
@@ -444,6 +593,9 @@ export class Backends {
     });
   }
 }
+
+/** The settings of a pooled connection are not known (a SET ran inside a transaction): RESET ALL before use. */
+export const DIRTY_SETTINGS: readonly string[] = ['\u0000unknown'];
 
 /** What backends reported at their start-up most recently (an admin-only session reports it: see below). */
 let reportedByBackends: ReadonlyMap<string, string> | undefined;
@@ -494,4 +646,25 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
       },
     );
   });
+}
+
+/**
+ * Run the tasks one after the other; the outcomes in order (like Promise.allSettled).
+ * When the first fails, the others are not run (they fail with its error).
+ */
+async function inOrder<T>(tasks: ReadonlyArray<() => Promise<T>>): Promise<Array<PromiseSettledResult<T>>> {
+  const out: Array<PromiseSettledResult<T>> = [];
+  for (const t of tasks) {
+    const first = out[0];
+    if (first?.status === 'rejected') {
+      out.push(first);
+      continue;
+    }
+    try {
+      out.push({ status: 'fulfilled', value: await t() });
+    } catch (e) {
+      out.push({ status: 'rejected', reason: e });
+    }
+  }
+  return out;
 }

@@ -6,6 +6,9 @@
 import type { AdminCaller, AdminRequest } from '../admin/service.js';
 import type { BackendSecret } from '../auth/backend.js';
 import type { ConnectionCache } from '../pool/cache.js';
+import type { BackendConnection } from '../pool/connector.js';
+import type { ServerPools } from '../pool/server-pool.js';
+import type { StatementNames } from './pooled-statements.js';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
 import type { NodeTable } from '../cluster/nodes.js';
@@ -17,6 +20,10 @@ export interface SessionContext<S = unknown> {
   config(): Config;
   readonly nodes: NodeTable;
   readonly cache: ConnectionCache;
+  /** pool_mode = transaction: the server pools connections are lent from per transaction. */
+  readonly pools: ServerPools<BackendConnection>;
+  /** pool_mode = transaction: pgrelay's names of prepared statements on pooled connections. */
+  readonly statementNames: StatementNames;
   readonly router: Router;
   readonly log: Logger;
   readonly registry: SessionRegistry<S>;
@@ -59,6 +66,10 @@ export interface TrafficCounters {
   positionRead(kind: 'write' | 'replay'): void;
   /** A read checked by read-your-writes ran on a standby or was moved to the primary, after waiting `waitedSeconds`. */
   readYourWrites(where: 'standby' | 'primary', waitedSeconds: number): void;
+  /** pool_mode = transaction: a client waited this long for a pooled backend connection. */
+  poolWait(seconds: number): void;
+  /** pool_mode = transaction: a session keeps its backends for good (`reason`). */
+  pinned(reason: string): void;
 }
 
 const ignore = (): void => undefined;
@@ -80,8 +91,20 @@ export const NO_SESSION_SERVICES: SessionServices = {
     slotWait: ignore,
     positionRead: ignore,
     readYourWrites: ignore,
+    poolWait: ignore,
+    pinned: ignore,
   },
 };
 
 /** Why the client's messages wait: only the matching event lets them continue. */
-export type WaitReason = 'replies' | 'catalog' | 'both' | 'admin' | 'connect' | 'backpressure' | 'cancel' | 'lsn';
+export type WaitReason =
+  | 'replies'
+  | 'catalog'
+  | 'both'
+  | 'admin'
+  | 'connect'
+  | 'backpressure'
+  | 'cancel'
+  | 'lsn'
+  /** pool_mode = transaction: backend connections from the server pools. */
+  | 'pool';

@@ -6,7 +6,7 @@
 import type { Logger } from '../log.js';
 import type { PgError } from '../protocol/messages.js';
 import type { CONSUME_AND_SUSPEND, Drop, SUSPEND } from '../protocol/framing.js';
-import type { SessionRoutingState } from '../router/router.js';
+import type { Classification, SessionRoutingState } from '../router/router.js';
 import type { Backends } from './backends.js';
 import type { SessionContext, WaitReason } from './context.js';
 import type { SettingsReplay } from './settings.js';
@@ -30,6 +30,8 @@ export interface SessionCore {
   resume(reason: WaitReason): void;
   /** Reply bytes of pgrelay's own for the client. */
   writeClient(bytes: Buffer): boolean;
+  /** pool_mode = transaction: keep the backends for the rest of the session if `sql` leaves session state there. */
+  pinFor(sql: string, cls: Classification): void;
   /** The client broke the protocol: FATAL 08P01 and the session ends. */
   protocolViolation(message: string): Drop;
   /** The session cannot go on: `err` (FATAL) for the client, and the session ends. */

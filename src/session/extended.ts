@@ -10,15 +10,33 @@
  * node with their replies dropped. A pipeline that spans nodes gets one
  * ReadyForQuery for the client once every node answered its Sync.
  */
-import { SQLSTATE, TxStatus } from '../protocol/constants.js';
+import { FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
 import { DROP, SUSPEND, type Verdict } from '../protocol/framing.js';
-import { PgError, bindParameterTexts, readyForQuery } from '../protocol/messages.js';
+import { PgError, bindParameterTexts, commandComplete, readyForQuery } from '../protocol/messages.js';
 import type { Classification, Decision } from '../router/router.js';
 import { type BackendLink, FLUSH, type LinkExpectation, SYNC } from './backend-link.js';
 import type { BothNodes } from './both-nodes.js';
 import type { SessionCore } from './core.js';
 import type { StatementRouting } from './routing.js';
 import { resendSame } from './standby-loss.js';
+import {
+  CLOSE_COMPLETE,
+  PARSE_COMPLETE,
+  ServerStatements,
+  parseBody,
+  parseMessage,
+  renamedBind,
+  statementMessage,
+} from './pooled-statements.js';
+
+/** The statements pgrelay prepared on `link`'s connection (made on first use). */
+function statementsOf(link: BackendLink, s: SessionCore): ServerStatements {
+  const max = s.ctx.config().max_prepared_statements;
+  const c = link.conn;
+  if (c.statements === undefined) c.statements = new ServerStatements(max);
+  else c.statements.setMax(max);
+  return c.statements;
+}
 
 interface Stmt {
   sql: string;
@@ -30,6 +48,13 @@ interface Stmt {
   /** Sent to the primary and the load-balance node. */
   both: boolean;
   decision?: Decision;
+  /**
+   * pool_mode = transaction: pgrelay's name for it on pooled connections (`parse` then
+   * prepares it under that name; pooled-statements.ts). Unnamed statements (and named ones
+   * when max_prepared_statements = 0) are not renamed: a connection's unnamed statement is
+   * known by `BackendConnection.unnamed`.
+   */
+  server?: string;
 }
 
 interface Portal {
@@ -127,6 +152,166 @@ export class ExtendedProtocol {
     private readonly both: BothNodes,
   ) {}
 
+  /** pool_mode = transaction: links change between transactions; what is parsed where is known per connection. */
+  private get pooled(): boolean {
+    return this.s.backends.pooled;
+  }
+
+  /** Is `st` parsed on `link`'s connection? */
+  private parsedOn(st: Stmt, link: BackendLink): boolean {
+    if (!this.pooled) return st.nodes.includes(link.nodeId);
+    if (st.server !== undefined) return statementsOf(link, this.s).has(st.server);
+    return link.conn.unnamed === st;
+  }
+
+  /** `st` is (being) parsed on `link`'s connection: record it, closing what the LRU evicts there. */
+  private markParsed(st: Stmt, link: BackendLink): void {
+    if (!this.pooled) {
+      if (!st.nodes.includes(link.nodeId)) st.nodes.push(link.nodeId);
+      return;
+    }
+    if (st.server === undefined) {
+      link.conn.unnamed = st;
+      return;
+    }
+    for (const old of statementsOf(link, this.s).add(st.server))
+      this.s.backends.request(link, { kind: 'close', mode: 'drop' }, statementMessage(FE.Close, old));
+  }
+
+  /** A Parse of `st` on `link` failed (or was skipped after an error): it is not there. */
+  private notParsed(st: Stmt, link: BackendLink): void {
+    if (!this.pooled) return;
+    if (st.server !== undefined) link.conn.statements?.delete(st.server);
+    else if (link.conn.unnamed === st) link.conn.unnamed = undefined;
+  }
+
+  /** Parse `st` on `link` before a request that uses it, unless it is there (its reply is dropped). */
+  private ensureParsed(st: Stmt, link: BackendLink, skippable = false): void {
+    if (this.parsedOn(st, link)) return;
+    this.markParsed(st, link);
+    this.s.backends.request(
+      link,
+      {
+        kind: 'parse',
+        mode: 'drop',
+        skippable,
+        done: this.pooled
+          ? (e) => {
+              if (e.error) this.notParsed(st, link);
+            }
+          : undefined,
+      },
+      st.parse,
+    );
+  }
+
+  /**
+   * pool_mode = transaction, a named Parse: prepared under pgrelay's name for the statement,
+   * on the connection only if it is not there already (then ParseComplete is pgrelay's).
+   */
+  private parsePooled(name: string, sql: string, cls: Classification, d: Decision, raw: Buffer): Verdict<BackendLink> {
+    const s = this.s;
+    const b = s.backends;
+    const body = parseBody(raw);
+    if (!body) return s.protocolViolation('invalid Parse message');
+    // A statement for both nodes (BEGIN, SET…) is parsed on the load-balance node too, its reply dropped.
+    const second = d.target === 'both' ? b.secondLink() : undefined;
+    const link = second ? b.primary : this.route.linkFor(d);
+    if (link === SUSPEND) return link;
+    if (!b.gate(link)) return s.wait('replies');
+    const server = s.ctx.statementNames.nameFor(body.toString('latin1'));
+    const both = second !== undefined;
+    const st: Stmt = { sql, cls, parse: parseMessage(server, body), nodes: [], both, decision: d, server };
+    this.stmts.set(name, st);
+    if (second) {
+      this.ensureParsed(st, second);
+      b.inPipeline(second);
+    }
+    b.inPipeline(link);
+    if (this.parsedOn(st, link)) {
+      link.expect({ kind: 'parse', mode: 'synthetic', reply: PARSE_COMPLETE });
+      return DROP;
+    }
+    this.markParsed(st, link);
+    b.request(
+      link,
+      {
+        kind: 'parse',
+        mode: 'forward',
+        done: (e) => {
+          if (e.error) this.notParsed(st, link);
+          else s.ctx.statementNames.accepted(server);
+        },
+      },
+      st.parse,
+    );
+    return DROP;
+  }
+
+  /**
+   * pool_mode = transaction, no connection held: a named Parse of a statement a server
+   * accepted before is answered by pgrelay without taking a connection (it is prepared
+   * where a later Bind needs it). A client that prepares outside a transaction then does
+   * not wait for the pool (pgbench -M prepared prepares synchronously, one client at a
+   * time per thread, while others of its thread hold connections). False: not such a Parse.
+   */
+  parseIdle(name: string, sql: string, buf: Buffer, start: number, end: number): boolean {
+    const s = this.s;
+    if (name === '' || s.ctx.config().max_prepared_statements <= 0) return false;
+    const body = parseBody(buf.subarray(start - 5, end));
+    const server = body && s.ctx.statementNames.known(body.toString('latin1'));
+    if (!body || server === undefined) return false;
+    const cls = s.ctx.router.classify(sql);
+    const d = this.route.decideNow(sql, cls);
+    if (d === undefined) return false;
+    s.pinFor(sql, cls);
+    if (s.backends.pinned !== undefined) return false;
+    const both = d.target === 'both';
+    this.stmts.set(name, { sql, cls, parse: parseMessage(server, body), nodes: [], both, decision: d, server });
+    s.writeClient(PARSE_COMPLETE);
+    return true;
+  }
+
+  /** pool_mode = transaction, no connection held: Close of a client's statement, answered by pgrelay. */
+  closeIdle(kind: number, name: string): boolean {
+    if (kind !== STATEMENT || this.stmts.get(name)?.server === undefined) return false;
+    this.stmts.delete(name);
+    this.s.writeClient(CLOSE_COMPLETE);
+    return true;
+  }
+
+  /**
+   * pool_mode = transaction, a simple Query pgrelay answers or rewrites itself (undefined:
+   * none): DEALLOCATE of a statement the client prepared with Parse acts on the client's
+   * statements (pgrelay's copies on the connections stay for other clients).
+   */
+  pooledQuery(cls: Classification): Verdict<BackendLink> | undefined {
+    if (cls.kind !== 'deallocate' || cls.name === undefined || cls.statementCount !== 1) return undefined;
+    const st = this.stmts.get(cls.name);
+    if (st?.server === undefined) return undefined;
+    const s = this.s;
+    const b = s.backends;
+    const p = b.primary;
+    if (!b.gate(p)) return s.wait('replies');
+    if (p.pending > 0) {
+      b.flush(p);
+      return s.wait('replies');
+    }
+    this.stmts.delete(cls.name);
+    p.expect({
+      kind: 'query',
+      mode: 'synthetic',
+      reply: Buffer.concat([commandComplete('DEALLOCATE'), readyForQuery(p.txStatus)]),
+    });
+    return DROP;
+  }
+
+  /** pool_mode = transaction: a simple Query completed without error. */
+  pooledStatementDone(cls: Classification): void {
+    if ((cls.kind === 'deallocate' && cls.name === undefined) || (cls.kind === 'discard' && cls.resetsAll === true))
+      this.forgetAll();
+  }
+
   /** Queue `e` on `link` for the message being handled, which the scanner forwards. */
   private forward(link: BackendLink, e: LinkExpectation): BackendLink {
     return this.s.backends.send(link, e, this.s.routing.inTransaction);
@@ -138,9 +323,13 @@ export class ExtendedProtocol {
     const cls = s.ctx.router.classify(sql);
     const d = this.route.decide(sql, cls);
     if (d === SUSPEND) return d;
-    // Named statements outlive this chunk: keep a copy. The unnamed one is replaced soon.
+    if (this.pooled) s.pinFor(sql, cls);
     const raw = buf.subarray(start - 5, end);
-    const parse = name === '' ? raw : Buffer.from(raw);
+    if (this.pooled && name !== '' && s.ctx.config().max_prepared_statements > 0)
+      return this.parsePooled(name, sql, cls, d, raw);
+    // Named statements outlive this chunk: keep a copy. The unnamed one is replaced soon
+    // (but with pool_mode = transaction it may have to be parsed again on another connection).
+    const parse = name === '' && !this.pooled ? raw : Buffer.from(raw);
     const second = d.target === 'both' ? b.secondLink() : undefined;
     if (second) {
       const p = b.primary;
@@ -148,7 +337,12 @@ export class ExtendedProtocol {
       b.request(second, { kind: 'parse', mode: 'drop' }, parse);
       b.inPipeline(second);
       b.inPipeline(p);
-      this.stmts.set(name, { sql, cls, parse, nodes: [p.nodeId, second.nodeId], both: true, decision: d });
+      const st: Stmt = { sql, cls, parse, nodes: [p.nodeId, second.nodeId], both: true, decision: d };
+      this.stmts.set(name, st);
+      if (this.pooled) {
+        this.markParsed(st, p);
+        this.markParsed(st, second);
+      }
       return this.forward(p, { kind: 'parse', mode: 'forward' });
     }
     const link = this.route.linkFor(d);
@@ -157,6 +351,16 @@ export class ExtendedProtocol {
     b.inPipeline(link);
     const st: Stmt = { sql, cls, parse, nodes: [link.nodeId], both: false, decision: d };
     this.stmts.set(name, st);
+    if (this.pooled) {
+      this.markParsed(st, link);
+      return this.forward(link, {
+        kind: 'parse',
+        mode: 'forward',
+        done: (e) => {
+          if (e.error) this.notParsed(st, link);
+        },
+      });
+    }
     return this.forward(link, {
       kind: 'parse',
       mode: 'forward',
@@ -206,15 +410,25 @@ export class ExtendedProtocol {
       return this.forward(p, { kind: 'bind', mode: 'forward' });
     }
     if (st.both) {
-      const second = b.get(st.nodes[1]);
+      // pool_mode = transaction: the load-balance node of this transaction, the statement parsed there if needed.
+      const second = this.pooled ? b.secondLink() : b.get(st.nodes[1]);
       if (!b.gate(p)) return s.wait('replies');
+      const raw = buf.subarray(start - 5, end);
+      const bind = st.server !== undefined ? renamedBind(raw, st.server) : Buffer.from(raw);
+      if (!bind) return s.protocolViolation('invalid Bind message');
       if (second) {
-        b.request(second, { kind: 'bind', mode: 'drop' }, Buffer.from(buf.subarray(start - 5, end)));
+        if (this.pooled) this.ensureParsed(st, second);
+        b.request(second, { kind: 'bind', mode: 'drop' }, bind);
         b.inPipeline(second);
       }
       b.inPipeline(p);
-      this.portals.set(portal, { nodes: st.nodes, both: true, stmt: st });
-      return this.forward(p, { kind: 'bind', mode: 'forward' });
+      const nodes = this.pooled ? (second ? [p.nodeId, second.nodeId] : [p.nodeId]) : st.nodes;
+      this.portals.set(portal, { nodes, both: true, stmt: st });
+      if (!this.pooled) return this.forward(p, { kind: 'bind', mode: 'forward' });
+      this.ensureParsed(st, p);
+      if (st.server === undefined) return this.forward(p, { kind: 'bind', mode: 'forward' });
+      b.request(p, { kind: 'bind', mode: 'forward' }, bind);
+      return DROP;
     }
     // Decide again with the session's current state: a statement parsed on the
     // standby is parsed again on the primary once the transaction has written (pgpool),
@@ -227,12 +441,29 @@ export class ExtendedProtocol {
     const link = this.route.linkFor(d);
     if (link === SUSPEND) return link;
     if (!b.gate(link)) return s.wait('replies');
-    if (!st.nodes.includes(link.nodeId)) {
-      // skippable: if this node dies first, a re-sent Bind parses again where it goes.
-      b.request(link, { kind: 'parse', mode: 'drop', skippable: true }, st.parse);
-      st.nodes.push(link.nodeId);
-    }
+    // skippable: if this node dies first, a re-sent Bind parses again where it goes.
+    this.ensureParsed(st, link, true);
     b.inPipeline(link);
+    if (st.server !== undefined) {
+      // pool_mode = transaction: the Bind names pgrelay's statement.
+      const bind = renamedBind(buf.subarray(start - 5, end), st.server);
+      if (!bind) return s.protocolViolation('invalid Bind message');
+      this.portals.set(portal, { nodes: [link.nodeId], both: false, stmt: st });
+      const server = st.server;
+      b.request(
+        link,
+        {
+          kind: 'bind',
+          mode: 'forward',
+          // Someone deallocated it there behind pgrelay's back: the next Bind prepares it again.
+          done: (e) => {
+            if (e.error?.C === SQLSTATE.invalidSqlStatementName) link.conn.statements?.delete(server);
+          },
+        },
+        bind,
+      );
+      return DROP;
+    }
     const resendable = this.route.resendable(link);
     const raw = buf.subarray(start - 5, end);
     const bound: Portal = {
@@ -264,6 +495,17 @@ export class ExtendedProtocol {
       const home = this.portalHome(portal);
       if (!home) return this.lost(name, portal);
       link = home;
+    } else if (this.pooled && stmt) {
+      // pool_mode = transaction: where it is parsed among the links held, else the primary (parsed there first).
+      link = (!stmt.both && b.list.find((l) => l !== undefined && this.parsedOn(stmt, l))) || b.primary;
+      if (!b.gate(link)) return s.wait('replies');
+      this.ensureParsed(stmt, link);
+      b.inPipeline(link);
+      if (stmt.server !== undefined) {
+        b.request(link, { kind: 'describe', mode: 'forward' }, statementMessage(FE.Describe, stmt.server));
+        return DROP;
+      }
+      return this.forward(link, { kind: 'describe', mode: 'forward' });
     } else {
       // A statement for both nodes is described by the primary; others where last parsed.
       link = (stmt && !stmt.both && b.get(stmt.nodes[stmt.nodes.length - 1])) || b.primary;
@@ -358,6 +600,14 @@ export class ExtendedProtocol {
     const b = s.backends;
     const map: Map<string, Stmt | Portal> = kind === STATEMENT ? this.stmts : this.portals;
     const p = b.primary;
+    if (kind === STATEMENT && this.pooled && this.stmts.get(name)?.server !== undefined) {
+      // pool_mode = transaction: the client's name goes; pgrelay's statement stays on the connections.
+      if (!b.gate(p)) return s.wait('replies');
+      this.stmts.delete(name);
+      b.inPipeline(p);
+      p.expect({ kind: 'close', mode: 'synthetic', reply: CLOSE_COMPLETE });
+      return DROP;
+    }
     const links: BackendLink[] = [];
     for (const id of map.get(name)?.nodes ?? [p.nodeId]) {
       const l = b.get(id);
@@ -456,7 +706,8 @@ export class ExtendedProtocol {
 
   private applyOutcome(o: PendingOutcome, status: number): void {
     this.route.outcome(o.stmt.cls, o.decision, o.ok, status);
-    if (o.decision.target === 'both') this.s.settings.record(o.stmt.sql, o.stmt.cls, o.ok, status);
+    if (o.decision.target === 'both' || this.pooled) this.s.settings.record(o.stmt.sql, o.stmt.cls, o.ok, status);
+    if (this.pooled && o.ok) this.pooledStatementDone(o.stmt.cls);
   }
 
   flush(): typeof DROP {
@@ -476,6 +727,11 @@ export class ExtendedProtocol {
   forgetAll(): void {
     this.stmts.clear();
     this.portals.clear();
+    if (this.pooled)
+      for (const l of this.s.backends.list) {
+        l?.conn.statements?.clear();
+        if (l) l.conn.unnamed = undefined;
+      }
   }
 
   /** A node was lost: nothing is parsed there any more. */

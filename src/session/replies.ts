@@ -26,9 +26,11 @@ export type RequestKind = 'parse' | 'bind' | 'describe' | 'execute' | 'close' | 
  * - merge: the Sync of a pipeline that spans nodes: its ReadyForQuery is merged by the session
  *   into one; what comes before it (ParameterStatus, notices, a commit-time error) reaches the
  *   client from the primary's link only (`reportsToClient`);
- * - capture: an internal query whose rows are decoded into `rows`.
+ * - capture: an internal query whose rows are decoded into `rows`;
+ * - synthetic: nothing was sent; pgrelay's own `reply` reaches the client when the request
+ *   reaches the head (unless the backend skips it after an error, as it would skip the real one).
  */
-export type Mode = 'forward' | 'drop' | 'hold' | 'merge' | 'capture';
+export type Mode = 'forward' | 'drop' | 'hold' | 'merge' | 'capture' | 'synthetic';
 
 /** Where the scanner sends reply bytes that are not consumed. */
 export type ReplyAction = 'client' | 'hold';
@@ -70,6 +72,8 @@ export interface Expectation<L> {
   skippable?: boolean;
   /** merge: this link's replies before its ReadyForQuery go to the client (the primary's, not a mirror's). */
   reportsToClient?: boolean;
+  /** synthetic: the reply. */
+  reply?: Buffer;
 }
 
 /** The backend state replies update. `BackendConnection` (pool/connector.ts) satisfies it. */
@@ -106,6 +110,8 @@ const ENDS: Readonly<Record<RequestKind, Uint8Array>> = {
 const DECODE = decodeTable('ZES123CIsnTANGHW');
 /** ...and while capturing an internal query's rows. */
 const DECODE_CAPTURE = decodeTable('ZES123CIsnTANGHWD');
+/** Everything, while a synthetic reply waits at the head. */
+const DECODE_ALL = new Uint8Array(256).fill(1);
 
 /** Can `e` still be re-sent elsewhere: a re-send hook, and nothing but (at most) its RowDescription passed on. */
 export function resendable<L>(e: Expectation<L>): boolean {
@@ -147,6 +153,8 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   copyIn = false;
   /** Completed requests whose `done` has not run yet (see runFinished). */
   private finished: Array<Expectation<L>> = [];
+  /** An extended-protocol request failed: the server skips what follows up to the next Sync. */
+  private skipping = false;
   /** `done` callbacks of Syncs the server ignored during copy-in, run with the next Sync's reply. */
   private orphaned: Array<NonNullable<Expectation<L>['done']>> = [];
 
@@ -173,6 +181,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   /** Bytes from the backend. Completed requests' `done` run later, in `runFinished`. */
   push(chunk: Buffer): void {
     this.scanner.push(chunk);
+    this.giveSynthetic();
   }
 
   /** A reply message has been only partly received. */
@@ -216,7 +225,10 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     }
     if (isVisible(e.mode)) this.visible++;
     this.queue.push(e);
-    if (this.queue.length - this.head === 1) this.follow();
+    if (this.queue.length - this.head === 1) {
+      this.follow();
+      this.giveSynthetic();
+    }
   }
 
   /** Run the `done` of requests completed since the last call, oldest first. Returns whether any did. */
@@ -246,6 +258,13 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   /** Point the scanner at the request now at the head. */
   private follow(): void {
     const e = this.current();
+    if (e?.mode === 'synthetic') {
+      // Every message is looked at until it is given: the next reply must not overtake it.
+      this.pass = DROP;
+      this.unstarted = undefined;
+      this.scanner.decode = DECODE_ALL;
+      return;
+    }
     if (!e) {
       this.pass = DROP;
       this.unstarted = undefined;
@@ -263,7 +282,28 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     this.scanner.decode = e.mode === 'capture' ? DECODE_CAPTURE : DECODE;
   }
 
+  /**
+   * Give the synthetic replies at the head: every reply before them has reached the
+   * client (the caller flushed the scanner's run). Skipped after an error, as the
+   * server skips what follows it up to Sync.
+   */
+  private giveSynthetic(): void {
+    let e = this.current();
+    if (e?.mode !== 'synthetic') return;
+    while (e?.mode === 'synthetic') {
+      if (this.skipping && !endsAtReady(e.kind)) e.error = { S: 'ERROR', C: '', M: 'skipped after an error' };
+      else if (e.reply) this.out.toClient(e.reply);
+      this.pop();
+      e = this.current();
+    }
+    this.follow();
+  }
+
   onMessage(type: number, buf: Buffer, start: number, end: number): ReplyAction | Drop {
+    if (this.current()?.mode === 'synthetic') {
+      this.scanner.flushRun();
+      this.giveSynthetic();
+    }
     const e = this.current();
     if (type === BE.ParameterStatus) {
       const k = readCString(buf, start, end);
@@ -296,6 +336,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     if (this.ends[type] !== 0) {
       if (e.kind === 'execute') this.copyIn = false;
       if (type === BE.ReadyForQuery) {
+        this.skipping = false;
         this.state.txStatus = buf[start];
         e.status = buf[start];
       }
@@ -354,11 +395,12 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     if (endsAtReady(e.kind)) return action;
     // Extended protocol: the server now skips everything up to Sync. Those requests end
     // here; if any of them is visible to the client, so is this error.
+    this.skipping = true;
     let forward = e.mode === 'forward';
     this.pop();
     let next = this.current();
     while (next && !endsAtReady(next.kind)) {
-      if (next.mode === 'forward') forward = true;
+      if (next.mode === 'forward' || next.mode === 'synthetic') forward = true;
       next.error = f;
       this.pop();
       next = this.current();

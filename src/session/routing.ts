@@ -49,6 +49,12 @@ export class StatementRouting {
     return verdict;
   }
 
+  /** The decision for `sql` when no catalog lookup is needed for it, else undefined. */
+  decideNow(sql: string, cls: Classification): Decision | undefined {
+    const d = this.s.ctx.router.decide(sql, cls, this.s.routing, this.facts.database);
+    return 'target' in d ? d : undefined;
+  }
+
   private async askCatalog(q: CatalogQuestions): Promise<void> {
     const s = this.s;
     const p = s.backends.primary;

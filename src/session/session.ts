@@ -11,7 +11,11 @@
  * - extended.ts: Parse/Bind/Describe/Execute/Close/Sync/Flush;
  * - both-nodes.ts: statements run on the primary and the load-balance node;
  * - admin-replies.ts: admin commands answered by pgrelay itself;
- * - standby-loss.ts: losing a standby connection without the client noticing.
+ * - standby-loss.ts: losing a standby connection without the client noticing;
+ * - pool_mode = transaction: links are taken from the server pools when a transaction
+ *   starts and given back when it ends (checkout / maybeCheckin here, backends.ts),
+ *   prepared statements follow the client (extended.ts, pooled-statements.ts), and
+ *   session state pins the session (pinning.ts).
  *
  * The client scanner calls `onMessage` for every message but CopyData; its answer
  * is the link the message's bytes go to (forwarded by the scanner without a copy),
@@ -42,7 +46,7 @@ import {
   readyForQuery,
 } from '../protocol/messages.js';
 import type { BackendSecret } from '../auth/backend.js';
-import type { BackendConnection } from '../pool/connector.js';
+import { type BackendConnection, cacheKeyFor } from '../pool/connector.js';
 import type { Classification, Decision, SessionFacts, SessionRoutingState } from '../router/router.js';
 import { newSessionRoutingState, startupIsolation } from '../router/policy.js';
 import { AdminOnlyMode } from './admin-only.js';
@@ -58,6 +62,7 @@ import { ReadYourWrites } from './read-your-writes.js';
 import { StatementRouting } from './routing.js';
 import { SettingsReplay } from './settings.js';
 import { moveReadsOff, resendSame } from './standby-loss.js';
+import { pinReason } from './pinning.js';
 
 /** Client messages the session decodes: all but CopyData ('p', a password, is invalid after start-up). */
 const CLIENT_DECODE = (() => {
@@ -152,8 +157,16 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.both = new BothNodes(this, this.route, () => this.extended.forgetAll());
     this.extended = new ExtendedProtocol(this, this.route, this.both);
     this.admin = new AdminReplies(this);
+    this.txMode = this.backends.pooled;
+    if (this.txMode) {
+      this.settings.onUnknown = () => this.backends.settingsUnknown();
+      this.settings.onOverflow = () => this.pin('SET not replayable (bind parameters, or more than 64 settings)');
+    }
     client.on('drain', this.onDrain);
   }
+
+  /** pool_mode = transaction: backend links are held per transaction (backends.ts checkout/checkin). */
+  readonly txMode: boolean;
 
   /** The session's logger (a pino child with session, user, database), made on first use. */
   get log(): Logger {
@@ -177,6 +190,16 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const client = this.client;
     client.on('close', () => this.onClientClosed());
     client.on('error', (e) => this.debug({ err: e.message }, 'client socket error'));
+    if (this.txMode) {
+      // pool_mode = transaction: a client like others before it is told what their connections reported,
+      // without taking one (the pool may be busy: the client waits for its first statement instead).
+      const primary = this.ctx.nodes.primaryId;
+      const report = primary >= 0 ? this.ctx.pools.startupReport(cacheKeyFor(primary, this.params)) : undefined;
+      if (report) {
+        this.ready(input, report, TxStatus.Idle);
+        return;
+      }
+    }
     try {
       await this.backends.open(() => this.closed || client.destroyed);
     } catch (e) {
@@ -204,10 +227,102 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const p = this.backends.primary;
     // The default a RESET goes back to: a SERIALIZABLE one keeps reads on the primary.
     startupIsolation(this.routing, p.conn.startupIsolation === 'serializable');
+    if (this.txMode) {
+      // BackendKeyData is pgrelay's own: the backend serving the client changes.
+      this.backends.attachAll();
+      this.ready(input, p.conn.params, TxStatus.Idle);
+      this.maybeCheckin();
+      return;
+    }
     this.ctx.registry.repid(this, this.pid, p.conn.pid, this.secretKey);
     this.pid = p.conn.pid;
     this.backends.attachAll();
     this.ready(input, p.conn.params, p.conn.txStatus);
+  }
+
+  // ---------------------------------------------------------------- pool_mode = transaction
+
+  /** Take backend links from the server pools; the message is presented again once they are held. */
+  private checkout(): typeof SUSPEND {
+    const verdict: typeof SUSPEND = this.wait('pool');
+    this.backends.checkout().then(
+      () => {
+        if (this.closed) this.backends.checkin();
+        else this.resume('pool');
+      },
+      (e: unknown) => {
+        const err =
+          e instanceof PgError
+            ? e
+            : new PgError(SQLSTATE.connectionFailure, `could not open a backend connection: ${(e as Error).message}`);
+        this.log.warn({ code: err.code, err: err.message }, 'no backend connection for the transaction');
+        this.fatal(err.severity === 'FATAL' ? err : new PgError(err.code, err.message, 'FATAL', err.detail, err.hint));
+      },
+    );
+    return verdict;
+  }
+
+  /**
+   * The transaction (or autocommit statement, or pipeline up to Sync) ended and nothing is
+   * outstanding or waiting: the links go back to the server pools.
+   */
+  private maybeCheckin(): void {
+    if (!this.txMode || this.closed || !this.backends.held || this.backends.pinned !== undefined) return;
+    if (this.waitingFor !== null || this.backends.cancelsInFlight > 0 || this.asyncQueue.length > 0) return;
+    if (this.routing.inTransaction || !this.backends.idle) return;
+    this.backends.checkin();
+  }
+
+  /**
+   * pool_mode = transaction, no connection held (nothing outstanding, no transaction):
+   * messages pgrelay answers itself, so that the client does not wait for the pool. A
+   * Parse of a statement a server accepted before, a Close of a client's statement, a
+   * Sync (ReadyForQuery idle) and a Flush. Undefined: the message needs a backend.
+   */
+  private withoutBackend(type: number, buf: Buffer, start: number, end: number): Drop | undefined {
+    switch (type) {
+      case FE.Parse: {
+        const n = readCString(buf, start, end);
+        const q = n && readCString(buf, n[1], end);
+        if (!n || !q || this.ctx.services.adminCommand(this, q[0])) return undefined;
+        if (this.ctx.config().log_statement && !this.scanner.resuming)
+          this.log.info({ statement: redact(q[0]), prepared: n[0] }, 'statement (parse)');
+        return this.extended.parseIdle(n[0], q[0], buf, start, end) ? DROP : undefined;
+      }
+      case FE.Close: {
+        const name = readCString(buf, start + 1, end);
+        return name && this.extended.closeIdle(buf[start], name[0]) ? DROP : undefined;
+      }
+      case FE.Sync:
+        this.writeClient(readyForQuery(TxStatus.Idle));
+        return DROP;
+      case FE.Flush:
+        return DROP;
+      default:
+        return undefined;
+    }
+  }
+
+  /** A simple Query that is an admin command (answered by pgrelay: no backend needed). */
+  private adminQuery(type: number, buf: Buffer, start: number, end: number): boolean {
+    if (type !== FE.Query) return false;
+    const q = readCString(buf, start, end);
+    return q !== undefined && this.ctx.services.adminCommand(this, q[0]) !== undefined;
+  }
+
+  /** pool_mode = transaction: the client used session state; it keeps its backends until it ends. */
+  pin(reason: string): void {
+    if (!this.txMode || this.backends.pinned !== undefined) return;
+    this.backends.pinned = reason;
+    this.log.info({ reason }, 'session pinned to its backend connections (pool_mode = transaction)');
+    this.ctx.services.metrics.pinned(reason);
+  }
+
+  /** Pin the session when `sql` uses state that lives in the backend session. */
+  pinFor(sql: string, cls: Classification): void {
+    if (!this.txMode || this.backends.pinned !== undefined) return;
+    const reason = pinReason(sql, cls);
+    if (reason !== undefined) this.pin(reason);
   }
 
   /** A user listed in admin_users. */
@@ -242,6 +357,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.ctx.services.metrics.clientBytesIn(chunk.length);
     this.scanner.push(chunk);
     this.updateReading();
+    // Replies pgrelay gave itself may have ended the transaction's last request.
+    if (this.txMode) this.maybeCheckin();
   };
 
   /** Read the client only while its messages are not waiting and no backend is congested. */
@@ -309,6 +426,11 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (this.closed) return DROP;
     if (TRACE) trace(this.pid, type, buf, start, end);
     if (this.adminOnly && type !== FE.Terminate) return this.adminOnly.onMessage(type, buf, start, end);
+    if (this.txMode && !this.backends.held && type !== FE.Terminate && !this.adminQuery(type, buf, start, end)) {
+      const own = this.withoutBackend(type, buf, start, end);
+      if (own !== undefined) return own;
+      return this.checkout();
+    }
     if (this.overloaded()) return this.wait('backpressure');
     if (this.backends.cancelsInFlight > 0) return this.wait('cancel');
     switch (type) {
@@ -426,8 +548,13 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (req) return this.admin.query(req);
     const b = this.backends;
     const cls = this.ctx.router.classifyOnce(sql);
+    if (this.txMode) {
+      const own = this.extended.pooledQuery(cls);
+      if (own !== undefined) return own;
+    }
     const d = this.route.decide(sql, cls);
     if (d === SUSPEND) return d;
+    this.pinFor(sql, cls);
     const second = d.target === 'both' ? b.secondLink() : undefined;
     if (second) {
       if (!b.gate(null)) return this.wait('replies');
@@ -459,7 +586,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   /** After a simple-protocol statement: routing state, and keeping nodes' transaction states in step. */
   private statementDone(sql: string, cls: Classification, d: Decision, e: LinkExpectation, link: BackendLink): void {
     const status = e.status ?? TxStatus.Idle;
-    if (d.target === 'both') this.settings.record(sql, cls, !e.error, status);
+    if (d.target === 'both' || this.txMode) this.settings.record(sql, cls, !e.error, status);
+    if (this.txMode && !e.error) this.extended.pooledStatementDone(cls);
     this.route.outcome(cls, d, !e.error, status);
     this.route.txStatusIs(status);
     if (status === TxStatus.Failed && link !== this.backends.primary) this.both.poisonPrimary();
@@ -511,6 +639,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     }
     this.resume('replies');
     this.continueAfterBackpressure();
+    if (this.txMode) this.maybeCheckin();
   }
 
   backendError(link: BackendLink, f: ErrorFieldMap): void {
@@ -558,6 +687,11 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   /** An admin command of this session is running (a graceful detach does not wait for it). */
   get runningAdmin(): boolean {
     return this.admin.running;
+  }
+
+  /** pool_mode = transaction: waiting for a connection of a server pool (SHOW pool_processes). */
+  get waitingForPool(): boolean {
+    return this.waitingFor === 'pool';
   }
 
   /** True while a request is outstanding on any backend. */
@@ -610,7 +744,10 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
    */
   cancel(): Promise<void> {
     return this.backends.cancel(() => {
-      if (this.backends.cancelsInFlight === 0) this.resume('cancel');
+      if (this.backends.cancelsInFlight === 0) {
+        this.resume('cancel');
+        this.maybeCheckin();
+      }
     });
   }
 

@@ -13,21 +13,40 @@ export class SettingsReplay {
   private readonly list: string[] = [];
   /** More settings than MAX_REPLAY: replaying is no longer possible. */
   overflow = false;
+  /** A statement changed settings that are not recorded (see `record`). */
+  onUnknown: (() => void) | undefined;
+  /** The list stopped being replayable. */
+  onOverflow: (() => void) | undefined;
 
   get statements(): readonly string[] {
     return this.list;
   }
 
-  /** Record a statement run on both nodes (after it completed with `ok` and transaction status `status`). */
-  record(sql: string, cls: Classification, ok: boolean, status: number): void {
-    if (!ok || status !== TxStatus.Idle || cls.statementCount > 1) return;
+  /**
+   * Record a statement run on both nodes (after it completed with `ok` and transaction
+   * status `status`). Returns false when it changed settings that are not recorded (a SET
+   * inside a transaction block, or in a multi-statement query): the connection's settings
+   * then differ from the list.
+   */
+  record(sql: string, cls: Classification, ok: boolean, status: number): boolean {
+    const changes =
+      cls.kind === 'set' || cls.kind === 'reset' || (cls.kind === 'multi' && /\b(set|reset)\b/i.test(sql));
+    if (!ok) return true;
+    if (status !== TxStatus.Idle || cls.statementCount > 1) {
+      const known = !changes || /^\s*set\s+local\b/i.test(sql);
+      if (!known) this.onUnknown?.();
+      return known;
+    }
     if (cls.kind === 'discard' && /\ball\b/i.test(sql)) {
       this.list.length = 0;
       this.overflow = false;
     } else if (cls.kind === 'set' || cls.kind === 'reset') {
       // A statement with bind parameters (SELECT set_config($1, $2, false)) cannot be replayed as text.
-      if (this.list.length >= MAX_REPLAY || /\$\d/.test(sql)) this.overflow = true;
-      else this.list.push(sql);
+      if (this.list.length >= MAX_REPLAY || /\$\d/.test(sql)) {
+        if (!this.overflow) this.onOverflow?.();
+        this.overflow = true;
+      } else this.list.push(sql);
     }
+    return true;
   }
 }

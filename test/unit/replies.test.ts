@@ -379,3 +379,34 @@ describe('ReplyQueue: messages outside requests, and a backend going away', () =
     expect(h.brokenWith).toEqual(['invalid message length 2']);
   });
 });
+
+describe('ReplyQueue: synthetic replies (pool_mode = transaction)', () => {
+  it('gives pgrelay’s reply in order, once the requests before it are answered', () => {
+    const h = new Harness();
+    h.expect('bind', { kind: 'bind', mode: 'forward' });
+    h.expect('parse', { kind: 'parse', mode: 'synthetic', reply: be.parseComplete() });
+    expect(h.sent.length).toBe(0);
+    expect(h.q.visible).toBe(2);
+    h.feed(be.bindComplete());
+    expect(h.sent).toEqual(stream(be.bindComplete(), be.parseComplete()));
+    expect(h.q.pending).toBe(0);
+    // Alone in the queue: at once.
+    h.expect('close', { kind: 'close', mode: 'synthetic', reply: be.closeComplete() });
+    expect(h.sent).toEqual(stream(be.bindComplete(), be.parseComplete(), be.closeComplete()));
+  });
+
+  it('is skipped, like the real request, after an error up to the Sync', () => {
+    const h = new Harness();
+    h.expect('bind', { kind: 'bind', mode: 'forward' });
+    h.expect('parse', { kind: 'parse', mode: 'synthetic', reply: be.parseComplete() });
+    h.feed(be.error('26000', 'prepared statement "x" does not exist'));
+    // Sent after the error and before the Sync: the server skips it.
+    h.expect('close', { kind: 'close', mode: 'synthetic', reply: be.closeComplete() });
+    h.expect('sync', { kind: 'sync', mode: 'forward' });
+    h.feed(be.ready('I'));
+    expect(h.sent).toEqual(stream(be.error('26000', 'prepared statement "x" does not exist'), be.ready('I')));
+    // After the Sync's ReadyForQuery, synthetic replies are given again.
+    h.expect('close2', { kind: 'close', mode: 'synthetic', reply: be.closeComplete() });
+    expect(h.sent.subarray(-5)).toEqual(be.closeComplete());
+  });
+});

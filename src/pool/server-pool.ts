@@ -1,0 +1,413 @@
+/**
+ * The server pools of pool_mode = transaction: backend connections per
+ * (node, user, database, start-up parameters) key, lent to a client session for one
+ * transaction (or autocommit statement, or extended-protocol batch up to Sync) and
+ * given back when it ends.
+ *
+ * Limits (PgBouncer's names): `default_pool_size` connections per key, plus
+ * `reserve_pool_size` more for a client that waited `reserve_pool_timeout`;
+ * `max_db_connections` per (node, database) and `max_user_connections` per (node, user)
+ * across keys (an idle connection of another key is closed to make room, as PgBouncer
+ * does). Clients wait in one FIFO queue per key; a freed connection goes to the oldest
+ * waiter of its key, room for a new connection to the oldest waiter that fits. A
+ * waiter gives up after `query_wait_timeout`. `server_lifetime` closes connections at
+ * release once they are that old, `server_idle_timeout` idle ones (`sweep`).
+ *
+ * Pure accounting over `PooledConnection`s: opening is the caller's (`open`), so unit
+ * tests drive it with fake connections (test/unit/server-pool.test.ts).
+ */
+
+/** What the pool needs of a backend connection (BackendConnection satisfies it). */
+export interface PooledConnection {
+  readonly cacheKey: string;
+  /** What the server reported at start-up (ParameterStatus), the same for every connection of a key. */
+  readonly startupReport: ReadonlyMap<string, string>;
+  readonly nodeId: number;
+  readonly createdAt: number;
+  releasedAt: number;
+  readonly dead: boolean;
+  close(): void;
+}
+
+export interface PoolLimits {
+  poolSize: number;
+  /** 0 = no limit. */
+  maxDbConnections: number;
+  /** 0 = no limit. */
+  maxUserConnections: number;
+  reserveSize: number;
+  reserveTimeoutMs: number;
+  /** 0 = no limit. */
+  idleTimeoutMs: number;
+  /** 0 = no limit. */
+  lifetimeMs: number;
+}
+
+/** Who a pool's connections belong to. */
+export interface PoolKey {
+  key: string;
+  nodeId: number;
+  user: string;
+  database: string;
+}
+
+/** Why an `acquire` failed without a connection. */
+export class PoolWaitTimeout extends Error {
+  constructor(readonly waitedMs: number) {
+    super(`no server connection became free in ${Math.round(waitedMs / 1000)} s`);
+  }
+}
+
+export class PoolClosed extends Error {
+  constructor() {
+    super('the pool was closed');
+  }
+}
+
+interface Waiter<C> {
+  since: number;
+  resolve(c: C | 'open'): void;
+  reject(e: Error): void;
+  timer: NodeJS.Timeout | undefined;
+  reserveTimer: NodeJS.Timeout | undefined;
+  /** Waited reserve_pool_timeout: may use the reserve pool. */
+  reserve: boolean;
+  pool: Pool<C>;
+}
+
+interface Pool<C> {
+  readonly id: PoolKey;
+  /** Idle connections, the most recently released last. */
+  idle: C[];
+  /** Lent to sessions, or being opened for one. */
+  active: number;
+  waiters: Array<Waiter<C>>;
+  /** Clients served since start, and the time they waited in total (ms). */
+  served: number;
+  waitedMs: number;
+}
+
+/** A pool's numbers (SHOW pool_pools, metrics). */
+export interface PoolStats extends PoolKey {
+  active: number;
+  idle: number;
+  waiting: number;
+  /** How long the oldest waiter has waited (ms; 0 when none). */
+  maxWaitMs: number;
+}
+
+export class ServerPools<C extends PooledConnection> {
+  private readonly pools = new Map<string, Pool<C>>();
+  /** Connections (active + idle) per node + database, per node + user. */
+  private readonly perDb = new Map<string, number>();
+  private readonly perUser = new Map<string, number>();
+  /** The start-up report of the last connection opened per key (a new client of that key is told it). */
+  private readonly reports = new Map<string, ReadonlyMap<string, string>>();
+  private closed = false;
+
+  constructor(
+    private limits: PoolLimits,
+    /** Called with how long each client waited (ms), served or not. */
+    private readonly onWait?: (ms: number) => void,
+  ) {}
+
+  setLimits(l: PoolLimits): void {
+    this.limits = l;
+    this.wake();
+  }
+
+  /**
+   * A connection for `id`: an idle one, or room to open one (`open`, counted from now),
+   * or a place in the queue. Rejects with PoolWaitTimeout after `timeoutMs` (0 = never),
+   * or with the error `open` failed with.
+   */
+  async acquire(id: PoolKey, open: () => Promise<C>, timeoutMs: number, now = Date.now()): Promise<C> {
+    if (this.closed) throw new PoolClosed();
+    const pool = this.poolFor(id);
+    const got = pool.waiters.length === 0 ? this.tryTake(pool, false) : undefined;
+    let slot: C | 'open';
+    if (got !== undefined) {
+      pool.served++;
+      this.onWait?.(0);
+      slot = got;
+    } else {
+      slot = await new Promise<C | 'open'>((resolve, reject) => {
+        const w: Waiter<C> = {
+          since: now,
+          resolve,
+          reject,
+          timer: undefined,
+          reserveTimer: undefined,
+          reserve: false,
+          pool,
+        };
+        if (timeoutMs > 0)
+          w.timer = setTimeout(() => {
+            this.dropWaiter(w);
+            this.onWait?.(Date.now() - w.since);
+            reject(new PoolWaitTimeout(Date.now() - w.since));
+          }, timeoutMs);
+        if (this.limits.reserveSize > 0)
+          w.reserveTimer = setTimeout(() => {
+            w.reserveTimer = undefined;
+            w.reserve = true;
+            this.wake();
+          }, this.limits.reserveTimeoutMs);
+        pool.waiters.push(w);
+      });
+    }
+    if (slot !== 'open') return slot;
+    try {
+      const c = await open();
+      this.reports.set(id.key, c.startupReport);
+      return c;
+    } catch (e) {
+      this.forget(pool);
+      throw e;
+    }
+  }
+
+  /**
+   * Take back a connection lent by `acquire`. `reusable`: idle and clean (no
+   * transaction, nothing outstanding); otherwise, or past server_lifetime, it is closed.
+   */
+  release(c: C, reusable: boolean, now = Date.now()): void {
+    const pool = this.pools.get(c.cacheKey);
+    if (!pool) {
+      c.close();
+      return;
+    }
+    const l = this.limits;
+    if (!reusable || c.dead || this.closed || (l.lifetimeMs > 0 && now - c.createdAt >= l.lifetimeMs)) {
+      c.close();
+      this.forget(pool);
+      return;
+    }
+    c.releasedAt = now;
+    const w = pool.waiters.shift();
+    if (w) {
+      this.serve(w, c, now);
+      return;
+    }
+    pool.active--;
+    pool.idle.push(c);
+    this.wake();
+  }
+
+  /** A connection lent by `acquire` was lost or closed by its session: its place is free. */
+  lost(c: C): void {
+    const pool = this.pools.get(c.cacheKey);
+    if (pool) this.forget(pool);
+  }
+
+  /** Close idle connections past server_idle_timeout, and dead ones. Returns how many. */
+  sweep(now = Date.now()): number {
+    const idle = this.limits.idleTimeoutMs;
+    let n = 0;
+    for (const pool of this.pools.values()) {
+      for (let i = pool.idle.length - 1; i >= 0; i--) {
+        const c = pool.idle[i];
+        if (c.dead || (idle > 0 && now - c.releasedAt >= idle)) {
+          pool.idle.splice(i, 1);
+          this.uncount(pool.id);
+          c.close();
+          n++;
+        }
+      }
+    }
+    if (n > 0) this.wake();
+    this.prune();
+    return n;
+  }
+
+  /** Close the idle connections to a node (down, failover), or all; with `final`, refuse further use. */
+  closeIdle(nodeId?: number, final = false): void {
+    if (final) this.closed = true;
+    for (const pool of this.pools.values()) {
+      for (let i = pool.idle.length - 1; i >= 0; i--) {
+        if (nodeId !== undefined && pool.idle[i].nodeId !== nodeId) continue;
+        const c = pool.idle[i];
+        pool.idle.splice(i, 1);
+        this.uncount(pool.id);
+        c.close();
+      }
+      if (final)
+        for (const w of pool.waiters.splice(0)) {
+          this.clearTimers(w);
+          w.reject(new PoolClosed());
+        }
+    }
+    if (!final) this.wake();
+  }
+
+  /** Every pool's numbers. */
+  stats(now = Date.now()): PoolStats[] {
+    const out: PoolStats[] = [];
+    for (const p of this.pools.values())
+      out.push({
+        ...p.id,
+        active: p.active,
+        idle: p.idle.length,
+        waiting: p.waiters.length,
+        maxWaitMs: p.waiters.length > 0 ? now - p.waiters[0].since : 0,
+      });
+    return out;
+  }
+
+  /** What a connection of `key` reported at start-up, once one was opened. */
+  startupReport(key: string): ReadonlyMap<string, string> | undefined {
+    return this.reports.get(key);
+  }
+
+  /** The idle connections of every pool. */
+  *idleConnections(): Iterable<C> {
+    for (const p of this.pools.values()) yield* p.idle;
+  }
+
+  /** Connections per node (active + idle). */
+  connectionsOn(nodeId: number): number {
+    let n = 0;
+    for (const p of this.pools.values()) if (p.id.nodeId === nodeId) n += p.active + p.idle.length;
+    return n;
+  }
+
+  /** Clients waiting in all pools. */
+  get waiting(): number {
+    let n = 0;
+    for (const p of this.pools.values()) n += p.waiters.length;
+    return n;
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private poolFor(id: PoolKey): Pool<C> {
+    let p = this.pools.get(id.key);
+    if (!p) {
+      p = { id, idle: [], active: 0, waiters: [], served: 0, waitedMs: 0 };
+      this.pools.set(id.key, p);
+    }
+    return p;
+  }
+
+  /** An idle connection, 'open' when there is room for a new one, or undefined. */
+  private tryTake(pool: Pool<C>, reserve: boolean): C | 'open' | undefined {
+    while (pool.idle.length > 0) {
+      const c = pool.idle.pop() as C;
+      if (!c.dead) {
+        pool.active++;
+        return c;
+      }
+      this.uncount(pool.id);
+    }
+    if (!this.roomFor(pool, reserve)) return undefined;
+    pool.active++;
+    this.count(pool.id);
+    return 'open';
+  }
+
+  /** May `pool` open one more connection (closing an idle one of another pool if that is what stands in the way)? */
+  private roomFor(pool: Pool<C>, reserve: boolean): boolean {
+    const l = this.limits;
+    const total = pool.active + pool.idle.length;
+    if (total >= l.poolSize + (reserve ? l.reserveSize : 0)) return false;
+    const id = pool.id;
+    const dbKey = `${id.nodeId}\u0000${id.database}`;
+    const userKey = `${id.nodeId}\u0000${id.user}`;
+    if (l.maxDbConnections > 0 && (this.perDb.get(dbKey) ?? 0) >= l.maxDbConnections) {
+      if (!this.closeIdleOf(pool, (o) => o.nodeId === id.nodeId && o.database === id.database)) return false;
+    }
+    if (l.maxUserConnections > 0 && (this.perUser.get(userKey) ?? 0) >= l.maxUserConnections) {
+      if (!this.closeIdleOf(pool, (o) => o.nodeId === id.nodeId && o.user === id.user)) return false;
+    }
+    return true;
+  }
+
+  /** Close the connection idle the longest in another pool matching `match`; false if none. */
+  private closeIdleOf(except: Pool<C>, match: (k: PoolKey) => boolean): boolean {
+    let best: Pool<C> | undefined;
+    for (const p of this.pools.values()) {
+      if (p === except || p.idle.length === 0 || !match(p.id)) continue;
+      if (!best || p.idle[0].releasedAt < best.idle[0].releasedAt) best = p;
+    }
+    if (!best) return false;
+    const c = best.idle.shift() as C;
+    this.uncount(best.id);
+    c.close();
+    return true;
+  }
+
+  private serve(w: Waiter<C>, c: C | 'open', now: number): void {
+    this.clearTimers(w);
+    const waited = now - w.since;
+    w.pool.served++;
+    w.pool.waitedMs += waited;
+    this.onWait?.(waited);
+    w.resolve(c);
+  }
+
+  /** Hand freed room to waiters, oldest first across pools. */
+  private wake(): void {
+    if (this.closed) return;
+    for (;;) {
+      // The oldest waiter of each pool, oldest first, until one can be served.
+      const order = [...this.pools.values()]
+        .map((p) => p.waiters[0])
+        .filter((w): w is Waiter<C> => w !== undefined)
+        .sort((a, b) => a.since - b.since);
+      let served = false;
+      for (const w of order) {
+        const got = this.tryTake(w.pool, w.reserve);
+        if (got === undefined) continue;
+        w.pool.waiters.shift();
+        this.serve(w, got, Date.now());
+        served = true;
+        break;
+      }
+      if (!served) return;
+    }
+  }
+
+  private dropWaiter(w: Waiter<C>): void {
+    this.clearTimers(w);
+    const i = w.pool.waiters.indexOf(w);
+    if (i >= 0) w.pool.waiters.splice(i, 1);
+  }
+
+  private clearTimers(w: Waiter<C>): void {
+    if (w.timer) clearTimeout(w.timer);
+    if (w.reserveTimer) clearTimeout(w.reserveTimer);
+    w.timer = undefined;
+    w.reserveTimer = undefined;
+  }
+
+  /** One active connection of `pool` is gone. */
+  private forget(pool: Pool<C>): void {
+    pool.active--;
+    this.uncount(pool.id);
+    this.wake();
+  }
+
+  private count(id: PoolKey): void {
+    const d = `${id.nodeId}\u0000${id.database}`;
+    const u = `${id.nodeId}\u0000${id.user}`;
+    this.perDb.set(d, (this.perDb.get(d) ?? 0) + 1);
+    this.perUser.set(u, (this.perUser.get(u) ?? 0) + 1);
+  }
+
+  private uncount(id: PoolKey): void {
+    const d = `${id.nodeId}\u0000${id.database}`;
+    const u = `${id.nodeId}\u0000${id.user}`;
+    const dn = (this.perDb.get(d) ?? 1) - 1;
+    const un = (this.perUser.get(u) ?? 1) - 1;
+    if (dn <= 0) this.perDb.delete(d);
+    else this.perDb.set(d, dn);
+    if (un <= 0) this.perUser.delete(u);
+    else this.perUser.set(u, un);
+  }
+
+  /** Forget empty pools nobody uses. */
+  private prune(): void {
+    for (const [k, p] of this.pools)
+      if (p.active === 0 && p.idle.length === 0 && p.waiters.length === 0) this.pools.delete(k);
+  }
+}

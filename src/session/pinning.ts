@@ -1,0 +1,36 @@
+/**
+ * pool_mode = transaction: statements that leave state in the backend session, which a
+ * later transaction of the client on another connection would not find. A session that
+ * runs one keeps its backend connections until it ends ("pinned", as AWS RDS Proxy does;
+ * PgBouncer just breaks these in transaction mode). The README's table lists them.
+ */
+import type { Classification } from '../router/router.js';
+
+/** Session-level advisory lock functions (the _xact_ ones end with the transaction and are fine). */
+const SESSION_LOCKS = new Set([
+  'pg_advisory_lock',
+  'pg_advisory_lock_shared',
+  'pg_try_advisory_lock',
+  'pg_try_advisory_lock_shared',
+]);
+
+/** Why `sql` pins its session, or undefined when it leaves no session state behind. */
+export function pinReason(sql: string, cls: Classification): string | undefined {
+  if (cls.kind === 'listen') return 'LISTEN';
+  if (cls.kind === 'prepare') return 'PREPARE';
+  if (cls.createsTemp.length > 0) return 'temporary table';
+  if (cls.kind === 'declare' && /\bwith\s+hold\b/i.test(sql)) return 'cursor WITH HOLD';
+  for (const f of cls.functions) {
+    const name = f.startsWith('pg_catalog.') ? f.slice('pg_catalog.'.length) : f;
+    if (SESSION_LOCKS.has(name)) return 'session advisory lock';
+  }
+  if (cls.kind === 'multi' || cls.kind === 'invalid') {
+    // Several statements (or text the classifier gave up on): look for the same by their words.
+    if (/(^|;)\s*listen\b/i.test(sql)) return 'LISTEN';
+    if (/(^|;)\s*prepare\s+(?!transaction\b)/i.test(sql)) return 'PREPARE';
+    if (/\bcreate\s+(global\s+|local\s+)?temp(orary)?\s+table\b/i.test(sql)) return 'temporary table';
+    if (/\bwith\s+hold\b/i.test(sql)) return 'cursor WITH HOLD';
+    if (/\bpg_(try_)?advisory_lock(_shared)?\s*\(/i.test(sql)) return 'session advisory lock';
+  }
+  return undefined;
+}

@@ -1,0 +1,142 @@
+/**
+ * Protocol-level prepared statements with pool_mode = transaction: a client's named
+ * statement must exist on whichever backend connection serves its next Bind.
+ *
+ * pgrelay gives every distinct (query text, parameter types) one name of its own
+ * (`PGRELAY_<n>`, `StatementNames`), prepares it on a connection lazily, before the first
+ * Bind or Describe that needs it there, and keeps per connection the statements prepared
+ * on it, least recently used first, at most max_prepared_statements (`ServerStatements`;
+ * the one used the longest ago is closed to make room). The client's names map to
+ * pgrelay's in extended.ts; Parse, Bind, Describe and Close are rewritten here.
+ */
+import { FE } from '../protocol/constants.js';
+
+/** Prefix of pgrelay's statement names on pooled connections. */
+export const STATEMENT_PREFIX = 'PGRELAY_';
+
+/** One name per distinct statement (text and parameter types), for every connection. */
+export class StatementNames {
+  private readonly names = new Map<string, string>();
+  private next = 1;
+
+  /** The name for the statement whose Parse body after the name is `rest` (query, types). */
+  nameFor(rest: string): string {
+    let n = this.names.get(rest);
+    if (n === undefined) {
+      n = `${STATEMENT_PREFIX}${this.next++}`;
+      this.names.set(rest, n);
+    }
+    return n;
+  }
+
+  /** Names of statements that a server prepared without error at least once. */
+  private readonly valid = new Set<string>();
+
+  /** pgrelay's name for `rest` if a server accepted that statement before, else undefined. */
+  known(rest: string): string | undefined {
+    const n = this.names.get(rest);
+    return n !== undefined && this.valid.has(n) ? n : undefined;
+  }
+
+  /** A server prepared `name` without error. */
+  accepted(name: string): void {
+    this.valid.add(name);
+  }
+
+  get size(): number {
+    return this.names.size;
+  }
+}
+
+/** The statements prepared on one backend connection, the least recently used first. */
+export class ServerStatements {
+  private readonly lru = new Map<string, true>();
+
+  constructor(private max: number) {}
+
+  setMax(max: number): void {
+    this.max = max;
+  }
+
+  /** Prepared here? (Marks it as used now.) */
+  has(name: string): boolean {
+    if (!this.lru.has(name)) return false;
+    this.lru.delete(name);
+    this.lru.set(name, true);
+    return true;
+  }
+
+  /** Record `name` as prepared; returns the names to close to stay within the limit, oldest first. */
+  add(name: string): string[] {
+    this.lru.delete(name);
+    this.lru.set(name, true);
+    const evicted: string[] = [];
+    for (const n of this.lru.keys()) {
+      if (this.lru.size - evicted.length <= this.max || n === name) break;
+      evicted.push(n);
+    }
+    for (const n of evicted) this.lru.delete(n);
+    return evicted;
+  }
+
+  delete(name: string): void {
+    this.lru.delete(name);
+  }
+
+  clear(): void {
+    this.lru.clear();
+  }
+
+  get size(): number {
+    return this.lru.size;
+  }
+}
+
+/** Offset just past the NUL ending the C string that starts at `pos`, or -1. */
+function cstringEnd(buf: Buffer, pos: number, end: number): number {
+  const z = buf.indexOf(0, pos);
+  return z < 0 || z >= end ? -1 : z + 1;
+}
+
+/** The body of the Parse message `raw` after the statement name (query, parameter types): what names it. */
+export function parseBody(raw: Buffer): Buffer | undefined {
+  const after = cstringEnd(raw, 5, raw.length);
+  return after < 0 ? undefined : raw.subarray(after);
+}
+
+/** A Parse message of statement `name` with `body` (from parseBody). */
+export function parseMessage(name: string, body: Buffer): Buffer {
+  return withName(FE.Parse, Buffer.alloc(0), name, body);
+}
+
+/** The Bind message `raw` (portal, statement, …) naming statement `name`. */
+export function renamedBind(raw: Buffer, name: string): Buffer | undefined {
+  const portalEnd = cstringEnd(raw, 5, raw.length);
+  if (portalEnd < 0) return undefined;
+  const stmtEnd = cstringEnd(raw, portalEnd, raw.length);
+  if (stmtEnd < 0) return undefined;
+  return withName(FE.Bind, raw.subarray(5, portalEnd), name, raw.subarray(stmtEnd));
+}
+
+/** Describe or Close of statement `name`. */
+export function statementMessage(type: number, name: string): Buffer {
+  return withName(type, Buffer.from([0x53]), name, Buffer.alloc(0));
+}
+
+function withName(type: number, before: Buffer, name: string, after: Buffer): Buffer {
+  const n = Buffer.byteLength(name);
+  const len = 4 + before.length + n + 1 + after.length;
+  const out = Buffer.allocUnsafe(1 + len);
+  out[0] = type;
+  out.writeInt32BE(len, 1);
+  let o = 5;
+  o += before.copy(out, o);
+  o += out.write(name, o);
+  out[o++] = 0;
+  after.copy(out, o);
+  return out;
+}
+
+/** ParseComplete, CloseComplete: replies pgrelay gives itself for a statement the connection already has or keeps. */
+export const PARSE_COMPLETE = Buffer.from([0x31, 0, 0, 0, 4]);
+export const CLOSE_COMPLETE = Buffer.from([0x33, 0, 0, 0, 4]);

@@ -1,0 +1,337 @@
+/**
+ * pool_mode = transaction (issue 14): clients hold backend connections only for a
+ * transaction. Many pgbench clients through a small pool (server connections per node
+ * bounded, read in pg_stat_activity), prepared and extended protocols, node-postgres
+ * named statements and postgres.js, SET replay, pinning, cancel, query_wait_timeout.
+ */
+import net from 'node:net';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { closeAllClients, endPg, endSql, pgClient, queryRows, sqlClient } from '../support/clients.js';
+import { getCluster } from '../support/cluster.js';
+import { runPgbench, startProxy, type ProxyHandle, type RunResult } from '../support/proxy.js';
+import { cancelRequest } from '../support/raw.js';
+
+const cluster = getCluster();
+const db = `pool_tx_${process.pid}`;
+/** pool 20: the load tests. */
+let big: ProxyHandle;
+/** pool 1, query_wait_timeout 1 s: sharing one connection is certain; pinning and waiting are seen. */
+let tiny: ProxyHandle;
+
+function summary(p: ProxyHandle, r: RunResult): string {
+  return `exit ${r.code}${r.timedOut ? ' (timed out)' : ''}\n--- stdout ---\n${r.stdout.slice(-2000)}\n--- stderr ---\n${r.stderr.slice(-3000)}\n--- pgrelay ---\n${p.logs().slice(-3000)}`;
+}
+
+function expectClean(p: ProxyHandle, r: RunResult): number {
+  expect(r.code, summary(p, r)).toBe(0);
+  const processed = /number of transactions actually processed: (\d+)/.exec(r.stdout);
+  expect(processed, summary(p, r)).not.toBeNull();
+  const failed = /number of failed transactions: (\d+)/.exec(r.stdout);
+  expect(Number(failed?.[1] ?? -1), summary(p, r)).toBe(0);
+  expect(r.stderr, summary(p, r)).not.toMatch(/error|abort|FATAL/i);
+  return Number(processed?.[1]);
+}
+
+/** Most client backends of `application_name` seen at once on each node while `during` runs (pg_stat_activity, every 50 ms). */
+async function peakBackends(application: string, during: Promise<unknown>): Promise<number[]> {
+  const watchers = await Promise.all(
+    cluster.nodes.map(async (n) => {
+      const c = new pg.Client({
+        host: n.host,
+        port: n.port,
+        user: 'postgres',
+        password: cluster.superuserPassword ?? undefined,
+        database: 'postgres',
+      });
+      c.on('error', () => undefined);
+      await c.connect();
+      return c;
+    }),
+  );
+  const peaks = cluster.nodes.map(() => 0);
+  let done = false;
+  const watch = (async () => {
+    while (!done) {
+      await Promise.all(
+        watchers.map(async (c, i) => {
+          const r = await c.query(
+            "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = $2 AND backend_type = 'client backend'",
+            [db, application],
+          );
+          peaks[i] = Math.max(peaks[i], r.rows[0].n as number);
+        }),
+      );
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
+  try {
+    await during;
+  } finally {
+    done = true;
+    await watch;
+    await Promise.all(watchers.map((c) => c.end().catch(() => undefined)));
+  }
+  return peaks;
+}
+
+beforeAll(async () => {
+  await cluster.psql(cluster.primaryId, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+  await cluster.psql(cluster.primaryId, `CREATE DATABASE ${db}`);
+  const primary = cluster.node(cluster.primaryId);
+  const r = await runPgbench(['-i', '-s', '1', '-q'], {
+    host: primary.host,
+    port: primary.port,
+    password: cluster.superuserPassword ?? undefined,
+    database: db,
+    timeoutMs: 60_000,
+  });
+  expect(r.code, r.stderr).toBe(0);
+  await cluster.waitForCatchup();
+  const common = { log_min_messages: 'warning', pool_mode: 'transaction', max_client_conn: 1200 };
+  big = await startProxy({ cluster, config: { ...common, default_pool_size: 20 } });
+  tiny = await startProxy({
+    cluster,
+    config: { ...common, log_min_messages: 'info', default_pool_size: 1, query_wait_timeout: 1 },
+  });
+}, 120_000);
+
+afterEach(async () => {
+  await closeAllClients();
+});
+
+afterAll(async () => {
+  const codes = await Promise.all([big?.stop(), tiny?.stop()]);
+  await cluster.psql(cluster.primaryId, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined);
+  expect(codes).toEqual([0, 0]);
+});
+
+describe('pool_mode = transaction', () => {
+  it('pgbench -S with 400 clients through default_pool_size = 20: at most 20 server connections per node, 0 errors', {
+    timeout: 90_000,
+  }, async () => {
+    const run = runPgbench(['-S', '-c', '400', '-j', '4', '-T', '4', '-n'], {
+      port: big.port,
+      database: db,
+      timeoutMs: 60_000,
+    });
+    const peaks = await peakBackends('pgrelay-test', run);
+    const r = await run;
+    expectClean(big, r);
+    for (const p of peaks) expect(p).toBeLessThanOrEqual(20);
+    expect(Math.max(...peaks)).toBeGreaterThan(0);
+  });
+
+  for (const mode of ['prepared', 'extended'] as const) {
+    it(`pgbench -M ${mode} (TPC-B-like) with 64 clients: 0 errors`, { timeout: 60_000 }, async () => {
+      const r = await runPgbench(['-M', mode, '-c', '64', '-j', '4', '-T', '3', '-n'], {
+        port: big.port,
+        database: db,
+        timeoutMs: 45_000,
+      });
+      expectClean(big, r);
+    });
+  }
+
+  it('node-postgres named statements: 20 clients, in and out of transactions, on whichever connection serves them', async () => {
+    const clients = await Promise.all(Array.from({ length: 20 }, () => pgClient(big, { database: db })));
+    for (let round = 0; round < 3; round++) {
+      await Promise.all(
+        clients.map(async (c, i) => {
+          const shared = await c.query({
+            name: 'branch',
+            text: 'SELECT bid FROM pgbench_branches WHERE bid = $1',
+            values: [1],
+          });
+          expect(shared.rows).toEqual([{ bid: 1 }]);
+          const own = await c.query({ name: `own-${i}`, text: `SELECT $1::int + ${i} AS v`, values: [round] });
+          expect(own.rows).toEqual([{ v: round + i }]);
+          await c.query('BEGIN');
+          const inTx = await c.query({
+            name: 'branch',
+            text: 'SELECT bid FROM pgbench_branches WHERE bid = $1',
+            values: [1],
+          });
+          expect(inTx.rows).toEqual([{ bid: 1 }]);
+          await c.query('COMMIT');
+        }),
+      );
+    }
+    // The client's DEALLOCATE acts on its own statement: the name can be prepared again with other text.
+    const c = clients[0];
+    expect((await c.query('DEALLOCATE "own-0"')).command).toBe('DEALLOCATE');
+    const again = await c.query('DEALLOCATE ALL');
+    expect(again.command).toBe('DEALLOCATE');
+    // …and its statements are prepared again where needed.
+    expect((await c.query({ name: 'after-all', text: 'SELECT $1::int AS v', values: [9] })).rows).toEqual([{ v: 9 }]);
+    await Promise.all(clients.map((x) => endPg(x)));
+  });
+
+  it('postgres.js (prepares by default) runs its usual flows', async () => {
+    const sql = sqlClient(big, { database: db, max: 4, prepare: true });
+    const values = await Promise.all(
+      Array.from({ length: 40 }, async (_, i) => (await sql`SELECT ${i}::int AS v, current_database() AS d`)[0]),
+    );
+    values.forEach((r, i) => {
+      expect(r).toEqual({ v: i, d: db });
+    });
+    const inTx = await sql.begin(async (tx) => {
+      await tx`CREATE TABLE IF NOT EXISTS pool_tx_js (id int)`;
+      await tx`INSERT INTO pool_tx_js VALUES (${1})`;
+      return tx`SELECT count(*)::int AS n FROM pool_tx_js`;
+    });
+    expect(inTx[0].n).toBeGreaterThan(0);
+    await sql`DROP TABLE pool_tx_js`;
+    await endSql(sql);
+  });
+
+  it('SET and RESET of a client are replayed on the connection it gets; another client does not see them', async () => {
+    const a = await pgClient(tiny, { database: db });
+    const b = await pgClient(tiny, { database: db });
+    const show = async (c: pg.Client, what: string): Promise<string> =>
+      Object.values((await c.query(`SHOW ${what}`)).rows[0] as Record<string, string>)[0];
+    await a.query("SET statement_timeout = '41s'");
+    await a.query("SET search_path = 'pool_tx_schema', public");
+    // default_pool_size = 1: a and b share the one connection per node.
+    expect(await show(b, 'statement_timeout')).toBe('0');
+    expect(await show(a, 'statement_timeout')).toBe('41s');
+    expect(await show(a, 'search_path')).toBe('pool_tx_schema, public');
+    expect(await show(b, 'search_path')).toBe('"$user", public');
+    await a.query('RESET statement_timeout');
+    expect(await show(a, 'statement_timeout')).toBe('0');
+    expect(await show(a, 'search_path')).toBe('pool_tx_schema, public');
+    await b.query("SET statement_timeout = '7s'");
+    expect(await show(a, 'statement_timeout')).toBe('0');
+    expect(await show(b, 'statement_timeout')).toBe('7s');
+    await Promise.all([endPg(a), endPg(b)]);
+  });
+
+  const pinCases: Array<{ reason: string; set: string; check: string; expect: unknown }> = [
+    {
+      reason: 'temporary table',
+      set: 'CREATE TEMP TABLE pool_tx_tmp AS SELECT 5 AS x',
+      check: 'SELECT x FROM pool_tx_tmp',
+      expect: { x: 5 },
+    },
+    { reason: 'PREPARE', set: 'PREPARE pool_tx_q AS SELECT 42 AS x', check: 'EXECUTE pool_tx_q', expect: { x: 42 } },
+    {
+      reason: 'cursor WITH HOLD',
+      set: 'DECLARE pool_tx_c CURSOR WITH HOLD FOR SELECT 7 AS x',
+      check: 'FETCH 1 FROM pool_tx_c',
+      expect: { x: 7 },
+    },
+    {
+      reason: 'session advisory lock',
+      set: 'SELECT pg_advisory_lock(4142)',
+      check: 'SELECT pg_advisory_unlock(4142) AS x',
+      expect: { x: true },
+    },
+  ];
+  for (const pc of pinCases) {
+    it(`pins the session: ${pc.reason}`, async () => {
+      const a = await pgClient(tiny, { database: db });
+      await a.query(pc.set);
+      // Another client in between: without pinning it would take a's connection.
+      const other = await pgClient(tiny, { database: db });
+      const waited = await other.query('SELECT 1 AS one').catch((e: { code?: string; message: string }) => e);
+      // It waits for the pinned connection (pool size 1) and gives up after query_wait_timeout.
+      expect(waited).toMatchObject({ code: '53300' });
+      expect((waited as Error).message).toMatch(/query_wait_timeout/);
+      const r = await a.query(pc.check);
+      expect(r.rows[0]).toEqual(pc.expect);
+      await endPg(a);
+      await tiny.waitForLog(new RegExp(`"reason":"${pc.reason}".*session pinned`), 5000);
+      // Its connection was reset and went back: the next client runs at once, without a's state.
+      const next = await pgClient(tiny, { database: db });
+      expect((await next.query('SELECT 2 AS two')).rows).toEqual([{ two: 2 }]);
+      await endPg(next);
+    });
+  }
+
+  it('pins the session: LISTEN (notifications keep arriving between transactions)', async () => {
+    const a = await pgClient(tiny, { database: db });
+    const got = new Promise<string>((resolve) => a.on('notification', (n) => resolve(n.payload ?? '')));
+    await a.query('LISTEN pool_tx_channel');
+    await a.query('SELECT 1');
+    const primary = cluster.node(cluster.primaryId);
+    const direct = await pgClient(
+      { host: primary.host, port: primary.port },
+      {
+        database: db,
+        password: cluster.superuserPassword ?? undefined,
+      },
+    );
+    await direct.query("NOTIFY pool_tx_channel, 'hello'");
+    expect(await got).toBe('hello');
+    await Promise.all([endPg(a), endPg(direct)]);
+  });
+
+  it('a client waiting longer than query_wait_timeout gets FATAL 53300 naming the parameter', async () => {
+    const a = await pgClient(tiny, { database: db });
+    await a.query('BEGIN');
+    await a.query('SELECT 1');
+    const b = await pgClient(tiny, { database: db });
+    const t0 = Date.now();
+    const err = await b.query('SELECT 1').catch((e: { code?: string; message: string; severity?: string }) => e);
+    expect(err).toMatchObject({ code: '53300', severity: 'FATAL' });
+    expect((err as Error).message).toMatch(/query_wait_timeout/);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
+    await a.query('COMMIT');
+    await endPg(a);
+  });
+
+  it("cancel reaches the backend serving the client; BackendKeyData is pgrelay's own", async () => {
+    const c = await pgClient(big, { database: db });
+    const key = c as unknown as { processID: number; secretKey: number };
+    const backendPid = (await c.query('SELECT pg_backend_pid() AS p')).rows[0].p as number;
+    expect(key.processID).not.toBe(backendPid);
+    const running = c.query('SELECT pg_sleep(30)').catch((e: { code?: string }) => e);
+    // Wait until the statement runs on a backend, then cancel through pgrelay.
+    const primary = cluster.node(cluster.primaryId);
+    const direct = await pgClient(
+      { host: primary.host, port: primary.port },
+      {
+        password: cluster.superuserPassword ?? undefined,
+      },
+    );
+    for (let i = 0; i < 100; i++) {
+      const r = await direct.query(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+      );
+      if (r.rows[0].n > 0) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await new Promise<void>((resolve, reject) => {
+      const s = net.connect({ host: big.host, port: big.port }, () =>
+        s.end(cancelRequest(key.processID, key.secretKey)),
+      );
+      s.on('close', () => resolve());
+      s.on('error', reject);
+      s.setTimeout(5000, () => s.destroy());
+    });
+    expect(await running).toMatchObject({ code: '57014' });
+    expect((await c.query('SELECT 3 AS x')).rows).toEqual([{ x: 3 }]);
+    await Promise.all([endPg(c), endPg(direct)]);
+  });
+
+  it('SHOW pool_processes lists waiting and active clients; SHOW pool_pools the idle pooled connections', async () => {
+    const a = await pgClient(tiny, { database: db });
+    await a.query('BEGIN');
+    await a.query('SELECT 1');
+    const b = await pgClient(tiny, { database: db });
+    const waiting = b.query('SELECT 1').catch(() => undefined);
+    // b waits up to query_wait_timeout (1 s): look while it does.
+    let states: string[] = [];
+    for (let i = 0; i < 20 && !states.includes('Wait for backend connection'); i++) {
+      const procs = await queryRows(tiny, 'SHOW pool_processes', { database: db });
+      states = procs.filter((p) => p.database === db).map((p) => p.status);
+    }
+    expect(states).toContain('Idle in transaction');
+    expect(states).toContain('Wait for backend connection');
+    await waiting;
+    await a.query('COMMIT');
+    await endPg(a);
+    const pools = await queryRows(tiny, 'SHOW pool_pools', { database: db });
+    expect(pools.some((p) => p.database === db && p.status === 'Wait for connection')).toBe(true);
+  });
+});

@@ -1,0 +1,99 @@
+/**
+ * Prepared statements on pooled connections (src/session/pooled-statements.ts):
+ * pgrelay's names, the per-connection LRU, message rewriting; and which statements
+ * pin a session (src/session/pinning.ts).
+ */
+import { describe, expect, it } from 'vitest';
+import { FE } from '../../src/protocol/constants.js';
+import { classify } from '../../src/router/classifier.js';
+import { pinReason } from '../../src/session/pinning.js';
+import {
+  ServerStatements,
+  StatementNames,
+  parseBody,
+  parseMessage,
+  renamedBind,
+  statementMessage,
+} from '../../src/session/pooled-statements.js';
+import { message } from '../support/raw.js';
+
+function cstr(s: string): Buffer {
+  return Buffer.concat([Buffer.from(s), Buffer.from([0])]);
+}
+
+function parse(name: string, sql: string, types: number[] = []): Buffer {
+  const t = Buffer.alloc(2 + 4 * types.length);
+  t.writeInt16BE(types.length, 0);
+  types.forEach((o, i) => {
+    t.writeInt32BE(o, 2 + 4 * i);
+  });
+  return message('P', Buffer.concat([cstr(name), cstr(sql), t]));
+}
+
+describe('StatementNames', () => {
+  it('one name per distinct text and parameter types, whatever the client called it', () => {
+    const n = new StatementNames();
+    const a = n.nameFor((parseBody(parse('P_0', 'SELECT $1', [23])) as Buffer).toString('latin1'));
+    const b = n.nameFor((parseBody(parse('other', 'SELECT $1', [23])) as Buffer).toString('latin1'));
+    const c = n.nameFor((parseBody(parse('P_0', 'SELECT $1', [25])) as Buffer).toString('latin1'));
+    expect(a).toBe(b);
+    expect(c).not.toBe(a);
+    expect(a).toMatch(/^PGRELAY_\d+$/);
+    // Known (answered without a connection) only once a server accepted it.
+    const rest = (parseBody(parse('P_0', 'SELECT $1', [23])) as Buffer).toString('latin1');
+    expect(n.known(rest)).toBeUndefined();
+    n.accepted(a);
+    expect(n.known(rest)).toBe(a);
+  });
+});
+
+describe('ServerStatements', () => {
+  it('keeps at most max, closing the least recently used', () => {
+    const s = new ServerStatements(2);
+    expect(s.add('A')).toEqual([]);
+    expect(s.add('B')).toEqual([]);
+    expect(s.has('A')).toBe(true); // A used: B is now the oldest
+    expect(s.add('C')).toEqual(['B']);
+    expect(s.has('B')).toBe(false);
+    s.setMax(1);
+    expect(s.add('D')).toEqual(['A', 'C']);
+    expect(s.size).toBe(1);
+  });
+});
+
+describe('message rewriting', () => {
+  it('Parse, Bind, Describe and Close name pgrelay statements', () => {
+    const p = parse('P_0', 'SELECT 1', [23]);
+    const renamed = parseMessage('PGRELAY_1', parseBody(p) as Buffer);
+    expect(renamed).toEqual(parse('PGRELAY_1', 'SELECT 1', [23]));
+    const params = Buffer.from([0, 0, 0, 1, 0, 0, 0, 1, 0x31, 0, 0]);
+    const bind = message('B', Buffer.concat([cstr('portal'), cstr('P_0'), params]));
+    expect(renamedBind(bind, 'PGRELAY_1')).toEqual(
+      message('B', Buffer.concat([cstr('portal'), cstr('PGRELAY_1'), params])),
+    );
+    expect(statementMessage(FE.Describe, 'PGRELAY_1')).toEqual(
+      message('D', Buffer.concat([Buffer.from('S'), cstr('PGRELAY_1')])),
+    );
+    expect(statementMessage(FE.Close, 'X')).toEqual(message('C', Buffer.concat([Buffer.from('S'), cstr('X')])));
+  });
+});
+
+describe('pinReason', () => {
+  const opts = { allowSqlComments: false };
+  const cases: Array<[string, string | undefined]> = [
+    ['LISTEN ch', 'LISTEN'],
+    ['PREPARE q AS SELECT 1', 'PREPARE'],
+    ['PREPARE TRANSACTION $$x$$', undefined],
+    ['CREATE TEMP TABLE t (x int)', 'temporary table'],
+    ['DECLARE c CURSOR WITH HOLD FOR SELECT 1', 'cursor WITH HOLD'],
+    ['DECLARE c CURSOR FOR SELECT 1', undefined],
+    ['SELECT pg_advisory_lock(1)', 'session advisory lock'],
+    ['SELECT pg_try_advisory_lock_shared(1)', 'session advisory lock'],
+    ['SELECT pg_advisory_xact_lock(1)', undefined],
+    ['SELECT 1; LISTEN ch', 'LISTEN'],
+    ['SELECT 1', undefined],
+    ["SET search_path = 'x'", undefined],
+  ];
+  for (const [sql, reason] of cases)
+    it(`${sql} → ${reason ?? 'no pin'}`, () => expect(pinReason(sql, classify(sql, opts))).toBe(reason));
+});

@@ -1,0 +1,199 @@
+/**
+ * The server pools of pool_mode = transaction (src/pool/server-pool.ts) with fake
+ * connections: limits per key, per database and per user, FIFO waiting, the reserve
+ * pool, query_wait_timeout, server_lifetime and server_idle_timeout.
+ */
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import {
+  type PoolKey,
+  type PoolLimits,
+  type PooledConnection,
+  PoolWaitTimeout,
+  ServerPools,
+} from '../../src/pool/server-pool.js';
+
+class Fake implements PooledConnection {
+  static opened = 0;
+  readonly createdAt: number;
+  releasedAt = 0;
+  dead = false;
+  closed = false;
+  readonly startupReport = new Map([['server_version', '15.0']]);
+  constructor(
+    readonly cacheKey: string,
+    readonly nodeId: number,
+    now = Date.now(),
+  ) {
+    this.createdAt = now;
+    Fake.opened++;
+  }
+  close(): void {
+    this.closed = true;
+    this.dead = true;
+  }
+}
+
+const LIMITS: PoolLimits = {
+  poolSize: 2,
+  maxDbConnections: 0,
+  maxUserConnections: 0,
+  reserveSize: 0,
+  reserveTimeoutMs: 5000,
+  idleTimeoutMs: 0,
+  lifetimeMs: 0,
+};
+
+function key(user = 'u', database = 'd', nodeId = 0): PoolKey {
+  return { key: `${nodeId}/${user}/${database}`, nodeId, user, database };
+}
+
+function pools(l: Partial<PoolLimits> = {}): ServerPools<Fake> {
+  return new ServerPools<Fake>({ ...LIMITS, ...l });
+}
+
+const open = (k: PoolKey) => async () => new Fake(k.key, k.nodeId);
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('ServerPools', () => {
+  it('opens up to the pool size, then lends idle connections in FIFO order of the waiters', async () => {
+    const p = pools();
+    const k = key();
+    const a = await p.acquire(k, open(k), 0);
+    const b = await p.acquire(k, open(k), 0);
+    const order: string[] = [];
+    const w1 = p.acquire(k, open(k), 0).then((c) => {
+      order.push('w1');
+      return c;
+    });
+    const w2 = p.acquire(k, open(k), 0).then((c) => {
+      order.push('w2');
+      return c;
+    });
+    expect(p.stats()[0]).toMatchObject({ active: 2, idle: 0, waiting: 2 });
+    p.release(a, true);
+    p.release(b, true);
+    expect(await w1).toBe(a);
+    expect(await w2).toBe(b);
+    expect(order).toEqual(['w1', 'w2']);
+    p.release(a, true);
+    expect(p.stats()[0]).toMatchObject({ active: 1, idle: 1, waiting: 0 });
+    // The most recently released is lent first.
+    expect(await p.acquire(k, open(k), 0)).toBe(a);
+  });
+
+  it('a connection released unusable is closed and its place goes to a waiter', async () => {
+    const p = pools({ poolSize: 1 });
+    const k = key();
+    const a = await p.acquire(k, open(k), 0);
+    const w = p.acquire(k, open(k), 0);
+    p.release(a, false);
+    expect(a.closed).toBe(true);
+    const c = await w;
+    expect(c).not.toBe(a);
+    expect(p.connectionsOn(0)).toBe(1);
+  });
+
+  it('gives up after the wait timeout with PoolWaitTimeout', async () => {
+    vi.useFakeTimers();
+    const p = pools({ poolSize: 1 });
+    const k = key();
+    await p.acquire(k, open(k), 0);
+    const w = p.acquire(k, open(k), 1000).catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(await w).toBeInstanceOf(PoolWaitTimeout);
+    expect(p.waiting).toBe(0);
+  });
+
+  it('the reserve pool serves a client that waited reserve_pool_timeout', async () => {
+    vi.useFakeTimers();
+    const p = pools({ poolSize: 1, reserveSize: 1, reserveTimeoutMs: 500 });
+    const k = key();
+    await p.acquire(k, open(k), 0);
+    let got: Fake | undefined;
+    void p.acquire(k, open(k), 0).then((c) => {
+      got = c;
+    });
+    await vi.advanceTimersByTimeAsync(400);
+    expect(got).toBeUndefined();
+    await vi.advanceTimersByTimeAsync(200);
+    expect(got).toBeInstanceOf(Fake);
+    expect(p.connectionsOn(0)).toBe(2);
+  });
+
+  it('max_db_connections counts every user of a database on a node, closing an idle one of another pool', async () => {
+    const p = pools({ poolSize: 5, maxDbConnections: 2 });
+    const k1 = key('u1');
+    const k2 = key('u2');
+    const a = await p.acquire(k1, open(k1), 0);
+    const b = await p.acquire(k1, open(k1), 0);
+    let got: Fake | undefined;
+    const w = p.acquire(k2, open(k2), 0).then((c) => {
+      got = c;
+      return c;
+    });
+    await Promise.resolve();
+    expect(got).toBeUndefined();
+    // a goes idle in u1's pool: it is closed to make room for u2.
+    p.release(a, true);
+    const c = await w;
+    expect(a.closed).toBe(true);
+    expect(c.cacheKey).toBe(k2.key);
+    expect(p.connectionsOn(0)).toBe(2);
+    // Another node is not counted.
+    const k3 = key('u1', 'd', 1);
+    expect(await p.acquire(k3, open(k3), 0)).toBeInstanceOf(Fake);
+    p.release(b, true);
+  });
+
+  it('max_user_connections counts every database of a user on a node', async () => {
+    const p = pools({ poolSize: 5, maxUserConnections: 1 });
+    const k1 = key('u', 'd1');
+    const k2 = key('u', 'd2');
+    const a = await p.acquire(k1, open(k1), 0);
+    let got = false;
+    void p.acquire(k2, open(k2), 0).then(() => {
+      got = true;
+    });
+    await Promise.resolve();
+    expect(got).toBe(false);
+    p.release(a, false);
+    await new Promise((r) => setTimeout(r, 0));
+    expect(got).toBe(true);
+  });
+
+  it('server_lifetime closes an old connection at release; server_idle_timeout closes idle ones', async () => {
+    const p = pools({ lifetimeMs: 1000, idleTimeoutMs: 5000 });
+    const k = key();
+    const old = new Fake(k.key, 0, 0);
+    const a = await p.acquire(k, async () => old, 0, 0);
+    p.release(a, true, 2000);
+    expect(old.closed).toBe(true);
+    const b = await p.acquire(k, open(k), 0);
+    p.release(b, true, b.createdAt + 10);
+    expect(p.sweep(b.createdAt + 10 + 4000)).toBe(0);
+    expect(p.sweep(b.createdAt + 10 + 5000)).toBe(1);
+    expect(b.closed).toBe(true);
+    expect(p.connectionsOn(0)).toBe(0);
+  });
+
+  it('a failed open frees its place; the start-up report of a key is kept', async () => {
+    const p = pools({ poolSize: 1 });
+    const k = key();
+    await expect(
+      p.acquire(
+        k,
+        async () => {
+          throw new Error('refused');
+        },
+        0,
+      ),
+    ).rejects.toThrow('refused');
+    expect(p.connectionsOn(0)).toBe(0);
+    expect(p.startupReport(k.key)).toBeUndefined();
+    await p.acquire(k, open(k), 0);
+    expect(p.startupReport(k.key)?.get('server_version')).toBe('15.0');
+  });
+});
