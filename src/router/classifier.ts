@@ -1432,7 +1432,19 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
 // Small LRU keyed by exact text (the extended protocol re-sends the same Parse text).
 const CACHE_MAX = 2048;
 const CACHE_MAX_TEXT = 8192;
-const caches = new Map<number, Map<string, Classification>>();
+
+/** A cached result and when it was last moved to the newest end (in insertions into its cache). */
+interface CacheEntry {
+  c: Classification;
+  stamp: number;
+}
+
+interface ClassCache {
+  map: Map<string, CacheEntry>;
+  /** Insertions so far. */
+  clock: number;
+}
+const caches = new Map<number, ClassCache>();
 
 function optsKey(opts: ClassifyOptions): number {
   return (
@@ -1445,27 +1457,35 @@ function optsKey(opts: ClassifyOptions): number {
 /**
  * Classify one Query / Parse text. Results for texts up to 8 KB are cached by
  * exact text (LRU, 2048 entries per option set); treat the result as read-only.
+ *
+ * A hit is moved to the newest end only when half the cache was inserted since it
+ * last moved: a text in use is never the oldest, and the common hit (the same Parse
+ * text again and again) is one lookup instead of a delete and an insert per call.
  */
 export function classify(sql: string, opts: ClassifyOptions): Classification {
   if (sql.length > CACHE_MAX_TEXT) return classifyUncached(sql, opts);
   const key = optsKey(opts);
   let cache = caches.get(key);
   if (cache === undefined) {
-    cache = new Map();
+    cache = { map: new Map(), clock: 0 };
     caches.set(key, cache);
   }
-  const hit = cache.get(sql);
+  const map = cache.map;
+  const hit = map.get(sql);
   if (hit !== undefined) {
-    cache.delete(sql); // LRU: move to the newest end
-    cache.set(sql, hit);
-    return hit;
+    if (cache.clock - hit.stamp > CACHE_MAX / 2) {
+      map.delete(sql); // LRU: move to the newest end
+      hit.stamp = ++cache.clock;
+      map.set(sql, hit);
+    }
+    return hit.c;
   }
   const c = classifyUncached(sql, opts);
-  if (cache.size >= CACHE_MAX) {
-    const oldest = cache.keys().next();
-    if (oldest.done !== true) cache.delete(oldest.value);
+  if (map.size >= CACHE_MAX) {
+    const oldest = map.keys().next();
+    if (oldest.done !== true) map.delete(oldest.value);
   }
-  cache.set(sql, c);
+  map.set(sql, { c, stamp: ++cache.clock });
   return c;
 }
 
