@@ -1546,7 +1546,19 @@ function serverRoleFacts(c: Classification, sql: string, toks: Token[]): void {
 // Small LRU keyed by exact text (the extended protocol re-sends the same Parse text).
 const CACHE_MAX = 2048;
 const CACHE_MAX_TEXT = 8192;
-const caches = new Map<number, Map<string, Classification>>();
+
+/** A cached result and when it was last moved to the newest end (in insertions into its cache). */
+interface CacheEntry {
+  c: Classification;
+  stamp: number;
+}
+
+interface ClassCache {
+  map: Map<string, CacheEntry>;
+  /** Insertions so far. */
+  clock: number;
+}
+const caches = new Map<number, ClassCache>();
 
 function optsKey(opts: ClassifyOptions): number {
   return (
@@ -1559,31 +1571,132 @@ function optsKey(opts: ClassifyOptions): number {
 /**
  * Classify one Query / Parse text. Results for texts up to 8 KB are cached by
  * exact text (LRU, 2048 entries per option set); treat the result as read-only.
+ *
+ * A hit is moved to the newest end only when half the cache was inserted since it
+ * last moved: a text in use is never the oldest, and the common hit (the same Parse
+ * text again and again) is one lookup instead of a delete and an insert per call.
  */
 export function classify(sql: string, opts: ClassifyOptions): Classification {
   if (sql.length > CACHE_MAX_TEXT) return classifyUncached(sql, opts);
+  const cache = cacheFor(caches, opts);
+  return lookup(cache, sql) ?? store(cache, sql, classifyUncached(sql, opts));
+}
+
+function cacheFor(all: Map<number, ClassCache>, opts: ClassifyOptions): ClassCache {
   const key = optsKey(opts);
-  let cache = caches.get(key);
+  let cache = all.get(key);
   if (cache === undefined) {
-    cache = new Map();
-    caches.set(key, cache);
+    cache = { map: new Map(), clock: 0 };
+    all.set(key, cache);
   }
-  const hit = cache.get(sql);
-  if (hit !== undefined) {
-    cache.delete(sql); // LRU: move to the newest end
-    cache.set(sql, hit);
-    return hit;
+  return cache;
+}
+
+function lookup(cache: ClassCache, key: string): Classification | undefined {
+  const map = cache.map;
+  const hit = map.get(key);
+  if (hit === undefined) return undefined;
+  if (cache.clock - hit.stamp > CACHE_MAX / 2) {
+    map.delete(key); // LRU: move to the newest end
+    hit.stamp = ++cache.clock;
+    map.set(key, hit);
   }
-  const c = classifyUncached(sql, opts);
-  if (cache.size >= CACHE_MAX) {
-    const oldest = cache.keys().next();
-    if (oldest.done !== true) cache.delete(oldest.value);
+  return hit.c;
+}
+
+function store(cache: ClassCache, key: string, c: Classification): Classification {
+  const map = cache.map;
+  if (map.size >= CACHE_MAX) {
+    const oldest = map.keys().next();
+    if (oldest.done !== true) map.delete(oldest.value);
   }
-  cache.set(sql, c);
+  map.set(key, { c, stamp: ++cache.clock });
   return c;
+}
+
+/** Simple-protocol texts by shape (numeric constants replaced), plain reads only. */
+const shapeCaches = new Map<number, ClassCache>();
+
+function isDigit(ch: number): boolean {
+  return ch >= 0x30 && ch <= 0x39;
+}
+
+/** A character that continues a word or parameter: a digit after it belongs to the word (t1, x2y, $1). */
+function isWordChar(ch: number): boolean {
+  return (ch >= 0x61 && ch <= 0x7a) || (ch >= 0x41 && ch <= 0x5a) || ch === 0x5f || ch === 0x24 || isDigit(ch);
+}
+
+/**
+ * The text with every numeric constant replaced by `0`, when that is exact: the text
+ * has no quote, backslash, comment, dollar quote or non-ASCII character (any of which
+ * could put a digit somewhere other than a constant or a word), so every digit run
+ * either continues a word or parameter (kept) or starts a constant (replaced; the rest
+ * of the constant, `.5`, `e10`, stays and lexes the same). undefined when not exact.
+ */
+export function numericShape(sql: string): string | undefined {
+  let out = '';
+  let last = 0;
+  let inWord = false;
+  const n = sql.length;
+  for (let i = 0; i < n; i++) {
+    const ch = sql.charCodeAt(i);
+    if (ch >= 0x80 || ch === 0x27 || ch === 0x22 || ch === 0x5c) return undefined;
+    if ((ch === 0x2d && sql.charCodeAt(i + 1) === 0x2d) || (ch === 0x2f && sql.charCodeAt(i + 1) === 0x2a))
+      return undefined;
+    if (ch === 0x24 && !isDigit(sql.charCodeAt(i + 1))) return undefined;
+    if (isDigit(ch) && !inWord) {
+      let j = i + 1;
+      while (j < n && isDigit(sql.charCodeAt(j))) j++;
+      out += `${sql.slice(last, i)}0`;
+      last = j;
+      i = j - 1;
+      continue;
+    }
+    inWord = isWordChar(ch);
+  }
+  return last === 0 ? sql : out + sql.slice(last);
+}
+
+/**
+ * Can `c` stand for every text of its shape? A single plain read: nothing in its
+ * classification comes from the value of a numeric constant (settings, transaction
+ * commands, names and texts to send elsewhere are excluded).
+ */
+function shapeCacheable(c: Classification): boolean {
+  return (
+    c.kind === 'select' &&
+    c.statementCount === 1 &&
+    c.parseError === undefined &&
+    c.tx === undefined &&
+    c.txSetting === undefined &&
+    c.standbyText === undefined &&
+    c.name === undefined &&
+    c.changesDefaults === undefined &&
+    c.resetsAll !== true &&
+    !c.multiBegins &&
+    !c.noLoadBalanceHint &&
+    !c.leadingComment
+  );
+}
+
+/**
+ * Classify a simple Query's text. Such texts carry their constants (`… WHERE aid =
+ * 4711`), so an exact-text cache rarely hits; plain reads are cached by their
+ * numeric shape instead (see numericShape and shapeCacheable), everything else is
+ * classified afresh.
+ */
+export function classifyQuery(sql: string, opts: ClassifyOptions): Classification {
+  const shape = sql.length > CACHE_MAX_TEXT ? undefined : numericShape(sql);
+  if (shape === undefined) return classifyUncached(sql, opts);
+  const cache = cacheFor(shapeCaches, opts);
+  const hit = lookup(cache, shape);
+  if (hit !== undefined) return hit;
+  const c = classifyUncached(sql, opts);
+  return shapeCacheable(c) ? store(cache, shape, c) : c;
 }
 
 /** Empty the classification cache (tests, config reload). */
 export function clearClassifierCache(): void {
   caches.clear();
+  shapeCaches.clear();
 }

@@ -13,7 +13,7 @@
  */
 import type { Config } from '../config/types.js';
 import { isLive, type NodeTable } from '../cluster/nodes.js';
-import { classify, classifyUncached, type Classification } from './classifier.js';
+import { classify, classifyQuery, type Classification } from './classifier.js';
 import { route, routingConfigFrom, type Decision, type RoutingConfig, type SessionRoutingState } from './policy.js';
 import { FunctionVolatilityCache, type CatalogQuery } from './functions.js';
 import {
@@ -189,9 +189,9 @@ export class Router {
     return classify(sql, { allowSqlComments: this.allowSqlComments });
   }
 
-  /** Classify a simple Query's text (uncached: literals make most texts unique). */
+  /** Classify a simple Query's text (literals make most texts unique: plain reads are cached by shape). */
   classifyOnce(sql: string): Classification {
-    return classifyUncached(sql, { allowSqlComments: this.allowSqlComments });
+    return classifyQuery(sql, { allowSqlComments: this.allowSqlComments });
   }
 
   /**

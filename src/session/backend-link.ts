@@ -8,6 +8,7 @@
  * pauses the backend socket) and tells the session when requests complete.
  */
 import { FE } from '../protocol/constants.js';
+import { type StopReading, readChunks } from '../protocol/socket-reader.js';
 import type { BackendConnection } from '../pool/connector.js';
 import { type ErrorFieldMap, type Expectation, type ReplyOutput, ReplyQueue } from './replies.js';
 
@@ -60,6 +61,7 @@ export class BackendLink implements ReplyOutput {
   /** Reasons not to read replies now (see holdReading); the socket reads only at 0. */
   private readHolds = 0;
   private attached = false;
+  private stopReading: StopReading | undefined;
   /** Written bytes are buffered past the socket's high-water mark (until 'drain'). */
   congested = false;
   /** Called once nothing is outstanding any more (true), or the connection closed (false); see `whenSettled`. */
@@ -163,7 +165,7 @@ export class BackendLink implements ReplyOutput {
   attach(): void {
     if (this.attached) return;
     this.attached = true;
-    this.conn.socket.on('data', this.onData);
+    this.stopReading = readChunks(this.conn.socket, this.onData);
     this.conn.socket.on('close', this.onClose);
     if (this.readHolds === 0) this.conn.socket.resume();
   }
@@ -171,7 +173,8 @@ export class BackendLink implements ReplyOutput {
   detach(): void {
     if (!this.attached) return;
     this.attached = false;
-    this.conn.socket.removeListener('data', this.onData);
+    this.stopReading?.();
+    this.stopReading = undefined;
     this.conn.socket.removeListener('close', this.onClose);
     this.conn.socket.removeListener('drain', this.onWriteDrain);
     this.congested = false;

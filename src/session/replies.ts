@@ -96,15 +96,30 @@ export interface ReplyOutput {
   broken(message: string): void;
 }
 
-const ENDS: Readonly<Record<RequestKind, Uint8Array>> = {
-  parse: decodeTable('1'),
-  bind: decodeTable('2'),
-  describe: decodeTable('Tn'),
-  execute: decodeTable('CIs'),
-  close: decodeTable('3'),
-  sync: decodeTable('Z'),
-  query: decodeTable('Z'),
-};
+const ENDS_PARSE = decodeTable('1');
+const ENDS_BIND = decodeTable('2');
+const ENDS_DESCRIBE = decodeTable('Tn');
+const ENDS_EXECUTE = decodeTable('CIs');
+const ENDS_CLOSE = decodeTable('3');
+const ENDS_READY = decodeTable('Z');
+
+/** The reply types that end a request of `kind` (a switch: a keyed lookup by kind goes megamorphic on the hot path). */
+function endsOf(kind: RequestKind): Uint8Array {
+  switch (kind) {
+    case 'parse':
+      return ENDS_PARSE;
+    case 'bind':
+      return ENDS_BIND;
+    case 'describe':
+      return ENDS_DESCRIBE;
+    case 'execute':
+      return ENDS_EXECUTE;
+    case 'close':
+      return ENDS_CLOSE;
+    default:
+      return ENDS_READY;
+  }
+}
 
 /** Replies decoded in normal operation... */
 const DECODE = decodeTable('ZES123CIsnTANGHW');
@@ -141,7 +156,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   /** Frames the reply stream; what it decodes follows the request at the head. */
   private readonly scanner: MessageScanner<ReplyAction>;
   /** The reply types that end the request at the head. */
-  private ends: Uint8Array = ENDS.query;
+  private ends: Uint8Array = ENDS_READY;
   /** Outstanding requests, oldest first (a queue with a moving head). */
   private queue: Array<Expectation<L>> = [];
   private head = 0;
@@ -278,7 +293,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
           ? 'hold'
           : DROP;
     this.unstarted = resendable(e) ? e : undefined;
-    this.ends = ENDS[e.kind];
+    this.ends = endsOf(e.kind);
     this.scanner.decode = e.mode === 'capture' ? DECODE_CAPTURE : DECODE;
   }
 

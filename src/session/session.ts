@@ -24,6 +24,7 @@
  */
 import type net from 'node:net';
 import type { ClientInput } from '../protocol/client-input.js';
+import { type StopReading, readChunks } from '../protocol/socket-reader.js';
 import type { ParamValue } from '../config/params.js';
 import { type Logger, redact } from '../log.js';
 import { FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
@@ -133,6 +134,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   private asyncHeld: BackendLink | undefined;
   private drainWaiters: Array<() => void> = [];
   private onEnd: (() => void) | undefined;
+  private stopClientReading: StopReading | undefined;
 
   constructor(
     readonly ctx: SessionContext<Session>,
@@ -343,11 +345,12 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     parts.push(backendKeyData(this.pid, this.secretKey), readyForQuery(status));
     this.client.write(Buffer.concat(parts));
     const early = input.detach();
-    const client = this.client;
-    client.on('data', this.onClientData);
-    client.resume();
     this.lastActivity = Date.now();
+    // What the client sent behind its start-up comes first, then what the socket holds since.
     if (early.length > 0) this.onClientData(early);
+    if (this.closed) return;
+    this.stopClientReading = readChunks(this.client, this.onClientData);
+    if (!this.clientPaused) this.client.resume();
   }
 
   // ---------------------------------------------------------------- client flow control
@@ -774,7 +777,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.client.removeListener('data', this.onClientData);
+    this.stopClientReading?.();
+    this.stopClientReading = undefined;
     if (!this.client.destroyed) this.client.end();
     // A client that stops reading what is still on its way is dropped after a while.
     this.client.setTimeout(CLOSING_CLIENT_IDLE_MS, () => this.client.destroy());

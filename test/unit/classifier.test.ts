@@ -1,5 +1,12 @@
 import { describe, it, expect } from 'vitest';
-import { classify, classifyUncached, type Classification, type ClassifyOptions } from '../../src/router/classifier.js';
+import {
+  classify,
+  classifyQuery,
+  classifyUncached,
+  numericShape,
+  type Classification,
+  type ClassifyOptions,
+} from '../../src/router/classifier.js';
 import { lex, Tok } from '../../src/router/lexer.js';
 
 const OFF: ClassifyOptions = { allowSqlComments: false };
@@ -515,5 +522,56 @@ describe('ALTER DATABASE / ALTER ROLE … SET|RESET: whose start-up defaults cha
     ['ALTER TABLE t SET (fillfactor = 50)', undefined],
   ])('%s', (sql, expected) => {
     expect(c(sql).changesDefaults).toEqual(expected);
+  });
+});
+
+describe('simple-protocol texts cached by numeric shape', () => {
+  it.each([
+    ['SELECT abalance FROM pgbench_accounts WHERE aid = 4711;', 'SELECT abalance FROM pgbench_accounts WHERE aid = 0;'],
+    ['select 1.5e10, .5, 12', 'select 0.0e10, .0, 0'],
+    ['SELECT t1.c2 FROM t1 WHERE x2y = $1 + 42', 'SELECT t1.c2 FROM t1 WHERE x2y = $1 + 0'],
+    ['SELECT now()', 'SELECT now()'],
+    ["SELECT 'a1'", undefined],
+    ['SELECT "t1" FROM x', undefined],
+    ['SELECT 1 -- 2', undefined],
+    ['SELECT /* 3 */ 1', undefined],
+    ['SELECT $$1$$', undefined],
+    ['SELECT 1 FROM tábla', undefined],
+  ])('%s', (sql, shape) => {
+    expect(numericShape(sql)).toBe(shape);
+  });
+
+  it('gives the classification of the text itself, and one object for texts that differ only in constants', () => {
+    const texts = [
+      'SELECT abalance FROM pgbench_accounts WHERE aid = 1',
+      'SELECT abalance FROM pgbench_accounts WHERE aid = 99999',
+      'SELECT * FROM t1 JOIN t2 ON t1.a = t2.b LIMIT 10 FOR UPDATE',
+      'SELECT * FROM t1 JOIN t2 ON t1.a = t2.b LIMIT 20 FOR UPDATE',
+      'SELECT nextval(1)',
+      'SELECT pg_catalog.pg_sleep(2)',
+    ];
+    for (const sql of texts) {
+      expect(classifyQuery(sql, OFF)).toEqual(classifyUncached(sql, OFF));
+      expect(classifyQuery(sql, ON)).toEqual(classifyUncached(sql, ON));
+    }
+    expect(classifyQuery(texts[1], OFF)).toBe(classifyQuery(texts[0], OFF));
+    expect(classifyQuery(texts[3], OFF)).toBe(classifyQuery(texts[2], OFF));
+  });
+
+  it('classifies afresh whatever is not a single plain read', () => {
+    for (const [a, b] of [
+      ['SET statement_timeout = 5', 'SET statement_timeout = 6'],
+      [
+        'SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY; SELECT 1',
+        'SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY; SELECT 2',
+      ],
+      ['UPDATE t SET a = 1', 'UPDATE t SET a = 2'],
+      ['SELECT 1; SELECT 2', 'SELECT 3; SELECT 4'],
+      ['BEGIN; SELECT 1', 'BEGIN; SELECT 2'],
+    ]) {
+      const x = classifyQuery(a, OFF);
+      expect(x).toEqual(classifyUncached(a, OFF));
+      expect(classifyQuery(b, OFF)).not.toBe(x);
+    }
   });
 });

@@ -1,0 +1,350 @@
+#!/usr/bin/env node
+/**
+ * Interleaved A/B of proxy CPU per select-only transaction, for hot-path work
+ * (bench/PERF-NOTES.md). Not part of `npm run bench`: fewer cells, more rounds, and
+ * optional `perf` / `--cpu-prof` / `strace -c` of chosen targets.
+ *
+ *   npm run build && npm run build:dev
+ *   PROFILE_TARGETS="new=dist/cli.js,base=/tmp/base/dist/cli.js,new-lb=dist/cli.js:lb,pgbouncer,pipe" \
+ *     node bench/profile-ab.mjs
+ *
+ * Targets (comma-separated, `name=spec`):
+ *   NAME=PATH/cli.js[:lb]   a pgrelay build (`:lb` = primary + 2 standbys, load_balance_mode = on)
+ *   pgbouncer               /usr/sbin/pgbouncer, session mode (prepared mode works)
+ *   pipe                    the 10-line Node byte pipe (bench/run.mjs's), the floor
+ *
+ * Every round runs each mode through every target in turn (order reversed every other
+ * round), `pgbench -n -S -M MODE -c CLIENTS -j 2 -T DURATION` (`-R RATE` if set). CPU
+ * per transaction = the target's utime+stime over the run / transactions; the table
+ * gives medians, the user-time share, read+write syscalls per transaction, and the
+ * median of the per-round ratios to PROFILE_REF (pgbouncer): on a loaded machine
+ * absolute µs drift a lot, ratios within a round much less.
+ *
+ * Options (environment): PROFILE_MODES (simple,extended,prepared), PROFILE_ROUNDS (3),
+ * PROFILE_DURATION (5), PROFILE_WARMUP (3 s per mode and target), PROFILE_CLIENTS (8),
+ * PROFILE_RATE, PROFILE_REF (pgbouncer),
+ * PROFILE_PERF=name+name (perf record -e cpu-clock -g of those targets, each run;
+ * pgrelay/pipe started with --perf-basic-prof-only-functions), PROFILE_CPUPROF=name
+ * (node --cpu-prof; the measured windows are written next to it for
+ * bench/profile-summary.mjs), PROFILE_STRACE=1 (strace -c -f of every target),
+ * PROFILE_CLUSTER=FILE (JSON {nodes:[{port}],primaryId} of a running cluster with
+ * pgbench tables, instead of starting one). Output files go to a fresh /tmp dir,
+ * printed at the end.
+ */
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const env = process.env;
+const MODES = (env.PROFILE_MODES ?? 'simple,extended,prepared').split(',');
+const ROUNDS = Number(env.PROFILE_ROUNDS ?? 3);
+const DUR = Number(env.PROFILE_DURATION ?? 5);
+const CLIENTS = Number(env.PROFILE_CLIENTS ?? 8);
+const REF = env.PROFILE_REF ?? 'pgbouncer';
+const PERF = new Set((env.PROFILE_PERF ?? '').split('+').filter(Boolean));
+const CPUPROF = env.PROFILE_CPUPROF ?? '';
+const TICK = 100;
+const PG_BIN = env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const children = [];
+process.on('exit', () => {
+  for (const c of children) {
+    try {
+      c.kill('SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+});
+process.on('SIGINT', () => process.exit(1));
+
+function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = s.address().port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+function stat(pid) {
+  const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+  const io = fs.readFileSync(`/proc/${pid}/io`, 'utf8');
+  return {
+    user: Number(f[11]) / TICK,
+    total: (Number(f[11]) + Number(f[12])) / TICK,
+    syscalls: Number(/syscr:\s*(\d+)/.exec(io)?.[1] ?? 0) + Number(/syscw:\s*(\d+)/.exec(io)?.[1] ?? 0),
+  };
+}
+
+function run(file, args, opts = {}) {
+  return new Promise((resolve) =>
+    execFile(file, args, { timeout: (DUR + 60) * 1000, encoding: 'utf8', ...opts }, (e, out, err) =>
+      resolve({ code: e ? 1 : 0, out, err }),
+    ),
+  );
+}
+
+async function ready(port) {
+  for (let i = 0; i < 150; i++) {
+    const r = await run(path.join(PG_BIN, 'psql'), [
+      '-X',
+      '-At',
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(port),
+      '-U',
+      'postgres',
+      '-c',
+      'select 1',
+      'postgres',
+    ]);
+    if (r.out.trim() === '1') return;
+    await sleep(200);
+  }
+  throw new Error(`not ready on port ${port}`);
+}
+
+/** The OS user PgBouncer runs as when we are root. */
+function postgresUser() {
+  if (process.getuid?.() !== 0) return null;
+  for (const line of fs.readFileSync('/etc/passwd', 'utf8').split('\n')) {
+    const f = line.split(':');
+    if (f[0] === 'postgres') return { uid: Number(f[2]), gid: Number(f[3]) };
+  }
+  return null;
+}
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pgrelay-profile-ab-'));
+// PgBouncer runs as postgres (when we are root) and reads its files below this directory.
+fs.chmodSync(tmp, 0o755);
+let cluster;
+let nodes;
+if (env.PROFILE_CLUSTER) {
+  const d = JSON.parse(fs.readFileSync(env.PROFILE_CLUSTER, 'utf8'));
+  nodes = d.nodes.map((n) => n.port);
+  nodes = [nodes[d.primaryId], ...nodes.filter((_, i) => i !== d.primaryId)];
+} else {
+  const { DevCluster } = await import(path.join(ROOT, 'dev', 'dist', 'devcluster.js'));
+  cluster = await DevCluster.start({ standbys: 2, extraConf: { fsync: 'off', max_connections: '300' } });
+  nodes = [cluster.primary.port, ...cluster.standbys.map((n) => n.port)];
+  const r = await run(
+    'pgbench',
+    ['-i', '-q', '-s', '10', '-h', '127.0.0.1', '-p', String(nodes[0]), '-U', 'postgres', 'postgres'],
+    {
+      timeout: 600_000,
+    },
+  );
+  if (r.code !== 0) throw new Error(`pgbench -i failed: ${r.err}`);
+  // Let the standbys replay the load before the balanced runs.
+  await sleep(3000);
+}
+
+const PIPE_JS = `
+const net = require('node:net');
+const [port, bport] = process.argv.slice(2).map(Number);
+net.createServer({ noDelay: true }, (c) => {
+  const s = net.connect({ host: '127.0.0.1', port: bport, noDelay: true });
+  c.pipe(s); s.pipe(c);
+  c.on('error', () => s.destroy()); s.on('error', () => c.destroy());
+  c.on('close', () => s.destroy()); s.on('close', () => c.destroy());
+}).listen(port, '127.0.0.1');
+process.on('SIGTERM', () => process.exit(0));
+`;
+
+async function startTarget(spec) {
+  const [name, rest] = spec.split('=');
+  const port = await freePort();
+  const perfArgs = PERF.has(name) ? ['--perf-basic-prof-only-functions', '--interpreted-frames-native-stack'] : [];
+  let child;
+  if (name === 'pgbouncer') {
+    const dir = fs.mkdtempSync(path.join(tmp, 'pgbouncer-'));
+    const pgUser = postgresUser();
+    fs.writeFileSync(path.join(dir, 'users.txt'), '"postgres" ""\n');
+    fs.writeFileSync(
+      path.join(dir, 'pgbouncer.ini'),
+      [
+        '[databases]',
+        `* = host=127.0.0.1 port=${nodes[0]}`,
+        '[pgbouncer]',
+        'listen_addr = 127.0.0.1',
+        `listen_port = ${port}`,
+        'unix_socket_dir =',
+        'auth_type = trust',
+        `auth_file = ${dir}/users.txt`,
+        'pool_mode = session',
+        'max_client_conn = 500',
+        'default_pool_size = 64',
+        `logfile = ${dir}/pgbouncer.log`,
+        'log_connections = 0',
+        'log_disconnections = 0',
+        'ignore_startup_parameters = extra_float_digits',
+        '',
+      ].join('\n'),
+    );
+    if (pgUser) {
+      fs.chownSync(dir, pgUser.uid, pgUser.gid);
+      for (const f of fs.readdirSync(dir)) fs.chownSync(path.join(dir, f), pgUser.uid, pgUser.gid);
+    }
+    child = spawn('/usr/sbin/pgbouncer', [path.join(dir, 'pgbouncer.ini')], {
+      stdio: 'ignore',
+      cwd: dir,
+      ...(pgUser ?? {}),
+    });
+  } else if (name === 'pipe') {
+    const js = path.join(tmp, 'pipe.cjs');
+    fs.writeFileSync(js, PIPE_JS);
+    child = spawn(process.execPath, [...perfArgs, js, String(port), String(nodes[0])], { stdio: 'ignore' });
+  } else {
+    const [cli, flag] = rest.split(':');
+    const lb = flag === 'lb';
+    const backends = lb ? nodes : [nodes[0]];
+    const conf = path.join(tmp, `${name}.conf`);
+    const lines = [
+      `listen_addresses = '127.0.0.1'`,
+      `port = ${port}`,
+      'num_init_children = 64',
+      'max_pool = 4',
+      'log_min_messages = warning',
+      `load_balance_mode = ${lb ? 'on' : 'off'}`,
+      `logdir = '${tmp}'`,
+      "sr_check_user = 'postgres'",
+      "health_check_user = 'postgres'",
+    ];
+    for (let i = 0; i < backends.length; i++)
+      lines.push(`backend_hostname${i} = '127.0.0.1'`, `backend_port${i} = ${backends[i]}`, `backend_weight${i} = 1`);
+    fs.writeFileSync(conf, `${lines.join('\n')}\n`);
+    const prof = CPUPROF === name ? ['--cpu-prof', `--cpu-prof-dir=${tmp}`] : [];
+    const out = fs.openSync(path.join(tmp, `${name}.log`), 'a');
+    child = spawn(process.execPath, [...prof, ...perfArgs, path.resolve(ROOT, cli), '-f', conf], {
+      stdio: ['ignore', out, out],
+    });
+  }
+  children.push(child);
+  await ready(port);
+  return { name, port, pid: child.pid, child };
+}
+
+const targets = [];
+for (const spec of (env.PROFILE_TARGETS ?? 'pgrelay=dist/cli.js,pgbouncer,pipe').split(','))
+  targets.push(await startTarget(spec));
+const bench = (t, mode, seconds, rate) => [
+  '-n',
+  '-S',
+  '-M',
+  mode,
+  '-c',
+  String(CLIENTS),
+  '-j',
+  String(Math.min(2, CLIENTS)),
+  '-T',
+  String(seconds),
+  ...(rate ? ['-R', rate] : []),
+  '-h',
+  '127.0.0.1',
+  '-p',
+  String(t.port),
+  '-U',
+  'postgres',
+  'postgres',
+];
+// JIT warm-up: TurboFan compiles for the first seconds of a Node process (see PERF-NOTES.md).
+const WARMUP = Number(env.PROFILE_WARMUP ?? 3);
+if (WARMUP > 0) for (const t of targets) for (const mode of MODES) await run('pgbench', bench(t, mode, WARMUP));
+
+const res = {};
+for (let r = 0; r < ROUNDS; r++) {
+  for (const mode of MODES) {
+    for (const t of r % 2 === 0 ? targets : [...targets].reverse()) {
+      const s0 = stat(t.pid);
+      const h0 = process.hrtime.bigint();
+      const tracers = [];
+      if (env.PROFILE_STRACE === '1')
+        tracers.push(
+          spawn('strace', ['-c', '-f', '-p', String(t.pid), '-o', path.join(tmp, `strace-${t.name}-${mode}.txt`)]),
+        );
+      if (PERF.has(t.name))
+        tracers.push(
+          spawn(
+            'perf',
+            [
+              'record',
+              '-e',
+              'cpu-clock',
+              '-F',
+              '1999',
+              '-g',
+              '-p',
+              String(t.pid),
+              '-o',
+              path.join(tmp, `perf-${t.name}-${mode}.data`),
+            ],
+            {
+              stdio: 'ignore',
+            },
+          ),
+        );
+      const x = await run('pgbench', bench(t, mode, DUR, env.PROFILE_RATE));
+      const s1 = stat(t.pid);
+      for (const tr of tracers) {
+        tr.kill('SIGINT');
+        await new Promise((resolve) => tr.once('exit', resolve));
+      }
+      if (CPUPROF === t.name)
+        fs.writeFileSync(
+          path.join(tmp, `window-${mode}.json`),
+          JSON.stringify([Number(h0 / 1000n), Number(process.hrtime.bigint() / 1000n)]),
+        );
+      const txns = Number(/actually processed:\s*(\d+)/.exec(x.out)?.[1] ?? 0);
+      const tps = Number(/tps = ([\d.]+)/.exec(x.out)?.[1] ?? 0);
+      const row = {
+        us: txns ? ((s1.total - s0.total) * 1e6) / txns : Number.NaN,
+        userUs: txns ? ((s1.user - s0.user) * 1e6) / txns : Number.NaN,
+        syscalls: txns ? (s1.syscalls - s0.syscalls) / txns : Number.NaN,
+        tps,
+        load: os.loadavg()[0],
+      };
+      res[`${mode}|${t.name}`] ??= [];
+      res[`${mode}|${t.name}`].push(row);
+      process.stderr.write(
+        `round ${r} ${mode} ${t.name}: ${row.us.toFixed(1)} µs/txn (user ${row.userUs.toFixed(1)}), ${tps.toFixed(0)} tps, load ${row.load.toFixed(1)}${x.code ? ` ERROR ${x.err.slice(-300)}` : ''}\n`,
+      );
+    }
+  }
+}
+
+const median = (a) => {
+  const s = a.filter(Number.isFinite).sort((x, y) => x - y);
+  if (s.length === 0) return Number.NaN;
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+console.log(
+  `\n${new Date().toISOString()}, load average ${fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')} on ${os.cpus().length} CPUs; ${ROUNDS} rounds × ${DUR} s, ${CLIENTS} clients${env.PROFILE_RATE ? `, -R ${env.PROFILE_RATE}` : ''}\n`,
+);
+console.log(
+  `| mode | target | CPU µs/txn (median) | min | user µs/txn | syscalls/txn | TPS (median) | × ${REF} (per-round median) |`,
+);
+console.log('|---|---|--:|--:|--:|--:|--:|--:|');
+for (const mode of MODES) {
+  for (const t of targets) {
+    const a = res[`${mode}|${t.name}`] ?? [];
+    const b = res[`${mode}|${REF}`];
+    const ratio = b ? median(a.map((x, i) => x.us / b[i].us)).toFixed(2) : '-';
+    console.log(
+      `| ${mode} | ${t.name} | ${median(a.map((x) => x.us)).toFixed(1)} | ${Math.min(...a.map((x) => x.us)).toFixed(1)} | ${median(a.map((x) => x.userUs)).toFixed(1)} | ${median(a.map((x) => x.syscalls)).toFixed(2)} | ${median(a.map((x) => x.tps)).toFixed(0)} | ${ratio} |`,
+    );
+  }
+}
+console.log(`\nfiles: ${tmp}`);
+for (const t of targets) t.child.kill('SIGTERM');
+await sleep(1500);
+if (cluster) await cluster.stop();
+process.exit(0);
