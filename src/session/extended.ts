@@ -570,7 +570,8 @@ export class ExtendedProtocol {
     }
     b.inPipeline(target);
     const firstRun = portal !== undefined && portal.executed !== true;
-    if (target === p && (portal?.stmt?.decision?.write ?? true)) this.route.ryw.wrote();
+    // A statement run on both nodes (SET, BEGIN…) changes session state, not data.
+    if (target === p && !portal?.both && (portal?.stmt?.decision?.write ?? true)) this.route.ryw.wrote();
     this.route.ryw.executed(portal?.stmt?.cls);
     if (portal) portal.executed = true;
     const st = portal?.stmt;

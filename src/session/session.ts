@@ -561,7 +561,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const second = d.target === 'both' ? b.secondLink() : undefined;
     if (second) {
       if (!b.gate(null)) return this.wait('replies');
-      if (d.write) this.route.ryw.wrote();
+      // SET, RESET, DISCARD, BEGIN/COMMIT, savepoints, weak LOCK: session state, no data a read
+      // must wait for (a COMMIT's writes were noted when they were sent).
       this.route.ryw.queryEnds(cls, undefined);
       const verdict: typeof CONSUME_AND_SUSPEND = this.waitAfter('both');
       this.both.run(sql, cls, d, second);

@@ -113,6 +113,29 @@ describe('replay paused on both standbys', () => {
     expect(m.primary).toBeGreaterThanOrEqual(2);
   });
 
+  it('session: SET, RESET, set_config, DISCARD and a transaction that only read are not writes: reads stay on a standby', async () => {
+    // Replay is paused and the primary has WAL the standbys lack: a position read after any of
+    // these would send the next read to the primary.
+    await cluster.psql(P, "INSERT INTO ryw_t VALUES (20, 'unreplayed')");
+    const c = await pgClient({ port: session.port });
+    const m0 = await scrapeMetrics(metricsPort.session);
+    const captures = (m: typeof m0): number =>
+      sampleValue(m, 'pgrelay_read_your_writes_position_reads_total', { kind: 'write' }) ?? 0;
+    await c.query("SET work_mem = '5MB'");
+    expect(await readNode(c)).not.toBe(P);
+    await c.query('RESET work_mem');
+    await c.query("SELECT set_config('application_name', 'ryw-setter', false)");
+    await c.query('SET search_path = public'); // extended protocol below: the same as a Parse/Bind/Execute
+    await c.query({ text: "SELECT set_config('work_mem', '6MB', false)", values: [] });
+    expect(await readNode(c)).not.toBe(P);
+    await c.query('BEGIN');
+    await readNode(c);
+    await c.query('COMMIT');
+    await c.query('DISCARD ALL');
+    expect(await readNode(c)).not.toBe(P);
+    expect(captures(await scrapeMetrics(metricsPort.session)) - captures(m0)).toBe(0);
+  });
+
   it('session: CREATE TABLE then INSERT and a prepared read (Parse on a standby would fail)', async () => {
     const c = await pgClient({ port: session.port });
     await c.query('CREATE TABLE ryw_new (id int)');
