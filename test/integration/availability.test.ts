@@ -171,6 +171,29 @@ describe('a primary that stalls is taken back (own DevCluster)', () => {
   });
 });
 
+/**
+ * pgrelay in front of two backends where nothing listens (none of the shared cluster's nodes),
+ * with admin_users and health checks every second; `config` adds the authentication settings.
+ */
+async function proxyWithoutBackends(config: Record<string, string | number | boolean>): Promise<ProxyHandle> {
+  const [p0, p1] = [await freePort(), await freePort()];
+  return startProxy({
+    // Only for startProxy's defaults: none of the shared cluster's nodes is a backend here.
+    cluster: getCluster(),
+    backends: [],
+    config: {
+      backend_hostname0: '127.0.0.1',
+      backend_port0: p0,
+      backend_hostname1: '127.0.0.1',
+      backend_port1: p1,
+      health_check_period: 1,
+      connect_timeout: 1000,
+      search_primary_node_timeout: 2,
+      ...config,
+    },
+  });
+}
+
 describe('an admin user gets in while no backend can be reached', () => {
   let proxy: ProxyHandle;
   let dir: string;
@@ -182,25 +205,11 @@ describe('an admin user gets in while no backend can be reached', () => {
       mode: 0o600,
     });
     await fsp.writeFile(path.join(dir, 'pool_hba.conf'), 'host all all 127.0.0.1/32 scram-sha-256\n');
-    // Two backends where nothing listens.
-    const [p0, p1] = [await freePort(), await freePort()];
-    proxy = await startProxy({
-      // Only for startProxy's defaults: none of the shared cluster's nodes is a backend here.
-      cluster: getCluster(),
-      backends: [],
-      config: {
-        backend_hostname0: '127.0.0.1',
-        backend_port0: p0,
-        backend_hostname1: '127.0.0.1',
-        backend_port1: p1,
-        enable_pool_hba: true,
-        hba_file: path.join(dir, 'pool_hba.conf'),
-        pool_passwd: path.join(dir, 'pool_passwd'),
-        admin_users: 'opsadmin',
-        health_check_period: 1,
-        connect_timeout: 1000,
-        search_primary_node_timeout: 2,
-      },
+    proxy = await proxyWithoutBackends({
+      enable_pool_hba: true,
+      hba_file: path.join(dir, 'pool_hba.conf'),
+      pool_passwd: path.join(dir, 'pool_passwd'),
+      admin_users: 'opsadmin',
     });
   }, 60_000);
 
@@ -293,22 +302,10 @@ describe('an admin user gets in while no backend can be reached, pool_hba off (t
       `opsadmin:TEXT${ADMIN_PW}\nmd5admin:md5${createHash('md5').update(`${ADMIN_PW}md5admin`).digest('hex')}\nappuser:TEXTapppw\n`,
       { mode: 0o600 },
     );
-    const [p0, p1] = [await freePort(), await freePort()];
-    proxy = await startProxy({
-      cluster: getCluster(),
-      backends: [],
-      config: {
-        backend_hostname0: '127.0.0.1',
-        backend_port0: p0,
-        backend_hostname1: '127.0.0.1',
-        backend_port1: p1,
-        enable_pool_hba: false,
-        pool_passwd: path.join(dir, 'pool_passwd'),
-        admin_users: 'opsadmin,md5admin',
-        health_check_period: 1,
-        connect_timeout: 1000,
-        search_primary_node_timeout: 2,
-      },
+    proxy = await proxyWithoutBackends({
+      enable_pool_hba: false,
+      pool_passwd: path.join(dir, 'pool_passwd'),
+      admin_users: 'opsadmin,md5admin',
     });
   }, 60_000);
 
