@@ -756,3 +756,32 @@ export function errorsOf(msgs: BackendMessage[]): string[] {
       return `${f.S ?? ''} ${f.C ?? ''}: ${f.M ?? ''}`;
     });
 }
+
+/** What a conformance file creates on the primary: a 100-row table, a table per target, a role owning a database. */
+export interface ConformanceFixtures {
+  /** The 100-row table (id, v). */
+  table: string;
+  /** Per-target tables are `<prefix>_w_<tag>`. */
+  prefix: string;
+  database: string;
+  role: string;
+  /** The targets' tags. */
+  tags: readonly string[];
+}
+
+/** SQL creating the fixtures (dropping leftovers of an earlier run first). */
+export function createFixturesSql(f: ConformanceFixtures): string {
+  return `DROP TABLE IF EXISTS ${f.table};
+     CREATE TABLE ${f.table} AS SELECT g AS id, 'v' || g AS v FROM generate_series(1, 100) g;
+     ${f.tags.map((tag) => `DROP TABLE IF EXISTS ${f.prefix}_w_${tag}; CREATE TABLE ${f.prefix}_w_${tag} (id int, v text);`).join('\n')}
+     DROP DATABASE IF EXISTS ${f.database};
+     DROP ROLE IF EXISTS ${f.role};
+     CREATE ROLE ${f.role} LOGIN;
+     CREATE DATABASE ${f.database} OWNER ${f.role};`;
+}
+
+/** SQL dropping the fixtures. */
+export function dropFixturesSql(f: ConformanceFixtures): string {
+  return `DROP TABLE IF EXISTS ${f.table}; ${f.tags.map((tag) => `DROP TABLE IF EXISTS ${f.prefix}_w_${tag};`).join(' ')}
+       DROP DATABASE IF EXISTS ${f.database} WITH (FORCE); DROP ROLE IF EXISTS ${f.role};`;
+}
