@@ -43,6 +43,8 @@ import {
   typesOf,
   waitActive,
   waitCached,
+  createFixturesSql,
+  dropFixturesSql,
 } from '../support/conformance.js';
 import {
   PROTOCOL_3_0,
@@ -77,21 +79,13 @@ const TAGS = ['direct', 'lb_off', 'lb_on'];
 const W = (t: ConformanceTarget): string => `${N}_w_${t.tag}`;
 const app = (t: ConformanceTarget, what: string): string => `${APP}-${what}-${t.tag}`;
 
+const FIXTURES = { table: T, prefix: N, database: DB, role: ROLE, tags: TAGS };
+
 let targets: Targets;
 
 beforeAll(async () => {
   targets = await Targets.start(cluster);
-  await cluster.psql(
-    P,
-    `DROP TABLE IF EXISTS ${T};
-     CREATE TABLE ${T} AS SELECT g AS id, 'v' || g AS v FROM generate_series(1, 100) g;
-     DROP SEQUENCE IF EXISTS ${N}_seq; CREATE SEQUENCE ${N}_seq;
-     ${TAGS.map((tag) => `DROP TABLE IF EXISTS ${N}_w_${tag}; CREATE TABLE ${N}_w_${tag} (id int, v text);`).join('\n')}
-     DROP DATABASE IF EXISTS ${DB};
-     DROP ROLE IF EXISTS ${ROLE};
-     CREATE ROLE ${ROLE} LOGIN;
-     CREATE DATABASE ${DB} OWNER ${ROLE};`,
-  );
+  await cluster.psql(P, `${createFixturesSql(FIXTURES)} DROP SEQUENCE IF EXISTS ${N}_seq; CREATE SEQUENCE ${N}_seq;`);
   await cluster.waitForCatchup();
 });
 
@@ -103,13 +97,7 @@ afterAll(async () => {
   await closeRun();
   killAllChildren();
   await targets?.stop();
-  await cluster
-    .psql(
-      P,
-      `DROP TABLE IF EXISTS ${T}; DROP SEQUENCE IF EXISTS ${N}_seq; ${TAGS.map((tag) => `DROP TABLE IF EXISTS ${N}_w_${tag};`).join(' ')}
-       DROP DATABASE IF EXISTS ${DB} WITH (FORCE); DROP ROLE IF EXISTS ${ROLE};`,
-    )
-    .catch(() => undefined);
+  await cluster.psql(P, `DROP SEQUENCE IF EXISTS ${N}_seq; ${dropFixturesSql(FIXTURES)}`).catch(() => undefined);
 });
 
 /** Run `fn` inside BEGIN … COMMIT (ROLLBACK when it throws). */
