@@ -12,7 +12,13 @@
  */
 import { FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
 import { DROP, SUSPEND, type Verdict } from '../protocol/framing.js';
-import { PgError, bindParameterTexts, commandComplete, readyForQuery } from '../protocol/messages.js';
+import {
+  PgError,
+  bindParameterIntegers,
+  bindParameterTexts,
+  commandComplete,
+  readyForQuery,
+} from '../protocol/messages.js';
 import type { Classification, Decision } from '../router/router.js';
 import { type BackendLink, FLUSH, type LinkExpectation, SYNC } from './backend-link.js';
 import type { BothNodes } from './both-nodes.js';
@@ -435,7 +441,8 @@ export class ExtendedProtocol {
     // or once its parameters show it asks whether the server is a standby.
     const settingArgs =
       st.cls.settingParams.length > 0 ? bindParameterTexts(buf, start, end, st.cls.settingParams) : undefined;
-    const d = this.route.decide(st.sql, st.cls, settingArgs);
+    const pids = st.cls.pidParams.length > 0 ? bindParameterIntegers(buf, start, end, st.cls.pidParams) : undefined;
+    const d = this.route.decide(st.sql, st.cls, settingArgs, pids?.length === 0 ? undefined : pids);
     if (d === SUSPEND) return d;
     st.decision = d;
     const link = this.route.linkFor(d);
