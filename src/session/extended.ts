@@ -707,6 +707,8 @@ export class ExtendedProtocol {
 
   /** The pipeline's Sync was answered: routing state from its statements; keep nodes' transactions in step. */
   private pipelineDone(outcomes: PendingOutcome[], status: number, only: BackendLink | undefined): void {
+    // The client left before this reply ended: nothing of the session's state to update.
+    if (this.s.closed) return;
     for (const o of outcomes) this.applyOutcome(o, status);
     this.route.txStatusIs(status);
     if (status === TxStatus.Failed && only !== undefined && only !== this.s.backends.primary) this.both.poisonPrimary();
