@@ -101,8 +101,10 @@ export class BothNodes {
     this.route.outcome(cls, d, ok, status);
     s.settings.record(sql, cls, ok, status);
     this.route.txStatusIs(status);
-    // DEALLOCATE ALL / DISCARD ALL drop every prepared statement on both nodes.
-    if ((cls.kind === 'deallocate' && cls.name === undefined) || cls.kind === 'discard') this.forgetStatements();
+    // DEALLOCATE ALL / DISCARD ALL drop every prepared statement on both nodes (DISCARD PLANS,
+    // TEMP and SEQUENCES keep them).
+    if ((cls.kind === 'deallocate' && cls.name === undefined) || (cls.kind === 'discard' && cls.resetsAll === true))
+      this.forgetStatements();
     s.writeClient(out);
     s.resume('both');
   }

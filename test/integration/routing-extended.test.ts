@@ -232,6 +232,29 @@ describe('pg-cursor', () => {
   });
 });
 
+describe('DISCARD keeps or drops named statements as PostgreSQL does', () => {
+  it('a named read prepared on the standby is still used after DISCARD PLANS / TEMP / SEQUENCES, prepared again after DISCARD ALL', async () => {
+    const c = await pgClient({ port: proxy.port });
+    const q = { name: 'rt_discard', text: 'SELECT inet_server_port() AS port, $1::int AS v' };
+    const use = async (v: number): Promise<number> => {
+      const r = await c.query({ ...q, values: [v] });
+      expect(r.rows[0].v).toBe(v);
+      return nodeOfPort(cluster, r.rows[0].port as number);
+    };
+    expect(await use(1)).toBe(LB);
+    for (const what of ['PLANS', 'TEMP', 'SEQUENCES']) {
+      await c.query(`DISCARD ${what}`);
+      expect(await use(2)).toBe(LB);
+    }
+    await c.query('DISCARD ALL');
+    // node-postgres still believes rt_discard prepared (it sends Bind alone): PostgreSQL would
+    // answer 26000 directly too. A new name is prepared and runs on the standby.
+    await expect(c.query({ ...q, values: [3] })).rejects.toMatchObject({ code: '26000' });
+    const r = await c.query({ name: 'rt_discard2', text: q.text, values: [4] });
+    expect(nodeOfPort(cluster, r.rows[0].port as number)).toBe(LB);
+  });
+});
+
 describe("a standby backend's pid given to a pid function runs on that standby", () => {
   // A read that runs on the standby (pg_sleep is volatile: the primary's) until cancelled.
   const LONG_READ = 'SELECT count(*) FROM generate_series(1, 2000000000)';
