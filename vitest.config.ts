@@ -13,8 +13,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     pool: 'forks',
-    // 2 cores: at most 2 test files at a time.
-    maxWorkers: 2,
+    // Test files at a time (PGRELAY_TEST_WORKERS overrides; see test/README.md).
+    maxWorkers: Number(process.env.PGRELAY_TEST_WORKERS ?? 2),
     testTimeout: 60_000,
     hookTimeout: 120_000,
     teardownTimeout: 60_000,

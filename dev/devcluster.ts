@@ -876,6 +876,12 @@ export class DevCluster {
     );
     await fsp.appendFile(path.join(primary.dataDir, 'postgresql.conf'), confText + this.nodeConf(0));
 
+    // Standbys: cold copies of the primary's data directory before it first starts (a valid
+    // base backup: it was shut down cleanly), made standbys once the primary's port is final.
+    // Cheaper than pg_basebackup (no checkpoint, no streaming of the copy).
+    const ids = Array.from({ length: standbyCount }, (_, i) => i + 1);
+    await Promise.all(ids.map((id) => this.coldCopy(id, primary.dataDir)));
+
     await this.startWithPortRetry(0);
 
     if (this.authMethod === 'md5' && this.superuserPassword !== null) {
@@ -887,9 +893,7 @@ export class DevCluster {
       );
     }
 
-    // Standbys: base backups in parallel, then start them in parallel.
-    const ids = Array.from({ length: standbyCount }, (_, i) => i + 1);
-    await Promise.all(ids.map((id) => this.baseBackup(id, 0)));
+    await Promise.all(ids.map((id) => this.makeStandby(id, 0)));
     await Promise.all(ids.map((id) => this.startWithPortRetry(id)));
 
     if (opts.synchronous && standbyCount > 0) {
@@ -912,6 +916,27 @@ export class DevCluster {
         if (Date.now() > deadline) throw new Error('standbys did not become synchronous within 30 s');
         await new Promise((r) => setTimeout(r, 100));
       }
+    }
+  }
+
+  /** Copy a shut-down data directory to node `id` (cp -a keeps the owner and modes). */
+  private async coldCopy(id: number, fromDataDir: string): Promise<void> {
+    await this.mkNodeDir(id);
+    const r = await run('cp', ['-a', fromDataDir, this.node(id).dataDir], { timeoutMs: TOOL_TIMEOUT_MS });
+    if (r.code !== 0) throw new Error(`DevCluster: copying the data directory to node${id} failed: ${r.stderr}`);
+  }
+
+  /** A copied data directory becomes a standby of `upstreamId` (standby.signal, primary_conninfo, own port). */
+  private async makeStandby(id: number, upstreamId: number): Promise<void> {
+    const n = this.node(id);
+    const signal = path.join(n.dataDir, 'standby.signal');
+    await fsp.writeFile(signal, '');
+    const autoConf = path.join(n.dataDir, 'postgresql.auto.conf');
+    await fsp.appendFile(autoConf, `primary_conninfo = ${sqlLiteral(this.primaryConninfo(upstreamId, id))}\n`);
+    await fsp.appendFile(path.join(n.dataDir, 'postgresql.conf'), this.nodeConf(id));
+    if (this.runAs) {
+      await fsp.chown(signal, this.runAs.uid, this.runAs.gid);
+      await fsp.chown(autoConf, this.runAs.uid, this.runAs.gid);
     }
   }
 
