@@ -22,6 +22,7 @@ import { PgError } from '../protocol/messages.js';
 import { isCacheableDatabase } from '../pool/cache.js';
 import type { BackendSecret } from '../auth/backend.js';
 import { type BackendConnection, cacheKeyFor, connectBackend, sendCancel } from '../pool/connector.js';
+import { type EffectivePoolSettings, poolSettingsOf } from '../pool/pool-settings.js';
 import { PoolWaitTimeout } from '../pool/server-pool.js';
 import { queryMessage, resetConnection, runQueries } from '../pool/query.js';
 import { isLive } from '../cluster/nodes.js';
@@ -75,7 +76,12 @@ export class Backends {
   pinned: string | undefined;
 
   constructor(private readonly owner: BackendsOwner) {
-    this.pooled = owner.ctx.config().pool_mode === 'transaction';
+    this.pooled = this.poolSettings().pool_mode === 'transaction';
+  }
+
+  /** The pool settings of the session's database and user (pool_mode, database_pool_settings, user_pool_settings). */
+  private poolSettings(): EffectivePoolSettings {
+    return poolSettingsOf(this.owner.ctx.config()).for(this.owner.database, this.owner.params.get('user') ?? '');
   }
 
   /** The session holds backend links (always, in session mode, from `open` to `releaseAll`). */
@@ -335,12 +341,13 @@ export class Backends {
         return c;
       } catch (e) {
         if (!(e instanceof PoolWaitTimeout)) throw e;
+        const size = ctx.pools.limitsOf(id).poolSize;
         throw new PgError(
           SQLSTATE.tooManyConnections,
-          `query_wait_timeout: no backend connection to node ${nodeId} became free in ${cfg.query_wait_timeout} s (pool_mode = transaction, default_pool_size = ${cfg.default_pool_size})`,
+          `query_wait_timeout: no backend connection to node ${nodeId} became free in ${cfg.query_wait_timeout} s (pool_mode = transaction, pool size ${size} for database "${id.database}" and user "${user}")`,
           'FATAL',
           undefined,
-          'Retry later; or raise default_pool_size (and max_db_connections, max_user_connections), or shorten transactions.',
+          'Retry later; or raise default_pool_size or the pool_size of database_pool_settings/user_pool_settings (and max_db_connections, max_user_connections), or shorten transactions.',
         );
       }
     }
