@@ -192,7 +192,17 @@ export class Backends {
       if (!l) continue;
       l.attach();
       this.applySettings(l, this.owner.settings.statements);
+      this.deallocateStrays(l);
     }
+  }
+
+  /** Deallocate what a client's second Parse left under its own name on the connection (extended.ts parseExisting). */
+  private deallocateStrays(link: BackendLink): void {
+    const strays = link.conn.strays;
+    if (strays === undefined) return;
+    link.conn.strays = undefined;
+    for (const name of strays)
+      this.request(link, { kind: 'query', mode: 'drop' }, queryMessage(`DEALLOCATE "${name.replace(/"/g, '""')}"`));
   }
 
   /**
@@ -572,10 +582,12 @@ export class Backends {
       pools.release(conn, true);
       return;
     }
-    void resetConnection(conn, this.owner.ctx.config().reset_query_list, 10_000).then((ok) => {
+    const resetList = this.owner.ctx.config().reset_query_list;
+    void resetConnection(conn, resetList, 10_000).then((ok) => {
       conn.settings = DIRTY_SETTINGS;
       conn.statements?.clear();
       conn.unnamed = undefined;
+      if (resetList.some((q) => /^\s*(DISCARD|DEALLOCATE)\s+ALL\b/i.test(q))) conn.strays = undefined;
       pools.release(conn, ok);
     });
   }
