@@ -222,8 +222,10 @@ function cacheLimits(c: Config): { maxPerKey: number; maxIdleTotal: number; life
 }
 
 /** database_pool_settings, user_pool_settings: the limits of one (database, user). */
-function keyLimits(c: Config): (database: string, user: string) => KeyLimits {
+function keyLimits(c: Config): ((database: string, user: string) => KeyLimits) | undefined {
   const settings = poolSettingsOf(c);
+  // None configured: every pool has the global limits.
+  if (settings.databases.size === 0 && settings.users.size === 0) return undefined;
   return (database, user) => {
     const s = settings.for(database, user);
     return {
