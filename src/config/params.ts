@@ -382,7 +382,7 @@ export const PARAMS: readonly ParamDef[] = [
     '',
     R,
     'pool',
-    "pgrelay (PgBouncer's [databases]): per-database pool settings, 'name:key=value key=value, …' with keys pool_mode, pool_size, reserve_pool_size, max_db_connections (new sessions).",
+    "pgrelay (PgBouncer's [databases]): per-database pool settings, 'name:key=value key=value, …' with keys pool_mode (new sessions), pool_size, reserve_pool_size, max_db_connections.",
     { pgrelay: true },
   ),
   g(
@@ -391,7 +391,7 @@ export const PARAMS: readonly ParamDef[] = [
     '',
     R,
     'pool',
-    "pgrelay (PgBouncer's [users]): per-user pool settings, 'name:key=value …, …' with keys pool_mode, pool_size, reserve_pool_size, max_user_connections; over the database's (new sessions).",
+    "pgrelay (PgBouncer's [users]): per-user pool settings, 'name:key=value …, …' with keys pool_mode (new sessions), pool_size, reserve_pool_size, max_user_connections; over the database's.",
     { pgrelay: true },
   ),
   g(
