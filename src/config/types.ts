@@ -104,6 +104,9 @@ export interface Config {
   /** s */
   query_wait_timeout: number;
   max_prepared_statements: number;
+  /** 'name:key=value …, …' (src/pool/pool-settings.ts) */
+  database_pool_settings: string;
+  user_pool_settings: string;
 
   // ---- pooling
   max_pool: number;

@@ -6,6 +6,7 @@
  * booleans in PostgreSQL's spellings, lists split on the row's separator.
  */
 import { INT_MAX, MAX_BACKENDS, type ParamDef, type ParamValue } from './params.js';
+import { DATABASE_KEYS, USER_KEYS, parsePoolSettings } from '../pool/pool-settings.js';
 import type { BackendConfig, Config } from './types.js';
 import { BASE_UNIT_SIZE, MEMORY_UNITS, TIME_UNITS, isTimeUnit, unitName, unitSuffixes } from './units.js';
 
@@ -124,6 +125,11 @@ function validateString(def: ParamDef, value: string): string | undefined {
         if (m[4] !== undefined && Number(m[4]) > 1) return 'a ratio between 0 and 1';
       }
       return undefined;
+    }
+    case 'database_pool_settings':
+    case 'user_pool_settings': {
+      const r = parsePoolSettings(value, def.name === 'database_pool_settings' ? DATABASE_KEYS : USER_KEYS);
+      return r.ok ? undefined : `comma-separated entries name:key=value …; ${r.error}`;
     }
     default:
       return undefined;

@@ -76,6 +76,11 @@ export class BackendConnection {
   statements: ServerStatements | undefined;
   /** pool_mode = transaction: the client statement its unnamed prepared statement was parsed for. */
   unnamed: object | undefined;
+  /**
+   * pool_mode = transaction: statements prepared on it under a client's own name, to tell
+   * that client PostgreSQL's 42P05 for its second Parse; deallocated at the next checkout.
+   */
+  strays: Set<string> | undefined;
   constructor(
     readonly socket: net.Socket,
     readonly nodeId: number,

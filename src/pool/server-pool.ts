@@ -43,6 +43,9 @@ export interface PoolLimits {
   lifetimeMs: number;
 }
 
+/** The limits that may differ per (database, user) (database_pool_settings, user_pool_settings). */
+export type KeyLimits = Pick<PoolLimits, 'poolSize' | 'reserveSize' | 'maxDbConnections' | 'maxUserConnections'>;
+
 /** Who a pool's connections belong to. */
 export interface PoolKey {
   key: string;
@@ -109,11 +112,19 @@ export class ServerPools<C extends PooledConnection> {
     private limits: PoolLimits,
     /** Called with how long each client waited (ms), served or not. */
     private readonly onWait?: (ms: number) => void,
+    /** Limits of one (database, user) where they differ from `limits`. */
+    private perKey?: (database: string, user: string) => KeyLimits,
   ) {}
 
-  setLimits(l: PoolLimits): void {
+  setLimits(l: PoolLimits, perKey?: (database: string, user: string) => KeyLimits): void {
     this.limits = l;
+    this.perKey = perKey;
     this.wake();
+  }
+
+  /** The limits of the pools of `id`'s database and user. */
+  limitsOf(id: Pick<PoolKey, 'database' | 'user'>): PoolLimits {
+    return this.perKey ? { ...this.limits, ...this.perKey(id.database, id.user) } : this.limits;
   }
 
   /**
@@ -147,7 +158,7 @@ export class ServerPools<C extends PooledConnection> {
             this.onWait?.(Date.now() - w.since);
             reject(new PoolWaitTimeout(Date.now() - w.since));
           }, timeoutMs);
-        if (this.limits.reserveSize > 0)
+        if (this.limitsOf(id).reserveSize > 0)
           w.reserveTimer = setTimeout(() => {
             w.reserveTimer = undefined;
             w.reserve = true;
@@ -307,7 +318,7 @@ export class ServerPools<C extends PooledConnection> {
 
   /** May `pool` open one more connection (closing an idle one of another pool if that is what stands in the way)? */
   private roomFor(pool: Pool<C>, reserve: boolean): boolean {
-    const l = this.limits;
+    const l = this.limitsOf(pool.id);
     const total = pool.active + pool.idle.length;
     if (total >= l.poolSize + (reserve ? l.reserveSize : 0)) return false;
     const id = pool.id;

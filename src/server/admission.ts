@@ -5,7 +5,7 @@
  */
 import { promises as dns } from 'node:dns';
 import type net from 'node:net';
-import type { Config } from '../config/types.js';
+import type { Config, PoolMode } from '../config/types.js';
 import { SQLSTATE } from '../protocol/constants.js';
 import { PgError } from '../protocol/messages.js';
 import type { BackendSecret } from '../auth/backend.js';
@@ -13,7 +13,7 @@ import type { SessionContext } from '../session/context.js';
 import { ReplicationPassThrough, wantsReplication } from '../session/replication.js';
 import { Session } from '../session/session.js';
 import { type ClientInput, refuseClient } from '../protocol/client-input.js';
-import { clientSlots } from './startup.js';
+import { poolSettingsOf } from '../pool/pool-settings.js';
 
 export interface AdmissionOptions {
   /** What sessions run in (the Relay). */
@@ -23,12 +23,13 @@ export interface AdmissionOptions {
 }
 
 export class Admission {
-  readonly gate: ClientGate;
+  readonly gate: ClientGates;
   /** Running sessions. */
   readonly sessions = new Set<Session>();
 
   constructor(private readonly opts: AdmissionOptions) {
-    this.gate = new ClientGate(clientSlots(opts.context.config()));
+    const cfg = opts.context.config();
+    this.gate = new ClientGates(cfg.num_init_children, cfg.max_client_conn);
   }
 
   private get config(): Config {
@@ -44,10 +45,16 @@ export class Admission {
   ): Promise<void> {
     const cfg = this.config;
     const reserved = cfg.reserved_connections;
-    const slots = clientSlots(cfg);
-    const slotName = cfg.pool_mode === 'transaction' ? 'max_client_conn' : 'num_init_children';
-    this.gate.setLimit(slots);
-    if (reserved > 0 && this.gate.active >= slots - reserved) {
+    // pool_mode of the client's database and user (database_pool_settings, user_pool_settings).
+    const mode = poolSettingsOf(cfg).for(
+      params.get('database') ?? params.get('user') ?? '',
+      params.get('user') ?? '',
+    ).pool_mode;
+    const slots = mode === 'transaction' ? cfg.max_client_conn : cfg.num_init_children;
+    const slotName = mode === 'transaction' ? 'max_client_conn' : 'num_init_children';
+    this.gate.setLimits(cfg.num_init_children, cfg.max_client_conn);
+    const gate = this.gate.for(mode);
+    if (reserved > 0 && gate.active >= slots - reserved) {
       refuseClient(socket, new PgError(SQLSTATE.tooManyConnections, 'Sorry, too many clients already'));
       return;
     }
@@ -58,7 +65,7 @@ export class Admission {
     socket.once('close', onClose);
     socket.on('error', () => undefined);
     const waitStart = Date.now();
-    const ok = await this.gate.acquire(cfg.client_queue_timeout * 1000, () => closedWhileWaiting);
+    const ok = await gate.acquire(cfg.client_queue_timeout * 1000, () => closedWhileWaiting);
     socket.removeListener('close', onClose);
     this.opts.context.services.metrics.slotWait((Date.now() - waitStart) / 1000);
     if (!ok) {
@@ -70,7 +77,7 @@ export class Admission {
             `sorry, too many clients already: all ${slots} session slots (${slotName}) stayed busy for client_queue_timeout (${cfg.client_queue_timeout} s)`,
             'FATAL',
             undefined,
-            cfg.pool_mode === 'transaction'
+            mode === 'transaction'
               ? 'Retry later, or raise max_client_conn.'
               : "Retry later, or raise num_init_children (and the backends' max_connections).",
           ),
@@ -78,7 +85,7 @@ export class Admission {
       return;
     }
     if (closedWhileWaiting || socket.destroyed || this.opts.stopping()) {
-      this.gate.release();
+      gate.release();
       socket.destroy();
       return;
     }
@@ -86,7 +93,7 @@ export class Admission {
       // Not a session: bytes to and from the primary, holding a slot while they flow.
       this.opts.context.services.metrics.clientConnected();
       await new ReplicationPassThrough(this.opts.context, socket, params, authSecret).start(input, () =>
-        this.gate.release(),
+        gate.release(),
       );
       return;
     }
@@ -105,7 +112,7 @@ export class Admission {
     const startedAt = Date.now();
     await session.start(input, () => {
       this.sessions.delete(session);
-      this.gate.release();
+      gate.release();
       if (this.config.log_disconnections)
         session.log.info({ remote, durationMs: Date.now() - startedAt }, 'disconnection');
     });
@@ -125,6 +132,43 @@ function reverseLookup(address: string): Promise<string> {
     ),
     new Promise<string>((resolve) => setTimeout(() => resolve(''), 1000).unref()),
   ]);
+}
+
+/**
+ * The client slots: num_init_children for clients in session mode, max_client_conn for
+ * those in transaction mode (pool_mode, per database and user with database_pool_settings
+ * and user_pool_settings).
+ */
+export class ClientGates {
+  private readonly session: ClientGate;
+  private readonly transaction: ClientGate;
+
+  constructor(sessionSlots: number, transactionSlots: number) {
+    this.session = new ClientGate(sessionSlots);
+    this.transaction = new ClientGate(transactionSlots);
+  }
+
+  for(mode: PoolMode): ClientGate {
+    return mode === 'transaction' ? this.transaction : this.session;
+  }
+
+  setLimits(sessionSlots: number, transactionSlots: number): void {
+    this.session.setLimit(sessionSlots);
+    this.transaction.setLimit(transactionSlots);
+  }
+
+  get waiting(): number {
+    return this.session.waiting + this.transaction.waiting;
+  }
+
+  longestWaitMs(now = Date.now()): number {
+    return Math.max(this.session.longestWaitMs(now), this.transaction.longestWaitMs(now));
+  }
+
+  rejectAll(): void {
+    this.session.rejectAll();
+    this.transaction.rejectAll();
+  }
 }
 
 /**

@@ -10,7 +10,8 @@ import { SQLSTATE } from '../protocol/constants.js';
 import { PgError } from '../protocol/messages.js';
 import { ConnectionCache } from '../pool/cache.js';
 import { type BackendConnection, setDefaultBackendTls } from '../pool/connector.js';
-import { type PoolLimits, ServerPools } from '../pool/server-pool.js';
+import { poolSettingsOf } from '../pool/pool-settings.js';
+import { type KeyLimits, type PoolLimits, ServerPools } from '../pool/server-pool.js';
 import { StatementNames } from '../session/pooled-statements.js';
 import type { BackendSecret } from '../auth/backend.js';
 import { Authenticator } from '../auth/authenticator.js';
@@ -21,7 +22,7 @@ import { WriteHorizon } from '../session/write-horizon.js';
 import type { Session } from '../session/session.js';
 import { NodeTable } from '../cluster/nodes.js';
 import { Router } from '../router/router.js';
-import { Admission, type ClientGate } from './admission.js';
+import { Admission, type ClientGates } from './admission.js';
 import { Janitor } from './janitor.js';
 import { Listener } from './listener.js';
 import { Startup } from './startup.js';
@@ -59,8 +60,10 @@ export class Relay implements SessionContext<Session> {
     this.log = opts.log;
     this.nodes = opts.nodes ?? new NodeTable(opts.config.backends);
     this.cache = new ConnectionCache(cacheLimits(opts.config));
-    this.pools = new ServerPools<BackendConnection>(poolLimits(opts.config), (ms) =>
-      this.services.metrics.poolWait(ms / 1000),
+    this.pools = new ServerPools<BackendConnection>(
+      poolLimits(opts.config),
+      (ms) => this.services.metrics.poolWait(ms / 1000),
+      keyLimits(opts.config),
     );
     this.router = new Router(opts.config, this.nodes);
     // Write positions read before a new primary belong to another WAL history.
@@ -97,8 +100,8 @@ export class Relay implements SessionContext<Session> {
     return this.serverTls !== undefined;
   }
 
-  /** The num_init_children slots. */
-  get gate(): ClientGate {
+  /** The client slots (num_init_children, max_client_conn). */
+  get gate(): ClientGates {
     return this.admission.gate;
   }
 
@@ -128,7 +131,7 @@ export class Relay implements SessionContext<Session> {
     this.router.reconfigure(c);
     this.cfg = c;
     this.cache.setLimits(cacheLimits(c));
-    this.pools.setLimits(poolLimits(c));
+    this.pools.setLimits(poolLimits(c), keyLimits(c));
   }
 
   /** Accepting clients (listening and not stopping). */
@@ -215,6 +218,22 @@ function cacheLimits(c: Config): { maxPerKey: number; maxIdleTotal: number; life
     maxPerKey: c.max_pool,
     maxIdleTotal: Math.max(1, c.max_pool * c.num_init_children),
     lifeTimeSec: c.connection_life_time,
+  };
+}
+
+/** database_pool_settings, user_pool_settings: the limits of one (database, user). */
+function keyLimits(c: Config): ((database: string, user: string) => KeyLimits) | undefined {
+  const settings = poolSettingsOf(c);
+  // None configured: every pool has the global limits.
+  if (settings.databases.size === 0 && settings.users.size === 0) return undefined;
+  return (database, user) => {
+    const s = settings.for(database, user);
+    return {
+      poolSize: s.pool_size,
+      reserveSize: s.reserve_pool_size,
+      maxDbConnections: s.max_db_connections,
+      maxUserConnections: s.max_user_connections,
+    };
   };
 }
 

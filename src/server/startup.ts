@@ -13,6 +13,7 @@
  * FATAL error, whichever comes first; bytes it keeps sending do not extend either.
  */
 import type net from 'node:net';
+import { poolSettingsOf } from '../pool/pool-settings.js';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../log.js';
 import {
@@ -53,9 +54,14 @@ export function unauthenticatedLimit(cfg: Config): number {
   return v < 0 ? 4 * clientSlots(cfg) : v;
 }
 
-/** Clients served at once: num_init_children (pgpool), or max_client_conn with pool_mode = transaction. */
+/**
+ * Clients served at once: num_init_children (pgpool), or max_client_conn with pool_mode = transaction;
+ * both when database_pool_settings/user_pool_settings mix the modes.
+ */
 export function clientSlots(cfg: Config): number {
-  return cfg.pool_mode === 'transaction' ? cfg.max_client_conn : cfg.num_init_children;
+  const s = poolSettingsOf(cfg);
+  if (cfg.pool_mode === 'transaction') return cfg.max_client_conn + (s.anySession ? cfg.num_init_children : 0);
+  return cfg.num_init_children + (s.anyTransaction ? cfg.max_client_conn : 0);
 }
 
 /** A client between accept() and admission. */

@@ -49,6 +49,13 @@ export class BackendLink implements ReplyOutput {
   needsFlush = false;
   /** Took part in the current extended-protocol pipeline (since the last Sync). */
   inPipeline = false;
+  /**
+   * pool_mode = transaction: copies of what is written to the connection after a Bind whose
+   * statement the server may have lost, until its reply (extended.ts prepareAgain).
+   */
+  recording: Buffer[] | undefined;
+  /** A Bind or Execute was sent since the last Sync or Query (an error now undoes more than a Bind). */
+  portalsInBatch = false;
   /** A client-visible request of the current transaction ran here (reads, not only BEGIN/SET). */
   usedInTx = false;
   /** Waiting for the client to drain before reading more replies. */
@@ -116,12 +123,15 @@ export class BackendLink implements ReplyOutput {
   expect(e: LinkExpectation): void {
     // A simple Query replaces the connection's unnamed statement.
     if (e.kind === 'query' && e.mode !== 'synthetic') this.conn.unnamed = undefined;
+    if (e.kind === 'bind' || e.kind === 'execute') this.portalsInBatch = true;
+    else if (e.kind === 'sync' || e.kind === 'query') this.portalsInBatch = false;
     this.replies.expect(e);
   }
 
   /** The one place bytes are written to a backend. Past the socket's high-water mark the session is told. */
   write(bytes: Buffer): void {
     this.counters?.backendBytesOut(this.conn.nodeId, bytes.length);
+    if (this.recording !== undefined) this.recording.push(Buffer.from(bytes));
     if (!this.conn.socket.write(bytes) && !this.congested && !this.conn.socket.destroyed) {
       this.congested = true;
       this.conn.socket.once('drain', this.onWriteDrain);

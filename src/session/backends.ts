@@ -22,6 +22,7 @@ import { PgError } from '../protocol/messages.js';
 import { isCacheableDatabase } from '../pool/cache.js';
 import type { BackendSecret } from '../auth/backend.js';
 import { type BackendConnection, cacheKeyFor, connectBackend, sendCancel } from '../pool/connector.js';
+import { type EffectivePoolSettings, poolSettingsOf } from '../pool/pool-settings.js';
 import { PoolWaitTimeout } from '../pool/server-pool.js';
 import { queryMessage, resetConnection, resetFailure, runQueries } from '../pool/query.js';
 import { isLive } from '../cluster/nodes.js';
@@ -75,7 +76,12 @@ export class Backends {
   pinned: string | undefined;
 
   constructor(private readonly owner: BackendsOwner) {
-    this.pooled = owner.ctx.config().pool_mode === 'transaction';
+    this.pooled = this.poolSettings().pool_mode === 'transaction';
+  }
+
+  /** The pool settings of the session's database and user (pool_mode, database_pool_settings, user_pool_settings). */
+  private poolSettings(): EffectivePoolSettings {
+    return poolSettingsOf(this.owner.ctx.config()).for(this.owner.database, this.owner.params.get('user') ?? '');
   }
 
   /** The session holds backend links (always, in session mode, from `open` to `releaseAll`). */
@@ -186,7 +192,17 @@ export class Backends {
       if (!l) continue;
       l.attach();
       this.applySettings(l, this.owner.settings.statements);
+      this.deallocateStrays(l);
     }
+  }
+
+  /** Deallocate what a client's second Parse left under its own name on the connection (extended.ts parseExisting). */
+  private deallocateStrays(link: BackendLink): void {
+    const strays = link.conn.strays;
+    if (strays === undefined) return;
+    link.conn.strays = undefined;
+    for (const name of strays)
+      this.request(link, { kind: 'query', mode: 'drop' }, queryMessage(`DEALLOCATE "${name.replace(/"/g, '""')}"`));
   }
 
   /**
@@ -335,12 +351,13 @@ export class Backends {
         return c;
       } catch (e) {
         if (!(e instanceof PoolWaitTimeout)) throw e;
+        const size = ctx.pools.limitsOf(id).poolSize;
         throw new PgError(
           SQLSTATE.tooManyConnections,
-          `query_wait_timeout: no backend connection to node ${nodeId} became free in ${cfg.query_wait_timeout} s (pool_mode = transaction, default_pool_size = ${cfg.default_pool_size})`,
+          `query_wait_timeout: no backend connection to node ${nodeId} became free in ${cfg.query_wait_timeout} s (pool_mode = transaction, pool size ${size} for database "${id.database}" and user "${user}")`,
           'FATAL',
           undefined,
-          'Retry later; or raise default_pool_size (and max_db_connections, max_user_connections), or shorten transactions.',
+          'Retry later; or raise default_pool_size or the pool_size of database_pool_settings/user_pool_settings (and max_db_connections, max_user_connections), or shorten transactions.',
         );
       }
     }
@@ -569,10 +586,12 @@ export class Backends {
       pools.release(conn, true);
       return;
     }
-    void resetConnection(conn, this.owner.ctx.config().reset_query_list, 10_000).then((ok) => {
+    const resetList = this.owner.ctx.config().reset_query_list;
+    void resetConnection(conn, resetList, 10_000).then((ok) => {
       conn.settings = DIRTY_SETTINGS;
       conn.statements?.clear();
       conn.unnamed = undefined;
+      if (resetList.some((q) => /^\s*(DISCARD|DEALLOCATE)\s+ALL\b/i.test(q))) conn.strays = undefined;
       pools.release(conn, ok);
     });
   }

@@ -225,6 +225,7 @@ export class ExtendedProtocol {
     const link = second ? b.primary : this.route.linkFor(d);
     if (link === SUSPEND) return link;
     if (!b.gate(link)) return s.wait('replies');
+    if (this.stmts.has(name)) return this.parseExisting(name, body, link);
     const server = s.ctx.statementNames.nameFor(body.toString('latin1'));
     const both = second !== undefined;
     const st: Stmt = { sql, cls, parse: parseMessage(server, body), nodes: [], both, decision: d, server };
@@ -255,6 +256,33 @@ export class ExtendedProtocol {
   }
 
   /**
+   * pool_mode = transaction, a named Parse of a name the client has not closed: PostgreSQL
+   * refuses it (42P05 prepared statement "x" already exists), and so does the server here,
+   * in its words and with its skipping up to Sync, the transaction aborted: the statement
+   * is prepared under the client's name (reply dropped) and again (the error reaches the
+   * client). The copy left under the client's name is deallocated at the connection's next
+   * checkout (backends.ts).
+   */
+  private parseExisting(name: string, body: Buffer, link: BackendLink): Verdict<BackendLink> {
+    const b = this.s.backends;
+    const dup = parseMessage(name, body);
+    b.inPipeline(link);
+    b.request(
+      link,
+      {
+        kind: 'parse',
+        mode: 'drop',
+        done: (e) => {
+          if (!e.error) (link.conn.strays ??= new Set()).add(name);
+        },
+      },
+      dup,
+    );
+    b.request(link, { kind: 'parse', mode: 'forward' }, dup);
+    return DROP;
+  }
+
+  /**
    * pool_mode = transaction, no connection held: a named Parse of a statement a server
    * accepted before is answered by pgrelay without taking a connection (it is prepared
    * where a later Bind needs it). A client that prepares outside a transaction then does
@@ -263,7 +291,7 @@ export class ExtendedProtocol {
    */
   parseIdle(name: string, sql: string, buf: Buffer, start: number, end: number): boolean {
     const s = this.s;
-    if (name === '' || s.ctx.config().max_prepared_statements <= 0) return false;
+    if (name === '' || s.ctx.config().max_prepared_statements <= 0 || this.stmts.has(name)) return false;
     const body = parseBody(buf.subarray(start - 5, end));
     const server = body && s.ctx.statementNames.known(body.toString('latin1'));
     if (!body || server === undefined) return false;
@@ -448,6 +476,8 @@ export class ExtendedProtocol {
     const link = this.route.linkFor(d);
     if (link === SUSPEND) return link;
     if (!b.gate(link)) return s.wait('replies');
+    // pool_mode = transaction: was the statement there already (then the server may have lost it)?
+    const believed = st.server !== undefined && this.parsedOn(st, link);
     // skippable: if this node dies first, a re-sent Bind parses again where it goes.
     this.ensureParsed(st, link, true);
     b.inPipeline(link);
@@ -462,8 +492,10 @@ export class ExtendedProtocol {
         {
           kind: 'bind',
           mode: 'forward',
-          // Someone deallocated it there behind pgrelay's back: the next Bind prepares it again.
+          lostStatement: believed ? this.prepareAgain(st, link, bind) : undefined,
           done: (e) => {
+            link.recording = undefined;
+            // Lost there behind pgrelay's back and not prepared again: the next Bind prepares it.
             if (e.error?.C === SQLSTATE.invalidSqlStatementName) link.conn.statements?.delete(server);
           },
         },
@@ -490,6 +522,30 @@ export class ExtendedProtocol {
           })
         : undefined,
     });
+  }
+
+  /**
+   * pool_mode = transaction, a Bind of a statement the connection has: if the server lost it
+   * (26000: DEALLOCATE ALL or DISCARD ALL run there by a function, a reset), how to run
+   * the batch again with the statement prepared first. Only when the Bind starts its batch
+   * on a connection outside a transaction (nothing else is undone by the error); what is
+   * written to the connection after the Bind is recorded until its reply (replies.ts checks
+   * that it is the batch's Describe/Execute and Sync); undefined otherwise.
+   */
+  private prepareAgain(st: Stmt, link: BackendLink, bind: Buffer): LinkExpectation['lostStatement'] {
+    if (link.txStatus !== TxStatus.Idle || link.portalsInBatch) return undefined;
+    const recorded: Buffer[] = [];
+    link.recording = recorded;
+    return {
+      resend: () => {
+        link.recording = undefined;
+        this.s.debug(
+          { node: link.nodeId, statement: st.server },
+          'prepared statement lost on the server: prepared again',
+        );
+        link.write(Buffer.concat([st.parse, bind, ...recorded]));
+      },
+    };
   }
 
   describe(kind: number, name: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
@@ -740,7 +796,10 @@ export class ExtendedProtocol {
     if (this.pooled)
       for (const l of this.s.backends.list) {
         l?.conn.statements?.clear();
-        if (l) l.conn.unnamed = undefined;
+        if (l) {
+          l.conn.unnamed = undefined;
+          l.conn.strays = undefined;
+        }
       }
   }
 

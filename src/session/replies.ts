@@ -74,6 +74,14 @@ export interface Expectation<L> {
   reportsToClient?: boolean;
   /** synthetic: the reply. */
   reply?: Buffer;
+  /**
+   * bind (pool_mode = transaction) of a statement pgrelay believed prepared on the connection,
+   * first of its batch outside a transaction: if the server answers 26000 (it lost the
+   * statement), the batch is run again once, invisibly to the client: when what follows
+   * this Bind in the queue is Describe/Execute requests and the Sync ending the batch,
+   * `resend` writes Parse, this Bind and what was sent after it again, exactly as sent.
+   */
+  lostStatement?: { resend(): void };
 }
 
 /** The backend state replies update. `BackendConnection` (pool/connector.ts) satisfies it. */
@@ -404,6 +412,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
         return DROP;
       }
     }
+    if (e.lostStatement !== undefined && !wasStarted && f.C === '26000' && this.prepareAgain(e)) return DROP;
     e.error = f;
     this.copyIn = false;
     this.out.error(f);
@@ -422,6 +431,36 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     }
     this.follow();
     return forward ? 'client' : action;
+  }
+
+  /**
+   * The Bind at the head failed with 26000 for a statement the connection lost: if the rest
+   * of the queue is this batch (its Describe/Execute requests, then its Sync), possibly
+   * followed by pgrelay's own queries (the write position read after it), expect the
+   * replies of that failed run (dropped), then the re-sent Parse (dropped), this Bind and
+   * the rest again, and have them re-sent.
+   */
+  private prepareAgain(e: Expectation<L>): boolean {
+    const retry = e.lostStatement;
+    e.lostStatement = undefined;
+    if (retry === undefined) return false;
+    let i = this.head + 1;
+    for (; i < this.queue.length && this.queue[i].kind !== 'sync'; i++) {
+      const x = this.queue[i];
+      if ((x.kind !== 'describe' && x.kind !== 'execute') || x.mode !== 'forward' || x.started) return false;
+    }
+    if (i === this.queue.length) return false;
+    const after: Array<Expectation<L>> = [{ kind: 'sync', mode: 'drop' }];
+    for (i++; i < this.queue.length; i++) {
+      const x = this.queue[i];
+      if (x.kind !== 'query' || (x.mode !== 'capture' && x.mode !== 'drop')) return false;
+      after.push({ kind: 'query', mode: 'drop' });
+    }
+    e.started = false;
+    this.queue.splice(this.head, 0, ...after, { kind: 'parse', mode: 'drop' });
+    this.follow();
+    retry.resend();
+    return true;
   }
 
   /** Copy-in started by an Execute: the server ignores Sync until the copy ends, so the Syncs already sent get no reply. */

@@ -401,6 +401,14 @@ describe('validation errors name file:line:key', () => {
     ["log_destination = 'eventlog'", 'log_destination', /stdout, stderr, file/],
     ["database_redirect_preference_list = 'db:somewhere'", 'database_redirect_preference_list', /regex:node/],
     ["sr_check_user = 'unterminated", 'sr_check_user', /unterminated quoted string/],
+    [
+      "database_pool_settings = 'app:pool_mode=batch'",
+      'database_pool_settings',
+      /pool_mode of "app": session or transaction/,
+    ],
+    ["database_pool_settings = 'app:max_user_connections=3'", 'database_pool_settings', /unknown setting/],
+    ["user_pool_settings = 'web:pool_size=0'", 'user_pool_settings', /pool_size of "web": an integer >= 1/],
+    ["user_pool_settings = 'web'", 'user_pool_settings', /name:key=value/],
   ];
   for (const [line, key, re] of cases) {
     it(line, () => {

@@ -234,6 +234,38 @@ describe('ReplyQueue: extended protocol pipelines', () => {
     expect(h.sent.equals(stream(err, be.ready('I')))).toBe(true);
   });
 
+  it('a Bind of a statement the server lost (26000) is re-sent once and only the second run reaches the client', () => {
+    const h = new Harness();
+    let resent = 0;
+    h.expect('bind', { kind: 'bind', mode: 'forward', lostStatement: { resend: () => resent++ } });
+    h.expect('execute', { kind: 'execute', mode: 'forward' });
+    h.expect('sync', { kind: 'sync', mode: 'forward' });
+    h.expect('lsn', { kind: 'query', mode: 'capture' });
+    const lsnReply = [be.rowDescription('lsn'), be.dataRow('0/1'), be.commandComplete('SELECT 1'), be.ready('I')];
+    // The failed run: error, the skipped Execute, the Sync's ReadyForQuery, pgrelay's own query.
+    h.feed(stream(be.error('26000', 'prepared statement "PGRELAY_1" does not exist'), be.ready('I'), ...lsnReply));
+    expect(resent).toBe(1);
+    expect(h.client).toEqual([]);
+    expect(h.errors).toEqual([]);
+    // The second run: Parse, Bind, Execute, Sync, the query again.
+    const ok = [be.bindComplete(), be.commandComplete('UPDATE 1'), be.ready('I')];
+    h.feed(stream(be.parseComplete(), ...ok, ...lsnReply));
+    expect(h.sent.equals(stream(...ok))).toBe(true);
+    expect(h.completed.slice(-4)).toEqual(['bind', 'execute', 'sync', 'lsn']);
+  });
+
+  it('a lost statement is not re-sent when the batch is not all in the queue', () => {
+    const h = new Harness();
+    let resent = 0;
+    h.expect('bind', { kind: 'bind', mode: 'forward', lostStatement: { resend: () => resent++ } });
+    h.expect('execute', { kind: 'execute', mode: 'forward' });
+    const err = be.error('26000', 'prepared statement "PGRELAY_1" does not exist');
+    h.feed(stream(err));
+    expect(resent).toBe(0);
+    expect(h.sent.equals(stream(err))).toBe(true);
+    expect(h.completed).toEqual(['bind!26000', 'execute!26000']);
+  });
+
   it('keeps an error of mirrored requests from the client (their twin on the primary answers)', () => {
     const h = new Harness('standby');
     h.expect('parse', { kind: 'parse', mode: 'drop' });

@@ -164,6 +164,28 @@ describe('ServerPools', () => {
     expect(got).toBe(true);
   });
 
+  it('limits per database and user (database_pool_settings, user_pool_settings) replace the global ones', async () => {
+    const p = new ServerPools<Fake>({ ...LIMITS, poolSize: 5 }, undefined, (database) => ({
+      poolSize: database === 'small' ? 1 : 5,
+      reserveSize: 0,
+      maxDbConnections: 0,
+      maxUserConnections: 0,
+    }));
+    const small = key('u', 'small');
+    const big = key('u', 'big');
+    await p.acquire(small, open(small), 0);
+    let got = false;
+    void p.acquire(small, open(small), 0).then(() => {
+      got = true;
+    });
+    for (let i = 0; i < 5; i++) await p.acquire(big, open(big), 0);
+    await new Promise((r) => setTimeout(r, 0));
+    expect(got).toBe(false);
+    expect(p.limitsOf(small).poolSize).toBe(1);
+    expect(p.limitsOf(big).poolSize).toBe(5);
+    expect(p.stats().find((s) => s.database === 'small')).toMatchObject({ active: 1, waiting: 1 });
+  });
+
   it('server_lifetime closes an old connection at release; server_idle_timeout closes idle ones', async () => {
     const p = pools({ lifetimeMs: 1000, idleTimeoutMs: 5000 });
     const k = key();
