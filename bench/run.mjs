@@ -1122,7 +1122,20 @@ function psqlOn(port, sql) {
 function runCell(target, cell, primary, row) {
   if (cell.workload === 'stream') return streamRun(target, cell, primary);
   if (cell.workload === 'idle') return idleRun(target, cell, primary);
-  return pgbenchRun(target, { ...cell, duration: cellDuration(cell) }, { primary: row === 'txpool' ? primary : null });
+  return pgbenchWithRetry(target, cell, cellDuration(cell), { primary: row === 'txpool' ? primary : null });
+}
+
+/**
+ * A pgbench run that ended before its clients had all connected (exit 0, 0 transactions: opening hundreds of
+ * connections on a loaded machine can take longer than -T) runs once more, twice as long.
+ */
+async function pgbenchWithRetry(target, cell, duration, opts) {
+  const r = await pgbenchRun(target, { ...cell, duration }, opts);
+  if (r.exitCode !== 0 || r.txns !== 0) return r;
+  log(
+    `${target.name} ${cell.workload} c=${cell.clients}: no transaction in ${duration} s (still connecting); once more with -T ${2 * duration}`,
+  );
+  return { ...(await pgbenchRun(target, { ...cell, duration: 2 * duration }, opts)), retriedAfterS: duration };
 }
 
 /**
