@@ -928,11 +928,20 @@ async function pgbenchRun(target, { workload, mode, clients, duration }, { prima
   const cpu0 = pid ? treeCpu(pid) : null;
   const t0 = process.hrtime.bigint();
   let benchPid = null;
+  // Three samples (at 50, 70 and 90 % of -T), the largest of each kept: pgbench may still be connecting at the first.
   const midSample = primary
-    ? sleep(duration * 800).then(() => ({
-        conns: serverConns(target, primary, benchPid),
-        rss: pid ? treeRssMb(pid) : null,
-      }))
+    ? (async () => {
+        let conns = null;
+        let rss = null;
+        for (const at of [0.5, 0.2, 0.2]) {
+          await sleep(duration * at * 1000);
+          const c = serverConns(target, primary, benchPid);
+          const m = pid ? treeRssMb(pid) : null;
+          if (c !== null && (conns === null || c > conns)) conns = c;
+          if (m !== null && (rss === null || m > rss)) rss = m;
+        }
+        return { conns, rss };
+      })()
     : null;
   const r = await runCmd('pgbench', args, {
     timeoutMs: (duration + 60 + clients / 10) * 1000,
