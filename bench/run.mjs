@@ -42,6 +42,11 @@ const num = (v, def) => {
   return n;
 };
 
+/** `--quick` or BENCH_QUICK=1: every row at reduced duration / sizes / client counts (about 2–3 minutes). */
+const QUICK = process.argv.includes('--quick') || env.BENCH_QUICK === '1';
+/** The default of an option: its full-run value, or its quick-mode value. */
+const dflt = (full, quick) => (QUICK ? quick : full);
+
 function die(msg) {
   process.stderr.write(`bench: ${msg}\n`);
   process.exit(2);
@@ -49,6 +54,8 @@ function die(msg) {
 
 const ALL_MODES = ['simple', 'extended', 'prepared'];
 const RYW_TARGETS = ['pgrelay-ryw-off', 'pgrelay-ryw-session', 'pgrelay-ryw-global'];
+/** Targets of the transaction-pooling row only. */
+const TX_TARGETS = ['pgrelay-tx', 'pgbouncer-tx'];
 const ALL_TARGETS = [
   'direct',
   'pgrelay',
@@ -59,9 +66,12 @@ const ALL_TARGETS = [
   'pgrelay-base',
   ...RYW_TARGETS,
   'pgpool-lb',
+  ...TX_TARGETS,
 ];
 /** Workloads of the main matrix (BENCH_WORKLOADS); `mixed` belongs to the mixed row. */
-const ALL_WORKLOADS = ['select', 'tpcb', 'connect'];
+const ALL_WORKLOADS = ['select', 'tpcb', 'connect', 'latency', 'stream'];
+/** Cells of the stream workload (its `mode`): a SELECT result read at full speed, COPY TO STDOUT, COPY FROM STDIN. */
+const ALL_STREAMS = ['result', 'copy-out', 'copy-in'];
 /**
  * Rows: each runs on its own throw-away cluster with its own targets, one after the other.
  *   main          the select / tpcb / connect matrix (pgrelay vs direct and the other proxies)
@@ -69,23 +79,39 @@ const ALL_WORKLOADS = ['select', 'tpcb', 'connect'];
  *                 primary + 2 standbys; pgrelay with read_your_writes off / session / global, pgpool-II, direct
  *   backpressure  issue 10: pgrelay vs a baseline build (BENCH_BASELINE, default d2dbfd2, the commit before
  *                 backpressure) at 8 and 32 clients
+ *   txpool        issue 14: pgrelay pool_mode = transaction vs PgBouncer in transaction mode (same pool size), direct
+ *                 and pgpool-II, select-only at 8 / 128 / 1,000 clients; N idle clients: proxy RSS, server connections
  */
-const ALL_ROWS = ['main', 'mixed', 'backpressure'];
+const ALL_ROWS = ['main', 'mixed', 'backpressure', 'txpool'];
 
 const OPT = {
-  duration: num(env.BENCH_DURATION, 10),
-  clients: list(env.BENCH_CLIENTS, '1,8,32').map((c) => num(c)),
-  scale: num(env.BENCH_SCALE, 10),
-  modes: list(env.BENCH_MODES, ALL_MODES.join(',')),
-  tpcbModes: list(env.BENCH_TPCB_MODES, env.BENCH_MODES ?? ALL_MODES.join(',')),
-  workloads: list(env.BENCH_WORKLOADS, ALL_WORKLOADS.join(',')),
-  connectClients: list(env.BENCH_CONNECT_CLIENTS, '1,8').map((c) => num(c)),
-  lb: env.BENCH_LB === '1',
-  pipe: env.BENCH_PIPE === '1',
+  quick: QUICK,
+  duration: num(env.BENCH_DURATION, dflt(10, 2)),
+  clients: list(env.BENCH_CLIENTS, dflt('1,8,32', '8')).map((c) => num(c)),
+  scale: num(env.BENCH_SCALE, dflt(10, 1)),
+  modes: list(env.BENCH_MODES, dflt(ALL_MODES.join(','), 'simple')),
+  tpcbModes: list(env.BENCH_TPCB_MODES, env.BENCH_MODES ?? dflt(ALL_MODES.join(','), 'simple')),
+  workloads: list(env.BENCH_WORKLOADS, dflt(ALL_WORKLOADS.join(','), 'select,connect,latency,stream')),
+  connectClients: list(env.BENCH_CONNECT_CLIENTS, dflt('1,8', '8')).map((c) => num(c)),
+  /** Client counts of the latency cells (pgbench -l: p50 / p99 of every transaction's latency). */
+  latencyClients: list(env.BENCH_LATENCY_CLIENTS, '32,128').map((c) => num(c)),
+  latencyModes: list(env.BENCH_LATENCY_MODES, 'simple'),
+  /** Stream cells (result, copy-out, copy-in), bytes moved per cell and bytes per row. */
+  streams: list(env.BENCH_STREAMS, ALL_STREAMS.join(',')),
+  streamBytes: num(env.BENCH_STREAM_MB, dflt(1024, 50)) * 2 ** 20,
+  streamRowBytes: num(env.BENCH_STREAM_ROW_BYTES, 1000),
+  /** Transaction-pooling row: pool size of both poolers, client counts, protocol modes, idle clients. */
+  txPoolSize: num(env.BENCH_TX_POOL_SIZE, 20),
+  txClients: list(env.BENCH_TX_CLIENTS, dflt('8,128,1000', '8,200')).map((c) => num(c)),
+  txModes: list(env.BENCH_TX_MODES, 'simple'),
+  idleClients: env.BENCH_IDLE_CLIENTS === '0' ? 0 : num(env.BENCH_IDLE_CLIENTS, dflt(10000, 1000)),
+  /** pgrelay-lb (primary + 2 standbys) and the Node pipe floor are in every run unless BENCH_LB=0 / BENCH_PIPE=0. */
+  lb: env.BENCH_LB !== '0',
+  pipe: env.BENCH_PIPE !== '0',
   only: env.BENCH_ONLY ? list(env.BENCH_ONLY, '') : null,
   profile: env.BENCH_PROFILE === '1',
   profileModes: list(env.BENCH_PROFILE_MODES, 'extended'),
-  warmup: env.BENCH_WARMUP === undefined ? 2 : Number(env.BENCH_WARMUP),
+  warmup: env.BENCH_WARMUP === undefined ? dflt(2, 1) : Number(env.BENCH_WARMUP),
   standbys: env.BENCH_STANDBYS !== undefined ? Number(env.BENCH_STANDBYS) : null,
   pgbouncer: env.BENCH_PGBOUNCER ?? '/usr/sbin/pgbouncer',
   pgpool: env.BENCH_PGPOOL ?? '/usr/sbin/pgpool',
@@ -96,14 +122,14 @@ const OPT = {
    * repository (built once in a worktree under the temp dir). The backpressure row defaults it to d2dbfd2.
    */
   baseline: env.BENCH_BASELINE || null,
-  rows: list(env.BENCH_ROWS, 'main,mixed'),
+  rows: list(env.BENCH_ROWS, 'main,mixed,txpool'),
   /** Every cell runs this many times (targets interleaved in each round); tables show the median. */
   repeat: num(env.BENCH_REPEAT, 1),
-  mixedClients: list(env.BENCH_MIXED_CLIENTS, '8,32').map((c) => num(c)),
+  mixedClients: list(env.BENCH_MIXED_CLIENTS, dflt('8,32', '8')).map((c) => num(c)),
   mixedModes: list(env.BENCH_MIXED_MODES, 'extended'),
   mixedSelects: num(env.BENCH_MIXED_SELECTS, 4),
   /** Client counts of the select-only cell of the mixed row (the cost of read_your_writes on reads); '' = none. */
-  mixedSelectClients: list(env.BENCH_MIXED_SELECT_CLIENTS, '8').map((c) => num(c)),
+  mixedSelectClients: list(env.BENCH_MIXED_SELECT_CLIENTS, dflt('8', '')).map((c) => num(c)),
   rywWait: env.BENCH_RYW_WAIT ?? null,
   /** Load balancing of the mixed row: statement (statement_level_load_balance = on) or session (pgpool's default). */
   mixedLb: env.BENCH_MIXED_LB ?? 'statement',
@@ -118,7 +144,16 @@ for (const w of OPT.bpWorkloads)
 if (OPT.mixedLb !== 'statement' && OPT.mixedLb !== 'session')
   die(`invalid BENCH_MIXED_LB "${OPT.mixedLb}" (statement, session)`);
 if (OPT.rywWait !== null && !/^\d+$/.test(OPT.rywWait)) die(`invalid BENCH_RYW_WAIT "${OPT.rywWait}" (ms)`);
-for (const m of [...OPT.modes, ...OPT.tpcbModes, ...OPT.profileModes, ...OPT.mixedModes, ...OPT.bpModes]) {
+for (const s of OPT.streams) if (!ALL_STREAMS.includes(s)) die(`unknown stream "${s}" (${ALL_STREAMS.join(', ')})`);
+for (const m of [
+  ...OPT.modes,
+  ...OPT.tpcbModes,
+  ...OPT.profileModes,
+  ...OPT.mixedModes,
+  ...OPT.bpModes,
+  ...OPT.latencyModes,
+  ...OPT.txModes,
+]) {
   if (!ALL_MODES.includes(m)) die(`unknown protocol mode "${m}" (simple, extended, prepared)`);
 }
 for (const w of OPT.workloads)
@@ -128,13 +163,15 @@ if (OPT.only)
 
 /** Which targets run which workloads. */
 const TARGET_WORKLOADS = {
-  direct: ['select', 'tpcb', 'connect', 'mixed'],
-  pgrelay: ['select', 'tpcb', 'connect'],
-  pgbouncer: ['select', 'tpcb', 'connect'],
-  pgpool: ['select', 'tpcb', 'connect'],
-  'pgrelay-lb': ['select', 'tpcb'],
-  pipe: ['select', 'tpcb', 'connect'],
-  'pgrelay-base': ['select', 'tpcb', 'connect'],
+  direct: ['select', 'tpcb', 'connect', 'latency', 'stream', 'mixed'],
+  pgrelay: ['select', 'tpcb', 'connect', 'latency', 'stream'],
+  pgbouncer: ['select', 'tpcb', 'connect', 'latency', 'stream'],
+  pgpool: ['select', 'tpcb', 'connect', 'latency', 'stream'],
+  'pgrelay-lb': ['select', 'tpcb', 'connect', 'latency', 'stream'],
+  pipe: ['select', 'tpcb', 'connect', 'latency', 'stream'],
+  'pgrelay-base': ['select', 'tpcb', 'connect', 'latency', 'stream'],
+  'pgrelay-tx': ['select', 'idle'],
+  'pgbouncer-tx': ['select', 'idle'],
   'pgrelay-ryw-off': ['select', 'mixed'],
   'pgrelay-ryw-session': ['select', 'mixed'],
   'pgrelay-ryw-global': ['select', 'mixed'],
@@ -143,7 +180,7 @@ const TARGET_WORKLOADS = {
 
 /** Targets of the main matrix. */
 function wanted(target) {
-  if (RYW_TARGETS.includes(target) || target === 'pgpool-lb') return false;
+  if (RYW_TARGETS.includes(target) || TX_TARGETS.includes(target) || target === 'pgpool-lb') return false;
   if (OPT.only) return OPT.only.includes(target);
   if (target === 'pgrelay-lb') return OPT.lb;
   if (target === 'pipe') return OPT.pipe;
@@ -158,8 +195,15 @@ function rowPlan(row) {
   if (row === 'main') {
     const targets = ALL_TARGETS.filter(wanted);
     for (const workload of OPT.workloads) {
-      const modes = workload === 'tpcb' ? OPT.tpcbModes : workload === 'connect' ? ['simple'] : OPT.modes;
-      const clientsList = workload === 'connect' ? OPT.connectClients : OPT.clients;
+      const modes =
+        {
+          tpcb: OPT.tpcbModes,
+          connect: ['simple'],
+          latency: OPT.latencyModes,
+          stream: OPT.streams,
+        }[workload] ?? OPT.modes;
+      const clientsList =
+        { connect: OPT.connectClients, latency: OPT.latencyClients, stream: [1] }[workload] ?? OPT.clients;
       for (const mode of modes) for (const clients of clientsList) cells.push({ workload, mode, clients });
     }
     return { targets, cells, standbys: OPT.standbys ?? (targets.includes('pgrelay-lb') ? 2 : 0) };
@@ -171,6 +215,13 @@ function rowPlan(row) {
       for (const clients of OPT.mixedSelectClients) cells.push({ workload: 'select', mode, clients });
     }
     return { targets, cells, standbys: Math.max(OPT.standbys ?? 2, 1) };
+  }
+  if (row === 'txpool') {
+    const targets = only(['direct', 'pgrelay-tx', 'pgbouncer-tx', 'pgpool']);
+    for (const mode of OPT.txModes)
+      for (const clients of OPT.txClients) cells.push({ workload: 'select', mode, clients });
+    if (OPT.idleClients) cells.push({ workload: 'idle', mode: '-', clients: OPT.idleClients });
+    return { targets, cells, standbys: OPT.standbys ?? 0 };
   }
   // backpressure
   const targets = only(['direct', 'pgrelay', 'pgrelay-base']);
@@ -214,7 +265,11 @@ function cleanEnv(extra = {}) {
   return { ...e, LC_ALL: 'C', LANG: 'C', ...extra };
 }
 
-function runCmd(file, args, { timeoutMs = 60_000, envExtra = {}, runAs = null, cwd = os.tmpdir() } = {}) {
+function runCmd(
+  file,
+  args,
+  { timeoutMs = 60_000, envExtra = {}, runAs = null, cwd = os.tmpdir(), onSpawn = null } = {},
+) {
   return new Promise((resolve) => {
     const o = {
       timeout: timeoutMs,
@@ -225,7 +280,7 @@ function runCmd(file, args, { timeoutMs = 60_000, envExtra = {}, runAs = null, c
       cwd,
     };
     if (runAs) Object.assign(o, { uid: runAs.uid, gid: runAs.gid });
-    execFile(file, args, o, (err, stdout, stderr) => {
+    const child = execFile(file, args, o, (err, stdout, stderr) => {
       let code = 0;
       if (err) code = typeof err.code === 'number' ? err.code : 1;
       resolve({
@@ -234,6 +289,7 @@ function runCmd(file, args, { timeoutMs = 60_000, envExtra = {}, runAs = null, c
         stderr: String(stderr) + (err?.killed ? `\n[killed after ${timeoutMs} ms]` : ''),
       });
     });
+    onSpawn?.(child);
   });
 }
 
@@ -445,16 +501,18 @@ async function freePort() {
   return fp();
 }
 
-function pgrelayConf({ port, backends, lb, extra = [], dir }) {
+function pgrelayConf({ port, backends, lb, extra = [], dir, maxClients = 0 }) {
   const lines = [
     '# generated by bench/run.mjs',
     `listen_addresses = '127.0.0.1'`,
     `port = ${port}`,
     // Its own pgpool_status (the default logdir /tmp is shared with every other pgrelay on the machine).
     `logdir = '${dir}'`,
-    `num_init_children = 64`,
+    `num_init_children = ${Math.max(64, maxClients + 8)}`,
     `max_pool = 4`,
     `log_min_messages = warning`,
+    // No PCP listener: the default pcp_port 9898 is one per machine, and the rows run several pgrelays at once.
+    `pcp_port = 0`,
     `load_balance_mode = ${lb ? 'on' : 'off'}`,
     ...extra,
   ];
@@ -467,12 +525,12 @@ function pgrelayConf({ port, backends, lb, extra = [], dir }) {
 async function startPgrelay(
   name,
   backends,
-  { lb = false, cpuProfDir = null, cli = path.join(DIST, 'cli.js'), extra = [] } = {},
+  { lb = false, cpuProfDir = null, cli = path.join(DIST, 'cli.js'), extra = [], maxClients = 0 } = {},
 ) {
   const dir = await mkTempDir(`pgrelay-bench-${name}-`);
   const port = await freePort();
   const conf = path.join(dir, 'pgrelay.conf');
-  await fsp.writeFile(conf, pgrelayConf({ port, backends, lb, extra, dir }));
+  await fsp.writeFile(conf, pgrelayConf({ port, backends, lb, extra, dir, maxClients }));
   const nodeArgs = [];
   if (cpuProfDir) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`);
   const p = new Proc(name, process.execPath, [...nodeArgs, cli, '-f', conf], {
@@ -586,9 +644,13 @@ async function startPipe(primary) {
   return { name: 'pipe', port, proc: p, dir, stop: () => stopAndClean(p, dir, 'SIGTERM', 5000) };
 }
 
-async function startPgbouncer(primary) {
+/**
+ * PgBouncer: session mode with a pool as large as the most clients of the row (the main row), or transaction mode
+ * with `poolSize` server connections (the txpool row, name pgbouncer-tx).
+ */
+async function startPgbouncer(primary, { name = 'pgbouncer', maxClients = 0, transaction = false, poolSize = 0 } = {}) {
   if (!fs.existsSync(OPT.pgbouncer)) throw new Error(`${OPT.pgbouncer} not installed`);
-  const dir = await mkTempDir('pgbouncer-bench-', RUN_AS);
+  const dir = await mkTempDir(`${name}-bench-`, RUN_AS);
   const port = await freePort();
   const ini = path.join(dir, 'pgbouncer.ini');
   await fsp.writeFile(path.join(dir, 'userlist.txt'), '"postgres" ""\n');
@@ -604,9 +666,9 @@ async function startPgbouncer(primary) {
       'unix_socket_dir =',
       'auth_type = trust',
       `auth_file = ${path.join(dir, 'userlist.txt')}`,
-      'pool_mode = session',
-      'max_client_conn = 500',
-      'default_pool_size = 64',
+      `pool_mode = ${transaction ? 'transaction' : 'session'}`,
+      `max_client_conn = ${Math.max(500, maxClients + 100)}`,
+      `default_pool_size = ${transaction ? poolSize : Math.max(64, maxClients)}`,
       'server_reset_query = DISCARD ALL',
       'ignore_startup_parameters = extra_float_digits',
       `logfile = ${path.join(dir, 'pgbouncer-file.log')}`,
@@ -618,14 +680,14 @@ async function startPgbouncer(primary) {
     ].join('\n'),
   );
   if (RUN_AS) for (const f of fs.readdirSync(dir)) fs.chownSync(path.join(dir, f), RUN_AS.uid, RUN_AS.gid);
-  const p = new Proc('pgbouncer', OPT.pgbouncer, [ini], { runAs: RUN_AS, logFile: path.join(dir, 'pgbouncer.out') });
+  const p = new Proc(name, OPT.pgbouncer, [ini], { runAs: RUN_AS, logFile: path.join(dir, 'pgbouncer.out') });
   try {
-    await waitReady('pgbouncer', port, p.child);
+    await waitReady(name, port, p.child);
   } catch (e) {
     await p.stop('SIGKILL', 1000);
     throw new Error(`${e.message}\n--- pgbouncer log ---\n${p.logTail()}`);
   }
-  return { name: 'pgbouncer', port, proc: p, dir, stop: () => stopAndClean(p, dir, 'SIGINT', 10_000) };
+  return { name, port, proc: p, dir, stop: () => stopAndClean(p, dir, 'SIGINT', 10_000) };
 }
 
 async function startPgpool(backends, maxClients, { name = 'pgpool', lb = false, extra = [] } = {}) {
@@ -724,7 +786,7 @@ function mixedScript() {
 }
 let mixedScriptFile = null;
 
-function pgbenchArgs({ port, workload, mode, clients, duration }) {
+function pgbenchArgs({ port, workload, mode, clients, duration, logPrefix = null }) {
   const a = [
     '-h',
     '127.0.0.1',
@@ -742,8 +804,9 @@ function pgbenchArgs({ port, workload, mode, clients, duration }) {
     '-T',
     String(duration),
   ];
-  if (workload === 'select' || workload === 'connect') a.push('-S');
+  if (workload === 'select' || workload === 'connect' || workload === 'latency') a.push('-S');
   if (workload === 'connect') a.push('-C');
+  if (workload === 'latency') a.push('-l', `--log-prefix=${logPrefix}`);
   if (workload === 'mixed') a.push('-f', mixedScriptFile);
   a.push('postgres');
   return a;
@@ -763,15 +826,136 @@ function parsePgbench(out) {
   };
 }
 
-/** One pgbench run against a target; measures the target's process CPU around it. */
-async function pgbenchRun(target, { workload, mode, clients, duration }) {
-  const args = pgbenchArgs({ port: target.port, workload, mode, clients, duration });
+/**
+ * p50 / p99 / max of the per-transaction latencies pgbench -l wrote to `dir` (one file per thread:
+ * `client_id transaction_no time script_no time_epoch time_us …`, time in µs; failed/skipped lines have no number).
+ */
+async function logPercentiles(dir) {
+  const times = [];
+  for (const f of await fsp.readdir(dir)) {
+    const text = await fsp.readFile(path.join(dir, f), 'utf8');
+    for (const line of text.split('\n')) {
+      const t = Number(line.split(' ')[2]);
+      if (line && Number.isFinite(t)) times.push(t);
+    }
+  }
+  if (!times.length) return { latP50Ms: null, latP99Ms: null, latMaxMs: null, loggedTxns: 0 };
+  const v = Float64Array.from(times).sort();
+  const q = (p) => v[Math.min(v.length - 1, Math.floor(p * v.length))] / 1000;
+  return {
+    latP50Ms: round(q(0.5), 3),
+    latP99Ms: round(q(0.99), 3),
+    latMaxMs: round(v[v.length - 1] / 1000, 3),
+    loggedTxns: v.length,
+  };
+}
+
+/** Resident set size (MiB) of a process tree (for pgpool-II this counts shared pages once per process). */
+function treeRssMb(rootPid) {
+  let kb = 0;
+  for (const st of processTree(rootPid)) {
+    try {
+      kb += Number(/VmRSS:\s*(\d+)/.exec(fs.readFileSync(`/proc/${st.pid}/status`, 'utf8'))?.[1] ?? 0);
+    } catch {
+      // gone
+    }
+  }
+  return round(kb / 1024, 1);
+}
+
+/**
+ * Established TCP connections from a process tree to `port` on 127.0.0.1 (its server connections): the tree's socket
+ * inodes (/proc/<pid>/fd) matched against /proc/net/tcp{,6}.
+ */
+function treeConnsTo(rootPid, port) {
+  const inodes = new Set();
+  for (const st of processTree(rootPid)) {
+    let fds = [];
+    try {
+      fds = fs.readdirSync(`/proc/${st.pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${st.pid}/fd/${fd}`));
+        if (m) inodes.add(m[1]);
+      } catch {
+        // closed meanwhile
+      }
+    }
+  }
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  let n = 0;
+  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text = '';
+    try {
+      text = fs.readFileSync(f, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const c = line.trim().split(/\s+/);
+      if (c.length < 10 || c[3] !== '01') continue; // 01 = ESTABLISHED
+      if (c[2].endsWith(`:${hexPort}`) && inodes.has(c[9])) n++;
+    }
+  }
+  return n;
+}
+
+/** Server connections a target holds to the primary: its sockets there; for direct, those of the client (`clientPid`). */
+function serverConns(target, primary, clientPid) {
+  const pid = target.proc?.pid ?? clientPid;
+  return pid ? treeConnsTo(pid, primary.port) : null;
+}
+
+/**
+ * One pgbench run against a target; measures the target's process CPU around it. With `primary` (txpool row), the
+ * target's server connections and RSS are sampled half-way through the run.
+ */
+async function pgbenchRun(target, { workload, mode, clients, duration }, { primary = null } = {}) {
+  const logDir = workload === 'latency' ? await mkTempDir('pgrelay-bench-lat-') : null;
+  const args = pgbenchArgs({
+    port: target.port,
+    workload,
+    mode,
+    clients,
+    duration,
+    logPrefix: logDir ? path.join(logDir, 'lat') : null,
+  });
   const pid = target.proc?.pid;
   const sel0 = target.selectCounts ? await target.selectCounts().catch(() => null) : null;
   const cpu0 = pid ? treeCpu(pid) : null;
   const t0 = process.hrtime.bigint();
-  const r = await runCmd('pgbench', args, { timeoutMs: (duration + 60) * 1000 });
+  let benchPid = null;
+  // Three samples (at 50, 70 and 90 % of -T), the largest of each kept: pgbench may still be connecting at the first.
+  const midSample = primary
+    ? (async () => {
+        let conns = null;
+        let rss = null;
+        for (const at of [0.5, 0.2, 0.2]) {
+          await sleep(duration * at * 1000);
+          const c = serverConns(target, primary, benchPid);
+          const m = pid ? treeRssMb(pid) : null;
+          if (c !== null && (conns === null || c > conns)) conns = c;
+          if (m !== null && (rss === null || m > rss)) rss = m;
+        }
+        return { conns, rss };
+      })()
+    : null;
+  const r = await runCmd('pgbench', args, {
+    timeoutMs: (duration + 60 + clients / 10) * 1000,
+    onSpawn: (c) => {
+      benchPid = c.pid;
+    },
+  });
   const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
+  const mid = midSample ? await midSample : null;
+  let pct = {};
+  if (logDir) {
+    pct = await logPercentiles(logDir).catch(() => ({}));
+    await fsp.rm(logDir, { recursive: true, force: true }).catch(() => undefined);
+  }
   const cpu1 = pid ? treeCpu(pid) : null;
   const sel1 = sel0 ? await target.selectCounts().catch(() => null) : null;
   const p = parsePgbench(r.stdout);
@@ -792,15 +976,183 @@ async function pgbenchRun(target, { workload, mode, clients, duration }) {
     // Reads (SELECTs) each role served during the run, from SHOW pool_nodes select_cnt (load-balancing targets).
     primaryReads: sel1 ? sel1.primary - sel0.primary : null,
     standbyReads: sel1 ? sel1.standby - sel0.standby : null,
+    ...pct,
+    serverConns: mid ? mid.conns : null,
+    proxyRssMb: mid ? mid.rss : null,
     exitCode: r.code,
     load1: round(os.loadavg()[0], 2),
     error: null,
   };
   if (r.code !== 0 || p.tps === null) {
-    row.error = (r.stderr.trim().split('\n').slice(-5).join(' | ') || `pgbench exit ${r.code}`).slice(0, 500);
+    row.error = (
+      r.stderr.trim().split('\n').slice(-5).join(' | ') ||
+      `pgbench exit ${r.code}: ${r.stdout.trim().split('\n').slice(-4).join(' | ')}`
+    ).slice(0, 500);
   }
   if (target.proc && !target.proc.alive) row.error = `${target.name} died during the run: ${target.proc.logTail(500)}`;
   return row;
+}
+
+const WIRE_CLIENT = path.join(HERE, 'wire-client.mjs');
+
+/**
+ * One stream cell through a target (bench/wire-client.mjs in its own process, reading or writing at full speed):
+ * result = a SELECT of OPT.streamBytes, copy-out = COPY (that SELECT) TO STDOUT, copy-in = COPY bench_copy_in FROM
+ * STDIN of as many bytes (the table is truncated afterwards). MB/s and proxy CPU ms per MiB.
+ */
+async function streamRun(target, { workload, mode, clients }, primary) {
+  const pid = target.proc?.pid;
+  const cpu0 = pid ? treeCpu(pid) : null;
+  const spec = {
+    mode,
+    port: target.port,
+    bytes: OPT.streamBytes,
+    rowBytes: OPT.streamRowBytes,
+    table: 'bench_copy_in',
+  };
+  const r = await runCmd(process.execPath, [WIRE_CLIENT, JSON.stringify(spec)], {
+    timeoutMs: 120_000 + (OPT.streamBytes / 2 ** 20) * 1000,
+  });
+  const cpu1 = pid ? treeCpu(pid) : null;
+  let o = null;
+  try {
+    o = JSON.parse(r.stdout.trim().split('\n').pop());
+  } catch {
+    // reported below
+  }
+  if (mode === 'copy-in') await psqlOn(primary.port, 'TRUNCATE bench_copy_in').catch((e) => log(e.message));
+  const mib = o?.bytes ? o.bytes / 2 ** 20 : null;
+  const row = {
+    target: target.name,
+    workload,
+    mode,
+    clients,
+    duration: null,
+    bytes: o?.bytes ?? null,
+    seconds: o?.seconds ? round(o.seconds, 3) : null,
+    mbPerS: mib && o.seconds ? round(mib / o.seconds, 1) : null,
+    proxyCpuS: pid ? round(cpu1.total - cpu0.total, 3) : null,
+    proxyUserS: pid ? round(cpu1.user - cpu0.user, 3) : null,
+    proxySysS: pid ? round(cpu1.sys - cpu0.sys, 3) : null,
+    cpuMsPerMb: pid && mib ? round(((cpu1.total - cpu0.total) * 1000) / mib, 2) : null,
+    exitCode: r.code,
+    load1: round(os.loadavg()[0], 2),
+    error: null,
+  };
+  if (r.code !== 0 || !o || o.error || !o.bytes)
+    row.error = (o?.error ?? (r.stderr.trim().split('\n').slice(-3).join(' | ') || `exit ${r.code}`)).slice(0, 500);
+  if (target.proc && !target.proc.alive) row.error = `${target.name} died during the run: ${target.proc.logTail(500)}`;
+  return row;
+}
+
+/**
+ * The idle cell: `clients` connections opened through the target (bench/wire-client.mjs idle: start-up and trust
+ * authentication, 100 at a time) and held; once all are ready (and 1 s later), the proxy's RSS and its server
+ * connections to the primary.
+ */
+async function idleRun(target, { workload, mode, clients }, primary) {
+  const pid = target.proc?.pid;
+  const rss0 = pid ? treeRssMb(pid) : null;
+  const cpu0 = pid ? treeCpu(pid) : null;
+  const conns0 = serverConns(target, primary, null);
+  // application_name = pgbench, as the pgbench cells' clients: pgrelay keys its server pools by every start-up
+  // parameter, so another name would get a pool of its own beside the one pgbench's runs left.
+  const spec = { mode: 'idle', port: target.port, clients, concurrency: 100, applicationName: 'pgbench' };
+  const child = spawn(process.execPath, [WIRE_CLIENT, JSON.stringify(spec)], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: cleanEnv(),
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (d) => {
+    stderr += d;
+  });
+  const exited = new Promise((r) => child.once('exit', r));
+  const first = await new Promise((resolve) => {
+    const timer = setTimeout(() => resolve({ error: `not all ${clients} clients ready after 300 s` }), 300_000);
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      const nl = stdout.indexOf('\n');
+      if (nl >= 0) {
+        clearTimeout(timer);
+        try {
+          resolve(JSON.parse(stdout.slice(0, nl)));
+        } catch {
+          resolve({ error: stdout.slice(0, 300) });
+        }
+      }
+    });
+    exited.then(() => {
+      clearTimeout(timer);
+      resolve({ error: `client exited: ${stderr.slice(-300)}` });
+    });
+  });
+  await sleep(1000);
+  const rss1 = pid ? treeRssMb(pid) : null;
+  const cpu1 = pid ? treeCpu(pid) : null;
+  const conns = serverConns(target, primary, child.pid);
+  child.stdin.end();
+  const killer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  await exited;
+  clearTimeout(killer);
+  const row = {
+    target: target.name,
+    workload,
+    mode,
+    clients,
+    duration: null,
+    idleReady: first.ready ?? null,
+    idleFailed: first.failed ?? null,
+    idleOpenS: first.seconds !== undefined ? round(first.seconds, 2) : null,
+    clientRssMb: first.clientRssMb !== undefined ? round(first.clientRssMb, 1) : null,
+    proxyRssMbBefore: rss0,
+    proxyRssMb: rss1,
+    serverConnsBefore: conns0,
+    serverConns: conns,
+    proxyCpuS: pid ? round(cpu1.total - cpu0.total, 3) : null,
+    load1: round(os.loadavg()[0], 2),
+    error: first.error ?? (first.failed ? `${first.failed} clients failed: ${first.firstError}` : null),
+  };
+  if (target.proc && !target.proc.alive) row.error = `${target.name} died during the run: ${target.proc.logTail(500)}`;
+  return row;
+}
+
+function psqlOn(port, sql) {
+  return runCmd(path.join(PG_BIN, 'psql'), ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-c', sql], {
+    timeoutMs: 60_000,
+    envExtra: pgEnv(port),
+  }).then((r) => {
+    if (r.code !== 0) throw new Error(`psql ${sql}: ${r.stderr.trim()}`);
+    return r.stdout.trim();
+  });
+}
+
+/** Runs one cell of any workload through a target. */
+function runCell(target, cell, primary, row) {
+  if (cell.workload === 'stream') return streamRun(target, cell, primary);
+  if (cell.workload === 'idle') return idleRun(target, cell, primary);
+  return pgbenchWithRetry(target, cell, cellDuration(cell), { primary: row === 'txpool' ? primary : null });
+}
+
+/**
+ * A pgbench run that ended before its clients had all connected (exit 0, 0 transactions: opening hundreds of
+ * connections on a loaded machine can take longer than -T) runs once more, twice as long.
+ */
+async function pgbenchWithRetry(target, cell, duration, opts) {
+  const r = await pgbenchRun(target, { ...cell, duration }, opts);
+  if (r.exitCode !== 0 || r.txns !== 0) return r;
+  log(
+    `${target.name} ${cell.workload} c=${cell.clients}: no transaction in ${duration} s (still connecting); once more with -T ${2 * duration}`,
+  );
+  return { ...(await pgbenchRun(target, { ...cell, duration: 2 * duration }, opts)), retriedAfterS: duration };
+}
+
+/**
+ * Seconds of a pgbench run: BENCH_DURATION, plus 1 s per 25 clients (pgbench's -T includes the time it takes
+ * to open its connections, seconds at 1,000 clients; its TPS excludes that time).
+ */
+function cellDuration(cell) {
+  return OPT.duration + Math.floor(cell.clients / 25);
 }
 
 const round = (x, d) =>
@@ -814,6 +1166,7 @@ const WL_NAME = {
   select: 'select-only (-S)',
   tpcb: 'TPC-B-like',
   connect: 'connect (-C -S)',
+  latency: 'select-only (-S -l)',
   mixed: `mixed (1 UPDATE + ${OPT.mixedSelects} SELECT)`,
 };
 
@@ -877,6 +1230,8 @@ function loadLine(results, meta) {
 const ROW_TITLE = {
   mixed: 'Mixed read/write: read-your-writes (load balancing on, primary + 2 standbys, weights 1:1:1)',
   backpressure: 'Backpressure: pgrelay vs the baseline build (primary only)',
+  txpool:
+    'Transaction pooling: pgrelay pool_mode = transaction vs PgBouncer (transaction mode), same pool size (primary only)',
 };
 
 /**
@@ -893,7 +1248,10 @@ function rowReport(row, results, meta, ref) {
   if (ll) out.push(ll, '');
   const cells = [];
   for (const r of res)
-    if (!cells.some((x) => x.workload === r.workload && x.mode === r.mode && x.clients === r.clients))
+    if (
+      r.workload !== 'idle' &&
+      !cells.some((x) => x.workload === r.workload && x.mode === r.mode && x.clients === r.clients)
+    )
       cells.push({ workload: r.workload, mode: r.mode, clients: r.clients });
   const hdr = [
     'workload',
@@ -910,6 +1268,8 @@ function rowReport(row, results, meta, ref) {
   ];
   const shares = row === 'mixed';
   if (shares) hdr.push('reads on standbys');
+  const pool = row === 'txpool';
+  if (pool) hdr.push('server conns', 'proxy RSS MB');
   const rows = [];
   for (const c of cells) {
     for (const t of targets) {
@@ -944,16 +1304,179 @@ function rowReport(row, results, meta, ref) {
         fmt(a?.latencyMs, 3),
         fmt(a?.cpuUsPerTxn, 1),
         ...(shares ? [share] : []),
+        ...(pool ? [fmt(a?.serverConns), fmt(a?.proxyRssMb, 1)] : []),
       ]);
     }
   }
   out.push(table(hdr, rows, ['l', 'l', 'r', 'l']));
   out.push('');
+  const idle = res.filter((r) => r.workload === 'idle');
+  if (idle.length) {
+    out.push(
+      `### Idle clients (${idle[0].clients} connections opened, 100 start-ups at a time, and held; RSS and server connections 1 s after the last was ready)`,
+      '',
+    );
+    const rows2 = [];
+    for (const t of targets) {
+      const a = aggregate(res, t, 'idle', '-', idle[0].clients);
+      const failed = idle.filter((r) => r.target === t && r.error);
+      if (!a && !failed.length) continue;
+      rows2.push([
+        t,
+        a ? a.idleReady : `FAIL: ${failed[0].error.slice(0, 120)}`,
+        fmt(a?.idleOpenS, 1),
+        fmt(a?.proxyRssMbBefore, 1),
+        fmt(a?.proxyRssMb, 1),
+        a?.proxyRssMb && a?.idleReady ? fmt(((a.proxyRssMb - a.proxyRssMbBefore) * 1024) / a.idleReady, 1) : '-',
+        `${fmt(a?.serverConnsBefore)} → ${fmt(a?.serverConns)}`,
+        fmt(a?.proxyCpuS, 2),
+      ]);
+    }
+    out.push(
+      table(
+        [
+          'target',
+          'clients ready',
+          'open s',
+          'proxy RSS MB before',
+          'proxy RSS MB',
+          'KB per client',
+          'server conns before → with the idle clients',
+          'proxy CPU s',
+        ],
+        rows2,
+        ['l'],
+      ),
+    );
+    out.push('');
+  }
   return out.join('\n');
 }
 
+/** The main row's latency cells: p50 / p99 (ms) of every transaction (pgbench -l) per target, side by side. */
+function latencySection(results, targets) {
+  const cells = [];
+  for (const r of results)
+    if (r.workload === 'latency' && !cells.some((x) => x.mode === r.mode && x.clients === r.clients))
+      cells.push({ mode: r.mode, clients: r.clients });
+  if (!cells.length) return [];
+  const out = [
+    '## Latency percentiles: select-only, per-transaction log (pgbench -l)',
+    '',
+    'p50 / p99 of the latency of every transaction of the run in ms (from the pgbench -l files), TPS in brackets.',
+    '',
+  ];
+  const rows = [];
+  for (const c of cells) {
+    const row = ['select-only (-S -l)', c.mode, c.clients];
+    for (const t of targets) {
+      const a = aggregate(results, t, 'latency', c.mode, c.clients);
+      const failed = results.some(
+        (r) => r.target === t && r.workload === 'latency' && r.mode === c.mode && r.clients === c.clients && r.error,
+      );
+      row.push(a ? `${fmt(a.latP50Ms, 2)} / ${fmt(a.latP99Ms, 2)} (${fmt(a.tps)})` : failed ? 'FAIL' : '');
+    }
+    rows.push(row);
+  }
+  out.push(table(['workload', 'mode', 'clients', ...targets], rows, ['l', 'l']), '');
+  return out;
+}
+
+/** The main row's connect cells: new connections per second (pgbench -C: one connection per transaction). */
+function connectSection(results, targets) {
+  const clients = [...new Set(results.filter((r) => r.workload === 'connect').map((r) => r.clients))];
+  if (!clients.length) return [];
+  const out = [
+    '## New connections per second (pgbench -C -S: a new connection for every transaction)',
+    '',
+    'connections/s (= pgbench TPS with -C), average connection time in ms, proxy CPU µs per connection in brackets.',
+    '',
+  ];
+  const rows = [];
+  for (const c of clients) {
+    const row = ['connect (-C -S)', c];
+    for (const t of targets) {
+      if (!TARGET_WORKLOADS[t]?.includes('connect')) {
+        row.push('');
+        continue;
+      }
+      const a = aggregate(results, t, 'connect', 'simple', c);
+      const failed = results.some((r) => r.target === t && r.workload === 'connect' && r.clients === c && r.error);
+      row.push(
+        a
+          ? `${fmt(a.tps)} / ${fmt(a.connTimeMs, 2)} ms${a.cpuUsPerTxn !== null ? ` (${fmt(a.cpuUsPerTxn, 0)})` : ''}`
+          : failed
+            ? 'FAIL'
+            : '',
+      );
+    }
+    rows.push(row);
+  }
+  out.push(table(['workload', 'clients', ...targets], rows, ['l']), '');
+  return out;
+}
+
+const STREAM_NAME = {
+  result: 'SELECT result → client',
+  'copy-out': 'COPY TO STDOUT',
+  'copy-in': 'COPY FROM STDIN',
+};
+
+/** The main row's stream cells: MB/s and proxy CPU ms per MiB, per target. */
+function streamSection(results, targets) {
+  const modes = [...new Set(results.filter((r) => r.workload === 'stream').map((r) => r.mode))];
+  if (!modes.length) return [];
+  const out = [
+    `## Streaming: ${fmt(OPT.streamBytes / 2 ** 20)} MiB through one connection (rows of ${OPT.streamRowBytes} bytes)`,
+    '',
+    'MB/s (MiB of protocol bytes the client read or wrote / s, client reading or writing at full speed), proxy CPU ms per MiB in brackets.',
+    '',
+  ];
+  const rows = [];
+  for (const m of modes) {
+    const row = [STREAM_NAME[m] ?? m];
+    for (const t of targets) {
+      const a = aggregate(results, t, 'stream', m, 1);
+      const failed = results.some((r) => r.target === t && r.workload === 'stream' && r.mode === m && r.error);
+      row.push(
+        a ? `${fmt(a.mbPerS, 1)}${a.cpuMsPerMb !== null ? ` (${fmt(a.cpuMsPerMb, 2)})` : ''}` : failed ? 'FAIL' : '',
+      );
+    }
+    rows.push(row);
+  }
+  out.push(table(['stream', ...targets], rows, ['l']), '');
+  return out;
+}
+
+/** One line describing the machine and the software versions. */
+function machineLine(meta) {
+  return (
+    `Machine: ${meta.cpuModel}, ${meta.cpus} cores, ${meta.memGb} GB memory, ${meta.os}` +
+    `; Node ${meta.node}, PostgreSQL ${meta.postgres ?? '?'}, ${meta.pgbench}` +
+    `, ${meta.versions.pgbouncer ?? 'PgBouncer not installed'}, ${meta.versions.pgpool ?? 'pgpool-II not installed'}` +
+    `; pgrelay ${meta.commit}.`
+  );
+}
+
+/** Every run as a TSV line (machine description and options as leading # comments). */
+function tsvReport(results, meta) {
+  const cols = [];
+  for (const r of results) for (const k of Object.keys(r)) if (!cols.includes(k)) cols.push(k);
+  const cell = (v) => (v === null || v === undefined ? '' : String(v).replace(/[\t\n]/g, ' '));
+  return [
+    `# ${machineLine(meta)}`,
+    `# started ${meta.startedAt}, finished ${meta.finishedAt}; ${meta.quick ? 'quick mode; ' : ''}uptime at the start: ${meta.uptimeStart}`,
+    `# options: ${JSON.stringify(meta.options)}`,
+    cols.join('\t'),
+    ...results.map((r) => cols.map((k) => cell(r[k])).join('\t')),
+    '',
+  ].join('\n');
+}
+
 function buildReport(allResults, meta, checks, profileText) {
-  const results = allResults.filter((r) => r.row === 'main');
+  const mainAll = allResults.filter((r) => r.row === 'main');
+  // The pgbench tables below: everything but the stream cells (their own table).
+  const results = mainAll.filter((r) => r.workload !== 'stream');
   const mainTargets = meta.rowTargets.main ?? [];
   const get = (t, w, m, c) => aggregate(results, t, w, m, c);
   const ratio = (a, b) => (a && b && a.tps && b.tps ? (a.tps / b.tps).toFixed(2) : '-');
@@ -963,11 +1486,11 @@ function buildReport(allResults, meta, checks, profileText) {
       cells.push({ workload: r.workload, mode: r.mode, clients: r.clients });
   }
   const out = [];
-  out.push(`# pgrelay benchmark ${meta.startedAt}`);
+  out.push(`# pgrelay benchmark ${meta.startedAt}${OPT.quick ? ' (quick mode)' : ''}`);
   out.push('');
+  out.push(machineLine(meta), '');
   out.push(
-    `${meta.cpus} CPUs (${meta.cpuModel}), ${meta.os}, Node ${meta.node}, ${meta.pgbench}, PostgreSQL ${meta.postgres}; ` +
-      `pgrelay ${meta.commit}; scale ${OPT.scale}, ${OPT.duration} s per run, ${OPT.repeat} round(s) per cell ` +
+    `scale ${OPT.scale}, ${OPT.duration} s per run, ${OPT.repeat} round(s) per cell ` +
       `(targets interleaved, order rotated each round; tables show medians), pgbench -n -j min(clients,2); ` +
       `rows: ${OPT.rows.join(', ')}; targets: ${meta.targets.join(', ')}.`,
   );
@@ -979,11 +1502,20 @@ function buildReport(allResults, meta, checks, profileText) {
   if (meta.skipped.length)
     out.push(`Skipped: ${meta.skipped.map((s) => `${s.target} (${s.reason.split('\n')[0]})`).join('; ')}.`);
   out.push('');
+  if (OPT.quick)
+    out.push(
+      '**Quick mode** (`--quick`): short runs at reduced sizes to check that every row works; the figures are not measurements.',
+      '',
+    );
   for (const [row, ref] of [
     ['mixed', 'pgrelay-ryw-off'],
     ['backpressure', 'pgrelay-base'],
+    ['txpool', 'pgbouncer-tx'],
   ])
     if (allResults.some((r) => r.row === row)) out.push(rowReport(row, allResults, meta, ref));
+  out.push(...latencySection(mainAll, mainTargets));
+  out.push(...connectSection(mainAll, mainTargets));
+  out.push(...streamSection(mainAll, mainTargets));
   if (!results.length) {
     const errors = allResults.filter((r) => r.error);
     if (errors.length) {
@@ -1167,6 +1699,16 @@ async function main() {
       log(`row ${row}: no proxy target or no cell selected, not run`);
       OPT.rows.splice(OPT.rows.indexOf(row), 1);
     }
+  // The txpool row's many clients: every process (pgbench, the idle client, PgBouncer, pgrelay) needs a descriptor each.
+  if (OPT.rows.includes('txpool')) {
+    const need = Math.max(OPT.idleClients, ...OPT.txClients) + 200;
+    const limit = Number(/Max open files\s+(\d+)/.exec(fs.readFileSync('/proc/self/limits', 'utf8'))?.[1] ?? Infinity);
+    if (limit < need)
+      die(
+        `the open-files limit (ulimit -n) is ${limit}; the txpool row needs ${need} ` +
+          `(BENCH_IDLE_CLIENTS=${OPT.idleClients}, BENCH_TX_CLIENTS=${OPT.txClients}): run \`ulimit -n ${Math.max(need, 20000)}\` first, or lower them`,
+      );
+  }
   const uptime = () => {
     try {
       return execFileSync('uptime', { encoding: 'utf8' }).trim();
@@ -1189,6 +1731,8 @@ async function main() {
     host: os.hostname(),
     cpus: os.cpus().length,
     cpuModel: os.cpus()[0]?.model?.trim() ?? '?',
+    memGb: round(os.totalmem() / 2 ** 30, 1),
+    quick: OPT.quick,
     os: `${os.type()} ${os.release()}`,
     node: process.versions.node,
     pgbench: execFileSync('pgbench', ['--version'], { encoding: 'utf8' }).trim(),
@@ -1246,8 +1790,18 @@ async function main() {
       if (interrupted) break;
       const plan = plans[row];
       const rowTargetsRan = (meta.rowTargets[row] = []);
-      log(`row ${row}: starting DevCluster (primary + ${plan.standbys} standbys)`);
-      const cluster = await DevCluster.start({ standbys: plan.standbys });
+      // Most concurrent pgbench clients of the row (the idle cell is proxies only, never direct).
+      const maxClients = Math.max(...plan.cells.filter((c) => c.workload !== 'idle').map((c) => c.clients), 8);
+      // Session-pooling proxies keep up to maxClients backends each after their runs (pgpool-II maxClients + 8):
+      // room for all of them besides direct's own.
+      const pooling = plan.targets.filter((t) => t !== 'direct' && t !== 'pipe' && !TX_TARGETS.includes(t)).length;
+      const txPooling = plan.targets.filter((t) => TX_TARGETS.includes(t)).length;
+      const maxConnections = Math.max(200, (pooling + 1) * (maxClients + 8) + txPooling * OPT.txPoolSize + 50);
+      log(`row ${row}: starting DevCluster (primary + ${plan.standbys} standbys, max_connections = ${maxConnections})`);
+      const cluster = await DevCluster.start({
+        standbys: plan.standbys,
+        extraConf: { max_connections: String(maxConnections) },
+      });
       const targets = [];
       try {
         const primary = cluster.nodes[0];
@@ -1271,13 +1825,15 @@ async function main() {
           { timeoutMs: 600_000 },
         );
         if (init.code !== 0) throw new Error(`pgbench -i failed: ${init.stderr}`);
+        if (plan.cells.some((c) => c.workload === 'stream' && c.mode === 'copy-in'))
+          await psqlOn(primary.port, 'CREATE UNLOGGED TABLE bench_copy_in (t text)');
         if (plan.standbys > 0) await cluster.waitForCatchup(120_000);
 
-        const maxClients = Math.max(...plan.cells.map((c) => c.clients), 8);
         const stmtLb = OPT.mixedLb === 'statement' ? ['statement_level_load_balance = on'] : [];
         const ryw = (mode) => () =>
           startPgrelay(`pgrelay-ryw-${mode}`, cluster.nodes, {
             lb: true,
+            maxClients,
             extra: [
               ...stmtLb,
               `read_your_writes = ${mode}`,
@@ -1286,12 +1842,28 @@ async function main() {
           });
         const starters = {
           direct: async () => ({ name: 'direct', port: primary.port, proc: null, stop: async () => undefined }),
-          pgrelay: () => startPgrelay('pgrelay', [primary]),
-          pgbouncer: () => startPgbouncer(primary),
+          pgrelay: () => startPgrelay('pgrelay', [primary], { maxClients }),
+          pgbouncer: () => startPgbouncer(primary, { maxClients }),
+          'pgrelay-tx': () =>
+            startPgrelay('pgrelay-tx', [primary], {
+              maxClients,
+              extra: [
+                'pool_mode = transaction',
+                `default_pool_size = ${OPT.txPoolSize}`,
+                `max_client_conn = ${Math.max(maxClients, OPT.idleClients) + 100}`,
+              ],
+            }),
+          'pgbouncer-tx': () =>
+            startPgbouncer(primary, {
+              name: 'pgbouncer-tx',
+              maxClients: Math.max(maxClients, OPT.idleClients),
+              transaction: true,
+              poolSize: OPT.txPoolSize,
+            }),
           pgpool: () => startPgpool([primary], maxClients),
-          'pgrelay-lb': () => startPgrelay('pgrelay-lb', cluster.nodes, { lb: true }),
+          'pgrelay-lb': () => startPgrelay('pgrelay-lb', cluster.nodes, { lb: true, maxClients }),
           pipe: () => startPipe(primary),
-          'pgrelay-base': () => startPgrelay('pgrelay-base', [primary], { cli: baseline.cli }),
+          'pgrelay-base': () => startPgrelay('pgrelay-base', [primary], { cli: baseline.cli, maxClients }),
           'pgrelay-ryw-off': ryw('off'),
           'pgrelay-ryw-session': ryw('session'),
           'pgrelay-ryw-global': ryw('global'),
@@ -1314,6 +1886,11 @@ async function main() {
           ['pgbouncer', OPT.pgbouncer, ['--version']],
           ['pgpool', OPT.pgpool, ['--version']],
         ]) {
+          // Versions of the installed proxies for the machine description, whether or not a row ran them.
+          if (!meta.versions[name] && fs.existsSync(file)) {
+            const r = await runCmd(file, args);
+            meta.versions[name] = (r.stdout.split('\n')[0] || r.stderr.split('\n')[0]).trim();
+          }
           if (!meta.versions[name] && rowTargetsRan.some((t) => t === name || t.startsWith(`${name}-`))) {
             const r = await runCmd(file, args);
             meta.versions[name] = r.stdout.split('\n')[0] || r.stderr.split('\n')[0];
@@ -1365,7 +1942,7 @@ async function main() {
                 });
                 continue;
               }
-              const r = { row, rep, ...(await pgbenchRun(t, { ...cell, duration: OPT.duration })) };
+              const r = { row, rep, ...(await runCell(t, cell, primary, row)) };
               results.push(r);
               done++;
               const reads =
@@ -1376,10 +1953,18 @@ async function main() {
                 `[${done}/${totalRuns}] ${row} ${t.name.padEnd(12)} ${cell.workload.padEnd(7)} ${cell.mode.padEnd(8)} c=${String(cell.clients).padStart(2)}: ` +
                   (r.error
                     ? `FAILED ${r.error}`
-                    : `${fmt(r.tps)} TPS, lat ${fmt(r.latencyMs, 3)} ms` +
-                      (r.connTimeMs !== null ? `, conn ${fmt(r.connTimeMs, 3)} ms` : '') +
-                      (r.cpuUsPerTxn !== null ? `, ${fmt(r.cpuUsPerTxn, 1)} µs CPU/txn` : '') +
-                      reads),
+                    : cell.workload === 'stream'
+                      ? `${fmt(r.mbPerS, 1)} MB/s, ${fmt(r.cpuMsPerMb, 2)} ms CPU/MB`
+                      : cell.workload === 'idle'
+                        ? `${r.idleReady} idle clients in ${fmt(r.idleOpenS, 1)} s, proxy RSS ${fmt(r.proxyRssMb, 1)} MB, ${r.serverConns} server conns`
+                        : `${fmt(r.tps)} TPS, lat ${fmt(r.latencyMs, 3)} ms` +
+                          (r.latP99Ms ? `, p50 ${fmt(r.latP50Ms, 3)} p99 ${fmt(r.latP99Ms, 3)} ms` : '') +
+                          (r.serverConns !== null && r.serverConns !== undefined
+                            ? `, ${r.serverConns} server conns`
+                            : '') +
+                          (r.connTimeMs !== null ? `, conn ${fmt(r.connTimeMs, 3)} ms` : '') +
+                          (r.cpuUsPerTxn !== null ? `, ${fmt(r.cpuUsPerTxn, 1)} µs CPU/txn` : '') +
+                          reads),
               );
             }
           }
@@ -1444,10 +2029,12 @@ async function main() {
   const report = buildReport(results, meta, checks, profileText);
   process.stdout.write(`\n${report}\n`);
   await fsp.mkdir(OPT.resultsDir, { recursive: true });
-  const base = path.join(OPT.resultsDir, stamp);
+  const sha = git(['rev-parse', '--short=12', 'HEAD']);
+  const base = path.join(OPT.resultsDir, `${stamp}-${sha}${OPT.quick ? '-quick' : ''}`);
   await fsp.writeFile(`${base}.json`, `${JSON.stringify({ meta, results, checks, profile: profileJson }, null, 2)}\n`);
   await fsp.writeFile(`${base}.md`, `${report}\n`);
-  log(`results: ${base}.json, ${base}.md`);
+  await fsp.writeFile(`${base}.tsv`, tsvReport(results, meta));
+  log(`results: ${base}.md, ${base}.tsv, ${base}.json`);
   if (interrupted) process.exitCode = 130;
 }
 
