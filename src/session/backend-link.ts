@@ -33,6 +33,8 @@ export interface LinkOwner {
   progressed(link: BackendLink): void;
   /** The backend answered a request with an ErrorResponse. */
   backendError(link: BackendLink, fields: ErrorFieldMap): void;
+  /** A client-visible extended-protocol request failed before the client sent its Sync (ReplyOutput.skipsUntilSync). */
+  skipUntilSync(): void;
   /** The backend sent a FATAL/PANIC error. */
   backendFatal(link: BackendLink, fields: ErrorFieldMap): void;
   /** The reply stream was malformed. */
@@ -237,6 +239,10 @@ export class BackendLink implements ReplyOutput {
 
   fatalError(fields: ErrorFieldMap): void {
     this.owner.backendFatal(this, fields);
+  }
+
+  skipsUntilSync(): void {
+    this.owner.skipUntilSync();
   }
 
   asyncMessage(bytes: Buffer): void {

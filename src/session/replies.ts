@@ -102,6 +102,12 @@ export interface ReplyOutput {
   asyncMessage(bytes: Buffer): void;
   /** The reply stream is malformed. */
   broken(message: string): void;
+  /**
+   * A request visible to the client failed and the client's Sync after it has not been
+   * sent yet: PostgreSQL now ignores everything up to that Sync, which pgrelay must do
+   * too for what the client sends meanwhile (whichever node it would go to).
+   */
+  skipsUntilSync(): void;
 }
 
 const ENDS_PARSE = decodeTable('1');
@@ -430,6 +436,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       next = this.current();
     }
     this.follow();
+    if (forward && next === undefined) this.out.skipsUntilSync();
     return forward ? 'client' : action;
   }
 

@@ -123,6 +123,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   private logger: Logger | undefined;
   /** The client sent Terminate (its backend connections may go back to the cache). */
   private terminated = false;
+  /** A client-visible extended-protocol request failed: what the client sends up to its Sync is ignored. */
+  private skippingUntilSync = false;
   /** What the client's messages wait for; only that event lets them continue. */
   private waitingFor: WaitReason | null = null;
   /** The client socket is paused (the scanner waits, or a backend is congested). */
@@ -429,6 +431,11 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (this.closed) return DROP;
     if (TRACE) trace(this.pid, type, buf, start, end);
     if (this.adminOnly && type !== FE.Terminate) return this.adminOnly.onMessage(type, buf, start, end);
+    // After an extended-protocol error PostgreSQL ignores every message up to Sync, also
+    // those it receives after reporting the error: so does pgrelay, whatever node they
+    // would go to (a pipeline can span nodes).
+    if (type === FE.Sync) this.skippingUntilSync = false;
+    else if (this.skippingUntilSync && type !== FE.Terminate) return DROP;
     if (this.txMode && !this.backends.held && type !== FE.Terminate && !this.adminQuery(type, buf, start, end)) {
       const own = this.withoutBackend(type, buf, start, end);
       if (own !== undefined) return own;
@@ -647,6 +654,10 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.resume('replies');
     this.continueAfterBackpressure();
     if (this.txMode) this.maybeCheckin();
+  }
+
+  skipUntilSync(): void {
+    this.skippingUntilSync = true;
   }
 
   backendError(link: BackendLink, f: ErrorFieldMap): void {

@@ -23,7 +23,20 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
 import { until } from '../support/failover.js';
 import { runPsql, startProxy, type ProxyHandle } from '../support/proxy.js';
-import { RawClient, cancelRequest, closeAllRaw, message, queryMessage, summarize } from '../support/raw.js';
+import {
+  RawClient,
+  bindMessage,
+  cancelRequest,
+  closeAllRaw,
+  describeMessage,
+  executeMessage,
+  flushMessage,
+  message,
+  parseMessage,
+  queryMessage,
+  summarize,
+  syncMessage,
+} from '../support/raw.js';
 
 const cluster = getCluster();
 const APP = `feat-proto-${process.pid}`;
@@ -167,4 +180,68 @@ describe('CancelRequest of a read running on a standby', () => {
     expect((await raw.query('SELECT inet_server_port()')).rows).toEqual([[String(cluster.node(1).port)]]);
     raw.end();
   });
+});
+
+describe('extended protocol: messages sent after the server reported an error, before Sync', () => {
+  // PostgreSQL skips every message after an error until Sync, also those that arrive after
+  // it sent the ErrorResponse: pgrelay must not wait for replies to them.
+  it('one pipeline: a read failing on the standby, then an INSERT (primary), then Sync: the INSERT is skipped as PostgreSQL would', async () => {
+    const table = `feat_skip_${process.pid}`;
+    await cluster.psql(cluster.primaryId, `DROP TABLE IF EXISTS ${table}; CREATE TABLE ${table} (id int)`);
+    await cluster.waitForCatchup(30_000);
+    try {
+      const { raw } = await rawSession();
+      raw.send(
+        parseMessage('', 'SELECT inet_server_port(), 1/0'),
+        bindMessage('', ''),
+        executeMessage('', 0),
+        parseMessage('', `INSERT INTO ${table} VALUES (1)`),
+        bindMessage('', ''),
+        executeMessage('', 0),
+        syncMessage(),
+      );
+      const r = summarize(await raw.collect('Z', 10_000));
+      expect(r.errors.map((e) => e.C)).toEqual(['22012']);
+      expect(r.tags).toEqual([]);
+      expect(r.status).toBe('I');
+      expect(await cluster.psql(cluster.primaryId, `SELECT count(*) FROM ${table}`)).toBe('0');
+      expect((await raw.query('SELECT 5')).rows).toEqual([['5']]);
+    } finally {
+      await cluster.psql(cluster.primaryId, `DROP TABLE IF EXISTS ${table}`);
+    }
+  });
+
+  for (const where of ['primary', 'standby'] as const) {
+    it(`Parse error, then (after reading it) Bind/Describe/Execute, then Sync: ReadyForQuery, the session goes on (${where})`, async () => {
+      const { raw } = await rawSession();
+      const read = where === 'standby';
+      raw.send(
+        parseMessage('', read ? 'SELECT 1 FROM no_such_table_xyz' : 'INSERT INTO no_such_table_xyz VALUES (1)'),
+        flushMessage(),
+      );
+      const err = await raw.collect('E', 10_000);
+      expect(err.at(-1)?.type).toBe('E');
+      raw.send(
+        parseMessage('', 'SELECT 1'),
+        bindMessage('', ''),
+        describeMessage('P', ''),
+        executeMessage('', 0),
+        flushMessage(),
+      );
+      // Nothing answers these (the server skips them); the Sync ends the skipping.
+      raw.send(syncMessage());
+      const done = summarize(await raw.collect('Z', 10_000));
+      expect(done.status).toBe('I');
+      expect(done.messages.map((m) => m.type)).toEqual(['Z']);
+      const after = await raw.query('SELECT 2');
+      expect(after.rows).toEqual([['2']]);
+      // The extended protocol goes on in step: every reply where it belongs.
+      raw.send(parseMessage('s3', 'SELECT 3'), bindMessage('', 's3'), executeMessage('', 0), syncMessage());
+      const third = summarize(await raw.collect('Z', 10_000));
+      expect(third.messages.map((m) => m.type)).toEqual(['1', '2', 'D', 'C', 'Z']);
+      expect(third.rows).toEqual([['3']]);
+      const fourth = await raw.query('SELECT 4');
+      expect(fourth.rows).toEqual([['4']]);
+    });
+  }
 });

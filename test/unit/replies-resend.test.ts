@@ -32,6 +32,7 @@ class Sink implements ReplyOutput {
   broken(message: string): void {
     throw new Error(message);
   }
+  skipsUntilSync(): void {}
   feed(bytes: Buffer): void {
     this.q.push(bytes);
     this.q.runFinished('link');

@@ -47,6 +47,10 @@ class Harness implements ReplyOutput {
   broken(message: string): void {
     this.brokenWith.push(message);
   }
+  skips = 0;
+  skipsUntilSync(): void {
+    this.skips++;
+  }
 
   /** Queue a request; its `done` records `label` (and the error code, if any). */
   expect(label: string, e: Omit<Exp, 'done'> & { done?: Exp['done'] }): Exp {
@@ -184,6 +188,23 @@ describe('ReplyQueue: extended protocol pipelines', () => {
     h.expect('execute', { kind: 'execute', mode: 'forward' });
     h.expect('sync', { kind: 'sync', mode: 'forward' });
   };
+
+  it('reports skipping up to Sync when a visible request failed before its Sync was sent, not after', () => {
+    const before = new Harness();
+    before.expect('parse', { kind: 'parse', mode: 'forward' });
+    before.expect('bind', { kind: 'bind', mode: 'forward' });
+    before.feed(be.error('42P01', 'relation does not exist'));
+    expect(before.completed).toEqual(['parse!42P01', 'bind!42P01']);
+    expect(before.skips).toBe(1);
+    const after = new Harness();
+    pipeline(after);
+    after.feed(be.error('42P01', 'relation does not exist'));
+    expect(after.skips).toBe(0);
+    const hidden = new Harness();
+    hidden.expect('parse', { kind: 'parse', mode: 'drop' });
+    hidden.feed(be.error('42P01', 'relation does not exist'));
+    expect(hidden.skips).toBe(0);
+  });
 
   it('ends each request at its own reply', () => {
     const h = new Harness();
