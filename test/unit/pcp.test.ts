@@ -93,7 +93,7 @@ describe('pcp.conf and the md5 challenge', () => {
     writeFileSync(file, `admin:${md5Hex('pw')}\n`);
     const salt = Buffer.from([1, 2, 3, 4]);
     // libpcp: md5(md5(md5(password) + user) + salt), hex, no prefix.
-    const inner = md5Hex(md5Hex('pw') + 'admin');
+    const inner = md5Hex(`${md5Hex('pw')}admin`);
     expect(pcpClientResponse('admin', 'pw', salt)).toBe(md5Hex(Buffer.concat([Buffer.from(inner), salt])));
     expect(expectedPcpResponse({ user: 'admin', md5: md5Hex('pw') }, salt)).toBe(
       pcpClientResponse('admin', 'pw', salt),
