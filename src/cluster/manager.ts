@@ -135,6 +135,7 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
       this.marks,
       (id) => this.sessionsOnNode(id),
       opts.gracefulDetachTimeoutMs ?? DEFAULT_GRACEFUL_DETACH_TIMEOUT_MS,
+      log,
     );
     this.recovery = new OnlineRecovery(nodes, getConfig, log, tasks, (id) => this.ops.attach(id));
   }
@@ -292,9 +293,15 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
     return this.forwarded({ op: 'detach', node: id }) ?? this.ops.detach(id, o);
   }
 
-  /** pcp_promote_node [-s]. */
-  promote(id: number, o: { switchover?: boolean } = {}): Promise<OperationResult> {
-    return this.forwarded({ op: 'promote', node: id, switchover: o.switchover ?? false }) ?? this.ops.promote(id, o);
+  /** pcp_promote_node [-s] [-g]; with gracefully, first wait until no session uses the current primary. */
+  async promote(id: number, o: { switchover?: boolean; gracefully?: boolean } = {}): Promise<OperationResult> {
+    if (this.authority.decides()) return this.ops.promote(id, o);
+    // Coordination, another instance decides: wait for this instance's own sessions here, then ask it.
+    if (o.gracefully) await this.ops.drainPrimary(id);
+    return (
+      this.forwarded({ op: 'promote', node: id, switchover: o.switchover ?? false }) ??
+      this.ops.promote(id, { switchover: o.switchover })
+    );
   }
 
   private forwarded(op: NodeOperation): Promise<OperationResult> | undefined {
