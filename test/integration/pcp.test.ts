@@ -20,7 +20,8 @@
  *     the primary;
  *  6. pcp_stop_pgpool -m fast: pgrelay exits.
  * Then pgpool's command line: `-n -f conf -F pcp.conf -a pool_hba.conf -k
- * keyfile` starts, `pgrelay -f conf -m fast stop` stops.
+ * keyfile` starts, `pgrelay -f conf -m fast stop` stops; without -f, pgrelay
+ * reads ./pgpool.conf and the pcp.conf next to it, and `pgrelay stop` finds it.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -427,6 +428,27 @@ describe('PCP port with pgpool-II 4.3 pcp_* programs', () => {
       expect(p.logs()).toMatch(/option -C is accepted for pgpool-II compatibility and ignored/);
       const stop = await runCommand(process.execPath, [CLI_PATH, '-f', p.confPath, '-m', 'fast', 'stop'], {
         timeoutMs: 40_000,
+      });
+      expect(stop.code, stop.stderr).toBe(0);
+      expect((await p.exited).code).toBe(0);
+    } finally {
+      await p.stop();
+    }
+  }, 60_000);
+
+  it('without -f: ./pgpool.conf and the pcp.conf next to it are read; `pgrelay -m fast stop` without -f stops it', async () => {
+    const p = await startProxy({ cluster, defaultConfigPath: true, config: { pcp_port: await freePort() } });
+    try {
+      fs.copyFileSync(path.join(work, 'pcp.conf'), path.join(p.dir, 'pcp.conf'));
+      // The listen port and the backends come from ./pgpool.conf (nothing else names them).
+      const r = await runPsql(['-At', '-c', 'SELECT 8'], { port: p.port, timeoutMs: 15_000 });
+      expect(r.stdout.trim()).toBe('8');
+      const count = await pcp('node_count', [], Number(p.config().pcp_port));
+      expect(count.stderr).toBe('');
+      expect(count.stdout).toBe('3\n');
+      const stop = await runCommand(process.execPath, [CLI_PATH, '-m', 'fast', 'stop'], {
+        timeoutMs: 40_000,
+        cwd: p.dir,
       });
       expect(stop.code, stop.stderr).toBe(0);
       expect((await p.exited).code).toBe(0);
