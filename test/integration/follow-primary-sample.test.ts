@@ -29,7 +29,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DevCluster, freePort } from '../../dev/devcluster.js';
+import { DevCluster, freePort, killChildOnExit } from '../../dev/devcluster.js';
 import { PLACEHOLDERS, REPO, showPoolNodes, statusChange, waitForJson } from '../support/failover.js';
 import { type ProxyHandle, startProxy } from '../support/proxy.js';
 import { pollUntil } from '../support/wait.js';
@@ -130,8 +130,9 @@ async function startSshd(dir: string, port: number, authorizedKey: string): Prom
       `AuthorizedKeysFile ${authorized}`,
       `AllowUsers ${pgUser}`,
       'StrictModes no',
-      // With UsePAM no, sshd refuses accounts whose password is locked ('!' in /etc/shadow, as Debian's postgres).
-      'UsePAM yes',
+      // With UsePAM no, sshd refuses accounts whose password is locked ('!' in /etc/shadow, as Debian's
+      // postgres); PAM needs a root sshd (a non-root one serves only its own, normally unlocked, user).
+      `UsePAM ${isRoot ? 'yes' : 'no'}`,
       'PasswordAuthentication no',
       'KbdInteractiveAuthentication no',
       'PermitRootLogin no',
@@ -144,6 +145,11 @@ async function startSshd(dir: string, port: number, authorizedKey: string): Prom
   // sshd (as root) needs its privilege separation directory; Debian's service creates it the same way.
   if (isRoot) fs.mkdirSync('/run/sshd', { recursive: true, mode: 0o755 });
   const child = spawn(SSHD, ['-D', '-e', '-f', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // sshd must not outlive the test process, however it ends.
+  if (child.pid !== undefined) {
+    const cancel = killChildOnExit(child.pid);
+    child.once('exit', cancel);
+  }
   let err = '';
   child.stderr?.on('data', (d: Buffer) => {
     err += d.toString();
