@@ -11,6 +11,7 @@ import tls from 'node:tls';
 import { serialize } from 'pg-protocol';
 import { BE, SQLSTATE } from '../protocol/constants.js';
 import { PgError, parseErrorFields, readCString } from '../protocol/messages.js';
+import { addBackendPid, removeBackendPid } from './backend-pids.js';
 import { backendTlsOptions, type BackendTls } from '../tls.js';
 import type { ServerStatements } from '../session/pooled-statements.js';
 import { type AuthStep, BackendAuthExchange, type BackendAuthMethod, type BackendSecret } from '../auth/backend.js';
@@ -86,8 +87,10 @@ export class BackendConnection {
     readonly cacheKey: string,
   ) {
     this.params = params;
+    addBackendPid(pid, nodeId);
     socket.once('close', () => {
       this.dead = true;
+      removeBackendPid(pid, nodeId);
     });
     // An idle or cached socket may be reset by the server at any time: never let that throw.
     socket.on('error', () => {

@@ -140,11 +140,22 @@ export async function resetConnection(
   queries: readonly string[],
   timeoutMs: number,
 ): Promise<boolean> {
+  return (await resetFailure(conn, queries, timeoutMs)) === undefined;
+}
+
+/** Like resetConnection; undefined when the reset succeeded, else what went wrong (for the log). */
+export async function resetFailure(
+  conn: BackendConnection,
+  queries: readonly string[],
+  timeoutMs: number,
+): Promise<string | undefined> {
   const list = queries.filter((q) => !(conn.txStatus === TxStatus.Idle && /^\s*abort\s*$/i.test(q)));
   try {
     const r = await runQueries(conn, list, timeoutMs);
-    return r.results.every((x) => x.error === undefined) && r.txStatus === TxStatus.Idle;
-  } catch {
-    return false;
+    const failed = r.results.findIndex((x) => x.error !== undefined);
+    if (failed >= 0) return `${list[failed]}: ${r.results[failed]?.error?.M ?? 'failed'}`;
+    return r.txStatus === TxStatus.Idle ? undefined : 'still in a transaction after the reset';
+  } catch (e) {
+    return (e as Error).message;
   }
 }

@@ -212,6 +212,44 @@ export function bindParameterTexts(buf: Buffer, start: number, end: number, numb
   return out;
 }
 
+/**
+ * The integer values of the Bind parameters `numbers` names (1-based), in text or binary
+ * (2-, 4- or 8-byte) format; NULLs, non-integers and truncated values are left out.
+ */
+export function bindParameterIntegers(buf: Buffer, start: number, end: number, numbers: readonly number[]): number[] {
+  const portal = readCString(buf, start, end);
+  const stmt = portal && readCString(buf, portal[1], end);
+  if (!stmt) return [];
+  let p = stmt[1];
+  if (p + 2 > end) return [];
+  const nFormats = buf.readInt16BE(p);
+  const formats = p + 2;
+  p += 2 + 2 * nFormats;
+  if (p + 2 > end) return [];
+  const n = buf.readInt16BE(p);
+  p += 2;
+  const out: number[] = [];
+  for (let i = 1; i <= n && p + 4 <= end; i++) {
+    const len = buf.readInt32BE(p);
+    p += 4;
+    if (len < 0) continue;
+    if (p + len > end) break;
+    if (numbers.includes(i)) {
+      const binary = nFormats === 0 ? false : buf.readInt16BE(formats + 2 * (nFormats === 1 ? 0 : i - 1)) === 1;
+      let v: number | undefined;
+      if (!binary) {
+        const text = buf.toString('latin1', p, p + len).trim();
+        v = /^[+-]?\d+$/.test(text) ? Number(text) : undefined;
+      } else if (len === 2) v = buf.readInt16BE(p);
+      else if (len === 4) v = buf.readInt32BE(p);
+      else if (len === 8) v = Number(buf.readBigInt64BE(p));
+      if (v !== undefined && Number.isSafeInteger(v)) out.push(v);
+    }
+    p += len;
+  }
+  return out;
+}
+
 /** The values of a DataRow body, as text (null for SQL NULL). Stops at a truncated value. */
 export function decodeDataRow(buf: Buffer, start: number, end: number): Array<string | null> {
   const n = buf.readInt16BE(start);

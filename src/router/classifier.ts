@@ -127,6 +127,10 @@ export interface Classification {
    * asks one of SERVER_ROLE_SETTINGS is known only from their values, at Bind.
    */
   settingParams: readonly number[];
+  /** Integer constants given as the pid to a PID_FUNCTIONS call (pg_terminate_backend(4711)). */
+  pidConsts: readonly number[];
+  /** Bind parameters (1-based) given as the pid to a PID_FUNCTIONS call: their values are known at Bind. */
+  pidParams: readonly number[];
   /**
    * Several statements, one of which changes a session setting (SET or RESET other than SET
    * LOCAL / SET TRANSACTION, or a set_config() call): run on the primary alone, the session's
@@ -782,11 +786,46 @@ function currentSettingArguments(
   s: number,
   e: number,
 ): { names: string[]; params: number[] } {
-  const names: string[] = [];
+  const a = firstArguments(sql, toks, s, e, CURRENT_SETTING);
+  return { names: a.strings.map((n) => n.trim().toLowerCase()), params: a.params };
+}
+
+const CURRENT_SETTING: ReadonlySet<string> = new Set(['current_setting']);
+
+/**
+ * Functions whose first argument is a backend pid. The pids a client knows are its
+ * primary's (its BackendKeyData, pg_backend_pid(), pg_stat_activity read on the
+ * primary); a pid pgrelay holds a connection to on another node sends the call there.
+ */
+export const PID_FUNCTIONS: ReadonlySet<string> = new Set([
+  'pg_cancel_backend',
+  'pg_terminate_backend',
+  'pg_stat_get_activity',
+  'pg_blocking_pids',
+  'pg_safe_snapshot_blocking_pids',
+  'pg_log_backend_memory_contexts',
+  'pg_stat_get_backend_activity',
+  'pg_stat_get_backend_wait_event',
+]);
+
+/**
+ * The first arguments of every call of one of `fns` (unqualified or pg_catalog.) in
+ * toks[s, e) that are a single literal or bind parameter, optionally cast to a type name:
+ * string literals' texts, integer literals, parameter numbers (1-based).
+ */
+function firstArguments(
+  sql: string,
+  toks: Token[],
+  s: number,
+  e: number,
+  fns: ReadonlySet<string>,
+): { strings: string[]; numbers: number[]; params: number[] } {
+  const strings: string[] = [];
+  const numbers: number[] = [];
   const params: number[] = [];
   for (let i = s; i + 1 < e; i++) {
     const t = toks[i];
-    if (t.kind !== Tok.Word || t.text !== 'current_setting' || toks[i + 1].kind !== Tok.LParen) continue;
+    if (t.kind !== Tok.Word || !fns.has(t.text) || toks[i + 1].kind !== Tok.LParen) continue;
     const prev = i > s ? toks[i - 1] : undefined;
     if (prev?.kind === Tok.Dot && !(i >= s + 2 && toks[i - 2].kind === Tok.Word && toks[i - 2].text === 'pg_catalog'))
       continue;
@@ -801,10 +840,14 @@ function currentSettingArguments(
       arg.length === 1 ||
       (arg.length === 3 && arg[1].kind === Tok.Op && sql.slice(arg[1].start, arg[1].end) === '::' && isNameTok(arg[2]));
     if (!cast) continue;
-    if (arg[0].kind === Tok.String) names.push(stringText(sql, arg[0]).trim().toLowerCase());
+    if (arg[0].kind === Tok.String) strings.push(stringText(sql, arg[0]));
     else if (arg[0].kind === Tok.Param) params.push(Number(sql.slice(arg[0].start + 1, arg[0].end)));
+    else if (arg[0].kind === Tok.Number) {
+      const n = Number(sql.slice(arg[0].start, arg[0].end));
+      if (Number.isSafeInteger(n)) numbers.push(n);
+    }
   }
-  return { names, params };
+  return { strings, numbers, params };
 }
 
 /** Settings whose value decides where the session's statements may run: SET handles them (analyzeSet). */
@@ -1391,6 +1434,8 @@ function finish(b: Builder, statementCount: number, hint: boolean, leadingCommen
     discardsTemp: b.discardsTemp === true,
     asksServerRole: false,
     settingParams: EMPTY_NUMBERS,
+    pidConsts: EMPTY_NUMBERS,
+    pidParams: EMPTY_NUMBERS,
     statementCount,
     multiBegins: false,
     noLoadBalanceHint: hint,
@@ -1531,11 +1576,16 @@ function changesSessionSetting(b: Builder, toks: Token[], s: number): boolean {
   return b.facts?.functions?.some((f) => catalogFunctionName(f) === 'set_config') === true;
 }
 
-/** Fill in asksServerRole / settingParams of a single statement's classification (toks: its tokens). */
+/** Fill in asksServerRole / settingParams / pidConsts / pidParams of a single statement's classification (toks: its tokens). */
 function serverRoleFacts(c: Classification, sql: string, toks: Token[]): void {
   if (c.kind === 'show') {
     c.asksServerRole = c.name !== undefined && (c.name === 'all' || SERVER_ROLE_SETTINGS.has(c.name));
     return;
+  }
+  if (c.functions.some((fn) => PID_FUNCTIONS.has(catalogFunctionName(fn) ?? ''))) {
+    const pids = firstArguments(sql, toks, 0, toks.length, PID_FUNCTIONS);
+    if (pids.numbers.length > 0) c.pidConsts = pids.numbers;
+    if (pids.params.length > 0) c.pidParams = pids.params;
   }
   if (!c.functions.some((fn) => catalogFunctionName(fn) === 'current_setting')) return;
   const args = currentSettingArguments(sql, toks, 0, toks.length);
@@ -1672,6 +1722,7 @@ function shapeCacheable(c: Classification): boolean {
     c.standbyText === undefined &&
     c.name === undefined &&
     c.changesDefaults === undefined &&
+    c.pidConsts.length === 0 &&
     c.resetsAll !== true &&
     !c.multiBegins &&
     !c.noLoadBalanceHint &&

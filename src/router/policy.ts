@@ -10,7 +10,7 @@
  * 'both' = primary and LB node (all live nodes with statement_level_load_balance).
  */
 
-import { type Classification, tellsServerRole } from './classifier.js';
+import { type Classification, PID_FUNCTIONS, tellsServerRole } from './classifier.js';
 import type { DisableLbOnWrite } from '../config/types.js';
 
 export interface RoutingConfig {
@@ -126,6 +126,12 @@ export interface RouteInput {
   tempOrUnlogged?: boolean;
   /** At Bind: the values of the bind parameters cls.settingParams names (the settings current_setting() reads). */
   settingArgs?: readonly string[];
+  /**
+   * The node, other than the primary, that owns every backend pid the statement gives a
+   * PID_FUNCTIONS call (cls.pidConsts, or cls.pidParams' values at Bind), looked up among
+   * the backend connections pgrelay holds; undefined otherwise.
+   */
+  pidNode?: number;
 }
 
 export type Target = 'primary' | 'standby' | 'both';
@@ -138,6 +144,11 @@ export interface Decision {
   allStandbys?: boolean;
   /** For 'both': text for the standby(s) when it differs (BEGIN READ WRITE → BEGIN). */
   standbyText?: string;
+  /**
+   * For 'standby': this node rather than the session's load-balance node (a pid function
+   * given the pid of a backend pgrelay holds on that node).
+   */
+  node?: number;
   /** The statement marks the transaction as writing if it succeeds (feed to afterStatement). */
   write: boolean;
   reason: string;
@@ -195,6 +206,16 @@ export function route(input: RouteInput): Decision {
   const mode = cfg.disable_load_balance_on_write;
   // pgrelay: in a failed transaction PostgreSQL on the primary answers 25P02 (pgpool's disable_load_balance_on_write (pool_at_command_success())).
   if (s.failed) return toPrimary('failed transaction', write);
+  // A pid of a backend pgrelay holds on another node (SHOW pool_pools lists them): the
+  // call acts on that node's backend, so it runs there.
+  if (input.pidNode !== undefined && !c.write && c.functions.every(isPidFunction)) {
+    return {
+      target: 'standby',
+      node: input.pidNode,
+      write: false,
+      reason: `acts on a backend of node ${input.pidNode}`,
+    };
+  }
   // pgpool's pool_where_to_send()/pgpool's disable_load_balance_on_write (pool_at_command_success()): disable_load_balance_on_write = always: after any write the session reads from the primary.
   if (mode === 'always' && s.writing)
     return toPrimary('session has written (disable_load_balance_on_write = always)', write);
@@ -221,8 +242,7 @@ export function route(input: RouteInput): Decision {
   // The client's BackendKeyData names its primary backend: pg_backend_pid() must agree with
   // it, and functions given a pid act on the primary's backends, the pids a client knows.
   if (callsFunction(c, 'pg_backend_pid')) return toPrimary('pg_backend_pid() is the primary backend', write);
-  for (const f of PID_FUNCTIONS)
-    if (callsFunction(c, f)) return toPrimary(`${f}() takes a primary backend's pid`, write);
+  for (const f of c.functions) if (isPidFunction(f)) return toPrimary(`${f}() takes a primary backend's pid`, write);
   // pgpool's pool_where_to_send() check_temp_table (trace: temp tables created in this session) and the lead's catalog answer.
   if (cfg.checkTempTable && s.tempTables.length > 0) {
     for (const r of c.relations) if (relationIn(r, s.tempTables)) return toPrimary(`reads temp table ${r}`, write);
@@ -259,18 +279,10 @@ export interface StatementOutcome {
   txStatus: 'I' | 'T' | 'E';
 }
 
-/** Update the session's routing state after a statement (pgpool's disable_load_balance_on_write (pool_at_command_success()) pool_at_command_success). Mutates `state`. */
-/** Functions whose argument is a backend pid: the pids a client knows are its primary's. */
-const PID_FUNCTIONS = [
-  'pg_cancel_backend',
-  'pg_terminate_backend',
-  'pg_stat_get_activity',
-  'pg_blocking_pids',
-  'pg_safe_snapshot_blocking_pids',
-  'pg_log_backend_memory_contexts',
-  'pg_stat_get_backend_activity',
-  'pg_stat_get_backend_wait_event',
-];
+/** Is `fn` (as written, maybe schema-qualified) one of PID_FUNCTIONS? */
+function isPidFunction(fn: string): boolean {
+  return PID_FUNCTIONS.has(fn.slice(fn.lastIndexOf('.') + 1));
+}
 
 /** Does the statement call function `name` (also schema-qualified)? */
 function callsFunction(cls: Classification, name: string): boolean {
@@ -278,6 +290,7 @@ function callsFunction(cls: Classification, name: string): boolean {
   return false;
 }
 
+/** Update the session's routing state after a statement (pgpool's disable_load_balance_on_write (pool_at_command_success()) pool_at_command_success). Mutates `state`. */
 export function afterStatement(
   state: SessionRoutingState,
   cls: Classification,

@@ -204,6 +204,7 @@ export class Router {
     state: SessionRoutingState,
     db: string,
     settingArgs?: readonly string[],
+    pidNode?: number,
   ): Decision | CatalogQuestions {
     let writingFunction: boolean | undefined;
     let tempOrUnlogged: boolean | undefined;
@@ -225,7 +226,7 @@ export class Router {
       if (unknown.length > 0) return { functions: [], relations: unknown };
       tempOrUnlogged = cls.relations.some((r) => this.relations.get(db, r) !== 'p');
     }
-    return route({ cls, sql, state, cfg: this.routing, writingFunction, tempOrUnlogged, settingArgs });
+    return route({ cls, sql, state, cfg: this.routing, writingFunction, tempOrUnlogged, settingArgs, pidNode });
   }
 
   private unknownRelations(db: string, cls: Classification): string[] {

@@ -23,7 +23,7 @@ import { isCacheableDatabase } from '../pool/cache.js';
 import type { BackendSecret } from '../auth/backend.js';
 import { type BackendConnection, cacheKeyFor, connectBackend, sendCancel } from '../pool/connector.js';
 import { PoolWaitTimeout } from '../pool/server-pool.js';
-import { queryMessage, resetConnection, runQueries } from '../pool/query.js';
+import { queryMessage, resetConnection, resetFailure, runQueries } from '../pool/query.js';
 import { isLive } from '../cluster/nodes.js';
 import type { SessionFacts } from '../router/router.js';
 import { BackendLink, type LinkExpectation, type LinkOwner } from './backend-link.js';
@@ -519,9 +519,13 @@ export class Backends {
 
   /**
    * The session ended: reset clean connections into the cache (`cacheable`), close the
-   * rest. A connection that still runs only pgrelay's own requests (a write position
-   * being read behind the client's last write) is released once they are answered.
-   * `settled` runs once no connection runs anything of the session's any more.
+   * rest. A connection that still owes replies is released once they are answered
+   * (within OWN_REQUESTS_MS, else closed): pgrelay's own requests (a write position
+   * being read behind the client's last write), or the end of a reply the client left
+   * before reading (PostgreSQL flushes an ErrorResponse at once and its ReadyForQuery
+   * after: node-postgres rejects the query, and may end, in between). What still comes
+   * for the client is dropped. `settled` runs once no connection runs anything of the
+   * session's any more.
    */
   releaseAll(cacheable: boolean, settled?: () => void): void {
     let waiting = 1;
@@ -532,7 +536,7 @@ export class Backends {
       const link = this.links[i];
       if (!link) continue;
       this.links[i] = undefined;
-      if (link.pending > 0 && link.visible === 0 && !link.fatal) {
+      if (link.pending > 0 && !link.fatal && !link.conn.dead && (link.visible === 0 || cacheable)) {
         waiting++;
         link.whenSettled((ok) => {
           link.detach();
@@ -586,9 +590,15 @@ export class Backends {
     }
     const cache = this.owner.ctx.cache;
     cache.resetStarted(conn.cacheKey);
-    void resetConnection(conn, cfg.reset_query_list, 10_000).then((ok) => {
-      if (ok) cache.put(conn);
-      else conn.close();
+    void resetFailure(conn, cfg.reset_query_list, 10_000).then((failure) => {
+      if (failure === undefined) cache.put(conn);
+      else {
+        this.owner.log.warn(
+          { node: conn.nodeId, backendPid: conn.pid, err: failure },
+          'reset_query_list failed: backend connection closed instead of cached',
+        );
+        conn.close();
+      }
       cache.resetDone(conn.cacheKey);
     });
   }

@@ -33,8 +33,9 @@ export class BothNodes {
    * inside it (a no-op outside a transaction).
    */
   poisonPrimary(): void {
-    const p = this.s.backends.primary;
-    if (p.txStatus !== TxStatus.InTransaction) return;
+    // The session may have ended meanwhile (its links are being reset): nothing to abort then.
+    const p: BackendLink | undefined = this.s.backends.primary;
+    if (p === undefined || p.txStatus !== TxStatus.InTransaction) return;
     this.s.backends.request(p, { kind: 'query', mode: 'drop' }, queryMessage(POISON));
   }
 

@@ -12,7 +12,13 @@
  */
 import { FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
 import { DROP, SUSPEND, type Verdict } from '../protocol/framing.js';
-import { PgError, bindParameterTexts, commandComplete, readyForQuery } from '../protocol/messages.js';
+import {
+  PgError,
+  bindParameterIntegers,
+  bindParameterTexts,
+  commandComplete,
+  readyForQuery,
+} from '../protocol/messages.js';
 import type { Classification, Decision } from '../router/router.js';
 import { type BackendLink, FLUSH, type LinkExpectation, SYNC } from './backend-link.js';
 import type { BothNodes } from './both-nodes.js';
@@ -435,7 +441,8 @@ export class ExtendedProtocol {
     // or once its parameters show it asks whether the server is a standby.
     const settingArgs =
       st.cls.settingParams.length > 0 ? bindParameterTexts(buf, start, end, st.cls.settingParams) : undefined;
-    const d = this.route.decide(st.sql, st.cls, settingArgs);
+    const pids = st.cls.pidParams.length > 0 ? bindParameterIntegers(buf, start, end, st.cls.pidParams) : undefined;
+    const d = this.route.decide(st.sql, st.cls, settingArgs, pids?.length === 0 ? undefined : pids);
     if (d === SUSPEND) return d;
     st.decision = d;
     const link = this.route.linkFor(d);
@@ -700,6 +707,8 @@ export class ExtendedProtocol {
 
   /** The pipeline's Sync was answered: routing state from its statements; keep nodes' transactions in step. */
   private pipelineDone(outcomes: PendingOutcome[], status: number, only: BackendLink | undefined): void {
+    // The client left before this reply ended: nothing of the session's state to update.
+    if (this.s.closed) return;
     for (const o of outcomes) this.applyOutcome(o, status);
     this.route.txStatusIs(status);
     if (status === TxStatus.Failed && only !== undefined && only !== this.s.backends.primary) this.both.poisonPrimary();

@@ -5,11 +5,13 @@
  * to another node when reads moved), and feeds each statement's outcome back into
  * the routing state.
  */
+import { isLive } from '../cluster/nodes.js';
 import { redact } from '../log.js';
 import { TxStatus } from '../protocol/constants.js';
 import { noticeResponse } from '../protocol/messages.js';
 import type { SUSPEND } from '../protocol/framing.js';
 import { queryMessage } from '../pool/query.js';
+import { nodeOwningPids } from '../pool/backend-pids.js';
 import { afterStatement } from '../router/policy.js';
 import type { CatalogQuestions, Classification, Decision, SessionFacts } from '../router/router.js';
 import type { BackendLink } from './backend-link.js';
@@ -32,9 +34,16 @@ export class StatementRouting {
    * cls.settingParams names). Returns SUSPEND while catalog questions are asked on the
    * primary (the message is presented again once they are answered).
    */
-  decide(sql: string, cls: Classification, settingArgs?: readonly string[]): Decision | typeof SUSPEND {
+  decide(
+    sql: string,
+    cls: Classification,
+    settingArgs?: readonly string[],
+    boundPids?: readonly number[],
+  ): Decision | typeof SUSPEND {
     const s = this.s;
-    const d = s.ctx.router.decide(sql, cls, s.routing, this.facts.database, settingArgs);
+    const pids = boundPids ?? (cls.pidConsts.length > 0 ? cls.pidConsts : undefined);
+    const pidNode = pids === undefined ? undefined : this.pidNode(pids);
+    const d = s.ctx.router.decide(sql, cls, s.routing, this.facts.database, settingArgs, pidNode);
     if ('target' in d) return d;
     const p = s.backends.primary;
     if (this.catalogFailed || p.pending > 0 || p.inPipeline || p.txStatus === TxStatus.Failed) {
@@ -47,6 +56,17 @@ export class StatementRouting {
     const verdict: typeof SUSPEND = s.wait('catalog');
     void this.askCatalog(d);
     return verdict;
+  }
+
+  /**
+   * The node other than the primary owning the backends `pids` name, among the
+   * connections pgrelay holds (session mode: pooled links change hands per transaction).
+   */
+  private pidNode(pids: readonly number[]): number | undefined {
+    const b = this.s.backends;
+    if (b.pooled) return undefined;
+    const node = nodeOwningPids(pids);
+    return node === b.primary.nodeId ? undefined : node;
   }
 
   /** The decision for `sql` when no catalog lookup is needed for it, else undefined. */
@@ -92,6 +112,7 @@ export class StatementRouting {
     const b = s.backends;
     const p = b.primary;
     if (d.target !== 'standby') return p;
+    if (d.node !== undefined) return this.linkTo(d.node);
     const r = s.ctx.router.readNode(b.lbNodeId, this.facts);
     if (r.node === null) return p;
     const l = b.get(r.node);
@@ -106,6 +127,26 @@ export class StatementRouting {
     if (s.routing.inTransaction || s.settings.overflow || !b.mayConnect(r.node)) return p;
     const verdict: typeof SUSPEND = s.wait('connect');
     void b.openLater(r.node, r.sessionLbNode, s.settings.statements, () => s.closed).then(() => s.resume('connect'));
+    return verdict;
+  }
+
+  /**
+   * The link to `nodeId` for a statement that must run there (a pid function given one of
+   * its backends' pids): connected on demand outside a transaction; the primary if the
+   * node is down, cannot be reached now, or the session is in a transaction that node
+   * does not share (only the load-balance node runs the session's transactions).
+   */
+  private linkTo(nodeId: number): BackendLink | typeof SUSPEND {
+    const s = this.s;
+    const b = s.backends;
+    const p = b.primary;
+    const node = s.ctx.nodes.get(nodeId);
+    if (node === undefined || !isLive(node.status)) return p;
+    const l = b.get(nodeId);
+    if (l) return !s.routing.inTransaction || nodeId === b.lbNodeId ? l : p;
+    if (s.routing.inTransaction || s.settings.overflow || !b.mayConnect(nodeId)) return p;
+    const verdict: typeof SUSPEND = s.wait('connect');
+    void b.openLater(nodeId, null, s.settings.statements, () => s.closed).then(() => s.resume('connect'));
     return verdict;
   }
 

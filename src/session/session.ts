@@ -589,6 +589,9 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
 
   /** After a simple-protocol statement: routing state, and keeping nodes' transaction states in step. */
   private statementDone(sql: string, cls: Classification, d: Decision, e: LinkExpectation, link: BackendLink): void {
+    // The client left before this reply ended (its backends finish it before their reset):
+    // nothing of the session's state to update.
+    if (this.closed) return;
     const status = e.status ?? TxStatus.Idle;
     if (d.target === 'both' || this.txMode) this.settings.record(sql, cls, !e.error, status);
     if (this.txMode && !e.error) this.extended.pooledStatementDone(cls);

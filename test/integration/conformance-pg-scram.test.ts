@@ -42,7 +42,7 @@ let caFile: string;
  * authentication_timeout, the same for PostgreSQL and pgrelay: a client that
  * stops in the middle of SCRAM is dropped after it (the empty-password flow).
  */
-const AUTH_TIMEOUT_S = 5;
+const AUTH_TIMEOUT_S = 2;
 
 beforeAll(async () => {
   tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'conform-scram-'));

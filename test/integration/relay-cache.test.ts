@@ -9,7 +9,16 @@ import { getCluster } from '../support/cluster.js';
 import { closeAllClients, endPg, pgClient, type PgClientOptions } from '../support/clients.js';
 import { waitForCached } from '../support/cache-probe.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
-import { RawClient, closeAllRaw, isAlive, parseMessage, sleep, syncMessage } from '../support/raw.js';
+import {
+  RawClient,
+  closeAllRaw,
+  isAlive,
+  parseMessage,
+  queryMessage,
+  sleep,
+  syncMessage,
+  terminateMessage,
+} from '../support/raw.js';
 
 const cluster = getCluster();
 const tag = `${process.pid}`;
@@ -293,6 +302,27 @@ describe('reset between clients sharing a cached backend', () => {
     );
     expect(second.pid).toBe(first.pid);
     expect(second.value).toBe(1);
+  });
+
+  it('a client that ends (Terminate) before its reply came: the backend finishes it, is reset and cached', async () => {
+    // PostgreSQL flushes an ErrorResponse at once and its ReadyForQuery after; node-postgres
+    // rejects the query on the first and may end before the second arrives. Here the raw client
+    // sends a failing query inside a transaction and Terminate together, reading nothing.
+    const params = { user: 'postgres', database: 'postgres', application_name: `cache-early-${tag}` };
+    const raw = await RawClient.connect(proxy.port);
+    const start = await raw.startup(params);
+    expect(start.ok).toBe(true);
+    const pid = start.pid;
+    expect((await raw.query('BEGIN')).status).toBe('T');
+    raw.send(queryMessage('SELECT pg_sleep(0.3), 1/0'), terminateMessage());
+    await raw.waitClosed(10_000);
+    await waitReset(pid);
+    // The same start-up parameters (the cache key): the same backend, out of its transaction.
+    const next = await RawClient.connect(proxy.port);
+    expect((await next.startup(params)).pid).toBe(pid);
+    const r = await next.query('SELECT 1 AS one');
+    expect({ rows: r.rows, status: r.status }).toEqual({ rows: [['1']], status: 'I' });
+    next.end();
   });
 });
 

@@ -231,3 +231,73 @@ describe('pg-cursor', () => {
     await withTimeout(c.query('ROLLBACK'), 10_000, 'ROLLBACK after the cursor');
   });
 });
+
+describe("a standby backend's pid given to a pid function runs on that standby", () => {
+  // A read that runs on the standby (pg_sleep is volatile: the primary's) until cancelled.
+  const LONG_READ = 'SELECT count(*) FROM generate_series(1, 2000000000)';
+
+  /** The pid of the standby backend (node LB) running `text` for application `app`, polled. */
+  async function standbyPid(app: string, text: string): Promise<number> {
+    const pid = await pollUntil(
+      () =>
+        cluster.psql(
+          LB,
+          `SELECT pid FROM pg_stat_activity WHERE application_name = '${app}' AND query = '${text}' AND state = 'active'`,
+        ),
+      (v) => /^\d+$/.test(v),
+      { what: `the standby backend running "${text}"` },
+    );
+    return Number(pid);
+  }
+
+  it('pg_cancel_backend(constant) cancels a read running on the standby (simple protocol)', async () => {
+    const app = `rt_pid_cancel_${process.pid}`;
+    const victim = await pgClient({ port: proxy.port }, { application_name: app });
+    const sleeping = victim.query(LONG_READ).then(
+      () => 'finished',
+      (e: { code?: string }) => e.code ?? 'no code',
+    );
+    const pid = await standbyPid(app, LONG_READ);
+    const killer = await pgClient({ port: proxy.port });
+    const since = statementLog(proxy).length;
+    const text = `SELECT pg_cancel_backend(${pid}) AS ok`;
+    const r = await killer.query(text);
+    expect(r.rows[0].ok).toBe(true);
+    expect(await withTimeout(sleeping, 10_000, 'the cancelled read')).toBe('57014');
+    const log = statementLog(proxy).slice(since, await logBarrier(proxy));
+    expect(countPerNode(log, (e) => e.statement === text)).toEqual({ [LB]: 1 });
+    // The victim's session goes on, its reads still on the standby.
+    const after = await victim.query('SELECT inet_server_port() AS port');
+    expect(nodeOfPort(cluster, after.rows[0].port as number)).toBe(LB);
+  });
+
+  it('pg_terminate_backend($1) with the pid of an idle standby backend (extended protocol, node-postgres) ends it', async () => {
+    const app = `rt_pid_term_${process.pid}`;
+    const victim = await pgClient({ port: proxy.port }, { application_name: app });
+    const first = await victim.query('SELECT inet_server_port() AS port');
+    expect(nodeOfPort(cluster, first.rows[0].port as number)).toBe(LB);
+    const pid = Number(await cluster.psql(LB, `SELECT pid FROM pg_stat_activity WHERE application_name = '${app}'`));
+    expect(pid).toBeGreaterThan(0);
+    const killer = await pgClient({ port: proxy.port });
+    const r = await killer.query('SELECT pg_terminate_backend($1) AS ok', [pid]);
+    expect(r.rows[0].ok).toBe(true);
+    await pollUntil(
+      () => cluster.psql(LB, `SELECT count(*) FROM pg_stat_activity WHERE pid = ${pid}`),
+      (n) => n === '0',
+      { what: 'the terminated standby backend to exit' },
+    );
+    // The victim's session lost its standby connection, not its session: its next read is answered.
+    const after = await victim.query('SELECT 1 AS one');
+    expect(after.rows[0].one).toBe(1);
+  });
+
+  it('a pid pgrelay holds no connection to still goes to the primary, which answers for its own backends', async () => {
+    const killer = await pgClient({ port: proxy.port });
+    const since = statementLog(proxy).length;
+    const text = 'SELECT pg_cancel_backend(2147483000) AS ok';
+    const r = await killer.query(text);
+    expect(r.rows[0].ok).toBe(false);
+    const log = statementLog(proxy).slice(since, await logBarrier(proxy));
+    expect(countPerNode(log, (e) => e.statement === text)).toEqual({ [P]: 1 });
+  });
+});

@@ -490,6 +490,17 @@ describe('what tells a standby from a primary (drivers looking for a writable se
     expect(c(sql).asksServerRole).toBe(asks);
   });
 
+  it('pid functions: integer constants and parameters given as the pid', () => {
+    expect(c('SELECT pg_terminate_backend(4711)').pidConsts).toEqual([4711]);
+    expect(c('SELECT pg_catalog.pg_cancel_backend(12::int), pg_cancel_backend($2)').pidConsts).toEqual([12]);
+    expect(c('SELECT pg_catalog.pg_cancel_backend(12::int), pg_cancel_backend($2)').pidParams).toEqual([2]);
+    expect(c('SELECT pg_terminate_backend($1, 5000)').pidParams).toEqual([1]);
+    expect(c('SELECT pg_terminate_backend(pid) FROM pg_stat_activity').pidConsts).toEqual([]);
+    expect(c('SELECT pg_terminate_backend(4711 + 1)').pidConsts).toEqual([]);
+    expect(c('SELECT myschema.pg_terminate_backend(4711)').pidConsts).toEqual([]);
+    expect(c('SELECT abs(4711)').pidConsts).toEqual([]);
+  });
+
   it('current_setting($n): the parameters whose values name the setting, for Bind', () => {
     expect(c('SELECT current_setting($1)').settingParams).toEqual([1]);
     expect(c('SELECT current_setting($2::text, $1), current_setting($3)').settingParams).toEqual([2, 3]);

@@ -7,7 +7,7 @@ import {
   decodeTable,
   type FrameSink,
 } from '../../src/protocol/framing.js';
-import { bindParameterTexts } from '../../src/protocol/messages.js';
+import { bindParameterIntegers, bindParameterTexts } from '../../src/protocol/messages.js';
 
 function msg(type: string, body: string | Buffer): Buffer {
   const b = typeof body === 'string' ? Buffer.from(body) : body;
@@ -157,6 +157,31 @@ describe('bindParameterTexts (the values routing reads at Bind)', () => {
     expect(bindParameterTexts(b, 0, b.length, [3, 4, 2])).toEqual(['x', 'in_hot_standby']);
     const bin = bind([1, 1], ['work_mem', 'é']);
     expect(bindParameterTexts(bin, 0, bin.length, [1, 2])).toEqual(['work_mem', 'é']);
+  });
+  it('bindParameterIntegers: text integers, binary int2/int4/int8; other values left out', () => {
+    const t = bind([0], ['4711', ' -3 ', 'x', null, '1.5']);
+    expect(bindParameterIntegers(t, 0, t.length, [1, 2, 3, 4, 5])).toEqual([4711, -3]);
+    const b2 = Buffer.alloc(2);
+    b2.writeInt16BE(7);
+    const b4 = Buffer.alloc(4);
+    b4.writeInt32BE(123456);
+    const b8 = Buffer.alloc(8);
+    b8.writeBigInt64BE(99n);
+    // Binary values (format 1 for all): the body built byte by byte.
+    const exact = Buffer.concat([
+      Buffer.from('p\0s\0'),
+      Buffer.from([0, 1, 0, 1, 0, 3]),
+      Buffer.from([0, 0, 0, 2]),
+      b2,
+      Buffer.from([0, 0, 0, 4]),
+      b4,
+      Buffer.from([0, 0, 0, 8]),
+      b8,
+      Buffer.from([0, 0]),
+    ]);
+    expect(bindParameterIntegers(exact, 0, exact.length, [1, 2, 3])).toEqual([7, 123456, 99]);
+    const mixed = bind([0, 1], ['42', 'abc']);
+    expect(bindParameterIntegers(mixed, 0, mixed.length, [1, 2])).toEqual([42]);
   });
   it('a truncated or malformed body yields what could be read', () => {
     const b = bind([], ['abc', 'def']);

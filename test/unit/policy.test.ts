@@ -63,6 +63,28 @@ class Session {
   }
 }
 
+describe('route: a pid function given the pid of a backend pgrelay holds on another node', () => {
+  it('runs on that node, outside and inside a transaction; the session decides whether it has a link there', () => {
+    const s = new Session(cfg());
+    const d = s.run('SELECT pg_terminate_backend(4711)', { extra: { pidNode: 2 } });
+    expect(d).toMatchObject({ target: 'standby', node: 2, write: false });
+    s.run('BEGIN');
+    s.run('INSERT INTO t VALUES (1)');
+    expect(s.run('SELECT pg_cancel_backend(4711)', { extra: { pidNode: 2 } })).toMatchObject({ node: 2 });
+    s.run('COMMIT');
+  });
+  it('not when the statement does more than call pid functions, nor without a node', () => {
+    const s = new Session(cfg());
+    expect(s.run('SELECT pg_terminate_backend(4711), nextval($$s$$)', { extra: { pidNode: 2 } }).target).toBe(
+      'primary',
+    );
+    expect(s.run('SELECT pg_terminate_backend(4711)').target).toBe('primary');
+    expect(
+      new Session(cfg({ load_balance_mode: false })).run('SELECT pg_cancel_backend(1)', { extra: { pidNode: 2 } }),
+    ).toMatchObject({ target: 'primary' });
+  });
+});
+
 describe('route: statement classes', () => {
   const s = new Session(cfg());
   it.each([
