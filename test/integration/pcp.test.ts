@@ -367,13 +367,14 @@ describe('PCP port with pgpool-II 4.3 pcp_* programs', () => {
 
   it('pcp_promote_node -g -s 1: waits for the session on the primary, then failover_command promotes node 1', async () => {
     const { pgClient, endPg } = await import('../support/clients.js');
-    // A session with an open transaction on the primary (node 0).
+    // A session with an open transaction that wrote on the primary (node 0). (txid_current() is
+    // STABLE: it would be load balanced to a standby, as pgpool does.)
     const held = await pgClient({ host: '127.0.0.1', port: proxy.port }, { user: 'postgres', database: 'postgres' });
     let promoted: Awaited<ReturnType<typeof pcp>> | undefined;
     let ended = false;
     try {
       await held.query('BEGIN');
-      await held.query('SELECT txid_current()');
+      await held.query('CREATE TEMP TABLE promote_hold (x int)');
       const logged = proxy.logs().length;
       const running = pcp('promote_node', ['-g', '-s', '-n', '1'], pcpPort, passFile, 90_000).then((r) => {
         promoted = r;
