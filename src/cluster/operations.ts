@@ -48,7 +48,8 @@ export class NodeOperations {
     private readonly marks: NodeMarks,
     /** How many client sessions use a node (detach waits for none). */
     private readonly sessionsOnNode: (id: number) => number,
-    private readonly gracefulDetachTimeoutMs: number,
+    /** How long a graceful detach/promote waits (pgpool: recovery_timeout, read at each wait). */
+    private readonly gracefulTimeoutMs: () => number,
     private readonly log: Logger,
   ) {}
 
@@ -67,7 +68,7 @@ export class NodeOperations {
   /**
    * pcp_detach_node: the node goes down (failover_command runs; if it was the
    * primary, the primary search and follow_primary_command follow). With
-   * gracefully, first wait (up to 90 s) until no session uses the node.
+   * gracefully, first wait (up to recovery_timeout) until no session uses the node.
    */
   async detach(id: number, o: { gracefully?: boolean } = {}): Promise<OperationResult> {
     const n = this.requireNode(id);
@@ -132,7 +133,7 @@ export class NodeOperations {
   }
 
   /**
-   * promote({gracefully}) (pcp_promote_node -g): wait (up to 90 s) until no session uses the current
+   * promote({gracefully}) (pcp_promote_node -g): wait (up to recovery_timeout) until no session uses the current
    * primary, the node the promote detaches. pgpool waits for all its clients to disconnect
    * and refuses new ones meanwhile; pgrelay waits for the sessions connected to the primary,
    * which is every session that has written or started a transaction there.
@@ -151,17 +152,18 @@ export class NodeOperations {
   }
 
   /**
-   * Wait (up to 90 s, pgpool's recovery_timeout) until no session uses node `id`; meanwhile new
+   * Wait (up to recovery_timeout, as pgpool) until no session uses node `id`; meanwhile new
    * sessions do not read there. `operation` names what waits (for the log and the timeout error).
    */
   async drain(id: number, operation = `detach node ${id}`): Promise<void> {
     const n = this.requireNode(id);
-    const deadline = Date.now() + this.gracefulDetachTimeoutMs;
+    const timeoutMs = this.gracefulTimeoutMs();
+    const deadline = Date.now() + timeoutMs;
     n.draining = true;
     const waiting = this.sessionsOnNode(id);
     if (waiting > 0)
       this.log.info(
-        { node: id, sessions: waiting, operation, timeout_ms: this.gracefulDetachTimeoutMs },
+        { node: id, sessions: waiting, operation, timeout_ms: timeoutMs },
         `${operation} gracefully: waiting for the sessions using node ${id} to end`,
       );
     try {
