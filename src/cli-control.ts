@@ -7,13 +7,13 @@
  *   pgrelay reload [-f pgpool.conf]
  *   pgrelay attach  NODE_ID [-h host] [-p port] [-U user] [-d db] [-f pgpool.conf]
  *   pgrelay detach  NODE_ID [--gracefully] [...]
- *   pgrelay promote NODE_ID [--switchover] [...]
+ *   pgrelay promote NODE_ID [--switchover] [--gracefully] [...]
  *
  * stop/reload read `pid_file_name` from the configuration and signal that
  * process (stop: SIGTERM smart, SIGINT fast, SIGQUIT immediate; reload:
  * SIGHUP). attach/detach/promote connect to the proxy port with node-postgres
  * (password from PGPASSWORD) and run `PGPOOL ATTACH NODE n` /
- * `PGPOOL DETACH NODE n [GRACEFULLY]` / `PGPOOL PROMOTE NODE n [SWITCHOVER]`
+ * `PGPOOL DETACH NODE n [GRACEFULLY]` / `PGPOOL PROMOTE NODE n [SWITCHOVER] [GRACEFULLY]`
  * (the user must be listed in admin_users).
  *
  * Every function returns an exit code (0 ok, 1 failure, 2 usage error) and
@@ -46,8 +46,8 @@ export const CONTROL_USAGE = `Control a running pgrelay:
   pgrelay attach NODE_ID [conn]     PGPOOL ATTACH NODE NODE_ID            (pcp_attach_node)
   pgrelay detach NODE_ID [--gracefully] [conn]
                                     PGPOOL DETACH NODE NODE_ID [GRACEFULLY] (pcp_detach_node)
-  pgrelay promote NODE_ID [--switchover] [conn]
-                                    PGPOOL PROMOTE NODE NODE_ID [SWITCHOVER] (pcp_promote_node)
+  pgrelay promote NODE_ID [--switchover] [--gracefully] [conn]
+                                    PGPOOL PROMOTE NODE NODE_ID [SWITCHOVER] [GRACEFULLY] (pcp_promote_node)
   conn: [-h HOST] [-p PORT] [-U USER] [-d DATABASE] [-f CONF] [--timeout SECONDS]
         host/port default to the configuration's listen_addresses/port (127.0.0.1:9999 without one),
         user to $PGUSER or the OS user, database to $PGDATABASE or postgres; the password is taken
@@ -203,7 +203,7 @@ export function parseNodeArgs(op: NodeOperation, argv: readonly string[]): NodeA
     const v = it.value;
     if (it.kind === 'positional') {
       // trailing keywords as in the SQL form: `pgrelay detach 1 gracefully`
-      if (op === 'detach' && /^gracefully$/i.test(v)) a.gracefully = true;
+      if ((op === 'detach' || op === 'promote') && /^gracefully$/i.test(v)) a.gracefully = true;
       else if (op === 'promote' && /^switchover$/i.test(v)) a.switchover = true;
       else setNode(v);
       continue;
@@ -234,7 +234,7 @@ export function parseNodeArgs(op: NodeOperation, argv: readonly string[]): NodeA
         setNode(v);
         break;
       case 'gracefully':
-        if (op !== 'detach') throw new UsageError(`${op}: ${it.spelled} is only valid for detach`);
+        if (op === 'attach') throw new UsageError(`${op}: ${it.spelled} is only valid for detach and promote`);
         a.gracefully = true;
         break;
       case 'switchover':
@@ -260,7 +260,12 @@ export function nodeCommandSql(a: Pick<NodeArgs, 'op' | 'node' | 'gracefully' | 
     case 'detach':
       return describeAdminCommand({ kind: 'detach_node', node: a.node, gracefully: a.gracefully });
     case 'promote':
-      return describeAdminCommand({ kind: 'promote_node', node: a.node, switchover: a.switchover });
+      return describeAdminCommand({
+        kind: 'promote_node',
+        node: a.node,
+        switchover: a.switchover,
+        gracefully: a.gracefully,
+      });
   }
 }
 

@@ -163,8 +163,8 @@ export async function startServices(
         detachNode: async (id, gracefully) => {
           await cluster.detach(id, { gracefully }).catch(opError);
         },
-        promoteNode: async (id, switchover) => {
-          await cluster.promote(id, { switchover }).catch(opError);
+        promoteNode: async (id, switchover, gracefully) => {
+          await cluster.promote(id, { switchover, gracefully }).catch(opError);
         },
         recoverNode: async (id) => {
           await cluster.recover(id).catch(opError);

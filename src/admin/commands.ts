@@ -19,7 +19,7 @@
  *   -- pgrelay extensions (admin_users only; pgpool does these through PCP):
  *   PGPOOL ATTACH NODE <n>
  *   PGPOOL DETACH NODE <n> [GRACEFULLY]
- *   PGPOOL PROMOTE NODE <n> [SWITCHOVER]
+ *   PGPOOL PROMOTE NODE <n> [SWITCHOVER] [GRACEFULLY]
  *   PGPOOL RECOVERY NODE <n>                             (online recovery, pcp_recovery_node)
  *   PGPOOL RELOAD
  *   PGPOOL STOP [SMART | FAST | IMMEDIATE]               (default: smart, as pgpool's -m)
@@ -60,7 +60,7 @@ export type AdminCommand =
   | { kind: 'cache_delete'; query: string }
   | { kind: 'attach_node'; node: number }
   | { kind: 'detach_node'; node: number; gracefully: boolean }
-  | { kind: 'promote_node'; node: number; switchover: boolean }
+  | { kind: 'promote_node'; node: number; switchover: boolean; gracefully: boolean }
   | { kind: 'recovery_node'; node: number }
   | { kind: 'reload' }
   | { kind: 'stop'; mode: StopMode }
@@ -404,9 +404,16 @@ function parsePgpool(c: Cursor): AdminCommand {
     case 'promote': {
       c.keyword('node');
       const node = c.nodeId();
-      const switchover = c.optKeyword('switchover') !== undefined;
+      // SWITCHOVER and GRACEFULLY (pcp_promote_node -s / -g), in either order.
+      let switchover = false;
+      let gracefully = false;
+      for (;;) {
+        if (!switchover && c.optKeyword('switchover') !== undefined) switchover = true;
+        else if (!gracefully && c.optKeyword('gracefully') !== undefined) gracefully = true;
+        else break;
+      }
       c.end();
-      return { kind: 'promote_node', node, switchover };
+      return { kind: 'promote_node', node, switchover, gracefully };
     }
     case 'recovery': {
       c.keyword('node');
@@ -476,7 +483,7 @@ export function describeAdminCommand(cmd: AdminCommand): string {
     case 'detach_node':
       return `PGPOOL DETACH NODE ${cmd.node}${cmd.gracefully ? ' GRACEFULLY' : ''}`;
     case 'promote_node':
-      return `PGPOOL PROMOTE NODE ${cmd.node}${cmd.switchover ? ' SWITCHOVER' : ''}`;
+      return `PGPOOL PROMOTE NODE ${cmd.node}${cmd.switchover ? ' SWITCHOVER' : ''}${cmd.gracefully ? ' GRACEFULLY' : ''}`;
     case 'recovery_node':
       return `PGPOOL RECOVERY NODE ${cmd.node}`;
     case 'reload':

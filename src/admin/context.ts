@@ -109,7 +109,7 @@ export interface ProbeResult {
 export interface AdminOperations {
   attachNode?(node: number): Promise<void> | void;
   detachNode?(node: number, gracefully: boolean): Promise<void> | void;
-  promoteNode?(node: number, switchover: boolean): Promise<void> | void;
+  promoteNode?(node: number, switchover: boolean, gracefully: boolean): Promise<void> | void;
   /** Online recovery (pcp_recovery_node): 1st stage script, remote start, wait, attach. */
   recoverNode?(node: number): Promise<void> | void;
   reload?(): Promise<void> | void;

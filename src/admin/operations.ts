@@ -68,7 +68,12 @@ export async function runOperation(cmd: OperationCommand, ctx: AdminContext): Pr
     case 'detach_node':
       return onNode(ctx, cmd, 'DETACH NODE', ops?.detachNode && (() => ops.detachNode!(cmd.node, cmd.gracefully)));
     case 'promote_node':
-      return onNode(ctx, cmd, 'PROMOTE NODE', ops?.promoteNode && (() => ops.promoteNode!(cmd.node, cmd.switchover)));
+      return onNode(
+        ctx,
+        cmd,
+        'PROMOTE NODE',
+        ops?.promoteNode && (() => ops.promoteNode!(cmd.node, cmd.switchover, cmd.gracefully)),
+      );
     case 'recovery_node':
       return onNode(ctx, cmd, 'RECOVERY NODE', ops?.recoverNode && (() => ops.recoverNode!(cmd.node)));
     case 'reload':

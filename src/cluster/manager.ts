@@ -52,14 +52,13 @@ export interface ClusterManagerOptions {
   discardStatus?: boolean;
   /** Hard limit for failover/follow_primary/failback commands (default 60 s). */
   commandTimeoutMs?: number;
-  /** How long detach({gracefully}) waits for sessions on the node (default 90 s, pgpool's recovery_timeout). */
+  /** How long detach/promote({gracefully}) wait for sessions (default: recovery_timeout, as pgpool). */
   gracefulDetachTimeoutMs?: number;
   /** Override the status file path (default <logdir>/pgpool_status). */
   statusFile?: string;
 }
 
 const DEFAULT_COMMAND_TIMEOUT_MS = 60_000;
-const DEFAULT_GRACEFUL_DETACH_TIMEOUT_MS = 90_000;
 
 export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
   private readonly tasks: ClusterTasks;
@@ -134,7 +133,8 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
       this.failover,
       this.marks,
       (id) => this.sessionsOnNode(id),
-      opts.gracefulDetachTimeoutMs ?? DEFAULT_GRACEFUL_DETACH_TIMEOUT_MS,
+      () => opts.gracefulDetachTimeoutMs ?? getConfig().recovery_timeout * 1000,
+      log,
     );
     this.recovery = new OnlineRecovery(nodes, getConfig, log, tasks, (id) => this.ops.attach(id));
   }
@@ -292,9 +292,15 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
     return this.forwarded({ op: 'detach', node: id }) ?? this.ops.detach(id, o);
   }
 
-  /** pcp_promote_node [-s]. */
-  promote(id: number, o: { switchover?: boolean } = {}): Promise<OperationResult> {
-    return this.forwarded({ op: 'promote', node: id, switchover: o.switchover ?? false }) ?? this.ops.promote(id, o);
+  /** pcp_promote_node [-s] [-g]; with gracefully, first wait until no session uses the current primary. */
+  async promote(id: number, o: { switchover?: boolean; gracefully?: boolean } = {}): Promise<OperationResult> {
+    if (this.authority.decides()) return this.ops.promote(id, o);
+    // Coordination, another instance decides: wait for this instance's own sessions here, then ask it.
+    if (o.gracefully) await this.ops.drainPrimary(id);
+    return (
+      this.forwarded({ op: 'promote', node: id, switchover: o.switchover ?? false }) ??
+      this.ops.promote(id, { switchover: o.switchover })
+    );
   }
 
   private forwarded(op: NodeOperation): Promise<OperationResult> | undefined {

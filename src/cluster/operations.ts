@@ -4,6 +4,7 @@
  * `pgrelay attach|detach|promote` reach them. Each checks the node, then runs
  * the failover or failback in the cluster's status queue.
  */
+import type { Logger } from '../log.js';
 import type { FailoverRunner } from './failover-runner.js';
 import type { NodeMarks } from './node-marks.js';
 import type { NodeState, NodeTable } from './nodes.js';
@@ -47,7 +48,9 @@ export class NodeOperations {
     private readonly marks: NodeMarks,
     /** How many client sessions use a node (detach waits for none). */
     private readonly sessionsOnNode: (id: number) => number,
-    private readonly gracefulDetachTimeoutMs: number,
+    /** How long a graceful detach/promote waits (pgpool: recovery_timeout, read at each wait). */
+    private readonly gracefulTimeoutMs: () => number,
+    private readonly log: Logger,
   ) {}
 
   /** pcp_attach_node: the node becomes `waiting` (used → `up`) and failback_command runs. */
@@ -65,7 +68,7 @@ export class NodeOperations {
   /**
    * pcp_detach_node: the node goes down (failover_command runs; if it was the
    * primary, the primary search and follow_primary_command follow). With
-   * gracefully, first wait (up to 90 s) until no session uses the node.
+   * gracefully, first wait (up to recovery_timeout) until no session uses the node.
    */
   async detach(id: number, o: { gracefully?: boolean } = {}): Promise<OperationResult> {
     const n = this.requireNode(id);
@@ -83,11 +86,15 @@ export class NodeOperations {
    * current primary is detached and failover_command runs with %m = id (the
    * script promotes it), then the primary search and follow_primary_command.
    */
-  async promote(id: number, o: { switchover?: boolean } = {}): Promise<OperationResult> {
-    const n = this.requireNode(id);
-    if (n.status !== 'up' && n.status !== 'waiting')
-      throw new ClusterError('INVALID_STATE', `node ${id} is ${n.status}; only an up or waiting node can be promoted`);
+  async promote(id: number, o: { switchover?: boolean; gracefully?: boolean } = {}): Promise<OperationResult> {
+    this.checkPromote(id);
     if (this.nodes.primaryId === id) return this.result(id, false, `node ${id} is already the primary`);
+    if (o.gracefully) {
+      await this.drainPrimary(id);
+      // The cluster may have changed while the sessions ended (a failover, the node went down).
+      this.checkPromote(id);
+      if (this.nodes.primaryId === id) return this.result(id, false, `node ${id} is already the primary`);
+    }
     const old = this.nodes.primaryId;
     if (o.switchover && (old < 0 || !this.nodes.primaryNode()))
       throw new ClusterError(
@@ -125,18 +132,47 @@ export class NodeOperations {
     );
   }
 
-  /** detach({gracefully}): wait (up to 90 s) until no session uses the node; meanwhile new sessions do not read there. */
-  async drain(id: number): Promise<void> {
+  /**
+   * promote({gracefully}) (pcp_promote_node -g): wait (up to recovery_timeout) until no session uses the current
+   * primary, the node the promote detaches. pgpool waits for all its clients to disconnect
+   * and refuses new ones meanwhile; pgrelay waits for the sessions connected to the primary,
+   * which is every session that has written or started a transaction there.
+   */
+  async drainPrimary(id: number): Promise<void> {
+    this.checkPromote(id);
+    const old = this.nodes.primaryId;
+    if (old < 0 || old === id || !this.nodes.primaryNode()) return;
+    await this.drain(old, `promote node ${id}`);
+  }
+
+  private checkPromote(id: number): void {
     const n = this.requireNode(id);
-    const deadline = Date.now() + this.gracefulDetachTimeoutMs;
+    if (n.status !== 'up' && n.status !== 'waiting')
+      throw new ClusterError('INVALID_STATE', `node ${id} is ${n.status}; only an up or waiting node can be promoted`);
+  }
+
+  /**
+   * Wait (up to recovery_timeout, as pgpool) until no session uses node `id`; meanwhile new
+   * sessions do not read there. `operation` names what waits (for the log and the timeout error).
+   */
+  async drain(id: number, operation = `detach node ${id}`): Promise<void> {
+    const n = this.requireNode(id);
+    const timeoutMs = this.gracefulTimeoutMs();
+    const deadline = Date.now() + timeoutMs;
     n.draining = true;
+    const waiting = this.sessionsOnNode(id);
+    if (waiting > 0)
+      this.log.info(
+        { node: id, sessions: waiting, operation, timeout_ms: timeoutMs },
+        `${operation} gracefully: waiting for the sessions using node ${id} to end`,
+      );
     try {
       while (this.sessionsOnNode(id) > 0) {
         if (this.tasks.stopped) throw new ClusterError('STOPPED', 'pgrelay is stopping');
         if (Date.now() >= deadline)
           throw new ClusterError(
             'TIMEOUT',
-            `node ${id} still has ${this.sessionsOnNode(id)} session(s) after waiting; not detached`,
+            `node ${id} still has ${this.sessionsOnNode(id)} session(s) after waiting; ${operation} not done`,
           );
         await this.tasks.sleep(200);
       }

@@ -917,11 +917,19 @@ export const PARAMS: readonly ParamDef[] = [
     'misc',
     'Command to execute in second stage recovery (not used in streaming replication mode).',
   ),
-  g('recovery_timeout', 'int', 90, R, 'misc', 'Maximum time in seconds to wait for the recovering PostgreSQL node.', {
-    min: 0,
-    max: INT_MAX,
-    unit: 's',
-  }),
+  g(
+    'recovery_timeout',
+    'int',
+    90,
+    R,
+    'misc',
+    'Maximum time in seconds to wait for the recovering PostgreSQL node, and for sessions to end before a graceful detach or promote.',
+    {
+      min: 0,
+      max: INT_MAX,
+      unit: 's',
+    },
+  ),
 ];
 
 const BY_NAME = new Map<string, ParamDef>(PARAMS.map((p) => [p.name, p]));

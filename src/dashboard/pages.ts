@@ -301,7 +301,7 @@ const ACTION_TEXT: Readonly<Record<NodeAction, (node: number) => string>> = {
   attach: (n) =>
     `Attach node ${n}: pgrelay uses it again (status waiting, then up) and runs failback_command (PGPOOL ATTACH NODE ${n}).`,
   detach: (n) =>
-    `Detach node ${n} gracefully: pgrelay waits until no session uses it (up to 90 s), marks it down and runs failover_command; if it is the primary, a failover follows (PGPOOL DETACH NODE ${n} GRACEFULLY).`,
+    `Detach node ${n} gracefully: pgrelay waits until no session uses it (up to recovery_timeout), marks it down and runs failover_command; if it is the primary, a failover follows (PGPOOL DETACH NODE ${n} GRACEFULLY).`,
   promote: (n) =>
     `Make node ${n} the primary. Without switchover only pgrelay's view changes (PostgreSQL is not promoted); with switchover the current primary is detached and failover_command promotes node ${n} (PGPOOL PROMOTE NODE ${n} [SWITCHOVER]).`,
 };

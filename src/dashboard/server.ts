@@ -343,7 +343,7 @@ export class Dashboard {
         ? { kind: 'attach_node', node }
         : action === 'detach'
           ? { kind: 'detach_node', node, gracefully: true }
-          : { kind: 'promote_node', node, switchover: form.get('switchover') === 'on' };
+          : { kind: 'promote_node', node, switchover: form.get('switchover') === 'on', gracefully: false };
     d.log.info({ user: session.user, remote, action, node, command: cmd }, 'dashboard: node operation requested');
     const run = executeAdmin(cmd, this.context(session.user)).then((r) => {
       const ok = r.kind !== 'error';

@@ -206,12 +206,8 @@ export async function runPcpCommand(type: string, body: Buffer, user: string, d:
           message: 'invalid promote request',
           detail: `specified node is already primary node, can't promote node id ${node}`,
         });
-      if (type === 'j')
-        return err(
-          'could not process promote request',
-          'promote gracefully (-g) is not supported by pgrelay: detach the clients or promote without -g',
-        );
-      const e = adminError(await d.run({ kind: 'promote_node', node, switchover }, user));
+      // 'j' (-g): first wait until the sessions using the primary have ended, as pgpool waits for its clients.
+      const e = adminError(await d.run({ kind: 'promote_node', node, switchover, gracefully: type === 'j' }, user));
       return e ? err('promote node failed', e) : ok('d');
     }
 

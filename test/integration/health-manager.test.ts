@@ -91,7 +91,8 @@ describe('ClusterManager (in-process, own DevCluster)', () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgrelay-mgr-'));
     config = makeConfig();
     nodes = new NodeTable(config.backends);
-    mgr = new ClusterManager(nodes, () => config, log, {});
+    // A short graceful wait: the promote test lets one run out (no test here ends sessions).
+    mgr = new ClusterManager(nodes, () => config, log, { gracefulDetachTimeoutMs: 1500 });
     await mgr.start();
   });
   afterAll(async () => {
@@ -240,6 +241,23 @@ describe('ClusterManager (in-process, own DevCluster)', () => {
     expect((await mgr.promote(0)).changed, 'promoting the current primary changes nothing').toBe(false);
     await until(() => nodes.get(2)?.status === 'up' || nodes.get(2)?.status === 'waiting', 30_000, 'node 2 attached');
     const failoversBefore = commands().filter((c) => c.startsWith('F ')).length;
+
+    // Gracefully, while a session uses the primary: nothing changes, and after the wait it fails.
+    mgr.setSessionsOnNode((id) => (id === 0 ? 1 : 0));
+    try {
+      await expect(mgr.promote(2, { gracefully: true })).rejects.toMatchObject({
+        code: 'TIMEOUT',
+        message: 'node 0 still has 1 session(s) after waiting; promote node 2 not done',
+      });
+    } finally {
+      mgr.setSessionsOnNode(() => 0);
+    }
+    expect(
+      logLines.some((l) => l.msg === 'promote node 2 gracefully: waiting for the sessions using node 0 to end'),
+    ).toBe(true);
+    expect(nodes.primaryId).toBe(0);
+    expect(nodes.get(0)?.status).not.toBe('down');
+    expect(nodes.get(0)?.draining).toBe(false);
 
     const r = await mgr.promote(2);
     expect(r).toMatchObject({ node: 2, changed: true, primary: 2 });

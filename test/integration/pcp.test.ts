@@ -15,11 +15,13 @@
  *     scripts (examples/recovery_1st_stage, examples/pgpool_remote_start)
  *     through the pgpool_recovery extension (Debian postgresql-15-pgpool2),
  *     then up in SHOW pool_nodes and streaming;
- *  5. pcp_promote_node -s 1: failover_command (examples/failover.sh) promotes
- *     node 1, which becomes the primary;
+ *  5. pcp_promote_node -g -s 1: waits while a session uses the primary, then
+ *     failover_command (examples/failover.sh) promotes node 1, which becomes
+ *     the primary;
  *  6. pcp_stop_pgpool -m fast: pgrelay exits.
  * Then pgpool's command line: `-n -f conf -F pcp.conf -a pool_hba.conf -k
- * keyfile` starts, `pgrelay -f conf -m fast stop` stops.
+ * keyfile` starts, `pgrelay -f conf -m fast stop` stops; without -f, pgrelay
+ * reads ./pgpool.conf and the pcp.conf next to it, and `pgrelay stop` finds it.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -363,10 +365,39 @@ describe('PCP port with pgpool-II 4.3 pcp_* programs', () => {
     );
   }, 180_000);
 
-  it('pcp_promote_node -s 1: failover_command promotes node 1, the new primary', async () => {
-    expect((await pcpOk('promote_node', ['-s', '-n', '1'], 90_000)).trim()).toBe(
-      'pcp_promote_node -- Command Successful',
-    );
+  it('pcp_promote_node -g -s 1: waits for the session on the primary, then failover_command promotes node 1', async () => {
+    const { pgClient, endPg } = await import('../support/clients.js');
+    // A session with an open transaction that wrote on the primary (node 0). (txid_current() is
+    // STABLE: it would be load balanced to a standby, as pgpool does.)
+    const held = await pgClient({ host: '127.0.0.1', port: proxy.port }, { user: 'postgres', database: 'postgres' });
+    let promoted: Awaited<ReturnType<typeof pcp>> | undefined;
+    let ended = false;
+    try {
+      await held.query('BEGIN');
+      await held.query('CREATE TEMP TABLE promote_hold (x int)');
+      const logged = proxy.logs().length;
+      const running = pcp('promote_node', ['-g', '-s', '-n', '1'], pcpPort, passFile, 90_000).then((r) => {
+        promoted = r;
+        return r;
+      });
+      await pollUntil(
+        () => proxy.logs().slice(logged),
+        (l) => /promote node 1 gracefully: waiting for the sessions using node 0 to end/.test(l),
+        { what: 'pgrelay waiting for the session on node 0', timeoutMs: 30_000 },
+      );
+      // Still waiting: nothing promoted, node 0 still the primary.
+      expect(promoted).toBeUndefined();
+      expect(nodeLines(await pcpOk('node_info', ['-n', '0']))[0]).toMatch(/ primary /);
+      expect((await held.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+      await held.query('COMMIT');
+      ended = true;
+      await endPg(held);
+      const r = await running;
+      expect(r.stderr).toBe('');
+      expect(r.stdout.trim()).toBe('pcp_promote_node -- Command Successful');
+    } finally {
+      if (!ended) await endPg(held);
+    }
     await pollUntil(
       () => pcp('node_info', ['-n', '1']),
       (r) => / primary /.test(r.stdout),
@@ -398,6 +429,27 @@ describe('PCP port with pgpool-II 4.3 pcp_* programs', () => {
       expect(p.logs()).toMatch(/option -C is accepted for pgpool-II compatibility and ignored/);
       const stop = await runCommand(process.execPath, [CLI_PATH, '-f', p.confPath, '-m', 'fast', 'stop'], {
         timeoutMs: 40_000,
+      });
+      expect(stop.code, stop.stderr).toBe(0);
+      expect((await p.exited).code).toBe(0);
+    } finally {
+      await p.stop();
+    }
+  }, 60_000);
+
+  it('without -f: ./pgpool.conf and the pcp.conf next to it are read; `pgrelay -m fast stop` without -f stops it', async () => {
+    const p = await startProxy({ cluster, defaultConfigPath: true, config: { pcp_port: await freePort() } });
+    try {
+      fs.copyFileSync(path.join(work, 'pcp.conf'), path.join(p.dir, 'pcp.conf'));
+      // The listen port and the backends come from ./pgpool.conf (nothing else names them).
+      const r = await runPsql(['-At', '-c', 'SELECT 8'], { port: p.port, timeoutMs: 15_000 });
+      expect(r.stdout.trim()).toBe('8');
+      const count = await pcp('node_count', [], Number(p.config().pcp_port));
+      expect(count.stderr).toBe('');
+      expect(count.stdout).toBe('3\n');
+      const stop = await runCommand(process.execPath, [CLI_PATH, '-m', 'fast', 'stop'], {
+        timeoutMs: 40_000,
+        cwd: p.dir,
       });
       expect(stop.code, stop.stderr).toBe(0);
       expect((await p.exited).code).toBe(0);

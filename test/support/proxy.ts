@@ -31,6 +31,8 @@ export interface StartProxyOptions {
   startTimeoutMs?: number;
   /** Path of the CLI (default: <repo>/dist/cli.js). */
   cliPath?: string;
+  /** Start without -f, in the directory holding pgpool.conf: pgrelay must find ./pgpool.conf itself. */
+  defaultConfigPath?: boolean;
 }
 
 export interface ProxyHandle {
@@ -149,8 +151,9 @@ export async function startProxy(opts: StartProxyOptions): Promise<ProxyHandle> 
 
   const cli = opts.cliPath ?? CLI_PATH;
   if (!fs.existsSync(cli)) throw new Error(`startProxy: ${cli} not found; run \`npm run build\` first`);
-  const child = spawn(process.execPath, [cli, '-f', confPath, ...(opts.args ?? [])], {
-    cwd: REPO_ROOT,
+  const fileArgs = opts.defaultConfigPath ? [] : ['-f', confPath];
+  const child = spawn(process.execPath, [cli, ...fileArgs, ...(opts.args ?? [])], {
+    cwd: opts.defaultConfigPath ? dir : REPO_ROOT,
     env: { ...scrubPgEnv({ ...process.env }), ...(opts.env ?? {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -369,11 +372,11 @@ function baseEnv(): NodeJS.ProcessEnv {
 export function runCommand(
   file: string,
   args: string[],
-  opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number },
+  opts: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number; cwd?: string },
 ): Promise<RunResult> {
   const timeoutMs = opts.timeoutMs ?? 30_000;
   return new Promise((resolve) => {
-    const child = spawn(file, args, { env: opts.env ?? baseEnv(), stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(file, args, { env: opts.env ?? baseEnv(), stdio: ['pipe', 'pipe', 'pipe'], cwd: opts.cwd });
     liveChildren.add(child);
     installExitHook();
     const cancelWatchdog = child.pid !== undefined && timeoutMs > 5_000 ? killChildOnExit(child.pid) : () => undefined;

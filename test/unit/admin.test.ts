@@ -1,7 +1,12 @@
 import { describe, it, expect } from 'vitest';
 import { loadConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/types.js';
-import { mayBeAdminCommand, parseAdminCommand, type AdminCommand } from '../../src/admin/commands.js';
+import {
+  describeAdminCommand,
+  mayBeAdminCommand,
+  parseAdminCommand,
+  type AdminCommand,
+} from '../../src/admin/commands.js';
 import type {
   AdminBackendConnection,
   AdminContext,
@@ -134,8 +139,29 @@ describe('parseAdminCommand', () => {
       kind: 'promote_node',
       node: 1,
       switchover: true,
+      gracefully: false,
     });
-    expect(parseAdminCommand('PGPOOL PROMOTE NODE 1')).toEqual({ kind: 'promote_node', node: 1, switchover: false });
+    expect(parseAdminCommand('PGPOOL PROMOTE NODE 1')).toEqual({
+      kind: 'promote_node',
+      node: 1,
+      switchover: false,
+      gracefully: false,
+    });
+    for (const sql of ['PGPOOL PROMOTE NODE 2 SWITCHOVER GRACEFULLY', 'pgpool promote node 2 gracefully switchover'])
+      expect(parseAdminCommand(sql), sql).toEqual({
+        kind: 'promote_node',
+        node: 2,
+        switchover: true,
+        gracefully: true,
+      });
+    expect(parseAdminCommand('PGPOOL PROMOTE NODE 2 GRACEFULLY')).toMatchObject({
+      switchover: false,
+      gracefully: true,
+    });
+    expect(parseAdminCommand('PGPOOL PROMOTE NODE 2 GRACEFULLY GRACEFULLY')).toMatchObject({ kind: 'syntax_error' });
+    expect(describeAdminCommand({ kind: 'promote_node', node: 2, switchover: true, gracefully: true })).toBe(
+      'PGPOOL PROMOTE NODE 2 SWITCHOVER GRACEFULLY',
+    );
     expect(parseAdminCommand('PGPOOL RECOVERY NODE 2')).toEqual({ kind: 'recovery_node', node: 2 });
     expect(parseAdminCommand('PGPOOL RELOAD')).toEqual({ kind: 'reload' });
     expect(parseAdminCommand('PGPOOL STOP')).toEqual({ kind: 'stop', mode: 'smart' });
@@ -731,7 +757,7 @@ describe('permissions and node operations', () => {
     const ops = {
       attachNode: (n: number) => void calls.push(`attach ${n}`),
       detachNode: (n: number, g: boolean) => void calls.push(`detach ${n} ${g}`),
-      promoteNode: async (n: number, s: boolean) => void calls.push(`promote ${n} ${s}`),
+      promoteNode: async (n: number, s: boolean, g: boolean) => void calls.push(`promote ${n} ${s} ${g}`),
       reload: () => void calls.push('reload'),
       stop: () => {
         throw Object.assign(new Error('already stopping'), { code: '55000' });
@@ -753,14 +779,14 @@ describe('permissions and node operations', () => {
       kind: 'command',
       tag: 'DETACH NODE',
     });
-    expect(await executeAdmin({ kind: 'promote_node', node: 1, switchover: true }, admin)).toEqual({
+    expect(await executeAdmin({ kind: 'promote_node', node: 1, switchover: true, gracefully: true }, admin)).toEqual({
       kind: 'command',
       tag: 'PROMOTE NODE',
     });
     expect(await executeAdmin({ kind: 'reload' }, admin)).toEqual({ kind: 'command', tag: 'RELOAD' });
     const stop = await executeAdmin({ kind: 'stop', mode: 'smart' }, admin);
     expect(stop.kind === 'error' && stop.error.code).toBe('55000');
-    expect(calls).toEqual(['attach 1', 'detach 0 true', 'promote 1 true', 'reload']);
+    expect(calls).toEqual(['attach 1', 'detach 0 true', 'promote 1 true true', 'reload']);
     const bad = await executeAdmin({ kind: 'attach_node', node: 5 }, admin);
     expect(bad.kind === 'error' && bad.error.code).toBe('22023');
     const noRecovery = await executeAdmin({ kind: 'recovery_node', node: 1 }, admin);

@@ -132,15 +132,17 @@ describe('parseNodeArgs', () => {
     });
     expect(parseNodeArgs('attach', ['-w', '0']).node).toBe(0);
   });
-  it('--gracefully only for detach, --switchover only for promote', () => {
+  it('--gracefully only for detach and promote, --switchover only for promote', () => {
     expect(parseNodeArgs('detach', ['1', '--gracefully'])).toMatchObject({ gracefully: true });
     expect(parseNodeArgs('detach', ['-g', '1'])).toMatchObject({ gracefully: true });
     expect(parseNodeArgs('detach', ['1', 'GRACEFULLY'])).toMatchObject({ gracefully: true });
     expect(parseNodeArgs('promote', ['--switchover', '2'])).toMatchObject({ node: 2, switchover: true });
     expect(parseNodeArgs('promote', ['2', '-s'])).toMatchObject({ switchover: true });
-    expect(() => parseNodeArgs('attach', ['1', '--gracefully'])).toThrow(/only valid for detach/);
+    expect(() => parseNodeArgs('attach', ['1', '--gracefully'])).toThrow(/only valid for detach and promote/);
+    expect(parseNodeArgs('promote', ['-g', '-s', '2'])).toMatchObject({ node: 2, switchover: true, gracefully: true });
     expect(() => parseNodeArgs('detach', ['1', '--switchover'])).toThrow(/only valid for promote/);
-    expect(() => parseNodeArgs('promote', ['1', 'gracefully'])).toThrow(/NODE_ID given twice/);
+    expect(parseNodeArgs('promote', ['1', 'gracefully'])).toMatchObject({ node: 1, gracefully: true });
+    expect(() => parseNodeArgs('promote', ['1', '2'])).toThrow(/NODE_ID given twice/);
   });
   it('rejects missing, bad or repeated node ids and bad ports', () => {
     expect(() => parseNodeArgs('attach', [])).toThrow(/NODE_ID is required/);

@@ -202,13 +202,15 @@ describe('PCP requests answered from the admin engine', () => {
       fields: ['SERROR', 'CXX000', 'Mattach node failed', 'Dboom', ''],
     });
     expect(await req('J', '1 \0s')).toEqual([{ type: 'd', fields: ['CommandComplete'] }]);
+    expect(await req('j', '1 \0n')).toEqual([{ type: 'd', fields: ['CommandComplete'] }]);
     expect(await req('Z', 'l')).toEqual([{ type: 'z', fields: ['CommandComplete'] }]);
     expect(await req('O', '1\0')).toEqual([{ type: 'c', fields: ['CommandComplete'] }]);
     expect(ran).toEqual([
       { kind: 'detach_node', node: 1, gracefully: false },
       { kind: 'detach_node', node: 0, gracefully: true },
       { kind: 'attach_node', node: 1 },
-      { kind: 'promote_node', node: 1, switchover: true },
+      { kind: 'promote_node', node: 1, switchover: true, gracefully: false },
+      { kind: 'promote_node', node: 1, switchover: false, gracefully: true },
       { kind: 'reload' },
       { kind: 'recovery_node', node: 1 },
     ]);
