@@ -10,7 +10,9 @@
 /**
  * Start-up parameters (GUCs) replayed with SET instead of keying a pool of their own:
  * settings any user may change at any time (PGC_USERSET) that drivers commonly send.
- * Lower case (GUC names are case-insensitive).
+ * Lower case (GUC names are case-insensitive). Not default_transaction_isolation: the
+ * router reads a session's default isolation from its connection's start-up (a
+ * SERIALIZABLE default keeps reads on the primary), so it stays a start-up parameter.
  */
 export const REPLAYED_STARTUP_SETTINGS: ReadonlySet<string> = new Set([
   'application_name',
@@ -23,7 +25,6 @@ export const REPLAYED_STARTUP_SETTINGS: ReadonlySet<string> = new Set([
   'standard_conforming_strings',
   'bytea_output',
   'client_min_messages',
-  'default_transaction_isolation',
   'default_transaction_read_only',
   'default_transaction_deferrable',
   'statement_timeout',
@@ -141,6 +142,7 @@ export function replayPlan(have: ConnectionSettings, want: ConnectionSettings): 
   const ws = want.statements;
   const prefix = hs.length <= ws.length && hs.every((s, i) => s === ws[i]);
   const out: string[] = [];
+  if (prefix && hs.length === ws.length && sameSettings(have.startup, want.startup)) return out;
   if (!prefix || (hs.length > 0 && !sameSettings(have.startup, want.startup))) {
     out.push('RESET ALL');
     for (const [k, v] of want.startup) out.push(setStatement(k, v));
@@ -154,6 +156,7 @@ export function replayPlan(have: ConnectionSettings, want: ConnectionSettings): 
 }
 
 function sameSettings(a: ReadonlyMap<string, string>, b: ReadonlyMap<string, string>): boolean {
+  if (a === b) return true;
   if (a.size !== b.size) return false;
   for (const [k, v] of a) if (b.get(k) !== v) return false;
   return true;

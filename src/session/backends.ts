@@ -250,7 +250,7 @@ export class Backends {
     const want = this.owner.settings;
     const plan = replayPlan({ startup: c.startupSettings, statements: c.settings }, want);
     c.settings = [...want.statements];
-    c.startupSettings = new Map(want.startup);
+    c.startupSettings = want.startup;
     if (plan.length === 0) return undefined;
     return new Promise((resolve, reject) => {
       let failed: ErrorFieldMap | undefined;
@@ -283,7 +283,7 @@ export class Backends {
       if (c.settings !== DIRTY_SETTINGS) {
         c.settings = settings;
         // DISCARD ALL may have dropped the start-up settings (on the connection too).
-        c.startupSettings = new Map(this.owner.settings.startup);
+        c.startupSettings = this.owner.settings.startup;
       }
       pools.release(c, link.clean && c.txStatus === TxStatus.Idle);
     }
@@ -638,7 +638,7 @@ export class Backends {
     if (conn.txStatus === TxStatus.Idle && this.pinned === undefined) {
       if (conn.settings !== DIRTY_SETTINGS) {
         conn.settings = [...this.owner.settings.statements];
-        conn.startupSettings = new Map(this.owner.settings.startup);
+        conn.startupSettings = this.owner.settings.startup;
       }
       pools.release(conn, true);
       return;

@@ -164,7 +164,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (this.txMode) {
       this.settings.onUnknown = () => this.backends.settingsUnknown();
       this.settings.onOverflow = () => this.pin('SET not replayable (bind parameters, or more than 64 settings)');
-      for (const [k, v] of this.backends.startupSettings) this.settings.startup.set(k, v);
+      this.settings.startup = this.backends.startupSettings;
     }
     client.on('drain', this.onDrain);
   }

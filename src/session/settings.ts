@@ -14,9 +14,10 @@ export class SettingsReplay {
   /**
    * pool_mode = transaction: the client's start-up settings replayed before the statements
    * (lower-case name → value, see pool/startup-settings.ts). DISCARD ALL forgets them, as it
-   * returns them to the server's defaults on the connection it runs on.
+   * returns them to the server's defaults on the connection it runs on. Never changed in
+   * place (connections share it: see Backends.applySettings).
    */
-  readonly startup = new Map<string, string>();
+  startup: ReadonlyMap<string, string> = new Map();
   /** More settings than MAX_REPLAY: replaying is no longer possible. */
   overflow = false;
   /** A statement changed settings that are not recorded (see `record`). */
@@ -45,7 +46,7 @@ export class SettingsReplay {
     }
     if (cls.kind === 'discard' && /\ball\b/i.test(sql)) {
       this.list.length = 0;
-      this.startup.clear();
+      this.startup = new Map();
       this.overflow = false;
     } else if (cls.kind === 'set' || cls.kind === 'reset') {
       // A statement with bind parameters (SELECT set_config($1, $2, false)) cannot be replayed as text.

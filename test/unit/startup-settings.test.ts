@@ -42,8 +42,22 @@ describe('splitStartup', () => {
   });
 
   it('keeps parameters it cannot SET (replication, unknown settings) as server parameters', () => {
-    const s = splitStartup(m({ user: 'u', database: 'd', replication: 'database', 'myext.flag': 'on' }));
-    expect([...s.server.keys()]).toEqual(['user', 'database', 'replication', 'myext.flag']);
+    const s = splitStartup(
+      m({
+        user: 'u',
+        database: 'd',
+        replication: 'database',
+        'myext.flag': 'on',
+        default_transaction_isolation: 'serializable',
+      }),
+    );
+    expect([...s.server.keys()]).toEqual([
+      'user',
+      'database',
+      'replication',
+      'myext.flag',
+      'default_transaction_isolation',
+    ]);
     expect(s.settings.size).toBe(0);
   });
 
