@@ -72,6 +72,11 @@ export class BackendConnection {
    * as the last session that used it had them (see Backends.checkout); DIRTY_SETTINGS when unknown.
    */
   settings: readonly string[] = [];
+  /**
+   * pool_mode = transaction: the start-up settings of that session applied with SET
+   * (pool/startup-settings.ts; the connection was opened without them).
+   */
+  startupSettings: ReadonlyMap<string, string> = new Map();
   /** pool_mode = transaction: names of pgrelay's prepared statements on it (session/pooled-statements.ts). */
   statements: ServerStatements | undefined;
   /** pool_mode = transaction: the client statement its unnamed prepared statement was parsed for. */

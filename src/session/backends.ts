@@ -23,12 +23,14 @@ import { isCacheableDatabase } from '../pool/cache.js';
 import type { BackendSecret } from '../auth/backend.js';
 import { type BackendConnection, cacheKeyFor, connectBackend, sendCancel } from '../pool/connector.js';
 import { type EffectivePoolSettings, poolSettingsOf } from '../pool/pool-settings.js';
+import { replayPlan, splitStartup } from '../pool/startup-settings.js';
 import { PoolWaitTimeout } from '../pool/server-pool.js';
 import { queryMessage, resetConnection, resetFailure, runQueries } from '../pool/query.js';
 import { isLive } from '../cluster/nodes.js';
 import type { SessionFacts } from '../router/router.js';
 import { BackendLink, type LinkExpectation, type LinkOwner } from './backend-link.js';
 import type { SessionContext } from './context.js';
+import type { ErrorFieldMap } from './replies.js';
 
 /** What the backends need from their session. */
 export interface BackendsOwner extends LinkOwner {
@@ -44,7 +46,9 @@ export interface BackendsOwner extends LinkOwner {
   /** What client authentication produced for logging into backends (overrides ctx.backendSecret). */
   readonly authSecret?: BackendSecret;
   /** The session's settings (replayed on pooled connections, pool_mode = transaction). */
-  readonly settings: { readonly statements: readonly string[] };
+  readonly settings: { readonly statements: readonly string[]; readonly startup: ReadonlyMap<string, string> };
+  /** pool_mode = transaction: replaying the session's settings on a connection failed (see settingsError). */
+  settingsFailed(err: PgError): void;
   /**
    * An admin user: it does not wait for a primary during an outage (it gets an
    * admin-only session at once instead, see session.ts).
@@ -75,8 +79,25 @@ export class Backends {
   /** pool_mode = transaction: why the session keeps its links until it ends (it used session state). */
   pinned: string | undefined;
 
+  /**
+   * pool_mode = transaction: the start-up parameters server connections are opened with (and
+   * the server pools keyed by): user, database and what cannot be SET later; the client's
+   * other start-up settings are replayed (pool/startup-settings.ts). Session mode: all of them.
+   */
+  readonly serverParams: Map<string, string>;
+  /** pool_mode = transaction: the client's start-up settings replayed with SET (lower-case name → value). */
+  readonly startupSettings: ReadonlyMap<string, string>;
+
   constructor(private readonly owner: BackendsOwner) {
     this.pooled = this.poolSettings().pool_mode === 'transaction';
+    if (this.pooled) {
+      const split = splitStartup(owner.params);
+      this.serverParams = split.server;
+      this.startupSettings = split.settings;
+    } else {
+      this.serverParams = owner.params;
+      this.startupSettings = new Map();
+    }
   }
 
   /** The pool settings of the session's database and user (pool_mode, database_pool_settings, user_pool_settings). */
@@ -184,16 +205,30 @@ export class Backends {
   /**
    * pool_mode = transaction: take links for one transaction from the server pools (the
    * primary, then the node drawn for its reads: always in that order, so that two sessions
-   * never wait for each other's), and bring each connection's settings to the session's.
+   * never wait for each other's), and bring each connection's settings to the session's
+   * (resolved once the server took them: the client's statements run with its settings).
    */
   async checkout(): Promise<void> {
     await this.openOnce(false);
+    const replayed: Array<Promise<void>> = [];
     for (const l of this.links) {
       if (!l) continue;
       l.attach();
-      this.applySettings(l, this.owner.settings.statements);
+      const r = this.applySettings(l);
+      if (r) replayed.push(r);
       this.deallocateStrays(l);
     }
+    await Promise.all(replayed);
+  }
+
+  /** pool_mode = transaction: bring the settings of every link (attached) to the session's. */
+  async applySettingsAll(): Promise<void> {
+    const replayed: Array<Promise<void>> = [];
+    for (const l of this.links) {
+      const r = l && this.applySettings(l);
+      if (r) replayed.push(r);
+    }
+    await Promise.all(replayed);
   }
 
   /** Deallocate what a client's second Parse left under its own name on the connection (extended.ts parseExisting). */
@@ -206,17 +241,30 @@ export class Backends {
   }
 
   /**
-   * Replay on `link` the session's settings its connection lacks: only those after the ones
-   * it has, or all after RESET ALL when it has others (another session's, or unknown ones).
+   * Replay on `link` the session's settings its connection lacks: its start-up settings that
+   * differ and the statements after the ones it has, or all after RESET ALL when it has
+   * others (another session's, or unknown ones). See pool/startup-settings.ts replayPlan.
    */
-  private applySettings(link: BackendLink, wanted: readonly string[]): void {
-    const have = link.conn.settings;
-    let from = 0;
-    if (have.length <= wanted.length && have.every((s, i) => s === wanted[i])) from = have.length;
-    else this.request(link, { kind: 'query', mode: 'drop' }, queryMessage('RESET ALL'));
-    for (let i = from; i < wanted.length; i++)
-      this.request(link, { kind: 'query', mode: 'drop' }, queryMessage(wanted[i]));
-    link.conn.settings = [...wanted];
+  private applySettings(link: BackendLink): Promise<void> | undefined {
+    const c = link.conn;
+    const want = this.owner.settings;
+    const plan = replayPlan({ startup: c.startupSettings, statements: c.settings }, want);
+    c.settings = [...want.statements];
+    c.startupSettings = want.startup;
+    if (plan.length === 0) return undefined;
+    return new Promise((resolve, reject) => {
+      let failed: ErrorFieldMap | undefined;
+      plan.forEach((sql, i) => {
+        const done = (e: { error?: ErrorFieldMap }): void => {
+          failed ??= e.error;
+          if (i < plan.length - 1) return;
+          if (failed === undefined) return resolve();
+          c.settings = DIRTY_SETTINGS;
+          reject(settingsError(failed));
+        };
+        this.request(link, { kind: 'query', mode: 'drop', done }, queryMessage(sql));
+      });
+    });
   }
 
   /**
@@ -232,7 +280,11 @@ export class Backends {
       this.links[i] = undefined;
       link.detach();
       const c = link.conn;
-      if (c.settings !== DIRTY_SETTINGS) c.settings = settings;
+      if (c.settings !== DIRTY_SETTINGS) {
+        c.settings = settings;
+        // DISCARD ALL may have dropped the start-up settings (on the connection too).
+        c.startupSettings = this.owner.settings.startup;
+      }
       pools.release(c, link.clean && c.txStatus === TxStatus.Idle);
     }
     this.links.length = 0;
@@ -344,7 +396,7 @@ export class Backends {
     if (this.pooled) {
       const params = this.owner.params;
       const user = params.get('user') ?? '';
-      const id = { key: cacheKeyFor(nodeId, params), nodeId, user, database: this.owner.database };
+      const id = { key: cacheKeyFor(nodeId, this.serverParams), nodeId, user, database: this.owner.database };
       try {
         const c = await ctx.pools.acquire(id, () => this.connect(nodeId), cfg.query_wait_timeout * 1000);
         c.useCount++;
@@ -388,7 +440,7 @@ export class Backends {
       nodeId,
       host: node.host,
       port: node.port,
-      params: this.owner.params,
+      params: this.serverParams,
       connectTimeoutMs: cfg.connect_timeout,
       secret: (u) => this.owner.authSecret ?? ctx.backendSecret(u),
     });
@@ -421,10 +473,12 @@ export class Backends {
       const link = new BackendLink(this.owner, conn, ctx.services.metrics);
       this.links[nodeId] = link;
       link.attach();
-      for (const sql of replay) {
-        link.expect({ kind: 'query', mode: 'drop' });
-        this.write(link, queryMessage(sql));
-      }
+      if (this.pooled) await this.applySettings(link)?.catch((e: PgError) => this.owner.settingsFailed(e));
+      else
+        for (const sql of replay) {
+          link.expect({ kind: 'query', mode: 'drop' });
+          this.write(link, queryMessage(sql));
+        }
       if (sessionLb === nodeId) this.lbNodeId = nodeId;
       this.owner.debug({ node: nodeId, replayed: replay.length }, 'connected to another node for reads');
     } catch (e) {
@@ -582,7 +636,10 @@ export class Backends {
       return;
     }
     if (conn.txStatus === TxStatus.Idle && this.pinned === undefined) {
-      if (conn.settings !== DIRTY_SETTINGS) conn.settings = [...this.owner.settings.statements];
+      if (conn.settings !== DIRTY_SETTINGS) {
+        conn.settings = [...this.owner.settings.statements];
+        conn.startupSettings = this.owner.settings.startup;
+      }
       pools.release(conn, true);
       return;
     }
@@ -621,6 +678,20 @@ export class Backends {
       cache.resetDone(conn.cacheKey);
     });
   }
+}
+
+/**
+ * pool_mode = transaction: a server connection refused a session's settings (a start-up
+ * parameter with a value PostgreSQL rejects, as it would have refused the start-up).
+ */
+function settingsError(f: ErrorFieldMap): PgError {
+  return new PgError(
+    f.C ?? SQLSTATE.invalidParameterValue,
+    `${f.M ?? 'invalid setting'} (a start-up parameter or SET of the session, replayed on the server connection serving it: pool_mode = transaction)`,
+    'FATAL',
+    f.D,
+    f.H,
+  );
 }
 
 /** The settings of a pooled connection are not known (a SET ran inside a transaction): RESET ALL before use. */

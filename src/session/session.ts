@@ -64,6 +64,7 @@ import { StatementRouting } from './routing.js';
 import { SettingsReplay } from './settings.js';
 import { moveReadsOff, resendSame } from './standby-loss.js';
 import { pinReason } from './pinning.js';
+import { reportFor } from '../pool/startup-settings.js';
 
 /** Client messages the session decodes: all but CopyData ('p', a password, is invalid after start-up). */
 const CLIENT_DECODE = (() => {
@@ -165,12 +166,15 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (this.txMode) {
       this.settings.onUnknown = () => this.backends.settingsUnknown();
       this.settings.onOverflow = () => this.pin('SET not replayable (bind parameters, or more than 64 settings)');
+      this.settings.startup = this.backends.startupSettings;
     }
     client.on('drain', this.onDrain);
   }
 
   /** pool_mode = transaction: backend links are held per transaction (backends.ts checkout/checkin). */
   readonly txMode: boolean;
+  /** The client was told it is logged in (before, start-up holds the links it opened). */
+  private loggedIn = false;
 
   /** The session's logger (a pino child with session, user, database), made on first use. */
   get log(): Logger {
@@ -198,9 +202,10 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       // pool_mode = transaction: a client like others before it is told what their connections reported,
       // without taking one (the pool may be busy: the client waits for its first statement instead).
       const primary = this.ctx.nodes.primaryId;
-      const report = primary >= 0 ? this.ctx.pools.startupReport(cacheKeyFor(primary, this.params)) : undefined;
+      const report =
+        primary >= 0 ? this.ctx.pools.startupReport(cacheKeyFor(primary, this.backends.serverParams)) : undefined;
       if (report) {
-        this.ready(input, report, TxStatus.Idle);
+        this.ready(input, reportFor(report, this.settings.startup), TxStatus.Idle);
         return;
       }
     }
@@ -228,13 +233,27 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       this.close();
       return;
     }
+    if (this.txMode) {
+      this.backends.attachAll();
+      try {
+        // Its start-up settings are replayed there before what the client sent behind its start-up.
+        await this.backends.applySettingsAll();
+      } catch (e) {
+        input.detach();
+        this.settingsFailed(e as PgError);
+        return;
+      }
+      if (this.closed) {
+        input.detach();
+        return;
+      }
+    }
     const p = this.backends.primary;
     // The default a RESET goes back to: a SERIALIZABLE one keeps reads on the primary.
     startupIsolation(this.routing, p.conn.startupIsolation === 'serializable');
     if (this.txMode) {
       // BackendKeyData is pgrelay's own: the backend serving the client changes.
-      this.backends.attachAll();
-      this.ready(input, p.conn.params, TxStatus.Idle);
+      this.ready(input, reportFor(p.conn.startupReport, this.settings.startup), TxStatus.Idle);
       this.maybeCheckin();
       return;
     }
@@ -271,7 +290,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
    * outstanding or waiting: the links go back to the server pools.
    */
   private maybeCheckin(): void {
-    if (!this.txMode || this.closed || !this.backends.held || this.backends.pinned !== undefined) return;
+    if (!this.txMode || !this.loggedIn || this.closed || !this.backends.held || this.backends.pinned !== undefined)
+      return;
     if (this.waitingFor !== null || this.backends.cancelsInFlight > 0 || this.asyncQueue.length > 0) return;
     if (this.routing.inTransaction || !this.backends.idle) return;
     this.backends.checkin();
@@ -329,6 +349,15 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (reason !== undefined) this.pin(reason);
   }
 
+  /**
+   * pool_mode = transaction: a server connection refused the session's settings (a start-up
+   * parameter with a value PostgreSQL rejects, as it would have refused the start-up).
+   */
+  settingsFailed(err: PgError): void {
+    this.log.warn({ code: err.code, err: err.message }, 'session settings refused by the server connection');
+    this.fatal(err);
+  }
+
   /** A user listed in admin_users. */
   get isAdminUser(): boolean {
     return this.ctx.config().admin_users.includes(this.user);
@@ -342,6 +371,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
 
   /** Tell the client it is logged in, then handle what it sent meanwhile and read on. */
   private ready(input: ClientInput, parameters: ReadonlyMap<string, string>, status: number): void {
+    this.loggedIn = true;
     const parts: Buffer[] = [authenticationOk()];
     for (const [k, v] of parameters) parts.push(parameterStatus(k, v));
     parts.push(backendKeyData(this.pid, this.secretKey), readyForQuery(status));

@@ -11,6 +11,13 @@ const MAX_REPLAY = 64;
 
 export class SettingsReplay {
   private readonly list: string[] = [];
+  /**
+   * pool_mode = transaction: the client's start-up settings replayed before the statements
+   * (lower-case name → value, see pool/startup-settings.ts). DISCARD ALL forgets them, as it
+   * returns them to the server's defaults on the connection it runs on. Never changed in
+   * place (connections share it: see Backends.applySettings).
+   */
+  startup: ReadonlyMap<string, string> = new Map();
   /** More settings than MAX_REPLAY: replaying is no longer possible. */
   overflow = false;
   /** A statement changed settings that are not recorded (see `record`). */
@@ -39,6 +46,7 @@ export class SettingsReplay {
     }
     if (cls.kind === 'discard' && /\ball\b/i.test(sql)) {
       this.list.length = 0;
+      this.startup = new Map();
       this.overflow = false;
     } else if (cls.kind === 'set' || cls.kind === 'reset') {
       // A statement with bind parameters (SELECT set_config($1, $2, false)) cannot be replayed as text.

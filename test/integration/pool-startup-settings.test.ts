@@ -1,0 +1,183 @@
+/**
+ * pool_mode = transaction: server pools are per (node, user, database), whatever the
+ * clients' start-up settings (application_name, client_encoding…); those are replayed
+ * on the server connection serving each client, which sees its own values
+ * (src/pool/startup-settings.ts, src/session/backends.ts checkout).
+ */
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { closeAllClients, endPg, endSql, pgClient, sqlClient } from '../support/clients.js';
+import { getCluster } from '../support/cluster.js';
+import { startProxy, type ProxyHandle } from '../support/proxy.js';
+import { closeAllRaw, message, RawClient, summarize } from '../support/raw.js';
+
+const cluster = getCluster();
+const db = `pool_startup_${process.pid}`;
+/** pool_mode = transaction, default_pool_size = 2. */
+let proxy: ProxyHandle;
+
+/** Client backends connected to the test database on each node (pgrelay's checks use another database). */
+async function backendsPerNode(watchers: pg.Client[]): Promise<number[]> {
+  return Promise.all(
+    watchers.map(async (c) => {
+      const r = await c.query(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'",
+        [db],
+      );
+      return r.rows[0].n as number;
+    }),
+  );
+}
+
+async function watchers(): Promise<pg.Client[]> {
+  return Promise.all(
+    cluster.nodes.map(async (n) => {
+      const c = new pg.Client({
+        host: n.host,
+        port: n.port,
+        user: 'postgres',
+        password: cluster.superuserPassword ?? undefined,
+        database: 'postgres',
+      });
+      c.on('error', () => undefined);
+      await c.connect();
+      return c;
+    }),
+  );
+}
+
+beforeAll(async () => {
+  await cluster.psql(cluster.primaryId, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+  await cluster.psql(cluster.primaryId, `CREATE DATABASE ${db}`);
+  await cluster.waitForCatchup();
+  proxy = await startProxy({
+    cluster,
+    config: { log_min_messages: 'warning', pool_mode: 'transaction', default_pool_size: 2, query_wait_timeout: 20 },
+  });
+}, 60_000);
+
+afterEach(async () => {
+  closeAllRaw();
+  await closeAllClients();
+});
+
+afterAll(async () => {
+  const code = await proxy?.stop();
+  await cluster.psql(cluster.primaryId, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined);
+  expect(code).toBe(0);
+});
+
+describe('start-up settings in pool_mode = transaction', () => {
+  it('clients with 3 application_names share one pool of 2 per node; each sees its own name, in pg_stat_activity too', {
+    timeout: 60_000,
+  }, async () => {
+    const names = ['app-a', 'app-b', 'app-c'];
+    const clients = await Promise.all(
+      Array.from({ length: 9 }, (_, i) => pgClient(proxy, { database: db, application_name: names[i % 3] })),
+    );
+    const w = await watchers();
+    try {
+      let peaks = cluster.nodes.map(() => 0);
+      for (let round = 0; round < 3; round++) {
+        const counting = (async () => {
+          for (let k = 0; k < 5; k++) {
+            const n = await backendsPerNode(w);
+            peaks = peaks.map((p, i) => Math.max(p, n[i]));
+            await new Promise((r) => setTimeout(r, 30));
+          }
+        })();
+        await Promise.all(
+          clients.map(async (c, i) => {
+            const name = names[i % 3];
+            await c.query('BEGIN');
+            const r = await c.query(
+              "SELECT current_setting('application_name') AS cur, (SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()) AS seen, pg_sleep(0.05)",
+            );
+            expect(r.rows[0].cur).toBe(name);
+            expect(r.rows[0].seen).toBe(name);
+            const show = await c.query('SHOW application_name');
+            expect(show.rows[0].application_name).toBe(name);
+            await c.query('COMMIT');
+            // Outside a transaction too (an autocommit statement on whichever connection is free).
+            const auto = await c.query("SELECT current_setting('application_name') AS cur");
+            expect(auto.rows[0].cur).toBe(name);
+          }),
+        );
+        await counting;
+      }
+      const after = await backendsPerNode(w);
+      for (const [i, p] of peaks.entries()) {
+        expect(p, `node ${i}: peak ${p}`).toBeLessThanOrEqual(2);
+        expect(after[i], `node ${i}: ${after[i]} afterwards`).toBeLessThanOrEqual(2);
+      }
+      expect(Math.max(...after)).toBeGreaterThan(0);
+    } finally {
+      await Promise.all(w.map((c) => c.end().catch(() => undefined)));
+      await Promise.all(clients.map((c) => endPg(c)));
+    }
+  });
+
+  it('a LATIN1 client gets text converted to LATIN1 and is told its encoding; a UTF8 client next is not affected', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    const st = await raw.startup({
+      user: 'postgres',
+      database: db,
+      client_encoding: 'LATIN1',
+      application_name: 'latin1-client',
+    });
+    expect(st.ok, JSON.stringify(st.error)).toBe(true);
+    expect(st.parameters.client_encoding).toBe('LATIN1');
+    expect(st.parameters.application_name).toBe('latin1-client');
+    for (let i = 0; i < 3; i++) {
+      raw.send(message('Q', Buffer.from("SELECT chr(233) || 'x' AS s, current_setting('client_encoding') AS e\0")));
+      const r = summarize(await raw.collect('Z'));
+      expect(r.errors).toEqual([]);
+      const row = r.messages.find((m) => m.type === 'D');
+      // One column: length 2, bytes e9 78 (é in LATIN1, then x).
+      expect(row?.body.subarray(2, 8).toString('hex')).toBe('00000002e978');
+      expect(r.rows[0][1]).toBe('LATIN1');
+      // A LATIN1 byte the client sends is read as LATIN1.
+      raw.send(message('Q', Buffer.concat([Buffer.from("SELECT ascii('"), Buffer.from([0xe9]), Buffer.from("')\0")])));
+      const a = summarize(await raw.collect('Z'));
+      expect(a.errors).toEqual([]);
+      expect(a.rows[0][0]).toBe('233');
+      // A UTF8 client (node-postgres) in between takes the same connections.
+      const u = await pgClient(proxy, { database: db });
+      const ur = await u.query("SELECT chr(233) AS s, current_setting('client_encoding') AS e");
+      expect(ur.rows[0]).toEqual({ s: 'é', e: 'UTF8' });
+      await endPg(u);
+    }
+    raw.end();
+  });
+
+  it('options -c settings are replayed; a start-up parameter pgrelay cannot SET keeps a pool of its own', async () => {
+    const c = await pgClient(proxy, { database: db, options: '-c statement_timeout=4321 -c search_path=a,public' });
+    const r = await c.query(
+      "SELECT current_setting('statement_timeout') AS t, current_setting('search_path') AS p, current_schemas(true)::text AS s",
+    );
+    expect(r.rows[0]).toEqual({ t: '4321ms', p: 'a,public', s: '{pg_catalog,public}' });
+    await endPg(c);
+    // A custom setting in the start-up packet: sent as a start-up parameter, on connections of its own.
+    const sql = sqlClient(proxy, { database: db, max: 1, connection: { 'pgrelay_test.flag': 'on' } });
+    const rows = await sql`SELECT current_setting('pgrelay_test.flag') AS f`;
+    expect(rows[0].f).toBe('on');
+    await endSql(sql);
+    const other = await pgClient(proxy, { database: db });
+    const none = await other.query("SELECT current_setting('pgrelay_test.flag', true) AS f");
+    expect(none.rows[0].f ?? '').toBe('');
+    await endPg(other);
+  });
+
+  it('an invalid start-up setting ends the session with the server error, as PostgreSQL refuses the start-up', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    const st = await raw.startup({ user: 'postgres', database: db, DateStyle: 'nonsense' });
+    // The start-up report may come first (the value is checked where it is replayed): then the first query fails.
+    if (st.ok) {
+      raw.send(message('Q', Buffer.from('SELECT 1\0')));
+      const r = summarize(await raw.collect((m) => m.type === 'E' || m.type === 'Z'));
+      expect(r.errors[0]?.C, JSON.stringify(r.messages.map((m) => [m.type, m.body.toString()]))).toBe('22023');
+      expect(r.errors[0]?.S).toBe('FATAL');
+      expect(await raw.waitClosed()).toBe(true);
+    } else expect(st.error?.C).toBe('22023');
+  });
+});

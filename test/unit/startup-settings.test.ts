@@ -1,0 +1,137 @@
+/**
+ * pool_mode = transaction: start-up parameters split into server start-up parameters
+ * (the pool key) and replayed settings, the replay plan between a connection's settings
+ * and a session's, and the ParameterStatus values a client is told
+ * (src/pool/startup-settings.ts).
+ */
+import { describe, expect, it } from 'vitest';
+import { optionSettings, replayPlan, reportFor, setStatement, splitStartup } from '../../src/pool/startup-settings.js';
+
+const m = (o: Record<string, string>): Map<string, string> => new Map(Object.entries(o));
+
+describe('splitStartup', () => {
+  it('keeps user and database for the server and replays the usual driver settings', () => {
+    const s = splitStartup(
+      m({
+        user: 'u',
+        database: 'd',
+        application_name: 'app',
+        client_encoding: 'LATIN1',
+        DateStyle: 'ISO, MDY',
+        TimeZone: 'UTC',
+        extra_float_digits: '2',
+      }),
+    );
+    expect([...s.server]).toEqual([
+      ['user', 'u'],
+      ['database', 'd'],
+    ]);
+    expect([...s.settings]).toEqual([
+      ['application_name', 'app'],
+      ['client_encoding', 'LATIN1'],
+      ['datestyle', 'ISO, MDY'],
+      ['timezone', 'UTC'],
+      ['extra_float_digits', '2'],
+    ]);
+  });
+
+  it('clients differing only in replayed settings share the server parameters (one pool)', () => {
+    const a = splitStartup(m({ user: 'u', database: 'd', application_name: 'a' }));
+    const b = splitStartup(m({ user: 'u', database: 'd', application_name: 'b', TimeZone: 'Europe/Paris' }));
+    expect([...a.server]).toEqual([...b.server]);
+  });
+
+  it('keeps parameters it cannot SET (replication, unknown settings) as server parameters', () => {
+    const s = splitStartup(
+      m({
+        user: 'u',
+        database: 'd',
+        replication: 'database',
+        'myext.flag': 'on',
+        default_transaction_isolation: 'serializable',
+      }),
+    );
+    expect([...s.server.keys()]).toEqual([
+      'user',
+      'database',
+      'replication',
+      'myext.flag',
+      'default_transaction_isolation',
+    ]);
+    expect(s.settings.size).toBe(0);
+  });
+
+  it('replays options made of -c settings it knows, applied before the other parameters', () => {
+    const s = splitStartup(
+      m({ user: 'u', options: '-c search_path=a,b --statement-timeout=5s -ctimezone=UTC', TimeZone: 'UTC+1' }),
+    );
+    expect(s.server.has('options')).toBe(false);
+    expect(s.settings.get('search_path')).toBe('a,b');
+    expect(s.settings.get('statement_timeout')).toBe('5s');
+    expect(s.settings.get('timezone')).toBe('UTC+1');
+  });
+
+  it('keeps any other options as a server parameter', () => {
+    expect(
+      splitStartup(m({ user: 'u', options: '-c work_mem=4MB -c session_replication_role=replica' })).server.get(
+        'options',
+      ),
+    ).toBe('-c work_mem=4MB -c session_replication_role=replica');
+    expect(optionSettings('-B 100')).toBeUndefined();
+    expect(optionSettings('-c')).toBeUndefined();
+    expect(optionSettings('-c application_name=a\\ b')?.get('application_name')).toBe('a b');
+  });
+});
+
+describe('replayPlan', () => {
+  const none = { startup: new Map<string, string>(), statements: [] as string[] };
+
+  it('sets only the start-up settings that differ and resets those the session lacks', () => {
+    const have = { startup: m({ application_name: 'a', timezone: 'UTC' }), statements: [] };
+    const want = { startup: m({ application_name: 'b', timezone: 'UTC', datestyle: 'ISO' }), statements: [] };
+    expect(replayPlan(have, want)).toEqual([setStatement('application_name', 'b'), setStatement('datestyle', 'ISO')]);
+    expect(replayPlan(want, none)).toEqual(['RESET "application_name"', 'RESET "timezone"', 'RESET "datestyle"']);
+    expect(replayPlan(want, want)).toEqual([]);
+  });
+
+  it('sends only the statements after the ones the connection has', () => {
+    const have = { startup: m({ application_name: 'a' }), statements: ['SET x.y = 1'] };
+    const want = { startup: m({ application_name: 'a' }), statements: ['SET x.y = 1', 'SET x.z = 2'] };
+    expect(replayPlan(have, want)).toEqual(['SET x.z = 2']);
+  });
+
+  it('starts over with RESET ALL when the connection ran other statements', () => {
+    const have = { startup: m({}), statements: ['SET x.y = 1'] };
+    const want = { startup: m({ application_name: 'b' }), statements: ['SET x.z = 2'] };
+    expect(replayPlan(have, want)).toEqual(['RESET ALL', setStatement('application_name', 'b'), 'SET x.z = 2']);
+  });
+
+  it('starts over when start-up settings differ under statements already run (they come first)', () => {
+    const have = { startup: m({ application_name: 'a' }), statements: ['SET application_name = z'] };
+    const want = { startup: m({ application_name: 'b' }), statements: ['SET application_name = z'] };
+    expect(replayPlan(have, want)).toEqual([
+      'RESET ALL',
+      setStatement('application_name', 'b'),
+      'SET application_name = z',
+    ]);
+  });
+});
+
+describe('setStatement and reportFor', () => {
+  it('quotes values whatever standard_conforming_strings is', () => {
+    expect(setStatement('application_name', "it's a\\b")).toBe(
+      "SELECT pg_catalog.set_config(E'application_name', E'it\\'s a\\\\b', false)",
+    );
+  });
+
+  it("tells the client its own values of the reported settings, the server's others", () => {
+    const report = m({ application_name: '', client_encoding: 'UTF8', DateStyle: 'ISO, MDY', server_version: '15.4' });
+    const out = reportFor(report, m({ application_name: 'a', client_encoding: 'LATIN1', search_path: 'x' }));
+    expect([...out]).toEqual([
+      ['application_name', 'a'],
+      ['client_encoding', 'LATIN1'],
+      ['DateStyle', 'ISO, MDY'],
+      ['server_version', '15.4'],
+    ]);
+  });
+});
