@@ -230,7 +230,10 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     }
     if (this.closed || client.destroyed) {
       input.detach();
-      this.close();
+      // The client left while its connections were being opened: close() ran before they
+      // existed (or runs now); they are fresh and clean, so they go to the cache.
+      if (this.closed) this.backends.releaseAll(true);
+      else this.close();
       return;
     }
     if (this.txMode) {

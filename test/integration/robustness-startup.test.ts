@@ -14,6 +14,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
+import { pollUntil } from '../support/wait.js';
 import {
   type BackendMessage,
   cstrings,
@@ -184,4 +185,34 @@ it('node-postgres connect(); end() in the same tick behaves as with a direct con
   const through = await connectThenEnd(proxy.port);
   console.log(`[startup] direct: ${direct}; through pgrelay: ${through}`);
   expect(through).toBe(direct);
+});
+
+it('clients that close right after their StartupMessage leave no backend connection behind', async () => {
+  // The session opens its backend connections after the StartupMessage; a client that is
+  // gone by then must not leave them open outside the cache (they were leaked before).
+  const app = `startup-gone-${process.pid}`;
+  const rounds = 40;
+  await Promise.all(
+    Array.from(
+      { length: rounds },
+      (_, i) =>
+        new Promise<void>((resolve) => {
+          const sock = net.connect({ host: '127.0.0.1', port: proxy.port });
+          sock.on('error', () => resolve());
+          sock.on('close', () => resolve());
+          sock.on('connect', () => {
+            sock.write(startupMessage({ user: 'postgres', database: 'postgres', application_name: app }));
+            // Gone 0–19 ms later: some while pgrelay connects to the primary for them.
+            setTimeout(() => sock.destroy(), i % 20);
+          });
+          setTimeout(() => sock.destroy(), 5000).unref();
+        }),
+    ),
+  );
+  // What stays is at most the cache's share of that key (max_pool, default 4).
+  const count = (): Promise<number> =>
+    cluster
+      .psql(cluster.primaryId, `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}'`)
+      .then(Number);
+  await pollUntil(count, (n) => n <= 4, { what: `backend connections of ${app} to be cached or closed` });
 });
