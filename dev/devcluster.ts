@@ -856,7 +856,7 @@ export class DevCluster {
       max_replication_slots: '10',
       hot_standby: 'on',
       hot_standby_feedback: 'on',
-      max_connections: '200',
+      max_connections: '300',
       fsync: 'off',
       full_page_writes: 'off',
       synchronous_commit: 'on',
