@@ -13,11 +13,11 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     pool: 'forks',
-    // Test files at a time (PGRELAY_TEST_WORKERS overrides; see test/README.md). Most of a
-    // file's time is waiting (round trips between processes, health-check periods, polls),
-    // not CPU: on the 2-core machine four files at a time finish sooner than two, also
-    // under an unrelated pgbench load.
-    maxWorkers: Number(process.env.PGRELAY_TEST_WORKERS ?? 4),
+    // Test files at a time (PGRELAY_TEST_WORKERS overrides; see test/README.md). Much of a
+    // file's time is waiting (round trips between processes, health-check periods, polls):
+    // on the 2-core machine under an unrelated pgbench load three files at a time took 664 s
+    // where two took 852 s; four took no less than three (685 s), with more contention.
+    maxWorkers: Number(process.env.PGRELAY_TEST_WORKERS ?? 3),
     testTimeout: 60_000,
     hookTimeout: 120_000,
     teardownTimeout: 60_000,

@@ -131,7 +131,7 @@ describe('pool_mode = transaction', () => {
 
   for (const mode of ['prepared', 'extended'] as const) {
     it(`pgbench -M ${mode} (TPC-B-like) with 64 clients: 0 errors`, { timeout: 60_000 }, async () => {
-      const r = await runPgbench(['-M', mode, '-c', '64', '-j', '4', '-T', '3', '-n'], {
+      const r = await runPgbench(['-M', mode, '-c', '64', '-j', '4', '-t', '20', '-n'], {
         port: big.port,
         database: db,
         timeoutMs: 45_000,

@@ -56,7 +56,7 @@ describe('pgbench through pgrelay', () => {
 
   for (const mode of ['simple', 'extended', 'prepared'] as const) {
     it(`-S (select only) -M ${mode}, 4 clients, no failure`, async () => {
-      const r = await runPgbench(['-S', '-M', mode, '-c', '4', '-j', '2', '-T', '2', '-n'], {
+      const r = await runPgbench(['-S', '-M', mode, '-c', '4', '-j', '2', '-t', '250', '-n'], {
         port: proxy.port,
         database: db,
         timeoutMs: 30_000,
@@ -66,7 +66,7 @@ describe('pgbench through pgrelay', () => {
 
     it(`TPC-B-like -M ${mode}, 4 clients, no failure`, async () => {
       const before = Number(await cluster.psql(cluster.primaryId, 'SELECT count(*) FROM pgbench_history', db));
-      const r = await runPgbench(['-M', mode, '-c', '4', '-j', '2', '-T', '2', '-n'], {
+      const r = await runPgbench(['-M', mode, '-c', '4', '-j', '2', '-t', '100', '-n'], {
         port: proxy.port,
         database: db,
         timeoutMs: 30_000,

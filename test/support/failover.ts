@@ -152,7 +152,10 @@ export function nodeOfPort(cluster: DevCluster, port: number | string): number {
 
 export interface WriteEvent {
   worker: number;
+  /** When the outcome was seen (ms epoch). */
   at: number;
+  /** When the INSERT (or its BEGIN) was sent: a write sent before a kill may be seen after it. */
+  sentAt: number;
   ok: boolean;
   id: number;
   /** Backend port that executed the INSERT (inet_server_port()), on success. */
@@ -198,6 +201,7 @@ export class WriteLoad {
     let c: pg.Client | undefined;
     while (this.running) {
       const id = this.nextId++;
+      let sentAt = Date.now();
       try {
         if (!c) {
           c = await connect(this.o.port, {
@@ -207,6 +211,7 @@ export class WriteLoad {
           this.clients.add(c);
         }
         let port: number;
+        sentAt = Date.now();
         const ins = `INSERT INTO ${this.o.table} (id, worker) VALUES (${id}, ${worker}) RETURNING inet_server_port() AS port`;
         if (this.o.explicitTx) {
           await c.query('BEGIN');
@@ -216,11 +221,11 @@ export class WriteLoad {
           port = Number((await c.query<{ port: number }>(ins)).rows[0]?.port);
         }
         this.acked.add(id);
-        this.events.push({ worker, at: Date.now(), ok: true, id, port });
+        this.events.push({ worker, at: Date.now(), sentAt, ok: true, id, port });
         await sleep(this.o.pauseMs ?? 20);
       } catch (e) {
         const err = e as Error & { code?: string };
-        this.events.push({ worker, at: Date.now(), ok: false, id, code: err.code, error: err.message });
+        this.events.push({ worker, at: Date.now(), sentAt, ok: false, id, code: err.code, error: err.message });
         if (c) {
           this.clients.delete(c);
           destroy(c);
@@ -235,9 +240,13 @@ export class WriteLoad {
     }
   }
 
-  /** Successful writes after time t (ms epoch). */
+  /**
+   * Successful writes sent after time t (ms epoch). Judged by when they were sent: on a
+   * loaded machine the acknowledgement of a write the old primary committed just before a
+   * kill can be seen after it.
+   */
   successesAfter(t: number): WriteEvent[] {
-    return this.events.filter((e) => e.ok && e.at > t);
+    return this.events.filter((e) => e.ok && e.sentAt > t);
   }
 
   errors(): WriteEvent[] {
