@@ -186,29 +186,49 @@ export function readCString(buf: Buffer, pos: number, end: number): [string, num
 }
 
 /**
+ * Call `fn` for each parameter of a Bind body that `numbers` names (1-based) and that is
+ * not NULL: its number, whether it is in binary format, and its bytes' range. Stops at a
+ * truncated or malformed body.
+ */
+function forBindParameters(
+  buf: Buffer,
+  start: number,
+  end: number,
+  numbers: readonly number[],
+  fn: (binary: boolean, from: number, to: number) => void,
+): void {
+  const portal = readCString(buf, start, end);
+  const stmt = portal && readCString(buf, portal[1], end);
+  if (!stmt) return;
+  let p = stmt[1];
+  if (p + 2 > end) return;
+  const nFormats = buf.readInt16BE(p);
+  const formats = p + 2;
+  p += 2 + 2 * nFormats;
+  if (p + 2 > end) return;
+  const n = buf.readInt16BE(p);
+  p += 2;
+  for (let i = 1; i <= n && p + 4 <= end; i++) {
+    const len = buf.readInt32BE(p);
+    p += 4;
+    if (len < 0) continue;
+    if (p + len > end) return;
+    if (numbers.includes(i)) {
+      const f = nFormats === 0 ? 0 : formats + 2 * (nFormats === 1 ? 0 : i - 1);
+      fn(f !== 0 && f + 2 <= end && buf.readInt16BE(f) === 1, p, p + len);
+    }
+    p += len;
+  }
+}
+
+/**
  * Values of some parameters of a Bind body (`numbers`: 1-based), decoded as UTF-8 text
  * (a text parameter reads the same in both formats); NULL, missing or malformed ones are
  * left out.
  */
 export function bindParameterTexts(buf: Buffer, start: number, end: number, numbers: readonly number[]): string[] {
-  const portal = readCString(buf, start, end);
-  const stmt = portal && readCString(buf, portal[1], end);
-  if (!stmt) return [];
-  let p = stmt[1];
-  if (p + 2 > end) return [];
-  p += 2 + 2 * buf.readInt16BE(p);
-  if (p + 2 > end) return [];
-  const n = buf.readInt16BE(p);
-  p += 2;
   const out: string[] = [];
-  for (let i = 1; i <= n && p + 4 <= end; i++) {
-    const len = buf.readInt32BE(p);
-    p += 4;
-    if (len < 0) continue;
-    if (p + len > end) break;
-    if (numbers.includes(i)) out.push(buf.toString('utf8', p, p + len));
-    p += len;
-  }
+  forBindParameters(buf, start, end, numbers, (_binary, from, to) => out.push(buf.toString('utf8', from, to)));
   return out;
 }
 
@@ -217,36 +237,18 @@ export function bindParameterTexts(buf: Buffer, start: number, end: number, numb
  * (2-, 4- or 8-byte) format; NULLs, non-integers and truncated values are left out.
  */
 export function bindParameterIntegers(buf: Buffer, start: number, end: number, numbers: readonly number[]): number[] {
-  const portal = readCString(buf, start, end);
-  const stmt = portal && readCString(buf, portal[1], end);
-  if (!stmt) return [];
-  let p = stmt[1];
-  if (p + 2 > end) return [];
-  const nFormats = buf.readInt16BE(p);
-  const formats = p + 2;
-  p += 2 + 2 * nFormats;
-  if (p + 2 > end) return [];
-  const n = buf.readInt16BE(p);
-  p += 2;
   const out: number[] = [];
-  for (let i = 1; i <= n && p + 4 <= end; i++) {
-    const len = buf.readInt32BE(p);
-    p += 4;
-    if (len < 0) continue;
-    if (p + len > end) break;
-    if (numbers.includes(i)) {
-      const binary = nFormats === 0 ? false : buf.readInt16BE(formats + 2 * (nFormats === 1 ? 0 : i - 1)) === 1;
-      let v: number | undefined;
-      if (!binary) {
-        const text = buf.toString('latin1', p, p + len).trim();
-        v = /^[+-]?\d+$/.test(text) ? Number(text) : undefined;
-      } else if (len === 2) v = buf.readInt16BE(p);
-      else if (len === 4) v = buf.readInt32BE(p);
-      else if (len === 8) v = Number(buf.readBigInt64BE(p));
-      if (v !== undefined && Number.isSafeInteger(v)) out.push(v);
-    }
-    p += len;
-  }
+  forBindParameters(buf, start, end, numbers, (binary, from, to) => {
+    const len = to - from;
+    let v: number | undefined;
+    if (!binary) {
+      const text = buf.toString('latin1', from, to).trim();
+      v = /^[+-]?\d+$/.test(text) ? Number(text) : undefined;
+    } else if (len === 2) v = buf.readInt16BE(from);
+    else if (len === 4) v = buf.readInt32BE(from);
+    else if (len === 8) v = Number(buf.readBigInt64BE(from));
+    if (v !== undefined && Number.isSafeInteger(v)) out.push(v);
+  });
   return out;
 }
 

@@ -121,33 +121,39 @@ export class StatementRouting {
       return l === p ? l : this.ryw.readOn(l);
     }
     // The read belongs on a node this session has no connection to (its load-balance node
-    // went down and another was drawn, or prefer_lower_delay_standby moved it). Connect
-    // there, replaying the session's settings, unless inside a transaction (the new node
-    // would not share it), the settings are too many to replay, or it just failed.
-    if (s.routing.inTransaction || s.settings.overflow || !b.mayConnect(r.node)) return p;
+    // went down and another was drawn, or prefer_lower_delay_standby moved it).
+    return this.connectTo(r.node, r.sessionLbNode);
+  }
+
+  /**
+   * Connect to `nodeId` mid-session, replaying the session's settings there; SUSPEND until
+   * connected or given up (the statement is presented again). The primary instead inside
+   * a transaction (the new node would not share it), when the settings are too many to
+   * replay, or when connecting there just failed.
+   */
+  private connectTo(nodeId: number, sessionLb: number | null): BackendLink | typeof SUSPEND {
+    const s = this.s;
+    const b = s.backends;
+    if (s.routing.inTransaction || s.settings.overflow || !b.mayConnect(nodeId)) return b.primary;
     const verdict: typeof SUSPEND = s.wait('connect');
-    void b.openLater(r.node, r.sessionLbNode, s.settings.statements, () => s.closed).then(() => s.resume('connect'));
+    void b.openLater(nodeId, sessionLb, s.settings.statements, () => s.closed).then(() => s.resume('connect'));
     return verdict;
   }
 
   /**
    * The link to `nodeId` for a statement that must run there (a pid function given one of
-   * its backends' pids): connected on demand outside a transaction; the primary if the
-   * node is down, cannot be reached now, or the session is in a transaction that node
-   * does not share (only the load-balance node runs the session's transactions).
+   * its backends' pids): connected on demand (connectTo); the primary if the node is down,
+   * or the session is in a transaction that node does not share (only the load-balance
+   * node runs the session's transactions).
    */
   private linkTo(nodeId: number): BackendLink | typeof SUSPEND {
     const s = this.s;
     const b = s.backends;
-    const p = b.primary;
     const node = s.ctx.nodes.get(nodeId);
-    if (node === undefined || !isLive(node.status)) return p;
+    if (node === undefined || !isLive(node.status)) return b.primary;
     const l = b.get(nodeId);
-    if (l) return !s.routing.inTransaction || nodeId === b.lbNodeId ? l : p;
-    if (s.routing.inTransaction || s.settings.overflow || !b.mayConnect(nodeId)) return p;
-    const verdict: typeof SUSPEND = s.wait('connect');
-    void b.openLater(nodeId, null, s.settings.statements, () => s.closed).then(() => s.resume('connect'));
-    return verdict;
+    if (l) return !s.routing.inTransaction || nodeId === b.lbNodeId ? l : b.primary;
+    return this.connectTo(nodeId, null);
   }
 
   /**

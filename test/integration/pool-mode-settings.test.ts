@@ -4,9 +4,8 @@
  * mode behind the same pgrelay; prepared statements a server lost are prepared again;
  * a second Parse of a client's named statement is refused (42P05) as by PostgreSQL.
  */
-import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { closeAllClients, endPg, pgClient, queryRows } from '../support/clients.js';
+import { closeAllClients, endPg, nodeClient, pgClient, queryRows } from '../support/clients.js';
 import { getCluster } from '../support/cluster.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
 import {
@@ -30,15 +29,7 @@ let proxy: ProxyHandle;
 async function backendsPerNode(database: string, application: string): Promise<number[]> {
   return Promise.all(
     cluster.nodes.map(async (n) => {
-      const c = new pg.Client({
-        host: n.host,
-        port: n.port,
-        user: 'postgres',
-        password: cluster.superuserPassword ?? undefined,
-        database: 'postgres',
-      });
-      c.on('error', () => undefined);
-      await c.connect();
+      const c = await nodeClient(cluster, n);
       try {
         const r = await c.query(
           "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = $2 AND backend_type = 'client backend'",

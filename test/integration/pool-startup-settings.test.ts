@@ -4,9 +4,9 @@
  * on the server connection serving each client, which sees its own values
  * (src/pool/startup-settings.ts, src/session/backends.ts checkout).
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { closeAllClients, endPg, endSql, pgClient, sqlClient } from '../support/clients.js';
+import { closeAllClients, endPg, endSql, nodeClients, pgClient, sqlClient } from '../support/clients.js';
 import { getCluster } from '../support/cluster.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
 import { closeAllRaw, message, RawClient, summarize } from '../support/raw.js';
@@ -30,20 +30,7 @@ async function backendsPerNode(watchers: pg.Client[]): Promise<number[]> {
 }
 
 async function watchers(): Promise<pg.Client[]> {
-  return Promise.all(
-    cluster.nodes.map(async (n) => {
-      const c = new pg.Client({
-        host: n.host,
-        port: n.port,
-        user: 'postgres',
-        password: cluster.superuserPassword ?? undefined,
-        database: 'postgres',
-      });
-      c.on('error', () => undefined);
-      await c.connect();
-      return c;
-    }),
-  );
+  return nodeClients(cluster);
 }
 
 beforeAll(async () => {

@@ -6,9 +6,9 @@
  */
 import { execFileSync } from 'node:child_process';
 import net from 'node:net';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { closeAllClients, endPg, endSql, pgClient, queryRows, sqlClient } from '../support/clients.js';
+import { closeAllClients, endPg, endSql, nodeClients, pgClient, queryRows, sqlClient } from '../support/clients.js';
 import { getCluster } from '../support/cluster.js';
 import { runPgbench, startProxy, type ProxyHandle, type RunResult } from '../support/proxy.js';
 import { cancelRequest } from '../support/raw.js';
@@ -36,20 +36,7 @@ function expectClean(p: ProxyHandle, r: RunResult): number {
 
 /** Most client backends of `application_name` seen at once on each node while `during` runs (pg_stat_activity, every 50 ms). */
 async function peakBackends(application: string, during: Promise<unknown>): Promise<number[]> {
-  const watchers = await Promise.all(
-    cluster.nodes.map(async (n) => {
-      const c = new pg.Client({
-        host: n.host,
-        port: n.port,
-        user: 'postgres',
-        password: cluster.superuserPassword ?? undefined,
-        database: 'postgres',
-      });
-      c.on('error', () => undefined);
-      await c.connect();
-      return c;
-    }),
-  );
+  const watchers = await nodeClients(cluster);
   const peaks = cluster.nodes.map(() => 0);
   let done = false;
   const watch = (async () => {

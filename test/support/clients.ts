@@ -4,6 +4,7 @@
  */
 import pg from 'pg';
 import postgres from 'postgres';
+import type { DevCluster } from '../../dev/devcluster.js';
 
 export interface Target {
   host?: string;
@@ -14,6 +15,40 @@ const livePg = new Set<pg.Client>();
 const liveSql = new Set<postgres.Sql>();
 
 export type PgClientOptions = Omit<pg.ClientConfig, 'host' | 'port'>;
+
+/**
+ * A connected pg.Client straight to one node of `cluster`, as its superuser on database
+ * postgres, with 10 s connect and query timeouts. Not tracked: the caller ends it.
+ */
+export async function nodeClient(
+  cluster: DevCluster,
+  node: { host: string; port: number },
+  applicationName = 'pgrelay-test-probe',
+): Promise<pg.Client> {
+  const c = new pg.Client({
+    host: node.host,
+    port: node.port,
+    user: 'postgres',
+    password: cluster.superuserPassword ?? undefined,
+    database: 'postgres',
+    application_name: applicationName,
+    connectionTimeoutMillis: 10_000,
+    query_timeout: 10_000,
+  });
+  c.on('error', () => undefined);
+  try {
+    await c.connect();
+  } catch (e) {
+    await c.end().catch(() => undefined);
+    throw e;
+  }
+  return c;
+}
+
+/** nodeClient for every node of `cluster`, in node order. */
+export function nodeClients(cluster: DevCluster, applicationName?: string): Promise<pg.Client[]> {
+  return Promise.all(cluster.nodes.map((n) => nodeClient(cluster, n, applicationName)));
+}
 
 /** A connected pg.Client (tracked; closed by closeAllClients). */
 export async function pgClient(t: Target, opts: PgClientOptions = {}): Promise<pg.Client> {

@@ -26,7 +26,7 @@ import fs from 'node:fs';
 import { expect } from 'vitest';
 import pg from 'pg';
 import { type DevCluster, killChildOnExit } from '../../dev/devcluster.js';
-import { closeAllClients, withTimeout } from './clients.js';
+import { closeAllClients, nodeClient, withTimeout } from './clients.js';
 import { pgTool, scrubPgEnv } from './env.js';
 import { type ConfValue, type ProxyHandle, pgEnv, startProxy } from './proxy.js';
 import {
@@ -389,21 +389,7 @@ export async function waitActive(
 ): Promise<ActiveBackend> {
   const sql = `SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' AND query LIKE $2 LIMIT 1`;
   const probes = await Promise.all(
-    cluster.nodes.map(async (n) => {
-      const c = new pg.Client({
-        host: n.host,
-        port: n.port,
-        user: 'postgres',
-        password: cluster.superuserPassword ?? undefined,
-        database: 'postgres',
-        application_name: 'conform-probe',
-        connectionTimeoutMillis: 10_000,
-        query_timeout: 10_000,
-      });
-      c.on('error', () => undefined);
-      await c.connect();
-      return { node: n.id, c };
-    }),
+    cluster.nodes.map(async (n) => ({ node: n.id, c: await nodeClient(cluster, n, 'conform-probe') })),
   );
   try {
     const hit = await pollUntil(
@@ -493,19 +479,8 @@ export async function waitCached(
 async function pidsOnEveryNode(cluster: DevCluster, sql: string, params: unknown[]): Promise<Record<number, number[]>> {
   const per = await Promise.all(
     cluster.nodes.map(async (n) => {
-      const c = new pg.Client({
-        host: n.host,
-        port: n.port,
-        user: 'postgres',
-        password: cluster.superuserPassword ?? undefined,
-        database: 'postgres',
-        application_name: 'conform-probe',
-        connectionTimeoutMillis: 10_000,
-        query_timeout: 10_000,
-      });
-      c.on('error', () => undefined);
+      const c = await nodeClient(cluster, n, 'conform-probe');
       try {
-        await c.connect();
         const r = await c.query<{ pid: number }>(sql, params);
         return [n.id, r.rows.map((x) => x.pid)] as const;
       } finally {
