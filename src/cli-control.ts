@@ -49,7 +49,8 @@ export const CONTROL_USAGE = `Control a running pgrelay:
   pgrelay promote NODE_ID [--switchover] [--gracefully] [conn]
                                     PGPOOL PROMOTE NODE NODE_ID [SWITCHOVER] [GRACEFULLY] (pcp_promote_node)
   conn: [-h HOST] [-p PORT] [-U USER] [-d DATABASE] [-f CONF] [--timeout SECONDS]
-        host/port default to the configuration's listen_addresses/port (127.0.0.1:9999 without one),
+        host/port default to the configuration's listen_addresses/port (127.0.0.1:9999 without one;
+        its Unix-domain socket directory when listen_addresses = ''),
         user to $PGUSER or the OS user, database to $PGDATABASE or postgres; the password is taken
         from $PGPASSWORD. The user must be listed in admin_users. -n NODE_ID is accepted too.
 `;
@@ -494,12 +495,23 @@ export async function reloadCommand(argv: readonly string[], io: ControlIO = std
   }
 }
 
-/** Where a node command connects: -h/-p, else the configuration's listen_addresses/port. */
+/**
+ * Where a node command connects: -h/-p, else the configuration's listen_addresses/port
+ * (listen_addresses = '': its first Unix-domain socket directory).
+ */
 export function nodeTarget(a: NodeArgs, cfg: Config | undefined): { host: string; port: number } {
   let host = a.host;
   if (host === undefined) {
     const first = (cfg?.listen_addresses ?? '').split(',')[0]!.trim();
-    host = first === '' || first === '*' || first === '0.0.0.0' ? '127.0.0.1' : first === '::' ? '::1' : first;
+    const socketDir = cfg?.unix_socket_directories.find((d) => d !== '');
+    host =
+      cfg !== undefined && first === '' && socketDir !== undefined
+        ? socketDir
+        : first === '' || first === '*' || first === '0.0.0.0'
+          ? '127.0.0.1'
+          : first === '::'
+            ? '::1'
+            : first;
   }
   return { host, port: a.port ?? cfg?.port ?? 9999 };
 }

@@ -46,6 +46,7 @@ export class PcpServer {
         tcp: c.pcp_listen_addresses.trim() !== '',
         port: c.pcp_port,
         socketDirs: c.pcp_socket_dir,
+        names: { addresses: 'pcp_listen_addresses', socketDirs: 'pcp_socket_dir' },
       }),
     });
     return this.listener.listen();

@@ -26,10 +26,19 @@ export interface ListenAt {
   tcp?: boolean;
   port: number;
   socketDirs: readonly string[];
+  /** The parameters behind `addresses` and `socketDirs`, for messages. */
+  names: { addresses: string; socketDirs: string };
 }
 
 function clientPort(cfg: Config): ListenAt {
-  return { addresses: cfg.listen_addresses, port: cfg.port, socketDirs: cfg.unix_socket_directories };
+  return {
+    addresses: cfg.listen_addresses,
+    // As pgpool-II and PostgreSQL: listen_addresses = '' means no TCP/IP, only Unix-domain sockets.
+    tcp: cfg.listen_addresses.trim() !== '',
+    port: cfg.port,
+    socketDirs: cfg.unix_socket_directories,
+    names: { addresses: 'listen_addresses', socketDirs: 'unix_socket_directories' },
+  };
 }
 
 export class Listener {
@@ -42,7 +51,10 @@ export class Listener {
     return this.servers.length > 0;
   }
 
-  /** Bind every configured address; a Unix socket that cannot be used is logged and skipped. */
+  /**
+   * Bind every configured address; a Unix socket that cannot be used is logged and skipped.
+   * Nothing bound at all (no TCP address, no usable socket directory) is an error, as in PostgreSQL.
+   */
   async listen(): Promise<Array<{ host: string; port: number }>> {
     const at = (this.opts.where ?? clientPort)(this.opts.config());
     const bound: Array<{ host: string; port: number }> = [];
@@ -66,6 +78,15 @@ export class Listener {
           'could not listen on the Unix-domain socket',
         );
       }
+    }
+    if (bound.length === 0) {
+      const dirs = at.socketDirs.filter((d) => d !== '');
+      const tcp = `no TCP/IP address (${at.names.addresses} = '${at.addresses}')`;
+      throw new Error(
+        dirs.length === 0
+          ? `nothing to listen on: ${tcp} and no Unix-domain socket directory (${at.names.socketDirs} = ''); set one of them`
+          : `nothing to listen on: ${tcp} and no Unix-domain socket could be created in ${dirs.join(', ')} (see the warnings above)`,
+      );
     }
     return bound;
   }
@@ -109,13 +130,12 @@ export class Listener {
   }
 }
 
-/** pgpool's listen_addresses: '*' = all, else a comma-separated list. */
+/** pgpool's listen_addresses: '*' = all, '' = none (Unix-domain sockets only), else a comma-separated list. */
 export function listenHosts(v: string): string[] {
   const list = v
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);
-  if (list.length === 0) return ['127.0.0.1'];
   if (list.includes('*')) return ['::'];
   return list;
 }

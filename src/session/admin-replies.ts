@@ -97,6 +97,8 @@ export class AdminReplies {
     const portal = this.portals.get(portalName) as AdminPortal;
     return this.replyLater(async () => {
       const result = await this.resultOf(portal);
+      // As a server: after the ErrorResponse, everything up to Sync is skipped.
+      if (result.kind === 'error') this.s.skipUntilSync();
       if (result.kind !== 'rows') return commandCompleteFor(result);
       const r = encodeRows(result, portal.next, maxRows);
       portal.next = r.next;

@@ -32,6 +32,8 @@ export interface SessionCore {
   writeClient(bytes: Buffer): boolean;
   /** pool_mode = transaction: keep the backends for the rest of the session if `sql` leaves session state there. */
   pinFor(sql: string, cls: Classification): void;
+  /** An error was reported in the extended protocol: the client's messages are dropped up to its Sync, as PostgreSQL does. */
+  skipUntilSync(): void;
   /** The client broke the protocol: FATAL 08P01 and the session ends. */
   protocolViolation(message: string): Drop;
   /** The session cannot go on: `err` (FATAL) for the client, and the session ends. */

@@ -211,6 +211,32 @@ describe('extended protocol: messages sent after the server reported an error, b
     }
   });
 
+  it('an admin command failing in a pipeline (PGPOOL SET of an unknown parameter): the INSERT after it is skipped until Sync', async () => {
+    const table = `feat_skip_admin_${process.pid}`;
+    await cluster.psql(cluster.primaryId, `DROP TABLE IF EXISTS ${table}; CREATE TABLE ${table} (id int)`);
+    try {
+      const { raw } = await rawSession();
+      raw.send(
+        parseMessage('', 'PGPOOL SET no_such_parameter_xyz = 1'),
+        bindMessage('', ''),
+        executeMessage('', 0),
+        parseMessage('', `INSERT INTO ${table} VALUES (1)`),
+        bindMessage('', ''),
+        executeMessage('', 0),
+        syncMessage(),
+      );
+      const r = summarize(await raw.collect('Z', 10_000));
+      expect(r.errors.length, JSON.stringify(r.messages)).toBe(1);
+      expect(r.errors[0]?.M).toMatch(/no_such_parameter_xyz/);
+      expect(r.tags).toEqual([]);
+      expect(r.status).toBe('I');
+      expect(await cluster.psql(cluster.primaryId, `SELECT count(*) FROM ${table}`)).toBe('0');
+      expect((await raw.query('SELECT 5')).rows).toEqual([['5']]);
+    } finally {
+      await cluster.psql(cluster.primaryId, `DROP TABLE IF EXISTS ${table}`);
+    }
+  });
+
   for (const where of ['primary', 'standby'] as const) {
     it(`Parse error, then (after reading it) Bind/Describe/Execute, then Sync: ReadyForQuery, the session goes on (${where})`, async () => {
       const { raw } = await rawSession();

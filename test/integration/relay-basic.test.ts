@@ -3,7 +3,9 @@
  * psql, node-postgres (simple and extended protocol, named statements,
  * pg-cursor) and postgres.js (pipelining).
  */
+import { spawn } from 'node:child_process';
 import fsp from 'node:fs/promises';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,7 +15,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../dev/devcluster.js';
 import { getCluster } from '../support/cluster.js';
 import { closeAllClients, endPg, endSql, pgClient, sqlClient, withTimeout } from '../support/clients.js';
-import { runPsql, startProxy, type ProxyHandle } from '../support/proxy.js';
+import { CLI_PATH, backendConf, renderConf, runPsql, startProxy, type ProxyHandle } from '../support/proxy.js';
 import {
   RawClient,
   bindMessage,
@@ -400,6 +402,79 @@ describe('configuration file and command line', () => {
     expect(err, 'pgrelay started with invalid values').not.toBeNull();
     expect(err).toMatch(/:\d+: invalid value for parameter "client_idle_limit"/);
     expect(err).toMatch(/:\d+: invalid value for parameter "num_init_children"/);
+  });
+
+  it("listen_addresses = '': Unix-domain socket only, as pgpool-II; with no socket directory either it refuses to start", async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'relay-basic-unix-'));
+    const port = await freePort();
+    const conf = path.join(dir, 'pgpool.conf');
+    await fsp.writeFile(
+      conf,
+      renderConf({
+        listen_addresses: '',
+        port,
+        unix_socket_directories: dir,
+        pcp_port: 0,
+        pid_file_name: path.join(dir, 'pgrelay.pid'),
+        logdir: dir,
+        sr_check_user: 'postgres',
+        sr_check_password: cluster.superuserPassword ?? '',
+        health_check_user: 'postgres',
+        health_check_password: cluster.superuserPassword ?? '',
+        ...backendConf(cluster),
+      }),
+    );
+    const child = spawn(process.execPath, [CLI_PATH, '-f', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    let out = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+    try {
+      await pollUntil(
+        () => out.includes('pgrelay accepting connections') || child.exitCode !== null,
+        (ready) => ready,
+        { timeoutMs: 30_000, what: `pgrelay listening on ${dir}/.s.PGSQL.${port}` },
+      );
+      expect(child.exitCode, out).toBeNull();
+      const r = await runPsql(['-At', '-c', 'SELECT 1'], { port, host: dir, timeoutMs: 15_000 });
+      expect(r.stderr).toBe('');
+      expect(r.stdout.trim()).toBe('1');
+      // Nothing on TCP: a connection to the port is refused.
+      const tcp = await new Promise<string>((resolve) => {
+        const s = net.connect({ host: '127.0.0.1', port });
+        const t = setTimeout(() => {
+          s.destroy();
+          resolve('timeout');
+        }, 10_000);
+        s.once('connect', () => {
+          clearTimeout(t);
+          s.destroy();
+          resolve('connected');
+        });
+        s.once('error', (e: NodeJS.ErrnoException) => {
+          clearTimeout(t);
+          resolve(e.code ?? e.message);
+        });
+      });
+      expect(tcp).toBe('ECONNREFUSED');
+    } finally {
+      child.kill('SIGTERM');
+      const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(killer);
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+    const none = await startProxy({ cluster, config: { listen_addresses: '', unix_socket_directories: '' } }).then(
+      async (p) => {
+        await p.stop();
+        return 'started';
+      },
+      (e: Error) => e.message,
+    );
+    expect(none).toContain('pgrelay exited during start-up');
+    expect(none).toContain(
+      "nothing to listen on: no TCP/IP address (listen_addresses = '') and no Unix-domain socket directory (unix_socket_directories = '')",
+    );
   });
 });
 

@@ -194,6 +194,14 @@ describe('nodeCommandSql / nodeTarget', () => {
     });
     expect(nodeTarget(a, star)).toEqual({ host: '127.0.0.1', port: 7000 });
     expect(nodeTarget(parseNodeArgs('attach', ['1', '-h', 'x', '-p', '5']), star)).toEqual({ host: 'x', port: 5 });
+    // listen_addresses = '': no TCP; the Unix-domain socket.
+    const unix = loadConfig({
+      set: [
+        ['listen_addresses', ''],
+        ['unix_socket_directories', '/run/pgrelay,/tmp'],
+      ],
+    });
+    expect(nodeTarget(a, unix)).toEqual({ host: '/run/pgrelay', port: 9999 });
   });
   it('runControl rejects an unknown command with exit code 2', async () => {
     const write = process.stderr.write;
