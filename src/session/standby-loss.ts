@@ -62,7 +62,7 @@ export function moveReadsOff(s: SessionCore, link: BackendLink, forgetNode: (nod
   if (p !== undefined) resendOn(b, p, resent);
   // pool_mode = transaction, a read-only unit of work held only this node's connection: the
   // primary's (and a read node's) are taken now, holding nothing, and the reads re-sent there.
-  else s.retakeAfterLoss((primary) => resendOn(b, primary, resent));
+  else if (resent.length > 0) s.retakeAfterLoss((primary) => resendOn(b, primary, resent));
   return true;
 }
 
