@@ -13,9 +13,10 @@
  * - admin-replies.ts: admin commands answered by pgrelay itself;
  * - standby-loss.ts: losing a standby connection without the client noticing;
  * - pool_mode = transaction: links are taken from the server pools when a transaction
- *   starts and given back when it ends (checkout / maybeCheckin here, backends.ts),
- *   prepared statements follow the client (extended.ts, pooled-statements.ts), and
- *   session state pins the session (pinning.ts).
+ *   starts and given back when it ends (checkout / maybeCheckin here, backends.ts), an
+ *   autocommit read takes only its read node's (read-node-only.ts; needPrimary when it
+ *   turns out to need more), prepared statements follow the client (extended.ts,
+ *   pooled-statements.ts), and session state pins the session (pinning.ts).
  *
  * The client scanner calls `onMessage` for every message but CopyData; its answer
  * is the link the message's bytes go to (forwarded by the scanner without a copy),
@@ -406,7 +407,9 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   private maybeCheckin(): void {
     if (!this.txMode || !this.loggedIn || this.closed || !this.backends.held || this.backends.pinned !== undefined)
       return;
-    if (this.waitingFor !== null || this.backends.cancelsInFlight > 0 || this.asyncQueue.length > 0) return;
+    // Links being taken are not given back before the message (or re-sent read) waiting for them has run.
+    if (this.taking || this.waitingFor !== null || this.backends.cancelsInFlight > 0 || this.asyncQueue.length > 0)
+      return;
     if (this.routing.inTransaction || !this.backends.idle) return;
     this.backends.checkin();
   }

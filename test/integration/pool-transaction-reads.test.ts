@@ -47,8 +47,9 @@ beforeAll(async () => {
   dir = mkdtempSync(path.join(os.tmpdir(), 'pgrelay-txr-'));
   proxy = await startProxy({
     cluster,
+    env: process.env.TXR_TRACE ? { PGRELAY_TRACE: '1' } : undefined,
     config: {
-      log_min_messages: 'warning',
+      log_min_messages: process.env.TXR_LOG ?? 'warning',
       pool_mode: 'transaction',
       // One connection per node: a client holding the primary's would stop every other one that needs it.
       default_pool_size: 1,
@@ -186,7 +187,8 @@ describe('pool_mode = transaction: autocommit reads take only a standby connecti
     const rows = summarize(simple);
     expect(rows.errors, JSON.stringify(rows.errors)).toEqual([]);
     // The reads after the insert: read-your-writes (session) sends them to a standby that replayed it, or the primary.
-    expect(rows.rows.map((x) => nodeOfPort(cluster, Number(x[0]))).slice(0, 2)).toEqual([S2, P]);
+    expect(rows.rows.length, JSON.stringify(rows.rows)).toBe(4);
+    expect(rows.rows.slice(0, 2).map((x) => nodeOfPort(cluster, Number(x[0])))).toEqual([S2, P]);
     expect(rows.rows[3]).toEqual(['1']);
 
     raw.send(
@@ -225,7 +227,9 @@ describe('pool_mode = transaction: autocommit reads take only a standby connecti
       { what: 'the read running on the standby' },
     );
     await cluster.psql(S2, `SELECT pg_terminate_backend(${pid})`);
-    const rows = await withTimeout(running, 15_000, 'the re-sent read');
+    const rows = await withTimeout(running, 15_000, 'the re-sent read').catch((e: Error) => {
+      throw new Error(`${e.message}\n${proxy.logs().slice(-4000)}`);
+    });
     expect(rows).toEqual([{ slept: '', port: cluster.node(P).port }]);
     // The session goes on.
     expect((await c.query('SELECT count(*)::int AS n FROM rd')).rows).toEqual([{ n: 1000 }]);
