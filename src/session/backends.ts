@@ -233,7 +233,7 @@ export class Backends {
 
   /**
    * pool_mode = transaction: take only a connection to `nodeId`, the node drawn for a unit of
-   * work that only reads there (session.ts decides which: `readOnlyUnit`). Holding one link
+   * work that only reads there (session.ts decides which: read-node-only.ts). Holding one link
    * never makes two sessions wait for each other. False when `nodeId` cannot be reached (it
    * is reported; the caller takes the primary and a read node as usual instead).
    */
