@@ -105,9 +105,21 @@ export class Backends {
     return poolSettingsOf(this.owner.ctx.config()).for(this.owner.database, this.owner.params.get('user') ?? '');
   }
 
-  /** The session holds backend links (always, in session mode, from `open` to `releaseAll`). */
+  /**
+   * The session holds backend links (always, in session mode, from `open` to `releaseAll`;
+   * pool_mode = transaction, from `checkout` to `checkin`).
+   */
   get held(): boolean {
-    return this.primaryLink !== undefined;
+    for (const l of this.links) if (l !== undefined) return true;
+    return false;
+  }
+
+  /**
+   * pool_mode = transaction: the session holds links but not the primary's (a read-only
+   * unit of work checked out only its load-balance node: `checkoutReadNode`).
+   */
+  get withoutPrimary(): boolean {
+    return this.primaryLink === undefined && this.held;
   }
 
   /** Nothing outstanding, no pipeline, no transaction, no copy on any link: the links may go back. */
@@ -120,9 +132,13 @@ export class Backends {
     return true;
   }
 
-  /** The primary's link. Defined from a successful `open` until `releaseAll`. */
-  get primary(): BackendLink {
-    return this.primaryLink as BackendLink;
+  /**
+   * The primary's link: defined from a successful `open` until `releaseAll` (session mode);
+   * pool_mode = transaction, while links are held, except for a read-only unit of work that
+   * checked out only its load-balance node (`checkoutReadNode`). Undefined otherwise.
+   */
+  get primary(): BackendLink | undefined {
+    return this.primaryLink;
   }
 
   /** The primary's transaction status (idle when there is no primary link). */
@@ -204,12 +220,62 @@ export class Backends {
 
   /**
    * pool_mode = transaction: take links for one transaction from the server pools (the
-   * primary, then the node drawn for its reads: always in that order, so that two sessions
-   * never wait for each other's), and bring each connection's settings to the session's
+   * primary, then the node drawn for its reads (`readNode` when drawn already): always in
+   * that order, so that two sessions never wait for each other's; a session holding only a
+   * read node's connection gives it back before it waits for the primary's, see
+   * session.ts needPrimary), and bring each connection's settings to the session's
    * (resolved once the server took them: the client's statements run with its settings).
    */
-  async checkout(): Promise<void> {
-    await this.openOnce(false);
+  async checkout(readNode?: number): Promise<void> {
+    await this.openOnce(false, readNode);
+    await this.attachTaken();
+  }
+
+  /**
+   * pool_mode = transaction: take only a connection to `nodeId`, the node drawn for a unit of
+   * work that only reads there (session.ts decides which: read-node-only.ts). Holding one link
+   * never makes two sessions wait for each other. False when `nodeId` cannot be reached (it
+   * is reported; the caller takes the primary and a read node as usual instead).
+   */
+  async checkoutReadNode(nodeId: number): Promise<boolean> {
+    const ctx = this.owner.ctx;
+    let conn: BackendConnection;
+    try {
+      conn = await this.acquire(nodeId);
+    } catch (e) {
+      // As when `checkout` cannot take the read node: the primary serves the reads.
+      this.owner.log.warn(
+        { node: nodeId, err: (e as Error).message },
+        'load-balance node unavailable; reading from the primary',
+      );
+      if (isNetworkError(e)) void ctx.services.reportBackendError(nodeId, 'connect');
+      return false;
+    }
+    this.links[nodeId] = new BackendLink(this.owner, conn, ctx.services.metrics);
+    this.lbNodeId = nodeId;
+    await this.attachTaken();
+    return true;
+  }
+
+  /**
+   * pool_mode = transaction: the node a unit of work would read from, drawn as `checkout`
+   * draws it (by weight, then prefer_lower_delay_standby), and whether reads run there now
+   * (not lagging past delay_threshold); undefined with statement_level_load_balance (reads
+   * go to every live node), without load balancing, or without a primary.
+   */
+  drawReadNode(): { node: number; readsThere: boolean } | undefined {
+    const ctx = this.owner.ctx;
+    const router = ctx.router;
+    const primary = ctx.nodes.primaryId;
+    if (!router.loadBalancing || router.statementLevel || primary < 0) return undefined;
+    let lb = router.chooseSessionNode(this.owner.facts);
+    if (lb === null) return { node: primary, readsThere: false };
+    lb = router.readNode(lb, this.owner.facts).sessionLbNode ?? lb;
+    return { node: lb, readsThere: lb !== primary && router.readNode(lb, this.owner.facts).node === lb };
+  }
+
+  /** Attach the links just taken, bring their settings to the session's (see checkout). */
+  private async attachTaken(): Promise<void> {
     const replayed: Array<Promise<void>> = [];
     for (const l of this.links) {
       if (!l) continue;
@@ -297,7 +363,8 @@ export class Backends {
     for (const l of this.links) if (l) l.conn.settings = DIRTY_SETTINGS;
   }
 
-  private async openOnce(primaryOnly = false): Promise<void> {
+  /** Connect to the primary and a read node (`readNode` when drawn already; see `open`, `checkout`). */
+  private async openOnce(primaryOnly = false, readNode?: number): Promise<void> {
     const ctx = this.owner.ctx;
     const cfg = ctx.config();
     let primary = ctx.nodes.primaryNode();
@@ -323,9 +390,9 @@ export class Backends {
       if (router.statementLevel) {
         for (const n of ctx.nodes.all()) if (isLive(n.status) && n.weight > 0) wanted.add(n.id);
       }
-      let lb = router.chooseSessionNode(this.owner.facts);
+      let lb = readNode ?? router.chooseSessionNode(this.owner.facts);
       // A drawn node that lags may be replaced at once (prefer_lower_delay_standby).
-      if (lb !== null) lb = router.readNode(lb, this.owner.facts).sessionLbNode ?? lb;
+      if (lb !== null && readNode === undefined) lb = router.readNode(lb, this.owner.facts).sessionLbNode ?? lb;
       this.lbNodeId = lb ?? primary.id;
       wanted.add(this.lbNodeId);
     } else {

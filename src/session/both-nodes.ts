@@ -39,10 +39,9 @@ export class BothNodes {
     this.s.backends.request(p, { kind: 'query', mode: 'drop' }, queryMessage(POISON));
   }
 
-  /** Run `sql` on the primary and `second`; the client is answered (and resumed) when both finished. */
-  run(sql: string, cls: Classification, d: Decision, second: BackendLink): void {
+  /** Run `sql` on the primary `p` and `second`; the client is answered (and resumed) when both finished. */
+  run(sql: string, cls: Classification, d: Decision, p: BackendLink, second: BackendLink): void {
     const b = this.s.backends;
-    const p = b.primary;
     const standbyText = d.standbyText ?? sql;
     const order: Array<[BackendLink, string]> =
       d.bothOrder === 'standby-first'

@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import type { PgError } from '../protocol/messages.js';
 import type { CONSUME_AND_SUSPEND, Drop, SUSPEND } from '../protocol/framing.js';
 import type { Classification, SessionRoutingState } from '../router/router.js';
+import type { BackendLink } from './backend-link.js';
 import type { Backends } from './backends.js';
 import type { SessionContext, WaitReason } from './context.js';
 import type { SettingsReplay } from './settings.js';
@@ -34,6 +35,16 @@ export interface SessionCore {
   pinFor(sql: string, cls: Classification): void;
   /** An error was reported in the extended protocol: the client's messages are dropped up to its Sync, as PostgreSQL does. */
   skipUntilSync(): void;
+  /**
+   * The primary's link for a message that needs it; SUSPEND while it is taken (pool_mode =
+   * transaction, a unit of work that held only its read node's connection: session.ts).
+   */
+  needPrimary(): BackendLink | typeof SUSPEND;
+  /**
+   * pool_mode = transaction: the only link held (a read node's) was lost: take the primary's
+   * and a read node's, then `resend` on the primary what the lost one owed.
+   */
+  retakeAfterLoss(resend: (primary: BackendLink) => void): void;
   /** The client broke the protocol: FATAL 08P01 and the session ends. */
   protocolViolation(message: string): Drop;
   /** The session cannot go on: `err` (FATAL) for the client, and the session ends. */

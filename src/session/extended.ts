@@ -222,7 +222,7 @@ export class ExtendedProtocol {
     if (!body) return s.protocolViolation('invalid Parse message');
     // A statement for both nodes (BEGIN, SET…) is parsed on the load-balance node too, its reply dropped.
     const second = d.target === 'both' ? b.secondLink() : undefined;
-    const link = second ? b.primary : this.route.linkFor(d);
+    const link = second ? s.needPrimary() : this.route.linkFor(d);
     if (link === SUSPEND) return link;
     if (!b.gate(link)) return s.wait('replies');
     if (this.stmts.has(name)) return this.parseExisting(name, body, link);
@@ -325,7 +325,8 @@ export class ExtendedProtocol {
     if (st?.server === undefined) return undefined;
     const s = this.s;
     const b = s.backends;
-    const p = b.primary;
+    const p = s.needPrimary();
+    if (p === SUSPEND) return p;
     if (!b.gate(p)) return s.wait('replies');
     if (p.pending > 0) {
       b.flush(p);
@@ -366,7 +367,8 @@ export class ExtendedProtocol {
     const parse = name === '' && !this.pooled ? raw : Buffer.from(raw);
     const second = d.target === 'both' ? b.secondLink() : undefined;
     if (second) {
-      const p = b.primary;
+      const p = s.needPrimary();
+      if (p === SUSPEND) return p;
       if (!b.gate(p)) return s.wait('replies');
       b.request(second, { kind: 'parse', mode: 'drop' }, parse);
       b.inPipeline(second);
@@ -435,7 +437,10 @@ export class ExtendedProtocol {
     const s = this.s;
     const b = s.backends;
     const st = this.stmts.get(stmtName);
-    const p = b.primary;
+    // Extended-protocol messages run with the primary's link (pool_mode = transaction: only
+    // simple-protocol reads take a read node's alone, see session.ts).
+    const p = s.needPrimary();
+    if (p === SUSPEND) return p;
     if (!st) {
       // Unknown here (SQL-level PREPARE, or a client error): the primary answers.
       if (!b.gate(p)) return s.wait('replies');
@@ -551,16 +556,18 @@ export class ExtendedProtocol {
   describe(kind: number, name: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     const s = this.s;
     const b = s.backends;
+    const p = s.needPrimary();
+    if (p === SUSPEND) return p;
     const stmt = kind === STATEMENT ? this.stmts.get(name) : undefined;
     const portal = kind === STATEMENT ? undefined : this.portals.get(name);
     let link: BackendLink;
     if (portal) {
-      const home = this.portalHome(portal);
+      const home = this.portalHome(portal, p);
       if (!home) return this.lost(name, portal);
       link = home;
     } else if (this.pooled && stmt) {
       // pool_mode = transaction: where it is parsed among the links held, else the primary (parsed there first).
-      link = (!stmt.both && b.list.find((l) => l !== undefined && this.parsedOn(stmt, l))) || b.primary;
+      link = (!stmt.both && b.list.find((l) => l !== undefined && this.parsedOn(stmt, l))) || p;
       if (!b.gate(link)) return s.wait('replies');
       this.ensureParsed(stmt, link);
       b.inPipeline(link);
@@ -571,7 +578,7 @@ export class ExtendedProtocol {
       return this.forward(link, { kind: 'describe', mode: 'forward' });
     } else {
       // A statement for both nodes is described by the primary; others where last parsed.
-      link = (stmt && !stmt.both && b.get(stmt.nodes[stmt.nodes.length - 1])) || b.primary;
+      link = (stmt && !stmt.both && b.get(stmt.nodes[stmt.nodes.length - 1])) || p;
     }
     if (!b.gate(link)) return s.wait('replies');
     b.inPipeline(link);
@@ -593,14 +600,13 @@ export class ExtendedProtocol {
    * The link a portal lives on. When its node went away since its Bind, it is bound
    * again on the primary if no row of it was read yet; otherwise it is lost (undefined).
    */
-  private portalHome(portal: Portal): BackendLink | undefined {
-    const b = this.s.backends;
-    if (portal.both) return b.primary;
-    const l = b.get(portal.nodes[0]);
+  private portalHome(portal: Portal, p: BackendLink): BackendLink | undefined {
+    if (portal.both) return p;
+    const l = this.s.backends.get(portal.nodes[0]);
     if (l) return l;
     if (portal.executed || !portal.bind) return undefined;
-    this.bindOn(portal, b.primary);
-    return b.primary;
+    this.bindOn(portal, p);
+    return p;
   }
 
   /** A portal whose node went away with rows of it already read: the session cannot go on. */
@@ -619,8 +625,9 @@ export class ExtendedProtocol {
     const s = this.s;
     const b = s.backends;
     const portal = this.portals.get(portalName);
-    const p = b.primary;
-    const home = portal && this.portalHome(portal);
+    const p = s.needPrimary();
+    if (p === SUSPEND) return p;
+    const home = portal && this.portalHome(portal, p);
     if (portal && !home) return this.lost(portalName, portal);
     const target = home ?? p;
     if (!b.gate(target)) return s.wait('replies');
@@ -663,7 +670,8 @@ export class ExtendedProtocol {
     const s = this.s;
     const b = s.backends;
     const map: Map<string, Stmt | Portal> = kind === STATEMENT ? this.stmts : this.portals;
-    const p = b.primary;
+    const p = s.needPrimary();
+    if (p === SUSPEND) return p;
     if (kind === STATEMENT && this.pooled && this.stmts.get(name)?.server !== undefined) {
       // pool_mode = transaction: the client's name goes; pgrelay's statement stays on the connections.
       if (!b.gate(p)) return s.wait('replies');
@@ -702,9 +710,11 @@ export class ExtendedProtocol {
     const all = b.list;
     // PostgreSQL ignores Sync (and Flush) in copy-in mode: pass it on, expect nothing.
     for (const l of all) if (l?.copyIn) return l;
+    const primary = s.needPrimary();
+    if (primary === SUSPEND) return primary;
     const members: BackendLink[] = [];
     for (const l of all) if (l?.inPipeline) members.push(l);
-    if (members.length === 0) members.push(b.primary);
+    if (members.length === 0) members.push(primary);
     // Links outside this pipeline that still owe the client a reply come first.
     for (const l of all) {
       if (l && !members.includes(l) && l.visible > 0) {
@@ -736,7 +746,6 @@ export class ExtendedProtocol {
     // The pipeline spans nodes: one ReadyForQuery for the client once every node answered.
     let waiting = members.length;
     let status: number = TxStatus.Idle;
-    const primary = b.primary;
     for (const l of members) {
       b.request(
         l,
@@ -776,8 +785,11 @@ export class ExtendedProtocol {
     if (this.pooled && o.ok) this.pooledStatementDone(o.stmt.cls);
   }
 
-  flush(): typeof DROP {
-    const b = this.s.backends;
+  flush(): Verdict<BackendLink> {
+    const s = this.s;
+    const b = s.backends;
+    const p = s.needPrimary();
+    if (p === SUSPEND) return p;
     let any = false;
     for (const l of b.list) {
       if (l?.inPipeline) {
@@ -785,7 +797,7 @@ export class ExtendedProtocol {
         any = true;
       }
     }
-    if (!any) b.write(b.primary, FLUSH);
+    if (!any) b.write(p, FLUSH);
     return DROP;
   }
 

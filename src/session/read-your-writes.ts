@@ -20,7 +20,7 @@
  * the read runs on the primary.
  */
 import { SQLSTATE, TxStatus } from '../protocol/constants.js';
-import type { SUSPEND } from '../protocol/framing.js';
+import { SUSPEND } from '../protocol/framing.js';
 import { parseLsn } from '../protocol/lsn.js';
 import { queryMessage } from '../pool/query.js';
 import type { Classification } from '../router/router.js';
@@ -103,6 +103,14 @@ export class ReadYourWrites {
     return this.wroteAlone || this.wroteInTx;
   }
 
+  /**
+   * No write of the session waits for its position to be read, on the primary's connection
+   * (pool_mode = transaction: a read may then take only its read node's connection).
+   */
+  get writesSettled(): boolean {
+    return !this.dirty && !this.uncaptured && this.inFlight.length === 0 && this.scheduled === undefined;
+  }
+
   private clean(): void {
     this.wroteAlone = false;
     this.wroteInTx = false;
@@ -132,7 +140,8 @@ export class ReadYourWrites {
     this.ending(fx);
     if (!this.dirty || !this.active) return;
     const p = this.s.backends.primary;
-    if (link !== p || cls.kind === 'copy' || cls.statementCount > 1 || p.inPipeline || p.copyIn) return;
+    if (p === undefined || link !== p || cls.kind === 'copy' || cls.statementCount > 1 || p.inPipeline || p.copyIn)
+      return;
     if (this.endsIdle(fx)) this.schedule();
   }
 
@@ -146,7 +155,7 @@ export class ReadYourWrites {
     this.ending(fx);
     if (!this.dirty || !this.active) return;
     const p = this.s.backends.primary;
-    if (copy || p.copyIn || !members.includes(p) || !this.endsIdle(fx)) return;
+    if (p === undefined || copy || p.copyIn || !members.includes(p) || !this.endsIdle(fx)) return;
     this.schedule();
   }
 
@@ -174,7 +183,8 @@ export class ReadYourWrites {
       this.clean();
       return;
     }
-    if (p.pending > 0 || p.inPipeline || p.copyIn) {
+    // No primary link (pool_mode = transaction, a read-only unit of work): asked when one is held.
+    if (p === undefined || p.pending > 0 || p.inPipeline || p.copyIn) {
       this.setUncaptured(true);
       return;
     }
@@ -289,10 +299,14 @@ export class ReadYourWrites {
       case 'standby':
         if (verdict.checked || this.waitingIn === this.request) this.decided('standby');
         return link;
-      case 'primary':
+      case 'primary': {
+        // Holding only this read node's connection, the primary's is taken first (the read presented again).
+        const p = s.needPrimary();
+        if (p === SUSPEND) return p;
         this.decided('primary');
         s.debug({ node: link.nodeId, reason: verdict.reason }, 'read-your-writes: read moved to the primary');
-        return s.backends.primary;
+        return p;
+      }
       case 'wait': {
         this.waiting();
         const v: typeof SUSPEND = s.wait('lsn');

@@ -46,15 +46,16 @@ export class StatementRouting {
     const d = s.ctx.router.decide(sql, cls, s.routing, this.facts.database, settingArgs, pidNode);
     if ('target' in d) return d;
     const p = s.backends.primary;
-    if (this.catalogFailed || p.pending > 0 || p.inPipeline || p.txStatus === TxStatus.Failed) {
+    if (p === undefined || this.catalogFailed || p.pending > 0 || p.inPipeline || p.txStatus === TxStatus.Failed) {
       // The lookup runs on the session's primary connection, between requests and outside
       // pipelines (its queries only read the catalog and cannot fail). Otherwise, or when it
-      // just failed, this statement reads from the primary.
+      // just failed, this statement reads from the primary (pool_mode = transaction, holding
+      // only a read node's connection: the primary's is taken first, see linkFor).
       this.catalogFailed = false;
       return { target: 'primary', write: cls.write, reason: 'catalog lookup not possible now' };
     }
     const verdict: typeof SUSPEND = s.wait('catalog');
-    void this.askCatalog(d);
+    void this.askCatalog(d, p);
     return verdict;
   }
 
@@ -66,7 +67,7 @@ export class StatementRouting {
     const b = this.s.backends;
     if (b.pooled) return undefined;
     const node = nodeOwningPids(pids);
-    return node === b.primary.nodeId ? undefined : node;
+    return node === b.primary?.nodeId ? undefined : node;
   }
 
   /** The decision for `sql` when no catalog lookup is needed for it, else undefined. */
@@ -75,9 +76,8 @@ export class StatementRouting {
     return 'target' in d ? d : undefined;
   }
 
-  private async askCatalog(q: CatalogQuestions): Promise<void> {
+  private async askCatalog(q: CatalogQuestions, p: BackendLink): Promise<void> {
     const s = this.s;
-    const p = s.backends.primary;
     this.catalogFailed = !(await s.ctx.router.answer(this.facts.database, q, (sql) => this.internalQuery(p, sql)));
     s.resume('catalog');
   }
@@ -105,21 +105,24 @@ export class StatementRouting {
   /**
    * The link for a decision's single target, after lag, liveness and read-your-writes
    * checks; SUSPEND while the session connects to the node its reads now belong on, or
-   * while write and replay positions are read.
+   * while write and replay positions are read, or (pool_mode = transaction, holding only a
+   * read node's connection) while the primary's is taken.
    */
   linkFor(d: Decision): BackendLink | typeof SUSPEND {
     const s = this.s;
     const b = s.backends;
-    const p = b.primary;
-    if (d.target !== 'standby') return p;
+    if (d.target !== 'standby') return s.needPrimary();
     if (d.node !== undefined) return this.linkTo(d.node);
     const r = s.ctx.router.readNode(b.lbNodeId, this.facts);
-    if (r.node === null) return p;
+    if (r.node === null) return s.needPrimary();
     const l = b.get(r.node);
     if (l) {
       if (r.sessionLbNode !== null && b.get(r.sessionLbNode)) b.lbNodeId = r.sessionLbNode;
-      return l === p ? l : this.ryw.readOn(l);
+      return l === b.primary ? l : this.ryw.readOn(l);
     }
+    // pool_mode = transaction, holding only a read node's connection, and reads moved: take
+    // links anew (the primary's first) rather than a second read node's while holding one.
+    if (b.withoutPrimary) return s.needPrimary();
     // The read belongs on a node this session has no connection to (its load-balance node
     // went down and another was drawn, or prefer_lower_delay_standby moved it).
     return this.connectTo(r.node, r.sessionLbNode);
@@ -134,7 +137,7 @@ export class StatementRouting {
   private connectTo(nodeId: number, sessionLb: number | null): BackendLink | typeof SUSPEND {
     const s = this.s;
     const b = s.backends;
-    if (s.routing.inTransaction || s.settings.overflow || !b.mayConnect(nodeId)) return b.primary;
+    if (s.routing.inTransaction || s.settings.overflow || !b.mayConnect(nodeId)) return s.needPrimary();
     const verdict: typeof SUSPEND = s.wait('connect');
     void b.openLater(nodeId, sessionLb, s.settings.statements, () => s.closed).then(() => s.resume('connect'));
     return verdict;
@@ -150,9 +153,9 @@ export class StatementRouting {
     const s = this.s;
     const b = s.backends;
     const node = s.ctx.nodes.get(nodeId);
-    if (node === undefined || !isLive(node.status)) return b.primary;
+    if (node === undefined || !isLive(node.status)) return s.needPrimary();
     const l = b.get(nodeId);
-    if (l) return !s.routing.inTransaction || nodeId === b.lbNodeId ? l : b.primary;
+    if (l) return !s.routing.inTransaction || nodeId === b.lbNodeId ? l : s.needPrimary();
     return this.connectTo(nodeId, null);
   }
 

@@ -13,9 +13,10 @@
  * - admin-replies.ts: admin commands answered by pgrelay itself;
  * - standby-loss.ts: losing a standby connection without the client noticing;
  * - pool_mode = transaction: links are taken from the server pools when a transaction
- *   starts and given back when it ends (checkout / maybeCheckin here, backends.ts),
- *   prepared statements follow the client (extended.ts, pooled-statements.ts), and
- *   session state pins the session (pinning.ts).
+ *   starts and given back when it ends (checkout / maybeCheckin here, backends.ts), an
+ *   autocommit read takes only its read node's (read-node-only.ts; needPrimary when it
+ *   turns out to need more), prepared statements follow the client (extended.ts,
+ *   pooled-statements.ts), and session state pins the session (pinning.ts).
  *
  * The client scanner calls `onMessage` for every message but CopyData; its answer
  * is the link the message's bytes go to (forwarded by the scanner without a copy),
@@ -64,6 +65,7 @@ import { StatementRouting } from './routing.js';
 import { SettingsReplay } from './settings.js';
 import { moveReadsOff, resendSame } from './standby-loss.js';
 import { pinReason } from './pinning.js';
+import { readNodeOnly } from './read-node-only.js';
 import { reportFor } from '../pool/startup-settings.js';
 
 /** Client messages the session decodes: all but CopyData ('p', a password, is invalid after start-up). */
@@ -252,6 +254,12 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       }
     }
     const p = this.backends.primary;
+    if (p === undefined) {
+      // open() resolves with the primary's link or throws.
+      input.detach();
+      this.fatal(new PgError(SQLSTATE.connectionFailure, 'no connection to the primary node'));
+      return;
+    }
     // The default a RESET goes back to: a SERIALIZABLE one keeps reads on the primary.
     startupIsolation(this.routing, p.conn.startupIsolation === 'serializable');
     if (this.txMode) {
@@ -268,15 +276,41 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
 
   // ---------------------------------------------------------------- pool_mode = transaction
 
-  /** Take backend links from the server pools; the message is presented again once they are held. */
-  private checkout(): typeof SUSPEND {
+  /** Links are being taken from the server pools (the client's messages wait for them). */
+  private taking = false;
+
+  /**
+   * Take backend links from the server pools; the message is presented again once they are
+   * held. `readOnly`: only the connection to `readNode` (a unit of work that only reads
+   * there: read-node-only.ts), else the primary's, then one to `readNode` (drawn when
+   * undefined).
+   */
+  private checkout(readNode?: number, readOnly = false): typeof SUSPEND {
     const verdict: typeof SUSPEND = this.wait('pool');
-    this.backends.checkout().then(
+    const b = this.backends;
+    const take =
+      readOnly && readNode !== undefined
+        ? b.checkoutReadNode(readNode).then((ok) => (ok ? undefined : b.checkout()))
+        : b.checkout(readNode);
+    this.takeLinks(take, () => undefined);
+    return verdict;
+  }
+
+  /** Wait for `take`; then `then` (with the links held) and the waiting message is presented again. */
+  private takeLinks(take: Promise<void>, then: () => void): void {
+    this.taking = true;
+    take.then(
       () => {
-        if (this.closed) this.backends.checkin();
-        else this.resume('pool');
+        this.taking = false;
+        if (this.closed) {
+          this.backends.checkin();
+          return;
+        }
+        then();
+        this.resume('pool');
       },
       (e: unknown) => {
+        this.taking = false;
         const err =
           e instanceof PgError
             ? e
@@ -285,7 +319,85 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
         this.fatal(err.severity === 'FATAL' ? err : new PgError(err.code, err.message, 'FATAL', err.detail, err.hint));
       },
     );
-    return verdict;
+  }
+
+  /**
+   * The primary's link, for a message that needs it. pool_mode = transaction, holding only
+   * the read node's connection (a read-only unit of work): never wait for the primary while
+   * holding it (two sessions could wait for each other's pools), but give it back once it
+   * has answered everything, take the primary's and a read node's, and present the message
+   * again (SUSPEND meanwhile).
+   */
+  needPrimary(): BackendLink | typeof SUSPEND {
+    const b = this.backends;
+    const p = b.primary;
+    if (p !== undefined) return p;
+    if (!b.held) return this.checkout();
+    if (b.cancelsInFlight > 0) return this.wait('cancel');
+    if (!b.idle) {
+      for (const l of b.list) if (l) b.flush(l);
+      return this.wait('replies');
+    }
+    this.debug({ node: b.lbNodeId }, 'read node given back: the primary is needed');
+    b.checkin();
+    return this.checkout();
+  }
+
+  /**
+   * pool_mode = transaction: the only link held (a read node's) was lost with reads the
+   * client need not notice: take the primary's and a read node's, then `resend` them on
+   * the primary (as session mode re-sends them there), the client's messages waiting.
+   */
+  retakeAfterLoss(resend: (primary: BackendLink) => void): void {
+    this.takeLinks(this.backends.checkout(), () => {
+      const p = this.backends.primary;
+      if (p !== undefined) resend(p);
+    });
+  }
+
+  /**
+   * pool_mode = transaction, no links held: the links the message's unit of work takes. Only
+   * the read node's for a simple Query that only reads there (read-node-only.ts), outside a
+   * transaction, when no write of the session still waits for its position to be read
+   * (read_your_writes); the primary's and the read node's for everything else.
+   */
+  private linksFor(type: number, buf: Buffer, start: number, end: number): { readNode?: number; readOnly: boolean } {
+    if (type !== FE.Query || this.routing.inTransaction || !this.route.ryw.writesSettled) return { readOnly: false };
+    const q = readCString(buf, start, end);
+    if (!q) return { readOnly: false };
+    const sql = q[0];
+    const cls = this.classify(sql);
+    const d = this.route.decideNow(sql, cls);
+    if (d === undefined || !readNodeOnly(sql, cls, d)) return { readOnly: false };
+    const drawn = this.backends.drawReadNode();
+    return { readNode: drawn?.node, readOnly: drawn?.readsThere === true };
+  }
+
+  /**
+   * pool_mode = transaction, holding only the read node's connection: may this message run
+   * with it (an admin command, or another simple Query that only reads there)?
+   */
+  private fitsReadNode(type: number, buf: Buffer, start: number, end: number): boolean {
+    if (type === FE.Terminate || this.adminQuery(type, buf, start, end)) return true;
+    if (type !== FE.Query || this.routing.inTransaction || !this.route.ryw.writesSettled) return false;
+    const q = readCString(buf, start, end);
+    if (!q) return false;
+    const sql = q[0];
+    const cls = this.classify(sql);
+    const d = this.route.decideNow(sql, cls);
+    return d !== undefined && readNodeOnly(sql, cls, d);
+  }
+
+  /** The classification of the Query just looked at (linksFor, fitsReadNode), for onQuery. */
+  private classified: { sql: string; cls: Classification } | undefined;
+
+  /** Classify a simple Query's text, once for the looks the message gets before it runs. */
+  private classify(sql: string): Classification {
+    const seen = this.classified;
+    if (seen?.sql === sql) return seen.cls;
+    const cls = this.ctx.router.classifyOnce(sql);
+    this.classified = { sql, cls };
+    return cls;
   }
 
   /**
@@ -295,7 +407,9 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   private maybeCheckin(): void {
     if (!this.txMode || !this.loggedIn || this.closed || !this.backends.held || this.backends.pinned !== undefined)
       return;
-    if (this.waitingFor !== null || this.backends.cancelsInFlight > 0 || this.asyncQueue.length > 0) return;
+    // Links being taken are not given back before the message (or re-sent read) waiting for them has run.
+    if (this.taking || this.waitingFor !== null || this.backends.cancelsInFlight > 0 || this.asyncQueue.length > 0)
+      return;
     if (this.routing.inTransaction || !this.backends.idle) return;
     this.backends.checkin();
   }
@@ -469,10 +583,24 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     // would go to (a pipeline can span nodes).
     if (type === FE.Sync) this.skippingUntilSync = false;
     else if (this.skippingUntilSync && type !== FE.Terminate) return DROP;
-    if (this.txMode && !this.backends.held && type !== FE.Terminate && !this.adminQuery(type, buf, start, end)) {
+    const b = this.backends;
+    // Only a read node's connection is held (an autocommit read): anything but another such
+    // read waits until it has answered; then it goes back, and the message takes links anew.
+    if (this.txMode && b.withoutPrimary && !this.fitsReadNode(type, buf, start, end)) {
+      if (b.cancelsInFlight > 0) return this.wait('cancel');
+      if (!b.idle) {
+        for (const l of b.list) if (l) b.flush(l);
+        return this.wait('replies');
+      }
+      b.checkin();
+    }
+    if (this.txMode && !b.held && type !== FE.Terminate && !this.adminQuery(type, buf, start, end)) {
+      // Links being taken after a read node was lost: what follows waits for the re-sent reads.
+      if (this.taking) return this.wait('pool');
       const own = this.withoutBackend(type, buf, start, end);
       if (own !== undefined) return own;
-      return this.checkout();
+      const links = this.linksFor(type, buf, start, end);
+      return this.checkout(links.readNode, links.readOnly);
     }
     if (this.overloaded()) return this.wait('backpressure');
     if (this.backends.cancelsInFlight > 0) return this.wait('cancel');
@@ -529,7 +657,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       case FE.Flush:
         return this.extended.flush();
       case FE.FunctionCall: {
-        const p = this.backends.primary;
+        const p = this.needPrimary();
+        if (p === SUSPEND) return p;
         if (!this.backends.gate(p)) return this.wait('replies');
         // A function called this way may write (lo_write…).
         this.route.ryw.wrote();
@@ -590,7 +719,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const req = this.ctx.services.adminCommand(this, sql);
     if (req) return this.admin.query(req);
     const b = this.backends;
-    const cls = this.ctx.router.classifyOnce(sql);
+    const cls = this.txMode ? this.classify(sql) : this.ctx.router.classifyOnce(sql);
+    this.classified = undefined;
     if (this.txMode) {
       const own = this.extended.pooledQuery(cls);
       if (own !== undefined) return own;
@@ -600,12 +730,14 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.pinFor(sql, cls);
     const second = d.target === 'both' ? b.secondLink() : undefined;
     if (second) {
+      const p = this.needPrimary();
+      if (p === SUSPEND) return p;
       if (!b.gate(null)) return this.wait('replies');
       // SET, RESET, DISCARD, BEGIN/COMMIT, savepoints, weak LOCK: session state, no data a read
       // must wait for (a COMMIT's writes were noted when they were sent).
       this.route.ryw.queryEnds(cls, undefined);
       const verdict: typeof CONSUME_AND_SUSPEND = this.waitAfter('both');
-      this.both.run(sql, cls, d, second);
+      this.both.run(sql, cls, d, p, second);
       return verdict;
     }
     const link = this.route.linkFor(d);
@@ -681,7 +813,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       const drained = this.writeClient(Buffer.concat(queued));
       const held = this.asyncHeld;
       this.asyncHeld = undefined;
-      if (!drained) this.backends.primary.waitForClient();
+      if (!drained) this.backends.primary?.waitForClient();
       held?.releaseReading();
     }
     this.resume('replies');

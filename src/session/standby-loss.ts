@@ -49,21 +49,31 @@ export function moveReadsOff(s: SessionCore, link: BackendLink, forgetNode: (nod
   b.drop(link);
   forgetNode(link.nodeId);
   // lbNodeId stays: once the node is marked down, the next read draws another node.
-  const p = b.primary;
-  let last: LinkExpectation | undefined;
-  // A re-sent Execute or Describe binds its portal there again first, and a re-sent Bind
-  // parses its statement (their Parse/Bind may have completed on the lost node:
-  // PostgreSQL flushes such replies with its immediate-shutdown warning); see extended.ts.
+  const resent: LinkExpectation[] = [];
   for (const e of link.replies.takePending()) {
     if (e.skippable) {
-      // Its twin on the primary decides the outcome.
+      // Its twin on the primary decides the outcome (or, a replay position asked there, the read is checked again).
       queueMicrotask(() => e.done?.({ kind: e.kind, mode: e.mode, held: [] }, link));
       continue;
     }
-    e.resend?.(p, e);
-    last = e;
+    resent.push(e);
   }
+  const p = b.primary;
+  if (p !== undefined) resendOn(b, p, resent);
+  // pool_mode = transaction, a read-only unit of work held only this node's connection: the
+  // primary's (and a read node's) are taken now, holding nothing, and the reads re-sent there.
+  else if (resent.length > 0) s.retakeAfterLoss((primary) => resendOn(b, primary, resent));
+  return true;
+}
+
+/**
+ * Re-send `resent` on `p`. A re-sent Execute or Describe binds its portal there again first,
+ * and a re-sent Bind parses its statement (their Parse/Bind may have completed on the lost
+ * node: PostgreSQL flushes such replies with its immediate-shutdown warning); see extended.ts.
+ */
+function resendOn(b: Backends, p: BackendLink, resent: readonly LinkExpectation[]): void {
+  for (const e of resent) e.resend?.(p, e);
+  const last = resent[resent.length - 1];
   // A re-sent pipeline that was waiting on a Flush needs one on its new node too.
   if (last && last.kind !== 'sync' && last.kind !== 'query') b.write(p, FLUSH);
-  return true;
 }

@@ -14,6 +14,8 @@ import { runPgbench, startProxy, type ProxyHandle, type RunResult } from '../sup
 import { cancelRequest } from '../support/raw.js';
 
 const cluster = getCluster();
+/** Sends a read to the primary: it then needs the primary's connection (an autocommit read may take a standby's alone). */
+const PRIMARY_HINT = '/*NO LOAD BALANCE*/';
 const db = `pool_tx_${process.pid}`;
 /** pool 20: the load tests. */
 let big: ProxyHandle;
@@ -227,7 +229,10 @@ describe('pool_mode = transaction', () => {
       await a.query(pc.set);
       // Another client in between: without pinning it would take a's connection.
       const other = await pgClient(tiny, { database: db });
-      const waited = await other.query('SELECT 1 AS one').catch((e: { code?: string; message: string }) => e);
+      // A statement for the primary (an autocommit read may take a standby's connection alone).
+      const waited = await other
+        .query(`${PRIMARY_HINT} SELECT 1 AS one`)
+        .catch((e: { code?: string; message: string }) => e);
       // It waits for the pinned connection (pool size 1) and gives up after query_wait_timeout.
       expect(waited).toMatchObject({ code: '53300' });
       expect((waited as Error).message).toMatch(/query_wait_timeout/);
@@ -266,7 +271,9 @@ describe('pool_mode = transaction', () => {
     await a.query('SELECT 1');
     const b = await pgClient(tiny, { database: db });
     const t0 = Date.now();
-    const err = await b.query('SELECT 1').catch((e: { code?: string; message: string; severity?: string }) => e);
+    const err = await b
+      .query(`${PRIMARY_HINT} SELECT 1`)
+      .catch((e: { code?: string; message: string; severity?: string }) => e);
     expect(err).toMatchObject({ code: '53300', severity: 'FATAL' });
     expect((err as Error).message).toMatch(/query_wait_timeout/);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(900);
@@ -313,7 +320,7 @@ describe('pool_mode = transaction', () => {
     await a.query('BEGIN');
     await a.query('SELECT 1');
     const b = await pgClient(tiny, { database: db });
-    const waiting = b.query('SELECT 1').catch(() => undefined);
+    const waiting = b.query(`${PRIMARY_HINT} SELECT 1`).catch(() => undefined);
     // b waits up to query_wait_timeout (1 s): look while it does.
     let states: string[] = [];
     for (let i = 0; i < 20 && !states.includes('Wait for backend connection'); i++) {

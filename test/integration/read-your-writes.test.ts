@@ -10,7 +10,9 @@
  * - global: a write on connection A is seen by a read on connection B;
  * - off: the read misses the write (pgpool's behaviour; proves the checks can fail);
  * - a write-then-read loop with streaming replication running: session mode sees every
- *   write while most reads stay on standbys; off misses some.
+ *   write while most reads stay on standbys; off misses some;
+ * - pool_mode = transaction (an autocommit read takes only its standby's connection): the
+ *   same, the writer's read on the primary while replay is paused, and the loop.
  */
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -27,6 +29,8 @@ let P = 0;
 let session: ProxyHandle;
 let global: ProxyHandle;
 let off: ProxyHandle;
+/** pool_mode = transaction, read_your_writes = session. */
+let txpool: ProxyHandle;
 const metricsPort: Record<string, number> = {};
 
 const common = {
@@ -44,11 +48,12 @@ beforeAll(async () => {
   await cluster.waitForStandbys(30_000);
   await cluster.waitForCatchup(30_000);
   for (const m of ['session', 'global', 'off']) metricsPort[m] = await freePort();
-  [session, global, off] = await Promise.all([
+  [session, global, off, txpool] = await Promise.all([
     // read_your_writes is left at its default (session).
     startProxy({ cluster, config: { ...common, metrics_port: metricsPort.session } }),
     startProxy({ cluster, config: { ...common, read_your_writes: 'global', metrics_port: metricsPort.global } }),
     startProxy({ cluster, config: { ...common, read_your_writes: 'off', metrics_port: metricsPort.off } }),
+    startProxy({ cluster, config: { ...common, pool_mode: 'transaction', default_pool_size: 4 } }),
   ]);
 }, 120_000);
 
@@ -58,7 +63,7 @@ afterEach(async () => {
 
 afterAll(async () => {
   await closeAllClients();
-  await Promise.all([session?.stop(), global?.stop(), off?.stop()]);
+  await Promise.all([session?.stop(), global?.stop(), off?.stop(), txpool?.stop()]);
   await cluster?.stop();
 });
 
@@ -193,6 +198,22 @@ describe('replay paused on both standbys', () => {
     await waitForCached(admin, [pid]);
   });
 
+  it('session, pool_mode = transaction: the autocommit read after the write sees it on the primary; a client that never wrote reads on a standby', async () => {
+    const writer = await pgClient({ port: txpool.port });
+    const reader = await pgClient({ port: txpool.port });
+    // The catalog lookup for ryw_t (see the first test) runs with a primary connection.
+    expect(await countOn(writer, 'warm-up', false)).toMatchObject({ n: 0 });
+    expect((await countOn(reader, 'warm-up', false)).node).not.toBe(P);
+    await writer.query("INSERT INTO ryw_t VALUES (30, 'txpool')");
+    // Each read is a unit of work of its own, on whichever connections it gets: the position follows the client.
+    expect(await countOn(writer, 'txpool', false)).toEqual({ n: 1, node: P });
+    expect(await countOn(writer, 'txpool', false)).toEqual({ n: 1, node: P });
+    expect(await countOn(writer, 'txpool', true)).toEqual({ n: 1, node: P });
+    const other = await countOn(reader, 'txpool', false);
+    expect(other.node).not.toBe(P);
+    expect(other.n, 'the standbys replay nothing while paused').toBe(0);
+  });
+
   it("off: the read runs on a standby and misses the session's write (pgpool's behaviour)", async () => {
     const c = await pgClient({ port: off.port });
     await c.query("INSERT INTO ryw_t VALUES (8, 'off')");
@@ -274,6 +295,18 @@ describe('write-then-read loop, replication running', () => {
     const share = r.onStandby / r.reads;
     console.log(
       `[read-your-writes] session: ${r.reads} reads, ${r.misses} missed, ${(share * 100).toFixed(1)}% on standbys`,
+    );
+    expect(r.misses).toBe(0);
+    expect(share).toBeGreaterThan(0.5);
+  });
+
+  it('session, pool_mode = transaction: 800 INSERT-then-SELECT by 4 clients see every write, most reads on standbys', {
+    timeout: 120_000,
+  }, async () => {
+    const r = await writeThenRead(txpool, 4, 200, 2_000_000);
+    const share = r.onStandby / r.reads;
+    console.log(
+      `[read-your-writes] transaction mode: ${r.reads} reads, ${r.misses} missed, ${(share * 100).toFixed(1)}% on standbys`,
     );
     expect(r.misses).toBe(0);
     expect(share).toBeGreaterThan(0.5);

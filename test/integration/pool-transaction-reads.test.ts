@@ -1,0 +1,238 @@
+/**
+ * pool_mode = transaction with load balancing (primary weight 0, standbys 1): an autocommit
+ * read takes only its load-balance node's connection, not the primary's. With pool size 1
+ * and the only primary connection held by another client's open transaction, reads
+ * (node-postgres, and 40 pgbench clients) still run, on the standbys, none on the primary;
+ * writes and transactions get the primary; pipelined reads and writes (simple and extended)
+ * keep their order; a standby backend terminated under a read is replaced by the primary.
+ * Read-your-writes in this mode: read-your-writes.test.ts (it pauses replay on its own cluster).
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { closeAllClients, endPg, nodeClient, pgClient, queryRows, withTimeout } from '../support/clients.js';
+import { getCluster } from '../support/cluster.js';
+import { type ProxyHandle, runPgbench, startProxy } from '../support/proxy.js';
+import {
+  RawClient,
+  bindMessage,
+  closeAllRaw,
+  executeMessage,
+  parseMessage,
+  queryMessage,
+  summarize,
+  syncMessage,
+} from '../support/raw.js';
+import { nodeOfPort } from '../support/routing.js';
+import { pollUntil } from '../support/wait.js';
+
+const cluster = getCluster();
+const db = `pool_txr_${process.pid}`;
+const P = cluster.primaryId;
+const [S1, S2] = cluster.nodes.map((n) => n.id).filter((id) => id !== P);
+let proxy: ProxyHandle;
+let dir: string;
+
+beforeAll(async () => {
+  await cluster.psql(P, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+  await cluster.psql(P, `CREATE DATABASE ${db}`);
+  await cluster.psql(
+    P,
+    'CREATE TABLE rd (id int PRIMARY KEY, v int); INSERT INTO rd SELECT g, g FROM generate_series(1, 1000) g; CREATE TABLE wr (id int, k text)',
+    db,
+  );
+  await cluster.waitForCatchup();
+  dir = mkdtempSync(path.join(os.tmpdir(), 'pgrelay-txr-'));
+  proxy = await startProxy({
+    cluster,
+    env: process.env.TXR_TRACE ? { PGRELAY_TRACE: '1' } : undefined,
+    config: {
+      log_min_messages: process.env.TXR_LOG ?? 'warning',
+      pool_mode: 'transaction',
+      // One connection per node: a client holding the primary's would stop every other one that needs it.
+      default_pool_size: 1,
+      query_wait_timeout: 3,
+      [`backend_weight${P}`]: 0,
+      [`backend_weight${S1}`]: 1,
+      [`backend_weight${S2}`]: 1,
+      // The holder's transactions run on the primary alone, the readers' reads on S2; others by weight.
+      app_name_redirect_preference_list: `holder:primary,reader:${S2}`,
+      // Functions are reads and relations need no catalog lookup: no read has to ask the primary first.
+      write_function_list: 'nextval',
+      check_unlogged_table: false,
+      check_temp_table: 'trace',
+    },
+  });
+}, 60_000);
+
+afterEach(async () => {
+  closeAllRaw();
+  await closeAllClients();
+});
+
+afterAll(async () => {
+  const code = await proxy?.stop();
+  rmSync(dir, { recursive: true, force: true });
+  await cluster.psql(P, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined);
+  expect(code).toBe(0);
+});
+
+/** A client in an open transaction that wrote: it holds the only primary connection (and no other). */
+async function holdPrimary(): Promise<pg.Client> {
+  const holder = await pgClient(proxy, { database: db, application_name: 'holder' });
+  await holder.query('BEGIN');
+  await holder.query("INSERT INTO wr VALUES (0, 'holder')");
+  return holder;
+}
+
+/** Client backends of the test database on node `id`, other than the holder's, by application_name. */
+async function othersOn(id: number): Promise<string[]> {
+  const c = await nodeClient(cluster, cluster.node(id));
+  try {
+    const r = await c.query(
+      "SELECT application_name AS a FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend' AND application_name <> 'holder'",
+      [db],
+    );
+    return r.rows.map((x) => x.a as string);
+  } finally {
+    await c.end();
+  }
+}
+
+async function selectCounts(): Promise<Map<number, number>> {
+  const rows = await queryRows(proxy, 'SHOW pool_nodes', { database: db });
+  return new Map(rows.map((r) => [Number(r.node_id), Number(r.select_cnt)]));
+}
+
+describe('pool_mode = transaction: autocommit reads take only a standby connection', () => {
+  it('a read runs on its standby while another client holds the only primary connection', async () => {
+    const holder = await holdPrimary();
+    const reader = await pgClient(proxy, { database: db, application_name: 'reader' });
+    const r = await withTimeout(
+      reader.query('SELECT inet_server_port() AS port, count(*)::int AS n FROM rd'),
+      10_000,
+      'the read',
+    );
+    expect(r.rows[0].n).toBe(1000);
+    expect(nodeOfPort(cluster, r.rows[0].port as number)).toBe(S2);
+    expect(await othersOn(P), 'client backends on the primary besides the holder').toEqual([]);
+    await holder.query('COMMIT');
+    await Promise.all([endPg(holder), endPg(reader)]);
+  });
+
+  it('40 pgbench clients (simple protocol, select only) read on the standbys, none on the primary, whose only connection is held', {
+    timeout: 60_000,
+  }, async () => {
+    const script = path.join(dir, 'select.sql');
+    writeFileSync(script, '\\set id random(1, 1000)\nSELECT v FROM rd WHERE id = :id;\n');
+    const holder = await holdPrimary();
+    const before = await selectCounts();
+    let peakOnPrimary: string[] = [];
+    const run = runPgbench(['-n', '-c', '40', '-j', '2', '-t', '25', '-f', script], {
+      port: proxy.port,
+      database: db,
+      timeoutMs: 45_000,
+    });
+    let done = false;
+    void run.finally(() => {
+      done = true;
+    });
+    while (!done) {
+      const on = await othersOn(P);
+      if (on.length > peakOnPrimary.length) peakOnPrimary = on;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const r = await run;
+    const out = `${r.stdout.slice(-1500)}\n${r.stderr.slice(-1500)}\n${proxy.logs().slice(-1500)}`;
+    expect(r.code, out).toBe(0);
+    expect(/number of failed transactions: (\d+)/.exec(r.stdout)?.[1] ?? '0', out).toBe('0');
+    expect(/number of transactions actually processed: (\d+)/.exec(r.stdout)?.[1], out).toBe('1000');
+    expect(peakOnPrimary, 'client backends on the primary besides the holder').toEqual([]);
+    const after = await selectCounts();
+    const delta = (id: number): number => (after.get(id) ?? 0) - (before.get(id) ?? 0);
+    expect(delta(P)).toBe(0);
+    expect(delta(S1) + delta(S2)).toBeGreaterThanOrEqual(1000);
+    await holder.query('COMMIT');
+    await endPg(holder);
+  });
+
+  it('a transaction that writes, and an autocommit write, get the primary', async () => {
+    const c = await pgClient(proxy, { database: db, application_name: 'reader' });
+    const port = async (sql: string): Promise<number> =>
+      nodeOfPort(cluster, (await c.query(sql)).rows[0].port as number);
+    expect(await port('SELECT inet_server_port() AS port')).toBe(S2);
+    await c.query('BEGIN');
+    await c.query("INSERT INTO wr VALUES (1, 'tx')");
+    expect(await port('SELECT inet_server_port() AS port FROM wr LIMIT 1')).toBe(P);
+    await c.query('COMMIT');
+    expect(await port("INSERT INTO wr VALUES (2, 'auto') RETURNING inet_server_port() AS port")).toBe(P);
+    await endPg(c);
+  });
+
+  it('pipelined reads and writes keep their order: simple Queries, and an extended batch mixing both', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    const st = await raw.startup({ user: 'postgres', database: db, application_name: 'reader' });
+    expect(st.ok, JSON.stringify(st.error)).toBe(true);
+    const PORT = 'SELECT inet_server_port()::text AS port';
+    raw.send(
+      queryMessage(PORT),
+      queryMessage(`INSERT INTO wr VALUES (3, 'pipelined') RETURNING inet_server_port()::text`),
+      queryMessage(PORT),
+      queryMessage(`SELECT count(*)::text FROM wr WHERE k = 'pipelined'`),
+    );
+    let zs = 0;
+    const simple = await raw.collect((m) => m.type === 'Z' && ++zs === 4, 10_000);
+    const rows = summarize(simple);
+    expect(rows.errors, JSON.stringify(rows.errors)).toEqual([]);
+    // The reads after the insert: read-your-writes (session) sends them to a standby that replayed it, or the primary.
+    expect(rows.rows.length, JSON.stringify(rows.rows)).toBe(4);
+    expect(rows.rows.slice(0, 2).map((x) => nodeOfPort(cluster, Number(x[0])))).toEqual([S2, P]);
+    expect(rows.rows[3]).toEqual(['1']);
+
+    raw.send(
+      parseMessage('', PORT),
+      bindMessage('', ''),
+      executeMessage(''),
+      parseMessage('', "INSERT INTO wr VALUES (4, 'batch') RETURNING inet_server_port()::text"),
+      bindMessage('', ''),
+      executeMessage(''),
+      syncMessage(),
+    );
+    const batch = summarize(await raw.collect('Z', 10_000));
+    expect(batch.errors, JSON.stringify(batch.errors)).toEqual([]);
+    expect(nodeOfPort(cluster, Number(batch.rows[1][0]))).toBe(P);
+    raw.end();
+  });
+
+  it('a standby backend terminated under a read that held only that standby: the read is re-sent to the primary', {
+    timeout: 30_000,
+  }, async () => {
+    const c = await pgClient(proxy, { database: db, application_name: 'reader' });
+    expect(nodeOfPort(cluster, (await c.query('SELECT inet_server_port() AS port')).rows[0].port as number)).toBe(S2);
+    const SLEEPY =
+      'SELECT pg_sleep(CASE WHEN pg_is_in_recovery() THEN 30 ELSE 0 END)::text AS slept, inet_server_port() AS port';
+    const running = c.query(SLEEPY).then(
+      (r) => r.rows,
+      (e: Error) => e,
+    );
+    const pid = await pollUntil(
+      () =>
+        cluster.psql(
+          S2,
+          `SELECT pid FROM pg_stat_activity WHERE datname = '${db}' AND application_name = 'reader' AND query LIKE 'SELECT pg_sleep%' AND state = 'active'`,
+        ),
+      (v) => /^\d+$/.test(v),
+      { what: 'the read running on the standby' },
+    );
+    await cluster.psql(S2, `SELECT pg_terminate_backend(${pid})`);
+    const rows = await withTimeout(running, 15_000, 'the re-sent read').catch((e: Error) => {
+      throw new Error(`${e.message}\n${proxy.logs().slice(-4000)}`);
+    });
+    expect(rows).toEqual([{ slept: '', port: cluster.node(P).port }]);
+    // The session goes on.
+    expect((await c.query('SELECT count(*)::int AS n FROM rd')).rows).toEqual([{ n: 1000 }]);
+    await endPg(c);
+  });
+});
