@@ -45,6 +45,8 @@ import {
   waitCached,
   createFixturesSql,
   dropFixturesSql,
+  nodeQuery,
+  waitReplayed,
 } from '../support/conformance.js';
 import {
   PROTOCOL_3_0,
@@ -84,9 +86,15 @@ const FIXTURES = { table: T, prefix: N, database: DB, role: ROLE, tags: TAGS };
 let targets: Targets;
 
 beforeAll(async () => {
-  targets = await Targets.start(cluster);
-  await cluster.psql(P, `${createFixturesSql(FIXTURES)} DROP SEQUENCE IF EXISTS ${N}_seq; CREATE SEQUENCE ${N}_seq;`);
-  await cluster.waitForCatchup();
+  // The two pgrelays start while the fixtures are made and replayed.
+  await Promise.all([
+    Targets.start(cluster).then((t) => {
+      targets = t;
+    }),
+    cluster
+      .psql(P, `${createFixturesSql(FIXTURES)} DROP SEQUENCE IF EXISTS ${N}_seq; CREATE SEQUENCE ${N}_seq;`)
+      .then(() => waitReplayed(cluster)),
+  ]);
 });
 
 afterEach(async () => {
@@ -299,12 +307,17 @@ describe('defect 3: the pid in BackendKeyData is the session’s backend', () =>
         await exec(c, `INSERT INTO ${W(t)} VALUES (0, 'pid')`);
         return Number(await scalar(c, 'SELECT pg_backend_pid()'));
       });
-      const onPrimary = await cluster.psql(P, `SELECT application_name FROM pg_stat_activity WHERE pid = ${key}`);
+      const [onPrimary] = await nodeQuery<{ application_name: string }>(
+        cluster,
+        P,
+        'SELECT application_name FROM pg_stat_activity WHERE pid = $1',
+        [key],
+      );
       return {
         simpleIsKey: simple === key,
         extendedIsKey: extended === key,
         inTransactionIsKey: inTxAfterWrite === key,
-        primaryKnowsKeyAsThisSession: onPrimary === name,
+        primaryKnowsKeyAsThisSession: onPrimary?.application_name === name,
       };
     });
   });
@@ -727,7 +740,7 @@ describe('defect 7: ALTER DATABASE / ALTER ROLE … SET reach the next connectio
     const altered: unknown[] = [];
     for (const a of alters) altered.push(await settle(exec(admin, a).then((r) => r.command)));
     // The standbys replay the catalog change (replication lag is another issue).
-    await cluster.waitForCatchup();
+    await waitReplayed(cluster);
     const after = await observe(t);
     // With default_transaction_isolation = serializable a hot standby refuses DISCARD ALL (pgrelay's
     // reset_query_list, as pgpool's): pgrelay closes such a standby connection instead of caching it.
@@ -737,18 +750,17 @@ describe('defect 7: ALTER DATABASE / ALTER ROLE … SET reach the next connectio
       await settle(exec(admin, `ALTER ROLE ${ROLE} RESET ALL`).then((r) => r.command)),
       await settle(exec(admin, `ALTER ROLE ${ROLE} IN DATABASE ${DB} RESET ALL`).then((r) => r.command)),
     ];
-    await cluster.waitForCatchup();
+    await waitReplayed(cluster);
     const afterReset = await observe(t);
     return { before: before.seen, altered, after: after.seen, reset, afterReset: afterReset.seen };
   };
 
   afterEach(async () => {
-    await cluster
-      .psql(
-        P,
-        `ALTER DATABASE ${DB} RESET ALL; ALTER ROLE ${ROLE} RESET ALL; ALTER ROLE ${ROLE} IN DATABASE ${DB} RESET ALL`,
-      )
-      .catch(() => undefined);
+    await nodeQuery(
+      cluster,
+      P,
+      `ALTER DATABASE ${DB} RESET ALL; ALTER ROLE ${ROLE} RESET ALL; ALTER ROLE ${ROLE} IN DATABASE ${DB} RESET ALL`,
+    ).catch(() => undefined);
   });
 
   it('ALTER DATABASE … SET work_mem, ALTER ROLE … SET search_path, ALTER ROLE … IN DATABASE … SET: the next session has them; RESET too', async () => {
@@ -760,7 +772,8 @@ describe('defect 7: ALTER DATABASE / ALTER ROLE … SET reach the next connectio
           `ALTER ROLE ${ROLE} SET search_path = 'conform_x, public'`,
           `ALTER ROLE ${ROLE} IN DATABASE ${DB} SET statement_timeout = '42s'`,
         ]),
-      { timeoutMs: 40_000 },
+      // The targets share the database and the role the scenario alters: one after another.
+      { timeoutMs: 40_000, sequential: true },
     );
   }, 150_000);
 
@@ -768,7 +781,8 @@ describe('defect 7: ALTER DATABASE / ALTER ROLE … SET reach the next connectio
     await conform(
       targets,
       (t) => alterAndObserve(t, [`ALTER DATABASE ${DB} SET default_transaction_isolation = 'serializable'`]),
-      { timeoutMs: 40_000 },
+      // The targets share the database and the role the scenario alters: one after another.
+      { timeoutMs: 40_000, sequential: true },
     );
   }, 150_000);
 });
@@ -907,7 +921,7 @@ describe('flows drivers lean on', () => {
       log.push(await settle(exec(c, 'SELECT 1/0')));
       log.push(await sel());
       await c.query('ROLLBACK');
-      await cluster.waitForCatchup();
+      await waitReplayed(cluster);
       log.push(await sel(), await cnt());
       return log;
     });

@@ -36,6 +36,8 @@ import {
   waitCached,
   createFixturesSql,
   dropFixturesSql,
+  nodeQuery,
+  waitReplayed,
 } from '../support/conformance.js';
 import { pollUntil } from '../support/wait.js';
 
@@ -58,9 +60,13 @@ const FIXTURES = { table: T, prefix: N, database: DB, role: ROLE, tags: TAGS };
 let targets: Targets;
 
 beforeAll(async () => {
-  targets = await Targets.start(cluster);
-  await cluster.psql(P, createFixturesSql(FIXTURES));
-  await cluster.waitForCatchup();
+  // The two pgrelays start while the fixtures are made and replayed.
+  await Promise.all([
+    Targets.start(cluster).then((t) => {
+      targets = t;
+    }),
+    cluster.psql(P, createFixturesSql(FIXTURES)).then(() => waitReplayed(cluster)),
+  ]);
 });
 
 afterEach(async () => {
@@ -500,7 +506,7 @@ describe('defect 7: ALTER DATABASE / ALTER ROLE … SET reach the next connectio
   };
 
   afterEach(async () => {
-    await cluster.psql(P, `ALTER DATABASE ${DB} RESET ALL; ALTER ROLE ${ROLE} RESET ALL`).catch(() => undefined);
+    await nodeQuery(cluster, P, `ALTER DATABASE ${DB} RESET ALL; ALTER ROLE ${ROLE} RESET ALL`).catch(() => undefined);
   });
 
   it('ALTER DATABASE … SET work_mem / default_transaction_isolation, ALTER ROLE … SET search_path: the next connection has them; RESET too', async () => {
@@ -516,7 +522,7 @@ describe('defect 7: ALTER DATABASE / ALTER ROLE … SET reach the next connectio
           await res(admin.unsafe(`ALTER DATABASE ${DB} SET default_transaction_isolation = 'serializable'`)),
           await res(admin.unsafe(`ALTER ROLE ${ROLE} SET search_path = 'conform_y, public'`)),
         ];
-        await cluster.waitForCatchup();
+        await waitReplayed(cluster);
         const after = await observe(t);
         // With default_transaction_isolation = serializable a hot standby refuses DISCARD ALL (pgrelay's
         // reset_query_list, as pgpool's): pgrelay closes such a standby connection instead of caching it.
@@ -528,10 +534,11 @@ describe('defect 7: ALTER DATABASE / ALTER ROLE … SET reach the next connectio
           await res(admin.unsafe(`ALTER DATABASE ${DB} RESET ALL`)),
           await res(admin.unsafe(`ALTER ROLE ${ROLE} RESET ALL`)),
         ];
-        await cluster.waitForCatchup();
+        await waitReplayed(cluster);
         return { before: before.seen, altered, after: after.seen, reset, afterReset: (await observe(t)).seen };
       },
-      { timeoutMs: 40_000 },
+      // The targets share the database and the role the scenario alters: one after another.
+      { timeoutMs: 40_000, sequential: true },
     );
   }, 150_000);
 });
@@ -698,7 +705,7 @@ describe('flows drivers lean on', () => {
         ),
       );
       log.push(await sel());
-      await cluster.waitForCatchup();
+      await waitReplayed(cluster);
       log.push(await res(sql`SELECT count(*)::int AS n FROM ${sql(W(t))} WHERE v = ${'named'}`));
       return log;
     });

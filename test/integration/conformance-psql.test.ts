@@ -32,6 +32,8 @@ import {
   waitCached,
   createFixturesSql,
   dropFixturesSql,
+  nodeQuery,
+  waitReplayed,
 } from '../support/conformance.js';
 import { runPsql } from '../support/proxy.js';
 import { pollUntil } from '../support/wait.js';
@@ -54,9 +56,13 @@ const FIXTURES = { table: T, prefix: N, database: DB, role: ROLE, tags: TAGS };
 let targets: Targets;
 
 beforeAll(async () => {
-  targets = await Targets.start(cluster);
-  await cluster.psql(P, createFixturesSql(FIXTURES));
-  await cluster.waitForCatchup();
+  // The two pgrelays start while the fixtures are made and replayed.
+  await Promise.all([
+    Targets.start(cluster).then((t) => {
+      targets = t;
+    }),
+    cluster.psql(P, createFixturesSql(FIXTURES)).then(() => waitReplayed(cluster)),
+  ]);
 });
 
 afterEach(async () => {
@@ -277,7 +283,7 @@ COMMIT;`,
       targets,
       async (t) => {
         const name = app(t, 'd5copyfail');
-        await cluster.psql(P, `TRUNCATE ${W(t)}`);
+        await nodeQuery(cluster, P, `TRUNCATE ${W(t)}`);
         const p = spawnPsql(t, ['-At', '-f', '-'], { applicationName: name, hardTimeoutMs: 20_000 });
         p.write(`COPY ${W(t)} (id, v) FROM STDIN;\n1\tone\n`);
         await waitActive(cluster, name, 'COPY %');
@@ -291,7 +297,7 @@ COMMIT;`,
         p.write(`SELECT 'after';\n`);
         p.endInput();
         const exit = await withTimeout(p.exited, 15_000, 'psql to end');
-        const count = await cluster.psql(P, `SELECT count(*) FROM ${W(t)}`);
+        const [{ count }] = await nodeQuery<{ count: string }>(cluster, P, `SELECT count(*) FROM ${W(t)}`);
         return { code: exit.code, stdout: lines(p.stdout()), stderr: lines(p.stderr()), count };
       },
       { timeoutMs: 30_000 },
@@ -367,7 +373,7 @@ COMMIT;`,
 
 describe('defect 7: ALTER DATABASE / ALTER ROLE … SET reach the next connection', () => {
   afterEach(async () => {
-    await cluster.psql(P, `ALTER DATABASE ${DB} RESET ALL; ALTER ROLE ${ROLE} RESET ALL`).catch(() => undefined);
+    await nodeQuery(cluster, P, `ALTER DATABASE ${DB} RESET ALL; ALTER ROLE ${ROLE} RESET ALL`).catch(() => undefined);
   });
 
   it('ALTER DATABASE … SET work_mem, ALTER ROLE … SET search_path: the next psql has them; RESET too', async () => {
@@ -386,14 +392,15 @@ describe('defect 7: ALTER DATABASE / ALTER ROLE … SET reach the next connectio
           'd7admin',
           `ALTER DATABASE ${DB} SET work_mem = '3MB';\nALTER ROLE ${ROLE} SET search_path = 'conform_z, public';\n`,
         );
-        await cluster.waitForCatchup();
+        await waitReplayed(cluster);
         const after = await observe(t);
         await waitCached(targets, t, ROLE, DB);
         const reset = await script(t, 'd7admin', `ALTER DATABASE ${DB} RESET ALL;\nALTER ROLE ${ROLE} RESET ALL;\n`);
-        await cluster.waitForCatchup();
+        await waitReplayed(cluster);
         return { before, altered, after, reset, afterReset: await observe(t) };
       },
-      { timeoutMs: 40_000 },
+      // The targets share the database and the role the scenario alters: one after another.
+      { timeoutMs: 40_000, sequential: true },
     );
   }, 150_000);
 });
@@ -453,7 +460,12 @@ SELECT count(*) FROM ${W(t)} WHERE v = 'oer';
 SELECT count(*) FROM ${T};
 COMMIT;`,
       );
-      return { ...out, committed: await cluster.psql(P, `SELECT count(*) FROM ${W(t)} WHERE v = 'oer'`) };
+      const [{ count }] = await nodeQuery<{ count: string }>(
+        cluster,
+        P,
+        `SELECT count(*) FROM ${W(t)} WHERE v = 'oer'`,
+      );
+      return { ...out, committed: count };
     });
   });
 

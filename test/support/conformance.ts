@@ -10,16 +10,18 @@
  * A scenario is a function of the target that returns a plain, normalised value
  * (rows, SQLSTATEs, the parameters the driver ended up with, whether the
  * connection is usable afterwards: never pids, times or ports). `conform()` runs
- * it once per target, in order, each under a hard deadline (a hang becomes the
- * outcome `{ threw: 'timed out …' }` and the next target still runs), closes
- * whatever the run left open, and then asserts that each pgrelay target produced
- * the direct outcome: one soft assertion per target, whose message names it, so
- * a run reports both targets' differences. `CONFORM_DEBUG=1` prints every
- * target's outcome and run time on stderr.
+ * it once per target, the three at once (one after another with `sequential`,
+ * for a scenario whose targets share state), each under a hard deadline (a hang
+ * becomes the outcome `{ threw: 'timed out …' }` and the other targets still
+ * run), closes whatever the runs left open, and then asserts that each pgrelay
+ * target produced the direct outcome: one soft assertion per target, whose
+ * message names it, so a run reports both targets' differences.
+ * `CONFORM_DEBUG=1` prints every target's outcome and run time on stderr.
  *
  * Also here: node-postgres clients that record every ParameterStatus the driver
  * receives, a psql child with a handle (for signals), node children that must
- * exit by themselves, and pg_stat_activity probes over every node.
+ * exit by themselves, and the servers' view (pg_stat_activity, WAL replay) over
+ * one probe connection per node kept for the file.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -97,8 +99,9 @@ export class Targets {
     return t;
   }
 
+  /** Stop both pgrelays; close the probe connections to the nodes. */
   async stop(): Promise<void> {
-    await Promise.all(this.list.map((t) => t.proxy?.stop()));
+    await Promise.all([...this.list.map((t) => t.proxy?.stop()), closeProbes()]);
   }
 }
 
@@ -112,6 +115,14 @@ export type Outcome<T> = T | Threw;
 export interface ConformOptions<T> {
   /** Hard bound of one target's run (default 20 s). */
   timeoutMs?: number;
+  /**
+   * Run the targets one after another, closing each run's leftovers before the
+   * next starts, instead of all three at once. For a scenario whose targets
+   * share state one target's run changes (ALTER DATABASE / ROLE … SET on the
+   * file's database and role): everything else uses per-target tables, channels
+   * and application_names, so that its runs are independent.
+   */
+  sequential?: boolean;
   /**
    * Assertions on the direct outcome: the scenario shows against PostgreSQL
    * itself what it claims to (a scenario that proves nothing directly would make
@@ -188,20 +199,33 @@ export async function conform<T>(
 ): Promise<Record<TargetName, Outcome<T>>> {
   const timeoutMs = opts.timeoutMs ?? 20_000;
   const out: Partial<Record<TargetName, Outcome<T>>> = {};
-  for (const t of targets.list) {
+  const run = async (t: ConformanceTarget): Promise<void> => {
     const t0 = Date.now();
     try {
-      // A copy taken now: the clean-up below must not change what the run observed (arrays a
+      // A copy taken now: the clean-up after the run must not change what it observed (arrays a
       // client keeps appending to, e.g. errors caused by terminating leftovers).
       out[t.name] = snapshot(await withTimeout(scenario(t), timeoutMs, `the scenario against ${t.name}`));
     } catch (e) {
       out[t.name] = { threw: describeError(e) };
-    } finally {
-      await closeRun();
     }
     // CONFORM_DEBUG=1: each target's run time and outcome on stderr (for writing and checking scenarios).
     if (process.env.CONFORM_DEBUG)
       process.stderr.write(`[conform] ${t.name}: ${Date.now() - t0} ms ${JSON.stringify(out[t.name], jsonSafe)}\n`);
+  };
+  if (opts.sequential) {
+    for (const t of targets.list) {
+      try {
+        await run(t);
+      } finally {
+        await closeRun();
+      }
+    }
+  } else {
+    try {
+      await Promise.all(targets.list.map(run));
+    } finally {
+      await closeRun();
+    }
   }
   const all = out as Record<TargetName, Outcome<T>>;
   const direct = all.direct;
@@ -362,12 +386,101 @@ export async function scalar(c: pg.Client, text: string, values?: unknown[], ext
 }
 
 // ---------------------------------------------------------------------------
-// the servers' view
+// the servers' view, over one node-postgres connection per node kept for the file
+// (a psql child per probe costs a fork and exec, hundreds of milliseconds on a loaded machine)
 
-/** Run SQL on every node of the cluster (psql over the node's socket); output per node id. */
-export async function onEveryNode(cluster: DevCluster, sql: string): Promise<Record<number, string>> {
-  const outs = await Promise.all(cluster.nodes.map((n) => cluster.psql(n.id, sql)));
-  return Object.fromEntries(cluster.nodes.map((n, i) => [n.id, outs[i]]));
+const probeSets = new Map<DevCluster, Map<number, Promise<pg.Client>>>();
+
+/** The file's probe connection to node `id` (connected on first use; closed by closeProbes). */
+function probeClient(cluster: DevCluster, id: number): Promise<pg.Client> {
+  let set = probeSets.get(cluster);
+  if (!set) {
+    set = new Map();
+    probeSets.set(cluster, set);
+  }
+  let c = set.get(id);
+  if (!c) {
+    c = nodeClient(cluster, cluster.node(id), 'conform-probe');
+    set.set(id, c);
+    // A failed connect is not kept: the next probe tries again.
+    c.catch(() => set.delete(id));
+  }
+  return c;
+}
+
+/**
+ * Run one query on node `id` over the file's probe connection; rows with their
+ * values as node-postgres parses them. A probe connection that failed is
+ * dropped, so the next call reconnects.
+ */
+export async function nodeQuery<R extends Record<string, unknown> = Record<string, unknown>>(
+  cluster: DevCluster,
+  id: number,
+  sql: string,
+  params: unknown[] = [],
+): Promise<R[]> {
+  const p = probeClient(cluster, id);
+  const c = await p;
+  try {
+    return (await c.query<R>(sql, params)).rows;
+  } catch (e) {
+    // An SQL error leaves the connection usable; anything else (a closed or timed-out connection) does not.
+    if (!(e instanceof Error && 'code' in e && typeof (e as { code: unknown }).code === 'string')) {
+      if (probeSets.get(cluster)?.get(id) === p) probeSets.get(cluster)?.delete(id);
+      await endPgBounded(c);
+    }
+    throw e;
+  }
+}
+
+/** Close every probe connection (Targets.stop does). */
+export async function closeProbes(): Promise<void> {
+  const all = [...probeSets.values()].flatMap((m) => [...m.values()]);
+  probeSets.clear();
+  await Promise.all(all.map((p) => p.then((c) => endPgBounded(c)).catch(() => undefined)));
+}
+
+/**
+ * Until every standby has replayed the primary's current WAL position (what
+ * DevCluster.waitForCatchup waits for, over the probe connections). Throws at
+ * once when a standby's replay is paused: it cannot catch up, and skipping it
+ * would let a read run on a node that lacks the writes.
+ */
+export async function waitReplayed(cluster: DevCluster, timeoutMs = 60_000): Promise<void> {
+  const [{ lsn }] = await nodeQuery<{ lsn: string }>(
+    cluster,
+    cluster.primaryId,
+    'SELECT pg_current_wal_lsn()::text AS lsn',
+  );
+  const sql = `SELECT pg_is_in_recovery() AS rec,
+      CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() END AS pause,
+      CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() >= $1::pg_lsn END AS done`;
+  await Promise.all(
+    cluster.standbys.map(async (n) => {
+      const deadline = Date.now() + timeoutMs;
+      let last = 'no probe completed';
+      for (;;) {
+        let row: { rec: boolean; pause: string | null; done: boolean | null } | undefined;
+        try {
+          [row] = await nodeQuery<{ rec: boolean; pause: string | null; done: boolean | null }>(cluster, n.id, sql, [
+            lsn,
+          ]);
+          last = JSON.stringify(row);
+        } catch (e) {
+          last = describeError(e);
+        }
+        if (row && !row.rec) return;
+        if (row?.pause && row.pause !== 'not paused')
+          throw new Error(`waitReplayed: node${n.id}'s WAL replay is ${row.pause}; it cannot replay up to ${lsn}`);
+        if (row?.done) return;
+        if (Date.now() >= deadline)
+          throw new Error(
+            `waitReplayed: timed out after ${timeoutMs} ms waiting for node${n.id} to replay up to ${lsn}; last: ${last}`,
+          );
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }),
+  );
 }
 
 export interface ActiveBackend {
@@ -378,7 +491,7 @@ export interface ActiveBackend {
 /**
  * Wait until some node shows a backend of `applicationName` in state active whose
  * query matches `queryLike` (an SQL LIKE pattern); resolves with where it runs.
- * Polls over one connection per node (a psql per probe is too slow on a loaded
+ * Polls over the probe connections (a psql per probe is too slow on a loaded
  * machine to catch a statement of a few seconds).
  */
 export async function waitActive(
@@ -388,33 +501,35 @@ export async function waitActive(
   timeoutMs = 15_000,
 ): Promise<ActiveBackend> {
   const sql = `SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' AND query LIKE $2 LIMIT 1`;
-  const probes = await Promise.all(
-    cluster.nodes.map(async (n) => ({ node: n.id, c: await nodeClient(cluster, n, 'conform-probe') })),
+  const hit = await pollUntil(
+    async () => {
+      const per = await Promise.all(
+        cluster.nodes.map(async (n) => ({
+          node: n.id,
+          rows: await nodeQuery<{ pid: number }>(cluster, n.id, sql, [applicationName, queryLike]),
+        })),
+      );
+      const found = per.find((p) => p.rows.length > 0);
+      return found ? { node: found.node, pid: found.rows[0].pid } : undefined;
+    },
+    (v) => v !== undefined,
+    { what: `a backend of ${applicationName} running ${queryLike}`, timeoutMs, intervalMs: 10 },
   );
-  try {
-    const hit = await pollUntil(
-      async () => {
-        for (const { node, c } of probes) {
-          const r = await c.query<{ pid: number }>(sql, [applicationName, queryLike]);
-          if (r.rows.length > 0) return { node, pid: r.rows[0].pid };
-        }
-        return undefined;
-      },
-      (v) => v !== undefined,
-      { what: `a backend of ${applicationName} running ${queryLike}`, timeoutMs, intervalMs: 10 },
-    );
-    return hit as ActiveBackend;
-  } finally {
-    await Promise.all(probes.map(({ c }) => endPgBounded(c)));
-  }
+  return hit as ActiveBackend;
 }
 
 /** Terminate every backend of `applicationName` on every node (clean-up of a scenario's leftovers). */
 export async function terminateApp(cluster: DevCluster, applicationName: string): Promise<void> {
-  await onEveryNode(
-    cluster,
-    `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = ${lit(applicationName)} AND pid <> pg_backend_pid()`,
-  ).catch(() => undefined);
+  await Promise.all(
+    cluster.nodes.map((n) =>
+      nodeQuery(
+        cluster,
+        n.id,
+        'SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()',
+        [applicationName],
+      ).catch(() => undefined),
+    ),
+  );
 }
 
 /** An SQL string literal. */
@@ -472,21 +587,12 @@ export async function waitCached(
   }
 }
 
-/**
- * The pids one query returns on each node (`SELECT pid …` with `params`), over one
- * short-lived node-postgres connection per node (a psql per node is slow on a loaded machine).
- */
+/** The pids one query returns on each node (`SELECT pid …` with `params`), over the probe connections. */
 async function pidsOnEveryNode(cluster: DevCluster, sql: string, params: unknown[]): Promise<Record<number, number[]>> {
   const per = await Promise.all(
-    cluster.nodes.map(async (n) => {
-      const c = await nodeClient(cluster, n, 'conform-probe');
-      try {
-        const r = await c.query<{ pid: number }>(sql, params);
-        return [n.id, r.rows.map((x) => x.pid)] as const;
-      } finally {
-        await endPgBounded(c);
-      }
-    }),
+    cluster.nodes.map(
+      async (n) => [n.id, (await nodeQuery<{ pid: number }>(cluster, n.id, sql, params)).map((x) => x.pid)] as const,
+    ),
   );
   return Object.fromEntries(per);
 }
@@ -520,14 +626,13 @@ export async function sessionBackendPids(
 
 /** Pids of the client backends of `applicationName` on the primary (what pgrelay may cache after the session). */
 export async function primaryBackendPids(cluster: DevCluster, applicationName: string): Promise<number[]> {
-  const out = await cluster.psql(
+  const rows = await nodeQuery<{ pid: number }>(
+    cluster,
     cluster.primaryId,
-    `SELECT pid FROM pg_stat_activity WHERE application_name = ${lit(applicationName)} AND backend_type = 'client backend'`,
+    `SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND backend_type = 'client backend'`,
+    [applicationName],
   );
-  return out
-    .split('\n')
-    .filter(Boolean)
-    .map((x) => Number(x));
+  return rows.map((r) => r.pid);
 }
 
 // ---------------------------------------------------------------------------
