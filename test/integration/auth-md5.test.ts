@@ -135,12 +135,15 @@ describe('pool_hba off: the primary asks for md5; pgpool-generated pool_passwd',
   });
 
   it('md5 (pg_md5 --md5auth), AES (pg_enc -m, key file) and TEXT entries log in with psql; wrong passwords are 28P01', async () => {
-    for (const [u, p] of [...Object.entries(USERS), ['frank', 'frankpw'] as const]) {
-      expect(await psqlAs(proxy, u, p), u).toMatchObject({ code: 0, out: u });
-      const bad = await psqlAs(proxy, u, `${p}x`);
-      expect(bad.code, u).not.toBe(0);
-      expect(bad.err).toContain(`password authentication failed for user "${u}"`);
-    }
+    // The users at once (6 sessions at a time, num_init_children = 8), each user's two logins in turn.
+    await Promise.all(
+      [...Object.entries(USERS), ['frank', 'frankpw'] as const].map(async ([u, p]) => {
+        expect(await psqlAs(proxy, u, p), u).toMatchObject({ code: 0, out: u });
+        const bad = await psqlAs(proxy, u, `${p}x`);
+        expect(bad.code, u).not.toBe(0);
+        expect(bad.err).toContain(`password authentication failed for user "${u}"`);
+      }),
+    );
   });
 
   it('node-postgres logs in (md5 and AES entries)', async () => {
@@ -340,17 +343,29 @@ describe('health check and sr check users with an AES pool_passwd entry (pool_ke
 
 describe('pgrelay md5 / enc print what pg_md5 / pg_enc print', () => {
   it('byte for byte', async () => {
+    // Every case is its own `pgrelay` process; they are independent, so four run at a time (one at
+    // a time, each process's start-up is paid in turn: about 3 s each on a loaded machine).
+    const runs: Array<{ what: string; args: string[]; expected: string }> = [];
     for (let i = 0; i < 6; i++) {
       const pw = fs.readFileSync(path.join(FIXTURES, `case${i}.password`), 'utf8');
-      const m = await cli(['md5', pw], FIXTURES);
-      expect(m.stdout).toBe(fs.readFileSync(path.join(FIXTURES, `case${i}.pg_md5.stdout`), 'utf8'));
-      if (pw !== '') {
-        const e = await cli(['enc', '-k', 'pgpoolkey', pw], FIXTURES);
-        expect(e.stdout).toBe(fs.readFileSync(path.join(FIXTURES, `case${i}.pg_enc.stdout`), 'utf8'));
-      }
+      runs.push({ what: `md5 case${i}`, args: ['md5', pw], expected: `case${i}.pg_md5.stdout` });
+      if (pw !== '')
+        runs.push({ what: `enc case${i}`, args: ['enc', '-k', 'pgpoolkey', pw], expected: `case${i}.pg_enc.stdout` });
     }
-    const k = await cli(['enc', '-K', 'secretkey', 'pass'], FIXTURES);
-    expect(k.stdout).toBe(fs.readFileSync(path.join(FIXTURES, 'pg_enc-K.pass.stdout'), 'utf8'));
+    runs.push({ what: 'enc -K', args: ['enc', '-K', 'secretkey', 'pass'], expected: 'pg_enc-K.pass.stdout' });
+    const outputs: Array<{ stdout: string }> = [];
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        while (next < runs.length) {
+          const i = next++;
+          outputs[i] = await cli(runs[i].args, FIXTURES);
+        }
+      }),
+    );
+    runs.forEach((r, i) => {
+      expect(outputs[i].stdout, r.what).toBe(fs.readFileSync(path.join(FIXTURES, r.expected), 'utf8'));
+    });
     void renderConf;
   });
 });

@@ -66,6 +66,21 @@ async function peakBackends(application: string, during: Promise<unknown>): Prom
 }
 
 beforeAll(async () => {
+  // Both pgrelays start while the database is made (they do not use it before the tests).
+  const common = { log_min_messages: 'warning', pool_mode: 'transaction', max_client_conn: 1200 };
+  // Each is stopped by afterAll even if what follows fails.
+  const proxies = Promise.all([
+    startProxy({ cluster, config: { ...common, default_pool_size: 20 } }).then((p) => {
+      big = p;
+    }),
+    startProxy({
+      cluster,
+      config: { ...common, log_min_messages: 'info', default_pool_size: 1, query_wait_timeout: 1 },
+    }).then((p) => {
+      tiny = p;
+    }),
+  ]);
+  proxies.catch(() => undefined); // awaited below
   await cluster.psql(cluster.primaryId, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
   await cluster.psql(cluster.primaryId, `CREATE DATABASE ${db}`);
   const primary = cluster.node(cluster.primaryId);
@@ -78,12 +93,7 @@ beforeAll(async () => {
   });
   expect(r.code, r.stderr).toBe(0);
   await cluster.waitForCatchup();
-  const common = { log_min_messages: 'warning', pool_mode: 'transaction', max_client_conn: 1200 };
-  big = await startProxy({ cluster, config: { ...common, default_pool_size: 20 } });
-  tiny = await startProxy({
-    cluster,
-    config: { ...common, log_min_messages: 'info', default_pool_size: 1, query_wait_timeout: 1 },
-  });
+  await proxies;
 }, 120_000);
 
 afterEach(async () => {
@@ -120,7 +130,12 @@ describe('pool_mode = transaction', () => {
 
   for (const mode of ['prepared', 'extended'] as const) {
     it(`pgbench -M ${mode} (TPC-B-like) with 64 clients: 0 errors`, { timeout: 60_000 }, async () => {
-      const r = await runPgbench(['-M', mode, '-c', '64', '-j', '4', '-t', '20', '-n'], {
+      // 6 transactions per client (384 in all): at scale 1 every transaction updates the one branch
+      // row, so they run one after the other while the others hold or wait for the 20 connections.
+      // Each client's statements are prepared in its first transaction and its next five run on
+      // whichever connection is free (64 clients, 20 connections): the re-preparing on another
+      // connection is what is tested, and more transactions only repeat it.
+      const r = await runPgbench(['-M', mode, '-c', '64', '-j', '4', '-t', '6', '-n'], {
         port: big.port,
         database: db,
         timeoutMs: 45_000,

@@ -18,6 +18,7 @@ import { pollUntil } from '../support/wait.js';
 let cluster: DevCluster;
 let direct: ProxyHandle; // weights 0:1:0, prefer_lower_delay_standby off
 let prefer: ProxyHandle; // weights 0:1:1, prefer_lower_delay_standby on
+let byTime: ProxyHandle; // weights 0:1:0, delay_threshold_by_time 1000
 let P = 0;
 
 const THRESHOLD = 256 * 1024;
@@ -33,7 +34,7 @@ beforeAll(async () => {
   cluster = await DevCluster.start({ standbys: 2 });
   P = cluster.primaryId;
   await cluster.waitForStandbys(30_000);
-  [direct, prefer] = await Promise.all([
+  [direct, prefer, byTime] = await Promise.all([
     startProxy({ cluster, config: { ...lagConf, backend_weight0: 0, backend_weight1: 1, backend_weight2: 0 } }),
     startProxy({
       cluster,
@@ -45,6 +46,17 @@ beforeAll(async () => {
         prefer_lower_delay_standby: true,
       },
     }),
+    startProxy({
+      cluster,
+      config: {
+        delay_threshold_by_time: 1000,
+        sr_check_period: 1,
+        sr_check_user: 'postgres',
+        backend_weight0: 0,
+        backend_weight1: 1,
+        backend_weight2: 0,
+      },
+    }),
   ]);
 });
 
@@ -54,7 +66,7 @@ afterEach(async () => {
 
 afterAll(async () => {
   await closeAllClients();
-  await Promise.all([direct?.stop(), prefer?.stop()]);
+  await Promise.all([direct?.stop(), prefer?.stop(), byTime?.stop()]);
   await cluster?.stop();
 });
 
@@ -197,17 +209,6 @@ describe('delay_threshold_by_time', () => {
   }, async () => {
     // Lag in time, not bytes: node 1 applies WAL 4 s late (recovery_min_apply_delay) while a writer commits
     // every 100 ms, so pg_stat_replication.replay_lag of node 1 is ~4 s and its byte lag stays small.
-    const byTime = await startProxy({
-      cluster,
-      config: {
-        delay_threshold_by_time: 1000,
-        sr_check_period: 1,
-        sr_check_user: 'postgres',
-        backend_weight0: 0,
-        backend_weight1: 1,
-        backend_weight2: 0,
-      },
-    });
     const writer = await pgClient({ port: cluster.primary.port });
     let writing = true;
     const loop = (async () => {
@@ -218,7 +219,9 @@ describe('delay_threshold_by_time', () => {
       }
     })();
     try {
-      expect(await readNode(byTime)).toBe(1);
+      // Before: node 1 takes the reads. (replay_lag can still show the lag of node 1's paused replay
+      // in the tests above for a moment after it caught up: wait until the sr check sees it on time.)
+      expect((await until(byTime, (n) => n === 1, 30_000)).node).toBe(1);
       await cluster.psql(1, "ALTER SYSTEM SET recovery_min_apply_delay = '4s'; SELECT pg_reload_conf();");
       const moved = await until(byTime, (n) => n === P, 60_000);
       expect(moved.node, 'reads left node 1 once its replay lag passed 1 s').toBe(P);
@@ -237,7 +240,6 @@ describe('delay_threshold_by_time', () => {
       const back = await until(byTime, (n) => n === 1, 60_000);
       expect(back.node, 'node 1 gets reads again once it is on time').toBe(1);
     } finally {
-      await byTime.stop();
       await cluster.psql(P, 'DROP TABLE IF EXISTS lag_time_t').catch(() => undefined);
     }
   });
