@@ -22,7 +22,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
 import { defaultConfig } from './config/defaults.js';
 import { ConfigError, formatIssue } from './config/issues.js';
 import { parseConfigText } from './config/lexer.js';
@@ -565,6 +564,8 @@ export async function nodeCommand(argv: readonly string[], io: ControlIO = stdio
   }
   const { host, port } = nodeTarget(a, cfg);
   const sql = nodeCommandSql(a);
+  // Loaded here: the other commands (stop, reload, the password tools) start without it.
+  const { default: pg } = await import('pg');
   const client = new pg.Client({
     host,
     port,
