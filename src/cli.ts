@@ -332,6 +332,8 @@ async function start(argv: string[]): Promise<void> {
   process.on('uncaughtException', (e) => {
     log.error({ err: e.stack ?? e.message }, 'uncaught exception (pgrelay keeps running; please report this)');
   });
+  // As pgpool-II's "successfully started": every port listens and the signals are handled.
+  log.info({ version: VERSION, pid: process.pid }, 'pgrelay successfully started');
 }
 
 function writePidFile(path: string, log: Logger): void {

@@ -122,7 +122,24 @@ function connectOnce(host: string, port: number, timeoutMs: number): Promise<boo
   });
 }
 
+/**
+ * Start pgrelay and wait until it is ready: its port accepts connections and it logged
+ * "pgrelay successfully started" (PCP port bound, signals handled). A start that failed
+ * because a port picked free was taken meanwhile by another process (EADDRINUSE) is
+ * retried with new ports, when the caller did not choose them.
+ */
 export async function startProxy(opts: StartProxyOptions): Promise<ProxyHandle> {
+  const portsChosen = opts.config?.port !== undefined || opts.config?.pcp_port !== undefined;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startProxyOnce(opts);
+    } catch (e) {
+      if (portsChosen || attempt >= 3 || !/EADDRINUSE/.test((e as Error).message)) throw e;
+    }
+  }
+}
+
+async function startProxyOnce(opts: StartProxyOptions): Promise<ProxyHandle> {
   installExitHook();
   const { cluster } = opts;
   const host = '127.0.0.1';
@@ -280,7 +297,18 @@ export async function startProxy(opts: StartProxyOptions): Promise<ProxyHandle> 
         `pgrelay exited during start-up (${JSON.stringify(exitInfo)})\n--- config ---\n${renderConf(config)}--- logs ---\n${out}`,
       );
     }
-    if (await connectOnce(listenHost, port, 1000)) break;
+    if (await connectOnce(listenHost, port, 1000)) {
+      // The client port listens first; the PCP port and the signal handlers follow. A pgrelay that
+      // does not log at info level (log_min_messages = error, a log file) is taken as ready at the deadline.
+      await waitForLog('pgrelay successfully started', Math.max(1000, deadline - Date.now())).catch(
+        async (e: Error) => {
+          if (!exitInfo) return;
+          await stop();
+          throw new Error(`pgrelay exited while starting: ${e.message}`);
+        },
+      );
+      break;
+    }
     if (Date.now() > deadline) {
       await stop();
       throw new Error(
