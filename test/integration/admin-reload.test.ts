@@ -94,9 +94,68 @@ async function poolNodeStatus(p: ProxyHandle): Promise<string[]> {
 
 const hooked = fs.existsSync(CLI_PATH) && fs.readFileSync(CLI_PATH, 'utf8').includes('cli-control');
 
+/**
+ * The pgrelay instances of the tests below are started together in the file's beforeAll: one
+ * at a time, their start-ups (a few seconds each on a loaded machine) would add up. A block or
+ * test takes its own with started(name) and stops it as before; afterAll stops any left.
+ */
+const starting = new Map<string, Promise<ProxyHandle>>();
+/** Readiness deadline of the pgrelays started together: they share the CPU while they start. */
+const TOGETHER_START_TIMEOUT_MS = 90_000;
+function startEarly(name: string, start: (o: { startTimeoutMs: number }) => Promise<ProxyHandle>): void {
+  const p = start({ startTimeoutMs: TOGETHER_START_TIMEOUT_MS });
+  p.catch(() => undefined); // awaited (and its error reported) by the test that uses it
+  starting.set(name, p);
+}
+function started(name: string): Promise<ProxyHandle> {
+  const p = starting.get(name);
+  if (!p) throw new Error(`no pgrelay "${name}" was started in beforeAll`);
+  return p;
+}
+
+/** The pool_hba.conf of the 'reload with a broken pool_hba.conf' block, and its directory. */
+let hbaDir: string;
+let hba: string;
+
 beforeAll(async () => {
+  hbaDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgrelay-admin-hba-'));
+  hba = path.join(hbaDir, 'pool_hba.conf');
+  await fsp.writeFile(hba, 'host all all 127.0.0.1/32 trust\n');
+  startEarly('reload', (o) =>
+    startProxy({
+      ...o,
+      cluster,
+      config: { backend_weight0: 1, backend_weight1: 0, backend_weight2: 0, admin_users: 'postgres' },
+    }),
+  );
+  // Every session reads from node 2 while it is up.
+  startEarly('graceful', (o) =>
+    startProxy({
+      ...o,
+      cluster,
+      config: {
+        backend_weight0: 0,
+        backend_weight1: 0,
+        backend_weight2: 1,
+        admin_users: 'postgres',
+        log_min_messages: 'warning',
+      },
+    }),
+  );
+  startEarly('cached', (o) =>
+    startProxy({
+      ...o,
+      cluster,
+      config: { backend_weight0: 0, backend_weight1: 0, backend_weight2: 1, admin_users: 'postgres' },
+    }),
+  );
+  startEarly('hba', (o) => startProxy({ ...o, cluster, config: { enable_pool_hba: true, hba_file: hba } }));
+  startEarly('stop-f', (o) => startProxy({ ...o, cluster }));
+  startEarly('stop-immediate', (o) => startProxy({ ...o, cluster }));
+  startEarly('pgpool-stop', (o) => startProxy({ ...o, cluster, config: { admin_users: 'postgres' } }));
   await cluster.psql(P, `DROP ROLE IF EXISTS ${ROLE}; CREATE ROLE ${ROLE} LOGIN;`);
-});
+  await Promise.all(starting.values());
+}, 120_000);
 
 afterEach(async () => {
   await closeAllClients();
@@ -104,6 +163,8 @@ afterEach(async () => {
 
 afterAll(async () => {
   await closeAllClients();
+  await Promise.all([...starting.values()].map((p) => p.then((x) => x.stop()).catch(() => undefined)));
+  if (hbaDir) await fsp.rm(hbaDir, { recursive: true, force: true });
   await cluster.psql(P, `DROP ROLE IF EXISTS ${ROLE};`).catch(() => undefined);
 });
 
@@ -111,10 +172,7 @@ describe('reload', () => {
   let proxy: ProxyHandle;
 
   beforeAll(async () => {
-    proxy = await startProxy({
-      cluster,
-      config: { backend_weight0: 1, backend_weight1: 0, backend_weight2: 0, admin_users: 'postgres' },
-    });
+    proxy = await started('reload');
   });
   afterAll(async () => {
     await proxy?.stop();
@@ -254,16 +312,7 @@ describe('graceful detach', () => {
   let proxy: ProxyHandle;
   beforeAll(async () => {
     // Every session reads from node 2 while it is up.
-    proxy = await startProxy({
-      cluster,
-      config: {
-        backend_weight0: 0,
-        backend_weight1: 0,
-        backend_weight2: 1,
-        admin_users: 'postgres',
-        log_min_messages: 'warning',
-      },
-    });
+    proxy = await started('graceful');
   });
   afterAll(async () => {
     await proxy?.stop();
@@ -306,10 +355,7 @@ describe('graceful detach', () => {
 describe('a node taken down: its cached connections, and pgpool_status across restarts', () => {
   it("closes the node's cached backend connections when it goes down (PGPOOL DETACH NODE)", async () => {
     const app = `admin-reload-cached-${process.pid}`;
-    const proxy = await startProxy({
-      cluster,
-      config: { backend_weight0: 0, backend_weight1: 0, backend_weight2: 1, admin_users: 'postgres' },
-    });
+    const proxy = await started('cached');
     const onNode2 = (): Promise<string> =>
       cluster.psql(2, `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}'`);
     try {
@@ -379,18 +425,12 @@ describe('a node taken down: its cached connections, and pgpool_status across re
 
 describe('reload with a broken pool_hba.conf', () => {
   let proxy: ProxyHandle;
-  let dir: string;
-  let hba: string;
 
   beforeAll(async () => {
-    dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgrelay-admin-hba-'));
-    hba = path.join(dir, 'pool_hba.conf');
-    await fsp.writeFile(hba, 'host all all 127.0.0.1/32 trust\n');
-    proxy = await startProxy({ cluster, config: { enable_pool_hba: true, hba_file: hba } });
+    proxy = await started('hba');
   });
   afterAll(async () => {
     await proxy?.stop();
-    await fsp.rm(dir, { recursive: true, force: true });
   });
 
   it('keeps the old rules and logs the error with file:line', async () => {
@@ -434,7 +474,7 @@ describe('stopping', () => {
   it(`pgrelay stop -f <conf> (${hooked ? 'node dist/cli.js stop' : 'stopCommand(), the CLI is not hooked yet'}) stops a running instance`, {
     timeout: 120_000,
   }, async () => {
-    const proxy = await startProxy({ cluster });
+    const proxy = await started('stop-f');
     try {
       const pidFile = path.join(proxy.dir, 'pgrelay.pid');
       // pgrelay writes the pid file just after it starts listening
@@ -471,7 +511,7 @@ describe('stopping', () => {
   });
 
   it('pgrelay stop -m immediate with a client connected', async () => {
-    const proxy = await startProxy({ cluster });
+    const proxy = await started('stop-immediate');
     try {
       await pollUntil(
         () => fs.existsSync(path.join(proxy.dir, 'pgrelay.pid')),
@@ -493,7 +533,7 @@ describe('stopping', () => {
 
   // Own limits: 10 + 15 + 40 s.
   it('PGPOOL STOP: refused for a non-admin user, stops pgrelay for an admin user', { timeout: 120_000 }, async () => {
-    const proxy = await startProxy({ cluster, config: { admin_users: 'postgres' } });
+    const proxy = await started('pgpool-stop');
     try {
       const u = await pgClient({ port: proxy.port }, { user: ROLE });
       await expect(u.query('PGPOOL STOP')).rejects.toMatchObject({ code: '42501' });

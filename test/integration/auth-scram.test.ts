@@ -162,6 +162,8 @@ async function proxyWith(opts: {
   config?: Record<string, ConfValue>;
   passwd?: string[];
   hba?: string[];
+  /** Readiness deadline (startProxy's default 30 s); longer for the pgrelays started together. */
+  startTimeoutMs?: number;
 }): Promise<ProxyHandle> {
   const dir = await fsp.mkdtemp(path.join(tmp, 'conf-'));
   const passwdFile = path.join(dir, 'pool_passwd');
@@ -179,12 +181,29 @@ async function proxyWith(opts: {
       max_pool: 2,
       ...(opts.config ?? {}),
     },
+    startTimeoutMs: opts.startTimeoutMs,
   });
   // tests rewrite these through the proxy dir helpers: link them there
   await fsp.symlink(passwdFile, path.join(proxy.dir, 'pool_passwd')).catch(() => undefined);
   await fsp.symlink(hbaFile, path.join(proxy.dir, 'pool_hba.conf')).catch(() => undefined);
   return proxy;
 }
+
+const starting = new Map<string, Promise<ProxyHandle>>();
+/** Readiness deadline of the pgrelays started together: they share the CPU while they start. */
+const TOGETHER_START_TIMEOUT_MS = 90_000;
+function startEarly(name: string, start: () => Promise<ProxyHandle>): void {
+  const p = start();
+  p.catch(() => undefined); // awaited (and its error reported) by the block that uses it
+  starting.set(name, p);
+}
+function started(name: string): Promise<ProxyHandle> {
+  const p = starting.get(name);
+  if (!p) throw new Error(`no pgrelay "${name}" was started in beforeAll`);
+  return p;
+}
+/** carol's SCRAM verifier, copied from pg_authid. */
+let scramVerifier: string;
 
 beforeAll(async () => {
   tmp = await fsp.mkdtemp(path.join(os.tmpdir(), 'pgrelay-auth-'));
@@ -212,19 +231,64 @@ beforeAll(async () => {
     "ALTER SYSTEM SET ssl_cert_file = 'pgr_server.crt'; ALTER SYSTEM SET ssl_key_file = 'pgr_server.key'; ALTER SYSTEM SET ssl = on",
   );
   await cluster.psql(0, 'SELECT pg_reload_conf()');
+  // The pgrelay instances of the blocks below are started together (one at a time, their
+  // start-ups add up); each block takes its own with started(name) and stops it as before.
+  // The TLS block starts its own when it begins, as before.
+  scramVerifier = await cluster.psql(0, "SELECT rolpassword FROM pg_authid WHERE rolname = 'carol'");
+  startEarly('hba off', () =>
+    proxyWith({
+      passwd: ['alice:TEXTalicepw', `postgres:${SUPER_PW}`, `carol:${scramVerifier}`],
+      startTimeoutMs: TOGETHER_START_TIMEOUT_MS,
+    }),
+  );
+  startEarly('clear text', () =>
+    proxyWith({
+      passwd: [],
+      config: { allow_clear_text_frontend_auth: true },
+      startTimeoutMs: TOGETHER_START_TIMEOUT_MS,
+    }),
+  );
+  startEarly('hba on', () =>
+    proxyWith({
+      passwd: [
+        'alice:TEXTalicepw',
+        'bob:AESfx+mQgm6Kl9/Cop9bDx8cw==',
+        `postgres:TEXT${SUPER_PW}`,
+        `carol:md5${'a'.repeat(32)}`,
+      ],
+      hba: [
+        'host appdb all 127.0.0.1/32 reject',
+        'host all alice 127.0.0.1/32 scram-sha-256',
+        'host all postgres 127.0.0.1/32 md5',
+        'host all carol 127.0.0.1/32 password',
+        'host all bob 127.0.0.1/32 trust',
+      ],
+      config: {
+        pool_key_file: path.join(path.dirname(new URL(import.meta.url).pathname), '../fixtures/auth/pgpoolkey'),
+      },
+      startTimeoutMs: TOGETHER_START_TIMEOUT_MS,
+    }),
+  );
+  startEarly('authentication_timeout', () =>
+    proxyWith({
+      passwd: ['alice:TEXTalicepw'],
+      config: { authentication_timeout: 2, num_init_children: 2 },
+      startTimeoutMs: TOGETHER_START_TIMEOUT_MS,
+    }),
+  );
+  await Promise.all(starting.values());
 }, 180_000);
 
 afterAll(async () => {
+  await Promise.all([...starting.values()].map((p) => p.then((x) => x.stop()).catch(() => undefined)));
   await cluster?.stop();
   if (tmp) await fsp.rm(tmp, { recursive: true, force: true });
 });
 
 describe('pool_hba off: the primary asks for SCRAM', () => {
   let proxy: ProxyHandle;
-  let scramVerifier: string;
   beforeAll(async () => {
-    scramVerifier = await cluster.psql(0, "SELECT rolpassword FROM pg_authid WHERE rolname = 'carol'");
-    proxy = await proxyWith({ passwd: ['alice:TEXTalicepw', `postgres:${SUPER_PW}`, `carol:${scramVerifier}`] });
+    proxy = await started('hba off');
   });
   afterAll(async () => {
     await proxy?.stop();
@@ -326,7 +390,7 @@ describe('pool_hba off: the primary asks for SCRAM', () => {
 describe('pool_hba off with allow_clear_text_frontend_auth', () => {
   let proxy: ProxyHandle;
   beforeAll(async () => {
-    proxy = await proxyWith({ passwd: [], config: { allow_clear_text_frontend_auth: true } });
+    proxy = await started('clear text');
   });
   afterAll(async () => {
     await proxy?.stop();
@@ -355,24 +419,7 @@ describe('pool_hba off with allow_clear_text_frontend_auth', () => {
 describe('pool_hba on', () => {
   let proxy: ProxyHandle;
   beforeAll(async () => {
-    proxy = await proxyWith({
-      passwd: [
-        'alice:TEXTalicepw',
-        'bob:AESfx+mQgm6Kl9/Cop9bDx8cw==',
-        `postgres:TEXT${SUPER_PW}`,
-        `carol:md5${'a'.repeat(32)}`,
-      ],
-      hba: [
-        'host appdb all 127.0.0.1/32 reject',
-        'host all alice 127.0.0.1/32 scram-sha-256',
-        'host all postgres 127.0.0.1/32 md5',
-        'host all carol 127.0.0.1/32 password',
-        'host all bob 127.0.0.1/32 trust',
-      ],
-      config: {
-        pool_key_file: path.join(path.dirname(new URL(import.meta.url).pathname), '../fixtures/auth/pgpoolkey'),
-      },
-    });
+    proxy = await started('hba on');
   });
   afterAll(async () => {
     await proxy?.stop();
@@ -561,10 +608,7 @@ describe('TLS', () => {
 describe('authentication_timeout', () => {
   let proxy: ProxyHandle;
   beforeAll(async () => {
-    proxy = await proxyWith({
-      passwd: ['alice:TEXTalicepw'],
-      config: { authentication_timeout: 2, num_init_children: 2 },
-    });
+    proxy = await started('authentication_timeout');
   });
   afterAll(async () => {
     await proxy?.stop();
