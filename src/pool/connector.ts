@@ -120,6 +120,18 @@ export class BackendConnection {
   }
 }
 
+/**
+ * Close a connection whose server is still running something of ours that nobody will read
+ * (a client left in the middle of a result). A Terminate would wait behind the rest of the
+ * result, and `end()` only half-closes: the server goes on sending into a socket still open
+ * for reading. Destroyed, the socket is closed for good; the kernel resets what the server
+ * sends next, its write fails and the backend ends as it would for a vanished client.
+ */
+export function abortConnection(conn: BackendConnection): void {
+  conn.dead = true;
+  if (!conn.socket.destroyed) conn.socket.destroy();
+}
+
 const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]);
 
 /** Start-up message with the given parameters, protocol 3.0, exactly as given (no additions). */

@@ -21,7 +21,7 @@ import { DROP, type Drop } from '../protocol/framing.js';
 import { PgError } from '../protocol/messages.js';
 import { isCacheableDatabase } from '../pool/cache.js';
 import type { BackendSecret } from '../auth/backend.js';
-import { type BackendConnection, cacheKeyFor, connectBackend, sendCancel } from '../pool/connector.js';
+import { abortConnection, type BackendConnection, cacheKeyFor, connectBackend, sendCancel } from '../pool/connector.js';
 import { type EffectivePoolSettings, poolSettingsOf } from '../pool/pool-settings.js';
 import { replayPlan, splitStartup } from '../pool/startup-settings.js';
 import { PoolWaitTimeout } from '../pool/server-pool.js';
@@ -678,12 +678,15 @@ export class Backends {
         waiting++;
         link.whenSettled((ok) => {
           link.detach();
+          if (!ok && link.pending > 0) abortConnection(link.conn);
           this.release(link.conn, cacheable && ok && link.clean);
           one();
         }, OWN_REQUESTS_MS);
         continue;
       }
       link.detach();
+      // Still running a request of the session's whose reply nobody will read: cut it off.
+      if (link.pending > 0) abortConnection(link.conn);
       this.release(link.conn, cacheable && link.clean);
     }
     this.primaryLink = undefined;

@@ -288,6 +288,9 @@ async function startProxyOnce(opts: StartProxyOptions): Promise<ProxyHandle> {
   };
 
   // Wait until the port accepts TCP connections.
+  const logsStartup =
+    String(config.log_destination ?? 'stderr').startsWith('std') &&
+    !['error', 'fatal', 'panic'].includes(String(config.log_min_messages ?? 'warning'));
   const timeoutMs = opts.startTimeoutMs ?? 30_000;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -298,8 +301,9 @@ async function startProxyOnce(opts: StartProxyOptions): Promise<ProxyHandle> {
       );
     }
     if (await connectOnce(listenHost, port, 1000)) {
-      // The client port listens first; the PCP port and the signal handlers follow. A pgrelay that
-      // does not log at info level (log_min_messages = error, a log file) is taken as ready at the deadline.
+      // The client port listens first; the PCP port and the signal handlers follow. A pgrelay whose
+      // log this process does not read (log_destination = 'file', log_min_messages = error…) is ready now.
+      if (!logsStartup) break;
       await waitForLog('pgrelay successfully started', Math.max(1000, deadline - Date.now())).catch(
         async (e: Error) => {
           if (!exitInfo) return;
