@@ -340,6 +340,12 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       if (k && v) this.state.params.set(k[0], v[0]);
     }
     if (!e) return this.unsolicited(type, buf, start, end);
+    if (type === BE.NotificationResponse && this.pass === DROP) {
+      // Never part of a reply: PostgreSQL sends what arrived during a transaction before its
+      // ReadyForQuery, here one of pgrelay's own (dropped) requests. It is the client's.
+      this.out.asyncMessage(Buffer.from(buf.subarray(start - 5, end)));
+      return DROP;
+    }
     const wasStarted = e.started === true;
     const couldResend = resendable(e);
     if (type === BE.NoticeResponse && couldResend) {
