@@ -319,9 +319,10 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
   private nodeChanged(ev: NodeChange): void {
     if (ev.from.status !== ev.to.status) {
       const fields = { node: ev.id, from: ev.from.status, to: ev.to.status, role: ev.to.role, reason: ev.reason };
+      // pgpool_status first: whoever reads the log line (a script, a test) finds the file saying so.
+      this.statusFile.save();
       if (ev.to.status === 'down') this.log.warn(fields, 'node status changed');
       else this.log.info(fields, 'node status changed');
-      this.statusFile.save();
       if (ev.to.status === 'down') this.emit('node-down', { node: ev.id, reason: ev.reason });
       else if (ev.from.status === 'down') this.emit('node-up', { node: ev.id, reason: ev.reason });
     }
