@@ -185,14 +185,21 @@ describe('CancelRequest of a read running on a standby', () => {
 describe('extended protocol: messages sent after the server reported an error, before Sync', () => {
   // PostgreSQL skips every message after an error until Sync, also those that arrive after
   // it sent the ErrorResponse: pgrelay must not wait for replies to them.
-  it('one pipeline: a read failing on the standby, then an INSERT (primary), then Sync: the INSERT is skipped as PostgreSQL would', async () => {
-    const table = `feat_skip_${process.pid}`;
+  /**
+   * `first` (Parse/Bind/Execute, failing), then an INSERT into a fresh table, then Sync, in one
+   * pipeline: what the client got, and the rows the INSERT left (0 when it was skipped).
+   */
+  async function failThenInsert(
+    label: string,
+    first: string,
+  ): Promise<{ r: ReturnType<typeof summarize>; rows: string; after: Array<Array<string | null>> }> {
+    const table = `feat_skip_${label}_${process.pid}`;
     await cluster.psql(cluster.primaryId, `DROP TABLE IF EXISTS ${table}; CREATE TABLE ${table} (id int)`);
     await cluster.waitForCatchup(30_000);
     try {
       const { raw } = await rawSession();
       raw.send(
-        parseMessage('', 'SELECT inet_server_port(), 1/0'),
+        parseMessage('', first),
         bindMessage('', ''),
         executeMessage('', 0),
         parseMessage('', `INSERT INTO ${table} VALUES (1)`),
@@ -201,40 +208,30 @@ describe('extended protocol: messages sent after the server reported an error, b
         syncMessage(),
       );
       const r = summarize(await raw.collect('Z', 10_000));
-      expect(r.errors.map((e) => e.C)).toEqual(['22012']);
-      expect(r.tags).toEqual([]);
-      expect(r.status).toBe('I');
-      expect(await cluster.psql(cluster.primaryId, `SELECT count(*) FROM ${table}`)).toBe('0');
-      expect((await raw.query('SELECT 5')).rows).toEqual([['5']]);
+      const rows = await cluster.psql(cluster.primaryId, `SELECT count(*) FROM ${table}`);
+      return { r, rows, after: (await raw.query('SELECT 5')).rows };
     } finally {
       await cluster.psql(cluster.primaryId, `DROP TABLE IF EXISTS ${table}`);
     }
+  }
+
+  it('one pipeline: a read failing on the standby, then an INSERT (primary), then Sync: the INSERT is skipped as PostgreSQL would', async () => {
+    const { r, rows, after } = await failThenInsert('read', 'SELECT inet_server_port(), 1/0');
+    expect(r.errors.map((e) => e.C)).toEqual(['22012']);
+    expect(r.tags).toEqual([]);
+    expect(r.status).toBe('I');
+    expect(rows).toBe('0');
+    expect(after).toEqual([['5']]);
   });
 
   it('an admin command failing in a pipeline (PGPOOL SET of an unknown parameter): the INSERT after it is skipped until Sync', async () => {
-    const table = `feat_skip_admin_${process.pid}`;
-    await cluster.psql(cluster.primaryId, `DROP TABLE IF EXISTS ${table}; CREATE TABLE ${table} (id int)`);
-    try {
-      const { raw } = await rawSession();
-      raw.send(
-        parseMessage('', 'PGPOOL SET no_such_parameter_xyz = 1'),
-        bindMessage('', ''),
-        executeMessage('', 0),
-        parseMessage('', `INSERT INTO ${table} VALUES (1)`),
-        bindMessage('', ''),
-        executeMessage('', 0),
-        syncMessage(),
-      );
-      const r = summarize(await raw.collect('Z', 10_000));
-      expect(r.errors.length, JSON.stringify(r.messages)).toBe(1);
-      expect(r.errors[0]?.M).toMatch(/no_such_parameter_xyz/);
-      expect(r.tags).toEqual([]);
-      expect(r.status).toBe('I');
-      expect(await cluster.psql(cluster.primaryId, `SELECT count(*) FROM ${table}`)).toBe('0');
-      expect((await raw.query('SELECT 5')).rows).toEqual([['5']]);
-    } finally {
-      await cluster.psql(cluster.primaryId, `DROP TABLE IF EXISTS ${table}`);
-    }
+    const { r, rows, after } = await failThenInsert('admin', 'PGPOOL SET no_such_parameter_xyz = 1');
+    expect(r.errors.length, JSON.stringify(r.messages)).toBe(1);
+    expect(r.errors[0]?.M).toMatch(/no_such_parameter_xyz/);
+    expect(r.tags).toEqual([]);
+    expect(r.status).toBe('I');
+    expect(rows).toBe('0');
+    expect(after).toEqual([['5']]);
   });
 
   for (const where of ['primary', 'standby'] as const) {

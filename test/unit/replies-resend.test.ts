@@ -6,48 +6,18 @@
  * flushed together with the 57P01 warning, then the socket closes.
  */
 import { describe, expect, it } from 'vitest';
-import { TxStatus } from '../../src/protocol/constants.js';
-import {
-  type BackendState,
-  type ErrorFieldMap,
-  type Expectation,
-  type ReplyOutput,
-  ReplyQueue,
-  resendable,
-} from '../../src/session/replies.js';
+import { type Expectation, resendable } from '../../src/session/replies.js';
 import { be, stream } from '../support/backend-messages.js';
+import { ReplySink } from '../support/reply-sink.js';
 
 type Exp = Expectation<string>;
-
-class Sink implements ReplyOutput {
-  readonly client: Buffer[] = [];
-  readonly state: BackendState = { txStatus: TxStatus.Idle, params: new Map() };
-  readonly q = new ReplyQueue<string>(this, this.state);
-  toClient(bytes: Buffer): void {
-    this.client.push(Buffer.from(bytes));
-  }
-  error(_f: ErrorFieldMap): void {}
-  fatalError(_f: ErrorFieldMap): void {}
-  asyncMessage(_b: Buffer): void {}
-  broken(message: string): void {
-    throw new Error(message);
-  }
-  skipsUntilSync(): void {}
-  feed(bytes: Buffer): void {
-    this.q.push(bytes);
-    this.q.runFinished('link');
-  }
-  get sent(): Buffer {
-    return Buffer.concat(this.client);
-  }
-}
 
 const resend = (): void => undefined;
 const SHUTDOWN = be.notice('57P01', 'terminating connection due to immediate shutdown command');
 
 describe('ReplyQueue: a read whose header PostgreSQL flushed before dying can still be re-sent', () => {
   it('simple Query: after its RowDescription alone it can still be re-sent; the 57P01 warning is held back', () => {
-    const s = new Sink();
+    const s = new ReplySink();
     const e: Exp = { kind: 'query', mode: 'forward', resend };
     s.q.expect(e);
     s.feed(stream(be.rowDescription('a'), SHUTDOWN));
@@ -57,19 +27,19 @@ describe('ReplyQueue: a read whose header PostgreSQL flushed before dying can st
   });
 
   it('the re-sent copy drops its own RowDescription: the client sees one header and the rows', () => {
-    const s = new Sink();
+    const s = new ReplySink();
     s.q.expect({ kind: 'query', mode: 'forward', dropRowDescription: true });
     s.feed(stream(be.rowDescription('a'), be.dataRow('1'), be.commandComplete('SELECT 1'), be.ready('I')));
     expect(s.sent.equals(stream(be.dataRow('1'), be.commandComplete('SELECT 1'), be.ready('I')))).toBe(true);
   });
 
   it('once a row has passed (also the first reply of an Execute, a DataRow), it cannot be re-sent', () => {
-    const s = new Sink();
+    const s = new ReplySink();
     const read: Exp = { kind: 'query', mode: 'forward', resend };
     s.q.expect(read);
     s.feed(stream(be.rowDescription('a'), be.dataRow('1'), SHUTDOWN));
     expect(resendable(read)).toBe(false);
-    const t = new Sink();
+    const t = new ReplySink();
     const execute: Exp = { kind: 'execute', mode: 'forward', resend };
     t.q.expect(execute);
     t.feed(be.dataRow('1'));
@@ -80,7 +50,7 @@ describe('ReplyQueue: a read whose header PostgreSQL flushed before dying can st
   });
 
   it('a FATAL after the RowDescription alone is held back and the Query stays re-sendable', () => {
-    const s = new Sink();
+    const s = new ReplySink();
     const e: Exp = { kind: 'query', mode: 'forward', resend };
     s.q.expect(e);
     s.feed(stream(be.rowDescription('a'), be.error('57P01', 'terminating connection', 'FATAL')));
@@ -91,7 +61,7 @@ describe('ReplyQueue: a read whose header PostgreSQL flushed before dying can st
   it('extended protocol: after Parse/Bind/Describe completed, the Execute and Sync are still re-sendable', () => {
     // The session binds the portal again on the new node before the re-sent Execute
     // (extended.ts bindOn); here: the queue keeps the Execute clean of the warning.
-    const s = new Sink();
+    const s = new ReplySink();
     const parse: Exp = { kind: 'parse', mode: 'forward', resend };
     const reparse: Exp = { kind: 'parse', mode: 'drop' };
     const bind: Exp = { kind: 'bind', mode: 'forward', resend };
