@@ -184,7 +184,8 @@ describe('ClusterManager (in-process, own DevCluster)', () => {
     expect(nodes.get(2)?.status).toBe('waiting');
     nodes.markUsed(2);
     expect(nodes.get(2)?.status).toBe('up');
-    expect(commands().some((c) => c.startsWith('B 2 0 0 0'))).toBe(true);
+    // As with pgpool-II, the node is attached (waiting) before failback_command runs: wait for its record.
+    await until(() => commands().some((c) => c.startsWith('B 2 0 0 0')), 10_000, 'failback_command ran');
   });
 
   it('detach / attach: operator-detached nodes stay down (no auto_failback) and survive a restart via pgpool_status', async () => {
