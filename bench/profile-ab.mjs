@@ -9,8 +9,10 @@
  *     node bench/profile-ab.mjs
  *
  * Targets (comma-separated, `name=spec`):
- *   NAME=PATH/cli.js[:lb]   a pgrelay build (`:lb` = primary + 2 standbys, load_balance_mode = on)
+ *   NAME=PATH/cli.js[:lb][:tx]  a pgrelay build (`:lb` = primary + 2 standbys, load_balance_mode = on;
+ *                           `:tx` = pool_mode = transaction, default_pool_size = PROFILE_POOL_SIZE)
  *   pgbouncer               /usr/sbin/pgbouncer, session mode (prepared mode works)
+ *   pgbouncer-tx            /usr/sbin/pgbouncer, transaction mode, default_pool_size = PROFILE_POOL_SIZE
  *   pipe                    the 10-line Node byte pipe (bench/run.mjs's), the floor
  *
  * Every round runs each mode through every target in turn (order reversed every other
@@ -22,7 +24,7 @@
  *
  * Options (environment): PROFILE_MODES (simple,extended,prepared), PROFILE_ROUNDS (3),
  * PROFILE_DURATION (5), PROFILE_WARMUP (3 s per mode and target), PROFILE_CLIENTS (8),
- * PROFILE_RATE, PROFILE_REF (pgbouncer),
+ * PROFILE_RATE, PROFILE_REF (pgbouncer), PROFILE_POOL_SIZE (20, the `:tx` and pgbouncer-tx targets),
  * PROFILE_PERF=name+name (perf record -e cpu-clock -g of those targets, each run;
  * pgrelay/pipe started with --perf-basic-prof-only-functions), PROFILE_CPUPROF=name
  * (node --cpu-prof; the measured windows are written next to it for
@@ -48,6 +50,7 @@ const REF = env.PROFILE_REF ?? 'pgbouncer';
 const PERF = new Set((env.PROFILE_PERF ?? '').split('+').filter(Boolean));
 const CPUPROF = env.PROFILE_CPUPROF ?? '';
 const TICK = 100;
+const POOL_SIZE = Number(env.PROFILE_POOL_SIZE ?? 20);
 const PG_BIN = env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -165,7 +168,8 @@ async function startTarget(spec) {
   const port = await freePort();
   const perfArgs = PERF.has(name) ? ['--perf-basic-prof-only-functions', '--interpreted-frames-native-stack'] : [];
   let child;
-  if (name === 'pgbouncer') {
+  if (name === 'pgbouncer' || name === 'pgbouncer-tx') {
+    const tx = name === 'pgbouncer-tx';
     const dir = fs.mkdtempSync(path.join(tmp, 'pgbouncer-'));
     const pgUser = postgresUser();
     fs.writeFileSync(path.join(dir, 'users.txt'), '"postgres" ""\n');
@@ -180,9 +184,9 @@ async function startTarget(spec) {
         'unix_socket_dir =',
         'auth_type = trust',
         `auth_file = ${dir}/users.txt`,
-        'pool_mode = session',
-        'max_client_conn = 500',
-        'default_pool_size = 64',
+        `pool_mode = ${tx ? 'transaction' : 'session'}`,
+        `max_client_conn = ${Math.max(500, CLIENTS + 100)}`,
+        `default_pool_size = ${tx ? POOL_SIZE : Math.max(64, CLIENTS)}`,
         `logfile = ${dir}/pgbouncer.log`,
         'log_connections = 0',
         'log_disconnections = 0',
@@ -204,15 +208,20 @@ async function startTarget(spec) {
     fs.writeFileSync(js, PIPE_JS);
     child = spawn(process.execPath, [...perfArgs, js, String(port), String(nodes[0])], { stdio: 'ignore' });
   } else {
-    const [cli, flag] = rest.split(':');
-    const lb = flag === 'lb';
+    const [cli, ...flags] = rest.split(':');
+    const lb = flags.includes('lb');
+    const tx = flags.includes('tx');
     const backends = lb ? nodes : [nodes[0]];
     const conf = path.join(tmp, `${name}.conf`);
     const lines = [
       `listen_addresses = '127.0.0.1'`,
       `port = ${port}`,
-      'num_init_children = 64',
+      'pcp_port = 0',
+      `num_init_children = ${Math.max(64, CLIENTS + 8)}`,
       'max_pool = 4',
+      ...(tx
+        ? ['pool_mode = transaction', `default_pool_size = ${POOL_SIZE}`, `max_client_conn = ${CLIENTS + 100}`]
+        : []),
       'log_min_messages = warning',
       `load_balance_mode = ${lb ? 'on' : 'off'}`,
       `logdir = '${tmp}'`,
