@@ -358,7 +358,7 @@ export class ServerPools<C extends PooledConnection> {
 
   /** Hand freed room to waiters, oldest first across pools. */
   private wake(): void {
-    if (this.closed) return;
+    if (this.closed || !this.anyWaiting()) return;
     for (;;) {
       // The oldest waiter of each pool, oldest first, until one can be served.
       const order = [...this.pools.values()]
@@ -376,6 +376,12 @@ export class ServerPools<C extends PooledConnection> {
       }
       if (!served) return;
     }
+  }
+
+  /** Does a client wait in any pool (without building the list `wake` sorts)? */
+  private anyWaiting(): boolean {
+    for (const p of this.pools.values()) if (p.waiters.length > 0) return true;
+    return false;
   }
 
   private dropWaiter(w: Waiter<C>): void {

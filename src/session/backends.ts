@@ -24,7 +24,7 @@ import type { BackendSecret } from '../auth/backend.js';
 import { abortConnection, type BackendConnection, cacheKeyFor, connectBackend, sendCancel } from '../pool/connector.js';
 import { type EffectivePoolSettings, poolSettingsOf } from '../pool/pool-settings.js';
 import { replayPlan, splitStartup } from '../pool/startup-settings.js';
-import { PoolWaitTimeout } from '../pool/server-pool.js';
+import { type PoolKey, PoolWaitTimeout } from '../pool/server-pool.js';
 import { queryMessage, resetConnection, resetFailure, runQueries } from '../pool/query.js';
 import { isLive } from '../cluster/nodes.js';
 import type { SessionFacts } from '../router/router.js';
@@ -76,6 +76,8 @@ export class Backends {
    * end (`checkout`, `checkin`); connections come from and go back to the server pools.
    */
   readonly pooled: boolean;
+  /** pool_mode = transaction: the server pool keys by node id (the server parameters never change). */
+  private readonly poolIds: Array<PoolKey | undefined> = [];
   /** pool_mode = transaction: why the session keeps its links until it ends (it used session state). */
   pinned: string | undefined;
 
@@ -461,9 +463,8 @@ export class Backends {
     if (!node) throw new PgError(SQLSTATE.connectionFailure, `no backend node ${nodeId}`);
     const cfg = ctx.config();
     if (this.pooled) {
-      const params = this.owner.params;
-      const user = params.get('user') ?? '';
-      const id = { key: cacheKeyFor(nodeId, this.serverParams), nodeId, user, database: this.owner.database };
+      const id = this.poolId(nodeId);
+      const user = id.user;
       try {
         const c = await ctx.pools.acquire(id, () => this.connect(nodeId), cfg.query_wait_timeout * 1000);
         c.useCount++;
@@ -481,6 +482,21 @@ export class Backends {
       }
     }
     return this.connect(nodeId);
+  }
+
+  /** pool_mode = transaction: the server pool of `nodeId` this session's connections come from (built once). */
+  private poolId(nodeId: number): PoolKey {
+    let id = this.poolIds[nodeId];
+    if (id === undefined) {
+      id = {
+        key: cacheKeyFor(nodeId, this.serverParams),
+        nodeId,
+        user: this.owner.params.get('user') ?? '',
+        database: this.owner.database,
+      };
+      this.poolIds[nodeId] = id;
+    }
+    return id;
   }
 
   /** A connection lent to this session is closed and its place in the server pool freed. */
