@@ -179,6 +179,30 @@ export class ServerPools<C extends PooledConnection> {
   }
 
   /**
+   * The idle connection `takeIdle(id)` would lend now without waiting: none when a client
+   * already waits for that pool (it comes first), when none is idle, or when the one to be
+   * lent is dead (`acquire` then sorts it out). Lets a session take several connections at
+   * once, or none (see Backends.checkoutNow).
+   */
+  idleFor(id: PoolKey): C | undefined {
+    if (this.closed) return undefined;
+    const pool = this.pools.get(id.key);
+    if (pool === undefined || pool.waiters.length > 0) return undefined;
+    const c = pool.idle[pool.idle.length - 1];
+    return c === undefined || c.dead ? undefined : c;
+  }
+
+  /** Lend the connection `idleFor(id)` returned (as `acquire` lends an idle one). */
+  takeIdle(id: PoolKey): C {
+    const pool = this.pools.get(id.key) as Pool<C>;
+    const c = pool.idle.pop() as C;
+    pool.active++;
+    pool.served++;
+    this.onWait?.(0);
+    return c;
+  }
+
+  /**
    * Take back a connection lent by `acquire`. `reusable`: idle and clean (no
    * transaction, nothing outstanding); otherwise, or past server_lifetime, it is closed.
    */

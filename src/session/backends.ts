@@ -234,6 +234,69 @@ export class Backends {
   }
 
   /**
+   * pool_mode = transaction: `checkout` (or, `readOnly`, `checkoutReadNode(readNode)`) done at
+   * once, without waiting, when it can be: a primary is known, each server pool the unit of
+   * work takes has an idle connection and no client waiting, and nothing is to be replayed
+   * on those connections (their settings are the session's already, and with load balancing
+   * the primary's default isolation is known). Either every connection is taken or none.
+   * Returns true when the links are held; otherwise the read node drawn for the unit of work
+   * (undefined when none was), for the caller's `checkout`, so that it is not drawn twice.
+   */
+  checkoutNow(readNode?: number, readOnly = false): true | number | undefined {
+    const ctx = this.owner.ctx;
+    const router = ctx.router;
+    const primary = ctx.nodes.primaryNode();
+    if (!primary) return readNode;
+    let lbNode: number;
+    let primaryId: number | undefined = primary.id;
+    if (readOnly && readNode !== undefined) {
+      lbNode = readNode;
+      primaryId = undefined;
+    } else if (!router.loadBalancing) {
+      lbNode = primary.id;
+    } else {
+      // Every live node with statement_level_load_balance: `checkout` takes them.
+      if (router.statementLevel) return readNode;
+      let lb = readNode ?? router.chooseSessionNode(this.owner.facts);
+      // A drawn node that lags may be replaced at once (prefer_lower_delay_standby), as in openOnce.
+      if (lb !== null && readNode === undefined) lb = router.readNode(lb, this.owner.facts).sessionLbNode ?? lb;
+      if (lb === null) return undefined;
+      lbNode = lb;
+    }
+    const pools = ctx.pools;
+    const want = this.owner.settings;
+    const p = primaryId === undefined ? undefined : pools.idleFor(this.poolId(primaryId));
+    if (primaryId !== undefined) {
+      if (p === undefined || !settingsMatch(p, want)) return lbNode;
+      if (router.loadBalancing && p.startupIsolation === undefined) return lbNode;
+    }
+    const second = lbNode === primaryId ? undefined : lbNode;
+    if (second !== undefined) {
+      if (!ctx.nodes.get(second)) return lbNode;
+      const r = pools.idleFor(this.poolId(second));
+      if (r === undefined || !settingsMatch(r, want)) return lbNode;
+    }
+    if (primaryId !== undefined) this.primaryLink = this.take(primaryId);
+    if (second !== undefined) this.take(second);
+    this.lbNodeId = lbNode;
+    for (const l of this.links) {
+      if (!l) continue;
+      l.attach();
+      this.deallocateStrays(l);
+    }
+    return true;
+  }
+
+  /** Lend this session the idle connection of `nodeId`'s pool that `idleFor` found (checkoutNow). */
+  private take(nodeId: number): BackendLink {
+    const c = this.owner.ctx.pools.takeIdle(this.poolId(nodeId));
+    c.useCount++;
+    const link = new BackendLink(this.owner, c, this.owner.ctx.services.metrics);
+    this.links[nodeId] = link;
+    return link;
+  }
+
+  /**
    * pool_mode = transaction: take only a connection to `nodeId`, the node drawn for a unit of
    * work that only reads there (session.ts decides which: read-node-only.ts). Holding one link
    * never makes two sessions wait for each other. False when `nodeId` cannot be reached (it
@@ -778,6 +841,22 @@ function settingsError(f: ErrorFieldMap): PgError {
     f.D,
     f.H,
   );
+}
+
+/** A pooled connection has the session's settings already: nothing to replay (replayPlan would be empty). */
+function settingsMatch(c: BackendConnection, want: BackendsOwner['settings']): boolean {
+  const hs = c.settings;
+  const ws = want.statements;
+  if (hs !== ws) {
+    if (hs.length !== ws.length) return false;
+    for (let i = 0; i < hs.length; i++) if (hs[i] !== ws[i]) return false;
+  }
+  const ha = c.startupSettings;
+  const wa = want.startup;
+  if (ha === wa) return true;
+  if (ha.size !== wa.size) return false;
+  for (const [k, v] of ha) if (wa.get(k) !== v) return false;
+  return true;
 }
 
 /** The settings of a pooled connection are not known (a SET ran inside a transaction): RESET ALL before use. */

@@ -285,13 +285,16 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
    * there: read-node-only.ts), else the primary's, then one to `readNode` (drawn when
    * undefined).
    */
-  private checkout(readNode?: number, readOnly = false): typeof SUSPEND {
-    const verdict: typeof SUSPEND = this.wait('pool');
+  private checkout(readNode?: number, readOnly = false): typeof SUSPEND | undefined {
     const b = this.backends;
+    // Idle connections with the session's settings: taken at once, the message goes on now.
+    const now = b.checkoutNow(readNode, readOnly);
+    if (now === true) return undefined;
+    const verdict: typeof SUSPEND = this.wait('pool');
     const take =
       readOnly && readNode !== undefined
         ? b.checkoutReadNode(readNode).then((ok) => (ok ? undefined : b.checkout()))
-        : b.checkout(readNode);
+        : b.checkout(now);
     this.takeLinks(take, () => undefined);
     return verdict;
   }
@@ -332,7 +335,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const b = this.backends;
     const p = b.primary;
     if (p !== undefined) return p;
-    if (!b.held) return this.checkout();
+    if (!b.held) return this.checkout() ?? this.heldPrimary();
     if (b.cancelsInFlight > 0) return this.wait('cancel');
     if (!b.idle) {
       for (const l of b.list) if (l) b.flush(l);
@@ -340,7 +343,12 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     }
     this.debug({ node: b.lbNodeId }, 'read node given back: the primary is needed');
     b.checkin();
-    return this.checkout();
+    return this.checkout() ?? this.heldPrimary();
+  }
+
+  /** The primary's link just taken by `checkout` at once (checkoutNow always takes it unless read-only). */
+  private heldPrimary(): BackendLink {
+    return this.backends.primary as BackendLink;
   }
 
   /**
@@ -600,7 +608,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       const own = this.withoutBackend(type, buf, start, end);
       if (own !== undefined) return own;
       const links = this.linksFor(type, buf, start, end);
-      return this.checkout(links.readNode, links.readOnly);
+      const waiting = this.checkout(links.readNode, links.readOnly);
+      if (waiting !== undefined) return waiting;
     }
     if (this.overloaded()) return this.wait('backpressure');
     if (this.backends.cancelsInFlight > 0) return this.wait('cancel');

@@ -84,6 +84,26 @@ describe('ServerPools', () => {
     expect(await p.acquire(k, open(k), 0)).toBe(a);
   });
 
+  it('idleFor/takeIdle lend an idle connection at once, never past a waiting client', async () => {
+    const p = pools({ poolSize: 1 });
+    const k = key();
+    expect(p.idleFor(k)).toBeUndefined();
+    const a = await p.acquire(k, open(k), 0);
+    expect(p.idleFor(k)).toBeUndefined();
+    p.release(a, true);
+    expect(p.idleFor(k)).toBe(a);
+    expect(p.takeIdle(k)).toBe(a);
+    expect(p.stats()[0]).toMatchObject({ active: 1, idle: 0, waiting: 0 });
+    // A client waits: the connection released goes to it, and idleFor offers nothing meanwhile.
+    const w = p.acquire(k, open(k), 0);
+    expect(p.idleFor(k)).toBeUndefined();
+    p.release(a, true);
+    expect(await w).toBe(a);
+    p.release(a, true);
+    a.dead = true;
+    expect(p.idleFor(k)).toBeUndefined();
+  });
+
   it('a connection released unusable is closed and its place goes to a waiter', async () => {
     const p = pools({ poolSize: 1 });
     const k = key();
