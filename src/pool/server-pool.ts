@@ -168,6 +168,29 @@ export class ServerPools<C extends PooledConnection> {
       });
     }
     if (slot !== 'open') return slot;
+    return this.openFor(id, pool, open);
+  }
+
+  /**
+   * `acquire` without waiting: an idle connection, or room to open one (`open`), when no
+   * client waits for the pool; undefined (nothing taken) when the caller would have to queue.
+   * For a session that already holds connections of other pools: waiting while holding them
+   * could make two sessions wait for each other (see Backends.openLater).
+   */
+  acquireNow(id: PoolKey, open: () => Promise<C>): Promise<C> | undefined {
+    if (this.closed) return undefined;
+    const pool = this.poolFor(id);
+    const got = pool.waiters.length === 0 ? this.tryTake(pool, false) : undefined;
+    if (got === undefined) {
+      this.prune();
+      return undefined;
+    }
+    pool.served++;
+    this.onWait?.(0);
+    return got === 'open' ? this.openFor(id, pool, open) : Promise.resolve(got);
+  }
+
+  private async openFor(id: PoolKey, pool: Pool<C>, open: () => Promise<C>): Promise<C> {
     try {
       const c = await open();
       this.reports.set(id.key, c.startupReport);

@@ -421,6 +421,7 @@ export class Backends {
     this.links.length = 0;
     this.primaryLink = undefined;
     this.passTo = DROP;
+    this.poolFull.clear();
   }
 
   /** A setting changed inside a transaction on these links: whoever gets them next resets them first. */
@@ -562,6 +563,17 @@ export class Backends {
     return id;
   }
 
+  /** pool_mode = transaction: `acquire` only if that needs no waiting for another session's connection. */
+  private acquireNow(nodeId: number): Promise<BackendConnection> | undefined {
+    const ctx = this.owner.ctx;
+    if (!ctx.nodes.get(nodeId)) throw new PgError(SQLSTATE.connectionFailure, `no backend node ${nodeId}`);
+    const p = ctx.pools.acquireNow(this.poolId(nodeId), () => this.connect(nodeId));
+    return p?.then((c) => {
+      c.useCount++;
+      return c;
+    });
+  }
+
   /** A connection lent to this session is closed and its place in the server pool freed. */
   private dropConnection(c: BackendConnection): void {
     if (this.pooled) this.owner.ctx.pools.release(c, false);
@@ -600,8 +612,14 @@ export class Backends {
 
   /** May the session connect to `nodeId` mid-session now (it did not just fail)? */
   mayConnect(nodeId: number): boolean {
-    return (this.unreachable.get(nodeId) ?? 0) <= Date.now();
+    return (this.unreachable.get(nodeId) ?? 0) <= Date.now() && !this.poolFull.has(nodeId);
   }
+
+  /**
+   * pool_mode = transaction: nodes whose server pool had no connection for `openLater` without
+   * waiting; their reads go to the primary until the links are given back (`checkin`).
+   */
+  private readonly poolFull = new Set<number>();
 
   /**
    * Connect to another node for reads mid-session (the load-balance node went down
@@ -611,7 +629,16 @@ export class Backends {
   async openLater(nodeId: number, sessionLb: number | null, replay: readonly string[], isClosed: () => boolean) {
     const ctx = this.owner.ctx;
     try {
-      const conn = await this.acquire(nodeId);
+      // pool_mode = transaction: the session holds the primary's connection and a read node's;
+      // waiting for a third pool while holding them could make two sessions wait for each
+      // other (each holding the read node the other waits for). So only a connection to be had
+      // at once; else this unit of work reads from the primary.
+      const conn = this.pooled ? await this.acquireNow(nodeId) : await this.acquire(nodeId);
+      if (conn === undefined) {
+        this.poolFull.add(nodeId);
+        this.owner.debug({ node: nodeId }, 'no free connection to the node chosen for reads; reading from the primary');
+        return;
+      }
       if (isClosed()) {
         this.dropConnection(conn);
         return;
@@ -845,17 +872,19 @@ function settingsError(f: ErrorFieldMap): PgError {
 
 /** A pooled connection has the session's settings already: nothing to replay (replayPlan would be empty). */
 function settingsMatch(c: BackendConnection, want: BackendsOwner['settings']): boolean {
-  const hs = c.settings;
-  const ws = want.statements;
-  if (hs !== ws) {
-    if (hs.length !== ws.length) return false;
-    for (let i = 0; i < hs.length; i++) if (hs[i] !== ws[i]) return false;
-  }
+  if (!sameStatements(c.settings, want.statements)) return false;
   const ha = c.startupSettings;
   const wa = want.startup;
   if (ha === wa) return true;
   if (ha.size !== wa.size) return false;
   for (const [k, v] of ha) if (wa.get(k) !== v) return false;
+  return true;
+}
+
+function sameStatements(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
 }
 

@@ -104,6 +104,22 @@ describe('ServerPools', () => {
     expect(p.idleFor(k)).toBeUndefined();
   });
 
+  it('acquireNow lends or opens without waiting, and takes nothing when the caller would queue', async () => {
+    const p = pools({ poolSize: 1 });
+    const k = key();
+    const a = await p.acquireNow(k, open(k));
+    expect(a).toBeInstanceOf(Fake);
+    expect(p.acquireNow(k, open(k))).toBeUndefined();
+    expect(p.stats()[0]).toMatchObject({ active: 1, idle: 0, waiting: 0 });
+    p.release(a as Fake, true);
+    expect(await p.acquireNow(k, open(k))).toBe(a);
+    // Behind a waiting client it takes nothing, even once the connection is back.
+    const w = p.acquire(k, open(k), 0);
+    expect(p.acquireNow(k, open(k))).toBeUndefined();
+    p.release(a as Fake, true);
+    expect(await w).toBe(a);
+  });
+
   it('a connection released unusable is closed and its place goes to a waiter', async () => {
     const p = pools({ poolSize: 1 });
     const k = key();
