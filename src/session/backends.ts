@@ -380,7 +380,8 @@ export class Backends {
     const c = link.conn;
     const want = this.owner.settings;
     const plan = replayPlan({ startup: c.startupSettings, statements: c.settings }, want);
-    c.settings = [...want.statements];
+    // Nothing to replay: the connection's (own) list is the session's already.
+    if (plan.length > 0) c.settings = [...want.statements];
     c.startupSettings = want.startup;
     if (plan.length === 0) return undefined;
     return new Promise((resolve, reject) => {
@@ -403,7 +404,8 @@ export class Backends {
    * pools, each connection marked with the session's settings (what it has now).
    */
   checkin(): void {
-    const settings = [...this.owner.settings.statements];
+    const statements = this.owner.settings.statements;
+    let settings: readonly string[] | undefined;
     const pools = this.owner.ctx.pools;
     for (let i = 0; i < this.links.length; i++) {
       const link = this.links[i];
@@ -412,7 +414,11 @@ export class Backends {
       link.detach();
       const c = link.conn;
       if (c.settings !== DIRTY_SETTINGS) {
-        c.settings = settings;
+        // A copy only when they differ (the session's list changes in place).
+        if (!sameStatements(c.settings, statements)) {
+          settings ??= [...statements];
+          c.settings = settings;
+        }
         // DISCARD ALL may have dropped the start-up settings (on the connection too).
         c.startupSettings = this.owner.settings.startup;
       }

@@ -371,6 +371,9 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
    */
   private linksFor(type: number, buf: Buffer, start: number, end: number): { readNode?: number; readOnly: boolean } {
     if (type !== FE.Query || this.routing.inTransaction || !this.route.ryw.writesSettled) return { readOnly: false };
+    // No read node to draw (drawReadNode): nothing to decide before the message runs.
+    const router = this.ctx.router;
+    if (!router.loadBalancing || router.statementLevel) return { readOnly: false };
     const q = readCString(buf, start, end);
     if (!q) return { readOnly: false };
     const sql = q[0];
