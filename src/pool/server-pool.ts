@@ -132,43 +132,40 @@ export class ServerPools<C extends PooledConnection> {
    * or a place in the queue. Rejects with PoolWaitTimeout after `timeoutMs` (0 = never),
    * or with the error `open` failed with.
    */
-  async acquire(id: PoolKey, open: () => Promise<C>, timeoutMs: number, now = Date.now()): Promise<C> {
-    if (this.closed) throw new PoolClosed();
+  acquire(id: PoolKey, open: () => Promise<C>, timeoutMs: number, now = Date.now()): Promise<C> {
+    if (this.closed) return Promise.reject(new PoolClosed());
     const pool = this.poolFor(id);
     const got = pool.waiters.length === 0 ? this.tryTake(pool, false) : undefined;
-    let slot: C | 'open';
     if (got !== undefined) {
       pool.served++;
       this.onWait?.(0);
-      slot = got;
-    } else {
-      slot = await new Promise<C | 'open'>((resolve, reject) => {
-        const w: Waiter<C> = {
-          since: now,
-          resolve,
-          reject,
-          timer: undefined,
-          reserveTimer: undefined,
-          reserve: false,
-          pool,
-        };
-        if (timeoutMs > 0)
-          w.timer = setTimeout(() => {
-            this.dropWaiter(w);
-            this.onWait?.(Date.now() - w.since);
-            reject(new PoolWaitTimeout(Date.now() - w.since));
-          }, timeoutMs);
-        if (this.limitsOf(id).reserveSize > 0)
-          w.reserveTimer = setTimeout(() => {
-            w.reserveTimer = undefined;
-            w.reserve = true;
-            this.wake();
-          }, this.limits.reserveTimeoutMs);
-        pool.waiters.push(w);
-      });
+      return got === 'open' ? this.openFor(id, pool, open) : Promise.resolve(got);
     }
-    if (slot !== 'open') return slot;
-    return this.openFor(id, pool, open);
+    // Not an async function: a waiter served an idle connection resumes one promise hop later.
+    return new Promise<C>((resolve, reject) => {
+      const w: Waiter<C> = {
+        since: now,
+        resolve: (slot) => resolve(slot === 'open' ? this.openFor(id, pool, open) : slot),
+        reject,
+        timer: undefined,
+        reserveTimer: undefined,
+        reserve: false,
+        pool,
+      };
+      if (timeoutMs > 0)
+        w.timer = setTimeout(() => {
+          this.dropWaiter(w);
+          this.onWait?.(Date.now() - w.since);
+          reject(new PoolWaitTimeout(Date.now() - w.since));
+        }, timeoutMs);
+      if (this.limitsOf(id).reserveSize > 0)
+        w.reserveTimer = setTimeout(() => {
+          w.reserveTimer = undefined;
+          w.reserve = true;
+          this.wake();
+        }, this.limits.reserveTimeoutMs);
+      pool.waiters.push(w);
+    });
   }
 
   /**

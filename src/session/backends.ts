@@ -228,9 +228,28 @@ export class Backends {
    * session.ts needPrimary), and bring each connection's settings to the session's
    * (resolved once the server took them: the client's statements run with its settings).
    */
-  async checkout(readNode?: number): Promise<void> {
-    await this.openOnce(false, readNode);
-    await this.attachTaken();
+  checkout(readNode?: number): Promise<void> {
+    const ctx = this.owner.ctx;
+    const primary = ctx.nodes.primaryNode();
+    // Without load balancing, only the primary's connection (openOnce would take just that):
+    // taken with the fewest promise hops, as most checkouts of a busy pool wait for one.
+    if (primary !== undefined && !ctx.router.loadBalancing) {
+      const id = primary.id;
+      return this.acquire(id).then((c) => this.takePrimary(id, c));
+    }
+    return this.openOnce(false, readNode).then(() => this.attachTaken());
+  }
+
+  /** `checkout` without load balancing: the primary's connection `c` became this session's. */
+  private takePrimary(id: number, c: BackendConnection): Promise<void> | undefined {
+    const link = new BackendLink(this.owner, c, this.owner.ctx.services.metrics);
+    this.links[id] = link;
+    this.primaryLink = link;
+    this.lbNodeId = id;
+    link.attach();
+    const replayed = this.applySettings(link);
+    this.deallocateStrays(link);
+    return replayed;
   }
 
   /**
@@ -527,31 +546,34 @@ export class Backends {
   }
 
   /** A connection to `nodeId`: from the cache when one is idle there, else a new one. */
-  private async acquire(nodeId: number): Promise<BackendConnection> {
+  private acquire(nodeId: number): Promise<BackendConnection> {
     const ctx = this.owner.ctx;
     const node = ctx.nodes.get(nodeId);
-    if (!node) throw new PgError(SQLSTATE.connectionFailure, `no backend node ${nodeId}`);
+    if (!node) return Promise.reject(new PgError(SQLSTATE.connectionFailure, `no backend node ${nodeId}`));
+    if (!this.pooled) return this.connect(nodeId);
     const cfg = ctx.config();
-    if (this.pooled) {
-      const id = this.poolId(nodeId);
-      const user = id.user;
-      try {
-        const c = await ctx.pools.acquire(id, () => this.connect(nodeId), cfg.query_wait_timeout * 1000);
-        c.useCount++;
-        return c;
-      } catch (e) {
-        if (!(e instanceof PoolWaitTimeout)) throw e;
-        const size = ctx.pools.limitsOf(id).poolSize;
-        throw new PgError(
-          SQLSTATE.tooManyConnections,
-          `query_wait_timeout: no backend connection to node ${nodeId} became free in ${cfg.query_wait_timeout} s (pool_mode = transaction, pool size ${size} for database "${id.database}" and user "${user}")`,
-          'FATAL',
-          undefined,
-          'Retry later; or raise default_pool_size or the pool_size of database_pool_settings/user_pool_settings (and max_db_connections, max_user_connections), or shorten transactions.',
-        );
-      }
-    }
-    return this.connect(nodeId);
+    const id = this.poolId(nodeId);
+    // Not async: a client served from the pool goes on with as few promise hops as possible.
+    return ctx.pools
+      .acquire(id, () => this.connect(nodeId), cfg.query_wait_timeout * 1000)
+      .then(
+        (c) => {
+          c.useCount++;
+          return c;
+        },
+        (e: unknown) => {
+          if (!(e instanceof PoolWaitTimeout)) throw e;
+          const user = id.user;
+          const size = ctx.pools.limitsOf(id).poolSize;
+          throw new PgError(
+            SQLSTATE.tooManyConnections,
+            `query_wait_timeout: no backend connection to node ${nodeId} became free in ${cfg.query_wait_timeout} s (pool_mode = transaction, pool size ${size} for database "${id.database}" and user "${user}")`,
+            'FATAL',
+            undefined,
+            'Retry later; or raise default_pool_size or the pool_size of database_pool_settings/user_pool_settings (and max_db_connections, max_user_connections), or shorten transactions.',
+          );
+        },
+      );
   }
 
   /** pool_mode = transaction: the server pool of `nodeId` this session's connections come from (built once). */
