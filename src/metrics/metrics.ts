@@ -22,6 +22,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { NODE_ROLES, NODE_STATUSES, type NodeState } from '../cluster/nodes.js';
+import { BucketHistogram } from './bucket-histogram.js';
 
 /** Statement kinds, as pool_backend_stats counts them. */
 export const QUERY_KINDS = ['select', 'insert', 'update', 'delete', 'ddl', 'other'] as const;
@@ -167,7 +168,7 @@ export class PgrelayMetrics {
   >(NODE_SLOTS);
   private readonly healthDuration: Histogram<'node'>;
   private readonly slotWaitHist: Histogram<string>;
-  private readonly poolWaitHist: Histogram<string>;
+  private readonly poolWaitHist: BucketHistogram;
   private readonly pinnedCounter: Counter<'reason'>;
 
   constructor(opts: MetricsOptions = {}) {
@@ -324,12 +325,13 @@ export class PgrelayMetrics {
       registers,
     });
 
-    this.poolWaitHist = new Histogram({
-      name: 'pgrelay_pool_wait_seconds',
-      help: 'pool_mode = transaction: time a client waited for a pooled backend connection (served or timed out).',
-      buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
-      registers,
-    });
+    // Observed once per transaction in pool_mode = transaction: a histogram with a cheap observe.
+    this.poolWaitHist = new BucketHistogram(
+      'pgrelay_pool_wait_seconds',
+      'pool_mode = transaction: time a client waited for a pooled backend connection (served or timed out).',
+      [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
+      this.registry,
+    );
     this.pinnedCounter = new Counter({
       name: 'pgrelay_pinned_sessions_total',
       help: 'pool_mode = transaction: sessions that keep their backends until they end, by the session state they used.',
