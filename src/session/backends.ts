@@ -398,6 +398,8 @@ export class Backends {
   private applySettings(link: BackendLink): Promise<void> | undefined {
     const c = link.conn;
     const want = this.owner.settings;
+    // The common case, without building a plan.
+    if (settingsMatch(c, want)) return undefined;
     const plan = replayPlan({ startup: c.startupSettings, statements: c.settings }, want);
     // Nothing to replay: the connection's (own) list is the session's already.
     if (plan.length > 0) c.settings = [...want.statements];
