@@ -3,8 +3,10 @@
  * connection. A session that holds no links checks out only the node drawn for its
  * reads (not the primary's) for a simple Query whose one statement the router sends
  * there, that reads only and leaves no transaction or session state behind: an
- * autocommit read. Everything else takes the primary's connection, then the read
- * node's, as before. Pure: session.ts asks, with the router's decision.
+ * autocommit read; and for an extended-protocol batch all of whose statements are such
+ * reads, looked at ahead in the client's input (readOnlyUnit). Everything else takes the
+ * primary's connection, then the read node's, as before. Pure: session.ts asks, with the
+ * router's decisions.
  */
 import type { Classification, Decision } from '../router/router.js';
 import { FE } from '../protocol/constants.js';

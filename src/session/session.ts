@@ -14,8 +14,8 @@
  * - standby-loss.ts: losing a standby connection without the client noticing;
  * - pool_mode = transaction: links are taken from the server pools when a transaction
  *   starts and given back when it ends (checkout / maybeCheckin here, backends.ts), an
- *   autocommit read takes only its read node's (read-node-only.ts; needPrimary when it
- *   turns out to need more), prepared statements follow the client (extended.ts,
+ *   autocommit read or a batch of reads takes only its read node's (read-node-only.ts;
+ *   needPrimary / leaveReadNode when it turns out to need more), prepared statements follow the client (extended.ts,
  *   pooled-statements.ts), and session state pins the session (pinning.ts).
  *
  * The client scanner calls `onMessage` for every message but CopyData; its answer
