@@ -313,6 +313,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
           this.backends.checkin();
           return;
         }
+        // Not only the read node's taken after all: the batch looked at is run with them as it comes.
+        if (!this.backends.withoutPrimary) this.judged = undefined;
         then();
         this.resume('pool');
       },
@@ -402,8 +404,14 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   private linksFor(type: number, buf: Buffer, start: number, end: number): { readNode?: number; readOnly: boolean } {
     if (!this.readsOnly(type, buf, start, end, false)) return { readOnly: false };
     const drawn = this.backends.drawReadNode();
-    return { readNode: drawn?.node, readOnly: drawn?.readsThere === true };
+    const readOnly = drawn?.readsThere === true;
+    // The message is presented again once the link is taken: its batch was looked at already.
+    if (readOnly && type !== FE.Query) this.judged = { buf, start };
+    return { readNode: drawn?.node, readOnly };
   }
+
+  /** The first message of a batch linksFor found to read only (fitsReadNode need not look again). */
+  private judged: { buf: Buffer; start: number } | undefined;
 
   /**
    * pool_mode = transaction, holding only the read node's connection: may this message run
@@ -412,6 +420,9 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
    */
   private fitsReadNode(type: number, buf: Buffer, start: number, end: number): boolean {
     if (type === FE.Terminate || this.adminQuery(type, buf, start, end)) return true;
+    const judged = this.judged;
+    this.judged = undefined;
+    if (judged?.buf === buf && judged.start === start) return true;
     return this.readsOnly(type, buf, start, end, this.midBatch());
   }
 
