@@ -35,6 +35,7 @@ import {
   queryMessage,
   summarize,
   syncMessage,
+  terminateMessage,
 } from '../support/raw.js';
 import { nodeOfPort } from '../support/routing.js';
 import { pollUntil } from '../support/wait.js';
@@ -379,5 +380,25 @@ describe('pool_mode = transaction: extended-protocol batches that only read take
     expect(n.rows).toEqual([['0']]);
     raw.end();
     await endPg(holder);
+  });
+
+  it('a client that leaves in the middle of a batch that wrote: the next client of that connection does not commit its write', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    const st = await raw.startup({ user: 'postgres', database: db, application_name: 'reader' });
+    expect(st.ok, JSON.stringify(st.error)).toBe(true);
+    raw.send(
+      parseMessage('', "INSERT INTO wr VALUES (8, 'left')"),
+      bindMessage('', ''),
+      executeMessage(''),
+      flushMessage(),
+    );
+    await raw.collect('C', 10_000);
+    raw.send(terminateMessage());
+    raw.end();
+    // The primary's only pooled connection serves the next client's autocommit write.
+    const next = await pgClient(proxy, { database: db, application_name: 'holder' });
+    await next.query("INSERT INTO wr VALUES (9, 'next')");
+    await endPg(next);
+    expect(await cluster.psql(P, "SELECT count(*) FROM wr WHERE k = 'left'", db)).toBe('0');
   });
 });
