@@ -68,7 +68,6 @@ import { pinReason } from './pinning.js';
 import { type UnitLookup, readNodeOnly, readOnlyUnit } from './read-node-only.js';
 import { reportFor } from '../pool/startup-settings.js';
 
-/** Client messages the session decodes: all but CopyData ('p', a password, is invalid after start-up). */
 /** Messages of the extended query protocol that a batch read on the load-balance node is made of. */
 const EXTENDED_TYPES = (() => {
   const t = new Uint8Array(256);
@@ -76,6 +75,7 @@ const EXTENDED_TYPES = (() => {
   return t;
 })();
 
+/** Client messages the session decodes: all but CopyData ('p', a password, is invalid after start-up). */
 const CLIENT_DECODE = (() => {
   const t = new Uint8Array(256).fill(1);
   t[FE.CopyData] = 0;
