@@ -32,6 +32,8 @@ const MAX_IDLE = 2;
  * (pg_stat_activity by datname) and drop them, and a kept session would be one more.
  */
 const KEPT_DATABASE = 'postgres';
+/** DISCARD ALL after a call: a session not reset by then is closed. */
+const RESET_TIMEOUT_MS = 10_000;
 
 interface Session {
   client: pg.Client;
@@ -165,7 +167,7 @@ export class SqlSessions {
       return;
     }
     try {
-      await s.client.query('DISCARD ALL');
+      await this.query(s, 'DISCARD ALL', Date.now() + RESET_TIMEOUT_MS);
     } catch {
       this.close(s);
       return;
