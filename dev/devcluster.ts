@@ -17,6 +17,7 @@ import fsp from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { SqlSessions } from './sql-sessions.js';
 
 export interface PgNode {
   id: number;
@@ -326,6 +327,8 @@ export class DevCluster {
   private readonly keep: boolean;
   private stopped = false;
   private watchdogPid: number | null = null;
+  /** psql()'s connections: idle superuser sessions per (node, database). */
+  private readonly sessions = new SqlSessions();
 
   private constructor(args: DevClusterDescription & { owner: boolean; keep: boolean; log?: (msg: string) => void }) {
     this.nodes = args.nodes;
@@ -508,6 +511,7 @@ export class DevCluster {
     const n = this.node(id);
     if (!this.hasPidFile(id)) return;
     this.log(`stopping node${id} (${mode})`);
+    this.sessions.closeWhere((k) => k.startsWith(`${id}/`));
     const r = await this.pgCtl(['stop', '-D', n.dataDir, '-m', mode, '-w', '-t', String(PG_CTL_WAIT_S)]);
     // A stale postmaster.pid (server already gone) is not an error.
     if (r.code !== 0 && this.hasPidFile(id) && (await this.pgCtl(['status', '-D', n.dataDir])).code === 3) return;
@@ -596,19 +600,27 @@ export class DevCluster {
   }
 
   /**
-   * Run SQL with psql -X -At -v ON_ERROR_STOP=1 (statements fed on stdin, so
-   * several may be given). Resolves with stdout without the trailing newline;
-   * rejects on error or after timeoutMs (default 30 s).
+   * Run SQL as `psql -X -A -t -q -v ON_ERROR_STOP=1 -f -` would (statements
+   * split like psql splits them and run one by one, stopping at the first
+   * error; rows printed as `-A -t` prints them), on a kept superuser session
+   * (dev/sql-sessions.ts) instead of a psql process. Resolves with the output
+   * without the trailing newline; rejects on error or after timeoutMs (default 30 s).
    */
   async psql(id: number, sql: string, db = 'postgres', timeoutMs = PSQL_TIMEOUT_MS): Promise<string> {
-    const r = await run(path.join(this.pgBin, 'psql'), ['-X', '-A', '-t', '-q', '-v', 'ON_ERROR_STOP=1', '-f', '-'], {
-      timeoutMs,
-      input: sql.trimEnd().endsWith(';') ? sql : `${sql};`,
-      env: this.pgEnv(id, db),
-    });
-    if (r.code !== 0)
-      throw new Error(`DevCluster: psql node${id} failed (exit ${r.code}): ${r.stderr.trim()}\nSQL: ${sql}`);
-    return r.stdout.replace(/\n$/, '');
+    const n = this.node(id);
+    // CREATE/DROP/ALTER DATABASE fail while sessions are connected to the database concerned (or the template).
+    if (/\b(CREATE|DROP|ALTER)\s+DATABASE\b/i.test(sql))
+      this.sessions.closeWhere((k) => k.startsWith(`${id}/`) && k !== `${id}/${db}`);
+    try {
+      return await this.sessions.run(
+        `${id}/${db}`,
+        { host: n.host, port: n.port, database: db, password: this.superuserPassword },
+        sql,
+        timeoutMs,
+      );
+    } catch (e) {
+      throw new Error(`DevCluster: psql node${id} failed: ${e instanceof Error ? e.message : String(e)}\nSQL: ${sql}`);
+    }
   }
 
   /** Until pg_stat_replication on the primary shows every running standby as streaming. */
@@ -662,6 +674,7 @@ export class DevCluster {
    * that started the cluster tears it down (stop single nodes with stopNode()).
    */
   async stop(): Promise<void> {
+    this.sessions.closeAll();
     if (this.stopped || !this.owner) return;
     this.stopped = true;
     await Promise.all(

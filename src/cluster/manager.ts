@@ -186,16 +186,20 @@ export class ClusterManager extends EventEmitter<ClusterManagerEvents> {
 
   /**
    * Resolve with the primary's id once it is known and no failover is in
-   * progress, or -1 after timeoutMs. Resolves at once in the normal case.
+   * progress, or -1 after timeoutMs. Resolves at once in the normal case, and
+   * at once with -1 when no primary is known and no failover is running: the
+   * background search (search_primary_node_timeout) may take minutes, and a
+   * client is better told now than after a wait that ends the same way.
    */
   waitForPrimary(timeoutMs: number): Promise<number> {
     const ready = (): number => (!this.failover.inProgress && this.nodes.primaryNode() ? this.nodes.primaryId : -1);
     const now = ready();
-    if (now >= 0 || timeoutMs <= 0 || this.tasks.stopped) return Promise.resolve(now);
+    if (now >= 0 || timeoutMs <= 0 || this.tasks.stopped || !this.failoverInProgress) return Promise.resolve(now);
     return new Promise((resolve) => {
       const check = (): void => {
         const id = ready();
-        if (id >= 0) finish(id);
+        // A failover that ended without a primary ends the wait too.
+        if (id >= 0 || !this.failoverInProgress) finish(id);
       };
       const finish = (id: number): void => {
         clearTimeout(timer);

@@ -38,7 +38,12 @@ export type Verdict<A> = A | Drop | Suspension;
 export interface FrameSink<A> {
   /** Action for messages whose type is not in `decode`. Read on every such message. */
   passAction: A | Drop;
-  /** Decide on a decoded message. `buf[bodyStart..bodyEnd)` is the body (after the 5-byte header). */
+  /**
+   * Decide on a decoded message. `buf[bodyStart..bodyEnd)` is the body (after the 5-byte
+   * header); `buf[bodyEnd..]` holds the input received after it in the same chunk, not
+   * scanned yet (nothing when the message was assembled across chunks): the sink may look
+   * ahead there, without keeping it.
+   */
   onMessage(type: number, buf: Buffer, bodyStart: number, bodyEnd: number): Verdict<A>;
   /** Receive bytes to act on. `bytes` is only valid during the call unless retained deliberately. */
   emit(action: A, bytes: Buffer): void;

@@ -815,7 +815,7 @@ export class Backends {
         link.whenSettled((ok) => {
           link.detach();
           if (!ok && link.pending > 0) abortConnection(link.conn);
-          this.release(link.conn, cacheable && ok && link.clean);
+          this.release(link.conn, cacheable && ok && this.reusable(link));
           one();
         }, OWN_REQUESTS_MS);
         continue;
@@ -823,11 +823,20 @@ export class Backends {
       link.detach();
       // Still running a request of the session's whose reply nobody will read: cut it off.
       if (link.pending > 0) abortConnection(link.conn);
-      this.release(link.conn, cacheable && link.clean);
+      this.release(link.conn, cacheable && this.reusable(link));
     }
     this.primaryLink = undefined;
     this.passTo = DROP;
     one();
+  }
+
+  /**
+   * May `link`'s connection serve another client? Clean, and (pool_mode = transaction) not in
+   * the middle of the client's batch: its implicit transaction would stay open there and the
+   * next client's Sync commit what PostgreSQL rolls back when a client leaves before its Sync.
+   */
+  private reusable(link: BackendLink): boolean {
+    return link.clean && !(this.pooled && link.inPipeline);
   }
 
   /**

@@ -41,6 +41,12 @@ export interface SessionCore {
    */
   needPrimary(): BackendLink | typeof SUSPEND;
   /**
+   * The link for a message that needs no node in particular (Sync, Flush, Close, a Bind or
+   * Execute routed on its own): the primary's, or, pool_mode = transaction, holding only the
+   * load-balance node's for a batch that only reads there, that one.
+   */
+  unitLink(): BackendLink | typeof SUSPEND;
+  /**
    * pool_mode = transaction: the only link held (a read node's) was lost: take the primary's
    * and a read node's, then `resend` on the primary what the lost one owed.
    */

@@ -437,9 +437,10 @@ export class ExtendedProtocol {
     const s = this.s;
     const b = s.backends;
     const st = this.stmts.get(stmtName);
-    // Extended-protocol messages run with the primary's link (pool_mode = transaction: only
-    // simple-protocol reads take a read node's alone, see session.ts).
-    const p = s.needPrimary();
+    // The primary's link for a statement unknown here or run on both nodes; others go where the
+    // router decides below (pool_mode = transaction: a batch that only reads on the load-balance
+    // node holds only its link, see session.ts unitLink).
+    const p = !st || st.both ? s.needPrimary() : s.unitLink();
     if (p === SUSPEND) return p;
     if (!st) {
       // Unknown here (SQL-level PREPARE, or a client error): the primary answers.
@@ -556,10 +557,10 @@ export class ExtendedProtocol {
   describe(kind: number, name: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     const s = this.s;
     const b = s.backends;
-    const p = s.needPrimary();
-    if (p === SUSPEND) return p;
     const stmt = kind === STATEMENT ? this.stmts.get(name) : undefined;
     const portal = kind === STATEMENT ? undefined : this.portals.get(name);
+    const p = stmt?.both || portal?.both ? s.needPrimary() : s.unitLink();
+    if (p === SUSPEND) return p;
     let link: BackendLink;
     if (portal) {
       const home = this.portalHome(portal, p);
@@ -625,7 +626,7 @@ export class ExtendedProtocol {
     const s = this.s;
     const b = s.backends;
     const portal = this.portals.get(portalName);
-    const p = s.needPrimary();
+    const p = portal === undefined || portal.both ? s.needPrimary() : s.unitLink();
     if (p === SUSPEND) return p;
     const home = portal && this.portalHome(portal, p);
     if (portal && !home) return this.lost(portalName, portal);
@@ -641,7 +642,7 @@ export class ExtendedProtocol {
     b.inPipeline(target);
     const firstRun = portal !== undefined && portal.executed !== true;
     // A statement run on both nodes (SET, BEGIN…) changes session state, not data.
-    if (target === p && !portal?.both && (portal?.stmt?.decision?.write ?? true)) this.route.ryw.wrote();
+    if (target === b.primary && !portal?.both && (portal?.stmt?.decision?.write ?? true)) this.route.ryw.wrote();
     this.route.ryw.executed(portal?.stmt?.cls);
     if (portal) portal.executed = true;
     const st = portal?.stmt;
@@ -670,7 +671,7 @@ export class ExtendedProtocol {
     const s = this.s;
     const b = s.backends;
     const map: Map<string, Stmt | Portal> = kind === STATEMENT ? this.stmts : this.portals;
-    const p = s.needPrimary();
+    const p = s.unitLink();
     if (p === SUSPEND) return p;
     if (kind === STATEMENT && this.pooled && this.stmts.get(name)?.server !== undefined) {
       // pool_mode = transaction: the client's name goes; pgrelay's statement stays on the connections.
@@ -710,7 +711,7 @@ export class ExtendedProtocol {
     const all = b.list;
     // PostgreSQL ignores Sync (and Flush) in copy-in mode: pass it on, expect nothing.
     for (const l of all) if (l?.copyIn) return l;
-    const primary = s.needPrimary();
+    const primary = s.unitLink();
     if (primary === SUSPEND) return primary;
     const members: BackendLink[] = [];
     for (const l of all) if (l?.inPipeline) members.push(l);
@@ -788,7 +789,7 @@ export class ExtendedProtocol {
   flush(): Verdict<BackendLink> {
     const s = this.s;
     const b = s.backends;
-    const p = s.needPrimary();
+    const p = s.unitLink();
     if (p === SUSPEND) return p;
     let any = false;
     for (const l of b.list) {
@@ -813,6 +814,22 @@ export class ExtendedProtocol {
           l.conn.strays = undefined;
         }
       }
+  }
+
+  /** The client's statement `name` (its text and facts), for looking ahead at a batch (read-node-only.ts). */
+  statement(name: string): Stmt | undefined {
+    return this.stmts.get(name);
+  }
+
+  /** Is portal `name` bound on node `nodeId` alone (not a statement for both nodes)? */
+  portalOn(name: string, nodeId: number): boolean {
+    const p = this.portals.get(name);
+    return p !== undefined && !p.both && p.nodes[0] === nodeId;
+  }
+
+  /** The pipeline on node `nodeId` ended before the client's Sync (session.ts leaveReadNode): its portals are gone. */
+  portalsEnded(nodeId: number): void {
+    for (const [name, p] of this.portals) if (!p.both && p.nodes[0] === nodeId) this.portals.delete(name);
   }
 
   /** A node was lost: nothing is parsed there any more. */

@@ -3,10 +3,14 @@
  * connection. A session that holds no links checks out only the node drawn for its
  * reads (not the primary's) for a simple Query whose one statement the router sends
  * there, that reads only and leaves no transaction or session state behind: an
- * autocommit read. Everything else takes the primary's connection, then the read
- * node's, as before. Pure: session.ts asks, with the router's decision.
+ * autocommit read; and for an extended-protocol batch all of whose statements are such
+ * reads, looked at ahead in the client's input (readOnlyUnit). Everything else takes the
+ * primary's connection, then the read node's, as before. Pure: session.ts asks, with the
+ * router's decisions.
  */
 import type { Classification, Decision } from '../router/router.js';
+import { FE } from '../protocol/constants.js';
+import { readCString } from '../protocol/messages.js';
 import { pinReason } from './pinning.js';
 
 /**
@@ -20,4 +24,96 @@ export function readNodeOnly(sql: string, cls: Classification, d: Decision): boo
   if (cls.createsTemp.length > 0 || cls.writtenTables.length > 0 || cls.discardsTemp) return false;
   if (cls.resetsAll !== undefined || cls.changesDefaults !== undefined || cls.multiSetsSession === true) return false;
   return pinReason(sql, cls) === undefined;
+}
+
+/** What `readOnlyUnit` asks the session about the statements and portals a batch names. */
+export interface UnitLookup {
+  /** The router's classification and decision for `sql` outside a transaction; undefined: a catalog lookup or an admin command. */
+  decide(sql: string, cls?: Classification): { cls: Classification; d: Decision } | undefined;
+  /** Text and facts of a statement the client prepared before (undefined: unknown, or pgrelay's own admin statement). */
+  statement(name: string): { sql: string; cls: Classification } | undefined;
+  /** A portal bound before on the read node's connection, in the pipeline under way (never at a unit's start). */
+  portal(name: string): boolean;
+}
+
+/** Describe and Close name a prepared statement ('S') or a portal ('P'). */
+const STATEMENT = 0x53;
+const PORTAL = 0x50;
+
+/** At most this many messages are looked at ahead: a longer batch takes the primary's connection as well. */
+export const LOOKAHEAD_MESSAGES = 256;
+
+/**
+ * Extended protocol, pool_mode = transaction: do the messages in `buf` from `pos` (each a
+ * whole message: type, length, body), up to and including the first Sync, only read on the
+ * load-balance node, as `readNodeOnly` says of a simple Query? Each Parse's statement, each
+ * Bind's (parsed earlier in the batch or before it) must be such a read, each Execute,
+ * Describe and Close must name a statement or portal of the batch (or a prepared statement),
+ * and the batch must be in `buf` up to its Sync, or up to a Flush that ends what the client
+ * sent (it waits for replies before sending the rest: postgres.js describes a new statement
+ * first; what follows is checked as it comes, see session.ts). `single`: only the message at
+ * `pos` (a batch under way on the read node). False for anything else.
+ */
+export function readOnlyUnit(buf: Buffer, pos: number, look: UnitLookup, single = false): boolean {
+  /** Statements parsed in the batch: their facts, or null when not a read for the read node. */
+  const parsed = new Map<string, { sql: string; cls: Classification } | null>();
+  const bound = new Set<string>();
+  const statementFits = (name: string): boolean => {
+    const st = parsed.has(name) ? parsed.get(name) : look.statement(name);
+    if (!st) return false;
+    const r = look.decide(st.sql, st.cls);
+    // A statement whose routing depends on its parameters (current_setting($1)) is decided at Bind.
+    return r !== undefined && st.cls.settingParams.length === 0 && readNodeOnly(st.sql, st.cls, r.d);
+  };
+  for (let n = 0; n < LOOKAHEAD_MESSAGES && pos + 5 <= buf.length; n++) {
+    const type = buf[pos];
+    const len = buf.readUInt32BE(pos + 1);
+    const start = pos + 5;
+    const end = pos + 1 + len;
+    if (len < 4 || end > buf.length) return false;
+    switch (type) {
+      case FE.Parse: {
+        const name = readCString(buf, start, end);
+        const sql = name && readCString(buf, name[1], end);
+        if (!name || !sql) return false;
+        const r = look.decide(sql[0]);
+        const fits = r !== undefined && readNodeOnly(sql[0], r.cls, r.d);
+        // A second Parse of a name the client has not closed fails (42P05): the primary's connection answers as before.
+        if (!fits || (name[0] !== '' && look.statement(name[0]) !== undefined)) return false;
+        parsed.set(name[0], { sql: sql[0], cls: r.cls });
+        break;
+      }
+      case FE.Bind: {
+        const portal = readCString(buf, start, end);
+        const stmt = portal && readCString(buf, portal[1], end);
+        if (!portal || !stmt || !statementFits(stmt[0])) return false;
+        bound.add(portal[0]);
+        break;
+      }
+      case FE.Describe:
+      case FE.Close: {
+        const name = readCString(buf, start + 1, end);
+        if (!name) return false;
+        if (buf[start] === STATEMENT) {
+          if (!statementFits(name[0])) return false;
+        } else if (buf[start] !== PORTAL || !(bound.has(name[0]) || look.portal(name[0]))) return false;
+        break;
+      }
+      case FE.Execute: {
+        const name = readCString(buf, start, end);
+        if (!name || !(bound.has(name[0]) || look.portal(name[0]))) return false;
+        break;
+      }
+      case FE.Sync:
+        return true;
+      case FE.Flush:
+        if (end === buf.length) return true;
+        break;
+      default:
+        return false;
+    }
+    if (single) return true;
+    pos = end;
+  }
+  return false;
 }

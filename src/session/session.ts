@@ -14,8 +14,8 @@
  * - standby-loss.ts: losing a standby connection without the client noticing;
  * - pool_mode = transaction: links are taken from the server pools when a transaction
  *   starts and given back when it ends (checkout / maybeCheckin here, backends.ts), an
- *   autocommit read takes only its read node's (read-node-only.ts; needPrimary when it
- *   turns out to need more), prepared statements follow the client (extended.ts,
+ *   autocommit read or a batch of reads takes only its read node's (read-node-only.ts;
+ *   needPrimary / leaveReadNode when it turns out to need more), prepared statements follow the client (extended.ts,
  *   pooled-statements.ts), and session state pins the session (pinning.ts).
  *
  * The client scanner calls `onMessage` for every message but CopyData; its answer
@@ -53,7 +53,7 @@ import type { Classification, Decision, SessionFacts, SessionRoutingState } from
 import { newSessionRoutingState, startupIsolation } from '../router/policy.js';
 import { AdminOnlyMode } from './admin-only.js';
 import { AdminReplies } from './admin-replies.js';
-import type { BackendLink, LinkExpectation, LinkOwner } from './backend-link.js';
+import { type BackendLink, type LinkExpectation, type LinkOwner, SYNC } from './backend-link.js';
 import { Backends, type BackendsOwner, lastServerParameters } from './backends.js';
 import { BothNodes } from './both-nodes.js';
 import type { SessionContext, WaitReason } from './context.js';
@@ -65,8 +65,15 @@ import { StatementRouting } from './routing.js';
 import { SettingsReplay } from './settings.js';
 import { moveReadsOff, resendSame } from './standby-loss.js';
 import { pinReason } from './pinning.js';
-import { readNodeOnly } from './read-node-only.js';
+import { type UnitLookup, readNodeOnly, readOnlyUnit } from './read-node-only.js';
 import { reportFor } from '../pool/startup-settings.js';
+
+/** Messages of the extended query protocol that a batch read on the load-balance node is made of. */
+const EXTENDED_TYPES = (() => {
+  const t = new Uint8Array(256);
+  for (const type of [FE.Parse, FE.Bind, FE.Describe, FE.Execute, FE.Close, FE.Sync, FE.Flush]) t[type] = 1;
+  return t;
+})();
 
 /** Client messages the session decodes: all but CopyData ('p', a password, is invalid after start-up). */
 const CLIENT_DECODE = (() => {
@@ -309,6 +316,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
           this.backends.checkin();
           return;
         }
+        // Not only the read node's taken after all: the batch looked at is run with them as it comes.
+        if (!this.backends.withoutPrimary) this.judged = undefined;
         then();
         this.resume('pool');
       },
@@ -336,19 +345,49 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const p = b.primary;
     if (p !== undefined) return p;
     if (!b.held) return this.checkout() ?? this.heldPrimary();
-    if (b.cancelsInFlight > 0) return this.wait('cancel');
-    if (!b.idle) {
-      for (const l of b.list) if (l) b.flush(l);
-      return this.wait('replies');
-    }
+    const waiting = this.leaveReadNode();
+    if (waiting !== undefined) return waiting;
     this.debug({ node: b.lbNodeId }, 'read node given back: the primary is needed');
-    b.checkin();
     return this.checkout() ?? this.heldPrimary();
   }
 
   /** The primary's link just taken by `checkout` at once (checkoutNow always takes it unless read-only). */
   private heldPrimary(): BackendLink {
     return this.backends.primary as BackendLink;
+  }
+
+  unitLink(): BackendLink | typeof SUSPEND {
+    const b = this.backends;
+    const l = b.withoutPrimary ? b.get(b.lbNodeId) : undefined;
+    return l ?? this.needPrimary();
+  }
+
+  /**
+   * pool_mode = transaction, holding only the read node's connection, for a message that
+   * needs more: give it back once it has answered everything (SUSPEND meanwhile, undefined
+   * once given back). A batch under way there (its Sync still to come) that was answered
+   * without error is ended by a Sync of pgrelay's (its reads are done; the ReadyForQuery is
+   * dropped, its portals are gone) and the rest of the batch runs with the links taken next;
+   * after an error the client's messages are ignored up to its Sync (onMessage), as
+   * PostgreSQL ignores them.
+   */
+  private leaveReadNode(): typeof SUSPEND | undefined {
+    const b = this.backends;
+    if (b.cancelsInFlight > 0) return this.wait('cancel');
+    for (const l of b.list) {
+      if (l === undefined || !l.inPipeline || l.pending > 0 || l.copyIn) continue;
+      this.debug({ node: l.nodeId }, 'batch on the read node ended before its Sync: the primary is needed');
+      b.request(l, { kind: 'sync', mode: 'drop' }, SYNC);
+      l.inPipeline = false;
+      l.needsFlush = false;
+      this.extended.portalsEnded(l.nodeId);
+    }
+    if (!b.idle) {
+      for (const l of b.list) if (l) b.flush(l);
+      return this.wait('replies');
+    }
+    b.checkin();
+    return undefined;
   }
 
   /**
@@ -365,32 +404,49 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
 
   /**
    * pool_mode = transaction, no links held: the links the message's unit of work takes. Only
-   * the read node's for a simple Query that only reads there (read-node-only.ts), outside a
-   * transaction, when no write of the session still waits for its position to be read
-   * (read_your_writes); the primary's and the read node's for everything else.
+   * the read node's for a simple Query, or an extended-protocol batch, that only reads there
+   * (read-node-only.ts), outside a transaction, when no write of the session still waits for
+   * its position to be read (read_your_writes); the primary's and the read node's for
+   * everything else.
    */
   private linksFor(type: number, buf: Buffer, start: number, end: number): { readNode?: number; readOnly: boolean } {
-    if (type !== FE.Query || this.routing.inTransaction || !this.route.ryw.writesSettled) return { readOnly: false };
     // No read node to draw (drawReadNode): nothing to decide before the message runs.
     const router = this.ctx.router;
     if (!router.loadBalancing || router.statementLevel) return { readOnly: false };
-    const q = readCString(buf, start, end);
-    if (!q) return { readOnly: false };
-    const sql = q[0];
-    const cls = this.classify(sql);
-    const d = this.route.decideNow(sql, cls);
-    if (d === undefined || !readNodeOnly(sql, cls, d)) return { readOnly: false };
+    if (!this.readsOnly(type, buf, start, end, false)) return { readOnly: false };
     const drawn = this.backends.drawReadNode();
-    return { readNode: drawn?.node, readOnly: drawn?.readsThere === true };
+    const readOnly = drawn?.readsThere === true;
+    // The message is presented again once the link is taken: its batch was looked at already.
+    if (readOnly && type !== FE.Query) this.judged = { buf, start };
+    return { readNode: drawn?.node, readOnly };
   }
+
+  /** The first message of a batch linksFor found to read only (fitsReadNode need not look again). */
+  private judged: { buf: Buffer; start: number } | undefined;
 
   /**
    * pool_mode = transaction, holding only the read node's connection: may this message run
-   * with it (an admin command, or another simple Query that only reads there)?
+   * with it (an admin command, another simple Query or batch that only reads there, or the
+   * next message of the batch under way there if it only reads)?
    */
   private fitsReadNode(type: number, buf: Buffer, start: number, end: number): boolean {
     if (type === FE.Terminate || this.adminQuery(type, buf, start, end)) return true;
-    if (type !== FE.Query || this.routing.inTransaction || !this.route.ryw.writesSettled) return false;
+    const judged = this.judged;
+    this.judged = undefined;
+    if (judged?.buf === buf && judged.start === start) return true;
+    return this.readsOnly(type, buf, start, end, this.midBatch());
+  }
+
+  /**
+   * Does the unit of work starting with this message only read on the load-balance node: a
+   * simple Query (readNodeOnly), or an extended-protocol batch whose messages up to its Sync
+   * are in the client's input already, looked at where the scanner has them (the chunk
+   * they arrived in: framing.ts), without a copy (readOnlyUnit)? `single`: only this
+   * message, the next of a batch under way on the read node.
+   */
+  private readsOnly(type: number, buf: Buffer, start: number, end: number, single: boolean): boolean {
+    if (this.routing.inTransaction || !this.route.ryw.writesSettled) return false;
+    if (type !== FE.Query) return EXTENDED_TYPES[type] === 1 && readOnlyUnit(buf, start - 5, this.unitLookup, single);
     const q = readCString(buf, start, end);
     if (!q) return false;
     const sql = q[0];
@@ -398,6 +454,29 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const d = this.route.decideNow(sql, cls);
     return d !== undefined && readNodeOnly(sql, cls, d);
   }
+
+  /** An extended-protocol batch is under way on a link (its Sync still to come). */
+  private midBatch(): boolean {
+    for (const l of this.backends.list) if (l?.inPipeline) return true;
+    return false;
+  }
+
+  /** What readOnlyUnit asks about a batch's statements and portals. */
+  private readonly unitLookup: UnitLookup = {
+    decide: (sql, known) => {
+      if (known === undefined && this.ctx.services.adminCommand(this, sql)) return undefined;
+      const cls = known ?? this.ctx.router.classify(sql);
+      const d = this.route.decideNow(sql, cls);
+      return d && { cls, d };
+    },
+    statement: (name) => (this.admin.hasStatement(name) ? undefined : this.extended.statement(name)),
+    // Portals live until Sync: only those of the batch under way on the read node.
+    portal: (name) =>
+      this.backends.withoutPrimary &&
+      this.midBatch() &&
+      !this.admin.hasPortal(name) &&
+      this.extended.portalOn(name, this.backends.lbNodeId),
+  };
 
   /** The classification of the Query just looked at (linksFor, fitsReadNode), for onQuery. */
   private classified: { sql: string; cls: Classification } | undefined;
@@ -598,12 +677,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     // Only a read node's connection is held (an autocommit read): anything but another such
     // read waits until it has answered; then it goes back, and the message takes links anew.
     if (this.txMode && b.withoutPrimary && !this.fitsReadNode(type, buf, start, end)) {
-      if (b.cancelsInFlight > 0) return this.wait('cancel');
-      if (!b.idle) {
-        for (const l of b.list) if (l) b.flush(l);
-        return this.wait('replies');
-      }
-      b.checkin();
+      const waiting = this.leaveReadNode();
+      if (waiting !== undefined) return waiting;
     }
     if (this.txMode && !b.held && type !== FE.Terminate && !this.adminQuery(type, buf, start, end)) {
       // Links being taken after a read node was lost: what follows waits for the re-sent reads.

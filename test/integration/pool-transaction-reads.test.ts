@@ -12,7 +12,16 @@ import os from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { closeAllClients, endPg, nodeClient, pgClient, queryRows, withTimeout } from '../support/clients.js';
+import {
+  closeAllClients,
+  endPg,
+  endSql,
+  nodeClient,
+  pgClient,
+  queryRows,
+  sqlClient,
+  withTimeout,
+} from '../support/clients.js';
 import { getCluster } from '../support/cluster.js';
 import { type ProxyHandle, runPgbench, startProxy } from '../support/proxy.js';
 import {
@@ -20,10 +29,13 @@ import {
   bindMessage,
   closeAllRaw,
   executeMessage,
+  firstError,
+  flushMessage,
   parseMessage,
   queryMessage,
   summarize,
   syncMessage,
+  terminateMessage,
 } from '../support/raw.js';
 import { nodeOfPort } from '../support/routing.js';
 import { pollUntil } from '../support/wait.js';
@@ -234,5 +246,159 @@ describe('pool_mode = transaction: autocommit reads take only a standby connecti
     // The session goes on.
     expect((await c.query('SELECT count(*)::int AS n FROM rd')).rows).toEqual([{ n: 1000 }]);
     await endPg(c);
+  });
+});
+
+describe('pool_mode = transaction: extended-protocol batches that only read take only a standby connection', () => {
+  const READ = 'SELECT v, inet_server_port() AS port FROM rd WHERE id = $1';
+
+  it('node-postgres (parameters, a named statement) and postgres.js read on the standby while another client holds the only primary connection', {
+    timeout: 30_000,
+  }, async () => {
+    const c = await pgClient(proxy, { database: db, application_name: 'reader' });
+    const sql = sqlClient(proxy, { database: db, connection: { application_name: 'reader' } });
+    // postgres.js reads pg_type when it connects: a system catalog, read on the primary (as pgpool-II sends it).
+    await sql`SELECT 1`;
+    const holder = await holdPrimary();
+    const before = await selectCounts();
+    const ports: number[] = [];
+    for (const id of [1, 2]) {
+      const unnamed = await withTimeout(c.query(READ, [id]), 10_000, 'a node-postgres query with parameters');
+      const named = await withTimeout(c.query({ name: 'rd_by_id', text: READ, values: [id] }), 10_000, 'a named one');
+      // postgres.js describes a new statement first (Parse, Describe, Flush), then binds it (Bind, Execute, Sync).
+      const js = await withTimeout(
+        sql`SELECT v, inet_server_port() AS port FROM rd WHERE id = ${id}`,
+        10_000,
+        'postgres.js',
+      );
+      for (const row of [unnamed.rows[0], named.rows[0], js[0]]) {
+        expect(row.v).toBe(id);
+        ports.push(row.port as number);
+      }
+    }
+    const plain = await withTimeout(
+      sql`SELECT count(*)::int AS n, inet_server_port() AS port FROM rd`,
+      10_000,
+      'no parameters',
+    );
+    expect(plain[0].n).toBe(1000);
+    ports.push(plain[0].port as number);
+    expect(ports.map((p) => nodeOfPort(cluster, p))).toEqual(ports.map(() => S2));
+    expect(await othersOn(P), 'client backends on the primary besides the holder').toEqual([]);
+    const after = await selectCounts();
+    expect((after.get(P) ?? 0) - (before.get(P) ?? 0)).toBe(0);
+    await holder.query('COMMIT');
+    await Promise.all([endPg(holder), endPg(c), endSql(sql)]);
+  });
+
+  it('pgbench -M extended and -M prepared (20 clients, select only) read on the standbys, none on the primary, whose only connection is held', {
+    timeout: 60_000,
+  }, async () => {
+    const script = path.join(dir, 'select-x.sql');
+    writeFileSync(script, '\\set id random(1, 1000)\nSELECT v FROM rd WHERE id = :id;\n');
+    const holder = await holdPrimary();
+    const before = await selectCounts();
+    for (const mode of ['extended', 'prepared']) {
+      const r = await runPgbench(['-n', '-M', mode, '-c', '20', '-j', '2', '-t', '25', '-f', script], {
+        port: proxy.port,
+        database: db,
+        timeoutMs: 45_000,
+      });
+      const out = `${mode}\n${r.stdout.slice(-1500)}\n${r.stderr.slice(-1500)}\n${proxy.logs().slice(-1500)}`;
+      expect(r.code, out).toBe(0);
+      expect(/number of failed transactions: (\d+)/.exec(r.stdout)?.[1] ?? '0', out).toBe('0');
+      expect(/number of transactions actually processed: (\d+)/.exec(r.stdout)?.[1], out).toBe('500');
+      expect(await othersOn(P), 'client backends on the primary besides the holder').toEqual([]);
+    }
+    const after = await selectCounts();
+    const delta = (id: number): number => (after.get(id) ?? 0) - (before.get(id) ?? 0);
+    expect(delta(P)).toBe(0);
+    expect(delta(S1) + delta(S2)).toBeGreaterThanOrEqual(1000);
+    await holder.query('COMMIT');
+    await endPg(holder);
+  });
+
+  it('a named statement parsed in a transaction on the primary runs later in a read-only batch on the standby (prepared there)', {
+    timeout: 30_000,
+  }, async () => {
+    const c = await pgClient(proxy, { database: db, application_name: 'reader' });
+    const q = { name: 'rd_port', text: READ };
+    await c.query('BEGIN');
+    await c.query("INSERT INTO wr VALUES (5, 'named')");
+    const inTx = await c.query({ ...q, values: [5] });
+    expect(nodeOfPort(cluster, inTx.rows[0].port as number)).toBe(P);
+    await c.query('COMMIT');
+    await cluster.waitForCatchup();
+    // Its write's position is read (read-your-writes) with the primary's connection, before that is held.
+    await c.query('SELECT 1');
+    const holder = await holdPrimary();
+    const r = await withTimeout(c.query({ ...q, values: [6] }), 10_000, 'the named statement on the standby');
+    expect(r.rows[0].v).toBe(6);
+    expect(nodeOfPort(cluster, r.rows[0].port as number)).toBe(S2);
+    await holder.query('COMMIT');
+    await Promise.all([endPg(holder), endPg(c)]);
+  });
+
+  it('a batch that took only the standby (ended by Flush) and goes on with a write: the write gets the primary once it is free; after an error the rest is skipped up to Sync', {
+    timeout: 30_000,
+  }, async () => {
+    const raw = await RawClient.connect(proxy.port);
+    const st = await raw.startup({ user: 'postgres', database: db, application_name: 'reader' });
+    expect(st.ok, JSON.stringify(st.error)).toBe(true);
+    const holder = await holdPrimary();
+    const PORT = 'SELECT inet_server_port()::text AS port';
+    raw.send(parseMessage('', PORT), bindMessage('', ''), executeMessage(''), flushMessage());
+    const first = summarize(await raw.collect('C', 10_000));
+    expect(first.errors, JSON.stringify(first.errors)).toEqual([]);
+    expect(nodeOfPort(cluster, Number(first.rows[0][0]))).toBe(S2);
+    raw.send(
+      parseMessage('', "INSERT INTO wr VALUES (6, 'after flush') RETURNING inet_server_port()::text"),
+      bindMessage('', ''),
+      executeMessage(''),
+      syncMessage(),
+    );
+    // The write waits for the primary's connection, which the holder gives back now.
+    await holder.query('COMMIT');
+    const rest = await raw.collect('Z', 10_000);
+    const second = summarize(rest);
+    expect(second.errors, JSON.stringify(second.errors)).toEqual([]);
+    expect(nodeOfPort(cluster, Number(second.rows[0][0]))).toBe(P);
+    expect(rest.filter((m) => m.type === 'Z').length).toBe(1);
+
+    raw.send(parseMessage('', 'SELECT 1/0'), bindMessage('', ''), executeMessage(''), flushMessage());
+    expect(firstError(await raw.collect('E', 10_000))?.C).toBe('22012');
+    raw.send(
+      parseMessage('', "INSERT INTO wr VALUES (7, 'skipped')"),
+      bindMessage('', ''),
+      executeMessage(''),
+      syncMessage(),
+    );
+    const skipped = await raw.collect('Z', 10_000);
+    expect(skipped.map((m) => m.type)).toEqual(['Z']);
+    raw.send(queryMessage("SELECT count(*)::text FROM wr WHERE k = 'skipped'"));
+    const n = summarize(await raw.collect('Z', 10_000));
+    expect(n.rows).toEqual([['0']]);
+    raw.end();
+    await endPg(holder);
+  });
+
+  it('a client that leaves in the middle of a batch that wrote: the next client of that connection does not commit its write', async () => {
+    const raw = await RawClient.connect(proxy.port);
+    const st = await raw.startup({ user: 'postgres', database: db, application_name: 'reader' });
+    expect(st.ok, JSON.stringify(st.error)).toBe(true);
+    raw.send(
+      parseMessage('', "INSERT INTO wr VALUES (8, 'left')"),
+      bindMessage('', ''),
+      executeMessage(''),
+      flushMessage(),
+    );
+    await raw.collect('C', 10_000);
+    raw.send(terminateMessage());
+    raw.end();
+    // The primary's only pooled connection serves the next client's autocommit write.
+    const next = await pgClient(proxy, { database: db, application_name: 'holder' });
+    await next.query("INSERT INTO wr VALUES (9, 'next')");
+    await endPg(next);
+    expect(await cluster.psql(P, "SELECT count(*) FROM wr WHERE k = 'left'", db)).toBe('0');
   });
 });

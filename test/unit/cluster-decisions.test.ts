@@ -3,13 +3,16 @@
  * plan, follow_primary targets, the sr check's readings (delay, false primaries,
  * late primary, auto_failback), backend-error settings, and the task queue.
  */
+import os from 'node:os';
+import path from 'node:path';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { srQueryTimeoutMs } from '../../src/cluster/check-access.js';
 import { followPrimaryTargets, planFailover } from '../../src/cluster/failover-plan.js';
 import { backendErrorSetting } from '../../src/cluster/health-monitor.js';
+import { ClusterManager } from '../../src/cluster/manager.js';
 import { NodeMarks } from '../../src/cluster/node-marks.js';
-import type { NodeState, NodeStatus } from '../../src/cluster/nodes.js';
+import { NodeTable, type NodeState, type NodeStatus } from '../../src/cluster/nodes.js';
 import { choosePrimary } from '../../src/cluster/primary-search.js';
 import {
   falsePrimaries,
@@ -262,5 +265,22 @@ describe('ClusterTasks', () => {
     t.track(Promise.reject(new Error('boom')));
     await t.drain([]);
     expect(done).toBe(true);
+  });
+});
+
+describe('ClusterManager.waitForPrimary', () => {
+  it('with no primary and no failover running, answers -1 at once instead of waiting out the timeout', {
+    timeout: 10_000,
+  }, async () => {
+    const config = defaultConfig();
+    config.backends = [node(0, 'down').config, node(1, 'up').config];
+    const nodes = new NodeTable(config.backends);
+    const mgr = new ClusterManager(nodes, () => config, pino({ level: 'silent' }), {
+      statusFile: path.join(os.tmpdir(), `pgrelay-unit-status-${process.pid}`),
+    });
+    expect(nodes.primaryId).toBe(-1);
+    expect(mgr.failoverInProgress).toBe(false);
+    // Waiting out the 60 s would run past this test's 10 s timeout.
+    expect(await mgr.waitForPrimary(60_000)).toBe(-1);
   });
 });

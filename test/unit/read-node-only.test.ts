@@ -1,12 +1,23 @@
 /**
  * pool_mode = transaction: which simple Queries take only the load-balance node's
  * connection (session/read-node-only.ts), with the router's real classification and
- * decision for a session outside a transaction.
+ * decision for a session outside a transaction; which extended-protocol batches do
+ * (readOnlyUnit, looking ahead at the client's input).
  */
 import { describe, expect, it } from 'vitest';
 import { classifyQuery } from '../../src/router/classifier.js';
 import { newSessionRoutingState, route, routingConfigFrom, type RoutingConfig } from '../../src/router/policy.js';
-import { readNodeOnly } from '../../src/session/read-node-only.js';
+import { type UnitLookup, readNodeOnly, readOnlyUnit } from '../../src/session/read-node-only.js';
+import {
+  bindMessage,
+  closeMessage,
+  describeMessage,
+  executeMessage,
+  flushMessage,
+  parseMessage,
+  queryMessage,
+  syncMessage,
+} from '../support/raw.js';
 
 function cfg(over: Partial<Parameters<typeof routingConfigFrom>[0]> = {}): RoutingConfig {
   return routingConfigFrom({
@@ -81,5 +92,96 @@ describe('readNodeOnly', () => {
     expect(readNodeOnly(sql, cls, { target: 'standby', node: 2, write: false, reason: 'pid' })).toBe(false);
     expect(readNodeOnly(sql, cls, { target: 'standby', write: true, reason: 'writing function' })).toBe(false);
     expect(readNodeOnly(sql, cls, { target: 'both', write: false, reason: 'both' })).toBe(false);
+  });
+});
+
+/** A lookup over the real classifier and router; `prepared`: statements the client prepared before. */
+function lookup(prepared: Record<string, string> = {}, portals: string[] = []): UnitLookup {
+  const c = cfg();
+  return {
+    decide: (sql, known) => {
+      const cls = known ?? classifyQuery(sql, { allowSqlComments: false });
+      return { cls, d: route({ cls, sql, state: newSessionRoutingState(), cfg: c, writingFunction: false }) };
+    },
+    statement: (name) => {
+      const sql = prepared[name];
+      return sql === undefined ? undefined : { sql, cls: classifyQuery(sql, { allowSqlComments: false }) };
+    },
+    portal: (name) => portals.includes(name),
+  };
+}
+
+const batch = (...m: Buffer[]): Buffer => Buffer.concat(m);
+const READ = 'SELECT v FROM t WHERE id = $1';
+
+describe('readOnlyUnit', () => {
+  it('a batch of reads in the input up to its Sync (node-postgres, pgbench -M extended/prepared): only the read node', () => {
+    const unnamed = batch(
+      parseMessage('', READ),
+      bindMessage('', '', ['1']),
+      describeMessage('P', ''),
+      executeMessage(''),
+      syncMessage(),
+    );
+    expect(readOnlyUnit(unnamed, 0, lookup())).toBe(true);
+    // What follows the Sync (the next batch, a write) is not this unit's.
+    expect(readOnlyUnit(batch(unnamed, queryMessage('DELETE FROM t')), 0, lookup())).toBe(true);
+    const prepared = batch(bindMessage('', 'P0_1', ['1']), describeMessage('P', ''), executeMessage(''), syncMessage());
+    expect(readOnlyUnit(prepared, 0, lookup({ P0_1: READ }))).toBe(true);
+    expect(readOnlyUnit(batch(parseMessage('s', READ), syncMessage()), 0, lookup())).toBe(true);
+    // postgres.js describes a new statement first and waits: the batch ends with a Flush, the last of the input.
+    const describeFirst = batch(parseMessage('s1', READ), describeMessage('S', 's1'), flushMessage());
+    expect(readOnlyUnit(describeFirst, 0, lookup())).toBe(true);
+    expect(readOnlyUnit(batch(closeMessage('S', 's1'), syncMessage()), 0, lookup({ s1: READ }))).toBe(true);
+  });
+
+  it('looks only from the position given, and only at whole messages in the input', () => {
+    const b = batch(
+      queryMessage('INSERT INTO t VALUES (1)'),
+      parseMessage('', READ),
+      bindMessage('', ''),
+      syncMessage(),
+    );
+    const at = queryMessage('INSERT INTO t VALUES (1)').length;
+    expect(readOnlyUnit(b, at, lookup())).toBe(true);
+    // The Sync not received yet, or cut: not known to be reads only.
+    expect(readOnlyUnit(b.subarray(0, b.length - 1), at, lookup())).toBe(false);
+    expect(readOnlyUnit(batch(parseMessage('', READ), bindMessage('', ''), executeMessage('')), 0, lookup())).toBe(
+      false,
+    );
+    // A Flush with more after it does not end the unit.
+    const flushThenWrite = batch(
+      parseMessage('', READ),
+      flushMessage(),
+      parseMessage('', 'UPDATE t SET v = 1'),
+      syncMessage(),
+    );
+    expect(readOnlyUnit(flushThenWrite, 0, lookup())).toBe(false);
+  });
+
+  it('a write, transaction control, a setting, an unknown statement or portal anywhere up to the Sync: not only the read node', () => {
+    const w = (...m: Buffer[]): boolean => readOnlyUnit(batch(...m, syncMessage()), 0, lookup({ old: READ }));
+    expect(w(parseMessage('', READ), bindMessage('', ''), executeMessage(''))).toBe(true);
+    expect(w(parseMessage('', READ), parseMessage('', 'INSERT INTO t VALUES ($1)'))).toBe(false);
+    expect(w(parseMessage('', 'BEGIN READ ONLY'), bindMessage('', ''), executeMessage(''))).toBe(false);
+    expect(w(parseMessage('', 'SET work_mem = 1024'))).toBe(false);
+    expect(w(parseMessage('', 'SELECT pg_advisory_lock(1)'))).toBe(false);
+    expect(w(bindMessage('', 'nosuch'), executeMessage(''))).toBe(false);
+    expect(w(bindMessage('', 'old'), executeMessage(''))).toBe(true);
+    expect(w(executeMessage('elsewhere'))).toBe(false);
+    expect(w(describeMessage('P', 'elsewhere'))).toBe(false);
+    // A second Parse of a name the client has not closed: 42P05 from the primary's connection, as before.
+    expect(w(parseMessage('old', READ))).toBe(false);
+    // Routed by the value bound (current_setting($1)): decided at Bind, not ahead.
+    expect(w(parseMessage('', 'SELECT current_setting($1)'), bindMessage('', '', ['work_mem']))).toBe(false);
+    expect(readOnlyUnit(batch(queryMessage('SELECT 1'), syncMessage()), 0, lookup())).toBe(false);
+  });
+
+  it('single: the next message of a batch under way, portals of that batch included', () => {
+    expect(readOnlyUnit(executeMessage('p'), 0, lookup({}, ['p']), true)).toBe(true);
+    expect(readOnlyUnit(executeMessage('q'), 0, lookup({}, ['p']), true)).toBe(false);
+    expect(readOnlyUnit(bindMessage('', 's'), 0, lookup({ s: READ }), true)).toBe(true);
+    expect(readOnlyUnit(bindMessage('', 's'), 0, lookup({ s: 'DELETE FROM t' }), true)).toBe(false);
+    expect(readOnlyUnit(syncMessage(), 0, lookup(), true)).toBe(true);
   });
 });
