@@ -161,6 +161,8 @@ async function cutFromEtcd(c: Instance, lostBefore: number, commandsBefore: numb
     10_000,
     'A and B fail node 2 over',
   );
+  // failover_command runs after the node is marked down (and published): wait for its record.
+  await until(() => lines('failover.log').length > 0, 10_000, "failover_command's record");
   expect(lines('failover.log').map((l) => l.split('|')[0])).toEqual(['2']);
   // C's own checks fail too: it says so, decides nothing, and keeps the state it knew.
   await c.proxy.waitForLog('no failover decision here', 5_000);
@@ -259,7 +261,8 @@ describe('coordination through etcd: three instances, one cluster view', () => {
       5_000,
       'node 2 down everywhere',
     );
-    // failover_command ran once, by one instance (the leader), for node 2.
+    // failover_command ran once, by one instance (the leader), for node 2 (after the node was marked down).
+    await until(() => lines('failover.log').length > 0, 10_000, "failover_command's record");
     expect(lines('failover.log').map((l) => l.split('|')[0])).toEqual(['2']);
     expect(running().reduce((n, i) => n + logCount(i, 'executing failover_command'), 0)).toBe(1);
     await query(get(other), 'PGPOOL ATTACH NODE 2');
