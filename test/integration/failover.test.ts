@@ -91,7 +91,14 @@ describe('failover through pgrelay (own DevCluster)', () => {
     process.stderr.write(`[failover.test] standby down after ${Date.now() - t0} ms\n`);
     expect(down).toMatchObject({ from: 'up', to: 'down' });
     expect(String(down.reason)).toMatch(/health check failed/);
-    // A standby failure runs failover_command too (pgpool does); the script does nothing.
+    // A standby failure runs failover_command too (pgpool does); the script does nothing. It runs
+    // after the node is marked down: wait for it to finish.
+    await waitForJson(
+      proxy,
+      (l) => l.msg === 'failover_command finished' && l.node === 2,
+      10_000,
+      'failover_command for node 2',
+    );
     expect(fs.readFileSync(failoverRecord(), 'utf8').trim().split('\n')[0]?.split('|').slice(0, 2)).toEqual([
       '2',
       '127.0.0.1',
