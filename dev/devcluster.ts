@@ -327,7 +327,7 @@ export class DevCluster {
   private readonly keep: boolean;
   private stopped = false;
   private watchdogPid: number | null = null;
-  /** psql()'s connections: idle superuser sessions per (node, database). */
+  /** psql()'s connections: up to two idle superuser sessions per node to the postgres database (dev/sql-sessions.ts). */
   private readonly sessions = new SqlSessions();
 
   private constructor(args: DevClusterDescription & { owner: boolean; keep: boolean; log?: (msg: string) => void }) {
