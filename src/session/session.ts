@@ -688,6 +688,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       const links = this.linksFor(type, buf, start, end);
       const waiting = this.checkout(links.readNode, links.readOnly);
       if (waiting !== undefined) return waiting;
+      // Taken at once (checkoutNow): the message goes on now, not presented again.
+      this.judged = undefined;
     }
     if (this.overloaded()) return this.wait('backpressure');
     if (this.backends.cancelsInFlight > 0) return this.wait('cancel');

@@ -113,6 +113,18 @@ async function othersOn(id: number): Promise<string[]> {
   }
 }
 
+/** pgbench exited 0 with no failed transaction and `processed` transactions (pgrelay's log tail on failure). */
+function expectPgbenchClean(
+  r: { code: number | null; stdout: string; stderr: string },
+  processed: string,
+  label: string,
+): void {
+  const out = `${label}\n${r.stdout.slice(-1500)}\n${r.stderr.slice(-1500)}\n${proxy.logs().slice(-1500)}`;
+  expect(r.code, out).toBe(0);
+  expect(/number of failed transactions: (\d+)/.exec(r.stdout)?.[1] ?? '0', out).toBe('0');
+  expect(/number of transactions actually processed: (\d+)/.exec(r.stdout)?.[1], out).toBe(processed);
+}
+
 async function selectCounts(): Promise<Map<number, number>> {
   const rows = await queryRows(proxy, 'SHOW pool_nodes', { database: db });
   return new Map(rows.map((r) => [Number(r.node_id), Number(r.select_cnt)]));
@@ -156,11 +168,7 @@ describe('pool_mode = transaction: autocommit reads take only a standby connecti
       if (on.length > peakOnPrimary.length) peakOnPrimary = on;
       await new Promise((r) => setTimeout(r, 50));
     }
-    const r = await run;
-    const out = `${r.stdout.slice(-1500)}\n${r.stderr.slice(-1500)}\n${proxy.logs().slice(-1500)}`;
-    expect(r.code, out).toBe(0);
-    expect(/number of failed transactions: (\d+)/.exec(r.stdout)?.[1] ?? '0', out).toBe('0');
-    expect(/number of transactions actually processed: (\d+)/.exec(r.stdout)?.[1], out).toBe('1000');
+    expectPgbenchClean(await run, '1000', 'simple');
     expect(peakOnPrimary, 'client backends on the primary besides the holder').toEqual([]);
     const after = await selectCounts();
     const delta = (id: number): number => (after.get(id) ?? 0) - (before.get(id) ?? 0);
@@ -304,10 +312,7 @@ describe('pool_mode = transaction: extended-protocol batches that only read take
         database: db,
         timeoutMs: 45_000,
       });
-      const out = `${mode}\n${r.stdout.slice(-1500)}\n${r.stderr.slice(-1500)}\n${proxy.logs().slice(-1500)}`;
-      expect(r.code, out).toBe(0);
-      expect(/number of failed transactions: (\d+)/.exec(r.stdout)?.[1] ?? '0', out).toBe('0');
-      expect(/number of transactions actually processed: (\d+)/.exec(r.stdout)?.[1], out).toBe('500');
+      expectPgbenchClean(r, '500', mode);
       expect(await othersOn(P), 'client backends on the primary besides the holder').toEqual([]);
     }
     const after = await selectCounts();
