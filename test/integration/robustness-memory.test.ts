@@ -76,16 +76,40 @@ async function goodLatency(): Promise<number> {
   return best;
 }
 
-/** Write `chunk` repeatedly until `untilMs` (epoch ms) or `count` writes, honouring the socket's backpressure. */
-async function flood(sock: net.Socket, chunk: Buffer, untilMs: number, count = Number.POSITIVE_INFINITY) {
+/**
+ * Write `chunk` repeatedly until `untilMs` (epoch ms) or `count` writes, honouring the socket's
+ * backpressure; with `stopWhenHeldBack`, also stop once pgrelay holds the session back on both
+ * sides (its metrics say so) and has done so for `settleMs` more: from then on nothing the client
+ * writes reaches pgrelay any more, so a longer flood only waits.
+ */
+async function flood(
+  sock: net.Socket,
+  chunk: Buffer,
+  untilMs: number,
+  { count = Number.POSITIVE_INFINITY, stopWhenHeldBack = false, settleMs = 2000 } = {},
+) {
   let written = 0;
-  while (written < count && Date.now() < untilMs && !sock.destroyed) {
+  let stopAt = untilMs;
+  let watching = stopWhenHeldBack;
+  const watcher = (async () => {
+    while (watching && Date.now() < stopAt) {
+      if (await heldBackOnBothSides()) {
+        stopAt = Math.min(stopAt, Date.now() + settleMs);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  })();
+  while (written < count && Date.now() < stopAt && !sock.destroyed) {
     written++;
     if (!sock.write(chunk)) {
       await new Promise<void>((resolve) => {
-        const t = setTimeout(done, Math.max(0, untilMs - Date.now()));
+        // Wakes up every 250 ms to see whether the watcher moved the end earlier.
+        const tick = setInterval(() => {
+          if (Date.now() >= stopAt) done();
+        }, 250);
         function done(): void {
-          clearTimeout(t);
+          clearInterval(tick);
           sock.removeListener('drain', done);
           sock.removeListener('close', done);
           resolve();
@@ -95,7 +119,16 @@ async function flood(sock: net.Socket, chunk: Buffer, untilMs: number, count = N
       });
     }
   }
+  watching = false;
+  await watcher;
   return written;
+}
+
+/** Whether pgrelay's metrics show a session held back on the backend side and on the client side. */
+async function heldBackOnBothSides(): Promise<boolean> {
+  const side = (s: string) => metricValue(metricsPort, 'pgrelay_sessions_backpressured', { side: s });
+  const [backend, client] = await Promise.all([side('backend'), side('client')]);
+  return (backend ?? 0) >= 1 && (client ?? 0) >= 1;
 }
 
 /** Counts backend messages of a reply stream by type, without keeping them. */
@@ -135,7 +168,7 @@ class MessageCounter {
   }
 }
 
-it('a client that pipelines queries for 10 s and never reads: bounded memory, others unaffected', {
+it('a client that pipelines queries and never reads: bounded memory, others unaffected', {
   timeout: 60_000,
 }, async () => {
   const base = await jsMemory(metricsPort);
@@ -144,7 +177,8 @@ it('a client that pipelines queries for 10 s and never reads: bounded memory, ot
   sock.pause();
   const q = queryMessage("select repeat('x', 1000) from generate_series(1, 2000)");
   const batch = Buffer.concat(new Array<Buffer>(64).fill(q));
-  const writes = await flood(sock, batch, Date.now() + 10_000);
+  // Until pgrelay holds the session back on both sides (+2 s), at most 10 s.
+  const writes = await flood(sock, batch, Date.now() + 10_000, { stopWhenHeldBack: true });
   const peak = await sampler.stop();
   console.log(
     `[robustness] non-reader: ${writes} writes of ${batch.length} bytes accepted; js memory ${Math.round(base / MB)} MB → peak ${Math.round(peak / MB)} MB`,
@@ -182,7 +216,11 @@ for (const reads of [true, false]) {
       new Array<Buffer>(pairs).fill(Buffer.concat([bindMessage('', 's1'), executeMessage('', 0)])),
     );
     const total = 1_000_000 / pairs;
-    const writes = await flood(sock, batch, Date.now() + (reads ? 90_000 : 15_000), total);
+    // Not reading: until pgrelay holds the session back on both sides (+2 s), at most 15 s.
+    const writes = await flood(sock, batch, Date.now() + (reads ? 90_000 : 15_000), {
+      count: total,
+      stopWhenHeldBack: !reads,
+    });
     if (reads) {
       expect(writes).toBe(total);
       sock.write(syncMessage());

@@ -95,11 +95,11 @@ describe('pgbench through pgrelay (load balancing on, default weights)', () => {
   const pgbenchWrites = /^\s*(UPDATE|INSERT)\b/i;
   for (const mode of ['simple', 'extended', 'prepared'] as const) {
     // Own limits: two 30 s pgbench runs and three log barriers.
-    it(`-M ${mode}: -S and TPC-B-like, 4 clients, 300 and 100 transactions each: zero errors, writes only on the primary`, {
+    it(`-M ${mode}: -S and TPC-B-like, 4 clients, 150 and 50 transactions each: zero errors, writes only on the primary`, {
       timeout: 180_000,
     }, async () => {
       const since = await settledLogLength(lb);
-      const ro = await runPgbench(['-n', '-S', '-M', mode, '-c', '4', '-j', '2', '-t', '300', db], {
+      const ro = await runPgbench(['-n', '-S', '-M', mode, '-c', '4', '-j', '2', '-t', '150', db], {
         port: lb.port,
         timeoutMs: 30_000,
       });
@@ -110,7 +110,7 @@ describe('pgbench through pgrelay (load balancing on, default weights)', () => {
       // The log lines of the -S run end before this barrier (see logBarrier): the TPC-B run's come after it.
       const midpoint = await settledLogLength(lb);
 
-      const rw = await runPgbench(['-n', '-M', mode, '-c', '4', '-j', '2', '-t', '100', db], {
+      const rw = await runPgbench(['-n', '-M', mode, '-c', '4', '-j', '2', '-t', '50', db], {
         port: lb.port,
         timeoutMs: 30_000,
       });
