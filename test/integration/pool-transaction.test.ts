@@ -116,7 +116,7 @@ describe('pool_mode = transaction', () => {
       1100,
     );
     // Few transactions per client: the run is about 1,000 clients connected and served at once, not throughput.
-    const run = runPgbench(['-S', '-c', '1000', '-j', '2', '-t', '5', '-n'], {
+    const run = runPgbench(['-S', '-c', '1000', '-j', '2', '-t', '2', '-n'], {
       port: big.port,
       database: db,
       timeoutMs: 60_000,

@@ -93,7 +93,7 @@ async function flood(
   let watching = stopWhenHeldBack;
   const watcher = (async () => {
     while (watching && Date.now() < stopAt) {
-      if (await heldBackOnBothSides()) {
+      if (await heldBackOnBothSides().catch(() => false)) {
         stopAt = Math.min(stopAt, Date.now() + settleMs);
         return;
       }

@@ -19,7 +19,7 @@
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
-import { closeAllClients, pgClient } from '../support/clients.js';
+import { closeAllClients, endPg, pgClient } from '../support/clients.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
 import { nodeOfPort, nodesOfStatement, statementLog } from '../support/routing.js';
 
@@ -147,10 +147,12 @@ describe('dml_adaptive_object_relationship_list', () => {
         dml_adaptive_object_relationship_list: `${t}:${dep},${t}:${fn}`,
       },
     });
+    let c: pg.Client | undefined;
     try {
-      const c = await pgClient({ port: proxy.port });
+      c = await pgClient({ port: proxy.port });
+      const client = c;
       const node = async (sql: string): Promise<number> =>
-        nodeOfPort(cluster, (await c.query(sql)).rows[0].port as number);
+        nodeOfPort(cluster, (await client.query(sql)).rows[0].port as number);
       await c.query('BEGIN');
       expect(await node(`SELECT inet_server_port() AS port FROM ${dep} RIGHT JOIN (SELECT 1) x ON true`)).toBe(S);
       await c.query(`INSERT INTO ${t} VALUES (2)`);
@@ -160,7 +162,9 @@ describe('dml_adaptive_object_relationship_list', () => {
       await c.query('ROLLBACK');
       expect(await node(`SELECT inet_server_port() AS port FROM ${dep} RIGHT JOIN (SELECT 1) x ON true`)).toBe(S);
     } finally {
-      await proxy.stop();
+      // The client first: pgrelay's SIGTERM is a smart shutdown, which waits for it (10 s, then SIGKILL).
+      if (c) await endPg(c);
+      expect(await proxy.stop()).toBe(0);
       await cluster
         .psql(P, `DROP TABLE IF EXISTS ${dep}, ${other}; DROP FUNCTION IF EXISTS ${fn}()`)
         .catch(() => undefined);

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, killChildOnExit, type DevCluster } from '../../dev/devcluster.js';
 import { pgTool, scrubPgEnv } from './env.js';
+import { expect } from 'vitest';
 
 export type ConfValue = string | number | boolean;
 
@@ -274,10 +275,17 @@ async function startProxyOnce(opts: StartProxyOptions): Promise<ProxyHandle> {
     if (!stopping) {
       stopping = (async () => {
         if (!exitInfo) {
+          const t0 = Date.now();
           child.kill('SIGTERM');
           const killTimer = setTimeout(() => child.kill('SIGKILL'), 10_000);
           await exited;
           clearTimeout(killTimer);
+          // A pgrelay that takes seconds to stop is waiting for a session its test left open
+          // (SIGTERM is a smart shutdown): said here, since the test itself does not see it.
+          if (Date.now() - t0 > 3000)
+            process.stderr.write(
+              `[proxy] pgrelay ${child.pid} took ${Date.now() - t0} ms to stop${(exitInfo as { signal: string | null } | null)?.signal === 'SIGKILL' ? ' (SIGKILL after 10 s)' : ''}: a session was still open (${expect.getState().testPath?.split('/').pop() ?? ''} › ${expect.getState().currentTestName ?? 'after its tests'})\n`,
+            );
         }
         await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
         const info = exitInfo as { code: number | null; signal: NodeJS.Signals | null } | null;
