@@ -299,18 +299,41 @@ async function startProxyOnce(opts: StartProxyOptions): Promise<ProxyHandle> {
   const logsStartup =
     String(config.log_destination ?? 'stderr').startsWith('std') &&
     !['error', 'fatal', 'panic'].includes(String(config.log_min_messages ?? 'warning'));
+  // log_destination = 'file': the same lines, in <logdir>/pgrelay.log.
+  const logFile = String(config.log_destination) === 'file' ? path.join(String(config.logdir), 'pgrelay.log') : null;
+  const fileLog = (): string => {
+    try {
+      return logFile ? fs.readFileSync(logFile, 'utf8') : '';
+    } catch {
+      return '';
+    }
+  };
+  const logsStartupToFile =
+    logFile !== null && !['error', 'fatal', 'panic'].includes(String(config.log_min_messages ?? 'warning'));
   const timeoutMs = opts.startTimeoutMs ?? 30_000;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (exitInfo) {
       await stop();
       throw new Error(
-        `pgrelay exited during start-up (${JSON.stringify(exitInfo)})\n--- config ---\n${renderConf(config)}--- logs ---\n${out}`,
+        `pgrelay exited during start-up (${JSON.stringify(exitInfo)})\n--- config ---\n${renderConf(config)}--- logs ---\n${out}${fileLog()}`,
       );
     }
     if (await connectOnce(listenHost, port, 1000)) {
-      // The client port listens first; the PCP port and the signal handlers follow. A pgrelay whose
-      // log this process does not read (log_destination = 'file', log_min_messages = error…) is ready now.
+      // The client port listens first; the HTTP services, the PCP port and the signal handlers
+      // follow (a port picked free and taken meanwhile fails the start there: EADDRINUSE, retried).
+      if (logsStartupToFile) {
+        while (!exitInfo && !fileLog().includes('pgrelay successfully started')) {
+          if (Date.now() > deadline) {
+            await stop();
+            throw new Error(`pgrelay did not log its start in ${logFile} within ${timeoutMs} ms\n${fileLog()}`);
+          }
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        if (exitInfo) continue;
+        break;
+      }
+      // A pgrelay whose start this process cannot see (log_min_messages = error…) is taken as ready now.
       if (!logsStartup) break;
       await waitForLog('pgrelay successfully started', Math.max(1000, deadline - Date.now())).catch(
         async (e: Error) => {
