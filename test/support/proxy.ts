@@ -280,11 +280,11 @@ async function startProxyOnce(opts: StartProxyOptions): Promise<ProxyHandle> {
           const killTimer = setTimeout(() => child.kill('SIGKILL'), 10_000);
           await exited;
           clearTimeout(killTimer);
-          // A pgrelay that takes seconds to stop is waiting for a session its test left open
-          // (SIGTERM is a smart shutdown): said here, since the test itself does not see it.
+          // SIGTERM is a smart shutdown: a pgrelay that takes seconds to stop is most likely waiting
+          // for a session its test left open. Said here, since the test itself does not see it.
           if (Date.now() - t0 > 3000)
             process.stderr.write(
-              `[proxy] pgrelay ${child.pid} took ${Date.now() - t0} ms to stop${(exitInfo as { signal: string | null } | null)?.signal === 'SIGKILL' ? ' (SIGKILL after 10 s)' : ''}: a session was still open (${expect.getState().testPath?.split('/').pop() ?? ''} › ${expect.getState().currentTestName ?? 'after its tests'})\n`,
+              `[proxy] pgrelay ${child.pid} took ${Date.now() - t0} ms to stop${(exitInfo as { signal: string | null } | null)?.signal === 'SIGKILL' ? ' (SIGKILL after 10 s)' : ''}: was a session left open? (${expect.getState().testPath?.split('/').pop() ?? ''} › ${expect.getState().currentTestName ?? 'after its tests'})\n`,
             );
         }
         await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
@@ -296,9 +296,8 @@ async function startProxyOnce(opts: StartProxyOptions): Promise<ProxyHandle> {
   };
 
   // Wait until the port accepts TCP connections.
-  const logsStartup =
-    String(config.log_destination ?? 'stderr').startsWith('std') &&
-    !['error', 'fatal', 'panic'].includes(String(config.log_min_messages ?? 'warning'));
+  const logsInfo = !['error', 'fatal', 'panic'].includes(String(config.log_min_messages ?? 'warning'));
+  const logsStartup = String(config.log_destination ?? 'stderr').startsWith('std') && logsInfo;
   // log_destination = 'file': the same lines, in <logdir>/pgrelay.log.
   const logFile = String(config.log_destination) === 'file' ? path.join(String(config.logdir), 'pgrelay.log') : null;
   const fileLog = (): string => {
@@ -308,8 +307,7 @@ async function startProxyOnce(opts: StartProxyOptions): Promise<ProxyHandle> {
       return '';
     }
   };
-  const logsStartupToFile =
-    logFile !== null && !['error', 'fatal', 'panic'].includes(String(config.log_min_messages ?? 'warning'));
+  const logsStartupToFile = logFile !== null && logsInfo;
   const timeoutMs = opts.startTimeoutMs ?? 30_000;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
