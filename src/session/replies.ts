@@ -178,6 +178,12 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   visible = 0;
   /** The backend sent FATAL or PANIC. */
   fatal = false;
+  /**
+   * That FATAL (or PANIC), as received, when it answered a request whose replies do not go
+   * straight to the client (pgrelay's own, held, or to be re-sent): the session gives it to
+   * the client when it ends because of it.
+   */
+  unseenFatal: Buffer | undefined;
   /** In copy-in mode started by an extended-protocol Execute: the server ignores Sync and Flush. */
   copyIn = false;
   /** Completed requests whose `done` has not run yet (see runFinished). */
@@ -362,7 +368,12 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     e.headerOnly = couldResend && !wasStarted && type === BE.RowDescription && e.kind === 'query';
     this.unstarted = e.headerOnly ? e : undefined;
     const action = this.pass;
-    if (type === BE.ErrorResponse) return this.onError(e, wasStarted, couldResend, action, buf, start, end);
+    if (type === BE.ErrorResponse) {
+      const errorAction = this.onError(e, wasStarted, couldResend, action, buf, start, end);
+      if (this.fatal && errorAction !== 'client' && this.unseenFatal === undefined)
+        this.unseenFatal = Buffer.from(buf.subarray(start - 5, end));
+      return errorAction;
+    }
     if ((type === BE.CopyInResponse || type === BE.CopyBothResponse) && e.kind === 'execute') this.enterCopyIn();
     if (e.mode === 'capture') {
       if (type === BE.DataRow) e.rows?.push(decodeDataRow(buf, start, end));

@@ -934,7 +934,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (!link.fatal) void this.ctx.services.reportBackendError(link.nodeId, 'io');
     if (link !== this.backends.primary && moveReadsOff(this, link, (id) => this.extended.forgetNode(id))) return;
     if (link.fatal) {
-      this.close();
+      this.closeAfterFatal(link);
       return;
     }
     const c = link.conn;
@@ -1033,6 +1033,24 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (this.clientMidMessage()) this.log.warn({ err: err.message }, 'closing the client in the middle of a message');
     else if (!this.client.destroyed && this.client.writable)
       this.client.write(errorResponse({ ...err.toFields(), severity: 'FATAL' }));
+    this.close();
+  }
+
+  /**
+   * `link` sent FATAL and closed: the client gets what it has not seen of that (notices and
+   * the FATAL itself queued behind another node's reply, or the FATAL answering a request of
+   * pgrelay's own), as from a direct connection, then the session ends.
+   */
+  private closeAfterFatal(link: BackendLink): void {
+    const unseen = this.asyncQueue;
+    this.asyncQueue = [];
+    this.asyncQueued = 0;
+    if (link.replies.unseenFatal !== undefined) unseen.push(link.replies.unseenFatal);
+    if (unseen.length > 0) {
+      if (this.clientMidMessage())
+        this.log.warn({ node: link.nodeId }, 'closing the client in the middle of a message');
+      else this.writeClient(Buffer.concat(unseen));
+    }
     this.close();
   }
 

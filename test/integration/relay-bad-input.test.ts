@@ -26,6 +26,8 @@ import {
   type BackendMessage,
 } from '../support/raw.js';
 import { pollUntil } from '../support/wait.js';
+import { Wiretap } from '../support/wiretap.js';
+import { CAPTURE_SQL } from '../../src/router/consistency.js';
 
 const cluster = getCluster();
 let proxy: ProxyHandle;
@@ -503,6 +505,68 @@ describe('backend failures', () => {
     await direct.query('SELECT pg_terminate_backend($1)', [pid]);
     await endPg(direct);
     await expectFatalAndClose(raw, '57P01', /terminating connection due to administrator command/);
+  });
+
+  it("reports a backend terminated while only pgrelay's own query is outstanding on it (57P01) and closes the client", async () => {
+    // Load balancing on: behind a write pgrelay reads the primary's WAL position (read-your-writes),
+    // a query of its own whose reply the client never sees. A tap between pgrelay and the primary
+    // holds that query back, so it is still outstanding when the backend is terminated: the
+    // FATAL answers it, and must reach the client all the same (a race under load otherwise).
+    const tap = await Wiretap.start(cluster.primary);
+    const lb = await startProxy({
+      cluster,
+      config: { log_min_messages: 'warning', load_balance_mode: true, [`backend_port${cluster.primaryId}`]: tap.port },
+    });
+    try {
+      const raw = await RawClient.connect(lb.port);
+      expect((await raw.startup({ ...USER, application_name: 'relay-bad-input-own-query-victim' })).ok).toBe(true);
+      const pid = Number((await raw.query('SELECT pg_backend_pid()')).rows[0][0]);
+      tap.holdFromQuery(CAPTURE_SQL);
+      expect((await raw.query('CREATE TEMPORARY TABLE relay_bad_input_own_query (i int)')).errors).toEqual([]);
+      await pollUntil(
+        () => tap.holding.size,
+        (n) => n === 1,
+        { what: "pgrelay's WAL position query to be held", timeoutMs: 10_000 },
+      );
+      const direct = await pgClient({ port: cluster.primary.port });
+      await direct.query('SELECT pg_terminate_backend($1)', [pid]);
+      await endPg(direct);
+      await expectFatalAndClose(raw, '57P01', /terminating connection due to administrator command/);
+    } finally {
+      await lb.stop();
+      await tap.close();
+    }
+  });
+
+  it('reports a backend terminated while a read of the session runs on a standby (57P01) and closes the client', async () => {
+    // The primary's FATAL arrives while the standby owes the client its reply: pgrelay holds
+    // the primary's asynchronous messages until then, but the session ends with the primary.
+    const weights: Record<string, number> = {};
+    for (const n of cluster.nodes) weights[`backend_weight${n.id}`] = n.id === cluster.primaryId ? 0 : 1;
+    const lb = await startProxy({
+      cluster,
+      config: { log_min_messages: 'warning', load_balance_mode: true, read_only_function_list: 'pg_sleep', ...weights },
+    });
+    const app = 'relay-bad-input-standby-read-victim';
+    try {
+      const raw = await RawClient.connect(lb.port);
+      expect((await raw.startup({ ...USER, application_name: app })).ok).toBe(true);
+      const pid = Number((await raw.query('SELECT pg_backend_pid()')).rows[0][0]);
+      raw.send(queryMessage('SELECT pg_sleep(30)'));
+      const onStandbys = `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}' AND state = 'active' AND query = 'SELECT pg_sleep(30)'`;
+      await pollUntil(
+        async () => (await Promise.all(cluster.standbys.map((n) => cluster.psql(n.id, onStandbys)))).join(','),
+        (v) => v.split(',').includes('1'),
+        { what: 'the read to run on a standby', timeoutMs: 10_000 },
+      );
+      const direct = await pgClient({ port: cluster.primary.port });
+      await direct.query('SELECT pg_terminate_backend($1)', [pid]);
+      await endPg(direct);
+      // Far sooner than the 30 s read: the session ends with its primary backend.
+      await expectFatalAndClose(raw, '57P01', /terminating connection due to administrator command/);
+    } finally {
+      await lb.stop();
+    }
   });
 });
 

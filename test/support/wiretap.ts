@@ -21,7 +21,11 @@ const IDLE_TIMEOUT_MS = 300_000;
 
 export class Wiretap {
   readonly connections: TapConnection[] = [];
+  /** Connections whose bytes to the server are held back (holdFromQuery), with what was held. */
+  readonly holding = new Map<TapConnection, Buffer>();
   private readonly sockets = new Set<net.Socket>();
+  /** Text of the Query message from which bytes to the server are held, if set. */
+  private holdSql: Buffer | undefined;
 
   private constructor(
     private readonly server: net.Server,
@@ -62,12 +66,35 @@ export class Wiretap {
     upstream.on('close', end);
     client.on('data', (d: Buffer) => {
       rec.toServer = Buffer.concat([rec.toServer, d]);
+      const held = this.holding.get(rec);
+      if (held !== undefined) {
+        this.holding.set(rec, Buffer.concat([held, d]));
+        return;
+      }
+      const at = this.holdSql === undefined ? -1 : d.indexOf(this.holdSql);
+      // A Query message: 'Q', its length, then the text.
+      if (at >= 5 && d[at - 5] === 0x51) {
+        this.holding.set(rec, Buffer.from(d.subarray(at - 5)));
+        upstream.write(d.subarray(0, at - 5));
+        return;
+      }
       upstream.write(d);
     });
     upstream.on('data', (d: Buffer) => {
       rec.toClient = Buffer.concat([rec.toClient, d]);
       client.write(d);
     });
+  }
+
+  /**
+   * From the next simple Query whose text starts with `sql`, on any connection, hold back
+   * everything pgrelay sends to the server on that connection: the server never sees that
+   * query (pgrelay waits for its reply). The Query is recognised when its header and text
+   * arrive in one chunk (pgrelay writes each message whole). `holding` shows which
+   * connections are held.
+   */
+  holdFromQuery(sql: string): void {
+    this.holdSql = Buffer.from(sql);
   }
 
   /** Forget what was recorded so far (connections still open keep recording into their old entries). */
