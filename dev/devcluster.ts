@@ -245,8 +245,12 @@ function confValue(v: string): string {
 // Watchdogs: tiny detached shells that outlive us if we are SIGKILLed (or
 // SIGTERMed without an 'exit' event, as vitest does to its fork workers).
 
-/** Shell function: is PID $1 alive and not a zombie? */
-const SH_ALIVE = `alive() { [ -r "/proc/$1/stat" ] || return 1; s=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1); [ -n "$s" ] && [ "$s" != Z ]; }`;
+/**
+ * Shell function: is PID $1 alive and not a zombie? The state is the field after the last
+ * ") " of /proc/PID/stat (the command name may hold one). Shell built-ins only: each watchdog
+ * asks every second, and a sed and a cut per call were ~13,000 processes in a suite run.
+ */
+const SH_ALIVE = `alive() { { IFS= read -r st < "/proc/$1/stat"; } 2>/dev/null || return 1; st=\${st##*") "}; st=\${st%% *}; [ -n "$st" ] && [ "$st" != Z ]; }`;
 
 function spawnWatchdog(script: string, args: string[]): number | null {
   try {
