@@ -42,6 +42,26 @@ const num = (v, def) => {
   return n;
 };
 
+const USAGE = `usage: node bench/run.mjs [--quick] [--help]
+
+  --quick   every row at reduced duration, sizes and client counts (about 2-3 minutes; BENCH_QUICK=1 too)
+  --help    this text
+
+Everything else is set with BENCH_* environment variables (rows, targets, clients, modes,
+durations...): see bench/README.md. Builds first: npm run build && npm run build:dev
+(npm run bench does both, then runs this).
+`;
+for (const a of process.argv.slice(2)) {
+  if (a === '--help' || a === '-h') {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
+  if (a !== '--quick') {
+    process.stderr.write(`bench: unknown argument "${a}"\n${USAGE}`);
+    process.exit(2);
+  }
+}
+
 /** `--quick` or BENCH_QUICK=1: every row at reduced duration / sizes / client counts (about 2–3 minutes). */
 const QUICK = process.argv.includes('--quick') || env.BENCH_QUICK === '1';
 /** The default of an option: its full-run value, or its quick-mode value. */
@@ -1127,11 +1147,40 @@ function psqlOn(port, sql) {
   });
 }
 
-/** Runs one cell of any workload through a target. */
-function runCell(target, cell, primary, row) {
-  if (cell.workload === 'stream') return streamRun(target, cell, primary);
-  if (cell.workload === 'idle') return idleRun(target, cell, primary);
-  return pgbenchWithRetry(target, cell, cellDuration(cell), { primary: row === 'txpool' ? primary : null });
+/** Busy and total CPU time of the machine so far (/proc/stat, clock ticks). */
+function machineTicks() {
+  const v = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const all = v.reduce((a, b) => a + b, 0);
+  // idle and iowait are not busy.
+  return { busy: all - v[3] - (v[4] ?? 0), all };
+}
+
+/** How long the machine is watched before each cell, while the benchmark itself runs nothing (after a settle). */
+const IDLE_GAP_MS = 500;
+const IDLE_SETTLE_MS = 250;
+
+/**
+ * The share of the machine's CPU that was busy during IDLE_GAP_MS while the benchmark ran nothing (its targets
+ * started and idle): work that is not the benchmark's, plus what its last run left (PostgreSQL's background
+ * writers, autovacuum): 1–5 % on the idle 2-core machine. The load average cannot tell other work apart from
+ * the benchmark's own clients, which alone exceed the CPU count in the 32- to 1,000-client cells.
+ */
+async function otherWork() {
+  await sleep(IDLE_SETTLE_MS);
+  const t0 = machineTicks();
+  await sleep(IDLE_GAP_MS);
+  const t1 = machineTicks();
+  return t1.all > t0.all ? round((100 * (t1.busy - t0.busy)) / (t1.all - t0.all), 1) : null;
+}
+
+/** Runs one cell of any workload through a target; `otherBusyPct`: otherWork() right before it. */
+async function runCell(target, cell, primary, row) {
+  const otherBusyPct = await otherWork();
+  let r;
+  if (cell.workload === 'stream') r = await streamRun(target, cell, primary);
+  else if (cell.workload === 'idle') r = await idleRun(target, cell, primary);
+  else r = await pgbenchWithRetry(target, cell, cellDuration(cell), { primary: row === 'txpool' ? primary : null });
+  return { ...r, otherBusyPct };
 }
 
 /**
@@ -1217,14 +1266,27 @@ function roundRatios(results, t, ref, w, m, c) {
   return out;
 }
 
+/** Above this mean share of busy CPU between runs, the results say that other work was running. */
+const OTHER_WORK_PCT = 25;
+
 function loadLine(results, meta) {
   const loads = results.map((r) => r.load1).filter((x) => typeof x === 'number');
-  if (!loads.length) return null;
-  const avg = loads.reduce((a, b) => a + b, 0) / loads.length;
-  return (
-    `Machine load (1-min loadavg at the end of each run): mean ${avg.toFixed(1)}, max ${Math.max(...loads).toFixed(1)} on ${meta.cpus} CPUs` +
-    (avg > meta.cpus + 1 ? ' — other work was running; expect noise.' : '.')
-  );
+  const other = results.map((r) => r.otherBusyPct).filter((x) => typeof x === 'number');
+  if (!loads.length && !other.length) return null;
+  const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const parts = [];
+  if (loads.length)
+    parts.push(
+      `Machine load (1-min loadavg at the end of each run, the benchmark's own clients included): mean ${mean(loads).toFixed(1)}, max ${Math.max(...loads).toFixed(1)} on ${meta.cpus} CPUs.`,
+    );
+  if (other.length) {
+    const avg = mean(other);
+    parts.push(
+      `Other work (CPU busy during ${IDLE_GAP_MS} ms before each run, while the benchmark ran nothing): mean ${avg.toFixed(1)} %, max ${Math.max(...other).toFixed(1)} %` +
+        (avg > OTHER_WORK_PCT ? ' — other work was running; expect noise.' : '.'),
+    );
+  }
+  return parts.join(' ');
 }
 
 const ROW_TITLE = {
