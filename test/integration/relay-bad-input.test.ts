@@ -475,6 +475,21 @@ describe('messages after start-up', () => {
   });
 });
 
+/** A raw session through pgrelay on `port` and its primary backend's pid (SELECT pg_backend_pid()). */
+async function victim(port: number, application_name: string): Promise<{ raw: RawClient; pid: number }> {
+  const raw = await RawClient.connect(port);
+  expect((await raw.startup({ ...USER, application_name })).ok).toBe(true);
+  return { raw, pid: Number((await raw.query('SELECT pg_backend_pid()')).rows[0][0]) };
+}
+
+/** Terminate backend `pid` on the primary (from a direct connection): `raw` must get 57P01, then the close. */
+async function terminateExpecting57P01(raw: RawClient, pid: number): Promise<void> {
+  const direct = await pgClient({ port: cluster.primary.port });
+  await direct.query('SELECT pg_terminate_backend($1)', [pid]);
+  await endPg(direct);
+  await expectFatalAndClose(raw, '57P01', /terminating connection due to administrator command/);
+}
+
 describe('backend failures', () => {
   it('reports a backend terminated mid-query (57P01) to the client and closes, without a hang', {
     timeout: 120_000,
@@ -498,13 +513,8 @@ describe('backend failures', () => {
   });
 
   it('reports a backend terminated while the session is idle (57P01) and closes the client', async () => {
-    const raw = await RawClient.connect(proxy.port);
-    expect((await raw.startup({ ...USER, application_name: 'relay-bad-input-idle-victim' })).ok).toBe(true);
-    const pid = Number((await raw.query('SELECT pg_backend_pid()')).rows[0][0]);
-    const direct = await pgClient({ port: cluster.primary.port });
-    await direct.query('SELECT pg_terminate_backend($1)', [pid]);
-    await endPg(direct);
-    await expectFatalAndClose(raw, '57P01', /terminating connection due to administrator command/);
+    const { raw, pid } = await victim(proxy.port, 'relay-bad-input-idle-victim');
+    await terminateExpecting57P01(raw, pid);
   });
 
   it("reports a backend terminated while only pgrelay's own query is outstanding on it (57P01) and closes the client", async () => {
@@ -518,9 +528,7 @@ describe('backend failures', () => {
       config: { log_min_messages: 'warning', load_balance_mode: true, [`backend_port${cluster.primaryId}`]: tap.port },
     });
     try {
-      const raw = await RawClient.connect(lb.port);
-      expect((await raw.startup({ ...USER, application_name: 'relay-bad-input-own-query-victim' })).ok).toBe(true);
-      const pid = Number((await raw.query('SELECT pg_backend_pid()')).rows[0][0]);
+      const { raw, pid } = await victim(lb.port, 'relay-bad-input-own-query-victim');
       tap.holdFromQuery(CAPTURE_SQL);
       expect((await raw.query('CREATE TEMPORARY TABLE relay_bad_input_own_query (i int)')).errors).toEqual([]);
       await pollUntil(
@@ -528,10 +536,7 @@ describe('backend failures', () => {
         (n) => n === 1,
         { what: "pgrelay's WAL position query to be held", timeoutMs: 10_000 },
       );
-      const direct = await pgClient({ port: cluster.primary.port });
-      await direct.query('SELECT pg_terminate_backend($1)', [pid]);
-      await endPg(direct);
-      await expectFatalAndClose(raw, '57P01', /terminating connection due to administrator command/);
+      await terminateExpecting57P01(raw, pid);
     } finally {
       await lb.stop();
       await tap.close();
@@ -549,9 +554,7 @@ describe('backend failures', () => {
     });
     const app = 'relay-bad-input-standby-read-victim';
     try {
-      const raw = await RawClient.connect(lb.port);
-      expect((await raw.startup({ ...USER, application_name: app })).ok).toBe(true);
-      const pid = Number((await raw.query('SELECT pg_backend_pid()')).rows[0][0]);
+      const { raw, pid } = await victim(lb.port, app);
       raw.send(queryMessage('SELECT pg_sleep(30)'));
       const onStandbys = `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}' AND state = 'active' AND query = 'SELECT pg_sleep(30)'`;
       await pollUntil(
@@ -559,11 +562,8 @@ describe('backend failures', () => {
         (v) => v.split(',').includes('1'),
         { what: 'the read to run on a standby', timeoutMs: 10_000 },
       );
-      const direct = await pgClient({ port: cluster.primary.port });
-      await direct.query('SELECT pg_terminate_backend($1)', [pid]);
-      await endPg(direct);
       // Far sooner than the 30 s read: the session ends with its primary backend.
-      await expectFatalAndClose(raw, '57P01', /terminating connection due to administrator command/);
+      await terminateExpecting57P01(raw, pid);
     } finally {
       await lb.stop();
     }
