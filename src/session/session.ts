@@ -896,10 +896,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   progressed(_link: BackendLink): void {
     this.lastActivity = Date.now();
     if (this.asyncQueue.length > 0 && !this.backends.owesClient()) {
-      const queued = this.asyncQueue;
-      this.asyncQueue = [];
-      this.asyncQueued = 0;
-      const drained = this.writeClient(Buffer.concat(queued));
+      const drained = this.writeClient(Buffer.concat(this.takeAsyncQueue()));
       const held = this.asyncHeld;
       this.asyncHeld = undefined;
       if (!drained) this.backends.primary?.waitForClient();
@@ -1030,10 +1027,20 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
    */
   fatal(err: PgError): void {
     if (this.closed) return;
+    // Notifications and notices that arrived before it, held behind another node's reply, come first.
+    const unseen = this.takeAsyncQueue();
     if (this.clientMidMessage()) this.log.warn({ err: err.message }, 'closing the client in the middle of a message');
     else if (!this.client.destroyed && this.client.writable)
-      this.client.write(errorResponse({ ...err.toFields(), severity: 'FATAL' }));
+      this.client.write(Buffer.concat([...unseen, errorResponse({ ...err.toFields(), severity: 'FATAL' })]));
     this.close();
+  }
+
+  /** The notifications and notices held behind another node's reply, taken from the queue. */
+  private takeAsyncQueue(): Buffer[] {
+    const queued = this.asyncQueue;
+    this.asyncQueue = [];
+    this.asyncQueued = 0;
+    return queued;
   }
 
   /**
@@ -1042,9 +1049,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
    * pgrelay's own), as from a direct connection, then the session ends.
    */
   private closeAfterFatal(link: BackendLink): void {
-    const unseen = this.asyncQueue;
-    this.asyncQueue = [];
-    this.asyncQueued = 0;
+    const unseen = this.takeAsyncQueue();
     if (link.replies.unseenFatal !== undefined) unseen.push(link.replies.unseenFatal);
     if (unseen.length > 0) {
       if (this.clientMidMessage())

@@ -26,7 +26,7 @@ import {
   type BackendMessage,
 } from '../support/raw.js';
 import { pollUntil } from '../support/wait.js';
-import { Wiretap } from '../support/wiretap.js';
+import { type TapConnection, Wiretap } from '../support/wiretap.js';
 import { CAPTURE_SQL } from '../../src/router/consistency.js';
 
 const cluster = getCluster();
@@ -490,6 +490,29 @@ async function terminateExpecting57P01(raw: RawClient, pid: number): Promise<voi
   await expectFatalAndClose(raw, '57P01', /terminating connection due to administrator command/);
 }
 
+/** Load balancing with weight 0 on the primary, 1 on each standby: `SELECT pg_sleep(n)` runs on a standby. */
+function standbyReads(
+  extra: Record<string, string | number | boolean> = {},
+): Record<string, string | number | boolean> {
+  const conf: Record<string, string | number | boolean> = {
+    log_min_messages: 'warning',
+    load_balance_mode: true,
+    read_only_function_list: 'pg_sleep',
+  };
+  for (const n of cluster.nodes) conf[`backend_weight${n.id}`] = n.id === cluster.primaryId ? 0 : 1;
+  return { ...conf, ...extra };
+}
+
+/** Until a standby's backend of application `app` is running `query`. */
+async function runningOnAStandby(app: string, query: string): Promise<void> {
+  const sql = `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}' AND state = 'active' AND query = '${query}'`;
+  await pollUntil(
+    async () => (await Promise.all(cluster.standbys.map((n) => cluster.psql(n.id, sql)))).join(','),
+    (v) => v.split(',').includes('1'),
+    { what: `${query} to run on a standby`, timeoutMs: 10_000 },
+  );
+}
+
 describe('backend failures', () => {
   it('reports a backend terminated mid-query (57P01) to the client and closes, without a hang', {
     timeout: 120_000,
@@ -546,26 +569,58 @@ describe('backend failures', () => {
   it('reports a backend terminated while a read of the session runs on a standby (57P01) and closes the client', async () => {
     // The primary's FATAL arrives while the standby owes the client its reply: pgrelay holds
     // the primary's asynchronous messages until then, but the session ends with the primary.
-    const weights: Record<string, number> = {};
-    for (const n of cluster.nodes) weights[`backend_weight${n.id}`] = n.id === cluster.primaryId ? 0 : 1;
     const lb = await startProxy({
       cluster,
-      config: { log_min_messages: 'warning', load_balance_mode: true, read_only_function_list: 'pg_sleep', ...weights },
+      config: standbyReads(),
     });
     const app = 'relay-bad-input-standby-read-victim';
     try {
       const { raw, pid } = await victim(lb.port, app);
       raw.send(queryMessage('SELECT pg_sleep(30)'));
-      const onStandbys = `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}' AND state = 'active' AND query = 'SELECT pg_sleep(30)'`;
-      await pollUntil(
-        async () => (await Promise.all(cluster.standbys.map((n) => cluster.psql(n.id, onStandbys)))).join(','),
-        (v) => v.split(',').includes('1'),
-        { what: 'the read to run on a standby', timeoutMs: 10_000 },
-      );
+      await runningOnAStandby(app, 'SELECT pg_sleep(30)');
       // Far sooner than the 30 s read: the session ends with its primary backend.
       await terminateExpecting57P01(raw, pid);
     } finally {
       await lb.stop();
+    }
+  });
+
+  it('a primary connection that breaks while a standby owes the reply: the notification that came first, then 08006', async () => {
+    // pgrelay holds the primary's notifications while another node's reply is on its way; when
+    // the primary's connection then breaks (no FATAL: a network failure, cut by the tap), what
+    // arrived before the break still reaches the client ahead of the error, as from a direct
+    // connection whose server goes away.
+    const tap = await Wiretap.start(cluster.primary);
+    const lb = await startProxy({
+      cluster,
+      config: standbyReads({ [`backend_port${cluster.primaryId}`]: tap.port }),
+    });
+    const app = 'relay-bad-input-cut-victim';
+    const channel = 'relay_bad_input_cut';
+    try {
+      const { raw } = await victim(lb.port, app);
+      expect((await raw.query(`LISTEN ${channel}`)).errors).toEqual([]);
+      raw.send(queryMessage('SELECT pg_sleep(30)'));
+      await runningOnAStandby(app, 'SELECT pg_sleep(30)');
+      const direct = await pgClient({ port: cluster.primary.port });
+      await direct.query(`NOTIFY ${channel}, 'before the break'`);
+      await endPg(direct);
+      const mine = (c: TapConnection): boolean => c.toServer.includes(app);
+      await pollUntil(
+        () => tap.connections.some((c) => mine(c) && c.toClient.includes('before the break')),
+        (seen) => seen,
+        { what: 'the notification to reach pgrelay', timeoutMs: 10_000 },
+      );
+      expect(tap.cut(mine)).toBe(1);
+      const { messages, closed } = await raw.drainUntilClosed(10_000);
+      expect(closed, `still open; got ${types(messages)}`).toBe(true);
+      expect(types(messages)).toBe('AE');
+      expect(messages[0].body.includes(Buffer.from('before the break'))).toBe(true);
+      const f = errorFields(messages[1].body);
+      expect([f.V ?? f.S, f.C]).toEqual(['FATAL', '08006']);
+    } finally {
+      await lb.stop();
+      await tap.close();
     }
   });
 });

@@ -24,6 +24,8 @@ export class Wiretap {
   /** Connections whose bytes to the server are held back (holdFromQuery), with what was held. */
   readonly holding = new Map<TapConnection, Buffer>();
   private readonly sockets = new Set<net.Socket>();
+  /** Both sockets of each open connection (for cut). */
+  private readonly pairs = new Map<TapConnection, net.Socket[]>();
   /** Text of the Query message from which bytes to the server are held, if set. */
   private holdSql: Buffer | undefined;
 
@@ -55,7 +57,9 @@ export class Wiretap {
       s.setTimeout(IDLE_TIMEOUT_MS, () => s.destroy());
       s.on('error', () => undefined);
     }
+    this.pairs.set(rec, [client, upstream]);
     const end = (): void => {
+      this.pairs.delete(rec);
       rec.closed = true;
       client.destroy();
       upstream.destroy();
@@ -95,6 +99,21 @@ export class Wiretap {
    */
   holdFromQuery(sql: string): void {
     this.holdSql = Buffer.from(sql);
+  }
+
+  /**
+   * Break the open connections that `which` selects, both ways at once, as a network
+   * failure would: pgrelay sees its connection close with no message from the server.
+   * Returns how many were cut.
+   */
+  cut(which: (c: TapConnection) => boolean): number {
+    let n = 0;
+    for (const [rec, sockets] of this.pairs) {
+      if (!which(rec)) continue;
+      for (const s of sockets) s.destroy();
+      n++;
+    }
+    return n;
   }
 
   /** Forget what was recorded so far (connections still open keep recording into their old entries). */
