@@ -25,7 +25,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DevCluster } from '../../dev/devcluster.js';
 import type pg from 'pg';
 import { connect, destroy, jsonLines, showPoolNodes, statusChange, until, waitForJson } from '../support/failover.js';
-import { runPgbench, startProxy, type ProxyHandle, type RunResult } from '../support/proxy.js';
+import { pgbenchCounts, runPgbench, startProxy, type ProxyHandle, type RunResult } from '../support/proxy.js';
 
 let cluster: DevCluster;
 let proxy: ProxyHandle;
@@ -40,8 +40,9 @@ interface BenchOutcome {
 }
 
 function parse(name: string, r: RunResult, elapsedMs: number): BenchOutcome {
-  const processed = Number(/number of transactions actually processed: (\d+)/.exec(r.stdout)?.[1] ?? -1);
-  const failed = Number(/number of failed transactions: (\d+)/.exec(r.stdout)?.[1] ?? 0);
+  const counts = pgbenchCounts(r.stdout);
+  const processed = counts.processed ?? -1;
+  const failed = counts.failed ?? 0;
   const aborted = [...r.stderr.matchAll(/client (\d+) (?:script \d+ )?aborted/g)].map((m) => Number(m[1]));
   return { name, r, processed, failed, aborted, elapsedMs };
 }

@@ -23,7 +23,7 @@ import {
   withTimeout,
 } from '../support/clients.js';
 import { getCluster } from '../support/cluster.js';
-import { type ProxyHandle, runPgbench, startProxy } from '../support/proxy.js';
+import { type ProxyHandle, pgbenchCounts, runPgbench, startProxy } from '../support/proxy.js';
 import {
   RawClient,
   bindMessage,
@@ -121,8 +121,9 @@ function expectPgbenchClean(
 ): void {
   const out = `${label}\n${r.stdout.slice(-1500)}\n${r.stderr.slice(-1500)}\n${proxy.logs().slice(-1500)}`;
   expect(r.code, out).toBe(0);
-  expect(/number of failed transactions: (\d+)/.exec(r.stdout)?.[1] ?? '0', out).toBe('0');
-  expect(/number of transactions actually processed: (\d+)/.exec(r.stdout)?.[1], out).toBe(processed);
+  const counts = pgbenchCounts(r.stdout);
+  expect(counts.failed ?? 0, out).toBe(0);
+  expect(String(counts.processed), out).toBe(processed);
 }
 
 async function selectCounts(): Promise<Map<number, number>> {

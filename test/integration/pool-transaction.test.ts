@@ -10,7 +10,7 @@ import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { closeAllClients, endPg, endSql, nodeClients, pgClient, queryRows, sqlClient } from '../support/clients.js';
 import { getCluster } from '../support/cluster.js';
-import { runPgbench, startProxy, type ProxyHandle, type RunResult } from '../support/proxy.js';
+import { expectPgbenchClean, runPgbench, startProxy, type ProxyHandle, type RunResult } from '../support/proxy.js';
 import { cancelRequest } from '../support/raw.js';
 
 const cluster = getCluster();
@@ -27,13 +27,7 @@ function summary(p: ProxyHandle, r: RunResult): string {
 }
 
 function expectClean(p: ProxyHandle, r: RunResult): number {
-  expect(r.code, summary(p, r)).toBe(0);
-  const processed = /number of transactions actually processed: (\d+)/.exec(r.stdout);
-  expect(processed, summary(p, r)).not.toBeNull();
-  const failed = /number of failed transactions: (\d+)/.exec(r.stdout);
-  expect(Number(failed?.[1] ?? -1), summary(p, r)).toBe(0);
-  expect(r.stderr, summary(p, r)).not.toMatch(/error|abort|FATAL/i);
-  return Number(processed?.[1]);
+  return expectPgbenchClean(r, summary(p, r));
 }
 
 /** Most client backends of `application_name` seen at once on each node while `during` runs (pg_stat_activity, every 50 ms). */

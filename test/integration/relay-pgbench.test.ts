@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
-import { runPgbench, startProxy, type ProxyHandle, type RunResult } from '../support/proxy.js';
+import { expectPgbenchClean, runPgbench, startProxy, type ProxyHandle, type RunResult } from '../support/proxy.js';
 import { isAlive } from '../support/raw.js';
 
 const cluster = getCluster();
@@ -18,17 +18,7 @@ function summary(r: RunResult): string {
 
 /** Assert a pgbench run finished with transactions done and no failures. */
 function expectClean(r: RunResult): number {
-  expect(r.code, summary(r)).toBe(0);
-  const processed = /number of transactions actually processed: (\d+)/.exec(r.stdout);
-  expect(processed, summary(r)).not.toBeNull();
-  const n = Number((processed as RegExpExecArray)[1]);
-  expect(n, summary(r)).toBeGreaterThan(0);
-  // PostgreSQL 15's pgbench always prints the failed count.
-  const failed = /number of failed transactions: (\d+)/.exec(r.stdout);
-  expect(failed, summary(r)).not.toBeNull();
-  expect(Number((failed as RegExpExecArray)[1]), summary(r)).toBe(0);
-  expect(r.stderr, summary(r)).not.toMatch(/error|abort|FATAL/i);
-  return n;
+  return expectPgbenchClean(r, summary(r));
 }
 
 beforeAll(async () => {

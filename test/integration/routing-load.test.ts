@@ -7,7 +7,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
 import { closeAllClients, endPg, pgClient } from '../support/clients.js';
-import { runPgbench, startProxy, type ProxyHandle } from '../support/proxy.js';
+import { pgbenchCounts, runPgbench, startProxy, type ProxyHandle } from '../support/proxy.js';
 import {
   chiSquareP,
   countPerNode,
@@ -81,15 +81,8 @@ describe('weights', () => {
   });
 });
 
-function failedTransactions(stdout: string): number | null {
-  const m = /number of failed transactions: (\d+)/.exec(stdout);
-  return m ? Number(m[1]) : null;
-}
-
-function processed(stdout: string): number {
-  const m = /number of transactions actually processed: (\d+)/.exec(stdout);
-  return m ? Number(m[1]) : 0;
-}
+const failedTransactions = (stdout: string): number | null => pgbenchCounts(stdout).failed;
+const processed = (stdout: string): number => pgbenchCounts(stdout).processed ?? 0;
 
 describe('pgbench through pgrelay (load balancing on, default weights)', () => {
   const pgbenchWrites = /^\s*(UPDATE|INSERT)\b/i;

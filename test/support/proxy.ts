@@ -486,6 +486,27 @@ export function runPsql(args: string[], opts: RunOptions): Promise<RunResult> {
   });
 }
 
+/** The counts pgbench (PostgreSQL 15) prints at the end of a run; null where its line is missing. */
+export function pgbenchCounts(stdout: string): { processed: number | null; failed: number | null } {
+  const processed = /number of transactions actually processed: (\d+)/.exec(stdout);
+  const failed = /number of failed transactions: (\d+)/.exec(stdout);
+  return { processed: processed ? Number(processed[1]) : null, failed: failed ? Number(failed[1]) : null };
+}
+
+/**
+ * Assert a pgbench run exited 0 with transactions processed, none failed (PostgreSQL 15's pgbench
+ * always prints the failed count) and no error on stderr; `context` is shown on a failure.
+ * Returns the transactions processed.
+ */
+export function expectPgbenchClean(r: RunResult, context: string): number {
+  expect(r.code, context).toBe(0);
+  const { processed, failed } = pgbenchCounts(r.stdout);
+  expect(processed, context).toBeGreaterThan(0);
+  expect(failed, context).toBe(0);
+  expect(r.stderr, context).not.toMatch(/error|abort|FATAL/i);
+  return processed ?? 0;
+}
+
 /** pgbench <args> (PG_BIN's pgbench) against 127.0.0.1:<port>. */
 export function runPgbench(args: string[], opts: RunOptions): Promise<RunResult> {
   return runCommand(pgTool('pgbench'), args, {
