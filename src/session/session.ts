@@ -1026,12 +1026,31 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
    * ends, as when a server dies under a direct client.
    */
   fatal(err: PgError): void {
+    this.endWith(errorResponse({ ...err.toFields(), severity: 'FATAL' }), err.message);
+  }
+
+  /**
+   * `link` sent FATAL and closed: the client gets what it has not seen of that (the FATAL
+   * answering a request of pgrelay's own, or queued behind another node's reply), as from a
+   * direct connection, then the session ends.
+   */
+  private closeAfterFatal(link: BackendLink): void {
+    this.endWith(link.replies.unseenFatal, `node ${link.nodeId} sent FATAL`);
+  }
+
+  /**
+   * End the session: the client first gets the notifications and notices held behind another
+   * node's reply (they arrived before), then `last`, unless a backend left it in the middle of
+   * a message (`why` goes to the log then).
+   */
+  private endWith(last: Buffer | undefined, why: string): void {
     if (this.closed) return;
-    // Notifications and notices that arrived before it, held behind another node's reply, come first.
-    const unseen = this.takeAsyncQueue();
-    if (this.clientMidMessage()) this.log.warn({ err: err.message }, 'closing the client in the middle of a message');
-    else if (!this.client.destroyed && this.client.writable)
-      this.client.write(Buffer.concat([...unseen, errorResponse({ ...err.toFields(), severity: 'FATAL' })]));
+    const out = this.takeAsyncQueue();
+    if (last !== undefined) out.push(last);
+    if (out.length > 0) {
+      if (this.clientMidMessage()) this.log.warn({ err: why }, 'closing the client in the middle of a message');
+      else if (this.client.writable) this.writeClient(Buffer.concat(out));
+    }
     this.close();
   }
 
@@ -1041,22 +1060,6 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.asyncQueue = [];
     this.asyncQueued = 0;
     return queued;
-  }
-
-  /**
-   * `link` sent FATAL and closed: the client gets what it has not seen of that (notices and
-   * the FATAL itself queued behind another node's reply, or the FATAL answering a request of
-   * pgrelay's own), as from a direct connection, then the session ends.
-   */
-  private closeAfterFatal(link: BackendLink): void {
-    const unseen = this.takeAsyncQueue();
-    if (link.replies.unseenFatal !== undefined) unseen.push(link.replies.unseenFatal);
-    if (unseen.length > 0) {
-      if (this.clientMidMessage())
-        this.log.warn({ node: link.nodeId }, 'closing the client in the middle of a message');
-      else this.writeClient(Buffer.concat(unseen));
-    }
-    this.close();
   }
 
   /** A backend has sent the client part of a message whose rest will never come if it dies now. */
