@@ -8,7 +8,7 @@ import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
 import { closeAllClients, endPg, pgClient, queryRows, withTimeout } from '../support/clients.js';
-import { startProxy, type ProxyHandle } from '../support/proxy.js';
+import { type ConfValue, startProxy, type ProxyHandle } from '../support/proxy.js';
 import {
   PROTOCOL_3_0,
   RawClient,
@@ -490,14 +490,18 @@ async function terminateExpecting57P01(raw: RawClient, pid: number): Promise<voi
   await expectFatalAndClose(raw, '57P01', /terminating connection due to administrator command/);
 }
 
-/** Load balancing with weight 0 on the primary, 1 on each standby: `SELECT pg_sleep(n)` runs on a standby. */
-function standbyReads(
-  extra: Record<string, string | number | boolean> = {},
-): Record<string, string | number | boolean> {
-  const conf: Record<string, string | number | boolean> = {
+/**
+ * Load balancing with weight 0 on the primary, 1 on each standby: `SELECT pg_sleep(n)` runs on a
+ * standby. read_your_writes off: victim()'s pg_backend_pid() counts as a write (a function in
+ * neither list), so with it on the next read waits for the standbys to replay the primary's
+ * position and, when other files' writes keep them behind, runs on the primary instead.
+ */
+function standbyReads(extra: Record<string, ConfValue> = {}): Record<string, ConfValue> {
+  const conf: Record<string, ConfValue> = {
     log_min_messages: 'warning',
     load_balance_mode: true,
     read_only_function_list: 'pg_sleep',
+    read_your_writes: 'off',
   };
   for (const n of cluster.nodes) conf[`backend_weight${n.id}`] = n.id === cluster.primaryId ? 0 : 1;
   return { ...conf, ...extra };
