@@ -123,7 +123,7 @@ describe('replay paused on both standbys', () => {
     expect(m.primary).toBeGreaterThanOrEqual(2);
   });
 
-  it('session: SET, RESET, set_config, DISCARD and a transaction that only read are not writes: reads stay on a standby', async () => {
+  it('session: SET, RESET, set_config, DISCARD, pg_backend_pid() and a transaction that only read are not writes: reads stay on a standby', async () => {
     // Replay is paused and the primary has WAL the standbys lack: a position read after any of
     // these would send the next read to the primary.
     await cluster.psql(P, "INSERT INTO ryw_t VALUES (20, 'unreplayed')");
@@ -132,6 +132,11 @@ describe('replay paused on both standbys', () => {
     const captures = (m: typeof m0): number =>
       sampleValue(m, 'pgrelay_read_your_writes_position_reads_total', { kind: 'write' }) ?? 0;
     await c.query("SET work_mem = '5MB'");
+    expect(await readNode(c)).not.toBe(P);
+    // Drivers and pools ask for the backend's pid (to log it, to cancel): a stable function
+    // that pgrelay runs on the primary, not a write.
+    await c.query('SELECT pg_backend_pid()');
+    await c.query({ text: 'SELECT pg_backend_pid() AS pid', values: [] });
     expect(await readNode(c)).not.toBe(P);
     await c.query('RESET work_mem');
     await c.query("SELECT set_config('application_name', 'ryw-setter', false)");
