@@ -87,6 +87,13 @@ function stat(pid) {
   };
 }
 
+/** Busy and total CPU seconds of the whole machine (/proc/stat), to charge every process a transaction costs. */
+function machine() {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: (total - f[3] - f[4]) / TICK, total: total / TICK };
+}
+
 function run(file, args, opts = {}) {
   return new Promise((resolve) =>
     execFile(file, args, { timeout: (DUR + 60) * 1000, encoding: 'utf8', ...opts }, (e, out, err) =>
@@ -274,6 +281,7 @@ for (let r = 0; r < ROUNDS; r++) {
   for (const mode of MODES) {
     for (const t of r % 2 === 0 ? targets : [...targets].reverse()) {
       const s0 = stat(t.pid);
+      const m0 = machine();
       const h0 = process.hrtime.bigint();
       const tracers = [];
       if (env.PROFILE_STRACE === '1')
@@ -303,6 +311,7 @@ for (let r = 0; r < ROUNDS; r++) {
         );
       const x = await run('pgbench', bench(t, mode, DUR, env.PROFILE_RATE));
       const s1 = stat(t.pid);
+      const m1 = machine();
       for (const tr of tracers) {
         tr.kill('SIGINT');
         await new Promise((resolve) => tr.once('exit', resolve));
@@ -318,6 +327,8 @@ for (let r = 0; r < ROUNDS; r++) {
         us: txns ? ((s1.total - s0.total) * 1e6) / txns : Number.NaN,
         userUs: txns ? ((s1.user - s0.user) * 1e6) / txns : Number.NaN,
         syscalls: txns ? (s1.syscalls - s0.syscalls) / txns : Number.NaN,
+        machineUs: txns ? ((m1.busy - m0.busy) * 1e6) / txns : Number.NaN,
+        idlePct: 100 * (1 - (m1.busy - m0.busy) / (m1.total - m0.total)) || 0,
         tps,
         load: os.loadavg()[0],
       };
@@ -339,16 +350,16 @@ console.log(
   `\n${new Date().toISOString()}, load average ${fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')} on ${os.cpus().length} CPUs; ${ROUNDS} rounds × ${DUR} s, ${CLIENTS} clients${env.PROFILE_RATE ? `, -R ${env.PROFILE_RATE}` : ''}\n`,
 );
 console.log(
-  `| mode | target | CPU µs/txn (median) | min | user µs/txn | syscalls/txn | TPS (median) | × ${REF} (per-round median) |`,
+  `| mode | target | CPU µs/txn (median) | min | user µs/txn | syscalls/txn | machine µs/txn | idle % | TPS (median) | × ${REF} (per-round median) |`,
 );
-console.log('|---|---|--:|--:|--:|--:|--:|--:|');
+console.log('|---|---|--:|--:|--:|--:|--:|--:|--:|--:|');
 for (const mode of MODES) {
   for (const t of targets) {
     const a = res[`${mode}|${t.name}`] ?? [];
     const b = res[`${mode}|${REF}`];
     const ratio = b ? median(a.map((x, i) => x.us / b[i].us)).toFixed(2) : '-';
     console.log(
-      `| ${mode} | ${t.name} | ${median(a.map((x) => x.us)).toFixed(1)} | ${Math.min(...a.map((x) => x.us)).toFixed(1)} | ${median(a.map((x) => x.userUs)).toFixed(1)} | ${median(a.map((x) => x.syscalls)).toFixed(2)} | ${median(a.map((x) => x.tps)).toFixed(0)} | ${ratio} |`,
+      `| ${mode} | ${t.name} | ${median(a.map((x) => x.us)).toFixed(1)} | ${Math.min(...a.map((x) => x.us)).toFixed(1)} | ${median(a.map((x) => x.userUs)).toFixed(1)} | ${median(a.map((x) => x.syscalls)).toFixed(2)} | ${median(a.map((x) => x.machineUs)).toFixed(1)} | ${median(a.map((x) => x.idlePct)).toFixed(0)} | ${median(a.map((x) => x.tps)).toFixed(0)} | ${ratio} |`,
     );
   }
 }

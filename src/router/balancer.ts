@@ -143,14 +143,20 @@ export function parseRedirectList(str: string, listName = 'redirect preference l
 
 /** Priority app_name > database > user; the first matching entry of a list wins (pgpool's pattern lists). */
 export function matchRedirect(cfg: BalancerConfig, facts: SessionFacts): RedirectRule | undefined {
-  for (const [rules, value] of [
-    [cfg.app_name_redirect, facts.application_name],
-    [cfg.database_redirect, facts.database],
-    [cfg.user_redirect, facts.user],
-  ] as const) {
-    for (const r of rules) if (r.pattern.test(value)) return r;
-  }
+  return (
+    firstMatch(cfg.app_name_redirect, facts.application_name) ??
+    firstMatch(cfg.database_redirect, facts.database) ??
+    firstMatch(cfg.user_redirect, facts.user)
+  );
+}
+
+function firstMatch(rules: readonly RedirectRule[], value: string): RedirectRule | undefined {
+  for (const r of rules) if (r.pattern.test(value)) return r;
   return undefined;
+}
+
+function isUp(n: NodeSnapshot): boolean {
+  return n.up;
 }
 
 function liveNode(nodes: readonly NodeSnapshot[], id: number): NodeSnapshot | undefined {
@@ -163,17 +169,46 @@ function livePrimary(nodes: readonly NodeSnapshot[]): NodeSnapshot | undefined {
   return undefined;
 }
 
-/** Weighted draw over `candidates` (weight > 0), in id order; null if no weight. pgpool's select_load_balancing_node() */
-function weighted(candidates: readonly NodeSnapshot[], random: RandomSource): NodeSnapshot | null {
+/** Which of the candidates a weighted draw may pick (besides weight > 0). */
+interface DrawFilter {
+  /** Only live nodes. */
+  live?: boolean;
+  /** Only standbys. */
+  standby?: boolean;
+  /** Not this node id. */
+  exclude?: number;
+}
+
+const ANY: DrawFilter = {};
+const LIVE: DrawFilter = { live: true };
+const LIVE_STANDBY: DrawFilter = { live: true, standby: true };
+
+function drawable(n: NodeSnapshot, f: DrawFilter): boolean {
+  return (
+    n.weight > 0 && (f.live !== true || n.up) && (f.standby !== true || n.role === 'standby') && n.id !== f.exclude
+  );
+}
+
+/**
+ * Weighted draw over the `candidates` that pass `f` (weight > 0), in id order; null if no
+ * weight. Allocates nothing for candidates given in id order (the node snapshot): pool_mode =
+ * transaction draws once per transaction. pgpool's select_load_balancing_node()
+ */
+function weighted(candidates: readonly NodeSnapshot[], random: RandomSource, f: DrawFilter = ANY): NodeSnapshot | null {
   let total = 0;
-  for (const n of candidates) if (n.weight > 0) total += n.weight;
+  let ordered = true;
+  for (let i = 0; i < candidates.length; i++) {
+    const n = candidates[i];
+    if (i > 0 && candidates[i - 1].id > n.id) ordered = false;
+    if (drawable(n, f)) total += n.weight;
+  }
   if (total <= 0) return null;
-  const sorted = candidates.length > 1 ? [...candidates].sort((a, b) => a.id - b.id) : candidates;
+  const sorted = ordered ? candidates : [...candidates].sort((a, b) => a.id - b.id);
   const r = random() * total;
   let acc = 0;
   let last: NodeSnapshot | null = null;
   for (const n of sorted) {
-    if (n.weight <= 0) continue;
+    if (!drawable(n, f)) continue;
     acc += n.weight;
     last = n;
     if (r < acc) return n;
@@ -202,8 +237,7 @@ export function chooseLoadBalanceNode(
   facts: SessionFacts,
   random: RandomSource = Math.random,
 ): number | null {
-  const live = nodes.filter((n) => n.up);
-  if (live.length === 0) return null;
+  if (!nodes.some(isUp)) return null;
   const rule = matchRedirect(cfg, facts);
   let exclude: number | undefined;
   if (rule !== undefined) {
@@ -211,10 +245,7 @@ export function chooseLoadBalanceNode(
     if (rule.target === 'standby') {
       // pgpool's pattern lists: with r ≤ ratio pick among standbys by weight, else the primary.
       if (r <= rule.ratio) {
-        const s = weighted(
-          live.filter((n) => n.role === 'standby'),
-          random,
-        );
+        const s = weighted(nodes, random, LIVE_STANDBY);
         if (s !== null) return s.id;
       } else {
         const p = livePrimary(nodes);
@@ -228,8 +259,7 @@ export function chooseLoadBalanceNode(
       }
     }
   }
-  const pool = exclude === undefined ? live : live.filter((n) => n.id !== exclude);
-  const w = weighted(pool, random);
+  const w = weighted(nodes, random, exclude === undefined ? LIVE : { live: true, exclude });
   if (w !== null) return w.id;
   if (exclude !== undefined) return exclude;
   return mainNode(nodes);

@@ -352,10 +352,12 @@ export class Backends {
     const router = ctx.router;
     const primary = ctx.nodes.primaryId;
     if (!router.loadBalancing || router.statementLevel || primary < 0) return undefined;
-    let lb = router.chooseSessionNode(this.owner.facts);
+    const lb = router.chooseSessionNode(this.owner.facts);
     if (lb === null) return { node: primary, readsThere: false };
-    lb = router.readNode(lb, this.owner.facts).sessionLbNode ?? lb;
-    return { node: lb, readsThere: lb !== primary && router.readNode(lb, this.owner.facts).node === lb };
+    // One look at the node: where the session's reads would go, and whether they run there now.
+    const t = router.readNode(lb, this.owner.facts);
+    const node = t.sessionLbNode ?? lb;
+    return { node, readsThere: node !== primary && t.node === node };
   }
 
   /** Attach the links just taken, bring their settings to the session's (see checkout). */
@@ -448,7 +450,8 @@ export class Backends {
     this.links.length = 0;
     this.primaryLink = undefined;
     this.passTo = DROP;
-    this.poolFull.clear();
+    // Set.clear() allocates a new table: most checkins find it empty.
+    if (this.poolFull.size > 0) this.poolFull.clear();
   }
 
   /** A setting changed inside a transaction on these links: whoever gets them next resets them first. */

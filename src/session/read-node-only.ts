@@ -55,16 +55,11 @@ export const LOOKAHEAD_MESSAGES = 256;
  * `pos` (a batch under way on the read node). False for anything else.
  */
 export function readOnlyUnit(buf: Buffer, pos: number, look: UnitLookup, single = false): boolean {
-  /** Statements parsed in the batch: their facts, or null when not a read for the read node. */
-  const parsed = new Map<string, { sql: string; cls: Classification } | null>();
-  const bound = new Set<string>();
-  const statementFits = (name: string): boolean => {
-    const st = parsed.has(name) ? parsed.get(name) : look.statement(name);
-    if (!st) return false;
-    const r = look.decide(st.sql, st.cls);
-    // A statement whose routing depends on its parameters (current_setting($1)) is decided at Bind.
-    return r !== undefined && st.cls.settingParams.length === 0 && readNodeOnly(st.sql, st.cls, r.d);
-  };
+  // Statements parsed and portals bound in the batch (arrays: most batches name one or two;
+  // the last Parse of a name wins).
+  const parsedNames: string[] = [];
+  const parsedFacts: Array<{ sql: string; cls: Classification }> = [];
+  const bound: string[] = [];
   for (let n = 0; n < LOOKAHEAD_MESSAGES && pos + 5 <= buf.length; n++) {
     const type = buf[pos];
     const len = buf.readUInt32BE(pos + 1);
@@ -80,14 +75,15 @@ export function readOnlyUnit(buf: Buffer, pos: number, look: UnitLookup, single 
         const fits = r !== undefined && readNodeOnly(sql[0], r.cls, r.d);
         // A second Parse of a name the client has not closed fails (42P05): the primary's connection answers as before.
         if (!fits || (name[0] !== '' && look.statement(name[0]) !== undefined)) return false;
-        parsed.set(name[0], { sql: sql[0], cls: r.cls });
+        parsedNames.push(name[0]);
+        parsedFacts.push({ sql: sql[0], cls: r.cls });
         break;
       }
       case FE.Bind: {
         const portal = readCString(buf, start, end);
         const stmt = portal && readCString(buf, portal[1], end);
-        if (!portal || !stmt || !statementFits(stmt[0])) return false;
-        bound.add(portal[0]);
+        if (!portal || !stmt || !statementFits(stmt[0], parsedNames, parsedFacts, look)) return false;
+        bound.push(portal[0]);
         break;
       }
       case FE.Describe:
@@ -95,13 +91,13 @@ export function readOnlyUnit(buf: Buffer, pos: number, look: UnitLookup, single 
         const name = readCString(buf, start + 1, end);
         if (!name) return false;
         if (buf[start] === STATEMENT) {
-          if (!statementFits(name[0])) return false;
-        } else if (buf[start] !== PORTAL || !(bound.has(name[0]) || look.portal(name[0]))) return false;
+          if (!statementFits(name[0], parsedNames, parsedFacts, look)) return false;
+        } else if (buf[start] !== PORTAL || !(bound.includes(name[0]) || look.portal(name[0]))) return false;
         break;
       }
       case FE.Execute: {
         const name = readCString(buf, start, end);
-        if (!name || !(bound.has(name[0]) || look.portal(name[0]))) return false;
+        if (!name || !(bound.includes(name[0]) || look.portal(name[0]))) return false;
         break;
       }
       case FE.Sync:
@@ -116,4 +112,19 @@ export function readOnlyUnit(buf: Buffer, pos: number, look: UnitLookup, single 
     pos = end;
   }
   return false;
+}
+
+/** Is statement `name` (parsed in the batch, or prepared before) a read for the read node? */
+function statementFits(
+  name: string,
+  parsedNames: readonly string[],
+  parsedFacts: ReadonlyArray<{ sql: string; cls: Classification }>,
+  look: UnitLookup,
+): boolean {
+  const i = parsedNames.lastIndexOf(name);
+  const st = i >= 0 ? parsedFacts[i] : look.statement(name);
+  if (!st) return false;
+  const r = look.decide(st.sql, st.cls);
+  // A statement whose routing depends on its parameters (current_setting($1)) is decided at Bind.
+  return r !== undefined && st.cls.settingParams.length === 0 && readNodeOnly(st.sql, st.cls, r.d);
 }
