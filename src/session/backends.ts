@@ -389,7 +389,11 @@ export class Backends {
     if (strays === undefined) return;
     link.conn.strays = undefined;
     for (const name of strays)
-      this.request(link, { kind: 'query', mode: 'drop' }, queryMessage(`DEALLOCATE "${name.replace(/"/g, '""')}"`));
+      this.request(
+        link,
+        { kind: 'query', mode: 'drop', skippable: true },
+        queryMessage(`DEALLOCATE "${name.replace(/"/g, '""')}"`),
+      );
   }
 
   /**
@@ -417,7 +421,9 @@ export class Backends {
           c.settings = DIRTY_SETTINGS;
           reject(settingsError(failed));
         };
-        this.request(link, { kind: 'query', mode: 'drop', done }, queryMessage(sql));
+        // skippable: if a read node's connection dies meanwhile, nothing of the client's ran
+        // there yet; its statements go where the session takes links next, settings replayed there.
+        this.request(link, { kind: 'query', mode: 'drop', skippable: true, done }, queryMessage(sql));
       });
     });
   }
@@ -682,7 +688,8 @@ export class Backends {
       if (this.pooled) await this.applySettings(link)?.catch((e: PgError) => this.owner.settingsFailed(e));
       else
         for (const sql of replay) {
-          link.expect({ kind: 'query', mode: 'drop' });
+          // skippable: if the node dies first, the reads behind go to the primary, which has the settings.
+          link.expect({ kind: 'query', mode: 'drop', skippable: true });
           this.write(link, queryMessage(sql));
         }
       if (sessionLb === nodeId) this.lbNodeId = nodeId;

@@ -249,10 +249,41 @@ export class ExtendedProtocol {
           if (e.error) this.notParsed(st, link);
           else s.ctx.statementNames.accepted(server);
         },
+        resend: this.route.resendable(link) ? this.resendParse(st) : undefined,
       },
       st.parse,
     );
     return DROP;
+  }
+
+  /**
+   * pool_mode = transaction: the re-send hook of a client's Parse of `st` on a read node's
+   * connection (lost before answering): parse it on the connection the batch moves to, or
+   * answer ParseComplete there if that connection has it already (a second Parse of
+   * pgrelay's name would fail).
+   */
+  private resendParse(st: Stmt): (to: BackendLink, e: LinkExpectation) => void {
+    return (to, e) => {
+      const b = this.s.backends;
+      b.inPipeline(to);
+      if (this.parsedOn(st, to)) {
+        to.expect({ kind: 'parse', mode: 'synthetic', reply: PARSE_COMPLETE });
+        return;
+      }
+      this.markParsed(st, to);
+      b.request(
+        to,
+        {
+          kind: 'parse',
+          mode: e.mode,
+          done: (x) => {
+            if (x.error) this.notParsed(st, to);
+            else if (st.server !== undefined) this.s.ctx.statementNames.accepted(st.server);
+          },
+        },
+        st.parse,
+      );
+    };
   }
 
   /**
@@ -395,6 +426,7 @@ export class ExtendedProtocol {
         done: (e) => {
           if (e.error) this.notParsed(st, link);
         },
+        resend: this.route.resendable(link) ? this.resendParse(st) : undefined,
       });
     }
     return this.forward(link, {
@@ -425,12 +457,9 @@ export class ExtendedProtocol {
 
   /** Make sure `st` exists on `to` before a re-sent request that uses it. */
   private parseOn(st: Stmt, to: BackendLink): void {
-    const b = this.s.backends;
-    if (!st.nodes.includes(to.nodeId)) {
-      b.request(to, { kind: 'parse', mode: 'drop' }, st.parse);
-      st.nodes.push(to.nodeId);
-    }
-    b.inPipeline(to);
+    // pool_mode = transaction: what the connection has, not the node (ensureParsed).
+    this.ensureParsed(st, to);
+    this.s.backends.inPipeline(to);
   }
 
   bind(portal: string, stmtName: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
@@ -491,7 +520,8 @@ export class ExtendedProtocol {
       // pool_mode = transaction: the Bind names pgrelay's statement.
       const bind = renamedBind(buf.subarray(start - 5, end), st.server);
       if (!bind) return s.protocolViolation('invalid Bind message');
-      this.portals.set(portal, { nodes: [link.nodeId], both: false, stmt: st });
+      const named: Portal = { nodes: [link.nodeId], both: false, stmt: st };
+      this.portals.set(portal, named);
       const server = st.server;
       b.request(
         link,
@@ -499,11 +529,18 @@ export class ExtendedProtocol {
           kind: 'bind',
           mode: 'forward',
           lostStatement: believed ? this.prepareAgain(st, link, bind) : undefined,
-          done: (e) => {
-            link.recording = undefined;
+          done: (e, l) => {
+            l.recording = undefined;
             // Lost there behind pgrelay's back and not prepared again: the next Bind prepares it.
-            if (e.error?.C === SQLSTATE.invalidSqlStatementName) link.conn.statements?.delete(server);
+            if (e.error?.C === SQLSTATE.invalidSqlStatementName) l.conn.statements?.delete(server);
           },
+          // A read node's connection lost first: bound where the batch moves, parsed there if needed.
+          resend: this.route.resendable(link)
+            ? resendSame(b, bind, (to) => {
+                this.parseOn(st, to);
+                named.nodes = [to.nodeId];
+              })
+            : undefined,
         },
         bind,
       );

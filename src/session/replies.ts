@@ -68,7 +68,12 @@ export interface Expectation<L> {
    * (reads outside a transaction on a node other than the primary).
    */
   resend?: (to: L, e: Expectation<L>) => void;
-  /** The copy of a statement run on both nodes: if this (non-primary) node dies, the primary's result stands. */
+  /**
+   * If this (non-primary) node dies before answering, the client need not notice: the copy
+   * of a statement run on both nodes (the primary's result stands), or a request of
+   * pgrelay's own that only prepares the connection for the client's (settings replayed,
+   * statements deallocated, a replay position read).
+   */
   skippable?: boolean;
   /** merge: this link's replies before its ReadyForQuery go to the client (the primary's, not a mirror's). */
   reportsToClient?: boolean;

@@ -15,14 +15,20 @@ import {
   cancelLogBarrier,
   cancelRequest,
   closeAllRaw,
+  bindMessage,
   cstrings,
+  dataRowValues,
+  describeMessage,
   errorFields,
+  executeMessage,
   gssencRequest,
   isAlive,
   message,
+  parseMessage,
   queryMessage,
   sslRequest,
   startupMessage,
+  syncMessage,
   type BackendMessage,
 } from '../support/raw.js';
 import { pollUntil } from '../support/wait.js';
@@ -556,7 +562,7 @@ describe('backend failures', () => {
     });
     try {
       const { raw, pid } = await victim(lb.port, 'relay-bad-input-own-query-victim');
-      tap.holdFromQuery(CAPTURE_SQL);
+      tap.holdFromStatement(CAPTURE_SQL);
       expect((await raw.query('CREATE TEMPORARY TABLE relay_bad_input_own_query (i int)')).errors).toEqual([]);
       await pollUntil(
         () => tap.holding.size,
@@ -627,6 +633,142 @@ describe('backend failures', () => {
       await tap.close();
     }
   });
+});
+
+describe('pool_mode = transaction: a read node connection lost before it answered anything', () => {
+  // A read-only unit of work holds only the read node's connection. If that connection dies
+  // (the standby shuts down, a network failure) before anything of the unit was answered,
+  // the client's statements can run elsewhere: the client must see their results and its
+  // session go on. A tap between pgrelay and the standby holds what pgrelay sends from a
+  // given statement on, so the connection is lost exactly then: (1) while pgrelay replays
+  // the session's setting (SET work_mem) on a pooled connection another session used last,
+  // the client's read waiting behind it; (2) with the client's extended-protocol batch sent
+  // (Parse, Bind, Describe, Execute, Sync; the Parse held).
+  const standby = (): { id: number; host: string; port: number } => cluster.standbys[0];
+  const APP = 'relay-bad-input-read-node-lost';
+
+  type Kill = (tap: Wiretap, held: TapConnection) => Promise<void>;
+  const cut: Kill = async (tap, held) => {
+    expect(tap.cut((c) => c === held)).toBe(1);
+  };
+  // The backend is idle (what was sent to it is held): it sends FATAL 57P01, as in a fast shutdown.
+  const terminate: Kill = async () => {
+    const killed = await cluster.psql(
+      standby().id,
+      `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '${APP}' AND state = 'idle'`,
+    );
+    expect(killed).toBe('1');
+  };
+
+  async function lostWhileHeld(
+    hold: string,
+    send: (tap: Wiretap, a: RawClient, b: RawClient) => Promise<void>,
+    kill: Kill,
+    expectReply: (reply: BackendMessage[]) => void,
+  ): Promise<void> {
+    const s = standby();
+    const tap = await Wiretap.start(s);
+    const conf: Record<string, ConfValue> = {
+      log_min_messages: 'warning',
+      load_balance_mode: true,
+      read_your_writes: 'off',
+      pool_mode: 'transaction',
+      default_pool_size: 4,
+      [`backend_port${s.id}`]: tap.port,
+    };
+    for (const n of cluster.nodes) conf[`backend_weight${n.id}`] = n.id === s.id ? 1 : 0;
+    const tx = await startProxy({ cluster, config: conf });
+    try {
+      const a = await RawClient.connect(tx.port);
+      const b = await RawClient.connect(tx.port);
+      for (const c of [a, b]) expect((await c.startup({ ...USER, application_name: APP })).ok).toBe(true);
+      await send(tap, a, b);
+      await pollUntil(
+        () => tap.holding.size,
+        (n) => n === 1,
+        { what: `${hold} to be held on its way to the standby`, timeoutMs: 10_000 },
+      );
+      const [held] = tap.holding.keys();
+      await kill(tap, held);
+      expectReply(await a.collect('Z', 20_000));
+      // The session goes on.
+      const next = await a.query('SELECT 1');
+      expect(next.errors).toEqual([]);
+      expect(next.rows).toEqual([['1']]);
+      a.end();
+      b.end();
+    } finally {
+      await tx.stop();
+      await tap.close();
+    }
+  }
+
+  const HELD_SET = "SET work_mem = '5MB'";
+  async function readAfterReplay(tap: Wiretap, a: RawClient, b: RawClient): Promise<void> {
+    expect((await a.query(HELD_SET)).errors).toEqual([]);
+    // b reads on the standby with the connection a's SET left there (reset to b's settings).
+    expect((await b.query('SHOW work_mem')).errors).toEqual([]);
+    tap.holdFromStatement(HELD_SET);
+    a.send(queryMessage('SHOW work_mem'));
+  }
+  function replayedRead(reply: BackendMessage[]): void {
+    expect(types(reply), 'the read answered, no error').toBe('TDCZ');
+    expect(dataRowValues(reply[1].body), "the read ran with the session's setting").toEqual(['5MB']);
+  }
+
+  const BATCH_SQL = 'SELECT 42 AS answer';
+  async function batch(tap: Wiretap, a: RawClient): Promise<void> {
+    expect((await a.query('SELECT 1')).errors).toEqual([]);
+    tap.holdFromStatement(BATCH_SQL);
+    a.send(
+      parseMessage('', BATCH_SQL),
+      bindMessage('', ''),
+      describeMessage('P', ''),
+      executeMessage(''),
+      syncMessage(),
+    );
+  }
+  // A named statement (pgbench -M prepared, drivers' prepared statements): pgrelay prepares
+  // it under its own name on each connection.
+  const NAMED_SQL = 'SELECT 43 AS answer';
+  async function namedBatch(tap: Wiretap, a: RawClient): Promise<void> {
+    expect((await a.query('SELECT 1')).errors).toEqual([]);
+    tap.holdFromStatement(NAMED_SQL);
+    a.send(
+      parseMessage('relay_bad_input_named', NAMED_SQL),
+      bindMessage('', 'relay_bad_input_named'),
+      describeMessage('P', ''),
+      executeMessage(''),
+      syncMessage(),
+    );
+  }
+  const batchAnswered =
+    (value: string) =>
+    (reply: BackendMessage[]): void => {
+      const err = reply.find((m) => m.type === 'E');
+      expect(
+        types(reply),
+        `the batch answered, no error${err ? `: ${JSON.stringify(errorFields(err.body))}` : ''}`,
+      ).toBe('12TDCZ');
+      expect(dataRowValues(reply[3].body)).toEqual([value]);
+    };
+
+  for (const [how, kill] of [
+    ['the connection breaks (no message from the server)', cut],
+    ['the standby terminates the backend (FATAL 57P01)', terminate],
+  ] as const) {
+    it(`while pgrelay replays the session's settings there: ${how}`, async () => {
+      await lostWhileHeld(HELD_SET, readAfterReplay, kill, replayedRead);
+    });
+
+    it(`with the client's batch sent there: ${how}`, async () => {
+      await lostWhileHeld(BATCH_SQL, (tap, a) => batch(tap, a), kill, batchAnswered('42'));
+    });
+
+    it(`with the client's batch of a named statement sent there: ${how}`, async () => {
+      await lostWhileHeld(NAMED_SQL, (tap, a) => namedBatch(tap, a), kill, batchAnswered('43'));
+    });
+  }
 });
 
 it('pgrelay is still running after the file', () => {

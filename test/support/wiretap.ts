@@ -16,12 +16,24 @@ export interface TapConnection {
   closed: boolean;
 }
 
+/**
+ * Where the message whose text starts at `at` in `d` begins: a Query ('Q', its length, the
+ * text) or a Parse ('P', its length, the statement name and '\0', the text); -1 otherwise.
+ */
+function statementStart(d: Buffer, at: number): number {
+  if (at >= 5 && d[at - 5] === 0x51) return at - 5;
+  if (at < 6 || d[at - 1] !== 0) return -1;
+  // Statement names are short (PostgreSQL's are at most 63 bytes).
+  for (let p = at - 6; p >= 0 && p >= at - 70; p--) if (d[p] === 0x50 && d.indexOf(0, p + 5) === at - 1) return p;
+  return -1;
+}
+
 /** Idle sockets are destroyed after this long, so a forgotten tap cannot keep a test process alive. */
 const IDLE_TIMEOUT_MS = 300_000;
 
 export class Wiretap {
   readonly connections: TapConnection[] = [];
-  /** Connections whose bytes to the server are held back (holdFromQuery), with what was held. */
+  /** Connections whose bytes to the server are held back (holdFromStatement), with what was held. */
   readonly holding = new Map<TapConnection, Buffer>();
   private readonly sockets = new Set<net.Socket>();
   /** Both sockets of each open connection (for cut). */
@@ -76,10 +88,11 @@ export class Wiretap {
         return;
       }
       const at = this.holdSql === undefined ? -1 : d.indexOf(this.holdSql);
-      // A Query message: 'Q', its length, then the text.
-      if (at >= 5 && d[at - 5] === 0x51) {
-        this.holding.set(rec, Buffer.from(d.subarray(at - 5)));
-        upstream.write(d.subarray(0, at - 5));
+      const from = at < 0 ? -1 : statementStart(d, at);
+      if (from >= 0) {
+        this.holdSql = undefined;
+        this.holding.set(rec, Buffer.from(d.subarray(from)));
+        upstream.write(d.subarray(0, from));
         return;
       }
       upstream.write(d);
@@ -91,13 +104,13 @@ export class Wiretap {
   }
 
   /**
-   * From the next simple Query whose text starts with `sql`, on any connection, hold back
-   * everything pgrelay sends to the server on that connection: the server never sees that
-   * query (pgrelay waits for its reply). The Query is recognised when its header and text
-   * arrive in one chunk (pgrelay writes each message whole). `holding` shows which
-   * connections are held.
+   * From the next simple Query (or Parse) whose text starts with `sql`, on any
+   * connection, hold back everything pgrelay sends to the server on that connection: the
+   * server never sees that statement (pgrelay waits for its reply). Only that one: later ones
+   * pass. The message is recognised when its header and text arrive in one chunk (pgrelay
+   * writes each message whole). `holding` shows which connections are held.
    */
-  holdFromQuery(sql: string): void {
+  holdFromStatement(sql: string): void {
     this.holdSql = Buffer.from(sql);
   }
 
