@@ -189,6 +189,12 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
    * the client when it ends because of it.
    */
   unseenFatal: Buffer | undefined;
+  /**
+   * A FATAL (or PANIC) that came while nothing was outstanding (the backend was idle, e.g.
+   * terminated, or a fast shutdown), as received. It went the way of the connection's
+   * asynchronous messages: to the client from the primary's, nowhere from another node's.
+   */
+  idleFatal: Buffer | undefined;
   /** In copy-in mode started by an extended-protocol Execute: the server ignores Sync and Flush. */
   copyIn = false;
   /** Completed requests whose `done` has not run yet (see runFinished). */
@@ -405,6 +411,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       const f = parseErrorFields(buf, start, end);
       if (isFatal(f)) {
         this.fatal = true;
+        this.idleFatal ??= Buffer.from(buf.subarray(start - 5, end));
         this.out.fatalError(f);
       }
     }

@@ -1031,11 +1031,14 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
 
   /**
    * `link` sent FATAL and closed: the client gets what it has not seen of that (the FATAL
-   * answering a request of pgrelay's own, or queued behind another node's reply), as from a
-   * direct connection, then the session ends.
+   * answering a request of pgrelay's own, or queued behind another node's reply, or sent by
+   * another node than the primary while idle: a transaction used it), as from a direct
+   * connection, then the session ends.
    */
   private closeAfterFatal(link: BackendLink): void {
-    this.endWith(link.replies.unseenFatal, `node ${link.nodeId} sent FATAL`);
+    const r = link.replies;
+    const unseen = r.unseenFatal ?? (link === this.backends.primary ? undefined : r.idleFatal);
+    this.endWith(unseen, `node ${link.nodeId} sent FATAL`);
   }
 
   /**

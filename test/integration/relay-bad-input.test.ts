@@ -595,6 +595,27 @@ describe('backend failures', () => {
     }
   });
 
+  for (const poolMode of ['session', 'transaction'] as const) {
+    it(`pool_mode = ${poolMode}: a standby backend terminated while the client's transaction uses it: 57P01, then the close`, async () => {
+      // The transaction read on the standby, then the standby's backend is terminated (as a fast
+      // shutdown does) while the client is idle in the transaction: the transaction cannot go
+      // on, the session ends, and the client must be told why, not see its connection just drop.
+      const lb = await startProxy({ cluster, config: standbyReads({ pool_mode: poolMode }) });
+      const app = `relay-bad-input-standby-tx-${poolMode}`;
+      try {
+        const { raw } = await victim(lb.port, app);
+        expect((await raw.query('BEGIN')).errors).toEqual([]);
+        expect((await raw.query('SELECT pg_sleep(0)')).errors).toEqual([]);
+        const sql = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '${app}' AND state = 'idle in transaction'`;
+        const killed = await Promise.all(cluster.standbys.map((n) => cluster.psql(n.id, sql)));
+        expect(killed.sort(), 'the transaction ran on one standby').toEqual(['0', '1']);
+        await expectFatalAndClose(raw, '57P01', /terminating connection due to administrator command/);
+      } finally {
+        await lb.stop();
+      }
+    });
+  }
+
   it('a primary connection that breaks while a standby owes the reply: the notification that came first, then 08006', async () => {
     // pgrelay holds the primary's notifications while another node's reply is on its way; when
     // the primary's connection then breaks (no FATAL: a network failure, cut by the tap), what
