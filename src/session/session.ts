@@ -75,6 +75,13 @@ const EXTENDED_TYPES = (() => {
   return t;
 })();
 
+/** Messages a statement waiting for the pool may start with: a cancel answers them with 57014 (Sync, Flush and Terminate go on). */
+const CANCELLABLE = (() => {
+  const t = new Uint8Array(256);
+  for (const type of [FE.Query, FE.Parse, FE.Bind, FE.Describe, FE.Execute, FE.Close, FE.FunctionCall]) t[type] = 1;
+  return t;
+})();
+
 /** Client messages the session decodes: all but CopyData ('p', a password, is invalid after start-up). */
 const CLIENT_DECODE = (() => {
   const t = new Uint8Array(256).fill(1);
@@ -287,6 +294,19 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   private taking = false;
 
   /**
+   * pool_mode = transaction: a CancelRequest came while the client's statement waited for
+   * the pool (nothing of it was sent to a server): it is presented again at once and
+   * answered as cancelled instead of run (the connections still come, and go back unused).
+   */
+  private cancelQueued = false;
+
+  /** The extended-protocol batch answered as cancelled: pgrelay answers its Sync. */
+  private cancelledBatch = false;
+
+  /** pool_mode = transaction: a client message waits for `checkout` (not a re-send after a loss). */
+  private messageWaitsForPool = false;
+
+  /**
    * Take backend links from the server pools; the message is presented again once they are
    * held. `readOnly`: only the connection to `readNode` (a unit of work that only reads
    * there: read-node-only.ts), else the primary's, then one to `readNode` (drawn when
@@ -302,6 +322,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       readOnly && readNode !== undefined
         ? b.checkoutReadNode(readNode).then((ok) => (ok ? undefined : b.checkout()))
         : b.checkout(now);
+    this.messageWaitsForPool = true;
     this.takeLinks(take, () => undefined);
     return verdict;
   }
@@ -312,6 +333,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     take.then(
       () => {
         this.taking = false;
+        this.messageWaitsForPool = false;
         if (this.closed) {
           this.backends.checkin();
           return;
@@ -320,9 +342,12 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
         if (!this.backends.withoutPrimary) this.judged = undefined;
         then();
         this.resume('pool');
+        // Nothing waited for them any more (the statement was cancelled meanwhile): they go back.
+        this.maybeCheckin();
       },
       (e: unknown) => {
         this.taking = false;
+        this.messageWaitsForPool = false;
         const err =
           e instanceof PgError
             ? e
@@ -534,6 +559,27 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     }
   }
 
+  /**
+   * The statement a CancelRequest came for while it waited for the pool: the client gets
+   * PostgreSQL's 57014, then (simple Query) ReadyForQuery; an extended-protocol batch is
+   * skipped up to its Sync, as PostgreSQL skips it after an error, and its Sync answered.
+   */
+  private cancelledWhileQueued(type: number): Drop {
+    this.judged = undefined;
+    const err = errorResponse({
+      severity: 'ERROR',
+      code: SQLSTATE.queryCanceled,
+      message: 'canceling statement due to user request',
+    });
+    if (type === FE.Query) this.writeClient(Buffer.concat([err, readyForQuery(TxStatus.Idle)]));
+    else {
+      this.writeClient(err);
+      this.skippingUntilSync = true;
+      this.cancelledBatch = true;
+    }
+    return DROP;
+  }
+
   /** A simple Query that is an admin command (answered by pgrelay: no backend needed). */
   private adminQuery(type: number, buf: Buffer, start: number, end: number): boolean {
     if (type !== FE.Query) return false;
@@ -671,8 +717,18 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     // After an extended-protocol error PostgreSQL ignores every message up to Sync, also
     // those it receives after reporting the error: so does pgrelay, whatever node they
     // would go to (a pipeline can span nodes).
-    if (type === FE.Sync) this.skippingUntilSync = false;
-    else if (this.skippingUntilSync && type !== FE.Terminate) return DROP;
+    if (type === FE.Sync) {
+      this.skippingUntilSync = false;
+      if (this.cancelledBatch) {
+        this.cancelledBatch = false;
+        this.writeClient(readyForQuery(TxStatus.Idle));
+        return DROP;
+      }
+    } else if (this.skippingUntilSync && type !== FE.Terminate) return DROP;
+    if (this.cancelQueued) {
+      this.cancelQueued = false;
+      if (CANCELLABLE[type] === 1) return this.cancelledWhileQueued(type);
+    }
     const b = this.backends;
     // Only a read node's connection is held (an autocommit read): anything but another such
     // read waits until it has answered; then it goes back, and the message takes links anew.
@@ -1012,7 +1068,16 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
    * PostgreSQL closes a client's CancelRequest connection only after signalling the backend.
    */
   cancel(): Promise<void> {
-    return this.backends.cancel(() => {
+    const b = this.backends;
+    // pool_mode = transaction: the client's statement waits for the pool, nothing of it ran
+    // anywhere (no backend owes the client a reply): PostgreSQL would cancel it, so does pgrelay.
+    if (this.messageWaitsForPool && this.waitingFor === 'pool' && !this.routing.inTransaction && !b.owesClient()) {
+      this.log.info('cancel request for a statement waiting for a server connection');
+      this.cancelQueued = true;
+      this.resume('pool');
+      return Promise.resolve();
+    }
+    return b.cancel(() => {
       if (this.backends.cancelsInFlight === 0) {
         this.resume('cancel');
         this.maybeCheckin();

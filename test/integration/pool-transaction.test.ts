@@ -11,7 +11,17 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { closeAllClients, endPg, endSql, nodeClients, pgClient, queryRows, sqlClient } from '../support/clients.js';
 import { getCluster } from '../support/cluster.js';
 import { expectPgbenchClean, runPgbench, startProxy, type ProxyHandle, type RunResult } from '../support/proxy.js';
-import { cancelRequest } from '../support/raw.js';
+import {
+  RawClient,
+  bindMessage,
+  cancelRequest,
+  errorFields,
+  executeMessage,
+  parseMessage,
+  queryMessage,
+  syncMessage,
+} from '../support/raw.js';
+import { pollUntil } from '../support/wait.js';
 
 const cluster = getCluster();
 /** Sends a read to the primary: it then needs the primary's connection (an autocommit read may take a standby's alone). */
@@ -325,6 +335,87 @@ describe('pool_mode = transaction', () => {
     expect(await running).toMatchObject({ code: '57014' });
     expect((await c.query('SELECT 3 AS x')).rows).toEqual([{ x: 3 }]);
     await Promise.all([endPg(c), endPg(direct)]);
+  });
+
+  it('a cancel for a statement waiting for the pool answers it 57014 without running it; the session goes on', async () => {
+    // PostgreSQL cancels the statement a client has in progress; behind a full pool that
+    // statement waits in pgrelay (PgDog drops such cancels: the statement then runs anyway).
+    const one = await startProxy({
+      cluster,
+      config: { log_min_messages: 'warning', pool_mode: 'transaction', default_pool_size: 1, load_balance_mode: false },
+    });
+    const app = 'pool-tx-cancel-queued';
+    const sendCancel = (pid: number, secret: number): Promise<void> =>
+      new Promise<void>((resolve, reject) => {
+        const s = net.connect({ host: one.host, port: one.port }, () => s.end(cancelRequest(pid, secret)));
+        s.on('close', () => resolve());
+        s.on('error', reject);
+        s.setTimeout(5000, () => s.destroy());
+      });
+    // b's statement is suspended in pgrelay, waiting for the pool's one connection.
+    const waiting = async (pid: number): Promise<void> => {
+      await pollUntil(
+        async () =>
+          (await queryRows(one, 'SHOW pool_processes', { database: db }))
+            .filter((p) => p.pool_pid === String(pid))
+            .map((p) => p.status),
+        (states) => states.includes('Wait for backend connection'),
+        { what: "b's statement to wait for the pool", timeoutMs: 10_000 },
+      );
+    };
+    const a = await pgClient(one, { database: db });
+    const b = await RawClient.connect(one.port);
+    try {
+      const key = a as unknown as { processID: number; secretKey: number };
+      let aSettled = false;
+      const running = a.query('SELECT pg_sleep(30)').then(
+        (r) => r,
+        (e: { code?: string }) => e,
+      );
+      void running.then(() => {
+        aSettled = true;
+      });
+      await pollUntil(
+        () =>
+          cluster.psql(
+            cluster.primaryId,
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+          ),
+        (n) => n === '1',
+        { what: "a's statement to hold the pool's one connection", timeoutMs: 10_000 },
+      );
+      const st = await b.startup({ user: 'postgres', database: db, application_name: app });
+      expect(st.ok).toBe(true);
+
+      // Simple protocol: ErrorResponse 57014, ReadyForQuery.
+      b.send(queryMessage('SELECT 1'));
+      await waiting(st.pid);
+      await sendCancel(st.pid, st.secret);
+      const simple = await b.collect('Z', 10_000);
+      expect(simple.map((m) => m.type).join('')).toBe('EZ');
+      expect(errorFields(simple[0].body)).toMatchObject({ C: '57014', M: 'canceling statement due to user request' });
+      expect(aSettled, "a's statement still runs: b's never ran").toBe(false);
+
+      // Extended protocol: the batch is skipped up to its Sync.
+      b.send(parseMessage('', 'SELECT 2'), bindMessage('', ''), executeMessage(''), syncMessage());
+      await waiting(st.pid);
+      await sendCancel(st.pid, st.secret);
+      const extended = await b.collect('Z', 10_000);
+      expect(extended.map((m) => m.type).join('')).toBe('EZ');
+      expect(errorFields(extended[0].body).C).toBe('57014');
+      expect(aSettled).toBe(false);
+
+      // a's cancel still reaches its running statement; then b's next statement runs.
+      await sendCancel(key.processID, key.secretKey);
+      expect(await running).toMatchObject({ code: '57014' });
+      const next = await b.query('SELECT 3');
+      expect(next.errors).toEqual([]);
+      expect(next.rows).toEqual([['3']]);
+    } finally {
+      b.end();
+      await endPg(a);
+      await one.stop();
+    }
   });
 
   it('SHOW pool_processes lists waiting and active clients; SHOW pool_pools the idle pooled connections', async () => {
