@@ -737,32 +737,23 @@ describe('pool_mode = transaction: a read node connection lost before it answere
     expect(dataRowValues(reply[1].body), "the read ran with the session's setting").toEqual(['5MB']);
   }
 
+  // The batch of an unnamed statement, and of a named one (pgbench -M prepared, drivers'
+  // prepared statements: pgrelay prepares it under its own name on each connection).
   const BATCH_SQL = 'SELECT 42 AS answer';
-  async function batch(tap: Wiretap, a: RawClient): Promise<void> {
-    expect((await a.query('SELECT 1')).errors).toEqual([]);
-    tap.holdFromStatement(BATCH_SQL);
-    a.send(
-      parseMessage('', BATCH_SQL),
-      bindMessage('', ''),
-      describeMessage('P', ''),
-      executeMessage(''),
-      syncMessage(),
-    );
-  }
-  // A named statement (pgbench -M prepared, drivers' prepared statements): pgrelay prepares
-  // it under its own name on each connection.
   const NAMED_SQL = 'SELECT 43 AS answer';
-  async function namedBatch(tap: Wiretap, a: RawClient): Promise<void> {
-    expect((await a.query('SELECT 1')).errors).toEqual([]);
-    tap.holdFromStatement(NAMED_SQL);
-    a.send(
-      parseMessage('relay_bad_input_named', NAMED_SQL),
-      bindMessage('', 'relay_bad_input_named'),
-      describeMessage('P', ''),
-      executeMessage(''),
-      syncMessage(),
-    );
-  }
+  const batch =
+    (statement: string, sql: string) =>
+    async (tap: Wiretap, a: RawClient): Promise<void> => {
+      expect((await a.query('SELECT 1')).errors).toEqual([]);
+      tap.holdFromStatement(sql);
+      a.send(
+        parseMessage(statement, sql),
+        bindMessage('', statement),
+        describeMessage('P', ''),
+        executeMessage(''),
+        syncMessage(),
+      );
+    };
   const batchAnswered =
     (value: string) =>
     (reply: BackendMessage[]): void => {
@@ -783,11 +774,11 @@ describe('pool_mode = transaction: a read node connection lost before it answere
     });
 
     it(`with the client's batch sent there: ${how}`, async () => {
-      await lostWhileHeld(BATCH_SQL, (tap, a) => batch(tap, a), kill, batchAnswered('42'));
+      await lostWhileHeld(BATCH_SQL, batch('', BATCH_SQL), kill, batchAnswered('42'));
     });
 
     it(`with the client's batch of a named statement sent there: ${how}`, async () => {
-      await lostWhileHeld(NAMED_SQL, (tap, a) => namedBatch(tap, a), kill, batchAnswered('43'));
+      await lostWhileHeld(NAMED_SQL, batch('relay_bad_input_named', NAMED_SQL), kill, batchAnswered('43'));
     });
   }
 });
