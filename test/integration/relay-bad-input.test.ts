@@ -765,6 +765,52 @@ describe('pool_mode = transaction: a read node connection lost before it answere
       expect(dataRowValues(reply[3].body)).toEqual([value]);
     };
 
+  it("session mode: reads move to another standby, whose new connection is lost while the session's settings are replayed there: the read runs on the primary", async () => {
+    // The session's load-balance node is detached; its next read goes to the other standby,
+    // where pgrelay connects and replays the session's SET first, the read sent behind it.
+    // That connection is cut while the SET is held: the read moves to the primary (which has
+    // the setting), the client sees only its result.
+    const [s1, s2] = cluster.standbys;
+    const tap = await Wiretap.start(s2);
+    const conf: Record<string, ConfValue> = {
+      log_min_messages: 'warning',
+      load_balance_mode: true,
+      read_your_writes: 'off',
+      admin_users: 'postgres',
+      app_name_redirect_preference_list: `${APP}:${s1.id}`,
+      [`backend_port${s2.id}`]: tap.port,
+    };
+    for (const n of cluster.nodes) conf[`backend_weight${n.id}`] = n.id === cluster.primaryId ? 0 : 1;
+    const lb = await startProxy({ cluster, config: conf });
+    try {
+      const a = await RawClient.connect(lb.port);
+      expect((await a.startup({ ...USER, application_name: APP })).ok).toBe(true);
+      expect((await a.query(HELD_SET)).errors).toEqual([]);
+      const port = (await a.query('SELECT inet_server_port()')).rows[0][0];
+      expect(port, 'the session reads on standby 1').toBe(String(s1.port));
+      const admin = await RawClient.connect(lb.port);
+      expect((await admin.startup({ ...USER, application_name: 'relay-bad-input-admin' })).ok).toBe(true);
+      expect((await admin.query(`PGPOOL DETACH NODE ${s1.id}`)).errors).toEqual([]);
+      admin.end();
+      tap.holdFromStatement(HELD_SET);
+      a.send(queryMessage('SHOW work_mem'));
+      await pollUntil(
+        () => tap.holding.size,
+        (n) => n === 1,
+        { what: 'the SET replayed on standby 2 to be held', timeoutMs: 10_000 },
+      );
+      const [held] = tap.holding.keys();
+      await cut(tap, held);
+      replayedRead(await a.collect('Z', 20_000));
+      const next = await a.query('SELECT 1');
+      expect(next.errors).toEqual([]);
+      a.end();
+    } finally {
+      await lb.stop();
+      await tap.close();
+    }
+  });
+
   for (const [how, kill] of [
     ['the connection breaks (no message from the server)', cut],
     ['the standby terminates the backend (FATAL 57P01)', terminate],
