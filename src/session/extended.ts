@@ -21,6 +21,7 @@ import {
 } from '../protocol/messages.js';
 import type { Classification, Decision } from '../router/router.js';
 import { type BackendLink, FLUSH, type LinkExpectation, SYNC } from './backend-link.js';
+import type { Backends } from './backends.js';
 import type { BothNodes } from './both-nodes.js';
 import type { SessionCore } from './core.js';
 import type { StatementRouting } from './routing.js';
@@ -231,7 +232,7 @@ export class ExtendedProtocol {
     const st: Stmt = { sql, cls, parse: parseMessage(server, body), nodes: [], both, decision: d, server };
     this.stmts.set(name, st);
     if (second) {
-      this.ensureParsed(st, second);
+      this.ensureParsed(st, second, true);
       b.inPipeline(second);
     }
     b.inPipeline(link);
@@ -401,7 +402,7 @@ export class ExtendedProtocol {
       const p = s.needPrimary();
       if (p === SUSPEND) return p;
       if (!b.gate(p)) return s.wait('replies');
-      b.request(second, { kind: 'parse', mode: 'drop' }, parse);
+      b.request(second, { kind: 'parse', mode: 'drop', skippable: true }, parse);
       b.inPipeline(second);
       b.inPipeline(p);
       const st: Stmt = { sql, cls, parse, nodes: [p.nodeId, second.nodeId], both: true, decision: d };
@@ -486,8 +487,8 @@ export class ExtendedProtocol {
       const bind = st.server !== undefined ? renamedBind(raw, st.server) : Buffer.from(raw);
       if (!bind) return s.protocolViolation('invalid Bind message');
       if (second) {
-        if (this.pooled) this.ensureParsed(st, second);
-        b.request(second, { kind: 'bind', mode: 'drop' }, bind);
+        if (this.pooled) this.ensureParsed(st, second, true);
+        b.request(second, { kind: 'bind', mode: 'drop', skippable: true }, bind);
         b.inPipeline(second);
       }
       b.inPipeline(p);
@@ -672,7 +673,11 @@ export class ExtendedProtocol {
     if (portal?.both) {
       const second = b.get(portal.nodes[1]);
       if (second) {
-        b.request(second, { kind: 'execute', mode: 'drop' }, Buffer.from(buf.subarray(start - 5, end)));
+        b.request(
+          second,
+          { kind: 'execute', mode: 'drop', skippable: true },
+          Buffer.from(buf.subarray(start - 5, end)),
+        );
         b.inPipeline(second);
       }
     }
@@ -728,7 +733,7 @@ export class ExtendedProtocol {
     map.delete(name);
     const raw = buf.subarray(start - 5, end);
     for (const l of links.slice(1)) {
-      b.request(l, { kind: 'close', mode: 'drop' }, Buffer.from(raw));
+      b.request(l, { kind: 'close', mode: 'drop', skippable: true }, Buffer.from(raw));
       b.inPipeline(l);
     }
     b.inPipeline(first);
@@ -772,13 +777,7 @@ export class ExtendedProtocol {
         kind: 'sync',
         mode: 'forward',
         done: (e, at) => this.pipelineDone(outcomes, e.status ?? TxStatus.Idle, at),
-        resend: this.route.resendable(l)
-          ? (to, e) => {
-              b.request(to, { kind: 'sync', mode: e.mode, done: e.done }, SYNC);
-              to.inPipeline = false;
-              to.needsFlush = false;
-            }
-          : undefined,
+        resend: this.route.resendable(l) ? resendSync(b) : undefined,
       });
     }
     // The pipeline spans nodes: one ReadyForQuery for the client once every node answered.
@@ -791,6 +790,9 @@ export class ExtendedProtocol {
           kind: 'sync',
           mode: 'merge',
           reportsToClient: l === primary,
+          // A standby's connection lost before answering: its reads are re-sent to the primary
+          // behind the primary's part, and this Sync with them (its ReadyForQuery merged as before).
+          resend: l !== primary && this.route.resendable(l) ? resendSync(b) : undefined,
           done: (e) => {
             const st = e.status ?? TxStatus.Idle;
             if (st === TxStatus.Failed) status = TxStatus.Failed;
@@ -882,4 +884,13 @@ export class ExtendedProtocol {
   forgetPortal(name: string): void {
     this.portals.delete(name);
   }
+}
+
+/** The re-send hook of a Sync: the same Sync (mode, merge role, outcome) on the link the pipeline moved to. */
+function resendSync(b: Backends): (to: BackendLink, e: LinkExpectation) => void {
+  return (to, e) => {
+    b.request(to, { kind: 'sync', mode: e.mode, reportsToClient: e.reportsToClient, done: e.done }, SYNC);
+    to.inPipeline = false;
+    to.needsFlush = false;
+  };
 }

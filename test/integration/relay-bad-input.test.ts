@@ -811,6 +811,105 @@ describe('pool_mode = transaction: a read node connection lost before it answere
     }
   });
 
+  for (const poolMode of ['session', 'transaction'] as const) {
+    it(`pool_mode = ${poolMode}: a SET in the extended protocol, whose copy on the standby is lost before answering: the primary's answer stands`, async () => {
+      // pgrelay runs SET on the primary and mirrors it on the session's standby (its reply
+      // dropped). The standby's connection is cut with the copy held: the client gets the
+      // primary's answer, and its next read on a standby runs with the setting.
+      const s = standby();
+      const tap = await Wiretap.start(s);
+      const conf: Record<string, ConfValue> = {
+        log_min_messages: 'warning',
+        load_balance_mode: true,
+        read_your_writes: 'off',
+        pool_mode: poolMode,
+        [`backend_port${s.id}`]: tap.port,
+      };
+      for (const n of cluster.nodes) conf[`backend_weight${n.id}`] = n.id === s.id ? 1 : 0;
+      const lb = await startProxy({ cluster, config: conf });
+      try {
+        const a = await RawClient.connect(lb.port);
+        expect((await a.startup({ ...USER, application_name: APP })).ok).toBe(true);
+        expect((await a.query('SELECT 1')).errors).toEqual([]);
+        tap.holdFromStatement(HELD_SET);
+        a.send(parseMessage('', HELD_SET), bindMessage('', ''), executeMessage(''), syncMessage());
+        await pollUntil(
+          () => tap.holding.size,
+          (n) => n === 1,
+          { what: 'the SET mirrored on the standby to be held', timeoutMs: 10_000 },
+        );
+        const [held] = tap.holding.keys();
+        await cut(tap, held);
+        const reply = await a.collect('Z', 20_000);
+        const err = reply.find((m) => m.type === 'E');
+        expect(
+          types(reply),
+          `the SET answered, no error${err ? `: ${JSON.stringify(errorFields(err.body))}` : ''}`,
+        ).toBe('12CZ');
+        const show = await a.query('SHOW work_mem');
+        expect(show.errors).toEqual([]);
+        expect(show.rows).toEqual([['5MB']]);
+        a.end();
+      } finally {
+        await lb.stop();
+        await tap.close();
+      }
+    });
+  }
+
+  for (const poolMode of ['session', 'transaction'] as const) {
+    it(`pool_mode = ${poolMode}: a pipeline across the primary and a standby whose standby connection is lost before answering: its reads run on the primary`, async () => {
+      // postgres.js pipelines a write and a read (Promise.all): one Sync for both, the write on
+      // the primary, the read on a standby. The standby's connection is cut before it answered.
+      const s = standby();
+      const tap = await Wiretap.start(s);
+      const conf: Record<string, ConfValue> = {
+        log_min_messages: 'warning',
+        load_balance_mode: true,
+        read_your_writes: 'off',
+        pool_mode: poolMode,
+        [`backend_port${s.id}`]: tap.port,
+      };
+      for (const n of cluster.nodes) conf[`backend_weight${n.id}`] = n.id === s.id ? 1 : 0;
+      const lb = await startProxy({ cluster, config: conf });
+      try {
+        const a = await RawClient.connect(lb.port);
+        expect((await a.startup({ ...USER, application_name: APP })).ok).toBe(true);
+        expect((await a.query('SELECT 1')).errors).toEqual([]);
+        tap.holdFromStatement(NAMED_SQL);
+        a.send(
+          parseMessage('', "SELECT pg_notify('relay_bad_input_pipeline', 'x')"),
+          bindMessage('', ''),
+          executeMessage(''),
+          parseMessage('', NAMED_SQL),
+          bindMessage('', ''),
+          executeMessage(''),
+          syncMessage(),
+        );
+        await pollUntil(
+          () => tap.holding.size,
+          (n) => n === 1,
+          { what: "the pipeline's read to be held on its way to the standby", timeoutMs: 10_000 },
+        );
+        const [held] = tap.holding.keys();
+        await cut(tap, held);
+        const reply = await a.collect('Z', 20_000);
+        const err = reply.find((m) => m.type === 'E');
+        expect(
+          types(reply),
+          `the pipeline answered, no error${err ? `: ${JSON.stringify(errorFields(err.body))}` : ''}`,
+        ).toBe('12DC12DCZ');
+        expect(dataRowValues(reply[6].body)).toEqual(['43']);
+        const next = await a.query('SELECT 1');
+        expect(next.errors).toEqual([]);
+        a.end();
+      } finally {
+        await lb.stop();
+        await tap.close();
+      }
+    });
+  }
+
   for (const [how, kill] of [
     ['the connection breaks (no message from the server)', cut],
     ['the standby terminates the backend (FATAL 57P01)', terminate],
