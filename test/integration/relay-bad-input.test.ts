@@ -21,6 +21,7 @@ import {
   describeMessage,
   errorFields,
   executeMessage,
+  flushMessage,
   gssencRequest,
   isAlive,
   message,
@@ -609,6 +610,36 @@ describe('backend failures', () => {
         const sql = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '${app}' AND state = 'idle in transaction'`;
         const killed = await Promise.all(cluster.standbys.map((n) => cluster.psql(n.id, sql)));
         expect(killed.sort(), 'the transaction ran on one standby').toEqual(['0', '1']);
+        await expectFatalAndClose(raw, '57P01', /terminating connection due to administrator command/);
+      } finally {
+        await lb.stop();
+      }
+    });
+  }
+
+  for (const poolMode of ['session', 'transaction'] as const) {
+    it(`pool_mode = ${poolMode}: a standby backend terminated while the client's transaction has a cursor open there (a batch without Sync): 57P01, then the close`, async () => {
+      // pg-cursor: Execute with a row limit and Flush, no Sync, until the rows run out; the
+      // client is idle between its reads, mid-batch, when the standby's backend goes away.
+      const lb = await startProxy({ cluster, config: standbyReads({ pool_mode: poolMode }) });
+      const app = `relay-bad-input-standby-cursor-${poolMode}`;
+      try {
+        const { raw } = await victim(lb.port, app);
+        expect((await raw.query('BEGIN')).errors).toEqual([]);
+        raw.send(
+          // pg_sleep is read_only_function_list's: the cursor reads on a standby.
+          parseMessage('', 'SELECT pg_sleep(0), v FROM (VALUES (1), (2), (3)) AS t(v)'),
+          bindMessage('c1', ''),
+          describeMessage('P', 'c1'),
+          executeMessage('c1', 2),
+          flushMessage(),
+        );
+        const first = await raw.collect('s', 10_000);
+        expect(types(first)).toBe('12TDDs');
+        // Between its reads the backend is not idle: no ReadyForQuery since the Flush.
+        const sql = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '${app}' AND state = 'active'`;
+        const killed = await Promise.all(cluster.standbys.map((n) => cluster.psql(n.id, sql)));
+        expect(killed.sort(), 'the cursor is open on one standby').toEqual(['0', '1']);
         await expectFatalAndClose(raw, '57P01', /terminating connection due to administrator command/);
       } finally {
         await lb.stop();
