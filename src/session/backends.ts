@@ -774,6 +774,12 @@ export class Backends {
     if (this.passTo === link) this.passTo = this.primaryLink ?? DROP;
   }
 
+  /** Stop using `link`, whose node is up but no longer in step with the session: its connection is closed, not reused. */
+  retire(link: BackendLink): void {
+    this.drop(link);
+    if (!this.pooled) link.conn.close();
+  }
+
   /** CancelRequests forwarded and not yet processed by their server. */
   cancelsInFlight = 0;
 

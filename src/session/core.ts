@@ -51,6 +51,8 @@ export interface SessionCore {
    * and a read node's, then `resend` on the primary what the lost one owed.
    */
   retakeAfterLoss(resend: (primary: BackendLink) => void): void;
+  /** Stop using `link` (a read node's the session is no longer in step with): closed, its statements forgotten there. */
+  retireLink(link: BackendLink): void;
   /** The client broke the protocol: FATAL 08P01 and the session ends. */
   protocolViolation(message: string): Drop;
   /** The session cannot go on: `err` (FATAL) for the client, and the session ends. */

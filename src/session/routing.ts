@@ -115,7 +115,18 @@ export class StatementRouting {
     if (d.node !== undefined) return this.linkTo(d.node);
     const r = s.ctx.router.readNode(b.lbNodeId, this.facts);
     if (r.node === null) return s.needPrimary();
-    const l = b.get(r.node);
+    let l = b.get(r.node);
+    if (l !== undefined && l !== b.primary && r.node !== b.lbNodeId && !s.ctx.router.statementLevel) {
+      // The session's reads left this node and now come back: its connection missed what the
+      // session ran on its load-balance node meanwhile (SET, BEGIN…). It is not reused: the
+      // reads connect there anew, settings replayed (inside a transaction: the primary).
+      if (l.pending > 0) {
+        b.flush(l);
+        return s.wait('replies');
+      }
+      s.retireLink(l);
+      l = undefined;
+    }
     if (l) {
       if (r.sessionLbNode !== null && b.get(r.sessionLbNode)) b.lbNodeId = r.sessionLbNode;
       return l === b.primary ? l : this.ryw.readOn(l);

@@ -415,6 +415,12 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     return undefined;
   }
 
+  retireLink(link: BackendLink): void {
+    this.debug({ node: link.nodeId }, 'connection to a node the reads come back to: not in step, closed');
+    this.backends.retire(link);
+    this.extended.forgetNode(link.nodeId);
+  }
+
   /**
    * pool_mode = transaction: the only link held (a read node's) was lost with reads the
    * client need not notice: take the primary's and a read node's, then `resend` them on

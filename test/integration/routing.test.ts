@@ -537,3 +537,63 @@ describe('SHOW pool_nodes select_cnt', () => {
     expect(after['2']! - before['2']!, diff).toBe(0);
   });
 });
+
+describe('reads that move between standbys and back (session mode)', () => {
+  it("a standby the session's reads come back to has the settings changed while they were elsewhere, and never serves a transaction it is not in", async () => {
+    // The session reads on standby 1 (app_name_redirect_preference_list); standby 1 is
+    // detached, its reads move to standby 2 (connected, the session's SET replayed); a new
+    // SET then goes to the primary and standby 2 only. Standby 1 is attached again and
+    // standby 2 detached: the reads go back to standby 1, where the session's old
+    // connection still is. It must not answer with the old setting, nor read outside the
+    // session's transaction.
+    const app = `routing-move-back-${sfx}`;
+    const own = await startProxy({
+      cluster,
+      config: {
+        log_min_messages: 'warning',
+        admin_users: 'postgres',
+        read_your_writes: 'off',
+        backend_weight0: 0,
+        backend_weight1: 1,
+        backend_weight2: 1,
+        app_name_redirect_preference_list: `${app}:1`,
+      },
+    });
+    const c = await pgClient({ port: own.port }, { application_name: app });
+    const admin = await pgClient({ port: own.port }, { application_name: `${app}-admin` });
+    const port = async (): Promise<number> =>
+      nodeOfPort(cluster, Number((await c.query('SELECT inet_server_port() AS p')).rows[0].p));
+    const workMem = async (): Promise<string> => (await c.query('SHOW work_mem')).rows[0].work_mem as string;
+    try {
+      await c.query("SET work_mem = '5MB'");
+      expect(await port()).toBe(1);
+      await admin.query('PGPOOL DETACH NODE 1');
+      expect(await port()).toBe(2);
+      expect(await workMem()).toBe('5MB');
+      await c.query("SET work_mem = '6MB'");
+      expect(await workMem()).toBe('6MB');
+      await admin.query('PGPOOL ATTACH NODE 1');
+      await admin.query('PGPOOL DETACH NODE 2');
+      expect(await port()).toBe(1);
+      expect(await workMem(), 'the setting made while the reads were on standby 2').toBe('6MB');
+      // In a transaction begun while the reads were elsewhere, standby 1's old connection is
+      // not in it: the transaction's reads must not run there.
+      await admin.query('PGPOOL ATTACH NODE 2');
+      await admin.query('PGPOOL DETACH NODE 1');
+      expect(await port()).toBe(2);
+      await c.query('BEGIN');
+      expect(await port()).toBe(2);
+      await admin.query('PGPOOL ATTACH NODE 1');
+      await admin.query('PGPOOL DETACH NODE 2');
+      const inTx = await port();
+      expect(inTx, 'a read of the transaction on a connection outside it').not.toBe(1);
+      await c.query('COMMIT');
+    } finally {
+      await admin.query('PGPOOL ATTACH NODE 1').catch(() => undefined);
+      await admin.query('PGPOOL ATTACH NODE 2').catch(() => undefined);
+      await endPg(c);
+      await endPg(admin);
+      await own.stop();
+    }
+  });
+});
