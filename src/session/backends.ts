@@ -506,14 +506,19 @@ export class Backends {
       id === primary.id && router.loadBalancing
         ? this.acquire(id).then((c) => this.askStartupIsolation(c))
         : this.acquire(id);
-    // Pooled connections are taken one after the other, the primary first (see checkout).
+    // Pooled connections are taken one after the other, the primary first (see checkout). A
+    // read node's only if one is to be had at once: waiting for it while holding the primary's
+    // would stop every other client that needs the primary (a convoy behind that standby's
+    // pool); the unit of work then reads from the primary.
     const results = this.pooled
-      ? await inOrder(ids.map((id) => () => take(id)))
+      ? await inOrder(ids.map((id) => () => (id === primary.id ? take(id) : this.takeAtOnce(id))))
       : await Promise.allSettled(ids.map((id) => take(id)));
     for (let i = 0; i < ids.length; i++) {
       const r = results[i];
       if (r.status === 'fulfilled') {
         this.links[ids[i]] = new BackendLink(this.owner, r.value, ctx.services.metrics);
+      } else if (r.reason instanceof PoolBusy) {
+        this.owner.debug({ node: ids[i] }, 'no free connection to the node drawn for reads; reading from the primary');
       } else if (ids[i] !== primary.id) {
         this.owner.log.warn(
           { node: ids[i], err: (r.reason as Error).message },
@@ -611,6 +616,14 @@ export class Backends {
       c.useCount++;
       return c;
     });
+  }
+
+  /** pool_mode = transaction: a connection to `nodeId` to be had without waiting, or PoolBusy. */
+  private takeAtOnce(nodeId: number): Promise<BackendConnection> {
+    const p = this.acquireNow(nodeId);
+    if (p !== undefined) return p;
+    this.poolFull.add(nodeId);
+    return Promise.reject(new PoolBusy(nodeId));
   }
 
   /** A connection lent to this session is closed and its place in the server pool freed. */
@@ -1001,6 +1014,13 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
  * Run the tasks one after the other; the outcomes in order (like Promise.allSettled).
  * When the first fails, the others are not run (they fail with its error).
  */
+/** A read node's server pool has no connection to be had at once (the unit of work reads from the primary). */
+class PoolBusy extends Error {
+  constructor(readonly nodeId: number) {
+    super(`no free connection to node ${nodeId}`);
+  }
+}
+
 async function inOrder<T>(tasks: ReadonlyArray<() => Promise<T>>): Promise<Array<PromiseSettledResult<T>>> {
   const out: Array<PromiseSettledResult<T>> = [];
   for (const t of tasks) {

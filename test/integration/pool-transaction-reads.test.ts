@@ -60,24 +60,28 @@ beforeAll(async () => {
   proxy = await startProxy({
     cluster,
     env: process.env.TXR_TRACE ? { PGRELAY_TRACE: '1' } : undefined,
-    config: {
-      log_min_messages: process.env.TXR_LOG ?? 'warning',
-      pool_mode: 'transaction',
-      // One connection per node: a client holding the primary's would stop every other one that needs it.
-      default_pool_size: 1,
-      query_wait_timeout: 3,
-      [`backend_weight${P}`]: 0,
-      [`backend_weight${S1}`]: 1,
-      [`backend_weight${S2}`]: 1,
-      // The holder's transactions run on the primary alone, the readers' reads on S2; others by weight.
-      app_name_redirect_preference_list: `holder:primary,reader:${S2}`,
-      // Functions are reads and relations need no catalog lookup: no read has to ask the primary first.
-      write_function_list: 'nextval',
-      check_unlogged_table: false,
-      check_temp_table: 'trace',
-    },
+    config: txrConfig(3),
   });
 }, 60_000);
+
+function txrConfig(queryWaitTimeout: number): Record<string, string | number | boolean> {
+  return {
+    log_min_messages: process.env.TXR_LOG ?? 'warning',
+    pool_mode: 'transaction',
+    // One connection per node: a client holding the primary's would stop every other one that needs it.
+    default_pool_size: 1,
+    query_wait_timeout: queryWaitTimeout,
+    [`backend_weight${P}`]: 0,
+    [`backend_weight${S1}`]: 1,
+    [`backend_weight${S2}`]: 1,
+    // The holder's transactions run on the primary alone, the readers' reads on S2; others by weight.
+    app_name_redirect_preference_list: `holder:primary,reader:${S2}`,
+    // Functions are reads and relations need no catalog lookup: no read has to ask the primary first.
+    write_function_list: 'nextval',
+    check_unlogged_table: false,
+    check_temp_table: 'trace',
+  };
+}
 
 afterEach(async () => {
   closeAllRaw();
@@ -146,6 +150,43 @@ describe('pool_mode = transaction: autocommit reads take only a standby connecti
     await holder.query('COMMIT');
     await Promise.all([endPg(holder), endPg(reader)]);
   });
+
+  it("a write whose read node's pool is busy does not wait for it while holding the primary's connection: its reads go to the primary", async () => {
+    // The standby's one connection runs a long read; a writer drawn to that standby takes the
+    // primary's connection and, waiting for the standby's while holding it, would stop every
+    // other client that needs the primary (up to query_wait_timeout, long here). It runs on
+    // the primary alone instead, while the read still runs.
+    const own = await startProxy({ cluster, config: txrConfig(120) });
+    const sleeper = await pgClient(own, { database: db, application_name: 'reader' });
+    const writer = await pgClient(own, { database: db, application_name: 'reader' });
+    try {
+      let slept = false;
+      const sleeping = sleeper.query('SELECT pg_sleep(30)').then(
+        () => undefined,
+        (e: { code?: string }) => e.code,
+      );
+      void sleeping.then(() => {
+        slept = true;
+      });
+      await pollUntil(
+        () =>
+          cluster.psql(
+            S2,
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+          ),
+        (n) => n === '1',
+        { what: "the read holding the standby's one connection", timeoutMs: 10_000 },
+      );
+      await writer.query("INSERT INTO wr VALUES (1, 'busy standby')");
+      expect(slept, "the write ran while the standby's connection was busy").toBe(false);
+      expect(await cluster.psql(P, "SELECT count(*) FROM wr WHERE k = 'busy standby'", db)).toBe('1');
+      await cluster.psql(S2, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'");
+      expect(await sleeping).toBe('57014');
+    } finally {
+      await Promise.all([endPg(sleeper), endPg(writer)]);
+      await own.stop();
+    }
+  }, 90_000);
 
   it('40 pgbench clients (simple protocol, select only) read on the standbys, none on the primary, whose only connection is held', {
     timeout: 60_000,
