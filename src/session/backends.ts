@@ -163,6 +163,21 @@ export class Backends {
     return l && l !== this.primaryLink ? l : undefined;
   }
 
+  /**
+   * Where a statement for "both" nodes runs besides the primary: the load-balance node's
+   * link, or with `all` (statement_level_load_balance: reads drawn among every standby held)
+   * every link other than the primary's.
+   */
+  secondLinks(all: boolean): BackendLink[] {
+    if (!all) {
+      const l = this.secondLink();
+      return l ? [l] : [];
+    }
+    const out: BackendLink[] = [];
+    for (const l of this.links) if (l !== undefined && l !== this.primaryLink) out.push(l);
+    return out;
+  }
+
   /** Does any link other than `except` still owe the client a reply? */
   owesClient(except?: BackendLink): boolean {
     for (const l of this.links) if (l !== undefined && l !== except && l.visible > 0) return true;

@@ -39,30 +39,34 @@ export class BothNodes {
     this.s.backends.request(p, { kind: 'query', mode: 'drop' }, queryMessage(POISON));
   }
 
-  /** Run `sql` on the primary `p` and `second`; the client is answered (and resumed) when both finished. */
-  run(sql: string, cls: Classification, d: Decision, p: BackendLink, second: BackendLink): void {
+  /**
+   * Run `sql` on the primary `p` and `seconds` (the load-balance node, or with
+   * statement_level_load_balance every standby the session holds); the client is answered
+   * (and resumed) when all finished.
+   */
+  run(sql: string, cls: Classification, d: Decision, p: BackendLink, seconds: readonly BackendLink[]): void {
     const b = this.s.backends;
     const standbyText = d.standbyText ?? sql;
+    const onSeconds: Array<[BackendLink, string]> = seconds.map((l) => [l, standbyText]);
     const order: Array<[BackendLink, string]> =
-      d.bothOrder === 'standby-first'
-        ? [
-            [second, standbyText],
-            [p, sql],
-          ]
-        : [
-            [p, sql],
-            [second, standbyText],
-          ];
+      d.bothOrder === 'standby-first' ? [...onSeconds, [p, sql]] : [[p, sql], ...onSeconds];
     const results = new Map<BackendLink, LinkExpectation>();
     const step = (i: number): void => {
       const [link, text] = order[i];
       const next = (e: LinkExpectation): void => {
         results.set(link, e);
         if (i + 1 < order.length) step(i + 1);
-        else this.finish(sql, cls, d, results.get(p) as LinkExpectation, results.get(second) as LinkExpectation);
+        else
+          this.finish(
+            sql,
+            cls,
+            results.get(p) as LinkExpectation,
+            seconds.map((l) => [l, results.get(l) as LinkExpectation]),
+            d,
+          );
       };
       if (link !== p && b.get(link.nodeId) !== link) {
-        // The load-balance node was lost meanwhile: the primary's result stands alone.
+        // That node was lost meanwhile: the primary's result stands without it.
         next({ kind: 'query', mode: 'hold', held: [] });
         return;
       }
@@ -75,28 +79,30 @@ export class BothNodes {
   private finish(
     sql: string,
     cls: Classification,
-    d: Decision,
     onPrimary: LinkExpectation,
-    onSecond: LinkExpectation,
+    onSeconds: ReadonlyArray<[BackendLink, LinkExpectation]>,
+    d: Decision,
   ): void {
     const s = this.s;
     let out: Buffer;
     let status = onPrimary.status ?? TxStatus.Idle;
-    if (onPrimary.error || !onSecond.error) {
+    const failed = onPrimary.error ? undefined : onSeconds.find(([, e]) => e.error !== undefined);
+    const secondError = failed?.[1].error;
+    if (failed === undefined || secondError === undefined) {
       out = Buffer.concat(onPrimary.held ?? []);
     } else {
-      // Only the load-balance node failed: report its error; inside a transaction, abort it on the primary too.
+      // Only a node other than the primary failed: report its error; inside a transaction, abort it on the primary too.
       s.log.warn(
-        { node: s.backends.lbNodeId, code: onSecond.error.C, err: onSecond.error.M },
+        { node: failed[0].nodeId, code: secondError.C, err: secondError.M },
         'statement failed on the load-balance node only',
       );
       if (status === TxStatus.InTransaction) {
         this.poisonPrimary();
         status = TxStatus.Failed;
       }
-      out = Buffer.concat([errorResponse(errorFieldsOf(onSecond.error)), readyForQuery(status)]);
+      out = Buffer.concat([errorResponse(errorFieldsOf(secondError)), readyForQuery(status)]);
     }
-    const ok = !onPrimary.error && !onSecond.error;
+    const ok = !onPrimary.error && secondError === undefined;
     this.route.outcome(cls, d, ok, status);
     s.settings.record(sql, cls, ok, status);
     this.route.txStatusIs(status);

@@ -222,16 +222,16 @@ export class ExtendedProtocol {
     const body = parseBody(raw);
     if (!body) return s.protocolViolation('invalid Parse message');
     // A statement for both nodes (BEGIN, SET…) is parsed on the load-balance node too, its reply dropped.
-    const second = d.target === 'both' ? b.secondLink() : undefined;
-    const link = second ? s.needPrimary() : this.route.linkFor(d);
+    const seconds = d.target === 'both' ? b.secondLinks(d.allStandbys === true) : [];
+    const link = seconds.length > 0 ? s.needPrimary() : this.route.linkFor(d);
     if (link === SUSPEND) return link;
     if (!b.gate(link)) return s.wait('replies');
     if (this.stmts.has(name)) return this.parseExisting(name, body, link);
     const server = s.ctx.statementNames.nameFor(body.toString('latin1'));
-    const both = second !== undefined;
+    const both = seconds.length > 0;
     const st: Stmt = { sql, cls, parse: parseMessage(server, body), nodes: [], both, decision: d, server };
     this.stmts.set(name, st);
-    if (second) {
+    for (const second of seconds) {
       this.ensureParsed(st, second, true);
       b.inPipeline(second);
     }
@@ -397,19 +397,22 @@ export class ExtendedProtocol {
     // Named statements outlive this chunk: keep a copy. The unnamed one is replaced soon
     // (but with pool_mode = transaction it may have to be parsed again on another connection).
     const parse = name === '' && !this.pooled ? raw : Buffer.from(raw);
-    const second = d.target === 'both' ? b.secondLink() : undefined;
-    if (second) {
+    const seconds = d.target === 'both' ? b.secondLinks(d.allStandbys === true) : [];
+    if (seconds.length > 0) {
       const p = s.needPrimary();
       if (p === SUSPEND) return p;
       if (!b.gate(p)) return s.wait('replies');
-      b.request(second, { kind: 'parse', mode: 'drop', skippable: true }, parse);
-      b.inPipeline(second);
+      for (const second of seconds) {
+        b.request(second, { kind: 'parse', mode: 'drop', skippable: true }, parse);
+        b.inPipeline(second);
+      }
       b.inPipeline(p);
-      const st: Stmt = { sql, cls, parse, nodes: [p.nodeId, second.nodeId], both: true, decision: d };
+      const nodes = [p.nodeId, ...seconds.map((l) => l.nodeId)];
+      const st: Stmt = { sql, cls, parse, nodes, both: true, decision: d };
       this.stmts.set(name, st);
       if (this.pooled) {
         this.markParsed(st, p);
-        this.markParsed(st, second);
+        for (const second of seconds) this.markParsed(st, second);
       }
       return this.forward(p, { kind: 'parse', mode: 'forward' });
     }
@@ -480,19 +483,22 @@ export class ExtendedProtocol {
       return this.forward(p, { kind: 'bind', mode: 'forward' });
     }
     if (st.both) {
-      // pool_mode = transaction: the load-balance node of this transaction, the statement parsed there if needed.
-      const second = this.pooled ? b.secondLink() : b.get(st.nodes[1]);
+      // pool_mode = transaction: the load-balance node of this transaction (every standby held
+      // with statement_level_load_balance), the statement parsed there if needed.
+      const seconds = this.pooled
+        ? b.secondLinks(st.decision?.allStandbys === true)
+        : st.nodes.slice(1).flatMap((id) => b.get(id) ?? []);
       if (!b.gate(p)) return s.wait('replies');
       const raw = buf.subarray(start - 5, end);
       const bind = st.server !== undefined ? renamedBind(raw, st.server) : Buffer.from(raw);
       if (!bind) return s.protocolViolation('invalid Bind message');
-      if (second) {
+      for (const second of seconds) {
         if (this.pooled) this.ensureParsed(st, second, true);
         b.request(second, { kind: 'bind', mode: 'drop', skippable: true }, bind);
         b.inPipeline(second);
       }
       b.inPipeline(p);
-      const nodes = this.pooled ? (second ? [p.nodeId, second.nodeId] : [p.nodeId]) : st.nodes;
+      const nodes = this.pooled ? [p.nodeId, ...seconds.map((l) => l.nodeId)] : st.nodes;
       this.portals.set(portal, { nodes, both: true, stmt: st });
       if (!this.pooled) return this.forward(p, { kind: 'bind', mode: 'forward' });
       this.ensureParsed(st, p);
@@ -671,8 +677,9 @@ export class ExtendedProtocol {
     const target = home ?? p;
     if (!b.gate(target)) return s.wait('replies');
     if (portal?.both) {
-      const second = b.get(portal.nodes[1]);
-      if (second) {
+      for (const id of portal.nodes.slice(1)) {
+        const second = b.get(id);
+        if (!second) continue;
         b.request(
           second,
           { kind: 'execute', mode: 'drop', skippable: true },

@@ -879,8 +879,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const d = this.route.decide(sql, cls);
     if (d === SUSPEND) return d;
     this.pinFor(sql, cls);
-    const second = d.target === 'both' ? b.secondLink() : undefined;
-    if (second) {
+    const seconds = d.target === 'both' ? b.secondLinks(d.allStandbys === true) : [];
+    if (seconds.length > 0) {
       const p = this.needPrimary();
       if (p === SUSPEND) return p;
       if (!b.gate(null)) return this.wait('replies');
@@ -888,7 +888,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       // must wait for (a COMMIT's writes were noted when they were sent).
       this.route.ryw.queryEnds(cls, undefined);
       const verdict: typeof CONSUME_AND_SUSPEND = this.waitAfter('both');
-      this.both.run(sql, cls, d, p, second);
+      this.both.run(sql, cls, d, p, seconds);
       return verdict;
     }
     const link = this.route.linkFor(d);

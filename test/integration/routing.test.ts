@@ -597,3 +597,59 @@ describe('reads that move between standbys and back (session mode)', () => {
     }
   });
 });
+
+describe('statement_level_load_balance (session mode)', () => {
+  // Reads are drawn among the standbys statement by statement, so what the session runs on
+  // "both" nodes (SET, BEGIN, COMMIT…) must run on every standby it reads from (pgpool:
+  // BOTH-type statements go to all live standbys).
+  it('a SET (simple and extended protocol) holds on every standby the reads are drawn to; BEGIN/COMMIT leave none in a transaction', async () => {
+    const app = `routing-stmt-lb-${sfx}`;
+    const own = await startProxy({
+      cluster,
+      config: {
+        log_min_messages: 'warning',
+        read_your_writes: 'off',
+        statement_level_load_balance: true,
+        backend_weight0: 0,
+        backend_weight1: 1,
+        backend_weight2: 1,
+      },
+    });
+    const c = await pgClient({ port: own.port }, { application_name: app });
+    const draws = async (n: number, extended: boolean): Promise<Map<number, Set<string>>> => {
+      const seen = new Map<number, Set<string>>();
+      for (let i = 0; i < n; i++) {
+        const sql = "SELECT current_setting('work_mem') AS w, inet_server_port() AS p";
+        const r = extended ? await c.query({ text: sql, values: [] }) : await c.query(sql);
+        const node = nodeOfPort(cluster, Number(r.rows[0].p));
+        if (!seen.has(node)) seen.set(node, new Set());
+        seen.get(node)?.add(r.rows[0].w as string);
+      }
+      return seen;
+    };
+    try {
+      await c.query("SET work_mem = '7MB'");
+      let seen = await draws(30, false);
+      expect([...seen.keys()].sort(), 'reads drawn to both standbys').toEqual([1, 2]);
+      for (const [node, values] of seen) expect([...values], `node ${node}`).toEqual(['7MB']);
+      await c.query({ text: "SET work_mem = '9MB'", values: [] });
+      seen = await draws(30, true);
+      for (const [node, values] of seen) expect([...values], `node ${node}, extended`).toEqual(['9MB']);
+      await c.query('BEGIN');
+      await draws(10, false);
+      await c.query('COMMIT');
+      const stuck = await Promise.all(
+        cluster.standbys.map((n) =>
+          cluster.psql(
+            n.id,
+            `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}' AND state LIKE 'idle in transaction%'`,
+          ),
+        ),
+      );
+      expect(stuck, 'standby backends of the session left in a transaction').toEqual(['0', '0']);
+    } finally {
+      await endPg(c);
+      await own.stop();
+    }
+  });
+});
