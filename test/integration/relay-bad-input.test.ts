@@ -514,6 +514,13 @@ function standbyReads(extra: Record<string, ConfValue> = {}): Record<string, Con
   return { ...conf, ...extra };
 }
 
+/** Terminate the one backend of application `app` in `state` on the standbys (it must be on exactly one). */
+async function terminateOnAStandby(app: string, state: string): Promise<void> {
+  const sql = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '${app}' AND state = '${state}'`;
+  const killed = await Promise.all(cluster.standbys.map((n) => cluster.psql(n.id, sql)));
+  expect(killed.sort(), `one backend of ${app} ${state} on one standby`).toEqual(['0', '1']);
+}
+
 /** Until a standby's backend of application `app` is running `query`. */
 async function runningOnAStandby(app: string, query: string): Promise<void> {
   const sql = `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}' AND state = 'active' AND query = '${query}'`;
@@ -607,9 +614,7 @@ describe('backend failures', () => {
         const { raw } = await victim(lb.port, app);
         expect((await raw.query('BEGIN')).errors).toEqual([]);
         expect((await raw.query('SELECT pg_sleep(0)')).errors).toEqual([]);
-        const sql = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '${app}' AND state = 'idle in transaction'`;
-        const killed = await Promise.all(cluster.standbys.map((n) => cluster.psql(n.id, sql)));
-        expect(killed.sort(), 'the transaction ran on one standby').toEqual(['0', '1']);
+        await terminateOnAStandby(app, 'idle in transaction');
         await expectFatalAndClose(raw, '57P01', /terminating connection due to administrator command/);
       } finally {
         await lb.stop();
@@ -637,9 +642,7 @@ describe('backend failures', () => {
         const first = await raw.collect('s', 10_000);
         expect(types(first)).toBe('12TDDs');
         // Between its reads the backend is not idle: no ReadyForQuery since the Flush.
-        const sql = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '${app}' AND state = 'active'`;
-        const killed = await Promise.all(cluster.standbys.map((n) => cluster.psql(n.id, sql)));
-        expect(killed.sort(), 'the cursor is open on one standby').toEqual(['0', '1']);
+        await terminateOnAStandby(app, 'active');
         await expectFatalAndClose(raw, '57P01', /terminating connection due to administrator command/);
       } finally {
         await lb.stop();
@@ -717,6 +720,8 @@ describe('pool_mode = transaction: a read node connection lost before it answere
     send: (tap: Wiretap, a: RawClient, b: RawClient) => Promise<void>,
     kill: Kill,
     expectReply: (reply: BackendMessage[]) => void,
+    poolMode: 'session' | 'transaction' = 'transaction',
+    after?: (a: RawClient) => Promise<void>,
   ): Promise<void> {
     const s = standby();
     const tap = await Wiretap.start(s);
@@ -724,7 +729,7 @@ describe('pool_mode = transaction: a read node connection lost before it answere
       log_min_messages: 'warning',
       load_balance_mode: true,
       read_your_writes: 'off',
-      pool_mode: 'transaction',
+      pool_mode: poolMode,
       default_pool_size: 4,
       [`backend_port${s.id}`]: tap.port,
     };
@@ -743,6 +748,7 @@ describe('pool_mode = transaction: a read node connection lost before it answere
       const [held] = tap.holding.keys();
       await kill(tap, held);
       expectReply(await a.collect('Z', 20_000));
+      await after?.(a);
       // The session goes on.
       const next = await a.query('SELECT 1');
       expect(next.errors).toEqual([]);
@@ -842,102 +848,63 @@ describe('pool_mode = transaction: a read node connection lost before it answere
     }
   });
 
-  for (const poolMode of ['session', 'transaction'] as const) {
-    it(`pool_mode = ${poolMode}: a SET in the extended protocol, whose copy on the standby is lost before answering: the primary's answer stands`, async () => {
-      // pgrelay runs SET on the primary and mirrors it on the session's standby (its reply
-      // dropped). The standby's connection is cut with the copy held: the client gets the
-      // primary's answer, and its next read on a standby runs with the setting.
-      const s = standby();
-      const tap = await Wiretap.start(s);
-      const conf: Record<string, ConfValue> = {
-        log_min_messages: 'warning',
-        load_balance_mode: true,
-        read_your_writes: 'off',
-        pool_mode: poolMode,
-        [`backend_port${s.id}`]: tap.port,
-      };
-      for (const n of cluster.nodes) conf[`backend_weight${n.id}`] = n.id === s.id ? 1 : 0;
-      const lb = await startProxy({ cluster, config: conf });
-      try {
-        const a = await RawClient.connect(lb.port);
-        expect((await a.startup({ ...USER, application_name: APP })).ok).toBe(true);
-        expect((await a.query('SELECT 1')).errors).toEqual([]);
-        tap.holdFromStatement(HELD_SET);
-        a.send(parseMessage('', HELD_SET), bindMessage('', ''), executeMessage(''), syncMessage());
-        await pollUntil(
-          () => tap.holding.size,
-          (n) => n === 1,
-          { what: 'the SET mirrored on the standby to be held', timeoutMs: 10_000 },
-        );
-        const [held] = tap.holding.keys();
-        await cut(tap, held);
-        const reply = await a.collect('Z', 20_000);
-        const err = reply.find((m) => m.type === 'E');
-        expect(
-          types(reply),
-          `the SET answered, no error${err ? `: ${JSON.stringify(errorFields(err.body))}` : ''}`,
-        ).toBe('12CZ');
-        const show = await a.query('SHOW work_mem');
-        expect(show.errors).toEqual([]);
-        expect(show.rows).toEqual([['5MB']]);
-        a.end();
-      } finally {
-        await lb.stop();
-        await tap.close();
-      }
-    });
-  }
+  const answered =
+    (expected: string) =>
+    (reply: BackendMessage[]): void => {
+      const err = reply.find((m) => m.type === 'E');
+      expect(types(reply), `answered, no error${err ? `: ${JSON.stringify(errorFields(err.body))}` : ''}`).toBe(
+        expected,
+      );
+    };
 
   for (const poolMode of ['session', 'transaction'] as const) {
+    // pgrelay runs SET on the primary and mirrors it on the session's standby (its reply
+    // dropped). The standby's connection is cut with the copy held: the client gets the
+    // primary's answer, and its next read on a standby runs with the setting.
+    it(`pool_mode = ${poolMode}: a SET in the extended protocol, whose copy on the standby is lost before answering: the primary's answer stands`, async () => {
+      await lostWhileHeld(
+        HELD_SET,
+        async (tap, a) => {
+          expect((await a.query('SELECT 1')).errors).toEqual([]);
+          tap.holdFromStatement(HELD_SET);
+          a.send(parseMessage('', HELD_SET), bindMessage('', ''), executeMessage(''), syncMessage());
+        },
+        cut,
+        answered('12CZ'),
+        poolMode,
+        async (a) => {
+          const show = await a.query('SHOW work_mem');
+          expect(show.errors).toEqual([]);
+          expect(show.rows).toEqual([['5MB']]);
+        },
+      );
+    });
+
+    // postgres.js pipelines a write and a read (Promise.all): one Sync for both, the write on
+    // the primary, the read on a standby. The standby's connection is cut before it answered.
     it(`pool_mode = ${poolMode}: a pipeline across the primary and a standby whose standby connection is lost before answering: its reads run on the primary`, async () => {
-      // postgres.js pipelines a write and a read (Promise.all): one Sync for both, the write on
-      // the primary, the read on a standby. The standby's connection is cut before it answered.
-      const s = standby();
-      const tap = await Wiretap.start(s);
-      const conf: Record<string, ConfValue> = {
-        log_min_messages: 'warning',
-        load_balance_mode: true,
-        read_your_writes: 'off',
-        pool_mode: poolMode,
-        [`backend_port${s.id}`]: tap.port,
-      };
-      for (const n of cluster.nodes) conf[`backend_weight${n.id}`] = n.id === s.id ? 1 : 0;
-      const lb = await startProxy({ cluster, config: conf });
-      try {
-        const a = await RawClient.connect(lb.port);
-        expect((await a.startup({ ...USER, application_name: APP })).ok).toBe(true);
-        expect((await a.query('SELECT 1')).errors).toEqual([]);
-        tap.holdFromStatement(NAMED_SQL);
-        a.send(
-          parseMessage('', "SELECT pg_notify('relay_bad_input_pipeline', 'x')"),
-          bindMessage('', ''),
-          executeMessage(''),
-          parseMessage('', NAMED_SQL),
-          bindMessage('', ''),
-          executeMessage(''),
-          syncMessage(),
-        );
-        await pollUntil(
-          () => tap.holding.size,
-          (n) => n === 1,
-          { what: "the pipeline's read to be held on its way to the standby", timeoutMs: 10_000 },
-        );
-        const [held] = tap.holding.keys();
-        await cut(tap, held);
-        const reply = await a.collect('Z', 20_000);
-        const err = reply.find((m) => m.type === 'E');
-        expect(
-          types(reply),
-          `the pipeline answered, no error${err ? `: ${JSON.stringify(errorFields(err.body))}` : ''}`,
-        ).toBe('12DC12DCZ');
-        expect(dataRowValues(reply[6].body)).toEqual(['43']);
-        const next = await a.query('SELECT 1');
-        expect(next.errors).toEqual([]);
-        a.end();
-      } finally {
-        await lb.stop();
-        await tap.close();
-      }
+      await lostWhileHeld(
+        NAMED_SQL,
+        async (tap, a) => {
+          expect((await a.query('SELECT 1')).errors).toEqual([]);
+          tap.holdFromStatement(NAMED_SQL);
+          a.send(
+            parseMessage('', "SELECT pg_notify('relay_bad_input_pipeline', 'x')"),
+            bindMessage('', ''),
+            executeMessage(''),
+            parseMessage('', NAMED_SQL),
+            bindMessage('', ''),
+            executeMessage(''),
+            syncMessage(),
+          );
+        },
+        cut,
+        (reply) => {
+          answered('12DC12DCZ')(reply);
+          expect(dataRowValues(reply[6].body)).toEqual(['43']);
+        },
+        poolMode,
+      );
     });
   }
 
