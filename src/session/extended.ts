@@ -228,7 +228,9 @@ export class ExtendedProtocol {
     if (!b.gate(link)) return s.wait('replies');
     if (this.stmts.has(name)) return this.parseExisting(name, body, link);
     const server = s.ctx.statementNames.nameFor(body.toString('latin1'));
-    const both = seconds.length > 0;
+    // A statement for both nodes stays one whatever links are held now: each Bind mirrors it
+    // on the load-balance node(s) held then (the unit of work may have none now, the next one may).
+    const both = d.target === 'both';
     const st: Stmt = { sql, cls, parse: parseMessage(server, body), nodes: [], both, decision: d, server };
     this.stmts.set(name, st);
     for (const second of seconds) {
@@ -397,8 +399,10 @@ export class ExtendedProtocol {
     // Named statements outlive this chunk: keep a copy. The unnamed one is replaced soon
     // (but with pool_mode = transaction it may have to be parsed again on another connection).
     const parse = name === '' && !this.pooled ? raw : Buffer.from(raw);
-    const seconds = d.target === 'both' ? b.secondLinks(d.allStandbys === true) : [];
-    if (seconds.length > 0) {
+    if (d.target === 'both') {
+      // Parsed on the primary and the load-balance node(s) held now; a later Bind parses it on
+      // those it will be mirrored on then (the session may hold none now: its node is the primary).
+      const seconds = b.secondLinks(d.allStandbys === true);
       const p = s.needPrimary();
       if (p === SUSPEND) return p;
       if (!b.gate(p)) return s.wait('replies');
@@ -483,22 +487,21 @@ export class ExtendedProtocol {
       return this.forward(p, { kind: 'bind', mode: 'forward' });
     }
     if (st.both) {
-      // pool_mode = transaction: the load-balance node of this transaction (every standby held
-      // with statement_level_load_balance), the statement parsed there if needed.
-      const seconds = this.pooled
-        ? b.secondLinks(st.decision?.allStandbys === true)
-        : st.nodes.slice(1).flatMap((id) => b.get(id) ?? []);
+      // The load-balance node(s) held now (every standby held with statement_level_load_balance),
+      // the statement parsed there first if it is not (it was parsed while the session held none,
+      // or on another connection).
+      const seconds = b.secondLinks(st.decision?.allStandbys === true);
       if (!b.gate(p)) return s.wait('replies');
       const raw = buf.subarray(start - 5, end);
       const bind = st.server !== undefined ? renamedBind(raw, st.server) : Buffer.from(raw);
       if (!bind) return s.protocolViolation('invalid Bind message');
       for (const second of seconds) {
-        if (this.pooled) this.ensureParsed(st, second, true);
+        this.ensureParsed(st, second, true);
         b.request(second, { kind: 'bind', mode: 'drop', skippable: true }, bind);
         b.inPipeline(second);
       }
       b.inPipeline(p);
-      const nodes = this.pooled ? [p.nodeId, ...seconds.map((l) => l.nodeId)] : st.nodes;
+      const nodes = [p.nodeId, ...seconds.map((l) => l.nodeId)];
       this.portals.set(portal, { nodes, both: true, stmt: st });
       if (!this.pooled) return this.forward(p, { kind: 'bind', mode: 'forward' });
       this.ensureParsed(st, p);

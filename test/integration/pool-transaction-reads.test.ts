@@ -188,6 +188,66 @@ describe('pool_mode = transaction: autocommit reads take only a standby connecti
     }
   }, 90_000);
 
+  it('a named COMMIT prepared while the unit held no standby connection is still run on the standby of a later transaction (postgres.js prepares its commit)', async () => {
+    // The standby's one connection is busy: a transaction gets the primary's alone, and the
+    // client prepares its COMMIT there. In its next transaction the standby is free and takes
+    // the mirrored BEGIN: the COMMIT must end the transaction there too, or that backend stays
+    // idle in transaction and the session never gives its connections back.
+    const own = await startProxy({
+      cluster,
+      config: { ...txrConfig(120), [`backend_weight${S1}`]: 0, app_name_redirect_preference_list: '' },
+    });
+    const app = 'txr-named-commit';
+    const sleeper = await pgClient(own, { database: db, application_name: 'txr-sleeper' });
+    const a = await RawClient.connect(own.port);
+    try {
+      const sleeping = sleeper.query('SELECT pg_sleep(30)').then(
+        () => undefined,
+        (e: { code?: string }) => e.code,
+      );
+      await pollUntil(
+        () =>
+          cluster.psql(
+            S2,
+            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+          ),
+        (n) => n === '1',
+        { what: "the read holding the standby's one connection", timeoutMs: 10_000 },
+      );
+      expect((await a.startup({ user: 'postgres', database: db, application_name: app })).ok).toBe(true);
+      const commit = async (parse: boolean): Promise<string> => {
+        a.send(
+          ...(parse ? [parseMessage('txr_commit', 'COMMIT')] : []),
+          bindMessage('', 'txr_commit'),
+          executeMessage(''),
+          syncMessage(),
+        );
+        return (await a.collect('Z', 10_000)).map((m) => m.type).join('');
+      };
+      expect((await a.query('BEGIN')).errors).toEqual([]);
+      expect(await commit(true), 'COMMIT prepared and run with the primary alone').toBe('12CZ');
+      await cluster.psql(S2, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'");
+      expect(await sleeping).toBe('57014');
+      expect((await a.query('BEGIN')).errors).toEqual([]);
+      expect(
+        await cluster.psql(S2, `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}'`),
+        'the BEGIN mirrored on the standby',
+      ).toBe('1');
+      expect(await commit(false)).toBe('2CZ');
+      expect(
+        await cluster.psql(
+          S2,
+          `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}' AND state LIKE 'idle in transaction%'`,
+        ),
+        'the standby left in the transaction',
+      ).toBe('0');
+    } finally {
+      a.end();
+      await endPg(sleeper);
+      await own.stop();
+    }
+  }, 90_000);
+
   it('40 pgbench clients (simple protocol, select only) read on the standbys, none on the primary, whose only connection is held', {
     timeout: 60_000,
   }, async () => {
