@@ -95,6 +95,37 @@ afterAll(async () => {
   expect(code).toBe(0);
 });
 
+/**
+ * `client` (reads drawn to S2) runs `SELECT pg_sleep(30)` until it holds S2's one connection.
+ * `done()`: whether it has ended; `cancel()` cancels it from a direct connection and returns
+ * the SQLSTATE it ended with.
+ */
+async function busyStandby(
+  client: pg.Client,
+): Promise<{ done: () => boolean; cancel: () => Promise<string | undefined> }> {
+  const SLEEP = 'SELECT pg_sleep(30)';
+  let ended = false;
+  const sleeping = client.query(SLEEP).then(
+    () => undefined,
+    (e: { code?: string }) => e.code,
+  );
+  void sleeping.then(() => {
+    ended = true;
+  });
+  await pollUntil(
+    () => cluster.psql(S2, `SELECT count(*) FROM pg_stat_activity WHERE query = '${SLEEP}' AND state = 'active'`),
+    (n) => n === '1',
+    { what: "the read holding the standby's one connection", timeoutMs: 10_000 },
+  );
+  return {
+    done: () => ended,
+    cancel: async () => {
+      await cluster.psql(S2, `SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = '${SLEEP}'`);
+      return sleeping;
+    },
+  };
+}
+
 /** A client in an open transaction that wrote: it holds the only primary connection (and no other). */
 async function holdPrimary(): Promise<pg.Client> {
   const holder = await pgClient(proxy, { database: db, application_name: 'holder' });
@@ -160,28 +191,11 @@ describe('pool_mode = transaction: autocommit reads take only a standby connecti
     const sleeper = await pgClient(own, { database: db, application_name: 'reader' });
     const writer = await pgClient(own, { database: db, application_name: 'reader' });
     try {
-      let slept = false;
-      const sleeping = sleeper.query('SELECT pg_sleep(30)').then(
-        () => undefined,
-        (e: { code?: string }) => e.code,
-      );
-      void sleeping.then(() => {
-        slept = true;
-      });
-      await pollUntil(
-        () =>
-          cluster.psql(
-            S2,
-            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
-          ),
-        (n) => n === '1',
-        { what: "the read holding the standby's one connection", timeoutMs: 10_000 },
-      );
+      const busy = await busyStandby(sleeper);
       await writer.query("INSERT INTO wr VALUES (1, 'busy standby')");
-      expect(slept, "the write ran while the standby's connection was busy").toBe(false);
+      expect(busy.done(), "the write ran while the standby's connection was busy").toBe(false);
       expect(await cluster.psql(P, "SELECT count(*) FROM wr WHERE k = 'busy standby'", db)).toBe('1');
-      await cluster.psql(S2, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'");
-      expect(await sleeping).toBe('57014');
+      expect(await busy.cancel()).toBe('57014');
     } finally {
       await Promise.all([endPg(sleeper), endPg(writer)]);
       await own.stop();
@@ -201,19 +215,7 @@ describe('pool_mode = transaction: autocommit reads take only a standby connecti
     const sleeper = await pgClient(own, { database: db, application_name: 'txr-sleeper' });
     const a = await RawClient.connect(own.port);
     try {
-      const sleeping = sleeper.query('SELECT pg_sleep(30)').then(
-        () => undefined,
-        (e: { code?: string }) => e.code,
-      );
-      await pollUntil(
-        () =>
-          cluster.psql(
-            S2,
-            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
-          ),
-        (n) => n === '1',
-        { what: "the read holding the standby's one connection", timeoutMs: 10_000 },
-      );
+      const busy = await busyStandby(sleeper);
       expect((await a.startup({ user: 'postgres', database: db, application_name: app })).ok).toBe(true);
       const commit = async (parse: boolean): Promise<string> => {
         a.send(
@@ -226,8 +228,7 @@ describe('pool_mode = transaction: autocommit reads take only a standby connecti
       };
       expect((await a.query('BEGIN')).errors).toEqual([]);
       expect(await commit(true), 'COMMIT prepared and run with the primary alone').toBe('12CZ');
-      await cluster.psql(S2, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'");
-      expect(await sleeping).toBe('57014');
+      expect(await busy.cancel()).toBe('57014');
       expect((await a.query('BEGIN')).errors).toEqual([]);
       expect(
         await cluster.psql(S2, `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}'`),
