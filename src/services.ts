@@ -218,8 +218,11 @@ export async function startServices(
     return n;
   });
   cluster.on('node-down', (e) => {
+    // The pools first: the connections the ended sessions give back must not go to clients
+    // waiting for that node.
     relay.cache.closeAll(e.node);
-    relay.pools.closeIdle(e.node);
+    relay.pools.nodeDown(e.node);
+    for (const s of relay.registry.all()) s.endIfPrimaryOn(e.node, e.reason);
   });
   cluster.on('failover-done', (e) => {
     if (e.primaryFailed) metrics.failover();

@@ -67,6 +67,13 @@ export class PoolClosed extends Error {
   }
 }
 
+/** The node went down while a client waited for a connection to it (`nodeDown`), or while one was being made. */
+export class PoolNodeDown extends Error {
+  constructor(readonly nodeId: number) {
+    super(`backend node ${nodeId} went down while a connection to it was awaited`);
+  }
+}
+
 interface Waiter<C> {
   since: number;
   resolve(c: C | 'open'): void;
@@ -293,6 +300,25 @@ export class ServerPools<C extends PooledConnection> {
         }
     }
     if (!final) this.wake();
+  }
+
+  /**
+   * A node went down (failover, detach): close its idle connections, and fail the clients
+   * waiting for its pools with PoolNodeDown (the connections they wait for may never come
+   * back, and if they did they would lead to a node out of service: the caller takes the
+   * connections of the node that serves now instead). Connections lent out stay with their
+   * sessions until given back (then closed by `release` if dead, else idle until swept).
+   */
+  nodeDown(nodeId: number): void {
+    this.closeIdle(nodeId);
+    for (const pool of this.pools.values()) {
+      if (pool.id.nodeId !== nodeId) continue;
+      for (const w of pool.waiters.splice(0)) {
+        this.clearTimers(w);
+        w.reject(new PoolNodeDown(nodeId));
+      }
+    }
+    this.prune();
   }
 
   /** Every pool's numbers. */

@@ -24,7 +24,7 @@ import type { BackendSecret } from '../auth/backend.js';
 import { abortConnection, type BackendConnection, cacheKeyFor, connectBackend, sendCancel } from '../pool/connector.js';
 import { type EffectivePoolSettings, poolSettingsOf } from '../pool/pool-settings.js';
 import { replayPlan, splitStartup } from '../pool/startup-settings.js';
-import { type PoolKey, PoolWaitTimeout } from '../pool/server-pool.js';
+import { PoolClosed, type PoolKey, PoolNodeDown, PoolWaitTimeout } from '../pool/server-pool.js';
 import { queryMessage, resetConnection, resetFailure, runQueries } from '../pool/query.js';
 import { isLive } from '../cluster/nodes.js';
 import type { SessionFacts } from '../router/router.js';
@@ -223,16 +223,30 @@ export class Backends {
       // pool_mode = transaction: one primary connection for the start-up's ParameterStatus.
       await this.openOnce(this.pooled);
     } catch (e) {
-      const failedNode = ctx.nodes.primaryId;
-      if (!isNetworkError(e) || failedNode < 0 || this.owner.isAdminUser) throw e;
-      this.owner.log.info(
-        { node: failedNode, err: (e as Error).message },
-        'primary unreachable at connect: waiting for its health check',
-      );
-      await withTimeout(ctx.services.reportBackendError(failedNode, 'connect'), 30_000);
-      if (isClosed()) return;
+      if (!(await this.primaryChecked(e, ctx.nodes.primaryId, 'at connect')) || isClosed()) return;
       await this.openOnce(this.pooled);
     }
+  }
+
+  /**
+   * The primary's connection could not be had (`e`, on node `primary`): when a failover
+   * may cure that — the node could not be reached, refused as going away (57P01, 57P02,
+   * 57P03), or went down while the client waited for its pool — have it health-checked at
+   * once (as a session's backend error does: it fails over only if the check fails) and
+   * resolve once the check is done, for the caller to try once more (from the new primary
+   * when there is one; openOnce waits for it). Rethrows `e` otherwise.
+   */
+  private async primaryChecked(e: unknown, primary: number, when: string): Promise<true> {
+    const failedNode = e instanceof PoolNodeDown ? e.nodeId : primary;
+    if (!primaryMayFailOver(e) || failedNode < 0 || this.owner.isAdminUser) throw e;
+    this.owner.log.info(
+      { node: failedNode, err: (e as Error).message },
+      `primary unreachable ${when}: waiting for its health check`,
+    );
+    // Down already (its pool's waiters are told so): the failover is under way.
+    if (!(e instanceof PoolNodeDown))
+      await withTimeout(this.owner.ctx.services.reportBackendError(failedNode, 'connect'), 30_000);
+    return true;
   }
 
   /**
@@ -244,15 +258,30 @@ export class Backends {
    * (resolved once the server took them: the client's statements run with its settings).
    */
   checkout(readNode?: number): Promise<void> {
+    const nodes = this.owner.ctx.nodes;
+    const primary = nodes.primaryId;
+    const failedOver = (e: unknown): Promise<void> =>
+      this.primaryChecked(e, primary >= 0 ? primary : nodes.primaryId, 'for a transaction').then(() =>
+        this.checkoutOnce(),
+      );
+    return this.checkoutOnce(readNode, failedOver);
+  }
+
+  /**
+   * `checkout` once; `onPrimaryError`: what to do when the primary's connection could not
+   * be had (checkout: have the node checked and try again once, so that a unit of work
+   * that comes during a failover runs on the new primary instead of ending the session).
+   */
+  private checkoutOnce(readNode?: number, onPrimaryError?: (e: unknown) => Promise<void>): Promise<void> {
     const ctx = this.owner.ctx;
     const primary = ctx.nodes.primaryNode();
     // Without load balancing, only the primary's connection (openOnce would take just that):
     // taken with the fewest promise hops, as most checkouts of a busy pool wait for one.
     if (primary !== undefined && !ctx.router.loadBalancing) {
       const id = primary.id;
-      return this.acquire(id).then((c) => this.takePrimary(id, c));
+      return this.acquire(id).then((c) => this.takePrimary(id, c), onPrimaryError);
     }
-    return this.openOnce(false, readNode).then(() => this.attachTaken());
+    return this.openOnce(false, readNode).then(() => this.attachTaken(), onPrimaryError);
   }
 
   /** `checkout` without load balancing: the primary's connection `c` became this session's. */
@@ -669,6 +698,12 @@ export class Backends {
       connectTimeoutMs: cfg.connect_timeout,
       secret: (u) => this.owner.authSecret ?? ctx.backendSecret(u),
     });
+    // The node went down (a detach, a failover) while the connection was being made: a
+    // session must not start using it (its writes would go to a node out of service).
+    if (!isLive(node.status)) {
+      conn.close();
+      throw new PoolNodeDown(nodeId);
+    }
     this.owner.debug({ node: nodeId, backendPid: conn.pid }, 'new backend connection');
     reportedByBackends = new Map(conn.params);
     ctx.services.metrics.backendConnectionOpened(nodeId);
@@ -1006,7 +1041,15 @@ export function lastServerParameters(startup: ReadonlyMap<string, string>): Map<
 
 /** Could not reach the server (as opposed to the server refusing the login, e.g. an unknown role). */
 export function isNetworkError(e: unknown): boolean {
+  if (e instanceof PoolNodeDown || e instanceof PoolClosed) return false;
   return e instanceof PgError ? e.code.startsWith('08') : true;
+}
+
+/** Could a failover cure this failure to get a node's connection (see Backends.primaryChecked)? */
+function primaryMayFailOver(e: unknown): boolean {
+  if (e instanceof PoolNodeDown || isNetworkError(e)) return true;
+  if (!(e instanceof PgError)) return false;
+  return e.code === SQLSTATE.adminShutdown || e.code === SQLSTATE.crashShutdown || e.code === SQLSTATE.cannotConnectNow;
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | undefined> {

@@ -700,6 +700,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
 
   resume(reason: WaitReason): void {
     if (this.closed || this.waitingFor !== reason) return;
+    if (reason === 'admin' && this.endAfterAdmin !== undefined) return this.fatal(this.endAfterAdmin);
     this.waitingFor = null;
     this.scanner.resume();
     this.updateReading();
@@ -1062,6 +1063,32 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     for (const l of this.backends.list) if (l?.waitingForClient) return true;
     return false;
   }
+
+  /**
+   * Node `nodeId` went down (a failover, a detach, a promote of another node) while this
+   * session held its connection as the primary's: the session ends with FATAL 57P01, as
+   * pgpool-II ends every session at a primary failover. Its next write would go to a node
+   * out of service (alive, when detached: the write would be lost with its timeline), and
+   * its transaction there must not commit: the connection is closed, not reused. An admin
+   * command the session is running (the detach itself) is answered first. pool_mode =
+   * transaction: sessions between transactions hold no connection and go on.
+   */
+  endIfPrimaryOn(nodeId: number, reason: string): void {
+    if (this.closed || this.backends.primary?.nodeId !== nodeId) return;
+    const err = new PgError(
+      SQLSTATE.adminShutdown,
+      `terminating connection because backend node ${nodeId}, the primary this session was using, went down (${reason})`,
+      'FATAL',
+      undefined,
+      'Reconnect: new sessions use the new primary.',
+    );
+    this.log.warn({ node: nodeId, reason }, 'session ended: its primary node went down');
+    if (this.admin.running) this.endAfterAdmin = err;
+    else this.fatal(err);
+  }
+
+  /** The session ends once its running admin command has answered (endIfPrimaryOn). */
+  private endAfterAdmin: PgError | undefined;
 
   /** Is this session using node `id` (for a graceful detach)? */
   usesNode(id: number): boolean {
