@@ -24,8 +24,8 @@ export class BothNodes {
   constructor(
     private readonly s: SessionCore,
     private readonly route: StatementRouting,
-    /** DEALLOCATE ALL / DISCARD ALL ran: forget the session's prepared statements. */
-    private readonly forgetStatements: () => void,
+    /** A statement ran on the primary without error (DEALLOCATE, DISCARD ALL: the session's prepared statements). */
+    private readonly statementDone: (cls: Classification) => void,
   ) {}
 
   /**
@@ -106,10 +106,9 @@ export class BothNodes {
     this.route.outcome(cls, d, ok, status);
     s.settings.record(sql, cls, ok, status);
     this.route.txStatusIs(status);
-    // DEALLOCATE ALL / DISCARD ALL drop every prepared statement on both nodes (DISCARD PLANS,
+    // DEALLOCATE (ALL) / DISCARD ALL drop prepared statements on both nodes (DISCARD PLANS,
     // TEMP and SEQUENCES keep them).
-    if ((cls.kind === 'deallocate' && cls.name === undefined) || (cls.kind === 'discard' && cls.resetsAll === true))
-      this.forgetStatements();
+    if (!onPrimary.error) this.statementDone(cls);
     s.writeClient(out);
     s.resume('both');
   }

@@ -33,6 +33,7 @@ import {
   parseBody,
   parseMessage,
   renamedBind,
+  type StatementName,
   statementMessage,
 } from './pooled-statements.js';
 
@@ -62,6 +63,8 @@ interface Stmt {
    * known by `BackendConnection.unnamed`.
    */
   server?: string;
+  /** pool_mode = transaction: the entry of `server` (told when a server accepted the statement). */
+  named?: StatementName;
 }
 
 interface Portal {
@@ -148,8 +151,54 @@ function changesRouting(cls: Classification, d: Decision): boolean {
 /** Describe and Close name a prepared statement ('S') or a portal ('P'). */
 export const STATEMENT = 0x53;
 
+/**
+ * Named statements a session may have open, and bytes of their Parse messages: pgrelay
+ * keeps each one (to parse it on another node or connection), so a client that prepares
+ * without ever closing would otherwise make it hold any amount (PostgreSQL itself would
+ * hold them in its backend's memory).
+ */
+const MAX_NAMED_STATEMENTS = 10_000;
+const MAX_NAMED_STATEMENT_BYTES = 64 * 1024 * 1024;
+
+/** A session's prepared statements by the client's name, counting the named ones' bytes (the limits above). */
+class StatementTable extends Map<string, Stmt> {
+  private namedBytes = 0;
+
+  override set(name: string, st: Stmt): this {
+    if (name !== '') this.namedBytes += st.parse.length - (super.get(name)?.parse.length ?? 0);
+    return super.set(name, st);
+  }
+
+  override delete(name: string): boolean {
+    const old = super.get(name);
+    if (old !== undefined && name !== '') this.namedBytes -= old.parse.length;
+    return super.delete(name);
+  }
+
+  override clear(): void {
+    this.namedBytes = 0;
+    super.clear();
+  }
+
+  /** Would a new named statement whose Parse is `bytes` long go past the limits? */
+  full(bytes: number): boolean {
+    const named = this.size - (this.has('') ? 1 : 0);
+    return named >= MAX_NAMED_STATEMENTS || this.namedBytes + bytes > MAX_NAMED_STATEMENT_BYTES;
+  }
+}
+
+function tooManyStatements(): PgError {
+  return new PgError(
+    SQLSTATE.programLimitExceeded,
+    `too many prepared statements: pgrelay keeps at most ${MAX_NAMED_STATEMENTS.toLocaleString('en-US')} prepared statements (${MAX_NAMED_STATEMENT_BYTES / 1024 / 1024} MB of their text) open per session`,
+    'FATAL',
+    undefined,
+    'Close the prepared statements the application no longer uses (a Close message, DEALLOCATE); most drivers bound their statement cache.',
+  );
+}
+
 export class ExtendedProtocol {
-  private readonly stmts = new Map<string, Stmt>();
+  private readonly stmts = new StatementTable();
   private readonly portals = new Map<string, Portal>();
   private readonly outcomes = new PipelineOutcomes((o, status) => this.applyOutcome(o, status));
 
@@ -227,11 +276,12 @@ export class ExtendedProtocol {
     if (link === SUSPEND) return link;
     if (!b.gate(link)) return s.wait('replies');
     if (this.stmts.has(name)) return this.parseExisting(name, body, link);
-    const server = s.ctx.statementNames.nameFor(body.toString('latin1'));
+    const named = s.ctx.statementNames.entryFor(body.toString('latin1'));
+    const server = named.name;
     // A statement for both nodes stays one whatever links are held now: each Bind mirrors it
     // on the load-balance node(s) held then (the unit of work may have none now, the next one may).
     const both = d.target === 'both';
-    const st: Stmt = { sql, cls, parse: parseMessage(server, body), nodes: [], both, decision: d, server };
+    const st: Stmt = { sql, cls, parse: parseMessage(server, body), nodes: [], both, decision: d, server, named };
     this.stmts.set(name, st);
     for (const second of seconds) {
       this.ensureParsed(st, second, true);
@@ -250,7 +300,7 @@ export class ExtendedProtocol {
         mode: 'forward',
         done: (e) => {
           if (e.error) this.notParsed(st, link);
-          else s.ctx.statementNames.accepted(server);
+          else named.accepted = true;
         },
         resend: this.route.resendable(link) ? this.resendParse(st) : undefined,
       },
@@ -281,7 +331,7 @@ export class ExtendedProtocol {
           mode: e.mode,
           done: (x) => {
             if (x.error) this.notParsed(st, to);
-            else if (st.server !== undefined) this.s.ctx.statementNames.accepted(st.server);
+            else if (st.named !== undefined) st.named.accepted = true;
           },
         },
         st.parse,
@@ -326,6 +376,8 @@ export class ExtendedProtocol {
   parseIdle(name: string, sql: string, buf: Buffer, start: number, end: number): boolean {
     const s = this.s;
     if (name === '' || s.ctx.config().max_prepared_statements <= 0 || this.stmts.has(name)) return false;
+    // Past the limits: `parse` ends the session.
+    if (this.stmts.full(end - start + 5)) return false;
     const body = parseBody(buf.subarray(start - 5, end));
     const server = body && s.ctx.statementNames.known(body.toString('latin1'));
     if (!body || server === undefined) return false;
@@ -375,10 +427,16 @@ export class ExtendedProtocol {
     return DROP;
   }
 
-  /** pool_mode = transaction: a simple Query completed without error. */
-  pooledStatementDone(cls: Classification): void {
-    if ((cls.kind === 'deallocate' && cls.name === undefined) || (cls.kind === 'discard' && cls.resetsAll === true))
-      this.forgetAll();
+  /**
+   * A statement completed without error: `DEALLOCATE ALL` and `DISCARD ALL` dropped every
+   * prepared statement, `DEALLOCATE name` one (pool_mode = transaction answers that one
+   * itself for a statement the client prepared with Parse: pooledQuery).
+   */
+  statementDone(cls: Classification): void {
+    if (cls.kind === 'deallocate') {
+      if (cls.name === undefined) this.forgetAll();
+      else this.stmts.delete(cls.name);
+    } else if (cls.kind === 'discard' && cls.resetsAll === true) this.forgetAll();
   }
 
   /** Queue `e` on `link` for the message being handled, which the scanner forwards. */
@@ -389,6 +447,7 @@ export class ExtendedProtocol {
   parse(name: string, sql: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     const s = this.s;
     const b = s.backends;
+    if (name !== '' && !this.stmts.has(name) && this.stmts.full(end - start + 5)) return s.fail(tooManyStatements());
     const cls = s.ctx.router.classify(sql);
     const d = this.route.decide(sql, cls);
     if (d === SUSPEND) return d;
@@ -832,7 +891,7 @@ export class ExtendedProtocol {
   private applyOutcome(o: PendingOutcome, status: number): void {
     this.route.outcome(o.stmt.cls, o.decision, o.ok, status);
     if (o.decision.target === 'both' || this.pooled) this.s.settings.record(o.stmt.sql, o.stmt.cls, o.ok, status);
-    if (this.pooled && o.ok) this.pooledStatementDone(o.stmt.cls);
+    if (o.ok) this.statementDone(o.stmt.cls);
   }
 
   flush(): Verdict<BackendLink> {

@@ -14,37 +14,72 @@ import { FE } from '../protocol/constants.js';
 /** Prefix of pgrelay's statement names on pooled connections. */
 export const STATEMENT_PREFIX = 'PGRELAY_';
 
-/** One name per distinct statement (text and parameter types), for every connection. */
-export class StatementNames {
-  private readonly names = new Map<string, string>();
-  private next = 1;
+/** pgrelay's name for one distinct statement, and whether a server accepted it. */
+export interface StatementName {
+  readonly name: string;
+  /** A server prepared it without error at least once (a later Parse is answered without a connection). */
+  accepted: boolean;
+}
 
-  /** The name for the statement whose Parse body after the name is `rest` (query, types). */
-  nameFor(rest: string): string {
-    let n = this.names.get(rest);
-    if (n === undefined) {
-      n = `${STATEMENT_PREFIX}${this.next++}`;
-      this.names.set(rest, n);
+/** How many distinct statements StatementNames remembers, and how much of their text (bytes). */
+const MAX_NAMES = 100_000;
+const MAX_NAME_BYTES = 64 * 1024 * 1024;
+
+/**
+ * One name per distinct statement (text and parameter types), for every connection and
+ * every client. Bounded: past `maxEntries` statements or `maxBytes` of their text, the
+ * least recently used is forgotten (the process lives for months and clients may send
+ * any number of distinct texts). A statement forgotten and seen again gets a new name:
+ * names are never reused, so a connection that still has the old one prepared never runs
+ * another statement under it (it is closed there by the connection's LRU in time).
+ */
+export class StatementNames {
+  private readonly names = new Map<string, StatementName>();
+  private next = 1;
+  private textBytes = 0;
+
+  constructor(
+    private readonly maxEntries = MAX_NAMES,
+    private readonly maxBytes = MAX_NAME_BYTES,
+  ) {}
+
+  /** The entry for the statement whose Parse body after the name is `rest` (query, types); marks it used now. */
+  entryFor(rest: string): StatementName {
+    const names = this.names;
+    let e = names.get(rest);
+    if (e !== undefined) {
+      names.delete(rest);
+      names.set(rest, e);
+      return e;
     }
-    return n;
+    e = { name: `${STATEMENT_PREFIX}${this.next++}`, accepted: false };
+    names.set(rest, e);
+    this.textBytes += rest.length;
+    while (names.size > 1 && (names.size > this.maxEntries || this.textBytes > this.maxBytes)) {
+      const oldest = names.keys().next().value as string;
+      names.delete(oldest);
+      this.textBytes -= oldest.length;
+    }
+    return e;
   }
 
-  /** Names of statements that a server prepared without error at least once. */
-  private readonly valid = new Set<string>();
+  nameFor(rest: string): string {
+    return this.entryFor(rest).name;
+  }
 
   /** pgrelay's name for `rest` if a server accepted that statement before, else undefined. */
   known(rest: string): string | undefined {
-    const n = this.names.get(rest);
-    return n !== undefined && this.valid.has(n) ? n : undefined;
-  }
-
-  /** A server prepared `name` without error. */
-  accepted(name: string): void {
-    this.valid.add(name);
+    const e = this.names.get(rest);
+    return e?.accepted === true ? this.entryFor(rest).name : undefined;
   }
 
   get size(): number {
     return this.names.size;
+  }
+
+  /** Length of the statement texts remembered. */
+  get bytes(): number {
+    return this.textBytes;
   }
 }
 

@@ -175,7 +175,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.scanner = new MessageScanner<BackendLink>(this, CLIENT_DECODE, ctx.config().max_message_size);
     this.backends = new Backends(this);
     this.route = new StatementRouting(this, this.facts, new ReadYourWrites(this));
-    this.both = new BothNodes(this, this.route, () => this.extended.forgetAll());
+    this.both = new BothNodes(this, this.route, (cls) => this.extended.statementDone(cls));
     this.extended = new ExtendedProtocol(this, this.route, this.both);
     this.admin = new AdminReplies(this);
     this.txMode = this.backends.pooled;
@@ -918,7 +918,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (this.closed) return;
     const status = e.status ?? TxStatus.Idle;
     if (d.target === 'both' || this.txMode) this.settings.record(sql, cls, !e.error, status);
-    if (this.txMode && !e.error) this.extended.pooledStatementDone(cls);
+    if (!e.error) this.extended.statementDone(cls);
     this.route.outcome(cls, d, !e.error, status);
     this.route.txStatusIs(status);
     if (status === TxStatus.Failed && link !== this.backends.primary) this.both.poisonPrimary();

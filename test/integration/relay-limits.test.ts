@@ -11,7 +11,17 @@ import { freePort } from '../../dev/devcluster.js';
 import { closeAllClients, endPg, pgClient, withTimeout } from '../support/clients.js';
 import { scrapeMetrics, sampleValue } from '../support/prometheus.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
-import { RawClient, closeAllRaw, errorFields, isAlive, startupMessage } from '../support/raw.js';
+import {
+  RawClient,
+  closeAllRaw,
+  closeMessage,
+  errorFields,
+  isAlive,
+  parseMessage,
+  queryMessage,
+  startupMessage,
+  syncMessage,
+} from '../support/raw.js';
 import { pollUntil } from '../support/wait.js';
 
 const cluster = getCluster();
@@ -244,4 +254,68 @@ describe('shutdown', () => {
       await proxy.stop();
     }
   });
+});
+
+describe('named prepared statements: at most 10,000 per session (pgrelay keeps each one)', () => {
+  let session: ProxyHandle;
+  let pooled: ProxyHandle;
+
+  beforeAll(async () => {
+    [session, pooled] = await Promise.all([
+      startProxy({ cluster, config: { log_min_messages: 'warning', load_balance_mode: false } }),
+      startProxy({ cluster, config: { log_min_messages: 'warning', pool_mode: 'transaction', default_pool_size: 2 } }),
+    ]);
+  });
+
+  afterAll(async () => {
+    await Promise.all([session?.stop(), pooled?.stop()]);
+  });
+
+  for (const mode of ['session', 'transaction'] as const) {
+    it(`pool_mode = ${mode}: the 10,001st open statement ends the session with FATAL 54000; closing one makes room`, async () => {
+      const proxy = mode === 'session' ? session : pooled;
+      const raw = await RawClient.connect(proxy.port);
+      expect((await raw.startup(USER)).ok).toBe(true);
+      for (let from = 0; from < 10_000; from += 1000) {
+        const batch: Buffer[] = [];
+        for (let i = from; i < from + 1000; i++) batch.push(parseMessage(`s${i}`, `SELECT ${i} AS n`));
+        raw.send(...batch, syncMessage());
+        const got = await raw.collect('Z', 20_000);
+        expect(got.map((m) => m.type).join('')).toBe(`${'1'.repeat(1000)}Z`);
+      }
+      // Closing one makes room for another.
+      raw.send(closeMessage('S', 's0'), parseMessage('another', 'SELECT -1 AS n'), syncMessage());
+      expect((await raw.collect('Z', 5000)).map((m) => m.type).join('')).toBe('31Z');
+      raw.send(parseMessage('one_too_many', 'SELECT -2 AS n'), syncMessage());
+      const end = await raw.drainUntilClosed(10_000);
+      expect(end.closed).toBe(true);
+      expect(end.messages.map((m) => m.type)).toEqual(['E']);
+      expect(errorFields(end.messages[0].body)).toMatchObject({
+        S: 'FATAL',
+        C: '54000',
+        M: expect.stringContaining('10,000 prepared statements'),
+      });
+    }, 120_000);
+
+    it(`pool_mode = ${mode}: statements dropped with SQL DEALLOCATE make room (a driver that deallocates that way never reaches the limit)`, async () => {
+      const proxy = mode === 'session' ? session : pooled;
+      const raw = await RawClient.connect(proxy.port);
+      expect((await raw.startup(USER)).ok).toBe(true);
+      for (let round = 0; round < 3; round++) {
+        const batch: Buffer[] = [];
+        for (let i = 0; i < 4000; i++) batch.push(parseMessage(`r${round}_${i}`, `SELECT ${i} AS n`));
+        raw.send(...batch, syncMessage());
+        expect((await raw.collect('Z', 20_000)).map((m) => m.type).join('')).toBe(`${'1'.repeat(4000)}Z`);
+        const drops: Buffer[] = [];
+        for (let i = 0; i < 4000; i++) drops.push(queryMessage(`DEALLOCATE r${round}_${i}`));
+        raw.send(...drops);
+        let seen = 0;
+        const done = await raw.collect((m) => m.type === 'Z' && ++seen === 4000, 20_000);
+        expect(done.filter((m) => m.type === 'E').map((m) => errorFields(m.body).M)).toEqual([]);
+      }
+      const last = await raw.query('SELECT 1');
+      expect(last.errors).toEqual([]);
+      raw.end();
+    }, 120_000);
+  }
 });

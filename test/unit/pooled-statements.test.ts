@@ -42,8 +42,37 @@ describe('StatementNames', () => {
     // Known (answered without a connection) only once a server accepted it.
     const rest = (parseBody(parse('P_0', 'SELECT $1', [23])) as Buffer).toString('latin1');
     expect(n.known(rest)).toBeUndefined();
-    n.accepted(a);
+    n.entryFor(rest).accepted = true;
     expect(n.known(rest)).toBe(a);
+  });
+
+  it('keeps at most maxEntries names and maxBytes of statement text, the least recently used forgotten; names are never reused', () => {
+    const n = new StatementNames(3, 1000);
+    const names = ['SELECT 1', 'SELECT 2', 'SELECT 3'].map((t) => n.nameFor(t));
+    n.entryFor('SELECT 1').accepted = true;
+    // SELECT 1 used last: SELECT 2 is the oldest and goes first.
+    expect(n.nameFor('SELECT 1')).toBe(names[0]);
+    const fourth = n.nameFor('SELECT 4');
+    expect(n.size).toBe(3);
+    expect(n.known('SELECT 1')).toBe(names[0]);
+    const again = n.nameFor('SELECT 2');
+    expect(again).not.toBe(names[1]);
+    expect(new Set([...names, fourth, again]).size).toBe(5);
+    expect(n.size).toBe(3);
+    // SELECT 3 was the oldest then: forgotten (a later Parse prepares it under a new name).
+    expect(n.known('SELECT 3')).toBeUndefined();
+
+    const b = new StatementNames(100, 20);
+    for (let i = 0; i < 10; i++) b.nameFor(`SELECT ${i}00`);
+    expect(b.bytes).toBeLessThanOrEqual(20);
+    expect(b.size).toBe(2);
+  });
+
+  it('a million distinct statements stay within the bounds', () => {
+    const n = new StatementNames(1000, 64 * 1024);
+    for (let i = 0; i < 1_000_000; i++) n.nameFor(`SELECT ${i} AS padding_${'x'.repeat(i % 50)}`);
+    expect(n.size).toBeLessThanOrEqual(1000);
+    expect(n.bytes).toBeLessThanOrEqual(64 * 1024);
   });
 });
 
