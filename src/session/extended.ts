@@ -68,6 +68,8 @@ interface Stmt {
 }
 
 interface Portal {
+  /** PortalTable.syncs when it was bound. */
+  boundAt?: number;
   nodes: number[];
   both: boolean;
   stmt?: Stmt;
@@ -187,6 +189,28 @@ class StatementTable extends Map<string, Stmt> {
   }
 }
 
+/**
+ * A session's portals by name. PostgreSQL destroys the portals a Bind created when their
+ * transaction ends, so pgrelay forgets them then too (a client binding portals under new
+ * names would otherwise make the table grow for ever): those bound before a Sync whose
+ * ReadyForQuery says idle, not those bound after it (pipelined behind it).
+ */
+class PortalTable extends Map<string, Portal> {
+  /** The client's Syncs handled so far. */
+  syncs = 0;
+
+  override set(name: string, p: Portal): this {
+    p.boundAt = this.syncs;
+    return super.set(name, p);
+  }
+
+  /** The `sync`-th Sync ended the transaction: the portals bound before it are gone. */
+  endedAt(sync: number): void {
+    if (this.size === 0) return;
+    for (const [name, p] of this) if ((p.boundAt ?? 0) < sync) this.delete(name);
+  }
+}
+
 function tooManyStatements(): PgError {
   return new PgError(
     SQLSTATE.programLimitExceeded,
@@ -199,7 +223,7 @@ function tooManyStatements(): PgError {
 
 export class ExtendedProtocol {
   private readonly stmts = new StatementTable();
-  private readonly portals = new Map<string, Portal>();
+  private readonly portals = new PortalTable();
   private readonly outcomes = new PipelineOutcomes((o, status) => this.applyOutcome(o, status));
 
   constructor(
@@ -835,6 +859,7 @@ export class ExtendedProtocol {
       }
     }
     const outcomes = this.outcomes.take();
+    const sync = ++this.portals.syncs;
     this.route.ryw.syncEnds(members);
     for (const l of members) {
       l.inPipeline = false;
@@ -845,7 +870,7 @@ export class ExtendedProtocol {
       return this.forward(l, {
         kind: 'sync',
         mode: 'forward',
-        done: (e, at) => this.pipelineDone(outcomes, e.status ?? TxStatus.Idle, at),
+        done: (e, at) => this.pipelineDone(outcomes, e.status ?? TxStatus.Idle, at, sync),
         resend: this.route.resendable(l) ? resendSync(b) : undefined,
       });
     }
@@ -868,7 +893,7 @@ export class ExtendedProtocol {
             else if (l === primary && status !== TxStatus.Failed) status = st;
             else if (status === TxStatus.Idle) status = st;
             if (--waiting === 0) {
-              this.pipelineDone(outcomes, status, undefined);
+              this.pipelineDone(outcomes, status, undefined, sync);
               s.writeClient(readyForQuery(status));
             }
           },
@@ -880,11 +905,12 @@ export class ExtendedProtocol {
   }
 
   /** The pipeline's Sync was answered: routing state from its statements; keep nodes' transactions in step. */
-  private pipelineDone(outcomes: PendingOutcome[], status: number, only: BackendLink | undefined): void {
+  private pipelineDone(outcomes: PendingOutcome[], status: number, only: BackendLink | undefined, sync: number): void {
     // The client left before this reply ended: nothing of the session's state to update.
     if (this.s.closed) return;
     for (const o of outcomes) this.applyOutcome(o, status);
     this.route.txStatusIs(status);
+    if (status === TxStatus.Idle) this.portals.endedAt(sync);
     if (status === TxStatus.Failed && only !== undefined && only !== this.s.backends.primary) this.both.poisonPrimary();
   }
 

@@ -324,3 +324,30 @@ describe("a standby backend's pid given to a pid function runs on that standby",
     expect(countPerNode(log, (e) => e.statement === text)).toEqual({ [P]: 1 });
   });
 });
+
+describe('portals and the end of their transaction', () => {
+  it('a portal bound behind a Sync whose ReadyForQuery comes before its Execute still runs where it was bound', async () => {
+    const { RawClient, bindMessage, executeMessage, parseMessage, syncMessage, summarize } = await import(
+      '../support/raw.js'
+    );
+    const raw = await RawClient.connect(proxy.port);
+    try {
+      expect((await raw.startup({ user: 'postgres', database: 'postgres' })).ok).toBe(true);
+      raw.send(parseMessage('rd', 'SELECT inet_server_port() AS port'), syncMessage());
+      expect((await raw.collect('Z', 5000)).map((m) => m.type).join('')).toBe('1Z');
+      for (const portal of ['', 'named_portal']) {
+        // The first batch ends (idle) while the second's Bind is already in: its ReadyForQuery
+        // arrives before the second's Execute is sent.
+        raw.send(bindMessage('first', 'rd'), executeMessage('first', 0), syncMessage(), bindMessage(portal, 'rd'));
+        const first = await raw.collect('Z', 5000);
+        expect(first.map((m) => m.type).join('')).toBe('2DCZ');
+        raw.send(executeMessage(portal, 0), syncMessage());
+        const second = summarize(await raw.collect('Z', 5000));
+        expect(second.errors).toEqual([]);
+        expect(nodeOfPort(cluster, Number(second.rows[0]?.[0]))).toBe(LB);
+      }
+    } finally {
+      raw.destroy();
+    }
+  });
+});
