@@ -54,6 +54,9 @@ export interface PoolKey {
   database: string;
 }
 
+/** Start-up reports kept (one per pool key): see ServerPools.remember. */
+const MAX_REPORTS = 10_000;
+
 /** Why an `acquire` failed without a connection. */
 export class PoolWaitTimeout extends Error {
   constructor(readonly waitedMs: number) {
@@ -197,7 +200,7 @@ export class ServerPools<C extends PooledConnection> {
   private async openFor(id: PoolKey, pool: Pool<C>, open: () => Promise<C>): Promise<C> {
     try {
       const c = await open();
-      this.reports.set(id.key, c.startupReport);
+      this.remember(id.key, c.startupReport);
       return c;
     } catch (e) {
       this.forget(pool);
@@ -335,9 +338,26 @@ export class ServerPools<C extends PooledConnection> {
     return out;
   }
 
-  /** What a connection of `key` reported at start-up, once one was opened. */
+  /** What a connection of `key` reported at start-up, once one was opened (among the last MAX_REPORTS keys). */
   startupReport(key: string): ReadonlyMap<string, string> | undefined {
-    return this.reports.get(key);
+    const r = this.reports.get(key);
+    if (r !== undefined && this.reports.size > MAX_REPORTS / 2) {
+      // Used now: the newest (only when forgetting may come near; most processes have a few keys).
+      this.reports.delete(key);
+      this.reports.set(key, r);
+    }
+    return r;
+  }
+
+  /**
+   * Keep `report` for `key`. Bounded: clients that send a start-up parameter of their own
+   * with a new value each time get a pool (a key) of their own each time; the least
+   * recently used report goes (its next client opens a connection at start-up).
+   */
+  private remember(key: string, report: ReadonlyMap<string, string>): void {
+    this.reports.delete(key);
+    this.reports.set(key, report);
+    if (this.reports.size > MAX_REPORTS) this.reports.delete(this.reports.keys().next().value as string);
   }
 
   /** The idle connections of every pool. */

@@ -255,3 +255,20 @@ describe('ServerPools', () => {
     expect(p.startupReport(k.key)?.get('server_version')).toBe('15.0');
   });
 });
+
+describe('ServerPools start-up reports', () => {
+  it('remembers the reports of the last 10,000 pool keys, the least recently used forgotten', async () => {
+    const p = pools();
+    // A client sending a custom setting with a new value each time gets a pool of its own each time.
+    for (let i = 0; i < 12_000; i++) {
+      const k = key(`u${i}`);
+      const c = await p.acquire(k, open(k), 0);
+      p.release(c, false);
+    }
+    expect(p.startupReport(key('u0').key)).toBeUndefined();
+    expect(p.startupReport(key('u11999').key)?.get('server_version')).toBe('15.0');
+    let kept = 0;
+    for (let i = 0; i < 12_000; i++) if (p.startupReport(key(`u${i}`).key) !== undefined) kept++;
+    expect(kept).toBe(10_000);
+  });
+});
