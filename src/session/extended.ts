@@ -19,6 +19,7 @@ import {
   commandComplete,
   readyForQuery,
 } from '../protocol/messages.js';
+import type { AdminRequest } from '../admin/service.js';
 import type { Classification, Decision } from '../router/router.js';
 import { type BackendLink, FLUSH, type LinkExpectation, SYNC } from './backend-link.js';
 import type { Backends } from './backends.js';
@@ -149,6 +150,9 @@ function changesRouting(cls: Classification, d: Decision): boolean {
     cls.statementCount > 1
   );
 }
+
+/** A statement text that may be a DEALLOCATE (ownDeallocate looks closer). */
+const DEALLOCATE = /^\s*deallocate\b/i;
 
 /** Describe and Close name a prepared statement ('S') or a portal ('P'). */
 export const STATEMENT = 0x53;
@@ -449,6 +453,27 @@ export class ExtendedProtocol {
       reply: Buffer.concat([commandComplete('DEALLOCATE'), readyForQuery(p.txStatus)]),
     });
     return DROP;
+  }
+
+  /**
+   * pool_mode = transaction, the extended protocol: `DEALLOCATE name` of a statement the
+   * client prepared with Parse (psycopg 3 deallocates so with libpq < 17) is answered by
+   * pgrelay as pooledQuery answers it in a simple Query: the connection has the statement
+   * under pgrelay's name only (the server would answer 26000). Run by AdminReplies (Parse,
+   * Bind, Describe, Execute answered in order); undefined for any other statement.
+   */
+  ownDeallocate(sql: string): AdminRequest | undefined {
+    if (!this.pooled || !DEALLOCATE.test(sql)) return undefined;
+    const cls = this.s.ctx.router.classify(sql);
+    const name = cls.name;
+    if (cls.kind !== 'deallocate' || name === undefined || cls.statementCount !== 1) return undefined;
+    if (this.stmts.get(name)?.server === undefined) return undefined;
+    return {
+      run: () => {
+        this.stmts.delete(name);
+        return Promise.resolve({ kind: 'command', tag: 'DEALLOCATE' });
+      },
+    };
   }
 
   /**

@@ -15,6 +15,7 @@ import {
   RawClient,
   bindMessage,
   cancelRequest,
+  describeMessage,
   errorFields,
   executeMessage,
   parseMessage,
@@ -183,6 +184,34 @@ describe('pool_mode = transaction', () => {
     // …and its statements are prepared again where needed.
     expect((await c.query({ name: 'after-all', text: 'SELECT $1::int AS v', values: [9] })).rows).toEqual([{ v: 9 }]);
     await Promise.all(clients.map((x) => endPg(x)));
+  });
+
+  it("DEALLOCATE of a client's statement in the extended protocol (as psycopg 3 sends it with libpq < 17) acts on the client's statement", async () => {
+    const raw = await RawClient.connect(tiny.port);
+    try {
+      expect((await raw.startup({ user: 'postgres', database: db })).ok).toBe(true);
+      raw.send(parseMessage('_pg3_0', 'SELECT 42 AS v'), bindMessage('', '_pg3_0'), executeMessage(''), syncMessage());
+      expect((await raw.collect('Z', 5000)).map((m) => m.type).join('')).toBe('12DCZ');
+      raw.send(
+        parseMessage('', 'DEALLOCATE _pg3_0'),
+        bindMessage('', ''),
+        describeMessage('P', ''),
+        executeMessage(''),
+        syncMessage(),
+      );
+      const dealloc = await raw.collect('Z', 5000);
+      expect(dealloc.filter((m) => m.type === 'E').map((m) => errorFields(m.body))).toEqual([]);
+      expect(dealloc.map((m) => m.type).join('')).toBe('12nCZ');
+      // Gone, as in PostgreSQL: a Bind of it fails; the name can be prepared again with other text.
+      raw.send(bindMessage('', '_pg3_0'), executeMessage(''), syncMessage());
+      const gone = await raw.collect('Z', 5000);
+      expect(gone.filter((m) => m.type === 'E').map((m) => errorFields(m.body).C)).toEqual(['26000']);
+      raw.send(parseMessage('_pg3_0', 'SELECT 43 AS v'), bindMessage('', '_pg3_0'), executeMessage(''), syncMessage());
+      const again = await raw.collect('Z', 5000);
+      expect(again.map((m) => m.type).join('')).toBe('12DCZ');
+    } finally {
+      raw.destroy();
+    }
   });
 
   it('postgres.js (prepares by default) runs its usual flows', async () => {
