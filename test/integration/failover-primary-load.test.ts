@@ -3,7 +3,8 @@
  * asynchronous replication): 4 node-postgres workers write through pgrelay in
  * a loop (autocommit INSERT, reconnect + retry with a new id on any error)
  * while the primary is killed (pg_ctl stop -m immediate). examples/failover.sh
- * promotes node 1 (%m), examples/follow_primary.sh re-points node 2, and
+ * promotes node 1 (%m), examples/follow_primary.sh re-points node 2 (which streams
+ * from node 1 already, cascading: see beforeAll), and
  * auto_failback re-attaches it. Writes must resume on node 1 within a bound;
  * the time from the kill to the first successful write is measured and printed.
  */
@@ -40,6 +41,18 @@ describe('primary failover under write load (own DevCluster)', () => {
       'CREATE TABLE fo_load (id bigint PRIMARY KEY, worker int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())',
     );
     await cluster.waitForCatchup();
+    // Node 2 streams from node 1 (cascading), so it is never ahead of node 1 when node 0 is
+    // killed under the writers: asynchronous standbys of node 0 could each hold WAL the other
+    // lacks, and a node 2 ahead of the promoted node 1 could never follow its new timeline
+    // (follow_primary.sh does not pg_rewind), so auto_failback would never re-attach it.
+    await cluster.follow(2, 1);
+    await until(
+      async () =>
+        (await cluster.psql(1, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")) ===
+        'server2',
+      30_000,
+      'node 2 streaming from node 1 before the test',
+    );
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'pgrelay-fol-'));
     fs.chmodSync(work, 0o777);
     proxy = await startProxy({
