@@ -368,6 +368,15 @@ export const PARAMS: readonly ParamDef[] = [
     { min: 0, max: INT_MAX, unit: 's', pgrelay: true },
   ),
   g(
+    'idle_transaction_timeout',
+    'int',
+    0,
+    R,
+    'pool',
+    'pgrelay (PgBouncer): a client idle inside a transaction longer than this many seconds is disconnected with FATAL 25P03, its transaction rolled back (0 = never).',
+    { min: 0, max: INT_MAX, unit: 's', pgrelay: true },
+  ),
+  g(
     'query_wait_timeout',
     'int',
     120,

@@ -99,6 +99,7 @@ export interface Config {
   reserve_pool_timeout: number;
   /** s */
   server_idle_timeout: number;
+  idle_transaction_timeout: number;
   /** s */
   server_lifetime: number;
   /** s */

@@ -80,6 +80,7 @@ export const SQLSTATE = {
   crashShutdown: '57P02',
   cannotConnectNow: '57P03',
   idleSessionTimeout: '57P05',
+  idleInTransactionTimeout: '25P03',
   internalError: 'XX000',
   undefinedObject: '42704',
   syntaxError: '42601',

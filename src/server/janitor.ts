@@ -1,7 +1,8 @@
 /**
  * Periodic upkeep, once a second: the connection cache drops connections idle
  * longer than connection_life_time, and clients idle longer than
- * client_idle_limit (global, or per session with PGPOOL SET) are closed.
+ * client_idle_limit (global, or per session with PGPOOL SET) are closed, and those idle
+ * inside a transaction longer than idle_transaction_timeout.
  */
 import type { Config } from '../config/types.js';
 import { SQLSTATE } from '../protocol/constants.js';
@@ -34,17 +35,33 @@ export class Janitor {
   private upkeep(): void {
     this.opts.cache.sweep();
     this.opts.pools.sweep();
-    const global = this.opts.config().client_idle_limit;
+    const cfg = this.opts.config();
+    const global = cfg.client_idle_limit;
+    const inTx = cfg.idle_transaction_timeout;
     const now = Date.now();
     for (const s of this.opts.sessions) {
       const own = s.adminParams.get('client_idle_limit');
       const limit = typeof own === 'number' ? own : global;
-      if (limit > 0 && !s.busy && now - s.lastActivity >= limit * 1000) {
+      if (s.busy) continue;
+      const idle = now - s.lastActivity;
+      if (limit > 0 && idle >= limit * 1000) {
         s.log.info({ client_idle_limit: limit }, 'closing idle client');
         s.fatal(
           new PgError(
             SQLSTATE.idleSessionTimeout,
             `terminating connection due to client_idle_limit: idle for more than ${limit} s`,
+          ),
+        );
+      } else if (inTx > 0 && idle >= inTx * 1000 && s.inTransaction) {
+        // The backend connections it holds (in transaction mode, a pool's) are closed: the transaction rolls back.
+        s.log.info({ idle_transaction_timeout: inTx }, 'closing client idle in a transaction');
+        s.fatal(
+          new PgError(
+            SQLSTATE.idleInTransactionTimeout,
+            `terminating connection due to idle_transaction_timeout: idle in a transaction for more than ${inTx} s`,
+            'FATAL',
+            undefined,
+            'Its transaction was rolled back. Commit or roll back transactions promptly; raise idle_transaction_timeout if the application needs longer.',
           ),
         );
       }

@@ -1021,6 +1021,11 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     return this.admin.running;
   }
 
+  /** The client's last statement left a transaction block open (or failed) on its backends. */
+  get inTransaction(): boolean {
+    return this.routing.inTransaction;
+  }
+
   /** pool_mode = transaction: waiting for a connection of a server pool (SHOW pool_processes). */
   get waitingForPool(): boolean {
     return this.waitingFor === 'pool';

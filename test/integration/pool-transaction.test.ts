@@ -447,6 +447,45 @@ describe('pool_mode = transaction', () => {
     }
   });
 
+  it('idle_transaction_timeout: a client idle inside a transaction is disconnected with FATAL 25P03 and its connection goes to the client waiting for it; idle clients outside a transaction stay', {
+    timeout: 60_000,
+  }, async () => {
+    const one = await startProxy({
+      cluster,
+      config: {
+        log_min_messages: 'warning',
+        pool_mode: 'transaction',
+        default_pool_size: 1,
+        load_balance_mode: false,
+        idle_transaction_timeout: 1,
+        query_wait_timeout: 20,
+      },
+    });
+    try {
+      // Idle outside a transaction since before the other began its transaction: never disconnected for it.
+      const outside = await pgClient(one, { database: db });
+      await outside.query('SELECT 1');
+      const idleInTx = await pgClient(one, { database: db });
+      const errors: Array<{ code?: string; message: string }> = [];
+      idleInTx.on('error', (e: Error & { code?: string }) => errors.push({ code: e.code, message: e.message }));
+      await idleInTx.query('BEGIN');
+      await idleInTx.query('SELECT 1');
+      // Waits for the pool's one connection, which the idle transaction holds.
+      const waiter = await pgClient(one, { database: db });
+      const served = waiter.query('SELECT 2 AS v');
+      expect((await served).rows).toEqual([{ v: 2 }]);
+      expect(errors[0]).toMatchObject({
+        code: '25P03',
+        message: expect.stringContaining('idle_transaction_timeout'),
+      });
+      expect((await outside.query('SELECT 3 AS v')).rows).toEqual([{ v: 3 }]);
+      await endPg(outside);
+      await endPg(waiter);
+    } finally {
+      await one.stop();
+    }
+  });
+
   it('SHOW pool_processes lists waiting and active clients; SHOW pool_pools the idle pooled connections', async () => {
     const a = await pgClient(tiny, { database: db });
     await a.query('BEGIN');
