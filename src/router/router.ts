@@ -38,34 +38,54 @@ export interface CatalogQuestions {
 interface RelEntry {
   persistence: string;
   expires: number;
+  db: string;
+  rel: string;
 }
 
-/** Relation persistence ('p' permanent, 'u' unlogged, 't' temp) per database. */
+/**
+ * Relation persistence ('p' permanent, 'u' unlogged, 't' temp) per database, at most
+ * `maxSize` entries (the oldest set goes first). Looked up for every read that could be
+ * balanced, several times per statement: by database, then relation, without building a
+ * key (the strings are the session's and the classifier's, their hashes cached), and
+ * without reading the clock when entries never expire (relcache_expire = 0).
+ */
 class RelationCache {
-  private readonly entries = new Map<string, RelEntry>();
+  /** In the order set (eviction); keyed by database NUL relation. */
+  private readonly order = new Map<string, RelEntry>();
+  private readonly byDb = new Map<string, Map<string, RelEntry>>();
   constructor(
     private readonly maxSize: number,
     private readonly ttlMs: number,
   ) {}
   get(db: string, rel: string): string | undefined {
-    const k = `${db}\u0000${rel}`;
-    const e = this.entries.get(k);
-    if (!e) return undefined;
-    if (e.expires <= Date.now()) {
-      this.entries.delete(k);
+    const e = this.byDb.get(db)?.get(rel);
+    if (e === undefined) return undefined;
+    if (e.expires !== Infinity && e.expires <= Date.now()) {
+      this.remove(e);
       return undefined;
     }
     return e.persistence;
   }
   set(db: string, rel: string, persistence: string): void {
-    const k = `${db}\u0000${rel}`;
-    this.entries.delete(k);
-    while (this.entries.size >= this.maxSize) {
-      const oldest = this.entries.keys().next();
+    const old = this.byDb.get(db)?.get(rel);
+    if (old !== undefined) this.remove(old);
+    while (this.order.size >= this.maxSize) {
+      const oldest = this.order.values().next();
       if (oldest.done === true) break;
-      this.entries.delete(oldest.value);
+      this.remove(oldest.value);
     }
-    this.entries.set(k, { persistence, expires: Date.now() + this.ttlMs });
+    const e: RelEntry = { persistence, expires: Date.now() + this.ttlMs, db, rel };
+    this.order.set(`${db}\u0000${rel}`, e);
+    let m = this.byDb.get(db);
+    if (m === undefined) this.byDb.set(db, (m = new Map()));
+    m.set(rel, e);
+  }
+  private remove(e: RelEntry): void {
+    this.order.delete(`${e.db}\u0000${e.rel}`);
+    const m = this.byDb.get(e.db);
+    if (m === undefined) return;
+    m.delete(e.rel);
+    if (m.size === 0) this.byDb.delete(e.db);
   }
 }
 
@@ -222,9 +242,16 @@ export class Router {
       }
     }
     if (balanceable && this.checkRelations && cls.relations.length > 0) {
-      const unknown = this.unknownRelations(db, cls);
-      if (unknown.length > 0) return { functions: [], relations: unknown };
-      tempOrUnlogged = cls.relations.some((r) => this.relations.get(db, r) !== 'p');
+      // One look at each relation: unknown ones are asked of the catalog (system catalogs
+      // never are, and count as not permanent), temporary and unlogged ones stay on the primary.
+      let unknown: string[] | undefined;
+      tempOrUnlogged = false;
+      for (const r of cls.relations) {
+        const p = this.relations.get(db, r);
+        if (p === undefined && !cls.systemCatalog) (unknown ??= []).push(r);
+        if (p !== 'p') tempOrUnlogged = true;
+      }
+      if (unknown !== undefined) return { functions: [], relations: unknown };
     }
     return route({ cls, sql, state, cfg: this.routing, writingFunction, tempOrUnlogged, settingArgs, pidNode });
   }
