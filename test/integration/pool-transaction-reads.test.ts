@@ -202,6 +202,35 @@ describe('pool_mode = transaction: autocommit reads take only a standby connecti
     }
   }, 90_000);
 
+  it("a read waiting for a standby's pool when that standby is detached runs elsewhere at once, never on the detached node", async () => {
+    const own = await startProxy({ cluster, config: { ...txrConfig(120), admin_users: 'postgres' } });
+    const sleeper = await pgClient(own, { database: db, application_name: 'reader' });
+    const waiter = await pgClient(own, { database: db, application_name: 'reader' });
+    const admin = await pgClient(own, { database: db, application_name: 'txr-admin' });
+    try {
+      const busy = await busyStandby(sleeper);
+      const read = waiter.query<{ port: number }>('SELECT inet_server_port() AS port');
+      await pollUntil(
+        async () => (await admin.query<{ status: string }>('SHOW pool_processes')).rows.map((r) => r.status),
+        (states) => states.includes('Wait for backend connection'),
+        { what: "the read waiting for the standby's one connection", timeoutMs: 10_000 },
+      );
+      await admin.query(`PGPOOL DETACH NODE ${S2}`);
+      const port = await Promise.race([
+        read.then((r) => Number(r.rows[0]?.port)),
+        new Promise<number>((resolve) => setTimeout(() => resolve(-1), 15_000)),
+      ]);
+      expect(port, 'the read did not run within 15 s of the detach').not.toBe(-1);
+      expect(busy.done(), "the read waited for the detached standby's connection").toBe(false);
+      expect(port).not.toBe(cluster.node(S2).port);
+      expect(await busy.cancel()).toBe('57014');
+      await admin.query(`PGPOOL ATTACH NODE ${S2}`);
+    } finally {
+      await Promise.all([endPg(sleeper), endPg(waiter), endPg(admin)]);
+      await own.stop();
+    }
+  }, 90_000);
+
   it('a named COMMIT prepared while the unit held no standby connection is still run on the standby of a later transaction (postgres.js prepares its commit)', async () => {
     // The standby's one connection is busy: a transaction gets the primary's alone, and the
     // client prepares its COMMIT there. In its next transaction the standby is free and takes
