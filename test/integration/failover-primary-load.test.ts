@@ -29,6 +29,17 @@ import { startProxy, type ProxyHandle } from '../support/proxy.js';
 const RESUME_BOUND_MS = 30_000;
 
 let cluster: DevCluster;
+
+/** Until node 1's pg_stat_replication shows node 2 (application_name server2) streaming. */
+function node2StreamsFromNode1(timeoutMs: number, what: string): Promise<number> {
+  return until(
+    async () =>
+      (await cluster.psql(1, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")) ===
+      'server2',
+    timeoutMs,
+    what,
+  );
+}
 let proxy: ProxyHandle;
 let work: string;
 let load: WriteLoad | undefined;
@@ -46,13 +57,7 @@ describe('primary failover under write load (own DevCluster)', () => {
     // lacks, and a node 2 ahead of the promoted node 1 could never follow its new timeline
     // (follow_primary.sh does not pg_rewind), so auto_failback would never re-attach it.
     await cluster.follow(2, 1);
-    await until(
-      async () =>
-        (await cluster.psql(1, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")) ===
-        'server2',
-      30_000,
-      'node 2 streaming from node 1 before the test',
-    );
+    await node2StreamsFromNode1(30_000, 'node 2 streaming from node 1 before the test');
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'pgrelay-fol-'));
     fs.chmodSync(work, 0o777);
     proxy = await startProxy({
@@ -174,13 +179,7 @@ describe('primary failover under write load (own DevCluster)', () => {
       30_000,
       'node 2 re-attached',
     );
-    await until(
-      async () =>
-        (await cluster.psql(1, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")) ===
-        'server2',
-      15_000,
-      'node 2 streaming from node 1',
-    );
+    await node2StreamsFromNode1(15_000, 'node 2 streaming from node 1');
     const rows = await showPoolNodes(proxy);
     expect(rows.map((r) => r.status)).toEqual([
       'down',

@@ -70,6 +70,12 @@ async function session(): Promise<RawClient> {
   return raw;
 }
 
+/** COPY FROM STDIN (of `columns`) starts: CopyInResponse. */
+async function copyIn(raw: RawClient, columns = ''): Promise<void> {
+  raw.send(queryMessage(`COPY ${table} ${columns} FROM STDIN`));
+  expect(types(await raw.collect('GE', 5000))).toBe('G');
+}
+
 /** Another client's statement runs (on the one pooled connection of the primary), and sees `n` rows of `ids`. */
 async function anotherClientCounts(where: string): Promise<string> {
   const other = await session();
@@ -83,8 +89,7 @@ async function anotherClientCounts(where: string): Promise<string> {
 describe('COPY, pool_mode = transaction (one connection per node)', () => {
   it('COPY FROM STDIN in many CopyData messages, COPY TO STDOUT; the next client gets the connection clean', async () => {
     const raw = await session();
-    raw.send(queryMessage(`COPY ${table} (id, v) FROM STDIN`));
-    expect(types(await raw.collect('GE', 5000))).toBe('G');
+    await copyIn(raw, '(id, v)');
     const rows = Array.from({ length: 5000 }, (_, i) => `${100000 + i}\trow ${i}\n`).join('');
     const bytes = Buffer.from(rows);
     for (let o = 0; o < bytes.length; o += 7000) raw.send(copyDataMessage(bytes.subarray(o, o + 7000)));
@@ -103,8 +108,7 @@ describe('COPY, pool_mode = transaction (one connection per node)', () => {
   it('COPY inside BEGIN … COMMIT', async () => {
     const raw = await session();
     expect((await raw.query('BEGIN')).status).toBe('T');
-    raw.send(queryMessage(`COPY ${table} (id, v) FROM STDIN`));
-    expect(types(await raw.collect('GE', 5000))).toBe('G');
+    await copyIn(raw, '(id, v)');
     raw.send(copyDataMessage('200001\tin tx\n200002\tin tx\n'), copyDoneMessage());
     const r = summarize(await raw.collect('Z', 5000));
     expect(r.tags).toEqual(['COPY 2']);
@@ -117,8 +121,7 @@ describe('COPY, pool_mode = transaction (one connection per node)', () => {
 
   it('CopyFail: 57014, nothing copied; the session and the next client go on', async () => {
     const raw = await session();
-    raw.send(queryMessage(`COPY ${table} FROM STDIN`));
-    expect(types(await raw.collect('GE', 5000))).toBe('G');
+    await copyIn(raw);
     raw.send(copyDataMessage('300001\tnever\n'), copyFailMessage('client changed its mind'));
     const r = summarize(await raw.collect('Z', 5000));
     expect(r.errors.map((e) => e.C)).toEqual(['57014']);
@@ -130,8 +133,7 @@ describe('COPY, pool_mode = transaction (one connection per node)', () => {
 
   it('a bad row: the error comes while the client still sends; its late CopyData and CopyDone are ignored, as a server ignores them', async () => {
     const raw = await session();
-    raw.send(queryMessage(`COPY ${table} FROM STDIN`));
-    expect(types(await raw.collect('GE', 5000))).toBe('G');
+    await copyIn(raw);
     raw.send(copyDataMessage('400001\tok\nnot-a-number\tbad\n'));
     const r = summarize(await raw.collect('Z', 5000));
     expect(r.errors.map((e) => e.C)).toEqual(['22P02']);
@@ -171,8 +173,7 @@ describe('COPY, pool_mode = transaction (one connection per node)', () => {
 
   it('a client that leaves in the middle of COPY FROM STDIN: its connection is not lent to the next client, nothing is copied', async () => {
     const raw = await session();
-    raw.send(queryMessage(`COPY ${table} FROM STDIN`));
-    expect(types(await raw.collect('GE', 5000))).toBe('G');
+    await copyIn(raw);
     raw.send(copyDataMessage('600001\tleft\n'));
     raw.destroy();
     expect(await anotherClientCounts('id = 600001')).toBe('0');
