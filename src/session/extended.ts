@@ -151,6 +151,9 @@ function changesRouting(cls: Classification, d: Decision): boolean {
   );
 }
 
+/** A byte beyond ASCII in a text read as latin1 (statementKey). */
+const NON_ASCII = /[\u0080-\u00ff]/;
+
 /** A statement text that may be a DEALLOCATE (ownDeallocate looks closer). */
 const DEALLOCATE = /^\s*deallocate\b/i;
 
@@ -304,7 +307,7 @@ export class ExtendedProtocol {
     if (link === SUSPEND) return link;
     if (!b.gate(link)) return s.wait('replies');
     if (this.stmts.has(name)) return this.parseExisting(name, body, link);
-    const named = s.ctx.statementNames.entryFor(body.toString('latin1'));
+    const named = s.ctx.statementNames.entryFor(this.statementKey(body));
     const server = named.name;
     // A statement for both nodes stays one whatever links are held now: each Bind mirrors it
     // on the load-balance node(s) held then (the unit of work may have none now, the next one may).
@@ -368,6 +371,17 @@ export class ExtendedProtocol {
   }
 
   /**
+   * What names a statement on pooled connections (StatementNames): the Parse body after the
+   * name (text, parameter types), and, when the text has bytes beyond ASCII, the client's
+   * encoding: the server reads the text in the encoding of the client that prepares it, so
+   * the same bytes from a LATIN1 and a UTF8 client are two statements.
+   */
+  private statementKey(body: Buffer): string {
+    const key = body.toString('latin1');
+    return NON_ASCII.test(key) ? `${key}\u0000${this.s.settings.clientEncoding()}` : key;
+  }
+
+  /**
    * pool_mode = transaction, a named Parse of a name the client has not closed: PostgreSQL
    * refuses it (42P05 prepared statement "x" already exists), and so does the server here,
    * in its words and with its skipping up to Sync, the transaction aborted: the statement
@@ -407,7 +421,7 @@ export class ExtendedProtocol {
     // Past the limits: `parse` ends the session.
     if (this.stmts.full(end - start + 5)) return false;
     const body = parseBody(buf.subarray(start - 5, end));
-    const server = body && s.ctx.statementNames.known(body.toString('latin1'));
+    const server = body && s.ctx.statementNames.known(this.statementKey(body));
     if (!body || server === undefined) return false;
     const cls = s.ctx.router.classify(sql);
     const d = this.route.decideNow(sql, cls);

@@ -6,6 +6,10 @@
 import { TxStatus } from '../protocol/constants.js';
 import type { Classification } from '../router/router.js';
 
+const SET_ENCODING = /^\s*set\s+(?:session\s+)?(?:client_encoding\s*(?:=|\bto\b)\s*|names\s+)(['"]?)([^'";\s]*)\1/i;
+const RESET_ENCODING =
+  /^\s*(?:reset\s+(?:client_encoding|all)\b|set\s+(?:session\s+)?(?:client_encoding|names)\s*(?:=|\bto\b|\s)\s*default\b)/i;
+
 /** Beyond this many, the session stops connecting to new nodes mid-session (its reads go to the primary). */
 const MAX_REPLAY = 64;
 
@@ -27,6 +31,23 @@ export class SettingsReplay {
 
   get statements(): readonly string[] {
     return this.list;
+  }
+
+  /**
+   * The client's encoding as its settings make it (lower case; '' when it never chose one):
+   * the start-up's `client_encoding`, then the last `SET client_encoding` / `SET NAMES`
+   * (RESET: back to the start-up's). The same bytes are another text in another encoding.
+   */
+  clientEncoding(): string {
+    let enc = this.startup.get('client_encoding') ?? '';
+    for (const sql of this.list) {
+      if (RESET_ENCODING.test(sql)) enc = this.startup.get('client_encoding') ?? '';
+      else {
+        const set = SET_ENCODING.exec(sql);
+        if (set) enc = set[2] ?? '';
+      }
+    }
+    return enc.toLowerCase();
   }
 
   /**

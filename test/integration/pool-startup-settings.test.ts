@@ -137,6 +137,32 @@ describe('start-up settings in pool_mode = transaction', () => {
     raw.end();
   });
 
+  it('the same statement bytes prepared by a LATIN1 and a UTF8 client mean what each meant (a named statement is not shared across encodings)', async () => {
+    // The bytes c3 a9 are two characters (Ã©) in LATIN1 and one (é) in UTF8; pgrelay names
+    // a distinct statement per text, so the text must be read in the client's encoding.
+    const text = Buffer.concat([Buffer.from("SELECT length('"), Buffer.from([0xc3, 0xa9]), Buffer.from("') AS n")]);
+    const run = async (encoding: string): Promise<string | null | undefined> => {
+      const raw = await RawClient.connect(proxy.port);
+      try {
+        expect((await raw.startup({ user: 'postgres', database: db, client_encoding: encoding })).ok).toBe(true);
+        const name = Buffer.from(`enc_${encoding}\0`);
+        const parse = message('P', Buffer.concat([name, text, Buffer.from([0, 0, 0])]));
+        const bind = message('B', Buffer.concat([Buffer.from('\0'), name, Buffer.from([0, 0, 0, 0, 0, 0])]));
+        raw.send(parse, bind, message('E', Buffer.from([0, 0, 0, 0, 0])), message('S'));
+        const r = summarize(await raw.collect('Z'));
+        expect(r.errors).toEqual([]);
+        return r.rows[0]?.[0];
+      } finally {
+        raw.destroy();
+      }
+    };
+    // Both on the pool's connections, one after the other, each twice.
+    for (let i = 0; i < 2; i++) {
+      expect(await run('LATIN1')).toBe('2');
+      expect(await run('UTF8')).toBe('1');
+    }
+  });
+
   it('options -c settings are replayed; a start-up parameter pgrelay cannot SET keeps a pool of its own', async () => {
     const c = await pgClient(proxy, { database: db, options: '-c statement_timeout=4321 -c search_path=a,public' });
     const r = await c.query(

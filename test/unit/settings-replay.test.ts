@@ -1,0 +1,33 @@
+/** SettingsReplay (src/session/settings.ts): the client's encoding as its settings make it. */
+import { describe, expect, it } from 'vitest';
+import { TxStatus } from '../../src/protocol/constants.js';
+import { classify } from '../../src/router/classifier.js';
+import { SettingsReplay } from '../../src/session/settings.js';
+
+function withSettings(startup: Record<string, string>, statements: string[]): SettingsReplay {
+  const s = new SettingsReplay();
+  s.startup = new Map(Object.entries(startup));
+  for (const sql of statements) s.record(sql, classify(sql, { allowSqlComments: false }), true, TxStatus.Idle);
+  return s;
+}
+
+describe('SettingsReplay.clientEncoding', () => {
+  it('the start-up value, then the last SET client_encoding / SET NAMES; RESET and DEFAULT go back to the start-up value', () => {
+    expect(withSettings({}, []).clientEncoding()).toBe('');
+    expect(withSettings({ client_encoding: 'LATIN1' }, []).clientEncoding()).toBe('latin1');
+    expect(withSettings({ client_encoding: 'LATIN1' }, ["SET client_encoding = 'UTF8'"]).clientEncoding()).toBe('utf8');
+    expect(withSettings({}, ['SET client_encoding TO latin1']).clientEncoding()).toBe('latin1');
+    expect(withSettings({}, ["SET NAMES 'LATIN9'"]).clientEncoding()).toBe('latin9');
+    expect(withSettings({}, ['set session client_encoding="WIN1252"']).clientEncoding()).toBe('win1252');
+    expect(
+      withSettings({ client_encoding: 'LATIN1' }, ["SET NAMES 'UTF8'", 'RESET client_encoding']).clientEncoding(),
+    ).toBe('latin1');
+    expect(
+      withSettings({ client_encoding: 'LATIN1' }, [
+        "SET NAMES 'UTF8'",
+        'SET client_encoding = DEFAULT',
+      ]).clientEncoding(),
+    ).toBe('latin1');
+    expect(withSettings({ client_encoding: 'LATIN1' }, ['SET work_mem = 1000']).clientEncoding()).toBe('latin1');
+  });
+});
