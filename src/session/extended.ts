@@ -374,11 +374,15 @@ export class ExtendedProtocol {
    * What names a statement on pooled connections (StatementNames): the Parse body after the
    * name (text, parameter types), and, when the text has bytes beyond ASCII, the client's
    * encoding: the server reads the text in the encoding of the client that prepares it, so
-   * the same bytes from a LATIN1 and a UTF8 client are two statements.
+   * the same bytes from a LATIN1 and a UTF8 client are two statements (likewise a text with
+   * a backslash under the client's standard_conforming_strings).
    */
   private statementKey(body: Buffer): string {
-    const key = body.toString('latin1');
-    return NON_ASCII.test(key) ? `${key}\u0000${this.s.settings.clientEncoding()}` : key;
+    let key = body.toString('latin1');
+    if (NON_ASCII.test(key)) key = `${key}\u0000${this.s.settings.clientEncoding()}`;
+    // A backslash in a literal reads differently with standard_conforming_strings off.
+    if (key.includes('\\')) key = `${key}\u0000scs=${this.s.settings.valueOf('standard_conforming_strings')}`;
+    return key;
   }
 
   /**

@@ -6,9 +6,21 @@
 import { TxStatus } from '../protocol/constants.js';
 import type { Classification } from '../router/router.js';
 
-const SET_ENCODING = /^\s*set\s+(?:session\s+)?(?:client_encoding\s*(?:=|\bto\b)\s*|names\s+)(['"]?)([^'";\s]*)\1/i;
-const RESET_ENCODING =
-  /^\s*(?:reset\s+(?:client_encoding|all)\b|set\s+(?:session\s+)?(?:client_encoding|names)\s*(?:=|\bto\b|\s)\s*default\b)/i;
+/** SET and RESET of the settings valueOf follows (`names`: SET NAMES). */
+function settingPatterns(names: string): { set: RegExp; reset: RegExp } {
+  return {
+    reset: new RegExp(
+      `^\\s*(?:reset\\s+(?:${names}|all)\\b|set\\s+(?:session\\s+)?(?:${names})\\s*(?:=|\\bto\\b|\\s)\\s*default\\b)`,
+      'i',
+    ),
+    set: new RegExp(`^\\s*set\\s+(?:session\\s+)?(?:${names})\\s*(?:=|\\bto\\b|\\s)\\s*(['"]?)([^'";\\s]*)\\1`, 'i'),
+  };
+}
+
+const SETTING_PATTERNS = {
+  client_encoding: settingPatterns('client_encoding|names'),
+  standard_conforming_strings: settingPatterns('standard_conforming_strings'),
+};
 
 /** Beyond this many, the session stops connecting to new nodes mid-session (its reads go to the primary). */
 const MAX_REPLAY = 64;
@@ -34,20 +46,26 @@ export class SettingsReplay {
   }
 
   /**
-   * The client's encoding as its settings make it (lower case; '' when it never chose one):
-   * the start-up's `client_encoding`, then the last `SET client_encoding` / `SET NAMES`
-   * (RESET: back to the start-up's). The same bytes are another text in another encoding.
+   * The value of setting `name` as the client's settings make it (lower case; '' when it
+   * never chose one): its start-up value, then the last `SET name` (RESET, `DEFAULT`, RESET
+   * ALL: back to the start-up's). `client_encoding` also follows `SET NAMES`.
    */
-  clientEncoding(): string {
-    let enc = this.startup.get('client_encoding') ?? '';
+  valueOf(name: 'client_encoding' | 'standard_conforming_strings'): string {
+    const { set, reset } = SETTING_PATTERNS[name];
+    let value = this.startup.get(name) ?? '';
     for (const sql of this.list) {
-      if (RESET_ENCODING.test(sql)) enc = this.startup.get('client_encoding') ?? '';
+      if (reset.test(sql)) value = this.startup.get(name) ?? '';
       else {
-        const set = SET_ENCODING.exec(sql);
-        if (set) enc = set[2] ?? '';
+        const m = set.exec(sql);
+        if (m) value = m[2] ?? '';
       }
     }
-    return enc.toLowerCase();
+    return value.toLowerCase();
+  }
+
+  /** The client's encoding (valueOf): the same bytes are another text in another encoding. */
+  clientEncoding(): string {
+    return this.valueOf('client_encoding');
   }
 
   /**

@@ -163,6 +163,30 @@ describe('start-up settings in pool_mode = transaction', () => {
     }
   });
 
+  it('the same statement with a backslash in a literal, prepared with standard_conforming_strings off and on, means what each client meant', async () => {
+    // 'a\b' is three characters with standard_conforming_strings on, two (a, backspace) with it off.
+    const run = async (scs: 'on' | 'off'): Promise<string | null | undefined> => {
+      const raw = await RawClient.connect(proxy.port);
+      try {
+        expect((await raw.startup({ user: 'postgres', database: db, standard_conforming_strings: scs })).ok).toBe(true);
+        const name = Buffer.from(`scs_${scs}\0`);
+        const text = Buffer.from("SELECT length('a\\b') AS n");
+        const parse = message('P', Buffer.concat([name, text, Buffer.from([0, 0, 0])]));
+        const bind = message('B', Buffer.concat([Buffer.from('\0'), name, Buffer.from([0, 0, 0, 0, 0, 0])]));
+        raw.send(parse, bind, message('E', Buffer.from([0, 0, 0, 0, 0])), message('S'));
+        const r = summarize(await raw.collect('Z'));
+        expect(r.errors).toEqual([]);
+        return r.rows[0]?.[0];
+      } finally {
+        raw.destroy();
+      }
+    };
+    for (let i = 0; i < 2; i++) {
+      expect(await run('off')).toBe('2');
+      expect(await run('on')).toBe('3');
+    }
+  });
+
   it('options -c settings are replayed; a start-up parameter pgrelay cannot SET keeps a pool of its own', async () => {
     const c = await pgClient(proxy, { database: db, options: '-c statement_timeout=4321 -c search_path=a,public' });
     const r = await c.query(
