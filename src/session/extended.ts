@@ -151,6 +151,9 @@ function changesRouting(cls: Classification, d: Decision): boolean {
   );
 }
 
+/** A string literal: a quote, or a dollar quote ($$, $tag$; not a parameter $1) (statementKey). */
+const LITERAL = /'|\$[A-Za-z_]*\$/;
+
 /** A byte beyond ASCII in a text read as latin1 (statementKey). */
 const NON_ASCII = /[\u0080-\u00ff]/;
 
@@ -372,17 +375,19 @@ export class ExtendedProtocol {
 
   /**
    * What names a statement on pooled connections (StatementNames): the Parse body after the
-   * name (text, parameter types), and, when the text has bytes beyond ASCII, the client's
-   * encoding: the server reads the text in the encoding of the client that prepares it, so
-   * the same bytes from a LATIN1 and a UTF8 client are two statements (likewise a text with
-   * a backslash under the client's standard_conforming_strings).
+   * name (text, parameter types), and what the server reads that text with when it matters.
+   * PostgreSQL reads a literal when it parses the statement, with the settings of the client
+   * that prepares it, and keeps the value: '2024-01-01'::timestamptz under its TimeZone, a
+   * backslash under its standard_conforming_strings, bytes beyond ASCII in its encoding. So a
+   * text with a literal is shared only among clients whose settings are the same, and a text
+   * with bytes beyond ASCII among clients of one encoding. Texts with parameters only (what
+   * drivers send) are shared by all.
    */
   private statementKey(body: Buffer): string {
-    let key = body.toString('latin1');
-    if (NON_ASCII.test(key)) key = `${key}\u0000${this.s.settings.clientEncoding()}`;
-    // A backslash in a literal reads differently with standard_conforming_strings off.
-    if (key.includes('\\')) key = `${key}\u0000scs=${this.s.settings.valueOf('standard_conforming_strings')}`;
-    return key;
+    const key = body.toString('latin1');
+    const settings = this.s.settings;
+    if (LITERAL.test(key)) return `${key}\u0000${settings.fingerprint()}`;
+    return NON_ASCII.test(key) ? `${key}\u0000${settings.clientEncoding()}` : key;
   }
 
   /**

@@ -63,6 +63,13 @@ export class SettingsReplay {
     return value.toLowerCase();
   }
 
+  /** All the client's settings as one string (start-up values, then the SET statements): equal for equal settings. */
+  fingerprint(): string {
+    let out = '';
+    for (const [k, v] of this.startup) out += `${k}=${v}\u0001`;
+    return `${out}\u0002${this.list.join('\u0001')}`;
+  }
+
   /** The client's encoding (valueOf): the same bytes are another text in another encoding. */
   clientEncoding(): string {
     return this.valueOf('client_encoding');

@@ -137,53 +137,48 @@ describe('start-up settings in pool_mode = transaction', () => {
     raw.end();
   });
 
+  /** A client with start-up `params` prepares `text` as a named statement and runs it: the one value it returns. */
+  async function preparedValue(params: Record<string, string>, name: string, text: Buffer): Promise<string | null> {
+    const raw = await RawClient.connect(proxy.port);
+    try {
+      expect((await raw.startup({ user: 'postgres', database: db, ...params })).ok).toBe(true);
+      const n = Buffer.from(`${name}\0`);
+      const parse = message('P', Buffer.concat([n, text, Buffer.from([0, 0, 0])]));
+      const bind = message('B', Buffer.concat([Buffer.from('\0'), n, Buffer.from([0, 0, 0, 0, 0, 0])]));
+      raw.send(parse, bind, message('E', Buffer.from([0, 0, 0, 0, 0])), message('S'));
+      const r = summarize(await raw.collect('Z'));
+      expect(r.errors).toEqual([]);
+      return r.rows[0]?.[0] ?? null;
+    } finally {
+      raw.destroy();
+    }
+  }
+
   it('the same statement bytes prepared by a LATIN1 and a UTF8 client mean what each meant (a named statement is not shared across encodings)', async () => {
     // The bytes c3 a9 are two characters (Ã©) in LATIN1 and one (é) in UTF8; pgrelay names
     // a distinct statement per text, so the text must be read in the client's encoding.
     const text = Buffer.concat([Buffer.from("SELECT length('"), Buffer.from([0xc3, 0xa9]), Buffer.from("') AS n")]);
-    const run = async (encoding: string): Promise<string | null | undefined> => {
-      const raw = await RawClient.connect(proxy.port);
-      try {
-        expect((await raw.startup({ user: 'postgres', database: db, client_encoding: encoding })).ok).toBe(true);
-        const name = Buffer.from(`enc_${encoding}\0`);
-        const parse = message('P', Buffer.concat([name, text, Buffer.from([0, 0, 0])]));
-        const bind = message('B', Buffer.concat([Buffer.from('\0'), name, Buffer.from([0, 0, 0, 0, 0, 0])]));
-        raw.send(parse, bind, message('E', Buffer.from([0, 0, 0, 0, 0])), message('S'));
-        const r = summarize(await raw.collect('Z'));
-        expect(r.errors).toEqual([]);
-        return r.rows[0]?.[0];
-      } finally {
-        raw.destroy();
-      }
-    };
     // Both on the pool's connections, one after the other, each twice.
     for (let i = 0; i < 2; i++) {
-      expect(await run('LATIN1')).toBe('2');
-      expect(await run('UTF8')).toBe('1');
+      expect(await preparedValue({ client_encoding: 'LATIN1' }, 'enc_latin1', text)).toBe('2');
+      expect(await preparedValue({ client_encoding: 'UTF8' }, 'enc_utf8', text)).toBe('1');
     }
   });
 
   it('the same statement with a backslash in a literal, prepared with standard_conforming_strings off and on, means what each client meant', async () => {
     // 'a\b' is three characters with standard_conforming_strings on, two (a, backspace) with it off.
-    const run = async (scs: 'on' | 'off'): Promise<string | null | undefined> => {
-      const raw = await RawClient.connect(proxy.port);
-      try {
-        expect((await raw.startup({ user: 'postgres', database: db, standard_conforming_strings: scs })).ok).toBe(true);
-        const name = Buffer.from(`scs_${scs}\0`);
-        const text = Buffer.from("SELECT length('a\\b') AS n");
-        const parse = message('P', Buffer.concat([name, text, Buffer.from([0, 0, 0])]));
-        const bind = message('B', Buffer.concat([Buffer.from('\0'), name, Buffer.from([0, 0, 0, 0, 0, 0])]));
-        raw.send(parse, bind, message('E', Buffer.from([0, 0, 0, 0, 0])), message('S'));
-        const r = summarize(await raw.collect('Z'));
-        expect(r.errors).toEqual([]);
-        return r.rows[0]?.[0];
-      } finally {
-        raw.destroy();
-      }
-    };
+    const text = Buffer.from("SELECT length('a\\b') AS n");
     for (let i = 0; i < 2; i++) {
-      expect(await run('off')).toBe('2');
-      expect(await run('on')).toBe('3');
+      expect(await preparedValue({ standard_conforming_strings: 'off' }, 'scs_off', text)).toBe('2');
+      expect(await preparedValue({ standard_conforming_strings: 'on' }, 'scs_on', text)).toBe('3');
+    }
+  });
+
+  it('the same statement with a timestamptz literal, prepared under two TimeZones, means what each client meant (PostgreSQL reads a literal at Parse)', async () => {
+    const text = Buffer.from("SELECT extract(epoch FROM '2024-01-01 00:00'::timestamptz)::bigint AS n");
+    for (let i = 0; i < 2; i++) {
+      expect(await preparedValue({ TimeZone: 'UTC' }, 'tz_utc', text)).toBe('1704067200');
+      expect(await preparedValue({ TimeZone: 'Asia/Tokyo' }, 'tz_tokyo', text)).toBe('1704034800');
     }
   });
 
