@@ -223,6 +223,8 @@ export class Backends {
       // pool_mode = transaction: one primary connection for the start-up's ParameterStatus.
       await this.openOnce(this.pooled);
     } catch (e) {
+      // An admin user does not wait: it gets a session of admin commands at once instead (session.ts).
+      if (this.owner.isAdminUser) throw e;
       if (!(await this.primaryChecked(e, ctx.nodes.primaryId, 'at connect')) || isClosed()) return;
       await this.openOnce(this.pooled);
     }
@@ -238,7 +240,7 @@ export class Backends {
    */
   private async primaryChecked(e: unknown, primary: number, when: string): Promise<true> {
     const failedNode = e instanceof PoolNodeDown ? e.nodeId : primary;
-    if (!primaryMayFailOver(e) || failedNode < 0 || this.owner.isAdminUser) throw e;
+    if (!primaryMayFailOver(e) || failedNode < 0) throw e;
     this.owner.log.info(
       { node: failedNode, err: (e as Error).message },
       `primary unreachable ${when}: waiting for its health check`,
@@ -281,7 +283,8 @@ export class Backends {
       const id = primary.id;
       return this.acquire(id).then((c) => this.takePrimary(id, c), onPrimaryError);
     }
-    return this.openOnce(false, readNode).then(() => this.attachTaken(), onPrimaryError);
+    // A session under way waits for a new primary, an admin user's too (only a login does not).
+    return this.openOnce(false, readNode, true).then(() => this.attachTaken(), onPrimaryError);
   }
 
   /** `checkout` without load balancing: the primary's connection `c` became this session's. */
@@ -510,11 +513,11 @@ export class Backends {
   }
 
   /** Connect to the primary and a read node (`readNode` when drawn already; see `open`, `checkout`). */
-  private async openOnce(primaryOnly = false, readNode?: number): Promise<void> {
+  private async openOnce(primaryOnly = false, readNode?: number, waitForPrimary = false): Promise<void> {
     const ctx = this.owner.ctx;
     const cfg = ctx.config();
     let primary = ctx.nodes.primaryNode();
-    if (!primary && !this.owner.isAdminUser) {
+    if (!primary && (waitForPrimary || !this.owner.isAdminUser)) {
       const id = await ctx.services.waitForPrimary(
         cfg.connect_timeout > 0 ? Math.max(cfg.connect_timeout, 10_000) : 10_000,
       );

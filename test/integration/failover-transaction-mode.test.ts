@@ -98,16 +98,22 @@ describe('primary failover, pool_mode = transaction', () => {
     }
   }, 120_000);
 
-  it('a statement sent after the primary died, before any health check: the node is checked, the statement runs on the new primary', async () => {
-    // No periodic check within the test: only the session's failed connect can have node 0 checked.
-    const { cluster, proxy } = await setUp({ default_pool_size: 4, health_check_period: 600, sr_check_period: 600 });
-    const c = await client(proxy.port);
-    await c.query(`INSERT INTO fo_tx (who) VALUES ('before')`);
-    await cluster.stopNode(0, 'immediate');
-    const w = await outcome(c, `INSERT INTO fo_tx (who) VALUES ('after') RETURNING inet_server_port() AS port`);
-    expect(w).toBe(`ok [{"port":${cluster.node(1).port}}]`);
-    expect(await outcome(c, 'SELECT count(*)::int AS n FROM fo_tx')).toMatch(/^ok \[\{"n":[12]\}\]$/);
-  }, 120_000);
+  for (const admin of [false, true])
+    it(`a statement sent after the primary died, before any health check: the node is checked, the statement runs on the new primary${admin ? ' (an admin user too)' : ''}`, async () => {
+      // No periodic check within the test: only the session's failed connect can have node 0 checked.
+      const { cluster, proxy } = await setUp({
+        default_pool_size: 4,
+        health_check_period: 600,
+        sr_check_period: 600,
+        ...(admin ? { admin_users: 'postgres' } : {}),
+      });
+      const c = await client(proxy.port);
+      await c.query(`INSERT INTO fo_tx (who) VALUES ('before')`);
+      await cluster.stopNode(0, 'immediate');
+      const w = await outcome(c, `INSERT INTO fo_tx (who) VALUES ('after') RETURNING inet_server_port() AS port`);
+      expect(w).toBe(`ok [{"port":${cluster.node(1).port}}]`);
+      expect(await outcome(c, 'SELECT count(*)::int AS n FROM fo_tx')).toMatch(/^ok \[\{"n":[12]\}\]$/);
+    }, 120_000);
 
   it('statements waiting for the pool of the primary that dies run on the new primary; sessions holding connections there end with a FATAL', async () => {
     const { cluster, proxy } = await setUp({ default_pool_size: 2 });
