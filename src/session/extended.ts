@@ -506,7 +506,7 @@ export class ExtendedProtocol {
    */
   statementDone(cls: Classification): void {
     if (cls.kind === 'deallocate') {
-      if (cls.name === undefined) this.forgetAll();
+      if (cls.name === undefined) this.forgetAll(false);
       else this.stmts.delete(cls.name);
     } else if (cls.kind === 'discard' && cls.resetsAll === true) this.forgetAll();
   }
@@ -984,10 +984,11 @@ export class ExtendedProtocol {
     return DROP;
   }
 
-  /** DEALLOCATE ALL / DISCARD ALL dropped every prepared statement. */
-  forgetAll(): void {
+  /** DEALLOCATE ALL / DISCARD ALL dropped every prepared statement (DISCARD ALL every portal too). */
+  forgetAll(portalsToo = true): void {
     this.stmts.clear();
-    this.portals.clear();
+    // DEALLOCATE ALL keeps the portals (they keep what they need); DISCARD ALL closes them.
+    if (portalsToo) this.portals.clear();
     if (this.pooled)
       for (const l of this.s.backends.list) {
         l?.conn.statements?.clear();

@@ -326,6 +326,34 @@ describe("a standby backend's pid given to a pid function runs on that standby",
 });
 
 describe('portals and the end of their transaction', () => {
+  it('DEALLOCATE ALL keeps the portals of the transaction (PostgreSQL keeps them): a cursor bound on the standby goes on there', async () => {
+    const { RawClient, bindMessage, executeMessage, parseMessage, queryMessage, syncMessage, summarize } = await import(
+      '../support/raw.js'
+    );
+    const raw = await RawClient.connect(proxy.port);
+    try {
+      expect((await raw.startup({ user: 'postgres', database: 'postgres' })).ok).toBe(true);
+      expect((await raw.query('BEGIN')).status).toBe('T');
+      raw.send(
+        parseMessage('cur', 'SELECT inet_server_port() AS port, g FROM generate_series(1, 3) g'),
+        bindMessage('p', 'cur'),
+        executeMessage('p', 1),
+        syncMessage(),
+      );
+      const first = summarize(await raw.collect('Z', 5000));
+      expect(first.errors).toEqual([]);
+      expect(nodeOfPort(cluster, Number(first.rows[0]?.[0]))).toBe(LB);
+      expect((await raw.query('DEALLOCATE ALL')).errors).toEqual([]);
+      raw.send(executeMessage('p', 1), syncMessage());
+      const next = summarize(await raw.collect('Z', 5000));
+      expect(next.errors).toEqual([]);
+      expect(next.rows[0]?.[1]).toBe('2');
+      expect((await raw.query('COMMIT')).status).toBe('I');
+    } finally {
+      raw.destroy();
+    }
+  });
+
   it('a portal bound behind a Sync whose ReadyForQuery comes before its Execute still runs where it was bound', async () => {
     const { RawClient, bindMessage, executeMessage, parseMessage, syncMessage, summarize } = await import(
       '../support/raw.js'
