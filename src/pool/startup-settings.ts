@@ -137,6 +137,26 @@ export interface ConnectionSettings {
  * statements `want` does not have (another session's, or unknown ones) or when start-up
  * settings differ under statements already run (they must come first).
  */
+/** Distinct start-up settings kept by internSettings. */
+const MAX_INTERNED = 10_000;
+const interned = new Map<string, ReadonlyMap<string, string>>();
+
+/**
+ * One shared map for every client whose start-up settings are the same (never changed in
+ * place): a pooled connection's settings and the next client's are then the same object
+ * in the common case, and checking that they match at each checkout is an identity test
+ * (Backends.checkoutNow) instead of a comparison entry by entry. Past MAX_INTERNED distinct
+ * sets, the map is used as it is.
+ */
+export function internSettings(m: ReadonlyMap<string, string>): ReadonlyMap<string, string> {
+  let key = '';
+  for (const k of [...m.keys()].sort()) key += `${k}\u0000${m.get(k)}\u0001`;
+  const known = interned.get(key);
+  if (known !== undefined) return known;
+  if (interned.size < MAX_INTERNED) interned.set(key, m);
+  return m;
+}
+
 export function replayPlan(have: ConnectionSettings, want: ConnectionSettings): string[] {
   const hs = have.statements;
   const ws = want.statements;

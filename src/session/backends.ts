@@ -23,7 +23,7 @@ import { isCacheableDatabase } from '../pool/cache.js';
 import type { BackendSecret } from '../auth/backend.js';
 import { abortConnection, type BackendConnection, cacheKeyFor, connectBackend, sendCancel } from '../pool/connector.js';
 import { type EffectivePoolSettings, poolSettingsOf } from '../pool/pool-settings.js';
-import { replayPlan, splitStartup } from '../pool/startup-settings.js';
+import { internSettings, replayPlan, splitStartup } from '../pool/startup-settings.js';
 import { PoolClosed, type PoolKey, PoolNodeDown, PoolWaitTimeout } from '../pool/server-pool.js';
 import { queryMessage, resetConnection, resetFailure, runQueries } from '../pool/query.js';
 import { isLive } from '../cluster/nodes.js';
@@ -95,7 +95,7 @@ export class Backends {
     if (this.pooled) {
       const split = splitStartup(owner.params);
       this.serverParams = split.server;
-      this.startupSettings = split.settings;
+      this.startupSettings = internSettings(split.settings);
     } else {
       this.serverParams = owner.params;
       this.startupSettings = new Map();

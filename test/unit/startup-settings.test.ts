@@ -5,7 +5,14 @@
  * (src/pool/startup-settings.ts).
  */
 import { describe, expect, it } from 'vitest';
-import { optionSettings, replayPlan, reportFor, setStatement, splitStartup } from '../../src/pool/startup-settings.js';
+import {
+  internSettings,
+  optionSettings,
+  replayPlan,
+  reportFor,
+  setStatement,
+  splitStartup,
+} from '../../src/pool/startup-settings.js';
 
 const m = (o: Record<string, string>): Map<string, string> => new Map(Object.entries(o));
 
@@ -80,6 +87,35 @@ describe('splitStartup', () => {
     expect(optionSettings('-B 100')).toBeUndefined();
     expect(optionSettings('-c')).toBeUndefined();
     expect(optionSettings('-c application_name=a\\ b')?.get('application_name')).toBe('a b');
+  });
+});
+
+describe('internSettings', () => {
+  it('one map for equal settings whatever their order; another for other values', () => {
+    const a = internSettings(
+      new Map([
+        ['application_name', 'x'],
+        ['timezone', 'UTC'],
+      ]),
+    );
+    const b = internSettings(
+      new Map([
+        ['timezone', 'UTC'],
+        ['application_name', 'x'],
+      ]),
+    );
+    const c = internSettings(
+      new Map([
+        ['application_name', 'y'],
+        ['timezone', 'UTC'],
+      ]),
+    );
+    expect(b).toBe(a);
+    expect(c).not.toBe(a);
+    expect([...c]).toEqual([
+      ['application_name', 'y'],
+      ['timezone', 'UTC'],
+    ]);
   });
 });
 
