@@ -24,7 +24,7 @@
 import type pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DevCluster } from '../../dev/devcluster.js';
-import { asyncErrors, connect, destroy, failoverConfig, nodeOfPort, waitForJson } from '../support/failover.js';
+import { asyncErrors, connect, destroy, failoverConfig, nodeOfPort, until, waitForJson } from '../support/failover.js';
 import { type ConfValue, type ProxyHandle, startProxy } from '../support/proxy.js';
 
 let cluster: DevCluster | undefined;
@@ -99,7 +99,7 @@ describe('primary failover, pool_mode = transaction', () => {
   }, 120_000);
 
   for (const admin of [false, true])
-    it(`a statement sent after the primary died, before any health check: the node is checked, the statement runs on the new primary${admin ? ' (an admin user too)' : ''}`, async () => {
+    it(`a statement sent after the primary died (its idle pooled connections seen closed), before any health check: the node is checked, the statement runs on the new primary${admin ? ' (an admin user too)' : ''}`, async () => {
       // No periodic check within the test: only the session's failed connect can have node 0 checked.
       const { cluster, proxy } = await setUp({
         default_pool_size: 4,
@@ -110,6 +110,9 @@ describe('primary failover, pool_mode = transaction', () => {
       const c = await client(proxy.port);
       await c.query(`INSERT INTO fo_tx (who) VALUES ('before')`);
       await cluster.stopNode(0, 'immediate');
+      // Once pgrelay saw its idle pooled connections to node 0 close (before that, the statement
+      // would be written to one of them and get 08006, as any statement in flight).
+      await idleConnectionsGone(proxy.port, 0);
       const w = await outcome(c, `INSERT INTO fo_tx (who) VALUES ('after') RETURNING inet_server_port() AS port`);
       expect(w).toBe(`ok [{"port":${cluster.node(1).port}}]`);
       expect(await outcome(c, 'SELECT count(*)::int AS n FROM fo_tx')).toMatch(/^ok \[\{"n":[12]\}\]$/);
@@ -146,6 +149,19 @@ describe('primary failover, pool_mode = transaction', () => {
     }
   }, 120_000);
 });
+
+/** Until SHOW pool_pools lists no idle pooled connection to `node` (pgrelay saw them close; dead ones are swept each second). */
+async function idleConnectionsGone(port: number, node: number): Promise<void> {
+  const admin = await client(port);
+  await until(
+    async () =>
+      !(await admin.query<{ backend_id: string; status: string; database: string }>('SHOW pool_pools')).rows.some(
+        (r) => r.backend_id === String(node) && r.status === 'Wait for connection' && r.database !== '',
+      ),
+    15_000,
+    `no idle pooled connection to node ${node} left in SHOW pool_pools`,
+  );
+}
 
 /** Wait until SHOW pool_processes (asked through `admin`) shows `n` clients waiting for the pool. */
 async function waitForPoolWaiters(admin: pg.Client, n: number): Promise<void> {
