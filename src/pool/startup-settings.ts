@@ -131,12 +131,13 @@ export interface ConnectionSettings {
   readonly statements: readonly string[];
 }
 
-/**
- * The statements that bring a connection from `have` to `want`: only the start-up settings
- * that differ and the statements it lacks; RESET ALL then everything when it ran
- * statements `want` does not have (another session's, or unknown ones) or when start-up
- * settings differ under statements already run (they must come first).
- */
+/** Start-up settings as one string, whatever their order: equal for equal settings. */
+export function settingsKey(m: ReadonlyMap<string, string>): string {
+  let key = '';
+  for (const k of [...m.keys()].sort()) key += `${k}\u0000${m.get(k)}\u0001`;
+  return key;
+}
+
 /** Distinct start-up settings kept by internSettings. */
 const MAX_INTERNED = 10_000;
 const interned = new Map<string, ReadonlyMap<string, string>>();
@@ -149,14 +150,19 @@ const interned = new Map<string, ReadonlyMap<string, string>>();
  * sets, the map is used as it is.
  */
 export function internSettings(m: ReadonlyMap<string, string>): ReadonlyMap<string, string> {
-  let key = '';
-  for (const k of [...m.keys()].sort()) key += `${k}\u0000${m.get(k)}\u0001`;
+  const key = settingsKey(m);
   const known = interned.get(key);
   if (known !== undefined) return known;
   if (interned.size < MAX_INTERNED) interned.set(key, m);
   return m;
 }
 
+/**
+ * The statements that bring a connection from `have` to `want`: only the start-up settings
+ * that differ and the statements it lacks; RESET ALL then everything when it ran
+ * statements `want` does not have (another session's, or unknown ones) or when start-up
+ * settings differ under statements already run (they must come first).
+ */
 export function replayPlan(have: ConnectionSettings, want: ConnectionSettings): string[] {
   const hs = have.statements;
   const ws = want.statements;

@@ -47,11 +47,7 @@ export class StatementNames {
   entryFor(rest: string): StatementName {
     const names = this.names;
     let e = names.get(rest);
-    if (e !== undefined) {
-      names.delete(rest);
-      names.set(rest, e);
-      return e;
-    }
+    if (e !== undefined) return this.used(rest, e);
     e = { name: `${STATEMENT_PREFIX}${this.next++}`, accepted: false };
     names.set(rest, e);
     this.textBytes += rest.length;
@@ -63,14 +59,17 @@ export class StatementNames {
     return e;
   }
 
-  nameFor(rest: string): string {
-    return this.entryFor(rest).name;
-  }
-
-  /** pgrelay's name for `rest` if a server accepted that statement before, else undefined. */
+  /** pgrelay's name for `rest` if a server accepted that statement before (marked used now), else undefined. */
   known(rest: string): string | undefined {
     const e = this.names.get(rest);
-    return e?.accepted === true ? this.entryFor(rest).name : undefined;
+    return e?.accepted === true ? this.used(rest, e).name : undefined;
+  }
+
+  /** `e` (the entry of `rest`) becomes the most recently used. */
+  private used(rest: string, e: StatementName): StatementName {
+    this.names.delete(rest);
+    this.names.set(rest, e);
+    return e;
   }
 
   get size(): number {

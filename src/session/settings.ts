@@ -4,23 +4,13 @@
  * same wherever a statement runs. DISCARD ALL forgets them.
  */
 import { TxStatus } from '../protocol/constants.js';
+import { settingsKey } from '../pool/startup-settings.js';
 import type { Classification } from '../router/router.js';
 
-/** SET and RESET of the settings valueOf follows (`names`: SET NAMES). */
-function settingPatterns(names: string): { set: RegExp; reset: RegExp } {
-  return {
-    reset: new RegExp(
-      `^\\s*(?:reset\\s+(?:${names}|all)\\b|set\\s+(?:session\\s+)?(?:${names})\\s*(?:=|\\bto\\b|\\s)\\s*default\\b)`,
-      'i',
-    ),
-    set: new RegExp(`^\\s*set\\s+(?:session\\s+)?(?:${names})\\s*(?:=|\\bto\\b|\\s)\\s*(['"]?)([^'";\\s]*)\\1`, 'i'),
-  };
-}
-
-const SETTING_PATTERNS = {
-  client_encoding: settingPatterns('client_encoding|names'),
-  standard_conforming_strings: settingPatterns('standard_conforming_strings'),
-};
+/** SET / RESET of client_encoding (or SET NAMES): see clientEncoding. */
+const RESET_ENCODING =
+  /^\s*(?:reset\s+(?:client_encoding|all)\b|set\s+(?:session\s+)?(?:client_encoding|names)\s*(?:=|\bto\b|\s)\s*default\b)/i;
+const SET_ENCODING = /^\s*set\s+(?:session\s+)?(?:client_encoding|names)\s*(?:=|\bto\b|\s)\s*(['"]?)([^'";\s]*)\1/i;
 
 /** Beyond this many, the session stops connecting to new nodes mid-session (its reads go to the primary). */
 const MAX_REPLAY = 64;
@@ -45,34 +35,28 @@ export class SettingsReplay {
     return this.list;
   }
 
+  /** All the client's settings as one string (start-up values, then the SET statements): equal for equal settings. */
+  fingerprint(): string {
+    return `${settingsKey(this.startup)}\u0002${this.list.join('\u0001')}`;
+  }
+
   /**
-   * The value of setting `name` as the client's settings make it (lower case; '' when it
-   * never chose one): its start-up value, then the last `SET name` (RESET, `DEFAULT`, RESET
-   * ALL: back to the start-up's). `client_encoding` also follows `SET NAMES`.
+   * The client's encoding as its settings make it (lower case; '' when it never chose one):
+   * its start-up `client_encoding`, then the last `SET client_encoding` / `SET NAMES`
+   * (RESET, `DEFAULT`, RESET ALL: back to the start-up's). The same bytes are another text
+   * in another encoding.
    */
-  valueOf(name: 'client_encoding' | 'standard_conforming_strings'): string {
-    const { set, reset } = SETTING_PATTERNS[name];
-    let value = this.startup.get(name) ?? '';
+  clientEncoding(): string {
+    const startup = this.startup.get('client_encoding') ?? '';
+    let value = startup;
     for (const sql of this.list) {
-      if (reset.test(sql)) value = this.startup.get(name) ?? '';
+      if (RESET_ENCODING.test(sql)) value = startup;
       else {
-        const m = set.exec(sql);
+        const m = SET_ENCODING.exec(sql);
         if (m) value = m[2] ?? '';
       }
     }
     return value.toLowerCase();
-  }
-
-  /** All the client's settings as one string (start-up values, then the SET statements): equal for equal settings. */
-  fingerprint(): string {
-    let out = '';
-    for (const [k, v] of this.startup) out += `${k}=${v}\u0001`;
-    return `${out}\u0002${this.list.join('\u0001')}`;
-  }
-
-  /** The client's encoding (valueOf): the same bytes are another text in another encoding. */
-  clientEncoding(): string {
-    return this.valueOf('client_encoding');
   }
 
   /**

@@ -33,9 +33,9 @@ function parse(name: string, sql: string, types: number[] = []): Buffer {
 describe('StatementNames', () => {
   it('one name per distinct text and parameter types, whatever the client called it', () => {
     const n = new StatementNames();
-    const a = n.nameFor((parseBody(parse('P_0', 'SELECT $1', [23])) as Buffer).toString('latin1'));
-    const b = n.nameFor((parseBody(parse('other', 'SELECT $1', [23])) as Buffer).toString('latin1'));
-    const c = n.nameFor((parseBody(parse('P_0', 'SELECT $1', [25])) as Buffer).toString('latin1'));
+    const a = n.entryFor((parseBody(parse('P_0', 'SELECT $1', [23])) as Buffer).toString('latin1')).name;
+    const b = n.entryFor((parseBody(parse('other', 'SELECT $1', [23])) as Buffer).toString('latin1')).name;
+    const c = n.entryFor((parseBody(parse('P_0', 'SELECT $1', [25])) as Buffer).toString('latin1')).name;
     expect(a).toBe(b);
     expect(c).not.toBe(a);
     expect(a).toMatch(/^PGRELAY_\d+$/);
@@ -48,14 +48,14 @@ describe('StatementNames', () => {
 
   it('keeps at most maxEntries names and maxBytes of statement text, the least recently used forgotten; names are never reused', () => {
     const n = new StatementNames(3, 1000);
-    const names = ['SELECT 1', 'SELECT 2', 'SELECT 3'].map((t) => n.nameFor(t));
+    const names = ['SELECT 1', 'SELECT 2', 'SELECT 3'].map((t) => n.entryFor(t).name);
     n.entryFor('SELECT 1').accepted = true;
     // SELECT 1 used last: SELECT 2 is the oldest and goes first.
-    expect(n.nameFor('SELECT 1')).toBe(names[0]);
-    const fourth = n.nameFor('SELECT 4');
+    expect(n.entryFor('SELECT 1').name).toBe(names[0]);
+    const fourth = n.entryFor('SELECT 4').name;
     expect(n.size).toBe(3);
     expect(n.known('SELECT 1')).toBe(names[0]);
-    const again = n.nameFor('SELECT 2');
+    const again = n.entryFor('SELECT 2').name;
     expect(again).not.toBe(names[1]);
     expect(new Set([...names, fourth, again]).size).toBe(5);
     expect(n.size).toBe(3);
@@ -63,14 +63,14 @@ describe('StatementNames', () => {
     expect(n.known('SELECT 3')).toBeUndefined();
 
     const b = new StatementNames(100, 20);
-    for (let i = 0; i < 10; i++) b.nameFor(`SELECT ${i}00`);
+    for (let i = 0; i < 10; i++) b.entryFor(`SELECT ${i}00`);
     expect(b.bytes).toBeLessThanOrEqual(20);
     expect(b.size).toBe(2);
   });
 
   it('a million distinct statements stay within the bounds', () => {
     const n = new StatementNames(1000, 64 * 1024);
-    for (let i = 0; i < 1_000_000; i++) n.nameFor(`SELECT ${i} AS padding_${'x'.repeat(i % 50)}`);
+    for (let i = 0; i < 1_000_000; i++) n.entryFor(`SELECT ${i} AS padding_${'x'.repeat(i % 50)}`);
     expect(n.size).toBeLessThanOrEqual(1000);
     expect(n.bytes).toBeLessThanOrEqual(64 * 1024);
   });

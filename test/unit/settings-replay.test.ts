@@ -11,22 +11,6 @@ function withSettings(startup: Record<string, string>, statements: string[]): Se
   return s;
 }
 
-describe('SettingsReplay.valueOf', () => {
-  it('standard_conforming_strings: start-up value, SET, RESET ALL', () => {
-    const s = withSettings({ standard_conforming_strings: 'off' }, []);
-    expect(s.valueOf('standard_conforming_strings')).toBe('off');
-    expect(withSettings({}, ['SET standard_conforming_strings = off']).valueOf('standard_conforming_strings')).toBe(
-      'off',
-    );
-    expect(
-      withSettings({ standard_conforming_strings: 'off' }, [
-        'SET standard_conforming_strings TO on',
-        'RESET ALL',
-      ]).valueOf('standard_conforming_strings'),
-    ).toBe('off');
-  });
-});
-
 describe('SettingsReplay.clientEncoding', () => {
   it('the start-up value, then the last SET client_encoding / SET NAMES; RESET and DEFAULT go back to the start-up value', () => {
     expect(withSettings({}, []).clientEncoding()).toBe('');
