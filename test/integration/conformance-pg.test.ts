@@ -380,9 +380,10 @@ describe('defect 3: the pid in BackendKeyData is the session’s backend', () =>
         const name = app(t, 'd3cancel');
         onRunEnd(() => terminateApp(cluster, name));
         const { client: c } = await recordedPg(t, { application_name: name });
-        // 3 s: long enough to be seen running and canceled; what an uncanceled statement costs.
-        const running = settle(exec(c, 'SELECT pg_sleep(3) AS slept'));
-        await waitActive(cluster, name, 'SELECT pg_sleep(3)%');
+        // 15 s: long enough to be seen running and canceled on a loaded machine (3 s was not: the
+        // direct run once finished before its canceller had connected); a cancel ends it at once.
+        const running = settle(exec(c, 'SELECT pg_sleep(15) AS slept'));
+        await waitActive(cluster, name, 'SELECT pg_sleep(15)%');
         const { client: killer } = await recordedPg(t, { application_name: app(t, 'd3canceller') });
         const returned = await settle(scalar(killer, 'SELECT pg_cancel_backend($1)', [pidOf(c)], true));
         return { returned, statement: await running, usable: await usable(c) };
@@ -398,9 +399,9 @@ describe('defect 3: the pid in BackendKeyData is the session’s backend', () =>
         const name = app(t, 'd3cursor');
         onRunEnd(() => terminateApp(cluster, name));
         const { client: c } = await recordedPg(t, { application_name: name });
-        const cursor = c.query(new Cursor('SELECT g, pg_sleep(3) FROM generate_series(1, 1) g'));
+        const cursor = c.query(new Cursor('SELECT g, pg_sleep(15) FROM generate_series(1, 1) g'));
         const read = settle(cursor.read(10));
-        await waitActive(cluster, name, 'SELECT g, pg_sleep(3)%');
+        await waitActive(cluster, name, 'SELECT g, pg_sleep(15)%');
         const { client: killer } = await recordedPg(t, { application_name: app(t, 'd3cursorkiller') });
         const returned = await settle(scalar(killer, 'SELECT pg_cancel_backend($1)', [pidOf(c)], true));
         const r = await read;
@@ -422,8 +423,8 @@ describe('defect 3: the pid in BackendKeyData is the session’s backend', () =>
         const rec = await recordedPg(t, { application_name: name });
         const c = rec.client;
         const pid = await scalar(c, 'SELECT pg_backend_pid()');
-        const running = settle(exec(c, 'SELECT pg_sleep(3) AS slept'));
-        await waitActive(cluster, name, 'SELECT pg_sleep(3)%');
+        const running = settle(exec(c, 'SELECT pg_sleep(15) AS slept'));
+        await waitActive(cluster, name, 'SELECT pg_sleep(15)%');
         const { client: other } = await recordedPg(t, { application_name: app(t, 'd3sqlpidother') });
         const canceled = await settle(scalar(other, 'SELECT pg_cancel_backend($1)', [pid], true));
         const statement = await running;
