@@ -181,6 +181,46 @@ export function replayPlan(have: ConnectionSettings, want: ConnectionSettings): 
   return out;
 }
 
+/** A pooled connection's way back to a client's start-up settings after it reset them (see startupRestore). */
+export interface StartupRestore {
+  /** Run right behind the statement, on each connection it ran on. */
+  readonly sql: string;
+  /** The values the statement's ParameterStatus must report (lower-case name → start-up value). */
+  readonly reportAs: ReadonlyMap<string, string>;
+}
+
+/**
+ * pool_mode = transaction: a statement that returns settings to their reset value (RESET
+ * ALL, DISCARD ALL, RESET x, SET x TO DEFAULT) gives a direct connection back the values
+ * its client sent at start-up, but a pooled connection, where they were SET, the
+ * database's defaults. What restores them, or undefined when it touches none of them.
+ */
+export function startupRestore(
+  cls: { readonly statementCount: number; readonly resetsAll?: boolean; readonly resetsSetting?: string },
+  startup: ReadonlyMap<string, string>,
+): StartupRestore | undefined {
+  if (startup.size === 0 || cls.statementCount !== 1) return undefined;
+  let reportAs: ReadonlyMap<string, string>;
+  if (cls.resetsAll === true) reportAs = startup;
+  else {
+    const v = cls.resetsSetting === undefined ? undefined : startup.get(cls.resetsSetting);
+    if (v === undefined || cls.resetsSetting === undefined) return undefined;
+    reportAs = new Map([[cls.resetsSetting, v]]);
+  }
+  return restoreOf(reportAs);
+}
+
+/** Both restores (two statements of one pipeline reset settings). */
+export function mergeRestores(a: StartupRestore | undefined, b: StartupRestore): StartupRestore {
+  return a === undefined ? b : restoreOf(new Map([...a.reportAs, ...b.reportAs]));
+}
+
+function restoreOf(values: ReadonlyMap<string, string>): StartupRestore {
+  const calls: string[] = [];
+  for (const [k, v] of values) calls.push(`pg_catalog.set_config(${quoteLiteral(k)}, ${quoteLiteral(v)}, false)`);
+  return { sql: `SELECT ${calls.join(', ')}`, reportAs: values };
+}
+
 function sameSettings(a: ReadonlyMap<string, string>, b: ReadonlyMap<string, string>): boolean {
   if (a === b) return true;
   if (a.size !== b.size) return false;

@@ -112,6 +112,12 @@ export interface Classification {
   discardsTemp: boolean;
   /** RESET ALL / DISCARD ALL: every session setting is back to its default. */
   resetsAll?: boolean;
+  /**
+   * RESET name, SET [SESSION] name TO DEFAULT (SET TIME ZONE DEFAULT, SET NAMES DEFAULT):
+   * that setting (lower case) is back to its reset value, the client's start-up value if
+   * it sent one, else the default.
+   */
+  resetsSetting?: string;
   /** ALTER DATABASE/ROLE … SET|RESET: the defaults new backends of these start with changed. */
   changesDefaults?: DefaultsChange;
   /**
@@ -728,6 +734,7 @@ interface Builder {
   relations?: string[];
   discardsTemp?: boolean;
   resetsAll?: boolean;
+  resetsSetting?: string;
   changesDefaults?: DefaultsChange;
   /** Select family: subject to the text-start rule of allow_sql_comments = off. */
   selectText?: boolean;
@@ -925,6 +932,8 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
         b.txSetting = { scope: 'session', isolation: 'default' };
       }
       if (what === 'all') b.resetsAll = true;
+      else if (what === 'time' && wordAt(toks, s + 2, e) === 'zone' && s + 3 === e) b.resetsSetting = 'timezone';
+      else if (what !== '' && s + 2 === e) b.resetsSetting = what;
       return b;
     }
     case 'discard': {
@@ -1146,7 +1155,30 @@ function analyzeSet(sql: string, toks: Token[], s: number, e: number): Builder {
     return b;
   }
   if (j >= e) return invalid('SET without a parameter');
-  return both('SET');
+  const b = both('SET');
+  if (scopeWord !== 'local') {
+    const reset = settingToDefault(sql, toks, j, e);
+    if (reset !== undefined) b.resetsSetting = reset;
+  }
+  return b;
+}
+
+/**
+ * `name TO DEFAULT` / `name = DEFAULT`, `TIME ZONE DEFAULT|LOCAL`, `NAMES DEFAULT` from
+ * toks[j] to the end: the setting SET returns to its reset value (lower case).
+ */
+function settingToDefault(sql: string, toks: Token[], j: number, e: number): string | undefined {
+  const w = wordAt(toks, j, e);
+  if (w === 'time' && wordAt(toks, j + 1, e) === 'zone' && j + 3 === e) {
+    const v = wordAt(toks, j + 2, e);
+    return v === 'default' || v === 'local' ? 'timezone' : undefined;
+  }
+  if (w === 'names') return j + 2 === e && wordAt(toks, j + 1, e) === 'default' ? 'client_encoding' : undefined;
+  const eq = toks[j + 1];
+  if (w === '' || j + 3 !== e || eq === undefined) return undefined;
+  const isEq =
+    (eq.kind === Tok.Op && sql.slice(eq.start, eq.end) === '=') || (eq.kind === Tok.Word && eq.text === 'to');
+  return isEq && wordAt(toks, j + 2, e) === 'default' ? w : undefined;
 }
 
 function settingValue(sql: string, toks: Token[], k: number, e: number): string {
@@ -1448,6 +1480,7 @@ function finish(b: Builder, statementCount: number, hint: boolean, leadingCommen
   if (b.standbyText !== undefined) c.standbyText = b.standbyText;
   if (b.txSetting !== undefined) c.txSetting = b.txSetting;
   if (b.resetsAll === true) c.resetsAll = true;
+  if (b.resetsSetting !== undefined) c.resetsSetting = b.resetsSetting;
   if (b.changesDefaults !== undefined) c.changesDefaults = b.changesDefaults;
   if (b.name !== undefined) c.name = b.name;
   if (b.parseError !== undefined) c.parseError = b.parseError;

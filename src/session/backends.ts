@@ -23,11 +23,17 @@ import { isCacheableDatabase } from '../pool/cache.js';
 import type { BackendSecret } from '../auth/backend.js';
 import { abortConnection, type BackendConnection, cacheKeyFor, connectBackend, sendCancel } from '../pool/connector.js';
 import { type EffectivePoolSettings, poolSettingsOf } from '../pool/pool-settings.js';
-import { internSettings, replayPlan, splitStartup } from '../pool/startup-settings.js';
+import {
+  internSettings,
+  replayPlan,
+  type StartupRestore,
+  splitStartup,
+  startupRestore,
+} from '../pool/startup-settings.js';
 import { PoolClosed, type PoolKey, PoolNodeDown, PoolWaitTimeout } from '../pool/server-pool.js';
 import { queryMessage, resetConnection, resetFailure, runQueries } from '../pool/query.js';
 import { isLive } from '../cluster/nodes.js';
-import type { SessionFacts } from '../router/router.js';
+import type { Classification, SessionFacts } from '../router/router.js';
 import { BackendLink, type LinkExpectation, type LinkOwner } from './backend-link.js';
 import type { SessionContext } from './context.js';
 import type { ErrorFieldMap } from './replies.js';
@@ -797,6 +803,22 @@ export class Backends {
       if (link !== this.primaryLink && inTransaction) link.usedInTx = true;
     }
     return link;
+  }
+
+  /**
+   * pool_mode = transaction: what sets the client's start-up settings again right behind a
+   * statement that resets them (RESET ALL, DISCARD ALL, RESET x…), if it does.
+   */
+  restoreFor(cls: Classification): StartupRestore | undefined {
+    if (!this.pooled || (cls.resetsAll !== true && cls.resetsSetting === undefined)) return undefined;
+    return startupRestore(cls, this.owner.settings.startup);
+  }
+
+  /** Queue `restore` (see restoreFor) on `link`, behind the statement just sent there. */
+  restoreStartup(link: BackendLink, restore: StartupRestore): void {
+    // In a failed transaction the statement did nothing, and this would fail too.
+    if (link.txStatus === TxStatus.Failed) return;
+    this.request(link, { kind: 'query', mode: 'drop', skippable: true }, queryMessage(restore.sql));
   }
 
   /** Write bytes of the session's own to `link` (after what the scanner has yet to emit). */

@@ -51,6 +51,8 @@ export class BothNodes {
     const order: Array<[BackendLink, string]> =
       d.bothOrder === 'standby-first' ? [...onSeconds, [p, sql]] : [[p, sql], ...onSeconds];
     const results = new Map<BackendLink, LinkExpectation>();
+    // RESET ALL and the like: the client's start-up settings are set again right behind it on each node.
+    const restore = b.restoreFor(cls);
     const step = (i: number): void => {
       const [link, text] = order[i];
       const next = (e: LinkExpectation): void => {
@@ -71,7 +73,10 @@ export class BothNodes {
         return;
       }
       this.route.counted(link, text, cls);
-      b.request(link, { kind: 'query', mode: 'hold', held: [], skippable: link !== p, done: next }, queryMessage(text));
+      const e: LinkExpectation = { kind: 'query', mode: 'hold', held: [], skippable: link !== p, done: next };
+      if (restore !== undefined) e.reportAs = restore.reportAs;
+      b.request(link, e, queryMessage(text));
+      if (restore !== undefined) b.restoreStartup(link, restore);
     };
     step(0);
   }

@@ -20,12 +20,14 @@ import {
   readyForQuery,
 } from '../protocol/messages.js';
 import type { AdminRequest } from '../admin/service.js';
+import { mergeRestores, type StartupRestore } from '../pool/startup-settings.js';
 import type { Classification, Decision } from '../router/router.js';
 import { type BackendLink, FLUSH, type LinkExpectation, SYNC } from './backend-link.js';
 import type { Backends } from './backends.js';
 import type { BothNodes } from './both-nodes.js';
 import type { SessionCore } from './core.js';
 import type { StatementRouting } from './routing.js';
+import { MergedReady } from './replies.js';
 import { resendSame } from './standby-loss.js';
 import {
   CLOSE_COMPLETE,
@@ -235,6 +237,8 @@ export class ExtendedProtocol {
   private readonly stmts = new StatementTable();
   private readonly portals = new PortalTable();
   private readonly outcomes = new PipelineOutcomes((o, status) => this.applyOutcome(o, status));
+  /** pool_mode = transaction: start-up settings to set again behind this pipeline's Sync (a RESET ALL… of it). */
+  private restore: StartupRestore | undefined;
 
   constructor(
     private readonly s: SessionCore,
@@ -835,19 +839,23 @@ export class ExtendedProtocol {
       this.route.counted(target, st.sql, st.cls);
     }
     const entry = outcome;
-    return this.forward(target, {
+    const e: LinkExpectation = {
       kind: 'execute',
       mode: 'forward',
       done: entry
-        ? (e) => {
-            if (!e.error) entry.ok = true;
+        ? (x) => {
+            if (!x.error) entry.ok = true;
           }
         : undefined,
       resend:
         portal && firstRun && !portal.both && this.route.resendable(target)
           ? resendSame(b, Buffer.from(buf.subarray(start - 5, end)), (to) => this.bindOn(portal, to))
           : undefined,
-    });
+    };
+    // RESET ALL and the like: the client's start-up settings are set again behind the Sync.
+    const restore = st && b.restoreFor(st.cls);
+    if (restore !== undefined) this.restore = mergeRestores(this.restore, restore);
+    return this.forward(target, e);
   }
 
   close(kind: number, name: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
@@ -908,6 +916,8 @@ export class ExtendedProtocol {
     }
     const outcomes = this.outcomes.take();
     const sync = ++this.portals.syncs;
+    const restore = this.restore;
+    this.restore = undefined;
     this.route.ryw.syncEnds(members);
     for (const l of members) {
       l.inPipeline = false;
@@ -915,16 +925,23 @@ export class ExtendedProtocol {
     }
     if (members.length === 1) {
       const l = members[0];
-      return this.forward(l, {
+      const e: LinkExpectation = {
         kind: 'sync',
         mode: 'forward',
-        done: (e, at) => this.pipelineDone(outcomes, e.status ?? TxStatus.Idle, at, sync),
-        resend: this.route.resendable(l) ? resendSync(b) : undefined,
-      });
+        done: (x, at) => this.pipelineDone(outcomes, x.status ?? TxStatus.Idle, at, sync, restore),
+        resend: this.route.resendable(l) && restore === undefined ? resendSync(b) : undefined,
+      };
+      if (restore === undefined) return this.forward(l, e);
+      // PostgreSQL reports changed settings just before ReadyForQuery.
+      e.reportAs = restore.reportAs;
+      this.forward(l, e);
+      b.write(l, SYNC);
+      b.restoreStartup(l, restore);
+      return DROP;
     }
     // The pipeline spans nodes: one ReadyForQuery for the client once every node answered.
-    let waiting = members.length;
-    let status: number = TxStatus.Idle;
+    const merged = new MergedReady(members.length);
+    let ended = false;
     for (const l of members) {
       b.request(
         l,
@@ -932,31 +949,41 @@ export class ExtendedProtocol {
           kind: 'sync',
           mode: 'merge',
           reportsToClient: l === primary,
+          // PostgreSQL reports changed settings just before ReadyForQuery.
+          reportAs: restore?.reportAs,
           // A standby's connection lost before answering: its reads are re-sent to the primary
           // behind the primary's part, and this Sync with them (its ReadyForQuery merged as before).
           resend: l !== primary && this.route.resendable(l) ? resendSync(b) : undefined,
-          done: (e) => {
-            const st = e.status ?? TxStatus.Idle;
-            if (st === TxStatus.Failed) status = TxStatus.Failed;
-            else if (l === primary && status !== TxStatus.Failed) status = st;
-            else if (status === TxStatus.Idle) status = st;
-            if (--waiting === 0) {
-              this.pipelineDone(outcomes, status, undefined, sync);
-              s.writeClient(readyForQuery(status));
-            }
+          merged,
+          done: () => {
+            if (ended || !merged.complete) return;
+            ended = true;
+            this.pipelineDone(outcomes, merged.status, undefined, sync, restore);
           },
         },
         SYNC,
       );
+      if (restore !== undefined) b.restoreStartup(l, restore);
     }
     return DROP;
   }
 
   /** The pipeline's Sync was answered: routing state from its statements; keep nodes' transactions in step. */
-  private pipelineDone(outcomes: PendingOutcome[], status: number, only: BackendLink | undefined, sync: number): void {
+  private pipelineDone(
+    outcomes: PendingOutcome[],
+    status: number,
+    only: BackendLink | undefined,
+    sync: number,
+    restore: StartupRestore | undefined,
+  ): void {
     // The client left before this reply ended: nothing of the session's state to update.
     if (this.s.closed) return;
-    for (const o of outcomes) this.applyOutcome(o, status);
+    for (const o of outcomes) {
+      this.applyOutcome(o, status);
+      // The start-up settings were set again behind a statement that did not run (an error
+      // skipped it): what the connections have is not known.
+      if (restore !== undefined && !o.ok) this.s.backends.settingsUnknown();
+    }
     this.route.txStatusIs(status);
     if (status === TxStatus.Idle) this.portals.endedAt(sync);
     if (status === TxStatus.Failed && only !== undefined && only !== this.s.backends.primary) this.both.poisonPrimary();
@@ -1033,7 +1060,18 @@ export class ExtendedProtocol {
 /** The re-send hook of a Sync: the same Sync (mode, merge role, outcome) on the link the pipeline moved to. */
 function resendSync(b: Backends): (to: BackendLink, e: LinkExpectation) => void {
   return (to, e) => {
-    b.request(to, { kind: 'sync', mode: e.mode, reportsToClient: e.reportsToClient, done: e.done }, SYNC);
+    b.request(
+      to,
+      {
+        kind: 'sync',
+        mode: e.mode,
+        reportsToClient: e.reportsToClient,
+        reportAs: e.reportAs,
+        merged: e.merged,
+        done: e.done,
+      },
+      SYNC,
+    );
     to.inPipeline = false;
     to.needsFlush = false;
   };

@@ -11,9 +11,16 @@
  * the head. It owns no socket: `push` takes the bytes a backend sent, so unit tests
  * feed it byte streams (test/unit/replies.test.ts).
  */
-import { BE } from '../protocol/constants.js';
+import { BE, TxStatus } from '../protocol/constants.js';
 import { DROP, type Drop, type FrameSink, MessageScanner, decodeTable } from '../protocol/framing.js';
-import { decodeColumnNames, decodeDataRow, parseErrorFields, readCString } from '../protocol/messages.js';
+import {
+  decodeColumnNames,
+  decodeDataRow,
+  parameterStatus,
+  parseErrorFields,
+  readCString,
+  readyForQuery,
+} from '../protocol/messages.js';
 
 /** What was sent, by the reply that ends it. 'query' is a Query or FunctionCall; 'sync' a client's Sync. */
 export type RequestKind = 'parse' | 'bind' | 'describe' | 'execute' | 'close' | 'sync' | 'query';
@@ -87,6 +94,44 @@ export interface Expectation<L> {
    * `resend` writes Parse, this Bind and what was sent after it again, exactly as sent.
    */
   lostStatement?: { resend(): void };
+  /**
+   * ParameterStatus of these settings (lower-case name → value) reach the client with this
+   * value: a pooled connection's RESET gives the default where a direct connection gives
+   * the client's start-up value, set again right behind it (pool/startup-settings.ts
+   * startupRestore).
+   */
+  reportAs?: ReadonlyMap<string, string>;
+  /** merge: the pipeline's one ReadyForQuery, shared by its Syncs on every node. */
+  merged?: MergedReady;
+}
+
+/**
+ * The one ReadyForQuery of a pipeline whose Sync went to several nodes. It reaches the
+ * client where the last node's ReadyForQuery is read, before anything that node sends
+ * after it: a Query pipelined behind the pipeline may already run there, its reply in
+ * the same read.
+ */
+export class MergedReady {
+  /** The merged transaction status: the primary's, or failed if any node's transaction failed. */
+  status: number = TxStatus.Idle;
+  private waiting: number;
+
+  constructor(nodes: number) {
+    this.waiting = nodes;
+  }
+
+  /** Every node answered. */
+  get complete(): boolean {
+    return this.waiting === 0;
+  }
+
+  /** A node's ReadyForQuery (the primary's if `primary`): the merged one once every node answered. */
+  add(status: number, primary: boolean): Buffer | undefined {
+    if (status === TxStatus.Failed) this.status = TxStatus.Failed;
+    else if (primary && this.status !== TxStatus.Failed) this.status = status;
+    else if (this.status === TxStatus.Idle) this.status = status;
+    return --this.waiting === 0 ? readyForQuery(this.status) : undefined;
+  }
 }
 
 /** The backend state replies update. `BackendConnection` (pool/connector.ts) satisfies it. */
@@ -399,10 +444,36 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       }
       this.pop();
       this.follow();
-      // The session writes the one ReadyForQuery of a pipeline that spans nodes.
-      if (e.mode === 'merge') return DROP;
+      if (e.mode === 'merge') {
+        // The one ReadyForQuery of a pipeline that spans nodes, once the last node answered.
+        const ready = e.merged?.add(buf[start], e.reportsToClient === true);
+        if (ready !== undefined) {
+          this.scanner.flushRun();
+          this.out.toClient(ready);
+        }
+        return DROP;
+      }
     }
+    if (type === BE.ParameterStatus && e.reportAs !== undefined && action !== DROP)
+      return this.reportAs(e.reportAs, action, buf, start, end);
     return action;
+  }
+
+  /** A ParameterStatus passed on with the value `values` give its setting (see Expectation.reportAs). */
+  private reportAs(
+    values: ReadonlyMap<string, string>,
+    action: ReplyAction,
+    buf: Buffer,
+    start: number,
+    end: number,
+  ): ReplyAction | Drop {
+    const k = readCString(buf, start, end);
+    const v = k && readCString(buf, k[1], end);
+    const want = k && values.get(k[0].toLowerCase());
+    if (!k || !v || want === undefined || want === v[0]) return action;
+    this.scanner.flushRun();
+    this.emit(action, parameterStatus(k[0], want));
+    return DROP;
   }
 
   /** A message while nothing is outstanding: asynchronous, or the FATAL before a shutdown. */

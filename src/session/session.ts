@@ -898,17 +898,22 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.route.counted(link, sql, cls);
     if (d.write && link === b.primary) this.route.ryw.wrote();
     this.route.ryw.queryEnds(cls, link);
-    return b.send(
-      link,
-      {
-        kind: 'query',
-        mode: 'forward',
-        done: (e, l) => this.statementDone(sql, cls, d, e, l),
-        // A read outside a transaction on a standby can be re-sent elsewhere if the standby dies first.
-        resend: this.route.resendable(link) ? resendSame(b, buf.subarray(start - 5, end)) : undefined,
-      },
-      this.routing.inTransaction,
-    );
+    const restore = b.restoreFor(cls);
+    const e: LinkExpectation = {
+      kind: 'query',
+      mode: 'forward',
+      done: (x, l) => this.statementDone(sql, cls, d, x, l),
+      // A read outside a transaction on a standby can be re-sent elsewhere if the standby dies first.
+      resend: this.route.resendable(link) ? resendSame(b, buf.subarray(start - 5, end)) : undefined,
+    };
+    if (restore === undefined) return b.send(link, e, this.routing.inTransaction);
+    // RESET ALL and the like: the client's start-up settings are set again right behind it.
+    e.reportAs = restore.reportAs;
+    e.resend = undefined;
+    b.send(link, e, this.routing.inTransaction);
+    b.write(link, Buffer.from(buf.subarray(start - 5, end)));
+    b.restoreStartup(link, restore);
+    return DROP;
   }
 
   /** After a simple-protocol statement: routing state, and keeping nodes' transaction states in step. */

@@ -4,7 +4,7 @@
  * same wherever a statement runs. DISCARD ALL forgets them.
  */
 import { TxStatus } from '../protocol/constants.js';
-import { settingsKey } from '../pool/startup-settings.js';
+import { settingsKey, startupRestore } from '../pool/startup-settings.js';
 import type { Classification } from '../router/router.js';
 
 /** SET / RESET of client_encoding (or SET NAMES): see clientEncoding. */
@@ -19,9 +19,10 @@ export class SettingsReplay {
   private readonly list: string[] = [];
   /**
    * pool_mode = transaction: the client's start-up settings replayed before the statements
-   * (lower-case name → value, see pool/startup-settings.ts). DISCARD ALL forgets them, as it
-   * returns them to the server's defaults on the connection it runs on. Never changed in
-   * place (connections share it: see Backends.applySettings).
+   * (lower-case name → value, see pool/startup-settings.ts). RESET ALL, DISCARD ALL and
+   * the like keep them, as on a direct connection: they are set again right behind such a
+   * statement (startupRestore). Never changed in place (connections share it: see
+   * Backends.applySettings).
    */
   startup: ReadonlyMap<string, string> = new Map();
   /** More settings than MAX_REPLAY: replaying is no longer possible. */
@@ -74,16 +75,21 @@ export class SettingsReplay {
       if (!known) this.onUnknown?.();
       return known;
     }
-    if (cls.kind === 'discard' && /\ball\b/i.test(sql)) {
+    if (cls.kind === 'discard' && cls.resetsAll === true) {
+      // The start-up settings were set again behind it, on the connection too.
       this.list.length = 0;
-      this.startup = new Map();
       this.overflow = false;
     } else if (cls.kind === 'set' || cls.kind === 'reset') {
       // A statement with bind parameters (SELECT set_config($1, $2, false)) cannot be replayed as text.
       if (this.list.length >= MAX_REPLAY || /\$\d/.test(sql)) {
         if (!this.overflow) this.onOverflow?.();
         this.overflow = true;
-      } else this.list.push(sql);
+      } else {
+        this.list.push(sql);
+        // What ran right behind it on its connection: the start-up values back.
+        const restore = startupRestore(cls, this.startup);
+        if (restore !== undefined) this.list.push(restore.sql);
+      }
     }
     return true;
   }

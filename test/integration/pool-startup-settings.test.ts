@@ -9,7 +9,17 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { closeAllClients, endPg, endSql, nodeClients, pgClient, sqlClient } from '../support/clients.js';
 import { getCluster } from '../support/cluster.js';
 import { startProxy, type ProxyHandle } from '../support/proxy.js';
-import { closeAllRaw, message, RawClient, summarize } from '../support/raw.js';
+import {
+  type BackendMessage,
+  bindMessage,
+  closeAllRaw,
+  executeMessage,
+  message,
+  parseMessage,
+  queryMessage,
+  RawClient,
+  summarize,
+} from '../support/raw.js';
 
 const cluster = getCluster();
 const db = `pool_startup_${process.pid}`;
@@ -198,6 +208,99 @@ describe('start-up settings in pool_mode = transaction', () => {
     const none = await other.query("SELECT current_setting('pgrelay_test.flag', true) AS f");
     expect(none.rows[0].f ?? '').toBe('');
     await endPg(other);
+  });
+
+  /** ParameterStatus values in `msgs`, the last of each name. */
+  function reported(msgs: BackendMessage[]): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const m of msgs.filter((x) => x.type === 'S')) {
+      const [k, v] = m.body.toString().split('\0');
+      out[k] = v;
+    }
+    return out;
+  }
+
+  /**
+   * A client with start-up DateStyle and application_name changes both, then runs `reset`
+   * (simple Query or Parse/Bind/Execute/Sync) with a read of both pipelined right behind it,
+   * then reads them again five times while another client with other settings shares the
+   * pool: what it is told (ParameterStatus) and what it reads.
+   */
+  async function resetRun(port: number, reset: string, extended: boolean, other?: () => Promise<void>) {
+    const raw = await RawClient.connect(port);
+    try {
+      const st = await raw.startup({
+        user: 'postgres',
+        database: db,
+        DateStyle: 'SQL, DMY',
+        application_name: 'rs-app',
+      });
+      expect(st.ok, JSON.stringify(st.error)).toBe(true);
+      raw.send(queryMessage("SET DateStyle = 'German'"), queryMessage("SET application_name = 'changed'"));
+      await raw.collect('Z');
+      await raw.collect('Z');
+      const read = queryMessage("SELECT current_setting('DateStyle') AS d, current_setting('application_name') AS a");
+      if (extended) raw.send(parseMessage('', reset), bindMessage('', ''), executeMessage(), message('S'), read);
+      else raw.send(queryMessage(reset), read);
+      const resetReply = await raw.collect('Z');
+      const behind = summarize(await raw.collect('Z'));
+      const later: string[][] = [];
+      for (let i = 0; i < 5; i++) {
+        await other?.();
+        raw.send(read);
+        later.push(summarize(await raw.collect('Z')).rows[0] as string[]);
+      }
+      return {
+        told: reported(resetReply),
+        errors: [...summarize(resetReply).errors, ...behind.errors],
+        behind: behind.rows[0],
+        later,
+      };
+    } finally {
+      raw.destroy();
+    }
+  }
+
+  it('RESET ALL, RESET x, SET x TO DEFAULT and DISCARD ALL return start-up settings to the start-up values, as on a direct connection', {
+    timeout: 120_000,
+  }, async () => {
+    const noLb = await startProxy({
+      cluster,
+      config: { log_min_messages: 'warning', pool_mode: 'transaction', default_pool_size: 2, load_balance_mode: false },
+    });
+    try {
+      for (const reset of ['RESET ALL', 'RESET DateStyle', 'SET DateStyle TO DEFAULT', 'DISCARD ALL']) {
+        for (const extended of [false, true]) {
+          const direct = await resetRun(cluster.node(cluster.primaryId).port, reset, extended);
+          expect(direct.errors).toEqual([]);
+          const all = reset.endsWith('ALL');
+          expect(direct.told.DateStyle).toBe('SQL, DMY');
+          expect(direct.behind).toEqual(['SQL, DMY', all ? 'rs-app' : 'changed']);
+          for (const [name, p] of [
+            ['load balancing', proxy],
+            ['primary only', noLb],
+          ] as const) {
+            // Another client, other settings, taking the pool's connections in between.
+            const o = await pgClient(p, { database: db, application_name: 'other' });
+            await o.query("SET DateStyle = 'Postgres, MDY'");
+            const got = await resetRun(p.port, reset, extended, async () => {
+              await o.query('SELECT 1');
+            });
+            await endPg(o);
+            const what = `${reset} (${extended ? 'extended' : 'simple'}, ${name})`;
+            expect(got.errors, what).toEqual([]);
+            expect({ told: got.told.DateStyle, app: got.told.application_name }, what).toEqual({
+              told: direct.told.DateStyle,
+              app: direct.told.application_name,
+            });
+            expect(got.behind, what).toEqual(direct.behind);
+            expect(got.later, what).toEqual(direct.later);
+          }
+        }
+      }
+    } finally {
+      await noLb.stop();
+    }
   });
 
   it('an invalid start-up setting ends the session with the server error, as PostgreSQL refuses the start-up', async () => {

@@ -327,7 +327,7 @@ describe("a standby backend's pid given to a pid function runs on that standby",
 
 describe('portals and the end of their transaction', () => {
   it('DEALLOCATE ALL keeps the portals of the transaction (PostgreSQL keeps them): a cursor bound on the standby goes on there', async () => {
-    const { RawClient, bindMessage, executeMessage, parseMessage, queryMessage, syncMessage, summarize } = await import(
+    const { RawClient, bindMessage, executeMessage, parseMessage, syncMessage, summarize } = await import(
       '../support/raw.js'
     );
     const raw = await RawClient.connect(proxy.port);
@@ -374,6 +374,41 @@ describe('portals and the end of their transaction', () => {
         expect(second.errors).toEqual([]);
         expect(nodeOfPort(cluster, Number(second.rows[0]?.[0]))).toBe(LB);
       }
+    } finally {
+      raw.destroy();
+    }
+  });
+});
+
+describe('a pipeline across nodes, then more', () => {
+  it("a Query pipelined behind an extended batch run on two nodes is answered after the batch's ReadyForQuery (300 times)", async () => {
+    // The batch's SET runs on the primary and the standby; the read behind it goes to the
+    // standby once the primary answered, and the standby's ReadyForQuery and reply to the
+    // read can come in one read from its socket: the merged ReadyForQuery used to reach
+    // the client after that reply (unit/replies covers it deterministically).
+    const { RawClient, bindMessage, executeMessage, parseMessage, queryMessage, syncMessage } = await import(
+      '../support/raw.js'
+    );
+    const raw = await RawClient.connect(proxy.port);
+    try {
+      expect((await raw.startup({ user: 'postgres', database: 'postgres' })).ok).toBe(true);
+      const bad: string[] = [];
+      for (let i = 0; i < 300; i++) {
+        raw.send(
+          parseMessage('', `SET application_name = 'pipe${i}'`),
+          bindMessage('', ''),
+          executeMessage(),
+          syncMessage(),
+          queryMessage(`SELECT ${i} AS i`),
+        );
+        const first = (await raw.collect('Z', 5000)).map((m) => m.type).join('');
+        const second = await raw.collect('Z', 5000);
+        const types = second.map((m) => m.type).join('');
+        const row = second.find((m) => m.type === 'D');
+        if (first !== '12CSZ' || types !== 'TDCZ' || row?.body.subarray(6).toString() !== String(i))
+          bad.push(`${i}: ${first} | ${types}`);
+      }
+      expect(bad).toEqual([]);
     } finally {
       raw.destroy();
     }

@@ -464,6 +464,24 @@ describe('SELECT set_config(…) as a SET', () => {
     expect(classifyUncached('RESET work_mem', OFF).resetsAll).toBeUndefined();
     expect(classifyUncached('DISCARD TEMP', OFF).resetsAll).toBeUndefined();
   });
+
+  it.each([
+    ['RESET DateStyle', 'datestyle'],
+    ['reset application_name;', 'application_name'],
+    ['RESET TIME ZONE', 'timezone'],
+    ['SET DateStyle TO DEFAULT', 'datestyle'],
+    ['SET SESSION search_path = default', 'search_path'],
+    ['SET TIME ZONE LOCAL', 'timezone'],
+    ['SET TIME ZONE DEFAULT', 'timezone'],
+    ['SET NAMES DEFAULT', 'client_encoding'],
+    ['SET LOCAL DateStyle TO DEFAULT', undefined],
+    ["SET DateStyle = 'ISO'", undefined],
+    ["SET TIME ZONE 'UTC'", undefined],
+    ['RESET ALL', undefined],
+    ['RESET SESSION AUTHORIZATION', undefined],
+  ])('%s returns %s to its reset value', (sql, name) => {
+    expect(classifyUncached(sql, OFF).resetsSetting).toBe(name);
+  });
 });
 
 describe('what tells a standby from a primary (drivers looking for a writable server)', () => {

@@ -10,6 +10,7 @@ import {
   type BackendState,
   type ErrorFieldMap,
   type Expectation,
+  MergedReady,
   type ReplyOutput,
   ReplyQueue,
 } from '../../src/session/replies.js';
@@ -374,6 +375,45 @@ describe('ReplyQueue: across nodes', () => {
     expect(standby.sent.equals(be.parseComplete())).toBe(true);
     expect(primary.completed).toEqual(['parse-w', 'exec-w', 'sync']);
     expect(standby.completed).toEqual(['parse-r', 'sync']);
+  });
+});
+
+describe('ReplyQueue: the one ReadyForQuery of a pipeline across nodes', () => {
+  /** A primary and a standby link writing to one client. */
+  function twoNodes(): { primary: Harness; standby: Harness; client: Buffer[] } {
+    const client: Buffer[] = [];
+    const primary = new Harness('primary');
+    const standby = new Harness('standby');
+    primary.toClient = (b) => client.push(Buffer.from(b));
+    standby.toClient = (b) => client.push(Buffer.from(b));
+    return { primary, standby, client };
+  }
+
+  it('is written where the last node answers, before what that node sends next in the same read (a Query pipelined behind the pipeline)', () => {
+    const { primary, standby, client } = twoNodes();
+    const merged = new MergedReady(2);
+    primary.expect('sync', { kind: 'sync', mode: 'merge', reportsToClient: true, merged });
+    standby.expect('sync', { kind: 'sync', mode: 'merge', merged });
+    primary.feed(be.ready('I'));
+    expect(client).toEqual([]);
+    expect(merged.complete).toBe(false);
+    // The primary has answered: a read pipelined behind the batch may go to the standby,
+    // whose ReadyForQuery and reply to the read then come in one piece.
+    standby.expect('read', { kind: 'query', mode: 'forward' });
+    standby.feed(stream(be.ready('I'), selectReply));
+    expect(Buffer.concat(client).equals(stream(be.ready('I'), selectReply))).toBe(true);
+    expect(merged.complete).toBe(true);
+    expect(standby.completed).toEqual(['sync', 'read']);
+  });
+
+  it("carries the primary's transaction status, or failed if any node's transaction failed", () => {
+    const a = new MergedReady(2);
+    expect(a.add(TxStatus.Idle, false)).toBeUndefined();
+    expect(a.add(TxStatus.InTransaction, true)?.equals(be.ready('T'))).toBe(true);
+    const b = new MergedReady(2);
+    b.add(TxStatus.InTransaction, true);
+    expect(b.add(TxStatus.Failed, false)?.equals(be.ready('E'))).toBe(true);
+    expect(b.status).toBe(TxStatus.Failed);
   });
 });
 

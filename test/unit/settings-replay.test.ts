@@ -31,3 +31,27 @@ describe('SettingsReplay.clientEncoding', () => {
     expect(withSettings({ client_encoding: 'LATIN1' }, ['SET work_mem = 1000']).clientEncoding()).toBe('latin1');
   });
 });
+
+describe('SettingsReplay.record: resets keep the start-up settings', () => {
+  const startup = { application_name: 'app', datestyle: 'SQL, DMY' };
+
+  it('RESET ALL, RESET x and SET x TO DEFAULT are replayed with the start-up values set again behind them', () => {
+    expect(withSettings(startup, ["SET DateStyle = 'German'", 'RESET ALL']).statements).toEqual([
+      "SET DateStyle = 'German'",
+      'RESET ALL',
+      "SELECT pg_catalog.set_config(E'application_name', E'app', false), pg_catalog.set_config(E'datestyle', E'SQL, DMY', false)",
+    ]);
+    expect(withSettings(startup, ['SET DateStyle TO DEFAULT']).statements).toEqual([
+      'SET DateStyle TO DEFAULT',
+      "SELECT pg_catalog.set_config(E'datestyle', E'SQL, DMY', false)",
+    ]);
+    // Not a start-up setting: nothing to set again.
+    expect(withSettings(startup, ['RESET work_mem']).statements).toEqual(['RESET work_mem']);
+  });
+
+  it('DISCARD ALL forgets the statements, not the start-up settings', () => {
+    const s = withSettings(startup, ["SET DateStyle = 'German'", 'DISCARD ALL']);
+    expect(s.statements).toEqual([]);
+    expect([...s.startup]).toEqual(Object.entries(startup));
+  });
+});

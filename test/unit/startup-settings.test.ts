@@ -7,11 +7,13 @@
 import { describe, expect, it } from 'vitest';
 import {
   internSettings,
+  mergeRestores,
   optionSettings,
   replayPlan,
   reportFor,
   setStatement,
   splitStartup,
+  startupRestore,
 } from '../../src/pool/startup-settings.js';
 
 const m = (o: Record<string, string>): Map<string, string> => new Map(Object.entries(o));
@@ -169,5 +171,35 @@ describe('setStatement and reportFor', () => {
       ['DateStyle', 'ISO, MDY'],
       ['server_version', '15.4'],
     ]);
+  });
+});
+
+describe('startupRestore and mergeRestores', () => {
+  const startup = m({ application_name: 'a', timezone: 'Asia/Tokyo' });
+  const one = { statementCount: 1 };
+
+  it('sets again every start-up setting after RESET ALL / DISCARD ALL, the one reset otherwise, nothing for others', () => {
+    expect(startupRestore({ ...one, resetsAll: true }, startup)).toEqual({
+      sql: "SELECT pg_catalog.set_config(E'application_name', E'a', false), pg_catalog.set_config(E'timezone', E'Asia/Tokyo', false)",
+      reportAs: startup,
+    });
+    expect(startupRestore({ ...one, resetsSetting: 'timezone' }, startup)?.sql).toBe(
+      "SELECT pg_catalog.set_config(E'timezone', E'Asia/Tokyo', false)",
+    );
+    expect(startupRestore({ ...one, resetsSetting: 'work_mem' }, startup)).toBeUndefined();
+    expect(startupRestore({ ...one, resetsAll: true }, m({}))).toBeUndefined();
+    // Among several statements the order of effects is not followed: not restored (the connection's settings become unknown).
+    expect(startupRestore({ statementCount: 2, resetsAll: true }, startup)).toBeUndefined();
+  });
+
+  it('merges two restores of one pipeline', () => {
+    const a = startupRestore({ ...one, resetsSetting: 'timezone' }, startup);
+    const b = startupRestore({ ...one, resetsSetting: 'application_name' }, startup);
+    if (!b) throw new Error('no restore');
+    expect([...mergeRestores(a, b).reportAs]).toEqual([
+      ['timezone', 'Asia/Tokyo'],
+      ['application_name', 'a'],
+    ]);
+    expect(mergeRestores(undefined, b)).toBe(b);
   });
 });
