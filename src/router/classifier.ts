@@ -143,6 +143,13 @@ export interface Classification {
    * settings then exist there only.
    */
   multiSetsSession?: boolean;
+  /**
+   * Several statements: their session-level SET and RESET (and set_config() calls of the
+   * form SET takes), in order, when they can be replayed on another connection as they are (undefined: none); null when
+   * settings change in a way that cannot (a set_config() call, or transaction control
+   * among the statements: whether a SET lasts depends on how its transaction ends).
+   */
+  multiSettings?: readonly MultiSetting[] | null;
   /** Number of non-empty statements in the text. */
   statementCount: number;
   /** Contains BEGIN/START TRANSACTION among several statements (pgpool's multi-statement rule: "transaction started by multi-statement"). */
@@ -1512,6 +1519,16 @@ function startsLikeSelect(sql: string): boolean {
   }
 }
 
+/** A session-level SET or RESET among several statements (Classification.multiSettings). */
+export interface MultiSetting {
+  /** The statement's text. */
+  readonly sql: string;
+  readonly kind: 'set' | 'reset';
+  readonly statementCount: 1;
+  readonly resetsAll?: boolean;
+  readonly resetsSetting?: string;
+}
+
 /** Classify without the cache. */
 export function classifyUncached(sql: string, opts: ClassifyOptions): Classification {
   const lx = lex(sql, opts.standardConformingStrings !== false);
@@ -1529,6 +1546,9 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
   let temps: string[] | null = null;
   let discards = false;
   let setsSession = false;
+  let settings: MultiSetting[] | null = null;
+  let unreplayable = false;
+  let txControl = false;
   for (let i = 0; i <= toks.length; i++) {
     if (i < toks.length && toks[i].kind !== Tok.Semi) continue;
     if (i < toks.length && toks[i].depth !== 0) {
@@ -1547,7 +1567,20 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
       for (const t of b.writtenTables ?? f?.writtenTables ?? EMPTY) written = pushUnique(written, t);
       for (const t of b.createsTemp ?? f?.createsTemp ?? EMPTY) temps = pushUnique(temps, t);
       if (b.discardsTemp === true) discards = true;
-      if (!setsSession) setsSession = changesSessionSetting(b, toks, s);
+      const changes = changesSessionSetting(b, toks, s);
+      if (changes) setsSession = true;
+      if (b.tx !== undefined) txControl = true;
+      if (changes && (b.kind === 'set' || b.kind === 'reset')) {
+        const item: MultiSetting = {
+          sql: sql.slice(toks[s].start, toks[i - 1].end),
+          kind: b.kind,
+          statementCount: 1,
+          resetsAll: b.resetsAll,
+          resetsSetting: b.resetsSetting,
+        };
+        settings ??= [];
+        settings.push(item);
+      } else if (changes) unreplayable = true;
     }
     s = i + 1;
   }
@@ -1576,6 +1609,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
     c.createsTemp = temps ?? EMPTY;
     c.discardsTemp = discards;
     if (setsSession) c.multiSetsSession = true;
+    if (settings !== null || unreplayable) c.multiSettings = unreplayable || txControl ? null : settings;
     return c;
   }
 

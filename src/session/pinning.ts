@@ -24,6 +24,9 @@ export function pinReason(sql: string, cls: Classification): string | undefined 
     const name = f.startsWith('pg_catalog.') ? f.slice('pg_catalog.'.length) : f;
     if (SESSION_LOCKS.has(name)) return 'session advisory lock';
   }
+  // A set_config() call or a SET under transaction control among several statements:
+  // what lasts is not known (see Classification.multiSettings; SettingsReplay replays the others).
+  if (cls.multiSettings === null) return 'SET among several statements';
   if (cls.kind === 'multi' || cls.kind === 'invalid') {
     // Several statements (or text the classifier gave up on): look for the same by their words.
     if (/(^|;)\s*listen\b/i.test(sql)) return 'LISTEN';

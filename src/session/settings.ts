@@ -5,6 +5,7 @@
  */
 import { TxStatus } from '../protocol/constants.js';
 import { settingsKey, startupRestore } from '../pool/startup-settings.js';
+import type { MultiSetting } from '../router/classifier.js';
 import type { Classification } from '../router/router.js';
 
 /** SET / RESET of client_encoding (or SET NAMES): see clientEncoding. */
@@ -70,11 +71,25 @@ export class SettingsReplay {
     const changes =
       cls.kind === 'set' || cls.kind === 'reset' || (cls.kind === 'multi' && /\b(set|reset)\b/i.test(sql));
     if (!ok) return true;
+    if (status === TxStatus.Idle && cls.kind === 'multi' && cls.multiSettings) {
+      // Several statements outside a transaction block, all done: their SET/RESET last, as
+      // one by one. They ran on the primary alone, and no start-up setting was set
+      // again behind a RESET there: every connection held is replayed the list before its next use.
+      for (const m of cls.multiSettings) this.apply(m.sql, m);
+      this.onUnknown?.();
+      return true;
+    }
     if (status !== TxStatus.Idle || cls.statementCount > 1) {
       const known = !changes || /^\s*set\s+local\b/i.test(sql);
       if (!known) this.onUnknown?.();
       return known;
     }
+    this.apply(sql, cls);
+    return true;
+  }
+
+  /** A SET, RESET or DISCARD ALL that lasts. */
+  private apply(sql: string, cls: MultiSetting | Classification): void {
     if (cls.kind === 'discard' && cls.resetsAll === true) {
       // The start-up settings were set again behind it, on the connection too.
       this.list.length = 0;
@@ -91,6 +106,5 @@ export class SettingsReplay {
         if (restore !== undefined) this.list.push(restore.sql);
       }
     }
-    return true;
   }
 }

@@ -253,6 +253,31 @@ describe('pool_mode = transaction', () => {
     await Promise.all([endPg(a), endPg(b)]);
   });
 
+  it('a SET or RESET among several statements of one Query lasts for the session, as on a direct connection', async () => {
+    const a = await pgClient(tiny, { database: db, application_name: 'multi-a' });
+    const b = await pgClient(tiny, { database: db });
+    const settings = async (c: pg.Client) =>
+      (
+        await c.query(
+          "SELECT current_setting('statement_timeout') AS t, current_setting('DateStyle') AS d, current_setting('application_name') AS n",
+        )
+      ).rows[0];
+    const r = await a.query("SET statement_timeout = '42s'; SET DateStyle = 'German'; SELECT 1 AS one");
+    expect((r as unknown as pg.QueryResult[]).map((x) => x.command)).toEqual(['SET', 'SET', 'SELECT']);
+    // b takes the connections in between (default_pool_size = 1).
+    expect(await settings(b)).toEqual({ t: '0', d: 'ISO, MDY', n: 'pgrelay-test' });
+    expect(await settings(a)).toEqual({ t: '42s', d: 'German, DMY', n: 'multi-a' });
+    await a.query("SELECT 1; RESET statement_timeout; SET application_name = 'multi-b'");
+    expect(await settings(b)).toEqual({ t: '0', d: 'ISO, MDY', n: 'pgrelay-test' });
+    expect(await settings(a)).toEqual({ t: '0', d: 'German, DMY', n: 'multi-b' });
+    await a.query("SET work_mem = '5MB'; RESET ALL");
+    expect(await settings(a)).toEqual({ t: '0', d: 'ISO, MDY', n: 'multi-a' });
+    // A failed query changes nothing (its statements ran in one implicit transaction).
+    await expect(a.query("SET DateStyle = 'SQL'; SELECT 1/0")).rejects.toMatchObject({ code: '22012' });
+    expect(await settings(a)).toEqual({ t: '0', d: 'ISO, MDY', n: 'multi-a' });
+    await Promise.all([endPg(a), endPg(b)]);
+  });
+
   const pinCases: Array<{ reason: string; set: string; check: string; expect: unknown }> = [
     {
       reason: 'temporary table',
@@ -266,6 +291,12 @@ describe('pool_mode = transaction', () => {
       set: 'DECLARE pool_tx_c CURSOR WITH HOLD FOR SELECT 7 AS x',
       check: 'FETCH 1 FROM pool_tx_c',
       expect: { x: 7 },
+    },
+    {
+      reason: 'SET among several statements',
+      set: "BEGIN; SET application_name = 'pin-multi'; COMMIT",
+      check: "SELECT current_setting('application_name') AS x",
+      expect: { x: 'pin-multi' },
     },
     {
       reason: 'session advisory lock',

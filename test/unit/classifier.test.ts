@@ -465,6 +465,23 @@ describe('SELECT set_config(…) as a SET', () => {
     expect(classifyUncached('DISCARD TEMP', OFF).resetsAll).toBeUndefined();
   });
 
+  it('several statements: their SET and RESET to replay, in order; null when what lasts is not known', () => {
+    const texts = (sql: string) => {
+      const m = classifyUncached(sql, OFF).multiSettings;
+      return m === null || m === undefined ? m : m.map((x) => x.sql);
+    };
+    expect(texts("SET a.b = 1; SELECT 1; RESET DateStyle; SET LOCAL c.d = 'x'")).toEqual([
+      'SET a.b = 1',
+      'RESET DateStyle',
+    ]);
+    expect(classifyUncached('SELECT 1; RESET ALL', OFF).multiSettings?.[0]?.resetsAll).toBe(true);
+    expect(texts("SELECT set_config('a.b', '1', false); SELECT 2")).toEqual(["SELECT set_config('a.b', '1', false)"]);
+    expect(texts('SELECT 1; SELECT 2')).toBeUndefined();
+    expect(texts('SET a.b = 1')).toBeUndefined(); // one statement: recorded as it is
+    expect(texts('BEGIN; SET a.b = 1; COMMIT')).toBeNull();
+    expect(texts("SELECT set_config('a.b', v, false) FROM t; SELECT 1")).toBeNull();
+  });
+
   it.each([
     ['RESET DateStyle', 'datestyle'],
     ['reset application_name;', 'application_name'],

@@ -54,4 +54,22 @@ describe('SettingsReplay.record: resets keep the start-up settings', () => {
     expect(s.statements).toEqual([]);
     expect([...s.startup]).toEqual(Object.entries(startup));
   });
+
+  it('SETs and RESETs among several statements are kept in order, only when the query succeeded outside a transaction block', () => {
+    const s = withSettings(startup, ["SET DateStyle = 'German'; SELECT 1; RESET application_name"]);
+    expect(s.statements).toEqual([
+      "SET DateStyle = 'German'",
+      'RESET application_name',
+      "SELECT pg_catalog.set_config(E'application_name', E'app', false)",
+    ]);
+    const failed = new SettingsReplay();
+    const multi = "SET work_mem = '5MB'; SELECT 1/0";
+    failed.record(multi, classify(multi, { allowSqlComments: false }), false, TxStatus.Idle);
+    expect(failed.statements).toEqual([]);
+    const inTx = new SettingsReplay();
+    let unknown = 0;
+    inTx.onUnknown = () => unknown++;
+    inTx.record(multi, classify(multi, { allowSqlComments: false }), true, TxStatus.InTransaction);
+    expect([inTx.statements, unknown]).toEqual([[], 1]);
+  });
 });
