@@ -158,7 +158,7 @@ export interface Classification {
   noLoadBalanceHint: boolean;
   /** Text starts (after whitespace) with a comment. */
   leadingComment: boolean;
-  /** Name for PREPARE / EXECUTE / DEALLOCATE / DECLARE / FETCH / CLOSE (lower-cased unless quoted). */
+  /** Name for PREPARE / EXECUTE / DEALLOCATE / DECLARE / FETCH / CLOSE, and of the savepoint of SAVEPOINT / RELEASE / ROLLBACK TO (lower-cased unless quoted). */
   name?: string;
   /** Lexer or structure error: the statement is routed to the primary like a write. */
   parseError?: string;
@@ -974,9 +974,23 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
     case 'abort':
       return analyzeCommit(toks, s, e, w);
     case 'savepoint':
-      return { kind: 'transaction', dest: 'both', write: true, reason: 'SAVEPOINT', tx: 'savepoint' };
+      return {
+        kind: 'transaction',
+        dest: 'both',
+        write: true,
+        reason: 'SAVEPOINT',
+        tx: 'savepoint',
+        name: savepointName(toks, s + 1, e),
+      };
     case 'release':
-      return { kind: 'transaction', dest: 'both', write: true, reason: 'RELEASE', tx: 'release' };
+      return {
+        kind: 'transaction',
+        dest: 'both',
+        write: true,
+        reason: 'RELEASE',
+        tx: 'release',
+        name: savepointName(toks, s + 1, e),
+      };
     case 'prepare': {
       if (wordAt(toks, s + 1, e) === 'transaction') {
         return {
@@ -1295,6 +1309,14 @@ function analyzeBegin(toks: Token[], s: number, e: number): Builder {
   return b;
 }
 
+/** The savepoint named from toks[i] on (`[SAVEPOINT] name` of SAVEPOINT, RELEASE, ROLLBACK TO): lower case unless quoted. */
+function savepointName(toks: Token[], i: number, e: number): string | undefined {
+  let j = i;
+  if (wordAt(toks, j, e) === 'savepoint' && j + 1 < e) j++;
+  const t = toks[j];
+  return j < e && (t.kind === Tok.Word || t.kind === Tok.QuotedIdent) ? t.text : undefined;
+}
+
 function analyzeCommit(toks: Token[], s: number, e: number, w: string): Builder {
   let k = s + 1;
   const isRollback = w === 'rollback' || w === 'abort';
@@ -1305,7 +1327,14 @@ function analyzeCommit(toks: Token[], s: number, e: number, w: string): Builder 
   const x = wordAt(toks, k, e);
   if (x === 'work' || x === 'transaction') k++;
   if (w === 'rollback' && wordAt(toks, k, e) === 'to') {
-    return { kind: 'transaction', dest: 'both', write: true, reason: 'ROLLBACK TO SAVEPOINT', tx: 'rollback_to' };
+    return {
+      kind: 'transaction',
+      dest: 'both',
+      write: true,
+      reason: 'ROLLBACK TO SAVEPOINT',
+      tx: 'rollback_to',
+      name: savepointName(toks, k + 1, e),
+    };
   }
   const b: Builder = {
     kind: 'transaction',

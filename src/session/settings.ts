@@ -7,6 +7,7 @@ import { TxStatus } from '../protocol/constants.js';
 import { settingsKey, startupRestore } from '../pool/startup-settings.js';
 import type { MultiSetting } from '../router/classifier.js';
 import type { Classification } from '../router/router.js';
+import type { TxCommand } from '../router/classifier.js';
 
 /** SET / RESET of client_encoding (or SET NAMES): see clientEncoding. */
 const RESET_ENCODING =
@@ -26,6 +27,13 @@ export class SettingsReplay {
    * Backends.applySettings).
    */
   startup: ReadonlyMap<string, string> = new Map();
+  /**
+   * The SET/RESET statements of the open transaction block and its savepoints, in order:
+   * they last if it commits (PostgreSQL undoes them at ROLLBACK, ROLLBACK TO SAVEPOINT).
+   */
+  private block: Array<MultiSetting | { savepoint: string }> | undefined;
+  /** A statement of the open transaction block failed: its COMMIT rolls back. */
+  private blockFailed = false;
   /** More settings than MAX_REPLAY: replaying is no longer possible. */
   overflow = false;
   /** A statement changed settings that are not recorded (see `record`). */
@@ -63,14 +71,46 @@ export class SettingsReplay {
 
   /**
    * Record a statement run on both nodes (after it completed with `ok` and transaction
-   * status `status`). Returns false when it changed settings that are not recorded (a SET
-   * inside a transaction block, or in a multi-statement query): the connection's settings
-   * then differ from the list.
+   * status `status`): a SET/RESET outside a transaction block lasts at once, one inside
+   * when its transaction commits (savepoints followed). Returns false when it changed
+   * settings that are not recorded (a SET among several statements inside a transaction
+   * block): the connection's settings then differ from the list.
    */
   record(sql: string, cls: Classification, ok: boolean, status: number): boolean {
+    if (cls.statementCount === 1 && cls.tx !== undefined) {
+      this.transactionCommand(cls.tx, cls.name, ok, status);
+      return true;
+    }
+    if (status === TxStatus.Idle) {
+      if (this.block !== undefined) {
+        // The transaction block ended some other way (a COMMIT or ROLLBACK among several
+        // statements…): whether its SETs last is not known.
+        this.block = undefined;
+        this.onUnknown?.();
+      }
+      this.blockFailed = false;
+    }
     const changes =
       cls.kind === 'set' || cls.kind === 'reset' || (cls.kind === 'multi' && /\b(set|reset)\b/i.test(sql));
-    if (!ok) return true;
+    if (!ok) {
+      if (status !== TxStatus.Idle) this.blockFailed = true;
+      return true;
+    }
+    if (status !== TxStatus.Idle && cls.statementCount === 1 && changes) {
+      // Inside a transaction block: kept if the transaction commits (SET LOCAL and SET
+      // TRANSACTION never are).
+      if (!/^\s*set\s+(local|transaction)\b/i.test(sql)) {
+        this.block ??= [];
+        this.block.push({
+          sql,
+          kind: cls.kind as 'set' | 'reset',
+          statementCount: 1,
+          resetsAll: cls.resetsAll,
+          resetsSetting: cls.resetsSetting,
+        });
+      }
+      return true;
+    }
     if (status === TxStatus.Idle && cls.kind === 'multi' && cls.multiSettings) {
       // Several statements outside a transaction block, all done: their SET/RESET last, as
       // one by one. They ran on the primary alone, and no start-up setting was set
@@ -86,6 +126,70 @@ export class SettingsReplay {
     }
     this.apply(sql, cls);
     return true;
+  }
+
+  /** BEGIN, SAVEPOINT, COMMIT…: what becomes of the SETs of the transaction block. */
+  private transactionCommand(tx: TxCommand, name: string | undefined, ok: boolean, status: number): void {
+    const block = this.block;
+    switch (tx) {
+      case 'savepoint':
+        if (ok && name !== undefined) {
+          this.block ??= [];
+          this.block.push({ savepoint: name });
+        }
+        break;
+      case 'rollback_to':
+      case 'release': {
+        if (!ok || block === undefined) break;
+        let at = -1;
+        for (let i = block.length - 1; i >= 0 && at < 0; i--) if (savepointOf(block[i]) === name) at = i;
+        if (at < 0) {
+          // A savepoint pgrelay did not see: what it undid is not known.
+          if (tx === 'rollback_to' && block.some((x) => savepointOf(x) === undefined)) {
+            this.block = undefined;
+            this.onUnknown?.();
+          }
+          break;
+        }
+        if (tx === 'rollback_to') {
+          // Undoes what followed the savepoint (and the error that led there), keeps the savepoint.
+          block.length = at + 1;
+          this.blockFailed = false;
+        } else this.block = [...block.slice(0, at), ...block.slice(at + 1).filter((x) => savepointOf(x) === undefined)];
+        break;
+      }
+      case 'commit':
+      case 'prepare_transaction': {
+        // A COMMIT of a failed transaction rolls it back (and says ROLLBACK).
+        let any = false;
+        if (ok && !this.blockFailed && block !== undefined) {
+          for (const x of block) {
+            if (savepointOf(x) !== undefined) continue;
+            this.apply((x as MultiSetting).sql, x as MultiSetting);
+            any = true;
+          }
+        }
+        // (COMMIT AND CHAIN: the next transaction starts with nothing of its own.)
+        this.block = undefined;
+        this.blockFailed = false;
+        // They ran on the links held then, perhaps not on every one (a read node's taken after them).
+        if (any) this.onUnknown?.();
+        break;
+      }
+      case 'rollback':
+        this.block = undefined;
+        this.blockFailed = false;
+        break;
+      case 'begin':
+        // A fresh block (a BEGIN inside one is a no-op).
+        if (ok && status === TxStatus.InTransaction && block === undefined) this.blockFailed = false;
+        break;
+      default:
+        if (status === TxStatus.Idle) {
+          this.block = undefined;
+          this.blockFailed = false;
+        }
+    }
   }
 
   /** A SET, RESET or DISCARD ALL that lasts. */
@@ -107,4 +211,8 @@ export class SettingsReplay {
       }
     }
   }
+}
+
+function savepointOf(x: MultiSetting | { savepoint: string }): string | undefined {
+  return 'savepoint' in x ? x.savepoint : undefined;
 }

@@ -278,6 +278,42 @@ describe('pool_mode = transaction', () => {
     await Promise.all([endPg(a), endPg(b)]);
   });
 
+  it('a SET inside a transaction block lasts if the transaction commits, as on a direct connection (ROLLBACK, ROLLBACK TO SAVEPOINT, a failed transaction undo it)', async () => {
+    const a = await pgClient(tiny, { database: db });
+    const b = await pgClient(tiny, { database: db });
+    const settings = async () => {
+      // b takes the connections in between (default_pool_size = 1).
+      await b.query('SELECT 1');
+      const r = await a.query("SELECT current_setting('statement_timeout') AS t, current_setting('DateStyle') AS d");
+      return r.rows[0];
+    };
+    const run = async (...statements: string[]) => {
+      for (const q of statements) await a.query(q).catch(() => undefined);
+    };
+    await run('BEGIN', "SET statement_timeout = '43s'", 'COMMIT');
+    expect(await settings()).toEqual({ t: '43s', d: 'ISO, MDY' });
+    await run('BEGIN', "SET statement_timeout = '44s'", 'ROLLBACK');
+    expect(await settings()).toEqual({ t: '43s', d: 'ISO, MDY' });
+    await run(
+      'BEGIN',
+      'SAVEPOINT s1',
+      "SET statement_timeout = '45s'",
+      'ROLLBACK TO SAVEPOINT s1',
+      "SET DateStyle = 'German'",
+      'RELEASE SAVEPOINT s1',
+      'COMMIT',
+    );
+    expect(await settings()).toEqual({ t: '43s', d: 'German, DMY' });
+    await run('BEGIN', "SET statement_timeout = '46s'", 'SELECT 1/0', 'COMMIT');
+    expect(await settings()).toEqual({ t: '43s', d: 'German, DMY' });
+    await run('BEGIN', 'SAVEPOINT s2', "SET statement_timeout = '47s'", 'RELEASE SAVEPOINT s2', 'COMMIT');
+    expect(await settings()).toEqual({ t: '47s', d: 'German, DMY' });
+    await run('BEGIN', "SET statement_timeout = '48s'", 'SAVEPOINT s3', 'SELECT 1/0', 'ROLLBACK TO s3', 'COMMIT');
+    expect(await settings()).toEqual({ t: '48s', d: 'German, DMY' });
+    expect((await b.query("SELECT current_setting('statement_timeout') AS t")).rows[0]).toEqual({ t: '0' });
+    await Promise.all([endPg(a), endPg(b)]);
+  });
+
   const pinCases: Array<{ reason: string; set: string; check: string; expect: unknown }> = [
     {
       reason: 'temporary table',

@@ -72,4 +72,69 @@ describe('SettingsReplay.record: resets keep the start-up settings', () => {
     inTx.record(multi, classify(multi, { allowSqlComments: false }), true, TxStatus.InTransaction);
     expect([inTx.statements, unknown]).toEqual([[], 1]);
   });
+
+  it('a SET inside a transaction block lasts when it commits; ROLLBACK, ROLLBACK TO SAVEPOINT and a failed transaction undo it', () => {
+    const T = TxStatus.InTransaction;
+    const E = TxStatus.Failed;
+    const I = TxStatus.Idle;
+    const run = (steps: Array<[string, boolean, number]>): readonly string[] => {
+      const s = new SettingsReplay();
+      for (const [sql, ok, status] of steps) s.record(sql, classify(sql, { allowSqlComments: false }), ok, status);
+      return s.statements;
+    };
+    expect(
+      run([
+        ['BEGIN', true, T],
+        ['SET a.b = 1', true, T],
+        ['COMMIT', true, I],
+      ]),
+    ).toEqual(['SET a.b = 1']);
+    expect(
+      run([
+        ['BEGIN', true, T],
+        ['SET a.b = 1', true, T],
+        ['ROLLBACK', true, I],
+      ]),
+    ).toEqual([]);
+    expect(
+      run([
+        ['BEGIN', true, T],
+        ['SET a.b = 1', true, T],
+        ['SELECT 1/0', false, E],
+        ['COMMIT', true, I],
+      ]),
+    ).toEqual([]);
+    expect(
+      run([
+        ['BEGIN', true, T],
+        ['SET LOCAL a.b = 1', true, T],
+        ['SET TRANSACTION READ ONLY', true, T],
+        ['COMMIT', true, I],
+      ]),
+    ).toEqual([]);
+    expect(
+      run([
+        ['BEGIN', true, T],
+        ['SET a.b = 1', true, T],
+        ['SAVEPOINT s', true, T],
+        ['SET a.c = 2', true, T],
+        ['SELECT 1/0', false, E],
+        ['ROLLBACK TO SAVEPOINT s', true, T],
+        ['SAVEPOINT "T"', true, T],
+        ['SET a.d = 3', true, T],
+        ['RELEASE "T"', true, T],
+        ['COMMIT', true, I],
+      ]),
+    ).toEqual(['SET a.b = 1', 'SET a.d = 3']);
+    // COMMIT AND CHAIN: the SET lasts, the next transaction starts empty.
+    expect(
+      run([
+        ['BEGIN', true, T],
+        ['SET a.b = 1', true, T],
+        ['COMMIT AND CHAIN', true, T],
+        ['SET a.c = 2', true, T],
+        ['ROLLBACK', true, I],
+      ]),
+    ).toEqual(['SET a.b = 1']);
+  });
 });
