@@ -513,6 +513,19 @@ export class Backends {
     if (this.poolFull.size > 0) this.poolFull.clear();
   }
 
+  /**
+   * pool_mode = transaction: the session's recorded settings changed in a way the links
+   * held did not all follow: each is reset and given the session's settings again, queued
+   * before anything else the client sends there.
+   */
+  resyncSettings(): void {
+    for (const l of this.links) {
+      if (!l) continue;
+      l.conn.settings = DIRTY_SETTINGS;
+      this.applySettings(l)?.catch((e: PgError) => this.owner.settingsFailed(e));
+    }
+  }
+
   /** A setting changed inside a transaction on these links: whoever gets them next resets them first. */
   settingsUnknown(): void {
     for (const l of this.links) if (l) l.conn.settings = DIRTY_SETTINGS;

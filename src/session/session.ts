@@ -181,6 +181,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.txMode = this.backends.pooled;
     if (this.txMode) {
       this.settings.onUnknown = () => this.backends.settingsUnknown();
+      this.settings.onResync = () => this.backends.resyncSettings();
       this.settings.onOverflow = () => this.pin('SET not replayable (bind parameters, or more than 64 settings)');
       this.settings.startup = this.backends.startupSettings;
     }

@@ -38,6 +38,12 @@ export class SettingsReplay {
   overflow = false;
   /** A statement changed settings that are not recorded (see `record`). */
   onUnknown: (() => void) | undefined;
+  /**
+   * Recorded settings changed that the connections held did not all follow as recorded (a
+   * SET among several statements, the SETs of a transaction block at its COMMIT): bring
+   * each to the list before anything else runs there.
+   */
+  onResync: (() => void) | undefined;
   /** The list stopped being replayable. */
   onOverflow: (() => void) | undefined;
 
@@ -113,10 +119,10 @@ export class SettingsReplay {
     }
     if (status === TxStatus.Idle && cls.kind === 'multi' && cls.multiSettings) {
       // Several statements outside a transaction block, all done: their SET/RESET last, as
-      // one by one. They ran on the primary alone, and no start-up setting was set
-      // again behind a RESET there: every connection held is replayed the list before its next use.
+      // one by one. They ran on the primary alone, and no start-up setting was set again
+      // behind a RESET there: every connection held is brought to the list at once.
       for (const m of cls.multiSettings) this.apply(m.sql, m);
-      this.onUnknown?.();
+      this.onResync?.();
       return true;
     }
     if (status !== TxStatus.Idle || cls.statementCount > 1) {
@@ -173,7 +179,7 @@ export class SettingsReplay {
         this.block = undefined;
         this.blockFailed = false;
         // They ran on the links held then, perhaps not on every one (a read node's taken after them).
-        if (any) this.onUnknown?.();
+        if (any) this.onResync?.();
         break;
       }
       case 'rollback':
