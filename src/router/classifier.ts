@@ -150,6 +150,11 @@ export interface Classification {
    * among the statements: whether a SET lasts depends on how its transaction ends).
    */
   multiSettings?: readonly MultiSetting[] | null;
+  /**
+   * DO or CALL: runs code that may change session settings where pgrelay cannot see it
+   * (set_config(…, false) in its body).
+   */
+  runsCode?: boolean;
   /** Number of non-empty statements in the text. */
   statementCount: number;
   /** Contains BEGIN/START TRANSACTION among several statements (pgpool's multi-statement rule: "transaction started by multi-statement"). */
@@ -742,6 +747,7 @@ interface Builder {
   discardsTemp?: boolean;
   resetsAll?: boolean;
   resetsSetting?: string;
+  runsCode?: boolean;
   changesDefaults?: DefaultsChange;
   /** Select family: subject to the text-start rule of allow_sql_comments = off. */
   selectText?: boolean;
@@ -1034,6 +1040,7 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
     default:
       if (OTHER_PRIMARY.has(w)) {
         const b = primary('other', w.toUpperCase());
+        if (w === 'do' || w === 'call') b.runsCode = true;
         if (w === 'truncate') {
           const names: string[] = [];
           let j = s + 1;
@@ -1517,6 +1524,7 @@ function finish(b: Builder, statementCount: number, hint: boolean, leadingCommen
   if (b.txSetting !== undefined) c.txSetting = b.txSetting;
   if (b.resetsAll === true) c.resetsAll = true;
   if (b.resetsSetting !== undefined) c.resetsSetting = b.resetsSetting;
+  if (b.runsCode === true) c.runsCode = true;
   if (b.changesDefaults !== undefined) c.changesDefaults = b.changesDefaults;
   if (b.name !== undefined) c.name = b.name;
   if (b.parseError !== undefined) c.parseError = b.parseError;
@@ -1578,6 +1586,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
   let settings: MultiSetting[] | null = null;
   let unreplayable = false;
   let txControl = false;
+  let runsCode = false;
   for (let i = 0; i <= toks.length; i++) {
     if (i < toks.length && toks[i].kind !== Tok.Semi) continue;
     if (i < toks.length && toks[i].depth !== 0) {
@@ -1599,6 +1608,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
       const changes = changesSessionSetting(b, toks, s);
       if (changes) setsSession = true;
       if (b.tx !== undefined) txControl = true;
+      if (b.runsCode === true) runsCode = true;
       if (changes && (b.kind === 'set' || b.kind === 'reset')) {
         const item: MultiSetting = {
           sql: sql.slice(toks[s].start, toks[i - 1].end),
@@ -1639,6 +1649,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
     c.discardsTemp = discards;
     if (setsSession) c.multiSetsSession = true;
     if (settings !== null || unreplayable) c.multiSettings = unreplayable || txControl ? null : settings;
+    if (runsCode) c.runsCode = true;
     return c;
   }
 

@@ -83,6 +83,9 @@ export class SettingsReplay {
    * block): the connection's settings then differ from the list.
    */
   record(sql: string, cls: Classification, ok: boolean, status: number): boolean {
+    // A DO block or procedure may have changed settings in its body: the connections are
+    // reset before their next use (what it set does not last, nor reach another client).
+    if (cls.runsCode === true && ok) this.onUnknown?.();
     if (cls.statementCount === 1 && cls.tx !== undefined) {
       this.transactionCommand(cls.tx, cls.name, ok, status);
       return true;

@@ -314,6 +314,22 @@ describe('pool_mode = transaction', () => {
     await Promise.all([endPg(a), endPg(b)]);
   });
 
+  it('a setting changed inside a DO block or a procedure does not reach the next client of its connection', async () => {
+    const a = await pgClient(tiny, { database: db });
+    const b = await pgClient(tiny, { database: db });
+    const timeout = async (c: pg.Client) =>
+      (await c.query(`${PRIMARY_HINT} SELECT current_setting('statement_timeout') AS t`)).rows[0].t;
+    await a.query("DO $$ BEGIN PERFORM set_config('statement_timeout', '77s', false); END $$");
+    // default_pool_size = 1: b gets the connection the DO block ran on.
+    expect(await timeout(b)).toBe('0');
+    await a.query(
+      "CREATE OR REPLACE PROCEDURE pool_tx_set() LANGUAGE plpgsql AS $$ BEGIN PERFORM set_config('statement_timeout', '78s', false); END $$",
+    );
+    await a.query('CALL pool_tx_set()');
+    expect(await timeout(b)).toBe('0');
+    await Promise.all([endPg(a), endPg(b)]);
+  });
+
   const pinCases: Array<{ reason: string; set: string; check: string; expect: unknown }> = [
     {
       reason: 'temporary table',

@@ -482,6 +482,13 @@ describe('SELECT set_config(…) as a SET', () => {
     expect(texts("SELECT set_config('a.b', v, false) FROM t; SELECT 1")).toBeNull();
   });
 
+  it('DO and CALL run code that may change settings unseen', () => {
+    expect(classifyUncached('DO $$ BEGIN NULL; END $$', OFF).runsCode).toBe(true);
+    expect(classifyUncached('CALL p(1)', OFF).runsCode).toBe(true);
+    expect(classifyUncached('SELECT 1; CALL p()', OFF).runsCode).toBe(true);
+    expect(classifyUncached('SELECT f(1)', OFF).runsCode).toBeUndefined();
+  });
+
   it.each([
     ['RESET DateStyle', 'datestyle'],
     ['reset application_name;', 'application_name'],
