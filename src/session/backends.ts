@@ -875,6 +875,12 @@ export class Backends {
     if (this.passTo === link) this.passTo = this.primaryLink ?? DROP;
   }
 
+  /** pool_mode = transaction: the primary's link was lost between units of work (session.ts lostBetweenUnits). */
+  dropPrimary(link: BackendLink): void {
+    this.drop(link);
+    if (this.primaryLink === link) this.primaryLink = undefined;
+  }
+
   /** Stop using `link`, whose node is up but no longer in step with the session: its connection is closed, not reused. */
   retire(link: BackendLink): void {
     this.drop(link);

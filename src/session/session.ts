@@ -999,6 +999,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (this.closed) return;
     if (!link.fatal) void this.ctx.services.reportBackendError(link.nodeId, 'io');
     if (link !== this.backends.primary && moveReadsOff(this, link, (id) => this.extended.forgetNode(id))) return;
+    if (this.lostBetweenUnits(link)) return;
     if (link.fatal) {
       this.closeAfterFatal(link);
       return;
@@ -1013,6 +1014,33 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
         'The backend terminated abnormally before or while processing the request.',
       ),
     );
+  }
+
+  /**
+   * pool_mode = transaction: the primary's connection closed (or sent FATAL) while the
+   * client is between transactions and only pgrelay's own requests were outstanding there
+   * (a write position read behind a write, settings): nothing of the client's is lost, so
+   * the session goes on and its next unit of work takes another connection, as after a
+   * pooled connection lost while idle. The position read failing, its reads go to the
+   * primary until one is read.
+   */
+  private lostBetweenUnits(link: BackendLink): boolean {
+    if (!this.txMode || link !== this.backends.primary || this.backends.pinned !== undefined) return false;
+    if (this.routing.inTransaction || link.visible > 0 || link.copyIn || link.inPipeline) return false;
+    // Links being taken (their settings replayed before the client's statement) fail as before.
+    if (this.taking || this.waitingFor !== null) return false;
+    this.log.warn(
+      { node: link.nodeId, backendPid: link.conn.pid },
+      'backend connection closed between transactions; the next one takes another',
+    );
+    this.backends.dropPrimary(link);
+    // A position read fails (settings replayed there need nothing: the connection is gone).
+    const lost: ErrorFieldMap = { S: 'FATAL', C: SQLSTATE.connectionFailure, M: 'connection lost' };
+    for (const e of link.replies.takePending())
+      if (e.mode === 'capture')
+        queueMicrotask(() => e.done?.({ kind: e.kind, mode: e.mode, error: lost, status: TxStatus.Idle }, link));
+    queueMicrotask(() => this.maybeCheckin());
+    return true;
   }
 
   // ---------------------------------------------------------------- state for the rest of pgrelay
