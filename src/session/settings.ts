@@ -151,7 +151,8 @@ export class SettingsReplay {
       case 'release': {
         if (!ok || block === undefined) break;
         let at = -1;
-        for (let i = block.length - 1; i >= 0 && at < 0; i--) if (savepointOf(block[i]) === name) at = i;
+        if (name !== undefined)
+          for (let i = block.length - 1; i >= 0 && at < 0; i--) if (savepointOf(block[i]) === name) at = i;
         if (at < 0) {
           // A savepoint pgrelay did not see: what it undid is not known.
           if (tx === 'rollback_to' && block.some((x) => savepointOf(x) === undefined)) {

@@ -126,6 +126,23 @@ describe('SettingsReplay.record: resets keep the start-up settings', () => {
         ['COMMIT', true, I],
       ]),
     ).toEqual(['SET a.b = 1', 'SET a.d = 3']);
+    // A savepoint pgrelay did not see (or could not name): what it undid is not known, nothing is kept.
+    expect(
+      run([
+        ['BEGIN', true, T],
+        ['SET a.b = 1', true, T],
+        ['ROLLBACK TO SAVEPOINT nosuch', true, T],
+        ['COMMIT', true, I],
+      ]),
+    ).toEqual([]);
+    expect(
+      run([
+        ['BEGIN', true, T],
+        ['SET a.b = 1', true, T],
+        ['ROLLBACK TO 1', true, T],
+        ['COMMIT', true, I],
+      ]),
+    ).toEqual([]);
     // COMMIT AND CHAIN: the SET lasts, the next transaction starts empty.
     expect(
       run([
