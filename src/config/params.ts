@@ -377,6 +377,15 @@ export const PARAMS: readonly ParamDef[] = [
     { min: 0, max: INT_MAX, unit: 's', pgrelay: true },
   ),
   g(
+    'query_timeout',
+    'int',
+    0,
+    R,
+    'pool',
+    'pgrelay (PgBouncer): a client whose request has been outstanding this many seconds (nothing came back complete, nothing more came from it) is disconnected with FATAL 57014, its backend connections closed (0 = never).',
+    { min: 0, max: INT_MAX, unit: 's', pgrelay: true },
+  ),
+  g(
     'query_wait_timeout',
     'int',
     120,

@@ -100,6 +100,7 @@ export interface Config {
   /** s */
   server_idle_timeout: number;
   idle_transaction_timeout: number;
+  query_timeout: number;
   /** s */
   server_lifetime: number;
   /** s */

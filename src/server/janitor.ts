@@ -1,8 +1,9 @@
 /**
  * Periodic upkeep, once a second: the connection cache drops connections idle
  * longer than connection_life_time, and clients idle longer than
- * client_idle_limit (global, or per session with PGPOOL SET) are closed, and those idle
- * inside a transaction longer than idle_transaction_timeout.
+ * client_idle_limit (global, or per session with PGPOOL SET) are closed, those idle
+ * inside a transaction longer than idle_transaction_timeout, and those whose request has
+ * been outstanding longer than query_timeout.
  */
 import type { Config } from '../config/types.js';
 import { SQLSTATE } from '../protocol/constants.js';
@@ -38,12 +39,30 @@ export class Janitor {
     const cfg = this.opts.config();
     const global = cfg.client_idle_limit;
     const inTx = cfg.idle_transaction_timeout;
+    const queryTimeout = cfg.query_timeout;
     const now = Date.now();
     for (const s of this.opts.sessions) {
       const own = s.adminParams.get('client_idle_limit');
       const limit = typeof own === 'number' ? own : global;
-      if (s.busy) continue;
       const idle = now - s.lastActivity;
+      if (s.busy) {
+        // A request outstanding that long with no request completing and nothing more from the
+        // client: a client that stopped reading (it would hold a pool's connection for ever),
+        // a server that stopped answering, or a statement running longer than allowed.
+        if (queryTimeout > 0 && idle >= queryTimeout * 1000) {
+          s.log.info({ query_timeout: queryTimeout }, 'closing client: request outstanding past query_timeout');
+          s.fatal(
+            new PgError(
+              SQLSTATE.queryCanceled,
+              `terminating connection due to query_timeout: a request was outstanding for more than ${queryTimeout} s`,
+              'FATAL',
+              undefined,
+              'Read results as they come; for long statements raise query_timeout, or use a server-side statement_timeout below it.',
+            ),
+          );
+        }
+        continue;
+      }
       if (limit > 0 && idle >= limit * 1000) {
         s.log.info({ client_idle_limit: limit }, 'closing idle client');
         s.fatal(

@@ -569,6 +569,36 @@ describe('pool_mode = transaction', () => {
     }
   });
 
+  it('query_timeout: a client that stops reading a large result is disconnected after it, and the connection it held goes to the client waiting for it', {
+    timeout: 60_000,
+  }, async () => {
+    const one = await startProxy({
+      cluster,
+      config: {
+        log_min_messages: 'warning',
+        pool_mode: 'transaction',
+        default_pool_size: 1,
+        load_balance_mode: false,
+        query_timeout: 1,
+        query_wait_timeout: 30,
+      },
+    });
+    const raw = await RawClient.connect(one.port);
+    try {
+      expect((await raw.startup({ user: 'postgres', database: db })).ok).toBe(true);
+      // 64 MB of rows it never reads: the pool's one connection stays in the middle of the reply.
+      raw.socket.pause();
+      raw.send(queryMessage("SELECT repeat('x', 1048576) FROM generate_series(1, 64)"));
+      const waiter = await pgClient(one, { database: db });
+      expect((await waiter.query('SELECT 2 AS v')).rows).toEqual([{ v: 2 }]);
+      await one.waitForLog(/query_timeout/, 10_000);
+      await endPg(waiter);
+    } finally {
+      raw.destroy();
+      await one.stop();
+    }
+  });
+
   it('SHOW pool_processes lists waiting and active clients; SHOW pool_pools the idle pooled connections', async () => {
     const a = await pgClient(tiny, { database: db });
     await a.query('BEGIN');
