@@ -278,7 +278,7 @@ async function pgScript(c: number, port: number, tag: string, out: string[]): Pr
       case 31: {
         await q(`LISTEN ch${c}`);
         const got = new Promise<string>((res) => {
-          const t = setTimeout(() => res('no notification'), 3000);
+          const t = setTimeout(() => res('no notification'), 20_000);
           client.once('notification', (n) => {
             clearTimeout(t);
             res(`notified ${n.channel} ${n.payload}`);
@@ -321,7 +321,7 @@ async function pgScript(c: number, port: number, tag: string, out: string[]): Pr
         await q(SHOW_SQL);
         break;
       case 38:
-        await q('SET statement_timeout = 100; SELECT 1 AS x');
+        await q('SET statement_timeout = 5000; SELECT 1 AS x');
         await q(SHOW_SQL);
         await q('SET statement_timeout = 0');
         break;
