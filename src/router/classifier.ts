@@ -151,6 +151,12 @@ export interface Classification {
    */
   multiSettings?: readonly MultiSetting[] | null;
   /**
+   * SET / set_config(): 'local' when the change ends with the transaction (SET LOCAL,
+   * set_config(…, true)), 'unknown' when only a bound value says (set_config(…, $3));
+   * undefined: it lasts for the session.
+   */
+  settingScope?: 'local' | 'unknown';
+  /**
    * DO or CALL: runs code that may change session settings where pgrelay cannot see it
    * (set_config(…, false) in its body).
    */
@@ -748,6 +754,7 @@ interface Builder {
   resetsAll?: boolean;
   resetsSetting?: string;
   runsCode?: boolean;
+  settingScope?: 'local' | 'unknown';
   changesDefaults?: DefaultsChange;
   /** Select family: subject to the text-start rule of allow_sql_comments = off. */
   selectText?: boolean;
@@ -903,7 +910,20 @@ function setConfigCall(sql: string, toks: Token[], s: number, e: number): Builde
   if (wordAt(toks, k, e) === 'as') k++;
   if (k < e && isNameTok(toks[k])) k++;
   if (k !== e) return undefined;
-  return { kind: 'set', dest: 'both', write: true, reason: 'SELECT set_config(…) (a SET)' };
+  const b: Builder = { kind: 'set', dest: 'both', write: true, reason: 'SELECT set_config(…) (a SET)' };
+  const scope = isLocalArgument(sql, args[2]);
+  if (scope !== 'session') b.settingScope = scope;
+  return b;
+}
+
+/** set_config()'s third argument: true ('local'), false ('session'), or a bound value ('unknown'). */
+function isLocalArgument(sql: string, a: Token[]): 'local' | 'session' | 'unknown' {
+  const t = a[0];
+  if (t.kind === Tok.Param) return 'unknown';
+  const v = (t.kind === Tok.String ? sql.slice(t.start + 1, t.end - 1) : t.text || sql.slice(t.start, t.end))
+    .trim()
+    .toLowerCase();
+  return ['true', 't', 'on', 'yes', 'y', '1'].includes(v) ? 'local' : 'session';
 }
 
 /** A literal, bind parameter or word, optionally followed by `::type`. */
@@ -1184,7 +1204,8 @@ function analyzeSet(sql: string, toks: Token[], s: number, e: number): Builder {
   }
   if (j >= e) return invalid('SET without a parameter');
   const b = both('SET');
-  if (scopeWord !== 'local') {
+  if (scopeWord === 'local') b.settingScope = 'local';
+  else {
     const reset = settingToDefault(sql, toks, j, e);
     if (reset !== undefined) b.resetsSetting = reset;
   }
@@ -1525,6 +1546,7 @@ function finish(b: Builder, statementCount: number, hint: boolean, leadingCommen
   if (b.resetsAll === true) c.resetsAll = true;
   if (b.resetsSetting !== undefined) c.resetsSetting = b.resetsSetting;
   if (b.runsCode === true) c.runsCode = true;
+  if (b.settingScope !== undefined) c.settingScope = b.settingScope;
   if (b.changesDefaults !== undefined) c.changesDefaults = b.changesDefaults;
   if (b.name !== undefined) c.name = b.name;
   if (b.parseError !== undefined) c.parseError = b.parseError;
@@ -1564,6 +1586,7 @@ export interface MultiSetting {
   readonly statementCount: 1;
   readonly resetsAll?: boolean;
   readonly resetsSetting?: string;
+  readonly settingScope?: 'local' | 'unknown';
 }
 
 /** Classify without the cache. */
@@ -1609,13 +1632,14 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
       if (changes) setsSession = true;
       if (b.tx !== undefined) txControl = true;
       if (b.runsCode === true) runsCode = true;
-      if (changes && (b.kind === 'set' || b.kind === 'reset')) {
+      if (changes && (b.kind === 'set' || b.kind === 'reset') && b.settingScope !== 'unknown') {
         const item: MultiSetting = {
           sql: sql.slice(toks[s].start, toks[i - 1].end),
           kind: b.kind,
           statementCount: 1,
           resetsAll: b.resetsAll,
           resetsSetting: b.resetsSetting,
+          settingScope: b.settingScope,
         };
         settings ??= [];
         settings.push(item);

@@ -106,9 +106,14 @@ export class SettingsReplay {
       return true;
     }
     if (status !== TxStatus.Idle && cls.statementCount === 1 && changes) {
-      // Inside a transaction block: kept if the transaction commits (SET LOCAL and SET
-      // TRANSACTION never are).
-      if (!/^\s*set\s+(local|transaction)\b/i.test(sql)) {
+      // set_config(…, $3): whether it lasts is known only from the bound value.
+      if (cls.settingScope === 'unknown') {
+        this.onUnknown?.();
+        return false;
+      }
+      // Inside a transaction block: kept if the transaction commits (SET LOCAL,
+      // set_config(…, true) and SET TRANSACTION never are).
+      if (cls.settingScope !== 'local' && !/^\s*set\s+transaction\b/i.test(sql)) {
         this.block ??= [];
         this.block.push({
           sql,
@@ -129,7 +134,7 @@ export class SettingsReplay {
       return true;
     }
     if (status !== TxStatus.Idle || cls.statementCount > 1) {
-      const known = !changes || /^\s*set\s+local\b/i.test(sql);
+      const known = !changes || cls.settingScope === 'local' || /^\s*set\s+local\b/i.test(sql);
       if (!known) this.onUnknown?.();
       return known;
     }
@@ -208,7 +213,8 @@ export class SettingsReplay {
       // The start-up settings were set again behind it, on the connection too.
       this.list.length = 0;
       this.overflow = false;
-    } else if (cls.kind === 'set' || cls.kind === 'reset') {
+    } else if ((cls.kind === 'set' || cls.kind === 'reset') && cls.settingScope !== 'local') {
+      // (SET LOCAL, set_config(…, true) outside a transaction block: nothing lasts.)
       // A statement with bind parameters (SELECT set_config($1, $2, false)) cannot be replayed as text.
       if (this.list.length >= MAX_REPLAY || /\$\d/.test(sql)) {
         if (!this.overflow) this.onOverflow?.();

@@ -314,6 +314,23 @@ describe('pool_mode = transaction', () => {
     await Promise.all([endPg(a), endPg(b)]);
   });
 
+  it("set_config(…, true) with a bound value inside transactions (row-level security's pattern) does not pin the session and does not last", async () => {
+    const a = await pgClient(tiny, { database: db });
+    const b = await pgClient(tiny, { database: db });
+    for (let i = 0; i < 3; i++) {
+      await a.query('BEGIN');
+      await a.query("SELECT set_config('app.user_id', $1, true)", [`u${i}`]);
+      const r = await a.query(`${PRIMARY_HINT} SELECT current_setting('app.user_id') AS u`);
+      expect(r.rows).toEqual([{ u: `u${i}` }]);
+      await a.query('COMMIT');
+      // default_pool_size = 1: b gets the connection (a is not pinned to it) and sees nothing of a's.
+      const other = await b.query(`${PRIMARY_HINT} SELECT current_setting('app.user_id', true) AS u`);
+      expect(other.rows[0].u ?? '').toBe('');
+    }
+    expect(tiny.logs()).not.toMatch(/session pinned.*set_config|SET not replayable/);
+    await Promise.all([endPg(a), endPg(b)]);
+  });
+
   it('a setting changed inside a DO block or a procedure does not reach the next client of its connection', async () => {
     const a = await pgClient(tiny, { database: db });
     const b = await pgClient(tiny, { database: db });

@@ -482,6 +482,17 @@ describe('SELECT set_config(…) as a SET', () => {
     expect(texts("SELECT set_config('a.b', v, false) FROM t; SELECT 1")).toBeNull();
   });
 
+  it.each([
+    ["SELECT set_config('a.b', $1, true)", 'local'],
+    ["SELECT pg_catalog.set_config('a.b', 'x', 'on')", 'local'],
+    ["SELECT set_config('a.b', $1, false)", undefined],
+    ["SELECT set_config('a.b', $1, $2)", 'unknown'],
+    ['SET LOCAL a.b = 1', 'local'],
+    ['SET a.b = 1', undefined],
+  ])('%s: the setting lasts %s', (sql, scope) => {
+    expect(classifyUncached(sql, OFF).settingScope).toBe(scope);
+  });
+
   it('DO and CALL run code that may change settings unseen', () => {
     expect(classifyUncached('DO $$ BEGIN NULL; END $$', OFF).runsCode).toBe(true);
     expect(classifyUncached('CALL p(1)', OFF).runsCode).toBe(true);

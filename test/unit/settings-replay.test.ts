@@ -143,6 +143,23 @@ describe('SettingsReplay.record: resets keep the start-up settings', () => {
         ['COMMIT', true, I],
       ]),
     ).toEqual([]);
+    // set_config(…, true): never kept (nor replayed, nor pinning for its bound value); set_config(…, $3): not known.
+    let overflows = 0;
+    let unknowns = 0;
+    const s = new SettingsReplay();
+    s.onOverflow = () => overflows++;
+    s.onUnknown = () => unknowns++;
+    for (const [sql, status] of [
+      ['BEGIN', T],
+      ["SELECT set_config('app.user_id', $1, true)", T],
+      ['COMMIT', I],
+      ["SELECT set_config('app.user_id', $1, true)", I],
+      ['BEGIN', T],
+      ["SELECT set_config('app.user_id', $1, $2)", T],
+      ['COMMIT', I],
+    ] as Array<[string, number]>)
+      s.record(sql, classify(sql, { allowSqlComments: false }), true, status);
+    expect([s.statements, overflows, unknowns]).toEqual([[], 0, 1]);
     // COMMIT AND CHAIN: the SET lasts, the next transaction starts empty.
     expect(
       run([
