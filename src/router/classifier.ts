@@ -151,6 +151,11 @@ export interface Classification {
    */
   multiSettings?: readonly MultiSetting[] | null;
   /**
+   * SET / set_config(): the setting it changes (lower case; a dotted custom name whole),
+   * when known from the text: a later SET or RESET of it supersedes this one.
+   */
+  settingName?: string;
+  /**
    * SET / set_config(): 'local' when the change ends with the transaction (SET LOCAL,
    * set_config(…, true)), 'unknown' when only a bound value says (set_config(…, $3));
    * undefined: it lasts for the session.
@@ -755,6 +760,7 @@ interface Builder {
   resetsSetting?: string;
   runsCode?: boolean;
   settingScope?: 'local' | 'unknown';
+  settingName?: string;
   changesDefaults?: DefaultsChange;
   /** Select family: subject to the text-start rule of allow_sql_comments = off. */
   selectText?: boolean;
@@ -911,6 +917,11 @@ function setConfigCall(sql: string, toks: Token[], s: number, e: number): Builde
   if (k < e && isNameTok(toks[k])) k++;
   if (k !== e) return undefined;
   const b: Builder = { kind: 'set', dest: 'both', write: true, reason: 'SELECT set_config(…) (a SET)' };
+  if (name.kind === Tok.String && args[0].length === 1)
+    b.settingName = sql
+      .slice(name.start + 1, name.end - 1)
+      .trim()
+      .toLowerCase();
   const scope = isLocalArgument(sql, args[2]);
   if (scope !== 'session') b.settingScope = scope;
   return b;
@@ -966,7 +977,10 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
       }
       if (what === 'all') b.resetsAll = true;
       else if (what === 'time' && wordAt(toks, s + 2, e) === 'zone' && s + 3 === e) b.resetsSetting = 'timezone';
-      else if (what !== '' && s + 2 === e) b.resetsSetting = what;
+      else {
+        const name = settingNameAt(toks, s + 1, e);
+        if (name !== undefined && name.end === e) b.resetsSetting = name.name;
+      }
       return b;
     }
     case 'discard': {
@@ -1208,8 +1222,37 @@ function analyzeSet(sql: string, toks: Token[], s: number, e: number): Builder {
   else {
     const reset = settingToDefault(sql, toks, j, e);
     if (reset !== undefined) b.resetsSetting = reset;
+    const name = SET_SPECIAL_NAMES.get(w) ?? settingNameAt(toks, j, e)?.name;
+    if (name !== undefined) b.settingName = name;
   }
   return b;
+}
+
+/** SET forms whose words are not the setting's name. */
+const SET_SPECIAL_NAMES: ReadonlyMap<string, string> = new Map([
+  ['time', 'timezone'],
+  ['names', 'client_encoding'],
+  ['schema', 'search_path'],
+  ['role', 'role'],
+  ['xml', 'xmloption'],
+  ['session', 'session_authorization'],
+]);
+
+/** A setting's name from toks[i] (a word, or dotted words of a custom setting), lower case, and the index after it. */
+function settingNameAt(toks: Token[], i: number, e: number): { name: string; end: number } | undefined {
+  const first = toks[i];
+  if (i >= e || first === undefined || (first.kind !== Tok.Word && first.kind !== Tok.QuotedIdent)) return undefined;
+  let name = first.text.toLowerCase();
+  let j = i + 1;
+  while (
+    j + 1 < e &&
+    toks[j].kind === Tok.Dot &&
+    (toks[j + 1].kind === Tok.Word || toks[j + 1].kind === Tok.QuotedIdent)
+  ) {
+    name += `.${toks[j + 1].text.toLowerCase()}`;
+    j += 2;
+  }
+  return { name, end: j };
 }
 
 /**
@@ -1547,6 +1590,7 @@ function finish(b: Builder, statementCount: number, hint: boolean, leadingCommen
   if (b.resetsSetting !== undefined) c.resetsSetting = b.resetsSetting;
   if (b.runsCode === true) c.runsCode = true;
   if (b.settingScope !== undefined) c.settingScope = b.settingScope;
+  if (b.settingName !== undefined) c.settingName = b.settingName;
   if (b.changesDefaults !== undefined) c.changesDefaults = b.changesDefaults;
   if (b.name !== undefined) c.name = b.name;
   if (b.parseError !== undefined) c.parseError = b.parseError;
@@ -1587,6 +1631,7 @@ export interface MultiSetting {
   readonly resetsAll?: boolean;
   readonly resetsSetting?: string;
   readonly settingScope?: 'local' | 'unknown';
+  readonly settingName?: string;
 }
 
 /** Classify without the cache. */
@@ -1640,6 +1685,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
           resetsAll: b.resetsAll,
           resetsSetting: b.resetsSetting,
           settingScope: b.settingScope,
+          settingName: b.settingName,
         };
         settings ??= [];
         settings.push(item);

@@ -4,7 +4,7 @@
  * same wherever a statement runs. DISCARD ALL forgets them.
  */
 import { TxStatus } from '../protocol/constants.js';
-import { settingsKey, startupRestore } from '../pool/startup-settings.js';
+import { settingsKey } from '../pool/startup-settings.js';
 import type { MultiSetting } from '../router/classifier.js';
 import type { Classification } from '../router/router.js';
 import type { TxCommand } from '../router/classifier.js';
@@ -19,6 +19,8 @@ const MAX_REPLAY = 64;
 
 export class SettingsReplay {
   private readonly list: string[] = [];
+  /** The setting each statement of `list` changes, when known (see `apply`). */
+  private readonly names: Array<string | undefined> = [];
   /**
    * pool_mode = transaction: the client's start-up settings replayed before the statements
    * (lower-case name → value, see pool/startup-settings.ts). RESET ALL, DISCARD ALL and
@@ -121,6 +123,7 @@ export class SettingsReplay {
           statementCount: 1,
           resetsAll: cls.resetsAll,
           resetsSetting: cls.resetsSetting,
+          settingName: cls.settingName,
         });
       }
       return true;
@@ -176,19 +179,15 @@ export class SettingsReplay {
       case 'commit':
       case 'prepare_transaction': {
         // A COMMIT of a failed transaction rolls it back (and says ROLLBACK).
-        let any = false;
-        if (ok && !this.blockFailed && block !== undefined) {
-          for (const x of block) {
-            if (savepointOf(x) !== undefined) continue;
-            this.apply((x as MultiSetting).sql, x as MultiSetting);
-            any = true;
-          }
-        }
+        const sets = block?.filter((x) => savepointOf(x) === undefined) ?? [];
+        if (ok && !this.blockFailed) for (const x of sets) this.apply((x as MultiSetting).sql, x as MultiSetting);
         // (COMMIT AND CHAIN: the next transaction starts with nothing of its own.)
         this.block = undefined;
         this.blockFailed = false;
-        // They ran on the links held then, perhaps not on every one (a read node's taken after them).
-        if (any) this.onResync?.();
+        // They ran on the links held then, perhaps not on every one (a read node's taken
+        // after them); and when a statement failed on the primary only, the load-balance
+        // node's COMMIT did commit them there.
+        if (sets.length > 0) this.onResync?.();
         break;
       }
       case 'rollback':
@@ -207,24 +206,43 @@ export class SettingsReplay {
     }
   }
 
-  /** A SET, RESET or DISCARD ALL that lasts. */
+  /**
+   * A SET, RESET or DISCARD ALL that lasts. The list keeps what replaying needs, not the
+   * history: a statement changing a setting by name replaces the earlier ones of that
+   * setting, a RESET of it or RESET ALL / DISCARD ALL only removes them (replaying starts
+   * from the start-up settings, which is what a RESET gives back), so that a client that
+   * SETs the same settings at every request does not grow it.
+   */
   private apply(sql: string, cls: MultiSetting | Classification): void {
-    if (cls.kind === 'discard' && cls.resetsAll === true) {
-      // The start-up settings were set again behind it, on the connection too.
+    if (cls.kind !== 'set' && cls.kind !== 'reset' && cls.kind !== 'discard') return;
+    // (SET LOCAL, set_config(…, true) outside a transaction block: nothing lasts.)
+    if (cls.settingScope === 'local') return;
+    if (cls.resetsAll === true) {
       this.list.length = 0;
+      this.names.length = 0;
       this.overflow = false;
-    } else if ((cls.kind === 'set' || cls.kind === 'reset') && cls.settingScope !== 'local') {
-      // (SET LOCAL, set_config(…, true) outside a transaction block: nothing lasts.)
-      // A statement with bind parameters (SELECT set_config($1, $2, false)) cannot be replayed as text.
-      if (this.list.length >= MAX_REPLAY || /\$\d/.test(sql)) {
-        if (!this.overflow) this.onOverflow?.();
-        this.overflow = true;
-      } else {
-        this.list.push(sql);
-        // What ran right behind it on its connection: the start-up values back.
-        const restore = startupRestore(cls, this.startup);
-        if (restore !== undefined) this.list.push(restore.sql);
-      }
+      return;
+    }
+    if (cls.kind === 'discard') return;
+    const name = cls.resetsSetting ?? cls.settingName;
+    if (name !== undefined) this.forget(name);
+    if (cls.resetsSetting !== undefined) return;
+    // A statement with bind parameters (SELECT set_config($1, $2, false)) cannot be replayed as text.
+    if (this.list.length >= MAX_REPLAY || /\$\d/.test(sql)) {
+      if (!this.overflow) this.onOverflow?.();
+      this.overflow = true;
+      return;
+    }
+    this.list.push(sql);
+    this.names.push(name);
+  }
+
+  /** Drop the statements of the list that changed `name`. */
+  private forget(name: string): void {
+    for (let i = this.list.length - 1; i >= 0; i--) {
+      if (this.names[i] !== name) continue;
+      this.list.splice(i, 1);
+      this.names.splice(i, 1);
     }
   }
 }

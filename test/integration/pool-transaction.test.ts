@@ -306,11 +306,36 @@ describe('pool_mode = transaction', () => {
     expect(await settings()).toEqual({ t: '43s', d: 'German, DMY' });
     await run('BEGIN', "SET statement_timeout = '46s'", 'SELECT 1/0', 'COMMIT');
     expect(await settings()).toEqual({ t: '43s', d: 'German, DMY' });
+    // A write failing on the primary only: the load-balance node's COMMIT commits the SET there
+    // (read at once, on a's load-balance node, before b's use could reset that connection).
+    await run('BEGIN', "SET statement_timeout = '49s'", 'INSERT INTO pool_tx_nosuch VALUES (1)', 'COMMIT');
+    expect((await a.query("SELECT current_setting('statement_timeout') AS t")).rows[0]).toEqual({ t: '43s' });
+    expect(await settings()).toEqual({ t: '43s', d: 'German, DMY' });
     await run('BEGIN', 'SAVEPOINT s2', "SET statement_timeout = '47s'", 'RELEASE SAVEPOINT s2', 'COMMIT');
     expect(await settings()).toEqual({ t: '47s', d: 'German, DMY' });
     await run('BEGIN', "SET statement_timeout = '48s'", 'SAVEPOINT s3', 'SELECT 1/0', 'ROLLBACK TO s3', 'COMMIT');
     expect(await settings()).toEqual({ t: '48s', d: 'German, DMY' });
     expect((await b.query("SELECT current_setting('statement_timeout') AS t")).rows[0]).toEqual({ t: '0' });
+    await Promise.all([endPg(a), endPg(b)]);
+  });
+
+  it('a client that SETs at every request (in and out of transactions) is never pinned for it; it keeps its last values', async () => {
+    const a = await pgClient(tiny, { database: db });
+    const b = await pgClient(tiny, { database: db });
+    for (let i = 1; i <= 70; i++) {
+      await a.query(`SET statement_timeout = ${1000 + i}`);
+      await a.query('BEGIN');
+      await a.query(`SET lock_timeout = ${2000 + i}`);
+      await a.query('COMMIT');
+    }
+    // default_pool_size = 1: b is served (a is not pinned) and sees none of a's settings.
+    const other = await b.query(`${PRIMARY_HINT} SELECT current_setting('statement_timeout') AS t`);
+    expect(other.rows).toEqual([{ t: '0' }]);
+    const r = await a.query(
+      `${PRIMARY_HINT} SELECT current_setting('statement_timeout') AS t, current_setting('lock_timeout') AS l`,
+    );
+    expect(r.rows).toEqual([{ t: '1070ms', l: '2070ms' }]);
+    expect(tiny.logs()).not.toMatch(/SET not replayable/);
     await Promise.all([endPg(a), endPg(b)]);
   });
 

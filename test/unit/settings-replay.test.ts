@@ -35,18 +35,40 @@ describe('SettingsReplay.clientEncoding', () => {
 describe('SettingsReplay.record: resets keep the start-up settings', () => {
   const startup = { application_name: 'app', datestyle: 'SQL, DMY' };
 
-  it('RESET ALL, RESET x and SET x TO DEFAULT are replayed with the start-up values set again behind them', () => {
-    expect(withSettings(startup, ["SET DateStyle = 'German'", 'RESET ALL']).statements).toEqual([
-      "SET DateStyle = 'German'",
-      'RESET ALL',
-      "SELECT pg_catalog.set_config(E'application_name', E'app', false), pg_catalog.set_config(E'datestyle', E'SQL, DMY', false)",
+  it('RESET ALL, RESET x and SET x TO DEFAULT drop what they reset (replaying starts from the start-up settings)', () => {
+    expect(withSettings(startup, ["SET DateStyle = 'German'", 'SET work_mem = 1000', 'RESET ALL']).statements).toEqual(
+      [],
+    );
+    expect(
+      withSettings(startup, ["SET DateStyle = 'German'", 'SET work_mem = 1000', 'SET DateStyle TO DEFAULT']).statements,
+    ).toEqual(['SET work_mem = 1000']);
+    expect(withSettings(startup, ['SET a.b = 1', 'SET work_mem = 1000', 'RESET a.b']).statements).toEqual([
+      'SET work_mem = 1000',
     ]);
-    expect(withSettings(startup, ['SET DateStyle TO DEFAULT']).statements).toEqual([
-      'SET DateStyle TO DEFAULT',
-      "SELECT pg_catalog.set_config(E'datestyle', E'SQL, DMY', false)",
+  });
+
+  it('a SET replaces the earlier ones of its setting: a client that SETs at every request does not grow the list', () => {
+    let overflows = 0;
+    const s = new SettingsReplay();
+    s.onOverflow = () => overflows++;
+    const run = (sql: string, status: number) =>
+      s.record(sql, classify(sql, { allowSqlComments: false }), true, status);
+    for (let i = 0; i < 100; i++) {
+      run(`SET search_path = tenant${i % 3}, public`, TxStatus.Idle);
+      run('BEGIN', TxStatus.InTransaction);
+      run(`SET statement_timeout = ${i}`, TxStatus.InTransaction);
+      run(`SELECT set_config('app.user', 'u${i}', false)`, TxStatus.InTransaction);
+      run('COMMIT', TxStatus.Idle);
+      run("SET TIME ZONE 'UTC'", TxStatus.Idle);
+      run("SET TimeZone = 'Asia/Tokyo'", TxStatus.Idle);
+    }
+    expect(overflows).toBe(0);
+    expect(s.statements).toEqual([
+      'SET search_path = tenant0, public',
+      'SET statement_timeout = 99',
+      "SELECT set_config('app.user', 'u99', false)",
+      "SET TimeZone = 'Asia/Tokyo'",
     ]);
-    // Not a start-up setting: nothing to set again.
-    expect(withSettings(startup, ['RESET work_mem']).statements).toEqual(['RESET work_mem']);
   });
 
   it('DISCARD ALL forgets the statements, not the start-up settings', () => {
@@ -57,11 +79,9 @@ describe('SettingsReplay.record: resets keep the start-up settings', () => {
 
   it('SETs and RESETs among several statements are kept in order, only when the query succeeded outside a transaction block', () => {
     const s = withSettings(startup, ["SET DateStyle = 'German'; SELECT 1; RESET application_name"]);
-    expect(s.statements).toEqual([
-      "SET DateStyle = 'German'",
-      'RESET application_name',
-      "SELECT pg_catalog.set_config(E'application_name', E'app', false)",
-    ]);
+    expect(s.statements).toEqual(["SET DateStyle = 'German'"]);
+    const t = withSettings(startup, ["SET work_mem = 1; SET work_mem = 2; SELECT 1; SET a.b = 'x'"]);
+    expect(t.statements).toEqual(['SET work_mem = 2', "SET a.b = 'x'"]);
     const failed = new SettingsReplay();
     const multi = "SET work_mem = '5MB'; SELECT 1/0";
     failed.record(multi, classify(multi, { allowSqlComments: false }), false, TxStatus.Idle);
