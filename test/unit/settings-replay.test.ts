@@ -191,4 +191,20 @@ describe('SettingsReplay.record: resets keep the start-up settings', () => {
       ]),
     ).toEqual(['SET a.b = 1']);
   });
+
+  it('more than 64 distinct settings, or a lasting SET with bind parameters, cannot be replayed (the session is pinned)', () => {
+    let overflows = 0;
+    const s = new SettingsReplay();
+    s.onOverflow = () => overflows++;
+    for (let i = 0; i < 64; i++)
+      s.record(`SET app.s${i} = 1`, classify(`SET app.s${i} = 1`, { allowSqlComments: false }), true, TxStatus.Idle);
+    expect(overflows).toBe(0);
+    s.record('SET app.s64 = 1', classify('SET app.s64 = 1', { allowSqlComments: false }), true, TxStatus.Idle);
+    expect(overflows).toBe(1);
+    const b = new SettingsReplay();
+    b.onOverflow = () => overflows++;
+    const bound = "SELECT set_config('app.user', $1, false)";
+    b.record(bound, classify(bound, { allowSqlComments: false }), true, TxStatus.Idle);
+    expect(overflows).toBe(2);
+  });
 });
