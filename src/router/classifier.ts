@@ -1218,7 +1218,8 @@ function analyzeSet(sql: string, toks: Token[], s: number, e: number): Builder {
   }
   if (j >= e) return invalid('SET without a parameter');
   const b = both('SET');
-  if (scopeWord === 'local') b.settingScope = 'local';
+  // SET CONSTRAINTS lasts until the end of the transaction, as SET LOCAL.
+  if (scopeWord === 'local' || w === 'constraints') b.settingScope = 'local';
   else {
     const reset = settingToDefault(sql, toks, j, e);
     if (reset !== undefined) b.resetsSetting = reset;

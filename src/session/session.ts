@@ -182,7 +182,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (this.txMode) {
       this.settings.onUnknown = () => this.backends.settingsUnknown();
       this.settings.onResync = () => this.backends.resyncSettings();
-      this.settings.onOverflow = () => this.pin('SET not replayable (bind parameters, or more than 64 distinct settings)');
+      this.settings.onOverflow = () =>
+        this.pin('SET not replayable (bind parameters, or more than 64 distinct settings)');
       this.settings.startup = this.backends.startupSettings;
     }
     client.on('drain', this.onDrain);

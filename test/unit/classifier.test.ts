@@ -488,6 +488,7 @@ describe('SELECT set_config(…) as a SET', () => {
     ["SELECT set_config('a.b', $1, false)", undefined],
     ["SELECT set_config('a.b', $1, $2)", 'unknown'],
     ['SET LOCAL a.b = 1', 'local'],
+    ['SET CONSTRAINTS ALL DEFERRED', 'local'],
     ['SET a.b = 1', undefined],
   ])('%s: the setting lasts %s', (sql, scope) => {
     expect(classifyUncached(sql, OFF).settingScope).toBe(scope);
