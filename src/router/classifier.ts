@@ -1174,6 +1174,16 @@ function analyzeSet(sql: string, toks: Token[], s: number, e: number): Builder {
     if (modes === null) return invalid('SET TRANSACTION modes');
     const b = both(scope === 'transaction' ? 'SET TRANSACTION' : 'SET SESSION CHARACTERISTICS');
     b.txSetting = { scope, isolation: modes.isolation, readOnly: modes.readOnly };
+    if (scope === 'transaction') b.settingScope = 'local';
+    else {
+      // The one default it sets, named as SET names it (a later SET of it replaces this).
+      const set = [
+        modes.isolation !== undefined ? 'default_transaction_isolation' : undefined,
+        modes.readOnly !== undefined ? 'default_transaction_read_only' : undefined,
+        modes.deferrable !== undefined ? 'default_transaction_deferrable' : undefined,
+      ].filter((x) => x !== undefined);
+      if (set.length === 1) b.settingName = set[0];
+    }
     // pgpool's statement table (send_to_where()): … READ WRITE and … ISOLATION LEVEL SERIALIZABLE go to the primary only.
     if (modes.readOnly === false || modes.isolation === 'serializable') {
       b.dest = 'primary';

@@ -59,6 +59,8 @@ describe('SettingsReplay.record: resets keep the start-up settings', () => {
       run(`SET statement_timeout = ${i}`, TxStatus.InTransaction);
       run(`SELECT set_config('app.user', 'u${i}', false)`, TxStatus.InTransaction);
       run('COMMIT', TxStatus.Idle);
+      run(`SET SESSION CHARACTERISTICS AS TRANSACTION READ ${i % 2 ? 'ONLY' : 'WRITE'}`, TxStatus.Idle);
+      run('SET TRANSACTION READ ONLY', TxStatus.Idle);
       run("SET TIME ZONE 'UTC'", TxStatus.Idle);
       run("SET TimeZone = 'Asia/Tokyo'", TxStatus.Idle);
     }
@@ -67,6 +69,7 @@ describe('SettingsReplay.record: resets keep the start-up settings', () => {
       'SET search_path = tenant0, public',
       'SET statement_timeout = 99',
       "SELECT set_config('app.user', 'u99', false)",
+      'SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY',
       "SET TimeZone = 'Asia/Tokyo'",
     ]);
   });
