@@ -159,7 +159,7 @@ export function internSettings(m: ReadonlyMap<string, string>): ReadonlyMap<stri
 
 /**
  * The statements that bring a connection from `have` to `want`: only the start-up settings
- * that differ and the statements it lacks; RESET ALL then everything when it ran
+ * that differ and the statements it lacks; RESET SESSION AUTHORIZATION and RESET ALL then everything when it ran
  * statements `want` does not have (another session's, or unknown ones) or when start-up
  * settings differ under statements already run (they must come first).
  */
@@ -170,7 +170,8 @@ export function replayPlan(have: ConnectionSettings, want: ConnectionSettings): 
   const out: string[] = [];
   if (prefix && hs.length === ws.length && sameSettings(have.startup, want.startup)) return out;
   if (!prefix || (hs.length > 0 && !sameSettings(have.startup, want.startup))) {
-    out.push('RESET ALL');
+    // RESET ALL leaves the role and the session authorization (SET ROLE of another client).
+    out.push('RESET SESSION AUTHORIZATION', 'RESET ALL');
     for (const [k, v] of want.startup) out.push(setStatement(k, v));
     out.push(...ws);
     return out;

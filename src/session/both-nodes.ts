@@ -18,7 +18,7 @@ import type { ErrorFieldMap } from './replies.js';
 import type { StatementRouting } from './routing.js';
 
 const POISON =
-  "DO $pgrelay$BEGIN RAISE EXCEPTION 'pgrelay: a statement failed on the load-balance node; the transaction is aborted on every node'; END$pgrelay$";
+  "DO $pgrelay$BEGIN RAISE EXCEPTION 'pgrelay: a statement failed on one node; the transaction is aborted on every node'; END$pgrelay$";
 
 export class BothNodes {
   constructor(
@@ -37,6 +37,19 @@ export class BothNodes {
     const p: BackendLink | undefined = this.s.backends.primary;
     if (p === undefined || p.txStatus !== TxStatus.InTransaction) return;
     this.s.backends.request(p, { kind: 'query', mode: 'drop' }, queryMessage(POISON));
+  }
+
+  /**
+   * Abort the transaction of every other node's link held, after a statement failed
+   * inside it on the primary only (a write): their COMMIT then rolls back too, as the
+   * primary's does, and nothing of the transaction (a SET) lasts there.
+   */
+  poisonStandbys(): void {
+    const b = this.s.backends;
+    for (const l of b.list) {
+      if (l === undefined || l === b.primary || l.txStatus !== TxStatus.InTransaction) continue;
+      b.request(l, { kind: 'query', mode: 'drop', skippable: true }, queryMessage(POISON));
+    }
   }
 
   /**
@@ -107,6 +120,8 @@ export class BothNodes {
       }
       out = Buffer.concat([errorResponse(errorFieldsOf(secondError)), readyForQuery(status)]);
     }
+    // The primary's transaction failed there alone: the other nodes' too.
+    if (onPrimary.error !== undefined && status === TxStatus.Failed) this.poisonStandbys();
     const ok = !onPrimary.error && secondError === undefined;
     this.route.outcome(cls, d, ok, status);
     s.settings.record(sql, cls, ok, status);

@@ -987,6 +987,7 @@ export class ExtendedProtocol {
     this.route.txStatusIs(status);
     if (status === TxStatus.Idle) this.portals.endedAt(sync);
     if (status === TxStatus.Failed && only !== undefined && only !== this.s.backends.primary) this.both.poisonPrimary();
+    else if (status === TxStatus.Failed) this.both.poisonStandbys();
   }
 
   private applyOutcome(o: PendingOutcome, status: number): void {

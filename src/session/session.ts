@@ -929,6 +929,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.route.outcome(cls, d, !e.error, status);
     this.route.txStatusIs(status);
     if (status === TxStatus.Failed && link !== this.backends.primary) this.both.poisonPrimary();
+    else if (status === TxStatus.Failed) this.both.poisonStandbys();
   }
 
   // ---------------------------------------------------------------- backends → client (LinkOwner)

@@ -319,6 +319,23 @@ describe('pool_mode = transaction', () => {
     await Promise.all([endPg(a), endPg(b)]);
   });
 
+  it('SET ROLE of a client does not reach the next client of its connection (RESET ALL leaves the role: pgrelay resets it)', async () => {
+    const a = await pgClient(tiny, { database: db });
+    await a.query('SET ROLE pg_read_all_settings');
+    expect((await a.query(`${PRIMARY_HINT} SELECT current_user::text AS u`)).rows).toEqual([
+      { u: 'pg_read_all_settings' },
+    ]);
+    // default_pool_size = 1: b gets the connection a's SET ROLE ran on.
+    const b = await pgClient(tiny, { database: db });
+    expect((await b.query(`${PRIMARY_HINT} SELECT current_user::text AS u`)).rows).toEqual([{ u: 'postgres' }]);
+    expect((await b.query('SELECT current_user::text AS u')).rows).toEqual([{ u: 'postgres' }]);
+    expect((await a.query(`${PRIMARY_HINT} SELECT current_user::text AS u`)).rows).toEqual([
+      { u: 'pg_read_all_settings' },
+    ]);
+    await a.query('RESET ROLE');
+    await Promise.all([endPg(a), endPg(b)]);
+  });
+
   it('a client that SETs at every request (in and out of transactions) is never pinned for it; it keeps its last values', async () => {
     const a = await pgClient(tiny, { database: db });
     const b = await pgClient(tiny, { database: db });

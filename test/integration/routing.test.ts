@@ -653,3 +653,22 @@ describe('statement_level_load_balance (session mode)', () => {
     }
   });
 });
+
+describe('a transaction that failed on the primary only', () => {
+  it("a SET of it does not last on the load-balance node (its COMMIT there rolls back too, as the primary's)", async () => {
+    const c = await pgClient(proxy);
+    try {
+      await c.query('BEGIN');
+      await c.query("SET search_path = 'routing_nosuch_schema', public");
+      // A write, on the primary only, that fails there: the standby's part of the transaction did not fail.
+      await c.query(`INSERT INTO ${t}_nosuch (v) VALUES (1)`).catch(() => undefined);
+      await c.query('COMMIT');
+      // A read: on the load-balance node (node 1).
+      const r = await c.query("SELECT current_setting('search_path') AS p, inet_server_port() AS port");
+      expect(nodeOfPort(cluster, Number(r.rows[0].port))).toBe(1);
+      expect(r.rows[0].p).toBe('"$user", public');
+    } finally {
+      await endPg(c);
+    }
+  });
+});

@@ -138,16 +138,22 @@ describe('replayPlan', () => {
     expect(replayPlan(have, want)).toEqual(['SET x.z = 2']);
   });
 
-  it('starts over with RESET ALL when the connection ran other statements', () => {
+  it('starts over with RESET SESSION AUTHORIZATION and RESET ALL (the role is not reset by RESET ALL) when the connection ran other statements', () => {
     const have = { startup: m({}), statements: ['SET x.y = 1'] };
     const want = { startup: m({ application_name: 'b' }), statements: ['SET x.z = 2'] };
-    expect(replayPlan(have, want)).toEqual(['RESET ALL', setStatement('application_name', 'b'), 'SET x.z = 2']);
+    expect(replayPlan(have, want)).toEqual([
+      'RESET SESSION AUTHORIZATION',
+      'RESET ALL',
+      setStatement('application_name', 'b'),
+      'SET x.z = 2',
+    ]);
   });
 
   it('starts over when start-up settings differ under statements already run (they come first)', () => {
     const have = { startup: m({ application_name: 'a' }), statements: ['SET application_name = z'] };
     const want = { startup: m({ application_name: 'b' }), statements: ['SET application_name = z'] };
     expect(replayPlan(have, want)).toEqual([
+      'RESET SESSION AUTHORIZATION',
       'RESET ALL',
       setStatement('application_name', 'b'),
       'SET application_name = z',
