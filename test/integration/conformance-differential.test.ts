@@ -95,7 +95,7 @@ async function pgScript(c: number, port: number, tag: string, out: string[]): Pr
   };
   let k = 0;
   for (let i = 0; i < OPS; i++) {
-    const op = Math.floor(r() * 45);
+    const op = Math.floor(r() * 50);
     out.push(`#${i} op${op}`);
     k = (k + 1) % 7;
     const v = `v${i}`;
@@ -360,6 +360,46 @@ async function pgScript(c: number, port: number, tag: string, out: string[]): Pr
         await q(`INSERT INTO kv VALUES (${c}, 300 + ${i}, 'x') ON CONFLICT DO NOTHING`);
         await q('COMMIT');
         await q(`SELECT count(*)::int FROM kv WHERE client = ${c} AND k >= 300`);
+        break;
+      case 45:
+        await q('BEGIN');
+        await q("SELECT set_config('app.user_id', $1, true)", [`u${c}-${i}`]);
+        await q("SELECT current_setting('app.user_id') u");
+        await q('COMMIT');
+        await q("SELECT coalesce(current_setting('app.user_id', true), '') u");
+        break;
+      case 46:
+        await q('SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY');
+        await q('BEGIN');
+        await q(`INSERT INTO kv VALUES (${c}, 999, 'ro')`);
+        await q('ROLLBACK');
+        await q('SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE');
+        await q('SHOW default_transaction_read_only');
+        break;
+      case 47:
+        await q('BEGIN');
+        await q('SET CONSTRAINTS ALL DEFERRED');
+        await q(`SET search_path = 'other', public`);
+        await q(`INSERT INTO kv VALUES (${c}, 600 + ${i}, 'x') ON CONFLICT DO NOTHING`);
+        await q('SELECT 1/0');
+        await q('COMMIT');
+        await q(SHOW_SQL);
+        await q('RESET search_path');
+        break;
+      case 48:
+        for (let j = 0; j < 5; j++) await q(`SET statement_timeout = ${1000 + j}`);
+        await q('BEGIN');
+        await q(`SET lock_timeout = ${i}`);
+        await q('COMMIT');
+        await q("SELECT current_setting('statement_timeout') s, current_setting('lock_timeout') l");
+        await q('RESET lock_timeout');
+        await q('RESET statement_timeout');
+        break;
+      case 49:
+        await q('SET ROLE pg_read_all_settings');
+        await q('SELECT current_user::text u');
+        await q('RESET ROLE');
+        await q('SELECT current_user::text u');
         break;
       case 35:
         await q('BEGIN');
