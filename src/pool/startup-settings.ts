@@ -159,8 +159,8 @@ export function internSettings(m: ReadonlyMap<string, string>): ReadonlyMap<stri
 
 /**
  * The statements that bring a connection from `have` to `want`: only the start-up settings
- * that differ and the statements it lacks; RESET SESSION AUTHORIZATION and RESET ALL then everything when it ran
- * statements `want` does not have (another session's, or unknown ones) or when start-up
+ * that differ and the statements it lacks; RESET SESSION AUTHORIZATION, RESET ALL
+ * then everything when it ran statements `want` does not have (another session's, or unknown ones) or when start-up
  * settings differ under statements already run (they must come first).
  */
 export function replayPlan(have: ConnectionSettings, want: ConnectionSettings): string[] {
@@ -201,14 +201,10 @@ export function startupRestore(
   startup: ReadonlyMap<string, string>,
 ): StartupRestore | undefined {
   if (startup.size === 0 || cls.statementCount !== 1) return undefined;
-  let reportAs: ReadonlyMap<string, string>;
-  if (cls.resetsAll === true) reportAs = startup;
-  else {
-    const v = cls.resetsSetting === undefined ? undefined : startup.get(cls.resetsSetting);
-    if (v === undefined || cls.resetsSetting === undefined) return undefined;
-    reportAs = new Map([[cls.resetsSetting, v]]);
-  }
-  return restoreOf(reportAs);
+  if (cls.resetsAll === true) return restoreOf(startup);
+  const name = cls.resetsSetting;
+  const v = name === undefined ? undefined : startup.get(name);
+  return name === undefined || v === undefined ? undefined : restoreOf(new Map([[name, v]]));
 }
 
 /** Both restores (two statements of one pipeline reset settings). */

@@ -145,9 +145,10 @@ export interface Classification {
   multiSetsSession?: boolean;
   /**
    * Several statements: their session-level SET and RESET (and set_config() calls of the
-   * form SET takes), in order, when they can be replayed on another connection as they are (undefined: none); null when
-   * settings change in a way that cannot (a set_config() call, or transaction control
-   * among the statements: whether a SET lasts depends on how its transaction ends).
+   * form SET takes), in order, when they can be replayed on another connection as they
+   * are (undefined: none); null when settings change in a way that cannot (another
+   * set_config() call, or transaction control among the statements: whether a SET lasts
+   * depends on how its transaction ends).
    */
   multiSettings?: readonly MultiSetting[] | null;
   /**

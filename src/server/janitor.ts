@@ -49,9 +49,11 @@ export class Janitor {
         // A request outstanding that long with no request completing and nothing more from the
         // client: a client that stopped reading (it would hold a pool's connection for ever),
         // a server that stopped answering, or a statement running longer than allowed.
-        if (queryTimeout > 0 && idle >= queryTimeout * 1000) {
-          s.log.info({ query_timeout: queryTimeout }, 'closing client: request outstanding past query_timeout');
-          s.fatal(
+        if (queryTimeout > 0 && idle >= queryTimeout * 1000)
+          end(
+            s,
+            { query_timeout: queryTimeout },
+            'closing client: request outstanding past query_timeout',
             new PgError(
               SQLSTATE.queryCanceled,
               `terminating connection due to query_timeout: a request was outstanding for more than ${queryTimeout} s`,
@@ -60,21 +62,24 @@ export class Janitor {
               'Read results as they come; for long statements raise query_timeout, or use a server-side statement_timeout below it.',
             ),
           );
-        }
         continue;
       }
-      if (limit > 0 && idle >= limit * 1000) {
-        s.log.info({ client_idle_limit: limit }, 'closing idle client');
-        s.fatal(
+      if (limit > 0 && idle >= limit * 1000)
+        end(
+          s,
+          { client_idle_limit: limit },
+          'closing idle client',
           new PgError(
             SQLSTATE.idleSessionTimeout,
             `terminating connection due to client_idle_limit: idle for more than ${limit} s`,
           ),
         );
-      } else if (inTx > 0 && idle >= inTx * 1000 && s.inTransaction) {
-        // The backend connections it holds (in transaction mode, a pool's) are closed: the transaction rolls back.
-        s.log.info({ idle_transaction_timeout: inTx }, 'closing client idle in a transaction');
-        s.fatal(
+      // The backend connections it holds (in transaction mode, a pool's) are closed: the transaction rolls back.
+      else if (inTx > 0 && idle >= inTx * 1000 && s.inTransaction)
+        end(
+          s,
+          { idle_transaction_timeout: inTx },
+          'closing client idle in a transaction',
           new PgError(
             SQLSTATE.idleInTransactionTimeout,
             `terminating connection due to idle_transaction_timeout: idle in a transaction for more than ${inTx} s`,
@@ -83,7 +88,12 @@ export class Janitor {
             'Its transaction was rolled back. Commit or roll back transactions promptly; raise idle_transaction_timeout if the application needs longer.',
           ),
         );
-      }
     }
   }
+}
+
+/** Close a session for the reason `why` (logged with `fields`), telling the client `err`. */
+function end(s: Session, fields: Record<string, unknown>, why: string, err: PgError): void {
+  s.log.info(fields, why);
+  s.fatal(err);
 }

@@ -827,6 +827,25 @@ export class Backends {
     return startupRestore(cls, this.owner.settings.startup);
   }
 
+  /**
+   * Send the client's message `bytes` (expecting `e`) and `restore` right behind it: its
+   * ParameterStatus report the start-up values, and it is not re-sent elsewhere.
+   */
+  sendRestoring(
+    link: BackendLink,
+    e: LinkExpectation,
+    bytes: Buffer,
+    inTransaction: boolean,
+    restore: StartupRestore,
+  ): Drop {
+    e.reportAs = restore.reportAs;
+    e.resend = undefined;
+    this.send(link, e, inTransaction);
+    this.write(link, bytes);
+    this.restoreStartup(link, restore);
+    return DROP;
+  }
+
   /** Queue `restore` (see restoreFor) on `link`, behind the statement just sent there. */
   restoreStartup(link: BackendLink, restore: StartupRestore): void {
     // In a failed transaction the statement did nothing, and this would fail too.

@@ -40,6 +40,15 @@ export class BothNodes {
   }
 
   /**
+   * A statement left its transaction failed on `link` (undefined: a pipeline's merged
+   * answer): abort it on the other nodes too, so that they never disagree.
+   */
+  transactionFailedOn(link: BackendLink | undefined): void {
+    if (link !== undefined && link !== this.s.backends.primary) this.poisonPrimary();
+    else this.poisonStandbys();
+  }
+
+  /**
    * Abort the transaction of every other node's link held, after a statement failed
    * inside it on the primary only (a write): their COMMIT then rolls back too, as the
    * primary's does, and nothing of the transaction (a SET) lasts there.

@@ -929,15 +929,11 @@ export class ExtendedProtocol {
         kind: 'sync',
         mode: 'forward',
         done: (x, at) => this.pipelineDone(outcomes, x.status ?? TxStatus.Idle, at, sync, restore),
-        resend: this.route.resendable(l) && restore === undefined ? resendSync(b) : undefined,
+        resend: this.route.resendable(l) ? resendSync(b) : undefined,
       };
       if (restore === undefined) return this.forward(l, e);
       // PostgreSQL reports changed settings just before ReadyForQuery.
-      e.reportAs = restore.reportAs;
-      this.forward(l, e);
-      b.write(l, SYNC);
-      b.restoreStartup(l, restore);
-      return DROP;
+      return b.sendRestoring(l, e, SYNC, s.routing.inTransaction, restore);
     }
     // The pipeline spans nodes: one ReadyForQuery for the client once every node answered.
     const merged = new MergedReady(members.length);
@@ -978,16 +974,13 @@ export class ExtendedProtocol {
   ): void {
     // The client left before this reply ended: nothing of the session's state to update.
     if (this.s.closed) return;
-    for (const o of outcomes) {
-      this.applyOutcome(o, status);
-      // The start-up settings were set again behind a statement that did not run (an error
-      // skipped it): what the connections have is not known.
-      if (restore !== undefined && !o.ok) this.s.backends.settingsUnknown();
-    }
+    for (const o of outcomes) this.applyOutcome(o, status);
+    // The start-up settings were set again behind a statement that did not run (an error
+    // skipped it): what the connections have is not known.
+    if (restore !== undefined && outcomes.some((o) => !o.ok)) this.s.backends.settingsUnknown();
     this.route.txStatusIs(status);
     if (status === TxStatus.Idle) this.portals.endedAt(sync);
-    if (status === TxStatus.Failed && only !== undefined && only !== this.s.backends.primary) this.both.poisonPrimary();
-    else if (status === TxStatus.Failed) this.both.poisonStandbys();
+    if (status === TxStatus.Failed) this.both.transactionFailedOn(only);
   }
 
   private applyOutcome(o: PendingOutcome, status: number): void {

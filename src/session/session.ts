@@ -910,12 +910,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     };
     if (restore === undefined) return b.send(link, e, this.routing.inTransaction);
     // RESET ALL and the like: the client's start-up settings are set again right behind it.
-    e.reportAs = restore.reportAs;
-    e.resend = undefined;
-    b.send(link, e, this.routing.inTransaction);
-    b.write(link, Buffer.from(buf.subarray(start - 5, end)));
-    b.restoreStartup(link, restore);
-    return DROP;
+    return b.sendRestoring(link, e, Buffer.from(buf.subarray(start - 5, end)), this.routing.inTransaction, restore);
   }
 
   /** After a simple-protocol statement: routing state, and keeping nodes' transaction states in step. */
@@ -928,8 +923,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (!e.error) this.extended.statementDone(cls);
     this.route.outcome(cls, d, !e.error, status);
     this.route.txStatusIs(status);
-    if (status === TxStatus.Failed && link !== this.backends.primary) this.both.poisonPrimary();
-    else if (status === TxStatus.Failed) this.both.poisonStandbys();
+    if (status === TxStatus.Failed) this.both.transactionFailedOn(link);
   }
 
   // ---------------------------------------------------------------- backends → client (LinkOwner)

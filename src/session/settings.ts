@@ -33,7 +33,7 @@ export class SettingsReplay {
    * The SET/RESET statements of the open transaction block and its savepoints, in order:
    * they last if it commits (PostgreSQL undoes them at ROLLBACK, ROLLBACK TO SAVEPOINT).
    */
-  private block: Array<MultiSetting | { savepoint: string }> | undefined;
+  private block: Array<BlockSet | { savepoint: string }> | undefined;
   /** A statement of the open transaction block failed: its COMMIT rolls back. */
   private blockFailed = false;
   /** More settings than MAX_REPLAY: replaying is no longer possible. */
@@ -80,17 +80,17 @@ export class SettingsReplay {
   /**
    * Record a statement run on both nodes (after it completed with `ok` and transaction
    * status `status`): a SET/RESET outside a transaction block lasts at once, one inside
-   * when its transaction commits (savepoints followed). Returns false when it changed
-   * settings that are not recorded (a SET among several statements inside a transaction
-   * block): the connection's settings then differ from the list.
+   * when its transaction commits (savepoints followed). Settings changed in a way that is
+   * not recorded (a SET among several statements inside a transaction block) make the
+   * connections' settings unknown (onUnknown).
    */
-  record(sql: string, cls: Classification, ok: boolean, status: number): boolean {
+  record(sql: string, cls: Classification, ok: boolean, status: number): void {
     // A DO block or procedure may have changed settings in its body: the connections are
     // reset before their next use (what it set does not last, nor reach another client).
     if (cls.runsCode === true && ok) this.onUnknown?.();
     if (cls.statementCount === 1 && cls.tx !== undefined) {
       this.transactionCommand(cls.tx, cls.name, ok, status);
-      return true;
+      return;
     }
     if (status === TxStatus.Idle) {
       if (this.block !== undefined) {
@@ -105,28 +105,18 @@ export class SettingsReplay {
       cls.kind === 'set' || cls.kind === 'reset' || (cls.kind === 'multi' && /\b(set|reset)\b/i.test(sql));
     if (!ok) {
       if (status !== TxStatus.Idle) this.blockFailed = true;
-      return true;
+      return;
     }
     if (status !== TxStatus.Idle && cls.statementCount === 1 && changes) {
       // set_config(…, $3): whether it lasts is known only from the bound value.
-      if (cls.settingScope === 'unknown') {
-        this.onUnknown?.();
-        return false;
-      }
+      if (cls.settingScope === 'unknown') this.onUnknown?.();
       // Inside a transaction block: kept if the transaction commits (SET LOCAL,
-      // set_config(…, true) and SET TRANSACTION never are).
-      if (cls.settingScope !== 'local' && !/^\s*set\s+transaction\b/i.test(sql)) {
+      // set_config(…, true), SET TRANSACTION and SET CONSTRAINTS never are).
+      else if (cls.settingScope !== 'local') {
         this.block ??= [];
-        this.block.push({
-          sql,
-          kind: cls.kind as 'set' | 'reset',
-          statementCount: 1,
-          resetsAll: cls.resetsAll,
-          resetsSetting: cls.resetsSetting,
-          settingName: cls.settingName,
-        });
+        this.block.push({ sql, cls });
       }
-      return true;
+      return;
     }
     if (status === TxStatus.Idle && cls.kind === 'multi' && cls.multiSettings) {
       // Several statements outside a transaction block, all done: their SET/RESET last, as
@@ -134,15 +124,14 @@ export class SettingsReplay {
       // behind a RESET there: every connection held is brought to the list at once.
       for (const m of cls.multiSettings) this.apply(m.sql, m);
       this.onResync?.();
-      return true;
+      return;
     }
     if (status !== TxStatus.Idle || cls.statementCount > 1) {
       const known = !changes || cls.settingScope === 'local' || /^\s*set\s+local\b/i.test(sql);
       if (!known) this.onUnknown?.();
-      return known;
+      return;
     }
     this.apply(sql, cls);
-    return true;
   }
 
   /** BEGIN, SAVEPOINT, COMMIT…: what becomes of the SETs of the transaction block. */
@@ -179,8 +168,8 @@ export class SettingsReplay {
       case 'commit':
       case 'prepare_transaction': {
         // A COMMIT of a failed transaction rolls it back (and says ROLLBACK).
-        const sets = block?.filter((x) => savepointOf(x) === undefined) ?? [];
-        if (ok && !this.blockFailed) for (const x of sets) this.apply((x as MultiSetting).sql, x as MultiSetting);
+        const sets = block?.filter((x): x is BlockSet => !('savepoint' in x)) ?? [];
+        if (ok && !this.blockFailed) for (const x of sets) this.apply(x.sql, x.cls);
         // (COMMIT AND CHAIN: the next transaction starts with nothing of its own.)
         this.block = undefined;
         this.blockFailed = false;
@@ -247,6 +236,12 @@ export class SettingsReplay {
   }
 }
 
-function savepointOf(x: MultiSetting | { savepoint: string }): string | undefined {
+/** A SET or RESET of the open transaction block. */
+interface BlockSet {
+  readonly sql: string;
+  readonly cls: Classification;
+}
+
+function savepointOf(x: BlockSet | { savepoint: string }): string | undefined {
   return 'savepoint' in x ? x.savepoint : undefined;
 }

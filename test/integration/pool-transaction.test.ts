@@ -10,7 +10,14 @@ import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { closeAllClients, endPg, endSql, nodeClients, pgClient, queryRows, sqlClient } from '../support/clients.js';
 import { getCluster } from '../support/cluster.js';
-import { expectPgbenchClean, runPgbench, startProxy, type ProxyHandle, type RunResult } from '../support/proxy.js';
+import {
+  type ConfValue,
+  expectPgbenchClean,
+  runPgbench,
+  startProxy,
+  type ProxyHandle,
+  type RunResult,
+} from '../support/proxy.js';
 import {
   RawClient,
   bindMessage,
@@ -42,6 +49,20 @@ function expectClean(p: ProxyHandle, r: RunResult): number {
 }
 
 /** Most client backends of `application_name` seen at once on each node while `during` runs (pg_stat_activity, every 50 ms). */
+/** A transaction-mode pgrelay with one connection per node and no load balancing, with `config` on top. */
+function poolOfOne(config: Record<string, ConfValue> = {}): Promise<ProxyHandle> {
+  return startProxy({
+    cluster,
+    config: {
+      log_min_messages: 'warning',
+      pool_mode: 'transaction',
+      default_pool_size: 1,
+      load_balance_mode: false,
+      ...config,
+    },
+  });
+}
+
 async function peakBackends(application: string, during: Promise<unknown>): Promise<number[]> {
   const watchers = await nodeClients(cluster);
   const peaks = cluster.nodes.map(() => 0);
@@ -511,10 +532,7 @@ describe('pool_mode = transaction', () => {
   it('a cancel for a statement waiting for the pool answers it 57014 without running it; the session goes on', async () => {
     // PostgreSQL cancels the statement a client has in progress; behind a full pool that
     // statement waits in pgrelay (PgDog drops such cancels: the statement then runs anyway).
-    const one = await startProxy({
-      cluster,
-      config: { log_min_messages: 'warning', pool_mode: 'transaction', default_pool_size: 1, load_balance_mode: false },
-    });
+    const one = await poolOfOne();
     const app = 'pool-tx-cancel-queued';
     const sendCancel = (pid: number, secret: number): Promise<void> =>
       new Promise<void>((resolve, reject) => {
@@ -592,17 +610,7 @@ describe('pool_mode = transaction', () => {
   it('idle_transaction_timeout: a client idle inside a transaction is disconnected with FATAL 25P03 and its connection goes to the client waiting for it; idle clients outside a transaction stay', {
     timeout: 60_000,
   }, async () => {
-    const one = await startProxy({
-      cluster,
-      config: {
-        log_min_messages: 'warning',
-        pool_mode: 'transaction',
-        default_pool_size: 1,
-        load_balance_mode: false,
-        idle_transaction_timeout: 1,
-        query_wait_timeout: 20,
-      },
-    });
+    const one = await poolOfOne({ idle_transaction_timeout: 1, query_wait_timeout: 20 });
     try {
       // Idle outside a transaction since before the other began its transaction: never disconnected for it.
       const outside = await pgClient(one, { database: db });
@@ -631,17 +639,7 @@ describe('pool_mode = transaction', () => {
   it('query_timeout: a client that stops reading a large result is disconnected after it, and the connection it held goes to the client waiting for it', {
     timeout: 60_000,
   }, async () => {
-    const one = await startProxy({
-      cluster,
-      config: {
-        log_min_messages: 'warning',
-        pool_mode: 'transaction',
-        default_pool_size: 1,
-        load_balance_mode: false,
-        query_timeout: 1,
-        query_wait_timeout: 30,
-      },
-    });
+    const one = await poolOfOne({ query_timeout: 1, query_wait_timeout: 30 });
     const raw = await RawClient.connect(one.port);
     try {
       expect((await raw.startup({ user: 'postgres', database: db })).ok).toBe(true);
