@@ -95,6 +95,8 @@ afterAll(async () => {
   expect(code).toBe(0);
 });
 
+let busyStandbys = 0;
+
 /**
  * `client` (reads drawn to S2) runs `SELECT pg_sleep(30)` until it holds S2's one connection.
  * `done()`: whether it has ended; `cancel()` cancels it from a direct connection and returns
@@ -103,7 +105,8 @@ afterAll(async () => {
 async function busyStandby(
   client: pg.Client,
 ): Promise<{ done: () => boolean; cancel: () => Promise<string | undefined> }> {
-  const SLEEP = 'SELECT pg_sleep(30)';
+  // Its own text: a sleep an earlier test left running (its pgrelay stopped) is not counted.
+  const SLEEP = `SELECT pg_sleep(30) AS busy_${++busyStandbys}`;
   let ended = false;
   const sleeping = client.query(SLEEP).then(
     () => undefined,
@@ -113,14 +116,22 @@ async function busyStandby(
     ended = true;
   });
   await pollUntil(
-    () => cluster.psql(S2, `SELECT count(*) FROM pg_stat_activity WHERE query = '${SLEEP}' AND state = 'active'`),
+    // This file's database only: other files run the same statement on the shared cluster's standbys.
+    () =>
+      cluster.psql(
+        S2,
+        `SELECT count(*) FROM pg_stat_activity WHERE datname = '${db}' AND query = '${SLEEP}' AND state = 'active'`,
+      ),
     (n) => n === '1',
     { what: "the read holding the standby's one connection", timeoutMs: 10_000 },
   );
   return {
     done: () => ended,
     cancel: async () => {
-      await cluster.psql(S2, `SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query = '${SLEEP}'`);
+      await cluster.psql(
+        S2,
+        `SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE datname = '${db}' AND query = '${SLEEP}'`,
+      );
       return sleeping;
     },
   };
@@ -373,7 +384,7 @@ describe('pool_mode = transaction: autocommit reads take only a standby connecti
       () =>
         cluster.psql(
           S2,
-          `SELECT pid FROM pg_stat_activity WHERE datname = '${db}' AND application_name = 'reader' AND query LIKE 'SELECT pg_sleep%' AND state = 'active'`,
+          `SELECT pid FROM pg_stat_activity WHERE datname = '${db}' AND application_name = 'reader' AND query = '${SLEEPY}' AND state = 'active'`,
         ),
       (v) => /^\d+$/.test(v),
       { what: 'the read running on the standby' },

@@ -511,7 +511,7 @@ describe('pool_mode = transaction', () => {
     );
     for (let i = 0; i < 100; i++) {
       const r = await direct.query(
-        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = '${db}' AND query = 'SELECT pg_sleep(30)' AND state = 'active'`,
       );
       if (r.rows[0].n > 0) break;
       await new Promise((r) => setTimeout(r, 50));
@@ -568,7 +568,7 @@ describe('pool_mode = transaction', () => {
         () =>
           cluster.psql(
             cluster.primaryId,
-            "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+            `SELECT count(*) FROM pg_stat_activity WHERE datname = '${db}' AND query = 'SELECT pg_sleep(30)' AND state = 'active'`,
           ),
         (n) => n === '1',
         { what: "a's statement to hold the pool's one connection", timeoutMs: 10_000 },
