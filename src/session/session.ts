@@ -642,8 +642,28 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     // What the client sent behind its start-up comes first, then what the socket holds since.
     if (early.length > 0) this.onClientData(early);
     if (this.closed) return;
+    // The client's end is handled here (see onClientEnd), not by closing at once.
+    this.client.allowHalfOpen = true;
+    this.client.on('end', this.onClientEnd);
     this.stopClientReading = readChunks(this.client, this.onClientData);
     if (!this.clientPaused) this.client.resume();
+  }
+
+  /** The client ended its side of the connection (read while its messages may still wait: see updateReading). */
+  private clientEnded = false;
+
+  private readonly onClientEnd = (): void => {
+    this.clientEnded = true;
+    this.endWhenRead();
+  };
+
+  /**
+   * After the client's end, the messages it sent before it run first, as on a direct
+   * connection (PostgreSQL reads the end only after them); then the connection is closed
+   * as when the end is read (replies still on their way are not sent).
+   */
+  private endWhenRead(): void {
+    if (this.clientEnded && !this.closed && this.waitingFor === null && !this.scanner.suspended) this.client.end();
   }
 
   // ---------------------------------------------------------------- client flow control
@@ -651,16 +671,25 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   private readonly onClientData = (chunk: Buffer): void => {
     this.lastActivity = Date.now();
     this.ctx.services.metrics.clientBytesIn(chunk.length);
+    // Sent while its messages waited (the scanner keeps it): the socket is paused now.
+    const duringWait = this.waitingFor !== null;
     this.scanner.push(chunk);
-    this.updateReading();
+    this.updateReading(duringWait);
     // Replies pgrelay gave itself may have ended the transaction's last request.
     if (this.txMode) this.maybeCheckin();
   };
 
-  /** Read the client only while its messages are not waiting and no backend is congested. */
-  private updateReading(): void {
+  /**
+   * Read the client only while its messages are not waiting and no backend is congested.
+   * A wait alone does not stop the reads: most waits (for the pool, for a reply) end
+   * before the client sends more, and each pause and resume costs a read stop and start
+   * (and an epoll change). A chunk that arrives during a wait (`arrived`) is kept by the
+   * scanner, and the socket is paused then: one chunk at most. A client that leaves while
+   * it waits is seen at once.
+   */
+  private updateReading(arrived = false): void {
     if (this.closed) return;
-    const hold = this.waitingFor !== null || this.backends.congested;
+    const hold = this.backends.congested || (this.waitingFor !== null && (arrived || this.clientPaused));
     if (hold === this.clientPaused) return;
     this.clientPaused = hold;
     if (hold) this.client.pause();
@@ -706,6 +735,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.waitingFor = null;
     this.scanner.resume();
     this.updateReading();
+    this.endWhenRead();
   }
 
   flushRun(): void {

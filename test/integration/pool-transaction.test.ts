@@ -607,6 +607,46 @@ describe('pool_mode = transaction', () => {
     }
   });
 
+  it('a client that ends its connection while its statement waits for the pool: the statement still runs, as on a direct connection', async () => {
+    // PostgreSQL reads the client's end only after the messages sent before it. pgrelay reads
+    // a waiting client on (to see it leave, and to spare a pause and resume per transaction):
+    // the end must not drop what waits.
+    const one = await poolOfOne();
+    const app = 'pool-tx-end-while-waiting';
+    await cluster.psql(cluster.primaryId, 'CREATE TABLE IF NOT EXISTS end_wait (k text)', db);
+    const holder = await pgClient(one, { database: db });
+    const b = await RawClient.connect(one.port);
+    try {
+      await holder.query('BEGIN');
+      await holder.query('SELECT 1');
+      const st = await b.startup({ user: 'postgres', database: db, application_name: app });
+      expect(st.ok).toBe(true);
+      b.send(queryMessage(`INSERT INTO end_wait VALUES ('${app}')`));
+      await pollUntil(
+        async () =>
+          (await queryRows(one, 'SHOW pool_processes', { database: db }))
+            .filter((p) => p.pool_pid === String(st.pid))
+            .map((p) => p.status),
+        (states) => states.includes('Wait for backend connection'),
+        { what: "b's INSERT to wait for the pool", timeoutMs: 10_000 },
+      );
+      // Its end (FIN) alone, no Terminate: nothing more to read before it.
+      b.socket.end();
+      await holder.query('COMMIT');
+      await pollUntil(
+        () => cluster.psql(cluster.primaryId, `SELECT count(*) FROM end_wait WHERE k = '${app}'`, db),
+        (n) => n === '1',
+        { what: "b's INSERT", timeoutMs: 10_000 },
+      );
+      // The pool's connection came back: another client gets it.
+      expect((await holder.query('SELECT 2 AS v')).rows).toEqual([{ v: 2 }]);
+    } finally {
+      b.destroy();
+      await endPg(holder);
+      await one.stop();
+    }
+  });
+
   it('idle_transaction_timeout: a client idle inside a transaction is disconnected with FATAL 25P03 and its connection goes to the client waiting for it; idle clients outside a transaction stay', {
     timeout: 60_000,
   }, async () => {
