@@ -79,14 +79,19 @@ export class PoolNodeDown extends Error {
 
 interface Waiter<C> {
   since: number;
+  /** When it gives up (query_wait_timeout; Infinity: never). */
+  deadline: number;
+  /** When it may use the reserve pool (Infinity: no reserve pool, or it may already). */
+  reserveAt: number;
   resolve(c: C | 'open'): void;
   reject(e: Error): void;
-  timer: NodeJS.Timeout | undefined;
-  reserveTimer: NodeJS.Timeout | undefined;
   /** Waited reserve_pool_timeout: may use the reserve pool. */
   reserve: boolean;
   pool: Pool<C>;
 }
+
+/** setTimeout's longest delay (a longer one fires at once). */
+const MAX_DELAY_MS = 2 ** 31 - 1;
 
 interface Pool<C> {
   readonly id: PoolKey;
@@ -117,6 +122,12 @@ export class ServerPools<C extends PooledConnection> {
   /** The start-up report of the last connection opened per key (a new client of that key is told it). */
   private readonly reports = new Map<string, ReadonlyMap<string, string>>();
   private closed = false;
+  /**
+   * One timer for every waiter's deadline and reserve time, set for the earliest (`timerAt`):
+   * a waiter costs no timer of its own (most are served within milliseconds).
+   */
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Number.POSITIVE_INFINITY;
 
   constructor(
     private limits: PoolLimits,
@@ -155,26 +166,15 @@ export class ServerPools<C extends PooledConnection> {
     return new Promise<C>((resolve, reject) => {
       const w: Waiter<C> = {
         since: now,
+        deadline: timeoutMs > 0 ? now + timeoutMs : Number.POSITIVE_INFINITY,
+        reserveAt: this.limitsOf(id).reserveSize > 0 ? now + this.limits.reserveTimeoutMs : Number.POSITIVE_INFINITY,
         resolve: (slot) => resolve(slot === 'open' ? this.openFor(id, pool, open) : slot),
         reject,
-        timer: undefined,
-        reserveTimer: undefined,
         reserve: false,
         pool,
       };
-      if (timeoutMs > 0)
-        w.timer = setTimeout(() => {
-          this.dropWaiter(w);
-          this.onWait?.(Date.now() - w.since);
-          reject(new PoolWaitTimeout(Date.now() - w.since));
-        }, timeoutMs);
-      if (this.limitsOf(id).reserveSize > 0)
-        w.reserveTimer = setTimeout(() => {
-          w.reserveTimer = undefined;
-          w.reserve = true;
-          this.wake();
-        }, this.limits.reserveTimeoutMs);
       pool.waiters.push(w);
+      this.setTimer(Math.min(w.deadline, w.reserveAt));
     });
   }
 
@@ -296,13 +296,13 @@ export class ServerPools<C extends PooledConnection> {
         this.uncount(pool.id);
         c.close();
       }
-      if (final)
-        for (const w of pool.waiters.splice(0)) {
-          this.clearTimers(w);
-          w.reject(new PoolClosed());
-        }
+      if (final) for (const w of pool.waiters.splice(0)) w.reject(new PoolClosed());
     }
-    if (!final) this.wake();
+    if (final) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      this.timerAt = Number.POSITIVE_INFINITY;
+    } else this.wake();
   }
 
   /**
@@ -316,10 +316,7 @@ export class ServerPools<C extends PooledConnection> {
     this.closeIdle(nodeId);
     for (const pool of this.pools.values()) {
       if (pool.id.nodeId !== nodeId) continue;
-      for (const w of pool.waiters.splice(0)) {
-        this.clearTimers(w);
-        w.reject(new PoolNodeDown(nodeId));
-      }
+      for (const w of pool.waiters.splice(0)) w.reject(new PoolNodeDown(nodeId));
     }
     this.prune();
   }
@@ -438,7 +435,6 @@ export class ServerPools<C extends PooledConnection> {
   }
 
   private serve(w: Waiter<C>, c: C | 'open', now: number): void {
-    this.clearTimers(w);
     const waited = now - w.since;
     w.pool.served++;
     w.pool.waitedMs += waited;
@@ -474,18 +470,46 @@ export class ServerPools<C extends PooledConnection> {
     return false;
   }
 
-  private dropWaiter(w: Waiter<C>): void {
-    this.clearTimers(w);
-    const i = w.pool.waiters.indexOf(w);
-    if (i >= 0) w.pool.waiters.splice(i, 1);
+  /** Have `onTimer` run at `at` (ms since the epoch) unless it runs sooner already. */
+  private setTimer(at: number): void {
+    if (at >= this.timerAt || this.closed) return;
+    clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(this.onTimer, Math.min(MAX_DELAY_MS, Math.max(0, at - Date.now())));
+    // The waiters' client sockets keep the process alive, not their deadlines.
+    this.timer.unref();
   }
 
-  private clearTimers(w: Waiter<C>): void {
-    if (w.timer) clearTimeout(w.timer);
-    if (w.reserveTimer) clearTimeout(w.reserveTimer);
-    w.timer = undefined;
-    w.reserveTimer = undefined;
-  }
+  /** Waiters past query_wait_timeout give up; those past reserve_pool_timeout may use the reserve pool. */
+  private readonly onTimer = (): void => {
+    this.timer = undefined;
+    this.timerAt = Number.POSITIVE_INFINITY;
+    const now = Date.now();
+    let next = Number.POSITIVE_INFINITY;
+    let reserve = false;
+    for (const pool of this.pools.values()) {
+      const ws = pool.waiters;
+      for (let i = 0; i < ws.length; ) {
+        const w = ws[i];
+        if (w.deadline <= now) {
+          ws.splice(i, 1);
+          this.onWait?.(now - w.since);
+          w.reject(new PoolWaitTimeout(now - w.since));
+          continue;
+        }
+        if (w.reserveAt <= now) {
+          w.reserve = true;
+          w.reserveAt = Number.POSITIVE_INFINITY;
+          reserve = true;
+        }
+        next = Math.min(next, w.deadline, w.reserveAt);
+        i++;
+      }
+    }
+    if (reserve) this.wake();
+    // A timer that fired a little early (the loop's clock) is set again for what remains.
+    this.setTimer(next);
+  };
 
   /** One active connection of `pool` is gone. */
   private forget(pool: Pool<C>): void {

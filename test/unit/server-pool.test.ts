@@ -143,6 +143,37 @@ describe('ServerPools', () => {
     expect(p.waiting).toBe(0);
   });
 
+  it('each waiter gives up at its own deadline, whatever the others wait for (one timer for all)', async () => {
+    vi.useFakeTimers();
+    const p = pools({ poolSize: 1 });
+    const k = key();
+    const held = await p.acquire(k, open(k), 0);
+    const settled: Record<string, number> = {};
+    const t0 = Date.now();
+    const watch = (name: string, w: Promise<Fake>) =>
+      w.then(
+        () => {
+          settled[name] = Date.now() - t0;
+        },
+        (e: unknown) => {
+          if (e instanceof PoolWaitTimeout) settled[`${name} timed out`] = Date.now() - t0;
+        },
+      );
+    // First a (1 s), then b (3 s) and c (0.5 s: a shorter query_wait_timeout after a reload).
+    void watch('a', p.acquire(k, open(k), 1000));
+    await vi.advanceTimersByTimeAsync(100);
+    void watch('b', p.acquire(k, open(k), 3000));
+    void watch('c', p.acquire(k, open(k), 500));
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(settled).toEqual({ 'c timed out': 600, 'a timed out': 1000 });
+    expect(p.waiting).toBe(1);
+    // b is served before its deadline: nothing times out any more.
+    p.release(held, true);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(settled).toEqual({ 'c timed out': 600, 'a timed out': 1000, b: 1100 });
+    expect(p.waiting).toBe(0);
+  });
+
   it('the reserve pool serves a client that waited reserve_pool_timeout', async () => {
     vi.useFakeTimers();
     const p = pools({ poolSize: 1, reserveSize: 1, reserveTimeoutMs: 500 });
