@@ -1667,6 +1667,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
   let unreplayable = false;
   let txControl = false;
   let runsCode = false;
+  let fns: string[] | null = null;
   for (let i = 0; i <= toks.length; i++) {
     if (i < toks.length && toks[i].kind !== Tok.Semi) continue;
     if (i < toks.length && toks[i].depth !== 0) {
@@ -1684,6 +1685,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
       const f = b.facts;
       for (const t of b.writtenTables ?? f?.writtenTables ?? EMPTY) written = pushUnique(written, t);
       for (const t of b.createsTemp ?? f?.createsTemp ?? EMPTY) temps = pushUnique(temps, t);
+      for (const fn of f?.functions ?? EMPTY) fns = pushUnique(fns, fn);
       if (b.discardsTemp === true) discards = true;
       const changes = changesSessionSetting(b, toks, s);
       if (changes) setsSession = true;
@@ -1728,6 +1730,8 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
     c.multiBegins = multiBegins;
     c.writtenTables = written ?? EMPTY;
     c.createsTemp = temps ?? EMPTY;
+    // Every statement's (the text goes to the primary whatever they are: for what they may change).
+    c.functions = fns ?? EMPTY;
     c.discardsTemp = discards;
     if (setsSession) c.multiSetsSession = true;
     if (settings !== null || unreplayable) c.multiSettings = unreplayable || txControl ? null : settings;

@@ -16,6 +16,7 @@ import { isLive, type NodeTable } from '../cluster/nodes.js';
 import { classify, classifyQuery, type Classification } from './classifier.js';
 import { route, routingConfigFrom, type Decision, type RoutingConfig, type SessionRoutingState } from './policy.js';
 import { FunctionVolatilityCache, type CatalogQuery } from './functions.js';
+import { CATALOG_FUNCTIONS } from './catalog-functions.js';
 import {
   balancerConfigFrom,
   chooseLoadBalanceNode,
@@ -298,6 +299,21 @@ export class Router {
     return ok;
   }
 
+  /**
+   * May calling `fns` have changed settings that no statement of the client shows (a
+   * `set_config(…, false)` or `SET` in a function's body)? Not a built-in function (the
+   * session follows `set_config` where the client calls it), nor one the catalog answered
+   * is not volatile (a STABLE or IMMUTABLE function is trusted not to); any other may.
+   */
+  mayChangeSettings(db: string, fns: readonly string[]): boolean {
+    for (const fn of fns) {
+      if (isBuiltinFunction(fn)) continue;
+      if (this.functions.usesCatalog && this.functions.isWriting(db, fn) === false) continue;
+      return true;
+    }
+    return false;
+  }
+
   /** The session's load-balance node at session start (weighted random, redirect lists). */
   chooseSessionNode(facts: SessionFacts): number | null {
     if (!this.routing.load_balance_mode) return this.nodes.primaryId >= 0 ? this.nodes.primaryId : null;
@@ -323,4 +339,36 @@ export class Router {
     }
     return this.snapshot;
   }
+}
+
+/** SQL constructs written like function calls, which are no pg_proc functions. */
+const CALL_FORMS = new Set([
+  'coalesce',
+  'greatest',
+  'least',
+  'nullif',
+  'row',
+  'array',
+  'cast',
+  'trim',
+  'grouping',
+  'character',
+  'decimal',
+  'float',
+  'xmlattributes',
+  'xmlconcat',
+  'xmlelement',
+  'xmlexists',
+  'xmlforest',
+  'xmlparse',
+  'xmlpi',
+  'xmlroot',
+  'xmlserialize',
+]);
+
+/** A function of pg_catalog (or a construct written like one), by its name as the classifier lists it. */
+function isBuiltinFunction(fn: string): boolean {
+  const dot = fn.indexOf('.');
+  if (dot < 0) return CATALOG_FUNCTIONS.has(fn) || CALL_FORMS.has(fn);
+  return fn.startsWith('pg_catalog.') && fn.indexOf('.', 11) < 0;
 }

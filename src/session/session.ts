@@ -185,6 +185,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       this.settings.onOverflow = () =>
         this.pin('SET not replayable (bind parameters, or more than 64 distinct settings)');
       this.settings.startup = this.backends.startupSettings;
+      this.settings.functionsMayChangeSettings = (fns) => this.ctx.router.mayChangeSettings(this.database, fns);
     }
     client.on('drain', this.onDrain);
   }

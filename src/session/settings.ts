@@ -48,6 +48,11 @@ export class SettingsReplay {
   onResync: (() => void) | undefined;
   /** The list stopped being replayable. */
   onOverflow: (() => void) | undefined;
+  /**
+   * May the functions a statement called have changed settings in their bodies
+   * (Router.mayChangeSettings)? Unset: none is followed.
+   */
+  functionsMayChangeSettings: ((fns: readonly string[]) => boolean) | undefined;
 
   get statements(): readonly string[] {
     return this.list;
@@ -85,9 +90,11 @@ export class SettingsReplay {
    * connections' settings unknown (onUnknown).
    */
   record(sql: string, cls: Classification, ok: boolean, status: number): void {
-    // A DO block or procedure may have changed settings in its body: the connections are
-    // reset before their next use (what it set does not last, nor reach another client).
-    if (cls.runsCode === true && ok) this.onUnknown?.();
+    // A DO block, a procedure or a function the statement called may have changed settings
+    // in its body: the connections are reset before their next use (what it set does not
+    // last, nor reach another client).
+    if (ok && (cls.runsCode === true || (cls.functions.length > 0 && this.functionsMayChangeSettings?.(cls.functions))))
+      this.onUnknown?.();
     if (cls.statementCount === 1 && cls.tx !== undefined) {
       this.transactionCommand(cls.tx, cls.name, ok, status);
       return;

@@ -410,6 +410,30 @@ describe('pool_mode = transaction', () => {
     await Promise.all([endPg(a), endPg(b)]);
   });
 
+  it("a setting changed in the body of a function a query calls does not reach the next client of its connection (a tenant set by a function is not another client's)", async () => {
+    const a = await pgClient(tiny, { database: db });
+    const b = await pgClient(tiny, { database: db });
+    const tenant = async (c: pg.Client) =>
+      (await c.query(`${PRIMARY_HINT} SELECT current_setting('app.pool_tx_tenant', true) AS t`)).rows[0].t ?? '';
+    await a.query(
+      "CREATE OR REPLACE FUNCTION pool_tx_set_tenant(t text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN PERFORM set_config('app.pool_tx_tenant', t, false); RETURN t; END $$",
+    );
+    // Simple protocol; default_pool_size = 1: b gets the connection the function ran on.
+    expect((await a.query("SELECT pool_tx_set_tenant('acme') AS t")).rows).toEqual([{ t: 'acme' }]);
+    expect(await tenant(b)).toBe('');
+    // Extended protocol (a parameter), schema-qualified.
+    await a.query('SELECT public.pool_tx_set_tenant($1)', ['globex']);
+    expect(await tenant(b)).toBe('');
+    // Among several statements, and inside a transaction block that commits.
+    await a.query("SELECT 1; SELECT pool_tx_set_tenant('initech')");
+    expect(await tenant(b)).toBe('');
+    await a.query('BEGIN');
+    await a.query("SELECT pool_tx_set_tenant('umbrella')");
+    await a.query('COMMIT');
+    expect(await tenant(b)).toBe('');
+    await Promise.all([endPg(a), endPg(b)]);
+  });
+
   const pinCases: Array<{ reason: string; set: string; check: string; expect: unknown }> = [
     {
       reason: 'temporary table',

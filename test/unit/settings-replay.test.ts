@@ -211,3 +211,30 @@ describe('SettingsReplay.record: resets keep the start-up settings', () => {
     expect(overflows).toBe(2);
   });
 });
+
+describe('SettingsReplay: functions that may change settings in their bodies', () => {
+  it('a statement (or one of several) calling such a function makes the settings unknown once it succeeded; others do not', () => {
+    const calls: Array<readonly string[]> = [];
+    let unknowns = 0;
+    const s = new SettingsReplay();
+    s.onUnknown = () => unknowns++;
+    s.functionsMayChangeSettings = (fns) => {
+      calls.push(fns);
+      return fns.some((f) => f.startsWith('app_'));
+    };
+    const rec = (sql: string, ok = true, status: number = TxStatus.Idle) =>
+      s.record(sql, classify(sql, { allowSqlComments: false }), ok, status);
+    rec('SELECT 1');
+    rec('SELECT lower(x) FROM t');
+    expect(unknowns).toBe(0);
+    rec("SELECT app_set_tenant('a')");
+    expect(unknowns).toBe(1);
+    rec("SELECT app_set_tenant('a')", false);
+    expect(unknowns).toBe(1);
+    rec("SELECT 1; SELECT app_set_tenant('b')");
+    expect(unknowns).toBe(2);
+    rec("SELECT app_set_tenant('c')", true, TxStatus.InTransaction);
+    expect(unknowns).toBe(3);
+    expect(calls).toEqual([['lower'], ['app_set_tenant'], ['app_set_tenant'], ['app_set_tenant']]);
+  });
+});
