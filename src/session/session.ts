@@ -685,8 +685,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
    * A wait alone does not stop the reads: most waits (for the pool, for a reply) end
    * before the client sends more, and each pause and resume costs a read stop and start
    * (and an epoll change). A chunk that arrives during a wait (`arrived`) is kept by the
-   * scanner, and the socket is paused then: one chunk at most. A client that leaves while
-   * it waits is seen at once.
+   * scanner, and the socket is paused then: one chunk at most. An end the client sends
+   * during a wait may so be read before its messages ran: see endWhenRead.
    */
   private updateReading(arrived = false): void {
     if (this.closed) return;
