@@ -27,7 +27,7 @@ import type { Backends } from './backends.js';
 import type { BothNodes } from './both-nodes.js';
 import type { SessionCore } from './core.js';
 import type { StatementRouting } from './routing.js';
-import { MergedReady } from './replies.js';
+import { MergedReady, type ErrorFieldMap } from './replies.js';
 import { resendSame } from './standby-loss.js';
 import {
   CLOSE_COMPLETE,
@@ -150,6 +150,14 @@ function changesRouting(cls: Classification, d: Decision): boolean {
     cls.createsTemp.length > 0 ||
     cls.writtenTables.length > 0 ||
     cls.statementCount > 1
+  );
+}
+
+/** PostgreSQL's refusal of a prepared statement whose result type changed since it was prepared. */
+function planChanged(err: ErrorFieldMap | undefined): boolean {
+  return (
+    err?.C === SQLSTATE.featureNotSupported &&
+    (err.R === 'RevalidateCachedQuery' || err.M?.includes('cached plan must not change result type') === true)
   );
 }
 
@@ -678,6 +686,10 @@ export class ExtendedProtocol {
             l.recording = undefined;
             // Lost there behind pgrelay's back and not prepared again: the next Bind prepares it.
             if (e.error?.C === SQLSTATE.invalidSqlStatementName) l.conn.statements?.delete(server);
+            // Its result type changed (a column added, a table replaced): PostgreSQL refuses it
+            // from now on wherever it is prepared, and the client prepares it again, as on a
+            // direct connection: under a new name of pgrelay's, prepared afresh.
+            else if (st.named !== undefined && planChanged(e.error)) s.ctx.statementNames.retire(st.named);
           },
           // A read node's connection lost first: bound where the batch moves, parsed there if needed.
           resend: this.route.resendable(link)

@@ -19,6 +19,8 @@ export interface StatementName {
   readonly name: string;
   /** A server prepared it without error at least once (a later Parse is answered without a connection). */
   accepted: boolean;
+  /** What names it (see `StatementNames.entryFor`). */
+  readonly key: string;
 }
 
 /** How many distinct statements StatementNames remembers, and how much of their text (bytes). */
@@ -48,7 +50,7 @@ export class StatementNames {
     const names = this.names;
     let e = names.get(rest);
     if (e !== undefined) return this.used(rest, e);
-    e = { name: `${STATEMENT_PREFIX}${this.next++}`, accepted: false };
+    e = { name: `${STATEMENT_PREFIX}${this.next++}`, accepted: false, key: rest };
     names.set(rest, e);
     this.textBytes += rest.length;
     while (names.size > 1 && (names.size > this.maxEntries || this.textBytes > this.maxBytes)) {
@@ -63,6 +65,17 @@ export class StatementNames {
   known(rest: string): string | undefined {
     const e = this.names.get(rest);
     return e?.accepted === true ? this.used(rest, e).name : undefined;
+  }
+
+  /**
+   * `e`'s statement is prepared again under a new name from now on (its name is not
+   * reused): the servers refuse it under its name (its result type changed), and the
+   * connections that have it keep it until their LRU closes it.
+   */
+  retire(e: StatementName): void {
+    if (this.names.get(e.key) !== e) return;
+    this.names.delete(e.key);
+    this.textBytes -= e.key.length;
   }
 
   /** `e` (the entry of `rest`) becomes the most recently used. */

@@ -22,11 +22,13 @@ import {
   RawClient,
   bindMessage,
   cancelRequest,
+  closeMessage,
   describeMessage,
   errorFields,
   executeMessage,
   parseMessage,
   queryMessage,
+  summarize,
   syncMessage,
 } from '../support/raw.js';
 import { pollUntil } from '../support/wait.js';
@@ -432,6 +434,48 @@ describe('pool_mode = transaction', () => {
     await a.query('COMMIT');
     expect(await tenant(b)).toBe('');
     await Promise.all([endPg(a), endPg(b)]);
+  });
+
+  it('after a column is added, a statement prepared again by its client runs (postgres.js retries by itself; a Close and Parse of the same text), as on a direct connection', async () => {
+    // PostgreSQL refuses a prepared statement whose result type changed (0A000 "cached plan
+    // must not change result type", at Bind): the client prepares it again. The server
+    // statements pgrelay shares between clients must then be prepared again too, not
+    // answered from what the connections already have.
+    await cluster.psql(
+      cluster.primaryId,
+      'CREATE TABLE pool_tx_chg (id int, a text); INSERT INTO pool_tx_chg VALUES (1, $$x$$)',
+      db,
+    );
+    // One connection (no load balancing): every statement below is prepared on it.
+    const one = await poolOfOne();
+    const Q = 'SELECT * FROM pool_tx_chg WHERE id = $1';
+    const sql = sqlClient(one, { database: db, prepare: true });
+    const raw = await RawClient.connect(one.port);
+    try {
+      expect((await raw.startup({ user: 'postgres', database: db })).ok).toBe(true);
+      const run = async (...pre: Buffer[]) => {
+        raw.send(...pre, bindMessage('', 'chg', ['1']), executeMessage(''), syncMessage());
+        return summarize(await raw.collect('Z', 10_000));
+      };
+      expect((await run(parseMessage('chg', Q))).rows).toEqual([['1', 'x']]);
+      // postgres.js prepares its statements (a named Parse of the same text).
+      const js = () => sql`SELECT * FROM pool_tx_chg WHERE id = ${1}`;
+      expect(await js()).toEqual([{ id: 1, a: 'x' }]);
+      await cluster.psql(cluster.primaryId, 'ALTER TABLE pool_tx_chg ADD COLUMN b int DEFAULT 7', db);
+      // postgres.js prepares it again under a new name when PostgreSQL refuses it.
+      expect(await js()).toEqual([{ id: 1, a: 'x', b: 7 }]);
+      // The client's statement as it was prepared: refused, as on a direct connection.
+      expect((await run()).errors.map((e) => e.C)).toEqual(['0A000']);
+      // Closed and prepared again (JDBC's way): it runs.
+      const again = await run(closeMessage('S', 'chg'), parseMessage('chg', Q));
+      expect(again.errors).toEqual([]);
+      expect(again.rows).toEqual([['1', 'x', '7']]);
+    } finally {
+      raw.end();
+      await endSql(sql);
+      await one.stop();
+      await cluster.psql(cluster.primaryId, 'DROP TABLE IF EXISTS pool_tx_chg', db);
+    }
   });
 
   const pinCases: Array<{ reason: string; set: string; check: string; expect: unknown }> = [

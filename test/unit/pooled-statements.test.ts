@@ -126,3 +126,21 @@ describe('pinReason', () => {
   for (const [sql, reason] of cases)
     it(`${sql} → ${reason ?? 'no pin'}`, () => expect(pinReason(sql, classify(sql, opts))).toBe(reason));
 });
+
+describe('StatementNames.retire', () => {
+  it('a retired statement gets a new name at its next Parse (never the old one again); retiring an entry replaced already does nothing', () => {
+    const n = new StatementNames();
+    const a = n.entryFor('SELECT * FROM t\u0000');
+    a.accepted = true;
+    expect(n.known('SELECT * FROM t\u0000')).toBe(a.name);
+    n.retire(a);
+    expect(n.known('SELECT * FROM t\u0000')).toBeUndefined();
+    expect(n.bytes).toBe(0);
+    const b = n.entryFor('SELECT * FROM t\u0000');
+    expect(b.name).not.toBe(a.name);
+    expect(b.accepted).toBe(false);
+    n.retire(a);
+    expect(n.entryFor('SELECT * FROM t\u0000')).toBe(b);
+    expect(n.size).toBe(1);
+  });
+});
