@@ -72,6 +72,8 @@ export interface TxSetting {
   /** Isolation level set, or 'default' for RESET / SET … TO DEFAULT. */
   isolation?: IsolationLevel | 'default';
   readOnly?: boolean;
+  /** SET TRANSACTION SNAPSHOT: the transaction runs in a snapshot a transaction on the primary exported. */
+  snapshot?: true;
 }
 
 /** Whose start-up defaults an ALTER DATABASE / ALTER ROLE … SET changed (names as PostgreSQL folds them). */
@@ -1170,7 +1172,17 @@ function analyzeSet(sql: string, toks: Token[], s: number, e: number): Builder {
       }
       k += 3;
     }
-    if (scope === 'transaction' && wordAt(toks, k, e) === 'snapshot') return both('SET TRANSACTION SNAPSHOT');
+    if (scope === 'transaction' && wordAt(toks, k, e) === 'snapshot') {
+      // pgrelay: the snapshot exists where it was exported (pg_export_snapshot(), a volatile
+      // function: on the primary); the transaction's reads stay there (policy.ts). A standby
+      // refuses it (22023 invalid snapshot identifier): pg_dump -j's workers failed.
+      const b = both('SET TRANSACTION SNAPSHOT');
+      b.dest = 'primary';
+      b.write = false;
+      b.txSetting = { scope: 'transaction', snapshot: true };
+      b.settingScope = 'local';
+      return b;
+    }
     const modes = parseModes(toks, k, e);
     if (modes === null) return invalid('SET TRANSACTION modes');
     const b = both(scope === 'transaction' ? 'SET TRANSACTION' : 'SET SESSION CHARACTERISTICS');

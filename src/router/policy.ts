@@ -69,6 +69,8 @@ export interface SessionRoutingState {
   writing: boolean;
   /** Current transaction runs at SERIALIZABLE. */
   txSerializable: boolean;
+  /** Current transaction runs in a snapshot exported on the primary (SET TRANSACTION SNAPSHOT). */
+  txSnapshot: boolean;
   /** Session default isolation is SERIALIZABLE (SET SESSION CHARACTERISTICS / default_transaction_isolation). */
   defaultSerializable: boolean;
   /**
@@ -96,6 +98,7 @@ export function newSessionRoutingState(): SessionRoutingState {
     failed: false,
     writing: false,
     txSerializable: false,
+    txSnapshot: false,
     defaultSerializable: false,
     startupSerializable: false,
     txStartedByMulti: false,
@@ -226,6 +229,8 @@ export function route(input: RouteInput): Decision {
     }
     // pgpool's disable_load_balance_on_write (pool_at_command_success()): SERIALIZABLE transactions read from the primary.
     if (s.txSerializable) return toPrimary('SERIALIZABLE transaction', write);
+    // pgrelay: a snapshot exported on the primary is seen only there (pg_dump -j's workers).
+    if (s.txSnapshot) return toPrimary('transaction in a snapshot of the primary (SET TRANSACTION SNAPSHOT)', write);
   } else if (s.defaultSerializable) {
     // Each statement is a SERIALIZABLE transaction of its own, which a hot standby refuses:
     // read where the session's default was set.
@@ -318,6 +323,7 @@ export function afterStatement(
           ts.isolation === 'default' ? state.startupSerializable : ts.isolation === 'serializable';
       else if (nowInTx) state.txSerializable = ts.isolation === 'serializable';
     }
+    if (ts?.snapshot === true && nowInTx) state.txSnapshot = true;
     if (cls.discardsTemp) state.tempTables = [];
     if (cls.resetsAll === true) state.settingsOnPrimary = false;
     else if (decision.target === 'primary' && (callsFunction(cls, 'set_config') || cls.multiSetsSession === true))
@@ -341,10 +347,14 @@ export function afterStatement(
     if (clearsWriting) state.writing = false;
     state.writtenTables = [];
     state.txStartedByMulti = false;
-    // COMMIT AND CHAIN keeps the transaction characteristics.
+    // COMMIT AND CHAIN keeps the transaction characteristics (not its snapshot).
     if (!(cls.chain === true && nowInTx)) state.txSerializable = false;
+    state.txSnapshot = false;
   }
-  if (!nowInTx) state.txSerializable = false;
+  if (!nowInTx) {
+    state.txSerializable = false;
+    state.txSnapshot = false;
+  }
   state.inTransaction = nowInTx;
   state.failed = outcome.txStatus === 'E';
 }

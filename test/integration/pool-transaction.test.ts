@@ -5,7 +5,10 @@
  * named statements and postgres.js, SET replay, pinning, cancel, query_wait_timeout.
  */
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { closeAllClients, endPg, endSql, nodeClients, pgClient, queryRows, sqlClient } from '../support/clients.js';
@@ -13,6 +16,7 @@ import { getCluster } from '../support/cluster.js';
 import {
   type ConfValue,
   expectPgbenchClean,
+  runPgDumpTool,
   runPgbench,
   startProxy,
   type ProxyHandle,
@@ -475,6 +479,29 @@ describe('pool_mode = transaction', () => {
       await endSql(sql);
       await one.stop();
       await cluster.psql(cluster.primaryId, 'DROP TABLE IF EXISTS pool_tx_chg', db);
+    }
+  });
+
+  it('pg_dump -j 2 (its workers import the snapshot the leader exported) and pg_restore -j 2 run through pgrelay with load balancing', {
+    timeout: 120_000,
+  }, async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'pgrelay-dump-'));
+    const copy = `${db}_restored`;
+    try {
+      const dump = await runPgDumpTool('pg_dump', ['-Fd', '-j', '2', '-f', path.join(dir, 'd'), db], {
+        port: big.port,
+      });
+      expect(dump.code, dump.stderr).toBe(0);
+      await cluster.psql(cluster.primaryId, `DROP DATABASE IF EXISTS ${copy}`);
+      await cluster.psql(cluster.primaryId, `CREATE DATABASE ${copy}`);
+      const restore = await runPgDumpTool('pg_restore', ['-j', '2', '-d', copy, path.join(dir, 'd')], {
+        port: big.port,
+      });
+      expect(restore.code, restore.stderr).toBe(0);
+      expect(await cluster.psql(cluster.primaryId, 'SELECT count(*) FROM pgbench_accounts', copy)).toBe('100000');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      await cluster.psql(cluster.primaryId, `DROP DATABASE IF EXISTS ${copy} WITH (FORCE)`).catch(() => undefined);
     }
   });
 

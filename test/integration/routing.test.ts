@@ -494,6 +494,22 @@ describe('statements for both nodes, transactions', () => {
     await c.query('COMMIT');
     expect((await routed(c, 'SELECT inet_server_port() AS port, 2 AS after')).portNodes).toEqual([LB]);
   });
+
+  it("SET TRANSACTION SNAPSHOT → primary (the snapshot is the primary's), and the transaction's reads stay there (pg_dump -j)", async () => {
+    const leader = await client();
+    const worker = await client();
+    await leader.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    const snap = (await leader.query('SELECT pg_export_snapshot() AS s')).rows[0].s as string;
+    await routed(worker, 'BEGIN ISOLATION LEVEL REPEATABLE READ');
+    const set = await routed(worker, `SET TRANSACTION SNAPSHOT '${snap}'`);
+    expect(set.error).toBeUndefined();
+    expect(set.logged).toEqual([P]);
+    const r = await routed(worker, `SELECT inet_server_port() AS port, count(*) AS n FROM ${t}`);
+    expect(r.portNodes).toEqual([P]);
+    await worker.query('COMMIT');
+    await leader.query('COMMIT');
+    expect((await routed(worker, 'SELECT inet_server_port() AS port, 3 AS after')).portNodes).toEqual([LB]);
+  });
 });
 
 describe('per-node statement counts (log_per_node_statement)', () => {

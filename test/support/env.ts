@@ -40,7 +40,15 @@ export function scrubPgEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.Process
   return env;
 }
 
-export type PgTool = 'psql' | 'pgbench' | 'pg_isready' | 'pg_dump' | 'pg_basebackup' | 'pg_ctl' | 'initdb';
+export type PgTool =
+  | 'psql'
+  | 'pgbench'
+  | 'pg_isready'
+  | 'pg_dump'
+  | 'pg_restore'
+  | 'pg_basebackup'
+  | 'pg_ctl'
+  | 'initdb';
 
 /** Absolute path of a PostgreSQL program in PG_BIN (throws if it is not there). */
 export function pgTool(name: PgTool): string {

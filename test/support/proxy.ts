@@ -507,6 +507,11 @@ export function expectPgbenchClean(r: RunResult, context: string): number {
   return processed ?? 0;
 }
 
+/** pg_dump or pg_restore <args> (PG_BIN's) against 127.0.0.1:<port>. */
+export function runPgDumpTool(tool: 'pg_dump' | 'pg_restore', args: string[], opts: RunOptions): Promise<RunResult> {
+  return runCommand(pgTool(tool), args, { env: clientEnv(opts), timeoutMs: opts.timeoutMs ?? 60_000 });
+}
+
 /** pgbench <args> (PG_BIN's pgbench) against 127.0.0.1:<port>. */
 export function runPgbench(args: string[], opts: RunOptions): Promise<RunResult> {
   return runCommand(pgTool('pgbench'), args, {

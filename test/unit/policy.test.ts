@@ -230,6 +230,23 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     expect(a.target('SELECT fvol()')).toBe('primary');
     expect(a.target('SELECT 1')).toBe('primary');
   });
+  it("SET TRANSACTION SNAPSHOT goes to the primary (where pg_export_snapshot() ran) and keeps the transaction's reads there, until it ends", () => {
+    const a = new Session(cfg());
+    a.run('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    expect(a.target('SELECT 1')).toBe('standby');
+    const d = a.run("SET TRANSACTION SNAPSHOT '00000003-0000001B-1'");
+    expect(d).toMatchObject({ target: 'primary', write: false });
+    expect(a.target('SELECT 1')).toBe('primary');
+    expect(a.target('COPY t TO STDOUT')).toBe('primary');
+    a.run('COMMIT AND CHAIN');
+    expect(a.target('SELECT 1')).toBe('standby');
+    a.run('ROLLBACK');
+    a.run('BEGIN');
+    a.run("SET TRANSACTION SNAPSHOT '00000003-0000001B-1'", { fail: true });
+    a.run('ROLLBACK');
+    expect(a.target('SELECT 1')).toBe('standby');
+  });
+
   it('SERIALIZABLE transactions read from the primary', () => {
     const a = new Session(cfg());
     a.run('BEGIN ISOLATION LEVEL SERIALIZABLE');
