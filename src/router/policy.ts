@@ -69,8 +69,20 @@ export interface SessionRoutingState {
   writing: boolean;
   /** Current transaction runs at SERIALIZABLE. */
   txSerializable: boolean;
-  /** Current transaction runs in a snapshot exported on the primary (SET TRANSACTION SNAPSHOT). */
-  txSnapshot: boolean;
+  /** Current transaction runs at REPEATABLE READ. */
+  txRepeatableRead: boolean;
+  /** A statement of the current transaction took its snapshot (see takesSnapshot). */
+  txSnapshotTaken: boolean;
+  /**
+   * The current transaction's snapshot is the primary's: its reads stay there (a standby's
+   * snapshot is another one). A REPEATABLE READ transaction whose first statement ran on
+   * the primary, or one that imported a snapshot (SET TRANSACTION SNAPSHOT).
+   */
+  txSnapshotOnPrimary: boolean;
+  /** Session default isolation is REPEATABLE READ (as defaultSerializable). */
+  defaultRepeatableRead: boolean;
+  /** The backend started with a REPEATABLE READ default (as startupSerializable). */
+  startupRepeatableRead: boolean;
   /** Session default isolation is SERIALIZABLE (SET SESSION CHARACTERISTICS / default_transaction_isolation). */
   defaultSerializable: boolean;
   /**
@@ -98,9 +110,13 @@ export function newSessionRoutingState(): SessionRoutingState {
     failed: false,
     writing: false,
     txSerializable: false,
-    txSnapshot: false,
+    txRepeatableRead: false,
+    txSnapshotTaken: false,
+    txSnapshotOnPrimary: false,
     defaultSerializable: false,
     startupSerializable: false,
+    defaultRepeatableRead: false,
+    startupRepeatableRead: false,
     txStartedByMulti: false,
     writtenTables: [],
     tempTables: [],
@@ -108,11 +124,30 @@ export function newSessionRoutingState(): SessionRoutingState {
   };
 }
 
-/** The session's backend started with a SERIALIZABLE default isolation (or not): its default until SET otherwise. */
-export function startupIsolation(state: SessionRoutingState, serializable: boolean): void {
-  state.startupSerializable = serializable;
-  state.defaultSerializable = serializable;
+/**
+ * The default isolation the session's backend started with (`default_transaction_isolation`
+ * as the server reports it; undefined: read committed): its default until SET otherwise.
+ */
+export function startupIsolation(state: SessionRoutingState, level: string | undefined): void {
+  state.startupSerializable = state.defaultSerializable = level === 'serializable';
+  state.startupRepeatableRead = state.defaultRepeatableRead = level === 'repeatable read';
 }
+
+/** Statement kinds that take no snapshot: a REPEATABLE READ transaction takes it at its first other statement. */
+const NO_SNAPSHOT = new Set<Classification['kind']>([
+  'show',
+  'set',
+  'reset',
+  'discard',
+  'deallocate',
+  'transaction',
+  'lock',
+  'listen',
+  'unlisten',
+  'prepare',
+  'close',
+  'empty',
+]);
 
 export interface RouteInput {
   cls: Classification;
@@ -190,6 +225,11 @@ export function route(input: RouteInput): Decision {
   if (c.dest === 'primary') return toPrimary(c.reason, write);
 
   if (c.dest === 'both') {
+    // pgrelay: a LOCK in a transaction whose reads run on the primary (its snapshot is
+    // there) locks there only: a lagging standby may not have the table yet (pg_dump locks
+    // each table it dumps), and the standby's copy of the transaction reads nothing.
+    if (c.kind === 'lock' && s.inTransaction && s.txSnapshotOnPrimary)
+      return toPrimary(`${c.reason} in a transaction whose snapshot is the primary's`, write);
     // pgpool's multi-statement rule: in a transaction begun by a multi-statement Query, BOTH-type statements go to the primary only.
     if (s.inTransaction && s.txStartedByMulti)
       return toPrimary(`${c.reason} in a transaction begun by a multi-statement query`, write);
@@ -229,8 +269,10 @@ export function route(input: RouteInput): Decision {
     }
     // pgpool's disable_load_balance_on_write (pool_at_command_success()): SERIALIZABLE transactions read from the primary.
     if (s.txSerializable) return toPrimary('SERIALIZABLE transaction', write);
-    // pgrelay: a snapshot exported on the primary is seen only there (pg_dump -j's workers).
-    if (s.txSnapshot) return toPrimary('transaction in a snapshot of the primary (SET TRANSACTION SNAPSHOT)', write);
+    // pgrelay: one snapshot for the whole transaction, as on a direct connection: a
+    // REPEATABLE READ transaction that began on the primary (pg_dump's catalog reads, then
+    // its COPYs), one that imported a snapshot exported there (pg_dump -j's workers).
+    if (s.txSnapshotOnPrimary) return toPrimary("the transaction's snapshot is the primary's", write);
   } else if (s.defaultSerializable) {
     // Each statement is a SERIALIZABLE transaction of its own, which a hot standby refuses:
     // read where the session's default was set.
@@ -315,15 +357,24 @@ export function afterStatement(
       state.txStartedByMulti = false;
       const iso = cls.beginModes?.isolation;
       state.txSerializable = iso !== undefined ? iso === 'serializable' : state.defaultSerializable;
+      state.txRepeatableRead = iso !== undefined ? iso === 'repeatable read' : state.defaultRepeatableRead;
     }
     const ts = cls.txSetting;
     if (ts !== undefined && ts.isolation !== undefined) {
-      if (ts.scope === 'session')
-        state.defaultSerializable =
-          ts.isolation === 'default' ? state.startupSerializable : ts.isolation === 'serializable';
-      else if (nowInTx) state.txSerializable = ts.isolation === 'serializable';
+      if (ts.scope === 'session') {
+        const reset = ts.isolation === 'default';
+        state.defaultSerializable = reset ? state.startupSerializable : ts.isolation === 'serializable';
+        state.defaultRepeatableRead = reset ? state.startupRepeatableRead : ts.isolation === 'repeatable read';
+      } else if (nowInTx) {
+        state.txSerializable = ts.isolation === 'serializable';
+        state.txRepeatableRead = ts.isolation === 'repeatable read';
+      }
     }
-    if (ts?.snapshot === true && nowInTx) state.txSnapshot = true;
+    if (ts?.snapshot === true && nowInTx) state.txSnapshotOnPrimary = state.txSnapshotTaken = true;
+    if (nowInTx && !state.txSnapshotTaken && decision.target !== 'both' && !NO_SNAPSHOT.has(cls.kind)) {
+      state.txSnapshotTaken = true;
+      if (state.txRepeatableRead && decision.target === 'primary') state.txSnapshotOnPrimary = true;
+    }
     if (cls.discardsTemp) state.tempTables = [];
     if (cls.resetsAll === true) state.settingsOnPrimary = false;
     else if (decision.target === 'primary' && (callsFunction(cls, 'set_config') || cls.multiSetsSession === true))
@@ -348,12 +399,12 @@ export function afterStatement(
     state.writtenTables = [];
     state.txStartedByMulti = false;
     // COMMIT AND CHAIN keeps the transaction characteristics (not its snapshot).
-    if (!(cls.chain === true && nowInTx)) state.txSerializable = false;
-    state.txSnapshot = false;
+    if (!(cls.chain === true && nowInTx)) state.txSerializable = state.txRepeatableRead = false;
+    state.txSnapshotTaken = state.txSnapshotOnPrimary = false;
   }
   if (!nowInTx) {
-    state.txSerializable = false;
-    state.txSnapshot = false;
+    state.txSerializable = state.txRepeatableRead = false;
+    state.txSnapshotTaken = state.txSnapshotOnPrimary = false;
   }
   state.inTransaction = nowInTx;
   state.failed = outcome.txStatus === 'E';

@@ -278,7 +278,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       return;
     }
     // The default a RESET goes back to: a SERIALIZABLE one keeps reads on the primary.
-    startupIsolation(this.routing, p.conn.startupIsolation === 'serializable');
+    startupIsolation(this.routing, p.conn.startupIsolation);
     if (this.txMode) {
       // BackendKeyData is pgrelay's own: the backend serving the client changes.
       this.ready(input, reportFor(p.conn.startupReport, this.settings.startup), TxStatus.Idle);

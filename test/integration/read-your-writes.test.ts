@@ -20,7 +20,7 @@ import { DevCluster, freePort } from '../../dev/devcluster.js';
 import { waitForCached } from '../support/cache-probe.js';
 import { closeAllClients, endPg, endSql, pgClient, sqlClient } from '../support/clients.js';
 import { sampleValue, scrapeMetrics } from '../support/prometheus.js';
-import { type ProxyHandle, startProxy } from '../support/proxy.js';
+import { type ProxyHandle, runPgDumpTool, startProxy } from '../support/proxy.js';
 import { nodeOfPort } from '../support/routing.js';
 import { pollUntil } from '../support/wait.js';
 
@@ -217,6 +217,13 @@ describe('replay paused on both standbys', () => {
     const other = await countOn(reader, 'txpool', false);
     expect(other.node).not.toBe(P);
     expect(other.n, 'the standbys replay nothing while paused').toBe(0);
+  });
+
+  it('pg_dump while the standbys replay nothing: the table created since is dumped with its rows (its catalog reads ran on the primary: so do its COPYs, one snapshot)', async () => {
+    await cluster.psql(P, 'CREATE TABLE ryw_dump (id int); INSERT INTO ryw_dump VALUES (4242)');
+    const dump = await runPgDumpTool('pg_dump', ['-t', 'ryw_dump', '-d', 'postgres'], { port: off.port });
+    expect(dump.code, dump.stderr).toBe(0);
+    expect(dump.stdout).toMatch(/^COPY public\.ryw_dump \(id\) FROM stdin;\n4242\n\\\.$/m);
   });
 
   it("off: the read runs on a standby and misses the session's write (pgpool's behaviour)", async () => {

@@ -495,6 +495,24 @@ describe('statements for both nodes, transactions', () => {
     expect((await routed(c, 'SELECT inet_server_port() AS port, 2 AS after')).portNodes).toEqual([LB]);
   });
 
+  it('a REPEATABLE READ transaction begun on the primary reads there (one snapshot, as pg_dump needs); begun on the LB node, it reads there', async () => {
+    const c = await client();
+    await routed(c, 'BEGIN ISOLATION LEVEL REPEATABLE READ');
+    expect(
+      (await routed(c, 'SELECT count(*) AS n, inet_server_port() AS port FROM pg_catalog.pg_class')).portNodes,
+    ).toEqual([P]);
+    const r = await routed(c, `SELECT inet_server_port() AS port, count(*) AS n FROM ${t}`);
+    expect(r.portNodes).toEqual([P]);
+    expect(r.logged).toEqual([P]);
+    await c.query('COMMIT');
+    await routed(c, 'BEGIN ISOLATION LEVEL REPEATABLE READ');
+    expect((await routed(c, `SELECT inet_server_port() AS port, count(*) AS n FROM ${t}`)).portNodes).toEqual([LB]);
+    expect((await routed(c, `SELECT inet_server_port() AS port, 4 AS again FROM ${t} LIMIT 1`)).portNodes).toEqual([
+      LB,
+    ]);
+    await c.query('COMMIT');
+  });
+
   it("SET TRANSACTION SNAPSHOT → primary (the snapshot is the primary's), and the transaction's reads stay there (pg_dump -j)", async () => {
     const leader = await client();
     const worker = await client();

@@ -247,6 +247,57 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     expect(a.target('SELECT 1')).toBe('standby');
   });
 
+  it('a REPEATABLE READ transaction keeps one snapshot: once its first statement ran on the primary, its reads go there; begun on the standby, they stay balanced', () => {
+    const a = new Session(cfg());
+    // pg_dump: catalog reads first (primary), then COPY of each table.
+    a.run('BEGIN');
+    a.run('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+    expect(a.target('SHOW server_version')).toBe('standby');
+    expect(a.target('SELECT c.relname FROM pg_catalog.pg_class c')).toBe('primary');
+    expect(a.run('COPY public.t TO STDOUT')).toMatchObject({
+      target: 'primary',
+      reason: "the transaction's snapshot is the primary's",
+    });
+    expect(a.target('SELECT 1')).toBe('primary');
+    // pg_dump locks each table: there only (a lagging standby may not have it).
+    expect(a.target('LOCK TABLE public.t IN ACCESS SHARE MODE')).toBe('primary');
+    a.run('COMMIT');
+    expect(a.target('SELECT 1')).toBe('standby');
+    a.run('BEGIN');
+    expect(a.target('LOCK TABLE public.t IN ACCESS SHARE MODE')).toBe('both');
+    a.run('COMMIT');
+    // Begun on the standby: its reads stay balanced (one standby snapshot).
+    a.run('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    expect(a.target('SELECT * FROM t')).toBe('standby');
+    expect(a.target('SELECT c.relname FROM pg_catalog.pg_class c')).toBe('primary');
+    expect(a.target('SELECT * FROM u')).toBe('standby');
+    a.run('ROLLBACK');
+    // READ COMMITTED: every statement takes a snapshot of its own; nothing sticks.
+    a.run('BEGIN');
+    expect(a.target('SELECT c.relname FROM pg_catalog.pg_class c')).toBe('primary');
+    expect(a.target('SELECT * FROM t')).toBe('standby');
+    a.run('COMMIT');
+    // The session's default (SET SESSION CHARACTERISTICS, and RESET ALL back to the start-up's).
+    a.run('SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+    a.run('BEGIN');
+    expect(a.target('SELECT c.relname FROM pg_catalog.pg_class c')).toBe('primary');
+    expect(a.target('SELECT * FROM t')).toBe('primary');
+    a.run('COMMIT');
+    // Autocommit reads: one statement, one snapshot, on whichever node.
+    expect(a.target('SELECT * FROM t')).toBe('standby');
+    a.run('RESET ALL');
+    a.run('BEGIN');
+    a.run('SELECT c.relname FROM pg_catalog.pg_class c');
+    expect(a.target('SELECT * FROM t')).toBe('standby');
+    a.run('COMMIT');
+    const b = new Session(cfg());
+    startupIsolation(b.state, 'repeatable read');
+    b.run('BEGIN');
+    b.run('INSERT INTO t VALUES (1)');
+    expect(b.target('SELECT * FROM t')).toBe('primary');
+    b.run('COMMIT');
+  });
+
   it('SERIALIZABLE transactions read from the primary', () => {
     const a = new Session(cfg());
     a.run('BEGIN ISOLATION LEVEL SERIALIZABLE');
@@ -323,7 +374,7 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
   });
   it('a backend that started with a SERIALIZABLE default (ALTER DATABASE/ROLE … SET): reads on the primary, also after RESET', () => {
     const a = new Session(cfg());
-    startupIsolation(a.state, true);
+    startupIsolation(a.state, 'serializable');
     expect(a.run('SELECT 1')).toMatchObject({
       target: 'primary',
       reason: 'the session default isolation is SERIALIZABLE',
@@ -342,7 +393,7 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     a.run('COMMIT');
     // A read committed start-up default: RESET goes back to it.
     const b = new Session(cfg());
-    startupIsolation(b.state, false);
+    startupIsolation(b.state, 'read committed');
     b.run("SET default_transaction_isolation = 'serializable'");
     expect(b.target('SELECT 1')).toBe('primary');
     b.run('RESET ALL');
