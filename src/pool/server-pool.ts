@@ -222,6 +222,23 @@ export class ServerPools<C extends PooledConnection> {
     return c === undefined || c.dead ? undefined : c;
   }
 
+  /**
+   * Lend `c` itself if it is idle in its pool (a client takes back the connection its last
+   * unit of work used: Backends.takeLastUnit); false when it is not (lent out, closed).
+   * No client waits for a pool that has an idle connection, so no one is passed over.
+   */
+  takeIdleConnection(c: C): boolean {
+    if (this.closed) return false;
+    const pool = this.pools.get(c.cacheKey);
+    const i = pool === undefined ? -1 : pool.idle.indexOf(c);
+    if (pool === undefined || i < 0 || c.dead) return false;
+    pool.idle.splice(i, 1);
+    pool.active++;
+    pool.served++;
+    this.onWait?.(0);
+    return true;
+  }
+
   /** Lend the connection `idleFor(id)` returned (as `acquire` lends an idle one). */
   takeIdle(id: PoolKey): C {
     const pool = this.pools.get(id.key) as Pool<C>;

@@ -37,6 +37,7 @@ import type { Classification, SessionFacts } from '../router/router.js';
 import { BackendLink, type LinkExpectation, type LinkOwner } from './backend-link.js';
 import type { SessionContext } from './context.js';
 import type { ErrorFieldMap } from './replies.js';
+import { mayCallNextval } from './pinning.js';
 
 /** What the backends need from their session. */
 export interface BackendsOwner extends LinkOwner {
@@ -485,7 +486,56 @@ export class Backends {
    * pool_mode = transaction: the transaction ended; give the links back to the server
    * pools, each connection marked with the session's settings (what it has now).
    */
+  /**
+   * pool_mode = transaction: a statement of the unit of work under way may have called
+   * nextval() (see noteStatement): its primary connection is the client's `lastUnit` at checkin.
+   */
+  private unitMayCallNextval = false;
+  /**
+   * The server connection of the client's last unit of work that may have called nextval(),
+   * and its use count when the client last gave it back: while nobody else took it since,
+   * its sequence state (lastval(), currval()) is the client's (takeLastUnit).
+   */
+  private lastUnit: { conn: BackendConnection; uses: number } | undefined;
+
+  /** A statement of the unit of work under way succeeded (see unitMayCallNextval). */
+  noteStatement(cls: Classification): void {
+    if (!this.unitMayCallNextval && mayCallNextval(cls)) this.unitMayCallNextval = true;
+  }
+
+  /**
+   * pool_mode = transaction, a unit of work that starts by reading the sequence state
+   * (lastval(), currval()): take the connection of the client's last unit that may have
+   * called nextval() if it is idle and nobody used it since, as the unit's primary link.
+   * False when it cannot be had (then that state is another client's, or gone).
+   */
+  takeLastUnit(): boolean {
+    const l = this.lastUnit;
+    const ctx = this.owner.ctx;
+    if (l === undefined || this.held) return false;
+    const c = l.conn;
+    if (c.useCount !== l.uses || c.nodeId !== ctx.nodes.primaryId || !settingsMatch(c, this.owner.settings))
+      return false;
+    if (!ctx.pools.takeIdleConnection(c)) return false;
+    c.useCount++;
+    const link = new BackendLink(this.owner, c, ctx.services.metrics);
+    this.links[c.nodeId] = link;
+    this.primaryLink = link;
+    this.lbNodeId = c.nodeId;
+    link.attach();
+    this.deallocateStrays(link);
+    return true;
+  }
+
   checkin(): void {
+    const p = this.primaryLink?.conn;
+    if (p !== undefined) {
+      const l = this.lastUnit;
+      // Lent to this client alone since it was remembered: still the client's sequence state.
+      if (this.unitMayCallNextval) this.lastUnit = { conn: p, uses: p.useCount };
+      else if (l !== undefined && l.conn === p && p.useCount === l.uses + 1) l.uses = p.useCount;
+    }
+    this.unitMayCallNextval = false;
     const statements = this.owner.settings.statements;
     let settings: readonly string[] | undefined;
     const pools = this.owner.ctx.pools;

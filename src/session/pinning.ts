@@ -37,3 +37,35 @@ export function pinReason(sql: string, cls: Classification): string | undefined 
   }
   return undefined;
 }
+
+/** The function's name without `pg_catalog.` (other schemas kept: not the built-in one). */
+function builtinName(fn: string): string {
+  return fn.startsWith('pg_catalog.') ? fn.slice('pg_catalog.'.length) : fn;
+}
+
+/**
+ * Does the statement read the backend session's sequence state (`lastval()`, `currval()`:
+ * the value nextval() last returned there)? pool_mode = transaction: that state belongs to
+ * whichever client last used the server connection (see Backends.takeLastUnit).
+ */
+export function readsSequenceState(cls: Classification): boolean {
+  for (const f of cls.functions) {
+    const n = builtinName(f);
+    if (n === 'lastval' || n === 'currval') return true;
+  }
+  return false;
+}
+
+/**
+ * May the statement have called nextval() (or setval()): itself, or through a column
+ * default (an INSERT, MERGE or COPY FROM; anything else that writes, and several
+ * statements, count too)?
+ */
+export function mayCallNextval(cls: Classification): boolean {
+  if (cls.write || cls.kind === 'insert' || cls.kind === 'merge' || cls.kind === 'multi') return true;
+  for (const f of cls.functions) {
+    const n = builtinName(f);
+    if (n === 'nextval' || n === 'setval') return true;
+  }
+  return false;
+}

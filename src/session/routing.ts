@@ -209,6 +209,7 @@ export class StatementRouting {
     );
     if (ok && cls.writtenTables.length > 0)
       s.ctx.router.addRelatedObjects(s.routing, cls.writtenTables, status !== TxStatus.Idle);
+    if (ok && s.backends.pooled) s.backends.noteStatement(cls);
     // New backends of that database or role start with other defaults: cached ones must not be reused.
     if (ok && cls.changesDefaults !== undefined) s.ctx.cache.defaultsChangedFor(cls.changesDefaults);
   }

@@ -64,7 +64,7 @@ import { ReadYourWrites } from './read-your-writes.js';
 import { StatementRouting } from './routing.js';
 import { SettingsReplay } from './settings.js';
 import { moveReadsOff, resendSame } from './standby-loss.js';
-import { pinReason } from './pinning.js';
+import { mayCallNextval, pinReason, readsSequenceState } from './pinning.js';
 import { type UnitLookup, readNodeOnly, readOnlyUnit } from './read-node-only.js';
 import { reportFor } from '../pool/startup-settings.js';
 
@@ -569,17 +569,62 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   }
 
   /**
+   * pool_mode = transaction, no links held: does the unit of work start by reading the
+   * sequence state (a simple Query, or the Bind of a prepared statement, calling lastval()
+   * or currval() and not nextval() before them)?
+   */
+  private readsSequenceFirst(type: number, buf: Buffer, start: number, end: number): boolean {
+    let cls: Classification | undefined;
+    if (type === FE.Query) {
+      // A call has a parenthesis: most texts are passed over without decoding them.
+      const paren = buf.indexOf(0x28, start);
+      const q = paren >= 0 && paren < end ? readCString(buf, start, end) : undefined;
+      cls = q && this.classify(q[0]);
+    } else if (type === FE.Bind) {
+      const portal = readCString(buf, start, end);
+      const stmt = portal && readCString(buf, portal[1], end);
+      cls = stmt && this.unitLookup.statement(stmt[0])?.cls;
+    }
+    return cls !== undefined && readsSequenceState(cls) && !mayCallNextval(cls);
+  }
+
+  /**
+   * lastval()/currval() at the start of a unit of work whose connection is not the one the
+   * client's nextval() ran on (another client used it since, or it closed): what it holds
+   * there is another client's, or nothing. Refused as PostgreSQL refuses a sequence state
+   * the session does not have (55000), rather than answered with another client's value.
+   */
+  private refuseSequenceRead(type: number): Drop {
+    return this.answerUnit(type, {
+      severity: 'ERROR',
+      code: SQLSTATE.objectNotInPrerequisiteState,
+      message:
+        "lastval() and currval() are not available here: in pool_mode = transaction the server connection that ran this session's nextval() has served another client since",
+      hint: 'Use INSERT … RETURNING, or call them in the same transaction (or Query) as the INSERT or nextval(); or give this database or user pool_mode = session (database_pool_settings, user_pool_settings).',
+    });
+  }
+
+  /**
    * The statement a CancelRequest came for while it waited for the pool: the client gets
    * PostgreSQL's 57014, then (simple Query) ReadyForQuery; an extended-protocol batch is
    * skipped up to its Sync, as PostgreSQL skips it after an error, and its Sync answered.
    */
   private cancelledWhileQueued(type: number): Drop {
-    this.judged = undefined;
-    const err = errorResponse({
+    return this.answerUnit(type, {
       severity: 'ERROR',
       code: SQLSTATE.queryCanceled,
       message: 'canceling statement due to user request',
     });
+  }
+
+  /**
+   * A unit of work that never reached a server answered with an error: then (simple
+   * Query) ReadyForQuery; an extended-protocol batch is skipped up to its Sync, as
+   * PostgreSQL skips it after an error, and its Sync answered.
+   */
+  private answerUnit(type: number, fields: Parameters<typeof errorResponse>[0]): Drop {
+    this.judged = undefined;
+    const err = errorResponse(fields);
     if (type === FE.Query) this.writeClient(Buffer.concat([err, readyForQuery(TxStatus.Idle)]));
     else {
       this.writeClient(err);
@@ -781,9 +826,14 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       if (this.taking) return this.wait('pool');
       const own = this.withoutBackend(type, buf, start, end);
       if (own !== undefined) return own;
-      const links = this.linksFor(type, buf, start, end);
-      const waiting = this.checkout(links.readNode, links.readOnly);
-      if (waiting !== undefined) return waiting;
+      if (this.readsSequenceFirst(type, buf, start, end)) {
+        // Only the connection whose sequence state is the client's will do.
+        if (!b.takeLastUnit()) return this.refuseSequenceRead(type);
+      } else {
+        const links = this.linksFor(type, buf, start, end);
+        const waiting = this.checkout(links.readNode, links.readOnly);
+        if (waiting !== undefined) return waiting;
+      }
       // Taken at once (checkoutNow): the message goes on now, not presented again.
       this.judged = undefined;
     }

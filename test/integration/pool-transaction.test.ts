@@ -505,6 +505,55 @@ describe('pool_mode = transaction', () => {
     }
   });
 
+  it("lastval() and currval() after an autocommit INSERT: the client's own value on the connection its INSERT used, else 55000 — never another client's", async () => {
+    // PHP's PDO::lastInsertId() sends SELECT LASTVAL() after the INSERT, in a unit of work of its own.
+    await cluster.psql(
+      cluster.primaryId,
+      'CREATE TABLE IF NOT EXISTS pool_tx_seq (id serial PRIMARY KEY, who text)',
+      db,
+    );
+    const one = await poolOfOne();
+    const a = await pgClient(one, { database: db });
+    const b = await pgClient(one, { database: db });
+    try {
+      const insert = async (c: pg.Client, who: string) =>
+        Number((await c.query('INSERT INTO pool_tx_seq (who) VALUES ($1) RETURNING id', [who])).rows[0].id);
+      const lastval = async (c: pg.Client) => {
+        try {
+          return Number((await c.query('SELECT LASTVAL() AS v')).rows[0].v);
+        } catch (e) {
+          return (e as { code?: string }).code;
+        }
+      };
+      // Its connection untouched since: the client's own value (simple and extended protocol).
+      const id = await insert(a, 'a');
+      expect(await lastval(a)).toBe(id);
+      expect(Number((await a.query("SELECT currval('pool_tx_seq_id_seq') AS v")).rows[0].v)).toBe(id);
+      expect(Number((await a.query('SELECT currval($1::regclass) AS v', ['pool_tx_seq_id_seq'])).rows[0].v)).toBe(id);
+      // Another client's INSERT ran on that connection since: refused, not b's value.
+      await insert(a, 'a');
+      const bid = await insert(b, 'b');
+      expect(await lastval(a)).toBe('55000');
+      expect(await lastval(b)).toBe(bid);
+      // In the same Query, or the same transaction, as the INSERT: PostgreSQL answers.
+      const [, r] = (await a.query("INSERT INTO pool_tx_seq (who) VALUES ('a'); SELECT lastval() AS v")) as unknown as [
+        unknown,
+        pg.QueryResult,
+      ];
+      expect(Number(r.rows[0].v)).toBeGreaterThan(bid);
+      await a.query('BEGIN');
+      const tid = await insert(a, 'a');
+      expect(await lastval(a)).toBe(tid);
+      await a.query('COMMIT');
+      // A client that never called nextval: refused too (PostgreSQL: 55000 lastval is not yet defined).
+      const c = await pgClient(one, { database: db });
+      expect(await lastval(c)).toBe('55000');
+    } finally {
+      await Promise.all([endPg(a), endPg(b)]);
+      await one.stop();
+    }
+  });
+
   const pinCases: Array<{ reason: string; set: string; check: string; expect: unknown }> = [
     {
       reason: 'temporary table',

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { FE } from '../../src/protocol/constants.js';
 import { classify } from '../../src/router/classifier.js';
-import { pinReason } from '../../src/session/pinning.js';
+import { mayCallNextval, pinReason, readsSequenceState } from '../../src/session/pinning.js';
 import {
   ServerStatements,
   StatementNames,
@@ -142,5 +142,21 @@ describe('StatementNames.retire', () => {
     n.retire(a);
     expect(n.entryFor('SELECT * FROM t\u0000')).toBe(b);
     expect(n.size).toBe(1);
+  });
+});
+
+describe('readsSequenceState, mayCallNextval', () => {
+  const c = (sql: string) => classify(sql, { allowSqlComments: false });
+  it('lastval()/currval() read the sequence state; INSERTs, writes, nextval()/setval() and several statements may set it', () => {
+    expect(readsSequenceState(c('SELECT LASTVAL()'))).toBe(true);
+    expect(readsSequenceState(c("SELECT pg_catalog.currval('s')"))).toBe(true);
+    expect(readsSequenceState(c("SELECT app.currval('s')"))).toBe(false);
+    expect(readsSequenceState(c('SELECT 1'))).toBe(false);
+    expect(mayCallNextval(c('INSERT INTO t (x) VALUES (1)'))).toBe(true);
+    expect(mayCallNextval(c("SELECT nextval('s'), currval('s')"))).toBe(true);
+    expect(mayCallNextval(c("SELECT setval('s', 5)"))).toBe(true);
+    expect(mayCallNextval(c('INSERT INTO t VALUES (1); SELECT lastval()'))).toBe(true);
+    expect(mayCallNextval(c('SELECT lastval()'))).toBe(false);
+    expect(mayCallNextval(c('SELECT * FROM t'))).toBe(false);
   });
 });

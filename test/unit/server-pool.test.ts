@@ -132,6 +132,24 @@ describe('ServerPools', () => {
     expect(p.connectionsOn(0)).toBe(1);
   });
 
+  it('takeIdleConnection lends that very connection when it is idle, and nothing otherwise', async () => {
+    const p = pools({ poolSize: 2 });
+    const k = key();
+    const a = await p.acquire(k, open(k), 0);
+    const b = await p.acquire(k, open(k), 0);
+    expect(p.takeIdleConnection(a)).toBe(false); // lent out
+    p.release(a, true);
+    p.release(b, true);
+    expect(p.takeIdleConnection(a)).toBe(true);
+    expect(p.takeIdleConnection(a)).toBe(false);
+    expect(p.stats()[0]).toMatchObject({ active: 1, idle: 1 });
+    // The next acquire gets the other one.
+    expect(await p.acquire(k, open(k), 0)).toBe(b);
+    b.dead = true;
+    p.release(b, true);
+    expect(p.takeIdleConnection(b)).toBe(false);
+  });
+
   it('gives up after the wait timeout with PoolWaitTimeout', async () => {
     vi.useFakeTimers();
     const p = pools({ poolSize: 1 });
