@@ -305,6 +305,16 @@ export class Router {
    * session follows `set_config` where the client calls it), nor one the catalog answered
    * is not volatile (a STABLE or IMMUTABLE function is trusted not to); any other may.
    */
+  /**
+   * The user functions among `fns` whose volatility the catalog has not answered yet (none
+   * when write_function_list or read_only_function_list decide): a session in transaction
+   * mode asks, so that a STABLE or IMMUTABLE one costs no reset (mayChangeSettings).
+   */
+  unknownUserFunctions(db: string, fns: readonly string[]): string[] {
+    if (fns.length === 0 || !this.functions.usesCatalog) return [];
+    return fns.filter((fn) => !isBuiltinFunction(fn) && this.functions.isWriting(db, fn) === undefined);
+  }
+
   mayChangeSettings(db: string, fns: readonly string[]): boolean {
     for (const fn of fns) {
       if (isBuiltinFunction(fn)) continue;

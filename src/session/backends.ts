@@ -339,15 +339,17 @@ export class Backends {
     const pools = ctx.pools;
     const want = this.owner.settings;
     const p = primaryId === undefined ? undefined : pools.idleFor(this.poolId(primaryId));
+    // Settings proven: a connection that lacks them gets them right before the client's message.
+    const fits = (c: BackendConnection): boolean => this.settingsProven || settingsMatch(c, want);
     if (primaryId !== undefined) {
-      if (p === undefined || !settingsMatch(p, want)) return lbNode;
+      if (p === undefined || !fits(p)) return lbNode;
       if (router.loadBalancing && p.startupIsolation === undefined) return lbNode;
     }
     const second = lbNode === primaryId ? undefined : lbNode;
     if (second !== undefined) {
       if (!ctx.nodes.get(second)) return lbNode;
       const r = pools.idleFor(this.poolId(second));
-      if (r === undefined || !settingsMatch(r, want)) return lbNode;
+      if (r === undefined || !fits(r)) return lbNode;
     }
     if (primaryId !== undefined) this.primaryLink = this.take(primaryId);
     if (second !== undefined) this.take(second);
@@ -355,6 +357,7 @@ export class Backends {
     for (const l of this.links) {
       if (!l) continue;
       l.attach();
+      this.applySettings(l);
       this.deallocateStrays(l);
     }
     return true;
@@ -458,20 +461,45 @@ export class Backends {
   private applySettings(link: BackendLink): Promise<void> | undefined {
     const c = link.conn;
     const want = this.owner.settings;
-    // The common case, without building a plan.
-    if (settingsMatch(c, want)) return undefined;
+    // The common case, without building a plan (a connection has them: a server took them).
+    if (settingsMatch(c, want)) {
+      this.settingsProven = true;
+      return undefined;
+    }
     const plan = replayPlan({ startup: c.startupSettings, statements: c.settings }, want);
     // Nothing to replay: the connection's (own) list is the session's already.
     if (plan.length > 0) c.settings = [...want.statements];
     c.startupSettings = want.startup;
     if (plan.length === 0) return undefined;
+    if (this.settingsProven) {
+      // Settings a server took already: sent as one Query right before the client's
+      // statement, not waited for (no round trip). Should one fail even so, the session ends.
+      this.request(
+        link,
+        {
+          kind: 'query',
+          mode: 'drop',
+          skippable: true,
+          done: (e) => {
+            if (e.error === undefined) return;
+            c.settings = DIRTY_SETTINGS;
+            this.owner.settingsFailed(settingsError(e.error));
+          },
+        },
+        queryMessage(plan.join('; ')),
+      );
+      return undefined;
+    }
     return new Promise((resolve, reject) => {
       let failed: ErrorFieldMap | undefined;
       plan.forEach((sql, i) => {
         const done = (e: { error?: ErrorFieldMap }): void => {
           failed ??= e.error;
           if (i < plan.length - 1) return;
-          if (failed === undefined) return resolve();
+          if (failed === undefined) {
+            this.settingsProven = true;
+            return resolve();
+          }
           c.settings = DIRTY_SETTINGS;
           reject(settingsError(failed));
         };
@@ -483,14 +511,15 @@ export class Backends {
   }
 
   /**
-   * pool_mode = transaction: the transaction ended; give the links back to the server
-   * pools, each connection marked with the session's settings (what it has now).
-   */
-  /**
    * pool_mode = transaction: a statement of the unit of work under way may have called
    * nextval() (see noteStatement): its primary connection is the client's `lastUnit` at checkin.
    */
   private unitMayCallNextval = false;
+  /**
+   * The session's settings were taken by a server (replayed, or found on a connection):
+   * every later SET of them ran on a server too, so a replay need not be waited for.
+   */
+  private settingsProven = false;
   /**
    * The server connection of the client's last unit of work that may have called nextval(),
    * and its use count when the client last gave it back: while nobody else took it since,
@@ -514,8 +543,8 @@ export class Backends {
     const ctx = this.owner.ctx;
     if (l === undefined || this.held) return false;
     const c = l.conn;
-    if (c.useCount !== l.uses || c.nodeId !== ctx.nodes.primaryId || !settingsMatch(c, this.owner.settings))
-      return false;
+    if (c.useCount !== l.uses || c.nodeId !== ctx.nodes.primaryId) return false;
+    if (!this.settingsProven && !settingsMatch(c, this.owner.settings)) return false;
     if (!ctx.pools.takeIdleConnection(c)) return false;
     c.useCount++;
     const link = new BackendLink(this.owner, c, ctx.services.metrics);
@@ -523,10 +552,15 @@ export class Backends {
     this.primaryLink = link;
     this.lbNodeId = c.nodeId;
     link.attach();
+    this.applySettings(link);
     this.deallocateStrays(link);
     return true;
   }
 
+  /**
+   * pool_mode = transaction: the transaction ended; give the links back to the server
+   * pools, each connection marked with the session's settings (what it has now).
+   */
   checkin(): void {
     const p = this.primaryLink?.conn;
     if (p !== undefined) {

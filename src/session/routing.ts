@@ -43,14 +43,31 @@ export class StatementRouting {
     const s = this.s;
     const pids = boundPids ?? (cls.pidConsts.length > 0 ? cls.pidConsts : undefined);
     const pidNode = pids === undefined ? undefined : this.pidNode(pids);
-    const d = s.ctx.router.decide(sql, cls, s.routing, this.facts.database, settingArgs, pidNode);
-    if ('target' in d) return d;
+    const router = s.ctx.router;
+    const db = this.facts.database;
+    const d = router.decide(sql, cls, s.routing, db, settingArgs, pidNode);
     const p = s.backends.primary;
-    if (p === undefined || this.catalogFailed || p.pending > 0 || p.inPipeline || p.txStatus === TxStatus.Failed) {
-      // The lookup runs on the session's primary connection, between requests and outside
-      // pipelines (its queries only read the catalog and cannot fail). Otherwise, or when it
-      // just failed, this statement reads from the primary (pool_mode = transaction, holding
-      // only a read node's connection: the primary's is taken first, see linkFor).
+    // The lookup runs on the session's primary connection, between requests and outside
+    // pipelines (its queries only read the catalog and cannot fail).
+    const canAsk = (l: BackendLink | undefined): l is BackendLink =>
+      l !== undefined && !this.catalogFailed && l.pending === 0 && !l.inPipeline && l.txStatus !== TxStatus.Failed;
+    if ('target' in d) {
+      // pool_mode = transaction: whether a user function may have changed settings is asked
+      // once (its volatility), when it can be now; unanswered, its connections are reset after.
+      const fns = s.backends.pooled ? router.unknownUserFunctions(db, cls.functions) : [];
+      if (fns.length === 0) return d;
+      if (!canAsk(p)) {
+        this.catalogFailed = false;
+        return d;
+      }
+      const verdict: typeof SUSPEND = s.wait('catalog');
+      void this.askCatalog({ functions: fns, relations: [] }, p);
+      return verdict;
+    }
+    if (!canAsk(p)) {
+      // Otherwise, or when it just failed, this statement reads from the primary
+      // (pool_mode = transaction, holding only a read node's connection: the primary's is
+      // taken first, see linkFor).
       this.catalogFailed = false;
       return { target: 'primary', write: cls.write, reason: 'catalog lookup not possible now' };
     }

@@ -43,6 +43,7 @@ describe('Router.mayChangeSettings: may the functions a statement calls have cha
       return [{ name: 'set_tenant' }];
     });
     expect(asked.length).toBe(1);
+    expect(r.unknownUserFunctions('db', ['st_area', 'set_tenant', 'lower', 'other'])).toEqual(['other']);
     expect(r.mayChangeSettings('db', ['st_area'])).toBe(false);
     expect(r.mayChangeSettings('db', ['set_tenant'])).toBe(true);
     expect(r.mayChangeSettings('other_db', ['st_area'])).toBe(true);
@@ -50,6 +51,7 @@ describe('Router.mayChangeSettings: may the functions a statement calls have cha
 
   it('with write_function_list set, the catalog is not asked: every user function may', () => {
     const r = new Router({ ...defaultConfig(), write_function_list: ['nextval'] }, new NodeTable([]));
+    expect(r.unknownUserFunctions('db', ['st_area'])).toEqual([]);
     expect(r.mayChangeSettings('db', ['st_area'])).toBe(true);
     expect(r.mayChangeSettings('db', ['abs'])).toBe(false);
   });
