@@ -18,6 +18,8 @@
  * function calls; a cached answer is a Map lookup.
  */
 
+import { CATALOG_FUNCTIONS } from './catalog-functions.js';
+
 /** Runs one SQL text on the primary (in the session's database) and returns its rows. */
 export type CatalogQuery = (sql: string) => Promise<ReadonlyArray<Readonly<Record<string, unknown>>>>;
 
@@ -58,8 +60,8 @@ function lit(s: string): string {
 }
 
 /**
- * SQL returning one row (`name`) per given function name that has a volatile
- * overload. Unqualified names match any schema (as pgpool's `n.nspname ~ '.*'`);
+ * SQL returning one row (`name`, and its `lang` and `src`) per volatile overload of the
+ * given function names. Unqualified names match any schema (as pgpool's `n.nspname ~ '.*'`);
  * `schema.name` matches that schema only; a longer name uses its last two parts.
  */
 export function volatileFunctionsSql(fns: readonly string[]): string {
@@ -73,21 +75,153 @@ export function volatileFunctionsSql(fns: readonly string[]): string {
   const selects: string[] = [];
   if (plain.length > 0) {
     selects.push(
-      'SELECT DISTINCT p.proname::text AS name FROM pg_catalog.pg_proc AS p' +
+      `SELECT p.proname::text AS name, ${BODY} FROM pg_catalog.pg_proc AS p ${LANGUAGE}` +
         ` WHERE p.provolatile = 'v' AND p.proname IN (${plain.map(lit).join(', ')})`,
     );
   }
   for (const [fn, schema, name] of qualified) {
     selects.push(
-      `SELECT ${lit(fn)}::text AS name FROM pg_catalog.pg_proc AS p JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace` +
-        ` WHERE p.provolatile = 'v' AND n.nspname = ${lit(schema)} AND p.proname = ${lit(name)} LIMIT 1`,
+      `SELECT ${lit(fn)}::text AS name, ${BODY} FROM pg_catalog.pg_proc AS p ${LANGUAGE}` +
+        ' JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace' +
+        ` WHERE p.provolatile = 'v' AND n.nspname = ${lit(schema)} AND p.proname = ${lit(name)}`,
     );
   }
   return selects.length === 1 ? selects[0] : selects.map((q) => `(${q})`).join(' UNION ALL ');
 }
 
+/** The columns of a volatile overload's language and body (volatileFunctionsSql). */
+const BODY = 'l.lanname::text AS lang, p.prosrc AS src';
+const LANGUAGE = 'JOIN pg_catalog.pg_language AS l ON l.oid = p.prolang';
+
+/** SQL constructs written like function calls, which are no pg_proc functions. */
+const CALL_FORMS = new Set([
+  'coalesce',
+  'greatest',
+  'least',
+  'nullif',
+  'row',
+  'array',
+  'cast',
+  'trim',
+  'grouping',
+  'character',
+  'decimal',
+  'float',
+  'xmlattributes',
+  'xmlconcat',
+  'xmlelement',
+  'xmlexists',
+  'xmlforest',
+  'xmlparse',
+  'xmlpi',
+  'xmlroot',
+  'xmlserialize',
+]);
+
+/** A function of pg_catalog (or a construct written like one), by its name as the classifier lists it. */
+export function isBuiltinFunction(fn: string): boolean {
+  const dot = fn.indexOf('.');
+  if (dot < 0) return CATALOG_FUNCTIONS.has(fn) || CALL_FORMS.has(fn);
+  return fn.startsWith('pg_catalog.') && fn.indexOf('.', 11) < 0;
+}
+
+/** Words a function body writes before a parenthesis that are no calls (SQL and PL/pgSQL). */
+const NOT_CALLS = new Set([
+  'if',
+  'elsif',
+  'while',
+  'return',
+  'returns',
+  'values',
+  'in',
+  'exists',
+  'any',
+  'all',
+  'some',
+  'and',
+  'or',
+  'not',
+  'as',
+  'select',
+  'case',
+  'when',
+  'then',
+  'else',
+  'over',
+  'filter',
+  'group',
+  'partition',
+  'on',
+  'from',
+  'where',
+  'using',
+  'returning',
+  'set',
+  'check',
+  'unique',
+  'key',
+  'distinct',
+  'lateral',
+  'join',
+  'by',
+  'with',
+  'execute',
+  'perform',
+  'into',
+  'varying',
+  'precision',
+  'is',
+  'like',
+  'ilike',
+  'between',
+  'limit',
+  'offset',
+  'query',
+]);
+
+/** Words after which a name followed by a parenthesis is a relation or type (INSERT INTO t (a)…). */
+const RELATION_BEFORE = new Set([
+  'into',
+  'table',
+  'references',
+  'on',
+  'update',
+  'type',
+  'view',
+  'index',
+  'with',
+  'recursive',
+]);
+
+/**
+ * May a volatile function with this language and body change the session's settings? C and
+ * internal functions are trusted not to; an SQL or PL/pgSQL body that runs no SET or RESET
+ * (also in dynamic SQL), calls no set_config and calls no function but built-in ones
+ * (another user function might) does not; any other language might.
+ */
+export function bodyMayChangeSettings(lang: string, src: string): boolean {
+  if (lang === 'c' || lang === 'internal') return false;
+  if (lang !== 'sql' && lang !== 'plpgsql') return true;
+  if (/\bset_config\b/i.test(src)) return true;
+  // A SET or RESET statement: first in the body, after ; or a block word, or quoted (EXECUTE).
+  if (/(^|[;'(]|\b(then|loop|begin|else|do)\b)\s*(set|reset)\b/i.test(src)) return true;
+  // A call of a quoted name ("SetTenant"(…)): not looked into.
+  if (/"\s*\(/.test(src)) return true;
+  const call = /([A-Za-z_][\w$]*(?:\.[A-Za-z_][\w$]*)?)\s*\(/g;
+  for (let m = call.exec(src); m !== null; m = call.exec(src)) {
+    const name = m[1].toLowerCase();
+    if (NOT_CALLS.has(name) || isBuiltinFunction(name)) continue;
+    const before = /([A-Za-z_]+)\s*$/.exec(src.slice(Math.max(0, m.index - 24), m.index));
+    if (before !== null && RELATION_BEFORE.has(before[1].toLowerCase())) continue;
+    return true;
+  }
+  return false;
+}
+
 interface Entry {
   writes: boolean;
+  /** A volatile overload may change settings (bodyMayChangeSettings). */
+  setsSettings: boolean;
   /** ms timestamp after which the entry is stale (Infinity = never). */
   expires: number;
 }
@@ -122,6 +256,18 @@ export class FunctionVolatilityCache {
     if (ALWAYS_WRITING.has(baseName(fn))) return true;
     if (this.writeList.length > 0) return this.writeList.some((r) => r.test(fn));
     if (this.readOnlyList.length > 0) return !this.readOnlyList.some((r) => r.test(fn));
+    return this.entry(db, fn)?.writes;
+  }
+
+  /**
+   * Whether the catalog said a volatile overload of `fn` may change settings
+   * (bodyMayChangeSettings); undefined when it was not asked (or the lists decide).
+   */
+  changesSettings(db: string, fn: string): boolean | undefined {
+    return this.usesCatalog ? this.entry(db, fn)?.setsSettings : undefined;
+  }
+
+  private entry(db: string, fn: string): Entry | undefined {
     const key = `${db}\u0000${fn}`;
     const e = this.entries.get(key);
     if (e === undefined) return undefined;
@@ -129,7 +275,7 @@ export class FunctionVolatilityCache {
       this.entries.delete(key);
       return undefined;
     }
-    return e.writes;
+    return e;
   }
 
   /** true if any of `fns` writes; false if none does; undefined if some answers are missing and none known writes. */
@@ -202,12 +348,16 @@ export class FunctionVolatilityCache {
   private async fetch(db: string, fns: string[], query: CatalogQuery): Promise<void> {
     const rows = await query(volatileFunctionsSql(fns));
     const volatile = new Set<string>();
+    const sets = new Set<string>();
     for (const r of rows) {
       const n = r.name;
-      if (typeof n === 'string') volatile.add(n);
+      if (typeof n !== 'string') continue;
+      volatile.add(n);
+      if (bodyMayChangeSettings(String(r.lang ?? ''), String(r.src ?? ''))) sets.add(n);
     }
     const expires = this.now() + this.ttlMs;
-    for (const fn of fns) this.store(`${db}\u0000${fn}`, { writes: volatile.has(fn), expires });
+    for (const fn of fns)
+      this.store(`${db}\u0000${fn}`, { writes: volatile.has(fn), setsSettings: sets.has(fn), expires });
   }
 
   private store(key: string, e: Entry): void {

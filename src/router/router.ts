@@ -15,8 +15,7 @@ import type { Config } from '../config/types.js';
 import { isLive, type NodeTable } from '../cluster/nodes.js';
 import { classify, classifyQuery, type Classification } from './classifier.js';
 import { route, routingConfigFrom, type Decision, type RoutingConfig, type SessionRoutingState } from './policy.js';
-import { FunctionVolatilityCache, type CatalogQuery } from './functions.js';
-import { CATALOG_FUNCTIONS } from './catalog-functions.js';
+import { FunctionVolatilityCache, isBuiltinFunction, type CatalogQuery } from './functions.js';
 import {
   balancerConfigFrom,
   chooseLoadBalanceNode,
@@ -303,7 +302,8 @@ export class Router {
    * May calling `fns` have changed settings that no statement of the client shows (a
    * `set_config(…, false)` or `SET` in a function's body)? Not a built-in function (the
    * session follows `set_config` where the client calls it), nor one the catalog answered
-   * is not volatile (a STABLE or IMMUTABLE function is trusted not to); any other may.
+   * is not volatile (a STABLE or IMMUTABLE function is trusted not to) or has a body that
+   * sets nothing (functions.ts bodyMayChangeSettings); any other may.
    */
   /**
    * The user functions among `fns` whose volatility the catalog has not answered yet (none
@@ -316,9 +316,10 @@ export class Router {
   }
 
   mayChangeSettings(db: string, fns: readonly string[]): boolean {
+    const f = this.functions;
     for (const fn of fns) {
       if (isBuiltinFunction(fn)) continue;
-      if (this.functions.usesCatalog && this.functions.isWriting(db, fn) === false) continue;
+      if (f.usesCatalog && (f.isWriting(db, fn) === false || f.changesSettings(db, fn) === false)) continue;
       return true;
     }
     return false;
@@ -349,36 +350,4 @@ export class Router {
     }
     return this.snapshot;
   }
-}
-
-/** SQL constructs written like function calls, which are no pg_proc functions. */
-const CALL_FORMS = new Set([
-  'coalesce',
-  'greatest',
-  'least',
-  'nullif',
-  'row',
-  'array',
-  'cast',
-  'trim',
-  'grouping',
-  'character',
-  'decimal',
-  'float',
-  'xmlattributes',
-  'xmlconcat',
-  'xmlelement',
-  'xmlexists',
-  'xmlforest',
-  'xmlparse',
-  'xmlpi',
-  'xmlroot',
-  'xmlserialize',
-]);
-
-/** A function of pg_catalog (or a construct written like one), by its name as the classifier lists it. */
-function isBuiltinFunction(fn: string): boolean {
-  const dot = fn.indexOf('.');
-  if (dot < 0) return CATALOG_FUNCTIONS.has(fn) || CALL_FORMS.has(fn);
-  return fn.startsWith('pg_catalog.') && fn.indexOf('.', 11) < 0;
 }

@@ -437,6 +437,12 @@ describe('pool_mode = transaction', () => {
     await a.query("SELECT pool_tx_set_tenant('umbrella')");
     await a.query('COMMIT');
     expect(await tenant(b)).toBe('');
+    // Through a function whose body calls it (pgrelay looks into bodies, not further).
+    await a.query(
+      'CREATE OR REPLACE FUNCTION pool_tx_tenant_via(t text) RETURNS text LANGUAGE sql AS $$ SELECT pool_tx_set_tenant(t) $$',
+    );
+    expect((await a.query("SELECT pool_tx_tenant_via('hooli') AS t")).rows).toEqual([{ t: 'hooli' }]);
+    expect(await tenant(b)).toBe('');
     await Promise.all([endPg(a), endPg(b)]);
   });
 

@@ -11,7 +11,12 @@ import {
   type Decision,
   type RouteInput,
 } from '../../src/router/policy.js';
-import { FunctionVolatilityCache, volatileFunctionsSql, type CatalogQuery } from '../../src/router/functions.js';
+import {
+  FunctionVolatilityCache,
+  bodyMayChangeSettings,
+  volatileFunctionsSql,
+  type CatalogQuery,
+} from '../../src/router/functions.js';
 import type { DisableLbOnWrite } from '../../src/config/types.js';
 
 const OPTS: ClassifyOptions = { allowSqlComments: false };
@@ -576,5 +581,51 @@ describe('writing functions (pgpool writing functions) through FunctionVolatilit
   it('no function call → no lookup needed', () => {
     const cls = classifyUncached('SELECT abalance FROM pgbench_accounts WHERE aid = 1', OPTS);
     expect(cls.functions).toEqual([]);
+  });
+});
+
+describe('bodyMayChangeSettings: a volatile function whose body sets nothing costs its connection no reset', () => {
+  it('SET/RESET statements, set_config, dynamic SQL, calls of user or quoted functions, other languages may; plain SQL and PL/pgSQL do not', () => {
+    const may = (lang: string, src: string) => bodyMayChangeSettings(lang, src);
+    expect(may('sql', 'SELECT $1 + 1')).toBe(false);
+    expect(may('c', 'uuid_generate_v4')).toBe(false);
+    expect(may('internal', 'now')).toBe(false);
+    expect(
+      may(
+        'plpgsql',
+        `DECLARE n numeric(10,2); BEGIN
+           INSERT INTO audit (who, at) VALUES (p_who, now()) ON CONFLICT (who) DO UPDATE SET at = now();
+           UPDATE t SET v = coalesce(v, 0) + 1 WHERE id IN (SELECT id FROM u WHERE x > greatest(1, 2));
+           WITH c (a) AS (SELECT 1) SELECT count(*) INTO n FROM c;
+           RETURN QUERY (SELECT format('%s', n));
+         END`,
+      ),
+    ).toBe(false);
+    expect(may('plpgsql', "BEGIN PERFORM set_config('app.tenant', t, false); END")).toBe(true);
+    expect(may('plpgsql', 'BEGIN x := 1; SET search_path = tenant; END')).toBe(true);
+    expect(may('sql', 'RESET ALL')).toBe(true);
+    expect(may('plpgsql', "BEGIN EXECUTE 'SET work_mem = ''1MB'''; END")).toBe(true);
+    expect(may('plpgsql', "BEGIN EXECUTE format('SET %I = %L', k, v); END")).toBe(true);
+    expect(may('plpgsql', 'BEGIN PERFORM app.set_tenant(t); END')).toBe(true);
+    expect(may('sql', 'SELECT set_tenant($1)')).toBe(true);
+    expect(may('plpgsql', 'BEGIN PERFORM "SetTenant"(t); END')).toBe(true);
+    expect(may('plpython3u', 'return 1')).toBe(true);
+  });
+  it('the catalog answer: a volatile function whose body sets nothing is known not to change settings', async () => {
+    const fns = new FunctionVolatilityCache({
+      write_function_list: [],
+      read_only_function_list: [],
+      relcache_size: 256,
+      relcache_expire: 0,
+    });
+    await fns.lookup('db', ['plain', 'setter', 'stable'], async () => [
+      { name: 'plain', lang: 'sql', src: 'SELECT 1' },
+      { name: 'setter', lang: 'sql', src: "SELECT set_config('a.b', '1', false)" },
+      { name: 'plain', lang: 'plpgsql', src: 'BEGIN RETURN 2; END' },
+    ]);
+    expect([fns.isWriting('db', 'plain'), fns.changesSettings('db', 'plain')]).toEqual([true, false]);
+    expect([fns.isWriting('db', 'setter'), fns.changesSettings('db', 'setter')]).toEqual([true, true]);
+    expect([fns.isWriting('db', 'stable'), fns.changesSettings('db', 'stable')]).toEqual([false, false]);
+    expect(fns.changesSettings('db', 'unknown')).toBeUndefined();
   });
 });
