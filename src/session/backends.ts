@@ -472,22 +472,19 @@ export class Backends {
     c.startupSettings = want.startup;
     if (plan.length === 0) return undefined;
     if (this.settingsProven) {
-      // Settings a server took already: sent as one Query right before the client's
-      // statement, not waited for (no round trip). Should one fail even so, the session ends.
-      this.request(
-        link,
-        {
-          kind: 'query',
-          mode: 'drop',
-          skippable: true,
-          done: (e) => {
-            if (e.error === undefined) return;
-            c.settings = DIRTY_SETTINGS;
-            this.owner.settingsFailed(settingsError(e.error));
-          },
-        },
-        queryMessage(plan.join('; ')),
-      );
+      // Settings a server took already: sent right before the client's statement, not
+      // waited for (no round trip); should one fail even so, the session ends. The reset
+      // (if any) is a Query of its own, so that a failing SET cannot leave another
+      // client's settings; the SETs one Query (a newline ends a comment a client's SET had).
+      const reset = plan.lastIndexOf('RESET ALL') + 1;
+      const done = (e: { error?: ErrorFieldMap }): void => {
+        if (e.error === undefined) return;
+        c.settings = DIRTY_SETTINGS;
+        this.owner.settingsFailed(settingsError(e.error));
+      };
+      for (const part of [plan.slice(0, reset), plan.slice(reset)])
+        if (part.length > 0)
+          this.request(link, { kind: 'query', mode: 'drop', skippable: true, done }, queryMessage(part.join('\n;\n')));
       return undefined;
     }
     return new Promise((resolve, reject) => {

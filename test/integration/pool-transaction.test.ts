@@ -416,6 +416,23 @@ describe('pool_mode = transaction', () => {
     await Promise.all([endPg(a), endPg(b)]);
   });
 
+  it('settings replayed after a reset (a DO block) keep a SET the client ended with a comment', async () => {
+    const a = await pgClient(tiny, { database: db });
+    const b = await pgClient(tiny, { database: db });
+    const name = async (c: pg.Client) =>
+      (await c.query(`${PRIMARY_HINT} SELECT current_setting('application_name') AS n`)).rows[0].n;
+    await a.query("SET application_name = 'pool-tx-commented' -- the client's comment");
+    await a.query("SET statement_timeout = '5min'");
+    await a.query('DO $$ BEGIN PERFORM 1; END $$');
+    // b takes the reset connection (default_pool_size = 1), then a gets it back: replayed in one Query.
+    expect(await name(b)).not.toBe('pool-tx-commented');
+    expect(await name(a)).toBe('pool-tx-commented');
+    expect((await a.query(`${PRIMARY_HINT} SELECT current_setting('statement_timeout') AS t`)).rows).toEqual([
+      { t: '5min' },
+    ]);
+    await Promise.all([endPg(a), endPg(b)]);
+  });
+
   it("a setting changed in the body of a function a query calls does not reach the next client of its connection (a tenant set by a function is not another client's)", async () => {
     const a = await pgClient(tiny, { database: db });
     const b = await pgClient(tiny, { database: db });
