@@ -433,6 +433,36 @@ describe('pool_mode = transaction', () => {
     await Promise.all([endPg(a), endPg(b)]);
   });
 
+  it("a replay that fails (its SET ROLE's role was dropped) ends the session, and its statement never runs with another client's settings", async () => {
+    const P = cluster.primaryId;
+    await cluster.psql(P, 'DROP ROLE IF EXISTS pool_tx_gone; CREATE ROLE pool_tx_gone');
+    await cluster.psql(P, 'CREATE TABLE IF NOT EXISTS pool_tx_seen (sp text); GRANT ALL ON pool_tx_seen TO PUBLIC', db);
+    const x = await pgClient(tiny, { database: db });
+    const a = await pgClient(tiny, { database: db });
+    const aErrors: string[] = [];
+    a.on('error', (e: Error & { code?: string }) => aErrors.push(e.code ?? e.message));
+    try {
+      await x.query('SET search_path = pool_tx_xschema, public');
+      await a.query('SET ROLE pool_tx_gone');
+      await a.query('DO $$ BEGIN PERFORM 1; END $$');
+      await cluster.psql(P, 'DROP ROLE pool_tx_gone');
+      // default_pool_size = 1: x's settings are on the connection when a gets it.
+      await x.query(`${PRIMARY_HINT} SELECT 1`);
+      const r = await a.query("INSERT INTO pool_tx_seen VALUES (current_setting('search_path'))").then(
+        () => 'ran',
+        (e: Error & { code?: string }) => e.code ?? e.message,
+      );
+      const seen = await cluster.psql(P, 'SELECT coalesce(string_agg(sp, $$|$$), $$none$$) FROM pool_tx_seen', db);
+      expect(r, seen).not.toBe('ran');
+      expect(seen).not.toContain('pool_tx_xschema');
+      // The pool's connection serves on.
+      expect((await x.query('SELECT 2 AS v')).rows).toEqual([{ v: 2 }]);
+    } finally {
+      await Promise.all([endPg(a).catch(() => undefined), endPg(x)]);
+      await cluster.psql(P, 'DROP TABLE IF EXISTS pool_tx_seen', db);
+    }
+  });
+
   it("a setting changed in the body of a function a query calls does not reach the next client of its connection (a tenant set by a function is not another client's)", async () => {
     const a = await pgClient(tiny, { database: db });
     const b = await pgClient(tiny, { database: db });
