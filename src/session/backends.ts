@@ -339,8 +339,9 @@ export class Backends {
     const pools = ctx.pools;
     const want = this.owner.settings;
     const p = primaryId === undefined ? undefined : pools.idleFor(this.poolId(primaryId));
-    // Settings proven: a connection that lacks them gets them right before the client's message.
-    const fits = (c: BackendConnection): boolean => this.settingsProven || settingsMatch(c, want);
+    // A connection that lacks the settings gets them right before the client's message (applySettings).
+    const noWait = this.replaysWithoutWaiting;
+    const fits = (c: BackendConnection): boolean => noWait || settingsMatch(c, want);
     if (primaryId !== undefined) {
       if (p === undefined || !fits(p)) return lbNode;
       if (router.loadBalancing && p.startupIsolation === undefined) return lbNode;
@@ -471,7 +472,7 @@ export class Backends {
     if (plan.length > 0) c.settings = [...want.statements];
     c.startupSettings = want.startup;
     if (plan.length === 0) return undefined;
-    if (this.settingsProven) {
+    if (this.replaysWithoutWaiting) {
       // Settings a server took already: sent right before the client's statement, not
       // waited for (no round trip); should one fail even so, the session ends. The reset
       // (if any) is a Query of its own, so that a failing SET cannot leave another
@@ -517,6 +518,16 @@ export class Backends {
    * every later SET of them ran on a server too, so a replay need not be waited for.
    */
   private settingsProven = false;
+
+  /**
+   * A replay of the session's settings is sent in front of the client's statement without
+   * waiting for it: once a server took them, and not for a session that set its role (should
+   * that fail, the role dropped meanwhile, its statement would run with the login user's
+   * privileges).
+   */
+  private get replaysWithoutWaiting(): boolean {
+    return this.settingsProven && !this.owner.settings.statements.some((sql) => SETS_ROLE.test(sql));
+  }
   /**
    * The server connection of the client's last unit of work that may have called nextval(),
    * and its use count when the client last gave it back: while nobody else took it since,
@@ -541,7 +552,7 @@ export class Backends {
     if (l === undefined || this.held) return false;
     const c = l.conn;
     if (c.useCount !== l.uses || c.nodeId !== ctx.nodes.primaryId) return false;
-    if (!this.settingsProven && !settingsMatch(c, this.owner.settings)) return false;
+    if (!this.replaysWithoutWaiting && !settingsMatch(c, this.owner.settings)) return false;
     if (!ctx.pools.takeIdleConnection(c)) return false;
     c.useCount++;
     const link = new BackendLink(this.owner, c, ctx.services.metrics);
@@ -1152,6 +1163,9 @@ function sameStatements(a: readonly string[], b: readonly string[]): boolean {
 
 /** The settings of a pooled connection are not known (a SET ran inside a transaction): RESET ALL before use. */
 export const DIRTY_SETTINGS: readonly string[] = ['\u0000unknown'];
+
+/** A recorded statement that sets the session's role or authorization (SET ROLE, SET SESSION AUTHORIZATION). */
+const SETS_ROLE = /^\s*set\s+(session\s+|local\s+)?(role|session\s+authorization)\b/i;
 
 /** What backends reported at their start-up most recently (an admin-only session reports it: see below). */
 let reportedByBackends: ReadonlyMap<string, string> | undefined;
