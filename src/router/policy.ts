@@ -71,7 +71,7 @@ export interface SessionRoutingState {
   txSerializable: boolean;
   /** Current transaction runs at REPEATABLE READ. */
   txRepeatableRead: boolean;
-  /** A statement of the current transaction took its snapshot (see takesSnapshot). */
+  /** A statement of the current transaction took its snapshot (one whose kind is not in NO_SNAPSHOT). */
   txSnapshotTaken: boolean;
   /**
    * The current transaction's snapshot is the primary's: its reads stay there (a standby's

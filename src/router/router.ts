@@ -299,13 +299,6 @@ export class Router {
   }
 
   /**
-   * May calling `fns` have changed settings that no statement of the client shows (a
-   * `set_config(…, false)` or `SET` in a function's body)? Not a built-in function (the
-   * session follows `set_config` where the client calls it), nor one the catalog answered
-   * is not volatile (a STABLE or IMMUTABLE function is trusted not to) or has a body that
-   * sets nothing (functions.ts bodyMayChangeSettings); any other may.
-   */
-  /**
    * The user functions among `fns` whose volatility the catalog has not answered yet (none
    * when write_function_list or read_only_function_list decide): a session in transaction
    * mode asks, so that a STABLE or IMMUTABLE one costs no reset (mayChangeSettings).
@@ -315,6 +308,13 @@ export class Router {
     return fns.filter((fn) => !isBuiltinFunction(fn) && this.functions.isWriting(db, fn) === undefined);
   }
 
+  /**
+   * May calling `fns` have changed settings that no statement of the client shows (a
+   * `set_config(…, false)` or `SET` in a function's body)? Not a built-in function (the
+   * session follows `set_config` where the client calls it), nor one the catalog answered
+   * is not volatile (a STABLE or IMMUTABLE function is trusted not to) or has a body that
+   * sets nothing (functions.ts bodyMayChangeSettings); any other may.
+   */
   mayChangeSettings(db: string, fns: readonly string[]): boolean {
     const f = this.functions;
     for (const fn of fns) {

@@ -339,18 +339,17 @@ export class Backends {
     const pools = ctx.pools;
     const want = this.owner.settings;
     const p = primaryId === undefined ? undefined : pools.idleFor(this.poolId(primaryId));
-    // A connection that lacks the settings gets them right before the client's message (applySettings).
-    const noWait = this.replaysWithoutWaiting;
-    const fits = (c: BackendConnection): boolean => noWait || settingsMatch(c, want);
+    // A connection that lacks the settings gets them right before the client's message
+    // (applySettings), when that need not be waited for.
     if (primaryId !== undefined) {
-      if (p === undefined || !fits(p)) return lbNode;
+      if (p === undefined || !(settingsMatch(p, want) || this.replaysWithoutWaiting)) return lbNode;
       if (router.loadBalancing && p.startupIsolation === undefined) return lbNode;
     }
     const second = lbNode === primaryId ? undefined : lbNode;
     if (second !== undefined) {
       if (!ctx.nodes.get(second)) return lbNode;
       const r = pools.idleFor(this.poolId(second));
-      if (r === undefined || !fits(r)) return lbNode;
+      if (r === undefined || !(settingsMatch(r, want) || this.replaysWithoutWaiting)) return lbNode;
     }
     if (primaryId !== undefined) this.primaryLink = this.take(primaryId);
     if (second !== undefined) this.take(second);
@@ -552,7 +551,7 @@ export class Backends {
     if (l === undefined || this.held) return false;
     const c = l.conn;
     if (c.useCount !== l.uses || c.nodeId !== ctx.nodes.primaryId) return false;
-    if (!this.replaysWithoutWaiting && !settingsMatch(c, this.owner.settings)) return false;
+    if (!settingsMatch(c, this.owner.settings) && !this.replaysWithoutWaiting) return false;
     if (!ctx.pools.takeIdleConnection(c)) return false;
     c.useCount++;
     const link = new BackendLink(this.owner, c, ctx.services.metrics);

@@ -21,8 +21,7 @@ export function pinReason(sql: string, cls: Classification): string | undefined 
   if (cls.createsTemp.length > 0) return 'temporary table';
   if (cls.kind === 'declare' && /\bwith\s+hold\b/i.test(sql)) return 'cursor WITH HOLD';
   for (const f of cls.functions) {
-    const name = f.startsWith('pg_catalog.') ? f.slice('pg_catalog.'.length) : f;
-    if (SESSION_LOCKS.has(name)) return 'session advisory lock';
+    if (SESSION_LOCKS.has(builtinName(f))) return 'session advisory lock';
   }
   // A set_config() call or a SET under transaction control among several statements:
   // what lasts is not known (see Classification.multiSettings; SettingsReplay replays the others).

@@ -47,16 +47,12 @@ export class StatementRouting {
     const db = this.facts.database;
     const d = router.decide(sql, cls, s.routing, db, settingArgs, pidNode);
     const p = s.backends.primary;
-    // The lookup runs on the session's primary connection, between requests and outside
-    // pipelines (its queries only read the catalog and cannot fail).
-    const canAsk = (l: BackendLink | undefined): l is BackendLink =>
-      l !== undefined && !this.catalogFailed && l.pending === 0 && !l.inPipeline && l.txStatus !== TxStatus.Failed;
     if ('target' in d) {
       // pool_mode = transaction: whether a user function may have changed settings is asked
       // once (its volatility), when it can be now; unanswered, its connections are reset after.
       const fns = s.backends.pooled ? router.unknownUserFunctions(db, cls.functions) : [];
       if (fns.length === 0) return d;
-      if (!canAsk(p)) {
+      if (!this.canAskCatalog(p)) {
         this.catalogFailed = false;
         return d;
       }
@@ -64,16 +60,24 @@ export class StatementRouting {
       void this.askCatalog({ functions: fns, relations: [] }, p);
       return verdict;
     }
-    if (!canAsk(p)) {
-      // Otherwise, or when it just failed, this statement reads from the primary
-      // (pool_mode = transaction, holding only a read node's connection: the primary's is
-      // taken first, see linkFor).
+    if (!this.canAskCatalog(p)) {
+      // The catalog cannot be asked now (or was just asked in vain): this statement reads
+      // from the primary (pool_mode = transaction, holding only a read node's connection:
+      // the primary's is taken first, see linkFor).
       this.catalogFailed = false;
       return { target: 'primary', write: cls.write, reason: 'catalog lookup not possible now' };
     }
     const verdict: typeof SUSPEND = s.wait('catalog');
     void this.askCatalog(d, p);
     return verdict;
+  }
+
+  /**
+   * The lookup runs on the session's primary connection `p`, between requests and outside
+   * pipelines (its queries only read the catalog and cannot fail), and not right after one failed.
+   */
+  private canAskCatalog(p: BackendLink | undefined): p is BackendLink {
+    return p !== undefined && !this.catalogFailed && p.pending === 0 && !p.inPipeline && p.txStatus !== TxStatus.Failed;
   }
 
   /**

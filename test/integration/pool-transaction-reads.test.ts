@@ -270,10 +270,13 @@ describe('pool_mode = transaction: autocommit reads take only a standby connecti
       expect(await commit(true), 'COMMIT prepared and run with the primary alone').toBe('12CZ');
       expect(await busy.cancel()).toBe('57014');
       expect((await a.query('BEGIN')).errors).toEqual([]);
-      expect(
-        await cluster.psql(S2, `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}'`),
-        'the BEGIN mirrored on the standby',
-      ).toBe('1');
+      // The standby's connection takes the session's settings in front of what it runs (not
+      // waited for once a server took them): seen there a moment later.
+      await pollUntil(
+        () => cluster.psql(S2, `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}'`),
+        (n) => n === '1',
+        { what: 'the standby connection that takes the mirrored BEGIN', timeoutMs: 10_000 },
+      );
       expect(await commit(false)).toBe('2CZ');
       expect(
         await cluster.psql(
