@@ -9,8 +9,9 @@
  *     node bench/profile-ab.mjs
  *
  * Targets (comma-separated, `name=spec`):
- *   NAME=PATH/cli.js[:lb][:tx]  a pgrelay build (`:lb` = primary + 2 standbys, load_balance_mode = on;
- *                           `:tx` = pool_mode = transaction, default_pool_size = PROFILE_POOL_SIZE)
+ *   NAME=PATH/cli.js[:lb][:tx][:--node-flag]  a pgrelay build (`:lb` = primary + 2 standbys,
+ *                           load_balance_mode = on; `:tx` = pool_mode = transaction, default_pool_size =
+ *                           PROFILE_POOL_SIZE; `:--max-semi-space-size=64` and the like go to node)
  *   pgbouncer               /usr/sbin/pgbouncer, session mode (prepared mode works)
  *   pgbouncer-tx            /usr/sbin/pgbouncer, transaction mode, default_pool_size = PROFILE_POOL_SIZE
  *   pipe                    the 10-line Node byte pipe (bench/run.mjs's), the floor
@@ -171,7 +172,8 @@ process.on('SIGTERM', () => process.exit(0));
 `;
 
 async function startTarget(spec) {
-  const [name, rest] = spec.split('=');
+  const eq = spec.indexOf('=');
+  const [name, rest] = eq < 0 ? [spec, undefined] : [spec.slice(0, eq), spec.slice(eq + 1)];
   const port = await freePort();
   const perfArgs = PERF.has(name) ? ['--perf-basic-prof-only-functions', '--interpreted-frames-native-stack'] : [];
   let child;
@@ -218,6 +220,7 @@ async function startTarget(spec) {
     const [cli, ...flags] = rest.split(':');
     const lb = flags.includes('lb');
     const tx = flags.includes('tx');
+    const nodeFlags = flags.filter((f) => f.startsWith('--'));
     const backends = lb ? nodes : [nodes[0]];
     const conf = path.join(tmp, `${name}.conf`);
     const lines = [
@@ -240,7 +243,7 @@ async function startTarget(spec) {
     fs.writeFileSync(conf, `${lines.join('\n')}\n`);
     const prof = CPUPROF === name ? ['--cpu-prof', `--cpu-prof-dir=${tmp}`] : [];
     const out = fs.openSync(path.join(tmp, `${name}.log`), 'a');
-    child = spawn(process.execPath, [...prof, ...perfArgs, path.resolve(ROOT, cli), '-f', conf], {
+    child = spawn(process.execPath, [...nodeFlags, ...prof, ...perfArgs, path.resolve(ROOT, cli), '-f', conf], {
       stdio: ['ignore', out, out],
     });
   }

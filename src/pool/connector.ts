@@ -13,6 +13,7 @@ import { BE, SQLSTATE } from '../protocol/constants.js';
 import { PgError, parseErrorFields, readCString } from '../protocol/messages.js';
 import { addBackendPid, removeBackendPid } from './backend-pids.js';
 import { backendTlsOptions, type BackendTls } from '../tls.js';
+import type { BackendLink } from '../session/backend-link.js';
 import type { ServerStatements } from '../session/pooled-statements.js';
 import { type AuthStep, BackendAuthExchange, type BackendAuthMethod, type BackendSecret } from '../auth/backend.js';
 
@@ -86,6 +87,11 @@ export class BackendConnection {
    * that client PostgreSQL's 42P05 for its second Parse; deallocated at the next checkout.
    */
   strays: Set<string> | undefined;
+  /**
+   * pool_mode = transaction: the link the last session used it through, taken over by the
+   * next one when nothing of the last is left on it (Backends.linkTo, BackendLink.adopt).
+   */
+  link: BackendLink | undefined;
   constructor(
     readonly socket: net.Socket,
     readonly nodeId: number,

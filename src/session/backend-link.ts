@@ -77,14 +77,45 @@ export class BackendLink implements ReplyOutput {
   private onSettled: ((ok: boolean) => void) | undefined;
 
   constructor(
-    readonly owner: LinkOwner,
+    owner: LinkOwner,
     readonly conn: BackendConnection,
     private readonly counters?: {
       backendBytesIn(nodeId: number, n: number): void;
       backendBytesOut(nodeId: number, n: number): void;
     },
   ) {
+    this.owner = owner;
     this.replies = new ReplyQueue<BackendLink>(this, conn);
+  }
+
+  /** The session using the connection through this link (another one after `adopt`). */
+  owner: LinkOwner;
+
+  /**
+   * pool_mode = transaction: serve `owner` from now on, as a new link would (a connection
+   * keeps its link from one unit of work to the next: fewer objects per transaction).
+   * False, and nothing changed, while anything of the last session's could still act on
+   * it: attached, waiting for that client's drain (a callback of its session), reads held,
+   * a `whenSettled` callback, or replies state left (reply-queue reusable); the caller then
+   * makes a new link.
+   */
+  adopt(owner: LinkOwner): boolean {
+    if (
+      this.attached ||
+      this.pausedForClient ||
+      this.readHolds !== 0 ||
+      this.onSettled !== undefined ||
+      !this.replies.reusable
+    )
+      return false;
+    this.owner = owner;
+    this.needsFlush = false;
+    this.inPipeline = false;
+    this.recording = undefined;
+    this.portalsInBatch = false;
+    this.usedInTx = false;
+    this.congested = false;
+    return true;
   }
 
   get nodeId(): number {

@@ -296,7 +296,7 @@ export class Backends {
 
   /** `checkout` without load balancing: the primary's connection `c` became this session's. */
   private takePrimary(id: number, c: BackendConnection): Promise<void> | undefined {
-    const link = new BackendLink(this.owner, c, this.owner.ctx.services.metrics);
+    const link = this.linkTo(c);
     this.links[id] = link;
     this.primaryLink = link;
     this.lbNodeId = id;
@@ -363,11 +363,24 @@ export class Backends {
     return true;
   }
 
+  /**
+   * The link this session uses `c` through: in pool_mode = transaction the connection's
+   * own, taken over from the last session that used it when it can be (BackendLink.adopt),
+   * else a new one.
+   */
+  private linkTo(c: BackendConnection): BackendLink {
+    const l = c.link;
+    if (l !== undefined && l.adopt(this.owner)) return l;
+    const link = new BackendLink(this.owner, c, this.owner.ctx.services.metrics);
+    if (this.pooled) c.link = link;
+    return link;
+  }
+
   /** Lend this session the idle connection of `nodeId`'s pool that `idleFor` found (checkoutNow). */
   private take(nodeId: number): BackendLink {
     const c = this.owner.ctx.pools.takeIdle(this.poolId(nodeId));
     c.useCount++;
-    const link = new BackendLink(this.owner, c, this.owner.ctx.services.metrics);
+    const link = this.linkTo(c);
     this.links[nodeId] = link;
     return link;
   }
@@ -392,7 +405,7 @@ export class Backends {
       if (isNetworkError(e)) void ctx.services.reportBackendError(nodeId, 'connect');
       return false;
     }
-    this.links[nodeId] = new BackendLink(this.owner, conn, ctx.services.metrics);
+    this.links[nodeId] = this.linkTo(conn);
     this.lbNodeId = nodeId;
     await this.attachTaken();
     return true;
@@ -554,7 +567,7 @@ export class Backends {
     if (!settingsMatch(c, this.owner.settings) && !this.replaysWithoutWaiting) return false;
     if (!ctx.pools.takeIdleConnection(c)) return false;
     c.useCount++;
-    const link = new BackendLink(this.owner, c, ctx.services.metrics);
+    const link = this.linkTo(c);
     this.links[c.nodeId] = link;
     this.primaryLink = link;
     this.lbNodeId = c.nodeId;
@@ -673,7 +686,7 @@ export class Backends {
     for (let i = 0; i < ids.length; i++) {
       const r = results[i];
       if (r.status === 'fulfilled') {
-        this.links[ids[i]] = new BackendLink(this.owner, r.value, ctx.services.metrics);
+        this.links[ids[i]] = this.linkTo(r.value);
       } else if (r.reason instanceof PoolBusy) {
         this.owner.debug({ node: ids[i] }, 'no free connection to the node drawn for reads; reading from the primary');
       } else if (ids[i] !== primary.id) {
@@ -858,7 +871,7 @@ export class Backends {
         this.dropConnection(conn);
         return;
       }
-      const link = new BackendLink(this.owner, conn, ctx.services.metrics);
+      const link = this.linkTo(conn);
       this.links[nodeId] = link;
       link.attach();
       if (this.pooled) await this.applySettings(link)?.catch((e: PgError) => this.owner.settingsFailed(e));

@@ -289,6 +289,22 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     return this.queue.length - this.head;
   }
 
+  /** Nothing outstanding, finished or left from the last requests: as a new queue (BackendLink.adopt). */
+  get reusable(): boolean {
+    return (
+      this.head === this.queue.length &&
+      this.finished.length === 0 &&
+      this.orphaned.length === 0 &&
+      !this.copyIn &&
+      !this.skipping &&
+      !this.fatal &&
+      this.unseenFatal === undefined &&
+      this.idleFatal === undefined &&
+      !this.scanner.midMessage &&
+      !this.scanner.suspended
+    );
+  }
+
   /** Outstanding requests, oldest first (a copy). */
   pendingRequests(): ReadonlyArray<Expectation<L>> {
     return this.queue.slice(this.head);

@@ -920,7 +920,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   }
 
   emit(link: BackendLink, bytes: Buffer): void {
-    if (this.closed || !link.live) return;
+    // Not a link given back (pool_mode = transaction), maybe another session's since (adopt).
+    if (this.closed || !link.live || link.owner !== this) return;
     link.write(bytes);
   }
 
