@@ -13,7 +13,6 @@ import { BE, SQLSTATE } from '../protocol/constants.js';
 import { PgError, parseErrorFields, readCString } from '../protocol/messages.js';
 import { addBackendPid, removeBackendPid } from './backend-pids.js';
 import { backendTlsOptions, type BackendTls } from '../tls.js';
-import type { BackendLink } from '../session/backend-link.js';
 import type { ServerStatements } from '../session/pooled-statements.js';
 import { type AuthStep, BackendAuthExchange, type BackendAuthMethod, type BackendSecret } from '../auth/backend.js';
 
@@ -89,9 +88,10 @@ export class BackendConnection {
   strays: Set<string> | undefined;
   /**
    * pool_mode = transaction: the link the last session used it through, taken over by the
-   * next one when nothing of the last is left on it (Backends.linkTo, BackendLink.adopt).
+   * next one when nothing of the last is left on it (session/backends.ts linkTo,
+   * BackendLink.adopt; `unknown` here: the pool does not depend on the session).
    */
-  link: BackendLink | undefined;
+  link: unknown;
   constructor(
     readonly socket: net.Socket,
     readonly nodeId: number,

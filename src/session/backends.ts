@@ -370,7 +370,7 @@ export class Backends {
    */
   private linkTo(c: BackendConnection): BackendLink {
     const l = c.link;
-    if (l !== undefined && l.adopt(this.owner)) return l;
+    if (l instanceof BackendLink && l.adopt(this.owner)) return l;
     const link = new BackendLink(this.owner, c, this.owner.ctx.services.metrics);
     if (this.pooled) c.link = link;
     return link;
