@@ -176,6 +176,20 @@ function keywordEnds(s: string, i: number): boolean {
 }
 
 /**
+ * `mayBeAdminCommand` on the first two bytes of a text not yet decoded (a Query
+ * message's): false for nearly every query (SELECT, INSERT…, which need not be decoded
+ * to be passed over), true when the text must be decoded and looked at.
+ */
+export function mayBeAdminCommandAt(buf: Uint8Array, start: number, end: number): boolean {
+  if (start + 1 >= end) return true;
+  const c0 = buf[start] | 0x20;
+  const c1 = buf[start + 1] | 0x20;
+  if (c0 === 0x73 /* s */) return c1 === 0x68 /* h(ow) */;
+  if (c0 === 0x70 /* p */) return c1 === 0x67 /* g(pool) */;
+  return isSpace(buf[start]) || c0 === 0x2f || c0 === 0x2d;
+}
+
+/**
  * Cheap test: could `sql` be an admin command? True only for texts that start
  * (after whitespace/comments) with `SHOW pool_`, `SHOW pgrelay_`, `SHOW "` or the keyword PGPOOL.
  */

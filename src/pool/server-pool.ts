@@ -77,17 +77,34 @@ export class PoolNodeDown extends Error {
   }
 }
 
+/**
+ * Who asked for a connection (`request`): told once, on a later microtask (never inside
+ * the call that asked, nor inside another session's `release`), either way.
+ */
+export interface PoolRequest<C> {
+  lent(c: C): void;
+  failed(e: unknown): void;
+}
+
 interface Waiter<C> {
   since: number;
   /** When it gives up (query_wait_timeout; Infinity: never). */
   deadline: number;
   /** When it may use the reserve pool (Infinity: no reserve pool, or it may already). */
   reserveAt: number;
-  resolve(c: C | 'open'): void;
-  reject(e: Error): void;
   /** Waited reserve_pool_timeout: may use the reserve pool. */
   reserve: boolean;
   pool: Pool<C>;
+  /** What opens a connection for it when it is given room for one. */
+  open: () => Promise<C>;
+  req: PoolRequest<C>;
+}
+
+/** An answer waiting for the microtask that gives it (`deliver`). */
+interface Delivery<C> {
+  req: PoolRequest<C>;
+  c: C | undefined;
+  err: unknown;
 }
 
 /** setTimeout's longest delay (a longer one fires at once). */
@@ -154,29 +171,71 @@ export class ServerPools<C extends PooledConnection> {
    * or with the error `open` failed with.
    */
   acquire(id: PoolKey, open: () => Promise<C>, timeoutMs: number, now = Date.now()): Promise<C> {
-    if (this.closed) return Promise.reject(new PoolClosed());
+    return new Promise<C>((resolve, reject) =>
+      this.request(id, open, timeoutMs, { lent: resolve, failed: reject }, now),
+    );
+  }
+
+  /**
+   * `acquire` for a caller that keeps its own `req` (no promise, no closure per call: the
+   * path of nearly every transaction of a busy pool). `req` is told on a later microtask.
+   */
+  request(id: PoolKey, open: () => Promise<C>, timeoutMs: number, req: PoolRequest<C>, now = Date.now()): void {
+    if (this.closed) {
+      this.deliver(req, undefined, new PoolClosed());
+      return;
+    }
     const pool = this.poolFor(id);
     const got = pool.waiters.length === 0 ? this.tryTake(pool, false) : undefined;
     if (got !== undefined) {
       pool.served++;
       this.onWait?.(0);
-      return got === 'open' ? this.openFor(id, pool, open) : Promise.resolve(got);
+      this.give(req, got, pool, open);
+      return;
     }
-    // Not an async function: a waiter served an idle connection resumes one promise hop later.
-    return new Promise<C>((resolve, reject) => {
-      const w: Waiter<C> = {
-        since: now,
-        deadline: timeoutMs > 0 ? now + timeoutMs : Number.POSITIVE_INFINITY,
-        reserveAt: this.limitsOf(id).reserveSize > 0 ? now + this.limits.reserveTimeoutMs : Number.POSITIVE_INFINITY,
-        resolve: (slot) => resolve(slot === 'open' ? this.openFor(id, pool, open) : slot),
-        reject,
-        reserve: false,
-        pool,
-      };
-      pool.waiters.push(w);
-      this.setTimer(Math.min(w.deadline, w.reserveAt));
-    });
+    const w: Waiter<C> = {
+      since: now,
+      deadline: timeoutMs > 0 ? now + timeoutMs : Number.POSITIVE_INFINITY,
+      reserveAt: this.limitsOf(id).reserveSize > 0 ? now + this.limits.reserveTimeoutMs : Number.POSITIVE_INFINITY,
+      reserve: false,
+      pool,
+      open,
+      req,
+    };
+    pool.waiters.push(w);
+    this.setTimer(Math.min(w.deadline, w.reserveAt));
   }
+
+  /** Give `req` the connection `got`, or open one for it in the room it got. */
+  private give(req: PoolRequest<C>, got: C | 'open', pool: Pool<C>, open: () => Promise<C>): void {
+    if (got !== 'open') this.deliver(req, got, undefined);
+    else
+      this.openFor(pool.id, pool, open).then(
+        (c) => req.lent(c),
+        (e: unknown) => req.failed(e),
+      );
+  }
+
+  private deliveries: Array<Delivery<C>> = [];
+  private delivering = false;
+
+  /** Tell `req` on the next microtask (one for every answer given meanwhile). */
+  private deliver(req: PoolRequest<C>, c: C | undefined, err: unknown): void {
+    this.deliveries.push({ req, c, err });
+    if (this.delivering) return;
+    this.delivering = true;
+    queueMicrotask(this.runDeliveries);
+  }
+
+  private readonly runDeliveries = (): void => {
+    this.delivering = false;
+    const ds = this.deliveries;
+    this.deliveries = [];
+    for (const d of ds) {
+      if (d.c !== undefined) d.req.lent(d.c);
+      else d.req.failed(d.err);
+    }
+  };
 
   /**
    * `acquire` without waiting: an idle connection, or room to open one (`open`), when no
@@ -313,7 +372,7 @@ export class ServerPools<C extends PooledConnection> {
         this.uncount(pool.id);
         c.close();
       }
-      if (final) for (const w of pool.waiters.splice(0)) w.reject(new PoolClosed());
+      if (final) for (const w of pool.waiters.splice(0)) this.deliver(w.req, undefined, new PoolClosed());
     }
     if (final) {
       clearTimeout(this.timer);
@@ -333,7 +392,7 @@ export class ServerPools<C extends PooledConnection> {
     this.closeIdle(nodeId);
     for (const pool of this.pools.values()) {
       if (pool.id.nodeId !== nodeId) continue;
-      for (const w of pool.waiters.splice(0)) w.reject(new PoolNodeDown(nodeId));
+      for (const w of pool.waiters.splice(0)) this.deliver(w.req, undefined, new PoolNodeDown(nodeId));
     }
     this.prune();
   }
@@ -456,7 +515,7 @@ export class ServerPools<C extends PooledConnection> {
     w.pool.served++;
     w.pool.waitedMs += waited;
     this.onWait?.(waited);
-    w.resolve(c);
+    this.give(w.req, c, w.pool, w.open);
   }
 
   /** Hand freed room to waiters, oldest first across pools. */
@@ -511,7 +570,7 @@ export class ServerPools<C extends PooledConnection> {
         if (w.deadline <= now) {
           ws.splice(i, 1);
           this.onWait?.(now - w.since);
-          w.reject(new PoolWaitTimeout(now - w.since));
+          this.deliver(w.req, undefined, new PoolWaitTimeout(now - w.since));
           continue;
         }
         if (w.reserveAt <= now) {

@@ -16,6 +16,9 @@ import { isLive, type NodeTable } from '../cluster/nodes.js';
 import { classify, classifyQuery, type Classification } from './classifier.js';
 import { route, routingConfigFrom, type Decision, type RoutingConfig, type SessionRoutingState } from './policy.js';
 import { FunctionVolatilityCache, isBuiltinFunction, type CatalogQuery } from './functions.js';
+
+/** No functions (unknownUserFunctions' usual answer, shared). */
+const NONE: readonly string[] = [];
 import {
   balancerConfigFrom,
   chooseLoadBalanceNode,
@@ -303,8 +306,8 @@ export class Router {
    * when write_function_list or read_only_function_list decide): a session in transaction
    * mode asks, so that a STABLE or IMMUTABLE one costs no reset (mayChangeSettings).
    */
-  unknownUserFunctions(db: string, fns: readonly string[]): string[] {
-    if (fns.length === 0 || !this.functions.usesCatalog) return [];
+  unknownUserFunctions(db: string, fns: readonly string[]): readonly string[] {
+    if (fns.length === 0 || !this.functions.usesCatalog) return NONE;
     return fns.filter((fn) => !isBuiltinFunction(fn) && this.functions.isWriting(db, fn) === undefined);
   }
 

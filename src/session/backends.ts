@@ -30,7 +30,7 @@ import {
   splitStartup,
   startupRestore,
 } from '../pool/startup-settings.js';
-import { PoolClosed, type PoolKey, PoolNodeDown, PoolWaitTimeout } from '../pool/server-pool.js';
+import { PoolClosed, type PoolKey, PoolNodeDown, type PoolRequest, PoolWaitTimeout } from '../pool/server-pool.js';
 import { queryMessage, resetConnection, resetFailure, runQueries } from '../pool/query.js';
 import { isLive } from '../cluster/nodes.js';
 import type { Classification, SessionFacts } from '../router/router.js';
@@ -67,6 +67,12 @@ export interface BackendsOwner extends LinkOwner {
 const UNREACHABLE_MS = 5000;
 /** How long a released connection may take to answer pgrelay's own requests before it is closed instead. */
 const OWN_REQUESTS_MS = 5000;
+
+/** Told once when `Backends.checkoutPrimary`'s links are held, or could not be. */
+export interface CheckoutDone {
+  taken(): void;
+  failed(e: unknown): void;
+}
 
 export class Backends {
   /** Links by node id. */
@@ -275,6 +281,68 @@ export class Backends {
       );
     return this.checkoutOnce(readNode, failedOver);
   }
+
+  /**
+   * `checkout` without load balancing, for a unit of work that waits for the pool anyway
+   * (checkoutNow could not take the connection at once): the primary's connection asked
+   * for with this session's own PoolRequest (no promise or closure per transaction, the
+   * path of nearly every transaction of a busy pool); `done.taken()` once it is held and
+   * its settings given, `done.failed(e)` as `checkout` rejects. False (nothing asked) when
+   * this path does not apply (load balancing, no primary known): use `checkout`.
+   */
+  checkoutPrimary(done: CheckoutDone): boolean {
+    const ctx = this.owner.ctx;
+    const primary = ctx.nodes.primaryNode();
+    if (primary === undefined || ctx.router.loadBalancing || !this.pooled || this.checkoutDone !== undefined)
+      return false;
+    const id = primary.id;
+    this.checkoutDone = done;
+    this.checkoutNode = id;
+    ctx.pools.request(this.poolId(id), this.opener(id), ctx.config().query_wait_timeout * 1000, this.primaryRequest);
+    return true;
+  }
+
+  /** Who `checkoutPrimary` tells, while it waits. */
+  private checkoutDone: CheckoutDone | undefined;
+  private checkoutNode = -1;
+  private readonly primaryRequest: PoolRequest<BackendConnection> = {
+    lent: (c) => {
+      const done = this.checkoutDone as CheckoutDone;
+      this.checkoutDone = undefined;
+      c.useCount++;
+      const replayed = this.takePrimary(this.checkoutNode, c);
+      if (replayed === undefined) done.taken();
+      else
+        replayed.then(
+          () => done.taken(),
+          (e: unknown) => done.failed(e),
+        );
+    },
+    failed: (e) => {
+      const done = this.checkoutDone as CheckoutDone;
+      this.checkoutDone = undefined;
+      const id = this.checkoutNode;
+      // As `checkout`: have the node checked and try once more (a failover under way).
+      this.primaryChecked(e instanceof PoolWaitTimeout ? this.waitTimeout(id) : e, id, 'for a transaction')
+        .then(() => this.checkoutOnce())
+        .then(
+          () => done.taken(),
+          (x: unknown) => done.failed(x),
+        );
+    },
+  };
+
+  /** What opens a connection to `nodeId` for the pool (one per node and session). */
+  private opener(nodeId: number): () => Promise<BackendConnection> {
+    let open = this.openers[nodeId];
+    if (open === undefined) {
+      open = () => this.connect(nodeId);
+      this.openers[nodeId] = open;
+    }
+    return open;
+  }
+
+  private readonly openers: Array<(() => Promise<BackendConnection>) | undefined> = [];
 
   /**
    * `checkout` once; `onPrimaryError`: what to do when the primary's connection could not
@@ -740,26 +808,30 @@ export class Backends {
     const cfg = ctx.config();
     const id = this.poolId(nodeId);
     // Not async: a client served from the pool goes on with as few promise hops as possible.
-    return ctx.pools
-      .acquire(id, () => this.connect(nodeId), cfg.query_wait_timeout * 1000)
-      .then(
-        (c) => {
-          c.useCount++;
-          return c;
-        },
-        (e: unknown) => {
-          if (!(e instanceof PoolWaitTimeout)) throw e;
-          const user = id.user;
-          const size = ctx.pools.limitsOf(id).poolSize;
-          throw new PgError(
-            SQLSTATE.tooManyConnections,
-            `query_wait_timeout: no backend connection to node ${nodeId} became free in ${cfg.query_wait_timeout} s (pool_mode = transaction, pool size ${size} for database "${id.database}" and user "${user}")`,
-            'FATAL',
-            undefined,
-            'Retry later; or raise default_pool_size or the pool_size of database_pool_settings/user_pool_settings (and max_db_connections, max_user_connections), or shorten transactions.',
-          );
-        },
-      );
+    return ctx.pools.acquire(id, this.opener(nodeId), cfg.query_wait_timeout * 1000).then(
+      (c) => {
+        c.useCount++;
+        return c;
+      },
+      (e: unknown) => {
+        throw e instanceof PoolWaitTimeout ? this.waitTimeout(nodeId) : e;
+      },
+    );
+  }
+
+  /** query_wait_timeout passed before a connection to `nodeId` became free: what the client is told. */
+  private waitTimeout(nodeId: number): PgError {
+    const ctx = this.owner.ctx;
+    const id = this.poolId(nodeId);
+    const wait = ctx.config().query_wait_timeout;
+    const size = ctx.pools.limitsOf(id).poolSize;
+    return new PgError(
+      SQLSTATE.tooManyConnections,
+      `query_wait_timeout: no backend connection to node ${nodeId} became free in ${wait} s (pool_mode = transaction, pool size ${size} for database "${id.database}" and user "${id.user}")`,
+      'FATAL',
+      undefined,
+      'Retry later; or raise default_pool_size or the pool_size of database_pool_settings/user_pool_settings (and max_db_connections, max_user_connections), or shorten transactions.',
+    );
   }
 
   /** pool_mode = transaction: the server pool of `nodeId` this session's connections come from (built once). */

@@ -20,9 +20,9 @@ export function pinReason(sql: string, cls: Classification): string | undefined 
   if (cls.kind === 'prepare') return 'PREPARE';
   if (cls.createsTemp.length > 0) return 'temporary table';
   if (cls.kind === 'declare' && /\bwith\s+hold\b/i.test(sql)) return 'cursor WITH HOLD';
-  for (const f of cls.functions) {
-    if (SESSION_LOCKS.has(builtinName(f))) return 'session advisory lock';
-  }
+  // Indexed loops here and below: called for every statement, most of which call nothing.
+  const fns = cls.functions;
+  for (let i = 0; i < fns.length; i++) if (SESSION_LOCKS.has(builtinName(fns[i]))) return 'session advisory lock';
   // A set_config() call or a SET under transaction control among several statements:
   // what lasts is not known (see Classification.multiSettings; SettingsReplay replays the others).
   if (cls.multiSettings === null) return 'SET among several statements';
@@ -48,8 +48,9 @@ function builtinName(fn: string): string {
  * whichever client last used the server connection (see Backends.takeLastUnit).
  */
 export function readsSequenceState(cls: Classification): boolean {
-  for (const f of cls.functions) {
-    const n = builtinName(f);
+  const fns = cls.functions;
+  for (let i = 0; i < fns.length; i++) {
+    const n = builtinName(fns[i]);
     if (n === 'lastval' || n === 'currval') return true;
   }
   return false;
@@ -62,8 +63,9 @@ export function readsSequenceState(cls: Classification): boolean {
  */
 export function mayCallNextval(cls: Classification): boolean {
   if (cls.write || cls.kind === 'insert' || cls.kind === 'merge' || cls.kind === 'multi') return true;
-  for (const f of cls.functions) {
-    const n = builtinName(f);
+  const fns = cls.functions;
+  for (let i = 0; i < fns.length; i++) {
+    const n = builtinName(fns[i]);
     if (n === 'nextval' || n === 'setval') return true;
   }
   return false;

@@ -50,14 +50,15 @@ export class StatementRouting {
     if ('target' in d) {
       // pool_mode = transaction: whether a user function may have changed settings is asked
       // once (its volatility), when it can be now; unanswered, its connections are reset after.
-      const fns = s.backends.pooled ? router.unknownUserFunctions(db, cls.functions) : [];
+      if (!s.backends.pooled || cls.functions.length === 0) return d;
+      const fns = router.unknownUserFunctions(db, cls.functions);
       if (fns.length === 0) return d;
       if (!this.canAskCatalog(p)) {
         this.catalogFailed = false;
         return d;
       }
       const verdict: typeof SUSPEND = s.wait('catalog');
-      void this.askCatalog({ functions: fns, relations: [] }, p);
+      void this.askCatalog({ functions: [...fns], relations: [] }, p);
       return verdict;
     }
     if (!this.canAskCatalog(p)) {

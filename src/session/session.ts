@@ -48,13 +48,14 @@ import {
   readyForQuery,
 } from '../protocol/messages.js';
 import type { BackendSecret } from '../auth/backend.js';
+import { mayBeAdminCommandAt } from '../admin/commands.js';
 import { type BackendConnection, cacheKeyFor } from '../pool/connector.js';
 import type { Classification, Decision, SessionFacts, SessionRoutingState } from '../router/router.js';
 import { newSessionRoutingState, startupIsolation } from '../router/policy.js';
 import { AdminOnlyMode } from './admin-only.js';
 import { AdminReplies } from './admin-replies.js';
 import { type BackendLink, type LinkExpectation, type LinkOwner, SYNC } from './backend-link.js';
-import { Backends, type BackendsOwner, lastServerParameters } from './backends.js';
+import { Backends, type BackendsOwner, type CheckoutDone, lastServerParameters } from './backends.js';
 import { BothNodes } from './both-nodes.js';
 import type { SessionContext, WaitReason } from './context.js';
 import type { SessionCore } from './core.js';
@@ -104,6 +105,15 @@ const RESUME_PENDING_REQUESTS = MAX_PENDING_REQUESTS / 2;
 const CLOSING_CLIENT_IDLE_MS = 10_000;
 /** Notifications and notices held while a reply is on its way, before the primary is read no more. */
 const ASYNC_QUEUE_BYTES = 64 * 1024;
+
+/** pool_mode = transaction: the links a unit of work takes (Session.linksFor). */
+interface UnitLinks {
+  readonly readNode?: number;
+  readonly readOnly: boolean;
+}
+
+/** The primary's link and one to a read node drawn when they are taken (most units of work). */
+const PRIMARY_AND_DRAWN: UnitLinks = { readOnly: false };
 
 export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner, SessionCore {
   /**
@@ -321,44 +331,61 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const now = b.checkoutNow(readNode, readOnly);
     if (now === true) return undefined;
     const verdict: typeof SUSPEND = this.wait('pool');
+    this.messageWaitsForPool = true;
+    // Without load balancing, the primary's connection alone, without a promise.
+    if (!readOnly && b.checkoutPrimary(this.checkedOut)) {
+      this.taking = true;
+      return verdict;
+    }
     const take =
       readOnly && readNode !== undefined
         ? b.checkoutReadNode(readNode).then((ok) => (ok ? undefined : b.checkout()))
         : b.checkout(now);
-    this.messageWaitsForPool = true;
     this.takeLinks(take, () => undefined);
     return verdict;
   }
+
+  /** Told when the links `checkout` waits for are held (Backends.checkoutPrimary). */
+  private readonly checkedOut: CheckoutDone = {
+    taken: () => this.linksTaken(undefined),
+    failed: (e) => this.linksRefused(e),
+  };
 
   /** Wait for `take`; then `then` (with the links held) and the waiting message is presented again. */
   private takeLinks(take: Promise<void>, then: () => void): void {
     this.taking = true;
     take.then(
-      () => {
-        this.taking = false;
-        this.messageWaitsForPool = false;
-        if (this.closed) {
-          this.backends.checkin();
-          return;
-        }
-        // Not only the read node's taken after all: the batch looked at is run with them as it comes.
-        if (!this.backends.withoutPrimary) this.judged = undefined;
-        then();
-        this.resume('pool');
-        // Nothing waited for them any more (the statement was cancelled meanwhile): they go back.
-        this.maybeCheckin();
-      },
-      (e: unknown) => {
-        this.taking = false;
-        this.messageWaitsForPool = false;
-        const err =
-          e instanceof PgError
-            ? e
-            : new PgError(SQLSTATE.connectionFailure, `could not open a backend connection: ${(e as Error).message}`);
-        this.log.warn({ code: err.code, err: err.message }, 'no backend connection for the transaction');
-        this.fatal(err.severity === 'FATAL' ? err : new PgError(err.code, err.message, 'FATAL', err.detail, err.hint));
-      },
+      () => this.linksTaken(then),
+      (e: unknown) => this.linksRefused(e),
     );
+  }
+
+  /** The links waited for are held: `then`, and the waiting message is presented again. */
+  private linksTaken(then: (() => void) | undefined): void {
+    this.taking = false;
+    this.messageWaitsForPool = false;
+    if (this.closed) {
+      this.backends.checkin();
+      return;
+    }
+    // Not only the read node's taken after all: the batch looked at is run with them as it comes.
+    if (!this.backends.withoutPrimary) this.judged = undefined;
+    then?.();
+    this.resume('pool');
+    // Nothing waited for them any more (the statement was cancelled meanwhile): they go back.
+    this.maybeCheckin();
+  }
+
+  /** The links waited for could not be had: the session ends with why (FATAL). */
+  private linksRefused(e: unknown): void {
+    this.taking = false;
+    this.messageWaitsForPool = false;
+    const err =
+      e instanceof PgError
+        ? e
+        : new PgError(SQLSTATE.connectionFailure, `could not open a backend connection: ${(e as Error).message}`);
+    this.log.warn({ code: err.code, err: err.message }, 'no backend connection for the transaction');
+    this.fatal(err.severity === 'FATAL' ? err : new PgError(err.code, err.message, 'FATAL', err.detail, err.hint));
   }
 
   /**
@@ -443,11 +470,11 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
    * its position to be read (read_your_writes); the primary's and the read node's for
    * everything else.
    */
-  private linksFor(type: number, buf: Buffer, start: number, end: number): { readNode?: number; readOnly: boolean } {
+  private linksFor(type: number, buf: Buffer, start: number, end: number): UnitLinks {
     // No read node to draw (drawReadNode): nothing to decide before the message runs.
     const router = this.ctx.router;
-    if (!router.loadBalancing || router.statementLevel) return { readOnly: false };
-    if (!this.readsOnly(type, buf, start, end, false)) return { readOnly: false };
+    if (!router.loadBalancing || router.statementLevel) return PRIMARY_AND_DRAWN;
+    if (!this.readsOnly(type, buf, start, end, false)) return PRIMARY_AND_DRAWN;
     const drawn = this.backends.drawReadNode();
     const readOnly = drawn?.readsThere === true;
     // The message is presented again once the link is taken: its batch was looked at already.
@@ -636,7 +663,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
 
   /** A simple Query that is an admin command (answered by pgrelay: no backend needed). */
   private adminQuery(type: number, buf: Buffer, start: number, end: number): boolean {
-    if (type !== FE.Query) return false;
+    if (type !== FE.Query || !mayBeAdminCommandAt(buf, start, end)) return false;
     const q = readCString(buf, start, end);
     return q !== undefined && this.ctx.services.adminCommand(this, q[0]) !== undefined;
   }

@@ -4,6 +4,7 @@ import type { Config } from '../../src/config/types.js';
 import {
   describeAdminCommand,
   mayBeAdminCommand,
+  mayBeAdminCommandAt,
   parseAdminCommand,
   type AdminCommand,
 } from '../../src/admin/commands.js';
@@ -79,6 +80,36 @@ describe('parseAdminCommand', () => {
     expect(mayBeAdminCommand('SELECT 1')).toBe(false);
     expect(mayBeAdminCommand('SHOW work_mem')).toBe(false);
     expect(mayBeAdminCommand('show pool_x')).toBe(true);
+  });
+
+  it('mayBeAdminCommandAt passes over texts by their first bytes, never one mayBeAdminCommand takes', () => {
+    const texts = [
+      'SHOW pool_nodes',
+      'show pool_status;',
+      '  SHOW pool_processes',
+      '/* c */ SHOW pool_pools',
+      '-- c\nSHOW pool_version',
+      'PGPOOL SHOW port',
+      'pgpool set client_idle_limit = 5',
+      'Show "pool_nodes"',
+      'SELECT abalance FROM pgbench_accounts WHERE aid = 1;',
+      'select 1',
+      'INSERT INTO t VALUES (1)',
+      'SET work_mem = 1',
+      'SHOW work_mem',
+      'PREPARE x AS SELECT 1',
+      'p',
+      '',
+    ];
+    for (const q of texts) {
+      const b = Buffer.from(`${q}\0`);
+      const at = mayBeAdminCommandAt(b, 0, b.length - 1);
+      if (mayBeAdminCommand(q)) expect(at, q).toBe(true);
+    }
+    const skipped = (q: string) => !mayBeAdminCommandAt(Buffer.from(q), 0, q.length);
+    expect(
+      ['SELECT 1', 'select 1', 'INSERT INTO t VALUES (1)', 'SET x = 1', 'PREPARE x AS SELECT 1'].every(skipped),
+    ).toBe(true);
   });
 
   it('parses PGPOOL SHOW / SET / RESET', () => {
