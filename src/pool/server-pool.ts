@@ -100,6 +100,11 @@ interface Waiter<C> {
   req: PoolRequest<C>;
 }
 
+const RESOLVED = Promise.resolve();
+
+/** A delivery's `req` once told (keeps no session alive). */
+const NOBODY: PoolRequest<never> = { lent: () => undefined, failed: () => undefined };
+
 /** An answer waiting for the microtask that gives it (`deliver`). */
 interface Delivery<C> {
   req: PoolRequest<C>;
@@ -216,24 +221,43 @@ export class ServerPools<C extends PooledConnection> {
       );
   }
 
+  /**
+   * Answers to give on the next microtask: `deliveryCount` of `deliveries`, objects reused
+   * from one microtask to the next (two arrays taking turns), none allocated once warm.
+   */
   private deliveries: Array<Delivery<C>> = [];
-  private delivering = false;
+  private spareDeliveries: Array<Delivery<C>> = [];
+  private deliveryCount = 0;
 
   /** Tell `req` on the next microtask (one for every answer given meanwhile). */
   private deliver(req: PoolRequest<C>, c: C | undefined, err: unknown): void {
-    this.deliveries.push({ req, c, err });
-    if (this.delivering) return;
-    this.delivering = true;
-    queueMicrotask(this.runDeliveries);
+    const i = this.deliveryCount++;
+    const d = this.deliveries[i];
+    if (d === undefined) this.deliveries.push({ req, c, err });
+    else {
+      d.req = req;
+      d.c = c;
+      d.err = err;
+    }
+    // A resolved promise's reaction: queueMicrotask allocates an async resource per call.
+    if (i === 0) void RESOLVED.then(this.runDeliveries);
   }
 
   private readonly runDeliveries = (): void => {
-    this.delivering = false;
     const ds = this.deliveries;
-    this.deliveries = [];
-    for (const d of ds) {
-      if (d.c !== undefined) d.req.lent(d.c);
-      else d.req.failed(d.err);
+    const n = this.deliveryCount;
+    // Answers given while these are told go to the other array, on a microtask of their own.
+    this.deliveries = this.spareDeliveries;
+    this.deliveryCount = 0;
+    this.spareDeliveries = ds;
+    for (let i = 0; i < n; i++) {
+      const d = ds[i];
+      const { req, c, err } = d;
+      d.req = NOBODY;
+      d.c = undefined;
+      d.err = undefined;
+      if (c !== undefined) req.lent(c);
+      else req.failed(err);
     }
   };
 

@@ -30,9 +30,6 @@ import net from 'node:net';
 /** Receives every chunk read (an owned Buffer). Pause the socket to stop reading. */
 export type ChunkConsumer = (chunk: Buffer) => void;
 
-/** Stop delivering chunks to the consumer (later reads go to the socket's Readable side). */
-export type StopReading = () => void;
-
 const READ_BUFFER_SIZE = 64 * 1024;
 
 interface Internals {
@@ -119,17 +116,15 @@ function switched(socket: Switchable): ReaderState | undefined {
 }
 
 /**
- * Deliver what `socket` reads to `consumer` until the returned function is called.
+ * Deliver what `socket` reads to `consumer` until `stopChunks(socket, consumer)`.
  * Bytes the socket's Readable side already holds are delivered first, at once.
  * Flow control is the socket's: `pause()` stops the reads, `resume()` starts them.
  */
-export function readChunks(socket: net.Socket, consumer: ChunkConsumer): StopReading {
+export function readChunks(socket: net.Socket, consumer: ChunkConsumer): void {
   const state = switched(socket as Switchable);
   if (!state) {
     socket.on('data', consumer);
-    return () => {
-      socket.removeListener('data', consumer);
-    };
+    return;
   }
   state.consumer = consumer;
   if (socket.readableLength > 0) {
@@ -139,7 +134,15 @@ export function readChunks(socket: net.Socket, consumer: ChunkConsumer): StopRea
       consumer(c);
     if (paused) socket.pause();
   }
-  return () => {
-    if (state.consumer === consumer) state.consumer = null;
-  };
+}
+
+/**
+ * Stop delivering chunks to `consumer` (later reads go to the socket's Readable side).
+ * A function of its own rather than a closure `readChunks` returns: a pooled connection
+ * is read by another session for every transaction.
+ */
+export function stopChunks(socket: net.Socket, consumer: ChunkConsumer): void {
+  const state = (socket as Switchable)[STATE];
+  if (state === undefined) socket.removeListener('data', consumer);
+  else if (state.consumer === consumer) state.consumer = null;
 }

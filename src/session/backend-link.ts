@@ -8,7 +8,7 @@
  * pauses the backend socket) and tells the session when requests complete.
  */
 import { FE } from '../protocol/constants.js';
-import { type StopReading, readChunks } from '../protocol/socket-reader.js';
+import { readChunks, stopChunks } from '../protocol/socket-reader.js';
 import type { BackendConnection } from '../pool/connector.js';
 import { type ErrorFieldMap, type Expectation, type ReplyOutput, ReplyQueue } from './replies.js';
 
@@ -70,7 +70,6 @@ export class BackendLink implements ReplyOutput {
   /** Reasons not to read replies now (see holdReading); the socket reads only at 0. */
   private readHolds = 0;
   private attached = false;
-  private stopReading: StopReading | undefined;
   /** Written bytes are buffered past the socket's high-water mark (until 'drain'). */
   congested = false;
   /** Called once nothing is outstanding any more (true), or the connection closed (false); see `whenSettled`. */
@@ -208,7 +207,7 @@ export class BackendLink implements ReplyOutput {
   attach(): void {
     if (this.attached) return;
     this.attached = true;
-    this.stopReading = readChunks(this.conn.socket, this.onData);
+    readChunks(this.conn.socket, this.onData);
     this.conn.socket.on('close', this.onClose);
     if (this.readHolds === 0) this.conn.socket.resume();
   }
@@ -216,8 +215,7 @@ export class BackendLink implements ReplyOutput {
   detach(): void {
     if (!this.attached) return;
     this.attached = false;
-    this.stopReading?.();
-    this.stopReading = undefined;
+    stopChunks(this.conn.socket, this.onData);
     this.conn.socket.removeListener('close', this.onClose);
     this.conn.socket.removeListener('drain', this.onWriteDrain);
     this.congested = false;

@@ -678,7 +678,7 @@ export class Backends {
       }
       pools.release(c, link.clean && c.txStatus === TxStatus.Idle);
     }
-    this.links.length = 0;
+    // Its entries are all undefined now; kept at its length (truncated, it would grow anew at the next checkout).
     this.primaryLink = undefined;
     this.passTo = DROP;
     // Set.clear() allocates a new table: most checkins find it empty.

@@ -25,7 +25,7 @@
  */
 import type net from 'node:net';
 import type { ClientInput } from '../protocol/client-input.js';
-import { type StopReading, readChunks } from '../protocol/socket-reader.js';
+import { readChunks, stopChunks } from '../protocol/socket-reader.js';
 import type { ParamValue } from '../config/params.js';
 import { type Logger, redact } from '../log.js';
 import { FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
@@ -163,7 +163,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   private asyncHeld: BackendLink | undefined;
   private drainWaiters: Array<() => void> = [];
   private onEnd: (() => void) | undefined;
-  private stopClientReading: StopReading | undefined;
+  /** The client socket is read by `onClientData` (readChunks), until the session ends. */
+  private readingClient = false;
 
   constructor(
     readonly ctx: SessionContext<Session>,
@@ -718,7 +719,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     // The client's end is handled here (see onClientEnd), not by closing at once.
     this.client.allowHalfOpen = true;
     this.client.on('end', this.onClientEnd);
-    this.stopClientReading = readChunks(this.client, this.onClientData);
+    readChunks(this.client, this.onClientData);
+    this.readingClient = true;
     if (!this.clientPaused) this.client.resume();
   }
 
@@ -1317,8 +1319,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.stopClientReading?.();
-    this.stopClientReading = undefined;
+    if (this.readingClient) stopChunks(this.client, this.onClientData);
+    this.readingClient = false;
     if (!this.client.destroyed) this.client.end();
     // A client that stops reading what is still on its way is dropped after a while.
     this.client.setTimeout(CLOSING_CLIENT_IDLE_MS, () => this.client.destroy());

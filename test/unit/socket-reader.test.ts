@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { readChunks } from '../../src/protocol/socket-reader.js';
+import { readChunks, stopChunks } from '../../src/protocol/socket-reader.js';
 
 /** A connected pair over loopback: [accepted server side, client side]. */
 async function pair(): Promise<[net.Socket, net.Socket, () => void]> {
@@ -85,23 +85,28 @@ describe('readChunks', () => {
     await until(() => got, 20, s);
   });
 
-  it("after stop, reads go to 'data' listeners as on any socket", async () => {
+  it("after stopChunks, reads go to 'data' listeners as on any socket", async () => {
     const [s, c, done] = await pair();
     cleanups.push(done);
     let fast = 0;
-    const stop = readChunks(s, (b) => {
+    const consumer = (b: Buffer): void => {
       fast += b.length;
-    });
+    };
+    readChunks(s, consumer);
     s.resume();
     c.write('abc');
     await until(() => fast, 3, s);
-    stop();
+    // Another consumer's stop does not stop this one.
+    stopChunks(s, () => undefined);
+    c.write('de');
+    await until(() => fast, 5, s);
+    stopChunks(s, consumer);
     const viaData: Buffer[] = [];
     s.on('data', (b: Buffer) => viaData.push(b));
     c.write('defg');
     await until(() => viaData.reduce((n, b) => n + b.length, 0), 4, s);
     expect(Buffer.concat(viaData).toString()).toBe('defg');
-    expect(fast).toBe(3);
+    expect(fast).toBe(5);
     // A second consumer takes over again.
     let again = '';
     readChunks(s, (b) => {
