@@ -283,54 +283,156 @@ export class Backends {
   }
 
   /**
-   * `checkout` without load balancing, for a unit of work that waits for the pool anyway
-   * (checkoutNow could not take the connection at once): the primary's connection asked
-   * for with this session's own PoolRequest (no promise or closure per transaction, the
-   * path of nearly every transaction of a busy pool); `done.taken()` once it is held and
-   * its settings given, `done.failed(e)` as `checkout` rejects. False (nothing asked) when
-   * this path does not apply (load balancing, no primary known): use `checkout`.
+   * pool_mode = transaction, for a unit of work that waits for the pool (checkoutNow could
+   * not take its connections at once): what `checkout(readNode)` does — or, `readOnly`,
+   * `checkoutReadNode(readNode)`, then `checkout` if that node cannot be had — asking for
+   * the connection it waits for with this session's own PoolRequest: no promise or closure
+   * per transaction, the path of nearly every unit of work of a busy pool. `done.taken()`
+   * once the links are held and their settings given, `done.failed(e)` where `checkout`
+   * rejects. False (nothing asked) where the promise path does it: no primary known,
+   * statement_level_load_balance.
    */
-  checkoutPrimary(done: CheckoutDone): boolean {
+  checkoutWaiting(readNode: number | undefined, readOnly: boolean, done: CheckoutDone): boolean {
     const ctx = this.owner.ctx;
     const primary = ctx.nodes.primaryNode();
-    if (primary === undefined || ctx.router.loadBalancing || !this.pooled || this.checkoutDone !== undefined)
-      return false;
-    const id = primary.id;
-    this.checkoutDone = done;
-    this.checkoutNode = id;
-    ctx.pools.request(this.poolId(id), this.opener(id), ctx.config().query_wait_timeout * 1000, this.primaryRequest);
+    if (primary === undefined || ctx.router.statementLevel || !this.pooled || this.waiting !== undefined) return false;
+    const only = readOnly && readNode !== undefined;
+    const node = only ? readNode : primary.id;
+    if (!ctx.nodes.get(node)) return false;
+    this.waiting = done;
+    this.waitingFor = node;
+    this.waitingForReadNode = only;
+    // The read node to take with the primary's (its own when not load balancing).
+    this.drawnWithPrimary = only ? -1 : (this.drawReadNodeOnce(readNode) ?? primary.id);
+    ctx.pools.request(
+      this.poolId(node),
+      this.opener(node),
+      ctx.config().query_wait_timeout * 1000,
+      this.waitingRequest,
+    );
     return true;
   }
 
-  /** Who `checkoutPrimary` tells, while it waits. */
-  private checkoutDone: CheckoutDone | undefined;
-  private checkoutNode = -1;
-  private readonly primaryRequest: PoolRequest<BackendConnection> = {
+  /** Who `checkoutWaiting` tells, while it waits (undefined otherwise), and for what. */
+  private waiting: CheckoutDone | undefined;
+  private waitingFor = -1;
+  private waitingForReadNode = false;
+  private drawnWithPrimary = -1;
+
+  private readonly waitingRequest: PoolRequest<BackendConnection> = {
     lent: (c) => {
-      const done = this.checkoutDone as CheckoutDone;
-      this.checkoutDone = undefined;
       c.useCount++;
-      const replayed = this.takePrimary(this.checkoutNode, c);
-      if (replayed === undefined) done.taken();
-      else
-        replayed.then(
-          () => done.taken(),
-          (e: unknown) => done.failed(e),
+      if (this.waitingForReadNode) {
+        const link = this.linkTo(c);
+        this.links[c.nodeId] = link;
+        this.lbNodeId = c.nodeId;
+        this.waitingDone();
+      } else if (this.owner.ctx.router.loadBalancing && c.startupIsolation === undefined) {
+        // A new connection: its default isolation decides where reads may go (see openOnce).
+        this.askStartupIsolation(c).then(
+          (k) => this.primaryLent(k),
+          (e: unknown) => this.waitingRequest.failed(e),
         );
+      } else this.primaryLent(c);
     },
     failed: (e) => {
-      const done = this.checkoutDone as CheckoutDone;
-      this.checkoutDone = undefined;
-      const id = this.checkoutNode;
-      // As `checkout`: have the node checked and try once more (a failover under way).
-      this.primaryChecked(e instanceof PoolWaitTimeout ? this.waitTimeout(id) : e, id, 'for a transaction')
-        .then(() => this.checkoutOnce())
-        .then(
-          () => done.taken(),
-          (x: unknown) => done.failed(x),
-        );
+      const id = this.waitingFor;
+      const err = e instanceof PoolWaitTimeout ? this.waitTimeout(id) : e;
+      let retry: Promise<void>;
+      if (this.waitingForReadNode) {
+        // As checkoutReadNode: the primary's and a read node's instead.
+        this.readNodeUnavailable(id, err);
+        retry = this.checkout();
+      } else {
+        // As `checkout`: have the node checked and try once more (a failover under way).
+        retry = this.primaryChecked(err, id, 'for a transaction').then(() => this.checkoutOnce());
+      }
+      const done = this.waiting as CheckoutDone;
+      this.waiting = undefined;
+      retry.then(
+        () => done.taken(),
+        (x: unknown) => done.failed(x),
+      );
     },
   };
+
+  /**
+   * `checkoutWaiting`: the primary's connection `c` is this session's; the read node's is
+   * taken if it can be without waiting (else the unit of work reads from the primary, as
+   * in openOnce).
+   */
+  private primaryLent(c: BackendConnection): void {
+    const id = c.nodeId;
+    const link = this.linkTo(c);
+    this.links[id] = link;
+    this.primaryLink = link;
+    this.lbNodeId = id;
+    const lb = this.drawnWithPrimary;
+    const ctx = this.owner.ctx;
+    if (lb === id || !ctx.nodes.get(lb)) return this.waitingDone();
+    if (ctx.pools.idleFor(this.poolId(lb)) !== undefined) {
+      this.take(lb);
+      this.lbNodeId = lb;
+      return this.waitingDone();
+    }
+    const opening = this.acquireNow(lb);
+    if (opening === undefined) {
+      this.poolFull.add(lb);
+      this.owner.debug({ node: lb }, 'no free connection to the node drawn for reads; reading from the primary');
+      return this.waitingDone();
+    }
+    opening
+      .then(
+        (r) => {
+          this.links[lb] = this.linkTo(r);
+          this.lbNodeId = lb;
+        },
+        (e: unknown) => this.readNodeUnavailable(lb, e),
+      )
+      .then(() => this.waitingDone());
+  }
+
+  /** `checkoutWaiting`'s links are taken: attach them, give them the session's settings, tell who waits. */
+  private waitingDone(): void {
+    const done = this.waiting as CheckoutDone;
+    this.waiting = undefined;
+    let replayed: Array<Promise<void>> | undefined;
+    for (const l of this.links) {
+      if (!l) continue;
+      l.attach();
+      const r = this.applySettings(l);
+      if (r) (replayed ??= []).push(r);
+      this.deallocateStrays(l);
+    }
+    if (replayed === undefined) done.taken();
+    else
+      Promise.all(replayed).then(
+        () => done.taken(),
+        (e: unknown) => done.failed(e),
+      );
+  }
+
+  /** The read node's connection could not be had: reads go to the primary; a network error is reported. */
+  private readNodeUnavailable(nodeId: number, e: unknown): void {
+    this.owner.log.warn(
+      { node: nodeId, err: (e as Error).message },
+      'load-balance node unavailable; reading from the primary',
+    );
+    if (isNetworkError(e)) void this.owner.ctx.services.reportBackendError(nodeId, 'connect');
+  }
+
+  /**
+   * The node a unit of work reads from, as `checkout` draws it: `readNode` when drawn
+   * already, else by weight, a drawn node that lags replaced at once
+   * (prefer_lower_delay_standby); the primary's id without load balancing; null when none.
+   */
+  private drawReadNodeOnce(readNode?: number): number | null {
+    const router = this.owner.ctx.router;
+    if (!router.loadBalancing) return this.owner.ctx.nodes.primaryId;
+    if (readNode !== undefined) return readNode;
+    const lb = router.chooseSessionNode(this.owner.facts);
+    return lb === null ? null : (router.readNode(lb, this.owner.facts).sessionLbNode ?? lb);
+  }
 
   /** What opens a connection to `nodeId` for the pool (one per node and session). */
   private opener(nodeId: number): () => Promise<BackendConnection> {
@@ -398,9 +500,7 @@ export class Backends {
     } else {
       // Every live node with statement_level_load_balance: `checkout` takes them.
       if (router.statementLevel) return readNode;
-      let lb = readNode ?? router.chooseSessionNode(this.owner.facts);
-      // A drawn node that lags may be replaced at once (prefer_lower_delay_standby), as in openOnce.
-      if (lb !== null && readNode === undefined) lb = router.readNode(lb, this.owner.facts).sessionLbNode ?? lb;
+      const lb = this.drawReadNodeOnce(readNode);
       if (lb === null) return undefined;
       lbNode = lb;
     }
@@ -460,17 +560,12 @@ export class Backends {
    * is reported; the caller takes the primary and a read node as usual instead).
    */
   async checkoutReadNode(nodeId: number): Promise<boolean> {
-    const ctx = this.owner.ctx;
     let conn: BackendConnection;
     try {
       conn = await this.acquire(nodeId);
     } catch (e) {
       // As when `checkout` cannot take the read node: the primary serves the reads.
-      this.owner.log.warn(
-        { node: nodeId, err: (e as Error).message },
-        'load-balance node unavailable; reading from the primary',
-      );
-      if (isNetworkError(e)) void ctx.services.reportBackendError(nodeId, 'connect');
+      this.readNodeUnavailable(nodeId, e);
       return false;
     }
     this.links[nodeId] = this.linkTo(conn);
@@ -730,10 +825,7 @@ export class Backends {
       if (router.statementLevel) {
         for (const n of ctx.nodes.all()) if (isLive(n.status) && n.weight > 0) wanted.add(n.id);
       }
-      let lb = readNode ?? router.chooseSessionNode(this.owner.facts);
-      // A drawn node that lags may be replaced at once (prefer_lower_delay_standby).
-      if (lb !== null && readNode === undefined) lb = router.readNode(lb, this.owner.facts).sessionLbNode ?? lb;
-      this.lbNodeId = lb ?? primary.id;
+      this.lbNodeId = this.drawReadNodeOnce(readNode) ?? primary.id;
       wanted.add(this.lbNodeId);
     } else {
       this.lbNodeId = primary.id;
@@ -789,7 +881,8 @@ export class Backends {
       if (typeof v === 'string') conn.startupIsolation = v;
       return conn;
     } catch (e) {
-      conn.close();
+      // Its place in the server pool is freed too (pool_mode = transaction).
+      this.dropConnection(conn);
       throw e;
     }
   }

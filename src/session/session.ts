@@ -333,8 +333,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (now === true) return undefined;
     const verdict: typeof SUSPEND = this.wait('pool');
     this.messageWaitsForPool = true;
-    // Without load balancing, the primary's connection alone, without a promise.
-    if (!readOnly && b.checkoutPrimary(this.checkedOut)) {
+    // Asked for with the session's own request, without a promise (Backends.checkoutWaiting).
+    if (b.checkoutWaiting(readOnly && readNode !== undefined ? readNode : now, readOnly, this.checkedOut)) {
       this.taking = true;
       return verdict;
     }
@@ -346,7 +346,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     return verdict;
   }
 
-  /** Told when the links `checkout` waits for are held (Backends.checkoutPrimary). */
+  /** Told when the links `checkout` waits for are held (Backends.checkoutWaiting). */
   private readonly checkedOut: CheckoutDone = {
     taken: () => this.linksTaken(undefined),
     failed: (e) => this.linksRefused(e),
