@@ -18,6 +18,8 @@ const SESSION_LOCKS = new Set([
 export function pinReason(sql: string, cls: Classification): string | undefined {
   if (cls.kind === 'listen') return 'LISTEN';
   if (cls.kind === 'prepare') return 'PREPARE';
+  // The library (and the settings it defines) stays loaded in that backend only.
+  if (cls.kind === 'other' && cls.reason === 'LOAD') return 'LOAD';
   if (cls.createsTemp.length > 0) return 'temporary table';
   if (cls.kind === 'declare' && /\bwith\s+hold\b/i.test(sql)) return 'cursor WITH HOLD';
   // Indexed loops here and below: called for every statement, most of which call nothing.
@@ -33,6 +35,7 @@ export function pinReason(sql: string, cls: Classification): string | undefined 
     if (/\bcreate\s+(global\s+|local\s+)?temp(orary)?\s+table\b/i.test(sql)) return 'temporary table';
     if (/\bwith\s+hold\b/i.test(sql)) return 'cursor WITH HOLD';
     if (/\bpg_(try_)?advisory_lock(_shared)?\s*\(/i.test(sql)) return 'session advisory lock';
+    if (/(^|;)\s*load\s/i.test(sql)) return 'LOAD';
   }
   return undefined;
 }

@@ -636,6 +636,13 @@ describe('pool_mode = transaction', () => {
       check: 'SELECT pg_advisory_unlock(4142) AS x',
       expect: { x: true },
     },
+    {
+      // A loaded library's settings exist only on the connection that loaded it.
+      reason: 'LOAD',
+      set: "LOAD 'auto_explain'",
+      check: "SELECT count(*)::int AS x FROM pg_settings WHERE name = 'auto_explain.log_min_duration'",
+      expect: { x: 1 },
+    },
   ];
   for (const pc of pinCases) {
     it(`pins the session: ${pc.reason}`, async () => {

@@ -122,6 +122,10 @@ describe('pinReason', () => {
     ['SELECT 1; LISTEN ch', 'LISTEN'],
     ['SELECT 1', undefined],
     ["SET search_path = 'x'", undefined],
+    ["LOAD 'auto_explain'", 'LOAD'],
+    ["/* c */ load 'auto_explain'", 'LOAD'],
+    ["SELECT 1; LOAD 'auto_explain'", 'LOAD'],
+    ["SELECT 'load x'", undefined],
   ];
   for (const [sql, reason] of cases)
     it(`${sql} → ${reason ?? 'no pin'}`, () => expect(pinReason(sql, classify(sql, opts))).toBe(reason));
