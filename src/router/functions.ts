@@ -194,29 +194,46 @@ const RELATION_BEFORE = new Set([
 ]);
 
 /**
- * May a volatile function with this language and body change the session's settings? C and
- * internal functions are trusted not to; an SQL or PL/pgSQL body that runs no SET or RESET
- * (also in dynamic SQL), calls no set_config and calls no function but built-in ones
- * (another user function might) does not; any other language might.
+ * What a volatile function's body tells of the settings it may change: `sets` when it may
+ * itself (any language but C, internal, SQL and PL/pgSQL; a SET or RESET statement, also in
+ * dynamic SQL; a set_config call; a call of a quoted name, not looked into), and the user
+ * functions it calls (`calls`: names as written, lower-cased; built-in ones left out), which
+ * may in turn (FunctionVolatilityCache looks them up).
  */
-export function bodyMayChangeSettings(lang: string, src: string): boolean {
-  if (lang === 'c' || lang === 'internal') return false;
-  if (lang !== 'sql' && lang !== 'plpgsql') return true;
-  if (/\bset_config\b/i.test(src)) return true;
+export function bodySettings(lang: string, src: string): { sets: boolean; calls: string[] } {
+  const calls: string[] = [];
+  if (lang === 'c' || lang === 'internal') return { sets: false, calls };
+  if (lang !== 'sql' && lang !== 'plpgsql') return { sets: true, calls };
+  if (/\bset_config\b/i.test(src)) return { sets: true, calls };
   // A SET or RESET statement: first in the body, after ; or a block word, or quoted (EXECUTE).
-  if (/(^|[;'(]|\b(then|loop|begin|else|do)\b)\s*(set|reset)\b/i.test(src)) return true;
+  if (/(^|[;'(]|\b(then|loop|begin|else|do)\b)\s*(set|reset)\b/i.test(src)) return { sets: true, calls };
   // A call of a quoted name ("SetTenant"(…)): not looked into.
-  if (/"\s*\(/.test(src)) return true;
+  if (/"\s*\(/.test(src)) return { sets: true, calls };
   const call = /([A-Za-z_][\w$]*(?:\.[A-Za-z_][\w$]*)?)\s*\(/g;
   for (let m = call.exec(src); m !== null; m = call.exec(src)) {
     const name = m[1].toLowerCase();
     if (NOT_CALLS.has(name) || isBuiltinFunction(name)) continue;
     const before = /([A-Za-z_]+)\s*$/.exec(src.slice(Math.max(0, m.index - 24), m.index));
     if (before !== null && RELATION_BEFORE.has(before[1].toLowerCase())) continue;
-    return true;
+    if (!calls.includes(name)) calls.push(name);
   }
-  return false;
+  return { sets: false, calls };
 }
+
+/**
+ * May a volatile function with this language and body change the session's settings,
+ * looking at the body alone (bodySettings: it may itself, or it calls a user function)?
+ */
+export function bodyMayChangeSettings(lang: string, src: string): boolean {
+  const b = bodySettings(lang, src);
+  return b.sets || b.calls.length > 0;
+}
+
+/**
+ * How many levels of calls the catalog is asked about below the functions a statement
+ * calls (a function calling one that calls one…); deeper, a call counts as setting.
+ */
+const CALL_DEPTH = 3;
 
 interface Entry {
   writes: boolean;
@@ -345,19 +362,64 @@ export class FunctionVolatilityCache {
     return this.entries.size;
   }
 
+  /**
+   * Ask the catalog about `fns` and cache the answers. A volatile function changes settings
+   * when its body does (bodySettings), or when a user function it calls does, directly or
+   * further down: the functions called are asked in turn, one query per level, CALL_DEPTH
+   * levels below `fns` (a call deeper than that, or one a failed query did not answer,
+   * counts as setting; calls that go round add nothing), and cached too. A function called
+   * that is not volatile (or not found) is trusted not to, as one the statement calls is.
+   */
   private async fetch(db: string, fns: string[], query: CatalogQuery): Promise<void> {
-    const rows = await query(volatileFunctionsSql(fns));
-    const volatile = new Set<string>();
-    const sets = new Set<string>();
-    for (const r of rows) {
-      const n = r.name;
-      if (typeof n !== 'string') continue;
-      volatile.add(n);
-      if (bodyMayChangeSettings(String(r.lang ?? ''), String(r.src ?? ''))) sets.add(n);
+    /** Every function answered: volatile, sets settings itself, the user functions it calls. */
+    const graph = new Map<string, { volatile: boolean; sets: boolean; calls: string[] }>();
+    let level = fns;
+    for (let depth = 0; level.length > 0 && depth <= CALL_DEPTH; depth++) {
+      let rows: ReadonlyArray<Readonly<Record<string, unknown>>>;
+      try {
+        rows = await query(volatileFunctionsSql(level));
+      } catch (e) {
+        // The statement's own functions unanswered: nothing cached (lookup rejects).
+        if (depth === 0) throw e;
+        break;
+      }
+      for (const n of level) graph.set(n, { volatile: false, sets: false, calls: [] });
+      for (const r of rows) {
+        const node = typeof r.name === 'string' ? graph.get(r.name) : undefined;
+        if (node === undefined) continue;
+        node.volatile = true;
+        const b = bodySettings(String(r.lang ?? ''), String(r.src ?? ''));
+        node.sets ||= b.sets;
+        for (const c of b.calls) if (!node.calls.includes(c)) node.calls.push(c);
+      }
+      const next = new Set<string>();
+      for (const n of level) {
+        const node = graph.get(n);
+        if (node === undefined || node.sets) continue;
+        for (const c of node.calls) if (!graph.has(c) && this.entry(db, c) === undefined) next.add(c);
+      }
+      level = [...next];
     }
+    // Does `n` reach a function that sets settings through its calls (`seen`: on the way)?
+    const reaches = (n: string, seen: Set<string>): boolean => {
+      const node = graph.get(n);
+      if (node === undefined) {
+        const e = this.entry(db, n);
+        return e === undefined || e.setsSettings;
+      }
+      if (node.sets) return true;
+      if (seen.has(n)) return false;
+      seen.add(n);
+      for (const c of node.calls) if (reaches(c, seen)) return true;
+      return false;
+    };
     const expires = this.now() + this.ttlMs;
-    for (const fn of fns)
-      this.store(`${db}\u0000${fn}`, { writes: volatile.has(fn), setsSettings: sets.has(fn), expires });
+    for (const [fn, node] of graph)
+      this.store(`${db}\u0000${fn}`, {
+        writes: node.volatile,
+        setsSettings: node.volatile && reaches(fn, new Set()),
+        expires,
+      });
   }
 
   private store(key: string, e: Entry): void {

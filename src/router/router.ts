@@ -316,7 +316,7 @@ export class Router {
    * `set_config(…, false)` or `SET` in a function's body)? Not a built-in function (the
    * session follows `set_config` where the client calls it), nor one the catalog answered
    * is not volatile (a STABLE or IMMUTABLE function is trusted not to) or has a body that
-   * sets nothing (functions.ts bodyMayChangeSettings); any other may.
+   * sets nothing, nor do the user functions it calls (functions.ts bodySettings, fetch); any other may.
    */
   mayChangeSettings(db: string, fns: readonly string[]): boolean {
     const f = this.functions;

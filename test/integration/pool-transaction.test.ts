@@ -487,11 +487,23 @@ describe('pool_mode = transaction', () => {
     await a.query("SELECT pool_tx_set_tenant('umbrella')");
     await a.query('COMMIT');
     expect(await tenant(b)).toBe('');
-    // Through a function whose body calls it (pgrelay looks into bodies, not further).
+    // Through a function whose body calls it (pgrelay looks into the functions it calls too).
     await a.query(
       'CREATE OR REPLACE FUNCTION pool_tx_tenant_via(t text) RETURNS text LANGUAGE sql AS $$ SELECT pool_tx_set_tenant(t) $$',
     );
     expect((await a.query("SELECT pool_tx_tenant_via('hooli') AS t")).rows).toEqual([{ t: 'hooli' }]);
+    expect(await tenant(b)).toBe('');
+    // Two levels down, through functions pgrelay has not been asked about before.
+    await a.query(
+      "CREATE OR REPLACE FUNCTION pool_tx_tenant_deep(t text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN PERFORM set_config('app.pool_tx_tenant', t, false); RETURN t; END $$",
+    );
+    await a.query(
+      'CREATE OR REPLACE FUNCTION pool_tx_tenant_mid(t text) RETURNS text LANGUAGE sql AS $$ SELECT pool_tx_tenant_deep(t) $$',
+    );
+    await a.query(
+      'CREATE OR REPLACE FUNCTION pool_tx_tenant_top(t text) RETURNS text LANGUAGE plpgsql AS $$ BEGIN RETURN pool_tx_tenant_mid(t); END $$',
+    );
+    expect((await a.query("SELECT pool_tx_tenant_top('pied piper') AS t")).rows).toEqual([{ t: 'pied piper' }]);
     expect(await tenant(b)).toBe('');
     await Promise.all([endPg(a), endPg(b)]);
   });

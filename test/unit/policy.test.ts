@@ -628,4 +628,48 @@ describe('bodyMayChangeSettings: a volatile function whose body sets nothing cos
     expect([fns.isWriting('db', 'stable'), fns.changesSettings('db', 'stable')]).toEqual([false, false]);
     expect(fns.changesSettings('db', 'unknown')).toBeUndefined();
   });
+
+  it('a function that only calls user functions is answered by what they do (asked in turn, a few levels deep)', async () => {
+    const catalog: Record<string, { lang: string; src: string }> = {
+      outer: { lang: 'sql', src: 'SELECT helper($1)' },
+      helper: { lang: 'plpgsql', src: 'BEGIN INSERT INTO audit VALUES (1); RETURN 1; END' },
+      tenant: { lang: 'sql', src: 'SELECT app.set_tenant($1)' },
+      'app.set_tenant': { lang: 'plpgsql', src: "BEGIN PERFORM set_config('app.tenant', $1, false); END" },
+      calls_stable: { lang: 'sql', src: 'SELECT stable_fn($1)' },
+      ping: { lang: 'plpgsql', src: 'BEGIN PERFORM pong(); END' },
+      pong: { lang: 'plpgsql', src: 'BEGIN PERFORM ping(); END' },
+      d0: { lang: 'sql', src: 'SELECT d1()' },
+      d1: { lang: 'sql', src: 'SELECT d2()' },
+      d2: { lang: 'sql', src: 'SELECT d3()' },
+      d3: { lang: 'sql', src: 'SELECT d4()' },
+      d4: { lang: 'sql', src: 'SELECT 1' },
+      broken: { lang: 'sql', src: 'SELECT fails()' },
+    };
+    const asked: string[][] = [];
+    const query = async (sql: string) => {
+      const names = [...sql.matchAll(/'([^']+)'/g)].map((m) => m[1]).filter((n) => n !== 'v');
+      asked.push(names);
+      if (names.includes('fails')) throw new Error('catalog unreachable');
+      return names.filter((n) => catalog[n]).map((n) => ({ name: n, ...catalog[n] }));
+    };
+    const fns = new FunctionVolatilityCache({
+      write_function_list: [],
+      read_only_function_list: [],
+      relcache_size: 256,
+      relcache_expire: 0,
+    });
+    await fns.lookup('db', ['outer', 'tenant', 'calls_stable', 'ping', 'd0'], query);
+    // A failed query answers none of the callees it asked about.
+    await fns.lookup('db', ['broken'], query);
+    const sets = (fn: string) => fns.changesSettings('db', fn);
+    expect(sets('outer'), 'its callee sets nothing').toBe(false);
+    expect(sets('helper'), 'callees are cached too').toBe(false);
+    expect(sets('tenant'), 'its callee runs set_config').toBe(true);
+    expect(sets('app.set_tenant')).toBe(true);
+    expect(sets('calls_stable'), 'a callee that is not volatile is trusted').toBe(false);
+    expect([sets('ping'), sets('pong')], 'calls that go round set nothing').toEqual([false, false]);
+    expect(sets('d0'), 'a chain deeper than the levels asked counts as setting').toBe(true);
+    expect(sets('broken'), 'a callee the catalog did not answer counts as setting').toBe(true);
+    expect(asked.length, 'one catalog query per level').toBe(4 + 2);
+  });
 });
