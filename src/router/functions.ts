@@ -221,24 +221,20 @@ export function bodySettings(lang: string, src: string): { sets: boolean; calls:
 }
 
 /**
- * May a volatile function with this language and body change the session's settings,
- * looking at the body alone (bodySettings: it may itself, or it calls a user function)?
- */
-export function bodyMayChangeSettings(lang: string, src: string): boolean {
-  const b = bodySettings(lang, src);
-  return b.sets || b.calls.length > 0;
-}
-
-/**
- * How many levels of calls the catalog is asked about below the functions a statement
- * calls (a function calling one that calls one…); deeper, a call counts as setting.
+ * How many levels of calls below the functions a statement calls are looked up (a
+ * function calling one that calls one…; FunctionVolatilityCache.changesSettings); deeper,
+ * a call counts as setting.
  */
 const CALL_DEPTH = 3;
 
+const NO_CALLS: readonly string[] = [];
+
 interface Entry {
   writes: boolean;
-  /** A volatile overload may change settings (bodyMayChangeSettings). */
+  /** A volatile overload may change settings itself (bodySettings' `sets`). */
   setsSettings: boolean;
+  /** The user functions its volatile overloads call (bodySettings' `calls`), when it sets none itself. */
+  calls: readonly string[];
   /** ms timestamp after which the entry is stale (Infinity = never). */
   expires: number;
 }
@@ -277,11 +273,52 @@ export class FunctionVolatilityCache {
   }
 
   /**
-   * Whether the catalog said a volatile overload of `fn` may change settings
-   * (bodyMayChangeSettings); undefined when it was not asked (or the lists decide).
+   * Whether a volatile overload of `fn` may change settings, by the catalog's answers: its
+   * body does (bodySettings), or a user function it calls does, down to CALL_DEPTH levels
+   * (deeper counts as setting; calls that go round add nothing). Undefined when it was not
+   * asked (or the lists decide), or a function it calls was not asked yet (unknownCallees).
    */
   changesSettings(db: string, fn: string): boolean | undefined {
-    return this.usesCatalog ? this.entry(db, fn)?.setsSettings : undefined;
+    return this.usesCatalog ? this.reachesSetting(db, fn, 0, new Set()) : undefined;
+  }
+
+  private reachesSetting(db: string, fn: string, depth: number, seen: Set<string>): boolean | undefined {
+    const e = this.entry(db, fn);
+    if (e === undefined) return undefined;
+    if (!e.writes) return false;
+    if (e.setsSettings) return true;
+    if (e.calls.length === 0 || seen.has(fn)) return false;
+    if (depth >= CALL_DEPTH) return true;
+    seen.add(fn);
+    let unknown = false;
+    for (const c of e.calls) {
+      const r = this.reachesSetting(db, c, depth + 1, seen);
+      if (r === true) return true;
+      if (r === undefined) unknown = true;
+    }
+    return unknown ? undefined : false;
+  }
+
+  /**
+   * The functions called by `fns` (and by those, down to CALL_DEPTH levels) the catalog was
+   * not asked about yet: asked, they answer `changesSettings` of `fns`.
+   */
+  unknownCallees(db: string, fns: readonly string[]): string[] {
+    const out: string[] = [];
+    const seen = new Set<string>();
+    const walk = (fn: string, depth: number): void => {
+      if (seen.has(fn)) return;
+      seen.add(fn);
+      const e = this.entry(db, fn);
+      if (e === undefined) {
+        if (depth > 0) out.push(fn);
+        return;
+      }
+      if (!e.writes || e.setsSettings || depth >= CALL_DEPTH) return;
+      for (const c of e.calls) walk(c, depth + 1);
+    };
+    if (this.usesCatalog) for (const fn of fns) walk(fn, 0);
+    return out;
   }
 
   private entry(db: string, fn: string): Entry | undefined {
@@ -362,64 +399,32 @@ export class FunctionVolatilityCache {
     return this.entries.size;
   }
 
-  /**
-   * Ask the catalog about `fns` and cache the answers. A volatile function changes settings
-   * when its body does (bodySettings), or when a user function it calls does, directly or
-   * further down: the functions called are asked in turn, one query per level, CALL_DEPTH
-   * levels below `fns` (a call deeper than that, or one a failed query did not answer,
-   * counts as setting; calls that go round add nothing), and cached too. A function called
-   * that is not volatile (or not found) is trusted not to, as one the statement calls is.
-   */
   private async fetch(db: string, fns: string[], query: CatalogQuery): Promise<void> {
-    /** Every function answered: volatile, sets settings itself, the user functions it calls. */
-    const graph = new Map<string, { volatile: boolean; sets: boolean; calls: string[] }>();
-    let level = fns;
-    for (let depth = 0; level.length > 0 && depth <= CALL_DEPTH; depth++) {
-      let rows: ReadonlyArray<Readonly<Record<string, unknown>>>;
-      try {
-        rows = await query(volatileFunctionsSql(level));
-      } catch (e) {
-        // The statement's own functions unanswered: nothing cached (lookup rejects).
-        if (depth === 0) throw e;
-        break;
-      }
-      for (const n of level) graph.set(n, { volatile: false, sets: false, calls: [] });
-      for (const r of rows) {
-        const node = typeof r.name === 'string' ? graph.get(r.name) : undefined;
-        if (node === undefined) continue;
-        node.volatile = true;
-        const b = bodySettings(String(r.lang ?? ''), String(r.src ?? ''));
-        node.sets ||= b.sets;
-        for (const c of b.calls) if (!node.calls.includes(c)) node.calls.push(c);
-      }
-      const next = new Set<string>();
-      for (const n of level) {
-        const node = graph.get(n);
-        if (node === undefined || node.sets) continue;
-        for (const c of node.calls) if (!graph.has(c) && this.entry(db, c) === undefined) next.add(c);
-      }
-      level = [...next];
+    const rows = await query(volatileFunctionsSql(fns));
+    const volatile = new Set<string>();
+    const sets = new Set<string>();
+    const calls = new Map<string, string[]>();
+    for (const r of rows) {
+      const n = r.name;
+      if (typeof n !== 'string') continue;
+      volatile.add(n);
+      const b = bodySettings(String(r.lang ?? ''), String(r.src ?? ''));
+      if (b.sets) sets.add(n);
+      // Overloads: every one's calls.
+      const cs = calls.get(n) ?? [];
+      for (const c of b.calls) if (!cs.includes(c)) cs.push(c);
+      calls.set(n, cs);
     }
-    // Does `n` reach a function that sets settings through its calls (`seen`: on the way)?
-    const reaches = (n: string, seen: Set<string>): boolean => {
-      const node = graph.get(n);
-      if (node === undefined) {
-        const e = this.entry(db, n);
-        return e === undefined || e.setsSettings;
-      }
-      if (node.sets) return true;
-      if (seen.has(n)) return false;
-      seen.add(n);
-      for (const c of node.calls) if (reaches(c, seen)) return true;
-      return false;
-    };
     const expires = this.now() + this.ttlMs;
-    for (const [fn, node] of graph)
+    for (const fn of fns) {
+      const setsSettings = sets.has(fn);
       this.store(`${db}\u0000${fn}`, {
-        writes: node.volatile,
-        setsSettings: node.volatile && reaches(fn, new Set()),
+        writes: volatile.has(fn),
+        setsSettings,
+        calls: setsSettings ? NO_CALLS : (calls.get(fn) ?? NO_CALLS),
         expires,
       });
+    }
   }
 
   private store(key: string, e: Entry): void {

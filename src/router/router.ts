@@ -302,13 +302,19 @@ export class Router {
   }
 
   /**
-   * The user functions among `fns` whose volatility the catalog has not answered yet (none
-   * when write_function_list or read_only_function_list decide): a session in transaction
-   * mode asks, so that a STABLE or IMMUTABLE one costs no reset (mayChangeSettings).
+   * The user functions among `fns` whose volatility the catalog has not answered yet, and
+   * those the answered ones call that it has not (none when write_function_list or
+   * read_only_function_list decide): a session in transaction mode asks, so that a STABLE
+   * or IMMUTABLE one, or one that sets nothing and calls only such, costs no reset
+   * (mayChangeSettings). Asked again after each answer: one level of calls per question.
    */
   unknownUserFunctions(db: string, fns: readonly string[]): readonly string[] {
-    if (fns.length === 0 || !this.functions.usesCatalog) return NONE;
-    return fns.filter((fn) => !isBuiltinFunction(fn) && this.functions.isWriting(db, fn) === undefined);
+    const f = this.functions;
+    if (fns.length === 0 || !f.usesCatalog) return NONE;
+    const user = fns.filter((fn) => !isBuiltinFunction(fn));
+    if (user.length === 0) return NONE;
+    const unknown = user.filter((fn) => f.isWriting(db, fn) === undefined);
+    return unknown.length > 0 ? unknown : f.unknownCallees(db, user);
   }
 
   /**
@@ -316,7 +322,7 @@ export class Router {
    * `set_config(…, false)` or `SET` in a function's body)? Not a built-in function (the
    * session follows `set_config` where the client calls it), nor one the catalog answered
    * is not volatile (a STABLE or IMMUTABLE function is trusted not to) or has a body that
-   * sets nothing, nor do the user functions it calls (functions.ts bodySettings, fetch); any other may.
+   * sets nothing, nor do the user functions it calls (functions.ts bodySettings, changesSettings); any other may.
    */
   mayChangeSettings(db: string, fns: readonly string[]): boolean {
     const f = this.functions;

@@ -13,7 +13,7 @@ import {
 } from '../../src/router/policy.js';
 import {
   FunctionVolatilityCache,
-  bodyMayChangeSettings,
+  bodySettings,
   volatileFunctionsSql,
   type CatalogQuery,
 } from '../../src/router/functions.js';
@@ -584,9 +584,13 @@ describe('writing functions (pgpool writing functions) through FunctionVolatilit
   });
 });
 
-describe('bodyMayChangeSettings: a volatile function whose body sets nothing costs its connection no reset', () => {
+describe('bodySettings: a volatile function whose body sets nothing costs its connection no reset', () => {
   it('SET/RESET statements, set_config, dynamic SQL, calls of user or quoted functions, other languages may; plain SQL and PL/pgSQL do not', () => {
-    const may = (lang: string, src: string) => bodyMayChangeSettings(lang, src);
+    // May on its own: sets, or calls a user function (which may; looked up in turn).
+    const may = (lang: string, src: string) => {
+      const b = bodySettings(lang, src);
+      return b.sets || b.calls.length > 0;
+    };
     expect(may('sql', 'SELECT $1 + 1')).toBe(false);
     expect(may('c', 'uuid_generate_v4')).toBe(false);
     expect(may('internal', 'now')).toBe(false);
@@ -607,6 +611,10 @@ describe('bodyMayChangeSettings: a volatile function whose body sets nothing cos
     expect(may('plpgsql', "BEGIN EXECUTE 'SET work_mem = ''1MB'''; END")).toBe(true);
     expect(may('plpgsql', "BEGIN EXECUTE format('SET %I = %L', k, v); END")).toBe(true);
     expect(may('plpgsql', 'BEGIN PERFORM app.set_tenant(t); END')).toBe(true);
+    expect(bodySettings('plpgsql', 'BEGIN PERFORM app.set_tenant(t); RETURN helper(now()); END')).toEqual({
+      sets: false,
+      calls: ['app.set_tenant', 'helper'],
+    });
     expect(may('sql', 'SELECT set_tenant($1)')).toBe(true);
     expect(may('plpgsql', 'BEGIN PERFORM "SetTenant"(t); END')).toBe(true);
     expect(may('plpython3u', 'return 1')).toBe(true);
@@ -658,9 +666,22 @@ describe('bodyMayChangeSettings: a volatile function whose body sets nothing cos
       relcache_size: 256,
       relcache_expire: 0,
     });
-    await fns.lookup('db', ['outer', 'tenant', 'calls_stable', 'ping', 'd0'], query);
-    // A failed query answers none of the callees it asked about.
-    await fns.lookup('db', ['broken'], query);
+    // As the router asks (Router.unknownUserFunctions): the functions, then what they call, level by level.
+    const ask = async (names: string[]) => {
+      await fns.lookup('db', names, query);
+      for (let u = fns.unknownCallees('db', names); u.length > 0; u = fns.unknownCallees('db', names))
+        if (
+          !(await fns.lookup('db', u, query).then(
+            () => true,
+            () => false,
+          ))
+        )
+          return;
+    };
+    await ask(['outer', 'tenant', 'calls_stable', 'ping', 'd0']);
+    expect(fns.unknownCallees('db', ['outer', 'tenant', 'calls_stable', 'ping', 'd0'])).toEqual([]);
+    // A failed query answers none of the functions it asked about.
+    await ask(['broken']);
     const sets = (fn: string) => fns.changesSettings('db', fn);
     expect(sets('outer'), 'its callee sets nothing').toBe(false);
     expect(sets('helper'), 'callees are cached too').toBe(false);
@@ -669,7 +690,7 @@ describe('bodyMayChangeSettings: a volatile function whose body sets nothing cos
     expect(sets('calls_stable'), 'a callee that is not volatile is trusted').toBe(false);
     expect([sets('ping'), sets('pong')], 'calls that go round set nothing').toEqual([false, false]);
     expect(sets('d0'), 'a chain deeper than the levels asked counts as setting').toBe(true);
-    expect(sets('broken'), 'a callee the catalog did not answer counts as setting').toBe(true);
+    expect(sets('broken'), 'a callee the catalog did not answer leaves it unknown (a reset)').toBeUndefined();
     expect(asked.length, 'one catalog query per level').toBe(4 + 2);
   });
 });
