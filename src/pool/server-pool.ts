@@ -256,8 +256,13 @@ export class ServerPools<C extends PooledConnection> {
       d.req = NOBODY;
       d.c = undefined;
       d.err = undefined;
-      if (c !== undefined) req.lent(c);
-      else req.failed(err);
+      try {
+        if (c !== undefined) req.lent(c);
+        else req.failed(err);
+      } catch (e) {
+        // One caller's fault is reported as a promise's would be; the others are still told.
+        void Promise.reject(e);
+      }
     }
   };
 

@@ -68,7 +68,7 @@ const UNREACHABLE_MS = 5000;
 /** How long a released connection may take to answer pgrelay's own requests before it is closed instead. */
 const OWN_REQUESTS_MS = 5000;
 
-/** Told once when `Backends.checkoutPrimary`'s links are held, or could not be. */
+/** Told once when `Backends.checkoutWaiting`'s links are held, or could not be. */
 export interface CheckoutDone {
   taken(): void;
   failed(e: unknown): void;
