@@ -753,6 +753,7 @@ export class Backends {
       else if (l !== undefined && l.conn === p && p.useCount === l.uses + 1) l.uses = p.useCount;
     }
     this.unitMayCallNextval = false;
+    this.endReadOnlyTx();
     const statements = this.owner.settings.statements;
     let settings: readonly string[] | undefined;
     const pools = this.owner.ctx.pools;
@@ -1150,6 +1151,64 @@ export class Backends {
   /** The transaction ended: no link has run a read of it any more. */
   transactionEnded(): void {
     for (const l of this.links) if (l) l.usedInTx = false;
+    this.endReadOnlyTx();
+  }
+
+  /**
+   * pool_mode = transaction: a read-only transaction begun on the read node alone
+   * (read-node-only.ts readOnlyBegin) and not joined by the primary yet. `readOnlyJournal`:
+   * what of it ran there in place of both nodes (its BEGIN, savepoints), in order, for the
+   * primary when it joins (joinPrimary).
+   */
+  readOnlyTx = false;
+  readonly readOnlyJournal: string[] = [];
+
+  endReadOnlyTx(): void {
+    this.readOnlyTx = false;
+    this.readOnlyJournal.length = 0;
+  }
+
+  /**
+   * pool_mode = transaction, holding the read node's connection alone in a read-only
+   * transaction (or pinned): take the primary's connection — waiting for it is safe, as no
+   * session waits for a read node's connection while holding the primary's (openOnce,
+   * checkoutWaiting, openLater take those at once or not at all) —, give it the session's
+   * settings, then what the transaction ran so far (its BEGIN, savepoints: the journal),
+   * replies dropped. Rejects (the session ends) if the primary refuses any of it.
+   */
+  async joinPrimary(): Promise<void> {
+    const ctx = this.owner.ctx;
+    const primary = ctx.nodes.primaryNode();
+    if (primary === undefined)
+      throw new PgError(SQLSTATE.connectionFailure, 'no primary node is available to join the transaction', 'FATAL');
+    let c = await this.acquire(primary.id);
+    if (ctx.router.loadBalancing) c = await this.askStartupIsolation(c);
+    const link = this.linkTo(c);
+    this.links[primary.id] = link;
+    this.primaryLink = link;
+    link.attach();
+    const replayed = this.applySettings(link);
+    this.deallocateStrays(link);
+    if (replayed !== undefined) await replayed;
+    const journal = [...this.readOnlyJournal];
+    this.endReadOnlyTx();
+    if (journal.length > 0)
+      await new Promise<void>((resolve, reject) => {
+        journal.forEach((sql, i) => {
+          const done = (e: { error?: ErrorFieldMap }): void => {
+            if (e.error !== undefined)
+              reject(
+                new PgError(
+                  e.error.C ?? SQLSTATE.connectionFailure,
+                  `the primary could not join the read-only transaction (${sql}): ${e.error.M ?? ''}`,
+                  'FATAL',
+                ),
+              );
+            else if (i === journal.length - 1) resolve();
+          };
+          this.request(link, { kind: 'query', mode: 'drop', done }, queryMessage(sql));
+        });
+      });
   }
 
   // ---------------------------------------------------------------- losing and giving back

@@ -6,7 +6,7 @@
 import type { Logger } from '../log.js';
 import type { PgError } from '../protocol/messages.js';
 import type { CONSUME_AND_SUSPEND, Drop, SUSPEND } from '../protocol/framing.js';
-import type { Classification, SessionRoutingState } from '../router/router.js';
+import type { Classification, Decision, SessionRoutingState } from '../router/router.js';
 import type { BackendLink } from './backend-link.js';
 import type { Backends } from './backends.js';
 import type { SessionContext, WaitReason } from './context.js';
@@ -51,6 +51,13 @@ export interface SessionCore {
    * and a read node's, then `resend` on the primary what the lost one owed.
    */
   retakeAfterLoss(resend: (primary: BackendLink) => void): void;
+  /**
+   * pool_mode = transaction, an unnamed statement of the extended protocol: the read node's
+   * link when it runs there alone in a read-only transaction held on that node alone (its
+   * BEGIN READ ONLY, which begins one — pgjdbc's way —, COMMIT, ROLLBACK, anything once it
+   * failed); undefined otherwise (as usual: the primary joins it if needed).
+   */
+  readOnlyAlone(sql: string, cls: Classification, d: Decision): BackendLink | undefined;
   /** Stop using `link` (a read node's the session is no longer in step with): closed, its statements forgotten there. */
   retireLink(link: BackendLink): void;
   /** The client broke the protocol: FATAL 08P01 and the session ends. */

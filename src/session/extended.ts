@@ -542,7 +542,10 @@ export class ExtendedProtocol {
     // Named statements outlive this chunk: keep a copy. The unnamed one is replaced soon
     // (but with pool_mode = transaction it may have to be parsed again on another connection).
     const parse = name === '' && !this.pooled ? raw : Buffer.from(raw);
-    if (d.target === 'both') {
+    // pool_mode = transaction: BEGIN READ ONLY (pgjdbc's way) and the end of such a transaction
+    // run on the read node alone while it holds that alone (session.ts readOnlyAlone).
+    const alone = name === '' && b.withoutPrimary ? s.readOnlyAlone(sql, cls, d) : undefined;
+    if (d.target === 'both' && alone === undefined) {
       // Parsed on the primary and the load-balance node(s) held now; a later Bind parses it on
       // those it will be mirrored on then (the session may hold none now: its node is the primary).
       const seconds = b.secondLinks(d.allStandbys === true);
@@ -563,11 +566,19 @@ export class ExtendedProtocol {
       }
       return this.forward(p, { kind: 'parse', mode: 'forward' });
     }
-    const link = this.route.linkFor(d);
+    const link = alone ?? this.route.linkFor(d);
     if (link === SUSPEND) return link;
     if (!b.gate(link)) return s.wait('replies');
     b.inPipeline(link);
-    const st: Stmt = { sql, cls, parse, nodes: [link.nodeId], both: false, decision: d };
+    // Run alone for a read-only transaction, a statement for both nodes stays one for later Binds.
+    const st: Stmt = {
+      sql,
+      cls,
+      parse,
+      nodes: [link.nodeId],
+      both: alone !== undefined && d.target === 'both',
+      decision: d,
+    };
     this.stmts.set(name, st);
     if (this.pooled) {
       this.markParsed(st, link);
@@ -620,7 +631,12 @@ export class ExtendedProtocol {
     // The primary's link for a statement unknown here or run on both nodes; others go where the
     // router decides below (pool_mode = transaction: a batch that only reads on the load-balance
     // node holds only its link, see session.ts unitLink).
-    const p = !st || st.both ? s.needPrimary() : s.unitLink();
+    // A read-only transaction on the read node alone runs its unnamed BEGIN, COMMIT… there (readOnlyAlone).
+    const alone =
+      st?.both === true && stmtName === '' && b.withoutPrimary && st.decision !== undefined
+        ? s.readOnlyAlone(st.sql, st.cls, st.decision)
+        : undefined;
+    const p = alone ?? (!st || st.both ? s.needPrimary() : s.unitLink());
     if (p === SUSPEND) return p;
     if (!st) {
       // Unknown here (SQL-level PREPARE, or a client error): the primary answers.
@@ -629,7 +645,7 @@ export class ExtendedProtocol {
       this.portals.set(portal, { nodes: [p.nodeId], both: false });
       return this.forward(p, { kind: 'bind', mode: 'forward' });
     }
-    if (st.both) {
+    if (st.both && alone === undefined) {
       // The load-balance node(s) held now (every standby held with statement_level_load_balance),
       // the statement parsed there first if it is not (it was parsed while the session held none,
       // or on another connection).
@@ -661,7 +677,8 @@ export class ExtendedProtocol {
     const d = this.route.decide(st.sql, st.cls, settingArgs, pids?.length === 0 ? undefined : pids);
     if (d === SUSPEND) return d;
     st.decision = d;
-    const link = this.route.linkFor(d);
+    const link =
+      (stmtName === '' && b.withoutPrimary ? s.readOnlyAlone(st.sql, st.cls, d) : undefined) ?? this.route.linkFor(d);
     if (link === SUSPEND) return link;
     if (!b.gate(link)) return s.wait('replies');
     // pool_mode = transaction: was the statement there already (then the server may have lost it)?

@@ -4,9 +4,10 @@
  * reads (not the primary's) for a simple Query whose one statement the router sends
  * there, that reads only and leaves no transaction or session state behind: an
  * autocommit read; and for an extended-protocol batch all of whose statements are such
- * reads, looked at ahead in the client's input (readOnlyUnit). Everything else takes the
- * primary's connection, then the read node's, as before. Pure: session.ts asks, with the
- * router's decisions.
+ * reads, looked at ahead in the client's input (readOnlyUnit); and for a read-only
+ * transaction (readOnlyBegin: a simple Query, or an unnamed statement first in a batch of
+ * reads) until a statement of it needs the primary. Everything else takes the primary's connection, then the read node's, as
+ * before. Pure: session.ts asks, with the router's decisions.
  */
 import type { Classification, Decision } from '../router/router.js';
 import { FE } from '../protocol/constants.js';
@@ -24,6 +25,18 @@ export function readNodeOnly(sql: string, cls: Classification, d: Decision): boo
   if (cls.createsTemp.length > 0 || cls.writtenTables.length > 0 || cls.discardsTemp) return false;
   if (cls.resetsAll !== undefined || cls.changesDefaults !== undefined || cls.multiSetsSession === true) return false;
   return pinReason(sql, cls) === undefined;
+}
+
+/**
+ * Does this statement begin a read-only transaction that may start on the
+ * load-balance node alone (`BEGIN READ ONLY`, `START TRANSACTION … READ ONLY`, one
+ * statement, not SERIALIZABLE, which a hot standby refuses)? Its statements then run there
+ * until one needs the primary, which then joins the transaction (session.ts joinPrimary).
+ */
+export function readOnlyBegin(cls: Classification, d: Decision): boolean {
+  if (cls.tx !== 'begin' || cls.statementCount > 1 || d.target !== 'both' || d.standbyText !== undefined) return false;
+  const m = cls.beginModes;
+  return m?.readOnly === true && m.isolation !== 'serializable';
 }
 
 /** What `readOnlyUnit` asks the session about the statements and portals a batch names. */
@@ -60,6 +73,8 @@ export function readOnlyUnit(buf: Buffer, pos: number, look: UnitLookup, single 
   const parsedNames: string[] = [];
   const parsedFacts: Array<{ sql: string; cls: Classification }> = [];
   const bound: string[] = [];
+  // An unnamed BEGIN READ ONLY first (pgjdbc's way): a read-only transaction on the read node.
+  let begin = -1;
   for (let n = 0; n < LOOKAHEAD_MESSAGES && pos + 5 <= buf.length; n++) {
     const type = buf[pos];
     const len = buf.readUInt32BE(pos + 1);
@@ -72,7 +87,10 @@ export function readOnlyUnit(buf: Buffer, pos: number, look: UnitLookup, single 
         const sql = name && readCString(buf, name[1], end);
         if (!name || !sql) return false;
         const r = look.decide(sql[0]);
-        const fits = r !== undefined && readNodeOnly(sql[0], r.cls, r.d);
+        const first = !single && parsedNames.length === 0 && bound.length === 0 && name[0] === '';
+        const beginning = r !== undefined && first && readOnlyBegin(r.cls, r.d);
+        if (beginning) begin = parsedNames.length;
+        const fits = r !== undefined && (beginning || readNodeOnly(sql[0], r.cls, r.d));
         // A second Parse of a name the client has not closed fails (42P05): the primary's connection answers as before.
         if (!fits || (name[0] !== '' && look.statement(name[0]) !== undefined)) return false;
         parsedNames.push(name[0]);
@@ -82,7 +100,8 @@ export function readOnlyUnit(buf: Buffer, pos: number, look: UnitLookup, single 
       case FE.Bind: {
         const portal = readCString(buf, start, end);
         const stmt = portal && readCString(buf, portal[1], end);
-        if (!portal || !stmt || !statementFits(stmt[0], parsedNames, parsedFacts, look)) return false;
+        const beginsIt = begin >= 0 && parsedNames.lastIndexOf(stmt?.[0] ?? '\0') === begin;
+        if (!portal || !stmt || !(beginsIt || statementFits(stmt[0], parsedNames, parsedFacts, look))) return false;
         bound.push(portal[0]);
         break;
       }

@@ -66,7 +66,7 @@ import { StatementRouting } from './routing.js';
 import { SettingsReplay } from './settings.js';
 import { moveReadsOff, resendSame } from './standby-loss.js';
 import { mayCallNextval, pinReason, readsSequenceState } from './pinning.js';
-import { type UnitLookup, readNodeOnly, readOnlyUnit } from './read-node-only.js';
+import { type UnitLookup, readNodeOnly, readOnlyBegin, readOnlyUnit } from './read-node-only.js';
 import { reportFor } from '../pool/startup-settings.js';
 
 /** Messages of the extended query protocol that a batch read on the load-balance node is made of. */
@@ -105,6 +105,12 @@ const RESUME_PENDING_REQUESTS = MAX_PENDING_REQUESTS / 2;
 const CLOSING_CLIENT_IDLE_MS = 10_000;
 /** Notifications and notices held while a reply is on its way, before the primary is read no more. */
 const ASYNC_QUEUE_BYTES = 64 * 1024;
+
+/**
+ * Transaction commands a read-only transaction on the read node alone runs there and
+ * gives the primary if it joins (Session.aloneOnReadNode; BEGIN too).
+ */
+const JOURNALED: Readonly<Record<string, 1>> = { begin: 1, savepoint: 1, release: 1, rollback_to: 1 };
 
 /** pool_mode = transaction: the links a unit of work takes (Session.linksFor). */
 interface UnitLinks {
@@ -401,10 +407,63 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const p = b.primary;
     if (p !== undefined) return p;
     if (!b.held) return this.checkout() ?? this.heldPrimary();
+    if (b.readOnlyTx || b.pinned !== undefined) return this.joinPrimary();
     const waiting = this.leaveReadNode();
     if (waiting !== undefined) return waiting;
     this.debug({ node: b.lbNodeId }, 'read node given back: the primary is needed');
     return this.checkout() ?? this.heldPrimary();
+  }
+
+  /**
+   * pool_mode = transaction, holding the read node's connection alone in a read-only
+   * transaction (or pinned): the primary joins it (Backends.joinPrimary) and the message is
+   * presented again (SUSPEND meanwhile). Not once the transaction failed: every statement
+   * but its end is refused there as on the primary (25P02), so its read node answers.
+   */
+  private joinPrimary(): BackendLink | typeof SUSPEND {
+    const b = this.backends;
+    const l = b.get(b.lbNodeId);
+    if (b.readOnlyTx && this.routing.failed && l !== undefined) return l;
+    if (b.cancelsInFlight > 0) return this.wait('cancel');
+    // What it ran there first is answered before (a savepoint the primary is to be given).
+    if (l !== undefined && l.pending > 0) {
+      b.flush(l);
+      return this.wait('replies');
+    }
+    this.debug({ node: b.lbNodeId }, 'the primary joins the transaction begun on the read node');
+    const verdict: typeof SUSPEND = this.wait('pool');
+    this.messageWaitsForPool = true;
+    this.takeLinks(b.joinPrimary(), () => undefined);
+    return verdict;
+  }
+
+  /**
+   * pool_mode = transaction, a read-only transaction on the read node alone: the read node's
+   * link for a statement the router sends to both nodes that runs there alone (its BEGIN,
+   * and with the simple protocol SAVEPOINT, RELEASE, ROLLBACK TO: the primary is given them
+   * when it joins; COMMIT, ROLLBACK), or for any statement once the transaction failed;
+   * undefined: as usual (a statement for the primary, or another for both, has the primary
+   * join first).
+   */
+  private aloneOnReadNode(cls: Classification, d: Decision, simple: boolean): BackendLink | undefined {
+    const b = this.backends;
+    const l = b.withoutPrimary ? b.get(b.lbNodeId) : undefined;
+    if (l === undefined) return undefined;
+    if (this.routing.failed) return l;
+    if (d.target !== 'both' || d.standbyText !== undefined || cls.statementCount > 1) return undefined;
+    const tx = cls.tx;
+    if (tx === 'begin' || tx === 'commit' || tx === 'rollback') return l;
+    return simple && JOURNALED[tx ?? ''] === 1 ? l : undefined;
+  }
+
+  readOnlyAlone(sql: string, cls: Classification, d: Decision): BackendLink | undefined {
+    const b = this.backends;
+    if (b.withoutPrimary && !this.routing.inTransaction && !b.readOnlyTx && readOnlyBegin(cls, d)) {
+      // Its BEGIN ran there first (it cannot fail): what the primary is given if it joins.
+      b.readOnlyTx = true;
+      b.readOnlyJournal.push(sql);
+    }
+    return b.readOnlyTx ? this.aloneOnReadNode(cls, d, false) : undefined;
   }
 
   /** The primary's link just taken by `checkout` at once (checkoutNow always takes it unless read-only). */
@@ -514,7 +573,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const sql = q[0];
     const cls = this.classify(sql);
     const d = this.route.decideNow(sql, cls);
-    return d !== undefined && readNodeOnly(sql, cls, d);
+    return d !== undefined && (readNodeOnly(sql, cls, d) || readOnlyBegin(cls, d));
   }
 
   /** An extended-protocol batch is under way on a link (its Sync still to come). */
@@ -846,7 +905,14 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const b = this.backends;
     // Only a read node's connection is held (an autocommit read): anything but another such
     // read waits until it has answered; then it goes back, and the message takes links anew.
-    if (this.txMode && b.withoutPrimary && !this.fitsReadNode(type, buf, start, end)) {
+    // (A read-only transaction, or a session pinned, on the read node alone: the primary joins it when needed.)
+    if (
+      this.txMode &&
+      b.withoutPrimary &&
+      !b.readOnlyTx &&
+      b.pinned === undefined &&
+      !this.fitsReadNode(type, buf, start, end)
+    ) {
       const waiting = this.leaveReadNode();
       if (waiting !== undefined) return waiting;
     }
@@ -992,8 +1058,11 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     }
     const d = this.route.decide(sql, cls);
     if (d === SUSPEND) return d;
+    // pool_mode = transaction: a read-only transaction begins on the read node alone (linksFor).
+    if (b.withoutPrimary && !this.routing.inTransaction && !b.readOnlyTx && readOnlyBegin(cls, d)) b.readOnlyTx = true;
+    const alone = b.readOnlyTx ? this.aloneOnReadNode(cls, d, true) : undefined;
     this.pinFor(sql, cls);
-    const seconds = d.target === 'both' ? b.secondLinks(d.allStandbys === true) : [];
+    const seconds = alone === undefined && d.target === 'both' ? b.secondLinks(d.allStandbys === true) : [];
     if (seconds.length > 0) {
       const p = this.needPrimary();
       if (p === SUSPEND) return p;
@@ -1005,7 +1074,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       this.both.run(sql, cls, d, p, seconds);
       return verdict;
     }
-    const link = this.route.linkFor(d);
+    const link = alone ?? this.route.linkFor(d);
     if (link === SUSPEND) return link;
     if (!b.gate(link)) return this.wait('replies');
     this.route.counted(link, sql, cls);
@@ -1015,7 +1084,14 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const e: LinkExpectation = {
       kind: 'query',
       mode: 'forward',
-      done: (x, l) => this.statementDone(sql, cls, d, x, l),
+      done:
+        alone === undefined
+          ? (x, l) => this.statementDone(sql, cls, d, x, l)
+          : (x, l) => {
+              // What the primary is given if it joins: BEGIN, savepoints (not what failed).
+              if (x.error === undefined && b.readOnlyTx && JOURNALED[cls.tx ?? ''] === 1) b.readOnlyJournal.push(sql);
+              this.statementDone(sql, cls, d, x, l);
+            },
       // A read outside a transaction on a standby can be re-sent elsewhere if the standby dies first.
       resend: this.route.resendable(link) ? resendSame(b, buf.subarray(start - 5, end)) : undefined,
     };
@@ -1105,7 +1181,10 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   linkClosed(link: BackendLink): void {
     if (this.closed) return;
     if (!link.fatal) void this.ctx.services.reportBackendError(link.nodeId, 'io');
-    if (link !== this.backends.primary && moveReadsOff(this, link, (id) => this.extended.forgetNode(id))) return;
+    const b = this.backends;
+    // A read-only transaction (or a pinned session) on the read node alone: its state is lost with it.
+    const alone = b.withoutPrimary && (b.readOnlyTx || b.pinned !== undefined);
+    if (link !== b.primary && !alone && moveReadsOff(this, link, (id) => this.extended.forgetNode(id))) return;
     if (this.lostBetweenUnits(link)) return;
     if (link.fatal) {
       this.closeAfterFatal(link);

@@ -553,3 +553,100 @@ describe('pool_mode = transaction: extended-protocol batches that only read take
     expect(await cluster.psql(P, "SELECT count(*) FROM wr WHERE k = 'left'", db)).toBe('0');
   });
 });
+
+describe('pool_mode = transaction: a read-only transaction takes only a standby connection until it needs the primary', () => {
+  it('BEGIN READ ONLY … COMMIT (simple protocol) runs on its standby while another client holds the only primary connection', async () => {
+    const holder = await holdPrimary();
+    const reader = await pgClient(proxy, { database: db, application_name: 'reader' });
+    const q = (sql: string) => withTimeout(reader.query(sql), 10_000, sql);
+    await q('BEGIN READ ONLY');
+    const r = await q('SELECT inet_server_port() AS port, count(*)::int AS n FROM rd');
+    expect(r.rows[0].n).toBe(1000);
+    expect(nodeOfPort(cluster, r.rows[0].port as number)).toBe(S2);
+    expect((await q('SELECT v FROM rd WHERE id = 7')).rows).toEqual([{ v: 7 }]);
+    expect(await othersOn(P), 'client backends on the primary besides the holder').toEqual([]);
+    await q('COMMIT');
+    // A write in a read-only transaction is refused as PostgreSQL refuses it (on the primary, which it needs).
+    await holder.query('COMMIT');
+    await q('START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+    const w = await reader.query("INSERT INTO wr VALUES (1, 'ro')").catch((e: { code?: string }) => e);
+    expect(w).toMatchObject({ code: '25006' });
+    await expect(reader.query('SELECT 1')).rejects.toMatchObject({ code: '25P02' });
+    await q('ROLLBACK');
+    expect((await q('SELECT count(*)::int AS n FROM wr WHERE k = $$ro$$')).rows).toEqual([{ n: 0 }]);
+    await Promise.all([endPg(holder), endPg(reader)]);
+  });
+
+  it('a statement for the primary inside it takes the primary connection then, in the same transaction (BEGIN READ ONLY and savepoints given to it first)', async () => {
+    const reader = await pgClient(proxy, { database: db, application_name: 'reader' });
+    const q = (sql: string) => withTimeout(reader.query(sql), 10_000, sql);
+    await q('BEGIN READ ONLY');
+    expect(nodeOfPort(cluster, (await q('SELECT inet_server_port() AS port')).rows[0].port as number)).toBe(S2);
+    // Run on the standby alone (after it, reads go to the primary as in any transaction
+    // with a savepoint: disable_load_balance_on_write = transaction, as pgpool-II).
+    await q('SAVEPOINT ro_a');
+    const p = await q(
+      "/*NO LOAD BALANCE*/ SELECT inet_server_port() AS port, current_setting('transaction_read_only') AS ro",
+    );
+    expect(nodeOfPort(cluster, p.rows[0].port as number)).toBe(P);
+    expect(p.rows[0].ro).toBe('on');
+    // The savepoint taken before the primary joined exists there too.
+    await q('ROLLBACK TO SAVEPOINT ro_a');
+    await q('COMMIT');
+    // A failed read-only transaction stays failed until its ROLLBACK, wherever the next statement would go.
+    await q('BEGIN READ ONLY');
+    await expect(reader.query('SELECT 1/0')).rejects.toMatchObject({ code: '22012' });
+    await expect(reader.query('/*NO LOAD BALANCE*/ SELECT 1')).rejects.toMatchObject({ code: '25P02' });
+    await q('ROLLBACK');
+    expect((await q('SELECT 3 AS x')).rows).toEqual([{ x: 3 }]);
+    await endPg(reader);
+  });
+
+  it("pgjdbc's way: BEGIN READ ONLY sent with the first query in one extended-protocol batch runs on the standby while the primary's connection is held", async () => {
+    const holder = await holdPrimary();
+    const raw = await RawClient.connect(proxy.port);
+    const st = await raw.startup({ user: 'postgres', database: db, application_name: 'reader' });
+    expect(st.ok, JSON.stringify(st.error)).toBe(true);
+    raw.send(
+      parseMessage('', 'BEGIN READ ONLY'),
+      bindMessage('', ''),
+      executeMessage(''),
+      parseMessage('', 'SELECT inet_server_port(), count(*) FROM rd'),
+      bindMessage('', ''),
+      executeMessage(''),
+      syncMessage(),
+    );
+    const r = summarize(await raw.collect('Z', 10_000));
+    expect(r.errors).toEqual([]);
+    expect(r.status).toBe('T');
+    expect(nodeOfPort(cluster, Number(r.rows[0][0]))).toBe(S2);
+    expect(r.rows[0][1]).toBe('1000');
+    raw.send(parseMessage('', 'COMMIT'), bindMessage('', ''), executeMessage(''), syncMessage());
+    const c = summarize(await raw.collect('Z', 10_000));
+    expect([c.errors, c.tags, c.status]).toEqual([[], ['COMMIT'], 'I']);
+    expect(await othersOn(P)).toEqual([]);
+    raw.end();
+    await holder.query('COMMIT');
+    await endPg(holder);
+  });
+
+  it('its standby connection lost in the middle of it: the client gets an error, never a statement run outside its transaction', async () => {
+    const reader = await pgClient(proxy, { database: db, application_name: 'reader' });
+    // Only its BEGIN ran, on the standby alone: the transaction is there and nowhere else.
+    await reader.query('BEGIN READ ONLY');
+    await cluster.psql(
+      S2,
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${db}' AND application_name = 'reader' AND state = 'idle in transaction'`,
+    );
+    const after = await withTimeout(
+      reader.query('SELECT 1 AS one').then(
+        () => 'ran',
+        (e: { code?: string }) => e.code ?? 'error',
+      ),
+      10_000,
+      'the next statement',
+    );
+    expect(after).not.toBe('ran');
+    await endPg(reader).catch(() => undefined);
+  });
+});

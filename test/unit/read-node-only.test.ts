@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { classifyQuery } from '../../src/router/classifier.js';
 import { newSessionRoutingState, route, routingConfigFrom, type RoutingConfig } from '../../src/router/policy.js';
-import { type UnitLookup, readNodeOnly, readOnlyUnit } from '../../src/session/read-node-only.js';
+import { type UnitLookup, readNodeOnly, readOnlyBegin, readOnlyUnit } from '../../src/session/read-node-only.js';
 import {
   bindMessage,
   closeMessage,
@@ -163,7 +163,9 @@ describe('readOnlyUnit', () => {
     const w = (...m: Buffer[]): boolean => readOnlyUnit(batch(...m, syncMessage()), 0, lookup({ old: READ }));
     expect(w(parseMessage('', READ), bindMessage('', ''), executeMessage(''))).toBe(true);
     expect(w(parseMessage('', READ), parseMessage('', 'INSERT INTO t VALUES ($1)'))).toBe(false);
-    expect(w(parseMessage('', 'BEGIN READ ONLY'), bindMessage('', ''), executeMessage(''))).toBe(false);
+    // (BEGIN READ ONLY first: a read-only transaction, below.)
+    expect(w(parseMessage('', 'BEGIN'), bindMessage('', ''), executeMessage(''))).toBe(false);
+    expect(w(parseMessage('', 'COMMIT'), bindMessage('', ''), executeMessage(''))).toBe(false);
     expect(w(parseMessage('', 'SET work_mem = 1024'))).toBe(false);
     expect(w(parseMessage('', 'SELECT pg_advisory_lock(1)'))).toBe(false);
     expect(w(bindMessage('', 'nosuch'), executeMessage(''))).toBe(false);
@@ -183,5 +185,78 @@ describe('readOnlyUnit', () => {
     expect(readOnlyUnit(bindMessage('', 's'), 0, lookup({ s: READ }), true)).toBe(true);
     expect(readOnlyUnit(bindMessage('', 's'), 0, lookup({ s: 'DELETE FROM t' }), true)).toBe(false);
     expect(readOnlyUnit(syncMessage(), 0, lookup(), true)).toBe(true);
+  });
+});
+
+describe('read-only transactions (readOnlyBegin): begun on the read node alone', () => {
+  const begins = (sql: string): boolean => {
+    const cls = classifyQuery(sql, { allowSqlComments: false });
+    return readOnlyBegin(cls, route({ cls, sql, state: newSessionRoutingState(), cfg: cfg(), writingFunction: false }));
+  };
+
+  it('BEGIN READ ONLY and START TRANSACTION … READ ONLY, alone, not SERIALIZABLE (a hot standby refuses it)', () => {
+    for (const sql of [
+      'BEGIN READ ONLY',
+      'begin transaction read only',
+      'START TRANSACTION READ ONLY',
+      'START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY',
+    ])
+      expect(begins(sql), sql).toBe(true);
+    for (const sql of [
+      'BEGIN',
+      'BEGIN READ WRITE',
+      'BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY',
+      'BEGIN READ ONLY; SELECT 1',
+      'SELECT 1',
+    ])
+      expect(begins(sql), sql).toBe(false);
+    // Load balancing off: BEGIN goes to the primary alone.
+    const cls = classifyQuery('BEGIN READ ONLY', { allowSqlComments: false });
+    const off = route({
+      cls,
+      sql: 'BEGIN READ ONLY',
+      state: newSessionRoutingState(),
+      cfg: cfg({ load_balance_mode: false }),
+      writingFunction: false,
+    });
+    expect(readOnlyBegin(cls, off)).toBe(false);
+  });
+
+  it("an extended-protocol batch whose first, unnamed statement begins one and the rest read (pgjdbc's way): only the read node", () => {
+    const ro = batch(
+      parseMessage('', 'BEGIN READ ONLY'),
+      bindMessage('', ''),
+      executeMessage(''),
+      parseMessage('', READ),
+      bindMessage('', '', ['1']),
+      executeMessage(''),
+      syncMessage(),
+    );
+    expect(readOnlyUnit(ro, 0, lookup())).toBe(true);
+    // Not first, named, a write after it, or a plain BEGIN: the primary too.
+    const notFirst = batch(
+      parseMessage('', READ),
+      bindMessage('', '', ['1']),
+      executeMessage(''),
+      parseMessage('', 'BEGIN READ ONLY'),
+      bindMessage('', ''),
+      executeMessage(''),
+      syncMessage(),
+    );
+    expect(readOnlyUnit(notFirst, 0, lookup())).toBe(false);
+    const named = batch(parseMessage('b', 'BEGIN READ ONLY'), bindMessage('', 'b'), executeMessage(''), syncMessage());
+    expect(readOnlyUnit(named, 0, lookup())).toBe(false);
+    const write = batch(
+      parseMessage('', 'BEGIN READ ONLY'),
+      bindMessage('', ''),
+      executeMessage(''),
+      parseMessage('', 'INSERT INTO t VALUES (1)'),
+      bindMessage('', ''),
+      executeMessage(''),
+      syncMessage(),
+    );
+    expect(readOnlyUnit(write, 0, lookup())).toBe(false);
+    const plain = batch(parseMessage('', 'BEGIN'), bindMessage('', ''), executeMessage(''), syncMessage());
+    expect(readOnlyUnit(plain, 0, lookup())).toBe(false);
   });
 });
