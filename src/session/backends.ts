@@ -1156,16 +1156,38 @@ export class Backends {
 
   /**
    * pool_mode = transaction: a read-only transaction begun on the read node alone
-   * (read-node-only.ts readOnlyBegin) and not joined by the primary yet. `readOnlyJournal`:
-   * what of it ran there in place of both nodes (its BEGIN, savepoints), in order, for the
-   * primary when it joins (joinPrimary).
+   * (read-node-only.ts readOnlyBegin) and not joined by the primary yet; `readOnlyBegin`:
+   * its BEGIN as the client wrote it, and `readOnlySavepoints` the savepoints it holds there
+   * now (oldest first), what the primary is given if it joins (joinPrimary).
    */
   readOnlyTx = false;
-  readonly readOnlyJournal: string[] = [];
+  private readOnlyBeginText = '';
+  readonly readOnlySavepoints: string[] = [];
+
+  /** A read-only transaction begins on the read node alone with `sql`. */
+  beginReadOnly(sql: string): void {
+    this.readOnlyTx = true;
+    this.readOnlyBeginText = sql;
+    this.readOnlySavepoints.length = 0;
+  }
+
+  /** A transaction command of the read-only transaction succeeded on the read node alone: follow its savepoints. */
+  readOnlyRan(cls: Classification): void {
+    const name = cls.name;
+    if (!this.readOnlyTx || name === undefined) return;
+    const sp = this.readOnlySavepoints;
+    if (cls.tx === 'savepoint') sp.push(name);
+    else if (cls.tx === 'release' || cls.tx === 'rollback_to') {
+      // RELEASE drops the newest savepoint of that name and those after it; ROLLBACK TO keeps it.
+      const i = sp.lastIndexOf(name);
+      if (i >= 0) sp.length = cls.tx === 'release' ? i : i + 1;
+    }
+  }
 
   endReadOnlyTx(): void {
     this.readOnlyTx = false;
-    this.readOnlyJournal.length = 0;
+    this.readOnlyBeginText = '';
+    this.readOnlySavepoints.length = 0;
   }
 
   /**
@@ -1173,7 +1195,7 @@ export class Backends {
    * transaction (or pinned): take the primary's connection — waiting for it is safe, as no
    * session waits for a read node's connection while holding the primary's (openOnce,
    * checkoutWaiting, openLater take those at once or not at all) —, give it the session's
-   * settings, then what the transaction ran so far (its BEGIN, savepoints: the journal),
+   * settings, then what the transaction ran so far (its BEGIN, the savepoints it holds),
    * replies dropped. Rejects (the session ends) if the primary refuses any of it.
    */
   async joinPrimary(): Promise<void> {
@@ -1190,9 +1212,13 @@ export class Backends {
     const replayed = this.applySettings(link);
     this.deallocateStrays(link);
     if (replayed !== undefined) await replayed;
-    const journal = [...this.readOnlyJournal];
+    // Its BEGIN, then its savepoints as they stand (names as PostgreSQL folded them, quoted).
+    const journal = [
+      this.readOnlyBeginText,
+      ...this.readOnlySavepoints.map((n) => `SAVEPOINT "${n.replace(/"/g, '""')}"`),
+    ];
     this.endReadOnlyTx();
-    if (journal.length > 0)
+    if (journal[0] !== '')
       await new Promise<void>((resolve, reject) => {
         journal.forEach((sql, i) => {
           const done = (e: { error?: ErrorFieldMap }): void => {

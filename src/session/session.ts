@@ -107,10 +107,13 @@ const CLOSING_CLIENT_IDLE_MS = 10_000;
 const ASYNC_QUEUE_BYTES = 64 * 1024;
 
 /**
- * Transaction commands a read-only transaction on the read node alone runs there and
- * gives the primary if it joins (Session.aloneOnReadNode; BEGIN too).
+ * Savepoint commands a read-only transaction on the read node alone runs there (with the
+ * simple protocol), followed for the primary if it joins (Session.aloneOnReadNode).
  */
-const JOURNALED: Readonly<Record<string, 1>> = { begin: 1, savepoint: 1, release: 1, rollback_to: 1 };
+const SAVEPOINTS: Readonly<Record<string, 1>> = { savepoint: 1, release: 1, rollback_to: 1 };
+
+/** At most this many savepoints of a read-only transaction are held on its standby alone (then the primary joins). */
+const READ_ONLY_SAVEPOINTS = 64;
 
 /** pool_mode = transaction: the links a unit of work takes (Session.linksFor). */
 interface UnitLinks {
@@ -440,8 +443,9 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   /**
    * pool_mode = transaction, a read-only transaction on the read node alone: the read node's
    * link for a statement the router sends to both nodes that runs there alone (its BEGIN,
-   * and with the simple protocol SAVEPOINT, RELEASE, ROLLBACK TO: the primary is given them
-   * when it joins; COMMIT, ROLLBACK), or for any statement once the transaction failed;
+   * and with the simple protocol SAVEPOINT, RELEASE, ROLLBACK TO: the primary is given the
+   * savepoints then held when it joins; COMMIT, ROLLBACK), or for any statement once the
+   * transaction failed;
    * undefined: as usual (a statement for the primary, or another for both, has the primary
    * join first).
    */
@@ -453,15 +457,16 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (d.target !== 'both' || d.standbyText !== undefined || cls.statementCount > 1) return undefined;
     const tx = cls.tx;
     if (tx === 'begin' || tx === 'commit' || tx === 'rollback') return l;
-    return simple && JOURNALED[tx ?? ''] === 1 ? l : undefined;
+    if (!simple || SAVEPOINTS[tx ?? ''] !== 1 || cls.name === undefined) return undefined;
+    // Past READ_ONLY_SAVEPOINTS the primary joins now (what it is given stays bounded).
+    return tx !== 'savepoint' || b.readOnlySavepoints.length < READ_ONLY_SAVEPOINTS ? l : undefined;
   }
 
   readOnlyAlone(sql: string, cls: Classification, d: Decision): BackendLink | undefined {
     const b = this.backends;
     if (b.withoutPrimary && !this.routing.inTransaction && !b.readOnlyTx && readOnlyBegin(cls, d)) {
-      // Its BEGIN ran there first (it cannot fail): what the primary is given if it joins.
-      b.readOnlyTx = true;
-      b.readOnlyJournal.push(sql);
+      // Its BEGIN runs there first (it cannot fail): what the primary is given if it joins.
+      b.beginReadOnly(sql);
     }
     return b.readOnlyTx ? this.aloneOnReadNode(cls, d, false) : undefined;
   }
@@ -1059,7 +1064,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const d = this.route.decide(sql, cls);
     if (d === SUSPEND) return d;
     // pool_mode = transaction: a read-only transaction begins on the read node alone (linksFor).
-    if (b.withoutPrimary && !this.routing.inTransaction && !b.readOnlyTx && readOnlyBegin(cls, d)) b.readOnlyTx = true;
+    if (b.withoutPrimary && !this.routing.inTransaction && !b.readOnlyTx && readOnlyBegin(cls, d)) b.beginReadOnly(sql);
     const alone = b.readOnlyTx ? this.aloneOnReadNode(cls, d, true) : undefined;
     this.pinFor(sql, cls);
     const seconds = alone === undefined && d.target === 'both' ? b.secondLinks(d.allStandbys === true) : [];
@@ -1088,8 +1093,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
         alone === undefined
           ? (x, l) => this.statementDone(sql, cls, d, x, l)
           : (x, l) => {
-              // What the primary is given if it joins: BEGIN, savepoints (not what failed).
-              if (x.error === undefined && b.readOnlyTx && JOURNALED[cls.tx ?? ''] === 1) b.readOnlyJournal.push(sql);
+              // The savepoints the primary is given if it joins (not what failed).
+              if (x.error === undefined) b.readOnlyRan(cls);
               this.statementDone(sql, cls, d, x, l);
             },
       // A read outside a transaction on a standby can be re-sent elsewhere if the standby dies first.

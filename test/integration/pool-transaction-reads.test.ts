@@ -593,6 +593,33 @@ describe('pool_mode = transaction: a read-only transaction takes only a standby 
     // The savepoint taken before the primary joined exists there too.
     await q('ROLLBACK TO SAVEPOINT ro_a');
     await q('COMMIT');
+    // Many savepoints on the standby alone: past a bound the primary joins (what it is given stays bounded).
+    await q('BEGIN READ ONLY');
+    for (let i = 0; i < 70; i++) {
+      await q(`SAVEPOINT ro_${i}`);
+      if (i % 2 === 1 && i < 10) await q(`RELEASE SAVEPOINT ro_${i}`);
+    }
+    await q('ROLLBACK TO SAVEPOINT ro_68');
+    expect((await q('/*NO LOAD BALANCE*/ SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+    await q('ROLLBACK TO SAVEPOINT ro_0');
+    await expect(reader.query('RELEASE SAVEPOINT ro_3')).rejects.toMatchObject({ code: '3B001' });
+    await q('ROLLBACK');
+    // Savepoints released and rolled back to on the standby alone: the primary gets those that remain.
+    await q('BEGIN READ ONLY');
+    await q('SAVEPOINT "Mixed Case"');
+    await q('SAVEPOINT b');
+    await q('SAVEPOINT c');
+    await q('RELEASE b');
+    await q('SAVEPOINT d');
+    await q('ROLLBACK TO "Mixed Case"');
+    expect((await q('/*NO LOAD BALANCE*/ SELECT 2 AS two')).rows).toEqual([{ two: 2 }]);
+    await expect(reader.query('ROLLBACK TO d')).rejects.toMatchObject({ code: '3B001' });
+    await q('ROLLBACK');
+    await q('BEGIN READ ONLY');
+    await q('SAVEPOINT e');
+    expect((await q('/*NO LOAD BALANCE*/ SELECT 3 AS three')).rows).toEqual([{ three: 3 }]);
+    await q('RELEASE e');
+    await q('COMMIT');
     // A failed read-only transaction stays failed until its ROLLBACK, wherever the next statement would go.
     await q('BEGIN READ ONLY');
     await expect(reader.query('SELECT 1/0')).rejects.toMatchObject({ code: '22012' });
