@@ -445,14 +445,17 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
    * link for a statement the router sends to both nodes that runs there alone (its BEGIN,
    * and with the simple protocol SAVEPOINT, RELEASE, ROLLBACK TO: the primary is given the
    * savepoints then held when it joins; COMMIT, ROLLBACK), or for any statement once the
-   * transaction failed;
-   * undefined: as usual (a statement for the primary, or another for both, has the primary
-   * join first).
+   * transaction failed; undefined: as usual (a statement for the primary, or another for
+   * both, has the primary join first). A read-only BEGIN on the read node alone, outside a
+   * transaction, begins one (read-node-only.ts readOnlyBegin; linksFor took only that link).
    */
-  private aloneOnReadNode(cls: Classification, d: Decision, simple: boolean): BackendLink | undefined {
+  private aloneOnReadNode(sql: string, cls: Classification, d: Decision, simple: boolean): BackendLink | undefined {
     const b = this.backends;
     const l = b.withoutPrimary ? b.get(b.lbNodeId) : undefined;
     if (l === undefined) return undefined;
+    // Its BEGIN runs there first (it cannot fail): what the primary is given if it joins.
+    if (!b.readOnlyTx && !this.routing.inTransaction && readOnlyBegin(cls, d)) b.beginReadOnly(sql);
+    if (!b.readOnlyTx) return undefined;
     if (this.routing.failed) return l;
     if (d.target !== 'both' || d.standbyText !== undefined || cls.statementCount > 1) return undefined;
     const tx = cls.tx;
@@ -462,13 +465,9 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     return tx !== 'savepoint' || b.readOnlySavepoints.length < READ_ONLY_SAVEPOINTS ? l : undefined;
   }
 
+  /** SessionCore.readOnlyAlone: `aloneOnReadNode` for an unnamed statement of the extended protocol. */
   readOnlyAlone(sql: string, cls: Classification, d: Decision): BackendLink | undefined {
-    const b = this.backends;
-    if (b.withoutPrimary && !this.routing.inTransaction && !b.readOnlyTx && readOnlyBegin(cls, d)) {
-      // Its BEGIN runs there first (it cannot fail): what the primary is given if it joins.
-      b.beginReadOnly(sql);
-    }
-    return b.readOnlyTx ? this.aloneOnReadNode(cls, d, false) : undefined;
+    return this.aloneOnReadNode(sql, cls, d, false);
   }
 
   /** The primary's link just taken by `checkout` at once (checkoutNow always takes it unless read-only). */
@@ -1063,9 +1062,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     }
     const d = this.route.decide(sql, cls);
     if (d === SUSPEND) return d;
-    // pool_mode = transaction: a read-only transaction begins on the read node alone (linksFor).
-    if (b.withoutPrimary && !this.routing.inTransaction && !b.readOnlyTx && readOnlyBegin(cls, d)) b.beginReadOnly(sql);
-    const alone = b.readOnlyTx ? this.aloneOnReadNode(cls, d, true) : undefined;
+    // pool_mode = transaction: a read-only transaction on the read node alone (or its BEGIN).
+    const alone = b.withoutPrimary ? this.aloneOnReadNode(sql, cls, d, true) : undefined;
     this.pinFor(sql, cls);
     const seconds = alone === undefined && d.target === 'both' ? b.secondLinks(d.allStandbys === true) : [];
     if (seconds.length > 0) {
