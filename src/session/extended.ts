@@ -542,8 +542,9 @@ export class ExtendedProtocol {
     // Named statements outlive this chunk: keep a copy. The unnamed one is replaced soon
     // (but with pool_mode = transaction it may have to be parsed again on another connection).
     const parse = name === '' && !this.pooled ? raw : Buffer.from(raw);
-    // pool_mode = transaction: BEGIN READ ONLY (pgjdbc's way) and the end of such a transaction
-    // run on the read node alone while it holds that alone (session.ts readOnlyAlone).
+    // pool_mode = transaction: an unnamed BEGIN READ ONLY (pgjdbc's way), and the COMMIT or
+    // ROLLBACK of the read-only transaction it begins, run on the read node alone while the
+    // session holds only that node's connection (session.ts aloneOnReadNode).
     const alone = name === '' && b.withoutPrimary ? s.readOnlyAlone(sql, cls, d) : undefined;
     if (d.target === 'both' && alone === undefined) {
       // Parsed on the primary and the load-balance node(s) held now; a later Bind parses it on

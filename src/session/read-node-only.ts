@@ -6,8 +6,9 @@
  * autocommit read; and for an extended-protocol batch all of whose statements are such
  * reads, looked at ahead in the client's input (readOnlyUnit); and for a read-only
  * transaction (readOnlyBegin: a simple Query, or an unnamed statement first in a batch of
- * reads) until a statement of it needs the primary. Everything else takes the primary's connection, then the read node's, as
- * before. Pure: session.ts asks, with the router's decisions.
+ * reads) until a statement of it needs the primary. Everything else takes the primary's
+ * connection, then the read node's, as before. Pure: session.ts asks, with the router's
+ * decisions.
  */
 import type { Classification, Decision } from '../router/router.js';
 import { FE } from '../protocol/constants.js';
