@@ -9,6 +9,12 @@
  * both nodes (BEGIN, SET… in the extended protocol) are sent to the load-balance
  * node with their replies dropped. A pipeline that spans nodes gets one
  * ReadyForQuery for the client once every node answered its Sync.
+ *
+ * What a request may have to send again (a re-send hook, a portal's Bind, a mirrored
+ * Bind, Execute or Close) keeps a view of the client's chunk, not a copy: every chunk is
+ * the session's own and never written again (protocol/socket-reader.ts, framing.ts), and
+ * such a request lives until its reply. What lives longer (a named statement's Parse) is
+ * copied, so that it does not keep a whole chunk alive.
  */
 import { FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
 import { DROP, SUSPEND, type Verdict } from '../protocol/framing.js';
@@ -653,7 +659,7 @@ export class ExtendedProtocol {
       const seconds = b.secondLinks(st.decision?.allStandbys === true);
       if (!b.gate(p)) return s.wait('replies');
       const raw = buf.subarray(start - 5, end);
-      const bind = st.server !== undefined ? renamedBind(raw, st.server) : Buffer.from(raw);
+      const bind = st.server !== undefined ? renamedBind(raw, st.server) : raw;
       if (!bind) return s.protocolViolation('invalid Bind message');
       for (const second of seconds) {
         this.ensureParsed(st, second, true);
@@ -727,7 +733,7 @@ export class ExtendedProtocol {
       nodes: [link.nodeId],
       both: false,
       stmt: st,
-      bind: resendable ? Buffer.from(raw) : undefined,
+      bind: resendable ? raw : undefined,
     };
     this.portals.set(portal, bound);
     return this.forward(link, {
@@ -800,7 +806,7 @@ export class ExtendedProtocol {
       mode: 'forward',
       resend:
         this.route.resendable(link) && !portal?.executed
-          ? resendSame(b, Buffer.from(buf.subarray(start - 5, end)), (to) => {
+          ? resendSame(b, buf.subarray(start - 5, end), (to) => {
               if (stmt) this.parseOn(stmt, to);
               else if (portal) this.bindOn(portal, to);
               else b.inPipeline(to);
@@ -848,11 +854,7 @@ export class ExtendedProtocol {
       for (const id of portal.nodes.slice(1)) {
         const second = b.get(id);
         if (!second) continue;
-        b.request(
-          second,
-          { kind: 'execute', mode: 'drop', skippable: true },
-          Buffer.from(buf.subarray(start - 5, end)),
-        );
+        b.request(second, { kind: 'execute', mode: 'drop', skippable: true }, buf.subarray(start - 5, end));
         b.inPipeline(second);
       }
     }
@@ -879,7 +881,7 @@ export class ExtendedProtocol {
         : undefined,
       resend:
         portal && firstRun && !portal.both && this.route.resendable(target)
-          ? resendSame(b, Buffer.from(buf.subarray(start - 5, end)), (to) => this.bindOn(portal, to))
+          ? resendSame(b, buf.subarray(start - 5, end), (to) => this.bindOn(portal, to))
           : undefined,
     };
     // RESET ALL and the like: the client's start-up settings are set again behind the Sync.
@@ -912,7 +914,7 @@ export class ExtendedProtocol {
     map.delete(name);
     const raw = buf.subarray(start - 5, end);
     for (const l of links.slice(1)) {
-      b.request(l, { kind: 'close', mode: 'drop', skippable: true }, Buffer.from(raw));
+      b.request(l, { kind: 'close', mode: 'drop', skippable: true }, raw);
       b.inPipeline(l);
     }
     b.inPipeline(first);
@@ -920,9 +922,7 @@ export class ExtendedProtocol {
       kind: 'close',
       mode: 'forward',
       resend:
-        links.length <= 1 && this.route.resendable(first)
-          ? resendSame(b, Buffer.from(raw), (to) => b.inPipeline(to))
-          : undefined,
+        links.length <= 1 && this.route.resendable(first) ? resendSame(b, raw, (to) => b.inPipeline(to)) : undefined,
     });
   }
 
