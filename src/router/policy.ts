@@ -71,6 +71,8 @@ export interface SessionRoutingState {
   txSerializable: boolean;
   /** Current transaction runs at REPEATABLE READ. */
   txRepeatableRead: boolean;
+  /** Current transaction is READ ONLY (BEGIN … READ ONLY, SET TRANSACTION READ ONLY). */
+  txReadOnly: boolean;
   /** A statement of the current transaction took its snapshot (one whose kind is not in NO_SNAPSHOT). */
   txSnapshotTaken: boolean;
   /**
@@ -111,6 +113,7 @@ export function newSessionRoutingState(): SessionRoutingState {
     writing: false,
     txSerializable: false,
     txRepeatableRead: false,
+    txReadOnly: false,
     txSnapshotTaken: false,
     txSnapshotOnPrimary: false,
     defaultSerializable: false,
@@ -358,8 +361,10 @@ export function afterStatement(
       const iso = cls.beginModes?.isolation;
       state.txSerializable = iso !== undefined ? iso === 'serializable' : state.defaultSerializable;
       state.txRepeatableRead = iso !== undefined ? iso === 'repeatable read' : state.defaultRepeatableRead;
+      state.txReadOnly = cls.beginModes?.readOnly === true;
     }
     const ts = cls.txSetting;
+    if (ts?.scope === 'transaction' && ts.readOnly !== undefined && nowInTx) state.txReadOnly = ts.readOnly;
     if (ts !== undefined && ts.isolation !== undefined) {
       if (ts.scope === 'session') {
         const reset = ts.isolation === 'default';
@@ -381,7 +386,12 @@ export function afterStatement(
       state.settingsOnPrimary = true;
     for (const t of cls.createsTemp) if (!state.tempTables.includes(t)) state.tempTables.push(t);
 
-    if (decision.write) {
+    // pgrelay: a savepoint command writes nothing, and a READ ONLY transaction can write no
+    // table a standby has: there it does not make the transaction count as writing (pgpool-II
+    // counts every statement but SELECT, BEGIN and COMMIT/ROLLBACK).
+    const savepointReadOnly =
+      state.txReadOnly && (cls.tx === 'savepoint' || cls.tx === 'release' || cls.tx === 'rollback_to');
+    if (decision.write && !savepointReadOnly) {
       // pgpool's disable_load_balance_on_write (pool_at_command_success()): the flag is set after success when inside a transaction, or always in mode `always`.
       if (mode === 'always') state.writing = true;
       else if ((mode === 'transaction' || mode === 'trans_transaction') && nowInTx) state.writing = true;
@@ -399,11 +409,11 @@ export function afterStatement(
     state.writtenTables = [];
     state.txStartedByMulti = false;
     // COMMIT AND CHAIN keeps the transaction characteristics (not its snapshot).
-    if (!(cls.chain === true && nowInTx)) state.txSerializable = state.txRepeatableRead = false;
+    if (!(cls.chain === true && nowInTx)) state.txSerializable = state.txRepeatableRead = state.txReadOnly = false;
     state.txSnapshotTaken = state.txSnapshotOnPrimary = false;
   }
   if (!nowInTx) {
-    state.txSerializable = state.txRepeatableRead = false;
+    state.txSerializable = state.txRepeatableRead = state.txReadOnly = false;
     state.txSnapshotTaken = state.txSnapshotOnPrimary = false;
   }
   state.inTransaction = nowInTx;

@@ -564,6 +564,11 @@ describe('pool_mode = transaction: a read-only transaction takes only a standby 
     expect(r.rows[0].n).toBe(1000);
     expect(nodeOfPort(cluster, r.rows[0].port as number)).toBe(S2);
     expect((await q('SELECT v FROM rd WHERE id = 7')).rows).toEqual([{ v: 7 }]);
+    // Savepoints run there too, and reads after them stay there (nothing can have been written).
+    await q('SAVEPOINT ro_s');
+    expect(nodeOfPort(cluster, (await q('SELECT inet_server_port() AS port')).rows[0].port as number)).toBe(S2);
+    await q('ROLLBACK TO SAVEPOINT ro_s');
+    await q('RELEASE SAVEPOINT ro_s');
     expect(await othersOn(P), 'client backends on the primary besides the holder').toEqual([]);
     await q('COMMIT');
     // A write in a read-only transaction is refused as PostgreSQL refuses it (on the primary, which it needs).
@@ -582,8 +587,7 @@ describe('pool_mode = transaction: a read-only transaction takes only a standby 
     const q = (sql: string) => withTimeout(reader.query(sql), 10_000, sql);
     await q('BEGIN READ ONLY');
     expect(nodeOfPort(cluster, (await q('SELECT inet_server_port() AS port')).rows[0].port as number)).toBe(S2);
-    // Run on the standby alone (after it, reads go to the primary as in any transaction
-    // with a savepoint: disable_load_balance_on_write = transaction, as pgpool-II).
+    // Run on the standby alone.
     await q('SAVEPOINT ro_a');
     const p = await q(
       "/*NO LOAD BALANCE*/ SELECT inet_server_port() AS port, current_setting('transaction_read_only') AS ro",

@@ -217,6 +217,30 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     expect(c.target('SELECT 1')).toBe('standby');
     expect(c.target('SHOW work_mem')).toBe('standby');
   });
+  it('pgrelay: in a READ ONLY transaction savepoint commands do not count as writes (they write nothing, and nothing can be written there but temporary tables); other statements still do', () => {
+    for (const begin of ['BEGIN READ ONLY', 'START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY']) {
+      const a = new Session(cfg());
+      a.run(begin);
+      a.run('SAVEPOINT s');
+      expect(a.target('SELECT 1'), begin).toBe('standby');
+      a.run('RELEASE SAVEPOINT s');
+      a.run('SAVEPOINT t');
+      a.run('ROLLBACK TO SAVEPOINT t');
+      expect(a.target('SELECT 1'), begin).toBe('standby');
+      a.run("SET work_mem = '4MB'");
+      expect(a.target('SELECT 1'), begin).toBe('primary');
+      a.run('COMMIT');
+      // The next transaction is not read-only.
+      a.run('BEGIN');
+      a.run('SAVEPOINT u');
+      expect(a.target('SELECT 1')).toBe('primary');
+    }
+    const b = new Session(cfg());
+    b.run('BEGIN');
+    b.run('SET TRANSACTION READ ONLY');
+    b.run('SAVEPOINT s');
+    expect(b.target('SELECT 1')).toBe('standby');
+  });
   it('SET outside a transaction does not disable balancing (mode transaction)', () => {
     const a = new Session(cfg());
     a.run('SET work_mem = 1');
