@@ -31,13 +31,15 @@ export function readNodeOnly(sql: string, cls: Classification, d: Decision): boo
 /**
  * Does this statement begin a read-only transaction that may start on the
  * load-balance node alone (`BEGIN READ ONLY`, `START TRANSACTION … READ ONLY`, one
- * statement, not SERIALIZABLE, which a hot standby refuses)? Its statements then run there
+ * statement, not SERIALIZABLE, which a hot standby refuses — nor with the session's
+ * default isolation SERIALIZABLE, `defaultSerializable`)? Its statements then run there
  * until one needs the primary, which then joins the transaction (session.ts joinPrimary).
  */
-export function readOnlyBegin(cls: Classification, d: Decision): boolean {
+export function readOnlyBegin(cls: Classification, d: Decision, defaultSerializable = false): boolean {
   if (cls.tx !== 'begin' || cls.statementCount > 1 || d.target !== 'both' || d.standbyText !== undefined) return false;
   const m = cls.beginModes;
-  return m?.readOnly === true && m.isolation !== 'serializable';
+  if (m?.readOnly !== true) return false;
+  return m.isolation === undefined ? !defaultSerializable : m.isolation !== 'serializable';
 }
 
 /** What `readOnlyUnit` asks the session about the statements and portals a batch names. */
@@ -48,6 +50,8 @@ export interface UnitLookup {
   statement(name: string): { sql: string; cls: Classification } | undefined;
   /** A portal bound before on the read node's connection, in the pipeline under way (never at a unit's start). */
   portal(name: string): boolean;
+  /** Is the session's default isolation SERIALIZABLE (readOnlyBegin)? */
+  defaultSerializable?(): boolean;
 }
 
 /** Describe and Close name a prepared statement ('S') or a portal ('P'). */
@@ -89,7 +93,7 @@ export function readOnlyUnit(buf: Buffer, pos: number, look: UnitLookup, single 
         if (!name || !sql) return false;
         const r = look.decide(sql[0]);
         const first = !single && parsedNames.length === 0 && bound.length === 0 && name[0] === '';
-        const beginning = r !== undefined && first && readOnlyBegin(r.cls, r.d);
+        const beginning = r !== undefined && first && readOnlyBegin(r.cls, r.d, look.defaultSerializable?.() === true);
         if (beginning) begin = parsedNames.length;
         const fits = r !== undefined && (beginning || readNodeOnly(sql[0], r.cls, r.d));
         // A second Parse of a name the client has not closed fails (42P05): the primary's connection answers as before.

@@ -454,7 +454,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const l = b.withoutPrimary ? b.get(b.lbNodeId) : undefined;
     if (l === undefined) return undefined;
     // Its BEGIN runs there first (it cannot fail): what the primary is given if it joins.
-    if (!b.readOnlyTx && !this.routing.inTransaction && readOnlyBegin(cls, d)) b.beginReadOnly(sql);
+    const r = this.routing;
+    if (!b.readOnlyTx && !r.inTransaction && readOnlyBegin(cls, d, r.defaultSerializable)) b.beginReadOnly(sql);
     if (!b.readOnlyTx) return undefined;
     if (this.routing.failed) return l;
     if (d.target !== 'both' || d.standbyText !== undefined || cls.statementCount > 1) return undefined;
@@ -577,7 +578,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const sql = q[0];
     const cls = this.classify(sql);
     const d = this.route.decideNow(sql, cls);
-    return d !== undefined && (readNodeOnly(sql, cls, d) || readOnlyBegin(cls, d));
+    return d !== undefined && (readNodeOnly(sql, cls, d) || readOnlyBegin(cls, d, this.routing.defaultSerializable));
   }
 
   /** An extended-protocol batch is under way on a link (its Sync still to come). */
@@ -601,6 +602,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       this.midBatch() &&
       !this.admin.hasPortal(name) &&
       this.extended.portalOn(name, this.backends.lbNodeId),
+    defaultSerializable: () => this.routing.defaultSerializable,
   };
 
   /** The classification of the Query just looked at (linksFor, fitsReadNode), for onQuery. */

@@ -633,6 +633,22 @@ describe('pool_mode = transaction: a read-only transaction takes only a standby 
     await endPg(reader);
   });
 
+  it('a session whose default isolation is SERIALIZABLE (which a standby refuses): its BEGIN READ ONLY takes the primary as before', async () => {
+    const reader = await pgClient(proxy, { database: db, application_name: 'reader' });
+    const q = (sql: string) => withTimeout(reader.query(sql), 10_000, sql);
+    await q('SET default_transaction_isolation = serializable');
+    await q('BEGIN READ ONLY');
+    const r = await q("SELECT inet_server_port() AS port, current_setting('transaction_isolation') AS iso");
+    expect(r.rows[0].iso).toBe('serializable');
+    expect(nodeOfPort(cluster, r.rows[0].port as number)).toBe(P);
+    await q('COMMIT');
+    await q('SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE');
+    await q('BEGIN READ ONLY');
+    expect((await q('SELECT count(*)::int AS n FROM rd')).rows).toEqual([{ n: 1000 }]);
+    await q('COMMIT');
+    await endPg(reader);
+  });
+
   it("pgjdbc's way: BEGIN READ ONLY sent with the first query in one extended-protocol batch runs on the standby while the primary's connection is held", async () => {
     const holder = await holdPrimary();
     const raw = await RawClient.connect(proxy.port);

@@ -210,6 +210,24 @@ describe('read-only transactions (readOnlyBegin): begun on the read node alone',
       'SELECT 1',
     ])
       expect(begins(sql), sql).toBe(false);
+    // The session's default isolation SERIALIZABLE: a standby would refuse it.
+    const ro = classifyQuery('BEGIN READ ONLY', { allowSqlComments: false });
+    const both = route({
+      cls: ro,
+      sql: 'BEGIN READ ONLY',
+      state: newSessionRoutingState(),
+      cfg: cfg(),
+      writingFunction: false,
+    });
+    expect(readOnlyBegin(ro, both, true)).toBe(false);
+    const rr = classifyQuery('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY', { allowSqlComments: false });
+    expect(
+      readOnlyBegin(
+        rr,
+        route({ cls: rr, sql: 'x', state: newSessionRoutingState(), cfg: cfg(), writingFunction: false }),
+        true,
+      ),
+    ).toBe(true);
     // Load balancing off: BEGIN goes to the primary alone.
     const cls = classifyQuery('BEGIN READ ONLY', { allowSqlComments: false });
     const off = route({
