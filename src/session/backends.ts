@@ -754,6 +754,8 @@ export class Backends {
     }
     this.unitMayCallNextval = false;
     this.endReadOnlyTx();
+    const reported = (this.primaryLink ?? this.links[this.lbNodeId])?.conn.params.get('default_transaction_read_only');
+    if (reported !== undefined) this.defaultReadOnly = reported === 'on';
     const statements = this.owner.settings.statements;
     let settings: readonly string[] | undefined;
     const pools = this.owner.ctx.pools;
@@ -1161,6 +1163,13 @@ export class Backends {
    * now (oldest first), what the primary is given if it joins (joinPrimary).
    */
   readOnlyTx = false;
+  /**
+   * pool_mode = transaction: the session's default_transaction_read_only is on, as its
+   * connections reported it (ParameterStatus, PostgreSQL 14 and later) when it last gave
+   * them back: a plain BEGIN then begins a read-only transaction (readOnlyBegin). A wrong
+   * guess costs nothing but a join: the primary is given the client's own BEGIN.
+   */
+  defaultReadOnly = false;
   private readOnlyBeginText = '';
   readonly readOnlySavepoints: string[] = [];
 

@@ -30,16 +30,24 @@ export function readNodeOnly(sql: string, cls: Classification, d: Decision): boo
 
 /**
  * Does this statement begin a read-only transaction that may start on the
- * load-balance node alone (`BEGIN READ ONLY`, `START TRANSACTION … READ ONLY`, one
+ * load-balance node alone (`BEGIN READ ONLY`, `START TRANSACTION … READ ONLY`, or a plain
+ * `BEGIN` when the session's `default_transaction_read_only` is on, `defaultReadOnly`; one
  * statement, not SERIALIZABLE, which a hot standby refuses — nor with the session's
  * default isolation SERIALIZABLE, `defaultSerializable`)? Its statements then run there
  * until one needs the primary, which then joins the transaction (session.ts joinPrimary).
  */
-export function readOnlyBegin(cls: Classification, d: Decision, defaultSerializable = false): boolean {
+export function readOnlyBegin(
+  cls: Classification,
+  d: Decision,
+  defaultSerializable = false,
+  defaultReadOnly = false,
+): boolean {
   if (cls.tx !== 'begin' || cls.statementCount > 1 || d.target !== 'both' || d.standbyText !== undefined) return false;
   const m = cls.beginModes;
-  if (m?.readOnly !== true) return false;
-  return m.isolation === undefined ? !defaultSerializable : m.isolation !== 'serializable';
+  // A plain BEGIN is read-only when the session's default_transaction_read_only is on.
+  if ((m?.readOnly ?? defaultReadOnly) !== true) return false;
+  const iso = m?.isolation;
+  return iso === undefined ? !defaultSerializable : iso !== 'serializable';
 }
 
 /** What `readOnlyUnit` asks the session about the statements and portals a batch names. */
@@ -52,6 +60,8 @@ export interface UnitLookup {
   portal(name: string): boolean;
   /** Is the session's default isolation SERIALIZABLE (readOnlyBegin)? */
   defaultSerializable?(): boolean;
+  /** Is the session's default_transaction_read_only on, as its server connections last reported it (readOnlyBegin)? */
+  defaultReadOnly?(): boolean;
 }
 
 /** Describe and Close name a prepared statement ('S') or a portal ('P'). */
@@ -93,7 +103,10 @@ export function readOnlyUnit(buf: Buffer, pos: number, look: UnitLookup, single 
         if (!name || !sql) return false;
         const r = look.decide(sql[0]);
         const first = !single && parsedNames.length === 0 && bound.length === 0 && name[0] === '';
-        const beginning = r !== undefined && first && readOnlyBegin(r.cls, r.d, look.defaultSerializable?.() === true);
+        const beginning =
+          r !== undefined &&
+          first &&
+          readOnlyBegin(r.cls, r.d, look.defaultSerializable?.() === true, look.defaultReadOnly?.() === true);
         if (beginning) begin = parsedNames.length;
         const fits = r !== undefined && (beginning || readNodeOnly(sql[0], r.cls, r.d));
         // A second Parse of a name the client has not closed fails (42P05): the primary's connection answers as before.

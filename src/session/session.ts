@@ -455,7 +455,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (l === undefined) return undefined;
     // Its BEGIN runs there first (it cannot fail): what the primary is given if it joins.
     const r = this.routing;
-    if (!b.readOnlyTx && !r.inTransaction && readOnlyBegin(cls, d, r.defaultSerializable)) b.beginReadOnly(sql);
+    if (!b.readOnlyTx && !r.inTransaction && readOnlyBegin(cls, d, r.defaultSerializable, b.defaultReadOnly))
+      b.beginReadOnly(sql);
     if (!b.readOnlyTx) return undefined;
     if (this.routing.failed) return l;
     if (d.target !== 'both' || d.standbyText !== undefined || cls.statementCount > 1) return undefined;
@@ -578,7 +579,11 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const sql = q[0];
     const cls = this.classify(sql);
     const d = this.route.decideNow(sql, cls);
-    return d !== undefined && (readNodeOnly(sql, cls, d) || readOnlyBegin(cls, d, this.routing.defaultSerializable));
+    const b = this.backends;
+    return (
+      d !== undefined &&
+      (readNodeOnly(sql, cls, d) || readOnlyBegin(cls, d, this.routing.defaultSerializable, b.defaultReadOnly))
+    );
   }
 
   /** An extended-protocol batch is under way on a link (its Sync still to come). */
@@ -603,6 +608,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       !this.admin.hasPortal(name) &&
       this.extended.portalOn(name, this.backends.lbNodeId),
     defaultSerializable: () => this.routing.defaultSerializable,
+    defaultReadOnly: () => this.backends.defaultReadOnly,
   };
 
   /** The classification of the Query just looked at (linksFor, fitsReadNode), for onQuery. */

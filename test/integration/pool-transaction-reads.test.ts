@@ -633,6 +633,57 @@ describe('pool_mode = transaction: a read-only transaction takes only a standby 
     await endPg(reader);
   });
 
+  it('with default_transaction_read_only on (SET by the client), a plain BEGIN (simple, or unnamed in a batch of reads) is read-only: on its standby alone; off again, on the primary', async () => {
+    const holder = await holdPrimary();
+    const reader = await pgClient(proxy, { database: db, application_name: 'reader' });
+    const q = (sql: string) => withTimeout(reader.query(sql), 10_000, sql);
+    await holder.query('COMMIT');
+    await q('SET default_transaction_read_only = on');
+    await holder.query('BEGIN');
+    await holder.query("INSERT INTO wr VALUES (0, 'holder')");
+    await q('BEGIN');
+    const r = await q('SELECT inet_server_port() AS port');
+    expect(nodeOfPort(cluster, r.rows[0].port as number)).toBe(S2);
+    await q('COMMIT');
+    const raw = await RawClient.connect(proxy.port);
+    const st = await raw.startup({
+      user: 'postgres',
+      database: db,
+      application_name: 'reader',
+      options: '-c default_transaction_read_only=on',
+    });
+    expect(st.ok, JSON.stringify(st.error)).toBe(true);
+    // Its first unit tells pgrelay the default (reported by the server).
+    raw.send(queryMessage('SELECT 1'));
+    await raw.collect('Z', 10_000);
+    raw.send(
+      parseMessage('', 'BEGIN'),
+      bindMessage('', ''),
+      executeMessage(''),
+      parseMessage('', 'SELECT inet_server_port()'),
+      bindMessage('', ''),
+      executeMessage(''),
+      syncMessage(),
+    );
+    const x = summarize(await raw.collect('Z', 10_000));
+    expect([x.errors, x.status]).toEqual([[], 'T']);
+    expect(nodeOfPort(cluster, Number(x.rows[0][0]))).toBe(S2);
+    raw.send(queryMessage('COMMIT'));
+    await raw.collect('Z', 10_000);
+    raw.end();
+    await holder.query('COMMIT');
+    // A write in it: the primary joins with the client's BEGIN, read-only there too.
+    await q('BEGIN');
+    await expect(reader.query("INSERT INTO wr VALUES (2, 'ro')")).rejects.toMatchObject({ code: '25006' });
+    await q('ROLLBACK');
+    await q('RESET default_transaction_read_only');
+    await q('BEGIN');
+    await q("INSERT INTO wr VALUES (3, 'rw')");
+    await q('ROLLBACK');
+    await endPg(holder);
+    await endPg(reader);
+  });
+
   it('a session whose default isolation is SERIALIZABLE (which a standby refuses): its BEGIN READ ONLY takes the primary as before', async () => {
     const reader = await pgClient(proxy, { database: db, application_name: 'reader' });
     const q = (sql: string) => withTimeout(reader.query(sql), 10_000, sql);

@@ -228,6 +228,26 @@ describe('read-only transactions (readOnlyBegin): begun on the read node alone',
         true,
       ),
     ).toBe(true);
+    // default_transaction_read_only on: a plain BEGIN is read-only; READ WRITE is not.
+    const plain = classifyQuery('BEGIN', { allowSqlComments: false });
+    const plainD = route({
+      cls: plain,
+      sql: 'BEGIN',
+      state: newSessionRoutingState(),
+      cfg: cfg(),
+      writingFunction: false,
+    });
+    expect([readOnlyBegin(plain, plainD), readOnlyBegin(plain, plainD, false, true)]).toEqual([false, true]);
+    expect(readOnlyBegin(plain, plainD, true, true), 'SERIALIZABLE default').toBe(false);
+    const rw = classifyQuery('BEGIN READ WRITE', { allowSqlComments: false });
+    const rwD = route({
+      cls: rw,
+      sql: 'BEGIN READ WRITE',
+      state: newSessionRoutingState(),
+      cfg: cfg(),
+      writingFunction: false,
+    });
+    expect(readOnlyBegin(rw, rwD, false, true)).toBe(false);
     // Load balancing off: BEGIN goes to the primary alone.
     const cls = classifyQuery('BEGIN READ ONLY', { allowSqlComments: false });
     const off = route({
