@@ -458,7 +458,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (!b.readOnlyTx && !r.inTransaction && readOnlyBegin(cls, d, r.defaultSerializable, b.defaultReadOnly))
       b.beginReadOnly(sql);
     if (!b.readOnlyTx) return undefined;
-    if (this.routing.failed) return l;
+    if (r.failed) return l;
     if (d.target !== 'both' || d.standbyText !== undefined || cls.statementCount > 1) return undefined;
     const tx = cls.tx;
     if (tx === 'begin' || tx === 'commit' || tx === 'rollback') return l;
