@@ -135,6 +135,14 @@ export class StatementRouting {
     const b = s.backends;
     if (d.target !== 'standby') return s.needPrimary();
     if (d.node !== undefined) return this.linkTo(d.node);
+    // A REPEATABLE READ transaction whose snapshot its load-balance node took reads there to
+    // its end (one snapshot, as on a direct connection), even once that node lags past
+    // delay_threshold or another is preferred: its data is as old as the snapshot anyway.
+    const st = s.routing;
+    if (st.inTransaction && st.txRepeatableRead && st.txSnapshotTaken && !st.txSnapshotOnPrimary) {
+      const held = b.get(b.lbNodeId);
+      if (held !== undefined && held !== b.primary) return held;
+    }
     const r = s.ctx.router.readNode(b.lbNodeId, this.facts);
     if (r.node === null) return s.needPrimary();
     let l = b.get(r.node);
