@@ -16,9 +16,6 @@ import { isLive, type NodeTable } from '../cluster/nodes.js';
 import { classify, classifyQuery, type Classification } from './classifier.js';
 import { route, routingConfigFrom, type Decision, type RoutingConfig, type SessionRoutingState } from './policy.js';
 import { FunctionVolatilityCache, isBuiltinFunction, type CatalogQuery } from './functions.js';
-
-/** No functions (unknownUserFunctions' usual answer, shared). */
-const NONE: readonly string[] = [];
 import {
   balancerConfigFrom,
   chooseLoadBalanceNode,
@@ -29,6 +26,9 @@ import {
   type ReadTarget,
   type SessionFacts,
 } from './balancer.js';
+
+/** No functions (unknownUserFunctions' usual answer, shared). */
+const NONE: readonly string[] = [];
 
 export type { Classification, Decision, SessionRoutingState, SessionFacts, ReadTarget };
 
@@ -322,7 +322,8 @@ export class Router {
    * `set_config(…, false)` or `SET` in a function's body)? Not a built-in function (the
    * session follows `set_config` where the client calls it), nor one the catalog answered
    * is not volatile (a STABLE or IMMUTABLE function is trusted not to) or has a body that
-   * sets nothing, nor do the user functions it calls (functions.ts bodySettings, changesSettings); any other may.
+   * sets nothing, nor do the user functions it calls (functions.ts bodySettings,
+   * changesSettings); any other may.
    */
   mayChangeSettings(db: string, fns: readonly string[]): boolean {
     const f = this.functions;

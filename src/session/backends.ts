@@ -131,7 +131,7 @@ export class Backends {
 
   /**
    * pool_mode = transaction: the session holds links but not the primary's (a read-only
-   * unit of work checked out only its load-balance node: `checkoutReadNode`).
+   * unit of work checked out only its load-balance node: `checkoutWaiting`).
    */
   get withoutPrimary(): boolean {
     return this.primaryLink === undefined && this.held;
@@ -150,7 +150,7 @@ export class Backends {
   /**
    * The primary's link: defined from a successful `open` until `releaseAll` (session mode);
    * pool_mode = transaction, while links are held, except for a read-only unit of work that
-   * checked out only its load-balance node (`checkoutReadNode`). Undefined otherwise.
+   * checked out only its load-balance node (`checkoutWaiting`). Undefined otherwise.
    */
   get primary(): BackendLink | undefined {
     return this.primaryLink;
@@ -284,26 +284,25 @@ export class Backends {
 
   /**
    * pool_mode = transaction, for a unit of work that waits for the pool (checkoutNow could
-   * not take its connections at once): what `checkout(readNode)` does — or, `readOnly`,
-   * `checkoutReadNode(readNode)`, then `checkout` if that node cannot be had — asking for
-   * the connection it waits for with this session's own PoolRequest: no promise or closure
-   * per transaction, the path of nearly every unit of work of a busy pool. `done.taken()`
-   * once the links are held and their settings given, `done.failed(e)` where `checkout`
-   * rejects. False (nothing asked) where the promise path does it: no primary known,
-   * statement_level_load_balance.
+   * not take its connections at once): what `checkout(readNode)` does — or, `readOnly`, take
+   * only `readNode`'s connection (a unit of work that only reads there: read-node-only.ts),
+   * then `checkout` if that node cannot be had —, asking for the connection it waits for
+   * with this session's own PoolRequest: no promise or closure per transaction, the path
+   * of nearly every unit of work of a busy pool. `done.taken()` once the links are held and
+   * their settings given, `done.failed(e)` where `checkout` rejects. False (nothing asked)
+   * where `checkout` does it: no primary known, statement_level_load_balance.
    */
   checkoutWaiting(readNode: number | undefined, readOnly: boolean, done: CheckoutDone): boolean {
     const ctx = this.owner.ctx;
-    const primary = ctx.nodes.primaryNode();
-    if (primary === undefined || ctx.router.statementLevel || !this.pooled || this.waiting !== undefined) return false;
+    if (ctx.router.statementLevel || !this.pooled || this.waiting !== undefined) return false;
     const only = readOnly && readNode !== undefined;
-    const node = only ? readNode : primary.id;
-    if (!ctx.nodes.get(node)) return false;
+    const node = only ? readNode : ctx.nodes.primaryNode()?.id;
+    if (node === undefined || !ctx.nodes.get(node)) return false;
     this.waiting = done;
     this.waitingFor = node;
     this.waitingForReadNode = only;
     // The read node to take with the primary's (its own when not load balancing).
-    this.drawnWithPrimary = only ? -1 : (this.drawReadNodeOnce(readNode) ?? primary.id);
+    this.drawnWithPrimary = only ? -1 : (this.drawReadNodeOnce(readNode) ?? node);
     ctx.pools.request(
       this.poolId(node),
       this.opener(node),
@@ -340,7 +339,7 @@ export class Backends {
       const err = e instanceof PoolWaitTimeout ? this.waitTimeout(id) : e;
       let retry: Promise<void>;
       if (this.waitingForReadNode) {
-        // As checkoutReadNode: the primary's and a read node's instead.
+        // That node cannot be had: the primary's and a read node's instead.
         this.readNodeUnavailable(id, err);
         retry = this.checkout();
       } else {
@@ -392,21 +391,14 @@ export class Backends {
       .then(() => this.waitingDone());
   }
 
-  /** `checkoutWaiting`'s links are taken: attach them, give them the session's settings, tell who waits. */
+  /** `checkoutWaiting`'s links are taken: attach them (attachHeld), tell who waits. */
   private waitingDone(): void {
     const done = this.waiting as CheckoutDone;
     this.waiting = undefined;
-    let replayed: Array<Promise<void>> | undefined;
-    for (const l of this.links) {
-      if (!l) continue;
-      l.attach();
-      const r = this.applySettings(l);
-      if (r) (replayed ??= []).push(r);
-      this.deallocateStrays(l);
-    }
+    const replayed = this.attachHeld();
     if (replayed === undefined) done.taken();
     else
-      Promise.all(replayed).then(
+      replayed.then(
         () => done.taken(),
         (e: unknown) => done.failed(e),
       );
@@ -461,7 +453,7 @@ export class Backends {
       return this.acquire(id).then((c) => this.takePrimary(id, c), onPrimaryError);
     }
     // A session under way waits for a new primary, an admin user's too (only a login does not).
-    return this.openOnce(false, readNode, true).then(() => this.attachTaken(), onPrimaryError);
+    return this.openOnce(false, readNode, true).then(() => this.attachHeld(), onPrimaryError);
   }
 
   /** `checkout` without load balancing: the primary's connection `c` became this session's. */
@@ -470,14 +462,11 @@ export class Backends {
     this.links[id] = link;
     this.primaryLink = link;
     this.lbNodeId = id;
-    link.attach();
-    const replayed = this.applySettings(link);
-    this.deallocateStrays(link);
-    return replayed;
+    return this.attachLink(link);
   }
 
   /**
-   * pool_mode = transaction: `checkout` (or, `readOnly`, `checkoutReadNode(readNode)`) done at
+   * pool_mode = transaction: `checkout` (or, `readOnly`, `checkoutWaiting`'s read node alone) done at
    * once, without waiting, when it can be: a primary is known, each server pool the unit of
    * work takes has an idle connection and no client waiting, and nothing is to be replayed
    * on those connections (their settings are the session's already, and with load balancing
@@ -522,12 +511,8 @@ export class Backends {
     if (primaryId !== undefined) this.primaryLink = this.take(primaryId);
     if (second !== undefined) this.take(second);
     this.lbNodeId = lbNode;
-    for (const l of this.links) {
-      if (!l) continue;
-      l.attach();
-      this.applySettings(l);
-      this.deallocateStrays(l);
-    }
+    // Their settings are the session's, or a replay need not be waited for (see above).
+    this.attachHeld();
     return true;
   }
 
@@ -554,27 +539,6 @@ export class Backends {
   }
 
   /**
-   * pool_mode = transaction: take only a connection to `nodeId`, the node drawn for a unit of
-   * work that only reads there (session.ts decides which: read-node-only.ts). Holding one link
-   * never makes two sessions wait for each other. False when `nodeId` cannot be reached (it
-   * is reported; the caller takes the primary and a read node as usual instead).
-   */
-  async checkoutReadNode(nodeId: number): Promise<boolean> {
-    let conn: BackendConnection;
-    try {
-      conn = await this.acquire(nodeId);
-    } catch (e) {
-      // As when `checkout` cannot take the read node: the primary serves the reads.
-      this.readNodeUnavailable(nodeId, e);
-      return false;
-    }
-    this.links[nodeId] = this.linkTo(conn);
-    this.lbNodeId = nodeId;
-    await this.attachTaken();
-    return true;
-  }
-
-  /**
    * pool_mode = transaction: the node a unit of work would read from, drawn as `checkout`
    * draws it (by weight, then prefer_lower_delay_standby), and whether reads run there now
    * (not lagging past delay_threshold); undefined with statement_level_load_balance (reads
@@ -593,17 +557,25 @@ export class Backends {
     return { node, readsThere: node !== primary && t.node === node };
   }
 
-  /** Attach the links just taken, bring their settings to the session's (see checkout). */
-  private async attachTaken(): Promise<void> {
-    const replayed: Array<Promise<void>> = [];
+  /**
+   * Attach a link just taken, bring its connection's settings to the session's, drop the
+   * client statements stray there: a promise when the settings replay is to be waited for.
+   */
+  private attachLink(l: BackendLink): Promise<void> | undefined {
+    l.attach();
+    const replayed = this.applySettings(l);
+    this.deallocateStrays(l);
+    return replayed;
+  }
+
+  /** `attachLink` for every link held (see checkout). */
+  private attachHeld(): Promise<void> | undefined {
+    let replayed: Array<Promise<void>> | undefined;
     for (const l of this.links) {
-      if (!l) continue;
-      l.attach();
-      const r = this.applySettings(l);
-      if (r) replayed.push(r);
-      this.deallocateStrays(l);
+      const r = l && this.attachLink(l);
+      if (r) (replayed ??= []).push(r);
     }
-    await Promise.all(replayed);
+    return replayed && Promise.all(replayed).then(() => undefined);
   }
 
   /** pool_mode = transaction: bring the settings of every link (attached) to the session's. */
@@ -663,22 +635,36 @@ export class Backends {
           this.request(link, { kind: 'query', mode: 'drop', skippable: true, done }, queryMessage(part.join('\n;\n')));
       return undefined;
     }
-    return new Promise((resolve, reject) => {
+    // skippable: if a read node's connection dies meanwhile, nothing of the client's ran
+    // there yet; its statements go where the session takes links next, settings replayed there.
+    return this.runOwn(link, plan, true).then((failed) => {
+      if (failed === undefined) {
+        this.settingsProven = true;
+        return;
+      }
+      c.settings = DIRTY_SETTINGS;
+      throw settingsError(failed);
+    });
+  }
+
+  /**
+   * Run pgrelay's own `statements` on `link`, one Query each, replies dropped: resolves
+   * once the last is answered, with the first error (undefined when none failed).
+   */
+  private runOwn(
+    link: BackendLink,
+    statements: readonly string[],
+    skippable: boolean,
+  ): Promise<ErrorFieldMap | undefined> {
+    return new Promise((resolve) => {
+      if (statements.length === 0) return resolve(undefined);
       let failed: ErrorFieldMap | undefined;
-      plan.forEach((sql, i) => {
+      statements.forEach((sql, i) => {
         const done = (e: { error?: ErrorFieldMap }): void => {
           failed ??= e.error;
-          if (i < plan.length - 1) return;
-          if (failed === undefined) {
-            this.settingsProven = true;
-            return resolve();
-          }
-          c.settings = DIRTY_SETTINGS;
-          reject(settingsError(failed));
+          if (i === statements.length - 1) resolve(failed);
         };
-        // skippable: if a read node's connection dies meanwhile, nothing of the client's ran
-        // there yet; its statements go where the session takes links next, settings replayed there.
-        this.request(link, { kind: 'query', mode: 'drop', skippable: true, done }, queryMessage(sql));
+        this.request(link, { kind: 'query', mode: 'drop', skippable, done }, queryMessage(sql));
       });
     });
   }
@@ -734,9 +720,8 @@ export class Backends {
     this.links[c.nodeId] = link;
     this.primaryLink = link;
     this.lbNodeId = c.nodeId;
-    link.attach();
-    this.applySettings(link);
-    this.deallocateStrays(link);
+    // Taken only when its settings need not be waited for (see above).
+    this.attachLink(link);
     return true;
   }
 
@@ -1217,33 +1202,21 @@ export class Backends {
     const link = this.linkTo(c);
     this.links[primary.id] = link;
     this.primaryLink = link;
-    link.attach();
-    const replayed = this.applySettings(link);
-    this.deallocateStrays(link);
-    if (replayed !== undefined) await replayed;
+    await this.attachLink(link);
+    if (!this.readOnlyTx) return;
     // Its BEGIN, then its savepoints as they stand (names as PostgreSQL folded them, quoted).
     const journal = [
       this.readOnlyBeginText,
       ...this.readOnlySavepoints.map((n) => `SAVEPOINT "${n.replace(/"/g, '""')}"`),
     ];
     this.endReadOnlyTx();
-    if (journal[0] !== '')
-      await new Promise<void>((resolve, reject) => {
-        journal.forEach((sql, i) => {
-          const done = (e: { error?: ErrorFieldMap }): void => {
-            if (e.error !== undefined)
-              reject(
-                new PgError(
-                  e.error.C ?? SQLSTATE.connectionFailure,
-                  `the primary could not join the read-only transaction (${sql}): ${e.error.M ?? ''}`,
-                  'FATAL',
-                ),
-              );
-            else if (i === journal.length - 1) resolve();
-          };
-          this.request(link, { kind: 'query', mode: 'drop', done }, queryMessage(sql));
-        });
-      });
+    const failed = await this.runOwn(link, journal, false);
+    if (failed !== undefined)
+      throw new PgError(
+        failed.C ?? SQLSTATE.connectionFailure,
+        `the primary could not join the read-only transaction: ${failed.M ?? ''}`,
+        'FATAL',
+      );
   }
 
   // ---------------------------------------------------------------- losing and giving back

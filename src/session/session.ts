@@ -347,11 +347,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       this.taking = true;
       return verdict;
     }
-    const take =
-      readOnly && readNode !== undefined
-        ? b.checkoutReadNode(readNode).then((ok) => (ok ? undefined : b.checkout()))
-        : b.checkout(now);
-    this.takeLinks(take, () => undefined);
+    this.takeLinks(b.checkout(now), () => undefined);
     return verdict;
   }
 
@@ -675,9 +671,11 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   private readsSequenceFirst(type: number, buf: Buffer, start: number, end: number): boolean {
     let cls: Classification | undefined;
     if (type === FE.Query) {
-      // A call has a parenthesis: most texts are passed over without decoding them.
-      const paren = buf.indexOf(0x28, start);
-      const q = paren >= 0 && paren < end ? readCString(buf, start, end) : undefined;
+      // A call has a parenthesis: most texts are passed over without decoding them (looked
+      // for within this message only: the chunk may hold many more).
+      let paren = start;
+      while (paren < end && buf[paren] !== 0x28) paren++;
+      const q = paren < end ? readCString(buf, start, end) : undefined;
       cls = q && this.classify(q[0]);
     } else if (type === FE.Bind) {
       const portal = readCString(buf, start, end);
