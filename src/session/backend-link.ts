@@ -9,6 +9,7 @@
  */
 import { FE } from '../protocol/constants.js';
 import { readChunks, stopChunks } from '../protocol/socket-reader.js';
+import { writeTo } from '../protocol/socket-writer.js';
 import type { BackendConnection } from '../pool/connector.js';
 import { type ErrorFieldMap, type Expectation, type ReplyOutput, ReplyQueue } from './replies.js';
 
@@ -164,7 +165,7 @@ export class BackendLink implements ReplyOutput {
   write(bytes: Buffer): void {
     this.counters?.backendBytesOut(this.conn.nodeId, bytes.length);
     if (this.recording !== undefined) this.recording.push(Buffer.from(bytes));
-    if (!this.conn.socket.write(bytes) && !this.congested && !this.conn.socket.destroyed) {
+    if (!writeTo(this.conn.socket, bytes) && !this.congested && !this.conn.socket.destroyed) {
       this.congested = true;
       this.conn.socket.once('drain', this.onWriteDrain);
       this.owner.backendCongested(this);

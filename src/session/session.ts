@@ -26,6 +26,7 @@
 import type net from 'node:net';
 import type { ClientInput } from '../protocol/client-input.js';
 import { readChunks, stopChunks } from '../protocol/socket-reader.js';
+import { queuedBytes, writeTo } from '../protocol/socket-writer.js';
 import type { ParamValue } from '../config/params.js';
 import { type Logger, redact } from '../log.js';
 import { FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
@@ -1127,7 +1128,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   writeClient(bytes: Buffer): boolean {
     if (this.closed || this.client.destroyed) return true;
     this.ctx.services.metrics.clientBytesOut(bytes.length);
-    return this.client.write(bytes);
+    return writeTo(this.client, bytes);
   }
 
   onClientDrain(fn: () => void): void {
@@ -1276,13 +1277,13 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
 
   /** Bytes written to the client that it has not taken yet. */
   get bufferedToClient(): number {
-    return this.client.writableLength;
+    return queuedBytes(this.client);
   }
 
   /** Bytes written to the backends that they have not taken yet. */
   get bufferedToBackends(): number {
     let n = 0;
-    for (const l of this.backends.list) if (l) n += l.conn.socket.writableLength;
+    for (const l of this.backends.list) if (l) n += queuedBytes(l.conn.socket);
     return n;
   }
 
