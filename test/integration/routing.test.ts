@@ -686,6 +686,47 @@ describe('statement_level_load_balance (session mode)', () => {
       await own.stop();
     }
   });
+
+  it('a REPEATABLE READ transaction reads from the standby that took its snapshot (one snapshot); READ COMMITTED ones are still drawn per statement', async () => {
+    const own = await startProxy({
+      cluster,
+      config: {
+        log_min_messages: 'warning',
+        read_your_writes: 'off',
+        statement_level_load_balance: true,
+        backend_weight0: 0,
+        backend_weight1: 1,
+        backend_weight2: 1,
+      },
+    });
+    const c = await pgClient({ port: own.port });
+    const nodesRead = async (n: number, extended: boolean): Promise<number[]> => {
+      const seen = new Set<number>();
+      for (let i = 0; i < n; i++) {
+        const sql = 'SELECT inet_server_port() AS p';
+        const r = extended ? await c.query({ text: sql, values: [] }) : await c.query(sql);
+        seen.add(nodeOfPort(cluster, Number(r.rows[0].p)));
+      }
+      return [...seen].sort();
+    };
+    try {
+      for (const extended of [false, true]) {
+        await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+        const rr = await nodesRead(30, extended);
+        await c.query('COMMIT');
+        expect(rr, `REPEATABLE READ, extended ${extended}`).toHaveLength(1);
+        await c.query('START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE');
+        expect(await nodesRead(30, extended), `SERIALIZABLE, extended ${extended}`).toEqual([0]);
+        await c.query('COMMIT');
+      }
+      await c.query('BEGIN');
+      expect(await nodesRead(30, false), 'READ COMMITTED').toEqual([1, 2]);
+      await c.query('COMMIT');
+    } finally {
+      await endPg(c);
+      await own.stop();
+    }
+  });
 });
 
 describe('a transaction that failed on the primary only', () => {
