@@ -47,6 +47,8 @@ const PENDING = Symbol('pgrelay.socketWriter.pending');
 
 type Writable = net.Socket & {
   _handle?: Partial<WritableHandle> | null;
+  /** The stream's state: `length` bytes held, `corked` (read directly: Duplex getters cost a call each). */
+  _writableState?: { length: number; corked: number } | null;
   encrypted?: boolean;
   [PENDING]?: number;
 };
@@ -109,6 +111,7 @@ function onComplete(this: WriteRequest, status: number): void {
 export function writeTo(socket: net.Socket, bytes: Buffer): boolean {
   const s = socket as Writable;
   const handle = s._handle;
+  const ws = s._writableState;
   const b = binding === undefined ? findBinding() : binding;
   if (
     b === null ||
@@ -116,11 +119,13 @@ export function writeTo(socket: net.Socket, bytes: Buffer): boolean {
     !handle ||
     typeof handle.writeBuffer !== 'function' ||
     (s[PENDING] ?? 0) > 0 ||
-    s.writableLength > 0 ||
-    s.writableCorked > 0 ||
-    !s.writable ||
+    !ws ||
+    ws.length > 0 ||
+    ws.corked > 0 ||
     s.connecting ||
-    s.encrypted === true
+    s.encrypted === true ||
+    // Not ending, ended, destroyed or errored.
+    !s.writable
   )
     return socket.write(bytes);
   const req = new b.WriteWrap();
