@@ -143,6 +143,8 @@ export class ServerPools<C extends PooledConnection> {
   private readonly perUser = new Map<string, number>();
   /** The start-up report of the last connection opened per key (a new client of that key is told it). */
   private readonly reports = new Map<string, ReadonlyMap<string, string>>();
+  /** The default isolation the last connection asked per key started with (see noteStartupIsolation). */
+  private readonly isolations = new Map<string, string>();
   private closed = false;
   /**
    * One timer for every waiter's deadline and reserve time, set for the earliest (`timerAt`):
@@ -460,6 +462,23 @@ export class ServerPools<C extends PooledConnection> {
     this.reports.delete(key);
     this.reports.set(key, report);
     if (this.reports.size > MAX_REPORTS) this.reports.delete(this.reports.keys().next().value as string);
+  }
+
+  /**
+   * A connection of `key` started with `default_transaction_isolation` = `level` (its
+   * database's and role's default): a new client of that key is told it before it takes a
+   * connection. Bounded as the reports are.
+   */
+  noteStartupIsolation(key: string, level: string): void {
+    if (this.isolations.get(key) === level) return;
+    this.isolations.delete(key);
+    this.isolations.set(key, level);
+    if (this.isolations.size > MAX_REPORTS) this.isolations.delete(this.isolations.keys().next().value as string);
+  }
+
+  /** What `noteStartupIsolation` last noted for `key`, if anything. */
+  startupIsolationOf(key: string): string | undefined {
+    return this.isolations.get(key);
   }
 
   /** The idle connections of every pool. */

@@ -52,6 +52,8 @@ export interface BackendsOwner extends LinkOwner {
   flushRun(): void;
   /** What client authentication produced for logging into backends (overrides ctx.backendSecret). */
   readonly authSecret?: BackendSecret;
+  /** The session's routing state (its default isolation decides whether a unit of work takes a read node). */
+  readonly routing: { readonly defaultSerializable: boolean; readonly startupSerializable: boolean };
   /** The session's settings (replayed on pooled connections, pool_mode = transaction). */
   readonly settings: { readonly statements: readonly string[]; readonly startup: ReadonlyMap<string, string> };
   /** pool_mode = transaction: replaying the session's settings on a connection failed (see settingsError). */
@@ -62,6 +64,9 @@ export interface BackendsOwner extends LinkOwner {
    */
   readonly isAdminUser: boolean;
 }
+
+/** openOnce: a read node's connection not taken, the session's reads going to the primary (primaryOnly). */
+const READS_ON_PRIMARY = new Error('reads on the primary');
 
 /** How long a node a mid-session connection failed to is not tried again. */
 const UNREACHABLE_MS = 5000;
@@ -366,9 +371,10 @@ export class Backends {
     this.links[id] = link;
     this.primaryLink = link;
     this.lbNodeId = id;
+    this.notePrimary(c);
     const lb = this.drawnWithPrimary;
     const ctx = this.owner.ctx;
-    if (lb === id || !ctx.nodes.get(lb)) return this.waitingDone();
+    if (lb === id || !ctx.nodes.get(lb) || this.primaryOnly) return this.waitingDone();
     if (ctx.pools.idleFor(this.poolId(lb)) !== undefined) {
       this.take(lb);
       this.lbNodeId = lb;
@@ -420,10 +426,34 @@ export class Backends {
    */
   private drawReadNodeOnce(readNode?: number): number | null {
     const router = this.owner.ctx.router;
-    if (!router.loadBalancing) return this.owner.ctx.nodes.primaryId;
+    if (!router.loadBalancing || this.primaryOnly) return this.owner.ctx.nodes.primaryId;
     if (readNode !== undefined) return readNode;
     const lb = router.chooseSessionNode(this.owner.facts);
     return lb === null ? null : (router.readNode(lb, this.owner.facts).sessionLbNode ?? lb);
+  }
+
+  /**
+   * pool_mode = transaction: the server connections of the session's database and role
+   * start with `default_transaction_isolation` = serializable (learnt when it logged in).
+   */
+  connectionsSerializable = false;
+
+  /**
+   * pool_mode = transaction: a session whose default isolation is SERIALIZABLE, or whose
+   * connections start with it, takes no read node's connection: its reads go to the primary
+   * anyway, and a hot standby refuses every statement that takes a snapshot in that mode
+   * (pgrelay's replay of the session's start-up settings there too), also after the session
+   * SET a lower default (replayed after them).
+   */
+  private get primaryOnly(): boolean {
+    const r = this.owner.routing;
+    return this.pooled && (this.connectionsSerializable || r.defaultSerializable || r.startupSerializable);
+  }
+
+  /** A primary connection the session took, its start-up isolation known: see connectionsSerializable. */
+  private notePrimary(c: BackendConnection): void {
+    if (this.pooled && c.startupIsolation !== undefined)
+      this.connectionsSerializable = c.startupIsolation === 'serializable';
   }
 
   /** What opens a connection to `nodeId` for the pool (one per node and session). */
@@ -488,7 +518,7 @@ export class Backends {
       lbNode = primary.id;
     } else {
       // Every live node with statement_level_load_balance: `checkout` takes them.
-      if (router.statementLevel) return readNode;
+      if (router.statementLevel && !this.primaryOnly) return readNode;
       const lb = this.drawReadNodeOnce(readNode);
       if (lb === null) return undefined;
       lbNode = lb;
@@ -501,6 +531,8 @@ export class Backends {
     if (primaryId !== undefined) {
       if (p === undefined || !(settingsMatch(p, want) || this.replaysWithoutWaiting)) return lbNode;
       if (router.loadBalancing && p.startupIsolation === undefined) return lbNode;
+      this.notePrimary(p);
+      if (this.primaryOnly) lbNode = primaryId;
     }
     const second = lbNode === primaryId ? undefined : lbNode;
     if (second !== undefined) {
@@ -549,6 +581,7 @@ export class Backends {
     const router = ctx.router;
     const primary = ctx.nodes.primaryId;
     if (!router.loadBalancing || router.statementLevel || primary < 0) return undefined;
+    if (this.primaryOnly) return { node: primary, readsThere: false };
     const lb = router.chooseSessionNode(this.owner.facts);
     if (lb === null) return { node: primary, readsThere: false };
     // One look at the node: where the session's reads would go, and whether they run there now.
@@ -810,7 +843,7 @@ export class Backends {
     if (primaryOnly) {
       this.lbNodeId = primary.id;
     } else if (router.loadBalancing) {
-      if (router.statementLevel) {
+      if (router.statementLevel && !this.primaryOnly) {
         for (const n of ctx.nodes.all()) if (isLive(n.status) && n.weight > 0) wanted.add(n.id);
       }
       this.lbNodeId = this.drawReadNodeOnce(readNode) ?? primary.id;
@@ -822,19 +855,32 @@ export class Backends {
     // With load balancing, the primary connection's default isolation decides where reads may go.
     const take = (id: number): Promise<BackendConnection> =>
       id === primary.id && router.loadBalancing
-        ? this.acquire(id).then((c) => this.askStartupIsolation(c))
+        ? this.acquire(id)
+            .then((c) => this.askStartupIsolation(c))
+            .then((c) => {
+              this.notePrimary(c);
+              return c;
+            })
         : this.acquire(id);
     // Pooled connections are taken one after the other, the primary first (see checkout). A
     // read node's only if one is to be had at once: waiting for it while holding the primary's
     // would stop every other client that needs the primary (a convoy behind that standby's
     // pool); the unit of work then reads from the primary.
+    // Nor when the primary's connection starts SERIALIZABLE (primaryOnly).
     const results = this.pooled
-      ? await inOrder(ids.map((id) => () => (id === primary.id ? take(id) : this.takeAtOnce(id))))
+      ? await inOrder(
+          ids.map(
+            (id) => () =>
+              id === primary.id ? take(id) : this.primaryOnly ? Promise.reject(READS_ON_PRIMARY) : this.takeAtOnce(id),
+          ),
+        )
       : await Promise.allSettled(ids.map((id) => take(id)));
     for (let i = 0; i < ids.length; i++) {
       const r = results[i];
       if (r.status === 'fulfilled') {
         this.links[ids[i]] = this.linkTo(r.value);
+      } else if (r.reason === READS_ON_PRIMARY) {
+        // Not taken: the session reads from the primary.
       } else if (r.reason instanceof PoolBusy) {
         this.owner.debug({ node: ids[i] }, 'no free connection to the node drawn for reads; reading from the primary');
       } else if (ids[i] !== primary.id) {
@@ -866,7 +912,10 @@ export class Backends {
     try {
       const r = await runQueries(conn, ['SHOW default_transaction_isolation'], 10_000);
       const v = r.results[0]?.rows[0]?.[0];
-      if (typeof v === 'string') conn.startupIsolation = v;
+      if (typeof v === 'string') {
+        conn.startupIsolation = v;
+        this.owner.ctx.pools.noteStartupIsolation(conn.cacheKey, v);
+      }
       return conn;
     } catch (e) {
       // Its place in the server pool is freed too (pool_mode = transaction).

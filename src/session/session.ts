@@ -239,12 +239,15 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     client.on('close', () => this.onClientClosed());
     client.on('error', (e) => this.debug({ err: e.message }, 'client socket error'));
     if (this.txMode) {
+      // An isolation among its start-up options decides from its first connections on.
+      this.learnStartupIsolation(undefined);
       // pool_mode = transaction: a client like others before it is told what their connections reported,
       // without taking one (the pool may be busy: the client waits for its first statement instead).
       const primary = this.ctx.nodes.primaryId;
-      const report =
-        primary >= 0 ? this.ctx.pools.startupReport(cacheKeyFor(primary, this.backends.serverParams)) : undefined;
-      if (report) {
+      const key = primary >= 0 ? cacheKeyFor(primary, this.backends.serverParams) : undefined;
+      const report = key === undefined ? undefined : this.ctx.pools.startupReport(key);
+      if (key !== undefined && report) {
+        this.learnStartupIsolation(this.ctx.pools.startupIsolationOf(key));
         this.ready(input, reportFor(report, this.settings.startup), TxStatus.Idle);
         return;
       }
@@ -299,7 +302,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       return;
     }
     // The default a RESET goes back to: a SERIALIZABLE one keeps reads on the primary.
-    startupIsolation(this.routing, p.conn.startupIsolation);
+    this.learnStartupIsolation(p.conn.startupIsolation);
     if (this.txMode) {
       // BackendKeyData is pgrelay's own: the backend serving the client changes.
       this.ready(input, reportFor(p.conn.startupReport, this.settings.startup), TxStatus.Idle);
@@ -772,6 +775,23 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   private mayRunAdminOnly(err: PgError): boolean {
     const unreachable = err.code === SQLSTATE.cannotConnectNow || err.code.startsWith('08');
     return unreachable && this.isAdminUser;
+  }
+
+  /**
+   * The session's default isolation at start-up, `level` being what its server connections
+   * start with (their database's and role's default). pool_mode = transaction: those
+   * connections were opened without the client's start-up options, replayed on them, so an
+   * isolation among those is the session's (`level` still decides whether it may use a
+   * standby: Backends.connectionsSerializable).
+   */
+  private learnStartupIsolation(level: string | undefined): void {
+    if (!this.txMode) {
+      startupIsolation(this.routing, level);
+      return;
+    }
+    this.backends.connectionsSerializable = level === 'serializable';
+    const own = this.settings.startup.get('default_transaction_isolation');
+    startupIsolation(this.routing, own === undefined ? level : isolationLevel(own));
   }
 
   /** Tell the client it is logged in, then handle what it sent meanwhile and read on. */
@@ -1442,4 +1462,13 @@ function trace(pid: number, type: number, buf: Buffer, start: number, end: numbe
       ? buf.toString('utf8', start, Math.min(end, start + 60)).replace(/\0/g, '|')
       : '';
   process.stderr.write(`[trace] s${pid} client -> ${String.fromCharCode(type)} ${text}\n`);
+}
+
+/** A start-up value of default_transaction_isolation as the server reports it ('SERIALIZABLE', "'repeatable read'" → lower case, unquoted). */
+function isolationLevel(value: string): string {
+  return value
+    .trim()
+    .replace(/^'(.*)'$/s, '$1')
+    .replace(/\s+/g, ' ')
+    .toLowerCase();
 }

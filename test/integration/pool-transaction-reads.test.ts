@@ -748,3 +748,88 @@ describe('pool_mode = transaction: a read-only transaction takes only a standby 
     await endPg(reader).catch(() => undefined);
   });
 });
+
+describe('a default isolation of SERIALIZABLE, which a hot standby refuses', () => {
+  const sdb = `${db}_ser`;
+  let own: ProxyHandle;
+
+  beforeAll(async () => {
+    await cluster.psql(P, `DROP DATABASE IF EXISTS ${sdb} WITH (FORCE)`);
+    await cluster.psql(P, `CREATE DATABASE ${sdb}`);
+    await cluster.psql(P, 'CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10)', sdb);
+    await cluster.psql(P, `ALTER DATABASE ${sdb} SET default_transaction_isolation = 'serializable'`);
+    await cluster.waitForCatchup();
+    own = await startProxy({
+      cluster,
+      config: {
+        log_min_messages: 'warning',
+        pool_mode: 'transaction',
+        default_pool_size: 2,
+        [`backend_weight${P}`]: 0,
+        [`backend_weight${S1}`]: 1,
+        [`backend_weight${S2}`]: 1,
+      },
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await own?.stop();
+    await cluster.psql(P, `DROP DATABASE IF EXISTS ${sdb} WITH (FORCE)`);
+  });
+
+  /** Where a read ran and in which isolation, autocommit, in a transaction, and through the extended protocol. */
+  const reads = async (c: pg.Client): Promise<Array<[number, string]>> => {
+    const sql = "SELECT inet_server_port() AS port, current_setting('transaction_isolation') AS iso, count(*) FROM t";
+    const one = (r: pg.QueryResult): [number, string] => [
+      nodeOfPort(cluster, Number(r.rows[0].port)),
+      r.rows[0].iso as string,
+    ];
+    const out = [one(await withTimeout(c.query(sql), 10_000, 'autocommit read'))];
+    await c.query('BEGIN');
+    out.push(one(await withTimeout(c.query(sql), 10_000, 'read in a transaction')));
+    await c.query('COMMIT');
+    out.push(one(await withTimeout(c.query({ text: sql, values: [] }), 10_000, 'extended read')));
+    return out;
+  };
+
+  it("the database's default: every session (the first opens connections, the next ones do not) reads on the primary, no standby connection taken", async () => {
+    for (let i = 0; i < 4; i++) {
+      // A start-up setting of its own: replayed on every connection the session takes.
+      const c = await pgClient(own, { database: sdb, application_name: `ser-${i}` });
+      expect(await reads(c), `session ${i}`).toEqual([
+        [P, 'serializable'],
+        [P, 'serializable'],
+        [P, 'serializable'],
+      ]);
+      // A lower default SET by the session: its start-up settings are still replayed first, in SERIALIZABLE.
+      await c.query("SET default_transaction_isolation = 'read committed'");
+      expect(
+        (await reads(c)).map(([node]) => node),
+        `session ${i} after its SET`,
+      ).toEqual([P, P, P]);
+      await endPg(c);
+    }
+    const onStandbys = await Promise.all(
+      [S1, S2].map((id) => cluster.psql(id, `SELECT count(*) FROM pg_stat_activity WHERE datname = '${sdb}'`)),
+    );
+    expect(onStandbys).toEqual(['0', '0']);
+  });
+
+  it("a client's start-up option (options=-c default_transaction_isolation=serializable): its reads run on the primary in that isolation", async () => {
+    for (let i = 0; i < 2; i++) {
+      const c = await pgClient(own, {
+        database: db,
+        application_name: `ser-opt-${i}`,
+        options: '-c default_transaction_isolation=serializable',
+      });
+      const sql = "SELECT inet_server_port() AS port, current_setting('transaction_isolation') AS iso";
+      const r = await withTimeout(c.query(sql), 10_000, 'autocommit read');
+      expect([nodeOfPort(cluster, Number(r.rows[0].port)), r.rows[0].iso], `session ${i}`).toEqual([P, 'serializable']);
+      await c.query('BEGIN');
+      const t = await withTimeout(c.query(sql), 10_000, 'read in a transaction');
+      expect([nodeOfPort(cluster, Number(t.rows[0].port)), t.rows[0].iso]).toEqual([P, 'serializable']);
+      await c.query('COMMIT');
+      await endPg(c);
+    }
+  });
+});
