@@ -1,26 +1,7 @@
-import net from 'node:net';
+import type net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { readChunks, stopChunks } from '../../src/protocol/socket-reader.js';
-
-/** A connected pair over loopback: [accepted server side, client side]. */
-async function pair(): Promise<[net.Socket, net.Socket, () => void]> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
-  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
-  const client = net.connect(port, '127.0.0.1');
-  await new Promise<void>((r, j) => {
-    client.once('connect', r);
-    client.once('error', j);
-  });
-  const s = await accepted;
-  const cleanup = (): void => {
-    s.destroy();
-    client.destroy();
-    server.close();
-  };
-  return [s, client, cleanup];
-}
+import { socketPair } from '../support/socket-pair.js';
 
 /** Resolves once `got()` holds at least `n` bytes (checked on each delivery). */
 function until(got: () => number, n: number, socket: net.Socket): Promise<void> {
@@ -45,7 +26,7 @@ afterEach(() => {
 
 describe('readChunks', () => {
   it('delivers every byte in order as owned buffers, bytes held before it first', async () => {
-    const [s, c, done] = await pair();
+    const [s, c, done] = await socketPair();
     cleanups.push(done);
     s.pause();
     c.write(Buffer.from('early-'));
@@ -66,7 +47,7 @@ describe('readChunks', () => {
   });
 
   it('pause() stops delivery and resume() starts it again', async () => {
-    const [s, c, done] = await pair();
+    const [s, c, done] = await socketPair();
     cleanups.push(done);
     let got = 0;
     readChunks(s, (b) => {
@@ -86,7 +67,7 @@ describe('readChunks', () => {
   });
 
   it("after stopChunks, reads go to 'data' listeners as on any socket", async () => {
-    const [s, c, done] = await pair();
+    const [s, c, done] = await socketPair();
     cleanups.push(done);
     let fast = 0;
     const consumer = (b: Buffer): void => {
@@ -118,7 +99,7 @@ describe('readChunks', () => {
   });
 
   it("ends like any socket: 'end' and 'close' when the peer closes", async () => {
-    const [s, c, done] = await pair();
+    const [s, c, done] = await socketPair();
     cleanups.push(done);
     let got = '';
     readChunks(s, (b) => {

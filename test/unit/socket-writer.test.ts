@@ -1,26 +1,7 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { queuedBytes, writeTo } from '../../src/protocol/socket-writer.js';
-
-/** A connected pair over loopback: [accepted server side, client side]. */
-async function pair(): Promise<[net.Socket, net.Socket, () => void]> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
-  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
-  const client = net.connect(port, '127.0.0.1');
-  await new Promise<void>((r, j) => {
-    client.once('connect', r);
-    client.once('error', j);
-  });
-  const s = await accepted;
-  const cleanup = (): void => {
-    s.destroy();
-    client.destroy();
-    server.close();
-  };
-  return [s, client, cleanup];
-}
+import { socketPair } from '../support/socket-pair.js';
 
 /** Everything `socket` reads up to its end (rejects after 10 s). */
 function readAll(socket: net.Socket): Promise<Buffer> {
@@ -67,7 +48,7 @@ afterEach(() => {
 
 describe('writeTo', () => {
   it('writes small messages at once and answers true, nothing left queued', async () => {
-    const [s, c, done] = await pair();
+    const [s, c, done] = await socketPair();
     cleanups.push(done);
     const got = readAll(s);
     for (let i = 0; i < 100; i++) expect(writeTo(c, pattern(50, i * 50))).toBe(true);
@@ -77,7 +58,7 @@ describe('writeTo', () => {
   });
 
   it('answers false while the peer does not read, counts what is queued, drains once, keeps the order of later writes', async () => {
-    const [s, c, done] = await pair();
+    const [s, c, done] = await socketPair();
     cleanups.push(done);
     s.pause();
     const big = 32 * 1024 * 1024;
@@ -103,7 +84,7 @@ describe('writeTo', () => {
   });
 
   it('ends after what libuv still holds: end() right after a queued write loses nothing', async () => {
-    const [s, c, done] = await pair();
+    const [s, c, done] = await socketPair();
     cleanups.push(done);
     s.pause();
     const big = 16 * 1024 * 1024;
@@ -115,7 +96,7 @@ describe('writeTo', () => {
   });
 
   it('a write to a reset connection destroys the socket with the write error', async () => {
-    const [s, c, done] = await pair();
+    const [s, c, done] = await socketPair();
     cleanups.push(done);
     // Not read: the reset is found by a write, not by a read.
     c.pause();
