@@ -248,7 +248,10 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       const report = key === undefined ? undefined : this.ctx.pools.startupReport(key);
       if (key !== undefined && report) {
         this.learnStartupIsolation(this.ctx.pools.startupIsolationOf(key));
-        this.ready(input, reportFor(report, this.settings.startup), TxStatus.Idle);
+        const told = reportFor(report, this.settings.startup);
+        // A plain BEGIN of its first unit of work is read-only by default as the server reports it (role, database, own option).
+        this.backends.defaultReadOnly = isOn(told.get('default_transaction_read_only'));
+        this.ready(input, told, TxStatus.Idle);
         return;
       }
     }
@@ -1471,4 +1474,9 @@ function isolationLevel(value: string): string {
     .replace(/^'(.*)'$/s, '$1')
     .replace(/\s+/g, ' ')
     .toLowerCase();
+}
+
+/** A boolean setting's value as PostgreSQL reads it true (on, true, yes, 1 and their prefixes). */
+function isOn(value: string | undefined): boolean {
+  return value !== undefined && /^'?\s*(on|t(r(ue?)?)?|y(es?)?|1)\s*'?$/i.test(value);
 }

@@ -653,9 +653,7 @@ describe('pool_mode = transaction: a read-only transaction takes only a standby 
       options: '-c default_transaction_read_only=on',
     });
     expect(st.ok, JSON.stringify(st.error)).toBe(true);
-    // Its first unit tells pgrelay the default (reported by the server).
-    raw.send(queryMessage('SELECT 1'));
-    await raw.collect('Z', 10_000);
+    // Its first unit already: the default is its start-up option's (the report it was told at login).
     raw.send(
       parseMessage('', 'BEGIN'),
       bindMessage('', ''),
@@ -682,6 +680,33 @@ describe('pool_mode = transaction: a read-only transaction takes only a standby 
     await q('ROLLBACK');
     await endPg(holder);
     await endPg(reader);
+  });
+
+  it("a role whose default_transaction_read_only is on: a plain BEGIN of its session's first unit of work runs on the standby alone", async () => {
+    const role = `${db}_ro`;
+    await cluster.psql(P, `DROP ROLE IF EXISTS ${role}; CREATE ROLE ${role} LOGIN SUPERUSER`);
+    await cluster.psql(P, `ALTER ROLE ${role} SET default_transaction_read_only = on`);
+    await cluster.waitForCatchup();
+    const inTxOnPrimary = () =>
+      cluster.psql(
+        P,
+        `SELECT count(*) FROM pg_stat_activity WHERE usename = '${role}' AND state LIKE 'idle in transaction%'`,
+      );
+    try {
+      // Twice: the first session opens connections for the role's pool, the second is told their report at login.
+      for (let i = 0; i < 2; i++) {
+        const reader = await pgClient(proxy, { database: db, user: role, application_name: 'reader' });
+        const q = (sql: string) => withTimeout(reader.query(sql), 10_000, sql);
+        await q('BEGIN');
+        const r = await q('SELECT inet_server_port() AS port, count(*)::int AS n FROM rd');
+        expect([nodeOfPort(cluster, r.rows[0].port as number), r.rows[0].n], `session ${i}`).toEqual([S2, 1000]);
+        expect(await inTxOnPrimary(), `session ${i}: the transaction on the primary too`).toBe('0');
+        await q('COMMIT');
+        await endPg(reader);
+      }
+    } finally {
+      await cluster.psql(P, `DROP OWNED BY ${role}; DROP ROLE IF EXISTS ${role}`, db).catch(() => undefined);
+    }
   });
 
   it('a session whose default isolation is SERIALIZABLE (which a standby refuses): its BEGIN READ ONLY takes the primary as before', async () => {
