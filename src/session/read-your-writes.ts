@@ -310,8 +310,10 @@ export class ReadYourWrites {
       case 'wait': {
         this.waiting();
         const v: typeof SUSPEND = s.wait('lsn');
-        // Own positions resume the read when read (settled); others' through the horizon.
-        if (global) horizon.whenSettled(this.ticket, () => s.resume('lsn'));
+        // Own positions resume the read when read (settled); others' through the horizon,
+        // only when some are outstanding: a resume now, before the read is suspended, would
+        // be lost (the read would then wait for nothing).
+        if (global && horizon.pendingUpTo(this.ticket)) horizon.whenSettled(this.ticket, () => s.resume('lsn'));
         return v;
       }
       case 'ask': {

@@ -18,7 +18,7 @@ import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DevCluster, freePort } from '../../dev/devcluster.js';
 import { waitForCached } from '../support/cache-probe.js';
-import { closeAllClients, endPg, endSql, pgClient, sqlClient } from '../support/clients.js';
+import { closeAllClients, endPg, endSql, pgClient, sqlClient, withTimeout } from '../support/clients.js';
 import { sampleValue, scrapeMetrics } from '../support/prometheus.js';
 import { type ProxyHandle, runPgDumpTool, startProxy } from '../support/proxy.js';
 import { nodeOfPort } from '../support/routing.js';
@@ -172,6 +172,25 @@ describe('replay paused on both standbys', () => {
       ]);
       expect(b.n).toBe(1);
       expect(nodeOfPort(cluster, b.port as number)).toBe(P);
+    } finally {
+      await endSql(sql);
+    }
+  });
+
+  it('global: postgres.js pipelining a write and a read, its statements prepared (the read waited for a position already read: it hung)', async () => {
+    const sql = sqlClient({ port: global.port });
+    try {
+      for (let i = 0; i < 3; i++) {
+        const [, [b]] = await withTimeout(
+          Promise.all([
+            sql`INSERT INTO ryw_t VALUES (${20 + i}, 'pjs-global')`,
+            sql`SELECT count(*)::int AS n, inet_server_port() AS port FROM ryw_t WHERE k = 'pjs-global'`,
+          ]),
+          10_000,
+          `round ${i}`,
+        );
+        expect([b.n, nodeOfPort(cluster, b.port as number)], `round ${i}`).toEqual([i + 1, P]);
+      }
     } finally {
       await endSql(sql);
     }
