@@ -92,6 +92,8 @@ export interface SessionRoutingState {
    * options): what RESET / SET … TO DEFAULT / DISCARD ALL return to.
    */
   startupSerializable: boolean;
+  /** The session SET its default isolation (SET SESSION CHARACTERISTICS / default_transaction_isolation), not RESET since. */
+  defaultIsolationSet: boolean;
   /** Current transaction was opened by a multi-statement Query (pgpool's multi-statement rule). */
   txStartedByMulti: boolean;
   /** dml_adaptive: tables written in the current transaction. */
@@ -120,6 +122,7 @@ export function newSessionRoutingState(): SessionRoutingState {
     startupSerializable: false,
     defaultRepeatableRead: false,
     startupRepeatableRead: false,
+    defaultIsolationSet: false,
     txStartedByMulti: false,
     writtenTables: [],
     tempTables: [],
@@ -134,6 +137,19 @@ export function newSessionRoutingState(): SessionRoutingState {
 export function startupIsolation(state: SessionRoutingState, level: string | undefined): void {
   state.startupSerializable = state.defaultSerializable = level === 'serializable';
   state.startupRepeatableRead = state.defaultRepeatableRead = level === 'repeatable read';
+}
+
+/**
+ * pool_mode = transaction: the server connection serving a unit of work started with
+ * `level` (its database's and role's default; connections of one pool can differ after an
+ * ALTER … SET): what a RESET returns to there, and the session's default unless it SET its own.
+ */
+export function connectionIsolation(state: SessionRoutingState, level: string): void {
+  state.startupSerializable = level === 'serializable';
+  state.startupRepeatableRead = level === 'repeatable read';
+  if (state.defaultIsolationSet) return;
+  state.defaultSerializable = state.startupSerializable;
+  state.defaultRepeatableRead = state.startupRepeatableRead;
 }
 
 /** Statement kinds that take no snapshot: a REPEATABLE READ transaction takes it at its first other statement. */
@@ -370,6 +386,7 @@ export function afterStatement(
         const reset = ts.isolation === 'default';
         state.defaultSerializable = reset ? state.startupSerializable : ts.isolation === 'serializable';
         state.defaultRepeatableRead = reset ? state.startupRepeatableRead : ts.isolation === 'repeatable read';
+        state.defaultIsolationSet = !reset;
       } else if (nowInTx) {
         state.txSerializable = ts.isolation === 'serializable';
         state.txRepeatableRead = ts.isolation === 'repeatable read';

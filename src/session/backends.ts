@@ -54,6 +54,8 @@ export interface BackendsOwner extends LinkOwner {
   readonly authSecret?: BackendSecret;
   /** The session's routing state (its default isolation decides whether a unit of work takes a read node). */
   readonly routing: { readonly defaultSerializable: boolean; readonly startupSerializable: boolean };
+  /** pool_mode = transaction: a primary connection taken for a unit of work started with `level` (default_transaction_isolation). */
+  connectionIsolation(level: string): void;
   /** The session's settings (replayed on pooled connections, pool_mode = transaction). */
   readonly settings: { readonly statements: readonly string[]; readonly startup: ReadonlyMap<string, string> };
   /** pool_mode = transaction: replaying the session's settings on a connection failed (see settingsError). */
@@ -452,8 +454,10 @@ export class Backends {
 
   /** A primary connection the session took, its start-up isolation known: see connectionsSerializable. */
   private notePrimary(c: BackendConnection): void {
-    if (this.pooled && c.startupIsolation !== undefined)
-      this.connectionsSerializable = c.startupIsolation === 'serializable';
+    const level = c.startupIsolation;
+    if (!this.pooled || level === undefined) return;
+    this.connectionsSerializable = level === 'serializable';
+    this.owner.connectionIsolation(level);
   }
 
   /** What opens a connection to `nodeId` for the pool (one per node and session). */

@@ -52,7 +52,7 @@ import type { BackendSecret } from '../auth/backend.js';
 import { mayBeAdminCommandAt } from '../admin/commands.js';
 import { type BackendConnection, cacheKeyFor } from '../pool/connector.js';
 import type { Classification, Decision, SessionFacts, SessionRoutingState } from '../router/router.js';
-import { newSessionRoutingState, startupIsolation } from '../router/policy.js';
+import { connectionIsolation, newSessionRoutingState, startupIsolation } from '../router/policy.js';
 import { AdminOnlyMode } from './admin-only.js';
 import { AdminReplies } from './admin-replies.js';
 import { type BackendLink, type LinkExpectation, type LinkOwner, SYNC } from './backend-link.js';
@@ -795,6 +795,11 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.backends.connectionsSerializable = level === 'serializable';
     const own = this.settings.startup.get('default_transaction_isolation');
     startupIsolation(this.routing, own === undefined ? level : isolationLevel(own));
+  }
+
+  connectionIsolation(level: string): void {
+    // A start-up option of the client's own is replayed on every connection: it stays the default.
+    if (!this.settings.startup.has('default_transaction_isolation')) connectionIsolation(this.routing, level);
   }
 
   /** Tell the client it is logged in, then handle what it sent meanwhile and read on. */

@@ -687,24 +687,32 @@ describe('pool_mode = transaction: a read-only transaction takes only a standby 
     await cluster.psql(P, `DROP ROLE IF EXISTS ${role}; CREATE ROLE ${role} LOGIN SUPERUSER`);
     await cluster.psql(P, `ALTER ROLE ${role} SET default_transaction_read_only = on`);
     await cluster.waitForCatchup();
-    const inTxOnPrimary = () =>
-      cluster.psql(
-        P,
-        `SELECT count(*) FROM pg_stat_activity WHERE usename = '${role}' AND state LIKE 'idle in transaction%'`,
-      );
+    // A pgrelay of its own: the role's pooled connections go when it stops (othersOn of the next tests).
+    const own = await startProxy({ cluster, config: txrConfig(3) });
+    const ofRole = (where: string) =>
+      cluster.psql(P, `SELECT count(*) FROM pg_stat_activity WHERE usename = '${role}'${where}`);
     try {
       // Twice: the first session opens connections for the role's pool, the second is told their report at login.
       for (let i = 0; i < 2; i++) {
-        const reader = await pgClient(proxy, { database: db, user: role, application_name: 'reader' });
+        const reader = await pgClient(own, { database: db, user: role, application_name: 'reader' });
         const q = (sql: string) => withTimeout(reader.query(sql), 10_000, sql);
         await q('BEGIN');
         const r = await q('SELECT inet_server_port() AS port, count(*)::int AS n FROM rd');
         expect([nodeOfPort(cluster, r.rows[0].port as number), r.rows[0].n], `session ${i}`).toEqual([S2, 1000]);
-        expect(await inTxOnPrimary(), `session ${i}: the transaction on the primary too`).toBe('0');
+        expect(
+          await ofRole(" AND state LIKE 'idle in transaction%'"),
+          `session ${i}: the transaction on the primary too`,
+        ).toBe('0');
         await q('COMMIT');
         await endPg(reader);
       }
     } finally {
+      await own.stop();
+      await pollUntil(
+        () => ofRole(''),
+        (n) => n === '0',
+        { timeoutMs: 10_000, what: "the role's connections closed" },
+      ).catch(() => undefined);
       await cluster.psql(P, `DROP OWNED BY ${role}; DROP ROLE IF EXISTS ${role}`, db).catch(() => undefined);
     }
   });

@@ -6,6 +6,7 @@ import {
   newSessionRoutingState,
   routingConfigFrom,
   startupIsolation,
+  connectionIsolation,
   type RoutingConfig,
   type SessionRoutingState,
   type Decision,
@@ -427,6 +428,29 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     expect(b.target('SELECT 1')).toBe('primary');
     b.run('RESET ALL');
     expect(b.target('SELECT 1')).toBe('standby');
+  });
+  it("pool_mode = transaction: each unit's connection tells its start-up isolation; a default the session SET stays until RESET", () => {
+    const a = new Session(cfg());
+    startupIsolation(a.state, 'read committed');
+    connectionIsolation(a.state, 'serializable');
+    expect(a.target('SELECT 1')).toBe('primary');
+    connectionIsolation(a.state, 'read committed');
+    expect(a.target('SELECT 1')).toBe('standby');
+    a.run("SET default_transaction_isolation = 'serializable'");
+    connectionIsolation(a.state, 'read committed');
+    expect(a.target('SELECT 1')).toBe('primary');
+    a.run('SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED');
+    connectionIsolation(a.state, 'serializable');
+    expect(a.target('SELECT 1')).toBe('standby');
+    // RESET returns to the connection's default, and the session follows its connections again.
+    a.run('RESET default_transaction_isolation');
+    expect(a.target('SELECT 1')).toBe('primary');
+    connectionIsolation(a.state, 'repeatable read');
+    expect([a.target('SELECT 1'), a.state.defaultRepeatableRead]).toEqual(['standby', true]);
+    a.run("SET default_transaction_isolation = 'read committed'");
+    a.run('DISCARD ALL');
+    connectionIsolation(a.state, 'serializable');
+    expect(a.target('SELECT 1')).toBe('primary');
   });
   it('what tells a standby from a primary is read from the primary (pgrelay is one writable server)', () => {
     const a = new Session(cfg());
