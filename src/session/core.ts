@@ -33,6 +33,8 @@ export interface SessionCore {
   writeClient(bytes: Buffer): boolean;
   /** pool_mode = transaction: keep the backends for the rest of the session if `sql` leaves session state there. */
   pinFor(sql: string, cls: Classification): void;
+  /** pool_mode = transaction: keep the session's connections until it ends, for `reason` (logged, counted). */
+  pin(reason: string): void;
   /** An error was reported in the extended protocol: the client's messages are dropped up to its Sync, as PostgreSQL does. */
   skipUntilSync(): void;
   /**

@@ -74,6 +74,12 @@ interface Stmt {
   server?: string;
   /** pool_mode = transaction: the entry of `server` (told when a server accepted the statement). */
   named?: StatementName;
+  /**
+   * pool_mode = transaction, max_prepared_statements = 0: a named statement under the
+   * client's own name, on the connections the session is pinned to (see `parse`): known by
+   * node, as in session mode.
+   */
+  untracked?: boolean;
 }
 
 interface Portal {
@@ -267,14 +273,14 @@ export class ExtendedProtocol {
 
   /** Is `st` parsed on `link`'s connection? */
   private parsedOn(st: Stmt, link: BackendLink): boolean {
-    if (!this.pooled) return st.nodes.includes(link.nodeId);
+    if (!this.pooled || st.untracked) return st.nodes.includes(link.nodeId);
     if (st.server !== undefined) return statementsOf(link, this.s).has(st.server);
     return link.conn.unnamed === st;
   }
 
   /** `st` is (being) parsed on `link`'s connection: record it, closing what the LRU evicts there. */
   private markParsed(st: Stmt, link: BackendLink): void {
-    if (!this.pooled) {
+    if (!this.pooled || st.untracked) {
       if (!st.nodes.includes(link.nodeId)) st.nodes.push(link.nodeId);
       return;
     }
@@ -289,6 +295,10 @@ export class ExtendedProtocol {
   /** A Parse of `st` on `link` failed (or was skipped after an error): it is not there. */
   private notParsed(st: Stmt, link: BackendLink): void {
     if (!this.pooled) return;
+    if (st.untracked) {
+      st.nodes = st.nodes.filter((n) => n !== link.nodeId);
+      return;
+    }
     if (st.server !== undefined) link.conn.statements?.delete(st.server);
     else if (link.conn.unnamed === st) link.conn.unnamed = undefined;
   }
@@ -541,7 +551,13 @@ export class ExtendedProtocol {
     const cls = s.ctx.router.classify(sql);
     const d = this.route.decide(sql, cls);
     if (d === SUSPEND) return d;
-    if (this.pooled) s.pinFor(sql, cls);
+    if (this.pooled) {
+      s.pinFor(sql, cls);
+      // Not tracked (max_prepared_statements = 0): a named statement lives on the connection it is
+      // prepared on, which the session then keeps (another client's statement of that name could be there).
+      if (name !== '' && s.ctx.config().max_prepared_statements <= 0)
+        s.pin('named statement, max_prepared_statements = 0');
+    }
     const raw = buf.subarray(start - 5, end);
     if (this.pooled && name !== '' && s.ctx.config().max_prepared_statements > 0)
       return this.parsePooled(name, sql, cls, d, raw);
@@ -565,7 +581,7 @@ export class ExtendedProtocol {
       }
       b.inPipeline(p);
       const nodes = [p.nodeId, ...seconds.map((l) => l.nodeId)];
-      const st: Stmt = { sql, cls, parse, nodes, both: true, decision: d };
+      const st: Stmt = { sql, cls, parse, nodes, both: true, decision: d, untracked: this.pooled && name !== '' };
       this.stmts.set(name, st);
       if (this.pooled) {
         this.markParsed(st, p);
@@ -585,6 +601,7 @@ export class ExtendedProtocol {
       nodes: [link.nodeId],
       both: alone !== undefined && d.target === 'both',
       decision: d,
+      untracked: this.pooled && name !== '',
     };
     this.stmts.set(name, st);
     if (this.pooled) {

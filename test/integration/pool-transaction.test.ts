@@ -680,6 +680,35 @@ describe('pool_mode = transaction', () => {
     });
   }
 
+  it('max_prepared_statements = 0 (statements not tracked): a named statement pins the session to the connection it is prepared on', async () => {
+    const own = await startProxy({
+      cluster,
+      config: {
+        log_min_messages: 'info',
+        pool_mode: 'transaction',
+        default_pool_size: 2,
+        load_balance_mode: false,
+        max_prepared_statements: 0,
+      },
+    });
+    const a = await pgClient(own, { database: db });
+    const b = await pgClient(own, { database: db });
+    try {
+      // The same name, another text per client, used in turn (and in and out of transactions).
+      for (let i = 0; i < 4; i++) {
+        expect((await a.query({ name: 'pin0', text: 'SELECT 1 AS v' })).rows).toEqual([{ v: 1 }]);
+        expect((await b.query({ name: 'pin0', text: 'SELECT 2 AS v' })).rows).toEqual([{ v: 2 }]);
+        await a.query('BEGIN');
+        expect((await a.query({ name: 'pin0', text: 'SELECT 1 AS v' })).rows).toEqual([{ v: 1 }]);
+        await a.query('COMMIT');
+      }
+      expect(own.logs()).toContain('session pinned to its backend connections');
+    } finally {
+      await Promise.all([endPg(a), endPg(b)]);
+      await own.stop();
+    }
+  });
+
   it('pins the session: LISTEN (notifications keep arriving between transactions)', async () => {
     const a = await pgClient(tiny, { database: db });
     const got = new Promise<string>((resolve) => a.on('notification', (n) => resolve(n.payload ?? '')));
