@@ -107,4 +107,6 @@ export type WaitReason =
   | 'cancel'
   | 'lsn'
   /** pool_mode = transaction: backend connections from the server pools. */
-  | 'pool';
+  | 'pool'
+  /** A message whose wait ended while it was being handled, presented again on the next turn (session.ts resumeLost). */
+  | 'requeue';

@@ -923,6 +923,26 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   }
 
   onMessage(type: number, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
+    const v = this.handleMessage(type, buf, start, end);
+    // SUSPEND with no wait left: what the message waited for happened while it was being
+    // handled (a callback run at once), and that resume found nothing suspended. Present it
+    // again on the next turn instead of waiting for nothing (a bug: logged once).
+    if (v === SUSPEND && this.waitingFor === null && !this.closed) this.resumeLost();
+    return v;
+  }
+
+  private resumeLost(): void {
+    if (!this.resumeLostLogged) {
+      this.resumeLostLogged = true;
+      this.log.error('internal: a wait ended before its message was suspended; presenting it again');
+    }
+    this.waitingFor = 'requeue';
+    setImmediate(() => this.resume('requeue'));
+  }
+
+  private resumeLostLogged = false;
+
+  private handleMessage(type: number, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     if (this.closed) return DROP;
     if (TRACE) trace(this.pid, type, buf, start, end);
     if (this.adminOnly && type !== FE.Terminate) return this.adminOnly.onMessage(type, buf, start, end);
