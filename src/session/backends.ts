@@ -535,8 +535,8 @@ export class Backends {
     if (primaryId !== undefined) {
       if (p === undefined || !(settingsMatch(p, want) || this.replaysWithoutWaiting)) return lbNode;
       if (router.loadBalancing && p.startupIsolation === undefined) return lbNode;
-      this.notePrimary(p);
-      if (this.primaryOnly) lbNode = primaryId;
+      // Its start-up isolation decides whether a read node's connection is taken with it (primaryOnly).
+      if (this.primaryOnly || (this.pooled && p.startupIsolation === 'serializable')) lbNode = primaryId;
     }
     const second = lbNode === primaryId ? undefined : lbNode;
     if (second !== undefined) {
@@ -544,7 +544,10 @@ export class Backends {
       const r = pools.idleFor(this.poolId(second));
       if (r === undefined || !(settingsMatch(r, want) || this.replaysWithoutWaiting)) return lbNode;
     }
-    if (primaryId !== undefined) this.primaryLink = this.take(primaryId);
+    if (primaryId !== undefined) {
+      this.primaryLink = this.take(primaryId);
+      this.notePrimary(this.primaryLink.conn);
+    }
     if (second !== undefined) this.take(second);
     this.lbNodeId = lbNode;
     // Their settings are the session's, or a replay need not be waited for (see above).
