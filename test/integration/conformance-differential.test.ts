@@ -698,9 +698,24 @@ afterAll(async () => {
   await cluster.psql(cluster.primaryId, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => undefined);
 });
 
+/** The configurations compared: each pool mode, and transaction mode with reads on standbys only and read_your_writes = global. */
+const CASES: Array<{ name: string; mode: string; config: Record<string, string | number | boolean> }> = [
+  { name: 'pool_mode = transaction, load balancing on', mode: 'transaction', config: {} },
+  { name: 'pool_mode = session, load balancing on', mode: 'session', config: {} },
+  {
+    name: 'pool_mode = transaction, pool size 3, reads on the standbys alone, read_your_writes = global',
+    mode: 'transaction',
+    config: {
+      default_pool_size: 3,
+      read_your_writes: 'global',
+      [`backend_weight${cluster.primaryId}`]: 0,
+    },
+  },
+];
+
 describe('node-postgres and postgres.js see through pgrelay what they see directly', () => {
-  for (const mode of ['transaction', 'session'])
-    it(`pool_mode = ${mode}, load balancing on: ${CLIENTS} clients × ${OPS} operations, the same transcripts`, {
+  for (const { name, mode, config } of CASES)
+    it(`${name}: ${CLIENTS} clients × ${OPS} operations, the same transcripts`, {
       timeout: 120_000,
     }, async () => {
       expect(direct.flat().filter((l) => l.startsWith('SCRIPT FAILED'))).toEqual([]);
@@ -716,6 +731,7 @@ describe('node-postgres and postgres.js see through pgrelay what they see direct
           log_min_messages: 'warning',
           sr_check_period: 1,
           delay_threshold: 10000000,
+          ...config,
         },
       });
       proxies.push(proxy);
