@@ -18,9 +18,19 @@ import type { BackendLink } from './backend-link.js';
 import type { SessionCore } from './core.js';
 import type { ReadYourWrites } from './read-your-writes.js';
 
+/**
+ * Catalog lookups in a row for one statement (it is presented again after each): function
+ * callees take one per level (three), relations one more. Past this, what is still unknown
+ * is treated as unanswered — answers can be evicted before the statement is decided again
+ * when it needs more than relcache_size of them, and it would be looked up for ever.
+ */
+const MAX_LOOKUPS_PER_STATEMENT = 5;
+
 export class StatementRouting {
   /** The last catalog lookup failed: the statement presented again goes to the primary. */
   private catalogFailed = false;
+  /** Catalog lookups run for the statement being decided (see MAX_LOOKUPS_PER_STATEMENT). */
+  private lookups = 0;
 
   constructor(
     private readonly s: SessionCore,
@@ -50,27 +60,23 @@ export class StatementRouting {
     if ('target' in d) {
       // pool_mode = transaction: whether a user function may have changed settings is asked
       // once (its volatility), when it can be now; unanswered, its connections are reset after.
-      if (!s.backends.pooled || cls.functions.length === 0) return d;
-      const fns = router.unknownUserFunctions(db, cls.functions);
-      if (fns.length === 0) return d;
-      if (!this.canAskCatalog(p)) {
+      const fns = s.backends.pooled && cls.functions.length > 0 ? router.unknownUserFunctions(db, cls.functions) : [];
+      if (fns.length === 0 || !this.canAskCatalog(p)) {
         this.catalogFailed = false;
+        this.lookups = 0;
         return d;
       }
-      const verdict: typeof SUSPEND = s.wait('catalog');
-      void this.askCatalog({ functions: [...fns], relations: [] }, p);
-      return verdict;
+      return this.askCatalog({ functions: [...fns], relations: [] }, p);
     }
     if (!this.canAskCatalog(p)) {
       // The catalog cannot be asked now (or was just asked in vain): this statement reads
       // from the primary (pool_mode = transaction, holding only a read node's connection:
       // the primary's is taken first, see linkFor).
       this.catalogFailed = false;
+      this.lookups = 0;
       return { target: 'primary', write: cls.write, reason: 'catalog lookup not possible now' };
     }
-    const verdict: typeof SUSPEND = s.wait('catalog');
-    void this.askCatalog(d, p);
-    return verdict;
+    return this.askCatalog(d, p);
   }
 
   /**
@@ -78,7 +84,14 @@ export class StatementRouting {
    * pipelines (its queries only read the catalog and cannot fail), and not right after one failed.
    */
   private canAskCatalog(p: BackendLink | undefined): p is BackendLink {
-    return p !== undefined && !this.catalogFailed && p.pending === 0 && !p.inPipeline && p.txStatus !== TxStatus.Failed;
+    return (
+      p !== undefined &&
+      !this.catalogFailed &&
+      this.lookups < MAX_LOOKUPS_PER_STATEMENT &&
+      p.pending === 0 &&
+      !p.inPipeline &&
+      p.txStatus !== TxStatus.Failed
+    );
   }
 
   /**
@@ -98,10 +111,18 @@ export class StatementRouting {
     return 'target' in d ? d : undefined;
   }
 
-  private async askCatalog(q: CatalogQuestions, p: BackendLink): Promise<void> {
+  /** Ask the catalog `q` on `p`; the statement waits (SUSPEND) and is presented again once answered. */
+  private askCatalog(q: CatalogQuestions, p: BackendLink): typeof SUSPEND {
     const s = this.s;
-    this.catalogFailed = !(await s.ctx.router.answer(this.facts.database, q, (sql) => this.internalQuery(p, sql)));
-    s.resume('catalog');
+    this.lookups++;
+    const verdict: typeof SUSPEND = s.wait('catalog');
+    void s.ctx.router
+      .answer(this.facts.database, q, (sql) => this.internalQuery(p, sql))
+      .then((ok) => {
+        this.catalogFailed = !ok;
+        s.resume('catalog');
+      });
+    return verdict;
   }
 
   /** Run a query on a link for pgrelay itself; its replies never reach the client. */

@@ -632,6 +632,46 @@ describe('reads that move between standbys and back (session mode)', () => {
   });
 });
 
+describe('relcache_size smaller than what one statement needs looked up', () => {
+  // Each answer evicted the one before: the statement was looked up again and again, for ever.
+  it('a statement naming more relations, or calling more functions, than relcache_size holds still runs (both pool modes)', async () => {
+    const n = `routing_rc_${sfx}`;
+    await cluster.psql(
+      cluster.primaryId,
+      `CREATE TABLE ${n}_a (x int); CREATE TABLE ${n}_b (x int); CREATE TABLE ${n}_c (x int);
+       INSERT INTO ${n}_a VALUES (1); INSERT INTO ${n}_b VALUES (2); INSERT INTO ${n}_c VALUES (3);
+       CREATE FUNCTION ${n}_f1() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT 1';
+       CREATE FUNCTION ${n}_f2() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT 2';
+       CREATE FUNCTION ${n}_f3() RETURNS int LANGUAGE sql AS 'SELECT ${n}_f1() + ${n}_f2()';`,
+    );
+    await cluster.waitForCatchup();
+    for (const mode of ['session', 'transaction']) {
+      const own = await startProxy({
+        cluster,
+        config: { log_min_messages: 'warning', pool_mode: mode, relcache_size: 1, backend_weight0: 0 },
+      });
+      const c = await pgClient({ port: own.port });
+      try {
+        const rel = await withTimeout(
+          c.query(`SELECT a.x + b.x + c.x AS s FROM ${n}_a a, ${n}_b b, ${n}_c c`),
+          10_000,
+          `${mode}: three relations`,
+        );
+        expect(rel.rows).toEqual([{ s: 6 }]);
+        const fn = await withTimeout(
+          c.query(`SELECT ${n}_f1() + ${n}_f2() + ${n}_f3() AS s`),
+          10_000,
+          `${mode}: three functions`,
+        );
+        expect(fn.rows).toEqual([{ s: 6 }]);
+      } finally {
+        await endPg(c);
+        await own.stop();
+      }
+    }
+  });
+});
+
 describe('statement_level_load_balance (session mode)', () => {
   // Reads are drawn among the standbys statement by statement, so what the session runs on
   // "both" nodes (SET, BEGIN, COMMIT…) must run on every standby it reads from (pgpool:
