@@ -288,6 +288,10 @@ async function startProxyOnce(opts: StartProxyOptions): Promise<ProxyHandle> {
             );
         }
         await fsp.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+        // A session whose wait ended before its message was suspended (session.ts resumeLost):
+        // pgrelay went on, but that is a bug to find.
+        const lost = out.split('\n').find((l) => l.includes('internal: a wait ended before its message was suspended'));
+        if (lost !== undefined) throw new Error(`pgrelay logged a lost resume: ${lost}`);
         const info = exitInfo as { code: number | null; signal: NodeJS.Signals | null } | null;
         return info?.code ?? null;
       })();
