@@ -15,13 +15,17 @@
  * socket is corked, connecting, ending or encrypted, writes take `socket.write()`:
  * the bytes keep their order and the stream its backpressure. `queuedBytes` counts both.
  *
+ * A socket's idle timeout (`setTimeout`) is refreshed by each write and each completion,
+ * and sees a write libuv is still doing as in progress, as with `socket.write()`.
+ * `socket.bytesWritten` does not count these writes (pgrelay does not read it).
+ *
  * A write error destroys the socket with the same error `socket.write()` would report.
  * The handle's request type and its shared state come from the `stream_wrap` binding
  * (`process.binding`, deprecated but kept for such uses); this file is the only place that
  * touches them, and without them (another Node version, `PGRELAY_SOCKET_WRITER=stream`)
  * every write takes `socket.write()`.
  */
-import type net from 'node:net';
+import net from 'node:net';
 import { getSystemErrorName } from 'node:util';
 
 interface WriteRequest {
@@ -47,6 +51,8 @@ const PENDING = Symbol('pgrelay.socketWriter.pending');
 
 type Writable = net.Socket & {
   _handle?: Partial<WritableHandle> | null;
+  /** Refreshes the socket's idle timeout (setTimeout), as Node does for every write. */
+  _unrefTimer?: () => void;
   /** The stream's state: `length` bytes held, `corked` (read directly: Duplex getters cost a call each). */
   _writableState?: { length: number; corked: number } | null;
   encrypted?: boolean;
@@ -54,6 +60,12 @@ type Writable = net.Socket & {
 };
 
 let binding: StreamWrap | null | undefined;
+/**
+ * The socket field Node's idle timeout compares with the handle's `writeQueueSize` to tell
+ * a write in progress from an idle socket (net.Socket `_onTimeout`); set as Node's own
+ * writes set it, so that a timeout does not fire while libuv is still writing.
+ */
+let lastWriteQueueSize: symbol | undefined;
 
 function findBinding(): StreamWrap | undefined {
   if (binding !== undefined) return binding ?? undefined;
@@ -61,10 +73,14 @@ function findBinding(): StreamWrap | undefined {
   if (process.env.PGRELAY_SOCKET_WRITER === 'stream') return undefined;
   try {
     const b = (process as unknown as { binding(name: string): Partial<StreamWrap> }).binding('stream_wrap');
+    const probe = new net.Socket();
+    lastWriteQueueSize = Object.getOwnPropertySymbols(probe).find((k) => k.description === 'lastWriteQueueSize');
+    probe.destroy();
     if (
       typeof b.WriteWrap === 'function' &&
       b.streamBaseState instanceof Int32Array &&
-      typeof b.kLastWriteWasAsync === 'number'
+      typeof b.kLastWriteWasAsync === 'number' &&
+      lastWriteQueueSize !== undefined
     )
       binding = b as StreamWrap;
   } catch {
@@ -100,6 +116,7 @@ function onComplete(this: WriteRequest, status: number): void {
     socket.destroy(writeError(status));
     return;
   }
+  socket._unrefTimer?.();
   if (socket[PENDING] === 0) socket.emit('drain');
 }
 
@@ -128,6 +145,7 @@ export function writeTo(socket: net.Socket, bytes: Buffer): boolean {
     !s.writable
   )
     return socket.write(bytes);
+  s._unrefTimer?.();
   const req = new b.WriteWrap();
   req.handle = handle;
   req.oncomplete = onComplete;
@@ -145,6 +163,7 @@ export function writeTo(socket: net.Socket, bytes: Buffer): boolean {
   req.buffer = bytes;
   req.socket = socket;
   s[PENDING] = (s[PENDING] ?? 0) + bytes.length;
+  (s as unknown as Record<symbol, number>)[lastWriteQueueSize as symbol] = bytes.length;
   return false;
 }
 

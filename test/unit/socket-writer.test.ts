@@ -83,6 +83,49 @@ describe('writeTo', () => {
     expect(drains).toBeGreaterThanOrEqual(1);
   });
 
+  it("a socket's idle timeout sees a write libuv is still doing as in progress, and an idle one as idle", async () => {
+    const [s, c, done] = await socketPair();
+    cleanups.push(done);
+    s.pause();
+    const big = 32 * 1024 * 1024;
+    expect(writeTo(c, pattern(big, 0))).toBe(false);
+    let timeouts = 0;
+    c.on('timeout', () => timeouts++);
+    // net.Socket's own timeout check (what its timer calls), after libuv wrote some more.
+    const onTimeout = (c as unknown as { _onTimeout(): void })._onTimeout.bind(c);
+    const queued = (): number => (c as unknown as { _handle: { writeQueueSize: number } })._handle.writeQueueSize;
+    const before = queued();
+    expect(before).toBeGreaterThan(0);
+    s.resume();
+    await withTimeout(
+      new Promise<void>((resolve) => {
+        const check = (): void => {
+          if (queued() < before) {
+            s.pause();
+            resolve();
+          } else setImmediate(check);
+        };
+        check();
+      }),
+      'some progress',
+    );
+    onTimeout();
+    expect(timeouts, 'a write in progress').toBe(0);
+    // The reader stopped: once libuv can write no more, the socket is idle and its timeout fires.
+    await withTimeout(
+      new Promise<void>((resolve) => {
+        const poll = (): void => {
+          onTimeout();
+          if (timeouts > 0) resolve();
+          else setTimeout(poll, 5);
+        };
+        poll();
+      }),
+      'the timeout of a stalled write',
+    );
+    expect(queued()).toBeGreaterThan(0);
+  });
+
   it('ends after what libuv still holds: end() right after a queued write loses nothing', async () => {
     const [s, c, done] = await socketPair();
     cleanups.push(done);
