@@ -1,6 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultConfig } from '../../src/config/defaults.js';
@@ -10,15 +9,12 @@ import { parseConfigText } from '../../src/config/lexer.js';
 import { loadConfig, loadConfigDetailed, type LoadOptions } from '../../src/config/load.js';
 import { formatParam, showParamRows } from '../../src/admin/show-config.js';
 import { PARAMS } from '../../src/config/params.js';
+import { tempDir } from '../support/temp-dirs.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const SAMPLE = path.join(here, '..', 'fixtures', 'pgpool.conf.sample-stream');
 
-function writeConf(
-  text: string,
-  name = 'pgpool.conf',
-  dir = mkdtempSync(path.join(tmpdir(), 'pgrelay-config-')),
-): string {
+function writeConf(text: string, name = 'pgpool.conf', dir = tempDir('pgrelay-config-')): string {
   const file = path.join(dir, name);
   writeFileSync(file, text);
   return file;
@@ -548,7 +544,7 @@ describe('formatParam / showParamRows', () => {
 
 describe('diffConfigs', () => {
   // both versions of the file live in the same directory, as on a real reload
-  const dir = mkdtempSync(path.join(tmpdir(), 'pgrelay-config-'));
+  const dir = tempDir('pgrelay-config-');
   let n = 0;
   const cfg = (text: string): ReturnType<typeof loadConfig> =>
     loadConfig({ file: writeConf(text, `pgpool${n++}.conf`, dir) });

@@ -5,8 +5,7 @@
  * the configuration checks.
  */
 import { EventEmitter } from 'node:events';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
@@ -35,6 +34,7 @@ import {
   viewChanges,
   votesNeeded,
 } from '../../src/coordination/decisions.js';
+import { tempDir } from '../support/temp-dirs.js';
 
 const consensus = { failover_require_consensus: true, enable_consensus_with_half_votes: false };
 
@@ -193,7 +193,7 @@ describe('readiness without etcd, keys', () => {
 });
 
 describe('configuration', () => {
-  const dir = mkdtempSync(path.join(tmpdir(), 'pgrelay-coord-conf-'));
+  const dir = tempDir('pgrelay-coord-conf-');
   const conf = (text: string): string => {
     const f = path.join(dir, `c${Math.random().toString(36).slice(2)}.conf`);
     writeFileSync(f, `backend_hostname0 = 'pg0'\n${text}`);

@@ -1,5 +1,4 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
@@ -15,6 +14,7 @@ import {
   type HbaRoles,
   type HbaRule,
 } from '../../src/auth/hba.js';
+import { tempDir } from '../support/temp-dirs.js';
 
 const FIX = join(import.meta.dirname, '../fixtures/auth/hba');
 const noInclude = {
@@ -293,7 +293,7 @@ describe('loadHba / reloadHba', () => {
   });
 
   it('throws listing every bad line with file:line: reason', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pgrelay-hba-'));
+    const dir = tempDir('pgrelay-hba-');
     const p = join(dir, 'pool_hba.conf');
     writeFileSync(p, 'local all all trust\nhost all all 1.2.3.4/40 md5\nlocal all\n');
     let err: unknown;
@@ -311,7 +311,7 @@ describe('loadHba / reloadHba', () => {
   });
 
   it('a bad reload keeps the old rules', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pgrelay-hba-'));
+    const dir = tempDir('pgrelay-hba-');
     const p = join(dir, 'pool_hba.conf');
     writeFileSync(p, 'local all all trust\n');
     const first = reloadHba(p, []);

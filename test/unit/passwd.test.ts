@@ -1,5 +1,4 @@
-import { chmodSync, copyFileSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, copyFileSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { pgMd5Hash } from '../../src/auth/md5.js';
@@ -20,12 +19,13 @@ import { verifyScramPassword } from '../../src/auth/scram.js';
 import { passwdCommand, pgEncOutput, pgMd5Output } from '../../src/auth/tools.js';
 import { internalUserSecret, loadPoolPasswd, PoolPasswdCache } from '../../src/auth/credentials.js';
 import { defaultConfig } from '../../src/config/defaults.js';
+import { tempDir } from '../support/temp-dirs.js';
 
 const FIX = join(import.meta.dirname, '../fixtures/auth');
 const fix = (f: string): string => readFileSync(join(FIX, f), 'utf8');
 
 function tmp(): string {
-  return mkdtempSync(join(tmpdir(), 'pgrelay-passwd-'));
+  return tempDir('pgrelay-passwd-');
 }
 
 /** The fixture key file copied with mode 0600 (git does not keep modes). */

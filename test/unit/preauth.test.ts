@@ -6,9 +6,8 @@
  * a fixed deadline), the backend SCRAM answer off the event loop,
  * max_unauthenticated_connections.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BackendAuthExchange, type BackendAuthMethod } from '../../src/auth/backend.js';
@@ -20,6 +19,7 @@ import { loadConfig } from '../../src/config/load.js';
 import { ClientInput, REFUSED_CLOSE_MS, refuseClient } from '../../src/protocol/client-input.js';
 import { PgError } from '../../src/protocol/messages.js';
 import { unauthenticatedLimit } from '../../src/server/startup.js';
+import { tempDir } from '../support/temp-dirs.js';
 
 function params(user: string, database: string): Map<string, string> {
   return new Map([
@@ -316,7 +316,7 @@ describe("SCRAM with a backend: the password's PBKDF2 off the event loop", () =>
 
 describe('max_unauthenticated_connections', () => {
   function load(text: string) {
-    const dir = mkdtempSync(path.join(tmpdir(), 'pgrelay-preauth-'));
+    const dir = tempDir('pgrelay-preauth-');
     const file = path.join(dir, 'pgpool.conf');
     writeFileSync(file, text);
     return loadConfig({ file });
