@@ -325,8 +325,11 @@ describe('coordination through etcd: three instances, one cluster view', () => {
     const failoversBefore = lines('failover.log').length;
     const decisionsBefore = survivors.map((n) => logCount(get(n), 'consensus: failing over'));
     fs.rmSync(rec('if.log'), { force: true });
-    get(leader).proxy.kill('SIGKILL');
-    await get(leader).proxy.exited;
+    const killed = get(leader).proxy;
+    killed.kill('SIGKILL');
+    await killed.exited;
+    // Its directory goes too (stop() after the exit only removes it): afterAll no longer sees it.
+    await killed.stop();
     inst.delete(leader);
     const t0 = Date.now();
     let next = '';
