@@ -1313,7 +1313,8 @@ function settingValue(sql: string, toks: Token[], k: number, e: number): string 
   return sql.slice(t.start, t.end).toLowerCase();
 }
 
-function isolationFromValue(v: string): IsolationLevel | undefined {
+/** An isolation level as SET or a start-up option writes it (lower case; spaces as they come). */
+export function isolationFromValue(v: string): IsolationLevel | undefined {
   switch (v.replace(/\s+/g, ' ')) {
     case 'serializable':
       return 'serializable';

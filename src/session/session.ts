@@ -28,6 +28,7 @@ import type { ClientInput } from '../protocol/client-input.js';
 import { readChunks, stopChunks } from '../protocol/socket-reader.js';
 import { queuedBytes, writeTo } from '../protocol/socket-writer.js';
 import type { ParamValue } from '../config/params.js';
+import { parseBool } from '../config/values.js';
 import { type Logger, redact } from '../log.js';
 import { FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
 import {
@@ -52,6 +53,7 @@ import type { BackendSecret } from '../auth/backend.js';
 import { mayBeAdminCommandAt } from '../admin/commands.js';
 import { type BackendConnection, cacheKeyFor } from '../pool/connector.js';
 import type { Classification, Decision, SessionFacts, SessionRoutingState } from '../router/router.js';
+import { isolationFromValue } from '../router/classifier.js';
 import { connectionIsolation, newSessionRoutingState, startupIsolation } from '../router/policy.js';
 import { AdminOnlyMode } from './admin-only.js';
 import { AdminReplies } from './admin-replies.js';
@@ -250,7 +252,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
         this.learnStartupIsolation(this.ctx.pools.startupIsolationOf(key));
         const told = reportFor(report, this.settings.startup);
         // A plain BEGIN of its first unit of work is read-only by default as the server reports it (role, database, own option).
-        this.backends.defaultReadOnly = isOn(told.get('default_transaction_read_only'));
+        this.backends.defaultReadOnly = parseBool(told.get('default_transaction_read_only') ?? '') === true;
         this.ready(input, told, TxStatus.Idle);
         return;
       }
@@ -794,7 +796,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     }
     this.backends.connectionsSerializable = level === 'serializable';
     const own = this.settings.startup.get('default_transaction_isolation');
-    startupIsolation(this.routing, own === undefined ? level : isolationLevel(own));
+    startupIsolation(this.routing, own === undefined ? level : isolationFromValue(own.trim().toLowerCase()));
   }
 
   connectionIsolation(level: string): void {
@@ -1490,18 +1492,4 @@ function trace(pid: number, type: number, buf: Buffer, start: number, end: numbe
       ? buf.toString('utf8', start, Math.min(end, start + 60)).replace(/\0/g, '|')
       : '';
   process.stderr.write(`[trace] s${pid} client -> ${String.fromCharCode(type)} ${text}\n`);
-}
-
-/** A start-up value of default_transaction_isolation as the server reports it ('SERIALIZABLE', "'repeatable read'" → lower case, unquoted). */
-function isolationLevel(value: string): string {
-  return value
-    .trim()
-    .replace(/^'(.*)'$/s, '$1')
-    .replace(/\s+/g, ' ')
-    .toLowerCase();
-}
-
-/** A boolean setting's value as PostgreSQL reads it true (on, true, yes, 1 and their prefixes). */
-function isOn(value: string | undefined): boolean {
-  return value !== undefined && /^'?\s*(on|t(r(ue?)?)?|y(es?)?|1)\s*'?$/i.test(value);
 }
