@@ -1195,6 +1195,27 @@ export class Backends {
   transactionEnded(): void {
     for (const l of this.links) if (l) l.usedInTx = false;
     this.endReadOnlyTx();
+    this.endTransactionElsewhere();
+  }
+
+  /**
+   * The primary's transaction ended by a statement it alone ran — PREPARE TRANSACTION, which
+   * ends it even when it fails, or a COMMIT among other statements of one Query —: the
+   * other links still in it (its BEGIN and reads given to the load-balance node) roll it
+   * back there, so that later reads do not run inside it (with its snapshot, its SET LOCAL)
+   * and, in pool_mode = transaction, the connections go back to the pools. Nothing was
+   * written there. Only a link with nothing outstanding: what it still has to answer may
+   * belong to what follows (a transaction it joined later begins on the primary first).
+   */
+  private endTransactionElsewhere(): void {
+    const p = this.primaryLink;
+    if (p === undefined || p.txStatus !== TxStatus.Idle) return;
+    for (const l of this.links) {
+      if (l === undefined || l === p || l.txStatus === TxStatus.Idle) continue;
+      if (l.pending > 0 || l.inPipeline || l.copyIn) continue;
+      this.owner.log.debug({ node: l.nodeId }, 'the transaction ended on the primary alone: rolled back here');
+      this.request(l, { kind: 'query', mode: 'drop', skippable: true }, queryMessage('ROLLBACK'));
+    }
   }
 
   /**

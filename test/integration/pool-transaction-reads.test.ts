@@ -780,6 +780,33 @@ describe('pool_mode = transaction: a read-only transaction takes only a standby 
     expect(after).not.toBe('ran');
     await endPg(reader).catch(() => undefined);
   });
+
+  for (const begin of ['BEGIN', 'BEGIN READ ONLY']) {
+    it(`${begin} … PREPARE TRANSACTION, which the primary alone runs and which ends the transaction even when it fails: it ends on the standby too, and the connections go back to the pools`, async () => {
+      const reader = await pgClient(proxy, { database: db, application_name: 'reader' });
+      const q = (sql: string) => withTimeout(reader.query(sql), 10_000, sql);
+      const readerOnS2 = () =>
+        cluster.psql(
+          S2,
+          `SELECT coalesce(string_agg(state, ','), '') FROM pg_stat_activity WHERE datname = '${db}' AND application_name = 'reader'`,
+        );
+      await q(begin);
+      const r = await q('SELECT inet_server_port() AS port');
+      expect(nodeOfPort(cluster, r.rows[0].port as number), 'a read before any write: on the standby').toBe(S2);
+      expect(await readerOnS2()).toBe('idle in transaction');
+      // max_prepared_transactions is 0 on the test cluster: the primary refuses it, and the transaction is over.
+      await expect(q("PREPARE TRANSACTION 'txr_ptx'")).rejects.toMatchObject({ code: '55000' });
+      // The only primary connection is free: another client's transaction takes it at once.
+      const holder = await holdPrimary();
+      expect(await readerOnS2(), "the reader's standby connection is out of the transaction").not.toContain(
+        'transaction',
+      );
+      await holder.query('ROLLBACK');
+      // (After the holder's: read-your-writes may send this read to the primary, PREPARE TRANSACTION counting as a write.)
+      expect((await q('SELECT count(*)::int AS n FROM rd')).rows).toEqual([{ n: 1000 }]);
+      await Promise.all([endPg(holder), endPg(reader)]);
+    });
+  }
 });
 
 describe('a default isolation of SERIALIZABLE, which a hot standby refuses', () => {

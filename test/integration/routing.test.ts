@@ -368,6 +368,25 @@ describe('statements for both nodes, transactions', () => {
     await c.query('ROLLBACK');
   });
 
+  it('a transaction the primary alone ends (a PREPARE TRANSACTION, even failing) is ended on the load-balance node too: its reads are not left in it', async () => {
+    const app = `routing-ptx-end-${sfx}`;
+    const c = await pgClient({ port: proxy.port }, { application_name: app });
+    const stateOnLb = async (): Promise<string> =>
+      cluster.psql(LB, `SELECT string_agg(state, ',') FROM pg_stat_activity WHERE application_name = '${app}'`);
+    await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    const r = await routed(c, 'SELECT inet_server_port() AS port');
+    expect(r.portNodes, 'a read before any write: the LB node, inside the transaction').toEqual([LB]);
+    expect(await stateOnLb()).toBe('idle in transaction');
+    const pt = await routed(c, "PREPARE TRANSACTION 'routing_ptx_end'");
+    expect(pt.error?.code, 'max_prepared_transactions = 0: the primary refuses, and ends the transaction').toBe(
+      '55000',
+    );
+    const after = await routed(c, 'SELECT inet_server_port() AS port');
+    expect(after.portNodes).toEqual([LB]);
+    expect(await stateOnLb(), 'the LB node has left the transaction as the primary did').toBe('idle');
+    expect((await c.query('SHOW transaction_isolation')).rows[0].transaction_isolation).toBe('read committed');
+  });
+
   it('DISCARD ALL and DEALLOCATE ALL go to both nodes', async () => {
     const c = await client();
     for (const sql of ['DISCARD ALL', 'DEALLOCATE ALL']) {
