@@ -845,6 +845,19 @@ export const PID_FUNCTIONS: ReadonlySet<string> = new Set([
 ]);
 
 /**
+ * Built-in functions that are not volatile (so pgpool's volatility rule lets a read calling
+ * them go to a standby) yet need the primary's backend: they assign the transaction an id
+ * (an error during recovery), or read what the session set up there — its LISTENs (LISTEN
+ * runs on the primary), its temporary schema (temporary tables live there).
+ */
+export const PRIMARY_BACKEND_FUNCTIONS: ReadonlySet<string> = new Set([
+  'txid_current',
+  'pg_current_xact_id',
+  'pg_listening_channels',
+  'pg_my_temp_schema',
+]);
+
+/**
  * The first arguments of every call of one of `fns` (unqualified or pg_catalog.) in
  * toks[s, e) that are a single literal or bind parameter, optionally cast to a type name:
  * string literals' texts, integer literals, parameter numbers (1-based).

@@ -10,7 +10,7 @@
  * 'both' = primary and LB node (all live nodes with statement_level_load_balance).
  */
 
-import { type Classification, PID_FUNCTIONS, tellsServerRole } from './classifier.js';
+import { type Classification, PID_FUNCTIONS, PRIMARY_BACKEND_FUNCTIONS, tellsServerRole } from './classifier.js';
 import type { DisableLbOnWrite } from '../config/types.js';
 
 export interface RoutingConfig {
@@ -309,6 +309,9 @@ export function route(input: RouteInput): Decision {
   // it, and functions given a pid act on the primary's backends, the pids a client knows.
   if (callsFunction(c, 'pg_backend_pid')) return toPrimary('pg_backend_pid() is the primary backend', write);
   for (const f of c.functions) if (isPidFunction(f)) return toPrimary(`${f}() takes a primary backend's pid`, write);
+  // pgrelay: not volatile, yet the primary's backend alone answers them right (classifier.ts).
+  for (const f of c.functions)
+    if (isBuiltinNamed(f, PRIMARY_BACKEND_FUNCTIONS)) return toPrimary(`${f}() needs the primary's backend`, write);
   // pgpool's pool_where_to_send() check_temp_table (trace: temp tables created in this session) and the lead's catalog answer.
   if (cfg.checkTempTable && s.tempTables.length > 0) {
     for (const r of c.relations) if (relationIn(r, s.tempTables)) return toPrimary(`reads temp table ${r}`, write);
@@ -348,6 +351,12 @@ export interface StatementOutcome {
 /** Is `fn` (as written, maybe schema-qualified) one of PID_FUNCTIONS? */
 function isPidFunction(fn: string): boolean {
   return PID_FUNCTIONS.has(fn.slice(fn.lastIndexOf('.') + 1));
+}
+
+/** `fn` is one of `names`, unqualified or in pg_catalog. */
+function isBuiltinNamed(fn: string, names: ReadonlySet<string>): boolean {
+  const dot = fn.lastIndexOf('.');
+  return dot < 0 ? names.has(fn) : fn.slice(0, dot) === 'pg_catalog' && names.has(fn.slice(dot + 1));
 }
 
 /** Does the statement call function `name` (also schema-qualified)? */

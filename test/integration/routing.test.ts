@@ -387,6 +387,18 @@ describe('statements for both nodes, transactions', () => {
     expect((await c.query('SHOW transaction_isolation')).rows[0].transaction_isolation).toBe('read committed');
   });
 
+  it("txid_current() (an error during recovery) and pg_listening_channels() (the LISTENs are the primary's), though not volatile, run on the primary", async () => {
+    const c = await client();
+    const x = await routed(c, 'SELECT txid_current() > 0 AS ok, inet_server_port() AS port');
+    expect(x.error).toBeUndefined();
+    expect(x.portNodes).toEqual([P]);
+    await c.query(`LISTEN routing_chan_${sfx}`);
+    const l = await routed(c, 'SELECT pg_listening_channels() AS ch, inet_server_port() AS port');
+    expect(l.portNodes).toEqual([P]);
+    expect(l.results[0].rows.map((r) => r.ch)).toEqual([`routing_chan_${sfx}`]);
+    await c.query('UNLISTEN *');
+  });
+
   it('DISCARD ALL and DEALLOCATE ALL go to both nodes', async () => {
     const c = await client();
     for (const sql of ['DISCARD ALL', 'DEALLOCATE ALL']) {

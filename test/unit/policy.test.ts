@@ -370,6 +370,23 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     expect(a.target('SELECT * FROM pg_stat_get_activity($1)')).toBe('primary');
     expect(a.target('SELECT pg_blocking_pids(42)')).toBe('primary');
   });
+  it('txid_current(), pg_current_xact_id(), pg_listening_channels(), pg_my_temp_schema(): not volatile, yet the primary', () => {
+    const a = new Session(cfg());
+    const stable = { extra: { writingFunction: false } };
+    for (const sql of [
+      'SELECT txid_current()',
+      'SELECT pg_catalog.pg_current_xact_id()::text',
+      'SELECT pg_listening_channels()',
+      'SELECT pg_my_temp_schema()',
+    ])
+      expect(a.run(sql, stable), sql).toMatchObject({
+        target: 'primary',
+        reason: expect.stringContaining("needs the primary's backend"),
+      });
+    // Other stable functions, and a user function of the same name in another schema, stay balanced.
+    expect(a.run('SELECT txid_current_snapshot()', stable).target).toBe('standby');
+    expect(a.run('SELECT app.txid_current()', stable).target).toBe('standby');
+  });
   it('SELECT set_config(…) alone goes to both nodes like SET; inside a larger statement it pins reads to the primary', () => {
     const a = new Session(cfg());
     expect(a.target("SELECT set_config('myapp.x', '1', false)")).toBe('both');
