@@ -1768,6 +1768,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
   const c = finish(builder, count, lx.noLoadBalanceHint, lx.leadingComment);
   serverRoleFacts(c, sql, toks);
   if (c.dest === 'either') {
+    regclassRelations(c, sql, toks);
     // pgpool's pool_where_to_send(): with allow_sql_comments = off a SELECT must *start* with s/S/(/w/W/t/T (VALUES, leading comments → primary).
     if (builder.selectText === true && !opts.allowSqlComments && !startsLikeSelect(sql)) {
       c.dest = 'primary';
@@ -1783,6 +1784,89 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
     }
   }
   return c;
+}
+
+/**
+ * A read naming relations in literals — `'name'::regclass`, `CAST('name' AS regclass)`,
+ * `to_regclass('name')` — reads them too (a temporary view's definition, a table's size):
+ * they join c.relations, named as PostgreSQL reads the literal.
+ */
+function regclassRelations(c: Classification, sql: string, toks: Token[]): void {
+  let names: string[] | null = null;
+  for (let i = 0; i < toks.length; i++) {
+    const t = toks[i];
+    if (t.kind !== Tok.String || !namesRegclass(toks, i)) continue;
+    const name = relationOfLiteral(sql.slice(t.start, t.end));
+    if (name !== undefined) names = pushUnique(names, name);
+  }
+  if (names === null) return;
+  const all = [...c.relations];
+  for (const n of names) if (!all.includes(n)) all.push(n);
+  c.relations = all;
+}
+
+/** Is the string literal toks[i] cast to regclass, or given to to_regclass()? */
+function namesRegclass(toks: Token[], i: number): boolean {
+  const next = toks[i + 1];
+  if (next === undefined) return false;
+  if (next.kind === Tok.Op && next.text === '::') return isRegclassType(toks, i + 2);
+  const open = toks[i - 1];
+  const fn = toks[i - 2];
+  if (open?.kind !== Tok.LParen || fn?.kind !== Tok.Word) return false;
+  if (fn.text === 'cast') return next.kind === Tok.Word && next.text === 'as' && isRegclassType(toks, i + 2);
+  return fn.text === 'to_regclass' && next.kind === Tok.RParen;
+}
+
+/** `regclass` or `pg_catalog.regclass` at toks[k]. */
+function isRegclassType(toks: Token[], k: number): boolean {
+  const a = toks[k];
+  if (a?.kind !== Tok.Word) return false;
+  if (a.text === 'regclass') return true;
+  return a.text === 'pg_catalog' && toks[k + 1]?.kind === Tok.Dot && toks[k + 2]?.text === 'regclass';
+}
+
+/**
+ * The relation a plain '…' literal names (`name`, `schema.name`, `db.schema.name`; double
+ * quotes keep case, other letters fold to lower case), or undefined for another form.
+ */
+function relationOfLiteral(raw: string): string | undefined {
+  if (raw.charCodeAt(0) !== 39 /* ' */ || raw.length < 2) return undefined;
+  const v = raw.slice(1, -1).replace(/''/g, "'");
+  const parts: string[] = [];
+  let i = 0;
+  for (;;) {
+    if (v[i] === '"') {
+      let part = '';
+      let j = i + 1;
+      for (;;) {
+        const q = v.indexOf('"', j);
+        if (q < 0) return undefined;
+        if (v[q + 1] === '"') {
+          part += v.slice(j, q + 1);
+          j = q + 2;
+          continue;
+        }
+        part += v.slice(j, q);
+        i = q + 1;
+        break;
+      }
+      parts.push(part);
+    } else {
+      const dot = v.indexOf('.', i);
+      const end = dot < 0 ? v.length : dot;
+      const part = v
+        .slice(i, end)
+        .trim()
+        .replace(/[A-Z]/g, (ch) => ch.toLowerCase());
+      if (part === '' || part.includes('"')) return undefined;
+      parts.push(part);
+      i = end;
+    }
+    if (i >= v.length) break;
+    if (v[i] !== '.') return undefined;
+    i++;
+  }
+  return parts.length <= 3 ? parts.slice(-2).join('.') : undefined;
 }
 
 /** Does statement `b` (starting at toks[s]) change a session setting: SET / RESET but SET LOCAL and SET TRANSACTION, set_config()? */

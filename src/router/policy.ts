@@ -312,6 +312,9 @@ export function route(input: RouteInput): Decision {
   // pgrelay: not volatile, yet the primary's backend alone answers them right (classifier.ts).
   for (const f of c.functions)
     if (isBuiltinNamed(f, PRIMARY_BACKEND_FUNCTIONS)) return toPrimary(`${f}() needs the primary's backend`, write);
+  // pgrelay: an object named in pg_temp is a temporary one, which only the primary has.
+  for (const r of c.relations) if (inTempSchema(r)) return toPrimary(`reads temporary relation ${r}`, write);
+  for (const f of c.functions) if (inTempSchema(f)) return toPrimary(`calls temporary function ${f}`, write);
   // pgpool's pool_where_to_send() check_temp_table (trace: temp tables created in this session) and the lead's catalog answer.
   if (cfg.checkTempTable && s.tempTables.length > 0) {
     for (const r of c.relations) if (relationIn(r, s.tempTables)) return toPrimary(`reads temp table ${r}`, write);
@@ -351,6 +354,13 @@ export interface StatementOutcome {
 /** Is `fn` (as written, maybe schema-qualified) one of PID_FUNCTIONS? */
 function isPidFunction(fn: string): boolean {
   return PID_FUNCTIONS.has(fn.slice(fn.lastIndexOf('.') + 1));
+}
+
+/** A name qualified with the session's temporary schema (`pg_temp.x`, or its real name `pg_temp_N.x`). */
+function inTempSchema(name: string): boolean {
+  if (!name.startsWith('pg_temp')) return false;
+  const dot = name.indexOf('.');
+  return dot === 7 || (dot > 8 && name[7] === '_' && /^\d+$/.test(name.slice(8, dot)));
 }
 
 /** `fn` is one of `names`, unqualified or in pg_catalog. */

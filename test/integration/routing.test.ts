@@ -225,6 +225,21 @@ describe('writes and non-balanceable reads go to the primary', () => {
     expect(r.logged).toEqual([P]);
   });
 
+  it('a temporary view named by a regclass literal, a function in pg_temp → primary (a standby has no temporary objects)', async () => {
+    const c = await client();
+    await c.query(`CREATE TEMP VIEW routing_tv_${sfx} AS SELECT 1 AS one`);
+    const v = await routed(c, `SELECT pg_get_viewdef('routing_tv_${sfx}'::regclass) AS d, inet_server_port() AS port`);
+    expect(v.error).toBeUndefined();
+    expect(v.portNodes).toEqual([P]);
+    await c.query(
+      "CREATE FUNCTION pg_temp.routing_whoami() RETURNS text LANGUAGE sql STABLE AS $$ SELECT 'temp'::text $$",
+    );
+    const f = await routed(c, 'SELECT pg_temp.routing_whoami() AS w, inet_server_port() AS port');
+    expect(f.error).toBeUndefined();
+    expect(f.results[0].rows[0].w).toBe('temp');
+    expect(f.portNodes).toEqual([P]);
+  });
+
   it('LISTEN / NOTIFY / UNLISTEN → primary', async () => {
     const c = await client();
     const ch = `routing_ch_${sfx}`;

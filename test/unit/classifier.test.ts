@@ -325,6 +325,18 @@ describe('functions and relations', () => {
     expect(c('TABLE s.t').relations).toEqual(['s.t']);
     expect(c('SELECT (SELECT max(x) FROM m) FROM n').relations).toEqual(['m', 'n']);
   });
+  it("relations a read names as a regclass literal ('t'::regclass, CAST('t' AS regclass), to_regclass('t')), as PostgreSQL reads the name", () => {
+    expect(c("SELECT pg_get_viewdef('vsub'::regclass)").relations).toEqual(['vsub']);
+    expect(c(`SELECT pg_relation_size('Public."MiXed"'::pg_catalog.regclass), 1 FROM t`).relations).toEqual([
+      't',
+      'public.MiXed',
+    ]);
+    expect(c("SELECT CAST('s.x' AS regclass)::oid").relations).toEqual(['s.x']);
+    expect(c("SELECT to_regclass('pg_temp.tt') IS NULL").relations).toEqual(['pg_temp.tt']);
+    expect(c("SELECT 'x'::text, 'y'::regtype").relations).toEqual([]);
+    // A write goes to the primary anyway: nothing is added.
+    expect(c("INSERT INTO log VALUES ('t'::regclass)").relations).toEqual(['log']);
+  });
   it('system catalogs: pg_catalog.* and pg_* names (pgpool statement table (send_to_where()), observed with pgpool 4.3.5)', () => {
     expect(c('SELECT relname FROM pg_class').systemCatalog).toBe(true);
     expect(c('SELECT count(*) FROM pg_stat_activity').systemCatalog).toBe(true);

@@ -537,6 +537,18 @@ describe('temp and unlogged tables', () => {
     a.run('DISCARD ALL');
     expect(a.target('SELECT * FROM tmp1')).toBe('standby');
   });
+  it("temporary objects named with pg_temp (tables, functions), and temp tables named by a regclass literal, are the primary's", () => {
+    const a = new Session(cfg({ check_temp_table: 'none' }));
+    const stable = { extra: { writingFunction: false } };
+    expect(a.run('SELECT pg_temp.whoami()', stable)).toMatchObject({ target: 'primary' });
+    expect(a.target('SELECT * FROM pg_temp.t1')).toBe('primary');
+    expect(a.target('SELECT * FROM pg_temp_3.t1')).toBe('primary');
+    expect(a.run('SELECT app.whoami()', stable).target).toBe('standby');
+    const b = new Session(cfg());
+    b.run('CREATE TEMPORARY VIEW vsub AS SELECT 1');
+    expect(b.run("SELECT pg_get_viewdef('vsub'::regclass)", stable).target).toBe('primary');
+    expect(b.run("SELECT pg_get_viewdef('other_v'::regclass)", stable).target).toBe('standby');
+  });
   it('check_temp_table = none disables the session tracking', () => {
     const a = new Session(cfg({ check_temp_table: 'none' }));
     a.run('CREATE TEMP TABLE tmp1 (a int)');
