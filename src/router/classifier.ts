@@ -993,6 +993,8 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
       }
       if (what === 'all') b.resetsAll = true;
       else if (what === 'time' && wordAt(toks, s + 2, e) === 'zone' && s + 3 === e) b.resetsSetting = 'timezone';
+      else if (what === 'session' && wordAt(toks, s + 2, e) === 'authorization' && s + 3 === e)
+        b.resetsSetting = 'session_authorization';
       else {
         const name = settingNameAt(toks, s + 1, e);
         if (name !== undefined && name.end === e) b.resetsSetting = name.name;
@@ -1298,6 +1300,8 @@ function settingNameAt(toks: Token[], i: number, e: number): { name: string; end
  */
 function settingToDefault(sql: string, toks: Token[], j: number, e: number): string | undefined {
   const w = wordAt(toks, j, e);
+  if (w === 'session' && wordAt(toks, j + 1, e) === 'authorization' && j + 3 === e)
+    return wordAt(toks, j + 2, e) === 'default' ? 'session_authorization' : undefined;
   if (w === 'time' && wordAt(toks, j + 1, e) === 'zone' && j + 3 === e) {
     const v = wordAt(toks, j + 2, e);
     return v === 'default' || v === 'local' ? 'timezone' : undefined;

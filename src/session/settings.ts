@@ -222,6 +222,8 @@ export class SettingsReplay {
     if (cls.kind === 'discard') return;
     const name = cls.resetsSetting ?? cls.settingName;
     if (name !== undefined) this.forget(name);
+    // SET (and RESET) SESSION AUTHORIZATION also take the role back to none.
+    if (name === 'session_authorization') this.forget('role');
     if (cls.resetsSetting !== undefined) return;
     // A statement with bind parameters (SELECT set_config($1, $2, false)) cannot be replayed as text.
     if (this.list.length >= MAX_REPLAY || /\$\d/.test(sql)) {

@@ -363,6 +363,24 @@ describe('pool_mode = transaction', () => {
     await Promise.all([endPg(a), endPg(b)]);
   });
 
+  it('SET SESSION AUTHORIZATION (which resets SET ROLE) then RESET SESSION AUTHORIZATION: the role may be dropped, the session goes on on any connection', async () => {
+    const role = `pool_tx_sa_${process.pid}`;
+    const a = await pgClient(tiny, { database: db });
+    await a.query(`CREATE ROLE ${role}`);
+    await a.query('SET ROLE pg_read_all_settings');
+    await a.query(`SET SESSION AUTHORIZATION ${role}`);
+    const who = `${PRIMARY_HINT} SELECT current_user::text AS u, session_user::text AS s, current_setting('role') AS r`;
+    expect((await a.query(who)).rows).toEqual([{ u: role, s: role, r: 'none' }]);
+    await a.query('RESET SESSION AUTHORIZATION');
+    await a.query(`DROP ROLE ${role}`);
+    // default_pool_size = 1: b takes the connection; a's settings are then given to it again.
+    const b = await pgClient(tiny, { database: db });
+    await b.query(`${PRIMARY_HINT} SELECT 1`);
+    expect((await a.query(who)).rows).toEqual([{ u: 'postgres', s: 'postgres', r: 'none' }]);
+    expect((await a.query('SELECT current_user::text AS u')).rows).toEqual([{ u: 'postgres' }]);
+    await Promise.all([endPg(a), endPg(b)]);
+  });
+
   it('a client that SETs at every request (in and out of transactions) is never pinned for it; it keeps its last values', async () => {
     const a = await pgClient(tiny, { database: db });
     const b = await pgClient(tiny, { database: db });

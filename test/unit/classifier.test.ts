@@ -526,7 +526,9 @@ describe('SELECT set_config(…) as a SET', () => {
     ["SET DateStyle = 'ISO'", undefined],
     ["SET TIME ZONE 'UTC'", undefined],
     ['RESET ALL', undefined],
-    ['RESET SESSION AUTHORIZATION', undefined],
+    ['RESET SESSION AUTHORIZATION', 'session_authorization'],
+    ['SET SESSION AUTHORIZATION DEFAULT', 'session_authorization'],
+    ['SET SESSION AUTHORIZATION app', undefined],
   ])('%s returns %s to its reset value', (sql, name) => {
     expect(classifyUncached(sql, OFF).resetsSetting).toBe(name);
   });
