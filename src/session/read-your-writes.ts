@@ -24,7 +24,7 @@ import { SUSPEND } from '../protocol/framing.js';
 import { parseLsn } from '../protocol/lsn.js';
 import { queryMessage } from '../pool/query.js';
 import type { Classification } from '../router/router.js';
-import { CAPTURE_SQL, checkRead, replayWaitSql, writePosition } from '../router/consistency.js';
+import { CAPTURE_SQL, type ReadVerdict, checkRead, replayWaitSql, writePosition } from '../router/consistency.js';
 import type { BackendLink, LinkExpectation } from './backend-link.js';
 import type { SessionCore } from './core.js';
 
@@ -268,33 +268,8 @@ export class ReadYourWrites {
    */
   readOn(link: BackendLink): BackendLink | typeof SUSPEND {
     const s = this.s;
-    const ctx = s.ctx;
-    const cfg = ctx.config();
-    const mode = cfg.read_your_writes;
-    const horizon = ctx.horizon;
-    const global = mode === 'global';
-    // A session that never wrote reads as without read-your-writes (session mode).
-    if (!global && this.position === 0n && this.inFlight.length === 0 && !this.uncaptured) return link;
-    if (!this.active) return link;
-    if (global && this.ticketIn !== this.request) {
-      // Positions of writes acknowledged before this request arrived are waited for, not later ones.
-      this.ticketIn = this.request;
-      this.ticket = horizon.issued;
-    }
-    const inTx = s.routing.inTransaction;
-    const verdict = checkRead({
-      mode,
-      inTransaction: inTx,
-      ownCapturing: this.inFlight.length > 0,
-      ownUncaptured: this.uncaptured,
-      ownPosition: this.epoch === horizon.epoch ? this.position : 0n,
-      othersCapturing: global && horizon.pendingUpTo(this.ticket),
-      othersUncaptured: horizon.lost || horizon.uncaptured > (this.uncaptured ? 1 : 0),
-      newestPosition: horizon.position,
-      replayPosition: ctx.nodes.get(link.nodeId)?.replayPosition ?? 0n,
-      asked: this.askedIn === this.request,
-      canAsk: !inTx && link.pending === 0 && !link.inPipeline && !link.copyIn,
-    });
+    const verdict = this.verdictFor(link);
+    if (verdict === undefined) return link;
     switch (verdict.act) {
       case 'standby':
         if (verdict.checked || this.waitingIn === this.request) this.decided('standby');
@@ -307,22 +282,69 @@ export class ReadYourWrites {
         s.debug({ node: link.nodeId, reason: verdict.reason }, 'read-your-writes: read moved to the primary');
         return p;
       }
-      case 'wait': {
-        this.waiting();
-        const v: typeof SUSPEND = s.wait('lsn');
-        // Own positions resume the read when read (settled); others' through the horizon,
-        // only when some are outstanding: a resume now, before the read is suspended, would
-        // be lost (the read would then wait for nothing).
-        if (global && horizon.pendingUpTo(this.ticket)) horizon.whenSettled(this.ticket, () => s.resume('lsn'));
-        return v;
-      }
-      case 'ask': {
-        this.waiting();
-        const v: typeof SUSPEND = s.wait('lsn');
-        this.ask(link, verdict.need, cfg.read_your_writes_wait);
-        return v;
-      }
+      case 'wait':
+      case 'ask':
+        return this.suspendFor(link, verdict);
     }
+  }
+
+  /**
+   * A SET for `link`'s standby too, outside a transaction (SET ROLE of a role the session
+   * just created, which a standby that has not replayed it refuses): true once that standby
+   * has replayed the session's writes, as a read would wait for them; SUSPEND meanwhile;
+   * true as well when the read would go to the primary instead (still behind after
+   * read_your_writes_wait: the SET goes there anyway).
+   */
+  settingOn(link: BackendLink): true | typeof SUSPEND {
+    const verdict = this.verdictFor(link);
+    if (verdict === undefined || verdict.act === 'standby' || verdict.act === 'primary') return true;
+    return this.suspendFor(link, verdict);
+  }
+
+  /** What checkRead says of a read on `link` now; undefined when read-your-writes does not apply. */
+  private verdictFor(link: BackendLink): ReadVerdict | undefined {
+    const s = this.s;
+    const ctx = s.ctx;
+    const mode = ctx.config().read_your_writes;
+    const horizon = ctx.horizon;
+    const global = mode === 'global';
+    // A session that never wrote reads as without read-your-writes (session mode).
+    if (!global && this.position === 0n && this.inFlight.length === 0 && !this.uncaptured) return undefined;
+    if (!this.active) return undefined;
+    if (global && this.ticketIn !== this.request) {
+      // Positions of writes acknowledged before this request arrived are waited for, not later ones.
+      this.ticketIn = this.request;
+      this.ticket = horizon.issued;
+    }
+    const inTx = s.routing.inTransaction;
+    return checkRead({
+      mode,
+      inTransaction: inTx,
+      ownCapturing: this.inFlight.length > 0,
+      ownUncaptured: this.uncaptured,
+      ownPosition: this.epoch === horizon.epoch ? this.position : 0n,
+      othersCapturing: global && horizon.pendingUpTo(this.ticket),
+      othersUncaptured: horizon.lost || horizon.uncaptured > (this.uncaptured ? 1 : 0),
+      newestPosition: horizon.position,
+      replayPosition: ctx.nodes.get(link.nodeId)?.replayPosition ?? 0n,
+      asked: this.askedIn === this.request,
+      canAsk: !inTx && link.pending === 0 && !link.inPipeline && !link.copyIn,
+    });
+  }
+
+  /** Wait for positions being read ('wait'), or ask `link`'s standby for its replay position ('ask'). */
+  private suspendFor(link: BackendLink, verdict: { act: 'wait' } | { act: 'ask'; need: bigint }): typeof SUSPEND {
+    const s = this.s;
+    const horizon = s.ctx.horizon;
+    this.waiting();
+    const v: typeof SUSPEND = s.wait('lsn');
+    if (verdict.act === 'ask') this.ask(link, verdict.need, s.ctx.config().read_your_writes_wait);
+    // Own positions resume the read when read (settled); others' through the horizon, only
+    // when some are outstanding: a resume now, before the read is suspended, would be lost
+    // (the read would then wait for nothing).
+    else if (s.ctx.config().read_your_writes === 'global' && horizon.pendingUpTo(this.ticket))
+      horizon.whenSettled(this.ticket, () => s.resume('lsn'));
+    return v;
   }
 
   /** Ask the standby for its replay position, waiting there up to `waitMs` for `need`. */

@@ -278,7 +278,56 @@ describe('after replay resumes', () => {
   });
 });
 
+describe('a SET naming what the session just created', () => {
+  // (pool_mode = transaction waits the same way when the unit of work holds a standby's
+  // connection; when it does not, the SET is replayed on the next one it takes: not covered.)
+  for (const mode of ['session']) {
+    it(`${mode} mode: SET ROLE of a role the session just created waits, as a read would, for the standby to replay it`, async () => {
+      const proxy = await startProxy({
+        cluster,
+        config: { ...common, pool_mode: mode, read_your_writes_wait: 30_000 },
+      });
+      const role = `ryw_role_${mode}`;
+      const c = await pgClient({ port: proxy.port });
+      try {
+        await c.query('SELECT 1');
+        await cluster.pauseReplay(1);
+        await cluster.pauseReplay(2);
+        let set: Promise<unknown> | undefined;
+        try {
+          await c.query(`CREATE ROLE ${role}`);
+          set = c.query(`SET ROLE ${role}`).then(
+            () => 'ok',
+            (e: Error & { code?: string }) => `${e.code} ${e.message}`,
+          );
+          // pgrelay waits on the standby for the session's write to be replayed there.
+          await pollUntil(
+            async () => (await cluster.psql(1, WAITING)) + (await cluster.psql(2, WAITING)),
+            (n) => n !== '00',
+            { what: "pgrelay waiting on a standby for the session's write", timeoutMs: 10_000 },
+          );
+        } finally {
+          await cluster.resumeReplay(1);
+          await cluster.resumeReplay(2);
+        }
+        expect(await withTimeout(set, 30_000, 'SET ROLE')).toBe('ok');
+        expect((await c.query('SELECT current_user::text AS u')).rows).toEqual([{ u: role }]);
+        await c.query('RESET ROLE');
+      } finally {
+        await endPg(c);
+        expect(await proxy.stop()).toBe(0);
+        await cluster.psql(P, `DROP ROLE IF EXISTS ${role}`);
+      }
+    });
+  }
+});
+
+/** Backends running pgrelay's wait for a replay position (read_your_writes), on the node asked. */
+const WAITING =
+  "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'WITH RECURSIVE w(lsn)%pg_last_wal_replay_lsn%'";
+
 /**
+ * `clients` sessions each INSERT a new row then SELECT it, `iterations` times (or until/**
  * `clients` sessions each INSERT a new row then SELECT it, `iterations` times (or until
  * `stopAfterMisses` reads missed their row). Returns misses and where reads ran.
  */
