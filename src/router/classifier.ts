@@ -1417,6 +1417,7 @@ function analyzeBegin(toks: Token[], s: number, e: number): Builder {
     if (modes.isolation !== undefined && modes.isolation !== 'serializable')
       text += ` ISOLATION LEVEL ${modes.isolation.toUpperCase()}`;
     if (modes.readOnly === true) text += ' READ ONLY';
+    if (modes.deferrable !== undefined) text += modes.deferrable ? ' DEFERRABLE' : ' NOT DEFERRABLE';
     b.standbyText = text;
   }
   return b;

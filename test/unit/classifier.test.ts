@@ -190,7 +190,14 @@ describe('pgpool statement table (send_to_where()) statement table', () => {
     expect(c('BEGIN READ WRITE').standbyText).toBe('BEGIN');
     expect(c('START TRANSACTION READ WRITE').standbyText).toBe('BEGIN');
     expect(c('BEGIN ISOLATION LEVEL SERIALIZABLE').standbyText).toBe('BEGIN');
-    expect(c('BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE').standbyText).toBe('BEGIN READ ONLY');
+    expect(c('BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE').standbyText).toBe(
+      'BEGIN READ ONLY DEFERRABLE',
+    );
+    // SHOW transaction_deferrable on the standby answers as on the primary.
+    expect(c('START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ WRITE, DEFERRABLE').standbyText).toBe(
+      'BEGIN ISOLATION LEVEL REPEATABLE READ DEFERRABLE',
+    );
+    expect(c('BEGIN READ WRITE NOT DEFERRABLE').standbyText).toBe('BEGIN NOT DEFERRABLE');
     expect(c('BEGIN ISOLATION LEVEL REPEATABLE READ READ WRITE').standbyText).toBe(
       'BEGIN ISOLATION LEVEL REPEATABLE READ',
     );
