@@ -179,7 +179,7 @@ export interface RouteInput {
    * Ignored when cls.functions is empty; undefined with functions present → primary (conservative).
    */
   writingFunction?: boolean;
-  /** The lead's catalog answer: cls.relations include a temp or unlogged table (check_temp_table = catalog, check_unlogged_table). */
+  /** The lead's catalog answer: cls.relations include a temp or unlogged table, or a sequence (check_temp_table = catalog, check_unlogged_table). */
   tempOrUnlogged?: boolean;
   /** At Bind: the values of the bind parameters cls.settingParams names (the settings current_setting() reads). */
   settingArgs?: readonly string[];
@@ -319,7 +319,7 @@ export function route(input: RouteInput): Decision {
   if (cfg.checkTempTable && s.tempTables.length > 0) {
     for (const r of c.relations) if (relationIn(r, s.tempTables)) return toPrimary(`reads temp table ${r}`, write);
   }
-  if (input.tempOrUnlogged === true) return toPrimary('reads a temp or unlogged table', write);
+  if (input.tempOrUnlogged === true) return toPrimary('reads a temp or unlogged table, or a sequence', write);
   // pgpool's pattern lists: primary_routing_query_pattern_list, matched against the whole text.
   for (const p of cfg.primaryRoutingPatterns) {
     if (p.test(input.sql)) return toPrimary('matches primary_routing_query_pattern_list', write);

@@ -123,7 +123,8 @@ export function splitRelationName(written: string): { schema: string | null; nam
 
 /**
  * A query that can never fail (only literals and catalog joins): the persistence letters of
- * the relations each written name may denote ('' when none).
+ * the relations each written name may denote ('' when none), `s` for a sequence (a standby
+ * has only its WAL-logged state: last_value up to 32 ahead, log_cnt 0).
  */
 export function relationPersistenceSql(names: readonly string[]): string {
   const values = names.map((n) => {
@@ -131,7 +132,8 @@ export function relationPersistenceSql(names: readonly string[]): string {
     return `(${lit(n)}, ${schema === null ? 'NULL::text' : lit(schema)}, ${lit(name)})`;
   });
   return (
-    "SELECT r.name, (SELECT pg_catalog.string_agg(c.relpersistence::text, '') FROM pg_catalog.pg_class AS c" +
+    "SELECT r.name, (SELECT pg_catalog.string_agg(CASE WHEN c.relkind = 'S' THEN 's' ELSE c.relpersistence::text END, '')" +
+    ' FROM pg_catalog.pg_class AS c' +
     ' JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace' +
     ' WHERE c.relname = r.rel AND (r.nsp IS NULL OR n.nspname = r.nsp)) AS p' +
     ` FROM (VALUES ${values.join(', ')}) AS r(name, nsp, rel)`
@@ -246,7 +248,8 @@ export class Router {
     }
     if (balanceable && this.checkRelations && cls.relations.length > 0) {
       // One look at each relation: unknown ones are asked of the catalog (system catalogs
-      // never are, and count as not permanent), temporary and unlogged ones stay on the primary.
+      // never are, and count as not permanent), temporary and unlogged ones, and sequences, stay
+      // on the primary.
       let unknown: string[] | undefined;
       tempOrUnlogged = false;
       for (const r of cls.relations) {
@@ -292,7 +295,7 @@ export class Router {
           // that matches nothing reads nothing real; PostgreSQL's error comes from wherever it runs.
           // A temp answer is cached too: it only sends other sessions' reads of that name to the
           // primary, which is always safe (temp tables this session creates are traced by policy.ts).
-          this.relations.set(db, name, p.includes('t') ? 't' : p.includes('u') ? 'u' : 'p');
+          this.relations.set(db, name, p.includes('t') ? 't' : p.includes('u') ? 'u' : p.includes('s') ? 's' : 'p');
         }
       } catch {
         ok = false;

@@ -190,6 +190,8 @@ describe('writes and non-balanceable reads go to the primary', () => {
     ['leading comment, allow_sql_comments = off', '/* comment */ SELECT inet_server_port() AS port'],
     ['leading -- comment, allow_sql_comments = off', '-- hello\nSELECT inet_server_port() AS port'],
     ['unlogged table read', `SELECT v, inet_server_port() AS port FROM ${ut}`],
+    // A standby has only the sequence's WAL-logged state: last_value up to 32 ahead, log_cnt 0.
+    ['sequence read', `SELECT last_value, log_cnt, inet_server_port() AS port FROM ${seq}`],
     ['VALUES', 'VALUES (inet_server_port())'],
   ];
   for (const [name, sql] of cases) {
