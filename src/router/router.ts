@@ -92,12 +92,15 @@ class RelationCache {
   }
 }
 
-/** Split a relation name as written into (schema, name), folding unquoted parts as PostgreSQL does. */
+/**
+ * Split a relation name as the classifier gives it — unquoted parts already folded to lower
+ * case, quoted ones as written without their quotes — into (schema, name). A double-quoted
+ * part (a name written by hand) loses its quotes; nothing is folded again.
+ */
 export function splitRelationName(written: string): { schema: string | null; name: string } {
   const parts: string[] = [];
   let cur = '';
   let quoted = false;
-  let wasQuoted = false;
   for (let i = 0; i < written.length; i++) {
     const ch = written[i];
     if (quoted) {
@@ -107,14 +110,11 @@ export function splitRelationName(written: string): { schema: string | null; nam
           i++;
         } else quoted = false;
       } else cur += ch;
-    } else if (ch === '"') {
-      quoted = true;
-      wasQuoted = true;
-    } else if (ch === '.') {
+    } else if (ch === '"') quoted = true;
+    else if (ch === '.') {
       parts.push(cur);
       cur = '';
-      wasQuoted = false;
-    } else cur += wasQuoted ? ch : ch.toLowerCase();
+    } else cur += ch;
   }
   parts.push(cur);
   const name = parts[parts.length - 1] ?? '';

@@ -22,6 +22,8 @@ const LB = 1;
 const sfx = `${process.pid}`;
 const t = `routing_t_${sfx}`;
 const ut = `routing_unlogged_${sfx}`;
+/** An unlogged table whose quoted name keeps upper case letters. */
+const utq = `"Routing_QuotedUnLogged_${sfx}"`;
 const v = `routing_v_${sfx}`;
 const seq = `routing_seq_${sfx}`;
 const into = `routing_into_${sfx}`;
@@ -43,6 +45,7 @@ beforeAll(async () => {
      CREATE TABLE ${t} (id serial primary key, v int);
      INSERT INTO ${t} (v) SELECT g FROM generate_series(1, 10) g;
      CREATE UNLOGGED TABLE ${ut} (v int); INSERT INTO ${ut} VALUES (1);
+     DROP TABLE IF EXISTS ${utq}; CREATE UNLOGGED TABLE ${utq} (v int); INSERT INTO ${utq} VALUES (1);
      CREATE VIEW ${v} AS SELECT inet_server_port() AS port;
      CREATE SEQUENCE ${seq};
      CREATE OR REPLACE FUNCTION ${fvol}() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT 1';
@@ -75,7 +78,7 @@ afterAll(async () => {
   await cluster
     .psql(
       P,
-      `DROP TABLE IF EXISTS ${t}, ${ut}, ${into} CASCADE; DROP SEQUENCE IF EXISTS ${seq}; DROP FUNCTION IF EXISTS ${fvol}(); DROP FUNCTION IF EXISTS ${fstab}();`,
+      `DROP TABLE IF EXISTS ${t}, ${ut}, ${utq}, ${into} CASCADE; DROP SEQUENCE IF EXISTS ${seq}; DROP FUNCTION IF EXISTS ${fvol}(); DROP FUNCTION IF EXISTS ${fstab}();`,
     )
     .catch(() => undefined);
 });
@@ -190,6 +193,7 @@ describe('writes and non-balanceable reads go to the primary', () => {
     ['leading comment, allow_sql_comments = off', '/* comment */ SELECT inet_server_port() AS port'],
     ['leading -- comment, allow_sql_comments = off', '-- hello\nSELECT inet_server_port() AS port'],
     ['unlogged table read', `SELECT v, inet_server_port() AS port FROM ${ut}`],
+    ['unlogged table read, quoted mixed-case name', `SELECT v, inet_server_port() AS port FROM public.${utq}`],
     // A standby has only the sequence's WAL-logged state: last_value up to 32 ahead, log_cnt 0.
     ['sequence read', `SELECT last_value, log_cnt, inet_server_port() AS port FROM ${seq}`],
     ['VALUES', 'VALUES (inet_server_port())'],

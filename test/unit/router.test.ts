@@ -5,9 +5,11 @@ import { CATALOG_FUNCTIONS } from '../../src/router/catalog-functions.js';
 import { Router, relationPersistenceSql, splitRelationName } from '../../src/router/router.js';
 
 describe('relation names for the persistence lookup', () => {
-  it('folds unquoted parts and keeps quoted ones', () => {
-    expect(splitRelationName('Accounts')).toEqual({ schema: null, name: 'accounts' });
-    expect(splitRelationName('Public.Accounts')).toEqual({ schema: 'public', name: 'accounts' });
+  it("takes the classifier's names as they are (unquoted parts folded there, quoted ones keep their case), and unquotes quoted parts", () => {
+    expect(splitRelationName('accounts')).toEqual({ schema: null, name: 'accounts' });
+    // From "Accounts" and public."Accounts": a lookup of accounts would miss (or find another table).
+    expect(splitRelationName('Accounts')).toEqual({ schema: null, name: 'Accounts' });
+    expect(splitRelationName('public.Accounts')).toEqual({ schema: 'public', name: 'Accounts' });
     expect(splitRelationName('"My Schema"."T.x"')).toEqual({ schema: 'My Schema', name: 'T.x' });
     expect(splitRelationName('db.s."a""b"')).toEqual({ schema: 's', name: 'a"b' });
   });
