@@ -318,6 +318,9 @@ export function route(input: RouteInput): Decision {
   // pgpool's pool_where_to_send() check_temp_table (trace: temp tables created in this session) and the lead's catalog answer.
   if (cfg.checkTempTable && s.tempTables.length > 0) {
     for (const r of c.relations) if (relationIn(r, s.tempTables)) return toPrimary(`reads temp table ${r}`, write);
+    // pgrelay: named in a string given to a function (has_column_privilege('t', …), pg_relation_size('t')).
+    for (const t of s.tempTables)
+      if (namedInLiteral(input.sql, t)) return toPrimary(`names temp table ${t} in a literal`, write);
   }
   if (input.tempOrUnlogged === true) return toPrimary('reads a temp or unlogged table, or a sequence', write);
   // pgpool's pattern lists: primary_routing_query_pattern_list, matched against the whole text.
@@ -361,6 +364,23 @@ function inTempSchema(name: string): boolean {
   if (!name.startsWith('pg_temp')) return false;
   const dot = name.indexOf('.');
   return dot === 7 || (dot > 8 && name[7] === '_' && /^\d+$/.test(name.slice(8, dot)));
+}
+
+/**
+ * Does `sql` hold a string literal naming the relation `name` ('t', 'schema.t', any case)?
+ * A match that is no such literal only sends the statement to the primary.
+ */
+function namedInLiteral(sql: string, name: string): boolean {
+  const base = name.slice(name.lastIndexOf('.') + 1).toLowerCase();
+  if (base === '' || !sql.includes("'")) return false;
+  const text = sql.toLowerCase();
+  for (let i = text.indexOf(base); i > 0; i = text.indexOf(base, i + 1)) {
+    const before = text.charCodeAt(i - 1);
+    const after = text.charCodeAt(i + base.length);
+    // ' . or " before it, ' or " after it: 'mytable', 'pg_temp.mytable', '"MyTable"'.
+    if ((before === 39 || before === 46 || before === 34) && (after === 39 || after === 34)) return true;
+  }
+  return false;
 }
 
 /** `fn` is one of `names`, unqualified or in pg_catalog. */

@@ -231,12 +231,19 @@ describe('writes and non-balanceable reads go to the primary', () => {
     expect(r.logged).toEqual([P]);
   });
 
-  it('a temporary view named by a regclass literal, a function in pg_temp → primary (a standby has no temporary objects)', async () => {
+  it('a temporary view named by a regclass literal or in a string, a function in pg_temp → primary (a standby has no temporary objects)', async () => {
     const c = await client();
     await c.query(`CREATE TEMP VIEW routing_tv_${sfx} AS SELECT 1 AS one`);
     const v = await routed(c, `SELECT pg_get_viewdef('routing_tv_${sfx}'::regclass) AS d, inet_server_port() AS port`);
     expect(v.error).toBeUndefined();
     expect(v.portNodes).toEqual([P]);
+    // Named in a string a function reads as a relation name.
+    const h = await routed(
+      c,
+      `SELECT has_table_privilege('routing_tv_${sfx}', 'select') AS ok, has_column_privilege('pg_temp.routing_tv_${sfx}', 'one', 'select') AS c, inet_server_port() AS port`,
+    );
+    expect(h.error).toBeUndefined();
+    expect(h.portNodes).toEqual([P]);
     await c.query(
       "CREATE FUNCTION pg_temp.routing_whoami() RETURNS text LANGUAGE sql STABLE AS $$ SELECT 'temp'::text $$",
     );

@@ -549,6 +549,17 @@ describe('temp and unlogged tables', () => {
     expect(b.run("SELECT pg_get_viewdef('vsub'::regclass)", stable).target).toBe('primary');
     expect(b.run("SELECT pg_get_viewdef('other_v'::regclass)", stable).target).toBe('standby');
   });
+  it("a temp table the session created, named in a string literal (has_column_privilege('mytable', …), pg_relation_size('pg_temp.mytable')): the primary", () => {
+    const a = new Session(cfg());
+    const stable = { extra: { writingFunction: false } };
+    a.run('CREATE TEMP TABLE mytable (f1 int)');
+    expect(a.run("SELECT has_column_privilege('mytable', 'f1', 'select')", stable).target).toBe('primary');
+    expect(a.run("SELECT pg_relation_size('pg_temp.MyTable')", stable).target).toBe('primary');
+    expect(a.run("SELECT has_table_privilege('othertable', 'select')", stable).target).toBe('standby');
+    expect(a.run("SELECT 'not mytable here'", stable).target).toBe('standby');
+    a.run('CREATE TEMP TABLE "QuotedT" (f1 int)');
+    expect(a.run(`SELECT pg_relation_size('"QuotedT"')`, stable).target).toBe('primary');
+  });
   it('check_temp_table = none disables the session tracking', () => {
     const a = new Session(cfg({ check_temp_table: 'none' }));
     a.run('CREATE TEMP TABLE tmp1 (a int)');
