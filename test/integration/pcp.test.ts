@@ -225,42 +225,69 @@ describe('PCP port with pgpool-II 4.3 pcp_* programs', () => {
     if (!fs.existsSync(PGPOOL)) return;
     const dir = fs.mkdtempSync(path.join(work, 'pgpool-'));
     fs.chmodSync(dir, 0o777);
-    const port = await freePort();
-    const pPort = await freePort();
-    const conf = {
-      ...proxy.config(),
-      ...CONF,
-      admin_users: undefined,
-      backend_clustering_mode: 'streaming_replication',
-      port,
-      pcp_port: pPort,
-      pcp_listen_addresses: '127.0.0.1',
-      socket_dir: dir,
-      pcp_socket_dir: dir,
-      logdir: dir,
-      pid_file_name: path.join(dir, 'pgpool.pid'),
-      num_init_children: 2,
-      max_pool: 1,
-    } as Record<string, string | number | boolean | undefined>;
-    delete conf.admin_users;
-    delete conf.unix_socket_directories;
-    delete conf.failover_command;
-    fs.writeFileSync(path.join(dir, 'pgpool.conf'), renderConf(conf as Record<string, string | number | boolean>));
-    fs.copyFileSync(path.join(work, 'pcp.conf'), path.join(dir, 'pcp.conf'));
-    fs.writeFileSync(path.join(dir, 'pool_hba.conf'), 'host all all 127.0.0.1/32 trust\n');
     const asPostgres = process.getuid?.() === 0 ? ['runuser', '-u', 'postgres', '--'] : [];
-    if (asPostgres.length) execFileSync('chown', ['-R', 'postgres', dir]);
     const { spawn } = await import('node:child_process');
-    const args = [PGPOOL, '-n', '-f', path.join(dir, 'pgpool.conf'), '-F', path.join(dir, 'pcp.conf')];
-    const child = spawn(asPostgres[0] ?? args[0]!, [...asPostgres.slice(1), ...args].slice(asPostgres.length ? 0 : 1), {
-      stdio: 'ignore',
-    });
+    // Ports picked free may be taken by another test before pgpool binds them: pgpool then
+    // exits, and is started again on other ports (at most three times); its output (the last
+    // 4 kB) is in the error if it never answers.
+    let child: ReturnType<typeof spawn> | undefined;
+    let pPort = 0;
+    let output = '';
+    let theirs: Awaited<ReturnType<typeof pcp>> | undefined;
     try {
-      const theirs = await pollUntil(
-        () => pcp('node_info', [], pPort),
-        (r) => r.code === 0 && r.stdout.split('\n').filter((l) => / streaming async /.test(l)).length === 2,
-        { what: 'pgpool answering pcp_node_info with both standbys streaming', timeoutMs: 30_000, intervalMs: 500 },
-      );
+      for (let attempt = 1; theirs === undefined; attempt++) {
+        const port = await freePort();
+        pPort = await freePort();
+        const conf = {
+          ...proxy.config(),
+          ...CONF,
+          admin_users: undefined,
+          backend_clustering_mode: 'streaming_replication',
+          port,
+          pcp_port: pPort,
+          pcp_listen_addresses: '127.0.0.1',
+          socket_dir: dir,
+          pcp_socket_dir: dir,
+          logdir: dir,
+          pid_file_name: path.join(dir, 'pgpool.pid'),
+          num_init_children: 2,
+          max_pool: 1,
+        } as Record<string, string | number | boolean | undefined>;
+        delete conf.admin_users;
+        delete conf.unix_socket_directories;
+        delete conf.failover_command;
+        fs.writeFileSync(path.join(dir, 'pgpool.conf'), renderConf(conf as Record<string, string | number | boolean>));
+        fs.copyFileSync(path.join(work, 'pcp.conf'), path.join(dir, 'pcp.conf'));
+        fs.writeFileSync(path.join(dir, 'pool_hba.conf'), 'host all all 127.0.0.1/32 trust\n');
+        fs.rmSync(path.join(dir, 'pgpool.pid'), { force: true });
+        if (asPostgres.length) execFileSync('chown', ['-R', 'postgres', dir]);
+        const args = [PGPOOL, '-n', '-f', path.join(dir, 'pgpool.conf'), '-F', path.join(dir, 'pcp.conf')];
+        const started = spawn(
+          asPostgres[0] ?? args[0]!,
+          [...asPostgres.slice(1), ...args].slice(asPostgres.length ? 0 : 1),
+          {
+            stdio: ['ignore', 'pipe', 'pipe'],
+          },
+        );
+        child = started;
+        const keep = (d: Buffer): void => {
+          output = (output + d.toString()).slice(-4096);
+        };
+        started.stdout?.on('data', keep);
+        started.stderr?.on('data', keep);
+        const exited = (): boolean => started.exitCode !== null || started.signalCode !== null;
+        const r = await pollUntil(
+          async () => (exited() ? undefined : await pcp('node_info', [], pPort)),
+          (x) =>
+            x === undefined ||
+            (x.code === 0 && x.stdout.split('\n').filter((l) => / streaming async /.test(l)).length === 2),
+          { what: 'pgpool answering pcp_node_info with both standbys streaming', timeoutMs: 30_000, intervalMs: 500 },
+        ).catch((e: Error) => {
+          throw new Error(`${e.message}; pgpool's output: ${output}`);
+        });
+        if (r !== undefined) theirs = r;
+        else if (attempt >= 3) throw new Error(`pgpool exited three times; its output: ${output}`);
+      }
       expect(nodeLines(info).map((l) => l.replace(/ [12] 0\.333333 (waiting|up) /, ' S W '))).toEqual(
         nodeLines(theirs.stdout).map((l) => l.replace(/ [12] 0\.333333 (waiting|up) /, ' S W ')),
       );
@@ -284,12 +311,13 @@ describe('PCP port with pgpool-II 4.3 pcp_* programs', () => {
       const badTheirs = await pcp('node_count', [], pPort, path.join(work, 'nopass'));
       expect(badMine.stderr).toBe(badTheirs.stderr);
     } finally {
-      child.kill('SIGTERM');
+      const c = child;
+      c?.kill('SIGTERM');
       await pollUntil(
-        () => child.exitCode !== null || child.signalCode !== null,
+        () => c === undefined || c.exitCode !== null || c.signalCode !== null,
         (x) => x,
         { what: 'pgpool exit', timeoutMs: 20_000 },
-      ).catch(() => child.kill('SIGKILL'));
+      ).catch(() => c?.kill('SIGKILL'));
     }
   }, 120_000);
 
