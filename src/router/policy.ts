@@ -319,8 +319,9 @@ export function route(input: RouteInput): Decision {
   if (cfg.checkTempTable && s.tempTables.length > 0) {
     for (const r of c.relations) if (relationIn(r, s.tempTables)) return toPrimary(`reads temp table ${r}`, write);
     // pgrelay: named in a string given to a function (has_column_privilege('t', …), pg_relation_size('t')).
+    const text = input.sql.includes("'") ? input.sql.toLowerCase() : '';
     for (const t of s.tempTables)
-      if (namedInLiteral(input.sql, t)) return toPrimary(`names temp table ${t} in a literal`, write);
+      if (namedInLiteral(text, t)) return toPrimary(`names temp table ${t} in a literal`, write);
   }
   if (input.tempOrUnlogged === true) return toPrimary('reads a temp or unlogged table, or a sequence', write);
   // pgpool's pattern lists: primary_routing_query_pattern_list, matched against the whole text.
@@ -367,13 +368,13 @@ function inTempSchema(name: string): boolean {
 }
 
 /**
- * Does `sql` hold a string literal naming the relation `name` ('t', 'schema.t', any case)?
- * A match that is no such literal only sends the statement to the primary.
+ * Does `text` (the statement in lower case; '' when it has no string literal) hold a string
+ * literal naming the relation `name` ('t', 'schema.t', any case)? A match that is no such
+ * literal only sends the statement to the primary.
  */
-function namedInLiteral(sql: string, name: string): boolean {
+function namedInLiteral(text: string, name: string): boolean {
   const base = name.slice(name.lastIndexOf('.') + 1).toLowerCase();
-  if (base === '' || !sql.includes("'")) return false;
-  const text = sql.toLowerCase();
+  if (base === '' || text === '') return false;
   for (let i = text.indexOf(base); i > 0; i = text.indexOf(base, i + 1)) {
     const before = text.charCodeAt(i - 1);
     const after = text.charCodeAt(i + base.length);

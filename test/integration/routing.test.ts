@@ -731,6 +731,16 @@ describe('relcache_size smaller than what one statement needs looked up', () => 
   });
 });
 
+/** statement_level_load_balance on the two standbys alone, pgpool's routing rules only. */
+const STATEMENT_LEVEL = {
+  log_min_messages: 'warning',
+  read_your_writes: 'off',
+  statement_level_load_balance: true,
+  backend_weight0: 0,
+  backend_weight1: 1,
+  backend_weight2: 1,
+};
+
 describe('statement_level_load_balance (session mode)', () => {
   // Reads are drawn among the standbys statement by statement, so what the session runs on
   // "both" nodes (SET, BEGIN, COMMIT…) must run on every standby it reads from (pgpool:
@@ -739,14 +749,7 @@ describe('statement_level_load_balance (session mode)', () => {
     const app = `routing-stmt-lb-${sfx}`;
     const own = await startProxy({
       cluster,
-      config: {
-        log_min_messages: 'warning',
-        read_your_writes: 'off',
-        statement_level_load_balance: true,
-        backend_weight0: 0,
-        backend_weight1: 1,
-        backend_weight2: 1,
-      },
+      config: STATEMENT_LEVEL,
     });
     const c = await pgClient({ port: own.port }, { application_name: app });
     const draws = async (n: number, extended: boolean): Promise<Map<number, Set<string>>> => {
@@ -789,14 +792,7 @@ describe('statement_level_load_balance (session mode)', () => {
   it('a REPEATABLE READ transaction reads from the standby that took its snapshot (one snapshot); READ COMMITTED ones are still drawn per statement', async () => {
     const own = await startProxy({
       cluster,
-      config: {
-        log_min_messages: 'warning',
-        read_your_writes: 'off',
-        statement_level_load_balance: true,
-        backend_weight0: 0,
-        backend_weight1: 1,
-        backend_weight2: 1,
-      },
+      config: STATEMENT_LEVEL,
     });
     const c = await pgClient({ port: own.port });
     const nodesRead = async (n: number, extended: boolean): Promise<number[]> => {
