@@ -1255,9 +1255,18 @@ function analyzeSet(sql: string, toks: Token[], s: number, e: number): Builder {
     return b;
   }
   if (j >= e) return invalid('SET without a parameter');
+  if (w === 'constraints' && j === s + 1) {
+    // pgpool's statement table (send_to_where()): SET CONSTRAINTS is not a VariableSetStmt, so
+    // "all other statements" (primary). It only matters where rows are written, and lasts
+    // until the end of the transaction; a standby that has not replayed the schema it names
+    // would fail it and abort the client's transaction.
+    const b = both('SET CONSTRAINTS');
+    b.dest = 'primary';
+    b.settingScope = 'local';
+    return b;
+  }
   const b = both('SET');
-  // SET CONSTRAINTS lasts until the end of the transaction, as SET LOCAL.
-  if (scopeWord === 'local' || w === 'constraints') b.settingScope = 'local';
+  if (scopeWord === 'local') b.settingScope = 'local';
   else {
     const reset = settingToDefault(sql, toks, j, e);
     if (reset !== undefined) b.resetsSetting = reset;

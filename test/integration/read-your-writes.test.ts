@@ -245,6 +245,31 @@ describe('replay paused on both standbys', () => {
     expect(dump.stdout).toMatch(/^COPY public\.ryw_dump \(id\) FROM stdin;\n4242\n\\\.$/m);
   });
 
+  it('SET CONSTRAINTS naming a constraint the standbys have not replayed: the transaction goes on (it runs on the primary alone, as in pgpool-II), simple and extended protocol, session and transaction mode', async () => {
+    await cluster.psql(
+      P,
+      'CREATE SCHEMA ryw_sc; CREATE TABLE ryw_sc.t (id int CONSTRAINT ryw_uc UNIQUE DEFERRABLE INITIALLY IMMEDIATE)',
+    );
+    for (const [proxy, extended] of [
+      [session, false],
+      [session, true],
+      [txpool, false],
+      [txpool, true],
+    ] as const) {
+      const c = await pgClient({ port: proxy.port });
+      const q = (text: string) => (extended ? c.query({ text, values: [] }) : c.query(text));
+      await q('BEGIN');
+      await q('SET CONSTRAINTS ryw_sc.ryw_uc DEFERRED');
+      // Deferred: the duplicate is allowed until COMMIT, where the check fails.
+      await q('INSERT INTO ryw_sc.t VALUES (1), (1)');
+      await q('DELETE FROM ryw_sc.t');
+      await q('COMMIT');
+      await q('SET CONSTRAINTS ALL IMMEDIATE').catch(() => undefined); // outside a transaction: an error, as directly
+      expect((await q('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+      await endPg(c);
+    }
+  });
+
   it("off: the read runs on a standby and misses the session's write (pgpool's behaviour)", async () => {
     const c = await pgClient({ port: off.port });
     await c.query("INSERT INTO ryw_t VALUES (8, 'off')");

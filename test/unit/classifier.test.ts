@@ -103,6 +103,8 @@ describe('pgpool statement table (send_to_where()) statement table', () => {
     ["PREPARE TRANSACTION 'gx'", 'PREPARE TRANSACTION'],
     ["COMMIT PREPARED 'gx'", 'COMMIT PREPARED'],
     ["ROLLBACK PREPARED 'gx'", 'ROLLBACK PREPARED'],
+    ['SET CONSTRAINTS s.c DEFERRED', 'SET CONSTRAINTS'],
+    ['set constraints all immediate', 'SET CONSTRAINTS'],
     ['LOCK t1 IN ROW EXCLUSIVE MODE', 'LOCK'],
     ['LOCK TABLE t1 IN SHARE MODE', 'LOCK'],
     ['LOCK t1', 'LOCK'],
