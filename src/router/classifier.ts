@@ -110,6 +110,12 @@ export interface Classification {
   writtenTables: readonly string[];
   /** Temp / unlogged relations this statement creates (CREATE TEMP TABLE x, SELECT … INTO TEMP x). */
   createsTemp: readonly string[];
+  /**
+   * Relations this statement makes read others (CREATE VIEW v AS …: v reads its query's
+   * relations; CREATE TABLE c … INHERITS (p), ALTER TABLE c INHERIT p: p reads c's rows).
+   * With check_temp_table, one that reads a temp table of the session is read on the primary.
+   */
+  readsThrough?: readonly ReadsThrough[];
   /** DISCARD ALL / DISCARD TEMP: the session's temp tables are gone. */
   discardsTemp: boolean;
   /** RESET ALL / DISCARD ALL: every session setting is back to its default. */
@@ -756,6 +762,7 @@ interface Builder {
   parseError?: string;
   facts?: QueryFacts;
   createsTemp?: string[];
+  readsThrough?: ReadsThrough[];
   writtenTables?: string[];
   relations?: string[];
   discardsTemp?: boolean;
@@ -1114,6 +1121,8 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
         if (w === 'alter') {
           const d = defaultsChanged(toks, s, e);
           if (d) b.changesDefaults = d;
+          const inherits = alterInherits(toks, s, e);
+          if (inherits) b.readsThrough = inherits;
         }
         return b;
       }
@@ -1601,11 +1610,62 @@ function analyzeCreate(toks: Token[], s: number, e: number): Builder {
     if (what === 'recursive' && wordAt(toks, k, e) === 'view') k++;
     if (wordAt(toks, k, e) === 'if' && wordAt(toks, k + 1, e) === 'not' && wordAt(toks, k + 2, e) === 'exists') k += 3;
     if (k < e && isNameTok(toks[k])) {
-      const [name] = readName(toks, k, e);
+      const [name, after] = readName(toks, k, e);
       if (temp || name.startsWith('pg_temp.')) b.createsTemp = [name];
+      if (what === 'table') {
+        const at = topLevelWord(toks, after, e, 'inherits');
+        if (at >= 0) b.readsThrough = nameList(toks, at + 1, e).map((parent) => ({ relation: parent, of: [name] }));
+      } else if (what !== 'sequence') {
+        // A view reading a temp relation is temporary itself (PostgreSQL says so in a NOTICE).
+        const as = topLevelWord(toks, after, e, 'as');
+        const of = as >= 0 ? walkQuery(toks, as + 1, e).relations : null;
+        if (of !== null) b.readsThrough = [{ relation: name, of }];
+      }
     }
   }
   return b;
+}
+
+/** ALTER TABLE [IF EXISTS] [ONLY] child … INHERIT parent: parent reads child's rows. */
+function alterInherits(toks: Token[], s: number, e: number): ReadsThrough[] | undefined {
+  if (wordAt(toks, s + 1, e) !== 'table') return undefined;
+  let k = s + 2;
+  if (wordAt(toks, k, e) === 'if' && wordAt(toks, k + 1, e) === 'exists') k += 2;
+  if (wordAt(toks, k, e) === 'only') k++;
+  if (k >= e || !isNameTok(toks[k])) return undefined;
+  const [child, after] = readName(toks, k, e);
+  let out: ReadsThrough[] | undefined;
+  for (let i = after; i < e; i++) {
+    const t = toks[i];
+    if (t.kind !== Tok.Word || t.text !== 'inherit' || t.depth !== toks[s].depth) continue;
+    if (wordAt(toks, i - 1, e) === 'no' || i + 1 >= e || !isNameTok(toks[i + 1])) continue;
+    out ??= [];
+    out.push({ relation: readName(toks, i + 1, e)[0], of: [child] });
+  }
+  return out;
+}
+
+/** Index of the word `w` at the depth of toks[from] or above, from `from` on; -1 if none. */
+function topLevelWord(toks: Token[], from: number, e: number, w: string): number {
+  const depth = from < e ? toks[from].depth : 0;
+  for (let i = from; i < e; i++)
+    if (toks[i].kind === Tok.Word && toks[i].text === w && toks[i].depth <= depth) return i;
+  return -1;
+}
+
+/** The names of `( a, s.b, … )` starting at toks[i] (the parenthesis). */
+function nameList(toks: Token[], i: number, e: number): string[] {
+  const out: string[] = [];
+  if (i >= e || toks[i].kind !== Tok.LParen) return out;
+  let j = i + 1;
+  while (j < e && isNameTok(toks[j])) {
+    const [name, after] = readName(toks, j, e);
+    out.push(name);
+    j = after;
+    if (j < e && toks[j].kind === Tok.Comma) j++;
+    else break;
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1633,6 +1693,7 @@ function finish(b: Builder, statementCount: number, hint: boolean, leadingCommen
     leadingComment,
     reason: b.reason,
   };
+  if (b.readsThrough !== undefined) c.readsThrough = b.readsThrough;
   if (b.tx !== undefined) c.tx = b.tx;
   if (b.chain !== undefined) c.chain = b.chain;
   if (b.beginModes !== undefined) c.beginModes = b.beginModes;
@@ -1674,6 +1735,12 @@ function startsLikeSelect(sql: string): boolean {
   }
 }
 
+/** Classification.readsThrough: reading `relation` reads the rows of `of` too. */
+export interface ReadsThrough {
+  readonly relation: string;
+  readonly of: readonly string[];
+}
+
 /** A session-level SET or RESET among several statements (Classification.multiSettings). */
 export interface MultiSetting {
   /** The statement's text. */
@@ -1701,6 +1768,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
   let s = 0;
   let written: string[] | null = null;
   let temps: string[] | null = null;
+  let through: ReadsThrough[] | null = null;
   let discards = false;
   let setsSession = false;
   let settings: MultiSetting[] | null = null;
@@ -1725,6 +1793,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
       const f = b.facts;
       for (const t of b.writtenTables ?? f?.writtenTables ?? EMPTY) written = pushUnique(written, t);
       for (const t of b.createsTemp ?? f?.createsTemp ?? EMPTY) temps = pushUnique(temps, t);
+      if (b.readsThrough !== undefined) (through ??= []).push(...b.readsThrough);
       for (const fn of f?.functions ?? EMPTY) fns = pushUnique(fns, fn);
       if (b.discardsTemp === true) discards = true;
       const changes = changesSessionSetting(b, toks, s);
@@ -1770,6 +1839,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
     c.multiBegins = multiBegins;
     c.writtenTables = written ?? EMPTY;
     c.createsTemp = temps ?? EMPTY;
+    if (through !== null) c.readsThrough = through;
     // Every statement's (the text goes to the primary whatever they are: for what they may change).
     c.functions = fns ?? EMPTY;
     c.discardsTemp = discards;

@@ -10,7 +10,13 @@
  * 'both' = primary and LB node (all live nodes with statement_level_load_balance).
  */
 
-import { type Classification, PID_FUNCTIONS, PRIMARY_BACKEND_FUNCTIONS, tellsServerRole } from './classifier.js';
+import {
+  type Classification,
+  PID_FUNCTIONS,
+  PRIMARY_BACKEND_FUNCTIONS,
+  type ReadsThrough,
+  tellsServerRole,
+} from './classifier.js';
 import type { DisableLbOnWrite } from '../config/types.js';
 
 export interface RoutingConfig {
@@ -227,6 +233,8 @@ export function relationIn(rel: string, names: readonly string[]): boolean {
   return false;
 }
 
+const NO_LINKS: readonly ReadsThrough[] = [];
+
 /** Decide where one statement goes. */
 export function route(input: RouteInput): Decision {
   const { cls: c, state: s, cfg } = input;
@@ -442,6 +450,12 @@ export function afterStatement(
     else if (decision.target === 'primary' && (callsFunction(cls, 'set_config') || cls.multiSetsSession === true))
       state.settingsOnPrimary = true;
     for (const t of cls.createsTemp) if (!state.tempTables.includes(t)) state.tempTables.push(t);
+    // pgrelay: a view of a temp table is temporary itself; a permanent parent shows its temp
+    // children's rows to this session only. Reads of either must run on the primary too.
+    for (const link of cls.readsThrough ?? NO_LINKS) {
+      if (state.tempTables.includes(link.relation)) continue;
+      if (link.of.some((r) => inTempSchema(r) || relationIn(r, state.tempTables))) state.tempTables.push(link.relation);
+    }
 
     // pgrelay: a savepoint command writes nothing, and a READ ONLY transaction can write no
     // table a standby has: there it does not make the transaction count as writing (pgpool-II

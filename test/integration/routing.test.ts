@@ -231,6 +231,51 @@ describe('writes and non-balanceable reads go to the primary', () => {
     expect(r.logged).toEqual([P]);
   });
 
+  it("a permanent table with a temporary child (INHERITS, ALTER TABLE … INHERIT) and a view of a temp table (temporary itself) → primary: the child's rows are the session's alone", async () => {
+    const c = await client();
+    const parent = `routing_parent_${sfx}`;
+    const parent2 = `routing_parent2_${sfx}`;
+    await cluster.psql(
+      P,
+      `DROP TABLE IF EXISTS ${parent}, ${parent2} CASCADE; CREATE TABLE ${parent} (a int); CREATE TABLE ${parent2} (a int)`,
+    );
+    await cluster.waitForCatchup(30_000);
+    try {
+      // Before: the parent alone is read on the standby.
+      expect(
+        (await routed(c, `SELECT count(*)::int AS n, inet_server_port() AS port FROM ${parent}`)).portNodes,
+      ).toEqual([LB]);
+      await c.query(
+        `CREATE TEMP TABLE routing_child_${sfx} () INHERITS (${parent}); INSERT INTO routing_child_${sfx} VALUES (1)`,
+      );
+      const r = await routed(c, `SELECT count(*)::int AS n, inet_server_port() AS port FROM ${parent}`);
+      expect(r.error).toBeUndefined();
+      expect(r.results[0].rows[0].n).toBe(1);
+      expect(r.portNodes).toEqual([P]);
+      await c.query(`CREATE TEMP TABLE routing_child2_${sfx} (a int)`);
+      await c.query(`INSERT INTO routing_child2_${sfx} VALUES (2), (3)`);
+      await c.query(`ALTER TABLE routing_child2_${sfx} INHERIT ${parent2}`);
+      const r2 = await routed(c, `SELECT count(*)::int AS n, inet_server_port() AS port FROM ${parent2}`);
+      expect(r2.results[0]?.rows[0].n).toBe(2);
+      expect(r2.portNodes).toEqual([P]);
+      // No TEMP: the view is temporary because it reads a temp table.
+      await c.query(`CREATE VIEW routing_tview_${sfx} AS SELECT a FROM routing_child2_${sfx}`);
+      const r3 = await routed(c, `SELECT count(*)::int AS n, inet_server_port() AS port FROM routing_tview_${sfx}`);
+      expect(r3.error).toBeUndefined();
+      expect(r3.results[0].rows[0].n).toBe(2);
+      expect(r3.portNodes).toEqual([P]);
+      // Another session has no temp children: it reads on the standby.
+      const other = await client();
+      expect(
+        (await routed(other, `SELECT count(*)::int AS n, inet_server_port() AS port FROM ${parent}`)).results[0]
+          .rows[0],
+      ).toMatchObject({ n: 0 });
+    } finally {
+      await endPg(c);
+      await cluster.psql(P, `DROP TABLE IF EXISTS ${parent}, ${parent2} CASCADE`);
+    }
+  });
+
   it('a temporary view named by a regclass literal or in a string, a function in pg_temp → primary (a standby has no temporary objects)', async () => {
     const c = await client();
     await c.query(`CREATE TEMP VIEW routing_tv_${sfx} AS SELECT 1 AS one`);

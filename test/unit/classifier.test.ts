@@ -364,6 +364,22 @@ describe('functions and relations', () => {
     expect(c('CREATE TABLE plain (a int)').createsTemp).toEqual([]);
     expect(c('DISCARD TEMP').discardsTemp).toBe(true);
   });
+  it('relations that read others: views, inheritance parents', () => {
+    expect(c('CREATE TEMP TABLE k (b int) INHERITS (p, s."Q")').readsThrough).toEqual([
+      { relation: 'p', of: ['k'] },
+      { relation: 's.Q', of: ['k'] },
+    ]);
+    expect(c('CREATE VIEW v (x) WITH (security_barrier) AS SELECT a FROM t1, s.t2').readsThrough).toEqual([
+      { relation: 'v', of: ['t1', 's.t2'] },
+    ]);
+    expect(c('ALTER TABLE ONLY k INHERIT p, NO INHERIT q').readsThrough).toEqual([{ relation: 'p', of: ['k'] }]);
+    expect(c('CREATE TABLE t3 (a int)').readsThrough).toBeUndefined();
+    expect(c('ALTER TABLE k NO INHERIT q').readsThrough).toBeUndefined();
+    expect(c('CREATE TEMP TABLE k () INHERITS (p); CREATE VIEW w AS SELECT * FROM k').readsThrough).toEqual([
+      { relation: 'p', of: ['k'] },
+      { relation: 'w', of: ['k'] },
+    ]);
+  });
 });
 
 describe('strings, dollar quotes and comments hiding keywords', () => {

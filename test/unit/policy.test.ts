@@ -537,6 +537,29 @@ describe('temp and unlogged tables', () => {
     a.run('DISCARD ALL');
     expect(a.target('SELECT * FROM tmp1')).toBe('standby');
   });
+  it('a permanent parent of a temp table and a view of a temp table are read on the primary; unrelated ones are not', () => {
+    const a = new Session(cfg());
+    a.run('CREATE TEMP TABLE kid () INHERITS (mom, s.dad)');
+    expect(a.target('SELECT * FROM mom')).toBe('primary');
+    expect(a.target('SELECT * FROM s.dad')).toBe('primary');
+    a.run('CREATE TABLE kid2 () INHERITS (aunt)'); // permanent: no
+    expect(a.target('SELECT * FROM aunt')).toBe('standby');
+    a.run('CREATE TEMP TABLE t2 (a int)');
+    a.run('ALTER TABLE t2 INHERIT grandma, NO INHERIT mom');
+    expect(a.target('SELECT * FROM grandma')).toBe('primary');
+    a.run('ALTER TABLE IF EXISTS ONLY t2 INHERIT uncle');
+    expect(a.target('SELECT * FROM uncle')).toBe('primary');
+    a.run('ALTER TABLE permanent INHERIT cousin');
+    expect(a.target('SELECT * FROM cousin')).toBe('standby');
+    a.run('CREATE VIEW tv AS SELECT * FROM x JOIN t2 USING (a)');
+    expect(a.target('SELECT * FROM tv')).toBe('primary');
+    a.run('CREATE OR REPLACE RECURSIVE VIEW tv2 (n) AS SELECT 1 FROM pg_temp.any');
+    expect(a.target('SELECT * FROM tv2')).toBe('primary');
+    a.run('CREATE VIEW pv AS SELECT * FROM x');
+    expect(a.target('SELECT * FROM pv')).toBe('standby');
+    a.run('CREATE VIEW failed AS SELECT * FROM t2', { fail: true });
+    expect(a.target('SELECT * FROM failed')).toBe('standby');
+  });
   it("temporary objects named with pg_temp (tables, functions), and temp tables named by a regclass literal, are the primary's", () => {
     const a = new Session(cfg({ check_temp_table: 'none' }));
     const stable = { extra: { writingFunction: false } };
