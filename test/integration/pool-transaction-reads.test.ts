@@ -16,6 +16,7 @@ import {
   closeAllClients,
   endPg,
   endSql,
+  extendedQuery,
   nodeClient,
   pgClient,
   queryRows,
@@ -848,7 +849,7 @@ describe('a default isolation of SERIALIZABLE, which a hot standby refuses', () 
     await c.query('BEGIN');
     out.push(one(await withTimeout(c.query(sql), 10_000, 'read in a transaction')));
     await c.query('COMMIT');
-    out.push(one(await withTimeout(c.query({ text: sql, values: [] }), 10_000, 'extended read')));
+    out.push(one(await withTimeout(extendedQuery(c, sql), 10_000, 'extended read')));
     return out;
   };
 

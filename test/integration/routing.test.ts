@@ -12,7 +12,7 @@
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
-import { closeAllClients, endPg, pgClient, withTimeout } from '../support/clients.js';
+import { closeAllClients, endPg, extendedQuery, pgClient, withTimeout } from '../support/clients.js';
 import { runPsql, startProxy, type ProxyHandle } from '../support/proxy.js';
 import { logBarrier, nodeOfPort, nodesOfStatement, statementLog } from '../support/routing.js';
 
@@ -801,7 +801,7 @@ describe('statement_level_load_balance (session mode)', () => {
       const seen = new Map<number, Set<string>>();
       for (let i = 0; i < n; i++) {
         const sql = "SELECT current_setting('work_mem') AS w, inet_server_port() AS p";
-        const r = extended ? await c.query({ text: sql, values: [] }) : await c.query(sql);
+        const r = extended ? await extendedQuery(c, sql) : await c.query(sql);
         const node = nodeOfPort(cluster, Number(r.rows[0].p));
         if (!seen.has(node)) seen.set(node, new Set());
         seen.get(node)?.add(r.rows[0].w as string);
@@ -813,7 +813,7 @@ describe('statement_level_load_balance (session mode)', () => {
       let seen = await draws(30, false);
       expect([...seen.keys()].sort(), 'reads drawn to both standbys').toEqual([1, 2]);
       for (const [node, values] of seen) expect([...values], `node ${node}`).toEqual(['7MB']);
-      await c.query({ text: "SET work_mem = '9MB'", values: [] });
+      await extendedQuery(c, "SET work_mem = '9MB'");
       seen = await draws(30, true);
       for (const [node, values] of seen) expect([...values], `node ${node}, extended`).toEqual(['9MB']);
       await c.query('BEGIN');
@@ -844,7 +844,7 @@ describe('statement_level_load_balance (session mode)', () => {
       const seen = new Set<number>();
       for (let i = 0; i < n; i++) {
         const sql = 'SELECT inet_server_port() AS p';
-        const r = extended ? await c.query({ text: sql, values: [] }) : await c.query(sql);
+        const r = extended ? await extendedQuery(c, sql) : await c.query(sql);
         seen.add(nodeOfPort(cluster, Number(r.rows[0].p)));
       }
       return [...seen].sort();

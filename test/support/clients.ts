@@ -17,6 +17,15 @@ const liveSql = new Set<postgres.Sql>();
 export type PgClientOptions = Omit<pg.ClientConfig, 'host' | 'port'>;
 
 /**
+ * One statement through the extended protocol (Parse/Bind/Describe/Execute/Sync) whether it has
+ * parameters or not: node-postgres sends a query without values, or with `values: []`, as a
+ * simple Query.
+ */
+export function extendedQuery(c: pg.Client, text: string, values?: unknown[]): Promise<pg.QueryResult> {
+  return c.query({ text, values, queryMode: 'extended' } as pg.QueryConfig);
+}
+
+/**
  * A connected pg.Client straight to one node of `cluster`, as its superuser on database
  * postgres, with 10 s connect and query timeouts. Not tracked: the caller ends it.
  */
