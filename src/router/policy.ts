@@ -235,6 +235,23 @@ export function relationIn(rel: string, names: readonly string[]): boolean {
 
 const NO_LINKS: readonly ReadsThrough[] = [];
 
+/** Why the session's reads run on the primary now whatever they read (undefined: they need not). */
+function readsOnPrimary(s: SessionRoutingState, mode: DisableLbOnWrite): string | undefined {
+  // pgpool's pool_where_to_send()/pgpool's disable_load_balance_on_write (pool_at_command_success()): disable_load_balance_on_write = always: after any write the session reads from the primary.
+  if (mode === 'always' && s.writing) return 'session has written (disable_load_balance_on_write = always)';
+  if (!s.inTransaction) return undefined;
+  // pgpool's disable_load_balance_on_write (pool_at_command_success()): transaction / trans_transaction: a transaction that has written reads from the primary.
+  if ((mode === 'transaction' || mode === 'trans_transaction') && s.writing)
+    return `transaction has written (disable_load_balance_on_write = ${mode})`;
+  // pgpool's disable_load_balance_on_write (pool_at_command_success()): SERIALIZABLE transactions read from the primary.
+  if (s.txSerializable) return 'SERIALIZABLE transaction';
+  // pgrelay: one snapshot for the whole transaction, as on a direct connection: a
+  // REPEATABLE READ transaction that began on the primary (pg_dump's catalog reads, then
+  // its COPYs), one that imported a snapshot exported there (pg_dump -j's workers).
+  if (s.txSnapshotOnPrimary) return "the transaction's snapshot is the primary's";
+  return undefined;
+}
+
 /** Decide where one statement goes. */
 export function route(input: RouteInput): Decision {
   const { cls: c, state: s, cfg } = input;
@@ -260,6 +277,20 @@ export function route(input: RouteInput): Decision {
     // pgpool's multi-statement rule: in a transaction begun by a multi-statement Query, BOTH-type statements go to the primary only.
     if (s.inTransaction && s.txStartedByMulti)
       return toPrimary(`${c.reason} in a transaction begun by a multi-statement query`, write);
+    // pgrelay: a setting that ends with the transaction (SET LOCAL, set_config(…, true)), in a
+    // transaction whose reads run on the primary from now on (this SET counts as a write),
+    // matters there only; a standby would refuse what the transaction created (SET LOCAL
+    // ROLE of a role it just created) and abort the client's transaction.
+    if (s.inTransaction && c.kind === 'set' && c.settingScope === 'local' && c.txSetting === undefined) {
+      const mode = cfg.disable_load_balance_on_write;
+      const why =
+        readsOnPrimary(s, mode) ??
+        (write && (mode === 'transaction' || mode === 'trans_transaction' || mode === 'always')
+          ? `it counts as a write (disable_load_balance_on_write = ${mode})`
+          : undefined);
+      if (why !== undefined)
+        return toPrimary(`${c.reason} for the transaction only, whose reads go to the primary: ${why}`, write);
+    }
     const d: Decision = {
       target: 'both',
       // pgpool's statement table (send_to_where()) ordering: COMMIT/ROLLBACK to the other nodes first, everything else primary first.
@@ -286,21 +317,9 @@ export function route(input: RouteInput): Decision {
       reason: `acts on a backend of node ${input.pidNode}`,
     };
   }
-  // pgpool's pool_where_to_send()/pgpool's disable_load_balance_on_write (pool_at_command_success()): disable_load_balance_on_write = always: after any write the session reads from the primary.
-  if (mode === 'always' && s.writing)
-    return toPrimary('session has written (disable_load_balance_on_write = always)', write);
-  if (s.inTransaction) {
-    // pgpool's disable_load_balance_on_write (pool_at_command_success()): transaction / trans_transaction: a transaction that has written reads from the primary.
-    if ((mode === 'transaction' || mode === 'trans_transaction') && s.writing) {
-      return toPrimary(`transaction has written (disable_load_balance_on_write = ${mode})`, write);
-    }
-    // pgpool's disable_load_balance_on_write (pool_at_command_success()): SERIALIZABLE transactions read from the primary.
-    if (s.txSerializable) return toPrimary('SERIALIZABLE transaction', write);
-    // pgrelay: one snapshot for the whole transaction, as on a direct connection: a
-    // REPEATABLE READ transaction that began on the primary (pg_dump's catalog reads, then
-    // its COPYs), one that imported a snapshot exported there (pg_dump -j's workers).
-    if (s.txSnapshotOnPrimary) return toPrimary("the transaction's snapshot is the primary's", write);
-  } else if (s.defaultSerializable) {
+  const onPrimary = readsOnPrimary(s, mode);
+  if (onPrimary !== undefined) return toPrimary(onPrimary, write);
+  if (!s.inTransaction && s.defaultSerializable) {
     // Each statement is a SERIALIZABLE transaction of its own, which a hot standby refuses:
     // read where the session's default was set.
     return toPrimary('the session default isolation is SERIALIZABLE', write);

@@ -593,7 +593,8 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
     const c = await client('pin1');
     expect(await readNode(c)).toBe(1);
     await c.query('BEGIN');
-    await c.query("SET LOCAL work_mem = '3MB'");
+    // (A session-level SET: SET LOCAL, which counts as a write, would run on the primary alone.)
+    await c.query("SET work_mem = '3MB'");
     await c.query("INSERT INTO fo_w (v) VALUES ('mirrored-1')");
     // After the write, the transaction's reads go to the primary only.
     expect(await readNode(c)).toBe(0);
@@ -603,7 +604,7 @@ describe('standby failures and node operations through pgrelay (own DevCluster)'
       "SELECT pid || '|' || state || '|' || query FROM pg_stat_activity WHERE application_name = 'pin1'",
     );
     const [pidText, state, last] = onStandby.split('|');
-    expect([state, last], onStandby).toEqual(['idle in transaction', "SET LOCAL work_mem = '3MB'"]);
+    expect([state, last], onStandby).toEqual(['idle in transaction', "SET work_mem = '3MB'"]);
 
     await cluster.stopNode(1, 'immediate');
     const moved = await waitForJson(proxy, movedReads(1, Number(pidText)), 10_000, 'the link to node 1 dropped');

@@ -218,6 +218,28 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     expect(c.target('SELECT 1')).toBe('standby');
     expect(c.target('SHOW work_mem')).toBe('standby');
   });
+  it('pgrelay: a setting for the transaction only (SET LOCAL, set_config(…, true)) runs on the primary alone once the transaction reads there (it counts as a write itself); SET TRANSACTION and settings that last still go to both', () => {
+    const a = new Session(cfg());
+    a.run('BEGIN');
+    expect(a.run('SET LOCAL ROLE r').target).toBe('primary');
+    expect(a.run("SELECT set_config('request.claims', 'x', true)").target).toBe('primary');
+    expect(a.target('SELECT 1')).toBe('primary');
+    expect(a.target('SET work_mem = 1')).toBe('both');
+    a.run('COMMIT');
+    a.run('BEGIN ISOLATION LEVEL REPEATABLE READ');
+    expect(a.target('SET TRANSACTION READ ONLY')).toBe('both');
+    a.run('ROLLBACK');
+    expect(a.target('SET LOCAL work_mem = 1')).toBe('both'); // outside a transaction: a warning from both
+    for (const mode of ['off', 'dml_adaptive'] as const) {
+      const b = new Session(cfg({ disable_load_balance_on_write: mode }));
+      b.run('BEGIN');
+      b.run('INSERT INTO t VALUES (1)');
+      expect(b.target('SET LOCAL ROLE r'), mode).toBe('both');
+    }
+    const c = new Session(cfg({ disable_load_balance_on_write: 'off' }));
+    c.run('BEGIN ISOLATION LEVEL SERIALIZABLE');
+    expect(c.target('SET LOCAL ROLE r')).toBe('primary');
+  });
   it('pgrelay: in a READ ONLY transaction savepoint commands do not count as writes (they write nothing, and nothing can be written there but temporary tables); other statements still do', () => {
     for (const begin of ['BEGIN READ ONLY', 'START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY']) {
       const a = new Session(cfg());
