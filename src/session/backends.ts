@@ -60,6 +60,13 @@ export interface BackendsOwner extends LinkOwner {
   readonly settings: { readonly statements: readonly string[]; readonly startup: ReadonlyMap<string, string> };
   /** pool_mode = transaction: replaying the session's settings on a connection failed (see settingsError). */
   settingsFailed(err: PgError): void;
+  /** Session mode: a setting replayed on a read node connected mid-session failed there. */
+  settingsDiverged(link: BackendLink, error: ErrorFieldMap): void;
+  /**
+   * The session's settings, which set its role, are about to be replayed on `link`: its
+   * writes (the role it created) are waited for there first (read-your-writes).
+   */
+  beforeSettingsOn(link: BackendLink): void;
   /**
    * An admin user: it does not wait for a primary during an outage (it gets an
    * admin-only session at once instead, see session.ts).
@@ -659,6 +666,7 @@ export class Backends {
     if (plan.length > 0) c.settings = [...want.statements];
     c.startupSettings = want.startup;
     if (plan.length === 0) return undefined;
+    if (link !== this.primaryLink && plan.some((sql) => SETS_ROLE.test(sql))) this.owner.beforeSettingsOn(link);
     if (this.replaysWithoutWaiting) {
       // Settings a server took already: sent right before the client's statement, not
       // waited for (no round trip); should one fail even so, the session ends. The reset
@@ -819,6 +827,11 @@ export class Backends {
       l.conn.settings = DIRTY_SETTINGS;
       this.applySettings(l)?.catch((e: PgError) => this.owner.settingsFailed(e));
     }
+  }
+
+  /** `link`'s connection lacks some of the session's settings: reset before its next use. */
+  settingsUnknownOn(link: BackendLink): void {
+    link.conn.settings = DIRTY_SETTINGS;
   }
 
   /** A setting changed inside a transaction on these links: whoever gets them next resets them first. */
@@ -1084,12 +1097,15 @@ export class Backends {
       this.links[nodeId] = link;
       link.attach();
       if (this.pooled) await this.applySettings(link)?.catch((e: PgError) => this.owner.settingsFailed(e));
-      else
-        for (const sql of replay) {
-          // skippable: if the node dies first, the reads behind go to the primary, which has the settings.
-          link.expect({ kind: 'query', mode: 'drop', skippable: true });
-          this.write(link, queryMessage(sql));
-        }
+      else {
+        if (replay.some((sql) => SETS_ROLE.test(sql))) this.owner.beforeSettingsOn(link);
+        const done = (e: { error?: ErrorFieldMap }): void => {
+          if (e.error !== undefined) this.owner.settingsDiverged(link, e.error);
+        };
+        // skippable: if the node dies first, the reads behind go to the primary, which has the settings.
+        for (const sql of replay)
+          this.request(link, { kind: 'query', mode: 'drop', skippable: true, done }, queryMessage(sql));
+      }
       if (sessionLb === nodeId) this.lbNodeId = nodeId;
       this.owner.debug({ node: nodeId, replayed: replay.length }, 'connected to another node for reads');
     } catch (e) {

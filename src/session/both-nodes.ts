@@ -6,15 +6,17 @@
  *
  * The two nodes never disagree about a transaction: when a statement fails on the
  * load-balance node only, the primary's transaction is aborted too (`poisonPrimary`),
- * so that PostgreSQL itself answers what follows (25P02, COMMIT → ROLLBACK).
+ * so that PostgreSQL itself answers what follows (25P02, COMMIT → ROLLBACK). Outside a
+ * transaction the primary's result stands and the session stops relying on that node's
+ * settings (StatementRouting.settingsDiverged).
  */
-import { SQLSTATE, TxStatus } from '../protocol/constants.js';
-import { type ErrorFields, errorResponse, readyForQuery } from '../protocol/messages.js';
+import { TxStatus } from '../protocol/constants.js';
+import { errorResponse, readyForQuery } from '../protocol/messages.js';
 import { queryMessage } from '../pool/query.js';
 import type { Classification, Decision } from '../router/router.js';
 import type { BackendLink, LinkExpectation } from './backend-link.js';
 import type { SessionCore } from './core.js';
-import type { ErrorFieldMap } from './replies.js';
+import { errorFieldsOf } from './replies.js';
 import type { StatementRouting } from './routing.js';
 
 const POISON =
@@ -114,7 +116,13 @@ export class BothNodes {
     let out: Buffer;
     let status = onPrimary.status ?? TxStatus.Idle;
     const failed = onPrimary.error ? undefined : onSeconds.find(([, e]) => e.error !== undefined);
-    const secondError = failed?.[1].error;
+    let secondError = failed?.[1].error;
+    if (failed !== undefined && secondError !== undefined && status === TxStatus.Idle) {
+      // Outside a transaction the primary's result stands, as on a direct connection (its
+      // SET took effect); that standby's connection lacks it (routing.ts settingsDiverged).
+      this.route.settingsDiverged(failed[0], secondError);
+      secondError = undefined;
+    }
     if (failed === undefined || secondError === undefined) {
       out = Buffer.concat(onPrimary.held ?? []);
     } else {
@@ -141,15 +149,4 @@ export class BothNodes {
     s.writeClient(out);
     s.resume('both');
   }
-}
-
-function errorFieldsOf(f: ErrorFieldMap): ErrorFields {
-  const sev = (f.V ?? f.S ?? 'ERROR') as ErrorFields['severity'];
-  return {
-    severity: sev,
-    code: f.C ?? SQLSTATE.internalError,
-    message: f.M ?? 'error on the load-balance node',
-    detail: f.D,
-    hint: f.H,
-  };
 }

@@ -33,7 +33,7 @@ import type { Backends } from './backends.js';
 import type { BothNodes } from './both-nodes.js';
 import type { SessionCore } from './core.js';
 import type { StatementRouting } from './routing.js';
-import { MergedReady, type ErrorFieldMap } from './replies.js';
+import { type ErrorFieldMap, MergedReady, type MirrorCopies, firstMirrorError } from './replies.js';
 import { resendSame } from './standby-loss.js';
 import {
   CLOSE_COMPLETE,
@@ -259,12 +259,26 @@ export class ExtendedProtocol {
   private readonly outcomes = new PipelineOutcomes((o, status) => this.applyOutcome(o, status));
   /** pool_mode = transaction: start-up settings to set again behind this pipeline's Sync (a RESET ALL… of it). */
   private restore: StartupRestore | undefined;
+  /** This pipeline's copies of statements for both nodes on other nodes (see MergedReady). */
+  private mirror: MirrorCopies | undefined;
 
   constructor(
     private readonly s: SessionCore,
     private readonly route: StatementRouting,
     private readonly both: BothNodes,
   ) {}
+
+  /**
+   * A copy of a statement for both nodes (Parse, Bind, Execute) sent to `link`, not the
+   * primary, its replies dropped: an error there is kept for the pipeline's end.
+   */
+  private mirrored(link: BackendLink, e: LinkExpectation, msg: Buffer): void {
+    this.mirror ??= { copies: [], nodes: [] };
+    this.mirror.copies.push(e);
+    this.mirror.nodes.push(link.nodeId);
+    this.s.backends.request(link, e, msg);
+    this.s.backends.inPipeline(link);
+  }
 
   /** pool_mode = transaction: links change between transactions; what is parsed where is known per connection. */
   private get pooled(): boolean {
@@ -304,23 +318,31 @@ export class ExtendedProtocol {
   }
 
   /** Parse `st` on `link` before a request that uses it, unless it is there (its reply is dropped). */
-  private ensureParsed(st: Stmt, link: BackendLink, skippable = false): void {
+  private ensureParsed(st: Stmt, link: BackendLink, skippable = false, mirror = false): void {
     if (this.parsedOn(st, link)) return;
     this.markParsed(st, link);
-    this.s.backends.request(
-      link,
-      {
-        kind: 'parse',
-        mode: 'drop',
-        skippable,
-        done: this.pooled
-          ? (e) => {
-              if (e.error) this.notParsed(st, link);
-            }
-          : undefined,
-      },
-      st.parse,
-    );
+    const e: LinkExpectation = {
+      kind: 'parse',
+      mode: 'drop',
+      skippable,
+      done: this.pooled
+        ? (x) => {
+            if (x.error) this.notParsed(st, link);
+          }
+        : undefined,
+    };
+    if (mirror) this.mirrored(link, e, st.parse);
+    else this.s.backends.request(link, e, st.parse);
+  }
+
+  /**
+   * A SET outside a transaction for standbys too waits, as the simple protocol's does
+   * (session.ts), for them to replay the session's writes: its Parse is presented again.
+   */
+  private settingWaits(cls: Classification, seconds: readonly BackendLink[]): boolean {
+    if (cls.kind !== 'set' || this.s.routing.inTransaction) return false;
+    for (const l of seconds) if (this.route.ryw.settingOn(l) === SUSPEND) return true;
+    return false;
   }
 
   /**
@@ -332,10 +354,12 @@ export class ExtendedProtocol {
     const b = s.backends;
     const body = parseBody(raw);
     if (!body) return s.protocolViolation('invalid Parse message');
-    // A statement for both nodes (BEGIN, SET…) is parsed on the load-balance node too, its reply dropped.
-    const seconds = d.target === 'both' ? b.secondLinks(d.allStandbys === true) : [];
-    const link = seconds.length > 0 ? s.needPrimary() : this.route.linkFor(d);
+    // A statement for both nodes (BEGIN, SET…) is parsed on the load-balance node too, its
+    // reply dropped (the primary's link first: a unit of work takes the read node's with it).
+    const link = d.target === 'both' ? s.needPrimary() : this.route.linkFor(d);
     if (link === SUSPEND) return link;
+    const seconds = d.target === 'both' ? b.secondLinks(d.allStandbys === true) : [];
+    if (this.settingWaits(cls, seconds)) return SUSPEND;
     if (!b.gate(link)) return s.wait('replies');
     if (this.stmts.has(name)) return this.parseExisting(name, body, link);
     const named = s.ctx.statementNames.entryFor(this.statementKey(body));
@@ -346,7 +370,7 @@ export class ExtendedProtocol {
     const st: Stmt = { sql, cls, parse: parseMessage(server, body), nodes: [], both, decision: d, server, named };
     this.stmts.set(name, st);
     for (const second of seconds) {
-      this.ensureParsed(st, second, true);
+      this.ensureParsed(st, second, true, true);
       b.inPipeline(second);
     }
     b.inPipeline(link);
@@ -571,14 +595,13 @@ export class ExtendedProtocol {
     if (d.target === 'both' && alone === undefined) {
       // Parsed on the primary and the load-balance node(s) held now; a later Bind parses it on
       // those it will be mirrored on then (the session may hold none now: its node is the primary).
-      const seconds = b.secondLinks(d.allStandbys === true);
+      // (The primary's link first: pool_mode = transaction takes the read node's with it.)
       const p = s.needPrimary();
       if (p === SUSPEND) return p;
+      const seconds = b.secondLinks(d.allStandbys === true);
+      if (this.settingWaits(cls, seconds)) return SUSPEND;
       if (!b.gate(p)) return s.wait('replies');
-      for (const second of seconds) {
-        b.request(second, { kind: 'parse', mode: 'drop', skippable: true }, parse);
-        b.inPipeline(second);
-      }
+      for (const second of seconds) this.mirrored(second, { kind: 'parse', mode: 'drop', skippable: true }, parse);
       b.inPipeline(p);
       const nodes = [p.nodeId, ...seconds.map((l) => l.nodeId)];
       const st: Stmt = { sql, cls, parse, nodes, both: true, decision: d, untracked: this.pooled && name !== '' };
@@ -679,9 +702,8 @@ export class ExtendedProtocol {
       const bind = st.server !== undefined ? renamedBind(raw, st.server) : raw;
       if (!bind) return s.protocolViolation('invalid Bind message');
       for (const second of seconds) {
-        this.ensureParsed(st, second, true);
-        b.request(second, { kind: 'bind', mode: 'drop', skippable: true }, bind);
-        b.inPipeline(second);
+        this.ensureParsed(st, second, true, true);
+        this.mirrored(second, { kind: 'bind', mode: 'drop', skippable: true }, bind);
       }
       b.inPipeline(p);
       const nodes = [p.nodeId, ...seconds.map((l) => l.nodeId)];
@@ -871,8 +893,7 @@ export class ExtendedProtocol {
       for (const id of portal.nodes.slice(1)) {
         const second = b.get(id);
         if (!second) continue;
-        b.request(second, { kind: 'execute', mode: 'drop', skippable: true }, buf.subarray(start - 5, end));
-        b.inPipeline(second);
+        this.mirrored(second, { kind: 'execute', mode: 'drop', skippable: true }, buf.subarray(start - 5, end));
       }
     }
     b.inPipeline(target);
@@ -965,6 +986,8 @@ export class ExtendedProtocol {
     const sync = ++this.portals.syncs;
     const restore = this.restore;
     this.restore = undefined;
+    const mirror = this.mirror;
+    this.mirror = undefined;
     this.route.ryw.syncEnds(members);
     for (const l of members) {
       l.inPipeline = false;
@@ -983,7 +1006,7 @@ export class ExtendedProtocol {
       return b.sendRestoring(l, e, SYNC, s.routing.inTransaction, restore);
     }
     // The pipeline spans nodes: one ReadyForQuery for the client once every node answered.
-    const merged = new MergedReady(members.length);
+    const merged = new MergedReady(members.length, mirror);
     let ended = false;
     for (const l of members) {
       b.request(
@@ -1002,6 +1025,7 @@ export class ExtendedProtocol {
             if (ended || !merged.complete) return;
             ended = true;
             this.pipelineDone(outcomes, merged.status, undefined, sync, restore);
+            if (mirror !== undefined) this.mirrorFailed(mirror, merged, outcomes);
           },
         },
         SYNC,
@@ -1028,6 +1052,26 @@ export class ExtendedProtocol {
     this.route.txStatusIs(status);
     if (status === TxStatus.Idle) this.portals.endedAt(sync);
     if (status === TxStatus.Failed) this.both.transactionFailedOn(only);
+  }
+
+  /**
+   * A copy of a statement for both nodes failed on another node in a pipeline the primary
+   * ran (the copies' replies are dropped). In a transaction the primary's goes on: the client
+   * was given that error (MergedReady) and the primary's transaction is aborted, as the simple
+   * protocol's statements do (both-nodes.ts). Outside one, the primary's results stand: if
+   * none failed, that node lacks what they set (routing.ts settingsDiverged).
+   */
+  private mirrorFailed(mirror: MirrorCopies, merged: MergedReady, outcomes: readonly PendingOutcome[]): void {
+    const failed = firstMirrorError(mirror);
+    if (failed === undefined) return;
+    const { error, nodeId } = failed;
+    const link = this.s.backends.get(nodeId);
+    if (merged.mirrorFailedInTransaction !== undefined) {
+      this.s.log.warn({ node: nodeId, code: error.C, err: error.M }, 'statement failed on the load-balance node only');
+      this.both.poisonPrimary();
+      this.s.settings.transactionAborted();
+    } else if (merged.primaryStatus === TxStatus.Idle && link !== undefined && outcomes.every((o) => o.ok))
+      this.route.settingsDiverged(link, error);
   }
 
   private applyOutcome(o: PendingOutcome, status: number): void {

@@ -349,8 +349,31 @@ export class ReadYourWrites {
 
   /** Ask the standby for its replay position, waiting there up to `waitMs` for `need`. */
   private ask(link: BackendLink, need: bigint, waitMs: number): void {
-    const s = this.s;
     this.askedIn = this.request;
+    this.readReplay(link, need, waitMs, true);
+  }
+
+  /**
+   * The session's settings are about to be replayed on `link`'s standby (pool_mode =
+   * transaction, or a read node connected mid-session) and set its role: SET ROLE of a role
+   * the session created must find it there. When that standby is not known to have
+   * replayed the session's writes, a wait for them there (up to read_your_writes_wait) is
+   * queued in front of the replay.
+   */
+  beforeSettingsOn(link: BackendLink): void {
+    const s = this.s;
+    const cfg = s.ctx.config();
+    if (cfg.read_your_writes === 'off' || !this.active || link.nodeId === s.ctx.nodes.primaryId) return;
+    const horizon = s.ctx.horizon;
+    const own = this.epoch === horizon.epoch ? this.position : 0n;
+    const need = cfg.read_your_writes === 'global' && horizon.position > own ? horizon.position : own;
+    if (need === 0n || (s.ctx.nodes.get(link.nodeId)?.replayPosition ?? 0n) >= need) return;
+    this.readReplay(link, need, cfg.read_your_writes_wait, false);
+  }
+
+  /** Read `link`'s replay position, waiting there up to `waitMs` for `need`; the session resumed after (`resume`). */
+  private readReplay(link: BackendLink, need: bigint, waitMs: number, resume: boolean): void {
+    const s = this.s;
     const nodeId = link.nodeId;
     s.ctx.services.metrics.positionRead('replay');
     s.backends.request(
@@ -369,7 +392,7 @@ export class ReadYourWrites {
               { node: nodeId, code: e.error.C, err: e.error.M },
               'read-your-writes: reading the replay position failed',
             );
-          s.resume('lsn');
+          if (resume) s.resume('lsn');
         },
       },
       queryMessage(replayWaitSql(need, waitMs)),

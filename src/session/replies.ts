@@ -11,11 +11,13 @@
  * the head. It owns no socket: `push` takes the bytes a backend sent, so unit tests
  * feed it byte streams (test/unit/replies.test.ts).
  */
-import { BE, TxStatus } from '../protocol/constants.js';
+import { BE, SQLSTATE, TxStatus } from '../protocol/constants.js';
 import { DROP, type Drop, type FrameSink, MessageScanner, decodeTable } from '../protocol/framing.js';
 import {
+  type ErrorFields,
   decodeColumnNames,
   decodeDataRow,
+  errorResponse,
   parameterStatus,
   parseErrorFields,
   readCString,
@@ -114,9 +116,15 @@ export interface Expectation<L> {
 export class MergedReady {
   /** The merged transaction status: the primary's, or failed if any node's transaction failed. */
   status: number = TxStatus.Idle;
+  /** The primary's own status. */
+  primaryStatus: number = TxStatus.Idle;
   private waiting: number;
 
-  constructor(nodes: number) {
+  constructor(
+    nodes: number,
+    /** The copies of statements for both nodes sent to other nodes in the pipeline. */
+    readonly mirror?: MirrorCopies,
+  ) {
     this.waiting = nodes;
   }
 
@@ -125,13 +133,51 @@ export class MergedReady {
     return this.waiting === 0;
   }
 
-  /** A node's ReadyForQuery (the primary's if `primary`): the merged one once every node answered. */
+  /**
+   * A node's ReadyForQuery (the primary's if `primary`): the merged one once every node
+   * answered, behind the error of a copy that failed where the primary's transaction
+   * goes on (the client's transaction is aborted then: `mirrorFailedInTransaction`).
+   */
   add(status: number, primary: boolean): Buffer | undefined {
+    if (primary) this.primaryStatus = status;
     if (status === TxStatus.Failed) this.status = TxStatus.Failed;
     else if (primary && this.status !== TxStatus.Failed) this.status = status;
     else if (this.status === TxStatus.Idle) this.status = status;
-    return --this.waiting === 0 ? readyForQuery(this.status) : undefined;
+    if (--this.waiting !== 0) return undefined;
+    const failed = this.mirrorFailedInTransaction;
+    if (failed === undefined) return readyForQuery(this.status);
+    return Buffer.concat([errorResponse(errorFieldsOf(failed.error)), readyForQuery(TxStatus.Failed)]);
   }
+
+  /** A copy that failed on another node inside a transaction the primary's part did not fail. */
+  get mirrorFailedInTransaction(): MirrorError | undefined {
+    if (this.primaryStatus !== TxStatus.InTransaction) return undefined;
+    return this.mirror === undefined ? undefined : firstMirrorError(this.mirror);
+  }
+}
+
+/**
+ * A pipeline's copies of statements for both nodes on nodes other than the primary, their
+ * replies dropped (see MergedReady): a request's `error` is set as its reply is read, and
+ * so is that of each request the server skips after it.
+ */
+export interface MirrorCopies {
+  readonly copies: Array<{ readonly error?: ErrorFieldMap }>;
+  /** The node of each copy. */
+  readonly nodes: number[];
+}
+
+export interface MirrorError {
+  readonly error: ErrorFieldMap;
+  readonly nodeId: number;
+}
+
+export function firstMirrorError(m: MirrorCopies): MirrorError | undefined {
+  for (let i = 0; i < m.copies.length; i++) {
+    const error = m.copies[i].error;
+    if (error !== undefined) return { error, nodeId: m.nodes[i] };
+  }
+  return undefined;
 }
 
 /** The backend state replies update. `BackendConnection` (pool/connector.ts) satisfies it. */
@@ -617,4 +663,16 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   onFramingError(message: string): void {
     this.out.broken(message);
   }
+}
+
+/** An ErrorResponse's fields as received, to be sent on (another node's error for the client). */
+export function errorFieldsOf(f: ErrorFieldMap): ErrorFields {
+  const sev = (f.V ?? f.S ?? 'ERROR') as ErrorFields['severity'];
+  return {
+    severity: sev,
+    code: f.C ?? SQLSTATE.internalError,
+    message: f.M ?? 'error on the load-balance node',
+    detail: f.D,
+    hint: f.H,
+  };
 }

@@ -766,6 +766,14 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
    * pool_mode = transaction: a server connection refused the session's settings (a start-up
    * parameter with a value PostgreSQL rejects, as it would have refused the start-up).
    */
+  settingsDiverged(link: BackendLink, error: ErrorFieldMap): void {
+    this.route.settingsDiverged(link, error);
+  }
+
+  beforeSettingsOn(link: BackendLink): void {
+    this.route.ryw.beforeSettingsOn(link);
+  }
+
   settingsFailed(err: PgError): void {
     this.log.warn({ code: err.code, err: err.message }, 'session settings refused by the server connection');
     this.fatal(err);

@@ -141,6 +141,11 @@ export class SettingsReplay {
     this.apply(sql, cls);
   }
 
+  /** pgrelay aborted the open transaction block (a statement failed on another node): its COMMIT rolls back. */
+  transactionAborted(): void {
+    this.blockFailed = true;
+  }
+
   /** BEGIN, SAVEPOINT, COMMIT…: what becomes of the SETs of the transaction block. */
   private transactionCommand(tx: TxCommand, name: string | undefined, ok: boolean, status: number): void {
     const block = this.block;

@@ -18,7 +18,7 @@ import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DevCluster, freePort } from '../../dev/devcluster.js';
 import { waitForCached } from '../support/cache-probe.js';
-import { closeAllClients, endPg, endSql, pgClient, sqlClient, withTimeout } from '../support/clients.js';
+import { closeAllClients, endPg, endSql, extendedQuery, pgClient, sqlClient, withTimeout } from '../support/clients.js';
 import { sampleValue, scrapeMetrics } from '../support/prometheus.js';
 import { type ProxyHandle, runPgDumpTool, startProxy } from '../support/proxy.js';
 import { nodeOfPort } from '../support/routing.js';
@@ -136,12 +136,12 @@ describe('replay paused on both standbys', () => {
     // Drivers and pools ask for the backend's pid (to log it, to cancel): a stable function
     // that pgrelay runs on the primary, not a write.
     await c.query('SELECT pg_backend_pid()');
-    await c.query({ text: 'SELECT pg_backend_pid() AS pid', values: [] });
+    await extendedQuery(c, 'SELECT pg_backend_pid() AS pid');
     expect(await readNode(c)).not.toBe(P);
     await c.query('RESET work_mem');
     await c.query("SELECT set_config('application_name', 'ryw-setter', false)");
     await c.query('SET search_path = public'); // extended protocol below: the same as a Parse/Bind/Execute
-    await c.query({ text: "SELECT set_config('work_mem', '6MB', false)", values: [] });
+    await extendedQuery(c, "SELECT set_config('work_mem', '6MB', false)");
     expect(await readNode(c)).not.toBe(P);
     await c.query('BEGIN');
     await readNode(c);
@@ -257,7 +257,7 @@ describe('replay paused on both standbys', () => {
       [txpool, true],
     ] as const) {
       const c = await pgClient({ port: proxy.port });
-      const q = (text: string) => (extended ? c.query({ text, values: [] }) : c.query(text));
+      const q = (text: string) => (extended ? extendedQuery(c, text) : c.query(text));
       await q('BEGIN');
       await q('SET CONSTRAINTS ryw_sc.ryw_uc DEFERRED');
       // Deferred: the duplicate is allowed until COMMIT, where the check fails.
@@ -304,44 +304,174 @@ describe('after replay resumes', () => {
 });
 
 describe('a SET naming what the session just created', () => {
-  // (pool_mode = transaction waits the same way when the unit of work holds a standby's
-  // connection; when it does not, the SET is replayed on the next one it takes: not covered.)
-  for (const mode of ['session']) {
-    it(`${mode} mode: SET ROLE of a role the session just created waits, as a read would, for the standby to replay it`, async () => {
+  // Session mode: the SET itself waits. Transaction mode: the SET waits when its unit of work
+  // holds a standby's connection; else it is replayed, waiting the same way, on the next
+  // standby connection a unit takes (here the read's).
+  for (const [mode, extended] of [
+    ['session', false],
+    ['session', true],
+    ['transaction', false],
+    ['transaction', true],
+  ] as const) {
+    it(`${mode} mode${extended ? ', extended protocol' : ''}: SET ROLE of a role the session just created waits, as a read would, for the standby to replay it`, async () => {
       const proxy = await startProxy({
         cluster,
         config: { ...common, pool_mode: mode, read_your_writes_wait: 30_000 },
       });
-      const role = `ryw_role_${mode}`;
+      const role = `ryw_role_${mode}${extended ? '_x' : ''}`;
       const c = await pgClient({ port: proxy.port });
+      const q = (text: string) => (extended ? extendedQuery(c, text) : c.query(text));
       try {
-        await c.query('SELECT 1');
+        await q('SELECT 1');
         await cluster.pauseReplay(1);
         await cluster.pauseReplay(2);
-        let set: Promise<unknown> | undefined;
+        let setThenRead: Promise<unknown> | undefined;
+        let settled = false;
         try {
-          await c.query(`CREATE ROLE ${role}`);
-          set = c.query(`SET ROLE ${role}`).then(
-            () => 'ok',
-            (e: Error & { code?: string }) => `${e.code} ${e.message}`,
-          );
-          // pgrelay waits on the standby for the session's write to be replayed there.
+          await q(`CREATE ROLE ${role}`);
+          setThenRead = (async () => {
+            await q(`SET ROLE ${role}`);
+            const r = await q('SELECT current_user::text AS u, inet_server_port() AS port');
+            return { u: r.rows[0].u, onStandby: nodeOfPort(cluster, r.rows[0].port as number) !== P };
+          })()
+            .catch((e: Error & { code?: string }) => `${e.code} ${e.message}`)
+            .finally(() => {
+              settled = true;
+            });
+          // pgrelay waits on the standby for the session's write to be replayed there (what it
+          // did instead is checked below).
           await pollUntil(
             async () => (await cluster.psql(1, WAITING)) + (await cluster.psql(2, WAITING)),
-            (n) => n !== '00',
+            (n) => n !== '00' || settled,
             { what: "pgrelay waiting on a standby for the session's write", timeoutMs: 10_000 },
           );
         } finally {
           await cluster.resumeReplay(1);
           await cluster.resumeReplay(2);
         }
-        expect(await withTimeout(set, 30_000, 'SET ROLE')).toBe('ok');
-        expect((await c.query('SELECT current_user::text AS u')).rows).toEqual([{ u: role }]);
-        await c.query('RESET ROLE');
+        expect(await withTimeout(setThenRead, 30_000, 'SET ROLE, then a read')).toEqual({ u: role, onStandby: true });
+        await q('RESET ROLE');
       } finally {
         await endPg(c);
         expect(await proxy.stop()).toBe(0);
         await cluster.psql(P, `DROP ROLE IF EXISTS ${role}`);
+      }
+    });
+  }
+});
+
+describe('a SET that fails on a standby only (read_your_writes = off, replay paused)', () => {
+  // The primary's SET took effect: the client is told so, as on a direct connection, and no
+  // read runs where the session's role is not set (before: an error for the simple protocol,
+  // and the extended protocol's copy failed unseen: reads on the standby ran as the login user).
+  for (const [mode, extended] of [
+    ['session', false],
+    ['session', true],
+    ['transaction', false],
+    ['transaction', true],
+  ] as const) {
+    it(`${mode} mode${extended ? ', extended protocol' : ''}: SET ROLE succeeds, and every read after it runs as that role`, async () => {
+      const proxy = await startProxy({
+        cluster,
+        config: { ...common, backend_weight2: 0, pool_mode: mode, read_your_writes: 'off', default_pool_size: 2 },
+      });
+      const role = `ryw_diverge_${mode}${extended ? '_x' : ''}`;
+      const c = await pgClient({ port: proxy.port });
+      const q = (text: string) => (extended ? extendedQuery(c, text) : c.query(text));
+      const whoAndWhere = async () => {
+        const r = await q('SELECT current_user::text AS u, inet_server_port() AS port');
+        return { u: r.rows[0].u as string, node: nodeOfPort(cluster, r.rows[0].port as number) };
+      };
+      try {
+        expect((await whoAndWhere()).node).toBe(1);
+        await cluster.pauseReplay(1);
+        try {
+          await q(`CREATE ROLE ${role}`);
+          await q(`SET ROLE ${role}`);
+          if (mode === 'session') {
+            // Its reads go to the primary, which has the role set, until RESET ALL.
+            expect(await whoAndWhere()).toEqual({ u: role, node: P });
+          }
+        } finally {
+          await cluster.resumeReplay(1);
+        }
+        await cluster.waitForCatchup(30_000);
+        for (let i = 0; i < 3; i++) expect((await whoAndWhere()).u).toBe(role);
+        await q('RESET ALL');
+        await q('RESET ROLE');
+        expect(await whoAndWhere()).toEqual({ u: 'postgres', node: 1 });
+      } finally {
+        await endPg(c);
+        expect(await proxy.stop()).toBe(0);
+        await cluster.psql(P, `DROP ROLE IF EXISTS ${role}`);
+      }
+    });
+  }
+});
+
+describe('a statement for both nodes failing on the standby only inside a transaction', () => {
+  it('disable_load_balance_on_write = off: SET LOCAL ROLE of a role the transaction created fails (the standby cannot see it) and aborts the transaction, told the same way in the simple and extended protocol', async () => {
+    const proxy = await startProxy({
+      cluster,
+      config: { ...common, backend_weight2: 0, disable_load_balance_on_write: 'off' },
+    });
+    const clients: pg.Client[] = [];
+    try {
+      for (const extended of [false, true]) {
+        const c = await pgClient({ port: proxy.port });
+        clients.push(c);
+        const q = (text: string) => (extended ? extendedQuery(c, text) : c.query(text));
+        const role = `ryw_tx_mirror_${extended ? 'x' : 's'}`;
+        await q('BEGIN');
+        await q(`CREATE ROLE ${role}`);
+        const err = await q(`SET LOCAL ROLE ${role}`).then(
+          () => undefined,
+          (e: Error & { code?: string }) => e.code,
+        );
+        expect(err, extended ? 'extended' : 'simple').toBe('22023'); // SET ROLE of an unknown role
+        const next = await q('SELECT 1').then(
+          () => undefined,
+          (e: Error & { code?: string }) => e.code,
+        );
+        expect(next).toBe('25P02');
+        await q('ROLLBACK');
+        expect((await q('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+        await endPg(c);
+        expect(await cluster.psql(P, `SELECT count(*) FROM pg_roles WHERE rolname = '${role}'`)).toBe('0');
+      }
+    } finally {
+      for (const c of clients) await endPg(c);
+      expect(await proxy.stop()).toBe(0);
+    }
+  });
+});
+
+describe('a SET LOCAL naming what the transaction created', () => {
+  for (const [mode, extended] of [
+    ['session', false],
+    ['session', true],
+    ['transaction', false],
+    ['transaction', true],
+  ] as const) {
+    it(`${mode} mode${extended ? ', extended protocol' : ''}: BEGIN; CREATE ROLE r; SET LOCAL ROLE r works as on a direct connection (the transaction reads on the primary: the SET runs there alone)`, async () => {
+      const proxy = mode === 'session' ? session : txpool;
+      const role = `ryw_local_${mode}${extended ? '_x' : ''}`;
+      const c = await pgClient({ port: proxy.port });
+      const q = (text: string) => (extended ? extendedQuery(c, text) : c.query(text));
+      try {
+        await q('BEGIN');
+        await q(`CREATE ROLE ${role}`);
+        await q(`SET LOCAL ROLE ${role}`);
+        await q(`SELECT set_config('ryw.claim', 'x', true)`);
+        const r = await q("SELECT current_user::text AS u, current_setting('ryw.claim') AS claim");
+        expect(r.rows).toEqual([{ u: role, claim: 'x' }]);
+        await q('ROLLBACK');
+        // Nothing of it lasts: the next transaction reads on a standby again, as the login user.
+        const after = await q('SELECT current_user::text AS u, inet_server_port() AS port');
+        expect(after.rows[0].u).toBe('postgres');
+        expect(nodeOfPort(cluster, after.rows[0].port as number)).not.toBe(P);
+      } finally {
+        await endPg(c);
       }
     });
   }
@@ -352,7 +482,6 @@ const WAITING =
   "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'WITH RECURSIVE w(lsn)%pg_last_wal_replay_lsn%'";
 
 /**
- * `clients` sessions each INSERT a new row then SELECT it, `iterations` times (or until/**
  * `clients` sessions each INSERT a new row then SELECT it, `iterations` times (or until
  * `stopAfterMisses` reads missed their row). Returns misses and where reads ran.
  */
