@@ -117,12 +117,11 @@ export class BothNodes {
     let status = onPrimary.status ?? TxStatus.Idle;
     const failed = onPrimary.error ? undefined : onSeconds.find(([, e]) => e.error !== undefined);
     let secondError = failed?.[1].error;
-    if (failed !== undefined && secondError !== undefined && status === TxStatus.Idle) {
-      // Outside a transaction the primary's result stands, as on a direct connection (its
-      // SET took effect); that standby's connection lacks it (routing.ts settingsDiverged).
-      this.route.settingsDiverged(failed[0], secondError);
-      secondError = undefined;
-    }
+    // Outside a transaction the primary's result stands, as on a direct connection (its SET
+    // took effect); that standby's connection lacks it (settingsDiverged, after the routing
+    // state: a RESET ALL that failed there must not clear what it sets).
+    const diverged = failed !== undefined && secondError !== undefined && status === TxStatus.Idle ? failed : undefined;
+    if (diverged !== undefined) secondError = undefined;
     if (failed === undefined || secondError === undefined) {
       out = Buffer.concat(onPrimary.held ?? []);
     } else {
@@ -141,6 +140,7 @@ export class BothNodes {
     if (onPrimary.error !== undefined && status === TxStatus.Failed) this.poisonStandbys();
     const ok = !onPrimary.error && secondError === undefined;
     this.route.outcome(cls, d, ok, status);
+    if (diverged?.[1].error !== undefined) this.route.settingsDiverged(diverged[0], diverged[1].error);
     s.settings.record(sql, cls, ok, status);
     this.route.txStatusIs(status);
     // DEALLOCATE (ALL) / DISCARD ALL drop prepared statements on both nodes (DISCARD PLANS,
