@@ -360,6 +360,62 @@ describe('a SET naming what the session just created', () => {
   }
 });
 
+describe("a replay of the session's settings that set its role", () => {
+  it('pool_mode = transaction: SET ROLE run while the standby pool was full (on the primary alone) is replayed on the next standby connection once that standby has the role', async () => {
+    const proxy = await startProxy({
+      cluster,
+      config: {
+        ...common,
+        backend_weight2: 0,
+        pool_mode: 'transaction',
+        read_your_writes_wait: 30_000,
+        default_pool_size: 1,
+      },
+    });
+    const role = 'ryw_replayed_role';
+    const a = await pgClient({ port: proxy.port });
+    const b = await pgClient({ port: proxy.port });
+    try {
+      await a.query('SELECT 1');
+      // b's read-only transaction holds node 1's one connection (and no primary connection).
+      await b.query('BEGIN READ ONLY');
+      // (SHOW, not a function: a function's volatility lookup would take the primary's connection.)
+      expect(nodeOfPort(cluster, Number((await b.query('SHOW port')).rows[0].port))).toBe(1);
+      await cluster.pauseReplay(1);
+      let read: Promise<unknown> | undefined;
+      let settled = false;
+      try {
+        await a.query(`CREATE ROLE ${role}`);
+        await a.query(`SET ROLE ${role}`); // no standby connection to be had: the primary alone
+        await b.query('COMMIT');
+        read = a
+          .query('SELECT current_user::text AS u, inet_server_port() AS port')
+          .then(
+            (r) => ({ u: r.rows[0].u, node: nodeOfPort(cluster, r.rows[0].port as number) }),
+            (e: Error & { code?: string }) => `${e.code} ${e.message}`,
+          )
+          .finally(() => {
+            settled = true;
+          });
+        // Before replaying SET ROLE there, pgrelay waits for node 1 to replay the role.
+        await pollUntil(
+          () => cluster.psql(1, WAITING),
+          (n) => n !== '0' || settled,
+          { what: "pgrelay waiting on node 1 for the session's write", timeoutMs: 10_000 },
+        );
+      } finally {
+        await cluster.resumeReplay(1);
+      }
+      expect(await withTimeout(read, 30_000, 'the read')).toEqual({ u: role, node: 1 });
+    } finally {
+      await endPg(a);
+      await endPg(b);
+      expect(await proxy.stop()).toBe(0);
+      await cluster.psql(P, `DROP ROLE IF EXISTS ${role}`);
+    }
+  });
+});
+
 describe('a SET that fails on a standby only (read_your_writes = off, replay paused)', () => {
   // The primary's SET took effect: the client is told so, as on a direct connection, and no
   // read runs where the session's role is not set (before: an error for the simple protocol,
