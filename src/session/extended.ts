@@ -894,6 +894,7 @@ export class ExtendedProtocol {
         const second = b.get(id);
         if (!second) continue;
         this.mirrored(second, { kind: 'execute', mode: 'drop', skippable: true }, buf.subarray(start - 5, end));
+        if (portal.stmt !== undefined) this.route.counted(second, portal.stmt.sql, portal.stmt.cls);
       }
     }
     b.inPipeline(target);

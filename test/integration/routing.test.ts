@@ -94,13 +94,17 @@ interface Routed {
 }
 
 /** Run one simple Query through `via` and see where it went. */
-async function routed(c: pg.Client, sql: string, opts: { via?: ProxyHandle; min?: number } = {}): Promise<Routed> {
+async function routed(
+  c: pg.Client,
+  sql: string,
+  opts: { via?: ProxyHandle; min?: number; extended?: boolean } = {},
+): Promise<Routed> {
   const via = opts.via ?? proxy;
   const since = statementLog(via).length;
   let results: pg.QueryResult[] = [];
   let error: Routed['error'];
   try {
-    const r = (await c.query(sql)) as pg.QueryResult | pg.QueryResult[];
+    const r = (opts.extended ? await extendedQuery(c, sql) : await c.query(sql)) as pg.QueryResult | pg.QueryResult[];
     results = Array.isArray(r) ? r : [r];
   } catch (e) {
     error = e as Routed['error'];
@@ -530,6 +534,20 @@ describe('statements for both nodes, transactions', () => {
     );
     expect(onPrimary.portNodes).toEqual([P]);
     expect(onPrimary.results[0].rows[0].wm).toBe('3MB');
+  });
+
+  it('extended protocol: SET and BEGIN/COMMIT run (and are logged, log_per_node_statement) on both nodes', async () => {
+    const c = await client();
+    for (const sql of ["SET work_mem = '5MB'", 'BEGIN', 'COMMIT']) {
+      const r = await routed(c, sql, { min: 2, extended: true });
+      expect(r.error).toBeUndefined();
+      expect(r.logged, sql).toEqual([P, LB]);
+    }
+    const onLb = await routed(c, "SELECT current_setting('work_mem') AS wm, inet_server_port() AS port", {
+      extended: true,
+    });
+    expect(onLb.portNodes).toEqual([LB]);
+    expect(onLb.results[0].rows[0].wm).toBe('5MB');
   });
 
   it('BEGIN and SAVEPOINT go to both; a read before any write stays on the LB node, after a write on the primary', async () => {
