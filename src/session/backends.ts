@@ -53,7 +53,11 @@ export interface BackendsOwner extends LinkOwner {
   /** What client authentication produced for logging into backends (overrides ctx.backendSecret). */
   readonly authSecret?: BackendSecret;
   /** The session's routing state (its default isolation decides whether a unit of work takes a read node). */
-  readonly routing: { readonly defaultSerializable: boolean; readonly startupSerializable: boolean };
+  readonly routing: {
+    readonly defaultSerializable: boolean;
+    readonly startupSerializable: boolean;
+    readonly settingsOnPrimary: boolean;
+  };
   /** pool_mode = transaction: a primary connection taken for a unit of work started with `level` (default_transaction_isolation). */
   connectionIsolation(level: string): void;
   /** The session's settings (replayed on pooled connections, pool_mode = transaction). */
@@ -452,11 +456,15 @@ export class Backends {
    * connections start with it, takes no read node's connection: its reads go to the primary
    * anyway, and a hot standby refuses every statement that takes a snapshot in that mode
    * (pgrelay's replay of the session's start-up settings there too), also after the session
-   * SET a lower default (replayed after them).
+   * SET a lower default (replayed after them). Nor does a session whose settings were
+   * changed on the primary alone (its reads go there until RESET ALL: policy.ts).
    */
   private get primaryOnly(): boolean {
     const r = this.owner.routing;
-    return this.pooled && (this.connectionsSerializable || r.defaultSerializable || r.startupSerializable);
+    return (
+      this.pooled &&
+      (this.connectionsSerializable || r.defaultSerializable || r.startupSerializable || r.settingsOnPrimary)
+    );
   }
 
   /** A primary connection the session took, its start-up isolation known: see connectionsSerializable. */

@@ -296,13 +296,15 @@ export class ReadYourWrites {
    * read_your_writes_wait: the SET goes there anyway).
    */
   settingOn(link: BackendLink): true | typeof SUSPEND {
-    const verdict = this.verdictFor(link);
+    // pgrelay's own requests may be outstanding there (a connection just taken gets the
+    // session's settings): the question goes behind them.
+    const verdict = this.verdictFor(link, true);
     if (verdict === undefined || verdict.act === 'standby' || verdict.act === 'primary') return true;
     return this.suspendFor(link, verdict);
   }
 
   /** What checkRead says of a read on `link` now; undefined when read-your-writes does not apply. */
-  private verdictFor(link: BackendLink): ReadVerdict | undefined {
+  private verdictFor(link: BackendLink, behindOwn = false): ReadVerdict | undefined {
     const s = this.s;
     const ctx = s.ctx;
     const mode = ctx.config().read_your_writes;
@@ -328,7 +330,7 @@ export class ReadYourWrites {
       newestPosition: horizon.position,
       replayPosition: ctx.nodes.get(link.nodeId)?.replayPosition ?? 0n,
       asked: this.askedIn === this.request,
-      canAsk: !inTx && link.pending === 0 && !link.inPipeline && !link.copyIn,
+      canAsk: !inTx && (link.pending === 0 || (behindOwn && link.visible === 0)) && !link.inPipeline && !link.copyIn,
     });
   }
 

@@ -268,19 +268,18 @@ export class StatementRouting {
   /**
    * A statement for both nodes succeeded on the primary and failed on `link`'s standby
    * outside a transaction (SET ROLE of a role that standby has not replayed): that
-   * connection lacks what the session set. Session mode: the session's reads go to the
-   * primary until RESET ALL / DISCARD ALL, as after a SET on the primary alone. pool_mode =
-   * transaction: the connection is reset and given the session's settings again before its
-   * next use (a replay that fails then ends the session).
+   * connection lacks what the session set. The session's reads go to the primary until
+   * RESET ALL / DISCARD ALL, as after a SET on the primary alone; pool_mode = transaction:
+   * the connection is also reset before anyone's next use of it.
    */
   settingsDiverged(link: BackendLink, error: { C?: string; M?: string }): void {
     const s = this.s;
     s.log.warn(
       { node: link.nodeId, code: error.C, err: error.M },
-      'statement for both nodes failed on a standby only: its settings differ there',
+      "statement for both nodes failed on a standby only: the session's reads go to the primary until RESET ALL",
     );
+    s.routing.settingsOnPrimary = true;
     if (s.backends.pooled) s.backends.settingsUnknownOn(link);
-    else s.routing.settingsOnPrimary = true;
   }
 
   /** Record the transaction status seen at the end of a statement or pipeline. */
