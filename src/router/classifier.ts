@@ -1275,12 +1275,12 @@ function analyzeSet(sql: string, toks: Token[], s: number, e: number): Builder {
     return b;
   }
   const b = both('SET');
+  const name = SET_SPECIAL_NAMES.get(w) ?? settingNameAt(toks, j, e)?.name;
+  if (name !== undefined) b.settingName = name;
   if (scopeWord === 'local') b.settingScope = 'local';
   else {
     const reset = settingToDefault(sql, toks, j, e);
     if (reset !== undefined) b.resetsSetting = reset;
-    const name = SET_SPECIAL_NAMES.get(w) ?? settingNameAt(toks, j, e)?.name;
-    if (name !== undefined) b.settingName = name;
   }
   return b;
 }

@@ -277,11 +277,19 @@ export function route(input: RouteInput): Decision {
     // pgpool's multi-statement rule: in a transaction begun by a multi-statement Query, BOTH-type statements go to the primary only.
     if (s.inTransaction && s.txStartedByMulti)
       return toPrimary(`${c.reason} in a transaction begun by a multi-statement query`, write);
-    // pgrelay: a setting that ends with the transaction (SET LOCAL, set_config(…, true)), in a
-    // transaction whose reads run on the primary from now on (this SET counts as a write),
-    // matters there only; a standby would refuse what the transaction created (SET LOCAL
-    // ROLE of a role it just created) and abort the client's transaction.
-    if (s.inTransaction && c.kind === 'set' && c.settingScope === 'local' && c.txSetting === undefined) {
+    // pgrelay: a built-in setting that ends with the transaction (SET LOCAL, set_config(…,
+    // true)), in a transaction whose reads run on the primary from now on (this SET counts
+    // as a write), matters there only; a standby would refuse what the transaction created
+    // (SET LOCAL ROLE of a role it just created) and abort the client's transaction. (A
+    // custom one, `a.b`, leaves its name defined after the transaction: both nodes get it.)
+    if (
+      s.inTransaction &&
+      c.kind === 'set' &&
+      c.settingScope === 'local' &&
+      c.txSetting === undefined &&
+      c.settingName !== undefined &&
+      !c.settingName.includes('.')
+    ) {
       const mode = cfg.disable_load_balance_on_write;
       const why =
         readsOnPrimary(s, mode) ??

@@ -222,7 +222,12 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     const a = new Session(cfg());
     a.run('BEGIN');
     expect(a.run('SET LOCAL ROLE r').target).toBe('primary');
-    expect(a.run("SELECT set_config('request.claims', 'x', true)").target).toBe('primary');
+    expect(a.run("SELECT set_config('statement_timeout', '5s', true)").target).toBe('primary');
+    // A custom setting leaves its name defined after the transaction (current_setting(…, true) = ''):
+    // on both nodes, as are those whose name is not known.
+    expect(a.run("SELECT set_config('request.claims', 'x', true)").target).toBe('both');
+    expect(a.run('SET LOCAL app.user_id = 7').target).toBe('both');
+    expect(a.run('SELECT set_config($1, $2, true)').target).toBe('both');
     expect(a.target('SELECT 1')).toBe('primary');
     expect(a.target('SET work_mem = 1')).toBe('both');
     a.run('COMMIT');
