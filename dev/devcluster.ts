@@ -84,8 +84,27 @@ interface RunResult {
   stderr: string;
 }
 
-/** Bind 127.0.0.1:0, read the port the kernel chose, close. */
+/**
+ * A free loopback port this process was not given before: the kernel may give the port it
+ * just gave again once that is closed, and a caller asking for two (a listen port and a
+ * PCP port) got one port twice.
+ */
 export async function freePort(): Promise<number> {
+  for (let i = 0; i < 50; i++) {
+    const port = await anyFreePort();
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    if (handedOut.size > 4096) handedOut.delete(handedOut.values().next().value as number);
+    return port;
+  }
+  return anyFreePort();
+}
+
+/** Ports freePort gave this process, oldest first. */
+const handedOut = new Set<number>();
+
+/** Bind 127.0.0.1:0, read the port the kernel chose, close. */
+function anyFreePort(): Promise<number> {
   return new Promise<number>((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();

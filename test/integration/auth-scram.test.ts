@@ -466,7 +466,7 @@ describe('pool_hba on', () => {
   it('a broken pool_hba.conf on reload keeps the old rules', async () => {
     await writeHba(proxy, ['host all all 127.0.0.1/32 bogus-method']);
     await hup(proxy);
-    expect(proxy.logs()).toMatch(/pool_hba.conf not reloaded/);
+    await proxy.waitForLog(/pool_hba.conf not reloaded/);
     expect(await psqlAs(proxy, 'alice', 'alicepw')).toMatchObject({ code: 0, out: 'alice' });
   });
 });

@@ -353,7 +353,7 @@ describe('client certificates: pool_hba cert and clientcert=', () => {
     expect(direct.code).not.toBe(0);
     expect(direct.err).toMatch(PG_UNKNOWN_CA);
     expect(refusal(await login(proxy.port, 'alice', { cert: client.rogueAlice }))).toEqual(NEEDS_CERT);
-    expect(proxy.logs()).toMatch(/client authentication failed/);
+    await proxy.waitForLog(/client authentication failed/);
   });
 
   it('clientcert=verify-full: needs the password and a trusted certificate whose CN is the user', async () => {
