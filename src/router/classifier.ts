@@ -104,6 +104,8 @@ export interface Classification {
   functions: readonly string[];
   /** Relations referenced (FROM/JOIN/TABLE/COPY/DML targets), as written, for temp/unlogged/dml_adaptive checks. */
   relations: readonly string[];
+  /** Reads: the types of `x::type` casts, as written (a temp table's row type is temporary too). */
+  castTypes?: readonly string[];
   /** Reads a system catalog (pg_catalog.* or a pg_* relation name; pgpool's statement table (send_to_where()) / observed with pgpool 4.3.5). */
   systemCatalog: boolean;
   /** Tables written (INSERT/UPDATE/DELETE/MERGE targets incl. writable CTEs, COPY FROM, TRUNCATE) for dml_adaptive. */
@@ -1877,12 +1879,16 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
  */
 function regclassRelations(c: Classification, sql: string, toks: Token[]): void {
   let names: string[] | null = null;
+  let types: string[] | null = null;
   for (let i = 0; i < toks.length; i++) {
     const t = toks[i];
+    if (t.kind === Tok.Op && t.text === '::' && isNameTok(toks[i + 1]))
+      types = pushUnique(types, readName(toks, i + 1, toks.length)[0]);
     if (t.kind !== Tok.String || !namesRegclass(toks, i)) continue;
     const name = relationOfLiteral(sql.slice(t.start, t.end));
     if (name !== undefined) names = pushUnique(names, name);
   }
+  if (types !== null) c.castTypes = types;
   if (names === null) return;
   const all = [...c.relations];
   for (const n of names) if (!all.includes(n)) all.push(n);

@@ -234,6 +234,7 @@ export function relationIn(rel: string, names: readonly string[]): boolean {
 }
 
 const NO_LINKS: readonly ReadsThrough[] = [];
+const NO_NAMES: readonly string[] = [];
 
 /** Why the session's reads run on the primary now whatever they read (undefined: they need not). */
 function readsOnPrimary(s: SessionRoutingState, mode: DisableLbOnWrite): string | undefined {
@@ -349,10 +350,14 @@ export function route(input: RouteInput): Decision {
     if (isBuiltinNamed(f, PRIMARY_BACKEND_FUNCTIONS)) return toPrimary(`${f}() needs the primary's backend`, write);
   // pgrelay: an object named in pg_temp is a temporary one, which only the primary has.
   for (const r of c.relations) if (inTempSchema(r)) return toPrimary(`reads temporary relation ${r}`, write);
+  for (const t of c.castTypes ?? NO_NAMES) if (inTempSchema(t)) return toPrimary(`casts to temporary type ${t}`, write);
   for (const f of c.functions) if (inTempSchema(f)) return toPrimary(`calls temporary function ${f}`, write);
   // pgpool's pool_where_to_send() check_temp_table (trace: temp tables created in this session) and the lead's catalog answer.
   if (cfg.checkTempTable && s.tempTables.length > 0) {
     for (const r of c.relations) if (relationIn(r, s.tempTables)) return toPrimary(`reads temp table ${r}`, write);
+    // A temp table's row type: `'(1,2)'::tmp`, `row(…)::tmp`.
+    for (const t of c.castTypes ?? NO_NAMES)
+      if (relationIn(t, s.tempTables)) return toPrimary(`casts to temp table ${t}'s row type`, write);
     // pgrelay: named in a string given to a function (has_column_privilege('t', …), pg_relation_size('t')).
     const text = input.sql.includes("'") ? input.sql.toLowerCase() : '';
     for (const t of s.tempTables)

@@ -233,6 +233,11 @@ describe('writes and non-balanceable reads go to the primary', () => {
     expect(r.results[0].rows[0].a).toBe(7);
     expect(r.portNodes).toEqual([P]);
     expect(r.logged).toEqual([P]);
+    // Its row type is temporary too.
+    const cast = await routed(c, `SELECT '(8)'::${tmp} AS row, inet_server_port() AS port`);
+    expect(cast.error).toBeUndefined();
+    expect(cast.results[0].rows[0].row).toBe('(8)');
+    expect(cast.portNodes).toEqual([P]);
   });
 
   it("a permanent table with a temporary child (INHERITS, ALTER TABLE … INHERIT) and a view of a temp table (temporary itself) → primary: the child's rows are the session's alone", async () => {

@@ -364,6 +364,15 @@ describe('functions and relations', () => {
     expect(c('CREATE TABLE plain (a int)').createsTemp).toEqual([]);
     expect(c('DISCARD TEMP').discardsTemp).toBe(true);
   });
+  it('the types of casts in a read', () => {
+    expect(c('SELECT \'(1,2)\'::complex, row(1)::s."Q", 3::int, x::double precision FROM t').castTypes).toEqual([
+      'complex',
+      's.Q',
+      'int',
+      'double',
+    ]);
+    expect(c('SELECT 1').castTypes).toBeUndefined();
+  });
   it('relations that read others: views, inheritance parents', () => {
     expect(c('CREATE TEMP TABLE k (b int) INHERITS (p, s."Q")').readsThrough).toEqual([
       { relation: 'p', of: ['k'] },

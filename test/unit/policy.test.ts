@@ -564,6 +564,15 @@ describe('temp and unlogged tables', () => {
     a.run('DISCARD ALL');
     expect(a.target('SELECT * FROM tmp1')).toBe('standby');
   });
+  it("a cast to a temp table's row type, or to a type in pg_temp, is read on the primary", () => {
+    const a = new Session(cfg());
+    expect(a.target("SELECT '(Joe,Blow)'::fullname")).toBe('standby');
+    a.run('CREATE TEMP TABLE fullname (first text, last text)');
+    expect(a.target("SELECT row('Joe', 'Blow')::fullname, 1::int")).toBe('primary');
+    expect(a.target("SELECT '(a,b)'::public.fullname")).toBe('primary'); // as written: the same name
+    expect(a.target("SELECT 'x'::text, 2::int")).toBe('standby');
+    expect(a.target("SELECT '(1)'::pg_temp.mytype")).toBe('primary');
+  });
   it('a permanent parent of a temp table and a view of a temp table are read on the primary; unrelated ones are not', () => {
     const a = new Session(cfg());
     a.run('CREATE TEMP TABLE kid () INHERITS (mom, s.dad)');
