@@ -336,11 +336,11 @@ export class ExtendedProtocol {
   }
 
   /**
-   * A SET outside a transaction for standbys too waits, as the simple protocol's does
-   * (session.ts), for them to replay the session's writes: its Parse is presented again.
+   * A SET for standbys too waits, as the simple protocol's does (session.ts), for them to
+   * replay the session's writes: its Parse is presented again.
    */
   private settingWaits(cls: Classification, seconds: readonly BackendLink[]): boolean {
-    if (cls.kind !== 'set' || this.s.routing.inTransaction) return false;
+    if (cls.kind !== 'set') return false;
     for (const l of seconds) if (this.route.ryw.settingOn(l) === SUSPEND) return true;
     return false;
   }

@@ -360,6 +360,60 @@ describe('a SET naming what the session just created', () => {
   }
 });
 
+describe('a SET in a READ COMMITTED transaction naming what the session created before it', () => {
+  for (const [mode, extended] of [
+    ['session', false],
+    ['session', true],
+    ['transaction', false],
+    ['transaction', true],
+  ] as const) {
+    it(`${mode} mode${extended ? ', extended protocol' : ''}: CREATE ROLE r; BEGIN; SET SESSION AUTHORIZATION r waits for the standby to replay the role (pg_regress's psql.sql)`, async () => {
+      const proxy = await startProxy({
+        cluster,
+        config: { ...common, pool_mode: mode, read_your_writes_wait: 30_000 },
+      });
+      const role = `ryw_in_tx_${mode}${extended ? '_x' : ''}`;
+      const c = await pgClient({ port: proxy.port });
+      const q = (text: string) => (extended ? extendedQuery(c, text) : c.query(text));
+      try {
+        await q('SELECT 1');
+        await cluster.pauseReplay(1);
+        await cluster.pauseReplay(2);
+        let inTx: Promise<unknown> | undefined;
+        let settled = false;
+        try {
+          await q(`CREATE ROLE ${role} SUPERUSER`);
+          inTx = (async () => {
+            await q('BEGIN');
+            await q(`SET SESSION AUTHORIZATION ${role}`);
+            const r = await q('SELECT current_user::text AS u');
+            await q('ROLLBACK');
+            return r.rows[0].u;
+          })()
+            .catch((e: Error & { code?: string }) => `${e.code} ${e.message}`)
+            .finally(() => {
+              settled = true;
+            });
+          await pollUntil(
+            async () => (await cluster.psql(1, WAITING)) + (await cluster.psql(2, WAITING)),
+            (n) => n !== '00' || settled,
+            { what: "pgrelay waiting on a standby for the session's write", timeoutMs: 10_000 },
+          );
+        } finally {
+          await cluster.resumeReplay(1);
+          await cluster.resumeReplay(2);
+        }
+        expect(await withTimeout(inTx, 30_000, 'the transaction')).toBe(role);
+        expect((await q('SELECT current_user::text AS u')).rows[0].u).toBe('postgres');
+      } finally {
+        await endPg(c);
+        expect(await proxy.stop()).toBe(0);
+        await cluster.psql(P, `DROP ROLE IF EXISTS ${role}`);
+      }
+    });
+  }
+});
+
 describe("a replay of the session's settings that set its role", () => {
   it('pool_mode = transaction: SET ROLE run while the standby pool was full (on the primary alone) is replayed on the next standby connection once that standby has the role', async () => {
     const proxy = await startProxy({
