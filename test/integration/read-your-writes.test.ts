@@ -41,6 +41,14 @@ const common = {
   sr_check_user: 'postgres',
 };
 
+/** Each pool mode, through the simple and the extended protocol. */
+const MODES_AND_PROTOCOLS = [
+  ['session', false],
+  ['session', true],
+  ['transaction', false],
+  ['transaction', true],
+] as const;
+
 beforeAll(async () => {
   cluster = await DevCluster.start({ standbys: 2 });
   P = cluster.primaryId;
@@ -307,109 +315,47 @@ describe('a SET naming what the session just created', () => {
   // Session mode: the SET itself waits. Transaction mode: the SET waits when its unit of work
   // holds a standby's connection; else it is replayed, waiting the same way, on the next
   // standby connection a unit takes (here the read's).
-  for (const [mode, extended] of [
-    ['session', false],
-    ['session', true],
-    ['transaction', false],
-    ['transaction', true],
-  ] as const) {
-    it(`${mode} mode${extended ? ', extended protocol' : ''}: SET ROLE of a role the session just created waits, as a read would, for the standby to replay it`, async () => {
-      const proxy = await startProxy({
-        cluster,
-        config: { ...common, pool_mode: mode, read_your_writes_wait: 30_000 },
-      });
+  for (const [mode, extended] of MODES_AND_PROTOCOLS) {
+    it(`${label(mode, extended)}: SET ROLE of a role the session just created waits, as a read would, for the standby to replay it`, async () => {
       const role = `ryw_role_${mode}${extended ? '_x' : ''}`;
-      const c = await pgClient({ port: proxy.port });
-      const q = (text: string) => (extended ? extendedQuery(c, text) : c.query(text));
-      try {
+      await withOwnProxy({ pool_mode: mode, read_your_writes_wait: 30_000 }, extended, role, async (q) => {
         await q('SELECT 1');
-        await cluster.pauseReplay(1);
-        await cluster.pauseReplay(2);
-        let setThenRead: Promise<unknown> | undefined;
-        let settled = false;
-        try {
-          await q(`CREATE ROLE ${role}`);
-          setThenRead = (async () => {
+        const setThenRead = await whileReplayPaused(
+          [1, 2],
+          () => q(`CREATE ROLE ${role}`),
+          async () => {
             await q(`SET ROLE ${role}`);
             const r = await q('SELECT current_user::text AS u, inet_server_port() AS port');
             return { u: r.rows[0].u, onStandby: nodeOfPort(cluster, r.rows[0].port as number) !== P };
-          })()
-            .catch((e: Error & { code?: string }) => `${e.code} ${e.message}`)
-            .finally(() => {
-              settled = true;
-            });
-          // pgrelay waits on the standby for the session's write to be replayed there (what it
-          // did instead is checked below).
-          await pollUntil(
-            async () => (await cluster.psql(1, WAITING)) + (await cluster.psql(2, WAITING)),
-            (n) => n !== '00' || settled,
-            { what: "pgrelay waiting on a standby for the session's write", timeoutMs: 10_000 },
-          );
-        } finally {
-          await cluster.resumeReplay(1);
-          await cluster.resumeReplay(2);
-        }
-        expect(await withTimeout(setThenRead, 30_000, 'SET ROLE, then a read')).toEqual({ u: role, onStandby: true });
+          },
+        );
+        expect(setThenRead).toEqual({ u: role, onStandby: true });
         await q('RESET ROLE');
-      } finally {
-        await endPg(c);
-        expect(await proxy.stop()).toBe(0);
-        await cluster.psql(P, `DROP ROLE IF EXISTS ${role}`);
-      }
+      });
     });
   }
 });
 
 describe('a SET in a READ COMMITTED transaction naming what the session created before it', () => {
-  for (const [mode, extended] of [
-    ['session', false],
-    ['session', true],
-    ['transaction', false],
-    ['transaction', true],
-  ] as const) {
-    it(`${mode} mode${extended ? ', extended protocol' : ''}: CREATE ROLE r; BEGIN; SET SESSION AUTHORIZATION r waits for the standby to replay the role (pg_regress's psql.sql)`, async () => {
-      const proxy = await startProxy({
-        cluster,
-        config: { ...common, pool_mode: mode, read_your_writes_wait: 30_000 },
-      });
+  for (const [mode, extended] of MODES_AND_PROTOCOLS) {
+    it(`${label(mode, extended)}: CREATE ROLE r; BEGIN; SET SESSION AUTHORIZATION r waits for the standby to replay the role (pg_regress's psql.sql)`, async () => {
       const role = `ryw_in_tx_${mode}${extended ? '_x' : ''}`;
-      const c = await pgClient({ port: proxy.port });
-      const q = (text: string) => (extended ? extendedQuery(c, text) : c.query(text));
-      try {
+      await withOwnProxy({ pool_mode: mode, read_your_writes_wait: 30_000 }, extended, role, async (q) => {
         await q('SELECT 1');
-        await cluster.pauseReplay(1);
-        await cluster.pauseReplay(2);
-        let inTx: Promise<unknown> | undefined;
-        let settled = false;
-        try {
-          await q(`CREATE ROLE ${role} SUPERUSER`);
-          inTx = (async () => {
+        const inTx = await whileReplayPaused(
+          [1, 2],
+          () => q(`CREATE ROLE ${role} SUPERUSER`),
+          async () => {
             await q('BEGIN');
             await q(`SET SESSION AUTHORIZATION ${role}`);
             const r = await q('SELECT current_user::text AS u');
             await q('ROLLBACK');
             return r.rows[0].u;
-          })()
-            .catch((e: Error & { code?: string }) => `${e.code} ${e.message}`)
-            .finally(() => {
-              settled = true;
-            });
-          await pollUntil(
-            async () => (await cluster.psql(1, WAITING)) + (await cluster.psql(2, WAITING)),
-            (n) => n !== '00' || settled,
-            { what: "pgrelay waiting on a standby for the session's write", timeoutMs: 10_000 },
-          );
-        } finally {
-          await cluster.resumeReplay(1);
-          await cluster.resumeReplay(2);
-        }
-        expect(await withTimeout(inTx, 30_000, 'the transaction')).toBe(role);
+          },
+        );
+        expect(inTx).toBe(role);
         expect((await q('SELECT current_user::text AS u')).rows[0].u).toBe('postgres');
-      } finally {
-        await endPg(c);
-        expect(await proxy.stop()).toBe(0);
-        await cluster.psql(P, `DROP ROLE IF EXISTS ${role}`);
-      }
+      });
     });
   }
 });
@@ -435,32 +381,20 @@ describe("a replay of the session's settings that set its role", () => {
       await b.query('BEGIN READ ONLY');
       // (SHOW, not a function: a function's volatility lookup would take the primary's connection.)
       expect(nodeOfPort(cluster, Number((await b.query('SHOW port')).rows[0].port))).toBe(1);
-      await cluster.pauseReplay(1);
-      let read: Promise<unknown> | undefined;
-      let settled = false;
-      try {
-        await a.query(`CREATE ROLE ${role}`);
-        await a.query(`SET ROLE ${role}`); // no standby connection to be had: the primary alone
-        await b.query('COMMIT');
-        read = a
-          .query('SELECT current_user::text AS u, inet_server_port() AS port')
-          .then(
-            (r) => ({ u: r.rows[0].u, node: nodeOfPort(cluster, r.rows[0].port as number) }),
-            (e: Error & { code?: string }) => `${e.code} ${e.message}`,
-          )
-          .finally(() => {
-            settled = true;
-          });
-        // Before replaying SET ROLE there, pgrelay waits for node 1 to replay the role.
-        await pollUntil(
-          () => cluster.psql(1, WAITING),
-          (n) => n !== '0' || settled,
-          { what: "pgrelay waiting on node 1 for the session's write", timeoutMs: 10_000 },
-        );
-      } finally {
-        await cluster.resumeReplay(1);
-      }
-      expect(await withTimeout(read, 30_000, 'the read')).toEqual({ u: role, node: 1 });
+      // Before replaying SET ROLE on node 1, pgrelay waits there for the role.
+      const read = await whileReplayPaused(
+        [1],
+        async () => {
+          await a.query(`CREATE ROLE ${role}`);
+          await a.query(`SET ROLE ${role}`); // no standby connection to be had: the primary alone
+          await b.query('COMMIT');
+        },
+        async () => {
+          const r = await a.query('SELECT current_user::text AS u, inet_server_port() AS port');
+          return { u: r.rows[0].u, node: nodeOfPort(cluster, r.rows[0].port as number) };
+        },
+      );
+      expect(read).toEqual({ u: role, node: 1 });
     } finally {
       await endPg(a);
       await endPg(b);
@@ -474,25 +408,15 @@ describe('a SET that fails on a standby only (read_your_writes = off, replay pau
   // The primary's SET took effect: the client is told so, as on a direct connection, and no
   // read runs where the session's role is not set (before: an error for the simple protocol,
   // and the extended protocol's copy failed unseen: reads on the standby ran as the login user).
-  for (const [mode, extended] of [
-    ['session', false],
-    ['session', true],
-    ['transaction', false],
-    ['transaction', true],
-  ] as const) {
-    it(`${mode} mode${extended ? ', extended protocol' : ''}: SET ROLE succeeds, and every read after it runs as that role`, async () => {
-      const proxy = await startProxy({
-        cluster,
-        config: { ...common, backend_weight2: 0, pool_mode: mode, read_your_writes: 'off', default_pool_size: 2 },
-      });
+  for (const [mode, extended] of MODES_AND_PROTOCOLS) {
+    it(`${label(mode, extended)}: SET ROLE succeeds, and every read after it runs as that role`, async () => {
       const role = `ryw_diverge_${mode}${extended ? '_x' : ''}`;
-      const c = await pgClient({ port: proxy.port });
-      const q = (text: string) => (extended ? extendedQuery(c, text) : c.query(text));
-      const whoAndWhere = async () => {
-        const r = await q('SELECT current_user::text AS u, inet_server_port() AS port');
-        return { u: r.rows[0].u as string, node: nodeOfPort(cluster, r.rows[0].port as number) };
-      };
-      try {
+      const config = { backend_weight2: 0, pool_mode: mode, read_your_writes: 'off', default_pool_size: 2 };
+      await withOwnProxy(config, extended, role, async (q) => {
+        const whoAndWhere = async () => {
+          const r = await q('SELECT current_user::text AS u, inet_server_port() AS port');
+          return { u: r.rows[0].u as string, node: nodeOfPort(cluster, r.rows[0].port as number) };
+        };
         expect((await whoAndWhere()).node).toBe(1);
         await cluster.pauseReplay(1);
         try {
@@ -508,11 +432,7 @@ describe('a SET that fails on a standby only (read_your_writes = off, replay pau
         await q('RESET ALL');
         await q('RESET ROLE');
         expect(await whoAndWhere()).toEqual({ u: 'postgres', node: 1 });
-      } finally {
-        await endPg(c);
-        expect(await proxy.stop()).toBe(0);
-        await cluster.psql(P, `DROP ROLE IF EXISTS ${role}`);
-      }
+      });
     });
   }
 });
@@ -555,13 +475,8 @@ describe('a statement for both nodes failing on the standby only inside a transa
 });
 
 describe('a SET LOCAL naming what the transaction created', () => {
-  for (const [mode, extended] of [
-    ['session', false],
-    ['session', true],
-    ['transaction', false],
-    ['transaction', true],
-  ] as const) {
-    it(`${mode} mode${extended ? ', extended protocol' : ''}: BEGIN; CREATE ROLE r; SET LOCAL ROLE r works as on a direct connection (the transaction reads on the primary: the SET runs there alone)`, async () => {
+  for (const [mode, extended] of MODES_AND_PROTOCOLS) {
+    it(`${label(mode, extended)}: BEGIN; CREATE ROLE r; SET LOCAL ROLE r works as on a direct connection (the transaction reads on the primary: the SET runs there alone)`, async () => {
       const proxy = mode === 'session' ? session : txpool;
       const role = `ryw_local_${mode}${extended ? '_x' : ''}`;
       const c = await pgClient({ port: proxy.port });
@@ -588,6 +503,64 @@ describe('a SET LOCAL naming what the transaction created', () => {
 /** Backends running pgrelay's wait for a replay position (read_your_writes), on the node asked. */
 const WAITING =
   "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'WITH RECURSIVE w(lsn)%pg_last_wal_replay_lsn%'";
+
+function label(mode: string, extended: boolean): string {
+  return `${mode} mode${extended ? ', extended protocol' : ''}`;
+}
+
+type Run = (text: string) => Promise<pg.QueryResult>;
+
+/**
+ * A pgrelay of its own (`common` and `config`) and one client of it, whose statements `q`
+ * sends through the simple or the extended protocol; both stopped after, `role` dropped.
+ */
+async function withOwnProxy(
+  config: Record<string, string | number | boolean>,
+  extended: boolean,
+  role: string,
+  body: (q: Run) => Promise<void>,
+): Promise<void> {
+  const proxy = await startProxy({ cluster, config: { ...common, ...config } });
+  const c = await pgClient({ port: proxy.port });
+  try {
+    await body((text) => (extended ? extendedQuery(c, text) : c.query(text)));
+  } finally {
+    await endPg(c);
+    expect(await proxy.stop()).toBe(0);
+    await cluster.psql(P, `DROP ROLE IF EXISTS ${role}`);
+  }
+}
+
+/**
+ * With replay paused on `nodes`: run `before` (the writes), then start `then`, wait until
+ * pgrelay waits on one of `nodes` for the session's writes (or `then` ended: what it did
+ * instead is its result), resume replay; `then`'s result, or its error's code and message.
+ */
+async function whileReplayPaused<T>(
+  nodes: readonly number[],
+  before: () => Promise<unknown>,
+  then: () => Promise<T>,
+): Promise<T | string> {
+  for (const n of nodes) await cluster.pauseReplay(n);
+  let settled = false;
+  let result: Promise<T | string> | undefined;
+  try {
+    await before();
+    result = then()
+      .catch((e: Error & { code?: string }) => `${e.code} ${e.message}`)
+      .finally(() => {
+        settled = true;
+      });
+    await pollUntil(
+      async () => (await Promise.all(nodes.map((n) => cluster.psql(n, WAITING)))).some((x) => x !== '0'),
+      (waiting) => waiting || settled,
+      { what: "pgrelay waiting on a standby for the session's writes", timeoutMs: 10_000 },
+    );
+  } finally {
+    for (const n of nodes) await cluster.resumeReplay(n);
+  }
+  return withTimeout(result, 30_000, 'what runs after the writes');
+}
 
 /**
  * `clients` sessions each INSERT a new row then SELECT it, `iterations` times (or until
