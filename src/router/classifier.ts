@@ -106,6 +106,8 @@ export interface Classification {
   relations: readonly string[];
   /** Reads: the types of `x::type` casts, as written (a temp table's row type is temporary too). */
   castTypes?: readonly string[];
+  /** SET search_path / set_config('search_path', …): whether the new path names pg_temp. */
+  tempSearchPath?: boolean;
   /** Reads a system catalog (pg_catalog.* or a pg_* relation name; pgpool's statement table (send_to_where()) / observed with pgpool 4.3.5). */
   systemCatalog: boolean;
   /** Tables written (INSERT/UPDATE/DELETE/MERGE targets incl. writable CTEs, COPY FROM, TRUNCATE) for dml_adaptive. */
@@ -773,6 +775,7 @@ interface Builder {
   runsCode?: boolean;
   settingScope?: 'local' | 'unknown';
   settingName?: string;
+  tempSearchPath?: boolean;
   changesDefaults?: DefaultsChange;
   /** Select family: subject to the text-start rule of allow_sql_comments = off. */
   selectText?: boolean;
@@ -947,6 +950,8 @@ function setConfigCall(sql: string, toks: Token[], s: number, e: number): Builde
       .slice(name.start + 1, name.end - 1)
       .trim()
       .toLowerCase();
+  if (b.settingName === 'search_path' && args[1][0].kind !== Tok.Param)
+    b.tempSearchPath = /pg_temp/i.test(sql.slice(args[1][0].start, toks[close].start));
   const scope = isLocalArgument(sql, args[2]);
   if (scope !== 'session') b.settingScope = scope;
   return b;
@@ -1279,6 +1284,7 @@ function analyzeSet(sql: string, toks: Token[], s: number, e: number): Builder {
   const b = both('SET');
   const name = SET_SPECIAL_NAMES.get(w) ?? settingNameAt(toks, j, e)?.name;
   if (name !== undefined) b.settingName = name;
+  if (name === 'search_path') b.tempSearchPath = /pg_temp/i.test(sql.slice(toks[j].end, toks[e - 1].end));
   if (scopeWord === 'local') b.settingScope = 'local';
   else {
     const reset = settingToDefault(sql, toks, j, e);
@@ -1706,6 +1712,7 @@ function finish(b: Builder, statementCount: number, hint: boolean, leadingCommen
   if (b.runsCode === true) c.runsCode = true;
   if (b.settingScope !== undefined) c.settingScope = b.settingScope;
   if (b.settingName !== undefined) c.settingName = b.settingName;
+  if (b.tempSearchPath !== undefined) c.tempSearchPath = b.tempSearchPath;
   if (b.changesDefaults !== undefined) c.changesDefaults = b.changesDefaults;
   if (b.name !== undefined) c.name = b.name;
   if (b.parseError !== undefined) c.parseError = b.parseError;

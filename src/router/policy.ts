@@ -112,6 +112,11 @@ export interface SessionRoutingState {
    * settings exist there alone, so its reads go there (until DISCARD/RESET ALL).
    */
   settingsOnPrimary: boolean;
+  /**
+   * The session's search_path names pg_temp (SET search_path): current_schema() may create
+   * its temporary schema, which a standby refuses.
+   */
+  tempSearchPath: boolean;
 }
 
 export function newSessionRoutingState(): SessionRoutingState {
@@ -133,6 +138,7 @@ export function newSessionRoutingState(): SessionRoutingState {
     writtenTables: [],
     tempTables: [],
     settingsOnPrimary: false,
+    tempSearchPath: false,
   };
 }
 
@@ -348,6 +354,11 @@ export function route(input: RouteInput): Decision {
   // pgrelay: not volatile, yet the primary's backend alone answers them right (classifier.ts).
   for (const f of c.functions)
     if (isBuiltinNamed(f, PRIMARY_BACKEND_FUNCTIONS)) return toPrimary(`${f}() needs the primary's backend`, write);
+  // pgrelay: with pg_temp in search_path, current_schema() / current_schemas() create the
+  // session's temporary schema when none exists yet ("cannot create temporary tables during
+  // recovery" on a standby).
+  if (s.tempSearchPath && input.sql.toLowerCase().includes('current_schema'))
+    return toPrimary('current_schema() with pg_temp in search_path', write);
   // pgrelay: an object named in pg_temp is a temporary one, which only the primary has.
   for (const r of c.relations) if (inTempSchema(r)) return toPrimary(`reads temporary relation ${r}`, write);
   for (const t of c.castTypes ?? NO_NAMES) if (inTempSchema(t)) return toPrimary(`casts to temporary type ${t}`, write);
@@ -478,6 +489,8 @@ export function afterStatement(
       if (state.txRepeatableRead && decision.target === 'primary') state.txSnapshotOnPrimary = true;
     }
     if (cls.discardsTemp) state.tempTables = [];
+    if (cls.tempSearchPath !== undefined) state.tempSearchPath = cls.tempSearchPath;
+    else if (cls.resetsAll === true || cls.resetsSetting === 'search_path') state.tempSearchPath = false;
     if (cls.resetsAll === true) state.settingsOnPrimary = false;
     else if (decision.target === 'primary' && (callsFunction(cls, 'set_config') || cls.multiSetsSession === true))
       state.settingsOnPrimary = true;

@@ -285,6 +285,17 @@ describe('writes and non-balanceable reads go to the primary', () => {
     }
   });
 
+  it("current_schema() with pg_temp first in search_path → primary: it creates the session's temporary schema (temp.sql)", async () => {
+    const c = await client();
+    await c.query("SET search_path TO 'pg_temp'");
+    const r = await routed(c, "SELECT current_schema() ~ 'pg_temp' AS is_temp, inet_server_port() AS port");
+    expect(r.error).toBeUndefined();
+    expect(r.results[0].rows[0].is_temp).toBe(true);
+    expect(r.portNodes).toEqual([P]);
+    await c.query('RESET search_path');
+    expect((await routed(c, 'SELECT current_schema() AS s, inet_server_port() AS port')).portNodes).toEqual([LB]);
+  });
+
   it('a temporary view named by a regclass literal or in a string, a function in pg_temp → primary (a standby has no temporary objects)', async () => {
     const c = await client();
     await c.query(`CREATE TEMP VIEW routing_tv_${sfx} AS SELECT 1 AS one`);

@@ -564,6 +564,24 @@ describe('temp and unlogged tables', () => {
     a.run('DISCARD ALL');
     expect(a.target('SELECT * FROM tmp1')).toBe('standby');
   });
+  it('current_schema() / current_schemas() with pg_temp in search_path: the primary (it may create the temporary schema)', () => {
+    const a = new Session(cfg());
+    const stable = { extra: { writingFunction: false } };
+    expect(a.run('SELECT current_schema()', stable).target).toBe('standby');
+    a.run("SET search_path TO 'pg_temp', public");
+    expect(a.run('SELECT current_schema() ~ $$pg_temp$$ AS t', stable).target).toBe('primary');
+    expect(a.run('SELECT current_schemas(true)', stable).target).toBe('primary');
+    expect(a.run('SELECT 1', stable).target).toBe('standby');
+    a.run('RESET search_path');
+    expect(a.run('SELECT current_schema()', stable).target).toBe('standby');
+    a.run("SELECT set_config('search_path', 'pg_temp,public', false)");
+    expect(a.run('SELECT current_schema()', stable).target).toBe('primary');
+    a.run('SET search_path = public');
+    expect(a.run('SELECT current_schema()', stable).target).toBe('standby');
+    a.run('SET search_path = pg_temp');
+    a.run('DISCARD ALL');
+    expect(a.run('SELECT current_schema()', stable).target).toBe('standby');
+  });
   it("a cast to a temp table's row type, or to a type in pg_temp, is read on the primary", () => {
     const a = new Session(cfg());
     expect(a.target("SELECT '(Joe,Blow)'::fullname")).toBe('standby');
