@@ -113,6 +113,12 @@ export interface SessionRoutingState {
    */
   settingsOnPrimary: boolean;
   /**
+   * The session's role or session authorization was set on the primary alone (in a
+   * transaction that had written, or refused by a standby): its reads go there until DISCARD
+   * ALL or RESET SESSION AUTHORIZATION — RESET ALL keeps both.
+   */
+  roleOnPrimary: boolean;
+  /**
    * The session's search_path names pg_temp (SET search_path): current_schema() may create
    * its temporary schema, which a standby refuses.
    */
@@ -138,6 +144,7 @@ export function newSessionRoutingState(): SessionRoutingState {
     writtenTables: [],
     tempTables: [],
     settingsOnPrimary: false,
+    roleOnPrimary: false,
     tempSearchPath: false,
   };
 }
@@ -240,7 +247,23 @@ export function relationIn(rel: string, names: readonly string[]): boolean {
 }
 
 const NO_LINKS: readonly ReadsThrough[] = [];
+
+/** Settings whose value names a database object (a role, a tablespace, a configuration) that must exist. */
+const SETTINGS_NAMING_OBJECTS: ReadonlySet<string> = new Set([
+  'role',
+  'session_authorization',
+  'default_tablespace',
+  'temp_tablespaces',
+  'default_text_search_config',
+]);
 const NO_NAMES: readonly string[] = [];
+
+/** A statement that writes (a SET in a transaction) sends the transaction's later reads to the primary in `mode`. */
+function writeCounts(write: boolean, mode: DisableLbOnWrite): string | undefined {
+  return write && (mode === 'transaction' || mode === 'trans_transaction' || mode === 'always')
+    ? `it counts as a write (disable_load_balance_on_write = ${mode})`
+    : undefined;
+}
 
 /** Why the session's reads run on the primary now whatever they read (undefined: they need not). */
 function readsOnPrimary(s: SessionRoutingState, mode: DisableLbOnWrite): string | undefined {
@@ -298,13 +321,27 @@ export function route(input: RouteInput): Decision {
       !c.settingName.includes('.')
     ) {
       const mode = cfg.disable_load_balance_on_write;
-      const why =
-        readsOnPrimary(s, mode) ??
-        (write && (mode === 'transaction' || mode === 'trans_transaction' || mode === 'always')
-          ? `it counts as a write (disable_load_balance_on_write = ${mode})`
-          : undefined);
+      const why = readsOnPrimary(s, mode) ?? writeCounts(write, mode);
       if (why !== undefined)
         return toPrimary(`${c.reason} for the transaction only, whose reads go to the primary: ${why}`, write);
+    }
+    // pgrelay: a lasting setting that names a database object (SET ROLE, SET SESSION
+    // AUTHORIZATION…) in a transaction whose reads go to the primary from now on (this SET
+    // counts as a write): a standby may lack the object (created by the transaction, or
+    // just before it and not replayed yet: nothing can be waited for inside the transaction).
+    // It runs on the primary alone, and the session's reads stay there (afterStatement:
+    // settingsOnPrimary, or roleOnPrimary for the role).
+    if (
+      s.inTransaction &&
+      c.kind === 'set' &&
+      c.settingScope === undefined &&
+      c.settingName !== undefined &&
+      SETTINGS_NAMING_OBJECTS.has(c.settingName) &&
+      c.resetsSetting === undefined
+    ) {
+      const why =
+        readsOnPrimary(s, cfg.disable_load_balance_on_write) ?? writeCounts(write, cfg.disable_load_balance_on_write);
+      if (why !== undefined) return toPrimary(`${c.reason} of ${c.settingName} in a transaction: ${why}`, write);
     }
     const d: Decision = {
       target: 'both',
@@ -339,7 +376,8 @@ export function route(input: RouteInput): Decision {
     // read where the session's default was set.
     return toPrimary('the session default isolation is SERIALIZABLE', write);
   }
-  if (s.settingsOnPrimary) return toPrimary('a setting of this session was changed on the primary only', write);
+  if (s.settingsOnPrimary || s.roleOnPrimary)
+    return toPrimary('a setting of this session was changed on the primary only', write);
   // pgrelay is one writable server to its clients: whether it is a standby (read-only, in
   // recovery) is the primary's answer. Drivers ask it to find a writable server (pgjdbc
   // targetServerType, target_session_attrs = read-write).
@@ -492,8 +530,19 @@ export function afterStatement(
     if (cls.tempSearchPath !== undefined) state.tempSearchPath = cls.tempSearchPath;
     else if (cls.resetsAll === true || cls.resetsSetting === 'search_path') state.tempSearchPath = false;
     if (cls.resetsAll === true) state.settingsOnPrimary = false;
-    else if (decision.target === 'primary' && (callsFunction(cls, 'set_config') || cls.multiSetsSession === true))
-      state.settingsOnPrimary = true;
+    else if (
+      decision.target === 'primary' &&
+      (callsFunction(cls, 'set_config') ||
+        cls.multiSetsSession === true ||
+        (cls.kind === 'set' && cls.settingScope === undefined && cls.txSetting === undefined))
+    ) {
+      if (cls.settingName === 'role' || cls.settingName === 'session_authorization') state.roleOnPrimary = true;
+      else state.settingsOnPrimary = true;
+    }
+    // DISCARD ALL and RESET SESSION AUTHORIZATION take both back to the login role; RESET ALL
+    // keeps them.
+    if ((cls.kind === 'discard' && cls.resetsAll === true) || cls.resetsSetting === 'session_authorization')
+      state.roleOnPrimary = false;
     for (const t of cls.createsTemp) if (!state.tempTables.includes(t)) state.tempTables.push(t);
     // pgrelay: a view of a temp table is temporary itself; a permanent parent shows its temp
     // children's rows to this session only. Reads of either must run on the primary too.

@@ -57,6 +57,7 @@ export interface BackendsOwner extends LinkOwner {
     readonly defaultSerializable: boolean;
     readonly startupSerializable: boolean;
     readonly settingsOnPrimary: boolean;
+    readonly roleOnPrimary: boolean;
   };
   /** pool_mode = transaction: a primary connection taken for a unit of work started with `level` (default_transaction_isolation). */
   connectionIsolation(level: string): void;
@@ -463,7 +464,11 @@ export class Backends {
     const r = this.owner.routing;
     return (
       this.pooled &&
-      (this.connectionsSerializable || r.defaultSerializable || r.startupSerializable || r.settingsOnPrimary)
+      (this.connectionsSerializable ||
+        r.defaultSerializable ||
+        r.startupSerializable ||
+        r.settingsOnPrimary ||
+        r.roleOnPrimary)
     );
   }
 
@@ -833,6 +838,11 @@ export class Backends {
     for (const l of this.links) {
       if (!l) continue;
       l.conn.settings = DIRTY_SETTINGS;
+      // A session whose settings were changed on the primary alone reads there (primaryOnly):
+      // its standby connections are only reset before their next use (a replay there now
+      // could name a role the standby has not replayed yet).
+      const r = this.owner.routing;
+      if (l !== this.primaryLink && (r.settingsOnPrimary || r.roleOnPrimary)) continue;
       this.applySettings(l)?.catch((e: PgError) => this.owner.settingsFailed(e));
     }
   }

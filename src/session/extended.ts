@@ -336,8 +336,8 @@ export class ExtendedProtocol {
   }
 
   /**
-   * A SET for standbys too waits, as the simple protocol's does (session.ts), for them to
-   * replay the session's writes: its Parse is presented again.
+   * A SET for standbys too waits outside a transaction, as the simple protocol's does
+   * (session.ts), for them to replay the session's writes: its Parse is presented again.
    */
   private settingWaits(cls: Classification, seconds: readonly BackendLink[]): boolean {
     if (cls.kind !== 'set') return false;

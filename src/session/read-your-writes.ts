@@ -289,23 +289,25 @@ export class ReadYourWrites {
   }
 
   /**
-   * A SET for `link`'s standby too (SET ROLE of a role the session just created, which a
-   * standby that has not replayed it refuses), outside a transaction or in a READ COMMITTED
-   * one (its statements take a snapshot each: asking there changes nothing they see): true
-   * once that standby has replayed the session's writes, as a read would wait for them;
-   * SUSPEND meanwhile; true as well when the read would go to the primary instead (still
-   * behind after read_your_writes_wait: the SET goes there anyway).
+   * A SET for `link`'s standby too, outside a transaction (SET ROLE of a role the session
+   * just created, which a standby that has not replayed it refuses): true once that standby
+   * has replayed the session's writes, as a read would wait for them; SUSPEND meanwhile;
+   * true as well when the read would go to the primary instead (still behind after
+   * read_your_writes_wait: the SET goes there anyway). Not inside a transaction: the
+   * question would be its first query there (SET TRANSACTION ISOLATION LEVEL must come
+   * before any: pg_dump's workers failed); policy.ts sends such SETs to the primary alone.
    */
   settingOn(link: BackendLink): true | typeof SUSPEND {
+    if (this.s.routing.inTransaction) return true;
     // pgrelay's own requests may be outstanding there (a connection just taken gets the
     // session's settings): the question goes behind them.
-    const verdict = this.verdictFor(link, true, true);
+    const verdict = this.verdictFor(link, true);
     if (verdict === undefined || verdict.act === 'standby' || verdict.act === 'primary') return true;
     return this.suspendFor(link, verdict);
   }
 
   /** What checkRead says of a read on `link` now; undefined when read-your-writes does not apply. */
-  private verdictFor(link: BackendLink, behindOwn = false, inReadCommitted = false): ReadVerdict | undefined {
+  private verdictFor(link: BackendLink, behindOwn = false): ReadVerdict | undefined {
     const s = this.s;
     const ctx = s.ctx;
     const mode = ctx.config().read_your_writes;
@@ -319,9 +321,7 @@ export class ReadYourWrites {
       this.ticketIn = this.request;
       this.ticket = horizon.issued;
     }
-    const r = s.routing;
-    // A READ COMMITTED transaction's SET is asked for as outside one.
-    const inTx = r.inTransaction && !(inReadCommitted && !r.txRepeatableRead && !r.txSerializable && !r.failed);
+    const inTx = s.routing.inTransaction;
     return checkRead({
       mode,
       inTransaction: inTx,

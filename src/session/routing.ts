@@ -269,16 +269,18 @@ export class StatementRouting {
    * A statement for both nodes succeeded on the primary and failed on `link`'s standby
    * outside a transaction (SET ROLE of a role that standby has not replayed): that
    * connection lacks what the session set. The session's reads go to the primary until
-   * RESET ALL / DISCARD ALL, as after a SET on the primary alone; pool_mode = transaction:
-   * the connection is also reset before anyone's next use of it.
+   * DISCARD ALL (or RESET SESSION AUTHORIZATION), as after a SET ROLE on the primary alone;
+   * pool_mode = transaction: the connection is also reset before anyone's next use of it.
    */
   settingsDiverged(link: BackendLink, error: { C?: string; M?: string }): void {
     const s = this.s;
     s.log.warn(
       { node: link.nodeId, code: error.C, err: error.M },
-      "statement for both nodes failed on a standby only: the session's reads go to the primary until RESET ALL",
+      "statement for both nodes failed on a standby only: the session's reads go to the primary until DISCARD ALL",
     );
+    // Which setting failed is not known here: as if it were the role, which RESET ALL keeps.
     s.routing.settingsOnPrimary = true;
+    s.routing.roleOnPrimary = true;
     if (s.backends.pooled) s.backends.settingsUnknownOn(link);
   }
 

@@ -1134,8 +1134,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (seconds.length > 0) {
       const p = this.needPrimary();
       if (p === SUSPEND) return p;
-      // A SET waits, as a read would, for its standbys to replay the session's writes: SET
-      // ROLE of a role it just created must find that role there too.
+      // A SET outside a transaction waits, as a read would, for its standbys to replay the
+      // session's writes: SET ROLE of a role it just created must find that role there too.
       if (cls.kind === 'set') for (const l of seconds) if (this.route.ryw.settingOn(l) === SUSPEND) return SUSPEND;
       if (!b.gate(null)) return this.wait('replies');
       // SET, RESET, DISCARD, BEGIN/COMMIT, savepoints, weak LOCK: session state, no data a read

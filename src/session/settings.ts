@@ -14,6 +14,9 @@ const RESET_ENCODING =
   /^\s*(?:reset\s+(?:client_encoding|all)\b|set\s+(?:session\s+)?(?:client_encoding|names)\s*(?:=|\bto\b|\s)\s*default\b)/i;
 const SET_ENCODING = /^\s*set\s+(?:session\s+)?(?:client_encoding|names)\s*(?:=|\bto\b|\s)\s*(['"]?)([^'";\s]*)\1/i;
 
+/** Settings RESET ALL leaves as they are (PostgreSQL's GUC_NO_RESET_ALL). */
+const KEPT_BY_RESET_ALL: ReadonlySet<string> = new Set(['role', 'session_authorization']);
+
 /** Beyond this many, the session stops connecting to new nodes mid-session (its reads go to the primary). */
 const MAX_REPLAY = 64;
 
@@ -219,8 +222,12 @@ export class SettingsReplay {
     // (SET LOCAL, set_config(…, true) outside a transaction block: nothing lasts.)
     if (cls.settingScope === 'local') return;
     if (cls.resetsAll === true) {
-      this.list.length = 0;
-      this.names.length = 0;
+      // RESET ALL keeps the role and the session authorization (DISCARD ALL does not).
+      for (let i = this.list.length - 1; i >= 0; i--) {
+        if (cls.kind !== 'discard' && KEPT_BY_RESET_ALL.has(this.names[i] ?? '')) continue;
+        this.list.splice(i, 1);
+        this.names.splice(i, 1);
+      }
       this.overflow = false;
       return;
     }

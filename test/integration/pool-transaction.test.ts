@@ -363,6 +363,22 @@ describe('pool_mode = transaction', () => {
     await Promise.all([endPg(a), endPg(b)]);
   });
 
+  it("RESET ALL keeps the client's SET ROLE (as PostgreSQL's does): it follows the client to its next connection; DISCARD ALL drops it", async () => {
+    const a = await pgClient(tiny, { database: db });
+    const who = `${PRIMARY_HINT} SELECT current_user::text AS u`;
+    await a.query('SET ROLE pg_read_all_settings');
+    await a.query('RESET ALL');
+    expect((await a.query(who)).rows).toEqual([{ u: 'pg_read_all_settings' }]);
+    // default_pool_size = 1: b takes the connection (reset for it), then a gets it again.
+    const b = await pgClient(tiny, { database: db });
+    expect((await b.query(who)).rows).toEqual([{ u: 'postgres' }]);
+    expect((await a.query(who)).rows).toEqual([{ u: 'pg_read_all_settings' }]);
+    await a.query('DISCARD ALL');
+    expect((await b.query(who)).rows).toEqual([{ u: 'postgres' }]);
+    expect((await a.query(who)).rows).toEqual([{ u: 'postgres' }]);
+    await Promise.all([endPg(a), endPg(b)]);
+  });
+
   it('SET SESSION AUTHORIZATION (which resets SET ROLE) then RESET SESSION AUTHORIZATION: the role may be dropped, the session goes on on any connection', async () => {
     const role = `pool_tx_sa_${process.pid}`;
     const a = await pgClient(tiny, { database: db });

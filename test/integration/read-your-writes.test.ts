@@ -278,6 +278,51 @@ describe('replay paused on both standbys', () => {
     }
   });
 
+  it('a write, then BEGIN; SET TRANSACTION ISOLATION LEVEL REPEATABLE READ: nothing of pgrelay runs in the transaction before it (pg_dump -j), session and transaction mode, simple and extended', async () => {
+    for (const [mode, extended] of MODES_AND_PROTOCOLS) {
+      const c = await pgClient({ port: (mode === 'session' ? session : txpool).port });
+      const q = (text: string) => (extended ? extendedQuery(c, text) : c.query(text));
+      try {
+        await q("INSERT INTO ryw_t VALUES (40, 'iso')");
+        await q('BEGIN');
+        await q('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+        expect((await q('SHOW transaction_isolation')).rows, label(mode, extended)).toEqual([
+          { transaction_isolation: 'repeatable read' },
+        ]);
+        await q('COMMIT');
+      } finally {
+        await endPg(c);
+      }
+    }
+  });
+
+  it('BEGIN; CREATE ROLE r; SET ROLE r; COMMIT: the role is set, and the session reads on the primary after (until RESET ALL), session and transaction mode, simple and extended', async () => {
+    for (const [mode, extended] of MODES_AND_PROTOCOLS) {
+      const c = await pgClient({ port: (mode === 'session' ? session : txpool).port });
+      const q = (text: string) => (extended ? extendedQuery(c, text) : c.query(text));
+      const role = `ryw_tx_role_${mode}${extended ? '_x' : ''}`;
+      const who = async () => {
+        const r = await q('SELECT current_user::text AS u, inet_server_port() AS port');
+        return { u: r.rows[0].u as string, node: nodeOfPort(cluster, r.rows[0].port as number) };
+      };
+      try {
+        await q('BEGIN');
+        await q(`CREATE ROLE ${role}`);
+        await q(`SET ROLE ${role}`);
+        expect(await who(), label(mode, extended)).toEqual({ u: role, node: P });
+        await q('COMMIT');
+        expect(await who(), label(mode, extended)).toEqual({ u: role, node: P });
+        await q('RESET ALL'); // keeps the role, as PostgreSQL's does
+        expect(await who(), label(mode, extended)).toEqual({ u: role, node: P });
+        await q('DISCARD ALL');
+        expect((await who()).u).toBe('postgres');
+      } finally {
+        await endPg(c);
+        await cluster.psql(P, `DROP ROLE IF EXISTS ${role}`);
+      }
+    }
+  });
+
   it("off: the read runs on a standby and misses the session's write (pgpool's behaviour)", async () => {
     const c = await pgClient({ port: off.port });
     await c.query("INSERT INTO ryw_t VALUES (8, 'off')");
@@ -336,9 +381,9 @@ describe('a SET naming what the session just created', () => {
   }
 });
 
-describe('a SET in a READ COMMITTED transaction naming what the session created before it', () => {
+describe('a SET in a transaction naming what the session created before it', () => {
   for (const [mode, extended] of MODES_AND_PROTOCOLS) {
-    it(`${label(mode, extended)}: CREATE ROLE r; BEGIN; SET SESSION AUTHORIZATION r waits for the standby to replay the role (pg_regress's psql.sql)`, async () => {
+    it(`${label(mode, extended)}: CREATE ROLE r; BEGIN; SET SESSION AUTHORIZATION r runs on the primary alone: the standby may lack the role, and nothing can wait inside the transaction (pg_regress's psql.sql)`, async () => {
       const role = `ryw_in_tx_${mode}${extended ? '_x' : ''}`;
       await withOwnProxy({ pool_mode: mode, read_your_writes_wait: 30_000 }, extended, role, async (q) => {
         await q('SELECT 1');
@@ -429,8 +474,9 @@ describe('a SET that fails on a standby only (read_your_writes = off, replay pau
         }
         await cluster.waitForCatchup(30_000);
         for (let i = 0; i < 3; i++) expect(await whoAndWhere()).toEqual({ u: role, node: P });
-        await q('RESET ALL');
-        await q('RESET ROLE');
+        await q('RESET ALL'); // keeps the role
+        expect(await whoAndWhere()).toEqual({ u: role, node: P });
+        await q('DISCARD ALL');
         expect(await whoAndWhere()).toEqual({ u: 'postgres', node: 1 });
       });
     });

@@ -245,6 +245,26 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     c.run('BEGIN ISOLATION LEVEL SERIALIZABLE');
     expect(c.target('SET LOCAL ROLE r')).toBe('primary');
   });
+  it('pgrelay: SET ROLE / SESSION AUTHORIZATION in a transaction (it counts as a write) runs on the primary alone, and the session reads there until DISCARD ALL', () => {
+    const a = new Session(cfg());
+    a.run('BEGIN');
+    expect(a.target('SET ROLE r')).toBe('primary'); // it counts as a write itself
+    a.run('CREATE ROLE r2');
+    expect(a.target('SET ROLE r2')).toBe('primary');
+    expect(a.target('SET SESSION AUTHORIZATION r2')).toBe('primary');
+    expect(a.target('SET search_path = s')).toBe('both');
+    expect(a.target('RESET ROLE')).toBe('both');
+    a.run('COMMIT');
+    expect(a.target('SELECT 1')).toBe('primary');
+    a.run('RESET ALL'); // keeps the role
+    expect(a.target('SELECT 1')).toBe('primary');
+    a.run('DISCARD ALL');
+    expect(a.target('SELECT 1')).toBe('standby');
+    const b = new Session(cfg({ disable_load_balance_on_write: 'off' }));
+    b.run('BEGIN');
+    b.run('INSERT INTO t VALUES (1)');
+    expect(b.target('SET ROLE r2')).toBe('both');
+  });
   it('pgrelay: in a READ ONLY transaction savepoint commands do not count as writes (they write nothing, and nothing can be written there but temporary tables); other statements still do', () => {
     for (const begin of ['BEGIN READ ONLY', 'START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY']) {
       const a = new Session(cfg());

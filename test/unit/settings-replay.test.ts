@@ -47,6 +47,16 @@ describe('SettingsReplay.record: resets keep the start-up settings', () => {
     ]);
   });
 
+  it('RESET ALL keeps SET ROLE and SET SESSION AUTHORIZATION, as PostgreSQL does; DISCARD ALL drops them', () => {
+    expect(withSettings(startup, ['SET ROLE r', 'SET work_mem = 1000', 'RESET ALL']).statements).toEqual([
+      'SET ROLE r',
+    ]);
+    expect(withSettings(startup, ['SET SESSION AUTHORIZATION r', 'RESET ALL']).statements).toEqual([
+      'SET SESSION AUTHORIZATION r',
+    ]);
+    expect(withSettings(startup, ['SET ROLE r', 'DISCARD ALL']).statements).toEqual([]);
+  });
+
   it('a SET replaces the earlier ones of its setting: a client that SETs at every request does not grow the list', () => {
     let overflows = 0;
     const s = new SettingsReplay();
