@@ -687,7 +687,7 @@ function walkQuery(toks: Token[], start: number, end: number): QueryFacts {
       default:
         break;
     }
-    if (w !== '' && FROM_END.has(w)) {
+    if (w !== '' && FROM_END.has(w) && !(w === 'set' && toks[i + 1]?.kind === Tok.LParen && setIsCall(prev))) {
       fromActive[rel] = false;
       expectRel = false;
       continue;
@@ -716,11 +716,45 @@ function walkQuery(toks: Token[], start: number, end: number): QueryFacts {
   return f;
 }
 
+/**
+ * `set (` is UPDATE's `SET (a, b) = …`, after the table, its alias or DO UPDATE; after a
+ * comma, an operator, a parenthesis or an expression keyword it calls a function named set.
+ */
+function setIsCall(prev: Token | undefined): boolean {
+  if (prev === undefined) return true;
+  if (prev.kind === Tok.Word) return SET_CALL_AFTER.has(prev.text);
+  return prev.kind !== Tok.QuotedIdent;
+}
+
+/** Words after which `set(` is an expression: a call. */
+const SET_CALL_AFTER = new Set([
+  'select',
+  'where',
+  'and',
+  'or',
+  'not',
+  'then',
+  'else',
+  'when',
+  'having',
+  'distinct',
+  'all',
+  'returning',
+  'on',
+  'by',
+  'in',
+  'is',
+  'between',
+  'return',
+  'values',
+]);
+
 /** Is `name(` at token i (name ends before `after`) a function call? */
 function isCall(toks: Token[], i: number, start: number, after: number, name: string, inFrom: boolean): boolean {
   const t = toks[i];
-  if (t.kind === Tok.Word && after === i + 1 && NOT_FUNC.has(name)) return false;
   const prev = i > start ? toks[i - 1] : undefined;
+  if (t.kind === Tok.Word && after === i + 1 && NOT_FUNC.has(name) && !(name === 'set' && setIsCall(prev)))
+    return false;
   if (prev !== undefined) {
     if (prev.kind === Tok.Word) {
       if (prev.text === 'as' || prev.text === 'tablesample') return false; // alias(cols), AS type(n), TABLESAMPLE method(p)

@@ -49,6 +49,7 @@ beforeAll(async () => {
      CREATE VIEW ${v} AS SELECT inet_server_port() AS port;
      CREATE SEQUENCE ${seq};
      CREATE OR REPLACE FUNCTION ${fvol}() RETURNS int LANGUAGE sql VOLATILE AS 'SELECT 1';
+     CREATE OR REPLACE FUNCTION set(routing_x int, routing_y text) RETURNS int LANGUAGE sql VOLATILE AS 'SELECT 1';
      CREATE OR REPLACE FUNCTION ${fstab}() RETURNS int LANGUAGE sql STABLE AS 'SELECT 2';`,
   );
   await cluster.waitForCatchup(30_000);
@@ -78,7 +79,7 @@ afterAll(async () => {
   await cluster
     .psql(
       P,
-      `DROP TABLE IF EXISTS ${t}, ${ut}, ${utq}, ${into} CASCADE; DROP SEQUENCE IF EXISTS ${seq}; DROP FUNCTION IF EXISTS ${fvol}(); DROP FUNCTION IF EXISTS ${fstab}();`,
+      `DROP TABLE IF EXISTS ${t}, ${ut}, ${utq}, ${into} CASCADE; DROP SEQUENCE IF EXISTS ${seq}; DROP FUNCTION IF EXISTS ${fvol}(); DROP FUNCTION IF EXISTS ${fstab}(); DROP FUNCTION IF EXISTS set(int, text);`,
     )
     .catch(() => undefined);
 });
@@ -190,6 +191,8 @@ describe('writes and non-balanceable reads go to the primary', () => {
     ],
     ['nextval', `SELECT nextval('${seq}') AS n, inet_server_port() AS port`],
     ['VOLATILE user function', `SELECT ${fvol}() AS f, inet_server_port() AS port`],
+    // `set` followed by a parenthesis is UPDATE's SET (a, b) = … only after a table name.
+    ["VOLATILE user function named set (fast_default.sql's)", "SELECT set(1, 'x') AS f, inet_server_port() AS port"],
     ['random() (volatile)', 'SELECT random() >= 0 AS ok, inet_server_port() AS port'],
     ['system catalog pg_class', 'SELECT relname, inet_server_port() AS port FROM pg_class LIMIT 1'],
     ['system view pg_stat_activity', 'SELECT count(*) AS n, inet_server_port() AS port FROM pg_stat_activity'],

@@ -364,6 +364,13 @@ describe('functions and relations', () => {
     expect(c('CREATE TABLE plain (a int)').createsTemp).toEqual([]);
     expect(c('DISCARD TEMP').discardsTemp).toBe(true);
   });
+  it("a function named set: called in a read, UPDATE's SET (a, b) = … is no call", () => {
+    expect(c("SELECT set('t')").functions).toEqual(['set']);
+    expect(c("SELECT 1, set('t') WHERE set(x) > 0").functions).toEqual(['set']);
+    expect(c('UPDATE t SET (a, b) = (1, 2)').functions).toEqual([]);
+    expect(c('UPDATE t AS u SET (a) = (SELECT 1)').functions).toEqual([]);
+    expect(c('INSERT INTO t VALUES (1) ON CONFLICT (a) DO UPDATE SET (a) = (2)').functions).toEqual([]);
+  });
   it('the types of casts in a read', () => {
     expect(c('SELECT \'(1,2)\'::complex, row(1)::s."Q", 3::int, x::double precision FROM t').castTypes).toEqual([
       'complex',
