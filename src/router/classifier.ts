@@ -120,6 +120,8 @@ export interface Classification {
    * With check_temp_table, one that reads a temp table of the session is read on the primary.
    */
   readsThrough?: readonly ReadsThrough[];
+  /** CREATE FUNCTION / PROCEDURE: its name as written, and the statement in lower case (its body). */
+  createsFunction?: { readonly name: string; readonly text: string };
   /** DISCARD ALL / DISCARD TEMP: the session's temp tables are gone. */
   discardsTemp: boolean;
   /** RESET ALL / DISCARD ALL: every session setting is back to its default. */
@@ -801,6 +803,7 @@ interface Builder {
   facts?: QueryFacts;
   createsTemp?: string[];
   readsThrough?: ReadsThrough[];
+  createsFunction?: { name: string; text: string };
   writtenTables?: string[];
   relations?: string[];
   discardsTemp?: boolean;
@@ -1136,7 +1139,7 @@ function analyzeStatement(sql: string, toks: Token[], s: number, e: number, opts
     case 'notify':
       return primary(w, w.toUpperCase());
     case 'create':
-      return analyzeCreate(toks, s, e);
+      return analyzeCreate(sql, toks, s, e);
     default:
       if (OTHER_PRIMARY.has(w)) {
         const b = primary('other', w.toUpperCase());
@@ -1636,7 +1639,7 @@ function analyzeExplain(sql: string, toks: Token[], s: number, e: number, opts: 
   return b;
 }
 
-function analyzeCreate(toks: Token[], s: number, e: number): Builder {
+function analyzeCreate(sql: string, toks: Token[], s: number, e: number): Builder {
   // CREATE [OR REPLACE] [GLOBAL|LOCAL] {TEMP|TEMPORARY|UNLOGGED} {TABLE|VIEW|SEQUENCE} [IF NOT EXISTS] name
   let k = s + 1;
   let temp = false;
@@ -1664,6 +1667,11 @@ function analyzeCreate(toks: Token[], s: number, e: number): Builder {
         if (of !== null) b.readsThrough = [{ relation: name, of }];
       }
     }
+  } else if ((what === 'function' || what === 'procedure') && k + 1 < e && isNameTok(toks[k + 1])) {
+    b.createsFunction = {
+      name: readName(toks, k + 1, e)[0],
+      text: sql.slice(toks[s].start, toks[e - 1].end).toLowerCase(),
+    };
   }
   return b;
 }
@@ -1736,6 +1744,7 @@ function finish(b: Builder, statementCount: number, hint: boolean, leadingCommen
     reason: b.reason,
   };
   if (b.readsThrough !== undefined) c.readsThrough = b.readsThrough;
+  if (b.createsFunction !== undefined) c.createsFunction = b.createsFunction;
   if (b.tx !== undefined) c.tx = b.tx;
   if (b.chain !== undefined) c.chain = b.chain;
   if (b.beginModes !== undefined) c.beginModes = b.beginModes;
@@ -1812,6 +1821,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
   let written: string[] | null = null;
   let temps: string[] | null = null;
   let through: ReadsThrough[] | null = null;
+  let createsFunction: Builder['createsFunction'];
   let discards = false;
   let setsSession = false;
   let settings: MultiSetting[] | null = null;
@@ -1837,6 +1847,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
       for (const t of b.writtenTables ?? f?.writtenTables ?? EMPTY) written = pushUnique(written, t);
       for (const t of b.createsTemp ?? f?.createsTemp ?? EMPTY) temps = pushUnique(temps, t);
       if (b.readsThrough !== undefined) (through ??= []).push(...b.readsThrough);
+      if (b.createsFunction !== undefined) createsFunction = b.createsFunction;
       for (const fn of f?.functions ?? EMPTY) fns = pushUnique(fns, fn);
       if (b.discardsTemp === true) discards = true;
       const changes = changesSessionSetting(b, toks, s);
@@ -1883,6 +1894,8 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
     c.writtenTables = written ?? EMPTY;
     c.createsTemp = temps ?? EMPTY;
     if (through !== null) c.readsThrough = through;
+    // (The last one: several CREATE FUNCTION in one Query are rare.)
+    if (createsFunction !== undefined) c.createsFunction = createsFunction;
     // Every statement's (the text goes to the primary whatever they are: for what they may change).
     c.functions = fns ?? EMPTY;
     c.discardsTemp = discards;

@@ -106,6 +106,8 @@ export interface SessionRoutingState {
   writtenTables: string[];
   /** Temp (and unlogged) relations this session created (pgpool check_temp_table = trace). */
   tempTables: string[];
+  /** Functions the session created whose body names one of its temp tables (check_temp_table). */
+  tempFunctions: string[];
   /**
    * A set_config() call that could not go to both nodes, or a SET among several statements
    * of one Query (which runs on the primary alone), ran on the primary only: the session's
@@ -143,6 +145,7 @@ export function newSessionRoutingState(): SessionRoutingState {
     txStartedByMulti: false,
     writtenTables: [],
     tempTables: [],
+    tempFunctions: [],
     settingsOnPrimary: false,
     roleOnPrimary: false,
     tempSearchPath: false,
@@ -404,6 +407,9 @@ export function route(input: RouteInput): Decision {
   // pgpool's pool_where_to_send() check_temp_table (trace: temp tables created in this session) and the lead's catalog answer.
   if (cfg.checkTempTable && s.tempTables.length > 0) {
     for (const r of c.relations) if (relationIn(r, s.tempTables)) return toPrimary(`reads temp table ${r}`, write);
+    // A function of the session that reads one (a STABLE one would run on the standby).
+    for (const f of c.functions)
+      if (relationIn(f, s.tempFunctions)) return toPrimary(`${f}() reads a temp table`, write);
     // A temp table's row type: `'(1,2)'::tmp`, `row(…)::tmp`.
     for (const t of c.castTypes ?? NO_NAMES)
       if (relationIn(t, s.tempTables)) return toPrimary(`casts to temp table ${t}'s row type`, write);
@@ -471,6 +477,20 @@ function namedInLiteral(text: string, name: string): boolean {
     if ((before === 39 || before === 46 || before === 34) && (after === 39 || after === 34)) return true;
   }
   return false;
+}
+
+/** Does `text` (lower case) hold the relation `name`'s last part as a word (not part of a longer name)? */
+function namedAsWord(text: string, name: string): boolean {
+  const base = name.slice(name.lastIndexOf('.') + 1).toLowerCase();
+  if (base === '') return false;
+  for (let i = text.indexOf(base); i >= 0; i = text.indexOf(base, i + 1)) {
+    if (!isNameChar(text.charCodeAt(i - 1)) && !isNameChar(text.charCodeAt(i + base.length))) return true;
+  }
+  return false;
+}
+
+function isNameChar(c: number): boolean {
+  return (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 95 || c === 36 || c >= 128;
 }
 
 /** `fn` is one of `names`, unqualified or in pg_catalog. */
@@ -544,6 +564,13 @@ export function afterStatement(
     if ((cls.kind === 'discard' && cls.resetsAll === true) || cls.resetsSetting === 'session_authorization')
       state.roleOnPrimary = false;
     for (const t of cls.createsTemp) if (!state.tempTables.includes(t)) state.tempTables.push(t);
+    const fn = cls.createsFunction;
+    if (
+      fn !== undefined &&
+      !state.tempFunctions.includes(fn.name) &&
+      state.tempTables.some((t) => namedAsWord(fn.text, t))
+    )
+      state.tempFunctions.push(fn.name);
     // pgrelay: a view of a temp table is temporary itself; a permanent parent shows its temp
     // children's rows to this session only. Reads of either must run on the primary too.
     for (const link of cls.readsThrough ?? NO_LINKS) {

@@ -241,6 +241,18 @@ describe('writes and non-balanceable reads go to the primary', () => {
     expect(cast.error).toBeUndefined();
     expect(cast.results[0].rows[0].row).toBe('(8)');
     expect(cast.portNodes).toEqual([P]);
+    // A STABLE function the session creates that reads it (plpgsql.sql, rangefuncs.sql).
+    await c.query(
+      `CREATE OR REPLACE FUNCTION routing_reads_tmp_${sfx}() RETURNS int LANGUAGE sql STABLE AS $$ SELECT a FROM ${tmp} $$`,
+    );
+    try {
+      const f = await routed(c, `SELECT routing_reads_tmp_${sfx}() AS a, inet_server_port() AS port`);
+      expect(f.error).toBeUndefined();
+      expect(f.results[0].rows[0].a).toBe(7);
+      expect(f.portNodes).toEqual([P]);
+    } finally {
+      await c.query(`DROP FUNCTION routing_reads_tmp_${sfx}()`);
+    }
   });
 
   it("a permanent table with a temporary child (INHERITS, ALTER TABLE … INHERIT) and a view of a temp table (temporary itself) → primary: the child's rows are the session's alone", async () => {

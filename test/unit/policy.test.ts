@@ -602,6 +602,18 @@ describe('temp and unlogged tables', () => {
     a.run('DISCARD ALL');
     expect(a.run('SELECT current_schema()', stable).target).toBe('standby');
   });
+  it('a function the session created naming one of its temp tables in its body is called on the primary, STABLE or not', () => {
+    const a = new Session(cfg());
+    const stable = { extra: { writingFunction: false } };
+    a.run('CREATE TEMP TABLE users (login text, id int)');
+    a.run(
+      'CREATE FUNCTION sp_id_user(a_login text) RETURNS int AS $$ BEGIN RETURN (SELECT id FROM users WHERE login = a_login); END $$ LANGUAGE plpgsql STABLE',
+    );
+    a.run('CREATE FUNCTION other_fn() RETURNS int AS $$ SELECT count(*) FROM superusers $$ LANGUAGE sql STABLE');
+    expect(a.run("SELECT sp_id_user('x')", stable).target).toBe('primary');
+    expect(a.run("SELECT * FROM public.sp_id_user('x')", stable).target).toBe('primary');
+    expect(a.run('SELECT other_fn()', stable).target).toBe('standby'); // 'superusers' is another name
+  });
   it("a cast to a temp table's row type, or to a type in pg_temp, is read on the primary", () => {
     const a = new Session(cfg());
     expect(a.target("SELECT '(Joe,Blow)'::fullname")).toBe('standby');
