@@ -757,6 +757,33 @@ export class Backends {
    */
   private lastUnit: { conn: BackendConnection; uses: number } | undefined;
 
+  /** pool_mode = transaction: the unit's primary connection forgot its sequence state (forgetSequenceState). */
+  private unitSequencesDiscarded = false;
+
+  /**
+   * pool_mode = transaction: is the sequence state (lastval(), currval()) of the unit's
+   * primary connection the client's — the connection of its last nextval() that nobody
+   * used since (as takeLastUnit checks), or the unit may have set it itself?
+   */
+  get sequenceStateOwn(): boolean {
+    if (this.unitMayCallNextval || this.unitSequencesDiscarded) return true;
+    const l = this.lastUnit;
+    const p = this.primaryLink?.conn;
+    return l !== undefined && p !== undefined && l.conn === p && p.useCount === l.uses + 1;
+  }
+
+  /**
+   * pool_mode = transaction, inside a transaction block: the unit's primary connection
+   * forgets its sequence state before a statement reads it (DISCARD SEQUENCES, queued before
+   * it): PostgreSQL then answers 55000, not another client's value.
+   */
+  forgetSequenceState(): void {
+    const p = this.primaryLink;
+    if (p === undefined) return;
+    this.unitSequencesDiscarded = true;
+    this.request(p, { kind: 'query', mode: 'drop' }, queryMessage('DISCARD SEQUENCES'));
+  }
+
   /** A statement of the unit of work under way succeeded (see unitMayCallNextval). */
   noteStatement(cls: Classification): void {
     if (!this.unitMayCallNextval && mayCallNextval(cls)) this.unitMayCallNextval = true;
@@ -799,6 +826,7 @@ export class Backends {
       else if (l !== undefined && l.conn === p && p.useCount === l.uses + 1) l.uses = p.useCount;
     }
     this.unitMayCallNextval = false;
+    this.unitSequencesDiscarded = false;
     this.endReadOnlyTx();
     const reported = (this.primaryLink ?? this.links[this.lbNodeId])?.conn.params.get('default_transaction_read_only');
     if (reported !== undefined) this.defaultReadOnly = reported === 'on';

@@ -66,4 +66,6 @@ export interface SessionCore {
   protocolViolation(message: string): Drop;
   /** The session cannot go on: `err` (FATAL) for the client, and the session ends. */
   fail(err: PgError): Drop;
+  /** pool_mode = transaction: before a statement for the primary inside a transaction block (session.ts). */
+  guardSequenceState(cls: Classification): void;
 }

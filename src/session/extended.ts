@@ -727,6 +727,7 @@ export class ExtendedProtocol {
       (stmtName === '' && b.withoutPrimary ? s.readOnlyAlone(st.sql, st.cls, d) : undefined) ?? this.route.linkFor(d);
     if (link === SUSPEND) return link;
     if (!b.gate(link)) return s.wait('replies');
+    if (this.pooled && link === b.primary) s.guardSequenceState(st.cls);
     // pool_mode = transaction: was the statement there already (then the server may have lost it)?
     const believed = st.server !== undefined && this.parsedOn(st, link);
     // skippable: if this node dies first, a re-sent Bind parses again where it goes.

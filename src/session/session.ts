@@ -695,6 +695,18 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   }
 
   /**
+   * pool_mode = transaction: lastval()/currval() inside a transaction block whose connection
+   * holds another client's sequence state (or none of this one's): the connection forgets it
+   * first, so that PostgreSQL answers 55000 rather than another client's value. (At the start
+   * of a unit of work, refuseSequenceRead.)
+   */
+  guardSequenceState(cls: Classification): void {
+    const b = this.backends;
+    if (!this.routing.inTransaction || !readsSequenceState(cls) || mayCallNextval(cls) || b.sequenceStateOwn) return;
+    b.forgetSequenceState();
+  }
+
+  /**
    * lastval()/currval() at the start of a unit of work whose connection is not the one the
    * client's nextval() ran on (another client used it since, or it closed): what it holds
    * there is another client's, or nothing. Refused as PostgreSQL refuses a sequence state
@@ -1148,6 +1160,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const link = alone ?? this.route.linkFor(d);
     if (link === SUSPEND) return link;
     if (!b.gate(link)) return this.wait('replies');
+    if (this.txMode && link === b.primary) this.guardSequenceState(cls);
     this.route.counted(link, sql, cls);
     if (d.write && link === b.primary) this.route.ryw.wrote();
     this.route.ryw.queryEnds(cls, link);

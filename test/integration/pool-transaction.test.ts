@@ -11,7 +11,16 @@ import os from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { closeAllClients, endPg, endSql, nodeClients, pgClient, queryRows, sqlClient } from '../support/clients.js';
+import {
+  closeAllClients,
+  endPg,
+  endSql,
+  extendedQuery,
+  nodeClients,
+  pgClient,
+  queryRows,
+  sqlClient,
+} from '../support/clients.js';
 import { getCluster } from '../support/cluster.js';
 import {
   type ConfValue,
@@ -650,6 +659,24 @@ describe('pool_mode = transaction', () => {
       // A client that never called nextval: refused too (PostgreSQL: 55000 lastval is not yet defined).
       const c = await pgClient(one, { database: db });
       expect(await lastval(c)).toBe('55000');
+      // In a transaction block of their own (no INSERT or nextval() in it): the client's value
+      // on its connection untouched since, else PostgreSQL's 55000 — never another client's.
+      const own = await insert(a, 'a');
+      await a.query('BEGIN');
+      expect(await lastval(a)).toBe(own);
+      await a.query('COMMIT');
+      await insert(b, 'b');
+      for (const extended of [false, true]) {
+        await a.query('BEGIN');
+        const v = extended
+          ? await extendedQuery(a, 'SELECT lastval() AS v').then(
+              (r) => Number(r.rows[0].v),
+              (e: { code?: string }) => e.code,
+            )
+          : await lastval(a);
+        expect(v, extended ? 'extended' : 'simple').toBe('55000');
+        await a.query('ROLLBACK');
+      }
     } finally {
       await Promise.all([endPg(a), endPg(b)]);
       await one.stop();
