@@ -904,6 +904,11 @@ export const PRIMARY_BACKEND_FUNCTIONS: ReadonlySet<string> = new Set([
   'pg_current_xact_id',
   'pg_listening_channels',
   'pg_my_temp_schema',
+  // The transaction's xid if it has one, and its snapshot: the primary's transaction's.
+  'txid_current_if_assigned',
+  'pg_current_xact_id_if_assigned',
+  'txid_current_snapshot',
+  'pg_current_snapshot',
 ]);
 
 /**

@@ -505,6 +505,21 @@ describe('statements for both nodes, transactions', () => {
     expect(l.portNodes).toEqual([P]);
     expect(l.results[0].rows.map((r) => r.ch)).toEqual([`routing_chan_${sfx}`]);
     await c.query('UNLISTEN *');
+    // The transaction's own xid and snapshot are the primary's (xid.sql).
+    await c.query('BEGIN');
+    const id = (await c.query('SELECT pg_current_xact_id()::text AS x')).rows[0].x as string;
+    for (const sql of [
+      'SELECT pg_current_xact_id_if_assigned()::text AS x, inet_server_port() AS port',
+      'SELECT txid_current_if_assigned()::text AS x, inet_server_port() AS port',
+      'SELECT pg_current_snapshot()::text AS x, inet_server_port() AS port',
+      'SELECT txid_current_snapshot()::text AS x, inet_server_port() AS port',
+    ]) {
+      const r = await routed(c, sql);
+      expect(r.error, sql).toBeUndefined();
+      expect(r.portNodes, sql).toEqual([P]);
+      if (sql.includes('if_assigned')) expect(r.results[0].rows[0].x, sql).toBe(id);
+    }
+    await c.query('COMMIT');
   });
 
   it('DISCARD ALL and DEALLOCATE ALL go to both nodes', async () => {

@@ -417,7 +417,7 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     expect(a.target('SELECT * FROM pg_stat_get_activity($1)')).toBe('primary');
     expect(a.target('SELECT pg_blocking_pids(42)')).toBe('primary');
   });
-  it('txid_current(), pg_current_xact_id(), pg_listening_channels(), pg_my_temp_schema(): not volatile, yet the primary', () => {
+  it("txid_current(), pg_current_xact_id(), their _if_assigned forms, the current snapshot, pg_listening_channels(), pg_my_temp_schema(): not volatile, yet the primary's", () => {
     const a = new Session(cfg());
     const stable = { extra: { writingFunction: false } };
     for (const sql of [
@@ -425,13 +425,17 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
       'SELECT pg_catalog.pg_current_xact_id()::text',
       'SELECT pg_listening_channels()',
       'SELECT pg_my_temp_schema()',
+      'SELECT pg_current_xact_id_if_assigned()',
+      'SELECT txid_current_if_assigned()',
+      'SELECT pg_current_snapshot()',
+      'SELECT txid_current_snapshot()',
     ])
       expect(a.run(sql, stable), sql).toMatchObject({
         target: 'primary',
         reason: expect.stringContaining("needs the primary's backend"),
       });
     // Other stable functions, and a user function of the same name in another schema, stay balanced.
-    expect(a.run('SELECT txid_current_snapshot()', stable).target).toBe('standby');
+    expect(a.run('SELECT txid_snapshot_xmin($1)', stable).target).toBe('standby');
     expect(a.run('SELECT app.txid_current()', stable).target).toBe('standby');
   });
   it('SELECT set_config(…) alone goes to both nodes like SET; inside a larger statement it pins reads to the primary', () => {
