@@ -105,6 +105,8 @@ export interface Expectation<L> {
   reportAs?: ReadonlyMap<string, string>;
   /** merge: the pipeline's one ReadyForQuery, shared by its Syncs on every node. */
   merged?: MergedReady;
+  /** Its error reached the client (with it, or with a request the server skipped after it). */
+  errorShown?: boolean;
 }
 
 /**
@@ -146,6 +148,8 @@ export class MergedReady {
     if (--this.waiting !== 0) return undefined;
     const failed = this.mirrorFailedInTransaction;
     if (failed === undefined) return readyForQuery(this.status);
+    // (A request of the client's skipped on that node after it showed it already.)
+    if (failed.shown) return readyForQuery(TxStatus.Failed);
     return Buffer.concat([errorResponse(errorFieldsOf(failed.error)), readyForQuery(TxStatus.Failed)]);
   }
 
@@ -162,7 +166,7 @@ export class MergedReady {
  * so is that of each request the server skips after it.
  */
 export interface MirrorCopies {
-  readonly copies: Array<{ readonly error?: ErrorFieldMap }>;
+  readonly copies: Array<{ readonly error?: ErrorFieldMap; readonly errorShown?: boolean }>;
   /** The node of each copy. */
   readonly nodes: number[];
 }
@@ -170,12 +174,14 @@ export interface MirrorCopies {
 export interface MirrorError {
   readonly error: ErrorFieldMap;
   readonly nodeId: number;
+  /** The client saw it already (a request of its own that the server skipped after it). */
+  readonly shown: boolean;
 }
 
 export function firstMirrorError(m: MirrorCopies): MirrorError | undefined {
   for (let i = 0; i < m.copies.length; i++) {
-    const error = m.copies[i].error;
-    if (error !== undefined) return { error, nodeId: m.nodes[i] };
+    const c = m.copies[i];
+    if (c.error !== undefined) return { error: c.error, nodeId: m.nodes[i], shown: c.errorShown === true };
   }
   return undefined;
 }
@@ -230,6 +236,9 @@ function endsOf(kind: RequestKind): Uint8Array {
       return ENDS_READY;
   }
 }
+
+/** The error of a request skipped after another's error that is not known. */
+const SKIPPED: ErrorFieldMap = { S: 'ERROR', C: '', M: 'skipped after an error' };
 
 /** Replies decoded in normal operation... */
 const DECODE = decodeTable('ZES123CIsnTANGHW');
@@ -292,6 +301,10 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   private finished: Array<Expectation<L>> = [];
   /** An extended-protocol request failed: the server skips what follows up to the next Sync. */
   private skipping = false;
+  /** The request whose error began the skipping. */
+  private skipCause: Expectation<L> | undefined;
+  /** Its ErrorResponse, as received, while the client has not seen it. */
+  private skipError: Buffer | undefined;
   /** `done` callbacks of Syncs the server ignored during copy-in, run with the next Sync's reply. */
   private orphaned: Array<NonNullable<Expectation<L>['done']>> = [];
 
@@ -367,6 +380,10 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   }
 
   expect(e: Expectation<L>): void {
+    if (this.skipping && !endsAtReady(e.kind) && e.mode !== 'synthetic' && !this.readyPending()) {
+      this.skipped(e);
+      return;
+    }
     if (e.kind === 'sync' && this.orphaned.length > 0) {
       const before = this.orphaned;
       this.orphaned = [];
@@ -382,6 +399,35 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       this.follow();
       this.giveSynthetic();
     }
+  }
+
+  /**
+   * A request sent while the server skips what follows an error, up to the next Sync: no
+   * reply will come for it. It ends with that error; a client-visible one shows the error
+   * to the client if it did not reach it yet (the error of a statement's copy for another
+   * node, its replies dropped), and the session skips the client's messages up to its Sync,
+   * as the server does.
+   */
+  private skipped(e: Expectation<L>): void {
+    e.error = this.skipCause?.error ?? SKIPPED;
+    if (isVisible(e.mode)) this.showSkipError();
+    this.finished.push(e);
+  }
+
+  /** The client gets the error that began the skipping, if it has not yet (see skipped). */
+  private showSkipError(): void {
+    const cause = this.skipCause;
+    if (cause === undefined || this.skipError === undefined) return;
+    cause.errorShown = true;
+    this.out.toClient(this.skipError);
+    this.skipError = undefined;
+    this.out.skipsUntilSync();
+  }
+
+  /** Is a request answered by ReadyForQuery (a Sync) outstanding? The server answers again after it. */
+  private readyPending(): boolean {
+    for (let i = this.head; i < this.queue.length; i++) if (endsAtReady(this.queue[i].kind)) return true;
+    return false;
   }
 
   /** Run the `done` of requests completed since the last call, oldest first. Returns whether any did. */
@@ -444,8 +490,10 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     let e = this.current();
     if (e?.mode !== 'synthetic') return;
     while (e?.mode === 'synthetic') {
-      if (this.skipping && !endsAtReady(e.kind)) e.error = { S: 'ERROR', C: '', M: 'skipped after an error' };
-      else if (e.reply) this.out.toClient(e.reply);
+      if (this.skipping && !endsAtReady(e.kind)) {
+        e.error = this.skipCause?.error ?? SKIPPED;
+        this.showSkipError();
+      } else if (e.reply) this.out.toClient(e.reply);
       this.pop();
       e = this.current();
     }
@@ -501,6 +549,8 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       if (e.kind === 'execute') this.copyIn = false;
       if (type === BE.ReadyForQuery) {
         this.skipping = false;
+        this.skipCause = undefined;
+        this.skipError = undefined;
         this.state.txStatus = buf[start];
         e.status = buf[start];
       }
@@ -599,7 +649,12 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     }
     this.follow();
     if (forward && next === undefined) this.out.skipsUntilSync();
-    return forward ? 'client' : action;
+    const result = forward ? 'client' : action;
+    e.errorShown = result !== DROP;
+    // Requests sent later, before the Sync, are skipped too (see expect).
+    this.skipCause = e;
+    this.skipError = e.errorShown ? undefined : Buffer.from(buf.subarray(start - 5, end));
+    return result;
   }
 
   /**

@@ -22,6 +22,16 @@ import { closeAllClients, endPg, endSql, extendedQuery, pgClient, sqlClient, wit
 import { sampleValue, scrapeMetrics } from '../support/prometheus.js';
 import { type ProxyHandle, runPgDumpTool, startProxy } from '../support/proxy.js';
 import { nodeOfPort } from '../support/routing.js';
+import {
+  type BackendMessage,
+  RawClient,
+  bindMessage,
+  errorFields,
+  executeMessage,
+  parseMessage,
+  startupMessage,
+  syncMessage,
+} from '../support/raw.js';
 import { pollUntil } from '../support/wait.js';
 
 let cluster: DevCluster;
@@ -519,6 +529,48 @@ describe('a statement for both nodes failing on the standby only inside a transa
     }
   });
 });
+
+describe('a statement for both nodes failing on the standby only inside a transaction, pipelined with a read there', () => {
+  it('one batch (SET LOCAL ROLE failing on the standby, then a read there): one ErrorResponse, as directly, then ReadyForQuery E; the connection goes on', async () => {
+    const proxy = await startProxy({
+      cluster,
+      config: { ...common, backend_weight2: 0, disable_load_balance_on_write: 'off' },
+    });
+    const role = 'ryw_pipe_mirror';
+    const raw = await RawClient.connect(proxy.port);
+    try {
+      raw.send(startupMessage({ user: 'postgres', database: 'postgres' }));
+      expect((await raw.readStartupReply()).ok).toBe(true);
+      expect(errorsOf(await raw.query('BEGIN'))).toEqual([]);
+      expect(errorsOf(await raw.query(`CREATE ROLE ${role}`))).toEqual([]);
+      raw.send(
+        parseMessage('', `SET LOCAL ROLE ${role}`),
+        bindMessage('', ''),
+        executeMessage(''),
+        parseMessage('', 'SELECT 1'),
+        bindMessage('', ''),
+        executeMessage(''),
+        syncMessage(),
+      );
+      const msgs = await raw.collect('Z', 10_000);
+      expect(msgs.filter((m) => m.type === 'E').map((m) => errorFields(m.body).C)).toEqual(['22023']);
+      expect(msgs[msgs.length - 1]?.body.toString()).toBe('E');
+      expect(errorsOf(await raw.query('ROLLBACK'))).toEqual([]);
+      const after = await raw.query('SELECT 1');
+      expect(errorsOf(after)).toEqual([]);
+      expect(after.rows).toEqual([['1']]);
+    } finally {
+      raw.destroy();
+      expect(await proxy.stop()).toBe(0);
+      await cluster.psql(P, `DROP ROLE IF EXISTS ${role}`);
+    }
+  });
+});
+
+/** The SQLSTATEs of a simple Query's ErrorResponses. */
+function errorsOf(r: { messages: BackendMessage[] }): string[] {
+  return r.messages.filter((m) => m.type === 'E').map((m) => errorFields(m.body).C ?? '');
+}
 
 describe('a SET LOCAL naming what the transaction created', () => {
   for (const [mode, extended] of MODES_AND_PROTOCOLS) {

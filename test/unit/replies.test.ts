@@ -181,6 +181,39 @@ describe('ReplyQueue: hold and capture', () => {
   });
 });
 
+describe('ReplyQueue: requests sent after the server began skipping', () => {
+  it("a dropped request failed (a statement's copy for another node), then the client's read is sent there before the Sync: the client gets that error once, for the read, and the Sync's ReadyForQuery ends the batch", () => {
+    const h = new Harness('node1');
+    const mirror = h.expect('copy', { kind: 'execute', mode: 'drop' });
+    h.feed(be.error('22023', 'role "r" does not exist'));
+    expect(h.sent.length).toBe(0);
+    // The server skips everything up to the Sync: no reply will come for these.
+    h.expect('parse', { kind: 'parse', mode: 'forward' });
+    h.expect('execute', { kind: 'execute', mode: 'forward' });
+    expect(h.q.visible).toBe(0);
+    expect(h.skips).toBe(1);
+    h.expect('sync', { kind: 'sync', mode: 'forward' });
+    h.feed(be.ready('E'));
+    expect(h.completed).toEqual(['copy!22023', 'parse!22023', 'execute!22023', 'sync']);
+    // The error once (for the read), then ReadyForQuery.
+    expect(h.sent.equals(stream(be.error('22023', 'role "r" does not exist'), be.ready('E')))).toBe(true);
+    expect(mirror.errorShown).toBe(true);
+    expect(h.q.pending).toBe(0);
+  });
+
+  it('after a Sync the server answers again: a request queued behind a pending Sync is not skipped', () => {
+    const h = new Harness('node1');
+    h.expect('copy', { kind: 'execute', mode: 'drop' });
+    h.feed(be.error('22023', 'no'));
+    h.expect('sync', { kind: 'sync', mode: 'drop' });
+    h.expect('q', { kind: 'query', mode: 'forward' });
+    expect(h.q.visible).toBe(1);
+    h.feed(stream(be.ready('E'), be.commandComplete('ROLLBACK'), be.ready('I')));
+    expect(h.completed).toEqual(['copy!22023', 'sync', 'q']);
+    expect(h.sent.equals(stream(be.commandComplete('ROLLBACK'), be.ready('I')))).toBe(true);
+  });
+});
+
 describe('ReplyQueue: extended protocol pipelines', () => {
   const pipeline = (h: Harness): void => {
     h.expect('parse', { kind: 'parse', mode: 'forward' });
