@@ -285,6 +285,20 @@ function readsOnPrimary(s: SessionRoutingState, mode: DisableLbOnWrite): string 
   return undefined;
 }
 
+/**
+ * Where a statement goes when the catalog questions it raised (function volatility,
+ * relation persistence) cannot be asked now: the primary; a function whose volatility is
+ * not known counts as a write (route's rule), so that read-your-writes reads the position
+ * after it (a function creating a table, then a read of the table on a standby).
+ */
+export function unansweredDecision(cls: Classification, unknownFunctions: readonly string[]): Decision {
+  return {
+    target: 'primary',
+    write: cls.write || unknownFunctions.length > 0,
+    reason: 'catalog lookup not possible now',
+  };
+}
+
 /** Decide where one statement goes. */
 export function route(input: RouteInput): Decision {
   const { cls: c, state: s, cfg } = input;

@@ -12,7 +12,7 @@ import { noticeResponse } from '../protocol/messages.js';
 import type { SUSPEND } from '../protocol/framing.js';
 import { queryMessage } from '../pool/query.js';
 import { nodeOwningPids } from '../pool/backend-pids.js';
-import { afterStatement } from '../router/policy.js';
+import { afterStatement, unansweredDecision } from '../router/policy.js';
 import type { CatalogQuestions, Classification, Decision, SessionFacts } from '../router/router.js';
 import type { BackendLink } from './backend-link.js';
 import type { SessionCore } from './core.js';
@@ -74,7 +74,7 @@ export class StatementRouting {
       // the primary's is taken first, see linkFor).
       this.catalogFailed = false;
       this.lookups = 0;
-      return { target: 'primary', write: cls.write, reason: 'catalog lookup not possible now' };
+      return unansweredDecision(cls, d.functions);
     }
     return this.askCatalog(d, p);
   }

@@ -3,6 +3,7 @@ import { classifyUncached, type ClassifyOptions } from '../../src/router/classif
 import {
   route,
   afterStatement,
+  unansweredDecision,
   newSessionRoutingState,
   routingConfigFrom,
   startupIsolation,
@@ -575,6 +576,18 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     a.run('COMMIT');
     expect(a.state.txStartedByMulti).toBe(false);
     expect(a.target('SAVEPOINT y')).toBe('both');
+  });
+});
+
+describe('unansweredDecision: the catalog cannot be asked now', () => {
+  it('the primary; a call of a function whose volatility is not known counts as a write (read-your-writes reads the position after it)', () => {
+    const c = (sql: string) => classifyUncached(sql, OPTS);
+    expect(unansweredDecision(c('SELECT make_table()'), ['make_table'])).toMatchObject({
+      target: 'primary',
+      write: true,
+    });
+    expect(unansweredDecision(c('SELECT * FROM t'), [])).toMatchObject({ target: 'primary', write: false });
+    expect(unansweredDecision(c('INSERT INTO t VALUES (1)'), [])).toMatchObject({ target: 'primary', write: true });
   });
 });
 
