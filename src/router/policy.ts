@@ -109,15 +109,16 @@ export interface SessionRoutingState {
   /** Functions the session created whose body names one of its temp tables (check_temp_table). */
   tempFunctions: string[];
   /**
-   * A set_config() call that could not go to both nodes, or a SET among several statements
-   * of one Query (which runs on the primary alone), ran on the primary only: the session's
-   * settings exist there alone, so its reads go there (until DISCARD/RESET ALL).
+   * A set_config() call that could not go to both nodes, a SET among several statements
+   * of one Query (which runs on the primary alone), or a SET of an object-naming setting in a
+   * transaction ran on the primary only: the session's settings exist there alone, so its
+   * reads go there (until DISCARD/RESET ALL).
    */
   settingsOnPrimary: boolean;
   /**
-   * The session's role or session authorization was set on the primary alone (in a
-   * transaction that had written, or refused by a standby): its reads go there until DISCARD
-   * ALL or RESET SESSION AUTHORIZATION — RESET ALL keeps both.
+   * The session's role or session authorization was set on the primary alone (inside a
+   * transaction, or a standby refused a statement for both nodes): its reads go there until
+   * DISCARD ALL or RESET SESSION AUTHORIZATION — RESET ALL keeps both.
    */
   roleOnPrimary: boolean;
   /**
@@ -250,6 +251,7 @@ export function relationIn(rel: string, names: readonly string[]): boolean {
 }
 
 const NO_LINKS: readonly ReadsThrough[] = [];
+const NO_NAMES: readonly string[] = [];
 
 /** Settings whose value names a database object (a role, a tablespace, a configuration) that must exist. */
 const SETTINGS_NAMING_OBJECTS: ReadonlySet<string> = new Set([
@@ -259,7 +261,6 @@ const SETTINGS_NAMING_OBJECTS: ReadonlySet<string> = new Set([
   'temp_tablespaces',
   'default_text_search_config',
 ]);
-const NO_NAMES: readonly string[] = [];
 
 /** A statement that writes (a SET in a transaction) sends the transaction's later reads to the primary in `mode`. */
 function writeCounts(write: boolean, mode: DisableLbOnWrite): string | undefined {
