@@ -457,8 +457,9 @@ export class Backends {
    * connections start with it, takes no read node's connection: its reads go to the primary
    * anyway, and a hot standby refuses every statement that takes a snapshot in that mode
    * (pgrelay's replay of the session's start-up settings there too), also after the session
-   * SET a lower default (replayed after them). Nor does a session whose settings were
-   * changed on the primary alone (its reads go there until RESET ALL: policy.ts).
+   * SET a lower default (replayed after them). Nor does a session whose settings or role
+   * were changed on the primary alone (its reads go there: policy.ts settingsOnPrimary,
+   * roleOnPrimary).
    */
   private get primaryOnly(): boolean {
     const r = this.owner.routing;

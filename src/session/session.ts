@@ -774,10 +774,6 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (reason !== undefined) this.pin(reason);
   }
 
-  /**
-   * pool_mode = transaction: a server connection refused the session's settings (a start-up
-   * parameter with a value PostgreSQL rejects, as it would have refused the start-up).
-   */
   settingsDiverged(link: BackendLink, error: ErrorFieldMap): void {
     this.route.settingsDiverged(link, error);
   }
@@ -786,6 +782,10 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.route.ryw.beforeSettingsOn(link);
   }
 
+  /**
+   * pool_mode = transaction: a server connection refused the session's settings (a start-up
+   * parameter with a value PostgreSQL rejects, as it would have refused the start-up).
+   */
   settingsFailed(err: PgError): void {
     this.log.warn({ code: err.code, err: err.message }, 'session settings refused by the server connection');
     this.fatal(err);
