@@ -345,7 +345,8 @@ describe('dashboard (own DevCluster: primary + 2 standbys)', () => {
       await page.waitForFunction(
         (min) =>
           Number(document.querySelector('td[data-node="1"][data-field="lag"]')?.getAttribute('data-bytes')) > min,
-        before + 1_000_000,
+        // Past 1 MiB, where the cell shows MB (1,000,000 bytes crossed showed '1022 kB' once).
+        before + 2 * 1024 * 1024,
         { timeout: 3000, polling: 100 },
       );
       const took = Date.now() - t0;
