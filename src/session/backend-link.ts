@@ -144,8 +144,9 @@ export class BackendLink implements ReplyOutput {
     return this.replies.copyIn;
   }
 
-  set copyIn(v: boolean) {
-    this.replies.copyIn = v;
+  /** The client's CopyDone or CopyFail went to this server (ReplyQueue.copyEnded). */
+  copyEnded(): void {
+    this.replies.copyEnded();
   }
 
   /** Attached to its socket (not abandoned). */

@@ -107,6 +107,11 @@ export interface Expectation<L> {
   merged?: MergedReady;
   /** Its error reached the client (with it, or with a request the server skipped after it). */
   errorShown?: boolean;
+  /**
+   * Sent after the client's CopyDone or CopyFail: a Sync so marked is answered even if the
+   * Execute before it turns out to start a copy-in (see enterCopyIn).
+   */
+  afterCopyEnd?: boolean;
 }
 
 /**
@@ -297,6 +302,12 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   idleFatal: Buffer | undefined;
   /** In copy-in mode started by an extended-protocol Execute: the server ignores Sync and Flush. */
   copyIn = false;
+  /**
+   * The client's CopyDone or CopyFail went to the server while a request was outstanding
+   * and copy-in mode had not been seen: the next request comes after the end of a copy the
+   * server may not have started yet (see enterCopyIn).
+   */
+  private copyEndSent = false;
   /** Completed requests whose `done` has not run yet (see runFinished). */
   private finished: Array<Expectation<L>> = [];
   /** An extended-protocol request failed: the server skips what follows up to the next Sync. */
@@ -372,6 +383,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   /** Outstanding requests, oldest first, removed from the queue (its link is being abandoned). */
   takePending(): Array<Expectation<L>> {
     const out = this.queue.slice(this.head);
+    this.copyEndSent = false;
     this.queue = [];
     this.head = 0;
     this.visible = 0;
@@ -380,19 +392,15 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   }
 
   expect(e: Expectation<L>): void {
+    if (this.copyEndSent) {
+      e.afterCopyEnd = true;
+      this.copyEndSent = false;
+    }
     if (this.skipping && !endsAtReady(e.kind) && e.mode !== 'synthetic' && !this.readyPending()) {
       this.skipped(e);
       return;
     }
-    if (e.kind === 'sync' && this.orphaned.length > 0) {
-      const before = this.orphaned;
-      this.orphaned = [];
-      const own = e.done;
-      e.done = (x, l) => {
-        for (const fn of before) fn(x, l);
-        own?.(x, l);
-      };
-    }
+    if (e.kind === 'sync') this.takeOrphans(e);
     if (isVisible(e.mode)) this.visible++;
     this.queue.push(e);
     if (this.queue.length - this.head === 1) {
@@ -687,16 +695,44 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     return true;
   }
 
-  /** Copy-in started by an Execute: the server ignores Sync until the copy ends, so the Syncs already sent get no reply. */
+  /**
+   * The client's CopyDone or CopyFail went to the server: it leaves copy-in mode. A client
+   * may send the copy's data and its end with the Execute, before the server asks for them:
+   * the Syncs sent after that end will be answered.
+   */
+  copyEnded(): void {
+    if (!this.copyIn && this.pending > 0) this.copyEndSent = true;
+    this.copyIn = false;
+  }
+
+  /**
+   * Copy-in started by an Execute: the server ignores Sync until the copy ends, so the
+   * Syncs already sent before the client's end of the copy get no reply.
+   */
   private enterCopyIn(): void {
     this.copyIn = true;
     for (let i = this.head + 1; i < this.queue.length; ) {
       const x = this.queue[i];
-      if (x.kind !== 'sync') break;
+      if (x.kind !== 'sync' || x.afterCopyEnd === true) break;
       this.queue.splice(i, 1);
       if (isVisible(x.mode)) this.visible--;
       if (x.done) this.orphaned.push(x.done);
     }
+    // A Sync already sent after the copy's end answers for them.
+    for (let i = this.head + 1; i < this.queue.length && this.orphaned.length > 0; i++)
+      if (this.queue[i].kind === 'sync') this.takeOrphans(this.queue[i]);
+  }
+
+  /** A Sync the server will answer: the callbacks of the Syncs it ignored run with its reply. */
+  private takeOrphans(e: Expectation<L>): void {
+    if (this.orphaned.length === 0) return;
+    const before = this.orphaned;
+    this.orphaned = [];
+    const own = e.done;
+    e.done = (x, l) => {
+      for (const fn of before) fn(x, l);
+      own?.(x, l);
+    };
   }
 
   emit(action: ReplyAction, bytes: Buffer): void {

@@ -1082,7 +1082,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       case FE.CopyDone:
       case FE.CopyFail:
         // The copy's input ends here: Syncs after it are answered again.
-        for (const l of this.backends.list) if (l) l.copyIn = false;
+        for (const l of this.backends.list) if (l) l.copyEnded();
         return this.passAction;
       case FE.Terminate:
         // Requests pipelined before Terminate still reach the server (their effects count).

@@ -171,6 +171,26 @@ describe('COPY, pool_mode = transaction (one connection per node)', () => {
     raw.end();
   });
 
+  it('extended-protocol COPY FROM STDIN sent in one piece with its data, CopyFail and Sync, before the server asked for the data: 57014, one ReadyForQuery, the next client gets the connection', async () => {
+    const raw = await session();
+    raw.send(
+      parseMessage('', `COPY ${table} (id, v) FROM STDIN`),
+      bindMessage('', ''),
+      executeMessage('', 0),
+      copyDataMessage('510001\tnever\n'),
+      copyFailMessage('the client gave up'),
+      syncMessage(),
+    );
+    const r = await raw.collect('Z', 5000);
+    expect(types(r)).toBe('12GEZ');
+    expect(summarize(r).errors.map((e) => e.C)).toEqual(['57014']);
+    const q = await raw.query(`SELECT count(*) FROM ${table} WHERE id = 510001`);
+    expect(q.rows).toEqual([['0']]);
+    expect(types(q.messages)).toBe('TDCZ');
+    expect(await anotherClientCounts('id = 510001')).toBe('0');
+    raw.end();
+  });
+
   it('a client that leaves in the middle of COPY FROM STDIN: its connection is not lent to the next client, nothing is copied', async () => {
     const raw = await session();
     await copyIn(raw);

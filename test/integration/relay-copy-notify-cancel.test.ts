@@ -185,6 +185,35 @@ describe('COPY through pgrelay (raw protocol)', () => {
     again.raw.end();
   });
 
+  for (const [end, how] of [
+    ['CopyDone', 'COPY 2'],
+    ['CopyFail', '57014'],
+  ] as const) {
+    for (const earlySync of [false, true]) {
+      it(`extended-protocol COPY FROM STDIN sent in one piece with its data, ${end}${earlySync ? ' (and a Sync before the data, ignored)' : ''} and Sync, before the server asked for the data: ${how}, one ReadyForQuery`, async () => {
+        const { raw } = await rawSession();
+        raw.send(
+          parseMessage('', `COPY ${table} (id, v) FROM STDIN`),
+          bindMessage('', ''),
+          executeMessage('', 0),
+          ...(earlySync ? [syncMessage()] : []),
+          copyDataMessage('710001\tone\n710002\ttwo\n'),
+          end === 'CopyDone' ? copyDoneMessage() : copyFailMessage('the client gave up'),
+          syncMessage(),
+        );
+        const r = await raw.collect('Z', 5000);
+        expect(types(r)).toBe(end === 'CopyDone' ? '12GCZ' : '12GEZ');
+        if (end === 'CopyDone') expect(summarize(r).tags).toEqual([how]);
+        else expect(summarize(r).errors.map((e) => e.C)).toEqual([how]);
+        // Exactly one ReadyForQuery, and the session goes on.
+        const q = await raw.query(`DELETE FROM ${table} WHERE id IN (710001, 710002)`);
+        expect(types(q.messages)).toBe('CZ');
+        expect(q.tags).toEqual([end === 'CopyDone' ? 'DELETE 2' : 'DELETE 0']);
+        raw.end();
+      });
+    }
+  }
+
   it('COPY TO STDOUT in the extended protocol', async () => {
     const { raw } = await rawSession();
     raw.send(

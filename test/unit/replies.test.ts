@@ -365,6 +365,21 @@ describe('ReplyQueue: extended protocol pipelines', () => {
     expect(h.q.copyIn).toBe(false);
     expect(h.completed).toEqual(['execute', 'sync-before-data', 'sync-after-copydone']);
   });
+
+  it('a COPY FROM STDIN whose data and end the client sent before the server asked for them: the Sync after the end is answered', () => {
+    const h = new Harness();
+    h.expect('execute', { kind: 'execute', mode: 'forward' });
+    h.expect('sync-before-data', { kind: 'sync', mode: 'forward' });
+    h.q.copyEnded();
+    h.expect('sync-after-copyfail', { kind: 'sync', mode: 'forward' });
+    h.feed(be.copyInResponse(2));
+    expect(h.q.copyIn).toBe(true);
+    expect(h.q.pending).toBe(2);
+    h.feed(stream(be.error('57014', 'COPY from stdin failed'), be.ready('I')));
+    expect(h.q.copyIn).toBe(false);
+    expect(h.q.pending).toBe(0);
+    expect(h.completed).toEqual(['execute!57014', 'sync-before-data', 'sync-after-copyfail']);
+  });
 });
 
 describe('ReplyQueue: across nodes', () => {
