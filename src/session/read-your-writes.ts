@@ -214,6 +214,15 @@ export class ReadYourWrites {
       this.settled(c, undefined, epoch);
       return;
     }
+    if (p.inPipeline || p.copyIn) {
+      // The client's next pipeline began there before this ran (its scanner waited in the
+      // middle of it): a Query now would run inside it, or be skipped after an error there.
+      // Asked when the primary's connection is free again (idle); reads go to the primary meanwhile.
+      this.settled(c, undefined, epoch);
+      this.wroteAlone = true;
+      this.setUncaptured(true);
+      return;
+    }
     this.setUncaptured(false);
     s.ctx.services.metrics.positionRead('write');
     s.backends.request(

@@ -573,6 +573,48 @@ describe('a statement for both nodes failing on the standby only inside a transa
   });
 });
 
+describe("a write's pipeline followed at once by one whose statement fails on the primary before a read of it on a standby", () => {
+  for (const mode of ['session', 'transaction'] as const) {
+    it(`${mode} mode: the second pipeline's error and ReadyForQuery come, as directly (the write position was read in the middle of that pipeline, where the server skips)`, async () => {
+      const proxy = mode === 'session' ? session : txpool;
+      const k = `pipe-fail-${mode}`;
+      const raw = await RawClient.connect(proxy.port);
+      try {
+        raw.send(startupMessage({ user: 'postgres', database: 'postgres' }));
+        expect((await raw.readStartupReply()).ok).toBe(true);
+        raw.send(parseMessage('ryw_rd', `SELECT count(*) FROM ryw_t WHERE k = '${k}'`), syncMessage());
+        expect((await raw.collect('Z', 10_000)).map((m) => m.type).join('')).toBe('1Z');
+        raw.send(
+          parseMessage('', `INSERT INTO ryw_t VALUES (1, '${k}')`),
+          bindMessage('', ''),
+          executeMessage(''),
+          syncMessage(),
+          parseMessage('', 'SELEC 1'),
+          bindMessage('', 'ryw_rd'),
+          executeMessage(''),
+          syncMessage(),
+        );
+        const first = await raw.collect('Z', 10_000);
+        expect(first.map((m) => m.type).join('')).toBe('12CZ');
+        const second = await raw.collect('Z', 10_000);
+        expect(second.map((m) => m.type).join('')).toBe('EZ');
+        expect(errorFields(second[0].body).C).toBe('42601');
+        const after = await raw.query(`SELECT count(*) FROM ryw_t WHERE k = '${k}'`);
+        expect(errorsOf(after)).toEqual([]);
+        expect(after.rows).toEqual([['1']]);
+        // The position is read once the primary's connection is free: reads go back to the standbys.
+        await pollUntil(
+          async () => Number((await raw.query('SELECT inet_server_port()')).rows[0]?.[0]),
+          (port) => nodeOfPort(cluster, port) !== P,
+          { what: 'a read back on a standby', timeoutMs: 10_000 },
+        );
+      } finally {
+        raw.destroy();
+      }
+    });
+  }
+});
+
 /** The SQLSTATEs of a simple Query's ErrorResponses. */
 function errorsOf(r: { messages: BackendMessage[] }): string[] {
   return r.messages.filter((m) => m.type === 'E').map((m) => errorFields(m.body).C ?? '');
