@@ -285,9 +285,16 @@ export class ExtendedProtocol {
     return this.s.backends.pooled;
   }
 
-  /** Is `st` parsed on `link`'s connection? */
+  /**
+   * Is `st` parsed on `link`'s connection? An unnamed statement is there until a simple
+   * Query runs on the connection, pgrelay's own too (a write position read, DISCARD
+   * SEQUENCES…: PostgreSQL drops the unnamed statement then), in session mode as well.
+   */
   private parsedOn(st: Stmt, link: BackendLink): boolean {
-    if (!this.pooled || st.untracked) return st.nodes.includes(link.nodeId);
+    if (!this.pooled || st.untracked)
+      return (
+        st.nodes.includes(link.nodeId) && (st.server !== undefined || !this.isUnnamed(st) || link.conn.unnamed === st)
+      );
     if (st.server !== undefined) return statementsOf(link, this.s).has(st.server);
     return link.conn.unnamed === st;
   }
@@ -296,6 +303,7 @@ export class ExtendedProtocol {
   private markParsed(st: Stmt, link: BackendLink): void {
     if (!this.pooled || st.untracked) {
       if (!st.nodes.includes(link.nodeId)) st.nodes.push(link.nodeId);
+      if (this.isUnnamed(st)) link.conn.unnamed = st;
       return;
     }
     if (st.server === undefined) {
@@ -304,6 +312,11 @@ export class ExtendedProtocol {
     }
     for (const old of statementsOf(link, this.s).add(st.server))
       this.s.backends.request(link, { kind: 'close', mode: 'drop' }, statementMessage(FE.Close, old));
+  }
+
+  /** Is `st` the client's unnamed statement? */
+  private isUnnamed(st: Stmt): boolean {
+    return this.stmts.get('') === st;
   }
 
   /** A Parse of `st` on `link` failed (or was skipped after an error): it is not there. */
@@ -606,10 +619,8 @@ export class ExtendedProtocol {
       const nodes = [p.nodeId, ...seconds.map((l) => l.nodeId)];
       const st: Stmt = { sql, cls, parse, nodes, both: true, decision: d, untracked: this.pooled && name !== '' };
       this.stmts.set(name, st);
-      if (this.pooled) {
-        this.markParsed(st, p);
-        for (const second of seconds) this.markParsed(st, second);
-      }
+      this.markParsed(st, p);
+      for (const second of seconds) this.markParsed(st, second);
       return this.forward(p, { kind: 'parse', mode: 'forward' });
     }
     const link = alone ?? this.route.linkFor(d);
@@ -627,8 +638,8 @@ export class ExtendedProtocol {
       untracked: this.pooled && name !== '',
     };
     this.stmts.set(name, st);
+    this.markParsed(st, link);
     if (this.pooled) {
-      this.markParsed(st, link);
       return this.forward(link, {
         kind: 'parse',
         mode: 'forward',
@@ -647,7 +658,7 @@ export class ExtendedProtocol {
 
   /** Record that `st` is parsed on `to` (re-sent there) and that `to` is in the pipeline. */
   private parsedHere(st: Stmt, to: BackendLink): void {
-    if (!st.nodes.includes(to.nodeId)) st.nodes.push(to.nodeId);
+    this.markParsed(st, to);
     this.s.backends.inPipeline(to);
   }
 
@@ -708,7 +719,6 @@ export class ExtendedProtocol {
       b.inPipeline(p);
       const nodes = [p.nodeId, ...seconds.map((l) => l.nodeId)];
       this.portals.set(portal, { nodes, both: true, stmt: st });
-      if (!this.pooled) return this.forward(p, { kind: 'bind', mode: 'forward' });
       this.ensureParsed(st, p);
       if (st.server === undefined) return this.forward(p, { kind: 'bind', mode: 'forward' });
       b.request(p, { kind: 'bind', mode: 'forward' }, bind);
@@ -840,6 +850,8 @@ export class ExtendedProtocol {
       link = (stmt && !stmt.both && b.get(stmt.nodes[stmt.nodes.length - 1])) || p;
     }
     if (!b.gate(link)) return s.wait('replies');
+    // An unnamed statement a Query dropped there since is parsed again.
+    if (stmt) this.ensureParsed(stmt, link);
     b.inPipeline(link);
     return this.forward(link, {
       kind: 'describe',

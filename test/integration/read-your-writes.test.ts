@@ -27,6 +27,7 @@ import {
   RawClient,
   bindMessage,
   errorFields,
+  describeMessage,
   executeMessage,
   parseMessage,
   startupMessage,
@@ -608,6 +609,34 @@ describe("a write's pipeline followed at once by one whose statement fails on th
           (port) => nodeOfPort(cluster, port) !== P,
           { what: 'a read back on a standby', timeoutMs: 10_000 },
         );
+      } finally {
+        raw.destroy();
+      }
+    });
+  }
+});
+
+describe('an unnamed statement prepared once and executed again (libpq PQprepare(""), PQexecPrepared)', () => {
+  for (const mode of ['session', 'transaction'] as const) {
+    it(`${mode} mode: a write executed twice: the write position read between them on the primary's connection (a Query there drops the unnamed statement) does not lose it`, async () => {
+      const proxy = mode === 'session' ? session : txpool;
+      const k = `unnamed-again-${mode}`;
+      const raw = await RawClient.connect(proxy.port);
+      try {
+        raw.send(startupMessage({ user: 'postgres', database: 'postgres' }));
+        expect((await raw.readStartupReply()).ok).toBe(true);
+        raw.send(parseMessage('', `INSERT INTO ryw_t VALUES ($1, '${k}')`, [23]), syncMessage());
+        expect((await raw.collect('Z', 10_000)).map((m) => m.type).join('')).toBe('1Z');
+        for (const id of ['1', '2', '3']) {
+          raw.send(bindMessage('', '', [id]), executeMessage(''), syncMessage());
+          const r = await raw.collect('Z', 10_000);
+          expect(r.filter((m) => m.type === 'E').map((m) => errorFields(m.body).M)).toEqual([]);
+          expect(r.map((m) => m.type).join('')).toBe('2CZ');
+        }
+        raw.send(describeMessage('S', ''), syncMessage());
+        expect((await raw.collect('Z', 10_000)).map((m) => m.type).join('')).toBe('tnZ');
+        const after = await raw.query(`SELECT count(*) FROM ryw_t WHERE k = '${k}'`);
+        expect(after.rows).toEqual([['3']]);
       } finally {
         raw.destroy();
       }
