@@ -659,6 +659,7 @@ describe('pool_mode = transaction', () => {
       // A client that never called nextval: refused too (PostgreSQL: 55000 lastval is not yet defined).
       const c = await pgClient(one, { database: db });
       expect(await lastval(c)).toBe('55000');
+      await endPg(c);
       // In a transaction block of their own (no INSERT or nextval() in it): the client's value
       // on its connection untouched since, else PostgreSQL's 55000 — never another client's.
       const own = await insert(a, 'a');
