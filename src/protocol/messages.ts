@@ -284,6 +284,17 @@ export function decodeColumnNames(buf: Buffer, start: number, end: number): stri
 }
 
 /** Decode ErrorResponse/NoticeResponse fields of a body. Unknown field types are kept by letter. */
+/**
+ * An ErrorResponse or NoticeResponse (`msg`: type, length, fields) whose texts say
+ * `"to"` where they said `"from"` (a prepared statement's name, as PostgreSQL quotes it).
+ */
+export function renamedInText(msg: Buffer, from: string, to: string): Buffer {
+  const fields = msg.toString('utf8', 5).split(`"${from}"`).join(`"${to}"`);
+  const b = header(msg[0], Buffer.byteLength(fields));
+  b.write(fields, 5);
+  return b;
+}
+
 export function parseErrorFields(buf: Buffer, start: number, end: number): Record<string, string> {
   const out: Record<string, string> = {};
   let p = start;

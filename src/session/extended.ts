@@ -388,7 +388,14 @@ export class ExtendedProtocol {
     }
     b.inPipeline(link);
     if (this.parsedOn(st, link)) {
-      link.expect({ kind: 'parse', mode: 'synthetic', reply: PARSE_COMPLETE });
+      link.expect({
+        kind: 'parse',
+        mode: 'synthetic',
+        reply: PARSE_COMPLETE,
+        done: (e) => {
+          if (e.error) this.parseFailed(name, st, e, undefined);
+        },
+      });
       return DROP;
     }
     this.markParsed(st, link);
@@ -398,8 +405,10 @@ export class ExtendedProtocol {
         kind: 'parse',
         mode: 'forward',
         done: (e) => {
-          if (e.error) this.notParsed(st, link);
-          else named.accepted = true;
+          if (e.error) {
+            this.notParsed(st, link);
+            this.parseFailed(name, st, e, undefined);
+          } else named.accepted = true;
         },
         resend: this.route.resendable(link) ? this.resendParse(st) : undefined,
       },
@@ -598,6 +607,9 @@ export class ExtendedProtocol {
     const raw = buf.subarray(start - 5, end);
     if (this.pooled && name !== '' && s.ctx.config().max_prepared_statements > 0)
       return this.parsePooled(name, sql, cls, d, raw);
+    const taken = name === '' ? undefined : this.stmts.get(name);
+    if (taken !== undefined) return this.parseTaken(taken);
+    const prev = name === '' ? this.stmts.get('') : undefined;
     // Named statements outlive this chunk: keep a copy. The unnamed one is replaced soon
     // (but with pool_mode = transaction it may have to be parsed again on another connection).
     const parse = name === '' && !this.pooled ? raw : Buffer.from(raw);
@@ -621,7 +633,13 @@ export class ExtendedProtocol {
       this.stmts.set(name, st);
       this.markParsed(st, p);
       for (const second of seconds) this.markParsed(st, second);
-      return this.forward(p, { kind: 'parse', mode: 'forward' });
+      return this.forward(p, {
+        kind: 'parse',
+        mode: 'forward',
+        done: (e) => {
+          if (e.error) this.parseFailed(name, st, e, prev);
+        },
+      });
     }
     const link = alone ?? this.route.linkFor(d);
     if (link === SUSPEND) return link;
@@ -644,7 +662,9 @@ export class ExtendedProtocol {
         kind: 'parse',
         mode: 'forward',
         done: (e) => {
-          if (e.error) this.notParsed(st, link);
+          if (!e.error) return;
+          this.notParsed(st, link);
+          this.parseFailed(name, st, e, prev);
         },
         resend: this.route.resendable(link) ? this.resendParse(st) : undefined,
       });
@@ -652,8 +672,39 @@ export class ExtendedProtocol {
     return this.forward(link, {
       kind: 'parse',
       mode: 'forward',
+      done: (e) => {
+        if (e.error) this.parseFailed(name, st, e, prev);
+      },
       resend: this.route.resendable(link) ? resendSame(b, parse, (to) => this.parsedHere(st, to)) : undefined,
     });
+  }
+
+  /**
+   * A named Parse of a name the client has not closed (session mode, or a statement that
+   * pgrelay does not rename): sent where that statement is parsed, whose server refuses it
+   * (42P05 prepared statement "x" already exists) and keeps the statement, as a direct
+   * connection does. (Sent where the router would send the new text, a node without the
+   * name would accept it.)
+   */
+  private parseTaken(old: Stmt): Verdict<BackendLink> {
+    const s = this.s;
+    const b = s.backends;
+    const link = b.get(old.nodes[0]) ?? s.needPrimary();
+    if (link === SUSPEND) return link;
+    if (!b.gate(link)) return s.wait('replies');
+    b.inPipeline(link);
+    return this.forward(link, { kind: 'parse', mode: 'forward' });
+  }
+
+  /**
+   * The client's Parse of `name` (`st`) failed, or was skipped after an error earlier in its
+   * pipeline: as on a server, the name is not taken. A failed unnamed Parse has dropped the
+   * previous unnamed statement; a skipped one (no reply of its own) leaves it (`prev`).
+   */
+  private parseFailed(name: string, st: Stmt, e: LinkExpectation, prev: Stmt | undefined): void {
+    if (this.stmts.get(name) !== st) return;
+    if (prev !== undefined && e.started !== true) this.stmts.set(name, prev);
+    else this.stmts.delete(name);
   }
 
   /** Record that `st` is parsed on `to` (re-sent there) and that `to` is in the pipeline. */
@@ -699,6 +750,7 @@ export class ExtendedProtocol {
     if (!st) {
       // Unknown here (SQL-level PREPARE, or a client error): the primary answers.
       if (!b.gate(p)) return s.wait('replies');
+      if (stmtName === '') this.closeUnnamed(p);
       b.inPipeline(p);
       this.portals.set(portal, { nodes: [p.nodeId], both: false });
       return this.forward(p, { kind: 'bind', mode: 'forward' });
@@ -721,7 +773,7 @@ export class ExtendedProtocol {
       this.portals.set(portal, { nodes, both: true, stmt: st });
       this.ensureParsed(st, p);
       if (st.server === undefined) return this.forward(p, { kind: 'bind', mode: 'forward' });
-      b.request(p, { kind: 'bind', mode: 'forward' }, bind);
+      b.request(p, { kind: 'bind', mode: 'forward', renamed: { server: st.server, client: stmtName } }, bind);
       return DROP;
     }
     // Decide again with the session's current state: a statement parsed on the
@@ -755,6 +807,7 @@ export class ExtendedProtocol {
         {
           kind: 'bind',
           mode: 'forward',
+          renamed: { server, client: stmtName },
           lostStatement: believed ? this.prepareAgain(st, link, bind) : undefined,
           done: (e, l) => {
             l.recording = undefined;
@@ -841,7 +894,11 @@ export class ExtendedProtocol {
       this.ensureParsed(stmt, link);
       b.inPipeline(link);
       if (stmt.server !== undefined) {
-        b.request(link, { kind: 'describe', mode: 'forward' }, statementMessage(FE.Describe, stmt.server));
+        b.request(
+          link,
+          { kind: 'describe', mode: 'forward', renamed: { server: stmt.server, client: name } },
+          statementMessage(FE.Describe, stmt.server),
+        );
         return DROP;
       }
       return this.forward(link, { kind: 'describe', mode: 'forward' });
@@ -852,6 +909,7 @@ export class ExtendedProtocol {
     if (!b.gate(link)) return s.wait('replies');
     // An unnamed statement a Query dropped there since is parsed again.
     if (stmt) this.ensureParsed(stmt, link);
+    else if (kind === STATEMENT && name === '') this.closeUnnamed(link);
     b.inPipeline(link);
     return this.forward(link, {
       kind: 'describe',
@@ -1144,6 +1202,17 @@ export class ExtendedProtocol {
   /** A node was lost: nothing is parsed there any more. */
   forgetNode(nodeId: number): void {
     for (const st of this.stmts.values()) st.nodes = st.nodes.filter((n) => n !== nodeId);
+  }
+
+  /**
+   * The client has no unnamed statement (none parsed, or a simple Query dropped it), but the
+   * connection may have one: its own earlier one, where a Query of the client's ran on
+   * another node, or another client's (pool_mode = transaction). It is closed first, so
+   * that the server answers the Bind or Describe of it as a direct connection does (26000).
+   */
+  private closeUnnamed(link: BackendLink): void {
+    link.conn.unnamed = undefined;
+    this.s.backends.request(link, { kind: 'close', mode: 'drop' }, statementMessage(FE.Close, ''));
   }
 
   /** An admin statement or portal took this name. */

@@ -22,6 +22,7 @@ import {
   parseErrorFields,
   readCString,
   readyForQuery,
+  renamedInText,
 } from '../protocol/messages.js';
 
 /** What was sent, by the reply that ends it. 'query' is a Query or FunctionCall; 'sync' a client's Sync. */
@@ -112,6 +113,12 @@ export interface Expectation<L> {
    * Execute before it turns out to start a copy-in (see enterCopyIn).
    */
   afterCopyEnd?: boolean;
+  /**
+   * pool_mode = transaction: the request names pgrelay's statement `server`, which the
+   * client knows as `client`: an error that names it reaches the client with the client's
+   * name (bind message supplies 0 parameters, but prepared statement "s2" requires 1).
+   */
+  renamed?: { server: string; client: string };
 }
 
 /**
@@ -662,6 +669,11 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     // Requests sent later, before the Sync, are skipped too (see expect).
     this.skipCause = e;
     this.skipError = e.errorShown ? undefined : Buffer.from(buf.subarray(start - 5, end));
+    if (e.renamed !== undefined && result !== DROP) {
+      this.scanner.flushRun();
+      this.emit(result, renamedInText(buf.subarray(start - 5, end), e.renamed.server, e.renamed.client));
+      return DROP;
+    }
     return result;
   }
 

@@ -1128,6 +1128,9 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const sql = q[0];
     if (this.ctx.config().log_statement && !this.scanner.resuming)
       this.log.info({ statement: redact(sql) }, 'statement');
+    // A simple Query drops the unnamed statement (PostgreSQL: wherever it runs).
+    this.extended.forgetStatement('');
+    this.admin.forgetStatement('');
     const req = this.ctx.services.adminCommand(this, sql);
     if (req) return this.admin.query(req);
     const b = this.backends;

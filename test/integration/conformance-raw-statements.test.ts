@@ -1,0 +1,226 @@
+/**
+ * Raw extended-protocol message sequences that drivers rarely send but a server answers
+ * exactly (found by a differential fuzzer of raw message sequences): each script runs on
+ * a fresh connection directly against the primary and through pgrelay in session and
+ * transaction mode (load balancing on, primary weight 0, so reads go to the standbys and
+ * statements are split across nodes); every reply (message types, rows, command tags,
+ * errors and their messages, transaction status) must be the same.
+ *
+ * The scripts: what a failed or skipped Parse leaves (nothing), a Parse of a name already
+ * taken (42P05, the old statement stays), errors that name a prepared statement (the
+ * client's name, not pgrelay's), the unnamed statement that a simple Query drops, and
+ * pipelines whose Syncs follow each other.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getCluster } from '../support/cluster.js';
+import { type ProxyHandle, startProxy } from '../support/proxy.js';
+import {
+  type BackendMessage,
+  RawClient,
+  bindMessage,
+  closeAllRaw,
+  closeMessage,
+  cstrings,
+  dataRowValues,
+  describeMessage,
+  errorFields,
+  executeMessage,
+  parseMessage,
+  queryMessage,
+  startupMessage,
+  syncMessage,
+} from '../support/raw.js';
+
+const cluster = getCluster();
+const table = `conf_raw_${process.pid}`;
+const proxies: Record<string, ProxyHandle> = {};
+
+beforeAll(async () => {
+  await cluster.psql(
+    cluster.primaryId,
+    `DROP TABLE IF EXISTS ${table}; CREATE TABLE ${table} (a int, b text); INSERT INTO ${table} SELECT g, 'x' || g FROM generate_series(1, 3) g; DROP SEQUENCE IF EXISTS ${table}_s; CREATE SEQUENCE ${table}_s`,
+  );
+  await cluster.waitForCatchup(30_000);
+  for (const mode of ['session', 'transaction']) {
+    proxies[mode] = await startProxy({
+      cluster,
+      config: {
+        pool_mode: mode,
+        default_pool_size: 1,
+        load_balance_mode: true,
+        backend_weight0: 0,
+        log_min_messages: 'warning',
+      },
+    });
+  }
+});
+
+afterAll(async () => {
+  closeAllRaw();
+  for (const p of Object.values(proxies)) await p.stop();
+  await cluster
+    .psql(cluster.primaryId, `DROP TABLE IF EXISTS ${table}; DROP SEQUENCE IF EXISTS ${table}_s`)
+    .catch(() => undefined);
+});
+
+/** One write to the client: the messages and the number of ReadyForQuery that end its replies. */
+interface Step {
+  send: Buffer[];
+  readies: number;
+}
+
+const batch = (...send: Buffer[]): Step => ({ send, readies: send.filter((b) => b[0] === 0x53).length });
+const simple = (sql: string): Step => ({ send: [queryMessage(sql)], readies: 1 });
+
+/** A message as the client sees it: type and what it says (BackendKeyData and start-up left out). */
+function shown(m: BackendMessage): string {
+  switch (m.type) {
+    case 'E':
+    case 'N': {
+      const f = errorFields(m.body);
+      return `${m.type}[${f.C} ${f.M}]`;
+    }
+    case 'C':
+      return `C[${cstrings(m.body)[0]}]`;
+    case 'D':
+      return `D[${dataRowValues(m.body).join(',')}]`;
+    case 'Z':
+      return `Z${m.body.toString()}`;
+    default:
+      return m.type;
+  }
+}
+
+async function run(port: number, steps: Step[]): Promise<string[]> {
+  const raw = await RawClient.connect(port);
+  const out: string[] = [];
+  try {
+    raw.send(startupMessage({ user: 'postgres', database: 'postgres' }));
+    expect((await raw.readStartupReply()).ok).toBe(true);
+    for (const step of steps) {
+      raw.send(...step.send);
+      const got: string[] = [];
+      for (let z = 0; z < step.readies; ) {
+        const m = await raw.next(10_000).catch((e: Error) => {
+          got.push(`HANG(${e.message.slice(0, 60)})`);
+          return undefined;
+        });
+        if (!m) break;
+        if (m.type === 'Z') z++;
+        got.push(shown(m));
+      }
+      out.push(got.join(' '));
+      if (raw.closed || got.some((g) => g.startsWith('HANG'))) break;
+    }
+  } finally {
+    raw.destroy();
+  }
+  return out;
+}
+
+/** The script directly, then through each pgrelay: the same replies. */
+async function conforms(steps: Step[]): Promise<void> {
+  const direct = await run(cluster.node(cluster.primaryId).port, steps);
+  for (const [mode, proxy] of Object.entries(proxies)) {
+    expect(await run(proxy.port, steps), `pool_mode = ${mode}`).toEqual(direct);
+  }
+}
+
+const read = `SELECT a, b FROM ${table} ORDER BY a`;
+const write = `INSERT INTO ${table} VALUES (100, 'w')`;
+
+describe('what a Parse that does not succeed leaves: nothing', () => {
+  it('a named Parse that fails (syntax error): a Bind of the name gets 26000', async () => {
+    await conforms([batch(parseMessage('s1', 'SELEC 1'), syncMessage()), batch(bindMessage('', 's1'), syncMessage())]);
+  });
+
+  it('a named Parse skipped after an error in its pipeline: a Bind of the name gets 26000', async () => {
+    await conforms([
+      batch(bindMessage('', 'nope'), parseMessage('s1', read), syncMessage()),
+      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      batch(parseMessage('s1', read), bindMessage('', 's1'), executeMessage(''), syncMessage()),
+    ]);
+  });
+
+  it('a named Parse skipped after a failed Describe of the unnamed statement, then the same name prepared again', async () => {
+    await conforms([
+      batch(describeMessage('S', ''), parseMessage('s1', read), syncMessage()),
+      batch(closeMessage('S', ''), syncMessage()),
+      batch(bindMessage('', 's1'), syncMessage()),
+      batch(parseMessage('s1', 'SELECT 1'), bindMessage('', 's1'), executeMessage(''), syncMessage()),
+    ]);
+  });
+});
+
+describe('a Parse of a name already taken', () => {
+  for (const [first, second] of [
+    [read, write],
+    [write, read],
+    ['SELECT 1', 'BEGIN'],
+  ]) {
+    it(`"${first.slice(0, 20)}…" then "${second.slice(0, 20)}…" under the same name: 42P05, the first statement stays`, async () => {
+      await conforms([
+        batch(parseMessage('s1', first), syncMessage()),
+        batch(parseMessage('s1', second), syncMessage()),
+        batch(describeMessage('S', 's1'), syncMessage()),
+        batch(closeMessage('S', 's1'), syncMessage()),
+        simple(`DELETE FROM ${table} WHERE a = 100`),
+      ]);
+    });
+  }
+
+  it('twice in two pipelines sent at once, each followed by more (42P05, then 42P05, each with its ReadyForQuery)', async () => {
+    await conforms([
+      batch(parseMessage('s1', read), syncMessage()),
+      batch(
+        parseMessage('s1', 'SAVEPOINT sp', [23]),
+        executeMessage('p1', 1),
+        syncMessage(),
+        parseMessage('s1', `SELECT nextval('${table}_s')`),
+        bindMessage('p1', 's1'),
+        executeMessage('', 2),
+        closeMessage('S', 's2'),
+        syncMessage(),
+      ),
+    ]);
+  });
+});
+
+describe('errors that name a prepared statement', () => {
+  it("a Bind with too few parameters: 08P01 names the client's statement", async () => {
+    await conforms([
+      batch(parseMessage('s2', 'SELECT $1::int + 1'), syncMessage()),
+      batch(bindMessage('', 's2'), executeMessage(''), syncMessage()),
+      batch(bindMessage('', 's2', ['1', '2']), executeMessage(''), syncMessage()),
+      batch(bindMessage('', 's2', ['41']), executeMessage(''), syncMessage()),
+    ]);
+  });
+});
+
+describe('the unnamed statement', () => {
+  it('a simple Query drops it: a Bind or Describe of it after one gets 26000', async () => {
+    await conforms([
+      batch(parseMessage('', read), syncMessage()),
+      simple('SELECT 2'),
+      batch(bindMessage('', ''), executeMessage(''), syncMessage()),
+      batch(describeMessage('S', ''), syncMessage()),
+      batch(parseMessage('', 'SELECT $1::int', [23]), bindMessage('', '', ['7']), executeMessage(''), syncMessage()),
+      batch(bindMessage('', '', ['8']), executeMessage(''), syncMessage()),
+    ]);
+  });
+
+  it("a client that never parsed one gets 26000, whatever an earlier client left on the server's connection", async () => {
+    const leave = [
+      batch(parseMessage('', `INSERT INTO ${table} VALUES ($1, 'left') RETURNING b`, [23]), syncMessage()),
+    ];
+    const probe = [
+      batch(describeMessage('S', ''), syncMessage()),
+      batch(bindMessage('', '', ['1']), executeMessage(''), syncMessage()),
+    ];
+    const direct = await run(cluster.node(cluster.primaryId).port, probe);
+    for (const [mode, proxy] of Object.entries(proxies)) {
+      await run(proxy.port, leave);
+      expect(await run(proxy.port, probe), `pool_mode = ${mode}`).toEqual(direct);
+    }
+  });
+});
