@@ -321,9 +321,9 @@ export class ExtendedProtocol {
 
   /** A Parse of `st` on `link` failed (or was skipped after an error): it is not there. */
   private notParsed(st: Stmt, link: BackendLink): void {
-    if (!this.pooled) return;
-    if (st.untracked) {
+    if (!this.pooled || st.untracked) {
       st.nodes = st.nodes.filter((n) => n !== link.nodeId);
+      if (link.conn.unnamed === st) link.conn.unnamed = undefined;
       return;
     }
     if (st.server !== undefined) link.conn.statements?.delete(st.server);
@@ -338,11 +338,10 @@ export class ExtendedProtocol {
       kind: 'parse',
       mode: 'drop',
       skippable,
-      done: this.pooled
-        ? (x) => {
-            if (x.error) this.notParsed(st, link);
-          }
-        : undefined,
+      // Failed, or skipped after an error before it: the next request that needs it parses it again.
+      done: (x) => {
+        if (x.error) this.notParsed(st, link);
+      },
     };
     if (mirror) this.mirrored(link, e, st.parse);
     else this.s.backends.request(link, e, st.parse);

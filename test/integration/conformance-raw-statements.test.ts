@@ -152,6 +152,21 @@ describe('what a Parse that does not succeed leaves: nothing', () => {
   });
 });
 
+describe('a statement parsed again where a Bind needs it', () => {
+  it('the Parse pgrelay adds is skipped after an error before it: the statement is still described and bound where it is', async () => {
+    await conforms([
+      batch(parseMessage('s1', read), syncMessage()),
+      simple('BEGIN'),
+      simple(write),
+      // After a write in the transaction, s1 is needed on the primary: its Parse there is skipped.
+      batch(bindMessage('', 'nope'), bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+      batch(describeMessage('S', 's1'), syncMessage()),
+      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+    ]);
+  });
+});
+
 describe('a Parse of a name already taken', () => {
   for (const [first, second] of [
     [read, write],
