@@ -810,6 +810,8 @@ export class ExtendedProtocol {
           lostStatement: believed ? this.prepareAgain(st, link, bind) : undefined,
           done: (e, l) => {
             l.recording = undefined;
+            // Skipped after an error of another request: that error says nothing of this statement.
+            if (e.started !== true) return;
             // Lost there behind pgrelay's back and not prepared again: the next Bind prepares it.
             if (e.error?.C === SQLSTATE.invalidSqlStatementName) l.conn.statements?.delete(server);
             // Its result type changed (a column added, a table replaced): PostgreSQL refuses it

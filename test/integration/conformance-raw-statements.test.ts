@@ -167,6 +167,17 @@ describe('a statement parsed again where a Bind needs it', () => {
   });
 });
 
+describe('a Bind skipped after an error before it', () => {
+  it("is not taken for the statement's loss (the error was another request's 26000): the statement is bound after", async () => {
+    await conforms([
+      batch(parseMessage('s1', write), syncMessage()),
+      batch(bindMessage('p1', ''), bindMessage('p1', 's1'), syncMessage()),
+      batch(bindMessage('p1', 's1'), executeMessage('p1'), syncMessage()),
+      simple(`DELETE FROM ${table} WHERE a = 100`),
+    ]);
+  });
+});
+
 describe('a Parse of a name already taken', () => {
   for (const [first, second] of [
     [read, write],
