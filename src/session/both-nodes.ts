@@ -43,11 +43,13 @@ export class BothNodes {
 
   /**
    * A statement left its transaction failed on `link` (undefined: a pipeline's merged
-   * answer): abort it on the other nodes too, so that they never disagree.
+   * answer, which failed on one node or more): abort it on the other nodes too, so that
+   * they never disagree. (Each poison acts only where the transaction is still going.)
    */
   transactionFailedOn(link: BackendLink | undefined): void {
-    if (link !== undefined && link !== this.s.backends.primary) this.poisonPrimary();
-    else this.poisonStandbys();
+    const primary = this.s.backends.primary;
+    if (link !== primary) this.poisonPrimary();
+    if (link === undefined || link === primary) this.poisonStandbys();
   }
 
   /**

@@ -250,3 +250,34 @@ describe('the unnamed statement', () => {
     }
   });
 });
+
+describe('a transaction whose pipeline failed on one node only', () => {
+  it('a Parse of a taken name failing where that statement is (a standby): the transaction is aborted everywhere, the next write gets 25P02', async () => {
+    await conforms([
+      batch(parseMessage('s2', read), syncMessage()),
+      simple('BEGIN'),
+      batch(parseMessage('s1', `${write} RETURNING a`), parseMessage('s2', 'ROLLBACK'), syncMessage()),
+      simple(`INSERT INTO ${table} VALUES (101, 'after')`),
+      simple('COMMIT'),
+      simple(`SELECT count(*) FROM ${table} WHERE a = 101`),
+    ]);
+  });
+
+  it('a read failing on the standby, then a write on the primary, one pipeline: the next write gets 25P02', async () => {
+    await conforms([
+      simple('BEGIN'),
+      batch(
+        parseMessage('', `SELECT a / 0 FROM ${table}`),
+        bindMessage('', ''),
+        executeMessage(''),
+        parseMessage('', `INSERT INTO ${table} VALUES (102, 'x')`),
+        bindMessage('', ''),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      simple(`INSERT INTO ${table} VALUES (102, 'after')`),
+      simple('COMMIT'),
+      simple(`SELECT count(*) FROM ${table} WHERE a = 102`),
+    ]);
+  });
+});
