@@ -53,6 +53,23 @@ export class BothNodes {
   }
 
   /**
+   * The primary is outside a transaction after a pipeline, but a copy of BEGIN ran on
+   * another node of it after the primary's error (the primary skipped its own): that node's
+   * transaction is rolled back, so that its reads do not go on in it.
+   */
+  rollbackStrays(members: readonly BackendLink[]): void {
+    const b = this.s.backends;
+    for (const l of members) {
+      if (l === b.primary || !l.live || l.txStatus === TxStatus.Idle) continue;
+      this.s.log.warn(
+        { node: l.nodeId },
+        'a transaction the primary skipped was begun on the load-balance node: rolled back',
+      );
+      b.request(l, { kind: 'query', mode: 'drop', skippable: true }, queryMessage('ROLLBACK'));
+    }
+  }
+
+  /**
    * Abort the transaction of every other node's link held, after a statement failed
    * inside it on the primary only (a write): their COMMIT then rolls back too, as the
    * primary's does, and nothing of the transaction (a SET) lasts there.

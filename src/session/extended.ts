@@ -1099,6 +1099,7 @@ export class ExtendedProtocol {
             ended = true;
             this.pipelineDone(outcomes, merged.status, undefined, sync, restore);
             if (mirror !== undefined) this.mirrorFailed(mirror, merged, outcomes);
+            if (merged.withPrimary && merged.primaryStatus === TxStatus.Idle) this.both.rollbackStrays(members);
           },
         },
         SYNC,

@@ -128,10 +128,15 @@ export interface Expectation<L> {
  * the same read.
  */
 export class MergedReady {
-  /** The merged transaction status: the primary's, or failed if any node's transaction failed. */
+  /**
+   * The merged transaction status: the primary's, or failed if another node's transaction
+   * failed inside the primary's (without the primary: failed if any node's failed).
+   */
   status: number = TxStatus.Idle;
   /** The primary's own status. */
   primaryStatus: number = TxStatus.Idle;
+  /** The primary is among the nodes (its ReadyForQuery came). */
+  withPrimary = false;
   private waiting: number;
 
   constructor(
@@ -153,11 +158,17 @@ export class MergedReady {
    * goes on (the client's transaction is aborted then: `mirrorFailedInTransaction`).
    */
   add(status: number, primary: boolean): Buffer | undefined {
-    if (primary) this.primaryStatus = status;
+    if (primary) {
+      this.primaryStatus = status;
+      this.withPrimary = true;
+    }
     if (status === TxStatus.Failed) this.status = TxStatus.Failed;
     else if (primary && this.status !== TxStatus.Failed) this.status = status;
     else if (this.status === TxStatus.Idle) this.status = status;
     if (--this.waiting !== 0) return undefined;
+    // Outside a transaction on the primary, so is the client, whatever another node did after
+    // the primary's error (a copy of BEGIN the primary skipped: the session rolls it back there).
+    if (this.withPrimary && this.primaryStatus === TxStatus.Idle) this.status = TxStatus.Idle;
     const failed = this.mirrorFailedInTransaction;
     if (failed === undefined) return readyForQuery(this.status);
     // (A request of the client's skipped on that node after it showed it already.)

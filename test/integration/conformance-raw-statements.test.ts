@@ -281,3 +281,21 @@ describe('a transaction whose pipeline failed on one node only', () => {
     ]);
   });
 });
+
+describe('a pipeline that failed on the primary before a statement for both nodes', () => {
+  it("BEGIN's copy on the standby ran after the primary's error (the primary skipped it): the session stays outside a transaction everywhere", async () => {
+    await conforms([
+      batch(parseMessage('s1', 'BEGIN ISOLATION LEVEL REPEATABLE READ'), syncMessage()),
+      batch(executeMessage('', 1), bindMessage('p1', 's1'), executeMessage('p1', 1), syncMessage()),
+      simple(`INSERT INTO ${table} VALUES (103, 'seen')`),
+      batch(
+        parseMessage('', `SELECT count(*) FROM ${table} WHERE a = 103`),
+        bindMessage('', ''),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      simple('COMMIT'),
+      simple(`DELETE FROM ${table} WHERE a = 103`),
+    ]);
+  });
+});
