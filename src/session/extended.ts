@@ -80,6 +80,10 @@ interface Stmt {
    * node, as in session mode.
    */
   untracked?: boolean;
+  /** A Close of it was skipped after an error (the statement stays, as on the server). */
+  closeSkipped?: boolean;
+  /** The statement of the same name whose Close went just before this Parse (see parseFailed). */
+  replaces?: Stmt;
 }
 
 interface Portal {
@@ -255,6 +259,8 @@ function tooManyStatements(): PgError {
 
 export class ExtendedProtocol {
   private readonly stmts = new StatementTable();
+  /** Statements whose Close is on its way, by name (see closing). */
+  private readonly closingStmts = new Map<string, Stmt>();
   private readonly portals = new PortalTable();
   private readonly outcomes = new PipelineOutcomes((o, status) => this.applyOutcome(o, status));
   /** pool_mode = transaction: start-up settings to set again behind this pipeline's Sync (a RESET ALL… of it). */
@@ -379,7 +385,17 @@ export class ExtendedProtocol {
     // A statement for both nodes stays one whatever links are held now: each Bind mirrors it
     // on the load-balance node(s) held then (the unit of work may have none now, the next one may).
     const both = d.target === 'both';
-    const st: Stmt = { sql, cls, parse: parseMessage(server, body), nodes: [], both, decision: d, server, named };
+    const st: Stmt = {
+      sql,
+      cls,
+      parse: parseMessage(server, body),
+      nodes: [],
+      both,
+      decision: d,
+      server,
+      named,
+      replaces: this.closingStmts.get(name),
+    };
     this.stmts.set(name, st);
     for (const second of seconds) {
       this.ensureParsed(st, second, true, true);
@@ -628,7 +644,16 @@ export class ExtendedProtocol {
       for (const second of seconds) this.mirrored(second, { kind: 'parse', mode: 'drop', skippable: true }, parse);
       b.inPipeline(p);
       const nodes = [p.nodeId, ...seconds.map((l) => l.nodeId)];
-      const st: Stmt = { sql, cls, parse, nodes, both: true, decision: d, untracked: this.pooled && name !== '' };
+      const st: Stmt = {
+        sql,
+        cls,
+        parse,
+        nodes,
+        both: true,
+        decision: d,
+        untracked: this.pooled && name !== '',
+        replaces: name === '' ? undefined : this.closingStmts.get(name),
+      };
       this.stmts.set(name, st);
       this.markParsed(st, p);
       for (const second of seconds) this.markParsed(st, second);
@@ -653,6 +678,7 @@ export class ExtendedProtocol {
       both: alone !== undefined && d.target === 'both',
       decision: d,
       untracked: this.pooled && name !== '',
+      replaces: name === '' ? undefined : this.closingStmts.get(name),
     };
     this.stmts.set(name, st);
     this.markParsed(st, link);
@@ -703,6 +729,8 @@ export class ExtendedProtocol {
   private parseFailed(name: string, st: Stmt, e: LinkExpectation, prev: Stmt | undefined): void {
     if (this.stmts.get(name) !== st) return;
     if (prev !== undefined && e.started !== true) this.stmts.set(name, prev);
+    // A named statement closed just before in the pipeline, whose Close was skipped too, stays.
+    else if (st.replaces?.closeSkipped === true && e.started !== true) this.stmts.set(name, st.replaces);
     else this.stmts.delete(name);
   }
 
@@ -1010,9 +1038,9 @@ export class ExtendedProtocol {
     if (kind === STATEMENT && this.pooled && this.stmts.get(name)?.server !== undefined) {
       // pool_mode = transaction: the client's name goes; pgrelay's statement stays on the connections.
       if (!b.gate(p)) return s.wait('replies');
-      this.stmts.delete(name);
+      const done = this.closing(name);
       b.inPipeline(p);
-      p.expect({ kind: 'close', mode: 'synthetic', reply: CLOSE_COMPLETE });
+      p.expect({ kind: 'close', mode: 'synthetic', reply: CLOSE_COMPLETE, done });
       return DROP;
     }
     const links: BackendLink[] = [];
@@ -1022,6 +1050,7 @@ export class ExtendedProtocol {
     }
     const first = links[0] ?? p;
     if (!b.gate(first)) return s.wait('replies');
+    const done = kind === STATEMENT ? this.closing(name) : undefined;
     map.delete(name);
     const raw = buf.subarray(start - 5, end);
     for (const l of links.slice(1)) {
@@ -1032,9 +1061,30 @@ export class ExtendedProtocol {
     return this.forward(first, {
       kind: 'close',
       mode: 'forward',
+      done,
       resend:
         links.length <= 1 && this.route.resendable(first) ? resendSame(b, raw, (to) => b.inPipeline(to)) : undefined,
     });
+  }
+
+  /**
+   * The client's Close of statement `name`: it leaves the client's table now (a Parse of the
+   * name may follow in the same pipeline); the callback of the Close's reply puts it back if
+   * the server skipped the Close after an error before it, as the server keeps it then.
+   */
+  private closing(name: string): ((e: LinkExpectation) => void) | undefined {
+    const st = this.stmts.get(name);
+    this.stmts.delete(name);
+    if (st === undefined) return undefined;
+    // (What it replaced no longer matters: no chain of closed statements is kept.)
+    st.replaces = undefined;
+    this.closingStmts.set(name, st);
+    return (e) => {
+      if (this.closingStmts.get(name) === st) this.closingStmts.delete(name);
+      if (e.error === undefined || e.started === true) return;
+      st.closeSkipped = true;
+      if (!this.stmts.has(name)) this.stmts.set(name, st);
+    };
   }
 
   sync(): Verdict<BackendLink> {

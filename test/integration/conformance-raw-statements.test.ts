@@ -299,3 +299,32 @@ describe('a pipeline that failed on the primary before a statement for both node
     ]);
   });
 });
+
+describe('a Close skipped after an error before it', () => {
+  it('leaves the statement (a Parse of the name then gets 42P05, in a transaction too)', async () => {
+    await conforms([
+      batch(parseMessage('s1', read), syncMessage()),
+      batch(describeMessage('S', 'nope'), closeMessage('S', 's1'), syncMessage()),
+      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      simple('BEGIN'),
+      batch(parseMessage('s1', 'SELECT $1::int + 1'), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
+
+  it('with a Parse of the same name after it, skipped too: the first statement stays', async () => {
+    await conforms([
+      batch(parseMessage('s1', read), syncMessage()),
+      batch(describeMessage('S', 'nope'), closeMessage('S', 's1'), parseMessage('s1', 'SELECT 2'), syncMessage()),
+      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+    ]);
+  });
+
+  it('a Close then a Parse of the name that both ran, then an error: the new statement', async () => {
+    await conforms([
+      batch(parseMessage('s1', read), syncMessage()),
+      batch(closeMessage('S', 's1'), parseMessage('s1', 'SELECT 2'), describeMessage('S', 'nope'), syncMessage()),
+      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+    ]);
+  });
+});
