@@ -80,9 +80,11 @@ interface Stmt {
    * node, as in session mode.
    */
   untracked?: boolean;
+  /** The client's Parse of it is not answered yet: it may still fail (see awaitParse). */
+  unconfirmed?: boolean;
   /** A Close of it was skipped after an error (the statement stays, as on the server). */
   closeSkipped?: boolean;
-  /** The statement of the same name whose Close went just before this Parse (see parseFailed). */
+  /** The statement of the same name whose Close went just before this Parse (see parseAnswered). */
   replaces?: Stmt;
 }
 
@@ -379,7 +381,9 @@ export class ExtendedProtocol {
     const seconds = d.target === 'both' ? b.secondLinks(d.allStandbys === true) : [];
     if (this.settingWaits(cls, seconds)) return SUSPEND;
     if (!b.gate(link)) return s.wait('replies');
-    if (this.stmts.has(name)) return this.parseExisting(name, body, link);
+    const taken = this.stmts.get(name);
+    if (taken?.unconfirmed === true) return this.awaitParse();
+    if (taken !== undefined) return this.parseExisting(name, body, link);
     const named = s.ctx.statementNames.entryFor(this.statementKey(body));
     const server = named.name;
     // A statement for both nodes stays one whatever links are held now: each Bind mirrors it
@@ -403,27 +407,27 @@ export class ExtendedProtocol {
     }
     b.inPipeline(link);
     if (this.parsedOn(st, link)) {
+      // Answered by pgrelay, but skipped if a request before it fails (answered when that one is).
+      if (link.pending > 0) st.unconfirmed = true;
       link.expect({
         kind: 'parse',
         mode: 'synthetic',
         reply: PARSE_COMPLETE,
-        done: (e) => {
-          if (e.error) this.parseFailed(name, st, e, undefined);
-        },
+        done: (e) => this.parseAnswered(name, st, e, undefined),
       });
       return DROP;
     }
     this.markParsed(st, link);
+    st.unconfirmed = true;
     b.request(
       link,
       {
         kind: 'parse',
         mode: 'forward',
         done: (e) => {
-          if (e.error) {
-            this.notParsed(st, link);
-            this.parseFailed(name, st, e, undefined);
-          } else named.accepted = true;
+          if (e.error) this.notParsed(st, link);
+          else named.accepted = true;
+          this.parseAnswered(name, st, e, undefined);
         },
         resend: this.route.resendable(link) ? this.resendParse(st) : undefined,
       },
@@ -623,6 +627,7 @@ export class ExtendedProtocol {
     if (this.pooled && name !== '' && s.ctx.config().max_prepared_statements > 0)
       return this.parsePooled(name, sql, cls, d, raw);
     const taken = name === '' ? undefined : this.stmts.get(name);
+    if (taken?.unconfirmed === true) return this.awaitParse();
     if (taken !== undefined) return this.parseTaken(taken);
     const prev = name === '' ? this.stmts.get('') : undefined;
     // Named statements outlive this chunk: keep a copy. The unnamed one is replaced soon
@@ -653,6 +658,7 @@ export class ExtendedProtocol {
         decision: d,
         untracked: this.pooled && name !== '',
         replaces: name === '' ? undefined : this.closingStmts.get(name),
+        unconfirmed: true,
       };
       this.stmts.set(name, st);
       this.markParsed(st, p);
@@ -660,9 +666,7 @@ export class ExtendedProtocol {
       return this.forward(p, {
         kind: 'parse',
         mode: 'forward',
-        done: (e) => {
-          if (e.error) this.parseFailed(name, st, e, prev);
-        },
+        done: (e) => this.parseAnswered(name, st, e, prev),
       });
     }
     const link = alone ?? this.route.linkFor(d);
@@ -679,6 +683,7 @@ export class ExtendedProtocol {
       decision: d,
       untracked: this.pooled && name !== '',
       replaces: name === '' ? undefined : this.closingStmts.get(name),
+      unconfirmed: true,
     };
     this.stmts.set(name, st);
     this.markParsed(st, link);
@@ -687,9 +692,8 @@ export class ExtendedProtocol {
         kind: 'parse',
         mode: 'forward',
         done: (e) => {
-          if (!e.error) return;
-          this.notParsed(st, link);
-          this.parseFailed(name, st, e, prev);
+          if (e.error) this.notParsed(st, link);
+          this.parseAnswered(name, st, e, prev);
         },
         resend: this.route.resendable(link) ? this.resendParse(st) : undefined,
       });
@@ -697,9 +701,7 @@ export class ExtendedProtocol {
     return this.forward(link, {
       kind: 'parse',
       mode: 'forward',
-      done: (e) => {
-        if (e.error) this.parseFailed(name, st, e, prev);
-      },
+      done: (e) => this.parseAnswered(name, st, e, prev),
       resend: this.route.resendable(link) ? resendSame(b, parse, (to) => this.parsedHere(st, to)) : undefined,
     });
   }
@@ -722,12 +724,24 @@ export class ExtendedProtocol {
   }
 
   /**
-   * The client's Parse of `name` (`st`) failed, or was skipped after an error earlier in its
-   * pipeline: as on a server, the name is not taken. A failed unnamed Parse has dropped the
+   * A named Parse of a name whose own Parse, earlier in the pipeline, is not answered yet:
+   * whether the name is taken depends on that answer (it is skipped after an error before
+   * it), so this one waits for it (the servers flushed).
+   */
+  private awaitParse(): typeof SUSPEND {
+    const b = this.s.backends;
+    for (const l of b.list) if (l !== undefined && l.pending > 0) b.flush(l);
+    return this.s.wait('replies');
+  }
+
+  /**
+   * The client's Parse of `name` (`st`) was answered. If it failed, or was skipped after an
+   * error earlier in its pipeline: as on a server, the name is not taken. A failed unnamed Parse has dropped the
    * previous unnamed statement; a skipped one (no reply of its own) leaves it (`prev`).
    */
-  private parseFailed(name: string, st: Stmt, e: LinkExpectation, prev: Stmt | undefined): void {
-    if (this.stmts.get(name) !== st) return;
+  private parseAnswered(name: string, st: Stmt, e: LinkExpectation, prev: Stmt | undefined): void {
+    st.unconfirmed = undefined;
+    if (e.error === undefined || this.stmts.get(name) !== st) return;
     if (prev !== undefined && e.started !== true) this.stmts.set(name, prev);
     // A named statement closed just before in the pipeline, whose Close was skipped too, stays.
     else if (st.replaces?.closeSkipped === true && e.started !== true) this.stmts.set(name, st.replaces);

@@ -178,6 +178,41 @@ describe('a Bind skipped after an error before it', () => {
   });
 });
 
+describe('a Parse of a name pipelined behind a first Parse of it', () => {
+  it('the first skipped after an error, the second after a Sync: the second prepares it', async () => {
+    await conforms([
+      batch(
+        executeMessage('', 2),
+        parseMessage('s1', write),
+        syncMessage(),
+        syncMessage(),
+        parseMessage('s1', `INSERT INTO ${table} VALUES (104, 'y') RETURNING b`),
+        syncMessage(),
+        bindMessage('', 's1'),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      simple(`DELETE FROM ${table} WHERE a = 104`),
+    ]);
+  });
+
+  it('the first prepared, the second after a Sync: 42P05', async () => {
+    await conforms([
+      batch(
+        parseMessage('s1', read),
+        syncMessage(),
+        parseMessage('s1', 'SELECT 3'),
+        syncMessage(),
+        bindMessage('', 's1'),
+        executeMessage(''),
+        syncMessage(),
+        closeMessage('S', 's1'),
+        syncMessage(),
+      ),
+    ]);
+  });
+});
+
 describe('a Parse of a name already taken', () => {
   for (const [first, second] of [
     [read, write],
