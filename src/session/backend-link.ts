@@ -144,6 +144,11 @@ export class BackendLink implements ReplyOutput {
     return this.replies.copyIn;
   }
 
+  /** The server waits for the client's copy data (ReplyQueue.copying). */
+  get copying(): boolean {
+    return this.replies.copying;
+  }
+
   /** The client's CopyDone or CopyFail went to this server (ReplyQueue.copyEnded). */
   copyEnded(): void {
     this.replies.copyEnded();
@@ -159,6 +164,10 @@ export class BackendLink implements ReplyOutput {
     if (e.kind === 'query' && e.mode !== 'synthetic') this.conn.unnamed = undefined;
     if (e.kind === 'bind' || e.kind === 'execute') this.portalsInBatch = true;
     else if (e.kind === 'sync' || e.kind === 'query') this.portalsInBatch = false;
+    if (TRACE)
+      process.stderr.write(
+        `[trace] node${this.nodeId} conn${this.conn.socket.localPort} expect ${e.kind}/${e.mode} pending=${this.pending}\n`,
+      );
     this.replies.expect(e);
   }
 
@@ -247,7 +256,14 @@ export class BackendLink implements ReplyOutput {
 
   private readonly onData = (chunk: Buffer): void => {
     this.counters?.backendBytesIn(this.conn.nodeId, chunk.length);
-    if (TRACE) process.stderr.write(`[trace] node${this.nodeId} <- ${chunk.length} bytes, pending=${this.pending}\n`);
+    if (TRACE) {
+      const t: string[] = [];
+      for (let i = 0, len = 0; i + 5 <= chunk.length && (len = chunk.readInt32BE(i + 1)) >= 4; i += 1 + len)
+        t.push(String.fromCharCode(chunk[i]));
+      process.stderr.write(
+        `[trace] node${this.nodeId} conn${this.conn.socket.localPort} <- ${t.join('')}, pending=${this.pending}\n`,
+      );
+    }
     this.replies.push(chunk);
     if (this.replies.runFinished(this)) this.owner.progressed(this);
     if (this.onSettled !== undefined && this.pending === 0) this.onSettled(true);

@@ -321,6 +321,11 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   /** In copy-in mode started by an extended-protocol Execute: the server ignores Sync and Flush. */
   copyIn = false;
   /**
+   * The server asked for the client's copy data (COPY FROM STDIN, by a Query or an Execute)
+   * and the client has not ended the copy: whatever the client sends goes to this server.
+   */
+  copying = false;
+  /**
    * The client's CopyDone or CopyFail went to the server while a request was outstanding
    * and copy-in mode had not been seen: the next request comes after the end of a copy the
    * server may not have started yet (see enterCopyIn).
@@ -566,13 +571,17 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
         this.unseenFatal = Buffer.from(buf.subarray(start - 5, end));
       return errorAction;
     }
-    if ((type === BE.CopyInResponse || type === BE.CopyBothResponse) && e.kind === 'execute') this.enterCopyIn();
+    if (type === BE.CopyInResponse || type === BE.CopyBothResponse) {
+      this.copying = true;
+      if (e.kind === 'execute') this.enterCopyIn();
+    }
     if (e.mode === 'capture') {
       if (type === BE.DataRow) e.rows?.push(decodeDataRow(buf, start, end));
       else if (type === BE.RowDescription) e.columns = decodeColumnNames(buf, start, end);
     }
     if (this.ends[type] !== 0) {
       if (e.kind === 'execute') this.copyIn = false;
+      this.copying = false;
       if (type === BE.ReadyForQuery) {
         this.skipping = false;
         this.skipCause = undefined;
@@ -616,6 +625,8 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
 
   /** A message while nothing is outstanding: asynchronous, or the FATAL before a shutdown. */
   private unsolicited(type: number, buf: Buffer, start: number, end: number): Drop {
+    // What this server sent before reaches the client first (the ERROR before a FATAL).
+    this.scanner.flushRun();
     if (type === BE.ErrorResponse) {
       const f = parseErrorFields(buf, start, end);
       if (isFatal(f)) {
@@ -659,6 +670,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     if (e.lostStatement !== undefined && !wasStarted && f.C === '26000' && this.prepareAgain(e)) return DROP;
     e.error = f;
     this.copyIn = false;
+    this.copying = false;
     this.out.error(f);
     if (endsAtReady(e.kind)) return action;
     // Extended protocol: the server now skips everything up to Sync. Those requests end
@@ -726,6 +738,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   copyEnded(): void {
     if (!this.copyIn && this.pending > 0) this.copyEndSent = true;
     this.copyIn = false;
+    this.copying = false;
   }
 
   /**

@@ -858,7 +858,13 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
    * as when the end is read (replies still on their way are not sent).
    */
   private endWhenRead(): void {
-    if (this.clientEnded && !this.closed && this.waitingFor === null && !this.scanner.suspended) this.client.end();
+    if (!this.clientEnded || this.closed) return;
+    // A server waiting for the client's copy data would wait for ever (what waits may wait
+    // for it): the session ends now, as PostgreSQL ends a COPY whose client went away.
+    if (this.waitingFor !== null || this.scanner.suspended) {
+      if (!this.backends.list.some((l) => l?.copying === true)) return;
+    }
+    this.client.end();
   }
 
   // ---------------------------------------------------------------- client flow control
@@ -979,6 +985,12 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
         return DROP;
       }
     } else if (this.skippingUntilSync && type !== FE.Terminate) return DROP;
+    // A server waiting for the client's copy data receives whatever the client sends: a
+    // message other than the copy's is a protocol violation it answers itself (08P01, then
+    // FATAL), as a direct connection does, and the session ends with it.
+    if (type !== FE.CopyData && type !== FE.CopyDone && type !== FE.CopyFail && type !== FE.Terminate) {
+      for (const l of this.backends.list) if (l?.copying) return l;
+    }
     if (this.cancelQueued) {
       this.cancelQueued = false;
       if (CANCELLABLE[type] === 1) return this.cancelledWhileQueued(type);

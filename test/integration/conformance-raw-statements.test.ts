@@ -13,6 +13,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
+import { pollUntil } from '../support/wait.js';
 import { type ProxyHandle, startProxy } from '../support/proxy.js';
 import {
   type BackendMessage,
@@ -361,5 +362,54 @@ describe('a Close skipped after an error before it', () => {
       batch(closeMessage('S', 's1'), parseMessage('s1', 'SELECT 2'), describeMessage('S', 'nope'), syncMessage()),
       batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
     ]);
+  });
+});
+
+describe('messages other than the copy’s while the server waits for COPY FROM STDIN data', () => {
+  /** No server process of the cluster's primary still runs the copy (the session let it go). */
+  async function noCopyLeft(): Promise<void> {
+    await pollUntil(
+      () =>
+        cluster.psql(
+          cluster.primaryId,
+          `SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'COPY ${table} FROM STDIN%'`,
+        ),
+      (n) => n === '0',
+      { what: 'no backend left running the COPY', timeoutMs: 10_000 },
+    );
+  }
+
+  it('a Parse pipelined behind the Execute of the COPY: 08P01, then FATAL and the close, as directly; no backend left in the copy', async () => {
+    await conforms([
+      batch(
+        parseMessage('', `COPY ${table} FROM STDIN`),
+        bindMessage('', ''),
+        executeMessage(''),
+        parseMessage('', 'SELECT 1/0'),
+        syncMessage(),
+      ),
+    ]);
+    await noCopyLeft();
+  });
+
+  it('a client that leaves while such a message waits: no backend left in the copy', async () => {
+    for (const proxy of Object.values(proxies)) {
+      const raw = await RawClient.connect(proxy.port);
+      raw.send(startupMessage({ user: 'postgres', database: 'postgres' }));
+      expect((await raw.readStartupReply()).ok).toBe(true);
+      raw.send(
+        parseMessage('', `COPY ${table} FROM STDIN`),
+        bindMessage('', ''),
+        executeMessage(''),
+        parseMessage('', `SELECT count(*) FROM ${table}`),
+        bindMessage('', ''),
+        executeMessage(''),
+        syncMessage(),
+      );
+      await raw.collect('G', 10_000);
+      raw.end();
+      expect(await raw.waitClosed(10_000)).toBe(true);
+      await noCopyLeft();
+    }
   });
 });
