@@ -537,10 +537,14 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       this.giveSynthetic();
     }
     const e = this.current();
+    let before: string | undefined;
     if (type === BE.ParameterStatus) {
       const k = readCString(buf, start, end);
       const v = k && readCString(buf, k[1], end);
-      if (k && v) this.state.params.set(k[0], v[0]);
+      if (k && v) {
+        before = this.state.params.get(k[0]);
+        this.state.params.set(k[0], v[0]);
+      }
     }
     if (!e) return this.unsolicited(type, buf, start, end);
     if (type === BE.NotificationResponse && this.pass === DROP) {
@@ -602,13 +606,18 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       }
     }
     if (type === BE.ParameterStatus && e.reportAs !== undefined && action !== DROP)
-      return this.reportAs(e.reportAs, action, buf, start, end);
+      return this.reportAs(e.reportAs, before, action, buf, start, end);
     return action;
   }
 
-  /** A ParameterStatus passed on with the value `values` give its setting (see Expectation.reportAs). */
+  /**
+   * A ParameterStatus passed on with the value `values` give its setting (see
+   * Expectation.reportAs), or not at all when that is the value the connection had before
+   * (`before`, the client's: PostgreSQL reports a setting only when it changes).
+   */
   private reportAs(
     values: ReadonlyMap<string, string>,
+    before: string | undefined,
     action: ReplyAction,
     buf: Buffer,
     start: number,
@@ -617,8 +626,10 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     const k = readCString(buf, start, end);
     const v = k && readCString(buf, k[1], end);
     const want = k && values.get(k[0].toLowerCase());
-    if (!k || !v || want === undefined || want === v[0]) return action;
+    if (!k || !v || want === undefined) return action;
     this.scanner.flushRun();
+    if (want === before) return DROP;
+    if (want === v[0]) return action;
     this.emit(action, parameterStatus(k[0], want));
     return DROP;
   }

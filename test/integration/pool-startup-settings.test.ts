@@ -226,7 +226,13 @@ describe('start-up settings in pool_mode = transaction', () => {
    * then reads them again five times while another client with other settings shares the
    * pool: what it is told (ParameterStatus) and what it reads.
    */
-  async function resetRun(port: number, reset: string, extended: boolean, other?: () => Promise<void>) {
+  async function resetRun(
+    port: number,
+    reset: string,
+    extended: boolean,
+    other?: () => Promise<void>,
+    changeApp = true,
+  ) {
     const raw = await RawClient.connect(port);
     try {
       const st = await raw.startup({
@@ -236,9 +242,12 @@ describe('start-up settings in pool_mode = transaction', () => {
         application_name: 'rs-app',
       });
       expect(st.ok, JSON.stringify(st.error)).toBe(true);
-      raw.send(queryMessage("SET DateStyle = 'German'"), queryMessage("SET application_name = 'changed'"));
+      raw.send(queryMessage("SET DateStyle = 'German'"));
       await raw.collect('Z');
-      await raw.collect('Z');
+      if (changeApp) {
+        raw.send(queryMessage("SET application_name = 'changed'"));
+        await raw.collect('Z');
+      }
       const read = queryMessage("SELECT current_setting('DateStyle') AS d, current_setting('application_name') AS a");
       if (extended) raw.send(parseMessage('', reset), bindMessage('', ''), executeMessage(), message('S'), read);
       else raw.send(queryMessage(reset), read);
@@ -300,6 +309,21 @@ describe('start-up settings in pool_mode = transaction', () => {
       }
     } finally {
       await noLb.stop();
+    }
+  });
+
+  it('RESET ALL and DISCARD ALL report only the settings whose value changes, as a direct connection does (application_name left at its start-up value: not reported)', async () => {
+    for (const reset of ['RESET ALL', 'DISCARD ALL']) {
+      for (const extended of [false, true]) {
+        const direct = await resetRun(cluster.node(cluster.primaryId).port, reset, extended, undefined, false);
+        expect(direct.errors).toEqual([]);
+        expect(Object.keys(direct.told)).toEqual(['DateStyle']);
+        const got = await resetRun(proxy.port, reset, extended, undefined, false);
+        const what = `${reset} (${extended ? 'extended' : 'simple'})`;
+        expect(got.errors, what).toEqual([]);
+        expect(got.told, what).toEqual(direct.told);
+        expect(got.behind, what).toEqual(direct.behind);
+      }
     }
   });
 
