@@ -80,6 +80,8 @@ interface Stmt {
    * node, as in session mode.
    */
   untracked?: boolean;
+  /** The client's Parse of it failed or was skipped: the server never had it. */
+  notParsed?: boolean;
   /** The client's Parse of it is not answered yet: it may still fail (see awaitParse). */
   unconfirmed?: boolean;
   /** A Close of it was skipped after an error (the statement stays, as on the server). */
@@ -741,8 +743,11 @@ export class ExtendedProtocol {
    */
   private parseAnswered(name: string, st: Stmt, e: LinkExpectation, prev: Stmt | undefined): void {
     st.unconfirmed = undefined;
-    if (e.error === undefined || this.stmts.get(name) !== st) return;
-    if (prev !== undefined && e.started !== true) this.stmts.set(name, prev);
+    if (e.error === undefined) return;
+    st.notParsed = true;
+    if (this.stmts.get(name) !== st) return;
+    // (The previous one stays unless its own Parse did not run either.)
+    if (prev !== undefined && e.started !== true && prev.notParsed !== true) this.stmts.set(name, prev);
     // A named statement closed just before in the pipeline, whose Close was skipped too, stays.
     else if (st.replaces?.closeSkipped === true && e.started !== true) this.stmts.set(name, st.replaces);
     else this.stmts.delete(name);

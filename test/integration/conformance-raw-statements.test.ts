@@ -413,3 +413,18 @@ describe('messages other than the copy’s while the server waits for COPY FROM 
     }
   });
 });
+
+describe('unnamed Parses skipped one after the other', () => {
+  it('after an error before them, none of them is the unnamed statement: a Bind of it gets 26000', async () => {
+    await conforms([
+      batch(
+        describeMessage('P', 'nope'),
+        parseMessage('', write),
+        parseMessage('', `${write} RETURNING a`),
+        syncMessage(),
+      ),
+      batch(bindMessage('', ''), executeMessage(''), syncMessage()),
+      batch(describeMessage('S', ''), syncMessage()),
+    ]);
+  });
+});
