@@ -82,6 +82,8 @@ interface Stmt {
   untracked?: boolean;
   /** The client's Parse of it failed or was skipped: the server never had it. */
   notParsed?: boolean;
+  /** An unnamed statement not answered yet: the unnamed statement it replaces (see parseAnswered). */
+  prevUnnamed?: Stmt;
   /** The client's Parse of it is not answered yet: it may still fail (see awaitParse). */
   unconfirmed?: boolean;
   /** A Close of it was skipped after an error (the statement stays, as on the server). */
@@ -660,6 +662,7 @@ export class ExtendedProtocol {
         decision: d,
         untracked: this.pooled && name !== '',
         replaces: name === '' ? undefined : this.closingStmts.get(name),
+        prevUnnamed: prev,
         unconfirmed: true,
       };
       this.stmts.set(name, st);
@@ -685,6 +688,7 @@ export class ExtendedProtocol {
       decision: d,
       untracked: this.pooled && name !== '',
       replaces: name === '' ? undefined : this.closingStmts.get(name),
+      prevUnnamed: prev,
       unconfirmed: true,
     };
     this.stmts.set(name, st);
@@ -738,16 +742,23 @@ export class ExtendedProtocol {
 
   /**
    * The client's Parse of `name` (`st`) was answered. If it failed, or was skipped after an
-   * error earlier in its pipeline: as on a server, the name is not taken. A failed unnamed Parse has dropped the
-   * previous unnamed statement; a skipped one (no reply of its own) leaves it (`prev`).
+   * error earlier in its pipeline: as on a server, the name is not taken. A failed unnamed
+   * Parse has dropped the previous unnamed statement; a skipped one (no reply of its own)
+   * leaves it (`prev`, or before it the last one whose Parse ran).
    */
   private parseAnswered(name: string, st: Stmt, e: LinkExpectation, prev: Stmt | undefined): void {
     st.unconfirmed = undefined;
-    if (e.error === undefined) return;
+    if (e.error === undefined) {
+      // The unnamed statement now: what it replaced no longer matters (no chain is kept).
+      st.prevUnnamed = undefined;
+      return;
+    }
     st.notParsed = true;
     if (this.stmts.get(name) !== st) return;
-    // (The previous one stays unless its own Parse did not run either.)
-    if (prev !== undefined && e.started !== true && prev.notParsed !== true) this.stmts.set(name, prev);
+    // Skipped: the unnamed statement is the last one whose Parse ran before it.
+    let before = e.started === true ? undefined : prev;
+    while (before?.notParsed === true) before = before.prevUnnamed;
+    if (before !== undefined) this.stmts.set(name, before);
     // A named statement closed just before in the pipeline, whose Close was skipped too, stays.
     else if (st.replaces?.closeSkipped === true && e.started !== true) this.stmts.set(name, st.replaces);
     else this.stmts.delete(name);

@@ -428,3 +428,19 @@ describe('unnamed Parses skipped one after the other', () => {
     ]);
   });
 });
+
+describe('unnamed Parses skipped after one that ran', () => {
+  it('the one that ran stays the unnamed statement', async () => {
+    await conforms([
+      batch(
+        parseMessage('', `${write} RETURNING a`),
+        parseMessage('s9', `SELECT * FROM ${table}_nope`),
+        parseMessage('', write),
+        parseMessage('', `${write} RETURNING b`),
+        syncMessage(),
+      ),
+      batch(bindMessage('', ''), executeMessage(''), syncMessage()),
+      simple(`DELETE FROM ${table} WHERE a = 100`),
+    ]);
+  });
+});
