@@ -754,8 +754,11 @@ export class ExtendedProtocol {
       return;
     }
     st.notParsed = true;
+    // It ran and failed: PostgreSQL dropped the unnamed statement before parsing this one.
+    if (e.started === true) st.prevUnnamed = undefined;
     if (this.stmts.get(name) !== st) return;
-    // Skipped: the unnamed statement is the last one whose Parse ran before it.
+    // Skipped: the unnamed statement is the last one whose Parse ran before it (none if
+    // that one failed).
     let before = e.started === true ? undefined : prev;
     while (before?.notParsed === true) before = before.prevUnnamed;
     if (before !== undefined) this.stmts.set(name, before);

@@ -430,6 +430,14 @@ describe('unnamed Parses skipped one after the other', () => {
 });
 
 describe('unnamed Parses skipped after one that ran', () => {
+  it('one that failed (PostgreSQL dropped the unnamed statement first): none stays', async () => {
+    await conforms([
+      batch(parseMessage('', `${write} RETURNING a`), syncMessage()),
+      batch(parseMessage('', 'SELECT 1; SELECT 2'), parseMessage('', write), syncMessage()),
+      batch(bindMessage('', ''), executeMessage(''), syncMessage()),
+    ]);
+  });
+
   it('the one that ran stays the unnamed statement', async () => {
     await conforms([
       batch(
