@@ -499,17 +499,9 @@ export class ExtendedProtocol {
     const b = this.s.backends;
     const dup = parseMessage(name, body);
     b.inPipeline(link);
-    b.request(
-      link,
-      {
-        kind: 'parse',
-        mode: 'drop',
-        done: (e) => {
-          if (!e.error) (link.conn.strays ??= new Set()).add(name);
-        },
-      },
-      dup,
-    );
+    // (Noted at once: a Bind of the name may follow in this pipeline, see closeStray.)
+    (link.conn.strays ??= new Set()).add(name);
+    b.request(link, { kind: 'parse', mode: 'drop' }, dup);
     b.request(link, { kind: 'parse', mode: 'forward' }, dup);
     return DROP;
   }
@@ -811,6 +803,7 @@ export class ExtendedProtocol {
       // Unknown here (SQL-level PREPARE, or a client error): the primary answers.
       if (!b.gate(p)) return s.wait('replies');
       if (stmtName === '') this.closeUnnamed(p);
+      else this.closeStray(p, stmtName);
       b.inPipeline(p);
       this.portals.set(portal, { nodes: [p.nodeId], both: false });
       return this.forward(p, { kind: 'bind', mode: 'forward' });
@@ -972,6 +965,7 @@ export class ExtendedProtocol {
     // An unnamed statement a Query dropped there since is parsed again.
     if (stmt) this.ensureParsed(stmt, link);
     else if (kind === STATEMENT && name === '') this.closeUnnamed(link);
+    else if (kind === STATEMENT) this.closeStray(link, name);
     b.inPipeline(link);
     return this.forward(link, {
       kind: 'describe',
@@ -1298,6 +1292,16 @@ export class ExtendedProtocol {
   private closeUnnamed(link: BackendLink): void {
     link.conn.unnamed = undefined;
     this.s.backends.request(link, { kind: 'close', mode: 'drop' }, statementMessage(FE.Close, ''));
+  }
+
+  /**
+   * pool_mode = transaction: a Bind or Describe of a name the client has not prepared, which
+   * a second Parse of it left on the connection (parseExisting): closed first, so that the
+   * server answers 26000 as a direct connection does.
+   */
+  private closeStray(link: BackendLink, name: string): void {
+    if (link.conn.strays?.delete(name) !== true) return;
+    this.s.backends.request(link, { kind: 'close', mode: 'drop' }, statementMessage(FE.Close, name));
   }
 
   /** An admin statement or portal took this name. */

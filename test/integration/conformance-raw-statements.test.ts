@@ -214,6 +214,22 @@ describe('a Parse of a name pipelined behind a first Parse of it', () => {
   });
 });
 
+describe('a Bind of a name the client closed', () => {
+  it('after its second Parse failed with 42P05 (pool_mode = transaction left a copy under that name): 26000', async () => {
+    await conforms([
+      batch(
+        parseMessage('s1', write),
+        syncMessage(),
+        parseMessage('s1', `${write} RETURNING b`),
+        syncMessage(),
+        closeMessage('S', 's1'),
+        bindMessage('', 's1'),
+        syncMessage(),
+      ),
+    ]);
+  });
+});
+
 describe('a Parse of a name already taken', () => {
   for (const [first, second] of [
     [read, write],
