@@ -547,6 +547,8 @@ export class ExtendedProtocol {
    */
   pooledQuery(cls: Classification): Verdict<BackendLink> | undefined {
     if (cls.kind !== 'deallocate' || cls.name === undefined || cls.statementCount !== 1) return undefined;
+    // In an aborted transaction the server refuses it (25P02) and the statement stays.
+    if (this.s.routing.failed) return undefined;
     const st = this.stmts.get(cls.name);
     if (st?.server === undefined) return undefined;
     const s = this.s;
@@ -579,13 +581,35 @@ export class ExtendedProtocol {
     const cls = this.s.ctx.router.classify(sql);
     const name = cls.name;
     if (cls.kind !== 'deallocate' || name === undefined || cls.statementCount !== 1) return undefined;
-    if (this.stmts.get(name)?.server === undefined) return undefined;
+    if (this.stmts.get(name)?.server === undefined || this.s.routing.failed) return undefined;
     return {
       run: () => {
         this.stmts.delete(name);
         return Promise.resolve({ kind: 'command', tag: 'DEALLOCATE' });
       },
     };
+  }
+
+  /**
+   * Session mode: `DEALLOCATE name` of a statement the client prepared with Parse (psycopg 3
+   * deallocates so): the links it is parsed on, the primary's first if it is one of them
+   * (a read's is parsed on its standby, where the primary would answer 26000); undefined
+   * for any other statement.
+   */
+  deallocateLinks(cls: Classification): BackendLink[] | undefined {
+    if (this.pooled || cls.kind !== 'deallocate' || cls.name === undefined || cls.statementCount !== 1)
+      return undefined;
+    const st = this.stmts.get(cls.name);
+    if (st === undefined) return undefined;
+    const b = this.s.backends;
+    const links: BackendLink[] = [];
+    for (const id of st.nodes) {
+      const l = b.get(id);
+      if (l === undefined) continue;
+      if (l === b.primary) links.unshift(l);
+      else links.push(l);
+    }
+    return links.length > 0 ? links : undefined;
   }
 
   /**

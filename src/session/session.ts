@@ -52,6 +52,7 @@ import {
 import type { BackendSecret } from '../auth/backend.js';
 import { mayBeAdminCommandAt } from '../admin/commands.js';
 import { type BackendConnection, cacheKeyFor } from '../pool/connector.js';
+import { queryMessage } from '../pool/query.js';
 import type { Classification, Decision, SessionFacts, SessionRoutingState } from '../router/router.js';
 import { isolationFromValue } from '../router/classifier.js';
 import { connectionIsolation, newSessionRoutingState, startupIsolation } from '../router/policy.js';
@@ -1172,9 +1173,14 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       this.both.run(sql, cls, d, p, seconds);
       return verdict;
     }
-    const link = alone ?? this.route.linkFor(d);
+    // DEALLOCATE of a statement prepared with Parse: where it is parsed (not in an aborted
+    // transaction: the primary refuses it there, 25P02, as a direct connection does).
+    const homes = this.routing.failed ? undefined : this.extended.deallocateLinks(cls);
+    const link = alone ?? homes?.[0] ?? this.route.linkFor(d);
     if (link === SUSPEND) return link;
     if (!b.gate(link)) return this.wait('replies');
+    if (homes !== undefined)
+      for (const l of homes.slice(1)) b.request(l, { kind: 'query', mode: 'drop', skippable: true }, queryMessage(sql));
     if (this.txMode && link === b.primary) this.guardSequenceState(cls);
     this.route.counted(link, sql, cls);
     if (d.write && link === b.primary) this.route.ryw.wrote();

@@ -468,3 +468,19 @@ describe('unnamed Parses skipped after one that ran', () => {
     ]);
   });
 });
+
+describe('DEALLOCATE of a statement prepared with Parse', () => {
+  it('inside an aborted transaction: 25P02, and the statement stays', async () => {
+    await conforms([
+      batch(parseMessage('s1', read), syncMessage()),
+      simple('BEGIN'),
+      simple('SELEC 1'),
+      simple('DEALLOCATE s1'),
+      batch(parseMessage('', 'DEALLOCATE s1'), bindMessage('', ''), executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      simple('DEALLOCATE s1'),
+      batch(bindMessage('', 's1'), syncMessage()),
+    ]);
+  });
+});
