@@ -207,6 +207,32 @@ export function startupRestore(
   return name === undefined || v === undefined ? undefined : restoreOf(new Map([[name, v]]));
 }
 
+/**
+ * The same for the settings statements of a Query of several (Classification.multiSettings,
+ * in order): what their RESETs leave at the reset value, less what a later SET of theirs
+ * sets (restored behind the whole Query).
+ */
+export function startupRestoreOfMany(
+  items: ReadonlyArray<{
+    readonly kind: string;
+    readonly resetsAll?: boolean;
+    readonly resetsSetting?: string;
+    readonly settingName?: string;
+  }>,
+  startup: ReadonlyMap<string, string>,
+): StartupRestore | undefined {
+  if (startup.size === 0) return undefined;
+  const values = new Map<string, string>();
+  for (const it of items) {
+    if (it.resetsAll === true) for (const [k, v] of startup) values.set(k, v);
+    else if (it.resetsSetting !== undefined) {
+      const v = startup.get(it.resetsSetting);
+      if (v !== undefined) values.set(it.resetsSetting, v);
+    } else if (it.kind === 'set' && it.settingName !== undefined) values.delete(it.settingName);
+  }
+  return values.size > 0 ? restoreOf(values) : undefined;
+}
+
 /** Both restores (two statements of one pipeline reset settings). */
 export function mergeRestores(a: StartupRestore | undefined, b: StartupRestore): StartupRestore {
   return a === undefined ? b : restoreOf(new Map([...a.reportAs, ...b.reportAs]));

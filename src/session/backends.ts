@@ -29,6 +29,7 @@ import {
   type StartupRestore,
   splitStartup,
   startupRestore,
+  startupRestoreOfMany,
 } from '../pool/startup-settings.js';
 import { PoolClosed, type PoolKey, PoolNodeDown, type PoolRequest, PoolWaitTimeout } from '../pool/server-pool.js';
 import { queryMessage, resetConnection, resetFailure, runQueries } from '../pool/query.js';
@@ -1199,7 +1200,10 @@ export class Backends {
    * statement that resets them (RESET ALL, DISCARD ALL, RESET x…), if it does.
    */
   restoreFor(cls: Classification): StartupRestore | undefined {
-    if (!this.pooled || (cls.resetsAll !== true && cls.resetsSetting === undefined)) return undefined;
+    if (!this.pooled) return undefined;
+    if (cls.statementCount > 1)
+      return cls.multiSettings ? startupRestoreOfMany(cls.multiSettings, this.owner.settings.startup) : undefined;
+    if (cls.resetsAll !== true && cls.resetsSetting === undefined) return undefined;
     return startupRestore(cls, this.owner.settings.startup);
   }
 

@@ -327,6 +327,21 @@ describe('start-up settings in pool_mode = transaction', () => {
     }
   });
 
+  it('RESET ALL among several statements of one Query returns start-up settings to the start-up values too (a SET after it in the Query stays)', async () => {
+    for (const [reset, later] of [
+      ['RESET ALL; SELECT 1', 'rs-app'],
+      ["RESET ALL; SET application_name = 'after'", 'after'],
+    ] as const) {
+      const direct = await resetRun(cluster.node(cluster.primaryId).port, reset, false);
+      expect(direct.errors).toEqual([]);
+      expect(direct.later[4]).toEqual(['SQL, DMY', later]);
+      const got = await resetRun(proxy.port, reset, false);
+      expect(got.errors, reset).toEqual([]);
+      expect(got.told, reset).toEqual(direct.told);
+      expect(got.later, reset).toEqual(direct.later);
+    }
+  });
+
   it('an invalid start-up setting ends the session with the server error, as PostgreSQL refuses the start-up', async () => {
     const raw = await RawClient.connect(proxy.port);
     const st = await raw.startup({ user: 'postgres', database: db, DateStyle: 'nonsense' });

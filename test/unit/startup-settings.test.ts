@@ -10,6 +10,7 @@ import {
   mergeRestores,
   optionSettings,
   replayPlan,
+  startupRestoreOfMany,
   reportFor,
   setStatement,
   splitStartup,
@@ -207,5 +208,36 @@ describe('startupRestore and mergeRestores', () => {
       ['application_name', 'a'],
     ]);
     expect(mergeRestores(undefined, b)).toBe(b);
+  });
+});
+
+describe('startupRestoreOfMany (the settings statements of one Query, in order)', () => {
+  const startup = new Map([
+    ['application_name', 'app'],
+    ['datestyle', 'SQL, DMY'],
+  ]);
+  it('RESET ALL then a SET of one of them: the others are restored', () => {
+    const r = startupRestoreOfMany(
+      [
+        { kind: 'reset', resetsAll: true },
+        { kind: 'set', settingName: 'application_name' },
+      ],
+      startup,
+    );
+    expect(r?.reportAs).toEqual(new Map([['datestyle', 'SQL, DMY']]));
+  });
+  it('RESET of one, SETs of others: that one', () => {
+    const r = startupRestoreOfMany(
+      [
+        { kind: 'set', settingName: 'datestyle' },
+        { kind: 'reset', resetsSetting: 'application_name' },
+      ],
+      startup,
+    );
+    expect(r?.reportAs).toEqual(new Map([['application_name', 'app']]));
+  });
+  it('SETs only, or no start-up settings: nothing', () => {
+    expect(startupRestoreOfMany([{ kind: 'set', settingName: 'datestyle' }], startup)).toBeUndefined();
+    expect(startupRestoreOfMany([{ kind: 'reset', resetsAll: true }], new Map())).toBeUndefined();
   });
 });
