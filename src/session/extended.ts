@@ -862,9 +862,18 @@ export class ExtendedProtocol {
     const d = this.route.decide(st.sql, st.cls, settingArgs, pids?.length === 0 ? undefined : pids);
     if (d === SUSPEND) return d;
     st.decision = d;
-    const link =
+    const routed =
       (stmtName === '' && b.withoutPrimary ? s.readOnlyAlone(st.sql, st.cls, d) : undefined) ?? this.route.linkFor(d);
-    if (link === SUSPEND) return link;
+    if (routed === SUSPEND) return routed;
+    // In an aborted transaction the server answers the Bind itself (08P01 for a wrong
+    // parameter count comes before 25P02): where the statement is, in that transaction too
+    // (aborted there, or about to be: see both-nodes.ts), rather than parsed again where the
+    // Parse would fail first (25P02).
+    const link =
+      (s.routing.failed &&
+        !this.parsedOn(st, routed) &&
+        b.list.find((l) => l !== undefined && l.txStatus !== TxStatus.Idle && this.parsedOn(st, l))) ||
+      routed;
     if (!b.gate(link)) return s.wait('replies');
     if (this.pooled && link === b.primary) s.guardSequenceState(st.cls);
     // pool_mode = transaction: was the statement there already (then the server may have lost it)?

@@ -484,3 +484,18 @@ describe('DEALLOCATE of a statement prepared with Parse', () => {
     ]);
   });
 });
+
+describe('a Bind in an aborted transaction', () => {
+  it('of a statement parsed on the standby, with a wrong parameter count: 08P01 as directly (not the 25P02 of a Parse elsewhere)', async () => {
+    await conforms([
+      batch(parseMessage('s1', read), syncMessage()),
+      simple('BEGIN'),
+      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      simple(write),
+      simple('SELEC 1'),
+      batch(bindMessage('', 's1', ['1']), syncMessage()),
+      batch(bindMessage('', 's1'), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
+});
