@@ -283,7 +283,6 @@ export function decodeColumnNames(buf: Buffer, start: number, end: number): stri
   return out;
 }
 
-/** Decode ErrorResponse/NoticeResponse fields of a body. Unknown field types are kept by letter. */
 /**
  * An ErrorResponse or NoticeResponse (`msg`: type, length, fields) whose texts say
  * `"to"` where they said `"from"` (a prepared statement's name, as PostgreSQL quotes it).
@@ -295,6 +294,7 @@ export function renamedInText(msg: Buffer, from: string, to: string): Buffer {
   return b;
 }
 
+/** Decode ErrorResponse/NoticeResponse fields of a body. Unknown field types are kept by letter. */
 export function parseErrorFields(buf: Buffer, start: number, end: number): Record<string, string> {
   const out: Record<string, string> = {};
   let p = start;

@@ -60,7 +60,8 @@ export class BothNodes {
   rollbackStrays(members: readonly BackendLink[]): void {
     const b = this.s.backends;
     for (const l of members) {
-      if (l === b.primary || !l.live || l.txStatus === TxStatus.Idle) continue;
+      // (Not into a pipeline the client began there since: a Query would run inside it.)
+      if (l === b.primary || !l.live || l.txStatus === TxStatus.Idle || l.inPipeline) continue;
       this.s.log.warn(
         { node: l.nodeId },
         'a transaction the primary skipped was begun on the load-balance node: rolled back',

@@ -990,7 +990,11 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     // message other than the copy's is a protocol violation it answers itself (08P01, then
     // FATAL), as a direct connection does, and the session ends with it.
     if (type !== FE.CopyData && type !== FE.CopyDone && type !== FE.CopyFail && type !== FE.Terminate) {
-      for (const l of this.backends.list) if (l?.copying) return l;
+      const links = this.backends.list;
+      for (let i = 0; i < links.length; i++) {
+        const l = links[i];
+        if (l?.copying) return l;
+      }
     }
     if (this.cancelQueued) {
       this.cancelQueued = false;
