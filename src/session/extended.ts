@@ -687,7 +687,14 @@ export class ExtendedProtocol {
       return this.forward(p, {
         kind: 'parse',
         mode: 'forward',
-        done: (e) => this.parseAnswered(name, st, e, prev),
+        done: (e) => {
+          this.parseAnswered(name, st, e, prev);
+          // The primary's failed or was skipped, its copies may have run: the name stays free.
+          if (e.error !== undefined && name !== '')
+            for (const l of seconds)
+              if (l.live)
+                b.request(l, { kind: 'close', mode: 'drop', skippable: true }, statementMessage(FE.Close, name));
+        },
       });
     }
     const link = alone ?? this.route.linkFor(d);

@@ -499,3 +499,12 @@ describe('a Bind in an aborted transaction', () => {
     ]);
   });
 });
+
+describe('a named statement for both nodes whose Parse the primary skipped', () => {
+  it('its copy on the standby does not keep the name: a later Parse of it (a read) prepares it', async () => {
+    await conforms([
+      batch(bindMessage('', 'nope'), parseMessage('s2', 'SET search_path = pg_temp, public'), syncMessage()),
+      batch(parseMessage('s2', 'SHOW TimeZone'), bindMessage('', 's2'), executeMessage(''), syncMessage()),
+    ]);
+  });
+});
