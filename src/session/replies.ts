@@ -280,6 +280,14 @@ function endsAtReady(kind: RequestKind): boolean {
   return kind === 'sync' || kind === 'query';
 }
 
+/**
+ * After an extended-protocol error the server ignores every message up to a Sync: a simple
+ * Query sent meanwhile (one of pgrelay's own into a pipeline) gets no reply either.
+ */
+function endsSkip(kind: RequestKind): boolean {
+  return kind === 'sync';
+}
+
 /** Does the client see (part of) this request's reply? Those gate the reply order across nodes. */
 function isVisible(mode: Mode): boolean {
   return mode !== 'drop' && mode !== 'capture';
@@ -419,7 +427,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       e.afterCopyEnd = true;
       this.copyEndSent = false;
     }
-    if (this.skipping && !endsAtReady(e.kind) && e.mode !== 'synthetic' && !this.readyPending()) {
+    if (this.skipping && !endsSkip(e.kind) && e.mode !== 'synthetic' && !this.readyPending()) {
       this.skipped(e);
       return;
     }
@@ -455,9 +463,9 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     this.out.skipsUntilSync();
   }
 
-  /** Is a request answered by ReadyForQuery (a Sync) outstanding? The server answers again after it. */
+  /** Is a Sync outstanding? The server answers again after it. */
   private readyPending(): boolean {
-    for (let i = this.head; i < this.queue.length; i++) if (endsAtReady(this.queue[i].kind)) return true;
+    for (let i = this.head; i < this.queue.length; i++) if (endsSkip(this.queue[i].kind)) return true;
     return false;
   }
 
@@ -521,7 +529,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     let e = this.current();
     if (e?.mode !== 'synthetic') return;
     while (e?.mode === 'synthetic') {
-      if (this.skipping && !endsAtReady(e.kind)) {
+      if (this.skipping && !endsSkip(e.kind)) {
         e.error = this.skipCause?.error ?? SKIPPED;
         this.showSkipError();
       } else if (e.reply) this.out.toClient(e.reply);
@@ -690,7 +698,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     let forward = e.mode === 'forward';
     this.pop();
     let next = this.current();
-    while (next && !endsAtReady(next.kind)) {
+    while (next && !endsSkip(next.kind)) {
       if (next.mode === 'forward' || next.mode === 'synthetic') forward = true;
       next.error = f;
       this.pop();

@@ -366,6 +366,16 @@ describe('ReplyQueue: extended protocol pipelines', () => {
     expect(h.completed).toEqual(['execute', 'sync-before-data', 'sync-after-copydone']);
   });
 
+  it("a Query of pgrelay's own sent into a pipeline after a request that fails there is ignored by the server, as it skips up to Sync: no reply is waited for", () => {
+    const h = new Harness();
+    h.expect('parse', { kind: 'parse', mode: 'drop' });
+    h.expect('own-query', { kind: 'query', mode: 'drop' });
+    h.expect('sync', { kind: 'sync', mode: 'forward' });
+    h.feed(stream(be.error('25P02', 'current transaction is aborted'), be.ready('E')));
+    expect(h.q.pending).toBe(0);
+    expect(h.completed).toEqual(['parse!25P02', 'own-query!25P02', 'sync']);
+  });
+
   it('a COPY FROM STDIN whose data and end the client sent before the server asked for them: the Sync after the end is answered', () => {
     const h = new Harness();
     h.expect('execute', { kind: 'execute', mode: 'forward' });
