@@ -386,7 +386,7 @@ export class ExtendedProtocol {
     if (this.settingWaits(cls, seconds)) return SUSPEND;
     if (!b.gate(link)) return s.wait('replies');
     const taken = this.stmts.get(name);
-    if (taken?.unconfirmed === true) return this.awaitParse();
+    if (taken?.unconfirmed === true && this.awaitsParse(taken)) return this.awaitParse();
     if (taken !== undefined) return this.parseExisting(name, body, link);
     const named = s.ctx.statementNames.entryFor(this.statementKey(body));
     const server = named.name;
@@ -451,6 +451,7 @@ export class ExtendedProtocol {
       const b = this.s.backends;
       b.inPipeline(to);
       if (this.parsedOn(st, to)) {
+        st.unconfirmed = undefined;
         to.expect({ kind: 'parse', mode: 'synthetic', reply: PARSE_COMPLETE });
         return;
       }
@@ -461,6 +462,7 @@ export class ExtendedProtocol {
           kind: 'parse',
           mode: e.mode,
           done: (x) => {
+            st.unconfirmed = undefined;
             if (x.error) this.notParsed(st, to);
             else if (st.named !== undefined) st.named.accepted = true;
           },
@@ -647,7 +649,7 @@ export class ExtendedProtocol {
     if (this.pooled && name !== '' && s.ctx.config().max_prepared_statements > 0)
       return this.parsePooled(name, sql, cls, d, raw);
     const taken = name === '' ? undefined : this.stmts.get(name);
-    if (taken?.unconfirmed === true) return this.awaitParse();
+    if (taken?.unconfirmed === true && this.awaitsParse(taken)) return this.awaitParse();
     if (taken !== undefined) return this.parseTaken(taken);
     const prev = name === '' ? this.stmts.get('') : undefined;
     // Named statements outlive this chunk: keep a copy. The unnamed one is replaced soon
@@ -757,6 +759,17 @@ export class ExtendedProtocol {
    * whether the name is taken depends on that answer (it is skipped after an error before
    * it), so this one waits for it (the servers flushed).
    */
+  /**
+   * Is the answer to `st`'s Parse still to come? Some request is outstanding on a link; if
+   * none is (its link was lost and the Parse re-sent elsewhere under a new expectation), the
+   * Parse counts as answered.
+   */
+  private awaitsParse(st: Stmt): boolean {
+    if (this.s.backends.pendingTotal > 0) return true;
+    st.unconfirmed = undefined;
+    return false;
+  }
+
   private awaitParse(): typeof SUSPEND {
     const b = this.s.backends;
     for (const l of b.list) if (l !== undefined && l.pending > 0) b.flush(l);

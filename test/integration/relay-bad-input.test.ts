@@ -921,7 +921,19 @@ describe('pool_mode = transaction: a read node connection lost before it answere
     });
 
     it(`with the client's batch of a named statement sent there: ${how}`, async () => {
-      await lostWhileHeld(NAMED_SQL, batch('relay_bad_input_named', NAMED_SQL), kill, batchAnswered('43'));
+      await lostWhileHeld(
+        NAMED_SQL,
+        batch('relay_bad_input_named', NAMED_SQL),
+        kill,
+        batchAnswered('43'),
+        'transaction',
+        async (a) => {
+          // Its Parse was answered where it moved: a second Parse of the name is refused at once.
+          a.send(parseMessage('relay_bad_input_named', 'SELECT 2'), syncMessage());
+          const again = await a.collect('Z', 10_000);
+          expect(again.filter((m) => m.type === 'E').map((m) => errorFields(m.body).C)).toEqual(['42P05']);
+        },
+      );
     });
   }
 });
