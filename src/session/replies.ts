@@ -326,8 +326,6 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
    * asynchronous messages: to the client from the primary's, nowhere from another node's.
    */
   idleFatal: Buffer | undefined;
-  /** In copy-in mode started by an extended-protocol Execute: the server ignores Sync and Flush. */
-  copyIn = false;
   /**
    * The server asked for the client's copy data (COPY FROM STDIN, by a Query or an Execute)
    * and the client has not ended the copy: whatever the client sends goes to this server.
@@ -390,13 +388,18 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     return this.queue.length - this.head;
   }
 
+  /** In copy-in mode started by an extended-protocol Execute: the server ignores Sync and Flush. */
+  get copyIn(): boolean {
+    return this.copying && this.current()?.kind === 'execute';
+  }
+
   /** Nothing outstanding, finished or left from the last requests: as a new queue (BackendLink.adopt). */
   get reusable(): boolean {
     return (
       this.head === this.queue.length &&
       this.finished.length === 0 &&
       this.orphaned.length === 0 &&
-      !this.copyIn &&
+      !this.copying &&
       !this.skipping &&
       !this.fatal &&
       this.unseenFatal === undefined &&
@@ -592,7 +595,6 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       else if (type === BE.RowDescription) e.columns = decodeColumnNames(buf, start, end);
     }
     if (this.ends[type] !== 0) {
-      if (e.kind === 'execute') this.copyIn = false;
       this.copying = false;
       if (type === BE.ReadyForQuery) {
         this.skipping = false;
@@ -688,7 +690,6 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     }
     if (e.lostStatement !== undefined && !wasStarted && f.C === '26000' && this.prepareAgain(e)) return DROP;
     e.error = f;
-    this.copyIn = false;
     this.copying = false;
     this.out.error(f);
     if (endsAtReady(e.kind)) return action;
@@ -756,7 +757,6 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
    */
   copyEnded(): void {
     if (!this.copyIn && this.pending > 0) this.copyEndSent = true;
-    this.copyIn = false;
     this.copying = false;
   }
 
@@ -765,7 +765,6 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
    * Syncs already sent before the client's end of the copy get no reply.
    */
   private enterCopyIn(): void {
-    this.copyIn = true;
     for (let i = this.head + 1; i < this.queue.length; ) {
       const x = this.queue[i];
       if (x.kind !== 'sync' || x.afterCopyEnd === true) break;

@@ -13,11 +13,11 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
+import { rawSession } from '../support/conformance.js';
 import { pollUntil } from '../support/wait.js';
 import { type ProxyHandle, startProxy } from '../support/proxy.js';
 import {
   type BackendMessage,
-  RawClient,
   bindMessage,
   closeAllRaw,
   closeMessage,
@@ -28,7 +28,6 @@ import {
   executeMessage,
   parseMessage,
   queryMessage,
-  startupMessage,
   syncMessage,
 } from '../support/raw.js';
 
@@ -93,11 +92,9 @@ function shown(m: BackendMessage): string {
 }
 
 async function run(port: number, steps: Step[]): Promise<string[]> {
-  const raw = await RawClient.connect(port);
+  const { raw } = await rawSession({ host: '127.0.0.1', port }, {});
   const out: string[] = [];
   try {
-    raw.send(startupMessage({ user: 'postgres', database: 'postgres' }));
-    expect((await raw.readStartupReply()).ok).toBe(true);
     for (const step of steps) {
       raw.send(...step.send);
       const got: string[] = [];
@@ -410,9 +407,7 @@ describe('messages other than the copy’s while the server waits for COPY FROM 
 
   it('a client that leaves while such a message waits: no backend left in the copy', async () => {
     for (const proxy of Object.values(proxies)) {
-      const raw = await RawClient.connect(proxy.port);
-      raw.send(startupMessage({ user: 'postgres', database: 'postgres' }));
-      expect((await raw.readStartupReply()).ok).toBe(true);
+      const { raw } = await rawSession(proxy, {});
       raw.send(
         parseMessage('', `COPY ${table} FROM STDIN`),
         bindMessage('', ''),

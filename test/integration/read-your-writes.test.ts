@@ -21,16 +21,15 @@ import { waitForCached } from '../support/cache-probe.js';
 import { closeAllClients, endPg, endSql, extendedQuery, pgClient, sqlClient, withTimeout } from '../support/clients.js';
 import { sampleValue, scrapeMetrics } from '../support/prometheus.js';
 import { type ProxyHandle, runPgDumpTool, startProxy } from '../support/proxy.js';
+import { rawSession } from '../support/conformance.js';
 import { nodeOfPort } from '../support/routing.js';
 import {
   type BackendMessage,
-  RawClient,
   bindMessage,
   errorFields,
   describeMessage,
   executeMessage,
   parseMessage,
-  startupMessage,
   syncMessage,
 } from '../support/raw.js';
 import { pollUntil } from '../support/wait.js';
@@ -544,10 +543,8 @@ describe('a statement for both nodes failing on the standby only inside a transa
       config: { ...common, backend_weight2: 0, disable_load_balance_on_write: 'off' },
     });
     const role = 'ryw_pipe_mirror';
-    const raw = await RawClient.connect(proxy.port);
+    const { raw } = await rawSession(proxy, {});
     try {
-      raw.send(startupMessage({ user: 'postgres', database: 'postgres' }));
-      expect((await raw.readStartupReply()).ok).toBe(true);
       expect(errorsOf(await raw.query('BEGIN'))).toEqual([]);
       expect(errorsOf(await raw.query(`CREATE ROLE ${role}`))).toEqual([]);
       raw.send(
@@ -579,10 +576,8 @@ describe("a write's pipeline followed at once by one whose statement fails on th
     it(`${mode} mode: the second pipeline's error and ReadyForQuery come, as directly (the write position was read in the middle of that pipeline, where the server skips)`, async () => {
       const proxy = mode === 'session' ? session : txpool;
       const k = `pipe-fail-${mode}`;
-      const raw = await RawClient.connect(proxy.port);
+      const { raw } = await rawSession(proxy, {});
       try {
-        raw.send(startupMessage({ user: 'postgres', database: 'postgres' }));
-        expect((await raw.readStartupReply()).ok).toBe(true);
         raw.send(parseMessage('ryw_rd', `SELECT count(*) FROM ryw_t WHERE k = '${k}'`), syncMessage());
         expect((await raw.collect('Z', 10_000)).map((m) => m.type).join('')).toBe('1Z');
         raw.send(
@@ -621,10 +616,8 @@ describe('an unnamed statement prepared once and executed again (libpq PQprepare
     it(`${mode} mode: a write executed twice: the write position read between them on the primary's connection (a Query there drops the unnamed statement) does not lose it`, async () => {
       const proxy = mode === 'session' ? session : txpool;
       const k = `unnamed-again-${mode}`;
-      const raw = await RawClient.connect(proxy.port);
+      const { raw } = await rawSession(proxy, {});
       try {
-        raw.send(startupMessage({ user: 'postgres', database: 'postgres' }));
-        expect((await raw.readStartupReply()).ok).toBe(true);
         raw.send(parseMessage('', `INSERT INTO ryw_t VALUES ($1, '${k}')`, [23]), syncMessage());
         expect((await raw.collect('Z', 10_000)).map((m) => m.type).join('')).toBe('1Z');
         for (const id of ['1', '2', '3']) {
