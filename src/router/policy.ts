@@ -377,6 +377,12 @@ export function route(input: RouteInput): Decision {
   const mode = cfg.disable_load_balance_on_write;
   // pgrelay: in a failed transaction PostgreSQL on the primary answers 25P02 (pgpool's disable_load_balance_on_write (pool_at_command_success())).
   if (s.failed) return toPrimary('failed transaction', write);
+  // pgrelay: a transaction begun by a multi-statement Query is the primary's alone (the rule
+  // above); a read balanced to a standby (pgpool-II does so, regression expected7-s) would
+  // run outside it: without its snapshot, and an error there would not abort it (the client
+  // would be told "idle" while the primary's transaction stays open).
+  if (s.inTransaction && s.txStartedByMulti)
+    return toPrimary('a transaction begun by a multi-statement query: no standby has it', write);
   // A pid of a backend pgrelay holds on another node (SHOW pool_pools lists them): the
   // call acts on that node's backend, so it runs there.
   if (input.pidNode !== undefined && !c.write && c.functions.every(isPidFunction)) {
@@ -614,7 +620,9 @@ export function afterStatement(
   if (ended) {
     if (clearsWriting) state.writing = false;
     state.writtenTables = [];
-    state.txStartedByMulti = false;
+    // pgrelay: COMMIT AND CHAIN of a transaction a multi-statement Query began ran on the
+    // primary alone (the rule above), so the chained transaction is the primary's alone too.
+    if (!(cls.chain === true && nowInTx && decision.target === 'primary')) state.txStartedByMulti = false;
     // COMMIT AND CHAIN keeps the transaction characteristics (not its snapshot).
     if (!(cls.chain === true && nowInTx)) state.txSerializable = state.txRepeatableRead = state.txReadOnly = false;
     state.txSnapshotTaken = state.txSnapshotOnPrimary = false;

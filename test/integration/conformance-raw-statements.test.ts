@@ -503,3 +503,17 @@ describe('a named statement for both nodes whose Parse the primary skipped', () 
     ]);
   });
 });
+
+describe('COMMIT AND CHAIN of a transaction a multi-statement Query began (the primary alone has it)', () => {
+  it("the chained transaction is the primary's alone too: a second COMMIT AND CHAIN, in a failed one too, ends it there", async () => {
+    await conforms([
+      simple(`SELECT 1; BEGIN READ ONLY`),
+      simple('COMMIT AND CHAIN'),
+      simple('COMMIT AND CHAIN'),
+      simple('SELECT 1/0'),
+      simple('COMMIT AND CHAIN'),
+      simple('SAVEPOINT sp'),
+      simple('COMMIT'),
+    ]);
+  });
+});
