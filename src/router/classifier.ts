@@ -185,6 +185,8 @@ export interface Classification {
   statementCount: number;
   /** Contains BEGIN/START TRANSACTION among several statements (pgpool's multi-statement rule: "transaction started by multi-statement"). */
   multiBegins: boolean;
+  /** Contains a statement that ends a transaction (COMMIT, ROLLBACK, PREPARE TRANSACTION) among several. */
+  multiEnds?: boolean;
   /** A block comment reads NO LOAD BALANCE (pgrelay hint, forces the primary for an EITHER statement). */
   noLoadBalanceHint: boolean;
   /** Text starts (after whitespace) with a comment. */
@@ -1821,6 +1823,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
   let builder: Builder | undefined;
   let count = 0;
   let multiBegins = false;
+  let multiEnds = false;
   let multiWrite = false;
   let s = 0;
   let written: string[] | null = null;
@@ -1845,6 +1848,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
       if (count === 1) builder = b;
       if (b.parseError !== undefined && builder !== b) builder = b; // any invalid part makes the whole text invalid
       if (b.tx === 'begin') multiBegins = true;
+      else if (b.tx === 'commit' || b.tx === 'rollback' || b.tx === 'prepare_transaction') multiEnds = true;
       // A read calling functions counts as a write here: the whole text goes to the primary anyway and
       // no volatility lookup is made for it.
       if (b.write || (b.facts !== undefined && b.facts.functions !== null)) multiWrite = true;
@@ -1896,6 +1900,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
       lx.leadingComment,
     );
     c.multiBegins = multiBegins;
+    if (multiEnds) c.multiEnds = true;
     c.writtenTables = written ?? EMPTY;
     c.createsTemp = temps ?? EMPTY;
     if (through !== null) c.readsThrough = through;

@@ -612,8 +612,11 @@ export function afterStatement(
         for (const t of cls.writtenTables) if (!state.writtenTables.includes(t)) state.writtenTables.push(t);
       }
     }
-    // pgpool's multi-statement rule: a multi-statement Query that opened a transaction.
-    if (cls.statementCount > 1 && cls.multiBegins && !wasInTx && nowInTx) state.txStartedByMulti = true;
+    // pgpool's multi-statement rule: a multi-statement Query that opened a transaction. (pgrelay:
+    // also one that ended the transaction and began another, `COMMIT; BEGIN`: it ran on the
+    // primary alone, where the new one is.)
+    if (cls.statementCount > 1 && nowInTx && ((cls.multiBegins && !wasInTx) || cls.multiEnds === true))
+      state.txStartedByMulti = true;
   }
 
   const ended = (wasInTx && !nowInTx) || (outcome.ok && (cls.tx === 'commit' || cls.tx === 'rollback'));

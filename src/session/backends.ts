@@ -1273,10 +1273,12 @@ export class Backends {
    * and, in pool_mode = transaction, the connections go back to the pools. Nothing was
    * written there. Only a link with nothing outstanding: what it still has to answer may
    * belong to what follows (a transaction it joined later begins on the primary first).
+   * `begunAgain`: the Query also began another transaction on the primary (`COMMIT; BEGIN`),
+   * which is the primary's alone.
    */
-  private endTransactionElsewhere(): void {
+  endTransactionElsewhere(begunAgain = false): void {
     const p = this.primaryLink;
-    if (p === undefined || p.txStatus !== TxStatus.Idle) return;
+    if (p === undefined || (p.txStatus !== TxStatus.Idle && !begunAgain)) return;
     for (const l of this.links) {
       if (l === undefined || l === p || l.txStatus === TxStatus.Idle) continue;
       if (l.pending > 0 || l.inPipeline || l.copyIn) continue;

@@ -1219,7 +1219,10 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (!e.error) this.extended.statementDone(cls);
     this.route.outcome(cls, d, !e.error, status);
     this.route.txStatusIs(status);
-    if (status === TxStatus.Failed) this.both.transactionFailedOn(link);
+    // COMMIT; BEGIN in one Query ran on the primary alone: the transaction the other links
+    // shared ended there, and the one now open (if any) is the primary's alone.
+    if (cls.multiEnds === true && link === this.backends.primary) this.backends.endTransactionElsewhere(true);
+    else if (status === TxStatus.Failed) this.both.transactionFailedOn(link);
   }
 
   // ---------------------------------------------------------------- backends → client (LinkOwner)

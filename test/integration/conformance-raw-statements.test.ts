@@ -517,3 +517,46 @@ describe('COMMIT AND CHAIN of a transaction a multi-statement Query began (the p
     ]);
   });
 });
+
+describe('a multi-statement Query that ends a transaction the load-balance node shares', () => {
+  it('a failed transaction, then begins another (END; START TRANSACTION …): no node is left in the old one', async () => {
+    await conforms([
+      simple('BEGIN'),
+      simple(read),
+      simple('SELECT 1/0'),
+      simple('END; START TRANSACTION ISOLATION LEVEL REPEATABLE READ'),
+      simple(read),
+      simple('SAVEPOINT sp'),
+      simple('COMMIT'),
+      simple(read),
+    ]);
+  });
+
+  it('a transaction, then begins another (COMMIT; BEGIN): no standby connection stays in the old one', async () => {
+    for (const [mode, proxy] of Object.entries(proxies)) {
+      const app = `multi_end_${mode}_${process.pid}`;
+      const { raw } = await rawSession(proxy, { application_name: app });
+      try {
+        for (const sql of ['BEGIN', read, 'COMMIT; BEGIN']) {
+          raw.send(queryMessage(sql));
+          await raw.collect('Z', 10_000);
+        }
+        for (const node of cluster.nodes.filter((n) => n.id !== cluster.primaryId))
+          await pollUntil(
+            () =>
+              cluster.psql(
+                node.id,
+                `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}' AND state <> 'idle'`,
+              ),
+            (n) => n === '0',
+            {
+              what: `no connection of the session left in a transaction on node ${node.id} (${mode})`,
+              timeoutMs: 10_000,
+            },
+          );
+      } finally {
+        raw.destroy();
+      }
+    }
+  });
+});

@@ -591,6 +591,15 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     expect(a.target('COMMIT AND CHAIN')).toBe('both');
     expect(a.state.txStartedByMulti).toBe(false);
   });
+  it("a multi-statement query that ends the transaction and begins another: the new one is the primary's alone", () => {
+    const a = new Session(cfg());
+    a.run('BEGIN');
+    expect(a.target('SELECT 1')).toBe('standby');
+    expect(a.target('END; START TRANSACTION ISOLATION LEVEL REPEATABLE READ')).toBe('primary');
+    expect(a.state.txStartedByMulti).toBe(true);
+    expect(a.target('SELECT 2')).toBe('primary');
+    expect(a.target('SAVEPOINT s')).toBe('primary');
+  });
 });
 
 describe('unansweredDecision: the catalog cannot be asked now', () => {
