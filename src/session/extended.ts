@@ -1130,11 +1130,20 @@ export class ExtendedProtocol {
     }
     const first = links[0] ?? p;
     if (!b.gate(first)) return s.wait('replies');
+    const st = kind === STATEMENT ? this.stmts.get(name) : undefined;
     const done = kind === STATEMENT ? this.closing(name) : undefined;
     map.delete(name);
     const raw = buf.subarray(start - 5, end);
+    // A copy that ran is gone there even if the first node skips its Close (an error before
+    // it there) and the statement stays the client's: a later use parses it there again.
+    const closedCopy =
+      st === undefined
+        ? undefined
+        : (l: BackendLink) => (e: LinkExpectation) => {
+            if (e.error === undefined) this.notParsed(st, l);
+          };
     for (const l of links.slice(1)) {
-      b.request(l, { kind: 'close', mode: 'drop', skippable: true }, raw);
+      b.request(l, { kind: 'close', mode: 'drop', skippable: true, done: closedCopy?.(l) }, raw);
       b.inPipeline(l);
     }
     b.inPipeline(first);

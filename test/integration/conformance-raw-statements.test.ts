@@ -369,6 +369,39 @@ describe('a Close skipped after an error before it', () => {
     ]);
   });
 
+  it('of a statement parsed on two nodes (a read, then bound in a transaction after a write): both copies stay', async () => {
+    await conforms([
+      batch(parseMessage('s1', read), syncMessage()),
+      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      simple('BEGIN'),
+      simple(write),
+      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+      // The read fails on the standby, where the Close goes first.
+      batch(
+        parseMessage('', 'SELECT 1/0'),
+        bindMessage('', ''),
+        executeMessage(''),
+        closeMessage('S', 's1'),
+        syncMessage(),
+      ),
+      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      simple('BEGIN'),
+      simple(write),
+      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
+
+  it('of a statement for both nodes (SET): both copies stay', async () => {
+    await conforms([
+      batch(parseMessage('s1', "SET TimeZone = 'Asia/Tokyo'"), syncMessage()),
+      batch(executeMessage('nope'), closeMessage('S', 's1'), syncMessage()),
+      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      simple('SHOW TimeZone'),
+    ]);
+  });
+
   it('a Close then a Parse of the name that both ran, then an error: the new statement', async () => {
     await conforms([
       batch(parseMessage('s1', read), syncMessage()),
