@@ -1271,8 +1271,10 @@ export class Backends {
    * other links still in it (its BEGIN and reads given to the load-balance node) roll it
    * back there, so that later reads do not run inside it (with its snapshot, its SET LOCAL)
    * and, in pool_mode = transaction, the connections go back to the pools. Nothing was
-   * written there. Only a link with nothing outstanding: what it still has to answer may
-   * belong to what follows (a transaction it joined later begins on the primary first).
+   * written there. Only a link with nothing of the client's outstanding: what it still has
+   * to answer may belong to what follows (a transaction it joined later begins on the
+   * primary first); queries of pgrelay's own (the abort of that transaction after an error
+   * on the primary, still on its way) belong to the transaction that ended.
    * `begunAgain`: the Query also began another transaction on the primary (`COMMIT; BEGIN`),
    * which is the primary's alone.
    */
@@ -1281,7 +1283,7 @@ export class Backends {
     if (p === undefined || (p.txStatus !== TxStatus.Idle && !begunAgain)) return;
     for (const l of this.links) {
       if (l === undefined || l === p || l.txStatus === TxStatus.Idle) continue;
-      if (l.pending > 0 || l.inPipeline || l.copyIn) continue;
+      if (l.inPipeline || l.copyIn || (l.pending > 0 && !onlyOwnQueries(l))) continue;
       this.owner.log.debug({ node: l.nodeId }, 'the transaction ended on the primary alone: rolled back here');
       this.request(l, { kind: 'query', mode: 'drop', skippable: true }, queryMessage('ROLLBACK'));
     }
@@ -1642,4 +1644,10 @@ async function inOrder<T>(tasks: ReadonlyArray<() => Promise<T>>): Promise<Array
     }
   }
   return out;
+}
+
+/** Is everything outstanding on `link` a Query of pgrelay's own, its reply dropped (see endTransactionElsewhere)? */
+function onlyOwnQueries(link: BackendLink): boolean {
+  for (const e of link.replies.pendingRequests()) if (e.kind !== 'query' || e.mode !== 'drop') return false;
+  return true;
 }

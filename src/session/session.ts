@@ -1221,8 +1221,10 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.route.txStatusIs(status);
     // COMMIT; BEGIN in one Query ran on the primary alone: the transaction the other links
     // shared ended there, and the one now open (if any) is the primary's alone.
-    if (cls.multiEnds === true && link === this.backends.primary) this.backends.endTransactionElsewhere(true);
-    else if (status === TxStatus.Failed) this.both.transactionFailedOn(link);
+    // (Ended and idle: txStatusIs did it.)
+    if (cls.multiEnds === true && link === this.backends.primary) {
+      if (status !== TxStatus.Idle) this.backends.endTransactionElsewhere(true);
+    } else if (status === TxStatus.Failed) this.both.transactionFailedOn(link);
   }
 
   // ---------------------------------------------------------------- backends → client (LinkOwner)

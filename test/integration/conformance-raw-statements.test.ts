@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
 import { rawSession } from '../support/conformance.js';
 import { pollUntil } from '../support/wait.js';
+import { Wiretap } from '../support/wiretap.js';
 import { type ProxyHandle, startProxy } from '../support/proxy.js';
 import {
   type BackendMessage,
@@ -591,5 +592,49 @@ describe('a multi-statement Query that ends a transaction the load-balance node 
         raw.destroy();
       }
     }
+  });
+});
+
+describe('a transaction ended on the primary alone while the standby still owes pgrelay an answer', () => {
+  it("the standby's copy is rolled back behind it: the next read there runs outside it", async () => {
+    const standbys = cluster.nodes.filter((n) => n.id !== cluster.primaryId);
+    const taps = await Promise.all(standbys.map((n) => Wiretap.start(n)));
+    const config: Record<string, string | number | boolean> = {
+      load_balance_mode: true,
+      backend_weight0: 0,
+      log_min_messages: 'warning',
+    };
+    standbys.forEach((n, i) => {
+      config[`backend_port${n.id}`] = taps[i].port;
+    });
+    for (const mode of ['session', 'transaction']) {
+      const proxy = await startProxy({ cluster, config: { ...config, pool_mode: mode } });
+      const { raw } = await rawSession(proxy, {});
+      const q = async (sql: string): Promise<string> => {
+        raw.send(queryMessage(sql));
+        return (await raw.collect('Z', 10_000)).map(shown).join(' ');
+      };
+      try {
+        expect(await q('BEGIN')).toBe('C[BEGIN] ZT');
+        expect(await q(read)).toMatch(/ ZT$/);
+        // The write fails on the primary: the standby's copy of the transaction is aborted
+        // too, by a statement of pgrelay's held back on its way there.
+        for (const t of taps) t.holdFromStatement('DO $pgrelay$');
+        expect(await q(`INSERT INTO ${table}_nope VALUES (1)`)).toMatch(/^E\[42P01 .* ZE$/);
+        await pollUntil(
+          () => taps.reduce((n, t) => n + t.holding.size, 0),
+          (n) => n === 1,
+          { what: "pgrelay's abort of the standby's transaction to be held", timeoutMs: 10_000 },
+        );
+        expect(await q('COMMIT; SELECT 2 AS two')).toBe('C[ROLLBACK] T D[2] C[SELECT 1] ZI');
+        for (const t of taps) t.release();
+        expect(await q(read), mode).toBe('T D[1,x1] D[2,x2] D[3,x3] C[SELECT 3] ZI');
+      } finally {
+        for (const t of taps) t.release();
+        raw.destroy();
+        await proxy.stop();
+      }
+    }
+    for (const t of taps) await t.close();
   });
 });

@@ -114,6 +114,14 @@ export class Wiretap {
     this.holdSql = Buffer.from(sql);
   }
 
+  /** Send what is held to the servers and hold nothing more (see holdFromStatement). */
+  release(): void {
+    for (const [rec, held] of this.holding) {
+      this.holding.delete(rec);
+      this.pairs.get(rec)?.[1].write(held);
+    }
+  }
+
   /**
    * Break the open connections that `which` selects, both ways at once, as a network
    * failure would: pgrelay sees its connection close with no message from the server.
