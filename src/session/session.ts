@@ -1219,12 +1219,12 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (!e.error) this.extended.statementDone(cls);
     this.route.outcome(cls, d, !e.error, status);
     this.route.txStatusIs(status);
-    // COMMIT; BEGIN in one Query ran on the primary alone: the transaction the other links
-    // shared ended there, and the one now open (if any) is the primary's alone.
-    // (Ended and idle: txStatusIs did it.)
-    if (cls.multiEnds === true && link === this.backends.primary) {
-      if (status !== TxStatus.Idle) this.backends.endTransactionElsewhere(true);
-    } else if (status === TxStatus.Failed) this.both.transactionFailedOn(link);
+    // COMMIT; BEGIN in one Query ran on the primary alone and succeeded: the transaction the
+    // other links shared ended there, and the one now open is the primary's alone. (Idle:
+    // txStatusIs did it. Failed: it may have failed before its COMMIT, and goes on failed.)
+    if (cls.multiEnds === true && link === this.backends.primary && status === TxStatus.InTransaction)
+      this.backends.endTransactionElsewhere(true);
+    else if (status === TxStatus.Failed) this.both.transactionFailedOn(link);
   }
 
   // ---------------------------------------------------------------- backends → client (LinkOwner)

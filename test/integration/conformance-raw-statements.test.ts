@@ -566,6 +566,19 @@ describe('a multi-statement Query that ends a transaction the load-balance node 
     ]);
   });
 
+  it('that fails before its COMMIT: the transaction goes on failed on every node (ROLLBACK TO a savepoint recovers it)', async () => {
+    await conforms([
+      simple('BEGIN'),
+      simple('SAVEPOINT a'),
+      simple(read),
+      simple('SELECT 1/0; COMMIT'),
+      simple(read),
+      simple('ROLLBACK TO a'),
+      simple(read),
+      simple('COMMIT'),
+    ]);
+  });
+
   it('a transaction, then begins another (COMMIT; BEGIN): no standby connection stays in the old one', async () => {
     for (const [mode, proxy] of Object.entries(proxies)) {
       const app = `multi_end_${mode}_${process.pid}`;
