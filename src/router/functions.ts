@@ -60,9 +60,10 @@ function lit(s: string): string {
 }
 
 /**
- * SQL returning one row (`name`, and its `lang` and `src`) per volatile overload of the
- * given function names. Unqualified names match any schema (as pgpool's `n.nspname ~ '.*'`);
- * `schema.name` matches that schema only; a longer name uses its last two parts.
+ * SQL returning one row (`name`, its volatility `vol`, and its `lang` and `src`) per overload
+ * of the given function names. Unqualified names match any schema (as pgpool's
+ * `n.nspname ~ '.*'`); `schema.name` matches that schema only; a longer name uses its last
+ * two parts.
  */
 export function volatileFunctionsSql(fns: readonly string[]): string {
   const plain: string[] = [];
@@ -76,21 +77,21 @@ export function volatileFunctionsSql(fns: readonly string[]): string {
   if (plain.length > 0) {
     selects.push(
       `SELECT p.proname::text AS name, ${BODY} FROM pg_catalog.pg_proc AS p ${LANGUAGE}` +
-        ` WHERE p.provolatile = 'v' AND p.proname IN (${plain.map(lit).join(', ')})`,
+        ` WHERE p.proname IN (${plain.map(lit).join(', ')})`,
     );
   }
   for (const [fn, schema, name] of qualified) {
     selects.push(
       `SELECT ${lit(fn)}::text AS name, ${BODY} FROM pg_catalog.pg_proc AS p ${LANGUAGE}` +
         ' JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace' +
-        ` WHERE p.provolatile = 'v' AND n.nspname = ${lit(schema)} AND p.proname = ${lit(name)}`,
+        ` WHERE n.nspname = ${lit(schema)} AND p.proname = ${lit(name)}`,
     );
   }
   return selects.length === 1 ? selects[0] : selects.map((q) => `(${q})`).join(' UNION ALL ');
 }
 
-/** The columns of a volatile overload's language and body (volatileFunctionsSql). */
-const BODY = 'l.lanname::text AS lang, p.prosrc AS src';
+/** The columns of an overload's volatility, language and body (volatileFunctionsSql). */
+const BODY = 'p.provolatile::text AS vol, l.lanname::text AS lang, p.prosrc AS src';
 const LANGUAGE = 'JOIN pg_catalog.pg_language AS l ON l.oid = p.prolang';
 
 /** SQL constructs written like function calls, which are no pg_proc functions. */
@@ -229,12 +230,21 @@ const CALL_DEPTH = 3;
 
 const NO_CALLS: readonly string[] = [];
 
+/** How much of a function's non-volatile bodies is kept (readsTemp); longer ones count as naming anything. */
+const STABLE_BODY_BYTES = 16 * 1024;
+
 interface Entry {
   writes: boolean;
   /** A volatile overload may change settings itself (bodySettings' `sets`). */
   setsSettings: boolean;
   /** The user functions its volatile overloads call (bodySettings' `calls`), when it sets none itself. */
   calls: readonly string[];
+  /**
+   * Its other overloads' bodies (SQL, PL/pgSQL), lower-cased, to find the names of the
+   * session's temp tables in (readsTemp); true when one cannot be read so (another
+   * language, or longer than STABLE_BODY_BYTES in all).
+   */
+  stableBodies: string | true;
   /** ms timestamp after which the entry is stale (Infinity = never). */
   expires: number;
 }
@@ -332,6 +342,21 @@ export class FunctionVolatilityCache {
     return e;
   }
 
+  /**
+   * Does a non-volatile overload of one of `fns` name one of `tables` (the session's temp
+   * tables) in its body, by the catalog's answers (cached with their volatility)? A body in
+   * another language than SQL or PL/pgSQL (C and internal ones aside) may. Built-in
+   * functions and those not asked about count as not.
+   */
+  readsTemp(db: string, fns: readonly string[], tables: readonly string[]): boolean {
+    for (const fn of fns) {
+      const bodies = this.entry(db, fn)?.stableBodies;
+      if (bodies === undefined || bodies === '') continue;
+      if (bodies === true || tables.some((t) => namedAsWord(bodies, t))) return true;
+    }
+    return false;
+  }
+
   /** true if any of `fns` writes; false if none does; undefined if some answers are missing and none known writes. */
   anyWriting(db: string, fns: readonly string[]): boolean | undefined {
     let unknown = false;
@@ -404,9 +429,14 @@ export class FunctionVolatilityCache {
     const volatile = new Set<string>();
     const sets = new Set<string>();
     const calls = new Map<string, string[]>();
+    const stable = new Map<string, string | true>();
     for (const r of rows) {
       const n = r.name;
       if (typeof n !== 'string') continue;
+      if (r.vol !== 'v') {
+        stable.set(n, withStableBody(stable.get(n) ?? '', String(r.lang ?? ''), String(r.src ?? '')));
+        continue;
+      }
       volatile.add(n);
       const b = bodySettings(String(r.lang ?? ''), String(r.src ?? ''));
       if (b.sets) sets.add(n);
@@ -422,6 +452,7 @@ export class FunctionVolatilityCache {
         writes: volatile.has(fn),
         setsSettings,
         calls: setsSettings ? NO_CALLS : (calls.get(fn) ?? NO_CALLS),
+        stableBodies: stable.get(fn) ?? '',
         expires,
       });
     }
@@ -436,4 +467,25 @@ export class FunctionVolatilityCache {
     }
     this.entries.set(key, e);
   }
+}
+
+/** `bodies` (readsTemp's) with one more non-volatile overload's body in language `lang`. */
+function withStableBody(bodies: string | true, lang: string, src: string): string | true {
+  if (bodies === true || lang === 'c' || lang === 'internal') return bodies;
+  if ((lang !== 'sql' && lang !== 'plpgsql') || bodies.length + src.length > STABLE_BODY_BYTES) return true;
+  return `${bodies}\n${src.toLowerCase()}`;
+}
+
+/** Does `text` (lower case) hold the relation `name`'s last part as a word (not part of a longer name)? */
+export function namedAsWord(text: string, name: string): boolean {
+  const base = name.slice(name.lastIndexOf('.') + 1).toLowerCase();
+  if (base === '') return false;
+  for (let i = text.indexOf(base); i >= 0; i = text.indexOf(base, i + 1)) {
+    if (!isNameChar(text.charCodeAt(i - 1)) && !isNameChar(text.charCodeAt(i + base.length))) return true;
+  }
+  return false;
+}
+
+function isNameChar(c: number): boolean {
+  return (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 95 || c === 36 || c >= 128;
 }

@@ -18,6 +18,7 @@ import {
   tellsServerRole,
 } from './classifier.js';
 import type { DisableLbOnWrite } from '../config/types.js';
+import { namedAsWord } from './functions.js';
 
 export interface RoutingConfig {
   load_balance_mode: boolean;
@@ -204,6 +205,11 @@ export interface RouteInput {
   writingFunction?: boolean;
   /** The lead's catalog answer: cls.relations include a temp or unlogged table, or a sequence (check_temp_table = catalog, check_unlogged_table). */
   tempOrUnlogged?: boolean;
+  /**
+   * The catalog's answer for the user functions cls.functions calls, none volatile: the body
+   * of one names a temp table of the session (or cannot be read for names: another language).
+   */
+  functionReadsTemp?: boolean;
   /** At Bind: the values of the bind parameters cls.settingParams names (the settings current_setting() reads). */
   settingArgs?: readonly string[];
   /**
@@ -431,6 +437,8 @@ export function route(input: RouteInput): Decision {
     // A function of the session that reads one (a STABLE one would run on the standby).
     for (const f of c.functions)
       if (relationIn(f, s.tempFunctions)) return toPrimary(`${f}() reads a temp table`, write);
+    // One created elsewhere (not volatile) whose body names one, by the catalog.
+    if (input.functionReadsTemp === true) return toPrimary('a function it calls names a temp table', write);
     // A temp table's row type: `'(1,2)'::tmp`, `row(…)::tmp`.
     for (const t of c.castTypes ?? NO_NAMES)
       if (relationIn(t, s.tempTables)) return toPrimary(`casts to temp table ${t}'s row type`, write);
@@ -498,20 +506,6 @@ function namedInLiteral(text: string, name: string): boolean {
     if ((before === 39 || before === 46 || before === 34) && (after === 39 || after === 34)) return true;
   }
   return false;
-}
-
-/** Does `text` (lower case) hold the relation `name`'s last part as a word (not part of a longer name)? */
-function namedAsWord(text: string, name: string): boolean {
-  const base = name.slice(name.lastIndexOf('.') + 1).toLowerCase();
-  if (base === '') return false;
-  for (let i = text.indexOf(base); i >= 0; i = text.indexOf(base, i + 1)) {
-    if (!isNameChar(text.charCodeAt(i - 1)) && !isNameChar(text.charCodeAt(i + base.length))) return true;
-  }
-  return false;
-}
-
-function isNameChar(c: number): boolean {
-  return (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 95 || c === 36 || c >= 128;
 }
 
 /** `fn` is one of `names`, unqualified or in pg_catalog. */

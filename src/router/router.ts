@@ -233,6 +233,7 @@ export class Router {
   ): Decision | CatalogQuestions {
     let writingFunction: boolean | undefined;
     let tempOrUnlogged: boolean | undefined;
+    let functionReadsTemp: boolean | undefined;
     // Only reads that could be balanced need catalog answers.
     const balanceable =
       cls.dest === 'either' &&
@@ -245,6 +246,9 @@ export class Router {
       if (writingFunction === undefined && balanceable && this.functions.usesCatalog) {
         return { functions: this.functions.unknown(db, cls.functions), relations: this.unknownRelations(db, cls) };
       }
+      // None writes: a STABLE one created elsewhere may read a temp table the session created.
+      if (writingFunction === false && balanceable && this.routing.checkTempTable && state.tempTables.length > 0)
+        functionReadsTemp = this.functions.readsTemp(db, cls.functions, state.tempTables);
     }
     if (balanceable && this.checkRelations && cls.relations.length > 0) {
       // One look at each relation: unknown ones are asked of the catalog (system catalogs
@@ -259,7 +263,17 @@ export class Router {
       }
       if (unknown !== undefined) return { functions: [], relations: unknown };
     }
-    return route({ cls, sql, state, cfg: this.routing, writingFunction, tempOrUnlogged, settingArgs, pidNode });
+    return route({
+      cls,
+      sql,
+      state,
+      cfg: this.routing,
+      writingFunction,
+      tempOrUnlogged,
+      functionReadsTemp,
+      settingArgs,
+      pidNode,
+    });
   }
 
   private unknownRelations(db: string, cls: Classification): string[] {

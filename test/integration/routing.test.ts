@@ -255,6 +255,32 @@ describe('writes and non-balanceable reads go to the primary', () => {
     }
   });
 
+  it("a STABLE function created elsewhere whose body reads a temp table of the session's name → primary; without it, balanced", async () => {
+    const c = await client();
+    const tmp = `routing_fn_tmp_${sfx}`;
+    const fn = `routing_fn_reads_${sfx}`;
+    const other = `routing_fn_other_${sfx}`;
+    await cluster.psql(
+      P,
+      `CREATE OR REPLACE FUNCTION ${fn}() RETURNS int LANGUAGE plpgsql STABLE AS $$ BEGIN RETURN (SELECT a FROM ${tmp}); END $$;
+       CREATE OR REPLACE FUNCTION ${other}() RETURNS int LANGUAGE sql STABLE AS 'SELECT 5'`,
+    );
+    await cluster.waitForCatchup(30_000);
+    try {
+      // Before the session has such a table: balanced (the call fails wherever it runs).
+      expect((await routed(c, `SELECT ${other}() AS a, inet_server_port() AS port`)).portNodes).toEqual([LB]);
+      await c.query(`CREATE TEMP TABLE ${tmp} AS SELECT 9 AS a`);
+      const f = await routed(c, `SELECT ${fn}() AS a, inet_server_port() AS port`);
+      expect(f.error).toBeUndefined();
+      expect(f.results[0].rows[0].a).toBe(9);
+      expect(f.portNodes).toEqual([P]);
+      // A function whose body names no temp table of the session is still balanced.
+      expect((await routed(c, `SELECT ${other}() AS a, inet_server_port() AS port`)).portNodes).toEqual([LB]);
+    } finally {
+      await cluster.psql(P, `DROP FUNCTION IF EXISTS ${fn}(); DROP FUNCTION IF EXISTS ${other}()`);
+    }
+  });
+
   it("a permanent table with a temporary child (INHERITS, ALTER TABLE … INHERIT) and a view of a temp table (temporary itself) → primary: the child's rows are the session's alone", async () => {
     const c = await client();
     const parent = `routing_parent_${sfx}`;

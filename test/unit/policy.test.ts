@@ -727,7 +727,7 @@ describe('writing functions (pgpool writing functions) through FunctionVolatilit
     const query: CatalogQuery = async (sql) => {
       calls.push(sql);
       const names = [...sql.matchAll(/E'([^']*)'/g)].map((m) => m[1]);
-      return names.filter((n) => volatile.has(n)).map((name) => ({ name }));
+      return names.filter((n) => volatile.has(n)).map((name) => ({ name, vol: 'v' }));
     };
     return { query, calls };
   }
@@ -808,9 +808,28 @@ describe('writing functions (pgpool writing functions) through FunctionVolatilit
     await expect(fns.resolve('db', ['f'], failing)).resolves.toBe(true);
     expect(fns.isWriting('db', 'f')).toBeUndefined();
   });
+  it("a STABLE function's body naming a temp table of the session: readsTemp (SQL, PL/pgSQL; other languages may)", async () => {
+    const fns = new FunctionVolatilityCache(base);
+    await fns.lookup('db', ['rep', 'other', 'py', 'c_fn', 'mixed'], async () => [
+      { name: 'rep', vol: 's', lang: 'plpgsql', src: 'BEGIN RETURN (SELECT count(*) FROM Tmp_Results); END' },
+      { name: 'other', vol: 'i', lang: 'sql', src: 'SELECT count(*) FROM tmp_results_archive' },
+      { name: 'py', vol: 's', lang: 'plpython3u', src: 'return 1' },
+      { name: 'c_fn', vol: 's', lang: 'c', src: 'c_fn' },
+      { name: 'mixed', vol: 's', lang: 'sql', src: 'SELECT 1' },
+      { name: 'mixed', vol: 'v', lang: 'sql', src: 'SELECT 2' },
+    ]);
+    expect(fns.readsTemp('db', ['rep'], ['tmp_results'])).toBe(true);
+    expect(fns.readsTemp('db', ['rep'], ['pg_temp.tmp_results'])).toBe(true);
+    expect(fns.readsTemp('db', ['other', 'c_fn'], ['tmp_results'])).toBe(false);
+    expect(fns.readsTemp('db', ['py'], ['anything'])).toBe(true);
+    expect(fns.readsTemp('db', ['mixed', 'unknown'], ['tmp_results'])).toBe(false);
+    expect(fns.readsTemp('other_db', ['rep'], ['tmp_results'])).toBe(false);
+    expect(fns.isWriting('db', 'rep')).toBe(false);
+    expect(fns.isWriting('db', 'mixed')).toBe(true);
+  });
   it('lookup SQL: any overload, any schema for unqualified names, quoting safe', () => {
     const sql = volatileFunctionsSql(['f', "o'k", 'myschema.g']);
-    expect(sql).toContain("p.provolatile = 'v'");
+    expect(sql).toContain('p.provolatile::text AS vol');
     expect(sql).toContain("p.proname IN (E'f', E'o''k')");
     expect(sql).toContain("n.nspname = E'myschema' AND p.proname = E'g'");
     expect(volatileFunctionsSql(['a\\b'])).toContain("E'a\\\\b'");
@@ -864,9 +883,10 @@ describe('bodySettings: a volatile function whose body sets nothing costs its co
       relcache_expire: 0,
     });
     await fns.lookup('db', ['plain', 'setter', 'stable'], async () => [
-      { name: 'plain', lang: 'sql', src: 'SELECT 1' },
-      { name: 'setter', lang: 'sql', src: "SELECT set_config('a.b', '1', false)" },
-      { name: 'plain', lang: 'plpgsql', src: 'BEGIN RETURN 2; END' },
+      { name: 'plain', vol: 'v', lang: 'sql', src: 'SELECT 1' },
+      { name: 'setter', vol: 'v', lang: 'sql', src: "SELECT set_config('a.b', '1', false)" },
+      { name: 'plain', vol: 'v', lang: 'plpgsql', src: 'BEGIN RETURN 2; END' },
+      { name: 'stable', vol: 's', lang: 'sql', src: 'SELECT 3' },
     ]);
     expect([fns.isWriting('db', 'plain'), fns.changesSettings('db', 'plain')]).toEqual([true, false]);
     expect([fns.isWriting('db', 'setter'), fns.changesSettings('db', 'setter')]).toEqual([true, true]);
@@ -895,7 +915,7 @@ describe('bodySettings: a volatile function whose body sets nothing costs its co
       const names = [...sql.matchAll(/'([^']+)'/g)].map((m) => m[1]).filter((n) => n !== 'v');
       asked.push(names);
       if (names.includes('fails')) throw new Error('catalog unreachable');
-      return names.filter((n) => catalog[n]).map((n) => ({ name: n, ...catalog[n] }));
+      return names.filter((n) => catalog[n]).map((n) => ({ name: n, vol: 'v', ...catalog[n] }));
     };
     const fns = new FunctionVolatilityCache({
       write_function_list: [],

@@ -42,7 +42,7 @@ describe('Router.mayChangeSettings: may the functions a statement calls have cha
     const asked: string[] = [];
     await r.answer('db', { functions: ['st_area', 'set_tenant'], relations: [] }, async (sql) => {
       asked.push(sql);
-      return [{ name: 'set_tenant' }];
+      return [{ name: 'set_tenant', vol: 'v' }];
     });
     expect(asked.length).toBe(1);
     expect(r.unknownUserFunctions('db', ['st_area', 'set_tenant', 'lower', 'other'])).toEqual(['other']);
