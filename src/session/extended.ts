@@ -1170,7 +1170,8 @@ export class ExtendedProtocol {
     this.closingStmts.set(name, st);
     return (e) => {
       if (this.closingStmts.get(name) === st) this.closingStmts.delete(name);
-      if (e.error === undefined || e.started === true) return;
+      // (A statement whose own Parse failed or was skipped before it never was.)
+      if (e.error === undefined || e.started === true || st.notParsed === true) return;
       st.closeSkipped = true;
       if (!this.stmts.has(name)) this.stmts.set(name, st);
     };

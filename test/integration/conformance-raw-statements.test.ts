@@ -141,6 +141,16 @@ describe('what a Parse that does not succeed leaves: nothing', () => {
     ]);
   });
 
+  it('a named Parse of a statement for both nodes (ROLLBACK, SET) skipped after an error: the name stays free', async () => {
+    await conforms([
+      batch(describeMessage('P', ''), parseMessage('s1', 'ROLLBACK'), closeMessage('S', 's1'), syncMessage()),
+      batch(parseMessage('s1', 'SELECT 2'), syncMessage()),
+      batch(closeMessage('S', 's1'), syncMessage()),
+      batch(describeMessage('P', ''), parseMessage('s1', 'SET search_path = public'), syncMessage()),
+      batch(parseMessage('s1', 'SELECT 3'), bindMessage('', 's1'), executeMessage(''), syncMessage()),
+    ]);
+  });
+
   it('a named Parse skipped after a failed Describe of the unnamed statement, then the same name prepared again', async () => {
     await conforms([
       batch(describeMessage('S', ''), parseMessage('s1', read), syncMessage()),
