@@ -61,6 +61,11 @@ export class BackendLink implements ReplyOutput {
   portalsInBatch = false;
   /** A client-visible request of the current transaction ran here (reads, not only BEGIN/SET). */
   usedInTx = false;
+  /**
+   * pgrelay's own Parse of the client's unnamed statement here (a Query of its own dropped
+   * it), while unanswered, and the Syncs queued before it (see ExtendedProtocol.parsedOn).
+   */
+  unnamedReparse: { e: LinkExpectation; syncs: number } | undefined = undefined;
   /** Waiting for the client to drain before reading more replies. */
   private pausedForClient = false;
 
@@ -114,6 +119,7 @@ export class BackendLink implements ReplyOutput {
     this.recording = undefined;
     this.portalsInBatch = false;
     this.usedInTx = false;
+    this.unnamedReparse = undefined;
     this.congested = false;
     return true;
   }

@@ -305,10 +305,11 @@ export class ExtendedProtocol {
   private parsedOn(st: Stmt, link: BackendLink): boolean {
     if (!this.pooled || st.untracked)
       return (
-        st.nodes.includes(link.nodeId) && (st.server !== undefined || !this.isUnnamed(st) || link.conn.unnamed === st)
+        st.nodes.includes(link.nodeId) &&
+        (st.server !== undefined || !this.isUnnamed(st) || (link.conn.unnamed === st && !reparseUncertain(link)))
       );
     if (st.server !== undefined) return statementsOf(link, this.s).has(st.server);
-    return link.conn.unnamed === st;
+    return link.conn.unnamed === st && !reparseUncertain(link);
   }
 
   /** `st` is (being) parsed on `link`'s connection: record it, closing what the LRU evicts there. */
@@ -352,9 +353,11 @@ export class ExtendedProtocol {
       skippable,
       // Failed, or skipped after an error before it: the next request that needs it parses it again.
       done: (x) => {
+        if (link.unnamedReparse?.e === e) link.unnamedReparse = undefined;
         if (x.error) this.notParsed(st, link);
       },
     };
+    if (st.server === undefined && this.isUnnamed(st)) link.unnamedReparse = { e, syncs: link.replies.syncs };
     if (mirror) this.mirrored(link, e, st.parse);
     else this.s.backends.request(link, e, st.parse);
   }
@@ -1395,4 +1398,15 @@ function resendSync(b: Backends): (to: BackendLink, e: LinkExpectation) => void 
     to.inPipeline = false;
     to.needsFlush = false;
   };
+}
+
+/**
+ * pgrelay parsed the client's unnamed statement again on `link`, and that Parse is not
+ * answered while a Sync went there since: an error before it in its pipeline may have made
+ * the server skip it, leaving no unnamed statement there. What needs it parses it again
+ * (harmless if the first ran: the same statement replaces itself).
+ */
+function reparseUncertain(link: BackendLink): boolean {
+  const r = link.unnamedReparse;
+  return r !== undefined && link.replies.syncs !== r.syncs;
 }

@@ -337,6 +337,8 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
    * server may not have started yet (see enterCopyIn).
    */
   private copyEndSent = false;
+  /** Syncs queued so far: a request queued after a later one is in another pipeline. */
+  syncs = 0;
   /** Completed requests whose `done` has not run yet (see runFinished). */
   private finished: Array<Expectation<L>> = [];
   /** An extended-protocol request failed: the server skips what follows up to the next Sync. */
@@ -434,7 +436,10 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       this.skipped(e);
       return;
     }
-    if (e.kind === 'sync') this.takeOrphans(e);
+    if (e.kind === 'sync') {
+      this.takeOrphans(e);
+      this.syncs++;
+    }
     if (isVisible(e.mode)) this.visible++;
     this.queue.push(e);
     if (this.queue.length - this.head === 1) {

@@ -469,6 +469,31 @@ describe('messages other than the copy’s while the server waits for COPY FROM 
   });
 });
 
+describe('the unnamed statement parsed again by pgrelay (its own Query dropped it there), that Parse skipped', () => {
+  it('a Bind of it in the next pipeline, sent before that answer: bound as directly', async () => {
+    await conforms([
+      batch(parseMessage('s1', `${write} RETURNING a`), syncMessage()),
+      // A write: pgrelay reads the write position behind it (a simple Query: the unnamed
+      // statement goes there).
+      batch(
+        parseMessage('', `INSERT INTO ${table} VALUES (106, 'u') RETURNING b`),
+        bindMessage('', ''),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      batch(
+        parseMessage('s1', 'SELECT 2'),
+        bindMessage('', ''),
+        syncMessage(),
+        bindMessage('', ''),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      simple(`DELETE FROM ${table} WHERE a = 106`),
+    ]);
+  });
+});
+
 describe('unnamed Parses skipped one after the other', () => {
   it('after an error before them, none of them is the unnamed statement: a Bind of it gets 26000', async () => {
     await conforms([
