@@ -682,7 +682,7 @@ export class ExtendedProtocol {
         both: true,
         decision: d,
         untracked: this.pooled && name !== '',
-        replaces: name === '' ? undefined : this.closingStmts.get(name),
+        replaces: this.closingStmts.get(name),
         prevUnnamed: prev,
         unconfirmed: true,
       };
@@ -715,7 +715,7 @@ export class ExtendedProtocol {
       both: alone !== undefined && d.target === 'both',
       decision: d,
       untracked: this.pooled && name !== '',
-      replaces: name === '' ? undefined : this.closingStmts.get(name),
+      replaces: this.closingStmts.get(name),
       prevUnnamed: prev,
       unconfirmed: true,
     };
@@ -801,7 +801,8 @@ export class ExtendedProtocol {
     let before = e.started === true ? undefined : prev;
     while (before?.notParsed === true) before = before.prevUnnamed;
     if (before !== undefined) this.stmts.set(name, before);
-    // A named statement closed just before in the pipeline, whose Close was skipped too, stays.
+    // A statement of that name (the unnamed one too) closed just before in the pipeline, whose
+    // Close was skipped too, stays.
     else if (st.replaces?.closeSkipped === true && e.started !== true) this.stmts.set(name, st.replaces);
     else this.stmts.delete(name);
   }

@@ -494,6 +494,17 @@ describe('the unnamed statement parsed again by pgrelay (its own Query dropped i
   });
 });
 
+describe('a Close of the unnamed statement, then a Parse of another, both skipped after an error', () => {
+  it('the first statement stays the unnamed one (the second one a write: on the primary, behind the error)', async () => {
+    for (const first of [read, 'SELECT pg_sleep(0) AS volatile'])
+      await conforms([
+        batch(parseMessage('', first), syncMessage()),
+        batch(executeMessage('p1'), closeMessage('S', ''), parseMessage('', write), syncMessage()),
+        batch(bindMessage('', ''), executeMessage(''), syncMessage()),
+      ]);
+  });
+});
+
 describe('unnamed Parses skipped one after the other', () => {
   it('after an error before them, none of them is the unnamed statement: a Bind of it gets 26000', async () => {
     await conforms([
