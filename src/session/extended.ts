@@ -1174,10 +1174,14 @@ export class ExtendedProtocol {
     this.closingStmts.set(name, st);
     return (e) => {
       if (this.closingStmts.get(name) === st) this.closingStmts.delete(name);
-      // (A statement whose own Parse failed or was skipped before it never was.)
-      if (e.error === undefined || e.started === true || st.notParsed === true) return;
-      st.closeSkipped = true;
-      if (!this.stmts.has(name)) this.stmts.set(name, st);
+      if (e.error === undefined || e.started === true) return;
+      // A statement whose own Parse failed or was skipped before it never was; the unnamed
+      // statement is then the last one whose Parse ran before it (none if that one failed).
+      let kept: Stmt | undefined = st;
+      while (kept?.notParsed === true) kept = name === '' ? kept.prevUnnamed : undefined;
+      if (kept === undefined) return;
+      kept.closeSkipped = true;
+      if (!this.stmts.has(name)) this.stmts.set(name, kept);
     };
   }
 

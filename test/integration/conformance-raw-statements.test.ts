@@ -505,6 +505,18 @@ describe('a Close of the unnamed statement, then a Parse of another, both skippe
   });
 });
 
+describe('a Parse of a statement for both nodes, then a Close of the unnamed statement, skipped after an error', () => {
+  it('the unnamed statement before them stays (its copy on the standby went)', async () => {
+    await conforms([
+      batch(parseMessage('s1', 'SET search_path = public'), syncMessage()),
+      batch(parseMessage('', `SELECT a FROM ${table} WHERE a = $1`), syncMessage()),
+      batch(parseMessage('s1', 'SELECT 1'), parseMessage('', 'ROLLBACK TO sp'), closeMessage('S', ''), syncMessage()),
+      batch(bindMessage('', ''), syncMessage()),
+      batch(bindMessage('', '', ['1']), executeMessage(''), syncMessage()),
+    ]);
+  });
+});
+
 describe('unnamed Parses skipped one after the other', () => {
   it('after an error before them, none of them is the unnamed statement: a Bind of it gets 26000', async () => {
     await conforms([
