@@ -316,11 +316,15 @@ export class ExtendedProtocol {
   private markParsed(st: Stmt, link: BackendLink): void {
     if (!this.pooled || st.untracked) {
       if (!st.nodes.includes(link.nodeId)) st.nodes.push(link.nodeId);
-      if (this.isUnnamed(st)) link.conn.unnamed = st;
+      if (this.isUnnamed(st)) {
+        link.conn.unnamed = st;
+        link.unnamedReparse = undefined;
+      }
       return;
     }
     if (st.server === undefined) {
       link.conn.unnamed = st;
+      link.unnamedReparse = undefined;
       return;
     }
     for (const old of statementsOf(link, this.s).add(st.server))
