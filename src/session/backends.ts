@@ -1290,6 +1290,20 @@ export class Backends {
   }
 
   /**
+   * `sql` (a statement of pgrelay's own, its reply dropped) on every other link than the
+   * primary's with nothing of the client's outstanding: what the client's statement did on
+   * the primary alone (DEALLOCATE ALL among several statements) is done there too.
+   */
+  alsoElsewhere(sql: string): void {
+    const p = this.primaryLink;
+    for (const l of this.links) {
+      if (l === undefined || l === p || !l.live || l.inPipeline || l.copyIn) continue;
+      if (l.pending > 0 && !onlyOwnQueries(l)) continue;
+      this.request(l, { kind: 'query', mode: 'drop', skippable: true }, queryMessage(sql));
+    }
+  }
+
+  /**
    * pool_mode = transaction: a read-only transaction begun on the read node alone
    * (read-node-only.ts readOnlyBegin) and not joined by the primary yet; `readOnlyBegin`:
    * its BEGIN as the client wrote it, and `readOnlySavepoints` the savepoints it holds there

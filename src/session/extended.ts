@@ -631,6 +631,25 @@ export class ExtendedProtocol {
       if (cls.name === undefined) this.forgetAll(false);
       else this.stmts.delete(cls.name);
     } else if (cls.kind === 'discard' && cls.resetsAll === true) this.forgetAll();
+    else if (cls.multiDeallocatesAll === true) this.deallocatedOnPrimary();
+  }
+
+  /**
+   * DEALLOCATE ALL ran on the primary alone, among other statements of one Query: the
+   * client has no statement left. Session mode: the other nodes' copies are deallocated
+   * too (a later Parse of a name there would get 42P05). pool_mode = transaction: the
+   * primary's connection lost pgrelay's statements (other connections keep theirs).
+   */
+  private deallocatedOnPrimary(): void {
+    this.stmts.clear();
+    const b = this.s.backends;
+    const p = b.primary;
+    if (this.pooled) {
+      p?.conn.statements?.clear();
+      if (p) p.conn.strays = undefined;
+      return;
+    }
+    b.alsoElsewhere('DEALLOCATE ALL');
   }
 
   /** Queue `e` on `link` for the message being handled, which the scanner forwards. */

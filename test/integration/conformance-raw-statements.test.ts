@@ -556,6 +556,21 @@ describe('unnamed Parses skipped after one that ran', () => {
   });
 });
 
+describe('DEALLOCATE ALL among several statements of one Query (on the primary alone)', () => {
+  it("drops every statement of the client's, on every node", async () => {
+    await conforms([
+      batch(parseMessage('s1', read), syncMessage()),
+      batch(parseMessage('s2', write), syncMessage()),
+      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      simple('DEALLOCATE ALL; SELECT 1 AS one'),
+      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      batch(bindMessage('', 's2'), executeMessage(''), syncMessage()),
+      batch(parseMessage('s1', 'SELECT 2'), bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      batch(parseMessage('s2', read), bindMessage('', 's2'), executeMessage(''), syncMessage()),
+    ]);
+  });
+});
+
 describe('DEALLOCATE of a statement prepared with Parse', () => {
   it('inside an aborted transaction: 25P02, and the statement stays', async () => {
     await conforms([

@@ -467,6 +467,15 @@ describe('unparseable input and multi-statement', () => {
     expect(c('SELECT 1; INSERT INTO t VALUES (1)').writtenTables).toEqual(['t']);
     expect(c('SELECT 10; SELECT 11').dest).toBe('primary');
   });
+  it('multi-statement strings remember a transaction end and a DEALLOCATE ALL', () => {
+    expect(c('COMMIT; BEGIN').multiEnds).toBe(true);
+    expect(c('END; START TRANSACTION').multiEnds).toBe(true);
+    expect(c("SELECT 1; PREPARE TRANSACTION 'x'").multiEnds).toBe(true);
+    expect(c('SAVEPOINT a; ROLLBACK TO a').multiEnds).toBeUndefined();
+    expect(c('DEALLOCATE ALL; SELECT 1').multiDeallocatesAll).toBe(true);
+    expect(c('DEALLOCATE PREPARE ALL; SELECT 1').multiDeallocatesAll).toBe(true);
+    expect(c('DEALLOCATE s1; SELECT 1').multiDeallocatesAll).toBeUndefined();
+  });
   it('empty statements between semicolons do not make a multi-statement', () => {
     expect(c('SELECT 1;;').statementCount).toBe(1);
     expect(c(';;SELECT 1').dest).toBe('either');
