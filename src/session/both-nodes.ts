@@ -19,8 +19,13 @@ import type { SessionCore } from './core.js';
 import { errorFieldsOf } from './replies.js';
 import type { StatementRouting } from './routing.js';
 
-const POISON =
-  "DO $pgrelay$BEGIN RAISE EXCEPTION 'pgrelay: a statement failed on one node; the transaction is aborted on every node'; END$pgrelay$";
+/**
+ * What aborts a node's transaction: an error raised while PostgreSQL analyses the statement,
+ * before it creates the unnamed portal to run it in (a statement that fails when it runs,
+ * as a DO block would, leaves that portal until the transaction ends: the client's Describe
+ * or Execute of the unnamed portal would find it). The server's log shows the message.
+ */
+const POISON = "SELECT 'pgrelay: a statement failed on one node; the transaction is aborted on every node'::int";
 
 export class BothNodes {
   constructor(

@@ -311,6 +311,19 @@ describe('the unnamed statement', () => {
   });
 });
 
+describe("pgrelay's abort of the primary's transaction after a read failed on the standby", () => {
+  it('leaves no unnamed portal there: a Describe or Execute of it gets 34000, as directly', async () => {
+    await conforms([
+      simple('BEGIN'),
+      simple(read),
+      simple('SELECT 1/0'),
+      batch(describeMessage('P', ''), syncMessage()),
+      batch(executeMessage('', 1), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
+});
+
 describe('a transaction whose pipeline failed on one node only', () => {
   it('a Parse of a taken name failing where that statement is (a standby): the transaction is aborted everywhere, the next write gets 25P02', async () => {
     await conforms([
@@ -705,7 +718,7 @@ describe('a transaction ended on the primary alone while the standby still owes 
         expect(await q(read)).toMatch(/ ZT$/);
         // The write fails on the primary: the standby's copy of the transaction is aborted
         // too, by a statement of pgrelay's held back on its way there.
-        for (const t of taps) t.holdFromStatement('DO $pgrelay$');
+        for (const t of taps) t.holdFromStatement("SELECT 'pgrelay: a statement failed");
         expect(await q(`INSERT INTO ${table}_nope VALUES (1)`)).toMatch(/^E\[42P01 .* ZE$/);
         await pollUntil(
           () => taps.reduce((n, t) => n + t.holding.size, 0),
