@@ -583,10 +583,11 @@ export class ExtendedProtocol {
    * client prepared with Parse (psycopg 3 deallocates so with libpq < 17) is answered by
    * pgrelay as pooledQuery answers it in a simple Query: the connection has the statement
    * under pgrelay's name only (the server would answer 26000). Run by AdminReplies (Parse,
-   * Bind, Describe, Execute answered in order); undefined for any other statement.
+   * Bind, Describe, Execute answered in order); undefined for any other statement, and for
+   * a named Parse under a name the client has (the server answers 42P05, see parsePooled).
    */
-  ownDeallocate(sql: string): AdminRequest | undefined {
-    if (!this.pooled || !DEALLOCATE.test(sql)) return undefined;
+  ownDeallocate(stmtName: string, sql: string): AdminRequest | undefined {
+    if (!this.pooled || !DEALLOCATE.test(sql) || (stmtName !== '' && this.stmts.has(stmtName))) return undefined;
     const cls = this.s.ctx.router.classify(sql);
     const name = cls.name;
     if (cls.kind !== 'deallocate' || name === undefined || cls.statementCount !== 1) return undefined;

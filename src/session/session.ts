@@ -1043,7 +1043,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
         const sql = q[0];
         if (this.ctx.config().log_statement && !this.scanner.resuming)
           this.log.info({ statement: redact(sql), prepared: name }, 'statement (parse)');
-        const req = this.ctx.services.adminCommand(this, sql) ?? this.extended.ownDeallocate(sql);
+        const req = this.ctx.services.adminCommand(this, sql) ?? this.extended.ownDeallocate(name, sql);
         if (req) {
           this.extended.forgetStatement(name);
           return this.admin.parse(name, req);

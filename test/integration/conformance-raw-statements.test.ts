@@ -569,6 +569,17 @@ describe('unnamed Parses skipped after one that ran', () => {
   });
 });
 
+describe('a Parse of a name already taken, of a DEALLOCATE (pool_mode = transaction answers those itself)', () => {
+  it('42P05, the first statement stays', async () => {
+    await conforms([
+      batch(parseMessage('s1', 'SELECT 1 AS one'), syncMessage()),
+      batch(parseMessage('s1', 'DEALLOCATE s1'), syncMessage()),
+      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      batch(closeMessage('S', 's1'), syncMessage()),
+    ]);
+  });
+});
+
 describe('DEALLOCATE ALL among several statements of one Query (on the primary alone)', () => {
   it("drops every statement of the client's, on every node", async () => {
     await conforms([

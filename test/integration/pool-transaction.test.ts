@@ -226,8 +226,15 @@ describe('pool_mode = transaction', () => {
     const raw = await RawClient.connect(tiny.port);
     try {
       expect((await raw.startup({ user: 'postgres', database: db })).ok).toBe(true);
-      raw.send(parseMessage('_pg3_0', 'SELECT 42 AS v'), bindMessage('', '_pg3_0'), executeMessage(''), syncMessage());
-      expect((await raw.collect('Z', 5000)).map((m) => m.type).join('')).toBe('12DCZ');
+      // (An unnamed statement of the client's exists too: the DEALLOCATE's replaces it.)
+      raw.send(
+        parseMessage('', 'SELECT 1'),
+        parseMessage('_pg3_0', 'SELECT 42 AS v'),
+        bindMessage('', '_pg3_0'),
+        executeMessage(''),
+        syncMessage(),
+      );
+      expect((await raw.collect('Z', 5000)).map((m) => m.type).join('')).toBe('112DCZ');
       raw.send(
         parseMessage('', 'DEALLOCATE _pg3_0'),
         bindMessage('', ''),
