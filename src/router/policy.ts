@@ -101,7 +101,11 @@ export interface SessionRoutingState {
   startupSerializable: boolean;
   /** The session SET its default isolation (SET SESSION CHARACTERISTICS / default_transaction_isolation), not RESET since. */
   defaultIsolationSet: boolean;
-  /** Current transaction was opened by a multi-statement Query (pgpool's multi-statement rule). */
+  /**
+   * Current transaction was opened by a multi-statement Query (pgpool's multi-statement rule;
+   * pgrelay: also one a multi-statement Query began after ending the last, `COMMIT; BEGIN`,
+   * or a COMMIT AND CHAIN of such one): it is the primary's alone.
+   */
   txStartedByMulti: boolean;
   /** dml_adaptive: tables written in the current transaction. */
   writtenTables: string[];

@@ -1282,8 +1282,7 @@ export class Backends {
     const p = this.primaryLink;
     if (p === undefined || (p.txStatus !== TxStatus.Idle && !begunAgain)) return;
     for (const l of this.links) {
-      if (l === undefined || l === p || l.txStatus === TxStatus.Idle) continue;
-      if (l.inPipeline || l.copyIn || (l.pending > 0 && !onlyOwnQueries(l))) continue;
+      if (l === undefined || l.txStatus === TxStatus.Idle || !this.freeForOwnQuery(l)) continue;
       this.owner.log.debug({ node: l.nodeId }, 'the transaction ended on the primary alone: rolled back here');
       this.request(l, { kind: 'query', mode: 'drop', skippable: true }, queryMessage('ROLLBACK'));
     }
@@ -1295,12 +1294,21 @@ export class Backends {
    * the primary alone (DEALLOCATE ALL among several statements) is done there too.
    */
   alsoElsewhere(sql: string): void {
-    const p = this.primaryLink;
-    for (const l of this.links) {
-      if (l === undefined || l === p || !l.live || l.inPipeline || l.copyIn) continue;
-      if (l.pending > 0 && !onlyOwnQueries(l)) continue;
-      this.request(l, { kind: 'query', mode: 'drop', skippable: true }, queryMessage(sql));
-    }
+    for (const l of this.links)
+      if (l !== undefined && this.freeForOwnQuery(l))
+        this.request(l, { kind: 'query', mode: 'drop', skippable: true }, queryMessage(sql));
+  }
+
+  /**
+   * May a Query of pgrelay's own go to `l`, a link other than the primary's, now? Not into
+   * a pipeline or a copy of the client's, nor behind a request of the client's (it may
+   * belong to what follows); behind queries of pgrelay's own, yes.
+   */
+  private freeForOwnQuery(l: BackendLink): boolean {
+    if (l === this.primaryLink || !l.live || l.inPipeline || l.copyIn) return false;
+    if (l.pending === 0) return true;
+    for (const e of l.replies.pendingRequests()) if (e.kind !== 'query' || e.mode !== 'drop') return false;
+    return true;
   }
 
   /**
@@ -1658,10 +1666,4 @@ async function inOrder<T>(tasks: ReadonlyArray<() => Promise<T>>): Promise<Array
     }
   }
   return out;
-}
-
-/** Is everything outstanding on `link` a Query of pgrelay's own, its reply dropped (see endTransactionElsewhere)? */
-function onlyOwnQueries(link: BackendLink): boolean {
-  for (const e of link.replies.pendingRequests()) if (e.kind !== 'query' || e.mode !== 'drop') return false;
-  return true;
 }

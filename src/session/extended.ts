@@ -782,11 +782,6 @@ export class ExtendedProtocol {
   }
 
   /**
-   * A named Parse of a name whose own Parse, earlier in the pipeline, is not answered yet:
-   * whether the name is taken depends on that answer (it is skipped after an error before
-   * it), so this one waits for it (the servers flushed).
-   */
-  /**
    * Is the answer to `st`'s Parse still to come? Some request is outstanding on a link; if
    * none is (its link was lost and the Parse re-sent elsewhere under a new expectation), the
    * Parse counts as answered.
@@ -797,6 +792,11 @@ export class ExtendedProtocol {
     return false;
   }
 
+  /**
+   * A named Parse of a name whose own Parse, earlier in the pipeline, is not answered yet:
+   * whether the name is taken depends on that answer (it is skipped after an error before
+   * it), so this one waits for it (the servers flushed).
+   */
   private awaitParse(): typeof SUSPEND {
     const b = this.s.backends;
     for (const l of b.list) if (l !== undefined && l.pending > 0) b.flush(l);
@@ -822,8 +822,7 @@ export class ExtendedProtocol {
     if (this.stmts.get(name) !== st) return;
     // Skipped: the unnamed statement is the last one whose Parse ran before it (none if
     // that one failed).
-    let before = e.started === true ? undefined : prev;
-    while (before?.notParsed === true) before = before.prevUnnamed;
+    const before = e.started === true ? undefined : lastParsed(prev);
     if (before !== undefined) this.stmts.set(name, before);
     // A statement of that name (the unnamed one too) closed just before in the pipeline, whose
     // Close was skipped too, stays.
@@ -1201,8 +1200,7 @@ export class ExtendedProtocol {
       if (e.error === undefined || e.started === true) return;
       // A statement whose own Parse failed or was skipped before it never was; the unnamed
       // statement is then the last one whose Parse ran before it (none if that one failed).
-      let kept: Stmt | undefined = st;
-      while (kept?.notParsed === true) kept = name === '' ? kept.prevUnnamed : undefined;
+      const kept = name === '' ? lastParsed(st) : st.notParsed === true ? undefined : st;
       if (kept === undefined) return;
       kept.closeSkipped = true;
       if (!this.stmts.has(name)) this.stmts.set(name, kept);
@@ -1427,6 +1425,16 @@ function resendSync(b: Backends): (to: BackendLink, e: LinkExpectation) => void 
     to.inPipeline = false;
     to.needsFlush = false;
   };
+}
+
+/**
+ * `st`, or the unnamed statement before it whose Parse ran if its own failed or was skipped
+ * (and so on back); undefined when none is left.
+ */
+function lastParsed(st: Stmt | undefined): Stmt | undefined {
+  let s = st;
+  while (s?.notParsed === true) s = s.prevUnnamed;
+  return s;
 }
 
 /**

@@ -72,6 +72,8 @@ interface Step {
 
 const batch = (...send: Buffer[]): Step => ({ send, readies: send.filter((b) => b[0] === 0x53).length });
 const simple = (sql: string): Step => ({ send: [queryMessage(sql)], readies: 1 });
+/** Statement `name` bound to the unnamed portal, run, Sync. */
+const runStatement = (name: string): Step => batch(bindMessage('', name), executeMessage(''), syncMessage());
 
 /** A message as the client sees it: type and what it says (BackendKeyData and start-up left out). */
 function shown(m: BackendMessage): string {
@@ -136,7 +138,7 @@ describe('what a Parse that does not succeed leaves: nothing', () => {
   it('a named Parse skipped after an error in its pipeline: a Bind of the name gets 26000', async () => {
     await conforms([
       batch(bindMessage('', 'nope'), parseMessage('s1', read), syncMessage()),
-      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      runStatement('s1'),
       batch(parseMessage('s1', read), bindMessage('', 's1'), executeMessage(''), syncMessage()),
     ]);
   });
@@ -171,7 +173,7 @@ describe('a statement parsed again where a Bind needs it', () => {
       batch(bindMessage('', 'nope'), bindMessage('', 's1'), executeMessage(''), syncMessage()),
       simple('ROLLBACK'),
       batch(describeMessage('S', 's1'), syncMessage()),
-      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      runStatement('s1'),
     ]);
   });
 });
@@ -276,7 +278,7 @@ describe('errors that name a prepared statement', () => {
   it("a Bind with too few parameters: 08P01 names the client's statement", async () => {
     await conforms([
       batch(parseMessage('s2', 'SELECT $1::int + 1'), syncMessage()),
-      batch(bindMessage('', 's2'), executeMessage(''), syncMessage()),
+      runStatement('s2'),
       batch(bindMessage('', 's2', ['1', '2']), executeMessage(''), syncMessage()),
       batch(bindMessage('', 's2', ['41']), executeMessage(''), syncMessage()),
     ]);
@@ -288,7 +290,7 @@ describe('the unnamed statement', () => {
     await conforms([
       batch(parseMessage('', read), syncMessage()),
       simple('SELECT 2'),
-      batch(bindMessage('', ''), executeMessage(''), syncMessage()),
+      runStatement(''),
       batch(describeMessage('S', ''), syncMessage()),
       batch(parseMessage('', 'SELECT $1::int', [23]), bindMessage('', '', ['7']), executeMessage(''), syncMessage()),
       batch(bindMessage('', '', ['8']), executeMessage(''), syncMessage()),
@@ -378,7 +380,7 @@ describe('a Close skipped after an error before it', () => {
     await conforms([
       batch(parseMessage('s1', read), syncMessage()),
       batch(describeMessage('S', 'nope'), closeMessage('S', 's1'), syncMessage()),
-      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      runStatement('s1'),
       simple('BEGIN'),
       batch(parseMessage('s1', 'SELECT $1::int + 1'), syncMessage()),
       simple('ROLLBACK'),
@@ -389,17 +391,17 @@ describe('a Close skipped after an error before it', () => {
     await conforms([
       batch(parseMessage('s1', read), syncMessage()),
       batch(describeMessage('S', 'nope'), closeMessage('S', 's1'), parseMessage('s1', 'SELECT 2'), syncMessage()),
-      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      runStatement('s1'),
     ]);
   });
 
   it('of a statement parsed on two nodes (a read, then bound in a transaction after a write): both copies stay', async () => {
     await conforms([
       batch(parseMessage('s1', read), syncMessage()),
-      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      runStatement('s1'),
       simple('BEGIN'),
       simple(write),
-      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      runStatement('s1'),
       simple('ROLLBACK'),
       // The read fails on the standby, where the Close goes first.
       batch(
@@ -409,10 +411,10 @@ describe('a Close skipped after an error before it', () => {
         closeMessage('S', 's1'),
         syncMessage(),
       ),
-      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      runStatement('s1'),
       simple('BEGIN'),
       simple(write),
-      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      runStatement('s1'),
       simple('ROLLBACK'),
     ]);
   });
@@ -421,7 +423,7 @@ describe('a Close skipped after an error before it', () => {
     await conforms([
       batch(parseMessage('s1', "SET TimeZone = 'Asia/Tokyo'"), syncMessage()),
       batch(executeMessage('nope'), closeMessage('S', 's1'), syncMessage()),
-      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      runStatement('s1'),
       simple('SHOW TimeZone'),
     ]);
   });
@@ -430,7 +432,7 @@ describe('a Close skipped after an error before it', () => {
     await conforms([
       batch(parseMessage('s1', read), syncMessage()),
       batch(closeMessage('S', 's1'), parseMessage('s1', 'SELECT 2'), describeMessage('S', 'nope'), syncMessage()),
-      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      runStatement('s1'),
     ]);
   });
 });
@@ -513,7 +515,7 @@ describe('a Close of the unnamed statement, then a Parse of another, both skippe
       await conforms([
         batch(parseMessage('', first), syncMessage()),
         batch(executeMessage('p1'), closeMessage('S', ''), parseMessage('', write), syncMessage()),
-        batch(bindMessage('', ''), executeMessage(''), syncMessage()),
+        runStatement(''),
       ]);
   });
 });
@@ -539,7 +541,7 @@ describe('unnamed Parses skipped one after the other', () => {
         parseMessage('', `${write} RETURNING a`),
         syncMessage(),
       ),
-      batch(bindMessage('', ''), executeMessage(''), syncMessage()),
+      runStatement(''),
       batch(describeMessage('S', ''), syncMessage()),
     ]);
   });
@@ -550,7 +552,7 @@ describe('unnamed Parses skipped after one that ran', () => {
     await conforms([
       batch(parseMessage('', `${write} RETURNING a`), syncMessage()),
       batch(parseMessage('', 'SELECT 1; SELECT 2'), parseMessage('', write), syncMessage()),
-      batch(bindMessage('', ''), executeMessage(''), syncMessage()),
+      runStatement(''),
     ]);
   });
 
@@ -563,7 +565,7 @@ describe('unnamed Parses skipped after one that ran', () => {
         parseMessage('', `${write} RETURNING b`),
         syncMessage(),
       ),
-      batch(bindMessage('', ''), executeMessage(''), syncMessage()),
+      runStatement(''),
       simple(`DELETE FROM ${table} WHERE a = 100`),
     ]);
   });
@@ -574,7 +576,7 @@ describe('a Parse of a name already taken, of a DEALLOCATE (pool_mode = transact
     await conforms([
       batch(parseMessage('s1', 'SELECT 1 AS one'), syncMessage()),
       batch(parseMessage('s1', 'DEALLOCATE s1'), syncMessage()),
-      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      runStatement('s1'),
       batch(closeMessage('S', 's1'), syncMessage()),
     ]);
   });
@@ -585,10 +587,10 @@ describe('DEALLOCATE ALL among several statements of one Query (on the primary a
     await conforms([
       batch(parseMessage('s1', read), syncMessage()),
       batch(parseMessage('s2', write), syncMessage()),
-      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      runStatement('s1'),
       simple('DEALLOCATE ALL; SELECT 1 AS one'),
-      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
-      batch(bindMessage('', 's2'), executeMessage(''), syncMessage()),
+      runStatement('s1'),
+      runStatement('s2'),
       batch(parseMessage('s1', 'SELECT 2'), bindMessage('', 's1'), executeMessage(''), syncMessage()),
       batch(parseMessage('s2', read), bindMessage('', 's2'), executeMessage(''), syncMessage()),
     ]);
@@ -604,7 +606,7 @@ describe('DEALLOCATE of a statement prepared with Parse', () => {
       simple('DEALLOCATE s1'),
       batch(parseMessage('', 'DEALLOCATE s1'), bindMessage('', ''), executeMessage(''), syncMessage()),
       simple('ROLLBACK'),
-      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      runStatement('s1'),
       simple('DEALLOCATE s1'),
       batch(bindMessage('', 's1'), syncMessage()),
     ]);
@@ -616,7 +618,7 @@ describe('a Bind in an aborted transaction', () => {
     await conforms([
       batch(parseMessage('s1', read), syncMessage()),
       simple('BEGIN'),
-      batch(bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      runStatement('s1'),
       simple(write),
       simple('SELEC 1'),
       batch(bindMessage('', 's1', ['1']), syncMessage()),
@@ -717,34 +719,37 @@ describe('a transaction ended on the primary alone while the standby still owes 
     standbys.forEach((n, i) => {
       config[`backend_port${n.id}`] = taps[i].port;
     });
-    for (const mode of ['session', 'transaction']) {
-      const proxy = await startProxy({ cluster, config: { ...config, pool_mode: mode } });
-      const { raw } = await rawSession(proxy, {});
-      const q = async (sql: string): Promise<string> => {
-        raw.send(queryMessage(sql));
-        return (await raw.collect('Z', 10_000)).map(shown).join(' ');
-      };
-      try {
-        expect(await q('BEGIN')).toBe('C[BEGIN] ZT');
-        expect(await q(read)).toMatch(/ ZT$/);
-        // The write fails on the primary: the standby's copy of the transaction is aborted
-        // too, by a statement of pgrelay's held back on its way there.
-        for (const t of taps) t.holdFromStatement("SELECT 'pgrelay: a statement failed");
-        expect(await q(`INSERT INTO ${table}_nope VALUES (1)`)).toMatch(/^E\[42P01 .* ZE$/);
-        await pollUntil(
-          () => taps.reduce((n, t) => n + t.holding.size, 0),
-          (n) => n === 1,
-          { what: "pgrelay's abort of the standby's transaction to be held", timeoutMs: 10_000 },
-        );
-        expect(await q('COMMIT; SELECT 2 AS two')).toBe('C[ROLLBACK] T D[2] C[SELECT 1] ZI');
-        for (const t of taps) t.release();
-        expect(await q(read), mode).toBe('T D[1,x1] D[2,x2] D[3,x3] C[SELECT 3] ZI');
-      } finally {
-        for (const t of taps) t.release();
-        raw.destroy();
-        await proxy.stop();
+    try {
+      for (const mode of ['session', 'transaction']) {
+        const proxy = await startProxy({ cluster, config: { ...config, pool_mode: mode } });
+        try {
+          const { raw } = await rawSession(proxy, {});
+          const q = async (sql: string): Promise<string> => {
+            raw.send(queryMessage(sql));
+            return (await raw.collect('Z', 10_000)).map(shown).join(' ');
+          };
+          expect(await q('BEGIN')).toBe('C[BEGIN] ZT');
+          expect(await q(read)).toMatch(/ ZT$/);
+          // The write fails on the primary: the standby's copy of the transaction is aborted
+          // too, by a statement of pgrelay's held back on its way there.
+          for (const t of taps) t.holdFromStatement("SELECT 'pgrelay: a statement failed");
+          expect(await q(`INSERT INTO ${table}_nope VALUES (1)`)).toMatch(/^E\[42P01 .* ZE$/);
+          await pollUntil(
+            () => taps.reduce((n, t) => n + t.holding.size, 0),
+            (n) => n === 1,
+            { what: "pgrelay's abort of the standby's transaction to be held", timeoutMs: 10_000 },
+          );
+          expect(await q('COMMIT; SELECT 2 AS two')).toBe('C[ROLLBACK] T D[2] C[SELECT 1] ZI');
+          for (const t of taps) t.release();
+          expect(await q(read), mode).toBe('T D[1,x1] D[2,x2] D[3,x3] C[SELECT 3] ZI');
+          raw.destroy();
+        } finally {
+          for (const t of taps) t.release();
+          await proxy.stop();
+        }
       }
+    } finally {
+      for (const t of taps) await t.close();
     }
-    for (const t of taps) await t.close();
   });
 });

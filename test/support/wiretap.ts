@@ -116,6 +116,7 @@ export class Wiretap {
 
   /** Send what is held to the servers and hold nothing more (see holdFromStatement). */
   release(): void {
+    this.holdSql = undefined;
     for (const [rec, held] of this.holding) {
       this.holding.delete(rec);
       this.pairs.get(rec)?.[1].write(held);
