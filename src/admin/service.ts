@@ -25,6 +25,10 @@ import type { AdminResult } from './result.js';
 
 export interface AdminRequest {
   run(): Promise<AdminResult>;
+  /** It returns no rows: a Describe answers NoData without running it. */
+  noRows?: boolean;
+  /** Refused in an aborted transaction (25P02), as PostgreSQL refuses all but its end. */
+  refusedWhenAborted?: boolean;
 }
 
 /** The session asking: who it is, its PGPOOL SET values and its load-balance node. */

@@ -70,6 +70,8 @@ export const SQLSTATE = {
   sqlclientUnableToEstablish: '08001',
   protocolViolation: '08P01',
   invalidSqlStatementName: '26000',
+  duplicatePreparedStatement: '42P05',
+  indeterminateDatatype: '42P18',
   featureNotSupported: '0A000',
   invalidAuthorizationSpecification: '28000',
   invalidPassword: '28P01',

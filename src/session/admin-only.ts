@@ -4,22 +4,20 @@
  * PGPOOL ATTACH/DETACH/PROMOTE NODE, RELOAD, STOP — so that an operator can always get
  * in and repair the cluster's state; anything else gets 57P03. Simple and extended
  * protocol, as in an ordinary session; an error in the extended protocol skips the
- * rest of the pipeline up to Sync, as PostgreSQL does.
+ * rest of the pipeline up to Sync, as PostgreSQL does (the session drops those messages
+ * before they reach this mode).
  */
 import { FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
 import { DROP, type Verdict } from '../protocol/framing.js';
 import { PgError, errorResponse, readCString, readyForQuery } from '../protocol/messages.js';
 import { closeComplete } from '../admin/wire.js';
-import type { AdminReplies } from './admin-replies.js';
+import { type AdminReplies, bindCounts, parseParamTypes } from './admin-replies.js';
 import type { SessionCore } from './core.js';
 import type { AdminCaller } from '../admin/service.js';
 
 const STATEMENT = 0x53;
 
 export class AdminOnlyMode {
-  /** An error ended the current extended-protocol pipeline: skip to its Sync. */
-  private skipping = false;
-
   constructor(
     private readonly s: SessionCore,
     private readonly caller: AdminCaller,
@@ -27,7 +25,6 @@ export class AdminOnlyMode {
   ) {}
 
   onMessage(type: number, buf: Buffer, start: number, end: number): Verdict<never> {
-    if (this.skipping && type !== FE.Sync) return DROP;
     switch (type) {
       case FE.Query: {
         const q = readCString(buf, start, end);
@@ -42,13 +39,19 @@ export class AdminOnlyMode {
         const q = n && readCString(buf, n[1], end);
         if (!n || !q) return this.s.protocolViolation('invalid Parse message');
         const req = this.s.ctx.services.adminCommand(this.caller, q[0]);
-        return req ? this.admin.parse(n[0], req) : this.fail();
+        if (!req) return this.fail();
+        const types = parseParamTypes(buf, q[1], end);
+        if (!types) return this.s.protocolViolation('invalid Parse message');
+        return this.admin.parse(n[0], req, types, this.admin.hasStatement(n[0]));
       }
       case FE.Bind: {
         const portal = readCString(buf, start, end);
         const stmt = portal && readCString(buf, portal[1], end);
         if (!portal || !stmt) return this.s.protocolViolation('invalid Bind message');
-        return this.admin.hasStatement(stmt[0]) ? this.admin.bind(portal[0], stmt[0]) : this.fail();
+        if (!this.admin.hasStatement(stmt[0])) return this.fail();
+        const counts = bindCounts(buf, stmt[1], end);
+        if (!counts) return this.s.protocolViolation('invalid Bind message');
+        return this.admin.bind(portal[0], stmt[0], counts);
       }
       case FE.Describe:
       case FE.Close: {
@@ -69,7 +72,6 @@ export class AdminOnlyMode {
         return this.admin.execute(name[0], name[1] + 4 <= end ? buf.readInt32BE(name[1]) : 0);
       }
       case FE.Sync:
-        this.skipping = false;
         this.s.writeClient(readyForQuery(TxStatus.Idle));
         return DROP;
       case FE.FunctionCall:
@@ -85,10 +87,10 @@ export class AdminOnlyMode {
     }
   }
 
-  /** An extended-protocol request that needs a backend: the error, then nothing until Sync. */
+  /** An extended-protocol request that needs a backend: the error, then nothing until Sync (session.ts skips). */
   private fail(): typeof DROP {
     this.s.writeClient(this.refusal());
-    this.skipping = true;
+    this.s.skipUntilSync();
     return DROP;
   }
 

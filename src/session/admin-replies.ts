@@ -3,6 +3,13 @@
  * and the extended protocol, in order with the session's other replies: a reply is
  * written only once no backend owes the client one. The admin statements and portals
  * a client prepared live here; session.ts sends a message here when it names one.
+ * (The DEALLOCATE of a statement the client prepared with Parse is answered here too:
+ * extended.ts ownDeallocate.)
+ *
+ * A Parse, Bind and Describe of these statements are answered as PostgreSQL answers
+ * them: the parameter types a Parse declares must be known (42P18), a Bind must supply
+ * that many parameters (08P01), a Describe of the statement lists them; a name taken
+ * gets 42P05.
  */
 import type { AdminRequest } from '../admin/service.js';
 import type { AdminResult } from '../admin/engine.js';
@@ -16,9 +23,16 @@ import {
   rowDescriptionFor,
 } from '../admin/wire.js';
 import { type CONSUME_AND_SUSPEND, DROP, type Drop, type Verdict } from '../protocol/framing.js';
-import { readyForQuery } from '../protocol/messages.js';
+import { SQLSTATE } from '../protocol/constants.js';
+import { type ErrorFields, errorResponse, readyForQuery } from '../protocol/messages.js';
 import type { SessionCore } from './core.js';
 import { STATEMENT } from './extended.js';
+
+interface AdminStatement {
+  req: AdminRequest;
+  /** The parameter types its Parse declared. */
+  paramTypes: readonly number[];
+}
 
 interface AdminPortal {
   req: AdminRequest;
@@ -28,11 +42,66 @@ interface AdminPortal {
   next: number;
 }
 
-/** ParameterDescription with no parameters (Describe of an admin statement). */
-const NO_PARAMS = Buffer.from([0x74, 0, 0, 0, 6, 0, 0]);
+/** Type OID `unknown`: a parameter declared so is not determined (as 0). */
+const UNKNOWN_OID = 705;
+
+/** ParameterDescription of `types`. */
+function parameterDescription(types: readonly number[]): Buffer {
+  const b = Buffer.allocUnsafe(7 + 4 * types.length);
+  b[0] = 0x74;
+  b.writeInt32BE(6 + 4 * types.length, 1);
+  b.writeInt16BE(types.length, 5);
+  for (let i = 0; i < types.length; i++) b.writeUInt32BE(types[i], 7 + 4 * i);
+  return b;
+}
+
+/** The parameter types of a Parse message from `at` (after the query string); undefined if malformed. */
+export function parseParamTypes(buf: Buffer, at: number, end: number): number[] | undefined {
+  if (at + 2 > end) return undefined;
+  const n = buf.readInt16BE(at);
+  if (n < 0 || at + 2 + 4 * n > end) return undefined;
+  const types: number[] = [];
+  for (let i = 0; i < n; i++) types.push(buf.readUInt32BE(at + 2 + 4 * i));
+  return types;
+}
+
+/** The parameter format and parameter counts of a Bind message from `at` (after the statement name). */
+export function bindCounts(buf: Buffer, at: number, end: number): { formats: number; params: number } | undefined {
+  if (at + 2 > end) return undefined;
+  const formats = buf.readInt16BE(at);
+  const p = at + 2 + 2 * formats;
+  if (formats < 0 || p + 2 > end) return undefined;
+  return { formats, params: buf.readInt16BE(p) };
+}
+
+/** What a statement that returns no rows describes (NoData). */
+const NO_ROWS: AdminResult = { kind: 'command', tag: '' };
+
+const inFailedTransaction = (): ErrorFields => ({
+  severity: 'ERROR',
+  code: SQLSTATE.inFailedTransaction,
+  message: 'current transaction is aborted, commands ignored until end of transaction block',
+});
+
+/** What PostgreSQL answers a Parse of a statement that takes no parameters of its own, if not ParseComplete. */
+function parseError(name: string, paramTypes: readonly number[], taken: boolean): ErrorFields | undefined {
+  if (taken && name !== '')
+    return {
+      severity: 'ERROR',
+      code: SQLSTATE.duplicatePreparedStatement,
+      message: `prepared statement "${name}" already exists`,
+    };
+  const i = paramTypes.findIndex((t) => t === 0 || t === UNKNOWN_OID);
+  if (i < 0) return undefined;
+  return {
+    severity: 'ERROR',
+    code: SQLSTATE.indeterminateDatatype,
+    message: `could not determine data type of parameter $${i + 1}`,
+  };
+}
 
 export class AdminReplies {
-  private readonly statements = new Map<string, AdminRequest>();
+  private readonly statements = new Map<string, AdminStatement>();
   private readonly portals = new Map<string, AdminPortal>();
   /** An admin command of this session is running (a graceful detach does not wait for it). */
   running = false;
@@ -71,30 +140,56 @@ export class AdminReplies {
     return verdict;
   }
 
-  parse(name: string, req: AdminRequest): Verdict<never> {
-    const v = this.reply(parseComplete());
-    if (v === DROP) this.statements.set(name, req);
+  /**
+   * A Parse of `req` declaring `paramTypes`; `taken`: the name is a statement of the
+   * client's already (an unnamed Parse replaces the unnamed statement).
+   */
+  parse(name: string, req: AdminRequest, paramTypes: readonly number[], taken: boolean): Verdict<never> {
+    const error = parseError(name, paramTypes, taken);
+    const v = error ? this.error(error) : this.reply(parseComplete());
+    if (v !== DROP) return v;
+    // A failed unnamed Parse leaves no unnamed statement (PostgreSQL drops it first).
+    if (name === '') this.statements.delete('');
+    if (!error) this.statements.set(name, { req, paramTypes });
     return v;
   }
 
-  bind(portal: string, stmtName: string): Verdict<never> {
-    const req = this.statements.get(stmtName) as AdminRequest;
+  /** A Bind of statement `stmtName` with `counts` (bindCounts), checked as PostgreSQL checks them. */
+  bind(portal: string, stmtName: string, counts: { formats: number; params: number }): Verdict<never> {
+    const st = this.statements.get(stmtName) as AdminStatement;
+    if (counts.formats > 1 && counts.formats !== counts.params)
+      return this.error({
+        severity: 'ERROR',
+        code: SQLSTATE.protocolViolation,
+        message: `bind message has ${counts.formats} parameter formats but ${counts.params} parameters`,
+      });
+    if (counts.params !== st.paramTypes.length)
+      return this.error({
+        severity: 'ERROR',
+        code: SQLSTATE.protocolViolation,
+        message: `bind message supplies ${counts.params} parameters, but prepared statement "${stmtName}" requires ${st.paramTypes.length}`,
+      });
+    if (st.req.refusedWhenAborted === true && this.s.routing.failed) return this.error(inFailedTransaction());
     const v = this.reply(bindComplete());
-    if (v === DROP) this.portals.set(portal, { req, next: 0 });
+    if (v === DROP) this.portals.set(portal, { req: st.req, next: 0 });
     return v;
   }
 
   describe(kind: number, name: string): Verdict<never> {
     if (kind === STATEMENT) {
-      const req = this.statements.get(name) as AdminRequest;
-      return this.replyLater(async () => Buffer.concat([NO_PARAMS, rowDescriptionFor(await this.run(req))]));
+      const st = this.statements.get(name) as AdminStatement;
+      const params = parameterDescription(st.paramTypes);
+      if (st.req.noRows === true) return this.reply(Buffer.concat([params, rowDescriptionFor(NO_ROWS)]));
+      return this.replyLater(async () => Buffer.concat([params, rowDescriptionFor(await this.run(st.req))]));
     }
     const portal = this.portals.get(name) as AdminPortal;
+    if (portal.req.noRows === true) return this.reply(rowDescriptionFor(NO_ROWS));
     return this.replyLater(async () => rowDescriptionFor(await this.resultOf(portal)));
   }
 
   execute(portalName: string, maxRows: number): Verdict<never> {
     const portal = this.portals.get(portalName) as AdminPortal;
+    if (portal.req.refusedWhenAborted === true && this.s.routing.failed) return this.error(inFailedTransaction());
     return this.replyLater(async () => {
       const result = await this.resultOf(portal);
       // As a server: after the ErrorResponse, everything up to Sync is skipped.
@@ -124,6 +219,13 @@ export class AdminReplies {
   private async resultOf(p: AdminPortal): Promise<AdminResult> {
     if (!p.result) p.result = await this.run(p.req);
     return p.result;
+  }
+
+  /** An error known now: the client's messages are skipped up to Sync, as PostgreSQL skips them. */
+  private error(fields: ErrorFields): Drop | Verdict<never> {
+    const v = this.reply(errorResponse(fields));
+    if (v === DROP) this.s.skipUntilSync();
+    return v;
   }
 
   /** A reply known now. */

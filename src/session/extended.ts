@@ -26,6 +26,7 @@ import {
   readyForQuery,
 } from '../protocol/messages.js';
 import type { AdminRequest } from '../admin/service.js';
+import { errorResult } from '../admin/result.js';
 import { mergeRestores, type StartupRestore } from '../pool/startup-settings.js';
 import type { Classification, Decision } from '../router/router.js';
 import { type BackendLink, FLUSH, type LinkExpectation, SYNC } from './backend-link.js';
@@ -579,25 +580,56 @@ export class ExtendedProtocol {
   }
 
   /**
-   * pool_mode = transaction, the extended protocol: `DEALLOCATE name` of a statement the
-   * client prepared with Parse (psycopg 3 deallocates so with libpq < 17) is answered by
-   * pgrelay as pooledQuery answers it in a simple Query: the connection has the statement
-   * under pgrelay's name only (the server would answer 26000). Run by AdminReplies (Parse,
-   * Bind, Describe, Execute answered in order); undefined for any other statement, and for
-   * a named Parse under a name the client has (the server answers 42P05, see parsePooled).
+   * The extended protocol: `DEALLOCATE name` of a statement the client prepared with Parse
+   * (psycopg 3 deallocates so with libpq < 17) is answered by pgrelay, run by AdminReplies
+   * (Parse, Bind, Describe, Execute answered in order, once nothing of the client's is
+   * outstanding). pool_mode = transaction: the client's name goes, as pooledQuery does in
+   * a simple Query (the connections have the statement under pgrelay's name only, the
+   * server would answer 26000). Session mode (and transaction mode's statements under the
+   * client's own name): a Close of it goes to every node it is parsed on (a read's is
+   * parsed on its standby alone, where the primary would answer 26000), in the client's
+   * pipeline. Undefined for any other statement, in an aborted transaction (the server
+   * refuses it there, 25P02), and for a named Parse under a name the client has (the
+   * server answers 42P05, see parsePooled).
    */
   ownDeallocate(stmtName: string, sql: string): AdminRequest | undefined {
-    if (!this.pooled || !DEALLOCATE.test(sql) || (stmtName !== '' && this.stmts.has(stmtName))) return undefined;
+    if (!DEALLOCATE.test(sql) || (stmtName !== '' && this.stmts.has(stmtName))) return undefined;
     const cls = this.s.ctx.router.classify(sql);
     const name = cls.name;
     if (cls.kind !== 'deallocate' || name === undefined || cls.statementCount !== 1) return undefined;
-    if (this.stmts.get(name)?.server === undefined || this.s.routing.failed) return undefined;
+    const st = this.stmts.get(name);
+    if (st === undefined || st.notParsed === true || this.s.routing.failed) return undefined;
     return {
+      noRows: true,
+      refusedWhenAborted: true,
       run: () => {
+        const now = this.stmts.get(name);
+        if (now === undefined)
+          return Promise.resolve(
+            errorResult(SQLSTATE.invalidSqlStatementName, `prepared statement "${name}" does not exist`),
+          );
         this.stmts.delete(name);
+        if (now.server === undefined) this.closeEverywhere(name, now);
         return Promise.resolve({ kind: 'command', tag: 'DEALLOCATE' });
       },
     };
+  }
+
+  /**
+   * Statement `name` (`st`, under the client's name) is closed on every node it is parsed
+   * on, inside the client's pipeline (its Sync goes there, with the primary's for the
+   * transaction status); the replies are pgrelay's own.
+   */
+  private closeEverywhere(name: string, st: Stmt): void {
+    const b = this.s.backends;
+    const close = statementMessage(FE.Close, name);
+    for (const id of st.nodes) {
+      const l = b.get(id);
+      if (l === undefined || !l.live) continue;
+      b.request(l, { kind: 'close', mode: 'drop', skippable: true }, close);
+      b.inPipeline(l);
+    }
+    if (b.primary !== undefined) b.inPipeline(b.primary);
   }
 
   /**

@@ -57,7 +57,7 @@ import type { Classification, Decision, SessionFacts, SessionRoutingState } from
 import { isolationFromValue } from '../router/classifier.js';
 import { connectionIsolation, newSessionRoutingState, startupIsolation } from '../router/policy.js';
 import { AdminOnlyMode } from './admin-only.js';
-import { AdminReplies } from './admin-replies.js';
+import { AdminReplies, bindCounts, parseParamTypes } from './admin-replies.js';
 import { type BackendLink, type LinkExpectation, type LinkOwner, SYNC } from './backend-link.js';
 import { Backends, type BackendsOwner, type CheckoutDone, lastServerParameters } from './backends.js';
 import { BothNodes } from './both-nodes.js';
@@ -974,7 +974,6 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   private handleMessage(type: number, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     if (this.closed) return DROP;
     if (TRACE) trace(this.pid, type, buf, start, end);
-    if (this.adminOnly && type !== FE.Terminate) return this.adminOnly.onMessage(type, buf, start, end);
     // After an extended-protocol error PostgreSQL ignores every message up to Sync, also
     // those it receives after reporting the error: so does pgrelay, whatever node they
     // would go to (a pipeline can span nodes).
@@ -986,6 +985,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
         return DROP;
       }
     } else if (this.skippingUntilSync && type !== FE.Terminate) return DROP;
+    if (this.adminOnly && type !== FE.Terminate) return this.adminOnly.onMessage(type, buf, start, end);
     // A server waiting for the client's copy data receives whatever the client sends: a
     // message other than the copy's is a protocol violation it answers itself (08P01, then
     // FATAL), as a direct connection does, and the session ends with it.
@@ -1045,8 +1045,12 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
           this.log.info({ statement: redact(sql), prepared: name }, 'statement (parse)');
         const req = this.ctx.services.adminCommand(this, sql) ?? this.extended.ownDeallocate(name, sql);
         if (req) {
-          this.extended.forgetStatement(name);
-          return this.admin.parse(name, req);
+          const types = parseParamTypes(buf, q[1], end);
+          if (!types) return this.protocolViolation('invalid Parse message');
+          const taken = this.admin.hasStatement(name) || this.extended.statement(name) !== undefined;
+          const v = this.admin.parse(name, req, types, taken);
+          if (v === DROP && (name === '' || !taken)) this.extended.forgetStatement(name);
+          return v;
         }
         this.admin.forgetStatement(name);
         return this.extended.parse(name, sql, buf, start, end);
@@ -1056,8 +1060,10 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
         const stmt = portal && readCString(buf, portal[1], end);
         if (!portal || !stmt) return this.protocolViolation('invalid Bind message');
         if (this.admin.hasStatement(stmt[0])) {
+          const counts = bindCounts(buf, stmt[1], end);
+          if (!counts) return this.protocolViolation('invalid Bind message');
           this.extended.forgetPortal(portal[0]);
-          return this.admin.bind(portal[0], stmt[0]);
+          return this.admin.bind(portal[0], stmt[0], counts);
         }
         this.admin.forgetPortal(portal[0]);
         return this.extended.bind(portal[0], stmt[0], buf, start, end);

@@ -257,6 +257,14 @@ describe('an admin user gets in while no backend can be reached', () => {
         (e: { code?: string }) => e,
       );
       expect(err2?.code).toBe('57P03');
+      // An admin statement bound with a parameter it does not take: 08P01, as PostgreSQL
+      // answers, and the rest of the pipeline is skipped up to its Sync.
+      const err3 = await admin.query('SHOW pool_version', [1]).then(
+        () => undefined,
+        (e: { code?: string; message: string }) => e,
+      );
+      expect(err3?.code).toBe('08P01');
+      expect(err3?.message).toMatch(/supplies 1 parameters, but prepared statement "" requires 0/);
       expect((await admin.query('SHOW pool_version')).rows).toHaveLength(1);
     } finally {
       await admin.end();

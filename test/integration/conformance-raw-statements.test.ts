@@ -89,6 +89,11 @@ function shown(m: BackendMessage): string {
       return `D[${dataRowValues(m.body).join(',')}]`;
     case 'Z':
       return `Z${m.body.toString()}`;
+    case 't': {
+      const types: number[] = [];
+      for (let i = 0; i < m.body.readInt16BE(0); i++) types.push(m.body.readInt32BE(2 + 4 * i));
+      return `t[${types.join(',')}]`;
+    }
     default:
       return m.type;
   }
@@ -609,6 +614,60 @@ describe('DEALLOCATE of a statement prepared with Parse', () => {
       runStatement('s1'),
       simple('DEALLOCATE s1'),
       batch(bindMessage('', 's1'), syncMessage()),
+    ]);
+  });
+});
+
+describe('a DEALLOCATE of a statement prepared with Parse, itself parsed (pool_mode = transaction answers it)', () => {
+  it('a Describe does not run it; its parameters are counted as the server counts them', async () => {
+    await conforms([
+      batch(parseMessage('s1', read), syncMessage()),
+      batch(parseMessage('', 'DEALLOCATE s1'), describeMessage('S', ''), syncMessage()),
+      runStatement('s1'),
+      batch(bindMessage('', '', ['1']), executeMessage(''), syncMessage()),
+      runStatement('s1'),
+      batch(parseMessage('d', 'DEALLOCATE s1', [23]), describeMessage('S', 'd'), bindMessage('', 'd'), syncMessage()),
+      batch(parseMessage('d2', 'DEALLOCATE s1', [0]), syncMessage()),
+      batch(parseMessage('d2', 'DEALLOCATE s1', [25, 705]), syncMessage()),
+      runStatement('s1'),
+      batch(bindMessage('', 'd', ['5']), describeMessage('P', ''), executeMessage(''), syncMessage()),
+      runStatement('s1'),
+    ]);
+  });
+
+  it('a name taken gets 42P05; a failed unnamed one leaves no unnamed statement; skipped after an error, it does not run', async () => {
+    await conforms([
+      batch(parseMessage('s1', read), syncMessage()),
+      batch(parseMessage('d', 'DEALLOCATE s1'), parseMessage('d', 'DEALLOCATE s1'), syncMessage()),
+      batch(parseMessage('', 'SELECT 1 AS one'), syncMessage()),
+      batch(parseMessage('', 'DEALLOCATE s1', [0]), syncMessage()),
+      runStatement(''),
+      batch(
+        bindMessage('', 'nope'),
+        parseMessage('', 'DEALLOCATE s1'),
+        bindMessage('', ''),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      batch(bindMessage('', 'd'), executeMessage(''), syncMessage()),
+      runStatement('s1'),
+    ]);
+  });
+
+  it('in a transaction, in an aborted one (25P02, the statement stays), after a Close of what it names (26000)', async () => {
+    await conforms([
+      batch(parseMessage('s1', read), parseMessage('s2', write), syncMessage()),
+      batch(parseMessage('d1', 'DEALLOCATE s1'), parseMessage('d2', 'DEALLOCATE s2'), syncMessage()),
+      simple('BEGIN'),
+      runStatement('s2'),
+      batch(bindMessage('', 'd2'), executeMessage(''), syncMessage()),
+      simple('SELEC 1'),
+      batch(bindMessage('', 'd1'), executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+      runStatement('s1'),
+      batch(bindMessage('p', 'd1'), closeMessage('S', 's1'), executeMessage('p'), syncMessage()),
+      runStatement('s2'),
+      batch(parseMessage('s1', read), parseMessage('s2', read), syncMessage()),
     ]);
   });
 });
