@@ -102,11 +102,13 @@ export interface SessionRoutingState {
   /** The session SET its default isolation (SET SESSION CHARACTERISTICS / default_transaction_isolation), not RESET since. */
   defaultIsolationSet: boolean;
   /**
-   * Current transaction was opened by a multi-statement Query (pgpool's multi-statement rule;
-   * pgrelay: also one a multi-statement Query began after ending the last, `COMMIT; BEGIN`,
-   * or a COMMIT AND CHAIN of such one): it is the primary's alone.
+   * The current transaction is the primary's alone: a multi-statement Query opened it
+   * (pgpool's multi-statement rule; pgrelay: also one a multi-statement Query began after
+   * ending the last, `COMMIT; BEGIN`, or a COMMIT AND CHAIN of such one), or the copy of a
+   * COMMIT or ROLLBACK ended the load-balance node's copy of it while the primary skipped
+   * its own after an error (session.ts, both-nodes.ts endedWithoutPrimary).
    */
-  txStartedByMulti: boolean;
+  txPrimaryAlone: boolean;
   /** dml_adaptive: tables written in the current transaction. */
   writtenTables: string[];
   /** Temp (and unlogged) relations this session created (pgpool check_temp_table = trace). */
@@ -148,7 +150,7 @@ export function newSessionRoutingState(): SessionRoutingState {
     defaultRepeatableRead: false,
     startupRepeatableRead: false,
     defaultIsolationSet: false,
-    txStartedByMulti: false,
+    txPrimaryAlone: false,
     writtenTables: [],
     tempTables: [],
     tempFunctions: [],
@@ -333,7 +335,7 @@ export function route(input: RouteInput): Decision {
     if (c.kind === 'lock' && s.inTransaction && s.txSnapshotOnPrimary)
       return toPrimary(`${c.reason} in a transaction whose snapshot is the primary's`, write);
     // pgpool's multi-statement rule: in a transaction begun by a multi-statement Query, BOTH-type statements go to the primary only.
-    if (s.inTransaction && s.txStartedByMulti)
+    if (s.inTransaction && s.txPrimaryAlone)
       return toPrimary(`${c.reason} in a transaction begun by a multi-statement query`, write);
     // pgrelay: a built-in setting that ends with the transaction (SET LOCAL, set_config(…,
     // true)), in a transaction whose reads run on the primary from now on (this SET counts
@@ -391,7 +393,7 @@ export function route(input: RouteInput): Decision {
   // above); a read balanced to a standby (pgpool-II does so, regression expected7-s) would
   // run outside it: without its snapshot, and an error there would not abort it (the client
   // would be told "idle" while the primary's transaction stays open).
-  if (s.inTransaction && s.txStartedByMulti)
+  if (s.inTransaction && s.txPrimaryAlone)
     return toPrimary('a transaction begun by a multi-statement query: no standby has it', write);
   // A pid of a backend pgrelay holds on another node (SHOW pool_pools lists them): the
   // call acts on that node's backend, so it runs there.
@@ -541,7 +543,7 @@ export function afterStatement(
     if (cls.tx === 'begin' && cls.statementCount <= 1) {
       if (clearsWriting) state.writing = false;
       state.writtenTables = [];
-      state.txStartedByMulti = false;
+      state.txPrimaryAlone = false;
       const iso = cls.beginModes?.isolation;
       state.txSerializable = iso !== undefined ? iso === 'serializable' : state.defaultSerializable;
       state.txRepeatableRead = iso !== undefined ? iso === 'repeatable read' : state.defaultRepeatableRead;
@@ -614,7 +616,7 @@ export function afterStatement(
     // also one that ended the transaction and began another, `COMMIT; BEGIN`: it ran on the
     // primary alone, where the new one is.)
     if (cls.statementCount > 1 && nowInTx && ((cls.multiBegins && !wasInTx) || cls.multiEnds === true))
-      state.txStartedByMulti = true;
+      state.txPrimaryAlone = true;
   }
 
   const ended = (wasInTx && !nowInTx) || (outcome.ok && (cls.tx === 'commit' || cls.tx === 'rollback'));
@@ -623,7 +625,7 @@ export function afterStatement(
     state.writtenTables = [];
     // pgrelay: COMMIT AND CHAIN of a transaction a multi-statement Query began ran on the
     // primary alone (the rule above), so the chained transaction is the primary's alone too.
-    if (!(cls.chain === true && nowInTx && decision.target === 'primary')) state.txStartedByMulti = false;
+    if (!(cls.chain === true && nowInTx && decision.target === 'primary')) state.txPrimaryAlone = false;
     // COMMIT AND CHAIN keeps the transaction characteristics (not its snapshot).
     if (!(cls.chain === true && nowInTx)) state.txSerializable = state.txRepeatableRead = state.txReadOnly = false;
     state.txSnapshotTaken = state.txSnapshotOnPrimary = false;

@@ -63,15 +63,42 @@ export class BothNodes {
    * transaction is rolled back, so that its reads do not go on in it.
    */
   rollbackStrays(members: readonly BackendLink[]): void {
+    for (const l of members)
+      this.rollbackStray(l, 'a transaction the primary skipped was begun on the load-balance node: rolled back');
+  }
+
+  /** Roll back `l`'s transaction (not the primary's, nor one idle, nor into a pipeline the client began there since). */
+  private rollbackStray(l: BackendLink, why: string): void {
     const b = this.s.backends;
-    for (const l of members) {
-      // (Not into a pipeline the client began there since: a Query would run inside it.)
-      if (l === b.primary || !l.live || l.txStatus === TxStatus.Idle || l.inPipeline) continue;
-      this.s.log.warn(
-        { node: l.nodeId },
-        'a transaction the primary skipped was begun on the load-balance node: rolled back',
+    // (A Query inside the client's pipeline would run inside it.)
+    if (l === b.primary || !l.live || l.txStatus === TxStatus.Idle || l.inPipeline) return;
+    this.s.log.warn({ node: l.nodeId }, why);
+    b.request(l, { kind: 'query', mode: 'drop', skippable: true }, queryMessage('ROLLBACK'));
+  }
+
+  /**
+   * The copy of a COMMIT or ROLLBACK ended the transaction on `links` (other nodes than
+   * the primary) while the primary skipped its own after an error there: the client's
+   * transaction goes on, failed, on the primary alone (the rest of it runs there: a
+   * standby has no transaction to run it in, a read there would not get 25P02); a
+   * transaction the copy chained (COMMIT AND CHAIN) is rolled back. What the transaction
+   * SET there was committed or undone there, not as the session's will be: the session's
+   * reads go to the primary until DISCARD ALL (StatementRouting.settingsDiverged).
+   */
+  endedWithoutPrimary(links: readonly BackendLink[]): void {
+    const s = this.s;
+    if (s.routing.inTransaction) s.routing.txPrimaryAlone = true;
+    for (const l of links) {
+      if (s.settings.blockChangesSettings)
+        this.route.settingsDiverged(
+          l,
+          {},
+          'a COMMIT or ROLLBACK the primary skipped ended the transaction and its SETs on the load-balance node',
+        );
+      this.rollbackStray(
+        l,
+        'a COMMIT AND CHAIN the primary skipped chained a transaction on the load-balance node: rolled back',
       );
-      b.request(l, { kind: 'query', mode: 'drop', skippable: true }, queryMessage('ROLLBACK'));
     }
   }
 

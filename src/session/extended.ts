@@ -108,6 +108,27 @@ interface Portal {
   executed?: boolean;
 }
 
+/** A COMMIT or ROLLBACK for both nodes in a pipeline: where it ran. */
+interface TransactionEnding {
+  /** The other nodes' links whose copy ran without error. */
+  copies: BackendLink[];
+  /** The primary's ran without error. */
+  primaryRan: boolean;
+}
+
+/** Does `cls` end the transaction block (COMMIT, ROLLBACK, PREPARE TRANSACTION; not to a savepoint)? */
+function endsTransaction(cls: Classification | undefined): boolean {
+  const tx = cls?.statementCount === 1 ? cls.tx : undefined;
+  return tx === 'commit' || tx === 'rollback' || tx === 'prepare_transaction';
+}
+
+/** The links where a copy ended the transaction while the primary skipped its own (undefined: none). */
+function copiesEndedAlone(endings: readonly TransactionEnding[]): BackendLink[] | undefined {
+  let links: BackendLink[] | undefined;
+  for (const e of endings) if (!e.primaryRan && e.copies.length > 0) (links ??= []).push(...e.copies);
+  return links;
+}
+
 /** Statements executed in the current pipeline, whose outcome updates the routing state at Sync. */
 interface PendingOutcome {
   stmt: Stmt;
@@ -270,6 +291,8 @@ export class ExtendedProtocol {
   private readonly closingStmts = new Map<string, Stmt>();
   private readonly portals = new PortalTable();
   private readonly outcomes = new PipelineOutcomes((o, status) => this.applyOutcome(o, status));
+  /** The COMMITs and ROLLBACKs for both nodes executed in the current pipeline (see execute). */
+  private endings: TransactionEnding[] | undefined;
   /** pool_mode = transaction: start-up settings to set again behind this pipeline's Sync (a RESET ALL… of it). */
   private restore: StartupRestore | undefined;
   /** This pipeline's copies of statements for both nodes on other nodes (see MergedReady). */
@@ -1128,11 +1151,27 @@ export class ExtendedProtocol {
     if (portal && !home) return this.lost(portalName, portal);
     const target = home ?? p;
     if (!b.gate(target)) return s.wait('replies');
+    // A COMMIT or ROLLBACK for both nodes: whether a copy ends the transaction where the
+    // primary skips its own (see endedWithoutPrimary).
+    const ending = portal?.both === true && endsTransaction(portal.stmt?.cls) ? this.ending() : undefined;
     if (portal?.both) {
       for (const id of portal.nodes.slice(1)) {
         const second = b.get(id);
         if (!second) continue;
-        this.mirrored(second, { kind: 'execute', mode: 'drop', skippable: true }, buf.subarray(start - 5, end));
+        this.mirrored(
+          second,
+          {
+            kind: 'execute',
+            mode: 'drop',
+            skippable: true,
+            done:
+              ending &&
+              ((x) => {
+                if (x.error === undefined) ending.copies.push(second);
+              }),
+          },
+          buf.subarray(start - 5, end),
+        );
         if (portal.stmt !== undefined) this.route.counted(second, portal.stmt.sql, portal.stmt.cls);
       }
     }
@@ -1152,11 +1191,14 @@ export class ExtendedProtocol {
     const e: LinkExpectation = {
       kind: 'execute',
       mode: 'forward',
-      done: entry
-        ? (x) => {
-            if (!x.error) entry.ok = true;
-          }
-        : undefined,
+      done:
+        entry || ending
+          ? (x) => {
+              if (x.error) return;
+              if (entry) entry.ok = true;
+              if (ending) ending.primaryRan = true;
+            }
+          : undefined,
       resend:
         portal && firstRun && !portal.both && this.route.resendable(target)
           ? resendSame(b, buf.subarray(start - 5, end), (to) => this.bindOn(portal, to))
@@ -1258,6 +1300,8 @@ export class ExtendedProtocol {
       }
     }
     const outcomes = this.outcomes.take();
+    const endings = this.endings;
+    this.endings = undefined;
     const sync = ++this.portals.syncs;
     const restore = this.restore;
     this.restore = undefined;
@@ -1300,6 +1344,8 @@ export class ExtendedProtocol {
             if (ended || !merged.complete) return;
             ended = true;
             this.pipelineDone(outcomes, merged.status, undefined, sync, restore);
+            const alone = endings && copiesEndedAlone(endings);
+            if (alone !== undefined) this.both.endedWithoutPrimary(alone);
             if (mirror !== undefined) this.mirrorFailed(mirror, merged, outcomes);
             if (merged.withPrimary && merged.primaryStatus === TxStatus.Idle) this.both.rollbackStrays(members);
           },
@@ -1309,6 +1355,13 @@ export class ExtendedProtocol {
       if (restore !== undefined) b.restoreStartup(l, restore);
     }
     return DROP;
+  }
+
+  /** A COMMIT or ROLLBACK for both nodes executed in this pipeline: its outcome, filled in by the replies. */
+  private ending(): TransactionEnding {
+    const e: TransactionEnding = { copies: [], primaryRan: false };
+    (this.endings ??= []).push(e);
+    return e;
   }
 
   /** The pipeline's Sync was answered: routing state from its statements; keep nodes' transactions in step. */

@@ -272,11 +272,15 @@ export class StatementRouting {
    * DISCARD ALL (or RESET SESSION AUTHORIZATION), as after a SET ROLE on the primary alone;
    * pool_mode = transaction: the connection is also reset before anyone's next use of it.
    */
-  settingsDiverged(link: BackendLink, error: { C?: string; M?: string }): void {
+  settingsDiverged(
+    link: BackendLink,
+    error: { C?: string; M?: string },
+    what = 'statement for both nodes failed on a standby only',
+  ): void {
     const s = this.s;
     s.log.warn(
       { node: link.nodeId, code: error.C, err: error.M },
-      "statement for both nodes failed on a standby only: the session's reads go to the primary until DISCARD ALL",
+      `${what}: the session's reads go to the primary until DISCARD ALL`,
     );
     // Which setting failed is not known here: as if it were the role, which RESET ALL keeps.
     s.routing.settingsOnPrimary = true;

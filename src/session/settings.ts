@@ -144,6 +144,11 @@ export class SettingsReplay {
     this.apply(sql, cls);
   }
 
+  /** The open transaction block SET or RESET settings that last if it commits. */
+  get blockChangesSettings(): boolean {
+    return this.block?.some((x) => !('savepoint' in x)) === true;
+  }
+
   /** pgrelay aborted the open transaction block (a statement failed on another node): its COMMIT rolls back. */
   transactionAborted(): void {
     this.blockFailed = true;
@@ -152,6 +157,12 @@ export class SettingsReplay {
   /** BEGIN, SAVEPOINT, COMMIT…: what becomes of the SETs of the transaction block. */
   private transactionCommand(tx: TxCommand, name: string | undefined, ok: boolean, status: number): void {
     const block = this.block;
+    // A COMMIT or ROLLBACK the server skipped after an error before it (or refused): the
+    // transaction goes on, failed, and so does its block (a ROLLBACK TO may recover it).
+    if (!ok && status === TxStatus.Failed) {
+      this.blockFailed = true;
+      return;
+    }
     switch (tx) {
       case 'savepoint':
         if (ok && name !== undefined) {

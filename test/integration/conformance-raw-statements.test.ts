@@ -29,6 +29,7 @@ import {
   executeMessage,
   parseMessage,
   queryMessage,
+  summarize,
   syncMessage,
 } from '../support/raw.js';
 
@@ -669,6 +670,64 @@ describe('a DEALLOCATE of a statement prepared with Parse, itself parsed (pool_m
       runStatement('s2'),
       batch(parseMessage('s1', read), parseMessage('s2', read), syncMessage()),
     ]);
+  });
+});
+
+describe('a COMMIT or ROLLBACK skipped after an error in its pipeline (the transaction goes on, aborted)', () => {
+  for (const end of ['COMMIT', 'ROLLBACK', 'COMMIT AND CHAIN']) {
+    it(`${end}: the SET made in the transaction is not taken as ended (no replay into the aborted transaction)`, async () => {
+      await conforms([
+        simple('BEGIN'),
+        simple("SET TimeZone = 'Asia/Tokyo'"),
+        batch(bindMessage('', 'nope'), parseMessage('', end), bindMessage('', ''), executeMessage(''), syncMessage()),
+        simple('SELECT 1 AS one'),
+        simple('ROLLBACK'),
+        simple('SHOW TimeZone'),
+        simple('BEGIN'),
+        simple("SET TimeZone = 'Asia/Tokyo'"),
+        batch(bindMessage('', 'nope'), parseMessage('', end), bindMessage('', ''), executeMessage(''), syncMessage()),
+        simple('COMMIT'),
+        simple('SHOW TimeZone'),
+      ]);
+    });
+  }
+
+  it('COMMIT AND CHAIN: the transaction its copy chained on the standby is rolled back', async () => {
+    for (const [mode, proxy] of Object.entries(proxies)) {
+      const app = `chain_stray_${mode}_${process.pid}`;
+      const { raw } = await rawSession(proxy, { application_name: app });
+      try {
+        for (const sql of ['BEGIN', read]) {
+          raw.send(queryMessage(sql));
+          await raw.collect('Z', 10_000);
+        }
+        raw.send(
+          bindMessage('', 'nope'),
+          parseMessage('', 'COMMIT AND CHAIN'),
+          bindMessage('', ''),
+          executeMessage(''),
+          syncMessage(),
+        );
+        await raw.collect('Z', 10_000);
+        for (const node of cluster.nodes.filter((n) => n.id !== cluster.primaryId))
+          await pollUntil(
+            () =>
+              cluster.psql(
+                node.id,
+                `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}' AND state <> 'idle'`,
+              ),
+            (n) => n === '0',
+            {
+              what: `no connection of the session left in a chained transaction on node ${node.id} (${mode})`,
+              timeoutMs: 10_000,
+            },
+          );
+        raw.send(queryMessage('ROLLBACK'));
+        expect(summarize(await raw.collect('Z', 10_000)).status).toBe('I');
+      } finally {
+        raw.destroy();
+      }
+    }
   });
 });
 

@@ -296,6 +296,34 @@ describe('pool_mode = transaction', () => {
     await Promise.all([endPg(a), endPg(b)]);
   });
 
+  it('a ROLLBACK skipped after an error in its pipeline leaves the transaction block: its SETs last once it commits after all', async () => {
+    const a = await RawClient.connect(tiny.port);
+    const b = await pgClient(tiny, { database: db });
+    try {
+      expect((await a.startup({ user: 'postgres', database: db })).ok).toBe(true);
+      for (const sql of ['BEGIN', "SET statement_timeout = '43s'", 'SAVEPOINT sp'])
+        expect((await a.query(sql)).errors).toEqual([]);
+      // The Bind fails, the server skips the ROLLBACK behind it: the transaction goes on, failed.
+      a.send(
+        bindMessage('', 'nope'),
+        parseMessage('', 'ROLLBACK'),
+        bindMessage('', ''),
+        executeMessage(''),
+        syncMessage(),
+      );
+      expect(summarize(await a.collect('Z', 5000)).status).toBe('E');
+      expect((await a.query('ROLLBACK TO SAVEPOINT sp')).status).toBe('T');
+      expect((await a.query('COMMIT')).tags).toEqual(['COMMIT']);
+      expect((await a.query('SHOW statement_timeout')).rows).toEqual([['43s']]);
+      // default_pool_size = 1: b gets the connection a committed its SET on, reset for b.
+      expect((await b.query('SHOW statement_timeout')).rows).toEqual([{ statement_timeout: '0' }]);
+      expect((await a.query('SHOW statement_timeout')).rows).toEqual([['43s']]);
+    } finally {
+      a.destroy();
+      await endPg(b);
+    }
+  });
+
   it('a SET or RESET among several statements of one Query lasts for the session, as on a direct connection', async () => {
     const a = await pgClient(tiny, { database: db, application_name: 'multi-a' });
     const b = await pgClient(tiny, { database: db });

@@ -570,33 +570,33 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
   it('a transaction begun by a multi-statement query keeps BOTH statements on the primary (pgpool multi-statement rule)', () => {
     const a = new Session(cfg({ disable_load_balance_on_write: 'off' }));
     expect(a.target('BEGIN; SELECT 1')).toBe('primary');
-    expect(a.state.txStartedByMulti).toBe(true);
+    expect(a.state.txPrimaryAlone).toBe(true);
     expect(a.target('SAVEPOINT x')).toBe('primary');
     // pgpool-II balances plain SELECTs (expected7-s), outside the transaction the standby
     // never saw: pgrelay keeps them in it.
     expect(a.target('SELECT 2')).toBe('primary');
     a.run('COMMIT');
-    expect(a.state.txStartedByMulti).toBe(false);
+    expect(a.state.txPrimaryAlone).toBe(false);
     expect(a.target('SAVEPOINT y')).toBe('both');
   });
   it("COMMIT AND CHAIN of a transaction begun by a multi-statement query: the next transaction is the primary's alone too", () => {
     const a = new Session(cfg());
     expect(a.target('SELECT 1; BEGIN')).toBe('primary');
     expect(a.target('COMMIT AND CHAIN')).toBe('primary');
-    expect(a.state.txStartedByMulti).toBe(true);
+    expect(a.state.txPrimaryAlone).toBe(true);
     expect(a.target('COMMIT AND CHAIN')).toBe('primary');
     expect(a.target('COMMIT')).toBe('primary');
-    expect(a.state.txStartedByMulti).toBe(false);
+    expect(a.state.txPrimaryAlone).toBe(false);
     a.run('BEGIN');
     expect(a.target('COMMIT AND CHAIN')).toBe('both');
-    expect(a.state.txStartedByMulti).toBe(false);
+    expect(a.state.txPrimaryAlone).toBe(false);
   });
   it("a multi-statement query that ends the transaction and begins another: the new one is the primary's alone", () => {
     const a = new Session(cfg());
     a.run('BEGIN');
     expect(a.target('SELECT 1')).toBe('standby');
     expect(a.target('END; START TRANSACTION ISOLATION LEVEL REPEATABLE READ')).toBe('primary');
-    expect(a.state.txStartedByMulti).toBe(true);
+    expect(a.state.txPrimaryAlone).toBe(true);
     expect(a.target('SELECT 2')).toBe('primary');
     expect(a.target('SAVEPOINT s')).toBe('primary');
   });
