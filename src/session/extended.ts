@@ -848,9 +848,19 @@ export class ExtendedProtocol {
   }
 
   /**
-   * A named Parse of a name whose own Parse, earlier in the pipeline, is not answered yet:
-   * whether the name is taken depends on that answer (it is skipped after an error before
-   * it), so this one waits for it (the servers flushed).
+   * Is a Close of statement `name` not answered yet? If an error before it makes the server
+   * skip it, the statement stays (see closing): a Bind or Describe of the name waits for
+   * that answer rather than take the statement for gone.
+   */
+  private closeUnanswered(name: string): boolean {
+    return this.closingStmts.has(name) && this.s.backends.pendingTotal > 0;
+  }
+
+  /**
+   * A request whose meaning depends on the answer to an earlier one in the pipeline: a
+   * named Parse of a name whose own Parse is not answered yet (whether the name is taken
+   * depends on it: it is skipped after an error before it), a Bind or Describe of a name
+   * whose Close is not answered yet. It waits for those answers (the servers flushed).
    */
   private awaitParse(): typeof SUSPEND {
     const b = this.s.backends;
@@ -923,6 +933,8 @@ export class ExtendedProtocol {
       st?.both === true && stmtName === '' && b.withoutPrimary && st.decision !== undefined
         ? s.readOnlyAlone(st.sql, st.cls, st.decision)
         : undefined;
+    // A Close of the name not answered yet may be skipped after an error: it is then still there.
+    if (!st && this.closeUnanswered(stmtName)) return this.awaitParse();
     const p = alone ?? (!st || st.both ? s.needPrimary() : s.unitLink());
     if (p === SUSPEND) return p;
     if (!st) {
@@ -1069,6 +1081,7 @@ export class ExtendedProtocol {
     const s = this.s;
     const b = s.backends;
     const stmt = kind === STATEMENT ? this.stmts.get(name) : undefined;
+    if (kind === STATEMENT && !stmt && this.closeUnanswered(name)) return this.awaitParse();
     const portal = kind === STATEMENT ? undefined : this.portals.get(name);
     const p = stmt?.both || portal?.both ? s.needPrimary() : s.unitLink();
     if (p === SUSPEND) return p;

@@ -382,6 +382,30 @@ describe('a pipeline that failed on the primary before a statement for both node
 });
 
 describe('a Close skipped after an error before it', () => {
+  it('a Bind or Describe of the name in the next pipeline, sent before the answer, finds the statement', async () => {
+    await conforms([
+      // (Writes: parsed on the primary, where the Describe and Bind go too.)
+      batch(
+        parseMessage('', `${write} RETURNING a`),
+        parseMessage('s1', `SELECT nextval('${table}_s') > 0`),
+        syncMessage(),
+      ),
+      batch(
+        bindMessage('', '', ['1', '2']),
+        closeMessage('S', ''),
+        closeMessage('S', 's1'),
+        syncMessage(),
+        describeMessage('S', ''),
+        syncMessage(),
+        bindMessage('', 's1'),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      runStatement(''),
+      simple(`DELETE FROM ${table} WHERE a = 100`),
+    ]);
+  });
+
   it('leaves the statement (a Parse of the name then gets 42P05, in a transaction too)', async () => {
     await conforms([
       batch(parseMessage('s1', read), syncMessage()),
