@@ -1440,16 +1440,17 @@ export class ExtendedProtocol {
 
   /** DEALLOCATE ALL / DISCARD ALL dropped every prepared statement (DISCARD ALL every portal too). */
   forgetAll(portalsToo = true): void {
+    // The unnamed statement is not a prepared statement of DEALLOCATE's: it stays (run in a
+    // simple Query, the Query itself dropped it: session.ts).
+    const unnamed = this.stmts.get('');
     this.stmts.clear();
+    if (unnamed !== undefined) this.stmts.set('', unnamed);
     // DEALLOCATE ALL keeps the portals (they keep what they need); DISCARD ALL closes them.
     if (portalsToo) this.portals.clear();
     if (this.pooled)
       for (const l of this.s.backends.list) {
         l?.conn.statements?.clear();
-        if (l) {
-          l.conn.unnamed = undefined;
-          l.conn.strays = undefined;
-        }
+        if (l) l.conn.strays = undefined;
       }
   }
 

@@ -612,6 +612,24 @@ describe('a Parse of a name already taken, of a DEALLOCATE (pool_mode = transact
   });
 });
 
+describe('DEALLOCATE ALL or DISCARD ALL through the extended protocol', () => {
+  it('keeps the unnamed statement (not a prepared statement of theirs)', async () => {
+    await conforms([
+      batch(
+        parseMessage('', read),
+        parseMessage('s2', 'DEALLOCATE ALL'),
+        parseMessage('s3', 'DISCARD ALL'),
+        syncMessage(),
+      ),
+      runStatement('s2'),
+      runStatement(''),
+      batch(parseMessage('s3', 'DISCARD ALL'), syncMessage()),
+      runStatement('s3'),
+      runStatement(''),
+    ]);
+  });
+});
+
 describe('DEALLOCATE ALL among several statements of one Query (on the primary alone)', () => {
   it("drops every statement of the client's, on every node", async () => {
     await conforms([
