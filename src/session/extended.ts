@@ -1279,8 +1279,10 @@ export class ExtendedProtocol {
     const st = this.stmts.get(name);
     this.stmts.delete(name);
     if (st === undefined) return undefined;
-    // (What it replaced no longer matters: no chain of closed statements is kept.)
+    // (What it replaced no longer matters: no chain of closed statements is kept. Nor does
+    // an earlier Close of it that was skipped: this one may run.)
     st.replaces = undefined;
+    st.closeSkipped = undefined;
     this.closingStmts.set(name, st);
     return (e) => {
       if (this.closingStmts.get(name) === st) this.closingStmts.delete(name);
