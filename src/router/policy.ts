@@ -74,6 +74,13 @@ export interface SessionRoutingState {
   failed: boolean;
   /** disable_load_balance_on_write flag ("writing transaction"); lifetime depends on the mode (pgpool's disable_load_balance_on_write (pool_at_command_success())). */
   writing: boolean;
+  /**
+   * The extended-protocol pipeline under way (up to its Sync) has executed a statement that
+   * may write on the primary: outside a transaction block, what follows up to the Sync runs in
+   * the same implicit transaction there (it sees the uncommitted write; an error anywhere
+   * rolls it back), so its reads go to the primary too.
+   */
+  pipelineWrote: boolean;
   /** Current transaction runs at SERIALIZABLE. */
   txSerializable: boolean;
   /** Current transaction runs at REPEATABLE READ. */
@@ -140,6 +147,7 @@ export function newSessionRoutingState(): SessionRoutingState {
     inTransaction: false,
     failed: false,
     writing: false,
+    pipelineWrote: false,
     txSerializable: false,
     txRepeatableRead: false,
     txReadOnly: false,
@@ -285,7 +293,10 @@ function writeCounts(write: boolean, mode: DisableLbOnWrite): string | undefined
 function readsOnPrimary(s: SessionRoutingState, mode: DisableLbOnWrite): string | undefined {
   // pgpool's pool_where_to_send()/pgpool's disable_load_balance_on_write (pool_at_command_success()): disable_load_balance_on_write = always: after any write the session reads from the primary.
   if (mode === 'always' && s.writing) return 'session has written (disable_load_balance_on_write = always)';
-  if (!s.inTransaction) return undefined;
+  // pgrelay: a pipeline's implicit transaction (extended protocol, up to Sync) is one
+  // transaction on the primary: a read after its write must see it, and fail with it.
+  if (!s.inTransaction)
+    return s.pipelineWrote ? 'the pipeline has written: the read is in its implicit transaction' : undefined;
   // pgpool's disable_load_balance_on_write (pool_at_command_success()): transaction / trans_transaction: a transaction that has written reads from the primary.
   if ((mode === 'transaction' || mode === 'trans_transaction') && s.writing)
     return `transaction has written (disable_load_balance_on_write = ${mode})`;

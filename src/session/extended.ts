@@ -1191,7 +1191,10 @@ export class ExtendedProtocol {
     b.inPipeline(target);
     const firstRun = portal !== undefined && portal.executed !== true;
     // A statement run on both nodes (SET, BEGIN…) changes session state, not data.
-    if (target === b.primary && !portal?.both && (portal?.stmt?.decision?.write ?? true)) this.route.ryw.wrote();
+    if (target === b.primary && !portal?.both && (portal?.stmt?.decision?.write ?? true)) {
+      this.route.ryw.wrote();
+      s.routing.pipelineWrote = true;
+    }
     this.route.ryw.executed(portal?.stmt?.cls);
     if (portal) portal.executed = true;
     const st = portal?.stmt;
@@ -1314,6 +1317,7 @@ export class ExtendedProtocol {
         return s.wait('replies');
       }
     }
+    s.routing.pipelineWrote = false;
     const outcomes = this.outcomes.take();
     const endings = this.endings;
     this.endings = undefined;

@@ -773,6 +773,37 @@ describe('a COMMIT or ROLLBACK skipped after an error in its pipeline (the trans
   });
 });
 
+describe('a read after a write in one pipeline (its implicit transaction: the write is not committed before the Sync)', () => {
+  it('sees the write, and an error in it rolls the write back', async () => {
+    await conforms([
+      // (The table's facts are in the catalog cache then: nothing sends the read to the primary but the rule.)
+      simple(read),
+      batch(
+        parseMessage('', write),
+        bindMessage('', ''),
+        executeMessage(''),
+        parseMessage('s9', `SELECT count(*) FROM ${table} WHERE a = 100`),
+        bindMessage('', 's9'),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      simple(`DELETE FROM ${table} WHERE a = 100`),
+      simple(read),
+      batch(
+        parseMessage('', write),
+        bindMessage('', ''),
+        executeMessage(''),
+        parseMessage('s8', `SELECT a / 0 FROM ${table}`),
+        bindMessage('', 's8'),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      simple(`SELECT count(*) FROM ${table} WHERE a = 100`),
+      simple(`DELETE FROM ${table} WHERE a = 100`),
+    ]);
+  });
+});
+
 describe('a Bind in an aborted transaction', () => {
   it('of a statement parsed on the standby, with a wrong parameter count: 08P01 as directly (not the 25P02 of a Parse elsewhere)', async () => {
     await conforms([

@@ -201,6 +201,19 @@ describe('pgpool disable_load_balance_on_write (pool_at_command_success()) disab
   });
 });
 
+describe("an extended-protocol pipeline's implicit transaction", () => {
+  it('a read after the pipeline wrote goes to the primary, whatever disable_load_balance_on_write says', () => {
+    for (const mode of ['off', 'transaction', 'dml_adaptive'] as DisableLbOnWrite[]) {
+      const x = new Session(cfg({ disable_load_balance_on_write: mode }));
+      expect(x.target('SELECT * FROM t')).toBe('standby');
+      x.state.pipelineWrote = true;
+      expect(x.target('SELECT * FROM t')).toBe('primary');
+      x.state.pipelineWrote = false;
+      expect(x.target('SELECT * FROM t')).toBe('standby');
+    }
+  });
+});
+
 describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_success()), observed with pgpool 4.3.5)', () => {
   it('SET and SAVEPOINT inside a transaction count as writes; SET TRANSACTION READ ONLY does not', () => {
     const a = new Session(cfg());
