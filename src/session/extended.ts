@@ -122,6 +122,11 @@ function endsTransaction(cls: Classification | undefined): boolean {
   return tx === 'commit' || tx === 'rollback' || tx === 'prepare_transaction';
 }
 
+/** PostgreSQL's IsTransactionExitStmt: COMMIT, ROLLBACK, PREPARE TRANSACTION, ROLLBACK TO SAVEPOINT (allowed in an aborted transaction). */
+function endsOrRecovers(cls: Classification): boolean {
+  return cls.statementCount === 1 && (endsTransaction(cls) || cls.tx === 'rollback_to');
+}
+
 /** The links where a copy ended the transaction while the primary skipped its own (undefined: none). */
 function copiesEndedAlone(endings: readonly TransactionEnding[]): BackendLink[] | undefined {
   let links: BackendLink[] | undefined;
@@ -732,7 +737,7 @@ export class ExtendedProtocol {
       return this.parsePooled(name, sql, cls, d, raw);
     const taken = name === '' ? undefined : this.stmts.get(name);
     if (taken?.unconfirmed === true && this.awaitsParse(taken)) return this.awaitParse();
-    if (taken !== undefined) return this.parseTaken(taken);
+    if (taken !== undefined) return this.parseTaken(taken, cls, raw);
     const prev = name === '' ? this.stmts.get('') : undefined;
     // Named statements outlive this chunk: keep a copy. The unnamed one is replaced soon
     // (but with pool_mode = transaction it may have to be parsed again on another connection).
@@ -826,14 +831,30 @@ export class ExtendedProtocol {
    * connection does. (Sent where the router would send the new text, a node without the
    * name would accept it.)
    */
-  private parseTaken(old: Stmt): Verdict<BackendLink> {
+  private parseTaken(old: Stmt, cls: Classification, raw: Buffer): Verdict<BackendLink> {
     const s = this.s;
     const b = s.backends;
-    const link = b.get(old.nodes[0]) ?? s.needPrimary();
+    // In an aborted transaction PostgreSQL refuses the Parse (25P02) before it looks at the
+    // name, unless it ends the transaction: the primary, aborted, answers so (the statement's
+    // node may have no part in the transaction, when the primary has it alone).
+    const refused = s.routing.failed && !endsOrRecovers(cls);
+    const link = refused ? s.needPrimary() : (b.get(old.nodes[0]) ?? s.needPrimary());
     if (link === SUSPEND) return link;
     if (!b.gate(link)) return s.wait('replies');
     b.inPipeline(link);
-    return this.forward(link, { kind: 'parse', mode: 'forward' });
+    const p = b.primary;
+    if (link === p || p === undefined || !s.routing.inTransaction || link.txStatus !== TxStatus.Idle)
+      return this.forward(link, { kind: 'parse', mode: 'forward' });
+    // The statement's node has no part in the client's transaction (the primary's alone): its
+    // 42P05 aborts that transaction on the primary, as on a direct connection, before the
+    // pipeline's Sync, which the primary answers too (its status is the client's).
+    b.inPipeline(p);
+    const done = (e: LinkExpectation): void => {
+      if (e.error !== undefined) this.both.poisonPrimary();
+    };
+    b.request(link, { kind: 'parse', mode: 'forward', done }, raw);
+    b.flush(link);
+    return s.waitAfter('replies');
   }
 
   /**

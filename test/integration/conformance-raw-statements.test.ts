@@ -804,6 +804,31 @@ describe('a read after a write in one pipeline (its implicit transaction: the wr
   });
 });
 
+describe('a Parse of a taken name in a transaction the standby holding that statement has no part in', () => {
+  it('aborted: 25P02 (which PostgreSQL answers before 42P05); of a ROLLBACK, 42P05 and the transaction stays failed', async () => {
+    await conforms([
+      batch(parseMessage('s1', read), syncMessage()),
+      simple('SELECT 1; BEGIN'),
+      simple('SELEC 1'),
+      batch(parseMessage('s1', 'SELECT 2'), syncMessage()),
+      batch(parseMessage('s1', 'ROLLBACK'), syncMessage()),
+      simple('ROLLBACK'),
+      runStatement('s1'),
+    ]);
+  });
+
+  it('not aborted yet: 42P05 aborts it (the primary has it alone)', async () => {
+    await conforms([
+      batch(parseMessage('s1', read), syncMessage()),
+      simple('SELECT 1; BEGIN'),
+      batch(parseMessage('s1', 'SELECT 2'), syncMessage()),
+      simple('SELECT 1 AS one'),
+      simple('ROLLBACK'),
+      runStatement('s1'),
+    ]);
+  });
+});
+
 describe('a Bind in an aborted transaction', () => {
   it('of a statement parsed on the standby, with a wrong parameter count: 08P01 as directly (not the 25P02 of a Parse elsewhere)', async () => {
     await conforms([
