@@ -44,6 +44,7 @@ import {
   parseMessage,
   renamedBind,
   type StatementName,
+  portalMessage,
   statementMessage,
 } from './pooled-statements.js';
 
@@ -1135,6 +1136,7 @@ export class ExtendedProtocol {
     if (stmt) this.ensureParsed(stmt, link);
     else if (kind === STATEMENT && name === '') this.closeUnnamed(link);
     else if (kind === STATEMENT) this.closeStray(link, name);
+    else if (!portal && name === '') this.closeUnnamedPortal(link);
     b.inPipeline(link);
     return this.forward(link, {
       kind: 'describe',
@@ -1185,6 +1187,7 @@ export class ExtendedProtocol {
     if (portal && !home) return this.lost(portalName, portal);
     const target = home ?? p;
     if (!b.gate(target)) return s.wait('replies');
+    if (portal === undefined && portalName === '') this.closeUnnamedPortal(target);
     // A COMMIT or ROLLBACK for both nodes: whether a copy ends the transaction where the
     // primary skips its own (see endedWithoutPrimary).
     const ending = portal?.both === true && endsTransaction(portal.stmt?.cls) ? this.ending() : undefined;
@@ -1511,6 +1514,15 @@ export class ExtendedProtocol {
   private closeUnnamed(link: BackendLink): void {
     link.conn.unnamed = undefined;
     this.s.backends.request(link, { kind: 'close', mode: 'drop' }, statementMessage(FE.Close, ''));
+  }
+
+  /**
+   * A Describe or Execute of the unnamed portal the client has none of (a simple Query that
+   * ran elsewhere dropped it): the server may still have one, closed first so that it
+   * answers 34000 as a direct connection does.
+   */
+  private closeUnnamedPortal(link: BackendLink): void {
+    this.s.backends.request(link, { kind: 'close', mode: 'drop' }, portalMessage(FE.Close, ''));
   }
 
   /**

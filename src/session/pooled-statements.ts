@@ -170,6 +170,11 @@ export function statementMessage(type: number, name: string): Buffer {
   return withName(type, Buffer.from([0x53]), name, Buffer.alloc(0));
 }
 
+/** Describe or Close of portal `name`. */
+export function portalMessage(type: number, name: string): Buffer {
+  return withName(type, Buffer.from([0x50]), name, Buffer.alloc(0));
+}
+
 function withName(type: number, before: Buffer, name: string, after: Buffer): Buffer {
   const n = Buffer.byteLength(name);
   const len = 4 + before.length + n + 1 + after.length;

@@ -1159,6 +1159,9 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const b = this.backends;
     const cls = this.txMode ? this.classify(sql) : this.ctx.router.classifyOnce(sql);
     this.classified = undefined;
+    // Each statement it runs replaces the unnamed portal, gone after it (wherever the portal
+    // is), unless the text does not parse or the transaction is aborted (refused before).
+    if (cls.statementCount > 0 && cls.parseError === undefined && !this.routing.failed) this.extended.forgetPortal('');
     if (this.txMode) {
       const own = this.extended.pooledQuery(cls);
       if (own !== undefined) return own;

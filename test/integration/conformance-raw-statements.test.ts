@@ -829,6 +829,28 @@ describe('a Parse of a taken name in a transaction the standby holding that stat
   });
 });
 
+describe('the unnamed portal, then a simple Query that runs on another node', () => {
+  it('is gone (PostgreSQL runs each statement of a Query in the unnamed portal): Describe and Execute get 34000', async () => {
+    await conforms([
+      // (The table's facts are in the catalog cache then: the read in the transaction goes to a standby.)
+      simple(read),
+      batch(parseMessage('s2', `DECLARE c CURSOR FOR ${read}`), syncMessage()),
+      simple('BEGIN READ ONLY'),
+      // The DECLARE's portal is the primary's (it goes there); the read below a standby's.
+      batch(bindMessage('', 's2'), describeMessage('P', ''), syncMessage()),
+      simple(read),
+      batch(describeMessage('P', ''), syncMessage()),
+      batch(executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+      // Not after a Query that does not parse: the portal stays.
+      simple('BEGIN READ ONLY'),
+      batch(bindMessage('', 's2'), syncMessage()),
+      simple('SELEC 1'),
+      simple('ROLLBACK'),
+    ]);
+  });
+});
+
 describe('a Bind in an aborted transaction', () => {
   it('of a statement parsed on the standby, with a wrong parameter count: 08P01 as directly (not the 25P02 of a Parse elsewhere)', async () => {
     await conforms([
