@@ -33,6 +33,8 @@ export class BothNodes {
     private readonly route: StatementRouting,
     /** A statement ran on the primary without error (DEALLOCATE, DISCARD ALL: the session's prepared statements). */
     private readonly statementDone: (cls: Classification) => void,
+    /** A statement left the session outside a transaction (its portals are gone). */
+    private readonly transactionEnded: () => void,
   ) {}
 
   /**
@@ -195,6 +197,7 @@ export class BothNodes {
     if (diverged?.[1].error !== undefined) this.route.settingsDiverged(diverged[0], diverged[1].error);
     s.settings.record(sql, cls, ok, status);
     this.route.txStatusIs(status);
+    if (status === TxStatus.Idle) this.transactionEnded();
     // DEALLOCATE (ALL) / DISCARD ALL drop prepared statements on both nodes (DISCARD PLANS,
     // TEMP and SEQUENCES keep them).
     if (!onPrimary.error) this.statementDone(cls);

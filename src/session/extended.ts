@@ -1136,7 +1136,7 @@ export class ExtendedProtocol {
     if (stmt) this.ensureParsed(stmt, link);
     else if (kind === STATEMENT && name === '') this.closeUnnamed(link);
     else if (kind === STATEMENT) this.closeStray(link, name);
-    else if (!portal && name === '') this.closeUnnamedPortal(link);
+    else if (!portal && name === '' && !s.routing.failed) this.closeUnnamedPortal(link);
     b.inPipeline(link);
     return this.forward(link, {
       kind: 'describe',
@@ -1187,7 +1187,7 @@ export class ExtendedProtocol {
     if (portal && !home) return this.lost(portalName, portal);
     const target = home ?? p;
     if (!b.gate(target)) return s.wait('replies');
-    if (portal === undefined && portalName === '') this.closeUnnamedPortal(target);
+    if (portal === undefined && portalName === '' && !s.routing.failed) this.closeUnnamedPortal(target);
     // A COMMIT or ROLLBACK for both nodes: whether a copy ends the transaction where the
     // primary skips its own (see endedWithoutPrimary).
     const ending = portal?.both === true && endsTransaction(portal.stmt?.cls) ? this.ending() : undefined;
@@ -1519,7 +1519,8 @@ export class ExtendedProtocol {
   /**
    * A Describe or Execute of the unnamed portal the client has none of (a simple Query that
    * ran elsewhere dropped it): the server may still have one, closed first so that it
-   * answers 34000 as a direct connection does.
+   * answers 34000 as a direct connection does. (Not in an aborted transaction: a Query that
+   * failed there may have left its own failed unnamed portal, which the server knows.)
    */
   private closeUnnamedPortal(link: BackendLink): void {
     this.s.backends.request(link, { kind: 'close', mode: 'drop' }, portalMessage(FE.Close, ''));
@@ -1542,6 +1543,29 @@ export class ExtendedProtocol {
 
   forgetPortal(name: string): void {
     this.portals.delete(name);
+  }
+
+  /**
+   * A simple Query is sent: the mark of the portals bound before it (they end with the
+   * transaction it ends, see transactionEndedAt), not those pipelined behind it.
+   */
+  portalMark(): number {
+    return ++this.portals.syncs;
+  }
+
+  /** The Query of `mark` left the session outside a transaction: the portals bound before it are gone. */
+  transactionEndedAt(mark: number): void {
+    this.portals.endedAt(mark);
+  }
+
+  /** The client's unnamed portal now (an opaque mark for unnamedPortalGone). */
+  unnamedPortal(): object | undefined {
+    return this.portals.get('');
+  }
+
+  /** A simple Query dropped the unnamed portal `mark` (unless the client bound another since). */
+  unnamedPortalGone(mark: object): void {
+    if (this.portals.get('') === mark) this.portals.delete('');
   }
 }
 

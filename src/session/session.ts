@@ -199,7 +199,13 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.scanner = new MessageScanner<BackendLink>(this, CLIENT_DECODE, ctx.config().max_message_size);
     this.backends = new Backends(this);
     this.route = new StatementRouting(this, this.facts, new ReadYourWrites(this));
-    this.both = new BothNodes(this, this.route, (cls) => this.extended.statementDone(cls));
+    this.both = new BothNodes(
+      this,
+      this.route,
+      (cls) => this.extended.statementDone(cls),
+      // (The session waited for it: every portal was bound before it.)
+      () => this.extended.transactionEndedAt(this.extended.portalMark()),
+    );
     this.extended = new ExtendedProtocol(this, this.route, this.both);
     this.admin = new AdminReplies(this);
     this.txMode = this.backends.pooled;
@@ -1159,9 +1165,6 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const b = this.backends;
     const cls = this.txMode ? this.classify(sql) : this.ctx.router.classifyOnce(sql);
     this.classified = undefined;
-    // Each statement it runs replaces the unnamed portal, gone after it (wherever the portal
-    // is), unless the text does not parse or the transaction is aborted (refused before).
-    if (cls.statementCount > 0 && cls.parseError === undefined && !this.routing.failed) this.extended.forgetPortal('');
     if (this.txMode) {
       const own = this.extended.pooledQuery(cls);
       if (own !== undefined) return own;
@@ -1199,16 +1202,20 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (d.write && link === b.primary) this.route.ryw.wrote();
     this.route.ryw.queryEnds(cls, link);
     const restore = b.restoreFor(cls);
+    // Each statement the Query runs replaces the unnamed portal, gone after it, wherever that
+    // portal is: if the Query succeeds (one that fails may have stopped before any portal).
+    const portal = this.extended.unnamedPortal();
+    const mark = this.extended.portalMark();
     const e: LinkExpectation = {
       kind: 'query',
       mode: 'forward',
       done:
         alone === undefined
-          ? (x, l) => this.statementDone(sql, cls, d, x, l)
+          ? (x, l) => this.statementDone(sql, cls, d, x, l, portal, mark)
           : (x, l) => {
               // The savepoints the primary is given if it joins (not what failed).
               if (x.error === undefined) b.readOnlyRan(cls);
-              this.statementDone(sql, cls, d, x, l);
+              this.statementDone(sql, cls, d, x, l, portal, mark);
             },
       // A read outside a transaction on a standby can be re-sent elsewhere if the standby dies first.
       resend: this.route.resendable(link) ? resendSame(b, buf.subarray(start - 5, end)) : undefined,
@@ -1219,13 +1226,26 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   }
 
   /** After a simple-protocol statement: routing state, and keeping nodes' transaction states in step. */
-  private statementDone(sql: string, cls: Classification, d: Decision, e: LinkExpectation, link: BackendLink): void {
+  private statementDone(
+    sql: string,
+    cls: Classification,
+    d: Decision,
+    e: LinkExpectation,
+    link: BackendLink,
+    portal: object | undefined,
+    mark: number,
+  ): void {
     // The client left before this reply ended (its backends finish it before their reset):
     // nothing of the session's state to update.
     if (this.closed) return;
     const status = e.status ?? TxStatus.Idle;
+    // Outside a transaction now: the portals bound before the Query ended with the last one.
+    if (status === TxStatus.Idle) this.extended.transactionEndedAt(mark);
     if (d.target === 'both' || this.txMode) this.settings.record(sql, cls, !e.error, status);
-    if (!e.error) this.extended.statementDone(cls);
+    if (!e.error) {
+      this.extended.statementDone(cls);
+      if (portal !== undefined && cls.statementCount > 0) this.extended.unnamedPortalGone(portal);
+    }
     this.route.outcome(cls, d, !e.error, status);
     this.route.txStatusIs(status);
     // COMMIT; BEGIN in one Query ran on the primary alone and succeeded: the transaction the

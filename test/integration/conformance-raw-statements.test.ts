@@ -829,6 +829,20 @@ describe('a Parse of a taken name in a transaction the standby holding that stat
   });
 });
 
+describe('a portal of a transaction a simple Query ended', () => {
+  it('is gone: an Execute of it gets 34000 (pool_mode = transaction: whatever node the next one reads on)', async () => {
+    // (The transaction's standby is drawn anew for each transaction: ten runs.)
+    for (let i = 0; i < 10; i++)
+      await conforms([
+        simple('BEGIN'),
+        batch(parseMessage('s1', read), bindMessage('', 's1'), bindMessage('p1', 's1'), syncMessage()),
+        simple('END'),
+        batch(executeMessage(''), syncMessage()),
+        batch(executeMessage('p1'), syncMessage()),
+      ]);
+  });
+});
+
 describe('the unnamed portal, then a simple Query that runs on another node', () => {
   it('is gone (PostgreSQL runs each statement of a Query in the unnamed portal): Describe and Execute get 34000', async () => {
     await conforms([
@@ -842,10 +856,22 @@ describe('the unnamed portal, then a simple Query that runs on another node', ()
       batch(describeMessage('P', ''), syncMessage()),
       batch(executeMessage(''), syncMessage()),
       simple('ROLLBACK'),
-      // Not after a Query that does not parse: the portal stays.
+      // Not after a Query that fails (it may fail before any portal, as one that does not
+      // parse): an Execute of it in the failed transaction gets 25P02.
       simple('BEGIN READ ONLY'),
       batch(bindMessage('', 's2'), syncMessage()),
       simple('SELEC 1'),
+      batch(executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+      simple('BEGIN READ ONLY'),
+      batch(bindMessage('', 's2'), syncMessage()),
+      simple('SELECT 1/0'),
+      batch(executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+      // A Query that fails as it runs leaves its own failed portal: 25P02, not 34000.
+      simple('BEGIN'),
+      simple(`SELECT currval('${table}_s')`),
+      batch(executeMessage(''), describeMessage('P', ''), syncMessage()),
       simple('ROLLBACK'),
     ]);
   });
