@@ -262,11 +262,11 @@ class StatementTable extends Map<string, Stmt> {
 /**
  * A session's portals by name. PostgreSQL destroys the portals a Bind created when their
  * transaction ends, so pgrelay forgets them then too (a client binding portals under new
- * names would otherwise make the table grow for ever): those bound before a Sync whose
- * ReadyForQuery says idle, not those bound after it (pipelined behind it).
+ * names would otherwise make the table grow for ever): those bound before a Sync (or a
+ * simple Query) whose ReadyForQuery says idle, not those bound after it (pipelined behind it).
  */
 class PortalTable extends Map<string, Portal> {
-  /** The client's Syncs handled so far. */
+  /** The client's Syncs and simple Queries handled so far (the marks portals are bound at). */
   syncs = 0;
 
   override set(name: string, p: Portal): this {

@@ -133,6 +133,20 @@ async function conforms(steps: Step[]): Promise<void> {
   }
 }
 
+/** No standby connection of the session named `app` is left in a transaction (waits for pgrelay's ROLLBACK). */
+async function noStandbyInTransaction(app: string, mode: string): Promise<void> {
+  for (const node of cluster.nodes.filter((n) => n.id !== cluster.primaryId))
+    await pollUntil(
+      () =>
+        cluster.psql(
+          node.id,
+          `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}' AND state <> 'idle'`,
+        ),
+      (n) => n === '0',
+      { what: `no connection of the session left in a transaction on node ${node.id} (${mode})`, timeoutMs: 10_000 },
+    );
+}
+
 const read = `SELECT a, b FROM ${table} ORDER BY a`;
 const write = `INSERT INTO ${table} VALUES (100, 'w')`;
 
@@ -751,19 +765,7 @@ describe('a COMMIT or ROLLBACK skipped after an error in its pipeline (the trans
           syncMessage(),
         );
         await raw.collect('Z', 10_000);
-        for (const node of cluster.nodes.filter((n) => n.id !== cluster.primaryId))
-          await pollUntil(
-            () =>
-              cluster.psql(
-                node.id,
-                `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}' AND state <> 'idle'`,
-              ),
-            (n) => n === '0',
-            {
-              what: `no connection of the session left in a chained transaction on node ${node.id} (${mode})`,
-              timeoutMs: 10_000,
-            },
-          );
+        await noStandbyInTransaction(app, mode);
         raw.send(queryMessage('ROLLBACK'));
         expect(summarize(await raw.collect('Z', 10_000)).status).toBe('I');
       } finally {
@@ -951,19 +953,7 @@ describe('a multi-statement Query that ends a transaction the load-balance node 
           raw.send(queryMessage(sql));
           await raw.collect('Z', 10_000);
         }
-        for (const node of cluster.nodes.filter((n) => n.id !== cluster.primaryId))
-          await pollUntil(
-            () =>
-              cluster.psql(
-                node.id,
-                `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}' AND state <> 'idle'`,
-              ),
-            (n) => n === '0',
-            {
-              what: `no connection of the session left in a transaction on node ${node.id} (${mode})`,
-              timeoutMs: 10_000,
-            },
-          );
+        await noStandbyInTransaction(app, mode);
       } finally {
         raw.destroy();
       }
