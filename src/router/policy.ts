@@ -347,7 +347,10 @@ export function route(input: RouteInput): Decision {
       return toPrimary(`${c.reason} in a transaction whose snapshot is the primary's`, write);
     // pgpool's multi-statement rule: in a transaction begun by a multi-statement Query, BOTH-type statements go to the primary only.
     if (s.inTransaction && s.txPrimaryAlone)
-      return toPrimary(`${c.reason} in a transaction begun by a multi-statement query`, write);
+      return toPrimary(
+        `${c.reason} in a transaction the primary has alone (a multi-statement query began it, or its copy elsewhere ended)`,
+        write,
+      );
     // pgrelay: a built-in setting that ends with the transaction (SET LOCAL, set_config(…,
     // true)), in a transaction whose reads run on the primary from now on (this SET counts
     // as a write), matters there only; a standby would refuse what the transaction created
@@ -405,7 +408,10 @@ export function route(input: RouteInput): Decision {
   // run outside it: without its snapshot, and an error there would not abort it (the client
   // would be told "idle" while the primary's transaction stays open).
   if (s.inTransaction && s.txPrimaryAlone)
-    return toPrimary('a transaction begun by a multi-statement query: no standby has it', write);
+    return toPrimary(
+      'a transaction the primary has alone (a multi-statement query began it, or its copy elsewhere ended): no standby has it',
+      write,
+    );
   // A pid of a backend pgrelay holds on another node (SHOW pool_pools lists them): the
   // call acts on that node's backend, so it runs there.
   if (input.pidNode !== undefined && !c.write && c.functions.every(isPidFunction)) {
