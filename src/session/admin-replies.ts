@@ -26,7 +26,7 @@ import { type CONSUME_AND_SUSPEND, DROP, type Drop, type Verdict } from '../prot
 import { SQLSTATE } from '../protocol/constants.js';
 import { type ErrorFields, errorResponse, readyForQuery } from '../protocol/messages.js';
 import type { SessionCore } from './core.js';
-import { STATEMENT } from './extended.js';
+import { IN_FAILED_TRANSACTION, STATEMENT } from './extended.js';
 
 interface AdminStatement {
   req: AdminRequest;
@@ -76,12 +76,6 @@ export function bindCounts(buf: Buffer, at: number, end: number): { formats: num
 
 /** What a statement that returns no rows describes (NoData). */
 const NO_ROWS: AdminResult = { kind: 'command', tag: '' };
-
-const inFailedTransaction = (): ErrorFields => ({
-  severity: 'ERROR',
-  code: SQLSTATE.inFailedTransaction,
-  message: 'current transaction is aborted, commands ignored until end of transaction block',
-});
 
 /** What PostgreSQL answers a Parse of a statement that takes no parameters of its own, if not ParseComplete. */
 function parseError(name: string, paramTypes: readonly number[], taken: boolean): ErrorFields | undefined {
@@ -169,7 +163,7 @@ export class AdminReplies {
         code: SQLSTATE.protocolViolation,
         message: `bind message supplies ${counts.params} parameters, but prepared statement "${stmtName}" requires ${st.paramTypes.length}`,
       });
-    if (st.req.refusedWhenAborted === true && this.s.routing.failed) return this.error(inFailedTransaction());
+    if (st.req.refusedWhenAborted === true && this.s.routing.failed) return this.error(IN_FAILED_TRANSACTION);
     const v = this.reply(bindComplete());
     if (v === DROP) this.portals.set(portal, { req: st.req, next: 0 });
     return v;
@@ -189,7 +183,7 @@ export class AdminReplies {
 
   execute(portalName: string, maxRows: number): Verdict<never> {
     const portal = this.portals.get(portalName) as AdminPortal;
-    if (portal.req.refusedWhenAborted === true && this.s.routing.failed) return this.error(inFailedTransaction());
+    if (portal.req.refusedWhenAborted === true && this.s.routing.failed) return this.error(IN_FAILED_TRANSACTION);
     return this.replyLater(async () => {
       const result = await this.resultOf(portal);
       // As a server: after the ErrorResponse, everything up to Sync is skipped.

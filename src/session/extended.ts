@@ -19,10 +19,12 @@
 import { FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
 import { DROP, SUSPEND, type Verdict } from '../protocol/framing.js';
 import {
+  type ErrorFields,
   PgError,
   bindParameterIntegers,
   bindParameterTexts,
   commandComplete,
+  errorResponse,
   readyForQuery,
 } from '../protocol/messages.js';
 import type { AdminRequest } from '../admin/service.js';
@@ -108,6 +110,13 @@ interface Portal {
    */
   executed?: boolean;
 }
+
+/** What PostgreSQL answers a request in an aborted transaction. */
+export const IN_FAILED_TRANSACTION: ErrorFields = {
+  severity: 'ERROR',
+  code: SQLSTATE.inFailedTransaction,
+  message: 'current transaction is aborted, commands ignored until end of transaction block',
+};
 
 /** A COMMIT or ROLLBACK for both nodes in a pipeline: where it ran. */
 interface TransactionEnding {
@@ -450,6 +459,19 @@ export class ExtendedProtocol {
     if (this.parsedOn(st, link)) {
       // Answered by pgrelay, but skipped if a request before it fails (answered when that one is).
       if (link.pending > 0) st.unconfirmed = true;
+      // In an aborted transaction the server would refuse it (25P02) and skip what follows up
+      // to Sync: so does pgrelay (a text that does not parse goes on: its error comes first).
+      if (s.routing.failed && !endsOrRecovers(cls) && cls.parseError === undefined) {
+        s.skipUntilSync();
+        link.expect({
+          kind: 'parse',
+          mode: 'synthetic',
+          reply: errorResponse(IN_FAILED_TRANSACTION),
+          done: (e) =>
+            this.parseAnswered(name, st, { ...e, error: e.error ?? { C: SQLSTATE.inFailedTransaction } }, undefined),
+        });
+        return DROP;
+      }
       link.expect({
         kind: 'parse',
         mode: 'synthetic',

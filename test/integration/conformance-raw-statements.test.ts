@@ -879,6 +879,27 @@ describe('the unnamed portal, then a simple Query that runs on another node', ()
   });
 });
 
+describe('a Parse in an aborted transaction of a text the connection has prepared (pool_mode = transaction shares it)', () => {
+  it('25P02, and the name stays free', async () => {
+    await conforms([
+      // (pg_backend_pid(): the primary's, where the transaction fails.)
+      batch(
+        parseMessage('s1', 'SELECT pg_backend_pid() > 0'),
+        bindMessage('', 's1'),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      simple('BEGIN'),
+      runStatement('s1'),
+      simple('SELEC 1'),
+      batch(parseMessage('s2', 'SELECT pg_backend_pid() > 0'), syncMessage()),
+      batch(parseMessage('s3', 'SELEC 2'), syncMessage()),
+      simple('ROLLBACK'),
+      runStatement('s2'),
+    ]);
+  });
+});
+
 describe('a Bind in an aborted transaction', () => {
   it('of a statement parsed on the standby, with a wrong parameter count: 08P01 as directly (not the 25P02 of a Parse elsewhere)', async () => {
     await conforms([
