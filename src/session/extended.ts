@@ -1135,8 +1135,9 @@ export class ExtendedProtocol {
       if (!home) return this.lost(name, portal);
       link = home;
     } else if (this.pooled && stmt) {
-      // pool_mode = transaction: where it is parsed among the links held, else the primary (parsed there first).
-      link = (!stmt.both && b.list.find((l) => l !== undefined && this.parsedOn(stmt, l))) || p;
+      // pool_mode = transaction: where it is parsed among the links held, else the primary (parsed
+      // there first); not a node with no part in the client's transaction (see below).
+      link = (!stmt.both && b.list.find((l) => l !== undefined && this.parsedOn(stmt, l) && !this.outside(l, p))) || p;
       if (!b.gate(link)) return s.wait('replies');
       this.ensureParsed(stmt, link);
       b.inPipeline(link);
@@ -1150,8 +1151,11 @@ export class ExtendedProtocol {
       }
       return this.forward(link, { kind: 'describe', mode: 'forward' });
     } else {
-      // A statement for both nodes is described by the primary; others where last parsed.
+      // A statement for both nodes is described by the primary; others where last parsed, unless
+      // that node has no part in the client's transaction (the primary's alone): its answer,
+      // and its ReadyForQuery, would be outside it.
       link = (stmt && !stmt.both && b.get(stmt.nodes[stmt.nodes.length - 1])) || p;
+      if (this.outside(link, p)) link = p;
     }
     if (!b.gate(link)) return s.wait('replies');
     // An unnamed statement a Query dropped there since is parsed again.
@@ -1185,6 +1189,15 @@ export class ExtendedProtocol {
     if (portal.executed || !portal.bind) return undefined;
     this.bindOn(portal, p);
     return p;
+  }
+
+  /**
+   * Is `l` (not `p`, the unit's link) a node with no part in the client's transaction (one the
+   * primary has alone: a multi-statement query began it)? A request there is answered
+   * outside it, with a ReadyForQuery that says idle.
+   */
+  private outside(l: BackendLink, p: BackendLink): boolean {
+    return l !== p && this.s.routing.inTransaction && l.txStatus === TxStatus.Idle;
   }
 
   /** A portal whose node went away with rows of it already read: the session cannot go on. */

@@ -819,6 +819,19 @@ describe('a Parse of a taken name in a transaction the standby holding that stat
     ]);
   });
 
+  it('a Describe of that statement: answered in the transaction (25P02 once it is aborted)', async () => {
+    await conforms([
+      batch(parseMessage('s1', read), syncMessage()),
+      simple('SELECT 1; BEGIN'),
+      batch(describeMessage('S', 's1'), syncMessage()),
+      runStatement('s1'),
+      simple('SELEC 1'),
+      batch(describeMessage('S', 's1'), syncMessage()),
+      simple('ROLLBACK'),
+      batch(describeMessage('S', 's1'), syncMessage()),
+    ]);
+  });
+
   it('not aborted yet: 42P05 aborts it (the primary has it alone)', async () => {
     await conforms([
       batch(parseMessage('s1', read), syncMessage()),
