@@ -1239,8 +1239,9 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     // nothing of the session's state to update.
     if (this.closed) return;
     const status = e.status ?? TxStatus.Idle;
-    // Outside a transaction now: the portals bound before the Query ended with the last one.
-    if (status === TxStatus.Idle) this.extended.transactionEndedAt(mark);
+    // Outside a transaction now, or in one the Query began after ending the last (COMMIT;
+    // BEGIN): the portals bound before the Query ended with the last one.
+    if (status === TxStatus.Idle || (cls.multiEnds === true && !e.error)) this.extended.transactionEndedAt(mark);
     if (d.target === 'both' || this.txMode) this.settings.record(sql, cls, !e.error, status);
     if (!e.error) {
       this.extended.statementDone(cls);

@@ -832,6 +832,22 @@ describe('a Parse of a taken name in a transaction the standby holding that stat
     ]);
   });
 
+  it('a Close of that statement, or of a portal there: answered in the transaction', async () => {
+    await conforms([
+      batch(parseMessage('s1', read), parseMessage('s2', read), syncMessage()),
+      simple('SELECT 1; BEGIN'),
+      batch(closeMessage('S', 's1'), syncMessage()),
+      simple('SELECT 1 AS one'),
+      simple('COMMIT'),
+      simple('BEGIN'),
+      batch(bindMessage('p1', 's2'), syncMessage()),
+      simple('COMMIT; BEGIN'),
+      batch(closeMessage('P', 'p1'), syncMessage()),
+      simple('SELECT 1 AS one'),
+      simple('ROLLBACK'),
+    ]);
+  });
+
   it('not aborted yet: 42P05 aborts it (the primary has it alone)', async () => {
     await conforms([
       batch(parseMessage('s1', read), syncMessage()),
