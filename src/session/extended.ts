@@ -1371,7 +1371,8 @@ export class ExtendedProtocol {
     if (members.length === 0) members.push(primary);
     // Only nodes with no part in the client's transaction (the primary's alone: a Close or
     // Describe of what lives on a standby) would say "idle": the primary answers the Sync too.
-    else if (!members.includes(primary) && members.every((l) => this.outside(l, primary))) members.push(primary);
+    else if (s.routing.inTransaction && !members.includes(primary) && members.every((l) => this.outside(l, primary)))
+      members.push(primary);
     // Links outside this pipeline that still owe the client a reply come first.
     for (const l of all) {
       if (l && !members.includes(l) && l.visible > 0) {
