@@ -1399,7 +1399,10 @@ export class ExtendedProtocol {
       const e: LinkExpectation = {
         kind: 'sync',
         mode: 'forward',
-        done: (x, at) => this.pipelineDone(outcomes, x.status ?? TxStatus.Idle, at, sync, restore),
+        done: (x, at) =>
+          this.pipelineDone(outcomes, x.status ?? TxStatus.Idle, at, sync, restore, x.afterError === true ? [at] : [], [
+            at,
+          ]),
         resend: this.route.resendable(l) ? resendSync(b) : undefined,
       };
       if (restore === undefined) return this.forward(l, e);
@@ -1409,6 +1412,7 @@ export class ExtendedProtocol {
     // The pipeline spans nodes: one ReadyForQuery for the client once every node answered.
     const merged = new MergedReady(members.length, mirror);
     let ended = false;
+    const failed: BackendLink[] = [];
     for (const l of members) {
       b.request(
         l,
@@ -1422,10 +1426,11 @@ export class ExtendedProtocol {
           // behind the primary's part, and this Sync with them (its ReadyForQuery merged as before).
           resend: l !== primary && this.route.resendable(l) ? resendSync(b) : undefined,
           merged,
-          done: () => {
+          done: (x) => {
+            if (x.afterError === true) failed.push(l);
             if (ended || !merged.complete) return;
             ended = true;
-            this.pipelineDone(outcomes, merged.status, undefined, sync, restore);
+            this.pipelineDone(outcomes, merged.status, undefined, sync, restore, failed, members);
             const alone = endings && copiesEndedAlone(endings);
             if (alone !== undefined) this.both.endedWithoutPrimary(alone);
             if (mirror !== undefined) this.mirrorFailed(mirror, merged, outcomes);
@@ -1437,6 +1442,26 @@ export class ExtendedProtocol {
       if (restore !== undefined) b.restoreStartup(l, restore);
     }
     return DROP;
+  }
+
+  /**
+   * A SET of a pipeline that failed elsewhere (so does not last) committed on `links`:
+   * pool_mode = transaction, their connections are reset before their next use; session
+   * mode, a standby's settings are no longer the session's (its reads go to the primary
+   * until DISCARD ALL). (The primary's keeps the SET: not undone.)
+   */
+  private setsKeptOn(links: readonly BackendLink[]): void {
+    const b = this.s.backends;
+    for (const l of links) {
+      if (this.pooled) b.settingsUnknownOn(l);
+      else if (l !== b.primary)
+        this.route.settingsDiverged(
+          l,
+          {},
+          'a SET of a pipeline that failed on another node lasted on the load-balance node',
+        );
+      else this.s.log.warn({ node: l.nodeId }, 'a SET of a pipeline that failed on another node lasted on the primary');
+    }
   }
 
   /** A COMMIT or ROLLBACK for both nodes executed in this pipeline: its outcome, filled in by the replies. */
@@ -1453,10 +1478,26 @@ export class ExtendedProtocol {
     only: BackendLink | undefined,
     sync: number,
     restore: StartupRestore | undefined,
+    /** The members whose part of the pipeline had an error. */
+    failed: readonly BackendLink[],
+    members: readonly BackendLink[],
   ): void {
     // The client left before this reply ended: nothing of the session's state to update.
     if (this.s.closed) return;
+    // An error outside a transaction block rolls the pipeline's implicit transaction back
+    // (PostgreSQL: all of it): its SETs do not last. A node whose part had no error (a
+    // pipeline across nodes) committed them there (setsKeptOn).
+    const rolledBack =
+      failed.length > 0 && status === TxStatus.Idle && !outcomes.some((o) => o.stmt.cls.tx !== undefined);
+    let sets = false;
+    if (rolledBack)
+      for (const o of outcomes)
+        if (o.stmt.cls.kind === 'set' || o.stmt.cls.kind === 'reset') {
+          sets ||= o.ok;
+          o.ok = false;
+        }
     for (const o of outcomes) this.applyOutcome(o, status);
+    if (sets) this.setsKeptOn(members.filter((l) => !failed.includes(l)));
     // The start-up settings were set again behind a statement that did not run (an error
     // skipped it): what the connections have is not known.
     if (restore !== undefined && outcomes.some((o) => !o.ok)) this.s.backends.settingsUnknown();

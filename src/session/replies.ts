@@ -104,6 +104,11 @@ export interface Expectation<L> {
    * startupRestore).
    */
   reportAs?: ReadonlyMap<string, string>;
+  /**
+   * sync: an error the client saw, earlier in its pipeline, made this node skip up to it
+   * (outside a transaction block, the node's part of the pipeline was rolled back).
+   */
+  afterError?: boolean;
   /** merge: the pipeline's one ReadyForQuery, shared by its Syncs on every node. */
   merged?: MergedReady;
   /** Its error reached the client (with it, or with a request the server skipped after it). */
@@ -602,6 +607,8 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     if (this.ends[type] !== 0) {
       this.copying = false;
       if (type === BE.ReadyForQuery) {
+        // (Not an error of pgrelay's own copy the client never saw: the primary's result stands.)
+        if (this.skipping && e.kind === 'sync' && this.skipCause?.errorShown === true) e.afterError = true;
         this.skipping = false;
         this.skipCause = undefined;
         this.skipError = undefined;

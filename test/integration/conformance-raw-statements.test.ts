@@ -929,6 +929,36 @@ describe('a Parse in an aborted transaction of a text the connection has prepare
   });
 });
 
+describe('a SET in a pipeline that then fails (its implicit transaction rolls the SET back)', () => {
+  it('does not last, on any node', async () => {
+    await conforms([
+      batch(
+        parseMessage('', "SET TimeZone = 'Asia/Tokyo'"),
+        bindMessage('', ''),
+        executeMessage(''),
+        bindMessage('', 'nope'),
+        syncMessage(),
+      ),
+      simple('SHOW TimeZone'),
+      batch(parseMessage('s1', 'SHOW TimeZone'), bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      simple('RESET TimeZone'),
+      // The same when the failure is a statement of the pipeline that ran (on a standby).
+      batch(
+        parseMessage('', "SET work_mem = '5MB'"),
+        bindMessage('', ''),
+        executeMessage(''),
+        parseMessage('', `SELECT a / 0 FROM ${table}`),
+        bindMessage('', ''),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      simple("SELECT current_setting('work_mem') AS work_mem"),
+      simple(read),
+      simple("SELECT current_setting('work_mem') AS work_mem"),
+    ]);
+  });
+});
+
 describe('a Bind in an aborted transaction', () => {
   it('of a statement parsed on the standby, with a wrong parameter count: 08P01 as directly (not the 25P02 of a Parse elsewhere)', async () => {
     await conforms([
