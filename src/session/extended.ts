@@ -118,6 +118,8 @@ export const IN_FAILED_TRANSACTION: ErrorFields = {
   message: 'current transaction is aborted, commands ignored until end of transaction block',
 };
 
+const NO_LINKS: readonly BackendLink[] = [];
+
 /** A COMMIT or ROLLBACK for both nodes in a pipeline: where it ran. */
 interface TransactionEnding {
   /** The other nodes' links whose copy ran without error. */
@@ -866,8 +868,7 @@ export class ExtendedProtocol {
     if (!b.gate(link)) return s.wait('replies');
     b.inPipeline(link);
     const p = b.primary;
-    if (link === p || p === undefined || !s.routing.inTransaction || link.txStatus !== TxStatus.Idle)
-      return this.forward(link, { kind: 'parse', mode: 'forward' });
+    if (p === undefined || !this.outside(link, p)) return this.forward(link, { kind: 'parse', mode: 'forward' });
     // The statement's node has no part in the client's transaction (the primary's alone): its
     // 42P05 aborts that transaction on the primary, as on a direct connection, before the
     // pipeline's Sync, which the primary answers too (its status is the client's).
@@ -1400,9 +1401,15 @@ export class ExtendedProtocol {
         kind: 'sync',
         mode: 'forward',
         done: (x, at) =>
-          this.pipelineDone(outcomes, x.status ?? TxStatus.Idle, at, sync, restore, x.afterError === true ? [at] : [], [
+          this.pipelineDone(
+            outcomes,
+            x.status ?? TxStatus.Idle,
             at,
-          ]),
+            sync,
+            restore,
+            x.afterError === true ? [at] : NO_LINKS,
+            NO_LINKS,
+          ),
         resend: this.route.resendable(l) ? resendSync(b) : undefined,
       };
       if (restore === undefined) return this.forward(l, e);
@@ -1412,7 +1419,7 @@ export class ExtendedProtocol {
     // The pipeline spans nodes: one ReadyForQuery for the client once every node answered.
     const merged = new MergedReady(members.length, mirror);
     let ended = false;
-    const failed: BackendLink[] = [];
+    let failed: BackendLink[] | undefined;
     for (const l of members) {
       b.request(
         l,
@@ -1427,10 +1434,10 @@ export class ExtendedProtocol {
           resend: l !== primary && this.route.resendable(l) ? resendSync(b) : undefined,
           merged,
           done: (x) => {
-            if (x.afterError === true) failed.push(l);
+            if (x.afterError === true) (failed ??= []).push(l);
             if (ended || !merged.complete) return;
             ended = true;
-            this.pipelineDone(outcomes, merged.status, undefined, sync, restore, failed, members);
+            this.pipelineDone(outcomes, merged.status, undefined, sync, restore, failed ?? NO_LINKS, members);
             const alone = endings && copiesEndedAlone(endings);
             if (alone !== undefined) this.both.endedWithoutPrimary(alone);
             if (mirror !== undefined) this.mirrorFailed(mirror, merged, outcomes);
@@ -1478,8 +1485,9 @@ export class ExtendedProtocol {
     only: BackendLink | undefined,
     sync: number,
     restore: StartupRestore | undefined,
-    /** The members whose part of the pipeline had an error. */
+    /** The members whose part of the pipeline had an error the client saw. */
     failed: readonly BackendLink[],
+    /** All members (none given for a pipeline on one node: no other part can have committed). */
     members: readonly BackendLink[],
   ): void {
     // The client left before this reply ended: nothing of the session's state to update.
@@ -1638,14 +1646,13 @@ export class ExtendedProtocol {
     this.portals.endedAt(mark);
   }
 
-  /** The client's unnamed portal now (an opaque mark for unnamedPortalGone). */
-  unnamedPortal(): object | undefined {
-    return this.portals.get('');
-  }
-
-  /** A simple Query dropped the unnamed portal `mark` (unless the client bound another since). */
-  unnamedPortalGone(mark: object): void {
-    if (this.portals.get('') === mark) this.portals.delete('');
+  /**
+   * The simple Query of `mark` ran: its statements replaced the unnamed portal, gone after
+   * them wherever it was (not one the client bound behind the Query).
+   */
+  unnamedPortalGone(mark: number): void {
+    const p = this.portals.get('');
+    if (p !== undefined && (p.boundAt ?? 0) < mark) this.portals.delete('');
   }
 }
 

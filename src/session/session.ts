@@ -1202,20 +1202,18 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (d.write && link === b.primary) this.route.ryw.wrote();
     this.route.ryw.queryEnds(cls, link);
     const restore = b.restoreFor(cls);
-    // Each statement the Query runs replaces the unnamed portal, gone after it, wherever that
-    // portal is: if the Query succeeds (one that fails may have stopped before any portal).
-    const portal = this.extended.unnamedPortal();
+    // The portals bound before the Query (see statementDone).
     const mark = this.extended.portalMark();
     const e: LinkExpectation = {
       kind: 'query',
       mode: 'forward',
       done:
         alone === undefined
-          ? (x, l) => this.statementDone(sql, cls, d, x, l, portal, mark)
+          ? (x, l) => this.statementDone(sql, cls, d, x, l, mark)
           : (x, l) => {
               // The savepoints the primary is given if it joins (not what failed).
               if (x.error === undefined) b.readOnlyRan(cls);
-              this.statementDone(sql, cls, d, x, l, portal, mark);
+              this.statementDone(sql, cls, d, x, l, mark);
             },
       // A read outside a transaction on a standby can be re-sent elsewhere if the standby dies first.
       resend: this.route.resendable(link) ? resendSame(b, buf.subarray(start - 5, end)) : undefined,
@@ -1232,7 +1230,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     d: Decision,
     e: LinkExpectation,
     link: BackendLink,
-    portal: object | undefined,
+    /** The portals bound before the Query (extended.portalMark). */
     mark: number,
   ): void {
     // The client left before this reply ended (its backends finish it before their reset):
@@ -1245,7 +1243,9 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (d.target === 'both' || this.txMode) this.settings.record(sql, cls, !e.error, status);
     if (!e.error) {
       this.extended.statementDone(cls);
-      if (portal !== undefined && cls.statementCount > 0) this.extended.unnamedPortalGone(portal);
+      // Each statement it ran replaced the unnamed portal (one that failed may have stopped
+      // before any portal: then it stays).
+      if (cls.statementCount > 0) this.extended.unnamedPortalGone(mark);
     }
     this.route.outcome(cls, d, !e.error, status);
     this.route.txStatusIs(status);
