@@ -658,7 +658,15 @@ export class Backends {
     for (const name of strays)
       this.request(
         link,
-        { kind: 'query', mode: 'drop', skippable: true },
+        {
+          kind: 'query',
+          mode: 'drop',
+          skippable: true,
+          // Skipped (the transaction it was sent into aborted): the copy is still there.
+          done: (e) => {
+            if (e.error !== undefined && e.started !== true) (link.conn.strays ??= new Set()).add(name);
+          },
+        },
         queryMessage(`DEALLOCATE "${name.replace(/"/g, '""')}"`),
       );
   }

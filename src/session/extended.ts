@@ -120,12 +120,24 @@ export const IN_FAILED_TRANSACTION: ErrorFields = {
 
 const NO_LINKS: readonly BackendLink[] = [];
 
-/** A COMMIT or ROLLBACK for both nodes in a pipeline: where it ran. */
+/**
+ * A statement for both nodes in a pipeline whose copy may run where the primary skips its
+ * own (an error before it on the primary): a COMMIT or ROLLBACK, a DEALLOCATE ALL or
+ * DISCARD ALL. Where it ran.
+ */
 interface TransactionEnding {
+  cls: Classification;
   /** The other nodes' links whose copy ran without error. */
   copies: BackendLink[];
   /** The primary's ran without error. */
   primaryRan: boolean;
+}
+
+/** Does `cls` drop prepared statements (DEALLOCATE, DISCARD ALL; see ExtendedProtocol.statementDone)? */
+export function dropsStatements(cls: Classification): boolean {
+  return (
+    cls.kind === 'deallocate' || (cls.kind === 'discard' && cls.resetsAll === true) || cls.multiDeallocatesAll === true
+  );
 }
 
 /** Does `cls` end the transaction block (COMMIT, ROLLBACK, PREPARE TRANSACTION; not to a savepoint)? */
@@ -142,8 +154,16 @@ function endsOrRecovers(cls: Classification): boolean {
 /** The links where a copy ended the transaction while the primary skipped its own (undefined: none). */
 function copiesEndedAlone(endings: readonly TransactionEnding[]): BackendLink[] | undefined {
   let links: BackendLink[] | undefined;
-  for (const e of endings) if (!e.primaryRan && e.copies.length > 0) (links ??= []).push(...e.copies);
+  for (const e of endings)
+    if (!e.primaryRan && e.copies.length > 0 && endsTransaction(e.cls)) (links ??= []).push(...e.copies);
   return links;
+}
+
+/** The copies of a DEALLOCATE ALL or DISCARD ALL that ran where the primary skipped its own. */
+function copiesDroppedAlone(endings: readonly TransactionEnding[]): TransactionEnding[] | undefined {
+  let out: TransactionEnding[] | undefined;
+  for (const e of endings) if (!e.primaryRan && e.copies.length > 0 && dropsStatements(e.cls)) (out ??= []).push(e);
+  return out;
 }
 
 /** Statements executed in the current pipeline, whose outcome updates the routing state at Sync. */
@@ -306,6 +326,11 @@ export class ExtendedProtocol {
   private readonly stmts = new StatementTable();
   /** Statements whose Close is on its way, by name (see closing). */
   private readonly closingStmts = new Map<string, Stmt>();
+  /**
+   * Statements sent that drop prepared statements (DEALLOCATE, DISCARD ALL: extended-protocol
+   * Executes, simple Queries) whose answer has not come: see awaitDrops.
+   */
+  private dropsUnanswered = 0;
   private readonly portals = new PortalTable();
   private readonly outcomes = new PipelineOutcomes((o, status) => this.applyOutcome(o, status));
   /** The COMMITs and ROLLBACKs for both nodes executed in the current pipeline (see execute). */
@@ -746,6 +771,7 @@ export class ExtendedProtocol {
   parse(name: string, sql: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     const s = this.s;
     const b = s.backends;
+    if (this.awaitDrops()) return this.awaitParse();
     if (name !== '' && !this.stmts.has(name) && this.stmts.full(end - start + 5)) return s.fail(tooManyStatements());
     const cls = s.ctx.router.classify(sql);
     const d = this.route.decide(sql, cls);
@@ -866,6 +892,9 @@ export class ExtendedProtocol {
     const link = refused ? s.needPrimary() : (b.get(old.nodes[0]) ?? s.needPrimary());
     if (link === SUSPEND) return link;
     if (!b.gate(link)) return s.wait('replies');
+    // No node has it now (lost with its node, dropped there by a copy of DEALLOCATE ALL the
+    // primary skipped): parsed there first, so that the server refuses the name.
+    if (!refused && old.nodes.length === 0) this.ensureParsed(old, link);
     b.inPipeline(link);
     const p = b.primary;
     if (p === undefined || !this.outside(link, p)) return this.forward(link, { kind: 'parse', mode: 'forward' });
@@ -899,6 +928,32 @@ export class ExtendedProtocol {
    */
   private closeUnanswered(name: string): boolean {
     return this.closingStmts.has(name) && this.s.backends.pendingTotal > 0;
+  }
+
+  /**
+   * A statement that drops prepared statements (and DISCARD ALL portals) is sent; `dropped`
+   * when it is answered. Its effect on the client's names applies at its answer (statementDone),
+   * not at the pipeline's Sync: a Parse of a name after it in the pipeline finds the name free.
+   */
+  dropping(): void {
+    this.dropsUnanswered++;
+  }
+
+  dropped(): void {
+    if (this.dropsUnanswered > 0) this.dropsUnanswered--;
+  }
+
+  /**
+   * Is a statement that drops prepared statements not answered yet? A request that names a
+   * statement or portal then waits for that answer: whether the name exists depends on it
+   * (it is skipped after an error before it).
+   */
+  private awaitDrops(): boolean {
+    if (this.dropsUnanswered === 0) return false;
+    if (this.s.backends.pendingTotal > 0) return true;
+    // (Nothing outstanding: its answer was lost with its link.)
+    this.dropsUnanswered = 0;
+    return false;
   }
 
   /**
@@ -969,6 +1024,7 @@ export class ExtendedProtocol {
   bind(portal: string, stmtName: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     const s = this.s;
     const b = s.backends;
+    if (this.awaitDrops()) return this.awaitParse();
     const st = this.stmts.get(stmtName);
     // The primary's link for a statement unknown here or run on both nodes; others go where the
     // router decides below (pool_mode = transaction: a batch that only reads on the load-balance
@@ -1125,6 +1181,7 @@ export class ExtendedProtocol {
   describe(kind: number, name: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     const s = this.s;
     const b = s.backends;
+    if (this.awaitDrops()) return this.awaitParse();
     const stmt = kind === STATEMENT ? this.stmts.get(name) : undefined;
     if (kind === STATEMENT && !stmt && this.closeUnanswered(name)) return this.awaitParse();
     const portal = kind === STATEMENT ? undefined : this.portals.get(name);
@@ -1224,9 +1281,13 @@ export class ExtendedProtocol {
     const target = home ?? p;
     if (!b.gate(target)) return s.wait('replies');
     if (portal === undefined && portalName === '' && !s.routing.failed) this.closeUnnamedPortal(target);
-    // A COMMIT or ROLLBACK for both nodes: whether a copy ends the transaction where the
-    // primary skips its own (see endedWithoutPrimary).
-    const ending = portal?.both === true && endsTransaction(portal.stmt?.cls) ? this.ending() : undefined;
+    // A COMMIT or ROLLBACK, a DEALLOCATE ALL or DISCARD ALL for both nodes: whether a copy
+    // runs where the primary skips its own (see endedWithoutPrimary, droppedWithoutPrimary).
+    const bothCls = portal?.both === true ? portal.stmt?.cls : undefined;
+    const ending =
+      bothCls !== undefined && (endsTransaction(bothCls) || dropsStatements(bothCls))
+        ? this.ending(bothCls)
+        : undefined;
     if (portal?.both) {
       for (const id of portal.nodes.slice(1)) {
         const second = b.get(id);
@@ -1264,15 +1325,20 @@ export class ExtendedProtocol {
       this.route.counted(target, st.sql, st.cls);
     }
     const entry = outcome;
+    // DEALLOCATE, DISCARD ALL: the client's names change at its answer (see dropping).
+    const drops = st !== undefined && dropsStatements(st.cls) ? st.cls : undefined;
+    if (drops) this.dropping();
     const e: LinkExpectation = {
       kind: 'execute',
       mode: 'forward',
       done:
-        entry || ending
+        entry || ending || drops
           ? (x) => {
+              if (drops) this.dropped();
               if (x.error) return;
               if (entry) entry.ok = true;
               if (ending) ending.primaryRan = true;
+              if (drops) this.statementDone(drops);
             }
           : undefined,
       resend:
@@ -1289,6 +1355,7 @@ export class ExtendedProtocol {
   close(kind: number, name: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     const s = this.s;
     const b = s.backends;
+    if (this.awaitDrops()) return this.awaitParse();
     const map: Map<string, Stmt | Portal> = kind === STATEMENT ? this.stmts : this.portals;
     const p = s.unitLink();
     if (p === SUSPEND) return p;
@@ -1440,6 +1507,8 @@ export class ExtendedProtocol {
             this.pipelineDone(outcomes, merged.status, undefined, sync, restore, failed ?? NO_LINKS, members);
             const alone = endings && copiesEndedAlone(endings);
             if (alone !== undefined) this.both.endedWithoutPrimary(alone);
+            const dropped = endings && copiesDroppedAlone(endings);
+            if (dropped !== undefined) this.droppedWithoutPrimary(dropped);
             if (mirror !== undefined) this.mirrorFailed(mirror, merged, outcomes);
             if (merged.withPrimary && merged.primaryStatus === TxStatus.Idle) this.both.rollbackStrays(members);
           },
@@ -1471,9 +1540,34 @@ export class ExtendedProtocol {
     }
   }
 
-  /** A COMMIT or ROLLBACK for both nodes executed in this pipeline: its outcome, filled in by the replies. */
-  private ending(): TransactionEnding {
-    const e: TransactionEnding = { copies: [], primaryRan: false };
+  /**
+   * A DEALLOCATE ALL or DISCARD ALL ran on other nodes where the primary skipped it (an error
+   * before it there, which the client saw): the client keeps its statements, which those
+   * connections no longer have. Session mode: a later use parses them there again; DISCARD
+   * ALL also reset the node's settings, no longer the session's (its reads go to the primary
+   * until DISCARD ALL). pool_mode = transaction: the connections lost pgrelay's statements
+   * (and DISCARD ALL their settings).
+   */
+  private droppedWithoutPrimary(runs: readonly TransactionEnding[]): void {
+    const b = this.s.backends;
+    for (const run of runs)
+      for (const l of run.copies) {
+        const discard = run.cls.kind === 'discard';
+        if (this.pooled) {
+          l.conn.statements?.clear();
+          l.conn.strays = undefined;
+          if (discard) b.settingsUnknownOn(l);
+          continue;
+        }
+        this.forgetNode(l.nodeId);
+        if (discard)
+          this.route.settingsDiverged(l, {}, 'a DISCARD ALL the primary skipped ran on the load-balance node');
+      }
+  }
+
+  /** A statement for both nodes executed in this pipeline that a copy may run alone (TransactionEnding): its outcome, filled in by the replies. */
+  private ending(cls: Classification): TransactionEnding {
+    const e: TransactionEnding = { cls, copies: [], primaryRan: false };
     (this.endings ??= []).push(e);
     return e;
   }
@@ -1537,7 +1631,8 @@ export class ExtendedProtocol {
   private applyOutcome(o: PendingOutcome, status: number): void {
     this.route.outcome(o.stmt.cls, o.decision, o.ok, status);
     if (o.decision.target === 'both' || this.pooled) this.s.settings.record(o.stmt.sql, o.stmt.cls, o.ok, status);
-    if (o.ok) this.statementDone(o.stmt.cls);
+    // (What drops statements did so at its answer: see execute.)
+    if (o.ok && !dropsStatements(o.stmt.cls)) this.statementDone(o.stmt.cls);
   }
 
   flush(): Verdict<BackendLink> {
@@ -1621,7 +1716,11 @@ export class ExtendedProtocol {
    */
   private closeStray(link: BackendLink, name: string): void {
     if (link.conn.strays?.delete(name) !== true) return;
-    this.s.backends.request(link, { kind: 'close', mode: 'drop' }, statementMessage(FE.Close, name));
+    // Skipped after an error before it: the copy is still there.
+    const done = (e: LinkExpectation) => {
+      if (e.error !== undefined && e.started !== true) (link.conn.strays ??= new Set()).add(name);
+    };
+    this.s.backends.request(link, { kind: 'close', mode: 'drop', done }, statementMessage(FE.Close, name));
   }
 
   /** An admin statement or portal took this name. */

@@ -63,7 +63,7 @@ import { Backends, type BackendsOwner, type CheckoutDone, lastServerParameters }
 import { BothNodes } from './both-nodes.js';
 import type { SessionContext, WaitReason } from './context.js';
 import type { SessionCore } from './core.js';
-import { ExtendedProtocol, STATEMENT } from './extended.js';
+import { dropsStatements, ExtendedProtocol, STATEMENT } from './extended.js';
 import type { ErrorFieldMap } from './replies.js';
 import { ReadYourWrites } from './read-your-writes.js';
 import { StatementRouting } from './routing.js';
@@ -1204,13 +1204,20 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const restore = b.restoreFor(cls);
     // The portals bound before the Query (see statementDone).
     const mark = this.extended.portalMark();
+    // DEALLOCATE: the client's names change at its answer (extended.ts dropping).
+    const drops = dropsStatements(cls);
+    if (drops) this.extended.dropping();
     const e: LinkExpectation = {
       kind: 'query',
       mode: 'forward',
       done:
         alone === undefined
-          ? (x, l) => this.statementDone(sql, cls, d, x, l, mark)
+          ? (x, l) => {
+              if (drops) this.extended.dropped();
+              this.statementDone(sql, cls, d, x, l, mark);
+            }
           : (x, l) => {
+              if (drops) this.extended.dropped();
               // The savepoints the primary is given if it joins (not what failed).
               if (x.error === undefined) b.readOnlyRan(cls);
               this.statementDone(sql, cls, d, x, l, mark);

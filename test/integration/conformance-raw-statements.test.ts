@@ -1087,3 +1087,56 @@ describe('a transaction ended on the primary alone while the standby still owes 
     }
   });
 });
+
+describe('a Parse of a name in the pipeline of a DEALLOCATE ALL or DISCARD ALL that ran before it', () => {
+  it('finds the name free, and the statement it prepares stays', async () => {
+    await conforms([
+      batch(parseMessage('s1', 'SELECT 1/0'), syncMessage()),
+      batch(
+        parseMessage('', 'DISCARD ALL'),
+        bindMessage('', ''),
+        executeMessage(''),
+        parseMessage('s1', read),
+        syncMessage(),
+      ),
+      runStatement('s1'),
+      batch(
+        parseMessage('', 'DEALLOCATE ALL'),
+        bindMessage('', ''),
+        executeMessage(''),
+        parseMessage('s1', 'SELECT 2'),
+        syncMessage(),
+      ),
+      runStatement('s1'),
+      batch(parseMessage('s1', read), syncMessage()),
+    ]);
+  });
+});
+
+describe('a DEALLOCATE ALL for both nodes skipped on the primary after an error in its pipeline', () => {
+  it("its copy on the standby ran: the statements it dropped there are the client's still (a Parse of the name gets 42P05)", async () => {
+    await conforms([
+      batch(parseMessage('s1', 'DEALLOCATE ALL'), syncMessage()),
+      batch(parseMessage('s2', 'SELECT 1'), syncMessage()),
+      batch(executeMessage(''), bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      batch(parseMessage('s2', 'SELECT 1/0'), syncMessage()),
+      runStatement('s2'),
+    ]);
+  });
+});
+
+describe("a statement a second Parse of its name left on the connection (pool_mode = transaction), whose Close pgrelay's was skipped", () => {
+  it('a later Describe or Bind of the name gets 26000', async () => {
+    await conforms([
+      batch(parseMessage('s2', 'PREPARE q AS SELECT 7'), syncMessage()),
+      batch(parseMessage('s1', read), syncMessage()),
+      batch(parseMessage('s1', 'SAVEPOINT sp'), syncMessage()),
+      batch(closeMessage('S', 's1'), syncMessage()),
+      batch(describeMessage('P', ''), bindMessage('p1', 's1'), syncMessage()),
+      batch(describeMessage('S', 's1'), syncMessage()),
+      batch(describeMessage('P', ''), describeMessage('S', 's1'), syncMessage()),
+      runStatement('s1'),
+      simple('DEALLOCATE q'),
+    ]);
+  });
+});
