@@ -1044,10 +1044,21 @@ export class ExtendedProtocol {
       if (stmtName === '') this.closeUnnamed(p);
       else this.closeStray(p, stmtName);
       b.inPipeline(p);
-      this.portals.set(portal, { nodes: [p.nodeId], both: false });
-      return this.forward(p, { kind: 'bind', mode: 'forward' });
+      const taken = portal === '' ? undefined : this.portals.get(portal);
+      const bound: Portal = { nodes: [p.nodeId], both: false };
+      this.portals.set(portal, bound);
+      return this.forward(p, {
+        kind: 'bind',
+        mode: 'forward',
+        done: taken && ((e) => this.keepTaken(portal, taken, bound, e)),
+      });
     }
     if (st.both && alone === undefined) {
+      // A named portal the client has on one node: refused there (42P03), not bound anywhere else.
+      const taken = portal === '' ? undefined : this.portals.get(portal);
+      const home = taken !== undefined && !taken.both ? b.get(taken.nodes[0]) : undefined;
+      if (taken !== undefined && home !== undefined)
+        return this.bindTaken(portal, taken, home, st, stmtName, buf, start, end);
       // The load-balance node(s) held now (every standby held with statement_level_load_balance),
       // the statement parsed there first if it is not (it was parsed while the session held none,
       // or on another connection).
@@ -1084,7 +1095,11 @@ export class ExtendedProtocol {
     // parameter count comes before 25P02): where the statement is, in that transaction too
     // (aborted there, or about to be: see both-nodes.ts), rather than parsed again where the
     // Parse would fail first (25P02).
+    // A named portal the client has already: the server refuses the name (42P03), where that
+    // portal is (it stays: see keepTaken).
+    const taken = portal === '' ? undefined : this.portals.get(portal);
     const link =
+      (taken !== undefined && !taken.both && b.get(taken.nodes[0])) ||
       (s.routing.failed &&
         !this.parsedOn(st, routed) &&
         b.list.find((l) => l !== undefined && l.txStatus !== TxStatus.Idle && this.parsedOn(st, l))) ||
@@ -1112,6 +1127,7 @@ export class ExtendedProtocol {
           lostStatement: believed ? this.prepareAgain(st, link, bind) : undefined,
           done: (e, l) => {
             l.recording = undefined;
+            if (taken !== undefined) this.keepTaken(portal, taken, named, e);
             // Skipped after an error of another request: that error says nothing of this statement.
             if (e.started !== true) return;
             // Lost there behind pgrelay's back and not prepared again: the next Bind prepares it.
@@ -1145,6 +1161,7 @@ export class ExtendedProtocol {
     return this.forward(link, {
       kind: 'bind',
       mode: 'forward',
+      done: taken && ((e) => this.keepTaken(portal, taken, bound, e)),
       resend: resendable
         ? resendSame(b, raw, (to) => {
             this.parseOn(st, to);
@@ -1152,6 +1169,50 @@ export class ExtendedProtocol {
           })
         : undefined,
     });
+  }
+
+  /**
+   * A Bind of a statement for both nodes into a named portal the client has (`taken`, on
+   * `home`): sent there alone, where the server refuses the name (42P03).
+   */
+  private bindTaken(
+    portal: string,
+    taken: Portal,
+    home: BackendLink,
+    st: Stmt,
+    stmtName: string,
+    buf: Buffer,
+    start: number,
+    end: number,
+  ): Verdict<BackendLink> {
+    const b = this.s.backends;
+    if (!b.gate(home)) return this.s.wait('replies');
+    const raw = buf.subarray(start - 5, end);
+    const bind = st.server !== undefined ? renamedBind(raw, st.server) : raw;
+    if (!bind) return this.s.protocolViolation('invalid Bind message');
+    this.ensureParsed(st, home, true);
+    b.inPipeline(home);
+    const bound: Portal = { nodes: [home.nodeId], both: false, stmt: st };
+    this.portals.set(portal, bound);
+    b.request(
+      home,
+      {
+        kind: 'bind',
+        mode: 'forward',
+        renamed: st.server === undefined ? undefined : { server: st.server, client: stmtName },
+        done: (e) => this.keepTaken(portal, taken, bound, e),
+      },
+      bind,
+    );
+    return DROP;
+  }
+
+  /**
+   * A Bind of a named portal the client had (`taken`) did not bind (42P03, or an error before
+   * it): the portal it had stays.
+   */
+  private keepTaken(name: string, taken: Portal, bound: Portal, e: LinkExpectation): void {
+    if (e.error !== undefined && this.portals.get(name) === bound) this.portals.set(name, taken);
   }
 
   /**

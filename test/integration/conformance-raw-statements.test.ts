@@ -1140,3 +1140,36 @@ describe("a statement a second Parse of its name left on the connection (pool_mo
     ]);
   });
 });
+
+describe('a Bind of a named portal the client has (42P03), the statement routed to another node', () => {
+  it('is refused as PostgreSQL refuses it, and the portal it has stays', async () => {
+    await conforms([
+      batch(
+        parseMessage('s1', 'SELECT $1::int + 1'),
+        bindMessage('p1', 's1', ['2']),
+        parseMessage('', write),
+        bindMessage('p1', ''),
+        executeMessage('p1'),
+        syncMessage(),
+      ),
+      simple('BEGIN'),
+      batch(bindMessage('p1', 's1', ['5']), syncMessage()),
+      batch(parseMessage('s2', write), bindMessage('p1', 's2'), syncMessage()),
+      batch(executeMessage('p1'), syncMessage()),
+      simple('ROLLBACK'),
+      batch(bindMessage('p1', 's1', ['5']), bindMessage('p2', 's1', ['6']), executeMessage('p1'), syncMessage()),
+      simple(`SELECT count(*) FROM ${table} WHERE a = 100`),
+      // A statement for both nodes (SET) into a portal the client has on the standby.
+      batch(
+        parseMessage('s3', "SET TimeZone = 'Asia/Tokyo'"),
+        parseMessage('s4', read),
+        bindMessage('p1', 's4'),
+        executeMessage('p1', 1),
+        bindMessage('p1', 's3'),
+        executeMessage('p1'),
+        syncMessage(),
+      ),
+      simple('SHOW TimeZone'),
+    ]);
+  });
+});
