@@ -187,8 +187,8 @@ export interface Classification {
   multiBegins: boolean;
   /** Contains a statement that ends a transaction (COMMIT, ROLLBACK, PREPARE TRANSACTION) among several. */
   multiEnds?: boolean;
-  /** Contains DEALLOCATE ALL among several statements. */
-  multiDeallocatesAll?: boolean;
+  /** Contains DEALLOCATE ALL among several statements: which one (1 = the first statement) is the first such. */
+  multiDeallocatesAll?: number;
   /** A block comment reads NO LOAD BALANCE (pgrelay hint, forces the primary for an EITHER statement). */
   noLoadBalanceHint: boolean;
   /** Text starts (after whitespace) with a comment. */
@@ -1826,7 +1826,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
   let count = 0;
   let multiBegins = false;
   let multiEnds = false;
-  let multiDeallocatesAll = false;
+  let multiDeallocatesAll = 0;
   let multiWrite = false;
   let s = 0;
   let written: string[] | null = null;
@@ -1852,7 +1852,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
       if (b.parseError !== undefined && builder !== b) builder = b; // any invalid part makes the whole text invalid
       if (b.tx === 'begin') multiBegins = true;
       else if (b.tx === 'commit' || b.tx === 'rollback' || b.tx === 'prepare_transaction') multiEnds = true;
-      else if (b.kind === 'deallocate' && b.dest === 'both') multiDeallocatesAll = true;
+      else if (b.kind === 'deallocate' && b.dest === 'both' && multiDeallocatesAll === 0) multiDeallocatesAll = count;
       // A read calling functions counts as a write here: the whole text goes to the primary anyway and
       // no volatility lookup is made for it.
       if (b.write || (b.facts !== undefined && b.facts.functions !== null)) multiWrite = true;
@@ -1905,7 +1905,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
     );
     c.multiBegins = multiBegins;
     if (multiEnds) c.multiEnds = true;
-    if (multiDeallocatesAll) c.multiDeallocatesAll = true;
+    if (multiDeallocatesAll > 0) c.multiDeallocatesAll = multiDeallocatesAll;
     c.writtenTables = written ?? EMPTY;
     c.createsTemp = temps ?? EMPTY;
     if (through !== null) c.readsThrough = through;

@@ -136,7 +136,9 @@ interface TransactionEnding {
 /** Does `cls` drop prepared statements (DEALLOCATE, DISCARD ALL; see ExtendedProtocol.statementDone)? */
 export function dropsStatements(cls: Classification): boolean {
   return (
-    cls.kind === 'deallocate' || (cls.kind === 'discard' && cls.resetsAll === true) || cls.multiDeallocatesAll === true
+    cls.kind === 'deallocate' ||
+    (cls.kind === 'discard' && cls.resetsAll === true) ||
+    cls.multiDeallocatesAll !== undefined
   );
 }
 
@@ -742,7 +744,7 @@ export class ExtendedProtocol {
       if (cls.name === undefined) this.forgetAll(false);
       else this.stmts.delete(cls.name);
     } else if (cls.kind === 'discard' && cls.resetsAll === true) this.forgetAll();
-    else if (cls.multiDeallocatesAll === true) this.deallocatedOnPrimary();
+    else if (cls.multiDeallocatesAll !== undefined) this.deallocatedOnPrimary();
   }
 
   /**

@@ -64,6 +64,8 @@ export interface Expectation<L> {
   status?: number;
   /** A reply message for it has been seen (so part of it may have reached the client). */
   started?: boolean;
+  /** Counts the CommandComplete of its reply when set (a Query: how many of its statements ran). */
+  completed?: number;
   /**
    * The only reply passed on so far is the RowDescription of a re-sendable Query:
    * PostgreSQL queues it before running the query and flushes it with whatever comes
@@ -587,6 +589,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       return DROP;
     }
     e.started = true;
+    if (type === BE.CommandComplete && e.completed !== undefined) e.completed++;
     e.headerOnly = couldResend && !wasStarted && type === BE.RowDescription && e.kind === 'query';
     this.unstarted = e.headerOnly ? e : undefined;
     const action = this.pass;

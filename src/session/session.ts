@@ -1210,6 +1210,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     const e: LinkExpectation = {
       kind: 'query',
       mode: 'forward',
+      // Whether its DEALLOCATE ALL ran if a later statement fails (see statementDone).
+      completed: cls.multiDeallocatesAll !== undefined ? 0 : undefined,
       done:
         alone === undefined
           ? (x, l) => {
@@ -1248,6 +1250,9 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     // BEGIN): the portals bound before the Query ended with the last one.
     if (status === TxStatus.Idle || (cls.multiEnds === true && !e.error)) this.extended.transactionEndedAt(mark);
     if (d.target === 'both' || this.txMode) this.settings.record(sql, cls, !e.error, status);
+    // A DEALLOCATE ALL that ran before a statement failed: not undone (not transactional).
+    if (e.error && cls.multiDeallocatesAll !== undefined && (e.completed ?? 0) >= cls.multiDeallocatesAll)
+      this.extended.statementDone(cls);
     if (!e.error) {
       this.extended.statementDone(cls);
       // Each statement it ran replaced the unnamed portal (one that failed may have stopped

@@ -657,6 +657,20 @@ describe('DEALLOCATE ALL among several statements of one Query (on the primary a
       batch(parseMessage('s2', read), bindMessage('', 's2'), executeMessage(''), syncMessage()),
     ]);
   });
+
+  it('that fails after its DEALLOCATE ALL ran: the statements stay dropped (DEALLOCATE is not transactional)', async () => {
+    await conforms([
+      batch(parseMessage('s1', read), syncMessage()),
+      batch(parseMessage('s2', write), syncMessage()),
+      simple('DEALLOCATE ALL; SELECT 1/0'),
+      batch(parseMessage('s1', 'SELECT 2'), bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      runStatement('s2'),
+      batch(parseMessage('s2', read), syncMessage()),
+      simple('SELECT 1/0; DEALLOCATE ALL'),
+      batch(parseMessage('s2', 'SELECT 3'), syncMessage()),
+      runStatement('s2'),
+    ]);
+  });
 });
 
 describe('DEALLOCATE of a statement prepared with Parse', () => {

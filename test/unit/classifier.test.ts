@@ -472,8 +472,8 @@ describe('unparseable input and multi-statement', () => {
     expect(c('END; START TRANSACTION').multiEnds).toBe(true);
     expect(c("SELECT 1; PREPARE TRANSACTION 'x'").multiEnds).toBe(true);
     expect(c('SAVEPOINT a; ROLLBACK TO a').multiEnds).toBeUndefined();
-    expect(c('DEALLOCATE ALL; SELECT 1').multiDeallocatesAll).toBe(true);
-    expect(c('DEALLOCATE PREPARE ALL; SELECT 1').multiDeallocatesAll).toBe(true);
+    expect(c('DEALLOCATE ALL; SELECT 1').multiDeallocatesAll).toBe(1);
+    expect(c('SELECT 1; DEALLOCATE PREPARE ALL; DEALLOCATE ALL').multiDeallocatesAll).toBe(2);
     expect(c('DEALLOCATE s1; SELECT 1').multiDeallocatesAll).toBeUndefined();
   });
   it('empty statements between semicolons do not make a multi-statement', () => {
