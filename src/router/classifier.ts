@@ -2213,3 +2213,25 @@ export function clearClassifierCache(): void {
   caches.clear();
   shapeCaches.clear();
 }
+
+/**
+ * How many parameters PostgreSQL gives a statement parsed with `declared` parameter types:
+ * the larger of that and the highest `$n` its text uses. Undefined where the text's `$n`
+ * may not be the statement's own (PREPARE's inner statement, a function body, DDL and
+ * other utility commands) or the text does not lex.
+ */
+export function parameterCount(sql: string, cls: Classification, declared: number): number | undefined {
+  switch (cls.kind) {
+    case 'prepare':
+    case 'create':
+    case 'other':
+    case 'multi':
+    case 'invalid':
+      return undefined;
+  }
+  const lx = lex(sql);
+  if (lx.error !== undefined) return undefined;
+  let n = declared;
+  for (const t of lx.tokens) if (t.kind === Tok.Param) n = Math.max(n, Number(sql.slice(t.start + 1, t.end)));
+  return n;
+}

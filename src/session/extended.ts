@@ -25,11 +25,13 @@ import {
   bindParameterTexts,
   commandComplete,
   errorResponse,
+  readCString,
   readyForQuery,
 } from '../protocol/messages.js';
 import type { AdminRequest } from '../admin/service.js';
 import { errorResult } from '../admin/result.js';
 import { mergeRestores, type StartupRestore } from '../pool/startup-settings.js';
+import { parameterCount } from '../router/classifier.js';
 import type { Classification, Decision } from '../router/router.js';
 import { type BackendLink, FLUSH, type LinkExpectation, SYNC } from './backend-link.js';
 import type { Backends } from './backends.js';
@@ -37,6 +39,7 @@ import type { BothNodes } from './both-nodes.js';
 import type { SessionCore } from './core.js';
 import type { StatementRouting } from './routing.js';
 import { type ErrorFieldMap, MergedReady, type MirrorCopies, firstMirrorError } from './replies.js';
+import { bindCounts, parseParamTypes } from './admin-replies.js';
 import { resendSame } from './standby-loss.js';
 import {
   CLOSE_COMPLETE,
@@ -131,6 +134,32 @@ interface TransactionEnding {
   copies: BackendLink[];
   /** The primary's ran without error. */
   primaryRan: boolean;
+}
+
+/**
+ * What PostgreSQL answers a Bind of `st` (the client's `name`) in an aborted transaction, when
+ * that can be told without the server: 08P01 for a parameter count other than the
+ * statement's (checked first), else 25P02 — unless it ends or recovers the transaction
+ * without parameters (then it runs). Undefined when the statement's parameter count is not
+ * known (parameterCount) or the Bind is malformed.
+ */
+function bindRefusal(st: Stmt, name: string, buf: Buffer, start: number, end: number): ErrorFields | undefined {
+  const portal = readCString(buf, start, end);
+  const stmtName = portal && readCString(buf, portal[1], end);
+  const counts = stmtName && bindCounts(buf, stmtName[1], end);
+  const q = readCString(st.parse, 5, st.parse.length);
+  const text = q && readCString(st.parse, q[1], st.parse.length);
+  const declared = text && parseParamTypes(st.parse, text[1], st.parse.length);
+  if (!counts || !declared) return undefined;
+  const required = parameterCount(st.sql, st.cls, declared.length);
+  if (required === undefined) return undefined;
+  if (counts.params !== required)
+    return {
+      severity: 'ERROR',
+      code: SQLSTATE.protocolViolation,
+      message: `bind message supplies ${counts.params} parameters, but prepared statement "${name}" requires ${required}`,
+    };
+  return endsOrRecovers(st.cls) && counts.params === 0 ? undefined : IN_FAILED_TRANSACTION;
 }
 
 /** Does `cls` drop prepared statements (DEALLOCATE, DISCARD ALL; see ExtendedProtocol.statementDone)? */
@@ -1107,6 +1136,17 @@ export class ExtendedProtocol {
         b.list.find((l) => l !== undefined && l.txStatus !== TxStatus.Idle && this.parsedOn(st, l))) ||
       routed;
     if (!b.gate(link)) return s.wait('replies');
+    // In an aborted transaction a Parse there would be refused (25P02) before the Bind's own
+    // checks: where the server's answer to the Bind is known, pgrelay gives it.
+    if (s.routing.failed && !this.parsedOn(st, link)) {
+      const refusal = bindRefusal(st, stmtName, buf, start, end);
+      if (refusal !== undefined) {
+        b.inPipeline(link);
+        s.skipUntilSync();
+        link.expect({ kind: 'bind', mode: 'synthetic', reply: errorResponse(refusal) });
+        return DROP;
+      }
+    }
     if (this.pooled && link === b.primary) s.guardSequenceState(st.cls);
     // pool_mode = transaction: was the statement there already (then the server may have lost it)?
     const believed = st.server !== undefined && this.parsedOn(st, link);

@@ -986,6 +986,25 @@ describe('a Bind in an aborted transaction', () => {
       simple('ROLLBACK'),
     ]);
   });
+
+  it('of a statement no node of the transaction has parsed: its parameters counted as the server counts them (08P01, else 25P02)', async () => {
+    await conforms([
+      batch(parseMessage('s1', 'SELECT 1'), syncMessage()),
+      batch(parseMessage('s3', "SET LOCAL TimeZone = 'Europe/Paris'"), syncMessage()),
+      batch(parseMessage('s4', `SELECT b FROM ${table} WHERE a = $1 AND $3::int > 0`, [23, 25, 23, 23]), syncMessage()),
+      batch(parseMessage('s2', 'BEGIN'), bindMessage('', 's2'), executeMessage(''), syncMessage()),
+      batch(bindMessage('p1', ''), syncMessage()),
+      batch(bindMessage('p1', 's1', ['1']), syncMessage()),
+      batch(bindMessage('p1', 's1'), syncMessage()),
+      batch(bindMessage('p1', 's3', ['1']), syncMessage()),
+      batch(bindMessage('p1', 's4', ['1', '2', '3']), syncMessage()),
+      batch(bindMessage('p1', 's4', ['1', '2', '3', '4']), syncMessage()),
+      batch(parseMessage('', 'SAVEPOINT sp'), syncMessage()),
+      batch(bindMessage('', '', ['1']), syncMessage()),
+      batch(parseMessage('s5', 'ROLLBACK'), bindMessage('', 's5'), executeMessage(''), syncMessage()),
+      runStatement('s4'),
+    ]);
+  });
 });
 
 describe('a named statement for both nodes whose Parse the primary skipped', () => {

@@ -4,6 +4,7 @@ import {
   classifyQuery,
   classifyUncached,
   numericShape,
+  parameterCount,
   type Classification,
   type ClassifyOptions,
 } from '../../src/router/classifier.js';
@@ -475,6 +476,19 @@ describe('unparseable input and multi-statement', () => {
     expect(c('DEALLOCATE ALL; SELECT 1').multiDeallocatesAll).toBe(1);
     expect(c('SELECT 1; DEALLOCATE PREPARE ALL; DEALLOCATE ALL').multiDeallocatesAll).toBe(2);
     expect(c('DEALLOCATE s1; SELECT 1').multiDeallocatesAll).toBeUndefined();
+  });
+  it("a statement's parameter count as PostgreSQL counts it (declared types, or the highest $n used)", () => {
+    const n = (sql: string, declared = 0) => parameterCount(sql, c(sql), declared);
+    expect(n('SELECT 1')).toBe(0);
+    expect(n('SELECT $1::int + $3')).toBe(3);
+    expect(n('SELECT $1', 2)).toBe(2);
+    expect(n("SELECT '$4', $2 -- $5\n")).toBe(2);
+    expect(n('INSERT INTO t VALUES ($1, $12)')).toBe(12);
+    expect(n('ROLLBACK')).toBe(0);
+    // $n that are not the statement's own: not known.
+    expect(n('PREPARE q AS SELECT $1')).toBeUndefined();
+    expect(n('CREATE FUNCTION f(int) RETURNS int RETURN $1')).toBeUndefined();
+    expect(n('SELECT 1; SELECT $1')).toBeUndefined();
   });
   it('empty statements between semicolons do not make a multi-statement', () => {
     expect(c('SELECT 1;;').statementCount).toBe(1);
