@@ -125,10 +125,10 @@ const NO_LINKS: readonly BackendLink[] = [];
 
 /**
  * A statement for both nodes in a pipeline whose copy may run where the primary skips its
- * own (an error before it on the primary): a COMMIT or ROLLBACK, a DEALLOCATE ALL or
- * DISCARD ALL. Where it ran.
+ * own (an error before it on the primary), leaving that node unlike the client's session: a
+ * COMMIT or ROLLBACK, a DEALLOCATE ALL or DISCARD ALL, a SET or RESET (copyMatters). Where it ran.
  */
-interface TransactionEnding {
+interface CopiedRun {
   cls: Classification;
   /** The other nodes' links whose copy ran without error. */
   copies: BackendLink[];
@@ -182,20 +182,21 @@ function endsOrRecovers(cls: Classification): boolean {
   return cls.statementCount === 1 && (endsTransaction(cls) || cls.tx === 'rollback_to');
 }
 
-/** The links where a copy ended the transaction while the primary skipped its own (undefined: none). */
-function copiesEndedAlone(endings: readonly TransactionEnding[]): BackendLink[] | undefined {
+/** Does a copy of `cls` that runs where the primary's is skipped leave its node unlike the session (CopiedRun)? */
+function copyMatters(cls: Classification): boolean {
+  return endsTransaction(cls) || dropsStatements(cls) || cls.kind === 'set' || cls.kind === 'reset';
+}
+
+/** The links where a copy of a statement `what` accepts ran while the primary skipped its own (undefined: none). */
+function copiesAlone(runs: readonly CopiedRun[], what: (cls: Classification) => boolean): BackendLink[] | undefined {
   let links: BackendLink[] | undefined;
-  for (const e of endings)
-    if (!e.primaryRan && e.copies.length > 0 && endsTransaction(e.cls)) (links ??= []).push(...e.copies);
+  for (const r of runs) if (!r.primaryRan && r.copies.length > 0 && what(r.cls)) (links ??= []).push(...r.copies);
   return links;
 }
 
-/** The copies of a DEALLOCATE ALL or DISCARD ALL that ran where the primary skipped its own. */
-function copiesDroppedAlone(endings: readonly TransactionEnding[]): TransactionEnding[] | undefined {
-  let out: TransactionEnding[] | undefined;
-  for (const e of endings) if (!e.primaryRan && e.copies.length > 0 && dropsStatements(e.cls)) (out ??= []).push(e);
-  return out;
-}
+/** SET, RESET, DISCARD ALL: statements for both nodes that change the session's settings. */
+const changesSettings = (cls: Classification): boolean =>
+  cls.kind === 'set' || cls.kind === 'reset' || cls.kind === 'discard';
 
 /** Statements executed in the current pipeline, whose outcome updates the routing state at Sync. */
 interface PendingOutcome {
@@ -365,7 +366,7 @@ export class ExtendedProtocol {
   private readonly portals = new PortalTable();
   private readonly outcomes = new PipelineOutcomes((o, status) => this.applyOutcome(o, status));
   /** The COMMITs and ROLLBACKs for both nodes executed in the current pipeline (see execute). */
-  private endings: TransactionEnding[] | undefined;
+  private endings: CopiedRun[] | undefined;
   /** pool_mode = transaction: start-up settings to set again behind this pipeline's Sync (a RESET ALL… of it). */
   private restore: StartupRestore | undefined;
   /** This pipeline's copies of statements for both nodes on other nodes (see MergedReady). */
@@ -1387,10 +1388,7 @@ export class ExtendedProtocol {
     // A COMMIT or ROLLBACK, a DEALLOCATE ALL or DISCARD ALL for both nodes: whether a copy
     // runs where the primary skips its own (see endedWithoutPrimary, droppedWithoutPrimary).
     const bothCls = portal?.both === true ? portal.stmt?.cls : undefined;
-    const ending =
-      bothCls !== undefined && (endsTransaction(bothCls) || dropsStatements(bothCls))
-        ? this.ending(bothCls)
-        : undefined;
+    const ending = bothCls !== undefined && copyMatters(bothCls) ? this.ending(bothCls) : undefined;
     if (portal?.both) {
       for (const id of portal.nodes.slice(1)) {
         const second = b.get(id);
@@ -1608,10 +1606,7 @@ export class ExtendedProtocol {
             if (ended || !merged.complete) return;
             ended = true;
             this.pipelineDone(outcomes, merged.status, undefined, sync, restore, failed ?? NO_LINKS, members);
-            const alone = endings && copiesEndedAlone(endings);
-            if (alone !== undefined) this.both.endedWithoutPrimary(alone);
-            const dropped = endings && copiesDroppedAlone(endings);
-            if (dropped !== undefined) this.droppedWithoutPrimary(dropped);
+            if (endings !== undefined) this.copiesRanAlone(endings);
             if (mirror !== undefined) this.mirrorFailed(mirror, merged, outcomes);
             if (merged.withPrimary && merged.primaryStatus === TxStatus.Idle) this.both.rollbackStrays(members);
           },
@@ -1644,33 +1639,33 @@ export class ExtendedProtocol {
   }
 
   /**
-   * A DEALLOCATE ALL or DISCARD ALL ran on other nodes where the primary skipped it (an error
-   * before it there, which the client saw): the client keeps its statements, which those
-   * connections no longer have. Session mode: a later use parses them there again; DISCARD
-   * ALL also reset the node's settings, no longer the session's (its reads go to the primary
-   * until DISCARD ALL). pool_mode = transaction: the connections lost pgrelay's statements
-   * (and DISCARD ALL their settings).
+   * Copies of statements for both nodes ran on other nodes where the primary skipped its own
+   * (an error before it there, which the client saw: PostgreSQL skipped the statement).
+   * - COMMIT or ROLLBACK: see BothNodes.endedWithoutPrimary.
+   * - DEALLOCATE ALL or DISCARD ALL: the client keeps its statements, which those connections
+   *   no longer have. Session mode: a later use parses them there again. pool_mode =
+   *   transaction: the connections lost pgrelay's statements.
+   * - SET, RESET, DISCARD ALL: the node's settings are no longer the session's (session mode:
+   *   its reads go to the primary until DISCARD ALL; pool_mode = transaction: the connection
+   *   is reset before its next use).
    */
-  private droppedWithoutPrimary(runs: readonly TransactionEnding[]): void {
-    const b = this.s.backends;
-    for (const run of runs)
-      for (const l of run.copies) {
-        const discard = run.cls.kind === 'discard';
-        if (this.pooled) {
-          l.conn.statements?.clear();
-          l.conn.strays = undefined;
-          if (discard) b.settingsUnknownOn(l);
-          continue;
-        }
-        this.forgetNode(l.nodeId);
-        if (discard)
-          this.route.settingsDiverged(l, {}, 'a DISCARD ALL the primary skipped ran on the load-balance node');
+  private copiesRanAlone(runs: readonly CopiedRun[]): void {
+    const ended = copiesAlone(runs, endsTransaction);
+    if (ended !== undefined) this.both.endedWithoutPrimary(ended);
+    for (const l of copiesAlone(runs, dropsStatements) ?? NO_LINKS) {
+      if (!this.pooled) this.forgetNode(l.nodeId);
+      else {
+        l.conn.statements?.clear();
+        l.conn.strays = undefined;
       }
+    }
+    for (const l of copiesAlone(runs, changesSettings) ?? NO_LINKS)
+      this.route.settingsDiverged(l, {}, 'a SET the primary skipped after an error ran on the load-balance node');
   }
 
-  /** A statement for both nodes executed in this pipeline that a copy may run alone (TransactionEnding): its outcome, filled in by the replies. */
-  private ending(cls: Classification): TransactionEnding {
-    const e: TransactionEnding = { cls, copies: [], primaryRan: false };
+  /** A statement for both nodes executed in this pipeline that a copy may run alone (CopiedRun): its outcome, filled in by the replies. */
+  private ending(cls: Classification): CopiedRun {
+    const e: CopiedRun = { cls, copies: [], primaryRan: false };
     (this.endings ??= []).push(e);
     return e;
   }

@@ -973,6 +973,32 @@ describe('a SET in a pipeline that then fails (its implicit transaction rolls th
   });
 });
 
+describe('a SET or RESET skipped after an error earlier in its pipeline (its copy on the standby had no error before it)', () => {
+  it('does not happen, on any node', async () => {
+    await conforms([
+      batch(
+        bindMessage('', 'nope'),
+        parseMessage('s1', "SET TimeZone = 'Asia/Tokyo'"),
+        bindMessage('', 's1'),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      simple('SHOW TimeZone'),
+      simple(read),
+      runStatement('s1'),
+      batch(
+        bindMessage('', 'nope'),
+        parseMessage('s2', 'RESET TimeZone'),
+        bindMessage('', 's2'),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      simple('SHOW TimeZone'),
+      simple('RESET TimeZone'),
+    ]);
+  });
+});
+
 describe('a Bind in an aborted transaction', () => {
   it('of a statement parsed on the standby, with a wrong parameter count: 08P01 as directly (not the 25P02 of a Parse elsewhere)', async () => {
     await conforms([
