@@ -100,6 +100,8 @@ interface Stmt {
 }
 
 interface Portal {
+  /** A named portal whose Bind the server accepted (see bind: a name taken). */
+  confirmed?: boolean;
   /** PortalTable.syncs when it was bound. */
   boundAt?: number;
   nodes: number[];
@@ -335,6 +337,11 @@ class PortalTable extends Map<string, Portal> {
   override set(name: string, p: Portal): this {
     p.boundAt = this.syncs;
     return super.set(name, p);
+  }
+
+  /** Put back a portal the client still has (keeps its mark). */
+  restore(name: string, p: Portal): void {
+    super.set(name, p);
   }
 
   /** The `sync`-th Sync ended the transaction: the portals bound before it are gone. */
@@ -1068,6 +1075,11 @@ export class ExtendedProtocol {
         : undefined;
     // A Close of the name not answered yet may be skipped after an error: it is then still there.
     if (!st && this.closeUnanswered(stmtName)) return this.awaitParse();
+    // A named portal the client has: the server refuses the name (42P03), where that portal
+    // is. Whether one bound earlier in the pipeline exists depends on its Bind's answer.
+    const prior = portal === '' ? undefined : this.portals.get(portal);
+    if (prior !== undefined && prior.confirmed !== true && b.pendingTotal > 0) return this.awaitParse();
+    const taken = prior?.confirmed === true ? prior : undefined;
     const p = alone ?? (!st || st.both ? s.needPrimary() : s.unitLink());
     if (p === SUSPEND) return p;
     if (!st) {
@@ -1076,18 +1088,12 @@ export class ExtendedProtocol {
       if (stmtName === '') this.closeUnnamed(p);
       else this.closeStray(p, stmtName);
       b.inPipeline(p);
-      const taken = portal === '' ? undefined : this.portals.get(portal);
       const bound: Portal = { nodes: [p.nodeId], both: false };
       this.portals.set(portal, bound);
-      return this.forward(p, {
-        kind: 'bind',
-        mode: 'forward',
-        done: taken && ((e) => this.keepTaken(portal, taken, bound, e)),
-      });
+      return this.forward(p, { kind: 'bind', mode: 'forward', done: this.namedBound(portal, bound, taken) });
     }
     if (st.both && alone === undefined) {
       // A named portal the client has on one node: refused there (42P03), not bound anywhere else.
-      const taken = portal === '' ? undefined : this.portals.get(portal);
       const home = taken !== undefined && !taken.both ? b.get(taken.nodes[0]) : undefined;
       if (taken !== undefined && home !== undefined)
         return this.bindTaken(portal, taken, home, st, stmtName, buf, start, end);
@@ -1105,10 +1111,12 @@ export class ExtendedProtocol {
       }
       b.inPipeline(p);
       const nodes = [p.nodeId, ...seconds.map((l) => l.nodeId)];
-      this.portals.set(portal, { nodes, both: true, stmt: st });
+      const bound: Portal = { nodes, both: true, stmt: st };
+      this.portals.set(portal, bound);
       this.ensureParsed(st, p);
-      if (st.server === undefined) return this.forward(p, { kind: 'bind', mode: 'forward' });
-      b.request(p, { kind: 'bind', mode: 'forward', renamed: { server: st.server, client: stmtName } }, bind);
+      const done = this.namedBound(portal, bound, taken);
+      if (st.server === undefined) return this.forward(p, { kind: 'bind', mode: 'forward', done });
+      b.request(p, { kind: 'bind', mode: 'forward', renamed: { server: st.server, client: stmtName }, done }, bind);
       return DROP;
     }
     // Decide again with the session's current state: a statement parsed on the
@@ -1127,9 +1135,7 @@ export class ExtendedProtocol {
     // parameter count comes before 25P02): where the statement is, in that transaction too
     // (aborted there, or about to be: see both-nodes.ts), rather than parsed again where the
     // Parse would fail first (25P02).
-    // A named portal the client has already: the server refuses the name (42P03), where that
-    // portal is (it stays: see keepTaken).
-    const taken = portal === '' ? undefined : this.portals.get(portal);
+    // A named portal the client has already: the server refuses the name (42P03) where it is.
     const link =
       (taken !== undefined && !taken.both && b.get(taken.nodes[0])) ||
       (s.routing.failed &&
@@ -1160,6 +1166,7 @@ export class ExtendedProtocol {
       if (!bind) return s.protocolViolation('invalid Bind message');
       const named: Portal = { nodes: [link.nodeId], both: false, stmt: st };
       this.portals.set(portal, named);
+      const bindAnswered = this.namedBound(portal, named, taken);
       const server = st.server;
       b.request(
         link,
@@ -1170,7 +1177,7 @@ export class ExtendedProtocol {
           lostStatement: believed ? this.prepareAgain(st, link, bind) : undefined,
           done: (e, l) => {
             l.recording = undefined;
-            if (taken !== undefined) this.keepTaken(portal, taken, named, e);
+            bindAnswered?.(e);
             // Skipped after an error of another request: that error says nothing of this statement.
             if (e.started !== true) return;
             // Lost there behind pgrelay's back and not prepared again: the next Bind prepares it.
@@ -1204,7 +1211,7 @@ export class ExtendedProtocol {
     return this.forward(link, {
       kind: 'bind',
       mode: 'forward',
-      done: taken && ((e) => this.keepTaken(portal, taken, bound, e)),
+      done: this.namedBound(portal, bound, taken),
       resend: resendable
         ? resendSame(b, raw, (to) => {
             this.parseOn(st, to);
@@ -1243,7 +1250,7 @@ export class ExtendedProtocol {
         kind: 'bind',
         mode: 'forward',
         renamed: st.server === undefined ? undefined : { server: st.server, client: stmtName },
-        done: (e) => this.keepTaken(portal, taken, bound, e),
+        done: this.namedBound(portal, bound, taken),
       },
       bind,
     );
@@ -1251,11 +1258,22 @@ export class ExtendedProtocol {
   }
 
   /**
-   * A Bind of a named portal the client had (`taken`) did not bind (42P03, or an error before
-   * it): the portal it had stays.
+   * The Bind of named portal `name` (recorded as `bound`) is answered: accepted, the portal is
+   * confirmed; refused or skipped, the client has what it had (`taken`, a portal of that name
+   * it had already: 42P03 — or none). Undefined for the unnamed portal (never refused so).
    */
-  private keepTaken(name: string, taken: Portal, bound: Portal, e: LinkExpectation): void {
-    if (e.error !== undefined && this.portals.get(name) === bound) this.portals.set(name, taken);
+  private namedBound(
+    name: string,
+    bound: Portal,
+    taken: Portal | undefined,
+  ): ((e: LinkExpectation) => void) | undefined {
+    if (name === '') return undefined;
+    return (e) => {
+      if (e.error === undefined) bound.confirmed = true;
+      else if (this.portals.get(name) !== bound) return;
+      else if (taken !== undefined) this.portals.restore(name, taken);
+      else this.portals.delete(name);
+    };
   }
 
   /**

@@ -1229,6 +1229,15 @@ describe('a Bind of a named portal the client has (42P03), the statement routed 
         syncMessage(),
       ),
       simple('SHOW TimeZone'),
+      // A Bind of a named portal that failed, then another of that name in the pipeline
+      // (skipped): the name stays free, whatever a later Bind of it binds.
+      batch(parseMessage('s5', `SELECT b FROM ${table} WHERE a = $1`), syncMessage()),
+      batch(parseMessage('', write), syncMessage()),
+      batch(bindMessage('p1', 's5'), bindMessage('p1', 's5', ['1']), syncMessage()),
+      batch(bindMessage('p1', ''), executeMessage('p1'), syncMessage()),
+      batch(bindMessage('p1', 's5', ['2']), bindMessage('p1', 's5', ['3']), executeMessage('p1'), syncMessage()),
+      batch(bindMessage('p1', 's5', ['2']), executeMessage('p1'), syncMessage()),
+      simple(`DELETE FROM ${table} WHERE a = 100`),
     ]);
   });
 });
