@@ -97,6 +97,8 @@ interface Stmt {
   closeSkipped?: boolean;
   /** The statement of the same name whose Close went just before this Parse (see parseAnswered). */
   replaces?: Stmt;
+  /** pgrelay's latest Parse of it on a link (ensureParsed), until answered: see parseInDoubt. */
+  parsing?: { link: BackendLink; syncs: number };
 }
 
 interface Portal {
@@ -456,6 +458,8 @@ export class ExtendedProtocol {
   private ensureParsed(st: Stmt, link: BackendLink, skippable = false, mirror = false): void {
     if (this.parsedOn(st, link)) return;
     this.markParsed(st, link);
+    const parsing = { link, syncs: link.replies.syncs };
+    st.parsing = parsing;
     const e: LinkExpectation = {
       kind: 'parse',
       mode: 'drop',
@@ -463,6 +467,7 @@ export class ExtendedProtocol {
       // Failed, or skipped after an error before it: the next request that needs it parses it again.
       done: (x) => {
         if (link.unnamedReparse?.e === e) link.unnamedReparse = undefined;
+        if (st.parsing === parsing) st.parsing = undefined;
         if (x.error) this.notParsed(st, link);
       },
     };
@@ -970,6 +975,21 @@ export class ExtendedProtocol {
   }
 
   /**
+   * Is pgrelay's Parse of `st` on a link (ensureParsed) not answered while a Sync went there
+   * since? An error before it in its pipeline may have made the server skip it: a request
+   * that needs the statement waits for that answer (then parses it again if it was skipped;
+   * a second Parse of a name that is there would be refused).
+   */
+  private parseInDoubt(st: Stmt | undefined): boolean {
+    const p = st?.parsing;
+    if (p === undefined || p.link.replies.syncs === p.syncs) return false;
+    if (this.s.backends.pendingTotal > 0) return true;
+    // (Nothing outstanding: its answer was lost with its link.)
+    (st as Stmt).parsing = undefined;
+    return false;
+  }
+
+  /**
    * A statement that drops prepared statements (and DISCARD ALL portals) is sent; `dropped`
    * when it is answered. Its effect on the client's names applies at its answer (statementDone),
    * not at the pipeline's Sync: a Parse of a name after it in the pipeline finds the name free.
@@ -1065,6 +1085,7 @@ export class ExtendedProtocol {
     const b = s.backends;
     if (this.awaitDrops()) return this.awaitParse();
     const st = this.stmts.get(stmtName);
+    if (this.parseInDoubt(st)) return this.awaitParse();
     // The primary's link for a statement unknown here or run on both nodes; others go where the
     // router decides below (pool_mode = transaction: a batch that only reads on the load-balance
     // node holds only its link, see session.ts unitLink).
@@ -1306,6 +1327,7 @@ export class ExtendedProtocol {
     if (this.awaitDrops()) return this.awaitParse();
     const stmt = kind === STATEMENT ? this.stmts.get(name) : undefined;
     if (kind === STATEMENT && !stmt && this.closeUnanswered(name)) return this.awaitParse();
+    if (this.parseInDoubt(stmt)) return this.awaitParse();
     const portal = kind === STATEMENT ? undefined : this.portals.get(name);
     const p = stmt?.both || portal?.both ? s.needPrimary() : s.unitLink();
     if (p === SUSPEND) return p;

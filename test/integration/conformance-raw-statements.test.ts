@@ -183,6 +183,23 @@ describe('what a Parse that does not succeed leaves: nothing', () => {
   });
 });
 
+describe("pgrelay's Parse of a statement where a Bind needs it, skipped after an error, then a Sync", () => {
+  it('a request of the next pipeline that needs the statement there parses it again (not 26000)', async () => {
+    await conforms([
+      batch(parseMessage('s2', 'SELECT 1/0'), syncMessage()),
+      batch(executeMessage(''), bindMessage('p1', 's2'), syncMessage(), describeMessage('S', 's2'), syncMessage()),
+      batch(
+        executeMessage(''),
+        bindMessage('p1', 's2'),
+        syncMessage(),
+        bindMessage('p1', 's2'),
+        executeMessage('p1'),
+        syncMessage(),
+      ),
+    ]);
+  });
+});
+
 describe('a statement parsed again where a Bind needs it', () => {
   it('the Parse pgrelay adds is skipped after an error before it: the statement is still described and bound where it is', async () => {
     await conforms([
