@@ -1123,6 +1123,7 @@ export class ExtendedProtocol {
       // or on another connection).
       const seconds = b.secondLinks(st.decision?.allStandbys === true);
       if (!b.gate(p)) return s.wait('replies');
+      if (this.refusedInAborted(st, stmtName, p, buf, start, end)) return DROP;
       const raw = buf.subarray(start - 5, end);
       const bind = st.server !== undefined ? renamedBind(raw, st.server) : raw;
       if (!bind) return s.protocolViolation('invalid Bind message');
@@ -1164,17 +1165,7 @@ export class ExtendedProtocol {
         b.list.find((l) => l !== undefined && l.txStatus !== TxStatus.Idle && this.parsedOn(st, l))) ||
       routed;
     if (!b.gate(link)) return s.wait('replies');
-    // In an aborted transaction a Parse there would be refused (25P02) before the Bind's own
-    // checks: where the server's answer to the Bind is known, pgrelay gives it.
-    if (s.routing.failed && !this.parsedOn(st, link)) {
-      const refusal = bindRefusal(st, stmtName, buf, start, end);
-      if (refusal !== undefined) {
-        b.inPipeline(link);
-        s.skipUntilSync();
-        link.expect({ kind: 'bind', mode: 'synthetic', reply: errorResponse(refusal) });
-        return DROP;
-      }
-    }
+    if (this.refusedInAborted(st, stmtName, link, buf, start, end)) return DROP;
     if (this.pooled && link === b.primary) s.guardSequenceState(st.cls);
     // pool_mode = transaction: was the statement there already (then the server may have lost it)?
     const believed = st.server !== undefined && this.parsedOn(st, link);
@@ -1240,6 +1231,28 @@ export class ExtendedProtocol {
           })
         : undefined,
     });
+  }
+
+  /**
+   * A Bind in an aborted transaction of a statement `link` has not parsed: a Parse there would
+   * be refused (25P02) before the Bind's own checks. Where the server's answer to the Bind is
+   * known (bindRefusal), pgrelay gives it, and skips to Sync as the server does (true).
+   */
+  private refusedInAborted(
+    st: Stmt,
+    stmtName: string,
+    link: BackendLink,
+    buf: Buffer,
+    start: number,
+    end: number,
+  ): boolean {
+    if (!this.s.routing.failed || this.parsedOn(st, link)) return false;
+    const refusal = bindRefusal(st, stmtName, buf, start, end);
+    if (refusal === undefined) return false;
+    this.s.backends.inPipeline(link);
+    this.s.skipUntilSync();
+    link.expect({ kind: 'bind', mode: 'synthetic', reply: errorResponse(refusal) });
+    return true;
   }
 
   /**

@@ -1048,6 +1048,24 @@ describe('a Bind in an aborted transaction', () => {
       runStatement('s4'),
     ]);
   });
+
+  it('of a statement for both nodes (BEGIN) the primary has not kept: 08P01 for a wrong parameter count', async () => {
+    // (A relation read for the first time: pgrelay asks the primary's catalog about it, which
+    // drops the unnamed statement there.)
+    await conforms([
+      batch(
+        parseMessage('', 'BEGIN'),
+        bindMessage('', ''),
+        executeMessage(''),
+        parseMessage('s2', `SELECT last_value > 0 FROM ${table}_s`),
+        bindMessage('p1', 's2'),
+        syncMessage(),
+      ),
+      batch(describeMessage('S', 'nope'), syncMessage()),
+      batch(bindMessage('p2', '', ['1']), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
 });
 
 describe('a named statement for both nodes whose Parse the primary skipped', () => {
