@@ -369,9 +369,14 @@ export class ExtendedProtocol {
   private readonly closingStmts = new Map<string, Stmt>();
   /**
    * Statements sent that drop prepared statements (DEALLOCATE, DISCARD ALL: extended-protocol
-   * Executes, simple Queries) whose answer has not come: see awaitDrops.
+   * Executes, simple Queries) whose answer has not come: see awaitEarlier.
    */
   private dropsUnanswered = 0;
+  /**
+   * Executes sent in an aborted transaction of COMMIT, ROLLBACK or ROLLBACK TO (which end or
+   * recover it) whose answer has not come: see awaitEarlier.
+   */
+  private recoversUnanswered = 0;
   private readonly portals = new PortalTable();
   private readonly outcomes = new PipelineOutcomes((o, status) => this.applyOutcome(o, status));
   /** The COMMITs and ROLLBACKs for both nodes executed in the current pipeline (see execute). */
@@ -815,7 +820,7 @@ export class ExtendedProtocol {
   parse(name: string, sql: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     const s = this.s;
     const b = s.backends;
-    if (this.awaitDrops()) return this.awaitParse();
+    if (this.awaitEarlier()) return this.awaitParse();
     if (name !== '' && !this.stmts.has(name) && this.stmts.full(end - start + 5)) return s.fail(tooManyStatements());
     const cls = s.ctx.router.classify(sql);
     const d = this.route.decide(sql, cls);
@@ -1003,15 +1008,19 @@ export class ExtendedProtocol {
   }
 
   /**
-   * Is a statement that drops prepared statements not answered yet? A request that names a
-   * statement or portal then waits for that answer: whether the name exists depends on it
-   * (it is skipped after an error before it).
+   * Is a statement earlier in the pipeline that changes how the server answers what follows
+   * not answered yet? A statement that drops prepared statements (whether a name exists
+   * depends on it), or, in an aborted transaction, a COMMIT, ROLLBACK or ROLLBACK TO (whether
+   * the transaction is still aborted: pgrelay answers some requests itself then, 25P02). A
+   * request that names a statement or portal waits for that answer (such a statement is
+   * skipped after an error before it).
    */
-  private awaitDrops(): boolean {
-    if (this.dropsUnanswered === 0) return false;
+  private awaitEarlier(): boolean {
+    if (this.dropsUnanswered === 0 && (this.recoversUnanswered === 0 || !this.s.routing.failed)) return false;
     if (this.s.backends.pendingTotal > 0) return true;
-    // (Nothing outstanding: its answer was lost with its link.)
+    // (Nothing outstanding: the answers were lost with their link.)
     this.dropsUnanswered = 0;
+    this.recoversUnanswered = 0;
     return false;
   }
 
@@ -1083,7 +1092,7 @@ export class ExtendedProtocol {
   bind(portal: string, stmtName: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     const s = this.s;
     const b = s.backends;
-    if (this.awaitDrops()) return this.awaitParse();
+    if (this.awaitEarlier()) return this.awaitParse();
     const st = this.stmts.get(stmtName);
     if (this.parseInDoubt(st)) return this.awaitParse();
     // The primary's link for a statement unknown here or run on both nodes; others go where the
@@ -1337,7 +1346,7 @@ export class ExtendedProtocol {
   describe(kind: number, name: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     const s = this.s;
     const b = s.backends;
-    if (this.awaitDrops()) return this.awaitParse();
+    if (this.awaitEarlier()) return this.awaitParse();
     const stmt = kind === STATEMENT ? this.stmts.get(name) : undefined;
     if (kind === STATEMENT && !stmt && this.closeUnanswered(name)) return this.awaitParse();
     if (this.parseInDoubt(stmt)) return this.awaitParse();
@@ -1482,17 +1491,22 @@ export class ExtendedProtocol {
     // DEALLOCATE, DISCARD ALL: the client's names change at its answer (see dropping).
     const drops = st !== undefined && dropsStatements(st.cls) ? st.cls : undefined;
     if (drops) this.dropping();
+    // COMMIT, ROLLBACK, ROLLBACK TO in an aborted transaction: not aborted from its answer on.
+    const recovers = st !== undefined && s.routing.failed && endsOrRecovers(st.cls);
+    if (recovers) this.recoversUnanswered++;
     const e: LinkExpectation = {
       kind: 'execute',
       mode: 'forward',
       done:
-        entry || ending || drops
+        entry || ending || drops || recovers
           ? (x) => {
               if (drops) this.dropped();
+              if (recovers && this.recoversUnanswered > 0) this.recoversUnanswered--;
               if (x.error) return;
               if (entry) entry.ok = true;
               if (ending) ending.primaryRan = true;
               if (drops) this.statementDone(drops);
+              if (recovers) s.routing.failed = false;
             }
           : undefined,
       resend:
@@ -1509,7 +1523,7 @@ export class ExtendedProtocol {
   close(kind: number, name: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     const s = this.s;
     const b = s.backends;
-    if (this.awaitDrops()) return this.awaitParse();
+    if (this.awaitEarlier()) return this.awaitParse();
     const map: Map<string, Stmt | Portal> = kind === STATEMENT ? this.stmts : this.portals;
     const p = s.unitLink();
     if (p === SUSPEND) return p;

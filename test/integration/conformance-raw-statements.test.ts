@@ -990,6 +990,40 @@ describe('a SET in a pipeline that then fails (its implicit transaction rolls th
   });
 });
 
+describe('what follows a COMMIT, ROLLBACK or ROLLBACK TO of an aborted transaction in its pipeline', () => {
+  it('is answered outside the aborted transaction, as the server answers it', async () => {
+    await conforms([
+      batch(parseMessage('s2', 'COMMIT'), parseMessage('s3', 'ROLLBACK TO sp'), syncMessage()),
+      // (pool_mode = transaction: the connection has BEGIN READ ONLY prepared.)
+      batch(parseMessage('s6', 'BEGIN READ ONLY'), bindMessage('', 's6'), executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+      simple('BEGIN'),
+      simple('SELEC 1'),
+      batch(
+        bindMessage('', 's2'),
+        executeMessage(''),
+        parseMessage('s1', 'BEGIN READ ONLY'),
+        bindMessage('p1', 's1'),
+        executeMessage('p1'),
+        parseMessage('s4', read),
+        bindMessage('', 's4', ['1']),
+        syncMessage(),
+      ),
+      simple('SAVEPOINT sp'),
+      simple('SELEC 1'),
+      batch(
+        bindMessage('', 's3'),
+        executeMessage(''),
+        parseMessage('s5', read),
+        bindMessage('', 's5'),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      simple('ROLLBACK'),
+    ]);
+  });
+});
+
 describe('a SET or RESET skipped after an error earlier in its pipeline (its copy on the standby had no error before it)', () => {
   it('does not happen, on any node', async () => {
     await conforms([
