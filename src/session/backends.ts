@@ -1310,12 +1310,13 @@ export class Backends {
   /**
    * May a Query of pgrelay's own go to `l`, a link other than the primary's, now? Not into
    * a pipeline or a copy of the client's, nor behind a request of the client's (it may
-   * belong to what follows); behind queries of pgrelay's own, yes.
+   * belong to what follows); behind requests of pgrelay's own (their replies dropped:
+   * queries, the Close of a copy after the client's Sync), yes.
    */
   private freeForOwnQuery(l: BackendLink): boolean {
     if (l === this.primaryLink || !l.live || l.inPipeline || l.copyIn) return false;
     if (l.pending === 0) return true;
-    for (const e of l.replies.pendingRequests()) if (e.kind !== 'query' || e.mode !== 'drop') return false;
+    for (const e of l.replies.pendingRequests()) if (e.mode !== 'drop') return false;
     return true;
   }
 

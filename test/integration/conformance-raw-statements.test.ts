@@ -1169,6 +1169,20 @@ describe('a multi-statement Query that ends a transaction the load-balance node 
   });
 });
 
+describe('a failed transaction ended by a multi-statement Query while the standby owes pgrelay the answer to a Close of its own', () => {
+  it('is rolled back on the standby too: a BEGIN after it begins a transaction', async () => {
+    await conforms([
+      batch(parseMessage('', 'BEGIN READ ONLY'), bindMessage('', ''), executeMessage(''), syncMessage()),
+      batch(parseMessage('', `SELECT * FROM ${table}_nope`), syncMessage()),
+      batch(parseMessage('s1', 'SAVEPOINT sp'), syncMessage()),
+      simple("ROLLBACK; SET LOCAL TimeZone = 'Europe/Paris'"),
+      simple('BEGIN'),
+      simple(read),
+      simple('ROLLBACK'),
+    ]);
+  });
+});
+
 describe('a transaction ended on the primary alone while the standby still owes pgrelay an answer', () => {
   it("the standby's copy is rolled back behind it: the next read there runs outside it", async () => {
     const standbys = cluster.nodes.filter((n) => n.id !== cluster.primaryId);
