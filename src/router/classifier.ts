@@ -2216,13 +2216,15 @@ export function clearClassifierCache(): void {
 
 /**
  * How many parameters PostgreSQL gives a statement parsed with `declared` parameter types:
- * the larger of that and the highest `$n` its text uses. Undefined where the text's `$n`
- * may not be the statement's own (PREPARE's inner statement, a function body, DDL and
- * other utility commands) or the text does not lex.
+ * the larger of that and the highest `$n` its text uses. PREPARE: the declared ones (its
+ * `$n` are its inner statement's, analysed when it runs). Undefined where the text's `$n`
+ * may or may not be the statement's own (a function body, DDL and other utility commands)
+ * or the text does not lex.
  */
 export function parameterCount(sql: string, cls: Classification, declared: number): number | undefined {
   switch (cls.kind) {
     case 'prepare':
+      return declared;
     case 'create':
     case 'other':
     case 'multi':

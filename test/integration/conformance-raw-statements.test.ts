@@ -1083,6 +1083,20 @@ describe('a Bind in an aborted transaction', () => {
     ]);
   });
 
+  it("of a PREPARE (its $n are its inner statement's): 08P01 for a wrong parameter count", async () => {
+    await conforms([
+      batch(parseMessage('s2', 'COMMIT'), syncMessage()),
+      simple('PREPARE q AS SELECT 7; BEGIN'),
+      batch(parseMessage('', 'PREPARE q AS SELECT $1::int'), syncMessage()),
+      // (A relation pgrelay has not seen: it asks the primary's catalog, which drops the
+      // unnamed statement there.)
+      batch(parseMessage('s2', `SELECT count(*) FROM ${table}_prep`), syncMessage()),
+      batch(bindMessage('p1', '', ['1']), syncMessage()),
+      batch(bindMessage('p1', ''), syncMessage()),
+      simple('ROLLBACK; DEALLOCATE q'),
+    ]);
+  });
+
   it('of a statement for both nodes (BEGIN) the primary has not kept: 08P01 for a wrong parameter count', async () => {
     // (A relation read for the first time: pgrelay asks the primary's catalog about it, which
     // drops the unnamed statement there.)

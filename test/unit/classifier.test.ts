@@ -485,8 +485,10 @@ describe('unparseable input and multi-statement', () => {
     expect(n("SELECT '$4', $2 -- $5\n")).toBe(2);
     expect(n('INSERT INTO t VALUES ($1, $12)')).toBe(12);
     expect(n('ROLLBACK')).toBe(0);
-    // $n that are not the statement's own: not known.
-    expect(n('PREPARE q AS SELECT $1')).toBeUndefined();
+    // PREPARE's $n are its inner statement's.
+    expect(n('PREPARE q AS SELECT $1')).toBe(0);
+    expect(n('PREPARE q(int) AS SELECT $1', 1)).toBe(1);
+    // $n that may not be the statement's own: not known.
     expect(n('CREATE FUNCTION f(int) RETURNS int RETURN $1')).toBeUndefined();
     expect(n('SELECT 1; SELECT $1')).toBeUndefined();
   });
