@@ -885,6 +885,16 @@ export class Backends {
     }
   }
 
+  /**
+   * Session mode: `link`'s connection kept a setting the session does not have (a SET of a
+   * pipeline that failed on another node): RESET ALL and the session's settings, now,
+   * behind what the link has to answer.
+   */
+  resetSettingsOn(link: BackendLink): void {
+    link.conn.settings = DIRTY_SETTINGS;
+    this.applySettings(link)?.catch((e: PgError) => this.owner.settingsFailed(e));
+  }
+
   /** `link`'s connection lacks some of the session's settings: reset before its next use. */
   settingsUnknownOn(link: BackendLink): void {
     link.conn.settings = DIRTY_SETTINGS;

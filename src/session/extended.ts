@@ -1652,7 +1652,11 @@ export class ExtendedProtocol {
       return b.sendRestoring(l, e, SYNC, s.routing.inTransaction, restore);
     }
     // The pipeline spans nodes: one ReadyForQuery for the client once every node answered.
-    const merged = new MergedReady(members.length, mirror);
+    const merged = new MergedReady(
+      members.length,
+      mirror,
+      outcomes.some((o) => o.stmt.cls.tx !== undefined),
+    );
     let ended = false;
     let failed: BackendLink[] | undefined;
     for (const l of members) {
@@ -1689,7 +1693,7 @@ export class ExtendedProtocol {
    * A SET of a pipeline that failed elsewhere (so does not last) committed on `links`:
    * pool_mode = transaction, their connections are reset before their next use; session
    * mode, a standby's settings are no longer the session's (its reads go to the primary
-   * until DISCARD ALL). (The primary's keeps the SET: not undone.)
+   * until DISCARD ALL); the primary's are set again to the session's.
    */
   private setsKeptOn(links: readonly BackendLink[]): void {
     const b = this.s.backends;
@@ -1701,7 +1705,15 @@ export class ExtendedProtocol {
           {},
           'a SET of a pipeline that failed on another node lasted on the load-balance node',
         );
-      else this.s.log.warn({ node: l.nodeId }, 'a SET of a pipeline that failed on another node lasted on the primary');
+      else {
+        // Session mode, the primary: its settings are the session's again (RESET ALL and the
+        // session's SETs, replies dropped).
+        this.s.log.debug(
+          { node: l.nodeId },
+          'a SET of a pipeline that failed on another node is undone on the primary',
+        );
+        b.resetSettingsOn(l);
+      }
     }
   }
 

@@ -144,14 +144,25 @@ export class MergedReady {
   primaryStatus: number = TxStatus.Idle;
   /** The primary is among the nodes (its ReadyForQuery came). */
   withPrimary = false;
+  /** The primary's ParameterStatus messages, held for the merged ReadyForQuery (see add). */
+  private reports: Buffer[] | undefined;
+  /** A node's part had an error the client saw. */
+  private errorShown = false;
   private waiting: number;
 
   constructor(
     nodes: number,
     /** The copies of statements for both nodes sent to other nodes in the pipeline. */
     readonly mirror?: MirrorCopies,
+    /** The pipeline has transaction control statements (BEGIN, COMMIT, savepoints…). */
+    private readonly txControl = false,
   ) {
     this.waiting = nodes;
+  }
+
+  /** A ParameterStatus of the primary's part (PostgreSQL reports changed settings just before ReadyForQuery). */
+  holdReport(message: Buffer): void {
+    (this.reports ??= []).push(message);
   }
 
   /** Every node answered. */
@@ -164,11 +175,12 @@ export class MergedReady {
    * answered, behind the error of a copy that failed where the primary's transaction
    * goes on (the client's transaction is aborted then: `mirrorFailedInTransaction`).
    */
-  add(status: number, primary: boolean): Buffer | undefined {
+  add(status: number, primary: boolean, afterError = false): Buffer | undefined {
     if (primary) {
       this.primaryStatus = status;
       this.withPrimary = true;
     }
+    if (afterError) this.errorShown = true;
     if (status === TxStatus.Failed) this.status = TxStatus.Failed;
     else if (primary && this.status !== TxStatus.Failed) this.status = status;
     else if (this.status === TxStatus.Idle) this.status = status;
@@ -177,10 +189,18 @@ export class MergedReady {
     // the primary's error (a copy of BEGIN the primary skipped: the session rolls it back there).
     if (this.withPrimary && this.primaryStatus === TxStatus.Idle) this.status = TxStatus.Idle;
     const failed = this.mirrorFailedInTransaction;
-    if (failed === undefined) return readyForQuery(this.status);
-    // (A request of the client's skipped on that node after it showed it already.)
-    if (failed.shown) return readyForQuery(TxStatus.Failed);
-    return Buffer.concat([errorResponse(errorFieldsOf(failed.error)), readyForQuery(TxStatus.Failed)]);
+    const ready =
+      failed === undefined
+        ? readyForQuery(this.status)
+        : // (A request of the client's skipped on that node after it showed it already.)
+          failed.shown
+          ? readyForQuery(TxStatus.Failed)
+          : Buffer.concat([errorResponse(errorFieldsOf(failed.error)), readyForQuery(TxStatus.Failed)]);
+    // What the primary's part reported changed, unless an error rolled the pipeline's implicit
+    // transaction back (it did not last: PostgreSQL reports nothing then).
+    const rolledBack = this.errorShown && this.status === TxStatus.Idle && !this.txControl;
+    if (this.reports === undefined || rolledBack) return ready;
+    return Buffer.concat([...this.reports, ready]);
   }
 
   /** A copy that failed on another node inside a transaction the primary's part did not fail. */
@@ -622,7 +642,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       this.follow();
       if (e.mode === 'merge') {
         // The one ReadyForQuery of a pipeline that spans nodes, once the last node answered.
-        const ready = e.merged?.add(buf[start], e.reportsToClient === true);
+        const ready = e.merged?.add(buf[start], e.reportsToClient === true, e.afterError === true);
         if (ready !== undefined) {
           this.scanner.flushRun();
           this.out.toClient(ready);
@@ -632,6 +652,12 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     }
     if (type === BE.ParameterStatus && e.reportAs !== undefined && action !== DROP)
       return this.reportAs(e.reportAs, before, action, buf, start, end);
+    if (type === BE.ParameterStatus && e.mode === 'merge' && e.merged !== undefined && action !== DROP) {
+      // The primary's part of a pipeline across nodes: with the merged ReadyForQuery.
+      this.scanner.flushRun();
+      e.merged.holdReport(Buffer.from(buf.subarray(start - 5, end)));
+      return DROP;
+    }
     return action;
   }
 

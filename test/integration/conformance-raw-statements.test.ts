@@ -988,6 +988,39 @@ describe('a SET in a pipeline that then fails (its implicit transaction rolls th
       simple("SELECT current_setting('work_mem') AS work_mem"),
     ]);
   });
+
+  it('failing on the standby: the primary, whose part ran, neither keeps it nor reports it (ParameterStatus)', async () => {
+    const onPrimary = "/*NO LOAD BALANCE*/ SELECT current_setting('TimeZone') AS tz";
+    await conforms([
+      simple("SET TimeZone = 'Europe/Paris'"),
+      batch(
+        parseMessage('', "SET TimeZone = 'Asia/Tokyo'"),
+        bindMessage('', ''),
+        executeMessage(''),
+        parseMessage('', 'SELECT 1/0'),
+        bindMessage('', ''),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      // (A comment that makes pgrelay read on the primary.)
+      simple(onPrimary),
+      simple(`INSERT INTO ${table} VALUES (200, current_setting('TimeZone')) RETURNING b`),
+      simple('SHOW TimeZone'),
+      batch(
+        parseMessage('', "SET TimeZone = 'Asia/Tokyo'"),
+        bindMessage('', ''),
+        executeMessage(''),
+        parseMessage('s1', `SELECT * FROM ${table}_nope`),
+        bindMessage('', 's1'),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      simple(onPrimary),
+      simple('SHOW TimeZone'),
+      simple(`DELETE FROM ${table} WHERE a = 200`),
+      simple('RESET TimeZone'),
+    ]);
+  });
 });
 
 describe('what follows a COMMIT, ROLLBACK or ROLLBACK TO of an aborted transaction in its pipeline', () => {
