@@ -855,6 +855,7 @@ export class ExtendedProtocol {
       const seconds = b.secondLinks(d.allStandbys === true);
       if (this.settingWaits(cls, seconds)) return SUSPEND;
       if (!b.gate(p)) return s.wait('replies');
+      if (name !== '') for (const l of [p, ...seconds]) this.closeStray(l, name);
       for (const second of seconds) this.mirrored(second, { kind: 'parse', mode: 'drop', skippable: true }, parse);
       b.inPipeline(p);
       const nodes = [p.nodeId, ...seconds.map((l) => l.nodeId)];
@@ -879,16 +880,14 @@ export class ExtendedProtocol {
         done: (e) => {
           this.parseAnswered(name, st, e, prev);
           // The primary's failed or was skipped, its copies may have run: the name stays free.
-          if (e.error !== undefined && name !== '')
-            for (const l of seconds)
-              if (l.live)
-                b.request(l, { kind: 'close', mode: 'drop', skippable: true }, statementMessage(FE.Close, name));
+          if (e.error !== undefined && name !== '') for (const l of seconds) if (l.live) this.closeCopy(l, name);
         },
       });
     }
     const link = alone ?? this.route.linkFor(d);
     if (link === SUSPEND) return link;
     if (!b.gate(link)) return s.wait('replies');
+    if (name !== '') this.closeStray(link, name);
     b.inPipeline(link);
     // Run alone for a read-only transaction, a statement for both nodes stays one for later Binds.
     const st: Stmt = {
@@ -1887,9 +1886,27 @@ export class ExtendedProtocol {
   }
 
   /**
-   * pool_mode = transaction: a Bind or Describe of a name the client has not prepared, which
-   * a second Parse of it left on the connection (parseExisting): closed first, so that the
-   * server answers 26000 as a direct connection does.
+   * Close the copy of statement `name` on `link` (a statement for both nodes whose Parse the
+   * primary skipped: the client does not have it). If an error in that link's pipeline makes
+   * the server skip the Close too, the copy is a stray there (closeStray).
+   */
+  private closeCopy(link: BackendLink, name: string): void {
+    const done = (e: LinkExpectation) => {
+      if (e.error !== undefined && e.started !== true) (link.conn.strays ??= new Set()).add(name);
+    };
+    this.s.backends.request(
+      link,
+      { kind: 'close', mode: 'drop', skippable: true, done },
+      statementMessage(FE.Close, name),
+    );
+  }
+
+  /**
+   * A Parse, Bind or Describe of a name the client does not have, which is left on the
+   * connection under that name (pool_mode = transaction: a second Parse of it,
+   * parseExisting; a copy of a statement for both nodes whose Close was skipped, closeCopy):
+   * closed first, so that the server answers as a direct connection does (26000, or the
+   * Parse succeeds).
    */
   private closeStray(link: BackendLink, name: string): void {
     if (link.conn.strays?.delete(name) !== true) return;

@@ -1156,6 +1156,21 @@ describe('a named statement for both nodes whose Parse the primary skipped', () 
       batch(parseMessage('s2', 'SHOW TimeZone'), bindMessage('', 's2'), executeMessage(''), syncMessage()),
     ]);
   });
+
+  it("and pgrelay's Close of that copy skipped after an error there: the name stays free all the same", async () => {
+    await conforms([
+      batch(
+        executeMessage(''),
+        parseMessage('s1', 'ROLLBACK TO sp'),
+        bindMessage('p1', 's1'),
+        executeMessage('p1'),
+        bindMessage('p1', ''),
+        syncMessage(),
+      ),
+      batch(parseMessage('s1', read), syncMessage()),
+      runStatement('s1'),
+    ]);
+  });
 });
 
 describe('COMMIT AND CHAIN of a transaction a multi-statement Query began (the primary alone has it)', () => {
