@@ -252,6 +252,25 @@ export function bindParameterIntegers(buf: Buffer, start: number, end: number, n
   return out;
 }
 
+/** The parameter types of a Parse message from `at` (after the query string); undefined if malformed. */
+export function parseParamTypes(buf: Buffer, at: number, end: number): number[] | undefined {
+  if (at + 2 > end) return undefined;
+  const n = buf.readInt16BE(at);
+  if (n < 0 || at + 2 + 4 * n > end) return undefined;
+  const types: number[] = [];
+  for (let i = 0; i < n; i++) types.push(buf.readUInt32BE(at + 2 + 4 * i));
+  return types;
+}
+
+/** The parameter format and parameter counts of a Bind message from `at` (after the statement name). */
+export function bindCounts(buf: Buffer, at: number, end: number): { formats: number; params: number } | undefined {
+  if (at + 2 > end) return undefined;
+  const formats = buf.readInt16BE(at);
+  const p = at + 2 + 2 * formats;
+  if (formats < 0 || p + 2 > end) return undefined;
+  return { formats, params: buf.readInt16BE(p) };
+}
+
 /** The values of a DataRow body, as text (null for SQL NULL). Stops at a truncated value. */
 export function decodeDataRow(buf: Buffer, start: number, end: number): Array<string | null> {
   const n = buf.readInt16BE(start);

@@ -9,9 +9,16 @@
  */
 import { FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
 import { DROP, type Verdict } from '../protocol/framing.js';
-import { PgError, errorResponse, readCString, readyForQuery } from '../protocol/messages.js';
+import {
+  PgError,
+  bindCounts,
+  errorResponse,
+  parseParamTypes,
+  readCString,
+  readyForQuery,
+} from '../protocol/messages.js';
 import { closeComplete } from '../admin/wire.js';
-import { type AdminReplies, bindCounts, parseParamTypes } from './admin-replies.js';
+import type { AdminReplies } from './admin-replies.js';
 import type { SessionCore } from './core.js';
 import type { AdminCaller } from '../admin/service.js';
 

@@ -24,7 +24,9 @@ import {
   bindParameterIntegers,
   bindParameterTexts,
   commandComplete,
+  bindCounts,
   errorResponse,
+  parseParamTypes,
   readCString,
   readyForQuery,
 } from '../protocol/messages.js';
@@ -39,7 +41,6 @@ import type { BothNodes } from './both-nodes.js';
 import type { SessionCore } from './core.js';
 import type { StatementRouting } from './routing.js';
 import { type ErrorFieldMap, MergedReady, type MirrorCopies, firstMirrorError } from './replies.js';
-import { bindCounts, parseParamTypes } from './admin-replies.js';
 import { resendSame } from './standby-loss.js';
 import {
   CLOSE_COMPLETE,

@@ -44,8 +44,10 @@ import {
   PgError,
   authenticationOk,
   backendKeyData,
+  bindCounts,
   errorResponse,
   parameterStatus,
+  parseParamTypes,
   readCString,
   readyForQuery,
 } from '../protocol/messages.js';
@@ -57,7 +59,7 @@ import type { Classification, Decision, SessionFacts, SessionRoutingState } from
 import { isolationFromValue } from '../router/classifier.js';
 import { connectionIsolation, newSessionRoutingState, startupIsolation } from '../router/policy.js';
 import { AdminOnlyMode } from './admin-only.js';
-import { AdminReplies, bindCounts, parseParamTypes } from './admin-replies.js';
+import { AdminReplies } from './admin-replies.js';
 import { type BackendLink, type LinkExpectation, type LinkOwner, SYNC } from './backend-link.js';
 import { Backends, type BackendsOwner, type CheckoutDone, lastServerParameters } from './backends.js';
 import { BothNodes } from './both-nodes.js';
