@@ -88,6 +88,7 @@ export const SQLSTATE = {
   syntaxError: '42601',
   insufficientPrivilege: '42501',
   invalidParameterValue: '22023',
+  activeSqlTransaction: '25001',
   inFailedTransaction: '25P02',
   readOnlyTransaction: '25006',
   objectNotInPrerequisiteState: '55000',

@@ -2237,3 +2237,34 @@ export function parameterCount(sql: string, cls: Classification, declared: numbe
   for (const t of lx.tokens) if (t.kind === Tok.Param) n = Math.max(n, Number(sql.slice(t.start + 1, t.end)));
   return n;
 }
+
+/**
+ * The statement type PostgreSQL names when it refuses a statement inside a pipeline once an
+ * Execute ran in its implicit transaction (PreventInTransactionBlock: "DISCARD ALL cannot be
+ * executed within a pipeline"), or undefined for a statement it runs there.
+ */
+export function pipelineRefusal(sql: string, cls: Classification): string | undefined {
+  if (cls.statementCount !== 1) return undefined;
+  if (cls.kind === 'discard') return cls.resetsAll === true ? 'DISCARD ALL' : undefined;
+  if (cls.tx === 'commit_prepared') return 'COMMIT PREPARED';
+  if (cls.tx === 'rollback_prepared') return 'ROLLBACK PREPARED';
+  if (cls.kind !== 'other' && cls.kind !== 'create') return undefined;
+  const lx = lex(sql);
+  if (lx.error !== undefined) return undefined;
+  const words: string[] = [];
+  for (const t of lx.tokens) {
+    if (t.depth !== 0 || words.length === 4) break;
+    if (t.kind !== Tok.Word) break;
+    words.push(t.text);
+  }
+  const [a, b, c, d] = words;
+  // VACUUM (VACUUM ANALYZE too; ANALYZE alone runs in a transaction block).
+  if (a === 'vacuum') return 'VACUUM';
+  if ((a === 'create' || a === 'drop') && (b === 'database' || b === 'tablespace'))
+    return `${a.toUpperCase()} ${b.toUpperCase()}`;
+  if (a === 'alter' && b === 'system') return 'ALTER SYSTEM';
+  if (a === 'create' && b === 'index' && c === 'concurrently') return 'CREATE INDEX CONCURRENTLY';
+  if (a === 'create' && b === 'unique' && c === 'index' && d === 'concurrently') return 'CREATE INDEX CONCURRENTLY';
+  if (a === 'drop' && b === 'index' && c === 'concurrently') return 'DROP INDEX CONCURRENTLY';
+  return undefined;
+}

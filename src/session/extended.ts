@@ -33,7 +33,7 @@ import {
 import type { AdminRequest } from '../admin/service.js';
 import { errorResult } from '../admin/result.js';
 import { mergeRestores, type StartupRestore } from '../pool/startup-settings.js';
-import { parameterCount } from '../router/classifier.js';
+import { parameterCount, pipelineRefusal } from '../router/classifier.js';
 import type { Classification, Decision } from '../router/router.js';
 import { type BackendLink, FLUSH, type LinkExpectation, SYNC } from './backend-link.js';
 import type { Backends } from './backends.js';
@@ -100,6 +100,8 @@ interface Stmt {
   replaces?: Stmt;
   /** pgrelay's latest Parse of it on a link (ensureParsed), until answered: see parseInDoubt. */
   parsing?: { link: BackendLink; syncs: number };
+  /** What PostgreSQL names refusing it in a pipeline after an Execute (pipelineRefusal; null: none), once asked. */
+  refusal?: string | null;
 }
 
 interface Portal {
@@ -127,6 +129,7 @@ export const IN_FAILED_TRANSACTION: ErrorFields = {
 };
 
 const NO_LINKS: readonly BackendLink[] = [];
+const NO_NODES: readonly number[] = [];
 
 /**
  * A statement for both nodes in a pipeline whose copy may run where the primary skips its
@@ -378,6 +381,13 @@ export class ExtendedProtocol {
    * recover it) whose answer has not come: see awaitEarlier.
    */
   private recoversUnanswered = 0;
+  /**
+   * The nodes where an Execute ran in this pipeline's implicit transaction (outside a
+   * transaction block, not a transaction command): see refusedInPipeline. Emptied at Sync.
+   */
+  private readonly executedOn: number[] = [];
+  /** This pipeline executed a transaction command (BEGIN, COMMIT…). */
+  private pipelineTx = false;
   private readonly portals = new PortalTable();
   private readonly outcomes = new PipelineOutcomes((o, status) => this.applyOutcome(o, status));
   /** The COMMITs and ROLLBACKs for both nodes executed in the current pipeline (see execute). */
@@ -1243,6 +1253,29 @@ export class ExtendedProtocol {
   }
 
   /**
+   * An Execute, in a pipeline's implicit transaction where an Execute already ran on another
+   * node, of a statement PostgreSQL refuses there (DISCARD ALL, VACUUM…: "cannot be executed
+   * within a pipeline"): `target` has no Execute of this pipeline and would run it. pgrelay
+   * refuses it as the server does (25001) once what came before is answered (an error there
+   * skips it); undefined for any other statement.
+   */
+  private refusedInPipeline(st: Stmt, target: BackendLink): Verdict<BackendLink> | undefined {
+    if (st.refusal === undefined) st.refusal = pipelineRefusal(st.sql, st.cls) ?? null;
+    if (st.refusal === null) return undefined;
+    const s = this.s;
+    if (s.backends.pendingTotal > 0) return this.awaitParse();
+    s.backends.inPipeline(target);
+    s.skipUntilSync();
+    const error: ErrorFields = {
+      severity: 'ERROR',
+      code: SQLSTATE.activeSqlTransaction,
+      message: `${st.refusal} cannot be executed within a pipeline`,
+    };
+    target.expect({ kind: 'execute', mode: 'synthetic', reply: errorResponse(error) });
+    return DROP;
+  }
+
+  /**
    * A Bind in an aborted transaction of a statement `link` has not parsed: a Parse there would
    * be refused (25P02) before the Bind's own checks. Where the server's answer to the Bind is
    * known (bindRefusal), pgrelay gives it, and skips to Sync as the server does (true).
@@ -1446,6 +1479,15 @@ export class ExtendedProtocol {
     if (portal && !home) return this.lost(portalName, portal);
     const target = home ?? p;
     if (!b.gate(target)) return s.wait('replies');
+    const st = portal?.stmt;
+    if (st !== undefined && !s.routing.inTransaction) {
+      if (this.executedOn.length > 0 && !this.pipelineTx && !this.executedOn.includes(target.nodeId)) {
+        const refused = this.refusedInPipeline(st, target);
+        if (refused !== undefined) return refused;
+      }
+      if (st.cls.tx !== undefined) this.pipelineTx = true;
+      else for (const id of portal?.nodes ?? NO_NODES) if (!this.executedOn.includes(id)) this.executedOn.push(id);
+    }
     if (portal === undefined && portalName === '' && !s.routing.failed) this.closeUnnamedPortal(target);
     // A COMMIT or ROLLBACK, a DEALLOCATE ALL or DISCARD ALL for both nodes: whether a copy
     // runs where the primary skips its own (see endedWithoutPrimary, droppedWithoutPrimary).
@@ -1481,7 +1523,6 @@ export class ExtendedProtocol {
     }
     this.route.ryw.executed(portal?.stmt?.cls);
     if (portal) portal.executed = true;
-    const st = portal?.stmt;
     let outcome: PendingOutcome | undefined;
     if (st?.decision) {
       outcome = this.outcomes.add(st, st.decision, target.txStatus);
@@ -1617,6 +1658,8 @@ export class ExtendedProtocol {
       }
     }
     s.routing.pipelineWrote = false;
+    this.executedOn.length = 0;
+    this.pipelineTx = false;
     const outcomes = this.outcomes.take();
     const endings = this.endings;
     this.endings = undefined;

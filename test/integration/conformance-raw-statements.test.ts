@@ -1057,6 +1057,37 @@ describe('what follows a COMMIT, ROLLBACK or ROLLBACK TO of an aborted transacti
   });
 });
 
+describe('a statement PostgreSQL refuses in a pipeline once an Execute ran in it (DISCARD ALL, VACUUM…)', () => {
+  it('is refused (25001) when that Execute ran on another node', async () => {
+    await conforms([
+      simple("SET TimeZone = 'Asia/Tokyo'"),
+      batch(
+        parseMessage('', read),
+        bindMessage('', ''),
+        executeMessage(''),
+        parseMessage('', 'DISCARD ALL'),
+        bindMessage('', ''),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      simple('SHOW TimeZone'),
+      batch(
+        parseMessage('s1', read),
+        bindMessage('', 's1'),
+        executeMessage(''),
+        parseMessage('s2', `VACUUM ${table}`),
+        bindMessage('', 's2'),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      // Alone in its pipeline, or behind BEGIN… COMMIT of its own (no Execute in the implicit transaction): it runs.
+      batch(parseMessage('', 'DISCARD ALL'), bindMessage('', ''), executeMessage(''), syncMessage()),
+      simple('SHOW TimeZone'),
+      runStatement('s2'),
+    ]);
+  });
+});
+
 describe('a SET or RESET skipped after an error earlier in its pipeline (its copy on the standby had no error before it)', () => {
   it('does not happen, on any node', async () => {
     await conforms([

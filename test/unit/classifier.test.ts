@@ -5,6 +5,7 @@ import {
   classifyUncached,
   numericShape,
   parameterCount,
+  pipelineRefusal,
   type Classification,
   type ClassifyOptions,
 } from '../../src/router/classifier.js';
@@ -491,6 +492,22 @@ describe('unparseable input and multi-statement', () => {
     // $n that may not be the statement's own: not known.
     expect(n('CREATE FUNCTION f(int) RETURNS int RETURN $1')).toBeUndefined();
     expect(n('SELECT 1; SELECT $1')).toBeUndefined();
+  });
+  it('statements PostgreSQL refuses in a pipeline once an Execute ran in it, by the name its error gives', () => {
+    const r = (sql: string) => pipelineRefusal(sql, c(sql));
+    expect(r('DISCARD ALL')).toBe('DISCARD ALL');
+    expect(r('discard temp')).toBeUndefined();
+    expect(r('VACUUM (ANALYZE) t')).toBe('VACUUM');
+    expect(r('ANALYZE t')).toBeUndefined();
+    expect(r('CREATE DATABASE d')).toBe('CREATE DATABASE');
+    expect(r('drop tablespace x')).toBe('DROP TABLESPACE');
+    expect(r("ALTER SYSTEM SET work_mem = '1MB'")).toBe('ALTER SYSTEM');
+    expect(r('CREATE UNIQUE INDEX CONCURRENTLY i ON t (a)')).toBe('CREATE INDEX CONCURRENTLY');
+    expect(r('CREATE INDEX i ON t (a)')).toBeUndefined();
+    expect(r('DROP INDEX CONCURRENTLY i')).toBe('DROP INDEX CONCURRENTLY');
+    expect(r("COMMIT PREPARED 'x'")).toBe('COMMIT PREPARED');
+    expect(r('SELECT 1')).toBeUndefined();
+    expect(r('VACUUM; SELECT 1')).toBeUndefined();
   });
   it('empty statements between semicolons do not make a multi-statement', () => {
     expect(c('SELECT 1;;').statementCount).toBe(1);
