@@ -199,15 +199,16 @@ export class Backends {
   /**
    * Where a statement for "both" nodes runs besides the primary: the load-balance node's
    * link, or with `all` (statement_level_load_balance: reads drawn among every standby held)
-   * every link other than the primary's.
+   * every link other than the primary's. Not `first`, the link the statement goes to first
+   * (the read node's, in a failed read-only transaction the primary has no part in).
    */
-  secondLinks(all: boolean): BackendLink[] {
+  secondLinks(all: boolean, first: BackendLink | undefined): BackendLink[] {
     if (!all) {
       const l = this.secondLink();
-      return l ? [l] : [];
+      return l && l !== first ? [l] : [];
     }
     const out: BackendLink[] = [];
-    for (const l of this.links) if (l !== undefined && l !== this.primaryLink) out.push(l);
+    for (const l of this.links) if (l !== undefined && l !== this.primaryLink && l !== first) out.push(l);
     return out;
   }
 

@@ -515,7 +515,7 @@ export class ExtendedProtocol {
     // reply dropped (the primary's link first: a unit of work takes the read node's with it).
     const link = d.target === 'both' ? s.needPrimary() : this.route.linkFor(d);
     if (link === SUSPEND) return link;
-    const seconds = d.target === 'both' ? b.secondLinks(d.allStandbys === true) : [];
+    const seconds = d.target === 'both' ? b.secondLinks(d.allStandbys === true, link) : [];
     if (this.settingWaits(cls, seconds)) return SUSPEND;
     if (!b.gate(link)) return s.wait('replies');
     const taken = this.stmts.get(name);
@@ -863,7 +863,7 @@ export class ExtendedProtocol {
       // (The primary's link first: pool_mode = transaction takes the read node's with it.)
       const p = s.needPrimary();
       if (p === SUSPEND) return p;
-      const seconds = b.secondLinks(d.allStandbys === true);
+      const seconds = b.secondLinks(d.allStandbys === true, p);
       if (this.settingWaits(cls, seconds)) return SUSPEND;
       if (!b.gate(p)) return s.wait('replies');
       if (name !== '') for (const l of [p, ...seconds]) this.closeStray(l, name);
@@ -1140,7 +1140,7 @@ export class ExtendedProtocol {
       // The load-balance node(s) held now (every standby held with statement_level_load_balance),
       // the statement parsed there first if it is not (it was parsed while the session held none,
       // or on another connection).
-      const seconds = b.secondLinks(st.decision?.allStandbys === true);
+      const seconds = b.secondLinks(st.decision?.allStandbys === true, p);
       if (!b.gate(p)) return s.wait('replies');
       if (this.refusedInAborted(st, stmtName, p, buf, start, end)) return DROP;
       const raw = buf.subarray(start - 5, end);
@@ -1262,16 +1262,19 @@ export class ExtendedProtocol {
   private refusedInPipeline(st: Stmt, target: BackendLink): Verdict<BackendLink> | undefined {
     if (st.refusal === undefined) st.refusal = pipelineRefusal(st.sql, st.cls) ?? null;
     if (st.refusal === null) return undefined;
-    const s = this.s;
-    if (s.backends.pendingTotal > 0) return this.awaitParse();
-    s.backends.inPipeline(target);
-    s.skipUntilSync();
-    const error: ErrorFields = {
+    if (this.s.backends.pendingTotal > 0) return this.awaitParse();
+    return this.refuse(target, 'execute', {
       severity: 'ERROR',
       code: SQLSTATE.activeSqlTransaction,
       message: `${st.refusal} cannot be executed within a pipeline`,
-    };
-    target.expect({ kind: 'execute', mode: 'synthetic', reply: errorResponse(error) });
+    });
+  }
+
+  /** pgrelay answers the client's request on `link` with `error`, as the server would, and skips to Sync as it does. */
+  private refuse(link: BackendLink, kind: 'bind' | 'execute', error: ErrorFields): typeof DROP {
+    this.s.backends.inPipeline(link);
+    this.s.skipUntilSync();
+    link.expect({ kind, mode: 'synthetic', reply: errorResponse(error) });
     return DROP;
   }
 
@@ -1291,9 +1294,7 @@ export class ExtendedProtocol {
     if (!this.s.routing.failed || this.parsedOn(st, link)) return false;
     const refusal = bindRefusal(st, stmtName, buf, start, end);
     if (refusal === undefined) return false;
-    this.s.backends.inPipeline(link);
-    this.s.skipUntilSync();
-    link.expect({ kind: 'bind', mode: 'synthetic', reply: errorResponse(refusal) });
+    this.refuse(link, 'bind', refusal);
     return true;
   }
 

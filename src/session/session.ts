@@ -1176,7 +1176,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     // pool_mode = transaction: a read-only transaction on the read node alone (or its BEGIN).
     const alone = b.withoutPrimary ? this.aloneOnReadNode(sql, cls, d, true) : undefined;
     this.pinFor(sql, cls);
-    const seconds = alone === undefined && d.target === 'both' ? b.secondLinks(d.allStandbys === true) : [];
+    const seconds = alone === undefined && d.target === 'both' ? b.secondLinks(d.allStandbys === true, b.primary) : [];
     if (seconds.length > 0) {
       const p = this.needPrimary();
       if (p === SUSPEND) return p;

@@ -1088,6 +1088,51 @@ describe('a statement PostgreSQL refuses in a pipeline once an Execute ran in it
   });
 });
 
+describe('a read-only transaction on the read node alone (pool_mode = transaction), failed', () => {
+  it("a Bind there of a statement for both nodes its connection has prepared: bound once, errors name the client's statement", async () => {
+    // One standby to read on, so that the connection that prepared the statement is the transaction's.
+    const solo: Record<string, ProxyHandle> = {};
+    const nodeIds = cluster.nodes.filter((n) => n.id !== cluster.primaryId).map((n) => n.id);
+    const weights: Record<string, number> = { [`backend_weight${cluster.primaryId}`]: 0 };
+    for (const id of nodeIds.slice(1)) weights[`backend_weight${id}`] = 0;
+    const steps = [
+      batch(
+        parseMessage('s2', "SET LOCAL TimeZone = 'Europe/Paris'"),
+        bindMessage('', 's2'),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      simple('BEGIN READ ONLY'),
+      // (Fails on the read node: the primary has no part in the transaction.)
+      batch(describeMessage('S', 'nope'), syncMessage()),
+      batch(bindMessage('', 's2', ['1']), executeMessage(''), syncMessage()),
+      batch(bindMessage('', 's2'), executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+    ];
+    try {
+      for (const mode of ['session', 'transaction'])
+        solo[mode] = await startProxy({
+          cluster,
+          config: {
+            pool_mode: mode,
+            default_pool_size: 1,
+            load_balance_mode: true,
+            log_min_messages: 'warning',
+            ...weights,
+          },
+        });
+      const direct = await run(cluster.node(cluster.primaryId).port, steps);
+      for (const [mode, proxy] of Object.entries(solo)) {
+        // Twice: the second client finds the statement prepared on the connection.
+        expect(await run(proxy.port, steps), `pool_mode = ${mode}`).toEqual(direct);
+        expect(await run(proxy.port, steps), `pool_mode = ${mode}, again`).toEqual(direct);
+      }
+    } finally {
+      for (const p of Object.values(solo)) await p.stop();
+    }
+  });
+});
+
 describe('a SET or RESET skipped after an error earlier in its pipeline (its copy on the standby had no error before it)', () => {
   it('does not happen, on any node', async () => {
     await conforms([
