@@ -848,7 +848,7 @@ export class ExtendedProtocol {
       return this.parsePooled(name, sql, cls, d, raw);
     const taken = name === '' ? undefined : this.stmts.get(name);
     if (taken?.unconfirmed === true && this.awaitsParse(taken)) return this.awaitParse();
-    if (taken !== undefined) return this.parseTaken(taken, cls, raw);
+    if (taken !== undefined) return this.parseTaken(name, taken, cls, raw);
     const prev = name === '' ? this.stmts.get('') : undefined;
     // Named statements outlive this chunk: keep a copy. The unnamed one is replaced soon
     // (but with pool_mode = transaction it may have to be parsed again on another connection).
@@ -941,7 +941,7 @@ export class ExtendedProtocol {
    * connection does. (Sent where the router would send the new text, a node without the
    * name would accept it.)
    */
-  private parseTaken(old: Stmt, cls: Classification, raw: Buffer): Verdict<BackendLink> {
+  private parseTaken(name: string, old: Stmt, cls: Classification, raw: Buffer): Verdict<BackendLink> {
     const s = this.s;
     const b = s.backends;
     // In an aborted transaction PostgreSQL refuses the Parse (25P02) before it looks at the
@@ -952,8 +952,18 @@ export class ExtendedProtocol {
     if (link === SUSPEND) return link;
     if (!b.gate(link)) return s.wait('replies');
     // No node has it now (lost with its node, dropped there by a copy of DEALLOCATE ALL the
-    // primary skipped): parsed there first, so that the server refuses the name.
-    if (!refused && old.nodes.length === 0) this.ensureParsed(old, link);
+    // primary skipped): parsed there first, so that the server refuses the name — but in an
+    // aborted transaction (a Parse of ROLLBACK…) that Parse would be refused: pgrelay refuses
+    // the name itself (the transaction is aborted already).
+    if (!refused && old.nodes.length === 0) {
+      if (s.routing.failed)
+        return this.refuse(link, 'parse', {
+          severity: 'ERROR',
+          code: SQLSTATE.duplicatePreparedStatement,
+          message: `prepared statement "${name}" already exists`,
+        });
+      this.ensureParsed(old, link);
+    }
     b.inPipeline(link);
     const p = b.primary;
     if (p === undefined || !this.outside(link, p)) return this.forward(link, { kind: 'parse', mode: 'forward' });
@@ -1271,7 +1281,7 @@ export class ExtendedProtocol {
   }
 
   /** pgrelay answers the client's request on `link` with `error`, as the server would, and skips to Sync as it does. */
-  private refuse(link: BackendLink, kind: 'bind' | 'execute', error: ErrorFields): typeof DROP {
+  private refuse(link: BackendLink, kind: 'parse' | 'bind' | 'execute', error: ErrorFields): typeof DROP {
     this.s.backends.inPipeline(link);
     this.s.skipUntilSync();
     link.expect({ kind, mode: 'synthetic', reply: errorResponse(error) });

@@ -1133,6 +1133,25 @@ describe('a read-only transaction on the read node alone (pool_mode = transactio
   });
 });
 
+describe('a Parse of ROLLBACK under a taken name in an aborted transaction, the old statement on no node of it', () => {
+  it('gets 42P05 (ROLLBACK is let through the aborted state, the name is not)', async () => {
+    await conforms([
+      batch(parseMessage('s1', 'SELECT 1/0'), syncMessage()),
+      batch(parseMessage('s2', 'DEALLOCATE ALL'), syncMessage()),
+      batch(
+        parseMessage('s2', "SET TimeZone = 'Asia/Tokyo'"),
+        bindMessage('', 's2'),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      batch(parseMessage('', 'BEGIN READ ONLY'), bindMessage('p1', ''), executeMessage('p1', 1), syncMessage()),
+      batch(executeMessage(''), syncMessage()),
+      batch(parseMessage('s1', 'ROLLBACK'), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
+});
+
 describe('a SET or RESET skipped after an error earlier in its pipeline (its copy on the standby had no error before it)', () => {
   it('does not happen, on any node', async () => {
     await conforms([
