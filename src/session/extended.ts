@@ -170,6 +170,33 @@ function bindRefusal(st: Stmt, name: string, buf: Buffer, start: number, end: nu
   return endsOrRecovers(st.cls) && counts.params === 0 ? undefined : IN_FAILED_TRANSACTION;
 }
 
+/** What PostgreSQL names refusing `st` in a pipeline after an Execute (null: it runs there), worked out once. */
+function refusalOf(st: Stmt): string | null {
+  if (st.refusal === undefined) st.refusal = pipelineRefusal(st.sql, st.cls) ?? null;
+  return st.refusal;
+}
+
+/**
+ * Does a statement executed in a pipeline end its implicit transaction, so that an error
+ * later in the pipeline does not roll back what came before it? Transaction commands, and
+ * those PostgreSQL commits at once (DISCARD ALL, VACUUM…: the statements it refuses inside
+ * a transaction block).
+ */
+function endsImplicitTransaction(o: PendingOutcome): boolean {
+  return o.stmt.cls.tx !== undefined || refusalOf(o.stmt) !== null;
+}
+
+/** A Bind's error that PostgreSQL raises before it replaces the unnamed portal (or none: skipped). */
+function refusedBeforePortal(e: LinkExpectation): boolean {
+  const c = e.error?.C;
+  return (
+    e.started !== true ||
+    c === SQLSTATE.invalidSqlStatementName ||
+    c === SQLSTATE.protocolViolation ||
+    c === SQLSTATE.inFailedTransaction
+  );
+}
+
 /** Does `cls` drop prepared statements (DEALLOCATE, DISCARD ALL; see ExtendedProtocol.statementDone)? */
 export function dropsStatements(cls: Classification): boolean {
   return (
@@ -1127,9 +1154,11 @@ export class ExtendedProtocol {
     if (!st && this.closeUnanswered(stmtName)) return this.awaitParse();
     // A named portal the client has: the server refuses the name (42P03), where that portal
     // is. Whether one bound earlier in the pipeline exists depends on its Bind's answer.
-    const prior = portal === '' ? undefined : this.portals.get(portal);
-    if (prior !== undefined && prior.confirmed !== true && b.pendingTotal > 0) return this.awaitParse();
-    const taken = prior?.confirmed === true ? prior : undefined;
+    const prior = this.portals.get(portal);
+    if (portal !== '' && prior !== undefined && prior.confirmed !== true && b.pendingTotal > 0)
+      return this.awaitParse();
+    // (The unnamed portal the client has: it stays if the Bind is refused before it replaces it.)
+    const taken = portal === '' || prior?.confirmed === true ? prior : undefined;
     const p = alone ?? (!st || st.both ? s.needPrimary() : s.unitLink());
     if (p === SUSPEND) return p;
     if (!st) {
@@ -1140,11 +1169,11 @@ export class ExtendedProtocol {
       b.inPipeline(p);
       const bound: Portal = { nodes: [p.nodeId], both: false };
       this.portals.set(portal, bound);
-      return this.forward(p, { kind: 'bind', mode: 'forward', done: this.namedBound(portal, bound, taken) });
+      return this.forward(p, { kind: 'bind', mode: 'forward', done: this.portalBound(portal, bound, taken) });
     }
     if (st.both && alone === undefined) {
       // A named portal the client has on one node: refused there (42P03), not bound anywhere else.
-      const home = taken !== undefined && !taken.both ? b.get(taken.nodes[0]) : undefined;
+      const home = portal !== '' && taken !== undefined && !taken.both ? b.get(taken.nodes[0]) : undefined;
       if (taken !== undefined && home !== undefined)
         return this.bindTaken(portal, taken, home, st, stmtName, buf, start, end);
       // The load-balance node(s) held now (every standby held with statement_level_load_balance),
@@ -1165,7 +1194,7 @@ export class ExtendedProtocol {
       const bound: Portal = { nodes, both: true, stmt: st };
       this.portals.set(portal, bound);
       this.ensureParsed(st, p);
-      const done = this.namedBound(portal, bound, taken);
+      const done = this.portalBound(portal, bound, taken);
       if (st.server === undefined) return this.forward(p, { kind: 'bind', mode: 'forward', done });
       b.request(p, { kind: 'bind', mode: 'forward', renamed: { server: st.server, client: stmtName }, done }, bind);
       return DROP;
@@ -1188,7 +1217,7 @@ export class ExtendedProtocol {
     // Parse would fail first (25P02).
     // A named portal the client has already: the server refuses the name (42P03) where it is.
     const link =
-      (taken !== undefined && !taken.both && b.get(taken.nodes[0])) ||
+      (portal !== '' && taken !== undefined && !taken.both && b.get(taken.nodes[0])) ||
       (s.routing.failed &&
         !this.parsedOn(st, routed) &&
         b.list.find((l) => l !== undefined && l.txStatus !== TxStatus.Idle && this.parsedOn(st, l))) ||
@@ -1207,7 +1236,7 @@ export class ExtendedProtocol {
       if (!bind) return s.protocolViolation('invalid Bind message');
       const named: Portal = { nodes: [link.nodeId], both: false, stmt: st };
       this.portals.set(portal, named);
-      const bindAnswered = this.namedBound(portal, named, taken);
+      const bindAnswered = this.portalBound(portal, named, taken);
       const server = st.server;
       b.request(
         link,
@@ -1252,7 +1281,7 @@ export class ExtendedProtocol {
     return this.forward(link, {
       kind: 'bind',
       mode: 'forward',
-      done: this.namedBound(portal, bound, taken),
+      done: this.portalBound(portal, bound, taken),
       resend: resendable
         ? resendSame(b, raw, (to) => {
             this.parseOn(st, to);
@@ -1270,13 +1299,13 @@ export class ExtendedProtocol {
    * skips it); undefined for any other statement.
    */
   private refusedInPipeline(st: Stmt, target: BackendLink): Verdict<BackendLink> | undefined {
-    if (st.refusal === undefined) st.refusal = pipelineRefusal(st.sql, st.cls) ?? null;
-    if (st.refusal === null) return undefined;
+    const type = refusalOf(st);
+    if (type === null) return undefined;
     if (this.s.backends.pendingTotal > 0) return this.awaitParse();
     return this.refuse(target, 'execute', {
       severity: 'ERROR',
       code: SQLSTATE.activeSqlTransaction,
-      message: `${st.refusal} cannot be executed within a pipeline`,
+      message: `${type} cannot be executed within a pipeline`,
     });
   }
 
@@ -1337,7 +1366,7 @@ export class ExtendedProtocol {
         kind: 'bind',
         mode: 'forward',
         renamed: st.server === undefined ? undefined : { server: st.server, client: stmtName },
-        done: this.namedBound(portal, bound, taken),
+        done: this.portalBound(portal, bound, taken),
       },
       bind,
     );
@@ -1345,16 +1374,24 @@ export class ExtendedProtocol {
   }
 
   /**
-   * The Bind of named portal `name` (recorded as `bound`) is answered: accepted, the portal is
-   * confirmed; refused or skipped, the client has what it had (`taken`, a portal of that name
-   * it had already: 42P03 — or none). Undefined for the unnamed portal (never refused so).
+   * The Bind of portal `name` (recorded as `bound`) is answered. A named portal: accepted, the
+   * portal is confirmed; refused or skipped, the client has what it had (`taken`, a portal of
+   * that name it had already: 42P03 — or none). The unnamed portal: the one the client had
+   * (`taken`) stays when the Bind was skipped or refused before it replaced it (no such
+   * statement, a wrong parameter count, an aborted transaction).
    */
-  private namedBound(
+  private portalBound(
     name: string,
     bound: Portal,
     taken: Portal | undefined,
   ): ((e: LinkExpectation) => void) | undefined {
-    if (name === '') return undefined;
+    if (name === '') {
+      if (taken === undefined) return undefined;
+      return (e) => {
+        if (e.error !== undefined && this.portals.get('') === bound && refusedBeforePortal(e))
+          this.portals.restore('', taken);
+      };
+    }
     return (e) => {
       if (e.error === undefined) bound.confirmed = true;
       else if (this.portals.get(name) !== bound) return;
@@ -1706,11 +1743,7 @@ export class ExtendedProtocol {
       return b.sendRestoring(l, e, SYNC, s.routing.inTransaction, restore);
     }
     // The pipeline spans nodes: one ReadyForQuery for the client once every node answered.
-    const merged = new MergedReady(
-      members.length,
-      mirror,
-      outcomes.some((o) => o.stmt.cls.tx !== undefined),
-    );
+    const merged = new MergedReady(members.length, mirror, outcomes.some(endsImplicitTransaction));
     let ended = false;
     let failed: BackendLink[] | undefined;
     for (const l of members) {
@@ -1820,8 +1853,7 @@ export class ExtendedProtocol {
     // An error outside a transaction block rolls the pipeline's implicit transaction back
     // (PostgreSQL: all of it): its SETs do not last. A node whose part had no error (a
     // pipeline across nodes) committed them there (setsKeptOn).
-    const rolledBack =
-      failed.length > 0 && status === TxStatus.Idle && !outcomes.some((o) => o.stmt.cls.tx !== undefined);
+    const rolledBack = failed.length > 0 && status === TxStatus.Idle && !outcomes.some(endsImplicitTransaction);
     let sets = false;
     if (rolledBack)
       for (const o of outcomes)

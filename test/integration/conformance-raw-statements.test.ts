@@ -1152,6 +1152,41 @@ describe('a Parse of ROLLBACK under a taken name in an aborted transaction, the 
   });
 });
 
+describe('the unnamed portal, then a Bind of it refused before it replaces the portal (26000, 08P01, 25P02)', () => {
+  it('stays: in the aborted transaction an Execute of it gets 25P02, not 34000', async () => {
+    await conforms([
+      batch(parseMessage('s1', 'SELECT 1'), syncMessage()),
+      batch(parseMessage('', 'BEGIN READ ONLY'), syncMessage()),
+      batch(bindMessage('p1', ''), executeMessage('p1'), bindMessage('', 's1'), syncMessage()),
+      batch(bindMessage('', 'nope', ['1']), syncMessage()),
+      batch(executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+      simple('BEGIN'),
+      batch(bindMessage('', 's1'), syncMessage()),
+      batch(bindMessage('', 's1', ['1']), syncMessage()),
+      batch(describeMessage('P', ''), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
+});
+
+describe('a DISCARD ALL in a pipeline that then fails (PostgreSQL commits DISCARD ALL at once)', () => {
+  it('lasts, and the settings it reset are reported (ParameterStatus)', async () => {
+    await conforms([
+      simple("SET TimeZone = 'Asia/Tokyo'"),
+      batch(
+        parseMessage('s2', 'DISCARD ALL'),
+        bindMessage('p1', 's2'),
+        executeMessage('p1'),
+        executeMessage('p1'),
+        syncMessage(),
+      ),
+      simple('SHOW TimeZone'),
+      simple("/*NO LOAD BALANCE*/ SELECT current_setting('TimeZone') AS tz"),
+    ]);
+  });
+});
+
 describe('a SET or RESET skipped after an error earlier in its pipeline (its copy on the standby had no error before it)', () => {
   it('does not happen, on any node', async () => {
     await conforms([
