@@ -417,8 +417,8 @@ export class ExtendedProtocol {
   private pipelineTx = false;
   private readonly portals = new PortalTable();
   private readonly outcomes = new PipelineOutcomes((o, status) => this.applyOutcome(o, status));
-  /** The COMMITs and ROLLBACKs for both nodes executed in the current pipeline (see execute). */
-  private endings: CopiedRun[] | undefined;
+  /** The statements for both nodes executed in the current pipeline whose copies matter if they run alone (CopiedRun; see execute). */
+  private copiedRuns: CopiedRun[] | undefined;
   /** pool_mode = transaction: start-up settings to set again behind this pipeline's Sync (a RESET ALL… of it). */
   private restore: StartupRestore | undefined;
   /** This pipeline's copies of statements for both nodes on other nodes (see MergedReady). */
@@ -1537,10 +1537,10 @@ export class ExtendedProtocol {
       else for (const id of portal?.nodes ?? NO_NODES) if (!this.executedOn.includes(id)) this.executedOn.push(id);
     }
     if (portal === undefined && portalName === '' && !s.routing.failed) this.closeUnnamedPortal(target);
-    // A COMMIT or ROLLBACK, a DEALLOCATE ALL or DISCARD ALL for both nodes: whether a copy
-    // runs where the primary skips its own (see endedWithoutPrimary, droppedWithoutPrimary).
+    // A COMMIT or ROLLBACK, DEALLOCATE ALL or DISCARD ALL, SET or RESET for both nodes: whether
+    // a copy runs where the primary skips its own (see copiesRanAlone).
     const bothCls = portal?.both === true ? portal.stmt?.cls : undefined;
-    const ending = bothCls !== undefined && copyMatters(bothCls) ? this.ending(bothCls) : undefined;
+    const ending = bothCls !== undefined && copyMatters(bothCls) ? this.copiedRun(bothCls) : undefined;
     if (portal?.both) {
       for (const id of portal.nodes.slice(1)) {
         const second = b.get(id);
@@ -1709,8 +1709,8 @@ export class ExtendedProtocol {
     this.executedOn.length = 0;
     this.pipelineTx = false;
     const outcomes = this.outcomes.take();
-    const endings = this.endings;
-    this.endings = undefined;
+    const copiedRuns = this.copiedRuns;
+    this.copiedRuns = undefined;
     const sync = ++this.portals.syncs;
     const restore = this.restore;
     this.restore = undefined;
@@ -1764,7 +1764,7 @@ export class ExtendedProtocol {
             if (ended || !merged.complete) return;
             ended = true;
             this.pipelineDone(outcomes, merged.status, undefined, sync, restore, failed ?? NO_LINKS, members);
-            if (endings !== undefined) this.copiesRanAlone(endings);
+            if (copiedRuns !== undefined) this.copiesRanAlone(copiedRuns);
             if (mirror !== undefined) this.mirrorFailed(mirror, merged, outcomes);
             if (merged.withPrimary && merged.primaryStatus === TxStatus.Idle) this.both.rollbackStrays(members);
           },
@@ -1830,9 +1830,9 @@ export class ExtendedProtocol {
   }
 
   /** A statement for both nodes executed in this pipeline that a copy may run alone (CopiedRun): its outcome, filled in by the replies. */
-  private ending(cls: Classification): CopiedRun {
+  private copiedRun(cls: Classification): CopiedRun {
     const e: CopiedRun = { cls, copies: [], primaryRan: false };
-    (this.endings ??= []).push(e);
+    (this.copiedRuns ??= []).push(e);
     return e;
   }
 
