@@ -887,9 +887,9 @@ export class Backends {
   }
 
   /**
-   * Session mode: `link`'s connection kept a setting the session does not have (a SET of a
-   * pipeline that failed on another node): RESET ALL and the session's settings, now,
-   * behind what the link has to answer.
+   * `link`'s connection kept a setting the session does not have (a SET of a pipeline that
+   * failed on another node): RESET ALL and the session's settings, now, behind what the link
+   * has to answer.
    */
   resetSettingsOn(link: BackendLink): void {
     link.conn.settings = DIRTY_SETTINGS;

@@ -1777,30 +1777,30 @@ export class ExtendedProtocol {
   }
 
   /**
-   * A SET of a pipeline that failed elsewhere (so does not last) committed on `links`:
-   * pool_mode = transaction, their connections are reset before their next use; session
-   * mode, a standby's settings are no longer the session's (its reads go to the primary
-   * until DISCARD ALL); the primary's are set again to the session's.
+   * A SET of a pipeline that failed elsewhere (so does not last) committed on `links`: the
+   * primary's settings are set again to the session's, now; a standby's connection is reset
+   * before its next use (pool_mode = transaction) or no longer read until DISCARD ALL (session
+   * mode: its settings are not the session's).
    */
   private setsKeptOn(links: readonly BackendLink[]): void {
     const b = this.s.backends;
     for (const l of links) {
-      if (this.pooled) b.settingsUnknownOn(l);
-      else if (l !== b.primary)
-        this.route.settingsDiverged(
-          l,
-          {},
-          'a SET of a pipeline that failed on another node lasted on the load-balance node',
-        );
-      else {
-        // Session mode, the primary: its settings are the session's again (RESET ALL and the
-        // session's SETs, replies dropped).
+      if (l === b.primary) {
+        // The primary: its settings are the session's again now (RESET ALL and the session's
+        // SETs, replies dropped) — pool_mode = transaction too: a pinned session keeps the
+        // connection, which no checkout would reset.
         this.s.log.debug(
           { node: l.nodeId },
           'a SET of a pipeline that failed on another node is undone on the primary',
         );
         b.resetSettingsOn(l);
-      }
+      } else if (this.pooled) b.settingsUnknownOn(l);
+      else
+        this.route.settingsDiverged(
+          l,
+          {},
+          'a SET of a pipeline that failed on another node lasted on the load-balance node',
+        );
     }
   }
 

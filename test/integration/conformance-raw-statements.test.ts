@@ -1023,6 +1023,25 @@ describe('a SET in a pipeline that then fails (its implicit transaction rolls th
   });
 });
 
+describe('a SET in a pipeline across nodes that fails, in a session pinned to its connections (pool_mode = transaction)', () => {
+  it('does not last on the primary, which no checkout resets', async () => {
+    await conforms([
+      simple('PREPARE q AS SELECT 7'),
+      batch(
+        parseMessage('s2', 'SHOW TimeZone'),
+        parseMessage('', "SET TimeZone = 'Asia/Tokyo'"),
+        bindMessage('', ''),
+        executeMessage(''),
+        bindMessage('', 's2', ['1']),
+        syncMessage(),
+      ),
+      simple("/*NO LOAD BALANCE*/ SELECT current_setting('TimeZone') AS tz"),
+      simple('RESET TimeZone'),
+      simple('DEALLOCATE q'),
+    ]);
+  });
+});
+
 describe('what follows a COMMIT, ROLLBACK or ROLLBACK TO of an aborted transaction in its pipeline', () => {
   it('is answered outside the aborted transaction, as the server answers it', async () => {
     await conforms([
