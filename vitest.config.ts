@@ -7,7 +7,8 @@ import { defineConfig } from 'vitest/config';
  *   standbys) started by test/support/global-setup.ts; use getCluster() from
  *   test/support/cluster.ts. Needs `npm run build` first (tests spawn dist/cli.js).
  *
- * `npx vitest run --project unit` / `--project integration` selects one.
+ * `npx vitest run --project unit` / `--project integration` selects one. A third, fuzz
+ * (test/fuzz/**), exists only with PGRELAY_FUZZ=1 (`npm run fuzz`).
  * test/README.md describes the layout and the shared-cluster contract.
  */
 export default defineConfig({
@@ -46,6 +47,19 @@ export default defineConfig({
           isolate: false,
         },
       },
+      // The raw-protocol fuzzer (test/fuzz/, `npm run fuzz`): only when asked for, never in `npm test`.
+      ...(process.env.PGRELAY_FUZZ === '1'
+        ? [
+            {
+              extends: true as const,
+              test: {
+                name: 'fuzz',
+                include: ['test/fuzz/**/*.test.ts'],
+                globalSetup: ['test/support/global-setup.ts'],
+              },
+            },
+          ]
+        : []),
     ],
   },
 });
