@@ -98,7 +98,7 @@ interface Stmt {
   closeSkipped?: boolean;
   /** The statement of the same name whose Close went just before this Parse (see parseAnswered). */
   replaces?: Stmt;
-  /** pgrelay's latest Parse of it on a link (ensureParsed), until answered: see parseInDoubt. */
+  /** The latest Parse of it on a link (the client's, or pgrelay's: ensureParsed), until answered: see parseInDoubt. */
   parsing?: { link: BackendLink; syncs: number };
   /** What PostgreSQL names refusing it in a pipeline after an Execute (pipelineRefusal; null: none), once asked. */
   refusal?: string | null;
@@ -572,7 +572,10 @@ export class ExtendedProtocol {
     b.inPipeline(link);
     if (this.parsedOn(st, link)) {
       // Answered by pgrelay, but skipped if a request before it fails (answered when that one is).
-      if (link.pending > 0) st.unconfirmed = true;
+      if (link.pending > 0) {
+        st.unconfirmed = true;
+        st.parsing = { link, syncs: link.replies.syncs };
+      }
       // In an aborted transaction the server would refuse it (25P02) and skip what follows up
       // to Sync: so does pgrelay (a text that does not parse goes on: its error comes first).
       if (s.routing.failed && !endsOrRecovers(cls) && cls.parseError === undefined) {
@@ -596,6 +599,7 @@ export class ExtendedProtocol {
     }
     this.markParsed(st, link);
     st.unconfirmed = true;
+    st.parsing = { link, syncs: link.replies.syncs };
     b.request(
       link,
       {
@@ -911,6 +915,7 @@ export class ExtendedProtocol {
       };
       this.stmts.set(name, st);
       this.markParsed(st, p);
+      st.parsing = { link: p, syncs: p.replies.syncs };
       for (const second of seconds) this.markParsed(st, second);
       return this.forward(p, {
         kind: 'parse',
@@ -939,6 +944,7 @@ export class ExtendedProtocol {
       replaces: this.closingStmts.get(name),
       prevUnnamed: prev,
       unconfirmed: true,
+      parsing: { link, syncs: link.replies.syncs },
     };
     this.stmts.set(name, st);
     this.markParsed(st, link);
@@ -1027,10 +1033,11 @@ export class ExtendedProtocol {
   }
 
   /**
-   * Is pgrelay's Parse of `st` on a link (ensureParsed) not answered while a Sync went there
-   * since? An error before it in its pipeline may have made the server skip it: a request
-   * that needs the statement waits for that answer (then parses it again if it was skipped;
-   * a second Parse of a name that is there would be refused).
+   * Is a Parse of `st` on a link (the client's, or pgrelay's: ensureParsed) not answered while
+   * a Sync went there since? It may fail, or an error before it in its pipeline may make the
+   * server skip it: a request of a later pipeline that needs the statement waits for that
+   * answer (the statement is then gone, or parsed again where it was skipped; a second Parse of
+   * a name that is there would be refused).
    */
   private parseInDoubt(st: Stmt | undefined): boolean {
     const p = st?.parsing;
@@ -1091,6 +1098,7 @@ export class ExtendedProtocol {
    */
   private parseAnswered(name: string, st: Stmt, e: LinkExpectation, prev: Stmt | undefined): void {
     st.unconfirmed = undefined;
+    st.parsing = undefined;
     if (e.error === undefined) {
       // The unnamed statement now: what it replaced no longer matters (no chain is kept).
       st.prevUnnamed = undefined;

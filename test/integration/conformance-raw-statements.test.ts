@@ -183,6 +183,21 @@ describe('what a Parse that does not succeed leaves: nothing', () => {
   });
 });
 
+describe('a Parse that fails, and in the same write, after its Sync, a Bind of its name', () => {
+  it('gets 26000 (the name is free), whether or not the Parse was answered yet', async () => {
+    await conforms([
+      batch(
+        parseMessage('s1', `SELECT * FROM ${table}_missing`),
+        syncMessage(),
+        bindMessage('', 's1', ['1']),
+        syncMessage(),
+      ),
+      batch(parseMessage('', `SELECT * FROM ${table}_missing`), syncMessage(), bindMessage('', ''), syncMessage()),
+      batch(parseMessage('s2', 'SELECT 1'), syncMessage(), describeMessage('S', 's1'), syncMessage()),
+    ]);
+  });
+});
+
 describe("pgrelay's Parse of a statement where a Bind needs it, skipped after an error, then a Sync", () => {
   it('a request of the next pipeline that needs the statement there parses it again (not 26000)', async () => {
     await conforms([
