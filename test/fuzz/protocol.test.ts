@@ -442,12 +442,11 @@ it.runIf(concurrent > 1)(
     for (const seed of seeds()) {
       // (The scripts touch nothing another client reads: fz_w is only written, or counted where empty.)
       const group = Array.from({ length: concurrent }, (_, i) => generate(seed * 1000 + i, len));
-      group.forEach((steps, i) =>
+      for (const [i, steps] of group.entries())
         fs.writeFileSync(
           path.join(OUT, `script-${seed}-${i}.txt`),
           `${steps.map((st) => st.map(text).join(' | ')).join('\n')}\n`,
-        ),
-      );
+        );
       try {
         const direct: string[][] = [];
         for (const steps of group) direct.push(await run(primaryPort(), steps));
