@@ -2251,13 +2251,8 @@ export function pipelineRefusal(sql: string, cls: Classification): string | unde
   if (cls.kind !== 'other' && cls.kind !== 'create') return undefined;
   const lx = lex(sql);
   if (lx.error !== undefined) return undefined;
-  const words: string[] = [];
-  for (const t of lx.tokens) {
-    if (t.depth !== 0 || words.length === 4) break;
-    if (t.kind !== Tok.Word) break;
-    words.push(t.text);
-  }
-  const [a, b, c, d] = words;
+  const toks = lx.tokens;
+  const [a, b, c, d] = [0, 1, 2, 3].map((i) => wordAt(toks, i, toks.length));
   // VACUUM (VACUUM ANALYZE too; ANALYZE alone runs in a transaction block).
   if (a === 'vacuum') return 'VACUUM';
   if ((a === 'create' || a === 'drop') && (b === 'database' || b === 'tablespace'))

@@ -40,7 +40,13 @@ import type { Backends } from './backends.js';
 import type { BothNodes } from './both-nodes.js';
 import type { SessionCore } from './core.js';
 import type { StatementRouting } from './routing.js';
-import { type ErrorFieldMap, MergedReady, type MirrorCopies, firstMirrorError } from './replies.js';
+import {
+  type ErrorFieldMap,
+  MergedReady,
+  type MirrorCopies,
+  firstMirrorError,
+  implicitlyRolledBack,
+} from './replies.js';
 import { resendSame } from './standby-loss.js';
 import {
   CLOSE_COMPLETE,
@@ -129,7 +135,6 @@ export const IN_FAILED_TRANSACTION: ErrorFields = {
 };
 
 const NO_LINKS: readonly BackendLink[] = [];
-const NO_NODES: readonly number[] = [];
 
 /**
  * A statement for both nodes in a pipeline whose copy may run where the primary skips its
@@ -897,7 +902,10 @@ export class ExtendedProtocol {
       const seconds = b.secondLinks(d.allStandbys === true, p);
       if (this.settingWaits(cls, seconds)) return SUSPEND;
       if (!b.gate(p)) return s.wait('replies');
-      if (name !== '') for (const l of [p, ...seconds]) this.closeStray(l, name);
+      if (name !== '') {
+        this.closeStray(p, name);
+        for (const l of seconds) this.closeStray(l, name);
+      }
       for (const second of seconds) this.mirrored(second, { kind: 'parse', mode: 'drop', skippable: true }, parse);
       b.inPipeline(p);
       const nodes = [p.nodeId, ...seconds.map((l) => l.nodeId)];
@@ -1536,13 +1544,13 @@ export class ExtendedProtocol {
     const target = home ?? p;
     if (!b.gate(target)) return s.wait('replies');
     const st = portal?.stmt;
-    if (st !== undefined && !s.routing.inTransaction) {
+    if (portal !== undefined && st !== undefined && !s.routing.inTransaction) {
       if (this.executedOn.length > 0 && !this.pipelineTx && !this.executedOn.includes(target.nodeId)) {
         const refused = this.refusedInPipeline(st, target);
         if (refused !== undefined) return refused;
       }
       if (st.cls.tx !== undefined) this.pipelineTx = true;
-      else for (const id of portal?.nodes ?? NO_NODES) if (!this.executedOn.includes(id)) this.executedOn.push(id);
+      else for (const id of portal.nodes) if (!this.executedOn.includes(id)) this.executedOn.push(id);
     }
     if (portal === undefined && portalName === '' && !s.routing.failed) this.closeUnnamedPortal(target);
     // A COMMIT or ROLLBACK, DEALLOCATE ALL or DISCARD ALL, SET or RESET for both nodes: whether
@@ -1861,7 +1869,7 @@ export class ExtendedProtocol {
     // An error outside a transaction block rolls the pipeline's implicit transaction back
     // (PostgreSQL: all of it): its SETs do not last. A node whose part had no error (a
     // pipeline across nodes) committed them there (setsKeptOn).
-    const rolledBack = failed.length > 0 && status === TxStatus.Idle && !outcomes.some(endsImplicitTransaction);
+    const rolledBack = implicitlyRolledBack(failed.length > 0, status, outcomes.some(endsImplicitTransaction));
     let sets = false;
     if (rolledBack)
       for (const o of outcomes)

@@ -134,6 +134,16 @@ export interface Expectation<L> {
  * after it: a Query pipelined behind the pipeline may already run there, its reply in
  * the same read.
  */
+/**
+ * Did an error roll back a pipeline's implicit transaction — all of it, outside a transaction
+ * block, unless a statement in it ended that transaction first (transaction control, or one
+ * PostgreSQL commits at once: DISCARD ALL, VACUUM…)? `errorShown`: an error of the pipeline
+ * reached the client; `status`: the transaction status at its Sync.
+ */
+export function implicitlyRolledBack(errorShown: boolean, status: number, endsTransaction: boolean): boolean {
+  return errorShown && status === TxStatus.Idle && !endsTransaction;
+}
+
 export class MergedReady {
   /**
    * The merged transaction status: the primary's, or failed if another node's transaction
@@ -154,7 +164,7 @@ export class MergedReady {
     nodes: number,
     /** The copies of statements for both nodes sent to other nodes in the pipeline. */
     readonly mirror?: MirrorCopies,
-    /** The pipeline has transaction control statements (BEGIN, COMMIT, savepoints…). */
+    /** A statement of the pipeline ends its implicit transaction (see implicitlyRolledBack). */
     private readonly txControl = false,
   ) {
     this.waiting = nodes;
@@ -198,8 +208,7 @@ export class MergedReady {
           : Buffer.concat([errorResponse(errorFieldsOf(failed.error)), readyForQuery(TxStatus.Failed)]);
     // What the primary's part reported changed, unless an error rolled the pipeline's implicit
     // transaction back (it did not last: PostgreSQL reports nothing then).
-    const rolledBack = this.errorShown && this.status === TxStatus.Idle && !this.txControl;
-    if (this.reports === undefined || rolledBack) return ready;
+    if (this.reports === undefined || implicitlyRolledBack(this.errorShown, this.status, this.txControl)) return ready;
     return Buffer.concat([...this.reports, ready]);
   }
 

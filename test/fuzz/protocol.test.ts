@@ -16,22 +16,19 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
-import { rawSession } from '../support/conformance.js';
+import { rawSession, xorshift32 } from '../support/conformance.js';
 import { type ProxyHandle, startProxy } from '../support/proxy.js';
 import {
-  type BackendMessage,
   bindMessage,
   closeAllRaw,
   closeMessage,
-  cstrings,
-  dataRowValues,
   describeMessage,
-  errorFields,
   executeMessage,
   flushMessage,
   parseMessage,
   queryMessage,
   syncMessage,
+  replyTranscript,
 } from '../support/raw.js';
 
 const OUT = process.env.FUZZ_OUT ?? path.resolve('test-output/fuzz');
@@ -92,18 +89,6 @@ type Msg =
   | { k: 'Q'; sql: string };
 type Step = Msg[];
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 4294967296;
-  };
-}
-
 const SQL: Array<[string, number]> = [
   [`SELECT a, b FROM ${T} ORDER BY a`, 0],
   [`SELECT count(*) FROM ${T}`, 0],
@@ -140,7 +125,7 @@ const STMTS = ['', 's1', 's2'];
 const PORTALS = ['', 'p1'];
 
 function generate(seed: number, len: number): Step[] {
-  const r = rng(seed * 7919 + 17);
+  const r = xorshift32(seed * 7919 + 17);
   const pick = <X>(xs: X[]): X => xs[Math.floor(r() * xs.length)] as X;
   const steps: Step[] = [];
   for (let i = 0; i < len; i++) {
@@ -259,31 +244,6 @@ function parseScript(s: string): Step[] {
     );
 }
 
-function shown(m: BackendMessage): string {
-  switch (m.type) {
-    case 'E':
-    case 'N': {
-      const f = errorFields(m.body);
-      return `${m.type}[${f.C} ${f.M}]`;
-    }
-    case 'C':
-      return `C[${cstrings(m.body)[0]}]`;
-    case 'D':
-      return `D[${dataRowValues(m.body).join(',')}]`;
-    case 'Z':
-      return `Z${m.body.toString()}`;
-    case 'S':
-      return `S[${cstrings(m.body).join('=')}]`;
-    case 't': {
-      const types: number[] = [];
-      for (let i = 0; i < m.body.readInt16BE(0); i++) types.push(m.body.readInt32BE(2 + 4 * i));
-      return `t[${types.join(',')}]`;
-    }
-    default:
-      return m.type;
-  }
-}
-
 async function run(port: number, steps: Step[]): Promise<string[]> {
   const { raw } = await rawSession({ host: '127.0.0.1', port }, { application_name: 'fz' });
   const out: string[] = [];
@@ -291,18 +251,9 @@ async function run(port: number, steps: Step[]): Promise<string[]> {
     for (const step of steps) {
       raw.send(...step.map(encode));
       const readies = step.filter((m) => m.k === 'S' || m.k === 'Q').length;
-      const got: string[] = [];
-      for (let z = 0; z < readies; ) {
-        const m = await raw.next(8_000).catch((e: Error) => {
-          got.push(`HANG(${e.message.slice(0, 40)})`);
-          return undefined;
-        });
-        if (!m) break;
-        if (m.type === 'Z') z++;
-        got.push(shown(m));
-      }
-      out.push(got.join(' '));
-      if (raw.closed || got.some((g) => g.startsWith('HANG'))) break;
+      const got = await replyTranscript(raw, readies, true, 8_000);
+      out.push(got);
+      if (raw.closed || got.includes('HANG(')) break;
     }
     raw.send(queryMessage('ROLLBACK; DISCARD ALL'));
   } finally {

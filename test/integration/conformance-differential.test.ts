@@ -17,6 +17,7 @@ import Cursor from 'pg-cursor';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
+import { xorshift32 } from '../support/conformance.js';
 import { type ProxyHandle, startProxy } from '../support/proxy.js';
 
 const cluster = getCluster();
@@ -27,17 +28,6 @@ const OPS = 60;
 const SEED = Number(process.env.PGRELAY_DIFF_SEED ?? 1);
 const proxies: ProxyHandle[] = [];
 
-function rng(seed: number) {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 2 ** 32;
-  };
-}
 function timeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: NodeJS.Timeout | undefined;
   return Promise.race([
@@ -76,7 +66,7 @@ const SHOW_SQL =
   '(SELECT count(*) FROM whoami)::int w';
 
 async function pgScript(c: number, port: number, tag: string, out: string[]): Promise<string[]> {
-  const r = rng(SEED * 1000 + c);
+  const r = xorshift32(SEED * 1000 + c);
   const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: db, query_timeout: 30_000 });
   const notes: string[] = [];
   client.on('notice', (n) => notes.push(`NOTICE ${n.message}`));
@@ -416,7 +406,7 @@ async function pgScript(c: number, port: number, tag: string, out: string[]): Pr
 }
 
 async function pjScript(c: number, port: number, tag: string, out: string[]): Promise<string[]> {
-  const r = rng(SEED * 7777 + c);
+  const r = xorshift32(SEED * 7777 + c);
   const sql = postgres({
     host: '127.0.0.1',
     port,

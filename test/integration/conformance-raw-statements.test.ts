@@ -22,15 +22,14 @@ import {
   bindMessage,
   closeAllRaw,
   closeMessage,
-  cstrings,
-  dataRowValues,
   describeMessage,
-  errorFields,
   executeMessage,
   parseMessage,
   queryMessage,
   summarize,
   syncMessage,
+  replyTranscript,
+  shownMessage,
 } from '../support/raw.js';
 
 const cluster = getCluster();
@@ -76,29 +75,7 @@ const simple = (sql: string): Step => ({ send: [queryMessage(sql)], readies: 1 }
 /** Statement `name` bound to the unnamed portal, run, Sync. */
 const runStatement = (name: string): Step => batch(bindMessage('', name), executeMessage(''), syncMessage());
 
-/** A message as the client sees it: type and what it says (BackendKeyData and start-up left out). */
-function shown(m: BackendMessage): string {
-  switch (m.type) {
-    case 'E':
-    case 'N': {
-      const f = errorFields(m.body);
-      return `${m.type}[${f.C} ${f.M}]`;
-    }
-    case 'C':
-      return `C[${cstrings(m.body)[0]}]`;
-    case 'D':
-      return `D[${dataRowValues(m.body).join(',')}]`;
-    case 'Z':
-      return `Z${m.body.toString()}`;
-    case 't': {
-      const types: number[] = [];
-      for (let i = 0; i < m.body.readInt16BE(0); i++) types.push(m.body.readInt32BE(2 + 4 * i));
-      return `t[${types.join(',')}]`;
-    }
-    default:
-      return m.type;
-  }
-}
+const shown = (m: BackendMessage): string => shownMessage(m);
 
 async function run(port: number, steps: Step[]): Promise<string[]> {
   const { raw } = await rawSession({ host: '127.0.0.1', port }, {});
@@ -106,18 +83,9 @@ async function run(port: number, steps: Step[]): Promise<string[]> {
   try {
     for (const step of steps) {
       raw.send(...step.send);
-      const got: string[] = [];
-      for (let z = 0; z < step.readies; ) {
-        const m = await raw.next(10_000).catch((e: Error) => {
-          got.push(`HANG(${e.message.slice(0, 60)})`);
-          return undefined;
-        });
-        if (!m) break;
-        if (m.type === 'Z') z++;
-        got.push(shown(m));
-      }
-      out.push(got.join(' '));
-      if (raw.closed || got.some((g) => g.startsWith('HANG'))) break;
+      const got = await replyTranscript(raw, step.readies);
+      out.push(got);
+      if (raw.closed || got.includes('HANG(')) break;
     }
   } finally {
     raw.destroy();

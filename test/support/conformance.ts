@@ -783,6 +783,19 @@ export function uniqueName(file: string): string {
 // ---------------------------------------------------------------------------
 // raw protocol
 
+/** A seeded xorshift32 generator of numbers in [0, 1): the same seed, the same script. */
+export function xorshift32(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 2 ** 32;
+  };
+}
+
 export interface RawSession {
   raw: RawClient;
   /** BackendKeyData: pid and the secret (its first 4 bytes), and the secret's length. */

@@ -452,6 +452,59 @@ export function dataRowValues(body: Buffer): Array<string | null> {
   return out;
 }
 
+/**
+ * A backend message as a client sees it, for comparing transcripts: its type and what it says
+ * (`E[code message]`, `C[tag]`, `D[values]`, `Z<status>`, `t[types]`; ParameterStatus as `S`,
+ * or `S[name=value]` with `settings`; other messages by their type letter).
+ */
+export function shownMessage(m: BackendMessage, settings = false): string {
+  switch (m.type) {
+    case 'E':
+    case 'N': {
+      const f = errorFields(m.body);
+      return `${m.type}[${f.C} ${f.M}]`;
+    }
+    case 'C':
+      return `C[${cstrings(m.body)[0]}]`;
+    case 'D':
+      return `D[${dataRowValues(m.body).join(',')}]`;
+    case 'Z':
+      return `Z${m.body.toString()}`;
+    case 'S':
+      return settings ? `S[${cstrings(m.body).join('=')}]` : 'S';
+    case 't': {
+      const types: number[] = [];
+      for (let i = 0; i < m.body.readInt16BE(0); i++) types.push(m.body.readInt32BE(2 + 4 * i));
+      return `t[${types.join(',')}]`;
+    }
+    default:
+      return m.type;
+  }
+}
+
+/**
+ * The replies up to the `readies`-th ReadyForQuery, each as `shownMessage` shows it, space
+ * separated; a reply that does not come within `timeoutMs` ends it with `HANG(…)`.
+ */
+export async function replyTranscript(
+  raw: RawClient,
+  readies: number,
+  settings = false,
+  timeoutMs = 10_000,
+): Promise<string> {
+  const got: string[] = [];
+  for (let z = 0; z < readies; ) {
+    const m = await raw.next(timeoutMs).catch((e: Error) => {
+      got.push(`HANG(${e.message.slice(0, 60)})`);
+      return undefined;
+    });
+    if (!m) break;
+    if (m.type === 'Z') z++;
+    got.push(shownMessage(m, settings));
+  }
+  return got.join(' ');
+}
+
 /** First ErrorResponse among messages, as fields. */
 export function firstError(msgs: BackendMessage[]): Record<string, string> | undefined {
   const e = msgs.find((m) => m.type === 'E');
