@@ -116,10 +116,14 @@ export interface Expectation<L> {
   /** Its error reached the client (with it, or with a request the server skipped after it). */
   errorShown?: boolean;
   /**
-   * Sent after the client's CopyDone or CopyFail: a Sync so marked is answered even if the
-   * Execute before it turns out to start a copy-in (see enterCopyIn).
+   * How many CopyDone or CopyFail of the client went to the server just before this request
+   * (after the one queued before it), while the server was not seen in copy-in mode: a Sync
+   * so marked is answered even if the Execute before it turns out to start a copy-in (see
+   * enterCopyIn), and a copy that request started ends by itself (see copyEndAhead).
    */
-  afterCopyEnd?: boolean;
+  copyEndsBefore?: number;
+  /** Copy-ins this request (a Query may hold several COPY) started so far. */
+  copyIns?: number;
   /**
    * pool_mode = transaction: the request names pgrelay's statement `server`, which the
    * client knows as `client`: an error that names it reaches the client with the client's
@@ -368,11 +372,11 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
    */
   copying = false;
   /**
-   * The client's CopyDone or CopyFail went to the server while a request was outstanding
-   * and copy-in mode had not been seen: the next request comes after the end of a copy the
-   * server may not have started yet (see enterCopyIn).
+   * The client's CopyDone or CopyFail messages that went to the server since the last
+   * request queued, while a request was outstanding and copy-in mode had not been seen:
+   * they end copies the server has not started yet (see copyEndsBefore).
    */
-  private copyEndSent = false;
+  private copyEndsSent = 0;
   /** Syncs queued so far: a request queued after a later one is in another pipeline. */
   syncs = 0;
   /** Completed requests whose `done` has not run yet (see runFinished). */
@@ -455,7 +459,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   /** Outstanding requests, oldest first, removed from the queue (its link is being abandoned). */
   takePending(): Array<Expectation<L>> {
     const out = this.queue.slice(this.head);
-    this.copyEndSent = false;
+    this.copyEndsSent = 0;
     this.queue = [];
     this.head = 0;
     this.visible = 0;
@@ -464,9 +468,9 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   }
 
   expect(e: Expectation<L>): void {
-    if (this.copyEndSent) {
-      e.afterCopyEnd = true;
-      this.copyEndSent = false;
+    if (this.copyEndsSent > 0) {
+      e.copyEndsBefore = this.copyEndsSent;
+      this.copyEndsSent = 0;
     }
     if (this.skipping && !endsSkip(e.kind) && e.mode !== 'synthetic' && !this.readyPending()) {
       this.skipped(e);
@@ -629,7 +633,9 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       return errorAction;
     }
     if (type === BE.CopyInResponse || type === BE.CopyBothResponse) {
-      this.copying = true;
+      // The client's end of this copy already sent (with the request): the server ends it
+      // by itself, and what the client sends next is not copy data.
+      if (!this.copyEndAhead(e)) this.copying = true;
       if (e.kind === 'execute') this.enterCopyIn();
     }
     if (e.mode === 'capture') {
@@ -806,8 +812,20 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
    * the Syncs sent after that end will be answered.
    */
   copyEnded(): void {
-    if (!this.copyIn && this.pending > 0) this.copyEndSent = true;
+    if (!this.copying && this.pending > 0) this.copyEndsSent++;
     this.copying = false;
+  }
+
+  /**
+   * The request `e` (the head) starts a copy-in: whether the client's CopyDone or CopyFail
+   * for it went to the server already, after `e` and before the next request (one per copy
+   * `e` started: a Query may hold several COPY).
+   */
+  private copyEndAhead(e: Expectation<L>): boolean {
+    const copies = (e.copyIns ?? 0) + 1;
+    e.copyIns = copies;
+    const next = this.queue[this.head + 1];
+    return (next !== undefined ? (next.copyEndsBefore ?? 0) : this.copyEndsSent) >= copies;
   }
 
   /**
@@ -817,7 +835,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   private enterCopyIn(): void {
     for (let i = this.head + 1; i < this.queue.length; ) {
       const x = this.queue[i];
-      if (x.kind !== 'sync' || x.afterCopyEnd === true) break;
+      if (x.kind !== 'sync' || x.copyEndsBefore !== undefined) break;
       this.queue.splice(i, 1);
       if (isVisible(x.mode)) this.visible--;
       if (x.done) this.orphaned.push(x.done);

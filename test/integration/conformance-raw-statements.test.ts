@@ -22,6 +22,9 @@ import {
   bindMessage,
   closeAllRaw,
   closeMessage,
+  copyDataMessage,
+  copyDoneMessage,
+  copyFailMessage,
   describeMessage,
   executeMessage,
   parseMessage,
@@ -525,6 +528,42 @@ describe('messages other than the copy’s while the server waits for COPY FROM 
       expect(await raw.waitClosed(10_000)).toBe(true);
       await noCopyLeft();
     }
+  });
+});
+
+describe('COPY FROM STDIN whose data and end the client sent before the server asked for them', () => {
+  const copy = `COPY ${table} FROM STDIN`;
+  const row = copyDataMessage('200\tc\n');
+  const cleanup = simple(`DELETE FROM ${table} WHERE a = 200`);
+
+  it('a Bind into a named portal taken by the COPY, held until that portal is answered: 42P03 and the Sync answered, as directly', async () => {
+    await conforms([
+      batch(
+        parseMessage('', copy),
+        bindMessage('p1', ''),
+        executeMessage('p1'),
+        row,
+        copyDoneMessage(),
+        parseMessage('s2', `SELECT count(*) FROM ${table}`),
+        bindMessage('p1', 's2'),
+        executeMessage('p1'),
+        syncMessage(),
+      ),
+      simple('SELECT 1'),
+      cleanup,
+    ]);
+  });
+
+  it('a simple Query behind the copy’s end, pipelined: answered, as directly', async () => {
+    await conforms([
+      {
+        send: [queryMessage(copy), row, copyDoneMessage(), queryMessage(`SELECT count(*) FROM ${table} WHERE a = 200`)],
+        readies: 2,
+      },
+      { send: [queryMessage(copy), row, copyFailMessage('no'), queryMessage(read)], readies: 2 },
+      simple('SELECT 1'),
+      cleanup,
+    ]);
   });
 });
 
