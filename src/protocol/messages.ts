@@ -118,6 +118,14 @@ export function commandComplete(tag: string): Buffer {
   return b;
 }
 
+/** ParameterDescription of parameters of these type OIDs, then NoData: a Describe of a statement that returns no rows. */
+export function describedWithoutRows(types: readonly number[]): Buffer {
+  const t = header(BE.ParameterDescription, 2 + 4 * types.length);
+  t.writeInt16BE(types.length, 5);
+  for (let i = 0; i < types.length; i++) t.writeUInt32BE(types[i] ?? 0, 7 + 4 * i);
+  return Buffer.concat([t, header(BE.NoData, 0)]);
+}
+
 /**
  * NegotiateProtocolVersion: the newest protocol version pgrelay speaks, as PostgreSQL
  * sends it (the whole version, 3.0 = 196608, whatever the documentation's "newest minor

@@ -2238,6 +2238,42 @@ export function parameterCount(sql: string, cls: Classification, declared: numbe
   return n;
 }
 
+/** Kinds whose statements return no rows (a Describe answers NoData: not among PostgreSQL's UtilityReturnsTuples). */
+const NO_ROWS: ReadonlySet<StatementKind> = new Set<StatementKind>([
+  'set',
+  'reset',
+  'discard',
+  'deallocate',
+  'transaction',
+  'lock',
+  'copy',
+  'declare',
+  'move',
+  'close',
+  'listen',
+  'unlisten',
+  'notify',
+  'prepare',
+  'create',
+  'empty',
+]);
+const DML_KINDS: ReadonlySet<StatementKind> = new Set<StatementKind>(['insert', 'update', 'delete', 'merge']);
+
+/**
+ * Is the statement known to return no rows (a Describe of it answers NoData)? False when it
+ * returns rows or may (SELECT, SHOW, EXPLAIN, FETCH, EXECUTE, CALL, DML with RETURNING, what
+ * the classifier does not know).
+ */
+export function returnsNoRows(sql: string, cls: Classification): boolean {
+  if (cls.statementCount > 1) return false;
+  if (NO_ROWS.has(cls.kind)) return true;
+  if (!DML_KINDS.has(cls.kind)) return false;
+  const lx = lex(sql);
+  if (lx.error !== undefined) return false;
+  for (const t of lx.tokens) if (t.kind === Tok.Word && t.text === 'returning') return false;
+  return true;
+}
+
 /**
  * The statement type PostgreSQL names when it refuses a statement inside a pipeline once an
  * Execute ran in its implicit transaction (PreventInTransactionBlock: "DISCARD ALL cannot be

@@ -25,6 +25,7 @@ import {
   bindParameterTexts,
   commandComplete,
   bindCounts,
+  describedWithoutRows,
   errorResponse,
   parseParamTypes,
   readCString,
@@ -33,7 +34,7 @@ import {
 import type { AdminRequest } from '../admin/service.js';
 import { errorResult } from '../admin/result.js';
 import { mergeRestores, type StartupRestore } from '../pool/startup-settings.js';
-import { parameterCount, pipelineRefusal } from '../router/classifier.js';
+import { parameterCount, pipelineRefusal, returnsNoRows } from '../router/classifier.js';
 import type { Classification, Decision } from '../router/router.js';
 import { type BackendLink, FLUSH, type LinkExpectation, SYNC } from './backend-link.js';
 import type { Backends } from './backends.js';
@@ -173,6 +174,25 @@ function bindRefusal(st: Stmt, name: string, buf: Buffer, start: number, end: nu
       message: `bind message supplies ${counts.params} parameters, but prepared statement "${name}" requires ${required}`,
     };
   return endsOrRecovers(st.cls) && counts.params === 0 ? undefined : IN_FAILED_TRANSACTION;
+}
+
+/**
+ * PostgreSQL's answer to a Describe of `st` in an aborted transaction when pgrelay knows it:
+ * the parameters' types and NoData, for a statement that returns no rows and whose
+ * parameter types are all declared (or that has none). A statement that returns rows gets
+ * 25P02 (a catalog lookup), as does pgrelay's Parse of it there; undefined: not known.
+ */
+function abortedDescription(st: Stmt): Buffer | undefined {
+  if (!returnsNoRows(st.sql, st.cls)) return undefined;
+  const q = readCString(st.parse, 5, st.parse.length);
+  const text = q && readCString(st.parse, q[1], st.parse.length);
+  const declared = text && parseParamTypes(st.parse, text[1], st.parse.length);
+  if (!declared) return undefined;
+  const count = parameterCount(st.sql, st.cls, declared.length);
+  if (count === undefined) return undefined;
+  const types = declared.slice(0, count);
+  if (types.length < count || types.includes(0)) return undefined;
+  return describedWithoutRows(types);
 }
 
 /** What PostgreSQL names refusing `st` in a pipeline after an Execute (null: it runs there), worked out once. */
@@ -1460,6 +1480,7 @@ export class ExtendedProtocol {
       // there first); not a node with no part in the client's transaction (see below).
       link = (!stmt.both && b.list.find((l) => l !== undefined && this.parsedOn(stmt, l) && !this.outside(l, p))) || p;
       if (!b.gate(link)) return s.wait('replies');
+      if (this.describedInAborted(stmt, link)) return DROP;
       this.ensureParsed(stmt, link);
       b.inPipeline(link);
       if (stmt.server !== undefined) {
@@ -1479,6 +1500,7 @@ export class ExtendedProtocol {
       if (this.outside(link, p)) link = p;
     }
     if (!b.gate(link)) return s.wait('replies');
+    if (stmt && this.describedInAborted(stmt, link)) return DROP;
     // An unnamed statement a Query dropped there since is parsed again.
     if (stmt) this.ensureParsed(stmt, link);
     else if (kind === STATEMENT && name === '') this.closeUnnamed(link);
@@ -1497,6 +1519,20 @@ export class ExtendedProtocol {
             })
           : undefined,
     });
+  }
+
+  /**
+   * A Describe of `st` in an aborted transaction, on `link` that has not parsed it: pgrelay's
+   * Parse there would be refused (25P02), where PostgreSQL describes the statement the
+   * client has. When the answer is known (abortedDescription), pgrelay gives it (true).
+   */
+  private describedInAborted(st: Stmt, link: BackendLink): boolean {
+    if (!this.s.routing.failed || this.parsedOn(st, link)) return false;
+    const reply = abortedDescription(st);
+    if (reply === undefined) return false;
+    this.s.backends.inPipeline(link);
+    link.expect({ kind: 'describe', mode: 'synthetic', reply });
+    return true;
   }
 
   /**

@@ -1254,6 +1254,37 @@ describe('a SET or RESET skipped after an error earlier in its pipeline (its cop
   });
 });
 
+describe('a Describe in an aborted transaction of a statement its connection has not parsed', () => {
+  it('no rows, parameters known: ParameterDescription and NoData as directly (a Parse there would get 25P02); rows: 25P02', async () => {
+    // After DISCARD ALL (the connection's statements are gone), Parses of texts a server
+    // accepted are answered by pgrelay in pool_mode = transaction, with no connection: the
+    // transaction's connection lacks them.
+    const texts: Array<[string, number[]]> = [
+      ["SET TimeZone = 'UTC'", []],
+      [`INSERT INTO ${table} VALUES (300, 'd')`, []],
+      [`DECLARE c CURSOR FOR SELECT a FROM ${table}`, []],
+      [`INSERT INTO ${table} VALUES ($1, $2)`, [23, 25]],
+      [`UPDATE ${table} SET b = b WHERE a < 0 RETURNING a`, []],
+      [read, []],
+    ];
+    const names = texts.map((_, i) => `d${i}`);
+    const parses = batch(
+      ...texts.map(([sql, types], i) => parseMessage(names[i] as string, sql, types)),
+      syncMessage(),
+    );
+    await conforms([
+      parses,
+      simple('DISCARD ALL'),
+      parses,
+      simple('BEGIN'),
+      simple('SELECT 1/0'),
+      ...names.map((n) => batch(describeMessage('S', n), syncMessage())),
+      batch(...names.map((n) => describeMessage('S', n)), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
+});
+
 describe('a Bind in an aborted transaction', () => {
   it('of a statement parsed on the standby, with a wrong parameter count: 08P01 as directly (not the 25P02 of a Parse elsewhere)', async () => {
     await conforms([

@@ -6,6 +6,7 @@ import {
   numericShape,
   parameterCount,
   pipelineRefusal,
+  returnsNoRows,
   type Classification,
   type ClassifyOptions,
 } from '../../src/router/classifier.js';
@@ -508,6 +509,41 @@ describe('unparseable input and multi-statement', () => {
     expect(r("COMMIT PREPARED 'x'")).toBe('COMMIT PREPARED');
     expect(r('SELECT 1')).toBeUndefined();
     expect(r('VACUUM; SELECT 1')).toBeUndefined();
+  });
+  it('statements known to return no rows (a Describe answers NoData)', () => {
+    const none = (sql: string) => returnsNoRows(sql, c(sql));
+    for (const sql of [
+      "SET TimeZone = 'UTC'",
+      'RESET ALL',
+      'BEGIN',
+      'ROLLBACK',
+      'DECLARE c CURSOR FOR SELECT 1',
+      'INSERT INTO t VALUES ($1)',
+      'UPDATE t SET a = 1',
+      'DELETE FROM t',
+      'COPY t FROM STDIN',
+      'COPY (SELECT 1) TO STDOUT',
+      'CREATE TABLE t2 AS SELECT 1',
+      'LISTEN ch',
+      'PREPARE q AS SELECT 1',
+      '',
+    ])
+      expect(none(sql), sql).toBe(true);
+    for (const sql of [
+      'SELECT 1',
+      'VALUES (1)',
+      'SHOW TimeZone',
+      'EXPLAIN SELECT 1',
+      'FETCH 1 FROM c',
+      'EXECUTE q',
+      'CALL p()',
+      'INSERT INTO t VALUES (1) RETURNING a',
+      'DELETE FROM t RETURNING *',
+      'WITH x AS (DELETE FROM t RETURNING a) SELECT * FROM x',
+      'SET TimeZone = 1; SELECT 1',
+      'SELEC 1',
+    ])
+      expect(none(sql), sql).toBe(false);
   });
   it('empty statements between semicolons do not make a multi-statement', () => {
     expect(c('SELECT 1;;').statementCount).toBe(1);
