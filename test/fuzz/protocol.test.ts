@@ -2,7 +2,9 @@
  * Differential fuzzer of raw protocol scripts (opt-in: `npm run fuzz`, see test/README.md).
  * Each seed makes a script of steps (messages up to a Sync, or one simple Query) over a few
  * statement and portal names and a vocabulary of reads, writes, transaction control, SET,
- * PREPARE/DEALLOCATE, DISCARD ALL, cursors and failing statements; it runs directly on the
+ * PREPARE/DEALLOCATE, DISCARD ALL, cursors (WITH HOLD too), COPY both ways (rows, a bad row,
+ * CopyFail; stray copy messages where no COPY runs), LISTEN/NOTIFY, a temporary table, a
+ * sequence and failing statements; it runs directly on the
  * primary, then through pgrelay in session and transaction mode (load balancing on, primary
  * weight 0, so statements are split across nodes), and every reply (ParameterStatus
  * included) must be the same. A differing script can be reduced (FUZZ_REDUCE=1). Outputs go
@@ -22,6 +24,9 @@ import {
   bindMessage,
   closeAllRaw,
   closeMessage,
+  copyDataMessage,
+  copyDoneMessage,
+  copyFailMessage,
   describeMessage,
   executeMessage,
   flushMessage,
@@ -45,7 +50,7 @@ beforeAll(async () => {
   fs.mkdirSync(OUT, { recursive: true });
   await cluster.psql(
     cluster.primaryId,
-    `DROP TABLE IF EXISTS ${T}; CREATE TABLE ${T} (a int, b text); INSERT INTO ${T} SELECT g, 'x' || g FROM generate_series(1, 3) g; DROP TABLE IF EXISTS ${W}; CREATE TABLE ${W} (a int)`,
+    `DROP TABLE IF EXISTS ${T}; CREATE TABLE ${T} (a int, b text); INSERT INTO ${T} SELECT g, 'x' || g FROM generate_series(1, 3) g; DROP TABLE IF EXISTS ${W}; CREATE TABLE ${W} (a int); DROP SEQUENCE IF EXISTS fz_seq; CREATE SEQUENCE fz_seq`,
   );
   await cluster.waitForCatchup(30_000);
   const conf = env('CONF');
@@ -86,7 +91,11 @@ type Msg =
   | { k: 'DS' | 'DP' | 'CS' | 'CP'; name: string }
   | { k: 'H' }
   | { k: 'S' }
-  | { k: 'Q'; sql: string };
+  | { k: 'Q'; sql: string }
+  /** CopyData (a row of fz_w, or a bad one), CopyDone, CopyFail. */
+  | { k: 'd'; row: string }
+  | { k: 'c' }
+  | { k: 'f' };
 type Step = Msg[];
 
 const SQL: Array<[string, number]> = [
@@ -120,7 +129,31 @@ const SQL: Array<[string, number]> = [
   ['FETCH 1 FROM c', 0],
   ['CLOSE c', 0],
   ['SELECT 1', 0],
+  [`COPY ${W} FROM STDIN`, 0],
+  [`COPY (SELECT a FROM ${T} ORDER BY a) TO STDOUT`, 0],
+  [`COPY ${T} TO STDOUT`, 0],
+  [`DECLARE h CURSOR WITH HOLD FOR SELECT a FROM ${T} ORDER BY a`, 0],
+  ['FETCH 1 FROM h', 0],
+  ['CLOSE h', 0],
+  ['LISTEN fz_ch', 0],
+  ['NOTIFY fz_ch', 0],
+  ['UNLISTEN *', 0],
+  ['CREATE TEMP TABLE fz_tmp (a int)', 0],
+  ["SELECT nextval('fz_seq') > 0", 0],
+  ["SET application_name = 'fz2'", 0],
+  ['SELECT g FROM generate_series(1, 300) g', 0],
 ];
+/**
+ * Statements only sent in simple Queries. In pool_mode = transaction a Parse of a text some
+ * connection prepared without error is answered by pgrelay (README, "Prepared statements"):
+ * a text naming the temporary table of an earlier session gets ParseComplete, and its error
+ * (42P01) at the Bind, where PostgreSQL fails the Parse.
+ */
+const SIMPLE_ONLY: Array<[string, number]> = [
+  ['INSERT INTO fz_tmp VALUES (1)', 0],
+  ['SELECT count(*) FROM fz_tmp', 0],
+];
+const QUERIES = [...SQL, ...SIMPLE_ONLY];
 const STMTS = ['', 's1', 's2'];
 const PORTALS = ['', 'p1'];
 
@@ -128,9 +161,32 @@ function generate(seed: number, len: number): Step[] {
   const r = xorshift32(seed * 7919 + 17);
   const pick = <X>(xs: X[]): X => xs[Math.floor(r() * xs.length)] as X;
   const steps: Step[] = [];
+  /** What a client sends after each COPY FROM STDIN of `sql`: rows (sometimes a bad one), then CopyDone or CopyFail. */
+  const copyIn = (sql: string): Msg[] => {
+    const out: Msg[] = [];
+    for (let c = sql.split('FROM STDIN').length - 1; c > 0; c--) {
+      for (let n = Math.floor(r() * 3); n > 0; n--) out.push({ k: 'd', row: r() < 0.1 ? 'x' : String(n) });
+      out.push(r() < 0.2 ? { k: 'f' } : { k: 'c' });
+    }
+    return out;
+  };
+  // Names that may hold a COPY FROM STDIN (any text ever parsed or bound under them): an Execute of
+  // such a portal is followed by copy messages, which PostgreSQL ignores when no copy runs —
+  // a COPY waiting for data that never comes would hang the script.
+  const copyStatements = new Set<string>();
+  const copyPortals = new Set<string>();
+  const bind = (step: Step, portal: string, stmt: string, n: number): void => {
+    step.push({ k: 'B', portal, stmt, n });
+    if (copyStatements.has(stmt)) copyPortals.add(portal);
+  };
+  const execute = (step: Step, portal: string, max: number): void => {
+    step.push({ k: 'E', portal, max });
+    if (copyPortals.has(portal)) step.push(...copyIn('FROM STDIN'));
+  };
   for (let i = 0; i < len; i++) {
     if (r() < 0.2) {
-      steps.push([{ k: 'Q', sql: r() < 0.15 ? `${pick(SQL)[0]}; ${pick(SQL)[0]}` : pick(SQL)[0] }]);
+      const sql = r() < 0.15 ? `${pick(QUERIES)[0]}; ${pick(QUERIES)[0]}` : pick(QUERIES)[0];
+      steps.push([{ k: 'Q', sql }, ...copyIn(sql)]);
       continue;
     }
     const step: Step = [];
@@ -139,19 +195,20 @@ function generate(seed: number, len: number): Step[] {
       const x = r();
       if (x < 0.3) {
         const [sql] = pick(SQL);
-        step.push({ k: 'P', name: pick(STMTS), sql, types: [] });
+        const stmt = pick(STMTS);
+        step.push({ k: 'P', name: stmt, sql, types: [] });
+        if (sql.includes('FROM STDIN')) copyStatements.add(stmt);
         if (r() < 0.6) {
-          const stmt = (step.at(-1) as { name: string }).name;
           const portal = pick(PORTALS);
-          step.push({ k: 'B', portal, stmt, n: sql.includes('$1') ? 1 : 0 });
+          bind(step, portal, stmt, sql.includes('$1') ? 1 : 0);
           if (r() < 0.3) step.push({ k: 'DP', name: portal });
-          step.push({ k: 'E', portal, max: r() < 0.15 ? 1 : 0 });
+          execute(step, portal, r() < 0.15 ? 1 : 0);
         }
       } else if (x < 0.5) {
         const portal = pick(PORTALS);
-        step.push({ k: 'B', portal, stmt: pick(STMTS), n: r() < 0.5 ? 0 : 1 });
-        step.push({ k: 'E', portal, max: r() < 0.15 ? 1 : 0 });
-      } else if (x < 0.6) step.push({ k: 'E', portal: pick(PORTALS), max: r() < 0.3 ? 1 : 0 });
+        bind(step, portal, pick(STMTS), r() < 0.5 ? 0 : 1);
+        execute(step, portal, r() < 0.15 ? 1 : 0);
+      } else if (x < 0.6) execute(step, pick(PORTALS), r() < 0.3 ? 1 : 0);
       else if (x < 0.7) step.push({ k: 'DS', name: pick(STMTS) });
       else if (x < 0.75) step.push({ k: 'DP', name: pick(PORTALS) });
       else if (x < 0.85) step.push({ k: 'CS', name: pick(STMTS) });
@@ -187,6 +244,12 @@ function encode(m: Msg): Buffer {
       return syncMessage();
     case 'Q':
       return queryMessage(m.sql);
+    case 'd':
+      return copyDataMessage(`${m.row}\n`);
+    case 'c':
+      return copyDoneMessage();
+    case 'f':
+      return copyFailMessage('fz');
   }
 }
 
@@ -209,6 +272,11 @@ function text(m: Msg): string {
       return m.k;
     case 'Q':
       return `Q ${m.sql}`;
+    case 'd':
+      return `d ${m.row}`;
+    case 'c':
+    case 'f':
+      return m.k;
   }
 }
 
@@ -237,6 +305,11 @@ function parseScript(s: string): Step[] {
             return { k };
           case 'Q':
             return { k: 'Q', sql: rest.join(' ') };
+          case 'd':
+            return { k: 'd', row: rest[0] ?? '' };
+          case 'c':
+          case 'f':
+            return { k };
           default:
             throw new Error(`bad step ${t}`);
         }
@@ -392,7 +465,12 @@ it.runIf(concurrent > 1)(
     const crashes: number[] = [];
     for (const seed of seeds()) {
       // (The scripts touch nothing another client reads: fz_w is only written, or counted where empty.)
-      const group = Array.from({ length: concurrent }, (_, i) => generate(seed * 1000 + i, len));
+      // (Each client LISTENs and NOTIFYs on a channel of its own.)
+      const group = Array.from({ length: concurrent }, (_, i) =>
+        generate(seed * 1000 + i, len).map((st) =>
+          st.map((m) => (m.k === 'P' || m.k === 'Q' ? { ...m, sql: m.sql.replaceAll('fz_ch', `fz_ch${i}`) } : m)),
+        ),
+      );
       for (const [i, steps] of group.entries())
         fs.writeFileSync(
           path.join(OUT, `script-${seed}-${i}.txt`),
