@@ -424,6 +424,11 @@ export class ExtendedProtocol {
   /** Statements whose Close is on its way, by name (see closing). */
   private readonly closingStmts = new Map<string, Stmt>();
   /**
+   * Portals whose Close is on its way, by name: what the server has under that name when
+   * the Close reaches it (see closingPortal), put back if the Close is skipped.
+   */
+  private readonly closingPortals = new Map<string, { portal: Portal | undefined }>();
+  /**
    * Statements sent that drop prepared statements (DEALLOCATE, DISCARD ALL: extended-protocol
    * Executes, simple Queries) whose answer has not come: see awaitEarlier.
    */
@@ -1424,16 +1429,27 @@ export class ExtendedProtocol {
     if (name === '') {
       if (taken === undefined) return undefined;
       return (e) => {
-        if (e.error !== undefined && this.portals.get('') === bound && refusedBeforePortal(e))
-          this.portals.restore('', taken);
+        if (e.error === undefined || !refusedBeforePortal(e)) return;
+        if (this.portals.get('') === bound) this.portals.restore('', taken);
+        else this.closedMeanwhile('', bound, taken);
       };
     }
     return (e) => {
       if (e.error === undefined) bound.confirmed = true;
-      else if (this.portals.get(name) !== bound) return;
+      else if (this.portals.get(name) !== bound) this.closedMeanwhile(name, bound, taken);
       else if (taken !== undefined) this.portals.restore(name, taken);
       else this.portals.delete(name);
     };
+  }
+
+  /**
+   * A Bind of portal `name` into `bound` was refused or skipped, and a Close of the name sent
+   * after it is on its way: the server has what the client had before (`taken`, or none)
+   * when that Close reaches it, and keeps it if the Close is skipped.
+   */
+  private closedMeanwhile(name: string, bound: Portal, taken: Portal | undefined): void {
+    const closing = this.closingPortals.get(name);
+    if (closing?.portal === bound) closing.portal = taken;
   }
 
   /**
@@ -1684,7 +1700,7 @@ export class ExtendedProtocol {
     const first = links[0] ?? p;
     if (!b.gate(first)) return s.wait('replies');
     const st = kind === STATEMENT ? this.stmts.get(name) : undefined;
-    const done = kind === STATEMENT ? this.closing(name) : undefined;
+    const done = kind === STATEMENT ? this.closing(name) : this.closingPortal(name);
     map.delete(name);
     const raw = buf.subarray(start - 5, end);
     // A copy that ran is gone there even if the first node skips its Close (an error before
@@ -1732,6 +1748,23 @@ export class ExtendedProtocol {
       if (kept === undefined) return;
       kept.closeSkipped = true;
       if (!this.stmts.has(name)) this.stmts.set(name, kept);
+    };
+  }
+
+  /**
+   * The client's Close of portal `name`: it leaves the client's table now; the callback of
+   * the Close's reply puts back what the server had under the name if it skipped the Close
+   * after an error before it (a Bind refused before it replaced that portal: the one before).
+   */
+  private closingPortal(name: string): ((e: LinkExpectation) => void) | undefined {
+    const portal = this.portals.get(name);
+    if (portal === undefined) return undefined;
+    const closing = { portal: portal as Portal | undefined };
+    this.closingPortals.set(name, closing);
+    return (e) => {
+      if (this.closingPortals.get(name) === closing) this.closingPortals.delete(name);
+      if (e.error === undefined || e.started === true || closing.portal === undefined) return;
+      if (!this.portals.has(name)) this.portals.restore(name, closing.portal);
     };
   }
 

@@ -1285,6 +1285,19 @@ describe('a Describe in an aborted transaction of a statement its connection has
   });
 });
 
+describe('a Bind into a portal the client has, refused, then a Close of that portal skipped after its error', () => {
+  it('the portal stays, as directly: an Execute of it in the aborted transaction gets 25P02, not 34000 (named and unnamed)', async () => {
+    for (const portal of ['p1', ''])
+      await conforms([
+        simple('BEGIN READ ONLY'),
+        batch(parseMessage('', read), bindMessage(portal, ''), syncMessage()),
+        batch(bindMessage(portal, 'nope'), closeMessage('P', portal), syncMessage()),
+        batch(executeMessage(portal, 1), syncMessage()),
+        simple('ROLLBACK'),
+      ]);
+  });
+});
+
 describe('a Bind in an aborted transaction', () => {
   it('of a statement parsed on the standby, with a wrong parameter count: 08P01 as directly (not the 25P02 of a Parse elsewhere)', async () => {
     await conforms([
