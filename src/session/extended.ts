@@ -545,6 +545,11 @@ export class ExtendedProtocol {
       },
     };
     if (st.server === undefined && this.isUnnamed(st)) link.unnamedReparse = { e, syncs: link.replies.syncs };
+    // Prepared under the client's name: a copy left there under that name is closed first.
+    else if (st.server === undefined && link.conn.strays !== undefined && link.conn.strays.size > 0) {
+      const name = readCString(st.parse, 5, st.parse.length);
+      if (name) this.closeStray(link, name[0]);
+    }
     if (mirror) this.mirrored(link, e, st.parse);
     else this.s.backends.request(link, e, st.parse);
   }

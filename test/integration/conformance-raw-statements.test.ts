@@ -1386,6 +1386,24 @@ describe('a named statement for both nodes whose Parse the primary skipped', () 
       runStatement('s1'),
     ]);
   });
+
+  it('and the name parsed again on the primary (a read after a write in a transaction), then bound on the standby: the copy there is closed first', async () => {
+    await conforms([
+      batch(
+        executeMessage(''),
+        parseMessage('s1', 'ROLLBACK TO sp'),
+        bindMessage('p1', 's1'),
+        executeMessage('p1'),
+        bindMessage('p1', ''),
+        syncMessage(),
+      ),
+      simple('BEGIN'),
+      simple(`INSERT INTO ${table} VALUES (400, 'w')`),
+      batch(parseMessage('s1', read), syncMessage()),
+      simple('ROLLBACK'),
+      runStatement('s1'),
+    ]);
+  });
 });
 
 describe('COMMIT AND CHAIN of a transaction a multi-statement Query began (the primary alone has it)', () => {
