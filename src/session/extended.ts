@@ -1489,7 +1489,9 @@ export class ExtendedProtocol {
     if (kind === STATEMENT && !stmt && this.closeUnanswered(name)) return this.awaitParse();
     if (this.parseInDoubt(stmt)) return this.awaitParse();
     const portal = kind === STATEMENT ? undefined : this.portals.get(name);
-    const p = stmt?.both || portal?.both ? s.needPrimary() : s.unitLink();
+    // A statement for both nodes in a read-only transaction on the read node alone is
+    // described there: the primary has no part in that transaction (taking it would draw it in).
+    const p = (stmt?.both && !b.withoutPrimary) || portal?.both ? s.needPrimary() : s.unitLink();
     if (p === SUSPEND) return p;
     let link: BackendLink;
     if (portal) {

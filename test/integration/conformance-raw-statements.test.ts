@@ -1174,6 +1174,24 @@ describe('a read-only transaction on the read node alone (pool_mode = transactio
   });
 });
 
+describe('a read-only transaction on the read node alone (pool_mode = transaction), ended in a pipeline', () => {
+  it('a Describe of its ROLLBACK or COMMIT after their Execute: described there, the pipeline ends outside a transaction (not in one the primary was drawn into)', async () => {
+    for (const end of ['ROLLBACK', 'COMMIT'])
+      await conforms([
+        simple('BEGIN READ ONLY'),
+        ...(end === 'ROLLBACK' ? [batch(describeMessage('S', 'nope'), syncMessage())] : [simple(read)]),
+        batch(
+          parseMessage('s1', end),
+          bindMessage('', 's1'),
+          executeMessage(''),
+          describeMessage('S', 's1'),
+          syncMessage(),
+        ),
+        simple(`SELECT count(*) FROM ${table}`),
+      ]);
+  });
+});
+
 describe('a Parse of ROLLBACK under a taken name in an aborted transaction, the old statement on no node of it', () => {
   it('gets 42P05 (ROLLBACK is let through the aborted state, the name is not)', async () => {
     await conforms([
