@@ -207,8 +207,13 @@ function refusalOf(st: Stmt): string | null {
  * those PostgreSQL commits at once (DISCARD ALL, VACUUM…: the statements it refuses inside
  * a transaction block).
  */
-function endsImplicitTransaction(o: PendingOutcome): boolean {
-  return o.stmt.cls.tx !== undefined || refusalOf(o.stmt) !== null;
+function endsImplicitTransaction(st: Stmt): boolean {
+  return st.cls.tx !== undefined || refusalOf(st) !== null;
+}
+
+/** A statement of the pipeline that ends its implicit transaction ran (see endsImplicitTransaction). */
+function endedImplicitTransaction(o: PendingOutcome): boolean {
+  return o.ok && endsImplicitTransaction(o.stmt);
 }
 
 /** A Bind's error that PostgreSQL raises before it replaces the unnamed portal (or none: skipped). */
@@ -421,6 +426,11 @@ function tooManyStatements(): PgError {
 
 export class ExtendedProtocol {
   private readonly stmts = new StatementTable();
+  /**
+   * The Executes of this pipeline (up to its Sync) of statements that end its implicit
+   * transaction: whether one of them ran decides whether an error rolled back the rest.
+   */
+  private endingRuns: LinkExpectation[] | undefined;
   /** Statements whose Close is on its way, by name (see closing). */
   private readonly closingStmts = new Map<string, Stmt>();
   /**
@@ -1678,6 +1688,7 @@ export class ExtendedProtocol {
           ? resendSame(b, buf.subarray(start - 5, end), (to) => this.bindOn(portal, to))
           : undefined,
     };
+    if (st !== undefined && endsImplicitTransaction(st)) (this.endingRuns ??= []).push(e);
     // RESET ALL and the like: the client's start-up settings are set again behind the Sync.
     const restore = st && b.restoreFor(st.cls);
     if (restore !== undefined) this.restore = mergeRestores(this.restore, restore);
@@ -1808,6 +1819,8 @@ export class ExtendedProtocol {
     this.restore = undefined;
     const mirror = this.mirror;
     this.mirror = undefined;
+    const endingRuns = this.endingRuns;
+    this.endingRuns = undefined;
     this.route.ryw.syncEnds(members);
     for (const l of members) {
       l.inPipeline = false;
@@ -1835,7 +1848,7 @@ export class ExtendedProtocol {
       return b.sendRestoring(l, e, SYNC, s.routing.inTransaction, restore);
     }
     // The pipeline spans nodes: one ReadyForQuery for the client once every node answered.
-    const merged = new MergedReady(members.length, mirror, outcomes.some(endsImplicitTransaction));
+    const merged = new MergedReady(members.length, mirror, endingRuns);
     let ended = false;
     let failed: BackendLink[] | undefined;
     for (const l of members) {
@@ -1945,7 +1958,7 @@ export class ExtendedProtocol {
     // An error outside a transaction block rolls the pipeline's implicit transaction back
     // (PostgreSQL: all of it): its SETs do not last. A node whose part had no error (a
     // pipeline across nodes) committed them there (setsKeptOn).
-    const rolledBack = implicitlyRolledBack(failed.length > 0, status, outcomes.some(endsImplicitTransaction));
+    const rolledBack = implicitlyRolledBack(failed.length > 0, status, outcomes.some(endedImplicitTransaction));
     let sets = false;
     if (rolledBack)
       for (const o of outcomes)

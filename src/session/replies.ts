@@ -168,8 +168,11 @@ export class MergedReady {
     nodes: number,
     /** The copies of statements for both nodes sent to other nodes in the pipeline. */
     readonly mirror?: MirrorCopies,
-    /** A statement of the pipeline ends its implicit transaction (see implicitlyRolledBack). */
-    private readonly txControl = false,
+    /**
+     * The Executes of the pipeline's statements that end its implicit transaction: one that
+     * ran (started, no error) did (see implicitlyRolledBack).
+     */
+    private readonly endingRuns?: ReadonlyArray<{ started?: boolean; error?: unknown }>,
   ) {
     this.waiting = nodes;
   }
@@ -212,7 +215,9 @@ export class MergedReady {
           : Buffer.concat([errorResponse(errorFieldsOf(failed.error)), readyForQuery(TxStatus.Failed)]);
     // What the primary's part reported changed, unless an error rolled the pipeline's implicit
     // transaction back (it did not last: PostgreSQL reports nothing then).
-    if (this.reports === undefined || implicitlyRolledBack(this.errorShown, this.status, this.txControl)) return ready;
+    if (this.reports === undefined) return ready;
+    const ended = this.endingRuns?.some((e) => e.started === true && e.error === undefined) === true;
+    if (implicitlyRolledBack(this.errorShown, this.status, ended)) return ready;
     return Buffer.concat([...this.reports, ready]);
   }
 

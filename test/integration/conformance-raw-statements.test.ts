@@ -1011,6 +1011,26 @@ describe('a SET in a pipeline that then fails (its implicit transaction rolls th
     ]);
   });
 
+  it('with a BEGIN behind the failure that never ran (its Bind refused): rolled back all the same, on every node', async () => {
+    await conforms([
+      simple("SET TimeZone = 'Asia/Tokyo'"),
+      batch(
+        parseMessage('', 'RESET TimeZone'),
+        bindMessage('', ''),
+        executeMessage(''),
+        parseMessage('s2', 'SELECT 1'),
+        bindMessage('p1', 's2'),
+        executeMessage('p1'),
+        parseMessage('s3', 'BEGIN'),
+        bindMessage('p1', 's3'),
+        executeMessage('p1'),
+        syncMessage(),
+      ),
+      simple('SHOW TimeZone'),
+      simple('RESET TimeZone'),
+    ]);
+  });
+
   it('failing on the standby: the primary, whose part ran, neither keeps it nor reports it (ParameterStatus)', async () => {
     const onPrimary = "/*NO LOAD BALANCE*/ SELECT current_setting('TimeZone') AS tz";
     await conforms([
