@@ -103,6 +103,8 @@ interface Stmt {
   unconfirmed?: boolean;
   /** A Close of it was skipped after an error (the statement stays, as on the server). */
   closeSkipped?: boolean;
+  /** The client's Syncs and Queries handled when its Close was (see closeInDoubt). */
+  closedAt?: number;
   /** The statement of the same name whose Close went just before this Parse (see parseAnswered). */
   replaces?: Stmt;
   /** The latest Parse of it on a link (the client's, or pgrelay's: ensureParsed), until answered: see parseInDoubt. */
@@ -908,6 +910,7 @@ export class ExtendedProtocol {
     const s = this.s;
     const b = s.backends;
     if (this.awaitEarlier()) return this.awaitParse();
+    if (name !== '' && !this.stmts.has(name) && this.closeInDoubt(name)) return this.awaitParse();
     if (name !== '' && !this.stmts.has(name) && this.stmts.full(end - start + 5)) return s.fail(tooManyStatements());
     const cls = s.ctx.router.classify(sql);
     const d = this.route.decide(sql, cls);
@@ -1078,6 +1081,16 @@ export class ExtendedProtocol {
    */
   private closeUnanswered(name: string): boolean {
     return this.closingStmts.has(name) && this.s.backends.pendingTotal > 0;
+  }
+
+  /**
+   * Is a Close of statement `name`, in an earlier pipeline, not answered yet? An error before
+   * it there may make the server skip it: the statement is then still there, and a Parse of
+   * the name is refused (42P05) — a Parse in the Close's own pipeline would be skipped too.
+   */
+  private closeInDoubt(name: string): boolean {
+    const st = this.closingStmts.get(name);
+    return st !== undefined && st.closedAt !== this.portals.syncs && this.s.backends.pendingTotal > 0;
   }
 
   /**
@@ -1756,6 +1769,7 @@ export class ExtendedProtocol {
     // an earlier Close of it that was skipped: this one may run.)
     st.replaces = undefined;
     st.closeSkipped = undefined;
+    st.closedAt = this.portals.syncs;
     this.closingStmts.set(name, st);
     return (e) => {
       if (this.closingStmts.get(name) === st) this.closingStmts.delete(name);

@@ -399,6 +399,20 @@ describe('a pipeline that failed on the primary before a statement for both node
 });
 
 describe('a Close skipped after an error before it', () => {
+  it('a Parse of the name in the next pipeline, sent before the answer: 42P05, and the statement stays', async () => {
+    await conforms([
+      batch(parseMessage('s1', 'SHOW TimeZone'), syncMessage()),
+      batch(
+        parseMessage('s1', 'BEGIN'),
+        closeMessage('S', 's1'),
+        syncMessage(),
+        parseMessage('s1', `COPY (SELECT a FROM ${table} ORDER BY a) TO STDOUT`),
+        syncMessage(),
+      ),
+      runStatement('s1'),
+    ]);
+  });
+
   it('a Bind or Describe of the name in the next pipeline, sent before the answer, finds the statement', async () => {
     await conforms([
       // (Writes: parsed on the primary, where the Describe and Bind go too.)
