@@ -207,11 +207,17 @@ export class BackendLink implements ReplyOutput {
     if (this.pausedForClient) return;
     this.pausedForClient = true;
     this.holdReading();
+    const pause = ++this.clientPauses;
     this.owner.onClientDrain(() => {
+      // (Not a pause ended since: see whenSettled.)
+      if (!this.pausedForClient || this.clientPauses !== pause) return;
       this.pausedForClient = false;
       this.releaseReading();
     });
   }
+
+  /** Pauses for the client so far (a drain ends only the one it was registered for). */
+  private clientPauses = 0;
 
   /** Send a Flush if requests are waiting behind an unflushed pipeline. */
   flushIfNeeded(): void {
@@ -252,6 +258,12 @@ export class BackendLink implements ReplyOutput {
       fn(ok);
     };
     this.onSettled = settle;
+    // Its client is gone (the session let the link go): a wait for that client to drain would
+    // never end, and the replies left are pgrelay's own or dropped. Read them.
+    if (this.pausedForClient) {
+      this.pausedForClient = false;
+      this.releaseReading();
+    }
     if (this.pending === 0) settle(true);
   }
 

@@ -130,3 +130,27 @@ describe('BackendLink.adopt', () => {
     expect(fatal.adopt(new Owner())).toBe(false);
   });
 });
+
+describe('BackendLink.whenSettled (a released link finishing requests of its own)', () => {
+  it('reads the connection again if it stopped for its client to drain: that client is gone, nothing more goes to it', () => {
+    const a = new Owner();
+    const link = new BackendLink(a, connection());
+    link.attach();
+    link.expect({ kind: 'query', mode: 'forward' });
+    a.clientFull = true;
+    // The reply filled the client's socket: the link waits for the client to drain.
+    feed(link.conn, SELECT_REPLY);
+    expect(link.conn.socket.isPaused()).toBe(true);
+    // A request of pgrelay's own follows; then the client leaves, and the session lets the link settle.
+    link.expect({ kind: 'query', mode: 'drop' });
+    let settled: boolean | undefined;
+    link.whenSettled((ok) => {
+      settled = ok;
+    }, 60_000);
+    expect(link.conn.socket.isPaused()).toBe(false);
+    const sent = a.sent.length;
+    feed(link.conn, SELECT_REPLY);
+    expect(settled).toBe(true);
+    expect(a.sent.length).toBe(sent);
+  });
+});
