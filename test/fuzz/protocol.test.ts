@@ -328,7 +328,8 @@ async function run(port: number, steps: Step[]): Promise<string[]> {
       out.push(got);
       if (raw.closed || got.includes('HANG(')) break;
     }
-    raw.send(queryMessage('ROLLBACK; DISCARD ALL'));
+    // (Two Queries: DISCARD ALL cannot run in the implicit transaction of a multi-statement one.)
+    raw.send(queryMessage('ROLLBACK'), queryMessage('DISCARD ALL'));
   } finally {
     raw.destroy();
   }
