@@ -238,6 +238,14 @@ export function mergeRestores(a: StartupRestore | undefined, b: StartupRestore):
   return a === undefined ? b : restoreOf(new Map([...a.reportAs, ...b.reportAs]));
 }
 
+/** `r` less setting `name` (a later SET of the pipeline sets it: that value lasts), or undefined when nothing is left. */
+export function restoreWithout(r: StartupRestore, name: string): StartupRestore | undefined {
+  if (!r.reportAs.has(name)) return r;
+  const values = new Map(r.reportAs);
+  values.delete(name);
+  return values.size > 0 ? restoreOf(values) : undefined;
+}
+
 function restoreOf(values: ReadonlyMap<string, string>): StartupRestore {
   const calls: string[] = [];
   for (const [k, v] of values) calls.push(`pg_catalog.set_config(${quoteLiteral(k)}, ${quoteLiteral(v)}, false)`);

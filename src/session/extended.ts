@@ -33,7 +33,7 @@ import {
 } from '../protocol/messages.js';
 import type { AdminRequest } from '../admin/service.js';
 import { errorResult } from '../admin/result.js';
-import { mergeRestores, type StartupRestore } from '../pool/startup-settings.js';
+import { mergeRestores, restoreWithout, type StartupRestore } from '../pool/startup-settings.js';
 import { parameterCount, pipelineRefusal, returnsNoRows } from '../router/classifier.js';
 import type { Classification, Decision } from '../router/router.js';
 import { type BackendLink, FLUSH, type LinkExpectation, SYNC } from './backend-link.js';
@@ -1705,6 +1705,9 @@ export class ExtendedProtocol {
     // RESET ALL and the like: the client's start-up settings are set again behind the Sync.
     const restore = st && b.restoreFor(st.cls);
     if (restore !== undefined) this.restore = mergeRestores(this.restore, restore);
+    // A SET of one of them behind it in the pipeline: that value lasts, not the start-up one.
+    else if (this.restore !== undefined && st?.cls.settingName !== undefined && st.cls.settingScope === undefined)
+      this.restore = restoreWithout(this.restore, st.cls.settingName);
     return this.forward(target, e);
   }
 

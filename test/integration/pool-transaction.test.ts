@@ -41,10 +41,12 @@ import {
   executeMessage,
   parseMessage,
   queryMessage,
+  replyTranscript,
   summarize,
   syncMessage,
 } from '../support/raw.js';
 import { pollUntil } from '../support/wait.js';
+import { rawSession } from '../support/conformance.js';
 
 const cluster = getCluster();
 /** Sends a read to the primary: it then needs the primary's connection (an autocommit read may take a standby's alone). */
@@ -294,6 +296,44 @@ describe('pool_mode = transaction', () => {
     expect(await show(a, 'statement_timeout')).toBe('0');
     expect(await show(b, 'statement_timeout')).toBe('7s');
     await Promise.all([endPg(a), endPg(b)]);
+  });
+
+  it("a RESET or DISCARD ALL then a SET of a start-up setting in one pipeline: the SET lasts (pgrelay's restore of the start-up values does not override it), and is reported as directly", async () => {
+    const primary = cluster.node(cluster.primaryId);
+    const script = async (port: number): Promise<string[]> => {
+      const { raw } = await rawSession(
+        { host: '127.0.0.1', port },
+        { database: db, application_name: 'pool_tx_app', TimeZone: 'Europe/Paris' },
+      );
+      const out: string[] = [];
+      const pipeline = async (reset: string, set: string): Promise<void> => {
+        raw.send(
+          parseMessage('', reset),
+          bindMessage('', ''),
+          executeMessage(''),
+          parseMessage('', set),
+          bindMessage('', ''),
+          executeMessage(''),
+          syncMessage(),
+        );
+        out.push(await replyTranscript(raw, 1, true));
+      };
+      const simple = async (sql: string): Promise<void> => {
+        raw.send(queryMessage(sql));
+        out.push(await replyTranscript(raw, 1, true));
+      };
+      try {
+        await pipeline('RESET TimeZone', "SET TimeZone = 'Asia/Tokyo'");
+        await simple('SHOW TimeZone');
+        await pipeline('DISCARD ALL', "SET application_name = 'pool_tx_app2'");
+        await simple('SHOW application_name');
+        await simple('SHOW TimeZone');
+      } finally {
+        raw.destroy();
+      }
+      return out;
+    };
+    expect(await script(tiny.port)).toEqual(await script(primary.port));
   });
 
   it('a ROLLBACK skipped after an error in its pipeline leaves the transaction block: its SETs last once it commits after all', async () => {

@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import {
   internSettings,
   mergeRestores,
+  restoreWithout,
   optionSettings,
   replayPlan,
   startupRestoreOfMany,
@@ -208,6 +209,15 @@ describe('startupRestore and mergeRestores', () => {
       ['application_name', 'a'],
     ]);
     expect(mergeRestores(undefined, b)).toBe(b);
+  });
+
+  it('less a setting a later SET of the pipeline sets (that value lasts)', () => {
+    const all = startupRestore({ ...one, resetsAll: true }, startup);
+    if (!all) throw new Error('no restore');
+    expect(restoreWithout(all, 'work_mem')).toBe(all);
+    const left = restoreWithout(all, 'timezone');
+    expect(left?.sql).toBe("SELECT pg_catalog.set_config(E'application_name', E'a', false)");
+    expect(left && restoreWithout(left, 'application_name')).toBeUndefined();
   });
 });
 
