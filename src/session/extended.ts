@@ -1901,8 +1901,8 @@ export class ExtendedProtocol {
   /**
    * A SET of a pipeline that failed elsewhere (so does not last) committed on `links`: the
    * primary's settings are set again to the session's, now; a standby's connection is reset
-   * before its next use (pool_mode = transaction) or no longer read until DISCARD ALL (session
-   * mode: its settings are not the session's).
+   * before its next use (pool_mode = transaction; now when the session is pinned to it) or no
+   * longer read until DISCARD ALL (session mode: its settings are not the session's).
    */
   private setsKeptOn(links: readonly BackendLink[]): void {
     const b = this.s.backends;
@@ -1916,7 +1916,9 @@ export class ExtendedProtocol {
           'a SET of a pipeline that failed on another node is undone on the primary',
         );
         b.resetSettingsOn(l);
-      } else if (this.pooled) b.settingsUnknownOn(l);
+      } else if (this.pooled && b.pinned === undefined) b.settingsUnknownOn(l);
+      // A session pinned to its connections keeps this one (no checkout resets it): set again now.
+      else if (this.pooled) b.resetSettingsOn(l);
       else
         this.route.settingsDiverged(
           l,

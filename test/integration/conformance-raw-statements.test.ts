@@ -1025,6 +1025,21 @@ describe('a SET in a pipeline that then fails (its implicit transaction rolls th
     ]);
   });
 
+  it('in a session pinned to its connections (PREPARE, pool_mode = transaction): not kept on the standby either', async () => {
+    await conforms([
+      simple('PREPARE pinq AS SELECT 7'),
+      batch(
+        parseMessage('s1', "SET TimeZone = 'Asia/Tokyo'"),
+        bindMessage('p1', 's1'),
+        executeMessage('p1'),
+        bindMessage('', 'nope'),
+        syncMessage(),
+      ),
+      simple('SHOW TimeZone'),
+      simple('DEALLOCATE pinq'),
+    ]);
+  });
+
   it('with a BEGIN behind the failure that never ran (its Bind refused): rolled back all the same, on every node', async () => {
     await conforms([
       simple("SET TimeZone = 'Asia/Tokyo'"),
