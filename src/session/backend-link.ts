@@ -310,6 +310,10 @@ export class BackendLink implements ReplyOutput {
     this.owner.skipUntilSync();
   }
 
+  mustFlush(): void {
+    this.needsFlush = true;
+  }
+
   asyncMessage(bytes: Buffer): void {
     this.owner.asyncMessage(this, bytes);
   }

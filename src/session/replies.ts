@@ -278,6 +278,11 @@ export interface ReplyOutput {
    * too for what the client sends meanwhile (whichever node it would go to).
    */
   skipsUntilSync(): void;
+  /**
+   * The server ignored the Syncs sent since its request started a copy-in: what it answers
+   * once the copy ends stays in its output buffer until a Flush or Sync comes after the copy.
+   */
+  mustFlush(): void;
 }
 
 const ENDS_PARSE = decodeTable('1');
@@ -641,6 +646,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       // The client's end of this copy already sent (with the request): the server ends it
       // by itself, and what the client sends next is not copy data.
       if (!this.copyEndAhead(e)) this.copying = true;
+      else this.out.mustFlush();
       if (e.kind === 'execute') this.enterCopyIn();
     }
     if (e.mode === 'capture') {
@@ -823,14 +829,15 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
 
   /**
    * The request `e` (the head) starts a copy-in: whether the client's CopyDone or CopyFail
-   * for it went to the server already, after `e` and before the next request (one per copy
-   * `e` started: a Query may hold several COPY).
+   * for it went to the server already, after `e` (behind Syncs the server ignores in
+   * copy-in mode too): one per copy `e` started, as a Query may hold several COPY.
    */
   private copyEndAhead(e: Expectation<L>): boolean {
     const copies = (e.copyIns ?? 0) + 1;
     e.copyIns = copies;
-    const next = this.queue[this.head + 1];
-    return (next !== undefined ? (next.copyEndsBefore ?? 0) : this.copyEndsSent) >= copies;
+    let ends = this.copyEndsSent;
+    for (let i = this.head + 1; i < this.queue.length && ends < copies; i++) ends += this.queue[i].copyEndsBefore ?? 0;
+    return ends >= copies;
   }
 
   /**

@@ -568,6 +568,28 @@ describe('COPY FROM STDIN whose data and end the client sent before the server a
     ]);
   });
 
+  it('a Sync between the Execute and the copy’s end (ignored during copy-in), then a Bind held for the portal: answered, as directly', async () => {
+    await conforms([
+      {
+        send: [
+          parseMessage('', copy),
+          bindMessage('p1', ''),
+          executeMessage('p1'),
+          syncMessage(),
+          row,
+          copyDoneMessage(),
+          parseMessage('s2', `SELECT count(*) FROM ${table}`),
+          bindMessage('p1', 's2'),
+          executeMessage('p1'),
+          syncMessage(),
+        ],
+        readies: 1,
+      },
+      simple('SELECT 1'),
+      cleanup,
+    ]);
+  });
+
   it('a simple Query behind the copy’s end, pipelined: answered, as directly', async () => {
     await conforms([
       {

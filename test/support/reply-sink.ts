@@ -22,6 +22,7 @@ export class ReplySink implements ReplyOutput {
     throw new Error(message);
   }
   skipsUntilSync(): void {}
+  mustFlush(): void {}
   feed(bytes: Buffer): void {
     this.q.push(bytes);
     this.q.runFinished('link');
