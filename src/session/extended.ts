@@ -596,6 +596,11 @@ export class ExtendedProtocol {
     if (taken?.unconfirmed === true && this.awaitsParse(taken)) return this.awaitParse();
     if (taken !== undefined) return this.parseExisting(name, body, link);
     const named = s.ctx.statementNames.entryFor(this.statementKey(body));
+    // A Parse pgrelay would answer itself, in a transaction block, behind a pipeline not
+    // answered yet: an error there may have aborted the transaction (the server would then
+    // refuse it, 25P02), which its answer tells.
+    if (s.routing.inTransaction && !s.routing.failed && link.replies.readyOwed && statementsOf(link, s).has(named.name))
+      return this.awaitParse();
     const server = named.name;
     // A statement for both nodes stays one whatever links are held now: each Bind mirrors it
     // on the load-balance node(s) held then (the unit of work may have none now, the next one may).

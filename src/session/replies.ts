@@ -522,6 +522,11 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   }
 
   /** Is a Sync outstanding? The server answers again after it. */
+  /** A ReadyForQuery is still to come (a Sync or a simple Query is outstanding). */
+  get readyOwed(): boolean {
+    return this.readyPending();
+  }
+
   private readyPending(): boolean {
     for (let i = this.head; i < this.queue.length; i++) if (endsSkip(this.queue[i].kind)) return true;
     return false;

@@ -1016,6 +1016,16 @@ describe('a Parse in an aborted transaction of a text the connection has prepare
       runStatement('s2'),
     ]);
   });
+
+  it('sent behind the Sync of the pipeline whose error aborts the transaction, before its answer: 25P02 too', async () => {
+    await conforms([
+      batch(parseMessage('s1', `${write} RETURNING a`), syncMessage()),
+      simple('BEGIN'),
+      batch(bindMessage('', 'nope'), syncMessage(), parseMessage('s2', `${write} RETURNING a`), syncMessage()),
+      simple('ROLLBACK'),
+      runStatement('s2'),
+    ]);
+  });
 });
 
 describe('a SET in a pipeline that then fails (its implicit transaction rolls the SET back)', () => {
