@@ -1624,7 +1624,9 @@ export class ExtendedProtocol {
     const s = this.s;
     const b = s.backends;
     const portal = this.portals.get(portalName);
-    const p = portal === undefined || portal.both ? s.needPrimary() : s.unitLink();
+    // A portal pgrelay does not know (a cursor DECLAREd in SQL, or none): the primary's, or in a
+    // read-only transaction on the read node alone that node's (the primary has no part in it).
+    const p = (portal === undefined && !b.withoutPrimary) || portal?.both ? s.needPrimary() : s.unitLink();
     if (p === SUSPEND) return p;
     const home = portal && this.portalHome(portal, p);
     if (portal && !home) return this.lost(portalName, portal);

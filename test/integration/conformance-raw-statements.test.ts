@@ -1271,6 +1271,14 @@ describe('a read-only transaction on the read node alone (pool_mode = transactio
         simple(`SELECT count(*) FROM ${table}`),
       ]);
   });
+
+  it('an Execute of a portal the client does not have, after its COMMIT: 34000 outside a transaction (not in one the primary was drawn into)', async () => {
+    await conforms([
+      simple('BEGIN READ ONLY'),
+      batch(parseMessage('', 'COMMIT'), bindMessage('', ''), executeMessage(''), executeMessage('nope'), syncMessage()),
+      simple(`SELECT count(*) FROM ${table}`),
+    ]);
+  });
 });
 
 describe('a Parse of ROLLBACK under a taken name in an aborted transaction, the old statement on no node of it', () => {
