@@ -1255,6 +1255,7 @@ export class ExtendedProtocol {
       // or on another connection).
       const seconds = b.secondLinks(st.decision?.allStandbys === true, p);
       if (!b.gate(p)) return s.wait('replies');
+      if (this.abortUnknown(st, p)) return this.awaitParse();
       if (this.refusedInAborted(st, stmtName, p, buf, start, end)) return DROP;
       const raw = buf.subarray(start - 5, end);
       const bind = st.server !== undefined ? renamedBind(raw, st.server) : raw;
@@ -1297,6 +1298,7 @@ export class ExtendedProtocol {
         b.list.find((l) => l !== undefined && l.txStatus !== TxStatus.Idle && this.parsedOn(st, l))) ||
       routed;
     if (!b.gate(link)) return s.wait('replies');
+    if (this.abortUnknown(st, link)) return this.awaitParse();
     if (this.refusedInAborted(st, stmtName, link, buf, start, end)) return DROP;
     if (this.pooled && link === b.primary) s.guardSequenceState(st.cls);
     // pool_mode = transaction: was the statement there already (then the server may have lost it)?
@@ -1531,6 +1533,7 @@ export class ExtendedProtocol {
       // there first); not a node with no part in the client's transaction (see below).
       link = (!stmt.both && b.list.find((l) => l !== undefined && this.parsedOn(stmt, l) && !this.outside(l, p))) || p;
       if (!b.gate(link)) return s.wait('replies');
+      if (this.abortUnknown(stmt, link)) return this.awaitParse();
       if (this.describedInAborted(stmt, link)) return DROP;
       this.ensureParsed(stmt, link);
       b.inPipeline(link);
@@ -1551,6 +1554,7 @@ export class ExtendedProtocol {
       if (this.outside(link, p)) link = p;
     }
     if (!b.gate(link)) return s.wait('replies');
+    if (stmt && this.abortUnknown(stmt, link)) return this.awaitParse();
     if (stmt && this.describedInAborted(stmt, link)) return DROP;
     // An unnamed statement a Query dropped there since is parsed again.
     if (stmt) this.ensureParsed(stmt, link);
@@ -1570,6 +1574,17 @@ export class ExtendedProtocol {
             })
           : undefined,
     });
+  }
+
+  /**
+   * `st` must be parsed on `link` first, in a transaction block, behind a pipeline there not
+   * answered yet: an error of that pipeline may have aborted the transaction, which changes
+   * the answer (the server refuses pgrelay's Parse: see refusedInAborted, describedInAborted).
+   * Known once that pipeline is answered.
+   */
+  private abortUnknown(st: Stmt, link: BackendLink): boolean {
+    const r = this.s.routing;
+    return r.inTransaction && !r.failed && link.replies.readyOwed && !this.parsedOn(st, link);
   }
 
   /**

@@ -1406,6 +1406,26 @@ describe('a Bind into a portal the client has, refused, then a Close of that por
 });
 
 describe('a Bind in an aborted transaction', () => {
+  it('pipelined behind the Sync of the pipeline whose error aborts it, of a statement its connection lacks: 08P01 as directly', async () => {
+    // (After DISCARD ALL, pool_mode = transaction answers the Parse of a known text without a connection.)
+    const parse = batch(parseMessage('s1', "SET TimeZone = 'UTC'"), syncMessage());
+    await conforms([
+      parse,
+      simple('DISCARD ALL'),
+      parse,
+      simple('BEGIN'),
+      batch(
+        bindMessage('', 'nope'),
+        syncMessage(),
+        bindMessage('p1', 's1', ['1']),
+        executeMessage('p1'),
+        syncMessage(),
+      ),
+      batch(describeMessage('S', 's1'), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
+
   it('of a statement parsed on the standby, with a wrong parameter count: 08P01 as directly (not the 25P02 of a Parse elsewhere)', async () => {
     await conforms([
       batch(parseMessage('s1', read), syncMessage()),
