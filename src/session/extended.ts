@@ -153,6 +153,16 @@ interface CopiedRun {
 }
 
 /**
+ * A Parse PostgreSQL refuses (a syntax error) under a name of pgrelay's own: sent to the
+ * primary to make its part of a pipeline fail when another node refuses a request of it
+ * (see failPrimaryPart). A failed Parse leaves nothing behind.
+ */
+const FAIL_PIPELINE = parseMessage(
+  'PGRELAY_FAIL',
+  Buffer.from('pgrelay: a request of this pipeline failed on another node\0\0\0', 'latin1'),
+);
+
+/**
  * What PostgreSQL answers a Bind of `st` (the client's `name`) in an aborted transaction, when
  * that can be told without the server: 08P01 for a parameter count other than the
  * statement's (checked first), else 25P02 — unless it ends or recovers the transaction
@@ -1037,8 +1047,17 @@ export class ExtendedProtocol {
     // name, unless it ends the transaction: the primary, aborted, answers so (the statement's
     // node may have no part in the transaction, when the primary has it alone).
     const refused = s.routing.failed && !endsOrRecovers(cls);
-    const link = refused ? s.needPrimary() : (b.get(old.nodes[0]) ?? s.needPrimary());
+    let link = refused ? s.needPrimary() : (b.get(old.nodes[0]) ?? s.needPrimary());
     if (link === SUSPEND) return link;
+    // Outside a transaction block, in a pipeline the primary takes part in (a write ran there):
+    // refused on the primary, the statement parsed there first, so that the error rolls back the
+    // primary's part of the pipeline as PostgreSQL rolls back all of it.
+    const primary = b.primary;
+    if (!refused && primary !== undefined && primary !== link && primary.inPipeline && !s.routing.inTransaction) {
+      if (!b.gate(primary)) return s.wait('replies');
+      this.ensureParsed(old, primary);
+      link = primary;
+    }
     if (!b.gate(link)) return s.wait('replies');
     // No node has it now (lost with its node, dropped there by a copy of DEALLOCATE ALL the
     // primary skipped): parsed there first, so that the server refuses the name — but in an
@@ -1248,8 +1267,11 @@ export class ExtendedProtocol {
     if (st.both && alone === undefined) {
       // A named portal the client has on one node: refused there (42P03), not bound anywhere else.
       const home = portal !== '' && taken !== undefined && !taken.both ? b.get(taken.nodes[0]) : undefined;
-      if (taken !== undefined && home !== undefined)
+      if (taken !== undefined && home !== undefined) {
+        if (!b.gate(home)) return s.wait('replies');
+        this.failPrimaryPart(home);
         return this.bindTaken(portal, taken, home, st, stmtName, buf, start, end);
+      }
       // The load-balance node(s) held now (every standby held with statement_level_load_balance),
       // the statement parsed there first if it is not (it was parsed while the session held none,
       // or on another connection).
@@ -1291,8 +1313,9 @@ export class ExtendedProtocol {
     // (aborted there, or about to be: see both-nodes.ts), rather than parsed again where the
     // Parse would fail first (25P02).
     // A named portal the client has already: the server refuses the name (42P03) where it is.
+    const home = portal !== '' && taken !== undefined && !taken.both ? b.get(taken.nodes[0]) : undefined;
     const link =
-      (portal !== '' && taken !== undefined && !taken.both && b.get(taken.nodes[0])) ||
+      home ||
       (s.routing.failed &&
         !this.parsedOn(st, routed) &&
         b.list.find((l) => l !== undefined && l.txStatus !== TxStatus.Idle && this.parsedOn(st, l))) ||
@@ -1300,6 +1323,7 @@ export class ExtendedProtocol {
     if (!b.gate(link)) return s.wait('replies');
     if (this.abortUnknown(st, link)) return this.awaitParse();
     if (this.refusedInAborted(st, stmtName, link, buf, start, end)) return DROP;
+    if (link === home) this.failPrimaryPart(home);
     if (this.pooled && link === b.primary) s.guardSequenceState(st.cls);
     // pool_mode = transaction: was the statement there already (then the server may have lost it)?
     const believed = st.server !== undefined && this.parsedOn(st, link);
@@ -1411,6 +1435,19 @@ export class ExtendedProtocol {
     if (refusal === undefined) return false;
     this.refuse(link, 'bind', refusal);
     return true;
+  }
+
+  /**
+   * A request of this pipeline that `link` refuses (a Bind into a named portal the client has
+   * there: 42P03), outside a transaction block, while the primary runs part of the pipeline:
+   * PostgreSQL rolls the whole pipeline back, so the primary's part must fail too. A Parse it
+   * refuses goes there first (its reply dropped; the client's error comes from `link`).
+   */
+  private failPrimaryPart(link: BackendLink): void {
+    const s = this.s;
+    const p = s.backends.primary;
+    if (p === undefined || p === link || !p.inPipeline || s.routing.inTransaction) return;
+    s.backends.request(p, { kind: 'parse', mode: 'drop' }, FAIL_PIPELINE);
   }
 
   /**

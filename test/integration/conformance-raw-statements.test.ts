@@ -280,6 +280,47 @@ describe('a Parse of a name already taken', () => {
     });
   }
 
+  it('in a pipeline that wrote on the primary, the statement on the standby: its 42P05 rolls the write back, as directly', async () => {
+    await conforms([
+      batch(parseMessage('s1', read), syncMessage()),
+      batch(
+        parseMessage('', `INSERT INTO ${table} VALUES (500, 'w')`),
+        bindMessage('', ''),
+        executeMessage(''),
+        parseMessage('s1', 'ROLLBACK'),
+        syncMessage(),
+      ),
+      simple(`/*NO LOAD BALANCE*/ SELECT count(*) FROM ${table} WHERE a = 500`),
+      batch(
+        parseMessage('', `DECLARE h500 CURSOR WITH HOLD FOR SELECT a FROM ${table}`),
+        bindMessage('', ''),
+        executeMessage(''),
+        parseMessage('s1', 'ROLLBACK'),
+        syncMessage(),
+      ),
+      simple('CLOSE h500'),
+      simple(`DELETE FROM ${table} WHERE a = 500`),
+    ]);
+  });
+
+  it('a Bind into a named portal of a read on the standby, in a pipeline that wrote on the primary since: its 42P03 rolls the write back, as directly', async () => {
+    await conforms([
+      batch(
+        parseMessage('', 'SELECT 1'),
+        bindMessage('p1', ''),
+        executeMessage('p1'),
+        parseMessage('', `INSERT INTO ${table} VALUES (501, 'w')`),
+        bindMessage('', ''),
+        executeMessage(''),
+        parseMessage('s3', 'SELECT 2'),
+        bindMessage('p1', 's3'),
+        syncMessage(),
+      ),
+      simple(`/*NO LOAD BALANCE*/ SELECT count(*) FROM ${table} WHERE a = 501`),
+      simple(`DELETE FROM ${table} WHERE a = 501`),
+    ]);
+  });
+
   it('twice in two pipelines sent at once, each followed by more (42P05, then 42P05, each with its ReadyForQuery)', async () => {
     await conforms([
       batch(parseMessage('s1', read), syncMessage()),
