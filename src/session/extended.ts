@@ -162,6 +162,13 @@ const FAIL_PIPELINE = parseMessage(
   Buffer.from('pgrelay: a request of this pipeline failed on another node\0\0\0', 'latin1'),
 );
 
+/** The parameter types `st`'s Parse declares (0: unspecified), or undefined if it does not read. */
+function declaredTypes(st: Stmt): number[] | undefined {
+  const q = readCString(st.parse, 5, st.parse.length);
+  const text = q && readCString(st.parse, q[1], st.parse.length);
+  return (text && parseParamTypes(st.parse, text[1], st.parse.length)) || undefined;
+}
+
 /**
  * What PostgreSQL answers a Bind of `st` (the client's `name`) in an aborted transaction, when
  * that can be told without the server: 08P01 for a parameter count other than the
@@ -173,9 +180,7 @@ function bindRefusal(st: Stmt, name: string, buf: Buffer, start: number, end: nu
   const portal = readCString(buf, start, end);
   const stmtName = portal && readCString(buf, portal[1], end);
   const counts = stmtName && bindCounts(buf, stmtName[1], end);
-  const q = readCString(st.parse, 5, st.parse.length);
-  const text = q && readCString(st.parse, q[1], st.parse.length);
-  const declared = text && parseParamTypes(st.parse, text[1], st.parse.length);
+  const declared = declaredTypes(st);
   if (!counts || !declared) return undefined;
   const required = parameterCount(st.sql, st.cls, declared.length);
   if (required === undefined) return undefined;
@@ -196,9 +201,7 @@ function bindRefusal(st: Stmt, name: string, buf: Buffer, start: number, end: nu
  */
 function abortedDescription(st: Stmt): Buffer | undefined {
   if (!returnsNoRows(st.sql, st.cls)) return undefined;
-  const q = readCString(st.parse, 5, st.parse.length);
-  const text = q && readCString(st.parse, q[1], st.parse.length);
-  const declared = text && parseParamTypes(st.parse, text[1], st.parse.length);
+  const declared = declaredTypes(st);
   if (!declared) return undefined;
   const count = parameterCount(st.sql, st.cls, declared.length);
   if (count === undefined) return undefined;
@@ -609,8 +612,7 @@ export class ExtendedProtocol {
     // A Parse pgrelay would answer itself, in a transaction block, behind a pipeline not
     // answered yet: an error there may have aborted the transaction (the server would then
     // refuse it, 25P02), which its answer tells.
-    if (s.routing.inTransaction && !s.routing.failed && link.replies.readyOwed && statementsOf(link, s).has(named.name))
-      return this.awaitParse();
+    if (this.abortPending(link) && statementsOf(link, s).has(named.name)) return this.awaitParse();
     const server = named.name;
     // A statement for both nodes stays one whatever links are held now: each Bind mirrors it
     // on the load-balance node(s) held then (the unit of work may have none now, the next one may).
@@ -1267,11 +1269,8 @@ export class ExtendedProtocol {
     if (st.both && alone === undefined) {
       // A named portal the client has on one node: refused there (42P03), not bound anywhere else.
       const home = portal !== '' && taken !== undefined && !taken.both ? b.get(taken.nodes[0]) : undefined;
-      if (taken !== undefined && home !== undefined) {
-        if (!b.gate(home)) return s.wait('replies');
-        this.failPrimaryPart(home);
+      if (taken !== undefined && home !== undefined)
         return this.bindTaken(portal, taken, home, st, stmtName, buf, start, end);
-      }
       // The load-balance node(s) held now (every standby held with statement_level_load_balance),
       // the statement parsed there first if it is not (it was parsed while the session held none,
       // or on another connection).
@@ -1469,6 +1468,7 @@ export class ExtendedProtocol {
     const raw = buf.subarray(start - 5, end);
     const bind = st.server !== undefined ? renamedBind(raw, st.server) : raw;
     if (!bind) return this.s.protocolViolation('invalid Bind message');
+    this.failPrimaryPart(home);
     this.ensureParsed(st, home, true);
     b.inPipeline(home);
     const bound: Portal = { nodes: [home.nodeId], both: false, stmt: st };
@@ -1556,9 +1556,9 @@ export class ExtendedProtocol {
     if (kind === STATEMENT && !stmt && this.closeUnanswered(name)) return this.awaitParse();
     if (this.parseInDoubt(stmt)) return this.awaitParse();
     const portal = kind === STATEMENT ? undefined : this.portals.get(name);
-    // A statement for both nodes in a read-only transaction on the read node alone is
-    // described there: the primary has no part in that transaction (taking it would draw it in).
-    const p = (stmt?.both && !b.withoutPrimary) || portal?.both ? s.needPrimary() : s.unitLink();
+    // (A statement for both nodes too: the primary's link, but in a read-only transaction on the
+    // read node alone that node's — the primary has no part in it, taking it would draw it in.)
+    const p = portal?.both ? s.needPrimary() : s.unitLink();
     if (p === SUSPEND) return p;
     let link: BackendLink;
     if (portal) {
@@ -1620,8 +1620,13 @@ export class ExtendedProtocol {
    * Known once that pipeline is answered.
    */
   private abortUnknown(st: Stmt, link: BackendLink): boolean {
+    return this.abortPending(link) && !this.parsedOn(st, link);
+  }
+
+  /** In a transaction block not known to be aborted, behind a pipeline `link` has not answered. */
+  private abortPending(link: BackendLink): boolean {
     const r = this.s.routing;
-    return r.inTransaction && !r.failed && link.replies.readyOwed && !this.parsedOn(st, link);
+    return r.inTransaction && !r.failed && link.replies.readyOwed;
   }
 
   /**
@@ -1676,9 +1681,9 @@ export class ExtendedProtocol {
     const s = this.s;
     const b = s.backends;
     const portal = this.portals.get(portalName);
-    // A portal pgrelay does not know (a cursor DECLAREd in SQL, or none): the primary's, or in a
-    // read-only transaction on the read node alone that node's (the primary has no part in it).
-    const p = (portal === undefined && !b.withoutPrimary) || portal?.both ? s.needPrimary() : s.unitLink();
+    // (A portal pgrelay does not know — a cursor DECLAREd in SQL, or none — too: the primary's
+    // link, but in a read-only transaction on the read node alone that node's.)
+    const p = portal?.both ? s.needPrimary() : s.unitLink();
     if (p === SUSPEND) return p;
     const home = portal && this.portalHome(portal, p);
     if (portal && !home) return this.lost(portalName, portal);

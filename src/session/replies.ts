@@ -482,7 +482,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       e.copyEndsBefore = this.copyEndsSent;
       this.copyEndsSent = 0;
     }
-    if (this.skipping && !endsSkip(e.kind) && e.mode !== 'synthetic' && !this.readyPending()) {
+    if (this.skipping && !endsSkip(e.kind) && e.mode !== 'synthetic' && !this.readyOwed) {
       this.skipped(e);
       return;
     }
@@ -522,12 +522,8 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
   }
 
   /** Is a Sync outstanding? The server answers again after it. */
-  /** A ReadyForQuery is still to come (a Sync or a simple Query is outstanding). */
+  /** A ReadyForQuery is still to come (a Sync is outstanding). */
   get readyOwed(): boolean {
-    return this.readyPending();
-  }
-
-  private readyPending(): boolean {
     for (let i = this.head; i < this.queue.length; i++) if (endsSkip(this.queue[i].kind)) return true;
     return false;
   }
