@@ -40,6 +40,8 @@ export interface LinkOwner {
   backendFatal(link: BackendLink, fields: ErrorFieldMap): void;
   /** The reply stream was malformed. */
   linkBroken(link: BackendLink, message: string): void;
+  /** A ParameterStatus for the client (ReplyOutput.tellsClient). */
+  tellsClient(name: string, value: string): boolean;
   /** Writes to the backend are buffered past the socket's high-water mark: stop reading the client. */
   backendCongested(link: BackendLink): void;
   /** The backend socket drained what was buffered. */
@@ -316,6 +318,10 @@ export class BackendLink implements ReplyOutput {
 
   asyncMessage(bytes: Buffer): void {
     this.owner.asyncMessage(this, bytes);
+  }
+
+  tellsClient(name: string, value: string): boolean {
+    return this.owner.tellsClient(name, value);
   }
 
   broken(message: string): void {

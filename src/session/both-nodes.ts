@@ -17,6 +17,7 @@ import type { Classification, Decision } from '../router/router.js';
 import type { BackendLink, LinkExpectation } from './backend-link.js';
 import type { SessionCore } from './core.js';
 import { errorFieldsOf } from './replies.js';
+import { filterReports } from './reported-settings.js';
 import type { StatementRouting } from './routing.js';
 
 /**
@@ -45,7 +46,8 @@ export class BothNodes {
     // The session may have ended meanwhile (its links are being reset): nothing to abort then.
     const p: BackendLink | undefined = this.s.backends.primary;
     if (p === undefined || p.txStatus !== TxStatus.InTransaction) return;
-    this.s.backends.request(p, { kind: 'query', mode: 'drop' }, queryMessage(POISON));
+    // (What the transaction SET LOCAL there is reverted: the client is told.)
+    this.s.backends.request(p, { kind: 'query', mode: 'drop', reportsAsync: true }, queryMessage(POISON));
   }
 
   /**
@@ -177,7 +179,8 @@ export class BothNodes {
     const diverged = failed !== undefined && secondError !== undefined && status === TxStatus.Idle ? failed : undefined;
     if (diverged !== undefined) secondError = undefined;
     if (failed === undefined || secondError === undefined) {
-      out = Buffer.concat(onPrimary.held ?? []);
+      // (Its reports: only what the client was not told, as the connection may report another client's value.)
+      out = filterReports(Buffer.concat(onPrimary.held ?? []), (k, v) => s.reported.tells(k, v));
     } else {
       // Only a node other than the primary failed: report its error; inside a transaction, abort it on the primary too.
       s.log.warn(

@@ -10,6 +10,7 @@ import type { Classification, Decision, SessionRoutingState } from '../router/ro
 import type { BackendLink } from './backend-link.js';
 import type { Backends } from './backends.js';
 import type { SessionContext, WaitReason } from './context.js';
+import type { ReportedSettings } from './reported-settings.js';
 import type { SettingsReplay } from './settings.js';
 
 export interface SessionCore {
@@ -19,6 +20,8 @@ export interface SessionCore {
   readonly routing: SessionRoutingState;
   /** Session-level settings, replayed on nodes connected later. */
   readonly settings: SettingsReplay;
+  /** What the client was told of the settings PostgreSQL reports (ParameterStatus). */
+  readonly reported: ReportedSettings;
   readonly log: Logger;
   /** Debug-level log, without building the session's logger when debug is off. */
   debug(fields: Record<string, unknown>, msg: string): void;

@@ -20,10 +20,10 @@ import {
   errorResponse,
   parameterStatus,
   parseErrorFields,
-  readCString,
   readyForQuery,
   renamedInText,
 } from '../protocol/messages.js';
+import { type ReportFilter, reportOf } from './reported-settings.js';
 
 /** What was sent, by the reply that ends it. 'query' is a Query or FunctionCall; 'sync' a client's Sync. */
 export type RequestKind = 'parse' | 'bind' | 'describe' | 'execute' | 'close' | 'sync' | 'query';
@@ -87,6 +87,11 @@ export interface Expectation<L> {
    * statements deallocated, a replay position read).
    */
   skippable?: boolean;
+  /**
+   * drop: its ParameterStatus reach the client, as asynchronous messages (pgrelay aborted
+   * the client's transaction there: the settings it reverts are the client's).
+   */
+  reportsAsync?: boolean;
   /** merge: this link's replies before its ReadyForQuery go to the client (the primary's, not a mirror's). */
   reportsToClient?: boolean;
   /** synthetic: the reply. */
@@ -101,9 +106,9 @@ export interface Expectation<L> {
   lostStatement?: { resend(): void };
   /**
    * ParameterStatus of these settings (lower-case name → value) reach the client with this
-   * value: a pooled connection's RESET gives the default where a direct connection gives
-   * the client's start-up value, set again right behind it (pool/startup-settings.ts
-   * startupRestore).
+   * value, if the client was told another (ReplyOutput.tellsClient): a pooled connection's
+   * RESET gives the default where a direct connection gives the client's start-up value,
+   * set again right behind it (pool/startup-settings.ts startupRestore).
    */
   reportAs?: ReadonlyMap<string, string>;
   /**
@@ -158,8 +163,8 @@ export class MergedReady {
   primaryStatus: number = TxStatus.Idle;
   /** The primary is among the nodes (its ReadyForQuery came). */
   withPrimary = false;
-  /** The primary's ParameterStatus messages, held for the merged ReadyForQuery (see add). */
-  private reports: Buffer[] | undefined;
+  /** The primary's ParameterStatus messages (name, value), held for the merged ReadyForQuery (see add). */
+  private reports: Array<[string, string]> | undefined;
   /** A node's part had an error the client saw. */
   private errorShown = false;
   private waiting: number;
@@ -178,8 +183,8 @@ export class MergedReady {
   }
 
   /** A ParameterStatus of the primary's part (PostgreSQL reports changed settings just before ReadyForQuery). */
-  holdReport(message: Buffer): void {
-    (this.reports ??= []).push(message);
+  holdReport(name: string, value: string): void {
+    (this.reports ??= []).push([name, value]);
   }
 
   /** Every node answered. */
@@ -190,9 +195,10 @@ export class MergedReady {
   /**
    * A node's ReadyForQuery (the primary's if `primary`): the merged one once every node
    * answered, behind the error of a copy that failed where the primary's transaction
-   * goes on (the client's transaction is aborted then: `mirrorFailedInTransaction`).
+   * goes on (the client's transaction is aborted then: `mirrorFailedInTransaction`), with
+   * the primary's reports that `tells` lets through.
    */
-  add(status: number, primary: boolean, afterError = false): Buffer | undefined {
+  add(status: number, primary: boolean, afterError = false, tells?: ReportFilter): Buffer | undefined {
     if (primary) {
       this.primaryStatus = status;
       this.withPrimary = true;
@@ -218,7 +224,10 @@ export class MergedReady {
     if (this.reports === undefined) return ready;
     const ended = this.endingRuns?.some((e) => e.started === true && e.error === undefined) === true;
     if (implicitlyRolledBack(this.errorShown, this.status, ended)) return ready;
-    return Buffer.concat([...this.reports, ready]);
+    const out: Buffer[] = [];
+    for (const [k, v] of this.reports) if (tells === undefined || tells(k, v)) out.push(parameterStatus(k, v));
+    out.push(ready);
+    return Buffer.concat(out);
   }
 
   /** A copy that failed on another node inside a transaction the primary's part did not fail. */
@@ -283,6 +292,12 @@ export interface ReplyOutput {
    * once the copy ends stays in its output buffer until a Flush or Sync comes after the copy.
    */
   mustFlush(): void;
+  /**
+   * A ParameterStatus of `name` = `value` on its way to the client: false when the client
+   * was told that value last (the report is dropped), true when it is told it now
+   * (session/reported-settings.ts).
+   */
+  tellsClient(name: string, value: string): boolean;
 }
 
 const ENDS_PARSE = decodeTable('1');
@@ -604,14 +619,10 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       this.giveSynthetic();
     }
     const e = this.current();
-    let before: string | undefined;
+    let report: [string, string] | undefined;
     if (type === BE.ParameterStatus) {
-      const k = readCString(buf, start, end);
-      const v = k && readCString(buf, k[1], end);
-      if (k && v) {
-        before = this.state.params.get(k[0]);
-        this.state.params.set(k[0], v[0]);
-      }
+      report = reportOf(buf, start, end);
+      if (report !== undefined) this.state.params.set(report[0], report[1]);
     }
     if (!e) return this.unsolicited(type, buf, start, end);
     if (type === BE.NotificationResponse && this.pass === DROP) {
@@ -669,7 +680,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       this.follow();
       if (e.mode === 'merge') {
         // The one ReadyForQuery of a pipeline that spans nodes, once the last node answered.
-        const ready = e.merged?.add(buf[start], e.reportsToClient === true, e.afterError === true);
+        const ready = e.merged?.add(buf[start], e.reportsToClient === true, e.afterError === true, this.tells);
         if (ready !== undefined) {
           this.scanner.flushRun();
           this.out.toClient(ready);
@@ -677,38 +688,32 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
         return DROP;
       }
     }
-    if (type === BE.ParameterStatus && e.reportAs !== undefined && action !== DROP)
-      return this.reportAs(e.reportAs, before, action, buf, start, end);
-    if (type === BE.ParameterStatus && e.mode === 'merge' && e.merged !== undefined && action !== DROP) {
-      // The primary's part of a pipeline across nodes: with the merged ReadyForQuery.
+    if (report !== undefined && action !== DROP) return this.report(e, report[0], report[1], action);
+    if (report !== undefined && e.reportsAsync === true) {
       this.scanner.flushRun();
-      e.merged.holdReport(Buffer.from(buf.subarray(start - 5, end)));
-      return DROP;
+      this.out.asyncMessage(Buffer.from(buf.subarray(start - 5, end)));
     }
     return action;
   }
 
+  private readonly tells: ReportFilter = (name, value) => this.out.tellsClient(name, value);
+
   /**
-   * A ParameterStatus passed on with the value `values` give its setting (see
-   * Expectation.reportAs), or not at all when that is the value the connection had before
-   * (`before`, the client's: PostgreSQL reports a setting only when it changes).
+   * A ParameterStatus for the client: with the value `reportAs` gives its setting, if any;
+   * held for the merged ReadyForQuery of a pipeline across nodes, or with a held reply
+   * (both filtered when they are passed on), else passed on only if it tells the client
+   * something new (the connection's last report may be another client's).
    */
-  private reportAs(
-    values: ReadonlyMap<string, string>,
-    before: string | undefined,
-    action: ReplyAction,
-    buf: Buffer,
-    start: number,
-    end: number,
-  ): ReplyAction | Drop {
-    const k = readCString(buf, start, end);
-    const v = k && readCString(buf, k[1], end);
-    const want = k && values.get(k[0].toLowerCase());
-    if (!k || !v || want === undefined) return action;
+  private report(e: Expectation<L>, name: string, value: string, action: ReplyAction): ReplyAction | Drop {
+    const want = e.reportAs?.get(name.toLowerCase()) ?? value;
     this.scanner.flushRun();
-    if (want === before) return DROP;
-    if (want === v[0]) return action;
-    this.emit(action, parameterStatus(k[0], want));
+    if (e.mode === 'merge' && e.merged !== undefined) {
+      e.merged.holdReport(name, want);
+      return DROP;
+    }
+    if (action !== 'hold' && !this.out.tellsClient(name, want)) return DROP;
+    if (want === value) return action;
+    this.emit(action, parameterStatus(name, want));
     return DROP;
   }
 

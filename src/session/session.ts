@@ -30,7 +30,7 @@ import { queuedBytes, writeTo } from '../protocol/socket-writer.js';
 import type { ParamValue } from '../config/params.js';
 import { parseBool } from '../config/values.js';
 import { type Logger, redact } from '../log.js';
-import { FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
+import { BE, FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
 import {
   CONSUME_AND_SUSPEND,
   type Drop,
@@ -61,6 +61,7 @@ import { connectionIsolation, newSessionRoutingState, startupIsolation } from '.
 import { AdminOnlyMode } from './admin-only.js';
 import { AdminReplies } from './admin-replies.js';
 import { type BackendLink, type LinkExpectation, type LinkOwner, SYNC } from './backend-link.js';
+import { ReportedSettings, reportOf } from './reported-settings.js';
 import { Backends, type BackendsOwner, type CheckoutDone, lastServerParameters } from './backends.js';
 import { BothNodes } from './both-nodes.js';
 import type { SessionContext, WaitReason } from './context.js';
@@ -153,6 +154,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   /** Session-level PGPOOL SET values. */
   readonly adminParams = new Map<string, ParamValue>();
   readonly settings = new SettingsReplay();
+  /** What the client was told of the settings PostgreSQL reports (ParameterStatus). */
+  readonly reported = new ReportedSettings();
   readonly backends: Backends;
 
   private readonly scanner: MessageScanner<BackendLink>;
@@ -837,7 +840,10 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   private ready(input: ClientInput, parameters: ReadonlyMap<string, string>, status: number): void {
     this.loggedIn = true;
     const parts: Buffer[] = [authenticationOk()];
-    for (const [k, v] of parameters) parts.push(parameterStatus(k, v));
+    for (const [k, v] of parameters) {
+      parts.push(parameterStatus(k, v));
+      this.reported.told(k, v);
+    }
     parts.push(backendKeyData(this.pid, this.secretKey), readyForQuery(status));
     this.client.write(Buffer.concat(parts));
     const early = input.detach();
@@ -1292,6 +1298,10 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
   asyncMessage(link: BackendLink, bytes: Buffer): void {
     // Notifications and notices from the primary while it is idle; other nodes' are dropped.
     if (link !== this.backends.primary) return;
+    if (bytes[0] === BE.ParameterStatus) {
+      const r = reportOf(bytes, 5, bytes.length);
+      if (r !== undefined && !this.reported.tells(r[0], r[1])) return;
+    }
     if (this.backends.owesClient()) {
       // Another node is answering the client: keep them for after its reply, within a bound.
       this.asyncQueue.push(bytes);
@@ -1319,6 +1329,10 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
 
   skipUntilSync(): void {
     this.skippingUntilSync = true;
+  }
+
+  tellsClient(name: string, value: string): boolean {
+    return this.reported.tells(name, value);
   }
 
   backendError(link: BackendLink, f: ErrorFieldMap): void {

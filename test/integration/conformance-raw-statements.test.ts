@@ -80,13 +80,13 @@ const runStatement = (name: string): Step => batch(bindMessage('', name), execut
 
 const shown = (m: BackendMessage): string => shownMessage(m);
 
-async function run(port: number, steps: Step[]): Promise<string[]> {
-  const { raw } = await rawSession({ host: '127.0.0.1', port }, {});
+async function run(port: number, steps: Step[], settings = false): Promise<string[]> {
+  const { raw } = await rawSession({ host: '127.0.0.1', port }, settings ? { application_name: 'raw' } : {});
   const out: string[] = [];
   try {
     for (const step of steps) {
       raw.send(...step.send);
-      const got = await replyTranscript(raw, step.readies);
+      const got = await replyTranscript(raw, step.readies, settings);
       out.push(got);
       if (raw.closed || got.includes('HANG(')) break;
     }
@@ -96,11 +96,14 @@ async function run(port: number, steps: Step[]): Promise<string[]> {
   return out;
 }
 
-/** The script directly, then through each pgrelay: the same replies. */
-async function conforms(steps: Step[]): Promise<void> {
-  const direct = await run(cluster.node(cluster.primaryId).port, steps);
+/**
+ * The script directly, then through each pgrelay: the same replies (with `settings`, the
+ * values ParameterStatus reports too; the client starts with application_name = raw).
+ */
+async function conforms(steps: Step[], settings = false): Promise<void> {
+  const direct = await run(cluster.node(cluster.primaryId).port, steps, settings);
   for (const [mode, proxy] of Object.entries(proxies)) {
-    expect(await run(proxy.port, steps), `pool_mode = ${mode}`).toEqual(direct);
+    expect(await run(proxy.port, steps, settings), `pool_mode = ${mode}`).toEqual(direct);
   }
 }
 
@@ -1785,5 +1788,71 @@ describe('a Bind of a named portal the client has (42P03), the statement routed 
       batch(bindMessage('p1', 's5', ['2']), executeMessage('p1'), syncMessage()),
       simple(`DELETE FROM ${table} WHERE a = 100`),
     ]);
+  });
+});
+
+describe('ParameterStatus: a client is told a setting when its value changes for it, and only then', () => {
+  it("a DISCARD ALL after a SET of application_name reports the start-up value back (pool_mode = transaction: the connection's own last report differs)", async () => {
+    await conforms(
+      [
+        simple('PREPARE q AS SELECT 7'),
+        batch(syncMessage(), parseMessage('s1', 'DISCARD ALL')),
+        simple("SET application_name = 'fz2'"),
+        batch(parseMessage('s1', 'BEGIN'), bindMessage('p1', 's1'), executeMessage('p1', 1), syncMessage()),
+        batch(bindMessage('p1', 's1'), executeMessage('p1'), syncMessage()),
+        simple('SHOW application_name'),
+      ],
+      true,
+    );
+  });
+
+  it('a SET LOCAL reverted by an error on another node of the transaction: the client is told the value it reverts to', async () => {
+    // The Parse of a name the client has fails on the standby, where the statement lives;
+    // pgrelay aborts the transaction on the primary, which ran the SET LOCAL: its report of
+    // the value restored reaches the client then, before the reply to the next request
+    // (a direct connection sends it with the error).
+    const steps = [
+      batch(parseMessage('s1', 'SELECT $1::int + 1'), syncMessage()),
+      simple('BEGIN'),
+      simple("SET LOCAL TimeZone = 'Europe/Paris'"),
+      batch(parseMessage('s1', 'CLOSE h'), syncMessage()),
+      simple('ROLLBACK'),
+      simple('SHOW TimeZone'),
+    ];
+    const reports = (t: string[]) => t.flatMap((x) => x.split(' ').filter((m) => m.startsWith('S[')));
+    const rest = (t: string[]) =>
+      t.map((x) =>
+        x
+          .split(' ')
+          .filter((m) => !m.startsWith('S['))
+          .join(' '),
+      );
+    const direct = await run(cluster.node(cluster.primaryId).port, steps, true);
+    expect(reports(direct)).toEqual(['S[TimeZone=Europe/Paris]', 'S[TimeZone=Etc/UTC]']);
+    for (const [mode, proxy] of Object.entries(proxies)) {
+      const got = await run(proxy.port, steps, true);
+      expect(reports(got), mode).toEqual(reports(direct));
+      expect(rest(got), mode).toEqual(rest(direct));
+    }
+  });
+
+  it('a SET to the value the client was already told is not reported again, whatever the connection had', async () => {
+    await conforms(
+      [
+        batch(parseMessage('', `DECLARE h CURSOR WITH HOLD FOR ${read}`), syncMessage()),
+        simple("SET application_name = 'fz2'"),
+        batch(
+          executeMessage(''),
+          parseMessage('', 'DISCARD ALL'),
+          bindMessage('p1', ''),
+          executeMessage('p1'),
+          syncMessage(),
+        ),
+        simple("ROLLBACK; SET application_name = 'fz2'"),
+        simple("SET application_name = 'fz2'"),
+        simple('SHOW application_name'),
+      ],
+      true,
+    );
   });
 });

@@ -23,6 +23,9 @@ export class ReplySink implements ReplyOutput {
   }
   skipsUntilSync(): void {}
   mustFlush(): void {}
+  tellsClient(): boolean {
+    return true;
+  }
   feed(bytes: Buffer): void {
     this.q.push(bytes);
     this.q.runFinished('link');

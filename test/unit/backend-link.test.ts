@@ -26,6 +26,9 @@ class Owner implements LinkOwner {
     this.drainWaiters.push(fn);
   }
   asyncMessage(): void {}
+  tellsClient(): boolean {
+    return true;
+  }
   linkClosed(): void {}
   progressed(): void {
     this.progressedCalls++;

@@ -53,6 +53,9 @@ class Harness implements ReplyOutput {
     this.skips++;
   }
   mustFlush(): void {}
+  tellsClient(): boolean {
+    return true;
+  }
 
   /** Queue a request; its `done` records `label` (and the error code, if any). */
   expect(label: string, e: Omit<Exp, 'done'> & { done?: Exp['done'] }): Exp {
