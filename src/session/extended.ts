@@ -1745,11 +1745,14 @@ export class ExtendedProtocol {
     // COMMIT, ROLLBACK, ROLLBACK TO in an aborted transaction: not aborted from its answer on.
     const recovers = st !== undefined && s.routing.failed && endsOrRecovers(st.cls);
     if (recovers) this.recoversUnanswered++;
+    // The end of a read-only transaction on the read node alone: what follows in the pipeline
+    // runs outside it (a statement that needs the primary takes it without joining it).
+    const endsReadOnly = b.readOnlyTx && target !== b.primary && endsTransaction(st?.cls) && st?.cls.chain !== true;
     const e: LinkExpectation = {
       kind: 'execute',
       mode: 'forward',
       done:
-        entry || ending || drops || recovers
+        entry || ending || drops || recovers || endsReadOnly
           ? (x) => {
               if (drops) this.dropped();
               if (recovers && this.recoversUnanswered > 0) this.recoversUnanswered--;
@@ -1758,6 +1761,7 @@ export class ExtendedProtocol {
               if (ending) ending.primaryRan = true;
               if (drops) this.statementDone(drops);
               if (recovers) s.routing.failed = false;
+              if (endsReadOnly) b.endReadOnlyTx();
             }
           : undefined,
       resend:

@@ -1856,3 +1856,32 @@ describe('ParameterStatus: a client is told a setting when its value changes for
     );
   });
 });
+
+describe('a read-only transaction on the read node alone, ended by a ROLLBACK in a pipeline, then a statement that needs the primary', () => {
+  it('the rest of the pipeline runs outside a transaction: the client is told it is idle at its Sync', async () => {
+    await conforms([
+      simple('BEGIN READ ONLY'),
+      batch(describeMessage('S', 's1'), syncMessage()),
+      batch(
+        parseMessage('s1', 'ROLLBACK'),
+        bindMessage('', 's1'),
+        executeMessage(''),
+        parseMessage('', 'CLOSE h'),
+        syncMessage(),
+      ),
+      simple('SELECT 1'),
+      simple('BEGIN READ ONLY'),
+      batch(
+        parseMessage('s2', 'COMMIT'),
+        bindMessage('', 's2'),
+        executeMessage(''),
+        parseMessage('', write),
+        bindMessage('', ''),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      simple(`SELECT count(*) FROM ${table} WHERE a = 100`),
+      simple(`DELETE FROM ${table} WHERE a = 100`),
+    ]);
+  });
+});
