@@ -128,6 +128,18 @@ interface Portal {
    * it again elsewhere would start over; its requests are no longer re-sent.
    */
   executed?: boolean;
+  /**
+   * The unnamed portal's Bind was refused or skipped before it replaced the portal: the client
+   * has `before` (a Bind pipelined behind it took this one for the portal it replaced).
+   */
+  undone?: { before: Portal | undefined };
+}
+
+/** The unnamed portal the client has in place of `p`, whose Bind may have been undone (Portal.undone). */
+function inPlaceOf(p: Portal | undefined): Portal | undefined {
+  let at = p;
+  while (at?.undone !== undefined) at = at.undone.before;
+  return at;
 }
 
 /** What PostgreSQL answers a request in an aborted transaction. */
@@ -1502,8 +1514,11 @@ export class ExtendedProtocol {
       if (taken === undefined) return undefined;
       return (e) => {
         if (e.error === undefined || !refusedBeforePortal(e)) return;
-        if (this.portals.get('') === bound) this.portals.restore('', taken);
-        else this.closedMeanwhile('', bound, taken);
+        bound.undone = { before: taken };
+        // (What the client had: a Bind before this one in the pipeline may have been undone too.)
+        const before = inPlaceOf(taken);
+        if (this.portals.get('') !== bound) this.closedMeanwhile('', bound, before);
+        else if (before !== undefined) this.portals.restore('', before);
       };
     }
     return (e) => {

@@ -1885,3 +1885,16 @@ describe('a read-only transaction on the read node alone, ended by a ROLLBACK in
     ]);
   });
 });
+
+describe('the unnamed portal in an aborted transaction', () => {
+  it('two Binds of it refused in one pipeline (no such statement, then skipped): the portal the client had stays, where it is', async () => {
+    await conforms([
+      simple('BEGIN READ ONLY'),
+      batch(parseMessage('s2', 'SELECT $1::int + 1'), bindMessage('', 's2', ['1']), syncMessage()),
+      batch(bindMessage('', '', ['1']), bindMessage('', 's1'), syncMessage()),
+      batch(describeMessage('P', ''), syncMessage()),
+      batch(executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
+});
