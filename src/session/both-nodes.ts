@@ -36,6 +36,8 @@ export class BothNodes {
     private readonly statementDone: (cls: Classification) => void,
     /** A statement left the session outside a transaction (its portals are gone). */
     private readonly transactionEnded: () => void,
+    /** A statement failed, leaving transaction status `status` (its failed unnamed portal may stay). */
+    private readonly queryFailed: (status: number) => void,
   ) {}
 
   /**
@@ -204,6 +206,7 @@ export class BothNodes {
     // DEALLOCATE (ALL) / DISCARD ALL drop prepared statements on both nodes (DISCARD PLANS,
     // TEMP and SEQUENCES keep them).
     if (!onPrimary.error) this.statementDone(cls);
+    if (!ok) this.queryFailed(status);
     s.writeClient(out);
     s.resume('both');
   }

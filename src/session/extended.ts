@@ -1511,7 +1511,13 @@ export class ExtendedProtocol {
     taken: Portal | undefined,
   ): ((e: LinkExpectation) => void) | undefined {
     if (name === '') {
-      if (taken === undefined) return undefined;
+      // Refused with no portal before it: the client has none.
+      if (taken === undefined)
+        return (e) => {
+          if (e.error === undefined || !refusedBeforePortal(e)) return;
+          bound.undone = { before: undefined };
+          if (this.portals.get('') === bound) this.portals.delete('');
+        };
       return (e) => {
         if (e.error === undefined || !refusedBeforePortal(e)) return;
         bound.undone = { before: taken };
@@ -1612,7 +1618,7 @@ export class ExtendedProtocol {
     if (stmt) this.ensureParsed(stmt, link);
     else if (kind === STATEMENT && name === '') this.closeUnnamed(link);
     else if (kind === STATEMENT) this.closeStray(link, name);
-    else if (!portal && name === '' && !s.routing.failed) this.closeUnnamedPortal(link);
+    else if (!portal && name === '' && this.mayCloseUnnamedPortal()) this.closeUnnamedPortal(link);
     b.inPipeline(link);
     return this.forward(link, {
       kind: 'describe',
@@ -1713,7 +1719,7 @@ export class ExtendedProtocol {
       if (st.cls.tx !== undefined) this.pipelineTx = true;
       else for (const id of portal.nodes) if (!this.executedOn.includes(id)) this.executedOn.push(id);
     }
-    if (portal === undefined && portalName === '' && !s.routing.failed) this.closeUnnamedPortal(target);
+    if (portal === undefined && portalName === '' && this.mayCloseUnnamedPortal()) this.closeUnnamedPortal(target);
     // A COMMIT or ROLLBACK, DEALLOCATE ALL or DISCARD ALL, SET or RESET for both nodes: whether
     // a copy runs where the primary skips its own (see copiesRanAlone).
     const bothCls = portal?.both === true ? portal.stmt?.cls : undefined;
@@ -2170,10 +2176,28 @@ export class ExtendedProtocol {
   }
 
   /**
+   * A simple Query of the client's failed in the transaction: PostgreSQL keeps the failed
+   * unnamed portal it made until the transaction ends, which pgrelay has no record of (a
+   * Describe or Execute of it gets 25P02, not 34000).
+   */
+  private queryLeftFailedPortal = false;
+
+  /** A simple Query of the client's failed, leaving transaction status `status`. */
+  queryFailed(status: number): void {
+    if (status === TxStatus.Failed) this.queryLeftFailedPortal = true;
+  }
+
+  /** May the unnamed portal the client has none of be closed (closeUnnamedPortal)? */
+  private mayCloseUnnamedPortal(): boolean {
+    return !this.s.routing.failed || !this.queryLeftFailedPortal;
+  }
+
+  /**
    * A Describe or Execute of the unnamed portal the client has none of (a simple Query that
-   * ran elsewhere dropped it): the server may still have one, closed first so that it
-   * answers 34000 as a direct connection does. (Not in an aborted transaction: a Query that
-   * failed there may have left its own failed unnamed portal, which the server knows.)
+   * ran elsewhere dropped it, or its Bind was refused): the server may still have one (the
+   * statement before, or a Query of pgrelay's own that failed there), closed first so that
+   * it answers 34000 as a direct connection does. (Not after a Query of the client's failed
+   * in the transaction: see queryLeftFailedPortal.)
    */
   private closeUnnamedPortal(link: BackendLink): void {
     this.s.backends.request(link, { kind: 'close', mode: 'drop' }, portalMessage(FE.Close, ''));
@@ -2230,6 +2254,7 @@ export class ExtendedProtocol {
 
   /** The Query of `mark` left the session outside a transaction: the portals bound before it are gone. */
   transactionEndedAt(mark: number): void {
+    this.queryLeftFailedPortal = false;
     this.portals.endedAt(mark);
   }
 

@@ -210,6 +210,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       (cls) => this.extended.statementDone(cls),
       // (The session waited for it: every portal was bound before it.)
       () => this.extended.transactionEndedAt(this.extended.portalMark()),
+      (status) => this.extended.queryFailed(status),
     );
     this.extended = new ExtendedProtocol(this, this.route, this.both);
     this.admin = new AdminReplies(this);
@@ -1266,7 +1267,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       // Each statement it ran replaced the unnamed portal (one that failed may have stopped
       // before any portal: then it stays).
       if (cls.statementCount > 0) this.extended.unnamedPortalGone(mark);
-    }
+    } else this.extended.queryFailed(status);
     this.route.outcome(cls, d, !e.error, status);
     this.route.txStatusIs(status);
     // COMMIT; BEGIN in one Query ran on the primary alone and succeeded: the transaction the

@@ -1897,4 +1897,32 @@ describe('the unnamed portal in an aborted transaction', () => {
       simple('ROLLBACK'),
     ]);
   });
+
+  it('dropped by a simple Query that ran elsewhere, then the transaction aborted: a Describe or Execute of it gets 34000', async () => {
+    await conforms([
+      batch(syncMessage(), parseMessage('s1', 'BEGIN READ ONLY'), bindMessage('', 's1'), executeMessage('')),
+      simple('SELECT 1'),
+      batch(bindMessage('', '', ['1']), syncMessage()),
+      batch(executeMessage('', 1), syncMessage()),
+      batch(describeMessage('P', ''), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
+
+  it('left by a simple Query that failed in the transaction: a Describe or Execute of it gets 25P02', async () => {
+    await conforms([
+      simple('BEGIN'),
+      simple(read),
+      simple('SELECT 1/0'),
+      batch(executeMessage('', 1), syncMessage()),
+      batch(describeMessage('P', ''), syncMessage()),
+      batch(bindMessage('', '', ['1']), syncMessage()),
+      batch(executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+      simple('BEGIN'),
+      simple(`SELECT * FROM ${table}_missing`),
+      batch(executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
 });
