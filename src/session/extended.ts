@@ -488,6 +488,12 @@ export class ExtendedProtocol {
   private copiedRuns: CopiedRun[] | undefined;
   /** pool_mode = transaction: start-up settings to set again behind this pipeline's Sync (a RESET ALL… of it). */
   private restore: StartupRestore | undefined;
+  /**
+   * The start-up values `restore` no longer sets because a SET behind the RESET in the
+   * pipeline sets the setting (lower-case name → value): what its report must say if an
+   * error after that SET rolls it back (Expectation.reportAsAfterError).
+   */
+  private withdrawn: Map<string, string> | undefined;
   /** This pipeline's copies of statements for both nodes on other nodes (see MergedReady). */
   private mirror: MirrorCopies | undefined;
 
@@ -1795,8 +1801,12 @@ export class ExtendedProtocol {
     const restore = st && b.restoreFor(st.cls);
     if (restore !== undefined) this.restore = mergeRestores(this.restore, restore);
     // A SET of one of them behind it in the pipeline: that value lasts, not the start-up one.
-    else if (this.restore !== undefined && st?.cls.settingName !== undefined && st.cls.settingScope === undefined)
-      this.restore = restoreWithout(this.restore, st.cls.settingName);
+    else if (this.restore !== undefined && st?.cls.settingName !== undefined && st.cls.settingScope === undefined) {
+      const name = st.cls.settingName;
+      const startup = this.restore.reportAs.get(name);
+      if (startup !== undefined) (this.withdrawn ??= new Map()).set(name, startup);
+      this.restore = restoreWithout(this.restore, name);
+    }
     return this.forward(target, e);
   }
 
@@ -1923,6 +1933,8 @@ export class ExtendedProtocol {
     const sync = ++this.portals.syncs;
     const restore = this.restore;
     this.restore = undefined;
+    const withdrawn = this.withdrawn;
+    this.withdrawn = undefined;
     const mirror = this.mirror;
     this.mirror = undefined;
     const endingRuns = this.endingRuns;
@@ -1948,6 +1960,7 @@ export class ExtendedProtocol {
             NO_LINKS,
           ),
         resend: this.route.resendable(l) ? resendSync(b) : undefined,
+        reportAsAfterError: withdrawn,
       };
       if (restore === undefined) return this.forward(l, e);
       // PostgreSQL reports changed settings just before ReadyForQuery.
@@ -1966,6 +1979,7 @@ export class ExtendedProtocol {
           reportsToClient: l === primary,
           // PostgreSQL reports changed settings just before ReadyForQuery.
           reportAs: restore?.reportAs,
+          reportAsAfterError: withdrawn,
           // A standby's connection lost before answering: its reads are re-sent to the primary
           // behind the primary's part, and this Sync with them (its ReadyForQuery merged as before).
           resend: l !== primary && this.route.resendable(l) ? resendSync(b) : undefined,
@@ -2066,14 +2080,20 @@ export class ExtendedProtocol {
     // An error outside a transaction block rolls the pipeline's implicit transaction back
     // (PostgreSQL: all of it): its SETs do not last. A node whose part had no error (a
     // pipeline across nodes) committed them there (setsKeptOn).
-    const rolledBack = implicitlyRolledBack(failed.length > 0, status, outcomes.some(endedImplicitTransaction));
+    // A statement that ended the implicit transaction (COMMIT, DISCARD ALL…) committed what ran
+    // up to it: what ran after the last such one is rolled back.
+    let from = 0;
+    for (let i = 0; i < outcomes.length; i++) if (endedImplicitTransaction(outcomes[i])) from = i + 1;
+    const rolledBack = implicitlyRolledBack(failed.length > 0, status, false);
     let sets = false;
     if (rolledBack)
-      for (const o of outcomes)
+      for (let i = from; i < outcomes.length; i++) {
+        const o = outcomes[i];
         if (o.stmt.cls.kind === 'set' || o.stmt.cls.kind === 'reset') {
           sets ||= o.ok;
           o.ok = false;
         }
+      }
     for (const o of outcomes) this.applyOutcome(o, status);
     if (sets) this.setsKeptOn(members.filter((l) => !failed.includes(l)));
     // The start-up settings were set again behind a statement that did not run (an error

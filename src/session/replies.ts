@@ -112,6 +112,11 @@ export interface Expectation<L> {
    */
   reportAs?: ReadonlyMap<string, string>;
   /**
+   * sync: like reportAs, for settings a SET of the pipeline set behind its RESET, when an
+   * error after it (the server skips up to the Sync) rolled that SET back.
+   */
+  reportAsAfterError?: ReadonlyMap<string, string>;
+  /**
    * sync: an error the client saw, earlier in its pipeline, made this node skip up to it
    * (outside a transaction block, the node's part of the pipeline was rolled back).
    */
@@ -705,7 +710,8 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
    * something new (the connection's last report may be another client's).
    */
   private report(e: Expectation<L>, name: string, value: string, action: ReplyAction): ReplyAction | Drop {
-    const want = e.reportAs?.get(name.toLowerCase()) ?? value;
+    const key = name.toLowerCase();
+    const want = e.reportAs?.get(key) ?? (this.skipping ? e.reportAsAfterError?.get(key) : undefined) ?? value;
     this.scanner.flushRun();
     if (e.mode === 'merge' && e.merged !== undefined) {
       e.merged.holdReport(name, want);

@@ -1836,6 +1836,27 @@ describe('ParameterStatus: a client is told a setting when its value changes for
     }
   });
 
+  it('a DISCARD ALL, then a SET of a start-up setting, then an error in one pipeline: the SET is rolled back, the start-up value stays (nothing reported)', async () => {
+    await conforms(
+      [
+        batch(
+          parseMessage('', 'DISCARD ALL'),
+          bindMessage('p1', ''),
+          executeMessage('p1'),
+          parseMessage('s2', "SET application_name = 'fz2'"),
+          bindMessage('p1', 's2'),
+          executeMessage('p1'),
+          bindMessage('p1', 's1'),
+          syncMessage(),
+        ),
+        simple('SHOW application_name'),
+        simple('SELECT 1'),
+        simple('SHOW application_name'),
+      ],
+      true,
+    );
+  });
+
   it('a SET to the value the client was already told is not reported again, whatever the connection had', async () => {
     await conforms(
       [
