@@ -1483,6 +1483,9 @@ export class ExtendedProtocol {
   ): Verdict<BackendLink> {
     const b = this.s.backends;
     if (!b.gate(home)) return this.s.wait('replies');
+    // (In an aborted transaction, a wrong parameter count comes first: 08P01.)
+    if (this.abortUnknown(st, home)) return this.awaitParse();
+    if (this.refusedInAborted(st, stmtName, home, buf, start, end)) return DROP;
     const raw = buf.subarray(start - 5, end);
     const bind = st.server !== undefined ? renamedBind(raw, st.server) : raw;
     if (!bind) return this.s.protocolViolation('invalid Bind message');

@@ -1750,6 +1750,22 @@ describe("a statement a second Parse of its name left on the connection (pool_mo
 });
 
 describe('a Bind of a named portal the client has (42P03), the statement routed to another node', () => {
+  it('in an aborted transaction, with a wrong parameter count: 08P01 (checked first), though the statement is not parsed where the portal is', async () => {
+    await conforms(
+      [
+        simple('BEGIN READ ONLY'),
+        batch(parseMessage('', `COPY (${read}) TO STDOUT`), bindMessage('p1', ''), syncMessage()),
+        batch(parseMessage('', 'DISCARD ALL'), bindMessage('p1', ''), executeMessage('p1'), syncMessage()),
+        batch(bindMessage('p1', '', ['1']), syncMessage()),
+        batch(bindMessage('p1', ''), syncMessage()),
+        simple('ROLLBACK'),
+        // (A start-up application_name: pgrelay sets it again behind the DISCARD ALL with a
+        // Query of its own, which drops the unnamed statement where the portal is.)
+      ],
+      true,
+    );
+  });
+
   it('is refused as PostgreSQL refuses it, and the portal it has stays', async () => {
     await conforms([
       batch(
