@@ -36,8 +36,8 @@ export class BothNodes {
     private readonly statementDone: (cls: Classification) => void,
     /** A statement left the session outside a transaction (its portals are gone). */
     private readonly transactionEnded: () => void,
-    /** A statement failed, leaving transaction status `status` (its failed unnamed portal may stay). */
-    private readonly queryFailed: (status: number) => void,
+    /** A statement failed on `link`, leaving transaction status `status` (its failed unnamed portal may stay there). */
+    private readonly queryFailed: (status: number, link: BackendLink | undefined, code: string | undefined) => void,
   ) {}
 
   /**
@@ -206,7 +206,12 @@ export class BothNodes {
     // DEALLOCATE (ALL) / DISCARD ALL drop prepared statements on both nodes (DISCARD PLANS,
     // TEMP and SEQUENCES keep them).
     if (!onPrimary.error) this.statementDone(cls);
-    if (!ok) this.queryFailed(status);
+    if (!ok)
+      this.queryFailed(
+        status,
+        onPrimary.error === undefined && failed !== undefined ? failed[0] : s.backends.primary,
+        (onPrimary.error ?? secondError ?? failed?.[1].error)?.C,
+      );
     s.writeClient(out);
     s.resume('both');
   }

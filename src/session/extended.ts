@@ -1619,6 +1619,7 @@ export class ExtendedProtocol {
       // and its ReadyForQuery, would be outside it.
       link = (stmt && !stmt.both && b.get(stmt.nodes[stmt.nodes.length - 1])) || p;
       if (this.outside(link, p)) link = p;
+      if (kind !== STATEMENT && name === '') link = this.failedQueryPortal() ?? link;
     }
     if (!b.gate(link)) return s.wait('replies');
     if (stmt && this.abortUnknown(stmt, link)) return this.awaitParse();
@@ -1717,7 +1718,7 @@ export class ExtendedProtocol {
     if (p === SUSPEND) return p;
     const home = portal && this.portalHome(portal, p);
     if (portal && !home) return this.lost(portalName, portal);
-    const target = home ?? p;
+    const target = home ?? (portalName === '' ? this.failedQueryPortal() : undefined) ?? p;
     if (!b.gate(target)) return s.wait('replies');
     const st = portal?.stmt;
     if (portal !== undefined && st !== undefined && !s.routing.inTransaction) {
@@ -2199,20 +2200,31 @@ export class ExtendedProtocol {
   }
 
   /**
-   * A simple Query of the client's failed in the transaction: PostgreSQL keeps the failed
-   * unnamed portal it made until the transaction ends, which pgrelay has no record of (a
-   * Describe or Execute of it gets 25P02, not 34000).
+   * Where a simple Query of the client's failed in the transaction. A statement that failed
+   * as it ran left its failed unnamed portal there (PostgreSQL keeps it until the
+   * transaction ends; one that failed before, in its parse analysis or planning, left the
+   * portal before it): pgrelay has no record of which, so a Describe or Execute of the
+   * unnamed portal it does not know goes there as it is (25P02, NoData, or 34000).
    */
-  private queryLeftFailedPortal = false;
+  private failedQueryOn: BackendLink | undefined;
 
-  /** A simple Query of the client's failed, leaving transaction status `status`. */
-  queryFailed(status: number): void {
-    if (status === TxStatus.Failed) this.queryLeftFailedPortal = true;
+  /**
+   * A simple Query of the client's failed on `link` with `code`, leaving transaction status
+   * `status` (refused in an aborted transaction, 25P02, it made no portal).
+   */
+  queryFailed(status: number, link: BackendLink | undefined, code: string | undefined): void {
+    if (status === TxStatus.Failed && code !== SQLSTATE.inFailedTransaction) this.failedQueryOn = link;
+  }
+
+  /** The link for a Describe or Execute of unnamed portal pgrelay does not know, in an aborted transaction (failedQueryOn). */
+  private failedQueryPortal(): BackendLink | undefined {
+    const l = this.failedQueryOn;
+    return this.s.routing.failed && l !== undefined && this.s.backends.get(l.nodeId) === l ? l : undefined;
   }
 
   /** May the unnamed portal the client has none of be closed (closeUnnamedPortal)? */
   private mayCloseUnnamedPortal(): boolean {
-    return !this.s.routing.failed || !this.queryLeftFailedPortal;
+    return !this.s.routing.failed || this.failedQueryOn === undefined;
   }
 
   /**
@@ -2277,7 +2289,7 @@ export class ExtendedProtocol {
 
   /** The Query of `mark` left the session outside a transaction: the portals bound before it are gone. */
   transactionEndedAt(mark: number): void {
-    this.queryLeftFailedPortal = false;
+    this.failedQueryOn = undefined;
     this.portals.endedAt(mark);
   }
 
@@ -2285,9 +2297,17 @@ export class ExtendedProtocol {
    * The simple Query of `mark` ran: its statements replaced the unnamed portal, gone after
    * them wherever it was (not one the client bound behind the Query).
    */
-  unnamedPortalGone(mark: number): void {
+  unnamedPortalGone(mark: number, ranOn: BackendLink): void {
     const p = this.portals.get('');
-    if (p !== undefined && (p.boundAt ?? 0) < mark) this.portals.delete('');
+    if (p === undefined || (p.boundAt ?? 0) >= mark) return;
+    this.portals.delete('');
+    // Where the Query did not run, the server still has it: closed there (in a transaction,
+    // where it lasts), so that a Describe or Execute of it there gets what the client would.
+    const b = this.s.backends;
+    for (const id of p.nodes) {
+      const l = b.get(id);
+      if (l !== undefined && l !== ranOn && l.txStatus !== TxStatus.Idle) this.closeUnnamedPortal(l);
+    }
   }
 }
 

@@ -210,7 +210,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       (cls) => this.extended.statementDone(cls),
       // (The session waited for it: every portal was bound before it.)
       () => this.extended.transactionEndedAt(this.extended.portalMark()),
-      (status) => this.extended.queryFailed(status),
+      (status, link, code) => this.extended.queryFailed(status, link, code),
     );
     this.extended = new ExtendedProtocol(this, this.route, this.both);
     this.admin = new AdminReplies(this);
@@ -1266,8 +1266,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       this.extended.statementDone(cls);
       // Each statement it ran replaced the unnamed portal (one that failed may have stopped
       // before any portal: then it stays).
-      if (cls.statementCount > 0) this.extended.unnamedPortalGone(mark);
-    } else this.extended.queryFailed(status);
+      if (cls.statementCount > 0) this.extended.unnamedPortalGone(mark, link);
+    } else this.extended.queryFailed(status, link, e.error.C);
     this.route.outcome(cls, d, !e.error, status);
     this.route.txStatusIs(status);
     // COMMIT; BEGIN in one Query ran on the primary alone and succeeded: the transaction the

@@ -1946,19 +1946,41 @@ describe('the unnamed portal in an aborted transaction', () => {
     ]);
   });
 
-  it('left by a simple Query that failed in the transaction: a Describe or Execute of it gets 25P02', async () => {
+  it('after a simple Query failed in the transaction: 25P02 (or NoData) where it failed as it ran (its failed portal stays), 34000 where it failed before (parse analysis, planning)', async () => {
     await conforms([
       simple('BEGIN'),
       simple(read),
       simple('SELECT 1/0'),
       batch(executeMessage('', 1), syncMessage()),
       batch(describeMessage('P', ''), syncMessage()),
-      batch(bindMessage('', '', ['1']), syncMessage()),
+      simple('ROLLBACK'),
+      simple('BEGIN'),
+      simple(`SELECT a / 0 FROM ${table}`),
+      batch(executeMessage(''), syncMessage()),
+      batch(describeMessage('P', ''), syncMessage()),
+      simple('ROLLBACK'),
+      simple('BEGIN'),
+      simple(`INSERT INTO ${table} SELECT a / 0 FROM ${table}`),
+      batch(describeMessage('P', ''), syncMessage()),
       batch(executeMessage(''), syncMessage()),
       simple('ROLLBACK'),
+      batch(parseMessage('', 'SELECT 1'), bindMessage('', ''), syncMessage()),
       simple('BEGIN'),
       simple(`SELECT * FROM ${table}_missing`),
       batch(executeMessage(''), syncMessage()),
+      batch(bindMessage('', '', ['1']), syncMessage()),
+      batch(executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
+
+  it('a Query refused in the aborted transaction (25P02) leaves no portal: an Execute of the unnamed portal gets 34000', async () => {
+    await conforms([
+      batch(syncMessage(), parseMessage('s1', 'BEGIN READ ONLY'), bindMessage('', 's1'), executeMessage('')),
+      simple('SELECT 1'),
+      batch(bindMessage('', '', ['1']), syncMessage()),
+      simple(`COPY ${table} FROM STDIN`),
+      batch(executeMessage('', 1), syncMessage()),
       simple('ROLLBACK'),
     ]);
   });
