@@ -1520,12 +1520,10 @@ export class ExtendedProtocol {
     taken: Portal | undefined,
   ): ((e: LinkExpectation) => void) | undefined {
     if (name === '') {
-      // Refused with no portal before it: the client has none.
+      // (Refused with no portal before it: its node has none of the client's either.)
       if (taken === undefined)
         return (e) => {
-          if (e.error === undefined || !refusedBeforePortal(e)) return;
-          bound.undone = { before: undefined };
-          if (this.portals.get('') === bound) this.portals.delete('');
+          if (e.error !== undefined && refusedBeforePortal(e)) bound.undone = { before: undefined };
         };
       return (e) => {
         if (e.error === undefined || !refusedBeforePortal(e)) return;
@@ -2301,12 +2299,12 @@ export class ExtendedProtocol {
     const p = this.portals.get('');
     if (p === undefined || (p.boundAt ?? 0) >= mark) return;
     this.portals.delete('');
-    // Where the Query did not run, the server still has it: closed there (in a transaction,
-    // where it lasts), so that a Describe or Execute of it there gets what the client would.
+    // Where the Query did not run, the server still has it: closed there (in a transaction or a
+    // pipeline, where it lasts), so that a Describe or Execute of it there gets what the client would.
     const b = this.s.backends;
     for (const id of p.nodes) {
       const l = b.get(id);
-      if (l !== undefined && l !== ranOn && l.txStatus !== TxStatus.Idle) this.closeUnnamedPortal(l);
+      if (l !== undefined && l !== ranOn && (l.txStatus !== TxStatus.Idle || l.inPipeline)) this.closeUnnamedPortal(l);
     }
   }
 }

@@ -1974,6 +1974,15 @@ describe('the unnamed portal in an aborted transaction', () => {
     ]);
   });
 
+  it('a Bind of it refused, its Close and another Bind skipped after it: the portal the client had stays (25P02)', async () => {
+    await conforms([
+      batch(parseMessage('s1', 'BEGIN READ ONLY'), bindMessage('', 's1'), executeMessage(''), syncMessage()),
+      batch(bindMessage('', ''), closeMessage('P', ''), bindMessage('', 's1'), syncMessage()),
+      batch(executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
+
   it('a Query refused in the aborted transaction (25P02) leaves no portal: an Execute of the unnamed portal gets 34000', async () => {
     await conforms([
       batch(syncMessage(), parseMessage('s1', 'BEGIN READ ONLY'), bindMessage('', 's1'), executeMessage('')),
