@@ -22,13 +22,11 @@
 import { SQLSTATE, TxStatus } from '../protocol/constants.js';
 import { SUSPEND } from '../protocol/framing.js';
 import { parseLsn } from '../protocol/lsn.js';
-import { queryMessage } from '../pool/query.js';
 import type { Classification } from '../router/router.js';
 import { CAPTURE_SQL, type ReadVerdict, checkRead, replayWaitSql, writePosition } from '../router/consistency.js';
-import type { BackendLink, LinkExpectation } from './backend-link.js';
+import type { BackendLink } from './backend-link.js';
 import type { SessionCore } from './core.js';
-
-const CAPTURE = queryMessage(CAPTURE_SQL);
+import { type OwnQueryResult, ownQuery } from './own-query.js';
 
 /** How a pipeline (or a simple Query) leaves the transaction, as far as its statements tell. */
 type TxEffect = 'none' | 'begins' | 'commits' | 'rollsBack';
@@ -225,21 +223,17 @@ export class ReadYourWrites {
     }
     this.setUncaptured(false);
     s.ctx.services.metrics.positionRead('write');
-    s.backends.request(
-      p,
-      { kind: 'query', mode: 'capture', rows: [], done: (e) => this.captured(e, c, epoch) },
-      CAPTURE,
-    );
+    ownQuery(s.backends, p, CAPTURE_SQL, (e) => this.captured(e, c, epoch));
   }
 
-  private captured(e: LinkExpectation, c: Capture, epoch: number): void {
+  private captured(e: OwnQueryResult, c: Capture, epoch: number): void {
     if (this.s.closed) {
       // The session ended; its connection was only finishing this. Other sessions may need it.
-      const insert = e.error || e.status !== TxStatus.Idle ? undefined : parseLsn(e.rows?.[0]?.[0]);
+      const insert = e.error || e.status !== TxStatus.Idle ? undefined : parseLsn(e.rows[0]?.[0]);
       this.settled(c, insert === undefined ? undefined : writePosition(insert), epoch);
       return;
     }
-    const insert = e.error || e.status !== TxStatus.Idle ? undefined : parseLsn(e.rows?.[0]?.[0]);
+    const insert = e.error || e.status !== TxStatus.Idle ? undefined : parseLsn(e.rows[0]?.[0]);
     const lsn = insert === undefined ? undefined : writePosition(insert);
     if (lsn === undefined) {
       // Ran inside a transaction (the write is not committed yet) or failed: ask again when it ends.
@@ -390,26 +384,22 @@ export class ReadYourWrites {
     const s = this.s;
     const nodeId = link.nodeId;
     s.ctx.services.metrics.positionRead('replay');
-    s.backends.request(
+    // If the standby goes away meanwhile, the read goes elsewhere: nothing is lost.
+    ownQuery(
+      s.backends,
       link,
-      {
-        kind: 'query',
-        mode: 'capture',
-        rows: [],
-        // If the standby goes away meanwhile, the read goes elsewhere: nothing is lost.
-        skippable: true,
-        done: (e) => {
-          const lsn = e.error ? undefined : parseLsn(e.rows?.[0]?.[0]);
-          if (lsn !== undefined) s.ctx.nodes.noteReplayPosition(nodeId, lsn);
-          else if (e.error && e.error.C !== SQLSTATE.queryCanceled)
-            s.log.warn(
-              { node: nodeId, code: e.error.C, err: e.error.M },
-              'read-your-writes: reading the replay position failed',
-            );
-          if (resume) s.resume('lsn');
-        },
+      replayWaitSql(need, waitMs),
+      (e) => {
+        const lsn = e.error ? undefined : parseLsn(e.rows[0]?.[0]);
+        if (lsn !== undefined) s.ctx.nodes.noteReplayPosition(nodeId, lsn);
+        else if (e.error && e.error.C !== SQLSTATE.queryCanceled)
+          s.log.warn(
+            { node: nodeId, code: e.error.C, err: e.error.M },
+            'read-your-writes: reading the replay position failed',
+          );
+        if (resume) s.resume('lsn');
       },
-      queryMessage(replayWaitSql(need, waitMs)),
+      { skippable: true },
     );
   }
 

@@ -10,12 +10,12 @@ import { redact } from '../log.js';
 import { TxStatus } from '../protocol/constants.js';
 import { noticeResponse } from '../protocol/messages.js';
 import type { SUSPEND } from '../protocol/framing.js';
-import { queryMessage } from '../pool/query.js';
 import { nodeOwningPids } from '../pool/backend-pids.js';
 import { afterStatement, unansweredDecision } from '../router/policy.js';
 import type { CatalogQuestions, Classification, Decision, SessionFacts } from '../router/router.js';
 import type { BackendLink } from './backend-link.js';
 import type { SessionCore } from './core.js';
+import { ownQuery } from './own-query.js';
 import type { ReadYourWrites } from './read-your-writes.js';
 
 /**
@@ -128,19 +128,15 @@ export class StatementRouting {
   /** Run a query on a link for pgrelay itself; its replies never reach the client. */
   private internalQuery(link: BackendLink, sql: string): Promise<ReadonlyArray<Record<string, unknown>>> {
     return new Promise((resolve, reject) => {
-      this.s.backends.request(
+      ownQuery(
+        this.s.backends,
         link,
-        {
-          kind: 'query',
-          mode: 'capture',
-          rows: [],
-          done: (x) => {
-            if (x.error) return reject(new Error(x.error.M ?? 'catalog query failed'));
-            const cols = x.columns ?? [];
-            resolve((x.rows ?? []).map((r) => Object.fromEntries(cols.map((c, i) => [c, r[i]]))));
-          },
+        sql,
+        (x) => {
+          if (x.error) return reject(new Error(x.error.M ?? 'catalog query failed'));
+          resolve(x.rows.map((r) => Object.fromEntries(x.columns.map((c, i) => [c, r[i]]))));
         },
-        queryMessage(sql),
+        { columns: true },
       );
     });
   }

@@ -42,7 +42,7 @@ const proxies: Record<string, ProxyHandle> = {};
 beforeAll(async () => {
   await cluster.psql(
     cluster.primaryId,
-    `DROP TABLE IF EXISTS ${table}; CREATE TABLE ${table} (a int, b text); INSERT INTO ${table} SELECT g, 'x' || g FROM generate_series(1, 3) g; DROP SEQUENCE IF EXISTS ${table}_s; CREATE SEQUENCE ${table}_s`,
+    `DROP TABLE IF EXISTS ${table}; CREATE TABLE ${table} (a int, b text); INSERT INTO ${table} SELECT g, 'x' || g FROM generate_series(1, 3) g; DROP SEQUENCE IF EXISTS ${table}_s; CREATE SEQUENCE ${table}_s; CREATE OR REPLACE FUNCTION ${table}_f() RETURNS int LANGUAGE sql AS 'SELECT 1'`,
   );
   await cluster.waitForCatchup(30_000);
   for (const mode of ['session', 'transaction']) {
@@ -63,7 +63,10 @@ afterAll(async () => {
   closeAllRaw();
   for (const p of Object.values(proxies)) await p.stop();
   await cluster
-    .psql(cluster.primaryId, `DROP TABLE IF EXISTS ${table}; DROP SEQUENCE IF EXISTS ${table}_s`)
+    .psql(
+      cluster.primaryId,
+      `DROP TABLE IF EXISTS ${table}; DROP SEQUENCE IF EXISTS ${table}_s; DROP FUNCTION IF EXISTS ${table}_f()`,
+    )
     .catch(() => undefined);
 });
 
@@ -1989,6 +1992,29 @@ describe('the unnamed portal in an aborted transaction', () => {
       simple('SELECT 1'),
       batch(bindMessage('', '', ['1']), syncMessage()),
       simple(`COPY ${table} FROM STDIN`),
+      batch(executeMessage('', 1), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
+});
+
+describe("pgrelay's own queries on a connection (the write position, a catalog lookup) inside the client's transaction", () => {
+  it('leave the unnamed portal the client has: a second Execute of a BEGIN run in the same write as an earlier write gets 55000', async () => {
+    await conforms([
+      batch(parseMessage('', 'BEGIN'), syncMessage()),
+      batch(executeMessage(''), syncMessage(), bindMessage('', ''), executeMessage(''), syncMessage()),
+      batch(executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
+
+  it('leave a portal suspended after its first rows: the next Execute goes on where it stopped', async () => {
+    await conforms([
+      simple('BEGIN'),
+      simple(write),
+      batch(parseMessage('', read), bindMessage('', ''), executeMessage('', 1), syncMessage()),
+      // A function pgrelay has not seen: it asks the catalog first, on the primary, where the portal is.
+      batch(parseMessage('s9', `SELECT ${table}_f()`), bindMessage('p9', 's9'), executeMessage('p9'), syncMessage()),
       batch(executeMessage('', 1), syncMessage()),
       simple('ROLLBACK'),
     ]);

@@ -1,0 +1,96 @@
+/**
+ * Queries pgrelay runs for itself on a client's backend connection (the primary's write
+ * position, a standby's replay position, a catalog lookup), their replies captured, never
+ * the client's. They go as an extended-protocol batch under a statement and portal name of
+ * pgrelay's own, closed again in the batch: a simple Query would drop the connection's
+ * unnamed statement and unnamed portal, which are the client's — a portal it reads a few
+ * rows at a time inside its transaction would be gone, as it never is on a direct
+ * connection.
+ */
+import { FE, TxStatus } from '../protocol/constants.js';
+import type { BackendLink, LinkExpectation } from './backend-link.js';
+import type { Backends } from './backends.js';
+import { portalMessage, statementMessage } from './pooled-statements.js';
+import type { ErrorFieldMap } from './replies.js';
+
+/** The statement's and the portal's name: a client's do not begin with a control character. */
+const NAME = '\u0001pgrelay';
+const NAME_BYTES = Buffer.from(`${NAME}\0`);
+
+const CLOSE_STATEMENT = statementMessage(FE.Close, NAME);
+const CLOSE_PORTAL = portalMessage(FE.Close, NAME);
+const DESCRIBE_PORTAL = portalMessage(FE.Describe, NAME);
+/** Bind portal NAME to statement NAME: no parameters, text results. */
+const BIND = frontendMessage(FE.Bind, [NAME_BYTES, NAME_BYTES, Buffer.alloc(6)]);
+/** Execute portal NAME, every row. */
+const EXECUTE = frontendMessage(FE.Execute, [NAME_BYTES, Buffer.alloc(4)]);
+const SYNC = Buffer.from([FE.Sync, 0, 0, 0, 4]);
+
+export interface OwnQueryResult {
+  /** The rows, as text. */
+  readonly rows: ReadonlyArray<ReadonlyArray<string | null>>;
+  readonly columns: readonly string[];
+  /** The first error (the requests after it are skipped up to the Sync). */
+  readonly error?: ErrorFieldMap;
+  /** The transaction status at the batch's end. */
+  readonly status: number;
+}
+
+/**
+ * Run `sql` (no parameters) on `link` for pgrelay: `done` gets its rows (and with
+ * `columns`, their names) once the batch's Sync is answered. `skippable`: the node may go
+ * away before answering without the client noticing (Expectation.skippable); `done` then
+ * gets an error.
+ */
+export function ownQuery(
+  b: Backends,
+  link: BackendLink,
+  sql: string,
+  done: (r: OwnQueryResult) => void,
+  opts: { readonly skippable?: boolean; readonly columns?: boolean } = {},
+): void {
+  const skippable = opts.skippable === true;
+  const parse = frontendMessage(FE.Parse, [NAME_BYTES, Buffer.from(`${sql}\0`), Buffer.alloc(2)]);
+  const describe: LinkExpectation = { kind: 'describe', mode: 'capture', skippable };
+  const execute: LinkExpectation = { kind: 'execute', mode: 'capture', rows: [], skippable };
+  const requests: Array<[LinkExpectation, Buffer]> = [
+    // (One left by a batch that failed before its own Close: a Close of no statement is no error.)
+    [{ kind: 'close', mode: 'capture', skippable }, CLOSE_STATEMENT],
+    [{ kind: 'parse', mode: 'capture', skippable }, parse],
+    [{ kind: 'bind', mode: 'capture', skippable }, BIND],
+    ...(opts.columns === true ? [[describe, DESCRIBE_PORTAL] as [LinkExpectation, Buffer]] : []),
+    [execute, EXECUTE],
+    [{ kind: 'close', mode: 'capture', skippable }, CLOSE_PORTAL],
+    [{ kind: 'close', mode: 'capture', skippable }, CLOSE_STATEMENT],
+  ];
+  const sync: LinkExpectation = {
+    kind: 'sync',
+    mode: 'capture',
+    skippable,
+    done: (x) => {
+      let error: ErrorFieldMap | undefined;
+      for (const [e] of requests) error ??= e.error;
+      done({
+        rows: execute.rows ?? [],
+        columns: describe.columns ?? [],
+        error: error ?? x.error,
+        status: x.status ?? TxStatus.Idle,
+      });
+    },
+  };
+  for (const [e] of requests) link.expect(e);
+  link.expect(sync);
+  // One write for the batch.
+  b.write(link, Buffer.concat([...requests.map(([, bytes]) => bytes), SYNC]));
+}
+
+function frontendMessage(type: number, parts: readonly Buffer[]): Buffer {
+  let len = 4;
+  for (const p of parts) len += p.length;
+  const out = Buffer.allocUnsafe(1 + len);
+  out[0] = type;
+  out.writeInt32BE(len, 1);
+  let o = 5;
+  for (const p of parts) o += p.copy(out, o);
+  return out;
+}
