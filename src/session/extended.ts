@@ -160,6 +160,8 @@ interface CopiedRun {
   cls: Classification;
   /** The other nodes' links whose copy ran without error. */
   copies: BackendLink[];
+  /** For each of `copies`, its connection's ServerStatements.mark when the copy was sent. */
+  marks: number[];
   /** The primary's ran without error. */
   primaryRan: boolean;
 }
@@ -1572,6 +1574,8 @@ export class ExtendedProtocol {
           'prepared statement lost on the server: prepared again',
         );
         link.write(Buffer.concat([st.parse, bind, ...recorded]));
+        // Recorded as parsed now (after what dropped it there: see copiesRanAlone).
+        this.markParsed(st, link);
       },
     };
   }
@@ -1736,6 +1740,7 @@ export class ExtendedProtocol {
       for (const id of portal.nodes.slice(1)) {
         const second = b.get(id);
         if (!second) continue;
+        const mark = second.conn.statements?.mark ?? 0;
         this.mirrored(
           second,
           {
@@ -1745,7 +1750,9 @@ export class ExtendedProtocol {
             done:
               ending &&
               ((x) => {
-                if (x.error === undefined) ending.copies.push(second);
+                if (x.error !== undefined) return;
+                ending.copies.push(second);
+                ending.marks.push(mark);
               }),
           },
           buf.subarray(start - 5, end),
@@ -2047,12 +2054,16 @@ export class ExtendedProtocol {
   private copiesRanAlone(runs: readonly CopiedRun[]): void {
     const ended = copiesAlone(runs, endsTransaction);
     if (ended !== undefined) this.both.endedWithoutPrimary(ended);
-    for (const l of copiesAlone(runs, dropsStatements) ?? NO_LINKS) {
-      if (!this.pooled) this.forgetNode(l.nodeId);
-      else {
-        l.conn.statements?.clear();
-        l.conn.strays = undefined;
-      }
+    for (const r of runs) {
+      if (r.primaryRan || !dropsStatements(r.cls)) continue;
+      r.copies.forEach((l, i) => {
+        if (!this.pooled) this.forgetNode(l.nodeId);
+        else {
+          // (Not what pgrelay parsed there after it: the pipeline went on meanwhile.)
+          l.conn.statements?.dropUpTo(r.marks[i]);
+          l.conn.strays = undefined;
+        }
+      });
     }
     for (const l of copiesAlone(runs, changesSettings) ?? NO_LINKS)
       this.route.settingsDiverged(l, {}, 'a SET the primary skipped after an error ran on the load-balance node');
@@ -2060,7 +2071,7 @@ export class ExtendedProtocol {
 
   /** A statement for both nodes executed in this pipeline that a copy may run alone (CopiedRun): its outcome, filled in by the replies. */
   private copiedRun(cls: Classification): CopiedRun {
-    const e: CopiedRun = { cls, copies: [], primaryRan: false };
+    const e: CopiedRun = { cls, copies: [], marks: [], primaryRan: false };
     (this.copiedRuns ??= []).push(e);
     return e;
   }

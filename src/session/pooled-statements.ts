@@ -97,9 +97,16 @@ export class StatementNames {
 
 /** The statements prepared on one backend connection, the least recently used first. */
 export class ServerStatements {
-  private readonly lru = new Map<string, true>();
+  /** Name → when it was recorded (`mark`). */
+  private readonly lru = new Map<string, number>();
+  private seq = 0;
 
   constructor(private max: number) {}
+
+  /** Increases with every statement recorded: what `dropUpTo` takes. */
+  get mark(): number {
+    return this.seq;
+  }
 
   setMax(max: number): void {
     this.max = max;
@@ -107,16 +114,17 @@ export class ServerStatements {
 
   /** Prepared here? (Marks it as used now.) */
   has(name: string): boolean {
-    if (!this.lru.has(name)) return false;
+    const at = this.lru.get(name);
+    if (at === undefined) return false;
     this.lru.delete(name);
-    this.lru.set(name, true);
+    this.lru.set(name, at);
     return true;
   }
 
   /** Record `name` as prepared; returns the names to close to stay within the limit, oldest first. */
   add(name: string): string[] {
     this.lru.delete(name);
-    this.lru.set(name, true);
+    this.lru.set(name, ++this.seq);
     const evicted: string[] = [];
     for (const n of this.lru.keys()) {
       if (this.lru.size - evicted.length <= this.max || n === name) break;
@@ -132,6 +140,14 @@ export class ServerStatements {
 
   clear(): void {
     this.lru.clear();
+  }
+
+  /**
+   * A DEALLOCATE ALL ran here after the statements recorded up to `mark` (its time of
+   * sending): those are gone, not those parsed after it.
+   */
+  dropUpTo(mark: number): void {
+    for (const [n, at] of this.lru) if (at <= mark) this.lru.delete(n);
   }
 
   get size(): number {

@@ -816,11 +816,13 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       if ((x.kind !== 'describe' && x.kind !== 'execute') || x.mode !== 'forward' || x.started) return false;
     }
     if (i === this.queue.length) return false;
+    // Requests of pgrelay's own behind the batch (a Query, or an extended-protocol batch of
+    // its own: session/own-query.ts) are answered now, and again behind the batch re-sent.
     const after: Array<Expectation<L>> = [{ kind: 'sync', mode: 'drop' }];
     for (i++; i < this.queue.length; i++) {
       const x = this.queue[i];
-      if (x.kind !== 'query' || (x.mode !== 'capture' && x.mode !== 'drop')) return false;
-      after.push({ kind: 'query', mode: 'drop' });
+      if (x.mode !== 'capture' && x.mode !== 'drop') return false;
+      after.push({ kind: x.kind, mode: 'drop' });
     }
     e.started = false;
     this.queue.splice(this.head, 0, ...after, { kind: 'parse', mode: 'drop' });

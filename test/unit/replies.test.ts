@@ -313,6 +313,41 @@ describe('ReplyQueue: extended protocol pipelines', () => {
     expect(h.completed.slice(-4)).toEqual(['bind', 'execute', 'sync', 'lsn']);
   });
 
+  it("a lost statement is re-sent too when the query of pgrelay's own behind it is an extended-protocol batch (session/own-query.ts)", () => {
+    const h = new Harness();
+    let resent = 0;
+    h.expect('bind', { kind: 'bind', mode: 'forward', lostStatement: { resend: () => resent++ } });
+    h.expect('execute', { kind: 'execute', mode: 'forward' });
+    h.expect('sync', { kind: 'sync', mode: 'forward' });
+    const own: Array<[string, RequestKind]> = [
+      ['close', 'close'],
+      ['parse', 'parse'],
+      ['bind', 'bind'],
+      ['execute', 'execute'],
+      ['closeP', 'close'],
+      ['closeS', 'close'],
+      ['osync', 'sync'],
+    ];
+    for (const [name, kind] of own) h.expect(`own-${name}`, { kind, mode: 'capture' });
+    const ownReply = [
+      be.closeComplete(),
+      be.parseComplete(),
+      be.bindComplete(),
+      be.dataRow('0/1'),
+      be.commandComplete('SELECT 1'),
+      be.closeComplete(),
+      be.closeComplete(),
+      be.ready('I'),
+    ];
+    h.feed(stream(be.error('26000', 'prepared statement "PGRELAY_1" does not exist'), be.ready('I'), ...ownReply));
+    expect(resent).toBe(1);
+    expect(h.client).toEqual([]);
+    const ok = [be.bindComplete(), be.commandComplete('UPDATE 1'), be.ready('I')];
+    h.feed(stream(be.parseComplete(), ...ok, ...ownReply));
+    expect(h.sent.equals(stream(...ok))).toBe(true);
+    expect(h.completed.slice(-10)).toEqual(['bind', 'execute', 'sync', ...own.map(([n]) => `own-${n}`)]);
+  });
+
   it('a lost statement is not re-sent when the batch is not all in the queue', () => {
     const h = new Harness();
     let resent = 0;
