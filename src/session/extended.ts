@@ -77,6 +77,8 @@ interface Stmt {
   parse: Buffer;
   /** Nodes on which it is parsed. */
   nodes: number[];
+  /** Session mode: when it was last parsed on each of `nodes` (ExtendedProtocol.parseSeq). */
+  parsedAt?: Map<number, number>;
   /** Sent to the primary and the load-balance node. */
   both: boolean;
   decision?: Decision;
@@ -490,6 +492,8 @@ export class ExtendedProtocol {
   private copiedRuns: CopiedRun[] | undefined;
   /** pool_mode = transaction: start-up settings to set again behind this pipeline's Sync (a RESET ALL… of it). */
   private restore: StartupRestore | undefined;
+  /** Session mode: counts the statements parsed (Stmt.parsedAt). */
+  private parseSeq = 0;
   /**
    * The start-up values `restore` no longer sets because a SET behind the RESET in the
    * pipeline sets the setting (lower-case name → value): what its report must say if an
@@ -541,6 +545,7 @@ export class ExtendedProtocol {
   private markParsed(st: Stmt, link: BackendLink): void {
     if (!this.pooled || st.untracked) {
       if (!st.nodes.includes(link.nodeId)) st.nodes.push(link.nodeId);
+      (st.parsedAt ??= new Map()).set(link.nodeId, ++this.parseSeq);
       if (this.isUnnamed(st)) {
         link.conn.unnamed = st;
         link.unnamedReparse = undefined;
@@ -1740,7 +1745,7 @@ export class ExtendedProtocol {
       for (const id of portal.nodes.slice(1)) {
         const second = b.get(id);
         if (!second) continue;
-        const mark = second.conn.statements?.mark ?? 0;
+        const mark = this.pooled ? (second.conn.statements?.mark ?? 0) : this.parseSeq;
         this.mirrored(
           second,
           {
@@ -2057,7 +2062,7 @@ export class ExtendedProtocol {
     for (const r of runs) {
       if (r.primaryRan || !dropsStatements(r.cls)) continue;
       r.copies.forEach((l, i) => {
-        if (!this.pooled) this.forgetNode(l.nodeId);
+        if (!this.pooled) this.forgetNode(l.nodeId, r.marks[i]);
         else {
           // (Not what pgrelay parsed there after it: the pipeline went on meanwhile.)
           l.conn.statements?.dropUpTo(r.marks[i]);
@@ -2192,9 +2197,13 @@ export class ExtendedProtocol {
     for (const [name, p] of this.portals) if (!p.both && p.nodes[0] === nodeId) this.portals.delete(name);
   }
 
-  /** A node was lost: nothing is parsed there any more. */
-  forgetNode(nodeId: number): void {
-    for (const st of this.stmts.values()) st.nodes = st.nodes.filter((n) => n !== nodeId);
+  /**
+   * A node was lost: nothing is parsed there any more. `upTo`: a DEALLOCATE ALL ran there
+   * when the statements parsed up to that Stmt.parsedAt were (not those parsed after it).
+   */
+  forgetNode(nodeId: number, upTo = Number.POSITIVE_INFINITY): void {
+    for (const st of this.stmts.values())
+      if ((st.parsedAt?.get(nodeId) ?? 0) <= upTo) st.nodes = st.nodes.filter((n) => n !== nodeId);
   }
 
   /**
