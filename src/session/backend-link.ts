@@ -40,8 +40,8 @@ export interface LinkOwner {
   backendFatal(link: BackendLink, fields: ErrorFieldMap): void;
   /** The reply stream was malformed. */
   linkBroken(link: BackendLink, message: string): void;
-  /** A ParameterStatus for the client (ReplyOutput.tellsClient). */
-  tellsClient(name: string, value: string): boolean;
+  /** A ParameterStatus for the client (ReplyOutput.tellClient). */
+  tellClient(name: string, value: string): string | undefined;
   /** Writes to the backend are buffered past the socket's high-water mark: stop reading the client. */
   backendCongested(link: BackendLink): void;
   /** The backend socket drained what was buffered. */
@@ -320,8 +320,8 @@ export class BackendLink implements ReplyOutput {
     this.owner.asyncMessage(this, bytes);
   }
 
-  tellsClient(name: string, value: string): boolean {
-    return this.owner.tellsClient(name, value);
+  tellClient(name: string, value: string): string | undefined {
+    return this.owner.tellClient(name, value);
   }
 
   broken(message: string): void {

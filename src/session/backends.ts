@@ -1282,6 +1282,33 @@ export class Backends {
     for (const l of this.links) if (l) l.usedInTx = false;
     this.endReadOnlyTx();
     this.endTransactionElsewhere();
+    if (this.restoredInTx !== undefined) {
+      // What it set again may have been undone with the transaction: reset before the next use.
+      this.restoredInTx = undefined;
+      for (const l of this.links) {
+        if (l === undefined) continue;
+        if (this.pinned !== undefined) this.resetSettingsOn(l);
+        else this.settingsUnknownOn(l);
+      }
+    }
+  }
+
+  /**
+   * pool_mode = transaction: a DISCARD ALL's start-up values (`values`, lower-case name →
+   * value), set again behind its pipeline, were set inside the transaction the pipeline
+   * began after it (a BEGIN behind the DISCARD ALL, which committed on its own): a failure
+   * or ROLLBACK of that transaction undoes them, back to the connection's own defaults
+   * (`defaults`), which a direct connection's DISCARD ALL would not. Until it ends, a report
+   * of such a default tells the start-up value (Session.tellClient).
+   */
+  restoredInTx:
+    | { readonly values: ReadonlyMap<string, string>; readonly defaults: ReadonlyMap<string, string> }
+    | undefined;
+
+  restoreInTransaction(values: ReadonlyMap<string, string>, link: BackendLink): void {
+    const defaults = new Map<string, string>();
+    for (const [k, v] of link.conn.startupReport) defaults.set(k.toLowerCase(), v);
+    this.restoredInTx = { values, defaults };
   }
 
   /**

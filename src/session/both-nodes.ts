@@ -182,7 +182,7 @@ export class BothNodes {
     if (diverged !== undefined) secondError = undefined;
     if (failed === undefined || secondError === undefined) {
       // (Its reports: only what the client was not told, as the connection may report another client's value.)
-      out = filterReports(Buffer.concat(onPrimary.held ?? []), (k, v) => s.reported.tells(k, v));
+      out = filterReports(Buffer.concat(onPrimary.held ?? []), s.tellClient);
     } else {
       // Only a node other than the primary failed: report its error; inside a transaction, abort it on the primary too.
       s.log.warn(

@@ -10,7 +10,6 @@ import type { Classification, Decision, SessionRoutingState } from '../router/ro
 import type { BackendLink } from './backend-link.js';
 import type { Backends } from './backends.js';
 import type { SessionContext, WaitReason } from './context.js';
-import type { ReportedSettings } from './reported-settings.js';
 import type { SettingsReplay } from './settings.js';
 
 export interface SessionCore {
@@ -20,8 +19,8 @@ export interface SessionCore {
   readonly routing: SessionRoutingState;
   /** Session-level settings, replayed on nodes connected later. */
   readonly settings: SettingsReplay;
-  /** What the client was told of the settings PostgreSQL reports (ParameterStatus). */
-  readonly reported: ReportedSettings;
+  /** A ParameterStatus for the client: the value it tells, or undefined (dropped); see Session.tellClient. */
+  readonly tellClient: (name: string, value: string) => string | undefined;
   readonly log: Logger;
   /** Debug-level log, without building the session's logger when debug is off. */
   debug(fields: Record<string, unknown>, msg: string): void;

@@ -242,6 +242,11 @@ function endsImplicitTransaction(st: Stmt): boolean {
   return st.cls.tx !== undefined || refusalOf(st) !== null;
 }
 
+/** A DISCARD ALL of the pipeline ran. */
+function discardedAll(o: PendingOutcome): boolean {
+  return o.ok && o.stmt.cls.kind === 'discard' && o.stmt.cls.resetsAll === true;
+}
+
 /** A statement of the pipeline that ends its implicit transaction ran (see endsImplicitTransaction). */
 function endedImplicitTransaction(o: PendingOutcome): boolean {
   return o.ok && endsImplicitTransaction(o.stmt);
@@ -2117,6 +2122,10 @@ export class ExtendedProtocol {
     // The start-up settings were set again behind a statement that did not run (an error
     // skipped it): what the connections have is not known.
     if (restore !== undefined && outcomes.some((o) => !o.ok)) this.s.backends.settingsUnknown();
+    // Behind a DISCARD ALL, inside the transaction the pipeline began after it: see restoredInTx.
+    const at = only ?? this.s.backends.primary;
+    if (restore !== undefined && status !== TxStatus.Idle && at !== undefined && outcomes.some(discardedAll))
+      this.s.backends.restoreInTransaction(restore.reportAs, at);
     this.route.txStatusIs(status);
     if (status === TxStatus.Idle) this.portals.endedAt(sync);
     if (status === TxStatus.Failed) this.both.transactionFailedOn(only);

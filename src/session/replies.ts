@@ -106,7 +106,7 @@ export interface Expectation<L> {
   lostStatement?: { resend(): void };
   /**
    * ParameterStatus of these settings (lower-case name → value) reach the client with this
-   * value, if the client was told another (ReplyOutput.tellsClient): a pooled connection's
+   * value, if the client was told another (ReplyOutput.tellClient): a pooled connection's
    * RESET gives the default where a direct connection gives the client's start-up value,
    * set again right behind it (pool/startup-settings.ts startupRestore).
    */
@@ -230,7 +230,10 @@ export class MergedReady {
     const ended = this.endingRuns?.some((e) => e.started === true && e.error === undefined) === true;
     if (implicitlyRolledBack(this.errorShown, this.status, ended)) return ready;
     const out: Buffer[] = [];
-    for (const [k, v] of this.reports) if (tells === undefined || tells(k, v)) out.push(parameterStatus(k, v));
+    for (const [k, v] of this.reports) {
+      const told = tells === undefined ? v : tells(k, v);
+      if (told !== undefined) out.push(parameterStatus(k, told));
+    }
     out.push(ready);
     return Buffer.concat(out);
   }
@@ -298,11 +301,11 @@ export interface ReplyOutput {
    */
   mustFlush(): void;
   /**
-   * A ParameterStatus of `name` = `value` on its way to the client: false when the client
-   * was told that value last (the report is dropped), true when it is told it now
-   * (session/reported-settings.ts).
+   * A ParameterStatus of `name` = `value` on its way to the client: the value it tells the
+   * client (recorded as told), or undefined when the client was told that value last (the
+   * report is dropped); see session/reported-settings.ts and Session.tellClient.
    */
-  tellsClient(name: string, value: string): boolean;
+  tellClient(name: string, value: string): string | undefined;
 }
 
 const ENDS_PARSE = decodeTable('1');
@@ -701,7 +704,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     return action;
   }
 
-  private readonly tells: ReportFilter = (name, value) => this.out.tellsClient(name, value);
+  private readonly tells: ReportFilter = (name, value) => this.out.tellClient(name, value);
 
   /**
    * A ParameterStatus for the client: with the value `reportAs` gives its setting, if any;
@@ -717,9 +720,10 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
       e.merged.holdReport(name, want);
       return DROP;
     }
-    if (action !== 'hold' && !this.out.tellsClient(name, want)) return DROP;
-    if (want === value) return action;
-    this.emit(action, parameterStatus(name, want));
+    const told = action === 'hold' ? want : this.out.tellClient(name, want);
+    if (told === undefined) return DROP;
+    if (told === value) return action;
+    this.emit(action, parameterStatus(name, told));
     return DROP;
   }
 

@@ -11,7 +11,7 @@
  * report on its way to the client is checked here.
  */
 import { BE } from '../protocol/constants.js';
-import { readCString } from '../protocol/messages.js';
+import { parameterStatus, readCString } from '../protocol/messages.js';
 
 export class ReportedSettings {
   /** Lower-case name → the value last reported to the client. */
@@ -34,8 +34,11 @@ export class ReportedSettings {
   }
 }
 
-/** Decides whether a report reaches the client (ReportedSettings.tells, or its owner's). */
-export type ReportFilter = (name: string, value: string) => boolean;
+/**
+ * What a report of `name` = `value` tells the client: the value (perhaps another: see
+ * Session.tellClient), or undefined when it is dropped (ReportedSettings.tells).
+ */
+export type ReportFilter = (name: string, value: string) => string | undefined;
 
 /** A ParameterStatus message's name and value, or undefined when malformed. */
 export function reportOf(buf: Buffer, start: number, end: number): [string, string] | undefined {
@@ -45,8 +48,8 @@ export function reportOf(buf: Buffer, start: number, end: number): [string, stri
 }
 
 /**
- * `bytes` (whole backend messages: a reply pgrelay held) without the ParameterStatus
- * messages `tells` refuses; the same buffer when it has none to drop.
+ * `bytes` (whole backend messages: a reply pgrelay held) with its ParameterStatus messages
+ * as `tells` has them (dropped, or another value); the same buffer when none changes.
  */
 export function filterReports(bytes: Buffer, tells: ReportFilter): Buffer {
   let kept: Buffer[] | undefined;
@@ -55,9 +58,11 @@ export function filterReports(bytes: Buffer, tells: ReportFilter): Buffer {
     const next = at + 1 + bytes.readUInt32BE(at + 1);
     if (next > bytes.length) break;
     const r = bytes[at] === BE.ParameterStatus ? reportOf(bytes, at + 5, next) : undefined;
-    if (r !== undefined && !tells(r[0], r[1])) {
+    const told = r === undefined ? undefined : tells(r[0], r[1]);
+    if (r !== undefined && told !== r[1]) {
       kept ??= [];
       kept.push(bytes.subarray(from, at));
+      if (told !== undefined) kept.push(parameterStatus(r[0], told));
       from = next;
     }
     at = next;

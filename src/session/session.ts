@@ -1301,7 +1301,9 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     if (link !== this.backends.primary) return;
     if (bytes[0] === BE.ParameterStatus) {
       const r = reportOf(bytes, 5, bytes.length);
-      if (r !== undefined && !this.reported.tells(r[0], r[1])) return;
+      const told = r === undefined ? undefined : this.tellClient(r[0], r[1]);
+      if (r !== undefined && told === undefined) return;
+      if (r !== undefined && told !== r[1]) bytes = parameterStatus(r[0], told as string);
     }
     if (this.backends.owesClient()) {
       // Another node is answering the client: keep them for after its reply, within a bound.
@@ -1332,9 +1334,18 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     this.skippingUntilSync = true;
   }
 
-  tellsClient(name: string, value: string): boolean {
-    return this.reported.tells(name, value);
-  }
+  /**
+   * LinkOwner.tellClient. A DISCARD ALL's start-up values, set again inside the transaction
+   * its pipeline began, are undone there if that transaction fails or rolls back, as the
+   * DISCARD ALL's own are not: a report of the connection's default then tells the start-up
+   * value (Backends.restoredInTx; the connection is reset when the transaction ends).
+   */
+  readonly tellClient = (name: string, value: string): string | undefined => {
+    const r = this.backends.restoredInTx;
+    const key = r === undefined ? '' : name.toLowerCase();
+    const told = r !== undefined && r.defaults.get(key) === value ? (r.values.get(key) ?? value) : value;
+    return this.reported.tells(name, told) ? told : undefined;
+  };
 
   backendError(link: BackendLink, f: ErrorFieldMap): void {
     this.ctx.services.countError(link.nodeId, f.V ?? f.S ?? 'ERROR', f.C ?? '');

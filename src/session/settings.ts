@@ -102,6 +102,12 @@ export class SettingsReplay {
       this.transactionCommand(cls.tx, cls.name, ok, status);
       return;
     }
+    // DISCARD ALL cannot run inside a transaction block: one that ran lasts, whatever the
+    // pipeline began after it (its status).
+    if (ok && cls.statementCount === 1 && cls.kind === 'discard' && cls.resetsAll === true) {
+      this.apply(sql, cls);
+      return;
+    }
     if (status === TxStatus.Idle) {
       if (this.block !== undefined) {
         // The transaction block ended some other way (a COMMIT or ROLLBACK among several

@@ -1876,6 +1876,35 @@ describe('ParameterStatus: a client is told a setting when its value changes for
     );
   });
 
+  it('a DISCARD ALL, then a BEGIN in its pipeline: the start-up values it gives back last, whether the transaction fails, rolls back or commits', async () => {
+    const discardThenBegin = batch(
+      parseMessage('', 'DISCARD ALL'),
+      bindMessage('', ''),
+      executeMessage(''),
+      parseMessage('', 'BEGIN'),
+      bindMessage('p1', ''),
+      executeMessage('p1'),
+      syncMessage(),
+    );
+    await conforms(
+      [
+        simple("SET application_name = 'changed'"),
+        discardThenBegin,
+        batch(executeMessage('', 1), syncMessage()),
+        simple('ROLLBACK'),
+        simple('SHOW application_name'),
+        discardThenBegin,
+        simple('ROLLBACK'),
+        simple('SHOW application_name'),
+        simple("SET application_name = 'changed'"),
+        discardThenBegin,
+        simple('COMMIT'),
+        simple('SHOW application_name'),
+      ],
+      true,
+    );
+  });
+
   it('a SET to the value the client was already told is not reported again, whatever the connection had', async () => {
     await conforms(
       [

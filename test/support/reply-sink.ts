@@ -23,8 +23,8 @@ export class ReplySink implements ReplyOutput {
   }
   skipsUntilSync(): void {}
   mustFlush(): void {}
-  tellsClient(): boolean {
-    return true;
+  tellClient(_name: string, value: string): string {
+    return value;
   }
   feed(bytes: Buffer): void {
     this.q.push(bytes);

@@ -26,8 +26,8 @@ class Owner implements LinkOwner {
     this.drainWaiters.push(fn);
   }
   asyncMessage(): void {}
-  tellsClient(): boolean {
-    return true;
+  tellClient(_name: string, value: string): string {
+    return value;
   }
   linkClosed(): void {}
   progressed(): void {

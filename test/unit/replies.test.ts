@@ -53,8 +53,8 @@ class Harness implements ReplyOutput {
     this.skips++;
   }
   mustFlush(): void {}
-  tellsClient(): boolean {
-    return true;
+  tellClient(_name: string, value: string): string {
+    return value;
   }
 
   /** Queue a request; its `done` records `label` (and the error code, if any). */

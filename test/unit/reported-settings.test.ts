@@ -16,20 +16,28 @@ describe('ReportedSettings', () => {
 
 describe('filterReports', () => {
   const C = Buffer.from([0x43, 0, 0, 0, 7, 0x53, 0x45, 0]); // CommandComplete "SE"
-  it('drops the reports the filter refuses and keeps every other message in order', () => {
-    const bytes = Buffer.concat([C, parameterStatus('a', '1'), parameterStatus('b', '2'), readyForQuery(0x49)]);
+  it('drops the reports the filter refuses, rewrites those it tells otherwise, keeps every other message in order', () => {
+    const bytes = Buffer.concat([
+      C,
+      parameterStatus('a', '1'),
+      parameterStatus('b', '2'),
+      parameterStatus('c', ''),
+      readyForQuery(0x49),
+    ]);
     const seen: string[] = [];
     const out = filterReports(bytes, (k, v) => {
       seen.push(`${k}=${v}`);
-      return k === 'b';
+      return k === 'a' ? undefined : k === 'c' ? 'start-up' : v;
     });
-    expect(seen).toEqual(['a=1', 'b=2']);
-    expect(out).toEqual(Buffer.concat([C, parameterStatus('b', '2'), readyForQuery(0x49)]));
+    expect(seen).toEqual(['a=1', 'b=2', 'c=']);
+    expect(out).toEqual(
+      Buffer.concat([C, parameterStatus('b', '2'), parameterStatus('c', 'start-up'), readyForQuery(0x49)]),
+    );
   });
 
-  it('returns the same buffer when nothing is dropped', () => {
+  it('returns the same buffer when nothing changes', () => {
     const bytes = Buffer.concat([parameterStatus('a', '1'), readyForQuery(0x49)]);
-    expect(filterReports(bytes, () => true)).toBe(bytes);
+    expect(filterReports(bytes, (_k, v) => v)).toBe(bytes);
   });
 
   it('reads a report', () => {
