@@ -12,6 +12,7 @@ import {
   type Expectation,
   MergedReady,
   type ReplyOutput,
+  type RequestKind,
   ReplyQueue,
 } from '../../src/session/replies.js';
 import { be, stream } from '../support/backend-messages.js';
