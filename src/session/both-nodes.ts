@@ -13,8 +13,9 @@
 import { TxStatus } from '../protocol/constants.js';
 import { errorResponse, readyForQuery } from '../protocol/messages.js';
 import { queryMessage } from '../pool/query.js';
+import { parseMessage } from './pooled-statements.js';
 import type { Classification, Decision } from '../router/router.js';
-import type { BackendLink, LinkExpectation } from './backend-link.js';
+import { type BackendLink, type LinkExpectation, SYNC } from './backend-link.js';
 import type { SessionCore } from './core.js';
 import { errorFieldsOf } from './replies.js';
 import { filterReports } from './reported-settings.js';
@@ -26,7 +27,18 @@ import type { StatementRouting } from './routing.js';
  * as a DO block would, leaves that portal until the transaction ends: the client's Describe
  * or Execute of the unnamed portal would find it). The server's log shows the message.
  */
-const POISON = "SELECT 'pgrelay: a statement failed on one node; the transaction is aborted on every node'::int";
+/**
+ * What aborts a transaction on a node: a Parse PostgreSQL refuses (a syntax error) under a
+ * name of pgrelay's own, then a Sync — not a Query, which would drop the client's unnamed
+ * statement there. A failed Parse leaves nothing behind.
+ */
+const POISON = Buffer.concat([
+  parseMessage(
+    '\u0001pgrelay',
+    Buffer.from('pgrelay: a statement failed on one node; the transaction is aborted on every node\0\0\0', 'latin1'),
+  ),
+  SYNC,
+]);
 
 export class BothNodes {
   constructor(
@@ -49,7 +61,7 @@ export class BothNodes {
     const p: BackendLink | undefined = this.s.backends.primary;
     if (p === undefined || p.txStatus !== TxStatus.InTransaction) return;
     // (What the transaction SET LOCAL there is reverted: the client is told.)
-    this.s.backends.request(p, { kind: 'query', mode: 'drop', reportsAsync: true }, queryMessage(POISON));
+    this.poison(p, false, true);
   }
 
   /**
@@ -117,8 +129,15 @@ export class BothNodes {
     const b = this.s.backends;
     for (const l of b.list) {
       if (l === undefined || l === b.primary || l.txStatus !== TxStatus.InTransaction) continue;
-      b.request(l, { kind: 'query', mode: 'drop', skippable: true }, queryMessage(POISON));
+      this.poison(l, true, false);
     }
+  }
+
+  /** Abort `link`'s transaction (POISON); `reportsAsync`: the settings it reverts are reported to the client. */
+  private poison(link: BackendLink, skippable: boolean, reportsAsync: boolean): void {
+    link.expect({ kind: 'parse', mode: 'drop', skippable });
+    link.expect({ kind: 'sync', mode: 'drop', skippable, reportsAsync });
+    this.s.backends.write(link, POISON);
   }
 
   /**

@@ -1012,6 +1012,7 @@ export class ExtendedProtocol {
         unconfirmed: true,
       };
       this.stmts.set(name, st);
+      const had = p.conn.unnamed;
       this.markParsed(st, p);
       st.parsing = { link: p, syncs: p.replies.syncs };
       for (const second of seconds) this.markParsed(st, second);
@@ -1019,6 +1020,7 @@ export class ExtendedProtocol {
         kind: 'parse',
         mode: 'forward',
         done: (e) => {
+          this.unnamedKept(st, e, p, had);
           this.parseAnswered(name, st, e, prev);
           // The primary's failed or was skipped, its copies may have run: the name stays free.
           if (e.error !== undefined && name !== '') for (const l of seconds) if (l.live) this.closeCopy(l, name);
@@ -1045,6 +1047,7 @@ export class ExtendedProtocol {
       parsing: { link, syncs: link.replies.syncs },
     };
     this.stmts.set(name, st);
+    const had = link.conn.unnamed;
     this.markParsed(st, link);
     if (this.pooled) {
       return this.forward(link, {
@@ -1052,6 +1055,7 @@ export class ExtendedProtocol {
         mode: 'forward',
         done: (e) => {
           if (e.error) this.notParsed(st, link);
+          this.unnamedKept(st, e, link, had);
           this.parseAnswered(name, st, e, prev);
         },
         resend: this.route.resendable(link) ? this.resendParse(st) : undefined,
@@ -1060,7 +1064,10 @@ export class ExtendedProtocol {
     return this.forward(link, {
       kind: 'parse',
       mode: 'forward',
-      done: (e) => this.parseAnswered(name, st, e, prev),
+      done: (e) => {
+        this.unnamedKept(st, e, link, had);
+        this.parseAnswered(name, st, e, prev);
+      },
       resend: this.route.resendable(link) ? resendSame(b, parse, (to) => this.parsedHere(st, to)) : undefined,
     });
   }
@@ -1213,6 +1220,15 @@ export class ExtendedProtocol {
    * Parse has dropped the previous unnamed statement; a skipped one (no reply of its own)
    * leaves it (`prev`, or before it the last one whose Parse ran).
    */
+  /**
+   * The client's Parse of the unnamed statement `st` on `link` was skipped after an error
+   * before it: the connection keeps the unnamed statement it had (`had`), as PostgreSQL does
+   * (one that ran and failed had dropped it first).
+   */
+  private unnamedKept(st: Stmt, e: LinkExpectation, link: BackendLink, had: object | undefined): void {
+    if (e.error !== undefined && e.started !== true && link.conn.unnamed === st) link.conn.unnamed = had;
+  }
+
   private parseAnswered(name: string, st: Stmt, e: LinkExpectation, prev: Stmt | undefined): void {
     st.unconfirmed = undefined;
     st.parsing = undefined;

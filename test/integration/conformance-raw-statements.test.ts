@@ -1677,7 +1677,7 @@ describe('a transaction ended on the primary alone while the standby still owes 
           expect(await q(read)).toMatch(/ ZT$/);
           // The write fails on the primary: the standby's copy of the transaction is aborted
           // too, by a statement of pgrelay's held back on its way there.
-          for (const t of taps) t.holdFromStatement("SELECT 'pgrelay: a statement failed");
+          for (const t of taps) t.holdFromStatement('pgrelay: a statement failed');
           expect(await q(`INSERT INTO ${table}_nope VALUES (1)`)).toMatch(/^E\[42P01 .* ZE$/);
           await pollUntil(
             () => taps.reduce((n, t) => n + t.holding.size, 0),
@@ -2045,6 +2045,22 @@ describe("pgrelay's own queries on a connection (the write position, a catalog l
       // A function pgrelay has not seen: it asks the catalog first, on the primary, where the portal is.
       batch(parseMessage('s9', `SELECT ${table}_f()`), bindMessage('p9', 's9'), executeMessage('p9'), syncMessage()),
       batch(executeMessage('', 1), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
+});
+
+describe("pgrelay's abort of the transaction on another node after an error", () => {
+  it('leaves the unnamed statement the client parsed there: a Describe of it in the aborted transaction is answered by the server', async () => {
+    await conforms([
+      simple('BEGIN READ ONLY'),
+      batch(
+        parseMessage('', 'FETCH 1 FROM c'),
+        executeMessage('p1'),
+        parseMessage('', "SET application_name = 'fz2'"),
+        syncMessage(),
+      ),
+      batch(describeMessage('S', ''), syncMessage()),
       simple('ROLLBACK'),
     ]);
   });
