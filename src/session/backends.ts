@@ -38,7 +38,10 @@ import type { Classification, SessionFacts } from '../router/router.js';
 import { BackendLink, type LinkExpectation, type LinkOwner } from './backend-link.js';
 import type { SessionContext } from './context.js';
 import type { ErrorFieldMap } from './replies.js';
+import { ownQuery } from './own-query.js';
 import { mayCallNextval } from './pinning.js';
+
+const IGNORE = (): void => undefined;
 
 /** What the backends need from their session. */
 export interface BackendsOwner extends LinkOwner {
@@ -1245,11 +1248,14 @@ export class Backends {
     return DROP;
   }
 
-  /** Queue `restore` (see restoreFor) on `link`, behind the statement just sent there. */
+  /**
+   * Queue `restore` (see restoreFor) on `link`, behind the statement just sent there (a
+   * query of pgrelay's own: it leaves the client's unnamed statement and portal there).
+   */
   restoreStartup(link: BackendLink, restore: StartupRestore): void {
     // In a failed transaction the statement did nothing, and this would fail too.
     if (link.txStatus === TxStatus.Failed) return;
-    this.request(link, { kind: 'query', mode: 'drop', skippable: true }, queryMessage(restore.sql));
+    ownQuery(this, link, restore.sql, IGNORE, { skippable: true });
   }
 
   /** Write bytes of the session's own to `link` (after what the scanner has yet to emit). */

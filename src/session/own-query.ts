@@ -9,7 +9,6 @@
  */
 import { FE, TxStatus } from '../protocol/constants.js';
 import type { BackendLink, LinkExpectation } from './backend-link.js';
-import type { Backends } from './backends.js';
 import { portalMessage, statementMessage } from './pooled-statements.js';
 import type { ErrorFieldMap } from './replies.js';
 
@@ -25,6 +24,11 @@ const BIND = frontendMessage(FE.Bind, [NAME_BYTES, NAME_BYTES, Buffer.alloc(6)])
 /** Execute portal NAME, every row. */
 const EXECUTE = frontendMessage(FE.Execute, [NAME_BYTES, Buffer.alloc(4)]);
 const SYNC = Buffer.from([FE.Sync, 0, 0, 0, 4]);
+
+/** Where the batch is written (Backends.write: behind what the client scanner has yet to emit). */
+export interface OwnQueryWriter {
+  write(link: BackendLink, bytes: Buffer): void;
+}
 
 export interface OwnQueryResult {
   /** The rows, as text. */
@@ -43,7 +47,7 @@ export interface OwnQueryResult {
  * gets an error.
  */
 export function ownQuery(
-  b: Backends,
+  b: OwnQueryWriter,
   link: BackendLink,
   sql: string,
   done: (r: OwnQueryResult) => void,

@@ -2027,7 +2027,26 @@ describe('the unnamed portal in an aborted transaction', () => {
   });
 });
 
-describe("pgrelay's own queries on a connection (the write position, a catalog lookup) inside the client's transaction", () => {
+describe("pgrelay's own queries on a connection (the write position, a catalog lookup, start-up settings set again) inside the client's transaction", () => {
+  it('a DISCARD ALL and a BEGIN into the unnamed portal in one pipeline: the start-up settings set again behind it leave that portal (55000 at its second Execute)', async () => {
+    await conforms(
+      [
+        batch(
+          parseMessage('', 'DISCARD ALL'),
+          bindMessage('p1', ''),
+          executeMessage('p1'),
+          parseMessage('s2', 'BEGIN READ ONLY'),
+          bindMessage('', 's2'),
+          executeMessage(''),
+          syncMessage(),
+        ),
+        batch(executeMessage(''), syncMessage()),
+        simple('ROLLBACK'),
+      ],
+      true,
+    );
+  });
+
   it('leave the unnamed portal the client has: a second Execute of a BEGIN run in the same write as an earlier write gets 55000', async () => {
     await conforms([
       batch(parseMessage('', 'BEGIN'), syncMessage()),
