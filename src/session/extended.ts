@@ -137,6 +137,16 @@ interface Portal {
   undone?: { before: Portal | undefined };
 }
 
+/**
+ * A Close of a portal on its way (see closingPortal): `portal`, what the client has if it is
+ * skipped; `after`, what a Bind of the name sent behind it takes for the portal it replaces
+ * (Portal.undone, set when the Close is answered).
+ */
+interface ClosingPortal {
+  portal: Portal | undefined;
+  after?: Portal;
+}
+
 /** The unnamed portal the client has in place of `p`, whose Bind may have been undone (Portal.undone). */
 function inPlaceOf(p: Portal | undefined): Portal | undefined {
   let at = p;
@@ -473,7 +483,7 @@ export class ExtendedProtocol {
    * Portals whose Close is on its way, by name: what the server has under that name when
    * the Close reaches it (see closingPortal), put back if the Close is skipped.
    */
-  private readonly closingPortals = new Map<string, { portal: Portal | undefined }>();
+  private readonly closingPortals = new Map<string, ClosingPortal>();
   /**
    * Statements sent that drop prepared statements (DEALLOCATE, DISCARD ALL: extended-protocol
    * Executes, simple Queries) whose answer has not come: see awaitEarlier.
@@ -1298,8 +1308,9 @@ export class ExtendedProtocol {
     const prior = this.portals.get(portal);
     if (portal !== '' && prior !== undefined && prior.confirmed !== true && b.pendingTotal > 0)
       return this.awaitParse();
-    // (The unnamed portal the client has: it stays if the Bind is refused before it replaces it.)
-    const taken = portal === '' || prior?.confirmed === true ? prior : undefined;
+    // (The unnamed portal the client has: it stays if the Bind is refused before it replaces it —
+    // behind a Close of it on its way, what that Close leaves.)
+    const taken = portal === '' ? (prior ?? this.afterClosing('')) : prior?.confirmed === true ? prior : undefined;
     const p = alone ?? (!st || st.both ? s.needPrimary() : s.unitLink());
     if (p === SUSPEND) return p;
     if (!st) {
@@ -1548,11 +1559,9 @@ export class ExtendedProtocol {
     taken: Portal | undefined,
   ): ((e: LinkExpectation) => void) | undefined {
     if (name === '') {
-      // (Refused with no portal before it: its node has none of the client's either.)
-      if (taken === undefined)
-        return (e) => {
-          if (e.error !== undefined && refusedBeforePortal(e)) bound.undone = { before: undefined };
-        };
+      // (Nothing to restore or forget: no closure per Bind on the hot path. In an aborted
+      // transaction the client may have a failed portal pgrelay does not know: see below.)
+      if (taken === undefined && !this.s.routing.failed) return undefined;
       return (e) => {
         if (e.error === undefined || !refusedBeforePortal(e)) return;
         bound.undone = { before: taken };
@@ -1560,6 +1569,8 @@ export class ExtendedProtocol {
         const before = inPlaceOf(taken);
         if (this.portals.get('') !== bound) this.closedMeanwhile('', bound, before);
         else if (before !== undefined) this.portals.restore('', before);
+        // None that pgrelay knows of (perhaps the failed portal of a Query: see failedQueryOn).
+        else this.portals.delete('');
       };
     }
     return (e) => {
@@ -1928,13 +1939,27 @@ export class ExtendedProtocol {
   private closingPortal(name: string): ((e: LinkExpectation) => void) | undefined {
     const portal = this.portals.get(name);
     if (portal === undefined) return undefined;
-    const closing = { portal: portal as Portal | undefined };
+    const closing: ClosingPortal = { portal };
     this.closingPortals.set(name, closing);
     return (e) => {
       if (this.closingPortals.get(name) === closing) this.closingPortals.delete(name);
-      if (e.error === undefined || e.started === true || closing.portal === undefined) return;
+      const skipped = e.error !== undefined && e.started !== true;
+      if (closing.after !== undefined) closing.after.undone = { before: skipped ? closing.portal : undefined };
+      if (!skipped || closing.portal === undefined) return;
       if (!this.portals.has(name)) this.portals.restore(name, closing.portal);
     };
+  }
+
+  /**
+   * For a Bind of portal `name` sent behind a Close of it not answered yet: a placeholder for
+   * what that Close leaves the client (see ClosingPortal.after), or undefined when none is on
+   * its way.
+   */
+  private afterClosing(name: string): Portal | undefined {
+    const closing = this.closingPortals.get(name);
+    if (closing === undefined) return undefined;
+    closing.after ??= { nodes: [], both: false, undone: { before: closing.portal } };
+    return closing.after;
   }
 
   sync(): Verdict<BackendLink> {

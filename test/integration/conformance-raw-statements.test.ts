@@ -2015,6 +2015,19 @@ describe('the unnamed portal in an aborted transaction', () => {
     ]);
   });
 
+  it('left by a simple Query that failed as it ran, then a Bind of it refused where its statement is: an Execute of it gets 25P02', async () => {
+    await conforms([
+      batch(parseMessage('s2', 'SELECT 1'), syncMessage()),
+      simple(`DECLARE h CURSOR WITH HOLD FOR ${read}`),
+      simple('BEGIN READ ONLY'),
+      simple(`DECLARE h CURSOR WITH HOLD FOR ${read}`),
+      batch(bindMessage('', 's2'), syncMessage()),
+      batch(executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+      simple('CLOSE h'),
+    ]);
+  });
+
   it('a Query refused in the aborted transaction (25P02) leaves no portal: an Execute of the unnamed portal gets 34000', async () => {
     await conforms([
       batch(syncMessage(), parseMessage('s1', 'BEGIN READ ONLY'), bindMessage('', 's1'), executeMessage('')),
