@@ -1354,13 +1354,14 @@ export class Backends {
   /**
    * May a Query of pgrelay's own go to `l`, a link other than the primary's, now? Not into
    * a pipeline or a copy of the client's, nor behind a request of the client's (it may
-   * belong to what follows); behind requests of pgrelay's own (their replies dropped:
-   * queries, the Close of a copy after the client's Sync), yes.
+   * belong to what follows); behind requests of pgrelay's own (their replies dropped or
+   * captured: queries, the Close of a copy after the client's Sync), yes.
    */
   private freeForOwnQuery(l: BackendLink): boolean {
     if (l === this.primaryLink || !l.live || l.inPipeline || l.copyIn) return false;
     if (l.pending === 0) return true;
-    for (const e of l.replies.pendingRequests()) if (e.mode !== 'drop') return false;
+    // (pgrelay's own queries capture their rows: own-query.ts.)
+    for (const e of l.replies.pendingRequests()) if (e.mode !== 'drop' && e.mode !== 'capture') return false;
     return true;
   }
 

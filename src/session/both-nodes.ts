@@ -32,13 +32,11 @@ import type { StatementRouting } from './routing.js';
  * name of pgrelay's own, then a Sync — not a Query, which would drop the client's unnamed
  * statement there. A failed Parse leaves nothing behind.
  */
-const POISON = Buffer.concat([
-  parseMessage(
-    '\u0001pgrelay',
-    Buffer.from('pgrelay: a statement failed on one node; the transaction is aborted on every node\0\0\0', 'latin1'),
-  ),
-  SYNC,
-]);
+const POISON_PARSE = parseMessage(
+  '\u0001pgrelay',
+  Buffer.from('pgrelay: a statement failed on one node; the transaction is aborted on every node\0\0\0', 'latin1'),
+);
+const POISON = Buffer.concat([POISON_PARSE, SYNC]);
 
 export class BothNodes {
   constructor(
@@ -133,9 +131,17 @@ export class BothNodes {
     }
   }
 
-  /** Abort `link`'s transaction (POISON); `reportsAsync`: the settings it reverts are reported to the client. */
+  /**
+   * Abort `link`'s transaction (POISON); `reportsAsync`: the settings it reverts are reported
+   * to the client. Into a pipeline of the client's under way there, the Parse alone: a Sync
+   * of pgrelay's would end it (what the server skips after an error there would run).
+   */
   private poison(link: BackendLink, skippable: boolean, reportsAsync: boolean): void {
     link.expect({ kind: 'parse', mode: 'drop', skippable });
+    if (link.inPipeline) {
+      this.s.backends.write(link, POISON_PARSE);
+      return;
+    }
     link.expect({ kind: 'sync', mode: 'drop', skippable, reportsAsync });
     this.s.backends.write(link, POISON);
   }
