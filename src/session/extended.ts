@@ -1236,7 +1236,9 @@ export class ExtendedProtocol {
    * (one that ran and failed had dropped it first).
    */
   private unnamedKept(st: Stmt, e: LinkExpectation, link: BackendLink, had: object | undefined): void {
-    if (e.error !== undefined && e.started !== true && link.conn.unnamed === st) link.conn.unnamed = had;
+    if (e.error === undefined || e.started === true || link.conn.unnamed !== st) return;
+    // (Not one parsed before it in the pipeline whose Parse failed: nothing is left then.)
+    link.conn.unnamed = (had as Partial<Stmt> | undefined)?.notParsed === true ? undefined : had;
   }
 
   private parseAnswered(name: string, st: Stmt, e: LinkExpectation, prev: Stmt | undefined): void {
