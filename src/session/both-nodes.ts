@@ -22,15 +22,11 @@ import { filterReports } from './reported-settings.js';
 import type { StatementRouting } from './routing.js';
 
 /**
- * What aborts a node's transaction: an error raised while PostgreSQL analyses the statement,
- * before it creates the unnamed portal to run it in (a statement that fails when it runs,
- * as a DO block would, leaves that portal until the transaction ends: the client's Describe
- * or Execute of the unnamed portal would find it). The server's log shows the message.
- */
-/**
  * What aborts a transaction on a node: a Parse PostgreSQL refuses (a syntax error) under a
  * name of pgrelay's own, then a Sync — not a Query, which would drop the client's unnamed
- * statement there. A failed Parse leaves nothing behind.
+ * statement there. A failed Parse leaves nothing behind: no statement, and no portal a
+ * Describe or Execute of the client's unnamed portal would find. The server's log shows
+ * the message.
  */
 const POISON_PARSE = parseMessage(
   '\u0001pgrelay',

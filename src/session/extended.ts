@@ -77,7 +77,7 @@ interface Stmt {
   parse: Buffer;
   /** Nodes on which it is parsed. */
   nodes: number[];
-  /** Session mode: when it was last parsed on each of `nodes` (ExtendedProtocol.parseSeq). */
+  /** Session mode, a named statement: when it was last parsed on each of `nodes` (ExtendedProtocol.parseSeq). */
   parsedAt?: Map<number, number>;
   /** Sent to the primary and the load-balance node. */
   both: boolean;
@@ -560,11 +560,12 @@ export class ExtendedProtocol {
   private markParsed(st: Stmt, link: BackendLink): void {
     if (!this.pooled || st.untracked) {
       if (!st.nodes.includes(link.nodeId)) st.nodes.push(link.nodeId);
-      (st.parsedAt ??= new Map()).set(link.nodeId, ++this.parseSeq);
       if (this.isUnnamed(st)) {
         link.conn.unnamed = st;
         link.unnamedReparse = undefined;
       }
+      // (Named ones: a DEALLOCATE ALL leaves the unnamed statement. Nothing per unnamed Parse.)
+      else (st.parsedAt ??= new Map()).set(link.nodeId, ++this.parseSeq);
       return;
     }
     if (st.server === undefined) {
@@ -1225,12 +1226,6 @@ export class ExtendedProtocol {
   }
 
   /**
-   * The client's Parse of `name` (`st`) was answered. If it failed, or was skipped after an
-   * error earlier in its pipeline: as on a server, the name is not taken. A failed unnamed
-   * Parse has dropped the previous unnamed statement; a skipped one (no reply of its own)
-   * leaves it (`prev`, or before it the last one whose Parse ran).
-   */
-  /**
    * The client's Parse of the unnamed statement `st` on `link` was skipped after an error
    * before it: the connection keeps the unnamed statement it had (`had`), as PostgreSQL does
    * (one that ran and failed had dropped it first).
@@ -1241,6 +1236,12 @@ export class ExtendedProtocol {
     link.conn.unnamed = (had as Partial<Stmt> | undefined)?.notParsed === true ? undefined : had;
   }
 
+  /**
+   * The client's Parse of `name` (`st`) was answered. If it failed, or was skipped after an
+   * error earlier in its pipeline: as on a server, the name is not taken. A failed unnamed
+   * Parse has dropped the previous unnamed statement; a skipped one (no reply of its own)
+   * leaves it (`prev`, or before it the last one whose Parse ran).
+   */
   private parseAnswered(name: string, st: Stmt, e: LinkExpectation, prev: Stmt | undefined): void {
     st.unconfirmed = undefined;
     st.parsing = undefined;
