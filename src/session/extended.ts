@@ -16,7 +16,7 @@
  * such a request lives until its reply. What lives longer (a named statement's Parse) is
  * copied, so that it does not keep a whole chunk alive.
  */
-import { FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
+import { BE, FE, SQLSTATE, TxStatus } from '../protocol/constants.js';
 import { DROP, SUSPEND, type Verdict } from '../protocol/framing.js';
 import {
   type ErrorFields,
@@ -162,6 +162,8 @@ export const IN_FAILED_TRANSACTION: ErrorFields = {
 };
 
 const NO_LINKS: readonly BackendLink[] = [];
+/** NoData: the Describe of a portal that returns no rows. */
+const NO_DATA = Buffer.from([BE.NoData, 0, 0, 0, 4]);
 
 /**
  * A statement for both nodes in a pipeline whose copy may run where the primary skips its
@@ -1469,7 +1471,7 @@ export class ExtendedProtocol {
   }
 
   /** pgrelay answers the client's request on `link` with `error`, as the server would, and skips to Sync as it does. */
-  private refuse(link: BackendLink, kind: 'parse' | 'bind' | 'execute', error: ErrorFields): typeof DROP {
+  private refuse(link: BackendLink, kind: 'parse' | 'bind' | 'describe' | 'execute', error: ErrorFields): typeof DROP {
     this.s.backends.inPipeline(link);
     this.s.skipUntilSync();
     link.expect({ kind, mode: 'synthetic', reply: errorResponse(error) });
@@ -1634,6 +1636,7 @@ export class ExtendedProtocol {
     if (p === SUSPEND) return p;
     let link: BackendLink;
     if (portal) {
+      if (this.lostWithTransaction(portal, p)) return this.describedLost(portal, p);
       const home = this.portalHome(portal, p);
       if (!home) return this.lost(name, portal);
       link = home;
@@ -1738,6 +1741,30 @@ export class ExtendedProtocol {
     return l !== p && this.s.routing.inTransaction && l.txStatus === TxStatus.Idle;
   }
 
+  /**
+   * In the client's aborted transaction, a portal on a node whose transaction ended without
+   * the primary's (a copy of COMMIT or ROLLBACK ran there where the primary skipped its own:
+   * BothNodes.endedWithoutPrimary): the server dropped it with that transaction, the client
+   * still has it. pgrelay answers its Describe and Execute as PostgreSQL does in an aborted
+   * transaction.
+   */
+  private lostWithTransaction(portal: Portal, p: BackendLink): boolean {
+    if (portal.both || !this.s.routing.failed) return false;
+    const l = this.s.backends.get(portal.nodes[0]);
+    return l !== undefined && this.outside(l, p);
+  }
+
+  /** Describe of such a portal: 25P02 when it returns rows (a catalog lookup), else NoData. */
+  private describedLost(portal: Portal, p: BackendLink): Verdict<BackendLink> {
+    const b = this.s.backends;
+    if (!b.gate(p)) return this.s.wait('replies');
+    const st = portal.stmt;
+    if (st === undefined || !returnsNoRows(st.sql, st.cls)) return this.refuse(p, 'describe', IN_FAILED_TRANSACTION);
+    b.inPipeline(p);
+    p.expect({ kind: 'describe', mode: 'synthetic', reply: NO_DATA });
+    return DROP;
+  }
+
   /** A portal whose node went away with rows of it already read: the session cannot go on. */
   private lost(name: string, portal: Portal): typeof DROP {
     return this.s.fail(
@@ -1758,6 +1785,15 @@ export class ExtendedProtocol {
     // link, but in a read-only transaction on the read node alone that node's.)
     const p = portal?.both ? s.needPrimary() : s.unitLink();
     if (p === SUSPEND) return p;
+    const stCls = portal?.stmt?.cls;
+    if (
+      portal !== undefined &&
+      this.lostWithTransaction(portal, p) &&
+      (stCls === undefined || !endsOrRecovers(stCls))
+    ) {
+      if (!b.gate(p)) return s.wait('replies');
+      return this.refuse(p, 'execute', IN_FAILED_TRANSACTION);
+    }
     const home = portal && this.portalHome(portal, p);
     if (portal && !home) return this.lost(portalName, portal);
     const target = home ?? (portalName === '' ? this.failedQueryPortal() : undefined) ?? p;

@@ -2028,6 +2028,23 @@ describe('the unnamed portal in an aborted transaction', () => {
     ]);
   });
 
+  it('bound on the standby, whose copy of a COMMIT ran where the primary skipped its own after an error: the client still has it (25P02)', async () => {
+    await conforms([
+      simple('BEGIN READ ONLY'),
+      batch(parseMessage('s2', 'SELECT $1::int + 1'), bindMessage('', 's2', ['1']), syncMessage()),
+      batch(
+        bindMessage('', '', ['1']),
+        parseMessage('s1', 'COMMIT'),
+        bindMessage('p1', 's1'),
+        executeMessage('p1'),
+        syncMessage(),
+      ),
+      batch(describeMessage('P', ''), syncMessage()),
+      batch(executeMessage(''), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
+
   it('a Query refused in the aborted transaction (25P02) leaves no portal: an Execute of the unnamed portal gets 34000', async () => {
     await conforms([
       batch(syncMessage(), parseMessage('s1', 'BEGIN READ ONLY'), bindMessage('', 's1'), executeMessage('')),
