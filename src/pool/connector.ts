@@ -10,7 +10,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { serialize } from 'pg-protocol';
 import { BE, SQLSTATE } from '../protocol/constants.js';
-import { PgError, parseErrorFields, readCString } from '../protocol/messages.js';
+import { PgError, decodeParameterStatus, parseErrorFields } from '../protocol/messages.js';
 import { addBackendPid, removeBackendPid } from './backend-pids.js';
 import { backendTlsOptions, type BackendTls } from '../tls.js';
 import type { ServerStatements } from '../session/pooled-statements.js';
@@ -272,10 +272,8 @@ function runStartup(opts: ConnectOptions, probe: boolean): Promise<BackendConnec
         case BE.Authentication:
           return onAuth(body);
         case BE.ParameterStatus: {
-          const k = readCString(body, 0, body.length);
-          if (!k) return;
-          const v = readCString(body, k[1], body.length);
-          if (v) params.set(k[0], v[0]);
+          const r = decodeParameterStatus(body, 0, body.length);
+          if (r !== undefined) params.set(r[0], r[1]);
           return;
         }
         case BE.BackendKeyData:

@@ -9,7 +9,7 @@
  */
 import { BE, FE, TxStatus } from '../protocol/constants.js';
 import { DROP, type Drop, type FrameSink, MessageScanner, decodeTable } from '../protocol/framing.js';
-import { decodeColumnNames, decodeDataRow, parseErrorFields, readCString } from '../protocol/messages.js';
+import { decodeColumnNames, decodeDataRow, decodeParameterStatus, parseErrorFields } from '../protocol/messages.js';
 import type { BackendConnection } from './connector.js';
 
 export interface QueryResult {
@@ -78,9 +78,8 @@ export function runQueries(
             current.error = parseErrorFields(buf, start, end);
             break;
           case BE.ParameterStatus: {
-            const k = readCString(buf, start, end);
-            const v = k && readCString(buf, k[1], end);
-            if (k && v) conn.params.set(k[0], v[0]);
+            const r = decodeParameterStatus(buf, start, end);
+            if (r !== undefined) conn.params.set(r[0], r[1]);
             break;
           }
           case BE.ReadyForQuery:

@@ -279,6 +279,13 @@ export function bindCounts(buf: Buffer, at: number, end: number): { formats: num
   return { formats, params: buf.readInt16BE(p) };
 }
 
+/** A ParameterStatus message's name and value (body from `start` to `end`), or undefined when malformed. */
+export function decodeParameterStatus(buf: Buffer, start: number, end: number): [string, string] | undefined {
+  const k = readCString(buf, start, end);
+  const v = k && readCString(buf, k[1], end);
+  return k && v ? [k[0], v[0]] : undefined;
+}
+
 /** The values of a DataRow body, as text (null for SQL NULL). Stops at a truncated value. */
 export function decodeDataRow(buf: Buffer, start: number, end: number): Array<string | null> {
   const n = buf.readInt16BE(start);

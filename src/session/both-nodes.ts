@@ -13,10 +13,10 @@
 import { TxStatus } from '../protocol/constants.js';
 import { errorResponse, readyForQuery } from '../protocol/messages.js';
 import { queryMessage } from '../pool/query.js';
-import { parseMessage } from './pooled-statements.js';
 import type { Classification, Decision } from '../router/router.js';
 import { type BackendLink, type LinkExpectation, SYNC } from './backend-link.js';
 import type { SessionCore } from './core.js';
+import { refusedParse } from './own-query.js';
 import { errorFieldsOf } from './replies.js';
 import { filterReports } from './reported-settings.js';
 import type { StatementRouting } from './routing.js';
@@ -28,10 +28,7 @@ import type { StatementRouting } from './routing.js';
  * Describe or Execute of the client's unnamed portal would find. The server's log shows
  * the message.
  */
-const POISON_PARSE = parseMessage(
-  '\u0001pgrelay',
-  Buffer.from('pgrelay: a statement failed on one node; the transaction is aborted on every node\0\0\0', 'latin1'),
-);
+const POISON_PARSE = refusedParse('a statement failed on one node; the transaction is aborted on every node');
 const POISON = Buffer.concat([POISON_PARSE, SYNC]);
 
 export class BothNodes {

@@ -40,6 +40,7 @@ import { type BackendLink, FLUSH, type LinkExpectation, SYNC } from './backend-l
 import type { Backends } from './backends.js';
 import type { BothNodes } from './both-nodes.js';
 import type { SessionCore } from './core.js';
+import { refusedParse } from './own-query.js';
 import type { StatementRouting } from './routing.js';
 import {
   type ErrorFieldMap,
@@ -185,10 +186,7 @@ interface CopiedRun {
  * primary to make its part of a pipeline fail when another node refuses a request of it
  * (see failPrimaryPart). A failed Parse leaves nothing behind.
  */
-const FAIL_PIPELINE = parseMessage(
-  'PGRELAY_FAIL',
-  Buffer.from('pgrelay: a request of this pipeline failed on another node\0\0\0', 'latin1'),
-);
+const FAIL_PIPELINE = refusedParse('a request of this pipeline failed on another node');
 
 /** The parameter types `st`'s Parse declares (0: unspecified), or undefined if it does not read. */
 function declaredTypes(st: Stmt): number[] | undefined {
@@ -1995,6 +1993,8 @@ export class ExtendedProtocol {
    * its way.
    */
   private afterClosing(name: string): Portal | undefined {
+    // (Nothing to look up for nearly every Bind.)
+    if (this.closingPortals.size === 0) return undefined;
     const closing = this.closingPortals.get(name);
     if (closing === undefined) return undefined;
     closing.after ??= { nodes: [], both: false, undone: { before: closing.portal } };

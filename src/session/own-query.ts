@@ -7,23 +7,31 @@
  * rows at a time inside its transaction would be gone, as it never is on a direct
  * connection.
  */
+import { serialize } from 'pg-protocol';
 import { FE, TxStatus } from '../protocol/constants.js';
-import type { BackendLink, LinkExpectation } from './backend-link.js';
+import { type BackendLink, type LinkExpectation, SYNC } from './backend-link.js';
 import { portalMessage, statementMessage } from './pooled-statements.js';
 import type { ErrorFieldMap } from './replies.js';
 
 /** The statement's and the portal's name: a client's do not begin with a control character. */
 const NAME = '\u0001pgrelay';
-const NAME_BYTES = Buffer.from(`${NAME}\0`);
 
 const CLOSE_STATEMENT = statementMessage(FE.Close, NAME);
 const CLOSE_PORTAL = portalMessage(FE.Close, NAME);
 const DESCRIBE_PORTAL = portalMessage(FE.Describe, NAME);
 /** Bind portal NAME to statement NAME: no parameters, text results. */
-const BIND = frontendMessage(FE.Bind, [NAME_BYTES, NAME_BYTES, Buffer.alloc(6)]);
+const BIND = serialize.bind({ portal: NAME, statement: NAME });
 /** Execute portal NAME, every row. */
-const EXECUTE = frontendMessage(FE.Execute, [NAME_BYTES, Buffer.alloc(4)]);
-const SYNC = Buffer.from([FE.Sync, 0, 0, 0, 4]);
+const EXECUTE = serialize.execute({ portal: NAME });
+
+/**
+ * A Parse PostgreSQL refuses (a syntax error: `why` is not SQL) under pgrelay's name: it fails
+ * the transaction or the pipeline it is sent into, and leaves nothing behind. The server's
+ * log shows `why`.
+ */
+export function refusedParse(why: string): Buffer {
+  return serialize.parse({ name: NAME, text: `pgrelay: ${why}` });
+}
 
 /** Where the batch is written (Backends.write: behind what the client scanner has yet to emit). */
 export interface OwnQueryWriter {
@@ -54,7 +62,7 @@ export function ownQuery(
   opts: { readonly skippable?: boolean; readonly columns?: boolean } = {},
 ): void {
   const skippable = opts.skippable === true;
-  const parse = frontendMessage(FE.Parse, [NAME_BYTES, Buffer.from(`${sql}\0`), Buffer.alloc(2)]);
+  const parse = serialize.parse({ name: NAME, text: sql });
   const describe: LinkExpectation = { kind: 'describe', mode: 'capture', skippable };
   const execute: LinkExpectation = { kind: 'execute', mode: 'capture', rows: [], skippable };
   const requests: Array<[LinkExpectation, Buffer]> = [
@@ -86,15 +94,4 @@ export function ownQuery(
   link.expect(sync);
   // One write for the batch.
   b.write(link, Buffer.concat([...requests.map(([, bytes]) => bytes), SYNC]));
-}
-
-function frontendMessage(type: number, parts: readonly Buffer[]): Buffer {
-  let len = 4;
-  for (const p of parts) len += p.length;
-  const out = Buffer.allocUnsafe(1 + len);
-  out[0] = type;
-  out.writeInt32BE(len, 1);
-  let o = 5;
-  for (const p of parts) o += p.copy(out, o);
-  return out;
 }

@@ -17,13 +17,14 @@ import {
   type ErrorFields,
   decodeColumnNames,
   decodeDataRow,
+  decodeParameterStatus,
   errorResponse,
   parameterStatus,
   parseErrorFields,
   readyForQuery,
   renamedInText,
 } from '../protocol/messages.js';
-import { type ReportFilter, reportOf } from './reported-settings.js';
+import type { ReportFilter } from './reported-settings.js';
 
 /** What was sent, by the reply that ends it. 'query' is a Query or FunctionCall; 'sync' a client's Sync. */
 export type RequestKind = 'parse' | 'bind' | 'describe' | 'execute' | 'close' | 'sync' | 'query';
@@ -629,7 +630,7 @@ export class ReplyQueue<L> implements FrameSink<ReplyAction> {
     const e = this.current();
     let report: [string, string] | undefined;
     if (type === BE.ParameterStatus) {
-      report = reportOf(buf, start, end);
+      report = decodeParameterStatus(buf, start, end);
       if (report !== undefined) this.state.params.set(report[0], report[1]);
     }
     if (!e) return this.unsolicited(type, buf, start, end);

@@ -11,7 +11,7 @@
  * report on its way to the client is checked here.
  */
 import { BE } from '../protocol/constants.js';
-import { parameterStatus, readCString } from '../protocol/messages.js';
+import { decodeParameterStatus, parameterStatus } from '../protocol/messages.js';
 
 export class ReportedSettings {
   /** Lower-case name → the value last reported to the client. */
@@ -40,13 +40,6 @@ export class ReportedSettings {
  */
 export type ReportFilter = (name: string, value: string) => string | undefined;
 
-/** A ParameterStatus message's name and value, or undefined when malformed. */
-export function reportOf(buf: Buffer, start: number, end: number): [string, string] | undefined {
-  const k = readCString(buf, start, end);
-  const v = k && readCString(buf, k[1], end);
-  return k && v ? [k[0], v[0]] : undefined;
-}
-
 /**
  * `bytes` (whole backend messages: a reply pgrelay held) with its ParameterStatus messages
  * as `tells` has them (dropped, or another value); the same buffer when none changes.
@@ -57,7 +50,7 @@ export function filterReports(bytes: Buffer, tells: ReportFilter): Buffer {
   for (let at = 0; at + 5 <= bytes.length; ) {
     const next = at + 1 + bytes.readUInt32BE(at + 1);
     if (next > bytes.length) break;
-    const r = bytes[at] === BE.ParameterStatus ? reportOf(bytes, at + 5, next) : undefined;
+    const r = bytes[at] === BE.ParameterStatus ? decodeParameterStatus(bytes, at + 5, next) : undefined;
     const told = r === undefined ? undefined : tells(r[0], r[1]);
     if (r !== undefined && told !== r[1]) {
       kept ??= [];

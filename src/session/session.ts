@@ -45,6 +45,7 @@ import {
   authenticationOk,
   backendKeyData,
   bindCounts,
+  decodeParameterStatus,
   errorResponse,
   parameterStatus,
   parseParamTypes,
@@ -61,7 +62,7 @@ import { connectionIsolation, newSessionRoutingState, startupIsolation } from '.
 import { AdminOnlyMode } from './admin-only.js';
 import { AdminReplies } from './admin-replies.js';
 import { type BackendLink, type LinkExpectation, type LinkOwner, SYNC } from './backend-link.js';
-import { ReportedSettings, reportOf } from './reported-settings.js';
+import { ReportedSettings } from './reported-settings.js';
 import { Backends, type BackendsOwner, type CheckoutDone, lastServerParameters } from './backends.js';
 import { BothNodes } from './both-nodes.js';
 import type { SessionContext, WaitReason } from './context.js';
@@ -1300,7 +1301,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     // Notifications and notices from the primary while it is idle; other nodes' are dropped.
     if (link !== this.backends.primary) return;
     if (bytes[0] === BE.ParameterStatus) {
-      const r = reportOf(bytes, 5, bytes.length);
+      const r = decodeParameterStatus(bytes, 5, bytes.length);
       const told = r === undefined ? undefined : this.tellClient(r[0], r[1]);
       if (r !== undefined && told === undefined) return;
       if (r !== undefined && told !== r[1]) bytes = parameterStatus(r[0], told as string);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parameterStatus, readyForQuery } from '../../src/protocol/messages.js';
-import { ReportedSettings, filterReports, reportOf } from '../../src/session/reported-settings.js';
+import { decodeParameterStatus, parameterStatus, readyForQuery } from '../../src/protocol/messages.js';
+import { ReportedSettings, filterReports } from '../../src/session/reported-settings.js';
 
 describe('ReportedSettings', () => {
   it('tells a value once, then again only when it changes (names in any case)', () => {
@@ -42,7 +42,7 @@ describe('filterReports', () => {
 
   it('reads a report', () => {
     const m = parameterStatus('DateStyle', 'ISO, MDY');
-    expect(reportOf(m, 5, m.length)).toEqual(['DateStyle', 'ISO, MDY']);
-    expect(reportOf(Buffer.from('x'), 0, 1)).toBeUndefined();
+    expect(decodeParameterStatus(m, 5, m.length)).toEqual(['DateStyle', 'ISO, MDY']);
+    expect(decodeParameterStatus(Buffer.from('x'), 0, 1)).toBeUndefined();
   });
 });
