@@ -101,11 +101,14 @@ async function run(port: number, steps: Step[], settings = false): Promise<strin
 
 /**
  * The script directly, then through each pgrelay: the same replies (with `settings`, the
- * values ParameterStatus reports too; the client starts with application_name = raw).
+ * values ParameterStatus reports too; the client starts with application_name = raw). Each
+ * run through pgrelay reads on the standbys once they replayed the runs before it (their
+ * writes are another session's: read-your-writes does not wait for them).
  */
 async function conforms(steps: Step[], settings = false): Promise<void> {
   const direct = await run(cluster.node(cluster.primaryId).port, steps, settings);
   for (const [mode, proxy] of Object.entries(proxies)) {
+    await cluster.waitForCatchup(30_000);
     expect(await run(proxy.port, steps, settings), `pool_mode = ${mode}`).toEqual(direct);
   }
 }
