@@ -102,7 +102,7 @@ interface Stmt {
   notParsed?: boolean;
   /** An unnamed statement not answered yet: the unnamed statement it replaces (see parseAnswered). */
   prevUnnamed?: Stmt;
-  /** The client's Parse of it is not answered yet: it may still fail (see awaitParse). */
+  /** The client's Parse of it is not answered yet: it may still fail (see awaitAnswers). */
   unconfirmed?: boolean;
   /** A Close of it was skipped after an error (the statement stays, as on the server). */
   closeSkipped?: boolean;
@@ -499,8 +499,12 @@ export class ExtendedProtocol {
    * transaction block, not a transaction command): see refusedInPipeline. Emptied at Sync.
    */
   private readonly executedOn: number[] = [];
-  /** This pipeline executed a transaction command (BEGIN, COMMIT…). */
+  /** This pipeline executed a transaction command (BEGIN, COMMIT…) outside a transaction block. */
   private pipelineTx = false;
+  /** This pipeline executed a transaction command, in a transaction block or not. */
+  private pipelineTxCommand = false;
+  /** Syncs of pipelines that executed a transaction command, not answered yet: see awaitsTransactionCommand. */
+  private txCommandSyncs = 0;
   private readonly portals = new PortalTable();
   private readonly outcomes = new PipelineOutcomes((o, status) => this.applyOutcome(o, status));
   /** The statements for both nodes executed in the current pipeline whose copies matter if they run alone (CopiedRun; see execute). */
@@ -647,13 +651,13 @@ export class ExtendedProtocol {
     if (this.settingWaits(cls, seconds)) return SUSPEND;
     if (!b.gate(link)) return s.wait('replies');
     const taken = this.stmts.get(name);
-    if (taken?.unconfirmed === true && this.awaitsParse(taken)) return this.awaitParse();
+    if (taken?.unconfirmed === true && this.awaitsParse(taken)) return this.awaitAnswers();
     if (taken !== undefined) return this.parseExisting(name, body, link);
     const named = s.ctx.statementNames.entryFor(this.statementKey(body));
     // A Parse pgrelay would answer itself, in a transaction block, behind a pipeline not
     // answered yet: an error there may have aborted the transaction (the server would then
     // refuse it, 25P02), which its answer tells.
-    if (this.abortPending(link) && statementsOf(link, s).has(named.name)) return this.awaitParse();
+    if (this.abortPending(link) && statementsOf(link, s).has(named.name)) return this.awaitAnswers();
     const server = named.name;
     // A statement for both nodes stays one whatever links are held now: each Bind mirrors it
     // on the load-balance node(s) held then (the unit of work may have none now, the next one may).
@@ -967,8 +971,8 @@ export class ExtendedProtocol {
   parse(name: string, sql: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     const s = this.s;
     const b = s.backends;
-    if (this.awaitEarlier()) return this.awaitParse();
-    if (name !== '' && !this.stmts.has(name) && this.closeInDoubt(name)) return this.awaitParse();
+    if (this.awaitEarlier()) return this.awaitAnswers();
+    if (name !== '' && !this.stmts.has(name) && this.closeInDoubt(name)) return this.awaitAnswers();
     if (name !== '' && !this.stmts.has(name) && this.stmts.full(end - start + 5)) return s.fail(tooManyStatements());
     const cls = s.ctx.router.classify(sql);
     const d = this.route.decide(sql, cls);
@@ -984,7 +988,7 @@ export class ExtendedProtocol {
     if (this.pooled && name !== '' && s.ctx.config().max_prepared_statements > 0)
       return this.parsePooled(name, sql, cls, d, raw);
     const taken = name === '' ? undefined : this.stmts.get(name);
-    if (taken?.unconfirmed === true && this.awaitsParse(taken)) return this.awaitParse();
+    if (taken?.unconfirmed === true && this.awaitsParse(taken)) return this.awaitAnswers();
     if (taken !== undefined) return this.parseTaken(name, taken, cls, raw);
     const prev = name === '' ? this.stmts.get('') : undefined;
     // Named statements outlive this chunk: keep a copy. The unnamed one is replaced soon
@@ -1197,6 +1201,35 @@ export class ExtendedProtocol {
   }
 
   /**
+   * Must the client's next message wait for the answer to an earlier pipeline (sent before it
+   * was answered) that executed a transaction command? Where a message goes, and what it
+   * finds there, depend on the transaction that pipeline left, which only its answer tells:
+   * a BEGIN and a write, then a read (the read goes where the write is, on the primary); a
+   * BEGIN and a failed write, then a read (25P02 from the primary); a BEGIN an error before it
+   * made the primary skip, whose copy began a transaction on the load-balance node (rolled
+   * back there first: the read runs outside a transaction, as on the primary). PostgreSQL
+   * runs the next pipeline after the first on its one connection; pgrelay waits for the
+   * answer before it sends the next, for such pipelines only.
+   */
+  awaitsTransactionCommand(): boolean {
+    if (this.txCommandSyncs === 0) return false;
+    if (this.s.backends.pendingTotal > 0) return true;
+    // (Nothing outstanding: the answer was lost with its link.)
+    this.txCommandSyncs = 0;
+    return false;
+  }
+
+  /** A Sync of a pipeline that executed a transaction command is sent: counted until answered (the function returned). */
+  private txCommandSync(): () => void {
+    this.txCommandSyncs++;
+    let counted = true;
+    return () => {
+      if (counted && this.txCommandSyncs > 0) this.txCommandSyncs--;
+      counted = false;
+    };
+  }
+
+  /**
    * Is a statement earlier in the pipeline that changes how the server answers what follows
    * not answered yet? A statement that drops prepared statements (whether a name exists
    * depends on it), or, in an aborted transaction, a COMMIT, ROLLBACK or ROLLBACK TO (whether
@@ -1219,7 +1252,7 @@ export class ExtendedProtocol {
    * depends on it: it is skipped after an error before it), a Bind or Describe of a name
    * whose Close is not answered yet. It waits for those answers (the servers flushed).
    */
-  private awaitParse(): typeof SUSPEND {
+  awaitAnswers(): typeof SUSPEND {
     const b = this.s.backends;
     for (const l of b.list) if (l !== undefined && l.pending > 0) b.flush(l);
     return this.s.wait('replies');
@@ -1293,9 +1326,9 @@ export class ExtendedProtocol {
   bind(portal: string, stmtName: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     const s = this.s;
     const b = s.backends;
-    if (this.awaitEarlier()) return this.awaitParse();
+    if (this.awaitEarlier()) return this.awaitAnswers();
     const st = this.stmts.get(stmtName);
-    if (this.parseInDoubt(st)) return this.awaitParse();
+    if (this.parseInDoubt(st)) return this.awaitAnswers();
     // The primary's link for a statement unknown here or run on both nodes; others go where the
     // router decides below (pool_mode = transaction: a batch that only reads on the load-balance
     // node holds only its link, see session.ts unitLink).
@@ -1305,12 +1338,12 @@ export class ExtendedProtocol {
         ? s.readOnlyAlone(st.sql, st.cls, st.decision)
         : undefined;
     // A Close of the name not answered yet may be skipped after an error: it is then still there.
-    if (!st && this.closeUnanswered(stmtName)) return this.awaitParse();
+    if (!st && this.closeUnanswered(stmtName)) return this.awaitAnswers();
     // A named portal the client has: the server refuses the name (42P03), where that portal
     // is. Whether one bound earlier in the pipeline exists depends on its Bind's answer.
     const prior = this.portals.get(portal);
     if (portal !== '' && prior !== undefined && prior.confirmed !== true && b.pendingTotal > 0)
-      return this.awaitParse();
+      return this.awaitAnswers();
     // (The unnamed portal the client has: it stays if the Bind is refused before it replaces it —
     // behind a Close of it on its way, what that Close leaves.)
     const taken = portal === '' ? (prior ?? this.afterClosing('')) : prior?.confirmed === true ? prior : undefined;
@@ -1336,7 +1369,7 @@ export class ExtendedProtocol {
       // or on another connection).
       const seconds = b.secondLinks(st.decision?.allStandbys === true, p);
       if (!b.gate(p)) return s.wait('replies');
-      if (this.abortUnknown(st, p)) return this.awaitParse();
+      if (this.abortUnknown(st, p)) return this.awaitAnswers();
       if (this.refusedInAborted(st, stmtName, p, buf, start, end)) return DROP;
       const raw = buf.subarray(start - 5, end);
       const bind = st.server !== undefined ? renamedBind(raw, st.server) : raw;
@@ -1380,7 +1413,7 @@ export class ExtendedProtocol {
         b.list.find((l) => l !== undefined && l.txStatus !== TxStatus.Idle && this.parsedOn(st, l))) ||
       routed;
     if (!b.gate(link)) return s.wait('replies');
-    if (this.abortUnknown(st, link)) return this.awaitParse();
+    if (this.abortUnknown(st, link)) return this.awaitAnswers();
     if (this.refusedInAborted(st, stmtName, link, buf, start, end)) return DROP;
     if (link === home) this.failPrimaryPart(home);
     if (this.pooled && link === b.primary) s.guardSequenceState(st.cls);
@@ -1460,7 +1493,7 @@ export class ExtendedProtocol {
   private refusedInPipeline(st: Stmt, target: BackendLink): Verdict<BackendLink> | undefined {
     const type = refusalOf(st);
     if (type === null) return undefined;
-    if (this.s.backends.pendingTotal > 0) return this.awaitParse();
+    if (this.s.backends.pendingTotal > 0) return this.awaitAnswers();
     return this.refuse(target, 'execute', {
       severity: 'ERROR',
       code: SQLSTATE.activeSqlTransaction,
@@ -1526,7 +1559,7 @@ export class ExtendedProtocol {
     const b = this.s.backends;
     if (!b.gate(home)) return this.s.wait('replies');
     // (In an aborted transaction, a wrong parameter count comes first: 08P01.)
-    if (this.abortUnknown(st, home)) return this.awaitParse();
+    if (this.abortUnknown(st, home)) return this.awaitAnswers();
     if (this.refusedInAborted(st, stmtName, home, buf, start, end)) return DROP;
     const raw = buf.subarray(start - 5, end);
     const bind = st.server !== undefined ? renamedBind(raw, st.server) : raw;
@@ -1623,10 +1656,10 @@ export class ExtendedProtocol {
   describe(kind: number, name: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     const s = this.s;
     const b = s.backends;
-    if (this.awaitEarlier()) return this.awaitParse();
+    if (this.awaitEarlier()) return this.awaitAnswers();
     const stmt = kind === STATEMENT ? this.stmts.get(name) : undefined;
-    if (kind === STATEMENT && !stmt && this.closeUnanswered(name)) return this.awaitParse();
-    if (this.parseInDoubt(stmt)) return this.awaitParse();
+    if (kind === STATEMENT && !stmt && this.closeUnanswered(name)) return this.awaitAnswers();
+    if (this.parseInDoubt(stmt)) return this.awaitAnswers();
     const portal = kind === STATEMENT ? undefined : this.portals.get(name);
     // (A statement for both nodes too: the primary's link, but in a read-only transaction on the
     // read node alone that node's — the primary has no part in it, taking it would draw it in.)
@@ -1643,7 +1676,7 @@ export class ExtendedProtocol {
       // there first); not a node with no part in the client's transaction (see below).
       link = (!stmt.both && b.list.find((l) => l !== undefined && this.parsedOn(stmt, l) && !this.outside(l, p))) || p;
       if (!b.gate(link)) return s.wait('replies');
-      if (this.abortUnknown(stmt, link)) return this.awaitParse();
+      if (this.abortUnknown(stmt, link)) return this.awaitAnswers();
       if (this.describedInAborted(stmt, link)) return DROP;
       this.ensureParsed(stmt, link);
       b.inPipeline(link);
@@ -1665,7 +1698,7 @@ export class ExtendedProtocol {
       if (kind !== STATEMENT && name === '') link = this.failedQueryPortal() ?? link;
     }
     if (!b.gate(link)) return s.wait('replies');
-    if (stmt && this.abortUnknown(stmt, link)) return this.awaitParse();
+    if (stmt && this.abortUnknown(stmt, link)) return this.awaitAnswers();
     if (stmt && this.describedInAborted(stmt, link)) return DROP;
     // An unnamed statement a Query dropped there since is parsed again.
     if (stmt) this.ensureParsed(stmt, link);
@@ -1797,6 +1830,7 @@ export class ExtendedProtocol {
     const target = home ?? (portalName === '' ? this.failedQueryPortal() : undefined) ?? p;
     if (!b.gate(target)) return s.wait('replies');
     const st = portal?.stmt;
+    if (st?.cls.tx !== undefined) this.pipelineTxCommand = true;
     if (portal !== undefined && st !== undefined && !s.routing.inTransaction) {
       if (this.executedOn.length > 0 && !this.pipelineTx && !this.executedOn.includes(target.nodeId)) {
         const refused = this.refusedInPipeline(st, target);
@@ -1896,7 +1930,7 @@ export class ExtendedProtocol {
   close(kind: number, name: string, buf: Buffer, start: number, end: number): Verdict<BackendLink> {
     const s = this.s;
     const b = s.backends;
-    if (this.awaitEarlier()) return this.awaitParse();
+    if (this.awaitEarlier()) return this.awaitAnswers();
     const map: Map<string, Stmt | Portal> = kind === STATEMENT ? this.stmts : this.portals;
     const p = s.unitLink();
     if (p === SUSPEND) return p;
@@ -2026,6 +2060,8 @@ export class ExtendedProtocol {
     s.routing.pipelineWrote = false;
     this.executedOn.length = 0;
     this.pipelineTx = false;
+    const answered = this.pipelineTxCommand ? this.txCommandSync() : undefined;
+    this.pipelineTxCommand = false;
     const outcomes = this.outcomes.take();
     const copiedRuns = this.copiedRuns;
     this.copiedRuns = undefined;
@@ -2048,7 +2084,8 @@ export class ExtendedProtocol {
       const e: LinkExpectation = {
         kind: 'sync',
         mode: 'forward',
-        done: (x, at) =>
+        done: (x, at) => {
+          answered?.();
           this.pipelineDone(
             outcomes,
             x.status ?? TxStatus.Idle,
@@ -2057,7 +2094,8 @@ export class ExtendedProtocol {
             restore,
             x.afterError === true ? [at] : NO_LINKS,
             NO_LINKS,
-          ),
+          );
+        },
         resend: this.route.resendable(l) ? resendSync(b) : undefined,
         reportAsAfterError: withdrawn,
       };
@@ -2087,6 +2125,7 @@ export class ExtendedProtocol {
             if (x.afterError === true) (failed ??= []).push(l);
             if (ended || !merged.complete) return;
             ended = true;
+            answered?.();
             this.pipelineDone(outcomes, merged.status, undefined, sync, restore, failed ?? NO_LINKS, members);
             if (copiedRuns !== undefined) this.copiesRanAlone(copiedRuns);
             if (mirror !== undefined) this.mirrorFailed(mirror, merged, outcomes);

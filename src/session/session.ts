@@ -1016,6 +1016,8 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       this.cancelQueued = false;
       if (CANCELLABLE[type] === 1) return this.cancelledWhileQueued(type);
     }
+    // An earlier pipeline ran BEGIN, COMMIT…: where this message goes depends on its answer.
+    if (type !== FE.Terminate && this.extended.awaitsTransactionCommand()) return this.extended.awaitAnswers();
     const b = this.backends;
     // Only a read node's connection is held (an autocommit read): anything but another such
     // read waits until it has answered; then it goes back, and the message takes links anew.

@@ -2117,3 +2117,68 @@ describe("pgrelay's abort of the transaction on another node after an error", ()
     ]);
   });
 });
+
+describe('the next pipeline sent before the answer to one that ran BEGIN', () => {
+  // Each script runs twice: the second time the session's connections come from pgrelay's
+  // cache at once (a session ended by DISCARD ALL leaves them as they were), so that the next
+  // pipeline reaches pgrelay before the first is answered.
+  const after = [simple('ROLLBACK'), simple('DISCARD ALL')];
+  it('reads what the transaction wrote: BEGIN and an INSERT in one pipeline, a read of the row in the next', async () => {
+    const script = [
+      batch(parseMessage('s1', 'BEGIN'), syncMessage()),
+      batch(
+        bindMessage('', 's1'),
+        executeMessage(''),
+        parseMessage('', `INSERT INTO ${table} VALUES (99, 'tx')`),
+        bindMessage('', ''),
+        executeMessage(''),
+        syncMessage(),
+        parseMessage('', `SELECT count(*) FROM ${table} WHERE a = 99`),
+        bindMessage('', ''),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      ...after,
+    ];
+    for (let i = 0; i < 2; i++) await conforms(script, true);
+  });
+
+  it('gets 25P02 after a write that failed in that transaction: BEGIN and a failing INSERT in one pipeline, a read in the next', async () => {
+    const script = [
+      batch(parseMessage('s1', 'BEGIN'), syncMessage()),
+      batch(
+        bindMessage('', 's1'),
+        executeMessage(''),
+        parseMessage('', `INSERT INTO ${table} VALUES ('x')`),
+        bindMessage('', ''),
+        executeMessage(''),
+        syncMessage(),
+        parseMessage('', 'SELECT 1'),
+        bindMessage('', ''),
+        executeMessage(''),
+        syncMessage(),
+      ),
+      ...after,
+    ];
+    for (let i = 0; i < 2; i++) await conforms(script, true);
+  });
+
+  it('runs outside a transaction when an error before the BEGIN skipped it: the copy of that BEGIN on the load-balance node is rolled back first', async () => {
+    const begun = [
+      batch(parseMessage('s1', 'BEGIN'), syncMessage()),
+      // pool_mode = transaction: a prepared statement in SQL pins the session to its connections.
+      simple('PREPARE q AS SELECT 7'),
+    ];
+    // The Parse of a name taken fails (42P05): the primary skips the BEGIN bound and run after it.
+    const failed = [
+      parseMessage('s1', 'PREPARE q2 AS SELECT 2'),
+      bindMessage('p1', 's1'),
+      executeMessage('p1'),
+      syncMessage(),
+    ];
+    for (let i = 0; i < 2; i++) {
+      await conforms([...begun, batch(...failed, parseMessage('s2', 'SELECT 1'), syncMessage()), ...after], true);
+      await conforms([...begun, { send: [...failed, queryMessage('SELECT 1')], readies: 2 }, ...after], true);
+    }
+  });
+});
