@@ -15,6 +15,12 @@
  *   pgbouncer               /usr/sbin/pgbouncer, session mode (prepared mode works)
  *   pgbouncer-tx            /usr/sbin/pgbouncer, transaction mode, default_pool_size = PROFILE_POOL_SIZE
  *   pipe                    the 10-line Node byte pipe (bench/run.mjs's), the floor
+ *   txpipeK                 (K = 1, 2, 4, …) a bare transaction-pooling relay: PROFILE_POOL_SIZE server
+ *                           connections, trust start-up, simple-protocol Queries only (`-M simple`),
+ *                           each one sent to a connection with fewer than K Queries in flight
+ *                           (K > 1: several clients' autocommit Queries pipelined on one connection,
+ *                           which no pooler does), else queued: the floor of a Node pooler, and
+ *                           what pipelining could buy (PERF-NOTES.md)
  *
  * Every round runs each mode through every target in turn (order reversed every other
  * round), `pgbench -n -S -M MODE -c CLIENTS -j 2 -T DURATION` (`-R RATE` if set). CPU
@@ -171,6 +177,82 @@ net.createServer({ noDelay: true }, (c) => {
 process.on('SIGTERM', () => process.exit(0));
 `;
 
+// A bare transaction-pooling relay for `pgbench -S -M simple` (no parsing beyond framing, no
+// routing, no error handling): argv port, server port, pool size, K = Queries in flight per
+// server connection.
+const TXPIPE_JS = `
+const net = require('node:net');
+const [port, bport, size, K] = process.argv.slice(2).map(Number);
+const servers = [], waiting = [];
+let params = null;
+const frames = (sock, onFrame, onChunkEnd) => {
+  let held = null;
+  sock.on('data', (d) => {
+    const b = held ? Buffer.concat([held, d]) : d;
+    let off = 0;
+    while (b.length - off >= 5 && b.length - off >= 1 + b.readInt32BE(off + 1)) {
+      const end = off + 1 + b.readInt32BE(off + 1);
+      onFrame(b, off, end);
+      off = end;
+    }
+    onChunkEnd?.(b, off);
+    held = off < b.length ? b.subarray(off) : null;
+  });
+};
+const send = (srv, c, q) => { srv.inflight.push(c); srv.sock.write(q); };
+const openServer = () => new Promise((resolve) => {
+  const sock = net.connect({ host: '127.0.0.1', port: bport, noDelay: true });
+  const srv = { sock, inflight: [], ready: false }, ps = [];
+  let from = -1;
+  const body = Buffer.from('\\0\\x03\\0\\0user\\0postgres\\0database\\0postgres\\0\\0', 'latin1');
+  const start = Buffer.alloc(4); start.writeInt32BE(4 + body.length);
+  sock.write(Buffer.concat([start, body]));
+  frames(sock, (b, off, end) => {
+    if (!srv.ready) {
+      if (b[off] === 0x53) ps.push(Buffer.from(b.subarray(off, end)));
+      if (b[off] === 0x5a) { srv.ready = true; params ??= Buffer.concat(ps); resolve(srv); }
+      return;
+    }
+    // A reply goes to the client whose Query is first in flight, in one write per read;
+    // ReadyForQuery ends it.
+    if (from < 0) from = off;
+    if (b[off] === 0x5a) {
+      srv.inflight.shift().write(b.subarray(from, end));
+      from = -1;
+      while (waiting.length && srv.inflight.length < K) send(srv, ...waiting.shift());
+    }
+  }, (b, off) => {
+    if (from >= 0 && from < off) srv.inflight[0].write(b.subarray(from, off));
+    from = -1;
+  });
+});
+const dispatch = (c, q) => {
+  let best = null;
+  if (!waiting.length) for (const srv of servers) if (srv.inflight.length < K && (!best || srv.inflight.length < best.inflight.length)) best = srv;
+  if (best) send(best, c, q); else waiting.push([c, q]);
+};
+(async () => {
+  for (let i = 0; i < size; i++) servers.push(await openServer());
+  const hello = Buffer.concat([Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0]), params,
+    Buffer.from([0x4b, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0x5a, 0, 0, 0, 5, 0x49])]);
+  net.createServer({ noDelay: true }, (c) => {
+    c.on('error', () => {});
+    let held = null;
+    c.once('data', function startUp(d) {
+      held = held ? Buffer.concat([held, d]) : d;
+      if (held.length < 8 || held.length < held.readInt32BE(0)) return c.once('data', startUp);
+      const code = held.readInt32BE(4), rest = held.subarray(held.readInt32BE(0));
+      held = null;
+      if (code === 80877103) { c.write('N'); return c.once('data', startUp); }
+      c.write(hello);
+      frames(c, (b, off, end) => { if (b[off] === 0x51) dispatch(c, b.subarray(off, end)); else if (b[off] === 0x58) c.end(); });
+      if (rest.length) c.emit('data', rest);
+    });
+  }).listen(port, '127.0.0.1');
+})();
+process.on('SIGTERM', () => process.exit(0));
+`;
+
 async function startTarget(spec) {
   const eq = spec.indexOf('=');
   const [name, rest] = eq < 0 ? [spec, undefined] : [spec.slice(0, eq), spec.slice(eq + 1)];
@@ -216,6 +298,14 @@ async function startTarget(spec) {
     const js = path.join(tmp, 'pipe.cjs');
     fs.writeFileSync(js, PIPE_JS);
     child = spawn(process.execPath, [...perfArgs, js, String(port), String(nodes[0])], { stdio: 'ignore' });
+  } else if (/^txpipe\d+$/.test(name)) {
+    if (MODES.some((m) => m !== 'simple')) throw new Error(`${name}: simple protocol only (PROFILE_MODES=simple)`);
+    const js = path.join(tmp, 'txpipe.cjs');
+    fs.writeFileSync(js, TXPIPE_JS);
+    const depth = name.slice('txpipe'.length);
+    child = spawn(process.execPath, [...perfArgs, js, String(port), String(nodes[0]), String(POOL_SIZE), depth], {
+      stdio: 'ignore',
+    });
   } else {
     const [cli, ...flags] = rest.split(':');
     const lb = flags.includes('lb');
