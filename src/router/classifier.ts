@@ -187,6 +187,12 @@ export interface Classification {
   multiBegins: boolean;
   /** Contains a statement that ends a transaction (COMMIT, ROLLBACK, PREPARE TRANSACTION) among several. */
   multiEnds?: boolean;
+  /**
+   * Contains SAVEPOINT, RELEASE or ROLLBACK TO among several statements: run on the primary
+   * alone, inside a transaction the load-balance node shares, it leaves that node's copy of
+   * the transaction with other savepoints than the primary's.
+   */
+  multiSavepoints?: boolean;
   /** Contains DEALLOCATE ALL among several statements: which one (1 = the first statement) is the first such. */
   multiDeallocatesAll?: number;
   /** A block comment reads NO LOAD BALANCE (pgrelay hint, forces the primary for an EITHER statement). */
@@ -1826,6 +1832,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
   let count = 0;
   let multiBegins = false;
   let multiEnds = false;
+  let multiSavepoints = false;
   let multiDeallocatesAll = 0;
   let multiWrite = false;
   let s = 0;
@@ -1852,6 +1859,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
       if (b.parseError !== undefined && builder !== b) builder = b; // any invalid part makes the whole text invalid
       if (b.tx === 'begin') multiBegins = true;
       else if (b.tx === 'commit' || b.tx === 'rollback' || b.tx === 'prepare_transaction') multiEnds = true;
+      else if (b.tx === 'savepoint' || b.tx === 'release' || b.tx === 'rollback_to') multiSavepoints = true;
       else if (b.kind === 'deallocate' && b.dest === 'both' && multiDeallocatesAll === 0) multiDeallocatesAll = count;
       // A read calling functions counts as a write here: the whole text goes to the primary anyway and
       // no volatility lookup is made for it.
@@ -1905,6 +1913,7 @@ export function classifyUncached(sql: string, opts: ClassifyOptions): Classifica
     );
     c.multiBegins = multiBegins;
     if (multiEnds) c.multiEnds = true;
+    if (multiSavepoints) c.multiSavepoints = true;
     if (multiDeallocatesAll > 0) c.multiDeallocatesAll = multiDeallocatesAll;
     c.writtenTables = written ?? EMPTY;
     c.createsTemp = temps ?? EMPTY;

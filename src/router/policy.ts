@@ -636,6 +636,12 @@ export function afterStatement(
       state.txPrimaryAlone = true;
   }
 
+  // pgrelay: a savepoint command among several statements ran on the primary alone inside a
+  // transaction the standby shared: their savepoints differ now (a ROLLBACK TO of it there
+  // would fail, 3B001), so the rest of the transaction is the primary's (the session rolls
+  // back the standby's copy). Failed or not: the SAVEPOINT may have run before the error.
+  if (cls.statementCount > 1 && cls.multiSavepoints === true && wasInTx && nowInTx) state.txPrimaryAlone = true;
+
   const ended = (wasInTx && !nowInTx) || (outcome.ok && (cls.tx === 'commit' || cls.tx === 'rollback'));
   if (ended) {
     if (clearsWriting) state.writing = false;

@@ -76,6 +76,31 @@ export class BothNodes {
       this.rollbackStray(l, 'a transaction the primary skipped was begun on the load-balance node: rolled back');
   }
 
+  /**
+   * A multi-statement Query with SAVEPOINT, RELEASE or ROLLBACK TO ran on the primary alone
+   * inside the transaction (the rest of it is the primary's: policy.ts): the other nodes'
+   * copies of the transaction, whose savepoints are not the primary's now, are rolled back.
+   * What the transaction SET there is undone, not as the session's will be: the session's
+   * reads go to the primary until DISCARD ALL (StatementRouting.settingsDiverged).
+   */
+  savepointsOnPrimaryAlone(): void {
+    const s = this.s;
+    const b = s.backends;
+    for (const l of b.list) {
+      if (l === undefined || l === b.primary || l.txStatus === TxStatus.Idle) continue;
+      if (s.settings.blockChangesSettings)
+        this.route.settingsDiverged(
+          l,
+          {},
+          "a savepoint command among several statements ran on the primary alone: the load-balance node's copy of the transaction and its SETs are rolled back",
+        );
+      this.rollbackStray(
+        l,
+        "a savepoint command among several statements ran on the primary alone: the load-balance node's copy of the transaction is rolled back",
+      );
+    }
+  }
+
   /** Roll back `l`'s transaction (not the primary's, nor one idle, nor into a pipeline the client began there since). */
   private rollbackStray(l: BackendLink, why: string): void {
     const b = this.s.backends;

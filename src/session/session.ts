@@ -1258,6 +1258,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     // nothing of the session's state to update.
     if (this.closed) return;
     const status = e.status ?? TxStatus.Idle;
+    const wasInTx = this.routing.inTransaction;
     // Outside a transaction now, or in one the Query began after ending the last (COMMIT;
     // BEGIN): the portals bound before the Query ended with the last one.
     if (status === TxStatus.Idle || (cls.multiEnds === true && !e.error)) this.extended.transactionEndedAt(mark);
@@ -1278,6 +1279,9 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
     // txStatusIs did it. Failed: it may have failed before its COMMIT, and goes on failed.)
     if (cls.multiEnds === true && link === this.backends.primary && status === TxStatus.InTransaction)
       this.backends.endTransactionElsewhere(true);
+    // SAVEPOINT…; … in one Query, in the transaction: the rest of it is the primary's, failed or not.
+    else if (cls.multiSavepoints === true && wasInTx && status !== TxStatus.Idle && link === this.backends.primary)
+      this.both.savepointsOnPrimaryAlone();
     else if (status === TxStatus.Failed) this.both.transactionFailedOn(link);
   }
 

@@ -2182,3 +2182,37 @@ describe('the next pipeline sent before the answer to one that ran BEGIN', () =>
     }
   });
 });
+
+describe('a multi-statement Query with a savepoint command in a transaction (run on the primary alone)', () => {
+  it('ROLLBACK TO and RELEASE of its savepoint work, and what follows sees the transaction as the primary has it', async () => {
+    await conforms(
+      [
+        simple('BEGIN'),
+        simple(`SAVEPOINT sp; SET TimeZone = 'Asia/Tokyo'`),
+        simple('ROLLBACK TO sp'),
+        simple('SHOW TimeZone'),
+        simple(`SAVEPOINT sp2; INSERT INTO ${table} VALUES (98, 'sp')`),
+        simple(`SELECT count(*) FROM ${table} WHERE a = 98`),
+        simple('ROLLBACK TO sp2'),
+        simple(`SELECT count(*) FROM ${table} WHERE a = 98`),
+        simple('RELEASE sp'),
+        simple('COMMIT'),
+        simple('SHOW TimeZone'),
+      ],
+      true,
+    );
+  });
+
+  it('one that fails after its SAVEPOINT: ROLLBACK TO recovers the transaction', async () => {
+    await conforms([
+      simple('BEGIN'),
+      simple(`SET application_name = 'before'`),
+      simple('SAVEPOINT sp; SELECT 1/0'),
+      simple('ROLLBACK TO sp'),
+      simple('SELECT 1'),
+      simple('SHOW application_name'),
+      simple('ROLLBACK'),
+      simple('SHOW application_name'),
+    ]);
+  });
+});

@@ -475,6 +475,10 @@ describe('unparseable input and multi-statement', () => {
     expect(c('END; START TRANSACTION').multiEnds).toBe(true);
     expect(c("SELECT 1; PREPARE TRANSACTION 'x'").multiEnds).toBe(true);
     expect(c('SAVEPOINT a; ROLLBACK TO a').multiEnds).toBeUndefined();
+    expect(c('SAVEPOINT a; ROLLBACK TO a').multiSavepoints).toBe(true);
+    expect(c('SELECT 1; RELEASE SAVEPOINT a').multiSavepoints).toBe(true);
+    expect(c('SELECT 1; SELECT 2').multiSavepoints).toBeUndefined();
+    expect(c('SAVEPOINT a').multiSavepoints).toBeUndefined();
     expect(c('DEALLOCATE ALL; SELECT 1').multiDeallocatesAll).toBe(1);
     expect(c('SELECT 1; DEALLOCATE PREPARE ALL; DEALLOCATE ALL').multiDeallocatesAll).toBe(2);
     expect(c('DEALLOCATE s1; SELECT 1').multiDeallocatesAll).toBeUndefined();

@@ -592,6 +592,26 @@ describe('transactions (pgpool disable_load_balance_on_write (pool_at_command_su
     expect(a.state.txPrimaryAlone).toBe(false);
     expect(a.target('SAVEPOINT y')).toBe('both');
   });
+  it("a savepoint command among several statements in a transaction: the rest of it is the primary's (the standby's savepoints differ)", () => {
+    const a = new Session(cfg());
+    a.run('BEGIN');
+    expect(a.target('SELECT 1')).toBe('standby');
+    expect(a.target("SAVEPOINT sp; SET TimeZone = 'UTC'")).toBe('primary');
+    expect(a.state.txPrimaryAlone).toBe(true);
+    expect(a.target('ROLLBACK TO sp')).toBe('primary');
+    expect(a.target('SELECT 1')).toBe('primary');
+    expect(a.target('COMMIT')).toBe('primary');
+    expect(a.state.txPrimaryAlone).toBe(false);
+    // Failed after its SAVEPOINT: the same.
+    a.run('BEGIN');
+    a.run('SAVEPOINT sp; SELECT 1/0', { fail: true });
+    expect(a.state.txPrimaryAlone).toBe(true);
+    expect(a.target('ROLLBACK TO sp')).toBe('primary');
+    // Outside a transaction block it changes nothing.
+    a.run('ROLLBACK');
+    a.run('SELECT 1; RELEASE sp', { fail: true });
+    expect(a.state.txPrimaryAlone).toBe(false);
+  });
   it("COMMIT AND CHAIN of a transaction begun by a multi-statement query: the next transaction is the primary's alone too", () => {
     const a = new Session(cfg());
     expect(a.target('SELECT 1; BEGIN')).toBe('primary');
