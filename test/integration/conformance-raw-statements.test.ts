@@ -2123,17 +2123,18 @@ describe('the next pipeline sent before the answer to one that ran BEGIN', () =>
   // cache at once (a session ended by DISCARD ALL leaves them as they were), so that the next
   // pipeline reaches pgrelay before the first is answered.
   const after = [simple('ROLLBACK'), simple('DISCARD ALL')];
-  it('reads what the transaction wrote: BEGIN and an INSERT in one pipeline, a read of the row in the next', async () => {
+  /** A prepared BEGIN run, then `write`, in one pipeline; `read` in the next, sent with it. */
+  const beginWriteRead = async (write: string, read: string): Promise<void> => {
     const script = [
       batch(parseMessage('s1', 'BEGIN'), syncMessage()),
       batch(
         bindMessage('', 's1'),
         executeMessage(''),
-        parseMessage('', `INSERT INTO ${table} VALUES (99, 'tx')`),
+        parseMessage('', write),
         bindMessage('', ''),
         executeMessage(''),
         syncMessage(),
-        parseMessage('', `SELECT count(*) FROM ${table} WHERE a = 99`),
+        parseMessage('', read),
         bindMessage('', ''),
         executeMessage(''),
         syncMessage(),
@@ -2141,26 +2142,13 @@ describe('the next pipeline sent before the answer to one that ran BEGIN', () =>
       ...after,
     ];
     for (let i = 0; i < 2; i++) await conforms(script, true);
+  };
+  it('reads what the transaction wrote: BEGIN and an INSERT in one pipeline, a read of the row in the next', async () => {
+    await beginWriteRead(`INSERT INTO ${table} VALUES (99, 'tx')`, `SELECT count(*) FROM ${table} WHERE a = 99`);
   });
 
   it('gets 25P02 after a write that failed in that transaction: BEGIN and a failing INSERT in one pipeline, a read in the next', async () => {
-    const script = [
-      batch(parseMessage('s1', 'BEGIN'), syncMessage()),
-      batch(
-        bindMessage('', 's1'),
-        executeMessage(''),
-        parseMessage('', `INSERT INTO ${table} VALUES ('x')`),
-        bindMessage('', ''),
-        executeMessage(''),
-        syncMessage(),
-        parseMessage('', 'SELECT 1'),
-        bindMessage('', ''),
-        executeMessage(''),
-        syncMessage(),
-      ),
-      ...after,
-    ];
-    for (let i = 0; i < 2; i++) await conforms(script, true);
+    await beginWriteRead(`INSERT INTO ${table} VALUES ('x')`, 'SELECT 1');
   });
 
   it('runs outside a transaction when an error before the BEGIN skipped it: the copy of that BEGIN on the load-balance node is rolled back first', async () => {
