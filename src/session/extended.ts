@@ -652,7 +652,16 @@ export class ExtendedProtocol {
     if (!b.gate(link)) return s.wait('replies');
     const taken = this.stmts.get(name);
     if (taken?.unconfirmed === true && this.awaitsParse(taken)) return this.awaitAnswers();
-    if (taken !== undefined) return this.parseExisting(name, body, link);
+    if (taken !== undefined) {
+      // Outside a transaction block, in a pipeline the primary takes part in (SET LOCAL, a
+      // BEGIN, a write ran there): refused on the primary, so that the error rolls back the
+      // primary's part of the pipeline as PostgreSQL rolls back all of it (see parseTaken).
+      const p = b.primary;
+      if (p === undefined || p === link || !p.inPipeline || s.routing.inTransaction)
+        return this.parseExisting(name, body, link);
+      if (!b.gate(p)) return s.wait('replies');
+      return this.parseExisting(name, body, p);
+    }
     const named = s.ctx.statementNames.entryFor(this.statementKey(body));
     // A Parse pgrelay would answer itself, in a transaction block, behind a pipeline not
     // answered yet: an error there may have aborted the transaction (the server would then

@@ -312,6 +312,42 @@ describe('a Parse of a name already taken', () => {
     ]);
   });
 
+  it('of a read, in a pipeline that wrote on the primary: its 42P05 rolls the write back, as directly', async () => {
+    await conforms([
+      batch(parseMessage('s1', read), syncMessage()),
+      batch(
+        parseMessage('', `INSERT INTO ${table} VALUES (502, 'w')`),
+        bindMessage('', ''),
+        executeMessage(''),
+        parseMessage('s1', 'SELECT 2'),
+        syncMessage(),
+      ),
+      simple(`/*NO LOAD BALANCE*/ SELECT count(*) FROM ${table} WHERE a = 502`),
+      simple(`DELETE FROM ${table} WHERE a = 502`),
+    ]);
+  });
+
+  it('of a read, in a pipeline that ran SET LOCAL and BEGIN: its 42P05 aborts the transaction, which undoes the SET LOCAL (nothing reported)', async () => {
+    await conforms(
+      [
+        batch(parseMessage('s2', `SET LOCAL TimeZone = 'Europe/Paris'`), syncMessage()),
+        batch(
+          parseMessage('', `SET LOCAL TimeZone = 'Europe/Paris'`),
+          bindMessage('', ''),
+          executeMessage(''),
+          parseMessage('s1', 'BEGIN'),
+          bindMessage('', 's1'),
+          executeMessage(''),
+          parseMessage('s2', 'SELECT $1::int + 1'),
+          syncMessage(),
+        ),
+        simple('SHOW TimeZone'),
+        simple('ROLLBACK'),
+      ],
+      true,
+    );
+  });
+
   it('a Bind into a named portal of a read on the standby, in a pipeline that wrote on the primary since: its 42P03 rolls the write back, as directly', async () => {
     await conforms([
       batch(
