@@ -136,6 +136,11 @@ interface Portal {
    * has `before` (a Bind pipelined behind it took this one for the portal it replaced).
    */
   undone?: { before: Portal | undefined };
+  /**
+   * The server no longer has it, the client does: a copy of a Bind for both nodes into its
+   * name ran on its node where the primary skipped its own Bind (an error before it there).
+   */
+  gone?: boolean;
 }
 
 /**
@@ -1385,7 +1390,15 @@ export class ExtendedProtocol {
       if (!bind) return s.protocolViolation('invalid Bind message');
       for (const second of seconds) {
         this.ensureParsed(st, second, true, true);
-        this.mirrored(second, { kind: 'bind', mode: 'drop', skippable: true }, bind);
+        // The copy replaces what the node has under the name, a portal of the client's there:
+        // gone if the primary skips its own Bind (the client keeps that portal then).
+        const replaced = taken !== undefined && !taken.both && taken.nodes[0] === second.nodeId ? taken : undefined;
+        const e: LinkExpectation = { kind: 'bind', mode: 'drop', skippable: true };
+        if (replaced !== undefined)
+          e.done = (x) => {
+            if (x.error === undefined) replaced.gone = true;
+          };
+        this.mirrored(second, e, bind);
       }
       b.inPipeline(p);
       const nodes = [p.nodeId, ...seconds.map((l) => l.nodeId)];
@@ -1784,12 +1797,13 @@ export class ExtendedProtocol {
   /**
    * In the client's aborted transaction, a portal on a node whose transaction ended without
    * the primary's (a copy of COMMIT or ROLLBACK ran there where the primary skipped its own:
-   * BothNodes.endedWithoutPrimary): the server dropped it with that transaction, the client
-   * still has it. pgrelay answers its Describe and Execute as PostgreSQL does in an aborted
-   * transaction.
+   * BothNodes.endedWithoutPrimary), or that a copy of a Bind replaced there (Portal.gone):
+   * the server dropped it, the client still has it. pgrelay answers its Describe and Execute
+   * as PostgreSQL does in an aborted transaction.
    */
   private lostWithTransaction(portal: Portal, p: BackendLink): boolean {
     if (portal.both || !this.s.routing.failed) return false;
+    if (portal.gone === true) return true;
     const l = this.s.backends.get(portal.nodes[0]);
     return l !== undefined && this.outside(l, p);
   }

@@ -2240,3 +2240,20 @@ describe('a multi-statement Query with a savepoint command in a transaction (run
     ]);
   });
 });
+
+describe('a copy of a Bind for both nodes that ran on the standby where the primary skipped the Bind', () => {
+  it("replaced the client's unnamed portal of a read there: its Execute in the aborted transaction gets 25P02, its Describe too", async () => {
+    await conforms([
+      batch(parseMessage('s1', `SET TimeZone = 'UTC'`), syncMessage()),
+      simple('BEGIN READ ONLY'),
+      // A read in the transaction: its portal on the standby.
+      batch(parseMessage('', `SELECT count(*) FROM ${table}`), bindMessage('', ''), syncMessage()),
+      // The Parse of a taken name fails (42P05) on the primary, which skips the Bind of the
+      // statement for both nodes and the Close behind it; their copies run on the standby.
+      batch(parseMessage('s1', 'RESET TimeZone'), bindMessage('', 's1'), closeMessage('P', ''), syncMessage()),
+      batch(executeMessage(''), syncMessage()),
+      batch(describeMessage('P', ''), syncMessage()),
+      simple('ROLLBACK'),
+    ]);
+  });
+});
