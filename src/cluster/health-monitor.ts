@@ -58,25 +58,34 @@ export class HealthMonitor {
 
   /**
    * The loop of one node: a check every health_check_period. A down node's turn counts
-   * as skipped; while no primary is known it is asked whether it is one (see reclaim).
+   * as skipped; while no primary is known it is asked whether it is one (see reclaim),
+   * every second when health checks are off.
    */
   async loop(id: number): Promise<void> {
     while (!this.tasks.stopped) {
       const hc = this.access.healthConfig(id);
       const n = this.nodes.get(id);
       if (hc.period <= 0 || !n || n.status === 'unused') {
+        // Health checks off (pgpool's default): a down node is still asked, while no primary
+        // is known, whether it is one — a primary marked down after a backend error (a crash
+        // restarts every session) with no live node left would otherwise stay down for good.
+        if (n?.status === 'down') await this.reclaimLogged(id);
         await this.tasks.sleep(1000);
         continue;
       }
       const t0 = Date.now();
       if (n.status === 'down') {
         this.stats[id]?.skipped();
-        await this.reclaim(id).catch((e: unknown) =>
-          this.log.error({ node: id, err: (e as Error).message }, 'taking a down node back failed'),
-        );
+        await this.reclaimLogged(id);
       } else await this.check(id, 'health check').catch(() => undefined);
       await this.tasks.sleep(Math.max(0, hc.period * 1000 - (Date.now() - t0)));
     }
+  }
+
+  private reclaimLogged(id: number): Promise<void> {
+    return this.reclaim(id).catch((e: unknown) =>
+      this.log.error({ node: id, err: (e as Error).message }, 'taking a down node back failed'),
+    );
   }
 
   /**

@@ -168,6 +168,49 @@ describe('a primary that stalls is taken back (own DevCluster)', () => {
     );
     console.log(`[availability] restarted pgrelay took the primary back in ${Date.now() - t0} ms`);
     await proxy.waitForLog(/answers as the primary and no other primary is known: taking it back/);
+    await proxy.stop();
+    proxy = undefined;
+  });
+
+  it('health checks off (the default), no standby up: a primary that restarts after a backend crashed is taken back once it accepts sessions', {
+    timeout: 90_000,
+  }, async () => {
+    proxy = await startProxy({
+      cluster,
+      config: {
+        ...config(logdir, await freePort()),
+        health_check_period: 0,
+        search_primary_node_timeout: 30,
+        admin_users: 'postgres',
+      },
+    });
+    await waitForJson(proxy, (l) => l.msg === 'primary node found' && l.node === 0, 15_000, 'primary found');
+    const c = new pg.Client({ host: '127.0.0.1', port: proxy.port, user: 'postgres', database: 'postgres' });
+    c.on('error', () => undefined);
+    await c.connect();
+    try {
+      // The standby out of the way (an operator's detach: never taken back by itself).
+      await c.query('PGPOOL DETACH NODE 1');
+      const pid = Number((await c.query('/*NO LOAD BALANCE*/ SELECT pg_backend_pid() AS pid')).rows[0]?.pid);
+      expect(pid).toBeGreaterThan(0);
+      // A backend killed: the postmaster ends every session and runs crash recovery.
+      process.kill(pid, 'SIGKILL');
+      await expect(c.query('SELECT 1')).rejects.toThrow();
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+    await waitForJson(
+      proxy,
+      (l) => l.msg === 'node status changed' && l.node === 0 && l.to === 'down',
+      30_000,
+      'node 0 marked down',
+    );
+    await pollUntil(
+      () => loginWorks(proxy?.port ?? 0),
+      (ok) => ok,
+      { timeoutMs: 30_000, what: 'logins once the primary accepts sessions again' },
+    );
+    await proxy.waitForLog(/answers as the primary and no other primary is known: taking it back/);
   });
 });
 
