@@ -1381,7 +1381,12 @@ export class ExtendedProtocol {
       // The load-balance node(s) held now (every standby held with statement_level_load_balance),
       // the statement parsed there first if it is not (it was parsed while the session held none,
       // or on another connection).
-      const seconds = b.secondLinks(st.decision?.allStandbys === true, p);
+      // (None in a transaction the primary has alone, begun by a multi-statement Query: the
+      // other nodes have no part in it, policy.ts txPrimaryAlone.)
+      const seconds =
+        s.routing.inTransaction && s.routing.txPrimaryAlone
+          ? NO_LINKS
+          : b.secondLinks(st.decision?.allStandbys === true, p);
       if (!b.gate(p)) return s.wait('replies');
       if (this.abortUnknown(st, p)) return this.awaitAnswers();
       if (this.refusedInAborted(st, stmtName, p, buf, start, end)) return DROP;

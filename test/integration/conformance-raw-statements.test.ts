@@ -2257,3 +2257,15 @@ describe('a copy of a Bind for both nodes that ran on the standby where the prim
     ]);
   });
 });
+
+describe('a statement for both nodes, parsed before, bound in a transaction a multi-statement Query began (the primary has it alone)', () => {
+  it('SAVEPOINT twice: runs on the primary alone, not on a standby outside the transaction (25P01)', async () => {
+    await conforms([
+      batch(parseMessage('s1', 'SAVEPOINT sp'), syncMessage()),
+      simple(`BEGIN; SELECT count(*) FROM ${table}`),
+      batch(bindMessage('', 's1'), executeMessage(''), bindMessage('p1', 's1'), executeMessage('p1', 1), syncMessage()),
+      simple('ROLLBACK TO sp'),
+      simple('COMMIT'),
+    ]);
+  });
+});
