@@ -64,6 +64,16 @@ async function loginWorks(port: number): Promise<boolean> {
   }
 }
 
+/** pgrelay logs node 0 (the primary) marked down. */
+function primaryMarkedDown(proxy: ProxyHandle): Promise<unknown> {
+  return waitForJson(
+    proxy,
+    (l) => l.msg === 'node status changed' && l.node === 0 && l.to === 'down',
+    30_000,
+    'node 0 marked down',
+  );
+}
+
 async function ready(metricsPort: number): Promise<boolean> {
   try {
     const r = await fetch(`http://127.0.0.1:${metricsPort}/readyz`, { signal: AbortSignal.timeout(3000) });
@@ -111,12 +121,7 @@ describe('a primary that stalls is taken back (own DevCluster)', () => {
     expect(await loginWorks(proxy.port)).toBe(true);
 
     pauseNode(0);
-    await waitForJson(
-      proxy,
-      (l) => l.msg === 'node status changed' && l.node === 0 && l.to === 'down',
-      30_000,
-      'node 0 marked down',
-    );
+    await primaryMarkedDown(proxy);
     await pollUntil(
       () => ready(metricsPort),
       (r) => !r,
@@ -147,12 +152,7 @@ describe('a primary that stalls is taken back (own DevCluster)', () => {
     proxy = await startProxy({ cluster, config: config(logdir, metricsPort) });
     await waitForJson(proxy, (l) => l.msg === 'primary node found' && l.node === 0, 15_000, 'primary found');
     pauseNode(0);
-    await waitForJson(
-      proxy,
-      (l) => l.msg === 'node status changed' && l.node === 0 && l.to === 'down',
-      30_000,
-      'node 0 marked down',
-    );
+    await primaryMarkedDown(proxy);
     await proxy.stop();
     proxy = undefined;
     expect(fs.readFileSync(path.join(logdir, 'pgpool_status'), 'utf8').split('\n')[0]).toBe('down');
@@ -199,12 +199,7 @@ describe('a primary that stalls is taken back (own DevCluster)', () => {
     } finally {
       await c.end().catch(() => undefined);
     }
-    await waitForJson(
-      proxy,
-      (l) => l.msg === 'node status changed' && l.node === 0 && l.to === 'down',
-      30_000,
-      'node 0 marked down',
-    );
+    await primaryMarkedDown(proxy);
     await pollUntil(
       () => loginWorks(proxy?.port ?? 0),
       (ok) => ok,
