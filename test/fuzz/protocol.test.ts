@@ -365,6 +365,24 @@ async function recovered(seed: number, why: string): Promise<void> {
   }
   // (The standbys reconnect, and pgrelay's health checks see the node up again.)
   await new Promise((r) => setTimeout(r, 3000));
+  // Each pgrelay takes sessions again: one that does not is an outage of pgrelay's own, not
+  // PostgreSQL's (every later seed would fail at start-up): the run stops and says so.
+  for (const [mode, p] of Object.entries(proxies)) {
+    let last = '';
+    for (let i = 0; i < 30; i++) {
+      try {
+        const { raw } = await rawSession({ host: '127.0.0.1', port: p.port }, {});
+        raw.destroy();
+        last = '';
+        break;
+      } catch (e) {
+        last = (e as Error).message;
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+    if (last !== '')
+      throw new Error(`seed ${seed}: pgrelay (${mode}) refuses sessions 30 s after PostgreSQL recovered: ${last}`);
+  }
 }
 
 /** Drop steps, then single messages, while the script still differs on `port` (twice tried: timing). */
