@@ -16,6 +16,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { getCluster } from '../support/cluster.js';
 import { rawSession, xorshift32 } from '../support/conformance.js';
@@ -65,6 +66,11 @@ beforeAll(async () => {
         load_balance_mode: true,
         backend_weight0: 0,
         log_min_messages: 'warning',
+        // A standby failed over when PostgreSQL crashed comes back (see recovered): the seeds
+        // after a crash still read on the standbys.
+        sr_check_period: 1,
+        auto_failback: true,
+        auto_failback_interval: 1,
         ...extra,
       },
       env: env('TRACE') ? { PGRELAY_TRACE: '1' } : {},
@@ -365,8 +371,9 @@ async function recovered(seed: number, why: string): Promise<void> {
   }
   // (The standbys reconnect, and pgrelay's health checks see the node up again.)
   await new Promise((r) => setTimeout(r, 3000));
-  // Each pgrelay takes sessions again: one that does not is an outage of pgrelay's own, not
-  // PostgreSQL's (every later seed would fail at start-up): the run stops and says so.
+  // Each pgrelay takes sessions again, every node up (auto_failback): one that does not is an
+  // outage of pgrelay's own, not PostgreSQL's (every later seed would fail at start-up, or run
+  // without the standbys): the run stops and says so.
   for (const [mode, p] of Object.entries(proxies)) {
     let last = '';
     for (let i = 0; i < 30; i++) {
@@ -382,7 +389,33 @@ async function recovered(seed: number, why: string): Promise<void> {
     }
     if (last !== '')
       throw new Error(`seed ${seed}: pgrelay (${mode}) refuses sessions 30 s after PostgreSQL recovered: ${last}`);
+    const down = await nodesDown(p.port);
+    if (down.length > 0)
+      throw new Error(
+        `seed ${seed}: pgrelay (${mode}) has node ${down.join(', ')} down 30 s after PostgreSQL recovered`,
+      );
   }
+}
+
+/** The nodes SHOW pool_nodes says are down through the pgrelay on `port`, once none is (or after 30 s). */
+async function nodesDown(port: number): Promise<string[]> {
+  let down: string[] = [];
+  for (let i = 0; i < 30; i++) {
+    const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres', query_timeout: 5000 });
+    c.on('error', () => undefined);
+    try {
+      await c.connect();
+      const r = await c.query<{ node_id: string; status: string }>('SHOW pool_nodes');
+      down = r.rows.filter((n) => n.status === 'down').map((n) => n.node_id);
+    } catch (e) {
+      down = [`? (${(e as Error).message})`];
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+    if (down.length === 0) break;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  return down;
 }
 
 /** Drop steps, then single messages, while the script still differs on `port` (twice tried: timing). */
