@@ -658,12 +658,11 @@ export class ExtendedProtocol {
     const taken = this.stmts.get(name);
     if (taken?.unconfirmed === true && this.awaitsParse(taken)) return this.awaitAnswers();
     if (taken !== undefined) {
-      // Outside a transaction block, in a pipeline the primary takes part in (SET LOCAL, a
-      // BEGIN, a write ran there): refused on the primary, so that the error rolls back the
-      // primary's part of the pipeline as PostgreSQL rolls back all of it (see parseTaken).
+      // Where the primary takes part in what the error aborts (the pipeline's implicit
+      // transaction: SET LOCAL, a BEGIN, a write ran there; or the transaction block): refused
+      // on the primary, as PostgreSQL's one connection would (see parseTaken).
       const p = b.primary;
-      if (p === undefined || p === link || !p.inPipeline || s.routing.inTransaction)
-        return this.parseExisting(name, body, link);
+      if (p === undefined || p === link || !this.refusedOnPrimary(p)) return this.parseExisting(name, body, link);
       if (!b.gate(p)) return s.wait('replies');
       return this.parseExisting(name, body, p);
     }
@@ -1119,9 +1118,11 @@ export class ExtendedProtocol {
     if (link === SUSPEND) return link;
     // Outside a transaction block, in a pipeline the primary takes part in (a write ran there):
     // refused on the primary, the statement parsed there first, so that the error rolls back the
-    // primary's part of the pipeline as PostgreSQL rolls back all of it.
+    // primary's part of the pipeline as PostgreSQL rolls back all of it. In a transaction block
+    // the primary takes part in, the same: its own abort undoes what the transaction SET there
+    // and reports it before the ReadyForQuery, as PostgreSQL does (see refusedOnPrimary).
     const primary = b.primary;
-    if (!refused && primary !== undefined && primary !== link && primary.inPipeline && !s.routing.inTransaction) {
+    if (!refused && primary !== undefined && primary !== link && this.refusedOnPrimary(primary)) {
       if (!b.gate(primary)) return s.wait('replies');
       this.ensureParsed(old, primary);
       link = primary;
@@ -1212,6 +1213,16 @@ export class ExtendedProtocol {
 
   dropped(): void {
     if (this.dropsUnanswered > 0) this.dropsUnanswered--;
+  }
+
+  /**
+   * Is a Parse of a name the client has taken refused on the primary `p` rather than where the
+   * statement lives? When the primary takes part in what the error aborts: the pipeline's
+   * implicit transaction (a write, SET LOCAL or BEGIN ran there), or the transaction block.
+   */
+  private refusedOnPrimary(p: BackendLink): boolean {
+    const r = this.s.routing;
+    return r.inTransaction ? p.txStatus === TxStatus.InTransaction : p.inPipeline;
   }
 
   /**

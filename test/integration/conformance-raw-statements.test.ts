@@ -348,6 +348,19 @@ describe('a Parse of a name already taken', () => {
     );
   });
 
+  it('of a read parsed on the standby, in a transaction that SET LOCAL: its 42P05 aborts the transaction, whose undone setting is reported before the ReadyForQuery', async () => {
+    await conforms(
+      [
+        batch(parseMessage('s1', 'SELECT $1::int + 1'), syncMessage()),
+        simple('BEGIN'),
+        simple(`SET LOCAL TimeZone = 'Europe/Paris'`),
+        batch(parseMessage('s1', 'CLOSE h'), syncMessage()),
+        simple('ROLLBACK'),
+      ],
+      true,
+    );
+  });
+
   it('a Bind into a named portal of a read on the standby, in a pipeline that wrote on the primary since: its 42P03 rolls the write back, as directly', async () => {
     await conforms([
       batch(
