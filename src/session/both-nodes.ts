@@ -41,6 +41,8 @@ export class BothNodes {
     private readonly transactionEnded: () => void,
     /** A statement failed on `link`, leaving transaction status `status` (its failed unnamed portal may stay there). */
     private readonly queryFailed: (status: number, link: BackendLink | undefined, code: string | undefined) => void,
+    /** A Query ran on the primary without error: it replaced the client's unnamed portal (PostgreSQL runs it in that portal). */
+    private readonly unnamedPortalReplaced: () => void,
   ) {}
 
   /**
@@ -248,7 +250,10 @@ export class BothNodes {
     if (status === TxStatus.Idle) this.transactionEnded();
     // DEALLOCATE (ALL) / DISCARD ALL drop prepared statements on both nodes (DISCARD PLANS,
     // TEMP and SEQUENCES keep them).
-    if (!onPrimary.error) this.statementDone(cls);
+    if (!onPrimary.error) {
+      this.statementDone(cls);
+      if (cls.statementCount > 0) this.unnamedPortalReplaced();
+    }
     if (!ok)
       this.queryFailed(
         status,

@@ -2282,3 +2282,20 @@ describe('a statement for both nodes, parsed before, bound in a transaction a mu
     ]);
   });
 });
+
+describe('the unnamed portal, then a simple Query run on both nodes (RESET, SET…)', () => {
+  it('drops it: an Execute of it gets 34000 from the primary, whose abort of the transaction undoes the RESET and reports it before the ReadyForQuery', async () => {
+    await conforms(
+      [
+        simple(`SET TimeZone = 'Asia/Tokyo'`),
+        simple('BEGIN'),
+        batch(parseMessage('', 'SELECT g FROM generate_series(1, 300) g'), bindMessage('', ''), syncMessage()),
+        simple('RESET TimeZone'),
+        batch(parseMessage('s1', 'CLOSE h'), executeMessage('', 1), syncMessage()),
+        simple('ROLLBACK'),
+        simple('RESET TimeZone'),
+      ],
+      true,
+    );
+  });
+});
