@@ -41,8 +41,11 @@ export class BothNodes {
     private readonly transactionEnded: () => void,
     /** A statement failed on `link`, leaving transaction status `status` (its failed unnamed portal may stay there). */
     private readonly queryFailed: (status: number, link: BackendLink | undefined, code: string | undefined) => void,
-    /** A Query ran on the primary without error: it replaced the client's unnamed portal (PostgreSQL runs it in that portal). */
-    private readonly unnamedPortalReplaced: () => void,
+    /**
+     * A Query ran without error on the primary `ranOn` and on `alsoOn`: it replaced the client's
+     * unnamed portal there (PostgreSQL runs it in that portal).
+     */
+    private readonly unnamedPortalReplaced: (ranOn: BackendLink, alsoOn: readonly BackendLink[]) => void,
   ) {}
 
   /**
@@ -252,7 +255,12 @@ export class BothNodes {
     // TEMP and SEQUENCES keep them).
     if (!onPrimary.error) {
       this.statementDone(cls);
-      if (cls.statementCount > 0) this.unnamedPortalReplaced();
+      const p = s.backends.primary;
+      if (cls.statementCount > 0 && p !== undefined)
+        this.unnamedPortalReplaced(
+          p,
+          onSeconds.map(([l]) => l),
+        );
     }
     if (!ok)
       this.queryFailed(

@@ -1244,14 +1244,8 @@ export class ExtendedProtocol {
     return false;
   }
 
-  /** A Sync of a pipeline that executed a transaction command is sent: counted until answered (the function returned). */
-  private txCommandSync(): () => void {
-    this.txCommandSyncs++;
-    let counted = true;
-    return () => {
-      if (counted && this.txCommandSyncs > 0) this.txCommandSyncs--;
-      counted = false;
-    };
+  private txCommandAnswered(): void {
+    if (this.txCommandSyncs > 0) this.txCommandSyncs--;
   }
 
   /**
@@ -2099,7 +2093,9 @@ export class ExtendedProtocol {
     s.routing.pipelineWrote = false;
     this.executedOn.length = 0;
     this.pipelineTx = false;
-    const answered = this.pipelineTxCommand ? this.txCommandSync() : undefined;
+    // Counted until its answer (awaitsTransactionCommand).
+    const txCommand = this.pipelineTxCommand;
+    if (txCommand) this.txCommandSyncs++;
     this.pipelineTxCommand = false;
     const outcomes = this.outcomes.take();
     const copiedRuns = this.copiedRuns;
@@ -2124,7 +2120,7 @@ export class ExtendedProtocol {
         kind: 'sync',
         mode: 'forward',
         done: (x, at) => {
-          answered?.();
+          if (txCommand) this.txCommandAnswered();
           this.pipelineDone(
             outcomes,
             x.status ?? TxStatus.Idle,
@@ -2164,7 +2160,7 @@ export class ExtendedProtocol {
             if (x.afterError === true) (failed ??= []).push(l);
             if (ended || !merged.complete) return;
             ended = true;
-            answered?.();
+            if (txCommand) this.txCommandAnswered();
             this.pipelineDone(outcomes, merged.status, undefined, sync, restore, failed ?? NO_LINKS, members);
             if (copiedRuns !== undefined) this.copiesRanAlone(copiedRuns);
             if (mirror !== undefined) this.mirrorFailed(mirror, merged, outcomes);
@@ -2482,7 +2478,7 @@ export class ExtendedProtocol {
    * The simple Query of `mark` ran: its statements replaced the unnamed portal, gone after
    * them wherever it was (not one the client bound behind the Query).
    */
-  unnamedPortalGone(mark: number, ranOn: BackendLink): void {
+  unnamedPortalGone(mark: number, ranOn: BackendLink, alsoOn: readonly BackendLink[] = NO_LINKS): void {
     const p = this.portals.get('');
     if (p === undefined || (p.boundAt ?? 0) >= mark) return;
     this.portals.delete('');
@@ -2491,7 +2487,8 @@ export class ExtendedProtocol {
     const b = this.s.backends;
     for (const id of p.nodes) {
       const l = b.get(id);
-      if (l !== undefined && l !== ranOn && (l.txStatus !== TxStatus.Idle || l.inPipeline)) this.closeUnnamedPortal(l);
+      if (l === undefined || l === ranOn || alsoOn.includes(l)) continue;
+      if (l.txStatus !== TxStatus.Idle || l.inPipeline) this.closeUnnamedPortal(l);
     }
   }
 }

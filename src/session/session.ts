@@ -212,10 +212,7 @@ export class Session implements FrameSink<BackendLink>, LinkOwner, BackendsOwner
       // (The session waited for it: every portal was bound before it.)
       () => this.extended.transactionEndedAt(this.extended.portalMark()),
       (status, link, code) => this.extended.queryFailed(status, link, code),
-      () => {
-        const p = this.backends.primary;
-        if (p !== undefined) this.extended.unnamedPortalGone(this.extended.portalMark(), p);
-      },
+      (ranOn, alsoOn) => this.extended.unnamedPortalGone(this.extended.portalMark(), ranOn, alsoOn),
     );
     this.extended = new ExtendedProtocol(this, this.route, this.both);
     this.admin = new AdminReplies(this);
